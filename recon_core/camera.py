@@ -1,0 +1,253 @@
+"""Every camera and axis convention of the project, in one place.
+
+Frames
+------
+*World* (the ShapeNetCore v2 frame, used by the data set): right-handed, **+Y up,
+the object's front faces -Z**, centred on its bounding box, bounding-box diagonal 1.
+
+*Blender world*: right-handed, +Z up. ``p_blender = SHAPENET_TO_BLENDER @ p_world``,
+i.e. ``(x, y, z) -> (x, -z, y)``, the rotation Blender's OBJ importer applies with
+its default axes (forward -Z, up Y).
+
+*Camera* (OpenCV convention, the canonical one here): x right, y down, z forward
+(away from the camera, into the scene). A :class:`Camera` maps world points with
+``p_cam = R @ p_world + T`` and pixels with ``K``.
+
+*View frame* (what the network predicts): the camera's axes centred on the object,
+``p_view = R @ p_world``. For the look-at cameras of the renderer ``T = (0, 0, d)``,
+so ``p_cam = p_view + (0, 0, d)``.
+
+*Output frame* (meshes handed to users and files): ``p_out = VIEW_TO_OUTPUT @ p_view
+= (x, -y, -z)``: +X right, +Y up, the camera on +Z looking toward -Z (the glTF
+convention). Seen from +Z, the mesh looks like the photo. In Blender (after the
+usual Y-up import rotation) it looks like the photo from the Front view (numpad 1).
+
+Pixels
+------
+Pixel ``(u, v)``: ``u`` to the right, ``v`` down, origin at the top-left *corner* of
+the top-left pixel, so the centre of pixel ``(i, j)`` (row ``i``) is ``(j + 0.5, i + 0.5)``.
+``K = [[f, 0, cx], [0, f, cy], [0, 0, 1]]`` with ``f = focal_mm / sensor_mm * width``
+(Blender's horizontal sensor fit) and ``(cx, cy) = (width / 2, height / 2)``.
+
+Blender cameras
+---------------
+A Blender camera looks along its local -Z with local +Y up (OpenGL). Its
+``matrix_world`` has as rotation columns the camera's local axes in Blender world
+coordinates, ``SHAPENET_TO_BLENDER @ [x_c, -y_c, -z_c]`` where ``x_c, y_c, z_c`` are the
+rows of ``R``, and as translation the camera centre ``SHAPENET_TO_BLENDER @ C`` with
+``C = -R.T @ T``. :func:`blender_matrix_world` and :func:`camera_from_blender` convert;
+the renderer writes both forms in its camera JSON (:meth:`Camera.to_json`).
+
+Feature projection
+------------------
+The refiner samples image features at the vertices' projections. The network's input
+is cropped to the object (:mod:`recon_core.image`), so the true camera is unknown at
+inference. :func:`fit_projection` therefore projects view-frame vertices
+orthographically and fits their x/y bounding box into the crop's object box, the same
+way at training and inference.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "SHAPENET_TO_BLENDER",
+    "VIEW_TO_OUTPUT",
+    "Camera",
+    "look_at",
+    "blender_matrix_world",
+    "camera_from_blender",
+    "crop_camera",
+    "to_pytorch3d",
+    "fit_projection",
+    "CROP_MARGIN",
+]
+
+SHAPENET_TO_BLENDER = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+"""(3, 3) rotation from the ShapeNet world frame (+Y up) to Blender's (+Z up)."""
+
+VIEW_TO_OUTPUT = np.diag([1.0, -1.0, -1.0])
+"""(3, 3) rotation from the view frame (OpenCV axes) to the output frame (+Y up, camera on +Z)."""
+
+_OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0])
+
+CROP_MARGIN = 0.1
+"""Fraction of the crop's side left free on each side of the object's 2D box."""
+
+
+@dataclass(frozen=True)
+class Camera:
+    """A pinhole camera in the OpenCV convention.
+
+    Attributes:
+        R: (3, 3) float64 world-to-camera rotation (rows: camera x, y, z axes in world coordinates).
+        T: (3,) float64 world-to-camera translation, ``p_cam = R @ p_world + T``.
+        K: (3, 3) float64 intrinsics in pixels.
+        width: image width in pixels.
+        height: image height in pixels.
+    """
+
+    R: np.ndarray
+    T: np.ndarray
+    K: np.ndarray
+    width: int
+    height: int
+
+    @property
+    def centre(self) -> np.ndarray:
+        """(3,) camera centre in world coordinates."""
+        return -self.R.T @ self.T
+
+    def world_to_camera(self, points: np.ndarray) -> np.ndarray:
+        """(N, 3) world points -> (N, 3) camera-frame points."""
+        return np.asarray(points, dtype=np.float64) @ self.R.T + self.T
+
+    def world_to_view(self, points: np.ndarray) -> np.ndarray:
+        """(N, 3) world points -> (N, 3) view-frame points (rotation only)."""
+        return np.asarray(points, dtype=np.float64) @ self.R.T
+
+    def project(self, points: np.ndarray) -> np.ndarray:
+        """(N, 3) world points -> (N, 2) pixel coordinates ``(u, v)`` (see module docstring)."""
+        cam = self.world_to_camera(points)
+        uvw = cam @ self.K.T
+        return uvw[:, :2] / uvw[:, 2:3]
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-serialisable dict with the OpenCV form and the Blender form of this camera."""
+        return {
+            "convention": "opencv; world = ShapeNet frame (+Y up, front -Z); see recon_core.camera",
+            "R": self.R.tolist(),
+            "T": self.T.tolist(),
+            "K": self.K.tolist(),
+            "width": self.width,
+            "height": self.height,
+            "blender_matrix_world": blender_matrix_world(self).tolist(),
+        }
+
+    @staticmethod
+    def from_json(data: dict[str, Any] | str) -> "Camera":
+        """Inverse of :meth:`to_json` (accepts the dict or its JSON text)."""
+        if isinstance(data, str):
+            data = json.loads(data)
+        return Camera(
+            R=np.asarray(data["R"], dtype=np.float64),
+            T=np.asarray(data["T"], dtype=np.float64),
+            K=np.asarray(data["K"], dtype=np.float64),
+            width=int(data["width"]),
+            height=int(data["height"]),
+        )
+
+
+def intrinsics(focal_mm: float, sensor_mm: float, width: int, height: int) -> np.ndarray:
+    """(3, 3) intrinsics of a Blender camera with horizontal sensor fit."""
+    f = focal_mm / sensor_mm * width
+    return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
+
+
+def look_at(
+    azimuth_deg: float,
+    elevation_deg: float,
+    distance: float,
+    focal_mm: float = 35.0,
+    sensor_mm: float = 32.0,
+    width: int = 137,
+    height: int = 137,
+) -> Camera:
+    """A camera on a sphere around the origin, looking at it, world +Y up.
+
+    Azimuth 0, elevation 0 puts the camera on -Z, facing the object's front; positive
+    azimuth moves it toward +X, positive elevation up. The camera centre is
+    ``distance * (cos(e) sin(a), sin(e), -cos(e) cos(a))``.
+    """
+    a, e = math.radians(azimuth_deg), math.radians(elevation_deg)
+    centre = distance * np.array([math.cos(e) * math.sin(a), math.sin(e), -math.cos(e) * math.cos(a)])
+    z_c = -centre / np.linalg.norm(centre)
+    up = np.array([0.0, 1.0, 0.0])
+    x_c = np.cross(z_c, up)
+    if np.linalg.norm(x_c) < 1e-8:  # looking straight up or down: any right vector will do
+        x_c = np.array([1.0, 0.0, 0.0])
+    x_c /= np.linalg.norm(x_c)
+    y_c = np.cross(z_c, x_c)
+    R = np.stack([x_c, y_c, z_c])
+    T = -R @ centre
+    return Camera(R=R, T=T, K=intrinsics(focal_mm, sensor_mm, width, height), width=width, height=height)
+
+
+def blender_matrix_world(camera: Camera) -> np.ndarray:
+    """(4, 4) ``matrix_world`` of the Blender camera object equivalent to ``camera``."""
+    rot_gl = (_OPENCV_TO_OPENGL @ camera.R).T  # columns: camera x, -y, -z in world coordinates
+    m = np.eye(4)
+    m[:3, :3] = SHAPENET_TO_BLENDER @ rot_gl
+    m[:3, 3] = SHAPENET_TO_BLENDER @ camera.centre
+    return m
+
+
+def camera_from_blender(
+    matrix_world: np.ndarray, lens_mm: float, sensor_width_mm: float, width: int, height: int
+) -> Camera:
+    """Inverse of :func:`blender_matrix_world` for a camera with horizontal sensor fit."""
+    m = np.asarray(matrix_world, dtype=np.float64)
+    rot_gl = SHAPENET_TO_BLENDER.T @ m[:3, :3]
+    R = _OPENCV_TO_OPENGL @ rot_gl.T
+    centre = SHAPENET_TO_BLENDER.T @ m[:3, 3]
+    return Camera(R=R, T=-R @ centre, K=intrinsics(lens_mm, sensor_width_mm, width, height), width=width, height=height)
+
+
+def crop_camera(camera: Camera, box: tuple[float, float, float, float], size: int) -> Camera:
+    """The camera of an image cropped to ``box = (u0, v0, u1, v1)`` (pixels) and resized to ``size``².
+
+    Only the intrinsics change: pixels are shifted by ``(u0, v0)`` and scaled by
+    ``size / (u1 - u0)`` (the box must be square).
+    """
+    u0, v0, u1, v1 = box
+    scale = size / (u1 - u0)
+    S = np.array([[scale, 0.0, -scale * u0], [0.0, scale, -scale * v0], [0.0, 0.0, 1.0]])
+    return Camera(R=camera.R, T=camera.T, K=S @ camera.K, width=size, height=size)
+
+
+def to_pytorch3d(cameras: list[Camera], device: torch.device | str = "cpu"):
+    """A batch of pytorch3d ``PerspectiveCameras`` equal to the given OpenCV cameras.
+
+    pytorch3d's camera looks along +Z with +X left and +Y up; the conversion is
+    pytorch3d's own ``cameras_from_opencv_projection``. World points fed to these
+    cameras are in the world frame of ``cameras`` (use ``R = I`` cameras for view-frame points).
+    """
+    from pytorch3d.utils import cameras_from_opencv_projection
+
+    R = torch.tensor(np.stack([c.R for c in cameras]), dtype=torch.float32, device=device)
+    T = torch.tensor(np.stack([c.T for c in cameras]), dtype=torch.float32, device=device)
+    K = torch.tensor(np.stack([c.K for c in cameras]), dtype=torch.float32, device=device)
+    size = torch.tensor([[c.height, c.width] for c in cameras], dtype=torch.float32, device=device)
+    return cameras_from_opencv_projection(R, T, K, size)
+
+
+def fit_projection(verts_view: torch.Tensor, image_size: int, margin: float = CROP_MARGIN) -> torch.Tensor:
+    """Project view-frame vertices into the object crop, orthographically.
+
+    The x/y bounding box of each mesh (measured without gradient) is scaled uniformly
+    and centred so that its larger side spans ``[margin, 1 - margin] * image_size``,
+    which is where :mod:`recon_core.image` puts the object's 2D box.
+
+    Args:
+        verts_view: (B, V, 3) vertices in the view frame.
+        image_size: side of the square input image, in pixels.
+        margin: free fraction on each side of the object box.
+
+    Returns:
+        (B, V, 2) pixel coordinates ``(u, v)``.
+    """
+    xy = verts_view[..., :2]
+    with torch.no_grad():
+        lo = xy.amin(dim=1, keepdim=True)  # (B, 1, 2)
+        hi = xy.amax(dim=1, keepdim=True)
+        extent = (hi - lo).amax(dim=2, keepdim=True).clamp_min(1e-6)  # (B, 1, 1)
+        scale = (1.0 - 2.0 * margin) * image_size / extent
+        centre = (lo + hi) / 2
+    return (xy - centre) * scale + image_size / 2.0
