@@ -1,0 +1,74 @@
+"""``recon-mesh IMAGE -o OUT.{obj,stl,ply,glb}``: reconstruct one image with the shipped model."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from recon_core.categories import CATEGORIES
+from recon_core.config import VERTEX_SCHEDULES
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="recon-mesh",
+        description="Turn one photo or sketch of an object into a watertight, manifold, printable mesh.",
+    )
+    p.add_argument("image", help="input image (PNG or JPEG; an alpha channel is used as the object mask)")
+    p.add_argument("-o", "--output", required=True, help="output mesh: .obj, .stl, .ply or .glb")
+    p.add_argument("--category", choices=[c.name for c in CATEGORIES], help="object category (default: predicted)")
+    p.add_argument("--height-mm", type=float, help="scale the mesh so that its height is this many millimetres")
+    p.add_argument("--vertices", type=int, choices=sorted(k for k in VERTEX_SCHEDULES if k >= 642),
+                   help="output vertex count (default: the model's, 2562)")
+    p.add_argument("--model", help="model to use (NAME.safetensors with NAME.json beside it; default: models/default)")
+    p.add_argument("--no-smooth", action="store_true", help="skip the volume-preserving smoothing")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    start = time.perf_counter()
+    try:
+        from recon_core.image import ImageError
+        from recon_core.inference import EXPORT_FORMATS, ExportError, Reconstructor, export_mesh
+        from recon_core.weights import WeightsError
+
+        out = Path(args.output)
+        if out.suffix.lower() not in EXPORT_FORMATS:
+            raise ExportError(f"Cannot write {out.name}: the extension must be one of {', '.join(EXPORT_FORMATS)}.")
+        if not out.parent.exists():
+            raise ExportError(f"Cannot write {out}: the folder {out.parent} does not exist; create it first.")
+        rec = Reconstructor.from_file(args.model)
+        result = rec.reconstruct_file(
+            args.image, category=args.category, vertices=args.vertices, height_mm=args.height_mm,
+            smooth=not args.no_smooth,
+        )
+        export_mesh(result.verts, result.faces, out)
+    except (ImageError, WeightsError, ExportError, ValueError) as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - last line of defence: one sentence, not a traceback
+        if args.debug:
+            raise
+        print(f"error: unexpected failure ({type(err).__name__}: {err}); rerun with --debug and report it.", file=sys.stderr)
+        return 1
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    probs = result.category_probs
+    print(f"wrote {out} ({len(result.verts)} vertices, {len(result.faces)} faces) in {time.perf_counter() - start:.2f} s")
+    print(f"category: {result.category}" + ("" if args.category else f" (predicted, p={probs.max():.2f})"))
+    print(result.report.summary())
+    return 0 if result.report.ok else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Typed, frozen configuration of the network, loadable from YAML/JSON and overridable from the command line.
+
+Every field is read by :func:`recon_core.model.build_model` or the code it calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ModelConfig", "VERTEX_SCHEDULES", "load_config_dict", "apply_overrides", "from_dict"]
+
+# Output vertex count -> number of midpoint subdivisions before each refiner stage,
+# starting from an ico-sphere of level 2 (162 vertices).
+VERTEX_SCHEDULES: dict[int, tuple[int, ...]] = {
+    162: (0, 0, 0),
+    642: (0, 1, 0),
+    2562: (0, 1, 1),
+    10242: (0, 1, 2),
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the reconstruction network."""
+
+    backbone: str = "resnet50"
+    """torchvision ResNet name: resnet18, resnet34 or resnet50."""
+    backbone_weights: str | None = None
+    """Optional local file of ImageNet weights for the backbone (.safetensors, or a torchvision .pth read with weights_only)."""
+    image_size: int = 137
+    """Side of the square network input, in pixels (137 or 224)."""
+    fpn_channels: int = 128
+    """Channels of every feature-pyramid level."""
+    coarse: str = "ico_sphere"
+    """Coarse shape: "ico_sphere" (deformed sphere) or "template" (plus a learned per-category template)."""
+    ico_level: int = 2
+    """Level of the coarse ico-sphere (2: 162 vertices)."""
+    sphere_radius: float = 0.3
+    """Radius of the initial sphere (bounding-box diagonal of the data is 1)."""
+    coarse_hidden: int = 512
+    """Width of the coarse head's hidden layer."""
+    vertices: int = 2562
+    """Default output vertex count; one of VERTEX_SCHEDULES' keys."""
+    hidden_dim: int = 128
+    """Vertex feature width in the refiner."""
+    gconv_layers: int = 2
+    """Graph convolutions per refiner stage."""
+    attention_heads: int = 4
+    """Heads of the graph-image cross-attention."""
+    attention_window: int = 3
+    """Each vertex attends to a window x window patch of cells around its projection, on every pyramid level."""
+    max_displacement: float = 2.0
+    """Bound of a stage's displacement, in units of the vertex's mean incident edge length."""
+    category_norm: bool = True
+    """Category-conditional normalisation (per-category scale and shift) in the refiner."""
+    num_categories: int = 13
+    """Number of categories (recon_core.categories.CATEGORIES)."""
+
+    def __post_init__(self) -> None:
+        if self.backbone not in ("resnet18", "resnet34", "resnet50"):
+            raise ValueError(f"backbone must be resnet18, resnet34 or resnet50, got {self.backbone!r}")
+        if self.coarse not in ("ico_sphere", "template"):
+            raise ValueError(f"coarse must be 'ico_sphere' or 'template', got {self.coarse!r}")
+        if self.vertices not in VERTEX_SCHEDULES:
+            raise ValueError(f"vertices must be one of {sorted(VERTEX_SCHEDULES)}, got {self.vertices}")
+        if self.image_size < 32:
+            raise ValueError(f"image_size must be at least 32, got {self.image_size}")
+        if self.hidden_dim % self.attention_heads:
+            raise ValueError("hidden_dim must be divisible by attention_heads")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def from_dict(cls, data: dict[str, Any]):
+    """Build dataclass ``cls`` from a dict, refusing unknown keys (a typo is an error, not a silent default)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"Unknown {cls.__name__} field(s): {', '.join(unknown)}. Known: {', '.join(sorted(names))}.")
+    return cls(**data)
+
+
+def load_config_dict(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON file into a dict."""
+    path = Path(path)
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        return yaml.safe_load(text) or {}
+    return json.loads(text)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides (values parsed as YAML) to a nested dict, returning a new dict."""
+    import copy
+
+    import yaml
+
+    out = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"Override {item!r} must look like key=value (e.g. model.hidden_dim=64).")
+        key, value = item.split("=", 1)
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    return out
+

@@ -1,0 +1,88 @@
+"""Image encoder: a torchvision ResNet with a feature pyramid on top.
+
+Backbones start from ``weights=None`` (nothing is downloaded); a local ImageNet
+weights file can be given in the config.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision import models
+from torchvision.ops import FeaturePyramidNetwork
+
+__all__ = ["ImageEncoder", "IMAGENET_MEAN", "IMAGENET_STD"]
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_STAGE_CHANNELS = {
+    "resnet18": (64, 128, 256, 512),
+    "resnet34": (64, 128, 256, 512),
+    "resnet50": (256, 512, 1024, 2048),
+}
+
+
+class ImageEncoder(nn.Module):
+    """ResNet + FPN.
+
+    Args:
+        backbone: "resnet18", "resnet34" or "resnet50".
+        fpn_channels: channels of every pyramid level.
+        weights_path: optional local backbone weights (.safetensors or torchvision .pth).
+
+    Forward:
+        images: (B, 3, S, S) float RGB in [0, 1].
+
+    Returns:
+        pyramid: list of 4 maps (B, fpn_channels, S/4, S/4) ... (B, fpn_channels, S/32, S/32),
+            strides 4, 8, 16, 32 (rounded up).
+        global_feature: (B, C5) average-pooled last backbone stage (C5 = 2048 for resnet50, 512 otherwise).
+    """
+
+    def __init__(self, backbone: str = "resnet50", fpn_channels: int = 128, weights_path: str | None = None):
+        super().__init__()
+        net = getattr(models, backbone)(weights=None)
+        if weights_path:
+            _load_backbone_weights(net, weights_path)
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.stages = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
+        channels = _STAGE_CHANNELS[backbone]
+        self.fpn = FeaturePyramidNetwork(list(channels), fpn_channels)
+        self.global_dim = channels[-1]
+        self.strides = (4, 8, 16, 32)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        x = (images - self.mean) / self.std
+        x = self.stem(x)
+        feats = OrderedDict()
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            feats[f"c{i + 2}"] = x
+        pyramid = list(self.fpn(feats).values())
+        return pyramid, x.mean(dim=(2, 3))
+
+
+def _load_backbone_weights(net: nn.Module, path: str) -> None:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"Backbone weights file not found: {path}. Fix model.backbone_weights or leave it empty.")
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(p))
+    else:
+        state = torch.load(str(p), map_location="cpu", weights_only=True)  # restricted unpickler: tensors only
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing:
+        raise ValueError(f"Backbone weights {path} lack {len(missing)} tensors (e.g. {missing[0]}); is it the right ResNet?")
+    log.info("loaded backbone weights from %s (%d unexpected keys ignored)", path, len(unexpected))

@@ -1,0 +1,200 @@
+"""Reading user images safely and cropping them to the object, the same way in training and inference.
+
+:func:`load_image` turns any file a user may hand us into ``(rgb, alpha)`` arrays or
+raises :class:`ImageError` with one sentence naming the problem and the fix.
+:func:`prepare_image` finds the object (the alpha channel when there is one, else the
+pixels that differ from the border colour), cuts a square around it with
+:data:`recon_core.camera.CROP_MARGIN` free on each side, and resizes it to the
+network's input size.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from recon_core.camera import CROP_MARGIN
+
+__all__ = ["ImageError", "PreparedImage", "load_image", "prepare_image", "object_box", "MIN_SIDE", "MAX_PIXELS"]
+
+log = logging.getLogger(__name__)
+
+MIN_SIDE = 16
+"""Smallest accepted image side, in pixels."""
+MAX_PIXELS = 64_000_000
+"""Largest accepted image area (pixels); larger images are refused before decoding."""
+
+
+class ImageError(ValueError):
+    """An input image that cannot be used; the message says what is wrong and what to do."""
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """A network-ready crop of one image.
+
+    Attributes:
+        image: (3, S, S) float32 tensor in [0, 1], RGB, object centred.
+        mask: (S, S) float32 tensor in [0, 1] (the alpha channel cropped), or ``None`` for RGB input.
+        box: ``(u0, v0, u1, v1)`` square crop box in the original image's pixels (may extend past its border).
+        original_size: ``(width, height)`` of the original image.
+    """
+
+    image: torch.Tensor
+    mask: torch.Tensor | None
+    box: tuple[float, float, float, float]
+    original_size: tuple[int, int]
+
+
+def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """Read an image file.
+
+    Returns:
+        rgb: (H, W, 3) uint8.
+        alpha: (H, W) uint8, or ``None`` when the image has no alpha channel.
+        notes: human-readable notes on conversions made (16-bit to 8-bit, CMYK to RGB, ...).
+
+    Raises:
+        ImageError: missing file, not an image, truncated or corrupt, too small, too
+            large, or fully transparent.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ImageError(f"Image file not found: {path}. Check the path and try again.")
+    if os.path.isdir(path):
+        raise ImageError(f"{path} is a folder, not an image file. Give the path of a PNG or JPEG file.")
+    notes: list[str] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            width, height = img.size
+            if width * height > MAX_PIXELS:
+                raise ImageError(
+                    f"{path} is too large ({width}x{height} pixels); downscale it to at most "
+                    f"{int(MAX_PIXELS ** 0.5)}x{int(MAX_PIXELS ** 0.5)} pixels and try again."
+                )
+            if min(width, height) < MIN_SIDE:
+                raise ImageError(
+                    f"{path} is too small ({width}x{height} pixels); use an image at least {MIN_SIDE}x{MIN_SIDE} pixels."
+                )
+            img.load()
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"{path} is not an image file that can be read; save it as PNG or JPEG.") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{path} is too large to decode safely; downscale it and try again.") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageError(f"{path} is truncated or corrupt ({err}); re-export the image and try again.") from None
+
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I") else max(float(arr.max()), 1.0)
+        gray = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        notes.append("16-bit image converted to 8 bits per channel")
+        return np.repeat(gray[..., None], 3, axis=2), None, notes
+    if mode == "CMYK":
+        notes.append("CMYK image converted to RGB")
+        img = img.convert("RGB")
+    elif mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif mode in ("LA", "PA"):
+        img = img.convert("RGBA")
+    elif mode not in ("RGB", "RGBA"):
+        img = img.convert("RGB")
+
+    arr = np.asarray(img)
+    rgb = np.ascontiguousarray(arr[..., :3])
+    alpha = np.ascontiguousarray(arr[..., 3]) if arr.shape[2] == 4 else None
+    if alpha is not None:
+        if alpha.max() == 0:
+            raise ImageError(
+                f"{path} is fully transparent: there is no object to reconstruct. "
+                "Export it with the object visible (alpha > 0 on the object)."
+            )
+        if alpha.min() == 255:
+            alpha = None  # an opaque alpha channel carries no mask
+    return rgb, alpha, notes
+
+
+def object_box(rgb: np.ndarray, alpha: np.ndarray | None) -> tuple[int, int, int, int]:
+    """2D box ``(u0, v0, u1, v1)`` (pixels, exclusive end) around the object.
+
+    With alpha, the box of ``alpha > 127``. Without, the pixels whose colour differs
+    from the median border colour by more than a threshold; if those cover nearly the
+    whole image or nothing at all, the whole image.
+
+    Args:
+        rgb: (H, W, 3) uint8.
+        alpha: (H, W) uint8 or ``None``.
+    """
+    h, w = rgb.shape[:2]
+    if alpha is not None:
+        fg = alpha > 127
+        if not fg.any():
+            fg = alpha > 0
+    else:
+        border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).astype(np.int16)
+        bg = np.median(border, axis=0)
+        spread = np.abs(border - bg).sum(axis=1)
+        if np.percentile(spread, 75) > 60:  # busy border: no plain background to separate from
+            return 0, 0, w, h
+        fg = np.abs(rgb.astype(np.int16) - bg).sum(axis=2) > 60
+        if fg.mean() < 1e-4 or fg.mean() > 0.97:
+            return 0, 0, w, h
+    rows = np.flatnonzero(fg.any(axis=1))
+    cols = np.flatnonzero(fg.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def prepare_image(
+    rgb: np.ndarray,
+    alpha: np.ndarray | None,
+    size: int,
+    background: tuple[int, int, int] = (255, 255, 255),
+    box: tuple[int, int, int, int] | None = None,
+) -> PreparedImage:
+    """Crop an image to its object and resize it to ``size``².
+
+    Args:
+        rgb: (H, W, 3) uint8.
+        alpha: (H, W) uint8 object mask or ``None``. With alpha, the object is composited over ``background``.
+        size: output side in pixels.
+        background: RGB colour behind transparent pixels and outside the image.
+        box: the object's box; found by :func:`object_box` when omitted.
+
+    Returns:
+        The :class:`PreparedImage`; its ``box`` maps crop pixels to original pixels
+        (use :func:`recon_core.camera.crop_camera` to adjust a camera).
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"rgb must be a (H, W, 3) uint8 array, got {rgb.shape} {rgb.dtype}")
+    h, w = rgb.shape[:2]
+    u0, v0, u1, v1 = box if box is not None else object_box(rgb, alpha)
+    side = max(u1 - u0, v1 - v0) / (1.0 - 2.0 * CROP_MARGIN)
+    cu, cv = (u0 + u1) / 2.0, (v0 + v1) / 2.0
+    crop = (cu - side / 2, cv - side / 2, cu + side / 2, cv + side / 2)
+
+    if alpha is not None:
+        a = alpha.astype(np.float32)[..., None] / 255.0
+        comp = rgb.astype(np.float32) * a + np.asarray(background, np.float32) * (1.0 - a)
+        rgb_c = np.clip(comp + 0.5, 0, 255).astype(np.uint8)
+        rgba = np.concatenate([rgb_c, alpha[..., None]], axis=2)
+        src = Image.fromarray(rgba, "RGBA")
+    else:
+        src = Image.fromarray(rgb, "RGB")
+    # Pillow's EXTENT transform maps the crop box (may leave the image) onto size x size.
+    fill = tuple(background) + ((0,) if alpha is not None else ())
+    out = src.transform((size, size), Image.Transform.EXTENT, crop, resample=Image.Resampling.BILINEAR, fillcolor=fill)
+    arr = np.asarray(out, dtype=np.float32) / 255.0
+    image = torch.from_numpy(np.ascontiguousarray(arr[..., :3].transpose(2, 0, 1)))
+    mask = torch.from_numpy(np.ascontiguousarray(arr[..., 3])) if alpha is not None else None
+    return PreparedImage(image=image, mask=mask, box=crop, original_size=(w, h))

@@ -1,0 +1,161 @@
+"""The main job: one image in, one printable mesh out.
+
+>>> rec = Reconstructor.from_file()          # the shipped default model
+>>> result = rec.reconstruct_file("chair.png", height_mm=120)
+>>> export_mesh(result.verts, result.faces, "chair.stl")
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from recon_core.camera import VIEW_TO_OUTPUT
+from recon_core.categories import CATEGORIES, category_by_name
+from recon_core.image import load_image, prepare_image
+from recon_core.printable import PrintableReport, check_printable
+from recon_core.repair import make_printable
+from recon_core.weights import atomic_write_bytes, load_model
+
+__all__ = ["Reconstruction", "Reconstructor", "export_mesh", "EXPORT_FORMATS", "ExportError"]
+
+log = logging.getLogger(__name__)
+
+EXPORT_FORMATS = (".obj", ".stl", ".ply", ".glb")
+
+
+class ExportError(ValueError):
+    """A mesh that cannot be written where asked."""
+
+
+@dataclass
+class Reconstruction:
+    """A reconstructed mesh in the output frame (+Y up, camera on +Z; see recon_core.camera).
+
+    Attributes:
+        verts: (V, 3) float64 vertices; units: the data's (bounding-box diagonal ~1) or mm with ``height_mm``.
+        faces: (F, 3) int64 triangles, outward-facing.
+        category: name of the category used (given or predicted).
+        category_probs: (13,) predicted probabilities, in ``CATEGORIES`` order.
+        report: the printable check of the final mesh.
+        repair: what the repair step did (its log).
+        timings: seconds per stage.
+        notes: human-readable notes (image conversions, untrained model, ...).
+    """
+
+    verts: np.ndarray
+    faces: np.ndarray
+    category: str
+    category_probs: np.ndarray
+    report: PrintableReport
+    repair: Any
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str):
+    start = time.perf_counter()
+    yield
+    timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+
+
+class Reconstructor:
+    """A loaded model, ready to reconstruct images one at a time."""
+
+    def __init__(self, model, metadata: dict[str, Any]):
+        self.model = model.eval()
+        self.metadata = metadata
+        self.trained = bool(metadata.get("trained", False))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike | None = None, device: str = "cpu") -> "Reconstructor":
+        """Load a model (``None``: the shipped default). Raises ``WeightsError`` with a clear message."""
+        model, meta = load_model(path, device=device)
+        return cls(model, meta)
+
+    @torch.inference_mode()
+    def reconstruct(
+        self,
+        rgb: np.ndarray,
+        alpha: np.ndarray | None = None,
+        category: str | None = None,
+        vertices: int | None = None,
+        height_mm: float | None = None,
+        smooth: bool = True,
+    ) -> Reconstruction:
+        """Reconstruct one decoded image.
+
+        Args:
+            rgb: (H, W, 3) uint8.
+            alpha: (H, W) uint8 object mask, or None.
+            category: category name overriding the predicted one, or None for automatic.
+            vertices: output vertex count (642, 2562 or 10242; the model's default if None).
+            height_mm: scale the mesh so its height (Y extent) is this many millimetres.
+            smooth: volume-preserving smoothing after repair.
+        """
+        if height_mm is not None and not (np.isfinite(height_mm) and height_mm > 0):
+            raise ValueError(f"height_mm must be a positive number of millimetres, got {height_mm}.")
+        timings: dict[str, float] = {}
+        cat_index = None if category is None else CATEGORIES.index(category_by_name(category))
+        with _timed(timings, "preprocess"):
+            prepared = prepare_image(rgb, alpha, self.model.config.image_size)
+        with _timed(timings, "network"):
+            device = next(self.model.parameters()).device
+            images = prepared.image[None].to(device)
+            cat = None if cat_index is None else torch.tensor([cat_index], device=device)
+            out = self.model(images, category=cat, vertices=vertices)
+        probs = out.category_logits.softmax(-1)[0].float().cpu().numpy()
+        used = CATEGORIES[cat_index if cat_index is not None else int(probs.argmax())].name
+        verts = out.verts[0].double().cpu().numpy() @ VIEW_TO_OUTPUT.T
+        faces = self.model.topology.faces(out.level).cpu().numpy().astype(np.int64)
+        with _timed(timings, "repair"):
+            verts, faces, repair_log = make_printable(verts, faces, smooth=smooth)
+        if height_mm is not None:
+            extent = float(np.ptp(verts[:, 1]))
+            verts = verts * (height_mm / max(extent, 1e-12))
+        with _timed(timings, "check"):
+            report = check_printable(verts, faces, unit_scale_mm=1.0 if height_mm is not None else None)
+        notes = [] if self.trained else ["the model is untrained (random weights): the shape is not meaningful"]
+        return Reconstruction(verts, faces, used, probs, report, repair_log, timings, notes)
+
+    def reconstruct_file(self, path: str | os.PathLike, **kwargs) -> Reconstruction:
+        """Read an image file (see :func:`recon_core.image.load_image` for the errors) and reconstruct it."""
+        rgb, alpha, notes = load_image(path)
+        result = self.reconstruct(rgb, alpha, **kwargs)
+        result.notes[:0] = notes
+        return result
+
+
+def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write a mesh as OBJ, STL, PLY or GLB (by extension), atomically (temp file + rename).
+
+    Args:
+        verts: (V, 3) float.
+        faces: (F, 3) int.
+    """
+    import trimesh
+
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in EXPORT_FORMATS:
+        raise ExportError(f"Cannot write {path.name}: the extension must be one of {', '.join(EXPORT_FORMATS)}.")
+    if not path.parent.exists():
+        raise ExportError(f"Cannot write {path}: the folder {path.parent} does not exist; create it first.")
+    mesh = trimesh.Trimesh(vertices=np.asarray(verts, dtype=np.float64), faces=np.asarray(faces), process=False)
+    data = mesh.export(file_type=ext[1:])
+    if isinstance(data, str):
+        data = data.encode()
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as err:
+        raise ExportError(f"Cannot write {path}: {err.strerror or err}. Choose a writable location.") from None
+    return path

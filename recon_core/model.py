@@ -1,0 +1,143 @@
+"""The reconstruction network: encoder -> coarse shape -> refiner stages.
+
+Mesh batches are ``verts (B, V, 3)`` in the view frame (:mod:`recon_core.camera`) plus
+the shared faces of their ico-sphere level (:mod:`recon_core.topology`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recon_core.config import VERTEX_SCHEDULES, ModelConfig
+from recon_core.encoder import ImageEncoder
+from recon_core.refiner import RefinerStage
+from recon_core.topology import IcoTopology, vertex_count
+
+__all__ = ["ReconstructionNet", "ReconOutput", "build_model"]
+
+
+@dataclass
+class ReconOutput:
+    """What the network returns.
+
+    Attributes:
+        coarse_verts: (B, V_0, 3) coarse shape at ico level ``levels[0]``... before the first stage.
+        stage_verts: list of (B, V_s, 3), the output of each refiner stage.
+        levels: ico level of each stage's output (faces: ``model.topology.faces(level)``).
+        coarse_level: ico level of ``coarse_verts``.
+        category_logits: (B, K).
+    """
+
+    coarse_verts: torch.Tensor
+    stage_verts: list[torch.Tensor]
+    levels: list[int]
+    coarse_level: int
+    category_logits: torch.Tensor
+
+    @property
+    def verts(self) -> torch.Tensor:
+        """(B, V, 3) final vertices."""
+        return self.stage_verts[-1]
+
+    @property
+    def level(self) -> int:
+        return self.levels[-1]
+
+
+class ReconstructionNet(nn.Module):
+    """See the module docstring; build it with :func:`build_model`."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.encoder = ImageEncoder(c.backbone, c.fpn_channels, c.backbone_weights)
+        v0 = vertex_count(c.ico_level)
+        max_level = c.ico_level + max(sum(s) for s in VERTEX_SCHEDULES.values())
+        self.topology = IcoTopology(c.ico_level, max_level)
+        self.category_head = nn.Linear(self.encoder.global_dim, c.num_categories)
+        self.coarse_head = nn.Sequential(
+            nn.Linear(self.encoder.global_dim, c.coarse_hidden), nn.ReLU(), nn.Linear(c.coarse_hidden, v0 * 3)
+        )
+        nn.init.zeros_(self.coarse_head[-1].weight)
+        nn.init.zeros_(self.coarse_head[-1].bias)
+        if c.coarse == "template":
+            # A learned template per category, on the ico-sphere's topology (offsets from the sphere).
+            self.templates = nn.Parameter(torch.zeros(c.num_categories, v0, 3))
+        self.stages = nn.ModuleList(
+            [
+                RefinerStage(
+                    feature_dim=c.fpn_channels,
+                    hidden_dim=c.hidden_dim,
+                    prev_dim=0 if i == 0 else c.hidden_dim,
+                    gconv_layers=c.gconv_layers,
+                    levels=4,
+                    window=c.attention_window,
+                    heads=c.attention_heads,
+                    max_displacement=c.max_displacement,
+                    num_categories=c.num_categories,
+                    category_norm=c.category_norm,
+                )
+                for i in range(3)
+            ]
+        )
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        category: torch.Tensor | None = None,
+        vertices: int | None = None,
+    ) -> ReconOutput:
+        """Reconstruct a batch.
+
+        Args:
+            images: (B, 3, S, S) float RGB in [0, 1], cropped by :func:`recon_core.image.prepare_image`.
+            category: (B,) long category indices overriding the predicted category, or None.
+            vertices: output vertex count (a key of ``VERTEX_SCHEDULES``); the config's default if None.
+
+        Returns:
+            :class:`ReconOutput`.
+        """
+        c = self.config
+        if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
+            raise ValueError(f"images must be (B, 3, S, S), got {tuple(images.shape)}")
+        schedule = VERTEX_SCHEDULES.get(vertices or c.vertices)
+        if schedule is None:
+            raise ValueError(f"vertices must be one of {sorted(VERTEX_SCHEDULES)}, got {vertices}")
+        b, size = images.shape[0], images.shape[-1]
+        pyramid, global_feature = self.encoder(images)
+        logits = self.category_head(global_feature)
+        if category is None:
+            probs = logits.softmax(dim=-1)
+        else:
+            probs = F.one_hot(category.long(), c.num_categories).to(images.dtype)
+        probs = probs.to(global_feature.dtype)
+
+        level = c.ico_level
+        sphere = self.topology.sphere(level) * c.sphere_radius
+        verts = sphere[None] + self.coarse_head(global_feature).reshape(b, -1, 3)
+        if c.coarse == "template":
+            verts = verts + torch.einsum("bk,kvc->bvc", probs, self.templates)
+        coarse = verts
+        feats = None
+        stage_verts, levels = [], []
+        for stage, subdivisions in zip(self.stages, schedule):
+            for _ in range(subdivisions):
+                if feats is None:
+                    (verts,) = self.topology.subdivide(level, verts)
+                else:
+                    verts, feats = self.topology.subdivide(level, verts, feats)
+                level += 1
+            verts, feats = stage(verts, feats, pyramid, self.encoder.strides, size, probs, self.topology, level)
+            stage_verts.append(verts)
+            levels.append(level)
+        return ReconOutput(coarse, stage_verts, levels, c.ico_level, logits)
+
+
+def build_model(config: ModelConfig) -> ReconstructionNet:
+    """The one place where a config becomes layers."""
+    return ReconstructionNet(config)

@@ -1,0 +1,131 @@
+"""Fixed mesh topology of the ico-sphere family: faces, edges and midpoint subdivision.
+
+All meshes of a batch share one topology, so a batch of meshes is simply
+``verts (B, V, 3)`` with one ``faces (F, 3)`` tensor; :meth:`IcoTopology.meshes`
+builds the pytorch3d ``Meshes`` view of it when a loss or a renderer needs one.
+
+Level ``L`` has ``10 * 4**L + 2`` vertices (2: 162, 3: 642, 4: 2,562, 5: 10,242).
+Subdividing level ``L`` appends one vertex per edge (the edge's midpoint) after the
+existing vertices, in the order of :meth:`IcoTopology.edges`; that is exactly how
+pytorch3d builds ``ico_sphere(L + 1)``, so the faces of the subdivided mesh equal
+those of ``ico_sphere(L + 1)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["IcoTopology", "vertex_count", "level_for_vertices", "neighbour_mean", "mean_edge_length"]
+
+
+def vertex_count(level: int) -> int:
+    """Number of vertices of an ico-sphere of the given level."""
+    return 10 * 4**level + 2
+
+
+def level_for_vertices(count: int) -> int:
+    """Inverse of :func:`vertex_count`; raises ``ValueError`` for other counts."""
+    for level in range(8):
+        if vertex_count(level) == count:
+            return level
+    raise ValueError(f"{count} is not an ico-sphere vertex count (162, 642, 2562, 10242, ...).")
+
+
+class IcoTopology(nn.Module):
+    """Faces and edges of ico-sphere levels ``min_level .. max_level`` as non-persistent buffers.
+
+    Buffers (per level ``L``): ``faces_L`` (F_L, 3) long, ``edges_L`` (E_L, 2) long
+    (unique, ``edges[:, 0] < edges[:, 1]``), and ``sphere_L`` (V_L, 3) float unit-sphere vertices.
+    """
+
+    def __init__(self, min_level: int, max_level: int):
+        super().__init__()
+        from pytorch3d.ops import SubdivideMeshes
+        from pytorch3d.utils import ico_sphere
+
+        self.min_level, self.max_level = min_level, max_level
+        for level in range(min_level, max_level + 1):
+            mesh = ico_sphere(level)
+            self.register_buffer(f"faces_{level}", mesh.faces_packed().clone(), persistent=False)
+            self.register_buffer(f"edges_{level}", mesh.edges_packed().clone(), persistent=False)
+            self.register_buffer(f"sphere_{level}", mesh.verts_packed().clone(), persistent=False)
+            if level < max_level:  # check the documented subdivision order once
+                sub = SubdivideMeshes(mesh)
+                assert torch.equal(sub._subdivided_faces, ico_sphere(level + 1).faces_packed())
+
+    def faces(self, level: int) -> torch.Tensor:
+        return getattr(self, f"faces_{level}")
+
+    def edges(self, level: int) -> torch.Tensor:
+        return getattr(self, f"edges_{level}")
+
+    def sphere(self, level: int) -> torch.Tensor:
+        return getattr(self, f"sphere_{level}")
+
+    def subdivide(self, level: int, *per_vertex: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Midpoint-subdivide per-vertex tensors of level ``level``.
+
+        Args:
+            per_vertex: tensors (B, V_L, C) (positions, features, ...).
+
+        Returns:
+            The same tensors at level ``level + 1``, (B, V_{L+1}, C).
+        """
+        e = self.edges(level)
+        return tuple(torch.cat([x, (x[:, e[:, 0]] + x[:, e[:, 1]]) / 2], dim=1) for x in per_vertex)
+
+    def batched_edge_index(self, level: int, batch: int) -> torch.Tensor:
+        """(2, 2 * E_L * batch) directed edge index of ``batch`` copies of level ``level``, for torch_geometric."""
+        e = self.edges(level)
+        v = vertex_count(level)
+        both = torch.cat([e, e.flip(1)], dim=0).t()  # (2, 2E)
+        offsets = torch.arange(batch, device=e.device).repeat_interleave(both.shape[1]) * v
+        return both.repeat(1, batch) + offsets
+
+    def meshes(self, verts: torch.Tensor, level: int):
+        """pytorch3d ``Meshes`` of ``verts`` (B, V_L, 3) with this level's faces."""
+        from pytorch3d.structures import Meshes
+
+        faces = self.faces(level)
+        return Meshes(verts=list(verts), faces=[faces] * verts.shape[0])
+
+
+def neighbour_mean(x: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """Mean of each vertex's neighbours.
+
+    Args:
+        x: (B, V, C) per-vertex values.
+        edges: (E, 2) undirected edges.
+
+    Returns:
+        (B, V, C).
+    """
+    b, v, c = x.shape
+    total = torch.zeros_like(x)
+    total.index_add_(1, edges[:, 0], x[:, edges[:, 1]])
+    total.index_add_(1, edges[:, 1], x[:, edges[:, 0]])
+    degree = torch.zeros(v, device=x.device, dtype=x.dtype)
+    ones = torch.ones(edges.shape[0], device=x.device, dtype=x.dtype)
+    degree.index_add_(0, edges[:, 0], ones).index_add_(0, edges[:, 1], ones)
+    return total / degree.clamp_min(1).view(1, v, 1)
+
+
+def mean_edge_length(verts: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """Mean length of the edges incident to each vertex.
+
+    Args:
+        verts: (B, V, 3).
+        edges: (E, 2).
+
+    Returns:
+        (B, V, 1).
+    """
+    b, v, _ = verts.shape
+    length = (verts[:, edges[:, 0]] - verts[:, edges[:, 1]]).norm(dim=-1, keepdim=True)  # (B, E, 1)
+    total = torch.zeros(b, v, 1, device=verts.device, dtype=verts.dtype)
+    total.index_add_(1, edges[:, 0], length).index_add_(1, edges[:, 1], length)
+    degree = torch.zeros(v, device=verts.device, dtype=verts.dtype)
+    ones = torch.ones(edges.shape[0], device=verts.device, dtype=verts.dtype)
+    degree.index_add_(0, edges[:, 0], ones).index_add_(0, edges[:, 1], ones)
+    return total / degree.clamp_min(1).view(1, v, 1)

@@ -1,0 +1,137 @@
+"""Saving and loading model weights safely: safetensors + a JSON sidecar with the config.
+
+A model lives in two files side by side: ``NAME.safetensors`` (tensors, fp16 or fp32)
+and ``NAME.json`` (``{"model": ModelConfig fields, "trained": bool, ...metadata}``).
+Nothing is ever unpickled. Files are written to a temporary name and renamed, so a
+crash never leaves a half-written model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from recon_core.config import ModelConfig, from_dict
+from recon_core.model import ReconstructionNet, build_model
+
+__all__ = ["WeightsError", "save_model", "load_model", "default_model_path", "atomic_write_bytes"]
+
+log = logging.getLogger(__name__)
+
+
+class WeightsError(ValueError):
+    """A model file that cannot be used; the message names the problem and the fix."""
+
+
+def default_model_path() -> Path:
+    """``models/default`` of this repository (or ``$RECON_MODEL`` when set), without extension."""
+    env = os.environ.get("RECON_MODEL")
+    if env:
+        return _stem(Path(env))
+    return Path(__file__).resolve().parent.parent / "models" / "default"
+
+
+def _stem(path: Path) -> Path:
+    return path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(model: ReconstructionNet, path: str | os.PathLike, metadata: dict[str, Any] | None = None,
+               half: bool = True) -> Path:
+    """Save ``model`` as ``path.safetensors`` + ``path.json``; returns the stem path.
+
+    Args:
+        half: store floating tensors as fp16 (halves the file; loading casts back to fp32).
+    """
+    from safetensors.torch import save
+
+    stem = _stem(Path(path))
+    state = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu().contiguous()
+        if half and v.is_floating_point():
+            v = v.half()
+        state[k] = v
+    meta = {"model": model.config.to_dict(), "trained": True, **(metadata or {})}
+    atomic_write_bytes(stem.with_suffix(".safetensors"), save(state))
+    atomic_write_bytes(stem.with_suffix(".json"), json.dumps(meta, indent=2).encode())
+    return stem
+
+
+def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+               overrides: dict[str, Any] | None = None) -> tuple[ReconstructionNet, dict[str, Any]]:
+    """Load a model saved by :func:`save_model`.
+
+    When the ``.json`` exists but the ``.safetensors`` does not, returns a randomly
+    initialised model (seed 0) with ``metadata["trained"] = False``.
+
+    Raises:
+        WeightsError: missing, truncated or corrupt files, or tensors that do not fit the config.
+    """
+    stem = _stem(Path(path)) if path is not None else default_model_path()
+    cfg_path, weights_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+    if not cfg_path.is_file():
+        raise WeightsError(
+            f"Model config not found: {cfg_path}. Pass the path of a model saved by training "
+            "(NAME.safetensors with NAME.json beside it)."
+        )
+    try:
+        meta = json.loads(cfg_path.read_text())
+        model_cfg = dict(meta["model"])
+        model_cfg.update(overrides or {})
+        config = from_dict(ModelConfig, model_cfg)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise WeightsError(f"Model config {cfg_path} is not valid ({err}); restore it from the repository.") from None
+    torch.manual_seed(0)
+    model = build_model(config)
+    if not weights_path.is_file():
+        meta = {**meta, "trained": False}
+        log.warning("no weights at %s: using a randomly initialised model", weights_path)
+        return model.to(device).eval(), meta
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise WeightsError(
+            f"Model weights {weights_path} are truncated or corrupt ({err}); restore the file "
+            "(git checkout models/) or point to another model."
+        ) from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        names = (missing or unexpected)[:3]
+        raise WeightsError(
+            f"Model weights {weights_path} do not match the architecture in {cfg_path.name} "
+            f"({len(missing)} tensors missing, {len(unexpected)} unexpected, e.g. {', '.join(names)}); "
+            "use the .json saved with these weights."
+        )
+    for k, v in state.items():
+        if v.shape != expected[k].shape:
+            raise WeightsError(
+                f"Model weights {weights_path} do not match the architecture: tensor {k} has shape "
+                f"{tuple(v.shape)}, the config expects {tuple(expected[k].shape)}; use the .json saved with these weights."
+            )
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    return model.to(device).eval(), meta
