@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+import torch
+
+from recon_core.camera import (
+    CROP_MARGIN, SHAPENET_TO_BLENDER, VIEW_TO_OUTPUT, Camera, blender_matrix_world, camera_from_blender,
+    crop_camera, fit_projection, look_at, to_pytorch3d,
+)
+
+
+@pytest.mark.parametrize("az,el", [(0, 0), (30, 20), (-120, 45), (200, -15), (90, 89.9)])
+def test_look_at_geometry(az, el):
+    cam = look_at(az, el, 2.0, 35.0, 32.0, 137, 137)
+    assert np.allclose(cam.R @ cam.R.T, np.eye(3), atol=1e-12)
+    assert np.isclose(np.linalg.det(cam.R), 1.0)
+    assert np.isclose(np.linalg.norm(cam.centre), 2.0)
+    assert np.allclose(cam.T, [0, 0, 2.0])  # p_cam = p_view + (0, 0, d)
+    assert np.allclose(cam.project(np.zeros((1, 3))), [[68.5, 68.5]])
+    # world up projects upward in the image (v decreases) unless looking straight down
+    if el < 80:
+        up = cam.project(np.array([[0.0, 0.3, 0.0]]))[0]
+        assert up[1] < 68.5
+
+
+def test_front_view_sees_front_and_right():
+    cam = look_at(0, 0, 2.0)
+    front, back = cam.world_to_camera(np.array([[0, 0, -0.4], [0, 0, 0.4]]))
+    assert front[2] < back[2]  # the object's front (-Z) is nearer the camera
+    assert np.isclose(cam.centre[2], -2.0)
+    cam90 = look_at(90, 0, 2.0)
+    assert np.allclose(cam90.centre, [2.0, 0, 0], atol=1e-12)
+
+
+def test_blender_round_trip_and_axes():
+    for az, el in [(0, 0), (45, 30), (271, -20)]:
+        cam = look_at(az, el, 1.8, 50.0, 36.0, 128, 128)
+        m = blender_matrix_world(cam)
+        back = camera_from_blender(m, 50.0, 36.0, 128, 128)
+        assert np.allclose(back.R, cam.R) and np.allclose(back.T, cam.T) and np.allclose(back.K, cam.K)
+        # Blender cameras look along local -Z, with local +Y up.
+        forward = m[:3, :3] @ np.array([0, 0, -1.0])
+        to_origin = -m[:3, 3] / np.linalg.norm(m[:3, 3])
+        assert np.allclose(forward, to_origin)
+        assert (m[:3, :3] @ np.array([0, 1.0, 0]))[2] > 0 or el < -80  # camera up has +Z (Blender up)
+    assert np.allclose(SHAPENET_TO_BLENDER @ [0, 1, 0], [0, 0, 1])
+
+
+def test_json_round_trip():
+    cam = look_at(10, 20, 2.0)
+    back = Camera.from_json(cam.to_json())
+    assert np.allclose(back.R, cam.R) and np.allclose(back.K, cam.K) and back.width == cam.width
+
+
+def test_crop_camera_matches_cropping_pixels():
+    cam = look_at(33, 12, 2.0, width=200, height=200)
+    pts = np.random.default_rng(0).uniform(-0.3, 0.3, (50, 3))
+    box = (40.0, 30.0, 160.0, 150.0)
+    cropped = crop_camera(cam, box, 64)
+    uv = cam.project(pts)
+    expected = (uv - [box[0], box[1]]) * 64 / (box[2] - box[0])
+    assert np.allclose(cropped.project(pts), expected)
+
+
+def test_pytorch3d_cameras_agree_with_opencv_projection():
+    cam = look_at(25, 15, 2.0, 35, 32, 96, 96)
+    pts = np.random.default_rng(1).uniform(-0.3, 0.3, (20, 3))
+    p3d = to_pytorch3d([cam])
+    screen = p3d.transform_points_screen(torch.tensor(pts, dtype=torch.float32)[None], image_size=((96, 96),))[0]
+    assert np.allclose(screen[:, :2].numpy(), cam.project(pts), atol=1e-3)
+
+
+def test_view_to_output_is_a_rotation_with_y_up():
+    assert np.isclose(np.linalg.det(VIEW_TO_OUTPUT), 1.0)
+    cam = look_at(0, 0, 2.0)
+    up_out = VIEW_TO_OUTPUT @ cam.R @ np.array([0, 1.0, 0])
+    assert np.allclose(up_out, [0, 1, 0])  # a level camera keeps world up as output up
+
+
+def test_fit_projection_fills_the_crop_box():
+    verts = torch.randn(2, 100, 3) * torch.tensor([0.2, 0.5, 0.1])
+    uv = fit_projection(verts, 64)
+    lo, hi = uv.amin(1), uv.amax(1)
+    span = (hi - lo).amax(1)
+    assert torch.allclose(span, torch.full((2,), (1 - 2 * CROP_MARGIN) * 64), atol=1e-4)
+    assert torch.allclose((lo + hi) / 2, torch.full((2, 2), 32.0), atol=1e-4)

@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+import torch
+from pytorch3d.utils import ico_sphere
+
+from recon_core.config import ModelConfig
+from recon_core.model import build_model
+from recon_core.topology import IcoTopology, level_for_vertices, neighbour_mean, vertex_count
+
+
+def _perturb_zero_layers(model, scale=0.05):
+    """Zero-initialised layers block gradients at init; give them small values."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.abs().sum() == 0:
+                p.normal_(0, scale)
+
+
+@pytest.mark.parametrize("vertices", [642, 2562])
+def test_output_shapes(tiny_config, vertices):
+    model = build_model(tiny_config).eval()
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        out = model(images, vertices=vertices)
+    assert out.coarse_verts.shape == (2, 162, 3)
+    assert out.verts.shape == (2, vertices, 3)
+    assert out.level == level_for_vertices(vertices)
+    assert model.topology.faces(out.level).shape == (2 * vertices - 4, 3)
+    assert out.category_logits.shape == (2, 13)
+    assert [v.shape[1] for v in out.stage_verts] == [vertex_count(l) for l in out.levels]
+
+
+def test_bad_input_shape_names_the_expected_shape(tiny_config):
+    model = build_model(tiny_config)
+    with pytest.raises(ValueError, match=r"\(B, 3, S, S\)"):
+        model(torch.rand(3, 64, 64))
+    with pytest.raises(ValueError, match="vertices must be one of"):
+        model(torch.rand(1, 3, 64, 64), vertices=1000)
+
+
+def test_untrained_stage_is_identity(tiny_config):
+    model = build_model(tiny_config).eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 64, 64), vertices=642)
+        # coarse head output layer is zero-initialised too: the coarse shape is the sphere
+        assert torch.allclose(out.coarse_verts[0], model.topology.sphere(2) * tiny_config.sphere_radius)
+        assert torch.allclose(out.stage_verts[0], out.coarse_verts)
+        (sub,) = model.topology.subdivide(2, out.stage_verts[0])
+        assert torch.allclose(out.stage_verts[1], sub, atol=1e-6)
+
+
+def test_gradients_reach_every_parameter(tiny_config):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**{**tiny_config.to_dict(), "coarse": "template"})).train()
+    _perturb_zero_layers(model)
+    images = torch.rand(2, 3, 64, 64)
+    out = model(images, vertices=642)
+    loss = sum(v.pow(2).mean() for v in out.stage_verts) + out.category_logits.logsumexp(-1).mean()
+    # soft category probabilities feed the conditional norm and templates when no category is given
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
+               or p.grad.abs().sum() == 0]
+    assert not missing, missing
+
+
+def test_given_category_overrides_prediction(tiny_config):
+    torch.manual_seed(0)
+    model = build_model(tiny_config).eval()
+    _perturb_zero_layers(model, 0.5)
+    img = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        a = model(img, category=torch.tensor([0]), vertices=642).verts
+        b = model(img, category=torch.tensor([5]), vertices=642).verts
+    assert not torch.allclose(a, b)
+
+
+def test_topology_matches_pytorch3d_ico_spheres():
+    topo = IcoTopology(2, 4)
+    for level in (2, 3):
+        (sub,) = topo.subdivide(level, topo.sphere(level)[None])
+        sub = sub / sub.norm(dim=-1, keepdim=True)
+        assert torch.allclose(sub[0], ico_sphere(level + 1).verts_packed(), atol=1e-6)
+        assert torch.equal(topo.faces(level + 1), ico_sphere(level + 1).faces_packed())
+    edges = topo.edges(2)
+    assert edges.shape == (480, 2) and (edges[:, 0] < edges[:, 1]).all()
+    ei = topo.batched_edge_index(2, 3)
+    assert ei.shape == (2, 3 * 960) and int(ei.max()) == 3 * 162 - 1
+
+
+def test_neighbour_mean_against_loops():
+    topo = IcoTopology(2, 2)
+    x = torch.randn(1, 162, 2)
+    edges = topo.edges(2).tolist()
+    nbrs = {i: set() for i in range(162)}
+    for a, b in edges:
+        nbrs[a].add(b)
+        nbrs[b].add(a)
+    expected = torch.stack([x[0, sorted(nbrs[i])].mean(0) for i in range(162)])
+    assert torch.allclose(neighbour_mean(x, topo.edges(2))[0], expected, atol=1e-6)

@@ -1,0 +1,45 @@
+import json
+
+import pytest
+import torch
+
+from recon_core.model import build_model
+from recon_core.weights import WeightsError, load_model, save_model
+
+
+def test_save_load_round_trip(tmp_path, tiny_config):
+    torch.manual_seed(1)
+    model = build_model(tiny_config)
+    stem = save_model(model, tmp_path / "m", {"steps": 5}, half=False)
+    loaded, meta = load_model(stem)
+    assert meta["trained"] is True and meta["steps"] == 5
+    for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert not list(tmp_path.glob(".*tmp"))  # no temp files left
+
+
+def test_missing_weights_gives_untrained_model(tiny_model_path):
+    model, meta = load_model(tiny_model_path)
+    assert meta["trained"] is False
+
+
+def test_truncated_weights_message(tmp_path, tiny_config):
+    stem = save_model(build_model(tiny_config), tmp_path / "m")
+    data = stem.with_suffix(".safetensors").read_bytes()
+    stem.with_suffix(".safetensors").write_bytes(data[: len(data) // 3])
+    with pytest.raises(WeightsError, match="truncated or corrupt"):
+        load_model(stem)
+
+
+def test_wrong_shape_message(tmp_path, tiny_config):
+    stem = save_model(build_model(tiny_config), tmp_path / "m")
+    meta = json.loads(stem.with_suffix(".json").read_text())
+    meta["model"]["hidden_dim"] = 32
+    stem.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(WeightsError, match="do not match the architecture"):
+        load_model(stem)
+
+
+def test_missing_config_message(tmp_path):
+    with pytest.raises(WeightsError, match="Model config not found"):
+        load_model(tmp_path / "nothing")
