@@ -70,10 +70,15 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, 
     if os.path.isdir(path):
         raise ImageError(f"{path} is a folder, not an image file. Give the path of a PNG or JPEG file.")
     notes: list[str] = []
+    bomb_limit = Image.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            Image.MAX_IMAGE_PIXELS = None  # our own size check below names the size
+            try:
+                img = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = bomb_limit
             width, height = img.size
             if width * height > MAX_PIXELS:
                 raise ImageError(
