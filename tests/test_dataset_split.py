@@ -1,0 +1,74 @@
+"""The group split: no group in two splits, deterministic, roughly 80/10/10; and the ShapeNet-folder path end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from training.build_dataset import FilterConfig, build, split_groups
+from training.readers import discover_shapenet
+
+
+def _items():
+    items = []
+    for cat, n_groups in (("chair", 40), ("airplane", 25), ("bench", 3)):
+        for g in range(n_groups):
+            items += [(cat, f"{cat}:{g}")] * (1 + g % 3)
+    return items
+
+
+def test_split_is_by_group_and_deterministic():
+    items = _items()
+    a = split_groups(items, seed=0)
+    assert a == split_groups(items, seed=0)
+    assert a != split_groups(items, seed=1)
+    assert set(a) == {g for _, g in items}  # one split per group, so no group straddles
+    assert set(a.values()) <= {"train", "val", "test"}
+
+
+def test_split_is_stratified_near_80_10_10():
+    items = _items()
+    a = split_groups(items, seed=3)
+    for cat in ("chair", "airplane", "bench"):
+        splits = [a[g] for c, g in items if c == cat]
+        frac = {s: splits.count(s) / len(splits) for s in ("train", "val", "test")}
+        assert frac["val"] > 0 and frac["test"] > 0
+        if cat != "bench":
+            assert 0.65 < frac["train"] < 0.9
+
+
+def _cube_obj() -> str:
+    v = [(x, y, z) for x in (0, 1) for y in (0, 1) for z in (0, 1)]
+    quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+    lines = [f"v {2 * x} {y} {3 * z}" for x, y, z in v]
+    for q in quads:
+        lines.append("f " + " ".join(str(i + 1) for i in q))
+    return "\n".join(lines) + "\n"
+
+
+def test_shapenet_folder_round_trip(tmp_path):
+    root = tmp_path / "ShapeNetCore.v2"
+    for i in range(4):
+        d = root / "03001627" / f"id{i}" / "models"
+        d.mkdir(parents=True)
+        text = _cube_obj().replace("v 2 ", f"v {2 + i} ")
+        (d / "model_normalized.obj").write_text(text)
+    (root / "03001627" / "v1model").mkdir()
+    (root / "03001627" / "v1model" / "model.obj").write_text(_cube_obj())  # same geometry as id0: a duplicate
+    (root / "99999999" / "x").mkdir(parents=True)  # not one of the 13: ignored
+    candidates = discover_shapenet(root)
+    assert sorted(c.model_id for c in candidates) == ["id0", "id1", "id2", "id3", "v1model"]
+    out = tmp_path / "out"
+    records = build(candidates, out, seed=0, cfg=FilterConfig(min_faces=1), workers=1)
+    assert len(records) == 4  # the duplicate cube is dropped
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {r["model_id"] for r in manifest["models"]} == {r["model_id"] for r in records}
+    taxonomy = json.loads((out / "taxonomy.json").read_text())
+    assert {t["name"]: t["numInstances"] for t in taxonomy}["chair"] == 4
+    first = records[0]
+    obj = out / first["synset"] / first["model_id"] / "models" / "model_normalized.obj"
+    v = np.array([line.split()[1:] for line in obj.read_text().splitlines() if line.startswith("v ")], float)
+    assert abs(np.linalg.norm(np.ptp(v, axis=0)) - 1) < 1e-5
+    np.testing.assert_allclose(v.min(0) + v.max(0), 0, atol=1e-5)
+    assert (out / "summary.md").exists()
