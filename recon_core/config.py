@@ -31,6 +31,9 @@ class ModelConfig:
     """torchvision ResNet name: resnet18, resnet34 or resnet50."""
     backbone_weights: str | None = None
     """Optional local file of ImageNet weights for the backbone (.safetensors, or a torchvision .pth read with weights_only)."""
+    backbone_norm: str = "batch"
+    """Backbone normalisation: "batch" (BatchNorm), "group" (GroupNorm, 32 groups: batch-size independent,
+    so multi-process training matches single-process) or "frozen" (FrozenBatchNorm)."""
     image_size: int = 137
     """Side of the square network input, in pixels (137 or 224)."""
     fpn_channels: int = 128
@@ -63,6 +66,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.backbone not in ("resnet18", "resnet34", "resnet50"):
             raise ValueError(f"backbone must be resnet18, resnet34 or resnet50, got {self.backbone!r}")
+        if self.backbone_norm not in ("batch", "group", "frozen"):
+            raise ValueError(f"backbone_norm must be batch, group or frozen, got {self.backbone_norm!r}")
         if self.coarse not in ("ico_sphere", "template"):
             raise ValueError(f"coarse must be 'ico_sphere' or 'template', got {self.coarse!r}")
         if self.vertices not in VERTEX_SCHEDULES:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torchvision import models
-from torchvision.ops import FeaturePyramidNetwork
+from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 
 __all__ = ["ImageEncoder", "IMAGENET_MEAN", "IMAGENET_STD"]
 
@@ -36,6 +36,7 @@ class ImageEncoder(nn.Module):
         backbone: "resnet18", "resnet34" or "resnet50".
         fpn_channels: channels of every pyramid level.
         weights_path: optional local backbone weights (.safetensors or torchvision .pth).
+        norm: "batch", "group" or "frozen" normalisation in the backbone.
 
     Forward:
         images: (B, 3, S, S) float RGB in [0, 1].
@@ -46,9 +47,15 @@ class ImageEncoder(nn.Module):
         global_feature: (B, C5) average-pooled last backbone stage (C5 = 2048 for resnet50, 512 otherwise).
     """
 
-    def __init__(self, backbone: str = "resnet50", fpn_channels: int = 128, weights_path: str | None = None):
+    def __init__(self, backbone: str = "resnet50", fpn_channels: int = 128, weights_path: str | None = None,
+                 norm: str = "batch"):
         super().__init__()
-        net = getattr(models, backbone)(weights=None)
+        norm_layer = {
+            "batch": nn.BatchNorm2d,
+            "group": lambda channels: nn.GroupNorm(32, channels),
+            "frozen": FrozenBatchNorm2d,
+        }[norm]
+        net = getattr(models, backbone)(weights=None, norm_layer=norm_layer)
         if weights_path:
             _load_backbone_weights(net, weights_path)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)

@@ -1,0 +1,102 @@
+"""Training configuration: frozen, typed dataclasses, loaded from YAML and overridable from the command line.
+
+``python training/train.py --config training/configs/default.yaml optim.steps=100 model.backbone=resnet18``
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from recon_core.config import ModelConfig, apply_overrides, from_dict, load_config_dict
+
+__all__ = ["DataConfig", "LossConfig", "OptimConfig", "RunConfig", "TrainConfig", "load_train_config"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    shapenet: str = "data/shapenet"
+    """Data set root in ShapeNetCore layout, with manifest.json (training/build_dataset.py)."""
+    renders: str = "data/renders"
+    """Rendered views (training/render.py)."""
+    num_points: int = 2048
+    """Ground-truth surface points per sample."""
+    augment: bool = True
+    """Photometric augmentation and background swap."""
+    workers: int = 1
+    """DataLoader worker processes per training process."""
+    category_balance: float = 1.0
+    """Sampling weight of an item is count(category) ** -category_balance: 0 = as in the data, 1 = every category equally."""
+    category_weights: dict[str, float] | None = None
+    """Explicit sampling proportions per category name (overrides category_balance); missing categories get 0."""
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    chamfer: float = 1.0
+    normal: float = 0.1
+    edge: float = 0.5
+    laplacian: float = 0.5
+    silhouette: float = 0.2
+    depth: float = 0.1
+    category: float = 0.1
+    """Cross-entropy of the category head."""
+    coarse: float = 0.5
+    """Weight of the coarse shape's Chamfer loss."""
+    render_size: int = 48
+    """Side of the differentiable silhouette/depth renders."""
+    num_samples: int = 2048
+    """Points sampled from each predicted mesh for Chamfer and normal losses."""
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    batch_size: int = 16
+    """Global batch size (split across processes)."""
+    steps: int = 4000
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    warmup: int = 100
+    grad_clip: float = 1.0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    out: str = "runs/train"
+    seed: int = 0
+    amp: bool = True
+    """bf16 autocast on CPU, fp16 (with a grad scaler) on CUDA."""
+    checkpoint_every: int = 200
+    log_every: int = 10
+    snapshots: int = 20
+    """How many model snapshots (step_N.safetensors) to keep for the learning curve."""
+    threads: int = 0
+    """torch intra-op threads per process (0: torch's default)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> "TrainConfig":
+        sections = {"model": ModelConfig, "data": DataConfig, "loss": LossConfig, "optim": OptimConfig, "run": RunConfig}
+        unknown = sorted(set(data) - set(sections))
+        if unknown:
+            raise ValueError(f"Unknown config section(s): {', '.join(unknown)}; known: {', '.join(sections)}.")
+        return TrainConfig(**{k: from_dict(cls, data.get(k) or {}) for k, cls in sections.items()})
+
+
+def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+    """Load a YAML/JSON config (or the defaults when ``path`` is None) and apply ``section.key=value`` overrides."""
+    data = load_config_dict(path) if path else {}
+    return TrainConfig.from_dict(apply_overrides(data, list(overrides)))
