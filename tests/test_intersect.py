@@ -1,0 +1,224 @@
+"""Tests for recon_core.intersect: the fast test against the naive one and known cases."""
+
+import math
+import time
+
+import numpy as np
+import pytest
+from pytorch3d.utils import ico_sphere
+
+from recon_core.intersect import (
+    degenerate_faces,
+    intersecting_faces,
+    self_intersections,
+    self_intersections_naive,
+)
+
+
+def _sphere(level: int) -> tuple[np.ndarray, np.ndarray]:
+    mesh = ico_sphere(level)
+    return mesh.verts_packed().double().numpy(), mesh.faces_packed().numpy().astype(np.int64)
+
+
+def _both(verts, faces) -> np.ndarray:
+    fast = self_intersections(verts, faces)
+    naive = self_intersections_naive(verts, faces)
+    np.testing.assert_array_equal(fast, naive)
+    return fast
+
+
+def _pair(tri_a, tri_b, faces=((0, 1, 2), (3, 4, 5))) -> bool:
+    """Whether two triangles (3x3 corner lists) intersect; ``faces`` sets the sharing."""
+    faces = np.array(faces)
+    verts = np.zeros((faces.max() + 1, 3))
+    for face, tri in zip(faces, (tri_a, tri_b)):
+        verts[face] = tri
+    return len(_both(verts, faces)) == 1
+
+
+T1 = [[0.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.0, 2.0, 0.0]]
+
+
+class TestPairs:
+    def test_crossing(self):
+        assert _pair(T1, [[0.5, 0.5, -1.0], [0.5, 0.5, 1.0], [3.0, 3.0, 0.5]])
+
+    def test_far_apart(self):
+        assert not _pair(T1, [[5.0, 5.0, 5.0], [6.0, 5.0, 5.0], [5.0, 6.0, 5.0]])
+
+    def test_vertex_touching_interior(self):
+        assert _pair(T1, [[0.5, 0.5, 0.0], [0.5, 0.5, 1.0], [1.0, 0.5, 1.0]])
+
+    def test_edge_touching_edge(self):
+        assert _pair(T1, [[1.0, 1.0, -1.0], [1.0, 1.0, 1.0], [3.0, 3.0, 0.0]])
+
+    @pytest.mark.parametrize("gap, expected", [(1e-3, False), (1e-7, False), (1e-12, True), (0.0, True)])
+    def test_near_parallel(self, gap, expected):
+        other = [[0.5, 0.2, gap], [1.2, 0.2, gap], [0.5, 0.9, gap]]
+        assert _pair(T1, other) == expected
+
+    def test_tilted_near_miss_and_graze(self):
+        # A face tilted by 1e-6 rad whose lowest corner is 1e-4 above T1: no contact.
+        assert not _pair(T1, [[0.5, 0.2, 1e-4], [1.2, 0.2, 1e-4 + 7e-7], [0.5, 0.9, 1e-4 + 7e-7]])
+        assert _pair(T1, [[0.5, 0.2, -1e-8], [1.2, 0.2, 1e-6], [0.5, 0.9, 1e-6]])
+
+    def test_coplanar_overlap(self):
+        assert _pair(T1, [[0.5, 0.5, 0.0], [3.0, 0.5, 0.0], [0.5, 3.0, 0.0]])
+
+    def test_coplanar_contained(self):
+        assert _pair(T1, [[0.2, 0.2, 0.0], [0.6, 0.2, 0.0], [0.2, 0.6, 0.0]])
+
+    def test_coplanar_disjoint(self):
+        assert not _pair(T1, [[1.5, 1.5, 0.0], [3.0, 1.5, 0.0], [1.5, 3.0, 0.0]])
+
+    def test_shared_vertex_fan_is_not_an_intersection(self):
+        shared = ((0, 1, 2), (0, 3, 4))
+        assert not _pair(T1, [[0.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]], shared)
+        assert not _pair(T1, [[0.0, 0.0, 0.0], [0.0, 1.0, 1.0], [1.0, 0.0, 1.0]], shared)
+
+    def test_shared_vertex_opposite_edge_pierces(self):
+        shared = ((0, 1, 2), (0, 3, 4))
+        assert _pair(T1, [[0.0, 0.0, 0.0], [0.5, 0.5, 1.0], [0.5, 0.5, -1.0]], shared)
+
+    def test_shared_vertex_coplanar_overlap(self):
+        shared = ((0, 1, 2), (0, 3, 4))
+        assert _pair(T1, [[0.0, 0.0, 0.0], [1.0, 1.0, 0.0], [-1.0, 1.0, 0.0]], shared)
+
+    def test_coincident_but_unshared_vertex_touches(self):
+        # Same position, different index: the faces touch, they are not adjacent.
+        assert _pair(T1, [[0.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+
+    @pytest.mark.parametrize(
+        "angle, expected", [(0.0, True), (1e-8, True), (1e-3, False), (math.pi / 2, False), (math.pi, False)]
+    )
+    def test_shared_edge_fold(self, angle, expected):
+        # Faces ABC and ABD around edge AB (the x axis); D at ``angle`` from C's half-plane.
+        d = [1.0, math.cos(angle), math.sin(angle)]
+        assert _pair(T1, [[0.0, 0.0, 0.0], [2.0, 0.0, 0.0], d], ((0, 1, 2), (0, 1, 3))) == expected
+
+    def test_duplicate_face(self):
+        verts = np.array(T1)
+        assert len(_both(verts, np.array([[0, 1, 2], [0, 2, 1]]))) == 1
+
+
+class TestDegenerate:
+    def test_collinear_and_collapsed(self):
+        verts = np.array([[0, 0, 0], [1, 0, 0], [2, 0, 0], [0, 1, 0], [0, 0, 0]], dtype=float)
+        faces = np.array([[0, 1, 3], [0, 1, 2], [0, 4, 3], [1, 1, 3]])
+        np.testing.assert_array_equal(degenerate_faces(verts, faces), [False, True, True, True])
+
+    def test_two_degenerate_faces_are_not_a_pair(self):
+        verts = np.array([[0, 0, 0], [2, 0, 0], [1, 0, 0], [1, 0, 0], [3, 0, 0], [2, 0, 0], [9, 9, 9]], dtype=float)
+        faces = np.array([[0, 1, 2], [3, 4, 5], [0, 1, 6]])
+        assert degenerate_faces(verts, faces)[:2].all()
+        pairs = _both(verts, faces)
+        assert [0, 1] not in pairs.tolist()
+
+    def test_sliver_edge_through_face_is_found(self):
+        verts = np.array(T1 + [[0.5, 0.5, -1.0], [0.5, 0.5, 1.0], [0.5, 0.5, 0.5]])
+        faces = np.array([[0, 1, 2], [3, 4, 5]])
+        assert degenerate_faces(verts, faces).tolist() == [False, True]
+        assert _both(verts, faces).tolist() == [[0, 1]]
+
+
+class TestSpheres:
+    @pytest.mark.parametrize("level", [1, 2, 3, 4])
+    def test_clean_sphere(self, level):
+        verts, faces = _sphere(level)
+        assert len(self_intersections(verts, faces)) == 0
+        assert not degenerate_faces(verts, faces).any()
+
+    def test_vertex_pushed_through_far_side(self):
+        verts, faces = _sphere(2)
+        verts[0] = -1.5 * verts[0]
+        pairs = _both(verts, faces)
+        assert len(pairs) > 0
+        touching = np.isin(faces, [0]).any(1)
+        assert touching[pairs].any(1).all()
+
+    def test_mask(self):
+        verts, faces = _sphere(1)
+        verts[0] = -1.5 * verts[0]
+        mask = intersecting_faces(verts, faces)
+        assert mask.shape == (len(faces),)
+        assert set(np.flatnonzero(mask)) == set(self_intersections(verts, faces).ravel())
+
+    @pytest.mark.parametrize("level, sigma", [(1, 0.05), (1, 0.3), (1, 3.0), (2, 0.02), (2, 0.1), (2, 1.0)])
+    def test_perturbed_matches_naive(self, level, sigma):
+        rng = np.random.default_rng(int(sigma * 1000) + level)
+        verts, faces = _sphere(level)
+        verts = verts + rng.normal(scale=sigma, size=verts.shape)
+        _both(verts, faces)
+
+    def test_star_shaped_never_intersects(self):
+        # Any positive radii along the sphere's vertex directions give an embedded mesh.
+        rng = np.random.default_rng(7)
+        verts, faces = _sphere(2)
+        verts = verts * rng.uniform(0.2, 2.0, size=(len(verts), 1))
+        assert len(_both(verts, faces)) == 0
+
+    def test_max_pairs_stops_early(self):
+        rng = np.random.default_rng(3)
+        verts, faces = _sphere(3)
+        verts = rng.normal(size=verts.shape)
+        total = len(self_intersections(verts, faces))
+        early = self_intersections(verts, faces, max_pairs=10)
+        assert 10 <= len(early) < total
+
+    def test_5k_faces_is_fast(self):
+        verts, faces = _sphere(4)
+        self_intersections(verts, faces)
+        start = time.perf_counter()
+        self_intersections(verts, faces)
+        assert time.perf_counter() - start < 1.0  # about 0.05 s on one idle core
+
+
+class TestSoups:
+    @pytest.mark.parametrize("seed", range(6))
+    def test_random_soup(self, seed):
+        rng = np.random.default_rng(seed)
+        verts = rng.uniform(size=(40, 3))
+        faces = np.array([rng.choice(40, 3, replace=False) for _ in range(60)])
+        assert len(_both(verts, faces)) > 0
+
+    @pytest.mark.parametrize("seed", range(6))
+    def test_integer_grid_soup(self, seed):
+        # Corners on a coarse grid: many exactly coplanar, touching and shared-edge cases.
+        rng = np.random.default_rng(100 + seed)
+        verts = rng.integers(0, 3, size=(30, 3)).astype(float)
+        verts[:10, 2] = 0.0
+        faces = np.array([rng.choice(30, 3, replace=False) for _ in range(50)])
+        _both(verts, faces)
+
+    def test_planar_soup(self):
+        rng = np.random.default_rng(11)
+        verts = np.c_[rng.uniform(size=(30, 2)), np.zeros(30)]
+        faces = np.array([rng.choice(30, 3, replace=False) for _ in range(40)])
+        assert len(_both(verts, faces)) > 0
+
+
+class TestValidation:
+    def test_bad_verts_shape(self):
+        with pytest.raises(ValueError, match=r"verts must have shape \(V, 3\)"):
+            self_intersections(np.zeros((4, 2)), np.zeros((1, 3), dtype=int))
+
+    def test_bad_faces_shape(self):
+        with pytest.raises(ValueError, match=r"faces must have shape \(F, 3\)"):
+            self_intersections(np.zeros((4, 3)), np.zeros((1, 4), dtype=int))
+
+    def test_float_faces(self):
+        with pytest.raises(ValueError, match="integer"):
+            degenerate_faces(np.zeros((4, 3)), np.zeros((1, 3)))
+
+    def test_index_out_of_range(self):
+        with pytest.raises(ValueError, match=r"index verts in \[0, 4\)"):
+            self_intersections_naive(np.zeros((4, 3)), np.array([[0, 1, 4]]))
+
+    def test_non_finite(self):
+        verts = np.zeros((3, 3))
+        verts[1, 1] = np.nan
+        with pytest.raises(ValueError, match="finite"):
+            self_intersections(verts, np.array([[0, 1, 2]]))
+
+    def test_empty(self):
+        assert self_intersections(np.zeros((0, 3)), np.zeros((0, 3), dtype=int)).shape == (0, 2)
