@@ -1,0 +1,255 @@
+"""Is a triangle mesh printable? Watertight, manifold, outward-oriented, no self-intersections.
+
+Every check is implemented here from the face indices and positions alone:
+
+* *watertight*: every undirected edge is shared by exactly two faces;
+* *edge-manifold*: no edge is shared by more than two faces;
+* *vertex-manifold*: the faces around each vertex form a single fan (a cycle, or a
+  path at a boundary), joined through shared edges, so no two cones meet at a vertex
+  ("bowtie");
+* *consistently oriented*: no directed edge occurs twice, i.e. each interior edge is
+  used once in each direction;
+* *outward*: positive signed volume;
+* no self-intersecting face pairs and no degenerate faces, as defined in
+  :mod:`recon_core.intersect`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from recon_core.intersect import _validate_mesh, degenerate_faces, self_intersections
+
+__all__ = [
+    "PrintableReport",
+    "check_printable",
+    "check_topology",
+    "signed_volume",
+    "TopologyReport",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopologyReport:
+    """Combinatorial properties of a triangle mesh (positions are not looked at)."""
+
+    watertight: bool
+    """Every edge is shared by exactly two faces."""
+    edge_manifold: bool
+    """No edge is shared by more than two faces."""
+    vertex_manifold: bool
+    """The faces around every vertex form one fan."""
+    consistently_oriented: bool
+    """No directed edge is used twice."""
+
+    @property
+    def closed_manifold(self) -> bool:
+        """Watertight, edge- and vertex-manifold and consistently oriented."""
+        return self.watertight and self.edge_manifold and self.vertex_manifold and self.consistently_oriented
+
+
+@dataclass(frozen=True)
+class PrintableReport:
+    """What :func:`check_printable` found. Lengths are in mm when a scale was given."""
+
+    n_vertices: int
+    n_faces: int
+    finite: bool
+    """All vertex coordinates are finite."""
+    watertight: bool
+    edge_manifold: bool
+    vertex_manifold: bool
+    consistently_oriented: bool
+    outward: bool
+    """Signed volume > 0: with the properties above, every normal points outward."""
+    self_intersecting_pairs: int | None
+    """Number of intersecting face pairs; None when not computed (non-finite vertices)."""
+    degenerate_faces: int | None
+    """Number of degenerate faces; None when not computed (non-finite vertices)."""
+    volume: float
+    """Signed volume (mm^3 with a scale, else model units cubed); NaN if not finite."""
+    bbox_size: tuple[float, float, float]
+    """Extent of the bounding box along x, y and z."""
+    unit: str
+    """"mm" when a scale was given, else "units"."""
+
+    @property
+    def ok(self) -> bool:
+        """True when the mesh has every property needed to print it."""
+        return (
+            self.finite
+            and self.n_faces > 0
+            and self.watertight
+            and self.edge_manifold
+            and self.vertex_manifold
+            and self.consistently_oriented
+            and self.outward
+            and self.self_intersecting_pairs == 0
+            and self.degenerate_faces == 0
+        )
+
+    def summary(self) -> str:
+        """One line per property, each starting with ✓ or ✗, for the CLI or a UI panel."""
+
+        def line(good: bool, text: str) -> str:
+            return f"{'✓' if good else '✗'} {text}"
+
+        def count(n: int | None, what: str) -> str:
+            return line(n == 0, f"{what}: {'not checked' if n is None else n}")
+
+        sx, sy, sz = self.bbox_size
+        lines = [
+            line(self.finite, "finite vertex coordinates"),
+            line(self.watertight, "watertight (every edge shared by exactly two faces)"),
+            line(self.edge_manifold, "edge-manifold (no edge shared by more than two faces)"),
+            line(self.vertex_manifold, "vertex-manifold (one fan of faces around each vertex)"),
+            line(self.consistently_oriented, "consistently oriented faces"),
+            line(self.outward, f"normals point outward (volume {self.volume:.4g} {self.unit}^3)"),
+            count(self.self_intersecting_pairs, "self-intersecting face pairs"),
+            count(self.degenerate_faces, "degenerate faces"),
+            f"size {sx:.4g} x {sy:.4g} x {sz:.4g} {self.unit}, {self.n_vertices} vertices, {self.n_faces} faces",
+            line(self.ok, "printable" if self.ok else "not printable"),
+        ]
+        return "\n".join(lines)
+
+
+def check_topology(faces: np.ndarray, n_vertices: int | None = None) -> TopologyReport:
+    """Combinatorial checks of a triangle mesh.
+
+    Args:
+        faces: (F, 3) int array of vertex indices.
+        n_vertices: number of vertices V (default: ``faces.max() + 1``).
+
+    Returns:
+        A :class:`TopologyReport`. A mesh without faces is reported as not watertight.
+
+    Raises:
+        ValueError: if ``faces`` does not have shape (F, 3) or holds negative indices.
+    """
+    faces = _validate_faces(faces)
+    if len(faces) == 0:
+        return TopologyReport(False, True, True, True)
+    n_vertices = int(faces.max()) + 1 if n_vertices is None else int(n_vertices)
+    half = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)  # (3F, 2): half-edge k of face f at 3f + k
+    lo, hi = half.min(1), half.max(1)
+    edge_key = lo * n_vertices + hi
+    _, edge_id, edge_count = np.unique(edge_key, return_inverse=True, return_counts=True)
+    watertight = bool((edge_count == 2).all())
+    edge_manifold = bool((edge_count <= 2).all())
+    directed = half[:, 0] * n_vertices + half[:, 1]
+    consistently_oriented = len(np.unique(directed)) == len(directed)
+    vertex_manifold = _vertex_manifold(faces, half, edge_id)
+    return TopologyReport(watertight, edge_manifold, vertex_manifold, consistently_oriented)
+
+
+def _vertex_manifold(faces: np.ndarray, half: np.ndarray, edge_id: np.ndarray) -> bool:
+    """Whether the corners around each vertex are joined, through shared edges, into one fan.
+
+    Corner ``3f + k`` is corner k of face f. Two faces sharing an edge join their corners
+    at each of the edge's two vertices; a vertex is manifold when its corners form one
+    connected component.
+    """
+    n_corners = 3 * len(faces)
+    half_idx = np.arange(len(half))
+    face_of, k = half_idx // 3, half_idx % 3
+    # Each half-edge touches two corners: (its start vertex, corner k), (its end, corner k+1).
+    corner = np.concatenate([3 * face_of + k, 3 * face_of + (k + 1) % 3])
+    vertex = np.concatenate([half[:, 0], half[:, 1]])
+    edge = np.concatenate([edge_id, edge_id])
+    order = np.lexsort((vertex, edge))
+    corner, vertex, edge = corner[order], vertex[order], edge[order]
+    same = (edge[1:] == edge[:-1]) & (vertex[1:] == vertex[:-1])
+    a, b = corner[:-1][same], corner[1:][same]
+    graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(n_corners, n_corners))
+    _, label = connected_components(graph, directed=False)
+    corner_vertex = faces.ravel()
+    fans = np.unique(corner_vertex * n_corners + label)  # one entry per (vertex, fan)
+    return len(fans) == len(np.unique(corner_vertex))
+
+
+def signed_volume(verts: np.ndarray, faces: np.ndarray) -> float:
+    """Signed volume enclosed by a closed triangle mesh (positive for outward normals).
+
+    Args:
+        verts: (V, 3) float array; faces: (F, 3) int array.
+
+    Returns:
+        The volume, in the units of ``verts`` cubed.
+    """
+    verts, faces = _validate_mesh(verts, faces, finite=False)
+    if len(faces) == 0:
+        return 0.0
+    centre = verts[np.unique(faces)].mean(0)  # reduces cancellation far from the origin
+    a, b, c = (verts[faces[:, k]] - centre for k in range(3))
+    return float(np.einsum("fd,fd->f", a, np.cross(b, c)).sum() / 6.0)
+
+
+def check_printable(verts: np.ndarray, faces: np.ndarray, unit_scale_mm: float | None = None) -> PrintableReport:
+    """Check every property a mesh needs to be printed.
+
+    Args:
+        verts: (V, 3) float array of vertex positions (non-finite values are reported,
+            not raised).
+        faces: (F, 3) int array of vertex indices.
+        unit_scale_mm: millimetres per model unit; when given, volume and size are in mm.
+
+    Returns:
+        A :class:`PrintableReport`; its ``ok`` says whether everything holds.
+
+    Raises:
+        ValueError: on wrong shapes, dtypes or out-of-range indices, or a scale that is
+            not a positive finite number.
+    """
+    verts, faces = _validate_mesh(verts, faces, finite=False)
+    if unit_scale_mm is not None and not (np.isfinite(unit_scale_mm) and unit_scale_mm > 0):
+        raise ValueError(f"unit_scale_mm must be a positive finite number, got {unit_scale_mm}")
+    scale = 1.0 if unit_scale_mm is None else float(unit_scale_mm)
+    topology = check_topology(faces, len(verts))
+    used = verts[np.unique(faces)] if len(faces) else verts[:0]
+    finite = bool(np.isfinite(used).all())
+    if finite and len(faces):
+        n_pairs = len(self_intersections(verts, faces))
+        n_degenerate = int(degenerate_faces(verts, faces).sum())
+        volume = signed_volume(verts, faces)
+        size = used.max(0) - used.min(0)
+    else:
+        n_pairs = n_degenerate = None
+        volume = float("nan") if not finite else 0.0
+        size = np.full(3, np.nan if not finite else 0.0)
+    report = PrintableReport(
+        n_vertices=len(verts),
+        n_faces=len(faces),
+        finite=finite,
+        watertight=topology.watertight,
+        edge_manifold=topology.edge_manifold,
+        vertex_manifold=topology.vertex_manifold,
+        consistently_oriented=topology.consistently_oriented,
+        outward=bool(volume > 0),
+        self_intersecting_pairs=n_pairs,
+        degenerate_faces=n_degenerate,
+        volume=volume * scale**3,
+        bbox_size=tuple(float(s) * scale for s in size),
+        unit="mm" if unit_scale_mm is not None else "units",
+    )
+    logger.debug("check_printable: ok=%s (%d faces)", report.ok, len(faces))
+    return report
+
+
+def _validate_faces(faces: np.ndarray) -> np.ndarray:
+    """Check that ``faces`` is an (F, 3) array of non-negative integers; return it as int64."""
+    faces = np.asarray(faces)
+    if faces.ndim != 2 or faces.shape[1] != 3:
+        raise ValueError(f"faces must have shape (F, 3), got {faces.shape}")
+    if faces.size and not np.issubdtype(faces.dtype, np.integer):
+        raise ValueError(f"faces must be an integer array, got dtype {faces.dtype}")
+    faces = faces.astype(np.int64, copy=False)
+    if faces.size and faces.min() < 0:
+        raise ValueError(f"faces must hold non-negative indices, got {faces.min()}")
+    return faces

@@ -1,0 +1,154 @@
+"""Tests for recon_core.printable, cross-checked against trimesh and manifold3d."""
+
+import manifold3d
+import numpy as np
+import pytest
+import trimesh
+from pytorch3d.utils import ico_sphere
+
+from recon_core.printable import check_printable, check_topology, signed_volume
+
+
+def _sphere(level: int) -> tuple[np.ndarray, np.ndarray]:
+    mesh = ico_sphere(level)
+    return mesh.verts_packed().double().numpy(), mesh.faces_packed().numpy().astype(np.int64)
+
+
+def _manifold_ok(verts, faces) -> bool:
+    mesh = manifold3d.Mesh(vert_properties=np.asarray(verts, np.float32), tri_verts=np.asarray(faces, np.uint32))
+    return manifold3d.Manifold(mesh).status() == manifold3d.Error.NoError
+
+
+def _trimesh(verts, faces) -> trimesh.Trimesh:
+    return trimesh.Trimesh(verts, faces, process=False, validate=False)
+
+
+def _bowtie() -> tuple[np.ndarray, np.ndarray]:
+    """Two spheres touching at one shared vertex (index 0)."""
+    verts, faces = _sphere(1)
+    mirrored = 2 * verts[0] - verts[1:]  # point reflection through vertex 0, minus vertex 0
+    remap = np.r_[0, np.arange(1, len(verts)) + len(verts) - 1]
+    return np.concatenate([verts, mirrored]), np.concatenate([faces, remap[faces][:, ::-1]])
+
+
+def _non_manifold_edge() -> tuple[np.ndarray, np.ndarray]:
+    verts, faces = _sphere(1)
+    a, b = faces[0, :2]
+    fin = 0.5 * (verts[a] + verts[b]) * 1.5
+    return np.concatenate([verts, fin[None]]), np.concatenate([faces, [[a, b, len(verts)]]])
+
+
+def _hole():
+    verts, faces = _sphere(1)
+    return verts, faces[1:]
+
+
+def _flipped_face():
+    verts, faces = _sphere(1)
+    faces = faces.copy()
+    faces[3] = faces[3, ::-1]
+    return verts, faces
+
+
+class TestAgainstLibraries:
+    @pytest.mark.parametrize("level", [0, 1, 2, 3])
+    def test_clean_sphere(self, level):
+        verts, faces = _sphere(level)
+        report = check_printable(verts, faces)
+        assert report.ok, report.summary()
+        mesh = _trimesh(verts, faces)
+        assert mesh.is_watertight and mesh.is_winding_consistent
+        assert report.volume == pytest.approx(mesh.volume)
+        assert _manifold_ok(verts, faces)
+
+    def test_hole(self):
+        report = check_printable(*_hole())
+        assert not report.watertight and report.edge_manifold and report.vertex_manifold
+        assert report.consistently_oriented and not report.ok
+        assert not _trimesh(*_hole()).is_watertight
+        assert not _manifold_ok(*_hole())
+
+    def test_non_manifold_edge(self):
+        report = check_printable(*_non_manifold_edge())
+        assert not report.watertight and not report.edge_manifold and not report.ok
+        assert not _trimesh(*_non_manifold_edge()).is_watertight
+        assert not _manifold_ok(*_non_manifold_edge())
+
+    def test_flipped_face(self):
+        report = check_printable(*_flipped_face())
+        assert report.watertight and report.edge_manifold and report.vertex_manifold
+        assert not report.consistently_oriented and not report.ok
+        assert not _trimesh(*_flipped_face()).is_winding_consistent
+        assert not _manifold_ok(*_flipped_face())
+
+    def test_bowtie_vertex(self):
+        verts, faces = _bowtie()
+        report = check_printable(verts, faces)
+        assert report.watertight and report.edge_manifold and report.consistently_oriented
+        assert report.self_intersecting_pairs == 0 and report.outward
+        assert not report.vertex_manifold and not report.ok
+        # Both libraries only look at edges: they accept the bowtie.
+        mesh = _trimesh(verts, faces)
+        assert mesh.is_watertight and mesh.is_winding_consistent
+        assert _manifold_ok(verts, faces)
+
+    def test_inverted(self):
+        verts, faces = _sphere(2)
+        report = check_printable(verts, faces[:, ::-1])
+        assert report.watertight and report.consistently_oriented and not report.outward and not report.ok
+        assert report.volume < 0 and _trimesh(verts, faces[:, ::-1]).volume < 0
+
+    def test_self_intersecting(self):
+        verts, faces = _sphere(2)
+        verts[0] *= -1.5
+        report = check_printable(verts, faces)
+        assert report.self_intersecting_pairs > 0 and not report.ok
+        assert _trimesh(verts, faces).is_watertight and _manifold_ok(verts, faces)  # they cannot tell
+
+    def test_degenerate(self):
+        verts, faces = _sphere(2)
+        a, b = faces[0, :2]
+        verts[b] = verts[a]  # collapse an edge in place
+        report = check_printable(verts, faces)
+        assert report.degenerate_faces == 2 and not report.ok
+
+
+class TestReport:
+    def test_topology_only(self):
+        verts, faces = _sphere(1)
+        assert check_topology(faces).closed_manifold
+        assert not check_topology(faces[1:]).closed_manifold
+
+    def test_scale(self):
+        verts, faces = _sphere(2)
+        plain, mm = check_printable(verts, faces), check_printable(verts, faces, unit_scale_mm=10.0)
+        assert mm.volume == pytest.approx(plain.volume * 1000)
+        assert mm.bbox_size == pytest.approx([20.0, 20.0, 20.0])
+        assert "mm" in mm.summary()
+
+    def test_summary_marks_each_property(self):
+        text = check_printable(*_flipped_face()).summary()
+        assert "✗ consistently oriented faces" in text
+        assert "✓ watertight" in text
+        assert text.splitlines()[-1] == "✗ not printable"
+
+    def test_non_finite(self):
+        verts, faces = _sphere(1)
+        verts[5, 0] = np.nan
+        report = check_printable(verts, faces)
+        assert not report.finite and not report.ok
+        assert report.self_intersecting_pairs is None
+        assert "not checked" in report.summary()
+
+    def test_signed_volume_of_unit_cube(self):
+        box = trimesh.creation.box()
+        assert signed_volume(box.vertices, box.faces) == pytest.approx(1.0)
+
+    def test_bad_scale(self):
+        verts, faces = _sphere(0)
+        with pytest.raises(ValueError, match="unit_scale_mm"):
+            check_printable(verts, faces, unit_scale_mm=-1.0)
+
+    def test_bad_shape(self):
+        with pytest.raises(ValueError, match=r"faces must have shape \(F, 3\)"):
+            check_topology(np.zeros((2, 2), dtype=int))
