@@ -48,13 +48,13 @@ class ModelConfig:
     """Width of the coarse head's hidden layer."""
     vertices: int = 2562
     """Default output vertex count; one of VERTEX_SCHEDULES' keys."""
-    hidden_dim: int = 128
+    hidden_dim: int = 64
     """Vertex feature width in the refiner."""
     gconv_layers: int = 2
     """Graph convolutions per refiner stage."""
     attention_heads: int = 4
     """Heads of the graph-image cross-attention."""
-    attention_window: int = 3
+    attention_window: int = 2
     """Each vertex attends to a window x window patch of cells around its projection, on every pyramid level."""
     max_displacement: float = 2.0
     """Bound of a stage's displacement, in units of the vertex's mean incident edge length."""

@@ -55,7 +55,7 @@ class ReconstructionNet(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.encoder = ImageEncoder(c.backbone, c.fpn_channels, c.backbone_weights)
+        self.encoder = ImageEncoder(c.backbone, c.fpn_channels, c.backbone_weights, c.backbone_norm)
         v0 = vertex_count(c.ico_level)
         max_level = c.ico_level + max(sum(s) for s in VERTEX_SCHEDULES.values())
         self.topology = IcoTopology(c.ico_level, max_level)

@@ -59,6 +59,10 @@ class CategoryNorm(nn.Module):
 class GraphImageAttention(nn.Module):
     """Each vertex attends to the pyramid cells around its projection.
 
+    Keys and values are linear in the features, and bilinear sampling is linear too, so
+    the key/value projections run once on the (small) feature maps, before sampling;
+    each cell's learned (level, offset) embedding is added after its projection.
+
     Args:
         query_dim: width of the query input (vertex features + position).
         feature_dim: channels of the pyramid maps.
@@ -70,36 +74,36 @@ class GraphImageAttention(nn.Module):
 
     def __init__(self, query_dim: int, feature_dim: int, out_dim: int, levels: int, window: int, heads: int):
         super().__init__()
-        self.heads, self.window, self.levels = heads, window, levels
+        self.heads, self.window, self.levels, self.out_dim = heads, window, levels, out_dim
         self.to_q = nn.Linear(query_dim, out_dim)
-        self.to_k = nn.Linear(feature_dim, out_dim)
-        self.to_v = nn.Linear(feature_dim, out_dim)
-        self.key_embedding = nn.Parameter(torch.zeros(levels * window * window, feature_dim))
-        nn.init.normal_(self.key_embedding, std=0.02)
+        self.to_kv = nn.Conv2d(feature_dim, 2 * out_dim, kernel_size=1)
+        self.cell_embedding = nn.Parameter(torch.zeros(levels * window * window, 2 * out_dim))
+        nn.init.normal_(self.cell_embedding, std=0.02)
         self.out = nn.Linear(out_dim, out_dim)
         r = torch.arange(window, dtype=torch.float32) - (window - 1) / 2
         grid = torch.stack(torch.meshgrid(r, r, indexing="xy"), dim=-1).reshape(-1, 2)  # (W*W, 2) in cells
         self.register_buffer("offsets", grid, persistent=False)
 
-    def sample_keys(self, pyramid: list[torch.Tensor], strides: tuple[int, ...], uv: torch.Tensor, image_size: int):
-        """Bilinearly sample the patches: uv (B, V, 2) pixels -> (B, V, levels * W * W, C)."""
+    def sample_cells(self, maps: list[torch.Tensor], strides: tuple[int, ...], uv: torch.Tensor, image_size: int):
+        """Bilinearly sample the patches: uv (B, V, 2) pixels -> (B, V, levels * W * W, C) for maps (B, C, h, w)."""
         b, v, _ = uv.shape
-        keys = []
-        for fmap, stride in zip(pyramid, strides):
+        n = self.offsets.shape[0]
+        cells = []
+        for fmap, stride in zip(maps, strides):
             pts = uv[:, :, None, :] + self.offsets[None, None] * stride  # (B, V, W*W, 2) pixels
             grid = pts / image_size * 2.0 - 1.0  # align_corners=False: -1 and 1 are the image's outer edges
-            sampled = F.grid_sample(fmap, grid.reshape(b, v * self.offsets.shape[0], 1, 2), align_corners=False)
-            keys.append(sampled.reshape(b, -1, v, self.offsets.shape[0]).permute(0, 2, 3, 1))
-        return torch.cat(keys, dim=2)
+            sampled = F.grid_sample(fmap, grid.reshape(b, v * n, 1, 2), align_corners=False)  # (B, C, V*n, 1)
+            cells.append(sampled.reshape(b, -1, v, n))
+        return torch.cat(cells, dim=3).permute(0, 2, 3, 1)
 
     def forward(self, query: torch.Tensor, pyramid: list[torch.Tensor], strides, uv: torch.Tensor, image_size: int):
         """query: (B, V, query_dim); uv: (B, V, 2) pixels -> (B, V, out_dim)."""
         b, v, _ = query.shape
-        cells = self.sample_keys(pyramid, strides, uv, image_size) + self.key_embedding  # (B, V, N, C)
+        kv_maps = [self.to_kv(fmap) for fmap in pyramid]
+        cells = self.sample_cells(kv_maps, strides, uv, image_size) + self.cell_embedding  # (B, V, N, 2*out)
         h = self.heads
+        k, val = cells.reshape(b, v, cells.shape[2], 2, h, -1).unbind(dim=3)  # (B, V, N, h, d) each
         q = self.to_q(query).reshape(b, v, h, -1)  # (B, V, h, d)
-        k = self.to_k(cells).reshape(b, v, cells.shape[2], h, -1)  # (B, V, N, h, d)
-        val = self.to_v(cells).reshape(b, v, cells.shape[2], h, -1)
         scores = torch.einsum("bvhd,bvnhd->bvhn", q, k) / q.shape[-1] ** 0.5
         attended = torch.einsum("bvhn,bvnhd->bvhd", scores.softmax(dim=-1), val)
         return self.out(attended.reshape(b, v, -1))
