@@ -1,0 +1,70 @@
+"""Measure click-to-mesh time of the add-on in headless Blender (the bpy module), cold and warm worker.
+
+    .venv/bin/python blender_addon/dev/measure_click_to_mesh.py [--python PY] [--model PATH] [--detail 2562] [--runs 3]
+
+Builds and installs the extension into a temporary user folder, then runs Reconstruct
+from Image on a generated image: the first run starts the worker and loads the model
+(cold), the next ones reuse it (warm). Headless, the operator runs its blocking path
+(``execute``: same worker, same mesh building); from the UI the modal timer adds at most
+one timer period (0.1 s). Not part of the zip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--python", help="worker interpreter (default: the one build_addon.py picks)")
+    parser.add_argument("--model", default="", help="model file (default: the shipped models/default)")
+    parser.add_argument("--detail", default="2562", choices=["642", "2562", "10242"])
+    parser.add_argument("--height-mm", type=float, default=120.0)
+    parser.add_argument("--runs", type=int, default=3, help="warm runs after the cold one")
+    args = parser.parse_args(argv)
+
+    root = Path(tempfile.mkdtemp(prefix="recon-measure-"))
+    os.environ["BLENDER_USER_RESOURCES"] = str(root / "user")
+    import bpy
+
+    import build_addon
+    from tests.test_worker import make_shape_image
+
+    bpy.context.preferences.use_preferences_save = False
+    zip_path = build_addon.build(root / "dist")
+    bpy.ops.extensions.package_install_files(filepath=str(zip_path), repo="user_default", enable_on_install=True)
+    module = "bl_ext.user_default.reconstruct_from_image"
+    prefs = bpy.context.preferences.addons[module].preferences
+    prefs.model_path = args.model
+    if args.python:
+        prefs.python_path = args.python
+    settings = bpy.context.scene.recon_settings
+    settings.image_path = str(make_shape_image(root / "shape.png"))
+    settings.detail, settings.height_mm = args.detail, args.height_mm
+
+    times = []
+    for _ in range(1 + args.runs):
+        start = time.perf_counter()
+        assert bpy.ops.recon.reconstruct_image() == {'FINISHED'}
+        times.append(time.perf_counter() - start)
+        obj = bpy.context.active_object
+        print(f"{obj.name}: {len(obj.data.vertices)} vertices in {times[-1]:.2f} s", flush=True)
+    print(f"python {prefs.python_path}, model {args.model or 'models/default'}, detail {args.detail}, "
+          f"{os.cpu_count()} CPUs")
+    print(f"cold (worker start + model load + reconstruction): {times[0]:.2f} s")
+    print(f"warm (median of {args.runs}): {statistics.median(times[1:]):.2f} s")
+    bpy.ops.preferences.addon_disable(module=module)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

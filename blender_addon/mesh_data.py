@@ -1,0 +1,64 @@
+"""Array helpers of the add-on, without bpy: frame conversion, placement and binary STL.
+
+Units: Blender lengths follow the scene's unit scale, 1 Blender unit = ``scale_length``
+metres, so ``mm_per_unit = 1000 * scale_length`` (1000 in a default scene; 1 in a scene
+set up for printing with unit scale 0.001).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+
+import numpy as np
+
+__all__ = ["OUTPUT_TO_BLENDER", "to_blender", "stl_bytes", "write_stl"]
+
+OUTPUT_TO_BLENDER = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float64)
+"""Rotation from the output frame (+Y up, camera on +Z) to Blender (+Z up): (x, y, z) -> (x, -z, y),
+as in ``recon_core.camera``; the photo's view becomes Blender's Front view."""
+
+
+def to_blender(verts: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """Output-frame vertices to Blender coordinates, scaled, with the bounding box's bottom centre at the origin.
+
+    Args:
+        verts: (V, 3) float, output frame.
+        scale: Blender units per input unit.
+
+    Returns:
+        (V, 3) float64: the object rests on its origin, as on a print bed.
+    """
+    verts = np.asarray(verts, dtype=np.float64)
+    if verts.ndim != 2 or verts.shape[1] != 3:
+        raise ValueError(f"verts must have shape (V, 3), got {verts.shape}")
+    out = verts @ OUTPUT_TO_BLENDER.T * scale
+    lo, hi = out.min(0), out.max(0)
+    return out - np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2]])
+
+
+def stl_bytes(triangles: np.ndarray, header: str = "reconstruct_from_image") -> bytes:
+    """Binary STL of (T, 3, 3) triangle corner positions (counter-clockwise seen from outside)."""
+    tri = np.asarray(triangles, dtype=np.float64).reshape(-1, 3, 3)
+    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    normals = np.divide(normals, length, out=np.zeros_like(normals), where=length > 0)
+    record = np.dtype([("normal", "<f4", 3), ("corners", "<f4", (3, 3)), ("attr", "<u2")])
+    data = np.zeros(len(tri), dtype=record)
+    data["normal"], data["corners"] = normals, tri
+    return header.encode()[:80].ljust(80, b" ") + struct.pack("<I", len(tri)) + data.tobytes()
+
+
+def write_stl(path: str, triangles: np.ndarray) -> None:
+    """Write a binary STL through a temporary file and a rename (never a half-written file)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".recon-", suffix=".stl.tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(stl_bytes(triangles))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,332 @@
+"""Operators: Reconstruct from Image (modal, runs the worker) and Export STL.
+
+From the UI the reconstruct operator is modal: a window-manager timer polls the worker
+(:mod:`.worker_client`), so Blender stays responsive, and Esc cancels. From scripts and
+in background mode (where Blender has no event loop, so ``INVOKE_DEFAULT`` falls back
+to ``execute``) it runs the same worker and waits. The object is only created once the
+result is in, in one step, so a failure or a cancel leaves the scene as it was.
+"""
+
+import os
+import tempfile
+import time
+
+import bpy
+import numpy as np
+from bpy_extras.io_utils import ExportHelper
+
+from . import mesh_data, worker_client
+from .preferences import DEFAULTS, get_preferences
+
+__all__ = ["RECON_OT_reconstruct", "RECON_OT_export_stl", "running", "cancel_running", "mm_per_unit"]
+
+TIMER_S = 0.1
+"""Seconds between two polls of the worker in the modal operator."""
+CHECK_KEY = "recon_check"
+"""Custom property of a reconstructed object holding its printable check."""
+
+_RUNNING = None  # the _Reconstruction in flight, at most one
+
+
+class InputError(ValueError):
+    """Missing or unusable input in the panel; the message says what to do."""
+
+
+def mm_per_unit(scene) -> float:
+    """Millimetres per Blender unit in ``scene`` (1 BU = ``scale_length`` metres)."""
+    return 1000.0 * (scene.unit_settings.scale_length or 1.0)
+
+
+def running():
+    """The reconstruction in flight (``stage``, ``fraction``, ``elapsed``, ``name``), or None."""
+    return _RUNNING
+
+
+def cancel_running() -> None:
+    """Stop the reconstruction in flight, if any (add-on unregister)."""
+    global _RUNNING
+    if _RUNNING is not None:
+        _RUNNING.cancel()
+        _RUNNING = None
+
+
+_IMAGE_SUFFIX = {'PNG': ".png", 'JPEG': ".jpg", 'BMP': ".bmp", 'TIFF': ".tif", 'TARGA': ".tga",
+                 'OPEN_EXR': ".exr", 'WEBP': ".webp"}
+
+
+def _image_input(settings) -> tuple[str, str, str | None]:
+    """``(path, object name, temporary file or None)`` of the image chosen in the panel."""
+    if settings.source == 'FILE':
+        if not settings.image_path:
+            raise InputError("Choose an image file in the Reconstruct panel first.")
+        path = os.path.normpath(bpy.path.abspath(settings.image_path))
+        return path, os.path.splitext(os.path.basename(path))[0] or "Reconstruction", None
+    image = settings.image
+    if image is None:
+        raise InputError("Choose an image in the Reconstruct panel first.")
+    name = os.path.splitext(image.name)[0] or "Reconstruction"
+    path = bpy.path.abspath(image.filepath_raw, library=image.library) if image.filepath_raw else ""
+    if image.source == 'FILE' and image.packed_file is None and not image.is_dirty and os.path.isfile(path):
+        return os.path.normpath(path), name, None
+    # Packed, generated or painted: write its pixels to a temporary file the worker can read.
+    fd, temp = tempfile.mkstemp(prefix="recon-", suffix=_IMAGE_SUFFIX.get(image.file_format, ".png"))
+    os.close(fd)
+    try:
+        image.save(filepath=temp, save_copy=True)
+    except RuntimeError as err:
+        os.unlink(temp)
+        raise InputError(f"The image {image.name} cannot be read ({err}); save it to a file and choose that.") from None
+    return temp, name, temp
+
+
+class _Reconstruction:
+    """One click: the inputs read at the click, the worker job, and the object made from its result."""
+
+    def __init__(self, context):
+        settings = context.scene.recon_settings
+        prefs = get_preferences(context)
+        self.image, self.name, self.temp_file = _image_input(settings)
+        self.height_mm = settings.height_mm if settings.height_mm > 0 else None
+        self.location = context.scene.cursor.location.copy()
+        self.started = time.perf_counter()
+        python = bpy.path.abspath(prefs.python_path) if prefs.python_path else ""
+        model = bpy.path.abspath(prefs.model_path) if prefs.model_path else None
+        try:
+            client = worker_client.get_client(python, model, repo=DEFAULTS["repo"])
+            self.job = client.submit(
+                self.image, category=None if settings.category == 'AUTO' else settings.category,
+                vertices=int(settings.detail), height_mm=self.height_mm, timeout_s=prefs.timeout_s,
+            )
+        except BaseException:
+            self.cleanup()
+            raise
+
+    stage = property(lambda self: self.job.stage)
+    fraction = property(lambda self: self.job.fraction)
+    elapsed = property(lambda self: time.perf_counter() - self.started)
+
+    def poll(self) -> bool:
+        """True once the result is in; raises ``WorkerError``."""
+        return self.job.poll()
+
+    def cancel(self) -> None:
+        self.job.cancel()
+        self.cleanup()
+
+    def cleanup(self) -> None:
+        if self.temp_file and os.path.exists(self.temp_file):
+            os.unlink(self.temp_file)
+        self.temp_file = None
+
+    def build(self, context):
+        """Create the object (at the cursor, selected, active, smooth) from the result; returns it."""
+        result = self.job.result
+        scene = context.scene
+        mm = mm_per_unit(scene)
+        scale = 1.0 / mm if self.height_mm else 1.0  # worker units -> Blender units
+        verts = mesh_data.to_blender(result.verts, scale)
+        mesh = bpy.data.meshes.new(self.name)
+        obj = None
+        try:
+            mesh.from_pydata(verts.tolist(), [], result.faces.tolist())
+            mesh.shade_smooth()
+            mesh.update()
+            obj = bpy.data.objects.new(self.name, mesh)
+            obj.location = self.location
+            obj[CHECK_KEY] = _check_property(result, 1.0 if self.height_mm else mm)
+            if context.object is not None and context.object.mode != 'OBJECT':
+                bpy.ops.object.mode_set(mode='OBJECT')
+            (context.collection or scene.collection).objects.link(obj)
+            for other in context.view_layer.objects:
+                other.select_set(False)
+            obj.select_set(True)
+            context.view_layer.objects.active = obj
+        except BaseException:
+            if obj is not None:
+                bpy.data.objects.remove(obj)
+            bpy.data.meshes.remove(mesh)
+            raise
+        return obj
+
+
+def _check_property(result, mm_per_worker_unit: float) -> dict:
+    """The printable check as an ID property (only bools, numbers and strings)."""
+    report = result.report
+    volume = report.get("volume")
+    return {
+        "ok": bool(report.get("ok", False)),
+        "watertight": bool(report.get("watertight", False)),
+        "manifold": bool(report.get("edge_manifold", False) and report.get("vertex_manifold", False)),
+        "volume_mm3": float(volume) * mm_per_worker_unit ** 3 if volume is not None else -1.0,
+        "summary": str(report.get("summary", "")),
+        "category": result.category,
+    }
+
+
+def _tag_redraw(context) -> None:
+    if context.screen is not None:
+        for area in context.screen.areas:
+            if area.type == 'VIEW_3D':
+                area.tag_redraw()
+
+
+class RECON_OT_reconstruct(bpy.types.Operator):
+    """Reconstruct a watertight mesh of the object in the chosen image (runs in a separate process)"""
+
+    bl_idname = "recon.reconstruct_image"
+    bl_label = "Reconstruct from Image"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    @classmethod
+    def poll(cls, context):
+        if _RUNNING is not None:
+            cls.poll_message_set("A reconstruction is already running (Esc cancels it)")
+            return False
+        return context.scene is not None
+
+    def invoke(self, context, event):
+        failed = self._begin(context)
+        if failed:
+            return failed
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(TIMER_S, window=context.window)
+        wm.modal_handler_add(self)
+        return {'RUNNING_MODAL'}
+
+    def modal(self, context, event):
+        if event.type == 'ESC':
+            return self._cancel(context)
+        if event.type == 'TIMER':
+            return self._advance(context)
+        return {'PASS_THROUGH'}
+
+    def execute(self, context):
+        """Scripts and background mode: the same worker, waited for."""
+        self._timer = None
+        status = self._begin(context)
+        while not status:
+            time.sleep(TIMER_S / 4)
+            status = self._advance(context) - {'PASS_THROUGH'}
+        return status
+
+    def cancel(self, context):
+        """Blender ends the modal operator (file load, quit): stop the worker too."""
+        if getattr(self, "_run", None) is not None:
+            self._run.cancel()
+            self._end(context)
+
+    # -- steps shared by the modal and the blocking paths --------------------------------------------
+
+    def _begin(self, context):
+        """Start the request; returns None when running, else the operator's final status."""
+        global _RUNNING
+        self._run = None
+        try:
+            run = _Reconstruction(context)
+        except (InputError, worker_client.WorkerError) as err:
+            return self._fail(context, str(err))
+        self._run = _RUNNING = run
+        context.window_manager.progress_begin(0, 100)
+        self._show_progress(context)
+        return None
+
+    def _advance(self, context):
+        """Poll the worker once (never blocks); build the object when the result is in."""
+        run = self._run
+        try:
+            done = run.poll()
+        except worker_client.WorkerError as err:
+            return self._fail(context, str(err))
+        if not done:
+            self._show_progress(context)
+            return {'PASS_THROUGH'}
+        try:
+            obj = run.build(context)
+        except Exception as err:  # noqa: BLE001 - one sentence, the scene unchanged
+            return self._fail(context, f"Could not create the mesh in Blender ({type(err).__name__}: {err}).")
+        result = run.job.result
+        check = "printable" if result.report.get("ok") else "NOT printable, see the panel"
+        self.report({'INFO'}, f"Reconstructed {obj.name} ({len(result.verts)} vertices, {result.category}, "
+                              f"{check}) in {run.elapsed:.1f} s.")
+        for note in result.notes:
+            self.report({'WARNING'}, f"Note: {note}.")
+        self._end(context)
+        return {'FINISHED'}
+
+    def _cancel(self, context):
+        self._run.cancel()
+        self.report({'INFO'}, "Reconstruction cancelled; the scene is unchanged.")
+        self._end(context)
+        return {'CANCELLED'}
+
+    def _fail(self, context, message: str):
+        self.report({'ERROR'}, message)
+        self._end(context)
+        return {'CANCELLED'}
+
+    def _show_progress(self, context) -> None:
+        run = self._run
+        context.window_manager.progress_update(int(100 * run.fraction))
+        if context.workspace is not None:
+            context.workspace.status_text_set(
+                f"Reconstructing {run.name}: {run.stage}, {run.elapsed:.0f} s (Esc to cancel)")
+        _tag_redraw(context)
+
+    def _end(self, context) -> None:
+        global _RUNNING
+        if getattr(self, "_timer", None) is not None:
+            context.window_manager.event_timer_remove(self._timer)
+            self._timer = None
+        if getattr(self, "_run", None) is not None:
+            self._run.cleanup()
+            if _RUNNING is self._run:
+                _RUNNING = None
+            self._run = None
+            context.window_manager.progress_end()
+            if context.workspace is not None:
+                context.workspace.status_text_set(None)
+        _tag_redraw(context)
+
+
+class RECON_OT_export_stl(bpy.types.Operator, ExportHelper):
+    """Write the active mesh (modifiers applied, world space) as a binary STL in millimetres"""
+
+    bl_idname = "recon.export_stl"
+    bl_label = "Export STL"
+    bl_options = {'REGISTER'}
+
+    filename_ext = ".stl"
+    filter_glob: bpy.props.StringProperty(default="*.stl", options={'HIDDEN'})
+
+    @classmethod
+    def poll(cls, context):
+        obj = context.active_object
+        return obj is not None and obj.type == 'MESH'
+
+    def execute(self, context):
+        obj = context.active_object
+        depsgraph = context.evaluated_depsgraph_get()
+        evaluated = obj.evaluated_get(depsgraph)
+        mesh = evaluated.to_mesh()
+        try:
+            mesh.transform(obj.matrix_world)
+            mesh.calc_loop_triangles()
+            coords = np.empty(len(mesh.vertices) * 3, dtype=np.float64)
+            mesh.vertices.foreach_get("co", coords)
+            tris = np.empty(len(mesh.loop_triangles) * 3, dtype=np.int64)
+            mesh.loop_triangles.foreach_get("vertices", tris)
+        finally:
+            evaluated.to_mesh_clear()
+        triangles = coords.reshape(-1, 3)[tris.reshape(-1, 3)] * mm_per_unit(context.scene)
+        if len(triangles) == 0:
+            self.report({'ERROR'}, f"{obj.name} has no faces to export.")
+            return {'CANCELLED'}
+        try:
+            mesh_data.write_stl(self.filepath, triangles)
+        except OSError as err:
+            self.report({'ERROR'}, f"Cannot write {self.filepath}: {err.strerror or err}. Choose a writable folder.")
+            return {'CANCELLED'}
+        size = np.ptp(triangles.reshape(-1, 3), axis=0)
+        self.report({'INFO'}, f"Wrote {self.filepath} ({len(triangles)} triangles, "
+                              f"{size[0]:.1f} x {size[1]:.1f} x {size[2]:.1f} mm).")
+        return {'FINISHED'}

@@ -1,0 +1,37 @@
+"""What the Reconstruct panel edits: the image, category, detail level and real height (per scene)."""
+
+import bpy
+
+from .worker_client import CATEGORY_NAMES, VERTEX_COUNTS
+
+__all__ = ["ReconSettings"]
+
+_CATEGORY_ITEMS = [('AUTO', "Automatic", "Predict the category from the image")] + [
+    (name, name.capitalize(), f"Reconstruct as a {name}") for name in CATEGORY_NAMES
+]
+_DETAIL_ITEMS = [
+    (str(n), f"{label} ({n} vertices)", f"Output mesh with {n} vertices")
+    for label, n in zip(("Low", "Medium", "High"), VERTEX_COUNTS)
+]
+
+
+class ReconSettings(bpy.types.PropertyGroup):
+    source: bpy.props.EnumProperty(
+        name="Source",
+        items=[('FILE', "File", "An image file on disk"),
+               ('IMAGE', "Blender Image", "An image already loaded in Blender (packed and generated ones too)")],
+        default='FILE',
+    )
+    image_path: bpy.props.StringProperty(
+        name="Image", description="Photo or drawing of one object (PNG or JPEG; alpha is used as the mask)",
+        subtype='FILE_PATH',
+    )
+    image: bpy.props.PointerProperty(name="Image", type=bpy.types.Image,
+                                     description="Image datablock to reconstruct")
+    category: bpy.props.EnumProperty(name="Category", items=_CATEGORY_ITEMS, default='AUTO')
+    detail: bpy.props.EnumProperty(name="Detail", items=_DETAIL_ITEMS, default=str(VERTEX_COUNTS[1]))
+    height_mm: bpy.props.FloatProperty(
+        name="Height (mm)",
+        description="Real height of the object in millimetres; 0 keeps the model's size (about 1 unit across)",
+        default=0.0, min=0.0, soft_max=2000.0, precision=1,
+    )

@@ -1,0 +1,413 @@
+"""Client side of the worker protocol (:mod:`recon_core.worker`): start, feed and watch a worker process.
+
+Plain Python (no ``bpy``, no ``recon_core``, no torch), so it runs inside Blender and in
+tests alike. A :class:`WorkerClient` owns one ``PYTHON -m recon_core.worker`` process;
+its stdout (protocol lines) and stderr (log text, kept for crash messages) are drained
+by two daemon threads so the worker never blocks on a full pipe. :meth:`WorkerClient.submit`
+returns a :class:`Job` whose :meth:`Job.poll` never blocks, for a modal operator's timer;
+:meth:`Job.wait` blocks, for scripts. Every failure is a :class:`WorkerError` whose message
+is one sentence for the user.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import itertools
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "PROTOCOL_VERSION", "CATEGORY_NAMES", "VERTEX_COUNTS", "DELAY_ENV", "WorkerError", "WorkerResult", "Job", "WorkerClient",
+    "get_client", "shutdown_all",
+]
+
+PROTOCOL_VERSION = 1
+"""Must equal ``recon_core.worker.PROTOCOL_VERSION`` (a test checks)."""
+
+CATEGORY_NAMES = (
+    "airplane", "bench", "cabinet", "car", "chair", "display", "lamp",
+    "loudspeaker", "rifle", "sofa", "table", "telephone", "watercraft",
+)
+"""``recon_core.categories.CATEGORIES`` names, copied so Blender never imports recon_core (a test checks)."""
+
+VERTEX_COUNTS = (642, 2562, 10242)
+"""Output vertex counts the model offers (detail levels)."""
+
+DELAY_ENV = "RECON_WORKER_DELAY_S"
+"""Tests only: when set in this process, requests ask the worker to sleep this many seconds first."""
+
+_STDERR_LINES = 200
+_EOF = object()
+
+
+class WorkerError(RuntimeError):
+    """A failed reconstruction; ``str(err)`` is one sentence for the user."""
+
+
+@dataclass
+class WorkerResult:
+    """One reconstruction as the worker sent it.
+
+    Attributes:
+        verts: (V, 3) float32, output frame (+Y up, camera on +Z); mm when ``height_mm`` was given.
+        faces: (F, 3) int32 triangles, outward-facing.
+        category: category used (given or predicted).
+        report: the printable check's fields plus ``ok`` and ``summary``.
+        notes: human-readable notes.
+        timings: seconds per worker stage.
+        seconds: seconds from submitting the request to receiving the result.
+    """
+
+    verts: Any
+    faces: Any
+    category: str
+    report: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _decode(packed: dict[str, Any]):
+    import numpy as np
+
+    return np.frombuffer(base64.b64decode(packed["data"]), dtype=np.dtype(packed["dtype"])).reshape(packed["shape"])
+
+
+def _exit_description(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}"
+    return f"exit code {code}"
+
+
+class Job:
+    """One reconstruction request in flight. Poll it from a timer, or wait for it."""
+
+    def __init__(self, client: "WorkerClient", request_id: str, timeout_s: float):
+        self.client = client
+        self.id = request_id
+        self.timeout_s = timeout_s
+        self.started = time.perf_counter()
+        self.stage = "starting the worker" if client.ready is None else "queued"
+        self.fraction = 0.0
+        self.result: WorkerResult | None = None
+        self.error: WorkerError | None = None
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None or self.error is not None
+
+    def poll(self) -> bool:
+        """Process what the worker sent so far, without blocking; True once finished.
+
+        Raises:
+            WorkerError: the worker reported an error, died, or the time-out passed (the worker is then killed).
+        """
+        if not self.done:
+            self.client._pump()
+        if not self.done and self.timeout_s and self.elapsed > self.timeout_s:
+            self.client.kill()
+            self._fail(f"The reconstruction took longer than {self.timeout_s:g} s and was stopped; raise the "
+                       "time-out in the add-on preferences or choose a lower detail level.")
+        if self.error is not None:
+            raise self.error
+        return self.result is not None
+
+    def wait(self, poll_s: float = 0.02) -> WorkerResult:
+        """Block until the result arrives; raises :class:`WorkerError` like :meth:`poll`."""
+        while not self.poll():
+            time.sleep(poll_s)
+        return self.result
+
+    def cancel(self) -> None:
+        """Stop the request by killing the worker (torch cannot be interrupted); the next request restarts it."""
+        if not self.done:
+            self.client.kill()
+            self._fail("The reconstruction was cancelled.")
+
+    def _fail(self, message: str) -> None:
+        if not self.done:
+            self.error = WorkerError(message)
+        if self.client.job is self:
+            self.client.job = None
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "progress":
+            self.stage = str(message.get("stage", self.stage))
+            self.fraction = float(message.get("fraction", self.fraction))
+        elif kind == "error":
+            self._fail(str(message.get("message") or "The worker reported an unknown error."))
+        elif kind == "result":
+            try:
+                verts, faces = _decode(message["verts"]), _decode(message["faces"])
+                if verts.ndim != 2 or verts.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
+                    raise ValueError(f"shapes {verts.shape} and {faces.shape}")
+            except (KeyError, ValueError, TypeError) as err:
+                self._fail(f"The worker sent a malformed mesh ({err}); update recon_core and the add-on together.")
+                return
+            self.result = WorkerResult(
+                verts=verts, faces=faces, category=str(message.get("category", "")),
+                report=dict(message.get("report") or {}), notes=list(message.get("notes") or []),
+                timings=dict(message.get("timings") or {}), seconds=self.elapsed,
+            )
+            self.stage, self.fraction = "done", 1.0
+            self.client.job = None
+
+
+class WorkerClient:
+    """One worker process: ``python -m recon_core.worker [--model MODEL]``.
+
+    Args:
+        python: interpreter with recon_core installed.
+        model: model stem or file for ``--model``; empty or None for the shipped default.
+        repo: source folder of recon_core, only used in the "not installed" message.
+        env: extra environment variables for the worker.
+    """
+
+    def __init__(self, python: str, model: str | None = None, repo: str | None = None,
+                 env: dict[str, str] | None = None):
+        self.python = python
+        self.model = model or None
+        self.repo = repo or None
+        self.extra_env = dict(env or {})
+        self.process: subprocess.Popen | None = None
+        self.hello: dict[str, Any] | None = None
+        self.ready: dict[str, Any] | None = None
+        self.job: Job | None = None
+        self.failure: str | None = None
+        self._messages: queue.Queue = queue.Queue()
+        self._stderr: collections.deque[str] = collections.deque(maxlen=_STDERR_LINES)
+        self._ids = itertools.count(1)
+
+    @property
+    def key(self) -> tuple[str, str | None]:
+        return (self.python, self.model)
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None and self.failure is None
+
+    @property
+    def busy(self) -> bool:
+        return self.job is not None and not self.job.done
+
+    def start(self) -> None:
+        """Start the process (returns at once; the model loads in the background).
+
+        Raises:
+            WorkerError: no interpreter set, not found, or not startable.
+        """
+        if not self.python:
+            raise WorkerError("No Python interpreter is set: choose one that has recon_core installed in the "
+                              "add-on preferences (Edit > Preferences > Add-ons > Reconstruct from Image).")
+        if not os.path.isfile(self.python):
+            raise WorkerError(f"The Python interpreter {self.python} does not exist; choose one that has recon_core "
+                              "installed in the add-on preferences.")
+        command = [self.python, "-m", "recon_core.worker"] + (["--model", self.model] if self.model else [])
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP")}
+        env.update(PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8", **self.extra_env)
+        try:
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                cwd=tempfile.gettempdir(), env=env, text=True, encoding="utf-8", errors="replace", bufsize=1,
+                creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0,
+            )
+        except OSError as err:
+            raise WorkerError(f"Cannot start {self.python} ({err.strerror or err}); choose another interpreter "
+                              "in the add-on preferences.") from None
+        threading.Thread(target=self._read_stdout, args=(self.process.stdout,), daemon=True).start()
+        threading.Thread(target=self._read_stderr, args=(self.process.stderr,), daemon=True).start()
+
+    def submit(self, image: str, *, category: str | None = None, vertices: int | None = None,
+               height_mm: float | None = None, smooth: bool = True, timeout_s: float = 300.0) -> Job:
+        """Send one reconstruction request (starting the worker if needed); returns its :class:`Job`.
+
+        Raises:
+            WorkerError: the worker cannot be started, or a request is already running.
+        """
+        if self.busy:
+            raise WorkerError("A reconstruction is already running; wait for it to finish or press Esc to cancel it.")
+        if self.process is None:
+            self.start()
+        elif not self.alive:
+            raise WorkerError(self.failure or "The reconstruction worker has stopped; start a new one.")
+        job = Job(self, f"r{next(self._ids)}", timeout_s)
+        self.job = job
+        request = {"type": "reconstruct", "version": PROTOCOL_VERSION, "id": job.id,
+                   "image": os.path.abspath(image), "category": category or None, "vertices": vertices or None,
+                   "height_mm": height_mm or None, "smooth": smooth}
+        delay = float(os.environ.get(DELAY_ENV) or 0)
+        if delay > 0:
+            request["test_delay_s"] = delay
+        try:
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+        except (OSError, ValueError):
+            pass  # the worker is gone; _pump reads its end of output and says why
+        return job
+
+    def kill(self) -> None:
+        """Kill the worker now (cancel, time-out); pending output is discarded."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        self.failure = self.failure or "The reconstruction worker was stopped."
+
+    def close(self, timeout: float = 3.0) -> None:
+        """Ask the worker to exit (close its stdin), kill it if it does not within ``timeout`` seconds."""
+        if self.process is None:
+            return
+        if self.job is not None:
+            self.job._fail("The reconstruction worker was shut down.")
+        try:
+            self.process.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self.failure = self.failure or "The reconstruction worker was shut down."
+
+    def stderr_tail(self, lines: int = 3) -> str:
+        """The last non-empty stderr lines, joined, for messages."""
+        tail = [line.strip() for line in list(self._stderr) if line.strip()][-lines:]
+        return " | ".join(tail)[-400:]
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _read_stdout(self, stream) -> None:
+        try:
+            for line in stream:
+                self._messages.put(line)
+        except (OSError, ValueError):
+            pass
+        self._messages.put(_EOF)
+
+    def _read_stderr(self, stream) -> None:
+        try:
+            for line in stream:
+                self._stderr.append(line.rstrip("\n"))
+        except (OSError, ValueError):
+            pass
+
+    def _pump(self) -> None:
+        """Handle every message received so far (never blocks)."""
+        while True:
+            try:
+                line = self._messages.get_nowait()
+            except queue.Empty:
+                return
+            if line is _EOF:
+                self._on_exit()
+                return
+            try:
+                message = json.loads(line)
+            except ValueError:
+                self._stderr.append(line.rstrip("\n"))  # stray output: keep it for crash messages
+                continue
+            if not isinstance(message, dict):
+                continue
+            if message.get("version") != PROTOCOL_VERSION:
+                self._give_up(f"The worker speaks protocol version {message.get('version')}, this add-on version "
+                              f"{PROTOCOL_VERSION}; install matching versions of the add-on and recon_core.")
+                return
+            kind = message.get("type")
+            if kind == "hello":
+                self.hello = message
+                if self.job is not None and not self.job.done:
+                    self.job.stage = "loading the model"
+            elif kind == "ready":
+                self.ready = message
+            elif kind == "error" and message.get("fatal"):
+                self._give_up(str(message.get("message")))
+            elif self.job is not None and message.get("id") == self.job.id:
+                self.job._handle(message)
+
+    def _give_up(self, message: str) -> None:
+        self.failure = message
+        if self.job is not None:
+            self.job._fail(message)
+        self.kill()
+
+    def _on_exit(self) -> None:
+        """The worker closed its stdout: it exited or was killed. Say why in one sentence."""
+        code = None
+        if self.process is not None:
+            try:
+                code = self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        time.sleep(0.05)  # let the stderr thread catch the last lines
+        if self.failure is None:
+            tail = self.stderr_tail()
+            if self.hello is None:
+                everything = "\n".join(self._stderr)
+                if "No module named 'recon_core'" in everything or "No module named recon_core" in everything:
+                    where = self.repo or "the seed-recon source folder"
+                    message = (f"recon_core is not installed in {self.python}; install it with "
+                               f"{self.python} -m pip install -e {where}.")
+                else:
+                    message = (f"The worker could not start with {self.python} ({_exit_description(code)})"
+                               + (f": {tail}" if tail else "."))
+            else:
+                message = (f"The reconstruction worker stopped unexpectedly ({_exit_description(code)})"
+                           + (f"; last output: {tail}" if tail else "."))
+            self.failure = message
+        if self.job is not None:
+            self.job._fail(self.failure)
+
+
+_CLIENTS: dict[tuple[str, str | None], WorkerClient] = {}
+_LOCK = threading.Lock()
+
+
+def get_client(python: str, model: str | None = None, repo: str | None = None,
+               env: dict[str, str] | None = None) -> WorkerClient:
+    """The warm worker for ``(python, model)``, or a new one (not yet started) if there is none alive.
+
+    Workers for other settings are closed, so at most one model stays in memory.
+    """
+    key = (python, model or None)
+    with _LOCK:
+        client = _CLIENTS.get(key)
+        if client is not None and (client.alive or client.process is None):
+            client.repo, client.extra_env = repo or None, dict(env or {})
+            return client
+        for other in _CLIENTS.values():
+            other.close(timeout=1.0)
+        _CLIENTS.clear()
+        client = WorkerClient(python, model, repo, env)
+        _CLIENTS[key] = client
+        return client
+
+
+def shutdown_all(timeout: float = 2.0) -> None:
+    """Close every worker (add-on unregister, tests)."""
+    with _LOCK:
+        for client in list(_CLIENTS.values()):
+            client.close(timeout=timeout)
+        _CLIENTS.clear()

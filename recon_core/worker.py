@@ -1,0 +1,235 @@
+"""A long-lived reconstruction process that a front end (the Blender add-on) talks to over stdin/stdout.
+
+Run as ``python -m recon_core.worker [--model PATH]``. The worker loads the model once
+and answers reconstruction requests until its stdin reaches end of file (or it gets a
+``shutdown`` message), so the second request skips model loading. Torch only ever
+runs here, never in the front end's process: a crash or out-of-memory kills the worker,
+not Blender.
+
+Protocol, version 1
+-------------------
+Every message is one line of UTF-8 JSON: an object with ``"type"`` and ``"version": 1``.
+The worker writes messages to stdout only (anything else a library prints goes to
+stderr, which is free-form log text for humans and crash reports).
+
+Worker to client::
+
+    {"type": "hello", "version": 1, "pid": 123, "python": "3.11.7", "recon_core": "/path/recon_core"}
+        sent at once, before torch is imported: the interpreter and recon_core work.
+    {"type": "ready", "version": 1, "model": "/path/models/default", "trained": false, "load_s": 2.1}
+        the model is loaded; requests are served from now on (earlier ones wait in the pipe).
+    {"type": "progress", "version": 1, "id": "r1", "stage": "reconstructing", "fraction": 0.2}
+    {"type": "result", "version": 1, "id": "r1", "verts": ARRAY, "faces": ARRAY, "category": "chair",
+     "category_probs": [13 floats], "report": {...}, "notes": ["..."], "timings": {"network": 0.4, ...}}
+    {"type": "error", "version": 1, "id": "r1" or null, "kind": "ImageError", "message": "...", "fatal": false}
+        ``message`` is one sentence for the user; ``fatal`` means the worker exits right after.
+
+Client to worker::
+
+    {"type": "reconstruct", "version": 1, "id": "r1", "image": "/path/photo.png",
+     "category": null, "vertices": 2562, "height_mm": 120.0, "smooth": true}
+        ``category``, ``vertices`` and ``height_mm`` may be null (automatic, the model's default, unscaled).
+    {"type": "shutdown", "version": 1}          (or simply close stdin)
+
+``ARRAY`` is ``{"dtype": "<f4" | "<i4", "shape": [n, 3], "data": BASE64}``: the array's
+little-endian float32 (vertices) or int32 (faces) bytes, base64-encoded. ``verts`` are in
+the output frame (+Y up, camera on +Z; :mod:`recon_core.camera`), in millimetres when
+``height_mm`` was given, else in model units (bounding-box diagonal about 1). ``report``
+holds the fields of :class:`recon_core.printable.PrintableReport` plus ``"ok"`` and
+``"summary"``.
+
+Cancelling: a running reconstruction cannot be interrupted inside torch, so a client
+that wants to cancel kills the worker and starts a new one for the next request.
+
+A request may carry ``"test_delay_s"``: the worker sleeps that many seconds before
+reconstructing, so tests can observe a slow request. Clients set it only from the
+``RECON_WORKER_DELAY_S`` environment variable (:data:`DELAY_ENV`), for tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from typing import IO, Any
+
+__all__ = ["PROTOCOL_VERSION", "DELAY_ENV", "encode_array", "decode_array", "serve", "main"]
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+"""Version of the message format; both sides refuse messages of another version."""
+DELAY_ENV = "RECON_WORKER_DELAY_S"
+"""Environment variable of the *client's* process (tests only): seconds the worker sleeps before each reconstruction."""
+
+
+def encode_array(array, dtype: str) -> dict[str, Any]:
+    """Pack an array as ``{"dtype", "shape", "data"}`` with ``data`` the base64 of its ``dtype`` bytes."""
+    import numpy as np
+
+    arr = np.ascontiguousarray(array, dtype=np.dtype(dtype))
+    return {"dtype": dtype, "shape": list(arr.shape), "data": base64.b64encode(arr.tobytes()).decode("ascii")}
+
+
+def decode_array(packed: dict[str, Any]):
+    """Inverse of :func:`encode_array`; returns a numpy array."""
+    import numpy as np
+
+    return np.frombuffer(base64.b64decode(packed["data"]), dtype=np.dtype(packed["dtype"])).reshape(packed["shape"])
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON-ready Python values (numpy scalars and arrays, tuples, dataclasses)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return _plain(value.tolist())
+    if isinstance(value, float) and value != value:  # NaN is not JSON
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def _report_dict(report: Any) -> dict[str, Any]:
+    out = _plain(report)
+    if not isinstance(out, dict):
+        out = {"value": out}
+    out["ok"] = bool(report.ok)
+    out["summary"] = str(report.summary())
+    return out
+
+
+class _Channel:
+    """Writes protocol messages, one JSON line each, to the real stdout."""
+
+    def __init__(self, stream: IO[str]):
+        self.stream = stream
+
+    def send(self, type_: str, **fields: Any) -> None:
+        self.stream.write(json.dumps({"type": type_, "version": PROTOCOL_VERSION, **fields}) + "\n")
+        self.stream.flush()
+
+    def error(self, request_id: str | None, kind: str, message: str, fatal: bool = False) -> None:
+        self.send("error", id=request_id, kind=kind, message=message, fatal=fatal)
+
+
+def _handle_request(channel: _Channel, reconstructor, request: dict[str, Any]) -> None:
+    from recon_core.image import ImageError
+
+    rid = request.get("id")
+    started = time.perf_counter()
+    delay = float(request.get("test_delay_s") or 0)
+    if delay > 0:
+        channel.send("progress", id=rid, stage="waiting (test delay)", fraction=0.0)
+        time.sleep(delay)
+    try:
+        image = request["image"]
+        height = request.get("height_mm")
+        kwargs = dict(category=request.get("category") or None, vertices=request.get("vertices") or None,
+                      height_mm=float(height) if height else None, smooth=bool(request.get("smooth", True)))
+        channel.send("progress", id=rid, stage="reconstructing", fraction=0.1)
+        result = reconstructor.reconstruct_file(image, **kwargs)
+    except KeyError as err:
+        channel.error(rid, "ProtocolError", f"The request lacks the field {err}.")
+        return
+    except ImageError as err:
+        channel.error(rid, "ImageError", str(err))
+        return
+    except ValueError as err:
+        channel.error(rid, "ValueError", str(err))
+        return
+    except Exception as err:  # noqa: BLE001 - the worker must answer, not die
+        log.exception("reconstruction failed")
+        channel.error(rid, "InternalError", f"The reconstruction failed unexpectedly ({type(err).__name__}: {err}).")
+        return
+    channel.send("progress", id=rid, stage="sending the mesh", fraction=0.95)
+    timings = {k: round(v, 4) for k, v in result.timings.items()}
+    timings["worker_total"] = round(time.perf_counter() - started, 4)
+    channel.send(
+        "result", id=rid,
+        verts=encode_array(result.verts, "<f4"), faces=encode_array(result.faces, "<i4"),
+        category=result.category, category_probs=_plain(result.category_probs),
+        report=_report_dict(result.report), notes=list(result.notes), timings=timings,
+    )
+
+
+def serve(channel: _Channel, requests: IO[str], model: str | None) -> int:
+    """Greet, load the model, then answer requests until EOF or ``shutdown``; returns the exit code."""
+    import recon_core
+
+    channel.send("hello", pid=os.getpid(), python=sys.version.split()[0], recon_core=list(recon_core.__path__)[0])
+    started = time.perf_counter()
+    try:
+        from recon_core.inference import Reconstructor
+        from recon_core.weights import WeightsError
+    except ImportError as err:
+        channel.error(None, "ImportError", f"recon_core's dependencies are missing in {sys.executable} ({err}).",
+                      fatal=True)
+        return 3
+    try:
+        reconstructor = Reconstructor.from_file(model)
+    except WeightsError as err:
+        channel.error(None, "WeightsError", str(err), fatal=True)
+        return 2
+    except Exception as err:  # noqa: BLE001
+        log.exception("model loading failed")
+        channel.error(None, "InternalError", f"The model could not be loaded ({type(err).__name__}: {err}).",
+                      fatal=True)
+        return 1
+    from recon_core.weights import default_model_path
+
+    channel.send("ready", model=str(model or default_model_path()), trained=reconstructor.trained,
+                 load_s=round(time.perf_counter() - started, 4))
+    for line in requests:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            message = json.loads(line)
+            if not isinstance(message, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            channel.error(None, "ProtocolError", "The worker received a line that is not a JSON object.")
+            continue
+        if message.get("version") != PROTOCOL_VERSION:
+            channel.error(message.get("id"), "ProtocolError",
+                          f"The worker speaks protocol version {PROTOCOL_VERSION}, the request "
+                          f"version {message.get('version')}; update the add-on or recon_core so they match.")
+            continue
+        kind = message.get("type")
+        if kind == "shutdown":
+            break
+        if kind == "reconstruct":
+            _handle_request(channel, reconstructor, message)
+        else:
+            channel.error(message.get("id"), "ProtocolError", f"Unknown message type {kind!r}.")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m recon_core.worker", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", help="model stem (NAME.json [+ NAME.safetensors]); default: the shipped model")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    # Keep the protocol stream clean: messages go to a private copy of stdout, and
+    # file descriptor 1 (print, C libraries) is pointed at stderr.
+    protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8", newline="\n")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    sys.stdout = sys.stderr
+    requests = open(sys.stdin.fileno(), encoding="utf-8", closefd=False)
+    return serve(_Channel(protocol), requests, args.model)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""The worker process protocol (recon_core.worker) and its client (blender_addon/worker_client.py), without Blender."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from recon_core import worker
+from recon_core.categories import CATEGORIES
+from recon_core.config import VERTEX_SCHEDULES, ModelConfig
+from tests.conftest import TINY
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "blender_addon"))  # the bpy-free modules of the add-on, imported as plain modules
+import mesh_data  # noqa: E402
+import worker_client  # noqa: E402
+from worker_client import WorkerClient, WorkerError  # noqa: E402
+
+PYTHON = os.environ.get("RECON_TEST_PYTHON") or (
+    str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").is_file() else sys.executable)
+"""Interpreter the test workers run with (``RECON_TEST_PYTHON`` overrides it)."""
+
+
+def make_shape_image(path: Path) -> Path:
+    """A red ellipse on white: an object the image loader can find."""
+    image = Image.new("RGB", (128, 128), "white")
+    ImageDraw.Draw(image).ellipse((34, 16, 94, 112), fill=(200, 40, 40))
+    image.save(path)
+    return path
+
+
+def write_tiny_model(folder: Path) -> Path:
+    stem = folder / "tiny"
+    stem.with_suffix(".json").write_text(json.dumps({"model": ModelConfig(**TINY).to_dict(), "trained": False}))
+    return stem
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("worker")
+    bad = folder / "bad.png"
+    bad.write_bytes(b"this is not an image")
+    return {"image": make_shape_image(folder / "shape.png"), "bad": bad, "model": write_tiny_model(folder)}
+
+
+@pytest.fixture(scope="module")
+def client(files):
+    """One warm worker shared by the module's tests (the model loads once)."""
+    c = WorkerClient(PYTHON, str(files["model"]), repo=str(REPO))
+    yield c
+    c.close()
+
+
+# -- constants the add-on copies so that Blender never imports recon_core ------------------------------
+
+
+def test_client_constants_match_recon_core():
+    assert worker_client.PROTOCOL_VERSION == worker.PROTOCOL_VERSION
+    assert worker_client.DELAY_ENV == worker.DELAY_ENV
+    assert worker_client.CATEGORY_NAMES == tuple(c.name for c in CATEGORIES)
+    assert set(worker_client.VERTEX_COUNTS) <= set(VERTEX_SCHEDULES)
+
+
+def test_array_encoding_round_trips_little_endian():
+    verts = np.random.default_rng(0).normal(size=(7, 3))
+    packed = worker.encode_array(verts, "<f4")
+    assert packed["shape"] == [7, 3] and len(packed["data"]) % 4 == 0
+    np.testing.assert_array_equal(worker_client._decode(packed), verts.astype("<f4"))
+    faces = np.arange(12).reshape(4, 3)
+    np.testing.assert_array_equal(worker.decode_array(worker.encode_array(faces, "<i4")), faces)
+
+
+def test_to_blender_rotates_output_frame_and_rests_on_origin():
+    out = np.array([[0.0, 0.0, 0.0], [1.0, 2.0, 3.0]])
+    got = mesh_data.to_blender(out, scale=2.0)
+    rotated = np.array([[0.0, 0.0, 0.0], [2.0, -6.0, 4.0]])  # (x, y, z) -> (x, -z, y), times 2
+    np.testing.assert_allclose(got, rotated - [1.0, -3.0, 0.0])
+    assert got[:, 2].min() == 0.0
+    with pytest.raises(ValueError, match=r"\(V, 3\)"):
+        mesh_data.to_blender(np.zeros((3, 2)))
+
+
+def test_stl_bytes_layout():
+    tri = np.array([[[0, 0, 0], [1, 0, 0], [0, 1, 0]]], dtype=float)
+    data = mesh_data.stl_bytes(tri)
+    assert len(data) == 80 + 4 + 50
+    assert int.from_bytes(data[80:84], "little") == 1
+    np.testing.assert_allclose(np.frombuffer(data[84:96], "<f4"), [0, 0, 1])  # normal
+
+
+# -- the protocol, in-process -----------------------------------------------------------------------------
+
+
+def test_serve_answers_protocol_errors_and_stops_at_shutdown(files):
+    lines = [
+        "not json",
+        json.dumps({"type": "reconstruct", "version": 99, "id": "a"}),
+        json.dumps({"type": "dance", "version": 1, "id": "b"}),
+        json.dumps({"type": "reconstruct", "version": 1, "id": "c"}),  # no image
+        json.dumps({"type": "shutdown", "version": 1}),
+        json.dumps({"type": "reconstruct", "version": 1, "id": "never"}),
+    ]
+    out = io.StringIO()
+    code = worker.serve(worker._Channel(out), io.StringIO("\n".join(lines) + "\n"), str(files["model"]))
+    messages = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert code == 0
+    assert all(m["version"] == worker.PROTOCOL_VERSION for m in messages)
+    assert [m["type"] for m in messages] == ["hello", "ready", "error", "error", "error", "error"]
+    assert messages[1]["trained"] is False
+    errors = messages[2:]
+    assert [e["id"] for e in errors] == [None, "a", "b", "c"]
+    assert all(e["kind"] == "ProtocolError" and not e["fatal"] for e in errors)
+    assert "protocol version 1" in errors[1]["message"] and "'image'" in errors[3]["message"]
+
+
+# -- a real worker process ---------------------------------------------------------------------------
+
+
+def test_reconstruct_cold_then_warm(client, files):
+    job = client.submit(str(files["image"]), vertices=642, height_mm=50.0)
+    result = job.wait()
+    assert client.hello["pid"] == client.process.pid and client.ready is not None
+    assert result.verts.dtype == np.float32 and result.verts.shape == (642, 3)
+    assert result.faces.dtype == np.int32 and result.faces.shape == (1280, 3)
+    assert result.report["ok"] and result.report["watertight"] and result.report["edge_manifold"]
+    assert np.ptp(result.verts[:, 1]) == pytest.approx(50.0, rel=1e-4)  # height is the output frame's Y
+    assert result.report["unit"] == "mm" and "printable" in result.report["summary"]
+    assert any("untrained" in note for note in result.notes)
+    pid = client.process.pid
+    warm = client.submit(str(files["image"]), vertices=2562, category="chair").wait()
+    assert client.process.pid == pid, "the worker stays warm between requests"
+    assert warm.verts.shape == (2562, 3) and warm.category == "chair" and warm.report["unit"] == "units"
+
+
+def test_bad_image_is_one_sentence_and_the_worker_survives(client, files):
+    with pytest.raises(WorkerError) as err:
+        client.submit(str(files["bad"])).wait()
+    message = str(err.value)
+    assert str(files["bad"]) in message and "\n" not in message
+    with pytest.raises(WorkerError, match="not found"):
+        client.submit(str(files["bad"].with_name("missing.png"))).wait()
+    assert client.alive
+    assert client.submit(str(files["image"]), vertices=642).wait().report["ok"]
+
+
+def test_one_request_at_a_time(client, files, monkeypatch):
+    monkeypatch.setenv(worker.DELAY_ENV, "0.5")
+    job = client.submit(str(files["image"]), vertices=642)
+    with pytest.raises(WorkerError, match="already running"):
+        client.submit(str(files["image"]))
+    job.wait()
+
+
+def test_progress_is_reported_while_the_worker_is_busy(client, files, monkeypatch):
+    monkeypatch.setenv(worker.DELAY_ENV, "1.0")
+    job = client.submit(str(files["image"]), vertices=642)
+    polls = 0
+    stages = set()
+    while not job.poll():
+        start = time.perf_counter()
+        polls += 1
+        stages.add(job.stage)
+        assert time.perf_counter() - start < 0.05, "poll never blocks"
+        time.sleep(0.02)
+    assert polls >= 20 and "waiting (test delay)" in stages
+
+
+def test_killed_worker_mid_run(files, monkeypatch):
+    monkeypatch.setenv(worker.DELAY_ENV, "30")
+    c = WorkerClient(PYTHON, str(files["model"]))
+    job = c.submit(str(files["image"]), vertices=642)
+    deadline = time.perf_counter() + 60
+    while job.stage != "waiting (test delay)" and time.perf_counter() < deadline:
+        job.poll()
+        time.sleep(0.05)
+    os.kill(c.process.pid, signal.SIGKILL)
+    with pytest.raises(WorkerError, match=r"stopped unexpectedly \(killed by SIGKILL\)"):
+        job.wait()
+    assert not c.alive
+    with pytest.raises(WorkerError, match="stopped"):
+        c.submit(str(files["image"]))
+
+
+def test_timeout_stops_the_worker(files, monkeypatch):
+    monkeypatch.setenv(worker.DELAY_ENV, "30")
+    c = WorkerClient(PYTHON, str(files["model"]))
+    start = time.perf_counter()
+    with pytest.raises(WorkerError, match=r"took longer than 1.5 s and was stopped; raise the time-out"):
+        c.submit(str(files["image"]), timeout_s=1.5).wait()
+    assert time.perf_counter() - start < 10
+    assert c.process.poll() is not None
+
+
+def test_cancel_kills_the_worker_and_the_pool_starts_a_new_one(files, monkeypatch):
+    monkeypatch.setenv(worker.DELAY_ENV, "30")
+    c = worker_client.get_client(PYTHON, str(files["model"]))
+    assert worker_client.get_client(PYTHON, str(files["model"])) is c
+    job = c.submit(str(files["image"]), vertices=642)
+    job.cancel()
+    with pytest.raises(WorkerError, match="cancelled"):
+        job.poll()
+    assert c.process.poll() is not None
+    fresh = worker_client.get_client(PYTHON, str(files["model"]))
+    assert fresh is not c and fresh.process is None
+    worker_client.shutdown_all()
+
+
+def test_missing_or_unset_interpreter():
+    with pytest.raises(WorkerError, match="No Python interpreter is set"):
+        WorkerClient("").submit("x.png")
+    with pytest.raises(WorkerError, match=r"/nonexistent/python does not exist"):
+        WorkerClient("/nonexistent/python").submit("x.png")
+
+
+@pytest.fixture(scope="module")
+def bare_python(tmp_path_factory) -> str:
+    """A fresh virtual environment without recon_core (nor anything else)."""
+    folder = tmp_path_factory.mktemp("bare") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
+    return str(folder / "bin" / "python")
+
+
+def test_recon_core_missing_in_interpreter(bare_python, files):
+    c = WorkerClient(bare_python, repo="/src/seed-recon")
+    with pytest.raises(WorkerError) as err:
+        c.submit(str(files["image"])).wait()
+    assert str(err.value) == (f"recon_core is not installed in {bare_python}; install it with "
+                              f"{bare_python} -m pip install -e /src/seed-recon.")
+
+
+def test_model_that_cannot_load_is_a_fatal_error(files):
+    c = WorkerClient(PYTHON, str(files["model"].with_name("nowhere")))
+    with pytest.raises(WorkerError, match="Model config not found"):
+        c.submit(str(files["image"])).wait()
+    c.process.wait(timeout=10)
+    assert c.process.returncode is not None and not c.alive
+
+
+def test_worker_exits_on_eof(client):  # last: closes the shared worker
+    if client.process is None:
+        client.start()
+    client.close(timeout=60)
+    assert client.process.returncode == 0
