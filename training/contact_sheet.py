@@ -1,0 +1,106 @@
+"""A contact sheet of rendered views: one row per category, labelled, to check a render run at a glance.
+
+    python training/contact_sheet.py --renders data/renders --out data/renders/contact_sheet.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+_REPO = Path(__file__).resolve().parent.parent
+if str(_REPO) not in sys.path:
+    sys.path.insert(0, str(_REPO))
+
+from recon_core.categories import CATEGORIES  # noqa: E402
+
+_NAMES = {c.synset: c.name for c in CATEGORIES}
+LABEL_WIDTH = 120
+"""Pixels left of each row for its label."""
+
+
+def category_name(synset: str, renders: Path) -> str:
+    """The category's name: one of the 13, else from the data set's taxonomy.json when present, else the synset."""
+    if synset in _NAMES:
+        return _NAMES[synset]
+    for taxonomy in (renders.parent / "shapenet" / "taxonomy.json",):
+        if taxonomy.exists():
+            import json
+
+            for entry in json.loads(taxonomy.read_text()):
+                if isinstance(entry, dict) and entry.get("synsetId") == synset:
+                    return str(entry.get("name", synset)).split(",")[0]
+    return synset
+
+
+def checkerboard(size: int, cell: int = 8) -> Image.Image:
+    """A light grey checkerboard, so transparent pixels and white objects stay visible."""
+    img = Image.new("RGB", (size, size), (235, 235, 235))
+    draw = ImageDraw.Draw(img)
+    for y in range(0, size, cell):
+        for x in range((y // cell) % 2 * cell, size, 2 * cell):
+            draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=(205, 205, 205))
+    return img
+
+
+def contact_sheet(renders: Path, columns: int = 12, tile: int = 96, seed: int = 0) -> Image.Image:
+    """One row per synset folder under ``renders``: ``columns`` random views, each from a random model.
+
+    Sketch views are drawn on white; their tiles get a thin blue frame.
+    """
+    rng = random.Random(seed)
+    rows = []
+    for synset_dir in sorted(p for p in renders.iterdir() if p.is_dir()):
+        views = sorted(synset_dir.glob("*/[0-9][0-9][0-9].png"))
+        if views:
+            rows.append((synset_dir.name, rng.sample(views, min(columns, len(views)))))
+    if not rows:
+        raise FileNotFoundError(f"no rendered views (<synset>/<model_id>/NNN.png) under {renders}")
+    sheet = Image.new("RGB", (LABEL_WIDTH + columns * tile, len(rows) * tile), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    background = checkerboard(tile)
+    for r, (synset, views) in enumerate(rows):
+        y = r * tile
+        models = len({v.parent for v in synset_dir_views(renders / synset)})
+        draw.text((6, y + tile // 2 - 12), category_name(synset, renders), fill=(0, 0, 0))
+        draw.text((6, y + tile // 2 + 2), f"{synset} ({models})", fill=(110, 110, 110))
+        for c, path in enumerate(views):
+            img = Image.open(path).convert("RGBA").resize((tile, tile), Image.Resampling.BILINEAR)
+            meta = path.with_suffix(".json")
+            sketch = meta.exists() and '"sketch": true' in meta.read_text()
+            base = Image.new("RGB", (tile, tile), (255, 255, 255)) if sketch else background.copy()
+            base.paste(img, (0, 0), img)
+            x = LABEL_WIDTH + c * tile
+            sheet.paste(base, (x, y))
+            if sketch:
+                draw.rectangle([x, y, x + tile - 1, y + tile - 1], outline=(60, 120, 220))
+    return sheet
+
+
+def synset_dir_views(synset_dir: Path) -> list[Path]:
+    return list(synset_dir.glob("*/000.json")) or list(synset_dir.glob("*/*.json"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--renders", type=Path, default=_REPO / "data" / "renders")
+    p.add_argument("--out", type=Path, default=None, help="PNG to write (default: <renders>/contact_sheet.png)")
+    p.add_argument("--columns", type=int, default=12)
+    p.add_argument("--tile", type=int, default=96, help="tile side in pixels")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    sheet = contact_sheet(args.renders, args.columns, args.tile, args.seed)
+    out = args.out or args.renders / "contact_sheet.png"
+    tmp = out.with_name(f".{out.name}.tmp")
+    sheet.save(tmp, format="PNG")
+    tmp.replace(out)
+    print(f"wrote {out} ({sheet.width}x{sheet.height})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
