@@ -1,0 +1,158 @@
+"""Tests of training/dataset.py on a small fake renders folder written directly (no Blender)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from recon_core.camera import Camera, look_at
+from recon_core.categories import category_index
+from training.dataset import UNKNOWN_CATEGORY, RenderedViews
+from training.render import sample_surface
+
+SIZE = 137
+CHAIR, EXTRA = "03001627", "02747177"  # one of the 13 categories, one outside them
+SYNSETS = {"m0": CHAIR, "m1": EXTRA, "m2": CHAIR}
+
+
+def _box() -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = np.array([-0.35, -0.15, -0.2]), np.array([0.25, 0.3, 0.1])
+    corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], float)
+    faces = np.array([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
+                      [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]])  # fmt: skip
+    return lo + corners * (hi - lo), faces
+
+
+def _write_view(folder: Path, view: int, camera: Camera, verts: np.ndarray, faces: np.ndarray, sketch: bool) -> None:
+    s = 4  # supersampling
+    mask_img = Image.new("L", (camera.width * s, camera.height * s), 0)
+    draw = ImageDraw.Draw(mask_img)
+    uv = camera.project(verts) * s - 0.5  # PIL puts hi-res pixel J's centre at coordinate J
+    for tri in faces:
+        draw.polygon([tuple(p) for p in uv[tri]], fill=255)
+    cover = np.asarray(mask_img, np.float32).reshape(camera.height, s, camera.width, s).mean(axis=(1, 3))
+    mask = np.where(cover > 127.5, 255, 0).astype(np.uint8)
+    rgba = np.zeros((camera.height, camera.width, 4), np.uint8)
+    rgba[..., :3] = (200, 40, 40)
+    rgba[..., 3] = mask
+    depth = np.where(mask > 0, camera.world_to_camera(np.zeros((1, 3)))[0, 2], 0.0).astype(np.float16)
+    Image.fromarray(rgba, "RGBA").save(folder / f"{view:03d}.png")
+    Image.fromarray(mask, "L").save(folder / f"{view:03d}_mask.png")
+    np.save(folder / f"{view:03d}_depth.npy", depth)
+    meta = camera.to_json() | {"view": view, "sketch": sketch, "azimuth": 0.0}
+    (folder / f"{view:03d}.json").write_text(json.dumps(meta))
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fake")
+    verts, faces = _box()
+    rng = np.random.default_rng(0)
+    records = []
+    cameras = [look_at(30, 20, 1.7, 40.0), look_at(200, -20, 2.1, 35.0), look_at(300, 35, 1.9, 45.0)]
+    for model_id, split in (("m0", "train"), ("m1", "train"), ("m2", "val")):
+        synset = SYNSETS[model_id]
+        records.append({"synset": synset, "model_id": model_id, "split": split})
+        folder = root / "renders" / synset / model_id
+        folder.mkdir(parents=True)
+        points, normals = sample_surface(verts, faces, 10000, rng)
+        np.savez(folder / "points.npz", points=points, normals=normals)
+        for view, camera in enumerate(cameras):
+            _write_view(folder, view, camera, verts, faces, sketch=view == 2)
+    (root / "renders" / EXTRA / "m1" / "001_depth.npy").unlink()  # an unfinished view
+    (root / "shapenet").mkdir()
+    (root / "shapenet" / "manifest.json").write_text(json.dumps({"models": records}))
+    return root, verts
+
+
+def test_index_and_categories(fake):
+    root, _ = fake
+    ds = RenderedViews(root / "shapenet", root / "renders", "train")
+    assert len(ds) == 5  # 2 (one view of m1 is incomplete) + 3; m2 is in "val"; sorted by synset
+    assert ds.categories == [UNKNOWN_CATEGORY] * 2 + [category_index("chair")] * 3
+    assert [ds.category_of(i) for i in range(len(ds))] == ds.categories
+    assert [(ds[i]["model_id"], ds[i]["view"]) for i in range(len(ds))] == [
+        ("m1", 0), ("m1", 2), ("m0", 0), ("m0", 1), ("m0", 2)
+    ]
+    assert len(RenderedViews(root / "shapenet", root / "renders", "val")) == 3
+    assert len(RenderedViews(root / "shapenet", root / "renders", "all")) == 8
+
+
+def test_item_shapes_and_types(fake):
+    root, _ = fake
+    ds = RenderedViews(root / "shapenet", root / "renders", "train", num_points=500)
+    item = ds[2]
+    shapes = {"image": (3, SIZE, SIZE), "mask": (SIZE, SIZE), "depth": (SIZE, SIZE), "K": (3, 3), "R": (3, 3),
+              "T": (3,), "points": (500, 3), "normals": (500, 3)}  # fmt: skip
+    for key, shape in shapes.items():
+        assert item[key].shape == shape and item[key].dtype == torch.float32, key
+    assert item["category"].dtype == torch.int64 and item["category"].shape == ()
+    assert item["model_id"] == "m0" and item["view"] == 0 and item["sketch"] is False and ds[4]["sketch"] is True
+    assert 0.0 <= item["image"].min() and item["image"].max() <= 1.0
+    assert torch.all(item["image"][:, 0, 0] == 1.0), "white background without augmentation"
+    assert set(item["mask"].unique().tolist()) == {0.0, 1.0}
+    assert torch.all((item["depth"] > 0) <= (item["mask"] > 0))
+    assert torch.equal(ds[1]["points"], ds[1]["points"]), "deterministic without augmentation"
+
+
+def test_points_in_view_frame(fake):
+    root, _ = fake
+    ds = RenderedViews(root / "shapenet", root / "renders", "train", num_points=300)
+    for i in (2, 3):
+        item = ds[i]
+        R = item["R"].double().numpy()
+        world = np.load(root / "renders" / CHAIR / item["model_id"] / "points.npz")
+        back = item["points"].double().numpy() @ R  # R.T @ p_view, row-wise
+        d = np.abs(back[:, None] - world["points"][None]).sum(-1)
+        nearest = d.argmin(axis=1)
+        assert d.min(axis=1).max() < 1e-5
+        assert np.allclose(item["normals"].double().numpy() @ R, world["normals"][nearest], atol=1e-5)
+
+
+def _dilated(mask: np.ndarray) -> np.ndarray:
+    p = np.pad(mask, 1)
+    return np.max([p[1 + dy : SIZE + 1 + dy, 1 + dx : SIZE + 1 + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
+
+
+def test_cropped_mask_matches_projection(fake):
+    root, verts = fake
+    ds = RenderedViews(root / "shapenet", root / "renders", "all", num_points=4000)
+    for i in range(len(ds)):
+        item = ds[i]
+        cam = item["points"].double().numpy() + item["T"].double().numpy()  # p_cam = p_view + T
+        uvw = cam @ item["K"].double().numpy().T
+        uv = uvw[:, :2] / uvw[:, 2:]
+        mask = item["mask"].numpy() > 0.5
+        near = _dilated(mask)  # points on the silhouette may fall just past the centres of its pixels
+        cols, rows = np.clip(uv.astype(int), 0, SIZE - 1).T
+        assert near[rows, cols].mean() > 0.99, f"item {i}: projected points off the cropped mask"
+        assert mask[rows, cols].mean() > 0.75
+        # The mask's box and the projected corners' box agree to about a pixel; the object fills the crop
+        # up to its margin.
+        corners = (verts @ item["R"].double().numpy().T + item["T"].double().numpy()) @ item["K"].double().numpy().T
+        corners = corners[:, :2] / corners[:, 2:]
+        ys, xs = np.nonzero(mask)
+        box_mask = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], float)
+        box_proj = np.array([*corners.min(0), *corners.max(0)])
+        meta = json.loads((root / "renders" / SYNSETS[item["model_id"]] / f"{item['model_id']}/{item['view']:03d}.json").read_text())
+        scale = item["K"][0, 0].item() / meta["K"][0][0]  # crop pixels per original pixel
+        assert np.abs(box_mask - box_proj).max() < 1.0 * scale + 0.5, (box_mask, box_proj)
+        assert max(box_mask[2] - box_mask[0], box_mask[3] - box_mask[1]) == pytest.approx(0.8 * SIZE, abs=2)
+
+
+def test_augment_changes_only_the_image(fake):
+    root, _ = fake
+    plain = RenderedViews(root / "shapenet", root / "renders", "train")
+    aug = RenderedViews(root / "shapenet", root / "renders", "train", augment=True)
+    torch.manual_seed(0)
+    for i in range(len(plain)):
+        a, b = plain[i], aug[i]
+        for key in ("mask", "depth", "K", "R", "T"):
+            assert torch.equal(a[key], b[key]), key
+        assert b["image"].shape == a["image"].shape and 0 <= b["image"].min() and b["image"].max() <= 1
+        assert not torch.equal(a["image"], b["image"])
