@@ -1,4 +1,4 @@
-"""Every camera and axis convention of the project, in one place.
+"""Every camera and axis convention of the project, in one place (numpy only: Blender's Python can import it).
 
 Frames
 ------
@@ -55,7 +55,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 __all__ = [
     "SHAPENET_TO_BLENDER",
@@ -212,13 +211,14 @@ def crop_camera(camera: Camera, box: tuple[float, float, float, float], size: in
     return Camera(R=camera.R, T=camera.T, K=S @ camera.K, width=size, height=size)
 
 
-def to_pytorch3d(cameras: list[Camera], device: torch.device | str = "cpu"):
+def to_pytorch3d(cameras: list[Camera], device="cpu"):
     """A batch of pytorch3d ``PerspectiveCameras`` equal to the given OpenCV cameras.
 
     pytorch3d's camera looks along +Z with +X left and +Y up; the conversion is
     pytorch3d's own ``cameras_from_opencv_projection``. World points fed to these
     cameras are in the world frame of ``cameras`` (use ``R = I`` cameras for view-frame points).
     """
+    import torch
     from pytorch3d.utils import cameras_from_opencv_projection
 
     R = torch.tensor(np.stack([c.R for c in cameras]), dtype=torch.float32, device=device)
@@ -228,7 +228,7 @@ def to_pytorch3d(cameras: list[Camera], device: torch.device | str = "cpu"):
     return cameras_from_opencv_projection(R, T, K, size)
 
 
-def fit_projection(verts_view: torch.Tensor, image_size: int, margin: float = CROP_MARGIN) -> torch.Tensor:
+def fit_projection(verts_view: "torch.Tensor", image_size: int, margin: float = CROP_MARGIN) -> "torch.Tensor":
     """Project view-frame vertices into the object crop, orthographically.
 
     The x/y bounding box of each mesh (measured without gradient) is scaled uniformly
@@ -243,6 +243,8 @@ def fit_projection(verts_view: torch.Tensor, image_size: int, margin: float = CR
     Returns:
         (B, V, 2) pixel coordinates ``(u, v)``.
     """
+    import torch
+
     xy = verts_view[..., :2]
     with torch.no_grad():
         lo = xy.amin(dim=1, keepdim=True)  # (B, 1, 2)

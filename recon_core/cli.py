@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     start = time.perf_counter()
     try:
-        from recon_core.image import ImageError
+        from recon_core.image import ImageError, load_image
         from recon_core.inference import EXPORT_FORMATS, ExportError, Reconstructor, export_mesh
         from recon_core.weights import WeightsError
 
@@ -45,11 +45,15 @@ def main(argv: list[str] | None = None) -> int:
             raise ExportError(f"Cannot write {out.name}: the extension must be one of {', '.join(EXPORT_FORMATS)}.")
         if not out.parent.exists():
             raise ExportError(f"Cannot write {out}: the folder {out.parent} does not exist; create it first.")
+        if args.height_mm is not None and not args.height_mm > 0:
+            raise ValueError(f"--height-mm must be a positive number of millimetres, got {args.height_mm}.")
+        rgb, alpha, notes = load_image(args.image)  # bad input fails fast, before the model loads
         rec = Reconstructor.from_file(args.model)
-        result = rec.reconstruct_file(
-            args.image, category=args.category, vertices=args.vertices, height_mm=args.height_mm,
+        result = rec.reconstruct(
+            rgb, alpha, category=args.category, vertices=args.vertices, height_mm=args.height_mm,
             smooth=not args.no_smooth,
         )
+        result.notes[:0] = notes
         export_mesh(result.verts, result.faces, out)
     except (ImageError, WeightsError, ExportError, ValueError) as err:
         if args.debug:

@@ -191,15 +191,17 @@ def prepare_image(
     if alpha is not None:
         a = alpha.astype(np.float32)[..., None] / 255.0
         comp = rgb.astype(np.float32) * a + np.asarray(background, np.float32) * (1.0 - a)
-        rgb_c = np.clip(comp + 0.5, 0, 255).astype(np.uint8)
-        rgba = np.concatenate([rgb_c, alpha[..., None]], axis=2)
-        src = Image.fromarray(rgba, "RGBA")
-    else:
-        src = Image.fromarray(rgb, "RGB")
-    # Pillow's EXTENT transform maps the crop box (may leave the image) onto size x size.
-    fill = tuple(background) + ((0,) if alpha is not None else ())
-    out = src.transform((size, size), Image.Transform.EXTENT, crop, resample=Image.Resampling.BILINEAR, fillcolor=fill)
-    arr = np.asarray(out, dtype=np.float32) / 255.0
-    image = torch.from_numpy(np.ascontiguousarray(arr[..., :3].transpose(2, 0, 1)))
-    mask = torch.from_numpy(np.ascontiguousarray(arr[..., 3])) if alpha is not None else None
+        rgb = np.clip(comp + 0.5, 0, 255).astype(np.uint8)
+    # Pillow's EXTENT transform maps the crop box (may leave the image) onto size x size. The colour
+    # and the mask are resampled separately: Pillow resamples RGBA premultiplied, which would turn
+    # the background of transparent pixels black.
+    def _resample(arr: np.ndarray, mode: str, fill) -> np.ndarray:
+        img = Image.fromarray(arr, mode)
+        out = img.transform((size, size), Image.Transform.EXTENT, crop, resample=Image.Resampling.BILINEAR,
+                            fillcolor=fill)
+        return np.asarray(out, dtype=np.float32) / 255.0
+
+    colour = _resample(rgb, "RGB", tuple(background))
+    image = torch.from_numpy(np.ascontiguousarray(colour.transpose(2, 0, 1)))
+    mask = torch.from_numpy(_resample(alpha, "L", 0)) if alpha is not None else None
     return PreparedImage(image=image, mask=mask, box=crop, original_size=(w, h))

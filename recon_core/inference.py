@@ -30,6 +30,8 @@ __all__ = ["Reconstruction", "Reconstructor", "export_mesh", "EXPORT_FORMATS", "
 log = logging.getLogger(__name__)
 
 EXPORT_FORMATS = (".obj", ".stl", ".ply", ".glb")
+SMOOTH_ITERATIONS = 10
+"""Taubin (volume-preserving) smoothing iterations applied after repair."""
 
 
 class ExportError(ValueError):
@@ -117,8 +119,11 @@ class Reconstructor:
         used = CATEGORIES[cat_index if cat_index is not None else int(probs.argmax())].name
         verts = out.verts[0].double().cpu().numpy() @ VIEW_TO_OUTPUT.T
         faces = self.model.topology.faces(out.level).cpu().numpy().astype(np.int64)
+        sphere = self.model.topology.sphere(out.level).double().cpu().numpy() @ VIEW_TO_OUTPUT.T
         with _timed(timings, "repair"):
-            verts, faces, repair_log = make_printable(verts, faces, smooth=smooth)
+            verts, faces, repair_log = make_printable(
+                verts, faces, smooth_iterations=SMOOTH_ITERATIONS if smooth else 0, sphere_verts=sphere
+            )
         if height_mm is not None:
             extent = float(np.ptp(verts[:, 1]))
             verts = verts * (height_mm / max(extent, 1e-12))

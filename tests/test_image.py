@@ -118,3 +118,11 @@ def test_rgb_object_found_from_border_colour():
 def test_busy_background_uses_whole_image():
     img = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
     assert object_box(img, None) == (0, 0, 70, 50)
+
+
+def test_transparent_background_becomes_the_background_colour():
+    rgba = np.zeros((40, 40, 4), np.uint8)  # transparent black around the object
+    rgba[10:30, 12:28] = (0, 200, 0, 255)
+    prepared = prepare_image(rgba[..., :3].copy(), rgba[..., 3].copy(), 32, background=(255, 255, 255))
+    corner = prepared.image[:, 1, 1].numpy()
+    assert np.allclose(corner, 1.0, atol=0.02), corner

@@ -39,3 +39,11 @@ def test_shards_reassemble_the_global_batch_and_resume_is_exact():
     r1 = list(StepBatchSampler(w, 8, 5, seed=1, rank=1, world_size=2))
     assert [a + b for a, b in zip(r0, r1)] == full
     assert list(StepBatchSampler(w, 8, 5, seed=1, start=3)) == full[3:]
+
+
+def test_unknown_categories_are_never_drawn():
+    items = [0] * 10 + [-1] * 100
+    w = category_item_weights(items)
+    assert w[10:].sum() == 0
+    drawn = [i for b in StepBatchSampler(w, 16, 20) for i in b]
+    assert max(drawn) < 10

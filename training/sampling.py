@@ -31,9 +31,9 @@ def category_item_weights(
         proportions: explicit share per category name (normalised); overrides ``balance``.
 
     Returns:
-        (N,) float64 weights summing to 1.
+        (N,) float64 weights summing to 1. Items of unknown category (index < 0) get 0.
     """
-    counts = Counter(item_categories)
+    counts = Counter(c for c in item_categories if c >= 0)
     if not counts:
         raise ValueError("No training items: render the data set first (training/render.py).")
     if proportions is not None:
@@ -42,9 +42,10 @@ def category_item_weights(
         if unknown:
             raise ValueError(f"Unknown categories in category_weights: {', '.join(unknown)}.")
         share = {names.index(k): float(v) for k, v in proportions.items()}
-        w = torch.tensor([share.get(c, 0.0) / counts[c] for c in item_categories], dtype=torch.float64)
+        w = torch.tensor([share.get(c, 0.0) / counts[c] if c >= 0 else 0.0 for c in item_categories],
+                         dtype=torch.float64)
     else:
-        w = torch.tensor([counts[c] ** -balance for c in item_categories], dtype=torch.float64)
+        w = torch.tensor([counts[c] ** -balance if c >= 0 else 0.0 for c in item_categories], dtype=torch.float64)
     if w.sum() <= 0:
         raise ValueError("Sampling weights are all zero: give some category a positive share.")
     return w / w.sum()

@@ -1,0 +1,298 @@
+"""Train the reconstruction network.
+
+    python training/train.py --config training/configs/default.yaml [section.key=value ...]
+    torchrun --nproc_per_node 2 training/train.py --config ...        # DDP (gloo on CPU, nccl on CUDA)
+    python training/train.py --config ... --resume                      # continue runs/train exactly
+    python training/train.py --config ... --init-from models/default    # start from the shipped model
+
+Writes to ``run.out``: ``checkpoint.pt`` (model, optimiser, scaler, step; atomically,
+every ``run.checkpoint_every`` steps), ``snapshots/step_N.safetensors`` + ``.json``
+(model only, for the learning curve and for shipping), ``log.csv`` (loss parts per
+logged step), TensorBoard events when tensorboard is installed, and ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import dataclasses
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from recon_core.losses import LossWeights, RenderSettings, SilhouetteTarget, mesh_loss
+from recon_core.model import ReconOutput, build_model
+from recon_core.weights import atomic_write_bytes, load_model, save_model
+from training.config import TrainConfig, load_train_config
+from training.sampling import StepBatchSampler, category_item_weights
+
+__all__ = ["main", "train", "compute_loss"]
+
+log = logging.getLogger("recon-train")
+
+
+def compute_loss(model, out: ReconOutput, batch: dict, cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted total and unweighted parts for one batch.
+
+    Each refiner stage gets Chamfer, normal, edge and Laplacian losses; the last stage
+    also the silhouette and depth losses through the differentiable rasteriser; the
+    coarse shape a Chamfer loss; the category head a cross-entropy.
+
+    Args:
+        out: the network's output for ``batch["image"]`` (B, 3, S, S).
+        batch: a collated :class:`training.dataset.RenderedViews` batch.
+    """
+    lc = cfg.loss
+    points, normals = batch["points"], batch["normals"]  # (B, N, 3) view frame
+    weights = LossWeights(chamfer=lc.chamfer, normal=lc.normal, edge=lc.edge, laplacian=lc.laplacian,
+                          silhouette=lc.silhouette, depth=lc.depth)
+    total = torch.zeros((), dtype=torch.float32)
+    parts: dict[str, float] = {}
+    n_stages = len(out.stage_verts)
+    render = RenderSettings(image_size=lc.render_size, sigma=1e-4 * (64 / lc.render_size) ** 2)
+    for i, (verts, level) in enumerate(zip(out.stage_verts, out.levels)):
+        meshes = model.topology.meshes(verts.float(), level)
+        last = i == n_stages - 1 and (lc.silhouette > 0 or lc.depth > 0)
+        stage_weights = weights if last else dataclasses.replace(weights, silhouette=0.0, depth=0.0)
+        target = _silhouette_target(batch) if last else None
+        loss, stage_parts = mesh_loss(meshes, points, normals, stage_weights, num_samples=lc.num_samples,
+                                      silhouette=target, render=render)
+        total = total + loss / n_stages
+        for k, v in stage_parts.items():
+            parts[f"{k}/{i}"] = float(v)
+    coarse = model.topology.meshes(out.coarse_verts.float(), out.coarse_level)
+    coarse_loss, coarse_parts = mesh_loss(coarse, points, normals, LossWeights(chamfer=1.0, normal=0.0, edge=0.0,
+                                                                                laplacian=0.0, silhouette=0.0, depth=0.0),
+                                          num_samples=lc.num_samples)
+    total = total + lc.coarse * coarse_loss
+    parts["chamfer/coarse"] = float(coarse_parts["chamfer"])
+    ce = F.cross_entropy(out.category_logits.float(), batch["category"], ignore_index=-1)
+    total = total + lc.category * ce
+    parts["category"] = float(ce)
+    parts["total"] = float(total)
+    return total, parts
+
+
+def _silhouette_target(batch: dict) -> SilhouetteTarget:
+    """Masks, depths and pytorch3d cameras of the batch, for view-frame points (R = I, T = (0, 0, d))."""
+    from pytorch3d.utils import cameras_from_opencv_projection
+
+    masks = batch["mask"]  # (B, S, S)
+    b, size = masks.shape[0], masks.shape[-1]
+    eye = torch.eye(3, device=masks.device).expand(b, 3, 3)
+    image_size = torch.tensor([[size, size]] * b, dtype=torch.float32, device=masks.device)
+    cams = cameras_from_opencv_projection(eye, batch["T"], batch["K"], image_size)
+    return SilhouetteTarget(masks=masks, depths=batch["depth"], cameras=cams)
+
+
+def _setup_distributed() -> tuple[int, int, torch.device]:
+    if "RANK" not in os.environ:
+        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if not enabled:
+        return contextlib.nullcontext()
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+def _lr_at(step: int, cfg: TrainConfig) -> float:
+    o = cfg.optim
+    if step < o.warmup:
+        return o.lr * (step + 1) / o.warmup
+    progress = (step - o.warmup) / max(1, o.steps - o.warmup)
+    return o.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _save_checkpoint(path: Path, model, optimizer, scaler, step: int) -> None:
+    import io
+
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else {}, "step": step}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _collate(items: list[dict]) -> dict:
+    out = {}
+    for k in items[0]:
+        vals = [it[k] for it in items]
+        out[k] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else (
+            torch.tensor(vals) if isinstance(vals[0], (int, bool, float)) else vals)
+    return out
+
+
+def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, dataset=None) -> Path:
+    """Run training as configured; returns the output folder. ``dataset`` overrides the configured data (tests)."""
+    rank, world, device = _setup_distributed()
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    out_dir = Path(cfg.run.out)
+    if rank == 0:
+        (out_dir / "snapshots").mkdir(parents=True, exist_ok=True)
+        import yaml
+
+        atomic_write_bytes(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
+    torch.manual_seed(cfg.run.seed)
+    if dataset is None:
+        from training.dataset import RenderedViews
+
+        dataset = RenderedViews(cfg.data.shapenet, cfg.data.renders, "train", image_size=cfg.model.image_size,
+                                num_points=cfg.data.num_points, augment=cfg.data.augment, seed=cfg.run.seed)
+
+    model = build_model(cfg.model)
+    if init_from:
+        init_model, _ = load_model(init_from)
+        model.load_state_dict(init_model.state_dict())
+        log.info("initialised from %s", init_from)
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    use_scaler = cfg.run.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+
+    start = 0
+    ckpt_path = out_dir / "checkpoint.pt"
+    if resume:
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}; start without --resume.")
+        state = torch.load(ckpt_path, map_location=device, weights_only=True)  # our own file; tensors only
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state["scaler"]:
+            scaler.load_state_dict(state["scaler"])
+        start = int(state["step"])
+        log.info("resumed from step %d", start)
+
+    ddp_model = model
+    if world > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    weights = category_item_weights(dataset.categories, cfg.data.category_balance, cfg.data.category_weights)
+    sampler = StepBatchSampler(weights, cfg.optim.batch_size, cfg.optim.steps, cfg.run.seed, rank, world, start)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.workers,
+                                         collate_fn=_collate, persistent_workers=False)
+
+    writer = None
+    csv_file = None
+    if rank == 0:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(out_dir / "tb"))
+        except ImportError:
+            log.info("tensorboard not installed: logging to CSV only")
+        csv_path = out_dir / "log.csv"
+        if not resume and csv_path.exists():
+            csv_path.unlink()
+        csv_file = open(csv_path, "a", newline="")
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.optim.steps, initial=start, disable=rank != 0, desc="train", dynamic_ncols=True)
+    csv_writer = None
+    model.train()
+    step = start
+    tic = time.perf_counter()
+    for batch in loader:
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        with _autocast(device, cfg.run.amp):
+            out = ddp_model(batch["image"], category=batch["category"])
+        total, parts = compute_loss(model, out, batch, cfg)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(total).backward()
+            scaler.unscale_(optimizer)
+        else:
+            total.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        step += 1
+        if rank == 0:
+            bar.update(1)
+            bar.set_postfix(loss=f"{parts['total']:.4f}", chamfer=f"{parts.get(f'chamfer/{len(out.levels) - 1}', 0):.4f}")
+            if step % cfg.run.log_every == 0 or step == start + 1:
+                row = {"step": step, "lr": _lr_at(step - 1, cfg), "seconds": round(time.perf_counter() - tic, 2), **parts}
+                if csv_writer is None:
+                    csv_writer = csv.DictWriter(csv_file, fieldnames=list(row))
+                    if csv_file.tell() == 0:
+                        csv_writer.writeheader()
+                csv_writer.writerow(row)
+                csv_file.flush()
+                if writer is not None:
+                    for k, v in parts.items():
+                        writer.add_scalar(f"loss/{k}", v, step)
+        if step % cfg.run.checkpoint_every == 0 or step == cfg.optim.steps:
+            if rank == 0:
+                _save_checkpoint(ckpt_path, model, optimizer, scaler, step)
+                save_model(model, out_dir / "snapshots" / f"step_{step:06d}", {"steps": step, "trained": True})
+                _prune_snapshots(out_dir / "snapshots", cfg.run.snapshots)
+            if world > 1:
+                dist.barrier()
+    bar.close()
+    if csv_file is not None:
+        csv_file.close()
+    if writer is not None:
+        writer.close()
+    if world > 1:
+        dist.destroy_process_group()
+    return out_dir
+
+
+def _prune_snapshots(folder: Path, keep: int) -> None:
+    """Keep ``keep`` snapshots spread over the run (always the newest)."""
+    snaps = sorted(folder.glob("step_*.safetensors"))
+    if len(snaps) <= keep:
+        return
+    # drop every other one of the oldest half, so the curve keeps its span
+    for victim in snaps[1:-1:2][: len(snaps) - keep]:
+        victim.unlink(missing_ok=True)
+        victim.with_suffix(".json").unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="recon-train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", help="YAML config (default: the built-in defaults)")
+    p.add_argument("--resume", action="store_true", help="continue from run.out/checkpoint.pt")
+    p.add_argument("--init-from", help="start from a saved model (e.g. models/default)")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. optim.steps=100")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        cfg = load_train_config(args.config, args.overrides)
+        train(cfg, resume=args.resume, init_from=args.init_from)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
