@@ -1,0 +1,1159 @@
+"""``recon-eval``: our model and three baselines on the test split, one protocol, one table.
+
+Run from the repository root::
+
+    python training/evaluate.py --model models/default --split test --limit 50
+    python training/evaluate.py --curve runs/train/checkpoints/   # F1@0.3 against training step
+
+Data layout (ShapeNet's, so ShapeNet or Pix3D arranged the same way works):
+
+* ``--shapenet``: ``<synset>/<model_id>/models/model_normalized.obj`` (or ``model.obj``, or any
+  single ``.obj/.ply/.off/.stl/.glb`` in the model's folder), world frame normalised to a
+  bounding-box diagonal of 1 (:mod:`recon_core.camera`); ``manifest.json`` lists
+  ``{"model_id", "synset", "split"}`` records (a list, or ``{"models": [...]}``). Without a
+  manifest, models are split by a hash of their id: 80 % train, 10 % val, 10 % test.
+* ``--renders``: ``<synset>/<model_id>/NNN.png`` (RGBA, alpha = object mask) with ``NNN.json``
+  (the camera, :meth:`recon_core.camera.Camera.to_json`, possibly under a ``"camera"`` key).
+
+Protocol. Our model runs exactly as users get it, :meth:`Reconstructor.reconstruct(rgb, alpha)`
+(network, repair, printable check), one image at a time; its output is in the output frame,
+so each ground truth is posed the same way, ``p_out = VIEW_TO_OUTPUT @ R @ p_world``. Every
+method's mesh is scored against the same ground truth with the protocol of
+:func:`recon_core.metrics.compare_meshes` (Mesh R-CNN: GT long edge rescaled to 10, 10k points
+sampled on each surface, Chamfer-L2, normal consistency, F1@0.1/0.3/0.5) and Pixel2Mesh's
+F@tau, F@2tau (:func:`recon_core.metrics.pixel2mesh_fscore`) on the same points, in our frame
+(:func:`score_meshes`; the tests check both against the metrics module). Torch is seeded per
+sample, so the numbers are repeatable. Per-category numbers are means over that category's
+samples; the "mean" row is the mean over categories (as both papers report), the "all" row
+the mean over samples. The baselines are defined in :mod:`training.baselines`.
+
+Outputs in ``--out``: ``metrics.json`` (everything), ``table.md`` (also printed) and
+``contact_sheet.png`` (rows: input | ours | retrieval | ground truth).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import logging
+import math
+import re
+import sys
+import time
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+
+from recon_core.camera import Camera
+from recon_core.categories import CATEGORIES, category_by_name
+from training.baselines import (
+    EMBED_VERSION,
+    BaselineIndex,
+    RetrievalIndex,
+    embed_image,
+    medoid,
+    sphere_baseline,
+    world_to_output,
+)
+
+__all__ = [
+    "DataError",
+    "ModelEntry",
+    "Sample",
+    "Prediction",
+    "METHODS",
+    "METRICS",
+    "discover",
+    "select_samples",
+    "load_world_mesh",
+    "load_view",
+    "point_metrics",
+    "score_meshes",
+    "summarize",
+    "format_table",
+    "build_baseline_index",
+    "load_or_build_baseline_index",
+    "evaluate_samples",
+    "render_mesh",
+    "contact_sheet",
+    "evaluate_curve",
+    "plot_curve",
+    "main",
+]
+
+log = logging.getLogger(__name__)
+
+METHODS = ("ours", "sphere", "mean_shape", "retrieval")
+"""Methods of the table, in column order."""
+METHOD_LABELS = {
+    "ours": "ours",
+    "sphere": "silhouette ellipsoid",
+    "mean_shape": "category mean shape*",
+    "retrieval": "nearest-view retrieval",
+}
+METRICS = ("Chamfer-L2", "NormalConsistency", "F1@0.1", "F1@0.3", "F1@0.5", "P2M-F@1e-04", "P2M-F@2e-04")
+"""Per-sample metrics (keys of the JSON); ``Printable`` (ours only) is added by :func:`summarize`."""
+_HEADERS = {
+    "Chamfer-L2": "Chamfer-L2 ↓",
+    "NormalConsistency": "Normal ↑",
+    "F1@0.1": "F1@0.1 ↑",
+    "F1@0.3": "F1@0.3 ↑",
+    "F1@0.5": "F1@0.5 ↑",
+    "P2M-F@1e-04": "F@τ ↑",
+    "P2M-F@2e-04": "F@2τ ↑",
+}
+_LOWER_IS_BETTER = {"Chamfer-L2"}
+_MESH_NAMES = ("models/model_normalized.obj", "model_normalized.obj", "model.obj")
+_MESH_EXTS = (".obj", ".ply", ".off", ".stl", ".glb")
+_HASH_SPLIT = (("train", 8), ("val", 1), ("test", 1))
+"""Split of a data set without manifest: tenths of the hash of the model id."""
+
+TABLE_NOTE = (
+    "Scores on {n} test images ({views} view(s) per model, {samples} points sampled per surface). "
+    "Chamfer-L2 and the F1 thresholds are in Mesh R-CNN's "
+    "units (each ground truth rescaled to a longest bounding-box edge of 10); F1 and F@τ (Pixel2Mesh, τ = 1e-4 on "
+    "squared distances, scale 0.57) are ×100; Normal is normal consistency. *mean* = mean over categories, *all* = "
+    "mean over images. Baselines: *silhouette ellipsoid* = unit sphere stretched to the mask's 2D box aspect, depth "
+    "semi-axis the mean of the other two, bounding-box diagonal 1; *category mean shape* = medoid training model "
+    "(Chamfer) of the category our model predicts, posed with the test view's TRUE rotation (\\* oracle pose); "
+    "*nearest-view retrieval* = the training model of the nearest training view under a 32×32 silhouette + "
+    "darkness embedding of the object crop, posed in that view's frame. Printable = share of our outputs passing "
+    "the printable check after repair."
+)
+
+
+class DataError(ValueError):
+    """A data folder that cannot be evaluated; the message is one sentence naming the fix."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of the data set with its mesh and rendered views."""
+
+    model_id: str
+    synset: str
+    split: str
+    mesh_path: Path
+    render_dir: Path
+    views: tuple[str, ...]
+    """Stems of the views (``NNN`` for ``NNN.png`` + ``NNN.json``), sorted."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One test image: a model and one of its views; ``seed`` makes its point sampling repeatable."""
+
+    entry: ModelEntry
+    view: str
+    seed: int
+
+
+@dataclass
+class Prediction:
+    """One method's mesh for one image, in the output frame."""
+
+    verts: np.ndarray
+    """(V, 3) float64."""
+    faces: np.ndarray
+    """(F, 3) int64."""
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+def _category_name(synset: str) -> str:
+    for c in CATEGORIES:
+        if c.synset == synset:
+            return c.name
+    return synset
+
+
+def _category_order(name: str) -> tuple[int, str]:
+    names = [c.name for c in CATEGORIES]
+    return (names.index(name), name) if name in names else (len(names), name)
+
+
+def _hash_split(model_id: str) -> str:
+    tenth = int(hashlib.sha1(model_id.encode()).hexdigest(), 16) % 10
+    for name, share in _HASH_SPLIT:
+        if tenth < share:
+            return name
+        tenth -= share
+    return _HASH_SPLIT[-1][0]
+
+
+def _find_mesh(shapenet: Path, record: dict[str, Any]) -> Path | None:
+    """The mesh of a manifest record: its ``mesh`` path if given, else the ShapeNet names under the
+    root (or its ``pool`` / ``extra`` sub-folder, as the data-set builder stores them)."""
+    if record.get("mesh"):
+        path = shapenet / str(record["mesh"])
+        return path if path.is_file() else None
+    rel = Path(str(record["synset"])) / str(record["model_id"])
+    for base in (shapenet, shapenet / str(record.get("pool", "")), shapenet / "extra"):
+        folder = base / rel
+        for name in _MESH_NAMES:
+            if (folder / name).is_file():
+                return folder / name
+        for sub in (folder, folder / "models"):
+            if sub.is_dir():
+                found = sorted(p for p in sub.iterdir() if p.suffix.lower() in _MESH_EXTS and p.is_file())
+                if found:
+                    return found[0]
+    return None
+
+
+def _read_manifest(shapenet: Path) -> list[dict[str, Any]]:
+    path = shapenet / "manifest.json"
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise DataError(f"{path} cannot be read ({err}); rebuild the data set or fix the file.") from None
+        records = data.get("models", data) if isinstance(data, dict) else data
+        well_formed = isinstance(records, list) and all(
+            isinstance(r, dict) and "model_id" in r and "synset" in r for r in records
+        )
+        if not well_formed:
+            raise DataError(f"{path} must be a list of {{model_id, synset, split}} records (or {{\"models\": [...]}}).")
+        return records
+    records = []
+    for synset_dir in sorted(p for p in shapenet.iterdir() if p.is_dir()):
+        for model_dir in sorted(p for p in synset_dir.iterdir() if p.is_dir()):
+            split = _hash_split(model_dir.name)
+            records.append({"model_id": model_dir.name, "synset": synset_dir.name, "split": split})
+    return records
+
+
+def _check_folder(path: Path, what: str, flag: str) -> None:
+    if not path.is_dir():
+        raise DataError(f"The {what} folder {path} does not exist; pass the right one with {flag}.")
+
+
+def discover(shapenet: str | Path, renders: str | Path, split: str) -> list[ModelEntry]:
+    """Models of ``split`` that have both a mesh and at least one rendered view, sorted by (synset, id).
+
+    Models missing either are skipped with a warning.
+
+    Raises:
+        DataError: a folder or the manifest is missing or malformed.
+    """
+    shapenet, renders = Path(shapenet), Path(renders)
+    _check_folder(shapenet, "meshes", "--shapenet")
+    _check_folder(renders, "renders", "--renders")
+    out, no_mesh, no_views = [], 0, 0
+    for rec in _read_manifest(shapenet):
+        if str(rec.get("split", "")) != split:
+            continue
+        synset, model_id = str(rec["synset"]), str(rec["model_id"])
+        mesh = _find_mesh(shapenet, rec)
+        if mesh is None:
+            no_mesh += 1
+            continue
+        render_dir = renders / synset / model_id
+        views = ()
+        if render_dir.is_dir():
+            views = tuple(sorted(p.stem for p in render_dir.glob("*.png") if p.with_suffix(".json").is_file()))
+        if not views:
+            no_views += 1
+            continue
+        out.append(ModelEntry(model_id, synset, split, mesh, render_dir, views))
+    if no_mesh or no_views:
+        log.warning("split %s: skipped %d model(s) without a mesh and %d without rendered views",
+                    split, no_mesh, no_views)
+    return sorted(out, key=lambda e: (e.synset, e.model_id))
+
+
+def is_sketch(entry: ModelEntry, view: str) -> bool:
+    """Whether a view is a line drawing (its camera JSON has ``"sketch": true``)."""
+    try:
+        return bool(json.loads((entry.render_dir / f"{view}.json").read_text()).get("sketch", False))
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return False
+
+
+def select_samples(
+    entries: list[ModelEntry], views_per_model: int = 1, limit: int | None = None, sketches: bool = False
+) -> list[Sample]:
+    """Deterministic test images: ``views_per_model`` evenly spaced views of each model.
+
+    Only photo-like views are used, or only sketch views with ``sketches=True``. Categories
+    are interleaved (round robin over the sorted models of each category), so that the first
+    ``limit`` samples cover every category. A sample's seed is its position in that order.
+    """
+    if views_per_model < 1:
+        raise ValueError(f"views_per_model must be >= 1, got {views_per_model}")
+    by_cat: dict[str, list[tuple[ModelEntry, str]]] = defaultdict(list)
+    for e in entries:
+        views = [v for v in e.views if is_sketch(e, v) == sketches]
+        n, k = len(views), min(views_per_model, len(views))
+        by_cat[e.synset] += [(e, views[(i * n) // k]) for i in range(k)]
+    queues = [by_cat[k] for k in sorted(by_cat)]
+    ordered = []
+    for i in range(max((len(q) for q in queues), default=0)):
+        ordered += [q[i] for q in queues if i < len(q)]
+    if limit is not None:
+        ordered = ordered[: max(limit, 0)]
+    return [Sample(e, v, seed=i) for i, (e, v) in enumerate(ordered)]
+
+
+@lru_cache(maxsize=64)
+def _load_mesh_cached(path: str) -> tuple[np.ndarray, np.ndarray]:
+    import trimesh
+
+    try:
+        mesh = trimesh.load(path, force="mesh", process=False, skip_materials=True)
+    except Exception as err:  # noqa: BLE001 - trimesh raises many types for bad files
+        raise DataError(f"The mesh {path} cannot be read ({type(err).__name__}: {err}); re-export it.") from None
+    verts = np.asarray(getattr(mesh, "vertices", np.empty((0, 3))), dtype=np.float64)
+    faces = np.asarray(getattr(mesh, "faces", np.empty((0, 3))), dtype=np.int64)
+    if len(verts) == 0 or len(faces) == 0:
+        raise DataError(f"The mesh {path} has no triangles; re-export it as a triangle mesh.")
+    verts.flags.writeable = False
+    faces.flags.writeable = False
+    return verts, faces
+
+
+def load_world_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(V, 3) float64 world-frame vertices and (F, 3) int64 faces of a mesh file (cached, read-only)."""
+    return _load_mesh_cached(str(path))
+
+
+def load_view(entry: ModelEntry, view: str) -> tuple[np.ndarray, np.ndarray | None, Camera, dict[str, Any]]:
+    """``(rgb, alpha, camera, metadata)`` of one rendered view, the image read as users' images are.
+
+    ``alpha`` is the PNG's alpha channel; when the PNG is opaque (renders composited over a
+    background) it is ``NNN_mask.png`` if present. ``metadata`` is the view's JSON.
+    """
+    from PIL import Image
+
+    from recon_core.image import load_image
+
+    rgb, alpha, _ = load_image(entry.render_dir / f"{view}.png")
+    mask_path = entry.render_dir / f"{view}_mask.png"
+    if alpha is None and mask_path.is_file():
+        with Image.open(mask_path) as im:
+            alpha = np.asarray(im.convert("L"), dtype=np.uint8)
+        if alpha.shape != rgb.shape[:2] or alpha.max() == 0:
+            alpha = None
+    path = entry.render_dir / f"{view}.json"
+    try:
+        data = json.loads(path.read_text())
+        camera = Camera.from_json(data.get("camera", data))
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise DataError(f"The camera file {path} cannot be read ({err}); re-render this model.") from None
+    return rgb, alpha, camera, data
+
+
+# -------------------------------------------------------------------------------------------- metrics
+
+
+def point_metrics(
+    pred_points: torch.Tensor,
+    gt_points: torch.Tensor,
+    pred_normals: torch.Tensor,
+    gt_normals: torch.Tensor,
+    scale: float,
+) -> dict[str, torch.Tensor]:
+    """Both protocols' metrics from one nearest-neighbour pass, on points in data units.
+
+    Mesh R-CNN's (:func:`recon_core.metrics.sampling_metrics` on the points multiplied by
+    ``scale``, the factor that gives the ground truth a long edge of ``GT_LONG_EDGE``) and
+    Pixel2Mesh's F-scores: :func:`recon_core.metrics.pixel2mesh_fscore` thresholds squared
+    distances ``(P2M_SCALE * d)² < tau``, i.e. Euclidean ``scale * d < scale * sqrt(tau) / P2M_SCALE``
+    in the rescaled units, so they are ``F1`` at those extra thresholds (the test checks the
+    two agree).
+
+    Args:
+        pred_points, pred_normals: (B, P, 3) float, data units.
+        gt_points, gt_normals: (B, G, 3) float, data units.
+        scale: Mesh R-CNN's rescaling factor.
+
+    Returns:
+        Keys of :data:`METRICS` -> (B,) float tensors.
+    """
+    from recon_core.metrics import MESHRCNN_THRESHOLDS, P2M_SCALE, P2M_TAUS, sampling_metrics
+
+    p2m = {f"P2M-F@{tau:.0e}": scale * math.sqrt(tau) / P2M_SCALE for tau in P2M_TAUS}
+    m = sampling_metrics(pred_points * scale, gt_points * scale, pred_normals, gt_normals,
+                         thresholds=tuple(MESHRCNN_THRESHOLDS) + tuple(p2m.values()))
+    out = {k: m[k] for k in ("Chamfer-L2", "NormalConsistency")}
+    out.update({f"F1@{t:g}": m[f"F1@{t:g}"] for t in MESHRCNN_THRESHOLDS})
+    out.update({name: m[f"F1@{t:g}"] for name, t in p2m.items()})
+    return out
+
+
+@torch.no_grad()
+def score_meshes(
+    preds: list[Prediction], gt: Prediction, num_samples: int = 10000, seed: int = 0
+) -> list[dict[str, float]]:
+    """Score several predictions against one ground truth (all in the same frame, data units).
+
+    The protocol of :func:`recon_core.metrics.compare_meshes` (rescale each pair so the ground
+    truth's longest bounding-box edge is 10, sample ``num_samples`` points with normals on each
+    surface, :func:`recon_core.metrics.sampling_metrics`) plus Pixel2Mesh's F-scores on the same
+    points (:func:`point_metrics`), so one nearest-neighbour pass serves both. The ground truth
+    is sampled once for all predictions. Torch is seeded with ``seed``.
+
+    Returns:
+        One dict per prediction with the keys of :data:`METRICS`.
+    """
+    from pytorch3d.ops import sample_points_from_meshes
+    from pytorch3d.structures import Meshes
+
+    from recon_core.metrics import GT_LONG_EDGE
+
+    def meshes(items: list[Prediction]) -> Meshes:
+        return Meshes(
+            verts=[torch.tensor(np.asarray(p.verts), dtype=torch.float32) for p in items],
+            faces=[torch.tensor(np.asarray(p.faces), dtype=torch.int64) for p in items],
+        )
+
+    torch.manual_seed(seed)
+    pred_m, gt_m = meshes(preds), meshes([gt])
+    bbox = gt_m.get_bounding_boxes()[0]  # (3, 2)
+    long_edge = float((bbox[:, 1] - bbox[:, 0]).max())
+    if not long_edge > 0:
+        raise DataError("A ground-truth mesh has an empty bounding box; it cannot be evaluated.")
+    pred_pts, pred_n = sample_points_from_meshes(pred_m, num_samples, return_normals=True)
+    gt_pts, gt_n = sample_points_from_meshes(gt_m, num_samples, return_normals=True)
+    b = len(preds)
+    m = point_metrics(pred_pts, gt_pts.expand(b, -1, -1), pred_n, gt_n.expand(b, -1, -1), GT_LONG_EDGE / long_edge)
+    return [{k: float(m[k][i]) for k in METRICS} for i in range(b)]
+
+
+def _mean(values: list[float]) -> float:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def summarize(records: list[dict[str, Any]], methods: tuple[str, ...] = METHODS) -> dict[str, Any]:
+    """Aggregate per-sample records into per-category, class-mean and instance-mean tables.
+
+    Args:
+        records: dicts with ``category`` (name), ``metrics`` (method -> metric -> value) and,
+            for our model, ``printable`` (bool).
+        methods: methods to aggregate (a method missing from a record is skipped there).
+
+    Returns:
+        ``{"per_category": {name: {"n": int, "methods": {method: {metric: mean}}}},
+        "mean": {...same without per-category}, "all": {...}}``; ``ours`` also gets
+        ``Printable``, the share of its outputs that passed the printable check.
+    """
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        groups[r["category"]].append(r)
+
+    def block(recs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+        out = {}
+        for m in methods:
+            have = [r["metrics"][m] for r in recs if m in r.get("metrics", {})]
+            if not have:
+                continue
+            out[m] = {k: _mean([h.get(k) for h in have]) for k in METRICS}
+            if m == "ours":
+                out[m]["Printable"] = _mean([float(bool(r["printable"])) for r in recs if "printable" in r])
+        return out
+
+    per_category = OrderedDict(
+        (name, {"n": len(groups[name]), "methods": block(groups[name])}) for name in sorted(groups, key=_category_order)
+    )
+    class_mean: dict[str, dict[str, float]] = {}
+    for m in methods:
+        rows = [c["methods"][m] for c in per_category.values() if m in c["methods"]]
+        if rows:
+            class_mean[m] = {k: _mean([r.get(k) for r in rows]) for k in rows[0]}
+    return {
+        "per_category": per_category,
+        "mean": {"n": len(records), "categories": len(per_category), "methods": class_mean},
+        "all": {"n": len(records), "methods": block(records)},
+    }
+
+
+def _fmt(metric: str, value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "—"
+    if metric == "Chamfer-L2":
+        return f"{value:.3f}"
+    if metric == "NormalConsistency":
+        return f"{value:.3f}"
+    if metric == "Printable":
+        return f"{100 * value:.0f}%"
+    return f"{100 * value:.1f}"
+
+
+def format_table(summary: dict[str, Any], methods: tuple[str, ...] = METHODS, note: str | None = None) -> str:
+    """A markdown table: one block of rows per category (one row per method), then *mean* and *all*.
+
+    The best value of each metric within a block is bold.
+    """
+    header = ["category", "n", "method"] + [_HEADERS[k] for k in METRICS] + ["printable"]
+    align = ["---", "--:", "---"] + ["--:"] * (len(METRICS) + 1)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+
+    def rows(label: str, n: int, block: dict[str, dict[str, float]]) -> None:
+        present = [m for m in methods if m in block]
+        best = {}
+        for k in METRICS:
+            vals = [(block[m][k], m) for m in present if math.isfinite(block[m].get(k, float("nan")))]
+            if len(vals) > 1:
+                best[k] = (min if k in _LOWER_IS_BETTER else max)(vals)[1]
+        for i, m in enumerate(present):
+            cells = [label if i == 0 else "", str(n) if i == 0 else "", METHOD_LABELS.get(m, m)]
+            for k in METRICS:
+                text = _fmt(k, block[m].get(k))
+                cells.append(f"**{text}**" if best.get(k) == m else text)
+            cells.append(_fmt("Printable", block[m].get("Printable")) if "Printable" in block[m] else "—")
+            lines.append("| " + " | ".join(cells) + " |")
+
+    for name, cat in summary["per_category"].items():
+        rows(name, cat["n"], cat["methods"])
+    rows(f"**mean** ({summary['mean']['categories']} categories)", summary["mean"]["n"], summary["mean"]["methods"])
+    rows("**all** (images)", summary["all"]["n"], summary["all"]["methods"])
+    text = "\n".join(lines)
+    return text + ("\n\n" + note if note else "")
+
+
+# ------------------------------------------------------------------------------------------ baselines
+
+
+def _embedding_probe() -> bytes:
+    """The embedding of a fixed synthetic image: changes whenever the embedding or the crop it uses changes."""
+    yy, xx = np.mgrid[0:48, 0:64]
+    alpha = (((xx - 30) / 20.0) ** 2 + ((yy - 22) / 14.0) ** 2 < 1).astype(np.uint8) * 255
+    rgb = np.stack([xx * 4, yy * 5, 255 - xx * 3], axis=2).astype(np.uint8)
+    return np.round(embed_image(rgb, alpha), 4).tobytes()
+
+
+def _fingerprint(train: list[ModelEntry], index_views: int) -> str:
+    h = hashlib.sha1(f"embed-v{EMBED_VERSION};views={index_views};".encode())
+    h.update(_embedding_probe())
+    for e in train:
+        h.update(f"{e.synset}/{e.model_id}:{e.mesh_path}:{','.join(e.views)};".encode())
+    return h.hexdigest()
+
+
+def _index_views(entry: ModelEntry, index_views: int) -> tuple[str, ...]:
+    if index_views <= 0 or index_views >= len(entry.views):
+        return entry.views
+    n = len(entry.views)
+    return tuple(entry.views[(i * n) // index_views] for i in range(index_views))
+
+
+def _shape_points(entry: ModelEntry, num_points: int, seed: int) -> torch.Tensor:
+    """(num_points, 3) world-frame points of a model: its ``points.npz`` if present, else sampled on the mesh."""
+    npz = entry.render_dir / "points.npz"
+    rng = np.random.default_rng(seed)
+    if npz.is_file():
+        try:
+            with np.load(npz, allow_pickle=False) as data:
+                pts = np.asarray(data["points"] if "points" in data.files else data[data.files[0]], dtype=np.float32)
+            if pts.ndim == 2 and pts.shape[1] == 3 and len(pts):
+                return torch.from_numpy(pts[rng.choice(len(pts), num_points, replace=len(pts) < num_points)])
+        except (OSError, ValueError, KeyError):
+            log.warning("unreadable %s: sampling the mesh instead", npz)
+    from pytorch3d.ops import sample_points_from_meshes
+    from pytorch3d.structures import Meshes
+
+    verts, faces = load_world_mesh(entry.mesh_path)
+    torch.manual_seed(seed)
+    mesh = Meshes([torch.tensor(verts, dtype=torch.float32)], [torch.tensor(faces)])
+    return sample_points_from_meshes(mesh, num_points)[0]
+
+
+def build_baseline_index(
+    train: list[ModelEntry],
+    index_views: int = 0,
+    medoid_points: int = 1024,
+    medoid_max_models: int = 48,
+    progress: bool = True,
+) -> BaselineIndex:
+    """Embed the train split's views (retrieval) and find each category's medoid (mean shape).
+
+    Args:
+        train: the train split's models.
+        index_views: views per model in the retrieval index (evenly spaced); 0 = all.
+        medoid_points: points per model for the medoid's Chamfer distances.
+        medoid_max_models: models per category considered for the medoid (evenly spaced over the sorted ids).
+    """
+    from tqdm import tqdm
+
+    if not train:
+        raise DataError("The train split is empty: the mean-shape and retrieval baselines need training models.")
+    feats, ids, syns, views, rots = [], [], [], [], []
+    jobs = [(e, v) for e in train for v in _index_views(e, index_views)]
+    for e, v in tqdm(jobs, desc="retrieval index", unit="view", disable=not progress):
+        rgb, alpha, cam, meta = load_view(e, v)
+        if meta.get("sketch", False):
+            continue  # queries are photos
+        feats.append(embed_image(rgb, alpha).astype(np.float16))
+        ids.append(e.model_id)
+        syns.append(e.synset)
+        views.append(v)
+        rots.append(cam.R)
+    if not feats:
+        raise DataError("The train split has no photo views (only sketches): the retrieval baseline needs some.")
+    retrieval = RetrievalIndex(np.stack(feats), np.asarray(ids), np.asarray(syns), np.asarray(views), np.stack(rots))
+
+    by_cat: dict[str, list[ModelEntry]] = defaultdict(list)
+    for e in train:
+        by_cat[e.synset].append(e)
+    medoids: dict[str, str] = {}
+    reps: list[ModelEntry] = []
+    for synset in tqdm(sorted(by_cat), desc="mean shapes", unit="category", disable=not progress):
+        members = by_cat[synset]
+        if len(members) > medoid_max_models:
+            members = [members[(i * len(members)) // medoid_max_models] for i in range(medoid_max_models)]
+        pts = torch.stack([_shape_points(e, medoid_points, seed=i) for i, e in enumerate(members)])
+        rep = members[medoid(pts)]
+        medoids[synset] = rep.model_id
+        reps.append(rep)
+    pts = torch.stack([_shape_points(e, medoid_points, seed=i) for i, e in enumerate(reps)])
+    medoids["*"] = reps[medoid(pts)].model_id
+    return BaselineIndex(retrieval, medoids, _fingerprint(train, index_views))
+
+
+def load_or_build_baseline_index(
+    train: list[ModelEntry], cache: str | Path | None, index_views: int = 0, progress: bool = True
+) -> tuple[BaselineIndex, Path]:
+    """The cached :class:`BaselineIndex` of ``train``, rebuilt (and saved) when missing or stale.
+
+    ``cache`` None: ``runs/cache/baselines_<fingerprint>.npz``.
+    """
+    fp = _fingerprint(train, index_views)
+    path = Path(cache) if cache else Path("runs/cache") / f"baselines_{fp[:12]}.npz"
+    if path.is_file():
+        try:
+            index = BaselineIndex.load(path)
+            if index.fingerprint == fp:
+                log.info("baseline index loaded from %s", path)
+                return index, path
+            log.info("baseline index %s is stale: rebuilding", path)
+        except (OSError, ValueError, KeyError) as err:
+            log.warning("baseline index %s unreadable (%s): rebuilding", path, err)
+    index = build_baseline_index(train, index_views=index_views, progress=progress)
+    index.save(path)
+    return index, path
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+
+
+Predictor = Callable[[np.ndarray, np.ndarray | None], Any]
+"""``reconstruct(rgb, alpha)`` returning an object with ``verts``, ``faces``, ``category`` (name) and
+``report.ok``: :meth:`recon_core.inference.Reconstructor.reconstruct`."""
+
+
+@dataclass
+class EvalResult:
+    records: list[dict[str, Any]]
+    sheet: list[dict[str, Any]]
+    """For the first samples: ``input`` (tile² RGB crop) and ``ours``/``retrieval``/``gt`` :class:`Prediction`."""
+
+
+def _synset_of(category: str) -> str | None:
+    try:
+        return category_by_name(category).synset
+    except ValueError:
+        return None
+
+
+def evaluate_samples(
+    samples: list[Sample],
+    reconstruct: Predictor,
+    index: BaselineIndex | None,
+    train_by_id: dict[str, ModelEntry],
+    num_samples: int = 10000,
+    sheet_count: int = 8,
+    tile: int = 128,
+    methods: tuple[str, ...] = METHODS,
+    progress: bool = True,
+) -> EvalResult:
+    """Run our model and the baselines on every sample and score them against the posed ground truth.
+
+    Args:
+        samples: the test images (:func:`select_samples`).
+        reconstruct: our model's user-facing ``reconstruct(rgb, alpha)``.
+        index: train split's baseline index; None (or a method left out of ``methods``) drops
+            the mean-shape and retrieval baselines.
+        train_by_id: model id -> training :class:`ModelEntry` (meshes of retrieved / mean shapes).
+        num_samples: points sampled on each surface.
+        sheet_count: samples kept for the contact sheet.
+    """
+    from tqdm import tqdm
+
+    from recon_core.image import prepare_image
+
+    records, sheet = [], []
+    for s in tqdm(samples, desc="evaluate", unit="image", disable=not progress):
+        rgb, alpha, cam, _ = load_view(s.entry, s.view)
+        gt_v, gt_f = load_world_mesh(s.entry.mesh_path)
+        gt = Prediction(world_to_output(gt_v, cam.R), gt_f)
+        preds: dict[str, Prediction] = {}
+        rec: dict[str, Any] = {
+            "model_id": s.entry.model_id,
+            "synset": s.entry.synset,
+            "category": _category_name(s.entry.synset),
+            "view": s.view,
+            "seed": s.seed,
+        }
+        if "ours" in methods:
+            start = time.perf_counter()
+            out = reconstruct(rgb, alpha)
+            rec["seconds_ours"] = time.perf_counter() - start
+            rec["timings_ours"] = dict(getattr(out, "timings", {}))
+            preds["ours"] = Prediction(np.asarray(out.verts, dtype=np.float64), np.asarray(out.faces, dtype=np.int64))
+            rec["predicted_category"] = out.category
+            rec["printable"] = bool(out.report.ok)
+        if "sphere" in methods:
+            v, f, box = sphere_baseline(rgb, alpha)
+            preds["sphere"] = Prediction(v, f)
+            rec["mask_box"] = list(box)
+        if index is not None and "mean_shape" in methods:
+            synset = _synset_of(rec.get("predicted_category", "")) or s.entry.synset
+            mid = index.medoids.get(synset)
+            rec["mean_shape_fallback"] = mid is None
+            mid = mid or index.medoids["*"]
+            v, f = load_world_mesh(train_by_id[mid].mesh_path)
+            preds["mean_shape"] = Prediction(world_to_output(v, cam.R), f)  # oracle pose
+            rec["mean_shape_model"] = mid
+        if index is not None and "retrieval" in methods:
+            row, d2 = index.retrieval.query(embed_image(rgb, alpha))
+            mid = str(index.retrieval.model_ids[row])
+            v, f = load_world_mesh(train_by_id[mid].mesh_path)
+            preds["retrieval"] = Prediction(world_to_output(v, index.retrieval.rotations[row]), f)
+            rec.update(retrieved_model=mid, retrieved_view=str(index.retrieval.views[row]), retrieval_distance=d2)
+        names = list(preds)
+        start = time.perf_counter()
+        scores = score_meshes([preds[m] for m in names], gt, num_samples=num_samples, seed=s.seed)
+        rec["metrics"] = dict(zip(names, scores))
+        rec["seconds_metrics"] = time.perf_counter() - start
+        records.append(rec)
+        if len(sheet) < sheet_count:
+            prepared = prepare_image(rgb, alpha, tile)
+            crop = prepared.image.numpy().transpose(1, 2, 0)
+            if prepared.mask is not None:  # show the object on white
+                m = prepared.mask.numpy()[..., None]
+                crop = crop * m + (1.0 - m)
+            row = {"input": (crop * 255 + 0.5).astype(np.uint8), "gt": gt}
+            sheet.append({**row, "ours": preds.get("ours"), "retrieval": preds.get("retrieval")})
+    return EvalResult(records, sheet)
+
+
+# ------------------------------------------------------------------------------------------- rendering
+
+
+def _rotation_xy(pitch_deg: float, yaw_deg: float) -> np.ndarray:
+    p, y = math.radians(pitch_deg), math.radians(yaw_deg)
+    rx = np.array([[1, 0, 0], [0, math.cos(p), -math.sin(p)], [0, math.sin(p), math.cos(p)]])
+    ry = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
+    return rx @ ry
+
+
+SHEET_VIEW = _rotation_xy(25.0, -35.0)
+"""Rotation applied to output-frame meshes for the contact sheet: a 3/4 view from the front right, above."""
+_LIGHT = np.array([0.35, 0.55, 1.0]) / np.linalg.norm([0.35, 0.55, 1.0])
+_COLOURS = {"ours": (95, 140, 215), "retrieval": (225, 150, 70), "gt": (120, 175, 110)}
+
+
+def _cross2(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """z component of the cross product of (..., 2) vectors."""
+    return u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
+
+
+def _rasterize(xy: np.ndarray, depth: np.ndarray, faces: np.ndarray, size: int) -> np.ndarray:
+    """Z-buffer: index of the nearest face covering each pixel centre, -1 for none.
+
+    Args:
+        xy: (V, 2) pixel coordinates (u right, v down; pixel (i, j) has centre (j + 0.5, i + 0.5)).
+        depth: (V,) smaller is nearer.
+        faces: (F, 3) int.
+        size: image side.
+
+    Returns:
+        (size, size) int64.
+    """
+    tri = xy[faces]  # (F, 3, 2)
+    z = depth[faces]  # (F, 3)
+    lo = np.clip(np.ceil(tri.min(axis=1) - 0.5), 0, size).astype(np.int64)  # (F, 2) first pixel index
+    hi = np.clip(np.floor(tri.max(axis=1) - 0.5), -1, size - 1).astype(np.int64)  # last pixel index
+    (a, b, c) = (tri[:, 0], tri[:, 1], tri[:, 2])
+    area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+    ext = (hi - lo + 1).max(axis=1)
+    keep = np.flatnonzero((hi >= lo).all(axis=1) & (np.abs(area) > 1e-12))
+    pix_all, z_all, f_all = [], [], []
+    k_max = int(ext[keep].max()) if len(keep) else 0
+    k = 1
+    while k // 2 < k_max:  # faces grouped by the power of two that bounds their pixel box
+        sel = keep[(ext[keep] <= k) & (ext[keep] > k // 2)]
+        oy, ox = np.mgrid[0:k, 0:k]
+        offs = np.stack([ox.ravel(), oy.ravel()], axis=1)  # (k², 2) as (du, dv)
+        chunk = max(1, 2_000_000 // (k * k))
+        for start in range(0, len(sel), chunk):
+            f = sel[start : start + chunk]
+            px = lo[f][:, None, :] + offs[None]  # (n, k², 2)
+            valid = (px <= hi[f][:, None, :]).all(axis=2)
+            p = px + 0.5
+            pa, pb, pc = a[f][:, None], b[f][:, None], c[f][:, None]
+            w0 = _cross2(pb - p, pc - p) / area[f][:, None]  # barycentric weight of a
+            w1 = _cross2(pc - p, pa - p) / area[f][:, None]  # of b
+            w2 = 1.0 - w0 - w1
+            inside = valid & (w0 >= 0) & (w1 >= 0) & (w2 >= 0)
+            zz = w0 * z[f][:, 0:1] + w1 * z[f][:, 1:2] + w2 * z[f][:, 2:3]
+            n_idx, o_idx = np.nonzero(inside)
+            pix_all.append(px[n_idx, o_idx, 1] * size + px[n_idx, o_idx, 0])
+            z_all.append(zz[n_idx, o_idx])
+            f_all.append(f[n_idx])
+        k *= 2
+    image = np.full(size * size, -1, dtype=np.int64)
+    if pix_all:
+        pix, zs, fs = np.concatenate(pix_all), np.concatenate(z_all), np.concatenate(f_all)
+        order = np.lexsort((zs, pix))
+        pix, fs = pix[order], fs[order]
+        first = np.ones(len(pix), dtype=bool)
+        first[1:] = pix[1:] != pix[:-1]
+        image[pix[first]] = fs[first]
+    return image.reshape(size, size)
+
+
+def render_mesh(
+    verts: np.ndarray,
+    faces: np.ndarray,
+    size: int = 128,
+    centre: np.ndarray | None = None,
+    radius: float | None = None,
+    colour: tuple[int, int, int] = (160, 160, 160),
+    rotation: np.ndarray = SHEET_VIEW,
+) -> np.ndarray:
+    """Shaded orthographic picture of an output-frame mesh, seen through ``rotation`` (white background).
+
+    Args:
+        verts: (V, 3) float output-frame vertices.
+        faces: (F, 3) int.
+        size: image side in pixels.
+        centre, radius: the sphere mapped onto the image (default: the mesh's bounding box centre
+            and half-diagonal), so that several meshes can share one framing.
+        colour: base RGB; Lambert shading, two-sided (ground truths have mixed winding).
+
+    Returns:
+        (size, size, 3) uint8.
+    """
+    verts = np.asarray(verts, dtype=np.float64)
+    faces = np.asarray(faces, dtype=np.int64)
+    if centre is None:
+        centre = (verts.min(axis=0) + verts.max(axis=0)) / 2
+    if radius is None:
+        radius = float(np.linalg.norm(verts.max(axis=0) - verts.min(axis=0))) / 2
+    p = (verts - centre) @ rotation.T * (0.95 / max(radius, 1e-9))
+    xy = np.stack([(p[:, 0] + 1) / 2 * size, (1 - p[:, 1]) / 2 * size], axis=1)
+    face_id = _rasterize(xy, -p[:, 2], faces, size)
+    tri = p[faces]
+    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    shade = 0.25 + 0.75 * np.abs(normals @ _LIGHT)
+    out = np.full((size, size, 3), 255.0)
+    hit = face_id >= 0
+    out[hit] = shade[face_id[hit]][:, None] * np.asarray(colour, dtype=np.float64)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+SHEET_COLUMNS = ("input", "ours", "retrieval", "ground truth")
+SHEET_HEADER = 18
+"""Height in pixels of the contact sheet's label row."""
+
+
+def contact_sheet(rows: list[dict[str, Any]], path: str | Path, tile: int = 128) -> Path:
+    """Write a PNG: a label row, then one row per sample: input | ours | retrieval | ground truth.
+
+    Size: ``(4 * tile) x (SHEET_HEADER + len(rows) * tile)``. Meshes of a row share the
+    ground truth's framing, so sizes compare; a missing method leaves a grey tile.
+    """
+    from PIL import Image, ImageDraw
+
+    sheet = Image.new("RGB", (len(SHEET_COLUMNS) * tile, SHEET_HEADER + len(rows) * tile), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for j, name in enumerate(SHEET_COLUMNS):
+        draw.text((j * tile + 4, 3), name, fill=(0, 0, 0))
+    for i, row in enumerate(rows):
+        gt: Prediction = row["gt"]
+        centre = (gt.verts.min(axis=0) + gt.verts.max(axis=0)) / 2
+        radius = float(np.linalg.norm(gt.verts.max(axis=0) - gt.verts.min(axis=0))) / 2
+        tiles = [np.asarray(Image.fromarray(row["input"]).resize((tile, tile)))]
+        for key in ("ours", "retrieval", "gt"):
+            pred = row.get(key)
+            if pred is None:
+                tiles.append(np.full((tile, tile, 3), 200, dtype=np.uint8))
+            else:
+                tiles.append(render_mesh(pred.verts, pred.faces, tile, centre, radius, _COLOURS[key]))
+        for j, t in enumerate(tiles):
+            sheet.paste(Image.fromarray(t), (j * tile, SHEET_HEADER + i * tile))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ the curve
+
+
+_STEP_RE = re.compile(r"step_(\d+)$")
+
+
+def checkpoint_steps(folder: str | Path) -> list[tuple[int, Path]]:
+    """``(step, stem)`` of every ``step_*.safetensors`` with its ``.json`` in ``folder``, by step."""
+    folder = Path(folder)
+    _check_folder(folder, "checkpoints", "--curve")
+    out = []
+    for p in folder.glob("step_*.safetensors"):
+        m = _STEP_RE.match(p.stem)
+        if m and p.with_suffix(".json").is_file():
+            out.append((int(m.group(1)), p.with_suffix("")))
+    if not out:
+        raise DataError(f"No step_*.safetensors checkpoints (with their .json) in {folder}; "
+                        "point --curve at the training run's checkpoints folder.")
+    return sorted(out)
+
+
+def evaluate_curve(
+    checkpoints: list[tuple[int, Path]],
+    samples: list[Sample],
+    num_samples: int = 10000,
+    progress: bool = True,
+) -> list[dict[str, float]]:
+    """Our model's metrics at each checkpoint on a fixed subset: one row per step.
+
+    Each row: ``step``, ``F1@0.3`` and ``Chamfer-L2`` (means over the samples), ``printable``
+    (share passing the check), ``n``.
+    """
+    from tqdm import tqdm
+
+    from recon_core.inference import Reconstructor
+
+    rows = []
+    for step, stem in tqdm(checkpoints, desc="checkpoints", unit="ckpt", disable=not progress):
+        rec = Reconstructor.from_file(stem)
+        result = evaluate_samples(samples, rec.reconstruct, None, {}, num_samples, sheet_count=0,
+                                  methods=("ours",), progress=False)
+        scores = [r["metrics"]["ours"] for r in result.records]
+        rows.append({
+            "step": step,
+            "F1@0.3": _mean([s["F1@0.3"] for s in scores]),
+            "Chamfer-L2": _mean([s["Chamfer-L2"] for s in scores]),
+            "printable": _mean([float(r["printable"]) for r in result.records]),
+            "n": len(scores),
+        })
+    return rows
+
+
+def plot_curve(steps: list[int], values: list[float], path: str | Path, ylabel: str = "F1@0.3",
+               size: tuple[int, int] = (640, 400)) -> Path:
+    """Line plot of ``values`` (fractions, shown ×100) against ``steps``: matplotlib if installed, else PIL."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ys = [100 * v for v in values]
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(size[0] / 100, size[1] / 100), dpi=100)
+        ax.plot(steps, ys, marker="o")
+        ax.set_xlabel("training step")
+        ax.set_ylabel(f"{ylabel} (×100)")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+        return path
+    except ImportError:
+        pass
+    from PIL import Image, ImageDraw
+
+    w, h = size
+    left, right, top, bottom = 60, 20, 20, 45
+    img = Image.new("RGB", (w, h), (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    x0, x1 = (min(steps), max(steps)) if steps else (0, 1)
+    finite = [y for y in ys if math.isfinite(y)]
+    y0, y1 = (min(finite), max(finite)) if finite else (0.0, 1.0)
+    if x1 == x0:
+        x0, x1 = x0 - 1, x1 + 1
+    if y1 - y0 < 1e-9:
+        y0, y1 = y0 - 1, y1 + 1
+    pad = 0.05 * (y1 - y0)
+    y0, y1 = y0 - pad, y1 + pad
+
+    def to_px(x: float, y: float) -> tuple[float, float]:
+        px = left + (x - x0) / (x1 - x0) * (w - left - right)
+        return px, h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom)
+
+    d.line([(left, top), (left, h - bottom), (w - right, h - bottom)], fill=(0, 0, 0))
+    for i in range(5):
+        yv = y0 + (y1 - y0) * i / 4
+        _, py = to_px(x0, yv)
+        d.line([(left - 4, py), (left, py)], fill=(0, 0, 0))
+        d.text((4, py - 6), f"{yv:.1f}", fill=(0, 0, 0))
+        xv = x0 + (x1 - x0) * i / 4
+        px, _ = to_px(xv, y0)
+        d.line([(px, h - bottom), (px, h - bottom + 4)], fill=(0, 0, 0))
+        d.text((px - 12, h - bottom + 8), f"{xv:.0f}", fill=(0, 0, 0))
+    d.text(((w - left) // 2, h - 16), "training step", fill=(0, 0, 0))
+    d.text((left + 6, 4), f"{ylabel} (x100)", fill=(0, 0, 0))
+    pts = [to_px(x, y) for x, y in zip(steps, ys) if math.isfinite(y)]
+    if len(pts) > 1:
+        d.line(pts, fill=(40, 90, 200), width=2)
+    for px, py in pts:
+        d.ellipse([px - 3, py - 3, px + 3, py + 3], fill=(40, 90, 200))
+    img.save(path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="recon-eval",
+        description="Evaluate the model and three baselines (silhouette ellipsoid, category mean shape, "
+        "nearest-view retrieval) on a split of a ShapeNet-layout data set, or plot F1@0.3 against training step.",
+    )
+    p.add_argument("--model", help="model to evaluate (NAME.safetensors + NAME.json; default: models/default)")
+    p.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    p.add_argument("--shapenet", default="data/shapenet", help="meshes + manifest.json (default: data/shapenet)")
+    p.add_argument("--renders", default="data/renders", help="rendered views (default: data/renders)")
+    p.add_argument("--views-per-model", type=int, default=1, help="evenly spaced views per test model (default: 1)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N images (categories interleaved)")
+    p.add_argument("--sketches", action="store_true", help="evaluate the sketch views instead of the photo views")
+    p.add_argument("--out", default="runs/eval", help="output folder (default: runs/eval)")
+    p.add_argument("--samples", type=int, default=10000, help="points sampled per surface (default: 10000)")
+    p.add_argument("--sheet", type=int, default=8, help="images on the contact sheet (default: 8)")
+    p.add_argument("--tile", type=int, default=128, help="contact-sheet tile side in pixels (default: 128)")
+    p.add_argument("--cache", help="baseline index .npz (default: runs/cache/baselines_<hash>.npz; rebuilt when stale)")
+    p.add_argument("--index-views", type=int, default=0,
+                   help="training views per model in the retrieval index (0: all)")
+    p.add_argument("--curve", metavar="DIR",
+                   help="evaluate every step_*.safetensors in DIR; writes curve.csv and curve.png")
+    p.add_argument("--curve-limit", type=int, default=24, help="images used for --curve (default: 24)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--debug", action="store_true", help="full tracebacks and debug logging")
+    return p
+
+
+def _run_curve(args: argparse.Namespace, test: list[ModelEntry], out: Path) -> int:
+    checkpoints = checkpoint_steps(args.curve)
+    samples = select_samples(test, 1, args.curve_limit, args.sketches)
+    rows = evaluate_curve(checkpoints, samples, args.samples, progress=not args.no_progress)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "curve.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["step", "F1@0.3", "Chamfer-L2", "printable", "n"])
+        writer.writeheader()
+        writer.writerows(rows)
+    plot_curve([r["step"] for r in rows], [r["F1@0.3"] for r in rows], out / "curve.png")
+    for r in rows:
+        print(f"step {r['step']:>8}  F1@0.3 {100 * r['F1@0.3']:5.1f}  Chamfer-L2 {r['Chamfer-L2']:.3f}  "
+              f"printable {100 * r['printable']:.0f}%")
+    print(f"wrote {out / 'curve.csv'} and {out / 'curve.png'} ({len(samples)} images per checkpoint)")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from recon_core.inference import Reconstructor
+
+    out = Path(args.out)
+    test = discover(args.shapenet, args.renders, args.split)
+    if not test:
+        raise DataError(
+            f"No {args.split} models with both a mesh under {args.shapenet} and renders under {args.renders}; "
+            "check the manifest's split names and the folders."
+        )
+    if args.curve:
+        return _run_curve(args, test, out)
+    samples = select_samples(test, args.views_per_model, args.limit, args.sketches)
+    rec = Reconstructor.from_file(args.model)
+
+    train = discover(args.shapenet, args.renders, "train")
+    methods, index, cache_path = METHODS, None, None
+    if train:
+        index, cache_path = load_or_build_baseline_index(train, args.cache, args.index_views,
+                                                         progress=not args.no_progress)
+    else:
+        log.warning("no train split: the mean-shape and retrieval baselines are left out")
+        methods = ("ours", "sphere")
+    start = time.perf_counter()
+    result = evaluate_samples(
+        samples, rec.reconstruct, index, {e.model_id: e for e in train}, args.samples, args.sheet, args.tile,
+        methods, progress=not args.no_progress,
+    )
+    summary = summarize(result.records, methods)
+    note = TABLE_NOTE.format(n=len(samples), views=args.views_per_model, samples=args.samples)
+    fallbacks = sum(bool(r.get("mean_shape_fallback")) for r in result.records)
+    if fallbacks:
+        note += (f" For {fallbacks} image(s) the predicted category has no training model: the mean shape there is "
+                 "the medoid of all categories' medoids.")
+    if not rec.trained:
+        note += " The model is untrained (random weights)."
+    table = format_table(summary, methods, note)
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(table + "\n")
+    report = {
+        "model": str(args.model or "models/default"),
+        "model_trained": rec.trained,
+        "split": args.split,
+        "shapenet": str(args.shapenet),
+        "renders": str(args.renders),
+        "views_per_model": args.views_per_model,
+        "images": len(samples),
+        "num_samples": args.samples,
+        "baseline_index": str(cache_path) if cache_path else None,
+        "methods": {m: METHOD_LABELS[m] for m in methods},
+        "note": note,
+        "seconds": time.perf_counter() - start,
+        "summary": summary,
+        "records": result.records,
+    }
+    (out / "metrics.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
+    if result.sheet:
+        contact_sheet(result.sheet, out / "contact_sheet.png", args.tile)
+    print(table)
+    written = [out / "table.md", out / "metrics.json"] + ([out / "contact_sheet.png"] if result.sheet else [])
+    print("\nwrote " + ", ".join(map(str, written)))
+    printable = summary["all"]["methods"]["ours"]["Printable"]
+    if printable < 1.0:
+        print(f"FAIL: only {100 * printable:.1f}% of our outputs pass the printable check (must be 100%).",
+              file=sys.stderr)
+        return 3
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        from recon_core.image import ImageError
+        from recon_core.weights import WeightsError
+
+        if args.views_per_model < 1:
+            raise DataError(f"--views-per-model must be at least 1, got {args.views_per_model}.")
+        return _run(args)
+    except (DataError, ImageError, WeightsError) as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
