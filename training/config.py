@@ -29,6 +29,8 @@ class DataConfig:
     """DataLoader worker processes per training process."""
     category_balance: float = 1.0
     """Sampling weight of an item is count(category) ** -category_balance: 0 = as in the data, 1 = every category equally."""
+    synthetic: int = 0
+    """Train on this many synthetic ellipsoids instead of the renders (tests and benchmarks); 0: off."""
     category_weights: dict[str, float] | None = None
     """Explicit sampling proportions per category name (overrides category_balance); missing categories get 0."""
 

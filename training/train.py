@@ -155,6 +155,10 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
 
         atomic_write_bytes(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
     torch.manual_seed(cfg.run.seed)
+    if dataset is None and cfg.data.synthetic:
+        from training.synthetic import SyntheticViews
+
+        dataset = SyntheticViews(cfg.data.synthetic, cfg.model.image_size, cfg.data.num_points, cfg.run.seed)
     if dataset is None:
         from training.dataset import RenderedViews
 
@@ -217,6 +221,7 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
     tic = time.perf_counter()
     for batch in loader:
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        torch.manual_seed(cfg.run.seed * 1_000_003 + step * 101 + rank)  # point sampling: exact on resume
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, cfg)
         with _autocast(device, cfg.run.amp):
