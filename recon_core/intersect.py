@@ -72,7 +72,8 @@ FOLD_ANGLE = 1e-6
 """Opening angle (radians) at or below which two edge-adjacent faces are folded over."""
 
 _CHUNK_PAIRS = 200_000  # candidate pairs handled per vectorised batch
-_MAX_CELL_ENTRIES_PER_FACE = 8  # broad phase: grow the grid cells above this
+_MAX_CELL_ENTRIES_PER_FACE = 16  # broad phase: grow the grid cells above this
+_CELL_PERCENTILE = 50  # broad phase: initial cell size, a percentile of the face sizes
 _EDGES = ((0, 1), (1, 2), (2, 0))
 
 
@@ -277,7 +278,7 @@ def _candidate_pairs(lo: np.ndarray, hi: np.ndarray) -> Iterator[tuple[np.ndarra
         return
     origin = lo.min(0)
     span = float((hi.max(0) - origin).max())
-    cell = max(float(np.median((hi - lo).max(1))), span / 2**20, 1e-300)
+    cell = max(float(np.percentile((hi - lo).max(1), _CELL_PERCENTILE)), span / 2**20, 1e-300)
     while True:
         c_lo = np.floor((lo - origin) / cell).astype(np.int64)  # (F, 3)
         c_hi = np.floor((hi - origin) / cell).astype(np.int64)
@@ -314,9 +315,11 @@ def _candidate_pairs(lo: np.ndarray, hi: np.ndarray) -> Iterator[tuple[np.ndarra
         a = np.repeat(np.arange(first, last), counts)
         b = a + 1 + np.arange(len(a)) - np.repeat(np.cumsum(counts) - counts, counts)
         fa, fb = face_of[a], face_of[b]
-        home = np.maximum(c_lo[fa], c_lo[fb])
-        keep = (home == cells[a]).all(1) & (lo[fa] <= hi[fb]).all(1) & (lo[fb] <= hi[fa]).all(1)
-        fa, fb = fa[keep], fb[keep]
+        for axis in range(3):  # one axis at a time, on the survivors: cheaper than (N, 3) gathers
+            lo_a, lo_b = lo[fa, axis], lo[fb, axis]
+            keep = (lo_a <= hi[fb, axis]) & (lo_b <= hi[fa, axis])
+            keep &= np.maximum(c_lo[fa, axis], c_lo[fb, axis]) == cells[a, axis]
+            fa, fb, a = fa[keep], fb[keep], a[keep]
         yield np.minimum(fa, fb), np.maximum(fa, fb)
         first = last
 
@@ -357,6 +360,8 @@ def self_intersections(
     tol, deg_tol = rel_tol * length, deg_rel_tol * length
     tris = verts[faces]  # (F, 3, 3)
     normals, offsets, degenerate = _face_geometry(tris, tol, deg_tol)
+    if degenerate.all():  # pairs of two degenerate faces are never reported
+        return np.zeros((0, 2), dtype=np.int64)
     sin_fold = math.sin(fold_angle)
     found: list[np.ndarray] = []
     n_found = 0
