@@ -1,0 +1,196 @@
+"""Tests for recon_core.repair: the printable guarantee on many broken meshes."""
+
+import manifold3d
+import numpy as np
+import pytest
+import trimesh
+from pytorch3d.utils import ico_sphere
+
+from recon_core.printable import check_printable, signed_volume
+from recon_core.repair import make_printable, taubin_smooth
+
+
+def _sphere(level: int) -> tuple[np.ndarray, np.ndarray]:
+    mesh = ico_sphere(level)
+    return mesh.verts_packed().double().numpy(), mesh.faces_packed().numpy().astype(np.int64)
+
+
+SPHERES = {level: _sphere(level) for level in (2, 3, 4)}
+
+
+def _deform(kind: str, verts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One of the ways random weights can break a sphere."""
+    n = len(verts)
+    scale = 10.0 ** rng.uniform(-3, 3)  # the mesh's overall size
+    if kind == "noise":
+        out = verts + rng.normal(scale=10.0 ** rng.uniform(-5, 1), size=verts.shape)
+    elif kind == "radii":
+        out = verts * np.exp(rng.normal(scale=rng.uniform(0.1, 2.0), size=(n, 1)))
+    elif kind == "through":  # a few vertices pulled through the far side
+        out = verts.copy()
+        idx = rng.choice(n, size=rng.integers(1, 4), replace=False)
+        out[idx] *= -rng.uniform(1.1, 3.0, size=(len(idx), 1))
+    elif kind == "collapsed":
+        out = np.tile(rng.normal(size=3), (n, 1))
+    elif kind == "nan":
+        out = verts + rng.normal(scale=0.01, size=verts.shape)
+        out[rng.random(verts.shape) < rng.uniform(0.01, 0.5)] = rng.choice([np.nan, np.inf, -np.inf])
+    elif kind == "all_nan":
+        out = np.full_like(verts, np.nan)
+    elif kind == "mirrored":
+        out = verts * np.array([1.0, 1.0, -1.0]) + rng.normal(scale=0.01, size=verts.shape)
+    elif kind == "flat":
+        out = verts * np.array([1.0, 1.0, 0.0])
+    elif kind == "line":
+        out = verts * np.array([1.0, 0.0, 0.0])
+    elif kind == "spike":
+        out = verts.copy()
+        out[rng.integers(n)] *= 10.0 ** rng.uniform(1, 8)
+    elif kind == "crumpled":  # smooth low-frequency folding
+        k = rng.normal(scale=3.0, size=(3, 3))
+        out = verts + rng.uniform(0.2, 1.5) * np.sin(verts @ k)
+    elif kind == "uniform":
+        out = rng.uniform(-1, 1, size=verts.shape)
+    else:
+        raise ValueError(kind)
+    return out * scale
+
+
+KINDS = ["noise", "radii", "through", "collapsed", "nan", "all_nan", "mirrored", "flat", "line", "spike", "crumpled", "uniform"]
+
+
+def _cases(n_cases: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    for i in range(n_cases):
+        level = 4 if i % 25 == 0 else (3 if i % 3 == 0 else 2)
+        verts, faces = SPHERES[level]
+        kind = KINDS[i % len(KINDS)]
+        template = verts if i % 4 else None
+        yield kind, level, _deform(kind, verts, rng), faces, template
+
+
+def _assert_printable(verts: np.ndarray, faces: np.ndarray) -> None:
+    assert np.isfinite(verts).all()
+    report = check_printable(verts, faces)
+    assert report.ok, report.summary()
+    mesh = trimesh.Trimesh(verts, faces, process=False, validate=False)
+    assert mesh.is_watertight and mesh.is_winding_consistent and mesh.volume > 0
+    # manifold3d works in float32: centre and normalise so that the cast keeps the mesh.
+    unit = (verts - verts.mean(0)) / np.abs(verts - verts.mean(0)).max()
+    m3d = manifold3d.Manifold(manifold3d.Mesh(vert_properties=unit.astype(np.float32), tri_verts=faces.astype(np.uint32)))
+    assert m3d.status() == manifold3d.Error.NoError
+    assert m3d.volume() > 0
+
+
+def test_guarantee_on_many_broken_spheres():
+    paths = {}
+    for kind, level, verts, faces, template in _cases(216):
+        out_verts, out_faces, log = make_printable(verts, faces, sphere_verts=template)
+        try:
+            _assert_printable(out_verts, out_faces)
+        except AssertionError as error:
+            raise AssertionError(f"{kind} (level {level}, template {template is not None}): {log.steps}") from error
+        paths[log.path] = paths.get(log.path, 0) + 1
+    # The cases exercise every stage of the chain.
+    assert set(paths) == {"original", "untangled", "star", "hull", "box"}, paths
+
+
+class TestPaths:
+    def test_clean_sphere_is_kept(self):
+        verts, faces = SPHERES[3]
+        out_verts, out_faces, log = make_printable(verts, faces, sphere_verts=verts)
+        assert log.path == "original" and not log.flipped and log.smoothing_iterations == 10
+        np.testing.assert_array_equal(out_faces, faces)
+        assert signed_volume(out_verts, out_faces) == pytest.approx(signed_volume(verts, faces), rel=1e-9)
+        assert np.abs(out_verts - verts).max() < 0.05
+
+    def test_vertex_pulled_through_is_untangled(self):
+        verts, faces = SPHERES[3]
+        broken = verts.copy()
+        broken[7] *= -1.5
+        assert check_printable(broken, faces).self_intersecting_pairs > 0
+        out_verts, out_faces, log = make_printable(broken, faces, sphere_verts=verts)
+        assert log.path == "untangled" and log.untangle_rounds >= 1
+        _assert_printable(out_verts, out_faces)
+        moved = np.linalg.norm(out_verts - verts, axis=1)
+        assert np.median(moved) < 0.05  # the rest of the sphere stays put
+
+    def test_mirrored_is_flipped(self):
+        verts, faces = SPHERES[2]
+        out_verts, out_faces, log = make_printable(verts * [1, 1, -1], faces)
+        assert log.path == "original" and log.flipped
+        np.testing.assert_array_equal(out_faces, faces[:, ::-1])
+
+    def test_huge_noise_uses_the_star_or_the_hull(self):
+        verts, faces = SPHERES[3]
+        noisy = verts + np.random.default_rng(1).normal(scale=3.0, size=verts.shape)
+        assert make_printable(noisy, faces, sphere_verts=verts)[2].path == "star"
+        assert make_printable(noisy, faces)[2].path == "hull"
+
+    def test_collapsed_without_template_is_a_box(self):
+        verts, faces = SPHERES[2]
+        out_verts, out_faces, log = make_printable(np.ones_like(verts), faces, smooth_iterations=0)
+        assert log.path == "box" and len(out_faces) == 12
+        assert np.linalg.norm(out_verts.max(0) - out_verts.min(0)) == pytest.approx(1.0)
+
+    def test_nan_vertices_are_replaced(self):
+        verts, faces = SPHERES[2]
+        broken = verts.copy()
+        broken[[3, 40]] = np.nan
+        out_verts, _, log = make_printable(broken, faces)
+        assert log.path == "original" and log.nonfinite_replaced == 2
+        assert np.isfinite(out_verts).all()
+
+    def test_open_mesh_falls_back_to_the_hull(self):
+        verts, faces = SPHERES[2]
+        out_verts, out_faces, log = make_printable(verts, faces[1:])
+        assert not log.input_closed_manifold and log.path == "hull"
+        _assert_printable(out_verts, out_faces)
+
+    def test_deterministic(self):
+        verts, faces = SPHERES[3]
+        noisy = verts + np.random.default_rng(2).normal(scale=0.1, size=verts.shape)
+        first = make_printable(noisy, faces, sphere_verts=verts)
+        second = make_printable(noisy, faces, sphere_verts=verts)
+        np.testing.assert_array_equal(first[0], second[0])
+        np.testing.assert_array_equal(first[1], second[1])
+        assert first[2] == second[2]
+
+
+class TestTaubin:
+    def test_filter_keeps_volume_of_a_clean_sphere(self):
+        verts, faces = SPHERES[3]
+        smoothed = taubin_smooth(verts, faces, 20, preserve_volume=False)
+        assert signed_volume(smoothed, faces) == pytest.approx(signed_volume(verts, faces), rel=0.03)
+
+    def test_rescaling_restores_volume_exactly(self):
+        verts, faces = SPHERES[3]
+        noisy = verts + np.random.default_rng(3).normal(scale=0.01, size=verts.shape)
+        smoothed = taubin_smooth(noisy, faces, 20)
+        assert signed_volume(smoothed, faces) == pytest.approx(signed_volume(noisy, faces), rel=1e-9)
+        assert np.linalg.norm(smoothed - verts, axis=1).mean() < np.linalg.norm(noisy - verts, axis=1).mean()
+
+    def test_plain_laplacian_would_shrink(self):
+        verts, faces = SPHERES[3]
+        shrunk = taubin_smooth(verts, faces, 20, mu=0.0, preserve_volume=False)
+        assert signed_volume(shrunk, faces) < 0.9 * signed_volume(verts, faces)
+
+
+class TestValidation:
+    def test_bad_shape(self):
+        with pytest.raises(ValueError, match=r"verts must have shape \(V, 3\)"):
+            make_printable(np.zeros((5, 2)), np.zeros((1, 3), dtype=int))
+
+    def test_template_shape(self):
+        verts, faces = SPHERES[2]
+        with pytest.raises(ValueError, match=r"sphere_verts must have shape \(V, 3\) = \(162, 3\)"):
+            make_printable(verts, faces, sphere_verts=verts[:10])
+
+    def test_negative_iterations(self):
+        verts, faces = SPHERES[2]
+        with pytest.raises(ValueError, match="smooth_iterations"):
+            make_printable(verts, faces, smooth_iterations=-1)
+
+    def test_no_vertices(self):
+        with pytest.raises(ValueError, match="at least one vertex"):
+            make_printable(np.zeros((0, 3)), np.zeros((0, 3), dtype=int))
