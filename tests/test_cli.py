@@ -1,0 +1,117 @@
+"""recon-mesh: one clear sentence and no output file on bad input; a printable mesh on good input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from recon_core.cli import main
+from recon_core.model import build_model
+from recon_core.weights import save_model
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def good_image(tmp_path):
+    rgba = np.zeros((96, 96, 4), np.uint8)
+    rgba[20:80, 30:70] = (150, 90, 40, 255)
+    p = tmp_path / "obj.png"
+    Image.fromarray(rgba, "RGBA").save(p)
+    return p
+
+
+def _bad_inputs(tmp_path: Path, tiny_config) -> dict[str, tuple[list[str], str]]:
+    """name -> (extra argv, expected message fragment)."""
+    text = tmp_path / "text.png"
+    text.write_text("not an image")
+    trunc = tmp_path / "trunc.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8)).save(trunc)
+    trunc.write_bytes(trunc.read_bytes()[:2000])
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (1, 1)).save(tiny)
+    clear = tmp_path / "clear.png"
+    Image.new("RGBA", (40, 40), (0, 0, 0, 0)).save(clear)
+    huge = tmp_path / "huge.png"
+    from tests.test_image import _png_with_size
+
+    _png_with_size(huge, 20000, 20000)
+    good = tmp_path / "good.png"
+    Image.new("RGB", (64, 64), "white").save(good)
+    # a model whose weights do not fit its config, and a truncated one
+    wrong = save_model(build_model(tiny_config), tmp_path / "wrong")
+    meta = json.loads(wrong.with_suffix(".json").read_text())
+    meta["model"]["hidden_dim"] = 32
+    wrong.with_suffix(".json").write_text(json.dumps(meta))
+    cut = save_model(build_model(tiny_config), tmp_path / "cut")
+    data = cut.with_suffix(".safetensors").read_bytes()
+    cut.with_suffix(".safetensors").write_bytes(data[: len(data) // 2])
+    return {
+        "missing file": ([str(tmp_path / "nope.png")], "not found"),
+        "not an image": ([str(text)], "not an image"),
+        "truncated png": ([str(trunc)], "truncated or corrupt"),
+        "1x1 image": ([str(tiny)], "too small"),
+        "20000x20000 image": ([str(huge)], "too large"),
+        "fully transparent": ([str(clear)], "fully transparent"),
+        "wrong-shape weights": ([str(good), "--model", str(wrong)], "do not match the architecture"),
+        "truncated safetensors": ([str(good), "--model", str(cut)], "truncated or corrupt"),
+        "bad extension": ([str(good), "-o", str(tmp_path / "out.xyz")], "extension must be one of"),
+        "bad height": ([str(good), "--height-mm", "-5"], "positive number"),
+    }
+
+
+def test_each_bad_input_gets_one_sentence_and_no_file(tmp_path, tiny_config, capsys):
+    for name, (argv, fragment) in _bad_inputs(tmp_path, tiny_config).items():
+        out = tmp_path / f"{name.replace(' ', '_')}.stl"
+        if "-o" not in argv:
+            argv = [*argv, "-o", str(out)]
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 2, (name, err)
+        assert err.startswith("error: ") and fragment in err, (name, err)
+        assert "Traceback" not in err and err.count("\n") == 1, (name, err)
+        assert not out.exists(), name
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
+
+
+def test_sixteen_bit_and_cmyk_are_converted_with_a_note(tmp_path, tiny_model_path, capsys):
+    g16 = tmp_path / "g16.png"
+    arr = np.full((64, 64), 65535, np.uint16)
+    arr[16:48, 20:44] = 9000
+    Image.fromarray(arr).save(g16)
+    cmyk = tmp_path / "c.jpg"
+    Image.new("CMYK", (64, 64), (0, 0, 0, 0)).save(cmyk)
+    for image, note in ((g16, "16-bit"), (cmyk, "CMYK")):
+        out = tmp_path / f"{image.stem}.obj"
+        code = main([str(image), "-o", str(out), "--model", str(tiny_model_path), "--vertices", "642"])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        assert note in captured.err and out.is_file()
+
+
+@pytest.mark.parametrize("ext", [".stl", ".obj", ".ply", ".glb"])
+def test_writes_every_format(tmp_path, tiny_model_path, good_image, capsys, ext):
+    import trimesh
+
+    out = tmp_path / f"mesh{ext}"
+    code = main([str(good_image), "-o", str(out), "--model", str(tiny_model_path), "--height-mm", "80",
+                 "--vertices", "642"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "✓ printable" in printed
+    mesh = trimesh.load(out, force="mesh")
+    assert mesh.is_watertight and mesh.volume > 0
+    assert np.ptp(mesh.vertices[:, 1]) == pytest.approx(80.0, rel=1e-4)
+
+
+def test_entry_point_runs_the_default_model(tmp_path):
+    out = tmp_path / "chair.stl"
+    proc = subprocess.run([sys.executable, "-m", "recon_core.cli", str(REPO / "examples" / "chair.png"), "-o", str(out)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert out.is_file() and "✓ printable" in proc.stdout
