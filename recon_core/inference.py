@@ -43,7 +43,7 @@ class Reconstruction:
     """A reconstructed mesh in the output frame (+Y up, camera on +Z; see recon_core.camera).
 
     Attributes:
-        verts: (V, 3) float64 vertices; units: the data's (bounding-box diagonal ~1) or mm with ``height_mm``.
+        verts: (V, 3) float64 vertices, exactly representable in float32 (as STL and Blender store them); units: the data's (bounding-box diagonal ~1) or mm with ``height_mm``.
         faces: (F, 3) int64 triangles, outward-facing.
         category: name of the category used (given or predicted).
         category_probs: (13,) predicted probabilities, in ``CATEGORIES`` order.
@@ -61,6 +61,11 @@ class Reconstruction:
     repair: Any
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+
+def _float32_exact(verts: np.ndarray) -> np.ndarray:
+    """(V, 3) float64 vertices rounded to the nearest float32 values."""
+    return verts.astype(np.float32).astype(np.float64)
 
 
 @contextmanager
@@ -127,8 +132,15 @@ class Reconstructor:
         if height_mm is not None:
             extent = float(np.ptp(verts[:, 1]))
             verts = verts * (height_mm / max(extent, 1e-12))
+        scale_mm = 1.0 if height_mm is not None else None
         with _timed(timings, "check"):
-            report = check_printable(verts, faces, unit_scale_mm=1.0 if height_mm is not None else None)
+            # STL files and Blender meshes hold float32 coordinates: check the mesh as they will see it.
+            verts = _float32_exact(verts)
+            report = check_printable(verts, faces, unit_scale_mm=scale_mm)
+            if not report.ok:  # rounding created a near-contact: repair the rounded mesh once more
+                verts, faces, repair_log = make_printable(verts, faces, smooth_iterations=0)
+                verts = _float32_exact(verts)
+                report = check_printable(verts, faces, unit_scale_mm=scale_mm)
         notes = [] if self.trained else ["the model is untrained (random weights): the shape is not meaningful"]
         return Reconstruction(verts, faces, used, probs, report, repair_log, timings, notes)
 
@@ -164,3 +176,4 @@ def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike) -
     except OSError as err:
         raise ExportError(f"Cannot write {path}: {err.strerror or err}. Choose a writable location.") from None
     return path
+

@@ -179,6 +179,9 @@ def _category_name(synset: str) -> str:
     return synset
 
 
+_KNOWN_SYNSETS = frozenset(c.synset for c in CATEGORIES)
+
+
 def _category_order(name: str) -> tuple[int, str]:
     names = [c.name for c in CATEGORIES]
     return (names.index(name), name) if name in names else (len(names), name)
@@ -240,10 +243,12 @@ def _check_folder(path: Path, what: str, flag: str) -> None:
         raise DataError(f"The {what} folder {path} does not exist; pass the right one with {flag}.")
 
 
-def discover(shapenet: str | Path, renders: str | Path, split: str) -> list[ModelEntry]:
+def discover(shapenet: str | Path, renders: str | Path, split: str, other_categories: bool = False) -> list[ModelEntry]:
     """Models of ``split`` that have both a mesh and at least one rendered view, sorted by (synset, id).
 
-    Models missing either are skipped with a warning.
+    Models missing either are skipped with a warning. Models whose synset is not one of
+    the 13 categories the network knows (the data set's extra pool) are left out unless
+    ``other_categories``.
 
     Raises:
         DataError: a folder or the manifest is missing or malformed.
@@ -256,6 +261,8 @@ def discover(shapenet: str | Path, renders: str | Path, split: str) -> list[Mode
         if str(rec.get("split", "")) != split:
             continue
         synset, model_id = str(rec["synset"]), str(rec["model_id"])
+        if not other_categories and synset not in _KNOWN_SYNSETS:
+            continue
         mesh = _find_mesh(shapenet, rec)
         if mesh is None:
             no_mesh += 1
@@ -1034,6 +1041,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--renders", default="data/renders", help="rendered views (default: data/renders)")
     p.add_argument("--views-per-model", type=int, default=1, help="evenly spaced views per test model (default: 1)")
     p.add_argument("--limit", type=int, help="evaluate only the first N images (categories interleaved)")
+    p.add_argument("--other-categories", action="store_true",
+                   help="also evaluate models outside the 13 categories (the data set's extra pool)")
     p.add_argument("--sketches", action="store_true", help="evaluate the sketch views instead of the photo views")
     p.add_argument("--out", default="runs/eval", help="output folder (default: runs/eval)")
     p.add_argument("--samples", type=int, default=10000, help="points sampled per surface (default: 10000)")
@@ -1071,7 +1080,7 @@ def _run(args: argparse.Namespace) -> int:
     from recon_core.inference import Reconstructor
 
     out = Path(args.out)
-    test = discover(args.shapenet, args.renders, args.split)
+    test = discover(args.shapenet, args.renders, args.split, args.other_categories)
     if not test:
         raise DataError(
             f"No {args.split} models with both a mesh under {args.shapenet} and renders under {args.renders}; "
