@@ -77,6 +77,44 @@ class ImageEncoder(nn.Module):
         pyramid = list(self.fpn(feats).values())
         return pyramid, x.mean(dim=(2, 3))
 
+    @torch.no_grad()
+    def fold_batchnorm(self) -> int:
+        """Fold every backbone BatchNorm (or FrozenBatchNorm) into the convolution before it, for inference.
+
+        ``bn(conv(x)) = conv'(x)`` with the statistics folded into ``conv'``'s weight and bias
+        (equal up to float rounding); the norm is replaced by ``nn.Identity``. Only valid in
+        eval mode, so the encoder must not be trained afterwards.
+
+        Returns:
+            The number of norms folded.
+
+        Raises:
+            RuntimeError: in training mode.
+        """
+        if self.training:
+            raise RuntimeError("fold_batchnorm() is for inference: call .eval() first, and do not train afterwards")
+        folded = 0
+        for module in self.modules():
+            if isinstance(module, nn.Sequential):  # the stem, and the blocks' downsample branches
+                names = list(module._modules)
+                pairs = zip(names, names[1:])
+            else:  # torchvision BasicBlock / Bottleneck: conv1 -> bn1, conv2 -> bn2, conv3 -> bn3
+                pairs = [(f"conv{i}", f"bn{i}") for i in (1, 2, 3) if hasattr(module, f"bn{i}")]
+            for conv_name, bn_name in pairs:
+                conv, bn = getattr(module, conv_name), getattr(module, bn_name)
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, (nn.BatchNorm2d, FrozenBatchNorm2d)):
+                    setattr(module, conv_name, _fused_conv(conv, bn))
+                    setattr(module, bn_name, nn.Identity())
+                    folded += 1
+        return folded
+
+
+def _fused_conv(conv: nn.Conv2d, bn: nn.Module) -> nn.Conv2d:
+    """A copy of ``conv`` with the eval-mode ``bn`` after it folded in."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    return fuse_conv_bn_eval(conv, bn)
+
 
 def _load_backbone_weights(net: nn.Module, path: str) -> None:
     p = Path(path)

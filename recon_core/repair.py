@@ -184,14 +184,18 @@ def _sanitise(verts: np.ndarray, adj: csr_matrix, log: RepairLog) -> np.ndarray:
     return verts
 
 
-def _defective_faces(verts: np.ndarray, faces: np.ndarray, cap: int) -> tuple[np.ndarray | None, int]:
-    """Mask of intersecting or degenerate faces and the pair count; mask None past ``cap`` pairs."""
+def _defective_faces(verts: np.ndarray, faces: np.ndarray, cap: int) -> tuple[np.ndarray | None, int, int | None]:
+    """Mask of intersecting or degenerate faces, the pair count and the degenerate count.
+
+    Past ``cap`` pairs the mask and the degenerate count are None.
+    """
     pairs = self_intersections(verts, faces, max_pairs=cap)
     if len(pairs) >= cap:
-        return None, len(pairs)
+        return None, len(pairs), None
     mask = degenerate_faces(verts, faces)
+    n_degenerate = int(mask.sum())
     mask[pairs.ravel()] = True
-    return mask, len(pairs)
+    return mask, len(pairs), n_degenerate
 
 
 def _untangle(verts: np.ndarray, faces: np.ndarray, adj: csr_matrix, mask: np.ndarray, log: RepairLog) -> np.ndarray | None:
@@ -209,7 +213,7 @@ def _untangle(verts: np.ndarray, faces: np.ndarray, adj: csr_matrix, mask: np.nd
         for _ in range(_UNTANGLE_ITERATIONS):
             verts[rows] = (sub @ verts) / degree
         log.untangle_rounds = round_ + 1
-        mask, _ = _defective_faces(verts, faces, cap)
+        mask, _, _ = _defective_faces(verts, faces, cap)
         if mask is None:
             return None
         if not mask.any():
@@ -355,9 +359,9 @@ def _candidates(verts, faces, adj, directions, fallback_size, log):
     faces.
     """
     cap = max(len(faces), 16)
-    mask, n_pairs = _defective_faces(verts, faces, cap)
+    mask, n_pairs, n_degenerate = _defective_faces(verts, faces, cap)
     log.input_intersecting_pairs = None if mask is None else n_pairs
-    log.input_degenerate_faces = None if mask is None else int(degenerate_faces(verts, faces).sum())
+    log.input_degenerate_faces = n_degenerate
     if mask is not None and not mask.any():
         yield "original", verts, True
     elif mask is not None and mask.mean() > _MAX_UNTANGLE_FRACTION:

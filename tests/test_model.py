@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 from pytorch3d.utils import ico_sphere
+from torchvision.ops import FrozenBatchNorm2d
 
 from recon_core.config import ModelConfig
 from recon_core.model import build_model
@@ -97,3 +98,82 @@ def test_neighbour_mean_against_loops():
         nbrs[b].add(a)
     expected = torch.stack([x[0, sorted(nbrs[i])].mean(0) for i in range(162)])
     assert torch.allclose(neighbour_mean(x, topo.edges(2))[0], expected, atol=1e-6)
+
+
+def _mean_graph_conv_naive(conv, x, edges):
+    """Loop over vertices: W_rel (mean of the neighbours) + b + W_root x."""
+    nbrs = {i: set() for i in range(x.shape[1])}
+    for a, b in edges.tolist():
+        nbrs[a].add(b)
+        nbrs[b].add(a)
+    out = torch.empty(x.shape[0], x.shape[1], conv.lin_rel.out_features)
+    for i in range(x.shape[1]):
+        mean = x[:, sorted(nbrs[i])].mean(1) if nbrs[i] else torch.zeros(x.shape[0], x.shape[2])
+        out[:, i] = mean @ conv.lin_rel.weight.T + conv.lin_rel.bias + x[:, i] @ conv.lin_root.weight.T
+    return out
+
+
+def test_mean_graph_conv_against_loops_and_torch_geometric():
+    from recon_core.refiner import MeanGraphConv
+
+    torch.manual_seed(0)
+    topo = IcoTopology(2, 2)
+    edges = topo.edges(2)
+    conv = MeanGraphConv(5, 4)
+    x = torch.randn(2, 162, 5, requires_grad=True)
+    y = conv(x, edges)
+    assert torch.allclose(y, _mean_graph_conv_naive(conv, x.detach(), edges), atol=1e-5)
+
+    pyg = pytest.importorskip("torch_geometric.nn")
+    ref = pyg.GraphConv(5, 4, aggr="mean")
+    ref.load_state_dict(conv.state_dict())  # same parameter names and shapes
+    x_ref = x.detach().clone().requires_grad_()
+    y_ref = ref(x_ref.reshape(-1, 5), topo.batched_edge_index(2, 2)).reshape(2, 162, 4)
+    assert torch.allclose(y, y_ref, atol=1e-5)
+    g = torch.randn_like(y)
+    y.backward(g)
+    y_ref.backward(g)
+    assert torch.allclose(x.grad, x_ref.grad, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["batch", "frozen"])
+def test_fold_batchnorm_keeps_the_encoder_output(tiny_config, norm):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**{**tiny_config.to_dict(), "backbone_norm": norm}))
+    with torch.no_grad():  # non-trivial statistics, so folding has something to do
+        for m in model.encoder.modules():
+            if hasattr(m, "running_var"):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    encoder = model.encoder.eval()
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        pyramid, pooled = encoder(images)
+        assert encoder.fold_batchnorm() == 20  # resnet18: stem + 8 blocks x 2 + 3 downsample branches
+        pyramid_folded, pooled_folded = encoder(images)
+    assert not any(isinstance(m, (torch.nn.BatchNorm2d, FrozenBatchNorm2d)) for m in encoder.modules())
+    for a, b in zip([*pyramid, pooled], [*pyramid_folded, pooled_folded]):
+        assert torch.allclose(a, b, atol=1e-5 * float(a.abs().max()), rtol=1e-5)
+
+
+def test_fold_batchnorm_refuses_training_mode(tiny_config):
+    with pytest.raises(RuntimeError, match="inference"):
+        build_model(tiny_config).train().encoder.fold_batchnorm()
+
+
+def test_reconstructor_runs_the_folded_channels_last_encoder(tiny_model_path):
+    from recon_core.inference import Reconstructor
+    from recon_core.weights import load_model
+
+    rec = Reconstructor.from_file(tiny_model_path)
+    plain, _ = load_model(tiny_model_path)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in rec.model.encoder.modules())
+    assert rec.model.encoder.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    torch.manual_seed(1)
+    images = torch.rand(1, 3, 64, 64)
+    with torch.inference_mode():
+        (p_fast, g_fast), (p_ref, g_ref) = rec.model.encoder(images), plain.encoder(images)
+    for a, b in zip([*p_fast, g_fast], [*p_ref, g_ref]):
+        assert torch.allclose(a, b, atol=1e-5 * float(b.abs().max()), rtol=1e-5)
