@@ -1,0 +1,234 @@
+"""End-to-end inference time of the shipped model, per stage, against the hardware floor.
+
+    python -m bench.inference [--model models/default] [--runs 30] [--vertices 642 2562 10242] [--profile] [--tiny]
+
+Times :meth:`recon_core.inference.Reconstructor.reconstruct` on an already decoded
+image (``examples/*.png`` or a synthetic one), plus the encoding of the result as STL
+bytes, at 642, 2,562 and 10,242 output vertices: p50/p95 over ``--runs`` runs after
+warm-up, with torch on ``--threads`` intra-op threads (2 by default, the target
+machine's cores). The per-stage breakdown comes from forward hooks on the network's
+modules (encoder, coarse head, each refiner stage), ``Reconstruction.timings``
+(preprocess, repair, check) and the export.
+
+The *floor* is the encoder's FLOPs (counted with ``torch.utils.flop_counter``, one
+image at the configured size) divided by this machine's dense fp32 matmul rate
+(2048 x 2048 matmuls, best of several, measured in the same run): no implementation
+of this encoder on these cores can be much faster than that.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from bench._common import emit, example_image, machine, parser, stats_ms, target, tiny_model_stem
+
+TARGET_P50_MS = 150.0
+"""End-to-end p50 at 2,562 vertices on 2 CPU cores."""
+TARGET_FLOOR_RATIO = 4.0
+"""End-to-end p50 at 2,562 vertices over the encoder floor."""
+MAIN_VERTICES = 2562
+STAGES = ("preprocess", "encoder", "category_head", "coarse_head", "refiner_0", "refiner_1", "refiner_2",
+          "network_other", "postprocess", "repair", "check", "export_stl")
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """Best dense fp32 ``size x size`` matmul rate of this process's torch threads, in GFLOP/s."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    out = torch.empty(size, size)
+    torch.mm(a, b, out=out)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 / best / 1e9
+
+
+def count_flops(module: torch.nn.Module, *args, **kwargs) -> int:
+    """FLOPs of one forward (matmuls and convolutions, as ``torch.utils.flop_counter`` counts them)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        module(*args, **kwargs)
+    return int(counter.get_total_flops())
+
+
+class StageTimer:
+    """Wall time of the network's parts, through forward pre-hooks and hooks on its modules."""
+
+    def __init__(self, model):
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._start: dict[str, float] = {}
+        self._handles = []
+        parts = {"encoder": model.encoder, "category_head": model.category_head, "coarse_head": model.coarse_head}
+        parts.update({f"refiner_{i}": stage for i, stage in enumerate(model.stages)})
+        for name, module in parts.items():
+            self._handles.append(module.register_forward_pre_hook(self._pre(name)))
+            self._handles.append(module.register_forward_hook(self._post(name)))
+        self._handles.append(model.register_forward_pre_hook(self._pre("network")))
+        self._handles.append(model.register_forward_hook(self._post("network")))
+
+    def _pre(self, name):
+        def hook(module, args):
+            self._start[name] = time.perf_counter()
+        return hook
+
+    def _post(self, name):
+        def hook(module, args, output):
+            self.seconds[name] += time.perf_counter() - self._start.pop(name)
+        return hook
+
+    def take(self) -> dict[str, float]:
+        """The times since the last call, with ``network_other`` = network minus its timed parts."""
+        out = dict(self.seconds)
+        self.seconds.clear()
+        parts = sum(v for k, v in out.items() if k != "network")
+        out["network_other"] = max(0.0, out.get("network", 0.0) - parts)
+        return out
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+def encode_stl(verts: np.ndarray, faces: np.ndarray) -> bytes:
+    """The result as binary STL bytes, encoded as :func:`recon_core.inference.export_mesh` does (no file)."""
+    import trimesh
+
+    mesh = trimesh.Trimesh(vertices=np.asarray(verts, dtype=np.float64), faces=np.asarray(faces), process=False)
+    return mesh.export(file_type="stl")
+
+
+def run_once(rec, rgb, alpha, vertices: int, timer: StageTimer) -> tuple[float, dict[str, float], object]:
+    """One end-to-end reconstruction + STL encoding: (seconds, per-stage seconds, result)."""
+    start = time.perf_counter()
+    result = rec.reconstruct(rgb, alpha, vertices=vertices)
+    t_export = time.perf_counter()
+    data = encode_stl(result.verts, result.faces)
+    end = time.perf_counter()
+    assert len(data) == 84 + 50 * len(result.faces)
+    stages = timer.take()
+    stages.update({k: v for k, v in result.timings.items() if k != "network"})
+    stages["export_stl"] = end - t_export
+    accounted = sum(v for k, v in stages.items() if k != "network")
+    stages["postprocess"] = max(0.0, (end - start) - accounted)  # tensor -> numpy, report, Python glue
+    return end - start, stages, result
+
+
+def bench_vertices(rec, rgb, alpha, vertices: int, runs: int, warmup: int) -> dict:
+    timer = StageTimer(rec.model)
+    try:
+        for _ in range(warmup):
+            run_once(rec, rgb, alpha, vertices, timer)
+        totals, per_stage = [], defaultdict(list)
+        result = None
+        for _ in range(runs):
+            total, stages, result = run_once(rec, rgb, alpha, vertices, timer)
+            totals.append(total)
+            for k in STAGES:
+                per_stage[k].append(stages.get(k, 0.0))
+    finally:
+        timer.remove()
+    return {
+        "vertices": vertices,
+        "output_vertices": len(result.verts),
+        "output_faces": len(result.faces),
+        "repair_path": result.repair.path,
+        "printable": bool(result.report.ok),
+        "end_to_end_ms": stats_ms(totals),
+        "stages_p50_ms": {k: round(1000.0 * float(np.median(v)), 3) for k, v in per_stage.items()},
+    }
+
+
+def profile_top_ops(rec, rgb, alpha, vertices: int, top: int = 10) -> list[dict]:
+    """The ``top`` torch ops by self CPU time over one reconstruction."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        rec.reconstruct(rgb, alpha, vertices=vertices)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+    return [{"op": e.key, "self_ms": round(e.self_cpu_time_total / 1000.0, 3), "calls": e.count} for e in events]
+
+
+@contextmanager
+def _quiet(name: str):
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def run(args) -> dict:
+    torch.set_num_threads(args.threads)
+    from recon_core.inference import Reconstructor
+
+    stem = tiny_model_stem() if args.tiny and args.model is None else args.model
+    with _quiet("recon_core.weights"):
+        rec = Reconstructor.from_file(stem)
+    cfg = rec.model.config
+    rgb, alpha, source = example_image()
+    runs = args.runs if args.runs is not None else (3 if args.tiny else 30)
+    warmup = 1 if args.tiny else 3
+    vertex_counts = args.vertices or ([MAIN_VERTICES] if args.tiny else [642, MAIN_VERTICES, 10242])
+    if MAIN_VERTICES not in vertex_counts:
+        vertex_counts = [*vertex_counts, MAIN_VERTICES]  # the targets are stated at 2,562
+
+    gflops = matmul_gflops(512 if args.tiny else 2048)
+    size = cfg.image_size
+    image = torch.rand(1, 3, size, size)
+    encoder_flops = count_flops(rec.model.encoder, image)
+    network_flops = count_flops(rec.model, image, vertices=MAIN_VERTICES)
+    floor_ms = 1000.0 * encoder_flops / (gflops * 1e9)
+
+    results = {str(v): bench_vertices(rec, rgb, alpha, v, runs, warmup) for v in vertex_counts}
+    main = results[str(MAIN_VERTICES)]
+    p50 = main["end_to_end_ms"]["p50"]
+    out = {
+        "benchmark": "inference",
+        "machine": machine(args.threads),
+        "model": {"path": str(stem or "models/default"), "trained": rec.trained, "backbone": cfg.backbone,
+                  "image_size": size, "hidden_dim": cfg.hidden_dim},
+        "image": source,
+        "runs": runs,
+        "warmup": warmup,
+        "by_vertices": results,
+        "floor": {
+            "matmul_gflops": round(gflops, 2),
+            "encoder_gflop": round(encoder_flops / 1e9, 4),
+            "network_gflop": round(network_flops / 1e9, 4),
+            "encoder_floor_ms": round(floor_ms, 3),
+            "network_floor_ms": round(1000.0 * network_flops / (gflops * 1e9), 3),
+            "encoder_p50_over_floor": round(main["stages_p50_ms"]["encoder"] / floor_ms, 3),
+            "p50_over_floor": round(p50 / floor_ms, 3),
+        },
+        "targets": {
+            "p50_ms_2562": target(p50, TARGET_P50_MS, "ms"),
+            "p50_over_floor_2562": target(p50 / floor_ms, TARGET_FLOOR_RATIO, "x"),
+        },
+    }
+    if args.profile:
+        out["top_ops_2562"] = profile_top_ops(rec, rgb, alpha, MAIN_VERTICES)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = parser(__doc__)
+    p.add_argument("--model", help="model stem (default: models/default; --tiny: a random tiny model)")
+    p.add_argument("--runs", type=int, help="timed runs per vertex count (default 30; --tiny 3)")
+    p.add_argument("--vertices", type=int, nargs="+", choices=[642, 2562, 10242],
+                   help="output vertex counts (default: 642 2562 10242; --tiny: 2562)")
+    p.add_argument("--profile", action="store_true", help="add the top-10 torch ops of one run")
+    return emit(run(p.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Training throughput: images per second of a training step at the default config, on synthetic data.
+
+    python -m bench.train_throughput [--config training/configs/default.yaml] [--steps 3] [--tiny]
+
+One step is what :func:`training.train.train` does per batch: forward under the
+configured autocast, :func:`training.train.compute_loss`, backward, gradient clipping
+and an AdamW step. Batches come from :class:`training.synthetic.SyntheticViews`
+(ellipsoids: no data set needed) and are made before timing, so data loading is not
+counted. Runs on the CPU with ``--threads`` threads, and also on CUDA when one is present.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+
+import torch
+
+from bench._common import REPO, TINY_MODEL, emit, machine, parser
+
+DEFAULT_CONFIG = REPO / "training" / "configs" / "default.yaml"
+
+
+def load_config(path, tiny: bool):
+    from recon_core.config import ModelConfig
+    from training.config import load_train_config
+
+    cfg = load_train_config(path)
+    if tiny:
+        cfg = dataclasses.replace(
+            cfg,
+            model=ModelConfig(**TINY_MODEL),
+            data=dataclasses.replace(cfg.data, num_points=128),
+            loss=dataclasses.replace(cfg.loss, num_samples=128, render_size=16),
+            optim=dataclasses.replace(cfg.optim, batch_size=2),
+        )
+    return cfg
+
+
+def measure(cfg, device: torch.device, steps: int, warmup: int) -> dict:
+    """Seconds per training step (after ``warmup`` steps) and images per second on ``device``."""
+    from recon_core.model import build_model
+    from training.synthetic import SyntheticViews
+    from training.train import _autocast, _collate, compute_loss
+
+    torch.manual_seed(cfg.run.seed)
+    b = cfg.optim.batch_size
+    data = SyntheticViews(b * 2, cfg.model.image_size, cfg.data.num_points, cfg.run.seed)
+    batches = [_collate([data[i] for i in range(k * b, (k + 1) * b)]) for k in range(2)]
+    batches = [{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in x.items()} for x in batches]
+    model = build_model(cfg.model).to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    scaler = torch.amp.GradScaler("cuda") if cfg.run.amp and device.type == "cuda" else None
+
+    def step(batch):
+        with _autocast(device, cfg.run.amp):
+            out = model(batch["image"], category=batch["category"])
+        total, _ = compute_loss(model, out, batch, cfg)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(total).backward()
+            scaler.unscale_(optimizer)
+        else:
+            total.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    for i in range(warmup):
+        step(batches[i % 2])
+    times = []
+    for i in range(steps):
+        start = time.perf_counter()
+        step(batches[i % 2])
+        times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    return {"device": str(device), "batch_size": b, "steps": steps, "warmup": warmup,
+            "step_s": {"median": round(median, 4), "min": round(min(times), 4), "all": [round(t, 4) for t in times]},
+            "images_per_s": round(b / median, 3)}
+
+
+def run(args) -> dict:
+    torch.set_num_threads(args.threads)
+    cfg = load_config(args.config, args.tiny)
+    steps = args.steps if args.steps is not None else (1 if args.tiny else 3)
+    warmup = 1
+    results = {"cpu": measure(cfg, torch.device("cpu"), steps, warmup)}
+    if torch.cuda.is_available() and not args.cpu_only:
+        results["cuda"] = measure(cfg, torch.device("cuda"), max(steps, 10), 3)
+    m = cfg.model
+    return {
+        "benchmark": "train_throughput",
+        "machine": machine(args.threads),
+        "config": str(args.config) + (" (tiny model)" if args.tiny else ""),
+        "model": {"backbone": m.backbone, "image_size": m.image_size, "vertices": m.vertices},
+        "amp": cfg.run.amp,
+        "loss": {"num_samples": cfg.loss.num_samples, "silhouette": cfg.loss.silhouette, "depth": cfg.loss.depth},
+        "data": "training.synthetic.SyntheticViews (batches made before timing)",
+        "results": results,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = parser(__doc__)
+    p.add_argument("--config", default=str(DEFAULT_CONFIG.relative_to(REPO)), help="training config YAML")
+    p.add_argument("--steps", type=int, help="timed steps after one warm-up step (default 3; --tiny 1)")
+    p.add_argument("--cpu-only", action="store_true", help="skip CUDA even when present")
+    args = p.parse_args(argv)
+    if not str(args.config).startswith("/"):
+        args.config = str(REPO / args.config)
+    return emit(run(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Every benchmark in its --tiny configuration: it runs and prints one JSON object with sane values.
+
+No timing is asserted; this keeps a broken benchmark from going unnoticed.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import all as bench_all
+from bench import cold_start, inference, render_throughput, retrieval, train_throughput
+
+
+def _run(module, capsys, *argv) -> dict:
+    returned = module.main(["--tiny", *argv])
+    printed = json.loads(capsys.readouterr().out)  # exactly one JSON object on stdout
+    assert printed == json.loads(json.dumps(returned))
+    return printed
+
+
+def _positive(*values) -> None:
+    for v in values:
+        assert isinstance(v, (int, float)) and v > 0, values
+
+
+def _check_targets(result: dict, names: set[str]) -> None:
+    assert set(result["targets"]) == names
+    for t in result["targets"].values():
+        assert set(t) == {"value", "limit", "unit", "pass"} and isinstance(t["pass"], bool)
+        _positive(t["value"], t["limit"])
+
+
+def test_inference(capsys):
+    res = _run(inference, capsys, "--runs", "2", "--profile")
+    assert res["machine"]["torch_threads"] == 2 and res["model"]["trained"] is False
+    run = res["by_vertices"]["2562"]
+    assert run["output_vertices"] == 2562 and run["printable"]
+    _positive(run["end_to_end_ms"]["p50"], run["end_to_end_ms"]["p95"])
+    assert set(run["stages_p50_ms"]) == set(inference.STAGES)
+    for stage in ("encoder", "refiner_0", "refiner_1", "refiner_2", "repair", "check", "export_stl"):
+        _positive(run["stages_p50_ms"][stage])
+    floor = res["floor"]
+    _positive(floor["matmul_gflops"], floor["encoder_gflop"], floor["encoder_floor_ms"], floor["p50_over_floor"])
+    assert floor["network_gflop"] >= floor["encoder_gflop"]
+    _check_targets(res, {"p50_ms_2562", "p50_over_floor_2562"})
+    assert len(res["top_ops_2562"]) == 10 and all(op["self_ms"] >= 0 for op in res["top_ops_2562"])
+
+
+def test_stage_timer_accounts_for_the_network(tiny_model_path):
+    import torch
+
+    from recon_core.inference import Reconstructor
+
+    rec = Reconstructor.from_file(tiny_model_path)
+    timer = inference.StageTimer(rec.model)
+    with torch.inference_mode():
+        rec.model(torch.rand(1, 3, 64, 64), vertices=642)
+    times = timer.take()
+    timer.remove()
+    assert {"encoder", "coarse_head", "refiner_0", "refiner_1", "refiner_2", "network"} <= set(times)
+    assert sum(v for k, v in times.items() if k != "network") == pytest.approx(times["network"], rel=1e-6)
+    assert not rec.model._forward_hooks and not rec.model.encoder._forward_pre_hooks
+
+
+def test_cold_start(capsys):
+    res = _run(cold_start, capsys)
+    assert res["exit_codes"] == [0]
+    _positive(res["wall_s"]["median"], res["peak_rss_mb"]["max"], res["import_s"])
+    assert res["slowest_imports"] and all(i["seconds"] >= 0 for i in res["slowest_imports"])
+    _check_targets(res, {"wall_s", "peak_rss_mb"})
+
+
+def test_train_throughput(capsys):
+    res = _run(train_throughput, capsys, "--cpu-only")
+    cpu = res["results"]["cpu"]
+    assert cpu["batch_size"] == 2 and cpu["steps"] == 1
+    _positive(cpu["step_s"]["median"], cpu["images_per_s"])
+
+
+def test_retrieval(capsys):
+    res = _run(retrieval, capsys)
+    assert res["index_views"] == 500 and res["embedding_dim"] == 2048
+    _positive(res["embed_ms"]["p50"], res["query_ms"]["p50"], res["total_ms"]["p50"])
+
+
+@pytest.mark.blender
+def test_render_throughput(capsys):
+    pytest.importorskip("bpy")
+    res = _run(render_throughput, capsys)
+    assert res["views_rendered"] == res["views_written"] == 2
+    _positive(res["views_per_s"], res["views_per_s_with_startup"])
+
+
+def test_all_collects_results_and_errors(monkeypatch, capsys):
+    fake = {"inference": {"by_vertices": {"2562": {"end_to_end_ms": {"p50": 100.0}}},
+                          "targets": {"p50_ms_2562": {"value": 100.0, "limit": 150.0, "unit": "ms", "pass": True}}},
+            "retrieval": {"total_ms": {"p50": 5.0}},
+            "cold_start": {"error": "exit code 1"}}
+    calls = []
+
+    def run_benchmark(name, extra):
+        calls.append((name, extra))
+        return fake[name]
+
+    monkeypatch.setattr(bench_all, "run_benchmark", run_benchmark)
+    code = bench_all.main(["--tiny", "--only", "inference", "retrieval", "cold_start"])
+    res = json.loads(capsys.readouterr().out)
+    assert code == 1 and calls[0] == ("inference", ["--tiny", "--threads", "2"])
+    assert res["summary"]["p50_ms"] == {"ours_2562": 100.0, "retrieval_baseline": 5.0}
+    assert res["summary"]["all_pass"] is True and set(res["results"]) == {"inference", "retrieval", "cold_start"}
+
+
+def test_all_runs_a_benchmark_in_a_fresh_process():
+    res = bench_all.run_benchmark("retrieval", ["--tiny"])
+    assert res["benchmark"] == "retrieval" and res["total_ms"]["runs"] == 3
