@@ -42,7 +42,7 @@ def measure(cfg, device: torch.device, steps: int, warmup: int) -> dict:
     """Seconds per training step (after ``warmup`` steps) and images per second on ``device``."""
     from recon_core.model import build_model
     from training.synthetic import SyntheticViews
-    from training.train import _autocast, _collate, compute_loss
+    from training.train import _collate, train_step
 
     torch.manual_seed(cfg.run.seed)
     b = cfg.optim.batch_size
@@ -50,26 +50,11 @@ def measure(cfg, device: torch.device, steps: int, warmup: int) -> dict:
     batches = [_collate([data[i] for i in range(k * b, (k + 1) * b)]) for k in range(2)]
     batches = [{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in x.items()} for x in batches]
     model = build_model(cfg.model).to(device).train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if cfg.run.amp and device.type == "cuda" else None
 
     def step(batch):
-        with _autocast(device, cfg.run.amp):
-            out = model(batch["image"], category=batch["category"])
-        total, _ = compute_loss(model, out, batch, cfg)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(total).backward()
-            scaler.unscale_(optimizer)
-        else:
-            total.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
+        train_step(model, model, batch, optimizer, scaler, cfg, device)
         if device.type == "cuda":
             torch.cuda.synchronize()
 

@@ -9,7 +9,7 @@ One :class:`RefinerStage` (after Mesh R-CNN's mesh head, with attention in place
    projection on every level (bilinearly sampled), each with a learned embedding of
    its (level, offset);
 3. category-conditional normalisation, then graph convolutions over the mesh edges
-   (:class:`MeanGraphConv`), vertex positions re-appended after each;
+   (torch_geometric ``GraphConv`` with mean aggregation), vertex positions re-appended after each;
 4. a displacement: ``tanh`` of a zero-initialised linear layer (so an untrained stage
    is the identity), bounded by ``max_displacement`` times the vertex's mean incident
    edge length, then averaged with its neighbours' displacements, so a vertex cannot
@@ -21,11 +21,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch_geometric.nn import GraphConv
 
 from recon_core.camera import fit_projection
 from recon_core.topology import IcoTopology, mean_edge_length, neighbour_mean
 
-__all__ = ["CategoryNorm", "GraphImageAttention", "MeanGraphConv", "RefinerStage"]
+__all__ = ["CategoryNorm", "GraphImageAttention", "RefinerStage"]
 
 
 class CategoryNorm(nn.Module):
@@ -53,26 +54,6 @@ class CategoryNorm(nn.Module):
         scale = 1.0 + category_probs @ self.gamma  # (B, C)
         shift = category_probs @ self.beta
         return y * scale[:, None] + shift[:, None]
-
-
-class MeanGraphConv(nn.Module):
-    """Graph convolution with mean aggregation: ``y_i = W_rel mean_{j in N(i)} x_j + b + W_root x_i``.
-
-    The operator of torch_geometric's ``GraphConv(in_dim, out_dim, aggr="mean")`` (Morris et
-    al., "Weisfeiler and Leman Go Neural", AAAI 2019), with the same parameter names
-    (``lin_rel`` with bias, ``lin_root`` without), on batched meshes that share one
-    topology: no batched edge index and no scatter, one gather + ``index_add_`` per edge
-    direction (:func:`recon_core.topology.neighbour_mean`).
-    """
-
-    def __init__(self, in_dim: int, out_dim: int):
-        super().__init__()
-        self.lin_rel = nn.Linear(in_dim, out_dim)
-        self.lin_root = nn.Linear(in_dim, out_dim, bias=False)
-
-    def forward(self, x: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
-        """x: (B, V, in_dim); edges: (E, 2) undirected -> (B, V, out_dim)."""
-        return self.lin_rel(neighbour_mean(x, edges)) + self.lin_root(x)
 
 
 class GraphImageAttention(nn.Module):
@@ -160,7 +141,7 @@ class RefinerStage(nn.Module):
         self.attention = GraphImageAttention(prev_dim + 3, feature_dim, hidden_dim, levels, window, heads)
         self.bottleneck = nn.Linear(hidden_dim + prev_dim + 3, hidden_dim)
         self.norm = CategoryNorm(hidden_dim, num_categories, conditional=category_norm)
-        self.gconvs = nn.ModuleList([MeanGraphConv(hidden_dim + 3, hidden_dim) for _ in range(gconv_layers)])
+        self.gconvs = nn.ModuleList([GraphConv(hidden_dim + 3, hidden_dim, aggr="mean") for _ in range(gconv_layers)])
         self.offset = nn.Linear(hidden_dim + 3, 3)
         nn.init.zeros_(self.offset.weight)
         nn.init.zeros_(self.offset.bias)
@@ -194,10 +175,15 @@ class RefinerStage(nn.Module):
         attended = self.attention(query, pyramid, strides, uv, image_size)
         x = self.bottleneck(torch.cat([attended, query], dim=-1))
         x = F.relu(self.norm(x, category_probs))
-        edges = topology.edges(level)
+        b, v, _ = verts.shape
+        edge_index = topology.batched_edge_index(level, b)  # (2, 2 E b): the batch as one graph
+        flat_verts = verts.reshape(b * v, 3)
+        x = x.reshape(b * v, -1)
         for gconv in self.gconvs:
-            x = F.relu(gconv(torch.cat([x, verts], dim=-1), edges))
-        raw = torch.tanh(self.offset(torch.cat([x, verts], dim=-1)))
+            x = F.relu(gconv(torch.cat([x, flat_verts], dim=-1), edge_index))
+        raw = torch.tanh(self.offset(torch.cat([x, flat_verts], dim=-1))).reshape(b, v, 3)
+        x = x.reshape(b, v, -1)
+        edges = topology.edges(level)
         bound = self.max_displacement * mean_edge_length(verts.detach(), edges)  # (B, V, 1)
         step = raw * bound
         step = 0.5 * (step + neighbour_mean(step, edges))

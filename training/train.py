@@ -37,7 +37,7 @@ from recon_core.weights import atomic_write_bytes, load_model, save_model
 from training.config import TrainConfig, load_train_config
 from training.sampling import StepBatchSampler, category_item_weights
 
-__all__ = ["main", "train", "compute_loss"]
+__all__ = ["main", "train", "train_step", "compute_loss"]
 
 log = logging.getLogger("recon-train")
 
@@ -224,25 +224,11 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
         torch.manual_seed(cfg.run.seed * 1_000_003 + step * 101 + rank)  # point sampling: exact on resume
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, cfg)
-        with _autocast(device, cfg.run.amp):
-            out = ddp_model(batch["image"], category=batch["category"])
-        total, parts = compute_loss(model, out, batch, cfg)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(total).backward()
-            scaler.unscale_(optimizer)
-        else:
-            total.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
+        parts = train_step(model, ddp_model, batch, optimizer, scaler, cfg, device)
         step += 1
         if rank == 0:
             bar.update(1)
-            bar.set_postfix(loss=f"{parts['total']:.4f}", chamfer=f"{parts.get(f'chamfer/{len(out.levels) - 1}', 0):.4f}")
+            bar.set_postfix(loss=f"{parts['total']:.4f}", chamfer=f"{parts.get('chamfer/2', 0):.4f}")
             if step % cfg.run.log_every == 0 or step == start + 1:
                 row = {"step": step, "lr": _lr_at(step - 1, cfg), "seconds": round(time.perf_counter() - tic, 2), **parts}
                 if csv_writer is None:
@@ -269,6 +255,30 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
     if world > 1:
         dist.destroy_process_group()
     return out_dir
+
+
+def train_step(model, ddp_model, batch: dict, optimizer, scaler, cfg: TrainConfig, device: torch.device) -> dict[str, float]:
+    """One optimisation step on a collated batch (already on ``device``); returns the loss parts.
+
+    ``ddp_model`` is ``model`` or its DistributedDataParallel wrapper; ``scaler`` a CUDA
+    GradScaler or None.
+    """
+    with _autocast(device, cfg.run.amp):
+        out = ddp_model(batch["image"], category=batch["category"])
+    total, parts = compute_loss(model, out, batch, cfg)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(total).backward()
+        scaler.unscale_(optimizer)
+    else:
+        total.backward()
+    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.optim.grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return parts
 
 
 def _prune_snapshots(folder: Path, keep: int) -> None:
