@@ -65,4 +65,4 @@ def test_height_mm_scales_the_mesh(tiny_config):
     rec = _wild_model(tiny_config, 1, 0.05)
     rgb, _ = _image(np.random.default_rng(1), "shape")
     result = rec.reconstruct(rgb, None, vertices=642, height_mm=123.0)
-    assert np.ptp(result.verts[:, 1]) == pytest.approx(123.0, rel=1e-9)
+    assert np.ptp(result.verts[:, 1]) == pytest.approx(123.0, rel=1e-6)  # float32-exact vertices

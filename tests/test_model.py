@@ -100,6 +100,7 @@ def test_neighbour_mean_against_loops():
     assert torch.allclose(neighbour_mean(x, topo.edges(2))[0], expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("norm", ["batch", "frozen"])
 def test_fold_batchnorm_keeps_the_encoder_output(tiny_config, norm):
     torch.manual_seed(0)
     model = build_model(ModelConfig(**{**tiny_config.to_dict(), "backbone_norm": norm}))
