@@ -43,3 +43,17 @@ def test_wrong_shape_message(tmp_path, tiny_config):
 def test_missing_config_message(tmp_path):
     with pytest.raises(WeightsError, match="Model config not found"):
         load_model(tmp_path / "nothing")
+
+
+def test_atomic_write_gives_usual_permissions(tmp_path):
+    import os
+
+    from recon_core.weights import atomic_write_bytes
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "f.bin", b"abc")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "f.bin").read_bytes() == b"abc"
+    assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644
