@@ -70,17 +70,17 @@ def compute_loss(model, out: ReconOutput, batch: dict, cfg: TrainConfig) -> tupl
                                       silhouette=target, render=render)
         total = total + loss / n_stages
         for k, v in stage_parts.items():
-            parts[f"{k}/{i}"] = float(v)
+            parts[f"{k}/{i}"] = float(v.detach())
     coarse = model.topology.meshes(out.coarse_verts.float(), out.coarse_level)
     coarse_loss, coarse_parts = mesh_loss(coarse, points, normals, LossWeights(chamfer=1.0, normal=0.0, edge=0.0,
                                                                                 laplacian=0.0, silhouette=0.0, depth=0.0),
                                           num_samples=lc.num_samples)
     total = total + lc.coarse * coarse_loss
-    parts["chamfer/coarse"] = float(coarse_parts["chamfer"])
+    parts["chamfer/coarse"] = float(coarse_parts["chamfer"].detach())
     ce = F.cross_entropy(out.category_logits.float(), batch["category"], ignore_index=-1)
     total = total + lc.category * ce
-    parts["category"] = float(ce)
-    parts["total"] = float(total)
+    parts["category"] = float(ce.detach())
+    parts["total"] = float(total.detach())
     return total, parts
 
 
