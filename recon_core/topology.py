@@ -101,14 +101,10 @@ def neighbour_mean(x: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     Returns:
         (B, V, C).
     """
-    b, v, c = x.shape
     total = torch.zeros_like(x)
     total.index_add_(1, edges[:, 0], x[:, edges[:, 1]])
     total.index_add_(1, edges[:, 1], x[:, edges[:, 0]])
-    degree = torch.zeros(v, device=x.device, dtype=x.dtype)
-    ones = torch.ones(edges.shape[0], device=x.device, dtype=x.dtype)
-    degree.index_add_(0, edges[:, 0], ones).index_add_(0, edges[:, 1], ones)
-    return total / degree.clamp_min(1).view(1, v, 1)
+    return total / _degree(edges, x.shape[1], x)
 
 
 def mean_edge_length(verts: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
@@ -125,7 +121,10 @@ def mean_edge_length(verts: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     length = (verts[:, edges[:, 0]] - verts[:, edges[:, 1]]).norm(dim=-1, keepdim=True)  # (B, E, 1)
     total = torch.zeros(b, v, 1, device=verts.device, dtype=verts.dtype)
     total.index_add_(1, edges[:, 0], length).index_add_(1, edges[:, 1], length)
-    degree = torch.zeros(v, device=verts.device, dtype=verts.dtype)
-    ones = torch.ones(edges.shape[0], device=verts.device, dtype=verts.dtype)
-    degree.index_add_(0, edges[:, 0], ones).index_add_(0, edges[:, 1], ones)
-    return total / degree.clamp_min(1).view(1, v, 1)
+    return total / _degree(edges, v, verts)
+
+
+def _degree(edges: torch.Tensor, num_verts: int, like: torch.Tensor) -> torch.Tensor:
+    """(1, V, 1) number of edges at each vertex (at least 1), in ``like``'s dtype and device."""
+    degree = torch.bincount(edges.reshape(-1), minlength=num_verts).to(like.dtype).clamp_min(1)
+    return degree.view(1, num_verts, 1)
