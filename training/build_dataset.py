@@ -79,6 +79,7 @@ def ensure_packages(cache: Path, packages: tuple[str, ...] = PACKAGES) -> Path:
     Returns ``cache/extracted``, holding one folder per package. Raises ``RuntimeError``
     naming the command that failed.
     """
+    cache = cache.resolve()  # the commands below run inside debs/: relative paths would break
     debs, extracted = cache / "debs", cache / "extracted"
     debs.mkdir(parents=True, exist_ok=True)
     extracted.mkdir(parents=True, exist_ok=True)
