@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -72,3 +73,29 @@ def test_shapenet_folder_round_trip(tmp_path):
     assert abs(np.linalg.norm(np.ptp(v, axis=0)) - 1) < 1e-5
     np.testing.assert_allclose(v.min(0) + v.max(0), 0, atol=1e-5)
     assert (out / "summary.md").exists()
+
+
+def test_packages_extract_with_a_relative_cache_path(tmp_path, monkeypatch):
+    """apt-get and dpkg run inside debs/: every path they get must still point to the right place."""
+    import training.build_dataset as bd
+
+    monkeypatch.chdir(tmp_path)
+    calls = []
+
+    def fake_run(cmd, cwd):
+        calls.append((cmd, Path(cwd)))
+        if cmd[0] == "apt-get":
+            (Path(cwd) / f"{cmd[-1]}_1.0_all.deb").write_bytes(b"deb")
+        else:  # dpkg -x FILE DIR, resolved from cwd as the real command would
+            deb, dest = (Path(cwd) / cmd[2]), (Path(cwd) / cmd[3])
+            assert deb.is_file(), f"dpkg would not find {cmd[2]} from {cwd}"
+            (dest / "usr").mkdir(parents=True)
+
+    monkeypatch.setattr(bd, "_run", fake_run)
+    extracted = bd.ensure_packages(Path("data/cache"), ("pkg-a", "pkg-b"))
+    assert sorted(p.name for p in extracted.iterdir()) == ["pkg-a", "pkg-b"]
+    assert (tmp_path / "data/cache/extracted/pkg-a/usr").is_dir()
+    assert len(calls) == 4
+    calls.clear()
+    bd.ensure_packages(Path("data/cache"), ("pkg-a", "pkg-b"))  # cached: nothing runs
+    assert calls == []
