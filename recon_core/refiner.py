@@ -85,25 +85,53 @@ class GraphImageAttention(nn.Module):
         self.register_buffer("offsets", grid, persistent=False)
 
     def sample_cells(self, maps: list[torch.Tensor], strides: tuple[int, ...], uv: torch.Tensor, image_size: int):
-        """Bilinearly sample the patches: uv (B, V, 2) pixels -> (B, V, levels * W * W, C) for maps (B, C, h, w)."""
-        b, v, _ = uv.shape
-        n = self.offsets.shape[0]
+        """Bilinearly sample the patches: uv (B, V, 2) pixels -> one (B, C, V, W*W) tensor per map (B, C, h, w)."""
         cells = []
         for fmap, stride in zip(maps, strides):
             pts = uv[:, :, None, :] + self.offsets[None, None] * stride  # (B, V, W*W, 2) pixels
             grid = pts / image_size * 2.0 - 1.0  # align_corners=False: -1 and 1 are the image's outer edges
-            sampled = F.grid_sample(fmap, grid.reshape(b, v * n, 1, 2), align_corners=False)  # (B, C, V*n, 1)
-            cells.append(sampled.reshape(b, -1, v, n))
-        return torch.cat(cells, dim=3).permute(0, 2, 3, 1)
+            cells.append(F.grid_sample(fmap, grid, align_corners=False))  # (B, C, V, W*W)
+        return cells
 
     def forward(self, query: torch.Tensor, pyramid: list[torch.Tensor], strides, uv: torch.Tensor, image_size: int):
-        """query: (B, V, query_dim); uv: (B, V, 2) pixels -> (B, V, out_dim)."""
+        """query: (B, V, query_dim); uv: (B, V, 2) pixels -> (B, V, out_dim).
+
+        The sampled cells stay in grid_sample's (B, C, V, n) layout, level by level, and the
+        cell embeddings enter through their own small products (``q . (k + e) = q . k + q . e``),
+        so the large (B, V, levels * n, C) tensor of keys and values is never assembled.
+        """
+        b, v, _ = query.shape
+        h = self.heads
+        d = self.out_dim // h
+        n = self.offsets.shape[0]
+        kv_maps = [self.to_kv(fmap) for fmap in pyramid]
+        cells = self.sample_cells(kv_maps, strides, uv, image_size)  # levels x (B, 2*out, V, n)
+        emb = self.cell_embedding.reshape(len(cells), n, 2, h, d)
+        q = self.to_q(query).reshape(b, v, h, d) / d ** 0.5  # (B, V, h, d)
+        keys, values, scores = [], [], []
+        for level, sampled in enumerate(cells):
+            k, val = sampled.reshape(b, 2, h, d, v, n).unbind(dim=1)  # (B, h, d, V, n) each
+            keys.append(k)
+            values.append(val)
+            s = torch.einsum("bvhd,bhdvn->bvhn", q, k) + torch.einsum("bvhd,nhd->bvhn", q, emb[level, :, 0].to(q.dtype))
+            scores.append(s)
+        weights = torch.cat(scores, dim=-1).softmax(dim=-1).split(n, dim=-1)  # levels x (B, V, h, n)
+        attended = 0
+        for level, (a, val) in enumerate(zip(weights, values)):
+            attended = attended + torch.einsum("bvhn,bhdvn->bvhd", a, val) + torch.einsum(
+                "bvhn,nhd->bvhd", a, emb[level, :, 1].to(a.dtype))
+        return self.out(attended.reshape(b, v, -1))
+
+    def forward_reference(self, query: torch.Tensor, pyramid: list[torch.Tensor], strides, uv: torch.Tensor,
+                          image_size: int) -> torch.Tensor:
+        """The same attention written plainly: all cells of all levels as one key/value set (tests)."""
         b, v, _ = query.shape
         kv_maps = [self.to_kv(fmap) for fmap in pyramid]
-        cells = self.sample_cells(kv_maps, strides, uv, image_size) + self.cell_embedding  # (B, V, N, 2*out)
+        cells = torch.cat(self.sample_cells(kv_maps, strides, uv, image_size), dim=3).permute(0, 2, 3, 1)
+        cells = cells + self.cell_embedding  # (B, V, levels * n, 2 * out)
         h = self.heads
         k, val = cells.reshape(b, v, cells.shape[2], 2, h, -1).unbind(dim=3)  # (B, V, N, h, d) each
-        q = self.to_q(query).reshape(b, v, h, -1)  # (B, V, h, d)
+        q = self.to_q(query).reshape(b, v, h, -1)
         scores = torch.einsum("bvhd,bvnhd->bvhn", q, k) / q.shape[-1] ** 0.5
         attended = torch.einsum("bvhn,bvnhd->bvhd", scores.softmax(dim=-1), val)
         return self.out(attended.reshape(b, v, -1))

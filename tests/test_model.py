@@ -141,3 +141,23 @@ def test_reconstructor_runs_the_folded_channels_last_encoder(tiny_model_path):
         (p_fast, g_fast), (p_ref, g_ref) = rec.model.encoder(images), plain.encoder(images)
     for a, b in zip([*p_fast, g_fast], [*p_ref, g_ref]):
         assert torch.allclose(a, b, atol=1e-5 * float(b.abs().max()), rtol=1e-5)
+
+
+@pytest.mark.parametrize("window,heads", [(1, 1), (2, 4), (3, 2)])
+def test_attention_equals_the_plain_all_cells_attention(window, heads):
+    """The level-by-level attention (no assembled key tensor) = softmax over all cells at once."""
+    from recon_core.refiner import GraphImageAttention
+
+    torch.manual_seed(window * 10 + heads)
+    att = GraphImageAttention(query_dim=11, feature_dim=8, out_dim=8, levels=3, window=window, heads=heads)
+    torch.nn.init.normal_(att.cell_embedding, std=1.0)  # large, so a misplaced embedding would show
+    size, strides = 32, (4, 8, 16)
+    pyramid = [torch.randn(2, 8, size // s, size // s) for s in strides]
+    query = torch.randn(2, 50, 11, requires_grad=True)
+    uv = torch.rand(2, 50, 2) * size
+    fast = att(query, pyramid, strides, uv, size)
+    slow = att.forward_reference(query, pyramid, strides, uv, size)
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
+    (g_fast,) = torch.autograd.grad(fast.square().sum(), query)
+    (g_slow,) = torch.autograd.grad(slow.square().sum(), query)
+    torch.testing.assert_close(g_fast, g_slow, rtol=1e-4, atol=1e-6)
