@@ -260,7 +260,7 @@ def _narrow_phase(
     return hit
 
 
-def _candidate_pairs(lo: np.ndarray, hi: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _candidate_pairs(lo: np.ndarray, hi: np.ndarray, active: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Uniform-grid broad phase: yield batches of face pairs whose boxes overlap.
 
     Each face is entered in every grid cell its box overlaps; a pair is reported only by
@@ -269,6 +269,7 @@ def _candidate_pairs(lo: np.ndarray, hi: np.ndarray) -> Iterator[tuple[np.ndarra
 
     Args:
         lo, hi: (F, 3) float64 corners of the (already inflated) face bounding boxes.
+        active: optional (F,) bool: keep only pairs with at least one active face.
 
     Yields:
         ``(i, j)``: two (K,) int64 arrays with ``i < j``, at most about ``_CHUNK_PAIRS`` long.
@@ -315,6 +316,9 @@ def _candidate_pairs(lo: np.ndarray, hi: np.ndarray) -> Iterator[tuple[np.ndarra
         a = np.repeat(np.arange(first, last), counts)
         b = a + 1 + np.arange(len(a)) - np.repeat(np.cumsum(counts) - counts, counts)
         fa, fb = face_of[a], face_of[b]
+        if active is not None:
+            keep = active[fa] | active[fb]
+            fa, fb, a = fa[keep], fb[keep], a[keep]
         for axis in range(3):  # one axis at a time, on the survivors: cheaper than (N, 3) gathers
             lo_a, lo_b = lo[fa, axis], lo[fb, axis]
             keep = (lo_a <= hi[fb, axis]) & (lo_b <= hi[fa, axis])
@@ -332,6 +336,7 @@ def self_intersections(
     deg_rel_tol: float = DEGENERATE_REL_TOL,
     fold_angle: float = FOLD_ANGLE,
     max_pairs: int | None = None,
+    active: np.ndarray | None = None,
 ) -> np.ndarray:
     """Face pairs of a triangle mesh that intersect (see the module docstring).
 
@@ -347,6 +352,8 @@ def self_intersections(
         fold_angle: opening angle (radians) at or below which edge-adjacent faces fold.
         max_pairs: stop early once at least this many pairs are found (the result then
             holds at least ``max_pairs`` of them); None finds all.
+        active: optional (F,) bool mask: only pairs with at least one active face are
+            tested (an incremental re-check after moving the active faces' vertices).
 
     Returns:
         (K, 2) int64 array of face indices, ``pairs[:, 0] < pairs[:, 1]``, sorted by rows
@@ -357,6 +364,12 @@ def self_intersections(
             finite.
     """
     verts, faces = _validate_mesh(verts, faces)
+    if active is not None:
+        active = np.asarray(active, dtype=bool)
+        if active.shape != (len(faces),):
+            raise ValueError(f"active must have shape (F,) = ({len(faces)},), got {active.shape}")
+        if not active.any():
+            return np.zeros((0, 2), dtype=np.int64)
     length = _reference_length(verts, faces)
     tol, deg_tol = rel_tol * length, deg_rel_tol * length
     tris = verts[faces]  # (F, 3, 3)
@@ -366,7 +379,7 @@ def self_intersections(
     sin_fold = math.sin(fold_angle)
     found: list[np.ndarray] = []
     n_found = 0
-    for i, j in _candidate_pairs(tris.min(1) - tol, tris.max(1) + tol):
+    for i, j in _candidate_pairs(tris.min(1) - tol, tris.max(1) + tol, active):
         hit = _narrow_phase(faces, tris, normals, offsets, degenerate, i, j, sin_fold)
         found.append(np.stack([i[hit], j[hit]], 1))
         n_found += int(hit.sum())

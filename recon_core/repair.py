@@ -184,12 +184,15 @@ def _sanitise(verts: np.ndarray, adj: csr_matrix, log: RepairLog) -> np.ndarray:
     return verts
 
 
-def _defective_faces(verts: np.ndarray, faces: np.ndarray, cap: int) -> tuple[np.ndarray | None, int, int | None]:
+def _defective_faces(
+    verts: np.ndarray, faces: np.ndarray, cap: int, active: np.ndarray | None = None
+) -> tuple[np.ndarray | None, int, int | None]:
     """Mask of intersecting or degenerate faces, the pair count and the degenerate count.
 
-    Past ``cap`` pairs the mask and the degenerate count are None.
+    With ``active`` (F,) bool, only pairs with an active face are tested (see
+    :func:`_untangle`). Past ``cap`` pairs the mask and the degenerate count are None.
     """
-    pairs = self_intersections(verts, faces, max_pairs=cap)
+    pairs = self_intersections(verts, faces, max_pairs=cap, active=active)
     if len(pairs) >= cap:
         return None, len(pairs), None
     mask = degenerate_faces(verts, faces)
@@ -199,7 +202,15 @@ def _defective_faces(verts: np.ndarray, faces: np.ndarray, cap: int) -> tuple[np
 
 
 def _untangle(verts: np.ndarray, faces: np.ndarray, adj: csr_matrix, mask: np.ndarray, log: RepairLog) -> np.ndarray | None:
-    """Local Laplacian smoothing around defective faces until none is left, or None."""
+    """Local Laplacian smoothing around defective faces until none is left, or None.
+
+    ``mask`` must mark *every* intersecting or degenerate face. Each round smooths a region
+    holding all of them, then re-tests only the pairs with a face touching the region: a
+    pair of untouched faces kept its geometry, was not intersecting (else both faces would
+    have been marked), and smoothing (convex combinations of neighbours) cannot grow the
+    bounding box that sets the contact tolerance. The caller still runs the full check on
+    the result.
+    """
     verts = verts.copy()
     cap = max(len(faces), 16)
     for round_ in range(_UNTANGLE_ROUNDS):
@@ -213,7 +224,7 @@ def _untangle(verts: np.ndarray, faces: np.ndarray, adj: csr_matrix, mask: np.nd
         for _ in range(_UNTANGLE_ITERATIONS):
             verts[rows] = (sub @ verts) / degree
         log.untangle_rounds = round_ + 1
-        mask, _, _ = _defective_faces(verts, faces, cap)
+        mask, _, _ = _defective_faces(verts, faces, cap, active=region[faces].any(1))
         if mask is None:
             return None
         if not mask.any():
@@ -370,7 +381,7 @@ def _candidates(verts, faces, adj, directions, fallback_size, log):
         log.note(f"{n_pairs} intersecting face pairs, {log.input_degenerate_faces} degenerate faces")
         untangled = _untangle(verts, faces, adj, mask, log)
         if untangled is not None:
-            yield "untangled", untangled, True
+            yield "untangled", untangled, False  # re-checked incrementally: the full check decides
         else:
             log.note(f"local untangling failed after {log.untangle_rounds} rounds")
     else:

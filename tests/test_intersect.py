@@ -165,6 +165,21 @@ class TestSpheres:
         early = self_intersections(verts, faces, max_pairs=10)
         assert 10 <= len(early) < total
 
+    @pytest.mark.parametrize("seed", range(4))
+    def test_active_subset_is_the_full_result_restricted(self, seed):
+        """Only pairs touching an active face: exactly the naive pairs with one active face."""
+        rng = np.random.default_rng(50 + seed)
+        verts, faces = _sphere(2)
+        verts = verts + rng.normal(scale=0.2, size=verts.shape)
+        active = rng.uniform(size=len(faces)) < 0.1
+        naive = self_intersections_naive(verts, faces)
+        expected = naive[active[naive[:, 0]] | active[naive[:, 1]]]
+        assert len(expected) > 0 and len(expected) < len(naive)  # the subset is a real restriction
+        np.testing.assert_array_equal(self_intersections(verts, faces, active=active), expected)
+        assert len(self_intersections(verts, faces, active=np.zeros(len(faces), bool))) == 0
+        with pytest.raises(ValueError, match="active must have shape"):
+            self_intersections(verts, faces, active=active[:-1])
+
     def test_5k_faces_is_fast(self):
         verts, faces = _sphere(4)
         self_intersections(verts, faces)
