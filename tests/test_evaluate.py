@@ -371,6 +371,10 @@ def test_curve_over_checkpoints(dataset, tmp_path):
     save_model(model, ckpts / "step_100", {"step": 100})
     for ext in (".safetensors", ".json"):  # the same weights again, at a later step
         (ckpts / f"step_200{ext}").write_bytes((ckpts / f"step_100{ext}").read_bytes())
+    # a run started --init-from a 1,400-step model: its JSON counts all the steps in the weights
+    (ckpts / "step_000100.safetensors").write_bytes((ckpts / "step_100.safetensors").read_bytes())
+    (ckpts / "step_000100.json").write_text(json.dumps({**json.loads((ckpts / "step_100.json").read_text()),
+                                                        "steps": 1500, "run_step": 100}))
     (ckpts / "step_300.safetensors").write_bytes(b"")  # no .json: ignored
     out = tmp_path / "curve"
     rc = ev.main(["--curve", str(ckpts), "--curve-limit", "1", "--shapenet", str(shapenet), "--renders", str(renders),
@@ -378,7 +382,7 @@ def test_curve_over_checkpoints(dataset, tmp_path):
     assert rc == 0
     with open(out / "curve.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [int(r["step"]) for r in rows] == [100, 200]
+    assert [int(r["step"]) for r in rows] == [100, 200, 1500]
     assert all(0 <= float(r["F1@0.3"]) <= 1 for r in rows)
     with Image.open(out / "curve.png") as im:
         assert im.size[0] > 100

@@ -52,6 +52,20 @@ def _params(stem: Path) -> torch.Tensor:
     return torch.cat([p.detach().flatten().float() for p in model.parameters()])
 
 
+def test_init_from_counts_the_steps_already_in_the_weights(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    _finish(_run(first, ["optim.batch_size=2", "optim.steps=2", "run.checkpoint_every=2", "run.amp=false"]))
+    start = first / "snapshots" / "step_000002"
+    args = [*TINY_ARGS, f"run.out={second}", "optim.batch_size=2", "optim.steps=3", "run.checkpoint_every=3",
+            "run.amp=false"]
+    proc = subprocess.run([sys.executable, str(REPO / "training" / "train.py"), "--init-from", str(start), *args],
+                          cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, meta = load_model(second / "snapshots" / "step_000003")
+    assert (meta["steps"], meta["run_step"], meta["init_steps"]) == (5, 3, 2)
+    assert torch.load(second / "checkpoint.pt", weights_only=True)["init_steps"] == 2  # survives --resume
+
+
 def test_amp_step_runs_on_cpu(tmp_path):
     out = tmp_path / "amp"
     _finish(_run(out, ["optim.batch_size=4", "optim.steps=2", "run.checkpoint_every=2", "run.amp=true"]))

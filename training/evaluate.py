@@ -917,14 +917,22 @@ _STEP_RE = re.compile(r"step_(\d+)$")
 
 
 def checkpoint_steps(folder: str | Path) -> list[tuple[int, Path]]:
-    """``(step, stem)`` of every ``step_*.safetensors`` with its ``.json`` in ``folder``, by step."""
+    """``(step, stem)`` of every ``step_*.safetensors`` with its ``.json`` in ``folder``, by step.
+
+    The step is the JSON's ``steps`` (training steps in the weights, those of an
+    ``--init-from`` model included) when it has one, else the number in the file name.
+    """
     folder = Path(folder)
     _check_folder(folder, "checkpoints", "--curve")
     out = []
     for p in folder.glob("step_*.safetensors"):
         m = _STEP_RE.match(p.stem)
         if m and p.with_suffix(".json").is_file():
-            out.append((int(m.group(1)), p.with_suffix("")))
+            try:
+                steps = json.loads(p.with_suffix(".json").read_text()).get("steps")
+            except (OSError, ValueError, AttributeError):
+                steps = None
+            out.append((int(steps) if isinstance(steps, int) else int(m.group(1)), p.with_suffix("")))
     if not out:
         raise DataError(f"No step_*.safetensors checkpoints (with their .json) in {folder}; "
                         "point --curve at the training run's checkpoints folder.")

@@ -7,7 +7,8 @@
 
 Writes to ``run.out``: ``checkpoint.pt`` (model, optimiser, scaler, step; atomically,
 every ``run.checkpoint_every`` steps), ``snapshots/step_N.safetensors`` + ``.json``
-(model only, for the learning curve and for shipping), ``log.csv`` (loss parts per
+(model only, for the learning curve and for shipping; the JSON's ``steps`` counts the
+steps of an ``--init-from`` model too, ``run_step`` this run's alone), ``log.csv`` (loss parts per
 logged step), TensorBoard events when tensorboard is installed, and ``config.yaml``.
 """
 
@@ -125,12 +126,13 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
     return o.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def _save_checkpoint(path: Path, model, optimizer, scaler, step: int) -> None:
+def _save_checkpoint(path: Path, model, optimizer, scaler, step: int, init_steps: int = 0) -> None:
     import io
 
     buf = io.BytesIO()
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else {}, "step": step}, buf)
+                "scaler": scaler.state_dict() if scaler is not None else {}, "step": step,
+                "init_steps": init_steps}, buf)
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -166,10 +168,12 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
                                 num_points=cfg.data.num_points, augment=cfg.data.augment, seed=cfg.run.seed)
 
     model = build_model(cfg.model)
+    init_steps = 0  # training steps already in the weights we start from
     if init_from:
-        init_model, _ = load_model(init_from)
+        init_model, init_meta = load_model(init_from)
         model.load_state_dict(init_model.state_dict())
-        log.info("initialised from %s", init_from)
+        init_steps = int(init_meta.get("steps") or 0)
+        log.info("initialised from %s (%d steps)", init_from, init_steps)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
@@ -187,6 +191,7 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
         if scaler is not None and state["scaler"]:
             scaler.load_state_dict(state["scaler"])
         start = int(state["step"])
+        init_steps = int(state.get("init_steps", 0))
         log.info("resumed from step %d", start)
 
     ddp_model = model
@@ -242,8 +247,9 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
                         writer.add_scalar(f"loss/{k}", v, step)
         if step % cfg.run.checkpoint_every == 0 or step == cfg.optim.steps:
             if rank == 0:
-                _save_checkpoint(ckpt_path, model, optimizer, scaler, step)
-                save_model(model, out_dir / "snapshots" / f"step_{step:06d}", {"steps": step, "trained": True})
+                _save_checkpoint(ckpt_path, model, optimizer, scaler, step, init_steps)
+                save_model(model, out_dir / "snapshots" / f"step_{step:06d}",
+                           {"steps": init_steps + step, "run_step": step, "init_steps": init_steps, "trained": True})
                 _prune_snapshots(out_dir / "snapshots", cfg.run.snapshots)
             if world > 1:
                 dist.barrier()
