@@ -384,5 +384,20 @@ def test_curve_over_checkpoints(dataset, tmp_path):
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [100, 200, 1500]
     assert all(0 <= float(r["F1@0.3"]) <= 1 for r in rows)
+
+    # the earlier curve of the run the weights came from: its rows before this run's first step are kept
+    earlier = tmp_path / "earlier.csv"
+    earlier.write_text("step,F1@0.3,Chamfer-L2,printable,n\n50,0.125,2.5,1.0,1\n1400,0.25,2.0,1.0,1\n")
+    out2 = tmp_path / "curve2"
+    rc = ev.main(["--curve", str(ckpts), "--curve-limit", "1", "--curve-earlier", str(earlier), "--shapenet",
+                  str(shapenet), "--renders", str(renders), "--out", str(out2), "--samples", "500", "--no-progress"])
+    assert rc == 0
+    with open(out2 / "curve.csv") as f:
+        merged = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in merged] == [50, 100, 200, 1500] and merged[0]["F1@0.3"] == "0.125"
+    earlier.write_text("step,F1@0.3,Chamfer-L2,printable,n\n50,0.125,2.5,1.0,13\n")  # other images
+    rc = ev.main(["--curve", str(ckpts), "--curve-limit", "1", "--curve-earlier", str(earlier), "--shapenet",
+                  str(shapenet), "--renders", str(renders), "--out", str(out2), "--samples", "500", "--no-progress"])
+    assert rc == 2
     with Image.open(out / "curve.png") as im:
         assert im.size[0] > 100

@@ -1062,15 +1062,36 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--curve", metavar="DIR",
                    help="evaluate every step_*.safetensors in DIR; writes curve.csv and curve.png")
     p.add_argument("--curve-limit", type=int, default=24, help="images used for --curve (default: 24)")
+    p.add_argument("--curve-earlier", metavar="CSV",
+                   help="a curve.csv of the earlier steps (e.g. docs/f1_curve.csv, measured on the same images "
+                        "before an --init-from run): its rows before this run's first step are kept")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--debug", action="store_true", help="full tracebacks and debug logging")
     return p
 
 
+def _read_curve_csv(path: str | Path) -> list[dict]:
+    """Rows of a curve.csv written by ``--curve`` (step, F1@0.3, Chamfer-L2, printable, n)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"--curve-earlier: {path} does not exist; give a curve.csv written by --curve.")
+    try:
+        with open(path, newline="") as f:
+            return [{"step": int(r["step"]), "F1@0.3": float(r["F1@0.3"]), "Chamfer-L2": float(r["Chamfer-L2"]),
+                     "printable": float(r["printable"]), "n": int(r["n"])} for r in csv.DictReader(f)]
+    except (KeyError, ValueError, TypeError) as err:
+        raise DataError(f"--curve-earlier: {path} is not a curve.csv written by --curve ({err}).") from None
+
+
 def _run_curve(args: argparse.Namespace, test: list[ModelEntry], out: Path) -> int:
     checkpoints = checkpoint_steps(args.curve)
     samples = select_samples(test, 1, args.curve_limit, args.sketches)
+    earlier = _read_curve_csv(args.curve_earlier) if args.curve_earlier else []
+    if any(r["n"] != len(samples) for r in earlier):
+        raise DataError(f"--curve-earlier: {args.curve_earlier} was measured on other images than these "
+                        f"{len(samples)}; use the same --curve-limit (and data set).")
     rows = evaluate_curve(checkpoints, samples, args.samples, progress=not args.no_progress)
+    rows = [r for r in earlier if r["step"] < rows[0]["step"]] + rows
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "curve.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["step", "F1@0.3", "Chamfer-L2", "printable", "n"])
