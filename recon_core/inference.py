@@ -180,4 +180,3 @@ def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike) -
     except OSError as err:
         raise ExportError(f"Cannot write {path}: {err.strerror or err}. Choose a writable location.") from None
     return path
-

@@ -108,10 +108,9 @@ class GraphImageAttention(nn.Module):
         cells = self.sample_cells(kv_maps, strides, uv, image_size)  # levels x (B, 2*out, V, n)
         emb = self.cell_embedding.reshape(len(cells), n, 2, h, d)
         q = self.to_q(query).reshape(b, v, h, d) / d ** 0.5  # (B, V, h, d)
-        keys, values, scores = [], [], []
+        values, scores = [], []
         for level, sampled in enumerate(cells):
             k, val = sampled.reshape(b, 2, h, d, v, n).unbind(dim=1)  # (B, h, d, V, n) each
-            keys.append(k)
             values.append(val)
             s = torch.einsum("bvhd,bhdvn->bvhn", q, k) + torch.einsum("bvhd,nhd->bvhn", q, emb[level, :, 0].to(q.dtype))
             scores.append(s)

@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    sphere = IcoTopology(2, 4).sphere(4).double().numpy()  # the directions of the fitted topology (repair)
     rows = []
     for s in tqdm(samples, desc="fit", unit="shape"):
         _, _, cam, _ = load_view(s.entry, s.view)
@@ -114,7 +115,6 @@ def main(argv: list[str] | None = None) -> int:
         mesh = Meshes([torch.tensor(gt.verts, dtype=torch.float32)], [torch.tensor(np.asarray(gt_f))])
         pts, nrm = sample_points_from_meshes(mesh, 5000, return_normals=True)
         verts, faces = fit_sphere(pts[0], nrm[0], cfg.loss, steps=args.steps, seed=s.seed)
-        sphere = IcoTopology(2, 4).sphere(4).double().numpy()  # the directions of the fitted topology
         verts, faces, repair = make_printable(verts, faces, smooth_iterations=SMOOTH_ITERATIONS, sphere_verts=sphere)
         try:
             (score,) = score_meshes([Prediction(verts, faces)], gt, num_samples=args.samples, seed=s.seed)
