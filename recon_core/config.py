@@ -39,7 +39,8 @@ class ModelConfig:
     fpn_channels: int = 128
     """Channels of every feature-pyramid level."""
     coarse: str = "ico_sphere"
-    """Coarse shape: "ico_sphere" (deformed sphere) or "template" (plus a learned per-category template)."""
+    """Coarse shape: "ico_sphere" (deformed sphere), "template" (plus a learned per-category template) or
+    "retrieval" (the template of the nearest training view, from the model's bank: recon_core.retrieval)."""
     ico_level: int = 2
     """Level of the coarse ico-sphere (2: 162 vertices)."""
     sphere_radius: float = 0.3
@@ -62,14 +63,24 @@ class ModelConfig:
     """Category-conditional normalisation (per-category scale and shift) in the refiner."""
     num_categories: int = 13
     """Number of categories (recon_core.categories.CATEGORIES)."""
+    prior_templates: int = 0
+    """coarse="retrieval": number of templates (training models) in the bank."""
+    prior_views: int = 0
+    """coarse="retrieval": number of indexed training views in the bank."""
+    prior_dim: int = 128
+    """coarse="retrieval": principal components of the retrieval embedding kept in the bank."""
+    prior_level: int = 4
+    """coarse="retrieval": ico level of the bank's templates (4: 2,562 vertices)."""
 
     def __post_init__(self) -> None:
         if self.backbone not in ("resnet18", "resnet34", "resnet50"):
             raise ValueError(f"backbone must be resnet18, resnet34 or resnet50, got {self.backbone!r}")
         if self.backbone_norm not in ("batch", "group", "frozen"):
             raise ValueError(f"backbone_norm must be batch, group or frozen, got {self.backbone_norm!r}")
-        if self.coarse not in ("ico_sphere", "template"):
-            raise ValueError(f"coarse must be 'ico_sphere' or 'template', got {self.coarse!r}")
+        if self.coarse not in ("ico_sphere", "template", "retrieval"):
+            raise ValueError(f"coarse must be 'ico_sphere', 'template' or 'retrieval', got {self.coarse!r}")
+        if self.coarse == "retrieval" and self.prior_level < self.ico_level:
+            raise ValueError(f"prior_level ({self.prior_level}) must be at least ico_level ({self.ico_level})")
         if self.vertices not in VERTEX_SCHEDULES:
             raise ValueError(f"vertices must be one of {sorted(VERTEX_SCHEDULES)}, got {self.vertices}")
         if self.image_size < 32:

@@ -23,6 +23,7 @@ from recon_core.categories import CATEGORIES, category_by_name
 from recon_core.image import load_image, prepare_image
 from recon_core.printable import PrintableReport, check_printable
 from recon_core.repair import make_printable
+from recon_core.retrieval import embed_image
 from recon_core.weights import atomic_write_bytes, load_model
 
 __all__ = ["Reconstruction", "Reconstructor", "export_mesh", "EXPORT_FORMATS", "ExportError"]
@@ -119,11 +120,13 @@ class Reconstructor:
         cat_index = None if category is None else CATEGORIES.index(category_by_name(category))
         with _timed(timings, "preprocess"):
             prepared = prepare_image(rgb, alpha, self.model.config.image_size)
+        device = next(self.model.parameters()).device
+        cat = None if cat_index is None else torch.tensor([cat_index], device=device)
+        with _timed(timings, "retrieval"):
+            prior = self._retrieve(rgb, alpha, cat, device)
         with _timed(timings, "network"):
-            device = next(self.model.parameters()).device
             images = prepared.image[None].to(device)
-            cat = None if cat_index is None else torch.tensor([cat_index], device=device)
-            out = self.model(images, category=cat, vertices=vertices)
+            out = self.model(images, category=cat, vertices=vertices, prior=prior)
         probs = out.category_logits.softmax(-1)[0].float().cpu().numpy()
         used = CATEGORIES[cat_index if cat_index is not None else int(probs.argmax())].name
         verts = out.verts[0].double().cpu().numpy() @ VIEW_TO_OUTPUT.T
@@ -147,6 +150,17 @@ class Reconstructor:
                 report = check_printable(verts, faces, unit_scale_mm=scale_mm)
         notes = [] if self.trained else ["the model is untrained (random weights): the shape is not meaningful"]
         return Reconstruction(verts, faces, used, probs, report, repair_log, timings, notes)
+
+    def _retrieve(self, rgb: np.ndarray, alpha: np.ndarray | None, category: torch.Tensor | None,
+                  device) -> torch.Tensor | None:
+        """(1, V_p, 3) starting shape of a ``coarse=retrieval`` model: the nearest training view's
+        template (of ``category`` when given), posed in that view's frame; None for other models."""
+        prior = getattr(self.model, "prior", None)
+        if prior is None:
+            return None
+        embedding = torch.from_numpy(embed_image(rgb, alpha))[None].to(device)
+        rows = prior.nearest(embedding, k=1, category=category)
+        return prior.posed(rows[:, 0])
 
     def reconstruct_file(self, path: str | os.PathLike, **kwargs) -> Reconstruction:
         """Read an image file (see :func:`recon_core.image.load_image` for the errors) and reconstruct it."""

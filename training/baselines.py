@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from recon_core.camera import VIEW_TO_OUTPUT
-from recon_core.image import object_box, prepare_image
+from recon_core.image import object_box
+from recon_core.retrieval import EMBED_SIZE, EMBED_VERSION, embed_image
 from recon_core.weights import atomic_write_bytes
 
 __all__ = [
@@ -49,12 +50,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-EMBED_SIZE = 32
-"""Side of the retrieval embedding's two maps (silhouette and darkness), in cells."""
-_EMBED_SUPERSAMPLE = 4
-"""The crop is taken at ``EMBED_SIZE * _EMBED_SUPERSAMPLE`` pixels and box-filtered down (no aliasing)."""
-EMBED_VERSION = 1
-"""Bumped whenever :func:`embed_image` changes, so cached indexes are rebuilt."""
 SPHERE_SUBDIVISIONS = 3
 """Ico-sphere subdivisions of the ellipsoid baseline (642 vertices)."""
 
@@ -105,26 +100,6 @@ def sphere_baseline(
     verts_view = np.asarray(sphere.vertices, dtype=np.float64) * ellipsoid_semi_axes(box)
     # VIEW_TO_OUTPUT is a rotation (det +1), so the winding stays outward.
     return verts_view @ VIEW_TO_OUTPUT.T, np.asarray(sphere.faces, dtype=np.int64), box
-
-
-def embed_image(rgb: np.ndarray, alpha: np.ndarray | None, size: int = EMBED_SIZE) -> np.ndarray:
-    """Retrieval embedding of one image: (2 * size², ) float32, unit L2 norm.
-
-    The image is cropped to its object exactly as for the network
-    (:func:`recon_core.image.prepare_image`), then reduced by box filtering to two
-    ``size``² maps: the silhouette (alpha; without alpha, the non-white pixels) and the
-    darkness ``1 - grey`` inside it (0 on the background), concatenated and L2-normalised.
-    """
-    k = _EMBED_SUPERSAMPLE
-    prepared = prepare_image(rgb, alpha, size * k)
-    grey = prepared.image.numpy().mean(axis=0)  # (S, S)
-    mask = prepared.mask.numpy() if prepared.mask is not None else (grey < 0.98).astype(np.float32)
-
-    def pool(a: np.ndarray) -> np.ndarray:
-        return a.reshape(size, k, size, k).mean(axis=(1, 3)).ravel()
-
-    feat = np.concatenate([pool(mask), pool((1.0 - grey) * mask)]).astype(np.float32)
-    return feat / max(float(np.linalg.norm(feat)), 1e-8)
 
 
 def chamfer_matrix(points: torch.Tensor) -> torch.Tensor:

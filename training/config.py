@@ -33,6 +33,10 @@ class DataConfig:
     """Train on this many synthetic ellipsoids instead of the renders (tests and benchmarks); 0: off."""
     category_weights: dict[str, float] | None = None
     """Explicit sampling proportions per category name (overrides category_balance); missing categories get 0."""
+    prior: str = "data/prior/bank"
+    """model.coarse=retrieval: the retrieval bank (training/build_prior.py), put into the model at the start."""
+    prior_topk: int = 3
+    """model.coarse=retrieval: each training image starts from one of its k nearest views of *other* model groups."""
 
 
 @dataclass(frozen=True)

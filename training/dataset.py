@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from recon_core.camera import Camera, crop_camera
 from recon_core.categories import CATEGORIES
 from recon_core.image import object_box, prepare_image
+from recon_core.retrieval import embed_image
 
 __all__ = ["RenderedViews", "UNKNOWN_CATEGORY"]
 
@@ -52,6 +53,8 @@ class RenderedViews(Dataset):
         augment: background swap, colour jitter, blur and noise on the image (shaded
             views); paper tint, blur and noise (sketch views). Off: white background.
         seed: seeds the point draws when ``augment`` is off (then an item is always the same).
+        prior_groups: model id -> group index of the retrieval bank (``model.coarse=retrieval``);
+            when given, items also hold ``embedding`` and ``group``.
 
     An item is a dict:
         ``image`` (3, S, S) float32 in [0, 1]; ``mask`` (S, S) float32 {0, 1};
@@ -59,7 +62,9 @@ class RenderedViews(Dataset):
         intrinsics of the crop; ``R`` (3, 3), ``T`` (3,) float32 world-to-camera;
         ``points``, ``normals`` (num_points, 3) float32 in the view frame;
         ``category`` int64 index in CATEGORIES (:data:`UNKNOWN_CATEGORY` for other
-        synsets); ``model_id`` str; ``view`` int; ``sketch`` bool.
+        synsets); ``model_id`` str; ``view`` int; ``sketch`` bool; with ``prior_groups``:
+        ``embedding`` (EMBED_DIM,) float32 :func:`recon_core.retrieval.embed_image` of the clean
+        render, ``group`` int64 the model's group (-1 if not in the bank).
     """
 
     def __init__(
@@ -71,7 +76,9 @@ class RenderedViews(Dataset):
         num_points: int = 2048,
         augment: bool = False,
         seed: int = 0,
+        prior_groups: dict[str, int] | None = None,
     ):
+        self.prior_groups = prior_groups
         self.renders_root = Path(renders_root)
         self.image_size = image_size
         self.num_points = num_points
@@ -150,7 +157,15 @@ class RenderedViews(Dataset):
         cropped = crop_camera(camera, crop, self.image_size)
         points, normals = self._points(m, rng)
         R = camera.R.astype(np.float32)
+        extra = {}
+        if self.prior_groups is not None:
+            clean_alpha = alpha if alpha.min() < 255 else mask
+            extra = {
+                "embedding": torch.from_numpy(embed_image(rgb, clean_alpha)),
+                "group": torch.tensor(self.prior_groups.get(self._model_ids[m], -1), dtype=torch.int64),
+            }
         return {
+            **extra,
             "image": image,
             "mask": torch.from_numpy(_crop_nearest(mask.astype(np.float32) / 255.0, crop, self.image_size)),
             "depth": torch.from_numpy(_crop_nearest(depth, crop, self.image_size)),

@@ -151,29 +151,42 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     out_dir = Path(cfg.run.out)
-    if rank == 0:
-        (out_dir / "snapshots").mkdir(parents=True, exist_ok=True)
-        import yaml
-
-        atomic_write_bytes(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
     torch.manual_seed(cfg.run.seed)
     if dataset is None and cfg.data.synthetic:
         from training.synthetic import SyntheticViews
 
         dataset = SyntheticViews(cfg.data.synthetic, cfg.model.image_size, cfg.data.num_points, cfg.run.seed)
+    bank, prior_groups = None, None
+    if cfg.model.coarse == "retrieval":
+        from training.build_prior import load_bank
+
+        bank, info = load_bank(cfg.data.prior)
+        sizes = {k: int(info[k]) for k in ("prior_templates", "prior_views", "prior_dim", "prior_level")}
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **sizes))
+        prior_groups = {mid: int(g) for mid, g in zip(info["model_ids"], bank["template_group"].tolist())}
+        log.info("retrieval bank %s: %d templates, %d views", cfg.data.prior, sizes["prior_templates"],
+                 sizes["prior_views"])
     if dataset is None:
         from training.dataset import RenderedViews
 
         dataset = RenderedViews(cfg.data.shapenet, cfg.data.renders, "train", image_size=cfg.model.image_size,
-                                num_points=cfg.data.num_points, augment=cfg.data.augment, seed=cfg.run.seed)
+                                num_points=cfg.data.num_points, augment=cfg.data.augment, seed=cfg.run.seed,
+                                prior_groups=prior_groups)
 
+    if rank == 0:
+        (out_dir / "snapshots").mkdir(parents=True, exist_ok=True)
+        import yaml
+
+        atomic_write_bytes(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
     model = build_model(cfg.model)
     init_steps = 0  # training steps already in the weights we start from
     if init_from:
         init_model, init_meta = load_model(init_from)
-        model.load_state_dict(init_model.state_dict())
+        _load_init_weights(model, init_model)
         init_steps = int(init_meta.get("steps") or 0)
         log.info("initialised from %s (%d steps)", init_from, init_steps)
+    if bank is not None:
+        model.prior.load_state_dict(bank)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
@@ -263,14 +276,56 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
     return out_dir
 
 
+def _load_init_weights(model, init_model) -> None:
+    """Copy ``init_model``'s weights into ``model`` (``--init-from``), the retrieval bank excepted.
+
+    A model that starts from a retrieved shape can start from one that starts from a sphere:
+    then the coarse head's last layer is zeroed, so that its first coarse shape is the
+    retrieved shape itself rather than the retrieved shape plus the sphere's learned offsets.
+    """
+    state = {k: v for k, v in init_model.state_dict().items() if not k.startswith("prior.")}
+    expected = {k: v for k, v in model.state_dict().items() if not k.startswith("prior.")}
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    resized = [k for k in set(state) & set(expected) if state[k].shape != expected[k].shape]
+    if missing or unexpected or resized:
+        raise ValueError(f"--init-from: the model does not fit this config ({len(missing)} tensors missing, "
+                         f"{len(unexpected)} unexpected, {len(resized)} of another shape, e.g. "
+                         f"{', '.join((missing or unexpected or resized)[:3])}).")
+    model.load_state_dict(state, strict=False)
+    if model.config.coarse == "retrieval" and init_model.config.coarse != "retrieval":
+        with torch.no_grad():
+            model.coarse_head[-1].weight.zero_()
+            model.coarse_head[-1].bias.zero_()
+        log.info("coarse head's last layer zeroed: the coarse shape starts as the retrieved shape")
+
+
+def retrieved_prior(model, batch: dict, topk: int) -> torch.Tensor | None:
+    """(B, V_p, 3) starting shapes of a batch for a ``coarse=retrieval`` model (else None).
+
+    Each image gets one of its ``topk`` nearest training views whose model is of another
+    group (a model never retrieves itself or a variant of itself, as at test time), drawn
+    from torch's generator.
+    """
+    if getattr(model, "prior", None) is None:
+        return None
+    if "embedding" not in batch:
+        raise ValueError("a coarse=retrieval model needs batches with 'embedding' and 'group' (RenderedViews with "
+                         "prior_groups)")
+    with torch.no_grad():
+        rows = model.prior.nearest(batch["embedding"], k=topk, exclude_group=batch["group"])  # (B, k)
+        pick = torch.randint(rows.shape[1], (rows.shape[0],), device=rows.device)
+        return model.prior.posed(rows[torch.arange(rows.shape[0], device=rows.device), pick])
+
+
 def train_step(model, ddp_model, batch: dict, optimizer, scaler, cfg: TrainConfig, device: torch.device) -> dict[str, float]:
     """One optimisation step on a collated batch (already on ``device``); returns the loss parts.
 
     ``ddp_model`` is ``model`` or its DistributedDataParallel wrapper; ``scaler`` a CUDA
     GradScaler or None.
     """
+    prior = retrieved_prior(model, batch, cfg.data.prior_topk)
     with _autocast(device, cfg.run.amp):
-        out = ddp_model(batch["image"], category=batch["category"])
+        out = ddp_model(batch["image"], category=batch["category"], prior=prior)
     total, parts = compute_loss(model, out, batch, cfg)
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:

@@ -1,0 +1,144 @@
+"""The retrieval prior: the coarse shape is the training shape of the nearest training view.
+
+A picture is embedded by :func:`embed_image` (the object crop reduced to a 32x32 silhouette
+and a 32x32 darkness map). The :class:`ShapePrior` bank holds, for every photo-like training
+view, that embedding projected to ``dim`` principal components, the view's world-to-camera
+rotation and the index of its model's *template*: the model fitted once, offline, by an
+ico-sphere of level ``level`` (``training/build_prior.py``), so that every template shares
+the network's mesh topology. The nearest view's template, rotated into that view's frame,
+is the network's starting shape (:class:`recon_core.model.ReconstructionNet`, ``coarse =
+"retrieval"``); the refiner then moves it toward the picture.
+
+The bank is a set of persistent buffers of the network, so it travels in the model's one
+safetensors file and is checked by the same loader.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from recon_core.image import prepare_image
+from recon_core.topology import vertex_count
+
+__all__ = ["EMBED_SIZE", "EMBED_DIM", "EMBED_VERSION", "embed_image", "ShapePrior"]
+
+EMBED_SIZE = 32
+"""Side of the retrieval embedding's two maps (silhouette and darkness), in cells."""
+EMBED_DIM = 2 * EMBED_SIZE * EMBED_SIZE
+"""Length of :func:`embed_image`'s vector."""
+_EMBED_SUPERSAMPLE = 4
+"""The crop is taken at ``EMBED_SIZE * _EMBED_SUPERSAMPLE`` pixels and box-filtered down (no aliasing)."""
+EMBED_VERSION = 1
+"""Bumped whenever :func:`embed_image` changes, so cached indexes are rebuilt."""
+
+
+def embed_image(rgb: np.ndarray, alpha: np.ndarray | None, size: int = EMBED_SIZE) -> np.ndarray:
+    """Retrieval embedding of one image: (2 * size², ) float32, unit L2 norm.
+
+    The image is cropped to its object exactly as for the network
+    (:func:`recon_core.image.prepare_image`), then reduced by box filtering to two
+    ``size``² maps: the silhouette (alpha; without alpha, the non-white pixels) and the
+    darkness ``1 - grey`` inside it (0 on the background), concatenated and L2-normalised.
+
+    Args:
+        rgb: (H, W, 3) uint8.
+        alpha: (H, W) uint8 object mask, or None.
+    """
+    k = _EMBED_SUPERSAMPLE
+    prepared = prepare_image(rgb, alpha, size * k)
+    grey = prepared.image.numpy().mean(axis=0)  # (S, S)
+    mask = prepared.mask.numpy() if prepared.mask is not None else (grey < 0.98).astype(np.float32)
+
+    def pool(a: np.ndarray) -> np.ndarray:
+        return a.reshape(size, k, size, k).mean(axis=(1, 3)).ravel()
+
+    feat = np.concatenate([pool(mask), pool((1.0 - grey) * mask)]).astype(np.float32)
+    return feat / max(float(np.linalg.norm(feat)), 1e-8)
+
+
+class ShapePrior(nn.Module):
+    """The bank of training views and templates (see the module docstring).
+
+    Args:
+        num_templates: M, number of training models.
+        num_views: N, number of indexed training views.
+        dim: D, embedding components kept.
+        level: ico level of the templates (4: 2,562 vertices).
+
+    Buffers (persistent):
+        embed_mean: (EMBED_DIM,) mean of the training views' embeddings.
+        embed_basis: (EMBED_DIM, D) principal directions (orthonormal columns).
+        view_features: (N, D) projected embeddings of the training views.
+        view_template: (N,) long template index of each view.
+        view_rotation: (N, 3, 3) world-to-camera rotation of each view.
+        templates: (M, V, 3) world-frame template vertices, ico-sphere level ``level``.
+        template_category: (M,) long category index of each template (-1: unknown).
+        template_group: (M,) long group of each template (variants of one design share a group).
+    """
+
+    def __init__(self, num_templates: int, num_views: int, dim: int, level: int):
+        super().__init__()
+        if min(num_templates, num_views, dim) < 1:
+            raise ValueError(f"coarse='retrieval' needs a bank with templates, views and dims, got {num_templates}, "
+                             f"{num_views}, {dim}: build one with training/build_prior.py (train.py reads its sizes)")
+        self.level = level
+        self.register_buffer("embed_mean", torch.zeros(EMBED_DIM))
+        self.register_buffer("embed_basis", torch.zeros(EMBED_DIM, dim))
+        self.register_buffer("view_features", torch.zeros(num_views, dim))
+        self.register_buffer("view_template", torch.zeros(num_views, dtype=torch.long))
+        self.register_buffer("view_rotation", torch.eye(3).repeat(num_views, 1, 1))
+        self.register_buffer("templates", torch.zeros(num_templates, vertex_count(level), 3))
+        self.register_buffer("template_category", torch.full((num_templates,), -1, dtype=torch.long))
+        self.register_buffer("template_group", torch.arange(num_templates))
+
+    def project(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """(B, EMBED_DIM) embeddings -> (B, D) principal components."""
+        if embeddings.dim() != 2 or embeddings.shape[1] != EMBED_DIM:
+            raise ValueError(f"embeddings must be (B, {EMBED_DIM}), got {tuple(embeddings.shape)}")
+        return (embeddings.float() - self.embed_mean.float()) @ self.embed_basis.float()
+
+    def nearest(
+        self,
+        embeddings: torch.Tensor,
+        k: int = 1,
+        category: torch.Tensor | None = None,
+        exclude_group: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Rows of the ``k`` nearest training views, nearest first.
+
+        Args:
+            embeddings: (B, EMBED_DIM) :func:`embed_image` vectors.
+            category: (B,) long; where >= 0, only views of that category's templates (if it has any).
+            exclude_group: (B,) long; views of templates of that group are skipped (training:
+                a model must not retrieve itself or its variants).
+
+        Returns:
+            (B, min(k, N)) long rows of the view buffers; where fewer than ``k`` views are left after
+            the exclusions, the nearest one fills the remaining columns.
+
+        Raises:
+            ValueError: no view is left for some image.
+        """
+        d2 = torch.cdist(self.project(embeddings), self.view_features.float()) ** 2  # (B, N)
+        tmpl = self.view_template
+        if category is not None:
+            allowed = self.template_category[tmpl][None] == category[:, None]  # (B, N)
+            usable = allowed.any(dim=1, keepdim=True) & (category[:, None] >= 0)
+            d2 = torch.where(usable & ~allowed, torch.full_like(d2, float("inf")), d2)
+        if exclude_group is not None:
+            same = self.template_group[tmpl][None] == exclude_group[:, None]
+            d2 = d2.masked_fill(same, float("inf"))
+        dist, rows = d2.topk(min(k, d2.shape[1]), dim=1, largest=False)
+        if torch.isinf(dist[:, 0]).any():
+            raise ValueError("no training view is left for retrieval after the exclusions; use a larger bank")
+        # fewer than k views left: repeat the nearest one rather than return excluded views
+        return torch.where(torch.isinf(dist), rows[:, :1], rows)
+
+    def posed(self, rows: torch.Tensor) -> torch.Tensor:
+        """(B,) view rows -> (B, V, 3) their templates in the view frame, ``p_view = R @ p_world``."""
+        verts = self.templates[self.view_template[rows]].float()  # (B, V, 3)
+        rot = self.view_rotation[rows].float()  # (B, 3, 3)
+        return verts @ rot.transpose(1, 2)
+
