@@ -198,19 +198,28 @@ def save_bank(tensors: dict[str, torch.Tensor], info: dict, stem: str | Path) ->
     """Write ``stem.safetensors`` and ``stem.json`` atomically."""
     from safetensors.torch import save
 
-    stem = Path(stem)
-    atomic_write_bytes(stem.with_suffix(".safetensors"), save({k: v.contiguous() for k, v in tensors.items()}))
-    atomic_write_bytes(stem.with_suffix(".json"), json.dumps(info, indent=1).encode())
+    stem = _bank_stem(stem)
+    atomic_write_bytes(_with(stem, ".safetensors"), save({k: v.contiguous() for k, v in tensors.items()}))
+    atomic_write_bytes(_with(stem, ".json"), json.dumps(info, indent=1).encode())
     return stem
+
+
+def _bank_stem(path: str | Path) -> Path:
+    """The bank's stem: ``path`` without a ``.safetensors``/``.json`` extension (other dots are kept)."""
+    path = Path(path)
+    return path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+
+
+def _with(stem: Path, extension: str) -> Path:
+    return stem.parent / (stem.name + extension)
 
 
 def load_bank(stem: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Read a bank written by :func:`save_bank`; raises ``FileNotFoundError`` naming the command that builds it."""
     from safetensors.torch import load_file
 
-    stem = Path(stem)
-    stem = stem.with_suffix("") if stem.suffix in (".safetensors", ".json") else stem
-    weights, meta = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    stem = _bank_stem(stem)
+    weights, meta = _with(stem, ".safetensors"), _with(stem, ".json")
     if not (weights.is_file() and meta.is_file()):
         raise FileNotFoundError(f"No retrieval bank at {stem}(.safetensors/.json): build it with "
                                 "python training/build_prior.py --out " + str(stem))
