@@ -401,12 +401,14 @@ def test_init_from_sphere_model_zeroes_coarse_head(fake, bank, tmp_path):
     train(cfg, init_from=str(sphere_stem))
 
     state = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
-    assert torch.count_nonzero(state["coarse_head.2.weight"]) == 0
-    assert torch.count_nonzero(state["coarse_head.2.bias"]) == 0
+    zeroed = ["coarse_head.2."] + [f"stages.{i}.offset." for i in range(len(init_model.stages))]
+    for prefix in zeroed:
+        assert torch.count_nonzero(state[prefix + "weight"]) == 0, prefix
+        assert torch.count_nonzero(state[prefix + "bias"]) == 0, prefix
     init_state = init_model.state_dict()
     assert set(init_state) == {k for k in state if not k.startswith("prior.")}
     for k, v in init_state.items():
-        if not k.startswith("coarse_head.2."):
+        if not any(k.startswith(p) for p in zeroed):
             assert torch.equal(state[k], v), k
     _assert_bank_equal({k[len("prior."):]: v for k, v in state.items() if k.startswith("prior.")}, tensors,
                        exact=True)

@@ -451,11 +451,12 @@ def test_load_init_weights_from_a_sphere_model():
 
     got = target.state_dict()
     for k, v in sphere_before.items():
-        if k.startswith("coarse_head.2."):
+        if k.startswith("coarse_head.2.") or ".offset." in k:
             continue
         assert torch.equal(got[k], v), k
-    assert torch.count_nonzero(target.coarse_head[-1].weight) == 0
-    assert torch.count_nonzero(target.coarse_head[-1].bias) == 0
+    for layer in [target.coarse_head[-1], *(stage.offset for stage in target.stages)]:
+        assert torch.count_nonzero(layer.weight) == 0
+        assert torch.count_nonzero(layer.bias) == 0
     for k, v in prior_before.items():
         assert torch.equal(target.prior.state_dict()[k], v), k
     for k, v in sphere.state_dict().items():  # the source model is left alone
@@ -465,6 +466,7 @@ def test_load_init_weights_from_a_sphere_model():
     with torch.no_grad():
         out = target.eval()(torch.rand(1, 3, 64, 64), vertices=642, prior=prior)
     torch.testing.assert_close(out.coarse_verts, prior[:, :162], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.verts, prior[:, :642], atol=1e-5, rtol=0)
 
 
 def test_load_init_weights_between_retrieval_models_keeps_head_and_bank():
