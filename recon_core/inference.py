@@ -24,9 +24,11 @@ from recon_core.image import load_image, prepare_image
 from recon_core.printable import PrintableReport, check_printable
 from recon_core.repair import make_printable
 from recon_core.retrieval import embed_image
+from recon_core.topology import vertex_count
 from recon_core.weights import atomic_write_bytes, load_model
 
-__all__ = ["Reconstruction", "Reconstructor", "export_mesh", "EXPORT_FORMATS", "ExportError"]
+__all__ = ["Reconstruction", "Reconstructor", "export_mesh", "repair_with_backtracking", "EXPORT_FORMATS",
+           "ExportError"]
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +134,12 @@ class Reconstructor:
         verts = out.verts[0].double().cpu().numpy() @ VIEW_TO_OUTPUT.T
         faces = self.model.topology.faces(out.level).cpu().numpy().astype(np.int64)
         sphere = self.model.topology.sphere(out.level).double().cpu().numpy() @ VIEW_TO_OUTPUT.T
+        start = None
+        if prior is not None:
+            start = self._prior_at_level(prior, out.level)[0].double().cpu().numpy() @ VIEW_TO_OUTPUT.T
         with _timed(timings, "repair"):
-            verts, faces, repair_log = make_printable(
-                verts, faces, smooth_iterations=SMOOTH_ITERATIONS if smooth else 0, sphere_verts=sphere
+            verts, faces, repair_log = repair_with_backtracking(
+                verts, faces, start, smooth_iterations=SMOOTH_ITERATIONS if smooth else 0, sphere_verts=sphere
             )
         if height_mm is not None:
             extent = float(np.ptp(verts[:, 1]))
@@ -162,12 +167,63 @@ class Reconstructor:
         rows = prior.nearest(embedding, k=1, category=category)
         return prior.posed(rows[:, 0])
 
+    def _prior_at_level(self, prior: torch.Tensor, level: int) -> torch.Tensor:
+        """(1, V_level, 3): the starting shape at ico level ``level`` (what an identity refiner outputs)."""
+        prior_level = self.model.config.prior_level
+        if level <= prior_level:
+            return prior[:, : vertex_count(level)]
+        for lv in range(prior_level, level):
+            (prior,) = self.model.topology.subdivide(lv, prior)
+        return prior
+
     def reconstruct_file(self, path: str | os.PathLike, **kwargs) -> Reconstruction:
         """Read an image file (see :func:`recon_core.image.load_image` for the errors) and reconstruct it."""
         rgb, alpha, notes = load_image(path)
         result = self.reconstruct(rgb, alpha, **kwargs)
         result.notes[:0] = notes
         return result
+
+
+LOCAL_REPAIRS = ("original", "untangled")
+"""Repair paths that keep the mesh as predicted, up to local smoothing (see :mod:`recon_core.repair`)."""
+BACKTRACK_FACTORS = (0.5, 0.25, 0.0)
+"""Fractions of the refiner's displacement tried, in order, when its output needs a global repair."""
+
+
+def repair_with_backtracking(
+    verts: np.ndarray,
+    faces: np.ndarray,
+    start: np.ndarray | None,
+    smooth_iterations: int = SMOOTH_ITERATIONS,
+    sphere_verts: np.ndarray | None = None,
+):
+    """:func:`recon_core.repair.make_printable`, scaling the refiner's displacement back when it folds the surface.
+
+    When the network's output is too tangled for a local repair (the chain would fall back
+    to the star re-embedding, the convex hull or the box, which keep little of the shape) and
+    the network started from a known shape ``start`` (the retrieved template), the
+    displacement ``verts - start`` is scaled by each of :data:`BACKTRACK_FACTORS` in turn and
+    the first mesh that a local repair makes printable is kept; if none is, the first result
+    stands. Every returned mesh passed the printable check inside ``make_printable``.
+
+    Args:
+        verts: (V, 3) float network output, output frame.
+        faces: (F, 3) int.
+        start: (V, 3) float starting shape of the refiner in the same frame, or None.
+
+    Returns:
+        ``(verts, faces, log)`` as ``make_printable``; the log notes the factor used.
+    """
+    first = make_printable(verts, faces, smooth_iterations=smooth_iterations, sphere_verts=sphere_verts)
+    if start is None or first[2].path in LOCAL_REPAIRS:
+        return first
+    for factor in BACKTRACK_FACTORS:
+        candidate = start + factor * (np.asarray(verts, dtype=np.float64) - start)
+        result = make_printable(candidate, faces, smooth_iterations=smooth_iterations, sphere_verts=sphere_verts)
+        if result[2].path in LOCAL_REPAIRS:
+            result[2].note(f"the output needed a '{first[2].path}' repair: refiner displacement scaled by {factor}")
+            return result
+    return first
 
 
 def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike) -> Path:

@@ -638,3 +638,36 @@ def test_nearest_never_returns_excluded_views_when_fewer_than_k_are_left():
     prior.template_group.fill_(7)
     with pytest.raises(ValueError, match="no training view is left"):
         prior.nearest(query, k=1, exclude_group=torch.tensor([7]))
+
+
+def _folded_sphere():
+    """An ico-sphere (start) and a copy with most vertices swapped at random (too tangled to untangle locally)."""
+    topo = IcoTopology(3, 3)
+    start = topo.sphere(3).double().numpy() * 0.5
+    faces = topo.faces(3).numpy().astype(np.int64)
+    rng = np.random.default_rng(0)
+    folded = start.copy()
+    moved = rng.random(len(start)) < 0.6
+    folded[moved] = start[rng.permutation(np.flatnonzero(moved))]  # vertices swapped across the sphere
+    return start, folded, faces
+
+
+def test_repair_backtracks_the_displacement_of_a_folded_output():
+    from recon_core.inference import BACKTRACK_FACTORS, LOCAL_REPAIRS, repair_with_backtracking
+    from recon_core.printable import check_printable
+    from recon_core.repair import make_printable
+
+    start, folded, faces = _folded_sphere()
+    plain = make_printable(folded, faces, smooth_iterations=0, sphere_verts=start)
+    assert plain[2].path not in LOCAL_REPAIRS  # the case the backtracking is for
+    verts, out_faces, log = repair_with_backtracking(folded, faces, start, smooth_iterations=0, sphere_verts=start)
+    assert log.path in LOCAL_REPAIRS and check_printable(verts, out_faces).ok
+    used = [f for f in BACKTRACK_FACTORS if f"scaled by {f}" in " ".join(log.steps)]
+    assert len(used) == 1
+    expected = make_printable(start + used[0] * (folded - start), faces, smooth_iterations=0, sphere_verts=start)
+    np.testing.assert_array_equal(verts, expected[0])
+    # without a starting shape, or for an output that needs no global repair, it is make_printable itself
+    same = repair_with_backtracking(folded, faces, None, smooth_iterations=0, sphere_verts=start)
+    np.testing.assert_array_equal(same[0], plain[0])
+    fine = repair_with_backtracking(start * 1.1, faces, start, smooth_iterations=0, sphere_verts=start)
+    np.testing.assert_array_equal(fine[0], make_printable(start * 1.1, faces, smooth_iterations=0)[0])

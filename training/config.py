@@ -66,6 +66,9 @@ class OptimConfig:
     weight_decay: float = 1e-4
     warmup: int = 100
     grad_clip: float = 1.0
+    freeze_encoder: bool = False
+    """Train only the coarse head and the refiner: the image encoder and the category head keep their
+    weights and their BatchNorm statistics (fine-tuning a trained model's shape stages on a CPU)."""
 
 
 @dataclass(frozen=True)

@@ -187,6 +187,9 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
         log.info("initialised from %s (%d steps)", init_from, init_steps)
     if bank is not None:
         model.prior.load_state_dict(bank)
+    if cfg.optim.freeze_encoder:
+        for module in (model.encoder, model.category_head):
+            module.requires_grad_(False)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
@@ -235,6 +238,8 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
     bar = tqdm(total=cfg.optim.steps, initial=start, disable=rank != 0, desc="train", dynamic_ncols=True)
     csv_writer = None
     model.train()
+    if cfg.optim.freeze_encoder:
+        model.encoder.eval()  # frozen: keep the BatchNorm running statistics too
     step = start
     tic = time.perf_counter()
     for batch in loader:
