@@ -671,3 +671,29 @@ def test_repair_backtracks_the_displacement_of_a_folded_output():
     np.testing.assert_array_equal(same[0], plain[0])
     fine = repair_with_backtracking(start * 1.1, faces, start, smooth_iterations=0, sphere_verts=start)
     np.testing.assert_array_equal(fine[0], make_printable(start * 1.1, faces, smooth_iterations=0)[0])
+
+
+def test_load_bank_names_unreadable_and_incomplete_banks(tmp_path):
+    info = {"embed_version": EMBED_VERSION, "model_ids": ["a"], "prior_templates": 1, "prior_views": 1,
+            "prior_dim": 4, "prior_level": 2}
+    stem = save_bank(_bank_tensors(), info, tmp_path / "bank")
+    weights = tmp_path / "bank.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated
+    with pytest.raises(ValueError, match="unreadable"):
+        load_bank(stem)
+    tensors = _bank_tensors()
+    del tensors["template_group"]
+    stem = save_bank(tensors, {k: v for k, v in info.items() if k != "prior_dim"}, tmp_path / "partial")
+    with pytest.raises(ValueError, match="lacks prior_dim, template_group"):
+        load_bank(stem)
+
+
+def test_train_rejects_a_bad_prior_topk_before_loading_anything(tmp_path):
+    from training.config import load_train_config
+    from training.train import train
+
+    cfg = load_train_config(None, ["model.coarse=retrieval", "data.prior_topk=0", f"data.prior={tmp_path / 'none'}",
+                                   f"run.out={tmp_path / 'run'}"])
+    with pytest.raises(ValueError, match="prior_topk must be at least 1"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()

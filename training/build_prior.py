@@ -223,11 +223,25 @@ def load_bank(stem: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     if not (weights.is_file() and meta.is_file()):
         raise FileNotFoundError(f"No retrieval bank at {stem}(.safetensors/.json): build it with "
                                 "python training/build_prior.py --out " + str(stem))
-    info = json.loads(meta.read_text())
-    if info.get("embed_version") != EMBED_VERSION:
-        raise ValueError(f"The retrieval bank {stem} was built with another embedding; rebuild it "
-                         "(python training/build_prior.py).")
-    return load_file(str(weights)), info
+    from safetensors import SafetensorError
+
+    rebuild = "rebuild it (python training/build_prior.py --out " + str(stem) + ")"
+    try:
+        info = json.loads(meta.read_text())
+        tensors = load_file(str(weights))
+    except (json.JSONDecodeError, SafetensorError, OSError) as err:
+        raise ValueError(f"The retrieval bank {stem} is unreadable ({err}); {rebuild}.") from None
+    if not isinstance(info, dict) or info.get("embed_version") != EMBED_VERSION:
+        raise ValueError(f"The retrieval bank {stem} was built with another embedding; {rebuild}.")
+    missing = [k for k in _INFO_KEYS if k not in info] + [k for k in _TENSOR_KEYS if k not in tensors]
+    if missing:
+        raise ValueError(f"The retrieval bank {stem} lacks {', '.join(missing)}; {rebuild}.")
+    return tensors, info
+
+
+_INFO_KEYS = ("model_ids", "prior_templates", "prior_views", "prior_dim", "prior_level")
+_TENSOR_KEYS = ("embed_mean", "embed_basis", "view_features", "view_template", "view_rotation", "templates",
+                "template_category", "template_group")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -245,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     from training.evaluate import DataError
 
     try:
+        if args.dim < 1:
+            raise ValueError(f"--dim must be at least 1, got {args.dim}")
         steps = tuple(int(s) for s in args.steps.split(","))
         tic = time.perf_counter()
         tensors, info = build_bank(args.shapenet, args.renders, args.dim, args.level, steps, args.batch,

@@ -160,6 +160,9 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
     if cfg.model.coarse == "retrieval":
         from training.build_prior import load_bank
 
+        if cfg.data.prior_topk < 1:
+            raise ValueError(f"data.prior_topk must be at least 1, got {cfg.data.prior_topk}")
+
         bank, info = load_bank(cfg.data.prior)
         sizes = {k: int(info[k]) for k in ("prior_templates", "prior_views", "prior_dim", "prior_level")}
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **sizes))
@@ -186,7 +189,11 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
         init_steps = int(init_meta.get("steps") or 0)
         log.info("initialised from %s (%d steps)", init_from, init_steps)
     if bank is not None:
-        model.prior.load_state_dict(bank)
+        try:
+            model.prior.load_state_dict(bank)
+        except RuntimeError as err:
+            raise ValueError(f"The retrieval bank {cfg.data.prior} does not match its own sizes ({err}); "
+                             "rebuild it with training/build_prior.py.") from None
     if cfg.optim.freeze_encoder:
         for module in (model.encoder, model.category_head):
             module.requires_grad_(False)
@@ -206,6 +213,9 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
         optimizer.load_state_dict(state["optimizer"])
         if scaler is not None and state["scaler"]:
             scaler.load_state_dict(state["scaler"])
+        if bank is not None and any(not torch.equal(model.prior.state_dict()[k].cpu(), bank[k]) for k in bank):
+            raise ValueError(f"The retrieval bank {cfg.data.prior} changed since {ckpt_path} was written; "
+                             "resume with the bank it was trained with, or start a new run.")
         start = int(state["step"])
         init_steps = int(state.get("init_steps", 0))
         log.info("resumed from step %d", start)
