@@ -28,7 +28,9 @@ def _box() -> tuple[np.ndarray, np.ndarray]:
     return lo + corners * (hi - lo), faces
 
 
-def _write_view(folder: Path, view: int, camera: Camera, verts: np.ndarray, faces: np.ndarray, sketch: bool) -> None:
+def _write_view(folder: Path, view: int, camera: Camera, verts: np.ndarray, faces: np.ndarray, sketch: bool,
+                colour=(200, 40, 40), shaded: bool = False) -> None:
+    """One rendered view's files (RGBA, mask, depth, camera JSON); ``shaded``: a left-to-right ramp darkens it."""
     s = 4  # supersampling
     mask_img = Image.new("L", (camera.width * s, camera.height * s), 0)
     draw = ImageDraw.Draw(mask_img)
@@ -38,7 +40,10 @@ def _write_view(folder: Path, view: int, camera: Camera, verts: np.ndarray, face
     cover = np.asarray(mask_img, np.float32).reshape(camera.height, s, camera.width, s).mean(axis=(1, 3))
     mask = np.where(cover > 127.5, 255, 0).astype(np.uint8)
     rgba = np.zeros((camera.height, camera.width, 4), np.uint8)
-    rgba[..., :3] = (200, 40, 40)
+    rgba[..., :3] = colour
+    if shaded:
+        ramp = np.linspace(0.6, 1.0, camera.width, dtype=np.float32)[None, :, None]
+        rgba[..., :3] = (rgba[..., :3] * ramp).astype(np.uint8)
     rgba[..., 3] = mask
     depth = np.where(mask > 0, camera.world_to_camera(np.zeros((1, 3)))[0, 2], 0.0).astype(np.float16)
     Image.fromarray(rgba, "RGBA").save(folder / f"{view:03d}.png")

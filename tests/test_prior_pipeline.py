@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 import torch
 import trimesh
-from PIL import Image, ImageDraw
 
 from recon_core.camera import Camera, look_at
 from recon_core.categories import category_index
@@ -34,6 +33,8 @@ from training.config import load_train_config
 from training.dataset import RenderedViews
 from training.evaluate import discover, load_view
 from training.render import sample_surface
+
+from tests.test_dataset import _write_view
 
 CHAIR, SOFA, TABLE, EXTRA = "03001627", "04256520", "04379232", "02747177"  # EXTRA: not one of the 13
 # (synset, model id, split, manifest group or None, box low corner, box high corner, colour)
@@ -73,30 +74,6 @@ def _box(lo, hi) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(lo) + corners * (np.asarray(hi) - np.asarray(lo)), faces
 
 
-def _write_view(folder: Path, view: int, camera: Camera, verts: np.ndarray, faces: np.ndarray, colour,
-                sketch: bool) -> None:
-    s = 4  # supersampling
-    mask_img = Image.new("L", (camera.width * s, camera.height * s), 0)
-    draw = ImageDraw.Draw(mask_img)
-    uv = camera.project(verts) * s - 0.5
-    for tri in faces:
-        draw.polygon([tuple(p) for p in uv[tri]], fill=255)
-    cover = np.asarray(mask_img, np.float32).reshape(camera.height, s, camera.width, s).mean(axis=(1, 3))
-    mask = np.where(cover > 127.5, 255, 0).astype(np.uint8)
-    rgba = np.zeros((camera.height, camera.width, 4), np.uint8)
-    rgba[..., :3] = colour
-    # some shading so that the darkness half of the embedding varies across the object
-    ramp = np.linspace(0.6, 1.0, camera.width, dtype=np.float32)[None, :, None]
-    rgba[..., :3] = (rgba[..., :3] * ramp).astype(np.uint8)
-    rgba[..., 3] = mask
-    depth = np.where(mask > 0, camera.world_to_camera(np.zeros((1, 3)))[0, 2], 0.0).astype(np.float16)
-    Image.fromarray(rgba, "RGBA").save(folder / f"{view:03d}.png")
-    Image.fromarray(mask, "L").save(folder / f"{view:03d}_mask.png")
-    np.save(folder / f"{view:03d}_depth.npy", depth)
-    meta = camera.to_json() | {"view": view, "sketch": sketch, "azimuth": 0.0}
-    (folder / f"{view:03d}.json").write_text(json.dumps(meta))
-
-
 def _cameras(k: int) -> list[Camera]:
     """Three cameras of model ``k`` (a different azimuth per model, so every view has its own rotation)."""
     az = 17.0 * k
@@ -123,7 +100,7 @@ def fake(tmp_path_factory):
         points, normals = sample_surface(verts, faces, 3000, rng)
         np.savez(folder / "points.npz", points=points, normals=normals)
         for view, camera in enumerate(_cameras(k)):
-            _write_view(folder, view, camera, verts, faces, colour, sketch=view == SKETCH_VIEW)
+            _write_view(folder, view, camera, verts, faces, sketch=view == SKETCH_VIEW, colour=colour, shaded=True)
     (shapenet / "manifest.json").write_text(json.dumps({"models": records}))
     return shapenet, renders
 

@@ -105,15 +105,10 @@ def principal_components(x: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarra
 
 
 def _read_groups(shapenet: Path) -> dict[str, str]:
-    data = json.loads((shapenet / "manifest.json").read_text())
-    records = data["models"] if isinstance(data, dict) else data
-    return {str(r["model_id"]): str(r.get("group") or r["model_id"]) for r in records}
+    """Model id -> its manifest group (its own id when it has none)."""
+    from training.evaluate import _read_manifest
 
-
-def _surface_points(entry, count: int, seed: int) -> torch.Tensor:
-    from training.evaluate import _shape_points
-
-    return _shape_points(entry, count, seed)
+    return {str(r["model_id"]): str(r.get("group") or r["model_id"]) for r in _read_manifest(shapenet)}
 
 
 def build_bank(
@@ -134,7 +129,7 @@ def build_bank(
     """
     from tqdm import tqdm
 
-    from training.evaluate import DataError, discover, load_view
+    from training.evaluate import DataError, _shape_points, discover, load_view
 
     entries = discover(shapenet, renders, "train")
     if limit is not None:
@@ -149,7 +144,7 @@ def build_bank(
     templates = []
     for start in tqdm(range(0, len(entries), batch), desc="fit templates", unit="batch"):
         chunk = entries[start : start + batch]
-        pts = torch.stack([_surface_points(e, num_points, seed=start + i) for i, e in enumerate(chunk)])
+        pts = torch.stack([_shape_points(e, num_points, seed=start + i) for i, e in enumerate(chunk)])
         templates.append(fit_templates(pts, levels=levels, steps=steps))
     templates_t = torch.cat(templates)
 
