@@ -71,6 +71,23 @@ class ModelConfig:
     """coarse="retrieval": principal components of the retrieval embedding kept in the bank."""
     prior_level: int = 4
     """coarse="retrieval": ico level of the bank's templates (4: 2,562 vertices)."""
+    shape_bank: bool = False
+    """Snap the output to the nearest training shape (recon_core.retrieval.ShapeBank, carried in the
+    model file) chosen by the picture and the network's reconstruction, meshed as a printable solid."""
+    bank_shapes: int = 0
+    """shape_bank: number of training models in the bank."""
+    bank_views: int = 0
+    """shape_bank: number of indexed training views."""
+    bank_dim: int = 128
+    """shape_bank: principal components of the picture embedding kept."""
+    bank_points: int = 256
+    """shape_bank: surface points per training model (the shape distance)."""
+    bank_grid_bytes: int = 0
+    """shape_bank: total size of the packed solids."""
+    bank_resolution: int = 64
+    """shape_bank: cells per side of each solid's grid."""
+    bank_shape_weight: float = 1.0
+    """shape_bank: weight of the reconstruction's distance against the picture's (both standardised)."""
 
     def __post_init__(self) -> None:
         if self.backbone not in ("resnet18", "resnet34", "resnet50"):
@@ -81,6 +98,8 @@ class ModelConfig:
             raise ValueError(f"coarse must be 'ico_sphere', 'template' or 'retrieval', got {self.coarse!r}")
         if self.coarse == "retrieval" and self.prior_level < self.ico_level:
             raise ValueError(f"prior_level ({self.prior_level}) must be at least ico_level ({self.ico_level})")
+        if self.bank_shape_weight < 0:
+            raise ValueError(f"bank_shape_weight must be >= 0, got {self.bank_shape_weight}")
         if self.vertices not in VERTEX_SCHEDULES:
             raise ValueError(f"vertices must be one of {sorted(VERTEX_SCHEDULES)}, got {self.vertices}")
         if self.image_size < 32:

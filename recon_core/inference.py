@@ -37,6 +37,10 @@ SMOOTH_ITERATIONS = 10
 """Taubin (volume-preserving) smoothing iterations applied after repair."""
 
 
+SNAP_QUERY_POINTS = 256
+"""About this many of the reconstruction's vertices (every k-th) are compared with the bank's shapes."""
+
+
 class ExportError(ValueError):
     """A mesh that cannot be written where asked."""
 
@@ -137,10 +141,17 @@ class Reconstructor:
         start = None
         if prior is not None:
             start = self._prior_at_level(prior, out.level)[0].double().cpu().numpy() @ VIEW_TO_OUTPUT.T
+        snapped = None
+        if getattr(self.model, "bank", None) is not None:
+            with _timed(timings, "retrieval"):
+                snapped = self._snap(rgb, alpha, out.verts[0], cat_index)
         with _timed(timings, "repair"):
-            verts, faces, repair_log = repair_with_backtracking(
-                verts, faces, start, smooth_iterations=SMOOTH_ITERATIONS if smooth else 0, sphere_verts=sphere
-            )
+            if snapped is not None:
+                verts, faces, repair_log = make_printable(*snapped, smooth_iterations=SMOOTH_ITERATIONS if smooth else 0)
+            else:
+                verts, faces, repair_log = repair_with_backtracking(
+                    verts, faces, start, smooth_iterations=SMOOTH_ITERATIONS if smooth else 0, sphere_verts=sphere
+                )
         if height_mm is not None:
             extent = float(np.ptp(verts[:, 1]))
             verts = verts * (height_mm / max(extent, 1e-12))
@@ -154,6 +165,9 @@ class Reconstructor:
                 verts = _float32_exact(verts)
                 report = check_printable(verts, faces, unit_scale_mm=scale_mm)
         notes = [] if self.trained else ["the model is untrained (random weights): the shape is not meaningful"]
+        if snapped is not None and vertices is not None:
+            notes.append("this model outputs the solid of its nearest training shape: the vertex count follows "
+                         "that solid, not --vertices")
         return Reconstruction(verts, faces, used, probs, report, repair_log, timings, notes)
 
     def _retrieve(self, rgb: np.ndarray, alpha: np.ndarray | None, category: torch.Tensor | None,
@@ -166,6 +180,20 @@ class Reconstructor:
         embedding = torch.from_numpy(embed_image(rgb, alpha))[None].to(device)
         rows = prior.nearest(embedding, k=1, category=category)
         return prior.posed(rows[:, 0])
+
+    def _snap(self, rgb: np.ndarray, alpha: np.ndarray | None, verts: torch.Tensor,
+              category: int | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """The shape bank's solid for this picture and the network's (V, 3) view-frame reconstruction
+        ``verts``, in the output frame; None when the bank's solid is empty (the reconstruction is kept)."""
+        bank = self.model.bank
+        step = max(1, verts.shape[0] // SNAP_QUERY_POINTS)
+        embedding = torch.from_numpy(embed_image(rgb, alpha)).to(verts.device)
+        row = bank.select(embedding, verts[::step], self.model.config.bank_shape_weight, category)
+        view_verts, faces = bank.view_mesh(row)
+        if len(faces) == 0:
+            log.warning("the shape bank's solid for view %d is empty: keeping the network's reconstruction", row)
+            return None
+        return view_verts @ VIEW_TO_OUTPUT.T, faces
 
     def _prior_at_level(self, prior: torch.Tensor, level: int) -> torch.Tensor:
         """(1, V_level, 3): the starting shape at ico level ``level`` (what an identity refiner outputs)."""

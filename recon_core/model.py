@@ -15,7 +15,7 @@ from torch import nn
 from recon_core.config import VERTEX_SCHEDULES, ModelConfig
 from recon_core.encoder import ImageEncoder
 from recon_core.refiner import RefinerStage
-from recon_core.retrieval import ShapePrior
+from recon_core.retrieval import ShapeBank, ShapePrior
 from recon_core.topology import IcoTopology, vertex_count
 
 __all__ = ["ReconstructionNet", "ReconOutput", "build_model"]
@@ -72,6 +72,10 @@ class ReconstructionNet(nn.Module):
         self.prior = None
         if c.coarse == "retrieval":
             self.prior = ShapePrior(c.prior_templates, c.prior_views, c.prior_dim, c.prior_level)
+        self.bank = None
+        if c.shape_bank:  # used by recon_core.inference after the forward pass; training never touches it
+            self.bank = ShapeBank(c.bank_shapes, c.bank_views, c.bank_dim, c.bank_points, c.bank_grid_bytes,
+                                  c.bank_resolution)
         self.stages = nn.ModuleList(
             [
                 RefinerStage(

@@ -22,7 +22,7 @@ from torch import nn
 from recon_core.image import prepare_image
 from recon_core.topology import vertex_count
 
-__all__ = ["EMBED_SIZE", "EMBED_DIM", "EMBED_VERSION", "embed_image", "ShapePrior"]
+__all__ = ["EMBED_SIZE", "EMBED_DIM", "EMBED_VERSION", "embed_image", "ShapePrior", "ShapeBank"]
 
 EMBED_SIZE = 32
 """Side of the retrieval embedding's two maps (silhouette and darkness), in cells."""
@@ -142,3 +142,118 @@ class ShapePrior(nn.Module):
         rot = self.view_rotation[rows].float()  # (B, 3, 3)
         return verts @ rot.transpose(1, 2)
 
+
+
+SHAPE_CANDIDATES = 256
+"""ShapeBank.select: views nearest to the picture whose shape distance is computed."""
+SHAPE_STATS_STRIDE = 16
+"""ShapeBank.select: every this-many-th view also gets a shape distance, for the z-score's statistics."""
+
+
+class ShapeBank(nn.Module):
+    """Training shapes the network's reconstruction is snapped to, as printable solids.
+
+    For a picture, the indexed training views get two distances: the picture's embedding to
+    the view's (:func:`embed_image`, ``dim`` principal components) and the network's
+    reconstruction to the view's shape posed in that view's frame (symmetric Chamfer between
+    point sets). Each is standardised over the bank (z-score; see :meth:`select` for which views
+    get a shape distance) and the nearest view under ``z(picture) + shape_weight * z(shape)`` wins: its model's solid (:mod:`recon_core.volume`:
+    the cells its surface passes through, so open shells, single-sided sheets and interior
+    parts all stay) is meshed by marching tetrahedra and posed in the view's frame.
+
+    Args:
+        num_shapes: M training models; num_views: N indexed views; dim: D embedding components;
+        num_points: P points per shape; grid_bytes: total length of the packed grids;
+        resolution: R, cells per side of every grid.
+
+    Buffers (persistent):
+        embed_mean: (EMBED_DIM,); embed_basis: (EMBED_DIM, D): as in :class:`ShapePrior`.
+        view_features: (N, D); view_shape: (N,) long model index; view_rotation: (N, 3, 3).
+        shape_points: (M, P, 3) world-frame surface points of each model.
+        shape_category: (M,) long category index (-1: unknown).
+        grid_data: (grid_bytes,) uint8, every model's :func:`recon_core.volume.pack_grid`, in order.
+        grid_offsets: (M + 1,) long start of each model's grid in ``grid_data``.
+    """
+
+    def __init__(self, num_shapes: int, num_views: int, dim: int, num_points: int, grid_bytes: int, resolution: int):
+        super().__init__()
+        if min(num_shapes, num_views, dim, num_points, grid_bytes, resolution) < 1:
+            raise ValueError("a shape bank needs shapes, views, dims, points, grids and a resolution, got "
+                             f"{num_shapes}, {num_views}, {dim}, {num_points}, {grid_bytes}, {resolution}: "
+                             "build one with training/build_shape_bank.py")
+        self.resolution = resolution
+        self.register_buffer("embed_mean", torch.zeros(EMBED_DIM))
+        self.register_buffer("embed_basis", torch.zeros(EMBED_DIM, dim))
+        self.register_buffer("view_features", torch.zeros(num_views, dim))
+        self.register_buffer("view_shape", torch.zeros(num_views, dtype=torch.long))
+        self.register_buffer("view_rotation", torch.eye(3).repeat(num_views, 1, 1))
+        self.register_buffer("shape_points", torch.zeros(num_shapes, num_points, 3))
+        self.register_buffer("shape_category", torch.full((num_shapes,), -1, dtype=torch.long))
+        self.register_buffer("grid_data", torch.zeros(grid_bytes, dtype=torch.uint8))
+        self.register_buffer("grid_offsets", torch.zeros(num_shapes + 1, dtype=torch.long))
+
+    def picture_distances(self, embedding: torch.Tensor) -> torch.Tensor:
+        """(EMBED_DIM,) :func:`embed_image` vector -> (N,) squared distances to every view in the projected space."""
+        if embedding.shape != (EMBED_DIM,):
+            raise ValueError(f"embedding must be ({EMBED_DIM},), got {tuple(embedding.shape)}")
+        query = (embedding.float() - self.embed_mean.float()) @ self.embed_basis.float()
+        return ((self.view_features.float() - query) ** 2).sum(dim=1)
+
+    def shape_distances(self, points: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """(Q, 3) view-frame points of the reconstruction -> symmetric Chamfer-L2 to the posed shape of
+        each view in ``rows`` ((K,) long; None: every view), shape (K,)."""
+        if points.dim() != 2 or points.shape[1] != 3:
+            raise ValueError(f"points must be (Q, 3), got {tuple(points.shape)}")
+        if rows is None:
+            rows = torch.arange(self.view_shape.shape[0], device=self.view_shape.device)
+        query = points.float()
+        query_sq = (query * query).sum(dim=1)
+        out = []
+        for chunk in rows.split(1024):  # (n, P, Q) distance blocks of at most ~270 MB
+            posed = self.shape_points.float()[self.view_shape[chunk]] @ self.view_rotation[chunk].float().transpose(1, 2)
+            d2 = ((posed * posed).sum(dim=2)[:, :, None] + query_sq[None, None] - 2 * posed @ query.T).clamp_min(0)
+            out.append(d2.min(dim=2).values.mean(dim=1) + d2.min(dim=1).values.mean(dim=1))
+        return torch.cat(out) if out else torch.zeros(0)
+
+    def select(self, embedding: torch.Tensor, points: torch.Tensor | None, shape_weight: float = 1.0,
+               category: int | None = None) -> int:
+        """Row of the chosen view (see the class docstring); ``points`` None: the picture alone decides.
+
+        The shape distance is computed for the ``SHAPE_CANDIDATES`` views nearest to the picture
+        (the winner is always among them in practice: its picture term is small) and, for its
+        mean and standard deviation, also for every ``SHAPE_STATS_STRIDE``-th view of the bank.
+        ``category`` (an index) keeps only that category's views when it has any.
+        """
+
+        def z(d: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+            return (d - ref.mean()) / ref.std().clamp_min(1e-12)
+
+        pic = self.picture_distances(embedding)
+        if category is not None:
+            allowed = self.shape_category[self.view_shape] == category
+            if allowed.any():
+                pic = pic.masked_fill(~allowed, float("inf"))
+        finite = torch.isfinite(pic)
+        k = min(SHAPE_CANDIDATES, int(finite.sum()))
+        candidates = pic.topk(k, largest=False).indices
+        score = z(pic[candidates], pic[finite])
+        if points is not None and shape_weight:
+            sample = torch.arange(0, pic.shape[0], SHAPE_STATS_STRIDE, device=pic.device)
+            d = self.shape_distances(points, torch.cat([candidates, sample]))
+            score = score + shape_weight * z(d[:k], d)
+        return int(candidates[torch.argmin(score)])
+
+    def grid(self, shape: int) -> np.ndarray:
+        """(R, R, R) bool solid of model ``shape`` (world frame, :data:`recon_core.volume.GRID_BOUND`)."""
+        from recon_core.volume import unpack_grid
+
+        start, end = (int(x) for x in self.grid_offsets[shape : shape + 2])
+        return unpack_grid(self.grid_data[start:end].cpu().numpy().tobytes(), self.resolution)
+
+    def view_mesh(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(verts (V, 3) float64 view frame, faces (F, 3) int64)``: the solid of view ``row``'s model, posed."""
+        from recon_core.volume import grid_surface
+
+        verts, faces = grid_surface(self.grid(int(self.view_shape[row])))
+        rot = self.view_rotation[row].double().cpu().numpy()
+        return verts @ rot.T, faces

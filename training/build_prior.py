@@ -37,7 +37,7 @@ from recon_core.retrieval import EMBED_VERSION, embed_image
 from recon_core.topology import IcoTopology, neighbour_mean
 from recon_core.weights import atomic_write_bytes
 
-__all__ = ["fit_templates", "principal_components", "build_bank", "load_bank", "main"]
+__all__ = ["fit_templates", "principal_components", "embed_views", "build_bank", "load_bank", "main"]
 
 log = logging.getLogger("build-prior")
 
@@ -104,6 +104,27 @@ def principal_components(x: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarra
     return mean.astype(np.float32), vt[:dim].T.astype(np.float32)
 
 
+def embed_views(entries: list) -> tuple[np.ndarray, list[int], list[np.ndarray]]:
+    """Every photo-like view of the models ``entries``: (N, EMBED_DIM) :func:`embed_image` vectors,
+    each view's model index into ``entries`` and its (3, 3) world-to-camera rotation."""
+    from tqdm import tqdm
+
+    from training.evaluate import DataError, load_view
+
+    feats, view_model, rots = [], [], []
+    for m, e in enumerate(tqdm(entries, desc="embed views", unit="model")):
+        for v in e.views:
+            rgb, alpha, cam, meta = load_view(e, v)
+            if meta.get("sketch", False):
+                continue  # queries are photos
+            feats.append(embed_image(rgb, alpha))
+            view_model.append(m)
+            rots.append(cam.R)
+    if not feats:
+        raise DataError("The train split has no photo views (only sketches): retrieval needs some.")
+    return np.stack(feats), view_model, rots
+
+
 def _read_groups(shapenet: Path) -> dict[str, str]:
     """Model id -> its manifest group (its own id when it has none)."""
     from training.evaluate import _read_manifest
@@ -129,7 +150,7 @@ def build_bank(
     """
     from tqdm import tqdm
 
-    from training.evaluate import DataError, _shape_points, discover, load_view
+    from training.evaluate import DataError, _shape_points, discover
 
     entries = discover(shapenet, renders, "train")
     if limit is not None:
@@ -148,18 +169,7 @@ def build_bank(
         templates.append(fit_templates(pts, levels=levels, steps=steps))
     templates_t = torch.cat(templates)
 
-    feats, view_tmpl, rots = [], [], []
-    for m, e in enumerate(tqdm(entries, desc="embed views", unit="model")):
-        for v in e.views:
-            rgb, alpha, cam, meta = load_view(e, v)
-            if meta.get("sketch", False):
-                continue  # queries are photos
-            feats.append(embed_image(rgb, alpha))
-            view_tmpl.append(m)
-            rots.append(cam.R)
-    if not feats:
-        raise DataError("The train split has no photo views (only sketches): the prior needs some.")
-    x = np.stack(feats)
+    x, view_tmpl, rots = embed_views(entries)
     mean, basis = principal_components(x, dim)
     group_names = sorted({groups_by_id.get(e.model_id, e.model_id) for e in entries})
     group_index = {g: i for i, g in enumerate(group_names)}

@@ -1,0 +1,252 @@
+"""The shape bank: built from a fake renders folder, selection against a brute-force reference, and the main job.
+
+Uses tests/test_prior_pipeline.py's fake data set (four box-shaped train models of known
+categories with two photo views each, a val chair).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recon_core.camera import VIEW_TO_OUTPUT
+from recon_core.categories import category_index
+from recon_core.config import ModelConfig
+from recon_core.model import build_model
+from recon_core.printable import check_printable
+from recon_core.retrieval import SHAPE_CANDIDATES, SHAPE_STATS_STRIDE, ShapeBank, embed_image
+from recon_core.volume import GRID_BOUND
+from recon_core.weights import load_model, save_model
+from training.build_shape_bank import attach_bank, build_shape_bank, main
+
+from tests.test_prior_pipeline import BANK_IDS, MODELS, TINY_MODEL, _rgba, fake  # noqa: F401 (fixture)
+
+SIZES = dict(dim=4, num_points=64, resolution=24)
+
+
+@pytest.fixture(scope="module")
+def shape_bank(fake):  # noqa: F811
+    shapenet, renders = fake
+    return build_shape_bank(shapenet, renders, **SIZES)
+
+
+@pytest.fixture(scope="module")
+def bank_module(shape_bank):
+    tensors, info = shape_bank
+    s = info["sizes"]
+    bank = ShapeBank(s["bank_shapes"], s["bank_views"], s["bank_dim"], s["bank_points"], s["bank_grid_bytes"],
+                     s["bank_resolution"])
+    bank.load_state_dict(tensors)
+    return bank
+
+
+@pytest.fixture(scope="module")
+def banked_model(shape_bank, tmp_path_factory):
+    """A tiny sphere network (random weights, saved as trained) with the fake bank attached."""
+    tensors, info = shape_bank
+    folder = tmp_path_factory.mktemp("banked")
+    torch.manual_seed(0)
+    save_model(build_model(ModelConfig(**TINY_MODEL)), folder / "base", {"steps": 0})
+    return attach_bank(folder / "base", tensors, info, folder / "banked", shape_weight=1.0)
+
+
+def test_bank_holds_every_known_train_model_and_photo_view(shape_bank):
+    tensors, info = shape_bank
+    assert info["model_ids"] == BANK_IDS
+    assert info["sizes"]["bank_views"] == 2 * len(BANK_IDS)  # the sketch views are not indexed
+    assert tensors["view_shape"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert [int(c) for c in tensors["shape_category"]] == [category_index(n) for n in ("chair", "chair", "sofa",
+                                                                                          "table")]
+    assert tensors["grid_offsets"][-1] == tensors["grid_data"].numel()
+
+
+def test_grids_are_hollow_slabs_on_each_box(bank_module):
+    r = SIZES["resolution"]
+    h = 2 * GRID_BOUND / r
+    centres = -GRID_BOUND + (np.arange(r) + 0.5) * h
+    for m, model_id in enumerate(BANK_IDS):
+        lo, hi = next((np.array(x[4]), np.array(x[5])) for x in MODELS if x[1] == model_id)
+        grid = bank_module.grid(m)
+        solid = np.argwhere(grid)
+        pos = centres[solid]
+        # every solid cell is within a cell of the box's surface, none deep inside
+        inside_by = np.minimum(pos - lo, hi - pos).min(axis=1)
+        assert (np.abs(inside_by) <= h).all()
+        assert not grid[tuple(np.searchsorted(centres, (lo + hi) / 2))]  # the centre stays hollow
+        # and every face of the box has solid cells: the slab covers the whole surface
+        for axis in range(3):
+            for side in (lo, hi):
+                on_face = np.abs(pos[:, axis] - side[axis]) <= h
+                assert on_face.sum() >= 4
+
+
+def _reference_select(bank: ShapeBank, embedding: np.ndarray, points: np.ndarray, weight: float,
+                      category: int | None) -> int:
+    """Brute force in numpy: loop over views, pose each shape, Chamfer by full distance matrices;
+    the shape z-score's statistics over the candidates plus every SHAPE_STATS_STRIDE-th view."""
+    mean = bank.embed_mean.double().numpy()
+    basis = bank.embed_basis.double().numpy()
+    q = (embedding - mean) @ basis
+    n = bank.view_features.shape[0]
+
+    def shape_distance(row: int) -> float:
+        rot = bank.view_rotation[row].double().numpy()
+        posed = bank.shape_points[bank.view_shape[row]].double().numpy() @ rot.T
+        d2 = ((points[:, None, :] - posed[None]) ** 2).sum(-1)
+        return d2.min(1).mean() + d2.min(0).mean()
+
+    pic = np.array([((bank.view_features[row].double().numpy() - q) ** 2).sum() for row in range(n)])
+    if category is not None:
+        allowed = bank.shape_category[bank.view_shape].numpy() == category
+        if allowed.any():
+            pic[~allowed] = np.inf
+    finite = np.isfinite(pic)
+    candidates = np.argsort(pic, kind="stable")[: min(SHAPE_CANDIDATES, finite.sum())]
+    score = (pic[candidates] - pic[finite].mean()) / pic[finite].std(ddof=1)
+    if weight:
+        d = np.array([shape_distance(r) for r in list(candidates) + list(range(0, n, SHAPE_STATS_STRIDE))])
+        score = score + weight * (d[: len(candidates)] - d.mean()) / d.std(ddof=1)
+    return int(candidates[np.argmin(score)])
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("weight", [0.0, 1.0, 3.0])
+def test_select_matches_brute_force(bank_module, fake, seed, weight):  # noqa: F811
+    _, renders = fake
+    rng = np.random.default_rng(seed)
+    model_id = BANK_IDS[seed % len(BANK_IDS)]
+    rgb, alpha = _rgba(renders, model_id, seed % 2)
+    embedding = embed_image(rgb, alpha)
+    points = rng.normal(scale=0.25, size=(40, 3))
+    category = None if seed < 2 else category_index("sofa")
+    got = bank_module.select(torch.from_numpy(embedding), torch.from_numpy(points), weight, category)
+    assert got == _reference_select(bank_module, embedding.astype(np.float64), points, weight, category)
+
+
+def test_the_shape_distance_can_overrule_the_picture(bank_module, fake):  # noqa: F811
+    """A chair's picture with the table's posed points: the picture alone picks the chair, a heavy shape weight the table."""
+    _, renders = fake
+    rgb, alpha = _rgba(renders, "chair_a", 0)
+    embedding = torch.from_numpy(embed_image(rgb, alpha))
+    table_row = int(np.flatnonzero(bank_module.view_shape.numpy() == BANK_IDS.index("table_a"))[0])
+    points = bank_module.shape_points[BANK_IDS.index("table_a")] @ bank_module.view_rotation[table_row].T
+    assert int(bank_module.view_shape[bank_module.select(embedding, points, 0.0)]) == BANK_IDS.index("chair_a")
+    assert bank_module.select(embedding, points, 50.0) == table_row
+
+
+def test_view_mesh_is_printable_and_posed(bank_module):
+    for row in (0, 3, 7):
+        verts, faces = bank_module.view_mesh(row)
+        assert check_printable(verts, faces).ok
+        world = verts @ bank_module.view_rotation[row].double().numpy()  # undo the pose
+        m = int(bank_module.view_shape[row])
+        pts = bank_module.shape_points[m].double().numpy()
+        h = 2 * GRID_BOUND / SIZES["resolution"]
+        assert np.abs(world.min(0) - pts.min(0)).max() < 1.5 * h
+        assert np.abs(world.max(0) - pts.max(0)).max() < 1.5 * h
+
+
+def test_bank_needs_sizes():
+    with pytest.raises(ValueError, match="build_shape_bank"):
+        ShapeBank(0, 4, 2, 8, 10, 16)
+
+
+def test_banked_model_round_trips_and_reconstructs_the_selected_solid(banked_model, fake):  # noqa: F811
+    from recon_core.inference import Reconstructor
+
+    _, renders = fake
+    model, meta = load_model(banked_model)
+    assert model.config.shape_bank and meta["shape_bank"]["train_models"] == len(BANK_IDS)
+    rec = Reconstructor(model, meta)
+    rgb, alpha = _rgba(renders, "chair_val", 0)
+    result = rec.reconstruct(rgb, alpha, smooth=False)
+    assert result.report.ok, result.report
+    assert "retrieval" in result.timings
+    # the output is the bank's solid of the view that select() picks for this picture and reconstruction
+    with torch.inference_mode():
+        from recon_core.image import prepare_image
+
+        out = model(prepare_image(rgb, alpha, model.config.image_size).image[None])
+        verts = out.verts[0]
+        step = max(1, verts.shape[0] // 256)
+        row = model.bank.select(torch.from_numpy(embed_image(rgb, alpha)), verts[::step], 1.0)
+    expected, _ = model.bank.view_mesh(row)
+    expected = expected @ VIEW_TO_OUTPUT.T
+    assert np.allclose(np.sort(result.verts, axis=0), np.sort(expected, axis=0), atol=1e-6)
+    # with a category, the solid is one of that category's
+    sofa = rec.reconstruct(rgb, alpha, category="sofa", smooth=False)
+    sofa_rows = np.flatnonzero(model.bank.view_shape.numpy() == BANK_IDS.index("sofa_a"))
+    candidates = [model.bank.view_mesh(int(r))[0] @ VIEW_TO_OUTPUT.T for r in sofa_rows]
+    assert any(c.shape == sofa.verts.shape and np.allclose(np.sort(c, 0), np.sort(sofa.verts, 0), atol=1e-6)
+               for c in candidates)
+
+
+def test_main_writes_a_model_and_reports_bad_input(fake, banked_model, tmp_path, capsys):  # noqa: F811
+    shapenet, renders = fake
+    base = banked_model.parent / "base"
+    args = ["--model", str(base), "--shapenet", str(shapenet), "--renders", str(renders), "--dim", "3",
+            "--points", "32", "--resolution", "16"]
+    assert main(args + ["--out", str(tmp_path / "m")]) == 0
+    assert "4 shapes, 8 views" in capsys.readouterr().out
+    model, _ = load_model(tmp_path / "m")
+    assert model.bank.resolution == 16 and model.bank.shape_points.shape == (4, 32, 3)
+    assert main(args[:6] + ["--renders", str(tmp_path / "nothing"), "--out", str(tmp_path / "n")]) == 2
+    assert "renders" in capsys.readouterr().err
+    assert main(args + ["--shape-weight", "-1", "--out", str(tmp_path / "w")]) == 2
+    assert "--shape-weight" in capsys.readouterr().err
+    assert not list(tmp_path.glob("n.*")) and not list(tmp_path.glob("w.*"))
+
+
+@pytest.fixture(scope="module")
+def large_bank():
+    """A random bank with more views than SHAPE_CANDIDATES, so the candidate cut and the stride sample matter."""
+    rng = np.random.default_rng(5)
+    m, n, dim, p = 30, 3 * SHAPE_CANDIDATES, 6, 20
+    bank = ShapeBank(m, n, dim, p, 1, 4)
+    from recon_core.retrieval import EMBED_DIM
+
+    q, _ = np.linalg.qr(rng.normal(size=(EMBED_DIM, dim)))
+    rots = np.stack([np.linalg.qr(rng.normal(size=(3, 3)))[0] for _ in range(n)])
+    bank.load_state_dict({
+        "embed_mean": torch.tensor(rng.normal(size=EMBED_DIM) * 0.01, dtype=torch.float32),
+        "embed_basis": torch.tensor(q, dtype=torch.float32),
+        "view_features": torch.tensor(rng.normal(size=(n, dim)) * 0.1, dtype=torch.float32),
+        "view_shape": torch.tensor(rng.integers(0, m, n)),
+        "view_rotation": torch.tensor(rots, dtype=torch.float32),
+        "shape_points": torch.tensor(rng.normal(scale=0.3, size=(m, p, 3)), dtype=torch.float32),
+        "shape_category": torch.tensor(rng.integers(0, 3, m)),
+        "grid_data": torch.zeros(1, dtype=torch.uint8),
+        "grid_offsets": torch.zeros(m + 1, dtype=torch.long),
+    })
+    return bank
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("weight", [0.0, 1.0, 4.0])
+def test_select_with_candidate_cut_matches_brute_force(large_bank, seed, weight):
+    rng = np.random.default_rng(seed)
+    from recon_core.retrieval import EMBED_DIM
+
+    embedding = rng.random(EMBED_DIM)
+    embedding /= np.linalg.norm(embedding)
+    points = rng.normal(scale=0.3, size=(25, 3))
+    category = None if seed == 0 else int(seed)
+    got = large_bank.select(torch.tensor(embedding, dtype=torch.float32), torch.tensor(points, dtype=torch.float32),
+                            weight, category)
+    assert got == _reference_select(large_bank, embedding.astype(np.float32).astype(np.float64), points, weight,
+                                    category)
+    if category is not None:
+        assert int(large_bank.shape_category[large_bank.view_shape[got]]) == category
+
+
+def test_shape_distances_equal_knn(large_bank):
+    from pytorch3d.ops import knn_points
+
+    points = torch.randn(30, 3) * 0.3
+    rows = torch.arange(0, 700, 7)
+    got = large_bank.shape_distances(points, rows)
+    posed = large_bank.shape_points[large_bank.view_shape[rows]] @ large_bank.view_rotation[rows].transpose(1, 2)
+    q = points[None].expand(len(rows), -1, -1).contiguous()
+    expected = knn_points(q, posed, K=1).dists[..., 0].mean(1) + knn_points(posed, q, K=1).dists[..., 0].mean(1)
+    assert torch.allclose(got, expected, atol=1e-5)

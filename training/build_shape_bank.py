@@ -1,0 +1,161 @@
+"""Give a trained model a shape bank: its output is then snapped to the nearest training shape.
+
+    python training/build_shape_bank.py [--model models/default] --out runs/shape_bank/model
+
+For each model of the train split (the models and views of the retrieval baseline of
+``evaluate.py``), the bank (:class:`recon_core.retrieval.ShapeBank`) stores
+
+* every photo-like view's :func:`recon_core.retrieval.embed_image` vector, reduced to
+  ``--dim`` principal components, and its world-to-camera rotation;
+* ``--points`` surface points of the model (the distance to the network's reconstruction);
+* the model's solid at ``--resolution`` cells a side (:func:`recon_core.volume.occupancy_grid`
+  without filling, so every wall, inner ones included, is kept as a thin slab), zlib-packed.
+
+The network's weights are copied unchanged from ``--model``; the result is one model file
+(``OUT.safetensors`` + ``OUT.json``) that ``recon-mesh --model OUT`` and ``evaluate.py
+--model OUT`` use like any other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+
+from recon_core.categories import CATEGORIES
+from recon_core.retrieval import EMBED_VERSION
+
+__all__ = ["build_shape_bank", "attach_bank", "main"]
+
+log = logging.getLogger("build-shape-bank")
+
+_CATEGORY_INDEX = {c.synset: i for i, c in enumerate(CATEGORIES)}
+
+
+def build_shape_bank(
+    shapenet: str | Path,
+    renders: str | Path,
+    dim: int = 128,
+    num_points: int = 256,
+    resolution: int = 64,
+    limit: int | None = None,
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """The :class:`recon_core.retrieval.ShapeBank` buffers of the train split, and a JSON-able description."""
+    from tqdm import tqdm
+
+    from recon_core.volume import occupancy_grid, pack_grid
+    from training.build_prior import embed_views, principal_components
+    from training.evaluate import DataError, _shape_points, discover, load_world_mesh
+
+    if min(dim, num_points, resolution) < 1 or resolution < 4:
+        raise ValueError(f"--dim and --points must be >= 1 and --resolution >= 4, got {dim}, {num_points}, {resolution}")
+    entries = discover(shapenet, renders, "train")
+    if limit is not None:
+        entries = entries[:limit]
+    if not entries:
+        raise DataError("The train split has no rendered models: run build_dataset.py and render.py first.")
+    x, view_model, rots = embed_views(entries)
+    mean, basis = principal_components(x, dim)
+    blobs, points = [], []
+    for e in tqdm(entries, desc="solids", unit="model"):
+        verts, faces = load_world_mesh(e.mesh_path)
+        blobs.append(np.frombuffer(pack_grid(occupancy_grid(verts, faces, resolution, fill=False)), dtype=np.uint8))
+        points.append(_shape_points(e, num_points, seed=0))
+    offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])])
+    tensors = {
+        "embed_mean": torch.from_numpy(mean),
+        "embed_basis": torch.from_numpy(basis),
+        "view_features": torch.from_numpy((x - mean) @ basis),
+        "view_shape": torch.tensor(view_model, dtype=torch.long),
+        "view_rotation": torch.tensor(np.stack(rots), dtype=torch.float32),
+        "shape_points": torch.stack(points).float(),
+        "shape_category": torch.tensor([_CATEGORY_INDEX.get(e.synset, -1) for e in entries], dtype=torch.long),
+        "grid_data": torch.from_numpy(np.concatenate(blobs).copy()),
+        "grid_offsets": torch.from_numpy(offsets.astype(np.int64)),
+    }
+    info = {
+        "model_ids": [e.model_id for e in entries],
+        "synsets": [e.synset for e in entries],
+        "embed_version": EMBED_VERSION,
+        "sizes": {
+            "bank_shapes": len(entries),
+            "bank_views": len(view_model),
+            "bank_dim": int(basis.shape[1]),
+            "bank_points": num_points,
+            "bank_grid_bytes": int(offsets[-1]),
+            "bank_resolution": resolution,
+        },
+    }
+    return tensors, info
+
+
+def attach_bank(model_path: str | Path | None, tensors: dict[str, torch.Tensor], info: dict, out: str | Path,
+                shape_weight: float = 1.0) -> Path:
+    """Save the network of ``model_path`` (None: the shipped default) with the bank as model ``out``."""
+    from recon_core.config import ModelConfig
+    from recon_core.model import build_model
+    from recon_core.weights import load_model, save_model
+
+    base, meta = load_model(model_path)
+    if not meta.get("trained", False):
+        raise ValueError(f"the model {model_path or 'models/default'} has no trained weights to attach a bank to")
+    fields = {**base.config.to_dict(), **info["sizes"], "shape_bank": True, "bank_shape_weight": shape_weight}
+    model = build_model(ModelConfig(**fields))
+    state = {k: v for k, v in base.state_dict().items() if not k.startswith("bank.")}
+    state.update({f"bank.{k}": v for k, v in tensors.items()})
+    model.load_state_dict(state)
+    keep = {k: v for k, v in meta.items() if k not in ("model", "trained", "shape_bank")}
+    keep["shape_bank"] = {
+        "from_model": str(model_path or "models/default"),
+        "train_models": info["sizes"]["bank_shapes"],
+        "views": info["sizes"]["bank_views"],
+        "note": "built by training/build_shape_bank.py from the train split; the network's weights are unchanged",
+    }
+    return save_model(model, out, keep)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="build-shape-bank", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None, help="trained model to copy the network from (default: the shipped one)")
+    p.add_argument("--out", required=True, help="output model stem (.safetensors + .json)")
+    p.add_argument("--shapenet", default="data/shapenet")
+    p.add_argument("--renders", default="data/renders")
+    p.add_argument("--dim", type=int, default=128, help="principal components of the picture embedding kept")
+    p.add_argument("--points", type=int, default=256, help="surface points per training model")
+    p.add_argument("--resolution", type=int, default=64, help="cells per side of each model's solid")
+    p.add_argument("--shape-weight", type=float, default=1.0,
+                   help="weight of the reconstruction's distance against the picture's (0: the picture alone)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N training models (tests)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from recon_core.weights import WeightsError
+    from training.evaluate import DataError
+
+    try:
+        if args.shape_weight < 0:
+            raise ValueError(f"--shape-weight must be >= 0, got {args.shape_weight}")
+        tic = time.perf_counter()
+        tensors, info = build_shape_bank(args.shapenet, args.renders, args.dim, args.points, args.resolution,
+                                         args.limit)
+        stem = attach_bank(args.model, tensors, info, args.out, args.shape_weight)
+    except (DataError, ValueError, FileNotFoundError, WeightsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    size = stem.with_suffix(".safetensors").stat().st_size / 2**20
+    s = info["sizes"]
+    print(f"wrote {stem}.safetensors ({size:.1f} MB): {s['bank_shapes']} shapes, {s['bank_views']} views, "
+          f"{s['bank_grid_bytes'] / 2**20:.2f} MB of solids, in {time.perf_counter() - tic:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
