@@ -34,7 +34,7 @@ TARGET_FLOOR_RATIO = 4.0
 """End-to-end p50 at 2,562 vertices over the encoder floor."""
 MAIN_VERTICES = 2562
 STAGES = ("preprocess", "encoder", "category_head", "coarse_head", "refiner_0", "refiner_1", "refiner_2",
-          "network_other", "postprocess", "repair", "check", "export_stl")
+          "network_other", "retrieval", "postprocess", "repair", "check", "export_stl")
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:

@@ -88,6 +88,10 @@ class ModelConfig:
     """shape_bank: cells per side of each solid's grid."""
     bank_shape_weight: float = 1.0
     """shape_bank: weight of the reconstruction's distance against the picture's (both standardised)."""
+    bank_smoothing: float = 1.0
+    """shape_bank: Gaussian blur of the solid before meshing, in cells (0: the cells' staircase)."""
+    bank_level: float = 0.25
+    """shape_bank: iso-level of the blurred solid (below 0.5: thin slabs survive the blur)."""
 
     def __post_init__(self) -> None:
         if self.backbone not in ("resnet18", "resnet34", "resnet50"):
@@ -98,6 +102,9 @@ class ModelConfig:
             raise ValueError(f"coarse must be 'ico_sphere', 'template' or 'retrieval', got {self.coarse!r}")
         if self.coarse == "retrieval" and self.prior_level < self.ico_level:
             raise ValueError(f"prior_level ({self.prior_level}) must be at least ico_level ({self.ico_level})")
+        if self.bank_smoothing < 0 or not 0 < self.bank_level < 1:
+            raise ValueError(f"bank_smoothing must be >= 0 and bank_level in (0, 1), got {self.bank_smoothing}, "
+                             f"{self.bank_level}")
         if self.bank_shape_weight < 0:
             raise ValueError(f"bank_shape_weight must be >= 0, got {self.bank_shape_weight}")
         if self.vertices not in VERTEX_SCHEDULES:

@@ -22,7 +22,7 @@ from recon_core.camera import VIEW_TO_OUTPUT
 from recon_core.categories import CATEGORIES, category_by_name
 from recon_core.image import load_image, prepare_image
 from recon_core.printable import PrintableReport, check_printable
-from recon_core.repair import make_printable
+from recon_core.repair import RepairLog, make_printable
 from recon_core.retrieval import embed_image
 from recon_core.topology import vertex_count
 from recon_core.weights import atomic_write_bytes, load_model
@@ -118,7 +118,8 @@ class Reconstructor:
             category: category name overriding the predicted one, or None for automatic.
             vertices: output vertex count (642, 2562 or 10242; the model's default if None).
             height_mm: scale the mesh so its height (Y extent) is this many millimetres.
-            smooth: volume-preserving smoothing after repair.
+            smooth: volume-preserving smoothing after repair (the network's own mesh; a shape-bank model's solid
+                is smoothed by the blur of its config's ``bank_smoothing``).
         """
         if height_mm is not None and not (np.isfinite(height_mm) and height_mm > 0):
             raise ValueError(f"height_mm must be a positive number of millimetres, got {height_mm}.")
@@ -147,7 +148,11 @@ class Reconstructor:
                 snapped = self._snap(rgb, alpha, out.verts[0], cat_index)
         with _timed(timings, "repair"):
             if snapped is not None:
-                verts, faces, repair_log = make_printable(*snapped, smooth_iterations=SMOOTH_ITERATIONS if smooth else 0)
+                # Closed, manifold and free of self-intersections by construction (recon_core.volume), already
+                # smooth (the solid is blurred before meshing): the check below confirms it, and repairs if not.
+                verts, faces = snapped
+                repair_log = RepairLog(path="original", input_closed_manifold=True)
+                repair_log.note("the solid of the nearest training shape, meshed by marching tetrahedra")
             else:
                 verts, faces, repair_log = repair_with_backtracking(
                     verts, faces, start, smooth_iterations=SMOOTH_ITERATIONS if smooth else 0, sphere_verts=sphere
@@ -189,7 +194,8 @@ class Reconstructor:
         step = max(1, verts.shape[0] // SNAP_QUERY_POINTS)
         embedding = torch.from_numpy(embed_image(rgb, alpha)).to(verts.device)
         row = bank.select(embedding, verts[::step], self.model.config.bank_shape_weight, category)
-        view_verts, faces = bank.view_mesh(row)
+        cfg = self.model.config
+        view_verts, faces = bank.view_mesh(row, cfg.bank_smoothing, cfg.bank_level)
         if len(faces) == 0:
             log.warning("the shape bank's solid for view %d is empty: keeping the network's reconstruction", row)
             return None

@@ -181,13 +181,18 @@ def occupancy_grid(
     return ndimage.binary_fill_holes(solid) if fill else solid
 
 
-def grid_surface(occupancy: np.ndarray, bound: float = GRID_BOUND, smoothing: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def grid_surface(
+    occupancy: np.ndarray, bound: float = GRID_BOUND, smoothing: float = 0.0, level: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
     """Closed manifold surface of a solid grid: ``(verts (V, 3) float64, faces (F, 3) int64)``.
 
     The grid is padded with one empty cell on every side (so the surface closes), optionally
-    blurred by a Gaussian of ``smoothing`` cells, and cut at 0.5 by :func:`marching_tetrahedra`
-    at the cell centres. Empty when the grid has no solid cell.
+    blurred by a Gaussian of ``smoothing`` cells, and cut at ``level`` by :func:`marching_tetrahedra`
+    at the cell centres (below 0.5 the blurred solid grows a little, so one-cell slabs survive
+    the blur). Empty when the grid has no solid cell.
     """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
     from scipy import ndimage
 
     occupancy = np.asarray(occupancy, dtype=bool)
@@ -197,7 +202,7 @@ def grid_surface(occupancy: np.ndarray, bound: float = GRID_BOUND, smoothing: fl
     field = np.pad(occupancy.astype(np.float64), 1)
     if smoothing > 0:
         field = ndimage.gaussian_filter(field, smoothing)
-    return marching_tetrahedra(field, 0.5, np.full(3, -bound - 0.5 * h), h)
+    return marching_tetrahedra(field, level, np.full(3, -bound - 0.5 * h), h)
 
 
 def pack_grid(occupancy: np.ndarray) -> bytes:

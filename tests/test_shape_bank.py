@@ -171,13 +171,14 @@ def test_banked_model_round_trips_and_reconstructs_the_selected_solid(banked_mod
         verts = out.verts[0]
         step = max(1, verts.shape[0] // 256)
         row = model.bank.select(torch.from_numpy(embed_image(rgb, alpha)), verts[::step], 1.0)
-    expected, _ = model.bank.view_mesh(row)
+    expected, _ = model.bank.view_mesh(row, model.config.bank_smoothing, model.config.bank_level)
     expected = expected @ VIEW_TO_OUTPUT.T
     assert np.allclose(np.sort(result.verts, axis=0), np.sort(expected, axis=0), atol=1e-6)
     # with a category, the solid is one of that category's
     sofa = rec.reconstruct(rgb, alpha, category="sofa", smooth=False)
     sofa_rows = np.flatnonzero(model.bank.view_shape.numpy() == BANK_IDS.index("sofa_a"))
-    candidates = [model.bank.view_mesh(int(r))[0] @ VIEW_TO_OUTPUT.T for r in sofa_rows]
+    candidates = [model.bank.view_mesh(int(r), model.config.bank_smoothing, model.config.bank_level)[0] @ VIEW_TO_OUTPUT.T
+                  for r in sofa_rows]
     assert any(c.shape == sofa.verts.shape and np.allclose(np.sort(c, 0), np.sort(sofa.verts, 0), atol=1e-6)
                for c in candidates)
 
@@ -250,3 +251,32 @@ def test_shape_distances_equal_knn(large_bank):
     q = points[None].expand(len(rows), -1, -1).contiguous()
     expected = knn_points(q, posed, K=1).dists[..., 0].mean(1) + knn_points(posed, q, K=1).dists[..., 0].mean(1)
     assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_an_empty_solid_keeps_the_networks_reconstruction(shape_bank, tmp_path, fake, caplog):  # noqa: F811
+    from recon_core.inference import Reconstructor
+    from recon_core.volume import pack_grid
+
+    tensors, info = shape_bank
+    r = info["sizes"]["bank_resolution"]
+    blob = np.frombuffer(pack_grid(np.zeros((r, r, r), bool)), dtype=np.uint8)
+    m = info["sizes"]["bank_shapes"]
+    empty = {**tensors, "grid_data": torch.from_numpy(np.tile(blob, m).copy()),
+             "grid_offsets": torch.arange(m + 1) * len(blob)}
+    empty_info = {**info, "sizes": {**info["sizes"], "bank_grid_bytes": m * len(blob)}}
+    torch.manual_seed(0)
+    save_model(build_model(ModelConfig(**TINY_MODEL)), tmp_path / "base", {"steps": 0})
+    stem = attach_bank(tmp_path / "base", empty, empty_info, tmp_path / "empty")
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    result = Reconstructor.from_file(stem).reconstruct(rgb, alpha)
+    assert result.report.ok and len(result.verts) == 642  # the network's own 642-vertex mesh, repaired
+    assert "empty" in caplog.text
+
+
+def test_attach_bank_refuses_an_untrained_model(shape_bank, tmp_path):
+    import json
+
+    tensors, info = shape_bank
+    (tmp_path / "cfg.json").write_text(json.dumps({"model": TINY_MODEL}))  # config only: random weights
+    with pytest.raises(ValueError, match="no trained weights"):
+        attach_bank(tmp_path / "cfg", tensors, info, tmp_path / "out")

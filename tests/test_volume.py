@@ -132,3 +132,13 @@ def test_pack_roundtrip_and_errors():
         unpack_grid(blob, 10)
     with pytest.raises(ValueError, match="corrupt"):
         unpack_grid(b"not zlib", 9)
+
+
+def test_blur_and_lower_level_keep_a_one_cell_slab():
+    slab = np.zeros((16, 16, 16), bool)
+    slab[3:13, 8, 3:13] = True
+    assert grid_surface(slab, smoothing=1.0, level=0.5)[1].shape == (0, 3)  # the blur drops it below 0.5
+    verts, faces = grid_surface(slab, bound=1.0, smoothing=1.0, level=0.25)
+    assert check_printable(verts, faces).ok
+    with pytest.raises(ValueError, match="level"):
+        grid_surface(slab, level=1.0)
