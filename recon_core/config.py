@@ -88,9 +88,9 @@ class ModelConfig:
     """shape_bank: cells per side of each solid's grid."""
     bank_shape_weight: float = 1.0
     """shape_bank: weight of the reconstruction's distance against the picture's (both standardised)."""
-    bank_smoothing: float = 1.0
+    bank_smoothing: float = 0.6
     """shape_bank: Gaussian blur of the solid before meshing, in cells (0: the cells' staircase)."""
-    bank_level: float = 0.25
+    bank_level: float = 0.4
     """shape_bank: iso-level of the blurred solid (below 0.5: thin slabs survive the blur)."""
 
     def __post_init__(self) -> None:
