@@ -209,7 +209,7 @@ class ShapeBank(nn.Module):
         query = points.float()
         query_sq = (query * query).sum(dim=1)
         out = []
-        for chunk in rows.split(1024):  # (n, P, Q) distance blocks of at most ~270 MB
+        for chunk in rows.split(32):  # (32, P, Q) distance blocks of ~8 MB: keeps the peak memory of a run low
             posed = self.shape_points.float()[self.view_shape[chunk]] @ self.view_rotation[chunk].float().transpose(1, 2)
             d2 = ((posed * posed).sum(dim=2)[:, :, None] + query_sq[None, None] - 2 * posed @ query.T).clamp_min(0)
             out.append(d2.min(dim=2).values.mean(dim=1) + d2.min(dim=1).values.mean(dim=1))
