@@ -103,8 +103,12 @@ def marching_tetrahedra(
     f = np.asarray(values, dtype=np.float64)
     if f.ndim != 3 or min(f.shape) < 2:
         raise ValueError(f"values must be an (X, Y, Z) grid with every side >= 2, got shape {f.shape}")
-    if not 0.0 <= clamp < 0.5:
-        raise ValueError(f"clamp must be in [0, 0.5), got {clamp}")
+    if not np.isfinite(f).all():
+        raise ValueError("values must be finite (NaN or inf found)")
+    if not 0.0 < clamp < 0.5:
+        raise ValueError(f"clamp must be in (0, 0.5) (0 would let vertices coincide), got {clamp}")
+    if not spacing > 0:
+        raise ValueError(f"spacing must be positive (a negative one would turn the surface inside out), got {spacing}")
     nx, ny, nz = f.shape
     inside = f > level
     corners = np.stack([inside[a : nx - 1 + a, b : ny - 1 + b, c : nz - 1 + c] for a, b, c in _CORNERS], axis=-1)
@@ -162,6 +166,11 @@ def occupancy_grid(
 
     Args:
         verts: (V, 3) float vertices; faces: (F, 3) int.
+        resolution: R, cells per side.
+        bound: half side of the cube the grid covers.
+        samples: surface points sampled to find the cells (plus the vertices themselves).
+        seed: seed of that sampling.
+        fill: fill what the border cannot reach (see above).
     """
     import trimesh
     from scipy import ndimage
@@ -198,11 +207,16 @@ def grid_surface(
     occupancy = np.asarray(occupancy, dtype=bool)
     if occupancy.ndim != 3 or len(set(occupancy.shape)) != 1:
         raise ValueError(f"occupancy must be a cubic (R, R, R) grid, got shape {occupancy.shape}")
+    if smoothing < 0:
+        raise ValueError(f"smoothing must be >= 0, got {smoothing}")
     h = 2.0 * bound / occupancy.shape[0]
-    field = np.pad(occupancy.astype(np.float64), 1)
+    # Empty margin wide enough for the blur's whole kernel (scipy truncates at 4 sigma), and the
+    # blur sees zeros beyond it: a solid touching the grid's edge still closes.
+    pad = 1 + int(np.ceil(4.0 * smoothing))
+    field = np.pad(occupancy.astype(np.float64), pad)
     if smoothing > 0:
-        field = ndimage.gaussian_filter(field, smoothing)
-    return marching_tetrahedra(field, level, np.full(3, -bound - 0.5 * h), h)
+        field = ndimage.gaussian_filter(field, smoothing, mode="constant", cval=0.0)
+    return marching_tetrahedra(field, level, np.full(3, -bound + (0.5 - pad) * h), h)
 
 
 def pack_grid(occupancy: np.ndarray) -> bytes:

@@ -105,7 +105,10 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise WeightsError(f"Model config {cfg_path} is not valid ({err}); restore it from the repository.") from None
     torch.manual_seed(0)
-    model = build_model(config)
+    try:
+        model = build_model(config)
+    except ValueError as err:
+        raise WeightsError(f"Model config {cfg_path} does not describe a buildable model ({err}).") from None
     if not weights_path.is_file():
         meta = {**meta, "trained": False}
         log.warning("no weights at %s: using a randomly initialised model", weights_path)
@@ -137,4 +140,9 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
                 f"{tuple(v.shape)}, the config expects {tuple(expected[k].shape)}; use the .json saved with these weights."
             )
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    if getattr(model, "bank", None) is not None:
+        try:
+            model.bank.check()
+        except ValueError as err:
+            raise WeightsError(f"Model weights {weights_path}: {err}; rebuild it with training/build_shape_bank.py.") from None
     return model.to(device).eval(), meta

@@ -13,6 +13,7 @@ import torch
 from recon_core.camera import VIEW_TO_OUTPUT
 from recon_core.categories import category_index
 from recon_core.config import ModelConfig
+from recon_core.inference import SNAP_QUERY_POINTS
 from recon_core.model import build_model
 from recon_core.printable import check_printable
 from recon_core.retrieval import SHAPE_CANDIDATES, SHAPE_STATS_STRIDE, ShapeBank, embed_image
@@ -48,7 +49,7 @@ def banked_model(shape_bank, tmp_path_factory):
     folder = tmp_path_factory.mktemp("banked")
     torch.manual_seed(0)
     save_model(build_model(ModelConfig(**TINY_MODEL)), folder / "base", {"steps": 0})
-    return attach_bank(folder / "base", tensors, info, folder / "banked", shape_weight=1.0)
+    return attach_bank(folder / "base", tensors, info, folder / "banked", shape_weight=2.0)
 
 
 def test_bank_holds_every_known_train_model_and_photo_view(shape_bank):
@@ -169,8 +170,9 @@ def test_banked_model_round_trips_and_reconstructs_the_selected_solid(banked_mod
 
         out = model(prepare_image(rgb, alpha, model.config.image_size).image[None])
         verts = out.verts[0]
-        step = max(1, verts.shape[0] // 256)
-        row = model.bank.select(torch.from_numpy(embed_image(rgb, alpha)), verts[::step], 1.0)
+        step = max(1, verts.shape[0] // SNAP_QUERY_POINTS)
+        assert model.config.bank_shape_weight == 2.0
+        row = model.bank.select(torch.from_numpy(embed_image(rgb, alpha)), verts[::step], 2.0)
     expected, _ = model.bank.view_mesh(row, model.config.bank_smoothing, model.config.bank_level)
     expected = expected @ VIEW_TO_OUTPUT.T
     assert np.allclose(np.sort(result.verts, axis=0), np.sort(expected, axis=0), atol=1e-6)
@@ -280,3 +282,45 @@ def test_attach_bank_refuses_an_untrained_model(shape_bank, tmp_path):
     (tmp_path / "cfg.json").write_text(json.dumps({"model": TINY_MODEL}))  # config only: random weights
     with pytest.raises(ValueError, match="no trained weights"):
         attach_bank(tmp_path / "cfg", tensors, info, tmp_path / "out")
+
+
+def test_a_snapped_mesh_that_fails_the_check_is_repaired(banked_model, fake, monkeypatch):  # noqa: F811
+    """The final printable check guards the bank's output too: an open solid goes through make_printable."""
+    import trimesh
+
+    from recon_core.inference import Reconstructor
+
+    box = trimesh.creation.box(extents=(0.3, 0.4, 0.2))
+    open_box = (np.asarray(box.vertices), np.asarray(box.faces)[1:])  # one triangle missing: not watertight
+    model, meta = load_model(banked_model)
+    monkeypatch.setattr(type(model.bank), "view_mesh", lambda self, row, smoothing=0.0, level=0.5: open_box)
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    result = Reconstructor(model, meta).reconstruct(rgb, alpha)
+    assert result.report.ok and result.repair.path != "original"
+
+
+def test_inconsistent_banks_are_refused_when_loading(banked_model, tmp_path):
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from recon_core.weights import WeightsError
+
+    state = load_file(str(banked_model.with_suffix(".safetensors")))
+    meta = json.loads(banked_model.with_suffix(".json").read_text())
+    for name, change, message in [
+        ("bad_index", lambda st: st["bank.view_shape"].fill_(99), "view_shape"),
+        ("bad_offsets", lambda st: st["bank.grid_offsets"].__setitem__(-1, 1), "grid_offsets"),
+        ("nan_points", lambda st: st["bank.shape_points"].fill_(float("nan")), "shape_points"),
+    ]:
+        broken = {k: v.clone() for k, v in state.items()}
+        change(broken)
+        save_file(broken, str(tmp_path / f"{name}.safetensors"))
+        shutil.copy(banked_model.with_suffix(".json"), tmp_path / f"{name}.json")
+        with pytest.raises(WeightsError, match=message):
+            load_model(tmp_path / name)
+    meta["model"]["bank_views"] = 0  # shape_bank on, no views: not buildable
+    (tmp_path / "zero.json").write_text(json.dumps(meta))
+    with pytest.raises(WeightsError, match="buildable"):
+        load_model(tmp_path / "zero")

@@ -102,6 +102,12 @@ def test_empty_and_full_grids():
     assert check_printable(verts, faces).ok
     with pytest.raises(ValueError, match="grid"):
         marching_tetrahedra(np.zeros((1, 3, 3)), 0.5, np.zeros(3), 1.0)
+    with pytest.raises(ValueError, match="clamp"):
+        marching_tetrahedra(np.zeros((3, 3, 3)), 0.5, np.zeros(3), 1.0, clamp=0.0)
+    with pytest.raises(ValueError, match="spacing"):
+        marching_tetrahedra(np.zeros((3, 3, 3)), 0.5, np.zeros(3), -1.0)
+    with pytest.raises(ValueError, match="finite"):
+        marching_tetrahedra(np.full((3, 3, 3), np.nan), 0.5, np.zeros(3), 1.0)
 
 
 def test_occupancy_grid_fills_closed_shells_and_keeps_open_ones_as_shells():
@@ -142,3 +148,13 @@ def test_blur_and_lower_level_keep_a_one_cell_slab():
     assert check_printable(verts, faces).ok
     with pytest.raises(ValueError, match="level"):
         grid_surface(slab, level=1.0)
+
+
+@pytest.mark.parametrize("smoothing, level", [(0.6, 0.15), (1.0, 0.25), (1.5, 0.4), (2.0, 0.3)])
+def test_blurred_solids_touching_the_grid_edge_still_close(smoothing, level):
+    full = np.ones((8, 8, 8), bool)
+    edge_slab = np.zeros((8, 8, 8), bool)
+    edge_slab[:, 0:3, :] = True  # a three-cell slab on the grid's border (thick enough to survive every blur here)
+    for grid in (full, edge_slab):
+        verts, faces = grid_surface(grid, bound=1.0, smoothing=smoothing, level=level)
+        assert len(faces) and check_printable(verts, faces).ok
