@@ -324,3 +324,14 @@ def test_inconsistent_banks_are_refused_when_loading(banked_model, tmp_path):
     (tmp_path / "zero.json").write_text(json.dumps(meta))
     with pytest.raises(WeightsError, match="buildable"):
         load_model(tmp_path / "zero")
+
+
+def test_init_from_a_banked_model_copies_the_network_only(banked_model):
+    from training.train import _load_init_weights
+
+    init, _ = load_model(banked_model)
+    model = build_model(ModelConfig(**TINY_MODEL))  # no bank: what train.py builds from a training config
+    _load_init_weights(model, init)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, init.state_dict()[k]), k
+    assert model.bank is None

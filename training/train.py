@@ -292,7 +292,9 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
 
 
 def _load_init_weights(model, init_model) -> None:
-    """Copy ``init_model``'s weights into ``model`` (``--init-from``), the retrieval bank excepted.
+    """Copy ``init_model``'s weights into ``model`` (``--init-from``), the retrieval prior's bank and the
+    shape bank excepted (a network trained from a shipped model comes out without a shape bank:
+    ``training/build_shape_bank.py --model SNAPSHOT`` attaches one).
 
     A model that starts from a retrieved shape can start from one that starts from a sphere:
     then the last layers of the coarse head and of every refiner stage's offset are zeroed, so
@@ -301,8 +303,9 @@ def _load_init_weights(model, init_model) -> None:
     mean F1@0.3 30.0 with them against 33.4 without), while the encoder, the attention and the
     graph convolutions keep what they learned.
     """
-    state = {k: v for k, v in init_model.state_dict().items() if not k.startswith("prior.")}
-    expected = {k: v for k, v in model.state_dict().items() if not k.startswith("prior.")}
+    banks = ("prior.", "bank.")
+    state = {k: v for k, v in init_model.state_dict().items() if not k.startswith(banks)}
+    expected = {k: v for k, v in model.state_dict().items() if not k.startswith(banks)}
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     resized = [k for k in set(state) & set(expected) if state[k].shape != expected[k].shape]
     if missing or unexpected or resized:
