@@ -10,7 +10,8 @@ _CATEGORY_ITEMS = [('AUTO', "Automatic", "Predict the category from the image")]
     (name, name.capitalize(), f"Reconstruct as a {name}") for name in CATEGORY_NAMES
 ]
 _DETAIL_ITEMS = [
-    (str(n), f"{label} ({n} vertices)", f"Output mesh with {n} vertices")
+    (str(n), f"{label} ({n} vertices)",
+     f"Output mesh with {n} vertices (models with a shape bank, like the default, output their solid's own count)")
     for label, n in zip(("Low", "Medium", "High"), VERTEX_COUNTS)
 ]
 

@@ -172,7 +172,7 @@ class Reconstructor:
         notes = [] if self.trained else ["the model is untrained (random weights): the shape is not meaningful"]
         if snapped is not None and vertices is not None:
             notes.append("this model outputs the solid of its nearest training shape: the vertex count follows "
-                         "that solid, not --vertices")
+                         "that solid (the requested count applies to models without a shape bank)")
         return Reconstruction(verts, faces, used, probs, report, repair_log, timings, notes)
 
     def _retrieve(self, rgb: np.ndarray, alpha: np.ndarray | None, category: torch.Tensor | None,

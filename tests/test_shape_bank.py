@@ -335,3 +335,13 @@ def test_init_from_a_banked_model_copies_the_network_only(banked_model):
     for k, v in model.state_dict().items():
         assert torch.equal(v, init.state_dict()[k]), k
     assert model.bank is None
+
+
+def test_a_requested_vertex_count_is_noted_as_not_applying(banked_model, fake):  # noqa: F811
+    from recon_core.inference import Reconstructor
+
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    rec = Reconstructor.from_file(banked_model)
+    assert rec.reconstruct(rgb, alpha).notes == []
+    notes = rec.reconstruct(rgb, alpha, vertices=642).notes
+    assert len(notes) == 1 and "shape bank" in notes[0]
