@@ -65,6 +65,17 @@ def _project(embeddings: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor) 
     return (embeddings.float().to(mean.device) - mean.float()) @ basis.float()
 
 
+def _register_view_index(module: nn.Module, num_views: int, dim: int, model_buffer: str) -> None:
+    """The buffers both banks index their training views with: ``embed_mean`` (EMBED_DIM,),
+    ``embed_basis`` (EMBED_DIM, D), ``view_features`` (N, D), ``model_buffer`` (N,) long index of each
+    view's model, ``view_rotation`` (N, 3, 3)."""
+    module.register_buffer("embed_mean", torch.zeros(EMBED_DIM))
+    module.register_buffer("embed_basis", torch.zeros(EMBED_DIM, dim))
+    module.register_buffer("view_features", torch.zeros(num_views, dim))
+    module.register_buffer(model_buffer, torch.zeros(num_views, dtype=torch.long))
+    module.register_buffer("view_rotation", torch.eye(3).repeat(num_views, 1, 1))
+
+
 def _posed(points: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
     """(B, P, 3) world-frame points and (B, 3, 3) world-to-camera rotations -> (B, P, 3) ``R @ p``."""
     return points.float() @ rotations.float().transpose(1, 2)
@@ -96,11 +107,7 @@ class ShapePrior(nn.Module):
             raise ValueError(f"coarse='retrieval' needs a bank with templates, views and dims, got {num_templates}, "
                              f"{num_views}, {dim}: build one with training/build_prior.py (train.py reads its sizes)")
         self.level = level
-        self.register_buffer("embed_mean", torch.zeros(EMBED_DIM))
-        self.register_buffer("embed_basis", torch.zeros(EMBED_DIM, dim))
-        self.register_buffer("view_features", torch.zeros(num_views, dim))
-        self.register_buffer("view_template", torch.zeros(num_views, dtype=torch.long))
-        self.register_buffer("view_rotation", torch.eye(3).repeat(num_views, 1, 1))
+        _register_view_index(self, num_views, dim, "view_template")
         self.register_buffer("templates", torch.zeros(num_templates, vertex_count(level), 3))
         self.register_buffer("template_category", torch.full((num_templates,), -1, dtype=torch.long))
         self.register_buffer("template_group", torch.arange(num_templates))
@@ -190,11 +197,7 @@ class ShapeBank(nn.Module):
                              f"{num_shapes}, {num_views}, {dim}, {num_points}, {grid_bytes}, {resolution}: "
                              "build one with training/build_shape_bank.py")
         self.resolution = resolution
-        self.register_buffer("embed_mean", torch.zeros(EMBED_DIM))
-        self.register_buffer("embed_basis", torch.zeros(EMBED_DIM, dim))
-        self.register_buffer("view_features", torch.zeros(num_views, dim))
-        self.register_buffer("view_shape", torch.zeros(num_views, dtype=torch.long))
-        self.register_buffer("view_rotation", torch.eye(3).repeat(num_views, 1, 1))
+        _register_view_index(self, num_views, dim, "view_shape")
         self.register_buffer("shape_points", torch.zeros(num_shapes, num_points, 3))
         self.register_buffer("shape_category", torch.full((num_shapes,), -1, dtype=torch.long))
         self.register_buffer("grid_data", torch.zeros(grid_bytes, dtype=torch.uint8))
