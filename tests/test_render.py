@@ -12,6 +12,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from recon_core.camera import Camera
+from training.render import view_done
 
 pytest.importorskip("bpy")
 
@@ -51,6 +52,16 @@ def _render(shapenet: Path, out: Path, seed: int = 3) -> str:
     return proc.stderr
 
 
+def _write_dataset(root: Path, model_ids: list[str]) -> Path:
+    """A ShapeNet-layout root with the asymmetric mesh under each id (one synset, split train)."""
+    verts, faces = _asymmetric_mesh()
+    for model_id in model_ids:
+        _write_obj(root / SYNSET / model_id / "models" / "model_normalized.obj", verts, faces)
+    records = [{"model_id": m, "synset": SYNSET, "split": "train"} for m in model_ids]
+    (root / "manifest.json").write_text(json.dumps(records))
+    return root
+
+
 def _raster_mask(camera: Camera, verts: np.ndarray, faces: np.ndarray, supersample: int = 4) -> np.ndarray:
     """(H, W) bool coverage of the projected triangles (pixel centres at (j + 0.5, i + 0.5))."""
     s = supersample
@@ -88,9 +99,7 @@ def _zbuffer(camera: Camera, verts: np.ndarray, faces: np.ndarray) -> np.ndarray
 def rendered(tmp_path_factory):
     root = tmp_path_factory.mktemp("render")
     verts, faces = _asymmetric_mesh()
-    shapenet = root / "shapenet"
-    _write_obj(shapenet / SYNSET / MODEL / "models" / "model_normalized.obj", verts, faces)
-    (shapenet / "manifest.json").write_text(json.dumps([{"model_id": MODEL, "synset": SYNSET, "split": "train"}]))
+    shapenet = _write_dataset(root / "shapenet", [MODEL])
     out = root / "renders"
     _render(shapenet, out)
     return shapenet, out, verts, faces
@@ -172,3 +181,25 @@ def test_deterministic_and_resumable(rendered, tmp_path):
         b = json.loads((again / SYNSET / MODEL / f"{view:03d}.json").read_text())
         assert a == b
     assert (folder / "002_mask.png").exists()
+
+
+@pytest.mark.blender
+def test_parallel_run_exits_zero(tmp_path):
+    """Two worker processes: every view is written and the parent exits 0.
+
+    The parent used to import bpy on a shard thread to name the workers' executable; the interpreter's exit
+    then crashed in Blender's teardown (exit 139) after all views were written.
+    """
+    models = ["par0001", "par0002", "par0003"]
+    shapenet = _write_dataset(tmp_path / "shapenet", models)
+    out = tmp_path / "renders"
+    cmd = [sys.executable, str(REPO / "training" / "render.py"), "--shapenet", str(shapenet), "--out", str(out),
+           "--views", "2", "--workers", "2", "--threads", "1", "--samples", "1", "--points", "100"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-3000:]}"
+    assert "0 models failed" in proc.stderr
+    for model_id in models:
+        for view in range(2):
+            assert view_done(out / SYNSET / model_id, view), f"{model_id} view {view} missing"
+        assert (out / SYNSET / model_id / "points.npz").exists()
+    assert not (out / "failed.txt").exists()

@@ -33,7 +33,8 @@ files exist is skipped, and every file is written to a temporary name and rename
 so a killed run resumes where it stopped. With ``--workers N`` the models are split
 into N shards, each rendered by a subprocess running this script (one Blender per
 process); a worker that crashes is restarted without the model it was rendering. A
-model that fails is logged and skipped.
+model that fails is logged, listed in ``<out>/failed.txt`` and skipped. The exit code is 0
+when every shard ran to its end (failed models included), 1 when a worker could not.
 """
 
 from __future__ import annotations
@@ -819,22 +820,35 @@ def _progress_bar(total: int, initial: int):
 
 
 def _worker_command(args_list: list[str]) -> list[str]:
-    import bpy
+    """The command line of a worker: this script, run by the Blender executable we run in, else by this Python.
 
+    Never imports ``bpy``: inside a Blender executable it is already loaded, and a plain Python parent must not
+    load it at all. The parent calls this from its shard threads, and ``bpy`` first imported on a thread other
+    than the main one makes the interpreter's exit crash in Blender's teardown (``main_python_exit`` ->
+    ``WM_exit_ex`` -> ``ED_screen_exit``: SIGSEGV, exit 139) after every view was written.
+    """
     script = str(Path(__file__).resolve())
-    if bpy.app.binary_path and "python" not in Path(bpy.app.binary_path).name:  # inside a Blender executable
+    bpy = sys.modules.get("bpy")
+    if bpy is not None and bpy.app.binary_path and "python" not in Path(bpy.app.binary_path).name:
         return [bpy.app.binary_path, "-b", "--factory-startup", "-P", script, "--", *args_list]
     return [sys.executable, script, *args_list]
 
 
-def run_parallel(args: argparse.Namespace, argv: list[str], models: list[ModelEntry], bar) -> tuple[int, list[str]]:
-    """Render with ``args.workers`` subprocesses, one shard each; restart a crashed worker without its model."""
+def run_parallel(
+    args: argparse.Namespace, argv: list[str], models: list[ModelEntry], bar
+) -> tuple[int, list[str], list[int]]:
+    """Render with ``args.workers`` subprocesses, one shard each; restart a crashed worker without its model.
+
+    Returns (views rendered, failed model ids, shards left unfinished: a worker that failed before it
+    started a model, or crashed 20 times).
+    """
     n = args.workers
     threads = args.threads if args.threads is not None else max(1, (os.cpu_count() or 1) // n)
     base = list(argv)
     lock = threading.Lock()
     counts = {"views": 0}
     failed: list[str] = []
+    unfinished: list[int] = []
 
     def run_shard(i: int) -> None:
         excluded: list[str] = []
@@ -859,19 +873,22 @@ def run_parallel(args: argparse.Namespace, argv: list[str], models: list[ModelEn
                         failed.append(rest)
             if proc.wait() == 0:
                 return
-            log.error("worker %d/%d exited with %d while rendering %s; restarting without it", i, n, proc.returncode, current)
             if current is None:
-                return
+                log.error("worker %d/%d exited with %d before it started a model", i, n, proc.returncode)
+                break
+            log.error("worker %d/%d exited with %d while rendering %s; restarting without it", i, n, proc.returncode, current)
             with lock:
                 failed.append(current)
             excluded.append(current)
+        with lock:
+            unfinished.append(i)
 
     shards = [threading.Thread(target=run_shard, args=(i,)) for i in range(n)]
     for t in shards:
         t.start()
     for t in shards:
         t.join()
-    return counts["views"], failed
+    return counts["views"], failed, sorted(unfinished)
 
 
 def _strip_parallel_args(argv: list[str]) -> list[str]:
@@ -916,8 +933,9 @@ def main(argv: list[str] | None = None) -> int:
     log.info("%d models, %d views, %d already rendered, %d workers", len(models), total, done, args.workers)
     bar = _progress_bar(total, done)
     start = time.perf_counter()
+    unfinished: list[int] = []
     if args.workers > 1 and len(models) > 1:
-        rendered, failed = run_parallel(args, _strip_parallel_args(argv), models, bar)
+        rendered, failed, unfinished = run_parallel(args, _strip_parallel_args(argv), models, bar)
     else:
         def report(kind: str, value: str = "") -> None:
             if kind == "view" and bar is not None:
@@ -933,8 +951,28 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("failed models: %s", " ".join(sorted(set(failed))))
         with open(args.out / "failed.txt", "a") as f:
             f.write("".join(f"{m}\n" for m in sorted(set(failed))))
+    if unfinished:
+        shards = " ".join(f"{i}/{args.workers}" for i in unfinished)
+        log.error("shards %s did not finish; see the worker errors above", shards)
+        return 1
     return 0
 
 
+def _exit(code: int) -> None:
+    """Exit with ``code``; a process that loaded ``bpy`` skips the interpreter's teardown.
+
+    Unloading ``bpy`` runs Blender's whole window-manager exit (``WM_exit_ex``), which can crash (see
+    :func:`_worker_command`) after the work is done. Every output is on disk by now (written to temporary
+    names and renamed), so the streams are flushed and the process ends with ``os._exit``: its exit code
+    is the run's, never Blender's teardown's.
+    """
+    if "bpy" not in sys.modules:
+        sys.exit(code)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit(main())
