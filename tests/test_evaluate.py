@@ -1,4 +1,8 @@
-"""Tests of training.evaluate and training.baselines on a tiny fake data set (2 categories, 4 meshes)."""
+"""Tests of training.evaluate, training.baselines and training.holdout on a tiny fake data set.
+
+Two of the 13 categories (4 meshes) and three extra-pool meshes: two of a held-out category, one
+of an extra-pool category that is not held out.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import trimesh
 from PIL import Image
 
 from recon_core.camera import look_at
+from recon_core.categories import CATEGORIES
 from recon_core.config import ModelConfig
 from tests.conftest import TINY
 from training import evaluate as ev
@@ -26,9 +31,14 @@ from training.baselines import (
     embed_image,
     medoid,
     sphere_baseline,
+    world_to_output,
 )
+from training.holdout import HELD_OUT_SYNSETS, is_held_out
+from training.readers.rules import EXTRA_SYNSETS
 
 CHAIR, TABLE = "03001627", "04379232"
+BED, BATHTUB = EXTRA_SYNSETS["bed"], EXTRA_SYNSETS["bathtub"]
+"""Extra-pool categories: bed is held out, bathtub is not."""
 SIZE = 64
 VIEWS = ((30.0, 20.0), (150.0, 10.0))
 """(azimuth, elevation) of the fake renders."""
@@ -46,6 +56,9 @@ MODELS = (
     (TABLE, "table_train", "train", lambda: trimesh.creation.box([1.2, 0.4, 0.8])),
     (CHAIR, "chair_test", "test", lambda: trimesh.creation.cylinder(0.3, 1.0, sections=16)),
     (TABLE, "table_test", "test", lambda: trimesh.creation.box([1.0, 0.5, 1.0])),
+    (BED, "bed_train", "train", lambda: trimesh.creation.box([1.0, 0.3, 1.4])),
+    (BED, "bed_test", "test", lambda: trimesh.creation.box([0.9, 0.35, 1.5])),
+    (BATHTUB, "bathtub_train", "train", lambda: trimesh.creation.cylinder(0.4, 0.3, sections=12)),
 )
 
 
@@ -68,15 +81,17 @@ def _write_dataset(root: Path) -> tuple[Path, Path]:
     manifest = []
     for synset, model_id, split, make in MODELS:
         mesh = _normalised(make())
-        folder = shapenet / synset / model_id / "models"
+        pool = "core" if synset in (CHAIR, TABLE) else "extra"  # as build_dataset.py stores them
+        folder = (shapenet if pool == "core" else shapenet / "extra") / synset / model_id / "models"
         folder.mkdir(parents=True)
         mesh.export(folder / "model_normalized.obj")
-        manifest.append({"model_id": model_id, "synset": synset, "split": split})
+        manifest.append({"model_id": model_id, "synset": synset, "split": split, "pool": pool})
         out = renders / synset / model_id
         out.mkdir(parents=True)
         for i, (az, el) in enumerate(VIEWS):
             rgba, cam = _render(mesh, az, el)
             Image.fromarray(rgba, "RGBA").save(out / f"{i:03d}.png")
+            Image.fromarray(rgba[..., 3], "L").save(out / f"{i:03d}_mask.png")
             (out / f"{i:03d}.json").write_text(json.dumps({**cam.to_json(), "sketch": False}))
         # a sketch view that the evaluation must skip (photo views only by default)
         rgba, cam = _render(mesh, 270.0, 5.0)
@@ -147,6 +162,102 @@ def test_rasterize_matches_naive():
     depth = rng.uniform(1, 2, size=12)
     faces = np.array([rng.choice(12, 3, replace=False) for _ in range(10)])
     np.testing.assert_array_equal(ev._rasterize(xy, depth, faces, 12), _rasterize_naive(xy, depth, faces, 12))
+
+
+def _silhouette_naive(tri_cam: np.ndarray, K: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Ray-casting twin of :func:`training.evaluate.silhouette`, on (F, 3, 3) camera-frame triangles.
+
+    Pixel (i, j) is covered when the ray from the camera centre through its centre, ``t * K^-1 (j + 0.5,
+    i + 0.5, 1)`` (camera-frame depth ``t``), hits a triangle (Möller-Trumbore, edges included) at a
+    depth of at least ``NEAR``; no projection, no clipping.
+    """
+    out = np.zeros((height, width), dtype=bool)
+    a, b, c = tri_cam[:, 0], tri_cam[:, 1], tri_cam[:, 2]  # each (F, 3)
+    e1, e2 = b - a, c - a
+    for i in range(height):
+        for j in range(width):
+            d = np.linalg.solve(K, [j + 0.5, i + 0.5, 1.0])  # direction with depth 1
+            h = np.cross(d, e2)
+            det = (e1 * h).sum(axis=1)
+            ok = np.abs(det) > 1e-12
+            det = np.where(ok, det, 1.0)
+            s = -a  # ray origin (the camera centre) minus a
+            u = (s * h).sum(axis=1) / det
+            q = np.cross(s, e1)
+            v = (q @ d) / det
+            t = (e2 * q).sum(axis=1) / det
+            out[i, j] = np.any(ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t >= ev.NEAR))
+    return out
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+def test_silhouette_matches_ray_casting():
+    """Random triangles, some crossing or behind the near plane, on a non-square image."""
+    rng = np.random.default_rng(3)
+    cam = look_at(40.0, 25.0, 1.0, width=23, height=17)
+    tri_cam = np.concatenate([rng.uniform([-0.6, -0.5, -0.8], [0.6, 0.5, 2.0], size=(14, 3, 3)),
+                              rng.uniform([-0.3, -0.3, 0.5], [0.3, 0.3, 1.5], size=(4, 3, 3))])
+    behind = (tri_cam[..., 2] < ev.NEAR).sum(axis=1)
+    assert set(behind) == {0, 1, 2, 3}  # every case of the near-plane clipping
+    verts_out = (tri_cam.reshape(-1, 3) - cam.T) @ ev.VIEW_TO_OUTPUT.T  # p_out = VIEW_TO_OUTPUT @ (p_cam - T)
+    faces = np.arange(len(verts_out)).reshape(-1, 3)
+    want = _silhouette_naive(tri_cam, cam.K, cam.height, cam.width)
+    got = ev.silhouette(verts_out, faces, cam)
+    assert got.shape == (17, 23) and 0.1 < want.mean() < 0.9
+    np.testing.assert_array_equal(got, want)
+    mask = rng.uniform(size=(17, 23)) < 0.5
+    assert ev.silhouette_iou(verts_out, faces, cam, mask) == pytest.approx(_iou(want, mask))
+    with pytest.raises(ValueError, match="camera's shape"):
+        ev.silhouette_iou(verts_out, faces, cam, mask.T)
+    with pytest.raises(ValueError, match="empty"):
+        ev.silhouette_iou(verts_out, faces, cam, np.zeros_like(mask))
+
+
+def test_ground_truth_silhouette_iou_is_one():
+    """A posed ground truth against its mask cast in the world frame scores 1; wrong poses do not."""
+    cone = _normalised(trimesh.creation.cone(0.35, 1.0, sections=8))  # not symmetric up-down
+    verts, faces = np.asarray(cone.vertices), np.asarray(cone.faces)
+    for az, el, dist, (w, h) in ((30.0, 20.0, 1.7, (40, 40)), (200.0, -10.0, 2.0, (44, 30))):
+        cam = look_at(az, el, dist, width=w, height=h)
+        mask = _silhouette_naive(cam.world_to_camera(verts)[faces], cam.K, h, w)  # p_cam = R p_world + T
+        assert 0.05 < mask.mean() < 0.8
+        posed = world_to_output(verts, cam.R)  # as evaluate poses the ground truth
+        assert ev.silhouette_iou(posed, faces, cam, mask) > 0.995
+        assert ev.silhouette_iou(cam.world_to_view(verts), faces, cam, mask) < 0.8  # view frame, not output
+        assert ev.silhouette_iou(posed * [1, -1, 1], faces, cam, mask) < 0.8  # upside down
+
+
+def test_load_mask(tmp_path):
+    cam = look_at(0.0, 0.0, 2.0, width=8, height=6)
+    entry = ev.ModelEntry("m", CHAIR, "test", tmp_path / "m.obj", tmp_path, ("000",))
+    rgba = np.zeros((6, 8, 4), np.uint8)
+    rgba[1:4, 2:6, 3] = 255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "000.png")
+    np.testing.assert_array_equal(ev.load_mask(entry, "000", cam), rgba[..., 3] > 127)  # the alpha without a mask
+    mask = np.zeros((6, 8), np.uint8)
+    mask[2:5, 1:3] = 200
+    Image.fromarray(mask, "L").save(tmp_path / "000_mask.png")
+    np.testing.assert_array_equal(ev.load_mask(entry, "000", cam), mask > 127)  # NNN_mask.png first
+    with pytest.raises(ev.DataError, match="camera 6x8"):
+        ev.load_mask(entry, "000", look_at(0.0, 0.0, 2.0, width=6, height=8))
+    Image.fromarray(np.full((6, 8), 100, np.uint8), "L").save(tmp_path / "000_mask.png")
+    with pytest.raises(ev.DataError, match="is empty"):
+        ev.load_mask(entry, "000", cam)
+    (tmp_path / "000_mask.png").unlink()
+    Image.fromarray(rgba[..., :3], "RGB").save(tmp_path / "000.png")
+    with pytest.raises(ev.DataError, match="neither"):
+        ev.load_mask(entry, "000", cam)
+
+
+def test_held_out_categories():
+    extra = set(EXTRA_SYNSETS.values())
+    assert list(HELD_OUT_SYNSETS) == sorted(set(HELD_OUT_SYNSETS))
+    assert set(HELD_OUT_SYNSETS) <= extra and not set(HELD_OUT_SYNSETS) & {c.synset for c in CATEGORIES}
+    assert 0.4 <= len(HELD_OUT_SYNSETS) / len(extra) <= 0.6  # about half of the extra pool
+    assert is_held_out(BED) and not is_held_out(BATHTUB) and not is_held_out(CHAIR)
 
 
 def test_sphere_baseline_box_matches_mask():
@@ -257,6 +368,21 @@ def test_posed_ground_truth_seen_from_the_camera_looks_like_the_photo(dataset):
             assert iou > 0.75 and iou > flipped, (e.model_id, v, iou, flipped)  # orthographic vs perspective
 
 
+def test_held_out_models_are_in_no_index_and_found_by_held_out(dataset, tmp_path):
+    from training.build_shape_bank import build_shape_bank
+
+    shapenet, renders = dataset
+    train = ev.discover(shapenet, renders, "train")
+    assert [e.model_id for e in train] == ["chair_train", "table_train"]  # no extra-pool model
+    held = ev.discover(shapenet, renders, None, held_out=True)
+    assert [(e.model_id, e.split) for e in held] == [("bed_test", "test"), ("bed_train", "train")]
+    assert [e.model_id for e in ev.discover(shapenet, renders, "test", held_out=True)] == ["bed_test"]
+    with pytest.raises(ev.DataError, match="held-out categories \\(bed\\)"):
+        ev.build_baseline_index(train + held, progress=False)
+    _, info = build_shape_bank(shapenet, renders, dim=2, num_points=16, resolution=8)
+    assert info["model_ids"] == ["chair_train", "table_train"]
+
+
 def test_retrieval_returns_own_training_view(dataset, tmp_path):
     shapenet, renders = dataset
     train = ev.discover(shapenet, renders, "train")
@@ -316,13 +442,14 @@ def test_oracle_prediction_scores_near_perfect(dataset):
         ours, sphere = r["metrics"]["ours"], r["metrics"]["sphere"]
         assert ours["F1@0.5"] > 0.99 and ours["NormalConsistency"] > 0.9
         assert ours["Chamfer-L2"] < sphere["Chamfer-L2"] and ours["F1@0.3"] > sphere["F1@0.3"]
+        assert ours["Sil-IoU"] > 0.999 and ours["Sil-IoU"] > sphere["Sil-IoU"]  # the fake renders' own rasteriser
 
 
 def _check_ranges(block: dict) -> None:
     for method, m in block.items():
         assert m["Chamfer-L2"] >= 0, method
         assert -1 <= m["NormalConsistency"] <= 1, method
-        for k in ("F1@0.1", "F1@0.3", "F1@0.5", "P2M-F@1e-04", "P2M-F@2e-04"):
+        for k in ("F1@0.1", "F1@0.3", "F1@0.5", "P2M-F@1e-04", "P2M-F@2e-04", "Sil-IoU"):
             assert 0 <= m[k] <= 1, (method, k)
 
 
@@ -342,6 +469,7 @@ def test_cli_end_to_end(dataset, model_stem, tmp_path, capsys):
     for label in ev.METHOD_LABELS.values():
         assert label in table and label in printed
     assert "| chair |" in table and "| table |" in table and "**mean**" in table and "oracle pose" in table
+    assert "Sil-IoU ↑" in table and "| bed |" not in table and report["split"] == "test"
     for cat in report["summary"]["per_category"].values():
         assert set(cat["methods"]) == set(ev.METHODS)
         _check_ranges(cat["methods"])
@@ -352,6 +480,26 @@ def test_cli_end_to_end(dataset, model_stem, tmp_path, capsys):
         assert r["mean_shape_model"] in ("chair_train", "table_train")
     with Image.open(out / "contact_sheet.png") as im:
         assert im.size == (4 * 48, ev.SHEET_HEADER + 2 * 48)
+
+
+def test_cli_other_categories_evaluates_the_held_out_models(dataset, model_stem, tmp_path, capsys):
+    shapenet, renders = dataset
+    out = tmp_path / "eval"
+    rc = ev.main(["--model", str(model_stem), "--shapenet", str(shapenet), "--renders", str(renders), "--out",
+                  str(out), "--cache", str(tmp_path / "cache.npz"), "--samples", "500", "--sheet", "0",
+                  "--views-per-model", "2", "--other-categories", "--no-progress"])
+    report = json.loads((out / "metrics.json").read_text())
+    assert rc == (0 if report["summary"]["all"]["methods"]["ours"]["Printable"] == 1.0 else 3)
+    assert sorted((r["model_id"], r["view"]) for r in report["records"]) == [
+        ("bed_test", "000"), ("bed_test", "001"), ("bed_train", "000"), ("bed_train", "001")]  # every split
+    assert list(report["summary"]["per_category"]) == ["bed"]
+    assert report["split"] == "all (held-out categories)" and report["held_out_synsets"] == list(HELD_OUT_SYNSETS)
+    _check_ranges(report["summary"]["all"]["methods"])
+    assert set(report["summary"]["all"]["methods"]) == set(ev.METHODS)
+    for r in report["records"]:
+        assert r["retrieved_model"] in ("chair_train", "table_train")
+    table = capsys.readouterr().out
+    assert "| bed | 4 | ours |" in table and "Sil-IoU ↑" in table and "held-out categories" in table
 
 
 def test_cli_missing_folder_exits_2(tmp_path, capsys):

@@ -2,8 +2,9 @@
 
     python training/build_shape_bank.py [--model models/default] --out runs/shape_bank/model
 
-For each model of the train split (the models and views of the retrieval baseline of
-``evaluate.py``), the bank (:class:`recon_core.retrieval.ShapeBank`) stores
+For each model of the train split of the 13 categories (the models and views of the retrieval
+baseline of ``evaluate.py``; the data set's extra pool, and with it every held-out category of
+:mod:`training.holdout`, is never in the bank), the bank (:class:`recon_core.retrieval.ShapeBank`) stores
 
 * every photo-like view's :func:`recon_core.retrieval.embed_image` vector, reduced to
   ``--dim`` principal components, and its world-to-camera rotation;
@@ -58,7 +59,7 @@ def build_shape_bank(
 
     if min(dim, num_points, resolution) < 1 or resolution < 4:
         raise ValueError(f"--dim and --points must be >= 1 and --resolution >= 4, got {dim}, {num_points}, {resolution}")
-    entries = discover(shapenet, renders, "train")
+    entries = discover(shapenet, renders, "train")  # the 13 categories only: no held-out category (training/holdout.py)
     if limit is not None:
         entries = entries[:limit]
     if not entries:

@@ -3,6 +3,7 @@
 Run from the repository root::
 
     python training/evaluate.py --model models/default --split test --limit 50
+    python training/evaluate.py --other-categories                 # the held-out categories (training/holdout.py)
     python training/evaluate.py --curve runs/train/checkpoints/   # F1@0.3 against training step
 
 Data layout (ShapeNet's, so ShapeNet or Pix3D arranged the same way works):
@@ -13,7 +14,8 @@ Data layout (ShapeNet's, so ShapeNet or Pix3D arranged the same way works):
   ``{"model_id", "synset", "split"}`` records (a list, or ``{"models": [...]}``). Without a
   manifest, models are split by a hash of their id: 80 % train, 10 % val, 10 % test.
 * ``--renders``: ``<synset>/<model_id>/NNN.png`` (RGBA, alpha = object mask) with ``NNN.json``
-  (the camera, :meth:`recon_core.camera.Camera.to_json`, possibly under a ``"camera"`` key).
+  (the camera, :meth:`recon_core.camera.Camera.to_json`, possibly under a ``"camera"`` key) and
+  ``NNN_mask.png`` (the object mask, L; without it the PNG's alpha is the mask).
 
 Protocol. Our model runs exactly as users get it, :meth:`Reconstructor.reconstruct(rgb, alpha)`
 (network, repair, printable check), one image at a time; its output is in the output frame,
@@ -22,10 +24,18 @@ method's mesh is scored against the same ground truth with the protocol of
 :func:`recon_core.metrics.compare_meshes` (Mesh R-CNN: GT long edge rescaled to 10, 10k points
 sampled on each surface, Chamfer-L2, normal consistency, F1@0.1/0.3/0.5) and Pixel2Mesh's
 F@tau, F@2tau (:func:`recon_core.metrics.pixel2mesh_fscore`) on the same points, in our frame
-(:func:`score_meshes`; the tests check both against the metrics module). Torch is seeded per
-sample, so the numbers are repeatable. Per-category numbers are means over that category's
-samples; the "mean" row is the mean over categories (as both papers report), the "all" row
-the mean over samples. The baselines are defined in :mod:`training.baselines`.
+(:func:`score_meshes`; the tests check both against the metrics module). The silhouette IoU
+(``Sil-IoU``, :func:`silhouette_iou`) rasterises each method's mesh with the view's true
+camera (perspective, the render's resolution) and compares it with the rendered mask: every
+prediction is in the output frame, centred on the camera's look-at point like the ground
+truth, so ``p_cam = VIEW_TO_OUTPUT.T @ p_out + T``. Torch is seeded per sample, so the
+numbers are repeatable. Per-category numbers are means over that category's samples; the
+"mean" row is the mean over categories (as both papers report), the "all" row the mean over
+samples. The baselines are defined in :mod:`training.baselines`.
+
+Held-out categories (:mod:`training.holdout`): never trained on and never in the baselines'
+index; ``--other-categories`` evaluates every model of them (all splits) instead of a split of
+the 13 categories.
 
 Outputs in ``--out``: ``metrics.json`` (everything), ``table.md`` (also printed) and
 ``contact_sheet.png`` (rows: input | ours | retrieval | ground truth).
@@ -54,7 +64,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np
 import torch
 
-from recon_core.camera import Camera
+from recon_core.camera import VIEW_TO_OUTPUT, Camera
 from recon_core.categories import CATEGORIES, category_by_name
 from training.baselines import (
     EMBED_VERSION,
@@ -65,6 +75,8 @@ from training.baselines import (
     sphere_baseline,
     world_to_output,
 )
+from training.holdout import HELD_OUT_SYNSETS, is_held_out
+from training.readers.rules import EXTRA_SYNSETS
 
 __all__ = [
     "DataError",
@@ -72,11 +84,13 @@ __all__ = [
     "Sample",
     "Prediction",
     "METHODS",
+    "POINT_METRICS",
     "METRICS",
     "discover",
     "select_samples",
     "load_world_mesh",
     "load_view",
+    "load_mask",
     "point_metrics",
     "score_meshes",
     "summarize",
@@ -84,6 +98,8 @@ __all__ = [
     "build_baseline_index",
     "load_or_build_baseline_index",
     "evaluate_samples",
+    "silhouette",
+    "silhouette_iou",
     "render_mesh",
     "contact_sheet",
     "evaluate_curve",
@@ -101,8 +117,11 @@ METHOD_LABELS = {
     "mean_shape": "category mean shape*",
     "retrieval": "nearest-view retrieval",
 }
-METRICS = ("Chamfer-L2", "NormalConsistency", "F1@0.1", "F1@0.3", "F1@0.5", "P2M-F@1e-04", "P2M-F@2e-04")
-"""Per-sample metrics (keys of the JSON); ``Printable`` (ours only) is added by :func:`summarize`."""
+POINT_METRICS = ("Chamfer-L2", "NormalConsistency", "F1@0.1", "F1@0.3", "F1@0.5", "P2M-F@1e-04", "P2M-F@2e-04")
+"""Metrics of the points sampled on the surfaces (:func:`score_meshes`)."""
+METRICS = POINT_METRICS + ("Sil-IoU",)
+"""Per-sample metrics (keys of the JSON): the point metrics and :func:`silhouette_iou`; ``Printable``
+(ours only) is added by :func:`summarize`."""
 _HEADERS = {
     "Chamfer-L2": "Chamfer-L2 ↓",
     "NormalConsistency": "Normal ↑",
@@ -111,6 +130,7 @@ _HEADERS = {
     "F1@0.5": "F1@0.5 ↑",
     "P2M-F@1e-04": "F@τ ↑",
     "P2M-F@2e-04": "F@2τ ↑",
+    "Sil-IoU": "Sil-IoU ↑",
 }
 _LOWER_IS_BETTER = {"Chamfer-L2"}
 _MESH_NAMES = ("models/model_normalized.obj", "model_normalized.obj", "model.obj")
@@ -119,10 +139,12 @@ _HASH_SPLIT = (("train", 8), ("val", 1), ("test", 1))
 """Split of a data set without manifest: tenths of the hash of the model id."""
 
 TABLE_NOTE = (
-    "Scores on {n} test images ({views} view(s) per model, {samples} points sampled per surface). "
+    "Scores on {n} {images} ({views} view(s) per model, {samples} points sampled per surface). "
     "Chamfer-L2 and the F1 thresholds are in Mesh R-CNN's "
     "units (each ground truth rescaled to a longest bounding-box edge of 10); F1 and F@τ (Pixel2Mesh, τ = 1e-4 on "
-    "squared distances, scale 0.57) are ×100; Normal is normal consistency. *mean* = mean over categories, *all* = "
+    "squared distances, scale 0.57) are ×100; Normal is normal consistency; Sil-IoU (×100) = intersection over "
+    "union of the mesh's silhouette, rasterised with the view's true camera at the render's resolution, and the "
+    "rendered object mask. *mean* = mean over categories, *all* = "
     "mean over images. Baselines: *silhouette ellipsoid* = unit sphere stretched to the mask's 2D box aspect, depth "
     "semi-axis the mean of the other two, bounding-box diagonal 1; *category mean shape* = medoid training model "
     "(Chamfer) of the category our model predicts, posed with the test view's TRUE rotation (\\* oracle pose); "
@@ -172,11 +194,15 @@ class Prediction:
 # ----------------------------------------------------------------------------------------------- data
 
 
+_EXTRA_NAMES = {synset: name for name, synset in EXTRA_SYNSETS.items()}
+
+
 def _category_name(synset: str) -> str:
+    """The name of one of the 13 categories or of the extra pool (held-out ones included), else the synset."""
     for c in CATEGORIES:
         if c.synset == synset:
             return c.name
-    return synset
+    return _EXTRA_NAMES.get(synset, synset)
 
 
 _KNOWN_SYNSETS = frozenset(c.synset for c in CATEGORIES)
@@ -243,12 +269,15 @@ def _check_folder(path: Path, what: str, flag: str) -> None:
         raise DataError(f"The {what} folder {path} does not exist; pass the right one with {flag}.")
 
 
-def discover(shapenet: str | Path, renders: str | Path, split: str, other_categories: bool = False) -> list[ModelEntry]:
-    """Models of ``split`` that have both a mesh and at least one rendered view, sorted by (synset, id).
+def discover(
+    shapenet: str | Path, renders: str | Path, split: str | None, held_out: bool = False
+) -> list[ModelEntry]:
+    """Models of ``split`` (None: every split) that have both a mesh and a rendered view, sorted by (synset, id).
 
-    Models missing either are skipped with a warning. Models whose synset is not one of
-    the 13 categories the network knows (the data set's extra pool) are left out unless
-    ``other_categories``.
+    Models missing either are skipped with a warning. Without ``held_out``, only the 13
+    categories the network knows (the data set's extra pool, held-out categories included,
+    is left out); with ``held_out``, only the held-out categories
+    (:data:`training.holdout.HELD_OUT_SYNSETS`).
 
     Raises:
         DataError: a folder or the manifest is missing or malformed.
@@ -258,10 +287,10 @@ def discover(shapenet: str | Path, renders: str | Path, split: str, other_catego
     _check_folder(renders, "renders", "--renders")
     out, no_mesh, no_views = [], 0, 0
     for rec in _read_manifest(shapenet):
-        if str(rec.get("split", "")) != split:
+        if split is not None and str(rec.get("split", "")) != split:
             continue
         synset, model_id = str(rec["synset"]), str(rec["model_id"])
-        if not other_categories and synset not in _KNOWN_SYNSETS:
+        if not (is_held_out(synset) if held_out else synset in _KNOWN_SYNSETS):
             continue
         mesh = _find_mesh(shapenet, rec)
         if mesh is None:
@@ -274,10 +303,10 @@ def discover(shapenet: str | Path, renders: str | Path, split: str, other_catego
         if not views:
             no_views += 1
             continue
-        out.append(ModelEntry(model_id, synset, split, mesh, render_dir, views))
+        out.append(ModelEntry(model_id, synset, str(rec.get("split", "")), mesh, render_dir, views))
     if no_mesh or no_views:
-        log.warning("split %s: skipped %d model(s) without a mesh and %d without rendered views",
-                    split, no_mesh, no_views)
+        log.warning("%s: skipped %d model(s) without a mesh and %d without rendered views",
+                    "held-out categories" if held_out else f"split {split}", no_mesh, no_views)
     return sorted(out, key=lambda e: (e.synset, e.model_id))
 
 
@@ -362,6 +391,36 @@ def load_view(entry: ModelEntry, view: str) -> tuple[np.ndarray, np.ndarray | No
     return rgb, alpha, camera, data
 
 
+def load_mask(entry: ModelEntry, view: str, camera: Camera) -> np.ndarray:
+    """(H, W) bool object mask of a rendered view: ``NNN_mask.png`` > 127, else the PNG's alpha > 127.
+
+    ``(H, W)`` is ``(camera.height, camera.width)``, the view's camera (:func:`load_view`).
+
+    Raises:
+        DataError: the view has neither mask nor alpha, or its mask is empty or of another size.
+    """
+    from PIL import Image
+
+    png, mask_path = entry.render_dir / f"{view}.png", entry.render_dir / f"{view}_mask.png"
+    path = mask_path if mask_path.is_file() else png
+    try:
+        with Image.open(path) as im:
+            if path == mask_path:
+                mask = np.asarray(im.convert("L")) > 127
+            elif im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+                mask = np.asarray(im.convert("RGBA").getchannel("A")) > 127
+            else:
+                raise DataError(f"The view {png} has neither {mask_path.name} nor an alpha channel; re-render it.")
+    except OSError as err:
+        raise DataError(f"The mask {path} cannot be read ({err}); re-render this model.") from None
+    if mask.shape != (camera.height, camera.width):
+        raise DataError(f"The mask {path} is {mask.shape[1]}x{mask.shape[0]} pixels but its camera "
+                        f"{camera.width}x{camera.height}; re-render this model.")
+    if not mask.any():
+        raise DataError(f"The mask {path} is empty; re-render this model.")
+    return mask
+
+
 # -------------------------------------------------------------------------------------------- metrics
 
 
@@ -387,7 +446,7 @@ def point_metrics(
         scale: Mesh R-CNN's rescaling factor.
 
     Returns:
-        Keys of :data:`METRICS` -> (B,) float tensors.
+        Keys of :data:`POINT_METRICS` -> (B,) float tensors.
     """
     from recon_core.metrics import MESHRCNN_THRESHOLDS, P2M_SCALE, P2M_TAUS, sampling_metrics
 
@@ -413,7 +472,7 @@ def score_meshes(
     is sampled once for all predictions. Torch is seeded with ``seed``.
 
     Returns:
-        One dict per prediction with the keys of :data:`METRICS`.
+        One dict per prediction with the keys of :data:`POINT_METRICS`.
     """
     from pytorch3d.ops import sample_points_from_meshes
     from pytorch3d.structures import Meshes
@@ -436,7 +495,7 @@ def score_meshes(
     gt_pts, gt_n = sample_points_from_meshes(gt_m, num_samples, return_normals=True)
     b = len(preds)
     m = point_metrics(pred_pts, gt_pts.expand(b, -1, -1), pred_n, gt_n.expand(b, -1, -1), GT_LONG_EDGE / long_edge)
-    return [{k: float(m[k][i]) for k in METRICS} for i in range(b)]
+    return [{k: float(m[k][i]) for k in POINT_METRICS} for i in range(b)]
 
 
 def _mean(values: list[float]) -> float:
@@ -597,6 +656,10 @@ def build_baseline_index(
 
     if not train:
         raise DataError("The train split is empty: the mean-shape and retrieval baselines need training models.")
+    held = sorted({_category_name(e.synset) for e in train if is_held_out(e.synset)})
+    if held:
+        raise DataError(f"The baselines' training models include held-out categories ({', '.join(held)}); "
+                        "they must stay out of every index (training/holdout.py).")
     feats, ids, syns, views, rots = [], [], [], [], []
     jobs = [(e, v) for e in train for v in _index_views(e, index_views)]
     for e, v in tqdm(jobs, desc="retrieval index", unit="view", disable=not progress):
@@ -686,7 +749,10 @@ def evaluate_samples(
     methods: tuple[str, ...] = METHODS,
     progress: bool = True,
 ) -> EvalResult:
-    """Run our model and the baselines on every sample and score them against the posed ground truth.
+    """Run our model and the baselines on every sample; score them against the posed ground truth and the mask.
+
+    Each record's ``metrics`` holds, per method, the keys of :data:`METRICS`: the point metrics
+    of :func:`score_meshes` and the :func:`silhouette_iou` with the view's rendered mask.
 
     Args:
         samples: the test images (:func:`select_samples`).
@@ -704,6 +770,7 @@ def evaluate_samples(
     records, sheet = [], []
     for s in tqdm(samples, desc="evaluate", unit="image", disable=not progress):
         rgb, alpha, cam, _ = load_view(s.entry, s.view)
+        mask = load_mask(s.entry, s.view, cam)
         gt_v, gt_f = load_world_mesh(s.entry.mesh_path)
         gt = Prediction(world_to_output(gt_v, cam.R), gt_f)
         preds: dict[str, Prediction] = {}
@@ -743,7 +810,8 @@ def evaluate_samples(
         names = list(preds)
         start = time.perf_counter()
         scores = score_meshes([preds[m] for m in names], gt, num_samples=num_samples, seed=s.seed)
-        rec["metrics"] = dict(zip(names, scores))
+        rec["metrics"] = {m: {**score, "Sil-IoU": silhouette_iou(preds[m].verts, preds[m].faces, cam, mask)}
+                          for m, score in zip(names, scores)}
         rec["seconds_metrics"] = time.perf_counter() - start
         records.append(rec)
         if len(sheet) < sheet_count:
@@ -778,22 +846,24 @@ def _cross2(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
 
 
-def _rasterize(xy: np.ndarray, depth: np.ndarray, faces: np.ndarray, size: int) -> np.ndarray:
+def _rasterize(xy: np.ndarray, depth: np.ndarray, faces: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     """Z-buffer: index of the nearest face covering each pixel centre, -1 for none.
 
     Args:
         xy: (V, 2) pixel coordinates (u right, v down; pixel (i, j) has centre (j + 0.5, i + 0.5)).
         depth: (V,) smaller is nearer.
         faces: (F, 3) int.
-        size: image side.
+        size: image side, or ``(height, width)``.
 
     Returns:
-        (size, size) int64.
+        (height, width) int64.
     """
+    height, width = (size, size) if np.isscalar(size) else size
+    bounds = np.array([width, height])  # (2,) as (u, v)
     tri = xy[faces]  # (F, 3, 2)
     z = depth[faces]  # (F, 3)
-    lo = np.clip(np.ceil(tri.min(axis=1) - 0.5), 0, size).astype(np.int64)  # (F, 2) first pixel index
-    hi = np.clip(np.floor(tri.max(axis=1) - 0.5), -1, size - 1).astype(np.int64)  # last pixel index
+    lo = np.clip(np.ceil(tri.min(axis=1) - 0.5), 0, bounds).astype(np.int64)  # (F, 2) first pixel index
+    hi = np.clip(np.floor(tri.max(axis=1) - 0.5), -1, bounds - 1).astype(np.int64)  # last pixel index
     (a, b, c) = (tri[:, 0], tri[:, 1], tri[:, 2])
     area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
     ext = (hi - lo + 1).max(axis=1)
@@ -818,11 +888,11 @@ def _rasterize(xy: np.ndarray, depth: np.ndarray, faces: np.ndarray, size: int) 
             inside = valid & (w0 >= 0) & (w1 >= 0) & (w2 >= 0)
             zz = w0 * z[f][:, 0:1] + w1 * z[f][:, 1:2] + w2 * z[f][:, 2:3]
             n_idx, o_idx = np.nonzero(inside)
-            pix_all.append(px[n_idx, o_idx, 1] * size + px[n_idx, o_idx, 0])
+            pix_all.append(px[n_idx, o_idx, 1] * width + px[n_idx, o_idx, 0])
             z_all.append(zz[n_idx, o_idx])
             f_all.append(f[n_idx])
         k *= 2
-    image = np.full(size * size, -1, dtype=np.int64)
+    image = np.full(height * width, -1, dtype=np.int64)
     if pix_all:
         pix, zs, fs = np.concatenate(pix_all), np.concatenate(z_all), np.concatenate(f_all)
         order = np.lexsort((zs, pix))
@@ -830,7 +900,91 @@ def _rasterize(xy: np.ndarray, depth: np.ndarray, faces: np.ndarray, size: int) 
         first = np.ones(len(pix), dtype=bool)
         first[1:] = pix[1:] != pix[:-1]
         image[pix[first]] = fs[first]
-    return image.reshape(size, size)
+    return image.reshape(height, width)
+
+
+NEAR = 1e-3
+"""Camera-frame depth (data units) of the near plane that :func:`silhouette` clips meshes at."""
+
+
+def _clip_near(tri: np.ndarray, near: float = NEAR) -> np.ndarray:
+    """Clip camera-frame triangles to the half-space ``z >= near``.
+
+    A triangle with one vertex behind the plane becomes two, one with two behind becomes one
+    smaller triangle, one with three behind is dropped.
+
+    Args:
+        tri: (F, 3, 3) float camera-frame vertices of each triangle.
+
+    Returns:
+        (F', 3, 3) float64.
+    """
+    tri = np.asarray(tri, dtype=np.float64)
+    behind = tri[..., 2] < near  # (F, 3)
+    count = behind.sum(axis=1)  # (F,)
+    out = [tri[count == 0]]
+    for k in (1, 2):
+        sel, b = tri[count == k], behind[count == k]
+        lone = np.argmax(b if k == 1 else ~b, axis=1)  # (n,) the vertex alone on its side of the plane
+        order = (lone[:, None] + np.arange(3)) % 3  # (n, 3) cyclic, so the lone vertex comes first
+        a, p, q = np.moveaxis(np.take_along_axis(sel, order[..., None], axis=1), 1, 0)  # each (n, 3)
+        ap = a + (p - a) * ((near - a[:, 2]) / (p[:, 2] - a[:, 2]))[:, None]  # on the plane, along a-p
+        aq = a + (q - a) * ((near - a[:, 2]) / (q[:, 2] - a[:, 2]))[:, None]
+        if k == 1:  # a behind: the quad (ap, p, q, aq) is in front
+            out += [np.stack([ap, p, q], axis=1), np.stack([ap, q, aq], axis=1)]
+        else:  # a alone in front
+            out.append(np.stack([a, ap, aq], axis=1))
+    return np.concatenate(out)
+
+
+def silhouette(verts: np.ndarray, faces: np.ndarray, camera: Camera) -> np.ndarray:
+    """Pixels covered by an output-frame mesh seen through a view's camera (perspective).
+
+    The mesh is placed as the evaluation's ground truth is, ``p_out = VIEW_TO_OUTPUT @ R @ p_world``,
+    so ``p_cam = VIEW_TO_OUTPUT.T @ p_out + T`` (:mod:`recon_core.camera`); it is clipped at the
+    near plane ``z = NEAR`` and a pixel is covered when its centre is in a projected triangle
+    (:func:`_rasterize`, edges included).
+
+    Args:
+        verts: (V, 3) float output-frame vertices.
+        faces: (F, 3) int.
+        camera: the view's camera.
+
+    Returns:
+        (camera.height, camera.width) bool.
+    """
+    verts = np.asarray(verts, dtype=np.float64)
+    faces = np.asarray(faces, dtype=np.int64)
+    p_cam = verts @ VIEW_TO_OUTPUT + camera.T  # rows: VIEW_TO_OUTPUT.T @ p_out + T
+    tri = _clip_near(p_cam[faces]).reshape(-1, 3)  # (3 F', 3)
+    uvw = tri @ camera.K.T
+    xy = uvw[:, :2] / uvw[:, 2:3]
+    soup = np.arange(len(tri), dtype=np.int64).reshape(-1, 3)
+    return _rasterize(xy, tri[:, 2], soup, (camera.height, camera.width)) >= 0
+
+
+def silhouette_iou(verts: np.ndarray, faces: np.ndarray, camera: Camera, mask: np.ndarray) -> float:
+    """Intersection over union of an output-frame mesh's :func:`silhouette` and an object mask.
+
+    Args:
+        verts: (V, 3) float output-frame vertices.
+        faces: (F, 3) int.
+        camera: the view's camera.
+        mask: (camera.height, camera.width) bool object mask of the view.
+
+    Returns:
+        The IoU in [0, 1].
+
+    Raises:
+        ValueError: the mask is empty or not of the camera's size.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != (camera.height, camera.width):
+        raise ValueError(f"mask must have the camera's shape {(camera.height, camera.width)}, got {mask.shape}")
+    if not mask.any():
+        raise ValueError("mask is empty: its IoU with a silhouette is undefined")
+    sil = silhouette(verts, faces, camera)
+    return float((sil & mask).sum() / (sil | mask).sum())
 
 
 def render_mesh(
@@ -1050,7 +1204,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--views-per-model", type=int, default=1, help="evenly spaced views per test model (default: 1)")
     p.add_argument("--limit", type=int, help="evaluate only the first N images (categories interleaved)")
     p.add_argument("--other-categories", action="store_true",
-                   help="also evaluate models outside the 13 categories (the data set's extra pool)")
+                   help="evaluate the held-out categories instead (training/holdout.py: never trained on, in no "
+                        "index): every model of theirs, whatever its split (--split is ignored)")
     p.add_argument("--sketches", action="store_true", help="evaluate the sketch views instead of the photo views")
     p.add_argument("--out", default="runs/eval", help="output folder (default: runs/eval)")
     p.add_argument("--samples", type=int, default=10000, help="points sampled per surface (default: 10000)")
@@ -1109,12 +1264,19 @@ def _run(args: argparse.Namespace) -> int:
     from recon_core.inference import Reconstructor
 
     out = Path(args.out)
-    test = discover(args.shapenet, args.renders, args.split, args.other_categories)
-    if not test:
-        raise DataError(
-            f"No {args.split} models with both a mesh under {args.shapenet} and renders under {args.renders}; "
-            "check the manifest's split names and the folders."
-        )
+    if args.other_categories:
+        test = discover(args.shapenet, args.renders, None, held_out=True)
+        if not test:
+            raise DataError(f"No model of the held-out categories (training/holdout.py) has both a mesh under "
+                            f"{args.shapenet} and renders under {args.renders}; build and render the data set's "
+                            "extra pool (build_dataset.py, render.py --split all).")
+    else:
+        test = discover(args.shapenet, args.renders, args.split)
+        if not test:
+            raise DataError(
+                f"No {args.split} models with both a mesh under {args.shapenet} and renders under {args.renders}; "
+                "check the manifest's split names and the folders."
+            )
     if args.curve:
         return _run_curve(args, test, out)
     samples = select_samples(test, args.views_per_model, args.limit, args.sketches)
@@ -1134,7 +1296,9 @@ def _run(args: argparse.Namespace) -> int:
         methods, progress=not args.no_progress,
     )
     summary = summarize(result.records, methods)
-    note = TABLE_NOTE.format(n=len(samples), views=args.views_per_model, samples=args.samples)
+    images = (f"images of the {len(HELD_OUT_SYNSETS)} held-out categories, all splits, never trained on"
+              if args.other_categories else f"{args.split} images")
+    note = TABLE_NOTE.format(n=len(samples), images=images, views=args.views_per_model, samples=args.samples)
     fallbacks = sum(bool(r.get("mean_shape_fallback")) for r in result.records)
     if fallbacks:
         note += (f" For {fallbacks} image(s) the predicted category has no training model: the mean shape there is "
@@ -1148,7 +1312,8 @@ def _run(args: argparse.Namespace) -> int:
     report = {
         "model": str(args.model or "models/default"),
         "model_trained": rec.trained,
-        "split": args.split,
+        "split": "all (held-out categories)" if args.other_categories else args.split,
+        "held_out_synsets": list(HELD_OUT_SYNSETS),
         "shapenet": str(args.shapenet),
         "renders": str(args.renders),
         "views_per_model": args.views_per_model,
