@@ -39,8 +39,15 @@ class ModelConfig:
     fpn_channels: int = 128
     """Channels of every feature-pyramid level."""
     coarse: str = "ico_sphere"
-    """Coarse shape: "ico_sphere" (deformed sphere), "template" (plus a learned per-category template) or
-    "retrieval" (the template of the nearest training view, from the model's bank: recon_core.retrieval)."""
+    """Coarse shape: "ico_sphere" (deformed sphere), "template" (plus a learned per-category template),
+    "retrieval" (the template of the nearest training view, from the model's bank: recon_core.retrieval) or
+    "occupancy" (a camera-aligned occupancy grid with 2.5D heads, meshed: recon_core.occupancy)."""
+    occupancy_resolution: int = 32
+    """coarse="occupancy": cells of the frustum grid along each side of the crop."""
+    occupancy_depth_bins: int = 48
+    """coarse="occupancy": depth bins of the frustum grid."""
+    occupancy_depth_range: float = 0.75
+    """coarse="occupancy": half of the grid's depth range, in crop units (the crop's side is 1)."""
     ico_level: int = 2
     """Level of the coarse ico-sphere (2: 162 vertices)."""
     sphere_radius: float = 0.3
@@ -98,8 +105,8 @@ class ModelConfig:
             raise ValueError(f"backbone must be resnet18, resnet34 or resnet50, got {self.backbone!r}")
         if self.backbone_norm not in ("batch", "group", "frozen"):
             raise ValueError(f"backbone_norm must be batch, group or frozen, got {self.backbone_norm!r}")
-        if self.coarse not in ("ico_sphere", "template", "retrieval"):
-            raise ValueError(f"coarse must be 'ico_sphere', 'template' or 'retrieval', got {self.coarse!r}")
+        if self.coarse not in ("ico_sphere", "template", "retrieval", "occupancy"):
+            raise ValueError(f"coarse must be 'ico_sphere', 'template', 'retrieval' or 'occupancy', got {self.coarse!r}")
         if self.coarse == "retrieval" and self.prior_level < self.ico_level:
             raise ValueError(f"prior_level ({self.prior_level}) must be at least ico_level ({self.ico_level})")
         if self.bank_smoothing < 0 or not 0 < self.bank_level < 1:

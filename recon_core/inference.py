@@ -134,6 +134,8 @@ class Reconstructor:
         with _timed(timings, "network"):
             images = prepared.image[None].to(device)
             out = self.model(images, category=cat, vertices=vertices, prior=prior)
+        if getattr(self.model, "heads", None) is not None:
+            return self._reconstruct_occupancy(out, prepared, cat_index, vertices, height_mm, smooth, timings)
         probs = out.category_logits.softmax(-1)[0].float().cpu().numpy()
         used = CATEGORIES[cat_index if cat_index is not None else int(probs.argmax())].name
         verts = out.verts[0].double().cpu().numpy() @ VIEW_TO_OUTPUT.T
@@ -173,6 +175,35 @@ class Reconstructor:
         if snapped is not None and vertices is not None:
             notes.append("this model outputs the solid of its nearest training shape: the vertex count follows "
                          "that solid (the requested count applies to models without a shape bank)")
+        return Reconstruction(verts, faces, used, probs, report, repair_log, timings, notes)
+
+    def _reconstruct_occupancy(self, out, prepared, cat_index: int | None, vertices: int | None,
+                               height_mm: float | None, smooth: bool, timings: dict[str, float]) -> Reconstruction:
+        """The mesh of a ``coarse="occupancy"`` network's output (see :func:`occupancy_mesh`)."""
+        probs = out.category_logits.softmax(-1)[0].float().cpu().numpy()
+        used = CATEGORIES[cat_index if cat_index is not None else int(probs.argmax())].name
+        with _timed(timings, "mesh"):
+            verts, faces, repair_log = occupancy_mesh(
+                out, prepared.mask, self.model.grid_spec, faces=2 * (vertices or self.model.config.vertices),
+                smooth_iterations=SMOOTH_ITERATIONS if smooth else 0)
+        return self._finish(verts, faces, repair_log, used, probs, height_mm, timings, [])
+
+    def _finish(self, verts: np.ndarray, faces: np.ndarray, repair_log, used: str, probs: np.ndarray,
+                height_mm: float | None, timings: dict[str, float], notes: list[str]) -> Reconstruction:
+        """Scale to ``height_mm``, round to float32, run the printable check (repairing once more if needed)."""
+        if height_mm is not None:
+            extent = float(np.ptp(verts[:, 1]))
+            verts = verts * (height_mm / max(extent, 1e-12))
+        scale_mm = 1.0 if height_mm is not None else None
+        with _timed(timings, "check"):
+            verts = _float32_exact(verts)
+            report = check_printable(verts, faces, unit_scale_mm=scale_mm)
+            if not report.ok:
+                verts, faces, repair_log = make_printable(verts, faces, smooth_iterations=0)
+                verts = _float32_exact(verts)
+                report = check_printable(verts, faces, unit_scale_mm=scale_mm)
+        if not self.trained:
+            notes = ["the model is untrained (random weights): the shape is not meaningful", *notes]
         return Reconstruction(verts, faces, used, probs, report, repair_log, timings, notes)
 
     def _retrieve(self, rgb: np.ndarray, alpha: np.ndarray | None, category: torch.Tensor | None,
@@ -216,6 +247,112 @@ class Reconstructor:
         result = self.reconstruct(rgb, alpha, **kwargs)
         result.notes[:0] = notes
         return result
+
+
+OCCUPANCY_UPSAMPLE = 2
+"""The occupancy grid is trilinearly upsampled by this factor before meshing (smoother, finer silhouette)."""
+MIN_COMPONENT_SHARE = 0.01
+"""Parts of the occupancy mesh holding less than this share of its volume are dropped (specks)."""
+
+
+def occupancy_mesh(out, mask: torch.Tensor | None, spec, faces: int = 5124, smooth_iterations: int = SMOOTH_ITERATIONS
+                   ) -> tuple[np.ndarray, np.ndarray, RepairLog]:
+    """The printable output-frame mesh of one ``coarse="occupancy"`` network output.
+
+    The occupancy probabilities are upsampled (:data:`OCCUPANCY_UPSAMPLE`), carved by the
+    object's mask (the picture's alpha when it has one, else the network's mask; its share of
+    each cell's pixels) so the silhouette cannot leave it, meshed by marching tetrahedra in the
+    frustum (:func:`recon_core.occupancy.mesh_occupancy`, watertight, manifold, oriented, free
+    of self-intersections by construction), specks dropped, then Taubin-smoothed (no grid
+    terraces) and simplified to about ``faces`` triangles by quadric decimation
+    (fast-simplification). The first of (smoothed + simplified, smoothed, as meshed) that
+    passes the printable check is returned; the repair chain only runs if none does.
+
+    Args:
+        out: the network's :class:`recon_core.heads.OccupancyOutput` (batch of one).
+        mask: (S, S) float object mask of the crop in [0, 1], or None (the network's mask is used).
+        spec: the model's :class:`recon_core.occupancy.GridSpec`.
+        faces: target triangle count of the simplification.
+        smooth_iterations: Taubin iterations before simplifying (0: none).
+
+    Returns:
+        ``(verts (V, 3) float64 output frame, faces (F, 3) int64, RepairLog)``.
+    """
+    import torch.nn.functional as F
+
+    from recon_core.occupancy import DEFAULT_DISTANCE, GridCamera, carve, mesh_occupancy
+    from recon_core.repair import taubin_smooth
+
+    k = OCCUPANCY_UPSAMPLE
+    logits = out.occupancy_logits[:1].float()  # (1, Z, N, N)
+    z, n = logits.shape[1], logits.shape[2]
+    probs = F.interpolate(logits[:, None], size=(z * k, n * k, n * k), mode="trilinear", align_corners=False)
+    probs = probs.sigmoid()[0, 0].cpu().numpy()
+    if mask is None:
+        mask = F.interpolate(out.mask_logits[:1].float(), size=(n * k * 4, n * k * 4), mode="bilinear",
+                             align_corners=False).sigmoid()[0, 0]
+    coverage = F.adaptive_avg_pool2d(mask.float()[None, None].cpu(), (n * k, n * k))[0, 0].numpy()
+    values = carve(probs, coverage)
+    level = 0.5 if values.max() > 0.5 else 0.5 * float(values.max())
+    cam = out.camera[0].float().cpu().numpy()
+    camera = GridCamera(scale=float(np.exp(cam[0])), principal=(0.5 + float(cam[1]), 0.5 + float(cam[2])),
+                        distance=DEFAULT_DISTANCE)
+    log_ = RepairLog(path="original", input_closed_manifold=True)
+    if not level > 0:
+        log_.note("the occupancy grid is empty: a box stands in for the object")
+        from recon_core.repair import make_printable
+
+        box = np.array([[-0.2, -0.2, -0.2], [0.2, 0.2, 0.2]])
+        return make_printable(box, np.zeros((0, 3), dtype=np.int64), smooth_iterations=0)
+    verts, tris = mesh_occupancy(values, camera, spec, level)
+    verts, tris = _drop_specks(verts @ VIEW_TO_OUTPUT.T, tris)
+    log_.note(f"occupancy meshed by marching tetrahedra: {len(tris)} faces")
+    candidates = []
+    smoothed = taubin_smooth(verts, tris, smooth_iterations) if smooth_iterations else verts
+    for target in (faces, int(faces * 1.3)):  # quadric decimation can pinch an edge: a second size is tried
+        if len(tris) > target * 1.2:
+            import fast_simplification
+
+            sv, sf = fast_simplification.simplify(smoothed.astype(np.float32), tris.astype(np.int32),
+                                                  target_reduction=1.0 - target / len(tris))
+            candidates.append(("simplified", np.asarray(sv, np.float64), np.asarray(sf, np.int64)))
+    if smooth_iterations:
+        candidates.append(("smoothed", smoothed, tris))
+    candidates.append(("as meshed", verts, tris))
+    for name, cv, cf in candidates:
+        cv = _float32_exact(cv)
+        if check_printable(cv, cf).ok:
+            log_.note(f"kept the {name} mesh ({len(cf)} faces)")
+            if name != "as meshed" and smooth_iterations:
+                log_.smoothing_iterations = smooth_iterations
+            return cv, cf, log_
+        log_.note(f"the {name} mesh failed the printable check")
+    from recon_core.repair import make_printable
+
+    return make_printable(verts, tris, smooth_iterations=0)
+
+
+def _drop_specks(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Remove the connected parts of a closed mesh holding less than :data:`MIN_COMPONENT_SHARE` of its volume."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(verts)
+    rows = np.concatenate([faces[:, 0], faces[:, 1], faces[:, 2]])
+    cols = np.concatenate([faces[:, 1], faces[:, 2], faces[:, 0]])
+    count, label = connected_components(coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n)), directed=False)
+    if count <= 1:
+        return verts, faces
+    tri = verts[faces]
+    volume = np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])) / 6.0
+    part = label[faces[:, 0]]
+    per_part = np.bincount(part, weights=volume, minlength=count)
+    keep_part = per_part >= MIN_COMPONENT_SHARE * per_part.sum()
+    keep = keep_part[part]
+    used = np.unique(faces[keep])
+    remap = np.full(n, -1, dtype=np.int64)
+    remap[used] = np.arange(len(used))
+    return verts[used], remap[faces[keep]]
 
 
 LOCAL_REPAIRS = ("original", "untangled")

@@ -14,6 +14,8 @@ from torch import nn
 
 from recon_core.config import VERTEX_SCHEDULES, ModelConfig
 from recon_core.encoder import ImageEncoder
+from recon_core.heads import OccupancyHeads, OccupancyOutput
+from recon_core.occupancy import GridSpec
 from recon_core.refiner import RefinerStage
 from recon_core.retrieval import ShapeBank, ShapePrior
 from recon_core.topology import IcoTopology, vertex_count
@@ -61,14 +63,19 @@ class ReconstructionNet(nn.Module):
         max_level = c.ico_level + max(sum(s) for s in VERTEX_SCHEDULES.values())
         self.topology = IcoTopology(c.ico_level, max_level)
         self.category_head = nn.Linear(self.encoder.global_dim, c.num_categories)
-        self.coarse_head = nn.Sequential(
-            nn.Linear(self.encoder.global_dim, c.coarse_hidden), nn.ReLU(), nn.Linear(c.coarse_hidden, v0 * 3)
-        )
-        nn.init.zeros_(self.coarse_head[-1].weight)
-        nn.init.zeros_(self.coarse_head[-1].bias)
+        self.coarse_head = None
+        if c.coarse != "occupancy":
+            self.coarse_head = nn.Sequential(
+                nn.Linear(self.encoder.global_dim, c.coarse_hidden), nn.ReLU(), nn.Linear(c.coarse_hidden, v0 * 3)
+            )
+            nn.init.zeros_(self.coarse_head[-1].weight)
+            nn.init.zeros_(self.coarse_head[-1].bias)
         if c.coarse == "template":
             # A learned template per category, on the ico-sphere's topology (offsets from the sphere).
             self.templates = nn.Parameter(torch.zeros(c.num_categories, v0, 3))
+        self.heads = None
+        if c.coarse == "occupancy":
+            self.heads = OccupancyHeads(c.fpn_channels, self.encoder.global_dim, self.grid_spec)
         self.prior = None
         if c.coarse == "retrieval":
             self.prior = ShapePrior(c.prior_templates, c.prior_views, c.prior_dim, c.prior_level)
@@ -94,13 +101,19 @@ class ReconstructionNet(nn.Module):
             ]
         )
 
+    @property
+    def grid_spec(self) -> GridSpec:
+        """The frustum grid of a ``coarse="occupancy"`` model."""
+        c = self.config
+        return GridSpec(c.occupancy_resolution, c.occupancy_depth_bins, c.occupancy_depth_range)
+
     def forward(
         self,
         images: torch.Tensor,
         category: torch.Tensor | None = None,
         vertices: int | None = None,
         prior: torch.Tensor | None = None,
-    ) -> ReconOutput:
+    ) -> ReconOutput | OccupancyOutput:
         """Reconstruct a batch.
 
         Args:
@@ -114,11 +127,15 @@ class ReconstructionNet(nn.Module):
                 the level below) is added back, so an untrained refiner returns the prior itself.
 
         Returns:
-            :class:`ReconOutput`.
+            :class:`ReconOutput`; for ``coarse="occupancy"`` the dense heads' :class:`OccupancyOutput`
+            (the mesh is made from it by :mod:`recon_core.inference`).
         """
         c = self.config
         if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
             raise ValueError(f"images must be (B, 3, S, S), got {tuple(images.shape)}")
+        if self.heads is not None:
+            pyramid, global_feature = self.encoder(images)
+            return self.heads(pyramid[0], global_feature, self.category_head(global_feature))
         schedule = VERTEX_SCHEDULES.get(vertices or c.vertices)
         if schedule is None:
             raise ValueError(f"vertices must be one of {sorted(VERTEX_SCHEDULES)}, got {vertices}")

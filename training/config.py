@@ -55,6 +55,18 @@ class LossConfig:
     """Side of the differentiable silhouette/depth renders."""
     num_samples: int = 2048
     """Points sampled from each predicted mesh for Chamfer and normal losses."""
+    occupancy: float = 1.0
+    """model.coarse=occupancy: binary cross-entropy of the frustum cells."""
+    dice: float = 1.0
+    """model.coarse=occupancy: soft Dice loss of the frustum cells (1 - soft IoU-like overlap)."""
+    mask_2d: float = 0.5
+    """model.coarse=occupancy: binary cross-entropy of the stride-4 mask."""
+    depth_2d: float = 0.5
+    """model.coarse=occupancy: L1 of the stride-4 depth on the object (crop units)."""
+    normal_2d: float = 0.2
+    """model.coarse=occupancy: 1 - cosine of the stride-4 normals on the object."""
+    camera: float = 1.0
+    """model.coarse=occupancy: L1 of the grid camera (log scale, principal point)."""
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,9 @@ from torch.utils.data import Dataset
 from recon_core.camera import Camera, crop_camera
 from recon_core.categories import CATEGORIES
 from recon_core.image import object_box, prepare_image
+from recon_core.occupancy import GridSpec, crop_units_camera, voxelize_frustum
 from recon_core.retrieval import embed_image
+from training.holdout import is_held_out
 
 __all__ = ["RenderedViews", "UNKNOWN_CATEGORY"]
 
@@ -42,7 +44,7 @@ def _read_manifest(shapenet_root: Path) -> list[dict]:
 
 
 class RenderedViews(Dataset):
-    """Views of the manifest's models in one split whose files are all on disk.
+    """Views of the manifest's models in one split whose files are all on disk (held-out categories left out).
 
     Args:
         shapenet_root: folder of ``manifest.json``.
@@ -55,6 +57,8 @@ class RenderedViews(Dataset):
         seed: seeds the point draws when ``augment`` is off (then an item is always the same).
         prior_groups: model id -> group index of the retrieval bank (``model.coarse=retrieval``);
             when given, items also hold ``embedding`` and ``group``.
+        occupancy: the frustum grid of ``model.coarse=occupancy``; when given, items also hold
+            ``occupancy`` and ``grid_camera`` (the models' ``solid.npz``, training/build_solids.py).
 
     An item is a dict:
         ``image`` (3, S, S) float32 in [0, 1]; ``mask`` (S, S) float32 {0, 1};
@@ -64,7 +68,10 @@ class RenderedViews(Dataset):
         ``category`` int64 index in CATEGORIES (:data:`UNKNOWN_CATEGORY` for other
         synsets); ``model_id`` str; ``view`` int; ``sketch`` bool; with ``prior_groups``:
         ``embedding`` (EMBED_DIM,) float32 :func:`recon_core.retrieval.embed_image` of the clean
-        render, ``group`` int64 the model's group (-1 if not in the bank).
+        render, ``group`` int64 the model's group (-1 if not in the bank); with ``occupancy``:
+        ``occupancy`` (Z, N, N) float32 {0, 1} the frustum target
+        (:func:`recon_core.occupancy.voxelize_frustum`), ``grid_camera`` (3,) float32
+        ``(log s, p_cx - 0.5, p_cy - 0.5)`` of the crop's true :class:`recon_core.occupancy.GridCamera`.
     """
 
     def __init__(
@@ -77,8 +84,11 @@ class RenderedViews(Dataset):
         augment: bool = False,
         seed: int = 0,
         prior_groups: dict[str, int] | None = None,
+        occupancy: GridSpec | None = None,
     ):
         self.prior_groups = prior_groups
+        self.occupancy = occupancy
+        self._solids: dict[int, tuple[np.ndarray, float]] = {}
         self.renders_root = Path(renders_root)
         self.image_size = image_size
         self.num_points = num_points
@@ -88,7 +98,9 @@ class RenderedViews(Dataset):
         self._model_ids: list[str] = []
         self._model_category: list[int] = []
         items: list[tuple[int, int]] = []
-        records = [r for r in _read_manifest(Path(shapenet_root)) if split == "all" or r.get("split") == split]
+        # Held-out categories (training.holdout) are evaluation material only, whatever their split.
+        records = [r for r in _read_manifest(Path(shapenet_root))
+                   if (split == "all" or r.get("split") == split) and not is_held_out(str(r["synset"]))]
         for rec in sorted(records, key=lambda r: (r["synset"], r["model_id"])):
             folder = self.renders_root / rec["synset"] / rec["model_id"]
             views = self._complete_views(folder)
@@ -164,6 +176,14 @@ class RenderedViews(Dataset):
                 "embedding": torch.from_numpy(embed_image(rgb, clean_alpha)),
                 "group": torch.tensor(self.prior_groups.get(self._model_ids[m], -1), dtype=torch.int64),
             }
+        if self.occupancy is not None:
+            solid, bound = self._solid(m)
+            grid_camera = crop_units_camera(cropped.K, float(camera.T[2]), self.image_size)
+            target = voxelize_frustum(solid, bound, camera.R, grid_camera, self.occupancy)
+            extra["occupancy"] = torch.from_numpy(target.astype(np.float32))
+            extra["grid_camera"] = torch.tensor(
+                [math.log(grid_camera.scale), grid_camera.principal[0] - 0.5, grid_camera.principal[1] - 0.5],
+                dtype=torch.float32)
         return {
             **extra,
             "image": image,
@@ -179,6 +199,14 @@ class RenderedViews(Dataset):
             "view": view,
             "sketch": sketch,
         }
+
+    def _solid(self, m: int) -> tuple[np.ndarray, float]:
+        """The world-frame solid of model ``m`` (cached per process)."""
+        if m not in self._solids:
+            from training.build_solids import SOLID_FILE, read_solid
+
+            self._solids[m] = read_solid(self._folders[m] / SOLID_FILE)
+        return self._solids[m]
 
     def _points(self, m: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         with np.load(self._folders[m] / "points.npz") as data:

@@ -32,13 +32,14 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from recon_core.heads import OccupancyOutput
 from recon_core.losses import LossWeights, RenderSettings, SilhouetteTarget, mesh_loss
 from recon_core.model import ReconOutput, build_model
 from recon_core.weights import atomic_write_bytes, load_model, save_model
 from training.config import TrainConfig, load_train_config
 from training.sampling import StepBatchSampler, category_item_weights
 
-__all__ = ["main", "train", "train_step", "compute_loss"]
+__all__ = ["main", "train", "train_step", "compute_loss", "occupancy_loss"]
 
 log = logging.getLogger("recon-train")
 
@@ -54,6 +55,8 @@ def compute_loss(model, out: ReconOutput, batch: dict, cfg: TrainConfig) -> tupl
         out: the network's output for ``batch["image"]`` (B, 3, S, S).
         batch: a collated :class:`training.dataset.RenderedViews` batch.
     """
+    if isinstance(out, OccupancyOutput):
+        return occupancy_loss(out, batch, cfg)
     lc = cfg.loss
     points, normals = batch["points"], batch["normals"]  # (B, N, 3) view frame
     weights = LossWeights(chamfer=lc.chamfer, normal=lc.normal, edge=lc.edge, laplacian=lc.laplacian,
@@ -83,6 +86,62 @@ def compute_loss(model, out: ReconOutput, batch: dict, cfg: TrainConfig) -> tupl
     parts["category"] = float(ce.detach())
     parts["total"] = float(total.detach())
     return total, parts
+
+
+def occupancy_loss(out: OccupancyOutput, batch: dict, cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted total and unweighted parts of a ``coarse="occupancy"`` network's losses.
+
+    Frustum cells: binary cross-entropy and soft Dice against ``batch["occupancy"]`` (B, Z, N, N).
+    Stride-4 maps (h x w), against the render's mask and depth averaged over each cell: mask
+    cross-entropy; depth L1 in crop units (``z_c = (z_cam - d) f_c / d``) and normals
+    ``1 - cos`` (from the depth map's back-projected gradients), both on cells wholly on the
+    object. Grid camera: L1 of ``(log s, p_c - 0.5)``. Category: cross-entropy.
+    """
+    lc = cfg.loss
+    parts: dict[str, torch.Tensor] = {}
+    logits = out.occupancy_logits.float()
+    target = batch["occupancy"]
+    parts["occupancy"] = F.binary_cross_entropy_with_logits(logits, target)
+    p = logits.sigmoid()
+    overlap = (p * target).sum(dim=(1, 2, 3))
+    parts["dice"] = (1.0 - (2.0 * overlap + 1.0) / (p.sum(dim=(1, 2, 3)) + target.sum(dim=(1, 2, 3)) + 1.0)).mean()
+
+    h, w = out.mask_logits.shape[-2:]
+    mask = batch["mask"][:, None]  # (B, 1, S, S)
+    size = mask.shape[-1]
+    pool = lambda x: F.adaptive_avg_pool2d(x, (h, w))  # noqa: E731
+    parts["mask_2d"] = F.binary_cross_entropy_with_logits(out.mask_logits.float(), pool(mask))
+    K, distance = batch["K"], batch["T"][:, 2]
+    focal = (K[:, 0, 0] / size)[:, None, None, None]
+    d = distance[:, None, None, None]
+    depth = batch["depth"][:, None]
+    on = (mask > 0.5).float()
+    coverage = pool(on)
+    full = (coverage > 0.999).float()
+    z_c = pool((depth - d) * focal / d * on) / coverage.clamp_min(1e-6)
+    parts["depth_2d"] = ((out.depth.float() - z_c).abs() * full).sum() / full.sum().clamp_min(1.0)
+    # Camera-frame points of the depth map, their gradients along u and v, normals toward the camera.
+    coords = (torch.arange(size, dtype=depth.dtype, device=depth.device) + 0.5)
+    x = (coords[None, None, None, :] - K[:, 0, 2, None, None, None]) * depth / K[:, 0, 0, None, None, None]
+    y = (coords[None, None, :, None] - K[:, 1, 2, None, None, None]) * depth / K[:, 1, 1, None, None, None]
+    pts = torch.cat([x, y, depth], dim=1)  # (B, 3, S, S)
+    du = pts[..., 1:-1, 2:] - pts[..., 1:-1, :-2]
+    dv = pts[..., 2:, 1:-1] - pts[..., :-2, 1:-1]
+    normal = -torch.cross(du, dv, dim=1)
+    inner = on[..., 1:-1, 1:-1] * on[..., 1:-1, 2:] * on[..., 1:-1, :-2] * on[..., 2:, 1:-1] * on[..., :-2, 1:-1]
+    normal = F.normalize(normal, dim=1) * inner
+    normal = F.pad(normal, (1, 1, 1, 1))
+    gt_normal = F.normalize(pool(normal), dim=1)
+    cos = (F.normalize(out.normals.float(), dim=1) * gt_normal).sum(dim=1, keepdim=True)
+    parts["normal_2d"] = ((1.0 - cos) * full).sum() / full.sum().clamp_min(1.0)
+    parts["camera"] = (out.camera.float() - batch["grid_camera"]).abs().mean()
+    parts["category"] = F.cross_entropy(out.category_logits.float(), batch["category"], ignore_index=-1)
+    weights = {"occupancy": lc.occupancy, "dice": lc.dice, "mask_2d": lc.mask_2d, "depth_2d": lc.depth_2d,
+               "normal_2d": lc.normal_2d, "camera": lc.camera, "category": lc.category}
+    total = sum(weights[k] * v for k, v in parts.items())
+    out_parts = {k: float(v.detach()) for k, v in parts.items()}
+    out_parts["total"] = float(total.detach())
+    return total, out_parts
 
 
 def _silhouette_target(batch: dict) -> SilhouetteTarget:
@@ -170,11 +229,16 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
         log.info("retrieval bank %s: %d templates, %d views", cfg.data.prior, sizes["prior_templates"],
                  sizes["prior_views"])
     if dataset is None:
+        from recon_core.occupancy import GridSpec
         from training.dataset import RenderedViews
 
+        m = cfg.model
+        grid = None
+        if m.coarse == "occupancy":
+            grid = GridSpec(m.occupancy_resolution, m.occupancy_depth_bins, m.occupancy_depth_range)
         dataset = RenderedViews(cfg.data.shapenet, cfg.data.renders, "train", image_size=cfg.model.image_size,
                                 num_points=cfg.data.num_points, augment=cfg.data.augment, seed=cfg.run.seed,
-                                prior_groups=prior_groups)
+                                prior_groups=prior_groups, occupancy=grid)
 
     if rank == 0:
         (out_dir / "snapshots").mkdir(parents=True, exist_ok=True)
@@ -306,6 +370,14 @@ def _load_init_weights(model, init_model) -> None:
     banks = ("prior.", "bank.")
     state = {k: v for k, v in init_model.state_dict().items() if not k.startswith(banks)}
     expected = {k: v for k, v in model.state_dict().items() if not k.startswith(banks)}
+    if model.config.coarse == "occupancy" and init_model.config.coarse != "occupancy":
+        # A mesh model's encoder, category head and refiner start an occupancy model; its coarse head
+        # has no counterpart and the occupancy heads start fresh.
+        shared = {k: v for k, v in state.items() if k in expected and expected[k].shape == v.shape}
+        model.load_state_dict(shared, strict=False)
+        fresh = sorted({k.split(".")[0] for k in set(expected) - set(shared)})
+        log.info("copied %d tensors from a %s model; new: %s", len(shared), init_model.config.coarse, ", ".join(fresh))
+        return
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     resized = [k for k in set(state) & set(expected) if state[k].shape != expected[k].shape]
     if missing or unexpected or resized:

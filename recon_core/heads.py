@@ -1,0 +1,86 @@
+"""Dense heads of ``coarse="occupancy"`` models: 2.5D maps, the frustum occupancy and the picture's camera.
+
+After MarrNet's 2.5D sketches and Mesh R-CNN's voxel branch: from the feature pyramid's
+finest level (stride 4) a small convolutional trunk predicts the object's mask, depth and
+surface normals at stride 4 (a dense, cheap signal that teaches the encoder geometry), and
+from the same trunk, resampled to the grid's ``N x N`` pixels, the occupancy of ``Z`` depth
+bins per pixel (:mod:`recon_core.occupancy`). The global feature predicts the grid's camera.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recon_core.occupancy import GridSpec
+
+__all__ = ["OccupancyHeads", "OccupancyOutput", "MAP_CHANNELS"]
+
+MAP_CHANNELS = 5
+"""Channels of the 2.5D maps: mask logit, depth, normal (x, y, z)."""
+
+
+@dataclass
+class OccupancyOutput:
+    """What a ``coarse="occupancy"`` network returns.
+
+    Attributes:
+        occupancy_logits: (B, Z, N, N) logits of the frustum cells (layout of :mod:`recon_core.occupancy`).
+        mask_logits: (B, 1, h, w) object mask logits at stride 4.
+        depth: (B, 1, h, w) depth offset from the object's centre, crop units (``z_c``).
+        normals: (B, 3, h, w) unnormalised camera-frame surface normals.
+        camera: (B, 3) ``(log s, p_cx - 0.5, p_cy - 0.5)`` of :class:`recon_core.occupancy.GridCamera`.
+        category_logits: (B, K).
+    """
+
+    occupancy_logits: torch.Tensor
+    mask_logits: torch.Tensor
+    depth: torch.Tensor
+    normals: torch.Tensor
+    camera: torch.Tensor
+    category_logits: torch.Tensor
+
+
+def _conv(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.ReLU(inplace=True))
+
+
+class OccupancyHeads(nn.Module):
+    """See the module docstring.
+
+    Args:
+        feature_dim: channels of the pyramid's finest map.
+        global_dim: width of the encoder's global feature.
+        spec: the occupancy grid's size.
+        hidden: channels of the trunk.
+    """
+
+    def __init__(self, feature_dim: int, global_dim: int, spec: GridSpec, hidden: int = 128):
+        super().__init__()
+        self.spec = spec
+        self.context = nn.Linear(global_dim, hidden)
+        self.trunk = nn.Sequential(_conv(feature_dim, hidden), _conv(hidden, hidden))
+        self.maps = nn.Conv2d(hidden, MAP_CHANNELS, 1)
+        self.occupancy = nn.Sequential(_conv(hidden, hidden), _conv(hidden, hidden), nn.Conv2d(hidden, spec.depth_bins, 1))
+        self.camera = nn.Sequential(nn.Linear(global_dim, 256), nn.ReLU(inplace=True), nn.Linear(256, 3))
+        nn.init.zeros_(self.camera[-1].weight)
+        nn.init.zeros_(self.camera[-1].bias)
+
+    def forward(self, finest: torch.Tensor, global_feature: torch.Tensor, category_logits: torch.Tensor
+                ) -> OccupancyOutput:
+        """finest: (B, C, h, w) stride-4 map; global_feature: (B, G); category_logits: (B, K) (passed through)."""
+        x = self.trunk(finest) + self.context(global_feature)[:, :, None, None]
+        maps = self.maps(x)
+        n = self.spec.resolution
+        grid = F.interpolate(x, size=(n, n), mode="bilinear", align_corners=False)
+        return OccupancyOutput(
+            occupancy_logits=self.occupancy(grid),
+            mask_logits=maps[:, :1],
+            depth=maps[:, 1:2],
+            normals=maps[:, 2:5],
+            camera=self.camera(global_feature),
+            category_logits=category_logits,
+        )
