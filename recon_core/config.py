@@ -9,7 +9,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = ["ModelConfig", "VERTEX_SCHEDULES", "load_config_dict", "apply_overrides", "from_dict"]
 
@@ -39,8 +39,7 @@ class ModelConfig:
     fpn_channels: int = 128
     """Channels of every feature-pyramid level."""
     coarse: str = "ico_sphere"
-    """Coarse shape: "ico_sphere" (deformed sphere), "template" (plus a learned per-category template),
-    "retrieval" (the template of the nearest training view, from the model's bank: recon_core.retrieval) or
+    """Coarse shape: "ico_sphere" (deformed sphere), "template" (plus a learned per-category template) or
     "occupancy" (a camera-aligned occupancy grid with 2.5D heads, meshed: recon_core.occupancy)."""
     occupancy_resolution: int = 32
     """coarse="occupancy": cells of the frustum grid along each side of the crop."""
@@ -70,14 +69,6 @@ class ModelConfig:
     """Category-conditional normalisation (per-category scale and shift) in the refiner."""
     num_categories: int = 13
     """Number of categories (recon_core.categories.CATEGORIES)."""
-    prior_templates: int = 0
-    """coarse="retrieval": number of templates (training models) in the bank."""
-    prior_views: int = 0
-    """coarse="retrieval": number of indexed training views in the bank."""
-    prior_dim: int = 128
-    """coarse="retrieval": principal components of the retrieval embedding kept in the bank."""
-    prior_level: int = 4
-    """coarse="retrieval": ico level of the bank's templates (4: 2,562 vertices)."""
     shape_bank: bool = False
     """Snap the output to the nearest training shape (recon_core.retrieval.ShapeBank, carried in the
     model file) chosen by the picture and the network's reconstruction, meshed as a printable solid."""
@@ -100,15 +91,18 @@ class ModelConfig:
     bank_level: float = 0.4
     """shape_bank: iso-level of the blurred solid (below 0.5: thin slabs survive the blur)."""
 
+    removed_fields: ClassVar[dict[str, Any]] = {"prior_templates": 0, "prior_views": 0, "prior_dim": 128,
+                                                "prior_level": 4}
+    """Fields of the removed retrieval prior (``coarse="retrieval"``) and the defaults that model files
+    saved before its removal (``models/default.json`` among them) still hold: :func:`from_dict` drops them."""
+
     def __post_init__(self) -> None:
         if self.backbone not in ("resnet18", "resnet34", "resnet50"):
             raise ValueError(f"backbone must be resnet18, resnet34 or resnet50, got {self.backbone!r}")
         if self.backbone_norm not in ("batch", "group", "frozen"):
             raise ValueError(f"backbone_norm must be batch, group or frozen, got {self.backbone_norm!r}")
-        if self.coarse not in ("ico_sphere", "template", "retrieval", "occupancy"):
-            raise ValueError(f"coarse must be 'ico_sphere', 'template', 'retrieval' or 'occupancy', got {self.coarse!r}")
-        if self.coarse == "retrieval" and self.prior_level < self.ico_level:
-            raise ValueError(f"prior_level ({self.prior_level}) must be at least ico_level ({self.ico_level})")
+        if self.coarse not in ("ico_sphere", "template", "occupancy"):
+            raise ValueError(f"coarse must be 'ico_sphere', 'template' or 'occupancy', got {self.coarse!r}")
         if self.bank_smoothing < 0 or not 0 < self.bank_level < 1:
             raise ValueError(f"bank_smoothing must be >= 0 and bank_level in (0, 1), got {self.bank_smoothing}, "
                              f"{self.bank_level}")
@@ -126,7 +120,18 @@ class ModelConfig:
 
 
 def from_dict(cls, data: dict[str, Any]):
-    """Build dataclass ``cls`` from a dict, refusing unknown keys (a typo is an error, not a silent default)."""
+    """Build dataclass ``cls`` from a dict, refusing unknown keys (a typo is an error, not a silent default).
+
+    Keys of ``cls.removed_fields`` (a dict, when the class has one) holding their old default are
+    dropped, so files written before a code path was removed still load; another value is refused.
+    """
+    removed = getattr(cls, "removed_fields", {})
+    changed = sorted(k for k in set(data) & set(removed) if data[k] != removed[k])
+    if changed:
+        got = ", ".join(f"{k}={data[k]!r}" for k in changed)
+        raise ValueError(f"{cls.__name__} {got}: these fields belong to a removed code path; only their old "
+                         "defaults are accepted, so use the version of the code this file was written for.")
+    data = {k: v for k, v in data.items() if k not in removed}
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:

@@ -24,11 +24,9 @@ from recon_core.image import load_image, prepare_image
 from recon_core.printable import PrintableReport, check_printable
 from recon_core.repair import RepairLog, make_printable
 from recon_core.retrieval import embed_image
-from recon_core.topology import vertex_count
 from recon_core.weights import atomic_write_bytes, load_model
 
-__all__ = ["Reconstruction", "Reconstructor", "export_mesh", "repair_with_backtracking", "EXPORT_FORMATS",
-           "ExportError"]
+__all__ = ["Reconstruction", "Reconstructor", "export_mesh", "EXPORT_FORMATS", "ExportError"]
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +127,9 @@ class Reconstructor:
             prepared = prepare_image(rgb, alpha, self.model.config.image_size)
         device = next(self.model.parameters()).device
         cat = None if cat_index is None else torch.tensor([cat_index], device=device)
-        with _timed(timings, "retrieval"):
-            prior = self._retrieve(rgb, alpha, cat, device)
         with _timed(timings, "network"):
             images = prepared.image[None].to(device)
-            out = self.model(images, category=cat, vertices=vertices, prior=prior)
+            out = self.model(images, category=cat, vertices=vertices)
         if getattr(self.model, "heads", None) is not None:
             return self._reconstruct_occupancy(out, prepared, cat_index, vertices, height_mm, smooth, timings)
         probs = out.category_logits.softmax(-1)[0].float().cpu().numpy()
@@ -141,9 +137,6 @@ class Reconstructor:
         verts = out.verts[0].double().cpu().numpy() @ VIEW_TO_OUTPUT.T
         faces = self.model.topology.faces(out.level).cpu().numpy().astype(np.int64)
         sphere = self.model.topology.sphere(out.level).double().cpu().numpy() @ VIEW_TO_OUTPUT.T
-        start = None
-        if prior is not None:
-            start = self._prior_at_level(prior, out.level)[0].double().cpu().numpy() @ VIEW_TO_OUTPUT.T
         snapped = None
         if getattr(self.model, "bank", None) is not None:
             with _timed(timings, "retrieval"):
@@ -156,8 +149,8 @@ class Reconstructor:
                 repair_log = RepairLog(path="original", input_closed_manifold=True)
                 repair_log.note("the solid of the nearest training shape, meshed by marching tetrahedra")
             else:
-                verts, faces, repair_log = repair_with_backtracking(
-                    verts, faces, start, smooth_iterations=SMOOTH_ITERATIONS if smooth else 0, sphere_verts=sphere
+                verts, faces, repair_log = make_printable(
+                    verts, faces, smooth_iterations=SMOOTH_ITERATIONS if smooth else 0, sphere_verts=sphere
                 )
         if height_mm is not None:
             extent = float(np.ptp(verts[:, 1]))
@@ -206,17 +199,6 @@ class Reconstructor:
             notes = ["the model is untrained (random weights): the shape is not meaningful", *notes]
         return Reconstruction(verts, faces, used, probs, report, repair_log, timings, notes)
 
-    def _retrieve(self, rgb: np.ndarray, alpha: np.ndarray | None, category: torch.Tensor | None,
-                  device) -> torch.Tensor | None:
-        """(1, V_p, 3) starting shape of a ``coarse=retrieval`` model: the nearest training view's
-        template (of ``category`` when given), posed in that view's frame; None for other models."""
-        prior = getattr(self.model, "prior", None)
-        if prior is None:
-            return None
-        embedding = torch.from_numpy(embed_image(rgb, alpha))[None].to(device)
-        rows = prior.nearest(embedding, k=1, category=category)
-        return prior.posed(rows[:, 0])
-
     def _snap(self, rgb: np.ndarray, alpha: np.ndarray | None, verts: torch.Tensor,
               category: int | None) -> tuple[np.ndarray, np.ndarray] | None:
         """The shape bank's solid for this picture and the network's (V, 3) view-frame reconstruction
@@ -231,15 +213,6 @@ class Reconstructor:
             log.warning("the shape bank's solid for view %d is empty: keeping the network's reconstruction", row)
             return None
         return view_verts @ VIEW_TO_OUTPUT.T, faces
-
-    def _prior_at_level(self, prior: torch.Tensor, level: int) -> torch.Tensor:
-        """(1, V_level, 3): the starting shape at ico level ``level`` (what an identity refiner outputs)."""
-        prior_level = self.model.config.prior_level
-        if level <= prior_level:
-            return prior[:, : vertex_count(level)]
-        for lv in range(prior_level, level):
-            (prior,) = self.model.topology.subdivide(lv, prior)
-        return prior
 
     def reconstruct_file(self, path: str | os.PathLike, **kwargs) -> Reconstruction:
         """Read an image file (see :func:`recon_core.image.load_image` for the errors) and reconstruct it."""
@@ -353,48 +326,6 @@ def _drop_specks(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.n
     remap = np.full(n, -1, dtype=np.int64)
     remap[used] = np.arange(len(used))
     return verts[used], remap[faces[keep]]
-
-
-LOCAL_REPAIRS = ("original", "untangled")
-"""Repair paths that keep the mesh as predicted, up to local smoothing (see :mod:`recon_core.repair`)."""
-BACKTRACK_FACTORS = (0.5, 0.25, 0.0)
-"""Fractions of the refiner's displacement tried, in order, when its output needs a global repair."""
-
-
-def repair_with_backtracking(
-    verts: np.ndarray,
-    faces: np.ndarray,
-    start: np.ndarray | None,
-    smooth_iterations: int = SMOOTH_ITERATIONS,
-    sphere_verts: np.ndarray | None = None,
-):
-    """:func:`recon_core.repair.make_printable`, scaling the refiner's displacement back when it folds the surface.
-
-    When the network's output is too tangled for a local repair (the chain would fall back
-    to the star re-embedding, the convex hull or the box, which keep little of the shape) and
-    the network started from a known shape ``start`` (the retrieved template), the
-    displacement ``verts - start`` is scaled by each of :data:`BACKTRACK_FACTORS` in turn and
-    the first mesh that a local repair makes printable is kept; if none is, the first result
-    stands. Every returned mesh passed the printable check inside ``make_printable``.
-
-    Args:
-        verts: (V, 3) float network output, output frame.
-        faces: (F, 3) int.
-        start: (V, 3) float starting shape of the refiner in the same frame, or None.
-
-    Returns:
-        ``(verts, faces, log)`` as ``make_printable``; the log notes the factor used.
-    """
-    first = make_printable(verts, faces, smooth_iterations=smooth_iterations, sphere_verts=sphere_verts)
-    if start is None or first[2].path in LOCAL_REPAIRS:
-        return first
-    for factor in BACKTRACK_FACTORS:
-        candidate = start + factor * (np.asarray(verts, dtype=np.float64) - start)
-        result = make_printable(candidate, faces, smooth_iterations=smooth_iterations, sphere_verts=sphere_verts)
-        if result[2].path in LOCAL_REPAIRS:
-            result[2].note(f"the output needed a '{first[2].path}' repair: refiner displacement scaled by {factor}")
-            return result
-    return first
 
 
 def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike) -> Path:

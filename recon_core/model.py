@@ -17,7 +17,7 @@ from recon_core.encoder import ImageEncoder
 from recon_core.heads import OccupancyHeads, OccupancyOutput
 from recon_core.occupancy import GridSpec
 from recon_core.refiner import RefinerStage
-from recon_core.retrieval import ShapeBank, ShapePrior
+from recon_core.retrieval import ShapeBank
 from recon_core.topology import IcoTopology, vertex_count
 
 __all__ = ["ReconstructionNet", "ReconOutput", "build_model"]
@@ -76,9 +76,6 @@ class ReconstructionNet(nn.Module):
         self.heads = None
         if c.coarse == "occupancy":
             self.heads = OccupancyHeads(c.fpn_channels, self.encoder.global_dim, self.grid_spec)
-        self.prior = None
-        if c.coarse == "retrieval":
-            self.prior = ShapePrior(c.prior_templates, c.prior_views, c.prior_dim, c.prior_level)
         self.bank = None
         if c.shape_bank:  # used by recon_core.inference after the forward pass; training never touches it
             self.bank = ShapeBank(c.bank_shapes, c.bank_views, c.bank_dim, c.bank_points, c.bank_grid_bytes,
@@ -112,7 +109,6 @@ class ReconstructionNet(nn.Module):
         images: torch.Tensor,
         category: torch.Tensor | None = None,
         vertices: int | None = None,
-        prior: torch.Tensor | None = None,
     ) -> ReconOutput | OccupancyOutput:
         """Reconstruct a batch.
 
@@ -120,11 +116,6 @@ class ReconstructionNet(nn.Module):
             images: (B, 3, S, S) float RGB in [0, 1], cropped by :func:`recon_core.image.prepare_image`.
             category: (B,) long category indices overriding the predicted category, or None.
             vertices: output vertex count (a key of ``VERTEX_SCHEDULES``); the config's default if None.
-            prior: (B, V_p, 3) view-frame starting shapes at ico level ``config.prior_level``
-                (``self.prior.posed(rows)``); required when ``config.coarse == "retrieval"``.
-                The coarse shape is its first 162 vertices; after each subdivision up to its
-                level, the prior's detail at the new level (its vertices minus the midpoints of
-                the level below) is added back, so an untrained refiner returns the prior itself.
 
         Returns:
             :class:`ReconOutput`; for ``coarse="occupancy"`` the dense heads' :class:`OccupancyOutput`
@@ -140,12 +131,6 @@ class ReconstructionNet(nn.Module):
         if schedule is None:
             raise ValueError(f"vertices must be one of {sorted(VERTEX_SCHEDULES)}, got {vertices}")
         b, size = images.shape[0], images.shape[-1]
-        if c.coarse == "retrieval":
-            expected = (b, vertex_count(c.prior_level), 3)
-            if prior is None or tuple(prior.shape) != expected:
-                got = None if prior is None else tuple(prior.shape)
-                raise ValueError(f"this model starts from a retrieved shape: prior must be {expected}, got {got} "
-                                 "(use model.prior.nearest and model.prior.posed)")
         pyramid, global_feature = self.encoder(images)
         logits = self.category_head(global_feature)
         if category is None:
@@ -159,9 +144,6 @@ class ReconstructionNet(nn.Module):
         verts = sphere[None] + self.coarse_head(global_feature).reshape(b, -1, 3)
         if c.coarse == "template":
             verts = verts + torch.einsum("bk,kvc->bvc", probs, self.templates)
-        if c.coarse == "retrieval":
-            prior = prior.to(verts.dtype)
-            verts = verts - sphere[None] + prior[:, : verts.shape[1]]
         coarse = verts
         feats = None
         stage_verts, levels = [], []
@@ -171,18 +153,11 @@ class ReconstructionNet(nn.Module):
                     (verts,) = self.topology.subdivide(level, verts)
                 else:
                     verts, feats = self.topology.subdivide(level, verts, feats)
-                if c.coarse == "retrieval" and level < c.prior_level:
-                    verts = verts + self._prior_detail(prior, level)
                 level += 1
             verts, feats = stage(verts, feats, pyramid, self.encoder.strides, size, probs, self.topology, level)
             stage_verts.append(verts)
             levels.append(level)
         return ReconOutput(coarse, stage_verts, levels, c.ico_level, logits)
-
-    def _prior_detail(self, prior: torch.Tensor, level: int) -> torch.Tensor:
-        """(B, V_{level+1}, 3): the prior at ``level + 1`` minus the midpoint subdivision of its ``level`` part."""
-        (midpoints,) = self.topology.subdivide(level, prior[:, : vertex_count(level)])
-        return prior[:, : vertex_count(level + 1)] - midpoints
 
 
 def build_model(config: ModelConfig) -> ReconstructionNet:

@@ -1,13 +1,10 @@
-"""The retrieval prior: the coarse shape is the training shape of the nearest training view.
+"""The picture embedding and the shape bank: the network's reconstruction snapped to the nearest training shape.
 
 A picture is embedded by :func:`embed_image` (the object crop reduced to a 32x32 silhouette
-and a 32x32 darkness map). The :class:`ShapePrior` bank holds, for every photo-like training
-view, that embedding projected to ``dim`` principal components, the view's world-to-camera
-rotation and the index of its model's *template*: the model fitted once, offline, by an
-ico-sphere of level ``level`` (``training/build_prior.py``), so that every template shares
-the network's mesh topology. The nearest view's template, rotated into that view's frame,
-is the network's starting shape (:class:`recon_core.model.ReconstructionNet`, ``coarse =
-"retrieval"``); the refiner then moves it toward the picture.
+and a 32x32 darkness map). The :class:`ShapeBank` holds, for every photo-like training view,
+that embedding projected to principal components, the view's world-to-camera rotation and
+its model's surface points and packed solid (``training/build_shape_bank.py``); see the
+class docstring for how a view is chosen.
 
 The bank is a set of persistent buffers of the network, so it travels in the model's one
 safetensors file and is checked by the same loader.
@@ -20,9 +17,8 @@ import torch
 from torch import nn
 
 from recon_core.image import prepare_image
-from recon_core.topology import vertex_count
 
-__all__ = ["EMBED_SIZE", "EMBED_DIM", "EMBED_VERSION", "embed_image", "ShapePrior", "ShapeBank"]
+__all__ = ["EMBED_SIZE", "EMBED_DIM", "EMBED_VERSION", "embed_image", "ShapeBank"]
 
 EMBED_SIZE = 32
 """Side of the retrieval embedding's two maps (silhouette and darkness), in cells."""
@@ -66,7 +62,7 @@ def _project(embeddings: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor) 
 
 
 def _register_view_index(module: nn.Module, num_views: int, dim: int, model_buffer: str) -> None:
-    """The buffers both banks index their training views with: ``embed_mean`` (EMBED_DIM,),
+    """The buffers a bank indexes its training views with: ``embed_mean`` (EMBED_DIM,),
     ``embed_basis`` (EMBED_DIM, D), ``view_features`` (N, D), ``model_buffer`` (N,) long index of each
     view's model, ``view_rotation`` (N, 3, 3)."""
     module.register_buffer("embed_mean", torch.zeros(EMBED_DIM))
@@ -79,84 +75,6 @@ def _register_view_index(module: nn.Module, num_views: int, dim: int, model_buff
 def _posed(points: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
     """(B, P, 3) world-frame points and (B, 3, 3) world-to-camera rotations -> (B, P, 3) ``R @ p``."""
     return points.float() @ rotations.float().transpose(1, 2)
-
-
-class ShapePrior(nn.Module):
-    """The bank of training views and templates (see the module docstring).
-
-    Args:
-        num_templates: M, number of training models.
-        num_views: N, number of indexed training views.
-        dim: D, embedding components kept.
-        level: ico level of the templates (4: 2,562 vertices).
-
-    Buffers (persistent):
-        embed_mean: (EMBED_DIM,) mean of the training views' embeddings.
-        embed_basis: (EMBED_DIM, D) principal directions (orthonormal columns).
-        view_features: (N, D) projected embeddings of the training views.
-        view_template: (N,) long template index of each view.
-        view_rotation: (N, 3, 3) world-to-camera rotation of each view.
-        templates: (M, V, 3) world-frame template vertices, ico-sphere level ``level``.
-        template_category: (M,) long category index of each template (-1: unknown).
-        template_group: (M,) long group of each template (variants of one design share a group).
-    """
-
-    def __init__(self, num_templates: int, num_views: int, dim: int, level: int):
-        super().__init__()
-        if min(num_templates, num_views, dim) < 1:
-            raise ValueError(f"coarse='retrieval' needs a bank with templates, views and dims, got {num_templates}, "
-                             f"{num_views}, {dim}: build one with training/build_prior.py (train.py reads its sizes)")
-        self.level = level
-        _register_view_index(self, num_views, dim, "view_template")
-        self.register_buffer("templates", torch.zeros(num_templates, vertex_count(level), 3))
-        self.register_buffer("template_category", torch.full((num_templates,), -1, dtype=torch.long))
-        self.register_buffer("template_group", torch.arange(num_templates))
-
-    def project(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """(B, EMBED_DIM) embeddings -> (B, D) principal components."""
-        return _project(embeddings, self.embed_mean, self.embed_basis)
-
-    def nearest(
-        self,
-        embeddings: torch.Tensor,
-        k: int = 1,
-        category: torch.Tensor | None = None,
-        exclude_group: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Rows of the ``k`` nearest training views, nearest first.
-
-        Args:
-            embeddings: (B, EMBED_DIM) :func:`embed_image` vectors.
-            category: (B,) long; where >= 0, only views of that category's templates (if it has any).
-            exclude_group: (B,) long; views of templates of that group are skipped (training:
-                a model must not retrieve itself or its variants).
-
-        Returns:
-            (B, min(k, N)) long rows of the view buffers; where fewer than ``k`` views are left after
-            the exclusions, the nearest one fills the remaining columns.
-
-        Raises:
-            ValueError: no view is left for some image.
-        """
-        d2 = torch.cdist(self.project(embeddings), self.view_features.float()) ** 2  # (B, N)
-        tmpl = self.view_template
-        if category is not None:
-            allowed = self.template_category[tmpl][None] == category[:, None]  # (B, N)
-            usable = allowed.any(dim=1, keepdim=True) & (category[:, None] >= 0)
-            d2 = torch.where(usable & ~allowed, torch.full_like(d2, float("inf")), d2)
-        if exclude_group is not None:
-            same = self.template_group[tmpl][None] == exclude_group[:, None]
-            d2 = d2.masked_fill(same, float("inf"))
-        dist, rows = d2.topk(min(k, d2.shape[1]), dim=1, largest=False)
-        if torch.isinf(dist[:, 0]).any():
-            raise ValueError("no training view is left for retrieval after the exclusions; use a larger bank")
-        # fewer than k views left: repeat the nearest one rather than return excluded views
-        return torch.where(torch.isinf(dist), rows[:, :1], rows)
-
-    def posed(self, rows: torch.Tensor) -> torch.Tensor:
-        """(B,) view rows -> (B, V, 3) their templates in the view frame, ``p_view = R @ p_world``."""
-        return _posed(self.templates[self.view_template[rows]], self.view_rotation[rows])
-
 
 
 SHAPE_CANDIDATES = 256
@@ -182,7 +100,8 @@ class ShapeBank(nn.Module):
         resolution: R, cells per side of every grid.
 
     Buffers (persistent):
-        embed_mean: (EMBED_DIM,); embed_basis: (EMBED_DIM, D): as in :class:`ShapePrior`.
+        embed_mean: (EMBED_DIM,) mean of the training views' embeddings.
+        embed_basis: (EMBED_DIM, D) principal directions (orthonormal columns).
         view_features: (N, D); view_shape: (N,) long model index; view_rotation: (N, 3, 3).
         shape_points: (M, P, 3) world-frame surface points of each model.
         shape_category: (M,) long category index (-1: unknown).

@@ -33,13 +33,42 @@ import numpy as np
 import torch
 
 from recon_core.categories import CATEGORIES
-from recon_core.retrieval import EMBED_VERSION
+from recon_core.retrieval import EMBED_VERSION, embed_image
 
-__all__ = ["build_shape_bank", "attach_bank", "main"]
+__all__ = ["build_shape_bank", "attach_bank", "principal_components", "embed_views", "main"]
 
 log = logging.getLogger("build-shape-bank")
 
 _CATEGORY_INDEX = {c.synset: i for i, c in enumerate(CATEGORIES)}
+
+
+def principal_components(x: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (D,) and the first ``dim`` principal directions (D, dim) of rows ``x`` (N, D)."""
+    mean = x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    dim = min(dim, vt.shape[0])
+    return mean.astype(np.float32), vt[:dim].T.astype(np.float32)
+
+
+def embed_views(entries: list) -> tuple[np.ndarray, list[int], list[np.ndarray]]:
+    """Every photo-like view of the models ``entries``: (N, EMBED_DIM) :func:`embed_image` vectors,
+    each view's model index into ``entries`` and its (3, 3) world-to-camera rotation."""
+    from tqdm import tqdm
+
+    from training.evaluate import DataError, load_view
+
+    feats, view_model, rots = [], [], []
+    for m, e in enumerate(tqdm(entries, desc="embed views", unit="model")):
+        for v in e.views:
+            rgb, alpha, cam, meta = load_view(e, v)
+            if meta.get("sketch", False):
+                continue  # queries are photos
+            feats.append(embed_image(rgb, alpha))
+            view_model.append(m)
+            rots.append(cam.R)
+    if not feats:
+        raise DataError("The train split has no photo views (only sketches): retrieval needs some.")
+    return np.stack(feats), view_model, rots
 
 
 def build_shape_bank(
@@ -54,7 +83,6 @@ def build_shape_bank(
     from tqdm import tqdm
 
     from recon_core.volume import occupancy_grid, pack_grid
-    from training.build_prior import embed_views, principal_components
     from training.evaluate import DataError, _shape_points, discover, load_world_mesh
 
     if min(dim, num_points, resolution) < 1 or resolution < 4:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from recon_core.config import ModelConfig, apply_overrides, from_dict, load_config_dict
 
@@ -33,10 +33,10 @@ class DataConfig:
     """Train on this many synthetic ellipsoids instead of the renders (tests and benchmarks); 0: off."""
     category_weights: dict[str, float] | None = None
     """Explicit sampling proportions per category name (overrides category_balance); missing categories get 0."""
-    prior: str = "data/prior/bank"
-    """model.coarse=retrieval: the retrieval bank (training/build_prior.py), put into the model at the start."""
-    prior_topk: int = 3
-    """model.coarse=retrieval: each training image starts from one of its k nearest views of *other* model groups."""
+
+    removed_fields: ClassVar[dict[str, Any]] = {"prior": "data/prior/bank", "prior_topk": 3}
+    """Fields of the removed retrieval prior and their defaults, dropped from older ``config.yaml`` files
+    (:func:`recon_core.config.from_dict`)."""
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from recon_core.camera import Camera, crop_camera
 from recon_core.categories import CATEGORIES
 from recon_core.image import object_box, prepare_image
 from recon_core.occupancy import GridSpec, crop_units_camera, voxelize_frustum
-from recon_core.retrieval import embed_image
 from training.holdout import is_held_out
 
 __all__ = ["RenderedViews", "UNKNOWN_CATEGORY"]
@@ -55,8 +54,6 @@ class RenderedViews(Dataset):
         augment: background swap, colour jitter, blur and noise on the image (shaded
             views); paper tint, blur and noise (sketch views). Off: white background.
         seed: seeds the point draws when ``augment`` is off (then an item is always the same).
-        prior_groups: model id -> group index of the retrieval bank (``model.coarse=retrieval``);
-            when given, items also hold ``embedding`` and ``group``.
         occupancy: the frustum grid of ``model.coarse=occupancy``; when given, items also hold
             ``occupancy`` and ``grid_camera`` (the models' ``solid.npz``, training/build_solids.py).
 
@@ -66,9 +63,7 @@ class RenderedViews(Dataset):
         intrinsics of the crop; ``R`` (3, 3), ``T`` (3,) float32 world-to-camera;
         ``points``, ``normals`` (num_points, 3) float32 in the view frame;
         ``category`` int64 index in CATEGORIES (:data:`UNKNOWN_CATEGORY` for other
-        synsets); ``model_id`` str; ``view`` int; ``sketch`` bool; with ``prior_groups``:
-        ``embedding`` (EMBED_DIM,) float32 :func:`recon_core.retrieval.embed_image` of the clean
-        render, ``group`` int64 the model's group (-1 if not in the bank); with ``occupancy``:
+        synsets); ``model_id`` str; ``view`` int; ``sketch`` bool; with ``occupancy``:
         ``occupancy`` (Z, N, N) float32 {0, 1} the frustum target
         (:func:`recon_core.occupancy.voxelize_frustum`), ``grid_camera`` (3,) float32
         ``(log s, p_cx - 0.5, p_cy - 0.5)`` of the crop's true :class:`recon_core.occupancy.GridCamera`.
@@ -83,10 +78,8 @@ class RenderedViews(Dataset):
         num_points: int = 2048,
         augment: bool = False,
         seed: int = 0,
-        prior_groups: dict[str, int] | None = None,
         occupancy: GridSpec | None = None,
     ):
-        self.prior_groups = prior_groups
         self.occupancy = occupancy
         self._solids: dict[int, tuple[np.ndarray, float]] = {}
         self.renders_root = Path(renders_root)
@@ -170,12 +163,6 @@ class RenderedViews(Dataset):
         points, normals = self._points(m, rng)
         R = camera.R.astype(np.float32)
         extra = {}
-        if self.prior_groups is not None:
-            clean_alpha = alpha if alpha.min() < 255 else mask
-            extra = {
-                "embedding": torch.from_numpy(embed_image(rgb, clean_alpha)),
-                "group": torch.tensor(self.prior_groups.get(self._model_ids[m], -1), dtype=torch.int64),
-            }
         if self.occupancy is not None:
             solid, bound = self._solid(m)
             grid_camera = crop_units_camera(cropped.K, float(camera.T[2]), self.image_size)

@@ -215,19 +215,6 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
         from training.synthetic import SyntheticViews
 
         dataset = SyntheticViews(cfg.data.synthetic, cfg.model.image_size, cfg.data.num_points, cfg.run.seed)
-    bank, prior_groups = None, None
-    if cfg.model.coarse == "retrieval":
-        from training.build_prior import load_bank
-
-        if cfg.data.prior_topk < 1:
-            raise ValueError(f"data.prior_topk must be at least 1, got {cfg.data.prior_topk}")
-
-        bank, info = load_bank(cfg.data.prior)
-        sizes = {k: int(info[k]) for k in ("prior_templates", "prior_views", "prior_dim", "prior_level")}
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **sizes))
-        prior_groups = {mid: int(g) for mid, g in zip(info["model_ids"], bank["template_group"].tolist())}
-        log.info("retrieval bank %s: %d templates, %d views", cfg.data.prior, sizes["prior_templates"],
-                 sizes["prior_views"])
     if dataset is None:
         from recon_core.occupancy import GridSpec
         from training.dataset import RenderedViews
@@ -238,7 +225,7 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
             grid = GridSpec(m.occupancy_resolution, m.occupancy_depth_bins, m.occupancy_depth_range)
         dataset = RenderedViews(cfg.data.shapenet, cfg.data.renders, "train", image_size=cfg.model.image_size,
                                 num_points=cfg.data.num_points, augment=cfg.data.augment, seed=cfg.run.seed,
-                                prior_groups=prior_groups, occupancy=grid)
+                                occupancy=grid)
 
     if rank == 0:
         (out_dir / "snapshots").mkdir(parents=True, exist_ok=True)
@@ -252,12 +239,6 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
         _load_init_weights(model, init_model)
         init_steps = int(init_meta.get("steps") or 0)
         log.info("initialised from %s (%d steps)", init_from, init_steps)
-    if bank is not None:
-        try:
-            model.prior.load_state_dict(bank)
-        except RuntimeError as err:
-            raise ValueError(f"The retrieval bank {cfg.data.prior} does not match its own sizes ({err}); "
-                             "rebuild it with training/build_prior.py.") from None
     if cfg.optim.freeze_encoder:
         for module in (model.encoder, model.category_head):
             module.requires_grad_(False)
@@ -277,9 +258,6 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
         optimizer.load_state_dict(state["optimizer"])
         if scaler is not None and state["scaler"]:
             scaler.load_state_dict(state["scaler"])
-        if bank is not None and any(not torch.equal(model.prior.state_dict()[k].cpu(), bank[k]) for k in bank):
-            raise ValueError(f"The retrieval bank {cfg.data.prior} changed since {ckpt_path} was written; "
-                             "resume with the bank it was trained with, or start a new run.")
         start = int(state["step"])
         init_steps = int(state.get("init_steps", 0))
         log.info("resumed from step %d", start)
@@ -356,20 +334,12 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
 
 
 def _load_init_weights(model, init_model) -> None:
-    """Copy ``init_model``'s weights into ``model`` (``--init-from``), the retrieval prior's bank and the
-    shape bank excepted (a network trained from a shipped model comes out without a shape bank:
-    ``training/build_shape_bank.py --model SNAPSHOT`` attaches one).
-
-    A model that starts from a retrieved shape can start from one that starts from a sphere:
-    then the last layers of the coarse head and of every refiner stage's offset are zeroed, so
-    that the first output is the retrieved shape itself (the sphere model's displacements,
-    learned to grow a shape out of a sphere, damage a retrieved shape: on the validation split,
-    mean F1@0.3 30.0 with them against 33.4 without), while the encoder, the attention and the
-    graph convolutions keep what they learned.
+    """Copy ``init_model``'s weights into ``model`` (``--init-from``), the shape bank excepted (a network
+    trained from a shipped model comes out without a shape bank: ``training/build_shape_bank.py --model
+    SNAPSHOT`` attaches one).
     """
-    banks = ("prior.", "bank.")
-    state = {k: v for k, v in init_model.state_dict().items() if not k.startswith(banks)}
-    expected = {k: v for k, v in model.state_dict().items() if not k.startswith(banks)}
+    state = {k: v for k, v in init_model.state_dict().items() if not k.startswith("bank.")}
+    expected = {k: v for k, v in model.state_dict().items() if not k.startswith("bank.")}
     if model.config.coarse == "occupancy" and init_model.config.coarse != "occupancy":
         # A mesh model's encoder, category head and refiner start an occupancy model; its coarse head
         # has no counterpart and the occupancy heads start fresh.
@@ -385,30 +355,6 @@ def _load_init_weights(model, init_model) -> None:
                          f"{len(unexpected)} unexpected, {len(resized)} of another shape, e.g. "
                          f"{', '.join((missing or unexpected or resized)[:3])}).")
     model.load_state_dict(state, strict=False)
-    if model.config.coarse == "retrieval" and init_model.config.coarse != "retrieval":
-        with torch.no_grad():
-            for layer in [model.coarse_head[-1], *(stage.offset for stage in model.stages)]:
-                layer.weight.zero_()
-                layer.bias.zero_()
-        log.info("coarse head's and refiner offsets' last layers zeroed: the output starts as the retrieved shape")
-
-
-def retrieved_prior(model, batch: dict, topk: int) -> torch.Tensor | None:
-    """(B, V_p, 3) starting shapes of a batch for a ``coarse=retrieval`` model (else None).
-
-    Each image gets one of its ``topk`` nearest training views whose model is of another
-    group (a model never retrieves itself or a variant of itself, as at test time), drawn
-    from torch's generator.
-    """
-    if getattr(model, "prior", None) is None:
-        return None
-    if "embedding" not in batch:
-        raise ValueError("a coarse=retrieval model needs batches with 'embedding' and 'group' (RenderedViews with "
-                         "prior_groups)")
-    with torch.no_grad():
-        rows = model.prior.nearest(batch["embedding"], k=topk, exclude_group=batch["group"])  # (B, k)
-        pick = torch.randint(rows.shape[1], (rows.shape[0],), device=rows.device)
-        return model.prior.posed(rows[torch.arange(rows.shape[0], device=rows.device), pick])
 
 
 def train_step(model, ddp_model, batch: dict, optimizer, scaler, cfg: TrainConfig, device: torch.device) -> dict[str, float]:
@@ -417,9 +363,8 @@ def train_step(model, ddp_model, batch: dict, optimizer, scaler, cfg: TrainConfi
     ``ddp_model`` is ``model`` or its DistributedDataParallel wrapper; ``scaler`` a CUDA
     GradScaler or None.
     """
-    prior = retrieved_prior(model, batch, cfg.data.prior_topk)
     with _autocast(device, cfg.run.amp):
-        out = ddp_model(batch["image"], category=batch["category"], prior=prior)
+        out = ddp_model(batch["image"], category=batch["category"])
     total, parts = compute_loss(model, out, batch, cfg)
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
