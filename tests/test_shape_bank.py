@@ -1,18 +1,26 @@
 """The shape bank: built from a fake renders folder, selection against a brute-force reference, and the main job.
 
-Uses tests/test_prior_pipeline.py's fake data set (four box-shaped train models of known
-categories with two photo views each, a val chair).
+The fake data set (written directly, like tests/test_dataset.py): four train models of known
+categories (two chairs sharing the manifest group "chairs", a sofa without a group, a table in
+group "tables"), one train model of a synset outside the 13 categories (not in the bank), and
+one val chair. Every model has a box mesh of its own shape (shapenet/<synset>/<id>/models/
+model_normalized.obj), points.npz, two photo views and one sketch view (same picture, "sketch": true).
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+import trimesh
 
-from recon_core.camera import VIEW_TO_OUTPUT
+from recon_core.camera import VIEW_TO_OUTPUT, Camera, look_at
 from recon_core.categories import category_index
 from recon_core.config import ModelConfig
+from recon_core.image import load_image
 from recon_core.inference import SNAP_QUERY_POINTS
 from recon_core.model import build_model
 from recon_core.printable import check_printable
@@ -20,14 +28,83 @@ from recon_core.retrieval import SHAPE_CANDIDATES, SHAPE_STATS_STRIDE, ShapeBank
 from recon_core.volume import GRID_BOUND
 from recon_core.weights import load_model, save_model
 from training.build_shape_bank import attach_bank, build_shape_bank, main
+from training.render import sample_surface
 
-from tests.test_prior_pipeline import BANK_IDS, MODELS, TINY_MODEL, _rgba, fake  # noqa: F401 (fixture)
+from tests.test_dataset import _write_view
+
+CHAIR, SOFA, TABLE, EXTRA = "03001627", "04256520", "04379232", "02808440"  # EXTRA: not one of the 13, not held out
+# (synset, model id, split, manifest group or None, box low corner, box high corner, colour)
+MODELS = (
+    (CHAIR, "chair_a", "train", "chairs", (-0.2, -0.4, -0.2), (0.2, 0.4, 0.2), (200, 40, 40)),
+    (CHAIR, "chair_b", "train", "chairs", (-0.25, -0.35, -0.15), (0.2, 0.45, 0.25), (180, 60, 30)),
+    (TABLE, "table_a", "train", "tables", (-0.45, -0.15, -0.3), (0.45, 0.15, 0.3), (40, 40, 200)),
+    (SOFA, "sofa_a", "train", None, (-0.45, -0.2, -0.2), (0.45, 0.1, 0.2), (30, 160, 30)),
+    (EXTRA, "extra_a", "train", "chairs", (-0.3, -0.3, -0.3), (0.3, 0.3, 0.3), (90, 90, 90)),
+    (CHAIR, "chair_val", "val", None, (-0.2, -0.3, -0.2), (0.25, 0.4, 0.2), (120, 20, 120)),
+)
+BANK_IDS = ["chair_a", "chair_b", "sofa_a", "table_a"]
+"""discover's order: train models of known categories, by (synset, model id)."""
+SKETCH_VIEW = 2
+TINY_MODEL = dict(backbone="resnet18", backbone_norm="group", image_size=64, fpn_channels=16, coarse_hidden=32,
+                  hidden_dim=16, attention_heads=2, gconv_layers=1, vertices=642)
+"""The ModelConfig fields of a tiny sphere network (random weights: the bank, not the network, is tested)."""
+
+
+# ------------------------------------------------------------------------------------------ fake data
+
+
+def _box(lo, hi) -> tuple[np.ndarray, np.ndarray]:
+    corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], float)
+    faces = np.array([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
+                      [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]])  # fmt: skip
+    return np.asarray(lo) + corners * (np.asarray(hi) - np.asarray(lo)), faces
+
+
+def _cameras(k: int) -> list[Camera]:
+    """Three cameras of model ``k`` (a different azimuth per model, so every view has its own rotation)."""
+    az = 17.0 * k
+    return [look_at(30 + az, 20, 1.9, 40.0), look_at(200 + az, -15, 2.1, 35.0), look_at(300 + az, 35, 2.0, 40.0)]
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bank_fake")
+    shapenet, renders = root / "shapenet", root / "renders"
+    rng = np.random.default_rng(0)
+    records = []
+    for k, (synset, model_id, split, group, lo, hi, colour) in enumerate(MODELS):
+        rec = {"synset": synset, "model_id": model_id, "split": split}
+        if group is not None:
+            rec["group"] = group
+        records.append(rec)
+        verts, faces = _box(lo, hi)
+        mesh_dir = shapenet / synset / model_id / "models"
+        mesh_dir.mkdir(parents=True)
+        trimesh.Trimesh(verts, faces, process=False).export(mesh_dir / "model_normalized.obj")
+        folder = renders / synset / model_id
+        folder.mkdir(parents=True)
+        points, normals = sample_surface(verts, faces, 3000, rng)
+        np.savez(folder / "points.npz", points=points, normals=normals)
+        for view, camera in enumerate(_cameras(k)):
+            _write_view(folder, view, camera, verts, faces, sketch=view == SKETCH_VIEW, colour=colour, shaded=True)
+    (shapenet / "manifest.json").write_text(json.dumps({"models": records}))
+    return shapenet, renders
+
+
+def _rgba(renders: Path, model_id: str, view: int) -> tuple[np.ndarray, np.ndarray]:
+    synset = next(m[0] for m in MODELS if m[1] == model_id)
+    rgb, alpha, _ = load_image(renders / synset / model_id / f"{view:03d}.png")
+    return rgb, alpha
+
+
+# ------------------------------------------------------------------------------------------ the bank
+
 
 SIZES = dict(dim=4, num_points=64, resolution=24)
 
 
 @pytest.fixture(scope="module")
-def shape_bank(fake):  # noqa: F811
+def shape_bank(fake):
     shapenet, renders = fake
     return build_shape_bank(shapenet, renders, **SIZES)
 
@@ -113,7 +190,7 @@ def _reference_select(bank: ShapeBank, embedding: np.ndarray, points: np.ndarray
 
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("weight", [0.0, 1.0, 3.0])
-def test_select_matches_brute_force(bank_module, fake, seed, weight):  # noqa: F811
+def test_select_matches_brute_force(bank_module, fake, seed, weight):
     _, renders = fake
     rng = np.random.default_rng(seed)
     model_id = BANK_IDS[seed % len(BANK_IDS)]
@@ -125,7 +202,7 @@ def test_select_matches_brute_force(bank_module, fake, seed, weight):  # noqa: F
     assert got == _reference_select(bank_module, embedding.astype(np.float64), points, weight, category)
 
 
-def test_the_shape_distance_can_overrule_the_picture(bank_module, fake):  # noqa: F811
+def test_the_shape_distance_can_overrule_the_picture(bank_module, fake):
     """A chair's picture with the table's posed points: the picture alone picks the chair, a heavy shape weight the table."""
     _, renders = fake
     rgb, alpha = _rgba(renders, "chair_a", 0)
@@ -153,7 +230,7 @@ def test_bank_needs_sizes():
         ShapeBank(0, 4, 2, 8, 10, 16)
 
 
-def test_banked_model_round_trips_and_reconstructs_the_selected_solid(banked_model, fake):  # noqa: F811
+def test_banked_model_round_trips_and_reconstructs_the_selected_solid(banked_model, fake):
     from recon_core.inference import Reconstructor
 
     _, renders = fake
@@ -185,7 +262,7 @@ def test_banked_model_round_trips_and_reconstructs_the_selected_solid(banked_mod
                for c in candidates)
 
 
-def test_main_writes_a_model_and_reports_bad_input(fake, banked_model, tmp_path, capsys):  # noqa: F811
+def test_main_writes_a_model_and_reports_bad_input(fake, banked_model, tmp_path, capsys):
     shapenet, renders = fake
     base = banked_model.parent / "base"
     args = ["--model", str(base), "--shapenet", str(shapenet), "--renders", str(renders), "--dim", "3",
@@ -255,7 +332,7 @@ def test_shape_distances_equal_knn(large_bank):
     assert torch.allclose(got, expected, atol=1e-5)
 
 
-def test_an_empty_solid_keeps_the_networks_reconstruction(shape_bank, tmp_path, fake, caplog):  # noqa: F811
+def test_an_empty_solid_keeps_the_networks_reconstruction(shape_bank, tmp_path, fake, caplog):
     from recon_core.inference import Reconstructor
     from recon_core.volume import pack_grid
 
@@ -276,15 +353,13 @@ def test_an_empty_solid_keeps_the_networks_reconstruction(shape_bank, tmp_path, 
 
 
 def test_attach_bank_refuses_an_untrained_model(shape_bank, tmp_path):
-    import json
-
     tensors, info = shape_bank
     (tmp_path / "cfg.json").write_text(json.dumps({"model": TINY_MODEL}))  # config only: random weights
     with pytest.raises(ValueError, match="no trained weights"):
         attach_bank(tmp_path / "cfg", tensors, info, tmp_path / "out")
 
 
-def test_a_snapped_mesh_that_fails_the_check_is_repaired(banked_model, fake, monkeypatch):  # noqa: F811
+def test_a_snapped_mesh_that_fails_the_check_is_repaired(banked_model, fake, monkeypatch):
     """The final printable check guards the bank's output too: an open solid goes through make_printable."""
     import trimesh
 
@@ -300,7 +375,6 @@ def test_a_snapped_mesh_that_fails_the_check_is_repaired(banked_model, fake, mon
 
 
 def test_inconsistent_banks_are_refused_when_loading(banked_model, tmp_path):
-    import json
     import shutil
 
     from safetensors.torch import load_file, save_file
@@ -337,7 +411,7 @@ def test_init_from_a_banked_model_copies_the_network_only(banked_model):
     assert model.bank is None
 
 
-def test_a_requested_vertex_count_is_noted_as_not_applying(banked_model, fake):  # noqa: F811
+def test_a_requested_vertex_count_is_noted_as_not_applying(banked_model, fake):
     from recon_core.inference import Reconstructor
 
     rgb, alpha = _rgba(fake[1], "chair_val", 0)

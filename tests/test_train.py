@@ -118,3 +118,17 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     # same global batches, gradients averaged over processes: the same update up to point-sampling noise
     assert (a - b).norm() < 0.1 * moved, ((a - b).norm(), moved)
     assert ModelConfig  # imported for the config type
+
+
+def test_config_yaml_written_before_the_prior_was_removed_loads(tmp_path):
+    """A run's config.yaml from before the retrieval prior's removal holds its fields at their defaults."""
+    import yaml
+
+    from training.config import load_train_config
+
+    old = {"model": {"prior_templates": 0, "prior_views": 0, "prior_dim": 128, "prior_level": 4},
+           "data": {"prior": "data/prior/bank", "prior_topk": 3}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    assert load_train_config(tmp_path / "config.yaml") == load_train_config(None)
+    with pytest.raises(ValueError, match="prior_topk=5"):
+        load_train_config(tmp_path / "config.yaml", ["data.prior_topk=5"])

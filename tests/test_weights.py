@@ -57,3 +57,45 @@ def test_atomic_write_gives_usual_permissions(tmp_path):
         os.umask(umask)
     assert (tmp_path / "f.bin").read_bytes() == b"abc"
     assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644
+
+
+REMOVED_PRIOR_FIELDS = {"prior_templates": 0, "prior_views": 0, "prior_dim": 128, "prior_level": 4}
+"""The retrieval prior's ModelConfig fields at their defaults, as model files saved before its removal hold them."""
+
+
+def test_config_saved_before_the_prior_was_removed_loads(tmp_path, tiny_config):
+    torch.manual_seed(2)
+    model = build_model(tiny_config)
+    stem = save_model(model, tmp_path / "m", half=False)
+    meta = json.loads(stem.with_suffix(".json").read_text())
+    assert not set(REMOVED_PRIOR_FIELDS) & set(meta["model"])  # no longer written
+    meta["model"].update(REMOVED_PRIOR_FIELDS)
+    stem.with_suffix(".json").write_text(json.dumps(meta))
+    loaded, _ = load_model(stem)
+    assert loaded.config == tiny_config
+    for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+@pytest.mark.parametrize("field, value", [("prior_templates", 306), ("prior_level", 3)])
+def test_config_using_the_removed_prior_is_refused(tmp_path, tiny_config, field, value):
+    stem = save_model(build_model(tiny_config), tmp_path / "m")
+    meta = json.loads(stem.with_suffix(".json").read_text())
+    meta["model"].update({**REMOVED_PRIOR_FIELDS, field: value})
+    stem.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(WeightsError, match=f"{field}={value}.*removed code path"):
+        load_model(stem)
+    meta["model"] = {**meta["model"], **REMOVED_PRIOR_FIELDS, "coarse": "retrieval"}
+    stem.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(WeightsError, match="coarse must be"):
+        load_model(stem)
+
+
+def test_shipped_model_config_loads():
+    """models/default.json (saved before the prior was removed) still describes a buildable model."""
+    from recon_core.config import ModelConfig, from_dict
+    from recon_core.weights import default_model_path
+
+    meta = json.loads(default_model_path().with_suffix(".json").read_text())
+    config = from_dict(ModelConfig, meta["model"])
+    assert config.coarse == "ico_sphere" and config.shape_bank
