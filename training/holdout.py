@@ -5,9 +5,8 @@ measures generalisation to new *models* of known categories only. Whether the me
 (network, shape bank, retrieval baselines) reconstructs *unseen categories* needs
 categories that nothing built from the data set has seen: no training or validation
 step of the network, no shape-bank shape or view (``training/build_shape_bank.py``), no
-retrieval or mean-shape index entry (``training/evaluate.py``), no retrieval-prior
-template (``training/build_prior.py``). Every model of a held-out category, whatever its
-split in the manifest, is therefore evaluation material only.
+retrieval or mean-shape index entry (``training/evaluate.py``). Every model of a held-out
+category, whatever its split in the manifest, is therefore evaluation material only.
 
 Which. Half of the data set's extra pool (:data:`training.readers.rules.EXTRA_SYNSETS`,
 24 product categories outside the 13): every other category in the order of the sorted
