@@ -24,7 +24,9 @@ class DataConfig:
     num_points: int = 2048
     """Ground-truth surface points per sample."""
     augment: bool = True
-    """Photometric augmentation and background swap."""
+    """Random crops (scale, offset, cut by the border), background swap and photometric augmentation."""
+    backgrounds: str = "data/backgrounds"
+    """Background photographs of augmented views (training/build_backgrounds.py); missing: synthetic backgrounds."""
     workers: int = 1
     """DataLoader worker processes per training process."""
     category_balance: float = 1.0

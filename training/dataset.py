@@ -2,7 +2,9 @@
 
 One item is one view of one model. Images go through :func:`recon_core.image.prepare_image`
 with the object box of the rendered mask, so the crop is the one inference makes of a
-clean photo; the cameras are adjusted to the crop with :func:`recon_core.camera.crop_camera`.
+clean photo (with ``augment``, a randomly rescaled and shifted one, :mod:`training.augment`);
+the mask and depth are cut with the same crop box and the cameras adjusted to it with
+:func:`recon_core.camera.crop_camera`.
 Target points are in the view frame (:mod:`recon_core.camera`): ``p_view = R @ p_world``,
 and ``p_cam = p_view + T``.
 """
@@ -22,8 +24,9 @@ from torch.utils.data import Dataset
 
 from recon_core.camera import Camera, crop_camera
 from recon_core.categories import CATEGORIES
-from recon_core.image import object_box, prepare_image
+from recon_core.image import PreparedImage, object_box, prepare_image
 from recon_core.occupancy import GridSpec, crop_units_camera, voxelize_frustum
+from training.augment import PHOTO_SHARE, BackgroundPhotos, augment_box, paper, photometric, synthetic_background
 from training.holdout import is_held_out
 
 __all__ = ["RenderedViews", "UNKNOWN_CATEGORY"]
@@ -51,9 +54,16 @@ class RenderedViews(Dataset):
         split: "train", "val", "test" or "all".
         image_size: side S of the network input.
         num_points: target surface points per item (drawn from the model's points.npz).
-        augment: background swap, colour jitter, blur and noise on the image (shaded
-            views); paper tint, blur and noise (sketch views). Off: white background.
+        augment: a random crop (object 30-100% of the side, off centre, sometimes cut by the
+            border; the targets follow it) and, on the image, a background photograph or a
+            synthetic background, lighting gradient, colour jitter, grey-scale, blur, noise and
+            JPEG re-compression (shaded views); the same with paper instead of a background and
+            no colour jitter (sketch views). Off: white background, the inference crop.
         seed: seeds the point draws when ``augment`` is off (then an item is always the same).
+        augment_seed: with ``augment``, item ``i`` is drawn from the seed ``(augment_seed, i)``
+            (always the same: tests, previews); ``None``: fresh randomness on every draw (training).
+        backgrounds: folder of background photographs (training/build_backgrounds.py) for
+            augmented shaded views; missing or empty: synthetic backgrounds only.
         occupancy: the frustum grid of ``model.coarse=occupancy``; when given, items also hold
             ``occupancy`` and ``grid_camera`` (the models' ``solid.npz``, training/build_solids.py).
 
@@ -79,6 +89,8 @@ class RenderedViews(Dataset):
         augment: bool = False,
         seed: int = 0,
         occupancy: GridSpec | None = None,
+        augment_seed: int | None = None,
+        backgrounds: str | os.PathLike | None = None,
     ):
         self.occupancy = occupancy
         self._solids: dict[int, tuple[np.ndarray, float]] = {}
@@ -87,6 +99,14 @@ class RenderedViews(Dataset):
         self.num_points = num_points
         self.augment = augment
         self.seed = seed
+        self.augment_seed = augment_seed
+        self.photos = BackgroundPhotos(backgrounds)
+        if augment and backgrounds is not None:
+            if self.photos.available:
+                log.info("backgrounds: %d photographs in %s", len(self.photos), backgrounds)
+            else:
+                log.info("backgrounds: synthetic only (no photographs in %s; python training/build_backgrounds.py)",
+                         backgrounds)
         self._folders: list[Path] = []
         self._model_ids: list[str] = []
         self._model_category: list[int] = []
@@ -137,26 +157,24 @@ class RenderedViews(Dataset):
         depth = np.load(folder / f"{stem}_depth.npy").astype(np.float32)
         rgb, alpha = np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
         box = object_box(rgb, mask)
-        rng = np.random.default_rng(None if self.augment else (self.seed, index))
-
-        # Composite here rather than in prepare_image: its RGBA path loses the background colour of
-        # transparent pixels (Pillow resamples RGBA premultiplied, so they come back black).
-        if alpha.min() == 255:  # background already in the image (render.py --background color/noise)
-            comp, fill = rgb, (255, 255, 255)
-        else:
-            if not self.augment:
-                background = np.full(3, 255.0, np.float32)
-            elif sketch:
-                background = _paper(rng)
-            else:
-                background = _random_background(rng, rgb.shape[:2])
-            a = alpha[..., None].astype(np.float32) * np.float32(1.0 / 255.0)
-            comp = np.clip(rgb * a + background * (1.0 - a) + 0.5, 0, 255).astype(np.uint8)
-            fill = tuple(int(c + 0.5) for c in np.broadcast_to(background, rgb.shape).reshape(-1, 3).mean(axis=0))
-        prepared = prepare_image(comp, None, self.image_size, background=fill, box=box)
-        image = prepared.image
+        rng = np.random.default_rng(self._item_seed(index))
         if self.augment:
-            image = _jitter(image, rng, colour=not sketch)
+            box = augment_box(box, rng)  # the crop below, hence the camera and every target, follow it
+
+        if alpha.min() == 255:  # background already in the image (render.py --background color/noise)
+            prepared = prepare_image(rgb, None, self.image_size, background=(255, 255, 255), box=box)
+            image = prepared.image
+        elif not self.augment:
+            # Composite here rather than in prepare_image: its RGBA path loses the background colour of
+            # transparent pixels (Pillow resamples RGBA premultiplied, so they come back black).
+            a = alpha[..., None].astype(np.float32) * np.float32(1.0 / 255.0)
+            comp = np.clip(rgb * a + 255.0 * (1.0 - a) + 0.5, 0, 255).astype(np.uint8)
+            prepared = prepare_image(comp, None, self.image_size, background=(255, 255, 255), box=box)
+            image = prepared.image
+        else:
+            prepared, image = self._composite(rgb, alpha, box, sketch, rng)
+        if self.augment:
+            image = photometric(image, rng, colour=not sketch)
 
         crop = prepared.box
         cropped = crop_camera(camera, crop, self.image_size)
@@ -187,6 +205,33 @@ class RenderedViews(Dataset):
             "sketch": sketch,
         }
 
+    def _item_seed(self, index: int) -> tuple[int, int] | None:
+        if not self.augment:
+            return (self.seed, index)
+        return None if self.augment_seed is None else (self.augment_seed, index)
+
+    def _composite(self, rgb: np.ndarray, alpha: np.ndarray, box: tuple[float, float, float, float], sketch: bool,
+                   rng: np.random.Generator) -> tuple[PreparedImage, torch.Tensor]:
+        """The render over a background drawn at the crop's resolution: ``(prepared, (3, S, S) image)``.
+
+        The colour is cropped premultiplied by alpha and the alpha on its own, both with the crop
+        box of :func:`recon_core.image.prepare_image`, so the background fills the whole crop, also
+        where it leaves the render, and no colour of transparent pixels bleeds into the edges.
+        """
+        size = self.image_size
+        a = alpha.astype(np.float32) * np.float32(1.0 / 255.0)
+        premultiplied = np.clip(rgb * a[..., None] + 0.5, 0, 255).astype(np.uint8)
+        prepared = prepare_image(premultiplied, None, size, background=(0, 0, 0), box=box)
+        cover = torch.from_numpy(_crop_linear(a, prepared.box, size))
+        if sketch:
+            background = np.broadcast_to(paper(rng), (size, size, 3))
+        elif self.photos.available and rng.random() < PHOTO_SHARE:
+            background = self.photos.sample(rng, size)
+        else:
+            background = synthetic_background(rng, (size, size))
+        background = torch.from_numpy(np.ascontiguousarray(background.transpose(2, 0, 1), dtype=np.float32) / 255.0)
+        return prepared, (prepared.image + background * (1.0 - cover)).clamp(0.0, 1.0)
+
     def _solid(self, m: int) -> tuple[np.ndarray, float]:
         """The world-frame solid of model ``m`` (cached per process)."""
         if m not in self._solids:
@@ -203,6 +248,16 @@ class RenderedViews(Dataset):
         return points[idx].astype(np.float32), normals[idx].astype(np.float32)
 
 
+def _crop_linear(array: np.ndarray, crop: tuple[float, float, float, float], size: int) -> np.ndarray:
+    """(H, W) float32 cut to ``crop`` and resized to (size, size) with bilinear sampling, 0 outside the image.
+
+    The resampling :func:`recon_core.image.prepare_image` applies to the colour, so the two line up.
+    """
+    img = Image.fromarray(np.ascontiguousarray(array, dtype=np.float32), "F")
+    out = img.transform((size, size), Image.Transform.EXTENT, crop, resample=Image.Resampling.BILINEAR, fillcolor=0.0)
+    return np.asarray(out, dtype=np.float32).copy()
+
+
 def _crop_nearest(array: np.ndarray, crop: tuple[float, float, float, float], size: int) -> np.ndarray:
     """(H, W) float32 cut to ``crop`` and resized to (size, size) with nearest sampling, 0 outside the image.
 
@@ -211,51 +266,3 @@ def _crop_nearest(array: np.ndarray, crop: tuple[float, float, float, float], si
     img = Image.fromarray(np.ascontiguousarray(array, dtype=np.float32), "F")
     out = img.transform((size, size), Image.Transform.EXTENT, crop, resample=Image.Resampling.NEAREST, fillcolor=0.0)
     return np.asarray(out, dtype=np.float32).copy()
-
-
-def _paper(rng: np.random.Generator) -> np.ndarray:
-    """(3,) float32 colour of off-white paper."""
-    base = rng.uniform(225.0, 255.0)
-    return np.clip(base + rng.normal(0.0, 4.0, 3), 0, 255).astype(np.float32)
-
-
-def _random_background(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
-    """(H, W, 3) float32 background: a plain colour, smooth colour noise, or a linear gradient."""
-    h, w = shape
-    kind = rng.integers(3)
-    if kind == 0:
-        return np.broadcast_to(rng.uniform(0, 255, 3).astype(np.float32), (h, w, 3))
-    if kind == 1:
-        cells = int(rng.integers(2, 12))
-        coarse = Image.fromarray(rng.integers(0, 256, (cells, cells, 3), dtype=np.uint8))
-        smooth = np.asarray(coarse.resize((w, h), Image.Resampling.BILINEAR), np.float32)
-        grain = rng.standard_normal((h, w, 3), dtype=np.float32) * np.float32(rng.uniform(0.0, 15.0))
-        return np.clip(smooth + grain, 0, 255)
-    angle = rng.uniform(0.0, 2.0 * math.pi)
-    v, u = np.mgrid[0:h, 0:w].astype(np.float32)
-    t = (u / w - 0.5) * math.cos(angle) + (v / h - 0.5) * math.sin(angle) + 0.5
-    c0, c1 = rng.uniform(0, 255, 3).astype(np.float32), rng.uniform(0, 255, 3).astype(np.float32)
-    return np.clip(c0 + t[..., None] * (c1 - c0), 0, 255)
-
-
-def _jitter(image: torch.Tensor, rng: np.random.Generator, colour: bool) -> torch.Tensor:
-    """Brightness/contrast/saturation jitter (when ``colour``), sometimes blur, sometimes noise; (3, S, S) in [0, 1]."""
-    if colour:
-        image = image * float(rng.uniform(0.75, 1.25))
-        mean = image.mean()
-        image = (image - mean) * float(rng.uniform(0.75, 1.25)) + mean
-        grey = image.mean(dim=0, keepdim=True)
-        image = (image - grey) * float(rng.uniform(0.6, 1.4)) + grey
-    if rng.random() < 0.3:
-        sigma = float(rng.uniform(0.3, 1.2))
-        radius = max(1, int(math.ceil(2 * sigma)))
-        x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-        k = torch.exp(-(x**2) / (2 * sigma**2))
-        k = k / k.sum()
-        padded = torch.nn.functional.pad(image[None], (radius, radius, radius, radius), mode="replicate")
-        padded = torch.nn.functional.conv2d(padded, k.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
-        image = torch.nn.functional.conv2d(padded, k.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)[0]
-    if rng.random() < 0.3:
-        noise = rng.standard_normal(tuple(image.shape), dtype=np.float32) * np.float32(rng.uniform(0.005, 0.03))
-        image = image + torch.from_numpy(noise)
-    return image.clamp(0.0, 1.0).contiguous()

@@ -225,7 +225,7 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
             grid = GridSpec(m.occupancy_resolution, m.occupancy_depth_bins, m.occupancy_depth_range)
         dataset = RenderedViews(cfg.data.shapenet, cfg.data.renders, "train", image_size=cfg.model.image_size,
                                 num_points=cfg.data.num_points, augment=cfg.data.augment, seed=cfg.run.seed,
-                                occupancy=grid)
+                                occupancy=grid, backgrounds=cfg.data.backgrounds)
 
     if rank == 0:
         (out_dir / "snapshots").mkdir(parents=True, exist_ok=True)

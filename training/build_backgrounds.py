@@ -1,0 +1,198 @@
+"""Build the background photographs of augmented training views: square crops of free Debian wallpapers.
+
+Fetches the packages of :data:`SOURCES` without installing them (``apt-get download`` +
+``dpkg -x``, cached in ``data/cache``, as training/build_dataset.py does), cuts random square
+crops of their photographs, resized to ``--size`` pixels, and writes::
+
+    <out>/NNNN.jpg          the crops
+    <out>/sources.json      settings, and each crop's picture, package, copyright and licence
+
+Idempotent: a folder whose ``sources.json`` has the same settings is left as it is; otherwise
+it is rebuilt next to it and swapped in. :class:`training.dataset.RenderedViews` (through
+``data.backgrounds``) composites augmented shaded views onto them.
+
+    python training/build_backgrounds.py            # data/backgrounds, 320 crops of 256 px
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["SOURCES", "RESERVED", "check_not_reserved", "read_licences", "build_backgrounds", "main"]
+
+log = logging.getLogger("build_backgrounds")
+
+SOURCES: dict[str, str] = {
+    "lomiri-wallpapers-16.04": "usr/share/backgrounds/*.jpg",
+    "mate-backgrounds": "usr/share/backgrounds/mate/nature/*.jpg",
+}
+"""Package -> glob of its photographs. lomiri-wallpapers-16.04: 15 photographs (rooms, a table,
+a dog at a door, landscapes, plants), CC-BY-4.0, CC-BY-SA-4.0 or CC0-1.0; mate-backgrounds,
+``nature/`` only: 12 photographs (leaves, flowers, grass, a dune, a storm, wood), GPL-2+.
+Each crop's licence is read from the package's ``debian/copyright`` into ``sources.json``."""
+
+RESERVED = ("crrcsim-data", "gl-117-data", "torcs-data", "0ad-data", "openarena-data", "nexuiz-data",
+            "openclipart-*", "tuxpaint-stamps-*")
+"""Packages kept for other uses (evaluation material): never a source of backgrounds."""
+
+MIN_CROP, MAX_CROP = 0.25, 0.9
+"""Side of a crop as a fraction of its picture's shorter side."""
+
+_MANIFEST = "sources.json"
+
+
+def check_not_reserved(packages) -> None:
+    """Raise ``ValueError`` if any package matches :data:`RESERVED`."""
+    bad = [p for p in packages if any(fnmatch.fnmatchcase(p, r) for r in RESERVED)]
+    if bad:
+        raise ValueError(f"{', '.join(bad)} is reserved and must not be used for backgrounds; "
+                         f"reserved: {', '.join(RESERVED)}")
+
+
+def read_licences(copyright_file: Path) -> list[tuple[list[str], str, str]]:
+    """``[(file patterns, copyright, licence), ...]`` of a machine-readable ``debian/copyright`` (DEP-5)."""
+    stanzas: list[tuple[list[str], str, str]] = []
+    for block in copyright_file.read_text(errors="replace").split("\n\n"):
+        fields: dict[str, list[str]] = {}
+        key = None
+        for line in block.splitlines():
+            if line[:1] in (" ", "\t") and key:
+                fields[key].append(line.strip())
+            elif ":" in line:
+                key, value = line.split(":", 1)
+                fields[key] = [value.strip()]
+        if "Files" in fields and "License" in fields:
+            patterns = " ".join(fields["Files"]).split()
+            stanzas.append((patterns, " ".join(fields.get("Copyright", [])).strip(), fields["License"][0]))
+    return stanzas
+
+
+def _matches(path: str, pattern: str) -> bool:
+    """Whether an installed file's path fits a ``Files:`` pattern of the source tree.
+
+    The source tree's folders need not survive installation (``16.04/x.jpg`` is installed as
+    ``usr/share/backgrounds/x.jpg``), so a pattern matches the path's end or, when its file
+    name has no wildcard, the file name; ``debian/`` patterns never match installed files.
+    """
+    if pattern == "*":
+        return True
+    if pattern.startswith("debian/"):
+        return False
+    name = pattern.rsplit("/", 1)[-1]
+    if fnmatch.fnmatchcase(path, "*/" + pattern) or fnmatch.fnmatchcase(path, pattern):
+        return True
+    return not any(c in name for c in "*?[") and path.rsplit("/", 1)[-1] == name
+
+
+def _licence_of(path: str, stanzas: list[tuple[list[str], str, str]]) -> tuple[str, str]:
+    """(copyright, licence) of the last stanza with a pattern that fits ``path`` (DEP-5: the last match wins)."""
+    found = ("", "unknown")
+    for patterns, holder, licence in stanzas:
+        if any(_matches(path, p) for p in patterns):
+            found = (holder, licence)
+    return found
+
+
+def _fetch(cache: Path, packages: list[str]) -> Path:
+    """Folder of the extracted packages (downloaded first if missing); clear errors without apt-get."""
+    extracted = cache.resolve() / "extracted"
+    missing = [p for p in packages if not ((extracted / p).is_dir() and any((extracted / p).iterdir()))]
+    if missing:
+        for tool in ("apt-get", "dpkg"):
+            if shutil.which(tool) is None:
+                raise RuntimeError(
+                    f"{tool} is not available, so {', '.join(missing)} cannot be fetched: run this on a "
+                    f"Debian or Ubuntu machine, or put the extracted packages in {extracted}/<package>/.")
+        from training.build_dataset import ensure_packages
+
+        ensure_packages(cache, tuple(missing))
+    return extracted
+
+
+def build_backgrounds(out: Path, cache: Path, crops: int = 320, size: int = 256, seed: int = 0) -> Path:
+    """Write ``crops`` square ``size``-pixel JPEG crops of the :data:`SOURCES` photographs to ``out``.
+
+    Returns ``out``. Raises ``RuntimeError`` when the packages cannot be fetched and
+    ``ValueError`` for bad settings or packages without photographs.
+    """
+    if crops < 1 or size < 16:
+        raise ValueError(f"need crops >= 1 and size >= 16, got crops={crops}, size={size}")
+    packages = list(SOURCES)
+    check_not_reserved(packages)
+    settings = {"packages": SOURCES, "crops": crops, "size": size, "seed": seed}
+    manifest = out / _MANIFEST
+    if manifest.is_file():
+        try:
+            if json.loads(manifest.read_text()).get("settings") == settings:
+                log.info("%s is up to date (%d crops)", out, crops)
+                return out
+        except (json.JSONDecodeError, AttributeError):
+            pass
+    extracted = _fetch(cache, packages)
+    pictures: list[tuple[str, Path, tuple[str, str]]] = []
+    for pkg in packages:
+        root = extracted / pkg
+        copyright_files = sorted(root.glob("usr/share/doc/*/copyright"))
+        stanzas = read_licences(copyright_files[0]) if copyright_files else []
+        found = sorted(root.glob(SOURCES[pkg]))
+        if not found:
+            raise ValueError(f"{pkg} has no pictures matching {SOURCES[pkg]} in {root}")
+        pictures += [(pkg, f, _licence_of(f.relative_to(root).as_posix(), stanzas)) for f in found]
+
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    records: list[dict] = [{}] * crops
+    for i, (pkg, path, (holder, licence)) in enumerate(pictures):
+        with Image.open(path) as img:
+            photo = img.convert("RGB")
+        w, h = photo.size
+        for n in range(i, crops, len(pictures)):  # crop n comes from picture n % len(pictures)
+            rng = np.random.default_rng((seed, n))
+            side = min(w, h) * float(rng.uniform(MIN_CROP, MAX_CROP))
+            u0, v0 = float(rng.uniform(0, w - side)), float(rng.uniform(0, h - side))
+            crop = photo.resize((size, size), Image.Resampling.LANCZOS, box=(u0, v0, u0 + side, v0 + side))
+            name = f"{n:04d}.jpg"
+            crop.save(tmp / name, quality=92)
+            records[n] = {"file": name, "package": pkg, "picture": path.name, "copyright": holder,
+                          "license": licence, "box": [round(u0), round(v0), round(u0 + side), round(v0 + side)]}
+    (tmp / _MANIFEST).write_text(json.dumps({"settings": settings, "crops": records}, indent=1))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    licences = sorted({r["license"] for r in records})
+    log.info("wrote %d crops of %d pictures from %s to %s (licences: %s)", crops, len(pictures),
+             ", ".join(packages), out, ", ".join(licences))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="build-backgrounds", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=Path("data/backgrounds"), help="output folder (default: data/backgrounds)")
+    p.add_argument("--cache", type=Path, default=Path("data/cache"), help="package cache (default: data/cache)")
+    p.add_argument("--crops", type=int, default=320, help="number of crops (default: 320)")
+    p.add_argument("--size", type=int, default=256, help="side of a crop in pixels (default: 256)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the crops (default: 0)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        build_backgrounds(args.out, args.cache, args.crops, args.size, args.seed)
+    except (RuntimeError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
