@@ -13,7 +13,6 @@ item is a function of its seed.
 from __future__ import annotations
 
 import io
-import logging
 import math
 import os
 from pathlib import Path
@@ -37,8 +36,6 @@ __all__ = [
     "lighting_gradient",
     "jpeg_recompress",
 ]
-
-log = logging.getLogger(__name__)
 
 FILL_RANGE = (0.3, 1.0)
 """The object's longer box side as a fraction of the crop's side (unaugmented: ``1 - 2 * CROP_MARGIN`` = 0.8)."""

@@ -179,7 +179,8 @@ def build_backgrounds(out: Path, cache: Path, crops: int = 320, size: int = 256,
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="build-backgrounds", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=Path("data/backgrounds"), help="output folder (default: data/backgrounds)")
+    p.add_argument("--out", type=Path, default=Path("data/backgrounds"),
+                   help="output folder (default: data/backgrounds)")
     p.add_argument("--cache", type=Path, default=Path("data/cache"), help="package cache (default: data/cache)")
     p.add_argument("--crops", type=int, default=320, help="number of crops (default: 320)")
     p.add_argument("--size", type=int, default=256, help="side of a crop in pixels (default: 256)")
