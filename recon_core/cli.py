@@ -1,9 +1,13 @@
-"""``recon-mesh IMAGE -o OUT.{obj,stl,ply,glb}``: reconstruct one image with the shipped model."""
+"""``recon-mesh IMAGE -o OUT.{obj,stl,ply,glb}``: reconstruct one image with the shipped model.
+
+The exit codes are listed in :data:`EPILOG` (``recon-mesh --help``) and the README.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -11,13 +15,25 @@ from pathlib import Path
 from recon_core.categories import CATEGORIES
 from recon_core.config import VERTEX_SCHEDULES
 
-__all__ = ["main"]
+__all__ = ["main", "EPILOG"]
+
+EPILOG = """\
+exit codes:
+  0  the mesh was written and passed the printable check
+  1  unexpected failure (one sentence on stderr; rerun with --debug and report it)
+  2  bad input (image, model, output path or option): one sentence on stderr, no file written
+  3  the mesh was written but failed the printable check
+
+The mesh is complete on disk before the report is printed. A reader that stops early
+(recon-mesh ... | head -1) ends the report quietly and leaves the exit code as above."""
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="recon-mesh",
         description="Turn one photo or sketch of an object into a watertight, manifold, printable mesh.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("image", help="input image (PNG or JPEG; an alpha channel is used as the object mask)")
     p.add_argument("-o", "--output", required=True, help="output mesh: .obj, .stl, .ply or .glb")
@@ -31,8 +47,44 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _stdout_gone() -> None:
+    """Point stdout at os.devnull after a broken pipe, so the interpreter's final flush cannot fail again.
+
+    Python's documented recipe (the ``signal`` module's note on SIGPIPE); without it a
+    closed pipe ends in a traceback or an "Exception ignored ... BrokenPipeError" and exit 120.
+    """
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (tests capture it): nothing left to flush
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()  # to a pipe stdout is block-buffered: a closed pipe shows here, not at exit
+    except BrokenPipeError:
+        _stdout_gone()
+
+
+def _print(line: str) -> None:
+    """Print one line of the report; a reader that has gone (``| head -1``) ends the report quietly."""
+    try:
+        print(line)
+    except BrokenPipeError:
+        _stdout_gone()
+    _flush_stdout()
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """Run ``recon-mesh``; returns the exit code (:data:`EPILOG`)."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit:
+        _flush_stdout()  # --help into a closed pipe: argparse swallows the error, the exit flush would not
+        raise
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     start = time.perf_counter()
     try:
@@ -68,9 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     probs = result.category_probs
-    print(f"wrote {out} ({len(result.verts)} vertices, {len(result.faces)} faces) in {time.perf_counter() - start:.2f} s")
-    print(f"category: {result.category}" + ("" if args.category else f" (predicted, p={probs.max():.2f})"))
-    print(result.report.summary())
+    # The mesh is on disk (written to a temporary file and renamed) before the first line below.
+    _print(f"wrote {out} ({len(result.verts)} vertices, {len(result.faces)} faces) in {time.perf_counter() - start:.2f} s")
+    _print(f"category: {result.category}" + ("" if args.category else f" (predicted, p={probs.max():.2f})"))
+    _print(result.report.summary())
     return 0 if result.report.ok else 3
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -115,3 +116,71 @@ def test_entry_point_runs_the_default_model(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert out.is_file() and "✓ printable" in proc.stdout
+
+
+def _run_into_closed_pipe(argv: list[str]) -> subprocess.CompletedProcess:
+    """Run recon-mesh with stdout a pipe whose reader has already gone (``| head -1`` that exits at once).
+
+    Without PYTHONUNBUFFERED, as a user's shell runs it: stdout is block-buffered, so the broken
+    pipe shows at a flush, or unhandled, at the interpreter's exit ("Exception ignored", exit 120).
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env["OMP_NUM_THREADS"] = "1"
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run([sys.executable, "-m", "recon_core.cli", *argv], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, cwd=REPO, env=env, timeout=300)
+    finally:
+        os.close(write_end)
+
+
+def _assert_complete_stl(path: Path) -> None:
+    import trimesh
+
+    data = path.read_bytes()  # binary STL: 80-byte header, face count, 50 bytes a face
+    faces = int.from_bytes(data[80:84], "little")
+    assert faces > 0 and len(data) == 84 + 50 * faces
+    assert trimesh.load(path, force="mesh").is_watertight
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_closed_stdout_ends_quietly_after_the_mesh_is_written(tmp_path, tiny_model_path, good_image):
+    out = tmp_path / "mesh.stl"
+    proc = _run_into_closed_pipe([str(good_image), "-o", str(out), "--model", str(tiny_model_path), "--vertices", "642"])
+    assert proc.returncode == 0, proc.stderr  # the mesh's exit code, as if the report had been read
+    assert [line for line in proc.stderr.splitlines() if not line.startswith("note: ")] == [], proc.stderr
+    _assert_complete_stl(out)
+
+
+def test_closed_unbuffered_stdout_ends_quietly(tmp_path, tiny_model_path, good_image, monkeypatch):
+    """With PYTHONUNBUFFERED (or ``python -u``) the broken pipe shows at the first print instead."""
+    import io
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    stdout = io.TextIOWrapper(io.FileIO(write_end, "w"), write_through=True)  # what -u makes of stdout
+    monkeypatch.setattr(sys, "stdout", stdout)
+    out = tmp_path / "mesh.stl"
+    try:
+        code = main([str(good_image), "-o", str(out), "--model", str(tiny_model_path), "--vertices", "642"])
+        stdout.write("more\n")
+        stdout.flush()  # stdout now points at os.devnull: later writes and the exit flush succeed
+    finally:
+        stdout.close()
+    assert code == 0
+    _assert_complete_stl(out)
+
+
+def test_help_into_a_closed_pipe_ends_quietly():
+    proc = _run_into_closed_pipe(["--help"])
+    assert proc.returncode == 0 and proc.stderr == ""
+
+
+def test_help_lists_the_exit_codes(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    printed = capsys.readouterr().out
+    for code in "0123":
+        assert f"\n  {code}  " in printed
