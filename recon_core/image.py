@@ -5,12 +5,14 @@ raises :class:`ImageError` with one sentence naming the problem and the fix.
 :func:`prepare_image` finds the object (the alpha channel when there is one, else the
 pixels that differ from the border colour), cuts a square around it with
 :data:`recon_core.camera.CROP_MARGIN` free on each side, and resizes it to the
-network's input size.
+network's input size. Large JPEGs are decoded at reduced size (:data:`DECODE_MIN_SIDE`):
+from then on every array, box and size is in the decoded image's pixels.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -21,7 +23,10 @@ from PIL import Image, UnidentifiedImageError
 
 from recon_core.camera import CROP_MARGIN
 
-__all__ = ["ImageError", "PreparedImage", "load_image", "prepare_image", "object_box", "MIN_SIDE", "MAX_PIXELS"]
+__all__ = [
+    "ImageError", "PreparedImage", "load_image", "prepare_image", "object_box", "MIN_SIDE", "MAX_PIXELS",
+    "DECODE_MIN_SIDE",
+]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +34,16 @@ MIN_SIDE = 16
 """Smallest accepted image side, in pixels."""
 MAX_PIXELS = 64_000_000
 """Largest accepted image area (pixels); larger images are refused before decoding."""
+DECODE_MIN_SIDE = 1024
+"""Smallest shorter side, in pixels, a large JPEG is reduced to when decoded (JPEG's DCT scaling: 1/2, 1/4, 1/8).
+
+The network sees at most 224 px (:attr:`recon_core.config.ModelConfig.image_size`, 137 as
+shipped) and the object spans ``1 - 2 * CROP_MARGIN`` = 80 % of its crop, so an object that
+spans at least 224 * 0.8 / 1024 = 18 % of the picture's shorter side (11 % at 137 px) is
+still resampled down, never up. The decoded shorter side lies in [1024, 2048): an
+8000x8000 photo is decoded at 2000x2000, 16x fewer pixels to decode, search and crop
+(1/8 would need a shorter side of 8192, beyond :data:`MAX_PIXELS`).
+"""
 
 
 class ImageError(ValueError):
@@ -42,8 +57,10 @@ class PreparedImage:
     Attributes:
         image: (3, S, S) float32 tensor in [0, 1], RGB, object centred.
         mask: (S, S) float32 tensor in [0, 1] (the alpha channel cropped), or ``None`` for RGB input.
-        box: ``(u0, v0, u1, v1)`` square crop box in the original image's pixels (may extend past its border).
-        original_size: ``(width, height)`` of the original image.
+        box: ``(u0, v0, u1, v1)`` square crop box in the pixels of the image given to :func:`prepare_image`
+            (may extend past its border).
+        original_size: ``(width, height)`` of that image: for a large JPEG, the reduced size
+            :func:`load_image` decoded it at, not the size in the file's header.
     """
 
     image: torch.Tensor
@@ -55,8 +72,13 @@ class PreparedImage:
 def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
     """Read an image file.
 
+    A JPEG whose shorter side is at least twice :data:`DECODE_MIN_SIDE` is decoded at 1/2,
+    1/4 or 1/8 of its size, the largest reduction that keeps its shorter side at least
+    :data:`DECODE_MIN_SIDE` (Pillow's draft mode: the decoder skips the detail instead of
+    decoding it and throwing it away). Other formats are decoded at full size.
+
     Returns:
-        rgb: (H, W, 3) uint8.
+        rgb: (H, W, 3) uint8, at the decoded size.
         alpha: (H, W) uint8, or ``None`` when the image has no alpha channel.
         notes: human-readable notes on conversions made (16-bit to 8-bit, CMYK to RGB, ...).
 
@@ -89,6 +111,7 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, 
                 raise ImageError(
                     f"{path} is too small ({width}x{height} pixels); use an image at least {MIN_SIDE}x{MIN_SIDE} pixels."
                 )
+            _request_reduced_decode(img)
             img.load()
     except ImageError:
         raise
@@ -128,6 +151,20 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, 
         if alpha.min() == 255:
             alpha = None  # an opaque alpha channel carries no mask
     return rgb, alpha, notes
+
+
+def _request_reduced_decode(img: Image.Image) -> None:
+    """Ask the decoder for the reduced size :func:`load_image` documents (a no-op unless the format can, i.e. JPEG)."""
+    width, height = img.size
+    shorter = min(width, height)
+    if shorter < 2 * DECODE_MIN_SIDE:
+        return
+    # draft() picks the largest of 1/8, 1/4, 1/2 that keeps both sides >= the requested size;
+    # mode None: the size only, the colour mode stays as decoded (and converted below).
+    scale = DECODE_MIN_SIDE / shorter
+    img.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
+    if img.size != (width, height):
+        log.debug("%s decoded at %dx%d instead of %dx%d", img.format, *img.size, width, height)
 
 
 def object_box(rgb: np.ndarray, alpha: np.ndarray | None) -> tuple[int, int, int, int]:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from recon_core.image import ImageError, load_image, object_box, prepare_image
+from recon_core.image import DECODE_MIN_SIDE, ImageError, load_image, object_box, prepare_image
 
 
 def _png_with_size(path, width, height):
@@ -126,3 +126,25 @@ def test_transparent_background_becomes_the_background_colour():
     prepared = prepare_image(rgba[..., :3].copy(), rgba[..., 3].copy(), 32, background=(255, 255, 255))
     corner = prepared.image[:, 1, 1].numpy()
     assert np.allclose(corner, 1.0, atol=0.02), corner
+
+
+def test_large_jpeg_is_decoded_at_reduced_size_with_the_same_object_box(tmp_path):
+    """A JPEG with a shorter side >= 2 * DECODE_MIN_SIDE comes back at 1/2 (here), and its crop matches a full decode's."""
+    width, height = 2600, 2 * DECODE_MIN_SIDE + 52
+    box_full = (700, 300, 1900, 1950)
+    p = tmp_path / "big.jpg"
+    Image.fromarray(_object_image((width, height), box_full)).save(p, quality=95)
+    with Image.open(p) as img:
+        full = np.asarray(img.convert("RGB"))
+    rgb, alpha, notes = load_image(p)
+    assert alpha is None and notes == []
+    assert DECODE_MIN_SIDE <= min(rgb.shape[:2]) < min(full.shape[:2])
+    assert rgb.shape[:2] == ((height + 1) // 2, (width + 1) // 2)
+    scale = full.shape[1] / rgb.shape[1]  # 2
+    reduced_box = np.array(object_box(rgb, None)) * scale
+    assert np.abs(reduced_box - object_box(full, None)).max() <= 2 * scale  # within two decoded pixels
+    assert np.abs(reduced_box - box_full).max() <= 2 * scale
+    reduced, full_prepared = prepare_image(rgb, None, 64), prepare_image(full, None, 64)
+    assert np.abs(np.array(reduced.box) * scale - full_prepared.box).max() <= 2 * scale
+    assert reduced.original_size == (rgb.shape[1], rgb.shape[0])  # the decoded size: box and size agree
+    assert np.abs(reduced.image.numpy() - full_prepared.image.numpy()).mean() < 0.02
