@@ -23,7 +23,13 @@ units. With ``s = d / f_c`` (world units per crop unit at the centre's depth):
 
     z_cam = d + s * z_c,   x_cam = (u_c - p_cx) * z_cam / f_c,   y_cam = (v_c - p_cy) * z_cam / f_c,
 
-and the view frame is ``p_view = p_cam - (0, 0, d)``. Training uses each render's true camera
+and the view frame is ``p_view = p_cam - (0, 0, d)``. Back the other way, a view-frame point
+``(x, y, z)`` lands on the crop's pixel
+
+    u = (x * f_c / (z + d) + p_cx) * S,   v = (y * f_c / (z + d) + p_cy) * S
+
+(:func:`project_view`), so the refiner samples the picture exactly where a mesh of the grid
+lies. Training uses each render's true camera
 (:func:`crop_units_camera`); inference knows only the picture, so the network predicts ``s``
 and ``p_c`` (:class:`GridCamera`) and :data:`DEFAULT_DISTANCE` stands in for ``d``, which
 only sets the strength of the perspective.
@@ -32,8 +38,12 @@ only sets the strength of the perspective.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # torch only for project_view's tensors; the rest of the module is numpy
+    import torch
 
 __all__ = [
     "DEFAULT_DISTANCE",
@@ -42,6 +52,7 @@ __all__ = [
     "crop_units_camera",
     "cell_centres",
     "grid_to_view",
+    "project_view",
     "voxelize_frustum",
     "carve",
     "mesh_occupancy",
@@ -119,6 +130,25 @@ def grid_to_view(points: np.ndarray, camera: GridCamera) -> np.ndarray:
     x = (p[..., 0] - camera.principal[0]) * z_cam / camera.focal
     y = (p[..., 1] - camera.principal[1]) * z_cam / camera.focal
     return np.stack([x, y, z_cam - camera.distance], axis=-1)
+
+
+def project_view(verts: torch.Tensor, camera: GridCamera, image_size: int) -> torch.Tensor:
+    """Pixels of view-frame points in the ``S x S`` crop: :func:`grid_to_view` inverted on ``(u_c, v_c)``, in torch.
+
+    ``u = (x * f_c / (z + d) + p_cx) * S`` and ``v = (y * f_c / (z + d) + p_cy) * S`` (see the
+    module docstring), differentiable in ``verts``; the projection the refiner stages take as
+    ``uv`` for meshes of the grid (:func:`mesh_occupancy`).
+
+    Args:
+        verts: (..., 3) float view-frame points in front of the camera (``z > -d``), e.g. (B, V, 3).
+        camera: the picture's :class:`GridCamera`.
+        image_size: S, the crop's side in pixels.
+
+    Returns:
+        (..., 2) pixel coordinates ``(u, v)``, in ``verts``' dtype and device.
+    """
+    scale = camera.focal / (verts[..., 2:] + camera.distance)  # (..., 1)
+    return (verts[..., :2] * scale + verts.new_tensor(camera.principal)) * image_size
 
 
 def voxelize_frustum(

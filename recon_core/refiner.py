@@ -3,7 +3,9 @@
 One :class:`RefinerStage` (after Mesh R-CNN's mesh head, with attention in place of
 ``vert_align``):
 
-1. project the vertices into the image (:func:`recon_core.camera.fit_projection`);
+1. project the vertices into the image: :func:`recon_core.camera.fit_projection` by default,
+   or a projection the caller knows exactly (for the meshes of ``coarse="occupancy"``
+   models, :func:`recon_core.occupancy.project_view` with the grid's camera);
 2. **graph-image cross-attention**: the vertex feature is the query; the keys and
    values are the feature-pyramid cells in a ``window x window`` patch around the
    projection on every level (bilinearly sampled), each with a learned embedding of
@@ -13,7 +15,13 @@ One :class:`RefinerStage` (after Mesh R-CNN's mesh head, with attention in place
 4. a displacement: ``tanh`` of a zero-initialised linear layer (so an untrained stage
    is the identity), bounded by ``max_displacement`` times the vertex's mean incident
    edge length, then averaged with its neighbours' displacements, so a vertex cannot
-   jump past the ring around it and the surface does not fold.
+   jump past the ring around it and the surface does not fold. Per coordinate, vertex ``i``
+   moves at most ``max_displacement * (l_i + mean_j l_j) / 2``, ``l`` the mean incident edge
+   lengths and ``j`` its neighbours.
+
+A stage moves vertices and never touches the faces: it runs on any mesh topology
+(:class:`recon_core.topology.Topology`): an ico-sphere level (:class:`recon_core.topology.IcoTopology`)
+or the graph of a mesh of any genus and number of components (:class:`recon_core.topology.MeshGraph`).
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from torch import nn
 from torch_geometric.nn import GraphConv
 
 from recon_core.camera import fit_projection
-from recon_core.topology import IcoTopology, mean_edge_length, neighbour_mean
+from recon_core.topology import Topology, mean_edge_length, neighbour_mean
 
 __all__ = ["CategoryNorm", "GraphImageAttention", "RefinerStage"]
 
@@ -181,28 +189,40 @@ class RefinerStage(nn.Module):
         strides: tuple[int, ...],
         image_size: int,
         category_probs: torch.Tensor,
-        topology: IcoTopology,
-        level: int,
+        topology: Topology,
+        level: int | None = None,
+        uv: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Move the vertices.
 
         Args:
-            verts: (B, V, 3) view-frame positions at ico level ``level``.
+            verts: (B, V, 3) view-frame positions of the B meshes sharing ``topology``.
             feats: (B, V, prev_dim) features of the previous stage, or None.
             pyramid: pyramid maps (B, C, h_l, w_l).
             strides: pyramid strides in pixels.
             image_size: input side in pixels.
             category_probs: (B, K).
+            topology: the meshes' connectivity: an :class:`recon_core.topology.IcoTopology`
+                (with ``level``) or a :class:`recon_core.topology.MeshGraph`.
+            level: the ico level of ``verts``; ignored by a ``MeshGraph``.
+            uv: (B, V, 2) pixel coordinates of the vertices in the input image, or None for
+                :func:`recon_core.camera.fit_projection`. Gradients flow through it as given.
 
         Returns:
             new_verts: (B, V, 3); new_feats: (B, V, hidden_dim).
+
+        Raises:
+            ValueError: if ``uv`` is not (B, V, 2).
         """
-        uv = fit_projection(verts, image_size)
+        b, v, _ = verts.shape
+        if uv is None:
+            uv = fit_projection(verts, image_size)
+        elif uv.shape != (b, v, 2):
+            raise ValueError(f"uv must be (B, V, 2) = {(b, v, 2)} pixel coordinates, got {tuple(uv.shape)}")
         query = verts if feats is None else torch.cat([feats, verts], dim=-1)
         attended = self.attention(query, pyramid, strides, uv, image_size)
         x = self.bottleneck(torch.cat([attended, query], dim=-1))
         x = F.relu(self.norm(x, category_probs))
-        b, v, _ = verts.shape
         edge_index = topology.batched_edge_index(level, b)  # (2, 2 E b): the batch as one graph
         flat_verts = verts.reshape(b * v, 3)
         x = x.reshape(b * v, -1)

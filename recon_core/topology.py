@@ -1,22 +1,50 @@
-"""Fixed mesh topology of the ico-sphere family: faces, edges and midpoint subdivision.
+"""Mesh connectivity for the refiner: the ico-sphere family, and any triangle mesh.
 
 All meshes of a batch share one topology, so a batch of meshes is simply
-``verts (B, V, 3)`` with one ``faces (F, 3)`` tensor; :meth:`IcoTopology.meshes`
-builds the pytorch3d ``Meshes`` view of it when a loss or a renderer needs one.
+``verts (B, V, 3)`` with one ``faces (F, 3)`` tensor. Two kinds of topology exist, and the
+refiner (:class:`recon_core.refiner.RefinerStage`) takes either through the :class:`Topology`
+interface (``edges(level)``, ``batched_edge_index(level, batch)``):
 
-Level ``L`` has ``10 * 4**L + 2`` vertices (2: 162, 3: 642, 4: 2,562, 5: 10,242).
-Subdividing level ``L`` appends one vertex per edge (the edge's midpoint) after the
-existing vertices, in the order of :meth:`IcoTopology.edges`; that is exactly how
-pytorch3d builds ``ico_sphere(L + 1)``, so the faces of the subdivided mesh equal
-those of ``ico_sphere(L + 1)``.
+* :class:`IcoTopology`, the fixed ico-sphere levels of the shipped models.
+  :meth:`IcoTopology.meshes` builds the pytorch3d ``Meshes`` view of a batch when a loss or
+  a renderer needs one. Level ``L`` has ``10 * 4**L + 2`` vertices (2: 162, 3: 642,
+  4: 2,562, 5: 10,242). Subdividing level ``L`` appends one vertex per edge (the edge's
+  midpoint) after the existing vertices, in the order of :meth:`IcoTopology.edges`; that is
+  exactly how pytorch3d builds ``ico_sphere(L + 1)``, so the faces of the subdivided mesh
+  equal those of ``ico_sphere(L + 1)``.
+* :class:`MeshGraph`, the graph of one mesh of any topology (any genus, any number of
+  components, any vertex count), such as the marching-tetrahedra meshes of
+  ``coarse="occupancy"`` models (:func:`recon_core.occupancy.mesh_occupancy`). It has no
+  levels: the ``level`` arguments of its methods are ignored.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
+import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["IcoTopology", "vertex_count", "level_for_vertices", "neighbour_mean", "mean_edge_length"]
+__all__ = [
+    "Topology",
+    "IcoTopology",
+    "MeshGraph",
+    "vertex_count",
+    "level_for_vertices",
+    "neighbour_mean",
+    "mean_edge_length",
+]
+
+
+class Topology(Protocol):
+    """What a refiner stage needs of a batch's shared connectivity (:class:`IcoTopology`, :class:`MeshGraph`)."""
+
+    def edges(self, level: int | None) -> torch.Tensor:
+        """(E, 2) long unique undirected edges, ``edges[:, 0] < edges[:, 1]``."""
+
+    def batched_edge_index(self, level: int | None, batch: int) -> torch.Tensor:
+        """(2, 2 * E * batch) long directed edge index of ``batch`` copies, for torch_geometric."""
 
 
 def vertex_count(level: int) -> int:
@@ -77,11 +105,7 @@ class IcoTopology(nn.Module):
 
     def batched_edge_index(self, level: int, batch: int) -> torch.Tensor:
         """(2, 2 * E_L * batch) directed edge index of ``batch`` copies of level ``level``, for torch_geometric."""
-        e = self.edges(level)
-        v = vertex_count(level)
-        both = torch.cat([e, e.flip(1)], dim=0).t()  # (2, 2E)
-        offsets = torch.arange(batch, device=e.device).repeat_interleave(both.shape[1]) * v
-        return both.repeat(1, batch) + offsets
+        return _batched_edge_index(self.edges(level), vertex_count(level), batch)
 
     def meshes(self, verts: torch.Tensor, level: int):
         """pytorch3d ``Meshes`` of ``verts`` (B, V_L, 3) with this level's faces."""
@@ -89,6 +113,74 @@ class IcoTopology(nn.Module):
 
         faces = self.faces(level)
         return Meshes(verts=list(verts), faces=[faces] * verts.shape[0])
+
+
+class MeshGraph:
+    """The graph of one triangle mesh of any topology, shared by a batch ``verts (B, V, 3)``.
+
+    Plain data, not a module: it belongs to one input mesh, so nothing of it enters a
+    model's ``state_dict``. Its methods take the ``level`` argument of :class:`IcoTopology`'s
+    and ignore it, so it stands wherever an ico level does (:class:`Topology`).
+
+    Args:
+        faces: (F, 3) integer vertex indices, a tensor or an array; the graph's tensors live
+            on its device (an array's: the CPU). Each face has three distinct vertices.
+        num_verts: V; ``faces.max() + 1`` by default. A vertex in no face is isolated.
+
+    Attributes:
+        num_verts: V.
+
+    Raises:
+        ValueError: if ``faces`` is not a non-empty (F, 3) integer array of distinct indices
+            in ``[0, num_verts)``.
+    """
+
+    def __init__(self, faces: torch.Tensor | np.ndarray, num_verts: int | None = None):
+        faces = _validate_faces(faces, num_verts)
+        self.num_verts = int(faces.max()) + 1 if num_verts is None else int(num_verts)
+        pairs = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2).sort(dim=1).values  # (3F, 2), low index first
+        self._faces = faces  # (F, 3)
+        self._edges = torch.unique(pairs, dim=0)  # (E, 2), rows in lexicographic order
+
+    def faces(self, level: int | None = None) -> torch.Tensor:
+        """(F, 3) long faces; ``level`` is ignored."""
+        return self._faces
+
+    def edges(self, level: int | None = None) -> torch.Tensor:
+        """(E, 2) long unique undirected edges, ``edges[:, 0] < edges[:, 1]``; ``level`` is ignored."""
+        return self._edges
+
+    def batched_edge_index(self, level: int | None, batch: int) -> torch.Tensor:
+        """(2, 2 * E * batch) directed edge index of ``batch`` copies of the mesh; ``level`` is ignored."""
+        return _batched_edge_index(self._edges, self.num_verts, batch)
+
+
+def _validate_faces(faces: torch.Tensor | np.ndarray, num_verts: int | None) -> torch.Tensor:
+    """A copy of ``faces`` as an (F, 3) long tensor, or ``ValueError`` naming what is wrong."""
+    faces = torch.as_tensor(faces)
+    if faces.ndim != 2 or faces.shape[1] != 3 or faces.shape[0] == 0:
+        raise ValueError(f"faces must be a non-empty (F, 3) array, got shape {tuple(faces.shape)}")
+    if faces.is_floating_point() or faces.is_complex() or faces.dtype == torch.bool:
+        raise ValueError(f"faces must hold integer vertex indices, got {faces.dtype}")
+    faces = faces.to(torch.long, copy=True)  # the caller's array may change later; the graph must not
+    if bool((faces < 0).any()):
+        raise ValueError(f"face indices must be >= 0, got {int(faces.min())}")
+    if num_verts is not None and bool((faces >= num_verts).any()):
+        raise ValueError(f"face indices must be < num_verts = {num_verts}, got {int(faces.max())}")
+    if bool(((faces[:, 0] == faces[:, 1]) | (faces[:, 1] == faces[:, 2]) | (faces[:, 2] == faces[:, 0])).any()):
+        raise ValueError("every face must have three distinct vertices (remove degenerate faces first)")
+    return faces
+
+
+def _batched_edge_index(edges: torch.Tensor, num_verts: int, batch: int) -> torch.Tensor:
+    """(2, 2 * E * batch) directed edge index of ``batch`` copies of a graph of ``num_verts`` vertices.
+
+    Args:
+        edges: (E, 2) long undirected edges.
+    """
+    both = torch.cat([edges, edges.flip(1)], dim=0).t()  # (2, 2E)
+    offsets = torch.arange(batch, device=edges.device).repeat_interleave(both.shape[1]) * num_verts
+    return both.repeat(1, batch) + offsets
 
 
 def neighbour_mean(x: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ from recon_core.occupancy import (
     crop_units_camera,
     grid_to_view,
     mesh_occupancy,
+    project_view,
     voxelize_frustum,
 )
 from recon_core.printable import check_printable
@@ -52,6 +53,33 @@ def test_grid_to_view_matches_the_camera_projection():
     assert np.allclose(uv, pts[:, :2], atol=1e-9)
     # depth offset: z_cam - d = s * z_c
     assert np.allclose(view[:, 2], grid_cam.scale * pts[:, 2], atol=1e-9)
+
+
+def test_project_view_inverts_grid_to_view():
+    """Crop-unit points taken to the view frame by numpy's grid_to_view come back on their pixels, batched (B, V, 3)."""
+    _, grid_cam, _ = _view(70, -15, distance=1.8)
+    rng = np.random.default_rng(0)
+    crop = np.concatenate([rng.uniform(-0.2, 1.2, (2, 300, 2)), rng.uniform(-0.75, 0.75, (2, 300, 1))], axis=-1)
+    view = torch.from_numpy(grid_to_view(crop, grid_cam))  # (2, 300, 3) float64
+    uv = project_view(view, grid_cam, 64)
+    assert uv.shape == (2, 300, 2) and uv.dtype == torch.float64
+    assert np.allclose(uv.numpy(), crop[..., :2] * 64, atol=1e-9)
+    assert project_view(view.float(), grid_cam, 64).dtype == torch.float32
+
+
+def test_project_view_matches_the_crop_camera_and_is_differentiable():
+    """The crop camera's K projects p_cam = p_view + (0, 0, d) onto the same pixels; gradients are the pinhole's."""
+    cam, grid_cam, crop = _view(200, 35)
+    rng = np.random.default_rng(1)
+    view = rng.uniform(-0.5, 0.5, (100, 3))
+    expected = crop.project(view @ cam.R)  # the crop camera on world points p_world = R^T p_view
+    verts = torch.from_numpy(view).requires_grad_()
+    uv = project_view(verts, grid_cam, crop.width)
+    assert np.allclose(uv.detach().numpy(), expected, atol=1e-9)
+    (grad,) = torch.autograd.grad(uv[:, 0].sum(), verts)
+    z_cam = view[:, 2] + grid_cam.distance
+    focal = grid_cam.focal * crop.width
+    assert np.allclose(grad.numpy(), np.stack([focal / z_cam, 0 * z_cam, -focal * view[:, 0] / z_cam**2], -1))
 
 
 def _reference_voxelize(solid, bound, cam, crop, spec):
