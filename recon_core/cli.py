@@ -21,7 +21,8 @@ EPILOG = """\
 exit codes:
   0  the mesh was written and passed the printable check
   1  unexpected failure (one sentence on stderr; rerun with --debug and report it)
-  2  bad input (image, model, output path or option): one sentence on stderr, no file written
+  2  bad input (image, a picture with no object, model, output path or option):
+     one sentence on stderr, no file written
   3  the mesh was written but failed the printable check
 
 The mesh is complete on disk before the report is printed. A reader that stops early
@@ -43,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="output vertex count (default: the model's, 2562)")
     p.add_argument("--model", help="model to use (NAME.safetensors with NAME.json beside it; default: models/default)")
     p.add_argument("--no-smooth", action="store_true", help="skip the volume-preserving smoothing")
+    p.add_argument("--save-mask", metavar="PATH.png",
+                   help="also write the object mask that was used (8-bit grey PNG, the picture's size, 255 = object)")
     p.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
     return p
 
@@ -78,6 +81,27 @@ def _print(line: str) -> None:
     _flush_stdout()
 
 
+def _save_mask(mask, image: str, path: Path, mesh: Path) -> None:
+    """Write ``mask`` (H, W) as a PNG of the image file's size, atomically.
+
+    The folder was checked before the model ran; should the write still fail (a full disk),
+    the mesh just written is removed (exit code 2 means no file written) and ``ExportError`` raised.
+    """
+    from PIL import Image
+
+    from recon_core.image import mask_png
+    from recon_core.inference import ExportError
+    from recon_core.weights import atomic_write_bytes
+
+    with Image.open(image) as img:
+        size = img.size  # a large JPEG's mask was made at its reduced decode size: back to the file's
+    try:
+        atomic_write_bytes(path, mask_png(mask, size))
+    except OSError as err:
+        mesh.unlink(missing_ok=True)
+        raise ExportError(f"Cannot write the mask to {path}: {err.strerror or err}. Choose a writable location.") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``recon-mesh``; returns the exit code (:data:`EPILOG`)."""
     try:
@@ -97,16 +121,28 @@ def main(argv: list[str] | None = None) -> int:
             raise ExportError(f"Cannot write {out.name}: the extension must be one of {', '.join(EXPORT_FORMATS)}.")
         if not out.parent.exists():
             raise ExportError(f"Cannot write {out}: the folder {out.parent} does not exist; create it first.")
+        mask_out = None if args.save_mask is None else Path(args.save_mask)
+        if mask_out is not None:
+            if mask_out.suffix.lower() != ".png":
+                raise ExportError(f"Cannot write the mask to {mask_out.name}: the extension must be .png.")
+            if not mask_out.parent.is_dir():
+                raise ExportError(f"Cannot write the mask to {mask_out}: there is no folder {mask_out.parent}; "
+                                  "create it first.")
+            if not os.access(mask_out.parent, os.W_OK):
+                raise ExportError(f"Cannot write the mask to {mask_out}: the folder {mask_out.parent} is not writable; "
+                                  "choose a writable location.")
         if args.height_mm is not None and not args.height_mm > 0:
             raise ValueError(f"--height-mm must be a positive number of millimetres, got {args.height_mm}.")
         rgb, alpha, notes = load_image(args.image)  # bad input fails fast, before the model loads
         rec = Reconstructor.from_file(args.model)
         result = rec.reconstruct(
             rgb, alpha, category=args.category, vertices=args.vertices, height_mm=args.height_mm,
-            smooth=not args.no_smooth,
+            smooth=not args.no_smooth, source=args.image,
         )
         result.notes[:0] = notes
         export_mesh(result.verts, result.faces, out)
+        if mask_out is not None:
+            _save_mask(result.mask, args.image, mask_out, out)
     except (ImageError, WeightsError, ExportError, ValueError) as err:
         if args.debug:
             raise
@@ -122,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     probs = result.category_probs
     # The mesh is on disk (written to a temporary file and renamed) before the first line below.
     _print(f"wrote {out} ({len(result.verts)} vertices, {len(result.faces)} faces) in {time.perf_counter() - start:.2f} s")
+    if mask_out is not None:
+        _print(f"wrote {mask_out} (the object mask)")
     _print(f"category: {result.category}" + ("" if args.category else f" (predicted, p={probs.max():.2f})"))
     _print(result.report.summary())
     return 0 if result.report.ok else 3

@@ -20,7 +20,7 @@ import torch
 
 from recon_core.camera import VIEW_TO_OUTPUT
 from recon_core.categories import CATEGORIES, category_by_name
-from recon_core.image import load_image, prepare_image
+from recon_core.image import ImageError, load_image, object_mask, prepare_image, uncrop_mask
 from recon_core.printable import PrintableReport, check_printable
 from recon_core.repair import RepairLog, make_printable
 from recon_core.retrieval import embed_image
@@ -37,6 +37,9 @@ SMOOTH_ITERATIONS = 10
 
 SNAP_QUERY_POINTS = 256
 """About this many of the reconstruction's vertices (every k-th) are compared with the bank's shapes."""
+MIN_MASK_SHARE = 0.005
+"""A picture without transparency whose predicted mask (``coarse="occupancy"`` models) is above 0.5 on less
+than this share of the crop has no object to reconstruct: it is refused with an ``ImageError``."""
 
 
 class ExportError(ValueError):
@@ -56,6 +59,11 @@ class Reconstruction:
         repair: what the repair step did (its log).
         timings: seconds per stage.
         notes: human-readable notes (image conversions, untrained model, ...).
+        mask: (H, W) float32 in [0, 1], the object's mask in the picture's (decoded) pixels: the alpha when
+            the picture has one; else a ``coarse="occupancy"`` model's predicted mask mapped back from the
+            crop (0 outside it), the mask its mesh was carved by; else (a model without a mask head) the
+            pixels found against the border colour, all ones when the whole picture was taken
+            (:func:`recon_core.image.object_mask`).
     """
 
     verts: np.ndarray
@@ -66,6 +74,7 @@ class Reconstruction:
     repair: Any
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    mask: np.ndarray | None = None
 
 
 def _float32_exact(verts: np.ndarray) -> np.ndarray:
@@ -107,6 +116,7 @@ class Reconstructor:
         vertices: int | None = None,
         height_mm: float | None = None,
         smooth: bool = True,
+        source: str = "the picture",
     ) -> Reconstruction:
         """Reconstruct one decoded image.
 
@@ -118,6 +128,11 @@ class Reconstructor:
             height_mm: scale the mesh so its height (Y extent) is this many millimetres.
             smooth: volume-preserving smoothing after repair (the network's own mesh; a shape-bank model's solid
                 is smoothed by the blur of its config's ``bank_smoothing``).
+            source: how error messages name the picture (its path).
+
+        Raises:
+            ImageError: a ``coarse="occupancy"`` model finds no object in a picture without transparency
+                (:data:`MIN_MASK_SHARE`).
         """
         if height_mm is not None and not (np.isfinite(height_mm) and height_mm > 0):
             raise ValueError(f"height_mm must be a positive number of millimetres, got {height_mm}.")
@@ -131,7 +146,10 @@ class Reconstructor:
             images = prepared.image[None].to(device)
             out = self.model(images, category=cat, vertices=vertices)
         if getattr(self.model, "heads", None) is not None:
-            return self._reconstruct_occupancy(out, prepared, cat_index, vertices, height_mm, smooth, timings)
+            result = self._reconstruct_occupancy(out, prepared, cat_index, vertices, height_mm, smooth, timings, source)
+            if result.mask is None:
+                result.mask = object_mask(rgb, alpha)
+            return result
         probs = out.category_logits.softmax(-1)[0].float().cpu().numpy()
         used = CATEGORIES[cat_index if cat_index is not None else int(probs.argmax())].name
         verts = out.verts[0].double().cpu().numpy() @ VIEW_TO_OUTPUT.T
@@ -168,18 +186,34 @@ class Reconstructor:
         if snapped is not None and vertices is not None:
             notes.append("this model outputs the solid of its nearest training shape: the vertex count follows "
                          "that solid (the requested count applies to models without a shape bank)")
-        return Reconstruction(verts, faces, used, probs, report, repair_log, timings, notes)
+        return Reconstruction(verts, faces, used, probs, report, repair_log, timings, notes, object_mask(rgb, alpha))
 
     def _reconstruct_occupancy(self, out, prepared, cat_index: int | None, vertices: int | None,
-                               height_mm: float | None, smooth: bool, timings: dict[str, float]) -> Reconstruction:
-        """The mesh of a ``coarse="occupancy"`` network's output (see :func:`occupancy_mesh`)."""
+                               height_mm: float | None, smooth: bool, timings: dict[str, float],
+                               source: str = "the picture") -> Reconstruction:
+        """The mesh of a ``coarse="occupancy"`` network's output (see :func:`occupancy_mesh`); without
+        alpha, the predicted mask is checked (:data:`MIN_MASK_SHARE`) and put on the result."""
         probs = out.category_logits.softmax(-1)[0].float().cpu().numpy()
         used = CATEGORIES[cat_index if cat_index is not None else int(probs.argmax())].name
+        mask = None
+        if prepared.mask is None:
+            logits = out.mask_logits[0, 0].float().cpu().numpy()  # (h, w) over the crop, stride 4
+            share = float((logits > 0).mean())
+            if share < MIN_MASK_SHARE:
+                raise ImageError(
+                    f"No object found in {source}: the model sees object pixels in only {share:.1%} of it; "
+                    "give a picture with the object on a plain background or with transparency."
+                )
+            # logits resampled like occupancy_mesh's (bilinear), -30 outside the crop (sigmoid ~ 0)
+            mask = torch.from_numpy(uncrop_mask(logits, prepared.box, prepared.original_size, fill=-30.0))
+            mask = mask.sigmoid().numpy()
         with _timed(timings, "mesh"):
             verts, faces, repair_log = occupancy_mesh(
                 out, prepared.mask, self.model.grid_spec, faces=2 * (vertices or self.model.config.vertices),
                 smooth_iterations=SMOOTH_ITERATIONS if smooth else 0)
-        return self._finish(verts, faces, repair_log, used, probs, height_mm, timings, [])
+        result = self._finish(verts, faces, repair_log, used, probs, height_mm, timings, [])
+        result.mask = mask
+        return result
 
     def _finish(self, verts: np.ndarray, faces: np.ndarray, repair_log, used: str, probs: np.ndarray,
                 height_mm: float | None, timings: dict[str, float], notes: list[str]) -> Reconstruction:
@@ -217,6 +251,7 @@ class Reconstructor:
     def reconstruct_file(self, path: str | os.PathLike, **kwargs) -> Reconstruction:
         """Read an image file (see :func:`recon_core.image.load_image` for the errors) and reconstruct it."""
         rgb, alpha, notes = load_image(path)
+        kwargs.setdefault("source", os.fspath(path))
         result = self.reconstruct(rgb, alpha, **kwargs)
         result.notes[:0] = notes
         return result

@@ -28,6 +28,13 @@ def good_image(tmp_path):
     return p
 
 
+def _object_rgb(size: int = 64) -> np.ndarray:
+    """(size, size, 3) uint8: a brown block on white, an object the image loader finds."""
+    rgb = np.full((size, size, 3), 255, np.uint8)
+    rgb[size // 5 : size * 4 // 5, size // 3 : size * 2 // 3] = (150, 90, 40)
+    return rgb
+
+
 def _bad_inputs(tmp_path: Path, tiny_config) -> dict[str, tuple[list[str], str]]:
     """name -> (extra argv, expected message fragment)."""
     text = tmp_path / "text.png"
@@ -44,7 +51,13 @@ def _bad_inputs(tmp_path: Path, tiny_config) -> dict[str, tuple[list[str], str]]
 
     _png_with_size(huge, 20000, 20000)
     good = tmp_path / "good.png"
-    Image.new("RGB", (64, 64), "white").save(good)
+    Image.fromarray(_object_rgb(), "RGB").save(good)
+    white = tmp_path / "white.png"
+    Image.new("RGB", (300, 300), "white").save(white)
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (300, 300, 3), dtype=np.uint8), "RGB").save(noise)
+    not_a_folder = tmp_path / "file.txt"
+    not_a_folder.write_text("a file, not a folder")
     # a model whose weights do not fit its config, and a truncated one
     wrong = save_model(build_model(tiny_config), tmp_path / "wrong")
     meta = json.loads(wrong.with_suffix(".json").read_text())
@@ -64,6 +77,11 @@ def _bad_inputs(tmp_path: Path, tiny_config) -> dict[str, tuple[list[str], str]]
         "truncated safetensors": ([str(good), "--model", str(cut)], "truncated or corrupt"),
         "bad extension": ([str(good), "-o", str(tmp_path / "out.xyz")], "extension must be one of"),
         "bad height": ([str(good), "--height-mm", "-5"], "positive number"),
+        "uniform white picture": ([str(white), "--save-mask", str(tmp_path / "white_mask.png")], "one uniform colour"),
+        "noise picture": ([str(noise)], "random noise"),
+        "mask not png": ([str(good), "--save-mask", str(tmp_path / "mask.jpg")], "the extension must be .png"),
+        "mask folder missing": ([str(good), "--save-mask", str(tmp_path / "nope" / "mask.png")], "no folder"),
+        "mask folder is a file": ([str(good), "--save-mask", str(not_a_folder / "mask.png")], "no folder"),
     }
 
 
@@ -78,6 +96,7 @@ def test_each_bad_input_gets_one_sentence_and_no_file(tmp_path, tiny_config, cap
         assert err.startswith("error: ") and fragment in err, (name, err)
         assert "Traceback" not in err and err.count("\n") == 1, (name, err)
         assert not out.exists(), name
+    assert not list(tmp_path.glob("*mask*")), "no mask written on bad input"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
 
 
@@ -87,7 +106,7 @@ def test_sixteen_bit_and_cmyk_are_converted_with_a_note(tmp_path, tiny_model_pat
     arr[16:48, 20:44] = 9000
     Image.fromarray(arr).save(g16)
     cmyk = tmp_path / "c.jpg"
-    Image.new("CMYK", (64, 64), (0, 0, 0, 0)).save(cmyk)
+    Image.fromarray(_object_rgb(), "RGB").convert("CMYK").save(cmyk)
     for image, note in ((g16, "16-bit"), (cmyk, "CMYK")):
         out = tmp_path / f"{image.stem}.obj"
         code = main([str(image), "-o", str(out), "--model", str(tiny_model_path), "--vertices", "642"])
@@ -184,3 +203,53 @@ def test_help_lists_the_exit_codes(capsys):
     printed = capsys.readouterr().out
     for code in "0123":
         assert f"\n  {code}  " in printed
+
+
+def test_save_mask_writes_the_alpha_of_an_rgba_picture(tmp_path, tiny_model_path, capsys):
+    """--save-mask: an 8-bit PNG of the picture's size whose object is the picture's alpha."""
+    rgba = np.zeros((90, 120, 4), np.uint8)
+    rgba[20:70, 40:75] = (150, 90, 40, 255)
+    rgba[30:40, 50:60, 3] = 0  # a hole: the mask follows the alpha, not a box
+    rgba[60:70, 40:45, 3] = 128  # soft edge
+    picture = tmp_path / "obj.png"
+    Image.fromarray(rgba, "RGBA").save(picture)
+    out, mask_path = tmp_path / "mesh.stl", tmp_path / "mask.png"
+    code = main([str(picture), "-o", str(out), "--model", str(tiny_model_path), "--vertices", "642",
+                 "--save-mask", str(mask_path)])
+    printed = capsys.readouterr().out
+    assert code == 0 and out.is_file() and f"wrote {mask_path}" in printed
+    with Image.open(mask_path) as img:
+        assert img.format == "PNG" and img.mode == "L" and img.size == (120, 90)
+        mask = np.asarray(img)
+    assert np.array_equal(mask, rgba[..., 3])
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_save_mask_without_alpha_is_the_object_against_the_border_colour(tmp_path, tiny_model_path, capsys):
+    """A model without a mask head and an RGB picture: the pixels that differ from the border colour."""
+    rgb = _object_rgb(96)
+    picture = tmp_path / "obj.jpg"
+    Image.fromarray(rgb, "RGB").save(picture, quality=95)
+    mask_path = tmp_path / "mask.PNG"  # the extension in any case
+    code = main([str(picture), "-o", str(tmp_path / "mesh.obj"), "--model", str(tiny_model_path), "--vertices", "642",
+                 "--save-mask", str(mask_path)])
+    assert code == 0, capsys.readouterr().err
+    mask = np.asarray(Image.open(mask_path))
+    assert mask.shape == (96, 96) and set(np.unique(mask)) <= {0, 255}
+    assert ((mask > 127) != (rgb[..., 1] < 128)).mean() < 0.01  # JPEG blurs the block's edge by a pixel
+
+
+def test_a_failed_mask_write_leaves_no_file(tmp_path, tiny_model_path, good_image, capsys, monkeypatch):
+    """Should the mask's write fail after the checks (a full disk), the mesh written just before is removed."""
+    import recon_core.weights
+
+    def full_disk(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(recon_core.weights, "atomic_write_bytes", full_disk)
+    out = tmp_path / "mesh.stl"
+    code = main([str(good_image), "-o", str(out), "--model", str(tiny_model_path), "--vertices", "642",
+                 "--save-mask", str(tmp_path / "mask.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and "No space left on device" in err and err.count("\n") == 1
+    assert not out.exists() and not (tmp_path / "mask.png").exists()

@@ -1,11 +1,26 @@
+import io
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from recon_core.image import DECODE_MIN_SIDE, ImageError, load_image, object_box, prepare_image
+from recon_core.image import (
+    DECODE_MIN_SIDE,
+    NOISE_CORRELATION,
+    UNIFORM_SPREAD,
+    ImageError,
+    load_image,
+    mask_png,
+    object_box,
+    object_mask,
+    prepare_image,
+    uncrop_mask,
+)
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def _png_with_size(path, width, height):
@@ -57,7 +72,9 @@ def test_sixteen_bit_png_is_converted(tmp_path):
 
 def test_cmyk_jpeg_is_converted(tmp_path):
     p = tmp_path / "c.jpg"
-    Image.new("CMYK", (40, 40), (0, 255, 255, 0)).save(p)  # red in CMYK
+    img = Image.new("CMYK", (40, 40), (0, 0, 0, 0))  # white, with a red (in CMYK) block
+    img.paste((0, 255, 255, 0), (10, 10, 30, 30))
+    img.save(p)
     rgb, alpha, notes = load_image(p)
     assert rgb.shape == (40, 40, 3) and rgb[20, 20, 0] > 200 and rgb[20, 20, 1] < 60
     assert any("CMYK" in n for n in notes)
@@ -148,3 +165,148 @@ def test_large_jpeg_is_decoded_at_reduced_size_with_the_same_object_box(tmp_path
     assert np.abs(np.array(reduced.box) * scale - full_prepared.box).max() <= 2 * scale
     assert reduced.original_size == (rgb.shape[1], rgb.shape[0])  # the decoded size: box and size agree
     assert np.abs(reduced.image.numpy() - full_prepared.image.numpy()).mean() < 0.02
+
+
+def _save(path, arr, **kwargs):
+    Image.fromarray(arr).save(path, **kwargs)
+    return path
+
+
+@pytest.mark.parametrize("colour", [(255, 255, 255), (0, 0, 0), (40, 120, 200)])
+def test_uniform_picture_is_refused(tmp_path, colour):
+    for name, kwargs in (("u.png", {}), ("u.jpg", {"quality": 60})):
+        p = _save(tmp_path / name, np.full((300, 300, 3), colour, np.uint8), **kwargs)
+        with pytest.raises(ImageError, match="one uniform colour") as err:
+            load_image(p)
+        assert str(err.value).startswith(str(p)) and str(err.value).count(".") == 1 + str(p).count(".")
+
+
+def test_nearly_uniform_and_faint_pictures():
+    """Within UNIFORM_SPREAD levels: refused; one level more anywhere: accepted (if not noise)."""
+    from recon_core.image import _refuse_without_object
+
+    flat = np.full((100, 100, 3), 200, np.uint8)
+    flat[::7, ::5] += np.uint8(UNIFORM_SPREAD)  # JPEG-like speckle within the tolerance
+    with pytest.raises(ImageError, match="uniform"):
+        _refuse_without_object(flat, "p.png")
+    faint = np.full((100, 100, 3), 240, np.uint8)
+    faint[30:70, 45:55] -= np.uint8(UNIFORM_SPREAD + 1)  # a faint stroke
+    _refuse_without_object(faint, "p.png")
+
+
+def test_uniform_colour_with_transparency_is_a_silhouette(tmp_path):
+    rgba = np.zeros((50, 50, 4), np.uint8)
+    rgba[10:40, 20:30, 3] = 255  # black everywhere, the alpha draws the object
+    rgb, alpha, _ = load_image(_save(tmp_path / "s.png", rgba))
+    assert alpha is not None and object_box(rgb, alpha) == (20, 10, 30, 40)
+
+
+@pytest.mark.parametrize("kind", ["uniform", "gaussian", "salt and pepper", "jpeg", "small", "grey 16-bit"])
+def test_random_noise_is_refused(tmp_path, kind):
+    rng = np.random.default_rng(3)
+    if kind == "grey 16-bit":
+        p = _save(tmp_path / "n.png", rng.integers(0, 65536, (200, 200), dtype=np.uint16))
+    elif kind == "small":
+        p = _save(tmp_path / "n.png", rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    elif kind == "gaussian":
+        p = _save(tmp_path / "n.png", np.clip(128 + rng.normal(0, 40, (300, 300, 3)), 0, 255).astype(np.uint8))
+    elif kind == "salt and pepper":
+        p = _save(tmp_path / "n.png", ((rng.random((300, 300)) > 0.5) * 255).astype(np.uint8))
+    else:
+        p = _save(tmp_path / ("n.jpg" if kind == "jpeg" else "n.png"), rng.integers(0, 256, (300, 400, 3), dtype=np.uint8))
+    with pytest.raises(ImageError, match="random noise"):
+        load_image(p)
+
+
+def test_structured_pictures_are_not_noise(tmp_path):
+    """The examples (composited on white, as RGB), a Floyd-Steinberg dithered one, a noisy photo-like picture,
+    a striped texture and a small object on a noisy background are accepted."""
+    from recon_core.image import _neighbour_correlation
+
+    rng = np.random.default_rng(4)
+    pictures = {}
+    for name in ("chair", "chair_sketch"):
+        with Image.open(EXAMPLES / f"{name}.png") as img:
+            flat = Image.new("RGBA", img.size, "white")
+            flat.alpha_composite(img.convert("RGBA"))
+            pictures[name] = np.asarray(flat.convert("RGB").resize((400, 400)))
+    pictures["dithered"] = np.asarray(Image.fromarray(pictures["chair"]).convert("1").convert("RGB"))
+    small = np.clip(200 + rng.normal(0, 25, (400, 400, 3)), 0, 255)
+    small[180:220, 190:210] = 40  # 0.5 % of the picture, on noise of sigma 25
+    pictures["small object on noise"] = small.astype(np.uint8)
+    stripes = np.repeat((np.arange(300) // 3 % 2 * 120 + 60).astype(np.uint8)[None, :, None], 300, 0)
+    pictures["vertical stripes"] = (stripes.repeat(3, 2) + rng.integers(0, 30, (300, 300, 3))).astype(np.uint8)
+    for name, rgb in pictures.items():
+        assert max(_neighbour_correlation(rgb)) > 2 * NOISE_CORRELATION, name
+        assert load_image(_save(tmp_path / f"{name}.png", rgb))[0].shape == rgb.shape, name
+    for name in ("chair.png", "chair_sketch.png"):
+        assert load_image(EXAMPLES / name)[1] is not None
+
+
+def test_object_mask_is_the_alpha_or_the_pixels_found_against_the_border():
+    alpha = np.zeros((90, 120), np.uint8)
+    alpha[20:80, 30:70] = 200
+    img = _object_image()
+    assert np.array_equal(object_mask(img, alpha), alpha / np.float32(255))
+    mask = object_mask(img, None)
+    assert mask.dtype == np.float32 and mask.shape == (90, 120)
+    assert np.array_equal(mask, (img[..., 1] < 128).astype(np.float32))
+    busy = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    assert np.array_equal(object_mask(busy, None), np.ones((50, 70), np.float32))  # object_box takes it all
+
+
+def _uncrop_mask_naive(mask, box, size, fill=0.0):
+    """Pixel by pixel: centres inside the box interpolate the mask bilinearly (clamped at its edge), others get fill."""
+    h, w = mask.shape
+    u0, v0, u1, v1 = box
+    width, height = size
+    out = np.full((height, width), fill, np.float64)
+    for y in range(height):
+        for x in range(width):
+            if not (u0 <= x + 0.5 < u1 and v0 <= y + 0.5 < v1):
+                continue
+            px = min(max((x + 0.5 - u0) * w / (u1 - u0) - 0.5, 0.0), w - 1.0)
+            py = min(max((y + 0.5 - v0) * h / (v1 - v0) - 0.5, 0.0), h - 1.0)
+            x0, y0 = min(int(px), w - 2), min(int(py), h - 2)
+            fx, fy = px - x0, py - y0
+            out[y, x] = ((1 - fx) * (1 - fy) * mask[y0, x0] + fx * (1 - fy) * mask[y0, x0 + 1]
+                         + (1 - fx) * fy * mask[y0 + 1, x0] + fx * fy * mask[y0 + 1, x0 + 1])
+    return out
+
+
+@pytest.mark.parametrize("box, size, shape", [
+    ((-5.5, 10.25, 30.5, 46.25), (40, 50), (8, 8)),  # past the left border
+    ((3.3, -7.1, 60.2, 49.8), (50, 40), (16, 16)),  # past the top and right
+    ((0.0, 0.0, 20.0, 20.0), (20, 20), (5, 5)),  # the whole picture
+])
+def test_uncrop_mask_matches_the_naive_reference(box, size, shape):
+    mask = np.random.default_rng(5).random(shape).astype(np.float32)
+    fast = uncrop_mask(mask, box, size, fill=-1.0)
+    assert fast.shape == (size[1], size[0]) and fast.dtype == np.float32 and fast.flags.writeable
+    assert np.abs(fast - _uncrop_mask_naive(mask, box, size, fill=-1.0)).max() < 1e-5
+
+
+def test_uncrop_mask_undoes_the_crop_of_prepare_image():
+    alpha = np.zeros((90, 120), np.uint8)
+    alpha[20:70, 40:75] = 255
+    alpha[30:40, 50:60] = 0
+    prepared = prepare_image(np.full((90, 120, 3), 200, np.uint8), alpha, 64)
+    back = uncrop_mask(prepared.mask.numpy(), prepared.box, prepared.original_size)
+    assert back.shape == alpha.shape
+    assert np.array_equal(back > 0.5, alpha > 127)
+    with pytest.raises(ValueError, match=r"\(h, w\)"):
+        uncrop_mask(np.zeros((2, 3, 4)), prepared.box, prepared.original_size)
+
+
+def test_mask_png_is_eight_bit_grey_of_the_asked_size():
+    mask = np.zeros((30, 40), np.float32)
+    mask[5:25, 10:30] = 1.0
+    mask[0, 0] = 0.5
+    with Image.open(io.BytesIO(mask_png(mask))) as img:
+        assert img.format == "PNG" and img.mode == "L" and img.size == (40, 30)
+        arr = np.asarray(img)
+    assert arr[10, 20] == 255 and arr[0, 0] == 128 and arr[29, 39] == 0
+    with Image.open(io.BytesIO(mask_png(mask, (80, 60)))) as img:
+        assert img.size == (80, 60) and np.asarray(img)[30, 40] == 255
+    with pytest.raises(ValueError, match=r"\(H, W\)"):
+        mask_png(np.zeros(5))
