@@ -315,15 +315,8 @@ def occupancy_mesh(out, mask: torch.Tensor | None, spec, faces: int = 5124, smoo
     verts, tris = mesh_occupancy(values, camera, spec, level)
     verts, tris = _drop_specks(verts @ VIEW_TO_OUTPUT.T, tris)
     log_.note(f"occupancy meshed by marching tetrahedra: {len(tris)} faces")
-    candidates = []
     smoothed = taubin_smooth(verts, tris, smooth_iterations) if smooth_iterations else verts
-    for target in (faces, int(faces * 1.3)):  # quadric decimation can pinch an edge: a second size is tried
-        if len(tris) > target * 1.2:
-            import fast_simplification
-
-            sv, sf = fast_simplification.simplify(smoothed.astype(np.float32), tris.astype(np.int32),
-                                                  target_reduction=1.0 - target / len(tris))
-            candidates.append(("simplified", np.asarray(sv, np.float64), np.asarray(sf, np.int64)))
+    candidates = _simplified(smoothed, tris, faces, log_)
     if smooth_iterations:
         candidates.append(("smoothed", smoothed, tris))
     candidates.append(("as meshed", verts, tris))
@@ -338,6 +331,31 @@ def occupancy_mesh(out, mask: torch.Tensor | None, spec, faces: int = 5124, smoo
     from recon_core.repair import make_printable
 
     return make_printable(verts, tris, smooth_iterations=0)
+
+
+SIMPLIFY_ATTEMPTS = ((7, 1.0), (3, 1.0), (3, 1.6), (3, 2.5))
+"""(aggressiveness, share of the target face count) tried in turn by the quadric decimation: it sometimes
+pinches an edge into a non-manifold one, less often when less aggressive or stopped earlier."""
+
+
+def _simplified(verts: np.ndarray, faces: np.ndarray, target: int, log: RepairLog) -> list:
+    """``[("simplified", verts, faces)]`` for the first decimation of :data:`SIMPLIFY_ATTEMPTS` that stays a
+    closed manifold (a cheap test; the caller runs the full printable check), or ``[]``."""
+    import fast_simplification
+
+    from recon_core.printable import check_topology
+
+    for aggressiveness, share in SIMPLIFY_ATTEMPTS:
+        goal = int(target * share)
+        if len(faces) <= goal * 1.2:
+            return []
+        sv, sf = fast_simplification.simplify(verts.astype(np.float32), faces.astype(np.int32),
+                                              target_reduction=1.0 - goal / len(faces), agg=aggressiveness)
+        sf = np.asarray(sf, np.int64)
+        if len(sf) and check_topology(sf, len(sv)).closed_manifold:
+            return [("simplified", np.asarray(sv, np.float64), sf)]
+        log.note(f"decimation to {goal} faces (aggressiveness {aggressiveness}) is not a closed manifold")
+    return []
 
 
 def _drop_specks(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
