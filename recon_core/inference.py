@@ -170,23 +170,13 @@ class Reconstructor:
                 verts, faces, repair_log = make_printable(
                     verts, faces, smooth_iterations=SMOOTH_ITERATIONS if smooth else 0, sphere_verts=sphere
                 )
-        if height_mm is not None:
-            extent = float(np.ptp(verts[:, 1]))
-            verts = verts * (height_mm / max(extent, 1e-12))
-        scale_mm = 1.0 if height_mm is not None else None
-        with _timed(timings, "check"):
-            # STL files and Blender meshes hold float32 coordinates: check the mesh as they will see it.
-            verts = _float32_exact(verts)
-            report = check_printable(verts, faces, unit_scale_mm=scale_mm)
-            if not report.ok:  # rounding created a near-contact: repair the rounded mesh once more
-                verts, faces, repair_log = make_printable(verts, faces, smooth_iterations=0)
-                verts = _float32_exact(verts)
-                report = check_printable(verts, faces, unit_scale_mm=scale_mm)
-        notes = [] if self.trained else ["the model is untrained (random weights): the shape is not meaningful"]
+        notes = []
         if snapped is not None and vertices is not None:
             notes.append("this model outputs the solid of its nearest training shape: the vertex count follows "
                          "that solid (the requested count applies to models without a shape bank)")
-        return Reconstruction(verts, faces, used, probs, report, repair_log, timings, notes, object_mask(rgb, alpha))
+        result = self._finish(verts, faces, repair_log, used, probs, height_mm, timings, notes)
+        result.mask = object_mask(rgb, alpha)
+        return result
 
     def _reconstruct_occupancy(self, out, prepared, cat_index: int | None, vertices: int | None,
                                height_mm: float | None, smooth: bool, timings: dict[str, float],
@@ -223,9 +213,10 @@ class Reconstructor:
             verts = verts * (height_mm / max(extent, 1e-12))
         scale_mm = 1.0 if height_mm is not None else None
         with _timed(timings, "check"):
+            # STL files and Blender meshes hold float32 coordinates: check the mesh as they will see it.
             verts = _float32_exact(verts)
             report = check_printable(verts, faces, unit_scale_mm=scale_mm)
-            if not report.ok:
+            if not report.ok:  # rounding created a near-contact: repair the rounded mesh once more
                 verts, faces, repair_log = make_printable(verts, faces, smooth_iterations=0)
                 verts = _float32_exact(verts)
                 report = check_printable(verts, faces, unit_scale_mm=scale_mm)
@@ -259,6 +250,8 @@ class Reconstructor:
 
 OCCUPANCY_UPSAMPLE = 2
 """The occupancy grid is trilinearly upsampled by this factor before meshing (smoother, finer silhouette)."""
+ISO_LEVEL = 0.5
+"""The occupancy probability the mesh's surface follows."""
 MIN_COMPONENT_SHARE = 0.01
 """Parts of the occupancy mesh holding less than this share of its volume are dropped (specks)."""
 
@@ -301,7 +294,7 @@ def occupancy_mesh(out, mask: torch.Tensor | None, spec, faces: int = 5124, smoo
                              align_corners=False).sigmoid()[0, 0]
     coverage = F.adaptive_avg_pool2d(mask.float()[None, None].cpu(), (n * k, n * k))[0, 0].numpy()
     values = carve(probs, coverage)
-    level = 0.5 if values.max() > 0.5 else 0.5 * float(values.max())
+    level = ISO_LEVEL if values.max() > ISO_LEVEL else 0.5 * float(values.max())
     cam = out.camera[0].float().cpu().numpy()
     camera = GridCamera(scale=float(np.exp(cam[0])), principal=(0.5 + float(cam[1]), 0.5 + float(cam[2])),
                         distance=DEFAULT_DISTANCE)
