@@ -198,16 +198,23 @@ class Reconstructor:
             mask = torch.from_numpy(uncrop_mask(logits, prepared.box, prepared.original_size, fill=-30.0))
             mask = mask.sigmoid().numpy()
         with _timed(timings, "mesh"):
-            verts, faces, repair_log = occupancy_mesh(
+            verts, faces, repair_log, report = _occupancy_mesh(
                 out, prepared.mask, self.model.grid_spec, faces=2 * (vertices or self.model.config.vertices),
                 smooth_iterations=SMOOTH_ITERATIONS if smooth else 0)
-        result = self._finish(verts, faces, repair_log, used, probs, height_mm, timings, [])
+        result = self._finish(verts, faces, repair_log, used, probs, height_mm, timings, [], report)
         result.mask = mask
         return result
 
     def _finish(self, verts: np.ndarray, faces: np.ndarray, repair_log, used: str, probs: np.ndarray,
-                height_mm: float | None, timings: dict[str, float], notes: list[str]) -> Reconstruction:
-        """Scale to ``height_mm``, round to float32, run the printable check (repairing once more if needed)."""
+                height_mm: float | None, timings: dict[str, float], notes: list[str],
+                report: PrintableReport | None = None) -> Reconstruction:
+        """Scale to ``height_mm``, round to float32, run the printable check (repairing once more if needed).
+
+        ``report``: the check of exactly these float32 ``verts`` and ``faces``, when the caller ran it;
+        reused unless ``height_mm`` rescales them (then the scaled mesh is checked).
+        """
+        if report is not None and height_mm is None:
+            return Reconstruction(verts, faces, used, probs, report, repair_log, timings, self._notes(notes))
         if height_mm is not None:
             extent = float(np.ptp(verts[:, 1]))
             verts = verts * (height_mm / max(extent, 1e-12))
@@ -220,9 +227,12 @@ class Reconstructor:
                 verts, faces, repair_log = make_printable(verts, faces, smooth_iterations=0)
                 verts = _float32_exact(verts)
                 report = check_printable(verts, faces, unit_scale_mm=scale_mm)
-        if not self.trained:
-            notes = ["the model is untrained (random weights): the shape is not meaningful", *notes]
-        return Reconstruction(verts, faces, used, probs, report, repair_log, timings, notes)
+        return Reconstruction(verts, faces, used, probs, report, repair_log, timings, self._notes(notes))
+
+    def _notes(self, notes: list[str]) -> list[str]:
+        if self.trained:
+            return notes
+        return ["the model is untrained (random weights): the shape is not meaningful", *notes]
 
     def _snap(self, rgb: np.ndarray, alpha: np.ndarray | None, verts: torch.Tensor,
               category: int | None) -> tuple[np.ndarray, np.ndarray] | None:
@@ -279,6 +289,14 @@ def occupancy_mesh(out, mask: torch.Tensor | None, spec, faces: int = 5124, smoo
     Returns:
         ``(verts (V, 3) float64 output frame, faces (F, 3) int64, RepairLog)``.
     """
+    verts, tris, log, _ = _occupancy_mesh(out, mask, spec, faces, smooth_iterations)
+    return verts, tris, log
+
+
+def _occupancy_mesh(out, mask: torch.Tensor | None, spec, faces: int, smooth_iterations: int
+                    ) -> tuple[np.ndarray, np.ndarray, RepairLog, PrintableReport | None]:
+    """:func:`occupancy_mesh`, plus the printable report of the returned mesh when it was checked
+    as returned (None when the repair chain made it), so the caller need not check it again."""
     import torch.nn.functional as F
 
     from recon_core.occupancy import DEFAULT_DISTANCE, GridCamera, carve, mesh_occupancy
@@ -304,7 +322,7 @@ def occupancy_mesh(out, mask: torch.Tensor | None, spec, faces: int = 5124, smoo
         from recon_core.repair import make_printable
 
         box = np.array([[-0.2, -0.2, -0.2], [0.2, 0.2, 0.2]])
-        return make_printable(box, np.zeros((0, 3), dtype=np.int64), smooth_iterations=0)
+        return (*make_printable(box, np.zeros((0, 3), dtype=np.int64), smooth_iterations=0), None)
     verts, tris = mesh_occupancy(values, camera, spec, level)
     verts, tris = _drop_specks(verts @ VIEW_TO_OUTPUT.T, tris)
     log_.note(f"occupancy meshed by marching tetrahedra: {len(tris)} faces")
@@ -315,15 +333,16 @@ def occupancy_mesh(out, mask: torch.Tensor | None, spec, faces: int = 5124, smoo
     candidates.append(("as meshed", verts, tris))
     for name, cv, cf in candidates:
         cv = _float32_exact(cv)
-        if check_printable(cv, cf).ok:
+        report = check_printable(cv, cf)
+        if report.ok:
             log_.note(f"kept the {name} mesh ({len(cf)} faces)")
             if name != "as meshed" and smooth_iterations:
                 log_.smoothing_iterations = smooth_iterations
-            return cv, cf, log_
+            return cv, cf, log_, report
         log_.note(f"the {name} mesh failed the printable check")
     from recon_core.repair import make_printable
 
-    return make_printable(verts, tris, smooth_iterations=0)
+    return (*make_printable(verts, tris, smooth_iterations=0), None)
 
 
 SIMPLIFY_ATTEMPTS = ((7, 1.0), (3, 1.0), (3, 1.6), (3, 2.5))
