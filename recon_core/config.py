@@ -115,6 +115,13 @@ class ModelConfig:
         if self.hidden_dim % self.attention_heads:
             raise ValueError("hidden_dim must be divisible by attention_heads")
 
+    @property
+    def grid_spec(self):
+        """The :class:`recon_core.occupancy.GridSpec` of a ``coarse="occupancy"`` model's frustum grid."""
+        from recon_core.occupancy import GridSpec
+
+        return GridSpec(self.occupancy_resolution, self.occupancy_depth_bins, self.occupancy_depth_range)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -101,8 +101,7 @@ class ReconstructionNet(nn.Module):
     @property
     def grid_spec(self) -> GridSpec:
         """The frustum grid of a ``coarse="occupancy"`` model."""
-        c = self.config
-        return GridSpec(c.occupancy_resolution, c.occupancy_depth_bins, c.occupancy_depth_range)
+        return self.config.grid_spec
 
     def forward(
         self,

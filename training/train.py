@@ -216,13 +216,9 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
 
         dataset = SyntheticViews(cfg.data.synthetic, cfg.model.image_size, cfg.data.num_points, cfg.run.seed)
     if dataset is None:
-        from recon_core.occupancy import GridSpec
         from training.dataset import RenderedViews
 
-        m = cfg.model
-        grid = None
-        if m.coarse == "occupancy":
-            grid = GridSpec(m.occupancy_resolution, m.occupancy_depth_bins, m.occupancy_depth_range)
+        grid = cfg.model.grid_spec if cfg.model.coarse == "occupancy" else None
         dataset = RenderedViews(cfg.data.shapenet, cfg.data.renders, "train", image_size=cfg.model.image_size,
                                 num_points=cfg.data.num_points, augment=cfg.data.augment, seed=cfg.run.seed,
                                 occupancy=grid, backgrounds=cfg.data.backgrounds)
