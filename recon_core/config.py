@@ -47,6 +47,9 @@ class ModelConfig:
     """coarse="occupancy": depth bins of the frustum grid."""
     occupancy_depth_range: float = 0.75
     """coarse="occupancy": half of the grid's depth range, in crop units (the crop's side is 1)."""
+    occupancy_refine: bool = False
+    """coarse="occupancy": the refiner stages move the vertices of the occupancy's mesh (a model trained
+    with them, training/configs/occupancy_refine.yaml); False: the occupancy's mesh is the output."""
     ico_level: int = 2
     """Level of the coarse ico-sphere (2: 162 vertices)."""
     sphere_radius: float = 0.3

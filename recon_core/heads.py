@@ -34,6 +34,8 @@ class OccupancyOutput:
         normals: (B, 3, h, w) unnormalised camera-frame surface normals.
         camera: (B, 3) ``(log s, p_cx - 0.5, p_cy - 0.5)`` of :class:`recon_core.occupancy.GridCamera`.
         category_logits: (B, K).
+        pyramid: the encoder's feature maps (B, C, h_l, w_l), which the refiner stages sample
+            (:meth:`recon_core.model.ReconstructionNet.refine_mesh`); None when not kept.
     """
 
     occupancy_logits: torch.Tensor
@@ -42,6 +44,7 @@ class OccupancyOutput:
     normals: torch.Tensor
     camera: torch.Tensor
     category_logits: torch.Tensor
+    pyramid: list[torch.Tensor] | None = None
 
 
 def _conv(cin: int, cout: int) -> nn.Sequential:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from recon_core.camera import VIEW_TO_OUTPUT
 from recon_core.categories import CATEGORIES, category_by_name
@@ -197,13 +198,33 @@ class Reconstructor:
             # logits resampled like occupancy_mesh's (bilinear), -30 outside the crop (sigmoid ~ 0)
             mask = torch.from_numpy(uncrop_mask(logits, prepared.box, prepared.original_size, fill=-30.0))
             mask = mask.sigmoid().numpy()
+        refine = None
+        if self.model.config.occupancy_refine:
+            refine = self._refiner(out, probs if cat_index is None else np.eye(len(probs))[cat_index], timings)
         with _timed(timings, "mesh"):
             verts, faces, repair_log, report = _occupancy_mesh(
                 out, prepared.mask, self.model.grid_spec, faces=2 * (vertices or self.model.config.vertices),
-                smooth_iterations=SMOOTH_ITERATIONS if smooth else 0)
+                smooth_iterations=SMOOTH_ITERATIONS if smooth else 0, refine=refine)
         result = self._finish(verts, faces, repair_log, used, probs, height_mm, timings, [], report)
         result.mask = mask
         return result
+
+    def _refiner(self, out, category_probs: np.ndarray, timings: dict[str, float]):
+        """``(verts (V, 3) view frame, faces) -> refined (V, 3)``: the model's refiner stages on one mesh of ``out``."""
+        from recon_core.occupancy import GridCamera
+        from recon_core.topology import MeshGraph
+
+        camera = GridCamera.from_prediction(out.camera[0].float().cpu().numpy())
+        probs = torch.as_tensor(category_probs, dtype=torch.float32)[None]
+        pyramid = [p.float() for p in out.pyramid]
+
+        def refine(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
+            with _timed(timings, "refiner"):
+                v = torch.as_tensor(verts, dtype=torch.float32)
+                stages = self.model.refine_mesh(pyramid, v, MeshGraph(faces, len(verts)), camera, probs)
+                return stages[-1].double().cpu().numpy()
+
+        return refine
 
     def _finish(self, verts: np.ndarray, faces: np.ndarray, repair_log, used: str, probs: np.ndarray,
                 height_mm: float | None, timings: dict[str, float], notes: list[str],
@@ -293,46 +314,30 @@ def occupancy_mesh(out, mask: torch.Tensor | None, spec, faces: int = 5124, smoo
     return verts, tris, log
 
 
-def _occupancy_mesh(out, mask: torch.Tensor | None, spec, faces: int, smooth_iterations: int
+def _occupancy_mesh(out, mask: torch.Tensor | None, spec, faces: int, smooth_iterations: int, refine=None
                     ) -> tuple[np.ndarray, np.ndarray, RepairLog, PrintableReport | None]:
     """:func:`occupancy_mesh`, plus the printable report of the returned mesh when it was checked
-    as returned (None when the repair chain made it), so the caller need not check it again."""
-    import torch.nn.functional as F
+    as returned (None when the repair chain made it), so the caller need not check it again.
 
-    from recon_core.occupancy import DEFAULT_DISTANCE, GridCamera, carve, mesh_occupancy
-    from recon_core.repair import taubin_smooth
-
-    k = OCCUPANCY_UPSAMPLE
-    logits = out.occupancy_logits[:1].float()  # (1, Z, N, N)
-    z, n = logits.shape[1], logits.shape[2]
-    probs = F.interpolate(logits[:, None], size=(z * k, n * k, n * k), mode="trilinear", align_corners=False)
-    probs = probs.sigmoid()[0, 0].cpu().numpy()
-    if mask is None:
-        mask = F.interpolate(out.mask_logits[:1].float(), size=(n * k * 4, n * k * 4), mode="bilinear",
-                             align_corners=False).sigmoid()[0, 0]
-    coverage = F.adaptive_avg_pool2d(mask.float()[None, None].cpu(), (n * k, n * k))[0, 0].numpy()
-    values = carve(probs, coverage)
-    level = ISO_LEVEL if values.max() > ISO_LEVEL else 0.5 * float(values.max())
-    cam = out.camera[0].float().cpu().numpy()
-    camera = GridCamera(scale=float(np.exp(cam[0])), principal=(0.5 + float(cam[1]), 0.5 + float(cam[2])),
-                        distance=DEFAULT_DISTANCE)
+    ``refine``: a function ``(verts (V, 3) view frame, faces (F, 3)) -> (V, 3) view frame`` (the
+    model's refiner stages, :meth:`recon_core.model.ReconstructionNet.refine_mesh`) applied to the
+    first coarse mesh; its result is tried first, the coarse meshes after it.
+    """
     log_ = RepairLog(path="original", input_closed_manifold=True)
-    if not level > 0:
+    if mask is None:
+        n = out.occupancy_logits.shape[-1]
+        mask = F.interpolate(out.mask_logits[:1].float(), size=(n * OCCUPANCY_UPSAMPLE * 4,) * 2, mode="bilinear",
+                             align_corners=False).sigmoid()[0, 0]
+    candidates = coarse_surfaces(out.occupancy_logits[0], mask, out.camera[0], spec, faces, smooth_iterations, log_)
+    if not candidates:
         log_.note("the occupancy grid is empty: a box stands in for the object")
-        from recon_core.repair import make_printable
-
         box = np.array([[-0.2, -0.2, -0.2], [0.2, 0.2, 0.2]])
         return (*make_printable(box, np.zeros((0, 3), dtype=np.int64), smooth_iterations=0), None)
-    verts, tris = mesh_occupancy(values, camera, spec, level)
-    verts, tris = _drop_specks(verts @ VIEW_TO_OUTPUT.T, tris)
-    log_.note(f"occupancy meshed by marching tetrahedra: {len(tris)} faces")
-    smoothed = taubin_smooth(verts, tris, smooth_iterations) if smooth_iterations else verts
-    candidates = _simplified(smoothed, tris, faces, log_)
-    if smooth_iterations:
-        candidates.append(("smoothed", smoothed, tris))
-    candidates.append(("as meshed", verts, tris))
+    if refine is not None:
+        _, cv, cf = candidates[0]
+        candidates.insert(0, ("refined", refine(cv, cf), cf))
     for name, cv, cf in candidates:
-        cv = _float32_exact(cv)
+        cv = _float32_exact(cv @ VIEW_TO_OUTPUT.T)
         report = check_printable(cv, cf)
         if report.ok:
             log_.note(f"kept the {name} mesh ({len(cf)} faces)")
@@ -340,9 +345,58 @@ def _occupancy_mesh(out, mask: torch.Tensor | None, spec, faces: int, smooth_ite
                 log_.smoothing_iterations = smooth_iterations
             return cv, cf, log_, report
         log_.note(f"the {name} mesh failed the printable check")
-    from recon_core.repair import make_printable
+    _, verts, tris = candidates[-1]
+    return (*make_printable(verts @ VIEW_TO_OUTPUT.T, tris, smooth_iterations=0), None)
 
-    return (*make_printable(verts, tris, smooth_iterations=0), None)
+
+def coarse_surfaces(logits: torch.Tensor, mask: torch.Tensor, camera: torch.Tensor, spec, faces: int,
+                    smooth_iterations: int, log_: RepairLog | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The meshes of one frustum occupancy, best first, in the view frame (not yet checked).
+
+    The probabilities are upsampled (:data:`OCCUPANCY_UPSAMPLE`), carved by ``mask`` (its share of
+    each cell's pixels), meshed by marching tetrahedra at :data:`ISO_LEVEL` (half the maximum when
+    nothing reaches it) with the predicted grid camera, specks dropped; then Taubin-smoothed and
+    simplified to about ``faces`` triangles. Training's refiner sees the first of them, as inference does.
+
+    Args:
+        logits: (Z, N, N) occupancy logits.
+        mask: (S, S) float object mask of the crop in [0, 1].
+        camera: (3,) predicted ``(log s, p_cx - 0.5, p_cy - 0.5)``.
+        spec: the grid's :class:`recon_core.occupancy.GridSpec`.
+        faces: target triangle count of the simplification.
+        smooth_iterations: Taubin iterations (0: none).
+        log_: notes of what was done, or None.
+
+    Returns:
+        ``[(name, verts (V, 3) float64 view frame, faces (F, 3) int64), ...]`` among ("simplified",
+        "smoothed", "as meshed"), the best first; ``[]`` when the grid is empty.
+    """
+    from recon_core.occupancy import GridCamera, carve, mesh_occupancy
+    from recon_core.repair import taubin_smooth
+
+    if log_ is None:  # nobody reads the notes (training): keep them off the log
+        log_ = RepairLog(path="original", input_closed_manifold=True)
+        log_.note = log_.steps.append
+    k = OCCUPANCY_UPSAMPLE
+    logits = logits.detach().float()[None, None]  # (1, 1, Z, N, N)
+    z, n = logits.shape[2], logits.shape[3]
+    probs = F.interpolate(logits, size=(z * k, n * k, n * k), mode="trilinear", align_corners=False)
+    probs = probs.sigmoid()[0, 0].cpu().numpy()
+    coverage = F.adaptive_avg_pool2d(mask.detach().float()[None, None].cpu(), (n * k, n * k))[0, 0].numpy()
+    values = carve(probs, coverage)
+    level = ISO_LEVEL if values.max() > ISO_LEVEL else 0.5 * float(values.max())
+    if not level > 0:
+        return []
+    grid_camera = GridCamera.from_prediction(camera.detach().float().cpu().numpy())
+    verts, tris = mesh_occupancy(values, grid_camera, spec, level)
+    verts, tris = _drop_specks(verts, tris)
+    log_.note(f"occupancy meshed by marching tetrahedra: {len(tris)} faces")
+    smoothed = taubin_smooth(verts, tris, smooth_iterations) if smooth_iterations else verts
+    candidates = _simplified(smoothed, tris, faces, log_)
+    if smooth_iterations:
+        candidates.append(("smoothed", smoothed, tris))
+    candidates.append(("as meshed", verts, tris))
+    return candidates
 
 
 SIMPLIFY_ATTEMPTS = ((7, 1.0), (3, 1.0), (3, 1.6), (3, 2.5))

@@ -15,10 +15,10 @@ from torch import nn
 from recon_core.config import VERTEX_SCHEDULES, ModelConfig
 from recon_core.encoder import ImageEncoder
 from recon_core.heads import OccupancyHeads, OccupancyOutput
-from recon_core.occupancy import GridSpec
+from recon_core.occupancy import GridCamera, GridSpec, project_view
 from recon_core.refiner import RefinerStage
 from recon_core.retrieval import ShapeBank
-from recon_core.topology import IcoTopology, vertex_count
+from recon_core.topology import IcoTopology, MeshGraph, vertex_count
 
 __all__ = ["ReconstructionNet", "ReconOutput", "build_model"]
 
@@ -125,7 +125,9 @@ class ReconstructionNet(nn.Module):
             raise ValueError(f"images must be (B, 3, S, S), got {tuple(images.shape)}")
         if self.heads is not None:
             pyramid, global_feature = self.encoder(images)
-            return self.heads(pyramid[0], global_feature, self.category_head(global_feature))
+            out = self.heads(pyramid[0], global_feature, self.category_head(global_feature))
+            out.pyramid = pyramid
+            return out
         schedule = VERTEX_SCHEDULES.get(vertices or c.vertices)
         if schedule is None:
             raise ValueError(f"vertices must be one of {sorted(VERTEX_SCHEDULES)}, got {vertices}")
@@ -157,6 +159,39 @@ class ReconstructionNet(nn.Module):
             stage_verts.append(verts)
             levels.append(level)
         return ReconOutput(coarse, stage_verts, levels, c.ico_level, logits)
+
+    def refine_mesh(
+        self,
+        pyramid: list[torch.Tensor],
+        verts: torch.Tensor,
+        graph: MeshGraph,
+        camera: GridCamera,
+        category_probs: torch.Tensor,
+    ) -> list[torch.Tensor]:
+        """The refiner stages on one picture's occupancy mesh (``coarse="occupancy"``, any topology).
+
+        Each stage samples the picture where the vertices project through the grid's camera
+        (:func:`recon_core.occupancy.project_view`), so the features under a vertex are those of
+        the pixels it covers, and moves them (:class:`recon_core.refiner.RefinerStage`); the faces stay.
+
+        Args:
+            pyramid: the picture's feature maps, (1, C, h_l, w_l) each (:attr:`OccupancyOutput.pyramid`).
+            verts: (V, 3) float view-frame vertices of the mesh (:func:`recon_core.occupancy.mesh_occupancy`).
+            graph: the mesh's :class:`recon_core.topology.MeshGraph`.
+            camera: the :class:`recon_core.occupancy.GridCamera` the mesh was made with.
+            category_probs: (1, K) category probabilities (one-hot when the category is given).
+
+        Returns:
+            The (V, 3) vertices after each stage.
+        """
+        size = self.config.image_size
+        x, feats = verts[None], None
+        out = []
+        for stage in self.stages:
+            uv = project_view(x, camera, size)
+            x, feats = stage(x, feats, pyramid, self.encoder.strides, size, category_probs, graph, uv=uv)
+            out.append(x[0])
+        return out
 
 
 def build_model(config: ModelConfig) -> ReconstructionNet:

@@ -95,6 +95,12 @@ class GridCamera:
     principal: tuple[float, float]
     distance: float = DEFAULT_DISTANCE
 
+    @classmethod
+    def from_prediction(cls, camera, distance: float = DEFAULT_DISTANCE) -> "GridCamera":
+        """The camera of a network's (3,) ``(log s, p_cx - 0.5, p_cy - 0.5)`` (:class:`recon_core.heads.OccupancyOutput`)."""
+        c = [float(x) for x in camera]
+        return cls(scale=float(np.exp(c[0])), principal=(0.5 + c[1], 0.5 + c[2]), distance=distance)
+
     @property
     def focal(self) -> float:
         """f_c, the focal length in crop units."""

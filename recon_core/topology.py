@@ -140,7 +140,8 @@ class MeshGraph:
         self.num_verts = int(faces.max()) + 1 if num_verts is None else int(num_verts)
         pairs = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2).sort(dim=1).values  # (3F, 2), low index first
         self._faces = faces  # (F, 3)
-        self._edges = torch.unique(pairs, dim=0)  # (E, 2), rows in lexicographic order
+        keys = torch.unique(pairs[:, 0] * self.num_verts + pairs[:, 1])  # sorted: rows in lexicographic order
+        self._edges = torch.stack([keys // self.num_verts, keys % self.num_verts], dim=1)  # (E, 2)
 
     def faces(self, level: int | None = None) -> torch.Tensor:
         """(F, 3) long faces; ``level`` is ignored."""

@@ -57,6 +57,8 @@ class LossConfig:
     """Side of the differentiable silhouette/depth renders."""
     num_samples: int = 2048
     """Points sampled from each predicted mesh for Chamfer and normal losses."""
+    refine_faces: int = 2000
+    """model.occupancy_refine: triangles of the occupancy meshes the refiner stages train on (decimated to it)."""
     occupancy: float = 1.0
     """model.coarse=occupancy: binary cross-entropy of the frustum cells."""
     dice: float = 1.0
@@ -83,6 +85,9 @@ class OptimConfig:
     freeze_encoder: bool = False
     """Train only the coarse head and the refiner: the image encoder and the category head keep their
     weights and their BatchNorm statistics (fine-tuning a trained model's shape stages on a CPU)."""
+    freeze_heads: bool = False
+    """coarse="occupancy": keep the occupancy heads' weights too (with ``freeze_encoder``: train the refiner
+    stages alone, on the meshes of a trained occupancy network)."""
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from recon_core.weights import atomic_write_bytes, load_model, save_model
 from training.config import TrainConfig, load_train_config
 from training.sampling import StepBatchSampler, category_item_weights
 
-__all__ = ["main", "train", "train_step", "compute_loss", "occupancy_loss"]
+__all__ = ["main", "train", "train_step", "compute_loss", "occupancy_loss", "refine_loss"]
 
 log = logging.getLogger("recon-train")
 
@@ -56,7 +56,13 @@ def compute_loss(model, out: ReconOutput, batch: dict, cfg: TrainConfig) -> tupl
         batch: a collated :class:`training.dataset.RenderedViews` batch.
     """
     if isinstance(out, OccupancyOutput):
-        return occupancy_loss(out, batch, cfg)
+        total, parts = occupancy_loss(out, batch, cfg)
+        if model.config.occupancy_refine:
+            refined, refine_parts = refine_loss(model, out, batch, cfg)
+            total = total + refined
+            parts.update(refine_parts)
+            parts["total"] = float(total.detach())
+        return total, parts
     lc = cfg.loss
     points, normals = batch["points"], batch["normals"]  # (B, N, 3) view frame
     weights = LossWeights(chamfer=lc.chamfer, normal=lc.normal, edge=lc.edge, laplacian=lc.laplacian,
@@ -142,6 +148,66 @@ def occupancy_loss(out: OccupancyOutput, batch: dict, cfg: TrainConfig) -> tuple
     out_parts = {k: float(v.detach()) for k, v in parts.items()}
     out_parts["total"] = float(total.detach())
     return total, out_parts
+
+
+def refine_loss(model, out: OccupancyOutput, batch: dict, cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """The refiner stages' losses on the occupancy meshes (``model.occupancy_refine``).
+
+    Each picture's occupancy is meshed as inference meshes it (:func:`recon_core.inference.coarse_surfaces`:
+    carved by the render's mask, as a picture with transparency is, with the predicted grid camera;
+    no gradient flows into the occupancy through the meshing), the stages move its vertices
+    (:meth:`recon_core.model.ReconstructionNet.refine_mesh`), and every stage gets Chamfer, normal,
+    edge and Laplacian losses against the view-frame target points, averaged over the stages.
+    ``chamfer/coarse`` (logged, not trained) is the occupancy mesh's own Chamfer distance.
+    """
+    from pytorch3d.structures import Meshes
+
+    from recon_core.inference import SMOOTH_ITERATIONS, coarse_surfaces
+    from recon_core.occupancy import GridCamera
+    from recon_core.topology import MeshGraph
+
+    lc = cfg.loss
+    spec = model.grid_spec
+    logits = out.category_logits.detach().float()
+    probs = logits.softmax(dim=-1)
+    known = batch["category"] >= 0
+    probs[known] = F.one_hot(batch["category"][known], probs.shape[-1]).float()
+    coarse, stages, faces, rows = [], [[] for _ in model.stages], [], []
+    for b in range(out.camera.shape[0]):
+        meshes = coarse_surfaces(out.occupancy_logits[b], batch["mask"][b], out.camera[b], spec,
+                                 lc.refine_faces, SMOOTH_ITERATIONS)
+        if not meshes:
+            continue
+        _, v, f = meshes[0]
+        v = torch.as_tensor(v, dtype=torch.float32, device=out.camera.device)
+        f = torch.as_tensor(f, dtype=torch.long, device=out.camera.device)
+        camera = GridCamera.from_prediction(out.camera[b].detach().float().cpu().numpy())
+        moved = model.refine_mesh([p[b:b + 1].float() for p in out.pyramid], v, MeshGraph(f, len(v)), camera,
+                                  probs[b:b + 1])
+        for s, x in zip(stages, moved):
+            s.append(x)
+        coarse.append(v)
+        faces.append(f)
+        rows.append(b)
+    if not rows:
+        return torch.zeros((), dtype=torch.float32), {}
+    points, normals = batch["points"][rows], batch["normals"][rows]
+    weights = LossWeights(chamfer=lc.chamfer, normal=lc.normal, edge=lc.edge, laplacian=lc.laplacian,
+                          silhouette=0.0, depth=0.0)
+    total = torch.zeros((), dtype=torch.float32)
+    parts: dict[str, float] = {}
+    for i, verts in enumerate(stages):
+        loss, stage_parts = mesh_loss(Meshes(verts=verts, faces=faces), points, normals, weights,
+                                      num_samples=lc.num_samples)
+        total = total + loss / len(stages)
+        for k, v in stage_parts.items():
+            parts[f"{k}/{i}"] = float(v.detach())
+    with torch.no_grad():
+        _, coarse_parts = mesh_loss(Meshes(verts=coarse, faces=faces), points, normals, weights,
+                                    num_samples=lc.num_samples)
+    parts["chamfer/coarse"] = float(coarse_parts["chamfer"])
+    parts["refine"] = float(total.detach())
+    return total, parts
 
 
 def _silhouette_target(batch: dict) -> SilhouetteTarget:
@@ -238,6 +304,8 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
     if cfg.optim.freeze_encoder:
         for module in (model.encoder, model.category_head):
             module.requires_grad_(False)
+    if cfg.optim.freeze_heads and model.heads is not None:
+        model.heads.requires_grad_(False)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
