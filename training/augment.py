@@ -33,7 +33,9 @@ __all__ = [
     "paper",
     "synthetic_background",
     "photometric",
+    "light_falloff",
     "lighting_gradient",
+    "jpeg_round_trip",
     "jpeg_recompress",
 ]
 
@@ -147,14 +149,17 @@ def synthetic_background(rng: np.random.Generator, shape: tuple[int, int]) -> np
     return np.clip(c0 + t[..., None] * (c1 - c0), 0, 255)
 
 
-def lighting_gradient(rng: np.random.Generator, size: int) -> torch.Tensor:
-    """(size, size) float32 factor in [1 - strength, 1]: a linear or radial fall-off of the light.
+def light_falloff(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) float32 factor in [1 - strength, 1]: a linear or radial fall-off of the light.
 
     Linear: darkening along a random direction. Radial: bright around a random point, darker
     with the distance from it (a lamp, a vignette). ``strength`` is drawn from [0.2, 0.6].
+    Coordinates are fractions of the width and height.
     """
+    h, w = shape
     strength = float(rng.uniform(0.2, 0.6))
-    v, u = (np.mgrid[0:size, 0:size].astype(np.float32) + 0.5) / size
+    v, u = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
+    u, v = u / w, v / h
     if rng.random() < 0.5:
         angle = rng.uniform(0.0, 2.0 * math.pi)
         t = (u - 0.5) * math.cos(angle) + (v - 0.5) * math.sin(angle)
@@ -163,17 +168,27 @@ def lighting_gradient(rng: np.random.Generator, size: int) -> torch.Tensor:
         cu, cv = rng.uniform(0.0, 1.0, 2)
         radius = float(rng.uniform(0.5, 1.2))
         t = np.clip(np.hypot(u - cu, v - cv) / radius, 0.0, 1.0) ** 2
-    return torch.from_numpy((1.0 - strength * t).astype(np.float32))
+    return (1.0 - strength * t).astype(np.float32)
+
+
+def lighting_gradient(rng: np.random.Generator, size: int) -> torch.Tensor:
+    """(size, size) float32 tensor: :func:`light_falloff` of a square picture."""
+    return torch.from_numpy(light_falloff(rng, (size, size)))
+
+
+def jpeg_round_trip(pixels: np.ndarray, quality: int) -> np.ndarray:
+    """(H, W, 3) uint8 saved as a JPEG of ``quality`` (Pillow, in memory) and read back: (H, W, 3) uint8."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)).save(buf, format="JPEG", quality=int(quality))
+    buf.seek(0)
+    with Image.open(buf) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
 
 
 def jpeg_recompress(image: torch.Tensor, quality: int) -> torch.Tensor:
-    """(3, S, S) float32 in [0, 1] saved as a JPEG of ``quality`` (Pillow, in memory) and read back."""
+    """(3, S, S) float32 in [0, 1] through :func:`jpeg_round_trip` at ``quality``."""
     pixels = (image.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(pixels)).save(buf, format="JPEG", quality=int(quality))
-    buf.seek(0)
-    with Image.open(buf) as img:
-        back = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    back = jpeg_round_trip(pixels, quality).astype(np.float32) / 255.0
     return torch.from_numpy(np.ascontiguousarray(back.transpose(2, 0, 1)))
 
 

@@ -5,6 +5,7 @@ Run from the repository root::
     python training/evaluate.py --model models/default --split test --limit 50
     python training/evaluate.py --other-categories                 # the held-out categories (training/holdout.py)
     python training/evaluate.py --curve runs/train/checkpoints/   # F1@0.3 against training step
+    python training/evaluate.py --split val --style clipart        # the pictures redrawn (training/styles.py)
 
 Data layout (ShapeNet's, so ShapeNet or Pix3D arranged the same way works):
 
@@ -31,7 +32,14 @@ prediction is in the output frame, centred on the camera's look-at point like th
 truth, so ``p_cam = VIEW_TO_OUTPUT.T @ p_out + T``. Torch is seeded per sample, so the
 numbers are repeatable. Per-category numbers are means over that category's samples; the
 "mean" row is the mean over categories (as both papers report), the "all" row the mean over
-samples. The baselines are defined in :mod:`training.baselines`.
+samples. The baselines are defined in :mod:`training.baselines`. Our model's category
+prediction is scored too: its accuracy (images of the 13 categories only) and the expected
+calibration error of its confidence (:func:`expected_calibration_error`).
+
+Picture styles (``--style``, :mod:`training.styles`): every method sees each view redrawn by
+:func:`training.styles.stylize` (seeded with the sample's seed), without alpha for every style
+but ``clean``; the ground truth, the camera and the mask of the silhouette IoU stay the
+render's own (:func:`load_input` says why that is right for ``small_offcentre`` too).
 
 Held-out categories (:mod:`training.holdout`): never trained on and never in the baselines'
 index; ``--other-categories`` evaluates every model of them (all splits) instead of a split of
@@ -77,6 +85,7 @@ from training.baselines import (
 )
 from training.holdout import HELD_OUT_SYNSETS, is_held_out
 from training.readers.rules import EXTRA_SYNSETS
+from training.styles import STYLES
 
 __all__ = [
     "DataError",
@@ -91,8 +100,11 @@ __all__ = [
     "load_world_mesh",
     "load_view",
     "load_mask",
+    "load_depth",
+    "load_input",
     "point_metrics",
     "score_meshes",
+    "expected_calibration_error",
     "summarize",
     "format_table",
     "build_baseline_index",
@@ -131,7 +143,11 @@ _HEADERS = {
     "P2M-F@1e-04": "F@τ ↑",
     "P2M-F@2e-04": "F@2τ ↑",
     "Sil-IoU": "Sil-IoU ↑",
+    "CategoryAccuracy": "category ↑",
+    "CategoryECE": "ECE ↓",
 }
+_OURS_ONLY = ("CategoryAccuracy", "CategoryECE")
+"""Columns of our model's category prediction (:func:`summarize`), after ``printable``."""
 _LOWER_IS_BETTER = {"Chamfer-L2"}
 _MESH_NAMES = ("models/model_normalized.obj", "model_normalized.obj", "model.obj")
 _MESH_EXTS = (".obj", ".ply", ".off", ".stl", ".glb")
@@ -150,8 +166,21 @@ TABLE_NOTE = (
     "(Chamfer) of the category our model predicts, posed with the test view's TRUE rotation (\\* oracle pose); "
     "*nearest-view retrieval* = the training model of the nearest training view under a 32×32 silhouette + "
     "darkness embedding of the object crop, posed in that view's frame. Printable = share of our outputs passing "
-    "the printable check after repair."
+    "the printable check after repair. Category = share of our category predictions that are right (images of "
+    "the 13 categories); ECE = expected calibration error (×100) of that prediction's confidence (its top "
+    "probability; 10 equal-width bins), over all images."
 )
+STYLE_NOTES = {
+    "clean": "the renders as they are, with their alpha",
+    "background": "each object over a background photograph (or a synthetic background when there are none), "
+                  "no alpha",
+    "jpeg": "on white, JPEG re-compressed at quality 40-90, no alpha",
+    "clipart": "clip art: 3-6 flat colours, a thick dark outline and crease lines, on white, no alpha",
+    "pencil": "pencil drawings on tinted paper in uneven light, no alpha",
+    "small_offcentre": "each object at 25-45% of a white canvas twice the render's size, off centre, no alpha",
+    "no_alpha": "the renders on white, no alpha",
+}
+"""One phrase per picture style (:data:`training.styles.STYLES`) for the table's note."""
 
 
 class DataError(ValueError):
@@ -421,6 +450,64 @@ def load_mask(entry: ModelEntry, view: str, camera: Camera) -> np.ndarray:
     return mask
 
 
+def load_depth(entry: ModelEntry, view: str, camera: Camera) -> np.ndarray:
+    """(H, W) float32 camera-frame z of a rendered view, 0 off the object (``NNN_depth.npy``).
+
+    Raises:
+        DataError: the file is missing, unreadable or not of the camera's size.
+    """
+    path = entry.render_dir / f"{view}_depth.npy"
+    if not path.is_file():
+        raise DataError(f"The depth {path} is missing: picture styles draw from it; re-render this model "
+                        "(training/render.py writes it).")
+    try:
+        depth = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise DataError(f"The depth {path} cannot be read ({err}); re-render this model.") from None
+    if depth.shape != (camera.height, camera.width):
+        raise DataError(f"The depth {path} is {depth.shape} but its camera {camera.width}x{camera.height}; "
+                        "re-render this model.")
+    return depth.astype(np.float32)
+
+
+def load_input(
+    sample: Sample, style: str = "clean", backgrounds: Any = None
+) -> tuple[np.ndarray, np.ndarray | None, Camera, np.ndarray]:
+    """What every method sees of a sample, and what its silhouette is scored against.
+
+    ``clean``: the view as :func:`load_view` reads it. Any other style: the view redrawn by
+    :func:`training.styles.stylize` with the sample's seed, from its colour and alpha (the mask
+    when the PNG has none), mask and depth (:func:`load_depth`); the alpha is then dropped.
+
+    The camera and mask are always the render's own. For ``small_offcentre`` the picture is the
+    render's pixels moved by a similarity ``x' = s x + t`` (the object scaled about 25-45 % of a
+    larger canvas, shifted); its true camera is ``K' = [[s, 0, t_u], [0, s, t_v], [0, 0, 1]] @ K``
+    and its mask the render's moved the same way, so a mesh's silhouette moves with it and the
+    IoU (a ratio of areas) is the same, and measured at the render's resolution, exactly.
+
+    Args:
+        sample: the test image.
+        style: one of :data:`training.styles.STYLES`.
+        backgrounds: photographs of the ``background`` style (:class:`training.augment.BackgroundPhotos`
+            or a folder); None: synthetic backgrounds.
+
+    Returns:
+        ``(rgb, alpha, camera, mask)``: (H', W', 3) uint8 picture, (H', W') uint8 alpha or None,
+        the view's camera, its (H, W) bool mask (:func:`load_mask`).
+    """
+    from training.styles import stylize
+
+    rgb, alpha, cam, _ = load_view(sample.entry, sample.view)
+    mask = load_mask(sample.entry, sample.view, cam)
+    if style == "clean":
+        return rgb, alpha, cam, mask
+    depth = load_depth(sample.entry, sample.view, cam)
+    cover = alpha if alpha is not None else (mask * np.uint8(255))
+    rgba = np.concatenate([rgb, cover[..., None]], axis=2)
+    picture, picture_alpha = stylize(rgba, mask, depth, cam.K, style, sample.seed, backgrounds)
+    return picture, picture_alpha, cam, mask
+
+
 # -------------------------------------------------------------------------------------------- metrics
 
 
@@ -503,24 +590,76 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
+ECE_BINS = 10
+"""Equal-width confidence bins of :func:`expected_calibration_error`."""
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Expected calibration error of a classifier's top-probability confidence (Guo et al. 2017).
+
+    ``ECE = sum_b (n_b / N) |accuracy_b - confidence_b|`` over ``bins`` equal-width bins of the
+    confidence ``max_c probs[i, c]``, bin ``b`` holding the confidences in ``(b / bins, (b + 1) / bins]``
+    (the first also 0); a prediction is right when its arg-max is the label.
+
+    Args:
+        probs: (N, C) float class probabilities, N >= 1.
+        labels: (N,) int true class indices.
+        bins: number of bins.
+
+    Returns:
+        The ECE in [0, 1].
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels)
+    if probs.ndim != 2 or len(probs) == 0 or labels.shape != (len(probs),):
+        raise ValueError(f"probs must be (N, C) with N >= 1 and labels (N,), got {probs.shape} and {labels.shape}")
+    confidence = probs.max(axis=1)  # (N,)
+    correct = (probs.argmax(axis=1) == labels).astype(np.float64)  # (N,)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)  # (N,) bin of each
+    gap = np.bincount(which, weights=correct - confidence, minlength=bins)  # summed per bin
+    return float(np.abs(gap).sum() / len(probs))
+
+
+_CATEGORY_SYNSETS = tuple(c.synset for c in CATEGORIES)
+
+
+def _category_scores(recs: list[dict[str, Any]], with_ece: bool) -> dict[str, float]:
+    """``CategoryAccuracy`` (and with ``with_ece``, ``CategoryECE``) of our model on the records of the 13
+    categories that have its prediction; NaN without any."""
+    known = [r for r in recs if r.get("synset") in _CATEGORY_SYNSETS and "predicted_category" in r]
+    out = {"CategoryAccuracy": _mean([float(r["predicted_category"] == r["category"]) for r in known])}
+    if with_ece:
+        scored = [r for r in known if r.get("category_probs") is not None]
+        out["CategoryECE"] = (expected_calibration_error(
+            np.array([r["category_probs"] for r in scored]),
+            np.array([_CATEGORY_SYNSETS.index(r["synset"]) for r in scored])) if scored else float("nan"))
+    return out
+
+
 def summarize(records: list[dict[str, Any]], methods: tuple[str, ...] = METHODS) -> dict[str, Any]:
     """Aggregate per-sample records into per-category, class-mean and instance-mean tables.
 
     Args:
-        records: dicts with ``category`` (name), ``metrics`` (method -> metric -> value) and,
-            for our model, ``printable`` (bool).
+        records: dicts with ``category`` (name), ``synset``, ``metrics`` (method -> metric -> value)
+            and, for our model, ``printable`` (bool), ``predicted_category`` (name) and
+            ``category_probs`` ((13,) in ``CATEGORIES`` order, or None).
         methods: methods to aggregate (a method missing from a record is skipped there).
 
     Returns:
         ``{"per_category": {name: {"n": int, "methods": {method: {metric: mean}}}},
         "mean": {...same without per-category}, "all": {...}}``; ``ours`` also gets
-        ``Printable``, the share of its outputs that passed the printable check.
+        ``Printable``, the share of its outputs that passed the printable check, and
+        ``CategoryAccuracy``, the share of its category predictions that are right over the
+        images of the 13 categories (NaN without any; the mean row: the mean over categories);
+        the ``all`` row's ``ours`` also gets ``CategoryECE``, the
+        :func:`expected_calibration_error` of those predictions.
     """
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         groups[r["category"]].append(r)
 
-    def block(recs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    def block(recs: list[dict[str, Any]], with_ece: bool = False) -> dict[str, dict[str, float]]:
         out = {}
         for m in methods:
             have = [r["metrics"][m] for r in recs if m in r.get("metrics", {})]
@@ -529,6 +668,7 @@ def summarize(records: list[dict[str, Any]], methods: tuple[str, ...] = METHODS)
             out[m] = {k: _mean([h.get(k) for h in have]) for k in METRICS}
             if m == "ours":
                 out[m]["Printable"] = _mean([float(bool(r["printable"])) for r in recs if "printable" in r])
+                out[m].update(_category_scores(recs, with_ece))
         return out
 
     per_category = OrderedDict(
@@ -542,7 +682,7 @@ def summarize(records: list[dict[str, Any]], methods: tuple[str, ...] = METHODS)
     return {
         "per_category": per_category,
         "mean": {"n": len(records), "categories": len(per_category), "methods": class_mean},
-        "all": {"n": len(records), "methods": block(records)},
+        "all": {"n": len(records), "methods": block(records, with_ece=True)},
     }
 
 
@@ -553,7 +693,7 @@ def _fmt(metric: str, value: float | None) -> str:
         return f"{value:.3f}"
     if metric == "NormalConsistency":
         return f"{value:.3f}"
-    if metric == "Printable":
+    if metric in ("Printable", "CategoryAccuracy"):
         return f"{100 * value:.0f}%"
     return f"{100 * value:.1f}"
 
@@ -561,10 +701,12 @@ def _fmt(metric: str, value: float | None) -> str:
 def format_table(summary: dict[str, Any], methods: tuple[str, ...] = METHODS, note: str | None = None) -> str:
     """A markdown table: one block of rows per category (one row per method), then *mean* and *all*.
 
-    The best value of each metric within a block is bold.
+    The best value of each metric within a block is bold. The last columns are our model's
+    category accuracy and calibration error (:func:`summarize`), "—" where there are none.
     """
-    header = ["category", "n", "method"] + [_HEADERS[k] for k in METRICS] + ["printable"]
-    align = ["---", "--:", "---"] + ["--:"] * (len(METRICS) + 1)
+    header = ["category", "n", "method"] + [_HEADERS[k] for k in METRICS] + ["printable"] + [
+        _HEADERS[k] for k in _OURS_ONLY]
+    align = ["---", "--:", "---"] + ["--:"] * (len(METRICS) + 1 + len(_OURS_ONLY))
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
 
     def rows(label: str, n: int, block: dict[str, dict[str, float]]) -> None:
@@ -580,6 +722,7 @@ def format_table(summary: dict[str, Any], methods: tuple[str, ...] = METHODS, no
                 text = _fmt(k, block[m].get(k))
                 cells.append(f"**{text}**" if best.get(k) == m else text)
             cells.append(_fmt("Printable", block[m].get("Printable")) if "Printable" in block[m] else "—")
+            cells += [_fmt(k, block[m].get(k)) for k in _OURS_ONLY]
             lines.append("| " + " | ".join(cells) + " |")
 
     for name, cat in summary["per_category"].items():
@@ -748,6 +891,8 @@ def evaluate_samples(
     tile: int = 128,
     methods: tuple[str, ...] = METHODS,
     progress: bool = True,
+    style: str = "clean",
+    backgrounds: Any = None,
 ) -> EvalResult:
     """Run our model and the baselines on every sample; score them against the posed ground truth and the mask.
 
@@ -762,6 +907,8 @@ def evaluate_samples(
         train_by_id: model id -> training :class:`ModelEntry` (meshes of retrieved / mean shapes).
         num_samples: points sampled on each surface.
         sheet_count: samples kept for the contact sheet.
+        style: picture style every method sees (:func:`load_input`); the records name it.
+        backgrounds: photographs of the ``background`` style (:func:`load_input`).
     """
     from tqdm import tqdm
 
@@ -769,8 +916,7 @@ def evaluate_samples(
 
     records, sheet = [], []
     for s in tqdm(samples, desc="evaluate", unit="image", disable=not progress):
-        rgb, alpha, cam, _ = load_view(s.entry, s.view)
-        mask = load_mask(s.entry, s.view, cam)
+        rgb, alpha, cam, mask = load_input(s, style, backgrounds)
         gt_v, gt_f = load_world_mesh(s.entry.mesh_path)
         gt = Prediction(world_to_output(gt_v, cam.R), gt_f)
         preds: dict[str, Prediction] = {}
@@ -780,6 +926,7 @@ def evaluate_samples(
             "category": _category_name(s.entry.synset),
             "view": s.view,
             "seed": s.seed,
+            "style": style,
         }
         if "ours" in methods:
             start = time.perf_counter()
@@ -788,6 +935,8 @@ def evaluate_samples(
             rec["timings_ours"] = dict(getattr(out, "timings", {}))
             preds["ours"] = Prediction(np.asarray(out.verts, dtype=np.float64), np.asarray(out.faces, dtype=np.int64))
             rec["predicted_category"] = out.category
+            probs = getattr(out, "category_probs", None)
+            rec["category_probs"] = None if probs is None else [float(x) for x in np.asarray(probs).ravel()]
             rec["printable"] = bool(out.report.ok)
         if "sphere" in methods:
             v, f, box = sphere_baseline(rgb, alpha)
@@ -1098,8 +1247,11 @@ def evaluate_curve(
     samples: list[Sample],
     num_samples: int = 10000,
     progress: bool = True,
+    style: str = "clean",
+    backgrounds: Any = None,
 ) -> list[dict[str, float]]:
-    """Our model's metrics at each checkpoint on a fixed subset: one row per step.
+    """Our model's metrics at each checkpoint on a fixed subset (pictures of ``style``, :func:`load_input`): one
+    row per step.
 
     Each row: ``step``, ``F1@0.3`` and ``Chamfer-L2`` (means over the samples), ``printable``
     (share passing the check), ``n``.
@@ -1112,7 +1264,7 @@ def evaluate_curve(
     for step, stem in tqdm(checkpoints, desc="checkpoints", unit="ckpt", disable=not progress):
         rec = Reconstructor.from_file(stem)
         result = evaluate_samples(samples, rec.reconstruct, None, {}, num_samples, sheet_count=0,
-                                  methods=("ours",), progress=False)
+                                  methods=("ours",), progress=False, style=style, backgrounds=backgrounds)
         scores = [r["metrics"]["ours"] for r in result.records]
         rows.append({
             "step": step,
@@ -1207,6 +1359,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="evaluate the held-out categories instead (training/holdout.py: never trained on, in no "
                         "index): every model of theirs, whatever its split (--split is ignored)")
     p.add_argument("--sketches", action="store_true", help="evaluate the sketch views instead of the photo views")
+    p.add_argument("--style", choices=STYLES, default="clean",
+                   help="redraw every picture in this style first (training/styles.py; all but clean drop the "
+                        "alpha, so every method must find the object itself; default: clean)")
+    p.add_argument("--backgrounds", default="data/backgrounds",
+                   help="photographs of --style background (training/build_backgrounds.py; none: synthetic "
+                        "backgrounds; default: data/backgrounds)")
     p.add_argument("--out", default="runs/eval", help="output folder (default: runs/eval)")
     p.add_argument("--samples", type=int, default=10000, help="points sampled per surface (default: 10000)")
     p.add_argument("--sheet", type=int, default=8, help="images on the contact sheet (default: 8)")
@@ -1245,7 +1403,8 @@ def _run_curve(args: argparse.Namespace, test: list[ModelEntry], out: Path) -> i
     if any(r["n"] != len(samples) for r in earlier):
         raise DataError(f"--curve-earlier: {args.curve_earlier} was measured on other images than these "
                         f"{len(samples)}; use the same --curve-limit (and data set).")
-    rows = evaluate_curve(checkpoints, samples, args.samples, progress=not args.no_progress)
+    rows = evaluate_curve(checkpoints, samples, args.samples, progress=not args.no_progress, style=args.style,
+                          backgrounds=_backgrounds(args))
     rows = [r for r in earlier if r["step"] < rows[0]["step"]] + rows
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "curve.csv", "w", newline="") as f:
@@ -1256,8 +1415,22 @@ def _run_curve(args: argparse.Namespace, test: list[ModelEntry], out: Path) -> i
     for r in rows:
         print(f"step {r['step']:>8}  F1@0.3 {100 * r['F1@0.3']:5.1f}  Chamfer-L2 {r['Chamfer-L2']:.3f}  "
               f"printable {100 * r['printable']:.0f}%")
-    print(f"wrote {out / 'curve.csv'} and {out / 'curve.png'} ({len(samples)} images per checkpoint)")
+    print(f"wrote {out / 'curve.csv'} and {out / 'curve.png'} ({len(samples)} images per checkpoint, "
+          f"style {args.style})")
     return 0
+
+
+def _backgrounds(args: argparse.Namespace):
+    """The photographs of ``--style background`` (None for other styles), with a warning when there are none."""
+    if args.style != "background":
+        return None
+    from training.augment import BackgroundPhotos
+
+    photos = BackgroundPhotos(args.backgrounds)
+    if not photos.available:
+        log.warning("no background photographs in %s: synthetic backgrounds only "
+                    "(python training/build_backgrounds.py)", args.backgrounds)
+    return photos
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -1293,12 +1466,13 @@ def _run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = evaluate_samples(
         samples, rec.reconstruct, index, {e.model_id: e for e in train}, args.samples, args.sheet, args.tile,
-        methods, progress=not args.no_progress,
+        methods, progress=not args.no_progress, style=args.style, backgrounds=_backgrounds(args),
     )
     summary = summarize(result.records, methods)
     images = (f"images of the {len(HELD_OUT_SYNSETS)} held-out categories, all splits, never trained on"
               if args.other_categories else f"{args.split} images")
-    note = TABLE_NOTE.format(n=len(samples), images=images, views=args.views_per_model, samples=args.samples)
+    note = (f"Picture style *{args.style}*: {STYLE_NOTES[args.style]} (training/styles.py). "
+            + TABLE_NOTE.format(n=len(samples), images=images, views=args.views_per_model, samples=args.samples))
     fallbacks = sum(bool(r.get("mean_shape_fallback")) for r in result.records)
     if fallbacks:
         note += (f" For {fallbacks} image(s) the predicted category has no training model: the mean shape there is "
@@ -1317,6 +1491,8 @@ def _run(args: argparse.Namespace) -> int:
         "shapenet": str(args.shapenet),
         "renders": str(args.renders),
         "views_per_model": args.views_per_model,
+        "style": args.style,
+        "sketches": args.sketches,
         "images": len(samples),
         "num_samples": args.samples,
         "baseline_index": str(cache_path) if cache_path else None,
