@@ -445,6 +445,28 @@ def test_oracle_prediction_scores_near_perfect(dataset):
         assert ours["Sil-IoU"] > 0.999 and ours["Sil-IoU"] > sphere["Sil-IoU"]  # the fake renders' own rasteriser
 
 
+def test_a_refused_picture_is_a_scored_miss_not_a_crash(dataset):
+    """A model that finds no object in a picture (ImageError) scores 0 there; the run goes on."""
+    from recon_core.image import ImageError
+
+    shapenet, renders = dataset
+    samples = ev.select_samples(ev.discover(shapenet, renders, "test"), 1)[:2]
+
+    def refuse(rgb, alpha):
+        raise ImageError("No object found in the picture")
+
+    result = ev.evaluate_samples(samples, refuse, None, {}, num_samples=500, sheet_count=1, tile=32,
+                                 methods=("ours", "sphere"), progress=False)
+    assert len(result.records) == 2
+    for r in result.records:
+        assert r["refused"].startswith("No object found") and "printable" not in r
+        assert r["metrics"]["ours"]["F1@0.3"] == 0.0 and r["metrics"]["ours"]["Sil-IoU"] == 0.0
+        assert r["metrics"]["ours"]["Chamfer-L2"] is None
+        assert r["metrics"]["sphere"]["Sil-IoU"] > 0
+    s = ev.summarize(result.records, ("ours", "sphere"))
+    assert s["all"]["methods"]["ours"]["F1@0.3"] == 0.0
+
+
 def _check_ranges(block: dict) -> None:
     for method, m in block.items():
         assert m["Chamfer-L2"] >= 0, method

@@ -912,7 +912,7 @@ def evaluate_samples(
     """
     from tqdm import tqdm
 
-    from recon_core.image import prepare_image
+    from recon_core.image import ImageError, prepare_image
 
     records, sheet = [], []
     for s in tqdm(samples, desc="evaluate", unit="image", disable=not progress):
@@ -930,14 +930,20 @@ def evaluate_samples(
         }
         if "ours" in methods:
             start = time.perf_counter()
-            out = reconstruct(rgb, alpha)
+            try:
+                out = reconstruct(rgb, alpha)
+            except ImageError as err:  # the picture was refused ("No object found"): a miss, not a crash
+                out = None
+                rec["refused"] = str(err)
             rec["seconds_ours"] = time.perf_counter() - start
-            rec["timings_ours"] = dict(getattr(out, "timings", {}))
-            preds["ours"] = Prediction(np.asarray(out.verts, dtype=np.float64), np.asarray(out.faces, dtype=np.int64))
-            rec["predicted_category"] = out.category
-            probs = getattr(out, "category_probs", None)
-            rec["category_probs"] = None if probs is None else [float(x) for x in np.asarray(probs).ravel()]
-            rec["printable"] = bool(out.report.ok)
+            if out is not None:
+                rec["timings_ours"] = dict(getattr(out, "timings", {}))
+                preds["ours"] = Prediction(np.asarray(out.verts, dtype=np.float64),
+                                           np.asarray(out.faces, dtype=np.int64))
+                rec["predicted_category"] = out.category
+                probs = getattr(out, "category_probs", None)
+                rec["category_probs"] = None if probs is None else [float(x) for x in np.asarray(probs).ravel()]
+                rec["printable"] = bool(out.report.ok)
         if "sphere" in methods:
             v, f, box = sphere_baseline(rgb, alpha)
             preds["sphere"] = Prediction(v, f)
@@ -961,6 +967,8 @@ def evaluate_samples(
         scores = score_meshes([preds[m] for m in names], gt, num_samples=num_samples, seed=s.seed)
         rec["metrics"] = {m: {**score, "Sil-IoU": silhouette_iou(preds[m].verts, preds[m].faces, cam, mask)}
                           for m, score in zip(names, scores)}
+        if "refused" in rec:  # no mesh: nothing found, nothing covered; the distances have no value
+            rec["metrics"]["ours"] = {k: (None if k in ("Chamfer-L2", "NormalConsistency") else 0.0) for k in METRICS}
         rec["seconds_metrics"] = time.perf_counter() - start
         records.append(rec)
         if len(sheet) < sheet_count:
@@ -1473,6 +1481,10 @@ def _run(args: argparse.Namespace) -> int:
               if args.other_categories else f"{args.split} images")
     note = (f"Picture style *{args.style}*: {STYLE_NOTES[args.style]} (training/styles.py). "
             + TABLE_NOTE.format(n=len(samples), images=images, views=args.views_per_model, samples=args.samples))
+    refused = sum("refused" in r for r in result.records)
+    if refused:
+        note += (f" Our model refused {refused} picture(s) (no object found): they count as 0 F1 and 0 Sil-IoU, "
+                 "without Chamfer or normal scores.")
     fallbacks = sum(bool(r.get("mean_shape_fallback")) for r in result.records)
     if fallbacks:
         note += (f" For {fallbacks} image(s) the predicted category has no training model: the mean shape there is "
