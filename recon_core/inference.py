@@ -339,6 +339,14 @@ def _occupancy_mesh(out, mask: torch.Tensor | None, spec, faces: int, smooth_ite
     for name, cv, cf in candidates:
         cv = _float32_exact(cv @ VIEW_TO_OUTPUT.T)
         report = check_printable(cv, cf)
+        if not report.ok and name == "refined":
+            # The stages can bring faces of thin parts into contact: untangle them (a few vertices move
+            # by a fraction of an edge) rather than give up the refinement.
+            log_.note(f"the refined mesh has {report.self_intersecting_pairs} self-intersecting face pairs")
+            rv, rf, repair = make_printable(cv, cf, smooth_iterations=0)
+            if repair.path in ("original", "untangled"):
+                cv, cf, name = _float32_exact(rv), rf, "refined and untangled"
+                report = check_printable(cv, cf)
         if report.ok:
             log_.note(f"kept the {name} mesh ({len(cf)} faces)")
             if name != "as meshed" and smooth_iterations:
@@ -354,8 +362,10 @@ def coarse_surfaces(logits: torch.Tensor, mask: torch.Tensor, camera: torch.Tens
     """The meshes of one frustum occupancy, best first, in the view frame (not yet checked).
 
     The probabilities are upsampled (:data:`OCCUPANCY_UPSAMPLE`), carved by ``mask`` (its share of
-    each cell's pixels), meshed by marching tetrahedra at :data:`ISO_LEVEL` (half the maximum when
-    nothing reaches it) with the predicted grid camera, specks dropped; then Taubin-smoothed and
+    each cell's pixels), every ray of the mask filled up to the level at its most likely depth
+    (:func:`recon_core.occupancy.fill_rays`: thin parts the picture shows stay), meshed by marching
+    tetrahedra at :data:`ISO_LEVEL` (half the maximum when nothing reaches it) with the predicted
+    grid camera, specks dropped; then Taubin-smoothed and
     simplified to about ``faces`` triangles. Training's refiner sees the first of them, as inference does.
 
     Args:
@@ -371,7 +381,7 @@ def coarse_surfaces(logits: torch.Tensor, mask: torch.Tensor, camera: torch.Tens
         ``[(name, verts (V, 3) float64 view frame, faces (F, 3) int64), ...]`` among ("simplified",
         "smoothed", "as meshed"), the best first; ``[]`` when the grid is empty.
     """
-    from recon_core.occupancy import GridCamera, carve, mesh_occupancy
+    from recon_core.occupancy import GridCamera, carve, fill_rays, mesh_occupancy
     from recon_core.repair import taubin_smooth
 
     if log_ is None:  # nobody reads the notes (training): keep them off the log
@@ -387,6 +397,7 @@ def coarse_surfaces(logits: torch.Tensor, mask: torch.Tensor, camera: torch.Tens
     level = ISO_LEVEL if values.max() > ISO_LEVEL else 0.5 * float(values.max())
     if not level > 0:
         return []
+    values = fill_rays(values, coverage, level)
     grid_camera = GridCamera.from_prediction(camera.detach().float().cpu().numpy())
     verts, tris = mesh_occupancy(values, grid_camera, spec, level)
     verts, tris = _drop_specks(verts, tris)

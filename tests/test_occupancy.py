@@ -16,6 +16,7 @@ from recon_core.occupancy import (
     GridSpec,
     carve,
     cell_centres,
+    fill_rays,
     crop_units_camera,
     grid_to_view,
     mesh_occupancy,
@@ -157,6 +158,36 @@ def _blobs(rng, spec):
 
     field = ndimage.gaussian_filter(rng.standard_normal((spec.depth_bins, spec.resolution, spec.resolution)), 1.5)
     return 1.0 / (1.0 + np.exp(-field / field.std() * 3.0 + rng.uniform(0, 2)))
+
+
+def _fill_rays_naive(values, mask, level, thickness):
+    out = values.astype(np.float64).copy()
+    z, n, _ = values.shape
+    for i in range(n):
+        for j in range(n):
+            ray = values[:, i, j]
+            if mask[i, j] > 0.5 and ray.max() <= level:
+                k = int(np.argmax(ray))
+                for kk in range(k - thickness, k + thickness + 1):
+                    kk = min(max(kk, 0), z - 1)
+                    out[kk, i, j] = max(out[kk, i, j], min(level + 0.1, 1.0))
+    return out
+
+
+@pytest.mark.parametrize("thickness", [0, 1, 2])
+def test_fill_rays_equals_a_ray_by_ray_reference_and_covers_the_mask(thickness):
+    rng = np.random.default_rng(thickness)
+    probs = rng.random((10, 9, 9)) * rng.random((1, 9, 9))  # many rays stay below the level
+    mask = rng.random((9, 9))
+    values = carve(probs, mask)
+    filled = fill_rays(values, mask, 0.5, thickness)
+    np.testing.assert_array_equal(filled, _fill_rays_naive(values, mask, 0.5, thickness))
+    assert (filled.max(axis=0)[mask > 0.5] > 0.5).all()  # every ray of the mask reaches the level
+    off = mask <= 0.5
+    np.testing.assert_array_equal(filled[:, off], values[:, off])  # nothing added off the mask
+    reached = values.max(axis=0) > 0.5
+    np.testing.assert_array_equal(filled[:, reached], values[:, reached])  # rays that reached it are kept
+    assert (filled >= values).all()
 
 
 def test_mesh_occupancy_is_printable_and_inside_the_frustum():

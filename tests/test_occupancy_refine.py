@@ -132,3 +132,31 @@ def test_reconstruct_outputs_the_refined_mesh_and_it_is_printable(offset_scale):
         assert np.array_equal(base.faces, result.faces)
         moved = np.abs(base.verts - result.verts).max()
         assert (moved == 0.0) if offset_scale == 0.0 else (moved > 1e-4)
+
+
+def test_a_refined_mesh_with_crossing_faces_is_untangled_or_dropped_never_shipped():
+    """A refinement that pushes a vertex through the body: the output is still printable, and the log says
+    which mesh was kept (the refined one untangled, or a coarse one)."""
+    from recon_core.inference import _occupancy_mesh
+    from recon_core.heads import OccupancyOutput
+
+    spec = CONFIG.grid_spec
+    out = OccupancyOutput(occupancy_logits=_ball_logits(spec)[None], mask_logits=torch.full((1, 1, 16, 16), 5.0),
+                          depth=torch.zeros(1, 1, 16, 16), normals=torch.zeros(1, 3, 16, 16),
+                          camera=torch.zeros(1, 3), category_logits=torch.zeros(1, 13))
+
+    def poke(verts, faces):
+        v = verts.copy()
+        centre = v.mean(axis=0)
+        i = int(np.argmax(v[:, 0]))
+        v[i] = centre + (centre - v[i]) * 0.6  # through the middle, past the centre
+        return v
+
+    verts, faces, log, report = _occupancy_mesh(out, torch.ones(64, 64), spec, 300, 3, refine=poke)
+    assert report is not None and report.ok and check_printable(verts, faces).ok
+    assert any(s.startswith("the refined mesh has") for s in log.steps)
+    kept = [s for s in log.steps if s.startswith("kept the")]
+    assert kept and (kept[0].startswith("kept the refined and untangled mesh") or "refined" not in kept[0])
+
+    verts2, faces2, log2, _ = _occupancy_mesh(out, torch.ones(64, 64), spec, 300, 3, refine=lambda v, f: v)
+    assert [s for s in log2.steps if s.startswith("kept the")][0].startswith("kept the refined mesh")
