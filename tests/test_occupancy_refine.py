@@ -71,7 +71,7 @@ def test_refine_loss_trains_the_stages_alone_and_brings_the_mesh_to_the_target()
     the stages' Chamfer distance falls below the coarse mesh's, which stays as it was."""
     model, out = _model_and_output()
     cfg = load_train_config(None, ["loss.num_samples=400", "loss.refine_faces=300", "loss.edge=0.0",
-                                   "loss.laplacian=0.1"])
+                                   "loss.laplacian=0.1", "loss.silhouette=0.0", "loss.depth=0.0"])
     points, normals = _sphere_points(400, 0.45, seed=1)
     batch = {"mask": torch.ones(2, 64, 64), "points": points.expand(2, -1, -1), "normals": normals.expand(2, -1, -1),
              "category": torch.tensor([3, -1])}
@@ -94,10 +94,33 @@ def test_refine_loss_trains_the_stages_alone_and_brings_the_mesh_to_the_target()
     assert parts["chamfer/coarse"] == pytest.approx(first["chamfer/coarse"], rel=0.3)
 
 
+def test_refine_loss_renders_the_last_stage_with_the_true_camera():
+    """With loss.silhouette and loss.depth, the last stage (only) gets both, and their gradient reaches the stages."""
+    model, out = _model_and_output()
+    with torch.no_grad():
+        for stage in model.stages:
+            stage.offset.bias.normal_(0, 0.5)
+    cfg = load_train_config(None, ["loss.num_samples=200", "loss.refine_faces=300", "loss.silhouette=1.0",
+                                   "loss.depth=0.5", "loss.chamfer=0.0", "loss.normal=0.0", "loss.edge=0.0",
+                                   "loss.laplacian=0.0"])
+    points, normals = _sphere_points(200, 0.45, seed=1)
+    yy, xx = np.mgrid[0:64, 0:64]
+    disc = torch.tensor(((xx + 0.5 - 32) ** 2 + (yy + 0.5 - 32) ** 2 < 20**2).astype(np.float32))
+    K = torch.tensor([[64.0, 0, 32], [0, 64.0, 32], [0, 0, 1]])
+    batch = {"mask": disc.expand(2, -1, -1), "depth": (disc * 1.9).expand(2, -1, -1), "K": K.expand(2, -1, -1),
+             "T": torch.tensor([0.0, 0.0, 1.9]).expand(2, -1), "points": points.expand(2, -1, -1),
+             "normals": normals.expand(2, -1, -1), "category": torch.tensor([0, 1])}
+    total, parts = refine_loss(model, out, batch, cfg)
+    assert 0 < parts["silhouette/2"] < 1 and parts["depth/2"] > 0
+    assert "silhouette/0" not in parts and "depth/1" not in parts
+    total.backward()
+    assert model.stages[2].offset.weight.grad.abs().sum() > 0
+
+
 def test_refine_loss_skips_empty_grids():
     """Carved away by an empty mask, the occupancy has no mesh: no loss, no parts."""
     model, out = _model_and_output()
-    cfg = load_train_config(None, ["loss.num_samples=100"])
+    cfg = load_train_config(None, ["loss.num_samples=100", "loss.silhouette=0.0", "loss.depth=0.0"])
     points, normals = _sphere_points(100, 0.4, seed=2)
     batch = {"mask": torch.zeros(2, 64, 64), "points": points.expand(2, -1, -1), "normals": normals.expand(2, -1, -1),
              "category": torch.tensor([0, 1])}

@@ -157,7 +157,10 @@ def refine_loss(model, out: OccupancyOutput, batch: dict, cfg: TrainConfig) -> t
     carved by the render's mask, as a picture with transparency is, with the predicted grid camera;
     no gradient flows into the occupancy through the meshing), the stages move its vertices
     (:meth:`recon_core.model.ReconstructionNet.refine_mesh`), and every stage gets Chamfer, normal,
-    edge and Laplacian losses against the view-frame target points, averaged over the stages.
+    edge and Laplacian losses against the view-frame target points, averaged over the stages; the
+    last stage also the silhouette and depth losses through the differentiable rasteriser with the
+    render's true camera (``loss.silhouette``, ``loss.depth``), which the predicted camera's
+    mesh alone does not match.
     ``chamfer/coarse`` (logged, not trained) is the occupancy mesh's own Chamfer distance.
     """
     from pytorch3d.structures import Meshes
@@ -193,17 +196,22 @@ def refine_loss(model, out: OccupancyOutput, batch: dict, cfg: TrainConfig) -> t
         return torch.zeros((), dtype=torch.float32), {}
     points, normals = batch["points"][rows], batch["normals"][rows]
     weights = LossWeights(chamfer=lc.chamfer, normal=lc.normal, edge=lc.edge, laplacian=lc.laplacian,
-                          silhouette=0.0, depth=0.0)
+                          silhouette=lc.silhouette, depth=lc.depth)
+    plain = dataclasses.replace(weights, silhouette=0.0, depth=0.0)
+    rendered = lc.silhouette > 0 or lc.depth > 0
+    target = _silhouette_target({k: batch[k][rows] for k in ("mask", "depth", "K", "T")}) if rendered else None
+    render = RenderSettings(image_size=lc.render_size, sigma=1e-4 * (64 / lc.render_size) ** 2)
     total = torch.zeros((), dtype=torch.float32)
     parts: dict[str, float] = {}
     for i, verts in enumerate(stages):
-        loss, stage_parts = mesh_loss(Meshes(verts=verts, faces=faces), points, normals, weights,
-                                      num_samples=lc.num_samples)
+        last = i == len(stages) - 1 and rendered
+        loss, stage_parts = mesh_loss(Meshes(verts=verts, faces=faces), points, normals, weights if last else plain,
+                                      num_samples=lc.num_samples, silhouette=target if last else None, render=render)
         total = total + loss / len(stages)
         for k, v in stage_parts.items():
             parts[f"{k}/{i}"] = float(v.detach())
     with torch.no_grad():
-        _, coarse_parts = mesh_loss(Meshes(verts=coarse, faces=faces), points, normals, weights,
+        _, coarse_parts = mesh_loss(Meshes(verts=coarse, faces=faces), points, normals, plain,
                                     num_samples=lc.num_samples)
     parts["chamfer/coarse"] = float(coarse_parts["chamfer"])
     parts["refine"] = float(total.detach())
