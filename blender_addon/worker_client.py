@@ -66,6 +66,8 @@ class WorkerResult:
         notes: human-readable notes.
         timings: seconds per worker stage.
         seconds: seconds from submitting the request to receiving the result.
+        mask_path: the object mask the worker wrote where the request asked (8-bit grey PNG of the
+            picture's size, 255 = object), or None when none was asked for or it could not be written.
     """
 
     verts: Any
@@ -75,6 +77,7 @@ class WorkerResult:
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    mask_path: str | None = None
 
 
 def _decode(packed: dict[str, Any]):
@@ -169,6 +172,7 @@ class Job:
                 verts=verts, faces=faces, category=str(message.get("category", "")),
                 report=dict(message.get("report") or {}), notes=list(message.get("notes") or []),
                 timings=dict(message.get("timings") or {}), seconds=self.elapsed,
+                mask_path=str(message["mask_path"]) if message.get("mask_path") else None,
             )
             self.stage, self.fraction = "done", 1.0
             self.client.job = None
@@ -239,8 +243,11 @@ class WorkerClient:
         threading.Thread(target=self._read_stderr, args=(self.process.stderr,), daemon=True).start()
 
     def submit(self, image: str, *, category: str | None = None, vertices: int | None = None,
-               height_mm: float | None = None, smooth: bool = True, timeout_s: float = 300.0) -> Job:
+               height_mm: float | None = None, smooth: bool = True, timeout_s: float = 300.0,
+               mask_path: str | None = None) -> Job:
         """Send one reconstruction request (starting the worker if needed); returns its :class:`Job`.
+
+        ``mask_path``: where the worker writes the object mask it used (a PNG; the caller removes it).
 
         Raises:
             WorkerError: the worker cannot be started, or a request is already running.
@@ -255,7 +262,8 @@ class WorkerClient:
         self.job = job
         request = {"type": "reconstruct", "version": PROTOCOL_VERSION, "id": job.id,
                    "image": os.path.abspath(image), "category": category or None, "vertices": vertices or None,
-                   "height_mm": height_mm or None, "smooth": smooth}
+                   "height_mm": height_mm or None, "smooth": smooth,
+                   "mask_path": os.path.abspath(mask_path) if mask_path else None}
         delay = float(os.environ.get(DELAY_ENV) or 0)
         if delay > 0:
             request["test_delay_s"] = delay

@@ -82,21 +82,16 @@ def _print(line: str) -> None:
 
 
 def _save_mask(mask, image: str, path: Path, mesh: Path) -> None:
-    """Write ``mask`` (H, W) as a PNG of the image file's size, atomically.
+    """Write ``mask`` (H, W) as a PNG of the image file's size (:func:`recon_core.image.save_mask`).
 
     The folder was checked before the model ran; should the write still fail (a full disk),
     the mesh just written is removed (exit code 2 means no file written) and ``ExportError`` raised.
     """
-    from PIL import Image
-
-    from recon_core.image import mask_png
+    from recon_core.image import save_mask
     from recon_core.inference import ExportError
-    from recon_core.weights import atomic_write_bytes
 
-    with Image.open(image) as img:
-        size = img.size  # a large JPEG's mask was made at its reduced decode size: back to the file's
     try:
-        atomic_write_bytes(path, mask_png(mask, size))
+        save_mask(mask, image, path)
     except OSError as err:
         mesh.unlink(missing_ok=True)
         raise ExportError(f"Cannot write the mask to {path}: {err.strerror or err}. Choose a writable location.") from None

@@ -7,7 +7,8 @@ pixels that differ from the border colour), cuts a square around it with
 :data:`recon_core.camera.CROP_MARGIN` free on each side, and resizes it to the
 network's input size. Large JPEGs are decoded at reduced size (:data:`DECODE_MIN_SIDE`):
 from then on every array, box and size is in the decoded image's pixels. :func:`object_mask`
-and :func:`uncrop_mask` give the object's mask in those pixels, :func:`mask_png` encodes it.
+and :func:`uncrop_mask` give the object's mask in those pixels, :func:`mask_png` encodes it and
+:func:`save_mask` writes it at the picture file's size.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from recon_core.camera import CROP_MARGIN
 __all__ = [
     "ImageError", "PreparedImage", "load_image", "prepare_image", "object_box", "MIN_SIDE", "MAX_PIXELS",
     "DECODE_MIN_SIDE", "UNIFORM_SPREAD", "NOISE_CORRELATION", "object_mask", "uncrop_mask", "mask_png",
+    "save_mask",
 ]
 
 log = logging.getLogger(__name__)
@@ -315,6 +317,27 @@ def mask_png(mask: np.ndarray, size: tuple[int, int] | None = None) -> bytes:
     buffer = io.BytesIO()
     img.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def save_mask(mask: np.ndarray, picture: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Write ``mask`` as a :func:`mask_png` of the picture file's size, atomically (``--save-mask``, the worker).
+
+    A large JPEG's mask was made at its reduced decode size (:data:`DECODE_MIN_SIDE`); it is
+    resized back to the file's size, so that it lies over the picture pixel for pixel.
+
+    Args:
+        mask: (H, W) float in [0, 1], in the picture's decoded pixels (``Reconstruction.mask``).
+        picture: the image file the mask was made from.
+        path: the PNG to write, through a temporary file in its folder and a rename.
+
+    Raises:
+        OSError: the picture cannot be opened again or the PNG cannot be written.
+    """
+    from recon_core.weights import atomic_write_bytes  # here, not above: recon_core.weights loads the network
+
+    with Image.open(picture) as img:
+        size = img.size
+    atomic_write_bytes(path, mask_png(mask, size))
 
 
 def prepare_image(

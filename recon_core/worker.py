@@ -20,15 +20,17 @@ Worker to client::
         the model is loaded; requests are served from now on (earlier ones wait in the pipe).
     {"type": "progress", "version": 1, "id": "r1", "stage": "reconstructing", "fraction": 0.2}
     {"type": "result", "version": 1, "id": "r1", "verts": ARRAY, "faces": ARRAY, "category": "chair",
-     "category_probs": [13 floats], "report": {...}, "notes": ["..."], "timings": {"network": 0.4, ...}}
+     "category_probs": [13 floats], "report": {...}, "notes": ["..."], "timings": {"network": 0.4, ...},
+     "mask_path": "/tmp/recon-x/mask.png" or null}
     {"type": "error", "version": 1, "id": "r1" or null, "kind": "ImageError", "message": "...", "fatal": false}
         ``message`` is one sentence for the user; ``fatal`` means the worker exits right after.
 
 Client to worker::
 
     {"type": "reconstruct", "version": 1, "id": "r1", "image": "/path/photo.png",
-     "category": null, "vertices": 2562, "height_mm": 120.0, "smooth": true}
-        ``category``, ``vertices`` and ``height_mm`` may be null (automatic, the model's default, unscaled).
+     "category": null, "vertices": 2562, "height_mm": 120.0, "smooth": true, "mask_path": "/tmp/recon-x/mask.png"}
+        ``category``, ``vertices`` and ``height_mm`` may be null (automatic, the model's default, unscaled);
+        ``mask_path`` may be null or absent (no mask is written).
     {"type": "shutdown", "version": 1}          (or simply close stdin)
 
 ``ARRAY`` is ``{"dtype": "<f4" | "<i4", "shape": [n, 3], "data": BASE64}``: the array's
@@ -37,6 +39,14 @@ the output frame (+Y up, camera on +Z; :mod:`recon_core.camera`), in millimetres
 ``height_mm`` was given, else in model units (bounding-box diagonal about 1). ``report``
 holds the fields of :class:`recon_core.printable.PrintableReport` plus ``"ok"`` and
 ``"summary"``.
+
+The object mask: when the request names a ``mask_path``, the worker writes the mask it used
+there before it sends the result (:func:`recon_core.image.save_mask`, the same file as
+``recon-mesh --save-mask``: an 8-bit grey PNG of the picture file's size, 255 = object,
+through a temporary file and a rename), and the result's ``mask_path`` repeats the path. It
+is null when no mask was asked for or the write failed; a note then says why, and the mesh
+is sent all the same. The file belongs to the client, which removes it. Both fields are
+optional, so the version stays 1: a worker that predates them answers without a mask.
 
 Cancelling: a running reconstruction cannot be interrupted inside torch, so a client
 that wants to cancel kills the worker and starts a new one for the next request.
@@ -137,6 +147,7 @@ def _handle_request(channel: _Channel, reconstructor, request: dict[str, Any]) -
         height = request.get("height_mm")
         kwargs = dict(category=request.get("category") or None, vertices=request.get("vertices") or None,
                       height_mm=float(height) if height else None, smooth=bool(request.get("smooth", True)))
+        mask_path = request.get("mask_path") or None
         channel.send("progress", id=rid, stage="reconstructing", fraction=0.1)
         result = reconstructor.reconstruct_file(image, **kwargs)
     except KeyError as err:
@@ -152,6 +163,9 @@ def _handle_request(channel: _Channel, reconstructor, request: dict[str, Any]) -
         log.exception("reconstruction failed")
         channel.error(rid, "InternalError", f"The reconstruction failed unexpectedly ({type(err).__name__}: {err}).")
         return
+    notes = list(result.notes)
+    if mask_path is not None:
+        mask_path = _write_mask(result.mask, image, str(mask_path), notes)
     channel.send("progress", id=rid, stage="sending the mesh", fraction=0.95)
     timings = {k: round(v, 4) for k, v in result.timings.items()}
     timings["worker_total"] = round(time.perf_counter() - started, 4)
@@ -159,8 +173,25 @@ def _handle_request(channel: _Channel, reconstructor, request: dict[str, Any]) -
         "result", id=rid,
         verts=encode_array(result.verts, "<f4"), faces=encode_array(result.faces, "<i4"),
         category=result.category, category_probs=_plain(result.category_probs),
-        report=_report_dict(result.report), notes=list(result.notes), timings=timings,
+        report=_report_dict(result.report), notes=notes, timings=timings, mask_path=mask_path,
     )
+
+
+def _write_mask(mask, image: str, path: str, notes: list[str]) -> str | None:
+    """Write the object mask to ``path`` (:func:`recon_core.image.save_mask`); returns ``path``, or None and a
+    note when it cannot be written (the mesh is still sent)."""
+    from recon_core.image import save_mask
+
+    if mask is None:
+        notes.append("no object mask was made for this picture")
+        return None
+    try:
+        save_mask(mask, image, path)
+    except OSError as err:
+        log.warning("cannot write the mask to %s: %s", path, err)
+        notes.append(f"the object mask could not be written to {path} ({err.strerror or err})")
+        return None
+    return path
 
 
 def serve(channel: _Channel, requests: IO[str], model: str | None) -> int:

@@ -17,6 +17,7 @@ from recon_core.image import (
     object_box,
     object_mask,
     prepare_image,
+    save_mask,
     uncrop_mask,
 )
 
@@ -310,3 +311,19 @@ def test_mask_png_is_eight_bit_grey_of_the_asked_size():
         assert img.size == (80, 60) and np.asarray(img)[30, 40] == 255
     with pytest.raises(ValueError, match=r"\(H, W\)"):
         mask_png(np.zeros(5))
+
+
+def test_save_mask_writes_at_the_picture_files_size(tmp_path):
+    """A mask made at a reduced decode size is written at the file's size, atomically."""
+    picture = tmp_path / "picture.png"
+    Image.new("RGB", (80, 60), "white").save(picture)
+    mask = np.zeros((30, 40), np.float32)
+    mask[:, 20:] = 1.0  # the right half
+    save_mask(mask, picture, tmp_path / "mask.png")
+    with Image.open(tmp_path / "mask.png") as img:
+        assert img.format == "PNG" and img.mode == "L" and img.size == (80, 60)
+        arr = np.asarray(img)
+    assert (arr[:, :38] == 0).all() and (arr[:, 42:] == 255).all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.png", "picture.png"]
+    with pytest.raises(OSError):
+        save_mask(mask, tmp_path / "missing.png", tmp_path / "other.png")

@@ -39,6 +39,16 @@ def make_shape_image(path: Path) -> Path:
     return path
 
 
+def make_alpha_image(path: Path) -> Path:
+    """A 120 x 90 cut-out whose alpha is the mask: a block with a transparent hole and a half-transparent corner."""
+    rgba = np.zeros((90, 120, 4), np.uint8)
+    rgba[20:70, 40:75] = (150, 90, 40, 255)
+    rgba[30:40, 50:60, 3] = 0
+    rgba[60:70, 40:45, 3] = 128
+    Image.fromarray(rgba, "RGBA").save(path)
+    return path
+
+
 def write_tiny_model(folder: Path) -> Path:
     stem = folder / "tiny"
     stem.with_suffix(".json").write_text(json.dumps({"model": ModelConfig(**TINY).to_dict(), "trained": False}))
@@ -151,6 +161,25 @@ def test_bad_image_is_one_sentence_and_the_worker_survives(client, files):
         client.submit(str(files["bad"].with_name("missing.png"))).wait()
     assert client.alive
     assert client.submit(str(files["image"]), vertices=642).wait().report["ok"]
+
+
+def test_the_mask_is_written_where_asked(client, files, tmp_path):
+    """mask_path: the worker writes recon-mesh --save-mask's file there (here the picture's alpha) and says so."""
+    picture = make_alpha_image(tmp_path / "cutout.png")
+    path = tmp_path / "out" / "mask.png"
+    path.parent.mkdir()
+    result = client.submit(str(picture), vertices=642, mask_path=str(path)).wait()
+    assert result.mask_path == str(path) and result.report["ok"]
+    with Image.open(path) as img:
+        assert img.format == "PNG" and img.mode == "L" and img.size == (120, 90)
+        assert np.array_equal(np.asarray(img), np.asarray(Image.open(picture))[..., 3])
+    assert [p.name for p in path.parent.iterdir()] == ["mask.png"], "no temporary file is left"
+    assert client.submit(str(picture), vertices=642).wait().mask_path is None, "no mask unless asked"
+    blocked = tmp_path / "a file"
+    blocked.write_text("")
+    result = client.submit(str(picture), vertices=642, mask_path=str(blocked / "mask.png")).wait()
+    assert result.mask_path is None and result.report["ok"], "the mesh comes all the same"
+    assert any(f"could not be written to {blocked / 'mask.png'}" in note for note in result.notes)
 
 
 def test_one_request_at_a_time(client, files, monkeypatch):
