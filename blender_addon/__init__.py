@@ -15,6 +15,7 @@ classes = (
     operators.RECON_OT_export_stl,
     panel.RECON_PT_reconstruct,
     panel.RECON_PT_check,
+    panel.RECON_PT_mask,
 )
 
 

@@ -5,9 +5,14 @@ From the UI the reconstruct operator is modal: a window-manager timer polls the 
 in background mode (where Blender has no event loop, so ``INVOKE_DEFAULT`` falls back
 to ``execute``) it runs the same worker and waits. The object is only created once the
 result is in, in one step, so a failure or a cancel leaves the scene as it was.
+
+The worker also writes the object mask it used to a temporary PNG; it becomes an image
+datablock, "PICTURE mask", packed into the .blend, that the object points to (:data:`MASK_KEY`)
+and the panel shows. A later run for the same picture replaces that image rather than adding one.
 """
 
 import os
+import shutil
 import tempfile
 import time
 
@@ -18,12 +23,16 @@ from bpy_extras.io_utils import ExportHelper
 from . import mesh_data, worker_client
 from .preferences import DEFAULTS, get_preferences
 
-__all__ = ["RECON_OT_reconstruct", "RECON_OT_export_stl", "running", "cancel_running", "mm_per_unit"]
+__all__ = ["RECON_OT_reconstruct", "RECON_OT_export_stl", "running", "cancel_running", "mm_per_unit", "mask_image"]
 
 TIMER_S = 0.1
 """Seconds between two polls of the worker in the modal operator."""
 CHECK_KEY = "recon_check"
 """Custom property of a reconstructed object holding its printable check."""
+MASK_KEY = "recon_mask"
+"""Custom property of a reconstructed object pointing to the image of the object mask that was used."""
+PICTURE_KEY = "recon_picture"
+"""Custom property of a mask image: the picture it is the mask of (its file, or a Blender image's name)."""
 
 _RUNNING = None  # the _Reconstruction in flight, at most one
 
@@ -35,6 +44,12 @@ class InputError(ValueError):
 def mm_per_unit(scene) -> float:
     """Millimetres per Blender unit in ``scene`` (1 BU = ``scale_length`` metres)."""
     return 1000.0 * (scene.unit_settings.scale_length or 1.0)
+
+
+def mask_image(obj):
+    """The mask image of a reconstructed object, or None (no mask kept, or its image was deleted)."""
+    image = obj.get(MASK_KEY) if obj is not None else None
+    return image if isinstance(image, bpy.types.Image) else None
 
 
 def running():
@@ -86,16 +101,21 @@ class _Reconstruction:
         settings = context.scene.recon_settings
         prefs = get_preferences(context)
         self.image, self.name, self.temp_file = _image_input(settings)
+        self.picture = self.image if self.temp_file is None else f"Blender image {settings.image.name}"
+        self.warnings: list[str] = []
+        self.mask_dir = None
         self.height_mm = settings.height_mm if settings.height_mm > 0 else None
         self.location = context.scene.cursor.location.copy()
         self.started = time.perf_counter()
         python = bpy.path.abspath(prefs.python_path) if prefs.python_path else ""
         model = bpy.path.abspath(prefs.model_path) if prefs.model_path else None
         try:
+            self.mask_dir = tempfile.mkdtemp(prefix="recon-")
             client = worker_client.get_client(python, model, repo=DEFAULTS["repo"])
             self.job = client.submit(
                 self.image, category=None if settings.category == 'AUTO' else settings.category,
                 vertices=int(settings.detail), height_mm=self.height_mm, timeout_s=prefs.timeout_s,
+                mask_path=os.path.join(self.mask_dir, "mask.png"),
             )
         except BaseException:
             self.cleanup()
@@ -117,23 +137,33 @@ class _Reconstruction:
         if self.temp_file and os.path.exists(self.temp_file):
             os.unlink(self.temp_file)
         self.temp_file = None
+        if self.mask_dir:
+            shutil.rmtree(self.mask_dir, ignore_errors=True)
+        self.mask_dir = None
 
     def build(self, context):
-        """Create the object (at the cursor, selected, active, smooth) from the result; returns it."""
+        """Create the object (at the cursor, selected, active, smooth) and its mask image from the result; returns it.
+
+        All or nothing: should anything fail, what was made so far is removed and an earlier mask
+        of the picture is left as it was; only then is that earlier mask replaced.
+        """
         result = self.job.result
         scene = context.scene
         mm = mm_per_unit(scene)
         scale = 1.0 / mm if self.height_mm else 1.0  # worker units -> Blender units
         verts = mesh_data.to_blender(result.verts, scale)
         mesh = bpy.data.meshes.new(self.name)
-        obj = None
+        obj = mask = None
         try:
+            mask = self._load_mask(result.mask_path)
             mesh.from_pydata(verts.tolist(), [], result.faces.tolist())
             mesh.shade_smooth()
             mesh.update()
             obj = bpy.data.objects.new(self.name, mesh)
             obj.location = self.location
             obj[CHECK_KEY] = _check_property(result, 1.0 if self.height_mm else mm)
+            if mask is not None:
+                obj[MASK_KEY] = mask
             if context.object is not None and context.object.mode != 'OBJECT':
                 bpy.ops.object.mode_set(mode='OBJECT')
             (context.collection or scene.collection).objects.link(obj)
@@ -145,8 +175,45 @@ class _Reconstruction:
             if obj is not None:
                 bpy.data.objects.remove(obj)
             bpy.data.meshes.remove(mesh)
+            if mask is not None:
+                bpy.data.images.remove(mask)
             raise
+        if mask is not None:
+            _replace_masks(mask, self.picture, f"{self.name} mask")
         return obj
+
+    def _load_mask(self, path: str | None):
+        """A new image datablock of the mask PNG the worker wrote, packed (the file is temporary), or None.
+
+        A mask that cannot be read is a warning, not a failure: the mesh is made without it.
+        """
+        if path is None:
+            return None
+        image = None
+        try:
+            image = bpy.data.images.load(path, check_existing=False)
+            if not all(image.size):  # loading is lazy: a file Blender cannot decode shows here
+                raise RuntimeError(f"{path} is not an image Blender can read")
+            image.colorspace_settings.name = 'Non-Color'  # data, not colour: pixels are the mask's values
+            image.pack()
+            image[PICTURE_KEY] = self.picture
+        except BaseException as err:
+            if image is not None:
+                bpy.data.images.remove(image)
+            if not isinstance(err, RuntimeError):
+                raise
+            self.warnings.append(f"The object mask could not be loaded ({err}); the mesh was made without it.")
+            return None
+        return image
+
+
+def _replace_masks(image, picture: str, name: str) -> None:
+    """Make ``image`` the one mask image of ``picture``, named ``name``: earlier ones hand it their users
+    (objects made from the same picture, image editors showing them) and are removed."""
+    for old in [i for i in bpy.data.images if i != image and i.library is None and i.get(PICTURE_KEY) == picture]:
+        old.user_remap(image)
+        bpy.data.images.remove(old)
+    image.name = name
 
 
 def _check_property(result, mm_per_worker_unit: float) -> dict:
@@ -250,6 +317,8 @@ class RECON_OT_reconstruct(bpy.types.Operator):
                               f"{check}) in {run.elapsed:.1f} s.")
         for note in result.notes:
             self.report({'WARNING'}, f"Note: {note}.")
+        for warning in run.warnings:
+            self.report({'WARNING'}, warning)
         self._end(context)
         return {'FINISHED'}
 

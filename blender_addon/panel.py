@@ -1,10 +1,13 @@
-"""The "Reconstruct" tab of the 3D Viewport sidebar: inputs, the button, and the printable check."""
+"""The "Reconstruct" tab of the 3D Viewport sidebar: inputs, the button, the printable check and the object mask."""
 
 import bpy
 
-from .operators import CHECK_KEY, RECON_OT_export_stl, RECON_OT_reconstruct, mm_per_unit, running
+from .operators import CHECK_KEY, MASK_KEY, RECON_OT_export_stl, RECON_OT_reconstruct, mask_image, mm_per_unit, running
 
-__all__ = ["RECON_PT_reconstruct", "RECON_PT_check"]
+__all__ = ["RECON_PT_reconstruct", "RECON_PT_check", "RECON_PT_mask"]
+
+MASK_PREVIEW_SCALE = 8.0
+"""Side of the mask's preview in the sidebar, in UI units (about half the sidebar's default width)."""
 
 
 class RECON_PT_reconstruct(bpy.types.Panel):
@@ -66,3 +69,32 @@ class RECON_PT_check(bpy.types.Panel):
         size = [d * mm_per_unit(context.scene) for d in obj.dimensions]
         col.label(text=f"Size: {size[0]:.1f} x {size[1]:.1f} x {size[2]:.1f} mm")
         layout.operator(RECON_OT_export_stl.bl_idname, icon='EXPORT')
+
+
+class RECON_PT_mask(bpy.types.Panel):
+    """The object mask the active reconstruction was made with: what was taken as the object."""
+
+    bl_label = "Object Mask"
+    bl_idname = "RECON_PT_mask"
+    bl_space_type = 'VIEW_3D'
+    bl_region_type = 'UI'
+    bl_category = "Reconstruct"
+    bl_parent_id = "RECON_PT_reconstruct"
+
+    @classmethod
+    def poll(cls, context):
+        obj = context.active_object
+        return obj is not None and CHECK_KEY in obj  # made by Reconstruct
+
+    def draw(self, context):
+        layout = self.layout
+        obj = context.active_object
+        image = mask_image(obj)
+        if image is None:
+            text = "Its mask image was deleted" if MASK_KEY in obj else "No object mask was kept"
+            layout.label(text=text, icon='INFO')
+            return
+        layout.label(text=f"Object mask used: {image.name}", icon='IMAGE_ALPHA')
+        preview = image.preview_ensure()
+        if preview is not None and preview.icon_id:  # 0 in background mode, where no previews are made
+            layout.template_icon(icon_value=preview.icon_id, scale=MASK_PREVIEW_SCALE)

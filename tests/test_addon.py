@@ -8,7 +8,11 @@ only ``modal_handler_add`` is recorded instead of performed (:class:`ModalDriver
 
 Undo: Blender pushes the undo step of an operator with ``{'UNDO'}`` when it finishes from
 the UI, not when a script calls it; the tests push that step themselves
-(``ed.undo_push``), as the UI would, then check that one ``ed.undo()`` removes the object.
+(``ed.undo_push``), as the UI would, then check that one ``ed.undo()`` removes the object
+and its mask image.
+
+Previews: background Blender makes no image previews (``icon_id`` stays 0), so the mask
+panel's tests check its labels and the mask image's size and pixels, not the picture drawn.
 
 The tests share one warm worker (the add-on keeps it between clicks) running a tiny,
 randomly initialised model; tests that kill the worker or change the interpreter come last.
@@ -28,18 +32,19 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from PIL import Image
 
 bpy = pytest.importorskip("bpy")
 import bmesh  # noqa: E402
 
 import build_addon  # noqa: E402
 from recon_core.worker import DELAY_ENV as DELAY_ENV_NAME  # noqa: E402
-from tests.test_worker import PYTHON, make_shape_image, write_tiny_model  # noqa: E402
+from tests.test_worker import PYTHON, make_alpha_image, make_shape_image, write_tiny_model  # noqa: E402
 
 pytestmark = pytest.mark.blender
 
 EXTENSION = "reconstruct_from_image"
-CLASS_NAMES = ("RECON_PT_reconstruct", "RECON_PT_check", "ReconSettings", "ReconPreferences")
+CLASS_NAMES = ("RECON_PT_reconstruct", "RECON_PT_check", "RECON_PT_mask", "ReconSettings", "ReconPreferences")
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +85,23 @@ def settings(addon):
     return s
 
 
-def scene_state() -> tuple[frozenset, frozenset]:
-    return frozenset(o.name for o in bpy.data.objects), frozenset(m.name for m in bpy.data.meshes)
+def scene_state() -> tuple[frozenset, frozenset, frozenset]:
+    return (frozenset(o.name for o in bpy.data.objects), frozenset(m.name for m in bpy.data.meshes),
+            frozenset(i.name for i in bpy.data.images))
+
+
+def temp_leftovers(before: set[str]) -> set[str]:
+    """The add-on's temporary files and folders (``recon-*``) made since ``before`` and still there."""
+    now = set(os.listdir(os.environ.get("TMPDIR", "/tmp")))
+    return {n for n in now - before if n.startswith("recon-")}
+
+
+def mask_pixels(image) -> np.ndarray:
+    """(H, W) uint8 grey of a mask image, top row first (Blender stores the rows bottom-up)."""
+    width, height = image.size
+    pixels = np.empty(width * height * 4, np.float32)
+    image.pixels.foreach_get(pixels)
+    return np.round(pixels.reshape(height, width, 4)[::-1, :, 0] * 255).astype(np.uint8)
 
 
 def reconstruct() -> bpy.types.Object:
@@ -148,7 +168,7 @@ def test_panel_and_operators_are_registered(addon):
 def test_reconstruct_adds_one_printable_object_at_the_cursor_and_one_undo_removes_it(addon, settings):
     bpy.context.scene.cursor.location = (1.0, 2.0, 3.0)
     bpy.ops.ed.undo_push(message="before")
-    objects, meshes = scene_state()
+    objects, meshes, images = scene_state()
     obj = reconstruct()
     assert obj.name == "shape" and obj.type == 'MESH'
     assert obj.select_get() and bpy.context.view_layer.objects.active == obj
@@ -161,10 +181,11 @@ def test_reconstruct_adds_one_printable_object_at_the_cursor_and_one_undo_remove
     assert min(v.co.z for v in obj.data.vertices) == pytest.approx(0.0, abs=1e-6)
     check = obj["recon_check"]
     assert check["watertight"] and check["manifold"] and check["ok"] and check["volume_mm3"] > 0
+    assert obj["recon_mask"].name == "shape mask" and "shape mask" not in images
 
     bpy.ops.ed.undo_push(message="Reconstruct from Image")  # what the UI does when the operator finishes
     bpy.ops.ed.undo()
-    assert scene_state() == (objects, meshes)
+    assert scene_state() == (objects, meshes, images)
 
 
 def test_packed_image_is_written_to_a_temporary_file(addon, settings, tmp_path):
@@ -177,10 +198,13 @@ def test_packed_image_is_written_to_a_temporary_file(addon, settings, tmp_path):
     obj = reconstruct()
     assert obj.name == "packed_photo"
     assert_closed_manifold(obj)
-    leftovers = {n for n in set(os.listdir(os.environ.get("TMPDIR", "/tmp"))) - temp_before if n.startswith("recon-")}
-    assert not leftovers
+    assert not temp_leftovers(temp_before)  # the picture's copy and the mask's folder
+    mask = obj["recon_mask"]
+    assert mask.name == "packed_photo mask" and mask["recon_picture"] == "Blender image packed_photo.png"
+    assert tuple(mask.size) == tuple(image.size) and mask.packed_file is not None
     bpy.data.objects.remove(obj)
     bpy.data.images.remove(image)
+    bpy.data.images.remove(mask)
 
 
 def test_print_units_and_export_stl_in_millimetres(addon, settings, tmp_path):
@@ -219,6 +243,19 @@ class RecordingLayout:
         return call
 
 
+def draw_panel(panel) -> list:
+    """Run ``panel``'s poll and draw on a :class:`RecordingLayout`; returns the calls made."""
+    calls = []
+    assert panel.poll(bpy.context) if hasattr(panel, "poll") else True
+    panel.draw(SimpleNamespace(layout=RecordingLayout(calls)), bpy.context)
+    assert calls
+    return calls
+
+
+def labels(calls: list) -> list[str]:
+    return [kw.get("text", "") for name, _, kw in calls if name == "label"]
+
+
 def test_panels_draw(addon, settings):
     mesh = bpy.data.meshes.new("cube")
     mesh.from_pydata([(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1)], [], [(0, 2, 1), (0, 1, 3), (0, 3, 2), (1, 2, 3)])
@@ -230,15 +267,124 @@ def test_panels_draw(addon, settings):
     texts = []
     for source in ('FILE', 'IMAGE'):
         settings.source = source
-        for panel in (bpy.types.RECON_PT_reconstruct, bpy.types.RECON_PT_check):
-            calls = []
-            assert panel.poll(bpy.context) if hasattr(panel, "poll") else True
-            panel.draw(SimpleNamespace(layout=RecordingLayout(calls)), bpy.context)
-            texts += [kw.get("text", "") for name, _, kw in calls if name == "label"]
-            assert calls
+        for panel in (bpy.types.RECON_PT_reconstruct, bpy.types.RECON_PT_check, bpy.types.RECON_PT_mask):
+            texts += labels(draw_panel(panel))
     assert "Watertight: yes" in texts and "Volume: 1.00 cm³" in texts and "Size: 1000.0 x 1000.0 x 1000.0 mm" in texts
+    assert "No object mask was kept" in texts  # made before masks were kept
+    del obj["recon_check"]
+    assert not bpy.types.RECON_PT_mask.poll(bpy.context), "only objects made by Reconstruct have a mask"
     bpy.data.objects.remove(obj)
     bpy.data.meshes.remove(mesh)
+
+
+# -- the object mask ------------------------------------------------------------------------------------
+
+
+def test_mask_image_is_the_pictures_alpha_and_a_second_run_replaces_it(addon, settings, tmp_path):
+    picture = make_alpha_image(tmp_path / "cutout.png")
+    alpha = np.asarray(Image.open(picture))[..., 3]  # (90, 120): what the worker used as the mask
+    settings.image_path = str(picture)
+    temp_before = set(os.listdir(os.environ.get("TMPDIR", "/tmp")))
+    first = reconstruct()
+    first_name, mask = first.name, first["recon_mask"]
+    assert mask.name == "cutout mask" and tuple(mask.size) == (120, 90)
+    assert mask.packed_file is not None and mask.colorspace_settings.name == 'Non-Color'
+    assert np.array_equal(mask_pixels(mask), alpha)
+    assert not temp_leftovers(temp_before), "the worker's PNG is removed once packed"
+    assert labels(draw_panel(bpy.types.RECON_PT_mask)) == ["Object mask used: cutout mask"]
+
+    bpy.ops.ed.undo_push(message="first")
+    state = scene_state()
+    second = reconstruct()
+    assert scene_state()[2] == state[2], "the second run replaces the mask image"
+    [mask] = [i for i in bpy.data.images if i.name.startswith("cutout mask")]
+    assert mask.name == "cutout mask" and second["recon_mask"] == mask
+    assert first["recon_mask"] == mask, "objects of the same picture follow the new image"
+    assert np.array_equal(mask_pixels(mask), alpha)
+
+    bpy.ops.ed.undo_push(message="Reconstruct from Image")
+    bpy.ops.ed.undo()  # the earlier mask comes back with the scene (undo reloads the data: look names up again)
+    assert scene_state() == state
+    first, mask = bpy.data.objects[first_name], bpy.data.images["cutout mask"]
+    assert first["recon_mask"] == mask and np.array_equal(mask_pixels(mask), alpha)
+    bpy.data.objects.remove(first)
+    bpy.data.images.remove(mask)
+
+
+def test_mask_image_equals_recon_mesh_save_mask(addon, settings, tmp_path):
+    """A picture without alpha: the mask image is the file ``recon-mesh --save-mask`` writes."""
+    cli_mask = tmp_path / "cli_mask.png"
+    subprocess.run([PYTHON, "-m", "recon_core.cli", str(addon.image), "-o", str(tmp_path / "mesh.stl"),
+                    "--model", addon.prefs.model_path, "--vertices", "642", "--save-mask", str(cli_mask)],
+                   check=True, capture_output=True)
+    expected = np.asarray(Image.open(cli_mask))
+    assert 0 < expected.mean() < 255, "the ellipse, not the whole picture"
+    obj = reconstruct()
+    assert np.array_equal(mask_pixels(obj["recon_mask"]), expected)
+    bpy.data.objects.remove(obj)
+
+
+def test_no_mask_or_a_deleted_one_and_the_panel_still_draws(addon, settings, monkeypatch):
+    job = addon.package.worker_client.Job
+    handle = job._handle
+
+    def older_worker(self, message):  # a worker that predates masks sends none
+        message.pop("mask_path", None)
+        handle(self, message)
+
+    monkeypatch.setattr(job, "_handle", older_worker)
+    images = scene_state()[2]
+    obj = reconstruct()
+    assert "recon_mask" not in obj and scene_state()[2] == images
+    assert labels(draw_panel(bpy.types.RECON_PT_mask)) == ["No object mask was kept"]
+    monkeypatch.undo()
+
+    obj = reconstruct()
+    bpy.data.images.remove(obj["recon_mask"])  # the user deletes the image
+    assert obj.get("recon_mask") is None
+    assert labels(draw_panel(bpy.types.RECON_PT_mask)) == ["Its mask image was deleted"]
+    again = reconstruct()
+    assert again["recon_mask"].name == "shape mask"
+    bpy.data.images.remove(again["recon_mask"])
+
+
+def test_a_failed_build_keeps_the_earlier_mask_and_an_unreadable_mask_is_a_warning(addon, settings, monkeypatch):
+    earlier_obj = reconstruct()
+    earlier = earlier_obj["recon_mask"]
+    pixels = mask_pixels(earlier)
+
+    def broken(*args):
+        raise RuntimeError("simulated")
+
+    monkeypatch.setattr(addon.package.operators, "_check_property", broken)  # fails after the mask is loaded
+    expect_error(addon, r"Could not create the mesh in Blender \(RuntimeError: simulated\)")
+    assert earlier_obj["recon_mask"] == earlier and earlier.name == "shape mask"
+    assert np.array_equal(mask_pixels(earlier), pixels)
+    monkeypatch.undo()
+
+    job = addon.package.worker_client.Job
+    handle = job._handle
+
+    def corrupting(self, message):
+        if message.get("type") == "result" and message.get("mask_path"):
+            Path(message["mask_path"]).write_bytes(b"not a PNG")
+        handle(self, message)
+
+    monkeypatch.setattr(job, "_handle", corrupting)
+    state = scene_state()
+    driver = ModalDriver(addon.package.operators.RECON_OT_reconstruct)
+    assert driver.invoke() == {'RUNNING_MODAL'}
+    while (status := driver.tick()) == {'PASS_THROUGH'}:
+        time.sleep(0.05)
+    assert status == {'FINISHED'}
+    assert any(kind == {'WARNING'} and message.startswith("The object mask could not be loaded")
+               for kind, message in driver.reports), driver.reports
+    [new] = [o for o in bpy.data.objects if o.name not in state[0]]
+    assert "recon_mask" not in new and scene_state()[2] == state[2]
+    assert earlier_obj["recon_mask"] == earlier and np.array_equal(mask_pixels(earlier), pixels)
+    for obj in (new, earlier_obj):
+        bpy.data.objects.remove(obj)
+    bpy.data.images.remove(earlier)
 
 
 # -- failures: one sentence, scene unchanged --------------------------------------------------------------
@@ -302,10 +448,12 @@ def test_escape_cancels_and_kills_the_worker(addon, settings, monkeypatch):
     state = scene_state()
     driver = ModalDriver(addon.package.operators.RECON_OT_reconstruct)
     assert driver.invoke() == {'RUNNING_MODAL'}
-    client = driver.op._run.job.client
+    client, mask_dir = driver.op._run.job.client, driver.op._run.mask_dir
+    assert os.path.isdir(mask_dir)
     assert driver.tick() == {'PASS_THROUGH'}
     assert driver.tick('ESC') == {'CANCELLED'}
     assert client.process.poll() is not None, "the worker is killed"
+    assert not os.path.exists(mask_dir), "the mask's temporary folder is removed"
     assert scene_state() == state and driver.op._timer is None
     assert ({'INFO'}, "Reconstruction cancelled; the scene is unchanged.") in driver.reports
 
