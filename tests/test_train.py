@@ -132,3 +132,24 @@ def test_config_yaml_written_before_the_prior_was_removed_loads(tmp_path):
     assert load_train_config(tmp_path / "config.yaml") == load_train_config(None)
     with pytest.raises(ValueError, match="prior_topk=5"):
         load_train_config(tmp_path / "config.yaml", ["data.prior_topk=5"])
+
+
+def test_a_resumed_run_with_new_loss_parts_keeps_every_value_under_its_own_column(tmp_path):
+    """The log's header grows to the union when a resumed run logs new parts; old rows keep their values."""
+    from training.train import _log_fields
+
+    path = tmp_path / "log.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["step", "chamfer", "total"])
+        w.writeheader()
+        w.writerow({"step": 1, "chamfer": 0.5, "total": 1.0})
+    assert _log_fields(path, ["step", "total"]) == ["step", "chamfer", "total"]  # a subset: the file's header
+    fields = _log_fields(path, ["step", "silhouette", "chamfer", "total"])
+    assert fields == ["step", "chamfer", "total", "silhouette"]
+    with open(path, "a", newline="") as f:
+        csv.DictWriter(f, fieldnames=fields, restval="").writerow({"step": 2, "silhouette": 0.7, "chamfer": 0.4,
+                                                                  "total": 0.9})
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0] == {"step": "1", "chamfer": "0.5", "total": "1.0", "silhouette": ""}
+    assert rows[1] == {"step": "2", "chamfer": "0.4", "total": "0.9", "silhouette": "0.7"}

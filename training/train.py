@@ -379,7 +379,10 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
             if step % cfg.run.log_every == 0 or step == start + 1:
                 row = {"step": step, "lr": _lr_at(step - 1, cfg), "seconds": round(time.perf_counter() - tic, 2), **parts}
                 if csv_writer is None:
-                    csv_writer = csv.DictWriter(csv_file, fieldnames=list(row))
+                    fields = _log_fields(csv_path, list(row))
+                    csv_file.close()  # reopened: _log_fields may have replaced the file
+                    csv_file = open(csv_path, "a", newline="")
+                    csv_writer = csv.DictWriter(csv_file, fieldnames=fields, restval="")
                     if csv_file.tell() == 0:
                         csv_writer.writeheader()
                 csv_writer.writerow(row)
@@ -403,6 +406,29 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
     if world > 1:
         dist.destroy_process_group()
     return out_dir
+
+
+def _log_fields(path: Path, fields: list[str]) -> list[str]:
+    """The columns of ``log.csv`` for rows with ``fields``: the file's own header when it has every one
+    of them; else (a resumed run logs new loss parts) the file is rewritten with the union of both
+    headers, old rows blank in the new columns, so no value ever lands under another's name."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return fields
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        old = list(reader.fieldnames or [])
+        if set(fields) <= set(old):
+            return old
+        rows = list(reader)
+    union = old + [k for k in fields if k not in old]
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=union, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(path, buf.getvalue().encode())
+    return union
 
 
 def _load_init_weights(model, init_model) -> None:
