@@ -38,13 +38,18 @@ class RECON_PT_reconstruct(bpy.types.Panel):
             box.label(text=f"{run.elapsed:.0f} s, Esc to cancel")
 
 
-class RECON_PT_check(bpy.types.Panel):
-    bl_label = "Printable Check"
-    bl_idname = "RECON_PT_check"
+class _SubPanel:
+    """Where the sub-panels live: under "Reconstruct from Image" in the sidebar's Reconstruct tab."""
+
     bl_space_type = 'VIEW_3D'
     bl_region_type = 'UI'
     bl_category = "Reconstruct"
     bl_parent_id = "RECON_PT_reconstruct"
+
+
+class RECON_PT_check(_SubPanel, bpy.types.Panel):
+    bl_label = "Printable Check"
+    bl_idname = "RECON_PT_check"
 
     @classmethod
     def poll(cls, context):
@@ -71,15 +76,11 @@ class RECON_PT_check(bpy.types.Panel):
         layout.operator(RECON_OT_export_stl.bl_idname, icon='EXPORT')
 
 
-class RECON_PT_mask(bpy.types.Panel):
+class RECON_PT_mask(_SubPanel, bpy.types.Panel):
     """The object mask the active reconstruction was made with: what was taken as the object."""
 
     bl_label = "Object Mask"
     bl_idname = "RECON_PT_mask"
-    bl_space_type = 'VIEW_3D'
-    bl_region_type = 'UI'
-    bl_category = "Reconstruct"
-    bl_parent_id = "RECON_PT_reconstruct"
 
     @classmethod
     def poll(cls, context):
