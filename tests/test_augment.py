@@ -133,6 +133,28 @@ def test_augmented_items_repeat_per_seed(red):
         assert not torch.equal(fresh[i]["image"], fresh[i]["image"]), "no augment_seed: every draw differs"
 
 
+def test_styled_views_repeat_per_seed_and_keep_their_targets(red):
+    """data.styles = 1: every shaded view is redrawn (clip art or pencil); the crop and every target are those
+    of the unstyled view with the same seed, and the picture is grey-ish (no colour jitter on drawings)."""
+    root, photos = red
+    plain, styled = _views(root, photos, augment_seed=7), _views(root, photos, augment_seed=7, styles=1.0)
+    again = _views(root, photos, augment_seed=7, styles=1.0)
+    changed = 0
+    for i in range(len(plain)):
+        x, y = plain[i], styled[i]
+        for key in ("mask", "depth", "K", "occupancy", "grid_camera"):  # points: random draws
+            assert torch.equal(x[key], y[key]), (i, key)
+        assert torch.equal(y["image"], again[i]["image"])
+        if not x["sketch"]:
+            assert not torch.equal(x["image"], y["image"])
+            changed += 1
+        else:
+            assert torch.equal(x["image"], y["image"])  # sketch views stay as rendered
+    assert changed == 4
+    with pytest.raises(ValueError, match="styles"):
+        _views(root, photos, styles=1.5)
+
+
 def _dilate(mask: np.ndarray, steps: int = 1) -> np.ndarray:
     h, w = mask.shape
     for _ in range(steps):

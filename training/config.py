@@ -27,6 +27,9 @@ class DataConfig:
     """Random crops (scale, offset, cut by the border), background swap and photometric augmentation."""
     backgrounds: str = "data/backgrounds"
     """Background photographs of augmented views (training/build_backgrounds.py); missing: synthetic backgrounds."""
+    styles: float = 0.0
+    """With ``augment``: the share of shaded views redrawn as clip art or pencil (training/styles.py) before
+    the crop and the photometric augmentation."""
     workers: int = 1
     """DataLoader worker processes per training process."""
     category_balance: float = 1.0

@@ -64,6 +64,9 @@ class RenderedViews(Dataset):
             (always the same: tests, previews); ``None``: fresh randomness on every draw (training).
         backgrounds: folder of background photographs (training/build_backgrounds.py) for
             augmented shaded views; missing or empty: synthetic backgrounds only.
+        styles: with ``augment``, the share of shaded views redrawn first as clip art or pencil
+            (:func:`training.styles.stylize`, on white or paper: the crop, the targets and the
+            photometric augmentation follow as for a picture without alpha).
         occupancy: the frustum grid of ``model.coarse=occupancy``; when given, items also hold
             ``occupancy`` and ``grid_camera`` (the models' ``solid.npz``, training/build_solids.py).
 
@@ -91,7 +94,11 @@ class RenderedViews(Dataset):
         occupancy: GridSpec | None = None,
         augment_seed: int | None = None,
         backgrounds: str | os.PathLike | None = None,
+        styles: float = 0.0,
     ):
+        if not 0.0 <= styles <= 1.0:
+            raise ValueError(f"styles must be a share in [0, 1], got {styles}")
+        self.styles = styles
         self.occupancy = occupancy
         self._solids: dict[int, tuple[np.ndarray, float]] = {}
         self.renders_root = Path(renders_root)
@@ -161,6 +168,13 @@ class RenderedViews(Dataset):
         if self.augment:
             box = augment_box(box, rng)  # the crop below, hence the camera and every target, follow it
 
+        styled = self.augment and not sketch and self.styles > 0 and rng.random() < self.styles
+        if styled:  # clip art or pencil, drawn on white or paper: the same pixels, no alpha
+            from training.styles import stylize
+
+            style = ("clipart", "pencil")[int(rng.integers(2))]
+            rgb, _ = stylize(rgba, mask > 127, depth, camera.K, style, int(rng.integers(2**31)))
+            alpha = np.full_like(alpha, 255)
         if alpha.min() == 255:  # background already in the image (render.py --background color/noise)
             prepared = prepare_image(rgb, None, self.image_size, background=(255, 255, 255), box=box)
             image = prepared.image
@@ -174,7 +188,7 @@ class RenderedViews(Dataset):
         else:
             prepared, image = self._composite(rgb, alpha, box, sketch, rng)
         if self.augment:
-            image = photometric(image, rng, colour=not sketch)
+            image = photometric(image, rng, colour=not (sketch or styled))
 
         crop = prepared.box
         cropped = crop_camera(camera, crop, self.image_size)
