@@ -72,6 +72,9 @@ class ModelConfig:
     """Category-conditional normalisation (per-category scale and shift) in the refiner."""
     num_categories: int = 13
     """Number of categories (recon_core.categories.CATEGORIES)."""
+    category_temperature: float = 1.0
+    """The category probabilities reported are ``softmax(logits / T)`` (temperature scaling, fitted on the
+    validation split by training/calibrate.py); the arg-max, hence the category used, does not change."""
     shape_bank: bool = False
     """Snap the output to the nearest training shape (recon_core.retrieval.ShapeBank, carried in the
     model file) chosen by the picture and the network's reconstruction, meshed as a printable solid."""
@@ -115,6 +118,8 @@ class ModelConfig:
             raise ValueError(f"vertices must be one of {sorted(VERTEX_SCHEDULES)}, got {self.vertices}")
         if self.image_size < 32:
             raise ValueError(f"image_size must be at least 32, got {self.image_size}")
+        if not self.category_temperature > 0:
+            raise ValueError(f"category_temperature must be > 0, got {self.category_temperature}")
         if self.hidden_dim % self.attention_heads:
             raise ValueError("hidden_dim must be divisible by attention_heads")
 

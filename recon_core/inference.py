@@ -151,7 +151,7 @@ class Reconstructor:
             if result.mask is None:
                 result.mask = object_mask(rgb, alpha)
             return result
-        probs = out.category_logits.softmax(-1)[0].float().cpu().numpy()
+        probs = self._category_probs(out.category_logits)
         used = CATEGORIES[cat_index if cat_index is not None else int(probs.argmax())].name
         verts = out.verts[0].double().cpu().numpy() @ VIEW_TO_OUTPUT.T
         faces = self.model.topology.faces(out.level).cpu().numpy().astype(np.int64)
@@ -184,7 +184,7 @@ class Reconstructor:
                                source: str = "the picture") -> Reconstruction:
         """The mesh of a ``coarse="occupancy"`` network's output (see :func:`occupancy_mesh`); without
         alpha, the predicted mask is checked (:data:`MIN_MASK_SHARE`) and put on the result."""
-        probs = out.category_logits.softmax(-1)[0].float().cpu().numpy()
+        probs = self._category_probs(out.category_logits)
         used = CATEGORIES[cat_index if cat_index is not None else int(probs.argmax())].name
         mask = None
         if prepared.mask is None:
@@ -208,6 +208,10 @@ class Reconstructor:
         result = self._finish(verts, faces, repair_log, used, probs, height_mm, timings, [], report)
         result.mask = mask
         return result
+
+    def _category_probs(self, logits: torch.Tensor) -> np.ndarray:
+        """(K,) calibrated probabilities of a batch of one's (1, K) logits (``config.category_temperature``)."""
+        return (logits[0].float() / self.model.config.category_temperature).softmax(-1).cpu().numpy()
 
     def _refiner(self, out, category_probs: np.ndarray, timings: dict[str, float]):
         """``(verts (V, 3) view frame, faces) -> refined (V, 3)``: the model's refiner stages on one mesh of ``out``."""

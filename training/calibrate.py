@@ -1,0 +1,153 @@
+"""Fit the category head's temperature on the validation split, so the probabilities it prints mean something.
+
+    python training/calibrate.py --model models/default --split val --views-per-model 3
+
+Temperature scaling (Guo et al. 2017, "On Calibration of Modern Neural Networks"): one scalar
+``T`` divides the logits, chosen to minimise the negative log-likelihood of the true categories
+over the validation pictures, each shown as rendered and redrawn in the styles designers send
+(:data:`CALIBRATION_STYLES`, :mod:`training.styles`). ``T`` is written into the model's JSON
+(``model.category_temperature``, with a ``calibration`` record of what was measured); inference
+then reports ``softmax(logits / T)``. The arg-max, hence the category used and the mesh, does
+not change. Decisions are taken on the validation split only; the test split stays for reporting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+
+__all__ = ["CALIBRATION_STYLES", "fit_temperature", "nll", "collect_logits", "main"]
+
+log = logging.getLogger("recon-calibrate")
+
+CALIBRATION_STYLES = ("clean", "background", "jpeg", "clipart", "pencil", "no_alpha")
+"""The picture styles each validation view is shown in (:data:`training.styles.STYLES` but the resized one)."""
+
+TEMPERATURES = np.exp(np.linspace(np.log(0.2), np.log(10.0), 400))
+"""The temperatures tried (log-spaced)."""
+
+
+def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of ``labels`` (N,) under ``softmax(logits / T)``, logits (N, K)."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-log_probs[np.arange(len(labels)), labels].mean())
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature of :data:`TEMPERATURES` with the lowest :func:`nll` (N, K) logits, (N,) labels."""
+    logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
+    if logits.ndim != 2 or len(logits) == 0 or labels.shape != (len(logits),):
+        raise ValueError(f"logits must be (N, K) with N >= 1 and labels (N,), got {logits.shape}, {labels.shape}")
+    losses = [nll(logits, labels, t) for t in TEMPERATURES]
+    return float(TEMPERATURES[int(np.argmin(losses))])
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def collect_logits(model_path: str | None, samples, styles=CALIBRATION_STYLES, backgrounds=None,
+                   progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The category logits (N, K) of every sample in every style, their true labels (N,) and styles.
+
+    Samples of synsets outside :data:`recon_core.categories.CATEGORIES` are skipped.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from recon_core.categories import CATEGORIES
+    from recon_core.image import prepare_image
+    from recon_core.weights import load_model
+    from training.evaluate import load_input
+
+    model, _ = load_model(model_path)
+    model.eval()
+    index = {c.synset: i for i, c in enumerate(CATEGORIES)}
+    logits, labels, names = [], [], []
+    todo = [(s, st) for s in samples if s.entry.synset in index for st in styles]
+    with torch.inference_mode():
+        for sample, style in tqdm(todo, desc="calibrate", unit="picture", disable=not progress):
+            rgb, alpha, _, _ = load_input(sample, style, backgrounds)
+            prepared = prepare_image(rgb, alpha, model.config.image_size)
+            out = model(prepared.image[None])
+            logits.append(out.category_logits[0].float().numpy())
+            labels.append(index[sample.entry.synset])
+            names.append(style)
+    return np.array(logits), np.array(labels), names
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="recon-calibrate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None, help="model stem (default: the shipped models/default)")
+    p.add_argument("--shapenet", default="data/shapenet")
+    p.add_argument("--renders", default="data/renders")
+    p.add_argument("--split", default="val", choices=("val",), help="only the validation split tunes anything")
+    p.add_argument("--views-per-model", type=int, default=3)
+    p.add_argument("--backgrounds", default="data/backgrounds")
+    p.add_argument("--dry-run", action="store_true", help="measure and print, do not write the model's JSON")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    from recon_core.weights import WeightsError, atomic_write_bytes, default_model_path
+    from training.evaluate import DataError, discover, expected_calibration_error, select_samples
+
+    try:
+        entries = discover(args.shapenet, args.renders, args.split)
+        if not entries:
+            raise DataError(f"No {args.split} models with renders under {args.renders}; build and render the data set.")
+        samples = select_samples(entries, args.views_per_model)
+        logits, labels, styles = collect_logits(args.model, samples, backgrounds=args.backgrounds)
+    except (DataError, WeightsError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if len(labels) == 0:
+        print("error: no validation picture of the model's categories", file=sys.stderr)
+        return 2
+    t = fit_temperature(logits, labels)
+    before, after = softmax(logits), softmax(logits, t)
+    record = {
+        "split": args.split, "pictures": int(len(labels)), "styles": list(CALIBRATION_STYLES),
+        "temperature": round(t, 4), "accuracy": float((before.argmax(1) == labels).mean()),
+        "nll_before": nll(logits, labels), "nll_after": nll(logits, labels, t),
+        "ece_before": expected_calibration_error(before, labels),
+        "ece_after": expected_calibration_error(after, labels),
+        "ece_by_style": {st: [expected_calibration_error(before[m], labels[m]),
+                              expected_calibration_error(after[m], labels[m])]
+                         for st in CALIBRATION_STYLES
+                         for m in [np.array([s == st for s in styles])] if m.any()},
+    }
+    print(f"{len(labels)} validation pictures ({len(samples)} views x {len(CALIBRATION_STYLES)} styles): "
+          f"temperature {t:.3f}; accuracy {100 * record['accuracy']:.1f}%; NLL {record['nll_before']:.3f} -> "
+          f"{record['nll_after']:.3f}; ECE {100 * record['ece_before']:.1f} -> {100 * record['ece_after']:.1f} "
+          "(x100, 10 bins)")
+    for st, (b, a) in record["ece_by_style"].items():
+        print(f"  {st:>10}: ECE {100 * b:5.1f} -> {100 * a:5.1f}")
+    if args.dry_run:
+        return 0
+    stem = Path(args.model) if args.model else default_model_path()
+    path = stem.with_suffix(".json") if stem.suffix in ("", ".json", ".safetensors") else Path(str(stem) + ".json")
+    meta = json.loads(path.read_text())
+    meta["model"]["category_temperature"] = round(t, 4)
+    meta["calibration"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}
+    atomic_write_bytes(path, (json.dumps(meta, indent=2) + "\n").encode())
+    print(f"wrote model.category_temperature = {t:.4f} into {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
