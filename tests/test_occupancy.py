@@ -116,6 +116,21 @@ def test_voxelize_frustum_equals_a_cell_by_cell_reference():
         assert np.array_equal(fast, _reference_voxelize(solid, 0.55, cam, crop, SPEC))
 
 
+def test_voxelize_frustum_share_counts_the_same_samples_as_the_bool_grid():
+    """``share``: the share of a cell's samples in the solid; > 0 exactly where the bool grid is solid."""
+    verts, faces = _box((-0.3, -0.2, -0.1), (0.25, 0.2, 0.3))
+    solid = occupancy_grid(verts, faces, resolution=24, bound=0.55)
+    cam, grid_cam, crop = _view(30, 20)
+    one = voxelize_frustum(solid, 0.55, cam.R, grid_cam, SPEC, supersample=1, share=True)
+    np.testing.assert_array_equal(one, _reference_voxelize(solid, 0.55, cam, crop, SPEC).astype(np.float32))
+    share = voxelize_frustum(solid, 0.55, cam.R, grid_cam, SPEC, supersample=2, share=True)
+    solid_any = voxelize_frustum(solid, 0.55, cam.R, grid_cam, SPEC, supersample=2)
+    assert share.dtype == np.float32 and np.array_equal(share > 0, solid_any)
+    np.testing.assert_array_equal(share * 8, np.round(share * 8))  # whole samples of 8
+    partial = (share > 0) & (share < 1)
+    assert partial.any() and (share == 1).any()  # a boundary layer between the inside and the outside
+
+
 def test_voxelize_frustum_against_point_in_solid():
     """Cell centres inside the solid box (tested point by point) are the cells the voxelisation marks, up to the border."""
     lo, hi = np.array([-0.3, -0.25, -0.15]), np.array([0.3, 0.2, 0.35])

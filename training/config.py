@@ -27,6 +27,9 @@ class DataConfig:
     """Random crops (scale, offset, cut by the border), background swap and photometric augmentation."""
     backgrounds: str = "data/backgrounds"
     """Background photographs of augmented views (training/build_backgrounds.py); missing: synthetic backgrounds."""
+    occupancy_share: bool = False
+    """model.coarse=occupancy: the frustum target is each cell's share inside the solid (its 0.5 level on the
+    surface) instead of whether any part of it is (up to half a cell outside)."""
     styles: float = 0.0
     """With ``augment``: the share of shaded views redrawn as clip art or pencil (training/styles.py) before
     the crop and the photometric augmentation."""

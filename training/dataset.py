@@ -64,6 +64,8 @@ class RenderedViews(Dataset):
             (always the same: tests, previews); ``None``: fresh randomness on every draw (training).
         backgrounds: folder of background photographs (training/build_backgrounds.py) for
             augmented shaded views; missing or empty: synthetic backgrounds only.
+        occupancy_share: the ``occupancy`` target is each cell's share in the solid
+            (:func:`recon_core.occupancy.voxelize_frustum` with ``share``), not 0/1.
         styles: with ``augment``, the share of shaded views redrawn first as clip art or pencil
             (:func:`training.styles.stylize`, on white or paper: the crop, the targets and the
             photometric augmentation follow as for a picture without alpha).
@@ -95,10 +97,12 @@ class RenderedViews(Dataset):
         augment_seed: int | None = None,
         backgrounds: str | os.PathLike | None = None,
         styles: float = 0.0,
+        occupancy_share: bool = False,
     ):
         if not 0.0 <= styles <= 1.0:
             raise ValueError(f"styles must be a share in [0, 1], got {styles}")
         self.styles = styles
+        self.occupancy_share = occupancy_share
         self.occupancy = occupancy
         self._solids: dict[int, tuple[np.ndarray, float]] = {}
         self.renders_root = Path(renders_root)
@@ -198,7 +202,7 @@ class RenderedViews(Dataset):
         if self.occupancy is not None:
             solid, bound = self._solid(m)
             grid_camera = crop_units_camera(cropped.K, float(camera.T[2]), self.image_size)
-            target = voxelize_frustum(solid, bound, camera.R, grid_camera, self.occupancy)
+            target = voxelize_frustum(solid, bound, camera.R, grid_camera, self.occupancy, share=self.occupancy_share)
             extra["occupancy"] = torch.from_numpy(target.astype(np.float32))
             extra["grid_camera"] = torch.tensor(
                 [math.log(grid_camera.scale), grid_camera.principal[0] - 0.5, grid_camera.principal[1] - 0.5],
