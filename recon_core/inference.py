@@ -200,7 +200,9 @@ class Reconstructor:
             mask = mask.sigmoid().numpy()
         refine = None
         if self.model.config.occupancy_refine:
-            refine = self._refiner(out, probs if cat_index is None else np.eye(len(probs))[cat_index], timings)
+            # the stages were trained on the plain softmax: the temperature is for the reported probabilities
+            plain = out.category_logits[0].float().softmax(-1).cpu().numpy()
+            refine = self._refiner(out, plain if cat_index is None else np.eye(len(plain))[cat_index], timings)
         with _timed(timings, "mesh"):
             verts, faces, repair_log, report = _occupancy_mesh(
                 out, prepared.mask, self.model.grid_spec, faces=2 * (vertices or self.model.config.vertices),

@@ -81,8 +81,8 @@ def collect_logits(model_path: str | None, samples, styles=CALIBRATION_STYLES, b
         for sample, style in tqdm(todo, desc="calibrate", unit="picture", disable=not progress):
             rgb, alpha, _, _ = load_input(sample, style, backgrounds)
             prepared = prepare_image(rgb, alpha, model.config.image_size)
-            out = model(prepared.image[None])
-            logits.append(out.category_logits[0].float().numpy())
+            _, global_feature = model.encoder(prepared.image[None])  # the category head's input; no mesh
+            logits.append(model.category_head(global_feature)[0].float().numpy())
             labels.append(index[sample.entry.synset])
             names.append(style)
     return np.array(logits), np.array(labels), names

@@ -70,7 +70,7 @@ def compute_loss(model, out: ReconOutput, batch: dict, cfg: TrainConfig) -> tupl
     total = torch.zeros((), dtype=torch.float32)
     parts: dict[str, float] = {}
     n_stages = len(out.stage_verts)
-    render = RenderSettings(image_size=lc.render_size, sigma=1e-4 * (64 / lc.render_size) ** 2)
+    render = _render_settings(lc)
     for i, (verts, level) in enumerate(zip(out.stage_verts, out.levels)):
         meshes = model.topology.meshes(verts.float(), level)
         last = i == n_stages - 1 and (lc.silhouette > 0 or lc.depth > 0)
@@ -200,7 +200,7 @@ def refine_loss(model, out: OccupancyOutput, batch: dict, cfg: TrainConfig) -> t
     plain = dataclasses.replace(weights, silhouette=0.0, depth=0.0)
     rendered = lc.silhouette > 0 or lc.depth > 0
     target = _silhouette_target({k: batch[k][rows] for k in ("mask", "depth", "K", "T")}) if rendered else None
-    render = RenderSettings(image_size=lc.render_size, sigma=1e-4 * (64 / lc.render_size) ** 2)
+    render = _render_settings(lc)
     total = torch.zeros((), dtype=torch.float32)
     parts: dict[str, float] = {}
     for i, verts in enumerate(stages):
@@ -216,6 +216,11 @@ def refine_loss(model, out: OccupancyOutput, batch: dict, cfg: TrainConfig) -> t
     parts["chamfer/coarse"] = float(coarse_parts["chamfer"])
     parts["refine"] = float(total.detach())
     return total, parts
+
+
+def _render_settings(lc) -> RenderSettings:
+    """The soft rasteriser at ``loss.render_size``, its edge as wide in pixels as at 64 px."""
+    return RenderSettings(image_size=lc.render_size, sigma=1e-4 * (64 / lc.render_size) ** 2)
 
 
 def _silhouette_target(batch: dict) -> SilhouetteTarget:
