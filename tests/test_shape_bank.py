@@ -419,3 +419,77 @@ def test_a_requested_vertex_count_is_noted_as_not_applying(banked_model, fake):
     assert rec.reconstruct(rgb, alpha).notes == []
     notes = rec.reconstruct(rgb, alpha, vertices=642).notes
     assert len(notes) == 1 and "shape bank" in notes[0]
+
+
+# ------------------------------------------------------------------------------------------ occupancy models
+
+TINY_OCCUPANCY = dict(backbone="resnet18", image_size=64, fpn_channels=16, hidden_dim=16, attention_heads=2,
+                      coarse="occupancy", occupancy_resolution=8, occupancy_depth_bins=12, vertices=642)
+
+
+@pytest.fixture(scope="module")
+def banked_occupancy(shape_bank, tmp_path_factory):
+    """A tiny occupancy network (random weights, saved as trained) with the fake bank attached."""
+    tensors, info = shape_bank
+    folder = tmp_path_factory.mktemp("banked_occ")
+    torch.manual_seed(1)
+    save_model(build_model(ModelConfig(**TINY_OCCUPANCY)), folder / "base", {"steps": 0})
+    return attach_bank(folder / "base", tensors, info, folder / "banked", shape_weight=1.0)
+
+
+@pytest.mark.parametrize("weight", [0.25, 1.0])
+def test_an_occupancy_model_blends_the_nearest_shape_into_its_grid(banked_occupancy, fake, weight):
+    """The blend equals (1 - w) p_network + w * (the share of each cell in the picture-nearest view's
+    solid of the category, posed by that view's rotation and the predicted camera), computed here
+    from the bank's buffers by brute force."""
+    from recon_core.image import prepare_image
+    from recon_core.inference import Reconstructor
+    from recon_core.occupancy import GridCamera, voxelize_frustum
+
+    model, meta = load_model(banked_occupancy)
+    model = dataclasses_replace_config(model, bank_weight=weight)
+    rec = Reconstructor(model, meta)
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    with torch.inference_mode():
+        out = model(prepare_image(rgb, alpha, model.config.image_size).image[None])
+        fused = rec._fuse_bank(out, rgb, alpha, category_index(CHAIR))
+    bank = model.bank
+    pic = bank.picture_distances(torch.from_numpy(embed_image(rgb, alpha))).numpy()
+    chairs = [r for r in range(len(pic)) if int(bank.shape_category[bank.view_shape[r]]) == category_index(CHAIR)]
+    row = min(chairs, key=lambda r: pic[r])
+    from scipy import ndimage
+
+    solid = ndimage.binary_fill_holes(bank.grid(int(bank.view_shape[row])))  # the walls and what they enclose
+    assert solid.sum() > 2 * bank.grid(int(bank.view_shape[row])).sum()  # the box's inside is filled
+    share = voxelize_frustum(solid, GRID_BOUND, bank.view_rotation[row].double().numpy(),
+                             GridCamera.from_prediction(out.camera[0].numpy()), model.grid_spec, supersample=2, share=True)
+    assert share.max() > 0.5  # the chair's solid lies in the frustum
+    expected = (1 - weight) * out.occupancy_logits[0].sigmoid().numpy() + weight * share
+    got = fused.occupancy_logits[0].sigmoid().numpy()
+    assert np.allclose(got, np.clip(expected, 1e-4, 1 - 1e-4), atol=1e-5)
+    assert torch.equal(fused.camera, out.camera) and torch.equal(fused.mask_logits, out.mask_logits)
+
+
+def dataclasses_replace_config(model, **fields):
+    """``model`` with its config's ``fields`` replaced (the weights are shared)."""
+    import dataclasses
+
+    model.config = dataclasses.replace(model.config, **fields)
+    return model
+
+
+def test_a_banked_occupancy_model_reconstructs_a_printable_centred_mesh(banked_occupancy, fake):
+    from recon_core.inference import Reconstructor
+
+    rec = Reconstructor.from_file(banked_occupancy)
+    assert rec.model.config.bank_weight == 0.5
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    result = rec.reconstruct(rgb, alpha)
+    assert result.report.ok and check_printable(result.verts, result.faces).ok
+    assert "bank" in result.timings
+    centre = 0.5 * (result.verts.min(0) + result.verts.max(0))
+    assert np.abs(centre).max() < 1e-6 * np.ptp(result.verts, axis=0).max() + 1e-7
+    # weight 0: the bank is not consulted and the output is the network's own
+    plain = Reconstructor(dataclasses_replace_config(load_model(banked_occupancy)[0], bank_weight=0.0), {"trained": True})
+    result0 = plain.reconstruct(rgb, alpha)
+    assert "bank" not in result0.timings
