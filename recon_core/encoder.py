@@ -1,19 +1,20 @@
-"""Image encoder: a torchvision ResNet with a feature pyramid on top.
+"""Image encoder: a ResNet with a feature pyramid on top.
 
-Backbones start from ``weights=None`` (nothing is downloaded); a local ImageNet
-weights file can be given in the config.
+The layers are :mod:`recon_core.backbone`'s twins of torchvision's ResNet and feature
+pyramid (same names, so torchvision weights load unchanged; torchvision is not imported).
+Backbones start untrained (nothing is downloaded); a local ImageNet weights file, in
+torchvision's layout, can be given in the config.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision import models
-from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
+
+from recon_core.backbone import FeaturePyramidNetwork, FrozenBatchNorm2d, resnet
 
 __all__ = ["ImageEncoder", "IMAGENET_MEAN", "IMAGENET_STD"]
 
@@ -55,7 +56,7 @@ class ImageEncoder(nn.Module):
             "group": lambda channels: nn.GroupNorm(32, channels),
             "frozen": FrozenBatchNorm2d,
         }[norm]
-        net = getattr(models, backbone)(weights=None, norm_layer=norm_layer)
+        net = resnet(backbone, norm_layer)
         if weights_path:
             _load_backbone_weights(net, weights_path)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
@@ -70,12 +71,11 @@ class ImageEncoder(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         x = (images - self.mean) / self.std
         x = self.stem(x)
-        feats = OrderedDict()
-        for i, stage in enumerate(self.stages):
+        feats = []
+        for stage in self.stages:
             x = stage(x)
-            feats[f"c{i + 2}"] = x
-        pyramid = list(self.fpn(feats).values())
-        return pyramid, x.mean(dim=(2, 3))
+            feats.append(x)
+        return self.fpn(feats), x.mean(dim=(2, 3))
 
     @torch.no_grad()
     def fold_batchnorm(self) -> int:
@@ -98,7 +98,7 @@ class ImageEncoder(nn.Module):
             if isinstance(module, nn.Sequential):  # the stem, and the blocks' downsample branches
                 names = list(module._modules)
                 pairs = zip(names, names[1:])
-            else:  # torchvision BasicBlock / Bottleneck: conv1 -> bn1, conv2 -> bn2, conv3 -> bn3
+            else:  # BasicBlock / Bottleneck: conv1 -> bn1, conv2 -> bn2, conv3 -> bn3
                 pairs = [(f"conv{i}", f"bn{i}") for i in (1, 2, 3) if hasattr(module, f"bn{i}")]
             for conv_name, bn_name in pairs:
                 conv, bn = getattr(module, conv_name), getattr(module, bn_name)

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 from pytorch3d.utils import ico_sphere
-from torchvision.ops import FrozenBatchNorm2d
 
+from recon_core.backbone import FrozenBatchNorm2d
 from recon_core.config import ModelConfig
 from recon_core.model import build_model
 from recon_core.topology import IcoTopology, level_for_vertices, neighbour_mean, vertex_count
