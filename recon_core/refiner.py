@@ -29,7 +29,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch_geometric.nn import GraphConv
 
 from recon_core.camera import fit_projection
 from recon_core.topology import Topology, mean_edge_length, neighbour_mean
@@ -172,6 +171,10 @@ class RefinerStage(nn.Module):
         category_norm: bool,
     ):
         super().__init__()
+        # Imported here, not at the top: torch_geometric imports torch._dynamo (about a second), so
+        # importing recon_core.inference stays quick and the cost falls on the first model built.
+        from torch_geometric.nn import GraphConv
+
         self.max_displacement = max_displacement
         self.attention = GraphImageAttention(prev_dim + 3, feature_dim, hidden_dim, levels, window, heads)
         self.bottleneck = nn.Linear(hidden_dim + prev_dim + 3, hidden_dim)
