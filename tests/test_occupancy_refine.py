@@ -154,7 +154,9 @@ def test_reconstruct_outputs_the_refined_mesh_and_it_is_printable(offset_scale):
     if kept and kept[0].startswith("kept the refined mesh"):
         assert np.array_equal(base.faces, result.faces)
         moved = np.abs(base.verts - result.verts).max()
-        assert (moved == 0.0) if offset_scale == 0.0 else (moved > 1e-4)
+        # zero offsets: the same mesh up to float32 rounding (the refiner works in float32, and both are
+        # centred on their own bounding boxes before the output's float32 rounding)
+        assert (moved < 1e-6) if offset_scale == 0.0 else (moved > 1e-4)
 
 
 def test_a_refined_mesh_with_crossing_faces_is_untangled_or_dropped_never_shipped():
