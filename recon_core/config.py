@@ -28,7 +28,7 @@ class ModelConfig:
     """Architecture of the reconstruction network."""
 
     backbone: str = "resnet50"
-    """torchvision ResNet name: resnet18, resnet34 or resnet50."""
+    """ResNet name (recon_core.backbone, parameter names as torchvision's): resnet18, resnet34 or resnet50."""
     backbone_weights: str | None = None
     """Optional local file of ImageNet weights for the backbone (.safetensors, or a torchvision .pth read with weights_only)."""
     backbone_norm: str = "batch"
