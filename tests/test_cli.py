@@ -137,6 +137,17 @@ def test_entry_point_runs_the_default_model(tmp_path):
     assert out.is_file() and "✓ printable" in proc.stdout
 
 
+def test_entry_point_reports_bad_input_with_its_exit_code(tmp_path):
+    """The console script ends the process itself (``run``: no interpreter teardown); the exit code
+    and the one-sentence error still come out."""
+    bad = tmp_path / "not_an_image.png"
+    bad.write_bytes(b"this is not a PNG")
+    proc = subprocess.run([sys.executable, "-m", "recon_core.cli", str(bad), "-o", str(tmp_path / "x.stl")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "x.stl").exists()
+
+
 def _run_into_closed_pipe(argv: list[str]) -> subprocess.CompletedProcess:
     """Run recon-mesh with stdout a pipe whose reader has already gone (``| head -1`` that exits at once).
 
