@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from recon_core.categories import CATEGORIES
-from recon_core.config import VERTEX_SCHEDULES
+from recon_core.detail import DETAIL_VERTICES, approx_faces, vertices_for_detail
 
 __all__ = ["main", "EPILOG"]
 
@@ -21,8 +21,8 @@ EPILOG = """\
 exit codes:
   0  the mesh was written and passed the printable check
   1  unexpected failure (one sentence on stderr; rerun with --debug and report it)
-  2  bad input (image, a picture with no object, model, output path or option):
-     one sentence on stderr, no file written
+  2  bad input (image, a picture with no object, model, output path or option, such as
+     --detail together with the deprecated --vertices): one sentence on stderr, no file written
   3  the mesh was written but failed the printable check
 
 The mesh is complete on disk before the report is printed. A reader that stops early
@@ -40,8 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output mesh: .obj, .stl, .ply or .glb")
     p.add_argument("--category", choices=[c.name for c in CATEGORIES], help="object category (default: predicted)")
     p.add_argument("--height-mm", type=float, help="scale the mesh so that its height is this many millimetres")
-    p.add_argument("--vertices", type=int, choices=sorted(k for k in VERTEX_SCHEDULES if k >= 642),
-                   help="output vertex count (default: the model's, 2562)")
+    sizes = ", ".join(f"{name} ~{approx_faces(name):,}" for name in DETAIL_VERTICES)
+    p.add_argument("--detail", choices=list(DETAIL_VERTICES),
+                   help=f"output size in faces: {sizes} (default: the model's own, normally medium; a model "
+                        "with a shape bank, like the shipped one, outputs its solid's own count)")
+    # Deprecated: the raw count --detail replaced; kept so that existing scripts still run.
+    p.add_argument("--vertices", type=int, choices=list(DETAIL_VERTICES.values()), help=argparse.SUPPRESS)
     p.add_argument("--model", help="model to use (NAME.safetensors with NAME.json beside it; default: models/default)")
     p.add_argument("--no-smooth", action="store_true", help="skip the volume-preserving smoothing")
     p.add_argument("--save-mask", metavar="PATH.png",
@@ -105,6 +109,13 @@ def main(argv: list[str] | None = None) -> int:
         _flush_stdout()  # --help into a closed pipe: argparse swallows the error, the exit flush would not
         raise
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    if args.vertices is not None:
+        if args.detail is not None:
+            print("error: --detail and --vertices cannot be given together (--vertices is the deprecated form of "
+                  "--detail); keep only --detail.", file=sys.stderr)
+            return 2
+        print(f"note: --vertices is deprecated; use --detail {'|'.join(DETAIL_VERTICES)}", file=sys.stderr)
+    vertices = args.vertices if args.detail is None else vertices_for_detail(args.detail)
     start = time.perf_counter()
     try:
         from recon_core.image import ImageError, load_image
@@ -131,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         rgb, alpha, notes = load_image(args.image)  # bad input fails fast, before the model loads
         rec = Reconstructor.from_file(args.model)
         result = rec.reconstruct(
-            rgb, alpha, category=args.category, vertices=args.vertices, height_mm=args.height_mm,
+            rgb, alpha, category=args.category, vertices=vertices, height_mm=args.height_mm,
             smooth=not args.no_smooth, source=args.image,
         )
         result.notes[:0] = notes

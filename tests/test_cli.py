@@ -109,7 +109,7 @@ def test_sixteen_bit_and_cmyk_are_converted_with_a_note(tmp_path, tiny_model_pat
     Image.fromarray(_object_rgb(), "RGB").convert("CMYK").save(cmyk)
     for image, note in ((g16, "16-bit"), (cmyk, "CMYK")):
         out = tmp_path / f"{image.stem}.obj"
-        code = main([str(image), "-o", str(out), "--model", str(tiny_model_path), "--vertices", "642"])
+        code = main([str(image), "-o", str(out), "--model", str(tiny_model_path), "--detail", "low"])
         captured = capsys.readouterr()
         assert code == 0, captured.err
         assert note in captured.err and out.is_file()
@@ -121,7 +121,7 @@ def test_writes_every_format(tmp_path, tiny_model_path, good_image, capsys, ext)
 
     out = tmp_path / f"mesh{ext}"
     code = main([str(good_image), "-o", str(out), "--model", str(tiny_model_path), "--height-mm", "80",
-                 "--vertices", "642"])
+                 "--detail", "low"])
     printed = capsys.readouterr().out
     assert code == 0 and "✓ printable" in printed
     mesh = trimesh.load(out, force="mesh")
@@ -177,7 +177,7 @@ def _assert_complete_stl(path: Path) -> None:
 
 def test_closed_stdout_ends_quietly_after_the_mesh_is_written(tmp_path, tiny_model_path, good_image):
     out = tmp_path / "mesh.stl"
-    proc = _run_into_closed_pipe([str(good_image), "-o", str(out), "--model", str(tiny_model_path), "--vertices", "642"])
+    proc = _run_into_closed_pipe([str(good_image), "-o", str(out), "--model", str(tiny_model_path), "--detail", "low"])
     assert proc.returncode == 0, proc.stderr  # the mesh's exit code, as if the report had been read
     assert [line for line in proc.stderr.splitlines() if not line.startswith("note: ")] == [], proc.stderr
     _assert_complete_stl(out)
@@ -193,7 +193,7 @@ def test_closed_unbuffered_stdout_ends_quietly(tmp_path, tiny_model_path, good_i
     monkeypatch.setattr(sys, "stdout", stdout)
     out = tmp_path / "mesh.stl"
     try:
-        code = main([str(good_image), "-o", str(out), "--model", str(tiny_model_path), "--vertices", "642"])
+        code = main([str(good_image), "-o", str(out), "--model", str(tiny_model_path), "--detail", "low"])
         stdout.write("more\n")
         stdout.flush()  # stdout now points at os.devnull: later writes and the exit flush succeed
     finally:
@@ -225,7 +225,7 @@ def test_save_mask_writes_the_alpha_of_an_rgba_picture(tmp_path, tiny_model_path
     picture = tmp_path / "obj.png"
     Image.fromarray(rgba, "RGBA").save(picture)
     out, mask_path = tmp_path / "mesh.stl", tmp_path / "mask.png"
-    code = main([str(picture), "-o", str(out), "--model", str(tiny_model_path), "--vertices", "642",
+    code = main([str(picture), "-o", str(out), "--model", str(tiny_model_path), "--detail", "low",
                  "--save-mask", str(mask_path)])
     printed = capsys.readouterr().out
     assert code == 0 and out.is_file() and f"wrote {mask_path}" in printed
@@ -242,7 +242,7 @@ def test_save_mask_without_alpha_is_the_object_against_the_border_colour(tmp_pat
     picture = tmp_path / "obj.jpg"
     Image.fromarray(rgb, "RGB").save(picture, quality=95)
     mask_path = tmp_path / "mask.PNG"  # the extension in any case
-    code = main([str(picture), "-o", str(tmp_path / "mesh.obj"), "--model", str(tiny_model_path), "--vertices", "642",
+    code = main([str(picture), "-o", str(tmp_path / "mesh.obj"), "--model", str(tiny_model_path), "--detail", "low",
                  "--save-mask", str(mask_path)])
     assert code == 0, capsys.readouterr().err
     mask = np.asarray(Image.open(mask_path))
@@ -259,8 +259,77 @@ def test_a_failed_mask_write_leaves_no_file(tmp_path, tiny_model_path, good_imag
 
     monkeypatch.setattr(recon_core.weights, "atomic_write_bytes", full_disk)
     out = tmp_path / "mesh.stl"
-    code = main([str(good_image), "-o", str(out), "--model", str(tiny_model_path), "--vertices", "642",
+    code = main([str(good_image), "-o", str(out), "--model", str(tiny_model_path), "--detail", "low",
                  "--save-mask", str(tmp_path / "mask.png")])
     err = capsys.readouterr().err
     assert code == 2 and "No space left on device" in err and err.count("\n") == 1
     assert not out.exists() and not (tmp_path / "mask.png").exists()
+
+
+# -- --detail, and the deprecated --vertices it replaced ---------------------------------------------------
+
+
+def _faces_written(printed: str) -> int:
+    """The face count of the report's first line: "wrote OUT (V vertices, F faces) in T s"."""
+    return int(printed.split(" vertices, ")[1].split(" faces")[0])
+
+
+def test_detail_low_gives_fewer_faces_than_high(tmp_path, tiny_model_path, good_image, capsys):
+    """An ico-sphere model outputs the level's vertex count: 2V - 4 triangles."""
+    import trimesh
+
+    from recon_core.detail import DETAIL_VERTICES
+
+    faces = {}
+    for level in ("low", "high"):
+        out = tmp_path / f"{level}.stl"
+        code = main([str(good_image), "-o", str(out), "--model", str(tiny_model_path), "--detail", level])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        faces[level] = len(trimesh.load(out, force="mesh").faces)
+        assert faces[level] == _faces_written(captured.out) == 2 * DETAIL_VERTICES[level] - 4
+        assert "deprecated" not in captured.err
+    assert faces["low"] < faces["high"]
+
+
+def test_unknown_detail_is_a_usage_error_and_writes_nothing(tmp_path, tiny_model_path, good_image, capsys):
+    out = tmp_path / "mesh.stl"
+    for value in ("ultra", "642", "Low"):
+        with pytest.raises(SystemExit) as exc:
+            main([str(good_image), "-o", str(out), "--model", str(tiny_model_path), "--detail", value])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2, value
+        assert f"--detail: invalid choice: '{value}'" in err and "low" in err and "high" in err, err
+        assert not out.exists()
+
+
+def test_detail_with_vertices_is_one_sentence_and_writes_nothing(tmp_path, tiny_model_path, good_image, capsys):
+    out = tmp_path / "mesh.stl"
+    code = main([str(good_image), "-o", str(out), "--model", str(tiny_model_path), "--detail", "low",
+                 "--vertices", "642"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and "--detail and --vertices cannot be given together" in err, err
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert not out.exists() and not list(tmp_path.glob("*.tmp"))
+
+
+def test_deprecated_vertices_still_works_with_a_note(tmp_path, tiny_model_path, good_image, capsys):
+    out = tmp_path / "mesh.stl"
+    code = main([str(good_image), "-o", str(out), "--model", str(tiny_model_path), "--vertices", "642"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.err.splitlines()[0] == "note: --vertices is deprecated; use --detail low|medium|high"
+    assert _faces_written(captured.out) == 2 * 642 - 4  # the same mesh as --detail low
+    with pytest.raises(SystemExit) as exc:  # still only the three counts
+        main([str(good_image), "-o", str(tmp_path / "other.stl"), "--vertices", "1000"])
+    assert exc.value.code == 2 and not (tmp_path / "other.stl").exists()
+
+
+def test_help_offers_detail_levels_not_vertex_counts(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    printed = capsys.readouterr().out
+    assert "--detail {low,medium,high}" in printed
+    assert "low ~1,300, medium ~5,100, high ~20,500" in " ".join(printed.split())
+    assert "--vertices" not in printed.split("exit codes:")[0], "hidden from the usage and the options"
