@@ -114,7 +114,7 @@ class _Reconstruction:
             client = worker_client.get_client(python, model, repo=DEFAULTS["repo"])
             self.job = client.submit(
                 self.image, category=None if settings.category == 'AUTO' else settings.category,
-                vertices=int(settings.detail), height_mm=self.height_mm, timeout_s=prefs.timeout_s,
+                detail=settings.detail.lower(), height_mm=self.height_mm, timeout_s=prefs.timeout_s,
                 mask_path=os.path.join(self.mask_dir, "mask.png"),
             )
         except BaseException:

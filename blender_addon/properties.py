@@ -2,17 +2,19 @@
 
 import bpy
 
-from .worker_client import CATEGORY_NAMES, VERTEX_COUNTS
+from .worker_client import CATEGORY_NAMES, DEFAULT_DETAIL, DETAIL_VERTICES
 
 __all__ = ["ReconSettings"]
 
 _CATEGORY_ITEMS = [('AUTO', "Automatic", "Predict the category from the image")] + [
     (name, name.capitalize(), f"Reconstruct as a {name}") for name in CATEGORY_NAMES
 ]
+# Identifiers are the worker's level names in capitals. The order keeps the values stored in .blend
+# files (0, 1, 2) of the earlier 642 / 2562 / 10242 vertex items, so saved scenes keep their level.
 _DETAIL_ITEMS = [
-    (str(n), f"{label} ({n} vertices)",
-     f"Output mesh with {n} vertices (models with a shape bank, like the default, output their solid's own count)")
-    for label, n in zip(("Low", "Medium", "High"), VERTEX_COUNTS)
+    (name.upper(), name.capitalize(),
+     f"About {round(2 * n, -2):,} faces (models with a shape bank, like the default, output their solid's own count)")
+    for name, n in DETAIL_VERTICES.items()
 ]
 
 
@@ -30,7 +32,7 @@ class ReconSettings(bpy.types.PropertyGroup):
     image: bpy.props.PointerProperty(name="Image", type=bpy.types.Image,
                                      description="Image datablock to reconstruct")
     category: bpy.props.EnumProperty(name="Category", items=_CATEGORY_ITEMS, default='AUTO')
-    detail: bpy.props.EnumProperty(name="Detail", items=_DETAIL_ITEMS, default=str(VERTEX_COUNTS[1]))
+    detail: bpy.props.EnumProperty(name="Detail", items=_DETAIL_ITEMS, default=DEFAULT_DETAIL.upper())
     height_mm: bpy.props.FloatProperty(
         name="Height (mm)",
         description="Real height of the object in millimetres; 0 keeps the model's size (about 1 unit across)",

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
-    "PROTOCOL_VERSION", "CATEGORY_NAMES", "VERTEX_COUNTS", "DELAY_ENV", "WorkerError", "WorkerResult", "Job", "WorkerClient",
-    "get_client", "shutdown_all",
+    "PROTOCOL_VERSION", "CATEGORY_NAMES", "DETAIL_VERTICES", "DEFAULT_DETAIL", "DELAY_ENV", "WorkerError",
+    "WorkerResult", "Job", "WorkerClient", "get_client", "shutdown_all",
 ]
 
 PROTOCOL_VERSION = 1
@@ -40,8 +40,9 @@ CATEGORY_NAMES = (
 )
 """``recon_core.categories.CATEGORIES`` names, copied so Blender never imports recon_core (a test checks)."""
 
-VERTEX_COUNTS = (642, 2562, 10242)
-"""Output vertex counts the model offers (detail levels)."""
+DETAIL_VERTICES = {"low": 642, "medium": 2562, "high": 10242}
+DEFAULT_DETAIL = "medium"
+"""``recon_core.detail``'s levels (name -> output vertex count) and default, copied like ``CATEGORY_NAMES``."""
 
 DELAY_ENV = "RECON_WORKER_DELAY_S"
 """Tests only: when set in this process, requests ask the worker to sleep this many seconds first."""
@@ -242,11 +243,12 @@ class WorkerClient:
         threading.Thread(target=self._read_stdout, args=(self.process.stdout,), daemon=True).start()
         threading.Thread(target=self._read_stderr, args=(self.process.stderr,), daemon=True).start()
 
-    def submit(self, image: str, *, category: str | None = None, vertices: int | None = None,
+    def submit(self, image: str, *, category: str | None = None, detail: str | None = None,
                height_mm: float | None = None, smooth: bool = True, timeout_s: float = 300.0,
                mask_path: str | None = None) -> Job:
         """Send one reconstruction request (starting the worker if needed); returns its :class:`Job`.
 
+        ``detail``: "low", "medium" or "high" (:data:`DETAIL_VERTICES`), None for the model's default.
         ``mask_path``: where the worker writes the object mask it used (a PNG; the caller removes it).
 
         Raises:
@@ -261,7 +263,7 @@ class WorkerClient:
         job = Job(self, f"r{next(self._ids)}", timeout_s)
         self.job = job
         request = {"type": "reconstruct", "version": PROTOCOL_VERSION, "id": job.id,
-                   "image": os.path.abspath(image), "category": category or None, "vertices": vertices or None,
+                   "image": os.path.abspath(image), "category": category or None, "detail": detail or None,
                    "height_mm": height_mm or None, "smooth": smooth,
                    "mask_path": os.path.abspath(mask_path) if mask_path else None}
         delay = float(os.environ.get(DELAY_ENV) or 0)

@@ -28,9 +28,10 @@ Worker to client::
 Client to worker::
 
     {"type": "reconstruct", "version": 1, "id": "r1", "image": "/path/photo.png",
-     "category": null, "vertices": 2562, "height_mm": 120.0, "smooth": true, "mask_path": "/tmp/recon-x/mask.png"}
-        ``category``, ``vertices`` and ``height_mm`` may be null (automatic, the model's default, unscaled);
-        ``mask_path`` may be null or absent (no mask is written).
+     "category": null, "detail": "medium", "height_mm": 120.0, "smooth": true, "mask_path": "/tmp/recon-x/mask.png"}
+        ``category``, ``detail`` and ``height_mm`` may be null (automatic, the model's default, unscaled);
+        ``detail`` is "low", "medium" or "high" (:mod:`recon_core.detail`); ``mask_path`` may be null
+        or absent (no mask is written).
     {"type": "shutdown", "version": 1}          (or simply close stdin)
 
 ``ARRAY`` is ``{"dtype": "<f4" | "<i4", "shape": [n, 3], "data": BASE64}``: the array's
@@ -47,6 +48,12 @@ through a temporary file and a rename), and the result's ``mask_path`` repeats t
 is null when no mask was asked for or the write failed; a note then says why, and the mesh
 is sent all the same. The file belongs to the client, which removes it. Both fields are
 optional, so the version stays 1: a worker that predates them answers without a mask.
+
+Detail levels: ``detail`` replaced a raw ``"vertices": 642 | 2562 | 10242``. The worker still reads
+``vertices`` when ``detail`` is null or absent, so an add-on that predates the levels keeps working;
+a request with both is answered with a ``ValueError`` error, as is an unknown level. The field is
+new but optional, so the version stays 1; a worker that predates it ignores ``detail`` and gives
+the model's default level.
 
 Cancelling: a running reconstruction cannot be interrupted inside torch, so a client
 that wants to cancel kills the worker and starts a new one for the next request.
@@ -145,7 +152,7 @@ def _handle_request(channel: _Channel, reconstructor, request: dict[str, Any]) -
     try:
         image = request["image"]
         height = request.get("height_mm")
-        kwargs = dict(category=request.get("category") or None, vertices=request.get("vertices") or None,
+        kwargs = dict(category=request.get("category") or None, vertices=_requested_vertices(request),
                       height_mm=float(height) if height else None, smooth=bool(request.get("smooth", True)))
         mask_path = request.get("mask_path") or None
         channel.send("progress", id=rid, stage="reconstructing", fraction=0.1)
@@ -175,6 +182,22 @@ def _handle_request(channel: _Channel, reconstructor, request: dict[str, Any]) -
         category=result.category, category_probs=_plain(result.category_probs),
         report=_report_dict(result.report), notes=notes, timings=timings, mask_path=mask_path,
     )
+
+
+def _requested_vertices(request: dict[str, Any]) -> int | None:
+    """The output vertex count a request asks for: its ``detail`` level's, else its legacy ``vertices``, else None.
+
+    Raises:
+        ValueError: an unknown level, or both fields given.
+    """
+    from recon_core.detail import vertices_for_detail
+
+    detail, vertices = request.get("detail") or None, request.get("vertices") or None
+    if detail is None:
+        return vertices
+    if vertices is not None:
+        raise ValueError("The request gives both detail and the older vertices; send detail alone.")
+    return vertices_for_detail(detail)
 
 
 def _write_mask(mask, image: str, path: str, notes: list[str]) -> str | None:

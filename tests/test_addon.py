@@ -79,7 +79,7 @@ def addon(tmp_path_factory):
 @pytest.fixture
 def settings(addon):
     s = bpy.context.scene.recon_settings
-    s.source, s.image_path, s.image, s.category, s.detail, s.height_mm = 'FILE', str(addon.image), None, 'AUTO', '642', 50.0
+    s.source, s.image_path, s.image, s.category, s.detail, s.height_mm = 'FILE', str(addon.image), None, 'AUTO', 'LOW', 50.0
     bpy.context.scene.unit_settings.scale_length = 1.0
     addon.prefs.python_path, addon.prefs.timeout_s = PYTHON, 300.0
     return s
@@ -186,6 +186,25 @@ def test_reconstruct_adds_one_printable_object_at_the_cursor_and_one_undo_remove
     bpy.ops.ed.undo_push(message="Reconstruct from Image")  # what the UI does when the operator finishes
     bpy.ops.ed.undo()
     assert scene_state() == (objects, meshes, images)
+
+
+def test_detail_is_a_level_the_worker_turns_into_the_output_size(addon, settings):
+    """The panel's Detail is Low / Medium / High (the worker's level names), not a vertex count."""
+    prop = settings.bl_rna.properties["detail"]
+    assert [(item.identifier, item.name) for item in prop.enum_items] == [
+        ('LOW', "Low"), ('MEDIUM', "Medium"), ('HIGH', "High")]
+    assert prop.name == "Detail" and prop.default == 'MEDIUM'
+    assert prop.enum_items['HIGH'].description.startswith("About 20,500 faces")
+    settings["detail"] = 2  # what a .blend saved with the earlier 642 / 2562 / 10242 items stores for 10242
+    assert settings.detail == 'HIGH'
+    vertices = {}
+    for level in ('LOW', 'MEDIUM'):  # the tiny ico-sphere model outputs the level's vertex count
+        settings.detail = level
+        obj = reconstruct()
+        vertices[level] = len(obj.data.vertices)
+        assert_closed_manifold(obj)
+        bpy.data.objects.remove(obj)
+    assert vertices == {'LOW': 642, 'MEDIUM': 2562}
 
 
 def test_packed_image_is_written_to_a_temporary_file(addon, settings, tmp_path):
@@ -315,7 +334,7 @@ def test_mask_image_equals_recon_mesh_save_mask(addon, settings, tmp_path):
     """A picture without alpha: the mask image is the file ``recon-mesh --save-mask`` writes."""
     cli_mask = tmp_path / "cli_mask.png"
     subprocess.run([PYTHON, "-m", "recon_core.cli", str(addon.image), "-o", str(tmp_path / "mesh.stl"),
-                    "--model", addon.prefs.model_path, "--vertices", "642", "--save-mask", str(cli_mask)],
+                    "--model", addon.prefs.model_path, "--detail", "low", "--save-mask", str(cli_mask)],
                    check=True, capture_output=True)
     expected = np.asarray(Image.open(cli_mask))
     assert 0 < expected.mean() < 255, "the ellipse, not the whole picture"

@@ -17,7 +17,8 @@ from PIL import Image, ImageDraw
 
 from recon_core import worker
 from recon_core.categories import CATEGORIES
-from recon_core.config import VERTEX_SCHEDULES, ModelConfig
+from recon_core.config import ModelConfig
+from recon_core.detail import DEFAULT_DETAIL, DETAIL_VERTICES
 from tests.conftest import TINY
 
 REPO = Path(__file__).resolve().parent.parent
@@ -78,7 +79,8 @@ def test_client_constants_match_recon_core():
     assert worker_client.PROTOCOL_VERSION == worker.PROTOCOL_VERSION
     assert worker_client.DELAY_ENV == worker.DELAY_ENV
     assert worker_client.CATEGORY_NAMES == tuple(c.name for c in CATEGORIES)
-    assert set(worker_client.VERTEX_COUNTS) <= set(VERTEX_SCHEDULES)
+    assert worker_client.DETAIL_VERTICES == DETAIL_VERTICES
+    assert worker_client.DEFAULT_DETAIL == DEFAULT_DETAIL
 
 
 def test_array_encoding_round_trips_little_endian():
@@ -133,11 +135,34 @@ def test_serve_answers_protocol_errors_and_stops_at_shutdown(files):
     assert "protocol version 1" in errors[1]["message"] and "'image'" in errors[3]["message"]
 
 
+def test_requests_ask_for_a_detail_level_or_the_legacy_vertex_count(files):
+    """``detail`` names the level; ``vertices`` (add-ons before the levels) still works; both, or an
+    unknown level, is an error and the worker goes on."""
+    image = str(files["image"])
+    requests = {
+        "low": {"detail": "low"},
+        "default": {"detail": None},
+        "legacy": {"vertices": 642},
+        "both": {"detail": "low", "vertices": 642},
+        "unknown": {"detail": "ultra"},
+    }
+    lines = [json.dumps({"type": "reconstruct", "version": 1, "id": rid, "image": image, **fields})
+             for rid, fields in requests.items()]
+    out = io.StringIO()
+    assert worker.serve(worker._Channel(out), io.StringIO("\n".join(lines) + "\n"), str(files["model"])) == 0
+    answers = {m["id"]: m for m in map(json.loads, out.getvalue().splitlines()) if m["type"] in ("result", "error")}
+    faces = {rid: worker.decode_array(m["faces"]).shape[0] for rid, m in answers.items() if m["type"] == "result"}
+    assert faces == {"low": 2 * 642 - 4, "default": 2 * ModelConfig(**TINY).vertices - 4, "legacy": 2 * 642 - 4}
+    for rid, fragment in (("both", "both detail and the older vertices"), ("unknown", "Unknown detail level 'ultra'")):
+        assert answers[rid]["type"] == "error" and answers[rid]["kind"] == "ValueError", answers[rid]
+        assert fragment in answers[rid]["message"] and not answers[rid]["fatal"]
+
+
 # -- a real worker process ---------------------------------------------------------------------------
 
 
 def test_reconstruct_cold_then_warm(client, files):
-    job = client.submit(str(files["image"]), vertices=642, height_mm=50.0)
+    job = client.submit(str(files["image"]), detail="low", height_mm=50.0)
     result = job.wait()
     assert client.hello["pid"] == client.process.pid and client.ready is not None
     assert result.verts.dtype == np.float32 and result.verts.shape == (642, 3)
@@ -147,7 +172,7 @@ def test_reconstruct_cold_then_warm(client, files):
     assert result.report["unit"] == "mm" and "printable" in result.report["summary"]
     assert any("untrained" in note for note in result.notes)
     pid = client.process.pid
-    warm = client.submit(str(files["image"]), vertices=2562, category="chair").wait()
+    warm = client.submit(str(files["image"]), detail="medium", category="chair").wait()
     assert client.process.pid == pid, "the worker stays warm between requests"
     assert warm.verts.shape == (2562, 3) and warm.category == "chair" and warm.report["unit"] == "units"
 
@@ -160,7 +185,7 @@ def test_bad_image_is_one_sentence_and_the_worker_survives(client, files):
     with pytest.raises(WorkerError, match="not found"):
         client.submit(str(files["bad"].with_name("missing.png"))).wait()
     assert client.alive
-    assert client.submit(str(files["image"]), vertices=642).wait().report["ok"]
+    assert client.submit(str(files["image"]), detail="low").wait().report["ok"]
 
 
 def test_the_mask_is_written_where_asked(client, files, tmp_path):
@@ -168,23 +193,23 @@ def test_the_mask_is_written_where_asked(client, files, tmp_path):
     picture = make_alpha_image(tmp_path / "cutout.png")
     path = tmp_path / "out" / "mask.png"
     path.parent.mkdir()
-    result = client.submit(str(picture), vertices=642, mask_path=str(path)).wait()
+    result = client.submit(str(picture), detail="low", mask_path=str(path)).wait()
     assert result.mask_path == str(path) and result.report["ok"]
     with Image.open(path) as img:
         assert img.format == "PNG" and img.mode == "L" and img.size == (120, 90)
         assert np.array_equal(np.asarray(img), np.asarray(Image.open(picture))[..., 3])
     assert [p.name for p in path.parent.iterdir()] == ["mask.png"], "no temporary file is left"
-    assert client.submit(str(picture), vertices=642).wait().mask_path is None, "no mask unless asked"
+    assert client.submit(str(picture), detail="low").wait().mask_path is None, "no mask unless asked"
     blocked = tmp_path / "a file"
     blocked.write_text("")
-    result = client.submit(str(picture), vertices=642, mask_path=str(blocked / "mask.png")).wait()
+    result = client.submit(str(picture), detail="low", mask_path=str(blocked / "mask.png")).wait()
     assert result.mask_path is None and result.report["ok"], "the mesh comes all the same"
     assert any(f"could not be written to {blocked / 'mask.png'}" in note for note in result.notes)
 
 
 def test_one_request_at_a_time(client, files, monkeypatch):
     monkeypatch.setenv(worker.DELAY_ENV, "0.5")
-    job = client.submit(str(files["image"]), vertices=642)
+    job = client.submit(str(files["image"]), detail="low")
     with pytest.raises(WorkerError, match="already running"):
         client.submit(str(files["image"]))
     job.wait()
@@ -192,7 +217,7 @@ def test_one_request_at_a_time(client, files, monkeypatch):
 
 def test_progress_is_reported_while_the_worker_is_busy(client, files, monkeypatch):
     monkeypatch.setenv(worker.DELAY_ENV, "1.0")
-    job = client.submit(str(files["image"]), vertices=642)
+    job = client.submit(str(files["image"]), detail="low")
     polls = 0
     stages = set()
     while not job.poll():
@@ -207,7 +232,7 @@ def test_progress_is_reported_while_the_worker_is_busy(client, files, monkeypatc
 def test_killed_worker_mid_run(files, monkeypatch):
     monkeypatch.setenv(worker.DELAY_ENV, "30")
     c = WorkerClient(PYTHON, str(files["model"]))
-    job = c.submit(str(files["image"]), vertices=642)
+    job = c.submit(str(files["image"]), detail="low")
     deadline = time.perf_counter() + 60
     while job.stage != "waiting (test delay)" and time.perf_counter() < deadline:
         job.poll()
@@ -234,7 +259,7 @@ def test_cancel_kills_the_worker_and_the_pool_starts_a_new_one(files, monkeypatc
     monkeypatch.setenv(worker.DELAY_ENV, "30")
     c = worker_client.get_client(PYTHON, str(files["model"]))
     assert worker_client.get_client(PYTHON, str(files["model"])) is c
-    job = c.submit(str(files["image"]), vertices=642)
+    job = c.submit(str(files["image"]), detail="low")
     job.cancel()
     with pytest.raises(WorkerError, match="cancelled"):
         job.poll()

@@ -1,6 +1,6 @@
 """Measure click-to-mesh time of the add-on in headless Blender (the bpy module), cold and warm worker.
 
-    .venv/bin/python blender_addon/dev/measure_click_to_mesh.py [--python PY] [--model PATH] [--detail 2562] [--runs 3]
+    .venv/bin/python blender_addon/dev/measure_click_to_mesh.py [--python PY] [--model PATH] [--detail low|medium|high] [--runs 3]
 
 Builds and installs the extension into a temporary user folder, then runs Reconstruct
 from Image on a generated image: the first run starts the worker and loads the model
@@ -22,12 +22,26 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from recon_core.detail import DEFAULT_DETAIL, detail_for_vertices, vertices_for_detail  # noqa: E402
+
+
+def detail_level(text: str) -> str:
+    """``--detail``'s value as a level name: low, medium or high, or a vertex count as before (642, 2562, 10242)."""
+    try:
+        if text.isdigit():
+            return detail_for_vertices(int(text))
+        vertices_for_detail(text)
+        return text
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--python", help="worker interpreter (default: the one build_addon.py picks)")
     parser.add_argument("--model", default="", help="model file (default: the shipped models/default)")
-    parser.add_argument("--detail", default="2562", choices=["642", "2562", "10242"])
+    parser.add_argument("--detail", type=detail_level, default=DEFAULT_DETAIL,
+                        help="low, medium or high (or 642, 2562, 10242 vertices as before; default: medium)")
     parser.add_argument("--height-mm", type=float, default=120.0)
     parser.add_argument("--runs", type=int, default=3, help="warm runs after the cold one")
     args = parser.parse_args(argv)
@@ -49,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         prefs.python_path = args.python
     settings = bpy.context.scene.recon_settings
     settings.image_path = str(make_shape_image(root / "shape.png"))
-    settings.detail, settings.height_mm = args.detail, args.height_mm
+    settings.detail, settings.height_mm = args.detail.upper(), args.height_mm
 
     times = []
     for _ in range(1 + args.runs):
