@@ -173,9 +173,9 @@ class Reconstructor:
                     verts, faces, smooth_iterations=SMOOTH_ITERATIONS if smooth else 0, sphere_verts=sphere
                 )
         notes = []
-        if snapped is not None and vertices is not None:
-            notes.append("this model outputs the solid of its nearest training shape: the vertex count follows "
-                         "that solid (the requested count applies to models without a shape bank)")
+        if snapped is not None and vertices is not None and vertices != self.model.config.vertices:
+            notes.append("this model outputs the solid of its nearest training shape: its size follows that "
+                         "solid (the requested detail applies to models without a shape bank)")
         result = self._finish(verts, faces, repair_log, used, probs, height_mm, timings, notes)
         result.mask = object_mask(rgb, alpha)
         return result
