@@ -1,4 +1,4 @@
-"""Array helpers of the add-on, without bpy: frame conversion, placement and binary STL.
+"""Array helpers of the add-on, without bpy: frame conversion, placement, mesh buffers and binary STL.
 
 Units: Blender lengths follow the scene's unit scale, 1 Blender unit = ``scale_length``
 metres, so ``mm_per_unit = 1000 * scale_length`` (1000 in a default scene; 1 in a scene
@@ -13,7 +13,7 @@ import tempfile
 
 import numpy as np
 
-__all__ = ["OUTPUT_TO_BLENDER", "to_blender", "stl_bytes", "write_stl"]
+__all__ = ["OUTPUT_TO_BLENDER", "to_blender", "mesh_buffers", "stl_bytes", "write_stl"]
 
 OUTPUT_TO_BLENDER = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float64)
 """Rotation from the output frame (+Y up, camera on +Z) to Blender (+Z up): (x, y, z) -> (x, -z, y),
@@ -36,6 +36,41 @@ def to_blender(verts: np.ndarray, scale: float = 1.0) -> np.ndarray:
     out = verts @ OUTPUT_TO_BLENDER.T * scale
     lo, hi = out.min(0), out.max(0)
     return out - np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2]])
+
+
+def mesh_buffers(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat arrays of a triangle mesh in the types Blender's ``foreach_set`` copies without conversion.
+
+    Blender stores a mesh as vertex positions, face corners ("loops", each naming a vertex) and
+    faces (each the index of its first corner); triangle ``f`` owns corners ``3f, 3f + 1, 3f + 2``.
+
+    Args:
+        verts: (V, 3) float positions.
+        faces: (F, 3) int triangles, indices into ``verts``.
+
+    Returns:
+        ``(co, loop_verts, loop_starts)``: (3V,) float32 positions ``x0, y0, z0, x1, ...``;
+        (3F,) int32 vertex of each corner, the faces' rows one after the other; (F,) int32
+        first corner of each face, ``0, 3, 6, ...``.
+
+    Raises:
+        ValueError: a shape other than (V, 3) and (F, 3), or a face index outside ``0 .. V-1``
+            (Blender does not check, and would read outside its vertex array).
+    """
+    verts = np.asarray(verts)
+    faces = np.asarray(faces)
+    if verts.ndim != 2 or verts.shape[1] != 3:
+        raise ValueError(f"verts must have shape (V, 3), got {verts.shape}")
+    if faces.ndim != 2 or faces.shape[1] != 3:
+        raise ValueError(f"faces must have shape (F, 3), got {faces.shape}")
+    if not np.issubdtype(faces.dtype, np.integer):
+        raise ValueError(f"faces must hold integer vertex indices, got {faces.dtype}")
+    if faces.size and (faces.min() < 0 or faces.max() >= len(verts)):
+        raise ValueError(f"faces index vertices {faces.min()} .. {faces.max()}, but there are {len(verts)} vertices")
+    co = np.ascontiguousarray(verts, dtype=np.float32).reshape(-1)
+    loop_verts = np.ascontiguousarray(faces, dtype=np.int32).reshape(-1)
+    loop_starts = np.arange(0, len(loop_verts), 3, dtype=np.int32)
+    return co, loop_verts, loop_starts
 
 
 def stl_bytes(triangles: np.ndarray, header: str = "reconstruct_from_image") -> bytes:

@@ -23,7 +23,8 @@ from bpy_extras.io_utils import ExportHelper
 from . import mesh_data, worker_client
 from .preferences import DEFAULTS, get_preferences
 
-__all__ = ["RECON_OT_reconstruct", "RECON_OT_export_stl", "running", "cancel_running", "mm_per_unit", "mask_image"]
+__all__ = ["RECON_OT_reconstruct", "RECON_OT_export_stl", "running", "cancel_running", "mm_per_unit", "mask_image",
+           "fill_mesh"]
 
 TIMER_S = 0.1
 """Seconds between two polls of the worker in the modal operator."""
@@ -50,6 +51,32 @@ def mask_image(obj):
     """The mask image of a reconstructed object, or None (no mask kept, or its image was deleted)."""
     image = obj.get(MASK_KEY) if obj is not None else None
     return image if isinstance(image, bpy.types.Image) else None
+
+
+def fill_mesh(mesh, verts, faces) -> None:
+    """Give the empty ``mesh`` these vertices and triangles, smooth-shaded, with edges derived from the faces.
+
+    The mesh is the one ``mesh.from_pydata(verts, [], faces, shade_flat=False)`` makes, without its
+    Python lists: ``foreach_set`` copies whole arrays.
+
+    Args:
+        mesh: a new, empty ``bpy.types.Mesh``.
+        verts: (V, 3) float, Blender coordinates.
+        faces: (F, 3) int triangles, indices into ``verts``.
+
+    Raises:
+        ValueError: ``mesh`` is not empty, or the arrays are not a triangle mesh (:func:`.mesh_data.mesh_buffers`).
+    """
+    if len(mesh.vertices) or len(mesh.loops) or len(mesh.polygons):
+        raise ValueError(f"the mesh {mesh.name} already has geometry")
+    co, loop_verts, loop_starts = mesh_data.mesh_buffers(verts, faces)
+    mesh.vertices.add(len(co) // 3)
+    mesh.vertices.foreach_set("co", co)
+    mesh.loops.add(len(loop_verts))
+    mesh.loops.foreach_set("vertex_index", loop_verts)
+    mesh.polygons.add(len(loop_starts))
+    mesh.polygons.foreach_set("loop_start", loop_starts)  # loop_total is read-only: the next start minus this one
+    mesh.update(calc_edges=True)
 
 
 def running():
@@ -156,7 +183,7 @@ class _Reconstruction:
         obj = mask = None
         try:
             mask = self._load_mask(result.mask_path)
-            mesh.from_pydata(verts.tolist(), [], result.faces.tolist())
+            fill_mesh(mesh, verts, result.faces)
             mesh.shade_smooth()
             mesh.update()
             obj = bpy.data.objects.new(self.name, mesh)

@@ -113,10 +113,10 @@ def reconstruct() -> bpy.types.Object:
     return new[0]
 
 
-def assert_closed_manifold(obj) -> None:
+def assert_closed_manifold(mesh) -> None:
     bm = bmesh.new()
     try:
-        bm.from_mesh(obj.data)
+        bm.from_mesh(mesh)
         assert len(bm.faces) > 0
         assert all(len(e.link_faces) == 2 and e.is_manifold for e in bm.edges)
         assert all(v.is_manifold for v in bm.verts)
@@ -175,7 +175,7 @@ def test_reconstruct_adds_one_printable_object_at_the_cursor_and_one_undo_remove
     assert [o.name for o in bpy.context.selected_objects] == ["shape"]
     assert tuple(obj.location) == pytest.approx((1.0, 2.0, 3.0))
     assert all(p.use_smooth for p in obj.data.polygons) and len(obj.data.vertices) == 642
-    assert_closed_manifold(obj)
+    assert_closed_manifold(obj.data)
     # Default scene: 1 Blender unit = 1 m (unit scale 1), so 50 mm is 0.05 units, resting on the cursor.
     assert obj.dimensions.z == pytest.approx(0.050, rel=1e-4)
     assert min(v.co.z for v in obj.data.vertices) == pytest.approx(0.0, abs=1e-6)
@@ -186,6 +186,96 @@ def test_reconstruct_adds_one_printable_object_at_the_cursor_and_one_undo_remove
     bpy.ops.ed.undo_push(message="Reconstruct from Image")  # what the UI does when the operator finishes
     bpy.ops.ed.undo()
     assert scene_state() == (objects, meshes, images)
+
+
+# -- the mesh from the worker's arrays -------------------------------------------------------------------
+
+
+def mesh_arrays(mesh) -> dict[str, np.ndarray | list]:
+    """Everything the add-on's mesh holds: positions, edges, corners, faces, smoothness and the attribute layers."""
+    def get(collection, prop, dtype, width=1):
+        out = np.empty(len(collection) * width, dtype)
+        collection.foreach_get(prop, out)
+        return out.reshape(-1, width) if width > 1 else out
+
+    return {
+        "co": get(mesh.vertices, "co", np.float32, 3),
+        "edges": get(mesh.edges, "vertices", np.int32, 2),
+        "loop_verts": get(mesh.loops, "vertex_index", np.int32),
+        "loop_edges": get(mesh.loops, "edge_index", np.int32),
+        "loop_starts": get(mesh.polygons, "loop_start", np.int32),
+        "loop_totals": get(mesh.polygons, "loop_total", np.int32),
+        "smooth": get(mesh.polygons, "use_smooth", bool),
+        "attributes": sorted((a.name, a.domain, a.data_type) for a in mesh.attributes),
+    }
+
+
+def closed_meshes() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Closed, outward-facing triangle meshes as numpy arrays: a box, and an ico-sphere with its vertices shuffled."""
+    import trimesh
+
+    box = trimesh.creation.box(extents=(2.0, 1.0, 0.5))
+    sphere = trimesh.creation.icosphere(subdivisions=4, radius=0.3)  # 2,562 vertices, 5,120 faces
+    order = np.random.default_rng(0).permutation(len(sphere.vertices))
+    new_index = np.argsort(order)  # the vertex at old index i moves to new_index[i]
+    return {"box": (box.vertices, box.faces),
+            "sphere": (sphere.vertices[order] + (1.0, -2.0, 3.0), new_index[sphere.faces])}
+
+
+@pytest.mark.parametrize("name", ["box", "sphere"])
+def test_fill_mesh_holds_the_arrays_and_equals_from_pydata(addon, name):
+    verts, faces = closed_meshes()[name]
+    mesh = bpy.data.meshes.new(name)
+    reference = bpy.data.meshes.new(f"{name} from_pydata")  # the slow path it replaces: Python lists
+    try:
+        addon.package.operators.fill_mesh(mesh, verts, faces)
+        reference.from_pydata(verts.tolist(), [], faces.tolist(), shade_flat=False)
+        got, want = mesh_arrays(mesh), mesh_arrays(reference)
+        np.testing.assert_array_equal(got["co"], verts.astype(np.float32))
+        np.testing.assert_array_equal(got["loop_verts"].reshape(-1, 3), faces)  # same corners, same order
+        np.testing.assert_array_equal(got["loop_starts"], 3 * np.arange(len(faces)))
+        assert (got["loop_totals"] == 3).all() and len(got["edges"]) == len(faces) * 3 // 2
+        assert mesh.validate() is False  # nothing to correct
+        assert_closed_manifold(mesh)
+        assert got.keys() == want.keys()
+        for key in got:
+            np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    finally:
+        bpy.data.meshes.remove(mesh)
+        bpy.data.meshes.remove(reference)
+
+
+def test_fill_mesh_refuses_bad_arrays_and_a_mesh_with_geometry(addon):
+    verts, faces = closed_meshes()["box"]
+    mesh = bpy.data.meshes.new("bad")
+    try:
+        with pytest.raises(ValueError, match=r"faces index vertices 0 \.\. 8, but there are 8 vertices"):
+            addon.package.operators.fill_mesh(mesh, verts, np.where(faces == 7, 8, faces))
+        with pytest.raises(ValueError, match=r"\(F, 3\)"):
+            addon.package.operators.fill_mesh(mesh, verts, faces.reshape(-1, 6))
+        assert len(mesh.vertices) == len(mesh.loops) == len(mesh.polygons) == 0  # checked before anything is added
+        addon.package.operators.fill_mesh(mesh, verts, faces)
+        with pytest.raises(ValueError, match="already has geometry"):
+            addon.package.operators.fill_mesh(mesh, verts, faces)
+    finally:
+        bpy.data.meshes.remove(mesh)
+
+
+def test_the_object_holds_the_workers_vertices_in_blender_frame_and_its_faces(addon, settings, monkeypatch):
+    operators = addon.package.operators
+    results = []
+    build = operators._Reconstruction.build
+    monkeypatch.setattr(operators._Reconstruction, "build",
+                        lambda self, context: results.append(self.job.result) or build(self, context))
+    obj = reconstruct()
+    [result] = results
+    got = mesh_arrays(obj.data)
+    # Default scene: 1 unit = 1000 mm, and the worker answers in mm (the panel's height is set).
+    want = addon.package.mesh_data.to_blender(result.verts, 1.0 / 1000.0).astype(np.float32)
+    np.testing.assert_array_equal(got["co"], want)
+    np.testing.assert_array_equal(got["loop_verts"].reshape(-1, 3), result.faces)
+    assert got["smooth"].all() and "sharp_face" not in [name for name, _, _ in got["attributes"]]
+    bpy.data.objects.remove(obj)
 
 
 def test_detail_is_a_level_the_worker_turns_into_the_output_size(addon, settings):
@@ -202,7 +292,7 @@ def test_detail_is_a_level_the_worker_turns_into_the_output_size(addon, settings
         settings.detail = level
         obj = reconstruct()
         vertices[level] = len(obj.data.vertices)
-        assert_closed_manifold(obj)
+        assert_closed_manifold(obj.data)
         bpy.data.objects.remove(obj)
     assert vertices == {'LOW': 642, 'MEDIUM': 2562}
 
@@ -216,7 +306,7 @@ def test_packed_image_is_written_to_a_temporary_file(addon, settings, tmp_path):
     temp_before = set(os.listdir(os.environ.get("TMPDIR", "/tmp")))
     obj = reconstruct()
     assert obj.name == "packed_photo"
-    assert_closed_manifold(obj)
+    assert_closed_manifold(obj.data)
     assert not temp_leftovers(temp_before)  # the picture's copy and the mask's folder
     mask = obj["recon_mask"]
     assert mask.name == "packed_photo mask" and mask["recon_picture"] == "Blender image packed_photo.png"
@@ -417,6 +507,20 @@ def expect_error(addon, match: str) -> None:
     assert addon.package.operators.running() is None
 
 
+def test_faces_outside_the_vertices_are_refused_not_built(addon, settings, monkeypatch):
+    job = addon.package.worker_client.Job
+    handle = job._handle
+
+    def out_of_range(self, message):
+        handle(self, message)
+        if self.result is not None:
+            self.result.faces = self.result.faces + len(self.result.verts)
+
+    monkeypatch.setattr(job, "_handle", out_of_range)
+    expect_error(addon, r"Could not create the mesh in Blender \(ValueError: faces index vertices \d+ \.\. \d+, "
+                        r"but there are 642 vertices\)")
+
+
 def test_bad_image(addon, settings, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
@@ -452,7 +556,7 @@ def test_modal_operator_returns_control_while_the_worker_runs(addon, settings, m
     assert any("Reconstructed shape" in message for _, message in driver.reports)
     new = [o for o in bpy.data.objects if o.name not in state[0]]
     assert len(new) == 1
-    assert_closed_manifold(new[0])
+    assert_closed_manifold(new[0].data)
     bpy.data.objects.remove(new[0])
 
 

@@ -102,6 +102,28 @@ def test_to_blender_rotates_output_frame_and_rests_on_origin():
         mesh_data.to_blender(np.zeros((3, 2)))
 
 
+def test_mesh_buffers_are_the_flat_arrays_foreach_set_takes():
+    verts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float64)
+    faces = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])  # a tetrahedron, int64 as numpy makes it
+    co, loop_verts, loop_starts = mesh_data.mesh_buffers(verts, faces)
+    assert (co.dtype, loop_verts.dtype, loop_starts.dtype) == (np.float32, np.int32, np.int32)
+    np.testing.assert_array_equal(co, [0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1])
+    np.testing.assert_array_equal(loop_verts, [0, 2, 1, 0, 1, 3, 0, 3, 2, 1, 2, 3])
+    np.testing.assert_array_equal(loop_starts, [0, 3, 6, 9])
+    empty = mesh_data.mesh_buffers(np.zeros((0, 3)), np.zeros((0, 3), np.int32))
+    assert [len(a) for a in empty] == [0, 0, 0]
+    with pytest.raises(ValueError, match=r"verts must have shape \(V, 3\)"):
+        mesh_data.mesh_buffers(verts[:, :2], faces)
+    with pytest.raises(ValueError, match=r"faces must have shape \(F, 3\)"):
+        mesh_data.mesh_buffers(verts, np.array([[0, 1, 2, 3]]))
+    with pytest.raises(ValueError, match="integer vertex indices"):
+        mesh_data.mesh_buffers(verts, faces.astype(float))
+    with pytest.raises(ValueError, match=r"faces index vertices -1 \.\. 3, but there are 4 vertices"):
+        mesh_data.mesh_buffers(verts, np.where(faces == 0, -1, faces))
+    with pytest.raises(ValueError, match=r"faces index vertices 0 \.\. 4, but there are 4 vertices"):
+        mesh_data.mesh_buffers(verts, np.where(faces == 3, 4, faces))
+
+
 def test_stl_bytes_layout():
     tri = np.array([[[0, 0, 0], [1, 0, 0], [0, 1, 0]]], dtype=float)
     data = mesh_data.stl_bytes(tri)
