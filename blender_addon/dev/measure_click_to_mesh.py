@@ -46,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="warm runs after the cold one")
     args = parser.parse_args(argv)
 
-    root = Path(tempfile.mkdtemp(prefix="recon-measure-"))
+    with tempfile.TemporaryDirectory(prefix="recon-measure-") as tmp:  # the add-on's install and the picture
+        return _measure(args, Path(tmp))
+
+
+def _measure(args, root: Path) -> int:
     os.environ["BLENDER_USER_RESOURCES"] = str(root / "user")
     import bpy
 
