@@ -161,6 +161,7 @@ class Reconstructor:
         if getattr(self.model, "bank", None) is not None:
             with _timed(timings, "retrieval"):
                 snapped = self._snap(rgb, alpha, out.verts[0], cat_index)
+        report = None
         with _timed(timings, "repair"):
             if snapped is not None:
                 # Closed, manifold and free of self-intersections by construction (recon_core.volume), already
@@ -168,15 +169,22 @@ class Reconstructor:
                 verts, faces = snapped
                 repair_log = RepairLog(path="original", input_closed_manifold=True)
                 repair_log.note("the solid of the nearest training shape, meshed by marching tetrahedra")
+                # Decimated to the detail's size (about 2 faces a vertex) when that passes the printable
+                # check; else the full solid goes on (checked, and repaired if need be, in _finish).
+                decimated = _simplified(verts, faces, 2 * (vertices or self.model.config.vertices), repair_log)
             else:
                 verts, faces, repair_log = make_printable(
                     verts, faces, smooth_iterations=SMOOTH_ITERATIONS if smooth else 0, sphere_verts=sphere
                 )
-        notes = []
-        if snapped is not None and vertices is not None and vertices != self.model.config.vertices:
-            notes.append("this model outputs the solid of its nearest training shape: its size follows that "
-                         "solid (the requested detail applies to models without a shape bank)")
-        result = self._finish(verts, faces, repair_log, used, probs, height_mm, timings, notes)
+        if snapped is not None and decimated:
+            with _timed(timings, "check"):
+                _, sv, sf = decimated[0]
+                sv = _float32_exact(sv)
+                decimated_report = check_printable(sv, sf)
+            if decimated_report.ok:
+                repair_log.note(f"decimated to {len(sf)} faces")
+                verts, faces, report = sv, sf, decimated_report
+        result = self._finish(verts, faces, repair_log, used, probs, height_mm, timings, [], report)
         result.mask = object_mask(rgb, alpha)
         return result
 

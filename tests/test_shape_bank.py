@@ -238,14 +238,14 @@ def test_banked_model_round_trips_and_reconstructs_the_selected_solid(banked_mod
     assert model.config.shape_bank and meta["shape_bank"]["train_models"] == len(BANK_IDS)
     rec = Reconstructor(model, meta)
     rgb, alpha = _rgba(renders, "chair_val", 0)
-    result = rec.reconstruct(rgb, alpha, smooth=False)
+    result = rec.reconstruct(rgb, alpha, smooth=False, vertices=10242)  # high detail: the solid as meshed
     assert result.report.ok, result.report
     assert "retrieval" in result.timings
     # the output is the bank's solid of the view that select() picks for this picture and reconstruction
     with torch.inference_mode():
         from recon_core.image import prepare_image
 
-        out = model(prepare_image(rgb, alpha, model.config.image_size).image[None])
+        out = model(prepare_image(rgb, alpha, model.config.image_size).image[None], vertices=10242)
         verts = out.verts[0]
         step = max(1, verts.shape[0] // SNAP_QUERY_POINTS)
         assert model.config.bank_shape_weight == 2.0
@@ -254,7 +254,7 @@ def test_banked_model_round_trips_and_reconstructs_the_selected_solid(banked_mod
     expected = expected @ VIEW_TO_OUTPUT.T
     assert np.allclose(np.sort(result.verts, axis=0), np.sort(expected, axis=0), atol=1e-6)
     # with a category, the solid is one of that category's
-    sofa = rec.reconstruct(rgb, alpha, category="sofa", smooth=False)
+    sofa = rec.reconstruct(rgb, alpha, category="sofa", smooth=False, vertices=10242)
     sofa_rows = np.flatnonzero(model.bank.view_shape.numpy() == BANK_IDS.index("sofa_a"))
     candidates = [model.bank.view_mesh(int(r), model.config.bank_smoothing, model.config.bank_level)[0] @ VIEW_TO_OUTPUT.T
                   for r in sofa_rows]
@@ -411,15 +411,27 @@ def test_init_from_a_banked_model_copies_the_network_only(banked_model):
     assert model.bank is None
 
 
-def test_a_requested_vertex_count_is_noted_as_not_applying(banked_model, fake):
+def test_a_banked_models_solid_is_decimated_to_the_requested_detail(banked_model, fake):
+    """The solid (5,000-6,000 faces here) is decimated to about 2 faces per requested vertex, stays
+    printable and close to the full solid; a detail above its size leaves it as meshed."""
+    from pytorch3d.ops import knn_points
+
     from recon_core.inference import Reconstructor
 
     rgb, alpha = _rgba(fake[1], "chair_val", 0)
-    rec = Reconstructor.from_file(banked_model)
-    assert rec.reconstruct(rgb, alpha).notes == []
-    assert rec.reconstruct(rgb, alpha, vertices=642).notes == []  # the model's own default: nothing to say
-    notes = rec.reconstruct(rgb, alpha, vertices=2562).notes
-    assert len(notes) == 1 and "shape bank" in notes[0]
+    model, meta = load_model(banked_model)
+    rec = Reconstructor(dataclasses_replace_config(model, bank_shape_weight=0.0), meta)  # the picture picks the solid
+    full = rec.reconstruct(rgb, alpha, vertices=10242)
+    low = rec.reconstruct(rgb, alpha, vertices=642)
+    assert len(full.faces) > 2 * 1.2 * 642  # big enough to be decimated
+    assert len(low.faces) <= 1.2 * 2 * 642 and low.report.ok and check_printable(low.verts, low.faces).ok
+    assert any(step.startswith("decimated to") for step in low.repair.steps)
+    assert not any(step.startswith("decimated to") for step in full.repair.steps)
+    assert low.notes == [] and full.notes == []
+    # every decimated vertex lies near a vertex of the full solid: within 5 % of its size (about one cell of
+    # this bank's 24-cell grid; the full solid's vertices are ~0.2 cell apart)
+    d = knn_points(torch.tensor(low.verts, dtype=torch.float32)[None], torch.tensor(full.verts, dtype=torch.float32)[None])
+    assert float(d.dists.max().sqrt()) < 0.05 * float(np.ptp(full.verts, axis=0).max())
 
 
 # ------------------------------------------------------------------------------------------ occupancy models
