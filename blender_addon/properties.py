@@ -13,7 +13,7 @@ _CATEGORY_ITEMS = [('AUTO', "Automatic", "Predict the category from the image")]
 # files (0, 1, 2) of the earlier 642 / 2562 / 10242 vertex items, so saved scenes keep their level.
 _DETAIL_ITEMS = [
     (name.upper(), name.capitalize(),
-     f"About {round(2 * n, -2):,} faces (models with a shape bank, like the default, output their solid's own count)")
+     f"About {round(2 * n, -2):,} faces")
     for name, n in DETAIL_VERTICES.items()
 ]
 
