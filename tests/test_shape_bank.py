@@ -119,14 +119,18 @@ def bank_module(shape_bank):
     return bank
 
 
+def _banked(shape_bank, folder, fields: dict, seed: int, shape_weight: float):
+    """A tiny network of ``fields`` (random weights of ``seed``, saved as trained) with the fake bank attached."""
+    tensors, info = shape_bank
+    torch.manual_seed(seed)
+    save_model(build_model(ModelConfig(**fields)), folder / "base", {"steps": 0})
+    return attach_bank(folder / "base", tensors, info, folder / "banked", shape_weight=shape_weight)
+
+
 @pytest.fixture(scope="module")
 def banked_model(shape_bank, tmp_path_factory):
-    """A tiny sphere network (random weights, saved as trained) with the fake bank attached."""
-    tensors, info = shape_bank
-    folder = tmp_path_factory.mktemp("banked")
-    torch.manual_seed(0)
-    save_model(build_model(ModelConfig(**TINY_MODEL)), folder / "base", {"steps": 0})
-    return attach_bank(folder / "base", tensors, info, folder / "banked", shape_weight=2.0)
+    """A tiny sphere network with the fake bank attached."""
+    return _banked(shape_bank, tmp_path_factory.mktemp("banked"), TINY_MODEL, seed=0, shape_weight=2.0)
 
 
 def test_bank_holds_every_known_train_model_and_photo_view(shape_bank):
@@ -442,12 +446,8 @@ TINY_OCCUPANCY = dict(backbone="resnet18", image_size=64, fpn_channels=16, hidde
 
 @pytest.fixture(scope="module")
 def banked_occupancy(shape_bank, tmp_path_factory):
-    """A tiny occupancy network (random weights, saved as trained) with the fake bank attached."""
-    tensors, info = shape_bank
-    folder = tmp_path_factory.mktemp("banked_occ")
-    torch.manual_seed(1)
-    save_model(build_model(ModelConfig(**TINY_OCCUPANCY)), folder / "base", {"steps": 0})
-    return attach_bank(folder / "base", tensors, info, folder / "banked", shape_weight=1.0)
+    """A tiny occupancy network with the fake bank attached."""
+    return _banked(shape_bank, tmp_path_factory.mktemp("banked_occ"), TINY_OCCUPANCY, seed=1, shape_weight=1.0)
 
 
 @pytest.mark.parametrize("weight", [0.25, 1.0])
