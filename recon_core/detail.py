@@ -3,7 +3,7 @@
 A level stands for an output vertex count, the ``vertices`` argument of
 :meth:`recon_core.inference.Reconstructor.reconstruct`: the refiner's output vertex count for
 ico-sphere models (``2V - 4`` triangles), about ``2V`` faces after simplification for occupancy
-models. Models with a shape bank output their solid's own count and ignore the level.
+models; a shape-bank model's solid is decimated to about ``2V`` faces when it has more.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ DEFAULT_DETAIL = "medium"
 """The level the add-on starts at, and the default vertex count of the shipped models' configs."""
 
 
-def _choices() -> str:
-    names = list(DETAIL_VERTICES)
-    return ", ".join(names[:-1]) + f" or {names[-1]}"
+def _either(items) -> str:
+    """``"a, b or c"``."""
+    items = [str(x) for x in items]
+    return ", ".join(items[:-1]) + f" or {items[-1]}"
 
 
 def vertices_for_detail(detail: str) -> int:
@@ -31,7 +32,7 @@ def vertices_for_detail(detail: str) -> int:
     try:
         return DETAIL_VERTICES[detail]
     except (KeyError, TypeError):
-        raise ValueError(f"Unknown detail level {detail!r}: choose {_choices()}.") from None
+        raise ValueError(f"Unknown detail level {detail!r}: choose {_either(DETAIL_VERTICES)}.") from None
 
 
 def detail_for_vertices(vertices: int) -> str:
@@ -43,8 +44,7 @@ def detail_for_vertices(vertices: int) -> str:
     for name, count in DETAIL_VERTICES.items():
         if count == vertices:
             return name
-    *first, last = (str(v) for v in DETAIL_VERTICES.values())
-    raise ValueError(f"No detail level has {vertices} vertices: the levels have {', '.join(first)} or {last}.")
+    raise ValueError(f"No detail level has {vertices} vertices: the levels have {_either(DETAIL_VERTICES.values())}.")
 
 
 def approx_faces(detail: str) -> int:

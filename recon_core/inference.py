@@ -147,8 +147,8 @@ class Reconstructor:
             images = prepared.image[None].to(device)
             out = self.model(images, category=cat, vertices=vertices)
         if getattr(self.model, "heads", None) is not None:
-            result = self._reconstruct_occupancy(out, prepared, cat_index, vertices, height_mm, smooth, timings, source,
-                                                 rgb=rgb, alpha=alpha)
+            result = self._reconstruct_occupancy(out, rgb, alpha, prepared, cat_index, vertices, height_mm, smooth,
+                                                 timings, source)
             if result.mask is None:
                 result.mask = object_mask(rgb, alpha)
             return result
@@ -188,10 +188,9 @@ class Reconstructor:
         result.mask = object_mask(rgb, alpha)
         return result
 
-    def _reconstruct_occupancy(self, out, prepared, cat_index: int | None, vertices: int | None,
-                               height_mm: float | None, smooth: bool, timings: dict[str, float],
-                               source: str = "the picture", rgb: np.ndarray | None = None,
-                               alpha: np.ndarray | None = None) -> Reconstruction:
+    def _reconstruct_occupancy(self, out, rgb: np.ndarray, alpha: np.ndarray | None, prepared, cat_index: int | None,
+                               vertices: int | None, height_mm: float | None, smooth: bool, timings: dict[str, float],
+                               source: str = "the picture") -> Reconstruction:
         """The mesh of a ``coarse="occupancy"`` network's output (see :func:`occupancy_mesh`); without
         alpha, the predicted mask is checked (:data:`MIN_MASK_SHARE`) and put on the result. A model
         with a shape bank blends the nearest training shape into the occupancy first (:meth:`_fuse_bank`)."""
@@ -209,7 +208,7 @@ class Reconstructor:
             # logits resampled like occupancy_mesh's (bilinear), -30 outside the crop (sigmoid ~ 0)
             mask = torch.from_numpy(uncrop_mask(logits, prepared.box, prepared.original_size, fill=-30.0))
             mask = mask.sigmoid().numpy()
-        if getattr(self.model, "bank", None) is not None and self.model.config.bank_weight > 0 and rgb is not None:
+        if getattr(self.model, "bank", None) is not None and self.model.config.bank_weight > 0:
             with _timed(timings, "bank"):
                 out = self._fuse_bank(out, rgb, alpha, cat_index if cat_index is not None else int(probs.argmax()))
         refine = None

@@ -424,7 +424,7 @@ def test_a_banked_models_solid_is_decimated_to_the_requested_detail(banked_model
 
     rgb, alpha = _rgba(fake[1], "chair_val", 0)
     model, meta = load_model(banked_model)
-    rec = Reconstructor(dataclasses_replace_config(model, bank_shape_weight=0.0), meta)  # the picture picks the solid
+    rec = Reconstructor(_with_config(model, bank_shape_weight=0.0), meta)  # the picture picks the solid
     full = rec.reconstruct(rgb, alpha, vertices=10242)
     low = rec.reconstruct(rgb, alpha, vertices=642)
     assert len(full.faces) > 2 * 1.2 * 642  # big enough to be decimated
@@ -460,7 +460,7 @@ def test_an_occupancy_model_blends_the_nearest_shape_into_its_grid(banked_occupa
     from recon_core.occupancy import GridCamera, voxelize_frustum
 
     model, meta = load_model(banked_occupancy)
-    model = dataclasses_replace_config(model, bank_weight=weight)
+    model = _with_config(model, bank_weight=weight)
     rec = Reconstructor(model, meta)
     rgb, alpha = _rgba(fake[1], "chair_val", 0)
     with torch.inference_mode():
@@ -483,7 +483,7 @@ def test_an_occupancy_model_blends_the_nearest_shape_into_its_grid(banked_occupa
     assert torch.equal(fused.camera, out.camera) and torch.equal(fused.mask_logits, out.mask_logits)
 
 
-def dataclasses_replace_config(model, **fields):
+def _with_config(model, **fields):
     """``model`` with its config's ``fields`` replaced (the weights are shared)."""
     import dataclasses
 
@@ -503,6 +503,6 @@ def test_a_banked_occupancy_model_reconstructs_a_printable_centred_mesh(banked_o
     centre = 0.5 * (result.verts.min(0) + result.verts.max(0))
     assert np.abs(centre).max() < 1e-6 * np.ptp(result.verts, axis=0).max() + 1e-7
     # weight 0: the bank is not consulted and the output is the network's own
-    plain = Reconstructor(dataclasses_replace_config(load_model(banked_occupancy)[0], bank_weight=0.0), {"trained": True})
+    plain = Reconstructor(_with_config(load_model(banked_occupancy)[0], bank_weight=0.0), {"trained": True})
     result0 = plain.reconstruct(rgb, alpha)
     assert "bank" not in result0.timings
