@@ -28,7 +28,7 @@ from recon_core.camera import CROP_MARGIN
 
 __all__ = [
     "ImageError", "PreparedImage", "load_image", "prepare_image", "object_box", "MIN_SIDE", "MAX_PIXELS",
-    "DECODE_MIN_SIDE", "UNIFORM_SPREAD", "NOISE_CORRELATION", "object_mask", "uncrop_mask", "mask_png",
+    "DECODE_MIN_SIDE", "UNIFORM_SPREAD", "NOISE_CORRELATION", "object_mask", "object_pixels", "uncrop_mask", "mask_png",
     "save_mask",
 ]
 
@@ -215,8 +215,12 @@ def _request_reduced_decode(img: Image.Image) -> None:
         log.debug("%s decoded at %dx%d instead of %dx%d", img.format, *img.size, width, height)
 
 
-def _object_pixels(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray | None:
-    """(H, W) bool pixels :func:`object_box` takes for the object, or ``None`` when it takes the whole image."""
+def object_pixels(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray | None:
+    """(H, W) bool pixels :func:`object_box` takes for the object, or ``None`` when it takes the whole image.
+
+    Args:
+        rgb: (H, W, 3) uint8; alpha: (H, W) uint8 or None (then the border-colour rule).
+    """
     if alpha is not None:
         fg = alpha > 127
         return fg if fg.any() else alpha > 0
@@ -243,7 +247,7 @@ def object_box(rgb: np.ndarray, alpha: np.ndarray | None) -> tuple[int, int, int
         alpha: (H, W) uint8 or ``None``.
     """
     h, w = rgb.shape[:2]
-    fg = _object_pixels(rgb, alpha)
+    fg = object_pixels(rgb, alpha)
     if fg is None:
         return 0, 0, w, h
     rows = np.flatnonzero(fg.any(axis=1))
@@ -265,7 +269,7 @@ def object_mask(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
     """
     if alpha is not None:
         return alpha.astype(np.float32) / 255.0
-    fg = _object_pixels(rgb, None)
+    fg = object_pixels(rgb, None)
     return np.ones(rgb.shape[:2], np.float32) if fg is None else fg.astype(np.float32)
 
 

@@ -61,7 +61,8 @@ class Reconstruction:
         timings: seconds per stage.
         notes: human-readable notes (image conversions, untrained model, ...).
         mask: (H, W) float32 in [0, 1], the object's mask in the picture's (decoded) pixels: the alpha when
-            the picture has one; else a ``coarse="occupancy"`` model's predicted mask mapped back from the
+            the picture has one; else the object finder's mask (:mod:`recon_core.finder`) when there is
+            a finder and it found the object; else a ``coarse="occupancy"`` model's predicted mask mapped back from the
             crop (0 outside it), the mask its mesh was carved by; else (a model without a mask head) the
             pixels found against the border colour, all ones when the whole picture was taken
             (:func:`recon_core.image.object_mask`).
@@ -93,20 +94,31 @@ def _timed(timings: dict[str, float], name: str):
 class Reconstructor:
     """A loaded model, ready to reconstruct images one at a time."""
 
-    def __init__(self, model, metadata: dict[str, Any]):
+    def __init__(self, model, metadata: dict[str, Any], finder=None):
         self.model = model.eval()
         self.metadata = metadata
         self.trained = bool(metadata.get("trained", False))
+        self.finder = finder
+        """The :class:`recon_core.finder.ObjectFinder` that finds the object in pictures without
+        transparency, or None (then the border-colour rule of :func:`recon_core.image.object_mask`)."""
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike | None = None, device: str = "cpu") -> "Reconstructor":
-        """Load a model (``None``: the shipped default). Raises ``WeightsError`` with a clear message."""
+    def from_file(cls, path: str | os.PathLike | None = None, device: str = "cpu",
+                  finder: str | os.PathLike | None | bool = True) -> "Reconstructor":
+        """Load a model (``None``: the shipped default). Raises ``WeightsError`` with a clear message.
+
+        ``finder``: True, the shipped object finder when its files are there
+        (:func:`recon_core.finder.default_finder_path`); a path, that finder; False, none.
+        """
+        from recon_core.finder import load_finder
+
         model, meta = load_model(path, device=device)
+        found = None if finder is False else load_finder(None if finder is True else finder)
         # Inference only from here: fold the backbone norms into the convolutions and keep the
         # encoder's activations channels-last (oneDNN's fast layout); outputs equal up to float rounding.
         model.encoder.fold_batchnorm()
         model.encoder.to(memory_format=torch.channels_last)
-        return cls(model, meta)
+        return cls(model, meta, found)
 
     @torch.inference_mode()
     def reconstruct(
@@ -139,6 +151,40 @@ class Reconstructor:
             raise ValueError(f"height_mm must be a positive number of millimetres, got {height_mm}.")
         timings: dict[str, float] = {}
         cat_index = None if category is None else CATEGORIES.index(category_by_name(category))
+        found_by = None
+        if alpha is None and self.finder is not None:
+            alpha, found_by = self._find_object(rgb, source, timings)
+        result = self._reconstruct(rgb, alpha, cat_index, vertices, height_mm, smooth, source, timings)
+        if found_by is not None:
+            result.notes.append(found_by)
+        return result
+
+    def _find_object(self, rgb: np.ndarray, source: str, timings: dict[str, float]) -> tuple[np.ndarray | None, str]:
+        """The alpha that the finder gives a picture without one, and a note saying so.
+
+        When the finder sees no object, the border-colour rule (:func:`recon_core.image.object_box`) is the
+        fallback; when that finds none either, the picture is refused.
+
+        Raises:
+            ImageError: neither finds an object.
+        """
+        from recon_core.finder import find_object
+        from recon_core.image import object_pixels
+
+        with _timed(timings, "finder"):
+            found = find_object(self.finder, rgb)
+        if found is not None:
+            return (found * 255.0 + 0.5).astype(np.uint8), "object found by the object finder (no transparency)"
+        if object_pixels(rgb, None) is not None:
+            return None, "the object finder saw no object: taken against the border colour instead"
+        raise ImageError(f"No object found in {source}: neither the object finder nor the background colour "
+                         "separates one from the background. Give a picture of one object on a plainer "
+                         "background, or with transparency.")
+
+    def _reconstruct(self, rgb: np.ndarray, alpha: np.ndarray | None, cat_index: int | None, vertices: int | None,
+                     height_mm: float | None, smooth: bool, source: str, timings: dict[str, float]
+                     ) -> Reconstruction:
+        """:meth:`reconstruct` once the picture's alpha is settled."""
         with _timed(timings, "preprocess"):
             prepared = prepare_image(rgb, alpha, self.model.config.image_size)
         device = next(self.model.parameters()).device

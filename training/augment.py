@@ -203,7 +203,7 @@ def _blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def photometric(image: torch.Tensor, rng: np.random.Generator, colour: bool) -> torch.Tensor:
-    """Pixel changes of a (3, S, S) image in [0, 1], in the order a camera would make them.
+    """Pixel changes of a (3, H, W) image in [0, 1], in the order a camera would make them.
 
     Sometimes a lighting gradient (:func:`lighting_gradient`, p = 0.3); brightness, contrast and
     saturation jitter (only when ``colour``: sketches keep their ink); sometimes grey-scale
@@ -211,7 +211,7 @@ def photometric(image: torch.Tensor, rng: np.random.Generator, colour: bool) -> 
     [30, 95] (p = 0.3).
     """
     if rng.random() < 0.3:
-        image = image * lighting_gradient(rng, image.shape[-1])
+        image = image * torch.from_numpy(light_falloff(rng, tuple(image.shape[-2:])))  # (H, W): any shape
     if colour:
         image = image * float(rng.uniform(0.75, 1.25))
         mean = image.mean()

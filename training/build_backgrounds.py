@@ -12,6 +12,7 @@ it is rebuilt next to it and swapped in. :class:`training.dataset.RenderedViews`
 ``data.backgrounds``) composites augmented shaded views onto them.
 
     python training/build_backgrounds.py            # data/backgrounds, 320 crops of 256 px
+    python training/build_backgrounds.py --sources finder   # data/backgrounds_finder (training/train_finder.py)
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np
 from PIL import Image
 
-__all__ = ["SOURCES", "RESERVED", "check_not_reserved", "read_licences", "build_backgrounds", "main"]
+__all__ = ["SOURCES", "FINDER_SOURCES", "RESERVED", "check_not_reserved", "read_licences", "build_backgrounds", "main"]
 
 log = logging.getLogger("build_backgrounds")
 
@@ -42,6 +43,18 @@ SOURCES: dict[str, str] = {
 a dog at a door, landscapes, plants), CC-BY-4.0, CC-BY-SA-4.0 or CC0-1.0; mate-backgrounds,
 ``nature/`` only: 12 photographs (leaves, flowers, grass, a dune, a storm, wood), GPL-2+.
 Each crop's licence is read from the package's ``debian/copyright`` into ``sources.json``."""
+
+FINDER_SOURCES: dict[str, str] = {
+    "plasma-workspace-wallpapers": "usr/share/wallpapers/*/contents/images/1920x1080.*",
+    "lomiri-wallpapers-20.04": "usr/share/backgrounds/*.jpg",
+    "ukui-wallpapers": "usr/share/backgrounds/*.*",
+}
+"""The backgrounds of the object finder's training pictures (training/train_finder.py): other
+packages than :data:`SOURCES`, so the ``background`` check set (``evaluate.py --style background``,
+built from :data:`SOURCES`) shows the finder rooms, tables and landscapes it never saw.
+plasma-workspace-wallpapers: 13 pictures (photographs of leaves, water, hills, a path, and a few
+drawings); lomiri-wallpapers-20.04: 4 (a bird on a tree, abstract art); ukui-wallpapers: 12
+(mostly abstract art and illustrations)."""
 
 RESERVED = ("crrcsim-data", "gl-117-data", "torcs-data", "0ad-data", "openarena-data", "nexuiz-data",
             "openclipart-*", "tuxpaint-stamps-*")
@@ -121,17 +134,20 @@ def _fetch(cache: Path, packages: list[str]) -> Path:
     return extracted
 
 
-def build_backgrounds(out: Path, cache: Path, crops: int = 320, size: int = 256, seed: int = 0) -> Path:
-    """Write ``crops`` square ``size``-pixel JPEG crops of the :data:`SOURCES` photographs to ``out``.
+def build_backgrounds(out: Path, cache: Path, crops: int = 320, size: int = 256, seed: int = 0,
+                      sources: dict[str, str] | None = None) -> Path:
+    """Write ``crops`` square ``size``-pixel JPEG crops of the ``sources`` pictures (package -> glob;
+    None: :data:`SOURCES`) to ``out``.
 
     Returns ``out``. Raises ``RuntimeError`` when the packages cannot be fetched and
     ``ValueError`` for bad settings or packages without photographs.
     """
     if crops < 1 or size < 16:
         raise ValueError(f"need crops >= 1 and size >= 16, got crops={crops}, size={size}")
-    packages = list(SOURCES)
+    sources = SOURCES if sources is None else sources
+    packages = list(sources)
     check_not_reserved(packages)
-    settings = {"packages": SOURCES, "crops": crops, "size": size, "seed": seed}
+    settings = {"packages": sources, "crops": crops, "size": size, "seed": seed}
     manifest = out / _MANIFEST
     if manifest.is_file():
         try:
@@ -146,9 +162,9 @@ def build_backgrounds(out: Path, cache: Path, crops: int = 320, size: int = 256,
         root = extracted / pkg
         copyright_files = sorted(root.glob("usr/share/doc/*/copyright"))
         stanzas = read_licences(copyright_files[0]) if copyright_files else []
-        found = sorted(root.glob(SOURCES[pkg]))
+        found = sorted(root.glob(sources[pkg]))
         if not found:
-            raise ValueError(f"{pkg} has no pictures matching {SOURCES[pkg]} in {root}")
+            raise ValueError(f"{pkg} has no pictures matching {sources[pkg]} in {root}")
         pictures += [(pkg, f, _licence_of(f.relative_to(root).as_posix(), stanzas)) for f in found]
 
     tmp = out.with_name(out.name + ".partial")
@@ -179,8 +195,11 @@ def build_backgrounds(out: Path, cache: Path, crops: int = 320, size: int = 256,
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="build-backgrounds", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=Path("data/backgrounds"),
-                   help="output folder (default: data/backgrounds)")
+    p.add_argument("--sources", choices=("reconstruction", "finder"), default="reconstruction",
+                   help="reconstruction: SOURCES, for the reconstruction's augmentation and the background "
+                        "check set; finder: FINDER_SOURCES, for the object finder (default: reconstruction)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: data/backgrounds, or data/backgrounds_finder with --sources finder)")
     p.add_argument("--cache", type=Path, default=Path("data/cache"), help="package cache (default: data/cache)")
     p.add_argument("--crops", type=int, default=320, help="number of crops (default: 320)")
     p.add_argument("--size", type=int, default=256, help="side of a crop in pixels (default: 256)")
@@ -188,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        build_backgrounds(args.out, args.cache, args.crops, args.size, args.seed)
+        out = args.out or Path("data/backgrounds" if args.sources == "reconstruction" else "data/backgrounds_finder")
+        build_backgrounds(out, args.cache, args.crops, args.size, args.seed,
+                          None if args.sources == "reconstruction" else FINDER_SOURCES)
     except (RuntimeError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

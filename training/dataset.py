@@ -157,6 +157,11 @@ class RenderedViews(Dataset):
     def category_of(self, index: int) -> int:
         return self.categories[index]
 
+    def view_folder(self, index: int) -> tuple[Path, int]:
+        """``(folder, view)`` of item ``index``: its files are ``folder / f"{view:03d}..."``."""
+        m, view = self._items[index]
+        return self._folders[m], view
+
     def __getitem__(self, index: int) -> dict:
         m, view = self._items[index]
         folder, stem = self._folders[m], f"{view:03d}"

@@ -1373,6 +1373,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backgrounds", default="data/backgrounds",
                    help="photographs of --style background (training/build_backgrounds.py; none: synthetic "
                         "backgrounds; default: data/backgrounds)")
+    p.add_argument("--finder", default=None, metavar="PATH|none",
+                   help="object finder for pictures without alpha (default: models/finder when it is there; "
+                        "none: the border-colour rule)")
     p.add_argument("--out", default="runs/eval", help="output folder (default: runs/eval)")
     p.add_argument("--samples", type=int, default=10000, help="points sampled per surface (default: 10000)")
     p.add_argument("--sheet", type=int, default=8, help="images on the contact sheet (default: 8)")
@@ -1441,6 +1444,13 @@ def _backgrounds(args: argparse.Namespace):
     return photos
 
 
+def _finder_arg(value: str | None):
+    """``--finder``: None -> the shipped finder (True); "none" -> no finder (False); else its path."""
+    if value is None:
+        return True
+    return False if value.lower() == "none" else value
+
+
 def _run(args: argparse.Namespace) -> int:
     from recon_core.inference import Reconstructor
 
@@ -1461,7 +1471,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.curve:
         return _run_curve(args, test, out)
     samples = select_samples(test, args.views_per_model, args.limit, args.sketches)
-    rec = Reconstructor.from_file(args.model)
+    rec = Reconstructor.from_file(args.model, finder=_finder_arg(args.finder))
 
     train = discover(args.shapenet, args.renders, "train")
     methods, index, cache_path = METHODS, None, None
@@ -1481,6 +1491,10 @@ def _run(args: argparse.Namespace) -> int:
               if args.other_categories else f"{args.split} images")
     note = (f"Picture style *{args.style}*: {STYLE_NOTES[args.style]} (training/styles.py). "
             + TABLE_NOTE.format(n=len(samples), images=images, views=args.views_per_model, samples=args.samples))
+    if args.style != "clean":
+        note += (" Our model finds the object in these pictures without alpha with the object finder "
+                 f"({args.finder or 'models/finder'}, recon_core/finder.py)." if rec.finder is not None else
+                 " Our model finds the object in these pictures without alpha by the border colour (no object finder).")
     refused = sum("refused" in r for r in result.records)
     if refused:
         note += (f" Our model refused {refused} picture(s) (no object found): they count as 0 F1 and 0 Sil-IoU, "
@@ -1504,6 +1518,7 @@ def _run(args: argparse.Namespace) -> int:
         "renders": str(args.renders),
         "views_per_model": args.views_per_model,
         "style": args.style,
+        "finder": "none" if rec.finder is None else (args.finder or "models/finder"),
         "sketches": args.sketches,
         "images": len(samples),
         "num_samples": args.samples,

@@ -1,0 +1,230 @@
+"""Finding the object in a picture without transparency: a small segmentation network.
+
+A designer's picture rarely has an alpha channel: a product photo on a desk, clip art, a
+pencil sketch on tinted paper, the object small and off the centre. Before the reconstruction
+network can crop its input it must know which pixels are the object. The border-colour rule of
+:func:`recon_core.image.object_mask` works on a plain background only; :class:`ObjectFinder`
+is a small U-Net trained (training/train_finder.py) on the renders redrawn in every picture
+style of :mod:`training.styles`, placed at random sizes and positions, over photographs of
+other packages than the check sets'.
+
+It looks twice (:func:`find_object`):
+
+1. the whole picture, letterboxed to :data:`FINDER_SIZE`\\ ² (the longer side fits, the rest
+   is the edge pixels repeated): the object's box;
+2. a square around that box, so a small object is seen at full resolution: its mask there.
+
+The result is a soft mask (H, W) in [0, 1] that :class:`recon_core.inference.Reconstructor`
+then uses as the picture's alpha. A picture in which the finder sees no object (fewer than
+:data:`MIN_OBJECT_SHARE` of its pixels above 0.5) gets ``None``: the caller says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+__all__ = [
+    "FINDER_SIZE",
+    "MIN_OBJECT_SHARE",
+    "CROP_PAD",
+    "FinderConfig",
+    "ObjectFinder",
+    "letterbox",
+    "find_object",
+    "save_finder",
+    "load_finder",
+    "default_finder_path",
+]
+
+log = logging.getLogger(__name__)
+
+FINDER_SIZE = 96
+"""Side of the finder's square input, in pixels."""
+MIN_OBJECT_SHARE = 0.002
+"""A picture whose found mask is above 0.5 on less than this share of its pixels has no object."""
+CROP_PAD = 0.25
+"""The second look's square is the found box's longer side times ``1 + 2 * CROP_PAD``."""
+
+_MEAN, _STD = 0.5, 0.25
+
+
+@dataclass(frozen=True)
+class FinderConfig:
+    """Widths of the U-Net's levels (each halves the resolution after the first)."""
+
+    channels: tuple[int, ...] = (16, 32, 48, 64, 96)
+    size: int = FINDER_SIZE
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"channels": list(self.channels), "size": self.size}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "FinderConfig":
+        return cls(channels=tuple(int(c) for c in data["channels"]), size=int(data.get("size", FINDER_SIZE)))
+
+
+def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.GroupNorm(4, cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.GroupNorm(4, cout), nn.ReLU(inplace=True),
+    )
+
+
+class ObjectFinder(nn.Module):
+    """U-Net: (B, 3, S, S) picture in [0, 1] -> (B, 1, S, S) object logits.
+
+    Encoder levels at strides 1, 2, 4, ... (``config.channels``); the coarsest level's mean
+    (a whole-picture context: what is background here) is added back to it before the decoder,
+    which upsamples and concatenates each encoder level on the way back.
+    """
+
+    def __init__(self, config: FinderConfig | None = None):
+        super().__init__()
+        self.config = config or FinderConfig()
+        ch = self.config.channels
+        self.down = nn.ModuleList([_block(3, ch[0])] + [_block(ch[i - 1], ch[i], stride=2) for i in range(1, len(ch))])
+        self.context = nn.Linear(ch[-1], ch[-1])
+        self.up = nn.ModuleList([_block(ch[i + 1] + ch[i], ch[i]) for i in range(len(ch) - 1)])
+        self.head = nn.Conv2d(ch[0], 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 3, S, S) in [0, 1], S divisible by 2^(levels-1) -> (B, 1, S, S) logits."""
+        x = (x - _MEAN) / _STD
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+        x = x + self.context(x.mean(dim=(2, 3)))[:, :, None, None]
+        for i in range(len(self.up) - 1, -1, -1):
+            skip = skips[i]
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = self.up[i](torch.cat([x, skip], dim=1))
+        return self.head(x)
+
+
+def letterbox(rgb: np.ndarray, size: int = FINDER_SIZE) -> tuple[torch.Tensor, float, tuple[int, int]]:
+    """Fit a picture into a square: the longer side becomes ``size``, the rest repeats the edge pixels.
+
+    Args:
+        rgb: (H, W, 3) uint8.
+        size: the square's side.
+
+    Returns:
+        ``(image, scale, (h, w))``: (3, size, size) float32 in [0, 1]; square pixels per picture
+        pixel; the picture's extent ``h x w`` in the square (at its top-left corner).
+    """
+    h0, w0 = rgb.shape[:2]
+    scale = size / max(h0, w0)
+    h, w = max(1, round(h0 * scale)), max(1, round(w0 * scale))
+    small = np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.BILINEAR, reducing_gap=2.0))
+    padded = np.pad(small, ((0, size - h), (0, size - w), (0, 0)), mode="edge")
+    image = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1))).float() / 255.0
+    return image, scale, (h, w)
+
+
+def _look(net: ObjectFinder, rgb: np.ndarray) -> np.ndarray:
+    """(H, W) float32 object probability of a whole (H, W, 3) uint8 picture, one pass of ``net``."""
+    size = net.config.size
+    image, _, (h, w) = letterbox(rgb, size)
+    prob = torch.sigmoid(net(image[None]))[0, 0, :h, :w].numpy()
+    out = Image.fromarray(prob.astype(np.float32), "F").resize((rgb.shape[1], rgb.shape[0]), Image.Resampling.BILINEAR)
+    return np.asarray(out, dtype=np.float32)
+
+
+@torch.inference_mode()
+def find_object(net: ObjectFinder, rgb: np.ndarray) -> np.ndarray | None:
+    """The object's mask in a picture without transparency, or None when there is none.
+
+    Args:
+        net: a trained :class:`ObjectFinder` (eval mode).
+        rgb: (H, W, 3) uint8.
+
+    Returns:
+        (H, W) float32 object probability in [0, 1]: the first look's outside the second look's
+        square, the second's inside it (see the module docstring); None when fewer than
+        :data:`MIN_OBJECT_SHARE` of the pixels are above 0.5 after the first look.
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"rgb must be a (H, W, 3) uint8 array, got {rgb.shape} {rgb.dtype}")
+    h, w = rgb.shape[:2]
+    prob = _look(net, rgb)
+    fg = prob > 0.5
+    if fg.mean() < MIN_OBJECT_SHARE:
+        return None
+    rows, cols = np.flatnonzero(fg.any(axis=1)), np.flatnonzero(fg.any(axis=0))
+    v0, v1, u0, u1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    side = max(u1 - u0, v1 - v0) * (1.0 + 2.0 * CROP_PAD)
+    if side >= 0.8 * max(h, w):  # the object fills the picture: the first look saw it at full size
+        return prob
+    cu, cv = (u0 + u1) / 2.0, (v0 + v1) / 2.0
+    a0 = int(np.clip(round(cu - side / 2), 0, max(w - side, 0)))
+    b0 = int(np.clip(round(cv - side / 2), 0, max(h - side, 0)))
+    a1, b1 = min(w, a0 + int(round(side))), min(h, b0 + int(round(side)))
+    prob = prob.copy()
+    prob[b0:b1, a0:a1] = _look(net, np.ascontiguousarray(rgb[b0:b1, a0:a1]))
+    return prob
+
+
+def default_finder_path() -> Path:
+    """``models/finder`` of this repository (or ``$RECON_FINDER`` when set), without extension."""
+    env = os.environ.get("RECON_FINDER")
+    if env:
+        path = Path(env)
+        return path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+    return Path(__file__).resolve().parent.parent / "models" / "finder"
+
+
+def save_finder(net: ObjectFinder, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
+    """Save as ``path.safetensors`` (fp16) + ``path.json`` (``{"finder": config, ...metadata}``); returns the stem."""
+    from safetensors.torch import save
+
+    from recon_core.weights import atomic_write_bytes
+
+    stem = Path(path)
+    stem = stem.with_suffix("") if stem.suffix in (".safetensors", ".json") else stem
+    state = {k: v.detach().cpu().contiguous().half() if v.is_floating_point() else v.detach().cpu().contiguous()
+             for k, v in net.state_dict().items()}
+    atomic_write_bytes(stem.with_suffix(".safetensors"), save(state))
+    meta = {"finder": net.config.to_dict(), **(metadata or {})}
+    atomic_write_bytes(stem.with_suffix(".json"), json.dumps(meta, indent=2).encode())
+    return stem
+
+
+def load_finder(path: str | os.PathLike | None = None) -> ObjectFinder | None:
+    """Load a finder saved by :func:`save_finder` (``None``: :func:`default_finder_path`), in eval mode.
+
+    Returns None when its files are not there (the border-colour rule is used instead).
+
+    Raises:
+        recon_core.weights.WeightsError: files that are there but cannot be used.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from recon_core.weights import WeightsError
+
+    stem = default_finder_path() if path is None else Path(path)
+    stem = stem.with_suffix("") if stem.suffix in (".safetensors", ".json") else stem
+    cfg_path, weights_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+    if not (cfg_path.is_file() and weights_path.is_file()):
+        return None
+    try:
+        config = FinderConfig.from_dict(json.loads(cfg_path.read_text())["finder"])
+        net = ObjectFinder(config)
+        state = load_file(str(weights_path))
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, SafetensorError, OSError, RuntimeError) as err:
+        raise WeightsError(f"The object finder {weights_path} cannot be loaded ({err}); restore it "
+                           "(git checkout models/) or retrain it: python training/train_finder.py") from None
+    return net.eval()

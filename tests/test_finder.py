@@ -1,0 +1,267 @@
+"""The object finder (recon_core.finder) and its training pictures (training/train_finder.py).
+
+The finder's logic is tested with a *colour finder*: an :class:`ObjectFinder` whose output
+layer is replaced so that it says "object" exactly where the picture is red. Its answers are
+then known, so the two looks, the letterbox and the Reconstructor's use of them can be checked
+against plain references.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from recon_core.finder import (
+    MIN_OBJECT_SHARE,
+    FinderConfig,
+    ObjectFinder,
+    find_object,
+    letterbox,
+    load_finder,
+    save_finder,
+)
+from recon_core.image import ImageError
+from recon_core.inference import Reconstructor
+from recon_core.weights import WeightsError
+
+RED = np.array([220, 30, 30], np.uint8)
+
+
+class _ColourFinder(ObjectFinder):
+    """Logit +20 where the input pixel is red (r - g > 0.4), -20 elsewhere."""
+
+    def __init__(self):
+        super().__init__(FinderConfig(channels=(4, 4), size=32))
+        self.calls: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(tuple(x.shape))
+        return torch.where(x[:, :1] - x[:, 1:2] > 0.4, 20.0, -20.0)
+
+
+def _picture(h=120, w=200, box=(150, 20, 170, 44), background=(240, 240, 235)) -> np.ndarray:
+    rgb = np.empty((h, w, 3), np.uint8)
+    rgb[:] = background
+    u0, v0, u1, v1 = box
+    rgb[v0:v1, u0:u1] = RED
+    return rgb
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+def test_letterbox_fits_the_longer_side_and_repeats_the_edge():
+    rgb = np.random.default_rng(0).integers(0, 256, (30, 60, 3), dtype=np.uint8)
+    image, scale, (h, w) = letterbox(rgb, 32)
+    assert image.shape == (3, 32, 32) and scale == pytest.approx(32 / 60) and (h, w) == (16, 32)
+    resized = np.asarray(Image.fromarray(rgb).resize((32, 16), Image.Resampling.BILINEAR, reducing_gap=2.0))
+    got = (image.numpy().transpose(1, 2, 0) * 255).round().astype(np.uint8)
+    assert np.array_equal(got[:16], resized)
+    for row in range(16, 32):  # the padding repeats the last row
+        assert np.array_equal(got[row], resized[-1])
+
+
+def test_a_small_object_is_found_by_the_second_look():
+    net = _ColourFinder()
+    rgb = _picture(box=(151, 21, 163, 35))  # 2 x 2 pixels of the first look's 32 x 32
+    prob = find_object(net, rgb)
+    assert len(net.calls) == 2  # the whole picture, then a square around the object
+    truth = np.all(rgb == RED, axis=2)
+    assert prob.shape == truth.shape and prob.dtype == np.float32
+    assert _iou(prob > 0.5, truth) >= 0.85
+    first = np.zeros_like(prob)  # the first look alone, at 32 px for a 200 px picture, is coarser
+    image, _, (h, w) = letterbox(rgb, 32)
+    coarse = (image[0] - image[1] > 0.4).float()[:h, :w].numpy()
+    first = np.asarray(Image.fromarray(coarse, "F").resize((200, 120), Image.Resampling.BILINEAR)) > 0.5
+    assert _iou(prob > 0.5, truth) > _iou(first, truth)
+
+
+def test_a_large_object_is_seen_once():
+    net = _ColourFinder()
+    prob = find_object(net, _picture(box=(10, 5, 190, 115)))
+    assert len(net.calls) == 1 and (prob > 0.5).mean() > 0.7
+
+
+def test_no_object_gives_none():
+    net = _ColourFinder()
+    assert find_object(net, _picture(box=(0, 0, 0, 0))) is None
+    tiny = _picture(h=400, w=400, box=(200, 200, 205, 205))  # 25 of 160,000 pixels: below the share
+    assert 25 / 160_000 < MIN_OBJECT_SHARE and find_object(net, tiny) is None
+
+
+def test_find_object_rejects_bad_arrays():
+    with pytest.raises(ValueError, match="uint8"):
+        find_object(_ColourFinder(), np.zeros((10, 10, 3), np.float32))
+
+
+def test_the_real_network_keeps_the_shape():
+    net = ObjectFinder(FinderConfig(channels=(4, 8, 8), size=32)).eval()
+    with torch.no_grad():
+        assert net(torch.rand(2, 3, 32, 32)).shape == (2, 1, 32, 32)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    net = ObjectFinder(FinderConfig(channels=(4, 8), size=32)).eval()
+    stem = save_finder(net, tmp_path / "finder", {"val_iou": 0.5})
+    back = load_finder(stem)
+    assert back.config == net.config and not back.training
+    assert json.loads(stem.with_suffix(".json").read_text())["val_iou"] == 0.5
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():  # stored as fp16
+        assert torch.allclose(back(x), net(x), atol=5e-2)
+
+
+def test_missing_finder_is_none_and_a_broken_one_a_clear_error(tmp_path):
+    assert load_finder(tmp_path / "nothing") is None
+    stem = save_finder(ObjectFinder(FinderConfig(channels=(4, 8), size=32)), tmp_path / "finder")
+    stem.with_suffix(".safetensors").write_bytes(b"not a tensor file")
+    with pytest.raises(WeightsError, match=r"cannot be loaded .*train_finder\.py"):
+        load_finder(stem)
+
+
+def test_reconstructor_takes_the_finders_mask_as_alpha(tiny_config):
+    from recon_core.model import build_model
+
+    torch.manual_seed(0)
+    rgb = _picture(box=(60, 20, 140, 100))
+    noise = np.random.default_rng(1).integers(0, 60, rgb.shape, dtype=np.uint8)
+    rgb = np.where(np.all(rgb == RED, axis=2)[..., None], rgb, rgb - noise)  # a busy background
+    rec = Reconstructor(build_model(tiny_config), {"trained": False}, finder=_ColourFinder())
+    result = rec.reconstruct(rgb, vertices=642)
+    truth = np.all(rgb == RED, axis=2)
+    assert _iou(result.mask > 0.5, truth) > 0.9
+    assert "object found by the object finder (no transparency)" in result.notes
+    assert result.report.ok
+
+    alpha = np.zeros(rgb.shape[:2], np.uint8)  # a picture's own alpha wins over the finder
+    alpha[:50, :50] = 255
+    finder = rec.finder
+    finder.calls.clear()
+    assert np.array_equal(rec.reconstruct(rgb, alpha, vertices=642).mask, alpha / np.float32(255))
+    assert finder.calls == []
+
+
+def test_reconstructor_falls_back_to_the_border_colour_then_refuses(tiny_config):
+    from recon_core.model import build_model
+
+    rec = Reconstructor(build_model(tiny_config), {"trained": False}, finder=_ColourFinder())
+    blue = _picture(box=(0, 0, 0, 0))
+    blue[30:90, 60:140] = (30, 30, 200)  # not red: the finder misses it, the border colour finds it
+    result = rec.reconstruct(blue, vertices=642)
+    assert any("border colour" in n for n in result.notes)
+    assert result.mask[60, 100] == 1.0 and result.mask[5, 5] == 0.0
+
+    empty = _picture(box=(0, 0, 0, 0))
+    empty[:, :100] = (235, 235, 230)  # two near-white halves: nothing against the border colour either
+    with pytest.raises(ImageError, match=r"^No object found in the picture: neither the object finder nor"):
+        rec.reconstruct(empty, vertices=642)
+
+
+# ------------------------------------------------------------------------------ training pictures
+
+BOX = (14, 10, 50, 54)
+"""The roof view's object box (tests/test_styles.py)."""
+
+
+def _view():
+    from tests.test_styles import _view as roof
+
+    return roof()
+
+
+def test_place_moves_the_picture_the_mask_and_the_camera_together():
+    from training.train_finder import place
+
+    rgba, mask, depth, K = _view()
+    for seed in range(6):
+        prgba, pmask, pdepth, pK = place(rgba, mask, depth, K, np.random.default_rng(seed))
+        assert prgba.shape[:2] == pmask.shape == pdepth.shape
+        assert pmask.any()
+        # the moved mask is where the moved picture is opaque
+        assert _iou(pmask, prgba[..., 3] > 127) > 0.95
+        # a point of the view projects through the new camera where its pixel went
+        checked = 0
+        for v, u in [(20, 20), (32, 32), (45, 40), (11, 15), (52, 48)]:  # pixels of the object, some near its edge
+            z = float(depth[v, u])
+            point = np.linalg.inv(K) @ np.array([u + 0.5, v + 0.5, 1.0]) * z
+            p = pK @ point
+            pu, pv = p[0] / p[2], p[1] / p[2]
+            if 1 <= pu < pmask.shape[1] - 1 and 1 <= pv < pmask.shape[0] - 1:
+                assert pmask[int(pv), int(pu)], (seed, u, v)
+                checked += 1
+        hits = np.argwhere(pmask)
+        centre = np.array([(BOX[0] + BOX[2]) / 2, (BOX[1] + BOX[3]) / 2])  # the moved box's centre, by the camera
+        moved = (pK @ np.linalg.inv(K) @ np.array([*centre, 1.0]))[:2]
+        if checked == 5:  # all on the canvas: the moved mask is centred where the camera says
+            assert np.allclose(hits.mean(axis=0)[::-1] + 0.5, moved, atol=1.0)
+
+
+def test_finder_samples_are_deterministic_and_aligned(tmp_path):
+    from training.train_finder import finder_sample
+
+    rgba, mask, depth, K = _view()
+    folder = tmp_path / "model"
+    folder.mkdir()
+    Image.fromarray(rgba, "RGBA").save(folder / "000.png")
+    Image.fromarray(mask.astype(np.uint8) * 255).save(folder / "000_mask.png")
+    np.save(folder / "000_depth.npy", depth)
+    h, w = mask.shape
+    (folder / "000.json").write_text(json.dumps({"K": K.tolist(), "R": np.eye(3).tolist(), "T": [0, 0, 2],
+                                                 "width": w, "height": h}))
+    for seed in range(8):
+        rgb, target = finder_sample(folder, 0, seed, None)
+        again, target2 = finder_sample(folder, 0, seed, None)
+        assert np.array_equal(rgb, again) and np.array_equal(target, target2)
+        assert rgb.shape[:2] == target.shape and rgb.dtype == np.uint8
+    rgb1, _ = finder_sample(folder, 0, 1, None)
+    rgb2, _ = finder_sample(folder, 0, 2, None)
+    assert rgb1.shape != rgb2.shape or not np.array_equal(rgb1, rgb2)
+
+
+def test_training_loss_and_iou_against_naive():
+    from training.train_finder import _loss, iou
+
+    rng = np.random.default_rng(0)
+    logits = torch.from_numpy(rng.normal(0, 3, (3, 1, 8, 8)).astype(np.float32))
+    target = torch.from_numpy(rng.integers(0, 2, (3, 8, 8)).astype(np.uint8))
+    target[:, :, 6:] = 255  # padding
+    pred = logits[:, 0].numpy() > 0
+    t = target.numpy()
+    ious = []
+    for b in range(3):
+        valid = t[b] != 255
+        inter = (pred[b] & (t[b] == 1) & valid).sum()
+        union = ((pred[b] & valid) | (t[b] == 1)).sum()
+        ious.append(inter / union)
+    assert iou(logits, target) == pytest.approx(np.mean(ious), rel=1e-6)
+    # the loss ignores the padding: changing the logits there does not change it
+    moved = logits.clone()
+    moved[:, :, :, 6:] += 5.0
+    assert float(_loss(moved, target)) == pytest.approx(float(_loss(logits, target)), rel=1e-6)
+
+
+def test_training_learns_red_squares():
+    """A few dozen steps on red squares over noise reach a clearly better IoU than at the start."""
+    from training.train_finder import iou, train
+
+    rng = np.random.default_rng(0)
+    n, s = 96, 32
+    images = rng.integers(0, 120, (n, 3, s, s), dtype=np.uint8)
+    targets = np.zeros((n, s, s), np.uint8)
+    for i in range(n):
+        u, v, k = rng.integers(0, 20), rng.integers(0, 20), rng.integers(6, 12)
+        images[i, :, v:v + k, u:u + k] = np.array([230, 20, 20], np.uint8)[:, None, None]
+        targets[i, v:v + k, u:u + k] = 1
+    config = FinderConfig(channels=(8, 16), size=s)
+    torch.manual_seed(0)
+    before = iou(ObjectFinder(config)(torch.from_numpy(images[-32:]).float() / 255), torch.from_numpy(targets[-32:]))
+    net, val = train(images[:-32], targets[:-32], images[-32:], targets[-32:], steps=60, batch=16, lr=1e-2,
+                     config=config)
+    assert val > 0.8 and val > before + 0.3

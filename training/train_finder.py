@@ -1,0 +1,293 @@
+"""Train the object finder (:mod:`recon_core.finder`): which pixels of a picture without alpha are the object.
+
+    python training/build_backgrounds.py --sources finder      # its backgrounds (once)
+    python training/train_finder.py --out models/finder        # ~25 min on 2 CPU cores
+
+Training pictures (:func:`finder_sample`): a rendered view of the train split (held-out
+categories left out) is moved to a random place and size on a canvas of random shape
+(:func:`place`: from a small object off the centre to one cut by the border), then redrawn
+by :func:`training.styles.stylize` in a random style (a photograph behind it, a synthetic
+background, white, JPEG, clip art, pencil on paper), then the camera's photometric changes
+(:func:`training.augment.photometric`). The target is the view's mask moved the same way.
+A few pictures hold no object (a background alone): their target is empty. The
+backgrounds are ``data/backgrounds_finder`` (other packages than the background check set's,
+training/build_backgrounds.py). Pictures are drawn once into a cache (``--cache``) and
+reused every epoch: drawing costs more than a training step.
+
+Loss: binary cross-entropy plus soft Dice, over the letterboxed picture's own pixels (not
+its padding). The val split's pictures, drawn the same way, give the IoU logged and saved in
+the finder's JSON. Writes ``OUT.safetensors`` + ``OUT.json`` (:func:`recon_core.finder.save_finder`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+from multiprocessing import Pool
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from recon_core.finder import FINDER_SIZE, FinderConfig, ObjectFinder, letterbox, save_finder
+
+__all__ = ["STYLE_SHARES", "FILL", "EMPTY_SHARE", "place", "finder_sample", "draw_set", "train", "main"]
+
+log = logging.getLogger("train_finder")
+
+STYLE_SHARES = {"background": 0.35, "synthetic": 0.1, "no_alpha": 0.1, "jpeg": 0.1, "clipart": 0.15, "pencil": 0.2}
+"""Share of each picture style (``synthetic``: the ``background`` style over a synthetic background)."""
+FILL = (0.12, 1.3)
+"""Range (log-uniform) of the object's box's longer side over the canvas's shorter side (> 1: cut by the border)."""
+CANVAS = (96, 176)
+"""Range of the canvas's longer side, pixels."""
+EMPTY_SHARE = 0.04
+"""Share of pictures with no object."""
+
+
+def place(rgba: np.ndarray, mask: np.ndarray, depth: np.ndarray, K: np.ndarray, rng: np.random.Generator
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Move a view's object to a random size and place on a canvas of random shape.
+
+    A similarity ``x' = s x + t`` of the pixels (the camera becomes ``S @ K``); the object's
+    centre stays on the canvas, its box's longer side is :data:`FILL` of the canvas's shorter side.
+
+    Args:
+        rgba: (H, W, 4) uint8; mask: (H, W) bool; depth: (H, W) float32; K: (3, 3).
+
+    Returns:
+        ``(rgba, mask, depth, K)`` on the (H', W') canvas (transparent, 0 and 0 outside the view).
+    """
+    long = int(rng.integers(CANVAS[0], CANVAS[1] + 1))
+    aspect = float(np.exp(rng.uniform(math.log(0.6), math.log(1 / 0.6))))
+    ch, cw = (long, max(32, round(long / aspect))) if aspect > 1 else (max(32, round(long * aspect)), long)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    v0, v1, u0, u1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    fill = float(np.exp(rng.uniform(math.log(FILL[0]), math.log(FILL[1]))))
+    s = fill * min(ch, cw) / max(u1 - u0, v1 - v0)
+    cu, cv = rng.uniform(0.0, cw), rng.uniform(0.0, ch)  # where the box's centre goes
+    tu, tv = cu - s * (u0 + u1) / 2.0, cv - s * (v0 + v1) / 2.0
+    inverse = (1.0 / s, 0.0, -tu / s, 0.0, 1.0 / s, -tv / s)  # canvas pixel -> view pixel (Pillow's AFFINE)
+
+    def warp(arr: np.ndarray, mode: str, resample) -> np.ndarray:
+        return np.asarray(Image.fromarray(arr, mode).transform((cw, ch), Image.Transform.AFFINE, inverse,
+                                                               resample=resample, fillcolor=0))
+
+    out_rgba = warp(rgba, "RGBA", Image.Resampling.BILINEAR).copy()
+    out_mask = warp(mask.astype(np.uint8) * np.uint8(255), "L", Image.Resampling.BILINEAR) > 127
+    out_depth = warp(depth.astype(np.float32), "F", Image.Resampling.NEAREST).astype(np.float32)
+    out_depth = np.where(out_mask, out_depth, 0.0).astype(np.float32)
+    S = np.array([[s, 0.0, tu], [0.0, s, tv], [0.0, 0.0, 1.0]])
+    return out_rgba, out_mask, out_depth, S @ np.asarray(K, np.float64)
+
+
+def _empty_picture(rng: np.random.Generator, photos, shape: tuple[int, int]) -> np.ndarray:
+    from training.augment import paper, synthetic_background
+
+    h, w = shape
+    kind = int(rng.integers(3))
+    if kind == 0 and photos is not None and photos.available:
+        back = photos.sample(rng, max(h, w))[:h, :w]
+    elif kind == 1:
+        back = np.broadcast_to(paper(rng), (h, w, 3)) + rng.normal(0.0, 2.0, (h, w, 1))
+    else:
+        back = synthetic_background(rng, (h, w))
+    return np.clip(back + 0.5, 0, 255).astype(np.uint8)
+
+
+def finder_sample(folder: Path, view: int, seed: int, photos) -> tuple[np.ndarray, np.ndarray]:
+    """One training picture of the finder and its target, a pure function of its arguments.
+
+    Args:
+        folder: a rendered model's folder (training/render.py); view: its view number.
+        seed: seeds every random choice.
+        photos: :class:`training.augment.BackgroundPhotos` (or None: synthetic backgrounds only).
+
+    Returns:
+        ``(rgb, mask)``: (H, W, 3) uint8 picture, (H, W) bool object mask.
+    """
+    import json
+
+    from recon_core.camera import Camera
+    from training.augment import photometric
+    from training.styles import stylize
+
+    rng = np.random.default_rng(seed)
+    stem = f"{view:03d}"
+    meta = json.loads((folder / f"{stem}.json").read_text())
+    K = Camera.from_json(meta).K
+    with Image.open(folder / f"{stem}.png") as im:
+        rgba = np.asarray(im.convert("RGBA")).copy()
+    with Image.open(folder / f"{stem}_mask.png") as im:
+        mask = np.asarray(im.convert("L")) > 127
+    depth = np.load(folder / f"{stem}_depth.npy").astype(np.float32)
+    sketch = bool(meta.get("sketch", False))
+    if rgba[..., 3].min() == 255:  # an opaque render (a sketch on white): its mask is the alpha to move
+        rgba[..., 3] = np.where(mask, 255, 0).astype(np.uint8) if not sketch else 255
+    rgba, mask, depth, K = place(rgba, mask, depth, K, rng)
+    if rng.random() < EMPTY_SHARE or not mask.any():
+        return _empty_picture(rng, photos, mask.shape), np.zeros(mask.shape, bool)
+    names = list(STYLE_SHARES)
+    style = "no_alpha" if sketch else names[int(rng.choice(len(names), p=np.array(list(STYLE_SHARES.values()))))]
+    seed2 = int(rng.integers(2**31))
+    if style == "synthetic":
+        rgb, _ = stylize(rgba, mask, depth, K, "background", seed2, None)
+    else:
+        rgb, _ = stylize(rgba, mask, depth, K, style, seed2, photos)
+    if sketch:  # outside the moved render: white, as around it
+        inside = np.asarray(Image.fromarray(rgba[..., 3]).point(lambda a: 255 if a else 0)) > 0
+        rgb = np.where(inside[..., None], rgb, np.uint8(255))
+    if rng.random() < 0.6:
+        image = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float() / 255.0
+        image = photometric(image, rng, colour=style not in ("clipart", "pencil") and not sketch)
+        rgb = (image * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+    return np.ascontiguousarray(rgb), mask
+
+
+def _draw_one(args) -> tuple[np.ndarray, np.ndarray]:
+    folder, view, seed, backgrounds, size = args
+    from training.augment import BackgroundPhotos
+
+    photos = _PHOTOS.setdefault(backgrounds, BackgroundPhotos(backgrounds))
+    rgb, mask = finder_sample(Path(folder), view, seed, photos)
+    image, _, (h, w) = letterbox(rgb, size)
+    target = np.full((size, size), 255, np.uint8)  # 255: padding, not scored
+    small = Image.fromarray(mask.astype(np.uint8) * np.uint8(255)).resize((w, h), Image.Resampling.BILINEAR)
+    target[:h, :w] = (np.asarray(small) > 127).astype(np.uint8)
+    return (image * 255.0 + 0.5).to(torch.uint8).numpy(), target
+
+
+_PHOTOS: dict = {}
+
+
+def draw_set(shapenet: Path, renders: Path, split: str, count: int, seed: int, backgrounds: Path | None,
+             size: int = FINDER_SIZE, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` letterboxed pictures of ``split``: (count, 3, S, S) uint8 and targets (count, S, S) uint8
+    (1 object, 0 background, 255 padding)."""
+    from training.dataset import RenderedViews
+
+    views = RenderedViews(shapenet, renders, split)
+    if len(views) == 0:
+        raise ValueError(f"no rendered views of the {split} split in {renders}; render them: python training/render.py")
+    rng = np.random.default_rng((seed, 7))
+    picks = rng.integers(0, len(views), count)
+    jobs = [(str(views.view_folder(int(i))[0]), views.view_folder(int(i))[1], int(rng.integers(2**62)),
+             None if backgrounds is None else str(backgrounds), size) for i in picks]
+    if workers > 1:
+        with Pool(workers) as pool:
+            drawn = pool.map(_draw_one, jobs, chunksize=16)
+    else:
+        drawn = [_draw_one(j) for j in jobs]
+    return np.stack([d[0] for d in drawn]), np.stack([d[1] for d in drawn])
+
+
+def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE + soft Dice over the scored pixels; logits (B, 1, S, S), target (B, S, S) uint8."""
+    valid = (target != 255).float()
+    t = (target == 1).float()
+    x = logits[:, 0]
+    bce = (F.binary_cross_entropy_with_logits(x, t, reduction="none") * valid).sum() / valid.sum().clamp_min(1)
+    p = torch.sigmoid(x) * valid
+    dice = 1 - (2 * (p * t).sum((1, 2)) + 1) / (p.sum((1, 2)) + t.sum((1, 2)) + 1)
+    return bce + dice.mean()
+
+
+def iou(logits: torch.Tensor, target: torch.Tensor) -> float:
+    """Mean IoU at 0.5 over pictures with an object (scored pixels only); logits (B, 1, S, S), target (B, S, S)."""
+    valid = target != 255
+    pred, t = (logits[:, 0] > 0) & valid, (target == 1)
+    inter, union = (pred & t).sum((1, 2)).float(), (pred | t).sum((1, 2)).float()
+    has = t.sum((1, 2)) > 0
+    return float((inter[has] / union[has].clamp_min(1)).mean()) if has.any() else float("nan")
+
+
+def train(images: np.ndarray, targets: np.ndarray, val_images: np.ndarray, val_targets: np.ndarray,
+          steps: int, batch: int = 32, lr: float = 2e-3, seed: int = 0, config: FinderConfig | None = None
+          ) -> tuple[ObjectFinder, float]:
+    """Train a finder on the drawn pictures; returns it (eval mode) and its val IoU."""
+    torch.manual_seed(seed)
+    net = ObjectFinder(config or FinderConfig())
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    rng = np.random.default_rng(seed)
+    x_all, y_all = torch.from_numpy(images), torch.from_numpy(targets)
+    start = time.time()
+    for step in range(1, steps + 1):
+        idx = torch.from_numpy(rng.integers(0, len(images), batch))
+        x, y = x_all[idx].float() / 255.0, y_all[idx]
+        if rng.random() < 0.5:  # mirrored: the letterbox padding then sits left, as it never does at inference,
+            x, y = x.flip(-1), y.flip(-1)  # but the padding is not scored and the object is what is learnt
+        loss = _loss(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 50 == 0 or step == steps:
+            log.info("step %d/%d loss %.4f (%.2f s/step)", step, steps, loss.item(), (time.time() - start) / step)
+    net.eval()
+    with torch.inference_mode():
+        logits = torch.cat([net(torch.from_numpy(val_images[i:i + 64]).float() / 255.0)
+                            for i in range(0, len(val_images), 64)])
+    return net, iou(logits, torch.from_numpy(val_targets))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="train-finder", description=__doc__.split("\n\n")[0])
+    p.add_argument("--shapenet", type=Path, default=Path("data/shapenet"))
+    p.add_argument("--renders", type=Path, default=Path("data/renders"))
+    p.add_argument("--backgrounds", type=Path, default=Path("data/backgrounds_finder"),
+                   help="photographs behind the objects (training/build_backgrounds.py --sources finder)")
+    p.add_argument("--out", type=Path, default=Path("models/finder"), help="output stem (default: models/finder)")
+    p.add_argument("--cache", type=Path, default=Path("data/finder_cache"), help="drawn pictures (reused)")
+    p.add_argument("--pictures", type=int, default=12000, help="training pictures to draw (default: 12000)")
+    p.add_argument("--val-pictures", type=int, default=600)
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--workers", type=int, default=2, help="processes drawing the pictures")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not (args.backgrounds / "sources.json").is_file():
+        print(f"error: no backgrounds in {args.backgrounds}; build them: "
+              "python training/build_backgrounds.py --sources finder", file=sys.stderr)
+        return 2
+    try:
+        sets = {}
+        for split, count in (("train", args.pictures), ("val", args.val_pictures)):
+            path = args.cache / f"{split}_{count}_{FINDER_SIZE}_{args.seed}.npz"
+            if path.is_file():
+                with np.load(path) as data:
+                    sets[split] = (data["images"], data["targets"])
+            else:
+                t = time.time()
+                sets[split] = draw_set(args.shapenet, args.renders, split, count, args.seed + (split == "val"),
+                                       args.backgrounds, workers=args.workers)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(path.stem + ".partial.npz")
+                np.savez(tmp, images=sets[split][0], targets=sets[split][1])
+                tmp.replace(path)
+                log.info("drew %d %s pictures in %.0f s -> %s", count, split, time.time() - t, path)
+        net, val_iou = train(*sets["train"], *sets["val"], steps=args.steps, batch=args.batch, lr=args.lr,
+                             seed=args.seed)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    log.info("val IoU %.3f over %d pictures", val_iou, args.val_pictures)
+    save_finder(net, args.out, {"trained": True, "steps": args.steps, "pictures": args.pictures,
+                                "val_iou": round(val_iou, 4), "val_pictures": args.val_pictures,
+                                "backgrounds": str(args.backgrounds), "style_shares": STYLE_SHARES})
+    print(f"wrote {args.out}.safetensors (val IoU {val_iou:.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
