@@ -42,6 +42,7 @@ __all__ = [
     "ObjectFinder",
     "letterbox",
     "find_object",
+    "finder_alpha",
     "save_finder",
     "load_finder",
     "default_finder_path",
@@ -174,6 +175,12 @@ def find_object(net: ObjectFinder, rgb: np.ndarray) -> np.ndarray | None:
     prob = prob.copy()
     prob[b0:b1, a0:a1] = _look(net, np.ascontiguousarray(rgb[b0:b1, a0:a1]))
     return prob
+
+
+def finder_alpha(net: ObjectFinder, rgb: np.ndarray) -> np.ndarray | None:
+    """:func:`find_object` as an alpha channel: (H, W) uint8 (255: object), or None when there is no object."""
+    found = find_object(net, rgb)
+    return None if found is None else (found * 255.0 + 0.5).astype(np.uint8)
 
 
 def default_finder_path() -> Path:

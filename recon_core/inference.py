@@ -168,13 +168,13 @@ class Reconstructor:
         Raises:
             ImageError: neither finds an object.
         """
-        from recon_core.finder import find_object
+        from recon_core.finder import finder_alpha
         from recon_core.image import object_pixels
 
         with _timed(timings, "finder"):
-            found = find_object(self.finder, rgb)
+            found = finder_alpha(self.finder, rgb)
         if found is not None:
-            return (found * 255.0 + 0.5).astype(np.uint8), "object found by the object finder (no transparency)"
+            return found, "object found by the object finder (no transparency)"
         if object_pixels(rgb, None) is not None:
             return None, "the object finder saw no object: taken against the border colour instead"
         raise ImageError(f"No object found in {source}: neither the object finder nor the background colour "

@@ -59,15 +59,18 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 
 def collect_logits(model_path: str | None, samples, styles=CALIBRATION_STYLES, backgrounds=None,
-                   progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
+                   progress: bool = True, finder=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The category logits (N, K) of every sample in every style, their true labels (N,) and styles.
 
-    Samples of synsets outside :data:`recon_core.categories.CATEGORIES` are skipped.
+    A picture without alpha gets the object ``finder``'s mask as its alpha, as inference gives it
+    (:class:`recon_core.inference.Reconstructor`); None: the border-colour rule. Samples of synsets
+    outside :data:`recon_core.categories.CATEGORIES` are skipped.
     """
     import torch
     from tqdm import tqdm
 
     from recon_core.categories import CATEGORIES
+    from recon_core.finder import finder_alpha
     from recon_core.image import prepare_image
     from recon_core.weights import load_model
     from training.evaluate import load_input
@@ -80,6 +83,8 @@ def collect_logits(model_path: str | None, samples, styles=CALIBRATION_STYLES, b
     with torch.inference_mode():
         for sample, style in tqdm(todo, desc="calibrate", unit="picture", disable=not progress):
             rgb, alpha, _, _ = load_input(sample, style, backgrounds)
+            if alpha is None and finder is not None:
+                alpha = finder_alpha(finder, rgb)
             prepared = prepare_image(rgb, alpha, model.config.image_size)
             _, global_feature = model.encoder(prepared.image[None])  # the category head's input; no mesh
             logits.append(model.category_head(global_feature)[0].float().numpy())
@@ -96,6 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val", choices=("val",), help="only the validation split tunes anything")
     p.add_argument("--views-per-model", type=int, default=3)
     p.add_argument("--backgrounds", default="data/backgrounds")
+    p.add_argument("--finder", default=None, metavar="PATH|none",
+                   help="object finder for pictures without alpha, as inference uses it (default: models/finder)")
     p.add_argument("--dry-run", action="store_true", help="measure and print, do not write the model's JSON")
     return p
 
@@ -111,7 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         if not entries:
             raise DataError(f"No {args.split} models with renders under {args.renders}; build and render the data set.")
         samples = select_samples(entries, args.views_per_model)
-        logits, labels, styles = collect_logits(args.model, samples, backgrounds=args.backgrounds)
+        from recon_core.finder import load_finder
+
+        finder = None if args.finder == "none" else load_finder(args.finder)
+        logits, labels, styles = collect_logits(args.model, samples, backgrounds=args.backgrounds, finder=finder)
     except (DataError, WeightsError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
