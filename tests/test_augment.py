@@ -255,3 +255,29 @@ def test_reserved_packages_are_refused():
         with pytest.raises(ValueError, match="reserved"):
             check_not_reserved([pkg])
     assert "0ad-data" in RESERVED
+
+
+def test_read_gimp_pattern_and_tiling(tmp_path):
+    import struct
+
+    import training.build_backgrounds as bb
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)  # height 5, width 7
+    name = b"Test\x00"
+    header = struct.pack(">5I", 24 + len(name), 1, 7, 5, 3) + b"GPAT" + name
+    path = tmp_path / "t.pat"
+    path.write_bytes(header + pixels.tobytes())
+    assert np.array_equal(np.asarray(bb.read_gimp_pattern(path)), pixels)
+    tiled = np.asarray(bb._open_picture(path))
+    assert tiled.shape[0] >= bb.PATTERN_SIDE and tiled.shape[1] >= bb.PATTERN_SIDE
+    assert np.array_equal(tiled[5:10, 14:21], pixels)  # the tile repeated
+    grey = tmp_path / "g.pat"
+    grey.write_bytes(struct.pack(">5I", 24 + len(name), 1, 7, 5, 1) + b"GPAT" + name + pixels[..., 0].tobytes())
+    assert np.array_equal(np.asarray(bb.read_gimp_pattern(grey))[..., 1], pixels[..., 0])
+    path.write_bytes(header[:20] + b"XXXX" + header[24:] + pixels.tobytes())
+    with pytest.raises(ValueError, match="not a GIMP pattern"):
+        bb.read_gimp_pattern(path)
+    path.write_bytes(header + pixels.tobytes()[:50])
+    with pytest.raises(ValueError, match="truncated"):
+        bb.read_gimp_pattern(path)

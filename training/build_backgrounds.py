@@ -31,7 +31,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np
 from PIL import Image
 
-__all__ = ["SOURCES", "FINDER_SOURCES", "RESERVED", "check_not_reserved", "read_licences", "build_backgrounds", "main"]
+__all__ = ["SOURCES", "FINDER_SOURCES", "MIN_PICTURE_SIDE", "read_gimp_pattern", "RESERVED", "check_not_reserved", "read_licences", "build_backgrounds", "main"]
 
 log = logging.getLogger("build_backgrounds")
 
@@ -48,13 +48,23 @@ FINDER_SOURCES: dict[str, str] = {
     "plasma-workspace-wallpapers": "usr/share/wallpapers/*/contents/images/1920x1080.*",
     "lomiri-wallpapers-20.04": "usr/share/backgrounds/*.jpg",
     "ukui-wallpapers": "usr/share/backgrounds/*.*",
+    "python3-skimage": "usr/lib/python3/dist-packages/skimage/data/*.[pj][np]g",
+    "gimp-data": "usr/share/gimp/2.0/patterns/*/*.pat",
 }
 """The backgrounds of the object finder's training pictures (training/train_finder.py): other
 packages than :data:`SOURCES`, so the ``background`` check set (``evaluate.py --style background``,
 built from :data:`SOURCES`) shows the finder rooms, tables and landscapes it never saw.
 plasma-workspace-wallpapers: 13 pictures (photographs of leaves, water, hills, a path, and a few
 drawings); lomiri-wallpapers-20.04: 4 (a bird on a tree, abstract art); ukui-wallpapers: 12
-(mostly abstract art and illustrations)."""
+(mostly abstract art and illustrations); python3-skimage: its sample pictures (a coffee cup, a cat, an
+astronaut, a rocket, gravel, grass, bricks, text, ...); gimp-data: GIMP's patterns (wood, stone,
+marble, fabric, paper, water), tiled. Pictures with a side under :data:`MIN_PICTURE_SIDE` after
+tiling are left out."""
+
+MIN_PICTURE_SIDE = 128
+"""Pictures (after tiling patterns) with a shorter side under this many pixels are not used."""
+PATTERN_SIDE = 384
+"""GIMP patterns (``*.pat``, small tiles) are repeated to at least this side."""
 
 RESERVED = ("crrcsim-data", "gl-117-data", "torcs-data", "0ad-data", "openarena-data", "nexuiz-data",
             "openclipart-*", "tuxpaint-stamps-*")
@@ -134,6 +144,48 @@ def _fetch(cache: Path, packages: list[str]) -> Path:
     return extracted
 
 
+def read_gimp_pattern(path: Path) -> Image.Image:
+    """A GIMP pattern file (``*.pat``: a big-endian header ``header_size, version, width, height, bytes``,
+    the magic ``GPAT``, a name, then the pixels, 1-4 bytes each) as an RGB picture.
+
+    Raises:
+        ValueError: not a GIMP pattern.
+    """
+    import struct
+
+    data = path.read_bytes()
+    if len(data) < 24 or data[20:24] != b"GPAT":
+        raise ValueError(f"{path} is not a GIMP pattern (no GPAT magic)")
+    header, _, width, height, depth = struct.unpack(">5I", data[:20])
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}.get(depth)
+    if mode is None or len(data) < header + width * height * depth:
+        raise ValueError(f"{path}: a GIMP pattern of {depth} bytes per pixel or truncated")
+    return Image.frombytes(mode, (width, height), data[header:header + width * height * depth]).convert("RGB")
+
+
+def _open_picture(path: Path) -> Image.Image:
+    """An RGB picture of ``path``; a GIMP pattern tiled to at least :data:`PATTERN_SIDE`."""
+    if path.suffix.lower() == ".pat":
+        tile = read_gimp_pattern(path)
+        nx, ny = -(-PATTERN_SIDE // tile.width), -(-PATTERN_SIDE // tile.height)
+        picture = Image.new("RGB", (tile.width * nx, tile.height * ny))
+        for i in range(nx):
+            for j in range(ny):
+                picture.paste(tile, (i * tile.width, j * tile.height))
+        return picture
+    with Image.open(path) as img:
+        return img.convert("RGB")
+
+
+def _usable(path: Path) -> bool:
+    """The picture opens and its shorter side is at least :data:`MIN_PICTURE_SIDE` (else a warning or nothing)."""
+    try:
+        return min(_open_picture(path).size) >= MIN_PICTURE_SIDE
+    except (OSError, ValueError) as err:
+        log.warning("left out %s: %s", path.name, err)
+        return False
+
+
 def build_backgrounds(out: Path, cache: Path, crops: int = 320, size: int = 256, seed: int = 0,
                       sources: dict[str, str] | None = None) -> Path:
     """Write ``crops`` square ``size``-pixel JPEG crops of the ``sources`` pictures (package -> glob;
@@ -165,15 +217,14 @@ def build_backgrounds(out: Path, cache: Path, crops: int = 320, size: int = 256,
         found = sorted(root.glob(sources[pkg]))
         if not found:
             raise ValueError(f"{pkg} has no pictures matching {sources[pkg]} in {root}")
-        pictures += [(pkg, f, _licence_of(f.relative_to(root).as_posix(), stanzas)) for f in found]
+        pictures += [(pkg, f, _licence_of(f.relative_to(root).as_posix(), stanzas)) for f in found if _usable(f)]
 
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     records: list[dict] = [{}] * crops
     for i, (pkg, path, (holder, licence)) in enumerate(pictures):
-        with Image.open(path) as img:
-            photo = img.convert("RGB")
+        photo = _open_picture(path)
         w, h = photo.size
         for n in range(i, crops, len(pictures)):  # crop n comes from picture n % len(pictures)
             rng = np.random.default_rng((seed, n))

@@ -210,11 +210,12 @@ def iou(logits: torch.Tensor, target: torch.Tensor) -> float:
 
 
 def train(images: np.ndarray, targets: np.ndarray, val_images: np.ndarray, val_targets: np.ndarray,
-          steps: int, batch: int = 32, lr: float = 2e-3, seed: int = 0, config: FinderConfig | None = None
-          ) -> tuple[ObjectFinder, float]:
-    """Train a finder on the drawn pictures; returns it (eval mode) and its val IoU."""
+          steps: int, batch: int = 32, lr: float = 2e-3, seed: int = 0, config: FinderConfig | None = None,
+          init: ObjectFinder | None = None) -> tuple[ObjectFinder, float]:
+    """Train a finder on the drawn pictures (from ``init``'s weights when given); returns it (eval mode)
+    and its val IoU."""
     torch.manual_seed(seed)
-    net = ObjectFinder(config or FinderConfig())
+    net = ObjectFinder(config or FinderConfig()) if init is None else init.train()
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
     rng = np.random.default_rng(seed)
@@ -239,6 +240,56 @@ def train(images: np.ndarray, targets: np.ndarray, val_images: np.ndarray, val_t
     return net, iou(logits, torch.from_numpy(val_targets))
 
 
+def check_masks(finder, shapenet: str, renders: str, split: str, views: int, backgrounds: str | None,
+                styles=None, progress: bool = True) -> dict[str, dict[str, float]]:
+    """Mask IoU against the true mask, per picture style, of the finder and of the border-colour rule.
+
+    The pictures are the check sets' (``evaluate.py --style``: :func:`training.evaluate.load_input`
+    with each sample's seed). A picture where a method finds nothing scores 0 for it.
+
+    Returns:
+        ``{style: {"finder": mean IoU, "border colour": mean IoU, "pictures": n}}``.
+    """
+    from tqdm import tqdm
+
+    from recon_core.finder import find_object
+    from recon_core.image import object_pixels
+    from training.evaluate import discover, load_input, select_samples
+    from training.styles import STYLES
+
+    styles = [st for st in (styles or STYLES) if st != "clean"]  # clean has its alpha
+    samples = select_samples(discover(shapenet, renders, split), views)
+    out: dict[str, dict[str, float]] = {}
+    for style in styles:
+        scores = {"finder": [], "border colour": []}
+        for sample in tqdm(samples, desc=style, unit="picture", disable=not progress):
+            rgb, _, cam, mask = load_input(sample, style, backgrounds)
+            truth = _picture_mask(mask, rgb.shape[:2], style, sample, backgrounds)
+            found = find_object(finder, rgb)
+            border = object_pixels(rgb, None)
+            for name, pred in (("finder", None if found is None else found > 0.5), ("border colour", border)):
+                scores[name].append(0.0 if pred is None else float((pred & truth).sum() / max((pred | truth).sum(), 1)))
+        out[style] = {k: float(np.mean(v)) for k, v in scores.items()} | {"pictures": len(samples)}
+    return out
+
+
+def _picture_mask(mask: np.ndarray, shape: tuple[int, int], style: str, sample, backgrounds) -> np.ndarray:
+    """The true mask in the styled picture's pixels: the render's, or for ``small_offcentre`` the object
+    redrawn white on black by the same style and seed (the style moves every pixel the same way)."""
+    if shape == mask.shape:
+        return mask
+    from training.evaluate import load_depth, load_view
+    from training.styles import stylize
+
+    _, _, cam, _ = load_view(sample.entry, sample.view)
+    depth = load_depth(sample.entry, sample.view, cam)
+    white = np.zeros((*mask.shape, 4), np.uint8)
+    white[..., :3] = 0  # a black object: on the style's white canvas it is the dark pixels
+    white[..., 3] = mask * np.uint8(255)
+    picture, _ = stylize(white, mask, depth, cam.K, style, sample.seed, backgrounds)
+    return picture.mean(axis=2) < 128
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="train-finder", description=__doc__.split("\n\n")[0])
     p.add_argument("--shapenet", type=Path, default=Path("data/shapenet"))
@@ -254,16 +305,49 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--workers", type=int, default=2, help="processes drawing the pictures")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", type=Path, default=None, help="start from this finder's weights (fine-tuning)")
+    p.add_argument("--check", action="store_true",
+                   help="train nothing: print the mask IoU of the finder (--out) and of the border-colour rule on "
+                        "the check sets' pictures of --check-split (evaluate.py --style), per style")
+    p.add_argument("--check-split", default="val")
+    p.add_argument("--check-views", type=int, default=1, help="views per model of the check (default: 1)")
+    p.add_argument("--check-backgrounds", default="data/backgrounds",
+                   help="photographs of the check's background style (default: the check sets', data/backgrounds)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.check:
+        from recon_core.finder import load_finder
+
+        finder = load_finder(args.out)
+        if finder is None:
+            print(f"error: no finder at {args.out}.safetensors; train one: python training/train_finder.py", file=sys.stderr)
+            return 2
+        table = check_masks(finder, str(args.shapenet), str(args.renders), args.check_split, args.check_views,
+                            args.check_backgrounds)
+        print(f"mask IoU x100 on the {args.check_split} check pictures ({args.check_views} view(s) per model)")
+        print("| style | pictures | object finder | border colour |\n|---|--:|--:|--:|")
+        for style, row in table.items():
+            print(f"| {style} | {row['pictures']} | {100 * row['finder']:.1f} | {100 * row['border colour']:.1f} |")
+        return 0
     if not (args.backgrounds / "sources.json").is_file():
         print(f"error: no backgrounds in {args.backgrounds}; build them: "
               "python training/build_backgrounds.py --sources finder", file=sys.stderr)
         return 2
+    import hashlib
+
+    backgrounds_id = hashlib.sha256((args.backgrounds / "sources.json").read_bytes()).hexdigest()[:10]
+    init = None
+    if args.init is not None:
+        from recon_core.finder import load_finder
+
+        init = load_finder(args.init)
+        if init is None:
+            print(f"error: no finder at {args.init}.safetensors to start from", file=sys.stderr)
+            return 2
     try:
         sets = {}
         for split, count in (("train", args.pictures), ("val", args.val_pictures)):
-            path = args.cache / f"{split}_{count}_{FINDER_SIZE}_{args.seed}.npz"
+            path = args.cache / f"{split}_{count}_{FINDER_SIZE}_{args.seed}_{backgrounds_id}.npz"
             if path.is_file():
                 with np.load(path) as data:
                     sets[split] = (data["images"], data["targets"])
@@ -277,12 +361,13 @@ def main(argv: list[str] | None = None) -> int:
                 tmp.replace(path)
                 log.info("drew %d %s pictures in %.0f s -> %s", count, split, time.time() - t, path)
         net, val_iou = train(*sets["train"], *sets["val"], steps=args.steps, batch=args.batch, lr=args.lr,
-                             seed=args.seed)
+                             seed=args.seed, init=init)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     log.info("val IoU %.3f over %d pictures", val_iou, args.val_pictures)
-    save_finder(net, args.out, {"trained": True, "steps": args.steps, "pictures": args.pictures,
+    save_finder(net, args.out, {"trained": True, "steps": args.steps, "init": None if args.init is None else str(args.init),
+                                "pictures": args.pictures,
                                 "val_iou": round(val_iou, 4), "val_pictures": args.val_pictures,
                                 "backgrounds": str(args.backgrounds), "style_shares": STYLE_SHARES})
     print(f"wrote {args.out}.safetensors (val IoU {val_iou:.3f})")
