@@ -37,7 +37,8 @@ __all__ = ["STYLES", "DECAYS", "features", "fit_head", "main"]
 log = logging.getLogger("fit_category_head")
 
 STYLES = ("clean", "background", "jpeg", "clipart", "pencil", "small_offcentre", "no_alpha")
-"""Picture styles of the features (:data:`training.styles.STYLES`)."""
+"""Picture styles of the features (:data:`training.styles.STYLES`); the renders' own sketch views are
+added as they are (named ``sketch``), so the head keeps naming line drawings."""
 DECAYS = (1e-4, 1e-3, 1e-2, 3e-2)
 """Weight decays tried; the validation split picks one."""
 
@@ -105,7 +106,7 @@ def _accuracy(x: np.ndarray, y: np.ndarray, w: torch.Tensor, b: torch.Tensor) ->
 
 def _by_style(hits: np.ndarray, names: list[str]) -> dict[str, float]:
     names_arr = np.array(names)
-    return {st: float(hits[names_arr == st].mean()) for st in STYLES if (names_arr == st).any()}
+    return {st: float(hits[names_arr == st].mean()) for st in (*STYLES, "sketch") if (names_arr == st).any()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,13 +141,16 @@ def main(argv: list[str] | None = None) -> int:
             if not entries:
                 raise DataError(f"No {split} models with renders under {args.renders}; build and render the data set.")
             samples = select_samples(entries, views)
-            key = f"catfeat_{Path(args.model or 'models/default').name}_{split}_{views}_{len(samples)}.npz"
+            sketches = select_samples(entries, max(1, views // 3), sketches=True)
+            key = f"catfeat_{Path(args.model or 'models/default').name}_{split}_{views}_{len(samples)}_{len(sketches)}.npz"
             path = args.cache / key
             if path.is_file():
                 with np.load(path) as d:
                     sets[split] = (d["x"], d["y"], [str(s) for s in d["styles"]])
             else:
-                sets[split] = features(model, finder, samples, STYLES, args.backgrounds)
+                x, y, names = features(model, finder, samples, STYLES, args.backgrounds)
+                xs, ys, _ = features(model, finder, sketches, ("clean",), args.backgrounds)
+                sets[split] = (np.concatenate([x, xs]), np.concatenate([y, ys]), names + ["sketch"] * len(ys))
                 path.parent.mkdir(parents=True, exist_ok=True)
                 np.savez(path, x=sets[split][0], y=sets[split][1], styles=np.array(sets[split][2]))
     except (DataError, WeightsError, FileNotFoundError) as err:

@@ -26,7 +26,7 @@ import logging
 import math
 import sys
 import time
-from multiprocessing import Pool
+from multiprocessing import get_context
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
@@ -181,8 +181,8 @@ def draw_set(shapenet: Path, renders: Path, split: str, count: int, seed: int, b
     picks = rng.integers(0, len(views), count)
     jobs = [(str(views.view_folder(int(i))[0]), views.view_folder(int(i))[1], int(rng.integers(2**62)),
              None if backgrounds is None else str(backgrounds), size) for i in picks]
-    if workers > 1:
-        with Pool(workers) as pool:
+    if workers > 1:  # spawned, not forked: a parent that has run torch ops would leave forked workers hung
+        with get_context("spawn").Pool(workers) as pool:
             drawn = pool.map(_draw_one, jobs, chunksize=16)
     else:
         drawn = [_draw_one(j) for j in jobs]
