@@ -241,14 +241,17 @@ def train(images: np.ndarray, targets: np.ndarray, val_images: np.ndarray, val_t
 
 
 def check_masks(finder, shapenet: str, renders: str, split: str, views: int, backgrounds: str | None,
-                styles=None, progress: bool = True) -> dict[str, dict[str, float]]:
+                styles=None, progress: bool = True, sheet: list | None = None, sheet_count: int = 4
+                ) -> dict[str, dict[str, float]]:
     """Mask IoU against the true mask, per picture style, of the finder and of the border-colour rule.
 
     The pictures are the check sets' (``evaluate.py --style``: :func:`training.evaluate.load_input`
     with each sample's seed). A picture where a method finds nothing scores 0 for it.
 
     Returns:
-        ``{style: {"finder": mean IoU, "border colour": mean IoU, "pictures": n}}``.
+        ``{style: {"finder": mean IoU, "border colour": mean IoU, "pictures": n}}``; when ``sheet`` is a
+        list, the first ``sheet_count`` pictures of each style are appended to it as
+        ``(style, rgb, finder mask or None, border mask or None, true mask)``.
     """
     from tqdm import tqdm
 
@@ -269,8 +272,48 @@ def check_masks(finder, shapenet: str, renders: str, split: str, views: int, bac
             border = object_pixels(rgb, None)
             for name, pred in (("finder", None if found is None else found > 0.5), ("border colour", border)):
                 scores[name].append(0.0 if pred is None else float((pred & truth).sum() / max((pred | truth).sum(), 1)))
+            if sheet is not None and len(scores["finder"]) <= sheet_count:
+                sheet.append((style, rgb, None if found is None else found > 0.5, border, truth))
         out[style] = {k: float(np.mean(v)) for k, v in scores.items()} | {"pictures": len(samples)}
     return out
+
+
+def mask_sheet(rows: list, path: Path, tile: int = 112) -> None:
+    """A contact sheet of :func:`check_masks`'s ``sheet``: one row per style, each picture followed by
+    the object finder's mask and the border-colour rule's over it (object kept, the rest greyed out).
+    Written through a temporary file and a rename."""
+    from PIL import ImageDraw
+
+    from recon_core.weights import atomic_write_bytes
+
+    styles = list(dict.fromkeys(r[0] for r in rows))
+    per_row = max(sum(r[0] == st for r in rows) for st in styles)
+    label = 18
+    sheet = Image.new("RGB", (120 + per_row * 3 * tile, label + len(styles) * tile), "white")
+    draw = ImageDraw.Draw(sheet)
+    for c, name in enumerate(("picture", "finder", "border colour") * per_row):
+        draw.text((120 + c * tile + 4, 3), name, fill=(0, 0, 0))
+
+    def fit(rgb: np.ndarray) -> Image.Image:
+        img = Image.fromarray(rgb)
+        img.thumbnail((tile, tile))
+        out = Image.new("RGB", (tile, tile), "white")
+        out.paste(img, ((tile - img.width) // 2, (tile - img.height) // 2))
+        return out
+
+    for r, style in enumerate(styles):
+        draw.text((4, label + r * tile + tile // 2 - 6), style, fill=(0, 0, 0))
+        for k, (_, rgb, found, border, _) in enumerate([x for x in rows if x[0] == style]):
+            x0 = 120 + 3 * k * tile
+            sheet.paste(fit(rgb), (x0, label + r * tile))
+            for j, mask in enumerate((found, border)):
+                kept = np.full_like(rgb, 200) if mask is None else np.where(mask[..., None], rgb, np.uint8(200))
+                sheet.paste(fit(kept), (x0 + (j + 1) * tile, label + r * tile))
+    import io
+
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _picture_mask(mask: np.ndarray, shape: tuple[int, int], style: str, sample, backgrounds) -> np.ndarray:
@@ -310,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="train nothing: print the mask IoU of the finder (--out) and of the border-colour rule on "
                         "the check sets' pictures of --check-split (evaluate.py --style), per style")
     p.add_argument("--check-split", default="val")
+    p.add_argument("--sheet", type=Path, default=None, help="with --check: a contact sheet of the masks (PNG)")
     p.add_argument("--check-views", type=int, default=1, help="views per model of the check (default: 1)")
     p.add_argument("--check-backgrounds", default="data/backgrounds",
                    help="photographs of the check's background style (default: the check sets', data/backgrounds)")
@@ -322,8 +366,12 @@ def main(argv: list[str] | None = None) -> int:
         if finder is None:
             print(f"error: no finder at {args.out}.safetensors; train one: python training/train_finder.py", file=sys.stderr)
             return 2
+        rows: list = []
         table = check_masks(finder, str(args.shapenet), str(args.renders), args.check_split, args.check_views,
-                            args.check_backgrounds)
+                            args.check_backgrounds, sheet=rows if args.sheet else None)
+        if args.sheet:
+            mask_sheet(rows, args.sheet)
+            print(f"wrote {args.sheet}")
         print(f"mask IoU x100 on the {args.check_split} check pictures ({args.check_views} view(s) per model)")
         print("| style | pictures | object finder | border colour |\n|---|--:|--:|--:|")
         for style, row in table.items():
