@@ -265,3 +265,47 @@ def test_training_learns_red_squares():
     net, val = train(images[:-32], targets[:-32], images[-32:], targets[-32:], steps=60, batch=16, lr=1e-2,
                      config=config)
     assert val > 0.8 and val > before + 0.3
+
+
+# ------------------------------------------------------------------------------ the shipped finder
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def _chair_on_a_background(tmp_path, seed=3):
+    """examples/chair.png (RGBA) composited over a busy synthetic background, saved as a JPEG (no alpha)."""
+    from training.augment import synthetic_background
+
+    rgba = np.asarray(Image.open(REPO / "examples" / "chair.png").convert("RGBA"))
+    h, w = rgba.shape[:2]
+    canvas = np.zeros((2 * h, 3 * w // 2 * 2, 3), np.float32)
+    rng = np.random.default_rng(seed)
+    back = synthetic_background(rng, canvas.shape[:2]).copy()
+    back += rng.normal(0.0, 12.0, back.shape)  # grain: no plain border colour to separate from
+    a = rgba[..., 3:4].astype(np.float32) / 255.0
+    top, left = h // 2, w // 3
+    region = back[top:top + h, left:left + w]
+    back[top:top + h, left:left + w] = rgba[..., :3] * a + region * (1 - a)
+    path = tmp_path / "chair_on_a_desk.jpg"
+    Image.fromarray(np.clip(back + 0.5, 0, 255).astype(np.uint8)).save(path, quality=85)
+    truth = np.zeros(back.shape[:2], bool)
+    truth[top:top + h, left:left + w] = rgba[..., 3] > 127
+    return path, truth
+
+
+@pytest.mark.skipif(not (REPO / "models" / "finder.safetensors").is_file(), reason="no shipped finder")
+def test_a_jpeg_on_a_background_reconstructs_printable_with_the_shipped_finder(tmp_path, monkeypatch, capsys):
+    from recon_core.cli import main
+
+    monkeypatch.setenv("RECON_FINDER", str(REPO / "models" / "finder"))
+    picture, truth = _chair_on_a_background(tmp_path)
+    out, mask = tmp_path / "chair.stl", tmp_path / "mask.png"
+    code = main([str(picture), "-o", str(out), "--save-mask", str(mask), "--detail", "low"])
+    captured = capsys.readouterr()
+    assert code == 0 and "✓ printable" in captured.out
+    assert "note: object found by the object finder (no transparency)" in captured.err
+    saved = np.asarray(Image.open(mask)) > 127
+    assert saved.shape == truth.shape and _iou(saved, truth) > 0.6
+    import trimesh
+
+    assert trimesh.load(out, force="mesh").is_watertight
