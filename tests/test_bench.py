@@ -5,6 +5,8 @@ No timing is asserted; this keeps a broken benchmark from going unnoticed.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import json
 
 import pytest
@@ -32,7 +34,10 @@ def _check_targets(result: dict, names: set[str]) -> None:
         _positive(t["value"], t["limit"])
 
 
-def test_inference(capsys):
+def test_inference(capsys, monkeypatch):
+    finder = Path(__file__).resolve().parents[1] / "models" / "finder"
+    if finder.with_suffix(".safetensors").is_file():
+        monkeypatch.setenv("RECON_FINDER", str(finder))  # the photo-without-alpha run finds the object with it
     res = _run(inference, capsys, "--runs", "2", "--profile")
     assert res["machine"]["torch_threads"] == 2 and res["model"]["trained"] is False
     run = res["by_vertices"]["2562"]
@@ -46,6 +51,12 @@ def test_inference(capsys):
     assert floor["network_gflop"] >= floor["encoder_gflop"]
     _check_targets(res, {"p50_ms_2562", "p50_over_floor_2562"})
     assert len(res["top_ops_2562"]) == 10 and all(op["self_ms"] >= 0 for op in res["top_ops_2562"])
+    photo = res["no_alpha_2562"]
+    assert photo["printable"] and set(photo["stages_p50_ms"]) == set(inference.STAGES)
+    if finder.with_suffix(".safetensors").is_file():
+        assert photo["finder"] == "models/finder"
+        _positive(photo["stages_p50_ms"]["finder"])
+    assert run["stages_p50_ms"]["finder"] == 0.0  # the example has alpha: no finder
 
 
 def test_stage_timer_accounts_for_the_network(tiny_model_path):
