@@ -185,10 +185,11 @@ def finder_alpha(net: ObjectFinder, rgb: np.ndarray) -> np.ndarray | None:
 
 def default_finder_path() -> Path:
     """``models/finder`` of this repository (or ``$RECON_FINDER`` when set), without extension."""
+    from recon_core.weights import _stem
+
     env = os.environ.get("RECON_FINDER")
     if env:
-        path = Path(env)
-        return path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+        return _stem(Path(env))
     return Path(__file__).resolve().parent.parent / "models" / "finder"
 
 
@@ -196,10 +197,9 @@ def save_finder(net: ObjectFinder, path: str | os.PathLike, metadata: dict[str, 
     """Save as ``path.safetensors`` (fp16) + ``path.json`` (``{"finder": config, ...metadata}``); returns the stem."""
     from safetensors.torch import save
 
-    from recon_core.weights import atomic_write_bytes
+    from recon_core.weights import _stem, atomic_write_bytes
 
-    stem = Path(path)
-    stem = stem.with_suffix("") if stem.suffix in (".safetensors", ".json") else stem
+    stem = _stem(Path(path))
     state = {k: v.detach().cpu().contiguous().half() if v.is_floating_point() else v.detach().cpu().contiguous()
              for k, v in net.state_dict().items()}
     atomic_write_bytes(stem.with_suffix(".safetensors"), save(state))
@@ -219,10 +219,9 @@ def load_finder(path: str | os.PathLike | None = None) -> ObjectFinder | None:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from recon_core.weights import WeightsError
+    from recon_core.weights import WeightsError, _stem
 
-    stem = default_finder_path() if path is None else Path(path)
-    stem = stem.with_suffix("") if stem.suffix in (".safetensors", ".json") else stem
+    stem = default_finder_path() if path is None else _stem(Path(path))
     cfg_path, weights_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
     if not (cfg_path.is_file() and weights_path.is_file()):
         return None

@@ -94,13 +94,26 @@ def _timed(timings: dict[str, float], name: str):
 class Reconstructor:
     """A loaded model, ready to reconstruct images one at a time."""
 
-    def __init__(self, model, metadata: dict[str, Any], finder=None):
+    def __init__(self, model, metadata: dict[str, Any], finder=None, *, finder_file=None):
         self.model = model.eval()
         self.metadata = metadata
         self.trained = bool(metadata.get("trained", False))
-        self.finder = finder
+        self._finder = finder
+        self._finder_file = finder_file  # loaded on first use: pictures with alpha never pay for it
+
+    @property
+    def finder(self):
         """The :class:`recon_core.finder.ObjectFinder` that finds the object in pictures without
-        transparency, or None (then the border-colour rule of :func:`recon_core.image.object_mask`)."""
+        transparency, or None (then the border-colour rule of :func:`recon_core.image.object_mask`).
+
+        A finder file given to the constructor (``finder_file``: True for the shipped one, or a path)
+        is loaded here, the first time it is asked for (``WeightsError`` when it cannot be used)."""
+        if self._finder is None and self._finder_file is not None:
+            from recon_core.finder import load_finder
+
+            self._finder = load_finder(None if self._finder_file is True else self._finder_file)
+            self._finder_file = None
+        return self._finder
 
     @classmethod
     def from_file(cls, path: str | os.PathLike | None = None, device: str = "cpu",
@@ -108,17 +121,15 @@ class Reconstructor:
         """Load a model (``None``: the shipped default). Raises ``WeightsError`` with a clear message.
 
         ``finder``: True, the shipped object finder when its files are there
-        (:func:`recon_core.finder.default_finder_path`); a path, that finder; False, none.
+        (:func:`recon_core.finder.default_finder_path`); a path, that finder; False, none. It is loaded
+        with the first picture without alpha (:attr:`finder`).
         """
-        from recon_core.finder import load_finder
-
         model, meta = load_model(path, device=device)
-        found = None if finder is False else load_finder(None if finder is True else finder)
         # Inference only from here: fold the backbone norms into the convolutions and keep the
         # encoder's activations channels-last (oneDNN's fast layout); outputs equal up to float rounding.
         model.encoder.fold_batchnorm()
         model.encoder.to(memory_format=torch.channels_last)
-        return cls(model, meta, found)
+        return cls(model, meta, finder_file=None if finder is False else finder)
 
     @torch.inference_mode()
     def reconstruct(

@@ -22,6 +22,7 @@ the finder's JSON. Writes ``OUT.safetensors`` + ``OUT.json`` (:func:`recon_core.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import sys
@@ -114,8 +115,6 @@ def finder_sample(folder: Path, view: int, seed: int, photos) -> tuple[np.ndarra
     Returns:
         ``(rgb, mask)``: (H, W, 3) uint8 picture, (H, W) bool object mask.
     """
-    import json
-
     from recon_core.camera import Camera
     from training.augment import photometric
     from training.styles import stylize
@@ -143,8 +142,7 @@ def finder_sample(folder: Path, view: int, seed: int, photos) -> tuple[np.ndarra
     else:
         rgb, _ = stylize(rgba, mask, depth, K, style, seed2, photos)
     if sketch:  # outside the moved render: white, as around it
-        inside = np.asarray(Image.fromarray(rgba[..., 3]).point(lambda a: 255 if a else 0)) > 0
-        rgb = np.where(inside[..., None], rgb, np.uint8(255))
+        rgb = np.where(rgba[..., 3:] > 0, rgb, np.uint8(255))
     if rng.random() < 0.6:
         image = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float() / 255.0
         image = photometric(image, rng, colour=style not in ("clipart", "pencil") and not sketch)
@@ -152,11 +150,17 @@ def finder_sample(folder: Path, view: int, seed: int, photos) -> tuple[np.ndarra
     return np.ascontiguousarray(rgb), mask
 
 
+_PHOTOS: dict = {}
+"""Each drawing process's :class:`training.augment.BackgroundPhotos`, by folder."""
+
+
 def _draw_one(args) -> tuple[np.ndarray, np.ndarray]:
     folder, view, seed, backgrounds, size = args
     from training.augment import BackgroundPhotos
 
-    photos = _PHOTOS.setdefault(backgrounds, BackgroundPhotos(backgrounds))
+    if backgrounds not in _PHOTOS:  # once a process: listing the folder for every picture would cost more
+        _PHOTOS[backgrounds] = BackgroundPhotos(backgrounds)
+    photos = _PHOTOS[backgrounds]
     rgb, mask = finder_sample(Path(folder), view, seed, photos)
     image, _, (h, w) = letterbox(rgb, size)
     target = np.full((size, size), 255, np.uint8)  # 255: padding, not scored
@@ -164,8 +168,6 @@ def _draw_one(args) -> tuple[np.ndarray, np.ndarray]:
     target[:h, :w] = (np.asarray(small) > 127).astype(np.uint8)
     return (image * 255.0 + 0.5).to(torch.uint8).numpy(), target
 
-
-_PHOTOS: dict = {}
 
 
 def draw_set(shapenet: Path, renders: Path, split: str, count: int, seed: int, backgrounds: Path | None,
