@@ -84,7 +84,7 @@ def example_image(size: int = 256) -> tuple[np.ndarray, np.ndarray, str]:
     """
     pngs = sorted(EXAMPLES.glob("*.png"))
     if pngs:
-        from recon_core.image import load_image
+        from recon_core.io.image import load_image
 
         rgb, alpha, _ = load_image(pngs[0])
         if alpha is None:
@@ -109,7 +109,7 @@ def write_example_png(path: Path) -> str:
 
 def tiny_model_stem(folder: str | os.PathLike | None = None) -> Path:
     """A model stem with only a ``.json`` (random weights) of the :data:`TINY_MODEL` configuration."""
-    from recon_core.config import ModelConfig
+    from recon_core.network.config import ModelConfig
 
     folder = Path(folder or tempfile.mkdtemp(prefix="bench_model_"))
     stem = folder / "tiny"

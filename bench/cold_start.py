@@ -2,10 +2,10 @@
 
     python -m bench.cold_start [--model models/default] [--repeats 3] [--tiny]
 
-Runs the CLI ``--repeats`` times in new processes (``python -m recon_core.cli``, which
+Runs the CLI ``--repeats`` times in new processes (``python -m recon_core.io.cli``, which
 is what the ``recon-mesh`` entry point calls) and reports the median wall time and the
 peak resident set size of each child (``os.wait4``'s ``ru_maxrss``). One extra run with
-``python -X importtime`` lists the slowest imports of ``recon_core.inference``.
+``python -X importtime`` lists the slowest imports of ``recon_core.io.inference``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ TARGET_RSS_MB = 1024.0
 
 def run_cli(image: Path, out: Path, model: str | None, threads: int) -> tuple[float, float, int, str]:
     """One CLI process: (wall seconds, peak RSS MiB, exit code, stderr)."""
-    cmd = [sys.executable, "-m", "recon_core.cli", str(image), "-o", str(out)]
+    cmd = [sys.executable, "-m", "recon_core.io.cli", str(image), "-o", str(out)]
     if model:
         cmd += ["--model", str(model)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
@@ -41,7 +41,7 @@ def run_cli(image: Path, out: Path, model: str | None, threads: int) -> tuple[fl
     return wall, usage.ru_maxrss / 1024.0, proc.returncode, stderr  # ru_maxrss is in KiB on Linux
 
 
-def slowest_imports(module: str = "recon_core.inference", top: int = 10) -> tuple[float, list[dict]]:
+def slowest_imports(module: str = "recon_core.io.inference", top: int = 10) -> tuple[float, list[dict]]:
     """Import seconds of ``module`` in a fresh process, and the ``top`` packages by their own import time.
 
     A package's time is the sum of the self times of its modules (``python -X importtime``),
@@ -85,7 +85,7 @@ def run(args) -> dict:
     return {
         "benchmark": "cold_start",
         "machine": machine(args.threads),
-        "command": "python -m recon_core.cli IMAGE -o out.stl" + (f" --model {model}" if model else ""),
+        "command": "python -m recon_core.io.cli IMAGE -o out.stl" + (f" --model {model}" if model else ""),
         "image": source,
         "repeats": repeats,
         "wall_s": {"median": round(median, 3), "min": round(min(walls), 3), "all": [round(w, 3) for w in walls]},

@@ -2,7 +2,7 @@
 
     python -m bench.inference [--model models/default] [--runs 30] [--vertices 642 2562 10242] [--profile] [--tiny]
 
-Times :meth:`recon_core.inference.Reconstructor.reconstruct` on an already decoded
+Times :meth:`recon_core.io.inference.Reconstructor.reconstruct` on an already decoded
 image (``examples/*.png`` or a synthetic one), plus the encoding of the result as STL
 bytes, at 642, 2,562 and 10,242 output vertices: p50/p95 over ``--runs`` runs after
 warm-up, with torch on ``--threads`` intra-op threads (2 by default, the target
@@ -99,7 +99,7 @@ class StageTimer:
 
 
 def encode_stl(verts: np.ndarray, faces: np.ndarray) -> bytes:
-    """The result as binary STL bytes, encoded as :func:`recon_core.inference.export_mesh` does (no file)."""
+    """The result as binary STL bytes, encoded as :func:`recon_core.io.inference.export_mesh` does (no file)."""
     import trimesh
 
     mesh = trimesh.Trimesh(vertices=np.asarray(verts, dtype=np.float64), faces=np.asarray(faces), process=False)
@@ -183,10 +183,10 @@ def _quiet(name: str):
 
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
-    from recon_core.inference import Reconstructor
+    from recon_core.io.inference import Reconstructor
 
     stem = tiny_model_stem() if args.tiny and args.model is None else args.model
-    with _quiet("recon_core.weights"):
+    with _quiet("recon_core.io.weights"):
         rec = Reconstructor.from_file(stem)
     cfg = rec.model.config
     rgb, alpha, source = example_image()

@@ -23,7 +23,7 @@ DEFAULT_CONFIG = REPO / "training" / "configs" / "default.yaml"
 
 
 def load_config(path, tiny: bool):
-    from recon_core.config import ModelConfig
+    from recon_core.network.config import ModelConfig
     from training.config import load_train_config
 
     cfg = load_train_config(path)
@@ -40,7 +40,7 @@ def load_config(path, tiny: bool):
 
 def measure(cfg, device: torch.device, steps: int, warmup: int) -> dict:
     """Seconds per training step (after ``warmup`` steps) and images per second on ``device``."""
-    from recon_core.model import build_model
+    from recon_core.network.model import build_model
     from training.synthetic import SyntheticViews
     from training.train import _collate, train_step
 

@@ -1,7 +1,7 @@
 """Reconstruct from Image: one photo in, a watertight printable mesh out, in the 3D Viewport sidebar.
 
 A thin shell around ``recon_core``: the model runs in a worker process
-(``python -m recon_core.worker``, see :mod:`.worker_client`), never inside Blender.
+(``python -m recon_core.io.worker``, see :mod:`.worker_client`), never inside Blender.
 """
 
 import bpy

@@ -1,7 +1,7 @@
-"""Client side of the worker protocol (:mod:`recon_core.worker`): start, feed and watch a worker process.
+"""Client side of the worker protocol (:mod:`recon_core.io.worker`): start, feed and watch a worker process.
 
 Plain Python (no ``bpy``, no ``recon_core``, no torch), so it runs inside Blender and in
-tests alike. A :class:`WorkerClient` owns one ``PYTHON -m recon_core.worker`` process;
+tests alike. A :class:`WorkerClient` owns one ``PYTHON -m recon_core.io.worker`` process;
 its stdout (protocol lines) and stderr (log text, kept for crash messages) are drained
 by two daemon threads so the worker never blocks on a full pipe. :meth:`WorkerClient.submit`
 returns a :class:`Job` whose :meth:`Job.poll` never blocks, for a modal operator's timer;
@@ -32,17 +32,17 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION = 1
-"""Must equal ``recon_core.worker.PROTOCOL_VERSION`` (a test checks)."""
+"""Must equal ``recon_core.io.worker.PROTOCOL_VERSION`` (a test checks)."""
 
 CATEGORY_NAMES = (
     "airplane", "bench", "cabinet", "car", "chair", "display", "lamp",
     "loudspeaker", "rifle", "sofa", "table", "telephone", "watercraft",
 )
-"""``recon_core.categories.CATEGORIES`` names, copied so Blender never imports recon_core (a test checks)."""
+"""``recon_core.network.categories.CATEGORIES`` names, copied so Blender never imports recon_core (a test checks)."""
 
 DETAIL_VERTICES = {"low": 642, "medium": 2562, "high": 10242}
 DEFAULT_DETAIL = "medium"
-"""``recon_core.detail``'s levels (name -> output vertex count) and default, copied like ``CATEGORY_NAMES``."""
+"""``recon_core.mesh.detail``'s levels (name -> output vertex count) and default, copied like ``CATEGORY_NAMES``."""
 
 DELAY_ENV = "RECON_WORKER_DELAY_S"
 """Tests only: when set in this process, requests ask the worker to sleep this many seconds first."""
@@ -180,7 +180,7 @@ class Job:
 
 
 class WorkerClient:
-    """One worker process: ``python -m recon_core.worker [--model MODEL]``.
+    """One worker process: ``python -m recon_core.io.worker [--model MODEL]``.
 
     Args:
         python: interpreter with recon_core installed.
@@ -228,7 +228,7 @@ class WorkerClient:
         if not os.path.isfile(self.python):
             raise WorkerError(f"The Python interpreter {self.python} does not exist; choose one that has recon_core "
                               "installed in the add-on preferences.")
-        command = [self.python, "-m", "recon_core.worker"] + (["--model", self.model] if self.model else [])
+        command = [self.python, "-m", "recon_core.io.worker"] + (["--model", self.model] if self.model else [])
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP")}
         env.update(PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8", **self.extra_env)
         try:

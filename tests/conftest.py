@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from recon_core.config import ModelConfig
+from recon_core.network.config import ModelConfig
 
 TINY = dict(backbone="resnet18", image_size=64, fpn_channels=16, coarse_hidden=32, hidden_dim=16,
             attention_heads=2, gconv_layers=1)

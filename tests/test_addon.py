@@ -38,7 +38,7 @@ bpy = pytest.importorskip("bpy")
 import bmesh  # noqa: E402
 
 import build_addon  # noqa: E402
-from recon_core.worker import DELAY_ENV as DELAY_ENV_NAME  # noqa: E402
+from recon_core.io.worker import DELAY_ENV as DELAY_ENV_NAME  # noqa: E402
 from tests.test_worker import PYTHON, make_alpha_image, make_shape_image, write_tiny_model  # noqa: E402
 
 pytestmark = pytest.mark.blender
@@ -423,7 +423,7 @@ def test_mask_image_is_the_pictures_alpha_and_a_second_run_replaces_it(addon, se
 def test_mask_image_equals_recon_mesh_save_mask(addon, settings, tmp_path):
     """A picture without alpha: the mask image is the file ``recon-mesh --save-mask`` writes."""
     cli_mask = tmp_path / "cli_mask.png"
-    subprocess.run([PYTHON, "-m", "recon_core.cli", str(addon.image), "-o", str(tmp_path / "mesh.stl"),
+    subprocess.run([PYTHON, "-m", "recon_core.io.cli", str(addon.image), "-o", str(tmp_path / "mesh.stl"),
                     "--model", addon.prefs.model_path, "--detail", "low", "--save-mask", str(cli_mask)],
                    check=True, capture_output=True)
     expected = np.asarray(Image.open(cli_mask))

@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 
 import training.dataset as dataset_module
-from recon_core.camera import CROP_MARGIN, look_at
-from recon_core.occupancy import GridSpec
-from recon_core.volume import GRID_BOUND, pack_grid
+from recon_core.mesh.camera import CROP_MARGIN, look_at
+from recon_core.mesh.occupancy import GridSpec
+from recon_core.mesh.volume import GRID_BOUND, pack_grid
 from tests.test_dataset import SIZE, _box, _write_view
 from training.augment import (CUT_PROBABILITY, FILL_RANGE, MAX_CUT, MAX_OFFSET, BackgroundPhotos, augment_box,
                               jpeg_recompress, lighting_gradient, photometric)
@@ -32,7 +32,7 @@ GRID = GridSpec(resolution=32, depth_bins=24, depth_range=0.75)
 
 
 def _crop_of(box) -> np.ndarray:
-    """The crop box prepare_image makes of an object box (recon_core/image.py)."""
+    """The crop box prepare_image makes of an object box (recon_core/io/image.py)."""
     u0, v0, u1, v1 = box
     side = max(u1 - u0, v1 - v0) / (1.0 - 2.0 * CROP_MARGIN)
     cu, cv = (u0 + u1) / 2, (v0 + v1) / 2
@@ -99,7 +99,7 @@ def red(tmp_path_factory):
                look_at(120, 10, 1.6, 30.0), look_at(75, -30, 2.0, 50.0)]
     for view, camera in enumerate(cameras):
         _write_view(folder, view, camera, verts, faces, sketch=view == 2, colour=RED)
-    # The box's solid, cell by cell (recon_core/volume.py layout: [i, j, k] along world x, y, z).
+    # The box's solid, cell by cell (recon_core/mesh/volume.py layout: [i, j, k] along world x, y, z).
     res = 64
     centres = -GRID_BOUND + (np.arange(res) + 0.5) * 2 * GRID_BOUND / res
     x, y, z = np.meshgrid(centres, centres, centres, indexing="ij")

@@ -62,7 +62,7 @@ def test_inference(capsys, monkeypatch):
 def test_stage_timer_accounts_for_the_network(tiny_model_path):
     import torch
 
-    from recon_core.inference import Reconstructor
+    from recon_core.io.inference import Reconstructor
 
     rec = Reconstructor.from_file(tiny_model_path)
     timer = inference.StageTimer(rec.model)

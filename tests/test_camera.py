@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from recon_core.camera import (
+from recon_core.mesh.camera import (
     CROP_MARGIN, SHAPENET_TO_BLENDER, VIEW_TO_OUTPUT, Camera, blender_matrix_world, camera_from_blender,
     crop_camera, fit_projection, look_at, to_pytorch3d,
 )

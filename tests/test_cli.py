@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from recon_core.cli import main
-from recon_core.model import build_model
-from recon_core.weights import save_model
+from recon_core.io.cli import main
+from recon_core.network.model import build_model
+from recon_core.io.weights import save_model
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -131,7 +131,7 @@ def test_writes_every_format(tmp_path, tiny_model_path, good_image, capsys, ext)
 
 def test_entry_point_runs_the_default_model(tmp_path):
     out = tmp_path / "chair.stl"
-    proc = subprocess.run([sys.executable, "-m", "recon_core.cli", str(REPO / "examples" / "chair.png"), "-o", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "recon_core.io.cli", str(REPO / "examples" / "chair.png"), "-o", str(out)],
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert out.is_file() and "✓ printable" in proc.stdout
@@ -142,7 +142,7 @@ def test_entry_point_reports_bad_input_with_its_exit_code(tmp_path):
     and the one-sentence error still come out."""
     bad = tmp_path / "not_an_image.png"
     bad.write_bytes(b"this is not a PNG")
-    proc = subprocess.run([sys.executable, "-m", "recon_core.cli", str(bad), "-o", str(tmp_path / "x.stl")],
+    proc = subprocess.run([sys.executable, "-m", "recon_core.io.cli", str(bad), "-o", str(tmp_path / "x.stl")],
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "x.stl").exists()
@@ -159,7 +159,7 @@ def _run_into_closed_pipe(argv: list[str]) -> subprocess.CompletedProcess:
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        return subprocess.run([sys.executable, "-m", "recon_core.cli", *argv], stdout=write_end, stderr=subprocess.PIPE,
+        return subprocess.run([sys.executable, "-m", "recon_core.io.cli", *argv], stdout=write_end, stderr=subprocess.PIPE,
                               text=True, cwd=REPO, env=env, timeout=300)
     finally:
         os.close(write_end)
@@ -252,12 +252,12 @@ def test_save_mask_without_alpha_is_the_object_against_the_border_colour(tmp_pat
 
 def test_a_failed_mask_write_leaves_no_file(tmp_path, tiny_model_path, good_image, capsys, monkeypatch):
     """Should the mask's write fail after the checks (a full disk), the mesh written just before is removed."""
-    import recon_core.weights
+    import recon_core.io.weights
 
     def full_disk(path, data):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(recon_core.weights, "atomic_write_bytes", full_disk)
+    monkeypatch.setattr(recon_core.io.weights, "atomic_write_bytes", full_disk)
     out = tmp_path / "mesh.stl"
     code = main([str(good_image), "-o", str(out), "--model", str(tiny_model_path), "--detail", "low",
                  "--save-mask", str(tmp_path / "mask.png")])
@@ -278,7 +278,7 @@ def test_detail_low_gives_fewer_faces_than_high(tmp_path, tiny_model_path, good_
     """An ico-sphere model outputs the level's vertex count: 2V - 4 triangles."""
     import trimesh
 
-    from recon_core.detail import DETAIL_VERTICES
+    from recon_core.mesh.detail import DETAIL_VERTICES
 
     faces = {}
     for level in ("low", "high"):

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from recon_core.camera import Camera, look_at
-from recon_core.categories import category_index
+from recon_core.mesh.camera import Camera, look_at
+from recon_core.network.categories import category_index
 from training.dataset import UNKNOWN_CATEGORY, RenderedViews
 from training.render import sample_surface
 

@@ -1,11 +1,11 @@
-"""recon_core.detail: the detail levels and the vertex count each stands for."""
+"""recon_core.mesh.detail: the detail levels and the vertex count each stands for."""
 
 from __future__ import annotations
 
 import pytest
 
-from recon_core.config import VERTEX_SCHEDULES
-from recon_core.detail import (
+from recon_core.network.config import VERTEX_SCHEDULES
+from recon_core.mesh.detail import (
     DEFAULT_DETAIL, DETAIL_VERTICES, approx_faces, detail_for_vertices, vertices_for_detail,
 )
 

@@ -1,4 +1,4 @@
-"""recon_core.backbone against torchvision, the layers it re-writes: same names, same numbers."""
+"""recon_core.network.backbone against torchvision, the layers it re-writes: same names, same numbers."""
 
 from collections import OrderedDict
 
@@ -9,8 +9,8 @@ from torch import nn
 tv_models = pytest.importorskip("torchvision.models")
 tv_ops = pytest.importorskip("torchvision.ops")
 
-from recon_core.backbone import FeaturePyramidNetwork, FrozenBatchNorm2d, resnet  # noqa: E402
-from recon_core.encoder import ImageEncoder  # noqa: E402
+from recon_core.network.backbone import FeaturePyramidNetwork, FrozenBatchNorm2d, resnet  # noqa: E402
+from recon_core.network.encoder import ImageEncoder  # noqa: E402
 
 NORMS = {
     "batch": (nn.BatchNorm2d, nn.BatchNorm2d),
@@ -135,7 +135,7 @@ def test_fpn_equals_torchvisions(channels):
 
 
 class _TorchvisionEncoder(nn.Module):
-    """The encoder as it was built from torchvision before recon_core.backbone (the reference)."""
+    """The encoder as it was built from torchvision before recon_core.network.backbone (the reference)."""
 
     def __init__(self, backbone: str, fpn_channels: int, tv_norm):
         super().__init__()

@@ -19,9 +19,9 @@ import torch
 import trimesh
 from PIL import Image
 
-from recon_core.camera import look_at
-from recon_core.categories import CATEGORIES
-from recon_core.config import ModelConfig
+from recon_core.mesh.camera import look_at
+from recon_core.network.categories import CATEGORIES
+from recon_core.network.config import ModelConfig
 from tests.conftest import TINY
 from training import evaluate as ev
 from training.baselines import (
@@ -119,19 +119,19 @@ def model_stem(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module", autouse=True)
 def _repair_available():
-    """Until ``recon_core.repair`` lands, stand in an identity ``make_printable`` so inference imports."""
+    """Until ``recon_core.mesh.repair`` lands, stand in an identity ``make_printable`` so inference imports."""
     try:
-        importlib.import_module("recon_core.repair")
+        importlib.import_module("recon_core.mesh.repair")
         yield
         return
     except ImportError:
         pass
-    fake = types.ModuleType("recon_core.repair")
+    fake = types.ModuleType("recon_core.mesh.repair")
     fake.make_printable = lambda verts, faces, **options: (verts, faces, {"repaired": False})
-    sys.modules["recon_core.repair"] = fake
+    sys.modules["recon_core.mesh.repair"] = fake
     yield
-    del sys.modules["recon_core.repair"]
-    sys.modules.pop("recon_core.inference", None)
+    del sys.modules["recon_core.mesh.repair"]
+    sys.modules.pop("recon_core.io.inference", None)
 
 
 def _rasterize_naive(xy: np.ndarray, depth: np.ndarray, faces: np.ndarray, size: int) -> np.ndarray:
@@ -297,7 +297,7 @@ def test_chamfer_matrix_and_medoid_match_naive():
 
 
 def test_point_metrics_match_metrics_module():
-    from recon_core.metrics import pixel2mesh_fscore, sampling_metrics
+    from recon_core.mesh.metrics import pixel2mesh_fscore, sampling_metrics
 
     g = torch.Generator().manual_seed(0)
     pred, gt = torch.rand(2, 300, 3, generator=g) * 0.3, torch.rand(2, 400, 3, generator=g) * 0.3
@@ -315,7 +315,7 @@ def test_point_metrics_match_metrics_module():
 def test_score_meshes_matches_compare_meshes():
     from pytorch3d.structures import Meshes
 
-    from recon_core.metrics import compare_meshes
+    from recon_core.mesh.metrics import compare_meshes
 
     box = _normalised(trimesh.creation.box([1.0, 0.6, 0.4]))
     ball = _normalised(trimesh.creation.icosphere(2))
@@ -447,7 +447,7 @@ def test_oracle_prediction_scores_near_perfect(dataset):
 
 def test_a_refused_picture_is_a_scored_miss_not_a_crash(dataset):
     """A model that finds no object in a picture (ImageError) scores 0 there; the run goes on."""
-    from recon_core.image import ImageError
+    from recon_core.io.image import ImageError
 
     shapenet, renders = dataset
     samples = ev.select_samples(ev.discover(shapenet, renders, "test"), 1)[:2]
@@ -531,8 +531,8 @@ def test_cli_missing_folder_exits_2(tmp_path, capsys):
 
 
 def test_curve_over_checkpoints(dataset, tmp_path):
-    from recon_core.model import build_model
-    from recon_core.weights import save_model
+    from recon_core.network.model import build_model
+    from recon_core.io.weights import save_model
 
     shapenet, renders = dataset
     ckpts = tmp_path / "checkpoints"

@@ -1,4 +1,4 @@
-"""The object finder (recon_core.finder) and its training pictures (training/train_finder.py).
+"""The object finder (recon_core.network.finder) and its training pictures (training/train_finder.py).
 
 The finder's logic is tested with a *colour finder*: an :class:`ObjectFinder` whose output
 layer is replaced so that it says "object" exactly where the picture is red. Its answers are
@@ -16,18 +16,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from recon_core.finder import (
-    MIN_OBJECT_SHARE,
-    FinderConfig,
-    ObjectFinder,
-    find_object,
-    letterbox,
-    load_finder,
-    save_finder,
-)
-from recon_core.image import ImageError
-from recon_core.inference import Reconstructor
-from recon_core.weights import WeightsError
+from recon_core.network.finder import MIN_OBJECT_SHARE, FinderConfig, ObjectFinder, find_object, letterbox
+from recon_core.io.weights import load_finder, save_finder
+from recon_core.io.image import ImageError
+from recon_core.io.inference import Reconstructor
+from recon_core.io.weights import WeightsError
 
 RED = np.array([220, 30, 30], np.uint8)
 
@@ -127,7 +120,7 @@ def test_missing_finder_is_none_and_a_broken_one_a_clear_error(tmp_path):
 
 
 def test_reconstructor_takes_the_finders_mask_as_alpha(tiny_config):
-    from recon_core.model import build_model
+    from recon_core.network.model import build_model
 
     torch.manual_seed(0)
     rgb = _picture(box=(60, 20, 140, 100))
@@ -149,7 +142,7 @@ def test_reconstructor_takes_the_finders_mask_as_alpha(tiny_config):
 
 
 def test_reconstructor_falls_back_to_the_border_colour_then_refuses(tiny_config):
-    from recon_core.model import build_model
+    from recon_core.network.model import build_model
 
     rec = Reconstructor(build_model(tiny_config), {"trained": False}, finder=_ColourFinder())
     blue = _picture(box=(0, 0, 0, 0))
@@ -295,7 +288,7 @@ def _chair_on_a_background(tmp_path, seed=3):
 
 @pytest.mark.skipif(not (REPO / "models" / "finder.safetensors").is_file(), reason="no shipped finder")
 def test_a_jpeg_on_a_background_reconstructs_printable_with_the_shipped_finder(tmp_path, monkeypatch, capsys):
-    from recon_core.cli import main
+    from recon_core.io.cli import main
 
     monkeypatch.setenv("RECON_FINDER", str(REPO / "models" / "finder"))
     picture, truth = _chair_on_a_background(tmp_path)

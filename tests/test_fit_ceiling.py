@@ -7,7 +7,7 @@ import torch
 from pytorch3d.ops import sample_points_from_meshes
 from pytorch3d.structures import Meshes
 
-from recon_core.metrics import sampling_metrics
+from recon_core.mesh.metrics import sampling_metrics
 from training.config import LossConfig
 from training.fit_ceiling import fit_sphere
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 import trimesh
 
-from recon_core.inference import Reconstructor
-from recon_core.model import build_model
+from recon_core.io.inference import Reconstructor
+from recon_core.network.model import build_model
 
 
 def _wild_model(config, seed: int, scale: float):

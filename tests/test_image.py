@@ -7,19 +7,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from recon_core.image import (
+from recon_core.io.image import (
     DECODE_MIN_SIDE,
     NOISE_CORRELATION,
     UNIFORM_SPREAD,
     ImageError,
     load_image,
     mask_png,
-    object_box,
-    object_mask,
-    prepare_image,
     save_mask,
-    uncrop_mask,
 )
+from recon_core.network.crop import object_box, object_mask, prepare_image, uncrop_mask
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -184,7 +181,7 @@ def test_uniform_picture_is_refused(tmp_path, colour):
 
 def test_nearly_uniform_and_faint_pictures():
     """Within UNIFORM_SPREAD levels: refused; one level more anywhere: accepted (if not noise)."""
-    from recon_core.image import _refuse_without_object
+    from recon_core.io.image import _refuse_without_object
 
     flat = np.full((100, 100, 3), 200, np.uint8)
     flat[::7, ::5] += np.uint8(UNIFORM_SPREAD)  # JPEG-like speckle within the tolerance
@@ -222,7 +219,7 @@ def test_random_noise_is_refused(tmp_path, kind):
 def test_structured_pictures_are_not_noise(tmp_path):
     """The examples (composited on white, as RGB), a Floyd-Steinberg dithered one, a noisy photo-like picture,
     a striped texture and a small object on a noisy background are accepted."""
-    from recon_core.image import _neighbour_correlation
+    from recon_core.io.image import _neighbour_correlation
 
     rng = np.random.default_rng(4)
     pictures = {}

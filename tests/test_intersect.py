@@ -1,4 +1,4 @@
-"""Tests for recon_core.intersect: the fast test against the naive one and known cases."""
+"""Tests for recon_core.mesh.intersect: the fast test against the naive one and known cases."""
 
 import math
 import time
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from pytorch3d.utils import ico_sphere
 
-from recon_core.intersect import (
+from recon_core.mesh.intersect import (
     degenerate_faces,
     intersecting_faces,
     self_intersections,

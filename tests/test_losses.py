@@ -1,4 +1,4 @@
-"""Tests of recon_core.losses: values, gradients, weights, silhouette conventions, validation."""
+"""Tests of recon_core.network.losses: values, gradients, weights, silhouette conventions, validation."""
 
 import dataclasses
 
@@ -9,8 +9,8 @@ from pytorch3d.ops import sample_points_from_meshes
 from pytorch3d.structures import Meshes
 from pytorch3d.utils import ico_sphere
 
-from recon_core.camera import Camera, intrinsics, to_pytorch3d
-from recon_core.losses import (
+from recon_core.mesh.camera import Camera, intrinsics, to_pytorch3d
+from recon_core.network.losses import (
     LOSS_NAMES,
     LossWeights,
     RenderSettings,

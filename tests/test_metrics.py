@@ -1,4 +1,4 @@
-"""Tests of recon_core.metrics against naive loop-based references."""
+"""Tests of recon_core.mesh.metrics against naive loop-based references."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import torch
 from pytorch3d.structures import Meshes
 from pytorch3d.utils import ico_sphere
 
-from recon_core.metrics import (
+from recon_core.mesh.metrics import (
     GT_LONG_EDGE,
     compare_meshes,
     pixel2mesh_fscore,

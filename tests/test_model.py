@@ -3,10 +3,10 @@ import pytest
 import torch
 from pytorch3d.utils import ico_sphere
 
-from recon_core.backbone import FrozenBatchNorm2d
-from recon_core.config import ModelConfig
-from recon_core.model import build_model
-from recon_core.topology import IcoTopology, level_for_vertices, neighbour_mean, vertex_count
+from recon_core.network.backbone import FrozenBatchNorm2d
+from recon_core.network.config import ModelConfig
+from recon_core.network.model import build_model
+from recon_core.mesh.topology import IcoTopology, level_for_vertices, neighbour_mean, vertex_count
 
 
 def _perturb_zero_layers(model, scale=0.05):
@@ -128,8 +128,8 @@ def test_fold_batchnorm_refuses_training_mode(tiny_config):
 
 
 def test_reconstructor_runs_the_folded_channels_last_encoder(tiny_model_path):
-    from recon_core.inference import Reconstructor
-    from recon_core.weights import load_model
+    from recon_core.io.inference import Reconstructor
+    from recon_core.io.weights import load_model
 
     rec = Reconstructor.from_file(tiny_model_path)
     plain, _ = load_model(tiny_model_path)
@@ -146,7 +146,7 @@ def test_reconstructor_runs_the_folded_channels_last_encoder(tiny_model_path):
 @pytest.mark.parametrize("window,heads", [(1, 1), (2, 4), (3, 2)])
 def test_attention_equals_the_plain_all_cells_attention(window, heads):
     """The level-by-level attention (no assembled key tensor) = softmax over all cells at once."""
-    from recon_core.refiner import GraphImageAttention
+    from recon_core.network.refiner import GraphImageAttention
 
     torch.manual_seed(window * 10 + heads)
     att = GraphImageAttention(query_dim=11, feature_dim=8, out_dim=8, levels=3, window=window, heads=heads)

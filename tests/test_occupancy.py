@@ -1,4 +1,4 @@
-"""The frustum occupancy grid (recon_core.occupancy) and its mesh (recon_core.inference.occupancy_mesh)."""
+"""The frustum occupancy grid (recon_core.mesh.occupancy) and its mesh (recon_core.io.inference.occupancy_mesh)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from recon_core.camera import crop_camera, look_at
-from recon_core.heads import OccupancyOutput
-from recon_core.inference import occupancy_mesh
-from recon_core.occupancy import (
+from recon_core.mesh.camera import crop_camera, look_at
+from recon_core.network.heads import OccupancyOutput
+from recon_core.io.inference import occupancy_mesh
+from recon_core.mesh.occupancy import (
     GridCamera,
     GridSpec,
     carve,
@@ -23,8 +23,8 @@ from recon_core.occupancy import (
     project_view,
     voxelize_frustum,
 )
-from recon_core.printable import check_printable
-from recon_core.volume import occupancy_grid
+from recon_core.mesh.printable import check_printable
+from recon_core.mesh.volume import occupancy_grid
 
 SPEC = GridSpec(resolution=12, depth_bins=18, depth_range=0.75)
 
@@ -251,8 +251,8 @@ def test_occupancy_mesh_guarantee_on_200_random_weight_outputs():
     random factor (from near-0.5 probabilities everywhere to confident noise), on noise
     pictures and drawn shapes, with and without an alpha mask.
     """
-    from recon_core.config import ModelConfig
-    from recon_core.model import build_model
+    from recon_core.network.config import ModelConfig
+    from recon_core.network.model import build_model
 
     rng = np.random.default_rng(2)
     config = ModelConfig(backbone="resnet18", image_size=64, fpn_channels=32, hidden_dim=32, coarse="occupancy",

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from recon_core.config import ModelConfig
-from recon_core.inference import Reconstructor, coarse_surfaces
-from recon_core.model import build_model
-from recon_core.occupancy import GridCamera
-from recon_core.printable import check_printable
-from recon_core.topology import MeshGraph
+from recon_core.network.config import ModelConfig
+from recon_core.io.inference import Reconstructor, coarse_surfaces
+from recon_core.network.model import build_model
+from recon_core.mesh.occupancy import GridCamera
+from recon_core.mesh.printable import check_printable
+from recon_core.mesh.topology import MeshGraph
 from training.config import load_train_config
 from training.train import refine_loss
 
@@ -162,8 +162,8 @@ def test_reconstruct_outputs_the_refined_mesh_and_it_is_printable(offset_scale):
 def test_a_refined_mesh_with_crossing_faces_is_untangled_or_dropped_never_shipped():
     """A refinement that pushes a vertex through the body: the output is still printable, and the log says
     which mesh was kept (the refined one untangled, or a coarse one)."""
-    from recon_core.inference import _occupancy_mesh
-    from recon_core.heads import OccupancyOutput
+    from recon_core.io.inference import _occupancy_mesh
+    from recon_core.network.heads import OccupancyOutput
 
     spec = CONFIG.grid_spec
     out = OccupancyOutput(occupancy_logits=_ball_logits(spec)[None], mask_logits=torch.full((1, 1, 16, 16), 5.0),

@@ -1,4 +1,4 @@
-"""Tests for recon_core.printable, cross-checked against trimesh and manifold3d."""
+"""Tests for recon_core.mesh.printable, cross-checked against trimesh and manifold3d."""
 
 import manifold3d
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import trimesh
 from pytorch3d.utils import ico_sphere
 
-from recon_core.printable import check_printable, check_topology, signed_volume
+from recon_core.mesh.printable import check_printable, check_topology, signed_volume
 
 
 def _sphere(level: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Refiner stages on meshes of any topology (recon_core.topology.MeshGraph, recon_core.refiner.RefinerStage)."""
+"""Refiner stages on meshes of any topology (recon_core.mesh.topology.MeshGraph, recon_core.network.refiner.RefinerStage)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from recon_core.camera import fit_projection
-from recon_core.occupancy import GridCamera, GridSpec, mesh_occupancy, project_view
-from recon_core.printable import check_topology
-from recon_core.refiner import RefinerStage
-from recon_core.topology import IcoTopology, MeshGraph, mean_edge_length, neighbour_mean
+from recon_core.mesh.camera import fit_projection
+from recon_core.mesh.occupancy import GridCamera, GridSpec, mesh_occupancy, project_view
+from recon_core.mesh.printable import check_topology
+from recon_core.network.refiner import RefinerStage
+from recon_core.mesh.topology import IcoTopology, MeshGraph, mean_edge_length, neighbour_mean
 
 SIZE, FEATURE_DIM, HIDDEN, CATEGORIES = 64, 8, 16, 13
 STRIDES = (4, 8, 16, 32)

@@ -1,4 +1,4 @@
-"""Tests of training/render.py: real headless Blender (the bpy module) in a subprocess, checked against recon_core.camera."""
+"""Tests of training/render.py: real headless Blender (the bpy module) in a subprocess, checked against recon_core.mesh.camera."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from recon_core.camera import Camera
+from recon_core.mesh.camera import Camera
 from training.render import view_done
 
 pytest.importorskip("bpy")

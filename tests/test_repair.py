@@ -1,4 +1,4 @@
-"""Tests for recon_core.repair: the printable guarantee on many broken meshes."""
+"""Tests for recon_core.mesh.repair: the printable guarantee on many broken meshes."""
 
 import manifold3d
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 import trimesh
 from pytorch3d.utils import ico_sphere
 
-from recon_core.printable import check_printable, signed_volume
-from recon_core.repair import make_printable, taubin_smooth
+from recon_core.mesh.printable import check_printable, signed_volume
+from recon_core.mesh.repair import make_printable, taubin_smooth
 
 
 def _sphere(level: int) -> tuple[np.ndarray, np.ndarray]:

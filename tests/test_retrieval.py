@@ -1,4 +1,4 @@
-"""The picture embedding (recon_core.retrieval.embed_image), the principal components the shape bank
+"""The picture embedding (recon_core.network.retrieval.embed_image), the principal components the shape bank
 keeps of it (training/build_shape_bank.py), and copying a model's weights into another (train.py --init-from).
 
 The shape bank itself is tested in tests/test_shape_bank.py. Everything here is synthetic (a drawn
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from recon_core.config import ModelConfig
-from recon_core.model import build_model
-from recon_core.retrieval import EMBED_DIM, embed_image
+from recon_core.network.config import ModelConfig
+from recon_core.network.model import build_model
+from recon_core.network.retrieval import EMBED_DIM, embed_image
 from tests.conftest import TINY
 from training.build_shape_bank import principal_components
 from training.train import _load_init_weights

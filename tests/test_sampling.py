@@ -1,6 +1,6 @@
 import torch
 
-from recon_core.categories import category_index
+from recon_core.network.categories import category_index
 from training.sampling import StepBatchSampler, category_item_weights
 
 

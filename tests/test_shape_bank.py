@@ -17,16 +17,16 @@ import pytest
 import torch
 import trimesh
 
-from recon_core.camera import VIEW_TO_OUTPUT, Camera, look_at
-from recon_core.categories import category_index
-from recon_core.config import ModelConfig
-from recon_core.image import load_image
-from recon_core.inference import SNAP_QUERY_POINTS
-from recon_core.model import build_model
-from recon_core.printable import check_printable
-from recon_core.retrieval import SHAPE_CANDIDATES, SHAPE_STATS_STRIDE, ShapeBank, embed_image
-from recon_core.volume import GRID_BOUND
-from recon_core.weights import load_model, save_model
+from recon_core.mesh.camera import VIEW_TO_OUTPUT, Camera, look_at
+from recon_core.network.categories import category_index
+from recon_core.network.config import ModelConfig
+from recon_core.io.image import load_image
+from recon_core.io.inference import SNAP_QUERY_POINTS
+from recon_core.network.model import build_model
+from recon_core.mesh.printable import check_printable
+from recon_core.network.retrieval import SHAPE_CANDIDATES, SHAPE_STATS_STRIDE, ShapeBank, embed_image
+from recon_core.mesh.volume import GRID_BOUND
+from recon_core.io.weights import load_model, save_model
 from training.build_shape_bank import attach_bank, build_shape_bank, main
 from training.render import sample_surface
 
@@ -235,7 +235,7 @@ def test_bank_needs_sizes():
 
 
 def test_banked_model_round_trips_and_reconstructs_the_selected_solid(banked_model, fake):
-    from recon_core.inference import Reconstructor
+    from recon_core.io.inference import Reconstructor
 
     _, renders = fake
     model, meta = load_model(banked_model)
@@ -247,7 +247,7 @@ def test_banked_model_round_trips_and_reconstructs_the_selected_solid(banked_mod
     assert "retrieval" in result.timings
     # the output is the bank's solid of the view that select() picks for this picture and reconstruction
     with torch.inference_mode():
-        from recon_core.image import prepare_image
+        from recon_core.network.crop import prepare_image
 
         out = model(prepare_image(rgb, alpha, model.config.image_size).image[None], vertices=10242)
         verts = out.verts[0]
@@ -288,7 +288,7 @@ def large_bank():
     rng = np.random.default_rng(5)
     m, n, dim, p = 30, 3 * SHAPE_CANDIDATES, 6, 20
     bank = ShapeBank(m, n, dim, p, 1, 4)
-    from recon_core.retrieval import EMBED_DIM
+    from recon_core.network.retrieval import EMBED_DIM
 
     q, _ = np.linalg.qr(rng.normal(size=(EMBED_DIM, dim)))
     rots = np.stack([np.linalg.qr(rng.normal(size=(3, 3)))[0] for _ in range(n)])
@@ -310,7 +310,7 @@ def large_bank():
 @pytest.mark.parametrize("weight", [0.0, 1.0, 4.0])
 def test_select_with_candidate_cut_matches_brute_force(large_bank, seed, weight):
     rng = np.random.default_rng(seed)
-    from recon_core.retrieval import EMBED_DIM
+    from recon_core.network.retrieval import EMBED_DIM
 
     embedding = rng.random(EMBED_DIM)
     embedding /= np.linalg.norm(embedding)
@@ -337,8 +337,8 @@ def test_shape_distances_equal_knn(large_bank):
 
 
 def test_an_empty_solid_keeps_the_networks_reconstruction(shape_bank, tmp_path, fake, caplog):
-    from recon_core.inference import Reconstructor
-    from recon_core.volume import pack_grid
+    from recon_core.io.inference import Reconstructor
+    from recon_core.mesh.volume import pack_grid
 
     tensors, info = shape_bank
     r = info["sizes"]["bank_resolution"]
@@ -367,7 +367,7 @@ def test_a_snapped_mesh_that_fails_the_check_is_repaired(banked_model, fake, mon
     """The final printable check guards the bank's output too: an open solid goes through make_printable."""
     import trimesh
 
-    from recon_core.inference import Reconstructor
+    from recon_core.io.inference import Reconstructor
 
     box = trimesh.creation.box(extents=(0.3, 0.4, 0.2))
     open_box = (np.asarray(box.vertices), np.asarray(box.faces)[1:])  # one triangle missing: not watertight
@@ -383,7 +383,7 @@ def test_inconsistent_banks_are_refused_when_loading(banked_model, tmp_path):
 
     from safetensors.torch import load_file, save_file
 
-    from recon_core.weights import WeightsError
+    from recon_core.io.weights import WeightsError
 
     state = load_file(str(banked_model.with_suffix(".safetensors")))
     meta = json.loads(banked_model.with_suffix(".json").read_text())
@@ -420,7 +420,7 @@ def test_a_banked_models_solid_is_decimated_to_the_requested_detail(banked_model
     printable and close to the full solid; a detail above its size leaves it as meshed."""
     from pytorch3d.ops import knn_points
 
-    from recon_core.inference import Reconstructor
+    from recon_core.io.inference import Reconstructor
 
     rgb, alpha = _rgba(fake[1], "chair_val", 0)
     model, meta = load_model(banked_model)
@@ -455,9 +455,9 @@ def test_an_occupancy_model_blends_the_nearest_shape_into_its_grid(banked_occupa
     """The blend equals (1 - w) p_network + w * (the share of each cell in the picture-nearest view's
     solid of the category, posed by that view's rotation and the predicted camera), computed here
     from the bank's buffers by brute force."""
-    from recon_core.image import prepare_image
-    from recon_core.inference import Reconstructor
-    from recon_core.occupancy import GridCamera, voxelize_frustum
+    from recon_core.network.crop import prepare_image
+    from recon_core.io.inference import Reconstructor
+    from recon_core.mesh.occupancy import GridCamera, voxelize_frustum
 
     model, meta = load_model(banked_occupancy)
     model = _with_config(model, bank_weight=weight)
@@ -492,7 +492,7 @@ def _with_config(model, **fields):
 
 
 def test_a_banked_occupancy_model_reconstructs_a_printable_centred_mesh(banked_occupancy, fake):
-    from recon_core.inference import Reconstructor
+    from recon_core.io.inference import Reconstructor
 
     rec = Reconstructor.from_file(banked_occupancy)
     assert rec.model.config.bank_weight == 0.5

@@ -15,8 +15,8 @@ import pytest
 import trimesh
 from PIL import Image
 
-from recon_core.camera import look_at
-from recon_core.categories import CATEGORIES
+from recon_core.mesh.camera import look_at
+from recon_core.network.categories import CATEGORIES
 from training import evaluate as ev
 from training.augment import BackgroundPhotos
 from training.styles import (

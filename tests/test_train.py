@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from recon_core.weights import load_model
+from recon_core.io.weights import load_model
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -105,8 +105,8 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     _finish(_run(single, common))
     _finish(_run(ddp, common, torchrun=True))
     torch.manual_seed(0)
-    from recon_core.config import ModelConfig
-    from recon_core.model import build_model
+    from recon_core.network.config import ModelConfig
+    from recon_core.network.model import build_model
 
     cfg = load_model(single / "snapshots" / "step_000002")[0].config
     torch.manual_seed(0)

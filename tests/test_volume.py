@@ -1,4 +1,4 @@
-"""recon_core.volume: marching tetrahedra against a per-tetrahedron loop, closed manifold output, grids."""
+"""recon_core.mesh.volume: marching tetrahedra against a per-tetrahedron loop, closed manifold output, grids."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from recon_core.printable import check_printable, signed_volume
-from recon_core.volume import (
+from recon_core.mesh.printable import check_printable, signed_volume
+from recon_core.mesh.volume import (
     KUHN_TETRAHEDRA,
     grid_surface,
     marching_tetrahedra,

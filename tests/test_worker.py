@@ -1,4 +1,4 @@
-"""The worker process protocol (recon_core.worker) and its client (blender_addon/worker_client.py), without Blender."""
+"""The worker process protocol (recon_core.io.worker) and its client (blender_addon/worker_client.py), without Blender."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from recon_core import worker
-from recon_core.categories import CATEGORIES
-from recon_core.config import ModelConfig
-from recon_core.detail import DEFAULT_DETAIL, DETAIL_VERTICES
+from recon_core.io import worker
+from recon_core.network.categories import CATEGORIES
+from recon_core.network.config import ModelConfig
+from recon_core.mesh.detail import DEFAULT_DETAIL, DETAIL_VERTICES
 from tests.conftest import TINY
 
 REPO = Path(__file__).resolve().parent.parent

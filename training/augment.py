@@ -4,8 +4,8 @@ Pictures as designers take them: the object small or large in the frame, off cen
 the border, in front of a room or a desk, in uneven light, grey, blurred, noisy, re-compressed.
 
 The crop is geometry: :func:`augment_box` only moves the object box handed to
-:func:`recon_core.image.prepare_image`, whose crop box then cuts the image, the mask and the
-depth and gives the camera (:func:`recon_core.camera.crop_camera`), so every target follows it.
+:func:`recon_core.network.crop.prepare_image`, whose crop box then cuts the image, the mask and the
+depth and gives the camera (:func:`recon_core.mesh.camera.crop_camera`), so every target follows it.
 Everything else here changes pixels only. All draws come from one ``numpy`` generator, so an
 item is a function of its seed.
 """
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from recon_core.camera import CROP_MARGIN
+from recon_core.mesh.camera import CROP_MARGIN
 
 __all__ = [
     "FILL_RANGE",
@@ -53,7 +53,7 @@ PHOTO_SHARE = 0.7
 
 
 def augment_box(box: tuple[float, float, float, float], rng: np.random.Generator) -> tuple[float, float, float, float]:
-    """A random object box for :func:`recon_core.image.prepare_image`: the crop it makes is rescaled and shifted.
+    """A random object box for :func:`recon_core.network.crop.prepare_image`: the crop it makes is rescaled and shifted.
 
     The crop's side is the object's longer side over a fill drawn from :data:`FILL_RANGE`; its
     centre moves by up to :data:`MAX_OFFSET` of the side along each axis, never so far that the
@@ -62,12 +62,12 @@ def augment_box(box: tuple[float, float, float, float], rng: np.random.Generator
 
     Args:
         box: ``(u0, v0, u1, v1)`` the object's 2D box (pixels, exclusive end), as from
-            :func:`recon_core.image.object_box`.
+            :func:`recon_core.network.crop.object_box`.
         rng: the item's generator.
 
     Returns:
-        ``(u0, v0, u1, v1)`` floats: a square box whose :func:`~recon_core.image.prepare_image`
-        crop (the box widened by :data:`recon_core.camera.CROP_MARGIN` on each side) is the
+        ``(u0, v0, u1, v1)`` floats: a square box whose :func:`~recon_core.network.crop.prepare_image`
+        crop (the box widened by :data:`recon_core.mesh.camera.CROP_MARGIN` on each side) is the
         augmented crop.
     """
     u0, v0, u1, v1 = (float(x) for x in box)

@@ -1,7 +1,7 @@
 """Three reference reconstructions for the evaluation table: silhouette ellipsoid, category mean shape, retrieval.
 
-Every baseline returns a mesh in the *output* frame (:mod:`recon_core.camera`), like
-:meth:`recon_core.inference.Reconstructor.reconstruct`, so that all methods go through the
+Every baseline returns a mesh in the *output* frame (:mod:`recon_core.mesh.camera`), like
+:meth:`recon_core.io.inference.Reconstructor.reconstruct`, so that all methods go through the
 same metrics unchanged.
 
 * **Silhouette ellipsoid** (:func:`sphere_baseline`): the unit sphere stretched to the mask's
@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recon_core.camera import VIEW_TO_OUTPUT
-from recon_core.image import object_box
-from recon_core.retrieval import EMBED_SIZE, EMBED_VERSION, embed_image
-from recon_core.weights import atomic_write_bytes
+from recon_core.mesh.camera import VIEW_TO_OUTPUT
+from recon_core.network.crop import object_box
+from recon_core.network.retrieval import EMBED_SIZE, EMBED_VERSION, embed_image
+from recon_core.io.weights import atomic_write_bytes
 
 __all__ = [
     "EMBED_SIZE",
@@ -57,7 +57,7 @@ SPHERE_SUBDIVISIONS = 3
 def world_to_output(points: np.ndarray, R: np.ndarray) -> np.ndarray:
     """(N, 3) world-frame points -> (N, 3) output-frame points of the view with rotation ``R`` (3, 3).
 
-    ``p_out = VIEW_TO_OUTPUT @ R @ p_world`` (see :mod:`recon_core.camera`).
+    ``p_out = VIEW_TO_OUTPUT @ R @ p_world`` (see :mod:`recon_core.mesh.camera`).
     """
     return np.asarray(points, dtype=np.float64) @ (VIEW_TO_OUTPUT @ np.asarray(R, dtype=np.float64)).T
 
@@ -86,7 +86,7 @@ def sphere_baseline(
 
     Args:
         rgb: (H, W, 3) uint8.
-        alpha: (H, W) uint8 mask or None; the box is :func:`recon_core.image.object_box`'s,
+        alpha: (H, W) uint8 mask or None; the box is :func:`recon_core.network.crop.object_box`'s,
             the one the network's crop is built from.
 
     Returns:

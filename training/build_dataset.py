@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np
 from tqdm import tqdm
 
-from recon_core.categories import CATEGORIES
+from recon_core.network.categories import CATEGORIES
 from training.readers import PACKAGES, Candidate, ReaderError, discover, discover_shapenet, load_candidate
 from training.readers.rules import EXTRA_SYNSETS
 

@@ -4,12 +4,12 @@
 
 For each model of the train split of the 13 categories (the models and views of the retrieval
 baseline of ``evaluate.py``; the data set's extra pool, and with it every held-out category of
-:mod:`training.holdout`, is never in the bank), the bank (:class:`recon_core.retrieval.ShapeBank`) stores
+:mod:`training.holdout`, is never in the bank), the bank (:class:`recon_core.network.retrieval.ShapeBank`) stores
 
-* every photo-like view's :func:`recon_core.retrieval.embed_image` vector, reduced to
+* every photo-like view's :func:`recon_core.network.retrieval.embed_image` vector, reduced to
   ``--dim`` principal components, and its world-to-camera rotation;
 * ``--points`` surface points of the model (the distance to the network's reconstruction);
-* the model's solid at ``--resolution`` cells a side (:func:`recon_core.volume.occupancy_grid`
+* the model's solid at ``--resolution`` cells a side (:func:`recon_core.mesh.volume.occupancy_grid`
   without filling, so every wall, inner ones included, is kept as a thin slab), zlib-packed.
 
 The network's weights are copied unchanged from ``--model``; the result is one model file
@@ -32,8 +32,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np
 import torch
 
-from recon_core.categories import CATEGORIES
-from recon_core.retrieval import EMBED_VERSION, embed_image
+from recon_core.network.categories import CATEGORIES
+from recon_core.network.retrieval import EMBED_VERSION, embed_image
 
 __all__ = ["build_shape_bank", "attach_bank", "principal_components", "embed_views", "main"]
 
@@ -79,10 +79,10 @@ def build_shape_bank(
     resolution: int = 64,
     limit: int | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict]:
-    """The :class:`recon_core.retrieval.ShapeBank` buffers of the train split, and a JSON-able description."""
+    """The :class:`recon_core.network.retrieval.ShapeBank` buffers of the train split, and a JSON-able description."""
     from tqdm import tqdm
 
-    from recon_core.volume import occupancy_grid, pack_grid
+    from recon_core.mesh.volume import occupancy_grid, pack_grid
     from training.evaluate import DataError, _shape_points, discover, load_world_mesh
 
     if min(dim, num_points, resolution) < 1 or resolution < 4:
@@ -130,9 +130,9 @@ def build_shape_bank(
 def attach_bank(model_path: str | Path | None, tensors: dict[str, torch.Tensor], info: dict, out: str | Path,
                 shape_weight: float = 1.0) -> Path:
     """Save the network of ``model_path`` (None: the shipped default) with the bank as model ``out``."""
-    from recon_core.config import ModelConfig
-    from recon_core.model import build_model
-    from recon_core.weights import load_model, save_model
+    from recon_core.network.config import ModelConfig
+    from recon_core.network.model import build_model
+    from recon_core.io.weights import load_model, save_model
 
     base, meta = load_model(model_path)
     if not meta.get("trained", False):
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None, help="only the first N training models (tests)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from recon_core.weights import WeightsError
+    from recon_core.io.weights import WeightsError
     from training.evaluate import DataError
 
     try:

@@ -4,11 +4,11 @@
 
 For every model of the manifest with a render folder, writes ``solid.npz`` there: the
 model's solid on a ``--resolution``³ grid over the cube ``[-GRID_BOUND, GRID_BOUND]³``
-of the world frame (:func:`recon_core.volume.occupancy_grid`: the cells its surface passes
+of the world frame (:func:`recon_core.mesh.volume.occupancy_grid`: the cells its surface passes
 through plus every cell the outside cannot reach, so open shells and single-sided wings
-still count), bit-packed (:func:`recon_core.volume.pack_grid`). Existing files of the same
+still count), bit-packed (:func:`recon_core.mesh.volume.pack_grid`). Existing files of the same
 resolution are kept, so the command resumes. :class:`training.dataset.RenderedViews` cuts
-each view's frustum target out of it (:func:`recon_core.occupancy.voxelize_frustum`).
+each view's frustum target out of it (:func:`recon_core.mesh.occupancy.voxelize_frustum`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import numpy as np
 
-from recon_core.volume import GRID_BOUND, occupancy_grid, pack_grid, unpack_grid
-from recon_core.weights import atomic_write_bytes
+from recon_core.mesh.volume import GRID_BOUND, occupancy_grid, pack_grid, unpack_grid
+from recon_core.io.weights import atomic_write_bytes
 
 __all__ = ["SOLID_FILE", "build_solid", "read_solid", "main"]
 

@@ -63,16 +63,16 @@ def collect_logits(model_path: str | None, samples, styles=CALIBRATION_STYLES, b
     """The category logits (N, K) of every sample in every style, their true labels (N,) and styles.
 
     A picture without alpha gets the object ``finder``'s mask as its alpha, as inference gives it
-    (:class:`recon_core.inference.Reconstructor`); None: the border-colour rule. Samples of synsets
-    outside :data:`recon_core.categories.CATEGORIES` are skipped.
+    (:class:`recon_core.io.inference.Reconstructor`); None: the border-colour rule. Samples of synsets
+    outside :data:`recon_core.network.categories.CATEGORIES` are skipped.
     """
     import torch
     from tqdm import tqdm
 
-    from recon_core.categories import CATEGORIES
-    from recon_core.finder import finder_alpha
-    from recon_core.image import prepare_image
-    from recon_core.weights import load_model
+    from recon_core.network.categories import CATEGORIES
+    from recon_core.network.finder import finder_alpha
+    from recon_core.network.crop import prepare_image
+    from recon_core.io.weights import load_model
     from training.evaluate import load_input
 
     model, _ = load_model(model_path)
@@ -110,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    from recon_core.weights import WeightsError, atomic_write_bytes, default_model_path
+    from recon_core.io.weights import WeightsError, atomic_write_bytes, default_model_path
     from training.evaluate import DataError, discover, expected_calibration_error, select_samples
 
     try:
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         if not entries:
             raise DataError(f"No {args.split} models with renders under {args.renders}; build and render the data set.")
         samples = select_samples(entries, args.views_per_model)
-        from recon_core.finder import load_finder
+        from recon_core.io.weights import load_finder
 
         finder = None if args.finder == "none" else load_finder(args.finder)
         logits, labels, styles = collect_logits(args.model, samples, backgrounds=args.backgrounds, finder=finder)

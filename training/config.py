@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from recon_core.config import ModelConfig, apply_overrides, from_dict, load_config_dict
+from recon_core.network.config import ModelConfig, apply_overrides, from_dict, load_config_dict
 
 __all__ = ["DataConfig", "LossConfig", "OptimConfig", "RunConfig", "TrainConfig", "load_train_config"]
 
@@ -44,7 +44,7 @@ class DataConfig:
 
     removed_fields: ClassVar[dict[str, Any]] = {"prior": "data/prior/bank", "prior_topk": 3}
     """Fields of the removed retrieval prior and their defaults, dropped from older ``config.yaml`` files
-    (:func:`recon_core.config.from_dict`)."""
+    (:func:`recon_core.network.config.from_dict`)."""
 
 
 @dataclass(frozen=True)

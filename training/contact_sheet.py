@@ -16,7 +16,7 @@ _REPO = Path(__file__).resolve().parent.parent
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
-from recon_core.categories import CATEGORIES  # noqa: E402
+from recon_core.network.categories import CATEGORIES  # noqa: E402
 
 _NAMES = {c.synset: c.name for c in CATEGORIES}
 LABEL_WIDTH = 120

@@ -1,11 +1,11 @@
 """The rendered views (training/render.py) as a torch Dataset: cropped image, mask, depth, cameras, target points.
 
-One item is one view of one model. Images go through :func:`recon_core.image.prepare_image`
+One item is one view of one model. Images go through :func:`recon_core.network.crop.prepare_image`
 with the object box of the rendered mask, so the crop is the one inference makes of a
 clean photo (with ``augment``, a randomly rescaled and shifted one, :mod:`training.augment`);
 the mask and depth are cut with the same crop box and the cameras adjusted to it with
-:func:`recon_core.camera.crop_camera`.
-Target points are in the view frame (:mod:`recon_core.camera`): ``p_view = R @ p_world``,
+:func:`recon_core.mesh.camera.crop_camera`.
+Target points are in the view frame (:mod:`recon_core.mesh.camera`): ``p_view = R @ p_world``,
 and ``p_cam = p_view + T``.
 """
 
@@ -22,10 +22,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from recon_core.camera import Camera, crop_camera
-from recon_core.categories import CATEGORIES
-from recon_core.image import PreparedImage, object_box, prepare_image
-from recon_core.occupancy import GridSpec, crop_units_camera, voxelize_frustum
+from recon_core.mesh.camera import Camera, crop_camera
+from recon_core.network.categories import CATEGORIES
+from recon_core.network.crop import PreparedImage, object_box, prepare_image
+from recon_core.mesh.occupancy import GridSpec, crop_units_camera, voxelize_frustum
 from training.augment import PHOTO_SHARE, BackgroundPhotos, augment_box, paper, photometric, synthetic_background
 from training.holdout import is_held_out
 
@@ -34,7 +34,7 @@ __all__ = ["RenderedViews", "UNKNOWN_CATEGORY"]
 log = logging.getLogger(__name__)
 
 UNKNOWN_CATEGORY = -1
-"""``category`` of a model whose synset is not one of :data:`recon_core.categories.CATEGORIES`."""
+"""``category`` of a model whose synset is not one of :data:`recon_core.network.categories.CATEGORIES`."""
 
 _CATEGORY_INDEX = {c.synset: i for i, c in enumerate(CATEGORIES)}
 _VIEW_FILES = (".png", "_depth.npy", "_mask.png", ".json")
@@ -65,7 +65,7 @@ class RenderedViews(Dataset):
         backgrounds: folder of background photographs (training/build_backgrounds.py) for
             augmented shaded views; missing or empty: synthetic backgrounds only.
         occupancy_share: the ``occupancy`` target is each cell's share in the solid
-            (:func:`recon_core.occupancy.voxelize_frustum` with ``share``), not 0/1.
+            (:func:`recon_core.mesh.occupancy.voxelize_frustum` with ``share``), not 0/1.
         styles: with ``augment``, the share of shaded views redrawn first as clip art or pencil
             (:func:`training.styles.stylize`, on white or paper: the crop, the targets and the
             photometric augmentation follow as for a picture without alpha).
@@ -80,8 +80,8 @@ class RenderedViews(Dataset):
         ``category`` int64 index in CATEGORIES (:data:`UNKNOWN_CATEGORY` for other
         synsets); ``model_id`` str; ``view`` int; ``sketch`` bool; with ``occupancy``:
         ``occupancy`` (Z, N, N) float32 {0, 1} the frustum target
-        (:func:`recon_core.occupancy.voxelize_frustum`), ``grid_camera`` (3,) float32
-        ``(log s, p_cx - 0.5, p_cy - 0.5)`` of the crop's true :class:`recon_core.occupancy.GridCamera`.
+        (:func:`recon_core.mesh.occupancy.voxelize_frustum`), ``grid_camera`` (3,) float32
+        ``(log s, p_cx - 0.5, p_cy - 0.5)`` of the crop's true :class:`recon_core.mesh.occupancy.GridCamera`.
     """
 
     def __init__(
@@ -238,7 +238,7 @@ class RenderedViews(Dataset):
         """The render over a background drawn at the crop's resolution: ``(prepared, (3, S, S) image)``.
 
         The colour is cropped premultiplied by alpha and the alpha on its own, both with the crop
-        box of :func:`recon_core.image.prepare_image`, so the background fills the whole crop, also
+        box of :func:`recon_core.network.crop.prepare_image`, so the background fills the whole crop, also
         where it leaves the render, and no colour of transparent pixels bleeds into the edges.
         """
         size = self.image_size
@@ -274,7 +274,7 @@ class RenderedViews(Dataset):
 def _crop_linear(array: np.ndarray, crop: tuple[float, float, float, float], size: int) -> np.ndarray:
     """(H, W) float32 cut to ``crop`` and resized to (size, size) with bilinear sampling, 0 outside the image.
 
-    The resampling :func:`recon_core.image.prepare_image` applies to the colour, so the two line up.
+    The resampling :func:`recon_core.network.crop.prepare_image` applies to the colour, so the two line up.
     """
     img = Image.fromarray(np.ascontiguousarray(array, dtype=np.float32), "F")
     out = img.transform((size, size), Image.Transform.EXTENT, crop, resample=Image.Resampling.BILINEAR, fillcolor=0.0)
@@ -284,7 +284,7 @@ def _crop_linear(array: np.ndarray, crop: tuple[float, float, float, float], siz
 def _crop_nearest(array: np.ndarray, crop: tuple[float, float, float, float], size: int) -> np.ndarray:
     """(H, W) float32 cut to ``crop`` and resized to (size, size) with nearest sampling, 0 outside the image.
 
-    The same Pillow EXTENT transform as :func:`recon_core.image.prepare_image`, so the pixels line up.
+    The same Pillow EXTENT transform as :func:`recon_core.network.crop.prepare_image`, so the pixels line up.
     """
     img = Image.fromarray(np.ascontiguousarray(array, dtype=np.float32), "F")
     out = img.transform((size, size), Image.Transform.EXTENT, crop, resample=Image.Resampling.NEAREST, fillcolor=0.0)

@@ -11,20 +11,20 @@ Data layout (ShapeNet's, so ShapeNet or Pix3D arranged the same way works):
 
 * ``--shapenet``: ``<synset>/<model_id>/models/model_normalized.obj`` (or ``model.obj``, or any
   single ``.obj/.ply/.off/.stl/.glb`` in the model's folder), world frame normalised to a
-  bounding-box diagonal of 1 (:mod:`recon_core.camera`); ``manifest.json`` lists
+  bounding-box diagonal of 1 (:mod:`recon_core.mesh.camera`); ``manifest.json`` lists
   ``{"model_id", "synset", "split"}`` records (a list, or ``{"models": [...]}``). Without a
   manifest, models are split by a hash of their id: 80 % train, 10 % val, 10 % test.
 * ``--renders``: ``<synset>/<model_id>/NNN.png`` (RGBA, alpha = object mask) with ``NNN.json``
-  (the camera, :meth:`recon_core.camera.Camera.to_json`, possibly under a ``"camera"`` key) and
+  (the camera, :meth:`recon_core.mesh.camera.Camera.to_json`, possibly under a ``"camera"`` key) and
   ``NNN_mask.png`` (the object mask, L; without it the PNG's alpha is the mask).
 
 Protocol. Our model runs exactly as users get it, :meth:`Reconstructor.reconstruct(rgb, alpha)`
 (network, repair, printable check), one image at a time; its output is in the output frame,
 so each ground truth is posed the same way, ``p_out = VIEW_TO_OUTPUT @ R @ p_world``. Every
 method's mesh is scored against the same ground truth with the protocol of
-:func:`recon_core.metrics.compare_meshes` (Mesh R-CNN: GT long edge rescaled to 10, 10k points
+:func:`recon_core.mesh.metrics.compare_meshes` (Mesh R-CNN: GT long edge rescaled to 10, 10k points
 sampled on each surface, Chamfer-L2, normal consistency, F1@0.1/0.3/0.5) and Pixel2Mesh's
-F@tau, F@2tau (:func:`recon_core.metrics.pixel2mesh_fscore`) on the same points, in our frame
+F@tau, F@2tau (:func:`recon_core.mesh.metrics.pixel2mesh_fscore`) on the same points, in our frame
 (:func:`score_meshes`; the tests check both against the metrics module). The silhouette IoU
 (``Sil-IoU``, :func:`silhouette_iou`) rasterises each method's mesh with the view's true
 camera (perspective, the render's resolution) and compares it with the rendered mask: every
@@ -72,8 +72,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np
 import torch
 
-from recon_core.camera import VIEW_TO_OUTPUT, Camera
-from recon_core.categories import CATEGORIES, category_by_name
+from recon_core.mesh.camera import VIEW_TO_OUTPUT, Camera
+from recon_core.network.categories import CATEGORIES, category_by_name
 from training.baselines import (
     EMBED_VERSION,
     BaselineIndex,
@@ -402,7 +402,7 @@ def load_view(entry: ModelEntry, view: str) -> tuple[np.ndarray, np.ndarray | No
     """
     from PIL import Image
 
-    from recon_core.image import load_image
+    from recon_core.io.image import load_image
 
     rgb, alpha, _ = load_image(entry.render_dir / f"{view}.png")
     mask_path = entry.render_dir / f"{view}_mask.png"
@@ -520,9 +520,9 @@ def point_metrics(
 ) -> dict[str, torch.Tensor]:
     """Both protocols' metrics from one nearest-neighbour pass, on points in data units.
 
-    Mesh R-CNN's (:func:`recon_core.metrics.sampling_metrics` on the points multiplied by
+    Mesh R-CNN's (:func:`recon_core.mesh.metrics.sampling_metrics` on the points multiplied by
     ``scale``, the factor that gives the ground truth a long edge of ``GT_LONG_EDGE``) and
-    Pixel2Mesh's F-scores: :func:`recon_core.metrics.pixel2mesh_fscore` thresholds squared
+    Pixel2Mesh's F-scores: :func:`recon_core.mesh.metrics.pixel2mesh_fscore` thresholds squared
     distances ``(P2M_SCALE * d)² < tau``, i.e. Euclidean ``scale * d < scale * sqrt(tau) / P2M_SCALE``
     in the rescaled units, so they are ``F1`` at those extra thresholds (the test checks the
     two agree).
@@ -535,7 +535,7 @@ def point_metrics(
     Returns:
         Keys of :data:`POINT_METRICS` -> (B,) float tensors.
     """
-    from recon_core.metrics import MESHRCNN_THRESHOLDS, P2M_SCALE, P2M_TAUS, sampling_metrics
+    from recon_core.mesh.metrics import MESHRCNN_THRESHOLDS, P2M_SCALE, P2M_TAUS, sampling_metrics
 
     p2m = {f"P2M-F@{tau:.0e}": scale * math.sqrt(tau) / P2M_SCALE for tau in P2M_TAUS}
     m = sampling_metrics(pred_points * scale, gt_points * scale, pred_normals, gt_normals,
@@ -552,9 +552,9 @@ def score_meshes(
 ) -> list[dict[str, float]]:
     """Score several predictions against one ground truth (all in the same frame, data units).
 
-    The protocol of :func:`recon_core.metrics.compare_meshes` (rescale each pair so the ground
+    The protocol of :func:`recon_core.mesh.metrics.compare_meshes` (rescale each pair so the ground
     truth's longest bounding-box edge is 10, sample ``num_samples`` points with normals on each
-    surface, :func:`recon_core.metrics.sampling_metrics`) plus Pixel2Mesh's F-scores on the same
+    surface, :func:`recon_core.mesh.metrics.sampling_metrics`) plus Pixel2Mesh's F-scores on the same
     points (:func:`point_metrics`), so one nearest-neighbour pass serves both. The ground truth
     is sampled once for all predictions. Torch is seeded with ``seed``.
 
@@ -564,7 +564,7 @@ def score_meshes(
     from pytorch3d.ops import sample_points_from_meshes
     from pytorch3d.structures import Meshes
 
-    from recon_core.metrics import GT_LONG_EDGE
+    from recon_core.mesh.metrics import GT_LONG_EDGE
 
     def meshes(items: list[Prediction]) -> Meshes:
         return Meshes(
@@ -864,7 +864,7 @@ def load_or_build_baseline_index(
 
 Predictor = Callable[[np.ndarray, np.ndarray | None], Any]
 """``reconstruct(rgb, alpha)`` returning an object with ``verts``, ``faces``, ``category`` (name) and
-``report.ok``: :meth:`recon_core.inference.Reconstructor.reconstruct`."""
+``report.ok``: :meth:`recon_core.io.inference.Reconstructor.reconstruct`."""
 
 
 @dataclass
@@ -912,7 +912,8 @@ def evaluate_samples(
     """
     from tqdm import tqdm
 
-    from recon_core.image import ImageError, prepare_image
+    from recon_core.io.image import ImageError
+    from recon_core.network.crop import prepare_image
 
     records, sheet = [], []
     for s in tqdm(samples, desc="evaluate", unit="image", disable=not progress):
@@ -1098,7 +1099,7 @@ def silhouette(verts: np.ndarray, faces: np.ndarray, camera: Camera) -> np.ndarr
     """Pixels covered by an output-frame mesh seen through a view's camera (perspective).
 
     The mesh is placed as the evaluation's ground truth is, ``p_out = VIEW_TO_OUTPUT @ R @ p_world``,
-    so ``p_cam = VIEW_TO_OUTPUT.T @ p_out + T`` (:mod:`recon_core.camera`); it is clipped at the
+    so ``p_cam = VIEW_TO_OUTPUT.T @ p_out + T`` (:mod:`recon_core.mesh.camera`); it is clipped at the
     near plane ``z = NEAR`` and a pixel is covered when its centre is in a projected triangle
     (:func:`_rasterize`, edges included).
 
@@ -1266,7 +1267,7 @@ def evaluate_curve(
     """
     from tqdm import tqdm
 
-    from recon_core.inference import Reconstructor
+    from recon_core.io.inference import Reconstructor
 
     rows = []
     for step, stem in tqdm(checkpoints, desc="checkpoints", unit="ckpt", disable=not progress):
@@ -1452,7 +1453,7 @@ def _finder_arg(value: str | None):
 
 
 def _run(args: argparse.Namespace) -> int:
-    from recon_core.inference import Reconstructor
+    from recon_core.io.inference import Reconstructor
 
     out = Path(args.out)
     if args.other_categories:
@@ -1493,7 +1494,7 @@ def _run(args: argparse.Namespace) -> int:
             + TABLE_NOTE.format(n=len(samples), images=images, views=args.views_per_model, samples=args.samples))
     if args.style != "clean":
         note += (" Our model finds the object in these pictures without alpha with the object finder "
-                 f"({args.finder or 'models/finder'}, recon_core/finder.py)." if rec.finder is not None else
+                 f"({args.finder or 'models/finder'}, recon_core/network/finder.py)." if rec.finder is not None else
                  " Our model finds the object in these pictures without alpha by the border colour (no object finder).")
     refused = sum("refused" in r for r in result.records)
     if refused:
@@ -1548,8 +1549,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        from recon_core.image import ImageError
-        from recon_core.weights import WeightsError
+        from recon_core.io.image import ImageError
+        from recon_core.io.weights import WeightsError
 
         if args.views_per_model < 1:
             raise DataError(f"--views-per-model must be at least 1, got {args.views_per_model}.")

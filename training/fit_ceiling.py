@@ -25,8 +25,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np
 import torch
 
-from recon_core.losses import LossWeights, mesh_loss
-from recon_core.topology import IcoTopology
+from recon_core.network.losses import LossWeights, mesh_loss
+from recon_core.mesh.topology import IcoTopology
 from training.config import LossConfig, load_train_config
 
 __all__ = ["fit_sphere", "main"]
@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     from pytorch3d.structures import Meshes
     from tqdm import tqdm
 
-    from recon_core.inference import SMOOTH_ITERATIONS
-    from recon_core.repair import make_printable
+    from recon_core.io.inference import SMOOTH_ITERATIONS
+    from recon_core.mesh.repair import make_printable
     from training.baselines import world_to_output
     from training.evaluate import (DataError, Prediction, _category_name, discover, load_view, load_world_mesh,
                                    score_meshes, select_samples)

@@ -12,7 +12,7 @@ For every model of ``<shapenet>/manifest.json`` (ShapeNetCore v2 layout, world f
 - ``NNN_depth.npy``: float16 (H, W) camera-frame z (OpenCV z-depth, not the distance
   to the camera centre), 0 on the background.
 - ``NNN_mask.png``: L, 0/255.
-- ``NNN.json``: :meth:`recon_core.camera.Camera.to_json` plus the view's parameters.
+- ``NNN.json``: :meth:`recon_core.mesh.camera.Camera.to_json` plus the view's parameters.
 - ``points.npz``: ``points`` and ``normals``, (P, 3) float32 surface samples in the
   world (ShapeNet) frame, written once per model.
 
@@ -63,16 +63,16 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 try:
-    from recon_core.camera import SHAPENET_TO_BLENDER, Camera, blender_matrix_world, look_at
-except ImportError:  # Blender's own Python has no torch (imported by recon_core.camera): use the project's venv
+    from recon_core.mesh.camera import SHAPENET_TO_BLENDER, Camera, blender_matrix_world, look_at
+except ImportError:  # Blender's own Python has no torch (imported by recon_core.mesh.camera): use the project's venv
     _venv = _REPO / ".venv" / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
     if not _venv.is_dir():
         raise ImportError(
-            "recon_core.camera needs numpy and torch; run `python training/render.py` from the project's venv, "
+            "recon_core.mesh.camera needs numpy and torch; run `python training/render.py` from the project's venv, "
             "or give Blender a PYTHONPATH with them for its Python version"
         ) from None
     sys.path.append(str(_venv))
-    from recon_core.camera import SHAPENET_TO_BLENDER, Camera, blender_matrix_world, look_at
+    from recon_core.mesh.camera import SHAPENET_TO_BLENDER, Camera, blender_matrix_world, look_at
 
 log = logging.getLogger("render")
 

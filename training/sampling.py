@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch.utils.data import Sampler
 
-from recon_core.categories import CATEGORIES
+from recon_core.network.categories import CATEGORIES
 
 __all__ = ["category_item_weights", "StepBatchSampler"]
 

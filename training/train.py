@@ -32,10 +32,10 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from recon_core.heads import OccupancyOutput
-from recon_core.losses import LossWeights, RenderSettings, SilhouetteTarget, mesh_loss
-from recon_core.model import ReconOutput, build_model
-from recon_core.weights import atomic_write_bytes, load_model, save_model
+from recon_core.network.heads import OccupancyOutput
+from recon_core.network.losses import LossWeights, RenderSettings, SilhouetteTarget, mesh_loss
+from recon_core.network.model import ReconOutput, build_model
+from recon_core.io.weights import atomic_write_bytes, load_model, save_model
 from training.config import TrainConfig, load_train_config
 from training.sampling import StepBatchSampler, category_item_weights
 
@@ -153,10 +153,10 @@ def occupancy_loss(out: OccupancyOutput, batch: dict, cfg: TrainConfig) -> tuple
 def refine_loss(model, out: OccupancyOutput, batch: dict, cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
     """The refiner stages' losses on the occupancy meshes (``model.occupancy_refine``).
 
-    Each picture's occupancy is meshed as inference meshes it (:func:`recon_core.inference.coarse_surfaces`:
+    Each picture's occupancy is meshed as inference meshes it (:func:`recon_core.io.inference.coarse_surfaces`:
     carved by the render's mask, as a picture with transparency is, with the predicted grid camera;
     no gradient flows into the occupancy through the meshing), the stages move its vertices
-    (:meth:`recon_core.model.ReconstructionNet.refine_mesh`), and every stage gets Chamfer, normal,
+    (:meth:`recon_core.network.model.ReconstructionNet.refine_mesh`), and every stage gets Chamfer, normal,
     edge and Laplacian losses against the view-frame target points, averaged over the stages; the
     last stage also the silhouette and depth losses through the differentiable rasteriser with the
     render's true camera (``loss.silhouette``, ``loss.depth``), which the predicted camera's
@@ -165,9 +165,9 @@ def refine_loss(model, out: OccupancyOutput, batch: dict, cfg: TrainConfig) -> t
     """
     from pytorch3d.structures import Meshes
 
-    from recon_core.inference import SMOOTH_ITERATIONS, coarse_surfaces
-    from recon_core.occupancy import GridCamera
-    from recon_core.topology import MeshGraph
+    from recon_core.io.inference import SMOOTH_ITERATIONS, coarse_surfaces
+    from recon_core.mesh.occupancy import GridCamera
+    from recon_core.mesh.topology import MeshGraph
 
     lc = cfg.loss
     spec = model.grid_spec

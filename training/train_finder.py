@@ -1,4 +1,4 @@
-"""Train the object finder (:mod:`recon_core.finder`): which pixels of a picture without alpha are the object.
+"""Train the object finder (:mod:`recon_core.network.finder`): which pixels of a picture without alpha are the object.
 
     python training/build_backgrounds.py --sources finder      # its backgrounds (once)
     python training/train_finder.py --out models/finder        # ~25 min on 2 CPU cores
@@ -16,7 +16,7 @@ reused every epoch: drawing costs more than a training step.
 
 Loss: binary cross-entropy plus soft Dice, over the letterboxed picture's own pixels (not
 its padding). The val split's pictures, drawn the same way, give the IoU logged and saved in
-the finder's JSON. Writes ``OUT.safetensors`` + ``OUT.json`` (:func:`recon_core.finder.save_finder`).
+the finder's JSON. Writes ``OUT.safetensors`` + ``OUT.json`` (:func:`recon_core.io.weights.save_finder`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from recon_core.finder import FINDER_SIZE, FinderConfig, ObjectFinder, letterbox, save_finder
+from recon_core.network.finder import FINDER_SIZE, FinderConfig, ObjectFinder, letterbox
+from recon_core.io.weights import save_finder
 
 __all__ = ["STYLE_SHARES", "FILL", "EMPTY_SHARE", "place", "finder_sample", "draw_set", "train", "main"]
 
@@ -115,7 +116,7 @@ def finder_sample(folder: Path, view: int, seed: int, photos) -> tuple[np.ndarra
     Returns:
         ``(rgb, mask)``: (H, W, 3) uint8 picture, (H, W) bool object mask.
     """
-    from recon_core.camera import Camera
+    from recon_core.mesh.camera import Camera
     from training.augment import photometric
     from training.styles import stylize
 
@@ -257,8 +258,8 @@ def check_masks(finder, shapenet: str, renders: str, split: str, views: int, bac
     """
     from tqdm import tqdm
 
-    from recon_core.finder import find_object
-    from recon_core.image import object_pixels
+    from recon_core.network.finder import find_object
+    from recon_core.network.crop import object_pixels
     from training.evaluate import discover, load_input, select_samples
     from training.styles import STYLES
 
@@ -286,7 +287,7 @@ def mask_sheet(rows: list, path: Path, tile: int = 112) -> None:
     Written through a temporary file and a rename."""
     from PIL import ImageDraw
 
-    from recon_core.weights import atomic_write_bytes
+    from recon_core.io.weights import atomic_write_bytes
 
     styles = list(dict.fromkeys(r[0] for r in rows))
     per_row = max(sum(r[0] == st for r in rows) for st in styles)
@@ -362,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.check:
-        from recon_core.finder import load_finder
+        from recon_core.io.weights import load_finder
 
         finder = load_finder(args.out)
         if finder is None:
@@ -388,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     backgrounds_id = hashlib.sha256((args.backgrounds / "sources.json").read_bytes()).hexdigest()[:10]
     init = None
     if args.init is not None:
-        from recon_core.finder import load_finder
+        from recon_core.io.weights import load_finder
 
         init = load_finder(args.init)
         if init is None:

@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from recon_core.detail import DEFAULT_DETAIL, detail_for_vertices, vertices_for_detail  # noqa: E402
+from recon_core.mesh.detail import DEFAULT_DETAIL, detail_for_vertices, vertices_for_detail  # noqa: E402
 
 
 def detail_level(text: str) -> str:

@@ -13,8 +13,8 @@ from pytorch3d.ops import sample_points_from_meshes
 from pytorch3d.structures import Meshes
 from pytorch3d.utils import ico_sphere
 
-from recon_core.camera import Camera, intrinsics, to_pytorch3d
-from recon_core.losses import LossWeights, RenderSettings, SilhouetteTarget, mesh_loss
+from recon_core.mesh.camera import Camera, intrinsics, to_pytorch3d
+from recon_core.network.losses import LossWeights, RenderSettings, SilhouetteTarget, mesh_loss
 
 BATCH = 8
 LEVEL = 4  # 2562 vertices, 5120 faces

@@ -1,4 +1,4 @@
-"""Per-source rotations into the ShapeNetCore v2 frame (+Y up, front facing -Z); see :mod:`recon_core.camera`.
+"""Per-source rotations into the ShapeNetCore v2 frame (+Y up, front facing -Z); see :mod:`recon_core.mesh.camera`.
 
 Each matrix ``R`` maps a source point ``p`` (after the reader's own transforms) to
 ``R @ p``. How each was checked on the real packages:

@@ -2,7 +2,7 @@
 
 A rule is a regular expression searched in a lower-cased key (the furniture name for
 Sweet Home 3D, the path inside the package for FlightGear); the first matching rule
-wins. Its label is one of the 13 categories of :mod:`recon_core.categories`, an
+wins. Its label is one of the 13 categories of :mod:`recon_core.network.categories`, an
 ``EXTRA_SYNSETS`` label (kept in a separate pool, outside the 13), or ``None`` to leave
 the model out. A model no rule matches is left out: nothing is guessed.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from recon_core.categories import CATEGORIES
+from recon_core.network.categories import CATEGORIES
 
 __all__ = ["Label", "Rule", "EXTRA_SYNSETS", "SH3F_RULES", "FLIGHTGEAR_RULES", "label_for", "classify_sh3f", "classify_flightgear"]
 

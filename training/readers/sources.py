@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recon_core.categories import CATEGORIES
+from recon_core.network.categories import CATEGORIES
 from training.readers.ac3d import read_ac3d
 from training.readers.frames import to_shapenet_frame
 from training.readers.mesh import RawMesh, ReaderError

@@ -1,7 +1,7 @@
 """Detail levels: the names ``recon-mesh --detail``, the worker and the add-on offer, and the output size each means.
 
 A level stands for an output vertex count, the ``vertices`` argument of
-:meth:`recon_core.inference.Reconstructor.reconstruct`: the refiner's output vertex count for
+:meth:`recon_core.io.inference.Reconstructor.reconstruct`: the refiner's output vertex count for
 ico-sphere models (``2V - 4`` triangles), about ``2V`` faces after simplification for occupancy
 models; a shape-bank model's solid is decimated to about ``2V`` faces when it has more.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 __all__ = ["DETAIL_VERTICES", "DEFAULT_DETAIL", "vertices_for_detail", "detail_for_vertices", "approx_faces"]
 
 DETAIL_VERTICES: dict[str, int] = {"low": 642, "medium": 2562, "high": 10242}
-"""Detail level -> output vertex count (keys of :data:`recon_core.config.VERTEX_SCHEDULES`), lowest first."""
+"""Detail level -> output vertex count (keys of :data:`recon_core.network.config.VERTEX_SCHEDULES`), lowest first."""
 
 DEFAULT_DETAIL = "medium"
 """The level the add-on starts at, and the default vertex count of the shipped models' configs."""

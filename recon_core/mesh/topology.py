@@ -2,7 +2,7 @@
 
 All meshes of a batch share one topology, so a batch of meshes is simply
 ``verts (B, V, 3)`` with one ``faces (F, 3)`` tensor. Two kinds of topology exist, and the
-refiner (:class:`recon_core.refiner.RefinerStage`) takes either through the :class:`Topology`
+refiner (:class:`recon_core.network.refiner.RefinerStage`) takes either through the :class:`Topology`
 interface (``edges(level)``, ``batched_edge_index(level, batch)``):
 
 * :class:`IcoTopology`, the fixed ico-sphere levels of the shipped models.
@@ -14,7 +14,7 @@ interface (``edges(level)``, ``batched_edge_index(level, batch)``):
   equal those of ``ico_sphere(L + 1)``.
 * :class:`MeshGraph`, the graph of one mesh of any topology (any genus, any number of
   components, any vertex count), such as the marching-tetrahedra meshes of
-  ``coarse="occupancy"`` models (:func:`recon_core.occupancy.mesh_occupancy`). It has no
+  ``coarse="occupancy"`` models (:func:`recon_core.mesh.occupancy.mesh_occupancy`). It has no
   levels: the ``level`` arguments of its methods are ignored.
 """
 

@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from recon_core.categories import CATEGORIES
-from recon_core.detail import DETAIL_VERTICES, approx_faces, vertices_for_detail
+from recon_core.network.categories import CATEGORIES
+from recon_core.mesh.detail import DETAIL_VERTICES, approx_faces, vertices_for_detail
 
 __all__ = ["main", "EPILOG"]
 
@@ -86,13 +86,13 @@ def _print(line: str) -> None:
 
 
 def _save_mask(mask, image: str, path: Path, mesh: Path) -> None:
-    """Write ``mask`` (H, W) as a PNG of the image file's size (:func:`recon_core.image.save_mask`).
+    """Write ``mask`` (H, W) as a PNG of the image file's size (:func:`recon_core.io.image.save_mask`).
 
     The folder was checked before the model ran; should the write still fail (a full disk),
     the mesh just written is removed (exit code 2 means no file written) and ``ExportError`` raised.
     """
-    from recon_core.image import save_mask
-    from recon_core.inference import ExportError
+    from recon_core.io.image import save_mask
+    from recon_core.io.inference import ExportError
 
     try:
         save_mask(mask, image, path)
@@ -118,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     vertices = args.vertices if args.detail is None else vertices_for_detail(args.detail)
     start = time.perf_counter()
     try:
-        from recon_core.image import ImageError, load_image
-        from recon_core.inference import EXPORT_FORMATS, ExportError, Reconstructor, export_mesh
-        from recon_core.weights import WeightsError
+        from recon_core.io.image import ImageError, load_image
+        from recon_core.io.inference import EXPORT_FORMATS, ExportError, Reconstructor, export_mesh
+        from recon_core.io.weights import WeightsError
 
         out = Path(args.output)
         if out.suffix.lower() not in EXPORT_FORMATS:

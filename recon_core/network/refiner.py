@@ -3,9 +3,9 @@
 One :class:`RefinerStage` (after Mesh R-CNN's mesh head, with attention in place of
 ``vert_align``):
 
-1. project the vertices into the image: :func:`recon_core.camera.fit_projection` by default,
+1. project the vertices into the image: :func:`recon_core.mesh.camera.fit_projection` by default,
    or a projection the caller knows exactly (for the meshes of ``coarse="occupancy"``
-   models, :func:`recon_core.occupancy.project_view` with the grid's camera);
+   models, :func:`recon_core.mesh.occupancy.project_view` with the grid's camera);
 2. **graph-image cross-attention**: the vertex feature is the query; the keys and
    values are the feature-pyramid cells in a ``window x window`` patch around the
    projection on every level (bilinearly sampled), each with a learned embedding of
@@ -20,8 +20,8 @@ One :class:`RefinerStage` (after Mesh R-CNN's mesh head, with attention in place
    lengths and ``j`` its neighbours.
 
 A stage moves vertices and never touches the faces: it runs on any mesh topology
-(:class:`recon_core.topology.Topology`): an ico-sphere level (:class:`recon_core.topology.IcoTopology`)
-or the graph of a mesh of any genus and number of components (:class:`recon_core.topology.MeshGraph`).
+(:class:`recon_core.mesh.topology.Topology`): an ico-sphere level (:class:`recon_core.mesh.topology.IcoTopology`)
+or the graph of a mesh of any genus and number of components (:class:`recon_core.mesh.topology.MeshGraph`).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recon_core.camera import fit_projection
-from recon_core.topology import Topology, mean_edge_length, neighbour_mean
+from recon_core.mesh.camera import fit_projection
+from recon_core.mesh.topology import Topology, mean_edge_length, neighbour_mean
 
 __all__ = ["CategoryNorm", "GraphImageAttention", "RefinerStage"]
 
@@ -172,7 +172,7 @@ class RefinerStage(nn.Module):
     ):
         super().__init__()
         # Imported here, not at the top: torch_geometric imports torch._dynamo (about a second), so
-        # importing recon_core.inference stays quick and the cost falls on the first model built.
+        # importing recon_core.io.inference stays quick and the cost falls on the first model built.
         from torch_geometric.nn import GraphConv
 
         self.max_displacement = max_displacement
@@ -205,11 +205,11 @@ class RefinerStage(nn.Module):
             strides: pyramid strides in pixels.
             image_size: input side in pixels.
             category_probs: (B, K).
-            topology: the meshes' connectivity: an :class:`recon_core.topology.IcoTopology`
-                (with ``level``) or a :class:`recon_core.topology.MeshGraph`.
+            topology: the meshes' connectivity: an :class:`recon_core.mesh.topology.IcoTopology`
+                (with ``level``) or a :class:`recon_core.mesh.topology.MeshGraph`.
             level: the ico level of ``verts``; ignored by a ``MeshGraph``.
             uv: (B, V, 2) pixel coordinates of the vertices in the input image, or None for
-                :func:`recon_core.camera.fit_projection`. Gradients flow through it as given.
+                :func:`recon_core.mesh.camera.fit_projection`. Gradients flow through it as given.
 
         Returns:
             new_verts: (B, V, 3); new_feats: (B, V, hidden_dim).

@@ -239,7 +239,7 @@ def pixel2mesh_fscore(
     """Pixel2Mesh's F-score, thresholds on *squared* nearest-neighbour distances.
 
     Scale: the points are expected in our frame (ShapeNet normalisation, bounding-box diagonal
-    1, see :mod:`recon_core.camera`) and are multiplied by ``scale`` (default
+    1, see :mod:`recon_core.mesh.camera`) and are multiplied by ``scale`` (default
     :data:`P2M_SCALE` = 0.57, Mesh R-CNN's factor to Pixel2Mesh's evaluation scale) before the
     distances are taken. Pass ``scale=1.0`` for points already in Pixel2Mesh's scale. No other
     normalisation is applied (unlike :func:`compare_meshes`). Pixel2Mesh sampled its predictions

@@ -1,6 +1,6 @@
 """Image encoder: a ResNet with a feature pyramid on top.
 
-The layers are :mod:`recon_core.backbone`'s twins of torchvision's ResNet and feature
+The layers are :mod:`recon_core.network.backbone`'s twins of torchvision's ResNet and feature
 pyramid (same names, so torchvision weights load unchanged; torchvision is not imported).
 Backbones start untrained (nothing is downloaded); a local ImageNet weights file, in
 torchvision's layout, can be given in the config.
@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from recon_core.backbone import FeaturePyramidNetwork, FrozenBatchNorm2d, resnet
+from recon_core.network.backbone import FeaturePyramidNetwork, FrozenBatchNorm2d, resnet
 
 __all__ = ["ImageEncoder", "IMAGENET_MEAN", "IMAGENET_STD"]
 

@@ -1,7 +1,7 @@
 """The reconstruction network: encoder -> coarse shape -> refiner stages.
 
-Mesh batches are ``verts (B, V, 3)`` in the view frame (:mod:`recon_core.camera`) plus
-the shared faces of their ico-sphere level (:mod:`recon_core.topology`).
+Mesh batches are ``verts (B, V, 3)`` in the view frame (:mod:`recon_core.mesh.camera`) plus
+the shared faces of their ico-sphere level (:mod:`recon_core.mesh.topology`).
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recon_core.config import VERTEX_SCHEDULES, ModelConfig
-from recon_core.encoder import ImageEncoder
-from recon_core.heads import OccupancyHeads, OccupancyOutput
-from recon_core.occupancy import GridCamera, GridSpec, project_view
-from recon_core.refiner import RefinerStage
-from recon_core.retrieval import ShapeBank
-from recon_core.topology import IcoTopology, MeshGraph, vertex_count
+from recon_core.network.config import VERTEX_SCHEDULES, ModelConfig
+from recon_core.network.encoder import ImageEncoder
+from recon_core.network.heads import OccupancyHeads, OccupancyOutput
+from recon_core.mesh.occupancy import GridCamera, GridSpec, project_view
+from recon_core.network.refiner import RefinerStage
+from recon_core.network.retrieval import ShapeBank
+from recon_core.mesh.topology import IcoTopology, MeshGraph, vertex_count
 
 __all__ = ["ReconstructionNet", "ReconOutput", "build_model"]
 
@@ -77,7 +77,7 @@ class ReconstructionNet(nn.Module):
         if c.coarse == "occupancy":
             self.heads = OccupancyHeads(c.fpn_channels, self.encoder.global_dim, self.grid_spec)
         self.bank = None
-        if c.shape_bank:  # used by recon_core.inference after the forward pass; training never touches it
+        if c.shape_bank:  # used by recon_core.io.inference after the forward pass; training never touches it
             self.bank = ShapeBank(c.bank_shapes, c.bank_views, c.bank_dim, c.bank_points, c.bank_grid_bytes,
                                   c.bank_resolution)
         self.stages = nn.ModuleList(
@@ -112,13 +112,13 @@ class ReconstructionNet(nn.Module):
         """Reconstruct a batch.
 
         Args:
-            images: (B, 3, S, S) float RGB in [0, 1], cropped by :func:`recon_core.image.prepare_image`.
+            images: (B, 3, S, S) float RGB in [0, 1], cropped by :func:`recon_core.network.crop.prepare_image`.
             category: (B,) long category indices overriding the predicted category, or None.
             vertices: output vertex count (a key of ``VERTEX_SCHEDULES``); the config's default if None.
 
         Returns:
             :class:`ReconOutput`; for ``coarse="occupancy"`` the dense heads' :class:`OccupancyOutput`
-            (the mesh is made from it by :mod:`recon_core.inference`).
+            (the mesh is made from it by :mod:`recon_core.io.inference`).
         """
         c = self.config
         if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
@@ -171,14 +171,14 @@ class ReconstructionNet(nn.Module):
         """The refiner stages on one picture's occupancy mesh (``coarse="occupancy"``, any topology).
 
         Each stage samples the picture where the vertices project through the grid's camera
-        (:func:`recon_core.occupancy.project_view`), so the features under a vertex are those of
-        the pixels it covers, and moves them (:class:`recon_core.refiner.RefinerStage`); the faces stay.
+        (:func:`recon_core.mesh.occupancy.project_view`), so the features under a vertex are those of
+        the pixels it covers, and moves them (:class:`recon_core.network.refiner.RefinerStage`); the faces stay.
 
         Args:
             pyramid: the picture's feature maps, (1, C, h_l, w_l) each (:attr:`OccupancyOutput.pyramid`).
-            verts: (V, 3) float view-frame vertices of the mesh (:func:`recon_core.occupancy.mesh_occupancy`).
-            graph: the mesh's :class:`recon_core.topology.MeshGraph`.
-            camera: the :class:`recon_core.occupancy.GridCamera` the mesh was made with.
+            verts: (V, 3) float view-frame vertices of the mesh (:func:`recon_core.mesh.occupancy.mesh_occupancy`).
+            graph: the mesh's :class:`recon_core.mesh.topology.MeshGraph`.
+            camera: the :class:`recon_core.mesh.occupancy.GridCamera` the mesh was made with.
             category_probs: (1, K) category probabilities (one-hot when the category is given).
 
         Returns:

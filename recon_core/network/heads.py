@@ -4,7 +4,7 @@ After MarrNet's 2.5D sketches and Mesh R-CNN's voxel branch: from the feature py
 finest level (stride 4) a small convolutional trunk predicts the object's mask, depth and
 surface normals at stride 4 (a dense, cheap signal that teaches the encoder geometry), and
 from the same trunk, resampled to the grid's ``N x N`` pixels, the occupancy of ``Z`` depth
-bins per pixel (:mod:`recon_core.occupancy`). The global feature predicts the grid's camera.
+bins per pixel (:mod:`recon_core.mesh.occupancy`). The global feature predicts the grid's camera.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recon_core.occupancy import GridSpec
+from recon_core.mesh.occupancy import GridSpec
 
 __all__ = ["OccupancyHeads", "OccupancyOutput", "MAP_CHANNELS"]
 
@@ -28,14 +28,14 @@ class OccupancyOutput:
     """What a ``coarse="occupancy"`` network returns.
 
     Attributes:
-        occupancy_logits: (B, Z, N, N) logits of the frustum cells (layout of :mod:`recon_core.occupancy`).
+        occupancy_logits: (B, Z, N, N) logits of the frustum cells (layout of :mod:`recon_core.mesh.occupancy`).
         mask_logits: (B, 1, h, w) object mask logits at stride 4.
         depth: (B, 1, h, w) depth offset from the object's centre, crop units (``z_c``).
         normals: (B, 3, h, w) unnormalised camera-frame surface normals.
-        camera: (B, 3) ``(log s, p_cx - 0.5, p_cy - 0.5)`` of :class:`recon_core.occupancy.GridCamera`.
+        camera: (B, 3) ``(log s, p_cx - 0.5, p_cy - 0.5)`` of :class:`recon_core.mesh.occupancy.GridCamera`.
         category_logits: (B, K).
         pyramid: the encoder's feature maps (B, C, h_l, w_l), which the refiner stages sample
-            (:meth:`recon_core.model.ReconstructionNet.refine_mesh`); None when not kept.
+            (:meth:`recon_core.network.model.ReconstructionNet.refine_mesh`); None when not kept.
     """
 
     occupancy_logits: torch.Tensor

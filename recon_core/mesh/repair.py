@@ -1,7 +1,7 @@
 """Repair: turn any vertex positions on a mesh into a printable mesh, then smooth it.
 
 :func:`make_printable` guarantees that what it returns passes
-:func:`recon_core.printable.check_printable` (watertight, edge- and vertex-manifold,
+:func:`recon_core.mesh.printable.check_printable` (watertight, edge- and vertex-manifold,
 consistently oriented with positive volume, no self-intersections, no degenerate faces),
 whatever the input positions: folded, inverted, collapsed, spiky, NaN or inf. It tries
 the candidates below in order and returns the first one that passes the full check:
@@ -33,8 +33,8 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.spatial import ConvexHull, QhullError
 
-from recon_core.intersect import _validate_mesh, degenerate_faces, self_intersections
-from recon_core.printable import check_printable, check_topology, signed_volume
+from recon_core.mesh.intersect import _validate_mesh, degenerate_faces, self_intersections
+from recon_core.mesh.printable import check_printable, check_topology, signed_volume
 
 __all__ = ["RepairLog", "make_printable", "taubin_smooth", "vertex_adjacency"]
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from recon_core.image import prepare_image
+from recon_core.network.crop import prepare_image
 
 __all__ = ["EMBED_SIZE", "EMBED_DIM", "EMBED_VERSION", "embed_image", "ShapeBank"]
 
@@ -34,7 +34,7 @@ def embed_image(rgb: np.ndarray, alpha: np.ndarray | None, size: int = EMBED_SIZ
     """Retrieval embedding of one image: (2 * size², ) float32, unit L2 norm.
 
     The image is cropped to its object exactly as for the network
-    (:func:`recon_core.image.prepare_image`), then reduced by box filtering to two
+    (:func:`recon_core.network.crop.prepare_image`), then reduced by box filtering to two
     ``size``² maps: the silhouette (alpha; without alpha, the non-white pixels) and the
     darkness ``1 - grey`` inside it (0 on the background), concatenated and L2-normalised.
 
@@ -90,7 +90,7 @@ class ShapeBank(nn.Module):
     the view's (:func:`embed_image`, ``dim`` principal components) and the network's
     reconstruction to the view's shape posed in that view's frame (symmetric Chamfer between
     point sets). Each is standardised over the bank (z-score; see :meth:`select` for which views
-    get a shape distance) and the nearest view under ``z(picture) + shape_weight * z(shape)`` wins: its model's solid (:mod:`recon_core.volume`:
+    get a shape distance) and the nearest view under ``z(picture) + shape_weight * z(shape)`` wins: its model's solid (:mod:`recon_core.mesh.volume`:
     the cells its surface passes through, so open shells, single-sided sheets and interior
     parts all stay) is meshed by marching tetrahedra and posed in the view's frame.
 
@@ -105,7 +105,7 @@ class ShapeBank(nn.Module):
         view_features: (N, D); view_shape: (N,) long model index; view_rotation: (N, 3, 3).
         shape_points: (M, P, 3) world-frame surface points of each model.
         shape_category: (M,) long category index (-1: unknown).
-        grid_data: (grid_bytes,) uint8, every model's :func:`recon_core.volume.pack_grid`, in order.
+        grid_data: (grid_bytes,) uint8, every model's :func:`recon_core.mesh.volume.pack_grid`, in order.
         grid_offsets: (M + 1,) long start of each model's grid in ``grid_data``.
     """
 
@@ -197,16 +197,16 @@ class ShapeBank(nn.Module):
             raise ValueError("the shape bank is inconsistent (" + "; ".join(problems) + ")")
 
     def grid(self, shape: int) -> np.ndarray:
-        """(R, R, R) bool solid of model ``shape`` (world frame, :data:`recon_core.volume.GRID_BOUND`)."""
-        from recon_core.volume import unpack_grid
+        """(R, R, R) bool solid of model ``shape`` (world frame, :data:`recon_core.mesh.volume.GRID_BOUND`)."""
+        from recon_core.mesh.volume import unpack_grid
 
         start, end = (int(x) for x in self.grid_offsets[shape : shape + 2])
         return unpack_grid(self.grid_data[start:end].cpu().numpy().tobytes(), self.resolution)
 
     def view_mesh(self, row: int, smoothing: float = 0.0, level: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
         """``(verts (V, 3) float64 view frame, faces (F, 3) int64)``: the solid of view ``row``'s model, posed
-        (``smoothing``, ``level``: :func:`recon_core.volume.grid_surface`'s)."""
-        from recon_core.volume import grid_surface
+        (``smoothing``, ``level``: :func:`recon_core.mesh.volume.grid_surface`'s)."""
+        from recon_core.mesh.volume import grid_surface
 
         verts, faces = grid_surface(self.grid(int(self.view_shape[row])), smoothing=smoothing, level=level)
         rot = self.view_rotation[row].double().cpu().numpy()

@@ -1,6 +1,6 @@
 """Typed, frozen configuration of the network, loadable from YAML/JSON and overridable from the command line.
 
-Every field is read by :func:`recon_core.model.build_model` or the code it calls.
+Every field is read by :func:`recon_core.network.model.build_model` or the code it calls.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class ModelConfig:
     """Architecture of the reconstruction network."""
 
     backbone: str = "resnet50"
-    """ResNet name (recon_core.backbone, parameter names as torchvision's): resnet18, resnet34 or resnet50."""
+    """ResNet name (recon_core.network.backbone, parameter names as torchvision's): resnet18, resnet34 or resnet50."""
     backbone_weights: str | None = None
     """Optional local file of ImageNet weights for the backbone (.safetensors, or a torchvision .pth read with weights_only)."""
     backbone_norm: str = "batch"
@@ -40,7 +40,7 @@ class ModelConfig:
     """Channels of every feature-pyramid level."""
     coarse: str = "ico_sphere"
     """Coarse shape: "ico_sphere" (deformed sphere), "template" (plus a learned per-category template) or
-    "occupancy" (a camera-aligned occupancy grid with 2.5D heads, meshed: recon_core.occupancy)."""
+    "occupancy" (a camera-aligned occupancy grid with 2.5D heads, meshed: recon_core.mesh.occupancy)."""
     occupancy_resolution: int = 32
     """coarse="occupancy": cells of the frustum grid along each side of the crop."""
     occupancy_depth_bins: int = 48
@@ -71,12 +71,12 @@ class ModelConfig:
     category_norm: bool = True
     """Category-conditional normalisation (per-category scale and shift) in the refiner."""
     num_categories: int = 13
-    """Number of categories (recon_core.categories.CATEGORIES)."""
+    """Number of categories (recon_core.network.categories.CATEGORIES)."""
     category_temperature: float = 1.0
     """The category probabilities reported are ``softmax(logits / T)`` (temperature scaling, fitted on the
     validation split by training/calibrate.py); the arg-max, hence the category used, does not change."""
     shape_bank: bool = False
-    """Carry a bank of training shapes (recon_core.retrieval.ShapeBank, in the model file). coarse="ico_sphere"
+    """Carry a bank of training shapes (recon_core.network.retrieval.ShapeBank, in the model file). coarse="ico_sphere"
     or "template": the output is snapped to the nearest one, chosen by the picture and the network's
     reconstruction, meshed as a printable solid. coarse="occupancy": the nearest one is a prior blended
     into the network's occupancy before meshing (``bank_weight``); the picture's mask still carves it."""
@@ -132,8 +132,8 @@ class ModelConfig:
 
     @property
     def grid_spec(self):
-        """The :class:`recon_core.occupancy.GridSpec` of a ``coarse="occupancy"`` model's frustum grid."""
-        from recon_core.occupancy import GridSpec
+        """The :class:`recon_core.mesh.occupancy.GridSpec` of a ``coarse="occupancy"`` model's frustum grid."""
+        from recon_core.mesh.occupancy import GridSpec
 
         return GridSpec(self.occupancy_resolution, self.occupancy_depth_bins, self.occupancy_depth_range)
 

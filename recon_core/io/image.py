@@ -1,14 +1,11 @@
-"""Reading user images safely and cropping them to the object, the same way in training and inference.
+"""Reading user images safely, and writing the object's mask back.
 
 :func:`load_image` turns any file a user may hand us into ``(rgb, alpha)`` arrays or
-raises :class:`ImageError` with one sentence naming the problem and the fix.
-:func:`prepare_image` finds the object (the alpha channel when there is one, else the
-pixels that differ from the border colour), cuts a square around it with
-:data:`recon_core.camera.CROP_MARGIN` free on each side, and resizes it to the
-network's input size. Large JPEGs are decoded at reduced size (:data:`DECODE_MIN_SIDE`):
-from then on every array, box and size is in the decoded image's pixels. :func:`object_mask`
-and :func:`uncrop_mask` give the object's mask in those pixels, :func:`mask_png` encodes it and
-:func:`save_mask` writes it at the picture file's size.
+raises :class:`ImageError` with one sentence naming the problem and the fix. Large JPEGs
+are decoded at reduced size (:data:`DECODE_MIN_SIDE`): from then on every array, box and
+size is in the decoded image's pixels. :func:`mask_png` encodes an object mask and
+:func:`save_mask` writes it at the picture file's size. Cutting the object out for the
+network is :mod:`recon_core.network.crop`'s.
 """
 
 from __future__ import annotations
@@ -18,18 +15,13 @@ import logging
 import math
 import os
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
-from recon_core.camera import CROP_MARGIN
-
 __all__ = [
-    "ImageError", "PreparedImage", "load_image", "prepare_image", "object_box", "MIN_SIDE", "MAX_PIXELS",
-    "DECODE_MIN_SIDE", "UNIFORM_SPREAD", "NOISE_CORRELATION", "object_mask", "object_pixels", "uncrop_mask", "mask_png",
-    "save_mask",
+    "ImageError", "load_image", "MIN_SIDE", "MAX_PIXELS", "DECODE_MIN_SIDE", "UNIFORM_SPREAD", "NOISE_CORRELATION",
+    "mask_png", "save_mask",
 ]
 
 log = logging.getLogger(__name__)
@@ -41,7 +33,7 @@ MAX_PIXELS = 64_000_000
 DECODE_MIN_SIDE = 1024
 """Smallest shorter side, in pixels, a large JPEG is reduced to when decoded (JPEG's DCT scaling: 1/2, 1/4, 1/8).
 
-The network sees at most 224 px (:attr:`recon_core.config.ModelConfig.image_size`, 137 as
+The network sees at most 224 px (:attr:`recon_core.network.config.ModelConfig.image_size`, 137 as
 shipped) and the object spans ``1 - 2 * CROP_MARGIN`` = 80 % of its crop, so an object that
 spans at least 224 * 0.8 / 1024 = 18 % of the picture's shorter side (11 % at 137 px) is
 still resampled down, never up. The decoded shorter side lies in [1024, 2048): an
@@ -62,25 +54,6 @@ dithered picture tried, the lowest was 0.58 (a nature photo), in its better dire
 
 class ImageError(ValueError):
     """An input image that cannot be used; the message says what is wrong and what to do."""
-
-
-@dataclass(frozen=True)
-class PreparedImage:
-    """A network-ready crop of one image.
-
-    Attributes:
-        image: (3, S, S) float32 tensor in [0, 1], RGB, object centred.
-        mask: (S, S) float32 tensor in [0, 1] (the alpha channel cropped), or ``None`` for RGB input.
-        box: ``(u0, v0, u1, v1)`` square crop box in the pixels of the image given to :func:`prepare_image`
-            (may extend past its border).
-        original_size: ``(width, height)`` of that image: for a large JPEG, the reduced size
-            :func:`load_image` decoded it at, not the size in the file's header.
-    """
-
-    image: torch.Tensor
-    mask: torch.Tensor | None
-    box: tuple[float, float, float, float]
-    original_size: tuple[int, int]
 
 
 def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
@@ -215,95 +188,6 @@ def _request_reduced_decode(img: Image.Image) -> None:
         log.debug("%s decoded at %dx%d instead of %dx%d", img.format, *img.size, width, height)
 
 
-def object_pixels(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray | None:
-    """(H, W) bool pixels :func:`object_box` takes for the object, or ``None`` when it takes the whole image.
-
-    Args:
-        rgb: (H, W, 3) uint8; alpha: (H, W) uint8 or None (then the border-colour rule).
-    """
-    if alpha is not None:
-        fg = alpha > 127
-        return fg if fg.any() else alpha > 0
-    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).astype(np.int16)
-    bg = np.median(border, axis=0)
-    spread = np.abs(border - bg).sum(axis=1)
-    if np.percentile(spread, 75) > 60:  # busy border: no plain background to separate from
-        return None
-    fg = np.abs(rgb.astype(np.int16) - bg).sum(axis=2) > 60
-    if fg.mean() < 1e-4 or fg.mean() > 0.97:
-        return None
-    return fg
-
-
-def object_box(rgb: np.ndarray, alpha: np.ndarray | None) -> tuple[int, int, int, int]:
-    """2D box ``(u0, v0, u1, v1)`` (pixels, exclusive end) around the object.
-
-    With alpha, the box of ``alpha > 127``. Without, the pixels whose colour differs
-    from the median border colour by more than a threshold; if those cover nearly the
-    whole image or nothing at all, the whole image.
-
-    Args:
-        rgb: (H, W, 3) uint8.
-        alpha: (H, W) uint8 or ``None``.
-    """
-    h, w = rgb.shape[:2]
-    fg = object_pixels(rgb, alpha)
-    if fg is None:
-        return 0, 0, w, h
-    rows = np.flatnonzero(fg.any(axis=1))
-    cols = np.flatnonzero(fg.any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
-
-
-def object_mask(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
-    """The object's mask as the picture gives it: (H, W) float32 in [0, 1].
-
-    With alpha, ``alpha / 255``. Without, the pixels :func:`object_box` separates from
-    the border colour (0 or 1), or all ones when it takes the whole image (a busy border,
-    or nearly every pixel or none differing from it). This is the mask a model without a
-    mask head uses: the crop around it is all that model takes from it.
-
-    Args:
-        rgb: (H, W, 3) uint8.
-        alpha: (H, W) uint8 or ``None``.
-    """
-    if alpha is not None:
-        return alpha.astype(np.float32) / 255.0
-    fg = object_pixels(rgb, None)
-    return np.ones(rgb.shape[:2], np.float32) if fg is None else fg.astype(np.float32)
-
-
-def uncrop_mask(mask: np.ndarray, box: tuple[float, float, float, float], size: tuple[int, int],
-                fill: float = 0.0) -> np.ndarray:
-    """Map a mask of a square crop back onto the whole picture (the inverse of :func:`prepare_image`'s crop).
-
-    Args:
-        mask: (h, w) float values over the crop (any resolution: the crop's S x S pixels,
-            or a network's stride-4 map of them).
-        box: the crop box ``(u0, v0, u1, v1)`` in the picture's pixels (:attr:`PreparedImage.box`; may
-            extend past the border).
-        size: ``(width, height)`` of the picture (:attr:`PreparedImage.original_size`).
-        fill: value outside the crop.
-
-    Returns:
-        (height, width) float32: at pixels whose centre (``+ 0.5``) lies in the box, the mask
-        bilinearly interpolated (clamped at the crop's edge, as :func:`prepare_image` samples);
-        ``fill`` elsewhere.
-    """
-    mask = np.asarray(mask, np.float32)
-    if mask.ndim != 2:
-        raise ValueError(f"mask must be a (h, w) array, got shape {mask.shape}")
-    h, w = mask.shape
-    u0, v0, u1, v1 = box
-    sx, sy = w / (u1 - u0), h / (v1 - v0)  # mask pixels per picture pixel
-    width, height = size
-    # EXTENT: the output's corners (0, 0) and (width, height) are these points of the mask.
-    extent = (-u0 * sx, -v0 * sy, (width - u0) * sx, (height - v0) * sy)
-    out = Image.fromarray(mask, "F").transform((width, height), Image.Transform.EXTENT, extent,
-                                               resample=Image.Resampling.BILINEAR, fillcolor=fill)
-    return np.array(out, dtype=np.float32)  # a writable copy
-
-
 def mask_png(mask: np.ndarray, size: tuple[int, int] | None = None) -> bytes:
     """Encode a mask as an 8-bit grey PNG (0: background, 255: object).
 
@@ -337,55 +221,8 @@ def save_mask(mask: np.ndarray, picture: str | os.PathLike, path: str | os.PathL
     Raises:
         OSError: the picture cannot be opened again or the PNG cannot be written.
     """
-    from recon_core.weights import atomic_write_bytes  # here, not above: recon_core.weights loads the network
+    from recon_core.io.weights import atomic_write_bytes  # here, not above: recon_core.io.weights loads the network
 
     with Image.open(picture) as img:
         size = img.size
     atomic_write_bytes(path, mask_png(mask, size))
-
-
-def prepare_image(
-    rgb: np.ndarray,
-    alpha: np.ndarray | None,
-    size: int,
-    background: tuple[int, int, int] = (255, 255, 255),
-    box: tuple[int, int, int, int] | None = None,
-) -> PreparedImage:
-    """Crop an image to its object and resize it to ``size``².
-
-    Args:
-        rgb: (H, W, 3) uint8.
-        alpha: (H, W) uint8 object mask or ``None``. With alpha, the object is composited over ``background``.
-        size: output side in pixels.
-        background: RGB colour behind transparent pixels and outside the image.
-        box: the object's box; found by :func:`object_box` when omitted.
-
-    Returns:
-        The :class:`PreparedImage`; its ``box`` maps crop pixels to original pixels
-        (use :func:`recon_core.camera.crop_camera` to adjust a camera).
-    """
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"rgb must be a (H, W, 3) uint8 array, got {rgb.shape} {rgb.dtype}")
-    h, w = rgb.shape[:2]
-    u0, v0, u1, v1 = box if box is not None else object_box(rgb, alpha)
-    side = max(u1 - u0, v1 - v0) / (1.0 - 2.0 * CROP_MARGIN)
-    cu, cv = (u0 + u1) / 2.0, (v0 + v1) / 2.0
-    crop = (cu - side / 2, cv - side / 2, cu + side / 2, cv + side / 2)
-
-    if alpha is not None:
-        a = alpha.astype(np.float32)[..., None] / 255.0
-        comp = rgb.astype(np.float32) * a + np.asarray(background, np.float32) * (1.0 - a)
-        rgb = np.clip(comp + 0.5, 0, 255).astype(np.uint8)
-    # Pillow's EXTENT transform maps the crop box (may leave the image) onto size x size. The colour
-    # and the mask are resampled separately: Pillow resamples RGBA premultiplied, which would turn
-    # the background of transparent pixels black.
-    def _resample(arr: np.ndarray, mode: str, fill) -> np.ndarray:
-        img = Image.fromarray(arr, mode)
-        out = img.transform((size, size), Image.Transform.EXTENT, crop, resample=Image.Resampling.BILINEAR,
-                            fillcolor=fill)
-        return np.asarray(out, dtype=np.float32) / 255.0
-
-    colour = _resample(rgb, "RGB", tuple(background))
-    image = torch.from_numpy(np.ascontiguousarray(colour.transpose(2, 0, 1)))
-    mask = torch.from_numpy(_resample(alpha, "L", 0)) if alpha is not None else None
-    return PreparedImage(image=image, mask=mask, box=crop, original_size=(w, h))

@@ -17,7 +17,7 @@ has its centre at
 where ``D`` (:attr:`GridSpec.depth_range`) is the half depth range in crop units and ``z_c`` the
 depth offset from the object's centre, in crop units at the centre's depth.
 
-*Camera*: a pinhole camera (OpenCV axes, :mod:`recon_core.camera`) looking at the object's
+*Camera*: a pinhole camera (OpenCV axes, :mod:`recon_core.mesh.camera`) looking at the object's
 centre from distance ``d``, with focal length ``f_c`` and principal point ``p_c`` in crop
 units. With ``s = d / f_c`` (world units per crop unit at the centre's depth):
 
@@ -98,7 +98,7 @@ class GridCamera:
 
     @classmethod
     def from_prediction(cls, camera, distance: float = DEFAULT_DISTANCE) -> "GridCamera":
-        """The camera of a network's (3,) ``(log s, p_cx - 0.5, p_cy - 0.5)`` (:class:`recon_core.heads.OccupancyOutput`)."""
+        """The camera of a network's (3,) ``(log s, p_cx - 0.5, p_cy - 0.5)`` (:class:`recon_core.network.heads.OccupancyOutput`)."""
         c = [float(x) for x in camera]
         return cls(scale=float(np.exp(c[0])), principal=(0.5 + c[1], 0.5 + c[2]), distance=distance)
 
@@ -112,7 +112,7 @@ def crop_units_camera(K: np.ndarray, distance: float, size: int) -> GridCamera:
     """The :class:`GridCamera` of a crop's true intrinsics.
 
     Args:
-        K: (3, 3) intrinsics of the ``size x size`` crop, in pixels (:func:`recon_core.camera.crop_camera`).
+        K: (3, 3) intrinsics of the ``size x size`` crop, in pixels (:func:`recon_core.mesh.camera.crop_camera`).
         distance: camera distance to the object's centre (``T[2]`` of the renders' look-at cameras).
         size: side of the crop in pixels.
     """
@@ -172,7 +172,7 @@ def voxelize_frustum(
     validation views scores F1@0.3 93.0 this way against 56.3 for the bool grid, 32×32×48).
 
     Args:
-        solid: (R, R, R) bool world-frame solid over ``[-bound, bound]³`` (:func:`recon_core.volume.occupancy_grid`).
+        solid: (R, R, R) bool world-frame solid over ``[-bound, bound]³`` (:func:`recon_core.mesh.volume.occupancy_grid`).
         bound: half side of the solid's cube.
         R: (3, 3) world-to-camera rotation of the view.
         camera: the view's :class:`GridCamera` (true intrinsics and distance).
@@ -247,7 +247,7 @@ def mesh_occupancy(values: np.ndarray, camera: GridCamera, spec: GridSpec, level
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Closed, manifold surface of a frustum grid, in the view frame.
 
-    Marching tetrahedra (:func:`recon_core.volume.marching_tetrahedra`) on the grid padded
+    Marching tetrahedra (:func:`recon_core.mesh.volume.marching_tetrahedra`) on the grid padded
     with one empty cell on every side, at the cells' crop-unit centres, then each vertex
     mapped to the view frame (:func:`grid_to_view`). The map is smooth and orientation-
     preserving (its Jacobian's determinant is positive for positive depths), so the mesh
@@ -264,7 +264,7 @@ def mesh_occupancy(values: np.ndarray, camera: GridCamera, spec: GridSpec, level
     Returns:
         ``(verts (V, 3) float64 view frame, faces (F, 3) int64)``; empty when nothing is inside.
     """
-    from recon_core.volume import marching_tetrahedra
+    from recon_core.mesh.volume import marching_tetrahedra
 
     v = np.asarray(values, dtype=np.float64)
     zb, n = v.shape[0], v.shape[1]

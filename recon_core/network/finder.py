@@ -3,7 +3,7 @@
 A designer's picture rarely has an alpha channel: a product photo on a desk, clip art, a
 pencil sketch on tinted paper, the object small and off the centre. Before the reconstruction
 network can crop its input it must know which pixels are the object. The border-colour rule of
-:func:`recon_core.image.object_mask` works on a plain background only; :class:`ObjectFinder`
+:func:`recon_core.network.crop.object_mask` works on a plain background only; :class:`ObjectFinder`
 is a small U-Net trained (training/train_finder.py) on the renders redrawn in every picture
 style of :mod:`training.styles`, placed at random sizes and positions, over photographs of
 other packages than the check sets'.
@@ -14,18 +14,16 @@ It looks twice (:func:`find_object`):
    is the edge pixels repeated): the object's box;
 2. a square around that box, so a small object is seen at full resolution: its mask there.
 
-The result is a soft mask (H, W) in [0, 1] that :class:`recon_core.inference.Reconstructor`
+The result is a soft mask (H, W) in [0, 1] that :class:`recon_core.io.inference.Reconstructor`
 then uses as the picture's alpha. A picture in which the finder sees no object (fewer than
-:data:`MIN_OBJECT_SHARE` of its pixels above 0.5) gets ``None``: the caller says so.
+:data:`MIN_OBJECT_SHARE` of its pixels above 0.5) gets ``None``: the caller says so. Its files
+are saved and loaded by :mod:`recon_core.io.weights`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,9 +41,6 @@ __all__ = [
     "letterbox",
     "find_object",
     "finder_alpha",
-    "save_finder",
-    "load_finder",
-    "default_finder_path",
 ]
 
 log = logging.getLogger(__name__)
@@ -181,56 +176,3 @@ def finder_alpha(net: ObjectFinder, rgb: np.ndarray) -> np.ndarray | None:
     """:func:`find_object` as an alpha channel: (H, W) uint8 (255: object), or None when there is no object."""
     found = find_object(net, rgb)
     return None if found is None else (found * 255.0 + 0.5).astype(np.uint8)
-
-
-def default_finder_path() -> Path:
-    """``models/finder`` of this repository (or ``$RECON_FINDER`` when set), without extension."""
-    from recon_core.weights import _stem
-
-    env = os.environ.get("RECON_FINDER")
-    if env:
-        return _stem(Path(env))
-    return Path(__file__).resolve().parent.parent / "models" / "finder"
-
-
-def save_finder(net: ObjectFinder, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
-    """Save as ``path.safetensors`` (fp16) + ``path.json`` (``{"finder": config, ...metadata}``); returns the stem."""
-    from safetensors.torch import save
-
-    from recon_core.weights import _stem, atomic_write_bytes
-
-    stem = _stem(Path(path))
-    state = {k: v.detach().cpu().contiguous().half() if v.is_floating_point() else v.detach().cpu().contiguous()
-             for k, v in net.state_dict().items()}
-    atomic_write_bytes(stem.with_suffix(".safetensors"), save(state))
-    meta = {"finder": net.config.to_dict(), **(metadata or {})}
-    atomic_write_bytes(stem.with_suffix(".json"), json.dumps(meta, indent=2).encode())
-    return stem
-
-
-def load_finder(path: str | os.PathLike | None = None) -> ObjectFinder | None:
-    """Load a finder saved by :func:`save_finder` (``None``: :func:`default_finder_path`), in eval mode.
-
-    Returns None when its files are not there (the border-colour rule is used instead).
-
-    Raises:
-        recon_core.weights.WeightsError: files that are there but cannot be used.
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from recon_core.weights import WeightsError, _stem
-
-    stem = default_finder_path() if path is None else _stem(Path(path))
-    cfg_path, weights_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
-    if not (cfg_path.is_file() and weights_path.is_file()):
-        return None
-    try:
-        config = FinderConfig.from_dict(json.loads(cfg_path.read_text())["finder"])
-        net = ObjectFinder(config)
-        state = load_file(str(weights_path))
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, SafetensorError, OSError, RuntimeError) as err:
-        raise WeightsError(f"The object finder {weights_path} cannot be loaded ({err}); restore it "
-                           "(git checkout models/) or retrain it: python training/train_finder.py") from None
-    return net.eval()

@@ -19,13 +19,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recon_core.camera import VIEW_TO_OUTPUT
-from recon_core.categories import CATEGORIES, category_by_name
-from recon_core.image import ImageError, load_image, object_mask, prepare_image, uncrop_mask
-from recon_core.printable import PrintableReport, check_printable
-from recon_core.repair import RepairLog, make_printable
-from recon_core.retrieval import embed_image
-from recon_core.weights import atomic_write_bytes, load_model
+from recon_core.mesh.camera import VIEW_TO_OUTPUT
+from recon_core.network.categories import CATEGORIES, category_by_name
+from recon_core.io.image import ImageError, load_image
+from recon_core.network.crop import object_mask, prepare_image, uncrop_mask
+from recon_core.mesh.printable import PrintableReport, check_printable
+from recon_core.mesh.repair import RepairLog, make_printable
+from recon_core.network.retrieval import embed_image
+from recon_core.io.weights import atomic_write_bytes, load_model
 
 __all__ = ["Reconstruction", "Reconstructor", "export_mesh", "EXPORT_FORMATS", "ExportError"]
 
@@ -49,7 +50,7 @@ class ExportError(ValueError):
 
 @dataclass
 class Reconstruction:
-    """A reconstructed mesh in the output frame (+Y up, camera on +Z; see recon_core.camera).
+    """A reconstructed mesh in the output frame (+Y up, camera on +Z; see recon_core.mesh.camera).
 
     Attributes:
         verts: (V, 3) float64 vertices, exactly representable in float32 (as STL and Blender store them); units: the data's (bounding-box diagonal ~1) or mm with ``height_mm``.
@@ -61,11 +62,11 @@ class Reconstruction:
         timings: seconds per stage.
         notes: human-readable notes (image conversions, untrained model, ...).
         mask: (H, W) float32 in [0, 1], the object's mask in the picture's (decoded) pixels: the alpha when
-            the picture has one; else the object finder's mask (:mod:`recon_core.finder`) when there is
+            the picture has one; else the object finder's mask (:mod:`recon_core.network.finder`) when there is
             a finder and it found the object; else a ``coarse="occupancy"`` model's predicted mask mapped back from the
             crop (0 outside it), the mask its mesh was carved by; else (a model without a mask head) the
             pixels found against the border colour, all ones when the whole picture was taken
-            (:func:`recon_core.image.object_mask`).
+            (:func:`recon_core.network.crop.object_mask`).
     """
 
     verts: np.ndarray
@@ -103,13 +104,13 @@ class Reconstructor:
 
     @property
     def finder(self):
-        """The :class:`recon_core.finder.ObjectFinder` that finds the object in pictures without
-        transparency, or None (then the border-colour rule of :func:`recon_core.image.object_mask`).
+        """The :class:`recon_core.network.finder.ObjectFinder` that finds the object in pictures without
+        transparency, or None (then the border-colour rule of :func:`recon_core.network.crop.object_mask`).
 
         A finder file given to the constructor (``finder_file``: True for the shipped one, or a path)
         is loaded here, the first time it is asked for (``WeightsError`` when it cannot be used)."""
         if self._finder is None and self._finder_file is not None:
-            from recon_core.finder import load_finder
+            from recon_core.io.weights import load_finder
 
             self._finder = load_finder(None if self._finder_file is True else self._finder_file)
             self._finder_file = None
@@ -121,7 +122,7 @@ class Reconstructor:
         """Load a model (``None``: the shipped default). Raises ``WeightsError`` with a clear message.
 
         ``finder``: True, the shipped object finder when its files are there
-        (:func:`recon_core.finder.default_finder_path`); a path, that finder; False, none. It is loaded
+        (:func:`recon_core.io.weights.default_finder_path`); a path, that finder; False, none. It is loaded
         with the first picture without alpha (:attr:`finder`).
         """
         model, meta = load_model(path, device=device)
@@ -173,14 +174,14 @@ class Reconstructor:
     def _find_object(self, rgb: np.ndarray, source: str, timings: dict[str, float]) -> tuple[np.ndarray | None, str]:
         """The alpha that the finder gives a picture without one, and a note saying so.
 
-        When the finder sees no object, the border-colour rule (:func:`recon_core.image.object_box`) is the
+        When the finder sees no object, the border-colour rule (:func:`recon_core.network.crop.object_box`) is the
         fallback; when that finds none either, the picture is refused.
 
         Raises:
             ImageError: neither finds an object.
         """
-        from recon_core.finder import finder_alpha
-        from recon_core.image import object_pixels
+        from recon_core.network.finder import finder_alpha
+        from recon_core.network.crop import object_pixels
 
         with _timed(timings, "finder"):
             found = finder_alpha(self.finder, rgb)
@@ -221,7 +222,7 @@ class Reconstructor:
         report = None
         with _timed(timings, "repair"):
             if snapped is not None:
-                # Closed, manifold and free of self-intersections by construction (recon_core.volume), already
+                # Closed, manifold and free of self-intersections by construction (recon_core.mesh.volume), already
                 # smooth (the solid is blurred before meshing): the check below confirms it, and repairs if not.
                 verts, faces = snapped
                 repair_log = RepairLog(path="original", input_closed_manifold=True)
@@ -284,24 +285,24 @@ class Reconstructor:
     def _fuse_bank(self, out, rgb: np.ndarray, alpha: np.ndarray | None, category: int):
         """``out`` with its occupancy blended with the shape bank's nearest training shape.
 
-        The bank's view nearest to the picture (:meth:`recon_core.retrieval.ShapeBank.select`, by the
+        The bank's view nearest to the picture (:meth:`recon_core.network.retrieval.ShapeBank.select`, by the
         picture's embedding, within ``category`` when it has views of it) gives a solid and a rotation;
         posed by them and by the network's predicted grid camera, the solid's share of each frustum
-        cell (:func:`recon_core.occupancy.voxelize_frustum`) is blended with the network's
+        cell (:func:`recon_core.mesh.occupancy.voxelize_frustum`) is blended with the network's
         probabilities, ``p = (1 - w) p_network + w p_bank`` (``config.bank_weight``). The mask carves
         the blend afterwards as it does the network's own occupancy, so the silhouette still follows
         the picture; the bank supplies what the picture cannot show (the back, the depth).
 
         Returns:
-            A copy of ``out`` (:class:`recon_core.heads.OccupancyOutput`) whose ``occupancy_logits``
+            A copy of ``out`` (:class:`recon_core.network.heads.OccupancyOutput`) whose ``occupancy_logits``
             (1, Z, N, N) are the blend's logits.
         """
         import dataclasses
 
         from scipy import ndimage
 
-        from recon_core.occupancy import GridCamera, voxelize_frustum
-        from recon_core.volume import GRID_BOUND
+        from recon_core.mesh.occupancy import GridCamera, voxelize_frustum
+        from recon_core.mesh.volume import GRID_BOUND
 
         bank, w = self.model.bank, self.model.config.bank_weight
         row = bank.select(torch.from_numpy(embed_image(rgb, alpha)), None, 0.0, category)
@@ -322,8 +323,8 @@ class Reconstructor:
 
     def _refiner(self, out, category_probs: np.ndarray, timings: dict[str, float]):
         """``(verts (V, 3) view frame, faces) -> refined (V, 3)``: the model's refiner stages on one mesh of ``out``."""
-        from recon_core.occupancy import GridCamera
-        from recon_core.topology import MeshGraph
+        from recon_core.mesh.occupancy import GridCamera
+        from recon_core.mesh.topology import MeshGraph
 
         camera = GridCamera.from_prediction(out.camera[0].float().cpu().numpy())
         probs = torch.as_tensor(category_probs, dtype=torch.float32)[None]
@@ -382,7 +383,7 @@ class Reconstructor:
         return view_verts @ VIEW_TO_OUTPUT.T, faces
 
     def reconstruct_file(self, path: str | os.PathLike, **kwargs) -> Reconstruction:
-        """Read an image file (see :func:`recon_core.image.load_image` for the errors) and reconstruct it."""
+        """Read an image file (see :func:`recon_core.io.image.load_image` for the errors) and reconstruct it."""
         rgb, alpha, notes = load_image(path)
         kwargs.setdefault("source", os.fspath(path))
         result = self.reconstruct(rgb, alpha, **kwargs)
@@ -405,16 +406,16 @@ def occupancy_mesh(out, mask: torch.Tensor | None, spec, faces: int = 5124, smoo
     The occupancy probabilities are upsampled (:data:`OCCUPANCY_UPSAMPLE`), carved by the
     object's mask (the picture's alpha when it has one, else the network's mask; its share of
     each cell's pixels) so the silhouette cannot leave it, meshed by marching tetrahedra in the
-    frustum (:func:`recon_core.occupancy.mesh_occupancy`, watertight, manifold, oriented, free
+    frustum (:func:`recon_core.mesh.occupancy.mesh_occupancy`, watertight, manifold, oriented, free
     of self-intersections by construction), specks dropped, then Taubin-smoothed (no grid
     terraces) and simplified to about ``faces`` triangles by quadric decimation
     (fast-simplification). The first of (smoothed + simplified, smoothed, as meshed) that
     passes the printable check is returned; the repair chain only runs if none does.
 
     Args:
-        out: the network's :class:`recon_core.heads.OccupancyOutput` (batch of one).
+        out: the network's :class:`recon_core.network.heads.OccupancyOutput` (batch of one).
         mask: (S, S) float object mask of the crop in [0, 1], or None (the network's mask is used).
-        spec: the model's :class:`recon_core.occupancy.GridSpec`.
+        spec: the model's :class:`recon_core.mesh.occupancy.GridSpec`.
         faces: target triangle count of the simplification.
         smooth_iterations: Taubin iterations before simplifying (0: none).
 
@@ -431,7 +432,7 @@ def _occupancy_mesh(out, mask: torch.Tensor | None, spec, faces: int, smooth_ite
     as returned (None when the repair chain made it), so the caller need not check it again.
 
     ``refine``: a function ``(verts (V, 3) view frame, faces (F, 3)) -> (V, 3) view frame`` (the
-    model's refiner stages, :meth:`recon_core.model.ReconstructionNet.refine_mesh`) applied to the
+    model's refiner stages, :meth:`recon_core.network.model.ReconstructionNet.refine_mesh`) applied to the
     first coarse mesh; its result is tried first, the coarse meshes after it.
     """
     log_ = RepairLog(path="original", input_closed_manifold=True)
@@ -485,7 +486,7 @@ def coarse_surfaces(logits: torch.Tensor, mask: torch.Tensor, camera: torch.Tens
 
     The probabilities are upsampled (:data:`OCCUPANCY_UPSAMPLE`), carved by ``mask`` (its share of
     each cell's pixels), every ray of the mask filled up to the level at its most likely depth
-    (:func:`recon_core.occupancy.fill_rays`: thin parts the picture shows stay), meshed by marching
+    (:func:`recon_core.mesh.occupancy.fill_rays`: thin parts the picture shows stay), meshed by marching
     tetrahedra at :data:`ISO_LEVEL` (half the maximum when nothing reaches it) with the predicted
     grid camera, specks dropped; then Taubin-smoothed and
     simplified to about ``faces`` triangles. Training's refiner sees the first of them, as inference does.
@@ -494,7 +495,7 @@ def coarse_surfaces(logits: torch.Tensor, mask: torch.Tensor, camera: torch.Tens
         logits: (Z, N, N) occupancy logits.
         mask: (S, S) float object mask of the crop in [0, 1].
         camera: (3,) predicted ``(log s, p_cx - 0.5, p_cy - 0.5)``.
-        spec: the grid's :class:`recon_core.occupancy.GridSpec`.
+        spec: the grid's :class:`recon_core.mesh.occupancy.GridSpec`.
         faces: target triangle count of the simplification.
         smooth_iterations: Taubin iterations (0: none).
         log_: notes of what was done, or None.
@@ -503,8 +504,8 @@ def coarse_surfaces(logits: torch.Tensor, mask: torch.Tensor, camera: torch.Tens
         ``[(name, verts (V, 3) float64 view frame, faces (F, 3) int64), ...]`` among ("simplified",
         "smoothed", "as meshed"), the best first; ``[]`` when the grid is empty.
     """
-    from recon_core.occupancy import GridCamera, carve, fill_rays, mesh_occupancy
-    from recon_core.repair import taubin_smooth
+    from recon_core.mesh.occupancy import GridCamera, carve, fill_rays, mesh_occupancy
+    from recon_core.mesh.repair import taubin_smooth
 
     if log_ is None:  # nobody reads the notes (training): keep them off the log
         log_ = RepairLog(path="original", input_closed_manifold=True)
@@ -542,7 +543,7 @@ def _simplified(verts: np.ndarray, faces: np.ndarray, target: int, log: RepairLo
     closed manifold (a cheap test; the caller runs the full printable check), or ``[]``."""
     import fast_simplification
 
-    from recon_core.printable import check_topology
+    from recon_core.mesh.printable import check_topology
 
     for aggressiveness, share in SIMPLIFY_ATTEMPTS:
         goal = int(target * share)

@@ -3,7 +3,8 @@
 A model lives in two files side by side: ``NAME.safetensors`` (tensors, fp16 or fp32)
 and ``NAME.json`` (``{"model": ModelConfig fields, "trained": bool, ...metadata}``).
 Nothing is ever unpickled. Files are written to a temporary name and renamed, so a
-crash never leaves a half-written model.
+crash never leaves a half-written model. The object finder (:mod:`recon_core.network.finder`)
+is saved and loaded the same way (:func:`save_finder`, :func:`load_finder`).
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ from typing import Any
 
 import torch
 
-from recon_core.config import ModelConfig, from_dict
-from recon_core.model import ReconstructionNet, build_model
+from recon_core.network.config import ModelConfig, from_dict
+from recon_core.network.model import ReconstructionNet, build_model
+from recon_core.network.finder import FinderConfig, ObjectFinder
 
-__all__ = ["WeightsError", "save_model", "load_model", "default_model_path", "atomic_write_bytes"]
+__all__ = [
+    "WeightsError", "save_model", "load_model", "default_model_path", "atomic_write_bytes", "save_finder", "load_finder",
+    "default_finder_path",
+]
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +39,7 @@ def default_model_path() -> Path:
     env = os.environ.get("RECON_MODEL")
     if env:
         return _stem(Path(env))
-    return Path(__file__).resolve().parent.parent / "models" / "default"
+    return Path(__file__).resolve().parents[2] / "models" / "default"
 
 
 def _stem(path: Path) -> Path:
@@ -146,3 +151,53 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
         except ValueError as err:
             raise WeightsError(f"Model weights {weights_path}: {err}; rebuild it with training/build_shape_bank.py.") from None
     return model.to(device).eval(), meta
+
+
+# ------------------------------------------------------------------ the object finder
+
+
+def default_finder_path() -> Path:
+    """``models/finder`` of this repository (or ``$RECON_FINDER`` when set), without extension."""
+    env = os.environ.get("RECON_FINDER")
+    if env:
+        return _stem(Path(env))
+    return Path(__file__).resolve().parents[2] / "models" / "finder"
+
+
+def save_finder(net: ObjectFinder, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
+    """Save as ``path.safetensors`` (fp16) + ``path.json`` (``{"finder": config, ...metadata}``); returns the stem."""
+    from safetensors.torch import save
+
+    stem = _stem(Path(path))
+    state = {k: v.detach().cpu().contiguous().half() if v.is_floating_point() else v.detach().cpu().contiguous()
+             for k, v in net.state_dict().items()}
+    atomic_write_bytes(stem.with_suffix(".safetensors"), save(state))
+    meta = {"finder": net.config.to_dict(), **(metadata or {})}
+    atomic_write_bytes(stem.with_suffix(".json"), json.dumps(meta, indent=2).encode())
+    return stem
+
+
+def load_finder(path: str | os.PathLike | None = None) -> ObjectFinder | None:
+    """Load a finder saved by :func:`save_finder` (``None``: :func:`default_finder_path`), in eval mode.
+
+    Returns None when its files are not there (the border-colour rule is used instead).
+
+    Raises:
+        WeightsError: files that are there but cannot be used.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    stem = default_finder_path() if path is None else _stem(Path(path))
+    cfg_path, weights_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+    if not (cfg_path.is_file() and weights_path.is_file()):
+        return None
+    try:
+        config = FinderConfig.from_dict(json.loads(cfg_path.read_text())["finder"])
+        net = ObjectFinder(config)
+        state = load_file(str(weights_path))
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, SafetensorError, OSError, RuntimeError) as err:
+        raise WeightsError(f"The object finder {weights_path} cannot be loaded ({err}); restore it "
+                           "(git checkout models/) or retrain it: python training/train_finder.py") from None
+    return net.eval()

@@ -1,6 +1,6 @@
 """A long-lived reconstruction process that a front end (the Blender add-on) talks to over stdin/stdout.
 
-Run as ``python -m recon_core.worker [--model PATH]``. The worker loads the model once
+Run as ``python -m recon_core.io.worker [--model PATH]``. The worker loads the model once
 and answers reconstruction requests until its stdin reaches end of file (or it gets a
 ``shutdown`` message), so the second request skips model loading. Torch only ever
 runs here, never in the front end's process: a crash or out-of-memory kills the worker,
@@ -30,19 +30,19 @@ Client to worker::
     {"type": "reconstruct", "version": 1, "id": "r1", "image": "/path/photo.png",
      "category": null, "detail": "medium", "height_mm": 120.0, "smooth": true, "mask_path": "/tmp/recon-x/mask.png"}
         ``category``, ``detail`` and ``height_mm`` may be null (automatic, the model's default, unscaled);
-        ``detail`` is "low", "medium" or "high" (:mod:`recon_core.detail`); ``mask_path`` may be null
+        ``detail`` is "low", "medium" or "high" (:mod:`recon_core.mesh.detail`); ``mask_path`` may be null
         or absent (no mask is written).
     {"type": "shutdown", "version": 1}          (or simply close stdin)
 
 ``ARRAY`` is ``{"dtype": "<f4" | "<i4", "shape": [n, 3], "data": BASE64}``: the array's
 little-endian float32 (vertices) or int32 (faces) bytes, base64-encoded. ``verts`` are in
-the output frame (+Y up, camera on +Z; :mod:`recon_core.camera`), in millimetres when
+the output frame (+Y up, camera on +Z; :mod:`recon_core.mesh.camera`), in millimetres when
 ``height_mm`` was given, else in model units (bounding-box diagonal about 1). ``report``
-holds the fields of :class:`recon_core.printable.PrintableReport` plus ``"ok"`` and
+holds the fields of :class:`recon_core.mesh.printable.PrintableReport` plus ``"ok"`` and
 ``"summary"``.
 
 The object mask: when the request names a ``mask_path``, the worker writes the mask it used
-there before it sends the result (:func:`recon_core.image.save_mask`, the same file as
+there before it sends the result (:func:`recon_core.io.image.save_mask`, the same file as
 ``recon-mesh --save-mask``: an 8-bit grey PNG of the picture file's size, 255 = object,
 through a temporary file and a rename), and the result's ``mask_path`` repeats the path. It
 is null when no mask was asked for or the write failed; a note then says why, and the mesh
@@ -141,7 +141,7 @@ class _Channel:
 
 
 def _handle_request(channel: _Channel, reconstructor, request: dict[str, Any]) -> None:
-    from recon_core.image import ImageError
+    from recon_core.io.image import ImageError
 
     rid = request.get("id")
     started = time.perf_counter()
@@ -190,7 +190,7 @@ def _requested_vertices(request: dict[str, Any]) -> int | None:
     Raises:
         ValueError: an unknown level, or both fields given.
     """
-    from recon_core.detail import vertices_for_detail
+    from recon_core.mesh.detail import vertices_for_detail
 
     detail, vertices = request.get("detail") or None, request.get("vertices") or None
     if detail is None:
@@ -201,9 +201,9 @@ def _requested_vertices(request: dict[str, Any]) -> int | None:
 
 
 def _write_mask(mask, image: str, path: str, notes: list[str]) -> str | None:
-    """Write the object mask to ``path`` (:func:`recon_core.image.save_mask`); returns ``path``, or None and a
+    """Write the object mask to ``path`` (:func:`recon_core.io.image.save_mask`); returns ``path``, or None and a
     note when it cannot be written (the mesh is still sent)."""
-    from recon_core.image import save_mask
+    from recon_core.io.image import save_mask
 
     if mask is None:
         notes.append("no object mask was made for this picture")
@@ -224,8 +224,8 @@ def serve(channel: _Channel, requests: IO[str], model: str | None) -> int:
     channel.send("hello", pid=os.getpid(), python=sys.version.split()[0], recon_core=list(recon_core.__path__)[0])
     started = time.perf_counter()
     try:
-        from recon_core.inference import Reconstructor
-        from recon_core.weights import WeightsError
+        from recon_core.io.inference import Reconstructor
+        from recon_core.io.weights import WeightsError
     except ImportError as err:
         channel.error(None, "ImportError", f"recon_core's dependencies are missing in {sys.executable} ({err}).",
                       fatal=True)
@@ -240,7 +240,7 @@ def serve(channel: _Channel, requests: IO[str], model: str | None) -> int:
         channel.error(None, "InternalError", f"The model could not be loaded ({type(err).__name__}: {err}).",
                       fatal=True)
         return 1
-    from recon_core.weights import default_model_path
+    from recon_core.io.weights import default_model_path
 
     channel.send("ready", model=str(model or default_model_path()), trained=reconstructor.trained,
                  load_s=round(time.perf_counter() - started, 4))
@@ -271,7 +271,7 @@ def serve(channel: _Channel, requests: IO[str], model: str | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m recon_core.worker", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m recon_core.io.worker", description=__doc__.split("\n")[0])
     parser.add_argument("--model", help="model stem (NAME.json [+ NAME.safetensors]); default: the shipped model")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")

@@ -6,7 +6,7 @@ can be logged, and a multi-stage refiner is trained on the mean of its stages' l
 silhouette and depth terms render the prediction with pytorch3d's soft rasteriser (Liu et
 al., "Soft Rasterizer", ICCV 2019).
 
-Scale: meshes and points are in the view frame (:mod:`recon_core.camera`), where an object's
+Scale: meshes and points are in the view frame (:mod:`recon_core.mesh.camera`), where an object's
 bounding-box diagonal is 1 -- the ShapeNetCore normalisation that Mesh R-CNN's ShapeNet
 training also used, so its weights carry over. Chamfer and edge are both squared lengths, so
 their ratio does not depend on the scale; normal, silhouette and depth-relative terms are
@@ -97,7 +97,7 @@ class SilhouetteTarget:
     """Image-space targets for the silhouette and depth terms.
 
     The cameras see view-frame points: build them with
-    ``recon_core.camera.to_pytorch3d([Camera(R=I, T=(0, 0, d), K, W, H), ...])``. Their
+    ``recon_core.mesh.camera.to_pytorch3d([Camera(R=I, T=(0, 0, d), K, W, H), ...])``. Their
     ``image_size`` must be the masks' ``(H, W)``, the size their intrinsics ``K`` are in
     pixels of; the render itself may be smaller (:class:`RenderSettings`): the targets are
     resized to it, which is exact because pytorch3d rasterises in NDC, the same for any

@@ -11,7 +11,7 @@ Every check is implemented here from the face indices and positions alone:
   used once in each direction;
 * *outward*: positive signed volume;
 * no self-intersecting face pairs and no degenerate faces, as defined in
-  :mod:`recon_core.intersect`.
+  :mod:`recon_core.mesh.intersect`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from recon_core.intersect import _validate_mesh, degenerate_faces, self_intersections
+from recon_core.mesh.intersect import _validate_mesh, degenerate_faces, self_intersections
 
 __all__ = [
     "PrintableReport",
