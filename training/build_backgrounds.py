@@ -31,7 +31,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np
 from PIL import Image
 
-__all__ = ["SOURCES", "FINDER_SOURCES", "MIN_PICTURE_SIDE", "read_gimp_pattern", "RESERVED", "check_not_reserved", "read_licences", "build_backgrounds", "main"]
+__all__ = ["SOURCES", "FINDER_SOURCES", "FINDER_CROPS", "MIN_PICTURE_SIDE", "read_gimp_pattern", "RESERVED", "check_not_reserved", "read_licences", "build_backgrounds", "main"]
 
 log = logging.getLogger("build_backgrounds")
 
@@ -50,6 +50,7 @@ FINDER_SOURCES: dict[str, str] = {
     "ukui-wallpapers": "usr/share/backgrounds/*.*",
     "python3-skimage": "usr/lib/python3/dist-packages/skimage/data/*.[pj][np]g",
     "gimp-data": "usr/share/gimp/2.0/patterns/*/*.pat",
+    "opencv-doc": "usr/share/doc/opencv-doc/examples/data/*[!0-9].jpg",
 }
 """The backgrounds of the object finder's training pictures (training/train_finder.py): other
 packages than :data:`SOURCES`, so the ``background`` check set (``evaluate.py --style background``,
@@ -58,8 +59,13 @@ plasma-workspace-wallpapers: 13 pictures (photographs of leaves, water, hills, a
 drawings); lomiri-wallpapers-20.04: 4 (a bird on a tree, abstract art); ukui-wallpapers: 12
 (mostly abstract art and illustrations); python3-skimage: its sample pictures (a coffee cup, a cat, an
 astronaut, a rocket, gravel, grass, bricks, text, ...); gimp-data: GIMP's patterns (wood, stone,
-marble, fabric, paper, water), tiled. Pictures with a side under :data:`MIN_PICTURE_SIDE` after
-tiling are left out."""
+marble, fabric, paper, water), tiled; opencv-doc: the photographs of OpenCV's examples (a room, a
+desk of things, fruit, a building, a street, a plant; the numbered calibration series left out), so
+that indoor scenes with things in them are among the finder's backgrounds. Pictures with a side under
+:data:`MIN_PICTURE_SIDE` after tiling are left out."""
+
+FINDER_CROPS = 960
+"""Crops of :data:`FINDER_SOURCES` that ``--sources finder`` writes by default (about 7 a picture)."""
 
 MIN_PICTURE_SIDE = 128
 """Pictures (after tiling patterns) with a shorter side under this many pixels are not used."""
@@ -252,14 +258,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: data/backgrounds, or data/backgrounds_finder with --sources finder)")
     p.add_argument("--cache", type=Path, default=Path("data/cache"), help="package cache (default: data/cache)")
-    p.add_argument("--crops", type=int, default=320, help="number of crops (default: 320)")
+    p.add_argument("--crops", type=int, default=None,
+                   help=f"number of crops (default: 320, or {FINDER_CROPS} with --sources finder)")
     p.add_argument("--size", type=int, default=256, help="side of a crop in pixels (default: 256)")
     p.add_argument("--seed", type=int, default=0, help="seed of the crops (default: 0)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         out = args.out or Path("data/backgrounds" if args.sources == "reconstruction" else "data/backgrounds_finder")
-        build_backgrounds(out, args.cache, args.crops, args.size, args.seed,
+        crops = args.crops or (320 if args.sources == "reconstruction" else FINDER_CROPS)
+        build_backgrounds(out, args.cache, crops, args.size, args.seed,
                           None if args.sources == "reconstruction" else FINDER_SOURCES)
     except (RuntimeError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -25,8 +25,10 @@ class DataConfig:
     """Ground-truth surface points per sample."""
     augment: bool = True
     """Random crops (scale, offset, cut by the border), background swap and photometric augmentation."""
-    backgrounds: str = "data/backgrounds"
-    """Background photographs of augmented views (training/build_backgrounds.py); missing: synthetic backgrounds."""
+    backgrounds: str = "data/backgrounds_finder"
+    """Background photographs of augmented views (``training/build_backgrounds.py --sources finder``); missing:
+    synthetic backgrounds. Not ``data/backgrounds``: those photographs are the ``background`` check set's
+    (``evaluate.py --style background``), which a model must not have seen behind its training views."""
     occupancy_share: bool = False
     """model.coarse=occupancy: the frustum target is each cell's share inside the solid (its 0.5 level on the
     surface) instead of whether any part of it is (up to half a cell outside)."""
