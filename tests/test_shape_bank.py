@@ -452,11 +452,11 @@ def banked_occupancy(shape_bank, tmp_path_factory):
 
 @pytest.mark.parametrize("weight", [0.25, 1.0])
 def test_an_occupancy_model_blends_the_nearest_shape_into_its_grid(banked_occupancy, fake, weight):
-    """The blend equals (1 - w) p_network + w * (the share of each cell in the picture-nearest view's
-    solid of the category, posed by that view's rotation and the predicted camera), computed here
-    from the bank's buffers by brute force."""
+    """The blend equals (1 - w) p_network + w * (the share of each cell in the solid of the view the bank
+    selects for the picture and the network's filled cells, posed by that view's rotation and the
+    predicted camera), computed here from the bank's buffers by brute force."""
     from recon_core.network.crop import prepare_image
-    from recon_core.io.inference import Reconstructor
+    from recon_core.io.inference import SNAP_QUERY_POINTS, Reconstructor
     from recon_core.mesh.occupancy import GridCamera, voxelize_frustum
 
     model, meta = load_model(banked_occupancy)
@@ -467,20 +467,54 @@ def test_an_occupancy_model_blends_the_nearest_shape_into_its_grid(banked_occupa
         out = model(prepare_image(rgb, alpha, model.config.image_size).image[None])
         fused = rec._fuse_bank(out, rgb, alpha, category_index(CHAIR))
     bank = model.bank
-    pic = bank.picture_distances(torch.from_numpy(embed_image(rgb, alpha))).numpy()
-    chairs = [r for r in range(len(pic)) if int(bank.shape_category[bank.view_shape[r]]) == category_index(CHAIR)]
-    row = min(chairs, key=lambda r: pic[r])
+    camera = GridCamera.from_prediction(out.camera[0].numpy())
+    points = _filled_cell_points(out.occupancy_logits[0].sigmoid().numpy(), camera, model.grid_spec)
+    points = points[:: max(1, len(points) // SNAP_QUERY_POINTS)]
+    row = bank.select(torch.from_numpy(embed_image(rgb, alpha)), torch.tensor(points, dtype=torch.float32),
+                      model.config.bank_shape_weight, category_index(CHAIR))
     from scipy import ndimage
 
     solid = ndimage.binary_fill_holes(bank.grid(int(bank.view_shape[row])))  # the walls and what they enclose
     assert solid.sum() > 2 * bank.grid(int(bank.view_shape[row])).sum()  # the box's inside is filled
-    share = voxelize_frustum(solid, GRID_BOUND, bank.view_rotation[row].double().numpy(),
-                             GridCamera.from_prediction(out.camera[0].numpy()), model.grid_spec, supersample=2, share=True)
+    share = voxelize_frustum(solid, GRID_BOUND, bank.view_rotation[row].double().numpy(), camera, model.grid_spec,
+                             supersample=2, share=True)
     assert share.max() > 0.5  # the chair's solid lies in the frustum
     expected = (1 - weight) * out.occupancy_logits[0].sigmoid().numpy() + weight * share
     got = fused.occupancy_logits[0].sigmoid().numpy()
     assert np.allclose(got, np.clip(expected, 1e-4, 1 - 1e-4), atol=1e-5)
     assert torch.equal(fused.camera, out.camera) and torch.equal(fused.mask_logits, out.mask_logits)
+
+
+def _filled_cell_points(probs: np.ndarray, camera, spec) -> np.ndarray:
+    """(M, 3) view-frame centres of the cells with p > 0.5, in (k, i, j) order, one cell at a time from
+    the module docstring's formulas."""
+    out = []
+    z, n = probs.shape[0], probs.shape[1]
+    for k in range(z):
+        for i in range(n):
+            for j in range(n):
+                if probs[k, i, j] > 0.5:
+                    u, v = (j + 0.5) / n, (i + 0.5) / n
+                    zc = -spec.depth_range + (k + 0.5) * 2 * spec.depth_range / z
+                    z_cam = camera.distance + camera.scale * zc
+                    out.append([(u - camera.principal[0]) * z_cam / camera.focal,
+                                (v - camera.principal[1]) * z_cam / camera.focal, z_cam - camera.distance])
+    return np.array(out).reshape(-1, 3)
+
+
+def test_network_points_are_the_filled_cells_centres_thinned():
+    from recon_core.io.inference import network_points
+    from recon_core.mesh.occupancy import GridCamera, GridSpec
+
+    spec = GridSpec(resolution=6, depth_bins=8, depth_range=0.75)
+    camera = GridCamera(scale=0.9, principal=(0.48, 0.53), distance=1.7)
+    probs = np.random.default_rng(3).random((8, 6, 6))
+    naive = _filled_cell_points(probs, camera, spec)
+    assert len(naive) > 100
+    assert np.allclose(network_points(probs, camera, spec, 10_000), naive)
+    thinned = network_points(probs, camera, spec, 20)
+    assert np.allclose(thinned, naive[:: len(naive) // 20])
+    assert network_points(np.zeros((8, 6, 6)), camera, spec, 20) is None
 
 
 def _with_config(model, **fields):

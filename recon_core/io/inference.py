@@ -285,8 +285,11 @@ class Reconstructor:
     def _fuse_bank(self, out, rgb: np.ndarray, alpha: np.ndarray | None, category: int):
         """``out`` with its occupancy blended with the shape bank's nearest training shape.
 
-        The bank's view nearest to the picture (:meth:`recon_core.network.retrieval.ShapeBank.select`, by the
-        picture's embedding, within ``category`` when it has views of it) gives a solid and a rotation;
+        The bank's view nearest to the picture and to the network's own shape
+        (:meth:`recon_core.network.retrieval.ShapeBank.select`: the picture's embedding, and the distance
+        between the view's posed shape and :data:`SNAP_QUERY_POINTS` centres of the cells the network
+        fills (``p > 0.5``) in its predicted camera, weighted by ``config.bank_shape_weight``; within
+        ``category`` when it has views of it) gives a solid and a rotation;
         posed by them and by the network's predicted grid camera, the solid's share of each frustum
         cell (:func:`recon_core.mesh.occupancy.voxelize_frustum`) is blended with the network's
         probabilities, ``p = (1 - w) p_network + w p_bank`` (``config.bank_weight``). The mask carves
@@ -305,14 +308,17 @@ class Reconstructor:
         from recon_core.mesh.volume import GRID_BOUND
 
         bank, w = self.model.bank, self.model.config.bank_weight
-        row = bank.select(torch.from_numpy(embed_image(rgb, alpha)), None, 0.0, category)
         camera = GridCamera.from_prediction(out.camera[0].float().cpu().numpy())
+        probs = out.occupancy_logits[0].float().sigmoid()
+        points = network_points(probs.cpu().numpy(), camera, self.model.grid_spec, SNAP_QUERY_POINTS)
+        row = bank.select(torch.from_numpy(embed_image(rgb, alpha)),
+                          None if points is None else torch.from_numpy(points).float(),
+                          self.model.config.bank_shape_weight, category)
         rotation = bank.view_rotation[row].double().cpu().numpy()
         # the bank keeps each model's walls (thin slabs); the occupancy is of the solid they enclose
         solid = ndimage.binary_fill_holes(bank.grid(int(bank.view_shape[row])))
         share = voxelize_frustum(solid, GRID_BOUND, rotation, camera, self.model.grid_spec, supersample=2,
                                  share=True)  # (Z, N, N)
-        probs = out.occupancy_logits[0].float().sigmoid()
         blend = (1.0 - w) * probs + w * torch.from_numpy(share).to(probs.device)
         logits = torch.logit(blend.clamp(1e-4, 1.0 - 1e-4))[None].to(out.occupancy_logits.dtype)
         return dataclasses.replace(out, occupancy_logits=logits)
@@ -397,6 +403,23 @@ ISO_LEVEL = 0.5
 """The occupancy probability the mesh's surface follows."""
 MIN_COMPONENT_SHARE = 0.01
 """Parts of the occupancy mesh holding less than this share of its volume are dropped (specks)."""
+
+
+def network_points(probs: np.ndarray, camera, spec, count: int) -> np.ndarray | None:
+    """Up to about ``count`` view-frame points of the shape a network's occupancy fills: the centres of the
+    cells with ``p > 0.5``, every k-th in the grid's order (k = cells // count); None when no cell is filled.
+
+    Args:
+        probs: (Z, N, N) occupancy probabilities.
+        camera: the picture's :class:`recon_core.mesh.occupancy.GridCamera`.
+        spec: the grid's :class:`recon_core.mesh.occupancy.GridSpec`.
+    """
+    from recon_core.mesh.occupancy import cell_centres, grid_to_view
+
+    filled = cell_centres(spec)[np.asarray(probs) > 0.5]  # (M, 3) crop units
+    if len(filled) == 0:
+        return None
+    return grid_to_view(filled[:: max(1, len(filled) // count)], camera)
 
 
 def occupancy_mesh(out, mask: torch.Tensor | None, spec, faces: int = 5124, smooth_iterations: int = SMOOTH_ITERATIONS
