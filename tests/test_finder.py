@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from recon_core.network.finder import MIN_OBJECT_SHARE, FinderConfig, ObjectFinder, find_object, letterbox
 from recon_core.io.weights import load_finder, save_finder

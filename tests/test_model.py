@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 import torch
 from pytorch3d.utils import ico_sphere

@@ -233,7 +233,7 @@ def test_a_carved_torus_keeps_its_hole():
 
 
 def _output(logits: np.ndarray, camera=(0.0, 0.0, 0.0), mask_logit=5.0) -> OccupancyOutput:
-    z, n = logits.shape[0], logits.shape[1]
+    n = logits.shape[1]
     return OccupancyOutput(
         occupancy_logits=torch.tensor(logits, dtype=torch.float32)[None],
         mask_logits=torch.full((1, 1, 2 * n, 2 * n), mask_logit),

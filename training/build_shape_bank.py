@@ -20,7 +20,6 @@ The network's weights are copied unchanged from ``--model``; the result is one m
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 import time

@@ -52,9 +52,12 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # torch only where a function takes tensors; the rest of the module is numpy
+    import torch
 
 __all__ = [
     "SHAPENET_TO_BLENDER",
