@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from recon_core.network.config import ModelConfig
 from recon_core.io.inference import Reconstructor
+from recon_core.network.config import ModelConfig
 from training.calibrate import fit_temperature, nll, softmax
 
 

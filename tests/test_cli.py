@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from recon_core.io.cli import main
-from recon_core.network.model import build_model
 from recon_core.io.weights import save_model
+from recon_core.network.model import build_model
 
 REPO = Path(__file__).resolve().parent.parent
 

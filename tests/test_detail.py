@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from recon_core.network.config import VERTEX_SCHEDULES
 from recon_core.mesh.detail import (
     DEFAULT_DETAIL, DETAIL_VERTICES, approx_faces, detail_for_vertices, vertices_for_detail,
 )
+from recon_core.network.config import VERTEX_SCHEDULES
 
 
 def test_levels_are_model_vertex_counts_lowest_first():

@@ -531,8 +531,8 @@ def test_cli_missing_folder_exits_2(tmp_path, capsys):
 
 
 def test_curve_over_checkpoints(dataset, tmp_path):
-    from recon_core.network.model import build_model
     from recon_core.io.weights import save_model
+    from recon_core.network.model import build_model
 
     shapenet, renders = dataset
     ckpts = tmp_path / "checkpoints"

@@ -15,11 +15,11 @@ import pytest
 import torch
 from PIL import Image
 
-from recon_core.network.finder import MIN_OBJECT_SHARE, FinderConfig, ObjectFinder, find_object, letterbox
-from recon_core.io.weights import load_finder, save_finder
 from recon_core.io.image import ImageError
 from recon_core.io.inference import Reconstructor
+from recon_core.io.weights import load_finder, save_finder
 from recon_core.io.weights import WeightsError
+from recon_core.network.finder import MIN_OBJECT_SHARE, FinderConfig, ObjectFinder, find_object, letterbox
 
 RED = np.array([220, 30, 30], np.uint8)
 

@@ -2,10 +2,10 @@ import pytest
 import torch
 from pytorch3d.utils import ico_sphere
 
+from recon_core.mesh.topology import IcoTopology, level_for_vertices, neighbour_mean, vertex_count
 from recon_core.network.backbone import FrozenBatchNorm2d
 from recon_core.network.config import ModelConfig
 from recon_core.network.model import build_model
-from recon_core.mesh.topology import IcoTopology, level_for_vertices, neighbour_mean, vertex_count
 
 
 def _perturb_zero_layers(model, scale=0.05):

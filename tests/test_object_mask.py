@@ -9,13 +9,13 @@ import torch
 from PIL import Image
 
 from recon_core.io.cli import main
-from recon_core.network.config import ModelConfig
 from recon_core.io.image import ImageError, load_image
-from recon_core.network.crop import prepare_image
 from recon_core.io.inference import MIN_MASK_SHARE, Reconstructor
-from recon_core.network.model import build_model
-from recon_core.mesh.printable import check_printable
 from recon_core.io.weights import save_model
+from recon_core.mesh.printable import check_printable
+from recon_core.network.config import ModelConfig
+from recon_core.network.crop import prepare_image
+from recon_core.network.model import build_model
 
 OCCUPANCY = dict(backbone="resnet18", image_size=64, fpn_channels=32, hidden_dim=32, coarse="occupancy",
                  occupancy_resolution=6, occupancy_depth_bins=8)

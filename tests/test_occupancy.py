@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from recon_core.mesh.camera import crop_camera, look_at
-from recon_core.network.heads import OccupancyOutput
 from recon_core.io.inference import occupancy_mesh
+from recon_core.mesh.camera import crop_camera, look_at
 from recon_core.mesh.occupancy import (
     GridCamera,
     GridSpec,
@@ -25,6 +24,7 @@ from recon_core.mesh.occupancy import (
 )
 from recon_core.mesh.printable import check_printable
 from recon_core.mesh.volume import occupancy_grid
+from recon_core.network.heads import OccupancyOutput
 
 SPEC = GridSpec(resolution=12, depth_bins=18, depth_range=0.75)
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from recon_core.network.config import ModelConfig
 from recon_core.io.inference import Reconstructor, coarse_surfaces
-from recon_core.network.model import build_model
 from recon_core.mesh.occupancy import GridCamera
 from recon_core.mesh.printable import check_printable
 from recon_core.mesh.topology import MeshGraph
+from recon_core.network.config import ModelConfig
+from recon_core.network.model import build_model
 from training.config import load_train_config
 from training.train import refine_loss
 

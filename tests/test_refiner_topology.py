@@ -9,8 +9,8 @@ import torch
 from recon_core.mesh.camera import fit_projection
 from recon_core.mesh.occupancy import GridCamera, GridSpec, mesh_occupancy, project_view
 from recon_core.mesh.printable import check_topology
-from recon_core.network.refiner import RefinerStage
 from recon_core.mesh.topology import IcoTopology, MeshGraph, mean_edge_length, neighbour_mean
+from recon_core.network.refiner import RefinerStage
 
 SIZE, FEATURE_DIM, HIDDEN, CATEGORIES = 64, 8, 16, 13
 STRIDES = (4, 8, 16, 32)

@@ -17,16 +17,16 @@ import pytest
 import torch
 import trimesh
 
-from recon_core.mesh.camera import VIEW_TO_OUTPUT, Camera, look_at
-from recon_core.network.categories import category_index
-from recon_core.network.config import ModelConfig
 from recon_core.io.image import load_image
 from recon_core.io.inference import SNAP_QUERY_POINTS
-from recon_core.network.model import build_model
-from recon_core.mesh.printable import check_printable
-from recon_core.network.retrieval import SHAPE_CANDIDATES, SHAPE_STATS_STRIDE, ShapeBank, embed_image
-from recon_core.mesh.volume import GRID_BOUND
 from recon_core.io.weights import load_model, save_model
+from recon_core.mesh.camera import VIEW_TO_OUTPUT, Camera, look_at
+from recon_core.mesh.printable import check_printable
+from recon_core.mesh.volume import GRID_BOUND
+from recon_core.network.categories import category_index
+from recon_core.network.config import ModelConfig
+from recon_core.network.model import build_model
+from recon_core.network.retrieval import SHAPE_CANDIDATES, SHAPE_STATS_STRIDE, ShapeBank, embed_image
 from training.build_shape_bank import attach_bank, build_shape_bank, main
 from training.render import sample_surface
 
@@ -455,9 +455,9 @@ def test_an_occupancy_model_blends_the_nearest_shape_into_its_grid(banked_occupa
     """The blend equals (1 - w) p_network + w * (the share of each cell in the solid of the view the bank
     selects for the picture and the network's filled cells, posed by that view's rotation and the
     predicted camera), computed here from the bank's buffers by brute force."""
-    from recon_core.network.crop import prepare_image
     from recon_core.io.inference import SNAP_QUERY_POINTS, Reconstructor
     from recon_core.mesh.occupancy import GridCamera, voxelize_frustum
+    from recon_core.network.crop import prepare_image
 
     model, meta = load_model(banked_occupancy)
     model = _with_config(model, bank_weight=weight)

@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from recon_core.network.model import build_model
 from recon_core.io.weights import WeightsError, load_model, save_model
+from recon_core.network.model import build_model
 
 
 def test_save_load_round_trip(tmp_path, tiny_config):
@@ -93,8 +93,8 @@ def test_config_using_the_removed_prior_is_refused(tmp_path, tiny_config, field,
 
 def test_shipped_model_config_loads():
     """models/default.json (saved before the prior was removed) still describes a buildable model."""
-    from recon_core.network.config import ModelConfig, from_dict
     from recon_core.io.weights import default_model_path
+    from recon_core.network.config import ModelConfig, from_dict
 
     meta = json.loads(default_model_path().with_suffix(".json").read_text())
     config = from_dict(ModelConfig, meta["model"])

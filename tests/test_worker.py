@@ -16,9 +16,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from recon_core.io import worker
+from recon_core.mesh.detail import DEFAULT_DETAIL, DETAIL_VERTICES
 from recon_core.network.categories import CATEGORIES
 from recon_core.network.config import ModelConfig
-from recon_core.mesh.detail import DEFAULT_DETAIL, DETAIL_VERTICES
 from tests.conftest import TINY
 
 REPO = Path(__file__).resolve().parent.parent

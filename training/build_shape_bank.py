@@ -129,9 +129,9 @@ def build_shape_bank(
 def attach_bank(model_path: str | Path | None, tensors: dict[str, torch.Tensor], info: dict, out: str | Path,
                 shape_weight: float = 1.0) -> Path:
     """Save the network of ``model_path`` (None: the shipped default) with the bank as model ``out``."""
+    from recon_core.io.weights import load_model, save_model
     from recon_core.network.config import ModelConfig
     from recon_core.network.model import build_model
-    from recon_core.io.weights import load_model, save_model
 
     base, meta = load_model(model_path)
     if not meta.get("trained", False):

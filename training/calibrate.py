@@ -69,10 +69,10 @@ def collect_logits(model_path: str | None, samples, styles=CALIBRATION_STYLES, b
     import torch
     from tqdm import tqdm
 
-    from recon_core.network.categories import CATEGORIES
-    from recon_core.network.finder import finder_alpha
-    from recon_core.network.crop import prepare_image
     from recon_core.io.weights import load_model
+    from recon_core.network.categories import CATEGORIES
+    from recon_core.network.crop import prepare_image
+    from recon_core.network.finder import finder_alpha
     from training.evaluate import load_input
 
     model, _ = load_model(model_path)

@@ -23,9 +23,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from recon_core.mesh.camera import Camera, crop_camera
+from recon_core.mesh.occupancy import GridSpec, crop_units_camera, voxelize_frustum
 from recon_core.network.categories import CATEGORIES
 from recon_core.network.crop import PreparedImage, object_box, prepare_image
-from recon_core.mesh.occupancy import GridSpec, crop_units_camera, voxelize_frustum
 from training.augment import PHOTO_SHARE, BackgroundPhotos, augment_box, paper, photometric, synthetic_background
 from training.holdout import is_held_out
 

@@ -25,8 +25,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np
 import torch
 
-from recon_core.network.losses import LossWeights, mesh_loss
 from recon_core.mesh.topology import IcoTopology
+from recon_core.network.losses import LossWeights, mesh_loss
 from training.config import LossConfig, load_train_config
 
 __all__ = ["fit_sphere", "main"]

@@ -32,10 +32,10 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from recon_core.io.weights import atomic_write_bytes, load_model, save_model
 from recon_core.network.heads import OccupancyOutput
 from recon_core.network.losses import LossWeights, RenderSettings, SilhouetteTarget, mesh_loss
 from recon_core.network.model import ReconOutput, build_model
-from recon_core.io.weights import atomic_write_bytes, load_model, save_model
 from training.config import TrainConfig, load_train_config
 from training.sampling import StepBatchSampler, category_item_weights
 

@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from recon_core.network.finder import FINDER_SIZE, FinderConfig, ObjectFinder, letterbox
 from recon_core.io.weights import save_finder
+from recon_core.network.finder import FINDER_SIZE, FinderConfig, ObjectFinder, letterbox
 
 __all__ = ["STYLE_SHARES", "FILL", "EMPTY_SHARE", "place", "finder_sample", "draw_set", "train", "main"]
 
@@ -258,8 +258,8 @@ def check_masks(finder, shapenet: str, renders: str, split: str, views: int, bac
     """
     from tqdm import tqdm
 
-    from recon_core.network.finder import find_object
     from recon_core.network.crop import object_pixels
+    from recon_core.network.finder import find_object
     from training.evaluate import discover, load_input, select_samples
     from training.styles import STYLES
 

@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from recon_core.network.categories import CATEGORIES
 from recon_core.mesh.detail import DETAIL_VERTICES, approx_faces, vertices_for_detail
+from recon_core.network.categories import CATEGORIES
 
 __all__ = ["main", "EPILOG"]
 

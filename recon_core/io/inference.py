@@ -19,14 +19,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recon_core.mesh.camera import VIEW_TO_OUTPUT
-from recon_core.network.categories import CATEGORIES, category_by_name
 from recon_core.io.image import ImageError, load_image
-from recon_core.network.crop import object_mask, prepare_image, uncrop_mask
+from recon_core.io.weights import atomic_write_bytes, load_model
+from recon_core.mesh.camera import VIEW_TO_OUTPUT
 from recon_core.mesh.printable import PrintableReport, check_printable
 from recon_core.mesh.repair import RepairLog, make_printable
+from recon_core.network.categories import CATEGORIES, category_by_name
+from recon_core.network.crop import object_mask, prepare_image, uncrop_mask
 from recon_core.network.retrieval import embed_image
-from recon_core.io.weights import atomic_write_bytes, load_model
 
 __all__ = ["Reconstruction", "Reconstructor", "export_mesh", "EXPORT_FORMATS", "ExportError"]
 
@@ -180,8 +180,8 @@ class Reconstructor:
         Raises:
             ImageError: neither finds an object.
         """
-        from recon_core.network.finder import finder_alpha
         from recon_core.network.crop import object_pixels
+        from recon_core.network.finder import finder_alpha
 
         with _timed(timings, "finder"):
             found = finder_alpha(self.finder, rgb)

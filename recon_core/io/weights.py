@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from recon_core.network.config import ModelConfig, from_dict
-from recon_core.network.model import ReconstructionNet, build_model
 from recon_core.network.finder import FinderConfig, ObjectFinder
+from recon_core.network.model import ReconstructionNet, build_model
 
 __all__ = [
     "WeightsError", "save_model", "load_model", "default_model_path", "atomic_write_bytes", "save_finder", "load_finder",

@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recon_core.mesh.occupancy import GridCamera, GridSpec, project_view
+from recon_core.mesh.topology import IcoTopology, MeshGraph, vertex_count
 from recon_core.network.config import VERTEX_SCHEDULES, ModelConfig
 from recon_core.network.encoder import ImageEncoder
 from recon_core.network.heads import OccupancyHeads, OccupancyOutput
-from recon_core.mesh.occupancy import GridCamera, GridSpec, project_view
 from recon_core.network.refiner import RefinerStage
 from recon_core.network.retrieval import ShapeBank
-from recon_core.mesh.topology import IcoTopology, MeshGraph, vertex_count
 
 __all__ = ["ReconstructionNet", "ReconOutput", "build_model"]
 
