@@ -32,7 +32,7 @@ GRID = GridSpec(resolution=32, depth_bins=24, depth_range=0.75)
 
 
 def _crop_of(box) -> np.ndarray:
-    """The crop box prepare_image makes of an object box (recon_core/io/image.py)."""
+    """The crop box prepare_image makes of an object box (recon_core/network/crop.py)."""
     u0, v0, u1, v1 = box
     side = max(u1 - u0, v1 - v0) / (1.0 - 2.0 * CROP_MARGIN)
     cu, cv = (u0 + u1) / 2, (v0 + v1) / 2

@@ -9,6 +9,7 @@ against plain references.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -301,3 +302,14 @@ def test_a_jpeg_on_a_background_reconstructs_printable_with_the_shipped_finder(t
     import trimesh
 
     assert trimesh.load(out, force="mesh").is_watertight
+
+
+def test_default_finder_path_is_the_shipped_finder_unless_recon_finder_says(monkeypatch):
+    from recon_core.io.weights import default_finder_path
+
+    monkeypatch.delenv("RECON_FINDER", raising=False)
+    stem = default_finder_path()
+    assert stem == Path(__file__).resolve().parent.parent / "models" / "finder"
+    assert stem.with_suffix(".json").is_file() and stem.with_suffix(".safetensors").is_file()
+    monkeypatch.setenv("RECON_FINDER", "/somewhere/else.safetensors")
+    assert default_finder_path() == Path("/somewhere/else")

@@ -40,59 +40,38 @@ def _recon_core_imports(path: Path) -> set[str]:
     return found
 
 
+def _wrong_way(part: str, name: str) -> bool:
+    """Whether a module of ``recon_core/<part>/`` importing ``name`` breaks the io -> network -> mesh order."""
+    pieces = name.split(".")
+    if len(pieces) == 1:  # the package itself (its version, its path)
+        return False
+    return pieces[1] not in PARTS[PARTS.index(part):]
+
+
 def test_imports_run_one_way_io_network_mesh():
     """io may import network and mesh, network only mesh, mesh neither: the three parts show in the layout."""
     root = Path(__file__).resolve().parent.parent / "recon_core"
     loose = sorted(p.name for p in root.glob("*.py") if p.name != "__init__.py")
     assert not loose, f"modules outside the three parts: {loose}"
     checked = 0
-    for rank, part in enumerate(PARTS):
-        allowed = set(PARTS[rank:])
+    for part in PARTS:
         for path in sorted((root / part).glob("*.py")):
             for name in _recon_core_imports(path):
                 assert name != "relative", f"{path.name}: relative import"
-                pieces = name.split(".")
-                if len(pieces) == 1:  # the package itself (its version, its path)
-                    continue
-                target = pieces[1]
-                assert target in allowed, f"recon_core/{part}/{path.name} imports {name}"
+                assert not _wrong_way(part, name), f"recon_core/{part}/{path.name} imports {name}"
             checked += 1
     assert checked >= 25
 
 
 def test_layout_check_catches_a_wrong_way_import(tmp_path):
-    """The check above fails on a mesh module that imports the network, and on a relative import."""
+    """The check above finds a mesh module's lazy import of the network, and a relative import."""
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from recon_core.network.model import build_model\n")
-    assert _recon_core_imports(bad) == {"recon_core.network.model", "recon_core.network.model.build_model"}
+    found = _recon_core_imports(bad)
+    assert found == {"recon_core.network.model", "recon_core.network.model.build_model"}
+    assert all(_wrong_way("mesh", name) for name in found)
+    assert not any(_wrong_way("io", name) for name in found)
+    assert _wrong_way("network", "recon_core.io.weights") and not _wrong_way("network", "recon_core.mesh.camera")
+    assert not _wrong_way("mesh", "recon_core")
     bad.write_text("from . import volume\n")
     assert "relative" in _recon_core_imports(bad)
-
-
-def _modules_after(code: str) -> set[str]:
-    """The names in ``sys.modules`` after running ``code`` in a fresh interpreter."""
-    code += "\nimport sys\nprint(' '.join(sorted(sys.modules)))\n"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    return set(proc.stdout.splitlines()[-1].split())
-
-
-def test_importing_inference_skips_torchvision_torch_geometric_and_dynamo():
-    """torchvision (through torchvision.ops) and torch_geometric each import torch._dynamo (about a second)."""
-    loaded = _modules_after("import recon_core.io.inference")
-    assert "recon_core.io.inference" in loaded and "torch" in loaded
-    for heavy in ("torchvision", "torch_geometric", "torch._dynamo"):
-        assert heavy not in loaded, f"import recon_core.io.inference imports {heavy}"
-
-
-def test_recon_mesh_never_imports_torchvision(tmp_path, tiny_model_path):
-    image = Path(__file__).resolve().parent.parent / "examples" / "chair.png"
-    out = tmp_path / "chair.stl"
-    loaded = _modules_after(
-        "from recon_core.io.cli import main\n"
-        f"code = main([{str(image)!r}, '-o', {str(out)!r}, '--model', {str(tiny_model_path)!r}, '--detail', 'low'])\n"
-        "assert code in (0, 3), code\n"
-    )
-    assert out.is_file()
-    assert "recon_core.network.encoder" in loaded
-    assert not any(name == "torchvision" or name.startswith("torchvision.") for name in loaded)

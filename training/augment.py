@@ -87,7 +87,7 @@ def augment_box(box: tuple[float, float, float, float], rng: np.random.Generator
 
 
 class BackgroundPhotos:
-    """The photographs of ``data/backgrounds`` (training/build_backgrounds.py): random square crops of them.
+    """The photographs of a background folder (training/build_backgrounds.py; ``data.backgrounds``): random square crops of them.
 
     Args:
         folder: a folder of ``*.jpg`` / ``*.png`` pictures. Missing or empty: :attr:`available`

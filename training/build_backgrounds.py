@@ -1,6 +1,10 @@
-"""Build the background photographs of augmented training views: square crops of free Debian wallpapers.
+"""Build background photographs: square crops of free Debian wallpapers and sample pictures.
 
-Fetches the packages of :data:`SOURCES` without installing them (``apt-get download`` +
+Two sets: :data:`SOURCES` (``data/backgrounds``), the photographs of the ``background`` check set
+(``evaluate.py --style background``, training/styles.py); :data:`FINDER_SOURCES`
+(``data/backgrounds_finder``), other packages' pictures, behind every training picture (the object
+finder's, training/train_finder.py, and the reconstruction's ``data.backgrounds``), so that the check
+set's photographs are never seen in training. Fetches the packages without installing them (``apt-get download`` +
 ``dpkg -x``, cached in ``data/cache``, as training/build_dataset.py does), cuts random square
 crops of their photographs, resized to ``--size`` pixels, and writes::
 
@@ -11,8 +15,8 @@ Idempotent: a folder whose ``sources.json`` has the same settings is left as it 
 it is rebuilt next to it and swapped in. :class:`training.dataset.RenderedViews` (through
 ``data.backgrounds``) composites augmented shaded views onto them.
 
-    python training/build_backgrounds.py            # data/backgrounds, 320 crops of 256 px
-    python training/build_backgrounds.py --sources finder   # data/backgrounds_finder (training/train_finder.py)
+    python training/build_backgrounds.py            # data/backgrounds, 320 crops of 256 px: the check set's
+    python training/build_backgrounds.py --sources finder   # data/backgrounds_finder, 960 crops: training's
 """
 
 from __future__ import annotations
@@ -52,9 +56,10 @@ FINDER_SOURCES: dict[str, str] = {
     "gimp-data": "usr/share/gimp/2.0/patterns/*/*.pat",
     "opencv-doc": "usr/share/doc/opencv-doc/examples/data/*[!0-9].jpg",
 }
-"""The backgrounds of the object finder's training pictures (training/train_finder.py): other
-packages than :data:`SOURCES`, so the ``background`` check set (``evaluate.py --style background``,
-built from :data:`SOURCES`) shows the finder rooms, tables and landscapes it never saw.
+"""The backgrounds of training pictures (the object finder's, training/train_finder.py, and the
+reconstruction's ``data.backgrounds``): other packages than :data:`SOURCES`, so the ``background``
+check set (``evaluate.py --style background``, built from :data:`SOURCES`) shows rooms, tables and
+landscapes never seen in training.
 plasma-workspace-wallpapers: 13 pictures (photographs of leaves, water, hills, a path, and a few
 drawings); lomiri-wallpapers-20.04: 4 (a bird on a tree, abstract art); ukui-wallpapers: 12
 (mostly abstract art and illustrations); python3-skimage: its sample pictures (a coffee cup, a cat, an
@@ -266,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         out = args.out or Path("data/backgrounds" if args.sources == "reconstruction" else "data/backgrounds_finder")
-        crops = args.crops or (320 if args.sources == "reconstruction" else FINDER_CROPS)
+        crops = args.crops if args.crops is not None else (320 if args.sources == "reconstruction" else FINDER_CROPS)
         build_backgrounds(out, args.cache, crops, args.size, args.seed,
                           None if args.sources == "reconstruction" else FINDER_SOURCES)
     except (RuntimeError, ValueError, OSError) as err:

@@ -32,7 +32,7 @@ class SyntheticViews(Dataset):
         rng = np.random.default_rng((self.seed, index))
         axes = rng.uniform(0.15, 0.45, 3)
         s, d = self.image_size, self.distance
-        # focal length so the larger of the x/y extents fills the crop like recon_core.io.image does
+        # focal length so the larger of the x/y extents fills the crop like recon_core.network.crop does
         f = (1 - 2 * CROP_MARGIN) * s * d / (2 * max(axes[0], axes[1]))
         K = np.array([[f, 0, s / 2], [0, f, s / 2], [0, 0, 1]], np.float32)
         u, v = np.meshgrid(np.arange(s) + 0.5, np.arange(s) + 0.5)

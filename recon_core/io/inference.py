@@ -406,8 +406,9 @@ MIN_COMPONENT_SHARE = 0.01
 
 
 def network_points(probs: np.ndarray, camera, spec, count: int) -> np.ndarray | None:
-    """Up to about ``count`` view-frame points of the shape a network's occupancy fills: the centres of the
-    cells with ``p > 0.5``, every k-th in the grid's order (k = cells // count); None when no cell is filled.
+    """View-frame points of the shape a network's occupancy fills: the centres of the cells with ``p > 0.5``,
+    every k-th in the grid's order (k = filled cells // count, at least 1: between ``count`` and
+    ``2 count - 1`` points when at least ``count`` cells are filled, all of them otherwise); None when none is.
 
     Args:
         probs: (Z, N, N) occupancy probabilities.

@@ -41,7 +41,7 @@ the renderer writes both forms in its camera JSON (:meth:`Camera.to_json`).
 Feature projection
 ------------------
 The refiner samples image features at the vertices' projections. The network's input
-is cropped to the object (:mod:`recon_core.io.image`), so the true camera is unknown at
+is cropped to the object (:mod:`recon_core.network.crop`), so the true camera is unknown at
 inference. :func:`fit_projection` therefore projects view-frame vertices
 orthographically and fits their x/y bounding box into the crop's object box, the same
 way at training and inference.
@@ -236,7 +236,7 @@ def fit_projection(verts_view: "torch.Tensor", image_size: int, margin: float = 
 
     The x/y bounding box of each mesh (measured without gradient) is scaled uniformly
     and centred so that its larger side spans ``[margin, 1 - margin] * image_size``,
-    which is where :mod:`recon_core.io.image` puts the object's 2D box.
+    which is where :mod:`recon_core.network.crop` puts the object's 2D box.
 
     Args:
         verts_view: (B, V, 3) vertices in the view frame.

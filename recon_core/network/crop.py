@@ -31,7 +31,7 @@ class PreparedImage:
         box: ``(u0, v0, u1, v1)`` square crop box in the pixels of the image given to :func:`prepare_image`
             (may extend past its border).
         original_size: ``(width, height)`` of that image: for a large JPEG, the reduced size
-            :func:`load_image` decoded it at, not the size in the file's header.
+            :func:`recon_core.io.image.load_image` decoded it at, not the size in the file's header.
     """
 
     image: torch.Tensor
