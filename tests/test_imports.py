@@ -75,3 +75,32 @@ def test_layout_check_catches_a_wrong_way_import(tmp_path):
     assert not _wrong_way("mesh", "recon_core")
     bad.write_text("from . import volume\n")
     assert "relative" in _recon_core_imports(bad)
+
+
+def _modules_after(code: str) -> set[str]:
+    """The names in ``sys.modules`` after running ``code`` in a fresh interpreter."""
+    code += "\nimport sys\nprint(' '.join(sorted(sys.modules)))\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return set(proc.stdout.splitlines()[-1].split())
+
+
+def test_importing_inference_skips_torchvision_torch_geometric_and_dynamo():
+    """torchvision (through torchvision.ops) and torch_geometric each import torch._dynamo (about a second)."""
+    loaded = _modules_after("import recon_core.io.inference")
+    assert "recon_core.io.inference" in loaded and "torch" in loaded
+    for heavy in ("torchvision", "torch_geometric", "torch._dynamo"):
+        assert heavy not in loaded, f"import recon_core.io.inference imports {heavy}"
+
+
+def test_recon_mesh_never_imports_torchvision(tmp_path, tiny_model_path):
+    image = Path(__file__).resolve().parent.parent / "examples" / "chair.png"
+    out = tmp_path / "chair.stl"
+    loaded = _modules_after(
+        "from recon_core.io.cli import main\n"
+        f"code = main([{str(image)!r}, '-o', {str(out)!r}, '--model', {str(tiny_model_path)!r}, '--detail', 'low'])\n"
+        "assert code in (0, 3), code\n"
+    )
+    assert out.is_file()
+    assert "recon_core.network.encoder" in loaded
+    assert not any(name == "torchvision" or name.startswith("torchvision.") for name in loaded)
