@@ -70,16 +70,20 @@ def save_model(model: ReconstructionNet, path: str | os.PathLike, metadata: dict
     Args:
         half: store floating tensors as fp16 (halves the file; loading casts back to fp32).
     """
+    meta = {"model": model.config.to_dict(), "trained": True, **(metadata or {})}
+    return _save(model, path, meta, half)
+
+
+def _save(module: torch.nn.Module, path: str | os.PathLike, meta: dict[str, Any], half: bool) -> Path:
+    """``module``'s tensors (floating ones as fp16 with ``half``) to ``STEM.safetensors`` and ``meta`` to
+    ``STEM.json``, each written atomically; returns the stem."""
     from safetensors.torch import save
 
     stem = _stem(Path(path))
     state = {}
-    for k, v in model.state_dict().items():
+    for k, v in module.state_dict().items():
         v = v.detach().cpu().contiguous()
-        if half and v.is_floating_point():
-            v = v.half()
-        state[k] = v
-    meta = {"model": model.config.to_dict(), "trained": True, **(metadata or {})}
+        state[k] = v.half() if half and v.is_floating_point() else v
     atomic_write_bytes(stem.with_suffix(".safetensors"), save(state))
     atomic_write_bytes(stem.with_suffix(".json"), json.dumps(meta, indent=2).encode())
     return stem
@@ -166,15 +170,7 @@ def default_finder_path() -> Path:
 
 def save_finder(net: ObjectFinder, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
     """Save as ``path.safetensors`` (fp16) + ``path.json`` (``{"finder": config, ...metadata}``); returns the stem."""
-    from safetensors.torch import save
-
-    stem = _stem(Path(path))
-    state = {k: v.detach().cpu().contiguous().half() if v.is_floating_point() else v.detach().cpu().contiguous()
-             for k, v in net.state_dict().items()}
-    atomic_write_bytes(stem.with_suffix(".safetensors"), save(state))
-    meta = {"finder": net.config.to_dict(), **(metadata or {})}
-    atomic_write_bytes(stem.with_suffix(".json"), json.dumps(meta, indent=2).encode())
-    return stem
+    return _save(net, path, {"finder": net.config.to_dict(), **(metadata or {})}, half=True)
 
 
 def load_finder(path: str | os.PathLike | None = None) -> ObjectFinder | None:
