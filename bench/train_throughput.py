@@ -72,6 +72,8 @@ def measure(cfg, device: torch.device, steps: int, warmup: int) -> dict:
 
 
 def run(args) -> dict:
+    from training.train import amp_enabled
+
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config, args.tiny)
     steps = args.steps if args.steps is not None else (1 if args.tiny else 3)
@@ -86,6 +88,7 @@ def run(args) -> dict:
         "config": str(args.config) + (" (tiny model)" if args.tiny else ""),
         "model": {"backbone": m.backbone, "image_size": m.image_size, "vertices": m.vertices},
         "amp": cfg.run.amp,
+        "amp_on_cpu": amp_enabled(cfg, torch.device("cpu")),
         "loss": {"num_samples": cfg.loss.num_samples, "silhouette": cfg.loss.silhouette, "depth": cfg.loss.depth},
         "data": "training.synthetic.SyntheticViews (batches made before timing)",
         "results": results,

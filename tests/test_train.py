@@ -153,3 +153,21 @@ def test_a_resumed_run_with_new_loss_parts_keeps_every_value_under_its_own_colum
         rows = list(csv.DictReader(f))
     assert rows[0] == {"step": "1", "chamfer": "0.5", "total": "1.0", "silhouette": ""}
     assert rows[1] == {"step": "2", "chamfer": "0.4", "total": "0.9", "silhouette": "0.7"}
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [(False, False, False), (True, False, True), (False, True, True)])
+def test_cpu_mixed_precision_only_where_the_cpu_has_native_bf16(monkeypatch, avx512_bf16, amx, expected):
+    from training.config import load_train_config
+    from training.train import _autocast, amp_enabled
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    cpu = torch.device("cpu")
+    on, off = load_train_config(None, ["run.amp=true"]), load_train_config(None, ["run.amp=false"])
+    assert amp_enabled(on, cpu) is expected
+    assert amp_enabled(off, cpu) is False
+    assert amp_enabled(on, torch.device("cuda")) is True  # fp16 autocast on CUDA whatever the CPU
+    layer = torch.nn.Linear(4, 4)
+    with _autocast(cpu, amp_enabled(on, cpu)):
+        y = layer(torch.randn(2, 4))
+    assert y.dtype == (torch.bfloat16 if expected else torch.float32)

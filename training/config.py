@@ -103,7 +103,8 @@ class RunConfig:
     out: str = "runs/train"
     seed: int = 0
     amp: bool = True
-    """bf16 autocast on CPU, fp16 (with a grad scaler) on CUDA."""
+    """fp16 autocast (with a grad scaler) on CUDA; bf16 autocast on a CPU with native bf16 (AVX512-BF16 or AMX),
+    float32 on other CPUs, where emulated bf16 is slower (training.train.amp_enabled)."""
     checkpoint_every: int = 200
     log_every: int = 10
     snapshots: int = 20
