@@ -99,7 +99,7 @@ class StageTimer:
 
 
 def encode_stl(verts: np.ndarray, faces: np.ndarray) -> bytes:
-    """The result as binary STL bytes, encoded as :func:`recon_core.io.inference.export_mesh` does (no file)."""
+    """The result as binary STL bytes, encoded as :func:`recon_core.io.export.export_mesh` does (no file)."""
     import trimesh
 
     mesh = trimesh.Trimesh(vertices=np.asarray(verts, dtype=np.float64), faces=np.asarray(faces), process=False)

@@ -77,6 +77,7 @@ def _bad_inputs(tmp_path: Path, tiny_config) -> dict[str, tuple[list[str], str]]
         "truncated safetensors": ([str(good), "--model", str(cut)], "truncated or corrupt"),
         "bad extension": ([str(good), "-o", str(tmp_path / "out.xyz")], "extension must be one of"),
         "bad height": ([str(good), "--height-mm", "-5"], "positive number"),
+        "3mf without a height": ([str(good), "-o", str(tmp_path / "out.3mf")], "give the object's real height"),
         "uniform white picture": ([str(white), "--save-mask", str(tmp_path / "white_mask.png")], "one uniform colour"),
         "noise picture": ([str(noise)], "random noise"),
         "mask not png": ([str(good), "--save-mask", str(tmp_path / "mask.jpg")], "the extension must be .png"),
@@ -97,6 +98,7 @@ def test_each_bad_input_gets_one_sentence_and_no_file(tmp_path, tiny_config, cap
         assert "Traceback" not in err and err.count("\n") == 1, (name, err)
         assert not out.exists(), name
     assert not list(tmp_path.glob("*mask*")), "no mask written on bad input"
+    assert not list(tmp_path.glob("*.3mf"))
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
 
 
@@ -252,12 +254,12 @@ def test_save_mask_without_alpha_is_the_object_against_the_border_colour(tmp_pat
 
 def test_a_failed_mask_write_leaves_no_file(tmp_path, tiny_model_path, good_image, capsys, monkeypatch):
     """Should the mask's write fail after the checks (a full disk), the mesh written just before is removed."""
-    import recon_core.io.weights
+    import recon_core.io.image
 
     def full_disk(path, data):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(recon_core.io.weights, "atomic_write_bytes", full_disk)
+    monkeypatch.setattr(recon_core.io.image, "atomic_write_bytes", full_disk)
     out = tmp_path / "mesh.stl"
     code = main([str(good_image), "-o", str(out), "--model", str(tiny_model_path), "--detail", "low",
                  "--save-mask", str(tmp_path / "mask.png")])

@@ -48,7 +48,7 @@ def test_missing_config_message(tmp_path):
 def test_atomic_write_gives_usual_permissions(tmp_path):
     import os
 
-    from recon_core.io.weights import atomic_write_bytes
+    from recon_core.io.export import atomic_write_bytes
 
     umask = os.umask(0o022)
     try:

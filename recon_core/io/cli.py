@@ -37,7 +37,9 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("image", help="input image (PNG or JPEG; an alpha channel is used as the object mask)")
-    p.add_argument("-o", "--output", required=True, help="output mesh: .obj, .stl, .ply or .glb")
+    p.add_argument("-o", "--output", required=True,
+                   help="output mesh: .obj, .stl, .ply, .glb or .3mf (for slicers: millimetres, +Z up, on the "
+                        "build plate; needs --height-mm)")
     p.add_argument("--category", choices=[c.name for c in CATEGORIES], help="object category (default: predicted)")
     p.add_argument("--height-mm", type=float, help="scale the mesh so that its height is this many millimetres")
     sizes = ", ".join(f"{name} ~{approx_faces(name):,}" for name in DETAIL_VERTICES)
@@ -92,7 +94,7 @@ def _save_mask(mask, image: str, path: Path, mesh: Path) -> None:
     the mesh just written is removed (exit code 2 means no file written) and ``ExportError`` raised.
     """
     from recon_core.io.image import save_mask
-    from recon_core.io.inference import ExportError
+    from recon_core.io.export import ExportError
 
     try:
         save_mask(mask, image, path)
@@ -119,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         from recon_core.io.image import ImageError, load_image
-        from recon_core.io.inference import EXPORT_FORMATS, ExportError, Reconstructor, export_mesh
+        from recon_core.io.export import EXPORT_FORMATS, ExportError, export_mesh
+        from recon_core.io.inference import Reconstructor
         from recon_core.io.weights import WeightsError
 
         out = Path(args.output)
@@ -139,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
                                   "choose a writable location.")
         if args.height_mm is not None and not args.height_mm > 0:
             raise ValueError(f"--height-mm must be a positive number of millimetres, got {args.height_mm}.")
+        if out.suffix.lower() == ".3mf" and args.height_mm is None:
+            raise ExportError(f"Cannot write {out.name} without a size: a 3MF file is in millimetres, so give the "
+                              "object's real height, e.g. --height-mm 90.")
         rgb, alpha, notes = load_image(args.image)  # bad input fails fast, before the model loads
         rec = Reconstructor.from_file(args.model)
         result = rec.reconstruct(

@@ -19,6 +19,8 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from recon_core.io.export import atomic_write_bytes
+
 __all__ = [
     "ImageError", "load_image", "MIN_SIDE", "MAX_PIXELS", "DECODE_MIN_SIDE", "UNIFORM_SPREAD", "NOISE_CORRELATION",
     "mask_png", "save_mask",
@@ -221,8 +223,6 @@ def save_mask(mask: np.ndarray, picture: str | os.PathLike, path: str | os.PathL
     Raises:
         OSError: the picture cannot be opened again or the PNG cannot be written.
     """
-    from recon_core.io.weights import atomic_write_bytes  # here, not above: recon_core.io.weights loads the network
-
     with Image.open(picture) as img:
         size = img.size
     atomic_write_bytes(path, mask_png(mask, size))

@@ -2,6 +2,7 @@
 
 >>> rec = Reconstructor.from_file()          # the shipped default model
 >>> result = rec.reconstruct_file("chair.png", height_mm=120)
+>>> from recon_core.io.export import export_mesh
 >>> export_mesh(result.verts, result.faces, "chair.stl")
 """
 
@@ -12,7 +13,6 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from recon_core.io.image import ImageError, load_image
-from recon_core.io.weights import atomic_write_bytes, load_model
+from recon_core.io.weights import load_model
 from recon_core.mesh.camera import VIEW_TO_OUTPUT
 from recon_core.mesh.printable import PrintableReport, check_printable
 from recon_core.mesh.repair import RepairLog, make_printable
@@ -28,11 +28,10 @@ from recon_core.network.categories import CATEGORIES, category_by_name
 from recon_core.network.crop import object_mask, prepare_image, uncrop_mask
 from recon_core.network.retrieval import embed_image
 
-__all__ = ["Reconstruction", "Reconstructor", "export_mesh", "EXPORT_FORMATS", "ExportError"]
+__all__ = ["Reconstruction", "Reconstructor"]
 
 log = logging.getLogger(__name__)
 
-EXPORT_FORMATS = (".obj", ".stl", ".ply", ".glb")
 SMOOTH_ITERATIONS = 10
 """Taubin (volume-preserving) smoothing iterations applied after repair."""
 
@@ -42,10 +41,6 @@ SNAP_QUERY_POINTS = 256
 MIN_MASK_SHARE = 0.005
 """A picture without transparency whose predicted mask (``coarse="occupancy"`` models) is above 0.5 on less
 than this share of the crop has no object to reconstruct: it is refused with an ``ImageError``."""
-
-
-class ExportError(ValueError):
-    """A mesh that cannot be written where asked."""
 
 
 @dataclass
@@ -603,29 +598,3 @@ def _drop_specks(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.n
     remap = np.full(n, -1, dtype=np.int64)
     remap[used] = np.arange(len(used))
     return verts[used], remap[faces[keep]]
-
-
-def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write a mesh as OBJ, STL, PLY or GLB (by extension), atomically (temp file + rename).
-
-    Args:
-        verts: (V, 3) float.
-        faces: (F, 3) int.
-    """
-    import trimesh
-
-    path = Path(path)
-    ext = path.suffix.lower()
-    if ext not in EXPORT_FORMATS:
-        raise ExportError(f"Cannot write {path.name}: the extension must be one of {', '.join(EXPORT_FORMATS)}.")
-    if not path.parent.exists():
-        raise ExportError(f"Cannot write {path}: the folder {path.parent} does not exist; create it first.")
-    mesh = trimesh.Trimesh(vertices=np.asarray(verts, dtype=np.float64), faces=np.asarray(faces), process=False)
-    data = mesh.export(file_type=ext[1:])
-    if isinstance(data, str):
-        data = data.encode()
-    try:
-        atomic_write_bytes(path, data)
-    except OSError as err:
-        raise ExportError(f"Cannot write {path}: {err.strerror or err}. Choose a writable location.") from None
-    return path

@@ -12,18 +12,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from recon_core.io.export import atomic_write_bytes
 from recon_core.network.config import ModelConfig, from_dict
 from recon_core.network.finder import FinderConfig, ObjectFinder
 from recon_core.network.model import ReconstructionNet, build_model
 
 __all__ = [
-    "WeightsError", "save_model", "load_model", "default_model_path", "atomic_write_bytes", "save_finder", "load_finder",
+    "WeightsError", "save_model", "load_model", "default_model_path", "save_finder", "load_finder",
     "default_finder_path",
 ]
 
@@ -44,23 +44,6 @@ def default_model_path() -> Path:
 
 def _stem(path: Path) -> Path:
     return path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_model(model: ReconstructionNet, path: str | os.PathLike, metadata: dict[str, Any] | None = None,

@@ -1,0 +1,176 @@
+"""Writing meshes: OBJ, STL, PLY, GLB and 3MF, always through a temporary file and a rename.
+
+3MF is what slicers (PrusaSlicer, Bambu Studio, Cura) prefer: it carries its unit. Ours are
+millimetres, +Z up (3MF's build platform is the XY plane), each object resting on z = 0 with
+its bounding box centred on the Z axis, as the Blender add-on places it. trimesh writes the
+file; tests read it back with the 3MF Consortium's lib3mf.
+
+This module imports neither torch nor the network, so ``python -m recon_core.io.export`` (what
+the Blender add-on runs to write a 3MF) starts in a fraction of a second::
+
+    python -m recon_core.io.export MESHES.npz OUT.3mf
+
+``MESHES.npz`` holds ``verts_0``, ``faces_0``, ``verts_1``, ... (Z up, millimetres) and ``names``.
+Exit codes: 0 written, 2 bad input or unwritable output (one sentence on stderr, no file written).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["EXPORT_FORMATS", "ExportError", "OUTPUT_TO_Z_UP", "atomic_write_bytes", "export_mesh", "write_3mf",
+           "on_plate", "main"]
+
+EXPORT_FORMATS = (".obj", ".stl", ".ply", ".glb", ".3mf")
+
+OUTPUT_TO_Z_UP = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float64)
+"""Rotation from the output frame (+Y up, camera on +Z; :mod:`recon_core.mesh.camera`) to +Z up:
+``(x, y, z) -> (x, -z, y)``, the add-on's rotation into Blender. A rotation (determinant 1), so
+outward faces stay outward."""
+
+
+class ExportError(ValueError):
+    """A mesh that cannot be written where asked."""
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _check_target(path: Path) -> str:
+    ext = path.suffix.lower()
+    if ext not in EXPORT_FORMATS:
+        raise ExportError(f"Cannot write {path.name}: the extension must be one of {', '.join(EXPORT_FORMATS)}.")
+    if not path.parent.exists():
+        raise ExportError(f"Cannot write {path}: the folder {path.parent} does not exist; create it first.")
+    return ext
+
+
+def _write(path: Path, data: bytes | str) -> Path:
+    try:
+        atomic_write_bytes(path, data.encode() if isinstance(data, str) else data)
+    except OSError as err:
+        raise ExportError(f"Cannot write {path}: {err.strerror or err}. Choose a writable location.") from None
+    return path
+
+
+def _checked_mesh(verts, faces, what: str) -> tuple[np.ndarray, np.ndarray]:
+    verts = np.asarray(verts, dtype=np.float64)
+    faces = np.asarray(faces)
+    if verts.ndim != 2 or verts.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
+        raise ExportError(f"Cannot write {what}: vertices must be (V, 3) and faces (F, 3), "
+                          f"got {verts.shape} and {faces.shape}.")
+    if len(faces) == 0:
+        raise ExportError(f"Cannot write {what}: it has no faces.")
+    if not np.isfinite(verts).all():
+        raise ExportError(f"Cannot write {what}: some vertex coordinates are not finite.")
+    if not np.issubdtype(faces.dtype, np.integer) or faces.min() < 0 or faces.max() >= len(verts):
+        raise ExportError(f"Cannot write {what}: its faces must index its {len(verts)} vertices.")
+    return verts, faces.astype(np.int64)
+
+
+def on_plate(verts: np.ndarray) -> np.ndarray:
+    """``(V, 3)`` +Z-up vertices moved to rest on z = 0 with their bounding box centred on the Z axis."""
+    lo, hi = verts.min(0), verts.max(0)
+    return verts - np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2]])
+
+
+def write_3mf(objects: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str | os.PathLike) -> Path:
+    """Write one 3MF file with one object per ``(name, verts, faces)``, in millimetres.
+
+    Args:
+        objects: ``name``, ``verts`` (V, 3) float in millimetres, +Z up, placed as they should be
+            printed (nothing is moved), and ``faces`` (F, 3) int, outward (counter-clockwise seen from
+            outside, as 3MF requires).
+        path: the ``.3mf`` file.
+
+    Raises:
+        ExportError: no objects, a malformed mesh, a wrong extension, or an unwritable place.
+    """
+    import trimesh
+    from trimesh.exchange.threemf import export_3MF
+
+    path = Path(path)
+    if path.suffix.lower() != ".3mf":
+        raise ExportError(f"Cannot write {path.name} as 3MF: the extension must be .3mf.")
+    _check_target(path)
+    if not objects:
+        raise ExportError(f"Cannot write {path.name}: there is no mesh to write.")
+    scene = trimesh.Scene()
+    taken: set[str] = set()
+    for i, (name, verts, faces) in enumerate(objects):
+        name = str(name) or f"object_{i + 1}"
+        while name in taken:  # 3MF objects need distinct names here: the scene is keyed by them
+            name += "_"
+        taken.add(name)
+        verts, faces = _checked_mesh(verts, faces, f"{path.name} (object {name!r})")
+        scene.add_geometry(trimesh.Trimesh(vertices=verts, faces=faces, process=False), geom_name=name, node_name=name)
+    return _write(path, export_3MF(scene))
+
+
+def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike, name: str = "reconstruction") -> Path:
+    """Write one mesh in the output frame as OBJ, STL, PLY, GLB or 3MF (by extension), atomically.
+
+    OBJ, STL, PLY and GLB keep the output frame (+Y up) and its coordinates. 3MF gets millimetres,
+    +Z up (:data:`OUTPUT_TO_Z_UP`), the mesh resting on the build plate (:func:`on_plate`): pass
+    vertices in millimetres (``Reconstructor.reconstruct(..., height_mm=...)``).
+
+    Args:
+        verts: (V, 3) float, output frame.
+        faces: (F, 3) int.
+        path: the file to write.
+        name: the object's name inside a 3MF file.
+    """
+    import trimesh
+
+    path = Path(path)
+    ext = _check_target(path)
+    verts, faces = _checked_mesh(verts, faces, path.name)
+    if ext == ".3mf":
+        return write_3mf([(name, on_plate(verts @ OUTPUT_TO_Z_UP.T), faces)], path)
+    mesh = trimesh.Trimesh(vertices=verts, faces=faces, process=False)
+    return _write(path, mesh.export(file_type=ext[1:]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m recon_core.io.export MESHES.npz OUT.3mf``: the add-on's 3MF writer (see the module docstring)."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m recon_core.io.export MESHES.npz OUT.3mf", file=sys.stderr)
+        return 2
+    source, target = args
+    try:
+        with np.load(source, allow_pickle=False) as data:
+            names = [str(n) for n in data["names"]] if "names" in data else []
+            count = sum(1 for key in data.files if key.startswith("verts_"))
+            objects = [(names[i] if i < len(names) else f"object_{i + 1}", data[f"verts_{i}"], data[f"faces_{i}"])
+                       for i in range(count)]
+        path = write_3mf(objects, target)
+    except (OSError, KeyError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} ({len(objects)} object{'s' if len(objects) != 1 else ''})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Writing meshes: 3MF for slicers (millimetres, +Z up, on the build plate), read back with the 3MF
+Consortium's lib3mf, an independent reader; the other formats; atomic writes and clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import lib3mf
+import numpy as np
+import pytest
+import trimesh
+
+from recon_core.io.cli import main as recon_mesh
+from recon_core.io.export import OUTPUT_TO_Z_UP, ExportError, export_mesh, write_3mf
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _read_3mf(path: Path) -> tuple[int, list[tuple[str, np.ndarray, np.ndarray, bool]], int]:
+    """(unit, [(name, verts (V, 3), faces (F, 3), manifold and oriented)], build items) as lib3mf reads them."""
+    model = lib3mf.get_wrapper().CreateModel()
+    model.QueryReader("3mf").ReadFromFile(str(path))
+    objects = []
+    it = model.GetMeshObjects()
+    while it.MoveNext():
+        obj = it.GetCurrentMeshObject()
+        verts = np.array([v.Coordinates[0:3] for v in obj.GetVertices()], dtype=np.float64)
+        faces = np.array([t.Indices[0:3] for t in obj.GetTriangleIndices()], dtype=np.int64)
+        objects.append((obj.GetName(), verts, faces, obj.IsManifoldAndOriented()))
+    items = model.GetBuildItems()
+    count = 0
+    while items.MoveNext():
+        count += 1
+    return model.GetUnit(), objects, count
+
+
+def _signed_volume(verts: np.ndarray, faces: np.ndarray) -> float:
+    a, b, c = verts[faces[:, 0]], verts[faces[:, 1]], verts[faces[:, 2]]
+    return float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0)
+
+
+def _torus() -> trimesh.Trimesh:
+    return trimesh.creation.torus(major_radius=20.0, minor_radius=6.0, major_sections=24, minor_sections=12)
+
+
+def test_3mf_is_millimetres_z_up_on_the_plate_and_keeps_every_vertex(tmp_path):
+    rng = np.random.default_rng(0)
+    box = trimesh.creation.box([30.0, 60.0, 90.0])  # output frame: 60 mm tall (Y), 90 deep (Z)
+    verts = box.vertices + rng.normal(size=3) * 10  # anywhere: the file puts it on the plate
+    path = export_mesh(verts, box.faces, tmp_path / "box.3mf")
+    unit, objects, items = _read_3mf(path)
+    assert unit == lib3mf.ModelUnit.MilliMeter and items == 1 and len(objects) == 1
+    name, v, f, manifold = objects[0]
+    assert name == "reconstruction" and manifold
+    assert np.array_equal(f, box.faces)
+    expected = verts @ OUTPUT_TO_Z_UP.T
+    expected -= [(expected[:, 0].min() + expected[:, 0].max()) / 2, (expected[:, 1].min() + expected[:, 1].max()) / 2,
+                 expected[:, 2].min()]
+    np.testing.assert_allclose(v, expected, atol=1e-9)
+    assert np.ptp(v, axis=0) == pytest.approx([30.0, 90.0, 60.0])  # the output's height is the 3MF's Z
+    assert v[:, 2].min() == pytest.approx(0.0)
+    assert _signed_volume(v, f) == pytest.approx(30.0 * 60.0 * 90.0)  # still outward after the rotation
+
+
+def test_3mf_holds_one_object_per_mesh_with_its_name(tmp_path):
+    torus, box = _torus(), trimesh.creation.box([10.0, 10.0, 10.0])
+    path = write_3mf([("shape_1", torus.vertices, torus.faces), ("shape_2", box.vertices + [50, 0, 5], box.faces),
+                      ("shape_2", box.vertices, box.faces)], tmp_path / "all.3mf")
+    unit, objects, items = _read_3mf(path)
+    assert unit == lib3mf.ModelUnit.MilliMeter and items == 3
+    assert [o[0] for o in objects] == ["shape_1", "shape_2", "shape_2_"]
+    assert all(o[3] for o in objects)
+    np.testing.assert_allclose(objects[0][1], torus.vertices, atol=1e-9)  # write_3mf places nothing
+    np.testing.assert_allclose(objects[1][1], box.vertices + [50, 0, 5], atol=1e-9)
+    assert objects[0][2].shape == torus.faces.shape and _signed_volume(objects[0][1], objects[0][2]) > 0
+
+
+@pytest.mark.parametrize("objects, fragment", [
+    ([], "no mesh"),
+    ([("a", np.zeros((3, 2)), np.array([[0, 1, 2]]))], "must be (V, 3)"),
+    ([("a", np.zeros((3, 3)), np.zeros((0, 3), int))], "no faces"),
+    ([("a", np.full((3, 3), np.nan), np.array([[0, 1, 2]]))], "not finite"),
+    ([("a", np.zeros((3, 3)), np.array([[0, 1, 3]]))], "must index its 3 vertices"),
+])
+def test_bad_meshes_get_one_sentence_and_no_file(tmp_path, objects, fragment):
+    with pytest.raises(ExportError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        write_3mf(objects, tmp_path / "bad.3mf")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_write_that_fails_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    box = trimesh.creation.box([1.0, 1.0, 1.0])
+    path = export_mesh(box.vertices, box.faces, tmp_path / "box.stl")
+    before = path.read_bytes()
+    import recon_core.io.export as export
+
+    def broken(target, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export, "atomic_write_bytes", broken)
+    with pytest.raises(ExportError, match="No space left on device"):
+        export_mesh(box.vertices * 2, box.faces, path)
+    assert path.read_bytes() == before
+
+
+def test_recon_mesh_writes_a_3mf_90_mm_tall_along_z(tmp_path, tiny_model_path, capsys):
+    from PIL import Image
+
+    from tests.test_cli import _object_rgb
+
+    picture = tmp_path / "obj.png"
+    Image.fromarray(_object_rgb(), "RGB").save(picture)
+    out = tmp_path / "obj.3mf"
+    code = recon_mesh([str(picture), "-o", str(out), "--model", str(tiny_model_path), "--height-mm", "90",
+                       "--detail", "low"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "✓ printable" in printed
+    unit, objects, items = _read_3mf(out)
+    assert unit == lib3mf.ModelUnit.MilliMeter and len(objects) == 1 and items == 1
+    _, v, f, manifold = objects[0]
+    assert manifold and _signed_volume(v, f) > 0
+    assert np.ptp(v[:, 2]) == pytest.approx(90.0, rel=1e-6) and v[:, 2].min() == pytest.approx(0.0, abs=1e-9)
+
+
+def test_the_add_on_writer_runs_without_torch(tmp_path):
+    torus, box = _torus(), trimesh.creation.box([10.0, 10.0, 10.0])
+    meshes = tmp_path / "meshes.npz"
+    np.savez(meshes, names=np.array(["Torus", "Cube"]), verts_0=torus.vertices, faces_0=torus.faces,
+             verts_1=box.vertices, faces_1=box.faces)
+    out = tmp_path / "scene.3mf"
+    code = ("import runpy, sys; sys.argv = ['export', sys.argv[1], sys.argv[2]]\n"
+            "try:\n    runpy.run_module('recon_core.io.export', run_name='__main__')\n"
+            "except SystemExit as e:\n    assert 'torch' not in sys.modules, 'imported torch'\n    raise")
+    proc = subprocess.run([sys.executable, "-c", code, str(meshes), str(out)], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote" in proc.stdout and "(2 objects)" in proc.stdout
+    _, objects, items = _read_3mf(out)
+    assert [o[0] for o in objects] == ["Torus", "Cube"] and items == 2
+    bad = subprocess.run([sys.executable, "-m", "recon_core.io.export", str(tmp_path / "nope.npz"), str(tmp_path / "x.3mf")],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+    assert not (tmp_path / "x.3mf").exists()
