@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recon_core.io.weights import atomic_write_bytes
+from recon_core.io.export import atomic_write_bytes
 from recon_core.mesh.camera import VIEW_TO_OUTPUT
 from recon_core.network.crop import object_box
 from recon_core.network.retrieval import EMBED_SIZE, EMBED_VERSION, embed_image

@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import numpy as np
 
-from recon_core.io.weights import atomic_write_bytes
+from recon_core.io.export import atomic_write_bytes
 from recon_core.mesh.volume import GRID_BOUND, occupancy_grid, pack_grid, unpack_grid
 
 __all__ = ["SOLID_FILE", "build_solid", "read_solid", "main"]

@@ -110,7 +110,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    from recon_core.io.weights import WeightsError, atomic_write_bytes, default_model_path
+    from recon_core.io.export import atomic_write_bytes
+    from recon_core.io.weights import WeightsError, default_model_path
     from training.evaluate import DataError, discover, expected_calibration_error, select_samples
 
     try:

@@ -32,7 +32,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from recon_core.io.weights import atomic_write_bytes, load_model, save_model
+from recon_core.io.export import atomic_write_bytes
+from recon_core.io.weights import load_model, save_model
 from recon_core.network.heads import OccupancyOutput
 from recon_core.network.losses import LossWeights, RenderSettings, SilhouetteTarget, mesh_loss
 from recon_core.network.model import ReconOutput, build_model

@@ -287,7 +287,7 @@ def mask_sheet(rows: list, path: Path, tile: int = 112) -> None:
     Written through a temporary file and a rename."""
     from PIL import ImageDraw
 
-    from recon_core.io.weights import atomic_write_bytes
+    from recon_core.io.export import atomic_write_bytes
 
     styles = list(dict.fromkeys(r[0] for r in rows))
     per_row = max(sum(r[0] == st for r in rows) for st in styles)
