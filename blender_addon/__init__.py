@@ -13,6 +13,7 @@ classes = (
     properties.ReconSettings,
     operators.RECON_OT_reconstruct,
     operators.RECON_OT_export_stl,
+    operators.RECON_OT_export_3mf,
     panel.RECON_PT_reconstruct,
     panel.RECON_PT_check,
     panel.RECON_PT_mask,

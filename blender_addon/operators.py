@@ -1,4 +1,4 @@
-"""Operators: Reconstruct from Image (modal, runs the worker) and Export STL.
+"""Operators: Reconstruct from Image (modal, runs the worker), Export STL and Export 3MF.
 
 From the UI the reconstruct operator is modal: a window-manager timer polls the worker
 (:mod:`.worker_client`), so Blender stays responsive, and Esc cancels. From scripts and
@@ -23,7 +23,7 @@ from bpy_extras.io_utils import ExportHelper
 from . import mesh_data, worker_client
 from .preferences import DEFAULTS, get_preferences
 
-__all__ = ["RECON_OT_reconstruct", "RECON_OT_export_stl", "running", "cancel_running", "mm_per_unit", "mask_image",
+__all__ = ["RECON_OT_reconstruct", "RECON_OT_export_stl", "RECON_OT_export_3mf", "running", "cancel_running", "mm_per_unit", "mask_image",
            "fill_mesh"]
 
 TIMER_S = 0.1
@@ -384,6 +384,27 @@ class RECON_OT_reconstruct(bpy.types.Operator):
         _tag_redraw(context)
 
 
+def _world_mesh_mm(context, obj) -> tuple[np.ndarray, np.ndarray]:
+    """``obj``'s evaluated mesh (modifiers applied) in world space and millimetres, Blender's +Z up.
+
+    Returns:
+        (V, 3) float64 vertices in millimetres and (F, 3) int64 triangles (faces split as Blender splits them).
+    """
+    depsgraph = context.evaluated_depsgraph_get()
+    evaluated = obj.evaluated_get(depsgraph)
+    mesh = evaluated.to_mesh()
+    try:
+        mesh.transform(obj.matrix_world)
+        mesh.calc_loop_triangles()
+        coords = np.empty(len(mesh.vertices) * 3, dtype=np.float64)
+        mesh.vertices.foreach_get("co", coords)
+        tris = np.empty(len(mesh.loop_triangles) * 3, dtype=np.int64)
+        mesh.loop_triangles.foreach_get("vertices", tris)
+    finally:
+        evaluated.to_mesh_clear()
+    return coords.reshape(-1, 3) * mm_per_unit(context.scene), tris.reshape(-1, 3)
+
+
 class RECON_OT_export_stl(bpy.types.Operator, ExportHelper):
     """Write the active mesh (modifiers applied, world space) as a binary STL in millimetres"""
 
@@ -401,19 +422,8 @@ class RECON_OT_export_stl(bpy.types.Operator, ExportHelper):
 
     def execute(self, context):
         obj = context.active_object
-        depsgraph = context.evaluated_depsgraph_get()
-        evaluated = obj.evaluated_get(depsgraph)
-        mesh = evaluated.to_mesh()
-        try:
-            mesh.transform(obj.matrix_world)
-            mesh.calc_loop_triangles()
-            coords = np.empty(len(mesh.vertices) * 3, dtype=np.float64)
-            mesh.vertices.foreach_get("co", coords)
-            tris = np.empty(len(mesh.loop_triangles) * 3, dtype=np.int64)
-            mesh.loop_triangles.foreach_get("vertices", tris)
-        finally:
-            evaluated.to_mesh_clear()
-        triangles = coords.reshape(-1, 3)[tris.reshape(-1, 3)] * mm_per_unit(context.scene)
+        coords, tris = _world_mesh_mm(context, obj)
+        triangles = coords[tris]
         if len(triangles) == 0:
             self.report({'ERROR'}, f"{obj.name} has no faces to export.")
             return {'CANCELLED'}
@@ -425,4 +435,50 @@ class RECON_OT_export_stl(bpy.types.Operator, ExportHelper):
         size = np.ptp(triangles.reshape(-1, 3), axis=0)
         self.report({'INFO'}, f"Wrote {self.filepath} ({len(triangles)} triangles, "
                               f"{size[0]:.1f} x {size[1]:.1f} x {size[2]:.1f} mm).")
+        return {'FINISHED'}
+
+
+def _export_objects(context) -> list:
+    """The selected mesh objects, or the active one when no mesh is selected (sorted by name)."""
+    chosen = [o for o in context.selected_objects if o.type == 'MESH']
+    if not chosen and context.active_object is not None and context.active_object.type == 'MESH':
+        chosen = [context.active_object]
+    return sorted(chosen, key=lambda o: o.name)
+
+
+class RECON_OT_export_3mf(bpy.types.Operator, ExportHelper):
+    """Write the selected meshes (modifiers applied, world space) as one 3MF file for a slicer: millimetres, +Z up, one object each"""
+
+    bl_idname = "recon.export_3mf"
+    bl_label = "Export 3MF"
+    bl_options = {'REGISTER'}
+
+    filename_ext = ".3mf"
+    filter_glob: bpy.props.StringProperty(default="*.3mf", options={'HIDDEN'})
+
+    @classmethod
+    def poll(cls, context):
+        return bool(_export_objects(context))
+
+    def execute(self, context):
+        objects = []
+        for obj in _export_objects(context):
+            coords, tris = _world_mesh_mm(context, obj)
+            if len(tris) == 0:
+                self.report({'ERROR'}, f"{obj.name} has no faces to export; deselect it or give it faces.")
+                return {'CANCELLED'}
+            objects.append((obj.name, coords, tris))
+        if not objects:
+            self.report({'ERROR'}, "Select a mesh object to export.")
+            return {'CANCELLED'}
+        try:
+            written = worker_client.write_3mf(get_preferences(context).python_path, objects, self.filepath)
+        except worker_client.WorkerError as err:
+            self.report({'ERROR'}, str(err))
+            return {'CANCELLED'}
+        lo = np.min([c.min(0) for _, c, _ in objects], axis=0)
+        hi = np.max([c.max(0) for _, c, _ in objects], axis=0)
+        size = hi - lo
+        self.report({'INFO'}, f"{written[0].upper()}{written[1:]}, {size[0]:.1f} x {size[1]:.1f} x {size[2]:.1f} mm "
+                              "in all.")
         return {'FINISHED'}

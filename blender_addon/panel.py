@@ -2,7 +2,8 @@
 
 import bpy
 
-from .operators import CHECK_KEY, MASK_KEY, RECON_OT_export_stl, RECON_OT_reconstruct, mask_image, mm_per_unit, running
+from .operators import (CHECK_KEY, MASK_KEY, RECON_OT_export_3mf, RECON_OT_export_stl, RECON_OT_reconstruct, mask_image,
+                        mm_per_unit, running)
 
 __all__ = ["RECON_PT_reconstruct", "RECON_PT_check", "RECON_PT_mask"]
 
@@ -73,7 +74,9 @@ class RECON_PT_check(_SubPanel, bpy.types.Panel):
             col.label(text=f"{obj.name}: not made by Reconstruct", icon='INFO')
         size = [d * mm_per_unit(context.scene) for d in obj.dimensions]
         col.label(text=f"Size: {size[0]:.1f} x {size[1]:.1f} x {size[2]:.1f} mm")
-        layout.operator(RECON_OT_export_stl.bl_idname, icon='EXPORT')
+        row = layout.row(align=True)
+        row.operator(RECON_OT_export_stl.bl_idname, icon='EXPORT')
+        row.operator(RECON_OT_export_3mf.bl_idname, icon='EXPORT')
 
 
 class RECON_PT_mask(_SubPanel, bpy.types.Panel):

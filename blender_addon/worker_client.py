@@ -17,6 +17,7 @@ import itertools
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from typing import Any
 
 __all__ = [
     "PROTOCOL_VERSION", "CATEGORY_NAMES", "DETAIL_VERTICES", "DEFAULT_DETAIL", "DELAY_ENV", "WorkerError",
-    "WorkerResult", "Job", "WorkerClient", "get_client", "shutdown_all",
+    "WorkerResult", "Job", "WorkerClient", "get_client", "shutdown_all", "write_3mf",
 ]
 
 PROTOCOL_VERSION = 1
@@ -53,6 +54,70 @@ _EOF = object()
 
 class WorkerError(RuntimeError):
     """A failed reconstruction; ``str(err)`` is one sentence for the user."""
+
+
+def _check_python(python: str) -> None:
+    """Raise :class:`WorkerError` unless ``python`` is set and is a file."""
+    if not python:
+        raise WorkerError("No Python interpreter is set: choose one that has recon_core installed in the "
+                          "add-on preferences (Edit > Preferences > Add-ons > Reconstruct from Image).")
+    if not os.path.isfile(python):
+        raise WorkerError(f"The Python interpreter {python} does not exist; choose one that has recon_core "
+                          "installed in the add-on preferences.")
+
+
+def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without Blender's Python settings, for a recon_core child process."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP")}
+    env.update(PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8", **(extra or {}))
+    return env
+
+
+def write_3mf(python: str, objects: list[tuple[str, Any, Any]], path: str, timeout_s: float = 120.0) -> str:
+    """Write ``objects`` as one 3MF file with ``PYTHON -m recon_core.io.export`` (no torch, no model).
+
+    Args:
+        python: interpreter with recon_core installed.
+        objects: ``(name, verts (V, 3) float millimetres +Z up, faces (F, 3) int)``, one 3MF object each.
+        path: the ``.3mf`` file; written through a temporary file and a rename, so a failure leaves no file.
+
+    Returns:
+        The writer's one-line summary.
+
+    Raises:
+        WorkerError: one sentence for the user (no interpreter, recon_core missing, a write that failed).
+    """
+    import numpy as np  # Blender ships numpy; imported here so the worker protocol alone does not need it
+
+    _check_python(python)
+    folder = tempfile.mkdtemp(prefix="recon-3mf-")
+    try:
+        meshes = os.path.join(folder, "meshes.npz")
+        arrays = {"names": np.array([name for name, _, _ in objects])}
+        for i, (_, verts, faces) in enumerate(objects):
+            arrays[f"verts_{i}"] = np.asarray(verts, dtype=np.float64)
+            arrays[f"faces_{i}"] = np.asarray(faces, dtype=np.int64)
+        np.savez(meshes, **arrays)
+        try:
+            proc = subprocess.run([python, "-m", "recon_core.io.export", meshes, os.path.abspath(path)],
+                                  capture_output=True, text=True, encoding="utf-8", errors="replace",
+                                  cwd=folder, env=_child_env(), timeout=timeout_s,
+                                  creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0)
+        except subprocess.TimeoutExpired:
+            raise WorkerError(f"Writing {path} took longer than {timeout_s:.0f} s; try fewer or smaller objects.") from None
+        except OSError as err:
+            raise WorkerError(f"Cannot start {python} ({err.strerror or err}); choose another interpreter "
+                              "in the add-on preferences.") from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        if any("No module named recon_core" in line or "No module named 'recon_core" in line for line in lines):
+            raise WorkerError(f"recon_core is not installed in {python}; install it in that interpreter or choose "
+                              "another one in the add-on preferences.")
+        last = lines[-1].removeprefix("error: ") if lines else f"exit code {proc.returncode}"
+        raise WorkerError(last if last.endswith(".") else f"Cannot write {path}: {last}.")
+    return proc.stdout.strip()
 
 
 @dataclass
@@ -222,15 +287,9 @@ class WorkerClient:
         Raises:
             WorkerError: no interpreter set, not found, or not startable.
         """
-        if not self.python:
-            raise WorkerError("No Python interpreter is set: choose one that has recon_core installed in the "
-                              "add-on preferences (Edit > Preferences > Add-ons > Reconstruct from Image).")
-        if not os.path.isfile(self.python):
-            raise WorkerError(f"The Python interpreter {self.python} does not exist; choose one that has recon_core "
-                              "installed in the add-on preferences.")
+        _check_python(self.python)
         command = [self.python, "-m", "recon_core.io.worker"] + (["--model", self.model] if self.model else [])
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP")}
-        env.update(PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8", **self.extra_env)
+        env = _child_env(self.extra_env)
         try:
             self.process = subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -334,6 +334,47 @@ def test_print_units_and_export_stl_in_millimetres(addon, settings, tmp_path):
     bpy.data.objects.remove(obj)
 
 
+def test_export_3mf_writes_each_selected_object_in_millimetres(addon, settings, tmp_path):
+    from tests.test_export import _read_3mf, _signed_volume
+
+    bpy.context.scene.unit_settings.scale_length = 0.001  # 1 unit = 1 mm
+    obj = reconstruct()
+    bpy.ops.mesh.primitive_cube_add(size=10.0, location=(100.0, 0.0, 5.0))
+    cube = bpy.context.active_object
+    for o in bpy.context.view_layer.objects:
+        o.select_set(o in (obj, cube))
+    state = scene_state()
+    out = tmp_path / "plate.3mf"
+    assert bpy.ops.recon.export_3mf(filepath=str(out)) == {'FINISHED'}
+    assert scene_state() == state  # exporting changes nothing in the scene
+    unit, objects, items = _read_3mf(out)
+    names = sorted([obj.name, cube.name])
+    assert [o[0] for o in objects] == names and items == 2 and unit == 1  # lib3mf.ModelUnit.MilliMeter
+    read = {name: (v, f) for name, v, f, _ in objects}
+    v, f = read[obj.name]
+    world = np.array([obj.matrix_world @ vert.co for vert in obj.data.vertices])
+    np.testing.assert_allclose(v, world, atol=1e-4)  # world space, 1 unit = 1 mm, +Z up as in Blender
+    assert np.ptp(v[:, 2]) == pytest.approx(50.0, rel=1e-4) and _signed_volume(v, f) > 0
+    cv, _ = read[cube.name]
+    assert np.ptp(cv, axis=0) == pytest.approx([10.0, 10.0, 10.0]) and cv[:, 2].min() == pytest.approx(0.0, abs=1e-5)
+    bpy.data.objects.remove(obj)
+    bpy.data.objects.remove(cube)
+
+
+def test_export_3mf_failures_say_why_and_write_nothing(addon, settings, tmp_path):
+    bpy.ops.mesh.primitive_cube_add(size=1.0)
+    cube = bpy.context.active_object
+    out = tmp_path / "cube.3mf"
+    addon.prefs.python_path = "/nonexistent/bin/python"
+    with pytest.raises(RuntimeError, match="The Python interpreter /nonexistent/bin/python does not exist"):
+        bpy.ops.recon.export_3mf(filepath=str(out))
+    addon.prefs.python_path = PYTHON
+    with pytest.raises(RuntimeError, match="does not exist; create it first"):
+        bpy.ops.recon.export_3mf(filepath=str(tmp_path / "no" / "cube.3mf"))
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    bpy.data.objects.remove(cube)
+
+
 class RecordingLayout:
     """Stands in for ``UILayout`` (headless Blender draws nothing): records calls, checks property names."""
 
@@ -622,7 +663,7 @@ def test_unregister_leaves_nothing_behind(addon):
     assert addon.module not in bpy.context.preferences.addons
     assert not hasattr(bpy.types.Scene, "recon_settings")
     assert not any(hasattr(bpy.types, name) for name in CLASS_NAMES)
-    for idname in ("reconstruct_image", "export_stl"):
+    for idname in ("reconstruct_image", "export_stl", "export_3mf"):
         with pytest.raises((AttributeError, KeyError)):
             getattr(bpy.ops.recon, idname).get_rna_type()
     assert all(c.process is None or c.process.poll() is not None for c in clients), "workers are shut down"
