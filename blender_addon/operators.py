@@ -468,9 +468,6 @@ class RECON_OT_export_3mf(bpy.types.Operator, ExportHelper):
                 self.report({'ERROR'}, f"{obj.name} has no faces to export; deselect it or give it faces.")
                 return {'CANCELLED'}
             objects.append((obj.name, coords, tris))
-        if not objects:
-            self.report({'ERROR'}, "Select a mesh object to export.")
-            return {'CANCELLED'}
         try:
             written = worker_client.write_3mf(get_preferences(context).python_path, objects, self.filepath)
         except worker_client.WorkerError as err:
