@@ -385,7 +385,8 @@ class RECON_OT_reconstruct(bpy.types.Operator):
 
 
 def _world_mesh_mm(context, obj) -> tuple[np.ndarray, np.ndarray]:
-    """``obj``'s evaluated mesh (modifiers applied) in world space and millimetres, Blender's +Z up.
+    """``obj``'s evaluated mesh (modifiers applied) in world space and millimetres, Blender's +Z up, outward
+    faces (also when the object is mirrored by a negative scale).
 
     Returns:
         (V, 3) float64 vertices in millimetres and (F, 3) int64 triangles (faces split as Blender splits them).
@@ -402,7 +403,10 @@ def _world_mesh_mm(context, obj) -> tuple[np.ndarray, np.ndarray]:
         mesh.loop_triangles.foreach_get("vertices", tris)
     finally:
         evaluated.to_mesh_clear()
-    return coords.reshape(-1, 3) * mm_per_unit(context.scene), tris.reshape(-1, 3)
+    tris = tris.reshape(-1, 3)
+    if obj.matrix_world.is_negative:  # a mirroring transform turns the faces inside out: turn them back
+        tris = tris[:, ::-1]
+    return coords.reshape(-1, 3) * mm_per_unit(context.scene), tris
 
 
 class RECON_OT_export_stl(bpy.types.Operator, ExportHelper):
@@ -469,7 +473,8 @@ class RECON_OT_export_3mf(bpy.types.Operator, ExportHelper):
                 return {'CANCELLED'}
             objects.append((obj.name, coords, tris))
         try:
-            written = worker_client.write_3mf(get_preferences(context).python_path, objects, self.filepath)
+            python = get_preferences(context).python_path
+            written = worker_client.write_3mf(bpy.path.abspath(python) if python else "", objects, self.filepath)
         except worker_client.WorkerError as err:
             self.report({'ERROR'}, str(err))
             return {'CANCELLED'}

@@ -66,6 +66,16 @@ def _check_python(python: str) -> None:
                           "installed in the add-on preferences.")
 
 
+def _recon_core_missing(stderr: str) -> bool:
+    """Whether a child's stderr says the recon_core package itself cannot be imported."""
+    return "No module named 'recon_core'" in stderr or "No module named recon_core\n" in stderr + "\n"
+
+
+def _not_installed(python: str, repo: str | None) -> str:
+    where = repo or "the seed-recon source folder"
+    return f"recon_core is not installed in {python}; install it with {python} -m pip install -e {where}."
+
+
 def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """This process's environment without Blender's Python settings, for a recon_core child process."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP")}
@@ -112,9 +122,11 @@ def write_3mf(python: str, objects: list[tuple[str, Any, Any]], path: str, timeo
         shutil.rmtree(folder, ignore_errors=True)
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
-        if any("No module named recon_core" in line or "No module named 'recon_core" in line for line in lines):
-            raise WorkerError(f"recon_core is not installed in {python}; install it in that interpreter or choose "
-                              "another one in the add-on preferences.")
+        if _recon_core_missing(proc.stderr):
+            raise WorkerError(_not_installed(python, None))
+        if "No module named recon_core.io.export" in proc.stderr:
+            raise WorkerError(f"The recon_core in {python} predates 3MF export; update it (git pull, then "
+                              f"{python} -m pip install -e THE_SOURCE_FOLDER).")
         last = lines[-1].removeprefix("error: ") if lines else f"exit code {proc.returncode}"
         raise WorkerError(last if last.endswith(".") else f"Cannot write {path}: {last}.")
     return proc.stdout.strip()
@@ -434,11 +446,8 @@ class WorkerClient:
         if self.failure is None:
             tail = self.stderr_tail()
             if self.hello is None:
-                everything = "\n".join(self._stderr)
-                if "No module named 'recon_core'" in everything or "No module named recon_core" in everything:
-                    where = self.repo or "the seed-recon source folder"
-                    message = (f"recon_core is not installed in {self.python}; install it with "
-                               f"{self.python} -m pip install -e {where}.")
+                if _recon_core_missing("\n".join(self._stderr)):
+                    message = _not_installed(self.python, self.repo)
                 else:
                     message = (f"The worker could not start with {self.python} ({_exit_description(code)})"
                                + (f": {tail}" if tail else "."))

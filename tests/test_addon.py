@@ -361,6 +361,31 @@ def test_export_3mf_writes_each_selected_object_in_millimetres(addon, settings, 
     bpy.data.objects.remove(cube)
 
 
+def test_a_mirrored_object_exports_outward_faces(addon, settings, tmp_path):
+    from tests.test_export import _read_3mf, _signed_volume
+
+    bpy.ops.mesh.primitive_cube_add(size=2.0)
+    cube = bpy.context.active_object
+    cube.scale = (-1.0, 1.0, 1.0)
+    bpy.context.view_layer.update()
+    for o in bpy.context.view_layer.objects:
+        o.select_set(o is cube)
+    mm = addon.package.operators.mm_per_unit(bpy.context.scene)
+    assert bpy.ops.recon.export_3mf(filepath=str(tmp_path / "m.3mf")) == {'FINISHED'}
+    _, [(_, v, f, manifold)], _ = _read_3mf(tmp_path / "m.3mf")
+    assert manifold and _signed_volume(v, f) == pytest.approx(8.0 * mm**3, rel=1e-6)
+    assert bpy.ops.recon.export_stl(filepath=str(tmp_path / "m.stl")) == {'FINISHED'}
+    stl = trimesh_load_stl(tmp_path / "m.stl")
+    assert stl.volume == pytest.approx(8.0 * mm**3, rel=1e-4)
+    bpy.data.objects.remove(cube)
+
+
+def trimesh_load_stl(path):
+    import trimesh
+
+    return trimesh.load(path, force="mesh")
+
+
 def test_export_3mf_failures_say_why_and_write_nothing(addon, settings, tmp_path):
     bpy.ops.mesh.primitive_cube_add(size=1.0)
     cube = bpy.context.active_object
@@ -371,8 +396,14 @@ def test_export_3mf_failures_say_why_and_write_nothing(addon, settings, tmp_path
     addon.prefs.python_path = PYTHON
     with pytest.raises(RuntimeError, match="does not exist; create it first"):
         bpy.ops.recon.export_3mf(filepath=str(tmp_path / "no" / "cube.3mf"))
+    empty = bpy.data.objects.new("Empty mesh", bpy.data.meshes.new("Empty mesh"))
+    bpy.context.collection.objects.link(empty)
+    empty.select_set(True)
+    with pytest.raises(RuntimeError, match="Empty mesh has no faces to export"):
+        bpy.ops.recon.export_3mf(filepath=str(out))
     assert not out.exists() and list(tmp_path.iterdir()) == []
     bpy.data.objects.remove(cube)
+    bpy.data.objects.remove(empty)
 
 
 class RecordingLayout:

@@ -90,19 +90,39 @@ def test_bad_meshes_get_one_sentence_and_no_file(tmp_path, objects, fragment):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_write_that_fails_leaves_the_old_file_whole(tmp_path, monkeypatch):
+@pytest.mark.parametrize("ext", [".stl", ".3mf"])
+def test_a_write_that_fails_leaves_the_old_file_whole_and_no_temporary(tmp_path, monkeypatch, ext):
     box = trimesh.creation.box([1.0, 1.0, 1.0])
-    path = export_mesh(box.vertices, box.faces, tmp_path / "box.stl")
+    path = export_mesh(box.vertices, box.faces, tmp_path / f"box{ext}")
     before = path.read_bytes()
-    import recon_core.io.export as export
 
-    def broken(target, data):
+    def full_disk(src, dst):  # the rename, the last step of the real atomic write, fails
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(export, "atomic_write_bytes", broken)
+    monkeypatch.setattr("recon_core.io.export.os.replace", full_disk)
     with pytest.raises(ExportError, match="No space left on device"):
         export_mesh(box.vertices * 2, box.faces, path)
     assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # the temporary file is gone too
+
+
+def test_an_object_named_camera_is_on_the_build_plate(tmp_path):
+    box = trimesh.creation.box([10.0, 10.0, 10.0])
+    path = write_3mf([("camera", box.vertices, box.faces), ("Camera mount", box.vertices + 20, box.faces)],
+                     tmp_path / "camera.3mf")
+    _, objects, items = _read_3mf(path)
+    assert [o[0] for o in objects] == ["camera", "Camera mount"] and items == 2
+
+
+def test_the_rotation_is_the_add_ons(tmp_path):
+    """The add-on cannot import recon_core, so it holds its own copy of the rotation into +Z up."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mesh_data", REPO / "blender_addon" / "mesh_data.py")
+    mesh_data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mesh_data)  # the module alone: the add-on package's __init__ needs bpy
+    assert np.array_equal(mesh_data.OUTPUT_TO_BLENDER, OUTPUT_TO_Z_UP)
+    assert np.linalg.det(OUTPUT_TO_Z_UP) == pytest.approx(1.0)
 
 
 def test_recon_mesh_writes_a_3mf_90_mm_tall_along_z(tmp_path, tiny_model_path, capsys):
@@ -139,7 +159,11 @@ def test_the_add_on_writer_runs_without_torch(tmp_path):
     assert "wrote" in proc.stdout and "(2 objects)" in proc.stdout
     _, objects, items = _read_3mf(out)
     assert [o[0] for o in objects] == ["Torus", "Cube"] and items == 2
-    bad = subprocess.run([sys.executable, "-m", "recon_core.io.export", str(tmp_path / "nope.npz"), str(tmp_path / "x.3mf")],
-                         capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
-    assert not (tmp_path / "x.3mf").exists()
+    (tmp_path / "empty.npz").write_bytes(b"")
+    (tmp_path / "cut.npz").write_bytes(meshes.read_bytes()[:200])
+    for source in ("nope.npz", "empty.npz", "cut.npz"):
+        bad = subprocess.run([sys.executable, "-m", "recon_core.io.export", str(tmp_path / source),
+                              str(tmp_path / "x.3mf")], capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert bad.returncode == 2, (source, bad.stderr)
+        assert bad.stderr.startswith("error: Cannot read the meshes") and bad.stderr.count("\n") == 1, bad.stderr
+        assert not (tmp_path / "x.3mf").exists()

@@ -1,4 +1,4 @@
-"""``recon-mesh IMAGE -o OUT.{obj,stl,ply,glb}``: reconstruct one image with the shipped model.
+"""``recon-mesh IMAGE -o OUT.{obj,stl,ply,glb,3mf}``: reconstruct one image with the shipped model.
 
 The exit codes are listed in :data:`EPILOG` (``recon-mesh --help``) and the README.
 """

@@ -1,9 +1,10 @@
 """Writing meshes: OBJ, STL, PLY, GLB and 3MF, always through a temporary file and a rename.
 
 3MF is what slicers (PrusaSlicer, Bambu Studio, Cura) prefer: it carries its unit. Ours are
-millimetres, +Z up (3MF's build platform is the XY plane), each object resting on z = 0 with
-its bounding box centred on the Z axis, as the Blender add-on places it. trimesh writes the
-file; tests read it back with the 3MF Consortium's lib3mf.
+millimetres, +Z up (3MF's build platform is the XY plane). :func:`export_mesh` puts a
+reconstruction on the plate (resting on z = 0, centred on the Z axis, as the Blender add-on
+places a new one); :func:`write_3mf` (what the add-on's Export 3MF uses) writes objects where
+they are. trimesh writes the file; tests read it back with the 3MF Consortium's lib3mf.
 
 This module imports neither torch nor the network, so ``python -m recon_core.io.export`` (what
 the Blender add-on runs to write a 3MF) starts in a fraction of a second::
@@ -106,6 +107,12 @@ def write_3mf(objects: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str |
     Raises:
         ExportError: no objects, a malformed mesh, a wrong extension, or an unwritable place.
     """
+    try:
+        import lxml.etree  # noqa: F401 - trimesh's 3MF writer needs both; without them it fails obscurely
+        import networkx  # noqa: F401
+    except ImportError as err:
+        raise ExportError(f"Writing 3MF needs the Python package {err.name}: install it with "
+                          "pip install lxml networkx (scripts/setup.sh does).") from None
     import trimesh
     from trimesh.exchange.threemf import export_3MF
 
@@ -123,7 +130,10 @@ def write_3mf(objects: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str |
             name += "_"
         taken.add(name)
         verts, faces = _checked_mesh(verts, faces, f"{path.name} (object {name!r})")
-        scene.add_geometry(trimesh.Trimesh(vertices=verts, faces=faces, process=False), geom_name=name, node_name=name)
+        # The object keeps its name; the scene node gets a neutral one: trimesh leaves every node whose
+        # name starts with "camera" off the build plate (a reconstruction of camera.png would be).
+        scene.add_geometry(trimesh.Trimesh(vertices=verts, faces=faces, process=False), geom_name=name,
+                           node_name=f"part_{i + 1}")
     return _write(path, export_3MF(scene))
 
 
@@ -164,8 +174,13 @@ def main(argv: list[str] | None = None) -> int:
             count = sum(1 for key in data.files if key.startswith("verts_"))
             objects = [(names[i] if i < len(names) else f"object_{i + 1}", data[f"verts_{i}"], data[f"faces_{i}"])
                        for i in range(count)]
+    except Exception as err:  # noqa: BLE001 - a missing, empty, truncated or foreign file: one sentence
+        print(f"error: Cannot read the meshes in {source} ({type(err).__name__}: {err}); write them with "
+              "numpy.savez as verts_0, faces_0, ... and names.", file=sys.stderr)
+        return 2
+    try:
         path = write_3mf(objects, target)
-    except (OSError, KeyError, ValueError) as err:
+    except ExportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {path} ({len(objects)} object{'s' if len(objects) != 1 else ''})")
