@@ -66,13 +66,17 @@ def _check_python(python: str) -> None:
                           "installed in the add-on preferences.")
 
 
+_SOURCE_FOLDER = "the seed-recon source folder"
+"""Where recon_core's sources are, in messages that cannot name the folder."""
+
+
 def _recon_core_missing(stderr: str) -> bool:
     """Whether a child's stderr says the recon_core package itself cannot be imported."""
     return "No module named 'recon_core'" in stderr or "No module named recon_core\n" in stderr + "\n"
 
 
 def _not_installed(python: str, repo: str | None) -> str:
-    where = repo or "the seed-recon source folder"
+    where = repo or _SOURCE_FOLDER
     return f"recon_core is not installed in {python}; install it with {python} -m pip install -e {where}."
 
 
@@ -126,7 +130,7 @@ def write_3mf(python: str, objects: list[tuple[str, Any, Any]], path: str, timeo
             raise WorkerError(_not_installed(python, None))
         if "No module named recon_core.io.export" in proc.stderr:
             raise WorkerError(f"The recon_core in {python} predates 3MF export; update it (git pull, then "
-                              f"{python} -m pip install -e THE_SOURCE_FOLDER).")
+                              f"{python} -m pip install -e {_SOURCE_FOLDER}).")
         last = lines[-1].removeprefix("error: ") if lines else f"exit code {proc.returncode}"
         raise WorkerError(last if last.endswith(".") else f"Cannot write {path}: {last}.")
     return proc.stdout.strip()

@@ -155,8 +155,19 @@ def test_a_resumed_run_with_new_loss_parts_keeps_every_value_under_its_own_colum
     assert rows[1] == {"step": "2", "chamfer": "0.4", "total": "0.9", "silhouette": "0.7"}
 
 
+@pytest.fixture
+def fresh_bf16_probe():
+    """The CPU is asked once a process (cached); these tests change its answer, so they clear it before and after."""
+    from training.train import cpu_has_native_bf16
+
+    cpu_has_native_bf16.cache_clear()
+    yield
+    cpu_has_native_bf16.cache_clear()
+
+
 @pytest.mark.parametrize("avx512_bf16, amx, expected", [(False, False, False), (True, False, True), (False, True, True)])
-def test_cpu_mixed_precision_only_where_the_cpu_has_native_bf16(monkeypatch, avx512_bf16, amx, expected):
+def test_cpu_mixed_precision_only_where_the_cpu_has_native_bf16(monkeypatch, fresh_bf16_probe, avx512_bf16, amx,
+                                                                   expected):
     from training.config import load_train_config
     from training.train import _autocast, amp_enabled
 

@@ -107,6 +107,21 @@ def write_3mf(objects: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str |
     Raises:
         ExportError: no objects, a malformed mesh, a wrong extension, or an unwritable place.
     """
+    path = Path(path)
+    if path.suffix.lower() != ".3mf":
+        raise ExportError(f"Cannot write {path.name} as 3MF: the extension must be .3mf.")
+    _check_target(path)
+    if not objects:
+        raise ExportError(f"Cannot write {path.name}: there is no mesh to write.")
+    checked = []
+    for i, (name, verts, faces) in enumerate(objects):
+        name = str(name) or f"object_{i + 1}"
+        checked.append((name, *_checked_mesh(verts, faces, f"{path.name} (object {name!r})")))
+    return _write_3mf(checked, path)
+
+
+def _write_3mf(objects: Sequence[tuple[str, np.ndarray, np.ndarray]], path: Path) -> Path:
+    """:func:`write_3mf` once its arguments are checked: non-empty names, float64 (V, 3), int64 (F, 3)."""
     try:
         import lxml.etree  # noqa: F401 - trimesh's 3MF writer needs both; without them it fails obscurely
         import networkx  # noqa: F401
@@ -116,20 +131,12 @@ def write_3mf(objects: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str |
     import trimesh
     from trimesh.exchange.threemf import export_3MF
 
-    path = Path(path)
-    if path.suffix.lower() != ".3mf":
-        raise ExportError(f"Cannot write {path.name} as 3MF: the extension must be .3mf.")
-    _check_target(path)
-    if not objects:
-        raise ExportError(f"Cannot write {path.name}: there is no mesh to write.")
     scene = trimesh.Scene()
     taken: set[str] = set()
     for i, (name, verts, faces) in enumerate(objects):
-        name = str(name) or f"object_{i + 1}"
         while name in taken:  # 3MF objects need distinct names here: the scene is keyed by them
             name += "_"
         taken.add(name)
-        verts, faces = _checked_mesh(verts, faces, f"{path.name} (object {name!r})")
         # The object keeps its name; the scene node gets a neutral one: trimesh leaves every node whose
         # name starts with "camera" off the build plate (a reconstruction of camera.png would be).
         scene.add_geometry(trimesh.Trimesh(vertices=verts, faces=faces, process=False), geom_name=name,
@@ -156,7 +163,7 @@ def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike, n
     ext = _check_target(path)
     verts, faces = _checked_mesh(verts, faces, path.name)
     if ext == ".3mf":
-        return write_3mf([(name, on_plate(verts @ OUTPUT_TO_Z_UP.T), faces)], path)
+        return _write_3mf([(name, on_plate(verts @ OUTPUT_TO_Z_UP.T), faces)], path)
     mesh = trimesh.Trimesh(vertices=verts, faces=faces, process=False)
     return _write(path, mesh.export(file_type=ext[1:]))
 
