@@ -94,6 +94,7 @@ def test_importing_inference_skips_torchvision_torch_geometric_and_dynamo():
 
 
 def test_recon_mesh_never_imports_torchvision(tmp_path, tiny_model_path):
+    """Nor torch_geometric or torch._dynamo (the refiner's GraphConv is written out): each costs about a second."""
     image = Path(__file__).resolve().parent.parent / "examples" / "chair.png"
     out = tmp_path / "chair.stl"
     loaded = _modules_after(
@@ -103,4 +104,5 @@ def test_recon_mesh_never_imports_torchvision(tmp_path, tiny_model_path):
     )
     assert out.is_file()
     assert "recon_core.network.encoder" in loaded
-    assert not any(name == "torchvision" or name.startswith("torchvision.") for name in loaded)
+    for heavy in ("torchvision", "torch_geometric", "torch._dynamo"):
+        assert not any(name == heavy or name.startswith(heavy + ".") for name in loaded), f"recon-mesh imports {heavy}"

@@ -241,3 +241,29 @@ def test_a_uv_of_the_wrong_shape_is_refused(mesh):
     uv = torch.zeros(2, graph.num_verts + 1, 2)
     with pytest.raises(ValueError, match=r"uv must be \(B, V, 2\)"):
         _stage()(_batch(verts, 2), None, pyramid, STRIDES, SIZE, probs, graph, uv=uv)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_graph_conv_equals_torch_geometric(seed, mesh):
+    """The written-out GraphConv against torch_geometric's GraphConv(aggr="mean"): same keys, outputs, gradients."""
+    from torch_geometric.nn import GraphConv as Reference
+
+    from recon_core.network.refiner import GraphConv
+
+    torch.manual_seed(seed)
+    reference = Reference(7, 5, aggr="mean").double()
+    ours = GraphConv(7, 5).double()
+    assert set(ours.state_dict()) == set(reference.state_dict())
+    ours.load_state_dict(reference.state_dict())
+    verts, graph = mesh
+    edge_index = graph.batched_edge_index(None, 2)  # the batch as one graph, as the stages use it
+    x = torch.randn(2 * len(verts) + 3, 7, dtype=torch.float64, requires_grad=True)  # 3 rows no edge reaches
+    x_ref = x.detach().clone().requires_grad_(True)
+    out, expected = ours(x, edge_index), reference(x_ref, edge_index)
+    torch.testing.assert_close(out, expected)
+    weights = torch.randn_like(out)
+    (out * weights).sum().backward()
+    (expected * weights).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad)
+    for name, p in ours.named_parameters():
+        torch.testing.assert_close(p.grad, dict(reference.named_parameters())[name].grad)

@@ -11,7 +11,8 @@ One :class:`RefinerStage` (after Mesh R-CNN's mesh head, with attention in place
    projection on every level (bilinearly sampled), each with a learned embedding of
    its (level, offset);
 3. category-conditional normalisation, then graph convolutions over the mesh edges
-   (torch_geometric ``GraphConv`` with mean aggregation), vertex positions re-appended after each;
+   (torch_geometric's ``GraphConv`` with mean aggregation, written out as :class:`GraphConv`),
+   vertex positions re-appended after each;
 4. a displacement: ``tanh`` of a zero-initialised linear layer (so an untrained stage
    is the identity), bounded by ``max_displacement`` times the vertex's mean incident
    edge length, then averaged with its neighbours' displacements, so a vertex cannot
@@ -33,7 +34,33 @@ from torch import nn
 from recon_core.mesh.camera import fit_projection
 from recon_core.mesh.topology import Topology, mean_edge_length, neighbour_mean
 
-__all__ = ["CategoryNorm", "GraphImageAttention", "RefinerStage"]
+__all__ = ["CategoryNorm", "GraphConv", "GraphImageAttention", "RefinerStage"]
+
+
+class GraphConv(nn.Module):
+    """torch_geometric's ``GraphConv(in_dim, out_dim, aggr="mean")``, written out with its parameter names.
+
+    ``out_i = lin_rel(mean_{j -> i} x_j) + lin_root(x_i)``, the mean over the edges ``(j, i)``
+    of ``edge_index`` (source row 0, target row 1; a vertex no edge reaches gets 0 there).
+    Written out so that building or loading a model does not import torch_geometric, which
+    imports ``torch._dynamo`` (about a second of every start); tests/test_refiner_topology.py
+    checks it against torch_geometric's layer (outputs, gradients, state-dict keys).
+
+    Args:
+        in_dim: width of the input features; out_dim: width of the output.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.lin_rel = nn.Linear(in_dim, out_dim)
+        self.lin_root = nn.Linear(in_dim, out_dim, bias=False)
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """(N, in_dim) features and a (2, E) long edge index -> (N, out_dim)."""
+        source, target = edge_index[0], edge_index[1]
+        total = x.new_zeros(x.shape).index_add_(0, target, x[source])
+        count = torch.bincount(target, minlength=x.shape[0]).clamp_min(1).to(x.dtype)
+        return self.lin_rel(total / count[:, None]) + self.lin_root(x)
 
 
 class CategoryNorm(nn.Module):
@@ -171,15 +198,11 @@ class RefinerStage(nn.Module):
         category_norm: bool,
     ):
         super().__init__()
-        # Imported here, not at the top: torch_geometric imports torch._dynamo (about a second), so
-        # importing recon_core.io.inference stays quick and the cost falls on the first model built.
-        from torch_geometric.nn import GraphConv
-
         self.max_displacement = max_displacement
         self.attention = GraphImageAttention(prev_dim + 3, feature_dim, hidden_dim, levels, window, heads)
         self.bottleneck = nn.Linear(hidden_dim + prev_dim + 3, hidden_dim)
         self.norm = CategoryNorm(hidden_dim, num_categories, conditional=category_norm)
-        self.gconvs = nn.ModuleList([GraphConv(hidden_dim + 3, hidden_dim, aggr="mean") for _ in range(gconv_layers)])
+        self.gconvs = nn.ModuleList([GraphConv(hidden_dim + 3, hidden_dim) for _ in range(gconv_layers)])
         self.offset = nn.Linear(hidden_dim + 3, 3)
         nn.init.zeros_(self.offset.weight)
         nn.init.zeros_(self.offset.bias)
