@@ -13,7 +13,7 @@ import pytest
 import trimesh
 
 from recon_core.io.cli import main as recon_mesh
-from recon_core.io.export import OUTPUT_TO_Z_UP, ExportError, export_mesh, write_3mf
+from recon_core.io.export import OUTPUT_TO_Z_UP, ExportError, export_mesh, stl_bytes, write_3mf
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -88,6 +88,22 @@ def test_bad_meshes_get_one_sentence_and_no_file(tmp_path, objects, fragment):
     with pytest.raises(ExportError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         write_3mf(objects, tmp_path / "bad.3mf")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_stl_is_trimesh_s_binary_stl(tmp_path):
+    """Our binary STL against trimesh's writer (the same records after the header) and reader (the same mesh)."""
+    mesh = _torus()
+    verts = mesh.vertices + np.array([1.5, -2.0, 0.25])
+    faces = np.vstack([mesh.faces, [[0, 0, 1]]])  # a degenerate face: its normal is zero, as trimesh writes it
+    ours = stl_bytes(verts, faces)
+    theirs = trimesh.Trimesh(verts, faces, process=False).export(file_type="stl")
+    assert len(ours) == len(theirs) == 84 + 50 * len(faces)
+    assert ours[80:] == theirs[80:]
+    path = export_mesh(verts, faces[:-1], tmp_path / "torus.stl")
+    back = trimesh.load(path, file_type="stl", process=False)
+    np.testing.assert_array_equal(back.vertices[back.faces], verts[faces[:-1]].astype(np.float32))
+    merged = trimesh.load(path, file_type="stl")  # STL repeats each corner: merged, it is the closed torus again
+    assert merged.is_watertight and merged.is_winding_consistent and merged.volume > 0
 
 
 @pytest.mark.parametrize("ext", [".stl", ".3mf"])

@@ -75,8 +75,13 @@ def test_given_category_overrides_prediction(tiny_config):
 
 
 def test_topology_matches_pytorch3d_ico_spheres():
-    topo = IcoTopology(2, 4)
-    for level in (2, 3):
+    topo = IcoTopology(2, 5)
+    for level in range(2, 6):  # built level by level, each is exactly pytorch3d's ico_sphere(level)
+        mesh = ico_sphere(level)
+        assert torch.equal(topo.sphere(level), mesh.verts_packed())
+        assert torch.equal(topo.faces(level), mesh.faces_packed())
+        assert torch.equal(topo.edges(level), mesh.edges_packed())
+    for level in (2, 3, 4):  # subdivide() appends the edge midpoints in the order pytorch3d's subdivision numbers them
         (sub,) = topo.subdivide(level, topo.sphere(level)[None])
         sub = sub / sub.norm(dim=-1, keepdim=True)
         assert torch.allclose(sub[0], ico_sphere(level + 1).verts_packed(), atol=1e-6)

@@ -152,3 +152,27 @@ class TestReport:
     def test_bad_shape(self):
         with pytest.raises(ValueError, match=r"faces must have shape \(F, 3\)"):
             check_topology(np.zeros((2, 2), dtype=int))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_component_labels_equal_scipy(seed):
+    """The numpy components against scipy's connected_components: the same partition, each labelled by its
+    smallest node; random sparse graphs, isolated nodes, self-loops, repeated edges and a long shuffled path."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from recon_core.mesh.printable import component_labels
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 3000))
+    if seed == 5:  # a path visited in random order: the longest chains of hooks
+        order = rng.permutation(n)
+        a, b = order[:-1], order[1:]
+    else:
+        m = int(rng.integers(0, 2 * n))
+        a, b = rng.integers(0, n, m), rng.integers(0, n, m)
+    label = component_labels(n, a, b)
+    _, reference = connected_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n)), directed=False)
+    assert len(np.unique(label)) == len(np.unique(reference))
+    _, first = np.unique(reference, return_index=True)  # each scipy component's smallest node
+    np.testing.assert_array_equal(label, first[reference])

@@ -158,3 +158,16 @@ def test_blurred_solids_touching_the_grid_edge_still_close(smoothing, level):
     for grid in (full, edge_slab):
         verts, faces = grid_surface(grid, bound=1.0, smoothing=smoothing, level=level)
         assert len(faces) and check_printable(verts, faces).ok
+
+
+@pytest.mark.parametrize("sigma", [0.3, 0.6, 1.0, 2.5])
+def test_gaussian_blur_equals_scipy(sigma):
+    """The written-out blur against scipy.ndimage.gaussian_filter (mode constant, zeros beyond the edges)."""
+    from scipy import ndimage
+
+    from recon_core.mesh.volume import gaussian_blur
+
+    rng = np.random.default_rng(int(sigma * 10))
+    field = (rng.random((9, 14, 11)) > 0.6).astype(np.float64)
+    np.testing.assert_allclose(gaussian_blur(field, sigma),
+                               ndimage.gaussian_filter(field, sigma, mode="constant", cval=0.0), rtol=0, atol=1e-12)

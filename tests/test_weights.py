@@ -18,6 +18,34 @@ def test_save_load_round_trip(tmp_path, tiny_config):
     assert not list(tmp_path.glob(".*tmp"))  # no temp files left
 
 
+def test_loading_skips_the_random_initialisation_and_equals_a_fully_initialised_load(tmp_path, tiny_config,
+                                                                                   monkeypatch):
+    """load_model builds with torch.nn.init switched off (the file replaces every value): the loaded model,
+    its outputs included, equals one built with the initialisation and then loaded; the functions come back."""
+    import recon_core.io.weights as weights
+
+    torch.manual_seed(1)
+    model = build_model(tiny_config).eval()
+    stem = save_model(model, tmp_path / "m", half=False)
+    calls = []
+    real = torch.nn.init.kaiming_uniform_
+    monkeypatch.setattr(torch.nn.init, "kaiming_uniform_", lambda t, *a, **k: calls.append(1) or real(t, *a, **k))
+    fast, _ = load_model(stem)
+    assert not calls  # the Linear and Conv layers' reset_parameters drew nothing
+    monkeypatch.setattr(weights, "_INIT_FUNCTIONS", ())  # the slow, obvious way: initialise, then overwrite
+    slow, _ = load_model(stem)
+    assert calls
+    assert torch.nn.init.kaiming_uniform_ is not real and torch.nn.init.normal_.__name__ == "normal_"
+    for (k, a), b in zip(slow.state_dict().items(), fast.state_dict().values()):
+        assert torch.equal(a, b), k
+    for (k, a), b in zip(slow.named_buffers(), fast.buffers()):  # the non-persistent buffers too
+        assert torch.equal(a, b), k
+    image = torch.rand(1, 3, tiny_config.image_size, tiny_config.image_size)
+    with torch.inference_mode():
+        assert torch.equal(slow(image).verts, fast(image).verts)
+    assert all(p.requires_grad for p in fast.parameters())  # still trainable (--init-from)
+
+
 def test_missing_weights_gives_untrained_model(tiny_model_path):
     model, meta = load_model(tiny_model_path)
     assert meta["trained"] is False

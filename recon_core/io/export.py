@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["EXPORT_FORMATS", "ExportError", "OUTPUT_TO_Z_UP", "atomic_write_bytes", "export_mesh", "write_3mf",
-           "on_plate", "main"]
+           "on_plate", "stl_bytes", "main"]
 
 EXPORT_FORMATS = (".obj", ".stl", ".ply", ".glb", ".3mf")
 
@@ -144,6 +144,30 @@ def _write_3mf(objects: Sequence[tuple[str, np.ndarray, np.ndarray]], path: Path
     return _write(path, export_3MF(scene))
 
 
+_STL_RECORD = np.dtype([("normal", "<f4", (3,)), ("verts", "<f4", (3, 3)), ("attributes", "<u2")])
+"""One triangle of a binary STL file: 50 bytes, little-endian."""
+
+
+def stl_bytes(verts: np.ndarray, faces: np.ndarray) -> bytes:
+    """A binary STL file of a triangle mesh: an 80-byte header, the triangle count, then per triangle its unit
+    normal (right-handed from the vertex order; zero for a degenerate face), its three corners and 0.
+
+    Written with numpy rather than trimesh, whose import (about half a second) would be most of the cost of
+    writing the default output format; tests/test_export.py reads the bytes back with trimesh.
+
+    Args:
+        verts: (V, 3) float; faces: (F, 3) int.
+    """
+    tri = np.asarray(verts, dtype=np.float64)[np.asarray(faces, dtype=np.int64)]  # (F, 3, 3)
+    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    length = np.linalg.norm(normal, axis=1, keepdims=True)
+    normal = np.divide(normal, length, out=np.zeros_like(normal), where=length > 0)
+    records = np.zeros(len(tri), dtype=_STL_RECORD)
+    records["normal"], records["verts"] = normal, tri
+    header = b"binary STL of a reconstruction".ljust(80, b" ")
+    return header + np.uint32(len(tri)).tobytes() + records.tobytes()
+
+
 def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike, name: str = "reconstruction") -> Path:
     """Write one mesh in the output frame as OBJ, STL, PLY, GLB or 3MF (by extension), atomically.
 
@@ -157,13 +181,15 @@ def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike, n
         path: the file to write.
         name: the object's name inside a 3MF file.
     """
-    import trimesh
-
     path = Path(path)
     ext = _check_target(path)
     verts, faces = _checked_mesh(verts, faces, path.name)
     if ext == ".3mf":
         return _write_3mf([(name, on_plate(verts @ OUTPUT_TO_Z_UP.T), faces)], path)
+    if ext == ".stl":
+        return _write(path, stl_bytes(verts, faces))
+    import trimesh
+
     mesh = trimesh.Trimesh(vertices=verts, faces=faces, process=False)
     return _write(path, mesh.export(file_type=ext[1:]))
 

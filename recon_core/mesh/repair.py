@@ -29,12 +29,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from scipy.sparse import csr_matrix
-from scipy.spatial import ConvexHull, QhullError
 
 from recon_core.mesh.intersect import _validate_mesh, degenerate_faces, self_intersections
 from recon_core.mesh.printable import check_printable, check_topology, signed_volume
+
+if TYPE_CHECKING:  # scipy.sparse only when a repair or a smoothing runs: kept off the start-up path
+    from scipy.sparse import csr_matrix
 
 __all__ = ["RepairLog", "make_printable", "taubin_smooth", "vertex_adjacency"]
 
@@ -93,6 +96,8 @@ def vertex_adjacency(faces: np.ndarray, n_vertices: int) -> csr_matrix:
     Returns:
         (V, V) float64 CSR matrix, 1 where two distinct vertices share an edge.
     """
+    from scipy.sparse import csr_matrix
+
     edges = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
     edges = edges[edges[:, 0] != edges[:, 1]]
     rows, cols = np.r_[edges[:, 0], edges[:, 1]], np.r_[edges[:, 1], edges[:, 0]]
@@ -251,6 +256,8 @@ def _convex_hull(points: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     points = np.unique(points, axis=0)
     if len(points) < 4:
         return None
+    from scipy.spatial import ConvexHull, QhullError  # the last resorts only: kept off the start-up path
+
     try:
         hull = ConvexHull(points)
     except QhullError:

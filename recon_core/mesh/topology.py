@@ -72,15 +72,19 @@ class IcoTopology(nn.Module):
         from pytorch3d.ops import SubdivideMeshes
         from pytorch3d.utils import ico_sphere
 
+        from pytorch3d.structures import Meshes
+
         self.min_level, self.max_level = min_level, max_level
+        mesh = ico_sphere(min_level)
         for level in range(min_level, max_level + 1):
-            mesh = ico_sphere(level)
+            if level > min_level:  # ico_sphere(level)'s own step, without recomputing the levels below
+                finer = SubdivideMeshes()(mesh)
+                verts = finer.verts_list()[0]
+                verts /= verts.norm(p=2, dim=1, keepdim=True)
+                mesh = Meshes(verts=[verts], faces=[finer.faces_list()[0]])
             self.register_buffer(f"faces_{level}", mesh.faces_packed().clone(), persistent=False)
             self.register_buffer(f"edges_{level}", mesh.edges_packed().clone(), persistent=False)
             self.register_buffer(f"sphere_{level}", mesh.verts_packed().clone(), persistent=False)
-            if level < max_level:  # check the documented subdivision order once
-                sub = SubdivideMeshes(mesh)
-                assert torch.equal(sub._subdivided_faces, ico_sphere(level + 1).faces_packed())
 
     def faces(self, level: int) -> torch.Tensor:
         return getattr(self, f"faces_{level}")

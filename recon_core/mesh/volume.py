@@ -31,6 +31,7 @@ __all__ = [
     "KUHN_TETRAHEDRA",
     "occupancy_grid",
     "marching_tetrahedra",
+    "gaussian_blur",
     "grid_surface",
     "pack_grid",
     "unpack_grid",
@@ -190,6 +191,32 @@ def occupancy_grid(
     return ndimage.binary_fill_holes(solid) if fill else solid
 
 
+def gaussian_blur(field: np.ndarray, sigma: float, truncate: float = 4.0) -> np.ndarray:
+    """``scipy.ndimage.gaussian_filter(field, sigma, mode="constant", cval=0, truncate=truncate)`` of a 3D array.
+
+    The same separable kernel (``exp(-x² / 2 sigma²)`` for integer ``|x| <= int(truncate sigma + 0.5)``,
+    normalised), applied along each axis as a sum of shifted copies, zeros beyond the edges; written
+    out so that the shape bank's path does not import scipy.ndimage (a quarter of a second of every
+    start). tests/test_volume.py checks it against scipy.
+
+    Args:
+        field: (X, Y, Z) float array.
+        sigma: the Gaussian's standard deviation in cells (> 0).
+    """
+    radius = int(truncate * sigma + 0.5)
+    taps = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 * (taps / sigma) ** 2)
+    kernel /= kernel.sum()
+    out = np.asarray(field, dtype=np.float64)
+    for axis in range(out.ndim):
+        padded = np.moveaxis(out, axis, 0)
+        n = padded.shape[0]
+        padded = np.concatenate([np.zeros((radius, *padded.shape[1:])), padded, np.zeros((radius, *padded.shape[1:]))])
+        blurred = sum(w * padded[k : k + n] for k, w in enumerate(kernel))
+        out = np.moveaxis(blurred, 0, axis)
+    return np.ascontiguousarray(out)
+
+
 def grid_surface(
     occupancy: np.ndarray, bound: float = GRID_BOUND, smoothing: float = 0.0, level: float = 0.5
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -202,8 +229,6 @@ def grid_surface(
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    from scipy import ndimage
-
     occupancy = np.asarray(occupancy, dtype=bool)
     if occupancy.ndim != 3 or len(set(occupancy.shape)) != 1:
         raise ValueError(f"occupancy must be a cubic (R, R, R) grid, got shape {occupancy.shape}")
@@ -215,7 +240,7 @@ def grid_surface(
     pad = 1 + int(np.ceil(4.0 * smoothing))
     field = np.pad(occupancy.astype(np.float64), pad)
     if smoothing > 0:
-        field = ndimage.gaussian_filter(field, smoothing, mode="constant", cval=0.0)
+        field = gaussian_blur(field, smoothing)
     return marching_tetrahedra(field, level, np.full(3, -bound + (0.5 - pad) * h), h)
 
 

@@ -110,10 +110,13 @@ class ImageEncoder(nn.Module):
 
 
 def _fused_conv(conv: nn.Conv2d, bn: nn.Module) -> nn.Conv2d:
-    """A copy of ``conv`` with the eval-mode ``bn`` after it folded in."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
+    """``conv`` itself, the eval-mode ``bn`` after it folded into its weight and bias (in place: torch's
+    ``fuse_conv_bn_eval`` deep-copies the convolution first, a tenth of a second of every start for ResNet-50)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-    return fuse_conv_bn_eval(conv, bn)
+    conv.weight, conv.bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps,
+                                                  bn.weight, bn.bias)
+    return conv
 
 
 def _load_backbone_weights(net: nn.Module, path: str) -> None:
