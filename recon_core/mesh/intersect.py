@@ -77,6 +77,10 @@ _CELL_PERCENTILE = 50  # broad phase: initial cell size, a percentile of the fac
 _EDGES = ((0, 1), (1, 2), (2, 0))
 
 
+_NEXT = np.array([1, 2, 0])
+"""Corner k+1 (mod 3) of each corner k: ``x[:, _NEXT]`` is ``np.roll(x, -1, axis=1)``, gathered faster."""
+
+
 def _validate_mesh(verts: np.ndarray, faces: np.ndarray, *, finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Check shapes, dtypes and index range; return float64 verts and int64 faces.
 
@@ -129,7 +133,7 @@ def _face_geometry(tris: np.ndarray, tol: float, deg_tol: float) -> tuple[np.nda
         offsets: (F, 5) float64, so that ``normals @ x + offsets >= 0`` on the slab.
         degenerate: (F,) bool.
     """
-    edges = np.roll(tris, -1, axis=1) - tris  # (F, 3, 3): edge k runs from corner k to k+1
+    edges = tris[:, _NEXT] - tris  # (F, 3, 3): edge k runs from corner k to k+1
     cross = np.cross(edges[:, 0], tris[:, 2] - tris[:, 0])  # (F, 3), twice the area
     area2 = np.linalg.norm(cross, axis=1)
     lengths = np.linalg.norm(edges, axis=2)  # (F, 3)
@@ -186,13 +190,15 @@ def _edges_hit_faces(
     # (the two planes parallel to b) misses it.
     above = np.einsum("kd,kvd->kv", normals_b[:, 3], tris_a) + offsets_b[:, 3:4] < 0  # (K, 3)
     below = np.einsum("kd,kvd->kv", normals_b[:, 4], tris_a) + offsets_b[:, 4:5] < 0
-    allowed_a = allowed_a & ~(above & np.roll(above, -1, 1)) & ~(below & np.roll(below, -1, 1))
+    allowed_a = allowed_a & ~(above & above[:, _NEXT]) & ~(below & below[:, _NEXT])
     hit = np.zeros(len(tris_a), dtype=bool)
-    rows = np.flatnonzero(allowed_a.any(1))
+    # Only the edges still allowed, one row each (a pair sharing a vertex has one edge to test, not three).
+    rows, edge = np.nonzero(allowed_a)
     if rows.size:
-        g = np.einsum("khd,kvd->kvh", normals_b[rows], tris_a[rows]) + offsets_b[rows, None, :]  # (R, 3 corners, 5)
-        edge_hits = _segments_hit_slabs(g, np.roll(g, -1, axis=1))  # (R, 3 edges)
-        hit[rows] = (edge_hits & allowed_a[rows]).any(1)
+        normals, offsets = normals_b[rows], offsets_b[rows]
+        g_start = np.einsum("mhd,md->mh", normals, tris_a[rows, edge]) + offsets  # (M, 5)
+        g_end = np.einsum("mhd,md->mh", normals, tris_a[rows, (edge + 1) % 3]) + offsets
+        hit[rows[_segments_hit_slabs(g_start, g_end)]] = True
     return hit
 
 
@@ -246,8 +252,9 @@ def _narrow_phase(
     sel = np.flatnonzero(n_shared <= 1)
     if sel.size:
         si, sj = i[sel], j[sel]
-        allowed_i = ~(shared_i[sel] | np.roll(shared_i[sel], -1, axis=1))
-        allowed_j = ~(shared_j[sel] | np.roll(shared_j[sel], -1, axis=1))
+        shared_si, shared_sj = shared_i[sel], shared_j[sel]
+        allowed_i = ~(shared_si | shared_si[:, _NEXT])
+        allowed_j = ~(shared_sj | shared_sj[:, _NEXT])
         hit_ij = _edges_hit_faces(tris[si], normals[sj], offsets[sj], allowed_i) & ~degenerate[sj]
         hit_ji = _edges_hit_faces(tris[sj], normals[si], offsets[si], allowed_j) & ~degenerate[si]
         hit[sel] = hit_ij | hit_ji
