@@ -165,8 +165,14 @@ def test_grids_are_hollow_slabs_on_each_box(bank_module):
 
 def _reference_select(bank: ShapeBank, embedding: np.ndarray, points: np.ndarray, weight: float,
                       category: int | None) -> int:
+    return _reference_ranked(bank, embedding, points, weight, category, 1)[0][0]
+
+
+def _reference_ranked(bank: ShapeBank, embedding: np.ndarray, points: np.ndarray, weight: float,
+                      category: int | None, count: int) -> list[tuple[int, float]]:
     """Brute force in numpy: loop over views, pose each shape, Chamfer by full distance matrices;
-    the shape z-score's statistics over the candidates plus every SHAPE_STATS_STRIDE-th view."""
+    the shape z-score's statistics over the candidates plus every SHAPE_STATS_STRIDE-th view; then the
+    candidates by score, each model's first (best) view only, the first ``count``."""
     mean = bank.embed_mean.double().numpy()
     basis = bank.embed_basis.double().numpy()
     q = (embedding - mean) @ basis
@@ -189,7 +195,13 @@ def _reference_select(bank: ShapeBank, embedding: np.ndarray, points: np.ndarray
     if weight:
         d = np.array([shape_distance(r) for r in list(candidates) + list(range(0, n, SHAPE_STATS_STRIDE))])
         score = score + weight * (d[: len(candidates)] - d.mean()) / d.std(ddof=1)
-    return int(candidates[np.argmin(score)])
+    ranked, seen = [], set()
+    for i in np.argsort(score, kind="stable"):
+        model = int(bank.view_shape[candidates[i]])
+        if model not in seen and len(ranked) < count:
+            seen.add(model)
+            ranked.append((int(candidates[i]), float(score[i])))
+    return ranked
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -322,6 +334,28 @@ def test_select_with_candidate_cut_matches_brute_force(large_bank, seed, weight)
                                     category)
     if category is not None:
         assert int(large_bank.shape_category[large_bank.view_shape[got]]) == category
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ranked_gives_the_best_view_of_each_of_the_nearest_models(large_bank, seed):
+    """ranked() against the brute force: the same rows in the same order, each a different model, scores rising;
+    its first is select()'s choice."""
+    rng = np.random.default_rng(10 + seed)
+    from recon_core.network.retrieval import EMBED_DIM
+
+    embedding = rng.random(EMBED_DIM)
+    embedding /= np.linalg.norm(embedding)
+    points = rng.normal(scale=0.3, size=(25, 3))
+    args = (torch.tensor(embedding, dtype=torch.float32), torch.tensor(points, dtype=torch.float32), 1.0, None)
+    got = large_bank.ranked(*args, 5)
+    expected = _reference_ranked(large_bank, embedding.astype(np.float32).astype(np.float64), points, 1.0, None, 5)
+    assert [r for r, _ in got] == [r for r, _ in expected]
+    np.testing.assert_allclose([s for _, s in got], [s for _, s in expected], rtol=1e-4, atol=1e-4)
+    assert len({int(large_bank.view_shape[r]) for r, _ in got}) == 5
+    assert [s for _, s in got] == sorted(s for _, s in got)
+    assert got[0][0] == large_bank.select(*args)
+    with pytest.raises(ValueError, match="count must be at least 1"):
+        large_bank.ranked(*args, 0)
 
 
 def test_shape_distances_equal_knn(large_bank):
@@ -542,3 +576,85 @@ def test_a_banked_occupancy_model_reconstructs_a_printable_centred_mesh(banked_o
     plain = Reconstructor(_with_config(load_model(banked_occupancy)[0], bank_weight=0.0), {"trained": True})
     result0 = plain.reconstruct(rgb, alpha)
     assert "bank" not in result0.timings
+
+
+# ------------------------------------------------------------------------------------------ candidates
+
+
+def test_candidates_are_the_ranked_models_solids_most_confident_first(banked_model, fake):
+    """K candidates: the first is reconstruct()'s mesh; each is the solid of one of ranked()'s rows (different
+    models, in rank order), printable; the confidences fall and are the softmax over every candidate model."""
+    from recon_core.io.inference import Reconstructor
+
+    model, meta = load_model(banked_model)
+    rec = Reconstructor(model, meta)
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    single = rec.reconstruct(rgb, alpha, smooth=False, vertices=10242)  # high detail: each solid as meshed
+    results = rec.reconstruct_candidates(rgb, alpha, 3, smooth=False, vertices=10242)
+    assert len(results) == 3
+    np.testing.assert_array_equal(results[0].verts, single.verts)
+    assert all(r.report.ok for r in results)
+    with torch.inference_mode():
+        from recon_core.network.crop import prepare_image
+
+        verts = model(prepare_image(rgb, alpha, model.config.image_size).image[None], vertices=10242).verts[0]
+        ranked = model.bank.ranked(torch.from_numpy(embed_image(rgb, alpha)),
+                                   verts[:: max(1, verts.shape[0] // SNAP_QUERY_POINTS)], 2.0, None, None)
+    for (row, _), result in zip(ranked, results):
+        expected, _ = model.bank.view_mesh(row, model.config.bank_smoothing, model.config.bank_level)
+        assert np.allclose(np.sort(result.verts, axis=0), np.sort(expected @ VIEW_TO_OUTPUT.T, axis=0), atol=1e-6)
+    expected_conf = torch.tensor([-s for _, s in ranked], dtype=torch.float64).softmax(0)[:3]
+    np.testing.assert_allclose([r.confidence for r in results], expected_conf.numpy(), rtol=1e-9)
+    assert results[0].confidence >= results[1].confidence >= results[2].confidence
+    assert len({int(model.bank.view_shape[row]) for row, _ in ranked[:3]}) == 3
+    with pytest.raises(ValueError, match="at least 1"):
+        rec.reconstruct_candidates(rgb, alpha, 0)
+
+
+def test_recon_mesh_candidates_writes_each_with_its_confidence(banked_model, fake, tmp_path, capsys, monkeypatch):
+    from recon_core.io.cli import main as recon_mesh
+
+    synset = next(m[0] for m in MODELS if m[1] == "chair_val")
+    image = fake[1] / synset / "chair_val" / "000.png"
+    out = tmp_path / "chair.obj"
+    code = recon_mesh([str(image), "-o", str(out), "--model", str(banked_model), "--candidates", "2"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chair_1.obj", "chair_2.obj"]
+    assert "candidate chair_1.obj" in printed and "candidate chair_2.obj" in printed
+    assert printed.count("confidence") == 2 and printed.count("✓ printable") == 2
+    # bad counts, and a failure while writing the second: no file at all
+    assert recon_mesh([str(image), "-o", str(tmp_path / "x.obj"), "--model", str(banked_model), "--candidates", "0"]) == 2
+    assert "--candidates must be at least 1" in capsys.readouterr().err
+    import recon_core.io.export as export
+
+    real, calls = export.export_mesh, []
+
+    def second_fails(verts, faces, path, *args):
+        calls.append(path)
+        if len(calls) == 2:
+            raise export.ExportError(f"Cannot write {path.name}: No space left on device.")
+        return real(verts, faces, path, *args)
+
+    monkeypatch.setattr(export, "export_mesh", second_fails)
+    target = tmp_path / "sub"
+    target.mkdir()
+    assert recon_mesh([str(image), "-o", str(target / "c.stl"), "--model", str(banked_model), "--candidates", "2"]) == 2
+    assert "No space left" in capsys.readouterr().err and not list(target.iterdir())
+
+
+def test_a_model_without_a_bank_refuses_candidates(tmp_path, capsys):
+    from recon_core.io.cli import main as recon_mesh
+    from recon_core.network.config import ModelConfig
+
+    stem = tmp_path / "plain"
+    stem.with_suffix(".json").write_text(json.dumps({"model": ModelConfig(**TINY_MODEL).to_dict(), "trained": False}))
+    image = tmp_path / "p.png"
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[16:48, 16:48] = 200
+    from PIL import Image
+
+    Image.fromarray(rgba).save(image)
+    assert recon_mesh([str(image), "-o", str(tmp_path / "p.stl"), "--model", str(stem), "--candidates", "3"]) == 2
+    assert "one shape per picture" in capsys.readouterr().err
+    assert not (tmp_path / "p.stl").exists() and not (tmp_path / "p_1.stl").exists()

@@ -15,7 +15,7 @@ from pathlib import Path
 from recon_core.mesh.detail import DETAIL_VERTICES, approx_faces, vertices_for_detail
 from recon_core.network.categories import CATEGORIES
 
-__all__ = ["main", "EPILOG"]
+__all__ = ["main", "EPILOG", "candidate_path"]
 
 EPILOG = """\
 exit codes:
@@ -23,7 +23,7 @@ exit codes:
   1  unexpected failure (one sentence on stderr; rerun with --debug and report it)
   2  bad input (image, a picture with no object, model, output path or option, such as
      --detail together with the deprecated --vertices): one sentence on stderr, no file written
-  3  the mesh was written but failed the printable check
+  3  the mesh was written but failed the printable check (with --candidates: one of them did)
 
 The mesh is complete on disk before the report is printed. A reader that stops early
 (recon-mesh ... | head -1) ends the report quietly and leaves the exit code as above."""
@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-smooth", action="store_true", help="skip the volume-preserving smoothing")
     p.add_argument("--save-mask", metavar="PATH.png",
                    help="also write the object mask that was used (8-bit grey PNG, the picture's size, 255 = object)")
+    p.add_argument("--candidates", type=int, default=1, metavar="K",
+                   help="write K plausible shapes, OUT_1.EXT ... OUT_K.EXT, the most confident first, each with its "
+                        "confidence and printable check (default 1: OUT.EXT alone)")
     p.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
     return p
 
@@ -145,16 +148,28 @@ def main(argv: list[str] | None = None) -> int:
         if out.suffix.lower() == ".3mf" and args.height_mm is None:
             raise ExportError(f"Cannot write {out.name} without a size: a 3MF file is in millimetres, so give the "
                               "object's real height, e.g. --height-mm 90.")
+        if args.candidates < 1:
+            raise ValueError(f"--candidates must be at least 1, got {args.candidates}.")
         rgb, alpha, notes = load_image(args.image)  # bad input fails fast, before the model loads
         rec = Reconstructor.from_file(args.model)
-        result = rec.reconstruct(
-            rgb, alpha, category=args.category, vertices=vertices, height_mm=args.height_mm,
+        results = rec.reconstruct_candidates(
+            rgb, alpha, args.candidates, category=args.category, vertices=vertices, height_mm=args.height_mm,
             smooth=not args.no_smooth, source=args.image,
         )
+        result = results[0]
         result.notes[:0] = notes
-        export_mesh(result.verts, result.faces, out)
-        if mask_out is not None:
-            _save_mask(result.mask, args.image, mask_out, out)
+        paths = [out] if args.candidates == 1 else [candidate_path(out, i + 1) for i in range(len(results))]
+        written: list[Path] = []
+        try:
+            for path, candidate in zip(paths, results):
+                export_mesh(candidate.verts, candidate.faces, path)
+                written.append(path)
+            if mask_out is not None:
+                _save_mask(result.mask, args.image, mask_out, out)
+        except BaseException:  # exit code 2 means no file written: nor the candidates before the one that failed
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
     except (ImageError, WeightsError, ExportError, ValueError) as err:
         if args.debug:
             raise
@@ -167,14 +182,30 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
+    if len(results) < args.candidates:
+        print(f"note: the model found {len(results)} candidate shape(s) for this picture, not {args.candidates}",
+              file=sys.stderr)
     probs = result.category_probs
-    # The mesh is on disk (written to a temporary file and renamed) before the first line below.
-    _print(f"wrote {out} ({len(result.verts)} vertices, {len(result.faces)} faces) in {time.perf_counter() - start:.2f} s")
+    # The meshes are on disk (each written to a temporary file and renamed) before the first line below.
+    seconds = time.perf_counter() - start
+    if len(results) == 1 and args.candidates == 1:
+        _print(f"wrote {out} ({len(result.verts)} vertices, {len(result.faces)} faces) in {seconds:.2f} s")
+    else:
+        _print(f"wrote {len(results)} candidates in {seconds:.2f} s, the most confident first")
     if mask_out is not None:
         _print(f"wrote {mask_out} (the object mask)")
     _print(f"category: {result.category}" + ("" if args.category else f" (predicted, p={probs.max():.2f})"))
-    _print(result.report.summary())
-    return 0 if result.report.ok else 3
+    for path, candidate in zip(paths, results):
+        if args.candidates > 1:
+            confidence = "" if candidate.confidence is None else f", confidence {candidate.confidence:.1%}"
+            _print(f"\ncandidate {path.name}: {len(candidate.verts)} vertices, {len(candidate.faces)} faces{confidence}")
+        _print(candidate.report.summary())
+    return 0 if all(c.report.ok for c in results) else 3
+
+
+def candidate_path(out: Path, rank: int) -> Path:
+    """``OUT_rank.EXT``: where ``--candidates`` writes candidate ``rank`` (1 = the most confident) of ``OUT.EXT``."""
+    return out.with_name(f"{out.stem}_{rank}{out.suffix}")
 
 
 def run() -> None:

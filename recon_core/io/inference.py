@@ -62,6 +62,10 @@ class Reconstruction:
             crop (0 outside it), the mask its mesh was carved by; else (a model without a mask head) the
             pixels found against the border colour, all ones when the whole picture was taken
             (:func:`recon_core.network.crop.object_mask`).
+        confidence: for a shape-bank model, how strongly the picture and the network's mesh point at this
+            candidate's training shape: the softmax of minus the bank's scores over the best view of every
+            model among its candidates (:meth:`recon_core.network.retrieval.ShapeBank.ranked`), so the
+            candidates' confidences fall in rank order and sum to at most 1; None for other models.
     """
 
     verts: np.ndarray
@@ -73,6 +77,7 @@ class Reconstruction:
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     mask: np.ndarray | None = None
+    confidence: float | None = None
 
 
 def _float32_exact(verts: np.ndarray) -> np.ndarray:
@@ -154,6 +159,35 @@ class Reconstructor:
             ImageError: a ``coarse="occupancy"`` model finds no object in a picture without transparency
                 (:data:`MIN_MASK_SHARE`).
         """
+        return self.reconstruct_candidates(rgb, alpha, 1, category, vertices, height_mm, smooth, source)[0]
+
+    @torch.inference_mode()
+    def reconstruct_candidates(
+        self,
+        rgb: np.ndarray,
+        alpha: np.ndarray | None = None,
+        count: int = 3,
+        category: str | None = None,
+        vertices: int | None = None,
+        height_mm: float | None = None,
+        smooth: bool = True,
+        source: str = "the picture",
+    ) -> list[Reconstruction]:
+        """Up to ``count`` plausible meshes for one picture, the most confident first (:attr:`Reconstruction.confidence`).
+
+        A shape-bank model's candidates are the solids of the bank's ``count`` best-ranked training
+        models (:meth:`recon_core.network.retrieval.ShapeBank.ranked`), each decimated to the detail and
+        through the printable check; the first is :meth:`reconstruct`'s mesh. Other models give one mesh.
+        The arguments are :meth:`reconstruct`'s.
+
+        Raises:
+            ValueError: ``count`` below 1, or above 1 for a model without a shape bank.
+        """
+        if count < 1:
+            raise ValueError(f"count must be at least 1, got {count}.")
+        if count > 1 and not self._banked:
+            raise ValueError("This model gives one shape per picture; several candidates need a model with a "
+                             "shape bank (the shipped default has one).")
         if height_mm is not None and not (np.isfinite(height_mm) and height_mm > 0):
             raise ValueError(f"height_mm must be a positive number of millimetres, got {height_mm}.")
         timings: dict[str, float] = {}
@@ -161,10 +195,16 @@ class Reconstructor:
         found_by = None
         if alpha is None and self.finder is not None:
             alpha, found_by = self._find_object(rgb, source, timings)
-        result = self._reconstruct(rgb, alpha, cat_index, vertices, height_mm, smooth, source, timings)
-        if found_by is not None:
-            result.notes.append(found_by)
-        return result
+        results = self._reconstruct(rgb, alpha, cat_index, vertices, height_mm, smooth, source, timings, count)
+        for result in results:
+            if found_by is not None:
+                result.notes.append(found_by)
+        return results
+
+    @property
+    def _banked(self) -> bool:
+        """Whether the output is a shape bank's solid (a bank on an ico-sphere or template network)."""
+        return getattr(self.model, "bank", None) is not None and getattr(self.model, "heads", None) is None
 
     def _find_object(self, rgb: np.ndarray, source: str, timings: dict[str, float]) -> tuple[np.ndarray | None, str]:
         """The alpha that the finder gives a picture without one, and a note saying so.
@@ -189,13 +229,14 @@ class Reconstructor:
                          "background, or with transparency.")
 
     def _reconstruct(self, rgb: np.ndarray, alpha: np.ndarray | None, cat_index: int | None, vertices: int | None,
-                     height_mm: float | None, smooth: bool, source: str, timings: dict[str, float]
-                     ) -> Reconstruction:
-        """:meth:`reconstruct` once the picture's alpha is settled."""
+                     height_mm: float | None, smooth: bool, source: str, timings: dict[str, float], count: int = 1
+                     ) -> list[Reconstruction]:
+        """:meth:`reconstruct_candidates` once the picture's alpha is settled."""
         with _timed(timings, "preprocess"):
             prepared = prepare_image(rgb, alpha, self.model.config.image_size)
         device = next(self.model.parameters()).device
         cat = None if cat_index is None else torch.tensor([cat_index], device=device)
+        banked = self._banked
         with _timed(timings, "network"):
             images = prepared.image[None].to(device)
             out = self.model(images, category=cat, vertices=vertices)
@@ -204,32 +245,50 @@ class Reconstructor:
                                                  timings, source)
             if result.mask is None:
                 result.mask = object_mask(rgb, alpha)
-            return result
+            return [result]
         probs = self._category_probs(out.category_logits)
         used = CATEGORIES[cat_index if cat_index is not None else int(probs.argmax())].name
         verts = out.verts[0].double().cpu().numpy() @ VIEW_TO_OUTPUT.T
         faces = self.model.topology.faces(out.level).cpu().numpy().astype(np.int64)
         sphere = self.model.topology.sphere(out.level).double().cpu().numpy() @ VIEW_TO_OUTPUT.T
-        snapped = None
-        if getattr(self.model, "bank", None) is not None:
+        if banked:
             with _timed(timings, "retrieval"):
-                snapped = self._snap(rgb, alpha, out.verts[0], cat_index)
+                ranked = self._ranked(rgb, alpha, out.verts[0], cat_index, count)
+            results = []
+            for row, confidence in ranked:
+                own = dict(timings)
+                with _timed(own, "retrieval"):
+                    snapped = self._snap(row)
+                if snapped is None:
+                    continue
+                result = self._bank_result(snapped, vertices, used, probs, height_mm, own)
+                result.confidence = confidence
+                result.mask = object_mask(rgb, alpha)
+                results.append(result)
+            if results:
+                return results
+        with _timed(timings, "repair"):
+            verts, faces, repair_log = make_printable(
+                verts, faces, smooth_iterations=SMOOTH_ITERATIONS if smooth else 0, sphere_verts=sphere
+            )
+        result = self._finish(verts, faces, repair_log, used, probs, height_mm, timings, [])
+        result.mask = object_mask(rgb, alpha)
+        return [result]
+
+    def _bank_result(self, snapped: tuple[np.ndarray, np.ndarray], vertices: int | None, used: str,
+                     probs: np.ndarray, height_mm: float | None, timings: dict[str, float]) -> Reconstruction:
+        """The printable :class:`Reconstruction` of one shape-bank solid ``(verts, faces)`` (output frame)."""
         report = None
         with _timed(timings, "repair"):
-            if snapped is not None:
-                # Closed, manifold and free of self-intersections by construction (recon_core.mesh.volume), already
-                # smooth (the solid is blurred before meshing): the check below confirms it, and repairs if not.
-                verts, faces = snapped
-                repair_log = RepairLog(path="original", input_closed_manifold=True)
-                repair_log.note("the solid of the nearest training shape, meshed by marching tetrahedra")
-                # Decimated to the detail's size (about 2 faces a vertex) when that passes the printable
-                # check; else the full solid goes on (checked, and repaired if need be, in _finish).
-                decimated = _simplified(verts, faces, 2 * (vertices or self.model.config.vertices), repair_log)
-            else:
-                verts, faces, repair_log = make_printable(
-                    verts, faces, smooth_iterations=SMOOTH_ITERATIONS if smooth else 0, sphere_verts=sphere
-                )
-        if snapped is not None and decimated:
+            # Closed, manifold and free of self-intersections by construction (recon_core.mesh.volume), already
+            # smooth (the solid is blurred before meshing): the check below confirms it, and repairs if not.
+            verts, faces = snapped
+            repair_log = RepairLog(path="original", input_closed_manifold=True)
+            repair_log.note("the solid of the nearest training shape, meshed by marching tetrahedra")
+            # Decimated to the detail's size (about 2 faces a vertex) when that passes the printable
+            # check; else the full solid goes on (checked, and repaired if need be, in _finish).
+            decimated = _simplified(verts, faces, 2 * (vertices or self.model.config.vertices), repair_log)
+        if decimated:
             with _timed(timings, "check"):
                 _, sv, sf = decimated[0]
                 sv = _float32_exact(sv)
@@ -237,9 +296,7 @@ class Reconstructor:
             if decimated_report.ok:
                 repair_log.note(f"decimated to {len(sf)} faces")
                 verts, faces, report = sv, sf, decimated_report
-        result = self._finish(verts, faces, repair_log, used, probs, height_mm, timings, [], report)
-        result.mask = object_mask(rgb, alpha)
-        return result
+        return self._finish(verts, faces, repair_log, used, probs, height_mm, timings, [], report)
 
     def _reconstruct_occupancy(self, out, rgb: np.ndarray, alpha: np.ndarray | None, prepared, cat_index: int | None,
                                vertices: int | None, height_mm: float | None, smooth: bool, timings: dict[str, float],
@@ -368,16 +425,22 @@ class Reconstructor:
             return notes
         return ["the model is untrained (random weights): the shape is not meaningful", *notes]
 
-    def _snap(self, rgb: np.ndarray, alpha: np.ndarray | None, verts: torch.Tensor,
-              category: int | None) -> tuple[np.ndarray, np.ndarray] | None:
-        """The shape bank's solid for this picture and the network's (V, 3) view-frame reconstruction
-        ``verts``, in the output frame; None when the bank's solid is empty (the reconstruction is kept)."""
-        bank = self.model.bank
+    def _ranked(self, rgb: np.ndarray, alpha: np.ndarray | None, verts: torch.Tensor, category: int | None,
+                count: int) -> list[tuple[int, float]]:
+        """The shape bank's ``count`` best views (rows) of different models for this picture and the network's
+        (V, 3) view-frame reconstruction ``verts``, with their confidences (:attr:`Reconstruction.confidence`)."""
         step = max(1, verts.shape[0] // SNAP_QUERY_POINTS)
         embedding = torch.from_numpy(embed_image(rgb, alpha)).to(verts.device)
-        row = bank.select(embedding, verts[::step], self.model.config.bank_shape_weight, category)
+        ranked = self.model.bank.ranked(embedding, verts[::step], self.model.config.bank_shape_weight, category,
+                                        count=None)
+        scores = torch.tensor([score for _, score in ranked], dtype=torch.float64)
+        confidence = (-scores).softmax(0).tolist()
+        return [(row, c) for (row, _), c in zip(ranked[:count], confidence)]
+
+    def _snap(self, row: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The solid of the shape bank's view ``row``, posed in the output frame; None when it is empty."""
         cfg = self.model.config
-        view_verts, faces = bank.view_mesh(row, cfg.bank_smoothing, cfg.bank_level)
+        view_verts, faces = self.model.bank.view_mesh(row, cfg.bank_smoothing, cfg.bank_level)
         if len(faces) == 0:
             log.warning("the shape bank's solid for view %d is empty: keeping the network's reconstruction", row)
             return None

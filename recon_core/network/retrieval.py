@@ -141,15 +141,30 @@ class ShapeBank(nn.Module):
         query_sq = (query * query).sum(dim=1)
         rows = rows.to(self.view_shape.device)
         out = []
+        query_t = query.T
         for chunk in rows.split(32):  # (32, P, Q) distance blocks of ~8 MB: keeps the peak memory of a run low
             posed = _posed(self.shape_points[self.view_shape[chunk]], self.view_rotation[chunk])
-            d2 = ((posed * posed).sum(dim=2)[:, :, None] + query_sq[None, None] - 2 * posed @ query.T).clamp_min(0)
-            out.append(d2.min(dim=2).values.mean(dim=1) + d2.min(dim=1).values.mean(dim=1))
+            base = (posed * posed).sum(dim=2)[:, :, None] + query_sq[None, None]
+            d2 = torch.baddbmm(base, posed, query_t.expand(len(chunk), 3, -1), alpha=-2.0)
+            # amin, not min (no indices: ~10x faster); clamping the minima equals minimising the clamped values
+            out.append(d2.amin(dim=2).clamp_min(0).mean(dim=1) + d2.amin(dim=1).clamp_min(0).mean(dim=1))
         return torch.cat(out) if out else torch.zeros(0)
 
     def select(self, embedding: torch.Tensor, points: torch.Tensor | None, shape_weight: float = 1.0,
                category: int | None = None) -> int:
         """Row of the chosen view (see the class docstring); ``points`` None: the picture alone decides.
+
+        The first of :meth:`ranked`; see there for the candidates and the category.
+        """
+        return self.ranked(embedding, points, shape_weight, category, 1)[0][0]
+
+    def ranked(self, embedding: torch.Tensor, points: torch.Tensor | None, shape_weight: float = 1.0,
+               category: int | None = None, count: int | None = 1) -> list[tuple[int, float]]:
+        """The ``count`` best views of different training models, best first: ``[(row, score), ...]``.
+
+        ``score`` is the standardised distance ``z(picture) + shape_weight * z(shape)`` (lower is
+        nearer); each model appears once, with its best view, so the candidates are different
+        shapes. Fewer than ``count`` when the candidates hold fewer models; ``count=None``: every one of them.
 
         The shape distance is computed for the ``SHAPE_CANDIDATES`` views nearest to the picture
         (a winner needs a small picture term, so it is nearly always among them: on the validation
@@ -169,6 +184,8 @@ class ShapeBank(nn.Module):
             allowed = self.shape_category[self.view_shape] == category
             if allowed.any():
                 pic = pic.masked_fill(~allowed, float("inf"))
+        if count is not None and count < 1:
+            raise ValueError(f"count must be at least 1, got {count}")
         finite = torch.isfinite(pic)
         k = min(SHAPE_CANDIDATES, int(finite.sum()))
         candidates = pic.topk(k, largest=False).indices
@@ -177,7 +194,16 @@ class ShapeBank(nn.Module):
             sample = torch.arange(0, pic.shape[0], SHAPE_STATS_STRIDE, device=pic.device)
             d = self.shape_distances(points, torch.cat([candidates, sample]))
             score = score + shape_weight * z(d[:k], d)
-        return int(candidates[torch.argmin(score)])
+        best: list[tuple[int, float]] = []
+        seen: set[int] = set()
+        for i in torch.argsort(score, stable=True).tolist():  # ties: the view nearer to the picture first
+            shape = int(self.view_shape[candidates[i]])
+            if shape not in seen:
+                seen.add(shape)
+                best.append((int(candidates[i]), float(score[i])))
+                if len(best) == count:
+                    break
+        return best
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the problem if the loaded buffers contradict each other."""
