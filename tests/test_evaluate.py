@@ -445,6 +445,58 @@ def test_oracle_prediction_scores_near_perfect(dataset):
         assert ours["Sil-IoU"] > 0.999 and ours["Sil-IoU"] > sphere["Sil-IoU"]  # the fake renders' own rasteriser
 
 
+def test_candidates_score_the_first_as_ours_and_the_best_as_the_oracle(dataset):
+    """K candidates: [the truth shrunk to half, the truth]: ours is the first (as without candidates, same points),
+    the oracle is the truth's F1, the diversity the two meshes' Chamfer-L2 from a brute-force reference."""
+    from training.baselines import world_to_output
+
+    shapenet, renders = dataset
+    samples = ev.select_samples(ev.discover(shapenet, renders, "test"), 1)[:2]
+
+    def meshes(rgb, alpha, which=iter(range(100))):
+        s = samples[next(which) % len(samples)]
+        _, _, cam, _ = ev.load_view(s.entry, s.view)
+        v, f = ev.load_world_mesh(s.entry.mesh_path)
+        truth = world_to_output(v, cam.R)
+        return [types.SimpleNamespace(verts=truth * 0.5, faces=f, category="chair", confidence=0.6,
+                                      report=types.SimpleNamespace(ok=True)),
+                types.SimpleNamespace(verts=truth, faces=f, category="chair", confidence=0.3,
+                                      report=types.SimpleNamespace(ok=True))]
+
+    single = ev.evaluate_samples(samples, lambda rgb, alpha: meshes(rgb, alpha)[0], None, {}, num_samples=3000,
+                                 sheet_count=0, methods=("ours",), progress=False)
+    result = ev.evaluate_samples(samples, meshes, None, {}, num_samples=3000, sheet_count=0, methods=("ours",),
+                                 progress=False, candidates=2)
+    for r, r1, s in zip(result.records, single.records, samples):
+        c = r["candidates"]
+        assert r["metrics"]["ours"] == r1["metrics"]["ours"]  # the first candidate, scored as without candidates
+        assert c["count"] == 2 and c["F1@0.3"][0] == r["metrics"]["ours"]["F1@0.3"]
+        assert c["oracle_f1"] == max(c["F1@0.3"]) and c["F1@0.3"][1] > 0.95 > 0.5 > c["F1@0.3"][0]
+        assert c["confidence"] == [0.6, 0.3]
+        _, _, cam, _ = ev.load_view(s.entry, s.view)
+        v, f = ev.load_world_mesh(s.entry.mesh_path)
+        truth = ev.Prediction(world_to_output(v, cam.R), f)
+        half = ev.Prediction(truth.verts * 0.5, f)
+        # brute force: sample both with the same seed, all pairwise squared distances
+        from pytorch3d.ops import sample_points_from_meshes
+        from pytorch3d.structures import Meshes
+
+        torch.manual_seed(r["seed"])
+        pts = sample_points_from_meshes(Meshes([torch.tensor(half.verts, dtype=torch.float32),
+                                                torch.tensor(truth.verts, dtype=torch.float32)],
+                                               [torch.tensor(f)] * 2), ev.DIVERSITY_SAMPLES).double()
+        pts = pts * (10.0 / float(np.ptp(truth.verts, axis=0).max()))
+        d2 = ((pts[0][:, None] - pts[1][None]) ** 2).sum(-1)
+        expected = float(d2.min(1).values.mean() + d2.min(0).values.mean())
+        assert c["diversity"] == pytest.approx(expected, rel=1e-4)
+    summary = ev.candidate_summary(result.records)
+    assert summary["all"]["n"] == 2 and summary["all"]["oracle_f1"] > summary["all"]["first_f1"]
+    table = ev.format_candidate_table(summary)
+    assert "best of K" in table and table.count("\n") == 2 + len(summary["per_category"]) + 1
+    assert ev.candidate_summary(single.records) is None
+    assert ev.candidate_diversity([truth], truth) is None
+
+
 def test_a_refused_picture_is_a_scored_miss_not_a_crash(dataset):
     """A model that finds no object in a picture (ImageError) scores 0 there; the run goes on."""
     from recon_core.io.image import ImageError
@@ -502,6 +554,17 @@ def test_cli_end_to_end(dataset, model_stem, tmp_path, capsys):
         assert r["mean_shape_model"] in ("chair_train", "table_train")
     with Image.open(out / "contact_sheet.png") as im:
         assert im.size == (4 * 48, ev.SHEET_HEADER + 2 * 48)
+
+
+def test_cli_candidates_need_a_model_with_a_shape_bank(dataset, model_stem, tmp_path, capsys):
+    shapenet, renders = dataset
+    args = ["--model", str(model_stem), "--shapenet", str(shapenet), "--renders", str(renders), "--out",
+            str(tmp_path / "eval"), "--cache", str(tmp_path / "cache.npz"), "--no-progress"]
+    assert ev.main(args + ["--candidates", "3"]) == 2
+    assert "one shape per picture" in capsys.readouterr().err
+    assert ev.main(args + ["--candidates", "0"]) == 2
+    assert "--candidates must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "eval").exists()
 
 
 def test_cli_other_categories_evaluates_the_held_out_models(dataset, model_stem, tmp_path, capsys):

@@ -585,6 +585,75 @@ def score_meshes(
     return [{k: float(m[k][i]) for k in POINT_METRICS} for i in range(b)]
 
 
+DIVERSITY_SAMPLES = 2000
+"""Points sampled on each candidate for :func:`candidate_diversity`."""
+
+
+@torch.no_grad()
+def candidate_diversity(preds: list[Prediction], gt: Prediction, num_samples: int = DIVERSITY_SAMPLES,
+                        seed: int = 0) -> float | None:
+    """Mean pairwise Chamfer-L2 between candidate meshes, in Mesh R-CNN's units (the ground truth's longest
+    bounding-box edge rescaled to 10, as :func:`score_meshes` scores them); None for fewer than two.
+
+    Chamfer-L2 of two point sets is the mean squared distance from each point of one to the nearest of the
+    other, summed over both directions (:func:`recon_core.mesh.metrics.sampling_metrics`'s definition).
+    """
+    if len(preds) < 2:
+        return None
+    from pytorch3d.ops import knn_points, sample_points_from_meshes
+    from pytorch3d.structures import Meshes
+
+    from recon_core.mesh.metrics import GT_LONG_EDGE
+
+    torch.manual_seed(seed)
+    long_edge = float(np.ptp(np.asarray(gt.verts), axis=0).max())
+    meshes = Meshes(verts=[torch.tensor(np.asarray(p.verts), dtype=torch.float32) for p in preds],
+                    faces=[torch.tensor(np.asarray(p.faces), dtype=torch.int64) for p in preds])
+    points = sample_points_from_meshes(meshes, num_samples) * (GT_LONG_EDGE / long_edge)
+    values = []
+    for i in range(len(preds)):
+        for j in range(i + 1, len(preds)):
+            a, b = points[i : i + 1], points[j : j + 1]
+            d_ab = knn_points(a, b, K=1).dists[0, :, 0].mean()
+            d_ba = knn_points(b, a, K=1).dists[0, :, 0].mean()
+            values.append(float(d_ab + d_ba))
+    return float(np.mean(values))
+
+
+def candidate_summary(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Per category (and the mean over categories, and over images) of the records' ``candidates``: the
+    first candidate's F1@0.3 (ours), the best of them (oracle) and the diversity; None without candidates."""
+    have = [r for r in records if "candidates" in r]
+    if not have:
+        return None
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in have:
+        groups[r["category"]].append(r)
+
+    def block(recs: list[dict[str, Any]]) -> dict[str, float]:
+        return {"n": len(recs),
+                "first_f1": _mean([r["candidates"]["F1@0.3"][0] for r in recs]),
+                "oracle_f1": _mean([r["candidates"]["oracle_f1"] for r in recs]),
+                "diversity": _mean([r["candidates"]["diversity"] for r in recs]),
+                "count": _mean([r["candidates"]["count"] for r in recs])}
+
+    per = OrderedDict((name, block(groups[name])) for name in sorted(groups, key=_category_order))
+    mean = {k: _mean([b[k] for b in per.values()]) for k in ("first_f1", "oracle_f1", "diversity", "count")}
+    return {"per_category": per, "mean": {"n": len(have), **mean}, "all": block(have)}
+
+
+def format_candidate_table(summary: dict[str, Any]) -> str:
+    """Markdown table of :func:`candidate_summary`."""
+    lines = ["| category | n | candidates | first F1@0.3 ↑ | best of K F1@0.3 (oracle) ↑ | diversity (Chamfer-L2) |",
+             "|---|--:|--:|--:|--:|--:|"]
+    rows = [*summary["per_category"].items(), ("**mean** (categories)", summary["mean"]), ("**all** (images)",
+                                                                                           summary["all"])]
+    for name, b in rows:
+        lines.append(f"| {name} | {b['n']} | {b['count']:.1f} | {100 * b['first_f1']:.1f} | {100 * b['oracle_f1']:.1f} "
+                     f"| {b['diversity']:.3f} |")
+    return "\n".join(lines)
+
+
 def _mean(values: list[float]) -> float:
     vals = [v for v in values if v is not None and math.isfinite(v)]
     return float(np.mean(vals)) if vals else float("nan")
@@ -893,6 +962,7 @@ def evaluate_samples(
     progress: bool = True,
     style: str = "clean",
     backgrounds: Any = None,
+    candidates: int = 1,
 ) -> EvalResult:
     """Run our model and the baselines on every sample; score them against the posed ground truth and the mask.
 
@@ -909,6 +979,9 @@ def evaluate_samples(
         sheet_count: samples kept for the contact sheet.
         style: picture style every method sees (:func:`load_input`); the records name it.
         backgrounds: photographs of the ``background`` style (:func:`load_input`).
+        candidates: K > 1: ``reconstruct`` returns a list of candidate meshes (the first is scored as ours);
+            each record gets ``candidates``: their count, F1@0.3 and confidences, the best F1@0.3 of them
+            (``oracle_f1``) and :func:`candidate_diversity`.
     """
     from tqdm import tqdm
 
@@ -931,8 +1004,11 @@ def evaluate_samples(
         }
         if "ours" in methods:
             start = time.perf_counter()
+            others = []
             try:
                 out = reconstruct(rgb, alpha)
+                if candidates > 1:
+                    out, others = out[0], list(out[1:])
             except ImageError as err:  # the picture was refused ("No object found"): a miss, not a crash
                 out = None
                 rec["refused"] = str(err)
@@ -965,9 +1041,21 @@ def evaluate_samples(
             rec.update(retrieved_model=mid, retrieved_view=str(index.retrieval.views[row]), retrieval_distance=d2)
         names = list(preds)
         start = time.perf_counter()
+        extra = [Prediction(np.asarray(c.verts, dtype=np.float64), np.asarray(c.faces, dtype=np.int64)) for c in others]
         scores = score_meshes([preds[m] for m in names], gt, num_samples=num_samples, seed=s.seed)
         rec["metrics"] = {m: {**score, "Sil-IoU": silhouette_iou(preds[m].verts, preds[m].faces, cam, mask)}
                           for m, score in zip(names, scores)}
+        if candidates > 1 and "ours" in preds:
+            # scored apart, so that ours' figures are those of a run without candidates (same points, same seed)
+            extra_scores = score_meshes(extra, gt, num_samples=num_samples, seed=s.seed) if extra else []
+            f1 = [rec["metrics"]["ours"]["F1@0.3"]] + [score["F1@0.3"] for score in extra_scores]
+            rec["candidates"] = {
+                "count": len(f1),
+                "F1@0.3": f1,
+                "confidence": [getattr(c, "confidence", None) for c in [out, *others]],
+                "oracle_f1": max(f1),
+                "diversity": candidate_diversity([preds["ours"], *extra], gt, seed=s.seed),
+            }
         if "refused" in rec:  # no mesh: nothing found, nothing covered; the distances have no value
             rec["metrics"]["ours"] = {k: (None if k in ("Chamfer-L2", "NormalConsistency") else 0.0) for k in METRICS}
         rec["seconds_metrics"] = time.perf_counter() - start
@@ -1390,6 +1478,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--curve-earlier", metavar="CSV",
                    help="a curve.csv of the earlier steps (e.g. docs/f1_curve.csv, measured on the same images "
                         "before an --init-from run): its rows before this run's first step are kept")
+    p.add_argument("--candidates", type=int, default=1, metavar="K",
+                   help="also score our K candidate shapes (recon-mesh --candidates): the first is 'ours'; adds the "
+                        "best of K (oracle) F1@0.3 and their diversity (mean pairwise Chamfer-L2) (default: 1)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--debug", action="store_true", help="full tracebacks and debug logging")
     return p
@@ -1483,11 +1574,22 @@ def _run(args: argparse.Namespace) -> int:
         log.warning("no train split: the mean-shape and retrieval baselines are left out")
         methods = ("ours", "sphere")
     start = time.perf_counter()
+    if args.candidates < 1:
+        raise DataError(f"--candidates must be at least 1, got {args.candidates}.")
+    if args.candidates > 1 and not rec.banked:
+        raise DataError(f"--candidates {args.candidates}: {args.model or 'models/default'} gives one shape per picture; "
+                        "several candidates need a model with a shape bank.")
+    predict = rec.reconstruct
+    if args.candidates > 1:
+        def predict(rgb, alpha):
+            return rec.reconstruct_candidates(rgb, alpha, args.candidates)
     result = evaluate_samples(
-        samples, rec.reconstruct, index, {e.model_id: e for e in train}, args.samples, args.sheet, args.tile,
+        samples, predict, index, {e.model_id: e for e in train}, args.samples, args.sheet, args.tile,
         methods, progress=not args.no_progress, style=args.style, backgrounds=_backgrounds(args),
+        candidates=args.candidates,
     )
     summary = summarize(result.records, methods)
+    candidates = candidate_summary(result.records)
     images = (f"images of the {len(HELD_OUT_SYNSETS)} held-out categories, all splits, never trained on"
               if args.other_categories else f"{args.split} images")
     note = (f"Picture style *{args.style}*: {STYLE_NOTES[args.style]} (training/styles.py). "
@@ -1507,6 +1609,11 @@ def _run(args: argparse.Namespace) -> int:
     if not rec.trained:
         note += " The model is untrained (random weights)."
     table = format_table(summary, methods, note)
+    if candidates is not None:
+        table += (f"\n\nOur {args.candidates} candidate shapes (recon-mesh --candidates {args.candidates}): the first is "
+                  "*ours* above; *best of K* is the highest F1@0.3 among them (an oracle: it knows the ground truth); "
+                  "*diversity* is their mean pairwise Chamfer-L2 (Mesh R-CNN units, as above).\n\n"
+                  + format_candidate_table(candidates))
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(table + "\n")
@@ -1528,6 +1635,8 @@ def _run(args: argparse.Namespace) -> int:
         "note": note,
         "seconds": time.perf_counter() - start,
         "summary": summary,
+        "candidates": args.candidates,
+        "candidate_summary": candidates,
         "records": result.records,
     }
     (out / "metrics.json").write_text(json.dumps(report, indent=1, default=float) + "\n")

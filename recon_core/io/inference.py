@@ -185,7 +185,7 @@ class Reconstructor:
         """
         if count < 1:
             raise ValueError(f"count must be at least 1, got {count}.")
-        if count > 1 and not self._banked:
+        if count > 1 and not self.banked:
             raise ValueError("This model gives one shape per picture; several candidates need a model with a "
                              "shape bank (the shipped default has one).")
         if height_mm is not None and not (np.isfinite(height_mm) and height_mm > 0):
@@ -202,7 +202,7 @@ class Reconstructor:
         return results
 
     @property
-    def _banked(self) -> bool:
+    def banked(self) -> bool:
         """Whether the output is a shape bank's solid (a bank on an ico-sphere or template network)."""
         return getattr(self.model, "bank", None) is not None and getattr(self.model, "heads", None) is None
 
@@ -236,7 +236,7 @@ class Reconstructor:
             prepared = prepare_image(rgb, alpha, self.model.config.image_size)
         device = next(self.model.parameters()).device
         cat = None if cat_index is None else torch.tensor([cat_index], device=device)
-        banked = self._banked
+        banked = self.banked
         with _timed(timings, "network"):
             images = prepared.image[None].to(device)
             out = self.model(images, category=cat, vertices=vertices)
