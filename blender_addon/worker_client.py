@@ -29,7 +29,7 @@ from typing import Any
 
 __all__ = [
     "PROTOCOL_VERSION", "CATEGORY_NAMES", "DETAIL_VERTICES", "DEFAULT_DETAIL", "DELAY_ENV", "WorkerError",
-    "WorkerResult", "Job", "WorkerClient", "get_client", "shutdown_all", "write_3mf",
+    "Candidate", "WorkerResult", "Job", "WorkerClient", "get_client", "shutdown_all", "write_3mf",
 ]
 
 PROTOCOL_VERSION = 1
@@ -137,6 +137,27 @@ def write_3mf(python: str, objects: list[tuple[str, Any, Any]], path: str, timeo
 
 
 @dataclass
+class Candidate:
+    """One of the plausible shapes of a result (:attr:`WorkerResult.candidates`).
+
+    Attributes:
+        verts: (V, 3) float32, output frame; mm when ``height_mm`` was given.
+        faces: (F, 3) int32 triangles, outward-facing.
+        report: the printable check's fields plus ``ok`` and ``summary``.
+        confidence: a share in (0, 1], falling in rank order; None when the model gave no confidence.
+        category: category used (given or predicted).
+        notes: human-readable notes about this shape.
+    """
+
+    verts: Any
+    faces: Any
+    report: dict[str, Any]
+    confidence: float | None
+    category: str
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
 class WorkerResult:
     """One reconstruction as the worker sent it.
 
@@ -150,6 +171,9 @@ class WorkerResult:
         seconds: seconds from submitting the request to receiving the result.
         mask_path: the object mask the worker wrote where the request asked (8-bit grey PNG of the
             picture's size, 255 = object), or None when none was asked for or it could not be written.
+        candidates: the plausible shapes, the most confident first, the first being this result's own mesh;
+            never empty: a worker that sent no list (one shape asked for, or a worker that predates
+            candidates) gives the one entry of this result, with no confidence.
     """
 
     verts: Any
@@ -160,12 +184,47 @@ class WorkerResult:
     timings: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     mask_path: str | None = None
+    candidates: list[Candidate] = field(default_factory=list)
 
 
 def _decode(packed: dict[str, Any]):
     import numpy as np
 
     return np.frombuffer(base64.b64decode(packed["data"]), dtype=np.dtype(packed["dtype"])).reshape(packed["shape"])
+
+
+def _decode_mesh(message: dict[str, Any]):
+    """``(verts, faces)`` of a message holding ``verts`` and ``faces`` arrays.
+
+    Raises:
+        KeyError, ValueError, TypeError: a field is missing or the arrays are not (V, 3) and (F, 3).
+    """
+    verts, faces = _decode(message["verts"]), _decode(message["faces"])
+    if verts.ndim != 2 or verts.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
+        raise ValueError(f"shapes {verts.shape} and {faces.shape}")
+    return verts, faces
+
+
+def _candidates(message: dict[str, Any], verts, faces) -> list[Candidate]:
+    """The candidates of a ``result`` message; the result's own mesh alone when it has no ``candidates`` list.
+
+    Raises:
+        KeyError, ValueError, TypeError: a malformed entry.
+    """
+    entries = message.get("candidates")
+    if entries is None:
+        return [Candidate(verts, faces, dict(message.get("report") or {}), None, str(message.get("category", "")),
+                          list(message.get("notes") or []))]
+    if not isinstance(entries, list) or not entries:
+        raise ValueError("an empty or malformed candidates list")
+    out = []
+    for entry in entries:
+        c_verts, c_faces = _decode_mesh(entry)
+        confidence = entry.get("confidence")
+        out.append(Candidate(c_verts, c_faces, dict(entry.get("report") or {}),
+                             None if confidence is None else float(confidence), str(entry.get("category", "")),
+                             list(entry.get("notes") or [])))
+    return out
 
 
 def _exit_description(code: int | None) -> str:
@@ -244,17 +303,16 @@ class Job:
             self._fail(str(message.get("message") or "The worker reported an unknown error."))
         elif kind == "result":
             try:
-                verts, faces = _decode(message["verts"]), _decode(message["faces"])
-                if verts.ndim != 2 or verts.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
-                    raise ValueError(f"shapes {verts.shape} and {faces.shape}")
-            except (KeyError, ValueError, TypeError) as err:
+                verts, faces = _decode_mesh(message)
+                candidates = _candidates(message, verts, faces)
+            except (KeyError, ValueError, TypeError, AttributeError) as err:
                 self._fail(f"The worker sent a malformed mesh ({err}); update recon_core and the add-on together.")
                 return
             self.result = WorkerResult(
                 verts=verts, faces=faces, category=str(message.get("category", "")),
                 report=dict(message.get("report") or {}), notes=list(message.get("notes") or []),
                 timings=dict(message.get("timings") or {}), seconds=self.elapsed,
-                mask_path=str(message["mask_path"]) if message.get("mask_path") else None,
+                mask_path=str(message["mask_path"]) if message.get("mask_path") else None, candidates=candidates,
             )
             self.stage, self.fraction = "done", 1.0
             self.client.job = None
@@ -320,11 +378,12 @@ class WorkerClient:
 
     def submit(self, image: str, *, category: str | None = None, detail: str | None = None,
                height_mm: float | None = None, smooth: bool = True, timeout_s: float = 300.0,
-               mask_path: str | None = None) -> Job:
+               mask_path: str | None = None, candidates: int = 1) -> Job:
         """Send one reconstruction request (starting the worker if needed); returns its :class:`Job`.
 
         ``detail``: "low", "medium" or "high" (:data:`DETAIL_VERTICES`), None for the model's default.
         ``mask_path``: where the worker writes the object mask it used (a PNG; the caller removes it).
+        ``candidates``: how many plausible shapes to ask for (:attr:`WorkerResult.candidates`; fewer may come).
 
         Raises:
             WorkerError: the worker cannot be started, or a request is already running.
@@ -340,7 +399,7 @@ class WorkerClient:
         request = {"type": "reconstruct", "version": PROTOCOL_VERSION, "id": job.id,
                    "image": os.path.abspath(image), "category": category or None, "detail": detail or None,
                    "height_mm": height_mm or None, "smooth": smooth,
-                   "mask_path": os.path.abspath(mask_path) if mask_path else None}
+                   "mask_path": os.path.abspath(mask_path) if mask_path else None, "candidates": int(candidates)}
         delay = float(os.environ.get(DELAY_ENV) or 0)
         if delay > 0:
             request["test_delay_s"] = delay

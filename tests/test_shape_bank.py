@@ -66,9 +66,8 @@ def _cameras(k: int) -> list[Camera]:
     return [look_at(30 + az, 20, 1.9, 40.0), look_at(200 + az, -15, 2.1, 35.0), look_at(300 + az, 35, 2.0, 40.0)]
 
 
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bank_fake")
+def write_fake_data(root: Path) -> tuple[Path, Path]:
+    """Write the fake data set of :data:`MODELS` under ``root``; returns its ``(shapenet, renders)`` folders."""
     shapenet, renders = root / "shapenet", root / "renders"
     rng = np.random.default_rng(0)
     records = []
@@ -89,6 +88,11 @@ def fake(tmp_path_factory):
             _write_view(folder, view, camera, verts, faces, sketch=view == SKETCH_VIEW, colour=colour, shaded=True)
     (shapenet / "manifest.json").write_text(json.dumps({"models": records}))
     return shapenet, renders
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory):
+    return write_fake_data(tmp_path_factory.mktemp("bank_fake"))
 
 
 def _rgba(renders: Path, model_id: str, view: int) -> tuple[np.ndarray, np.ndarray]:
@@ -131,6 +135,19 @@ def _banked(shape_bank, folder, fields: dict, seed: int, shape_weight: float):
 def banked_model(shape_bank, tmp_path_factory):
     """A tiny sphere network with the fake bank attached."""
     return _banked(shape_bank, tmp_path_factory.mktemp("banked"), TINY_MODEL, seed=0, shape_weight=2.0)
+
+
+def write_banked_model(folder: Path) -> tuple[Path, Path]:
+    """:func:`banked_model`'s model without pytest (the add-on's tests build it in a child process, so Blender's
+    never imports torch): fake data and the model written under ``folder``.
+
+    Returns:
+        ``(model stem, picture)``: the picture is the val chair's first view (RGBA).
+    """
+    fake_data = write_fake_data(folder / "fake")
+    model = _banked(build_shape_bank(*fake_data, **SIZES), folder, TINY_MODEL, seed=0, shape_weight=2.0)
+    synset = next(m[0] for m in MODELS if m[1] == "chair_val")
+    return model, fake_data[1] / synset / "chair_val" / "000.png"
 
 
 def test_bank_holds_every_known_train_model_and_photo_view(shape_bank):

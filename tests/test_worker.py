@@ -180,6 +180,117 @@ def test_requests_ask_for_a_detail_level_or_the_legacy_vertex_count(files):
         assert fragment in answers[rid]["message"] and not answers[rid]["fatal"]
 
 
+# -- candidates: several plausible shapes in one result -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def banked(tmp_path_factory) -> tuple[Path, Path]:
+    """``(model stem, chair picture)``: a tiny sphere network with a shape bank of four fake models
+    (tests/test_shape_bank.py's), so it can give up to four candidates."""
+    from tests.test_shape_bank import write_banked_model
+
+    return write_banked_model(tmp_path_factory.mktemp("banked"))
+
+
+def serve_requests(model: Path, requests: dict[str, dict]) -> dict[str, dict]:
+    """Answer ``reconstruct`` requests (id -> fields) with an in-process worker; returns each id's answer."""
+    lines = [json.dumps({"type": "reconstruct", "version": 1, "id": rid, **fields}) for rid, fields in requests.items()]
+    out = io.StringIO()
+    assert worker.serve(worker._Channel(out), io.StringIO("\n".join(lines) + "\n"), str(model)) == 0
+    return {m["id"]: m for m in map(json.loads, out.getvalue().splitlines()) if m["type"] in ("result", "error")}
+
+
+def test_candidates_come_in_one_result_whose_own_fields_are_the_first(banked, tmp_path):
+    """K > 1: one result, its fields those of a request without candidates (old clients read them), plus the
+    list of K, each with its own mesh, report, category and a confidence falling in rank order."""
+    model, image = banked
+    fields = {"image": str(image), "detail": "low", "height_mm": 50.0}
+    answers = serve_requests(model, {"one": fields, "null": {**fields, "candidates": None},
+                                     "three": {**fields, "candidates": 3, "mask_path": str(tmp_path / "m.png")},
+                                     "five": {**fields, "candidates": 5}})
+    assert all(a["type"] == "result" for a in answers.values()), answers
+    assert "candidates" not in answers["one"] and "candidates" not in answers["null"]
+    three = answers["three"]
+    assert len(three["candidates"]) == 3 and three["mask_path"] == str(tmp_path / "m.png")
+    for key in ("verts", "faces", "category", "category_probs", "report"):  # the first, exactly as without K
+        assert three[key] == answers["one"][key], key
+    first = three["candidates"][0]
+    assert first["verts"] == three["verts"] and first["faces"] == three["faces"] and first["report"] == three["report"]
+    confidences = [c["confidence"] for c in three["candidates"]]
+    assert all(0 < c <= 1 for c in confidences) and confidences == sorted(confidences, reverse=True)
+    assert sum(confidences) <= 1 + 1e-9
+    meshes = set()
+    for c in three["candidates"]:
+        assert set(c) == {"verts", "faces", "report", "confidence", "category", "notes"}
+        verts, faces = worker.decode_array(c["verts"]), worker.decode_array(c["faces"])
+        assert verts.shape[1] == faces.shape[1] == 3 and faces.max() == len(verts) - 1
+        assert np.ptp(verts[:, 1]) == pytest.approx(50.0, rel=1e-4)
+        assert c["report"]["ok"] and c["report"]["summary"] and c["category"] == three["category"]
+        meshes.add(verts.tobytes())
+    assert len(meshes) == 3, "three different shapes"
+    five = answers["five"]
+    assert len(five["candidates"]) == 4, "the bank holds four models"
+    assert "the model found 4 candidate shape(s) for this picture, not 5" in five["notes"]
+    assert [c["confidence"] for c in five["candidates"][:3]] == pytest.approx(confidences)
+
+
+def test_a_model_without_a_bank_answers_candidates_with_its_one_shape_and_a_note(files):
+    image = str(files["image"])
+    answers = serve_requests(files["model"], {"three": {"image": image, "detail": "low", "candidates": 3},
+                                              "one": {"image": image, "detail": "low"}})
+    three, one = answers["three"], answers["one"]
+    assert three["type"] == "result", three
+    [only] = three["candidates"]
+    assert only["confidence"] is None and only["verts"] == three["verts"] == one["verts"]
+    note = ("this model gives one shape per picture, so you get 1 candidate, not 3 (several need a model with a "
+            "shape bank)")
+    assert [n for n in three["notes"] if n not in one["notes"]] == [note]
+
+
+@pytest.mark.parametrize("count", [0, -2, 2.5, "3", True, [3]])
+def test_a_bad_candidate_count_is_a_value_error_and_the_worker_goes_on(files, count):
+    image = str(files["image"])
+    answers = serve_requests(files["model"], {"bad": {"image": image, "detail": "low", "candidates": count},
+                                              "next": {"image": image, "detail": "low"}})
+    bad = answers["bad"]
+    assert bad["type"] == "error" and bad["kind"] == "ValueError" and not bad["fatal"], bad
+    assert bad["message"] == f"The request's candidates must be a whole number of at least 1, got {count!r}."
+    assert answers["next"]["type"] == "result"
+
+
+def test_the_client_reads_the_candidates(banked):
+    model, image = banked
+    c = WorkerClient(PYTHON, str(model), repo=str(REPO))
+    try:
+        result = c.submit(str(image), detail="low", candidates=3).wait()
+        single = c.submit(str(image), detail="low").wait()
+    finally:
+        c.close(timeout=30)
+    assert len(result.candidates) == 3 and all(isinstance(k, worker_client.Candidate) for k in result.candidates)
+    np.testing.assert_array_equal(result.candidates[0].verts, result.verts)
+    np.testing.assert_array_equal(result.candidates[0].faces, result.faces)
+    confidences = [k.confidence for k in result.candidates]
+    assert all(isinstance(k, float) for k in confidences) and confidences == sorted(confidences, reverse=True)
+    assert confidences[0] > confidences[1]
+    for k in result.candidates:
+        assert k.verts.dtype == np.float32 and k.faces.dtype == np.int32 and k.report["ok"] and k.category == "chair"
+    [own] = single.candidates  # one shape asked for: the list holds the result itself, without a confidence
+    assert own.confidence is None and own.verts is single.verts and own.report == single.report
+    np.testing.assert_array_equal(single.verts, result.verts)
+
+
+def test_a_malformed_candidate_fails_the_job_in_one_sentence():
+    mesh = {"verts": worker.encode_array(np.zeros((4, 3)), "<f4"),
+            "faces": worker.encode_array([[0, 1, 2], [0, 2, 3], [0, 3, 1], [1, 3, 2]], "<i4")}
+    for candidates, fragment in (([{**mesh, "faces": worker.encode_array(np.zeros((2, 4)), "<i4")}], "shapes"),
+                                 ([{"verts": mesh["verts"]}], "'faces'"), ([], "empty or malformed candidates list"),
+                                 ({"a": 1}, "malformed candidates list")):
+        job = worker_client.Job(WorkerClient(PYTHON), "r1", 0)
+        job._handle({"type": "result", "id": "r1", **mesh, "candidates": candidates})
+        assert job.result is None and "The worker sent a malformed mesh" in str(job.error), candidates
+        assert fragment in str(job.error) and "\n" not in str(job.error)
+
+
 # -- a real worker process ---------------------------------------------------------------------------
 
 

@@ -21,17 +21,21 @@ Worker to client::
     {"type": "progress", "version": 1, "id": "r1", "stage": "reconstructing", "fraction": 0.2}
     {"type": "result", "version": 1, "id": "r1", "verts": ARRAY, "faces": ARRAY, "category": "chair",
      "category_probs": [13 floats], "report": {...}, "notes": ["..."], "timings": {"network": 0.4, ...},
-     "mask_path": "/tmp/recon-x/mask.png" or null}
+     "mask_path": "/tmp/recon-x/mask.png" or null,
+     "candidates": [{"verts": ARRAY, "faces": ARRAY, "report": {...}, "confidence": 0.62, "category": "chair",
+                     "notes": ["..."]}, ...]}
+        ``candidates`` only when the request asked for several (below).
     {"type": "error", "version": 1, "id": "r1" or null, "kind": "ImageError", "message": "...", "fatal": false}
         ``message`` is one sentence for the user; ``fatal`` means the worker exits right after.
 
 Client to worker::
 
     {"type": "reconstruct", "version": 1, "id": "r1", "image": "/path/photo.png",
-     "category": null, "detail": "medium", "height_mm": 120.0, "smooth": true, "mask_path": "/tmp/recon-x/mask.png"}
+     "category": null, "detail": "medium", "height_mm": 120.0, "smooth": true, "mask_path": "/tmp/recon-x/mask.png",
+     "candidates": 3}
         ``category``, ``detail`` and ``height_mm`` may be null (automatic, the model's default, unscaled);
         ``detail`` is "low", "medium" or "high" (:mod:`recon_core.mesh.detail`); ``mask_path`` may be null
-        or absent (no mask is written).
+        or absent (no mask is written); ``candidates`` may be null or absent (one shape).
     {"type": "shutdown", "version": 1}          (or simply close stdin)
 
 ``ARRAY`` is ``{"dtype": "<f4" | "<i4", "shape": [n, 3], "data": BASE64}``: the array's
@@ -48,6 +52,20 @@ through a temporary file and a rename), and the result's ``mask_path`` repeats t
 is null when no mask was asked for or the write failed; a note then says why, and the mesh
 is sent all the same. The file belongs to the client, which removes it. Both fields are
 optional, so the version stays 1: a worker that predates them answers without a mask.
+
+Candidates: a request with ``"candidates": K`` (a whole number, at least 1) asks for up to K plausible
+shapes, the most confident first (:meth:`recon_core.io.inference.Reconstructor.reconstruct_candidates`). The
+answer is still one ``result``: its own fields are the first candidate's, exactly as without the field (so a
+client that ignores ``candidates`` gets the most confident shape), and, when K > 1, its ``candidates`` list
+holds every candidate, the first included, each with its mesh, printable ``report`` (as above), ``confidence``
+(a share in (0, 1], falling in rank order; null for a model without a shape bank), ``category`` and ``notes``.
+The list may be shorter than K (the shape bank holds fewer models; the result's notes then say so). A model
+without a shape bank gives one shape per picture: it answers a request for K > 1 with that one shape, a
+one-entry list and a note saying why, not with an error, so a front end whose setting asks for several by
+default still works with such a model (``recon-mesh --candidates K`` refuses instead: there the user typed
+the option). K = 1, null or absent gives no list. A K that is not a whole number of at least 1 is answered
+with a ``ValueError`` error. The field is optional, so the version stays 1; a worker that predates it
+ignores it and answers with one shape and no list.
 
 Detail levels: ``detail`` replaced a raw ``"vertices": 642 | 2562 | 10242``. The worker still reads
 ``vertices`` when ``detail`` is null or absent, so an add-on that predates the levels keeps working;
@@ -155,8 +173,9 @@ def _handle_request(channel: _Channel, reconstructor, request: dict[str, Any]) -
         kwargs = dict(category=request.get("category") or None, vertices=_requested_vertices(request),
                       height_mm=float(height) if height else None, smooth=bool(request.get("smooth", True)))
         mask_path = request.get("mask_path") or None
+        count = _requested_candidates(request)
         channel.send("progress", id=rid, stage="reconstructing", fraction=0.1)
-        result = reconstructor.reconstruct_file(image, **kwargs)
+        results = _reconstruct(reconstructor, image, count, kwargs)
     except KeyError as err:
         channel.error(rid, "ProtocolError", f"The request lacks the field {err}.")
         return
@@ -170,18 +189,66 @@ def _handle_request(channel: _Channel, reconstructor, request: dict[str, Any]) -
         log.exception("reconstruction failed")
         channel.error(rid, "InternalError", f"The reconstruction failed unexpectedly ({type(err).__name__}: {err}).")
         return
-    notes = list(result.notes)
+    result = results[0]
+    notes = list(result.notes) + _count_notes(reconstructor, count, len(results))
     if mask_path is not None:
         mask_path = _write_mask(result.mask, image, str(mask_path), notes)
     channel.send("progress", id=rid, stage="sending the mesh", fraction=0.95)
     timings = {k: round(v, 4) for k, v in result.timings.items()}
     timings["worker_total"] = round(time.perf_counter() - started, 4)
+    extra = {} if count == 1 else {"candidates": [_candidate_dict(r) for r in results]}
     channel.send(
         "result", id=rid,
         verts=encode_array(result.verts, "<f4"), faces=encode_array(result.faces, "<i4"),
         category=result.category, category_probs=_plain(result.category_probs),
-        report=_report_dict(result.report), notes=notes, timings=timings, mask_path=mask_path,
+        report=_report_dict(result.report), notes=notes, timings=timings, mask_path=mask_path, **extra,
     )
+
+
+def _requested_candidates(request: dict[str, Any]) -> int:
+    """How many candidate shapes a request asks for: its ``candidates``, 1 when null or absent.
+
+    Raises:
+        ValueError: not a whole number of at least 1.
+    """
+    count = request.get("candidates")
+    if count is None:
+        return 1
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"The request's candidates must be a whole number of at least 1, got {count!r}.")
+    return count
+
+
+def _reconstruct(reconstructor, image: str, count: int, kwargs: dict[str, Any]) -> list:
+    """The reconstructions of the picture file ``image``: ``count`` candidates at most, the most confident first
+    (one when ``count`` is 1 or the model has no shape bank); the loader's notes come first in each one's notes."""
+    if count == 1 or not reconstructor.banked:
+        return [reconstructor.reconstruct_file(image, **kwargs)]
+    from recon_core.io.image import load_image
+
+    rgb, alpha, notes = load_image(image)
+    results = reconstructor.reconstruct_candidates(rgb, alpha, count, source=str(image), **kwargs)
+    for result in results:
+        result.notes[:0] = notes
+    return results
+
+
+def _count_notes(reconstructor, asked: int, made: int) -> list[str]:
+    """Notes for a result with fewer candidates than asked for: why there are fewer (nothing when as many)."""
+    if made >= asked:
+        return []
+    if not reconstructor.banked:
+        return [(f"this model gives one shape per picture, so you get 1 candidate, not {asked} (several need a "
+                 "model with a shape bank)")]
+    return [f"the model found {made} candidate shape(s) for this picture, not {asked}"]
+
+
+def _candidate_dict(result) -> dict[str, Any]:
+    """One entry of a result's ``candidates``: the mesh, its printable report, confidence, category and notes."""
+    confidence = None if result.confidence is None else float(result.confidence)
+    return {"verts": encode_array(result.verts, "<f4"), "faces": encode_array(result.faces, "<i4"),
+            "report": _report_dict(result.report), "confidence": confidence, "category": result.category,
+            "notes": list(result.notes)}
 
 
 def _requested_vertices(request: dict[str, Any]) -> int | None:
