@@ -12,23 +12,51 @@ classes = (
     preferences.ReconPreferences,
     properties.ReconSettings,
     operators.RECON_OT_reconstruct,
+    operators.RECON_OT_next_candidate,
+    operators.RECON_OT_keep_candidate,
     operators.RECON_OT_export_stl,
     operators.RECON_OT_export_3mf,
     panel.RECON_PT_reconstruct,
+    panel.RECON_PT_candidates,
     panel.RECON_PT_check,
     panel.RECON_PT_mask,
 )
+
+KEYMAP = ("Object Mode", 'EMPTY', operators.RECON_OT_next_candidate.bl_idname, 'N', dict(shift=True, alt=True))
+"""Next Shape's shortcut (:data:`.operators.NEXT_SHAPE_KEYS`): keymap name, its space type, operator, key, modifiers.
+Shift+Alt+N is free in Blender's default keymap (a test checks every one of its non-modal keymaps)."""
+
+_keymap_items = []  # (keymap, item) pairs added by register, removed by unregister
+
+
+def register_keymap() -> None:
+    """Add the Next Shape shortcut to the add-on keyconfiguration (none when Blender has no window manager)."""
+    keyconfig = bpy.context.window_manager.keyconfigs.addon if bpy.context.window_manager else None
+    if keyconfig is None:
+        return
+    name, space_type, idname, key, modifiers = KEYMAP
+    keymap = keyconfig.keymaps.new(name=name, space_type=space_type)
+    _keymap_items.append((keymap, keymap.keymap_items.new(idname, key, 'PRESS', **modifiers)))
+
+
+def unregister_keymap() -> None:
+    """Remove the shortcuts that :func:`register_keymap` added."""
+    for keymap, item in _keymap_items:
+        keymap.keymap_items.remove(item)
+    _keymap_items.clear()
 
 
 def register():
     for cls in classes:
         bpy.utils.register_class(cls)
     bpy.types.Scene.recon_settings = bpy.props.PointerProperty(type=properties.ReconSettings)
+    register_keymap()
 
 
 def unregister():
     operators.cancel_running()
     worker_client.shutdown_all()
+    unregister_keymap()
     del bpy.types.Scene.recon_settings
     for cls in reversed(classes):
         bpy.utils.unregister_class(cls)

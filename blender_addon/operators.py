@@ -1,4 +1,4 @@
-"""Operators: Reconstruct from Image (modal, runs the worker), Export STL and Export 3MF.
+"""Operators: Reconstruct from Image (modal, runs the worker), Next Shape, Keep This One, Export STL and Export 3MF.
 
 From the UI the reconstruct operator is modal: a window-manager timer polls the worker
 (:mod:`.worker_client`), so Blender stays responsive, and Esc cancels. From scripts and
@@ -9,6 +9,20 @@ result is in, in one step, so a failure or a cancel leaves the scene as it was.
 The worker also writes the object mask it used to a temporary PNG; it becomes an image
 datablock, "PICTURE mask", packed into the .blend, that the object points to (:data:`MASK_KEY`)
 and the panel shows. A later run for the same picture replaces that image rather than adding one.
+
+Candidates: with the panel's Candidates above 1, the worker sends several plausible shapes, the most
+confident first. Each becomes an object ("PICTURE 1", "PICTURE 2", ...: its printable check in
+:data:`CHECK_KEY`, its rank and confidence in :data:`CANDIDATE_KEY`), all of them at the cursor in one new
+collection, "PICTURE candidates" (:data:`CANDIDATES_KEY`), under the active collection. Only the first is
+shown: the others are hidden with the eye (``hide_set``, the view layer's per-object flag that H and Alt+H
+toggle and the outliner's eye shows) and from renders (``hide_render``). Both flags are saved in the .blend
+and restored by undo (the tests check both); the eye is chosen over ``hide_viewport`` ("Disable in
+Viewports", hidden in the outliner by default) so that the user sees in the outliner which candidate is
+shown and can look at another one by hand. Next Shape (:class:`RECON_OT_next_candidate`) shows the next
+candidate in rank order, Keep This One (:class:`RECON_OT_keep_candidate`) deletes the others, moves the
+shown one to the collection's parent (where a single reconstruction would have put it) and removes the
+collection once empty. A worker that sends one shape (a model without a shape bank, or Candidates at 1)
+gives one object and no collection, as before.
 """
 
 import os
@@ -23,8 +37,9 @@ from bpy_extras.io_utils import ExportHelper
 from . import mesh_data, worker_client
 from .preferences import DEFAULTS, get_preferences
 
-__all__ = ["RECON_OT_reconstruct", "RECON_OT_export_stl", "RECON_OT_export_3mf", "running", "cancel_running", "mm_per_unit", "mask_image",
-           "fill_mesh"]
+__all__ = ["RECON_OT_reconstruct", "RECON_OT_next_candidate", "RECON_OT_keep_candidate", "RECON_OT_export_stl",
+           "RECON_OT_export_3mf", "running", "cancel_running", "mm_per_unit", "mask_image", "fill_mesh",
+           "candidate_collection", "candidates_of", "candidate_info", "shown_candidate", "percent_text"]
 
 TIMER_S = 0.1
 """Seconds between two polls of the worker in the modal operator."""
@@ -34,6 +49,13 @@ MASK_KEY = "recon_mask"
 """Custom property of a reconstructed object pointing to the image of the object mask that was used."""
 PICTURE_KEY = "recon_picture"
 """Custom property of a mask image: the picture it is the mask of (its file, or a Blender image's name)."""
+CANDIDATE_KEY = "recon_candidate"
+"""Custom property of a candidate object: ``{"rank": 1 for the most confident, "confidence": a share in (0, 1],
+or -1.0 when the model gave none}``."""
+CANDIDATES_KEY = "recon_candidates"
+"""Custom property of a candidate collection: the picture its candidates were made from."""
+NEXT_SHAPE_KEYS = "Shift+Alt+N"
+"""The Next Shape shortcut (3D Viewport, Object Mode), as the panel and messages spell it (see ``__init__``)."""
 
 _RUNNING = None  # the _Reconstruction in flight, at most one
 
@@ -132,6 +154,7 @@ class _Reconstruction:
         self.warnings: list[str] = []
         self.mask_dir = None
         self.height_mm = settings.height_mm if settings.height_mm > 0 else None
+        self.count = settings.candidates
         self.location = context.scene.cursor.location.copy()
         self.started = time.perf_counter()
         python = bpy.path.abspath(prefs.python_path) if prefs.python_path else ""
@@ -142,7 +165,7 @@ class _Reconstruction:
             self.job = client.submit(
                 self.image, category=None if settings.category == 'AUTO' else settings.category,
                 detail=settings.detail.lower(), height_mm=self.height_mm, timeout_s=prefs.timeout_s,
-                mask_path=os.path.join(self.mask_dir, "mask.png"),
+                mask_path=os.path.join(self.mask_dir, "mask.png"), candidates=self.count,
             )
         except BaseException:
             self.cleanup()
@@ -168,8 +191,12 @@ class _Reconstruction:
             shutil.rmtree(self.mask_dir, ignore_errors=True)
         self.mask_dir = None
 
-    def build(self, context):
-        """Create the object (at the cursor, selected, active, smooth) and its mask image from the result; returns it.
+    def build(self, context) -> list:
+        """Create the object(s) and the mask image from the result; returns the objects, the shown one first.
+
+        One shape (Candidates at 1, or the worker sent one) makes one object, as it always has; several make
+        one object each, in a new collection, the first shown and the others hidden. The objects are at the
+        cursor, smooth-shaded; the shown one is selected and active.
 
         All or nothing: should anything fail, what was made so far is removed and an earlier mask
         of the picture is left as it was; only then is that earlier mask replaced.
@@ -178,35 +205,55 @@ class _Reconstruction:
         scene = context.scene
         mm = mm_per_unit(scene)
         scale = 1.0 / mm if self.height_mm else 1.0  # worker units -> Blender units
-        verts = mesh_data.to_blender(result.verts, scale)
-        mesh = bpy.data.meshes.new(self.name)
-        obj = mask = None
+        shapes = result.candidates[:self.count] if self.count > 1 and len(result.candidates) > 1 else [result]
+        objects, meshes = [], []
+        collection = mask = None
         try:
             mask = self._load_mask(result.mask_path)
-            fill_mesh(mesh, verts, result.faces)
-            mesh.shade_smooth()
-            mesh.update()
-            obj = bpy.data.objects.new(self.name, mesh)
-            obj.location = self.location
-            obj[CHECK_KEY] = _check_property(result, 1.0 if self.height_mm else mm)
-            if mask is not None:
-                obj[MASK_KEY] = mask
+            for rank, shape in enumerate(shapes, 1):
+                name = self.name if len(shapes) == 1 else f"{self.name} {rank}"
+                obj = self._new_object(name, shape, scale, 1.0 if self.height_mm else mm, mask, objects, meshes)
+                if len(shapes) > 1:
+                    obj[CANDIDATE_KEY] = _candidate_property(rank, shape.confidence)
             if context.object is not None and context.object.mode != 'OBJECT':
                 bpy.ops.object.mode_set(mode='OBJECT')
-            (context.collection or scene.collection).objects.link(obj)
-            for other in context.view_layer.objects:
-                other.select_set(False)
-            obj.select_set(True)
-            context.view_layer.objects.active = obj
+            parent = context.collection or scene.collection
+            if len(shapes) > 1:
+                collection = bpy.data.collections.new(f"{self.name} candidates")
+                collection[CANDIDATES_KEY] = self.picture
+                parent.children.link(collection)
+            for obj in objects:
+                (collection or parent).objects.link(obj)
+            _show_only(objects[0], objects, context.view_layer)
         except BaseException:
-            if obj is not None:
+            for obj in objects:
                 bpy.data.objects.remove(obj)
-            bpy.data.meshes.remove(mesh)
+            for mesh in meshes:
+                bpy.data.meshes.remove(mesh)
+            if collection is not None:
+                bpy.data.collections.remove(collection)
             if mask is not None:
                 bpy.data.images.remove(mask)
             raise
         if mask is not None:
             _replace_masks(mask, self.picture, f"{self.name} mask")
+        return objects
+
+    def _new_object(self, name: str, shape, scale: float, mm_per_worker_unit: float, mask, objects: list,
+                    meshes: list):
+        """A new object, not yet linked, holding ``shape``'s mesh (a result or a candidate) at the cursor, with its
+        printable check and the mask; appended with its mesh to ``objects`` and ``meshes`` as they are made."""
+        mesh = bpy.data.meshes.new(name)
+        meshes.append(mesh)
+        fill_mesh(mesh, mesh_data.to_blender(shape.verts, scale), shape.faces)
+        mesh.shade_smooth()
+        mesh.update()
+        obj = bpy.data.objects.new(name, mesh)
+        objects.append(obj)
+        obj.location = self.location
+        obj[CHECK_KEY] = _check_property(shape, mm_per_worker_unit)
+        if mask is not None:
+            obj[MASK_KEY] = mask
         return obj
 
     def _load_mask(self, path: str | None):
@@ -241,6 +288,62 @@ def _replace_masks(image, picture: str, name: str) -> None:
         old.user_remap(image)
         bpy.data.images.remove(old)
     image.name = name
+
+
+def _candidate_property(rank: int, confidence: float | None) -> dict:
+    """A candidate's rank and confidence as an ID property (:data:`CANDIDATE_KEY`)."""
+    return {"rank": int(rank), "confidence": -1.0 if confidence is None else float(confidence)}
+
+
+def candidate_info(obj) -> tuple[int, float | None]:
+    """``(rank, confidence or None)`` of a candidate object; ``(0, None)`` when its property is missing or damaged."""
+    info = obj.get(CANDIDATE_KEY) if obj is not None else None
+    try:
+        rank, confidence = int(info["rank"]), float(info["confidence"])
+    except (TypeError, KeyError, ValueError):
+        return 0, None
+    return rank, confidence if confidence >= 0 else None
+
+
+def candidate_collection(obj):
+    """The candidate collection (:data:`CANDIDATES_KEY`) that the candidate ``obj`` is in, or None."""
+    if obj is None or CANDIDATE_KEY not in obj:
+        return None
+    return next((c for c in obj.users_collection if CANDIDATES_KEY in c), None)
+
+
+def candidates_of(collection, view_layer) -> list:
+    """The candidate objects of ``collection`` that are in ``view_layer``, by rank."""
+    objects = [o for o in collection.objects if CANDIDATE_KEY in o and view_layer.objects.get(o.name) == o]
+    return sorted(objects, key=lambda o: (candidate_info(o)[0], o.name))
+
+
+def shown_candidate(candidates: list, view_layer, active):
+    """The candidate on show: ``active`` when it is a visible one, else the first visible one, else ``active``
+    (or the first, when ``active`` is none of them)."""
+    visible = [o for o in candidates if not o.hide_get(view_layer=view_layer)]
+    if active in candidates and (active in visible or not visible):
+        return active
+    return visible[0] if visible else candidates[0]
+
+
+def _show_only(shown, objects: list, view_layer) -> None:
+    """Show ``shown`` and hide the other ``objects`` (in the viewport, with the eye, and in renders); select only
+    ``shown`` and make it active."""
+    for obj in objects:
+        obj.hide_set(obj != shown, view_layer=view_layer)
+        obj.hide_render = obj != shown
+    for other in view_layer.objects:
+        other.select_set(False)
+    shown.select_set(True)
+    view_layer.objects.active = shown
+
+
+def percent_text(confidence: float | None) -> str:
+    """A confidence as the panel and messages write it: "62%", "<1%", or "?" when there is none."""
+    if confidence is None:
+        return "?"
+    return f"{confidence:.0%}" if confidence >= 0.01 else "<1%"
 
 
 def _check_property(result, mm_per_worker_unit: float) -> dict:
@@ -335,13 +438,21 @@ class RECON_OT_reconstruct(bpy.types.Operator):
             self._show_progress(context)
             return {'PASS_THROUGH'}
         try:
-            obj = run.build(context)
+            objects = run.build(context)
         except Exception as err:  # noqa: BLE001 - one sentence, the scene unchanged
             return self._fail(context, f"Could not create the mesh in Blender ({type(err).__name__}: {err}).")
         result = run.job.result
+        obj = objects[0]
         check = "printable" if result.report.get("ok") else "NOT printable, see the panel"
-        self.report({'INFO'}, f"Reconstructed {obj.name} ({len(result.verts)} vertices, {result.category}, "
-                              f"{check}) in {run.elapsed:.1f} s.")
+        if len(objects) == 1:
+            self.report({'INFO'}, f"Reconstructed {obj.name} ({len(result.verts)} vertices, {result.category}, "
+                                  f"{check}) in {run.elapsed:.1f} s.")
+        else:
+            confidence = percent_text(result.candidates[0].confidence)
+            self.report({'INFO'}, f"Reconstructed {len(objects)} candidate shapes in {candidate_collection(obj).name} "
+                                  f"in {run.elapsed:.1f} s; showing {obj.name} ({confidence} confidence, "
+                                  f"{len(result.verts)} vertices, {result.category}, {check}); Next Shape "
+                                  f"({NEXT_SHAPE_KEYS}) shows the others.")
         for note in result.notes:
             self.report({'WARNING'}, f"Note: {note}.")
         for warning in run.warnings:
@@ -382,6 +493,91 @@ class RECON_OT_reconstruct(bpy.types.Operator):
             if context.workspace is not None:
                 context.workspace.status_text_set(None)
         _tag_redraw(context)
+
+
+def _candidates_unavailable(context, least: int) -> str | None:
+    """Why the candidate operators cannot run now (a sentence for ``poll_message_set``), or None when they can:
+    Object Mode, and an active object that is one of at least ``least`` candidates."""
+    if context.mode != 'OBJECT':
+        return "Switch to Object Mode first"
+    collection = candidate_collection(context.active_object)
+    if collection is None:
+        return "The active object is not a candidate shape (made by Reconstruct from Image with Candidates above 1)"
+    count = len(candidates_of(collection, context.view_layer))
+    if count < least:
+        return (f"{collection.name} has no other candidate shape to show" if count else
+                f"{collection.name} has no candidate shape in this view layer")
+    return None
+
+
+class RECON_OT_next_candidate(bpy.types.Operator):
+    """Hide the shown candidate shape and show the next one of its collection (after the last, the first)"""
+
+    bl_idname = "recon.next_candidate"
+    bl_label = "Next Shape"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    @classmethod
+    def poll(cls, context):
+        message = _candidates_unavailable(context, 2)
+        if message is not None:
+            cls.poll_message_set(message)
+        return message is None
+
+    def execute(self, context):
+        view_layer = context.view_layer
+        candidates = candidates_of(candidate_collection(context.active_object), view_layer)
+        current = shown_candidate(candidates, view_layer, context.active_object)
+        shown = candidates[(candidates.index(current) + 1) % len(candidates)]
+        _show_only(shown, candidates, view_layer)
+        rank, confidence = candidate_info(shown)
+        check = "printable" if (shown.get(CHECK_KEY) or {}).get("ok") else "NOT printable"
+        self.report({'INFO'}, f"Showing {shown.name}: candidate {rank} of {len(candidates)}, "
+                              f"{percent_text(confidence)} confidence, {check}.")
+        return {'FINISHED'}
+
+
+class RECON_OT_keep_candidate(bpy.types.Operator):
+    """Keep the shown candidate shape: delete the other candidates and move it out of their collection"""
+
+    bl_idname = "recon.keep_candidate"
+    bl_label = "Keep This One"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    @classmethod
+    def poll(cls, context):
+        message = _candidates_unavailable(context, 1)
+        if message is not None:
+            cls.poll_message_set(message)
+        return message is None
+
+    def execute(self, context):
+        view_layer = context.view_layer
+        collection = candidate_collection(context.active_object)
+        kept = shown_candidate(candidates_of(collection, view_layer), view_layer, context.active_object)
+        others = [o for o in collection.objects if CANDIDATE_KEY in o and o != kept]
+        parents = _parent_collections(collection, context.scene)
+        for obj in others:
+            mesh = obj.data
+            bpy.data.objects.remove(obj)
+            if mesh is not None and mesh.users == 0:
+                bpy.data.meshes.remove(mesh)
+        for parent in parents:
+            if parent.objects.get(kept.name) != kept:
+                parent.objects.link(kept)
+        collection.objects.unlink(kept)
+        name = collection.name
+        if not collection.objects and not collection.children:
+            bpy.data.collections.remove(collection)
+        _show_only(kept, [kept], view_layer)
+        self.report({'INFO'}, f"Kept {kept.name} and deleted the {len(others)} other candidate(s) of {name}.")
+        return {'FINISHED'}
+
+
+def _parent_collections(collection, scene) -> list:
+    """The collections that hold ``collection`` as a child (the scene's own collection when none does)."""
+    parents = [c for c in (scene.collection, *bpy.data.collections) if c.children.get(collection.name) == collection]
+    return parents or [scene.collection]
 
 
 def _world_mesh_mm(context, obj) -> tuple[np.ndarray, np.ndarray]:

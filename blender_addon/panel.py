@@ -1,11 +1,13 @@
-"""The "Reconstruct" tab of the 3D Viewport sidebar: inputs, the button, the printable check and the object mask."""
+"""The "Reconstruct" tab of the 3D Viewport sidebar: inputs, the button, the candidates, the printable check and
+the object mask."""
 
 import bpy
 
-from .operators import (CHECK_KEY, MASK_KEY, RECON_OT_export_3mf, RECON_OT_export_stl, RECON_OT_reconstruct, mask_image,
-                        mm_per_unit, running)
+from .operators import (CHECK_KEY, MASK_KEY, NEXT_SHAPE_KEYS, RECON_OT_export_3mf, RECON_OT_export_stl,
+                        RECON_OT_keep_candidate, RECON_OT_next_candidate, RECON_OT_reconstruct, candidate_collection,
+                        candidate_info, candidates_of, mask_image, mm_per_unit, percent_text, running)
 
-__all__ = ["RECON_PT_reconstruct", "RECON_PT_check", "RECON_PT_mask"]
+__all__ = ["RECON_PT_reconstruct", "RECON_PT_candidates", "RECON_PT_check", "RECON_PT_mask"]
 
 MASK_PREVIEW_SCALE = 8.0
 """Side of the mask's preview in the sidebar, in UI units (about half the sidebar's default width)."""
@@ -30,6 +32,7 @@ class RECON_PT_reconstruct(bpy.types.Panel):
         col.prop(settings, "category")
         col.prop(settings, "detail")
         col.prop(settings, "height_mm")
+        col.prop(settings, "candidates")
         run = running()
         if run is None:
             layout.operator(RECON_OT_reconstruct.bl_idname, icon='MESH_ICOSPHERE')
@@ -46,6 +49,34 @@ class _SubPanel:
     bl_region_type = 'UI'
     bl_category = "Reconstruct"
     bl_parent_id = "RECON_PT_reconstruct"
+
+
+class RECON_PT_candidates(_SubPanel, bpy.types.Panel):
+    """The candidate shapes of the active object's collection: rank, confidence, printable, which is shown."""
+
+    bl_label = "Candidates"
+    bl_idname = "RECON_PT_candidates"
+
+    @classmethod
+    def poll(cls, context):
+        return candidate_collection(context.active_object) is not None
+
+    def draw(self, context):
+        layout = self.layout
+        collection = candidate_collection(context.active_object)
+        view_layer = context.view_layer
+        layout.label(text=f"{collection.name}, the most confident first:")
+        col = layout.column(align=True)
+        for obj in candidates_of(collection, view_layer):
+            rank, confidence = candidate_info(obj)
+            printable = "yes" if (obj.get(CHECK_KEY) or {}).get("ok") else "no"
+            shown = not obj.hide_get(view_layer=view_layer)
+            col.label(text=f"{rank}. {obj.name}: {percent_text(confidence)}, printable: {printable}"
+                           + (" (shown)" if shown else ""), icon='HIDE_OFF' if shown else 'HIDE_ON')
+        row = layout.row(align=True)
+        row.operator(RECON_OT_next_candidate.bl_idname, icon='FORWARD')
+        row.operator(RECON_OT_keep_candidate.bl_idname, icon='CHECKMARK')
+        layout.label(text=f"Next Shape: {NEXT_SHAPE_KEYS} in the 3D Viewport", icon='EVENT_N')
 
 
 class RECON_PT_check(_SubPanel, bpy.types.Panel):

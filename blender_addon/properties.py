@@ -1,4 +1,4 @@
-"""What the Reconstruct panel edits: the image, category, detail level and real height (per scene)."""
+"""What the Reconstruct panel edits: the image, category, detail level, real height and candidate count (per scene)."""
 
 import bpy
 
@@ -37,4 +37,10 @@ class ReconSettings(bpy.types.PropertyGroup):
         name="Height (mm)",
         description="Real height of the object in millimetres; 0 keeps the model's size (about 1 unit across)",
         default=0.0, min=0.0, soft_max=2000.0, precision=1,
+    )
+    candidates: bpy.props.IntProperty(
+        name="Candidates",
+        description="How many plausible shapes to make, the most confident shown first (Next Shape shows the "
+                    "others); 1 makes one object, as before. Needs a model with a shape bank for more than 1",
+        default=3, min=1, max=5,
     )

@@ -16,11 +16,16 @@ panel's tests check its labels and the mask image's size and pixels, not the pic
 
 The tests share one warm worker (the add-on keeps it between clicks) running a tiny,
 randomly initialised model; tests that kill the worker or change the interpreter come last.
+Candidates need a model with a shape bank: the candidate tests use a tiny one with a bank of four
+fake models (tests/test_shape_bank.py's), built once in a child process so that Blender's process
+never imports torch; they run one after the other, so the worker switches model twice in all.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
+import json
 import os
 import re
 import signal
@@ -44,7 +49,8 @@ from tests.test_worker import PYTHON, make_alpha_image, make_shape_image, write_
 pytestmark = pytest.mark.blender
 
 EXTENSION = "reconstruct_from_image"
-CLASS_NAMES = ("RECON_PT_reconstruct", "RECON_PT_check", "RECON_PT_mask", "ReconSettings", "ReconPreferences")
+CLASS_NAMES = ("RECON_PT_reconstruct", "RECON_PT_candidates", "RECON_PT_check", "RECON_PT_mask", "ReconSettings",
+               "ReconPreferences")
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +75,7 @@ def addon(tmp_path_factory):
         assert prefs.python_path == build_addon.default_python()  # written into the zip by build_addon.py
         prefs.model_path = str(write_tiny_model(root))
         yield SimpleNamespace(module=module, package=sys.modules[module], prefs=prefs, root=root,
-                              image=make_shape_image(root / "shape.png"))
+                              image=make_shape_image(root / "shape.png"), tiny_model=prefs.model_path)
         if module in preferences.addons:
             bpy.ops.preferences.addon_disable(module=module)
         index = next(i for i, r in enumerate(preferences.extensions.repos) if r.custom_directory == repo_dir)
@@ -80,14 +86,15 @@ def addon(tmp_path_factory):
 def settings(addon):
     s = bpy.context.scene.recon_settings
     s.source, s.image_path, s.image, s.category, s.detail, s.height_mm = 'FILE', str(addon.image), None, 'AUTO', 'LOW', 50.0
+    s.candidates = 1
     bpy.context.scene.unit_settings.scale_length = 1.0
-    addon.prefs.python_path, addon.prefs.timeout_s = PYTHON, 300.0
+    addon.prefs.python_path, addon.prefs.timeout_s, addon.prefs.model_path = PYTHON, 300.0, addon.tiny_model
     return s
 
 
-def scene_state() -> tuple[frozenset, frozenset, frozenset]:
+def scene_state() -> tuple[frozenset, frozenset, frozenset, frozenset]:
     return (frozenset(o.name for o in bpy.data.objects), frozenset(m.name for m in bpy.data.meshes),
-            frozenset(i.name for i in bpy.data.images))
+            frozenset(i.name for i in bpy.data.images), frozenset(c.name for c in bpy.data.collections))
 
 
 def temp_leftovers(before: set[str]) -> set[str]:
@@ -161,6 +168,9 @@ def test_panel_and_operators_are_registered(addon):
     assert bpy.types.RECON_PT_reconstruct.bl_category == "Reconstruct"
     assert bpy.types.RECON_PT_reconstruct.bl_space_type == 'VIEW_3D'
     assert bpy.ops.recon.reconstruct_image.poll() and hasattr(bpy.types.Scene, "recon_settings")
+    for idname in ("next_candidate", "keep_candidate"):
+        op = getattr(bpy.ops.recon, idname)
+        assert set(op.bl_options) >= {'REGISTER', 'UNDO'} and not op.poll()  # no candidate is active
     for source in Path(addon.package.__file__).parent.glob("*.py"):  # torch never loads inside Blender
         assert not re.search(r"^\s*(import|from) (torch|recon_core)\b", source.read_text(), re.MULTILINE), source
 
@@ -168,7 +178,7 @@ def test_panel_and_operators_are_registered(addon):
 def test_reconstruct_adds_one_printable_object_at_the_cursor_and_one_undo_removes_it(addon, settings):
     bpy.context.scene.cursor.location = (1.0, 2.0, 3.0)
     bpy.ops.ed.undo_push(message="before")
-    objects, meshes, images = scene_state()
+    objects, meshes, images, collections = scene_state()
     obj = reconstruct()
     assert obj.name == "shape" and obj.type == 'MESH'
     assert obj.select_get() and bpy.context.view_layer.objects.active == obj
@@ -185,7 +195,7 @@ def test_reconstruct_adds_one_printable_object_at_the_cursor_and_one_undo_remove
 
     bpy.ops.ed.undo_push(message="Reconstruct from Image")  # what the UI does when the operator finishes
     bpy.ops.ed.undo()
-    assert scene_state() == (objects, meshes, images)
+    assert scene_state() == (objects, meshes, images, collections)
 
 
 # -- the mesh from the worker's arrays -------------------------------------------------------------------
@@ -568,6 +578,279 @@ def test_a_failed_build_keeps_the_earlier_mask_and_an_unreadable_mask_is_a_warni
     bpy.data.images.remove(earlier)
 
 
+# -- candidates: several plausible shapes, one shown -------------------------------------------------------
+
+
+def default_keymap_items() -> list[tuple[str, str, dict]]:
+    """``(keymap name, operator, event)`` of every item of Blender's default keymap, legacy variant included, but
+    for the modal keymaps (those only act while their modal operator runs, e.g. a bevel in Edit Mode).
+
+    Headless Blender leaves its keyconfigurations empty, so the keymap's own data file is read."""
+    scripts = bpy.utils.system_resource('SCRIPTS')
+    path = os.path.join(scripts, "presets", "keyconfig", "keymap_data", "blender_default.py")
+    spec = importlib.util.spec_from_file_location("recon_test_blender_default", path)
+    data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(data)
+    items = []
+    for legacy in (False, True):
+        for name, args, content in data.generate_keymaps(data.Params(legacy=legacy)):
+            if not args.get("modal"):
+                items += [(name, idname, event) for idname, event, _ in content["items"]]
+    return items
+
+
+def test_next_shape_has_a_shortcut_that_blender_does_not_use(addon):
+    keyconfig = bpy.context.window_manager.keyconfigs.addon
+    found = [(km.name, km.space_type, kmi) for km in keyconfig.keymaps for kmi in km.keymap_items
+             if kmi.idname.startswith("recon.")]
+    [(name, space_type, item)] = found
+    assert (name, space_type, item.idname, item.type, item.value) == (
+        "Object Mode", 'EMPTY', "recon.next_candidate", 'N', 'PRESS')
+    assert item.shift and item.alt and not item.ctrl and not item.oskey and item.active
+    assert addon.package.operators.NEXT_SHAPE_KEYS == "Shift+Alt+N"
+    default = default_keymap_items()
+    assert len(default) > 1000 and ("Object Mode", "object.hide_view_set", {"type": 'H', "value": 'PRESS'}) in default
+    def shift_alt_n(event: dict) -> bool:
+        modifiers = event.get("shift") and event.get("alt") and not event.get("ctrl") and not event.get("oskey")
+        return event.get("type") == 'N' and bool(event.get("any") or modifiers)
+
+    clashes = [(name, idname, event) for name, idname, event in default if shift_alt_n(event)]
+    assert clashes == []
+
+
+@pytest.fixture(scope="module")
+def banked(addon) -> SimpleNamespace:
+    """A tiny model with a shape bank of four fake models and a picture of a chair ("chair.png"), built in a
+    child process (this one never imports torch)."""
+    folder = addon.root / "banked"
+    script = ("import json, shutil, sys; from pathlib import Path; "
+              "from tests.test_shape_bank import write_banked_model; "
+              "folder = Path(sys.argv[1]); model, picture = write_banked_model(folder); "
+              "shutil.copy(picture, folder / 'chair.png'); print(json.dumps(str(model)))")
+    done = subprocess.run([PYTHON, "-c", script, str(folder)], capture_output=True, text=True, cwd=build_addon.REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return SimpleNamespace(model=json.loads(done.stdout.splitlines()[-1]), image=folder / "chair.png")
+
+
+@pytest.fixture
+def candidate_settings(addon, settings, banked):
+    """The panel set to 3 candidates of the chair picture, with the banked model."""
+    settings.image_path, settings.candidates = str(banked.image), 3
+    addon.prefs.model_path = banked.model
+    return settings
+
+
+def candidates_in(collection) -> list:
+    """The objects of a candidate collection, by rank."""
+    return sorted(collection.objects, key=lambda o: o["recon_candidate"]["rank"])
+
+
+def shown(objects) -> list[str]:
+    """The names of the visible objects among ``objects``."""
+    return [o.name for o in objects if not o.hide_get()]
+
+
+def remove_candidates(name: str = "chair candidates") -> None:
+    """Delete a candidate collection, its objects, their meshes and the mask image (test clean-up)."""
+    collection = bpy.data.collections.get(name)
+    for obj in list(collection.objects) if collection is not None else []:
+        mesh = obj.data
+        bpy.data.objects.remove(obj)
+        bpy.data.meshes.remove(mesh)
+    if collection is not None:
+        bpy.data.collections.remove(collection)
+    for image in [i for i in bpy.data.images if i.name.startswith("chair mask")]:
+        bpy.data.images.remove(image)
+
+
+def reconstruct_candidates(count: int = 3) -> bpy.types.Collection:
+    """Run the operator with the panel's Candidates at ``count``; returns the one new collection."""
+    before = {c.name for c in bpy.data.collections}
+    bpy.context.scene.recon_settings.candidates = count
+    assert bpy.ops.recon.reconstruct_image() == {'FINISHED'}
+    [collection] = [c for c in bpy.data.collections if c.name not in before]
+    return collection
+
+
+def test_a_model_without_a_bank_makes_its_one_object_and_says_why(addon, settings):
+    settings.candidates = 3
+    state = scene_state()
+    driver = ModalDriver(addon.package.operators.RECON_OT_reconstruct)
+    assert driver.invoke() == {'RUNNING_MODAL'}
+    while (status := driver.tick()) == {'PASS_THROUGH'}:
+        time.sleep(0.05)
+    assert status == {'FINISHED'}
+    [obj] = [o for o in bpy.data.objects if o.name not in state[0]]
+    assert re.fullmatch(r"shape(\.\d+)?", obj.name) and "recon_candidate" not in obj and scene_state()[3] == state[3]
+    note = ("Note: this model gives one shape per picture, so you get 1 candidate, not 3 (several need a model "
+            "with a shape bank).")
+    assert ({'WARNING'}, note) in driver.reports
+    assert not bpy.types.RECON_PT_candidates.poll(bpy.context)
+    bpy.data.images.remove(obj["recon_mask"])
+    bpy.data.objects.remove(obj)
+
+
+def test_candidates_are_objects_in_one_collection_the_most_confident_shown(addon, candidate_settings, monkeypatch):
+    operators = addon.package.operators
+    results = []
+    build = operators._Reconstruction.build
+    monkeypatch.setattr(operators._Reconstruction, "build",
+                        lambda self, context: results.append(self.job.result) or build(self, context))
+    bpy.context.scene.cursor.location = (1.0, 2.0, 3.0)
+    bpy.ops.ed.undo_push(message="before")
+    state = scene_state()
+    collection = reconstruct_candidates(3)
+    [result] = results
+    assert collection.name == "chair candidates"
+    assert collection["recon_candidates"] == str(candidate_settings.image_path)
+    assert bpy.context.collection.children.get(collection.name) == collection, "under the active collection"
+    objects = candidates_in(collection)
+    assert [o.name for o in objects] == ["chair 1", "chair 2", "chair 3"]
+    assert set(scene_state()[0]) - state[0] == {"chair 1", "chair 2", "chair 3"}
+    assert [o["recon_candidate"]["rank"] for o in objects] == [1, 2, 3]
+    confidences = [o["recon_candidate"]["confidence"] for o in objects]
+    assert confidences == pytest.approx([c.confidence for c in result.candidates], rel=1e-12)
+    assert 1 >= confidences[0] > confidences[1] >= confidences[2] > 0
+    assert shown(objects) == ["chair 1"] and [o.hide_render for o in objects] == [False, True, True]
+    assert [o.name for o in bpy.context.selected_objects] == ["chair 1"]
+    assert bpy.context.view_layer.objects.active == objects[0]
+    mask = objects[0]["recon_mask"]
+    assert mask.name == "chair mask" and all(o["recon_mask"] == mask for o in objects)
+    for obj, candidate in zip(objects, result.candidates):
+        check = obj["recon_check"]
+        assert check["ok"] and check["watertight"] and check["manifold"] and check["volume_mm3"] > 0
+        assert check["summary"] == candidate.report["summary"] and check["category"] == "chair"
+        assert tuple(obj.location) == pytest.approx((1.0, 2.0, 3.0))
+        assert obj.data.name == obj.name and all(p.use_smooth for p in obj.data.polygons)
+        want = addon.package.mesh_data.to_blender(candidate.verts, 1.0 / 1000.0).astype(np.float32)
+        np.testing.assert_array_equal(mesh_arrays(obj.data)["co"], want)
+        assert_closed_manifold(obj.data)
+        assert obj.dimensions.z == pytest.approx(0.050, rel=1e-4)
+    assert len({mesh_arrays(o.data)["co"].tobytes() for o in objects}) == 3, "three different shapes"
+    texts = labels(draw_panel(bpy.types.RECON_PT_candidates))
+    percent = [f"{c:.0%}" if c >= 0.01 else "<1%" for c in confidences]
+    assert texts[1:4] == [f"1. chair 1: {percent[0]}, printable: yes (shown)",
+                          f"2. chair 2: {percent[1]}, printable: yes", f"3. chair 3: {percent[2]}, printable: yes"]
+
+    bpy.ops.ed.undo_push(message="Reconstruct from Image")
+    bpy.ops.ed.undo()
+    assert scene_state() == state
+
+
+def test_next_shape_cycles_and_wraps_and_each_step_is_one_undo(addon, candidate_settings):
+    objects = candidates_in(reconstruct_candidates(3))
+    names = [o.name for o in objects]
+    for expected in ("chair 2", "chair 3", "chair 1", "chair 2"):
+        assert bpy.ops.recon.next_candidate() == {'FINISHED'}
+        objects = [bpy.data.objects[n] for n in names]
+        assert shown(objects) == [expected] and [o.name for o in bpy.context.selected_objects] == [expected]
+        assert bpy.context.view_layer.objects.active.name == expected
+        assert [o.hide_render for o in objects] == [n != expected for n in names]
+    bpy.ops.ed.undo_push(message="before")
+    assert bpy.ops.recon.next_candidate() == {'FINISHED'}
+    bpy.ops.ed.undo_push(message="Next Shape")
+    assert shown([bpy.data.objects[n] for n in names]) == ["chair 3"]
+    bpy.ops.ed.undo()  # undo reloads the data: look the objects up again
+    objects = [bpy.data.objects[n] for n in names]
+    assert shown(objects) == ["chair 2"] and bpy.context.view_layer.objects.active.name == "chair 2"
+    assert [o.hide_render for o in objects] == [True, False, True]
+    # shown by hand in the outliner: Next Shape goes on from the active one and hides the rest again
+    objects[0].hide_set(False)
+    assert bpy.ops.recon.next_candidate() == {'FINISHED'}
+    assert shown([bpy.data.objects[n] for n in names]) == ["chair 3"]
+    remove_candidates()
+    bpy.ops.mesh.primitive_cube_add()
+    assert not bpy.ops.recon.next_candidate.poll() and not bpy.ops.recon.keep_candidate.poll()
+    with pytest.raises(RuntimeError, match="The active object is not a candidate shape"):
+        bpy.ops.recon.next_candidate()
+    bpy.data.objects.remove(bpy.context.active_object)
+
+
+def test_keep_this_one_deletes_the_others_and_moves_it_to_the_parent_collection(addon, candidate_settings):
+    collection = reconstruct_candidates(3)
+    parent = bpy.context.collection
+    assert bpy.ops.recon.next_candidate() == {'FINISHED'}
+    bpy.ops.ed.undo_push(message="before")
+    state = scene_state()
+    assert bpy.ops.recon.keep_candidate() == {'FINISHED'}
+    kept = bpy.data.objects["chair 2"]
+    assert "chair candidates" not in bpy.data.collections, "the emptied collection is removed"
+    deleted = {"chair 1", "chair 3"}
+    assert scene_state()[0] == state[0] - deleted and scene_state()[1] == state[1] - deleted, "objects and meshes"
+    assert parent.objects.get("chair 2") == kept and len(kept.users_collection) == 1
+    assert not kept.hide_get() and not kept.hide_render and kept.select_get()
+    assert bpy.context.view_layer.objects.active == kept and kept["recon_check"]["ok"]
+    assert kept["recon_mask"].name == "chair mask"
+    assert not bpy.types.RECON_PT_candidates.poll(bpy.context) and not bpy.ops.recon.next_candidate.poll()
+
+    bpy.ops.ed.undo_push(message="Keep This One")
+    bpy.ops.ed.undo()  # undo reloads the data: look everything up again
+    assert scene_state() == state
+    collection, parent = bpy.data.collections["chair candidates"], bpy.context.collection
+    assert shown(candidates_in(collection)) == ["chair 2"] and parent.objects.get("chair 2") is None
+    # the last candidate left: Keep This One still takes it out of the collection
+    for name in ("chair 1", "chair 3"):
+        bpy.data.objects.remove(bpy.data.objects[name])
+    bpy.context.view_layer.objects.active = bpy.data.objects["chair 2"]
+    assert not bpy.ops.recon.next_candidate.poll() and bpy.ops.recon.keep_candidate() == {'FINISHED'}
+    assert "chair candidates" not in bpy.data.collections and parent.objects.get("chair 2") is not None
+    kept = bpy.data.objects["chair 2"]
+    mask = kept["recon_mask"]
+    bpy.data.objects.remove(kept)
+    bpy.data.images.remove(mask)
+
+
+def test_one_candidate_is_todays_single_object(addon, candidate_settings):
+    """Candidates at 1, with a model that could give several: one object named after the picture, no
+    collection, no candidate property; the shape is the first of the candidates."""
+    first = mesh_arrays(candidates_in(reconstruct_candidates(3))[0].data)["co"]
+    remove_candidates()
+    candidate_settings.candidates = 1
+    collections = scene_state()[3]
+    obj = reconstruct()
+    assert obj.name == "chair" and "recon_candidate" not in obj and scene_state()[3] == collections
+    assert obj.users_collection[0] == bpy.context.collection and not obj.hide_get() and not obj.hide_render
+    np.testing.assert_array_equal(mesh_arrays(obj.data)["co"], first)
+    assert obj["recon_check"]["ok"]
+    mask = obj["recon_mask"]
+    bpy.data.objects.remove(obj)
+    bpy.data.images.remove(mask)
+
+
+def test_hidden_candidates_stay_hidden_in_the_saved_file(addon, candidate_settings, tmp_path):
+    reconstruct_candidates(3)
+    assert bpy.ops.recon.next_candidate() == {'FINISHED'}
+    path = tmp_path / "candidates.blend"
+    assert bpy.ops.wm.save_as_mainfile(filepath=str(path), copy=True) == {'FINISHED'}
+    remove_candidates()
+    script = ("import bpy, json, sys; bpy.ops.wm.open_mainfile(filepath=sys.argv[1]); "
+              "c = bpy.data.collections['chair candidates']; print(json.dumps({o.name: [o.hide_get(), o.hide_render, "
+              "o['recon_candidate'].to_dict(), o['recon_check']['ok']] for o in c.objects}))")
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    read = json.loads(done.stdout.splitlines()[-1])
+    assert {name: (hidden, render, info["rank"], ok) for name, (hidden, render, info, ok) in read.items()} == {
+        "chair 1": (True, True, 1, True), "chair 2": (False, False, 2, True), "chair 3": (True, True, 3, True)}
+
+
+@pytest.mark.parametrize("fail_in", ["_check_property", "_show_only"])
+def test_a_failed_candidate_build_leaves_the_scene_unchanged(addon, candidate_settings, monkeypatch, fail_in):
+    """A failure at the second candidate's check, or once every object is linked: nothing is left."""
+    operators = addon.package.operators
+    real, calls = getattr(operators, fail_in), []
+
+    def fails(*args):
+        calls.append(args)
+        if fail_in == "_show_only" or len(calls) == 2:
+            raise RuntimeError("simulated")
+        return real(*args)
+
+    monkeypatch.setattr(operators, fail_in, fails)
+    candidate_settings.candidates = 3
+    expect_error(addon, r"Could not create the mesh in Blender \(RuntimeError: simulated\)")
+    assert calls, "the build got as far as the failure"
+
+
 # -- failures: one sentence, scene unchanged --------------------------------------------------------------
 
 
@@ -694,7 +977,10 @@ def test_unregister_leaves_nothing_behind(addon):
     assert addon.module not in bpy.context.preferences.addons
     assert not hasattr(bpy.types.Scene, "recon_settings")
     assert not any(hasattr(bpy.types, name) for name in CLASS_NAMES)
-    for idname in ("reconstruct_image", "export_stl", "export_3mf"):
+    for idname in ("reconstruct_image", "next_candidate", "keep_candidate", "export_stl", "export_3mf"):
         with pytest.raises((AttributeError, KeyError)):
             getattr(bpy.ops.recon, idname).get_rna_type()
+    keyconfig = bpy.context.window_manager.keyconfigs.addon
+    assert not [kmi.idname for km in keyconfig.keymaps for kmi in km.keymap_items if kmi.idname.startswith("recon.")]
+    assert addon.package._keymap_items == []
     assert all(c.process is None or c.process.poll() is not None for c in clients), "workers are shut down"

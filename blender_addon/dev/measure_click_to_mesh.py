@@ -1,6 +1,7 @@
 """Measure click-to-mesh time of the add-on in headless Blender (the bpy module), cold and warm worker.
 
     .venv/bin/python blender_addon/dev/measure_click_to_mesh.py [--python PY] [--model PATH] [--detail low|medium|high] [--runs 3]
+        [--candidates K]
 
 Builds and installs the extension into a temporary user folder, then runs Reconstruct
 from Image on a generated image: the first run starts the worker and loads the model
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="low, medium or high (or 642, 2562, 10242 vertices as before; default: medium)")
     parser.add_argument("--height-mm", type=float, default=120.0)
     parser.add_argument("--runs", type=int, default=3, help="warm runs after the cold one")
+    parser.add_argument("--candidates", type=int, default=1,
+                        help="the panel's Candidates: shapes per click (default: 1, one object)")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="recon-measure-") as tmp:  # the add-on's install and the picture
@@ -68,6 +71,7 @@ def _measure(args, root: Path) -> int:
     settings = bpy.context.scene.recon_settings
     settings.image_path = str(make_shape_image(root / "shape.png"))
     settings.detail, settings.height_mm = args.detail.upper(), args.height_mm
+    settings.candidates = args.candidates
 
     times = []
     for _ in range(1 + args.runs):
@@ -77,7 +81,7 @@ def _measure(args, root: Path) -> int:
         obj = bpy.context.active_object
         print(f"{obj.name}: {len(obj.data.vertices)} vertices in {times[-1]:.2f} s", flush=True)
     print(f"python {prefs.python_path}, model {args.model or 'models/default'}, detail {args.detail}, "
-          f"{os.cpu_count()} CPUs")
+          f"candidates {args.candidates}, {os.cpu_count()} CPUs")
     print(f"cold (worker start + model load + reconstruction): {times[0]:.2f} s")
     print(f"warm (median of {args.runs}): {statistics.median(times[1:]):.2f} s")
     bpy.ops.preferences.addon_disable(module=module)
