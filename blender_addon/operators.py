@@ -510,19 +510,27 @@ def _candidates_unavailable(context, least: int) -> str | None:
     return None
 
 
-class RECON_OT_next_candidate(bpy.types.Operator):
+class _CandidateOperator:
+    """What the candidate operators share: they run in Object Mode on an active candidate of a collection
+    that holds at least ``least`` of them, and say why not otherwise (:func:`_candidates_unavailable`)."""
+
+    bl_options = {'REGISTER', 'UNDO'}
+    least = 1
+
+    @classmethod
+    def poll(cls, context):
+        message = _candidates_unavailable(context, cls.least)
+        if message is not None:
+            cls.poll_message_set(message)
+        return message is None
+
+
+class RECON_OT_next_candidate(_CandidateOperator, bpy.types.Operator):
     """Hide the shown candidate shape and show the next one of its collection (after the last, the first)"""
 
     bl_idname = "recon.next_candidate"
     bl_label = "Next Shape"
-    bl_options = {'REGISTER', 'UNDO'}
-
-    @classmethod
-    def poll(cls, context):
-        message = _candidates_unavailable(context, 2)
-        if message is not None:
-            cls.poll_message_set(message)
-        return message is None
+    least = 2
 
     def execute(self, context):
         view_layer = context.view_layer
@@ -537,19 +545,11 @@ class RECON_OT_next_candidate(bpy.types.Operator):
         return {'FINISHED'}
 
 
-class RECON_OT_keep_candidate(bpy.types.Operator):
+class RECON_OT_keep_candidate(_CandidateOperator, bpy.types.Operator):
     """Keep the shown candidate shape: delete the other candidates and move it out of their collection"""
 
     bl_idname = "recon.keep_candidate"
     bl_label = "Keep This One"
-    bl_options = {'REGISTER', 'UNDO'}
-
-    @classmethod
-    def poll(cls, context):
-        message = _candidates_unavailable(context, 1)
-        if message is not None:
-            cls.poll_message_set(message)
-        return message is None
 
     def execute(self, context):
         view_layer = context.view_layer

@@ -271,12 +271,18 @@ def test_fill_mesh_refuses_bad_arrays_and_a_mesh_with_geometry(addon):
         bpy.data.meshes.remove(mesh)
 
 
-def test_the_object_holds_the_workers_vertices_in_blender_frame_and_its_faces(addon, settings, monkeypatch):
+
+def _capture_results(addon, monkeypatch) -> list:
+    """The list that each worker result the operator builds an object from is appended to."""
     operators = addon.package.operators
     results = []
     build = operators._Reconstruction.build
     monkeypatch.setattr(operators._Reconstruction, "build",
                         lambda self, context: results.append(self.job.result) or build(self, context))
+    return results
+
+def test_the_object_holds_the_workers_vertices_in_blender_frame_and_its_faces(addon, settings, monkeypatch):
+    results = _capture_results(addon, monkeypatch)
     obj = reconstruct()
     [result] = results
     got = mesh_arrays(obj.data)
@@ -691,11 +697,7 @@ def test_a_model_without_a_bank_makes_its_one_object_and_says_why(addon, setting
 
 
 def test_candidates_are_objects_in_one_collection_the_most_confident_shown(addon, candidate_settings, monkeypatch):
-    operators = addon.package.operators
-    results = []
-    build = operators._Reconstruction.build
-    monkeypatch.setattr(operators._Reconstruction, "build",
-                        lambda self, context: results.append(self.job.result) or build(self, context))
+    results = _capture_results(addon, monkeypatch)
     bpy.context.scene.cursor.location = (1.0, 2.0, 3.0)
     bpy.ops.ed.undo_push(message="before")
     state = scene_state()
