@@ -254,16 +254,15 @@ class Reconstructor:
         if banked:
             with _timed(timings, "retrieval"):
                 ranked = self._ranked(rgb, alpha, out.verts[0], cat_index, count)
-            results = []
+            results, mask = [], object_mask(rgb, alpha)
             for row, confidence in ranked:
-                own = dict(timings)
+                own = dict(timings)  # each candidate's timings: the shared stages, then its own
                 with _timed(own, "retrieval"):
                     snapped = self._snap(row)
                 if snapped is None:
                     continue
                 result = self._bank_result(snapped, vertices, used, probs, height_mm, own)
-                result.confidence = confidence
-                result.mask = object_mask(rgb, alpha)
+                result.confidence, result.mask = confidence, mask
                 results.append(result)
             if results:
                 return results
