@@ -445,7 +445,7 @@ def test_oracle_prediction_scores_near_perfect(dataset):
         assert ours["Sil-IoU"] > 0.999 and ours["Sil-IoU"] > sphere["Sil-IoU"]  # the fake renders' own rasteriser
 
 
-def test_candidates_score_the_first_as_ours_and_the_best_as_the_oracle(dataset):
+def test_candidates_score_the_first_as_ours_and_the_best_as_the_oracle(dataset, tmp_path):
     """K candidates: [the truth shrunk to half, the truth]: ours is the first (as without candidates, same points),
     the oracle is the truth's F1, the diversity the two meshes' Chamfer-L2 from a brute-force reference."""
     from training.baselines import world_to_output
@@ -472,7 +472,7 @@ def test_candidates_score_the_first_as_ours_and_the_best_as_the_oracle(dataset):
         assert r["metrics"]["ours"] == r1["metrics"]["ours"]  # the first candidate, scored as without candidates
         assert c["count"] == 2 and c["F1@0.3"][0] == r["metrics"]["ours"]["F1@0.3"]
         assert c["oracle_f1"] == max(c["F1@0.3"]) and c["F1@0.3"][1] > 0.95 > 0.5 > c["F1@0.3"][0]
-        assert c["confidence"] == [0.6, 0.3]
+        assert c["confidence"] == [0.6, 0.3] and c["printable"] == [True, True]
         _, _, cam, _ = ev.load_view(s.entry, s.view)
         v, f = ev.load_world_mesh(s.entry.mesh_path)
         truth = ev.Prediction(world_to_output(v, cam.R), f)
@@ -495,6 +495,16 @@ def test_candidates_score_the_first_as_ours_and_the_best_as_the_oracle(dataset):
     assert "best of K" in table and table.count("\n") == 2 + len(summary["per_category"]) + 1
     assert ev.candidate_summary(single.records) is None
     assert ev.candidate_diversity([truth], truth) is None
+    assert summary["all"]["printable"] == 1.0
+    row = {"input": np.zeros((32, 32, 3), np.uint8), "gt": truth, "candidates": [half, truth]}
+    from PIL import Image
+
+    path = ev.candidate_sheet([row, {**row, "candidates": None}], tmp_path / "sheet.png", tile=32, count=2)
+    with Image.open(path) as im:  # input, 2 candidates, ground truth; a row without candidates: grey tiles
+        assert im.size == (4 * 32, ev.SHEET_HEADER + 2 * 32)
+        pixels = np.asarray(im.convert("RGB"))
+    second_row = pixels[ev.SHEET_HEADER + 32 :, 32:96]
+    assert (second_row == 200).all() and not (pixels[ev.SHEET_HEADER : ev.SHEET_HEADER + 32, 32:96] == 200).all()
 
 
 def test_a_refused_picture_is_a_scored_miss_not_a_crash(dataset):

@@ -635,22 +635,24 @@ def candidate_summary(records: list[dict[str, Any]]) -> dict[str, Any] | None:
                 "first_f1": _mean([r["candidates"]["F1@0.3"][0] for r in recs]),
                 "oracle_f1": _mean([r["candidates"]["oracle_f1"] for r in recs]),
                 "diversity": _mean([r["candidates"]["diversity"] for r in recs]),
-                "count": _mean([r["candidates"]["count"] for r in recs])}
+                "count": _mean([r["candidates"]["count"] for r in recs]),
+                "printable": _mean([float(all(r["candidates"]["printable"])) for r in recs])}
 
     per = OrderedDict((name, block(groups[name])) for name in sorted(groups, key=_category_order))
-    mean = {k: _mean([b[k] for b in per.values()]) for k in ("first_f1", "oracle_f1", "diversity", "count")}
+    mean = {k: _mean([b[k] for b in per.values()]) for k in ("first_f1", "oracle_f1", "diversity", "count", "printable")}
     return {"per_category": per, "mean": {"n": len(have), **mean}, "all": block(have)}
 
 
 def format_candidate_table(summary: dict[str, Any]) -> str:
     """Markdown table of :func:`candidate_summary`."""
-    lines = ["| category | n | candidates | first F1@0.3 ↑ | best of K F1@0.3 (oracle) ↑ | diversity (Chamfer-L2) |",
-             "|---|--:|--:|--:|--:|--:|"]
+    lines = ["| category | n | candidates | first F1@0.3 ↑ | best of K F1@0.3 (oracle) ↑ | diversity (Chamfer-L2) "
+             "| every candidate printable |",
+             "|---|--:|--:|--:|--:|--:|--:|"]
     rows = [*summary["per_category"].items(), ("**mean** (categories)", summary["mean"]), ("**all** (images)",
                                                                                            summary["all"])]
     for name, b in rows:
         lines.append(f"| {name} | {b['n']} | {b['count']:.1f} | {100 * b['first_f1']:.1f} | {100 * b['oracle_f1']:.1f} "
-                     f"| {b['diversity']:.3f} |")
+                     f"| {b['diversity']:.3f} | {100 * b['printable']:.0f}% |")
     return "\n".join(lines)
 
 
@@ -1053,6 +1055,7 @@ def evaluate_samples(
                 "count": len(f1),
                 "F1@0.3": f1,
                 "confidence": [getattr(c, "confidence", None) for c in [out, *others]],
+                "printable": [bool(c.report.ok) for c in [out, *others]],
                 "oracle_f1": max(f1),
                 "diversity": candidate_diversity([preds["ours"], *extra], gt, seed=s.seed),
             }
@@ -1067,7 +1070,8 @@ def evaluate_samples(
                 m = prepared.mask.numpy()[..., None]
                 crop = crop * m + (1.0 - m)
             row = {"input": (crop * 255 + 0.5).astype(np.uint8), "gt": gt}
-            sheet.append({**row, "ours": preds.get("ours"), "retrieval": preds.get("retrieval")})
+            sheet.append({**row, "ours": preds.get("ours"), "retrieval": preds.get("retrieval"),
+                          "candidates": [preds["ours"], *extra] if candidates > 1 and "ours" in preds else None})
     return EvalResult(records, sheet)
 
 
@@ -1285,23 +1289,38 @@ def contact_sheet(rows: list[dict[str, Any]], path: str | Path, tile: int = 128)
     Size: ``(4 * tile) x (SHEET_HEADER + len(rows) * tile)``. Meshes of a row share the
     ground truth's framing, so sizes compare; a missing method leaves a grey tile.
     """
+    return _sheet(rows, path, tile, list(zip(SHEET_COLUMNS[1:], ("ours", "retrieval", "gt"))))
+
+
+def candidate_sheet(rows: list[dict[str, Any]], path: str | Path, tile: int = 128, count: int = 3) -> Path:
+    """Write a PNG of our candidates: input | candidate 1 | ... | candidate ``count`` | ground truth, one row a sample
+    (each row's ``candidates``: its :class:`Prediction` list, the most confident first); as :func:`contact_sheet`."""
+    rows = [{**row, **{f"candidate_{k + 1}": c for k, c in enumerate(row.get("candidates") or [])}} for row in rows]
+    columns = [(f"candidate {k + 1}", f"candidate_{k + 1}") for k in range(count)] + [("ground truth", "gt")]
+    return _sheet(rows, path, tile, columns)
+
+
+def _sheet(rows: list[dict[str, Any]], path: str | Path, tile: int, columns: list[tuple[str, str]]) -> Path:
+    """The PNG of :func:`contact_sheet`: the input, then a tile per ``(label, key)`` of ``columns`` (the row's
+    :class:`Prediction` under ``key``, framed as the row's ground truth; grey when it has none)."""
     from PIL import Image, ImageDraw
 
-    sheet = Image.new("RGB", (len(SHEET_COLUMNS) * tile, SHEET_HEADER + len(rows) * tile), (255, 255, 255))
+    sheet = Image.new("RGB", ((1 + len(columns)) * tile, SHEET_HEADER + len(rows) * tile), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    for j, name in enumerate(SHEET_COLUMNS):
+    for j, name in enumerate(["input"] + [label for label, _ in columns]):
         draw.text((j * tile + 4, 3), name, fill=(0, 0, 0))
     for i, row in enumerate(rows):
         gt: Prediction = row["gt"]
         centre = (gt.verts.min(axis=0) + gt.verts.max(axis=0)) / 2
         radius = float(np.linalg.norm(gt.verts.max(axis=0) - gt.verts.min(axis=0))) / 2
         tiles = [np.asarray(Image.fromarray(row["input"]).resize((tile, tile)))]
-        for key in ("ours", "retrieval", "gt"):
+        for _, key in columns:
             pred = row.get(key)
             if pred is None:
                 tiles.append(np.full((tile, tile, 3), 200, dtype=np.uint8))
             else:
-                tiles.append(render_mesh(pred.verts, pred.faces, tile, centre, radius, _COLOURS[key]))
+                tiles.append(render_mesh(pred.verts, pred.faces, tile, centre, radius,
+                                         _COLOURS.get(key, _COLOURS["ours"])))
         for j, t in enumerate(tiles):
             sheet.paste(Image.fromarray(t), (j * tile, SHEET_HEADER + i * tile))
     path = Path(path)
@@ -1642,10 +1661,17 @@ def _run(args: argparse.Namespace) -> int:
     (out / "metrics.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
     if result.sheet:
         contact_sheet(result.sheet, out / "contact_sheet.png", args.tile)
+        if args.candidates > 1:
+            candidate_sheet(result.sheet, out / "candidates_sheet.png", args.tile, args.candidates)
     print(table)
     written = [out / "table.md", out / "metrics.json"] + ([out / "contact_sheet.png"] if result.sheet else [])
+    written += [out / "candidates_sheet.png"] if result.sheet and args.candidates > 1 else []
     print("\nwrote " + ", ".join(map(str, written)))
     printable = summary["all"]["methods"]["ours"]["Printable"]
+    if candidates is not None and candidates["all"]["printable"] < 1.0:
+        print(f"FAIL: only {100 * candidates['all']['printable']:.1f}% of the pictures have every candidate "
+              "printable (must be 100%).", file=sys.stderr)
+        return 3
     if printable < 1.0:
         print(f"FAIL: only {100 * printable:.1f}% of our outputs pass the printable check (must be 100%).",
               file=sys.stderr)
