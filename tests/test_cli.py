@@ -139,6 +139,28 @@ def test_entry_point_runs_the_default_model(tmp_path):
     assert out.is_file() and "✓ printable" in proc.stdout
 
 
+def test_three_candidates_of_the_example_are_three_different_printable_meshes(tmp_path, capsys):
+    """The shipped model, `recon-mesh examples/chair.png -o chair.stl --candidates 3`: three files, each printable,
+    no two alike (different training shapes: their volumes differ), confidences printed in falling order."""
+    import re
+
+    import trimesh
+
+    code = main([str(REPO / "examples" / "chair.png"), "-o", str(tmp_path / "chair.stl"), "--candidates", "3"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    paths = [tmp_path / f"chair_{k}.stl" for k in (1, 2, 3)]
+    assert sorted(tmp_path.iterdir()) == paths and printed.count("✓ printable") == 3
+    meshes = [trimesh.load(p) for p in paths]
+    assert all(m.is_watertight and m.volume > 0 for m in meshes)
+    volumes = [m.volume for m in meshes]
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert abs(volumes[i] - volumes[j]) > 0.01 * max(volumes[i], volumes[j]), volumes
+    confidences = [float(x) for x in re.findall(r"confidence ([0-9.]+)%", printed)]
+    assert len(confidences) == 3 and confidences == sorted(confidences, reverse=True)
+
+
 def test_entry_point_reports_bad_input_with_its_exit_code(tmp_path):
     """The console script ends the process itself (``run``: no interpreter teardown); the exit code
     and the one-sentence error still come out."""
