@@ -160,6 +160,12 @@ class ModalDriver:
     def tick(self, event_type='TIMER'):
         return self.op.modal(self.context, SimpleNamespace(type=event_type, value='NOTHING'))
 
+    def finish(self, poll_s: float = 0.05):
+        """Timer ticks until the operator stops passing them through; its final status."""
+        while (status := self.tick()) == {'PASS_THROUGH'}:
+            time.sleep(poll_s)
+        return status
+
 
 # -- the happy path ------------------------------------------------------------------------------------
 
@@ -571,8 +577,7 @@ def test_a_failed_build_keeps_the_earlier_mask_and_an_unreadable_mask_is_a_warni
     state = scene_state()
     driver = ModalDriver(addon.package.operators.RECON_OT_reconstruct)
     assert driver.invoke() == {'RUNNING_MODAL'}
-    while (status := driver.tick()) == {'PASS_THROUGH'}:
-        time.sleep(0.05)
+    status = driver.finish()
     assert status == {'FINISHED'}
     assert any(kind == {'WARNING'} and message.startswith("The object mask could not be loaded")
                for kind, message in driver.reports), driver.reports
@@ -683,8 +688,7 @@ def test_a_model_without_a_bank_makes_its_one_object_and_says_why(addon, setting
     state = scene_state()
     driver = ModalDriver(addon.package.operators.RECON_OT_reconstruct)
     assert driver.invoke() == {'RUNNING_MODAL'}
-    while (status := driver.tick()) == {'PASS_THROUGH'}:
-        time.sleep(0.05)
+    status = driver.finish()
     assert status == {'FINISHED'}
     [obj] = [o for o in bpy.data.objects if o.name not in state[0]]
     assert re.fullmatch(r"shape(\.\d+)?", obj.name) and "recon_candidate" not in obj and scene_state()[3] == state[3]
@@ -949,8 +953,7 @@ def test_worker_killed_mid_run(addon, settings, monkeypatch):
         assert driver.tick() == {'PASS_THROUGH'}
         time.sleep(0.05)
     os.kill(client.process.pid, signal.SIGKILL)
-    while (status := driver.tick()) == {'PASS_THROUGH'}:
-        time.sleep(0.05)
+    status = driver.finish()
     assert status == {'CANCELLED'}
     [(kind, message)] = driver.reports
     assert kind == {'ERROR'} and "stopped unexpectedly (killed by SIGKILL)" in message
