@@ -182,3 +182,35 @@ def test_cpu_mixed_precision_only_where_the_cpu_has_native_bf16(monkeypatch, fre
     with _autocast(cpu, amp_enabled(on, cpu)):
         y = layer(torch.randn(2, 4))
     assert y.dtype == (torch.bfloat16 if expected else torch.float32)
+
+
+def test_frozen_stages_keep_their_weights_and_statistics(tmp_path):
+    """optim.freeze_stages=2: the stem and the first stage (weights and BatchNorm statistics) stay as they
+    were; the second stage trains."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    common = ["optim.batch_size=2", "run.amp=false", "model.backbone_norm=batch"]
+    _finish(_run(first, [*common, "optim.steps=1", "run.checkpoint_every=1"]))
+    start = first / "snapshots" / "step_000001"
+    args = [*TINY_ARGS, *common, f"run.out={second}", "optim.steps=2", "run.checkpoint_every=2",
+            "optim.freeze_stages=2"]
+    proc = subprocess.run([sys.executable, str(REPO / "training" / "train.py"), "--init-from", str(start), *args],
+                          cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    before, _ = load_model(start)
+    after, _ = load_model(second / "snapshots" / "step_000002")
+    b, a = before.encoder.state_dict(), after.encoder.state_dict()
+    frozen = [k for k in b if k.startswith(("stem.", "stages.0."))]
+    trained = [k for k in b if k.startswith("stages.1.") and k.endswith("weight")]
+    assert frozen and trained
+    assert any("running_mean" in k for k in frozen)
+    for k in frozen:
+        assert torch.equal(a[k], b[k]), k
+    assert any(not torch.equal(a[k], b[k]) for k in trained)
+
+
+def test_freeze_stages_out_of_range_is_a_clear_error(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "training" / "train.py"), *TINY_ARGS,
+                           f"run.out={tmp_path / 'x'}", "optim.steps=1", "optim.freeze_stages=6"],
+                          cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "optim.freeze_stages=6" in proc.stderr and "Traceback" not in proc.stderr

@@ -341,6 +341,8 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
             module.requires_grad_(False)
     if cfg.optim.freeze_heads and model.heads is not None:
         model.heads.requires_grad_(False)
+    for module in _frozen_backbone_parts(model, cfg.optim.freeze_stages):
+        module.requires_grad_(False)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
@@ -393,6 +395,8 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
     model.train()
     if cfg.optim.freeze_encoder:
         model.encoder.eval()  # frozen: keep the BatchNorm running statistics too
+    for module in _frozen_backbone_parts(model, cfg.optim.freeze_stages):
+        module.eval()
     step = start
     tic = time.perf_counter()
     for batch in loader:
@@ -458,6 +462,19 @@ def _log_fields(path: Path, fields: list[str]) -> list[str]:
     writer.writerows(rows)
     atomic_write_bytes(path, buf.getvalue().encode())
     return union
+
+
+def _frozen_backbone_parts(model, count: int) -> list:
+    """The first ``count`` of the backbone's (stem, stage 1, ..., stage 4) (``optim.freeze_stages``).
+
+    Raises:
+        ValueError: ``count`` outside 0..5.
+    """
+    parts = [model.encoder.stem, *model.encoder.stages]
+    if not 0 <= count <= len(parts):
+        raise ValueError(f"optim.freeze_stages={count}: give 0 (train everything) to {len(parts)} "
+                         "(the stem and all four stages).")
+    return parts[:count]
 
 
 def _load_init_weights(model, init_model) -> None:
