@@ -260,14 +260,18 @@ class Job:
     def done(self) -> bool:
         return self.result is not None or self.error is not None
 
-    def poll(self) -> bool:
-        """Process what the worker sent so far, without blocking; True once finished.
+    def poll(self, wait_s: float = 0.0) -> bool:
+        """Process what the worker sent so far; True once finished.
+
+        Args:
+            wait_s: with nothing received yet, wait this long at most for the worker's next message (0: never
+                block, as a timer's callback must not); it returns as soon as one arrives.
 
         Raises:
             WorkerError: the worker reported an error, died, or the time-out passed (the worker is then killed).
         """
         if not self.done:
-            self.client._pump()
+            self.client._pump(wait_s)
         if not self.done and self.timeout_s and self.elapsed > self.timeout_s:
             self.client.kill()
             self._fail(f"The reconstruction took longer than {self.timeout_s:g} s and was stopped; raise the "
@@ -276,10 +280,11 @@ class Job:
             raise self.error
         return self.result is not None
 
-    def wait(self, poll_s: float = 0.02) -> WorkerResult:
-        """Block until the result arrives; raises :class:`WorkerError` like :meth:`poll`."""
-        while not self.poll():
-            time.sleep(poll_s)
+    def wait(self, poll_s: float = 0.1) -> WorkerResult:
+        """Block until the result arrives (woken by each message, checking the time-out at least every ``poll_s``);
+        raises :class:`WorkerError` like :meth:`poll`."""
+        while not self.poll(poll_s):
+            pass
         return self.result
 
     def cancel(self) -> None:
@@ -458,13 +463,14 @@ class WorkerClient:
         except (OSError, ValueError):
             pass
 
-    def _pump(self) -> None:
-        """Handle every message received so far (never blocks)."""
+    def _pump(self, wait_s: float = 0.0) -> None:
+        """Handle every message received so far; with none yet, wait at most ``wait_s`` for the first."""
         while True:
             try:
-                line = self._messages.get_nowait()
+                line = self._messages.get(timeout=wait_s) if wait_s > 0 else self._messages.get_nowait()
             except queue.Empty:
                 return
+            wait_s = 0.0  # then only what has already arrived
             if line is _EOF:
                 self._on_exit()
                 return

@@ -238,11 +238,23 @@ def closed_meshes() -> dict[str, tuple[np.ndarray, np.ndarray]]:
             "sphere": (sphere.vertices[order] + (1.0, -2.0, 3.0), new_index[sphere.faces])}
 
 
+@pytest.mark.parametrize("corners", ["attribute", "loops"])
 @pytest.mark.parametrize("name", ["box", "sphere"])
-def test_fill_mesh_holds_the_arrays_and_equals_from_pydata(addon, name):
+def test_fill_mesh_holds_the_arrays_and_equals_from_pydata(addon, name, corners, monkeypatch):
+    """Both ways of setting the corners (the corner attribute of this Blender, ``mesh.loops`` where a Blender lacks
+    it) make the mesh ``from_pydata`` makes."""
     verts, faces = closed_meshes()[name]
     mesh = bpy.data.meshes.new(name)
     reference = bpy.data.meshes.new(f"{name} from_pydata")  # the slow path it replaces: Python lists
+    if corners == "loops":
+        monkeypatch.setattr(addon.package.operators, "CORNER_VERT", ".no_such_attribute")
+    else:  # this Blender has it, so the fast path is the one taken
+        probe = bpy.data.meshes.new("probe")
+        probe.vertices.add(3)
+        probe.loops.add(3)
+        attribute = probe.attributes.get(addon.package.operators.CORNER_VERT)
+        assert attribute is not None and (attribute.domain, attribute.data_type) == ('CORNER', 'INT')
+        bpy.data.meshes.remove(probe)
     try:
         addon.package.operators.fill_mesh(mesh, verts, faces)
         reference.from_pydata(verts.tolist(), [], faces.tolist(), shade_flat=False)
