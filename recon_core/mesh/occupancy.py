@@ -184,18 +184,29 @@ def voxelize_frustum(
     res = solid.shape[0]
     n, z = spec.resolution, spec.depth_bins
     steps = (np.arange(supersample) + 0.5) / supersample - 0.5  # sub-cell offsets, in cells
-    offsets = np.stack(np.meshgrid(steps / n, steps / n, steps * 2.0 * spec.depth_range / z, indexing="ij"),
-                       axis=-1).reshape(-1, 3)  # (s³, 3) crop units
-    centres = cell_centres(spec)  # (Z, N, N, 3)
+    # The samples of one offset form a (Z, N, N) lattice: u varies along the last axis, v along the middle one,
+    # depth along the first, so grid_to_view's products separate into broadcasts of 1-D factors.
+    uv = (np.arange(n)[:, None] + 0.5) / n + steps[None] / n  # (N, s) crop units
+    depth = -spec.depth_range + (np.arange(z)[:, None] + 0.5 + steps[None]) * 2.0 * spec.depth_range / z  # (Z, s)
+    z_cam = camera.distance + camera.scale * depth  # (Z, s)
+    rotation = np.asarray(R, dtype=np.float64)  # p_world = R^T p_view: world axis a = sum_i view_i R[i, a]
+    to_cell = res / (2.0 * bound)
+    flat = np.ascontiguousarray(solid).reshape(-1)
     hits = np.zeros((z, n, n), dtype=np.int32)
-    rotation = np.asarray(R, dtype=np.float64)
-    for offset in offsets:
-        world = grid_to_view(centres + offset, camera) @ rotation  # p_world = R^T p_view
-        ijk = np.floor((world + bound) * (res / (2.0 * bound))).astype(np.int64)
-        inside = ((ijk >= 0) & (ijk < res)).all(axis=-1)
-        ijk = np.clip(ijk, 0, res - 1)
-        hits += solid[ijk[..., 0], ijk[..., 1], ijk[..., 2]] & inside
-    return (hits / len(offsets)).astype(np.float32) if share else hits > 0
+    for a, b, c in np.ndindex(supersample, supersample, supersample):  # offsets along u, v and depth
+        along = z_cam[:, c, None, None]  # (Z, 1, 1)
+        x = (uv[None, None, :, a] - camera.principal[0]) * along / camera.focal  # (Z, 1, N)
+        y = (uv[None, :, None, b] - camera.principal[1]) * along / camera.focal  # (Z, N, 1)
+        depth_view = along - camera.distance
+        index = np.zeros((z, n, n), dtype=np.int64)
+        inside = np.ones((z, n, n), dtype=bool)
+        for axis, stride in ((0, res * res), (1, res), (2, 1)):
+            cell = np.floor((x * rotation[0, axis] + y * rotation[1, axis] + depth_view * rotation[2, axis] + bound)
+                            * to_cell)
+            inside &= (cell >= 0) & (cell < res)
+            index += np.clip(cell, 0, res - 1).astype(np.int64) * stride
+        hits += flat[index] & inside
+    return (hits / supersample ** 3).astype(np.float32) if share else hits > 0
 
 
 def carve(probs: np.ndarray, mask: np.ndarray) -> np.ndarray:
