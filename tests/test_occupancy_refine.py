@@ -185,3 +185,59 @@ def test_a_refined_mesh_with_crossing_faces_is_untangled_or_dropped_never_shippe
 
     verts2, faces2, log2, _ = _occupancy_mesh(out, torch.ones(64, 64), spec, 300, 3, refine=lambda v, f: v)
     assert [s for s in log2.steps if s.startswith("kept the")][0].startswith("kept the refined mesh")
+
+
+def _reference_scales(extent: np.ndarray, w: float) -> tuple[float, float]:
+    """``(s_xy, objective)`` of :func:`sized_to_diagonal` by brute force: every s_xy on a fine logarithmic grid."""
+    xy, z = extent[0] ** 2 + extent[1] ** 2, extent[2] ** 2
+    t = np.linspace(np.log(1.0 / np.sqrt(xy)) - 6.0, np.log(1.0 / np.sqrt(xy)), 2_000_001)[:-1]
+    s_z = np.sqrt((1.0 - np.exp(2 * t) * xy) / z)
+    objective = t**2 + w * np.log(s_z) ** 2
+    best = np.argmin(objective)
+    return float(np.exp(t[best])), float(objective[best])
+
+
+@pytest.mark.parametrize("extent, w", [((0.5, 0.8, 0.9), 0.25), ((0.4, 0.5, 0.1), 0.25), ((0.9, 0.7, 0.3), 1.0),
+                                       ((0.2, 0.3, 0.2), 4.0), ((1.2, 0.9, 0.6), 0.5)])
+def test_sized_to_diagonal_reaches_the_unit_diagonal_with_the_reference_scales(extent, w):
+    from recon_core.io.inference import sized_to_diagonal
+
+    rng = np.random.default_rng(0)
+    verts = (rng.random((200, 3)) - 0.5) * np.array(extent)
+    verts = verts - 0.5 * (verts.min(0) + verts.max(0))
+    box = np.ptp(verts, axis=0)
+    out = sized_to_diagonal(verts, w)
+    assert np.linalg.norm(np.ptp(out, axis=0)) == pytest.approx(1.0, abs=1e-9)
+    s = np.ptp(out, axis=0) / box
+    assert s[0] == pytest.approx(s[1], rel=1e-12)  # the silhouette keeps its proportions
+    want_xy, want_objective = _reference_scales(box, w)
+    assert s[0] == pytest.approx(want_xy, rel=1e-5)  # (s_z follows from the diagonal, checked above)
+    assert np.log(s[0]) ** 2 + w * np.log(s[2]) ** 2 <= want_objective + 1e-12
+    assert np.allclose(0.5 * (out.min(0) + out.max(0)), 0.0)
+
+
+def test_sized_to_diagonal_moves_the_depth_more_the_less_it_weighs():
+    from recon_core.io.inference import sized_to_diagonal
+
+    verts = np.array([[-0.2, -0.3, -0.5], [0.2, 0.3, 0.5]])  # too deep: diagonal 1.23
+    box = np.ptp(verts, axis=0)
+    light, heavy = (np.ptp(sized_to_diagonal(verts, w), axis=0) / box for w in (0.1, 10.0))
+    assert light[2] < heavy[2] < 1 and heavy[0] < light[0] <= 1
+    assert np.array_equal(sized_to_diagonal(np.zeros((4, 3)), 0.5), np.zeros((4, 3)))  # a point stays as it is
+
+
+def test_reconstruct_sized_to_the_unit_diagonal_is_printable():
+    torch.manual_seed(3)
+    config = dataclasses.replace(CONFIG, diagonal_depth_weight=0.25)
+    model = build_model(config)
+    with torch.no_grad():
+        model.heads.occupancy[-1].weight.zero_()
+        model.heads.occupancy[-1].bias.copy_(torch.linspace(-4, 4, 12).abs().neg() + 2.0)
+    rgb = np.full((64, 64, 3), 200, np.uint8)
+    alpha = np.zeros((64, 64), np.uint8)
+    alpha[12:52, 16:48] = 255
+    result = Reconstructor(model, {"trained": True}).reconstruct(rgb, alpha, vertices=642)
+    assert result.report.ok and check_printable(result.verts, result.faces).ok
+    assert np.linalg.norm(np.ptp(result.verts, axis=0)) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ValueError, match="diagonal_depth_weight"):
+        dataclasses.replace(CONFIG, diagonal_depth_weight=-1.0)
