@@ -1,6 +1,7 @@
-"""Training throughput: images per second of a training step at the default config, on synthetic data.
+"""Training throughput: images per second of a training step at a training config, on synthetic data.
 
     python -m bench.train_throughput [--config training/configs/default.yaml] [--steps 3] [--tiny]
+    python -m bench.train_throughput --config training/configs/occupancy_share.yaml   (the occupancy network)
 
 One step is what :func:`training.train.train` does per batch: forward under the
 configured autocast, :func:`training.train.compute_loss`, backward, gradient clipping
@@ -22,6 +23,10 @@ from bench._common import REPO, TINY_MODEL, emit, machine, parser
 DEFAULT_CONFIG = REPO / "training" / "configs" / "default.yaml"
 
 
+_TINY_OCCUPANCY = dict(coarse="occupancy", occupancy_resolution=8, occupancy_depth_bins=12)
+"""--tiny with an occupancy config: the tiny model with a small frustum grid."""
+
+
 def load_config(path, tiny: bool):
     from recon_core.network.config import ModelConfig
     from training.config import load_train_config
@@ -30,7 +35,7 @@ def load_config(path, tiny: bool):
     if tiny:
         cfg = dataclasses.replace(
             cfg,
-            model=ModelConfig(**TINY_MODEL),
+            model=ModelConfig(**TINY_MODEL, **(_TINY_OCCUPANCY if cfg.model.coarse == "occupancy" else {})),
             data=dataclasses.replace(cfg.data, num_points=128),
             loss=dataclasses.replace(cfg.loss, num_samples=128, render_size=16),
             optim=dataclasses.replace(cfg.optim, batch_size=2),
@@ -42,15 +47,21 @@ def measure(cfg, device: torch.device, steps: int, warmup: int) -> dict:
     """Seconds per training step (after ``warmup`` steps) and images per second on ``device``."""
     from recon_core.network.model import build_model
     from training.synthetic import SyntheticViews
-    from training.train import _collate, train_step
+    from training.train import _collate, _frozen_backbone_parts, train_step
 
     torch.manual_seed(cfg.run.seed)
     b = cfg.optim.batch_size
-    data = SyntheticViews(b * 2, cfg.model.image_size, cfg.data.num_points, cfg.run.seed)
+    data = SyntheticViews(b * 2, cfg.model.image_size, cfg.data.num_points, cfg.run.seed,
+                          occupancy=cfg.model.grid_spec if cfg.model.coarse == "occupancy" else None,
+                          occupancy_share=cfg.data.occupancy_share)
     batches = [_collate([data[i] for i in range(k * b, (k + 1) * b)]) for k in range(2)]
     batches = [{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in x.items()} for x in batches]
     model = build_model(cfg.model).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    for part in _frozen_backbone_parts(model, cfg.optim.freeze_stages):  # as train.py freezes them
+        part.requires_grad_(False)
+        part.eval()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if cfg.run.amp and device.type == "cuda" else None
 
     def step(batch):
@@ -86,7 +97,8 @@ def run(args) -> dict:
         "benchmark": "train_throughput",
         "machine": machine(args.threads),
         "config": str(args.config) + (" (tiny model)" if args.tiny else ""),
-        "model": {"backbone": m.backbone, "image_size": m.image_size, "vertices": m.vertices},
+        "model": {"backbone": m.backbone, "image_size": m.image_size, "coarse": m.coarse, "vertices": m.vertices},
+        "freeze_stages": cfg.optim.freeze_stages,
         "amp": cfg.run.amp,
         "amp_on_cpu": amp_enabled(cfg, torch.device("cpu")),
         "loss": {"num_samples": cfg.loss.num_samples, "silhouette": cfg.loss.silhouette, "depth": cfg.loss.depth},

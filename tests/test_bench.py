@@ -90,6 +90,13 @@ def test_train_throughput(capsys):
     _positive(cpu["step_s"]["median"], cpu["images_per_s"])
 
 
+def test_train_throughput_of_the_occupancy_network(capsys):
+    """The occupancy config's step (synthetic ellipsoids with their frustum occupancy), its frozen stages too."""
+    res = _run(train_throughput, capsys, "--cpu-only", "--config", "training/configs/occupancy_share.yaml")
+    assert res["model"]["coarse"] == "occupancy"
+    _positive(res["results"]["cpu"]["images_per_s"])
+
+
 def test_retrieval(capsys):
     res = _run(retrieval, capsys)
     assert res["index_views"] == 500 and res["embedding_dim"] == 2048

@@ -303,3 +303,19 @@ def test_occupancy_mesh_follows_the_mask():
 def test_grid_spec_rejects_bad_sizes(bad):
     with pytest.raises(ValueError):
         GridSpec(**bad)
+
+
+def test_synthetic_ellipsoids_carry_their_frustum_occupancy():
+    """training.synthetic's occupancy targets: the ellipsoid's cells project onto its silhouette, and their
+    camera is the crop's."""
+    from training.synthetic import SyntheticViews
+
+    spec = GridSpec(16, 24, 0.75)
+    item = SyntheticViews(4, 64, 64, seed=1, occupancy=spec, occupancy_share=True)[2]
+    occ, mask = item["occupancy"].numpy(), item["mask"].numpy()
+    assert occ.shape == (24, 16, 16) and 0 < occ.max() <= 1 and (occ == 1).any()
+    centres = mask[2::4, 2::4]  # the mask at the 16 x 16 cells' pixel centres
+    assert ((occ > 0.5).any(axis=0) == (centres > 0.5)).mean() > 0.95
+    camera = crop_units_camera(item["K"].numpy(), float(item["T"][2]), 64)
+    np.testing.assert_allclose(item["grid_camera"].numpy(),
+                               [np.log(camera.scale), camera.principal[0] - 0.5, camera.principal[1] - 0.5], rtol=1e-6)

@@ -314,7 +314,9 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
     if dataset is None and cfg.data.synthetic:
         from training.synthetic import SyntheticViews
 
-        dataset = SyntheticViews(cfg.data.synthetic, cfg.model.image_size, cfg.data.num_points, cfg.run.seed)
+        dataset = SyntheticViews(cfg.data.synthetic, cfg.model.image_size, cfg.data.num_points, cfg.run.seed,
+                                 occupancy=cfg.model.grid_spec if cfg.model.coarse == "occupancy" else None,
+                                 occupancy_share=cfg.data.occupancy_share)
     if dataset is None:
         from training.dataset import RenderedViews
 
