@@ -328,8 +328,7 @@ class Reconstructor:
         with _timed(timings, "mesh"):
             verts, faces, repair_log, report = _occupancy_mesh(
                 out, prepared.mask, self.model.grid_spec, faces=2 * (vertices or self.model.config.vertices),
-                smooth_iterations=SMOOTH_ITERATIONS if smooth else 0, refine=refine,
-                depth_weight=self.model.config.diagonal_depth_weight)
+                smooth_iterations=SMOOTH_ITERATIONS if smooth else 0, refine=refine)
         result = self._finish(verts, faces, repair_log, used, probs, height_mm, timings, [], report)
         result.mask = mask
         return result
@@ -508,21 +507,15 @@ def occupancy_mesh(out, mask: torch.Tensor | None, spec, faces: int = 5124, smoo
     return verts, tris, log
 
 
-def _occupancy_mesh(out, mask: torch.Tensor | None, spec, faces: int, smooth_iterations: int, refine=None,
-                    depth_weight: float = 0.0) -> tuple[np.ndarray, np.ndarray, RepairLog, PrintableReport | None]:
+def _occupancy_mesh(out, mask: torch.Tensor | None, spec, faces: int, smooth_iterations: int, refine=None
+                    ) -> tuple[np.ndarray, np.ndarray, RepairLog, PrintableReport | None]:
     """:func:`occupancy_mesh`, plus the printable report of the returned mesh when it was checked
     as returned (None when the repair chain made it), so the caller need not check it again.
 
     ``refine``: a function ``(verts (V, 3) view frame, faces (F, 3)) -> (V, 3) view frame`` (the
     model's refiner stages, :meth:`recon_core.network.model.ReconstructionNet.refine_mesh`) applied to the
-    first coarse mesh; its result is tried first, the coarse meshes after it. ``depth_weight`` > 0: each
-    mesh is scaled to the data's unit diagonal before its check (:func:`sized_to_diagonal`).
+    first coarse mesh; its result is tried first, the coarse meshes after it.
     """
-
-    def placed(view_verts: np.ndarray) -> np.ndarray:
-        verts = _centred(view_verts @ VIEW_TO_OUTPUT.T)
-        return sized_to_diagonal(verts, depth_weight) if depth_weight > 0 else verts
-
     log_ = RepairLog(path="original", input_closed_manifold=True)
     if mask is None:
         n = out.occupancy_logits.shape[-1]
@@ -537,7 +530,7 @@ def _occupancy_mesh(out, mask: torch.Tensor | None, spec, faces: int, smooth_ite
         _, cv, cf = candidates[0]
         candidates.insert(0, ("refined", refine(cv, cf), cf))
     for name, cv, cf in candidates:
-        cv = _float32_exact(placed(cv))
+        cv = _float32_exact(_centred(cv @ VIEW_TO_OUTPUT.T))
         report = check_printable(cv, cf)
         if not report.ok and name == "refined":
             # The stages can bring faces of thin parts into contact: untangle them (a few vertices move
@@ -554,7 +547,7 @@ def _occupancy_mesh(out, mask: torch.Tensor | None, spec, faces: int, smooth_ite
             return cv, cf, log_, report
         log_.note(f"the {name} mesh failed the printable check")
     _, verts, tris = candidates[-1]
-    return (*make_printable(placed(verts), tris, smooth_iterations=0), None)
+    return (*make_printable(_centred(verts @ VIEW_TO_OUTPUT.T), tris, smooth_iterations=0), None)
 
 
 def _centred(verts: np.ndarray) -> np.ndarray:
@@ -566,43 +559,6 @@ def _centred(verts: np.ndarray) -> np.ndarray:
     (occupancy + refiner, step 500) it moved mean F1@0.3 from 32 to 33 and Sil-IoU from 59.7 to 60.4.
     """
     return verts - 0.5 * (verts.min(axis=0) + verts.max(axis=0))
-
-
-def sized_to_diagonal(verts: np.ndarray, depth_weight: float, diagonal: float = 1.0) -> np.ndarray:
-    """(V, 3) output-frame vertices, centred, scaled so their bounding box's diagonal is ``diagonal``.
-
-    Every object of the data's frame has a bounding-box diagonal of 1, but an occupancy network's
-    output is as large as its predicted grid camera makes it. x and y (the silhouette's axes) are scaled
-    by ``s_xy`` and z (the camera's axis, the depth) by ``s_z``, the pair on the diagonal's constraint
-    ``s_xy^2 (e_x^2 + e_y^2) + s_z^2 e_z^2 = diagonal^2`` (``e`` the box's extents) that minimises
-    ``(log s_xy)^2 + depth_weight (log s_z)^2``: with ``depth_weight`` below 1 the depth, which one
-    picture hardly shows, takes more of the change; at 1 the two share it; far above 1 the depth is kept.
-
-    Args:
-        verts: (V, 3) float output frame (+Y up, camera on +Z), box centred on the origin.
-        depth_weight: w > 0.
-        diagonal: the bounding-box diagonal to reach.
-
-    Returns:
-        (V, 3) float64, a new array (``verts`` as they are when their box is flat along an axis).
-    """
-    from scipy.optimize import minimize_scalar
-
-    verts = np.asarray(verts, dtype=np.float64)
-    extent = np.ptp(verts, axis=0)
-    xy, z = float(extent[0] ** 2 + extent[1] ** 2), float(extent[2] ** 2)
-    if not (xy > 0 and z > 0 and depth_weight > 0):
-        return verts.copy()
-    # t = log s_xy; s_z^2 = (diagonal^2 - e^{2t} xy) / z must stay positive: t < log(diagonal^2 / xy) / 2
-    high = 0.5 * np.log(diagonal ** 2 / xy)
-
-    def log_sz(t: float) -> float:
-        return 0.5 * np.log(max(diagonal ** 2 - np.exp(2 * t) * xy, 1e-300) / z)
-
-    best = minimize_scalar(lambda t: t * t + depth_weight * log_sz(t) ** 2, bounds=(high - 12.0, high - 1e-9),
-                           method="bounded", options={"xatol": 1e-10})
-    s_xy, s_z = float(np.exp(best.x)), float(np.exp(log_sz(best.x)))
-    return verts * np.array([s_xy, s_xy, s_z])
 
 
 def coarse_surfaces(logits: torch.Tensor, mask: torch.Tensor, camera: torch.Tensor, spec, faces: int,

@@ -98,11 +98,6 @@ class ModelConfig:
     """shape_bank: Gaussian blur of the solid before meshing, in cells (0: the cells' staircase)."""
     bank_level: float = 0.4
     """shape_bank: iso-level of the blurred solid (below 0.5: thin slabs survive the blur)."""
-    diagonal_depth_weight: float = 0.0
-    """coarse="occupancy": 0 leaves the output as the predicted grid camera sizes it; w > 0 scales it to the data's
-    bounding-box diagonal of 1, the depth (along the camera's axis) by ``s_z`` and the silhouette's two axes by
-    ``s_xy``, minimising ``(log s_xy)^2 + w (log s_z)^2``: below 1, the depth (which one picture hardly shows)
-    gives more of the change than the silhouette (:func:`recon_core.io.inference.sized_to_diagonal`)."""
     bank_weight: float = 0.5
     """shape_bank with coarse="occupancy": each frustum cell's occupancy is ``(1 - w) p_network + w p_bank``,
     ``p_bank`` the share of the cell inside the nearest training shape posed in the picture's predicted camera."""
@@ -124,8 +119,6 @@ class ModelConfig:
                              f"{self.bank_level}")
         if not 0 <= self.bank_weight <= 1:
             raise ValueError(f"bank_weight must be in [0, 1], got {self.bank_weight}")
-        if self.diagonal_depth_weight < 0:
-            raise ValueError(f"diagonal_depth_weight must be >= 0, got {self.diagonal_depth_weight}")
         if self.bank_shape_weight < 0:
             raise ValueError(f"bank_shape_weight must be >= 0, got {self.bank_shape_weight}")
         if self.vertices not in VERTEX_SCHEDULES:
