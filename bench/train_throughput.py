@@ -57,6 +57,8 @@ def measure(cfg, device: torch.device, steps: int, warmup: int) -> dict:
     batches = [_collate([data[i] for i in range(k * b, (k + 1) * b)]) for k in range(2)]
     batches = [{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in x.items()} for x in batches]
     model = build_model(cfg.model).to(device).train()
+    if cfg.run.channels_last:  # as train.py lays them out
+        model.encoder.to(memory_format=torch.channels_last)
     for part in _frozen_backbone_parts(model, cfg.optim.freeze_stages):  # as train.py freezes them
         part.requires_grad_(False)
         part.eval()
@@ -99,6 +101,7 @@ def run(args) -> dict:
         "config": str(args.config) + (" (tiny model)" if args.tiny else ""),
         "model": {"backbone": m.backbone, "image_size": m.image_size, "coarse": m.coarse, "vertices": m.vertices},
         "freeze_stages": cfg.optim.freeze_stages,
+        "channels_last": cfg.run.channels_last,
         "amp": cfg.run.amp,
         "amp_on_cpu": amp_enabled(cfg, torch.device("cpu")),
         "loss": {"num_samples": cfg.loss.num_samples, "silhouette": cfg.loss.silhouette, "depth": cfg.loss.depth},

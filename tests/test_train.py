@@ -214,3 +214,19 @@ def test_freeze_stages_out_of_range_is_a_clear_error(tmp_path):
                           cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
     assert proc.returncode != 0
     assert "optim.freeze_stages=6" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_channels_last_trains_the_same_network(tmp_path):
+    """run.channels_last: the same losses (up to float rounding) and snapshots that load like any other."""
+    common = ["optim.batch_size=2", "optim.steps=2", "run.checkpoint_every=2", "run.amp=false",
+              "model.backbone_norm=batch"]
+    plain, last = tmp_path / "plain", tmp_path / "last"
+    _finish(_run(plain, common))
+    _finish(_run(last, [*common, "run.channels_last=true"]))
+    a, b = _losses(plain), _losses(last)
+    assert a.keys() == b.keys() == {1, 2}
+    assert b[1] == pytest.approx(a[1], rel=1e-5)  # the same network, the same first batch
+    # Adam normalises each gradient, so rounding-level differences of near-zero gradients become steps of ~lr
+    assert b[2] == pytest.approx(a[2], rel=5e-3)
+    torch.testing.assert_close(_params(last / "snapshots" / "step_000002"), _params(plain / "snapshots" / "step_000002"),
+                               rtol=0, atol=3e-3)

@@ -115,6 +115,9 @@ class RunConfig:
     """How many model snapshots (step_N.safetensors) to keep for the learning curve."""
     threads: int = 0
     """torch intra-op threads per process (0: torch's default)."""
+    channels_last: bool = False
+    """Keep the image encoder's convolution weights (and so its feature maps) in channels-last memory order:
+    ~17 % less time for ResNet-50's forward and backward on a CPU (bench.train_throughput); the same network."""
 
 
 @dataclass(frozen=True)

@@ -346,6 +346,8 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
     for module in _frozen_backbone_parts(model, cfg.optim.freeze_stages):
         module.requires_grad_(False)
     model.to(device)
+    if cfg.run.channels_last:
+        model.encoder.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     use_scaler = cfg.run.amp and device.type == "cuda"
