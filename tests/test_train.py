@@ -74,8 +74,11 @@ def test_amp_step_runs_on_cpu(tmp_path):
     assert (out / "checkpoint.pt").is_file() and (out / "snapshots" / "step_000002.safetensors").is_file()
 
 
-def test_resume_after_sigkill_continues_the_loss_curve(tmp_path):
-    common = ["optim.batch_size=4", "optim.steps=6", "run.checkpoint_every=2", "run.amp=false"]
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_after_sigkill_continues_the_loss_curve(tmp_path, ema):
+    """Killed after step 4's checkpoint and resumed: the same losses and final snapshot (with optim.ema, the weight
+    average, which the checkpoint carries) as the run that was never stopped."""
+    common = ["optim.batch_size=4", "optim.steps=6", "run.checkpoint_every=2", "run.amp=false", f"optim.ema={ema}"]
     reference = tmp_path / "ref"
     _finish(_run(reference, common))
 
@@ -230,3 +233,53 @@ def test_channels_last_trains_the_same_network(tmp_path):
     assert b[2] == pytest.approx(a[2], rel=5e-3)
     torch.testing.assert_close(_params(last / "snapshots" / "step_000002"), _params(plain / "snapshots" / "step_000002"),
                                rtol=0, atol=3e-3)
+
+
+def test_weight_average_is_the_exponential_average_of_the_weights_and_buffers():
+    """optim.ema=d (training.train._weight_average): the first update copies, each later one gives
+    d * average + (1 - d) * weights, BatchNorm statistics included."""
+    from training.train import _weight_average
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    average = _weight_average(model, 0.75)
+    states = []
+    for _ in range(3):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        model(torch.randn(2, 3, 8, 8))  # moves the BatchNorm statistics
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+        average.update_parameters(model)
+    got = average.module.state_dict()
+    for key, value in got.items():
+        if value.is_floating_point():
+            want = 0.75 * (0.75 * states[0][key] + 0.25 * states[1][key]) + 0.25 * states[2][key]
+            torch.testing.assert_close(value, want, rtol=1e-6, atol=1e-6, msg=key)
+    assert _weight_average(model, 0.0) is None
+
+
+def test_weight_average_snapshots_hold_the_average(tmp_path):
+    """A run with optim.ema: its snapshots hold the average (the checkpoint's), not the weights (resuming it:
+    test_resume_after_sigkill_continues_the_loss_curve)."""
+    common = ["optim.batch_size=2", "run.amp=false", "model.backbone_norm=batch", "run.checkpoint_every=1",
+              "optim.ema=0.75"]
+    whole = tmp_path / "whole"
+    _finish(_run(whole, [*common, "optim.steps=3"]))
+    state = torch.load(whole / "checkpoint.pt", weights_only=True)
+    snapshot, meta = load_model(whole / "snapshots" / "step_000003")
+    assert meta["ema"] == {"decay": 0.75, "averaged_steps": 3}
+    apart = 0
+    for key, value in snapshot.state_dict().items():
+        if value.is_floating_point():  # the snapshot is fp16: equal to the average up to its rounding
+            torch.testing.assert_close(value, state["ema"][f"module.{key}"].float(), rtol=2e-3, atol=1e-5, msg=key)
+            apart += int(not torch.allclose(value, state["model"][key].float(), rtol=2e-3, atol=1e-5))
+    assert apart > 10  # ... and not the weights
+
+
+def test_ema_out_of_range_is_a_clear_error(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "training" / "train.py"), *TINY_ARGS,
+                           f"run.out={tmp_path / 'x'}", "optim.steps=1", "optim.ema=1.0"],
+                          cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "optim.ema=1.0" in proc.stderr and "Traceback" not in proc.stderr

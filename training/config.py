@@ -96,6 +96,11 @@ class OptimConfig:
     freeze_heads: bool = False
     """coarse="occupancy": keep the occupancy heads' weights too (with ``freeze_encoder``: train the refiner
     stages alone, on the meshes of a trained occupancy network)."""
+    ema: float = 0.0
+    """Decay of an exponential moving average of the weights (and BatchNorm statistics) kept beside them
+    (``torch.optim.swa_utils``); the snapshots hold the average, the checkpoint both (0: no average, the
+    snapshots hold the weights). 0.995 averages over the last ~200 steps: the validation F1@0.3 of single
+    checkpoints swings by several points from one to the next at a constant learning rate."""
     freeze_stages: int = 0
     """The first N parts of the backbone, of (stem, stage 1, ..., stage 4), keep their weights and their
     BatchNorm statistics (Mesh R-CNN's ``FREEZE_AT``: 2 freezes the stem and the first stage, ~20 % less

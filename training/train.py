@@ -285,14 +285,32 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
     return o.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def _save_checkpoint(path: Path, model, optimizer, scaler, step: int, init_steps: int = 0) -> None:
+def _save_checkpoint(path: Path, model, optimizer, scaler, step: int, init_steps: int = 0, average=None) -> None:
     import io
 
     buf = io.BytesIO()
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict() if scaler is not None else {}, "step": step,
-                "init_steps": init_steps}, buf)
+                "init_steps": init_steps, "ema": average.state_dict() if average is not None else {}}, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def _weight_average(model, decay: float):
+    """The exponential moving average of ``model``'s weights and buffers (``optim.ema``), or None for 0.
+
+    ``torch.optim.swa_utils.AveragedModel`` with ``get_ema_multi_avg_fn``: its first update copies the
+    weights, each later one moves the average to ``decay * average + (1 - decay) * weights``.
+
+    Raises:
+        ValueError: ``decay`` outside [0, 1).
+    """
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"optim.ema={decay}: give 0 (no average) or a decay below 1, e.g. 0.995.")
+    if decay == 0.0:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def _collate(items: list[dict]) -> dict:
@@ -348,6 +366,7 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
     model.to(device)
     if cfg.run.channels_last:
         model.encoder.to(memory_format=torch.channels_last)
+    average = _weight_average(model, cfg.optim.ema)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     use_scaler = cfg.run.amp and device.type == "cuda"
@@ -367,6 +386,10 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
             scaler.load_state_dict(state["scaler"])
         start = int(state["step"])
         init_steps = int(state.get("init_steps", 0))
+        if average is not None and state.get("ema"):
+            average.load_state_dict(state["ema"])
+        elif average is not None:
+            log.info("the checkpoint has no weight average: it starts from the weights of step %d", start)
         log.info("resumed from step %d", start)
 
     ddp_model = model
@@ -409,6 +432,8 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, cfg)
         parts = train_step(model, ddp_model, batch, optimizer, scaler, cfg, device)
+        if average is not None:
+            average.update_parameters(model)
         step += 1
         if rank == 0:
             bar.update(1)
@@ -429,9 +454,12 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
                         writer.add_scalar(f"loss/{k}", v, step)
         if step % cfg.run.checkpoint_every == 0 or step == cfg.optim.steps:
             if rank == 0:
-                _save_checkpoint(ckpt_path, model, optimizer, scaler, step, init_steps)
-                save_model(model, out_dir / "snapshots" / f"step_{step:06d}",
-                           {"steps": init_steps + step, "run_step": step, "init_steps": init_steps, "trained": True})
+                _save_checkpoint(ckpt_path, model, optimizer, scaler, step, init_steps, average)
+                meta = {"steps": init_steps + step, "run_step": step, "init_steps": init_steps, "trained": True}
+                if average is not None:
+                    meta["ema"] = {"decay": cfg.optim.ema, "averaged_steps": int(average.n_averaged)}
+                save_model(model if average is None else average.module, out_dir / "snapshots" / f"step_{step:06d}",
+                           meta)
                 _prune_snapshots(out_dir / "snapshots", cfg.run.snapshots)
             if world > 1:
                 dist.barrier()
