@@ -269,7 +269,7 @@ def test_banked_model_round_trips_and_reconstructs_the_selected_solid(banked_mod
     _, renders = fake
     model, meta = load_model(banked_model)
     assert model.config.shape_bank and meta["shape_bank"]["train_models"] == len(BANK_IDS)
-    rec = Reconstructor(model, meta)
+    rec = Reconstructor(_with_config(model, bank_fit_candidates=0), meta)  # the bank's own pose
     rgb, alpha = _rgba(renders, "chair_val", 0)
     result = rec.reconstruct(rgb, alpha, smooth=False, vertices=10242)  # high detail: the solid as meshed
     assert result.report.ok, result.report
@@ -423,7 +423,7 @@ def test_a_snapped_mesh_that_fails_the_check_is_repaired(banked_model, fake, mon
     box = trimesh.creation.box(extents=(0.3, 0.4, 0.2))
     open_box = (np.asarray(box.vertices), np.asarray(box.faces)[1:])  # one triangle missing: not watertight
     model, meta = load_model(banked_model)
-    monkeypatch.setattr(type(model.bank), "view_mesh", lambda self, row, smoothing=0.0, level=0.5: open_box)
+    monkeypatch.setattr(type(model.bank), "view_mesh", lambda self, row, smoothing=0.0, level=0.5, rotation=None: open_box)
     rgb, alpha = _rgba(fake[1], "chair_val", 0)
     result = Reconstructor(model, meta).reconstruct(rgb, alpha)
     assert result.report.ok and result.repair.path != "original"
@@ -604,7 +604,7 @@ def test_candidates_are_the_ranked_models_solids_most_confident_first(banked_mod
     from recon_core.io.inference import Reconstructor
 
     model, meta = load_model(banked_model)
-    rec = Reconstructor(model, meta)
+    rec = Reconstructor(_with_config(model, bank_fit_candidates=0), meta)  # the bank's own order
     rgb, alpha = _rgba(fake[1], "chair_val", 0)
     single = rec.reconstruct(rgb, alpha, smooth=False, vertices=10242)  # high detail: each solid as meshed
     results = rec.reconstruct_candidates(rgb, alpha, 3, smooth=False, vertices=10242)
@@ -626,6 +626,44 @@ def test_candidates_are_the_ranked_models_solids_most_confident_first(banked_mod
     assert len({int(model.bank.view_shape[row]) for row, _ in ranked[:3]}) == 3
     with pytest.raises(ValueError, match="at least 1"):
         rec.reconstruct_candidates(rgb, alpha, 0)
+
+
+def test_fitted_candidates_are_posed_to_the_pictures_silhouette_and_ranked_by_it(banked_model, fake):
+    """bank_fit_candidates K: each of the bank's K best-ranked models is posed by fit_rotation against the picture's
+    mask; the candidates are their solids in those rotations, best IoU first, and the confidences the softmax of
+    the IoUs over FIT_TEMPERATURE among the K (so they fall and sum to at most 1)."""
+    from recon_core.io.inference import FIT_TEMPERATURE, Reconstructor
+    from recon_core.mesh.silhouette import fit_rotation, mask_grid, solid_points
+    from recon_core.mesh.volume import GRID_BOUND
+
+    model, meta = load_model(banked_model)
+    rec = Reconstructor(_with_config(model, bank_fit_candidates=4), meta)
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    results = rec.reconstruct_candidates(rgb, alpha, 3, smooth=False, vertices=10242)
+    single = rec.reconstruct(rgb, alpha, smooth=False, vertices=10242)
+    np.testing.assert_array_equal(results[0].verts, single.verts)
+    with torch.inference_mode():
+        from recon_core.network.crop import prepare_image
+
+        verts = model(prepare_image(rgb, alpha, model.config.image_size).image[None], vertices=10242).verts[0]
+        ranked = model.bank.ranked(torch.from_numpy(embed_image(rgb, alpha)),
+                                   verts[:: max(1, verts.shape[0] // SNAP_QUERY_POINTS)], 2.0, None, None)[:4]
+    target = mask_grid(alpha / 255.0)
+    fitted = []
+    for row, _ in ranked:
+        shape = int(model.bank.view_shape[row])
+        rotation, iou = fit_rotation(solid_points(model.bank.grid(shape), GRID_BOUND, seed=shape),
+                                     model.bank.view_rotation[row].double().numpy(), target)
+        fitted.append((iou, row, rotation))
+    fitted.sort(key=lambda item: -item[0])
+    assert len(results) == 3
+    for (_, row, rotation), result in zip(fitted, results):
+        assert result.report.ok
+        expected, _ = model.bank.view_mesh(row, model.config.bank_smoothing, model.config.bank_level, rotation)
+        assert np.allclose(np.sort(result.verts, axis=0), np.sort(expected @ VIEW_TO_OUTPUT.T, axis=0), atol=1e-6)
+    conf = torch.tensor([iou for iou, _, _ in fitted], dtype=torch.float64).div(FIT_TEMPERATURE).softmax(0)[:3]
+    np.testing.assert_allclose([r.confidence for r in results], conf.numpy(), rtol=1e-9)
+    assert sum(r.confidence for r in results) <= 1.0 + 1e-12
 
 
 def test_recon_mesh_candidates_writes_each_with_its_confidence(banked_model, fake, tmp_path, capsys, monkeypatch):

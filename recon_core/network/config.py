@@ -101,6 +101,11 @@ class ModelConfig:
     bank_weight: float = 0.5
     """shape_bank with coarse="occupancy": each frustum cell's occupancy is ``(1 - w) p_network + w p_bank``,
     ``p_bank`` the share of the cell inside the nearest training shape posed in the picture's predicted camera."""
+    bank_fit_candidates: int = 5
+    """shape_bank on an ico-sphere or template network: this many of the bank's best-ranked training models are
+    each posed to the picture's silhouette (a search over rotations near their view's,
+    :func:`recon_core.mesh.silhouette.fit_rotation`) and ranked by how well it covers the mask; 0: the bank's
+    own first choice, in its view's rotation."""
 
     removed_fields: ClassVar[dict[str, Any]] = {"prior_templates": 0, "prior_views": 0, "prior_dim": 128,
                                                 "prior_level": 4}
@@ -119,6 +124,8 @@ class ModelConfig:
                              f"{self.bank_level}")
         if not 0 <= self.bank_weight <= 1:
             raise ValueError(f"bank_weight must be in [0, 1], got {self.bank_weight}")
+        if self.bank_fit_candidates < 0:
+            raise ValueError(f"bank_fit_candidates must be >= 0, got {self.bank_fit_candidates}")
         if self.bank_shape_weight < 0:
             raise ValueError(f"bank_shape_weight must be >= 0, got {self.bank_shape_weight}")
         if self.vertices not in VERTEX_SCHEDULES:

@@ -229,11 +229,13 @@ class ShapeBank(nn.Module):
         start, end = (int(x) for x in self.grid_offsets[shape : shape + 2])
         return unpack_grid(self.grid_data[start:end].cpu().numpy().tobytes(), self.resolution)
 
-    def view_mesh(self, row: int, smoothing: float = 0.0, level: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-        """``(verts (V, 3) float64 view frame, faces (F, 3) int64)``: the solid of view ``row``'s model, posed
-        (``smoothing``, ``level``: :func:`recon_core.mesh.volume.grid_surface`'s)."""
+    def view_mesh(self, row: int, smoothing: float = 0.0, level: float = 0.5, rotation: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """``(verts (V, 3) float64 view frame, faces (F, 3) int64)``: the solid of view ``row``'s model, posed by
+        the view's rotation, or by ``rotation`` ((3, 3) world-to-view) when given (``smoothing``, ``level``:
+        :func:`recon_core.mesh.volume.grid_surface`'s)."""
         from recon_core.mesh.volume import grid_surface
 
         verts, faces = grid_surface(self.grid(int(self.view_shape[row])), smoothing=smoothing, level=level)
-        rot = self.view_rotation[row].double().cpu().numpy()
+        rot = self.view_rotation[row].double().cpu().numpy() if rotation is None else np.asarray(rotation, np.float64)
         return verts @ rot.T, faces

@@ -1,0 +1,151 @@
+"""Posing a solid so that its silhouette follows the picture's: render-and-compare over rotations.
+
+A training shape chosen for a picture comes with the rotation of the training view it was chosen by,
+which is only as close to the picture's as the nearest of that model's views. Here each candidate
+rotation is tried: the solid's points are posed, projected by a pinhole camera looking at the
+object's centre (:data:`FIT_DISTANCE` away; the picture's true distance and focal length are unknown,
+and only the strength of the perspective depends on them) and splatted into a
+:data:`FIT_GRID` × :data:`FIT_GRID` grid; the picture's mask is sampled on the same kind of grid.
+Both grids put the object's 2D bounding box in the middle, its longer side :data:`FIT_FILL` of the
+grid's, so the comparison does not depend on the picture's size, the object's place in it or the
+camera's zoom. The rotation whose silhouette has the highest intersection over union with the
+mask's wins.
+
+Rotations are world-to-view (OpenCV axes, :mod:`recon_core.mesh.camera`); a candidate turns the
+object about its own up axis (world +Y: a change of azimuth) and then the view about the camera's
+x axis (a change of elevation): ``R = R_x(elevation) @ R_0 @ R_y(azimuth)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "FIT_AZIMUTHS_DEG",
+    "FIT_DISTANCE",
+    "FIT_ELEVATIONS_DEG",
+    "FIT_FILL",
+    "FIT_GRID",
+    "FIT_POINTS",
+    "fit_rotation",
+    "mask_grid",
+    "rotation_offsets",
+    "silhouette_grids",
+    "solid_points",
+]
+
+FIT_GRID = 48
+"""Side of the grids the silhouettes are compared on."""
+FIT_FILL = 0.8
+"""Share of the grid's side the longer side of the object's 2D box takes."""
+FIT_DISTANCE = 1.9
+"""Camera distance to the object's centre, in data units (bounding-box diagonal 1; the renders' 1.6-2.2)."""
+FIT_POINTS = 8192
+"""Points of a solid that are projected (a random subset of its cells' centres, fixed per solid)."""
+FIT_AZIMUTHS_DEG = tuple(range(-30, 31, 5))
+"""Changes of azimuth tried (degrees)."""
+FIT_ELEVATIONS_DEG = tuple(range(-15, 16, 5))
+"""Changes of elevation tried (degrees)."""
+
+
+def mask_grid(mask: np.ndarray, size: int = FIT_GRID, fill: float = FIT_FILL) -> np.ndarray | None:
+    """(size, size) bool: the object mask resampled so that its 2D box sits centred, its longer side ``fill`` of the grid.
+
+    Each grid cell takes the mask's pixel under its centre (nearest); cells that fall outside the
+    picture are empty. None when no pixel of the mask is above 0.5.
+
+    Args:
+        mask: (H, W) float mask in [0, 1] (or bool).
+    """
+    m = np.asarray(mask) > 0.5
+    rows, cols = np.nonzero(m)
+    if len(rows) == 0:
+        return None
+    side = max(cols.max() + 1 - cols.min(), rows.max() + 1 - rows.min()) / fill
+    cu, cv = 0.5 * (cols.min() + cols.max() + 1), 0.5 * (rows.min() + rows.max() + 1)
+    offsets = ((np.arange(size) + 0.5) / size - 0.5) * side
+    u, v = np.floor(cu + offsets).astype(np.int64), np.floor(cv + offsets).astype(np.int64)
+    inside_u, inside_v = (u >= 0) & (u < m.shape[1]), (v >= 0) & (v < m.shape[0])
+    sampled = m[np.clip(v, 0, m.shape[0] - 1)][:, np.clip(u, 0, m.shape[1] - 1)]
+    return sampled & inside_v[:, None] & inside_u[None, :]
+
+
+def silhouette_grids(points: np.ndarray, distance: float = FIT_DISTANCE, size: int = FIT_GRID,
+                     fill: float = FIT_FILL) -> np.ndarray:
+    """(B, size, size) bool: the silhouettes of B posed point sets, each placed like :func:`mask_grid`'s.
+
+    Each point is projected by a pinhole camera on the view's -z side at ``distance`` from the
+    origin (OpenCV axes: ``(x / (z + d), y / (z + d))``) and marks the grid cell it falls in, the
+    projections' 2D box centred with its longer side ``fill`` of the grid.
+
+    Args:
+        points: (B, N, 3) view-frame points, ``z > -distance``.
+    """
+    p = np.asarray(points, dtype=np.float64)
+    depth = p[..., 2] + distance
+    x, y = p[..., 0] / depth, p[..., 1] / depth  # (B, N)
+    x0, x1 = x.min(axis=1, keepdims=True), x.max(axis=1, keepdims=True)
+    y0, y1 = y.min(axis=1, keepdims=True), y.max(axis=1, keepdims=True)
+    side = np.maximum(np.maximum(x1 - x0, y1 - y0), 1e-12) / fill
+    col = np.floor(((x - 0.5 * (x0 + x1)) / side + 0.5) * size).astype(np.int64)
+    row = np.floor(((y - 0.5 * (y0 + y1)) / side + 0.5) * size).astype(np.int64)
+    col, row = np.clip(col, 0, size - 1), np.clip(row, 0, size - 1)
+    flat = np.zeros(p.shape[0] * size * size, dtype=bool)
+    flat[(np.arange(p.shape[0])[:, None] * size + row) * size + col] = True
+    return flat.reshape(p.shape[0], size, size)
+
+
+def solid_points(solid: np.ndarray, bound: float, count: int = FIT_POINTS, seed: int = 0) -> np.ndarray:
+    """(min(count, cells), 3) world-frame centres of a solid's cells, a random subset when it has more.
+
+    Args:
+        solid: (R, R, R) bool grid over ``[-bound, bound]³`` (axes x, y, z; :mod:`recon_core.mesh.volume`).
+        seed: the subset's seed (the same points for the same solid and seed).
+    """
+    cells = np.argwhere(np.asarray(solid, dtype=bool))
+    if len(cells) > count:
+        cells = cells[np.sort(np.random.default_rng(seed).choice(len(cells), count, replace=False))]
+    return -bound + (cells + 0.5) * (2.0 * bound / solid.shape[0])
+
+
+def _rot_x(deg: float) -> np.ndarray:
+    c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
+    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+
+
+def _rot_y(deg: float) -> np.ndarray:
+    c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
+def rotation_offsets(R0: np.ndarray, azimuths_deg=FIT_AZIMUTHS_DEG, elevations_deg=FIT_ELEVATIONS_DEG
+                     ) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """The candidate rotations around ``R0``: ``((K, 3, 3) R_x(e) @ R0 @ R_y(a), [(a, e), ...])``, azimuth-major."""
+    R0 = np.asarray(R0, dtype=np.float64)
+    pairs = [(float(a), float(e)) for a in azimuths_deg for e in elevations_deg]
+    return np.stack([_rot_x(e) @ R0 @ _rot_y(a) for a, e in pairs]), pairs
+
+
+def fit_rotation(points: np.ndarray, R0: np.ndarray, target: np.ndarray, azimuths_deg=FIT_AZIMUTHS_DEG,
+                 elevations_deg=FIT_ELEVATIONS_DEG, distance: float = FIT_DISTANCE) -> tuple[np.ndarray, float]:
+    """The rotation near ``R0`` whose silhouette of ``points`` best covers ``target``, and that IoU.
+
+    Args:
+        points: (N, 3) world-frame points of the solid (:func:`solid_points`).
+        R0: (3, 3) world-to-view rotation to start from.
+        target: (G, G) bool mask grid (:func:`mask_grid`, the same G).
+        azimuths_deg, elevations_deg: the changes tried (:func:`rotation_offsets`); ties go to the first
+            in azimuth-major order, so list 0 first to prefer ``R0``.
+
+    Returns:
+        ``(R (3, 3), iou)``.
+    """
+    rotations, pairs = rotation_offsets(R0, azimuths_deg, elevations_deg)
+    posed = np.asarray(points, dtype=np.float64)[None] @ rotations.transpose(0, 2, 1)  # (K, N, 3)
+    grids = silhouette_grids(posed, distance, target.shape[0])
+    inter = (grids & target).sum(axis=(1, 2))
+    union = (grids | target).sum(axis=(1, 2))
+    iou = inter / np.maximum(union, 1)
+    change = np.array([abs(a) + abs(e) for a, e in pairs])
+    best = int(np.lexsort((change, -iou))[0])
+    return rotations[best], float(iou[best])

@@ -1,0 +1,139 @@
+"""recon_core.mesh.silhouette: the grids against per-cell and per-point loops, and the rotation search
+against masks drawn by an independent rasteriser (the evaluation's)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from recon_core.mesh.camera import VIEW_TO_OUTPUT, Camera, intrinsics
+from recon_core.mesh.silhouette import (
+    FIT_DISTANCE,
+    _rot_x,
+    _rot_y,
+    fit_rotation,
+    mask_grid,
+    rotation_offsets,
+    silhouette_grids,
+    solid_points,
+)
+from recon_core.mesh.volume import grid_surface
+
+
+def _mask_grid_reference(mask: np.ndarray, size: int, fill: float) -> np.ndarray | None:
+    """mask_grid, one cell at a time."""
+    m = np.asarray(mask) > 0.5
+    rows, cols = np.nonzero(m)
+    if len(rows) == 0:
+        return None
+    side = max(cols.max() + 1 - cols.min(), rows.max() + 1 - rows.min()) / fill
+    cu, cv = (cols.min() + cols.max() + 1) / 2.0, (rows.min() + rows.max() + 1) / 2.0
+    out = np.zeros((size, size), dtype=bool)
+    for i in range(size):
+        for j in range(size):
+            u = math.floor(cu + ((j + 0.5) / size - 0.5) * side)
+            v = math.floor(cv + ((i + 0.5) / size - 0.5) * side)
+            out[i, j] = 0 <= u < m.shape[1] and 0 <= v < m.shape[0] and bool(m[v, u])
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_mask_grid_equals_the_per_cell_reference(seed):
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(20, 90, size=2)
+    mask = np.zeros((h, w))
+    # a few random rectangles, some touching the border, one of them soft-valued
+    for _ in range(3):
+        r0, c0 = rng.integers(0, h - 2), rng.integers(0, w - 2)
+        mask[r0 : r0 + rng.integers(1, h // 2 + 2), c0 : c0 + rng.integers(1, w // 2 + 2)] = rng.choice([0.6, 1.0])
+    size, fill = int(rng.integers(8, 40)), float(rng.uniform(0.5, 1.0))
+    np.testing.assert_array_equal(mask_grid(mask, size, fill), _mask_grid_reference(mask, size, fill))
+
+
+def test_mask_grid_of_an_empty_mask_is_none():
+    assert mask_grid(np.zeros((10, 10))) is None
+    assert mask_grid(np.full((10, 10), 0.5)) is None  # 0.5 is not above 0.5
+
+
+def _silhouette_reference(points: np.ndarray, distance: float, size: int, fill: float) -> np.ndarray:
+    """silhouette_grids for one point set, one point at a time."""
+    xy = [(x / (z + distance), y / (z + distance)) for x, y, z in points]
+    xs, ys = [p[0] for p in xy], [p[1] for p in xy]
+    side = max(max(xs) - min(xs), max(ys) - min(ys)) / fill
+    cx, cy = (min(xs) + max(xs)) / 2.0, (min(ys) + max(ys)) / 2.0
+    out = np.zeros((size, size), dtype=bool)
+    for x, y in xy:
+        col = min(max(math.floor(((x - cx) / side + 0.5) * size), 0), size - 1)
+        row = min(max(math.floor(((y - cy) / side + 0.5) * size), 0), size - 1)
+        out[row, col] = True
+    return out
+
+
+def test_silhouette_grids_equal_the_per_point_reference():
+    rng = np.random.default_rng(3)
+    points = rng.normal(size=(4, 200, 3)) * [0.3, 0.2, 0.25]
+    points[2, :, 0] *= 0.1  # a thin set: its height sets the box
+    for fill in (0.8, 1.0):
+        grids = silhouette_grids(points, 1.7, 24, fill)
+        for b in range(len(points)):
+            np.testing.assert_array_equal(grids[b], _silhouette_reference(points[b], 1.7, 24, fill))
+
+
+def test_solid_points_are_cell_centres_and_a_fixed_subset():
+    solid = np.zeros((8, 8, 8), dtype=bool)
+    solid[2, 3, 4] = solid[7, 0, 1] = True
+    np.testing.assert_allclose(solid_points(solid, 0.4), [[-0.4 + 2.5 * 0.1, -0.4 + 3.5 * 0.1, -0.4 + 4.5 * 0.1],
+                                                          [-0.4 + 7.5 * 0.1, -0.4 + 0.5 * 0.1, -0.4 + 1.5 * 0.1]])
+    big = np.ones((16, 16, 16), dtype=bool)
+    a, b = solid_points(big, 0.5, count=100, seed=1), solid_points(big, 0.5, count=100, seed=1)
+    assert a.shape == (100, 3) and np.array_equal(a, b)
+    assert not np.array_equal(a, solid_points(big, 0.5, count=100, seed=2))
+
+
+def _chair_like_solid(res: int = 32) -> np.ndarray:
+    """An asymmetric solid: a seat, a back on one side, one thick leg at a corner, an arm on one side."""
+    s = np.zeros((res, res, res), dtype=bool)
+    s[6:26, 12:16, 6:26] = True   # seat (x, y, z)
+    s[6:26, 16:30, 22:26] = True  # back, at +z
+    s[6:10, 2:12, 6:10] = True    # one leg, at -x -z
+    s[22:26, 16:22, 6:22] = True  # an arm at +x
+    return s
+
+
+def _drawn_mask(solid: np.ndarray, bound: float, R: np.ndarray, focal_mm: float, distance: float,
+                size: int = 96) -> np.ndarray:
+    """The solid's silhouette as the evaluation draws a mesh: its surface, posed by R, through a true camera."""
+    from training.evaluate import silhouette
+
+    verts, faces = grid_surface(solid, bound)
+    camera = Camera(R=np.eye(3), T=np.array([0.0, 0.0, distance]), K=intrinsics(focal_mm, 32.0, size, size),
+                    width=size, height=size)
+    return silhouette((verts @ R.T) @ VIEW_TO_OUTPUT.T, faces, camera)
+
+
+@pytest.mark.parametrize("azimuth, elevation", [(-20.0, 10.0), (15.0, -5.0), (25.0, 0.0)])
+def test_fit_rotation_recovers_the_pictures_rotation(azimuth, elevation):
+    """Starting from a view rotation R0, the search finds the turn that the picture's camera adds, though the
+    picture is drawn by another rasteriser, from a different distance and focal length."""
+    solid, bound = _chair_like_solid(), 0.55
+    R0 = _rot_x(25.0) @ _rot_y(130.0)
+    truth = _rot_x(elevation) @ R0 @ _rot_y(azimuth)
+    mask = _drawn_mask(solid, bound, truth, focal_mm=45.0, distance=2.1)
+    R, iou = fit_rotation(solid_points(solid, bound), R0, mask_grid(mask))
+    _, pairs = rotation_offsets(R0)
+    found = min(pairs, key=lambda p: np.abs(_rot_x(p[1]) @ R0 @ _rot_y(p[0]) - R).max())
+    assert abs(found[0] - azimuth) <= 5.0 and abs(found[1] - elevation) <= 5.0, found
+    assert iou > 0.8
+    # the rotation it started from covers the mask less well
+    _, iou0 = fit_rotation(solid_points(solid, bound), R0, mask_grid(mask), (0,), (0,))
+    assert iou0 < iou
+
+
+def test_fit_rotation_keeps_the_start_when_it_is_right():
+    solid, bound = _chair_like_solid(), 0.55
+    R0 = _rot_x(20.0) @ _rot_y(-60.0)
+    picture = _drawn_mask(solid, bound, R0, focal_mm=40.0, distance=FIT_DISTANCE, size=160)
+    R, iou = fit_rotation(solid_points(solid, bound), R0, mask_grid(picture))
+    assert np.allclose(R, R0) and iou > 0.8
