@@ -423,7 +423,8 @@ def test_a_snapped_mesh_that_fails_the_check_is_repaired(banked_model, fake, mon
     box = trimesh.creation.box(extents=(0.3, 0.4, 0.2))
     open_box = (np.asarray(box.vertices), np.asarray(box.faces)[1:])  # one triangle missing: not watertight
     model, meta = load_model(banked_model)
-    monkeypatch.setattr(type(model.bank), "view_mesh", lambda self, row, smoothing=0.0, level=0.5, rotation=None: open_box)
+    monkeypatch.setattr(type(model.bank), "view_mesh", lambda self, row, smoothing=0.0, level=0.5: open_box)
+    monkeypatch.setattr(type(model.bank), "shape_mesh", lambda self, shape, smoothing=0.0, level=0.5: open_box)
     rgb, alpha = _rgba(fake[1], "chair_val", 0)
     result = Reconstructor(model, meta).reconstruct(rgb, alpha)
     assert result.report.ok and result.repair.path != "original"
@@ -629,11 +630,11 @@ def test_candidates_are_the_ranked_models_solids_most_confident_first(banked_mod
 
 
 def test_fitted_candidates_are_posed_to_the_pictures_silhouette_and_ranked_by_it(banked_model, fake):
-    """bank_fit_candidates K: each of the bank's K best-ranked models is posed by fit_rotation against the picture's
-    mask; the candidates are their solids in those rotations, best IoU first, and the confidences the softmax of
-    the IoUs over FIT_TEMPERATURE among the K (so they fall and sum to at most 1)."""
+    """bank_fit_candidates K: each of the bank's K best-ranked models is posed by fit_pose against the picture's
+    mask; the candidates are their solids stretched and turned so, best IoU first, and the confidences the softmax
+    of the IoUs over FIT_TEMPERATURE among the K (so they fall and sum to at most 1)."""
     from recon_core.io.inference import FIT_TEMPERATURE, Reconstructor
-    from recon_core.mesh.silhouette import fit_rotation, mask_grid, solid_points
+    from recon_core.mesh.silhouette import fit_pose, mask_grid, solid_points, stretched
     from recon_core.mesh.volume import GRID_BOUND
 
     model, meta = load_model(banked_model)
@@ -652,15 +653,16 @@ def test_fitted_candidates_are_posed_to_the_pictures_silhouette_and_ranked_by_it
     fitted = []
     for row, _ in ranked:
         shape = int(model.bank.view_shape[row])
-        rotation, iou = fit_rotation(solid_points(model.bank.grid(shape), GRID_BOUND, seed=shape),
-                                     model.bank.view_rotation[row].double().numpy(), target)
-        fitted.append((iou, row, rotation))
+        pose = fit_pose(solid_points(model.bank.grid(shape), GRID_BOUND, seed=shape),
+                        model.bank.view_rotation[row].double().numpy(), target)
+        fitted.append((pose.iou, shape, pose))
     fitted.sort(key=lambda item: -item[0])
     assert len(results) == 3
-    for (_, row, rotation), result in zip(fitted, results):
+    for (_, shape, pose), result in zip(fitted, results):
         assert result.report.ok
-        expected, _ = model.bank.view_mesh(row, model.config.bank_smoothing, model.config.bank_level, rotation)
-        assert np.allclose(np.sort(result.verts, axis=0), np.sort(expected @ VIEW_TO_OUTPUT.T, axis=0), atol=1e-6)
+        world, _ = model.bank.shape_mesh(shape, model.config.bank_smoothing, model.config.bank_level)
+        expected = stretched(world, pose.scale) @ pose.rotation.T @ VIEW_TO_OUTPUT.T
+        assert np.allclose(np.sort(result.verts, axis=0), np.sort(expected, axis=0), atol=1e-6)
     conf = torch.tensor([iou for iou, _, _ in fitted], dtype=torch.float64).div(FIT_TEMPERATURE).softmax(0)[:3]
     np.testing.assert_allclose([r.confidence for r in results], conf.numpy(), rtol=1e-9)
     assert sum(r.confidence for r in results) <= 1.0 + 1e-12

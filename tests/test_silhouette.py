@@ -11,6 +11,10 @@ import pytest
 from recon_core.mesh.camera import VIEW_TO_OUTPUT, Camera, intrinsics
 from recon_core.mesh.silhouette import (
     FIT_DISTANCE,
+    FIT_STRETCHES,
+    fit_pose,
+    fit_proportions,
+    stretched,
     _rot_x,
     _rot_y,
     fit_rotation,
@@ -137,3 +141,39 @@ def test_fit_rotation_keeps_the_start_when_it_is_right():
     picture = _drawn_mask(solid, bound, R0, focal_mm=40.0, distance=FIT_DISTANCE, size=160)
     R, iou = fit_rotation(solid_points(solid, bound), R0, mask_grid(picture))
     assert np.allclose(R, R0) and iou > 0.8
+
+
+def test_stretched_keeps_the_diagonal_and_the_printable_guarantee():
+    from recon_core.mesh.printable import check_printable
+
+    verts, faces = grid_surface(_chair_like_solid(), 0.55, smoothing=0.6, level=0.4)
+    out = stretched(verts, np.array([1.33, 1.0, 0.75]))
+    diag = lambda v: np.linalg.norm(np.ptp(v, axis=0))  # noqa: E731
+    assert diag(out) == pytest.approx(diag(verts))
+    ratio = np.ptp(out, axis=0) / np.ptp(verts, axis=0)
+    np.testing.assert_allclose(ratio / ratio[1], [1.33, 1.0, 0.75])
+    assert check_printable(verts, faces).ok and check_printable(out, faces).ok
+
+
+@pytest.mark.parametrize("scale", [(1.33, 1.0, 0.87), (0.75, 1.0, 1.15), (1.0, 1.0, 1.0)])
+def test_fit_proportions_recovers_the_pictures_stretch(scale):
+    """A solid drawn stretched (by the evaluation's rasteriser, another camera): the fit finds the stretch of its
+    width against its height; the depth, which a silhouette shows only where the view is oblique, within a step."""
+    solid, bound = _chair_like_solid(), 0.55
+    R = _rot_x(25.0) @ _rot_y(40.0)  # oblique: width and depth both show
+    verts, faces = grid_surface(solid, bound)
+    from training.evaluate import silhouette
+
+    camera = Camera(R=np.eye(3), T=np.array([0.0, 0.0, 2.0]), K=intrinsics(42.0, 32.0, 128, 128), width=128, height=128)
+    picture = silhouette((stretched(verts, np.array(scale)) @ R.T) @ VIEW_TO_OUTPUT.T, faces, camera)
+    found, iou = fit_proportions(solid_points(solid, bound), R, mask_grid(picture))
+    steps = np.log(FIT_STRETCHES)
+    step = np.diff(steps).max()
+    assert abs(np.log(found[0]) - np.log(scale[0])) < 0.5 * step + 1e-9, found
+    assert abs(np.log(found[2]) - np.log(scale[2])) <= step + 1e-9, found
+    assert found[1] == 1.0 and iou > 0.8
+    # fit_pose searches the rotation too: it covers the stretched picture better than the unstretched solid does
+    pose = fit_pose(solid_points(solid, bound), R, mask_grid(picture))
+    _, unstretched = fit_rotation(solid_points(solid, bound), R, mask_grid(picture), (0,), (0,))
+    assert pose.iou >= unstretched
+    assert abs(np.log(pose.scale[0]) - np.log(scale[0])) <= step + 1e-9, pose.scale

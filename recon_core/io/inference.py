@@ -265,10 +265,10 @@ class Reconstructor:
                 ranked = self._ranked(rgb, alpha, out.verts[0], cat_index, max(count, fit))
                 ranked = self._fitted(ranked, mask, count) if fit else [(row, None, c) for row, c in ranked[:count]]
             results = []
-            for row, rotation, confidence in ranked:
+            for row, pose, confidence in ranked:
                 own = dict(timings)  # each candidate's timings: the shared stages, then its own
                 with _timed(own, "retrieval"):
-                    snapped = self._snap(row, rotation)
+                    snapped = self._snap(row, pose)
                 if snapped is None:
                     continue
                 result = self._bank_result(snapped, vertices, used, probs, height_mm, own)
@@ -446,17 +446,17 @@ class Reconstructor:
         confidence = (-scores).softmax(0).tolist()
         return [(row, c) for (row, _), c in zip(ranked[:count], confidence)]
 
-    def _fitted(self, ranked: list[tuple[int, float]], mask: np.ndarray, count: int
-                ) -> list[tuple[int, np.ndarray | None, float]]:
+    def _fitted(self, ranked: list[tuple[int, float]], mask: np.ndarray, count: int) -> list[tuple[int, Any, float]]:
         """The bank's ranked views ``[(row, confidence), ...]`` posed to the picture's silhouette and ranked by it.
 
-        Each candidate's solid is turned to the rotation near its view's whose silhouette best covers the
-        picture's ``mask`` (:func:`recon_core.mesh.silhouette.fit_rotation`); the ``count`` best by that
-        intersection over union come first, as ``[(row, rotation (3, 3), confidence), ...]``, each
-        confidence the softmax of the IoUs over :data:`FIT_TEMPERATURE` among the candidates. When the
-        mask is empty the bank's order and rotations stay (rotation None).
+        Each candidate's solid is turned and stretched to the pose near its view's whose silhouette best
+        covers the picture's ``mask`` (:func:`recon_core.mesh.silhouette.fit_pose`); the ``count`` best by that
+        intersection over union come first, as ``[(row, pose, confidence), ...]``
+        (:class:`recon_core.mesh.silhouette.Pose`), each confidence the softmax of the IoUs over
+        :data:`FIT_TEMPERATURE` among the candidates. When the mask is empty the bank's order and views stay
+        (pose None).
         """
-        from recon_core.mesh.silhouette import fit_rotation, mask_grid, solid_points
+        from recon_core.mesh.silhouette import fit_pose, mask_grid, solid_points
         from recon_core.mesh.volume import GRID_BOUND
 
         target = mask_grid(mask)
@@ -471,24 +471,30 @@ class Reconstructor:
             if len(points) == 0:  # an empty solid: _snap says so and skips it
                 fitted.append((0.0, row, None))
                 continue
-            rotation, iou = fit_rotation(points, bank.view_rotation[row].double().cpu().numpy(), target)
-            fitted.append((iou, row, rotation))
+            pose = fit_pose(points, bank.view_rotation[row].double().cpu().numpy(), target)
+            fitted.append((pose.iou, row, pose))
         if not fitted:
             return []
         fitted.sort(key=lambda item: -item[0])  # stable: equal IoUs keep the bank's order
         weights = np.exp((np.array([iou for iou, _, _ in fitted]) - fitted[0][0]) / FIT_TEMPERATURE)
         weights /= max(weights.sum(), 1e-12)
-        return [(row, rotation, float(w)) for (_, row, rotation), w in zip(fitted[:count], weights)]
+        return [(row, pose, float(w)) for (_, row, pose), w in zip(fitted[:count], weights)]
 
-    def _snap(self, row: int, rotation: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
-        """The solid of the shape bank's view ``row``, posed in the output frame by ``rotation`` ((3, 3)
-        world-to-view; None: the view's own); None when the solid is empty."""
-        cfg = self.model.config
-        view_verts, faces = self.model.bank.view_mesh(row, cfg.bank_smoothing, cfg.bank_level, rotation)
+    def _snap(self, row: int, pose=None) -> tuple[np.ndarray, np.ndarray] | None:
+        """The solid of the shape bank's view ``row`` in the output frame, placed by ``pose``
+        (:class:`recon_core.mesh.silhouette.Pose`; None: the view's rotation); None when the solid is empty."""
+        from recon_core.mesh.silhouette import stretched
+
+        cfg, bank = self.model.config, self.model.bank
+        if pose is None:
+            verts, faces = bank.view_mesh(row, cfg.bank_smoothing, cfg.bank_level)
+        else:
+            verts, faces = bank.shape_mesh(int(bank.view_shape[row]), cfg.bank_smoothing, cfg.bank_level)
+            verts = stretched(verts, pose.scale) @ pose.rotation.T
         if len(faces) == 0:
             log.warning("the shape bank's solid for view %d is empty: keeping the network's reconstruction", row)
             return None
-        return view_verts @ VIEW_TO_OUTPUT.T, faces
+        return verts @ VIEW_TO_OUTPUT.T, faces
 
     def reconstruct_file(self, path: str | os.PathLike, **kwargs) -> Reconstruction:
         """Read an image file (see :func:`recon_core.io.image.load_image` for the errors) and reconstruct it."""

@@ -1,4 +1,4 @@
-"""Posing a solid so that its silhouette follows the picture's: render-and-compare over rotations.
+"""Posing a solid so that its silhouette follows the picture's: render-and-compare over rotations and proportions.
 
 A training shape chosen for a picture comes with the rotation of the training view it was chosen by,
 which is only as close to the picture's as the nearest of that model's views. Here each candidate
@@ -9,7 +9,9 @@ and only the strength of the perspective depends on them) and splatted into a
 Both grids put the object's 2D bounding box in the middle, its longer side :data:`FIT_FILL` of the
 grid's, so the comparison does not depend on the picture's size, the object's place in it or the
 camera's zoom. The rotation whose silhouette has the highest intersection over union with the
-mask's wins.
+mask's wins; then the solid's width and depth are stretched against its height the same way
+(:func:`fit_proportions`), so a sofa longer or a table lower than the training model it starts from
+comes out as the picture shows it.
 
 Rotations are world-to-view (OpenCV axes, :mod:`recon_core.mesh.camera`); a candidate turns the
 object about its own up axis (world +Y: a change of azimuth) and then the view about the camera's
@@ -17,6 +19,8 @@ x axis (a change of elevation): ``R = R_x(elevation) @ R_0 @ R_y(azimuth)``.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,11 +31,16 @@ __all__ = [
     "FIT_FILL",
     "FIT_GRID",
     "FIT_POINTS",
+    "FIT_STRETCHES",
+    "Pose",
+    "fit_pose",
+    "fit_proportions",
     "fit_rotation",
     "mask_grid",
     "rotation_offsets",
     "silhouette_grids",
     "solid_points",
+    "stretched",
 ]
 
 FIT_GRID = 48
@@ -46,6 +55,8 @@ FIT_AZIMUTHS_DEG = tuple(range(-30, 31, 5))
 """Changes of azimuth tried (degrees)."""
 FIT_ELEVATIONS_DEG = tuple(range(-15, 16, 5))
 """Changes of elevation tried (degrees)."""
+FIT_STRETCHES = (0.75, 0.87, 1.0, 1.15, 1.33)
+"""Stretches of a solid's width and depth against its height tried (:func:`fit_proportions`)."""
 
 
 def mask_grid(mask: np.ndarray, size: int = FIT_GRID, fill: float = FIT_FILL) -> np.ndarray | None:
@@ -134,18 +145,78 @@ def fit_rotation(points: np.ndarray, R0: np.ndarray, target: np.ndarray, azimuth
         points: (N, 3) world-frame points of the solid (:func:`solid_points`).
         R0: (3, 3) world-to-view rotation to start from.
         target: (G, G) bool mask grid (:func:`mask_grid`, the same G).
-        azimuths_deg, elevations_deg: the changes tried (:func:`rotation_offsets`); ties go to the first
-            in azimuth-major order, so list 0 first to prefer ``R0``.
+        azimuths_deg, elevations_deg: the changes tried (:func:`rotation_offsets`); of equal IoUs, the
+            smallest change wins.
 
     Returns:
         ``(R (3, 3), iou)``.
     """
     rotations, pairs = rotation_offsets(R0, azimuths_deg, elevations_deg)
     posed = np.asarray(points, dtype=np.float64)[None] @ rotations.transpose(0, 2, 1)  # (K, N, 3)
-    grids = silhouette_grids(posed, distance, target.shape[0])
+    best, iou = _best(silhouette_grids(posed, distance, target.shape[0]), target,
+                      np.array([abs(a) + abs(e) for a, e in pairs]))
+    return rotations[best], iou
+
+
+def _best(grids: np.ndarray, target: np.ndarray, change: np.ndarray) -> tuple[int, float]:
+    """Index and IoU of the (K, G, G) silhouette with the highest IoU with ``target``; of equal ones, the smallest ``change``."""
     inter = (grids & target).sum(axis=(1, 2))
-    union = (grids | target).sum(axis=(1, 2))
-    iou = inter / np.maximum(union, 1)
-    change = np.array([abs(a) + abs(e) for a, e in pairs])
+    iou = inter / np.maximum((grids | target).sum(axis=(1, 2)), 1)
     best = int(np.lexsort((change, -iou))[0])
-    return rotations[best], float(iou[best])
+    return best, float(iou[best])
+
+
+def stretched(verts: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """(V, 3) world-frame vertices stretched by ``scale`` ((3,), per axis, about the origin), then scaled evenly so
+    that their bounding-box diagonal is what it was (the data's frame: every object's diagonal is 1).
+
+    A positive diagonal linear map: a closed, manifold, outward, self-intersection-free mesh stays so.
+    """
+    v = np.asarray(verts, dtype=np.float64)
+    out = v * np.asarray(scale, dtype=np.float64)
+    before, after = np.linalg.norm(np.ptp(v, axis=0)), np.linalg.norm(np.ptp(out, axis=0))
+    return out * (before / after) if after > 0 else out
+
+
+def fit_proportions(points: np.ndarray, R: np.ndarray, target: np.ndarray, factors=FIT_STRETCHES,
+                    distance: float = FIT_DISTANCE) -> tuple[np.ndarray, float]:
+    """The stretch of the solid's width and depth against its height whose silhouette best covers ``target``.
+
+    Every ``(a, 1, b)`` with ``a`` and ``b`` in ``factors`` (world x, y, z) is tried, the solid posed by ``R``;
+    the overall size does not change a silhouette placed like :func:`mask_grid`'s, so the height stays 1.
+    Of equal IoUs, the smallest stretch (sum of ``|log|`` of the factors) wins.
+
+    Args:
+        points: (N, 3) world-frame points of the solid (:func:`solid_points`).
+        R: (3, 3) world-to-view rotation.
+        target: (G, G) bool mask grid (:func:`mask_grid`).
+
+    Returns:
+        ``(scale (3,), iou)``.
+    """
+    scales = np.array([(a, 1.0, b) for a in factors for b in factors], dtype=np.float64)  # (K, 3)
+    posed = (np.asarray(points, dtype=np.float64)[None] * scales[:, None, :]) @ np.asarray(R, np.float64).T
+    best, iou = _best(silhouette_grids(posed, distance, target.shape[0]), target, np.abs(np.log(scales)).sum(axis=1))
+    return scales[best], iou
+
+
+@dataclass(frozen=True)
+class Pose:
+    """How a training solid is placed for a picture: ``p_view = rotation @ stretched(p_world, scale)``.
+
+    Attributes:
+        rotation: (3, 3) world-to-view rotation.
+        scale: (3,) stretch of world x, y, z (:func:`stretched`).
+        iou: its silhouette's IoU with the picture's mask grid.
+    """
+
+    rotation: np.ndarray
+    scale: np.ndarray
+    iou: float
+
+
+def fit_pose(points: np.ndarray, R0: np.ndarray, target: np.ndarray) -> Pose:
+    """The :class:`Pose` of a solid for a picture: :func:`fit_rotation` from ``R0``, then :func:`fit_proportions`."""
+    rotation, _ = fit_rotation(points, R0, target)
+    scale, iou = fit_proportions(points, rotation, target)
+    return Pose(rotation, scale, iou)

@@ -103,9 +103,9 @@ class ModelConfig:
     ``p_bank`` the share of the cell inside the nearest training shape posed in the picture's predicted camera."""
     bank_fit_candidates: int = 5
     """shape_bank on an ico-sphere or template network: this many of the bank's best-ranked training models are
-    each posed to the picture's silhouette (a search over rotations near their view's,
-    :func:`recon_core.mesh.silhouette.fit_rotation`) and ranked by how well it covers the mask; 0: the bank's
-    own first choice, in its view's rotation."""
+    each posed to the picture's silhouette (turned near their view's rotation and stretched in width and depth,
+    :func:`recon_core.mesh.silhouette.fit_pose`) and ranked by how well it covers the mask; 0: the bank's own
+    first choice, as it is, in its view's rotation."""
 
     removed_fields: ClassVar[dict[str, Any]] = {"prior_templates": 0, "prior_views": 0, "prior_dim": 128,
                                                 "prior_level": 4}

@@ -229,13 +229,15 @@ class ShapeBank(nn.Module):
         start, end = (int(x) for x in self.grid_offsets[shape : shape + 2])
         return unpack_grid(self.grid_data[start:end].cpu().numpy().tobytes(), self.resolution)
 
-    def view_mesh(self, row: int, smoothing: float = 0.0, level: float = 0.5, rotation: np.ndarray | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
-        """``(verts (V, 3) float64 view frame, faces (F, 3) int64)``: the solid of view ``row``'s model, posed by
-        the view's rotation, or by ``rotation`` ((3, 3) world-to-view) when given (``smoothing``, ``level``:
-        :func:`recon_core.mesh.volume.grid_surface`'s)."""
+    def shape_mesh(self, shape: int, smoothing: float = 0.0, level: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+        """``(verts (V, 3) float64 world frame, faces (F, 3) int64)``: model ``shape``'s solid, meshed
+        (``smoothing``, ``level``: :func:`recon_core.mesh.volume.grid_surface`'s)."""
         from recon_core.mesh.volume import grid_surface
 
-        verts, faces = grid_surface(self.grid(int(self.view_shape[row])), smoothing=smoothing, level=level)
-        rot = self.view_rotation[row].double().cpu().numpy() if rotation is None else np.asarray(rotation, np.float64)
-        return verts @ rot.T, faces
+        return grid_surface(self.grid(shape), smoothing=smoothing, level=level)
+
+    def view_mesh(self, row: int, smoothing: float = 0.0, level: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+        """``(verts (V, 3) float64 view frame, faces (F, 3) int64)``: the :meth:`shape_mesh` of view ``row``'s
+        model, posed by the view's rotation."""
+        verts, faces = self.shape_mesh(int(self.view_shape[row]), smoothing, level)
+        return verts @ self.view_rotation[row].double().cpu().numpy().T, faces
