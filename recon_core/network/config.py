@@ -101,7 +101,7 @@ class ModelConfig:
     bank_weight: float = 0.5
     """shape_bank with coarse="occupancy": each frustum cell's occupancy is ``(1 - w) p_network + w p_bank``,
     ``p_bank`` the share of the cell inside the nearest training shape posed in the picture's predicted camera."""
-    bank_fit_candidates: int = 5
+    bank_fit_candidates: int = 10
     """shape_bank on an ico-sphere or template network: this many of the bank's best-ranked training models are
     each posed to the picture's silhouette (turned near their view's rotation and stretched in width and depth,
     :func:`recon_core.mesh.silhouette.fit_pose`) and ranked by how well it covers the mask; 0: the bank's own
