@@ -85,6 +85,11 @@ def test_silhouette_grids_equal_the_per_point_reference():
             np.testing.assert_array_equal(grids[b], _silhouette_reference(points[b], 1.7, 24, fill))
 
 
+def test_silhouette_grids_refuse_a_fill_above_one():
+    with pytest.raises(ValueError, match="fill"):
+        silhouette_grids(np.zeros((1, 3, 3)), fill=1.2)
+
+
 def test_solid_points_are_cell_centres_and_a_fixed_subset():
     solid = np.zeros((8, 8, 8), dtype=bool)
     solid[2, 3, 4] = solid[7, 0, 1] = True

@@ -87,20 +87,22 @@ def silhouette_grids(points: np.ndarray, distance: float = FIT_DISTANCE, size: i
 
     Each point is projected by a pinhole camera on the view's -z side at ``distance`` from the
     origin (OpenCV axes: ``(x / (z + d), y / (z + d))``) and marks the grid cell it falls in, the
-    projections' 2D box centred with its longer side ``fill`` of the grid.
+    projections' 2D box centred with its longer side ``fill`` (at most 1) of the grid.
 
     Args:
         points: (B, N, 3) view-frame points, ``z > -distance``.
     """
+    if not 0.0 < fill <= 1.0:
+        raise ValueError(f"fill must be in (0, 1], got {fill}")
     p = np.asarray(points, dtype=np.float64)
     depth = p[..., 2] + distance
     x, y = p[..., 0] / depth, p[..., 1] / depth  # (B, N)
     x0, x1 = x.min(axis=1, keepdims=True), x.max(axis=1, keepdims=True)
     y0, y1 = y.min(axis=1, keepdims=True), y.max(axis=1, keepdims=True)
     side = np.maximum(np.maximum(x1 - x0, y1 - y0), 1e-12) / fill
-    col = np.floor(((x - 0.5 * (x0 + x1)) / side + 0.5) * size).astype(np.int64)
-    row = np.floor(((y - 0.5 * (y0 + y1)) / side + 0.5) * size).astype(np.int64)
-    col, row = np.clip(col, 0, size - 1), np.clip(row, 0, size - 1)
+    # inside their own box the values are >= 0 (fill <= 1), so truncation is the floor
+    col = np.minimum((((x - 0.5 * (x0 + x1)) / side + 0.5) * size).astype(np.int64), size - 1)
+    row = np.minimum((((y - 0.5 * (y0 + y1)) / side + 0.5) * size).astype(np.int64), size - 1)
     flat = np.zeros(p.shape[0] * size * size, dtype=bool)
     flat[(np.arange(p.shape[0])[:, None] * size + row) * size + col] = True
     return flat.reshape(p.shape[0], size, size)
