@@ -92,20 +92,28 @@ def silhouette_grids(points: np.ndarray, distance: float = FIT_DISTANCE, size: i
     Args:
         points: (B, N, 3) view-frame points, ``z > -distance``.
     """
+    p = np.asarray(points, dtype=np.float64)
+    return _grids(p[..., 0], p[..., 1], p[..., 2], distance, size, fill)
+
+
+def _grids(x: np.ndarray, y: np.ndarray, z: np.ndarray, distance: float, size: int, fill: float) -> np.ndarray:
+    """:func:`silhouette_grids` of points given as three (B, N) coordinate arrays (contiguous rows are fastest)."""
     if not 0.0 < fill <= 1.0:
         raise ValueError(f"fill must be in (0, 1], got {fill}")
-    p = np.asarray(points, dtype=np.float64)
-    depth = p[..., 2] + distance
-    x, y = p[..., 0] / depth, p[..., 1] / depth  # (B, N)
-    x0, x1 = x.min(axis=1, keepdims=True), x.max(axis=1, keepdims=True)
-    y0, y1 = y.min(axis=1, keepdims=True), y.max(axis=1, keepdims=True)
-    side = np.maximum(np.maximum(x1 - x0, y1 - y0), 1e-12) / fill
-    # inside their own box the values are >= 0 (fill <= 1), so truncation is the floor
-    col = np.minimum((((x - 0.5 * (x0 + x1)) / side + 0.5) * size).astype(np.int64), size - 1)
-    row = np.minimum((((y - 0.5 * (y0 + y1)) / side + 0.5) * size).astype(np.int64), size - 1)
-    flat = np.zeros(p.shape[0] * size * size, dtype=bool)
-    flat[(np.arange(p.shape[0])[:, None] * size + row) * size + col] = True
-    return flat.reshape(p.shape[0], size, size)
+    inv = 1.0 / (z + distance)
+    u, v = x * inv, y * inv  # (B, N)
+    u0, u1 = u.min(axis=1, keepdims=True), u.max(axis=1, keepdims=True)
+    v0, v1 = v.min(axis=1, keepdims=True), v.max(axis=1, keepdims=True)
+    scale = size * fill / np.maximum(np.maximum(u1 - u0, v1 - v0), 1e-12)  # cells per unit
+    # cell = (p - mid) * scale + size / 2, >= 0 inside the points' own box (fill <= 1): truncation is the floor
+    col = np.minimum((u * scale + (0.5 * size - 0.5 * (u0 + u1) * scale)).astype(np.int64), size - 1)
+    row = np.minimum((v * scale + (0.5 * size - 0.5 * (v0 + v1) * scale)).astype(np.int64), size - 1)
+    row *= size
+    row += col
+    row += np.arange(u.shape[0])[:, None] * (size * size)
+    flat = np.zeros(u.shape[0] * size * size, dtype=bool)
+    flat[row] = True
+    return flat.reshape(u.shape[0], size, size)
 
 
 def solid_points(solid: np.ndarray, bound: float, count: int = FIT_POINTS, seed: int = 0) -> np.ndarray:
@@ -154,8 +162,8 @@ def fit_rotation(points: np.ndarray, R0: np.ndarray, target: np.ndarray, azimuth
         ``(R (3, 3), iou)``.
     """
     rotations, pairs = rotation_offsets(R0, azimuths_deg, elevations_deg)
-    posed = np.asarray(points, dtype=np.float64)[None] @ rotations.transpose(0, 2, 1)  # (K, N, 3)
-    best, iou = _best(silhouette_grids(posed, distance, target.shape[0]), target,
+    posed = rotations @ np.asarray(points, dtype=np.float64).T  # (K, 3, N)
+    best, iou = _best(_grids(posed[:, 0], posed[:, 1], posed[:, 2], distance, target.shape[0], FIT_FILL), target,
                       np.array([abs(a) + abs(e) for a, e in pairs]))
     return rotations[best], iou
 
@@ -197,8 +205,9 @@ def fit_proportions(points: np.ndarray, R: np.ndarray, target: np.ndarray, facto
         ``(scale (3,), iou)``.
     """
     scales = np.array([(a, 1.0, b) for a in factors for b in factors], dtype=np.float64)  # (K, 3)
-    posed = (np.asarray(points, dtype=np.float64)[None] * scales[:, None, :]) @ np.asarray(R, np.float64).T
-    best, iou = _best(silhouette_grids(posed, distance, target.shape[0]), target, np.abs(np.log(scales)).sum(axis=1))
+    posed = np.asarray(R, np.float64) @ (scales[:, :, None] * np.asarray(points, dtype=np.float64).T)  # (K, 3, N)
+    best, iou = _best(_grids(posed[:, 0], posed[:, 1], posed[:, 2], distance, target.shape[0], FIT_FILL), target,
+                      np.abs(np.log(scales)).sum(axis=1))
     return scales[best], iou
 
 
