@@ -715,3 +715,29 @@ def test_a_model_without_a_bank_refuses_candidates(tmp_path, capsys):
     assert recon_mesh([str(image), "-o", str(tmp_path / "p.stl"), "--model", str(stem), "--candidates", "3"]) == 2
     assert "one shape per picture" in capsys.readouterr().err
     assert not (tmp_path / "p.stl").exists() and not (tmp_path / "p_1.stl").exists()
+
+
+def test_a_banked_result_at_a_height_is_checked_once_as_written(banked_model, fake, monkeypatch):
+    """With height_mm the decimated solid is scaled first and checked once, at the size it is written; the report
+    is that mesh's (the same as checking the output again), and the mesh is that tall."""
+    from recon_core.io import inference
+    from recon_core.io.inference import Reconstructor
+
+    model, meta = load_model(banked_model)
+    rec = Reconstructor(model, meta)
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    calls = []
+    real = inference.check_printable
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("unit_scale_mm"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "check_printable", counted)
+    result = rec.reconstruct(rgb, alpha, vertices=642, height_mm=90.0)
+    assert any(step.startswith("decimated to") for step in result.repair.steps)
+    assert calls == [1.0]  # one check, in millimetres
+    assert np.ptp(result.verts[:, 1]) == pytest.approx(90.0, rel=1e-6)
+    assert np.array_equal(result.verts, result.verts.astype(np.float32).astype(np.float64))
+    again = real(result.verts, result.faces, unit_scale_mm=1.0)
+    assert result.report.ok and again.ok and again == result.report

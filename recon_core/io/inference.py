@@ -90,6 +90,11 @@ def _float32_exact(verts: np.ndarray) -> np.ndarray:
     return verts.astype(np.float32).astype(np.float64)
 
 
+def _to_height(verts: np.ndarray, height_mm: float) -> np.ndarray:
+    """(V, 3) vertices scaled evenly so that their height (Y extent) is ``height_mm``."""
+    return verts * (height_mm / max(float(np.ptp(verts[:, 1])), 1e-12))
+
+
 @contextmanager
 def _timed(timings: dict[str, float], name: str):
     start = time.perf_counter()
@@ -300,11 +305,14 @@ class Reconstructor:
         if decimated:
             with _timed(timings, "check"):
                 _, sv, sf = decimated[0]
+                if height_mm is not None:  # checked once, at the size it will be written
+                    sv = _to_height(sv, height_mm)
                 sv = _float32_exact(sv)
-                decimated_report = check_printable(sv, sf)
+                decimated_report = check_printable(sv, sf, unit_scale_mm=None if height_mm is None else 1.0)
             if decimated_report.ok:
                 repair_log.note(f"decimated to {len(sf)} faces")
                 verts, faces, report = sv, sf, decimated_report
+                height_mm = None  # already at its height: _finish keeps this report
         return self._finish(verts, faces, repair_log, used, probs, height_mm, timings, [], report)
 
     def _reconstruct_occupancy(self, out, rgb: np.ndarray, alpha: np.ndarray | None, prepared, cat_index: int | None,
@@ -416,8 +424,7 @@ class Reconstructor:
         if report is not None and height_mm is None:
             return Reconstruction(verts, faces, used, probs, report, repair_log, timings, self._notes(notes))
         if height_mm is not None:
-            extent = float(np.ptp(verts[:, 1]))
-            verts = verts * (height_mm / max(extent, 1e-12))
+            verts = _to_height(verts, height_mm)
         scale_mm = 1.0 if height_mm is not None else None
         with _timed(timings, "check"):
             # STL files and Blender meshes hold float32 coordinates: check the mesh as they will see it.
