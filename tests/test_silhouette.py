@@ -8,15 +8,13 @@ import math
 import numpy as np
 import pytest
 
-from recon_core.mesh.camera import VIEW_TO_OUTPUT, Camera, intrinsics
+from recon_core.mesh.camera import VIEW_TO_OUTPUT, Camera, intrinsics, rotation_x, rotation_y
 from recon_core.mesh.silhouette import (
     FIT_DISTANCE,
     FIT_STRETCHES,
     fit_pose,
     fit_proportions,
     stretched,
-    _rot_x,
-    _rot_y,
     fit_rotation,
     mask_grid,
     rotation_offsets,
@@ -127,12 +125,12 @@ def test_fit_rotation_recovers_the_pictures_rotation(azimuth, elevation):
     """Starting from a view rotation R0, the search finds the turn that the picture's camera adds, though the
     picture is drawn by another rasteriser, from a different distance and focal length."""
     solid, bound = _chair_like_solid(), 0.55
-    R0 = _rot_x(25.0) @ _rot_y(130.0)
-    truth = _rot_x(elevation) @ R0 @ _rot_y(azimuth)
+    R0 = rotation_x(25.0) @ rotation_y(130.0)
+    truth = rotation_x(elevation) @ R0 @ rotation_y(azimuth)
     mask = _drawn_mask(solid, bound, truth, focal_mm=45.0, distance=2.1)
     R, iou = fit_rotation(solid_points(solid, bound), R0, mask_grid(mask))
     _, pairs = rotation_offsets(R0)
-    found = min(pairs, key=lambda p: np.abs(_rot_x(p[1]) @ R0 @ _rot_y(p[0]) - R).max())
+    found = min(pairs, key=lambda p: np.abs(rotation_x(p[1]) @ R0 @ rotation_y(p[0]) - R).max())
     assert abs(found[0] - azimuth) <= 5.0 and abs(found[1] - elevation) <= 5.0, found
     assert iou > 0.8
     # the rotation it started from covers the mask less well
@@ -142,7 +140,7 @@ def test_fit_rotation_recovers_the_pictures_rotation(azimuth, elevation):
 
 def test_fit_rotation_keeps_the_start_when_it_is_right():
     solid, bound = _chair_like_solid(), 0.55
-    R0 = _rot_x(20.0) @ _rot_y(-60.0)
+    R0 = rotation_x(20.0) @ rotation_y(-60.0)
     picture = _drawn_mask(solid, bound, R0, focal_mm=40.0, distance=FIT_DISTANCE, size=160)
     R, iou = fit_rotation(solid_points(solid, bound), R0, mask_grid(picture))
     assert np.allclose(R, R0) and iou > 0.8
@@ -165,7 +163,7 @@ def test_fit_proportions_recovers_the_pictures_stretch(scale):
     """A solid drawn stretched (by the evaluation's rasteriser, another camera): the fit finds the stretch of its
     width against its height; the depth, which a silhouette shows only where the view is oblique, within a step."""
     solid, bound = _chair_like_solid(), 0.55
-    R = _rot_x(25.0) @ _rot_y(40.0)  # oblique: width and depth both show
+    R = rotation_x(25.0) @ rotation_y(40.0)  # oblique: width and depth both show
     verts, faces = grid_surface(solid, bound)
     from training.evaluate import silhouette
 

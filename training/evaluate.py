@@ -72,7 +72,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np
 import torch
 
-from recon_core.mesh.camera import VIEW_TO_OUTPUT, Camera
+from recon_core.mesh.camera import VIEW_TO_OUTPUT, Camera, rotation_x, rotation_y
 from recon_core.network.categories import CATEGORIES, category_by_name
 from training.baselines import (
     EMBED_VERSION,
@@ -1078,14 +1078,7 @@ def evaluate_samples(
 # ------------------------------------------------------------------------------------------- rendering
 
 
-def _rotation_xy(pitch_deg: float, yaw_deg: float) -> np.ndarray:
-    p, y = math.radians(pitch_deg), math.radians(yaw_deg)
-    rx = np.array([[1, 0, 0], [0, math.cos(p), -math.sin(p)], [0, math.sin(p), math.cos(p)]])
-    ry = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
-    return rx @ ry
-
-
-SHEET_VIEW = _rotation_xy(25.0, -35.0)
+SHEET_VIEW = rotation_x(25.0) @ rotation_y(-35.0)
 """Rotation applied to output-frame meshes for the contact sheet: a 3/4 view from the front right, above."""
 _LIGHT = np.array([0.35, 0.55, 1.0]) / np.linalg.norm([0.35, 0.55, 1.0])
 _COLOURS = {"ours": (95, 140, 215), "retrieval": (225, 150, 70), "gt": (120, 175, 110)}

@@ -64,6 +64,8 @@ __all__ = [
     "VIEW_TO_OUTPUT",
     "Camera",
     "look_at",
+    "rotation_x",
+    "rotation_y",
     "blender_matrix_world",
     "camera_from_blender",
     "crop_camera",
@@ -145,6 +147,18 @@ class Camera:
             width=int(data["width"]),
             height=int(data["height"]),
         )
+
+
+def rotation_x(deg: float) -> np.ndarray:
+    """(3, 3) right-handed rotation by ``deg`` degrees about the x axis."""
+    c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
+    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+
+
+def rotation_y(deg: float) -> np.ndarray:
+    """(3, 3) right-handed rotation by ``deg`` degrees about the y axis (the data's up axis)."""
+    c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
 def intrinsics(focal_mm: float, sensor_mm: float, width: int, height: int) -> np.ndarray:

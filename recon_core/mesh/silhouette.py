@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recon_core.mesh.camera import rotation_x, rotation_y
+
 __all__ = [
     "FIT_AZIMUTHS_DEG",
     "FIT_DISTANCE",
@@ -129,22 +131,12 @@ def solid_points(solid: np.ndarray, bound: float, count: int = FIT_POINTS, seed:
     return -bound + (cells + 0.5) * (2.0 * bound / solid.shape[0])
 
 
-def _rot_x(deg: float) -> np.ndarray:
-    c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
-    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
-
-
-def _rot_y(deg: float) -> np.ndarray:
-    c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
-    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
-
-
 def rotation_offsets(R0: np.ndarray, azimuths_deg=FIT_AZIMUTHS_DEG, elevations_deg=FIT_ELEVATIONS_DEG
                      ) -> tuple[np.ndarray, list[tuple[float, float]]]:
     """The candidate rotations around ``R0``: ``((K, 3, 3) R_x(e) @ R0 @ R_y(a), [(a, e), ...])``, azimuth-major."""
     R0 = np.asarray(R0, dtype=np.float64)
     pairs = [(float(a), float(e)) for a in azimuths_deg for e in elevations_deg]
-    return np.stack([_rot_x(e) @ R0 @ _rot_y(a) for a, e in pairs]), pairs
+    return np.stack([rotation_x(e) @ R0 @ rotation_y(a) for a, e in pairs]), pairs
 
 
 def fit_rotation(points: np.ndarray, R0: np.ndarray, target: np.ndarray, azimuths_deg=FIT_AZIMUTHS_DEG,
