@@ -1,6 +1,6 @@
 """End-to-end inference time of the shipped model, per stage, against the hardware floor.
 
-    python -m bench.inference [--model models/default] [--runs 30] [--vertices 642 2562 10242] [--profile] [--tiny]
+    python -m bench.inference [--model models/default] [--runs 30] [--vertices 642 2562 10242] [--profile] [--height-mm H] [--tiny]
 
 Times :meth:`recon_core.io.inference.Reconstructor.reconstruct` on an already decoded
 image (``examples/*.png`` or a synthetic one), plus the encoding of the result as STL
@@ -106,10 +106,11 @@ def encode_stl(verts: np.ndarray, faces: np.ndarray) -> bytes:
     return mesh.export(file_type="stl")
 
 
-def run_once(rec, rgb, alpha, vertices: int, timer: StageTimer) -> tuple[float, dict[str, float], object]:
-    """One end-to-end reconstruction + STL encoding: (seconds, per-stage seconds, result)."""
+def run_once(rec, rgb, alpha, vertices: int, timer: StageTimer, height_mm: float | None = None
+             ) -> tuple[float, dict[str, float], object]:
+    """One end-to-end reconstruction (at ``height_mm`` when given) + STL encoding: (seconds, per-stage seconds, result)."""
     start = time.perf_counter()
-    result = rec.reconstruct(rgb, alpha, vertices=vertices)
+    result = rec.reconstruct(rgb, alpha, vertices=vertices, height_mm=height_mm)
     t_export = time.perf_counter()
     data = encode_stl(result.verts, result.faces)
     end = time.perf_counter()
@@ -122,15 +123,15 @@ def run_once(rec, rgb, alpha, vertices: int, timer: StageTimer) -> tuple[float, 
     return end - start, stages, result
 
 
-def bench_vertices(rec, rgb, alpha, vertices: int, runs: int, warmup: int) -> dict:
+def bench_vertices(rec, rgb, alpha, vertices: int, runs: int, warmup: int, height_mm: float | None = None) -> dict:
     timer = StageTimer(rec.model)
     try:
         for _ in range(warmup):
-            run_once(rec, rgb, alpha, vertices, timer)
+            run_once(rec, rgb, alpha, vertices, timer, height_mm)
         totals, per_stage = [], defaultdict(list)
         result = None
         for _ in range(runs):
-            total, stages, result = run_once(rec, rgb, alpha, vertices, timer)
+            total, stages, result = run_once(rec, rgb, alpha, vertices, timer, height_mm)
             totals.append(total)
             for k in STAGES:
                 per_stage[k].append(stages.get(k, 0.0))
@@ -203,11 +204,12 @@ def run(args) -> dict:
     network_flops = count_flops(rec.model, image, vertices=MAIN_VERTICES)
     floor_ms = 1000.0 * encoder_flops / (gflops * 1e9)
 
-    results = {str(v): bench_vertices(rec, rgb, alpha, v, runs, warmup) for v in vertex_counts}
+    height = getattr(args, "height_mm", None)
+    results = {str(v): bench_vertices(rec, rgb, alpha, v, runs, warmup, height) for v in vertex_counts}
     main = results[str(MAIN_VERTICES)]
     # The same picture as a photo without alpha (over a smooth, grainy background): the object finder
     # (when there is one) finds the object first; its time is the "finder" stage.
-    no_alpha = bench_vertices(rec, on_background(rgb, alpha), None, MAIN_VERTICES, runs, warmup)
+    no_alpha = bench_vertices(rec, on_background(rgb, alpha), None, MAIN_VERTICES, runs, warmup, height)
     no_alpha["finder"] = "none" if rec.finder is None else "models/finder"
     p50 = main["end_to_end_ms"]["p50"]
     out = {
@@ -216,6 +218,7 @@ def run(args) -> dict:
         "model": {"path": str(stem or "models/default"), "trained": rec.trained, "backbone": cfg.backbone,
                   "image_size": size, "hidden_dim": cfg.hidden_dim},
         "image": source,
+        "height_mm": height,
         "runs": runs,
         "warmup": warmup,
         "by_vertices": results,
@@ -246,6 +249,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--vertices", type=int, nargs="+", choices=[642, 2562, 10242],
                    help="output vertex counts (default: 642 2562 10242; --tiny: 2562)")
     p.add_argument("--profile", action="store_true", help="add the top-10 torch ops of one run")
+    p.add_argument("--height-mm", type=float, help="reconstruct at this height in millimetres, as recon-mesh --height-mm")
     return emit(run(p.parse_args(argv)))
 
 
