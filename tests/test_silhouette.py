@@ -110,11 +110,13 @@ def _chair_like_solid(res: int = 32) -> np.ndarray:
 
 
 def _drawn_mask(solid: np.ndarray, bound: float, R: np.ndarray, focal_mm: float, distance: float,
-                size: int = 96) -> np.ndarray:
-    """The solid's silhouette as the evaluation draws a mesh: its surface, posed by R, through a true camera."""
+                size: int = 96, scale=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """The solid's silhouette as the evaluation draws a mesh: its surface, stretched by ``scale`` and posed by R,
+    through a true camera."""
     from training.evaluate import silhouette
 
     verts, faces = grid_surface(solid, bound)
+    verts = stretched(verts, np.array(scale))
     camera = Camera(R=np.eye(3), T=np.array([0.0, 0.0, distance]), K=intrinsics(focal_mm, 32.0, size, size),
                     width=size, height=size)
     return silhouette((verts @ R.T) @ VIEW_TO_OUTPUT.T, faces, camera)
@@ -164,11 +166,7 @@ def test_fit_proportions_recovers_the_pictures_stretch(scale):
     width against its height; the depth, which a silhouette shows only where the view is oblique, within a step."""
     solid, bound = _chair_like_solid(), 0.55
     R = rotation_x(25.0) @ rotation_y(40.0)  # oblique: width and depth both show
-    verts, faces = grid_surface(solid, bound)
-    from training.evaluate import silhouette
-
-    camera = Camera(R=np.eye(3), T=np.array([0.0, 0.0, 2.0]), K=intrinsics(42.0, 32.0, 128, 128), width=128, height=128)
-    picture = silhouette((stretched(verts, np.array(scale)) @ R.T) @ VIEW_TO_OUTPUT.T, faces, camera)
+    picture = _drawn_mask(solid, bound, R, focal_mm=42.0, distance=2.0, size=128, scale=scale)
     found, iou = fit_proportions(solid_points(solid, bound), R, mask_grid(picture))
     steps = np.log(FIT_STRETCHES)
     step = np.diff(steps).max()
