@@ -204,7 +204,7 @@ def run(args) -> dict:
     network_flops = count_flops(rec.model, image, vertices=MAIN_VERTICES)
     floor_ms = 1000.0 * encoder_flops / (gflops * 1e9)
 
-    height = getattr(args, "height_mm", None)
+    height = args.height_mm
     results = {str(v): bench_vertices(rec, rgb, alpha, v, runs, warmup, height) for v in vertex_counts}
     main = results[str(MAIN_VERTICES)]
     # The same picture as a photo without alpha (over a smooth, grainy background): the object finder
