@@ -212,6 +212,34 @@ class TestSoups:
         assert len(_both(verts, faces)) > 0
 
 
+class TestBatches:
+    @pytest.mark.parametrize("seed", range(3))
+    def test_many_batches_on_threads_equal_one_batch_and_the_reference(self, seed, monkeypatch):
+        """The full search cuts the broad phase into batches tested on several threads: the pairs found
+        must not depend on the cut (here down to ~50 same-cell pairs a batch) nor on the threads."""
+        import recon_core.mesh.intersect as intersect
+        import recon_core.mesh.threads as threads
+
+        rng = np.random.default_rng(300 + seed)
+        verts, faces = _sphere(2)
+        verts = verts + rng.normal(scale=0.08, size=verts.shape)  # folds and crossings
+        soup = len(verts) + np.array([rng.choice(60, 3, replace=False) for _ in range(40)])  # loose triangles
+        verts = np.concatenate([verts, rng.uniform(-1, 1, size=(60, 3))])
+        faces = np.concatenate([faces, soup])
+        reference = self_intersections_naive(verts, faces)
+        assert len(reference) > 0
+        monkeypatch.setattr(threads, "workers", lambda: 1)
+        monkeypatch.setattr(intersect, "workers", lambda: 1)
+        one = self_intersections(verts, faces)
+        monkeypatch.setattr(intersect, "_CHUNK_PAIRS", 50)
+        monkeypatch.setattr(threads, "workers", lambda: 3)
+        monkeypatch.setattr(intersect, "workers", lambda: 3)
+        many = self_intersections(verts, faces)
+        assert len(intersect._BroadPhase(verts[faces].min(1), verts[faces].max(1)).batches(50, 3)) > 10
+        np.testing.assert_array_equal(one, many)
+        np.testing.assert_array_equal(many, reference)
+
+
 class TestValidation:
     def test_bad_verts_shape(self):
         with pytest.raises(ValueError, match=r"verts must have shape \(V, 3\)"):

@@ -741,3 +741,49 @@ def test_a_banked_result_at_a_height_is_checked_once_as_written(banked_model, fa
     assert np.array_equal(result.verts, result.verts.astype(np.float32).astype(np.float64))
     again = real(result.verts, result.faces, unit_scale_mm=1.0)
     assert result.report.ok and again.ok and again == result.report
+
+
+def test_a_bank_ranked_by_the_picture_alone_runs_no_mesh_stage(banked_model, fake):
+    """bank_shape_weight 0: the ranking needs only the picture, so the network's coarse head and refiner stages
+    never run (the category head does); the result is the same as with the mesh computed and given no weight."""
+    from recon_core.io.inference import Reconstructor
+
+    model, meta = load_model(banked_model)
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    calls = []
+    hooks = [m.register_forward_hook(lambda *_: calls.append(1)) for m in [model.coarse_head, *model.stages]]
+    try:
+        rec = Reconstructor(_with_config(model, bank_shape_weight=0.0), meta)
+        fast = rec.reconstruct(rgb, alpha, smooth=False)
+        assert calls == [] and fast.report.ok
+        # the same ranking with the network's mesh computed (a weight so small it cannot change the order)
+        slow = Reconstructor(_with_config(model, bank_shape_weight=1e-12), meta).reconstruct(rgb, alpha, smooth=False)
+        assert calls  # the mesh stages ran this time
+    finally:
+        for h in hooks:
+            h.remove()
+    np.testing.assert_array_equal(fast.verts, slow.verts)
+    np.testing.assert_array_equal(fast.faces, slow.faces)
+    assert fast.category == slow.category
+    np.testing.assert_allclose(fast.category_probs, slow.category_probs, rtol=1e-5, atol=1e-7)
+
+
+def test_an_empty_solid_of_a_picture_ranked_bank_falls_back_to_the_network(shape_bank, tmp_path, fake):
+    """With no mesh computed for the ranking (bank_shape_weight 0), an empty bank solid still gives the network's
+    own reconstruction: the mesh is made then."""
+    from recon_core.io.inference import Reconstructor
+    from recon_core.mesh.volume import pack_grid
+
+    tensors, info = shape_bank
+    r = info["sizes"]["bank_resolution"]
+    blob = np.frombuffer(pack_grid(np.zeros((r, r, r), bool)), dtype=np.uint8)
+    m = info["sizes"]["bank_shapes"]
+    empty = {**tensors, "grid_data": torch.from_numpy(np.tile(blob, m).copy()),
+             "grid_offsets": torch.arange(m + 1) * len(blob)}
+    empty_info = {**info, "sizes": {**info["sizes"], "bank_grid_bytes": m * len(blob)}}
+    torch.manual_seed(0)
+    save_model(build_model(ModelConfig(**TINY_MODEL)), tmp_path / "base", {"steps": 0})
+    stem = attach_bank(tmp_path / "base", empty, empty_info, tmp_path / "empty", shape_weight=0.0)
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    result = Reconstructor.from_file(stem).reconstruct(rgb, alpha)
+    assert result.report.ok and len(result.verts) == 642

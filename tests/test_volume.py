@@ -171,3 +171,27 @@ def test_gaussian_blur_equals_scipy(sigma):
     field = (rng.random((9, 14, 11)) > 0.6).astype(np.float64)
     np.testing.assert_allclose(gaussian_blur(field, sigma),
                                ndimage.gaussian_filter(field, sigma, mode="constant", cval=0.0), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("smoothing", [0.0, 0.6])
+def test_grid_surface_of_the_solids_box_equals_the_whole_grids(seed, smoothing):
+    """grid_surface blurs and meshes only the solid's bounding box and margin: the mesh is the whole padded
+    grid's, blurred and meshed as a block (the obvious way), to the last bit; solids at the grid's edge too."""
+    from recon_core.mesh.volume import gaussian_blur, marching_tetrahedra
+
+    rng = np.random.default_rng(40 + seed)
+    grid = np.zeros((20, 20, 20), bool)
+    lo = rng.integers(0, 12, size=3) if seed % 2 else np.array([0, rng.integers(0, 12), 0])  # odd: inside
+    hi = lo + rng.integers(3, 8, size=3)
+    grid[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = rng.uniform(size=tuple(hi - lo)) < 0.8
+    bound, level = 0.5, 0.4
+    h, pad = 2.0 * bound / 20, 1 + int(np.ceil(4.0 * smoothing))
+    field = np.pad(grid.astype(np.float64), pad)
+    if smoothing:
+        field = gaussian_blur(field, smoothing)
+    ref_verts, ref_faces = marching_tetrahedra(field, level, np.full(3, -bound + (0.5 - pad) * h), h)
+    verts, faces = grid_surface(grid, bound, smoothing=smoothing, level=level)
+    assert len(faces) > 0
+    np.testing.assert_array_equal(faces, ref_faces)
+    np.testing.assert_array_equal(verts, ref_verts)

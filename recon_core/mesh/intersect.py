@@ -52,6 +52,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from recon_core.mesh.threads import thread_map, workers
+
 __all__ = [
     "CONTACT_REL_TOL",
     "DEGENERATE_REL_TOL",
@@ -267,72 +269,97 @@ def _narrow_phase(
     return hit
 
 
-def _candidate_pairs(lo: np.ndarray, hi: np.ndarray, active: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Uniform-grid broad phase: yield batches of face pairs whose boxes overlap.
+class _BroadPhase:
+    """Uniform-grid broad phase: the face pairs whose boxes overlap, in independent batches.
 
     Each face is entered in every grid cell its box overlaps; a pair is reported only by
     the cell holding the low corner of the intersection of the two boxes, so no pair is
-    reported twice.
+    reported twice. :meth:`batches` cuts the work into ranges of the sorted entries that
+    :meth:`pairs` turns into pairs independently (in any order, on any thread).
 
     Args:
         lo, hi: (F, 3) float64 corners of the (already inflated) face bounding boxes.
         active: optional (F,) bool: keep only pairs with at least one active face.
-
-    Yields:
-        ``(i, j)``: two (K,) int64 arrays with ``i < j``, at most about ``_CHUNK_PAIRS`` long.
     """
-    n_faces = len(lo)
-    if n_faces < 2:
-        return
-    origin = lo.min(0)
-    span = float((hi.max(0) - origin).max())
-    cell = max(float(np.percentile((hi - lo).max(1), _CELL_PERCENTILE)), span / 2**20, 1e-300)
-    while True:
-        c_lo = np.floor((lo - origin) / cell).astype(np.int64)  # (F, 3)
-        c_hi = np.floor((hi - origin) / cell).astype(np.int64)
-        dims = c_hi - c_lo + 1
-        per_face = dims.prod(1)
-        if per_face.sum() <= _MAX_CELL_ENTRIES_PER_FACE * n_faces:
-            break
-        cell *= 2.0
-    grid = c_hi.max(0) + 1  # cells per axis, each at most about 2**20
 
-    # One entry per (face, cell) the face's box overlaps.
-    face_of = np.repeat(np.arange(n_faces), per_face)
-    local = np.arange(len(face_of)) - np.repeat(np.cumsum(per_face) - per_face, per_face)
-    d = dims[face_of]
-    cx = c_lo[face_of, 0] + local % d[:, 0]
-    cy = c_lo[face_of, 1] + (local // d[:, 0]) % d[:, 1]
-    cz = c_lo[face_of, 2] + local // (d[:, 0] * d[:, 1])
-    key = (cx * grid[1] + cy) * grid[2] + cz
-    order = np.argsort(key, kind="stable")
-    key, face_of = key[order], face_of[order]
-    cells = np.stack([cx, cy, cz], 1)[order]
+    def __init__(self, lo: np.ndarray, hi: np.ndarray, active: np.ndarray | None = None):
+        self.lo, self.hi, self.active = lo, hi, active
+        n_faces = len(lo)
+        if n_faces < 2:
+            self.n_after = np.zeros(0, dtype=np.int64)
+            return
+        origin = lo.min(0)
+        span = float((hi.max(0) - origin).max())
+        cell = max(float(np.percentile((hi - lo).max(1), _CELL_PERCENTILE)), span / 2**20, 1e-300)
+        while True:
+            c_lo = np.floor((lo - origin) / cell).astype(np.int64)  # (F, 3)
+            c_hi = np.floor((hi - origin) / cell).astype(np.int64)
+            dims = c_hi - c_lo + 1
+            per_face = dims.prod(1)
+            if per_face.sum() <= _MAX_CELL_ENTRIES_PER_FACE * n_faces:
+                break
+            cell *= 2.0
+        grid = c_hi.max(0) + 1  # cells per axis, each at most about 2**20
 
-    # Every entry pairs with the entries after it in the same cell.
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    ends = np.r_[starts[1:], len(key)]
-    group_end = np.repeat(ends, ends - starts)
-    n_after = group_end - np.arange(len(key)) - 1
-    total = np.cumsum(n_after)
-    first = 0
-    while first < len(key):
-        last = int(np.searchsorted(total, (total[first - 1] if first else 0) + _CHUNK_PAIRS, side="right"))
-        last = max(last, first + 1)
-        counts = n_after[first:last]
+        # One entry per (face, cell) the face's box overlaps.
+        face_of = np.repeat(np.arange(n_faces), per_face)
+        local = np.arange(len(face_of)) - np.repeat(np.cumsum(per_face) - per_face, per_face)
+        d = dims[face_of]
+        cx = c_lo[face_of, 0] + local % d[:, 0]
+        cy = c_lo[face_of, 1] + (local // d[:, 0]) % d[:, 1]
+        cz = c_lo[face_of, 2] + local // (d[:, 0] * d[:, 1])
+        key = (cx * grid[1] + cy) * grid[2] + cz
+        order = np.argsort(key, kind="stable")
+        key = key[order]
+        self.c_lo, self.face_of = c_lo, face_of[order]
+        self.cells = np.stack([cx, cy, cz], 1)[order]
+
+        # Every entry pairs with the entries after it in the same cell.
+        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        ends = np.r_[starts[1:], len(key)]
+        self.n_after = np.repeat(ends, ends - starts) - np.arange(len(key)) - 1
+        self.total = np.cumsum(self.n_after)
+
+    def batches(self, pairs_per_batch: int = _CHUNK_PAIRS, min_batches: int = 1) -> list[tuple[int, int]]:
+        """Ranges ``(first, last)`` of entries, each about ``pairs_per_batch`` same-cell pairs before the box
+        test, and at least ``min_batches`` of them when there are enough entries (to share out the work)."""
+        if not len(self.n_after):
+            return []
+        total = int(self.total[-1])
+        size = max(1, min(pairs_per_batch, -(-total // max(1, min_batches))))
+        out, first = [], 0
+        while first < len(self.n_after):
+            last = int(np.searchsorted(self.total, (int(self.total[first - 1]) if first else 0) + size, side="right"))
+            last = max(last, first + 1)
+            out.append((first, last))
+            first = last
+        return out
+
+    def pairs(self, first: int, last: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(i, j)``: two (K,) int64 arrays, ``i < j``, the overlapping pairs reported by entries ``first:last``."""
+        lo, hi, c_lo, cells, face_of = self.lo, self.hi, self.c_lo, self.cells, self.face_of
+        counts = self.n_after[first:last]
         a = np.repeat(np.arange(first, last), counts)
         b = a + 1 + np.arange(len(a)) - np.repeat(np.cumsum(counts) - counts, counts)
         fa, fb = face_of[a], face_of[b]
-        if active is not None:
-            keep = active[fa] | active[fb]
+        if self.active is not None:
+            keep = self.active[fa] | self.active[fb]
             fa, fb, a = fa[keep], fb[keep], a[keep]
         for axis in range(3):  # one axis at a time, on the survivors: cheaper than (N, 3) gathers
             lo_a, lo_b = lo[fa, axis], lo[fb, axis]
             keep = (lo_a <= hi[fb, axis]) & (lo_b <= hi[fa, axis])
             keep &= np.maximum(c_lo[fa, axis], c_lo[fb, axis]) == cells[a, axis]
             fa, fb, a = fa[keep], fb[keep], a[keep]
-        yield np.minimum(fa, fb), np.maximum(fa, fb)
-        first = last
+        return np.minimum(fa, fb), np.maximum(fa, fb)
+
+
+def _candidate_pairs(lo: np.ndarray, hi: np.ndarray, active: np.ndarray | None = None
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Uniform-grid broad phase (:class:`_BroadPhase`): yield batches ``(i, j)`` of face pairs whose boxes
+    overlap, two (K,) int64 arrays with ``i < j``, from at most about ``_CHUNK_PAIRS`` same-cell pairs each."""
+    phase = _BroadPhase(lo, hi, active)
+    for first, last in phase.batches():
+        yield phase.pairs(first, last)
 
 
 def self_intersections(
@@ -384,6 +411,17 @@ def self_intersections(
     if degenerate.all():  # pairs of two degenerate faces are never reported
         return np.zeros((0, 2), dtype=np.int64)
     sin_fold = math.sin(fold_angle)
+    if max_pairs is None:  # every batch is needed: test them side by side (numpy, mostly without the GIL)
+        phase = _BroadPhase(tris.min(1) - tol, tris.max(1) + tol, active)
+
+        def batch(bounds: tuple[int, int]) -> np.ndarray:
+            i, j = phase.pairs(*bounds)
+            hit = _narrow_phase(faces, tris, normals, offsets, degenerate, i, j, sin_fold)
+            return np.stack([i[hit], j[hit]], 1)
+
+        found = thread_map(batch, phase.batches(min_batches=workers()))
+        pairs = np.concatenate(found) if found else np.zeros((0, 2), dtype=np.int64)
+        return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
     found: list[np.ndarray] = []
     n_found = 0
     for i, j in _candidate_pairs(tris.min(1) - tol, tris.max(1) + tol, active):

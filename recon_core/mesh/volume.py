@@ -84,7 +84,7 @@ _CASES = _case_table()
 
 
 def marching_tetrahedra(
-    values: np.ndarray, level: float, origin, spacing: float, clamp: float = 0.02
+    values: np.ndarray, level: float, origin, spacing: float, clamp: float = 0.02, first_index=(0, 0, 0)
 ) -> tuple[np.ndarray, np.ndarray]:
     """The surface ``values == level`` of a grid, closed where the solid touches the grid's edge.
 
@@ -96,6 +96,8 @@ def marching_tetrahedra(
         spacing: distance between neighbouring samples.
         clamp: surface vertices are kept at least this fraction of an edge away from the edge's
             samples (no zero-area triangles where a sample equals the level).
+        first_index: (3,) ints: ``values`` is the block of a larger grid starting at this sample, whose
+            sample ``(0, 0, 0)`` is at ``origin`` (the vertices are then the larger grid's, to the last bit).
 
     Returns:
         ``(verts, faces)``: (V, 3) float64 and (F, 3) int64, normals pointing from inside to
@@ -147,7 +149,8 @@ def marching_tetrahedra(
     def position(ids: np.ndarray) -> np.ndarray:
         return np.stack([ids // (ny * nz), (ids // nz) % ny, ids % nz], axis=-1).astype(np.float64)
 
-    p_lo, p_hi = position(lo), position(hi)
+    shift = np.asarray(first_index, dtype=np.float64)
+    p_lo, p_hi = position(lo) + shift, position(hi) + shift
     verts = np.asarray(origin, dtype=np.float64) + spacing * (p_lo + t[:, None] * (p_hi - p_lo))
     # Wind each triangle so its normal points from its tetrahedron's inside corners to its outside ones.
     corner_pos = position(tets[owner])  # (F, 4, 3)
@@ -244,10 +247,17 @@ def grid_surface(
     # Empty margin wide enough for the blur's whole kernel (scipy truncates at 4 sigma), and the
     # blur sees zeros beyond it: a solid touching the grid's edge still closes.
     pad = 1 + int(np.ceil(4.0 * smoothing))
-    field = np.pad(occupancy.astype(np.float64), pad)
+    # Only the solid's bounding box (and the margin) is blurred and meshed: beyond it the field is 0.
+    cells = np.nonzero(occupancy.any(axis=(1, 2)))[0], np.nonzero(occupancy.any(axis=(0, 2)))[0], \
+        np.nonzero(occupancy.any(axis=(0, 1)))[0]
+    if any(len(c) == 0 for c in cells):
+        return np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
+    first = np.array([c[0] for c in cells])
+    box = tuple(slice(c[0], c[-1] + 1) for c in cells)
+    field = np.pad(occupancy[box].astype(np.float64), pad)
     if smoothing > 0:
         field = gaussian_blur(field, smoothing)
-    return marching_tetrahedra(field, level, np.full(3, -bound + (0.5 - pad) * h), h)
+    return marching_tetrahedra(field, level, np.full(3, -bound + (0.5 - pad) * h), h, first_index=first)
 
 
 def pack_grid(occupancy: np.ndarray) -> bytes:

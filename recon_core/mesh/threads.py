@@ -1,0 +1,61 @@
+"""A process-wide thread pool for numpy work that runs without the GIL (large array operations).
+
+The network's own operations are spread over cores by torch; the mesh work after it (the silhouette
+fit of several candidates, the self-intersection test's batches) is numpy, single-threaded per call,
+so :func:`thread_map` runs independent pieces of it side by side on as many threads as torch may use.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+__all__ = ["beside", "thread_map", "workers"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+"""The threads and how many there are: made on first use, grown when more are allowed, kept for the process."""
+_LOCK = threading.Lock()
+_BESIDE: ThreadPoolExecutor | None = None
+"""One thread for :func:`beside` (apart from the pool, so that the work it runs can still use the pool)."""
+
+
+def workers() -> int:
+    """Threads :func:`thread_map` may use: ``torch.get_num_threads()`` once torch is loaded, else the CPU count."""
+    torch = sys.modules.get("torch")
+    count = torch.get_num_threads() if torch is not None else (os.cpu_count() or 1)
+    return max(1, int(count))
+
+
+def thread_map(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """``[fn(x) for x in items]``, the calls spread over :func:`workers` threads; results in the order of ``items``.
+
+    A call from inside the pool's own threads runs serially (no nested waits on a full pool). The first
+    exception raised by ``fn`` is raised here.
+    """
+    global _POOL
+    items = list(items)
+    count = min(workers(), len(items))
+    if count <= 1 or threading.current_thread().name.startswith("recon-pool"):
+        return [fn(x) for x in items]
+    with _LOCK:
+        if _POOL is None or _POOL[0] < count:
+            _POOL = (count, ThreadPoolExecutor(max_workers=count, thread_name_prefix="recon-pool"))
+        pool = _POOL[1]
+    return list(pool.map(fn, items))
+
+
+def beside(fn: Callable[[], R]) -> Future:
+    """Start ``fn()`` on a thread of its own and return its future, for numpy work that can run while the caller
+    runs torch (``future.result()`` gives the value or raises what ``fn`` raised)."""
+    global _BESIDE
+    with _LOCK:
+        if _BESIDE is None:
+            _BESIDE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recon-beside")
+        return _BESIDE.submit(fn)
