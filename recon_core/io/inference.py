@@ -24,7 +24,7 @@ from recon_core.io.weights import load_model
 from recon_core.mesh.camera import VIEW_TO_OUTPUT
 from recon_core.mesh.printable import PrintableReport, check_printable
 from recon_core.mesh.repair import RepairLog, make_printable
-from recon_core.mesh.threads import beside, thread_map
+from recon_core.mesh.threads import thread_map
 from recon_core.network.categories import CATEGORIES, category_by_name
 from recon_core.network.crop import object_mask, prepare_image, uncrop_mask
 from recon_core.network.retrieval import embed_image
@@ -57,8 +57,7 @@ class Reconstruction:
         category_probs: (13,) predicted probabilities, in ``CATEGORIES`` order.
         report: the printable check of the final mesh.
         repair: what the repair step did (its log).
-        timings: seconds per stage (a shape bank ranked by the picture alone, ``bank_shape_weight`` 0, chooses and
-            fits its candidates while the network runs: its ``retrieval`` seconds overlap the ``network`` ones).
+        timings: seconds per stage.
         notes: human-readable notes (image conversions, untrained model, ...).
         mask: (H, W) float32 in [0, 1], the object's mask in the picture's (decoded) pixels: the alpha when
             the picture has one; else the object finder's mask (:mod:`recon_core.network.finder`) when there is
@@ -251,37 +250,26 @@ class Reconstructor:
         device = next(self.model.parameters()).device
         cat = None if cat_index is None else torch.tensor([cat_index], device=device)
         banked = self.banked
-        images = prepared.image[None].to(device)
-        occupancy = getattr(self.model, "heads", None) is not None
-        # A shape bank that ranks by the picture alone needs no network mesh: the category head alone runs then
-        # (the mesh is made only if the bank gives no solid).
-        bank_only = banked and not occupancy and not self.model.config.bank_shape_weight
-        fit = self.model.config.bank_fit_candidates if banked else 0
-        if bank_only:
-            # the bank's ranking and fit need only the picture: they run (numpy) while the network runs (torch)
-            mask = object_mask(rgb, alpha)
-            fitting = beside(lambda: self._choose(rgb, alpha, None, mask, cat_index, count, fit))
         with _timed(timings, "network"):
-            if bank_only:
-                out, logits = None, self.model.category_logits(images)
-            else:
-                out = self.model(images, category=cat, vertices=vertices)
-                logits = out.category_logits
-        if occupancy:
+            images = prepared.image[None].to(device)
+            out = self.model(images, category=cat, vertices=vertices)
+        if getattr(self.model, "heads", None) is not None:
             result = self._reconstruct_occupancy(out, rgb, alpha, prepared, cat_index, vertices, height_mm, smooth,
                                                  timings, source)
             if result.mask is None:
                 result.mask = object_mask(rgb, alpha)
             return [result]
-        probs = self._category_probs(logits)
+        probs = self._category_probs(out.category_logits)
         used = CATEGORIES[cat_index if cat_index is not None else int(probs.argmax())].name
+        verts = out.verts[0].double().cpu().numpy() @ VIEW_TO_OUTPUT.T
+        faces = self.model.topology.faces(out.level).cpu().numpy().astype(np.int64)
+        sphere = self.model.topology.sphere(out.level).double().cpu().numpy() @ VIEW_TO_OUTPUT.T
         if banked:
-            if bank_only:
-                ranked, seconds = fitting.result()
-            else:
-                mask = object_mask(rgb, alpha)
-                ranked, seconds = self._choose(rgb, alpha, out.verts[0], mask, cat_index, count, fit)
-            timings["retrieval"] = timings.get("retrieval", 0.0) + seconds
+            mask = object_mask(rgb, alpha)
+            with _timed(timings, "retrieval"):
+                fit = self.model.config.bank_fit_candidates
+                ranked = self._ranked(rgb, alpha, out.verts[0], cat_index, max(count, fit))
+                ranked = self._fitted(ranked, mask, count) if fit else [(row, None, c) for row, c in ranked[:count]]
             results = []
             for row, pose, confidence in ranked:
                 own = dict(timings)  # each candidate's timings: the shared stages, then its own
@@ -294,12 +282,6 @@ class Reconstructor:
                 results.append(result)
             if results:
                 return results
-        if out is None:
-            with _timed(timings, "network"):
-                out = self.model(images, category=cat, vertices=vertices)
-        verts = out.verts[0].double().cpu().numpy() @ VIEW_TO_OUTPUT.T
-        faces = self.model.topology.faces(out.level).cpu().numpy().astype(np.int64)
-        sphere = self.model.topology.sphere(out.level).double().cpu().numpy() @ VIEW_TO_OUTPUT.T
         with _timed(timings, "repair"):
             verts, faces, repair_log = make_printable(
                 verts, faces, smooth_iterations=SMOOTH_ITERATIONS if smooth else 0, sphere_verts=sphere
@@ -460,24 +442,14 @@ class Reconstructor:
             return notes
         return ["the model is untrained (random weights): the shape is not meaningful", *notes]
 
-    def _choose(self, rgb: np.ndarray, alpha: np.ndarray | None, verts: torch.Tensor | None, mask: np.ndarray,
-                category: int | None, count: int, fit: int) -> tuple[list[tuple[int, Any, float]], float]:
-        """The bank's ``count`` candidates ``[(row, pose, confidence), ...]`` (:meth:`_ranked`, then :meth:`_fitted`
-        over the ``fit`` best when ``fit``), and the seconds that took."""
-        start = time.perf_counter()
-        ranked = self._ranked(rgb, alpha, verts, category, max(count, fit))
-        ranked = self._fitted(ranked, mask, count) if fit else [(row, None, c) for row, c in ranked[:count]]
-        return ranked, time.perf_counter() - start
-
-    def _ranked(self, rgb: np.ndarray, alpha: np.ndarray | None, verts: torch.Tensor | None, category: int | None,
+    def _ranked(self, rgb: np.ndarray, alpha: np.ndarray | None, verts: torch.Tensor, category: int | None,
                 count: int) -> list[tuple[int, float]]:
         """The shape bank's ``count`` best views (rows) of different models for this picture and the network's
-        (V, 3) view-frame reconstruction ``verts`` (None: the picture alone), with their confidences
-        (:attr:`Reconstruction.confidence`)."""
-        bank = self.model.bank
-        points = None if verts is None else verts[:: max(1, verts.shape[0] // SNAP_QUERY_POINTS)]
-        embedding = torch.from_numpy(embed_image(rgb, alpha)).to(bank.view_features.device)
-        ranked = bank.ranked(embedding, points, self.model.config.bank_shape_weight, category, count=None)
+        (V, 3) view-frame reconstruction ``verts``, with their confidences (:attr:`Reconstruction.confidence`)."""
+        step = max(1, verts.shape[0] // SNAP_QUERY_POINTS)
+        embedding = torch.from_numpy(embed_image(rgb, alpha)).to(verts.device)
+        ranked = self.model.bank.ranked(embedding, verts[::step], self.model.config.bank_shape_weight, category,
+                                        count=None)
         scores = torch.tensor([score for _, score in ranked], dtype=torch.float64)
         confidence = (-scores).softmax(0).tolist()
         return [(row, c) for (row, _), c in zip(ranked[:count], confidence)]

@@ -11,10 +11,10 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-__all__ = ["beside", "thread_map", "workers"]
+__all__ = ["thread_map", "workers"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -22,8 +22,6 @@ R = TypeVar("R")
 _POOL: tuple[int, ThreadPoolExecutor] | None = None
 """The threads and how many there are: made on first use, grown when more are allowed, kept for the process."""
 _LOCK = threading.Lock()
-_BESIDE: ThreadPoolExecutor | None = None
-"""One thread for :func:`beside` (apart from the pool, so that the work it runs can still use the pool)."""
 
 
 def workers() -> int:
@@ -50,12 +48,3 @@ def thread_map(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         pool = _POOL[1]
     return list(pool.map(fn, items))
 
-
-def beside(fn: Callable[[], R]) -> Future:
-    """Start ``fn()`` on a thread of its own and return its future, for numpy work that can run while the caller
-    runs torch (``future.result()`` gives the value or raises what ``fn`` raised)."""
-    global _BESIDE
-    with _LOCK:
-        if _BESIDE is None:
-            _BESIDE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recon-beside")
-        return _BESIDE.submit(fn)

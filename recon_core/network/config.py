@@ -93,8 +93,7 @@ class ModelConfig:
     bank_resolution: int = 64
     """shape_bank: cells per side of each solid's grid."""
     bank_shape_weight: float = 1.0
-    """shape_bank: weight of the reconstruction's distance against the picture's (both standardised); 0: the
-    picture alone ranks the bank, and inference runs no mesh stage of the network (only its category head)."""
+    """shape_bank: weight of the reconstruction's distance against the picture's (both standardised)."""
     bank_smoothing: float = 0.6
     """shape_bank: Gaussian blur of the solid before meshing, in cells (0: the cells' staircase)."""
     bank_level: float = 0.4

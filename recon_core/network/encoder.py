@@ -68,17 +68,14 @@ class ImageEncoder(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, images: torch.Tensor, pyramid: bool = True) -> tuple[list[torch.Tensor] | None, torch.Tensor]:
-        """(B, 3, S, S) RGB in [0, 1] -> (the pyramid: (B, C, S/4, S/4) ... (B, C, S/32, S/32), (B, global_dim)).
-
-        ``pyramid=False``: the backbone's pooled last stage alone (the pyramid is None and not computed).
-        """
-        x = self.stem((images - self.mean) / self.std)
+    def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        x = (images - self.mean) / self.std
+        x = self.stem(x)
         feats = []
         for stage in self.stages:
             x = stage(x)
             feats.append(x)
-        return (self.fpn(feats) if pyramid else None), x.mean(dim=(2, 3))
+        return self.fpn(feats), x.mean(dim=(2, 3))
 
     @torch.no_grad()
     def fold_batchnorm(self) -> int:

@@ -160,10 +160,6 @@ class ReconstructionNet(nn.Module):
             levels.append(level)
         return ReconOutput(coarse, stage_verts, levels, c.ico_level, logits)
 
-    def category_logits(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) -> (B, K): the category head on the backbone alone (no pyramid, no mesh), as in :meth:`forward`."""
-        return self.category_head(self.encoder(images, pyramid=False)[1])
-
     def refine_mesh(
         self,
         pyramid: list[torch.Tensor],
