@@ -48,7 +48,6 @@ it with.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 
@@ -353,15 +352,6 @@ class _BroadPhase:
         return np.minimum(fa, fb), np.maximum(fa, fb)
 
 
-def _candidate_pairs(lo: np.ndarray, hi: np.ndarray, active: np.ndarray | None = None
-                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Uniform-grid broad phase (:class:`_BroadPhase`): yield batches ``(i, j)`` of face pairs whose boxes
-    overlap, two (K,) int64 arrays with ``i < j``, from at most about ``_CHUNK_PAIRS`` same-cell pairs each."""
-    phase = _BroadPhase(lo, hi, active)
-    for first, last in phase.batches():
-        yield phase.pairs(first, last)
-
-
 def self_intersections(
     verts: np.ndarray,
     faces: np.ndarray,
@@ -411,25 +401,22 @@ def self_intersections(
     if degenerate.all():  # pairs of two degenerate faces are never reported
         return np.zeros((0, 2), dtype=np.int64)
     sin_fold = math.sin(fold_angle)
-    if max_pairs is None:  # every batch is needed: test them side by side (numpy, mostly without the GIL)
-        phase = _BroadPhase(tris.min(1) - tol, tris.max(1) + tol, active)
+    phase = _BroadPhase(tris.min(1) - tol, tris.max(1) + tol, active)
 
-        def batch(bounds: tuple[int, int]) -> np.ndarray:
-            i, j = phase.pairs(*bounds)
-            hit = _narrow_phase(faces, tris, normals, offsets, degenerate, i, j, sin_fold)
-            return np.stack([i[hit], j[hit]], 1)
-
-        found = thread_map(batch, phase.batches(min_batches=workers()))
-        pairs = np.concatenate(found) if found else np.zeros((0, 2), dtype=np.int64)
-        return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
-    found: list[np.ndarray] = []
-    n_found = 0
-    for i, j in _candidate_pairs(tris.min(1) - tol, tris.max(1) + tol, active):
+    def batch(bounds: tuple[int, int]) -> np.ndarray:
+        i, j = phase.pairs(*bounds)
         hit = _narrow_phase(faces, tris, normals, offsets, degenerate, i, j, sin_fold)
-        found.append(np.stack([i[hit], j[hit]], 1))
-        n_found += int(hit.sum())
-        if max_pairs is not None and n_found >= max_pairs:
-            return np.concatenate(found)
+        return np.stack([i[hit], j[hit]], 1)
+
+    if max_pairs is None:  # every batch is needed: test them side by side (numpy, mostly without the GIL)
+        found = thread_map(batch, phase.batches(min_batches=workers()))
+    else:  # one batch at a time, to stop as soon as enough are found
+        found, n_found = [], 0
+        for bounds in phase.batches():
+            found.append(batch(bounds))
+            n_found += len(found[-1])
+            if n_found >= max_pairs:
+                return np.concatenate(found)
     if not found:
         return np.zeros((0, 2), dtype=np.int64)
     pairs = np.concatenate(found)

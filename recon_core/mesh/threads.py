@@ -47,4 +47,3 @@ def thread_map(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
             _POOL = (count, ThreadPoolExecutor(max_workers=count, thread_name_prefix="recon-pool"))
         pool = _POOL[1]
     return list(pool.map(fn, items))
-

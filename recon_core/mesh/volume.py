@@ -248,13 +248,11 @@ def grid_surface(
     # blur sees zeros beyond it: a solid touching the grid's edge still closes.
     pad = 1 + int(np.ceil(4.0 * smoothing))
     # Only the solid's bounding box (and the margin) is blurred and meshed: beyond it the field is 0.
-    cells = np.nonzero(occupancy.any(axis=(1, 2)))[0], np.nonzero(occupancy.any(axis=(0, 2)))[0], \
-        np.nonzero(occupancy.any(axis=(0, 1)))[0]
-    if any(len(c) == 0 for c in cells):
+    if not occupancy.any():
         return np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
-    first = np.array([c[0] for c in cells])
-    box = tuple(slice(c[0], c[-1] + 1) for c in cells)
-    field = np.pad(occupancy[box].astype(np.float64), pad)
+    solid = np.argwhere(occupancy)
+    first, last = solid.min(0), solid.max(0)
+    field = np.pad(occupancy[tuple(slice(a, b + 1) for a, b in zip(first, last))].astype(np.float64), pad)
     if smoothing > 0:
         field = gaussian_blur(field, smoothing)
     return marching_tetrahedra(field, level, np.full(3, -bound + (0.5 - pad) * h), h, first_index=first)
