@@ -186,10 +186,10 @@ def _reference_select(bank: ShapeBank, embedding: np.ndarray, points: np.ndarray
 
 
 def _reference_ranked(bank: ShapeBank, embedding: np.ndarray, points: np.ndarray, weight: float,
-                      category: int | None, count: int, exclude: int | None = None) -> list[tuple[int, float]]:
+                      category: int | None, count: int) -> list[tuple[int, float]]:
     """Brute force in numpy: loop over views, pose each shape, Chamfer by full distance matrices;
     the shape z-score's statistics over the candidates plus every SHAPE_STATS_STRIDE-th view; then the
-    candidates by score, each model's first (best) view only, the first ``count``; no view of model ``exclude``."""
+    candidates by score, each model's first (best) view only, the first ``count``."""
     mean = bank.embed_mean.double().numpy()
     basis = bank.embed_basis.double().numpy()
     q = (embedding - mean) @ basis
@@ -206,8 +206,6 @@ def _reference_ranked(bank: ShapeBank, embedding: np.ndarray, points: np.ndarray
         allowed = bank.shape_category[bank.view_shape].numpy() == category
         if allowed.any():
             pic[~allowed] = np.inf
-    if exclude is not None:
-        pic[bank.view_shape.numpy() == exclude] = np.inf
     finite = np.isfinite(pic)
     candidates = np.argsort(pic, kind="stable")[: min(SHAPE_CANDIDATES, finite.sum())]
     score = (pic[candidates] - pic[finite].mean()) / pic[finite].std(ddof=1)
@@ -375,28 +373,6 @@ def test_ranked_gives_the_best_view_of_each_of_the_nearest_models(large_bank, se
     assert got[0][0] == large_bank.select(*args)
     with pytest.raises(ValueError, match="count must be at least 1"):
         large_bank.ranked(*args, 0)
-
-
-@pytest.mark.parametrize("seed", range(3))
-def test_ranked_leaves_out_the_excluded_model(large_bank, seed):
-    """exclude=m (a training picture's own model, fit_ranker.py): the brute force without m's views; without it,
-    m is the first choice here (the picture is one of m's views), so leaving it out changes the answer."""
-    from recon_core.network.retrieval import EMBED_DIM
-
-    rng = np.random.default_rng(20 + seed)
-    row = int(rng.integers(0, large_bank.view_shape.shape[0]))
-    own = int(large_bank.view_shape[row])
-    basis, mean = large_bank.embed_basis.double().numpy(), large_bank.embed_mean.double().numpy()
-    embedding = (mean + basis @ large_bank.view_features[row].double().numpy()).astype(np.float32)  # that view's
-    points = large_bank.shape_points[own].double().numpy() @ large_bank.view_rotation[row].double().numpy().T
-    args = (torch.tensor(embedding), torch.tensor(points, dtype=torch.float32), 1.0, None, 5)
-    assert int(large_bank.view_shape[large_bank.ranked(*args)[0][0]]) == own
-    got = large_bank.ranked(*args, exclude=own)
-    expected = _reference_ranked(large_bank, embedding.astype(np.float64), points, 1.0, None, 5, exclude=own)
-    assert [r for r, _ in got] == [r for r, _ in expected]
-    np.testing.assert_allclose([s for _, s in got], [s for _, s in expected], rtol=1e-4, atol=1e-4)
-    assert own not in {int(large_bank.view_shape[r]) for r, _ in got}
-    assert len(embedding) == EMBED_DIM
 
 
 def test_shape_distances_equal_knn(large_bank):
@@ -690,75 +666,6 @@ def test_fitted_candidates_are_posed_to_the_pictures_silhouette_and_ranked_by_it
     conf = torch.tensor([iou for iou, _, _ in fitted], dtype=torch.float64).div(FIT_TEMPERATURE).softmax(0)[:3]
     np.testing.assert_allclose([r.confidence for r in results], conf.numpy(), rtol=1e-9)
     assert sum(r.confidence for r in results) <= 1.0 + 1e-12
-
-
-def _reference_features(bank, rows, scores, picture_z, poses, points, probs) -> np.ndarray:
-    """candidate_features by loops: each stretched, turned point against each network point, one at a time."""
-    out = []
-    for k, (row, score, pz, pose) in enumerate(zip(rows, scores, picture_z, poses)):
-        shape = int(bank.view_shape[row])
-        world = bank.shape_points[shape].double().numpy() * pose.scale
-        world *= np.linalg.norm(np.ptp(bank.shape_points[shape].double().numpy(), axis=0)) / np.linalg.norm(
-            np.ptp(world, axis=0))
-        cloud = [pose.rotation @ p for p in world]
-        a = np.mean([min(float(np.sum((c - q) ** 2)) for q in points) for c in cloud])
-        b = np.mean([min(float(np.sum((c - q) ** 2)) for c in cloud) for q in points])
-        category = int(bank.shape_category[shape])
-        p = probs[category] if category >= 0 else 0.0
-        view = bank.view_rotation[row].double().numpy()
-        angle = np.arccos(np.clip((np.trace(view.T @ pose.rotation) - 1) / 2, -1, 1))
-        out.append([pose.iou, pose.precision, pose.recall, score, pz, np.log(a + b + 1e-6), np.log(p + 1e-6), sum(abs(np.log(pose.scale))),
-                    angle, k / len(rows)])
-    return np.array(out)
-
-
-def test_candidate_features_match_a_loop_reference(bank_module):
-    """Each column of candidate_features against the loops above, on random poses (a stretch and a turn each)."""
-    from recon_core.mesh.camera import rotation_x, rotation_y
-    from recon_core.mesh.silhouette import Pose
-    from recon_core.network.retrieval import RANK_FEATURES, candidate_features
-
-    rng = np.random.default_rng(3)
-    rows = [0, 2, 3]
-    poses = [Pose(rotation_x(rng.uniform(-0.3, 0.3)) @ bank_module.view_rotation[r].double().numpy()
-                  @ rotation_y(rng.uniform(-0.5, 0.5)), np.array([rng.uniform(0.7, 1.4), 1.0, rng.uniform(0.7, 1.4)]),
-                  *rng.uniform(size=3)) for r in rows]
-    points = rng.normal(scale=0.2, size=(30, 3))
-    probs = rng.dirichlet(np.ones(13))
-    scores, picture_z = rng.normal(size=3).tolist(), rng.normal(size=3).tolist()
-    got = candidate_features(bank_module, rows, scores, picture_z, poses, torch.tensor(points), probs)
-    expected = _reference_features(bank_module, rows, scores, picture_z, poses, points, probs)
-    assert got.shape == (3, len(RANK_FEATURES))
-    np.testing.assert_allclose(got, expected, rtol=1e-7, atol=1e-9)
-    assert (got[:, RANK_FEATURES.index("turn")] > 0).all()
-
-
-def test_learned_weights_order_the_fitted_candidates(banked_model, fake):
-    """bank_rank_weights: the candidates come in the order of features @ weights (one-hot on the IoU: the order of
-    the IoU ranking; its negation: the reverse), confidences the softmax of those sums; a wrong count is refused."""
-    from recon_core.io.inference import Reconstructor
-    from recon_core.network.retrieval import RANK_FEATURES
-
-    model, meta = load_model(banked_model)
-    rgb, alpha = _rgba(fake[1], "chair_val", 0)
-    by_iou = Reconstructor(_with_config(model, bank_fit_candidates=4), meta)
-    plain = by_iou.reconstruct_candidates(rgb, alpha, 4, smooth=False, vertices=10242)
-    assert len(plain) == 4
-    one_hot = [0.0] * len(RANK_FEATURES)
-    one_hot[RANK_FEATURES.index("iou")] = 30.0
-    same = Reconstructor(_with_config(model, bank_fit_candidates=4, bank_rank_weights=tuple(one_hot)), meta)
-    for a, b in zip(plain, same.reconstruct_candidates(rgb, alpha, 4, smooth=False, vertices=10242)):
-        np.testing.assert_array_equal(a.verts, b.verts)
-    reverse = Reconstructor(_with_config(model, bank_fit_candidates=4,
-                                         bank_rank_weights=tuple(-w for w in one_hot)), meta)
-    results = reverse.reconstruct_candidates(rgb, alpha, 4, smooth=False, vertices=10242)
-    assert len({round(r.confidence, 12) for r in plain}) == 4  # four different IoUs: the order is exactly reversed
-    for a, b in zip(plain, results[::-1]):
-        np.testing.assert_array_equal(a.verts, b.verts)
-    assert [r.confidence for r in results] == sorted((r.confidence for r in results), reverse=True)
-    assert abs(sum(r.confidence for r in results) - 1.0) < 1e-9
-    with pytest.raises(ValueError, match="bank_rank_weights must hold"):
-        ModelConfig(bank_rank_weights=(1.0, 2.0))
 
 
 def test_recon_mesh_candidates_writes_each_with_its_confidence(banked_model, fake, tmp_path, capsys, monkeypatch):

@@ -13,7 +13,7 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from recon_core.network.categories import CATEGORIES, category_by_name
 from recon_core.network.crop import object_mask, prepare_image, uncrop_mask
 from recon_core.network.retrieval import embed_image
 
-__all__ = ["BankChoice", "Reconstruction", "Reconstructor"]
+__all__ = ["Reconstruction", "Reconstructor"]
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +44,6 @@ FIT_TEMPERATURE = 0.05
 MIN_MASK_SHARE = 0.005
 """A picture without transparency whose predicted mask (``coarse="occupancy"`` models) is above 0.5 on less
 than this share of the crop has no object to reconstruct: it is refused with an ``ImageError``."""
-
-
-class BankChoice(NamedTuple):
-    """One of the shape bank's ranked views for a picture (:meth:`Reconstructor._ranked`)."""
-
-    row: int
-    """The bank's view."""
-    confidence: float
-    """Softmax of the negated bank scores over every model among the bank's candidates."""
-    score: float
-    """The bank's standardised distance (:meth:`recon_core.network.retrieval.ShapeBank.ranked`; lower is nearer)."""
-    picture_z: float
-    """Its picture term alone: the view's embedding distance, z-scored over the bank."""
 
 
 @dataclass
@@ -282,10 +269,7 @@ class Reconstructor:
             with _timed(timings, "retrieval"):
                 fit = self.model.config.bank_fit_candidates
                 ranked = self._ranked(rgb, alpha, out.verts[0], cat_index, max(count, fit))
-                if fit:
-                    ranked = self._fitted(ranked, mask, count, self._query_points(out.verts[0]), probs)
-                else:
-                    ranked = [(choice.row, None, choice.confidence) for choice in ranked[:count]]
+                ranked = self._fitted(ranked, mask, count) if fit else [(row, None, c) for row, c in ranked[:count]]
             results = []
             for row, pose, confidence in ranked:
                 own = dict(timings)  # each candidate's timings: the shared stages, then its own
@@ -458,85 +442,54 @@ class Reconstructor:
             return notes
         return ["the model is untrained (random weights): the shape is not meaningful", *notes]
 
-    def _query_points(self, verts: torch.Tensor) -> torch.Tensor:
-        """(Q, 3): every k-th of the network's (V, 3) view-frame vertices, about :data:`SNAP_QUERY_POINTS` of them."""
-        return verts[:: max(1, verts.shape[0] // SNAP_QUERY_POINTS)]
-
     def _ranked(self, rgb: np.ndarray, alpha: np.ndarray | None, verts: torch.Tensor, category: int | None,
-                count: int, exclude: int | None = None) -> list[BankChoice]:
-        """The shape bank's ``count`` best views of different models for this picture and the network's (V, 3)
-        view-frame reconstruction ``verts``, best first (``exclude``: :meth:`ShapeBank.ranked`'s)."""
+                count: int) -> list[tuple[int, float]]:
+        """The shape bank's ``count`` best views (rows) of different models for this picture and the network's
+        (V, 3) view-frame reconstruction ``verts``, with their confidences (:attr:`Reconstruction.confidence`)."""
+        step = max(1, verts.shape[0] // SNAP_QUERY_POINTS)
         embedding = torch.from_numpy(embed_image(rgb, alpha)).to(verts.device)
-        ranked = self.model.bank.ranked(embedding, self._query_points(verts), self.model.config.bank_shape_weight,
-                                        category, count=None, exclude=exclude)
+        ranked = self.model.bank.ranked(embedding, verts[::step], self.model.config.bank_shape_weight, category,
+                                        count=None)
         scores = torch.tensor([score for _, score in ranked], dtype=torch.float64)
         confidence = (-scores).softmax(0).tolist()
-        pic = self.model.bank.picture_distances(embedding)
-        picture_z = ((pic - pic.mean()) / pic.std().clamp_min(1e-12)).tolist()
-        return [BankChoice(row, c, score, picture_z[row]) for (row, score), c in zip(ranked[:count], confidence)]
+        return [(row, c) for (row, _), c in zip(ranked[:count], confidence)]
 
-    def _fit_all(self, ranked: list[BankChoice], mask: np.ndarray) -> list[tuple[int, Any]] | None:
-        """Each of the bank's ranked views (:meth:`_ranked`) posed to the picture's silhouette, in the bank's
-        order: ``[(row, pose), ...]`` (:func:`recon_core.mesh.silhouette.fit_pose`; pose None for an empty
-        solid); None when the ``mask`` is empty."""
+    def _fitted(self, ranked: list[tuple[int, float]], mask: np.ndarray, count: int) -> list[tuple[int, Any, float]]:
+        """The bank's ranked views ``[(row, confidence), ...]`` posed to the picture's silhouette and ranked by it.
+
+        Each candidate's solid is turned and stretched to the pose near its view's whose silhouette best
+        covers the picture's ``mask`` (:func:`recon_core.mesh.silhouette.fit_pose`); the ``count`` best by that
+        intersection over union come first, as ``[(row, pose, confidence), ...]``
+        (:class:`recon_core.mesh.silhouette.Pose`), each confidence the softmax of the IoUs over
+        :data:`FIT_TEMPERATURE` among the candidates. When the mask is empty the bank's order and views stay
+        (pose None).
+        """
         from recon_core.mesh.silhouette import fit_pose, mask_grid, solid_points
         from recon_core.mesh.volume import GRID_BOUND
 
         target = mask_grid(mask)
         if target is None:
-            return None
+            return [(row, None, c) for row, c in ranked[:count]]
         bank = self.model.bank
 
-        def fit(row: int) -> tuple[int, Any]:
+        def fit(row: int) -> tuple[float, int, Any]:
             shape = int(bank.view_shape[row])
             # the stored walls, not the filled solid: a closed wall's projection covers what it encloses (on the
             # bank's 306 models, the silhouettes of the two differ in at most 1.1 % of their cells, 0.15 % on average)
             points = solid_points(bank.grid(shape), GRID_BOUND, seed=shape)
             if len(points) == 0:  # an empty solid: _snap says so and skips it
-                return row, None
-            return row, fit_pose(points, bank.view_rotation[row].double().cpu().numpy(), target)
+                return 0.0, row, None
+            pose = fit_pose(points, bank.view_rotation[row].double().cpu().numpy(), target)
+            return pose.iou, row, pose
 
         # each candidate's fit is numpy on arrays of ~10^6 elements, which runs without the GIL: threads share it out
-        return thread_map(fit, [choice.row for choice in ranked])
-
-    def _fitted(self, ranked: list[BankChoice], mask: np.ndarray, count: int, points: torch.Tensor,
-                probs: np.ndarray) -> list[tuple[int, Any, float]]:
-        """The bank's ranked views (:meth:`_ranked`) posed to the picture's silhouette (:meth:`_fit_all`) and
-        ranked again: ``[(row, pose, confidence), ...]`` (:class:`recon_core.mesh.silhouette.Pose`), ``count`` of them.
-
-        With ``config.bank_rank_weights`` the order is the learned one (``features @ weights``,
-        :func:`recon_core.network.retrieval.candidate_features` of the network's (Q, 3) view-frame ``points``
-        and the category ``probs``) and each confidence the softmax of those sums; without, the fitted
-        silhouette's IoU orders them and the confidences are the softmax of the IoUs over :data:`FIT_TEMPERATURE`.
-        When the mask is empty the bank's order and views stay (pose None); empty solids come last (pose None).
-        """
-        fitted = self._fit_all(ranked, mask)
-        if fitted is None:
-            return [(choice.row, None, choice.confidence) for choice in ranked[:count]]
-        kept = [(choice, pose) for choice, (_, pose) in zip(ranked, fitted) if pose is not None]
-        empty = [(choice.row, None, 0.0) for choice, (_, pose) in zip(ranked, fitted) if pose is None]
-        if not kept:
-            return empty[:count]  # :meth:`_snap` says that each is empty
-        weights = self.model.config.bank_rank_weights
-        if weights:
-            features = self._rank_features(kept, points, probs)
-            value = features @ np.asarray(weights, dtype=np.float64)
-            temperature = 1.0
-        else:
-            value = np.array([pose.iou for _, pose in kept])
-            temperature = FIT_TEMPERATURE
-        order = np.argsort(-value, kind="stable")  # ties keep the bank's order
-        confidence = np.exp((value - value.max()) / temperature)
-        confidence /= max(confidence.sum(), 1e-12)
-        return ([(kept[i][0].row, kept[i][1], float(confidence[i])) for i in order] + empty)[:count]
-
-    def _rank_features(self, kept: list[tuple[BankChoice, Any]], points: torch.Tensor, probs: np.ndarray
-                       ) -> np.ndarray:
-        """(K, F) :func:`recon_core.network.retrieval.candidate_features` of fitted ``[(choice, pose), ...]``."""
-        from recon_core.network.retrieval import candidate_features
-
-        return candidate_features(self.model.bank, [c.row for c, _ in kept], [c.score for c, _ in kept],
-                                  [c.picture_z for c, _ in kept], [p for _, p in kept], points, probs)
+        fitted = thread_map(fit, [row for row, _ in ranked])
+        if not fitted:
+            return []
+        fitted.sort(key=lambda item: -item[0])  # stable: equal IoUs keep the bank's order
+        weights = np.exp((np.array([iou for iou, _, _ in fitted]) - fitted[0][0]) / FIT_TEMPERATURE)
+        weights /= max(weights.sum(), 1e-12)
+        return [(row, pose, float(w)) for (_, row, pose), w in zip(fitted[:count], weights)]
 
     def _snap(self, row: int, pose=None) -> tuple[np.ndarray, np.ndarray] | None:
         """The solid of the shape bank's view ``row`` in the output frame, placed by ``pose``

@@ -211,22 +211,15 @@ class Pose:
         rotation: (3, 3) world-to-view rotation.
         scale: (3,) stretch of world x, y, z (:func:`stretched`).
         iou: its silhouette's IoU with the picture's mask grid.
-        precision: the share of its silhouette's cells inside the mask.
-        recall: the share of the mask's cells its silhouette covers.
     """
 
     rotation: np.ndarray
     scale: np.ndarray
     iou: float
-    precision: float = 1.0
-    recall: float = 1.0
 
 
 def fit_pose(points: np.ndarray, R0: np.ndarray, target: np.ndarray) -> Pose:
     """The :class:`Pose` of a solid for a picture: :func:`fit_rotation` from ``R0``, then :func:`fit_proportions`."""
     rotation, _ = fit_rotation(points, R0, target)
     scale, iou = fit_proportions(points, rotation, target)
-    posed = rotation @ (scale[:, None] * np.asarray(points, dtype=np.float64).T)  # as fit_proportions poses it
-    grid = _grids(posed[None, 0], posed[None, 1], posed[None, 2], FIT_DISTANCE, target.shape[0], FIT_FILL)[0]
-    inter = float((grid & target).sum())
-    return Pose(rotation, scale, iou, inter / max(float(grid.sum()), 1.0), inter / max(float(target.sum()), 1.0))
+    return Pose(rotation, scale, iou)

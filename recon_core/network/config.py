@@ -107,12 +107,6 @@ class ModelConfig:
     :func:`recon_core.mesh.silhouette.fit_pose`) and ranked by how well it covers the mask; 0: the bank's own
     first choice, as it is, in its view's rotation."""
 
-    bank_rank_weights: tuple[float, ...] = ()
-    """shape_bank with ``bank_fit_candidates``: weights of a learned ranking of the fitted candidates, one per
-    :data:`recon_core.network.retrieval.RANK_FEATURES` column (``training/fit_ranker.py``): the candidate with
-    the highest ``features @ weights`` comes first, and the softmax of those sums is each one's confidence;
-    empty: ranked by the fitted silhouette's IoU alone."""
-
     removed_fields: ClassVar[dict[str, Any]] = {"prior_templates": 0, "prior_views": 0, "prior_dim": 128,
                                                 "prior_level": 4}
     """Fields of the removed retrieval prior (``coarse="retrieval"``) and the defaults that model files
@@ -132,13 +126,6 @@ class ModelConfig:
             raise ValueError(f"bank_weight must be in [0, 1], got {self.bank_weight}")
         if self.bank_fit_candidates < 0:
             raise ValueError(f"bank_fit_candidates must be >= 0, got {self.bank_fit_candidates}")
-        object.__setattr__(self, "bank_rank_weights", tuple(float(w) for w in self.bank_rank_weights))
-        if self.bank_rank_weights:
-            from recon_core.network.retrieval import RANK_FEATURES  # torch: only a model with learned weights
-
-            if len(self.bank_rank_weights) != len(RANK_FEATURES):
-                raise ValueError(f"bank_rank_weights must hold {len(RANK_FEATURES)} weights "
-                                 f"({', '.join(RANK_FEATURES)}), got {len(self.bank_rank_weights)}")
         if self.bank_shape_weight < 0:
             raise ValueError(f"bank_shape_weight must be >= 0, got {self.bank_shape_weight}")
         if self.vertices not in VERTEX_SCHEDULES:

@@ -18,7 +18,7 @@ from torch import nn
 
 from recon_core.network.crop import prepare_image
 
-__all__ = ["EMBED_SIZE", "EMBED_DIM", "EMBED_VERSION", "RANK_FEATURES", "embed_image", "candidate_features", "ShapeBank"]
+__all__ = ["EMBED_SIZE", "EMBED_DIM", "EMBED_VERSION", "embed_image", "ShapeBank"]
 
 EMBED_SIZE = 32
 """Side of the retrieval embedding's two maps (silhouette and darkness), in cells."""
@@ -161,8 +161,7 @@ class ShapeBank(nn.Module):
         return self.ranked(embedding, points, shape_weight, category, 1)[0][0]
 
     def ranked(self, embedding: torch.Tensor, points: torch.Tensor | None, shape_weight: float = 1.0,
-               category: int | None = None, count: int | None = 1, exclude: int | None = None
-               ) -> list[tuple[int, float]]:
+               category: int | None = None, count: int | None = 1) -> list[tuple[int, float]]:
         """The ``count`` best views of different training models, best first: ``[(row, score), ...]``.
 
         ``score`` is the standardised distance ``z(picture) + shape_weight * z(shape)`` (lower is
@@ -173,8 +172,7 @@ class ShapeBank(nn.Module):
         (a winner needs a small picture term, so it is nearly always among them: on the validation
         split the cut changed the choice for 1 image of 41) and, for its mean and standard
         deviation, also for every ``SHAPE_STATS_STRIDE``-th view of the bank.
-        ``category`` (an index) keeps only that category's views when it has any; no view of model ``exclude``
-        (an index) is a candidate (a training picture's own model, when the bank's ranking is learned).
+        ``category`` (an index) keeps only that category's views when it has any.
         """
 
         def z(d: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -188,8 +186,6 @@ class ShapeBank(nn.Module):
             allowed = self.shape_category[self.view_shape] == category
             if allowed.any():
                 pic = pic.masked_fill(~allowed, float("inf"))
-        if exclude is not None:
-            pic = pic.masked_fill(self.view_shape == exclude, float("inf"))
         if count is not None and count < 1:
             raise ValueError(f"count must be at least 1, got {count}")
         finite = torch.isfinite(pic)
@@ -247,44 +243,3 @@ class ShapeBank(nn.Module):
         model, posed by the view's rotation."""
         verts, faces = self.shape_mesh(int(self.view_shape[row]), smoothing, level)
         return verts @ self.view_rotation[row].double().cpu().numpy().T, faces
-
-
-RANK_FEATURES = ("iou", "precision", "recall", "bank_score", "picture_z", "shape_fit", "category_logp", "stretch",
-                 "turn", "rank")
-"""The columns of :func:`candidate_features`, in order."""
-
-
-def candidate_features(bank: ShapeBank, rows: list[int], scores: list[float], picture_z: list[float], poses: list,
-                       points: torch.Tensor, category_probs: np.ndarray) -> np.ndarray:
-    """(K, len(RANK_FEATURES)) float64: what is known of each of K fitted candidates, to rank them by.
-
-    Columns (:data:`RANK_FEATURES`): the fitted silhouette's IoU with the picture's mask, the share of it inside
-    the mask and the share of the mask it covers (:class:`recon_core.mesh.silhouette.Pose`); the bank's score
-    (:meth:`ShapeBank.ranked`, lower is nearer); the picture term of it alone (the view's z-scored embedding
-    distance); ``log`` of the symmetric Chamfer-L2 between the network's reconstruction and the candidate's
-    points **in its fitted pose**; ``log`` of the category probability of the candidate's model; the stretch
-    (sum of ``|log|`` of the pose's scale); the turn from the view's rotation (radians); the bank's rank / K.
-
-    Args:
-        rows: K bank views, the bank's order; scores: their bank scores; picture_z: their z-scored picture
-            distances (over the bank's views).
-        poses: K :class:`recon_core.mesh.silhouette.Pose` (rotation (3, 3) world-to-view, scale (3,), iou).
-        points: (Q, 3) view-frame points of the network's reconstruction.
-        category_probs: (C,) the picture's category probabilities.
-    """
-    from recon_core.mesh.silhouette import stretched
-
-    query = points.detach().double().cpu().numpy()
-    out = np.zeros((len(rows), len(RANK_FEATURES)), dtype=np.float64)
-    for k, (row, score, pz, pose) in enumerate(zip(rows, scores, picture_z, poses)):
-        shape = int(bank.view_shape[row])
-        cloud = stretched(bank.shape_points[shape].double().cpu().numpy(), pose.scale) @ pose.rotation.T  # (P, 3)
-        d2 = ((cloud[:, None, :] - query[None, :, :]) ** 2).sum(axis=2)  # (P, Q)
-        chamfer = d2.min(axis=1).mean() + d2.min(axis=0).mean()
-        category = int(bank.shape_category[shape])
-        p = float(category_probs[category]) if 0 <= category < len(category_probs) else 0.0
-        view = bank.view_rotation[row].double().cpu().numpy()
-        cos = np.clip((np.trace(pose.rotation @ view.T) - 1.0) / 2.0, -1.0, 1.0)
-        out[k] = (pose.iou, pose.precision, pose.recall, score, pz, np.log(chamfer + 1e-6), np.log(p + 1e-6),
-                  float(np.abs(np.log(pose.scale)).sum()), float(np.arccos(cos)), k / max(len(rows), 1))
-    return out
