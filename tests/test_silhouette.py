@@ -12,6 +12,10 @@ from recon_core.mesh.camera import VIEW_TO_OUTPUT, Camera, intrinsics, rotation_
 from recon_core.mesh.silhouette import (
     FIT_DISTANCE,
     FIT_STRETCHES,
+    bilinear,
+    demons_field,
+    signed_distance,
+    warp_to_mask,
     fit_pose,
     fit_proportions,
     stretched,
@@ -178,3 +182,159 @@ def test_fit_proportions_recovers_the_pictures_stretch(scale):
     _, unstretched = fit_rotation(solid_points(solid, bound), R, mask_grid(picture), (0,), (0,))
     assert pose.iou >= unstretched
     assert abs(np.log(pose.scale[0]) - np.log(scale[0])) <= step + 1e-9, pose.scale
+
+
+# ------------------------------------------------------------------------------------ the picture-plane warp
+
+
+def test_bilinear_equals_map_coordinates():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    images = rng.random((3, 17, 23))
+    rows, cols = rng.uniform(-3.0, 20.0, (5, 7)), rng.uniform(-3.0, 26.0, (5, 7))  # some outside the grid
+    rows[0, :3], cols[1, :3] = 16.0, 22.0  # on the last row and column exactly
+    got = bilinear(images, rows, cols)
+    for k in range(3):
+        np.testing.assert_allclose(got[k], ndimage.map_coordinates(images[k], (rows, cols), order=1, mode="nearest"),
+                                   rtol=0, atol=1e-12)
+
+
+def test_signed_distance_equals_the_per_cell_reference():
+    rng = np.random.default_rng(1)
+    mask = np.zeros((14, 12), dtype=bool)
+    mask[3:9, 2:7] = True
+    mask[rng.random(mask.shape) < 0.1] = True
+    inside, outside = np.argwhere(mask), np.argwhere(~mask)
+    got = signed_distance(mask, clip=4.0)
+    for (i, j), value in np.ndenumerate(got):
+        others = outside if mask[i, j] else inside
+        d = np.sqrt(((others - (i, j)) ** 2).sum(axis=1)).min()
+        assert value == pytest.approx(np.clip(-d if mask[i, j] else d, -4.0, 4.0))
+
+
+def _demons_reference(fixed, moving, iterations, sigma, fluid):
+    """demons_field one image and one displacement component at a time, by scipy's map_coordinates and
+    gaussian_filter."""
+    from scipy import ndimage
+
+    grad_r, grad_c = np.gradient(moving)
+    rows, cols = np.mgrid[0:fixed.shape[0], 0:fixed.shape[1]].astype(np.float64)
+    u = np.zeros((2, *fixed.shape))
+    for _ in range(iterations):
+        at = (rows + u[0], cols + u[1])
+        m, gr, gc = (ndimage.map_coordinates(a, at, order=1, mode="nearest") for a in (moving, grad_r, grad_c))
+        diff = m - fixed
+        den = gr * gr + gc * gc + diff * diff + 1e-9
+        for k, g in ((0, gr), (1, gc)):
+            step = ndimage.gaussian_filter(-diff * g / den, fluid)
+            u[k] = ndimage.gaussian_filter(u[k] + step, sigma)
+    return u
+
+
+def _boxes(size: int, *boxes) -> np.ndarray:
+    m = np.zeros((size, size), dtype=bool)
+    for r0, r1, c0, c1 in boxes:
+        m[r0:r1, c0:c1] = True
+    return m
+
+
+def test_demons_field_equals_the_reference_and_draws_one_outline_onto_the_other():
+    from scipy import ndimage
+
+    fixed = signed_distance(_boxes(48, (10, 35, 15, 30)))
+    moving = signed_distance(_boxes(48, (8, 40, 12, 36), (30, 44, 4, 12)))  # wider, taller, with a foot
+    u = demons_field(fixed, moving, 40, 2.0, 1.0)
+    np.testing.assert_allclose(u, _demons_reference(fixed, moving, 40, 2.0, 1.0), rtol=0, atol=1e-9)
+    rows, cols = np.mgrid[0:48, 0:48].astype(np.float64)
+    pulled = ndimage.map_coordinates(moving, (rows + u[0], cols + u[1]), order=1, mode="nearest")
+    assert np.abs(pulled - fixed).mean() < 0.5 * np.abs(moving - fixed).mean()
+
+
+def _posed(solid, bound, R):
+    verts, faces = grid_surface(solid, bound, smoothing=0.6, level=0.4)
+    return verts @ R.T, faces, solid_points(solid, bound) @ R.T
+
+
+def test_warp_to_mask_draws_the_outline_onto_a_different_shapes_and_stays_printable():
+    """The chair-like solid warped onto the picture of a chair with a longer leg and a taller back (which no
+    rotation or stretch gives): its silhouette covers the picture better, drawn by the evaluation's rasteriser
+    through the fit's camera; the mesh keeps its faces, its bounding box's centre and diagonal, and its printable
+    check."""
+    from recon_core.mesh.printable import check_printable
+    from training.evaluate import silhouette
+
+    solid, bound = _chair_like_solid(), 0.55
+    other = solid.copy()
+    other[6:10, 0:12, 6:10] = True    # the leg reaches lower
+    other[6:26, 16:32, 22:26] = True  # the back is taller
+    other[2:6, 12:16, 6:26] = True    # the seat is wider at -x
+    R = rotation_x(20.0) @ rotation_y(35.0)
+    picture = _drawn_mask(other, bound, R, focal_mm=40.0, distance=FIT_DISTANCE, size=128)
+    verts, faces, points = _posed(solid, bound, R)
+    warped, before, after = warp_to_mask(verts, points, picture)
+    assert after > before + 0.03, (before, after)
+    diag = lambda v: np.linalg.norm(np.ptp(v, axis=0))  # noqa: E731
+    centre = lambda v: 0.5 * (v.min(axis=0) + v.max(axis=0))  # noqa: E731
+    assert diag(warped) == pytest.approx(diag(verts)) and np.allclose(centre(warped), centre(verts))
+    assert check_printable(warped, faces).ok
+
+    def drawn_iou(v):  # the mesh through a camera at the fit's distance, against the picture, each by its own box
+        camera = Camera(R=np.eye(3), T=np.array([0.0, 0.0, FIT_DISTANCE]), K=intrinsics(40.0, 32.0, 128, 128),
+                        width=128, height=128)
+        a, b = mask_grid(silhouette(v @ VIEW_TO_OUTPUT.T, faces, camera), 96), mask_grid(picture, 96)
+        return (a & b).sum() / (a | b).sum()
+
+    assert drawn_iou(warped) > drawn_iou(verts) + 0.03
+
+
+def test_warp_to_mask_leaves_a_solid_that_already_fits_nearly_as_it_was():
+    solid, bound = _chair_like_solid(), 0.55
+    R = rotation_x(25.0) @ rotation_y(-50.0)
+    picture = _drawn_mask(solid, bound, R, focal_mm=40.0, distance=FIT_DISTANCE, size=128)
+    verts, faces, points = _posed(solid, bound, R)
+    warped, before, after = warp_to_mask(verts, points, picture)
+    assert before > 0.85 and after >= before
+    diag = np.linalg.norm(np.ptp(verts, axis=0))
+    moved = np.linalg.norm(warped - verts, axis=1)
+    assert moved.max() < 0.04 * diag and moved.mean() < 0.015 * diag
+
+
+def test_warp_to_mask_without_a_mask_or_iterations_changes_nothing():
+    solid, bound = _chair_like_solid(), 0.55
+    verts, _, points = _posed(solid, bound, rotation_y(30.0))
+    picture = _drawn_mask(solid, bound, rotation_y(60.0), focal_mm=40.0, distance=FIT_DISTANCE)
+    assert warp_to_mask(verts, points, np.zeros((64, 64)))[0] is verts
+    assert warp_to_mask(verts, points, picture, iterations=0)[0] is verts
+
+
+def test_the_shipped_model_draws_its_output_onto_the_examples_outline():
+    """The shipped model on examples/chair.png: the output (bank_warp, the default) covers the picture's mask
+    better than the same fitted solid without the warp (bank_warp 0), both drawn by the evaluation's rasteriser
+    through the fit's camera and placed by their boxes; both printable, with the same diagonal."""
+    import dataclasses
+    from pathlib import Path
+
+    from recon_core.io.image import load_image
+    from recon_core.io.inference import Reconstructor
+    from training.evaluate import silhouette
+
+    repo = Path(__file__).resolve().parents[1]
+    rec = Reconstructor.from_file(repo / "models" / "default", finder=False)
+    assert rec.model.config.bank_warp > 0
+    rgb, alpha, _ = load_image(repo / "examples" / "chair.png")
+    warped = rec.reconstruct(rgb, alpha)
+    rec.model.config = dataclasses.replace(rec.model.config, bank_warp=0)
+    plain = rec.reconstruct(rgb, alpha)
+    camera = Camera(R=np.eye(3), T=np.array([0.0, 0.0, FIT_DISTANCE]), K=intrinsics(40.0, 32.0, 160, 160),
+                    width=160, height=160)
+    target = mask_grid(alpha / 255.0, 96)
+
+    def iou(result):
+        grid = mask_grid(silhouette(result.verts, result.faces, camera), 96)
+        return (grid & target).sum() / (grid | target).sum()
+
+    assert warped.report.ok and plain.report.ok
+    assert iou(warped) > iou(plain) + 0.02, (iou(warped), iou(plain))
+    diag = lambda v: np.linalg.norm(np.ptp(np.asarray(v), axis=0))  # noqa: E731
+    assert diag(warped.verts) == pytest.approx(diag(plain.verts), rel=0.02)  # decimated apart: nearly the same

@@ -274,7 +274,7 @@ class Reconstructor:
             for row, pose, confidence in ranked:
                 own = dict(timings)  # each candidate's timings: the shared stages, then its own
                 with _timed(own, "retrieval"):
-                    snapped = self._snap(row, pose)
+                    snapped = self._snap(row, pose, mask)
                 if snapped is None:
                     continue
                 result = self._bank_result(snapped, vertices, used, probs, height_mm, own)
@@ -491,17 +491,27 @@ class Reconstructor:
         weights /= max(weights.sum(), 1e-12)
         return [(row, pose, float(w)) for (_, row, pose), w in zip(fitted[:count], weights)]
 
-    def _snap(self, row: int, pose=None) -> tuple[np.ndarray, np.ndarray] | None:
+    def _snap(self, row: int, pose=None, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
         """The solid of the shape bank's view ``row`` in the output frame, placed by ``pose``
-        (:class:`recon_core.mesh.silhouette.Pose`; None: the view's rotation); None when the solid is empty."""
-        from recon_core.mesh.silhouette import stretched
+        (:class:`recon_core.mesh.silhouette.Pose`; None: the view's rotation) and, with a pose, a ``mask`` and
+        ``config.bank_warp``, its outline drawn onto the mask's (:func:`recon_core.mesh.silhouette.warp_to_mask`);
+        None when the solid is empty."""
+        from recon_core.mesh.silhouette import solid_points, stretched, warp_to_mask
+        from recon_core.mesh.volume import GRID_BOUND
 
         cfg, bank = self.model.config, self.model.bank
         if pose is None:
             verts, faces = bank.view_mesh(row, cfg.bank_smoothing, cfg.bank_level)
         else:
-            verts, faces = bank.shape_mesh(int(bank.view_shape[row]), cfg.bank_smoothing, cfg.bank_level)
-            verts = stretched(verts, pose.scale) @ pose.rotation.T
+            shape = int(bank.view_shape[row])
+            verts, faces = bank.shape_mesh(shape, cfg.bank_smoothing, cfg.bank_level)
+            # stretched() about the origin, then evenly back to the vertices' diagonal: the same map for the points
+            scale = np.asarray(pose.scale, dtype=np.float64)
+            even = np.linalg.norm(np.ptp(verts, axis=0)) / max(np.linalg.norm(np.ptp(verts * scale, axis=0)), 1e-12)
+            verts = stretched(verts, scale) @ pose.rotation.T
+            if cfg.bank_warp > 0 and mask is not None and len(faces):
+                points = (solid_points(bank.grid(shape), GRID_BOUND, seed=shape) * (scale * even)) @ pose.rotation.T
+                verts, _, _ = warp_to_mask(verts, points, mask, cfg.bank_warp)
         if len(faces) == 0:
             log.warning("the shape bank's solid for view %d is empty: keeping the network's reconstruction", row)
             return None

@@ -13,6 +13,12 @@ mask's wins; then the solid's width and depth are stretched against its height t
 (:func:`fit_proportions`), so a sofa longer or a table lower than the training model it starts from
 comes out as the picture shows it.
 
+Last, the posed solid's outline is drawn onto the picture's (:func:`warp_to_mask`): a smooth, one-to-one
+warp of the picture plane (demons registration of the two silhouettes' signed distances on a
+:data:`WARP_GRID`-square grid) moves every vertex across the view at its own depth, so that the mesh's
+silhouette follows the mask's where no training shape's does (a longer arm, a wider base). What the
+picture cannot show, the depth, stays the training shape's.
+
 Rotations are world-to-view (OpenCV axes, :mod:`recon_core.mesh.camera`); a candidate turns the
 object about its own up axis (world +Y: a change of azimuth) and then the view about the camera's
 x axis (a change of elevation): ``R = R_x(elevation) @ R_0 @ R_y(azimuth)``.
@@ -43,6 +49,13 @@ __all__ = [
     "silhouette_grids",
     "solid_points",
     "stretched",
+    "WARP_GRID",
+    "WARP_ITERATIONS",
+    "WARP_SIGMA",
+    "bilinear",
+    "demons_field",
+    "signed_distance",
+    "warp_to_mask",
 ]
 
 FIT_GRID = 48
@@ -223,3 +236,178 @@ def fit_pose(points: np.ndarray, R0: np.ndarray, target: np.ndarray) -> Pose:
     rotation, _ = fit_rotation(points, R0, target)
     scale, iou = fit_proportions(points, rotation, target)
     return Pose(rotation, scale, iou)
+
+
+WARP_GRID = 96
+"""Side of the grids the picture-plane warp (:func:`warp_to_mask`) is found on."""
+WARP_ITERATIONS = 60
+"""Demons iterations of :func:`demons_field` for the picture-plane warp; 0 turns the warp off."""
+WARP_SIGMA = 2.0
+"""Gaussian smoothing of the warp's displacement field after each iteration, in cells of :data:`WARP_GRID`."""
+WARP_FLUID = 1.0
+"""Gaussian smoothing of each iteration's update, in cells (a "fluid" regularisation)."""
+WARP_CLIP = 12.0
+"""Signed distances are clipped to this many cells: far from the outlines nothing pulls."""
+WARP_MIN_JACOBIAN = 0.2
+"""The warp is scaled down until the determinant of its Jacobian is at least this everywhere (one-to-one)."""
+
+
+def signed_distance(mask: np.ndarray, clip: float = WARP_CLIP) -> np.ndarray:
+    """(G, G) float64: distance in cells to the mask's outline, negative inside, clipped to ``[-clip, clip]``.
+
+    Args:
+        mask: (G, G) bool.
+    """
+    from scipy import ndimage
+
+    m = np.asarray(mask, dtype=bool)
+    if not m.any():
+        return np.full(m.shape, clip)
+    d = ndimage.distance_transform_edt(~m) - ndimage.distance_transform_edt(m)
+    return np.clip(d, -clip, clip)
+
+
+def demons_field(fixed: np.ndarray, moving: np.ndarray, iterations: int = WARP_ITERATIONS, sigma: float = WARP_SIGMA,
+                 fluid: float = WARP_FLUID) -> np.ndarray:
+    """(2, G, G) displacement ``(d_row, d_col)`` on ``fixed``'s grid such that ``moving(x + u(x)) ≈ fixed(x)``.
+
+    Thirion's demons on two images (here signed distances, so the outlines pull from afar): each
+    iteration adds ``-(m - f) ∇m / (|∇m|² + (m - f)²)``, ``m`` the moving image at the displaced
+    positions, smoothed by ``fluid`` cells; the sum is smoothed by ``sigma`` cells.
+
+    Args:
+        fixed, moving: (G, G) float images; array coordinates (row, column), cell centres at integers.
+    """
+    from scipy import ndimage
+
+    from scipy import ndimage
+
+    fixed, moving = np.asarray(fixed, np.float64), np.asarray(moving, np.float64)
+    h, w = fixed.shape
+
+    def blur(s: float) -> tuple[np.ndarray, np.ndarray]:
+        # gaussian_filter is linear: along each axis it is the matrix whose columns are the blurred unit vectors
+        return ndimage.gaussian_filter1d(np.eye(h), s, axis=0), ndimage.gaussian_filter1d(np.eye(w), s, axis=0).T
+
+    smooth, smooth_step = blur(sigma) if sigma > 0 else None, blur(fluid) if fluid > 0 else None
+    images = np.stack([moving, *np.gradient(moving)])  # (3, G, G): the moving image, d/drow, d/dcol
+    rows, cols = np.mgrid[0:h, 0:w].astype(np.float64)
+    u = np.zeros((2, h, w))
+    for _ in range(iterations):
+        m, gr, gc = bilinear(images, rows + u[0], cols + u[1])
+        diff = m - fixed
+        den = gr * gr + gc * gc + diff * diff + 1e-9
+        step = np.stack([-diff * gr / den, -diff * gc / den])
+        if smooth_step is not None:
+            step = smooth_step[0] @ step @ smooth_step[1]  # = gaussian_filter(step, (0, fluid, fluid))
+        u += step
+        if smooth is not None:
+            u = smooth[0] @ u @ smooth[1]
+    return u
+
+
+def bilinear(images: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """(K, *rows.shape) float64: K images sampled bilinearly at array coordinates ``(rows, cols)``, clamped to the grid.
+
+    What ``scipy.ndimage.map_coordinates(image, (rows, cols), order=1, mode="nearest")`` gives each image (the
+    test compares them), all K at once by one ``torch.nn.functional.grid_sample`` (several times faster here).
+
+    Args:
+        images: (K, H, W) float, H and W at least 2.
+        rows, cols: float arrays of one shape.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    k, h, w = images.shape
+    grid = np.stack([np.asarray(cols, np.float64).ravel() * (2.0 / (w - 1)) - 1.0,
+                     np.asarray(rows, np.float64).ravel() * (2.0 / (h - 1)) - 1.0], axis=-1)  # (N, 2) as (x, y)
+    out = F.grid_sample(torch.from_numpy(np.asarray(images, np.float64))[None], torch.from_numpy(grid)[None, None],
+                        mode="bilinear", padding_mode="border", align_corners=True)  # (1, K, 1, N)
+    return out[0, :, 0].numpy().reshape(k, *np.shape(rows))
+
+
+def _min_jacobian(u: np.ndarray) -> float:
+    """Smallest determinant of the Jacobian of ``x -> x + u(x)`` over the grid (finite differences)."""
+    dr_r, dr_c = np.gradient(u[0])
+    dc_r, dc_c = np.gradient(u[1])
+    return float(((1.0 + dr_r) * (1.0 + dc_c) - dr_c * dc_r).min())
+
+
+def _place(points: np.ndarray, distance: float, size: int, fill: float) -> tuple[float, float, float]:
+    """``(scale, centre u, centre v)`` of :func:`silhouette_grids`' placement of (N, 3) view-frame points."""
+    inv = 1.0 / (points[:, 2] + distance)
+    u, v = points[:, 0] * inv, points[:, 1] * inv
+    scale = size * fill / max(float(max(np.ptp(u), np.ptp(v))), 1e-12)
+    return scale, 0.5 * float(u.min() + u.max()), 0.5 * float(v.min() + v.max())
+
+
+def warp_to_mask(verts: np.ndarray, points: np.ndarray, mask: np.ndarray, iterations: int = WARP_ITERATIONS,
+                 size: int = WARP_GRID, distance: float = FIT_DISTANCE, fill: float = FIT_FILL
+                 ) -> tuple[np.ndarray, float, float]:
+    """Vertices of a posed solid moved across the picture plane so that its silhouette follows the mask's.
+
+    The solid's silhouette (``points`` splatted like :func:`silhouette_grids`', then closed) and the
+    mask (:func:`mask_grid`) are placed on ``size``² grids, each by its own 2D box;
+    :func:`demons_field` registers the mask's signed distance onto the solid's. Each vertex, projected
+    by the fit's camera onto the solid's grid, moves by the field there and is taken back to its own
+    depth. The field is scaled down (halved, up to four times, else no warp) until its Jacobian's
+    determinant is at least :data:`WARP_MIN_JACOBIAN` everywhere, so the map is one-to-one and keeps
+    the orientation, and it is kept only when the warped points' silhouette covers the mask better than
+    before; each depth slice moves by the same 2D map, so a closed, outward mesh stays closed and
+    outward (its printable check still runs). Last, the vertices are shifted and scaled evenly so that their
+    bounding box has its former centre and diagonal (the data's frame).
+
+    Args:
+        verts: (V, 3) view-frame vertices of the posed solid (OpenCV axes, ``z > -distance``).
+        points: (N, 3) view-frame points of the same solid, posed the same way (its silhouette).
+        mask: (H, W) the picture's object mask (float in [0, 1] or bool).
+        iterations: demons iterations; 0 returns the vertices as they are.
+
+    Returns:
+        ``(verts (V, 3), iou before, iou after)``: the IoUs of the solid's silhouette grid with the mask's
+        (after: of the warped points'); the IoUs are 0 when the mask is empty.
+    """
+    from scipy import ndimage
+
+    verts = np.asarray(verts, dtype=np.float64)
+    points = np.asarray(points, dtype=np.float64)
+    target = mask_grid(mask, size, fill)
+    if target is None or iterations <= 0 or len(points) == 0:
+        return verts, 0.0, 0.0
+
+    def silhouette(p: np.ndarray) -> np.ndarray:
+        grid = silhouette_grids(p[None], distance, size, fill)[0]
+        return ndimage.binary_closing(grid, iterations=1, border_value=0) | grid
+
+    def iou(grid: np.ndarray) -> float:
+        return float((grid & target).sum() / max((grid | target).sum(), 1))
+
+    own = silhouette(points)
+    u = demons_field(signed_distance(own), signed_distance(target), iterations)
+    for _ in range(4):
+        if _min_jacobian(u) >= WARP_MIN_JACOBIAN:
+            break
+        u *= 0.5
+    else:
+        return verts, iou(own), iou(own)
+    scale, cu, cv = _place(points, distance, size, fill)
+
+    def moved(p: np.ndarray) -> np.ndarray:
+        z = p[:, 2] + distance
+        col = (p[:, 0] / z - cu) * scale + 0.5 * size  # grid units, cell centres at k + 0.5
+        row = (p[:, 1] / z - cv) * scale + 0.5 * size
+        at = (row - 0.5, col - 0.5)
+        col = col + ndimage.map_coordinates(u[1], at, order=1, mode="nearest")
+        row = row + ndimage.map_coordinates(u[0], at, order=1, mode="nearest")
+        return np.stack([((col - 0.5 * size) / scale + cu) * z, ((row - 0.5 * size) / scale + cv) * z, p[:, 2]], 1)
+
+    before, after = iou(own), iou(silhouette(moved(points)))
+    if after <= before:  # the registration went astray (a far, thin part): the posed solid as it was
+        return verts, before, before
+    out = moved(verts)
+    lo, hi = verts.min(axis=0), verts.max(axis=0)
+    olo, ohi = out.min(axis=0), out.max(axis=0)
+    factor = np.linalg.norm(hi - lo) / max(float(np.linalg.norm(ohi - olo)), 1e-12)
+    out = (out - 0.5 * (olo + ohi)) * factor + 0.5 * (lo + hi)
+    return out, before, after

@@ -106,6 +106,9 @@ class ModelConfig:
     each posed to the picture's silhouette (turned near their view's rotation and stretched in width and depth,
     :func:`recon_core.mesh.silhouette.fit_pose`) and ranked by how well it covers the mask; 0: the bank's own
     first choice, as it is, in its view's rotation."""
+    bank_warp: int = 60
+    """shape_bank with fitted candidates: demons iterations of the picture-plane warp that draws each posed solid's
+    outline onto the picture's mask (:func:`recon_core.mesh.silhouette.warp_to_mask`); 0: no warp."""
 
     removed_fields: ClassVar[dict[str, Any]] = {"prior_templates": 0, "prior_views": 0, "prior_dim": 128,
                                                 "prior_level": 4}
@@ -124,6 +127,8 @@ class ModelConfig:
                              f"{self.bank_level}")
         if not 0 <= self.bank_weight <= 1:
             raise ValueError(f"bank_weight must be in [0, 1], got {self.bank_weight}")
+        if self.bank_warp < 0:
+            raise ValueError(f"bank_warp must be >= 0, got {self.bank_warp}")
         if self.bank_fit_candidates < 0:
             raise ValueError(f"bank_fit_candidates must be >= 0, got {self.bank_fit_candidates}")
         if self.bank_shape_weight < 0:
