@@ -9,6 +9,7 @@ against plain references.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -313,3 +314,108 @@ def test_default_finder_path_is_the_shipped_finder_unless_recon_finder_says(monk
     assert stem.with_suffix(".json").is_file() and stem.with_suffix(".safetensors").is_file()
     monkeypatch.setenv("RECON_FINDER", "/somewhere/else.safetensors")
     assert default_finder_path() == Path("/somewhere/else")
+
+
+# ------------------------------------------------------------------------------ refinement by the picture's colours
+
+
+def _colour_likelihood_reference(rgb, sample, bins=16):
+    """colour_likelihood with loops: count each sampled pixel's bin, blur the histogram by a hand-made Gaussian
+    (sigma 0.8 bins, radius 3, zeros beyond the edges), normalise, and look each pixel's bin up."""
+    radius, sigma = 3, 0.8
+    kernel = [math.exp(-0.5 * (k / sigma) ** 2) for k in range(-radius, radius + 1)]
+    kernel = [k / sum(kernel) for k in kernel]
+    hist = np.zeros((bins, bins, bins))
+    for (i, j) in zip(*np.nonzero(sample)):
+        r, g, b = (int(c) // (256 // bins) for c in rgb[i, j])
+        hist[r, g, b] += 1
+    for axis in range(3):
+        out = np.zeros_like(hist)
+        for index in np.ndindex(hist.shape):
+            for k, weight in zip(range(-radius, radius + 1), kernel):
+                source = list(index)
+                source[axis] += k
+                if 0 <= source[axis] < bins:
+                    out[index] += weight * hist[tuple(source)]
+        hist = out
+    hist /= hist.sum()
+    like = np.zeros(rgb.shape[:2])
+    for i, j in np.ndindex(like.shape):
+        r, g, b = (int(c) // (256 // bins) for c in rgb[i, j])
+        like[i, j] = hist[r, g, b]
+    return like
+
+
+def test_colour_likelihood_equals_the_loop_reference():
+    from recon_core.network.finder import colour_likelihood
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    rgb[:4, :5] = (200, 30, 40)  # some pixels share a bin
+    sample = rng.random((9, 11)) < 0.5
+    np.testing.assert_allclose(colour_likelihood(rgb, sample, 8), _colour_likelihood_reference(rgb, sample, 8),
+                               rtol=1e-9, atol=1e-15)
+
+
+def _disc_picture(seed: int = 0, size: int = 96):
+    """A red-orange disc on a green-blue textured background, and a soft, offset, too large finder guess of it."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    truth = (yy - 50) ** 2 + (xx - 44) ** 2 < 22 ** 2
+    rgb = np.empty((size, size, 3), np.uint8)
+    rgb[..., 0] = rng.integers(0, 70, (size, size))
+    rgb[..., 1] = rng.integers(90, 200, (size, size))
+    rgb[..., 2] = rng.integers(60, 160, (size, size))
+    rgb[truth] = np.stack([rng.integers(190, 250, truth.sum()), rng.integers(60, 120, truth.sum()),
+                           rng.integers(20, 60, truth.sum())], axis=1)
+    guess = ndimage.gaussian_filter(ndimage.binary_dilation(truth, iterations=4).astype(np.float64), 5.0)
+    return rgb, np.roll(guess, 3, axis=1).astype(np.float32), truth
+
+
+def test_refine_by_colour_follows_the_objects_colours_and_keeps_the_sure_pixels():
+    from recon_core.network.finder import REFINE_SURE, refine_by_colour
+
+    rgb, prob, truth = _disc_picture()
+    refined = refine_by_colour(rgb, prob)
+    assert refined.dtype == np.float32 and set(np.unique(refined)) <= {0.0, 1.0}
+    assert _iou(refined > 0.5, truth) > _iou(prob > 0.5, truth) + 0.05
+    assert _iou(refined > 0.5, truth) > 0.9
+    assert np.all(refined[prob > REFINE_SURE[1]] == 1.0) and np.all(refined[prob < REFINE_SURE[0]] == 0.0)
+
+
+def test_refine_by_colour_without_enough_sure_pixels_keeps_the_finders_half():
+    from recon_core.network.finder import refine_by_colour
+
+    rgb, _, _ = _disc_picture()
+    prob = np.full(rgb.shape[:2], 0.6, np.float32)
+    prob[:2, :2] = 0.95  # 4 sure object pixels only
+    np.testing.assert_array_equal(refine_by_colour(rgb, prob), (prob > 0.5).astype(np.float32))
+
+
+def test_find_object_returns_the_refined_mask():
+    from recon_core.network.finder import _two_looks, refine_by_colour
+
+    net = _ColourFinder()
+    rgb = _picture(box=(60, 30, 140, 90))
+    np.testing.assert_array_equal(find_object(net, rgb), refine_by_colour(rgb, _two_looks(net, rgb)))
+
+
+class _DoubtingFinder(_ColourFinder):
+    """The first look sees the red box; the second (at the box's square) sees nothing above 0.3."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        return out if len(self.calls) == 1 else torch.full_like(out, -1.0)
+
+
+def test_a_second_look_that_doubts_keeps_the_soft_probability_and_reconstructs():
+    """Refined to nothing (no pixel above 0.5 after the second look), the finder's own probability stays, so the
+    picture still has an object and reconstructs (an empty mask made the crop fail)."""
+    from recon_core.network.finder import _two_looks
+
+    rgb = _picture(box=(150, 20, 170, 44))
+    found = find_object(_DoubtingFinder(), rgb)
+    np.testing.assert_array_equal(found, _two_looks(_DoubtingFinder(), rgb))
+    assert found.max() < 0.5 and found.max() > 0.0

@@ -125,3 +125,14 @@ def test_recon_mesh_saves_the_predicted_mask(tmp_path, capsys):
     rgb, _, _ = load_image(picture)
     box = prepare_image(rgb, None, 64).box
     assert saved[45, 55] == 255 and (saved[int(box[1]) + 2, :] == 255).any()
+
+
+def test_an_alpha_with_nothing_opaque_takes_the_whole_image():
+    """object_box never fails on an empty alpha (it indexed an empty array): the whole picture is the box."""
+    from recon_core.network.crop import object_box, object_pixels
+
+    rgb = np.full((30, 40, 3), 200, np.uint8)
+    alpha = np.zeros((30, 40), np.uint8)
+    assert object_pixels(rgb, alpha) is None and object_box(rgb, alpha) == (0, 0, 40, 30)
+    alpha[3, 5] = 1  # the faintest pixel still counts
+    assert object_box(rgb, alpha) == (5, 3, 6, 4)

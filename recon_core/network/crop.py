@@ -47,8 +47,10 @@ def object_pixels(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray | Non
         rgb: (H, W, 3) uint8; alpha: (H, W) uint8 or None (then the border-colour rule).
     """
     if alpha is not None:
-        fg = alpha > 127
-        return fg if fg.any() else alpha > 0
+        for fg in (alpha > 127, alpha > 0):
+            if fg.any():
+                return fg
+        return None  # nothing opaque at all: the whole image (callers refuse such pictures earlier)
     border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).astype(np.int16)
     bg = np.median(border, axis=0)
     spread = np.abs(border - bg).sum(axis=1)
