@@ -41,8 +41,6 @@ __all__ = [
     "letterbox",
     "find_object",
     "finder_alpha",
-    "colour_likelihood",
-    "refine_by_colour",
 ]
 
 log = logging.getLogger(__name__)
@@ -149,23 +147,12 @@ def find_object(net: ObjectFinder, rgb: np.ndarray) -> np.ndarray | None:
         rgb: (H, W, 3) uint8.
 
     Returns:
-        (H, W) float32 mask in {0, 1}: :func:`refine_by_colour` of the finder's probability (the first
-        look's outside the second look's square, the second's inside it; see the module docstring), or that
-        probability itself (in [0, 1]) when the refined mask holds fewer than :data:`MIN_OBJECT_SHARE` of the
-        pixels; None when fewer than that are above 0.5 after the first look.
+        (H, W) float32 object probability in [0, 1]: the first look's outside the second look's
+        square, the second's inside it (see the module docstring); None when fewer than
+        :data:`MIN_OBJECT_SHARE` of the pixels are above 0.5 after the first look.
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"rgb must be a (H, W, 3) uint8 array, got {rgb.shape} {rgb.dtype}")
-    prob = _two_looks(net, rgb)
-    if prob is None:
-        return None
-    refined = refine_by_colour(rgb, prob)
-    # the second look can doubt what the first saw: below the share, the finder's own soft probability stays
-    return refined if refined.mean() >= MIN_OBJECT_SHARE else prob
-
-
-def _two_looks(net: ObjectFinder, rgb: np.ndarray) -> np.ndarray | None:
-    """:func:`find_object`'s probability before :func:`refine_by_colour`: (H, W) float32, or None."""
     h, w = rgb.shape[:2]
     prob = _look(net, rgb)
     fg = prob > 0.5
@@ -183,56 +170,6 @@ def _two_looks(net: ObjectFinder, rgb: np.ndarray) -> np.ndarray | None:
     prob = prob.copy()
     prob[b0:b1, a0:a1] = _look(net, np.ascontiguousarray(rgb[b0:b1, a0:a1]))
     return prob
-
-
-REFINE_SURE = (0.1, 0.9)
-"""Finder probabilities below the first and above the second are taken as they are by :func:`refine_by_colour`."""
-REFINE_WEIGHT = 0.5
-"""Weight of the colour models' log-likelihood ratio against the finder's logit in :func:`refine_by_colour`."""
-REFINE_BINS = 16
-"""Bins per channel of the colour histograms of :func:`refine_by_colour`."""
-_MIN_SURE_PIXELS = 20
-
-
-def colour_likelihood(rgb: np.ndarray, sample: np.ndarray, bins: int = REFINE_BINS) -> np.ndarray:
-    """(H, W) float64: each pixel's colour's share among the ``sample`` pixels, from a ``bins``³ RGB histogram
-    blurred by 0.8 bins (zeros beyond its edges) and normalised to sum 1.
-
-    Args:
-        rgb: (H, W, 3) uint8.
-        sample: (H, W) bool, the pixels the histogram counts.
-    """
-    from scipy import ndimage
-
-    q = (rgb // (256 // bins)).reshape(-1, 3).astype(np.int64)
-    index = (q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]
-    hist = np.bincount(index[sample.reshape(-1)], minlength=bins ** 3).astype(np.float64)
-    hist = ndimage.gaussian_filter(hist.reshape(bins, bins, bins), 0.8, mode="constant")
-    hist /= max(hist.sum(), 1e-12)
-    return hist.reshape(-1)[index].reshape(rgb.shape[:2])
-
-
-def refine_by_colour(rgb: np.ndarray, prob: np.ndarray, sure: tuple[float, float] = REFINE_SURE,
-                     weight: float = REFINE_WEIGHT) -> np.ndarray:
-    """(H, W) float32 mask in {0, 1}: the finder's probability sharpened by the picture's own colours.
-
-    The small finder sees the picture at :data:`FINDER_SIZE` pixels a side, so its edges are soft and it hesitates
-    where the object and a busy background meet. Its sure pixels (below ``sure[0]``: background; above
-    ``sure[1]``: object) give a colour histogram each (:func:`colour_likelihood`); every pixel in between
-    is object when ``logit(p) + weight * (log l_object - log l_background) > 0``, the sure ones stay as the
-    finder has them. With fewer than 20 sure pixels of either kind the finder's ``p > 0.5`` is returned.
-
-    Args:
-        rgb: (H, W, 3) uint8.
-        prob: (H, W) float finder probability in [0, 1].
-    """
-    p = np.clip(np.asarray(prob, dtype=np.float64), 1e-4, 1.0 - 1e-4)
-    background, foreground = p < sure[0], p > sure[1]
-    if foreground.sum() < _MIN_SURE_PIXELS or background.sum() < _MIN_SURE_PIXELS:
-        return (p > 0.5).astype(np.float32)
-    ratio = np.log(colour_likelihood(rgb, foreground) + 1e-6) - np.log(colour_likelihood(rgb, background) + 1e-6)
-    score = np.log(p / (1.0 - p)) + weight * ratio
-    return (foreground | (~background & (score > 0))).astype(np.float32)
 
 
 def finder_alpha(net: ObjectFinder, rgb: np.ndarray) -> np.ndarray | None:
