@@ -631,17 +631,15 @@ def test_candidates_are_the_ranked_models_solids_most_confident_first(banked_mod
 
 def test_fitted_candidates_are_posed_to_the_pictures_silhouette_and_ranked_by_it(banked_model, fake):
     """bank_fit_candidates K: each of the bank's K best-ranked models is posed by fit_pose against the picture's
-    mask; the candidates are their solids stretched and turned so (bank_warp 0), or then warped onto the mask
-    (warp_to_mask, the default), best IoU first, and the confidences the softmax of the IoUs over FIT_TEMPERATURE
-    among the K (so they fall and sum to at most 1)."""
+    mask; the candidates are their solids stretched and turned so (here without the outline warp, bank_warp 0),
+    best IoU first, and the confidences the softmax of the IoUs over FIT_TEMPERATURE among the K (so they fall
+    and sum to at most 1)."""
     from recon_core.io.inference import FIT_TEMPERATURE, Reconstructor
-    from recon_core.mesh.silhouette import fit_pose, mask_grid, solid_points, stretched, warp_to_mask
+    from recon_core.mesh.silhouette import fit_pose, mask_grid, solid_points, stretched
     from recon_core.mesh.volume import GRID_BOUND
 
     model, meta = load_model(banked_model)
-    rec = Reconstructor(_with_config(model, bank_fit_candidates=4), meta)
-    iterations = model.config.bank_warp
-    assert iterations > 0
+    rec = Reconstructor(_with_config(model, bank_fit_candidates=4, bank_warp=0), meta)
     rgb, alpha = _rgba(fake[1], "chair_val", 0)
     results = rec.reconstruct_candidates(rgb, alpha, 3, smooth=False, vertices=10242)
     single = rec.reconstruct(rgb, alpha, smooth=False, vertices=10242)
@@ -661,21 +659,59 @@ def test_fitted_candidates_are_posed_to_the_pictures_silhouette_and_ranked_by_it
         fitted.append((pose.iou, shape, pose))
     fitted.sort(key=lambda item: -item[0])
     assert len(results) == 3
-    unwarped = Reconstructor(_with_config(model, bank_fit_candidates=4, bank_warp=0), meta).reconstruct_candidates(
-        rgb, alpha, 3, smooth=False, vertices=10242)
-    for (_, shape, pose), result, plain in zip(fitted, results, unwarped):
-        assert result.report.ok and plain.report.ok
+    for (_, shape, pose), result in zip(fitted, results):
+        assert result.report.ok
         world, _ = model.bank.shape_mesh(shape, model.config.bank_smoothing, model.config.bank_level)
-        posed = stretched(world, pose.scale) @ pose.rotation.T
-        assert np.allclose(np.sort(plain.verts, axis=0), np.sort(posed @ VIEW_TO_OUTPUT.T, axis=0), atol=1e-6)
-        # then its outline drawn onto the mask (bank_warp, on by default), the same map for the solid's points
-        even = np.linalg.norm(np.ptp(world, axis=0)) / np.linalg.norm(np.ptp(world * pose.scale, axis=0))
-        points = solid_points(model.bank.grid(shape), GRID_BOUND, seed=shape) * (pose.scale * even) @ pose.rotation.T
-        warped, _, _ = warp_to_mask(posed, points, alpha / 255.0, iterations)
-        assert np.allclose(np.sort(result.verts, axis=0), np.sort(warped @ VIEW_TO_OUTPUT.T, axis=0), atol=1e-6)
+        expected = stretched(world, pose.scale) @ pose.rotation.T @ VIEW_TO_OUTPUT.T
+        assert np.allclose(np.sort(result.verts, axis=0), np.sort(expected, axis=0), atol=1e-6)
     conf = torch.tensor([iou for iou, _, _ in fitted], dtype=torch.float64).div(FIT_TEMPERATURE).softmax(0)[:3]
     np.testing.assert_allclose([r.confidence for r in results], conf.numpy(), rtol=1e-9)
     assert sum(r.confidence for r in results) <= 1.0 + 1e-12
+
+
+def test_each_fitted_candidate_is_warped_onto_the_mask_with_its_own_points(banked_model, fake, monkeypatch):
+    """bank_warp N (the default): each posed solid goes through warp_to_mask with N iterations, the picture's mask,
+    its vertices as the fit left them and the solid's points under the same stretch and turn (stretched()'s even
+    rescaling included), and what comes back is the candidate; a mask that takes the whole picture is not
+    warped onto."""
+    import recon_core.mesh.silhouette as silhouette
+    from recon_core.io.inference import Reconstructor
+    from recon_core.mesh.silhouette import solid_points, stretched
+    from recon_core.mesh.volume import GRID_BOUND
+
+    model, meta = load_model(banked_model)
+    rec = Reconstructor(_with_config(model, bank_fit_candidates=4), meta)
+    assert model.config.bank_warp > 0
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    calls = []
+
+    def recording(verts, points, mask, iterations, **kwargs):
+        calls.append((np.array(verts), np.array(points), np.array(mask), iterations))
+        return verts + np.array([0.01, 0.0, 0.0]), 0.5, 0.6
+
+    with torch.inference_mode():
+        from recon_core.network.crop import prepare_image
+
+        net_verts = model(prepare_image(rgb, alpha, model.config.image_size).image[None]).verts[0]
+    ranked = rec._fitted(rec._ranked(rgb, alpha, net_verts, None, 4), alpha / 255.0, 3)
+    monkeypatch.setattr(silhouette, "warp_to_mask", recording)
+    for row, pose, _ in ranked:
+        shape = int(model.bank.view_shape[row])
+        got, _ = rec._snap(row, pose, alpha / 255.0)
+        verts, points, mask, iterations = calls[-1]
+        world, _ = model.bank.shape_mesh(shape, model.config.bank_smoothing, model.config.bank_level)
+        posed = stretched(world, pose.scale) @ pose.rotation.T
+        np.testing.assert_allclose(verts, posed, atol=1e-12)
+        np.testing.assert_allclose(got, (posed + [0.01, 0.0, 0.0]) @ VIEW_TO_OUTPUT.T, atol=1e-12)
+        # the points under the map stretched() applied to the vertices: per axis, the same factor
+        raw = solid_points(model.bank.grid(shape), GRID_BOUND, seed=shape)
+        k = np.flatnonzero(np.abs(world[:, 0]) > 1e-3)[0]
+        factor = stretched(world, pose.scale)[k] / world[k]  # (3,) = scale * even
+        np.testing.assert_allclose(points, (raw * factor) @ pose.rotation.T, atol=1e-9)
+        assert iterations == model.config.bank_warp and np.array_equal(mask, alpha / 255.0)
+    count = len(calls)
+    rec._snap(ranked[0][0], ranked[0][1], np.ones(alpha.shape))  # the whole picture: no outline to draw onto
+    assert len(calls) == count == len(ranked) == 3
 
 
 def test_recon_mesh_candidates_writes_each_with_its_confidence(banked_model, fake, tmp_path, capsys, monkeypatch):

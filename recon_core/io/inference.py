@@ -494,8 +494,9 @@ class Reconstructor:
     def _snap(self, row: int, pose=None, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
         """The solid of the shape bank's view ``row`` in the output frame, placed by ``pose``
         (:class:`recon_core.mesh.silhouette.Pose`; None: the view's rotation) and, with a pose, a ``mask`` and
-        ``config.bank_warp``, its outline drawn onto the mask's (:func:`recon_core.mesh.silhouette.warp_to_mask`);
-        None when the solid is empty."""
+        ``config.bank_warp``, its outline drawn onto the mask's (:func:`recon_core.mesh.silhouette.warp_to_mask`; not
+        for a mask that takes the whole picture); None when the solid is empty. The candidates' order and
+        confidences are the fit's (:meth:`_fitted`), from before the warp."""
         from recon_core.mesh.silhouette import solid_points, stretched, warp_to_mask
         from recon_core.mesh.volume import GRID_BOUND
 
@@ -509,7 +510,8 @@ class Reconstructor:
             scale = np.asarray(pose.scale, dtype=np.float64)
             even = np.linalg.norm(np.ptp(verts, axis=0)) / max(np.linalg.norm(np.ptp(verts * scale, axis=0)), 1e-12)
             verts = stretched(verts, scale) @ pose.rotation.T
-            if cfg.bank_warp > 0 and mask is not None and len(faces):
+            # a mask without a background pixel (the whole picture taken: a busy border and no finder) has no outline
+            if cfg.bank_warp > 0 and mask is not None and len(faces) and not bool((mask > 0.5).all()):
                 points = (solid_points(bank.grid(shape), GRID_BOUND, seed=shape) * (scale * even)) @ pose.rotation.T
                 verts, _, _ = warp_to_mask(verts, points, mask, cfg.bank_warp)
         if len(faces) == 0:

@@ -49,8 +49,11 @@ __all__ = [
     "silhouette_grids",
     "solid_points",
     "stretched",
+    "WARP_CLIP",
+    "WARP_FLUID",
     "WARP_GRID",
     "WARP_ITERATIONS",
+    "WARP_MIN_JACOBIAN",
     "WARP_SIGMA",
     "bilinear",
     "demons_field",
@@ -280,8 +283,6 @@ def demons_field(fixed: np.ndarray, moving: np.ndarray, iterations: int = WARP_I
     """
     from scipy import ndimage
 
-    from scipy import ndimage
-
     fixed, moving = np.asarray(fixed, np.float64), np.asarray(moving, np.float64)
     h, w = fixed.shape
 
@@ -351,7 +352,7 @@ def warp_to_mask(verts: np.ndarray, points: np.ndarray, mask: np.ndarray, iterat
     mask (:func:`mask_grid`) are placed on ``size``² grids, each by its own 2D box;
     :func:`demons_field` registers the mask's signed distance onto the solid's. Each vertex, projected
     by the fit's camera onto the solid's grid, moves by the field there and is taken back to its own
-    depth. The field is scaled down (halved, up to four times, else no warp) until its Jacobian's
+    depth. The field is scaled down (halved, up to three times, else no warp) until its Jacobian's
     determinant is at least :data:`WARP_MIN_JACOBIAN` everywhere, so the map is one-to-one and keeps
     the orientation, and it is kept only when the warped points' silhouette covers the mask better than
     before; each depth slice moves by the same 2D map, so a closed, outward mesh stays closed and
@@ -366,7 +367,8 @@ def warp_to_mask(verts: np.ndarray, points: np.ndarray, mask: np.ndarray, iterat
 
     Returns:
         ``(verts (V, 3), iou before, iou after)``: the IoUs of the solid's silhouette grid with the mask's
-        (after: of the warped points'); the IoUs are 0 when the mask is empty.
+        (after: of the warped points'; the same as before when the warp is not kept); both are 0 when the mask is
+        empty, ``iterations`` is 0 or there are no points (the vertices come back as they are).
     """
     from scipy import ndimage
 

@@ -65,7 +65,8 @@ def object_pixels(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray | Non
 def object_box(rgb: np.ndarray, alpha: np.ndarray | None) -> tuple[int, int, int, int]:
     """2D box ``(u0, v0, u1, v1)`` (pixels, exclusive end) around the object.
 
-    With alpha, the box of ``alpha > 127``. Without, the pixels whose colour differs
+    With alpha, the box of ``alpha > 127`` (of ``alpha > 0`` when no pixel is above 127; the whole
+    image when none is above 0). Without, the pixels whose colour differs
     from the median border colour by more than a threshold; if those cover nearly the
     whole image or nothing at all, the whole image.
 
