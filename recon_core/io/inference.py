@@ -497,7 +497,7 @@ class Reconstructor:
         ``config.bank_warp``, its outline drawn onto the mask's (:func:`recon_core.mesh.silhouette.warp_to_mask`; not
         for a mask that takes the whole picture); None when the solid is empty. The candidates' order and
         confidences are the fit's (:meth:`_fitted`), from before the warp."""
-        from recon_core.mesh.silhouette import solid_points, stretched, warp_to_mask
+        from recon_core.mesh.silhouette import solid_points, stretch_factors, stretched, warp_to_mask
         from recon_core.mesh.volume import GRID_BOUND
 
         cfg, bank = self.model.config, self.model.bank
@@ -506,13 +506,11 @@ class Reconstructor:
         else:
             shape = int(bank.view_shape[row])
             verts, faces = bank.shape_mesh(shape, cfg.bank_smoothing, cfg.bank_level)
-            # stretched() about the origin, then evenly back to the vertices' diagonal: the same map for the points
-            scale = np.asarray(pose.scale, dtype=np.float64)
-            even = np.linalg.norm(np.ptp(verts, axis=0)) / max(np.linalg.norm(np.ptp(verts * scale, axis=0)), 1e-12)
-            verts = stretched(verts, scale) @ pose.rotation.T
+            factors = stretch_factors(verts, pose.scale)  # stretched()'s map, for the solid's points too
+            verts = stretched(verts, pose.scale) @ pose.rotation.T
             # a mask without a background pixel (the whole picture taken: a busy border and no finder) has no outline
             if cfg.bank_warp > 0 and mask is not None and len(faces) and not bool((mask > 0.5).all()):
-                points = (solid_points(bank.grid(shape), GRID_BOUND, seed=shape) * (scale * even)) @ pose.rotation.T
+                points = (solid_points(bank.grid(shape), GRID_BOUND, seed=shape) * factors) @ pose.rotation.T
                 verts, _, _ = warp_to_mask(verts, points, mask, cfg.bank_warp)
         if len(faces) == 0:
             log.warning("the shape bank's solid for view %d is empty: keeping the network's reconstruction", row)

@@ -48,6 +48,7 @@ __all__ = [
     "rotation_offsets",
     "silhouette_grids",
     "solid_points",
+    "stretch_factors",
     "stretched",
     "WARP_CLIP",
     "WARP_FLUID",
@@ -192,8 +193,21 @@ def stretched(verts: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """
     v = np.asarray(verts, dtype=np.float64)
     out = v * np.asarray(scale, dtype=np.float64)
-    before, after = np.linalg.norm(np.ptp(v, axis=0)), np.linalg.norm(np.ptp(out, axis=0))
-    return out * (before / after) if after > 0 else out
+    return out * _evenly(v, out)
+
+
+def stretch_factors(verts: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """(3,) the per-axis factors :func:`stretched` multiplies ``verts`` by: ``scale`` times its even rescaling
+    (so that other points of the same solid, e.g. :func:`solid_points`', can follow the same map)."""
+    v = np.asarray(verts, dtype=np.float64)
+    s = np.asarray(scale, dtype=np.float64)
+    return s * _evenly(v, v * s)
+
+
+def _evenly(verts: np.ndarray, out: np.ndarray) -> float:
+    """The even factor that gives ``out`` (V, 3) the bounding-box diagonal of ``verts`` (1 when ``out`` has none)."""
+    before, after = np.linalg.norm(np.ptp(verts, axis=0)), np.linalg.norm(np.ptp(out, axis=0))
+    return before / after if after > 0 else 1.0
 
 
 def fit_proportions(points: np.ndarray, R: np.ndarray, target: np.ndarray, factors=FIT_STRETCHES,
@@ -399,9 +413,8 @@ def warp_to_mask(verts: np.ndarray, points: np.ndarray, mask: np.ndarray, iterat
         z = p[:, 2] + distance
         col = (p[:, 0] / z - cu) * scale + 0.5 * size  # grid units, cell centres at k + 0.5
         row = (p[:, 1] / z - cv) * scale + 0.5 * size
-        at = (row - 0.5, col - 0.5)
-        col = col + ndimage.map_coordinates(u[1], at, order=1, mode="nearest")
-        row = row + ndimage.map_coordinates(u[0], at, order=1, mode="nearest")
+        d_row, d_col = bilinear(u, row - 0.5, col - 0.5)
+        col, row = col + d_col, row + d_row
         return np.stack([((col - 0.5 * size) / scale + cu) * z, ((row - 0.5 * size) / scale + cv) * z, p[:, 2]], 1)
 
     before, after = iou(own), iou(silhouette(moved(points)))

@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from recon_core.mesh.silhouette import WARP_ITERATIONS
-
 __all__ = ["ModelConfig", "VERTEX_SCHEDULES", "load_config_dict", "apply_overrides", "from_dict"]
 
 # Output vertex count -> number of midpoint subdivisions before each refiner stage,
@@ -108,9 +106,10 @@ class ModelConfig:
     each posed to the picture's silhouette (turned near their view's rotation and stretched in width and depth,
     :func:`recon_core.mesh.silhouette.fit_pose`) and ranked by how well it covers the mask; 0: the bank's own
     first choice, as it is, in its view's rotation."""
-    bank_warp: int = WARP_ITERATIONS
+    bank_warp: int = 60
     """shape_bank with fitted candidates: demons iterations of the picture-plane warp that draws each posed solid's
-    outline onto the picture's mask (:func:`recon_core.mesh.silhouette.warp_to_mask`); 0: no warp."""
+    outline onto the picture's mask (:func:`recon_core.mesh.silhouette.warp_to_mask`, whose default,
+    ``WARP_ITERATIONS``, is the same; this module stays free of numpy); 0: no warp."""
 
     removed_fields: ClassVar[dict[str, Any]] = {"prior_templates": 0, "prior_views": 0, "prior_dim": 128,
                                                 "prior_level": 4}
