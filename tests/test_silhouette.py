@@ -245,7 +245,8 @@ def test_demons_field_equals_the_reference_and_draws_one_outline_onto_the_other(
     fixed = signed_distance(_boxes(48, (10, 35, 15, 30)))
     moving = signed_distance(_boxes(48, (8, 40, 12, 36), (30, 44, 4, 12)))  # wider, taller, with a foot
     u = demons_field(fixed, moving, 40, 2.0, 1.0)
-    np.testing.assert_allclose(u, _demons_reference(fixed, moving, 40, 2.0, 1.0), rtol=0, atol=1e-9)
+    # float32 against the float64 loop: the same field to a thousandth of a cell
+    np.testing.assert_allclose(u, _demons_reference(fixed, moving, 40, 2.0, 1.0), rtol=0, atol=1e-3)
     rows, cols = np.mgrid[0:48, 0:48].astype(np.float64)
     pulled = ndimage.map_coordinates(moving, (rows + u[0], cols + u[1]), order=1, mode="nearest")
     assert np.abs(pulled - fixed).mean() < 0.5 * np.abs(moving - fixed).mean()
