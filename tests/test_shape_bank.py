@@ -18,7 +18,7 @@ import torch
 import trimesh
 
 from recon_core.io.image import load_image
-from recon_core.io.inference import BANK_QUERY_VERTICES, SNAP_QUERY_POINTS
+from recon_core.io.inference import SNAP_QUERY_POINTS
 from recon_core.io.weights import load_model, save_model
 from recon_core.mesh.camera import VIEW_TO_OUTPUT, Camera, look_at
 from recon_core.mesh.printable import check_printable
@@ -278,7 +278,7 @@ def test_banked_model_round_trips_and_reconstructs_the_selected_solid(banked_mod
     with torch.inference_mode():
         from recon_core.network.crop import prepare_image
 
-        out = model(prepare_image(rgb, alpha, model.config.image_size).image[None], vertices=BANK_QUERY_VERTICES)
+        out = model(prepare_image(rgb, alpha, model.config.image_size).image[None], vertices=10242)
         verts = out.verts[0]
         step = max(1, verts.shape[0] // SNAP_QUERY_POINTS)
         assert model.config.bank_shape_weight == 2.0
@@ -490,29 +490,6 @@ def test_a_banked_models_solid_is_decimated_to_the_requested_detail(banked_model
     assert float(d.dists.max().sqrt()) < 0.05 * float(np.ptp(full.verts, axis=0).max())
 
 
-def test_a_banked_model_ranks_the_bank_with_the_same_network_mesh_at_every_detail(banked_model, fake, monkeypatch):
-    """The network runs at BANK_QUERY_VERTICES whatever the detail asked (its mesh only ranks the bank): the ranking
-    sees the same vertices for low and high detail, so the same picture picks the same solid."""
-    from recon_core.io.inference import Reconstructor
-
-    model, meta = load_model(banked_model)
-    rec = Reconstructor(model, meta)
-    seen = []
-    ranked = Reconstructor._ranked
-
-    def spy(self, rgb, alpha, verts, category, count):
-        seen.append(verts.clone())
-        return ranked(self, rgb, alpha, verts, category, count)
-
-    monkeypatch.setattr(Reconstructor, "_ranked", spy)
-    rgb, alpha = _rgba(fake[1], "chair_val", 0)
-    low = rec.reconstruct(rgb, alpha, vertices=642)
-    high = rec.reconstruct(rgb, alpha, vertices=10242)
-    assert [v.shape[0] for v in seen] == [BANK_QUERY_VERTICES] * 2
-    torch.testing.assert_close(seen[0], seen[1], rtol=0, atol=0)
-    assert low.report.ok and high.report.ok and len(low.faces) < len(high.faces)
-
-
 # ------------------------------------------------------------------------------------------ occupancy models
 
 TINY_OCCUPANCY = dict(backbone="resnet18", image_size=64, fpn_channels=16, hidden_dim=16, attention_heads=2,
@@ -638,8 +615,7 @@ def test_candidates_are_the_ranked_models_solids_most_confident_first(banked_mod
     with torch.inference_mode():
         from recon_core.network.crop import prepare_image
 
-        image = prepare_image(rgb, alpha, model.config.image_size).image[None]
-        verts = model(image, vertices=BANK_QUERY_VERTICES).verts[0]
+        verts = model(prepare_image(rgb, alpha, model.config.image_size).image[None], vertices=10242).verts[0]
         ranked = model.bank.ranked(torch.from_numpy(embed_image(rgb, alpha)),
                                    verts[:: max(1, verts.shape[0] // SNAP_QUERY_POINTS)], 2.0, None, None)
     for (row, _), result in zip(ranked, results):
@@ -671,8 +647,7 @@ def test_fitted_candidates_are_posed_to_the_pictures_silhouette_and_ranked_by_it
     with torch.inference_mode():
         from recon_core.network.crop import prepare_image
 
-        image = prepare_image(rgb, alpha, model.config.image_size).image[None]
-        verts = model(image, vertices=BANK_QUERY_VERTICES).verts[0]
+        verts = model(prepare_image(rgb, alpha, model.config.image_size).image[None], vertices=10242).verts[0]
         ranked = model.bank.ranked(torch.from_numpy(embed_image(rgb, alpha)),
                                    verts[:: max(1, verts.shape[0] // SNAP_QUERY_POINTS)], 2.0, None, None)[:4]
     target = mask_grid(alpha / 255.0)

@@ -39,12 +39,6 @@ SMOOTH_ITERATIONS = 10
 
 SNAP_QUERY_POINTS = 256
 """About this many of the reconstruction's vertices (every k-th) are compared with the bank's shapes."""
-BANK_QUERY_VERTICES = 162
-"""A shape-bank model's network runs at this many vertices (a key of
-:data:`recon_core.network.config.VERTEX_SCHEDULES`; its mesh only ranks the bank), whatever the detail asked:
-the same picture picks the same solid at every detail. On 123 validation pictures (3 views a model) mean
-F1@0.3 / Sil-IoU with the network at 2,562 vertices 45.1 / 64.4, at 642 44.9 / 63.9, at 162 45.2 / 64.2; the
-refiner's cost at medium detail falls from ~30 ms to ~9."""
 FIT_TEMPERATURE = 0.05
 """Candidates of a shape-bank model: confidence = softmax(silhouette IoU / this) among them (0.05 IoU apart: e times)."""
 MIN_MASK_SHARE = 0.005
@@ -258,7 +252,7 @@ class Reconstructor:
         banked = self.banked
         with _timed(timings, "network"):
             images = prepared.image[None].to(device)
-            out = self.model(images, category=cat, vertices=BANK_QUERY_VERTICES if banked else vertices)
+            out = self.model(images, category=cat, vertices=vertices)
         if getattr(self.model, "heads", None) is not None:
             result = self._reconstruct_occupancy(out, rgb, alpha, prepared, cat_index, vertices, height_mm, smooth,
                                                  timings, source)
@@ -267,6 +261,9 @@ class Reconstructor:
             return [result]
         probs = self._category_probs(out.category_logits)
         used = CATEGORIES[cat_index if cat_index is not None else int(probs.argmax())].name
+        verts = out.verts[0].double().cpu().numpy() @ VIEW_TO_OUTPUT.T
+        faces = self.model.topology.faces(out.level).cpu().numpy().astype(np.int64)
+        sphere = self.model.topology.sphere(out.level).double().cpu().numpy() @ VIEW_TO_OUTPUT.T
         if banked:
             mask = object_mask(rgb, alpha)
             with _timed(timings, "retrieval"):
@@ -285,11 +282,6 @@ class Reconstructor:
                 results.append(result)
             if results:
                 return results
-            with _timed(timings, "network"):  # every solid was empty: the network's own mesh, at the detail asked
-                out = self.model(images, category=cat, vertices=vertices)
-        verts = out.verts[0].double().cpu().numpy() @ VIEW_TO_OUTPUT.T
-        faces = self.model.topology.faces(out.level).cpu().numpy().astype(np.int64)
-        sphere = self.model.topology.sphere(out.level).double().cpu().numpy() @ VIEW_TO_OUTPUT.T
         with _timed(timings, "repair"):
             verts, faces, repair_log = make_printable(
                 verts, faces, smooth_iterations=SMOOTH_ITERATIONS if smooth else 0, sphere_verts=sphere
