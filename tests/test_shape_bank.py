@@ -423,6 +423,7 @@ def test_a_snapped_mesh_that_fails_the_check_is_repaired(banked_model, fake, mon
     box = trimesh.creation.box(extents=(0.3, 0.4, 0.2))
     open_box = (np.asarray(box.vertices), np.asarray(box.faces)[1:])  # one triangle missing: not watertight
     model, meta = load_model(banked_model)
+    model = _with_config(model, bank_carve=False)  # a carved solid is meshed again from its grid, not from shape_mesh
     monkeypatch.setattr(type(model.bank), "view_mesh", lambda self, row, smoothing=0.0, level=0.5: open_box)
     monkeypatch.setattr(type(model.bank), "shape_mesh", lambda self, shape, smoothing=0.0, level=0.5: open_box)
     rgb, alpha = _rgba(fake[1], "chair_val", 0)
@@ -670,48 +671,102 @@ def test_fitted_candidates_are_posed_to_the_pictures_silhouette_and_ranked_by_it
 
 
 def test_each_fitted_candidate_is_warped_onto_the_mask_with_its_own_points(banked_model, fake, monkeypatch):
-    """bank_warp N (the default): each posed solid goes through warp_to_mask with N iterations, the picture's mask,
-    its vertices as the fit left them and the solid's points under the same stretch and turn (stretched()'s even
-    rescaling included), and what comes back is the candidate; a mask that takes the whole picture is not
-    warped onto."""
+    """bank_warp N (the default): each posed solid's warp is fitted (fit_warp) with N iterations, the picture's
+    mask and the solid's points under the same stretch and turn as its vertices (stretched()'s even rescaling
+    included); without carving, the candidate is the vertices as the fit left them, moved by that warp and put
+    back in their box (keep_box); a mask that takes the whole picture is not warped onto."""
+    import dataclasses
+
     import recon_core.mesh.silhouette as silhouette
     from recon_core.io.inference import Reconstructor
-    from recon_core.mesh.silhouette import solid_points, stretched
+    from recon_core.mesh.silhouette import keep_box, solid_points, stretched
     from recon_core.mesh.volume import GRID_BOUND
 
     model, meta = load_model(banked_model)
-    rec = Reconstructor(_with_config(model, bank_fit_candidates=4), meta)
+    rec = Reconstructor(_with_config(model, bank_fit_candidates=4, bank_carve=False), meta)
     assert model.config.bank_warp > 0
     rgb, alpha = _rgba(fake[1], "chair_val", 0)
     calls = []
+    fit_warp = silhouette.fit_warp
 
-    def recording(verts, points, mask, iterations, **kwargs):
-        calls.append((np.array(verts), np.array(points), np.array(mask), iterations))
-        return verts + np.array([0.01, 0.0, 0.0]), 0.5, 0.6
+    def recording(points, mask, iterations, **kwargs):
+        calls.append((np.array(points), np.array(mask), iterations))
+        warp = fit_warp(points, mask, iterations, **kwargs)
+        if len(calls) % 2:  # every other one moved half a cell to the right and kept (whether or not it was)
+            warp = dataclasses.replace(warp, field=warp.field + np.array([0.0, 0.5])[:, None, None], kept=True)
+        calls[-1] += (warp,)
+        return warp
 
     with torch.inference_mode():
         from recon_core.network.crop import prepare_image
 
         net_verts = model(prepare_image(rgb, alpha, model.config.image_size).image[None]).verts[0]
     ranked = rec._fitted(rec._ranked(rgb, alpha, net_verts, None, 4), alpha / 255.0, 3)
-    monkeypatch.setattr(silhouette, "warp_to_mask", recording)
+    monkeypatch.setattr(silhouette, "fit_warp", recording)
+    kept = 0
     for row, pose, _ in ranked:
         shape = int(model.bank.view_shape[row])
         got, _ = rec._snap(row, pose, alpha / 255.0)
-        verts, points, mask, iterations = calls[-1]
+        points, mask, iterations, warp = calls[-1]
         world, _ = model.bank.shape_mesh(shape, model.config.bank_smoothing, model.config.bank_level)
         posed = stretched(world, pose.scale) @ pose.rotation.T
-        np.testing.assert_allclose(verts, posed, atol=1e-12)
-        np.testing.assert_allclose(got, (posed + [0.01, 0.0, 0.0]) @ VIEW_TO_OUTPUT.T, atol=1e-12)
+        expected = keep_box(warp.move(posed), posed) if warp.kept else posed
+        kept += warp.kept
+        np.testing.assert_allclose(got, expected @ VIEW_TO_OUTPUT.T, atol=1e-12)
         # the points under the map stretched() applied to the vertices: per axis, the same factor
         raw = solid_points(model.bank.grid(shape), GRID_BOUND, seed=shape)
         k = np.flatnonzero(np.abs(world[:, 0]) > 1e-3)[0]
         factor = stretched(world, pose.scale)[k] / world[k]  # (3,) = scale * even
         np.testing.assert_allclose(points, (raw * factor) @ pose.rotation.T, atol=1e-9)
         assert iterations == model.config.bank_warp and np.array_equal(mask, alpha / 255.0)
+    assert kept >= 2
     count = len(calls)
     rec._snap(ranked[0][0], ranked[0][1], np.ones(alpha.shape))  # the whole picture: no outline to draw onto
     assert len(calls) == count == len(ranked) == 3
+
+
+def test_a_carved_candidate_is_its_solid_carved_by_the_warp_then_meshed_and_moved(banked_model, fake, monkeypatch):
+    """bank_carve (the default): the solid carve_to_mask leaves, under the warp fit_warp found, is meshed, stretched,
+    turned and moved by that warp, then put in the box the whole solid's warped vertices have; printable."""
+    import recon_core.mesh.silhouette as silhouette
+    from recon_core.io.inference import Reconstructor
+    from recon_core.mesh.printable import check_printable
+    from recon_core.mesh.silhouette import keep_box, stretch_factors, stretched
+    from recon_core.mesh.volume import grid_surface
+
+    model, meta = load_model(banked_model)
+    rec = Reconstructor(_with_config(model, bank_fit_candidates=4), meta)
+    assert model.config.bank_carve
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    mask = alpha / 255.0
+    mask[:, : mask.shape[1] // 2 - 2] = 0.0  # the picture shows only half the object: the other half is carved
+    seen = []
+    carve = silhouette.carve_to_mask
+
+    def recording(solid, bound, factors, rotation, warp, **kwargs):
+        out = carve(solid, bound, factors, rotation, warp, **kwargs)
+        seen.append((warp, out))
+        return out
+
+    with torch.inference_mode():
+        from recon_core.network.crop import prepare_image
+
+        net_verts = model(prepare_image(rgb, alpha, model.config.image_size).image[None]).verts[0]
+    (row, pose, _), = rec._fitted(rec._ranked(rgb, alpha, net_verts, None, 4), mask, 1)
+    monkeypatch.setattr(silhouette, "carve_to_mask", recording)
+    got, faces = rec._snap(row, pose, mask)
+    (warp, (carved, share)), = seen
+    assert 0 < share <= silhouette.CARVE_MAX_SHARE
+    shape = int(model.bank.view_shape[row])
+    assert carved.sum() < model.bank.grid(shape).sum()
+    world, _ = model.bank.shape_mesh(shape, model.config.bank_smoothing, model.config.bank_level)
+    posed = stretched(world, pose.scale) @ pose.rotation.T
+    cv, cf = grid_surface(carved, smoothing=model.config.bank_smoothing, level=model.config.bank_level)
+    factors = stretch_factors(world, pose.scale)
+    expected = keep_box(warp.move((cv * factors) @ pose.rotation.T), posed, warp.move(posed))
+    np.testing.assert_allclose(got, expected @ VIEW_TO_OUTPUT.T, atol=1e-12)
+    np.testing.assert_array_equal(faces, cf)
+    assert check_printable(got, faces).ok
 
 
 def test_recon_mesh_candidates_writes_each_with_its_confidence(banked_model, fake, tmp_path, capsys, monkeypatch):

@@ -323,6 +323,8 @@ def test_the_shipped_model_draws_its_output_onto_the_examples_outline():
     repo = Path(__file__).resolve().parents[1]
     rec = Reconstructor.from_file(repo / "models" / "default", finder=False)
     assert rec.model.config.bank_warp > 0
+    # the warp alone (carving takes parts off, which moves a silhouette placed by its box)
+    rec.model.config = dataclasses.replace(rec.model.config, bank_carve=False)
     rgb, alpha, _ = load_image(repo / "examples" / "chair.png")
     warped = rec.reconstruct(rgb, alpha)
     rec.model.config = dataclasses.replace(rec.model.config, bank_warp=0)
@@ -339,3 +341,76 @@ def test_the_shipped_model_draws_its_output_onto_the_examples_outline():
     assert iou(warped) > iou(plain) + 0.02, (iou(warped), iou(plain))
     diag = lambda v: np.linalg.norm(np.ptp(np.asarray(v), axis=0))  # noqa: E731
     assert diag(warped.verts) == pytest.approx(diag(plain.verts), rel=0.02)  # decimated apart: nearly the same
+
+
+def _one_cell_reference(solid, bound, factors, R, warp, margin):
+    """(R, R, R) bool: the cells whose centre, projected alone by the warp, lands more than ``margin`` cells from
+    the mask or off its grid: a loop over cells."""
+    res, h, size = solid.shape[0], 2.0 * bound / solid.shape[0], warp.outside.shape[0]
+    far = np.zeros_like(solid)
+    for i, j, k in np.argwhere(solid):
+        p = ((-bound + (np.array([i, j, k]) + 0.5) * h) * factors) @ R.T
+        row, col, _ = warp.grid_positions(p[None])
+        r, c = float(row[0]), float(col[0])
+        far[i, j, k] = not (0 <= r < size and 0 <= c < size) or warp.outside[math.floor(r), math.floor(c)] > margin
+    return far
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_carve_to_mask_removes_exactly_the_cells_the_mask_shows_empty(seed):
+    """The chair-like solid, posed and warped onto the picture of the same chair without its arm and with half
+    its leg: every cell that a per-cell loop projects more than the margin outside the mask is removed, no cell
+    inside it or within the margin is (but for splinters under CARVE_MIN_PART of the cells), and the seat stays."""
+    from recon_core.mesh.silhouette import CARVE_MARGIN, CARVE_MIN_PART, carve_to_mask, fit_warp, stretch_factors
+
+    solid, bound = _chair_like_solid(), 0.55
+    picture_solid = solid.copy()
+    picture_solid[22:26, 16:22, 6:22] = False  # no arm
+    picture_solid[6:10, 2:7, 6:10] = False     # a shorter leg
+    R = rotation_x(15.0 + 10 * seed) @ rotation_y(30.0 - 50 * seed)
+    scale = np.array([1.0, 1.0, 1.0 + 0.15 * seed])
+    picture = _drawn_mask(picture_solid, bound, R, focal_mm=40.0, distance=FIT_DISTANCE, size=128)
+    verts, _ = grid_surface(solid, bound, smoothing=0.6, level=0.4)
+    factors = stretch_factors(verts, scale)
+    warp = fit_warp((solid_points(solid, bound) * factors) @ R.T, picture)
+    carved, share = carve_to_mask(solid, bound, factors, R, warp)
+    far = _one_cell_reference(solid, bound, factors, R, warp, CARVE_MARGIN)
+    assert 0 < share == pytest.approx(far.sum() / solid.sum())
+    assert not (carved & far).any()  # every far cell went
+    lost = solid & ~carved & ~far  # cells inside the mask (or its margin) that went: only splinters may
+    assert lost.sum() < CARVE_MIN_PART * solid.sum() * 3
+    assert carved[6:26, 12:16, 6:26].sum() > 0.9 * solid[6:26, 12:16, 6:26].sum()  # the seat stays
+
+
+def test_carve_to_mask_opens_the_hole_a_picture_shows_and_the_mesh_stays_printable():
+    """A block seen from the front, the picture a ring (the block with a square hole through it): the carved
+    block has a tunnel (genus 1: Euler characteristic 0) and meshes closed, manifold and printable."""
+    from recon_core.mesh.printable import check_printable
+    from recon_core.mesh.silhouette import carve_to_mask, fit_warp
+
+    bound, R = 0.55, np.eye(3)
+    block = np.zeros((32, 32, 32), dtype=bool)
+    block[6:26, 6:26, 12:20] = True
+    ring = block.copy()
+    ring[12:20, 12:20, :] = False
+    picture = _drawn_mask(ring, bound, R, focal_mm=40.0, distance=FIT_DISTANCE, size=128)
+    warp = fit_warp(solid_points(block, bound) @ R.T, picture)
+    carved, share = carve_to_mask(block, bound, np.ones(3), R, warp)
+    assert 0.05 < share < 0.3
+    verts, faces = grid_surface(carved, bound, smoothing=0.6, level=0.4)
+    euler = len(verts) - len({tuple(e) for e in np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)}) + len(faces)
+    assert euler == 0
+    assert check_printable(verts, faces).ok
+
+
+def test_carve_to_mask_keeps_the_solid_when_the_fit_is_far_off():
+    """When more than CARVE_MAX_SHARE of the cells would go (a mask of something else), nothing is carved."""
+    from recon_core.mesh.silhouette import carve_to_mask, fit_warp
+
+    solid, bound = _chair_like_solid(), 0.55
+    R = rotation_y(30.0)
+    picture = np.zeros((128, 128))
+    picture[60:64, 10:118] = 1.0  # a thin bar
+    warp = fit_warp(solid_points(solid, bound) @ R.T, picture, iterations=0)
+    carved, share = carve_to_mask(solid, bound, np.ones(3), R, warp)
+    assert share == 0.0 and carved is solid or np.array_equal(carved, solid)

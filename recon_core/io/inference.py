@@ -494,11 +494,13 @@ class Reconstructor:
     def _snap(self, row: int, pose=None, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
         """The solid of the shape bank's view ``row`` in the output frame, placed by ``pose``
         (:class:`recon_core.mesh.silhouette.Pose`; None: the view's rotation) and, with a pose, a ``mask`` and
-        ``config.bank_warp``, its outline drawn onto the mask's (:func:`recon_core.mesh.silhouette.warp_to_mask`; not
-        for a mask that takes the whole picture); None when the solid is empty. The candidates' order and
-        confidences are the fit's (:meth:`_fitted`), from before the warp."""
-        from recon_core.mesh.silhouette import solid_points, stretch_factors, stretched, warp_to_mask
-        from recon_core.mesh.volume import GRID_BOUND
+        ``config.bank_warp``, its outline drawn onto the mask's (:func:`recon_core.mesh.silhouette.fit_warp`; not
+        for a mask that takes the whole picture) and, with ``config.bank_carve``, the cells the mask shows to be
+        empty carved away before meshing (:func:`recon_core.mesh.silhouette.carve_to_mask`); None when the solid
+        is empty. The candidates' order and confidences are the fit's (:meth:`_fitted`), from before the warp."""
+        from recon_core.mesh.silhouette import (carve_to_mask, fit_warp, keep_box, solid_points, stretch_factors,
+                                                stretched)
+        from recon_core.mesh.volume import GRID_BOUND, grid_surface
 
         cfg, bank = self.model.config, self.model.bank
         if pose is None:
@@ -510,8 +512,18 @@ class Reconstructor:
             verts = stretched(verts, pose.scale) @ pose.rotation.T
             # a mask without a background pixel (the whole picture taken: a busy border and no finder) has no outline
             if cfg.bank_warp > 0 and mask is not None and len(faces) and not bool((mask > 0.5).all()):
-                points = (solid_points(bank.grid(shape), GRID_BOUND, seed=shape) * factors) @ pose.rotation.T
-                verts, _, _ = warp_to_mask(verts, points, mask, cfg.bank_warp)
+                solid = bank.grid(shape)
+                points = (solid_points(solid, GRID_BOUND, seed=shape) * factors) @ pose.rotation.T
+                warp = fit_warp(points, mask, cfg.bank_warp)
+                share = 0.0
+                if warp is not None and cfg.bank_carve:
+                    carved, share = carve_to_mask(solid, GRID_BOUND, factors, pose.rotation, warp)
+                if share > 0:
+                    # the carved solid, posed and warped like the whole one, keeps the whole one's box (the frame)
+                    cv, faces = grid_surface(carved, smoothing=cfg.bank_smoothing, level=cfg.bank_level)
+                    verts = keep_box(warp.move((cv * factors) @ pose.rotation.T), verts, warp.move(verts))
+                elif warp is not None and warp.kept:
+                    verts = keep_box(warp.move(verts), verts)
         if len(faces) == 0:
             log.warning("the shape bank's solid for view %d is empty: keeping the network's reconstruction", row)
             return None

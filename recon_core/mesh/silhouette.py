@@ -16,8 +16,11 @@ comes out as the picture shows it.
 Last, the posed solid's outline is drawn onto the picture's (:func:`warp_to_mask`): a smooth, one-to-one
 warp of the picture plane (demons registration of the two silhouettes' signed distances on a
 :data:`WARP_GRID`-square grid) moves every vertex across the view at its own depth, so that the mesh's
-silhouette follows the mask's where no training shape's does (a longer arm, a wider base). What the
-picture cannot show, the depth, stays the training shape's.
+silhouette follows the mask's where no training shape's does (a longer arm, a wider base). Then the cells of
+the training solid whose warped projection lies outside the mask are carved away before it is meshed
+(:func:`carve_to_mask`, the cut of the mask's visual cone): an armrest the picture does not have goes, and a gap
+the picture shows between two legs opens through the solid. What the picture cannot show, the depth, stays the
+training shape's.
 
 Rotations are world-to-view (OpenCV axes, :mod:`recon_core.mesh.camera`); a candidate turns the
 object about its own up axis (world +Y: a change of azimuth) and then the view about the camera's
@@ -56,6 +59,11 @@ __all__ = [
     "WARP_ITERATIONS",
     "WARP_MIN_JACOBIAN",
     "WARP_SIGMA",
+    "CARVE_MARGIN",
+    "OutlineWarp",
+    "carve_to_mask",
+    "fit_warp",
+    "keep_box",
     "bilinear",
     "demons_field",
     "signed_distance",
@@ -378,6 +386,118 @@ def _place(points: np.ndarray, distance: float, size: int, fill: float) -> tuple
     return scale, 0.5 * float(u.min() + u.max()), 0.5 * float(v.min() + v.max())
 
 
+@dataclass(frozen=True)
+class OutlineWarp:
+    """The picture-plane warp of one posed solid onto one mask (:func:`fit_warp`).
+
+    Attributes:
+        field: (2, G, G) displacement ``(d_row, d_col)`` on the solid's silhouette grid (:func:`demons_field`),
+            scaled until one-to-one; zeros when the warp is not kept.
+        scale, cu, cv: the solid's grid placement (:func:`_place`: cells per unit, centre of its 2D box).
+        distance: the fit camera's distance.
+        outside: (G, G) float64, each mask-grid cell's distance (in cells) to the nearest cell of the mask.
+        kept: whether the warp covers the mask better than the solid as posed (else ``field`` is zero).
+        iou_before, iou_after: the silhouettes' IoUs with the mask grid before and after (equal when not kept).
+    """
+
+    field: np.ndarray
+    scale: float
+    cu: float
+    cv: float
+    distance: float
+    outside: np.ndarray
+    kept: bool
+    iou_before: float
+    iou_after: float
+
+    def grid_positions(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(row, col, z)``: (N,) positions of (N, 3) view-frame points on the mask's grid after the warp
+        (cell ``(i, j)`` spans ``[i, i + 1) × [j, j + 1)``), and their depths ``z + distance``."""
+        size = self.field.shape[-1]
+        z = points[:, 2] + self.distance
+        col = (points[:, 0] / z - self.cu) * self.scale + 0.5 * size
+        row = (points[:, 1] / z - self.cv) * self.scale + 0.5 * size
+        d_row, d_col = bilinear(self.field, row - 0.5, col - 0.5)
+        return row + d_row, col + d_col, z
+
+    def move(self, points: np.ndarray) -> np.ndarray:
+        """(N, 3) view-frame points moved across the picture plane by the warp, each at its own depth."""
+        size = self.field.shape[-1]
+        row, col, z = self.grid_positions(points)
+        return np.stack([((col - 0.5 * size) / self.scale + self.cu) * z,
+                         ((row - 0.5 * size) / self.scale + self.cv) * z, points[:, 2]], 1)
+
+
+def fit_warp(points: np.ndarray, mask: np.ndarray, iterations: int = WARP_ITERATIONS, size: int = WARP_GRID,
+             distance: float = FIT_DISTANCE, fill: float = FIT_FILL) -> OutlineWarp | None:
+    """The :class:`OutlineWarp` that draws the silhouette of a posed solid's ``points`` onto ``mask``'s outline.
+
+    The solid's silhouette (``points`` splatted like :func:`silhouette_grids`', then closed) and the
+    mask (:func:`mask_grid`) are placed on ``size``² grids, each by its own 2D box;
+    :func:`demons_field` registers the mask's signed distance onto the solid's. The field is scaled down
+    (halved, up to three times, else no warp) until its Jacobian's determinant is at least
+    :data:`WARP_MIN_JACOBIAN` everywhere, so the map is one-to-one and keeps the orientation, and it is kept
+    only when the warped points' silhouette covers the mask better than before.
+
+    Args:
+        points: (N, 3) view-frame points of the posed solid (OpenCV axes, ``z > -distance``).
+        mask: (H, W) the picture's object mask (float in [0, 1] or bool).
+        iterations: demons iterations (0: a zero field, not kept).
+
+    Returns:
+        The warp, or None when the mask is empty or there are no points.
+    """
+    from scipy import ndimage
+
+    points = np.asarray(points, dtype=np.float64)
+    target = mask_grid(mask, size, fill)
+    if target is None or len(points) == 0:
+        return None
+
+    def silhouette(p: np.ndarray) -> np.ndarray:
+        grid = silhouette_grids(p[None], distance, size, fill)[0]
+        return ndimage.binary_closing(grid, iterations=1, border_value=0) | grid
+
+    def iou(grid: np.ndarray) -> float:
+        return float((grid & target).sum() / max((grid | target).sum(), 1))
+
+    own = silhouette(points)
+    before = iou(own)
+    scale, cu, cv = _place(points, distance, size, fill)
+    outside = ndimage.distance_transform_edt(~target)
+    none = OutlineWarp(np.zeros((2, size, size)), scale, cu, cv, distance, outside, False, before, before)
+    if iterations <= 0:
+        return none
+    u = demons_field(signed_distance(own), signed_distance(target), iterations)
+    for _ in range(4):
+        if _min_jacobian(u) >= WARP_MIN_JACOBIAN:
+            break
+        u *= 0.5
+    else:
+        return none
+    warp = OutlineWarp(u, scale, cu, cv, distance, outside, True, before, before)
+    after = iou(silhouette(warp.move(points)))
+    if after <= before:  # the registration went astray (a far, thin part): the posed solid as it was
+        return none
+    return OutlineWarp(u, scale, cu, cv, distance, outside, True, before, after)
+
+
+def keep_box(moved: np.ndarray, reference: np.ndarray, before: np.ndarray | None = None) -> np.ndarray:
+    """(V, 3) ``moved`` shifted and scaled evenly so that the bounding box that ``before`` (default: ``moved``)
+    had after the same move gets the centre and diagonal of ``reference``'s: the data's frame kept across a warp.
+
+    Args:
+        moved: (V, 3) vertices after a move.
+        reference: (M, 3) the vertices whose bounding box is kept (before the move).
+        before: (M, 3) ``reference`` after the same move (the box that is mapped onto ``reference``'s).
+    """
+    box = moved if before is None else before
+    lo, hi = reference.min(axis=0), reference.max(axis=0)
+    olo, ohi = box.min(axis=0), box.max(axis=0)
+    factor = np.linalg.norm(hi - lo) / max(float(np.linalg.norm(ohi - olo)), 1e-12)
+    return (moved - 0.5 * (olo + ohi)) * factor + 0.5 * (lo + hi)
+
+
 def warp_to_mask(verts: np.ndarray, points: np.ndarray, mask: np.ndarray, iterations: int = WARP_ITERATIONS,
                  size: int = WARP_GRID, distance: float = FIT_DISTANCE, fill: float = FIT_FILL
                  ) -> tuple[np.ndarray, float, float]:
@@ -405,45 +525,65 @@ def warp_to_mask(verts: np.ndarray, points: np.ndarray, mask: np.ndarray, iterat
         (after: of the warped points'; the same as before when the warp is not kept); both are 0 when the mask is
         empty, ``iterations`` is 0 or there are no points (the vertices come back as they are).
     """
+    verts = np.asarray(verts, dtype=np.float64)
+    warp = fit_warp(points, mask, iterations, size, distance, fill) if iterations > 0 else None
+    if warp is None:
+        return verts, 0.0, 0.0
+    if not warp.kept:
+        return verts, warp.iou_before, warp.iou_before
+    return keep_box(warp.move(verts), verts), warp.iou_before, warp.iou_after
+
+
+CARVE_MARGIN = 1.0
+""":func:`carve_to_mask` removes a solid's cell when its warped projection lies more than this many cells of
+the warp's grid (:data:`WARP_GRID`; the object's longer side spans ~77 of them) outside the mask."""
+CARVE_MAX_SHARE = 0.5
+"""When more than this share of a solid's cells would go, the fit is taken to be wrong and nothing is carved."""
+CARVE_MIN_PART = 0.01
+"""Parts of the carved solid holding less than this share of its cells are dropped (splinters of a cut)."""
+
+
+def carve_to_mask(solid: np.ndarray, bound: float, factors: np.ndarray, rotation: np.ndarray, warp: OutlineWarp,
+                  margin: float = CARVE_MARGIN) -> tuple[np.ndarray, float]:
+    """A training solid with the cells the picture shows to be empty removed: its visual hull's cut.
+
+    Each solid cell's centre is stretched by ``factors``, turned by ``rotation`` (the pose) and placed on the
+    mask's grid by ``warp`` (:meth:`OutlineWarp.grid_positions`, the same map as the mesh's vertices); a cell
+    that lands more than ``margin`` cells from the mask (:attr:`OutlineWarp.outside`), or off the grid, is
+    removed: a part the picture does not have (an armrest, a skirt between legs that the picture shows as a
+    gap). A cell that lands inside the mask, or within ``margin`` of it, is never removed. Parts left under
+    :data:`CARVE_MIN_PART` of the cells are dropped. When more than :data:`CARVE_MAX_SHARE` of the cells would go,
+    or none would, the solid comes back as it is.
+
+    Args:
+        solid: (R, R, R) bool grid over ``[-bound, bound]³`` (world frame, :mod:`recon_core.mesh.volume`).
+        factors: (3,) the pose's per-axis stretch (:func:`stretch_factors`); rotation: (3, 3) world-to-view.
+
+    Returns:
+        ``(carved (R, R, R) bool, share of the solid's cells removed)`` (the share is 0 when nothing was carved).
+    """
     from scipy import ndimage
 
-    verts = np.asarray(verts, dtype=np.float64)
-    points = np.asarray(points, dtype=np.float64)
-    target = mask_grid(mask, size, fill)
-    if target is None or iterations <= 0 or len(points) == 0:
-        return verts, 0.0, 0.0
+    solid = np.asarray(solid, dtype=bool)
+    cells = np.argwhere(solid)
+    if len(cells) == 0:
+        return solid, 0.0
+    h = 2.0 * bound / solid.shape[0]
+    posed = ((-bound + (cells + 0.5) * h) * np.asarray(factors, np.float64)) @ np.asarray(rotation, np.float64).T
+    row, col, _ = warp.grid_positions(posed)
+    size = warp.outside.shape[0]
+    on_grid = (row >= 0) & (row < size) & (col >= 0) & (col < size)
+    r = np.clip(np.floor(row).astype(np.int64), 0, size - 1)
+    c = np.clip(np.floor(col).astype(np.int64), 0, size - 1)
+    far = ~on_grid | (warp.outside[r, c] > margin)
+    share = float(far.mean())
+    if share == 0.0 or share > CARVE_MAX_SHARE:
+        return solid, 0.0
+    carved = solid.copy()
+    carved[tuple(cells[far].T)] = False
+    labels, count = ndimage.label(carved)
+    if count > 1:
+        sizes = np.bincount(labels.ravel())[1:]
+        carved = np.isin(labels, np.flatnonzero(sizes >= CARVE_MIN_PART * sizes.sum()) + 1)
+    return carved, share
 
-    def silhouette(p: np.ndarray) -> np.ndarray:
-        grid = silhouette_grids(p[None], distance, size, fill)[0]
-        return ndimage.binary_closing(grid, iterations=1, border_value=0) | grid
-
-    def iou(grid: np.ndarray) -> float:
-        return float((grid & target).sum() / max((grid | target).sum(), 1))
-
-    own = silhouette(points)
-    u = demons_field(signed_distance(own), signed_distance(target), iterations)
-    for _ in range(4):
-        if _min_jacobian(u) >= WARP_MIN_JACOBIAN:
-            break
-        u *= 0.5
-    else:
-        return verts, iou(own), iou(own)
-    scale, cu, cv = _place(points, distance, size, fill)
-
-    def moved(p: np.ndarray) -> np.ndarray:
-        z = p[:, 2] + distance
-        col = (p[:, 0] / z - cu) * scale + 0.5 * size  # grid units, cell centres at k + 0.5
-        row = (p[:, 1] / z - cv) * scale + 0.5 * size
-        d_row, d_col = bilinear(u, row - 0.5, col - 0.5)
-        col, row = col + d_col, row + d_row
-        return np.stack([((col - 0.5 * size) / scale + cu) * z, ((row - 0.5 * size) / scale + cv) * z, p[:, 2]], 1)
-
-    before, after = iou(own), iou(silhouette(moved(points)))
-    if after <= before:  # the registration went astray (a far, thin part): the posed solid as it was
-        return verts, before, before
-    out = moved(verts)
-    lo, hi = verts.min(axis=0), verts.max(axis=0)
-    olo, ohi = out.min(axis=0), out.max(axis=0)
-    factor = np.linalg.norm(hi - lo) / max(float(np.linalg.norm(ohi - olo)), 1e-12)
-    out = (out - 0.5 * (olo + ohi)) * factor + 0.5 * (lo + hi)
-    return out, before, after

@@ -110,6 +110,10 @@ class ModelConfig:
     """shape_bank with fitted candidates: demons iterations of the picture-plane warp that draws each posed solid's
     outline onto the picture's mask (:func:`recon_core.mesh.silhouette.warp_to_mask`, whose default,
     ``WARP_ITERATIONS``, is the same; this module stays free of numpy); 0: no warp."""
+    bank_carve: bool = True
+    """shape_bank with the warp: the solid's cells whose warped projection lies outside the picture's mask are
+    carved away before meshing (:func:`recon_core.mesh.silhouette.carve_to_mask`): parts the picture does not
+    have, holes it shows."""
 
     removed_fields: ClassVar[dict[str, Any]] = {"prior_templates": 0, "prior_views": 0, "prior_dim": 128,
                                                 "prior_level": 4}
