@@ -28,7 +28,7 @@ from recon_core.mesh.silhouette import (
 from recon_core.mesh.volume import grid_surface
 
 
-def _mask_grid_reference(mask: np.ndarray, size: int, fill: float) -> np.ndarray | None:
+def _mask_grid_reference(mask: np.ndarray, size: int, fill: float, above: float = 0.5) -> np.ndarray | None:
     """mask_grid, one cell at a time."""
     m = np.asarray(mask) > 0.5
     rows, cols = np.nonzero(m)
@@ -41,7 +41,7 @@ def _mask_grid_reference(mask: np.ndarray, size: int, fill: float) -> np.ndarray
         for j in range(size):
             u = math.floor(cu + ((j + 0.5) / size - 0.5) * side)
             v = math.floor(cv + ((i + 0.5) / size - 0.5) * side)
-            out[i, j] = 0 <= u < m.shape[1] and 0 <= v < m.shape[0] and bool(m[v, u])
+            out[i, j] = 0 <= u < m.shape[1] and 0 <= v < m.shape[0] and bool(mask[v, u] > above)
     return out
 
 
@@ -389,10 +389,10 @@ def test_carve_to_mask_opens_the_hole_a_picture_shows_and_the_mesh_stays_printab
     from recon_core.mesh.silhouette import carve_to_mask, fit_warp
 
     bound, R = 0.55, np.eye(3)
-    block = np.zeros((32, 32, 32), dtype=bool)
-    block[6:26, 6:26, 12:20] = True
+    block = np.zeros((64, 64, 64), dtype=bool)  # fine enough for its points to splat a closed silhouette
+    block[12:52, 12:52, 24:40] = True
     ring = block.copy()
-    ring[12:20, 12:20, :] = False
+    ring[24:40, 24:40, :] = False
     picture = _drawn_mask(ring, bound, R, focal_mm=40.0, distance=FIT_DISTANCE, size=128)
     warp = fit_warp(solid_points(block, bound) @ R.T, picture)
     carved, share = carve_to_mask(block, bound, np.ones(3), R, warp)
@@ -404,13 +404,50 @@ def test_carve_to_mask_opens_the_hole_a_picture_shows_and_the_mesh_stays_printab
 
 
 def test_carve_to_mask_keeps_the_solid_when_the_fit_is_far_off():
-    """When more than CARVE_MAX_SHARE of the cells would go (a mask of something else), nothing is carved."""
-    from recon_core.mesh.silhouette import carve_to_mask, fit_warp
+    """A mask of something else (a thin bar): the warped silhouette's IoU is below CARVE_MIN_IOU, so nothing is
+    carved; and were it not, more than CARVE_MAX_SHARE of the cells would go, so nothing is either."""
+    import dataclasses
+
+    from recon_core.mesh.silhouette import CARVE_MIN_IOU, carve_to_mask, fit_warp
 
     solid, bound = _chair_like_solid(), 0.55
     R = rotation_y(30.0)
     picture = np.zeros((128, 128))
     picture[60:64, 10:118] = 1.0  # a thin bar
     warp = fit_warp(solid_points(solid, bound) @ R.T, picture, iterations=0)
+    assert warp.iou_after < CARVE_MIN_IOU
     carved, share = carve_to_mask(solid, bound, np.ones(3), R, warp)
-    assert share == 0.0 and carved is solid or np.array_equal(carved, solid)
+    assert share == 0.0 and np.array_equal(carved, solid)
+    carved, share = carve_to_mask(solid, bound, np.ones(3), R, dataclasses.replace(warp, iou_after=1.0))
+    assert share == 0.0 and np.array_equal(carved, solid)
+
+
+def test_mask_grid_above_samples_a_lower_level_in_the_same_place():
+    """``above``: the cells sample the mask at that level, the box stays the pixels above 0.5 (per-cell loop)."""
+    rng = np.random.default_rng(5)
+    mask = np.clip(rng.random((70, 90)) * 1.4 - 0.2, 0.0, 1.0)
+    mask[:10], mask[:, :15] = 0.0, 0.2  # a band that only a low level takes
+    for above in (0.1, 0.3, 0.5):
+        np.testing.assert_array_equal(mask_grid(mask, 40, 0.8, above), _mask_grid_reference(mask, 40, 0.8, above))
+    assert mask_grid(mask, 40, 0.8, 0.1).sum() > mask_grid(mask, 40, 0.8).sum()
+
+
+@pytest.mark.parametrize("hole, carved_through", [(0.05, True), (0.3, False)])
+def test_carve_to_mask_does_not_carve_where_the_mask_is_unsure(hole, carved_through):
+    """The ring picture of the block again, its hole at probability ``hole``: below CARVE_EMPTY (surely empty) the
+    tunnel is carved; at 0.3 (the object finder unsure) nothing there is."""
+    from recon_core.mesh.silhouette import CARVE_EMPTY, carve_to_mask, fit_warp
+
+    assert 0.05 < CARVE_EMPTY < 0.3
+    bound, R = 0.55, np.eye(3)
+    block = np.zeros((64, 64, 64), dtype=bool)  # fine enough for its points to splat a closed silhouette
+    block[12:52, 12:52, 24:40] = True
+    ring = block.copy()
+    ring[24:40, 24:40, :] = False
+    picture = _drawn_mask(ring, bound, R, focal_mm=40.0, distance=FIT_DISTANCE, size=128).astype(float)
+    full = _drawn_mask(block, bound, R, focal_mm=40.0, distance=FIT_DISTANCE, size=128)
+    picture[full & (picture < 0.5)] = hole
+    warp = fit_warp(solid_points(block, bound) @ R.T, picture, iterations=0)
+    carved, share = carve_to_mask(block, bound, np.ones(3), R, warp)
+    assert (not carved[28:36, 28:36, :].any()) == carved_through
+    assert (share > 0.05) == carved_through
