@@ -245,7 +245,8 @@ def fit_proportions(points: np.ndarray, R: np.ndarray, target: np.ndarray, facto
         ``(scale (3,), iou)``.
     """
     scales = np.array([(a, 1.0, b) for a in factors for b in factors], dtype=np.float64)  # (K, 3)
-    posed = np.asarray(R, FIT_DTYPE) @ (scales[:, :, None].astype(FIT_DTYPE) * np.asarray(points, FIT_DTYPE).T)  # (K, 3, N)
+    stretched_points = scales[:, :, None].astype(FIT_DTYPE) * np.asarray(points, FIT_DTYPE).T  # (K, 3, N)
+    posed = np.asarray(R, FIT_DTYPE) @ stretched_points
     best, iou = _best(_grids(posed[:, 0], posed[:, 1], posed[:, 2], distance, target.shape[0], FIT_FILL), target,
                       np.abs(np.log(scales)).sum(axis=1))
     return scales[best], iou
@@ -349,7 +350,7 @@ def demons_field(fixed: np.ndarray, moving: np.ndarray, iterations: int = WARP_I
                 torch.from_numpy(ndimage.gaussian_filter1d(np.eye(w), s, axis=0).T).float())
 
     smooth, smooth_step = blur(sigma) if sigma > 0 else None, blur(fluid) if fluid > 0 else None
-    images = torch.from_numpy(np.stack([moving, *np.gradient(moving)])).float()[None]  # (1, 3, G, G): m, d/drow, d/dcol
+    images = torch.from_numpy(np.stack([moving, *np.gradient(moving)])).float()[None]  # (1, 3, G, G): m, ∂row, ∂col
     target = torch.from_numpy(fixed).float()
     rows, cols = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
                                 indexing="ij")
@@ -564,10 +565,10 @@ def carve_to_mask(solid: np.ndarray, bound: float, factors: np.ndarray, rotation
     mask's grid by ``warp`` (:meth:`OutlineWarp.grid_positions`, the same map as the mesh's vertices); a cell
     that lands more than ``margin`` cells from any pixel that may be the object's (:attr:`OutlineWarp.outside`:
     the mask above :data:`CARVE_EMPTY`), or off the grid, is removed: a part the picture does not have (an
-    armrest, a skirt between legs that the picture shows as a gap). A cell that lands inside the mask, or within ``margin`` of it, is never removed. Parts left under
-    :data:`CARVE_MIN_PART` of the cells are dropped. When the warped silhouette covers the mask with an IoU below
-    :data:`CARVE_MIN_IOU`, when more than :data:`CARVE_MAX_SHARE` of the cells would go, or when none would, the
-    solid comes back as it is.
+    armrest, a skirt between legs that the picture shows as a gap). A cell that lands inside the mask, or within
+    ``margin`` of it, is never removed. Parts left under :data:`CARVE_MIN_PART` of the cells are dropped. When
+    the warped silhouette covers the mask with an IoU below :data:`CARVE_MIN_IOU`, when more than
+    :data:`CARVE_MAX_SHARE` of the cells would go, or when none would, the solid comes back as it is.
 
     Args:
         solid: (R, R, R) bool grid over ``[-bound, bound]³`` (world frame, :mod:`recon_core.mesh.volume`).
