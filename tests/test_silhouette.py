@@ -452,3 +452,25 @@ def test_carve_to_mask_does_not_carve_where_the_mask_is_unsure(hole, carved_thro
     carved, share = carve_to_mask(block, bound, np.ones(3), R, warp)
     assert (not carved[28:36, 28:36, :].any()) == carved_through
     assert (share > 0.05) == carved_through
+
+
+def test_carve_to_mask_cuts_where_the_picture_shows_the_hole():
+    """A block seen from the front, the picture with a hole off the centre and off the diagonal (world and view x
+    30-44, y 16-26 of 64): the cut takes the cells behind that hole only (a row/column mix-up or a flip of the
+    grids would cut elsewhere)."""
+    from recon_core.mesh.silhouette import carve_to_mask, fit_warp
+
+    bound, R = 0.55, np.eye(3)
+    block = np.zeros((64, 64, 64), dtype=bool)
+    block[12:52, 12:52, 24:40] = True  # world x, y, z; with R = I the view's x, y (down) and z
+    holed = block.copy()
+    holed[30:44, 16:26, :] = False
+    picture = _drawn_mask(holed, bound, R, focal_mm=40.0, distance=FIT_DISTANCE, size=128)
+    warp = fit_warp(solid_points(block, bound) @ R.T, picture, iterations=0)  # the same box: grids aligned
+    carved, share = carve_to_mask(block, bound, np.ones(3), R, warp)
+    gone = np.argwhere(block & ~carved)
+    assert 0.02 < share < 0.1
+    behind = (gone[:, 0] >= 28) & (gone[:, 0] <= 45) & (gone[:, 1] >= 14) & (gone[:, 1] <= 27)
+    assert behind.mean() > 0.98  # but a few of the block's corner cells (the drawn mesh cuts its corners)
+    assert not carved[34:40, 19:23, 24:40].any()  # the hole goes through the whole depth (its core: perspective)
+    assert carved[16:26, 30:44, 24:40].all() and carved[30:44, 38:48, 24:40].all()  # not transposed, not flipped

@@ -59,7 +59,12 @@ __all__ = [
     "WARP_ITERATIONS",
     "WARP_MIN_JACOBIAN",
     "WARP_SIGMA",
+    "CARVE_EMPTY",
     "CARVE_MARGIN",
+    "CARVE_MAX_SHARE",
+    "CARVE_MIN_IOU",
+    "CARVE_MIN_PART",
+    "FIT_DTYPE",
     "OutlineWarp",
     "carve_to_mask",
     "fit_warp",
@@ -561,12 +566,17 @@ def carve_to_mask(solid: np.ndarray, bound: float, factors: np.ndarray, rotation
                   margin: float = CARVE_MARGIN) -> tuple[np.ndarray, float]:
     """A training solid with the cells the picture shows to be empty removed: its visual hull's cut.
 
+    The shape bank stores each model's walls (the cells its surface passes through, :mod:`recon_core.mesh.volume`),
+    so a closed part is a hollow slab: cutting through it leaves a thin-walled cup, still closed, manifold and
+    printable once meshed, open to its hollow inside; a thin part or a wall across a gap goes whole.
+
     Each solid cell's centre is stretched by ``factors``, turned by ``rotation`` (the pose) and placed on the
     mask's grid by ``warp`` (:meth:`OutlineWarp.grid_positions`, the same map as the mesh's vertices); a cell
     that lands more than ``margin`` cells from any pixel that may be the object's (:attr:`OutlineWarp.outside`:
     the mask above :data:`CARVE_EMPTY`), or off the grid, is removed: a part the picture does not have (an
-    armrest, a skirt between legs that the picture shows as a gap). A cell that lands inside the mask, or within
-    ``margin`` of it, is never removed. Parts left under :data:`CARVE_MIN_PART` of the cells are dropped. When
+    armrest, a skirt between legs that the picture shows as a gap). No cell that lands inside the mask, or within
+    ``margin`` of it, is removed by the cut; afterwards the parts left with under :data:`CARVE_MIN_PART` of the
+    cells are dropped (splinters of the cut, and any part that small, cut or not). When
     the warped silhouette covers the mask with an IoU below :data:`CARVE_MIN_IOU`, when more than
     :data:`CARVE_MAX_SHARE` of the cells would go, or when none would, the solid comes back as it is.
 
@@ -600,5 +610,7 @@ def carve_to_mask(solid: np.ndarray, bound: float, factors: np.ndarray, rotation
     if count > 1:
         sizes = np.bincount(labels.ravel())[1:]
         carved = np.isin(labels, np.flatnonzero(sizes >= CARVE_MIN_PART * sizes.sum()) + 1)
+    if not carved.any():  # every part a splinter: keep the solid rather than nothing
+        return solid, 0.0
     return carved, share
 

@@ -108,7 +108,7 @@ class ModelConfig:
     first choice, as it is, in its view's rotation."""
     bank_warp: int = 60
     """shape_bank with fitted candidates: demons iterations of the picture-plane warp that draws each posed solid's
-    outline onto the picture's mask (:func:`recon_core.mesh.silhouette.warp_to_mask`, whose default,
+    outline onto the picture's mask (:func:`recon_core.mesh.silhouette.fit_warp`, whose default,
     ``WARP_ITERATIONS``, is the same; this module stays free of numpy); 0: no warp."""
     bank_carve: bool = True
     """shape_bank with the warp: the solid's cells whose warped projection lies outside the picture's mask are
