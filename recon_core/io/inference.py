@@ -498,8 +498,7 @@ class Reconstructor:
         for a mask that takes the whole picture) and, with ``config.bank_carve``, the cells the mask shows to be
         empty carved away before meshing (:func:`recon_core.mesh.silhouette.carve_to_mask`); None when the solid
         is empty. The candidates' order and confidences are the fit's (:meth:`_fitted`), from before the warp."""
-        from recon_core.mesh.silhouette import (carve_to_mask, fit_warp, keep_box, solid_points, stretch_factors,
-                                                stretched)
+        from recon_core.mesh.silhouette import carve_to_mask, fit_warp, keep_box, solid_points, stretch_factors
         from recon_core.mesh.volume import GRID_BOUND, grid_surface
 
         cfg, bank = self.model.config, self.model.bank
@@ -508,8 +507,8 @@ class Reconstructor:
         else:
             shape = int(bank.view_shape[row])
             verts, faces = bank.shape_mesh(shape, cfg.bank_smoothing, cfg.bank_level)
-            factors = stretch_factors(verts, pose.scale)  # stretched()'s map, for the solid's points too
-            verts = stretched(verts, pose.scale) @ pose.rotation.T
+            factors = stretch_factors(verts, pose.scale)  # stretched()'s map: for the vertices, points and cells alike
+            verts = (verts * factors) @ pose.rotation.T
             # a mask without a background pixel (the whole picture taken: a busy border and no finder) has no outline
             if cfg.bank_warp > 0 and mask is not None and len(faces) and not bool((mask > 0.5).all()):
                 solid = bank.grid(shape)

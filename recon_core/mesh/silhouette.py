@@ -29,6 +29,7 @@ x axis (a change of elevation): ``R = R_x(elevation) @ R_0 @ R_y(azimuth)``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -503,11 +504,11 @@ def fit_warp(points: np.ndarray, mask: np.ndarray, iterations: int = WARP_ITERAT
         u *= 0.5
     else:
         return none
-    warp = OutlineWarp(u, scale, cu, cv, distance, outside, True, before, before)
+    warp = dataclasses.replace(none, field=u, kept=True)
     after = iou(silhouette(warp.move(points)))
     if after <= before:  # the registration went astray (a far, thin part): the posed solid as it was
         return none
-    return OutlineWarp(u, scale, cu, cv, distance, outside, True, before, after)
+    return dataclasses.replace(warp, iou_after=after)
 
 
 def keep_box(moved: np.ndarray, reference: np.ndarray, before: np.ndarray | None = None) -> np.ndarray:
