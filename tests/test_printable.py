@@ -176,3 +176,58 @@ def test_component_labels_equal_scipy(seed):
     assert len(np.unique(label)) == len(np.unique(reference))
     _, first = np.unique(reference, return_index=True)  # each scipy component's smallest node
     np.testing.assert_array_equal(label, first[reference])
+
+
+def _defects_naive(faces: np.ndarray) -> set[int]:
+    """Reference for topology_defects: dictionaries of edges and a breadth-first walk of each vertex's faces."""
+    from collections import Counter, defaultdict
+
+    edge_faces, directed = defaultdict(list), Counter()
+    around = defaultdict(list)
+    for index, face in enumerate(faces.tolist()):
+        for k in range(3):
+            a, b = face[k], face[(k + 1) % 3]
+            edge_faces[frozenset((a, b))].append(index)
+            directed[(a, b)] += 1
+            around[a].append(index)
+    bad = set()
+    for edge, owners in edge_faces.items():
+        if len(owners) != 2:
+            bad |= edge
+    for (a, b), count in directed.items():
+        if count > 1:
+            bad |= {a, b}
+    for vertex, owners in around.items():  # one fan: the faces around it joined through edges at it
+        seen, todo = {owners[0]}, [owners[0]]
+        while todo:
+            face = todo.pop()
+            for other in owners:
+                shared = set(faces[face].tolist()) & set(faces[other].tolist())
+                if other not in seen and vertex in shared and len(shared) >= 2:
+                    seen.add(other)
+                    todo.append(other)
+        if len(seen) != len(set(owners)):
+            bad.add(vertex)
+    return bad
+
+
+@pytest.mark.parametrize("make", [lambda: _sphere(2), _bowtie, _non_manifold_edge, _hole, _flipped_face])
+def test_topology_defects_equal_the_naive_walk_and_check_topology(make):
+    """The defect vertices against the dictionary-and-walk reference, empty exactly when check_topology says closed
+    manifold; then on random subsets of a sphere's faces with some faces flipped and some doubled."""
+    from recon_core.mesh.printable import topology_defects
+
+    verts, faces = make()
+    cases = [faces]
+    rng = np.random.default_rng(len(faces))
+    for _ in range(4):
+        sub = faces[rng.random(len(faces)) < 0.9].copy()
+        flip = rng.random(len(sub)) < 0.05
+        sub[flip] = sub[flip][:, ::-1]
+        cases.append(np.concatenate([sub, sub[rng.random(len(sub)) < 0.02]]))
+    for case in cases:
+        found = topology_defects(case, len(verts))
+        assert set(found.tolist()) == _defects_naive(case)
+        assert (len(found) == 0) == check_topology(case, len(verts)).closed_manifold
+    if make is _bowtie:
+        assert topology_defects(faces).tolist() == [0]

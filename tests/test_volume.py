@@ -195,3 +195,25 @@ def test_grid_surface_of_the_solids_box_equals_the_whole_grids(seed, smoothing):
     assert len(faces) > 0
     np.testing.assert_array_equal(faces, ref_faces)
     np.testing.assert_array_equal(verts, ref_verts)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("smoothing", [0.0, 0.6])
+def test_grid_surface_vertices_are_the_meshs_vertices(seed, smoothing):
+    """The vertices found edge direction by edge direction are the mesh's, to the last bit (sorted rows); solids at
+    the grid's edge, with holes, and an empty grid."""
+    from recon_core.mesh.volume import grid_surface_vertices
+
+    rng = np.random.default_rng(70 + seed)
+    grid = ndimage.binary_opening(rng.uniform(size=(18, 18, 18)) < 0.55) if seed < 2 else np.zeros((18, 18, 18), bool)
+    if seed >= 2:
+        grid[0:9, 3:15, 4:18] = rng.uniform(size=(9, 12, 14)) < 0.7
+    verts, _ = grid_surface(grid, 0.55, smoothing=smoothing, level=0.4)
+    found = grid_surface_vertices(grid, 0.55, smoothing=smoothing, level=0.4)
+    assert len(verts) > 0
+
+    def rows(v):
+        return v[np.lexsort(v.T[::-1])]
+
+    np.testing.assert_array_equal(rows(found), rows(verts))
+    assert grid_surface_vertices(np.zeros((8, 8, 8), bool)).shape == (0, 3)

@@ -292,27 +292,50 @@ class Reconstructor:
 
     def _bank_result(self, snapped: tuple[np.ndarray, np.ndarray], vertices: int | None, used: str,
                      probs: np.ndarray, height_mm: float | None, timings: dict[str, float]) -> Reconstruction:
-        """The printable :class:`Reconstruction` of one shape-bank solid ``(verts, faces)`` (output frame)."""
+        """The printable :class:`Reconstruction` of one shape-bank solid ``(verts, faces)`` (output frame).
+
+        The solid (closed, manifold and free of self-intersections by construction, :mod:`recon_core.mesh.volume`;
+        already smooth, as the solid is blurred before meshing) is decimated to the detail's size, about 2 faces a
+        vertex (:func:`recon_core.mesh.simplify.decimate`): the printable check of the decimated mesh, at the size
+        it will be written, is the decimation's acceptance test, and the faces it finds intersecting are mended.
+        When that fails the full solid goes on (checked, and repaired if need be, in :meth:`_finish`).
+        """
+        from recon_core.mesh.intersect import degenerate_faces, intersecting_faces
+        from recon_core.mesh.simplify import decimate
+
+        verts, faces = snapped
         report = None
-        with _timed(timings, "repair"):
-            # Closed, manifold and free of self-intersections by construction (recon_core.mesh.volume), already
-            # smooth (the solid is blurred before meshing): the check below confirms it, and repairs if not.
-            verts, faces = snapped
-            repair_log = RepairLog(path="original", input_closed_manifold=True)
-            repair_log.note("the solid of the nearest training shape, meshed by marching tetrahedra")
-            # Decimated to the detail's size (about 2 faces a vertex) when that passes the printable
-            # check; else the full solid goes on (checked, and repaired if need be, in _finish).
-            decimated = _simplified(verts, faces, 2 * (vertices or self.model.config.vertices), repair_log)
-        if decimated:
-            with _timed(timings, "check"):
-                _, sv, sf = decimated[0]
-                if height_mm is not None:  # checked once, at the size it will be written
-                    sv = _to_height(sv, height_mm)
-                sv = _float32_exact(sv)
-                decimated_report = check_printable(sv, sf, unit_scale_mm=None if height_mm is None else 1.0)
-            if decimated_report.ok:
-                repair_log.note(f"decimated to {len(sf)} faces")
-                verts, faces, report = sv, sf, decimated_report
+        repair_log = RepairLog(path="original", input_closed_manifold=True)
+        repair_log.note("the solid of the nearest training shape, meshed by marching tetrahedra")
+        target = 2 * (vertices or self.model.config.vertices)
+        if len(faces) > 1.2 * target:
+            checked: dict[str, Any] = {}
+            unit = None if height_mm is None else 1.0
+
+            def defects(sv: np.ndarray, sf: np.ndarray) -> np.ndarray | None:
+                with _timed(timings, "check"):
+                    if height_mm is not None:  # checked once, at the size it will be written
+                        sv = _to_height(sv, height_mm)
+                    sv = _float32_exact(sv)
+                    found = check_printable(sv, sf, unit_scale_mm=unit)
+                    if found.ok:
+                        checked.update(verts=sv, report=found)
+                        return np.zeros(0, dtype=np.int64)
+                    if not (found.finite and found.outward):
+                        return None
+                    bad = intersecting_faces(sv, sf) | degenerate_faces(sv, sf)
+                    return np.unique(sf[bad]) if bad.any() else None
+
+            start, checking = time.perf_counter(), timings.get("check", 0.0)
+            decimated = decimate(verts, faces, target, defects=defects)
+            timings["repair"] = (timings.get("repair", 0.0) + time.perf_counter() - start
+                                 - (timings.get("check", 0.0) - checking))
+            if decimated is None:
+                repair_log.note(f"decimation to {target} faces could not be mended into a printable mesh")
+            else:
+                _, faces, mends = decimated
+                verts, report = checked["verts"], checked["report"]
+                repair_log.note(f"decimated to {len(faces)} faces" + (f" (mended {mends} times)" if mends else ""))
                 height_mm = None  # already at its height: _finish keeps this report
         return self._finish(verts, faces, repair_log, used, probs, height_mm, timings, [], report)
 
@@ -499,29 +522,38 @@ class Reconstructor:
         empty carved away before meshing (:func:`recon_core.mesh.silhouette.carve_to_mask`); None when the solid
         is empty. The candidates' order and confidences are the fit's (:meth:`_fitted`), from before the warp."""
         from recon_core.mesh.silhouette import carve_to_mask, fit_warp, keep_box, solid_points, stretch_factors
-        from recon_core.mesh.volume import GRID_BOUND, grid_surface
+        from recon_core.mesh.volume import GRID_BOUND, grid_surface, grid_surface_vertices
 
         cfg, bank = self.model.config, self.model.bank
-        if pose is None:
-            verts, faces = bank.view_mesh(row, cfg.bank_smoothing, cfg.bank_level)
+        # a mask without a background pixel (the whole picture taken: a busy border and no finder) has no outline
+        outlined = pose is not None and cfg.bank_warp > 0 and mask is not None and not bool((mask > 0.5).all())
+        if not outlined:
+            if pose is None:
+                verts, faces = bank.view_mesh(row, cfg.bank_smoothing, cfg.bank_level)
+            else:
+                verts, faces = bank.shape_mesh(int(bank.view_shape[row]), cfg.bank_smoothing, cfg.bank_level)
+                verts = (verts * stretch_factors(verts, pose.scale)) @ pose.rotation.T
         else:
             shape = int(bank.view_shape[row])
-            verts, faces = bank.shape_mesh(shape, cfg.bank_smoothing, cfg.bank_level)
-            factors = stretch_factors(verts, pose.scale)  # stretched()'s map: for the vertices, points and cells alike
-            verts = (verts * factors) @ pose.rotation.T
-            # a mask without a background pixel (the whole picture taken: a busy border and no finder) has no outline
-            if cfg.bank_warp > 0 and mask is not None and len(faces) and not bool((mask > 0.5).all()):
-                solid = bank.grid(shape)
-                points = (solid_points(solid, GRID_BOUND, seed=shape) * factors) @ pose.rotation.T
-                warp = fit_warp(points, mask, cfg.bank_warp)
-                share = 0.0
-                if warp is not None and cfg.bank_carve:
-                    carved, share = carve_to_mask(solid, GRID_BOUND, factors, pose.rotation, warp)
-                if share > 0:
-                    # the carved solid, posed and warped like the whole one, keeps the whole one's box (the frame)
-                    cv, faces = grid_surface(carved, smoothing=cfg.bank_smoothing, level=cfg.bank_level)
-                    verts = keep_box(warp.move((cv * factors) @ pose.rotation.T), verts, warp.move(verts))
-                elif warp is not None and warp.kept:
+            solid = bank.grid(shape)
+            # the whole solid's surface points first (its faces only if it is not carved): they set the stretch's
+            # even factor and the box the result keeps, the same values as its mesh's vertices
+            whole = grid_surface_vertices(solid, smoothing=cfg.bank_smoothing, level=cfg.bank_level)
+            factors = stretch_factors(whole, pose.scale)  # stretched()'s map: for the vertices, points and cells alike
+            whole = (whole * factors) @ pose.rotation.T
+            points = (solid_points(solid, GRID_BOUND, seed=shape) * factors) @ pose.rotation.T
+            warp = fit_warp(points, mask, cfg.bank_warp) if len(whole) else None
+            share = 0.0
+            if warp is not None and cfg.bank_carve:
+                carved, share = carve_to_mask(solid, GRID_BOUND, factors, pose.rotation, warp)
+            if share > 0:
+                # the carved solid, posed and warped like the whole one, keeps the whole one's box (the frame)
+                cv, faces = grid_surface(carved, smoothing=cfg.bank_smoothing, level=cfg.bank_level)
+                verts = keep_box(warp.move((cv * factors) @ pose.rotation.T), whole, warp.move(whole))
+            else:
+                verts, faces = bank.shape_mesh(shape, cfg.bank_smoothing, cfg.bank_level)
+                verts = (verts * factors) @ pose.rotation.T
+                if warp is not None and warp.kept:
                     verts = keep_box(warp.move(verts), verts)
         if len(faces) == 0:
             log.warning("the shape bank's solid for view %d is empty: keeping the network's reconstruction", row)
@@ -697,31 +729,19 @@ def coarse_surfaces(logits: torch.Tensor, mask: torch.Tensor, camera: torch.Tens
     return candidates
 
 
-SIMPLIFY_ATTEMPTS = ((3, 1.0), (7, 1.0), (3, 1.6), (3, 2.5))
-"""(aggressiveness, share of the target face count) tried in turn by the quadric decimation: it sometimes
-pinches an edge into a non-manifold one, less often when less aggressive or stopped earlier. The gentler
-schedule first: on 51 of the shape bank's solids decimated to 5,124 faces it stayed a closed manifold 35 times,
-the aggressive one 13 times, at the same cost a call (~25 ms)."""
-
-
 def _simplified(verts: np.ndarray, faces: np.ndarray, target: int, log: RepairLog) -> list:
-    """``[("simplified", verts, faces)]`` for the first decimation of :data:`SIMPLIFY_ATTEMPTS` that stays a
-    closed manifold (a cheap test; the caller runs the full printable check), or ``[]``."""
-    import fast_simplification
+    """``[("simplified", verts, faces)]``: the mesh decimated to about ``target`` faces, a closed manifold
+    (:func:`recon_core.mesh.simplify.decimate`; the caller runs the full printable check), or ``[]`` when it is
+    already that small or could not be mended."""
+    from recon_core.mesh.simplify import decimate
 
-    from recon_core.mesh.printable import check_topology
-
-    for aggressiveness, share in SIMPLIFY_ATTEMPTS:
-        goal = int(target * share)
-        if len(faces) <= goal * 1.2:
-            return []
-        sv, sf = fast_simplification.simplify(verts.astype(np.float32), faces.astype(np.int32),
-                                              target_reduction=1.0 - goal / len(faces), agg=aggressiveness)
-        sf = np.asarray(sf, np.int64)
-        if len(sf) and check_topology(sf, len(sv)).closed_manifold:
-            return [("simplified", np.asarray(sv, np.float64), sf)]
-        log.note(f"decimation to {goal} faces (aggressiveness {aggressiveness}) is not a closed manifold")
-    return []
+    if len(faces) <= target * 1.2:
+        return []
+    decimated = decimate(verts, faces, target)
+    if decimated is None:
+        log.note(f"decimation to {target} faces is not a closed manifold")
+        return []
+    return [("simplified", decimated[0], decimated[1])]
 
 
 def _drop_specks(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -28,6 +28,7 @@ __all__ = [
     "check_printable",
     "check_topology",
     "signed_volume",
+    "topology_defects",
     "TopologyReport",
 ]
 
@@ -174,7 +175,12 @@ def component_labels(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _vertex_manifold(faces: np.ndarray, half: np.ndarray, edge_id: np.ndarray) -> bool:
-    """Whether the corners around each vertex are joined, through shared edges, into one fan.
+    """Whether the corners around each vertex are joined, through shared edges, into one fan."""
+    return len(_pinched(faces, half, edge_id)) == 0
+
+
+def _pinched(faces: np.ndarray, half: np.ndarray, edge_id: np.ndarray) -> np.ndarray:
+    """(K,) int64 sorted vertices whose corners do not form one fan.
 
     Corner ``3f + k`` is corner k of face f. Two faces sharing an edge join their corners
     at each of the edge's two vertices; a vertex is manifold when its corners form one
@@ -194,7 +200,32 @@ def _vertex_manifold(faces: np.ndarray, half: np.ndarray, edge_id: np.ndarray) -
     label = component_labels(n_corners, a, b)
     corner_vertex = faces.ravel()
     fans = np.unique(corner_vertex * n_corners + label)  # one entry per (vertex, fan)
-    return len(fans) == len(np.unique(corner_vertex))
+    fan_vertex = fans // n_corners
+    return np.unique(fan_vertex[1:][fan_vertex[1:] == fan_vertex[:-1]])
+
+
+def topology_defects(faces: np.ndarray, n_vertices: int | None = None) -> np.ndarray:
+    """(K,) int64 sorted vertices that take part in a defect :func:`check_topology` reports: the ends of every
+    edge not shared by exactly two faces or used twice in the same direction, and every vertex whose faces
+    form more than one fan. Empty exactly when a mesh with faces is a closed, consistently oriented manifold
+    (tests/test_printable.py compares it with :func:`check_topology`).
+
+    Args:
+        faces: (F, 3) int array of vertex indices.
+        n_vertices: number of vertices V (default: ``faces.max() + 1``).
+    """
+    faces = _validate_faces(faces)
+    if len(faces) == 0:
+        return np.zeros(0, dtype=np.int64)
+    n = int(faces.max()) + 1 if n_vertices is None else int(n_vertices)
+    half = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    lo, hi = half.min(1), half.max(1)
+    keys, edge_id, edge_count = np.unique(lo * n + hi, return_inverse=True, return_counts=True)
+    bad_edges = keys[edge_count != 2]
+    directed, count = np.unique(half[:, 0] * n + half[:, 1], return_counts=True)
+    repeated = directed[count > 1]
+    return np.unique(np.concatenate([bad_edges // n, bad_edges % n, repeated // n, repeated % n,
+                                     _pinched(faces, half, edge_id)]))
 
 
 def signed_volume(verts: np.ndarray, faces: np.ndarray) -> float:

@@ -33,6 +33,7 @@ __all__ = [
     "marching_tetrahedra",
     "gaussian_blur",
     "grid_surface",
+    "grid_surface_vertices",
     "pack_grid",
     "unpack_grid",
 ]
@@ -236,6 +237,50 @@ def grid_surface(
     at the cell centres (below 0.5 the blurred solid grows a little, so one-cell slabs survive
     the blur). Empty when the grid has no solid cell.
     """
+    field = _surface_field(occupancy, bound, smoothing, level)
+    if field is None:
+        return np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
+    values, origin, h, first = field
+    return marching_tetrahedra(values, level, origin, h, first_index=first)
+
+
+def grid_surface_vertices(
+    occupancy: np.ndarray, bound: float = GRID_BOUND, smoothing: float = 0.0, level: float = 0.5
+) -> np.ndarray:
+    """(V, 3) float64: the vertices of :func:`grid_surface`'s mesh, the same values in another order, without
+    its faces (a few times cheaper; for what needs only the points, e.g. the surface's bounding box).
+
+    :func:`marching_tetrahedra` puts one vertex on every edge of the Kuhn triangulation whose ends lie on
+    either side of the level; those edges run along the seven directions of the cube's monotone paths from
+    corner 000 to 111, so they are found one direction at a time and placed by the same arithmetic
+    (tests/test_volume.py compares the two).
+    """
+    field = _surface_field(occupancy, bound, smoothing, level)
+    if field is None:
+        return np.zeros((0, 3))
+    f, origin, h, first = field
+    clamp = 0.02  # marching_tetrahedra's default
+    inside = f > level
+    nx, ny, nz = f.shape
+    shift = np.asarray(first, dtype=np.float64)
+    out = []
+    for d in _CORNERS[1:]:  # (1, 0, 0) ... (1, 1, 1) as corner offsets: the seven edge directions
+        a = tuple(slice(0, n - int(k)) for n, k in zip(f.shape, d))
+        b = tuple(slice(int(k), n) for n, k in zip(f.shape, d))
+        lo = np.argwhere(inside[a] != inside[b])  # (E, 3) the edges' low ends
+        if len(lo) == 0:
+            continue
+        hi = lo + d
+        f_lo, f_hi = f[lo[:, 0], lo[:, 1], lo[:, 2]], f[hi[:, 0], hi[:, 1], hi[:, 2]]
+        t = np.clip((level - f_lo) / (f_hi - f_lo), clamp, 1.0 - clamp)
+        p_lo, p_hi = lo.astype(np.float64) + shift, hi.astype(np.float64) + shift
+        out.append(np.asarray(origin, dtype=np.float64) + h * (p_lo + t[:, None] * (p_hi - p_lo)))
+    return np.concatenate(out) if out else np.zeros((0, 3))
+
+
+def _surface_field(occupancy: np.ndarray, bound: float, smoothing: float, level: float):
+    """:func:`grid_surface`'s padded, blurred block of the grid around its solid: ``(values (X, Y, Z) float64,
+    origin (3,), spacing, first_index (3,))`` for :func:`marching_tetrahedra`, or None when nothing is solid."""
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
     occupancy = np.asarray(occupancy, dtype=bool)
@@ -249,13 +294,13 @@ def grid_surface(
     pad = 1 + int(np.ceil(4.0 * smoothing))
     # Only the solid's bounding box (and the margin) is blurred and meshed: beyond it the field is 0.
     if not occupancy.any():
-        return np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
+        return None
     solid = np.argwhere(occupancy)
     first, last = solid.min(0), solid.max(0)
     field = np.pad(occupancy[tuple(slice(a, b + 1) for a, b in zip(first, last))].astype(np.float64), pad)
     if smoothing > 0:
         field = gaussian_blur(field, smoothing)
-    return marching_tetrahedra(field, level, np.full(3, -bound + (0.5 - pad) * h), h, first_index=first)
+    return field, np.full(3, -bound + (0.5 - pad) * h), h, first
 
 
 def pack_grid(occupancy: np.ndarray) -> bytes:

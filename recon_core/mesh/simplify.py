@@ -1,0 +1,80 @@
+"""Quadric decimation that keeps a closed mesh closed: fast-simplification, mended by replaying its collapses.
+
+Quadric edge collapse (fast-simplification, Garland–Heckbert) now and then pinches two nearby sheets of a
+thin part into an edge shared by four faces, or folds a face through another. Instead of decimating again
+with other settings (each ~15–25 ms for a 30,000-face solid, and often failing the same way), the collapses
+of the first decimation are replayed without those that built the faulty region: the region around each
+defect stays at the input's resolution (closed and manifold there, as the input is) and everything else is
+decimated as before.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from recon_core.mesh.printable import topology_defects
+
+__all__ = ["AGGRESSIVENESS", "MENDS", "decimate"]
+
+AGGRESSIVENESS = 3.0
+"""fast-simplification's ``agg``: on 38 of the shape bank's solids decimated to 5,124 faces the gentler 3 kept a
+closed manifold 20 times, the library's default 7 only 7 times, at about the same cost."""
+MENDS = 3
+"""Replays without the faulty regions' collapses tried before giving up."""
+
+
+def decimate(verts: np.ndarray, faces: np.ndarray, target: int, *, mends: int = MENDS,
+             defects: Callable[[np.ndarray, np.ndarray], np.ndarray | None] | None = None
+             ) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """A closed manifold mesh decimated to about ``target`` faces, or None when it could not be mended.
+
+    One quadric decimation (:data:`AGGRESSIVENESS`); while the result has defects (:func:`topology_defects`,
+    then ``defects``), the vertices of the faulty region (the defects' vertices and their neighbours) are
+    traced back to the input vertices that collapsed into them (the library's replay gives that map; its replay
+    of all the collapses is the decimation itself, vertex for vertex), and the collapses are replayed without any
+    collapse touching those, up to ``mends`` times.
+
+    Args:
+        verts: (V, 3) float vertices of a closed, manifold, oriented mesh.
+        faces: (F, 3) int faces.
+        target: the face count to reach (a mended region adds a few).
+        mends: replays tried.
+        defects: optional ``(verts (V', 3) float64, faces (F', 3) int64) -> (K,) vertex indices`` of further
+            defects of a topologically sound result (e.g. faces that intersect); empty: accepted; None: rejected
+            without a region to mend.
+
+    Returns:
+        ``(verts (V', 3) float64, faces (F', 3) int64, mends used)`` or None.
+    """
+    import fast_simplification
+
+    v32, f32 = np.asarray(verts, dtype=np.float32), np.asarray(faces, dtype=np.int32)
+    sv, sf, collapses = fast_simplification.simplify(v32, f32, target_count=int(target), agg=AGGRESSIVENESS,
+                                                     return_collapses=True)
+    mapping = None  # (V,) the decimated vertex each input vertex became (-1: none)
+    for mend in range(mends + 1):
+        sv, sf = np.asarray(sv, dtype=np.float64), np.asarray(sf, dtype=np.int64)
+        if len(sf) == 0:
+            return None
+        bad = topology_defects(sf, len(sv))
+        if len(bad) == 0 and defects is not None:
+            bad = defects(sv, sf)
+            if bad is None:
+                return None
+        if len(bad) == 0:
+            return sv, sf, mend
+        if mend == mends:
+            return None
+        region = np.zeros(len(sv), dtype=bool)
+        region[bad] = True
+        region[sf[region[sf].any(1)].ravel()] = True  # and their neighbours
+        if mapping is None:
+            _, _, mapping = fast_simplification.replay_simplification(v32, f32, collapses)
+        mapping = np.asarray(mapping, dtype=np.int64)
+        held = np.zeros(len(v32), dtype=bool)  # input vertices that collapsed into the region
+        held[mapping >= 0] = region[mapping[mapping >= 0]]
+        collapses = collapses[~(held[collapses[:, 0]] | held[collapses[:, 1]])]
+        sv, sf, mapping = fast_simplification.replay_simplification(v32, f32, collapses)
+    return None
