@@ -90,3 +90,21 @@ def test_a_rejection_without_a_region_gives_none_and_too_many_mends_give_up():
     verts, faces = _plates(3)
     assert decimate(verts, faces, 400, defects=lambda sv, sf: None) is None
     assert decimate(verts, faces, 400, mends=2, defects=lambda sv, sf: np.array([0])) is None
+
+
+@pytest.mark.parametrize("seed", [16, 33, 45])
+def test_collapse_map_equals_the_replays_map(seed):
+    """The survivor of each input vertex's chain, numbered among the survivors the decimated faces use: the
+    library's replay's map wherever that vertex is in a face (both point into the same decimated mesh)."""
+    from recon_core.mesh.simplify import collapse_map
+
+    verts, faces = _plates(seed)
+    v32, f32 = verts.astype(np.float32), faces.astype(np.int32)
+    sv, _, collapses = fast_simplification.simplify(v32, f32, target_count=200, agg=AGGRESSIVENESS,
+                                                    return_collapses=True)
+    _, _, reference = fast_simplification.replay_simplification(v32, f32, collapses)
+    mapping = collapse_map(faces, len(verts), collapses)
+    used = mapping >= 0
+    assert used.sum() > 0.9 * len(verts)
+    np.testing.assert_array_equal(mapping[used], np.asarray(reference)[used])
+    assert mapping.max() + 1 == len(sv)

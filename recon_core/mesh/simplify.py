@@ -16,13 +16,35 @@ import numpy as np
 
 from recon_core.mesh.printable import topology_defects
 
-__all__ = ["AGGRESSIVENESS", "MENDS", "decimate"]
+__all__ = ["AGGRESSIVENESS", "MENDS", "decimate", "collapse_map"]
 
 AGGRESSIVENESS = 3.0
 """fast-simplification's ``agg``: on 38 of the shape bank's solids decimated to 5,124 faces the gentler 3 kept a
 closed manifold 20 times, the library's default 7 only 7 times, at about the same cost."""
 MENDS = 3
 """Replays without the faulty regions' collapses tried before giving up."""
+
+
+def collapse_map(faces: np.ndarray, n_vertices: int, collapses: np.ndarray) -> np.ndarray:
+    """(V,) int64: the vertex of the decimated mesh that each input vertex became, -1 for those in no face of it.
+
+    ``collapses`` (C, 2): row ``(i0, i1)`` merged vertex ``i1`` into ``i0``, in order, so each input vertex ends in
+    the survivor at the end of its chain; the decimated mesh numbers the survivors that its faces (the input's
+    faces through that map, less those that lost a corner) still use, in input order. tests/test_simplify.py
+    compares this with the map of the library's replay (~10 ms, this ~1 ms for 30,000 faces).
+    """
+    parent = np.arange(n_vertices, dtype=np.int64)
+    parent[collapses[:, 1]] = collapses[:, 0]
+    while True:  # pointer jumping: every vertex points at the survivor of its chain
+        jumped = parent[parent]
+        if np.array_equal(jumped, parent):
+            break
+        parent = jumped
+    tri = parent[np.asarray(faces, dtype=np.int64)]
+    whole = (tri[:, 0] != tri[:, 1]) & (tri[:, 1] != tri[:, 2]) & (tri[:, 2] != tri[:, 0])
+    used = np.zeros(n_vertices, dtype=bool)
+    used[tri[whole]] = True
+    return np.where(used[parent], (np.cumsum(used) - 1)[parent], -1)
 
 
 def decimate(verts: np.ndarray, faces: np.ndarray, target: int, *, mends: int = MENDS,
@@ -32,8 +54,8 @@ def decimate(verts: np.ndarray, faces: np.ndarray, target: int, *, mends: int = 
 
     One quadric decimation (:data:`AGGRESSIVENESS`); while the result has defects (:func:`topology_defects`,
     then ``defects``), the vertices of the faulty region (the defects' vertices and their neighbours) are
-    traced back to the input vertices that collapsed into them (the library's replay gives that map; its replay
-    of all the collapses is the decimation itself, vertex for vertex), and the collapses are replayed without any
+    traced back to the input vertices that collapsed into them (:func:`collapse_map`; the library's replay of all
+    the collapses is the decimation itself, vertex for vertex), and the collapses are replayed without any
     collapse touching those, up to ``mends`` times.
 
     Args:
@@ -71,7 +93,7 @@ def decimate(verts: np.ndarray, faces: np.ndarray, target: int, *, mends: int = 
         region[bad] = True
         region[sf[region[sf].any(1)].ravel()] = True  # and their neighbours
         if mapping is None:
-            _, _, mapping = fast_simplification.replay_simplification(v32, f32, collapses)
+            mapping = collapse_map(f32, len(v32), collapses)
         mapping = np.asarray(mapping, dtype=np.int64)
         held = np.zeros(len(v32), dtype=bool)  # input vertices that collapsed into the region
         held[mapping >= 0] = region[mapping[mapping >= 0]]
