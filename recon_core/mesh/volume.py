@@ -66,7 +66,7 @@ def _case_table() -> dict[int, list[list[tuple[int, int]]]]:
 
     One corner apart from the other three: the triangle across the three edges leaving it.
     Two and two: the quad across the four edges between them, in cyclic order (consecutive
-    edges share a face of the tetrahedron), split into two triangles. Winding is fixed later.
+    edges share a face of the tetrahedron), split into two triangles. Winding: :data:`_FLIPS`.
     """
     table = {}
     for pattern in range(1, 15):
@@ -82,6 +82,32 @@ def _case_table() -> dict[int, list[list[tuple[int, int]]]]:
 
 
 _CASES = _case_table()
+
+
+def _flip_table() -> np.ndarray:
+    """(6, 16, 2) bool: whether triangle ``i`` of case ``pattern`` (:data:`_CASES`) in Kuhn tetrahedron ``k`` must be
+    reversed so that its normal points from the tetrahedron's inside corners to its outside ones.
+
+    The sign does not depend on where along its edges each vertex lies: with the vertices at ``o + t_i e_i``
+    on the three edges leaving a lone corner ``o``, the normal's dot product with ``e_j`` is ``t_k t_l`` times the
+    triple product of the ``e``'s, for any ``t`` in (0, 1); a quad's two triangles work out the same way
+    (``s1 (1 - s2) + s2 (1 - s3)`` and ``s3 (1 - s4) + s4 (1 - s1)`` on the unit tetrahedron, and an affine map
+    multiplies both by the sign of its determinant). So it is found once here, with every vertex at its edge's
+    middle; tests/test_volume.py checks the result against a per-tetrahedron loop that orients by geometry.
+    """
+    flips = np.zeros((6, 16, 2), dtype=bool)
+    for k, tet in enumerate(KUHN_TETRAHEDRA):
+        corner = _CORNERS[tet].astype(np.float64)  # (4, 3)
+        for pattern, triangles in _CASES.items():
+            inside = np.array([pattern >> n & 1 for n in range(4)], dtype=bool)
+            direction = corner[~inside].mean(0) - corner[inside].mean(0)
+            for i, tri in enumerate(triangles):
+                v = np.array([0.5 * (corner[a] + corner[b]) for a, b in tri])
+                flips[k, pattern, i] = np.dot(np.cross(v[1] - v[0], v[2] - v[0]), direction) < 0
+    return flips
+
+
+_FLIPS = _flip_table()
 
 
 def marching_tetrahedra(
@@ -131,16 +157,21 @@ def marching_tetrahedra(
     tet_in = flat_in[tets]  # (T, 4)
     t8 = tet_in.astype(np.uint8)
     pattern = t8[:, 0] | (t8[:, 1] << 1) | (t8[:, 2] << 2) | (t8[:, 3] << 3)  # which of the 4 corners are inside
-    ends_a, ends_b, owner = [], [], []
+    kind = np.arange(len(tets)) % len(KUHN_TETRAHEDRA)  # which Kuhn tetrahedron of its cube each row is
+    ends_a, ends_b = [], []
     for case, triangles in _CASES.items():
         rows = np.flatnonzero(pattern == case)
         if len(rows) == 0:
             continue
-        for tri in triangles:
-            ends_a.append(np.stack([tets[rows, a] for a, _ in tri], axis=1))
-            ends_b.append(np.stack([tets[rows, b] for _, b in tri], axis=1))
-            owner.append(rows)
-    a, b, owner = np.concatenate(ends_a), np.concatenate(ends_b), np.concatenate(owner)  # (F, 3) x2, (F,)
+        for i, tri in enumerate(triangles):
+            a = np.stack([tets[rows, a] for a, _ in tri], axis=1)
+            b = np.stack([tets[rows, b] for _, b in tri], axis=1)
+            # wound so the normal points from the tetrahedron's inside corners to its outside ones (_FLIPS)
+            flip = _FLIPS[kind[rows], case, i]
+            a[flip], b[flip] = a[flip][:, ::-1], b[flip][:, ::-1]
+            ends_a.append(a)
+            ends_b.append(b)
+    a, b = np.concatenate(ends_a), np.concatenate(ends_b)  # (F, 3) x2
     n = flat_f.size
     keys, faces = np.unique((np.minimum(a, b) * n + np.maximum(a, b)).ravel(), return_inverse=True)
     faces = faces.reshape(-1, 3).astype(np.int64)
@@ -153,14 +184,6 @@ def marching_tetrahedra(
     shift = np.asarray(first_index, dtype=np.float64)
     p_lo, p_hi = position(lo) + shift, position(hi) + shift
     verts = np.asarray(origin, dtype=np.float64) + spacing * (p_lo + t[:, None] * (p_hi - p_lo))
-    # Wind each triangle so its normal points from its tetrahedron's inside corners to its outside ones.
-    corner_pos = position(tets[owner])  # (F, 4, 3)
-    w_in = tet_in[owner][..., None]
-    direction = (corner_pos * ~w_in).sum(1) / (~w_in).sum(1) - (corner_pos * w_in).sum(1) / w_in.sum(1)
-    tri = verts[faces]
-    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    flip = (normal * direction).sum(axis=1) < 0
-    faces[flip] = faces[flip][:, ::-1]
     return verts, faces
 
 
