@@ -278,7 +278,7 @@ def test_banked_model_round_trips_and_reconstructs_the_selected_solid(banked_mod
     with torch.inference_mode():
         from recon_core.network.crop import prepare_image
 
-        out = model(prepare_image(rgb, alpha, model.config.image_size).image[None], vertices=10242)
+        out = model(prepare_image(rgb, alpha, model.config.image_size).image[None])  # its own level, at any detail
         verts = out.verts[0]
         step = max(1, verts.shape[0] // SNAP_QUERY_POINTS)
         assert model.config.bank_shape_weight == 2.0
@@ -491,6 +491,25 @@ def test_a_banked_models_solid_is_decimated_to_the_requested_detail(banked_model
     assert float(d.dists.max().sqrt()) < 0.05 * float(np.ptp(full.verts, axis=0).max())
 
 
+def test_every_detail_chooses_the_same_shape(banked_model, fake, monkeypatch):
+    """A bank model's network mesh only ranks the bank: it is made at the model's own level whatever the detail, so
+    low, medium and high give the same training shape in the same pose; only the decimation differs."""
+    from recon_core.io.inference import Reconstructor
+
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    model, meta = load_model(banked_model)
+    rec = Reconstructor(model, meta)  # the network's mesh takes part in the choice (bank_shape_weight 1)
+    chosen, levels = [], []
+    snap, forward = Reconstructor._snap, type(model).forward
+    monkeypatch.setattr(Reconstructor, "_snap", lambda self, row, pose=None, mask=None: chosen.append(
+        (row, pose.rotation.tobytes(), pose.scale.tobytes())) or snap(self, row, pose, mask))
+    monkeypatch.setattr(type(model), "forward", lambda self, *a, **k: levels.append(k.get("vertices")) or forward(
+        self, *a, **k))
+    sizes = [len(rec.reconstruct(rgb, alpha, vertices=v).faces) for v in (642, 2562, 10242)]
+    assert levels == [None, None, None] and len(chosen) == 3 and len(set(chosen)) == 1
+    assert sizes[0] < sizes[2]
+
+
 # ------------------------------------------------------------------------------------------ occupancy models
 
 TINY_OCCUPANCY = dict(backbone="resnet18", image_size=64, fpn_channels=16, hidden_dim=16, attention_heads=2,
@@ -616,7 +635,7 @@ def test_candidates_are_the_ranked_models_solids_most_confident_first(banked_mod
     with torch.inference_mode():
         from recon_core.network.crop import prepare_image
 
-        verts = model(prepare_image(rgb, alpha, model.config.image_size).image[None], vertices=10242).verts[0]
+        verts = model(prepare_image(rgb, alpha, model.config.image_size).image[None]).verts[0]
         ranked = model.bank.ranked(torch.from_numpy(embed_image(rgb, alpha)),
                                    verts[:: max(1, verts.shape[0] // SNAP_QUERY_POINTS)], 2.0, None, None)
     for (row, _), result in zip(ranked, results):
@@ -648,7 +667,7 @@ def test_fitted_candidates_are_posed_to_the_pictures_silhouette_and_ranked_by_it
     with torch.inference_mode():
         from recon_core.network.crop import prepare_image
 
-        verts = model(prepare_image(rgb, alpha, model.config.image_size).image[None], vertices=10242).verts[0]
+        verts = model(prepare_image(rgb, alpha, model.config.image_size).image[None]).verts[0]
         ranked = model.bank.ranked(torch.from_numpy(embed_image(rgb, alpha)),
                                    verts[:: max(1, verts.shape[0] // SNAP_QUERY_POINTS)], 2.0, None, None)[:4]
     target = mask_grid(alpha / 255.0)

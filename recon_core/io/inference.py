@@ -160,7 +160,8 @@ class Reconstructor:
             rgb: (H, W, 3) uint8.
             alpha: (H, W) uint8 object mask, or None.
             category: category name overriding the predicted one, or None for automatic.
-            vertices: output vertex count (642, 2562 or 10242; the model's default if None).
+            vertices: output vertex count (642, 2562 or 10242; the model's default if None). A shape-bank model
+                chooses its shape the same way at every count and decimates its solid to about twice as many faces.
             height_mm: scale the mesh so its height (Y extent) is this many millimetres.
             smooth: volume-preserving smoothing after repair (the network's own mesh; a shape-bank model's solid
                 is smoothed by the blur of its config's ``bank_smoothing``).
@@ -250,9 +251,11 @@ class Reconstructor:
         device = next(self.model.parameters()).device
         cat = None if cat_index is None else torch.tensor([cat_index], device=device)
         banked = self.banked
+        images = prepared.image[None].to(device)
         with _timed(timings, "network"):
-            images = prepared.image[None].to(device)
-            out = self.model(images, category=cat, vertices=vertices)
+            # A shape-bank model's mesh only ranks the bank: it is made at the model's own level whatever the detail,
+            # so that every detail gets the same shape (the detail sets the decimation's size).
+            out = self.model(images, category=cat, vertices=None if banked else vertices)
         if getattr(self.model, "heads", None) is not None:
             result = self._reconstruct_occupancy(out, rgb, alpha, prepared, cat_index, vertices, height_mm, smooth,
                                                  timings, source)
@@ -261,9 +264,6 @@ class Reconstructor:
             return [result]
         probs = self._category_probs(out.category_logits)
         used = CATEGORIES[cat_index if cat_index is not None else int(probs.argmax())].name
-        verts = out.verts[0].double().cpu().numpy() @ VIEW_TO_OUTPUT.T
-        faces = self.model.topology.faces(out.level).cpu().numpy().astype(np.int64)
-        sphere = self.model.topology.sphere(out.level).double().cpu().numpy() @ VIEW_TO_OUTPUT.T
         if banked:
             mask = object_mask(rgb, alpha)
             with _timed(timings, "retrieval"):
@@ -282,6 +282,12 @@ class Reconstructor:
                 results.append(result)
             if results:
                 return results
+            if vertices is not None and vertices != out.verts.shape[1]:  # the network's own mesh, at the detail
+                with _timed(timings, "network"):
+                    out = self.model(images, category=cat, vertices=vertices)
+        verts = out.verts[0].double().cpu().numpy() @ VIEW_TO_OUTPUT.T
+        faces = self.model.topology.faces(out.level).cpu().numpy().astype(np.int64)
+        sphere = self.model.topology.sphere(out.level).double().cpu().numpy() @ VIEW_TO_OUTPUT.T
         with _timed(timings, "repair"):
             verts, faces, repair_log = make_printable(
                 verts, faces, smooth_iterations=SMOOTH_ITERATIONS if smooth else 0, sphere_verts=sphere
