@@ -139,18 +139,23 @@ class ShapeBank(nn.Module):
         # Written out rather than pytorch3d's knn_points: the same sums, ~2x faster on CPU for these sizes.
         query = points.to(self.shape_points.device, torch.float32)
         query_sq = (query * query).sum(dim=1)
-        rows = rows.to(self.view_shape.device)
-        out = []
         query_t = query.T
+        rows = rows.to(self.view_shape.device)
+        posed = _posed(self.shape_points[self.view_shape[rows]], self.view_rotation[rows])  # (K, P, 3), all at once
+        posed_sq = (posed * posed).sum(dim=2)
+        to_query, to_shape = [], []
         # (8, P, Q) distance blocks of ~2 MB stay in the core's cache while both minima are taken: ~40 % faster than
-        # blocks of 32 for the bank's 256 points against 256 (the same sums)
-        for chunk in rows.split(8):
-            posed = _posed(self.shape_points[self.view_shape[chunk]], self.view_rotation[chunk])
-            base = (posed * posed).sum(dim=2)[:, :, None] + query_sq[None, None]
-            d2 = torch.baddbmm(base, posed, query_t.expand(len(chunk), 3, -1), alpha=-2.0)
+        # blocks of 32 for the bank's 256 points against 256 (the same sums); only they are done block by block
+        for start in range(0, len(rows), 8):
+            block = posed[start : start + 8]
+            base = posed_sq[start : start + 8, :, None] + query_sq[None, None]
+            d2 = torch.baddbmm(base, block, query_t.expand(len(block), 3, -1), alpha=-2.0)
             # amin, not min (no indices: ~10x faster); clamping the minima equals minimising the clamped values
-            out.append(d2.amin(dim=2).clamp_min(0).mean(dim=1) + d2.amin(dim=1).clamp_min(0).mean(dim=1))
-        return torch.cat(out) if out else torch.zeros(0)
+            to_query.append(d2.amin(dim=2))
+            to_shape.append(d2.amin(dim=1))
+        if not to_query:
+            return torch.zeros(0)
+        return torch.cat(to_query).clamp_min(0).mean(dim=1) + torch.cat(to_shape).clamp_min(0).mean(dim=1)
 
     def select(self, embedding: torch.Tensor, points: torch.Tensor | None, shape_weight: float = 1.0,
                category: int | None = None) -> int:
