@@ -474,3 +474,24 @@ def test_carve_to_mask_cuts_where_the_picture_shows_the_hole():
     assert behind.mean() > 0.98  # but a few of the block's corner cells (the drawn mesh cuts its corners)
     assert not carved[34:40, 19:23, 24:40].any()  # the hole goes through the whole depth (its core: perspective)
     assert carved[16:26, 30:44, 24:40].all() and carved[30:44, 38:48, 24:40].all()  # not transposed, not flipped
+
+
+def test_carve_to_mask_keeps_a_small_part_the_cut_did_not_touch():
+    """The holed block of the test above with a small cube in front of it (64 cells, a quarter of CARVE_MIN_PART of
+    the solid, its own part): the cut through the block leaves the cube, which it did not touch; the share counts
+    the cells that went."""
+    from recon_core.mesh.silhouette import CARVE_MIN_PART, carve_to_mask, fit_warp
+
+    bound, R = 0.55, np.eye(3)
+    block = np.zeros((64, 64, 64), dtype=bool)
+    block[12:52, 12:52, 24:40] = True
+    block[16:20, 40:44, 14:18] = True  # the small cube, in front of the block, apart from it
+    assert block[16:20, 40:44, 14:18].sum() < CARVE_MIN_PART * block.sum()
+    holed = block.copy()
+    holed[30:44, 16:26, 24:40] = False
+    picture = _drawn_mask(holed, bound, R, focal_mm=40.0, distance=FIT_DISTANCE, size=128)
+    warp = fit_warp(solid_points(block, bound) @ R.T, picture, iterations=0)
+    carved, share = carve_to_mask(block, bound, np.ones(3), R, warp)
+    assert 0.02 < share < 0.1 and share == pytest.approx(1.0 - carved.sum() / block.sum())
+    assert carved[16:20, 40:44, 14:18].all()
+    assert not carved[34:40, 19:23, 24:40].any()

@@ -576,17 +576,18 @@ def carve_to_mask(solid: np.ndarray, bound: float, factors: np.ndarray, rotation
     that lands more than ``margin`` cells from any pixel that may be the object's (:attr:`OutlineWarp.outside`:
     the mask above :data:`CARVE_EMPTY`), or off the grid, is removed: a part the picture does not have (an
     armrest, a skirt between legs that the picture shows as a gap). No cell that lands inside the mask, or within
-    ``margin`` of it, is removed by the cut; afterwards the parts left with under :data:`CARVE_MIN_PART` of the
-    cells are dropped (splinters of the cut, and any part that small, cut or not). When
+    ``margin`` of it, is removed by the cut; afterwards the parts the cut made that hold under :data:`CARVE_MIN_PART`
+    of the cells left are dropped (splinters; a part of the solid the cut did not touch stays, however small). When
     the warped silhouette covers the mask with an IoU below :data:`CARVE_MIN_IOU`, when more than
-    :data:`CARVE_MAX_SHARE` of the cells would go, or when none would, the solid comes back as it is.
+    :data:`CARVE_MAX_SHARE` of the cells would go (splinters counted), or when none would, the solid comes back as it is.
 
     Args:
         solid: (R, R, R) bool grid over ``[-bound, bound]³`` (world frame, :mod:`recon_core.mesh.volume`).
         factors: (3,) the pose's per-axis stretch (:func:`stretch_factors`); rotation: (3, 3) world-to-view.
 
     Returns:
-        ``(carved (R, R, R) bool, share of the solid's cells removed)`` (the share is 0 when nothing was carved).
+        ``(carved (R, R, R) bool, share of the solid's cells removed, splinters included)`` (the share is 0 when
+        nothing was carved).
     """
     from scipy import ndimage
 
@@ -610,7 +611,15 @@ def carve_to_mask(solid: np.ndarray, bound: float, factors: np.ndarray, rotation
     labels, count = ndimage.label(carved)
     if count > 1:
         sizes = np.bincount(labels.ravel())[1:]
-        carved = np.isin(labels, np.flatnonzero(sizes >= CARVE_MIN_PART * sizes.sum()) + 1)
+        # a part as large as the solid's part it lies in was not cut: it stays, however small
+        whole, _ = ndimage.label(solid)
+        part_of = np.zeros(count + 1, dtype=np.int64)
+        part_of[labels[carved]] = whole[carved]
+        uncut = sizes == np.bincount(whole.ravel())[part_of[1:]]
+        carved = np.isin(labels, np.flatnonzero(uncut | (sizes >= CARVE_MIN_PART * sizes.sum())) + 1)
+        share = 1.0 - float(carved.sum()) / len(cells)  # the splinters dropped go too
+        if share > CARVE_MAX_SHARE:
+            return solid, 0.0
     if not carved.any():  # every part a splinter: keep the solid rather than nothing
         return solid, 0.0
     return carved, share
