@@ -498,16 +498,27 @@ def test_every_detail_chooses_the_same_shape(banked_model, fake, monkeypatch):
 
     rgb, alpha = _rgba(fake[1], "chair_val", 0)
     model, meta = load_model(banked_model)
-    rec = Reconstructor(model, meta)  # the network's mesh takes part in the choice (bank_shape_weight 1)
+    rec = Reconstructor(model, meta)  # the network's mesh takes part in the choice (the fixture's bank_shape_weight 2)
     chosen, levels = [], []
     snap, forward = Reconstructor._snap, type(model).forward
     monkeypatch.setattr(Reconstructor, "_snap", lambda self, row, pose=None, mask=None: chosen.append(
         (row, pose.rotation.tobytes(), pose.scale.tobytes())) or snap(self, row, pose, mask))
-    monkeypatch.setattr(type(model), "forward", lambda self, *a, **k: levels.append(k.get("vertices")) or forward(
-        self, *a, **k))
-    sizes = [len(rec.reconstruct(rgb, alpha, vertices=v).faces) for v in (642, 2562, 10242)]
+
+    def counted(self, images, category=None, vertices=None):
+        levels.append(vertices)
+        return forward(self, images, category=category, vertices=vertices)
+
+    monkeypatch.setattr(type(model), "forward", counted)
+    results = [rec.reconstruct(rgb, alpha, vertices=v) for v in (642, 2562, 10242)]
     assert levels == [None, None, None] and len(chosen) == 3 and len(set(chosen)) == 1
-    assert sizes[0] < sizes[2]
+    assert 2 * 642 <= len(results[0].faces) <= 1.2 * 2 * 642 and len(results[0].faces) < len(results[2].faces)
+    with pytest.raises(ValueError, match="vertices must be one of"):  # the network no longer checks it here
+        rec.reconstruct(rgb, alpha, vertices=100)
+    # when the bank gives nothing, the network's own mesh comes out, made at the detail asked
+    levels.clear()
+    monkeypatch.setattr(Reconstructor, "_snap", lambda self, row, pose=None, mask=None: None)
+    fallback = rec.reconstruct(rgb, alpha, vertices=2562)  # the fixture's own level is 642
+    assert levels == [None, 2562] and fallback.report.ok and len(fallback.verts) >= 2562
 
 
 # ------------------------------------------------------------------------------------------ occupancy models

@@ -27,9 +27,20 @@ def _plain(verts, faces, target):
     return np.asarray(sv, np.float64), np.asarray(sf, np.int64)
 
 
+def _printable_or_faulty_faces(verts, faces):
+    """A ``defects`` callback like the shape bank's: nothing when printable, else the faulty faces' vertices."""
+    from recon_core.mesh.intersect import degenerate_faces, intersecting_faces
+
+    if check_printable(verts, faces).ok:
+        return np.zeros(0, dtype=np.int64)
+    bad = intersecting_faces(verts, faces) | degenerate_faces(verts, faces)
+    return np.unique(faces[bad]) if bad.any() else None
+
+
 def test_pinched_decimations_are_mended_into_closed_manifolds():
     """Of 60 random thin solids decimated to 200 faces, those the plain decimation leaves non-manifold (there are
-    some: the test needs them) come back closed manifolds near the target, and printable."""
+    some: the test needs them) come back closed manifolds near the target; with the printable check as the
+    acceptance test, printable."""
     pinched = 0
     for seed in range(60):
         verts, faces = _plates(seed)
@@ -45,7 +56,8 @@ def test_pinched_decimations_are_mended_into_closed_manifolds():
         assert mends >= 1
         assert check_topology(mf, len(mv)).closed_manifold
         assert 200 <= len(mf) < 2.5 * 200  # the mended regions stay at the input's resolution, the rest is decimated
-        assert check_printable(mv, mf).ok
+        checked = decimate(verts, faces, 200, defects=_printable_or_faulty_faces)
+        assert checked is not None and check_printable(checked[0], checked[1]).ok
     assert pinched >= 3
 
 
@@ -93,7 +105,33 @@ def test_a_flagged_region_is_kept_at_the_inputs_resolution():
 def test_a_rejection_without_a_region_gives_none_and_too_many_mends_give_up():
     verts, faces = _plates(3)
     assert decimate(verts, faces, 400, defects=lambda sv, sf: None) is None
-    assert decimate(verts, faces, 400, mends=2, defects=lambda sv, sf: np.array([0])) is None
+    calls = []
+
+    def always(sv, sf):  # flags a new place each time: the extreme vertex along x, then y, then z
+        calls.append(len(sf))
+        return np.array([int(np.argmax(sv[:, len(calls) - 1]))])
+
+    assert decimate(verts, faces, 400, mends=2, defects=always) is None
+    assert len(calls) == 3  # the decimation and its two replays, each checked
+    with pytest.raises(ValueError, match="target"):
+        decimate(verts, faces, len(faces))
+    with pytest.raises(ValueError, match="mends"):
+        decimate(verts, faces, 400, mends=-1)
+
+
+def test_a_region_already_at_full_resolution_is_not_replayed_again():
+    """Flagging the same vertex again after its region was restored holds nothing more back: None, not a loop of
+    identical replays."""
+    verts, faces = _plates(3)
+    calls = []
+
+    def same_place(sv, sf):
+        calls.append(len(sf))
+        corner = verts[np.argmax(verts[:, 0])]
+        return np.array([int(np.argmin(np.linalg.norm(sv - corner, axis=1)))])
+
+    assert decimate(verts, faces, 400, mends=3, defects=same_place) is None
+    assert len(calls) < 4
 
 
 @pytest.mark.parametrize("seed", [16, 33, 45])

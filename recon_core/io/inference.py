@@ -26,6 +26,7 @@ from recon_core.mesh.printable import PrintableReport, check_printable
 from recon_core.mesh.repair import RepairLog, make_printable
 from recon_core.mesh.threads import thread_map
 from recon_core.network.categories import CATEGORIES, category_by_name
+from recon_core.network.config import VERTEX_SCHEDULES
 from recon_core.network.crop import object_mask, prepare_image, uncrop_mask
 from recon_core.network.retrieval import embed_image
 
@@ -204,6 +205,9 @@ class Reconstructor:
                              "shape bank (the shipped default has one).")
         if height_mm is not None and not (np.isfinite(height_mm) and height_mm > 0):
             raise ValueError(f"height_mm must be a positive number of millimetres, got {height_mm}.")
+        if vertices is not None and self.banked and vertices not in VERTEX_SCHEDULES:
+            # the network (which checks it) runs at its own level: the detail only sizes the decimation
+            raise ValueError(f"vertices must be one of {sorted(VERTEX_SCHEDULES)}, got {vertices}")
         timings: dict[str, float] = {}
         cat_index = None if category is None else CATEGORIES.index(category_by_name(category))
         found_by = None
@@ -309,6 +313,7 @@ class Reconstructor:
         from recon_core.mesh.intersect import degenerate_faces, intersecting_faces
         from recon_core.mesh.simplify import decimate
 
+        start, checking = time.perf_counter(), timings.get("check", 0.0)
         verts, faces = snapped
         report = None
         repair_log = RepairLog(path="original", input_closed_manifold=True)
@@ -332,10 +337,7 @@ class Reconstructor:
                     bad = intersecting_faces(sv, sf) | degenerate_faces(sv, sf)
                     return np.unique(sf[bad]) if bad.any() else None
 
-            start, checking = time.perf_counter(), timings.get("check", 0.0)
             decimated = decimate(verts, faces, target, defects=defects)
-            timings["repair"] = (timings.get("repair", 0.0) + time.perf_counter() - start
-                                 - (timings.get("check", 0.0) - checking))
             if decimated is None:
                 repair_log.note(f"decimation to {target} faces could not be mended into a printable mesh")
             else:
@@ -343,6 +345,9 @@ class Reconstructor:
                 verts, report = checked["verts"], checked["report"]
                 repair_log.note(f"decimated to {len(faces)} faces" + (f" (mended {mends} times)" if mends else ""))
                 height_mm = None  # already at its height: _finish keeps this report
+        # the decimation and its mends as "repair", the printable checks they ran as "check"
+        timings["repair"] = (timings.get("repair", 0.0) + time.perf_counter() - start
+                             - (timings.get("check", 0.0) - checking))
         return self._finish(verts, faces, repair_log, used, probs, height_mm, timings, [], report)
 
     def _reconstruct_occupancy(self, out, rgb: np.ndarray, alpha: np.ndarray | None, prepared, cat_index: int | None,
@@ -545,10 +550,13 @@ class Reconstructor:
             # the whole solid's surface points first (its faces only if it is not carved): they set the stretch's
             # even factor and the box the result keeps, the same values as its mesh's vertices
             whole = grid_surface_vertices(solid, smoothing=cfg.bank_smoothing, level=cfg.bank_level)
+            if len(whole) == 0:
+                log.warning("the shape bank's solid for view %d is empty: keeping the network's reconstruction", row)
+                return None
             factors = stretch_factors(whole, pose.scale)  # stretched()'s map: for the vertices, points and cells alike
             whole = (whole * factors) @ pose.rotation.T
             points = (solid_points(solid, GRID_BOUND, seed=shape) * factors) @ pose.rotation.T
-            warp = fit_warp(points, mask, cfg.bank_warp) if len(whole) else None
+            warp = fit_warp(points, mask, cfg.bank_warp)
             share = 0.0
             if warp is not None and cfg.bank_carve:
                 carved, share = carve_to_mask(solid, GRID_BOUND, factors, pose.rotation, warp)

@@ -136,16 +136,24 @@ def check_topology(faces: np.ndarray, n_vertices: int | None = None) -> Topology
     if len(faces) == 0:
         return TopologyReport(False, True, True, True)
     n_vertices = int(faces.max()) + 1 if n_vertices is None else int(n_vertices)
-    half = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)  # (3F, 2): half-edge k of face f at 3f + k
-    lo, hi = half.min(1), half.max(1)
-    edge_key = lo * n_vertices + hi
-    _, edge_id, edge_count = np.unique(edge_key, return_inverse=True, return_counts=True)
+    half, _, edge_id, edge_count, _, directed_count = _edges(faces, n_vertices)
     watertight = bool((edge_count == 2).all())
     edge_manifold = bool((edge_count <= 2).all())
-    directed = half[:, 0] * n_vertices + half[:, 1]
-    consistently_oriented = len(np.unique(directed)) == len(directed)
+    consistently_oriented = bool((directed_count == 1).all())
     vertex_manifold = _vertex_manifold(faces, half, edge_id)
     return TopologyReport(watertight, edge_manifold, vertex_manifold, consistently_oriented)
+
+
+def _edges(faces: np.ndarray, n_vertices: int):
+    """The edge bookkeeping of (F, 3) ``faces``: ``(half (3F, 2) half-edges, half-edge k of face f at 3f + k;
+    keys (E,) sorted undirected edge keys ``lo * V + hi``; edge_id (3F,) each half-edge's index in ``keys``;
+    edge_count (E,) faces per edge; directed (D,) sorted directed edge keys ``start * V + end``; directed_count
+    (D,) uses of each)``."""
+    half = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    keys, edge_id, edge_count = np.unique(half.min(1) * n_vertices + half.max(1), return_inverse=True,
+                                          return_counts=True)
+    directed, directed_count = np.unique(half[:, 0] * n_vertices + half[:, 1], return_counts=True)
+    return half, keys, edge_id, edge_count, directed, directed_count
 
 
 def component_labels(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -218,12 +226,9 @@ def topology_defects(faces: np.ndarray, n_vertices: int | None = None) -> np.nda
     if len(faces) == 0:
         return np.zeros(0, dtype=np.int64)
     n = int(faces.max()) + 1 if n_vertices is None else int(n_vertices)
-    half = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
-    lo, hi = half.min(1), half.max(1)
-    keys, edge_id, edge_count = np.unique(lo * n + hi, return_inverse=True, return_counts=True)
+    half, keys, edge_id, edge_count, directed, directed_count = _edges(faces, n)
     bad_edges = keys[edge_count != 2]
-    directed, count = np.unique(half[:, 0] * n + half[:, 1], return_counts=True)
-    repeated = directed[count > 1]
+    repeated = directed[directed_count > 1]
     return np.unique(np.concatenate([bad_edges // n, bad_edges % n, repeated // n, repeated % n,
                                      _pinched(faces, half, edge_id)]))
 

@@ -68,10 +68,19 @@ def decimate(verts: np.ndarray, faces: np.ndarray, target: int, *, mends: int = 
             without a region to mend.
 
     Returns:
-        ``(verts (V', 3) float64, faces (F', 3) int64, mends used)`` or None.
+        ``(verts (V', 3) float64, faces (F', 3) int64, mends used)``, or None: still faulty after ``mends``
+        replays, a replay that holds nothing more back (the region is already at the input's resolution), or
+        ``defects`` returned None.
+
+    Raises:
+        ValueError: ``target`` not between 1 and the input's face count (exclusive), or ``mends`` negative.
     """
     import fast_simplification
 
+    if not 1 <= int(target) < len(faces):
+        raise ValueError(f"target must be at least 1 and below the mesh's {len(faces)} faces, got {target}")
+    if mends < 0:
+        raise ValueError(f"mends must be >= 0, got {mends}")
     v32, f32 = np.asarray(verts, dtype=np.float32), np.asarray(faces, dtype=np.int32)
     sv, sf, collapses = fast_simplification.simplify(v32, f32, target_count=int(target), agg=AGGRESSIVENESS,
                                                      return_collapses=True)
@@ -97,6 +106,9 @@ def decimate(verts: np.ndarray, faces: np.ndarray, target: int, *, mends: int = 
         mapping = np.asarray(mapping, dtype=np.int64)
         held = np.zeros(len(v32), dtype=bool)  # input vertices that collapsed into the region
         held[mapping >= 0] = region[mapping[mapping >= 0]]
-        collapses = collapses[~(held[collapses[:, 0]] | held[collapses[:, 1]])]
+        kept = ~(held[collapses[:, 0]] | held[collapses[:, 1]])
+        if kept.all():  # nothing more to hold back: a replay would give the same mesh
+            return None
+        collapses = collapses[kept]
         sv, sf, mapping = fast_simplification.replay_simplification(v32, f32, collapses)
-    return None
+    raise AssertionError("unreachable: the loop returns")

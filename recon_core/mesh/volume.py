@@ -34,6 +34,7 @@ __all__ = [
     "gaussian_blur",
     "grid_surface",
     "grid_surface_vertices",
+    "MARCHING_CLAMP",
     "pack_grid",
     "unpack_grid",
 ]
@@ -110,8 +111,13 @@ def _flip_table() -> np.ndarray:
 _FLIPS = _flip_table()
 
 
+MARCHING_CLAMP = 0.02
+"""Surface vertices are kept at least this fraction of an edge away from the edge's samples
+(:func:`marching_tetrahedra`'s default ``clamp``)."""
+
+
 def marching_tetrahedra(
-    values: np.ndarray, level: float, origin, spacing: float, clamp: float = 0.02, first_index=(0, 0, 0)
+    values: np.ndarray, level: float, origin, spacing: float, clamp: float = MARCHING_CLAMP, first_index=(0, 0, 0)
 ) -> tuple[np.ndarray, np.ndarray]:
     """The surface ``values == level`` of a grid, closed where the solid touches the grid's edge.
 
@@ -164,13 +170,13 @@ def marching_tetrahedra(
         if len(rows) == 0:
             continue
         for i, tri in enumerate(triangles):
-            a = np.stack([tets[rows, a] for a, _ in tri], axis=1)
-            b = np.stack([tets[rows, b] for _, b in tri], axis=1)
+            start = np.stack([tets[rows, e0] for e0, _ in tri], axis=1)  # (R, 3): each vertex on edge (start, end)
+            end = np.stack([tets[rows, e1] for _, e1 in tri], axis=1)
             # wound so the normal points from the tetrahedron's inside corners to its outside ones (_FLIPS)
             flip = _FLIPS[kind[rows], case, i]
-            a[flip], b[flip] = a[flip][:, ::-1], b[flip][:, ::-1]
-            ends_a.append(a)
-            ends_b.append(b)
+            start[flip], end[flip] = start[flip][:, ::-1], end[flip][:, ::-1]
+            ends_a.append(start)
+            ends_b.append(end)
     a, b = np.concatenate(ends_a), np.concatenate(ends_b)  # (F, 3) x2
     n = flat_f.size
     keys, faces = np.unique((np.minimum(a, b) * n + np.maximum(a, b)).ravel(), return_inverse=True)
@@ -282,9 +288,8 @@ def grid_surface_vertices(
     if field is None:
         return np.zeros((0, 3))
     f, origin, h, first = field
-    clamp = 0.02  # marching_tetrahedra's default
+    clamp = MARCHING_CLAMP
     inside = f > level
-    nx, ny, nz = f.shape
     shift = np.asarray(first, dtype=np.float64)
     out = []
     for d in _CORNERS[1:]:  # (1, 0, 0) ... (1, 1, 1) as corner offsets: the seven edge directions
@@ -301,7 +306,8 @@ def grid_surface_vertices(
     return np.concatenate(out) if out else np.zeros((0, 3))
 
 
-def _surface_field(occupancy: np.ndarray, bound: float, smoothing: float, level: float):
+def _surface_field(occupancy: np.ndarray, bound: float, smoothing: float, level: float
+                   ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray] | None:
     """:func:`grid_surface`'s padded, blurred block of the grid around its solid: ``(values (X, Y, Z) float64,
     origin (3,), spacing, first_index (3,))`` for :func:`marching_tetrahedra`, or None when nothing is solid."""
     if not 0.0 < level < 1.0:
