@@ -21,6 +21,7 @@ set's models (centred, bounding-box diagonal 1) fit in ``bound = 0.55``.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from itertools import permutations
 
@@ -67,7 +68,7 @@ def _case_table() -> dict[int, list[list[tuple[int, int]]]]:
 
     One corner apart from the other three: the triangle across the three edges leaving it.
     Two and two: the quad across the four edges between them, in cyclic order (consecutive
-    edges share a face of the tetrahedron), split into two triangles. Winding: :data:`_FLIPS`.
+    edges share a face of the tetrahedron), split into two triangles. Winding: :func:`_flip_table`.
     """
     table = {}
     for pattern in range(1, 15):
@@ -85,6 +86,7 @@ def _case_table() -> dict[int, list[list[tuple[int, int]]]]:
 _CASES = _case_table()
 
 
+@functools.lru_cache(maxsize=1)
 def _flip_table() -> np.ndarray:
     """(6, 16, 2) bool: whether triangle ``i`` of case ``pattern`` (:data:`_CASES`) in Kuhn tetrahedron ``k`` must be
     reversed so that its normal points from the tetrahedron's inside corners to its outside ones.
@@ -94,7 +96,8 @@ def _flip_table() -> np.ndarray:
     triple product of the ``e``'s, for any ``t`` in (0, 1); a quad's two triangles work out the same way
     (``s1 (1 - s2) + s2 (1 - s3)`` and ``s3 (1 - s4) + s4 (1 - s1)`` on the unit tetrahedron, and an affine map
     multiplies both by the sign of its determinant). So it is found once here, with every vertex at its edge's
-    middle; tests/test_volume.py checks the result against a per-tetrahedron loop that orients by geometry.
+    middle (once, on first use: ~3 ms kept off the start-up); tests/test_volume.py checks the result against a
+    per-tetrahedron loop that orients by geometry.
     """
     flips = np.zeros((6, 16, 2), dtype=bool)
     for k, tet in enumerate(KUHN_TETRAHEDRA):
@@ -107,8 +110,6 @@ def _flip_table() -> np.ndarray:
                 flips[k, pattern, i] = np.dot(np.cross(v[1] - v[0], v[2] - v[0]), direction) < 0
     return flips
 
-
-_FLIPS = _flip_table()
 
 
 MARCHING_CLAMP = 0.02
@@ -164,6 +165,7 @@ def marching_tetrahedra(
     t8 = tet_in.astype(np.uint8)
     pattern = t8[:, 0] | (t8[:, 1] << 1) | (t8[:, 2] << 2) | (t8[:, 3] << 3)  # which of the 4 corners are inside
     kind = np.arange(len(tets)) % len(KUHN_TETRAHEDRA)  # which Kuhn tetrahedron of its cube each row is
+    flips = _flip_table()
     ends_a, ends_b = [], []
     for case, triangles in _CASES.items():
         rows = np.flatnonzero(pattern == case)
@@ -172,8 +174,8 @@ def marching_tetrahedra(
         for i, tri in enumerate(triangles):
             start = np.stack([tets[rows, e0] for e0, _ in tri], axis=1)  # (R, 3): each vertex on edge (start, end)
             end = np.stack([tets[rows, e1] for _, e1 in tri], axis=1)
-            # wound so the normal points from the tetrahedron's inside corners to its outside ones (_FLIPS)
-            flip = _FLIPS[kind[rows], case, i]
+            # wound so the normal points from the tetrahedron's inside corners to its outside ones (_flip_table)
+            flip = flips[kind[rows], case, i]
             start[flip], end[flip] = start[flip][:, ::-1], end[flip][:, ::-1]
             ends_a.append(start)
             ends_b.append(end)
