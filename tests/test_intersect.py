@@ -9,6 +9,7 @@ from pytorch3d.utils import ico_sphere
 
 from recon_core.mesh.intersect import (
     degenerate_faces,
+    face_defects,
     intersecting_faces,
     self_intersections,
     self_intersections_naive,
@@ -210,6 +211,27 @@ class TestSoups:
         verts = np.c_[rng.uniform(size=(30, 2)), np.zeros(30)]
         faces = np.array([rng.choice(30, 3, replace=False) for _ in range(40)])
         assert len(_both(verts, faces)) > 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_face_defects_is_both_tests_at_once(seed):
+    """The pairs and the degenerate faces of one call equal the two separate tests (and the naive pairs), on
+    soups with collapsed and collinear faces among crossing ones."""
+    rng = np.random.default_rng(300 + seed)
+    verts = rng.integers(0, 4, size=(40, 3)).astype(float)
+    faces = np.array([rng.choice(40, 3, replace=False) for _ in range(80)])
+    a, b = rng.uniform(0, 3, size=(2, 12, 3))
+    b[:8] = a[:8]  # 8 faces with a collapsed edge, then 4 with collinear corners
+    verts = np.concatenate([verts, a, b, 2 * b - a])
+    extra = 40 + np.arange(12)
+    faces = np.concatenate([np.stack([extra, extra + 12, extra + 24], 1), faces])
+    pairs, degenerate = face_defects(verts, faces)
+    np.testing.assert_array_equal(pairs, self_intersections_naive(verts, faces))
+    np.testing.assert_array_equal(degenerate, degenerate_faces(verts, faces))
+    assert len(pairs) > 0 and degenerate[:8].all() and degenerate[8:12].all()
+    tolerant = face_defects(verts, faces, deg_rel_tol=1e-2)
+    np.testing.assert_array_equal(tolerant[1], degenerate_faces(verts, faces, rel_tol=1e-2))
+    np.testing.assert_array_equal(tolerant[0], self_intersections(verts, faces, deg_rel_tol=1e-2))
 
 
 class TestBatches:

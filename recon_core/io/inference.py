@@ -310,7 +310,7 @@ class Reconstructor:
         it will be written, is the decimation's acceptance test, and the faces it finds intersecting are mended.
         When that fails the full solid goes on (checked, and repaired if need be, in :meth:`_finish`).
         """
-        from recon_core.mesh.intersect import degenerate_faces, intersecting_faces
+        from recon_core.mesh.intersect import face_defects
         from recon_core.mesh.simplify import decimate
 
         start, checking = time.perf_counter(), timings.get("check", 0.0)
@@ -334,7 +334,8 @@ class Reconstructor:
                         return np.zeros(0, dtype=np.int64)
                     if not (found.finite and found.outward):
                         return None
-                    bad = intersecting_faces(sv, sf) | degenerate_faces(sv, sf)
+                    pairs, bad = face_defects(sv, sf)
+                    bad[pairs.ravel()] = True
                     return np.unique(sf[bad]) if bad.any() else None
 
             decimated = decimate(verts, faces, target, defects=defects)

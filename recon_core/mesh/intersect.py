@@ -58,6 +58,7 @@ __all__ = [
     "DEGENERATE_REL_TOL",
     "FOLD_ANGLE",
     "degenerate_faces",
+    "face_defects",
     "intersecting_faces",
     "self_intersections",
     "self_intersections_naive",
@@ -387,19 +388,39 @@ def self_intersections(
         ValueError: if the shapes are wrong, an index is out of range or a vertex is not
             finite.
     """
+    return _intersections(verts, faces, rel_tol, deg_rel_tol, fold_angle, max_pairs, active)[0]
+
+
+def face_defects(verts: np.ndarray, faces: np.ndarray, *, rel_tol: float = CONTACT_REL_TOL,
+                 deg_rel_tol: float = DEGENERATE_REL_TOL, fold_angle: float = FOLD_ANGLE
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Both tests at once, each face's geometry computed once: ``(pairs, degenerate)``, what
+    ``self_intersections(verts, faces, ...)`` and ``degenerate_faces(verts, faces, rel_tol=deg_rel_tol)``
+    return ((K, 2) int64 face pairs, (F,) bool).
+
+    Raises:
+        ValueError: as :func:`self_intersections`.
+    """
+    return _intersections(verts, faces, rel_tol, deg_rel_tol, fold_angle, None, None)
+
+
+def _intersections(verts: np.ndarray, faces: np.ndarray, rel_tol: float, deg_rel_tol: float, fold_angle: float,
+                   max_pairs: int | None, active: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`self_intersections`' pairs and the (F,) degenerate faces (:func:`degenerate_faces` at ``deg_rel_tol``)."""
     verts, faces = _validate_mesh(verts, faces)
+    none = np.zeros((0, 2), dtype=np.int64)
     if active is not None:
         active = np.asarray(active, dtype=bool)
         if active.shape != (len(faces),):
             raise ValueError(f"active must have shape (F,) = ({len(faces)},), got {active.shape}")
-        if not active.any():
-            return np.zeros((0, 2), dtype=np.int64)
+        if not active.any():  # nothing to test (only self_intersections passes ``active``: no faces' geometry)
+            return none, np.zeros(0, dtype=bool)
     length = _reference_length(verts, faces)
     tol, deg_tol = rel_tol * length, deg_rel_tol * length
     tris = verts[faces]  # (F, 3, 3)
     normals, offsets, degenerate = _face_geometry(tris, tol, deg_tol)
     if degenerate.all():  # pairs of two degenerate faces are never reported
-        return np.zeros((0, 2), dtype=np.int64)
+        return none, degenerate
     sin_fold = math.sin(fold_angle)
     phase = _BroadPhase(tris.min(1) - tol, tris.max(1) + tol, active)
 
@@ -416,11 +437,11 @@ def self_intersections(
             found.append(batch(bounds))
             n_found += len(found[-1])
             if n_found >= max_pairs:
-                return np.concatenate(found)
+                return np.concatenate(found), degenerate
     if not found:
-        return np.zeros((0, 2), dtype=np.int64)
+        return none, degenerate
     pairs = np.concatenate(found)
-    return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+    return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))], degenerate
 
 
 def intersecting_faces(verts: np.ndarray, faces: np.ndarray, **kwargs) -> np.ndarray:

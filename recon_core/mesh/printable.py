@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recon_core.mesh.intersect import _validate_mesh, degenerate_faces, self_intersections
+from recon_core.mesh.intersect import _validate_mesh, face_defects
 
 __all__ = [
     "PrintableReport",
@@ -274,8 +274,8 @@ def check_printable(verts: np.ndarray, faces: np.ndarray, unit_scale_mm: float |
     used = verts[np.unique(faces)] if len(faces) else verts[:0]
     finite = bool(np.isfinite(used).all())
     if finite and len(faces):
-        n_pairs = len(self_intersections(verts, faces))
-        n_degenerate = int(degenerate_faces(verts, faces).sum())
+        pairs, degenerate = face_defects(verts, faces)
+        n_pairs, n_degenerate = len(pairs), int(degenerate.sum())
         volume = signed_volume(verts, faces)
         size = used.max(0) - used.min(0)
     else:
