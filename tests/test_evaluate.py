@@ -381,6 +381,14 @@ def test_held_out_models_are_in_no_index_and_found_by_held_out(dataset, tmp_path
         ev.build_baseline_index(train + held, progress=False)
     _, info = build_shape_bank(shapenet, renders, dim=2, num_points=16, resolution=8)
     assert info["model_ids"] == ["chair_train", "table_train"]
+    # the extra pool's categories that are not held out can join the bank; a held-out one never does
+    assert [e.model_id for e in ev.discover(shapenet, renders, "train", extra=True)] == ["bathtub_train"]
+    assert ev.discover(shapenet, renders, "test", extra=True) == []
+    with pytest.raises(ValueError, match="two different pools"):
+        ev.discover(shapenet, renders, "train", held_out=True, extra=True)
+    tensors, info = build_shape_bank(shapenet, renders, dim=2, num_points=16, resolution=8, extra_pool=True)
+    assert info["model_ids"] == ["chair_train", "table_train", "bathtub_train"] and info["extra_pool"]
+    assert tensors["shape_category"].tolist()[-1] == -1  # no category of the network's
 
 
 def test_retrieval_returns_own_training_view(dataset, tmp_path):

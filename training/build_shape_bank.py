@@ -3,8 +3,9 @@
     python training/build_shape_bank.py [--model models/default] --out runs/shape_bank/model
 
 For each model of the train split of the 13 categories (the models and views of the retrieval
-baseline of ``evaluate.py``; the data set's extra pool, and with it every held-out category of
-:mod:`training.holdout`, is never in the bank), the bank (:class:`recon_core.network.retrieval.ShapeBank`) stores
+baseline of ``evaluate.py``) and, with ``--extra-pool``, of the train split of the data set's extra
+pool's categories that are not held out (every held-out category of :mod:`training.holdout` is never
+in the bank), the bank (:class:`recon_core.network.retrieval.ShapeBank`) stores
 
 * every photo-like view's :func:`recon_core.network.retrieval.embed_image` vector, reduced to
   ``--dim`` principal components, and its world-to-camera rotation;
@@ -77,8 +78,12 @@ def build_shape_bank(
     num_points: int = 256,
     resolution: int = 64,
     limit: int | None = None,
+    extra_pool: bool = False,
 ) -> tuple[dict[str, torch.Tensor], dict]:
-    """The :class:`recon_core.network.retrieval.ShapeBank` buffers of the train split, and a JSON-able description."""
+    """The :class:`recon_core.network.retrieval.ShapeBank` buffers of the train split, and a JSON-able description.
+
+    ``extra_pool``: the train split of the extra pool's categories that are not held out too (their
+    ``shape_category`` is -1: no category of the network's)."""
     from tqdm import tqdm
 
     from recon_core.mesh.volume import occupancy_grid, pack_grid
@@ -86,7 +91,9 @@ def build_shape_bank(
 
     if min(dim, num_points, resolution) < 1 or resolution < 4:
         raise ValueError(f"--dim and --points must be >= 1 and --resolution >= 4, got {dim}, {num_points}, {resolution}")
-    entries = discover(shapenet, renders, "train")  # the 13 categories only: no held-out category (training/holdout.py)
+    entries = discover(shapenet, renders, "train")  # the 13 categories: no held-out category (training/holdout.py)
+    if extra_pool:
+        entries += discover(shapenet, renders, "train", extra=True)
     if limit is not None:
         entries = entries[:limit]
     if not entries:
@@ -111,6 +118,7 @@ def build_shape_bank(
         "grid_offsets": torch.from_numpy(offsets.astype(np.int64)),
     }
     info = {
+        "extra_pool": extra_pool,
         "model_ids": [e.model_id for e in entries],
         "synsets": [e.synset for e in entries],
         "embed_version": EMBED_VERSION,
@@ -146,6 +154,7 @@ def attach_bank(model_path: str | Path | None, tensors: dict[str, torch.Tensor],
         "from_model": str(model_path or "models/default"),
         "train_models": info["sizes"]["bank_shapes"],
         "views": info["sizes"]["bank_views"],
+        "extra_pool": bool(info.get("extra_pool", False)),
         "note": "built by training/build_shape_bank.py from the train split; the network's weights are unchanged",
     }
     return save_model(model, out, keep)
@@ -163,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shape-weight", type=float, default=1.0,
                    help="weight of the reconstruction's distance against the picture's (0: the picture alone)")
     p.add_argument("--limit", type=int, default=None, help="only the first N training models (tests)")
+    p.add_argument("--extra-pool", action="store_true",
+                   help="also the train split of the extra pool's categories that are not held out")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from recon_core.io.weights import WeightsError
@@ -173,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--shape-weight must be >= 0, got {args.shape_weight}")
         tic = time.perf_counter()
         tensors, info = build_shape_bank(args.shapenet, args.renders, args.dim, args.points, args.resolution,
-                                         args.limit)
+                                         args.limit, args.extra_pool)
         stem = attach_bank(args.model, tensors, info, args.out, args.shape_weight)
     except (DataError, ValueError, FileNotFoundError, WeightsError) as err:
         print(f"error: {err}", file=sys.stderr)

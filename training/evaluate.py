@@ -299,18 +299,21 @@ def _check_folder(path: Path, what: str, flag: str) -> None:
 
 
 def discover(
-    shapenet: str | Path, renders: str | Path, split: str | None, held_out: bool = False
+    shapenet: str | Path, renders: str | Path, split: str | None, held_out: bool = False, extra: bool = False
 ) -> list[ModelEntry]:
     """Models of ``split`` (None: every split) that have both a mesh and a rendered view, sorted by (synset, id).
 
-    Models missing either are skipped with a warning. Without ``held_out``, only the 13
+    Models missing either are skipped with a warning. Without ``held_out`` or ``extra``, only the 13
     categories the network knows (the data set's extra pool, held-out categories included,
     is left out); with ``held_out``, only the held-out categories
-    (:data:`training.holdout.HELD_OUT_SYNSETS`).
+    (:data:`training.holdout.HELD_OUT_SYNSETS`); with ``extra``, only the extra pool's categories
+    that are not held out.
 
     Raises:
         DataError: a folder or the manifest is missing or malformed.
     """
+    if held_out and extra:
+        raise ValueError("held_out and extra are two different pools: ask for one")
     shapenet, renders = Path(shapenet), Path(renders)
     _check_folder(shapenet, "meshes", "--shapenet")
     _check_folder(renders, "renders", "--renders")
@@ -319,7 +322,13 @@ def discover(
         if split is not None and str(rec.get("split", "")) != split:
             continue
         synset, model_id = str(rec["synset"]), str(rec["model_id"])
-        if not (is_held_out(synset) if held_out else synset in _KNOWN_SYNSETS):
+        if held_out:
+            wanted = is_held_out(synset)
+        elif extra:
+            wanted = synset not in _KNOWN_SYNSETS and not is_held_out(synset)
+        else:
+            wanted = synset in _KNOWN_SYNSETS
+        if not wanted:
             continue
         mesh = _find_mesh(shapenet, rec)
         if mesh is None:
@@ -335,7 +344,8 @@ def discover(
         out.append(ModelEntry(model_id, synset, str(rec.get("split", "")), mesh, render_dir, views))
     if no_mesh or no_views:
         log.warning("%s: skipped %d model(s) without a mesh and %d without rendered views",
-                    "held-out categories" if held_out else f"split {split}", no_mesh, no_views)
+                    "held-out categories" if held_out else ("extra pool, " if extra else "") + f"split {split}",
+                    no_mesh, no_views)
     return sorted(out, key=lambda e: (e.synset, e.model_id))
 
 
