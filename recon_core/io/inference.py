@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from recon_core.io.image import ImageError, load_image
 from recon_core.io.weights import load_model
 from recon_core.mesh.camera import VIEW_TO_OUTPUT
-from recon_core.mesh.printable import PrintableReport, check_printable
+from recon_core.mesh.printable import CLOSED_MANIFOLD, PrintableReport, check_printable
 from recon_core.mesh.repair import RepairLog, make_printable
 from recon_core.mesh.threads import thread_map
 from recon_core.network.categories import CATEGORIES, category_by_name
@@ -328,7 +328,8 @@ class Reconstructor:
                     if height_mm is not None:  # checked once, at the size it will be written
                         sv = _to_height(sv, height_mm)
                     sv = _float32_exact(sv)
-                    found = check_printable(sv, sf, unit_scale_mm=unit)
+                    # decimate asks only of faces without topology defects: a closed, oriented manifold
+                    found = check_printable(sv, sf, unit_scale_mm=unit, topology=CLOSED_MANIFOLD)
                     if found.ok:
                         checked.update(verts=sv, report=found)
                         return np.zeros(0, dtype=np.int64)

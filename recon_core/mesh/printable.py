@@ -24,6 +24,7 @@ import numpy as np
 from recon_core.mesh.intersect import _validate_mesh, face_defects
 
 __all__ = [
+    "CLOSED_MANIFOLD",
     "PrintableReport",
     "check_printable",
     "check_topology",
@@ -212,6 +213,10 @@ def _pinched(faces: np.ndarray, half: np.ndarray, edge_id: np.ndarray) -> np.nda
     return np.unique(fan_vertex[1:][fan_vertex[1:] == fan_vertex[:-1]])
 
 
+CLOSED_MANIFOLD = TopologyReport(watertight=True, edge_manifold=True, vertex_manifold=True, consistently_oriented=True)
+"""The :func:`check_topology` of faces in which :func:`topology_defects` finds nothing."""
+
+
 def topology_defects(faces: np.ndarray, n_vertices: int | None = None) -> np.ndarray:
     """(K,) int64 sorted vertices that take part in a defect :func:`check_topology` reports: the ends of every
     edge not shared by exactly two faces or used twice in the same direction, and every vertex whose faces
@@ -250,7 +255,8 @@ def signed_volume(verts: np.ndarray, faces: np.ndarray) -> float:
     return float(np.einsum("fd,fd->f", a, np.cross(b, c)).sum() / 6.0)
 
 
-def check_printable(verts: np.ndarray, faces: np.ndarray, unit_scale_mm: float | None = None) -> PrintableReport:
+def check_printable(verts: np.ndarray, faces: np.ndarray, unit_scale_mm: float | None = None, *,
+                    topology: TopologyReport | None = None) -> PrintableReport:
     """Check every property a mesh needs to be printed.
 
     Args:
@@ -258,6 +264,8 @@ def check_printable(verts: np.ndarray, faces: np.ndarray, unit_scale_mm: float |
             not raised).
         faces: (F, 3) int array of vertex indices.
         unit_scale_mm: millimetres per model unit; when given, volume and size are in mm.
+        topology: ``check_topology(faces, len(verts))`` when the caller already knows it (e.g. faces in which
+            :func:`topology_defects` found nothing: all four properties hold); None: computed here.
 
     Returns:
         A :class:`PrintableReport`; its ``ok`` says whether everything holds.
@@ -270,7 +278,8 @@ def check_printable(verts: np.ndarray, faces: np.ndarray, unit_scale_mm: float |
     if unit_scale_mm is not None and not (np.isfinite(unit_scale_mm) and unit_scale_mm > 0):
         raise ValueError(f"unit_scale_mm must be a positive finite number, got {unit_scale_mm}")
     scale = 1.0 if unit_scale_mm is None else float(unit_scale_mm)
-    topology = check_topology(faces, len(verts))
+    if topology is None:
+        topology = check_topology(faces, len(verts))
     used = verts[np.unique(faces)] if len(faces) else verts[:0]
     finite = bool(np.isfinite(used).all())
     if finite and len(faces):
