@@ -574,6 +574,22 @@ def test_cli_end_to_end(dataset, model_stem, tmp_path, capsys):
         assert im.size == (4 * 48, ev.SHEET_HEADER + 2 * 48)
 
 
+def test_cli_baselines_share_a_bank_s_extra_pool(dataset, model_stem, tmp_path):
+    """A model whose bank holds the extra pool (build_shape_bank.py --extra-pool) is compared with baselines whose
+    index holds it too; a held-out category never."""
+    shapenet, renders = dataset
+    stem = tmp_path / "extra"
+    meta = json.loads(model_stem.with_suffix(".json").read_text())
+    stem.with_suffix(".json").write_text(json.dumps({**meta, "shape_bank": {"extra_pool": True}}))
+    cache, out = tmp_path / "cache.npz", tmp_path / "eval"
+    rc = ev.main(["--model", str(stem), "--shapenet", str(shapenet), "--renders", str(renders), "--out", str(out),
+                  "--cache", str(cache), "--samples", "500", "--sheet", "0", "--no-progress"])
+    assert rc in (0, 3)
+    index = BaselineIndex.load(cache)
+    assert sorted(set(index.retrieval.model_ids)) == ["bathtub_train", "chair_train", "table_train"]
+    assert "extra pool" in (out / "table.md").read_text()
+
+
 def test_cli_candidates_need_a_model_with_a_shape_bank(dataset, model_stem, tmp_path, capsys):
     shapenet, renders = dataset
     args = ["--model", str(model_stem), "--shapenet", str(shapenet), "--renders", str(renders), "--out",

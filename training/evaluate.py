@@ -1588,6 +1588,9 @@ def _run(args: argparse.Namespace) -> int:
     rec = Reconstructor.from_file(args.model, finder=_finder_arg(args.finder))
 
     train = discover(args.shapenet, args.renders, "train")
+    extra_pool = bool((rec.metadata.get("shape_bank") or {}).get("extra_pool", False))
+    if extra_pool:  # the baselines' index holds the same training models as our bank (build_shape_bank.py --extra-pool)
+        train += discover(args.shapenet, args.renders, "train", extra=True)
     methods, index, cache_path = METHODS, None, None
     if train:
         index, cache_path = load_or_build_baseline_index(train, args.cache, args.index_views,
@@ -1616,6 +1619,9 @@ def _run(args: argparse.Namespace) -> int:
               if args.other_categories else f"{args.split} images")
     note = (f"Picture style *{args.style}*: {STYLE_NOTES[args.style]} (training/styles.py). "
             + TABLE_NOTE.format(n=len(samples), images=images, views=args.views_per_model, samples=args.samples))
+    if extra_pool:
+        note += (" Our shape bank and the baselines' training models include the train split of the extra pool's "
+                 "categories that are not held out.")
     if args.style != "clean":
         note += (" Our model finds the object in these pictures without alpha with the object finder "
                  f"({args.finder or 'models/finder'}, recon_core/network/finder.py)." if rec.finder is not None else
