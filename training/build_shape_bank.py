@@ -87,13 +87,11 @@ def build_shape_bank(
     from tqdm import tqdm
 
     from recon_core.mesh.volume import occupancy_grid, pack_grid
-    from training.evaluate import DataError, _shape_points, discover, load_world_mesh
+    from training.evaluate import DataError, _shape_points, load_world_mesh, training_models
 
     if min(dim, num_points, resolution) < 1 or resolution < 4:
         raise ValueError(f"--dim and --points must be >= 1 and --resolution >= 4, got {dim}, {num_points}, {resolution}")
-    entries = discover(shapenet, renders, "train")  # the 13 categories: no held-out category (training/holdout.py)
-    if extra_pool:
-        entries += discover(shapenet, renders, "train", extra=True)
+    entries = training_models(shapenet, renders, extra_pool)  # never a held-out category (training/holdout.py)
     if limit is not None:
         entries = entries[:limit]
     if not entries:

@@ -314,6 +314,13 @@ def discover(
     """
     if held_out and extra:
         raise ValueError("held_out and extra are two different pools: ask for one")
+    if held_out:
+        wanted = is_held_out
+    elif extra:
+        def wanted(synset: str) -> bool:
+            return synset not in _KNOWN_SYNSETS and not is_held_out(synset)
+    else:
+        wanted = _KNOWN_SYNSETS.__contains__
     shapenet, renders = Path(shapenet), Path(renders)
     _check_folder(shapenet, "meshes", "--shapenet")
     _check_folder(renders, "renders", "--renders")
@@ -322,13 +329,7 @@ def discover(
         if split is not None and str(rec.get("split", "")) != split:
             continue
         synset, model_id = str(rec["synset"]), str(rec["model_id"])
-        if held_out:
-            wanted = is_held_out(synset)
-        elif extra:
-            wanted = synset not in _KNOWN_SYNSETS and not is_held_out(synset)
-        else:
-            wanted = synset in _KNOWN_SYNSETS
-        if not wanted:
+        if not wanted(synset):
             continue
         mesh = _find_mesh(shapenet, rec)
         if mesh is None:
@@ -347,6 +348,15 @@ def discover(
                     "held-out categories" if held_out else ("extra pool, " if extra else "") + f"split {split}",
                     no_mesh, no_views)
     return sorted(out, key=lambda e: (e.synset, e.model_id))
+
+
+def training_models(shapenet: str | Path, renders: str | Path, extra_pool: bool = False) -> list[ModelEntry]:
+    """The training models of a shape bank and of the baselines' index: the train split of the 13 categories and,
+    with ``extra_pool``, of the extra pool's categories that are not held out (:func:`discover`)."""
+    entries = discover(shapenet, renders, "train")
+    if extra_pool:
+        entries += discover(shapenet, renders, "train", extra=True)
+    return entries
 
 
 def is_sketch(entry: ModelEntry, view: str) -> bool:
@@ -1587,10 +1597,9 @@ def _run(args: argparse.Namespace) -> int:
     samples = select_samples(test, args.views_per_model, args.limit, args.sketches)
     rec = Reconstructor.from_file(args.model, finder=_finder_arg(args.finder))
 
-    train = discover(args.shapenet, args.renders, "train")
+    # the baselines' index holds the same training models as our bank (build_shape_bank.py --extra-pool)
     extra_pool = bool((rec.metadata.get("shape_bank") or {}).get("extra_pool", False))
-    if extra_pool:  # the baselines' index holds the same training models as our bank (build_shape_bank.py --extra-pool)
-        train += discover(args.shapenet, args.renders, "train", extra=True)
+    train = training_models(args.shapenet, args.renders, extra_pool)
     methods, index, cache_path = METHODS, None, None
     if train:
         index, cache_path = load_or_build_baseline_index(train, args.cache, args.index_views,
