@@ -20,7 +20,7 @@ from recon_core.mesh.occupancy import GridSpec
 from recon_core.mesh.volume import GRID_BOUND, pack_grid
 from tests.test_dataset import SIZE, _box, _write_view
 from training.augment import (CUT_PROBABILITY, FILL_RANGE, MAX_CUT, MAX_OFFSET, BackgroundPhotos, augment_box,
-                              jpeg_recompress, lighting_gradient, photometric)
+                              cutout_mask, jpeg_recompress, lighting_gradient, photometric)
 from training.build_backgrounds import RESERVED, build_backgrounds, check_not_reserved, read_licences
 from training.build_solids import SOLID_FILE
 from training.dataset import RenderedViews
@@ -153,6 +153,50 @@ def test_styled_views_repeat_per_seed_and_keep_their_targets(red):
     assert changed == 4
     with pytest.raises(ValueError, match="styles"):
         _views(root, photos, styles=1.5)
+
+
+def test_cut_out_views_repeat_per_seed_and_keep_their_targets(red):
+    """data.cutout = 1: every shaded view over a background is cut out onto white by an imperfect mask; the crop and
+    the targets are those of the plain view with the same seed; far from the object the picture is white-ish (it is
+    not the background any more) before the photometric changes, so it is brighter there than the plain view's."""
+    root, photos = red
+    plain, cut = _views(root, photos, augment_seed=7), _views(root, photos, augment_seed=7, cutout=1.0)
+    again = _views(root, photos, augment_seed=7, cutout=1.0)
+    changed = 0
+    for i in range(len(plain)):
+        x, y = plain[i], cut[i]
+        for key in ("mask", "depth", "K", "occupancy", "grid_camera"):
+            assert torch.equal(x[key], y[key]), (i, key)
+        assert torch.equal(y["image"], again[i]["image"])
+        if not x["sketch"]:
+            assert not torch.equal(x["image"], y["image"])
+            changed += 1
+        else:
+            assert torch.equal(x["image"], y["image"])  # sketch views are drawn on paper, not cut out
+    assert changed == 4
+    with pytest.raises(ValueError, match="cutout"):
+        _views(root, photos, cutout=-0.1)
+
+
+def test_cutout_mask_is_the_mask_with_bounded_errors():
+    """The cut-out's mask repeats per seed, lies in [0, 1], keeps most of the object and takes little beyond it:
+    its errors are at most a grown or shrunk edge and a few ellipses (each at most 15 % of the side across)."""
+    cover = torch.zeros(200, 200)
+    cover[60:140, 70:130] = 1.0
+    masks = [cutout_mask(cover, np.random.default_rng(seed)) for seed in range(20)]
+    assert torch.equal(masks[3], cutout_mask(cover, np.random.default_rng(3)))
+    assert len({m.sum().item() for m in masks}) > 10, "the errors vary with the seed"
+    for m in masks:
+        assert m.shape == cover.shape and m.dtype == torch.float32
+        assert 0.0 <= m.min() and m.max() <= 1.0
+        inside = (m > 0.5) & (cover > 0.5)
+        iou = inside.sum() / ((m > 0.5) | (cover > 0.5)).sum()
+        assert iou > 0.6, iou
+        far = torch.ones_like(cover, dtype=torch.bool)
+        # beyond the grow (4), the band where ellipses are centred (7), the largest ellipse's radius (15) and the blur
+        far[60 - 30:140 + 30, 70 - 30:130 + 30] = False
+        assert m[far].max() < 1e-3
+    assert torch.equal(cutout_mask(torch.zeros(64, 64), np.random.default_rng(0)), torch.zeros(64, 64))
 
 
 def _dilate(mask: np.ndarray, steps: int = 1) -> np.ndarray:

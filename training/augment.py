@@ -37,6 +37,8 @@ __all__ = [
     "lighting_gradient",
     "jpeg_round_trip",
     "jpeg_recompress",
+    "CUTOUT_GROW",
+    "cutout_mask",
 ]
 
 FILL_RANGE = (0.3, 1.0)
@@ -50,6 +52,9 @@ MAX_CUT = 0.15
 
 PHOTO_SHARE = 0.7
 """Share of shaded views composited onto a photograph when photographs are available."""
+
+CUTOUT_GROW = 4
+"""Largest growth or shrinkage, in pixels of the crop, of a cut-out's mask (:func:`cutout_mask`)."""
 
 
 def augment_box(box: tuple[float, float, float, float], rng: np.random.Generator) -> tuple[float, float, float, float]:
@@ -228,3 +233,48 @@ def photometric(image: torch.Tensor, rng: np.random.Generator, colour: bool) -> 
     if rng.random() < 0.3:
         image = jpeg_recompress(image, int(rng.integers(30, 96)))
     return image.clamp(0.0, 1.0).contiguous()
+
+
+def _ellipse(shape: tuple[int, int], centre: tuple[float, float], radii: tuple[float, float], angle: float
+             ) -> torch.Tensor:
+    """(H, W) bool: the pixels inside an ellipse (centre and radii in pixels, ``angle`` in radians)."""
+    y, x = torch.meshgrid(torch.arange(shape[0], dtype=torch.float32), torch.arange(shape[1], dtype=torch.float32),
+                          indexing="ij")
+    dy, dx = y - centre[0], x - centre[1]
+    c, s = math.cos(angle), math.sin(angle)
+    u, v = (c * dx + s * dy) / radii[1], (-s * dx + c * dy) / radii[0]
+    return u * u + v * v <= 1.0
+
+
+def cutout_mask(cover: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """The mask an object finder might give a photograph: ``cover`` (H, W) in [0, 1] with its errors.
+
+    A picture without transparency reaches the network cut out by the object finder's soft mask onto white
+    (:func:`recon_core.network.finder.finder_alpha`), so what the network sees of a photograph is the object with
+    bits of the background along its edge and bits of itself missing. Here: the mask grown or shrunk by up to
+    :data:`CUTOUT_GROW` pixels, then up to two ellipses of background beside the object taken in and up to two
+    ellipses inside it left out (each 4-15 % of the side across), then its edge softened (a blur of 0.5-2 px).
+
+    Returns (H, W) float32 in [0, 1].
+    """
+    h, w = cover.shape
+    mask = cover.float()[None, None]
+    grow = int(rng.integers(-CUTOUT_GROW, CUTOUT_GROW + 1))
+    if grow:
+        k = 2 * abs(grow) + 1
+        pool = torch.nn.functional.max_pool2d
+        mask = pool(mask, k, 1, abs(grow)) if grow > 0 else -pool(-mask, k, 1, abs(grow))
+    mask = mask[0, 0]
+    near = torch.nn.functional.max_pool2d(cover.float()[None, None], 15, 1, 7)[0, 0] > 0.5
+    inside = cover > 0.5
+    for where, value in ((near & ~inside, 1.0), (inside, 0.0)):
+        pixels = torch.nonzero(where)
+        for _ in range(int(rng.integers(0, 3))):
+            if len(pixels) == 0:
+                break
+            cy, cx = pixels[int(rng.integers(len(pixels)))].tolist()
+            radii = tuple(float(r) * 0.5 * min(h, w) for r in rng.uniform(0.04, 0.15, size=2))
+            mask = torch.where(_ellipse((h, w), (cy, cx), radii, float(rng.uniform(0, math.pi))),
+                               torch.tensor(value), mask)
+    soft = _blur(mask[None].expand(3, -1, -1), float(rng.uniform(0.5, 2.0)))[0]
+    return soft.clamp(0.0, 1.0).contiguous()

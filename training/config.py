@@ -35,6 +35,9 @@ class DataConfig:
     styles: float = 0.0
     """With ``augment``: the share of shaded views redrawn as clip art or pencil (training/styles.py) before
     the crop and the photometric augmentation."""
+    cutout: float = 0.0
+    """With ``augment``: the share of shaded views over a background then cut out onto white by an imperfect
+    mask (``training.augment.cutout_mask``), as a photograph reaches the network through the object finder."""
     workers: int = 1
     """DataLoader worker processes per training process."""
     category_balance: float = 1.0

@@ -26,7 +26,8 @@ from recon_core.mesh.camera import Camera, crop_camera
 from recon_core.mesh.occupancy import GridSpec, crop_units_camera, voxelize_frustum
 from recon_core.network.categories import CATEGORIES
 from recon_core.network.crop import PreparedImage, object_box, prepare_image
-from training.augment import PHOTO_SHARE, BackgroundPhotos, augment_box, paper, photometric, synthetic_background
+from training.augment import (PHOTO_SHARE, BackgroundPhotos, augment_box, cutout_mask, paper, photometric,
+                              synthetic_background)
 from training.holdout import is_held_out
 
 __all__ = ["RenderedViews", "UNKNOWN_CATEGORY"]
@@ -69,6 +70,9 @@ class RenderedViews(Dataset):
         styles: with ``augment``, the share of shaded views redrawn first as clip art or pencil
             (:func:`training.styles.stylize`, on white or paper: the crop, the targets and the
             photometric augmentation follow as for a picture without alpha).
+        cutout: with ``augment``, the share of shaded views over a background that are then cut out
+            onto white by an imperfect mask (:func:`training.augment.cutout_mask`), as the object finder
+            hands a photograph to the network; the targets stay the view's.
         occupancy: the frustum grid of ``model.coarse=occupancy``; when given, items also hold
             ``occupancy`` and ``grid_camera`` (the models' ``solid.npz``, training/build_solids.py).
 
@@ -98,10 +102,14 @@ class RenderedViews(Dataset):
         backgrounds: str | os.PathLike | None = None,
         styles: float = 0.0,
         occupancy_share: bool = False,
+        cutout: float = 0.0,
     ):
         if not 0.0 <= styles <= 1.0:
             raise ValueError(f"styles must be a share in [0, 1], got {styles}")
+        if not 0.0 <= cutout <= 1.0:
+            raise ValueError(f"cutout must be a share in [0, 1], got {cutout}")
         self.styles = styles
+        self.cutout = cutout
         self.occupancy_share = occupancy_share
         self.occupancy = occupancy
         self._solids: dict[int, tuple[np.ndarray, float]] = {}
@@ -253,7 +261,12 @@ class RenderedViews(Dataset):
         else:
             background = synthetic_background(rng, (size, size))
         background = torch.from_numpy(np.ascontiguousarray(background.transpose(2, 0, 1), dtype=np.float32) / 255.0)
-        return prepared, (prepared.image + background * (1.0 - cover)).clamp(0.0, 1.0)
+        image = (prepared.image + background * (1.0 - cover)).clamp(0.0, 1.0)
+        if not sketch and self.cutout > 0 and rng.random() < self.cutout:
+            # as the object finder hands a photograph to the network: cut out by an imperfect mask onto white
+            kept = cutout_mask(cover, rng)
+            image = image * kept + (1.0 - kept)
+        return prepared, image
 
     def _solid(self, m: int) -> tuple[np.ndarray, float]:
         """The world-frame solid of model ``m`` (cached per process)."""

@@ -342,7 +342,7 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
         dataset = RenderedViews(cfg.data.shapenet, cfg.data.renders, "train", image_size=cfg.model.image_size,
                                 num_points=cfg.data.num_points, augment=cfg.data.augment, seed=cfg.run.seed,
                                 occupancy=grid, backgrounds=cfg.data.backgrounds, styles=cfg.data.styles,
-                                occupancy_share=cfg.data.occupancy_share)
+                                occupancy_share=cfg.data.occupancy_share, cutout=cfg.data.cutout)
 
     if rank == 0:
         (out_dir / "snapshots").mkdir(parents=True, exist_ok=True)
