@@ -133,15 +133,17 @@ def test_augmented_items_repeat_per_seed(red):
         assert not torch.equal(fresh[i]["image"], fresh[i]["image"]), "no augment_seed: every draw differs"
 
 
-def test_styled_views_repeat_per_seed_and_keep_their_targets(red):
-    """data.styles = 1: every shaded view is redrawn (clip art or pencil); the crop and every target are those
-    of the unstyled view with the same seed, and the picture is grey-ish (no colour jitter on drawings)."""
+@pytest.mark.parametrize("option", ["styles", "cutout"])
+def test_redrawn_views_repeat_per_seed_and_keep_their_targets(red, option):
+    """data.styles = 1: every shaded view is redrawn (clip art or pencil); data.cutout = 1: every shaded view over a
+    background is cut out onto white by an imperfect mask. Either way the crop and every target are those of the
+    plain view with the same seed, the picture repeats per seed, and the sketch views stay as rendered on paper."""
     root, photos = red
-    plain, styled = _views(root, photos, augment_seed=7), _views(root, photos, augment_seed=7, styles=1.0)
-    again = _views(root, photos, augment_seed=7, styles=1.0)
+    plain = _views(root, photos, augment_seed=7)
+    changed_views, again = (_views(root, photos, augment_seed=7, **{option: 1.0}) for _ in range(2))
     changed = 0
     for i in range(len(plain)):
-        x, y = plain[i], styled[i]
+        x, y = plain[i], changed_views[i]
         for key in ("mask", "depth", "K", "occupancy", "grid_camera"):  # points: random draws
             assert torch.equal(x[key], y[key]), (i, key)
         assert torch.equal(y["image"], again[i]["image"])
@@ -149,33 +151,10 @@ def test_styled_views_repeat_per_seed_and_keep_their_targets(red):
             assert not torch.equal(x["image"], y["image"])
             changed += 1
         else:
-            assert torch.equal(x["image"], y["image"])  # sketch views stay as rendered
+            assert torch.equal(x["image"], y["image"])
     assert changed == 4
-    with pytest.raises(ValueError, match="styles"):
-        _views(root, photos, styles=1.5)
-
-
-def test_cut_out_views_repeat_per_seed_and_keep_their_targets(red):
-    """data.cutout = 1: every shaded view over a background is cut out onto white by an imperfect mask; the crop and
-    the targets are those of the plain view with the same seed; far from the object the picture is white-ish (it is
-    not the background any more) before the photometric changes, so it is brighter there than the plain view's."""
-    root, photos = red
-    plain, cut = _views(root, photos, augment_seed=7), _views(root, photos, augment_seed=7, cutout=1.0)
-    again = _views(root, photos, augment_seed=7, cutout=1.0)
-    changed = 0
-    for i in range(len(plain)):
-        x, y = plain[i], cut[i]
-        for key in ("mask", "depth", "K", "occupancy", "grid_camera"):
-            assert torch.equal(x[key], y[key]), (i, key)
-        assert torch.equal(y["image"], again[i]["image"])
-        if not x["sketch"]:
-            assert not torch.equal(x["image"], y["image"])
-            changed += 1
-        else:
-            assert torch.equal(x["image"], y["image"])  # sketch views are drawn on paper, not cut out
-    assert changed == 4
-    with pytest.raises(ValueError, match="cutout"):
-        _views(root, photos, cutout=-0.1)
+    with pytest.raises(ValueError, match=option):
+        _views(root, photos, **{option: 1.5})
 
 
 def test_cutout_mask_is_the_mask_with_bounded_errors():
