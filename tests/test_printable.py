@@ -6,6 +6,7 @@ import pytest
 import trimesh
 from pytorch3d.utils import ico_sphere
 
+from recon_core.mesh.intersect import face_defects
 from recon_core.mesh.printable import CLOSED_MANIFOLD, check_printable, check_topology, signed_volume
 
 
@@ -111,6 +112,19 @@ class TestAgainstLibraries:
         verts[b] = verts[a]  # collapse an edge in place
         report = check_printable(verts, faces)
         assert report.degenerate_faces == 2 and not report.ok
+
+    def test_defects_given_are_those_it_would_find(self):
+        """A caller that has face_defects already (the decimation's mend) passes them: the same report."""
+        verts, faces = _sphere(2)
+        verts[0] *= -1.5
+        a, b = faces[5, :2]
+        verts[b] = verts[a]
+        found = face_defects(verts, faces)
+        report = check_printable(verts, faces, defects=found)
+        assert report == check_printable(verts, faces)
+        assert report.self_intersecting_pairs > 0 and report.degenerate_faces > 0
+        none = (np.zeros((0, 2), dtype=np.int64), np.zeros(len(faces), dtype=bool))
+        assert check_printable(verts, faces, defects=none).ok  # it trusts what it is given
 
 
 class TestReport:

@@ -328,14 +328,19 @@ class Reconstructor:
                     if height_mm is not None:  # checked once, at the size it will be written
                         sv = _to_height(sv, height_mm)
                     sv = _float32_exact(sv)
+                    # the faces that intersect or are degenerate, computed once: the check counts them, a mend
+                    # starts from them (face_defects refuses vertices that are not finite; the check reports them)
+                    found_defects = face_defects(sv, sf) if np.isfinite(sv).all() else None
                     # decimate asks only of faces without topology defects: a closed, oriented manifold
-                    found = check_printable(sv, sf, unit_scale_mm=unit, topology=CLOSED_MANIFOLD)
+                    found = check_printable(sv, sf, unit_scale_mm=unit, topology=CLOSED_MANIFOLD,
+                                            defects=found_defects)
                     if found.ok:
                         checked.update(verts=sv, report=found)
                         return np.zeros(0, dtype=np.int64)
-                    if not (found.finite and found.outward):
+                    if not (found.finite and found.outward) or found_defects is None:
                         return None
-                    pairs, bad = face_defects(sv, sf)
+                    pairs, bad = found_defects
+                    bad = bad.copy()
                     bad[pairs.ravel()] = True
                     return np.unique(sf[bad]) if bad.any() else None
 

@@ -256,7 +256,8 @@ def signed_volume(verts: np.ndarray, faces: np.ndarray) -> float:
 
 
 def check_printable(verts: np.ndarray, faces: np.ndarray, unit_scale_mm: float | None = None, *,
-                    topology: TopologyReport | None = None) -> PrintableReport:
+                    topology: TopologyReport | None = None,
+                    defects: tuple[np.ndarray, np.ndarray] | None = None) -> PrintableReport:
     """Check every property a mesh needs to be printed.
 
     Args:
@@ -266,6 +267,8 @@ def check_printable(verts: np.ndarray, faces: np.ndarray, unit_scale_mm: float |
         unit_scale_mm: millimetres per model unit; when given, volume and size are in mm.
         topology: ``check_topology(faces, len(verts))`` when the caller already knows it (e.g. faces in which
             :func:`topology_defects` found nothing: all four properties hold); None: computed here.
+        defects: ``face_defects(verts, faces)`` ((K, 2) intersecting face pairs, (F,) degenerate faces) when the
+            caller has them already (it needs them to mend what fails); None: computed here.
 
     Returns:
         A :class:`PrintableReport`; its ``ok`` says whether everything holds.
@@ -283,7 +286,7 @@ def check_printable(verts: np.ndarray, faces: np.ndarray, unit_scale_mm: float |
     used = verts[np.unique(faces)] if len(faces) else verts[:0]
     finite = bool(np.isfinite(used).all())
     if finite and len(faces):
-        pairs, degenerate = face_defects(verts, faces)
+        pairs, degenerate = face_defects(verts, faces) if defects is None else defects
         n_pairs, n_degenerate = len(pairs), int(degenerate.sum())
         volume = signed_volume(verts, faces)
         size = used.max(0) - used.min(0)
