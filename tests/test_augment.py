@@ -153,8 +153,46 @@ def test_redrawn_views_repeat_per_seed_and_keep_their_targets(red, option):
         else:
             assert torch.equal(x["image"], y["image"])
     assert changed == 4
-    with pytest.raises(ValueError, match=option):
-        _views(root, photos, **{option: 1.5})
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=option):
+            _views(root, photos, **{option: bad})
+
+
+def test_cutout_is_the_plain_picture_on_exact_white(red, monkeypatch):
+    """data.cutout = 1 without the camera's effects: each shaded view is its plain picture (same seed) where the
+    cut-out's mask keeps it and exact white far from the object; with the camera's effects (noise, JPEG, lighting,
+    colour) the white far from the object is still exact, as behind the object finder's cut-out at inference."""
+    root, photos = red
+    far_views, kept_shares = 0, []
+    for effects in (False, True):
+        if not effects:
+            monkeypatch.setattr(dataset_module, "photometric", lambda image, rng, colour: image)
+        else:
+            monkeypatch.undo()
+        for seed in range(3):
+            plain, cut = _views(root, photos, augment_seed=seed), _views(root, photos, augment_seed=seed, cutout=1.0)
+            for i in range(len(plain)):
+                x, y = plain[i], cut[i]
+                if x["sketch"]:
+                    continue
+                # beyond the grow (4), the band of taken-in ellipses (7), their largest radius (10 at 137 px), the blur
+                near = torch.nn.functional.max_pool2d(x["mask"][None, None], 2 * 30 + 1, 1, 30)[0, 0] > 0
+                far = ~near
+                if far.any():
+                    far_views += 1
+                    assert torch.equal(y["image"][:, far], torch.ones_like(y["image"][:, far])), (effects, seed, i)
+                if not effects:
+                    # image = plain * k + (1 - k), k the cut-out's mask: read k off each pixel's darkest channel
+                    channel = x["image"].argmin(0, keepdim=True)
+                    xd, yd = x["image"].gather(0, channel)[0], y["image"].gather(0, channel)[0]
+                    dark = xd < 0.9
+                    k = (yd[dark] - 1.0) / (xd[dark] - 1.0)
+                    assert k.min() >= -1e-4 and k.max() <= 1 + 1e-4
+                    interior = -torch.nn.functional.max_pool2d(-x["mask"][None, None], 11, 1, 5)[0, 0] > 0.5
+                    kept_shares.append((k[interior[dark]] > 0.999).float().mean().item())
+    assert far_views >= 4
+    # an ellipse left out can take half of a small object's inside, but most of the object stays
+    assert len(kept_shares) == 12 and min(kept_shares) > 0.2 and np.mean(kept_shares) > 0.75, kept_shares
 
 
 def test_cutout_mask_is_the_mask_with_bounded_errors():

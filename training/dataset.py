@@ -192,6 +192,7 @@ class RenderedViews(Dataset):
             style = ("clipart", "pencil")[int(rng.integers(2))]
             rgb, _ = stylize(rgba, mask > 127, depth, camera.K, style, int(rng.integers(2**31)))
             alpha = np.full_like(alpha, 255)
+        cut = False  # data.cutout: the shaded view over a background cut out onto white (below)
         if alpha.min() == 255:  # background already in the image (render.py --background color/noise)
             prepared = prepare_image(rgb, None, self.image_size, background=(255, 255, 255), box=box)
             image = prepared.image
@@ -203,9 +204,15 @@ class RenderedViews(Dataset):
             prepared = prepare_image(comp, None, self.image_size, background=(255, 255, 255), box=box)
             image = prepared.image
         else:
-            prepared, image = self._composite(rgb, alpha, box, sketch, rng)
+            prepared, image, cover = self._composite(rgb, alpha, box, sketch, rng)
+            cut = not sketch and self.cutout > 0 and rng.random() < self.cutout
         if self.augment:
             image = photometric(image, rng, colour=not (sketch or styled))
+        if cut:
+            # as the object finder hands a photograph (camera effects and all) to the network: cut out by an
+            # imperfect mask onto exact white, after the camera's effects, as recon_core's prepare_image does
+            kept = cutout_mask(cover, rng)
+            image = image * kept + (1.0 - kept)
 
         crop = prepared.box
         cropped = crop_camera(camera, crop, self.image_size)
@@ -242,8 +249,9 @@ class RenderedViews(Dataset):
         return None if self.augment_seed is None else (self.augment_seed, index)
 
     def _composite(self, rgb: np.ndarray, alpha: np.ndarray, box: tuple[float, float, float, float], sketch: bool,
-                   rng: np.random.Generator) -> tuple[PreparedImage, torch.Tensor]:
-        """The render over a background drawn at the crop's resolution: ``(prepared, (3, S, S) image)``.
+                   rng: np.random.Generator) -> tuple[PreparedImage, torch.Tensor, torch.Tensor]:
+        """The render over a background drawn at the crop's resolution: ``(prepared, (3, S, S) image, (S, S) cover)``,
+        ``cover`` the render's alpha in [0, 1] at the crop's resolution.
 
         The colour is cropped premultiplied by alpha and the alpha on its own, both with the crop
         box of :func:`recon_core.network.crop.prepare_image`, so the background fills the whole crop, also
@@ -262,11 +270,7 @@ class RenderedViews(Dataset):
             background = synthetic_background(rng, (size, size))
         background = torch.from_numpy(np.ascontiguousarray(background.transpose(2, 0, 1), dtype=np.float32) / 255.0)
         image = (prepared.image + background * (1.0 - cover)).clamp(0.0, 1.0)
-        if not sketch and self.cutout > 0 and rng.random() < self.cutout:
-            # as the object finder hands a photograph to the network: cut out by an imperfect mask onto white
-            kept = cutout_mask(cover, rng)
-            image = image * kept + (1.0 - kept)
-        return prepared, image
+        return prepared, image, cover
 
     def _solid(self, m: int) -> tuple[np.ndarray, float]:
         """The world-frame solid of model ``m`` (cached per process)."""
