@@ -154,6 +154,23 @@ class TestReport:
         assert report.self_intersecting_pairs is None
         assert "not checked" in report.summary()
 
+    def test_non_finite_vertex_no_face_uses(self):
+        """Only the faces' vertices are checked: a NaN that no face uses is neither reported nor raised."""
+        verts, faces = _sphere(1)
+        extra = np.vstack([verts, [[np.nan, 0.0, 0.0]]])
+        report, plain = check_printable(extra, faces), check_printable(verts, faces)
+        assert report.ok and report.finite and report.n_vertices == len(verts) + 1
+        assert (report.self_intersecting_pairs, report.degenerate_faces, report.volume) == (
+            plain.self_intersecting_pairs, plain.degenerate_faces, plain.volume)
+        # two overlapping spheres, the NaN between their vertices: the same intersecting pairs as without it
+        v2 = np.vstack([verts, verts + [0.5, 0.0, 0.0]])
+        f2 = np.vstack([faces, faces + len(verts)])
+        with_nan = np.vstack([v2[: len(verts)], [[np.nan] * 3], v2[len(verts):]])
+        f_nan = np.where(f2 >= len(verts), f2 + 1, f2)
+        crossing, crossing_nan = check_printable(v2, f2), check_printable(with_nan, f_nan)
+        assert crossing.self_intersecting_pairs > 0 and not crossing_nan.ok
+        assert crossing_nan.self_intersecting_pairs == crossing.self_intersecting_pairs
+
     def test_signed_volume_of_unit_cube(self):
         box = trimesh.creation.box()
         assert signed_volume(box.vertices, box.faces) == pytest.approx(1.0)

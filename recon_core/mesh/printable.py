@@ -286,7 +286,13 @@ def check_printable(verts: np.ndarray, faces: np.ndarray, unit_scale_mm: float |
     used = verts[np.unique(faces)] if len(faces) else verts[:0]
     finite = bool(np.isfinite(used).all())
     if finite and len(faces):
-        pairs, degenerate = face_defects(verts, faces) if defects is None else defects
+        if defects is not None:
+            pairs, degenerate = defects
+        elif np.isfinite(verts).all():
+            pairs, degenerate = face_defects(verts, faces)
+        else:  # a non-finite vertex that no face uses: the faces' own vertices, the same face indices
+            used_index, local = np.unique(faces, return_inverse=True)
+            pairs, degenerate = face_defects(verts[used_index], local.reshape(faces.shape))
         n_pairs, n_degenerate = len(pairs), int(degenerate.sum())
         volume = signed_volume(verts, faces)
         size = used.max(0) - used.min(0)
