@@ -37,7 +37,8 @@ class DataConfig:
     the crop and the photometric augmentation."""
     cutout: float = 0.0
     """With ``augment``: the share of shaded views over a background then cut out onto white by an imperfect
-    mask (``training.augment.cutout_mask``), as a photograph reaches the network through the object finder."""
+    mask (``training.augment.cutout_mask``) after the camera's effects, as a photograph reaches the network through
+    the object finder."""
     workers: int = 1
     """DataLoader worker processes per training process."""
     category_balance: float = 1.0
