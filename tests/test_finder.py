@@ -313,3 +313,104 @@ def test_default_finder_path_is_the_shipped_finder_unless_recon_finder_says(monk
     assert stem.with_suffix(".json").is_file() and stem.with_suffix(".safetensors").is_file()
     monkeypatch.setenv("RECON_FINDER", "/somewhere/else.safetensors")
     assert default_finder_path() == Path("/somewhere/else")
+
+
+# ------------------------------------------------------------------------------ the colours' say on a plain background
+
+def _sharpen_naive(rgb, prob):
+    """sharpen_by_colour written out pixel by pixel."""
+    import math
+
+    from recon_core.network.finder import COLOUR_BINS, COLOUR_WEIGHT, SURE
+
+    h, w = prob.shape
+    step = 256 // COLOUR_BINS
+    fg_count, bg_count = {}, {}
+    n_fg = n_bg = 0
+    for y in range(h):
+        for x in range(w):
+            key = tuple(int(c) // step for c in rgb[y, x])
+            if prob[y, x] > SURE[1]:
+                fg_count[key] = fg_count.get(key, 0) + 1
+                n_fg += 1
+            elif prob[y, x] < SURE[0]:
+                bg_count[key] = bg_count.get(key, 0) + 1
+                n_bg += 1
+    if n_fg < 16 or n_bg < 16:
+        return prob.copy()
+    bins = COLOUR_BINS**3
+    out = prob.copy()
+    for y in range(h):
+        for x in range(w):
+            if SURE[0] <= prob[y, x] <= SURE[1]:
+                key = tuple(int(c) // step for c in rgb[y, x])
+                ratio = math.log((fg_count.get(key, 0) + 1) / (n_fg + bins)) - math.log((bg_count.get(key, 0) + 1) / (n_bg + bins))
+                p = min(max(float(prob[y, x]), 1e-4), 1 - 1e-4)
+                out[y, x] = 1 / (1 + math.exp(-(math.log(p / (1 - p)) + COLOUR_WEIGHT * ratio)))
+    return out
+
+
+def test_sharpen_by_colour_against_the_naive_loop():
+    from recon_core.network.finder import sharpen_by_colour
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (24, 30, 3), dtype=np.uint8)
+    rgb[6:18, 8:20] = rng.integers(180, 256, (12, 12, 3))  # a light object: its own colours
+    prob = rng.uniform(0, 1, (24, 30)).astype(np.float32)
+    prob[6:18, 8:20] = np.maximum(prob[6:18, 8:20], 0.5)
+    got = sharpen_by_colour(rgb, prob)
+    assert got.dtype == np.float32 and np.allclose(got, _sharpen_naive(rgb, prob), atol=1e-6)
+    sure = (prob < 0.1) | (prob > 0.9)
+    assert np.array_equal(got[sure], prob[sure]) and not np.allclose(got[~sure], prob[~sure])
+    few = np.full((24, 30), 0.5, np.float32)  # no sure pixels: nothing to learn the colours from
+    assert np.array_equal(sharpen_by_colour(rgb, few), few)
+
+
+class _BlurFinder(_ColourFinder):
+    """The colour finder's answer blurred (a 5 x 5 mean of its logits): a soft, wide edge, as a real first look's."""
+
+    def forward(self, x):
+        sharp = super().forward(x)
+        return torch.nn.functional.avg_pool2d(sharp, 5, stride=1, padding=2, count_include_pad=False)
+
+
+def test_on_a_plain_background_the_colours_draw_the_edge():
+    from recon_core.network.finder import _looks
+
+    rgb = _picture(h=64, w=64, box=(12, 20, 52, 44), background=(250, 250, 250))
+    truth = np.all(rgb == RED, axis=2)
+    net = _BlurFinder()
+    before, after = _looks(net, rgb), find_object(net, rgb)
+    assert _iou(after > 0.5, truth) > _iou(before > 0.5, truth) and _iou(after > 0.5, truth) > 0.97
+
+
+def test_on_a_busy_background_the_colours_have_no_say():
+    from recon_core.network.crop import border_colour
+    from recon_core.network.finder import PLAIN_BORDER, _looks
+
+    rgb = _picture(h=64, w=64, box=(12, 20, 52, 44))
+    noise = np.random.default_rng(1).integers(0, 80, rgb.shape, dtype=np.uint8)
+    rgb = np.where(np.all(rgb == RED, axis=2)[..., None], rgb, rgb - noise)
+    assert border_colour(rgb)[1] > PLAIN_BORDER
+    net = _BlurFinder()
+    assert np.array_equal(find_object(net, rgb), _looks(net, rgb))
+
+
+def test_border_colour_is_the_median_and_its_spread():
+    from recon_core.network.crop import border_colour
+
+    rgb = np.full((10, 12, 3), 200, np.uint8)
+    colour, spread = border_colour(rgb)
+    assert np.array_equal(colour, [200, 200, 200]) and spread == 0.0
+    rgb[0, 1:-1] = (210, 200, 190)  # 10 of the 44 border pixels, under a quarter, differ by 20
+    colour, spread = border_colour(rgb)
+    assert np.array_equal(colour, [200, 200, 200]) and spread == 0.0
+    rgb[0, :] = (210, 200, 190)  # 12 of 44: over a quarter
+    assert border_colour(rgb)[1] == 20.0
+    rgb[-1, :] = (210, 200, 190)
+    rgb[:, 0] = (210, 200, 190)
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).astype(int)
+    colour, spread = border_colour(rgb)
+    median = np.median(border, axis=0)
+    assert np.array_equal(colour, median)
+    assert spread == pytest.approx(np.percentile(np.abs(border - median).sum(1), 75))
