@@ -18,8 +18,7 @@ from PIL import Image
 
 from recon_core.mesh.camera import CROP_MARGIN
 
-__all__ = ["PreparedImage", "prepare_image", "border_colour", "object_box", "object_mask", "object_pixels",
-           "uncrop_mask"]
+__all__ = ["PreparedImage", "prepare_image", "object_box", "object_mask", "object_pixels", "uncrop_mask"]
 
 
 @dataclass(frozen=True)
@@ -52,28 +51,15 @@ def object_pixels(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray | Non
             if fg.any():
                 return fg
         return None  # nothing opaque at all: the whole image (callers refuse such pictures earlier)
-    bg, spread = border_colour(rgb)
-    if spread > 60:  # busy border: no plain background to separate from
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).astype(np.int16)
+    bg = np.median(border, axis=0)
+    spread = np.abs(border - bg).sum(axis=1)
+    if np.percentile(spread, 75) > 60:  # busy border: no plain background to separate from
         return None
     fg = np.abs(rgb.astype(np.int16) - bg).sum(axis=2) > 60
     if fg.mean() < 1e-4 or fg.mean() > 0.97:
         return None
     return fg
-
-
-def border_colour(rgb: np.ndarray) -> tuple[np.ndarray, float]:
-    """The picture's border colour and how plain the border is.
-
-    Args:
-        rgb: (H, W, 3) uint8.
-
-    Returns:
-        ``(colour, spread)``: (3,) the median of the border pixels; the 75th percentile over the border pixels of
-        their distance from it (sum of the three channels' absolute differences, 0 for a uniform border).
-    """
-    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).astype(np.int16)
-    colour = np.median(border, axis=0)
-    return colour, float(np.percentile(np.abs(border - colour).sum(axis=1), 75))
 
 
 def object_box(rgb: np.ndarray, alpha: np.ndarray | None) -> tuple[int, int, int, int]:

@@ -14,10 +14,6 @@ It looks twice (:func:`find_object`):
    is the edge pixels repeated): the object's box;
 2. a square around that box, so a small object is seen at full resolution: its mask there.
 
-On a plain background (a border of one colour: a render or a product shot on white, clip art, a scan) the
-mask's edge is then drawn by the picture's own colours (:func:`sharpen_by_colour`): the first look sees the
-picture at 96 pixels, so its edge is blurred, and thin parts are lost, where the colours show them sharply.
-
 The result is a soft mask (H, W) in [0, 1] that :class:`recon_core.io.inference.Reconstructor`
 then uses as the picture's alpha. A picture in which the finder sees no object (fewer than
 :data:`MIN_OBJECT_SHARE` of its pixels above 0.5) gets ``None``: the caller says so. Its files
@@ -45,11 +41,6 @@ __all__ = [
     "letterbox",
     "find_object",
     "finder_alpha",
-    "sharpen_by_colour",
-    "PLAIN_BORDER",
-    "SURE",
-    "COLOUR_BINS",
-    "COLOUR_WEIGHT",
 ]
 
 log = logging.getLogger(__name__)
@@ -60,17 +51,6 @@ MIN_OBJECT_SHARE = 0.002
 """A picture whose found mask is above 0.5 on less than this share of its pixels has no object."""
 CROP_PAD = 0.25
 """The second look's square is the found box's longer side times ``1 + 2 * CROP_PAD``."""
-
-PLAIN_BORDER = 30.0
-"""A picture whose :func:`recon_core.network.crop.border_colour` spread is at most this has a plain background:
-its found mask is sharpened by its colours (of the 41 validation check pictures of each style: every no-alpha, JPEG, clip-art and
-small/off-centre picture, 6 of 41 pencil sketches on tinted paper, 2 of 41 photographs)."""
-SURE = (0.1, 0.9)
-"""Mask values below the first are sure background, above the second sure object (:func:`sharpen_by_colour`)."""
-COLOUR_BINS = 16
-"""Bins per channel of :func:`sharpen_by_colour`'s colour histograms."""
-COLOUR_WEIGHT = 0.5
-"""Weight of the colours' log-likelihood ratio added to the mask's logit (:func:`sharpen_by_colour`)."""
 
 _MEAN, _STD = 0.5, 0.25
 
@@ -168,22 +148,11 @@ def find_object(net: ObjectFinder, rgb: np.ndarray) -> np.ndarray | None:
 
     Returns:
         (H, W) float32 object probability in [0, 1]: the first look's outside the second look's
-        square, the second's inside it (see the module docstring), sharpened by the picture's colours
-        (:func:`sharpen_by_colour`) when its border is plain (:data:`PLAIN_BORDER`); None when fewer than
+        square, the second's inside it (see the module docstring); None when fewer than
         :data:`MIN_OBJECT_SHARE` of the pixels are above 0.5 after the first look.
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"rgb must be a (H, W, 3) uint8 array, got {rgb.shape} {rgb.dtype}")
-    prob = _looks(net, rgb)
-    if prob is None:
-        return None
-    from recon_core.network.crop import border_colour
-
-    return sharpen_by_colour(rgb, prob) if border_colour(rgb)[1] <= PLAIN_BORDER else prob
-
-
-def _looks(net: ObjectFinder, rgb: np.ndarray) -> np.ndarray | None:
-    """:func:`find_object`'s two looks, before the colours."""
     h, w = rgb.shape[:2]
     prob = _look(net, rgb)
     fg = prob > 0.5
@@ -201,38 +170,6 @@ def _looks(net: ObjectFinder, rgb: np.ndarray) -> np.ndarray | None:
     prob = prob.copy()
     prob[b0:b1, a0:a1] = _look(net, np.ascontiguousarray(rgb[b0:b1, a0:a1]))
     return prob
-
-
-def sharpen_by_colour(rgb: np.ndarray, prob: np.ndarray) -> np.ndarray:
-    """A soft object mask whose unsure pixels are decided by the picture's colours as well.
-
-    The sure object pixels (``prob`` above ``SURE[1]``) and the sure background (below ``SURE[0]``) each give a
-    colour histogram (:data:`COLOUR_BINS`\\ ³ bins, one count added to every bin); every other pixel gets
-    ``sigmoid(logit(prob) + COLOUR_WEIGHT * log(p_object(colour) / p_background(colour)))``. With fewer than 16 sure
-    pixels of either kind, ``prob`` is returned as it is.
-
-    Args:
-        rgb: (H, W, 3) uint8.
-        prob: (H, W) float in [0, 1].
-
-    Returns:
-        (H, W) float32 in [0, 1]; the sure pixels keep their values.
-    """
-    prob = np.asarray(prob, np.float32)
-    fg, bg = prob > SURE[1], prob < SURE[0]
-    if fg.sum() < 16 or bg.sum() < 16:
-        return prob
-    q = rgb // (256 // COLOUR_BINS)  # uint8
-    index = (q[..., 0].astype(np.int32) * COLOUR_BINS + q[..., 1]) * COLOUR_BINS + q[..., 2]  # (H, W) colour bin
-    hist_fg = np.bincount(index[fg], minlength=COLOUR_BINS**3) + 1.0
-    hist_bg = np.bincount(index[bg], minlength=COLOUR_BINS**3) + 1.0
-    ratio = np.log(hist_fg / hist_fg.sum()) - np.log(hist_bg / hist_bg.sum())  # (bins³,) log-likelihood ratio
-    unsure = ~fg & ~bg
-    p = np.clip(prob[unsure].astype(np.float64), 1e-4, 1.0 - 1e-4)
-    score = np.log(p / (1.0 - p)) + COLOUR_WEIGHT * ratio[index[unsure]]
-    out = prob.copy()
-    out[unsure] = 1.0 / (1.0 + np.exp(-score))
-    return out
 
 
 def finder_alpha(net: ObjectFinder, rgb: np.ndarray) -> np.ndarray | None:
