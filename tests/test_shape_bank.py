@@ -873,3 +873,56 @@ def test_a_banked_result_at_a_height_is_checked_once_as_written(banked_model, fa
     assert np.array_equal(result.verts, result.verts.astype(np.float32).astype(np.float64))
     again = real(result.verts, result.faces, unit_scale_mm=1.0)
     assert result.report.ok and again.ok and again == result.report
+
+
+def test_intersecting_faces_of_the_decimated_solid_are_mended_through_the_check(banked_model, fake, monkeypatch):
+    """The decimation's acceptance test is the printable check: faces it finds intersecting (here, two faces of the
+    first decimated mesh said to intersect) are handed back as the vertices to mend, the decimation is replayed
+    without the collapses that built them, and the mended mesh, checked again, is the output."""
+    from recon_core.io.inference import Reconstructor
+    from recon_core.mesh import intersect
+
+    real = intersect.face_defects
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def first_one_intersects(verts, faces, **kwargs):
+        pairs, degenerate = real(verts, faces, **kwargs)
+        seen.append((np.asarray(faces).copy(), pairs))
+        if len(seen) == 1:
+            assert len(pairs) == 0  # the real decimation is sound: the pair below is the only fault
+            pairs = np.array([[0, 1]], dtype=np.int64)
+        return pairs, degenerate
+
+    monkeypatch.setattr(intersect, "face_defects", first_one_intersects)
+    model, meta = load_model(banked_model)
+    result = Reconstructor(model, meta).reconstruct(*_rgba(fake[1], "chair_val", 0), vertices=642)
+    assert len(seen) == 2  # the decimated mesh, then the mended one (a replay with topology defects is not asked)
+    import re
+
+    steps = [re.fullmatch(r"decimated to \d+ faces \(mended (\d+) times\)", step) for step in result.repair.steps]
+    assert any(m is not None and int(m.group(1)) >= 1 for m in steps)
+    first, mended = seen[0][0], seen[1][0]
+    assert not np.array_equal(first, mended) and np.array_equal(result.faces, mended)
+    assert result.report.ok and check_printable(result.verts, result.faces).ok
+
+
+def test_a_decimation_that_cannot_be_mended_leaves_the_full_solid(banked_model, fake, monkeypatch):
+    """Faces said to intersect after every mend: the decimation gives up and the full solid is the output, checked."""
+    from recon_core.io.inference import Reconstructor
+    from recon_core.mesh import intersect
+
+    real = intersect.face_defects
+    calls = []
+
+    def always(verts, faces, **kwargs):
+        pairs, degenerate = real(verts, faces, **kwargs)
+        calls.append(len(faces))
+        return (np.array([[0, 1]], dtype=np.int64) if len(faces) < 2000 else pairs), degenerate  # decimated: faulty
+
+    monkeypatch.setattr(intersect, "face_defects", always)
+    model, meta = load_model(banked_model)
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    result = Reconstructor(model, meta).reconstruct(rgb, alpha, vertices=642)
+    assert any("could not be mended" in step for step in result.repair.steps)
+    assert len(result.faces) > 2000 and result.report.ok  # the full solid, through the final check
+    assert len(calls) >= 2
