@@ -10,6 +10,7 @@ model_normalized.obj), points.npz, two photo views and one sketch view (same pic
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -875,30 +876,46 @@ def test_a_banked_result_at_a_height_is_checked_once_as_written(banked_model, fa
     assert result.report.ok and again.ok and again == result.report
 
 
-def test_intersecting_faces_of_the_decimated_solid_are_mended_through_the_check(banked_model, fake, monkeypatch):
-    """The decimation's acceptance test is the printable check: faces it finds intersecting (here, two faces of the
-    first decimated mesh said to intersect) are handed back as the vertices to mend, the decimation is replayed
-    without the collapses that built them, and the mended mesh, checked again, is the output."""
+DECIMATED_642 = 2000
+"""More faces than a solid decimated for 642 vertices has (about 1,284, a mended region adds a few) and fewer than the
+fake bank's full solids: a mesh below it is a decimated one."""
+
+
+def _reconstruct_with_faults(banked_model, fake, monkeypatch, fault):
+    """The chair's reconstruction at 642 vertices with ``intersect.face_defects`` reporting ``fault(faces, pairs)``
+    instead of its own pairs; returns the result and the (faces, real pairs) of every call, in order."""
     from recon_core.io.inference import Reconstructor
     from recon_core.mesh import intersect
 
     real = intersect.face_defects
     seen: list[tuple[np.ndarray, np.ndarray]] = []
 
-    def first_one_intersects(verts, faces, **kwargs):
+    def faulty(verts, faces, **kwargs):
         pairs, degenerate = real(verts, faces, **kwargs)
         seen.append((np.asarray(faces).copy(), pairs))
-        if len(seen) == 1:
-            assert len(pairs) == 0  # the real decimation is sound: the pair below is the only fault
-            pairs = np.array([[0, 1]], dtype=np.int64)
-        return pairs, degenerate
+        return fault(faces, pairs), degenerate
 
-    monkeypatch.setattr(intersect, "face_defects", first_one_intersects)
+    monkeypatch.setattr(intersect, "face_defects", faulty)
     model, meta = load_model(banked_model)
-    result = Reconstructor(model, meta).reconstruct(*_rgba(fake[1], "chair_val", 0), vertices=642)
-    assert len(seen) == 2  # the decimated mesh, then the mended one (a replay with topology defects is not asked)
-    import re
+    return Reconstructor(model, meta).reconstruct(*_rgba(fake[1], "chair_val", 0), vertices=642), seen
 
+
+ONE_PAIR = np.array([[0, 1]], dtype=np.int64)
+
+
+def test_intersecting_faces_of_the_decimated_solid_are_mended_through_the_check(banked_model, fake, monkeypatch):
+    """The decimation's acceptance test is the printable check: faces it finds intersecting (here, two faces of the
+    first decimated mesh said to intersect) are handed back as the vertices to mend, the decimation is replayed
+    without the collapses that built them, and the mended mesh, checked again, is the output."""
+    calls = []
+
+    def first_only(faces, pairs):
+        calls.append(len(pairs))
+        return ONE_PAIR if len(calls) == 1 else pairs
+
+    result, seen = _reconstruct_with_faults(banked_model, fake, monkeypatch, first_only)
+    assert calls[0] == 0  # the real decimation is sound: the pair reported is the only fault
+    assert len(seen) == 2  # the decimated mesh, then the mended one (a replay with topology defects is not asked)
     steps = [re.fullmatch(r"decimated to \d+ faces \(mended (\d+) times\)", step) for step in result.repair.steps]
     assert any(m is not None and int(m.group(1)) >= 1 for m in steps)
     first, mended = seen[0][0], seen[1][0]
@@ -908,21 +925,8 @@ def test_intersecting_faces_of_the_decimated_solid_are_mended_through_the_check(
 
 def test_a_decimation_that_cannot_be_mended_leaves_the_full_solid(banked_model, fake, monkeypatch):
     """Faces said to intersect after every mend: the decimation gives up and the full solid is the output, checked."""
-    from recon_core.io.inference import Reconstructor
-    from recon_core.mesh import intersect
-
-    real = intersect.face_defects
-    calls = []
-
-    def always(verts, faces, **kwargs):
-        pairs, degenerate = real(verts, faces, **kwargs)
-        calls.append(len(faces))
-        return (np.array([[0, 1]], dtype=np.int64) if len(faces) < 2000 else pairs), degenerate  # decimated: faulty
-
-    monkeypatch.setattr(intersect, "face_defects", always)
-    model, meta = load_model(banked_model)
-    rgb, alpha = _rgba(fake[1], "chair_val", 0)
-    result = Reconstructor(model, meta).reconstruct(rgb, alpha, vertices=642)
+    result, seen = _reconstruct_with_faults(
+        banked_model, fake, monkeypatch, lambda faces, pairs: ONE_PAIR if len(faces) < DECIMATED_642 else pairs)
     assert any("could not be mended" in step for step in result.repair.steps)
-    assert len(result.faces) > 2000 and result.report.ok  # the full solid, through the final check
-    assert len(calls) >= 2
+    assert len(result.faces) > DECIMATED_642 and result.report.ok  # the full solid, through the final check
+    assert len(seen) >= 2

@@ -72,8 +72,7 @@ class RenderedViews(Dataset):
             photometric augmentation follow as for a picture without alpha).
         cutout: with ``augment``, the share of shaded views over a background that are then cut out
             onto white by an imperfect mask (:func:`training.augment.cutout_mask`) after the photometric
-            augmentation, as the object finder
-            hands a photograph to the network; the targets stay the view's.
+            augmentation, as the object finder hands a photograph to the network; the targets stay the view's.
         occupancy: the frustum grid of ``model.coarse=occupancy``; when given, items also hold
             ``occupancy`` and ``grid_camera`` (the models' ``solid.npz``, training/build_solids.py).
 
