@@ -6,17 +6,21 @@ import numpy as np
 import pytest
 import torch
 from pytorch3d.ops import sample_points_from_meshes
-from pytorch3d.structures import Meshes
 from pytorch3d.utils import ico_sphere
 
 from recon_core.mesh.camera import Camera, intrinsics, to_pytorch3d
+from recon_core.mesh.topology import BatchMeshes
 from recon_core.network.losses import (
     LOSS_NAMES,
     LossWeights,
     RenderSettings,
     SilhouetteTarget,
+    chamfer_and_normal,
+    edge_loss,
+    laplacian_loss,
     mesh_loss,
     refinement_loss,
+    sample_surface,
 )
 
 RADIUS = 0.3
@@ -30,19 +34,18 @@ def _camera(size: int = MASK_SIZE) -> Camera:
     return Camera(R=np.eye(3), T=np.array([0.0, 0.0, DISTANCE]), K=intrinsics(35.0, 32.0, size, size), width=size, height=size)
 
 
-def _spheres(centres: torch.Tensor, level: int = 2) -> tuple[Meshes, torch.Tensor]:
+def _spheres(centres: torch.Tensor, level: int = 2) -> tuple[BatchMeshes, torch.Tensor]:
     """Ico-spheres of radius RADIUS at (B, 3) view-frame centres; returns the meshes and their leaf verts."""
     s = ico_sphere(level)
     verts = (s.verts_packed() * RADIUS)[None] + centres[:, None]  # (B, V, 3)
     verts = verts.detach().requires_grad_()
-    faces = s.faces_packed()[None].expand(len(centres), -1, -1)
-    return Meshes(verts=verts, faces=faces), verts
+    return BatchMeshes(verts, s.faces_packed()), verts
 
 
 def _gt_samples(centres: torch.Tensor, n: int = 10000) -> tuple[torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)
     meshes, _ = _spheres(centres, level=4)
-    points, normals = sample_points_from_meshes(meshes, n, return_normals=True)
+    points, normals = sample_points_from_meshes(meshes.to_pytorch3d(), n, return_normals=True)
     return points.detach(), normals.detach()
 
 
@@ -144,7 +147,7 @@ def test_silhouette_pulls_a_sphere_toward_the_target():
     optimiser = torch.optim.Adam([shift], lr=0.015)
     history = []
     for _ in range(5):
-        pred = Meshes(verts=(s.verts_packed() * RADIUS + shift)[None], faces=s.faces_packed()[None])
+        pred = BatchMeshes((s.verts_packed() * RADIUS + shift)[None], s.faces_packed())
         total, parts = mesh_loss(pred, gt_points, gt_normals, weights, num_samples=100, silhouette=target, render=RENDER)
         history.append(parts["silhouette"].item())
         optimiser.zero_grad()
@@ -194,8 +197,8 @@ def test_validation_messages():
         mesh_loss(pred, gt_points[:1], gt_normals[:1])
     with pytest.raises(ValueError, match="gt_normals must have the shape of gt_points"):
         mesh_loss(pred, gt_points, gt_normals[:, :50])
-    with pytest.raises(ValueError, match="pred_meshes must be a pytorch3d Meshes"):
-        mesh_loss(pred.verts_padded(), gt_points, gt_normals)
+    with pytest.raises(ValueError, match="pred_meshes must be a BatchMeshes"):
+        mesh_loss(pred.verts, gt_points, gt_normals)
     with pytest.raises(ValueError, match="need a SilhouetteTarget"):
         mesh_loss(pred, gt_points, gt_normals, LossWeights(silhouette=1.0))
     with pytest.raises(ValueError, match="LossWeights.edge must be finite and >= 0"):
@@ -211,3 +214,68 @@ def test_validation_messages():
         mesh_loss(pred, gt_points, gt_normals, LossWeights(depth=1.0), silhouette=dataclasses.replace(target, depths=None))
     with pytest.raises(ValueError, match="stage_meshes must hold at least one stage"):
         refinement_loss([], gt_points, gt_normals)
+
+
+def _lumpy(batch: int = 3, level: int = 2, seed: int = 0) -> BatchMeshes:
+    """Ico-spheres with random radial bumps: faces of unequal areas and vertices off their neighbours' mean."""
+    g = torch.Generator().manual_seed(seed)
+    s = ico_sphere(level)
+    radii = 0.2 + 0.3 * torch.rand(batch, s.verts_packed().shape[0], 1, generator=g)
+    return BatchMeshes(s.verts_packed()[None] * radii, s.faces_packed())
+
+
+def test_torch_terms_equal_pytorch3d():
+    from pytorch3d.loss import chamfer_distance, mesh_edge_loss, mesh_laplacian_smoothing
+
+    meshes = _lumpy()
+    reference = meshes.to_pytorch3d()
+    torch.manual_seed(5)
+    points, normals = sample_surface(meshes, 700)
+    torch.manual_seed(5)
+    ref_points, ref_normals = sample_points_from_meshes(reference, 700, return_normals=True)
+    torch.testing.assert_close(points, ref_points, atol=1e-6, rtol=0)
+    torch.testing.assert_close(normals, ref_normals, atol=1e-5, rtol=0)
+
+    g = torch.Generator().manual_seed(1)
+    gt = torch.randn(3, 500, 3, generator=g) * 0.3
+    gt_normals = torch.nn.functional.normalize(torch.randn(3, 500, 3, generator=g), dim=-1)
+    chamfer, normal = chamfer_and_normal(points, gt, normals, gt_normals)
+    ref_chamfer, ref_normal = chamfer_distance(points, gt, x_normals=normals, y_normals=gt_normals)
+    assert chamfer.item() == pytest.approx(ref_chamfer.item(), rel=1e-5)
+    assert normal.item() == pytest.approx(ref_normal.item(), rel=1e-5)
+
+    assert edge_loss(meshes).item() == pytest.approx(mesh_edge_loss(reference).item(), rel=1e-5)
+    assert laplacian_loss(meshes).item() == pytest.approx(
+        mesh_laplacian_smoothing(reference, method="uniform").item(), rel=1e-5)
+
+
+def test_torch_terms_have_pytorch3d_gradients():
+    from pytorch3d.loss import mesh_edge_loss, mesh_laplacian_smoothing
+
+    base = _lumpy(batch=2, seed=3)
+    ours = base.verts.clone().requires_grad_()
+    theirs = base.verts.clone().requires_grad_()
+    (edge_loss(BatchMeshes(ours, base.faces)) + laplacian_loss(BatchMeshes(ours, base.faces))).backward()
+    reference = BatchMeshes(theirs, base.faces).to_pytorch3d()
+    (mesh_edge_loss(reference) + mesh_laplacian_smoothing(reference, method="uniform")).backward()
+    torch.testing.assert_close(ours.grad, theirs.grad, atol=1e-6, rtol=1e-4)
+
+
+def test_mesh_loss_is_the_pytorch3d_terms():
+    """The whole loss (sampling included, one seed) against pytorch3d's functions."""
+    from pytorch3d.loss import chamfer_distance, mesh_edge_loss, mesh_laplacian_smoothing
+
+    meshes = _lumpy(batch=2, seed=4)
+    gt_points, gt_normals = _gt_samples(torch.zeros(2, 3), n=800)
+    weights = LossWeights(chamfer=1.0, normal=0.3, edge=0.2, laplacian=0.1)
+    torch.manual_seed(9)
+    total, parts = mesh_loss(meshes, gt_points, gt_normals, weights, num_samples=600)
+    reference = meshes.to_pytorch3d()
+    torch.manual_seed(9)
+    points, normals = sample_points_from_meshes(reference, 600, return_normals=True)
+    chamfer, normal = chamfer_distance(points, gt_points, x_normals=normals, y_normals=gt_normals)
+    expected = {"chamfer": chamfer, "normal": normal, "edge": mesh_edge_loss(reference),
+                "laplacian": mesh_laplacian_smoothing(reference, method="uniform")}
+    for name, value in expected.items():
+        assert parts[name].item() == pytest.approx(value.item(), rel=1e-5), name
+    assert total.item() == pytest.approx(sum(getattr(weights, k) * v.item() for k, v in expected.items()), rel=1e-5)

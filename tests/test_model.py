@@ -165,3 +165,21 @@ def test_attention_equals_the_plain_all_cells_attention(window, heads):
     (g_fast,) = torch.autograd.grad(fast.square().sum(), query)
     (g_slow,) = torch.autograd.grad(slow.square().sum(), query)
     torch.testing.assert_close(g_fast, g_slow, rtol=1e-4, atol=1e-6)
+
+
+def test_ico_sphere_is_pytorch3d_s():
+    """The torch-only construction: the same vertices, faces and edges as pytorch3d's, level by level."""
+    from pytorch3d.utils import ico_sphere as pytorch3d_ico_sphere
+
+    from recon_core.mesh.topology import ico_sphere
+
+    topo = IcoTopology(1, 5)
+    for level in range(6):
+        reference = pytorch3d_ico_sphere(level)
+        verts, faces = ico_sphere(level)
+        assert torch.equal(faces, reference.faces_packed())
+        torch.testing.assert_close(verts, reference.verts_packed(), atol=0, rtol=0)
+        if level >= 1:
+            assert torch.equal(topo.faces(level), reference.faces_packed())
+            assert torch.equal(topo.edges(level), reference.edges_packed())
+            assert torch.equal(topo.sphere(level), reference.verts_packed())

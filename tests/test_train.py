@@ -276,3 +276,18 @@ def test_weight_average_snapshots_hold_the_average(tmp_path):
             torch.testing.assert_close(value, state["ema"][f"module.{key}"].float(), rtol=2e-3, atol=1e-5, msg=key)
             apart += int(not torch.allclose(value, state["model"][key].float(), rtol=2e-3, atol=1e-5))
     assert apart > 10  # ... and not the weights
+
+
+def test_trains_where_pytorch3d_is_not_installed(tmp_path):
+    """A machine without pytorch3d (the GPU machines) builds the model and trains it: every loss but the
+    silhouette and depth ones is torch alone."""
+    out = tmp_path / "run"
+    blocked = ("import runpy, sys; sys.modules['pytorch3d'] = None; "
+               f"sys.argv = ['train.py', *{[*TINY_ARGS, f'run.out={out}', 'optim.steps=2']!r}]; "
+               "runpy.run_path('training/train.py', run_name='__main__')")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-c", blocked], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    losses = _losses(out)
+    assert sorted(losses) == [1, 2] and all(v > 0 for v in losses.values())

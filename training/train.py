@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from recon_core.io.export import atomic_write_bytes
 from recon_core.io.weights import load_model, save_model
+from recon_core.mesh.topology import BatchMeshes
 from recon_core.network.heads import OccupancyOutput
 from recon_core.network.losses import LossWeights, RenderSettings, SilhouetteTarget, mesh_loss
 from recon_core.network.model import ReconOutput, build_model
@@ -159,14 +160,13 @@ def refine_loss(model, out: OccupancyOutput, batch: dict, cfg: TrainConfig) -> t
     carved by the render's mask, as a picture with transparency is, with the predicted grid camera;
     no gradient flows into the occupancy through the meshing), the stages move its vertices
     (:meth:`recon_core.network.model.ReconstructionNet.refine_mesh`), and every stage gets Chamfer, normal,
-    edge and Laplacian losses against the view-frame target points, averaged over the stages; the
+    edge and Laplacian losses against the view-frame target points (each picture's mesh on its own, averaged
+    over the pictures, then over the stages); the
     last stage also the silhouette and depth losses through the differentiable rasteriser with the
     render's true camera (``loss.silhouette``, ``loss.depth``), which the predicted camera's
     mesh alone does not match.
     ``chamfer/coarse`` (logged, not trained) is the occupancy mesh's own Chamfer distance.
     """
-    from pytorch3d.structures import Meshes
-
     from recon_core.io.inference import SMOOTH_ITERATIONS, coarse_surfaces
     from recon_core.mesh.occupancy import GridCamera
     from recon_core.mesh.topology import MeshGraph
@@ -203,18 +203,29 @@ def refine_loss(model, out: OccupancyOutput, batch: dict, cfg: TrainConfig) -> t
     rendered = lc.silhouette > 0 or lc.depth > 0
     target = _silhouette_target({k: batch[k][rows] for k in ("mask", "depth", "K", "T")}) if rendered else None
     render = _render_settings(lc)
+
+
+    def each(verts: list[torch.Tensor], stage_weights: LossWeights, silhouette) -> tuple[torch.Tensor, dict]:
+        """mesh_loss of each picture's own mesh (their topologies differ), averaged over the pictures."""
+        n = len(verts)
+        results = [mesh_loss(BatchMeshes(v[None], f), points[j:j + 1], normals[j:j + 1], stage_weights,
+                             num_samples=lc.num_samples, render=render,
+                             silhouette=None if silhouette is None else SilhouetteTarget(
+                                 masks=silhouette.masks[j:j + 1], cameras=silhouette.cameras[j],
+                                 depths=None if silhouette.depths is None else silhouette.depths[j:j + 1]))
+                   for j, (v, f) in enumerate(zip(verts, faces))]
+        return (sum(t for t, _ in results) / n, {k: sum(p[k] for _, p in results) / n for k in results[0][1]})
+
     total = torch.zeros((), dtype=torch.float32)
     parts: dict[str, float] = {}
     for i, verts in enumerate(stages):
         last = i == len(stages) - 1 and rendered
-        loss, stage_parts = mesh_loss(Meshes(verts=verts, faces=faces), points, normals, weights if last else plain,
-                                      num_samples=lc.num_samples, silhouette=target if last else None, render=render)
+        loss, stage_parts = each(verts, weights if last else plain, target if last else None)
         total = total + loss / len(stages)
         for k, v in stage_parts.items():
             parts[f"{k}/{i}"] = float(v.detach())
     with torch.no_grad():
-        _, coarse_parts = mesh_loss(Meshes(verts=coarse, faces=faces), points, normals, plain,
-                                    num_samples=lc.num_samples)
+        _, coarse_parts = each(coarse, plain, None)
     parts["chamfer/coarse"] = float(coarse_parts["chamfer"])
     parts["refine"] = float(total.detach())
     return total, parts

@@ -6,12 +6,12 @@ refiner (:class:`recon_core.network.refiner.RefinerStage`) takes either through 
 interface (``edges(level)``, ``batched_edge_index(level, batch)``):
 
 * :class:`IcoTopology`, the fixed ico-sphere levels of the shipped models.
-  :meth:`IcoTopology.meshes` builds the pytorch3d ``Meshes`` view of a batch when a loss or
-  a renderer needs one. Level ``L`` has ``10 * 4**L + 2`` vertices (2: 162, 3: 642,
+  :meth:`IcoTopology.meshes` gives a batch as the losses take it. Level ``L`` has ``10 * 4**L + 2`` vertices (2: 162, 3: 642,
   4: 2,562, 5: 10,242). Subdividing level ``L`` appends one vertex per edge (the edge's
   midpoint) after the existing vertices, in the order of :meth:`IcoTopology.edges`; that is
-  exactly how pytorch3d builds ``ico_sphere(L + 1)``, so the faces of the subdivided mesh
-  equal those of ``ico_sphere(L + 1)``.
+  exactly how pytorch3d builds ``ico_sphere(L + 1)``. :func:`ico_sphere` builds the levels in
+  torch alone, the same vertices, faces and edges as pytorch3d's (a test compares them), so
+  a model is built, and trained, where pytorch3d is not installed.
 * :class:`MeshGraph`, the graph of one mesh of any topology (any genus, any number of
   components, any vertex count), such as the marching-tetrahedra meshes of
   ``coarse="occupancy"`` models (:func:`recon_core.mesh.occupancy.mesh_occupancy`). It has no
@@ -20,6 +20,7 @@ interface (``edges(level)``, ``batched_edge_index(level, batch)``):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -28,8 +29,10 @@ from torch import nn
 
 __all__ = [
     "Topology",
+    "BatchMeshes",
     "IcoTopology",
     "MeshGraph",
+    "ico_sphere",
     "vertex_count",
     "level_for_vertices",
     "neighbour_mean",
@@ -69,22 +72,14 @@ class IcoTopology(nn.Module):
 
     def __init__(self, min_level: int, max_level: int):
         super().__init__()
-        from pytorch3d.ops import SubdivideMeshes
-        from pytorch3d.utils import ico_sphere
-
-        from pytorch3d.structures import Meshes
-
         self.min_level, self.max_level = min_level, max_level
-        mesh = ico_sphere(min_level)
+        verts, faces = ico_sphere(min_level)
         for level in range(min_level, max_level + 1):
             if level > min_level:  # ico_sphere(level)'s own step, without recomputing the levels below
-                finer = SubdivideMeshes()(mesh)
-                verts = finer.verts_list()[0]
-                verts /= verts.norm(p=2, dim=1, keepdim=True)
-                mesh = Meshes(verts=[verts], faces=[finer.faces_list()[0]])
-            self.register_buffer(f"faces_{level}", mesh.faces_packed().clone(), persistent=False)
-            self.register_buffer(f"edges_{level}", mesh.edges_packed().clone(), persistent=False)
-            self.register_buffer(f"sphere_{level}", mesh.verts_packed().clone(), persistent=False)
+                verts, faces = _subdivide(verts, faces)
+            self.register_buffer(f"faces_{level}", faces.clone(), persistent=False)
+            self.register_buffer(f"edges_{level}", _edges_and_face_edges(faces, len(verts))[0], persistent=False)
+            self.register_buffer(f"sphere_{level}", verts.clone(), persistent=False)
 
     def faces(self, level: int) -> torch.Tensor:
         return getattr(self, f"faces_{level}")
@@ -111,12 +106,94 @@ class IcoTopology(nn.Module):
         """(2, 2 * E_L * batch) directed edge index of ``batch`` copies of level ``level``, for torch_geometric."""
         return _batched_edge_index(self.edges(level), vertex_count(level), batch)
 
-    def meshes(self, verts: torch.Tensor, level: int):
-        """pytorch3d ``Meshes`` of ``verts`` (B, V_L, 3) with this level's faces."""
+    def meshes(self, verts: torch.Tensor, level: int) -> "BatchMeshes":
+        """The :class:`BatchMeshes` of ``verts`` (B, V_L, 3) with this level's faces."""
+        return BatchMeshes(verts, self.faces(level))
+
+
+_ICO_VERTS0 = (
+    (-0.5257, 0.8507, 0.0), (0.5257, 0.8507, 0.0), (-0.5257, -0.8507, 0.0), (0.5257, -0.8507, 0.0),
+    (0.0, -0.5257, 0.8507), (0.0, 0.5257, 0.8507), (0.0, -0.5257, -0.8507), (0.0, 0.5257, -0.8507),
+    (0.8507, 0.0, -0.5257), (0.8507, 0.0, 0.5257), (-0.8507, 0.0, -0.5257), (-0.8507, 0.0, 0.5257),
+)
+"""The 12 vertices of the level-0 ico-sphere, as pytorch3d's ``ico_sphere(0)`` has them (not renormalised)."""
+_ICO_FACES0 = (
+    (0, 11, 5), (0, 5, 1), (0, 1, 7), (0, 7, 10), (0, 10, 11), (1, 5, 9), (5, 11, 4), (11, 10, 2), (10, 7, 6),
+    (7, 1, 8), (3, 9, 4), (3, 4, 2), (3, 2, 6), (3, 6, 8), (3, 8, 9), (4, 9, 5), (2, 4, 11), (6, 2, 10),
+    (8, 6, 7), (9, 8, 1),
+)
+"""Its 20 faces, outward (counter-clockwise seen from outside), as pytorch3d's."""
+
+
+def ico_sphere(level: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The unit ico-sphere of ``level``: ``(verts (V, 3) float32, faces (F, 3) long)``, outward.
+
+    The same vertices (in the same order), faces and edges as pytorch3d's ``ico_sphere(level)``:
+    level 0 is its 12 vertices and 20 faces, and each level splits every face of the one below
+    into four (:func:`_subdivide`), the vertices then put back on the unit sphere.
+    """
+    if level < 0:
+        raise ValueError(f"level must be >= 0, got {level}")
+    verts = torch.tensor(_ICO_VERTS0, dtype=torch.float32)
+    faces = torch.tensor(_ICO_FACES0, dtype=torch.long)
+    for _ in range(level):
+        verts, faces = _subdivide(verts, faces)
+    return verts, faces
+
+
+def _edges_and_face_edges(faces: torch.Tensor, num_verts: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(edges (E, 2), face_edges (F, 3))``: the unique edges, low index first and sorted (pytorch3d's
+    ``edges_packed``), and each face's edges opposite its three vertices (``faces_packed_to_edges_packed``)."""
+    v0, v1, v2 = faces.unbind(1)
+    pairs = torch.cat([torch.stack([v1, v2], 1), torch.stack([v2, v0], 1), torch.stack([v0, v1], 1)]).sort(1).values
+    keys, inverse = torch.unique(pairs[:, 0] * num_verts + pairs[:, 1], return_inverse=True)
+    return torch.stack([keys // num_verts, keys % num_verts], 1), inverse.reshape(3, -1).t()
+
+
+def _subdivide(verts: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One level finer: each edge's midpoint appended (edge order), each face split into four as pytorch3d's
+    ``SubdivideMeshes`` splits it, and every vertex put back on the unit sphere.
+
+    Args:
+        verts: (V, 3) float; faces: (F, 3) long.
+
+    Returns:
+        ``(verts (V + E, 3), faces (4 F, 3))``.
+    """
+    edges, face_edges = _edges_and_face_edges(faces, len(verts))
+    verts = torch.cat([verts, verts[edges].mean(dim=1)])
+    mid = face_edges + (len(verts) - len(edges))  # (F, 3) the new vertex on the edge opposite each corner
+    faces = torch.cat([torch.stack([faces[:, 0], mid[:, 2], mid[:, 1]], 1),
+                       torch.stack([faces[:, 1], mid[:, 0], mid[:, 2]], 1),
+                       torch.stack([faces[:, 2], mid[:, 1], mid[:, 0]], 1), mid])
+    return verts / verts.norm(p=2, dim=1, keepdim=True), faces
+
+
+@dataclass(frozen=True)
+class BatchMeshes:
+    """B triangle meshes of one topology: what the losses take (:mod:`recon_core.network.losses`).
+
+    Attributes:
+        verts: (B, V, 3) float vertices.
+        faces: (F, 3) long faces, shared by the B meshes.
+    """
+
+    verts: torch.Tensor
+    faces: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.verts.shape[0]
+
+    @property
+    def edges(self) -> torch.Tensor:
+        """(E, 2) long unique undirected edges of ``faces``, low index first, sorted (pytorch3d's order)."""
+        return _edges_and_face_edges(self.faces, self.verts.shape[1])[0]
+
+    def to_pytorch3d(self):
+        """The pytorch3d ``Meshes`` of the batch (for its rasteriser)."""
         from pytorch3d.structures import Meshes
 
-        faces = self.faces(level)
-        return Meshes(verts=list(verts), faces=[faces] * verts.shape[0])
+        return Meshes(verts=list(self.verts), faces=[self.faces] * len(self))
 
 
 class MeshGraph:

@@ -6,6 +6,13 @@ can be logged, and a multi-stage refiner is trained on the mean of its stages' l
 silhouette and depth terms render the prediction with pytorch3d's soft rasteriser (Liu et
 al., "Soft Rasterizer", ICCV 2019).
 
+The meshes of a batch share one topology (:class:`BatchMeshes`: ``verts (B, V, 3)``, ``faces (F, 3)``).
+Chamfer, normal, edge and Laplacian are computed in torch alone (:func:`sample_surface`,
+:func:`chamfer_and_normal`, :func:`edge_loss`, :func:`laplacian_loss`): the same values as pytorch3d's
+``sample_points_from_meshes`` (the same random draws, so the same points under one seed), ``chamfer_distance``,
+``mesh_edge_loss`` and ``mesh_laplacian_smoothing(method="uniform")`` (the tests compare them), so that a
+machine without pytorch3d trains with every term but the silhouette and depth ones.
+
 Scale: meshes and points are in the view frame (:mod:`recon_core.mesh.camera`), where an object's
 bounding-box diagonal is 1 -- the ShapeNetCore normalisation that Mesh R-CNN's ShapeNet
 training also used, so its weights carry over. Chamfer and edge are both squared lengths, so
@@ -17,11 +24,14 @@ distance in scene units.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
+
+from recon_core.mesh.topology import BatchMeshes, neighbour_mean
 
 __all__ = [
     "LOSS_NAMES",
@@ -31,6 +41,10 @@ __all__ = [
     "mesh_loss",
     "refinement_loss",
     "render_silhouette",
+    "sample_surface",
+    "chamfer_and_normal",
+    "edge_loss",
+    "laplacian_loss",
 ]
 
 LOSS_NAMES = ("chamfer", "normal", "edge", "laplacian", "silhouette", "depth")
@@ -55,9 +69,9 @@ class LossWeights:
     normal: float = 0.0
     """``1 - |cos|`` between the normals of nearest neighbours, both directions (no units)."""
     edge: float = 0.2
-    """Mean squared edge length (pytorch3d ``mesh_edge_loss``, squared units)."""
+    """Mean squared edge length (:func:`edge_loss`, squared units)."""
     laplacian: float = 0.0
-    """Uniform Laplacian smoothing (pytorch3d ``mesh_laplacian_smoothing``, linear units)."""
+    """Uniform Laplacian smoothing (:func:`laplacian_loss`, linear units)."""
     silhouette: float = 0.0
     """Soft IoU loss ``1 - IoU`` between the rendered soft silhouette and the mask (no units)."""
     depth: float = 0.0
@@ -68,6 +82,77 @@ class LossWeights:
             value = getattr(self, f.name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"LossWeights.{f.name} must be finite and >= 0, got {value}")
+
+
+def sample_surface(meshes: BatchMeshes, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` points drawn uniformly by area on each mesh, and the unit normals of their faces.
+
+    pytorch3d's ``sample_points_from_meshes(..., return_normals=True)`` in torch: the same random draws in the
+    same order (faces by ``multinomial`` on the areas, then ``rand(2, B, count)`` barycentric coordinates), so
+    under one seed the same points.
+
+    Returns:
+        ``(points, normals)``, each (B, count, 3).
+    """
+    verts, faces = meshes.verts, meshes.faces
+    v0, v1, v2 = verts[:, faces[:, 0]], verts[:, faces[:, 1]], verts[:, faces[:, 2]]  # each (B, F, 3)
+    with torch.no_grad():
+        areas = torch.linalg.cross(v1 - v0, v2 - v0, dim=-1).norm(dim=-1) / 2  # (B, F)
+        chosen = areas.multinomial(count, replacement=True)  # (B, count)
+    u = torch.rand(2, len(meshes), count, dtype=verts.dtype, device=verts.device)
+    root = u[0].sqrt()
+    w0, w1, w2 = 1.0 - root, root * (1.0 - u[1]), root * u[1]  # (B, count) each
+
+    def pick(x: torch.Tensor) -> torch.Tensor:
+        return x.gather(1, chosen[..., None].expand(-1, -1, 3))  # (B, count, 3)
+
+    a, b, c = pick(v0), pick(v1), pick(v2)
+    points = w0[..., None] * a + w1[..., None] * b + w2[..., None] * c
+    normals = torch.linalg.cross(b - a, c - b, dim=-1)
+    normals = normals / normals.norm(dim=-1, keepdim=True).clamp_min(sys.float_info.epsilon)
+    return points, normals
+
+
+def chamfer_and_normal(x: torch.Tensor, y: torch.Tensor, x_normals: torch.Tensor, y_normals: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """pytorch3d's ``chamfer_distance(x, y, x_normals=..., y_normals=...)`` with its defaults, by ``torch.cdist``.
+
+    Chamfer: each point's squared distance to its nearest neighbour in the other set, averaged over the points,
+    the two directions summed, averaged over the batch. Normal: ``1 - |cos|`` between each point's normal and
+    its nearest neighbour's, likewise.
+
+    Args:
+        x: (B, N, 3), y: (B, M, 3) points; x_normals, y_normals: their (B, N, 3), (B, M, 3) unit normals.
+
+    Returns:
+        ``(chamfer, normal)``, scalars.
+    """
+    d = torch.cdist(x, y).square()  # (B, N, M)
+    to_y, nn_y = d.min(dim=2)  # (B, N) each x point's nearest y
+    to_x, nn_x = d.min(dim=1)  # (B, M)
+    chamfer = to_y.mean(dim=1) + to_x.mean(dim=1)
+
+    def cosine(a: torch.Tensor, b: torch.Tensor, nn: torch.Tensor) -> torch.Tensor:
+        partner = b.gather(1, nn[..., None].expand(-1, -1, 3))
+        return 1.0 - F.cosine_similarity(a, partner, dim=2, eps=1e-6).abs()
+
+    normal = cosine(x_normals, y_normals, nn_y).mean(dim=1) + cosine(y_normals, x_normals, nn_x).mean(dim=1)
+    return chamfer.mean(), normal.mean()
+
+
+def edge_loss(meshes: BatchMeshes) -> torch.Tensor:
+    """Mean squared edge length of each mesh, averaged over the batch (pytorch3d ``mesh_edge_loss``)."""
+    e = meshes.edges
+    return (meshes.verts[:, e[:, 0]] - meshes.verts[:, e[:, 1]]).square().sum(dim=-1).mean()
+
+
+def laplacian_loss(meshes: BatchMeshes) -> torch.Tensor:
+    """Mean over the vertices of ``|mean of the neighbours - vertex|``, averaged over the batch (pytorch3d
+    ``mesh_laplacian_smoothing(method="uniform")``; a vertex in no edge counts 0 there and here)."""
+    verts, e = meshes.verts, meshes.edges
+    degree = torch.bincount(e.reshape(-1), minlength=verts.shape[1])
+    offset = torch.where((degree > 0)[None, :, None], neighbour_mean(verts, e) - verts, torch.zeros_like(verts))
+    return offset.norm(dim=-1).mean()
 
 
 @dataclass(frozen=True)
@@ -114,12 +199,10 @@ class SilhouetteTarget:
 
 
 def _validate_inputs(pred_meshes, gt_points: torch.Tensor, gt_normals: torch.Tensor, num_samples: int) -> None:
-    from pytorch3d.structures import Meshes
-
-    if not isinstance(pred_meshes, Meshes):
-        raise ValueError(f"pred_meshes must be a pytorch3d Meshes, got {type(pred_meshes).__name__}")
+    if not isinstance(pred_meshes, BatchMeshes):
+        raise ValueError(f"pred_meshes must be a BatchMeshes, got {type(pred_meshes).__name__}")
     batch = len(pred_meshes)
-    if batch == 0 or (pred_meshes.num_faces_per_mesh() == 0).any():
+    if batch == 0 or pred_meshes.faces.shape[0] == 0:
         raise ValueError("pred_meshes must hold at least one mesh, each with at least one face")
     for name, t in (("gt_points", gt_points), ("gt_normals", gt_normals)):
         if not torch.is_tensor(t) or t.dim() != 3 or t.shape[0] != batch or t.shape[2] != 3 or t.shape[1] == 0:
@@ -163,7 +246,7 @@ def render_silhouette(pred_meshes, cameras, image_size: tuple[int, int], render:
     """Differentiable soft silhouette and depth of a batch of meshes.
 
     Args:
-        pred_meshes: ``Meshes`` with B meshes, in the cameras' world frame.
+        pred_meshes: B meshes (:class:`BatchMeshes`), in the cameras' world frame.
         cameras: pytorch3d cameras batch of size B.
         image_size: ``(h, w)`` raster size in pixels, with the aspect ratio of the cameras' image.
         render: soft rasteriser settings (``image_size`` is ignored here).
@@ -179,10 +262,11 @@ def render_silhouette(pred_meshes, cameras, image_size: tuple[int, int], render:
         image_size=image_size,
         blur_radius=math.log(1.0 / _ALPHA_EPS - 1.0) * render.sigma,
         faces_per_pixel=render.faces_per_pixel,
-        bin_size=0 if not pred_meshes.device.type == "cuda" else None,  # no coarse-to-fine on the CPU
+        bin_size=0 if not pred_meshes.verts.device.type == "cuda" else None,  # no coarse-to-fine on the CPU
     )
-    fragments = MeshRasterizer(cameras=cameras, raster_settings=settings)(pred_meshes)
-    alpha = SoftSilhouetteShader(BlendParams(sigma=render.sigma))(fragments, pred_meshes)[..., 3]  # (B, h, w)
+    meshes = pred_meshes.to_pytorch3d()
+    fragments = MeshRasterizer(cameras=cameras, raster_settings=settings)(meshes)
+    alpha = SoftSilhouetteShader(BlendParams(sigma=render.sigma))(fragments, meshes)[..., 3]  # (B, h, w)
 
     # Faces are sorted by z; with a blur radius the nearest ones may only pass near the pixel.
     inside = (fragments.dists < 0) & (fragments.pix_to_face >= 0)  # (B, h, w, K)
@@ -231,11 +315,11 @@ def mesh_loss(
 
     Parts (each a scalar averaged over the batch):
 
-    * ``chamfer``: pytorch3d ``chamfer_distance`` between ``num_samples`` points sampled on each
-      prediction and the GT points: sum of both directions' mean squared NN distances.
+    * ``chamfer``: :func:`chamfer_and_normal` between ``num_samples`` points sampled on each
+      prediction (:func:`sample_surface`) and the GT points: sum of both directions' mean squared NN distances.
     * ``normal``: the normal term of the same call, ``1 - |cos|`` of nearest neighbours' normals.
-    * ``edge``: ``mesh_edge_loss``, the mean squared edge length.
-    * ``laplacian``: ``mesh_laplacian_smoothing`` with uniform weights.
+    * ``edge``: :func:`edge_loss`, the mean squared edge length.
+    * ``laplacian``: :func:`laplacian_loss`, uniform weights.
     * ``silhouette`` (only with ``silhouette``): soft IoU loss ``1 - sum(a m) / sum(a + m - a m)``
       per image, averaged, between the soft silhouette ``a`` rendered at ``render.image_size``
       and the target mask ``m`` resized to it. Chosen over BCE because it is bounded, does not
@@ -244,7 +328,7 @@ def mesh_loss(
       and the target depth, over pixels that are foreground in both.
 
     Args:
-        pred_meshes: ``Meshes`` with B predicted meshes, view frame.
+        pred_meshes: B predicted meshes (:class:`BatchMeshes`), view frame.
         gt_points: (B, N, 3) float points sampled on the GT surfaces, view frame.
         gt_normals: (B, N, 3) float unit normals at ``gt_points``.
         weights: part weights; a zero weight keeps the part in the dict, out of the total.
@@ -258,9 +342,6 @@ def mesh_loss(
     Raises:
         ValueError: on malformed inputs, or a positive silhouette / depth weight without its target.
     """
-    from pytorch3d.loss import chamfer_distance, mesh_edge_loss, mesh_laplacian_smoothing
-    from pytorch3d.ops import sample_points_from_meshes
-
     _validate_inputs(pred_meshes, gt_points, gt_normals, num_samples)
     if silhouette is None and (weights.silhouette > 0 or weights.depth > 0):
         raise ValueError("weights.silhouette and weights.depth > 0 need a SilhouetteTarget")
@@ -269,13 +350,13 @@ def mesh_loss(
         if silhouette.depths is None and weights.depth > 0:
             raise ValueError("weights.depth > 0 needs SilhouetteTarget.depths")
 
-    points, normals = sample_points_from_meshes(pred_meshes, num_samples, return_normals=True)  # (B, S, 3)
-    chamfer, normal = chamfer_distance(points, gt_points.to(points), x_normals=normals, y_normals=gt_normals.to(points))
+    points, normals = sample_surface(pred_meshes, num_samples)  # (B, S, 3)
+    chamfer, normal = chamfer_and_normal(points, gt_points.to(points), normals, gt_normals.to(points))
     parts = {
         "chamfer": chamfer,
         "normal": normal,
-        "edge": mesh_edge_loss(pred_meshes),
-        "laplacian": mesh_laplacian_smoothing(pred_meshes, method="uniform"),
+        "edge": edge_loss(pred_meshes),
+        "laplacian": laplacian_loss(pred_meshes),
     }
     if silhouette is not None:
         parts["silhouette"], depth = _silhouette_and_depth(pred_meshes, silhouette, render)
@@ -298,7 +379,7 @@ def refinement_loss(
     """:func:`mesh_loss` averaged over the stages of a refiner, as in Mesh R-CNN.
 
     Args:
-        stage_meshes: one ``Meshes`` of B meshes per refinement stage, first to last.
+        stage_meshes: one :class:`BatchMeshes` of B meshes per refinement stage, first to last.
         gt_points, gt_normals, weights, num_samples, silhouette, render: as :func:`mesh_loss`.
 
     Returns:
