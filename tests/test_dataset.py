@@ -161,3 +161,72 @@ def test_augment_changes_the_image_and_the_crop_only(fake):
         assert b["image"].shape == a["image"].shape and 0 <= b["image"].min() and b["image"].max() <= 1
         assert not torch.equal(a["image"], b["image"])
         assert not torch.equal(a["K"], b["K"])
+
+
+@pytest.fixture(scope="module")
+def packed(fake, tmp_path_factory):
+    from training.pack_views import pack_views
+
+    root, _ = fake
+    return pack_views(root / "shapenet", root / "renders", tmp_path_factory.mktemp("pack") / "pack",
+                      splits=("train", "val"), views_per_model=0, points=10000, backgrounds=None)
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_a_pack_gives_the_folders_items(fake, packed, augment):
+    """The pack (training/pack_views.py) read back: the same items as the render folders, but for the JPEG's
+    colour and float16's points."""
+    root, _ = fake
+    kwargs = dict(augment=augment, augment_seed=5 if augment else None, num_points=500)
+    for split in ("train", "val"):
+        folders = RenderedViews(root / "shapenet", root / "renders", split, **kwargs)
+        pack = RenderedViews("unused", "unused", split, pack=packed, **kwargs)
+        assert len(pack) == len(folders) and pack.categories == folders.categories
+        for i in range(len(folders)):
+            a, b = folders[i], pack[i]
+            assert (a["model_id"], a["view"], a["sketch"]) == (b["model_id"], b["view"], b["sketch"])
+            for key in ("mask", "K", "R", "T", "category"):
+                assert torch.equal(a[key], b[key]), key
+            torch.testing.assert_close(b["depth"], a["depth"], atol=1e-3, rtol=0)
+            assert (a["image"] - b["image"]).abs().mean() < 0.02
+            torch.testing.assert_close(b["points"], a["points"], atol=2e-3, rtol=0)  # float16: all 10,000, drawn alike
+
+
+def test_a_pack_is_small_and_its_bad_input_is_clear(fake, packed, tmp_path):
+    from training.pack_views import main
+
+    root, _ = fake
+    view_bytes = sum(p.stat().st_size for p in (root / "renders").rglob("*") if p.name != "points.npz")
+    with np.load(packed / "views.npz") as data:
+        assert data["blob"].nbytes < view_bytes / 3
+    with pytest.raises(ValueError, match="holds no views.npz"):
+        RenderedViews("unused", "unused", "train", pack=tmp_path)
+    with pytest.raises(ValueError, match="holds no solids"):
+        from recon_core.mesh.occupancy import GridSpec
+
+        RenderedViews("unused", "unused", "train", pack=packed, occupancy=GridSpec(8, 8, 0.75))
+    assert main(["--shapenet", str(tmp_path / "none"), "--out", str(tmp_path / "p")]) == 2
+    assert main(["--shapenet", str(root / "shapenet"), "--renders", str(root / "renders"), "--splits", "test",
+                 "--out", str(tmp_path / "p")]) == 2
+
+
+def test_training_reads_a_pack_where_pytorch3d_is_not_installed(packed, tmp_path):
+    """What a machine the renders cannot reach runs: train.py on the pack alone, without pytorch3d."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_train import REPO, TINY_ARGS, _losses
+
+    out = tmp_path / "run"
+    args = [a for a in TINY_ARGS if not a.startswith("data.synthetic")]
+    args += ["data.synthetic=0", f"data.pack={packed}", f"data.backgrounds={tmp_path / 'none'}", "data.num_points=500",
+             "data.styles=0.5", "data.cutout=0.5", f"run.out={out}", "optim.steps=2"]
+    blocked = ("import runpy, sys; sys.modules['pytorch3d'] = None; "
+               f"sys.argv = ['train.py', *{args!r}]; runpy.run_path('training/train.py', run_name='__main__')")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-c", blocked], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert "(pack " in proc.stdout + proc.stderr
+    assert sorted(_losses(out)) == [1, 2]

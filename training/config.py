@@ -21,6 +21,10 @@ class DataConfig:
     """Data set root in ShapeNetCore layout, with manifest.json (training/build_dataset.py)."""
     renders: str = "data/renders"
     """Rendered views (training/render.py)."""
+    pack: str | None = None
+    """A pack of the rendered views (training/pack_views.py), read instead of ``shapenet`` and ``renders`` (a
+    machine the renders cannot reach); its background photographs stand in for ``backgrounds`` where that
+    folder is missing."""
     num_points: int = 2048
     """Ground-truth surface points per sample."""
     augment: bool = True

@@ -75,6 +75,9 @@ class RenderedViews(Dataset):
             augmentation, as the object finder hands a photograph to the network; the targets stay the view's.
         occupancy: the frustum grid of ``model.coarse=occupancy``; when given, items also hold
             ``occupancy`` and ``grid_camera`` (the models' ``solid.npz``, training/build_solids.py).
+        pack: a pack of the views (training/pack_views.py) to read instead of ``shapenet_root`` and
+            ``renders_root`` (both then unused), and, when ``backgrounds`` is None, its photographs.
+            Not with ``occupancy`` (the pack holds no solids).
 
     An item is a dict:
         ``image`` (3, S, S) float32 in [0, 1]; ``mask`` (S, S) float32 {0, 1};
@@ -103,6 +106,7 @@ class RenderedViews(Dataset):
         styles: float = 0.0,
         occupancy_share: bool = False,
         cutout: float = 0.0,
+        pack: str | os.PathLike | None = None,
     ):
         if not 0.0 <= styles <= 1.0:
             raise ValueError(f"styles must be a share in [0, 1], got {styles}")
@@ -119,6 +123,15 @@ class RenderedViews(Dataset):
         self.augment = augment
         self.seed = seed
         self.augment_seed = augment_seed
+        self._pack = None
+        if pack is not None:
+            from training.pack_views import PackedViews
+
+            if occupancy is not None:
+                raise ValueError("a pack of views holds no solids: train model.coarse=occupancy from the renders")
+            self._pack = PackedViews(pack)
+            if backgrounds is None:
+                backgrounds = self._pack.backgrounds
         self.photos = BackgroundPhotos(backgrounds)
         if augment and backgrounds is not None:
             if self.photos.available:
@@ -129,7 +142,16 @@ class RenderedViews(Dataset):
         self._folders: list[Path] = []
         self._model_ids: list[str] = []
         self._model_category: list[int] = []
+        self._pack_model: list[int] = []
+        self._pack_row: dict[tuple[int, int], int] = {}
         items: list[tuple[int, int]] = []
+        if self._pack is not None:
+            records = self._index_pack(split, items)
+            self._items = items
+            self.categories = [self._model_category[m] for m, _ in items]
+            log.info("%s: %d views of %d/%d models (pack %s)", split, len(items), len(self._model_ids),
+                     len(records), pack)
+            return
         # Held-out categories (training.holdout) are evaluation material only, whatever their split.
         records = [r for r in _read_manifest(Path(shapenet_root))
                    if (split == "all" or r.get("split") == split) and not is_held_out(str(r["synset"]))]
@@ -147,6 +169,32 @@ class RenderedViews(Dataset):
         self.categories: list[int] = [self._model_category[m] for m, _ in items]
         """Category index of every item, for weighted sampling without loading anything."""
         log.info("%s: %d views of %d/%d models", split, len(items), len(self._folders), len(records))
+
+    def _index_pack(self, split: str, items: list[tuple[int, int]]) -> list[int]:
+        """Fill the index from the pack's models of ``split`` (held-out categories left out); their pack rows."""
+        pack = self._pack
+        records = [i for i, (synset, sp) in enumerate(zip(pack.synsets, pack.splits))
+                   if (split == "all" or sp == split) and not is_held_out(synset)]
+        for i in sorted(records, key=lambda i: (pack.synsets[i], pack.model_ids[i])):
+            m = len(self._model_ids)
+            self._model_ids.append(pack.model_ids[i])
+            self._model_category.append(_CATEGORY_INDEX.get(pack.synsets[i], UNKNOWN_CATEGORY))
+            self._pack_model.append(i)
+            for row, view in pack.views_of(i):
+                self._pack_row[(m, view)] = row
+                items.append((m, view))
+        return records
+
+    def _read_view(self, m: int, view: int) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+        """``(meta, rgba (H, W, 4) uint8, mask (H, W) uint8, depth (H, W) float32)`` of a model's view."""
+        if self._pack is not None:
+            return self._pack.view(self._pack_row[(m, view)])
+        folder, stem = self._folders[m], f"{view:03d}"
+        meta = json.loads((folder / f"{stem}.json").read_text())
+        rgba = np.asarray(Image.open(folder / f"{stem}.png").convert("RGBA"))
+        mask = np.asarray(Image.open(folder / f"{stem}_mask.png").convert("L"))
+        depth = np.load(folder / f"{stem}_depth.npy").astype(np.float32)
+        return meta, rgba, mask, depth
 
     @staticmethod
     def _complete_views(folder: Path) -> list[int]:
@@ -166,19 +214,17 @@ class RenderedViews(Dataset):
         return self.categories[index]
 
     def view_folder(self, index: int) -> tuple[Path, int]:
-        """``(folder, view)`` of item ``index``: its files are ``folder / f"{view:03d}..."``."""
+        """``(folder, view)`` of item ``index``: its files are ``folder / f"{view:03d}..."`` (not for a pack)."""
+        if self._pack is not None:
+            raise ValueError("a pack of views has no render folders")
         m, view = self._items[index]
         return self._folders[m], view
 
     def __getitem__(self, index: int) -> dict:
         m, view = self._items[index]
-        folder, stem = self._folders[m], f"{view:03d}"
-        meta = json.loads((folder / f"{stem}.json").read_text())
+        meta, rgba, mask, depth = self._read_view(m, view)
         camera = Camera.from_json(meta)
         sketch = bool(meta.get("sketch", False))
-        rgba = np.asarray(Image.open(folder / f"{stem}.png").convert("RGBA"))
-        mask = np.asarray(Image.open(folder / f"{stem}_mask.png").convert("L"))
-        depth = np.load(folder / f"{stem}_depth.npy").astype(np.float32)
         rgb, alpha = np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
         box = object_box(rgb, mask)
         rng = np.random.default_rng(self._item_seed(index))
@@ -281,8 +327,11 @@ class RenderedViews(Dataset):
         return self._solids[m]
 
     def _points(self, m: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        with np.load(self._folders[m] / "points.npz") as data:
-            points, normals = data["points"], data["normals"]
+        if self._pack is not None:
+            points, normals = self._pack.points(self._pack_model[m])
+        else:
+            with np.load(self._folders[m] / "points.npz") as data:
+                points, normals = data["points"], data["normals"]
         # The file's points are independent uniform samples, so any run of them is a uniform subset.
         idx = (int(rng.integers(len(points))) + np.arange(self.num_points)) % len(points)
         return points[idx].astype(np.float32), normals[idx].astype(np.float32)

@@ -350,10 +350,14 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
         from training.dataset import RenderedViews
 
         grid = cfg.model.grid_spec if cfg.model.coarse == "occupancy" else None
+        backgrounds = cfg.data.backgrounds
+        if cfg.data.pack is not None and not Path(backgrounds).is_dir():
+            backgrounds = None  # the pack's own photographs
         dataset = RenderedViews(cfg.data.shapenet, cfg.data.renders, "train", image_size=cfg.model.image_size,
                                 num_points=cfg.data.num_points, augment=cfg.data.augment, seed=cfg.run.seed,
-                                occupancy=grid, backgrounds=cfg.data.backgrounds, styles=cfg.data.styles,
-                                occupancy_share=cfg.data.occupancy_share, cutout=cfg.data.cutout)
+                                occupancy=grid, backgrounds=backgrounds, styles=cfg.data.styles,
+                                occupancy_share=cfg.data.occupancy_share, cutout=cfg.data.cutout,
+                                pack=cfg.data.pack)
 
     if rank == 0:
         (out_dir / "snapshots").mkdir(parents=True, exist_ok=True)

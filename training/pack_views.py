@@ -1,0 +1,247 @@
+"""The rendered views in one small file, for a training machine the renders cannot reach.
+
+    python training/pack_views.py --out data/pack                        # train split, 12 views a model (~25 MB)
+    python training/train.py --config training/configs/gpu.yaml data.pack=data/pack
+
+The renders (training/render.py) are ~750 MB of PNG and float16 depth maps; a machine that gets the working tree
+and 64 MiB besides (an accelerator lent for a few minutes) needs them much smaller. The pack holds, per view, the
+colour as JPEG, the alpha and the mask as PNG, and the depth as a 16-bit PNG over the object's own depth range
+(background 0), with the camera as numbers; per model, its target surface points and normals in float16; and
+beside it a few background photographs (``backgrounds/``, from ``data.backgrounds``). ``data.pack``
+makes :class:`training.dataset.RenderedViews` read it instead of the folders: the same items, but for the
+JPEG's loss on the colour and float16 on the points (tests compare them).
+
+Layout: ``OUT/views.npz`` (``numpy.savez``; plain arrays, no pickled objects), ``OUT/backgrounds/*.jpg``.
+Arrays of ``views.npz``:
+
+- ``synsets``, ``model_ids``, ``splits``: (M,) str, one per model;
+- ``points``, ``normals``: (M, P, 3) float16 world-frame surface points and unit normals;
+- ``view_model`` (N,) int32, ``view_id`` (N,) int32, ``view_sketch`` (N,) bool;
+- ``view_camera`` (N, 21) float64: R (row-major), T, K (row-major); ``view_size`` (N, 2) int32 (width, height);
+- ``depth_range`` (N, 2) float32: the depth PNG's 1 and 65535;
+- ``blob`` (B,) uint8 and ``offsets`` (4 N + 1,) int64: view ``i``'s colour JPEG, alpha PNG, mask PNG and depth
+  PNG are ``blob[offsets[4 i + k]:offsets[4 i + k + 1]]``, k = 0..3.
+
+Exit codes: 0 written, 2 bad input (no renders, a split with no complete view).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from recon_core.mesh.camera import Camera  # noqa: E402
+
+__all__ = ["PackedViews", "pack_views", "main"]
+
+log = logging.getLogger("pack_views")
+
+FILE = "views.npz"
+BACKGROUNDS = "backgrounds"
+JPEG_QUALITY = 92
+"""Quality of the colour JPEGs: ~2-6 KB a 137² view, a mean error of ~1 level of 255 inside the object."""
+DEPTH_LEVELS = 65534
+"""Depth steps over a view's object (1 .. 65535; 0 is the background)."""
+
+
+def _png(array: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(array).save(out, "PNG", optimize=True)
+    return out.getvalue()
+
+
+def _jpeg(rgb: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(rgb, "RGB").save(out, "JPEG", quality=JPEG_QUALITY)
+    return out.getvalue()
+
+
+def _depth_png(depth: np.ndarray) -> tuple[bytes, float, float]:
+    """A (H, W) depth map (0 off the object) as a 16-bit PNG over its own range, and that range."""
+    on = depth > 0
+    if not on.any():
+        return _png(np.zeros(depth.shape, np.uint16)), 0.0, 0.0
+    lo, hi = float(depth[on].min()), float(depth[on].max())
+    q = np.zeros(depth.shape, np.uint16)
+    q[on] = 1 + np.round((depth[on] - lo) / max(hi - lo, 1e-12) * DEPTH_LEVELS).astype(np.uint16)
+    return _png(q), lo, hi
+
+
+def pack_views(shapenet: str | os.PathLike, renders: str | os.PathLike, out: str | os.PathLike,
+               splits: tuple[str, ...] = ("train",), views_per_model: int = 12, points: int = 2048,
+               backgrounds: str | os.PathLike | None = "data/backgrounds_finder", background_count: int = 300,
+               background_size: int = 160) -> Path:
+    """Write the pack of ``splits`` (``views_per_model`` views a model, spread over its views; 0: all) to ``out``.
+
+    Returns ``out``. Raises ``ValueError`` when no model of the splits has a complete view.
+    """
+    from training.dataset import RenderedViews
+
+    out = Path(out)
+    models: list[tuple[str, str, str]] = []
+    pts, nrm, vm, vid, sketch, cams, sizes, ranges, files = [], [], [], [], [], [], [], [], []
+    for split in splits:
+        views = RenderedViews(shapenet, renders, split)
+        by_model: dict[int, list[int]] = {}
+        for m, v in views._items:
+            by_model.setdefault(m, []).append(v)
+        for m, all_views in by_model.items():
+            chosen = all_views
+            if views_per_model and len(all_views) > views_per_model:
+                chosen = [all_views[i] for i in np.linspace(0, len(all_views) - 1, views_per_model).round().astype(int)]
+            folder = views._folders[m]
+            index = len(models)
+            models.append((folder.parent.name, views._model_ids[m], split))
+            with np.load(folder / "points.npz") as data:
+                take = np.linspace(0, len(data["points"]) - 1, points).round().astype(int)
+                pts.append(data["points"][take].astype(np.float16))
+                nrm.append(data["normals"][take].astype(np.float16))
+            for v in chosen:
+                stem = f"{v:03d}"
+                meta = json.loads((folder / f"{stem}.json").read_text())
+                cam = Camera.from_json(meta)
+                rgba = np.asarray(Image.open(folder / f"{stem}.png").convert("RGBA"))
+                mask = np.asarray(Image.open(folder / f"{stem}_mask.png").convert("L"))
+                depth_png, lo, hi = _depth_png(np.load(folder / f"{stem}_depth.npy").astype(np.float32))
+                files += [_jpeg(np.ascontiguousarray(rgba[..., :3])), _png(np.ascontiguousarray(rgba[..., 3])),
+                          _png(mask), depth_png]
+                vm.append(index)
+                vid.append(v)
+                sketch.append(bool(meta.get("sketch", False)))
+                cams.append(np.concatenate([cam.R.ravel(), cam.T.ravel(), cam.K.ravel()]))
+                sizes.append((cam.width, cam.height))
+                ranges.append((lo, hi))
+    if not vm:
+        raise ValueError(f"no complete rendered view of the {', '.join(splits)} split in {renders}: render them first "
+                         "(training/render.py)")
+    offsets = np.zeros(len(files) + 1, np.int64)
+    offsets[1:] = np.cumsum([len(f) for f in files])
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{FILE}.tmp.npz"
+    np.savez(tmp, synsets=np.array([m[0] for m in models]), model_ids=np.array([m[1] for m in models]),
+             splits=np.array([m[2] for m in models]), points=np.stack(pts), normals=np.stack(nrm),
+             view_model=np.array(vm, np.int32), view_id=np.array(vid, np.int32), view_sketch=np.array(sketch),
+             view_camera=np.array(cams, np.float64), view_size=np.array(sizes, np.int32),
+             depth_range=np.array(ranges, np.float32), blob=np.frombuffer(b"".join(files), np.uint8),
+             offsets=offsets)
+    os.replace(tmp, out / FILE)
+    written = _pack_backgrounds(backgrounds, out / BACKGROUNDS, background_count, background_size)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    log.info("wrote %s: %d views of %d models, %d background photographs, %.1f MB", out, len(vm), len(models),
+             written, size / 1e6)
+    return out
+
+
+def _pack_backgrounds(source: str | os.PathLike | None, out: Path, count: int, size: int) -> int:
+    """Up to ``count`` of ``source``'s photographs (spread over them), each resized to ``size``² JPEG."""
+    if source is None or not Path(source).is_dir() or count <= 0:
+        return 0
+    files = sorted(p for p in Path(source).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not files:
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.jpg"):
+        old.unlink()
+    chosen = [files[i] for i in np.unique(np.linspace(0, len(files) - 1, min(count, len(files))).round().astype(int))]
+    for i, path in enumerate(chosen):
+        with Image.open(path) as img:
+            img.convert("RGB").resize((size, size), Image.Resampling.LANCZOS).save(out / f"{i:04d}.jpg", quality=88)
+    return len(chosen)
+
+
+class PackedViews:
+    """A pack read back (:func:`pack_views`): the models and views, decoded one view at a time.
+
+    Args:
+        folder: the pack's folder (or its ``views.npz``).
+
+    Raises:
+        ValueError: the folder holds no pack.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        folder = Path(folder)
+        file = folder / FILE if folder.is_dir() else folder
+        if not file.is_file():
+            raise ValueError(f"{folder} holds no {FILE}: write it with python training/pack_views.py --out {folder}")
+        with np.load(file, allow_pickle=False) as data:
+            self.arrays = {k: data[k] for k in data.files}
+        self.folder = file.parent
+        a = self.arrays
+        self.synsets, self.model_ids, self.splits = (a["synsets"].tolist(), a["model_ids"].tolist(),
+                                                     a["splits"].tolist())
+
+    @property
+    def backgrounds(self) -> Path:
+        """The pack's background photographs (may be missing: synthetic backgrounds then)."""
+        return self.folder / BACKGROUNDS
+
+    def views_of(self, model: int) -> list[tuple[int, int]]:
+        """``[(row, view id), ...]`` of a model's views."""
+        rows = np.flatnonzero(self.arrays["view_model"] == model)
+        return [(int(r), int(self.arrays["view_id"][r])) for r in rows]
+
+    def _file(self, row: int, k: int) -> Image.Image:
+        o = self.arrays["offsets"]
+        return Image.open(io.BytesIO(self.arrays["blob"][o[4 * row + k]:o[4 * row + k + 1]].tobytes()))
+
+    def view(self, row: int) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+        """``(meta, rgba (H, W, 4) uint8, mask (H, W) uint8, depth (H, W) float32)`` of a view, as the render
+        folders give them (``meta`` holds the camera's ``R``, ``T``, ``K``, ``width``, ``height`` and ``sketch``)."""
+        a = self.arrays
+        cam = a["view_camera"][row]
+        width, height = (int(x) for x in a["view_size"][row])
+        meta = {"R": cam[:9].reshape(3, 3).tolist(), "T": cam[9:12].tolist(), "K": cam[12:].reshape(3, 3).tolist(),
+                "width": width, "height": height, "sketch": bool(a["view_sketch"][row])}
+        rgb = np.asarray(self._file(row, 0).convert("RGB"))
+        alpha = np.asarray(self._file(row, 1).convert("L"))
+        mask = np.asarray(self._file(row, 2).convert("L"))
+        q = np.asarray(self._file(row, 3)).astype(np.float32)
+        lo, hi = (float(x) for x in a["depth_range"][row])
+        depth = np.where(q > 0, lo + (q - 1) * ((hi - lo) / DEPTH_LEVELS), 0.0).astype(np.float32)
+        return meta, np.dstack([rgb, alpha]), mask, depth
+
+    def points(self, model: int) -> tuple[np.ndarray, np.ndarray]:
+        """(P, 3) float32 world-frame surface points of a model and their unit normals."""
+        return (self.arrays["points"][model].astype(np.float32), self.arrays["normals"][model].astype(np.float32))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Pack the rendered views into one small file (data.pack of train.py).")
+    p.add_argument("--shapenet", default="data/shapenet")
+    p.add_argument("--renders", default="data/renders")
+    p.add_argument("--out", default="data/pack")
+    p.add_argument("--splits", nargs="+", default=["train"])
+    p.add_argument("--views-per-model", type=int, default=12, help="views a model, spread over its views (0: all)")
+    p.add_argument("--points", type=int, default=2048, help="target surface points a model")
+    p.add_argument("--backgrounds", default="data/backgrounds_finder",
+                   help="photographs behind augmented views (a few are packed)")
+    p.add_argument("--background-count", type=int, default=300)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        for flag in ("shapenet", "renders"):
+            if not Path(getattr(args, flag)).is_dir():
+                raise ValueError(f"--{flag} {getattr(args, flag)} is not a folder: build the data set first "
+                                 "(training/build_dataset.py, training/render.py)")
+        pack_views(args.shapenet, args.renders, args.out, tuple(args.splits), args.views_per_model, args.points,
+                   args.backgrounds, args.background_count)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
