@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Train the network on a lent GPU machine, from the pack of views, and leave its last snapshot in $OUT in parts
+# small enough to come back (each under 16 MiB). Run there from the repository root, with data/pack carried:
+#
+#     bash scripts/device_train.sh [STEPS] [MINUTES] [key=value ...]     # defaults: 3000 steps, at most 8 minutes
+#
+# The README's "Training on a lent GPU machine" says what to do before (the pack; the shipped model, 55 MB, set
+# aside so that the working tree fits in 64 MiB) and after (joining the parts, attaching the shape bank).
+# Exit codes: 0 a snapshot is in $OUT; 2 the machine lacks what the run needs; 1 no snapshot was written.
+set -uo pipefail
+steps=${1:-3000}
+minutes=${2:-8}
+shift $(( $# < 2 ? $# : 2 ))
+out=${OUT:?OUT must name the folder whose files come back}
+run=runs/device
+export PYTHONUNBUFFERED=1
+python3 - <<'PY' || exit 2
+import numpy, PIL, safetensors, scipy, torch, torch_geometric, yaml  # what training needs there
+assert torch.cuda.is_available(), "no CUDA device"
+print("torch", torch.__version__, "numpy", numpy.__version__, "on", torch.cuda.get_device_name(0))
+PY
+if [ ! -f data/pack/views.npz ]; then
+    echo "data/pack/views.npz is missing: write it with training/pack_views.py and carry data/pack" >&2
+    exit 2
+fi
+rm -rf "$run"
+timeout --signal=INT "$((minutes * 60))" python3 training/train.py --config training/configs/device.yaml \
+    "optim.steps=$steps" "run.out=$run" "$@" > "$out/train.log" 2>&1
+echo "train.py ended with $? (124: stopped at $minutes minutes)"
+tail -5 "$out/train.log"
+last=$(ls "$run"/snapshots/step_*.safetensors 2>/dev/null | sort | tail -1)
+if [ -z "$last" ]; then
+    echo "no snapshot was written" >&2
+    exit 1
+fi
+cp "$run/log.csv" "$out/log.csv"
+cp "${last%.safetensors}.json" "$out/snapshot.json"
+split -b 15000000 -d -a 1 "$last" "$out/snapshot.safetensors.part"
+ls -l "$out"
