@@ -495,3 +495,67 @@ def test_carve_to_mask_keeps_a_small_part_the_cut_did_not_touch():
     assert 0.02 < share < 0.1 and share == pytest.approx(1.0 - carved.sum() / block.sum())
     assert carved[16:20, 40:44, 14:18].all()
     assert not carved[34:40, 19:23, 24:40].any()
+
+
+def _l_shape() -> tuple[np.ndarray, np.ndarray]:
+    """(verts, faces) of a closed L-shaped solid (a slab and an upright at one corner, meshed from cells), view
+    frame, centred on its 3D box, diagonal 1: in most views its 2D box is off the origin's projection."""
+    from recon_core.mesh.volume import grid_surface
+
+    grid = np.zeros((24, 24, 24), dtype=bool)
+    grid[2:22, 2:8, 2:22] = True  # a slab
+    grid[2:8, 8:22, 2:10] = True  # an upright at one corner
+    verts, faces = grid_surface(grid, smoothing=0.0, level=0.5)
+    verts = verts - (verts.max(0) + verts.min(0)) / 2
+    return verts / np.linalg.norm(np.ptp(verts, 0)), faces
+
+
+def _picture_camera(size: int = 160) -> Camera:
+    from recon_core.mesh.silhouette import FIT_DISTANCE
+
+    return Camera(R=np.eye(3), T=np.array([0.0, 0.0, FIT_DISTANCE]), K=intrinsics(40.0, 32.0, size, size),
+                  width=size, height=size)
+
+
+def _box_centre(mask: np.ndarray) -> np.ndarray:
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    return np.array([cols[0] + cols[-1] + 1, rows[0] + rows[-1] + 1]) / 2.0
+
+
+@pytest.mark.parametrize("turn", [0, 35, 120])
+def test_place_in_picture_puts_a_shifted_output_back_where_the_picture_shows_it(turn):
+    from recon_core.mesh.silhouette import place_in_picture
+    from training.evaluate import silhouette
+
+    verts, faces = _l_shape()
+    verts = verts @ (rotation_x(-20) @ rotation_y(turn)).T
+    cam = _picture_camera()
+    mask = silhouette(verts @ VIEW_TO_OUTPUT.T, faces, cam)  # what a camera aimed at the object's centre sees
+    assert not np.allclose(_box_centre(mask), cam.width / 2, atol=1.0)  # the box is off the picture's centre
+    shifted = verts + np.array([0.09, -0.06, 0.0])  # the output, centred elsewhere than the truth
+    placed, moved = place_in_picture(shifted, mask.astype(np.float32))
+    assert moved
+    np.testing.assert_allclose(placed - shifted, np.broadcast_to(placed[0] - shifted[0], placed.shape))  # a translation
+    seen = silhouette(placed @ VIEW_TO_OUTPUT.T, faces, cam)
+    np.testing.assert_allclose(_box_centre(seen), _box_centre(mask), atol=1.0)
+    before = silhouette(shifted @ VIEW_TO_OUTPUT.T, faces, cam)
+    iou = lambda a, b: (a & b).sum() / (a | b).sum()  # noqa: E731
+    assert iou(seen, mask) > 0.9 > iou(before, mask)
+
+
+def test_place_in_picture_leaves_an_object_cut_by_the_border_or_off_centre():
+    from recon_core.mesh.silhouette import FRAMED_OFFSET, place_in_picture
+
+    verts, _ = _l_shape()
+    mask = np.zeros((100, 100), np.float32)
+    mask[0:40, 30:70] = 1.0  # touches the top border
+    assert not place_in_picture(verts, mask)[1]
+    mask[:] = 0.0
+    mask[10:40, 10:40] = 1.0  # centre (25, 25): 25 px = 0.83 of the box's side from the picture's centre
+    out, moved = place_in_picture(verts, mask)
+    assert not moved and out is not None and np.array_equal(out, verts)
+    mask[:] = 0.0
+    side = 40
+    off = int(FRAMED_OFFSET * side) - 1
+    mask[30 + off:70 + off, 30:70] = 1.0  # just inside the framing limit
+    assert place_in_picture(verts, mask)[1]

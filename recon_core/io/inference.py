@@ -537,9 +537,12 @@ class Reconstructor:
         (:class:`recon_core.mesh.silhouette.Pose`; None: the view's rotation) and, with a pose, a ``mask`` and
         ``config.bank_warp``, its outline drawn onto the mask's (:func:`recon_core.mesh.silhouette.fit_warp`; not
         for a mask that takes the whole picture) and, with ``config.bank_carve``, the cells the mask shows to be
-        empty carved away before meshing (:func:`recon_core.mesh.silhouette.carve_to_mask`); None when the solid
-        is empty. The candidates' order and confidences are the fit's (:meth:`_fitted`), from before the warp."""
-        from recon_core.mesh.silhouette import carve_to_mask, fit_warp, keep_box, solid_points, stretch_factors
+        empty carved away before meshing (:func:`recon_core.mesh.silhouette.carve_to_mask`), then with a pose and
+        ``config.bank_place`` moved across the view to where the picture shows it
+        (:func:`recon_core.mesh.silhouette.place_in_picture`); None when the solid is empty. The candidates' order
+        and confidences are the fit's (:meth:`_fitted`), from before the warp."""
+        from recon_core.mesh.silhouette import (carve_to_mask, fit_warp, keep_box, place_in_picture, solid_points,
+                                                stretch_factors)
         from recon_core.mesh.volume import GRID_BOUND, grid_surface, grid_surface_vertices
 
         cfg, bank = self.model.config, self.model.bank
@@ -579,6 +582,8 @@ class Reconstructor:
         if len(faces) == 0:
             log.warning("the shape bank's solid for view %d is empty: keeping the network's reconstruction", row)
             return None
+        if pose is not None and cfg.bank_place and mask is not None:
+            verts, _ = place_in_picture(verts, mask)
         return verts @ VIEW_TO_OUTPUT.T, faces
 
     def reconstruct_file(self, path: str | os.PathLike, **kwargs) -> Reconstruction:
