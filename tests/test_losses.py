@@ -279,3 +279,13 @@ def test_mesh_loss_is_the_pytorch3d_terms():
     for name, value in expected.items():
         assert parts[name].item() == pytest.approx(value.item(), rel=1e-5), name
     assert total.item() == pytest.approx(sum(getattr(weights, k) * v.item() for k, v in expected.items()), rel=1e-5)
+
+
+def test_laplacian_of_a_vertex_in_no_face_is_pytorch3d_s():
+    from pytorch3d.loss import mesh_laplacian_smoothing
+
+    meshes = _lumpy(batch=2, level=1, seed=6)
+    lone = torch.tensor([[[0.3, -0.2, 0.5]], [[0.1, 0.4, -0.2]]])
+    with_lone = BatchMeshes(torch.cat([meshes.verts, lone], dim=1), meshes.faces)
+    expected = mesh_laplacian_smoothing(with_lone.to_pytorch3d(), method="uniform")
+    assert laplacian_loss(with_lone).item() == pytest.approx(expected.item(), rel=1e-5)
