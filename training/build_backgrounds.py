@@ -55,6 +55,7 @@ FINDER_SOURCES: dict[str, str] = {
     "python3-skimage": "usr/lib/python3/dist-packages/skimage/data/*.[pj][np]g",
     "gimp-data": "usr/share/gimp/2.0/patterns/*/*.pat",
     "opencv-doc": "usr/share/doc/opencv-doc/examples/data/*[!0-9].jpg",
+    "tuxpaint-data": "usr/share/tuxpaint/templates/*.jpg",
 }
 """The backgrounds of training pictures (the object finder's, training/train_finder.py, and the
 reconstruction's ``data.backgrounds``): other packages than :data:`SOURCES`, so the ``background``
@@ -66,10 +67,12 @@ drawings); lomiri-wallpapers-20.04: 4 (a bird on a tree, abstract art); ukui-wal
 astronaut, a rocket, gravel, grass, bricks, text, ...); gimp-data: GIMP's patterns (wood, stone,
 marble, fabric, paper, water), tiled; opencv-doc: the photographs of OpenCV's examples (a room, a
 desk of things, fruit, a building, a street, a plant; the numbered calibration series left out), so
-that indoor scenes with things in them are among the finder's backgrounds. Pictures with a side under
+that indoor scenes with things in them are among the finder's backgrounds; tuxpaint-data: Tux Paint's 19
+photographic templates (a corn maze, a lighthouse, sheep, a wool mill's machine, rocks, bark, trees, waves; since
+2026-12-03, seventh session). Its sibling packages tuxpaint-stamps-* are reserved; this one is not. Pictures with a side under
 :data:`MIN_PICTURE_SIDE` after tiling are left out."""
 
-FINDER_CROPS = 960
+FINDER_CROPS = 1100
 """Crops of :data:`FINDER_SOURCES` that ``--sources finder`` writes by default (about 7 a picture)."""
 
 MIN_PICTURE_SIDE = 128
