@@ -671,7 +671,7 @@ def test_fitted_candidates_are_posed_to_the_pictures_silhouette_and_ranked_by_it
     from recon_core.mesh.volume import GRID_BOUND
 
     model, meta = load_model(banked_model)
-    rec = Reconstructor(_with_config(model, bank_fit_candidates=4, bank_warp=0), meta)
+    rec = Reconstructor(_with_config(model, bank_fit_candidates=4, bank_warp=0, bank_place=False), meta)
     rgb, alpha = _rgba(fake[1], "chair_val", 0)
     results = rec.reconstruct_candidates(rgb, alpha, 3, smooth=False, vertices=10242)
     single = rec.reconstruct(rgb, alpha, smooth=False, vertices=10242)
@@ -714,7 +714,7 @@ def test_each_fitted_candidate_is_warped_onto_the_mask_with_its_own_points(banke
     from recon_core.mesh.volume import GRID_BOUND
 
     model, meta = load_model(banked_model)
-    rec = Reconstructor(_with_config(model, bank_fit_candidates=4, bank_carve=False), meta)
+    rec = Reconstructor(_with_config(model, bank_fit_candidates=4, bank_carve=False, bank_place=False), meta)
     assert model.config.bank_warp > 0
     rgb, alpha = _rgba(fake[1], "chair_val", 0)
     calls = []
@@ -897,6 +897,7 @@ def _reconstruct_with_faults(banked_model, fake, monkeypatch, fault):
 
     monkeypatch.setattr(intersect, "face_defects", faulty)
     model, meta = load_model(banked_model)
+    model = _with_config(model, bank_place=False)  # the faults below were found on this chair's unplaced solid
     return Reconstructor(model, meta).reconstruct(*_rgba(fake[1], "chair_val", 0), vertices=642), seen
 
 
@@ -930,3 +931,31 @@ def test_a_decimation_that_cannot_be_mended_leaves_the_full_solid(banked_model, 
     assert any("could not be mended" in step for step in result.repair.steps)
     assert len(result.faces) > DECIMATED_642 and result.report.ok  # the full solid, through the final check
     assert len(seen) >= 2
+
+
+def test_a_fitted_candidate_is_placed_where_the_picture_shows_it(banked_model, fake):
+    """bank_place (the default): _snap's solid, posed, warped and carved as without it, is then moved across the
+    view by place_in_picture with the picture's mask; a translation, the same faces."""
+    from recon_core.io.inference import Reconstructor
+    from recon_core.mesh.silhouette import place_in_picture
+
+    model, meta = load_model(banked_model)
+    assert model.config.bank_place
+    placed = Reconstructor(_with_config(model, bank_fit_candidates=4), meta)
+    other, _ = load_model(banked_model)  # _with_config sets the model's own config: a second model, unplaced
+    unplaced = Reconstructor(_with_config(other, bank_fit_candidates=4, bank_place=False), meta)
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    mask = alpha / 255.0
+    with torch.inference_mode():
+        from recon_core.network.crop import prepare_image
+
+        net_verts = model(prepare_image(rgb, alpha, model.config.image_size).image[None]).verts[0]
+    moved = 0
+    for row, pose, _ in placed._fitted(placed._ranked(rgb, alpha, net_verts, None, 4), mask, 3):
+        got, faces = placed._snap(row, pose, mask)
+        before, before_faces = unplaced._snap(row, pose, mask)
+        expected, was_moved = place_in_picture(before @ VIEW_TO_OUTPUT, mask)
+        moved += was_moved
+        np.testing.assert_allclose(got, expected @ VIEW_TO_OUTPUT.T, atol=1e-12)
+        np.testing.assert_array_equal(faces, before_faces)
+    assert moved == 3
