@@ -108,7 +108,7 @@ class IcoTopology(nn.Module):
 
     def meshes(self, verts: torch.Tensor, level: int) -> "BatchMeshes":
         """The :class:`BatchMeshes` of ``verts`` (B, V_L, 3) with this level's faces."""
-        return BatchMeshes(verts, self.faces(level))
+        return BatchMeshes(verts, self.faces(level), self.edges(level))
 
 
 _ICO_VERTS0 = (
@@ -176,10 +176,13 @@ class BatchMeshes:
     Attributes:
         verts: (B, V, 3) float vertices.
         faces: (F, 3) long faces, shared by the B meshes.
+        known_edges: the faces' (E, 2) edges when the topology already holds them (:meth:`IcoTopology.meshes`);
+            None: found from ``faces`` when asked.
     """
 
     verts: torch.Tensor
     faces: torch.Tensor
+    known_edges: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.verts.shape[0]
@@ -187,6 +190,8 @@ class BatchMeshes:
     @property
     def edges(self) -> torch.Tensor:
         """(E, 2) long unique undirected edges of ``faces``, low index first, sorted (pytorch3d's order)."""
+        if self.known_edges is not None:
+            return self.known_edges
         return _edges_and_face_edges(self.faces, self.verts.shape[1])[0]
 
     def to_pytorch3d(self):
@@ -219,10 +224,8 @@ class MeshGraph:
     def __init__(self, faces: torch.Tensor | np.ndarray, num_verts: int | None = None):
         faces = _validate_faces(faces, num_verts)
         self.num_verts = int(faces.max()) + 1 if num_verts is None else int(num_verts)
-        pairs = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2).sort(dim=1).values  # (3F, 2), low index first
         self._faces = faces  # (F, 3)
-        keys = torch.unique(pairs[:, 0] * self.num_verts + pairs[:, 1])  # sorted: rows in lexicographic order
-        self._edges = torch.stack([keys // self.num_verts, keys % self.num_verts], dim=1)  # (E, 2)
+        self._edges = _edges_and_face_edges(faces, self.num_verts)[0]  # (E, 2)
 
     def faces(self, level: int | None = None) -> torch.Tensor:
         """(F, 3) long faces; ``level`` is ignored."""
