@@ -559,3 +559,47 @@ def test_place_in_picture_leaves_an_object_cut_by_the_border_or_off_centre():
     off = int(FRAMED_OFFSET * side) - 1
     mask[30 + off:70 + off, 30:70] = 1.0  # just inside the framing limit
     assert place_in_picture(verts, mask)[1]
+
+
+def test_view_extent_is_the_longer_side_of_the_views_2d_box():
+    from recon_core.mesh.silhouette import view_extent
+
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        points = rng.normal(size=(50, 3)) * rng.uniform(0.1, 2.0, size=3)
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        assert view_extent(points) == pytest.approx(max(max(xs) - min(xs), max(ys) - min(ys)))
+    assert view_extent(np.zeros((0, 3))) == 0.0
+
+
+def test_consensus_size_is_the_iou_weighted_geometric_mean_of_the_extents():
+    from recon_core.mesh.silhouette import consensus_size
+
+    rng = np.random.default_rng(5)
+    for temperature in (0.01, 0.02, 0.1):
+        extents, ious = rng.uniform(0.4, 1.2, size=7), rng.uniform(0.5, 0.9, size=7)
+        weights = [math.exp((iou - max(ious)) / temperature) for iou in ious]
+        expected = math.exp(sum(w * math.log(e) for w, e in zip(weights, extents)) / sum(weights))
+        assert consensus_size(extents, ious, temperature) == pytest.approx(expected, rel=1e-12)
+    # one candidate, or one far ahead of the others: its own extent; equal IoUs: the plain geometric mean
+    assert consensus_size(np.array([0.7]), np.array([0.8]), 0.02) == pytest.approx(0.7)
+    assert consensus_size(np.array([0.7, 2.0]), np.array([0.9, 0.3]), 0.02) == pytest.approx(0.7, rel=1e-9)
+    assert consensus_size(np.array([0.5, 2.0]), np.array([0.6, 0.6]), 0.02) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="as many IoUs"):
+        consensus_size(np.array([0.5, 1.0]), np.array([0.6]), 0.02)
+    with pytest.raises(ValueError, match="positive"):
+        consensus_size(np.array([0.0, 1.0]), np.array([0.6, 0.7]), 0.02)
+    with pytest.raises(ValueError, match="positive"):
+        consensus_size(np.array([0.5, 1.0]), np.array([0.6, 0.7]), 0.0)
+
+
+def test_fit_pose_gives_the_posed_stretched_solids_extent():
+    from recon_core.mesh.silhouette import stretch_factors, view_extent
+
+    points = solid_points(_chair_like_solid(), 0.5, count=2000, seed=1)
+    R0 = rotation_x(-20) @ rotation_y(30)
+    target = silhouette_grids((points @ R0.T)[None])[0]
+    pose = fit_pose(points, R0, target)
+    posed = (points * stretch_factors(points, pose.scale)) @ pose.rotation.T
+    assert pose.extent == pytest.approx(view_extent(posed))
+    assert pose.size == 1.0
