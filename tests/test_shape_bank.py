@@ -671,8 +671,7 @@ def test_fitted_candidates_are_posed_to_the_pictures_silhouette_and_ranked_by_it
     from recon_core.mesh.volume import GRID_BOUND
 
     model, meta = load_model(banked_model)
-    rec = Reconstructor(_with_config(model, bank_fit_candidates=4, bank_warp=0, bank_place=False,
-                                     bank_size_temperature=0), meta)
+    rec = Reconstructor(_with_config(model, bank_fit_candidates=4, bank_warp=0, bank_place=False), meta)
     rgb, alpha = _rgba(fake[1], "chair_val", 0)
     results = rec.reconstruct_candidates(rgb, alpha, 3, smooth=False, vertices=10242)
     single = rec.reconstruct(rgb, alpha, smooth=False, vertices=10242)
@@ -715,8 +714,7 @@ def test_each_fitted_candidate_is_warped_onto_the_mask_with_its_own_points(banke
     from recon_core.mesh.volume import GRID_BOUND
 
     model, meta = load_model(banked_model)
-    rec = Reconstructor(_with_config(model, bank_fit_candidates=4, bank_carve=False, bank_place=False,
-                                     bank_size_temperature=0), meta)
+    rec = Reconstructor(_with_config(model, bank_fit_candidates=4, bank_carve=False, bank_place=False), meta)
     assert model.config.bank_warp > 0
     rgb, alpha = _rgba(fake[1], "chair_val", 0)
     calls = []
@@ -768,7 +766,7 @@ def test_a_carved_candidate_is_its_solid_carved_by_the_warp_then_meshed_and_move
     from recon_core.mesh.volume import grid_surface
 
     model, meta = load_model(banked_model)
-    rec = Reconstructor(_with_config(model, bank_fit_candidates=4, bank_size_temperature=0), meta)
+    rec = Reconstructor(_with_config(model, bank_fit_candidates=4), meta)
     assert model.config.bank_carve
     rgb, alpha = _rgba(fake[1], "chair_val", 0)
     mask = alpha / 255.0
@@ -899,8 +897,7 @@ def _reconstruct_with_faults(banked_model, fake, monkeypatch, fault):
 
     monkeypatch.setattr(intersect, "face_defects", faulty)
     model, meta = load_model(banked_model)
-    # the faults below were found on this chair's unplaced solid
-    model = _with_config(model, bank_place=False, bank_size_temperature=0)
+    model = _with_config(model, bank_place=False)  # the faults below were found on this chair's unplaced solid
     return Reconstructor(model, meta).reconstruct(*_rgba(fake[1], "chair_val", 0), vertices=642), seen
 
 
@@ -944,10 +941,9 @@ def test_a_fitted_candidate_is_placed_where_the_picture_shows_it(banked_model, f
 
     model, meta = load_model(banked_model)
     assert model.config.bank_place
-    placed = Reconstructor(_with_config(model, bank_fit_candidates=4, bank_size_temperature=0), meta)
+    placed = Reconstructor(_with_config(model, bank_fit_candidates=4), meta)
     other, _ = load_model(banked_model)  # _with_config sets the model's own config: a second model, unplaced
-    unplaced = Reconstructor(_with_config(other, bank_fit_candidates=4, bank_place=False, bank_size_temperature=0),
-                             meta)
+    unplaced = Reconstructor(_with_config(other, bank_fit_candidates=4, bank_place=False), meta)
     rgb, alpha = _rgba(fake[1], "chair_val", 0)
     mask = alpha / 255.0
     with torch.inference_mode():
@@ -963,43 +959,3 @@ def test_a_fitted_candidate_is_placed_where_the_picture_shows_it(banked_model, f
         np.testing.assert_allclose(got, expected @ VIEW_TO_OUTPUT.T, atol=1e-12)
         np.testing.assert_array_equal(faces, before_faces)
     assert moved == 3
-
-
-def test_fitted_candidates_are_sized_to_the_extent_they_agree_on(banked_model, fake):
-    """bank_size_temperature T (default 0.02): _fitted gives every pose the size that takes its extent across the
-    view to consensus_size of all the fitted candidates' extents and IoUs; _snap scales the solid it would give
-    without it about its box's centre by that size (before the placement: here off), the same faces."""
-    import dataclasses
-
-    from recon_core.io.inference import Reconstructor
-    from recon_core.mesh.silhouette import consensus_size
-
-    model, meta = load_model(banked_model)
-    assert model.config.bank_size_temperature > 0
-    sized = Reconstructor(_with_config(model, bank_fit_candidates=4, bank_place=False), meta)
-    other, _ = load_model(banked_model)
-    plain = Reconstructor(_with_config(other, bank_fit_candidates=4, bank_place=False, bank_size_temperature=0), meta)
-    rgb, alpha = _rgba(fake[1], "chair_val", 0)
-    mask = alpha / 255.0
-    with torch.inference_mode():
-        from recon_core.network.crop import prepare_image
-
-        net_verts = model(prepare_image(rgb, alpha, model.config.image_size).image[None]).verts[0]
-    ranked = sized._ranked(rgb, alpha, net_verts, None, 4)
-    with_size, without = sized._fitted(ranked, mask, 4), plain._fitted(ranked, mask, 4)
-    poses = [pose for _, pose, _ in without]
-    assert all(pose.size == 1.0 and pose.extent > 0 for pose in poses)
-    agreed = consensus_size(np.array([p.extent for p in poses]), np.array([p.iou for p in poses]),
-                            model.config.bank_size_temperature)
-    scaled = 0
-    for (row, pose, conf), (row0, pose0, conf0) in zip(with_size, without):
-        assert (row, conf, pose.iou, pose.extent) == (row0, conf0, pose0.iou, pose0.extent)
-        assert np.array_equal(pose.rotation, pose0.rotation) and np.array_equal(pose.scale, pose0.scale)
-        assert pose.size == pytest.approx(agreed / pose0.extent, rel=1e-12)
-        got, faces = sized._snap(row, pose, mask)
-        before, before_faces = plain._snap(row, pose0, mask)
-        centre = 0.5 * (before.min(axis=0) + before.max(axis=0))
-        np.testing.assert_allclose(got, (before - centre) * pose.size + centre, atol=1e-12)
-        np.testing.assert_array_equal(faces, before_faces)
-        scaled += abs(pose.size - 1.0) > 1e-3
-    assert scaled >= 1  # the candidates' extents differ, so some are resized

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
@@ -503,12 +502,10 @@ class Reconstructor:
         covers the picture's ``mask`` (:func:`recon_core.mesh.silhouette.fit_pose`); the ``count`` best by that
         intersection over union come first, as ``[(row, pose, confidence), ...]``
         (:class:`recon_core.mesh.silhouette.Pose`), each confidence the softmax of the IoUs over
-        :data:`FIT_TEMPERATURE` among the candidates. With ``config.bank_size_temperature`` each pose's ``size``
-        scales its output to the extent across the view that the fitted candidates agree on
-        (:func:`recon_core.mesh.silhouette.consensus_size`). When the mask is empty the bank's order and views stay
+        :data:`FIT_TEMPERATURE` among the candidates. When the mask is empty the bank's order and views stay
         (pose None).
         """
-        from recon_core.mesh.silhouette import consensus_size, fit_pose, mask_grid, solid_points
+        from recon_core.mesh.silhouette import fit_pose, mask_grid, solid_points
         from recon_core.mesh.volume import GRID_BOUND
 
         target = mask_grid(mask)
@@ -531,13 +528,6 @@ class Reconstructor:
         if not fitted:
             return []
         fitted.sort(key=lambda item: -item[0])  # stable: equal IoUs keep the bank's order
-        temperature = self.model.config.bank_size_temperature
-        posed = [(iou, row, pose) for iou, row, pose in fitted if pose is not None and pose.extent > 0]
-        if temperature > 0 and posed:
-            size = consensus_size(np.array([p.extent for _, _, p in posed]), np.array([i for i, _, _ in posed]),
-                                  temperature)
-            fitted = [(iou, row, pose if pose is None or pose.extent <= 0 else
-                       dataclasses.replace(pose, size=size / pose.extent)) for iou, row, pose in fitted]
         weights = np.exp((np.array([iou for iou, _, _ in fitted]) - fitted[0][0]) / FIT_TEMPERATURE)
         weights /= max(weights.sum(), 1e-12)
         return [(row, pose, float(w)) for (_, row, pose), w in zip(fitted[:count], weights)]
@@ -547,8 +537,7 @@ class Reconstructor:
         (:class:`recon_core.mesh.silhouette.Pose`; None: the view's rotation) and, with a pose, a ``mask`` and
         ``config.bank_warp``, its outline drawn onto the mask's (:func:`recon_core.mesh.silhouette.fit_warp`; not
         for a mask that takes the whole picture) and, with ``config.bank_carve``, the cells the mask shows to be
-        empty carved away before meshing (:func:`recon_core.mesh.silhouette.carve_to_mask`), scaled about its box's
-        centre by the pose's ``size`` (:meth:`_fitted`), then with a pose and
+        empty carved away before meshing (:func:`recon_core.mesh.silhouette.carve_to_mask`), then with a pose and
         ``config.bank_place`` moved across the view to where the picture shows it
         (:func:`recon_core.mesh.silhouette.place_in_picture`); None when the solid is empty. The candidates' order
         and confidences are the fit's (:meth:`_fitted`), from before the warp."""
@@ -593,9 +582,6 @@ class Reconstructor:
         if len(faces) == 0:
             log.warning("the shape bank's solid for view %d is empty: keeping the network's reconstruction", row)
             return None
-        if pose is not None and pose.size != 1.0:
-            centre = 0.5 * (verts.min(axis=0) + verts.max(axis=0))
-            verts = (verts - centre) * pose.size + centre
         if pose is not None and cfg.bank_place and mask is not None:
             verts, _ = place_in_picture(verts, mask)
         return verts @ VIEW_TO_OUTPUT.T, faces

@@ -72,8 +72,6 @@ __all__ = [
     "OutlineWarp",
     "place_in_picture",
     "carve_to_mask",
-    "consensus_size",
-    "view_extent",
     "fit_warp",
     "keep_box",
     "bilinear",
@@ -279,53 +277,18 @@ class Pose:
         rotation: (3, 3) world-to-view rotation.
         scale: (3,) stretch of world x, y, z (:func:`stretched`).
         iou: its silhouette's IoU with the picture's mask grid.
-        extent: the posed, stretched solid's extent across the view (:func:`view_extent` of its points).
-        size: the factor its output is scaled by about its box's centre (:func:`consensus_size`; 1: as it is).
     """
 
     rotation: np.ndarray
     scale: np.ndarray
     iou: float
-    extent: float = 0.0
-    size: float = 1.0
 
 
 def fit_pose(points: np.ndarray, R0: np.ndarray, target: np.ndarray) -> Pose:
     """The :class:`Pose` of a solid for a picture: :func:`fit_rotation` from ``R0``, then :func:`fit_proportions`."""
     rotation, _ = fit_rotation(points, R0, target)
     scale, iou = fit_proportions(points, rotation, target)
-    posed = (np.asarray(points, dtype=np.float64) * stretch_factors(points, scale)) @ rotation.T
-    return Pose(rotation, scale, iou, view_extent(posed))
-
-
-def view_extent(points: np.ndarray) -> float:
-    """The longer side of the 2D box of (N, 3) view-frame points across the view (x, y), orthographic; 0 for none."""
-    points = np.asarray(points, dtype=np.float64)
-    if len(points) == 0:
-        return 0.0
-    return float(max(np.ptp(points[:, 0]), np.ptp(points[:, 1])))
-
-
-def consensus_size(extents: np.ndarray, ious: np.ndarray, temperature: float) -> float:
-    """The size across the view that several fitted candidates agree on: the geometric mean of their ``extents``
-    ((K,) positive, :attr:`Pose.extent`), each weighted by ``exp((iou - max iou) / temperature)``.
-
-    Every solid has a bounding-box diagonal of 1, so its extent across the view is set by how much of it lies in
-    depth, which its silhouette does not show: the first candidate's alone is one guess (on the 123 validation
-    pictures its extent is off the ground truth's by a factor of ``exp(0.14)`` typically, log standard deviation),
-    and the candidates that cover the picture about as well are others.
-
-    Raises:
-        ValueError: no extents, lengths that differ, an extent that is not positive, or ``temperature <= 0``.
-    """
-    extents = np.asarray(extents, dtype=np.float64)
-    ious = np.asarray(ious, dtype=np.float64)
-    if extents.ndim != 1 or len(extents) == 0 or extents.shape != ious.shape:
-        raise ValueError(f"need as many IoUs as extents, at least one, got {extents.shape} and {ious.shape}")
-    if not (extents > 0).all() or not temperature > 0:
-        raise ValueError(f"extents and the temperature must be positive, got {extents} and {temperature}")
-    weights = np.exp((ious - ious.max()) / temperature)
-    return float(np.exp((weights * np.log(extents)).sum() / weights.sum()))
+    return Pose(rotation, scale, iou)
 
 
 WARP_GRID = 96

@@ -118,12 +118,6 @@ class ModelConfig:
     """shape_bank with fitted candidates: each output is moved across the view so that its silhouette sits beside
     the picture's centre as the object's does (:func:`recon_core.mesh.silhouette.place_in_picture`), when the
     picture frames the object."""
-    bank_size_temperature: float = 0.02
-    """shape_bank with fitted candidates: each output is scaled (about its box's centre, before the placement) so
-    that its extent across the view is the geometric mean of the fitted candidates' own, weighted by
-    ``exp((IoU - best IoU) / T)`` (:func:`recon_core.mesh.silhouette.consensus_size`): the object's size across
-    the view depends on its depth, which a silhouette does not show, and several plausible shapes tell it better
-    than the first alone; 0: off."""
 
     removed_fields: ClassVar[dict[str, Any]] = {"prior_templates": 0, "prior_views": 0, "prior_dim": 128,
                                                 "prior_level": 4}
