@@ -69,8 +69,8 @@ marble, fabric, paper, water), tiled; opencv-doc: the photographs of OpenCV's ex
 desk of things, fruit, a building, a street, a plant; the numbered calibration series left out), so
 that indoor scenes with things in them are among the finder's backgrounds; tuxpaint-data: Tux Paint's 19
 photographic templates (a corn maze, a lighthouse, sheep, a wool mill's machine, rocks, bark, trees, waves; since
-2026-12-03, seventh session). Its sibling packages tuxpaint-stamps-* are reserved; this one is not. Pictures with a side under
-:data:`MIN_PICTURE_SIDE` after tiling are left out."""
+2026-12-03, seventh session). Its sibling packages tuxpaint-stamps-* are reserved; this one is not. Pictures with
+a side under :data:`MIN_PICTURE_SIDE` after tiling are left out."""
 
 FINDER_CROPS = 1100
 """Crops of :data:`FINDER_SOURCES` that ``--sources finder`` writes by default (about 7 a picture)."""
