@@ -87,6 +87,14 @@ def test_silhouette_grids_equal_the_per_point_reference():
             np.testing.assert_array_equal(grids[b], _silhouette_reference(points[b], 1.7, 24, fill))
 
 
+def test_rotation_offsets_equal_the_product_of_each_pair():
+    R0 = rotation_x(-12.0) @ rotation_y(70.0)
+    rotations, pairs = rotation_offsets(R0, (-10, 0, 5), (-5, 15))
+    assert pairs == [(-10.0, -5.0), (-10.0, 15.0), (0.0, -5.0), (0.0, 15.0), (5.0, -5.0), (5.0, 15.0)]
+    for R, (a, e) in zip(rotations, pairs):
+        np.testing.assert_array_equal(R, rotation_x(e) @ R0 @ rotation_y(a))
+
+
 def test_silhouette_grids_refuse_a_fill_above_one():
     with pytest.raises(ValueError, match="fill"):
         silhouette_grids(np.zeros((1, 3, 3)), fill=1.2)

@@ -159,12 +159,15 @@ def _grids(x: np.ndarray, y: np.ndarray, z: np.ndarray, distance: float, size: i
     u0, u1 = u.min(axis=1, keepdims=True), u.max(axis=1, keepdims=True)
     v0, v1 = v.min(axis=1, keepdims=True), v.max(axis=1, keepdims=True)
     scale = size * fill / np.maximum(np.maximum(u1 - u0, v1 - v0), 1e-12)  # cells per unit
-    # cell = (p - mid) * scale + size / 2, >= 0 inside the points' own box (fill <= 1): truncation is the floor
-    col = np.minimum((u * scale + (0.5 * size - 0.5 * (u0 + u1) * scale)).astype(np.int64), size - 1)
-    row = np.minimum((v * scale + (0.5 * size - 0.5 * (v0 + v1) * scale)).astype(np.int64), size - 1)
+    # cell = (p - mid) * scale + size / 2, >= 0 inside the points' own box (fill <= 1): truncation is the floor.
+    # Flat indices in int32 where they fit: the same cells, and a cheaper conversion than int64's without AVX-512
+    # (with the vectorised rotation_offsets, a candidate's fit ~6.7 -> ~5.0 ms on two AVX2 cores)
+    index = np.int32 if u.shape[0] * size * size < 2**31 else np.int64
+    col = np.minimum((u * scale + (0.5 * size - 0.5 * (u0 + u1) * scale)).astype(index), size - 1)
+    row = np.minimum((v * scale + (0.5 * size - 0.5 * (v0 + v1) * scale)).astype(index), size - 1)
     row *= size
     row += col
-    row += np.arange(u.shape[0])[:, None] * (size * size)
+    row += (np.arange(u.shape[0], dtype=index) * (size * size))[:, None]
     flat = np.zeros(u.shape[0] * size * size, dtype=bool)
     flat[row] = True
     return flat.reshape(u.shape[0], size, size)
@@ -188,7 +191,9 @@ def rotation_offsets(R0: np.ndarray, azimuths_deg=FIT_AZIMUTHS_DEG, elevations_d
     """The candidate rotations around ``R0``: ``((K, 3, 3) R_x(e) @ R0 @ R_y(a), [(a, e), ...])``, azimuth-major."""
     R0 = np.asarray(R0, dtype=np.float64)
     pairs = [(float(a), float(e)) for a in azimuths_deg for e in elevations_deg]
-    return np.stack([rotation_x(e) @ R0 @ rotation_y(a) for a, e in pairs]), pairs
+    turns = np.stack([rotation_y(float(a)) for a in azimuths_deg])  # (A, 3, 3)
+    tilted = np.stack([rotation_x(float(e)) for e in elevations_deg]) @ R0  # (E, 3, 3)
+    return np.matmul(tilted[None], turns[:, None]).reshape(-1, 3, 3), pairs  # [a, e] = R_x(e) @ R0 @ R_y(a)
 
 
 def fit_rotation(points: np.ndarray, R0: np.ndarray, target: np.ndarray, azimuths_deg=FIT_AZIMUTHS_DEG,
