@@ -1,6 +1,6 @@
 """Run every benchmark, each in a fresh process, and print one JSON object with all their results.
 
-    python -m bench.all [--tiny] [--only inference cold_start ...]
+    python -m bench.all [--tiny] [--only inference cold_start fit ...]
 
 Exits 1 when a benchmark fails (its entry then holds ``error``); the other results are
 still printed. ``summary`` gathers every target and our p50 beside the retrieval baseline's.
@@ -14,7 +14,7 @@ import sys
 
 from bench._common import REPO, emit, machine, parser
 
-BENCHMARKS = ("inference", "cold_start", "train_throughput", "render_throughput", "retrieval")
+BENCHMARKS = ("inference", "cold_start", "fit", "train_throughput", "render_throughput", "retrieval")
 
 
 def run_benchmark(name: str, extra: list[str]) -> dict:

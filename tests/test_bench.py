@@ -12,7 +12,7 @@ import json
 import pytest
 
 from bench import all as bench_all
-from bench import cold_start, inference, render_throughput, retrieval, train_throughput
+from bench import cold_start, fit, inference, render_throughput, retrieval, train_throughput
 
 
 def _run(module, capsys, *argv) -> dict:
@@ -101,6 +101,12 @@ def test_retrieval(capsys):
     res = _run(retrieval, capsys)
     assert res["index_views"] == 500 and res["embedding_dim"] == 2048
     _positive(res["embed_ms"]["p50"], res["query_ms"]["p50"], res["total_ms"]["p50"])
+
+
+def test_fit(capsys):
+    res = _run(fit, capsys)
+    assert res["solids"] == 4 and res["runs"] == 2 and res["model"] == "tiny blobs"
+    _positive(res["per_fit_ms"], res["per_fit_threaded_ms"])
 
 
 @pytest.mark.blender
