@@ -23,11 +23,11 @@ from bench._common import emit, machine, parser
 
 def _bank_cases(model: str | None, count: int, seed: int = 1) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``[(points (N, 3), R0 (3, 3), target (G, G) bool), ...]`` from the shipped model's shape bank."""
-    from recon_core.io.inference import Reconstructor
+    from recon_core.io.weights import load_model
     from recon_core.mesh.silhouette import silhouette_grids, solid_points
     from recon_core.mesh.volume import GRID_BOUND
 
-    bank = Reconstructor.from_file(model).model.bank
+    bank = load_model(model)[0].bank  # the bank alone: no inference set-up
     if bank is None:
         raise SystemExit(f"{model or 'the default model'} has no shape bank: nothing to fit")
     rng = np.random.default_rng(seed)
