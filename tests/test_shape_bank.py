@@ -801,37 +801,6 @@ def test_a_carved_candidate_is_its_solid_carved_by_the_warp_then_meshed_and_move
     assert check_printable(got, faces).ok
 
 
-def test_the_carving_guards_follow_where_the_mask_came_from(banked_model, fake, monkeypatch):
-    """A picture's own alpha is carved with CARVE_ALPHA's guards; a mask the object finder (or the border colour)
-    made, with carve_to_mask's first ones."""
-    import recon_core.mesh.silhouette as silhouette
-    from recon_core.io.inference import Reconstructor
-
-    model, meta = load_model(banked_model)
-    rgb, alpha = _rgba(fake[1], "chair_val", 0)
-    used = []
-    carve = silhouette.carve_to_mask
-
-    def recording(*args, **kwargs):
-        used.append(kwargs)
-        return carve(*args, **kwargs)
-
-    monkeypatch.setattr(silhouette, "carve_to_mask", recording)
-    rec = Reconstructor(_with_config(model, bank_fit_candidates=2), meta)
-    rec.reconstruct(rgb, alpha)
-    assert used and all(kw == silhouette.CARVE_ALPHA for kw in used)
-    used.clear()
-    with torch.inference_mode():  # as reconstruct_candidates runs it, for a mask the finder made
-        rec._reconstruct(rgb, alpha, None, None, None, True, "the picture", {}, 1, own_alpha=False)
-    assert used and all(kw == {} for kw in used)
-    # reconstruct_candidates says whether the alpha was the picture's own
-    calls = []
-    monkeypatch.setattr(rec, "_reconstruct", lambda *args: calls.append(args[-1]) or [None])
-    rec.reconstruct(rgb, alpha)
-    rec.reconstruct(rgb, None)
-    assert calls == [True, False]
-
-
 def test_recon_mesh_candidates_writes_each_with_its_confidence(banked_model, fake, tmp_path, capsys, monkeypatch):
     from recon_core.io.cli import main as recon_mesh
 

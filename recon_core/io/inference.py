@@ -210,11 +210,10 @@ class Reconstructor:
             raise ValueError(f"vertices must be one of {sorted(VERTEX_SCHEDULES)}, got {vertices}")
         timings: dict[str, float] = {}
         cat_index = None if category is None else CATEGORIES.index(category_by_name(category))
-        found_by, own_alpha = None, alpha is not None
+        found_by = None
         if alpha is None and self.finder is not None:
             alpha, found_by = self._find_object(rgb, source, timings)
-        results = self._reconstruct(rgb, alpha, cat_index, vertices, height_mm, smooth, source, timings, count,
-                                    own_alpha)
+        results = self._reconstruct(rgb, alpha, cat_index, vertices, height_mm, smooth, source, timings, count)
         for result in results:
             if found_by is not None:
                 result.notes.append(found_by)
@@ -248,10 +247,9 @@ class Reconstructor:
                          "background, or with transparency.")
 
     def _reconstruct(self, rgb: np.ndarray, alpha: np.ndarray | None, cat_index: int | None, vertices: int | None,
-                     height_mm: float | None, smooth: bool, source: str, timings: dict[str, float], count: int = 1,
-                     own_alpha: bool = True) -> list[Reconstruction]:
-        """:meth:`reconstruct_candidates` once the picture's alpha is settled (``own_alpha``: the picture came with it,
-        rather than from the object finder or the border colour)."""
+                     height_mm: float | None, smooth: bool, source: str, timings: dict[str, float], count: int = 1
+                     ) -> list[Reconstruction]:
+        """:meth:`reconstruct_candidates` once the picture's alpha is settled."""
         with _timed(timings, "preprocess"):
             prepared = prepare_image(rgb, alpha, self.model.config.image_size)
         device = next(self.model.parameters()).device
@@ -280,7 +278,7 @@ class Reconstructor:
             for row, pose, confidence in ranked:
                 own = dict(timings)  # each candidate's timings: the shared stages, then its own
                 with _timed(own, "retrieval"):
-                    snapped = self._snap(row, pose, mask, own_alpha)
+                    snapped = self._snap(row, pose, mask)
                 if snapped is None:
                     continue
                 result = self._bank_result(snapped, vertices, used, probs, height_mm, own)
@@ -534,19 +532,17 @@ class Reconstructor:
         weights /= max(weights.sum(), 1e-12)
         return [(row, pose, float(w)) for (_, row, pose), w in zip(fitted[:count], weights)]
 
-    def _snap(self, row: int, pose=None, mask: np.ndarray | None = None, own_alpha: bool = False
-              ) -> tuple[np.ndarray, np.ndarray] | None:
+    def _snap(self, row: int, pose=None, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
         """The solid of the shape bank's view ``row`` in the output frame, placed by ``pose``
         (:class:`recon_core.mesh.silhouette.Pose`; None: the view's rotation) and, with a pose, a ``mask`` and
         ``config.bank_warp``, its outline drawn onto the mask's (:func:`recon_core.mesh.silhouette.fit_warp`; not
         for a mask that takes the whole picture) and, with ``config.bank_carve``, the cells the mask shows to be
-        empty carved away before meshing (:func:`recon_core.mesh.silhouette.carve_to_mask`; with the guards of a
-        picture's own alpha when ``own_alpha``, :data:`recon_core.mesh.silhouette.CARVE_ALPHA`), then with a pose and
+        empty carved away before meshing (:func:`recon_core.mesh.silhouette.carve_to_mask`), then with a pose and
         ``config.bank_place`` moved across the view to where the picture shows it
         (:func:`recon_core.mesh.silhouette.place_in_picture`); None when the solid is empty. The candidates' order
         and confidences are the fit's (:meth:`_fitted`), from before the warp."""
-        from recon_core.mesh.silhouette import (CARVE_ALPHA, carve_to_mask, fit_warp, keep_box, place_in_picture,
-                                                solid_points, stretch_factors)
+        from recon_core.mesh.silhouette import (carve_to_mask, fit_warp, keep_box, place_in_picture, solid_points,
+                                                stretch_factors)
         from recon_core.mesh.volume import GRID_BOUND, grid_surface, grid_surface_vertices
 
         cfg, bank = self.model.config, self.model.bank
@@ -573,8 +569,7 @@ class Reconstructor:
             warp = fit_warp(points, mask, cfg.bank_warp)
             share = 0.0
             if warp is not None and cfg.bank_carve:
-                carved, share = carve_to_mask(solid, GRID_BOUND, factors, pose.rotation, warp,
-                                              **(CARVE_ALPHA if own_alpha else {}))
+                carved, share = carve_to_mask(solid, GRID_BOUND, factors, pose.rotation, warp)
             if share > 0:
                 # the carved solid, posed and warped like the whole one, keeps the whole one's box (the frame)
                 cv, faces = grid_surface(carved, smoothing=cfg.bank_smoothing, level=cfg.bank_level)

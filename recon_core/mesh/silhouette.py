@@ -62,7 +62,6 @@ __all__ = [
     "WARP_ITERATIONS",
     "WARP_MIN_JACOBIAN",
     "WARP_SIGMA",
-    "CARVE_ALPHA",
     "CARVE_EMPTY",
     "CARVE_MARGIN",
     "CARVE_MAX_SHARE",
@@ -323,15 +322,6 @@ one gained 0.4 F1@0.3 / 1.1 silhouette IoU on the renders but lost 0.6 / 1.3 on 
 carving only at an IoU of at least 0.6 gained 0.3 / 0.9 and 0.1 / 0.3."""
 CARVE_MAX_SHARE = 0.5
 """When more than this share of a solid's cells would go, the fit is taken to be wrong and nothing is carved."""
-CARVE_ALPHA = {"margin": 0.5, "min_iou": 0.2, "max_share": 0.95}
-"""The guards of :func:`carve_to_mask` for a mask that is the picture's own alpha (the object's outline as drawn,
-not an object finder's guess): a margin of half a cell, and only a warped silhouette that hardly covers the mask
-(IoU below 0.2) or a cut of nearly all the cells (over 95 %) holds the carving back. A lamp's or a chandelier's
-thin arms are far from the solid of a training lamp, so its first guards (:data:`CARVE_MIN_IOU`,
-:data:`CARVE_MAX_SHARE`) kept the space between them filled. On 123 validation renders (3 views a model, the
-README) these guards raised mean F1@0.3 47.2 -> 47.4 and the silhouette IoU 72.1 -> 72.8; on the same pictures as
-background photographs (the object finder's mask) they lowered them 29.5 -> 28.1 and 46.5 -> 43.9, so a mask
-that is not the picture's own keeps the first guards."""
 CARVE_MIN_PART = 0.01
 """Parts of the carved solid holding less than this share of its cells are dropped (splinters of a cut)."""
 
@@ -590,8 +580,7 @@ def warp_to_mask(verts: np.ndarray, points: np.ndarray, mask: np.ndarray, iterat
 
 
 def carve_to_mask(solid: np.ndarray, bound: float, factors: np.ndarray, rotation: np.ndarray, warp: OutlineWarp,
-                  margin: float = CARVE_MARGIN, min_iou: float | None = None, max_share: float | None = None
-                  ) -> tuple[np.ndarray, float]:
+                  margin: float = CARVE_MARGIN) -> tuple[np.ndarray, float]:
     """A training solid with the cells the picture shows to be empty removed: its visual hull's cut.
 
     The shape bank stores each model's walls (the cells its surface passes through, :mod:`recon_core.mesh.volume`),
@@ -605,14 +594,12 @@ def carve_to_mask(solid: np.ndarray, bound: float, factors: np.ndarray, rotation
     armrest, a skirt between legs that the picture shows as a gap). No cell that lands inside the mask, or within
     ``margin`` of it, is removed by the cut; afterwards the parts the cut made that hold under :data:`CARVE_MIN_PART`
     of the cells left are dropped (splinters; a part of the solid the cut did not touch stays, however small). When
-    the warped silhouette covers the mask with an IoU below ``min_iou``, when more than ``max_share`` of the cells
-    would go (splinters counted), or when none would, the solid comes back as it is.
+    the warped silhouette covers the mask with an IoU below :data:`CARVE_MIN_IOU`, when more than
+    :data:`CARVE_MAX_SHARE` of the cells would go (splinters counted), or when none would, the solid comes back as it is.
 
     Args:
         solid: (R, R, R) bool grid over ``[-bound, bound]³`` (world frame, :mod:`recon_core.mesh.volume`).
         factors: (3,) the pose's per-axis stretch (:func:`stretch_factors`); rotation: (3, 3) world-to-view.
-        margin, min_iou, max_share: the guards above (defaults :data:`CARVE_MARGIN`, and for None
-            :data:`CARVE_MIN_IOU` and :data:`CARVE_MAX_SHARE`; a picture's own alpha: :data:`CARVE_ALPHA`).
 
     Returns:
         ``(carved (R, R, R) bool, share of the solid's cells removed, splinters included)`` (the share is 0 when
@@ -620,11 +607,9 @@ def carve_to_mask(solid: np.ndarray, bound: float, factors: np.ndarray, rotation
     """
     from scipy import ndimage
 
-    min_iou = CARVE_MIN_IOU if min_iou is None else min_iou
-    max_share = CARVE_MAX_SHARE if max_share is None else max_share
     solid = np.asarray(solid, dtype=bool)
     cells = np.argwhere(solid)
-    if len(cells) == 0 or warp.iou_after < min_iou:
+    if len(cells) == 0 or warp.iou_after < CARVE_MIN_IOU:
         return solid, 0.0
     h = 2.0 * bound / solid.shape[0]
     posed = ((-bound + (cells + 0.5) * h) * np.asarray(factors, np.float64)) @ np.asarray(rotation, np.float64).T
@@ -635,7 +620,7 @@ def carve_to_mask(solid: np.ndarray, bound: float, factors: np.ndarray, rotation
     c = np.clip(np.floor(col).astype(np.int64), 0, size - 1)
     far = ~on_grid | (warp.outside[r, c] > margin)
     share = float(far.mean())
-    if share == 0.0 or share > max_share:
+    if share == 0.0 or share > CARVE_MAX_SHARE:
         return solid, 0.0
     carved = solid.copy()
     carved[tuple(cells[far].T)] = False
@@ -649,7 +634,7 @@ def carve_to_mask(solid: np.ndarray, bound: float, factors: np.ndarray, rotation
         uncut = sizes == np.bincount(whole.ravel())[part_of[1:]]
         carved = np.isin(labels, np.flatnonzero(uncut | (sizes >= CARVE_MIN_PART * sizes.sum())) + 1)
         share = 1.0 - float(carved.sum()) / len(cells)  # the splinters dropped go too
-        if share > max_share:
+        if share > CARVE_MAX_SHARE:
             return solid, 0.0
     if not carved.any():  # every part a splinter: keep the solid rather than nothing
         return solid, 0.0
