@@ -4,6 +4,10 @@
 #
 #     bash scripts/device_train.sh [STEPS] [MINUTES] [key=value ...]     # defaults: 3000 steps, at most 8 minutes
 #
+# Training ends at STEPS or after MINUTES - 1.5 of training (optim.minutes, its learning rate decayed by the clock),
+# whichever comes first; the minute and a half left is for starting and saving (a hard stop at MINUTES).
+#
+# When the pack carries a network (training/pack_views.py --init MODEL), training starts from it.
 # The README's "Training on a lent GPU machine" says what to do before (the pack; the shipped model, 55 MB, set
 # aside so that the working tree fits in 64 MiB) and after (joining the parts, attaching the shape bank).
 # Exit codes: 0 a snapshot is in $OUT; 2 the machine lacks what the run needs; 1 no snapshot was written.
@@ -24,8 +28,14 @@ if [ ! -f data/pack/views.npz ]; then
     exit 2
 fi
 rm -rf "$run"
-timeout --signal=INT "$((minutes * 60))" python3 training/train.py --config training/configs/device.yaml \
-    "optim.steps=$steps" "run.out=$run" "$@" > "$out/train.log" 2>&1
+budget=$(python3 -c "print(max(0.5, $minutes - 1.5))")   # optim.minutes: ends decayed, with time to save
+init=()
+if [ -f data/pack/init.json ]; then   # the pack carries a network to start from (pack_views.py --init)
+    python3 training/pack_views.py --unpack-init data/pack --out runs/init/model || exit 2
+    init=(--init-from runs/init/model)
+fi
+timeout --signal=INT "$((minutes * 60))" python3 training/train.py --config training/configs/device.yaml "${init[@]}" \
+    "optim.steps=$steps" "optim.minutes=$budget" "run.out=$run" "$@" > "$out/train.log" 2>&1
 echo "train.py ended with $? (124: stopped at $minutes minutes)"
 tail -5 "$out/train.log"
 last=$(ls "$run"/snapshots/step_*.safetensors 2>/dev/null | sort | tail -1)

@@ -230,3 +230,48 @@ def test_training_reads_a_pack_where_pytorch3d_is_not_installed(packed, tmp_path
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert "(pack " in proc.stdout + proc.stderr
     assert sorted(_losses(out)) == [1, 2]
+
+
+def test_a_carried_network_comes_back_within_half_a_step(tiny_config, tmp_path):
+    """``pack_views.py --init``: the network without its bank, large weights as int8 per output channel; unpacked,
+    every weight is within half a quantisation step of the original (against an element-by-element reference),
+    the rest is exact, and the result loads and starts a training run (``--init-from``)."""
+    from recon_core.io.weights import load_model, save_model
+    from recon_core.network.model import build_model
+    from training.pack_views import main, pack_init, quantise_rows, unpack_init
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(5, 3, 2, 2)).astype(np.float32)
+    w[2] = 0.0  # an all-zero channel keeps a usable scale
+    q, scale = quantise_rows(w)
+    for c in range(w.shape[0]):  # the obvious reference: each channel on its own
+        step = max(abs(float(x)) for x in w[c].ravel()) / 127.0
+        for x, qx in zip(w[c].ravel(), q[c].ravel()):
+            assert qx == (round(float(x) / step) if step else 0)
+    assert np.abs(q.astype(np.float32) * scale[:, None, None, None] - w).max() <= scale.max() / 2 + 1e-7
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config)
+    stem = save_model(model, tmp_path / "net" / "model", {"trained": True, "steps": 7}).with_suffix("")
+    assert main(["--init", str(stem), "--out", str(tmp_path / "pack"), "--shapenet", str(tmp_path / "none")]) == 2
+    carried = pack_init(stem, tmp_path / "pack")
+    assert carried.stat().st_size < 0.6 * stem.with_suffix(".safetensors").stat().st_size
+    assert main(["--unpack-init", str(tmp_path / "pack"), "--out", str(tmp_path / "back" / "model")]) == 0
+    back, meta = load_model(tmp_path / "back" / "model")
+    assert meta["steps"] == 7 and meta["model"]["shape_bank"] is False
+    original = {k: v.float() for k, v in model.state_dict().items()}
+    int8 = 0
+    for k, v in back.state_dict().items():
+        o = original[k]
+        if v.is_floating_point() and v.dim() >= 2 and v.numel() >= 4096:
+            step = o.reshape(len(o), -1).abs().amax(1) / 127
+            err = (v.float() - o).reshape(len(o), -1).abs().amax(1)
+            assert (err <= 0.63 * step + 1e-6).all(), k  # half a step, plus fp16 rounding twice (2^-11 of 127 steps)
+            int8 += 1
+        elif v.is_floating_point():
+            torch.testing.assert_close(v.float(), o.half().float(), rtol=0, atol=0)
+        else:
+            assert torch.equal(v, o.to(v.dtype)), k
+    assert int8 > 10
+    with pytest.raises(ValueError, match="carries no network"):
+        unpack_init(tmp_path / "none", tmp_path / "x")

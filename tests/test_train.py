@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -64,6 +65,27 @@ def test_init_from_counts_the_steps_already_in_the_weights(tmp_path):
     _, meta = load_model(second / "snapshots" / "step_000003")
     assert (meta["steps"], meta["run_step"], meta["init_steps"]) == (5, 3, 2)
     assert torch.load(second / "checkpoint.pt", weights_only=True)["init_steps"] == 2  # survives --resume
+
+
+def test_a_time_budget_ends_the_run_decayed_with_a_snapshot(tmp_path):
+    """``optim.minutes``: the run stops once its minutes are spent, with a snapshot of that step, and the
+    learning rate follows the clock's share when it is further along than the steps'."""
+    from training.config import load_train_config
+    from training.train import _lr_at
+
+    cfg = load_train_config(None, ["optim.lr=0.001", "optim.warmup=10", "optim.steps=1000", "optim.minutes=5"])
+    assert _lr_at(5, cfg, clock=0.9) == pytest.approx(0.001 * 6 / 10)  # warm-up by steps alone
+    assert _lr_at(110, cfg, clock=0.0) == pytest.approx(_lr_at(110, cfg))
+    assert _lr_at(110, cfg, clock=0.5) == pytest.approx(0.001 * (0.05 + 0.95 * 0.5))  # half-way by the clock
+    assert _lr_at(110, cfg, clock=1.0) == pytest.approx(0.001 * 0.05)
+    out = tmp_path / "timed"
+    log = _finish(_run(out, ["optim.batch_size=2", "optim.steps=50", "optim.minutes=0.0001", "run.checkpoint_every=40",
+                             "run.amp=false"]))
+    stopped = re.search(r"optim.minutes=0.0001 spent at step (\d+) of 50", log)
+    assert stopped and int(stopped.group(1)) <= 2, log[-2000:]  # the first batch may come within 6 ms
+    step = int(stopped.group(1))
+    assert [p.name for p in (out / "snapshots").glob("*.safetensors")] == [f"step_{step:06d}.safetensors"]
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == step
 
 
 def test_amp_step_runs_on_cpu(tmp_path):

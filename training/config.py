@@ -109,6 +109,11 @@ class OptimConfig:
     (``torch.optim.swa_utils``); the snapshots hold the average, the checkpoint both (0: no average, the
     snapshots hold the weights). 0.995 averages over the last ~200 steps: the validation F1@0.3 of single
     checkpoints swings by several points from one to the next at a constant learning rate."""
+    minutes: float = 0.0
+    """A time budget for this run, for a machine lent for a few minutes (0: none). Training ends at
+    ``steps`` or after ``minutes`` of training, whichever comes first, with a snapshot; the learning-rate
+    schedule follows the larger of the two shares spent, so a run cut by the clock still ends decayed.
+    A resumed run gets its minutes afresh."""
     freeze_stages: int = 0
     """The first N parts of the backbone, of (stem, stage 1, ..., stage 4), keep their weights and their
     BatchNorm statistics (Mesh R-CNN's ``FREEZE_AT``: 2 freezes the stem and the first stage, ~20 % less

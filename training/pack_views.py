@@ -2,6 +2,8 @@
 
     python training/pack_views.py --out data/pack                        # train split, 12 views a model (~25 MB)
     python training/train.py --config training/configs/gpu.yaml data.pack=data/pack
+    python training/pack_views.py --out data/pack --init models/default  # and the network to start from (~27 MB)
+    python training/pack_views.py --unpack-init data/pack --out runs/init/model   # there: back to a model file
 
 The renders (training/render.py) are ~750 MB of PNG and float16 depth maps; a machine that gets the working tree
 and 64 MiB besides (an accelerator lent for a few minutes) needs them much smaller. The pack holds, per view, the
@@ -22,7 +24,14 @@ Arrays of ``views.npz``:
 - ``blob`` (B,) uint8 and ``offsets`` (4 N + 1,) int64: view ``i``'s colour JPEG, alpha PNG, mask PNG and depth
   PNG are ``blob[offsets[4 i + k]:offsets[4 i + k + 1]]``, k = 0..3.
 
-Exit codes: 0 written, 2 bad input (no renders, a split with no complete view).
+With ``--init MODEL`` the pack also carries a saved network to start from (``init.safetensors`` +
+``init.json``): 55 MB as the shipped fp16 file, too much beside the views, so each large weight matrix travels as
+int8 with one float32 scale per output channel (symmetric, ``scale = max |w| / 127``: an error of at most half a
+step, ~0.4 % of the row's largest weight), the rest as fp16, the shape bank left out (a trained network gets a
+new one from ``training/build_shape_bank.py``). ``--unpack-init`` turns it back into a model file there, for
+``train.py --init-from``.
+
+Exit codes: 0 written, 2 bad input (no renders, a split with no complete view, no such model).
 """
 
 from __future__ import annotations
@@ -43,7 +52,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from recon_core.mesh.camera import Camera  # noqa: E402
 
-__all__ = ["PackedViews", "pack_views", "main"]
+__all__ = ["PackedViews", "pack_views", "pack_init", "unpack_init", "main"]
 
 log = logging.getLogger("pack_views")
 
@@ -160,6 +169,84 @@ def _pack_backgrounds(source: str | os.PathLike | None, out: Path, count: int, s
     return len(chosen)
 
 
+INIT = "init"
+QUANTISE_MIN = 4096
+"""Floating tensors of at least this many elements and two dimensions travel as int8 (the rest as fp16)."""
+
+
+def quantise_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(C, ...) float ``w`` as int8 and a (C,) float32 scale per output channel: ``w ≈ q * scale[:, None, ...]``."""
+    flat = w.reshape(len(w), -1).astype(np.float32)
+    scale = np.abs(flat).max(axis=1) / 127.0
+    scale[scale == 0] = 1.0
+    q = np.clip(np.rint(flat / scale[:, None]), -127, 127).astype(np.int8)
+    return q.reshape(w.shape), scale.astype(np.float32)
+
+
+def pack_init(model: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Write ``model``'s network (a saved model's stem: ``.json`` + ``.safetensors``), without its shape bank and
+    with its large weights as int8, to ``out/init.safetensors`` + ``out/init.json``. Returns the ``.safetensors``.
+
+    Raises ``ValueError`` when the model's files are missing.
+    """
+    from safetensors.numpy import load_file, save_file
+
+    stem = Path(model)
+    stem = stem.with_suffix("") if stem.suffix in (".json", ".safetensors") else stem
+    cfg, weights = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+    if not (cfg.is_file() and weights.is_file()):
+        raise ValueError(f"--init {model}: no saved model there ({cfg.name} and {weights.name} are needed)")
+    meta = json.loads(cfg.read_text())
+    meta["model"]["shape_bank"] = False
+    meta = {k: v for k, v in meta.items() if k in ("model", "trained", "steps", "run_step", "init_steps", "note")}
+    meta["packed_from"] = str(stem)
+    packed: dict[str, np.ndarray] = {}
+    for name, t in load_file(str(weights)).items():
+        if name.startswith("bank."):
+            continue
+        if t.dtype.kind == "f" and t.ndim >= 2 and t.size >= QUANTISE_MIN:
+            packed[f"q8:{name}"], packed[f"scale:{name}"] = quantise_rows(t)
+        elif t.dtype.kind == "f":
+            packed[f"f16:{name}"] = t.astype(np.float16)
+        else:
+            packed[f"raw:{name}"] = t
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{INIT}.tmp.safetensors"
+    save_file(packed, str(tmp))
+    os.replace(tmp, out / f"{INIT}.safetensors")
+    (out / f"{INIT}.json").write_text(json.dumps(meta, indent=2))
+    return out / f"{INIT}.safetensors"
+
+
+def unpack_init(pack: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """The network of ``pack``'s ``init.safetensors`` (:func:`pack_init`) as a model file ``out.safetensors`` +
+    ``out.json`` (fp16, as ``save_model`` writes them), for ``train.py --init-from out``. Returns ``out``'s stem.
+
+    Raises ``ValueError`` when the pack carries no network.
+    """
+    from safetensors.numpy import load_file, save_file
+
+    pack = Path(pack)
+    if not (pack / f"{INIT}.safetensors").is_file():
+        raise ValueError(f"{pack} carries no network: write it with python training/pack_views.py --init MODEL")
+    packed = load_file(str(pack / f"{INIT}.safetensors"))
+    state: dict[str, np.ndarray] = {}
+    for key, t in packed.items():
+        kind, name = key.split(":", 1)
+        if kind == "q8":
+            scale = packed[f"scale:{name}"].reshape((-1,) + (1,) * (t.ndim - 1))
+            state[name] = (t.astype(np.float32) * scale).astype(np.float16)
+        elif kind in ("f16", "raw"):
+            state[name] = t
+    stem = Path(out)
+    stem = stem.with_suffix("") if stem.suffix in (".json", ".safetensors") else stem
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(stem.with_suffix(".safetensors")))
+    stem.with_suffix(".json").write_text((pack / f"{INIT}.json").read_text())
+    return stem
+
+
 class PackedViews:
     """A pack read back (:func:`pack_views`): the models and views, decoded one view at a time.
 
@@ -228,9 +315,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backgrounds", default="data/backgrounds_finder",
                    help="photographs behind augmented views (a few are packed)")
     p.add_argument("--background-count", type=int, default=300)
+    p.add_argument("--init", metavar="MODEL", help="also carry this saved network to start from (int8, no bank)")
+    p.add_argument("--unpack-init", metavar="PACK",
+                   help="only turn PACK's carried network back into the model file --out (for train.py --init-from)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        if args.unpack_init:
+            log.info("wrote %s", unpack_init(args.unpack_init, args.out).with_suffix(".safetensors"))
+            return 0
+        if args.init:
+            written = pack_init(args.init, args.out)
+            log.info("wrote %s: %.1f MB", written, written.stat().st_size / 1e6)
         for flag in ("shapenet", "renders"):
             if not Path(getattr(args, flag)).is_dir():
                 raise ValueError(f"--{flag} {getattr(args, flag)} is not a folder: build the data set first "

@@ -288,12 +288,25 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast("cpu", dtype=torch.bfloat16)
 
 
-def _lr_at(step: int, cfg: TrainConfig) -> float:
+def _lr_at(step: int, cfg: TrainConfig, clock: float = 0.0) -> float:
+    """The learning rate of ``step``: linear warm-up, then a cosine down to 5 % at ``optim.steps``, or sooner
+    when ``clock`` (the share of ``optim.minutes`` spent, 0..1) is further along."""
     o = cfg.optim
     if step < o.warmup:
         return o.lr * (step + 1) / o.warmup
-    progress = (step - o.warmup) / max(1, o.steps - o.warmup)
+    progress = max((step - o.warmup) / max(1, o.steps - o.warmup), clock)
     return o.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _clock_share(tic: float, cfg: TrainConfig, world: int, device: torch.device) -> float:
+    """The share of ``optim.minutes`` spent since ``tic`` (0 without a time budget); rank 0's clock for all."""
+    if cfg.optim.minutes <= 0:
+        return 0.0
+    share = torch.tensor([(time.perf_counter() - tic) / (60.0 * cfg.optim.minutes)], dtype=torch.float64,
+                         device=device)
+    if world > 1:
+        dist.broadcast(share, src=0)
+    return float(share)
 
 
 def _save_checkpoint(path: Path, model, optimizer, scaler, step: int, init_steps: int = 0, average=None) -> None:
@@ -441,11 +454,13 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
         module.eval()
     step = start
     tic = time.perf_counter()
+    clock = 0.0
     for batch in loader:
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         torch.manual_seed(cfg.run.seed * 1_000_003 + step * 101 + rank)  # point sampling: exact on resume
+        clock = _clock_share(tic, cfg, world, device)
         for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, cfg)
+            group["lr"] = _lr_at(step, cfg, clock)
         parts = train_step(model, ddp_model, batch, optimizer, scaler, cfg, device)
         if average is not None:
             average.update_parameters(model)
@@ -454,7 +469,7 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
             bar.update(1)
             bar.set_postfix(loss=f"{parts['total']:.4f}", chamfer=f"{parts.get('chamfer/2', 0):.4f}")
             if step % cfg.run.log_every == 0 or step == start + 1:
-                row = {"step": step, "lr": _lr_at(step - 1, cfg), "seconds": round(time.perf_counter() - tic, 2), **parts}
+                row = {"step": step, "lr": _lr_at(step - 1, cfg, clock), "seconds": round(time.perf_counter() - tic, 2), **parts}
                 if csv_writer is None:
                     fields = _log_fields(csv_path, list(row))
                     csv_file.close()  # reopened: _log_fields may have replaced the file
@@ -467,7 +482,8 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
                 if writer is not None:
                     for k, v in parts.items():
                         writer.add_scalar(f"loss/{k}", v, step)
-        if step % cfg.run.checkpoint_every == 0 or step == cfg.optim.steps:
+        out_of_time = clock >= 1.0
+        if step % cfg.run.checkpoint_every == 0 or step == cfg.optim.steps or out_of_time:
             if rank == 0:
                 _save_checkpoint(ckpt_path, model, optimizer, scaler, step, init_steps, average)
                 meta = {"steps": init_steps + step, "run_step": step, "init_steps": init_steps, "trained": True}
@@ -478,6 +494,10 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
                 _prune_snapshots(out_dir / "snapshots", cfg.run.snapshots)
             if world > 1:
                 dist.barrier()
+        if out_of_time:
+            log.info("optim.minutes=%g spent at step %d of %d: stopped with a snapshot", cfg.optim.minutes, step,
+                     cfg.optim.steps)
+            break
     bar.close()
     if csv_file is not None:
         csv_file.close()
