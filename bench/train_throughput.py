@@ -2,12 +2,18 @@
 
     python -m bench.train_throughput [--config training/configs/default.yaml] [--steps 3] [--tiny]
     python -m bench.train_throughput --config training/configs/occupancy_share.yaml   (the occupancy network)
+    python -m bench.train_throughput --config training/configs/device.yaml --cuda-only --batch-size 128
+    python -m bench.train_throughput --config training/configs/device.yaml --loader 40   (the data loader alone)
 
 One step is what :func:`training.train.train` does per batch: forward under the
 configured autocast, :func:`training.train.compute_loss`, backward, gradient clipping
 and an AdamW step. Batches come from :class:`training.synthetic.SyntheticViews`
 (ellipsoids: no data set needed) and are made before timing, so data loading is not
 counted. Runs on the CPU with ``--threads`` threads, and also on CUDA when one is present.
+
+``--loader N`` times the configured data loader instead (the pack or the renders, the config's
+augmentation and ``data.workers``): pictures a second over N batches after the first, no model. A
+training run can go no faster than the slower of the two.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -84,16 +91,49 @@ def measure(cfg, device: torch.device, steps: int, warmup: int) -> dict:
             "images_per_s": round(b / median, 3)}
 
 
+def measure_loader(cfg, batches: int) -> dict:
+    """Pictures a second of the configured training data loader over ``batches`` batches (after the first)."""
+    from training.dataset import RenderedViews
+    from training.sampling import StepBatchSampler, category_item_weights
+    from training.train import _collate
+
+    backgrounds = cfg.data.backgrounds
+    if cfg.data.pack is not None and not Path(backgrounds).is_dir():
+        backgrounds = None  # the pack's own photographs, as train.py does
+    dataset = RenderedViews(cfg.data.shapenet, cfg.data.renders, "train", image_size=cfg.model.image_size,
+                            num_points=cfg.data.num_points, augment=cfg.data.augment, seed=cfg.run.seed,
+                            backgrounds=backgrounds, styles=cfg.data.styles, cutout=cfg.data.cutout,
+                            pack=cfg.data.pack)
+    weights = category_item_weights(dataset.categories, cfg.data.category_balance, cfg.data.category_weights)
+    sampler = StepBatchSampler(weights, cfg.optim.batch_size, batches + 1, cfg.run.seed, 0, 1, 0)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.workers,
+                                         collate_fn=_collate)
+    it = iter(loader)
+    next(it)  # workers started, first batch made
+    start = time.perf_counter()
+    n = sum(len(batch["image"]) for batch in it)
+    seconds = time.perf_counter() - start
+    return {"batches": batches, "batch_size": cfg.optim.batch_size, "workers": cfg.data.workers,
+            "seconds": round(seconds, 3), "images_per_s": round(n / seconds, 1)}
+
+
 def run(args) -> dict:
     from training.train import amp_enabled
 
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config, args.tiny)
+    if args.batch_size:
+        cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, batch_size=args.batch_size))
     steps = args.steps if args.steps is not None else (1 if args.tiny else 3)
     warmup = 1
-    results = {"cpu": measure(cfg, torch.device("cpu"), steps, warmup)}
-    if torch.cuda.is_available() and not args.cpu_only:
-        results["cuda"] = measure(cfg, torch.device("cuda"), max(steps, 10), 3)
+    if args.loader:
+        results = {"loader": measure_loader(cfg, args.loader)}
+    else:
+        results = {} if args.cuda_only else {"cpu": measure(cfg, torch.device("cpu"), steps, warmup)}
+        if torch.cuda.is_available() and not args.cpu_only:
+            results["cuda"] = measure(cfg, torch.device("cuda"), max(steps, 10), 3)
+        elif args.cuda_only:
+            raise SystemExit("--cuda-only: no CUDA device here")
     m = cfg.model
     return {
         "benchmark": "train_throughput",
@@ -105,7 +145,8 @@ def run(args) -> dict:
         "amp": cfg.run.amp,
         "amp_on_cpu": amp_enabled(cfg, torch.device("cpu")),
         "loss": {"num_samples": cfg.loss.num_samples, "silhouette": cfg.loss.silhouette, "depth": cfg.loss.depth},
-        "data": "training.synthetic.SyntheticViews (batches made before timing)",
+        "data": ("the config's data loader, no model" if args.loader
+                 else "training.synthetic.SyntheticViews (batches made before timing)"),
         "results": results,
     }
 
@@ -115,6 +156,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--config", default=str(DEFAULT_CONFIG.relative_to(REPO)), help="training config YAML")
     p.add_argument("--steps", type=int, help="timed steps after one warm-up step (default 3; --tiny 1)")
     p.add_argument("--cpu-only", action="store_true", help="skip CUDA even when present")
+    p.add_argument("--cuda-only", action="store_true", help="time CUDA alone (an error without one)")
+    p.add_argument("--batch-size", type=int, help="pictures a step (default: the config's)")
+    p.add_argument("--loader", type=int, metavar="N", help="time the config's data loader over N batches instead")
     args = p.parse_args(argv)
     if not str(args.config).startswith("/"):
         args.config = str(REPO / args.config)

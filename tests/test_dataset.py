@@ -275,3 +275,24 @@ def test_a_carried_network_comes_back_within_half_a_step(tiny_config, tmp_path):
     assert int8 > 10
     with pytest.raises(ValueError, match="carries no network"):
         unpack_init(tmp_path / "none", tmp_path / "x")
+
+
+def test_the_loader_benchmark_counts_the_packs_pictures(packed, tmp_path, capsys):
+    """bench.train_throughput --loader N: the configured loader's pictures a second over N batches after the first."""
+    import yaml
+
+    from bench import train_throughput
+    from tests.test_train import REPO
+
+    cfg = yaml.safe_load((REPO / "training" / "configs" / "device.yaml").read_text())
+    cfg["data"].update(pack=str(packed), backgrounds=str(tmp_path / "none"), workers=0, num_points=500)
+    cfg["optim"]["batch_size"] = 3
+    path = tmp_path / "loader.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    returned = train_throughput.main(["--config", str(path), "--loader", "2", "--threads", "1"])
+    printed = json.loads(capsys.readouterr().out)
+    loader = printed["results"]["loader"]
+    assert returned["results"]["loader"] == loader
+    assert (loader["batches"], loader["batch_size"], loader["workers"]) == (2, 3, 0)
+    assert loader["images_per_s"] > 0 and loader["seconds"] > 0
+    assert loader["images_per_s"] == pytest.approx(6 / loader["seconds"], rel=0.01)  # 2 batches of 3 pictures
