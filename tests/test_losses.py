@@ -261,6 +261,48 @@ def test_torch_terms_have_pytorch3d_gradients():
     torch.testing.assert_close(ours.grad, theirs.grad, atol=1e-6, rtol=1e-4)
 
 
+def _chamfer_through_the_table(x, y, x_normals, y_normals):
+    """The obvious reference: autograd through the whole (B, N, M) table of squared distances."""
+    d = ((x[:, :, None] - y[:, None]).square()).sum(-1)
+    to_y, nn_y = d.min(dim=2)
+    to_x, nn_x = d.min(dim=1)
+
+    def cosine(a, b, nn):
+        partner = b.gather(1, nn[..., None].expand(-1, -1, 3))
+        return 1.0 - torch.nn.functional.cosine_similarity(a, partner, dim=2, eps=1e-6).abs()
+
+    normal = cosine(x_normals, y_normals, nn_y).mean(1) + cosine(y_normals, x_normals, nn_x).mean(1)
+    return (to_y.mean(1) + to_x.mean(1)).mean(), normal.mean()
+
+
+@pytest.mark.parametrize("sizes", [(300, 500), (64, 7)])
+def test_chamfer_gradients_equal_the_whole_table_and_pytorch3d(sizes):
+    """Neighbours found without autograd, matched pairs differentiated: the gradients of the full table's
+    (in float64, to rounding) and of pytorch3d's ``chamfer_distance`` (float32, which is all its knn takes)."""
+    from pytorch3d.loss import chamfer_distance
+
+    g = torch.Generator().manual_seed(7)
+    n, m = sizes
+    x0, y0 = torch.randn(2, n, 3, generator=g, dtype=torch.float64), torch.randn(2, m, 3, generator=g, dtype=torch.float64)
+    xn, yn = (torch.nn.functional.normalize(torch.randn(2, k, 3, generator=g, dtype=torch.float64), dim=-1)
+              for k in (n, m))
+
+    def run(fn, dtype):
+        x, y, xnn = (t.to(dtype).clone().requires_grad_() for t in (x0, y0, xn))  # fresh leaves each run
+        chamfer, normal = fn(x, y, xnn, yn.to(dtype))
+        (chamfer + 0.3 * normal).backward()
+        return chamfer.detach(), normal.detach(), x.grad, y.grad, xnn.grad
+
+    ours, table = run(chamfer_and_normal, torch.float64), run(_chamfer_through_the_table, torch.float64)
+    for a, b in zip(ours, table):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-9)
+    ours32 = run(chamfer_and_normal, torch.float32)
+    theirs = run(lambda x, y, xn_, yn_: chamfer_distance(x, y, x_normals=xn_, y_normals=yn_), torch.float32)
+    for a, b in zip(ours32, theirs):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+    assert ours[2].abs().max() > 1e-4  # the gradients compared are not all zero
+
+
 def test_mesh_loss_is_the_pytorch3d_terms():
     """The whole loss (sampling included, one seed) against pytorch3d's functions."""
     from pytorch3d.loss import chamfer_distance, mesh_edge_loss, mesh_laplacian_smoothing
