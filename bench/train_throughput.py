@@ -113,8 +113,8 @@ def measure_loader(cfg, batches: int) -> dict:
     start = time.perf_counter()
     n = sum(len(batch["image"]) for batch in it)
     seconds = time.perf_counter() - start
-    return {"batches": batches, "batch_size": cfg.optim.batch_size, "workers": cfg.data.workers,
-            "seconds": round(seconds, 3), "images_per_s": round(n / seconds, 1)}
+    return {"batches": batches, "batch_size": cfg.optim.batch_size, "workers": cfg.data.workers, "pictures": n,
+            "seconds": round(seconds, 4), "images_per_s": round(n / seconds, 1)}
 
 
 def run(args) -> dict:
