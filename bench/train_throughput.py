@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
@@ -93,17 +92,10 @@ def measure(cfg, device: torch.device, steps: int, warmup: int) -> dict:
 
 def measure_loader(cfg, batches: int) -> dict:
     """Pictures a second of the configured training data loader over ``batches`` batches (after the first)."""
-    from training.dataset import RenderedViews
     from training.sampling import StepBatchSampler, category_item_weights
-    from training.train import _collate
+    from training.train import _collate, training_views
 
-    backgrounds = cfg.data.backgrounds
-    if cfg.data.pack is not None and not Path(backgrounds).is_dir():
-        backgrounds = None  # the pack's own photographs, as train.py does
-    dataset = RenderedViews(cfg.data.shapenet, cfg.data.renders, "train", image_size=cfg.model.image_size,
-                            num_points=cfg.data.num_points, augment=cfg.data.augment, seed=cfg.run.seed,
-                            backgrounds=backgrounds, styles=cfg.data.styles, cutout=cfg.data.cutout,
-                            pack=cfg.data.pack)
+    dataset = training_views(cfg)
     weights = category_item_weights(dataset.categories, cfg.data.category_balance, cfg.data.category_weights)
     sampler = StepBatchSampler(weights, cfg.optim.batch_size, batches + 1, cfg.run.seed, 0, 1, 0)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.workers,

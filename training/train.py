@@ -346,6 +346,20 @@ def _collate(items: list[dict]) -> dict:
     return out
 
 
+def training_views(cfg: TrainConfig):
+    """The configured training split: the render folders or the pack (``data.pack``), augmented as configured."""
+    from training.dataset import RenderedViews
+
+    grid = cfg.model.grid_spec if cfg.model.coarse == "occupancy" else None
+    backgrounds = cfg.data.backgrounds
+    if cfg.data.pack is not None and not Path(backgrounds).is_dir():
+        backgrounds = None  # the pack's own photographs
+    return RenderedViews(cfg.data.shapenet, cfg.data.renders, "train", image_size=cfg.model.image_size,
+                         num_points=cfg.data.num_points, augment=cfg.data.augment, seed=cfg.run.seed,
+                         occupancy=grid, backgrounds=backgrounds, styles=cfg.data.styles,
+                         occupancy_share=cfg.data.occupancy_share, cutout=cfg.data.cutout, pack=cfg.data.pack)
+
+
 def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, dataset=None) -> Path:
     """Run training as configured; returns the output folder. ``dataset`` overrides the configured data (tests)."""
     rank, world, device = _setup_distributed()
@@ -360,17 +374,7 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
                                  occupancy=cfg.model.grid_spec if cfg.model.coarse == "occupancy" else None,
                                  occupancy_share=cfg.data.occupancy_share)
     if dataset is None:
-        from training.dataset import RenderedViews
-
-        grid = cfg.model.grid_spec if cfg.model.coarse == "occupancy" else None
-        backgrounds = cfg.data.backgrounds
-        if cfg.data.pack is not None and not Path(backgrounds).is_dir():
-            backgrounds = None  # the pack's own photographs
-        dataset = RenderedViews(cfg.data.shapenet, cfg.data.renders, "train", image_size=cfg.model.image_size,
-                                num_points=cfg.data.num_points, augment=cfg.data.augment, seed=cfg.run.seed,
-                                occupancy=grid, backgrounds=backgrounds, styles=cfg.data.styles,
-                                occupancy_share=cfg.data.occupancy_share, cutout=cfg.data.cutout,
-                                pack=cfg.data.pack)
+        dataset = training_views(cfg)
 
     if rank == 0:
         (out_dir / "snapshots").mkdir(parents=True, exist_ok=True)
