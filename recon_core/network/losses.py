@@ -121,12 +121,12 @@ def chamfer_and_normal(x: torch.Tensor, y: torch.Tensor, x_normals: torch.Tensor
     the two directions summed, averaged over the batch. Normal: ``1 - |cos|`` between each point's normal and
     its nearest neighbour's, likewise.
 
-    Args:
-        x: (B, N, 3), y: (B, M, 3) points; x_normals, y_normals: their (B, N, 3), (B, M, 3) unit normals.
-
     The nearest neighbours are found without autograd and only the N + M matched pairs' distances are taken
     again with it: the same values and gradients as differentiating ``cdist(x, y).square().min(...)``, whose
     backward goes through the whole (B, N, M) table (most of a training step's time; tested against it).
+
+    Args:
+        x: (B, N, 3), y: (B, M, 3) points; x_normals, y_normals: their (B, N, 3), (B, M, 3) unit normals.
 
     Returns:
         ``(chamfer, normal)``, scalars.
