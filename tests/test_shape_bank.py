@@ -187,8 +187,7 @@ def _reference_select(bank: ShapeBank, embedding: np.ndarray, points: np.ndarray
 
 
 def _reference_ranked(bank: ShapeBank, embedding: np.ndarray, points: np.ndarray, weight: float,
-                      category: int | None, count: int, shape_cost: np.ndarray | None = None
-                      ) -> list[tuple[int, float]]:
+                      category: int | None, count: int) -> list[tuple[int, float]]:
     """Brute force in numpy: loop over views, pose each shape, Chamfer by full distance matrices;
     the shape z-score's statistics over the candidates plus every SHAPE_STATS_STRIDE-th view; then the
     candidates by score, each model's first (best) view only, the first ``count``."""
@@ -214,8 +213,6 @@ def _reference_ranked(bank: ShapeBank, embedding: np.ndarray, points: np.ndarray
     if weight:
         d = np.array([shape_distance(r) for r in list(candidates) + list(range(0, n, SHAPE_STATS_STRIDE))])
         score = score + weight * (d[: len(candidates)] - d.mean()) / d.std(ddof=1)
-    if shape_cost is not None:
-        score = score + np.array([shape_cost[int(bank.view_shape[row])] for row in candidates])
     ranked, seen = [], set()
     for i in np.argsort(score, kind="stable"):
         model = int(bank.view_shape[candidates[i]])
@@ -377,43 +374,6 @@ def test_ranked_gives_the_best_view_of_each_of_the_nearest_models(large_bank, se
     assert got[0][0] == large_bank.select(*args)
     with pytest.raises(ValueError, match="count must be at least 1"):
         large_bank.ranked(*args, 0)
-
-
-def test_category_cost_is_minus_log_p_of_each_shapes_category(large_bank):
-    """category_cost against a loop over the shapes; a shape of none of the categories pays -log(1 - max p)."""
-    probs = torch.tensor([0.7, 0.2, 0.1])
-    cats = large_bank.shape_category.clone()
-    large_bank.shape_category[::7] = -1  # some shapes of no category of the network's
-    try:
-        cost = large_bank.category_cost(probs, 0.5)
-        expected = [0.5 * -np.log(0.3 if c < 0 else float(probs[c])) for c in large_bank.shape_category.tolist()]
-    finally:
-        large_bank.shape_category.copy_(cats)
-    np.testing.assert_allclose(cost.numpy(), expected, rtol=1e-6)  # probs in float32
-    assert (large_bank.category_cost(probs, 0.0) == 0).all()
-
-
-@pytest.mark.parametrize("seed", range(3))
-def test_ranked_adds_each_shapes_cost(large_bank, seed):
-    """ranked(shape_cost=...) against the brute force; a large cost on every category but one puts that
-    category's models first."""
-    rng = np.random.default_rng(20 + seed)
-    from recon_core.network.retrieval import EMBED_DIM
-
-    embedding = rng.random(EMBED_DIM)
-    embedding /= np.linalg.norm(embedding)
-    points = rng.normal(scale=0.3, size=(25, 3))
-    args = (torch.tensor(embedding, dtype=torch.float32), torch.tensor(points, dtype=torch.float32), 1.0, None)
-    probs = torch.tensor(rng.dirichlet(np.ones(3)), dtype=torch.float32)
-    cost = large_bank.category_cost(probs, 0.7)
-    got = large_bank.ranked(*args, 6, shape_cost=cost)
-    expected = _reference_ranked(large_bank, embedding.astype(np.float32).astype(np.float64), points, 1.0, None, 6,
-                                 cost.numpy())
-    assert [r for r, _ in got] == [r for r, _ in expected]
-    np.testing.assert_allclose([s for _, s in got], [s for _, s in expected], rtol=1e-4, atol=1e-4)
-    sure = large_bank.category_cost(torch.tensor([1e-9, 1.0, 1e-9]), 100.0)
-    first = large_bank.ranked(*args, 3, shape_cost=sure)
-    assert all(int(large_bank.shape_category[large_bank.view_shape[r]]) == 1 for r, _ in first)
 
 
 def test_shape_distances_equal_knn(large_bank):
@@ -999,33 +959,3 @@ def test_a_fitted_candidate_is_placed_where_the_picture_shows_it(banked_model, f
         np.testing.assert_allclose(got, expected @ VIEW_TO_OUTPUT.T, atol=1e-12)
         np.testing.assert_array_equal(faces, before_faces)
     assert moved == 3
-
-
-@pytest.mark.parametrize("weight", [-0.5, float("nan"), float("inf")])
-def test_a_bad_category_weight_is_refused(weight):
-    with pytest.raises(ValueError, match="bank_category_weight must be finite and >= 0"):
-        ModelConfig(**TINY_MODEL, bank_category_weight=weight)
-
-
-def test_the_category_weight_ranks_the_predicted_categorys_shapes_first(banked_model, fake, monkeypatch):
-    """With bank_category_weight, the category head's probabilities weigh in: sure of "sofa", the output is the
-    sofa's solid, as with --category sofa; at weight 0 the probabilities are not consulted."""
-    from recon_core.io.inference import Reconstructor
-    from recon_core.network.categories import CATEGORIES
-
-    _, renders = fake
-    model, meta = load_model(banked_model)
-    rgb, alpha = _rgba(renders, "chair_val", 0)
-    sure = np.full(len(CATEGORIES), 1e-9)
-    sure[category_index(SOFA)] = 1.0
-    monkeypatch.setattr(Reconstructor, "_category_probs", lambda self, logits: sure / sure.sum())
-    weighted = Reconstructor(_with_config(model, bank_fit_candidates=0, bank_category_weight=100.0), meta)
-    other, _ = load_model(banked_model)  # _with_config changes the model it is given
-    told = Reconstructor(_with_config(other, bank_fit_candidates=0), meta)
-    assert told.model.config.bank_category_weight == 0.0
-    got = weighted.reconstruct(rgb, alpha, smooth=False, vertices=10242)
-    sofa = told.reconstruct(rgb, alpha, category="sofa", smooth=False, vertices=10242)
-    assert np.allclose(np.sort(got.verts, 0), np.sort(sofa.verts, 0), atol=1e-6)
-    plain = told.reconstruct(rgb, alpha, smooth=False, vertices=10242)
-    assert not (plain.verts.shape == sofa.verts.shape and np.allclose(np.sort(plain.verts, 0),
-                                                                      np.sort(sofa.verts, 0), atol=1e-6))

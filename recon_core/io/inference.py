@@ -272,7 +272,7 @@ class Reconstructor:
             mask = object_mask(rgb, alpha)
             with _timed(timings, "retrieval"):
                 fit = self.model.config.bank_fit_candidates
-                ranked = self._ranked(rgb, alpha, out.verts[0], cat_index, max(count, fit), probs)
+                ranked = self._ranked(rgb, alpha, out.verts[0], cat_index, max(count, fit))
                 ranked = self._fitted(ranked, mask, count) if fit else [(row, None, c) for row, c in ranked[:count]]
             results = []
             for row, pose, confidence in ranked:
@@ -484,16 +484,13 @@ class Reconstructor:
         return ["the model is untrained (random weights): the shape is not meaningful", *notes]
 
     def _ranked(self, rgb: np.ndarray, alpha: np.ndarray | None, verts: torch.Tensor, category: int | None,
-                count: int, probs: np.ndarray | None = None) -> list[tuple[int, float]]:
+                count: int) -> list[tuple[int, float]]:
         """The shape bank's ``count`` best views (rows) of different models for this picture and the network's
-        (V, 3) view-frame reconstruction ``verts``, with their confidences (:attr:`Reconstruction.confidence`);
-        with ``config.bank_category_weight`` the (K,) category probabilities ``probs`` weigh in."""
+        (V, 3) view-frame reconstruction ``verts``, with their confidences (:attr:`Reconstruction.confidence`)."""
         step = max(1, verts.shape[0] // SNAP_QUERY_POINTS)
         embedding = torch.from_numpy(embed_image(rgb, alpha)).to(verts.device)
-        bank, weight = self.model.bank, self.model.config.bank_category_weight
-        cost = bank.category_cost(torch.from_numpy(probs), weight) if weight and probs is not None else None
-        ranked = bank.ranked(embedding, verts[::step], self.model.config.bank_shape_weight, category,
-                             count=None, shape_cost=cost)
+        ranked = self.model.bank.ranked(embedding, verts[::step], self.model.config.bank_shape_weight, category,
+                                        count=None)
         scores = torch.tensor([score for _, score in ranked], dtype=torch.float64)
         confidence = (-scores).softmax(0).tolist()
         return [(row, c) for (row, _), c in zip(ranked[:count], confidence)]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -95,9 +94,6 @@ class ModelConfig:
     """shape_bank: cells per side of each solid's grid."""
     bank_shape_weight: float = 1.0
     """shape_bank: weight of the reconstruction's distance against the picture's (both standardised)."""
-    bank_category_weight: float = 0.0
-    """shape_bank: weight of ``-log p`` of each training shape's category (the category head's calibrated
-    probability; a shape of none of its categories: ``-log(1 - p_max)``) in the ranking (0: not used)."""
     bank_smoothing: float = 0.6
     """shape_bank: Gaussian blur of the solid before meshing, in cells (0: the cells' staircase)."""
     bank_level: float = 0.4
@@ -146,8 +142,6 @@ class ModelConfig:
             raise ValueError(f"bank_fit_candidates must be >= 0, got {self.bank_fit_candidates}")
         if self.bank_shape_weight < 0:
             raise ValueError(f"bank_shape_weight must be >= 0, got {self.bank_shape_weight}")
-        if not (math.isfinite(self.bank_category_weight) and self.bank_category_weight >= 0):
-            raise ValueError(f"bank_category_weight must be finite and >= 0, got {self.bank_category_weight}")
         if self.vertices not in VERTEX_SCHEDULES:
             raise ValueError(f"vertices must be one of {sorted(VERTEX_SCHEDULES)}, got {self.vertices}")
         if self.image_size < 32:

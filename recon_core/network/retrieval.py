@@ -170,8 +170,7 @@ class ShapeBank(nn.Module):
         return self.ranked(embedding, points, shape_weight, category, 1)[0][0]
 
     def ranked(self, embedding: torch.Tensor, points: torch.Tensor | None, shape_weight: float = 1.0,
-               category: int | None = None, count: int | None = 1,
-               shape_cost: torch.Tensor | None = None) -> list[tuple[int, float]]:
+               category: int | None = None, count: int | None = 1) -> list[tuple[int, float]]:
         """The ``count`` best views of different training models, best first: ``[(row, score), ...]``.
 
         ``score`` is the standardised distance ``z(picture) + shape_weight * z(shape)`` (lower is
@@ -182,8 +181,7 @@ class ShapeBank(nn.Module):
         (a winner needs a small picture term, so it is nearly always among them: on the validation
         split the cut changed the choice for 1 image of 41) and, for its mean and standard
         deviation, also for every ``SHAPE_STATS_STRIDE``-th view of the bank.
-        ``category`` (an index) keeps only that category's views when it has any. ``shape_cost`` (M,), when
-        given, is added to each view's score by its shape (:meth:`category_cost`).
+        ``category`` (an index) keeps only that category's views when it has any.
         """
 
         def z(d: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -207,8 +205,6 @@ class ShapeBank(nn.Module):
             sample = torch.arange(0, pic.shape[0], SHAPE_STATS_STRIDE, device=pic.device)
             d = self.shape_distances(points, torch.cat([candidates, sample]))
             score = score + shape_weight * z(d[:k], d)
-        if shape_cost is not None:
-            score = score + shape_cost.to(score)[self.view_shape[candidates]]
         best: list[tuple[int, float]] = []
         seen: set[int] = set()
         for i in torch.argsort(score, stable=True).tolist():  # ties: the view nearer to the picture first
@@ -219,16 +215,6 @@ class ShapeBank(nn.Module):
                 if len(best) == count:
                     break
         return best
-
-    def category_cost(self, probs: torch.Tensor, weight: float) -> torch.Tensor:
-        """(M,) ``weight * -log p`` of each shape's category under the (K,) category probabilities ``probs``; a
-        shape of no category of theirs (``shape_category`` -1) costs ``weight * -log(1 - max p)``, the
-        probability that the picture is not its likeliest category."""
-        logp = probs.double().clamp_min(1e-6).log()
-        other = (1.0 - probs.double().max()).clamp_min(1e-6).log()
-        known = self.shape_category >= 0
-        cost = torch.where(known, logp[self.shape_category.clamp_min(0)], other)
-        return -weight * cost
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the problem if the loaded buffers contradict each other."""
