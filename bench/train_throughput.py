@@ -92,15 +92,9 @@ def measure(cfg, device: torch.device, steps: int, warmup: int) -> dict:
 
 def measure_loader(cfg, batches: int) -> dict:
     """Pictures a second of the configured training data loader over ``batches`` batches (after the first)."""
-    from training.sampling import StepBatchSampler, category_item_weights
-    from training.train import _collate, training_views
+    from training.train import training_loader, training_views
 
-    dataset = training_views(cfg)
-    weights = category_item_weights(dataset.categories, cfg.data.category_balance, cfg.data.category_weights)
-    sampler = StepBatchSampler(weights, cfg.optim.batch_size, batches + 1, cfg.run.seed, 0, 1, 0)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.workers,
-                                         collate_fn=_collate)
-    it = iter(loader)
+    it = iter(training_loader(cfg, training_views(cfg), batches + 1))
     next(it)  # workers started, first batch made
     start = time.perf_counter()
     n = sum(len(batch["image"]) for batch in it)
@@ -114,11 +108,11 @@ def run(args) -> dict:
 
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config, args.tiny)
-    if args.batch_size:
+    if args.batch_size is not None:
         cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, batch_size=args.batch_size))
     steps = args.steps if args.steps is not None else (1 if args.tiny else 3)
     warmup = 1
-    if args.loader:
+    if args.loader is not None:
         results = {"loader": measure_loader(cfg, args.loader)}
     else:
         results = {} if args.cuda_only else {"cpu": measure(cfg, torch.device("cpu"), steps, warmup)}
@@ -152,6 +146,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch-size", type=int, help="pictures a step (default: the config's)")
     p.add_argument("--loader", type=int, metavar="N", help="time the config's data loader over N batches instead")
     args = p.parse_args(argv)
+    if args.batch_size is not None and args.batch_size < 1:
+        p.error("--batch-size must be at least 1")
+    if args.loader is not None and (args.loader < 1 or args.cuda_only or args.cpu_only or args.steps is not None):
+        p.error("--loader N takes N >= 1 batches and times no model: drop --cuda-only, --cpu-only and --steps")
     if not str(args.config).startswith("/"):
         args.config = str(REPO / args.config)
     return emit(run(args))

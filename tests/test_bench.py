@@ -139,3 +139,10 @@ def test_all_collects_results_and_errors(monkeypatch, capsys):
 def test_all_runs_a_benchmark_in_a_fresh_process():
     res = bench_all.run_benchmark("retrieval", ["--tiny"])
     assert res["benchmark"] == "retrieval" and res["total_ms"]["runs"] == 3
+
+
+@pytest.mark.parametrize("argv", [["--loader", "0"], ["--loader", "3", "--cuda-only"], ["--batch-size", "0"]])
+def test_train_throughput_refuses_conflicting_options(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        train_throughput.main(argv)
+    assert exc.value.code == 2 and "--" in capsys.readouterr().err

@@ -360,6 +360,14 @@ def training_views(cfg: TrainConfig):
                          occupancy_share=cfg.data.occupancy_share, cutout=cfg.data.cutout, pack=cfg.data.pack)
 
 
+def training_loader(cfg: TrainConfig, dataset, steps: int, rank: int = 0, world: int = 1, start: int = 0):
+    """Batches of ``cfg.optim.batch_size`` for steps ``start`` to ``steps`` of this ``rank``, category-weighted."""
+    weights = category_item_weights(dataset.categories, cfg.data.category_balance, cfg.data.category_weights)
+    sampler = StepBatchSampler(weights, cfg.optim.batch_size, steps, cfg.run.seed, rank, world, start)
+    return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.workers,
+                                       collate_fn=_collate, persistent_workers=False)
+
+
 def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, dataset=None) -> Path:
     """Run training as configured; returns the output folder. ``dataset`` overrides the configured data (tests)."""
     rank, world, device = _setup_distributed()
@@ -428,10 +436,7 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
     if world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    weights = category_item_weights(dataset.categories, cfg.data.category_balance, cfg.data.category_weights)
-    sampler = StepBatchSampler(weights, cfg.optim.batch_size, cfg.optim.steps, cfg.run.seed, rank, world, start)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.workers,
-                                         collate_fn=_collate, persistent_workers=False)
+    loader = training_loader(cfg, dataset, cfg.optim.steps, rank, world, start)
 
     writer = None
     csv_file = None

@@ -122,7 +122,7 @@ def chamfer_and_normal(x: torch.Tensor, y: torch.Tensor, x_normals: torch.Tensor
     its nearest neighbour's, likewise.
 
     The nearest neighbours are found without autograd and only the N + M matched pairs' distances are taken
-    again with it: the same values and gradients as differentiating ``cdist(x, y).square().min(...)``, whose
+    again with it: the same values and gradients, to rounding, as differentiating the whole table's minima, whose
     backward goes through the whole (B, N, M) table (most of a training step's time; tested against it).
 
     Args:
@@ -132,7 +132,7 @@ def chamfer_and_normal(x: torch.Tensor, y: torch.Tensor, x_normals: torch.Tensor
         ``(chamfer, normal)``, scalars.
     """
     with torch.no_grad():
-        d = torch.cdist(x, y).square()  # (B, N, M)
+        d = torch.cdist(x, y)  # (B, N, M); the nearest by distance is the nearest by its square
         nn_y = d.argmin(dim=2)  # (B, N) each x point's nearest y
         nn_x = d.argmin(dim=1)  # (B, M)
         del d
