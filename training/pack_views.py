@@ -50,6 +50,7 @@ from PIL import Image
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from recon_core.io.export import atomic_write_bytes  # noqa: E402
 from recon_core.mesh.camera import Camera  # noqa: E402
 
 __all__ = ["PackedViews", "pack_views", "pack_init", "unpack_init", "main"]
@@ -183,16 +184,21 @@ def quantise_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q.reshape(w.shape), scale.astype(np.float32)
 
 
+def _stem(path: str | os.PathLike) -> Path:
+    """A saved model's path without ``.json`` / ``.safetensors``."""
+    path = Path(path)
+    return path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
+
+
 def pack_init(model: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Write ``model``'s network (a saved model's stem: ``.json`` + ``.safetensors``), without its shape bank and
     with its large weights as int8, to ``out/init.safetensors`` + ``out/init.json``. Returns the ``.safetensors``.
 
     Raises ``ValueError`` when the model's files are missing.
     """
-    from safetensors.numpy import load_file, save_file
+    from safetensors.numpy import load_file, save
 
-    stem = Path(model)
-    stem = stem.with_suffix("") if stem.suffix in (".json", ".safetensors") else stem
+    stem = _stem(model)
     cfg, weights = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
     if not (cfg.is_file() and weights.is_file()):
         raise ValueError(f"--init {model}: no saved model there ({cfg.name} and {weights.name} are needed)")
@@ -211,11 +217,8 @@ def pack_init(model: str | os.PathLike, out: str | os.PathLike) -> Path:
         else:
             packed[f"raw:{name}"] = t
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{INIT}.tmp.safetensors"
-    save_file(packed, str(tmp))
-    os.replace(tmp, out / f"{INIT}.safetensors")
-    (out / f"{INIT}.json").write_text(json.dumps(meta, indent=2))
+    atomic_write_bytes(out / f"{INIT}.safetensors", save(packed))
+    atomic_write_bytes(out / f"{INIT}.json", json.dumps(meta, indent=2).encode())
     return out / f"{INIT}.safetensors"
 
 
@@ -225,7 +228,7 @@ def unpack_init(pack: str | os.PathLike, out: str | os.PathLike) -> Path:
 
     Raises ``ValueError`` when the pack carries no network.
     """
-    from safetensors.numpy import load_file, save_file
+    from safetensors.numpy import load_file, save
 
     pack = Path(pack)
     if not (pack / f"{INIT}.safetensors").is_file():
@@ -239,11 +242,9 @@ def unpack_init(pack: str | os.PathLike, out: str | os.PathLike) -> Path:
             state[name] = (t.astype(np.float32) * scale).astype(np.float16)
         elif kind in ("f16", "raw"):
             state[name] = t
-    stem = Path(out)
-    stem = stem.with_suffix("") if stem.suffix in (".json", ".safetensors") else stem
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(stem.with_suffix(".safetensors")))
-    stem.with_suffix(".json").write_text((pack / f"{INIT}.json").read_text())
+    stem = _stem(out)
+    atomic_write_bytes(stem.with_suffix(".safetensors"), save(state))
+    atomic_write_bytes(stem.with_suffix(".json"), (pack / f"{INIT}.json").read_bytes())
     return stem
 
 

@@ -302,11 +302,12 @@ def _clock_share(tic: float, cfg: TrainConfig, world: int, device: torch.device)
     """The share of ``optim.minutes`` spent since ``tic`` (0 without a time budget); rank 0's clock for all."""
     if cfg.optim.minutes <= 0:
         return 0.0
-    share = torch.tensor([(time.perf_counter() - tic) / (60.0 * cfg.optim.minutes)], dtype=torch.float64,
-                         device=device)
-    if world > 1:
-        dist.broadcast(share, src=0)
-    return float(share)
+    share = (time.perf_counter() - tic) / (60.0 * cfg.optim.minutes)
+    if world == 1:
+        return share  # no device tensor: a GPU would wait for its queue every step
+    shared = torch.tensor([share], dtype=torch.float64, device=device)
+    dist.broadcast(shared, src=0)
+    return float(shared)
 
 
 def _save_checkpoint(path: Path, model, optimizer, scaler, step: int, init_steps: int = 0, average=None) -> None:
