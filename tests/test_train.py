@@ -300,12 +300,14 @@ def test_weight_average_snapshots_hold_the_average(tmp_path):
     assert apart > 10  # ... and not the weights
 
 
-def test_trains_where_pytorch3d_is_not_installed(tmp_path):
-    """A machine without pytorch3d (the GPU machines) builds the model and trains it: every loss but the
-    silhouette and depth ones is torch alone."""
+@pytest.mark.parametrize("silhouette", [False, True])
+def test_trains_where_pytorch3d_is_not_installed(tmp_path, silhouette):
+    """A machine without pytorch3d (the GPU machines) builds the model and trains it: every loss is torch alone,
+    the silhouette through the torch rasteriser (loss.rasteriser=torch)."""
     out = tmp_path / "run"
+    extra = ["loss.silhouette=0.5", "loss.rasteriser=torch", "loss.render_size=16"] if silhouette else []
     blocked = ("import runpy, sys; sys.modules['pytorch3d'] = None; "
-               f"sys.argv = ['train.py', *{[*TINY_ARGS, f'run.out={out}', 'optim.steps=2']!r}]; "
+               f"sys.argv = ['train.py', *{[*TINY_ARGS, f'run.out={out}', 'optim.steps=2', *extra]!r}]; "
                "runpy.run_path('training/train.py', run_name='__main__')")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run([sys.executable, "-c", blocked], cwd=REPO, env=env, capture_output=True, text=True,
@@ -313,3 +315,10 @@ def test_trains_where_pytorch3d_is_not_installed(tmp_path):
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     losses = _losses(out)
     assert sorted(losses) == [1, 2] and all(v > 0 for v in losses.values())
+    with open(out / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    sil = [r.get("silhouette/2") or "" for r in rows]
+    if silhouette:  # the last stage's soft IoU loss, logged
+        assert all(0.0 < float(v) <= 1.0 for v in sil), rows
+    else:
+        assert not any(sil)

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from recon_core.mesh.topology import BatchMeshes, neighbour_mean
+from recon_core.network.soft_raster import PinholeCameras, soft_silhouette
 
 __all__ = [
     "LOSS_NAMES",
@@ -201,7 +202,8 @@ class SilhouetteTarget:
     masks: torch.Tensor
     """(B, H, W) float in [0, 1]: 1 where the object covers the pixel."""
     cameras: object
-    """pytorch3d ``PerspectiveCameras`` batch of size B, in screen space for an (H, W) image."""
+    """pytorch3d ``PerspectiveCameras`` batch of size B, in screen space for an (H, W) image, or
+    :class:`~recon_core.network.soft_raster.PinholeCameras` (torch alone; no depth term)."""
     depths: torch.Tensor | None = None
     """(B, H, W) float camera-frame z (OpenCV, distance along the optical axis; for view-frame
     points ``z_view + d``); 0 or ``inf`` on the background. None disables the depth term."""
@@ -254,17 +256,26 @@ def _render_size(height: int, width: int, render: RenderSettings) -> tuple[int, 
 def render_silhouette(pred_meshes, cameras, image_size: tuple[int, int], render: RenderSettings = RenderSettings()):
     """Differentiable soft silhouette and depth of a batch of meshes.
 
+    pytorch3d's rasteriser renders for pytorch3d cameras; :class:`~recon_core.network.soft_raster.PinholeCameras`
+    select the torch-only one (:func:`~recon_core.network.soft_raster.soft_silhouette`: the same alpha over all
+    faces rather than the ``faces_per_pixel`` nearest, and no depth).
+
     Args:
         pred_meshes: B meshes (:class:`BatchMeshes`), in the cameras' world frame.
-        cameras: pytorch3d cameras batch of size B.
+        cameras: pytorch3d cameras batch of size B, or :class:`~recon_core.network.soft_raster.PinholeCameras`.
         image_size: ``(h, w)`` raster size in pixels, with the aspect ratio of the cameras' image.
         render: soft rasteriser settings (``image_size`` is ignored here).
 
     Returns:
         ``(alpha, depth, covered)``: (B, h, w) float soft silhouette in [0, 1]; (B, h, w) float
         camera-frame z of the nearest face whose interior holds the pixel centre; (B, h, w)
-        bool, where such a face exists (``depth`` is meaningless elsewhere).
+        bool, where such a face exists (``depth`` is meaningless elsewhere); with ``PinholeCameras``, ``depth``
+        and ``covered`` are None.
     """
+    if isinstance(cameras, PinholeCameras):
+        alpha = soft_silhouette(pred_meshes.verts, pred_meshes.faces, cameras, image_size, sigma=render.sigma,
+                                eps=_ALPHA_EPS)
+        return alpha, None, None
     from pytorch3d.renderer import BlendParams, MeshRasterizer, RasterizationSettings, SoftSilhouetteShader
 
     settings = RasterizationSettings(
@@ -298,7 +309,7 @@ def _silhouette_and_depth(pred_meshes, target: SilhouetteTarget, render: RenderS
     union = (alpha + mask - alpha * mask).sum(dim=(1, 2))
     silhouette = (1.0 - intersection / union.clamp_min(1e-6)).mean()
 
-    if target.depths is None:
+    if target.depths is None or depth is None:
         return silhouette, None
     gt_depth = target.depths.to(alpha)[:, None]
     if size != (height, width):
@@ -358,6 +369,9 @@ def mesh_loss(
         _validate_target(silhouette, len(pred_meshes))
         if silhouette.depths is None and weights.depth > 0:
             raise ValueError("weights.depth > 0 needs SilhouetteTarget.depths")
+        if isinstance(silhouette.cameras, PinholeCameras) and weights.depth > 0:
+            raise ValueError("weights.depth > 0 needs pytorch3d's rasteriser: the torch one (PinholeCameras) "
+                             "renders no depth; set the depth weight to 0")
 
     points, normals = sample_surface(pred_meshes, num_samples)  # (B, S, 3)
     chamfer, normal = chamfer_and_normal(points, gt_points.to(points), normals, gt_normals.to(points))

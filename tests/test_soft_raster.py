@@ -1,0 +1,125 @@
+"""The torch-only soft rasteriser (recon_core.network.soft_raster) against pytorch3d's, which it stands in for."""
+
+import numpy as np
+import pytest
+import torch
+from pytorch3d.utils import ico_sphere
+
+from recon_core.mesh.camera import Camera, intrinsics, to_pytorch3d
+from recon_core.mesh.topology import BatchMeshes
+from recon_core.network.losses import LossWeights, RenderSettings, SilhouetteTarget, mesh_loss, render_silhouette
+from recon_core.network.soft_raster import PinholeCameras, soft_silhouette
+from training.config import LossConfig
+
+DISTANCE = 1.1
+
+
+def _cameras(b: int, height: int, width: int) -> tuple[PinholeCameras, object]:
+    """The same B view-frame cameras (R = I, T = (0, 0, d)) for both rasterisers, principal points apart."""
+    cams = []
+    for i in range(b):
+        K = intrinsics(35.0, 32.0, width, height)
+        K[0, 2] += 2.0 * i
+        K[1, 2] -= 1.5 * i
+        cams.append(Camera(R=np.eye(3), T=np.array([0.01 * i, 0.0, DISTANCE]), K=K, width=width, height=height))
+    ours = PinholeCameras(torch.tensor(np.stack([c.K for c in cams]), dtype=torch.float32),
+                          torch.tensor(np.stack([c.T for c in cams]), dtype=torch.float32), (height, width))
+    return ours, to_pytorch3d(cams)
+
+
+def _blobs(b: int = 3, level: int = 2, seed: int = 0) -> BatchMeshes:
+    """Noisy, stretched ico-spheres: folds and faces of both orientations, as a network's early meshes."""
+    g = torch.Generator().manual_seed(seed)
+    s = ico_sphere(level)
+    verts = s.verts_packed()[None] * torch.tensor([0.35, 0.25, 0.3])
+    verts = verts + 0.04 * torch.randn(b, *verts.shape[1:], generator=g)
+    return BatchMeshes(verts.contiguous(), s.faces_packed())
+
+
+@pytest.mark.parametrize("height,width", [(24, 24), (20, 28)])
+def test_equals_pytorch3d_over_all_faces(height, width):
+    """With as many faces per pixel as the mesh has, pytorch3d's alpha is ours: the same distances, signs, blur
+    radius and blend, the same pixel centres and projection, square and not."""
+    meshes = _blobs()
+    ours_cams, p3d_cams = _cameras(len(meshes), 2 * height, 2 * width)  # the render at half the image's size
+    render = RenderSettings(image_size=max(height, width), sigma=3e-4, faces_per_pixel=meshes.faces.shape[0])
+    theirs, _, _ = render_silhouette(meshes, p3d_cams, (height, width), render)
+    ours = soft_silhouette(meshes.verts, meshes.faces, ours_cams, (height, width), sigma=3e-4, chunk=100)
+    assert ours.shape == (len(meshes), height, width)
+    assert 0.2 < float((ours > 0.5).float().mean()) < 0.8  # a real silhouette, neither empty nor full
+    torch.testing.assert_close(ours, theirs, atol=2e-5, rtol=0)
+
+
+def test_gradients_equal_pytorch3d_over_all_faces():
+    meshes = _blobs(b=2, level=1)
+    ours_cams, p3d_cams = _cameras(2, 32, 32)
+    weights = torch.rand(2, 16, 16, generator=torch.Generator().manual_seed(3))
+    render = RenderSettings(image_size=16, sigma=1e-3, faces_per_pixel=meshes.faces.shape[0])
+    grads = []
+    for which in ("ours", "pytorch3d"):
+        verts = meshes.verts.clone().requires_grad_()
+        if which == "ours":
+            alpha = soft_silhouette(verts, meshes.faces, ours_cams, (16, 16), sigma=1e-3, chunk=7)
+        else:
+            alpha = render_silhouette(BatchMeshes(verts, meshes.faces), p3d_cams, (16, 16), render)[0]
+        (alpha * weights).sum().backward()
+        grads.append(verts.grad)
+    assert grads[1].abs().max() > 1e-2  # the comparison has something to compare
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-3 * float(grads[1].abs().max()), rtol=1e-3)
+
+
+def test_chunks_and_checkpointing_change_nothing():
+    meshes = _blobs(b=2, level=2)
+    cams, _ = _cameras(2, 32, 32)
+    results = []
+    for chunk in (5, 64, 10_000):
+        verts = meshes.verts.clone().requires_grad_()
+        alpha = soft_silhouette(verts, meshes.faces, cams, (20, 20), sigma=5e-4, chunk=chunk)
+        alpha.square().sum().backward()
+        results.append((alpha.detach(), verts.grad))
+    for alpha, grad in results[1:]:
+        torch.testing.assert_close(alpha, results[0][0], atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(grad, results[0][1], atol=1e-5, rtol=1e-4)
+
+
+def test_more_faces_per_pixel_than_pytorch3d_keeps_only_adds_alpha():
+    """pytorch3d blends the 8 nearest faces; ours blends them all, so its alpha is never smaller."""
+    meshes = _blobs(level=3)
+    ours_cams, p3d_cams = _cameras(len(meshes), 48, 48)
+    theirs = render_silhouette(meshes, p3d_cams, (32, 32), RenderSettings(image_size=32, sigma=2.5e-4))[0]
+    ours = soft_silhouette(meshes.verts, meshes.faces, ours_cams, (32, 32), sigma=2.5e-4)
+    assert bool((ours >= theirs - 1e-5).all())
+
+
+def test_silhouette_loss_with_the_torch_rasteriser_matches_pytorch3d_and_refuses_depth():
+    meshes = _blobs(b=2, level=1)
+    ours_cams, p3d_cams = _cameras(2, 24, 24)
+    masks = (torch.rand(2, 24, 24, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    points, normals = torch.randn(2, 64, 3), torch.nn.functional.normalize(torch.randn(2, 64, 3), dim=-1)
+    render = RenderSettings(image_size=12, sigma=1e-3, faces_per_pixel=meshes.faces.shape[0])
+    weights = LossWeights(silhouette=1.0, depth=0.0)
+    parts = [mesh_loss(meshes, points, normals, weights, num_samples=32, render=render,
+                       silhouette=SilhouetteTarget(masks=masks, cameras=cams))[1]["silhouette"]
+             for cams in (ours_cams, p3d_cams)]
+    torch.testing.assert_close(parts[0], parts[1], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="renders no depth"):
+        mesh_loss(meshes, points, normals, LossWeights(silhouette=1.0, depth=0.5), num_samples=32, render=render,
+                  silhouette=SilhouetteTarget(masks=masks, cameras=ours_cams, depths=torch.ones(2, 24, 24)))
+
+
+def test_config_names_the_rasteriser():
+    assert LossConfig(rasteriser="torch", depth=0.0).rasteriser == "torch"
+    with pytest.raises(ValueError, match="loss.rasteriser"):
+        LossConfig(rasteriser="opengl")
+    with pytest.raises(ValueError, match="loss.depth=0"):
+        LossConfig(rasteriser="torch", depth=0.1)
+
+
+def test_bad_cameras_are_named():
+    with pytest.raises(ValueError, match=r"\(B, 3, 3\)"):
+        PinholeCameras(torch.eye(3), torch.zeros(1, 3), (8, 8))
+    with pytest.raises(ValueError, match="B = 2"):
+        PinholeCameras(torch.eye(3).expand(2, 3, 3), torch.zeros(3, 3), (8, 8))
+    cams, _ = _cameras(2, 8, 8)
+    with pytest.raises(ValueError, match="B cameras"):
+        soft_silhouette(torch.zeros(3, 4, 3), torch.zeros(1, 3, dtype=torch.long), cams, (8, 8))
