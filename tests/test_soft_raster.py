@@ -44,7 +44,7 @@ def test_equals_pytorch3d_over_all_faces(height, width):
     ours_cams, p3d_cams = _cameras(len(meshes), 2 * height, 2 * width)  # the render at half the image's size
     render = RenderSettings(image_size=max(height, width), sigma=3e-4, faces_per_pixel=meshes.faces.shape[0])
     theirs, _, _ = render_silhouette(meshes, p3d_cams, (height, width), render)
-    ours = soft_silhouette(meshes.verts, meshes.faces, ours_cams, (height, width), sigma=3e-4, chunk=100)
+    ours = soft_silhouette(meshes.verts, meshes.faces, ours_cams, (height, width), sigma=3e-4)
     assert ours.shape == (len(meshes), height, width)
     assert 0.2 < float((ours > 0.5).float().mean()) < 0.8  # a real silhouette, neither empty nor full
     torch.testing.assert_close(ours, theirs, atol=2e-5, rtol=0)
@@ -59,7 +59,7 @@ def test_gradients_equal_pytorch3d_over_all_faces():
     for which in ("ours", "pytorch3d"):
         verts = meshes.verts.clone().requires_grad_()
         if which == "ours":
-            alpha = soft_silhouette(verts, meshes.faces, ours_cams, (16, 16), sigma=1e-3, chunk=7)
+            alpha = soft_silhouette(verts, meshes.faces, ours_cams, (16, 16), sigma=1e-3)
         else:
             alpha = render_silhouette(BatchMeshes(verts, meshes.faces), p3d_cams, (16, 16), render)[0]
         (alpha * weights).sum().backward()
@@ -68,18 +68,42 @@ def test_gradients_equal_pytorch3d_over_all_faces():
     torch.testing.assert_close(grads[0], grads[1], atol=1e-3 * float(grads[1].abs().max()), rtol=1e-3)
 
 
-def test_chunks_and_checkpointing_change_nothing():
-    meshes = _blobs(b=2, level=2)
-    cams, _ = _cameras(2, 32, 32)
-    results = []
-    for chunk in (5, 64, 10_000):
-        verts = meshes.verts.clone().requires_grad_()
-        alpha = soft_silhouette(verts, meshes.faces, cams, (20, 20), sigma=5e-4, chunk=chunk)
-        alpha.square().sum().backward()
-        results.append((alpha.detach(), verts.grad))
-    for alpha, grad in results[1:]:
-        torch.testing.assert_close(alpha, results[0][0], atol=1e-6, rtol=1e-5)
-        torch.testing.assert_close(grad, results[0][1], atol=1e-5, rtol=1e-4)
+def _dense(verts, faces, cameras, size, sigma, eps=1e-4):
+    """The obvious reference: every face's signed distance at every pixel centre, blended as pytorch3d does."""
+    h, w = size
+    height, width = cameras.image_size
+    unit = 2.0 / min(h, w)
+    uv = cameras.project(verts) * torch.tensor([w / width, h / height]) * unit
+    tri = uv[:, faces]                                              # (B, F, 3, 2)
+    ii, jj = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    p = torch.stack([jj, ii], dim=-1).reshape(1, 1, -1, 2) * unit  # (1, 1, P, 2)
+    out = torch.ones(verts.shape[0], h * w)
+    for f in range(tri.shape[1]):
+        a, b, c = (tri[:, f, k, None, :] for k in range(3))        # (B, 1, 2)
+        d2, sides = [], []
+        for u, v in ((a, b), (b, c), (c, a)):
+            e, rel = v - u, p[0, 0] - u
+            t = ((rel * e).sum(-1) / (e * e).sum(-1)).clamp(0, 1)
+            d2.append((rel - t[..., None] * e).square().sum(-1))
+            sides.append(torch.sign(e[..., 0] * rel[..., 1] - e[..., 1] * rel[..., 0]))
+        d = torch.stack(d2).amin(0)
+        inside = (sides[0] == sides[1]) & (sides[1] == sides[2]) & (sides[0] != 0)
+        d = torch.where(inside, -d, d)
+        prob = torch.where(d < sigma * np.log(1 / eps - 1), torch.sigmoid(-d / sigma), torch.zeros_like(d))
+        out = out * (1 - prob)
+    return (1 - out).reshape(-1, h, w)
+
+
+def test_windows_equal_every_face_at_every_pixel_and_a_narrow_one_only_loses():
+    """Each face over its own window of pixels (the fast path) against every face at every pixel: equal when
+    the window holds the widest face's reach; a window capped below it only leaves alpha out."""
+    meshes = _blobs(b=2, level=1)        # 80 faces, each ~10 pixels wide at 40 px
+    cams, _ = _cameras(2, 40, 40)
+    reference = _dense(meshes.verts, meshes.faces, cams, (40, 40), sigma=5e-4)
+    wide = soft_silhouette(meshes.verts, meshes.faces, cams, (40, 40), sigma=5e-4, max_window=64)
+    torch.testing.assert_close(wide, reference, atol=1e-5, rtol=0)
+    narrow = soft_silhouette(meshes.verts, meshes.faces, cams, (40, 40), sigma=5e-4, max_window=4)
+    assert bool((narrow <= reference + 1e-5).all()) and float((reference - narrow).max()) > 0.5
 
 
 def test_more_faces_per_pixel_than_pytorch3d_keeps_only_adds_alpha():
