@@ -66,21 +66,3 @@ def test_height_mm_scales_the_mesh(tiny_config):
     rgb, _ = _image(np.random.default_rng(1), "shape")
     result = rec.reconstruct(rgb, None, vertices=642, height_mm=123.0)
     assert np.ptp(result.verts[:, 1]) == pytest.approx(123.0, rel=1e-6)  # float32-exact vertices
-
-
-def test_guarantee_with_the_network_outlined_onto_the_mask(tiny_config):
-    """model.network_outline warps and places the network's own mesh before the repair: still printable, on wild
-    random weights and pictures with and without alpha."""
-    import dataclasses
-
-    rng = np.random.default_rng(5)
-    kinds = ("noise", "noise_alpha", "shape")
-    config = dataclasses.replace(tiny_config, network_outline=True)
-    for seed in range(4):
-        rec = _wild_model(config, seed, (0.0, 0.05, 0.5, 5.0)[seed])
-        for i in range(6):
-            rgb, alpha = _image(rng, kinds[i % 3])
-            result = rec.reconstruct(rgb, alpha, vertices=642)
-            assert result.report.ok, (seed, i, result.report.summary(), result.repair)
-            _independent_checks(result.verts, result.faces)
-            assert "outline" in result.timings

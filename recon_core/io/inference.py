@@ -289,39 +289,16 @@ class Reconstructor:
             if vertices is not None and vertices != out.verts.shape[1]:  # the network's own mesh, at the detail
                 with _timed(timings, "network"):
                     out = self.model(images, category=cat, vertices=vertices)
+        verts = out.verts[0].double().cpu().numpy() @ VIEW_TO_OUTPUT.T
         faces = self.model.topology.faces(out.level).cpu().numpy().astype(np.int64)
-        verts = out.verts[0].double().cpu().numpy()
-        mask = None
-        if self.model.config.network_outline:
-            mask = object_mask(rgb, alpha)
-            with _timed(timings, "outline"):
-                verts = self._outlined(verts, faces, mask)
-        verts = verts @ VIEW_TO_OUTPUT.T
         sphere = self.model.topology.sphere(out.level).double().cpu().numpy() @ VIEW_TO_OUTPUT.T
         with _timed(timings, "repair"):
             verts, faces, repair_log = make_printable(
                 verts, faces, smooth_iterations=SMOOTH_ITERATIONS if smooth else 0, sphere_verts=sphere
             )
         result = self._finish(verts, faces, repair_log, used, probs, height_mm, timings, [])
-        result.mask = object_mask(rgb, alpha) if mask is None else mask
+        result.mask = object_mask(rgb, alpha)
         return [result]
-
-    def _outlined(self, verts: np.ndarray, faces: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """(V, 3) view-frame vertices of the network's mesh with its outline drawn onto ``mask`` (the warp keeps
-        the mesh's box) and, with ``config.bank_place``, placed as the picture frames the object; as they are for a
-        mask without a background pixel."""
-        from recon_core.mesh.silhouette import fit_warp, keep_box, place_in_picture
-
-        cfg = self.model.config
-        if mask is None or bool((mask > 0.5).all()) or not bool((mask > 0.5).any()):
-            return verts
-        if cfg.bank_warp > 0:
-            warp = fit_warp(surface_points(verts, faces), mask, cfg.bank_warp)
-            if warp is not None and warp.kept:
-                verts = keep_box(warp.move(verts), verts)
-        if cfg.bank_place:
-            verts, _ = place_in_picture(verts, mask)
-        return verts
 
     def _bank_result(self, snapped: tuple[np.ndarray, np.ndarray], vertices: int | None, used: str,
                      probs: np.ndarray, height_mm: float | None, timings: dict[str, float]) -> Reconstruction:
@@ -712,20 +689,6 @@ def _occupancy_mesh(out, mask: torch.Tensor | None, spec, faces: int, smooth_ite
         log_.note(f"the {name} mesh failed the printable check")
     _, verts, tris = candidates[-1]
     return (*make_printable(_centred(verts @ VIEW_TO_OUTPUT.T), tris, smooth_iterations=0), None)
-
-
-def surface_points(verts: np.ndarray, faces: np.ndarray, count: int = 4096, seed: int = 0) -> np.ndarray:
-    """(count, 3) points spread evenly over a triangle mesh's area (a fixed seed: the same points each time)."""
-    tri = verts[faces]                                                    # (F, 3, 3)
-    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
-    rng = np.random.default_rng(seed)
-    total = area.sum()
-    chosen = rng.choice(len(faces), size=count, p=area / total) if total > 0 else rng.integers(len(faces), size=count)
-    u, v = rng.random(count), rng.random(count)
-    flip = u + v > 1
-    u, v = np.where(flip, 1 - u, u), np.where(flip, 1 - v, v)
-    t = tri[chosen]
-    return t[:, 0] + u[:, None] * (t[:, 1] - t[:, 0]) + v[:, None] * (t[:, 2] - t[:, 0])
 
 
 def _centred(verts: np.ndarray) -> np.ndarray:

@@ -119,11 +119,6 @@ class ModelConfig:
     the picture's centre as the object's does (:func:`recon_core.mesh.silhouette.place_in_picture`), when the
     picture frames the object."""
 
-    network_outline: bool = False
-    """A model without a shape bank: the network's own mesh is outlined onto the picture's mask by the same
-    picture-plane warp (``bank_warp`` demons iterations, :func:`recon_core.mesh.silhouette.fit_warp`) and placed
-    in the view as the picture frames it (with ``bank_place``) before the printable repair."""
-
     removed_fields: ClassVar[dict[str, Any]] = {"prior_templates": 0, "prior_views": 0, "prior_dim": 128,
                                                 "prior_level": 4}
     """Fields of the removed retrieval prior (``coarse="retrieval"``) and the defaults that model files
