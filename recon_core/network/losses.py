@@ -4,14 +4,15 @@ Follows Mesh R-CNN (Gkioxari et al., ICCV 2019, ``shapenet/modeling/heads/mesh_l
 every function returns the weighted total and a dict of the *unweighted* parts, so each part
 can be logged, and a multi-stage refiner is trained on the mean of its stages' losses. The
 silhouette and depth terms render the prediction with pytorch3d's soft rasteriser (Liu et
-al., "Soft Rasterizer", ICCV 2019).
+al., "Soft Rasterizer", ICCV 2019), or the silhouette alone with the torch one of
+:mod:`recon_core.network.soft_raster` (selected by its :class:`PinholeCameras`).
 
 The meshes of a batch share one topology (:class:`BatchMeshes`: ``verts (B, V, 3)``, ``faces (F, 3)``).
 Chamfer, normal, edge and Laplacian are computed in torch alone (:func:`sample_surface`,
 :func:`chamfer_and_normal`, :func:`edge_loss`, :func:`laplacian_loss`): the same values as pytorch3d's
 ``sample_points_from_meshes`` (the same random draws, so the same points under one seed), ``chamfer_distance``,
 ``mesh_edge_loss`` and ``mesh_laplacian_smoothing(method="uniform")`` (the tests compare them), so that a
-machine without pytorch3d trains with every term but the silhouette and depth ones.
+machine without pytorch3d trains with every term but the depth one.
 
 Scale: meshes and points are in the view frame (:mod:`recon_core.mesh.camera`), where an object's
 bounding-box diagonal is 1 -- the ShapeNetCore normalisation that Mesh R-CNN's ShapeNet
