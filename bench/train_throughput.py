@@ -33,11 +33,11 @@ _TINY_OCCUPANCY = dict(coarse="occupancy", occupancy_resolution=8, occupancy_dep
 """--tiny with an occupancy config: the tiny model with a small frustum grid."""
 
 
-def load_config(path, tiny: bool):
+def load_config(path, tiny: bool, overrides: list[str] = ()):
     from recon_core.network.config import ModelConfig
     from training.config import load_train_config
 
-    cfg = load_train_config(path)
+    cfg = load_train_config(path, list(overrides))
     if tiny:
         cfg = dataclasses.replace(
             cfg,
@@ -107,7 +107,7 @@ def run(args) -> dict:
     from training.train import amp_enabled
 
     torch.set_num_threads(args.threads)
-    cfg = load_config(args.config, args.tiny)
+    cfg = load_config(args.config, args.tiny, args.overrides)
     if args.batch_size is not None:
         cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, batch_size=args.batch_size))
     steps = args.steps if args.steps is not None else (1 if args.tiny else 3)
@@ -125,6 +125,7 @@ def run(args) -> dict:
         "benchmark": "train_throughput",
         "machine": machine(args.threads),
         "config": str(args.config) + (" (tiny model)" if args.tiny else ""),
+        "overrides": list(args.overrides),
         "model": {"backbone": m.backbone, "image_size": m.image_size, "coarse": m.coarse, "vertices": m.vertices},
         "freeze_stages": cfg.optim.freeze_stages,
         "channels_last": cfg.run.channels_last,
@@ -145,6 +146,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--cuda-only", action="store_true", help="time CUDA alone (an error without one)")
     p.add_argument("--batch-size", type=int, help="pictures a step (default: the config's)")
     p.add_argument("--loader", type=int, metavar="N", help="time the config's data loader over N batches instead")
+    p.add_argument("overrides", nargs="*", help="section.key=value config overrides, as training/train.py takes "
+                   "(e.g. loss.silhouette=0)")
     args = p.parse_args(argv)
     if args.batch_size is not None and args.batch_size < 1:
         p.error("--batch-size must be at least 1")
@@ -152,6 +155,10 @@ def main(argv: list[str] | None = None) -> dict:
         p.error("--loader N takes N >= 1 batches and times no model: drop --cuda-only, --cpu-only and --steps")
     if not str(args.config).startswith("/"):
         args.config = str(REPO / args.config)
+    try:
+        load_config(args.config, args.tiny, args.overrides)
+    except (ValueError, TypeError) as exc:
+        p.error(f"the config with {' '.join(args.overrides) or 'no overrides'}: {exc}")
     return emit(run(args))
 
 

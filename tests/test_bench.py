@@ -90,6 +90,14 @@ def test_train_throughput(capsys):
     _positive(cpu["step_s"]["median"], cpu["images_per_s"])
 
 
+def test_train_throughput_takes_config_overrides(capsys):
+    """The step with the torch rasteriser's silhouette on, set on the command line as train.py takes it."""
+    res = _run(train_throughput, capsys, "--cpu-only", "loss.silhouette=0.3", "loss.rasteriser=torch", "loss.depth=0")
+    assert res["loss"]["silhouette"] == 0.3 and res["loss"]["depth"] == 0.0
+    assert res["overrides"] == ["loss.silhouette=0.3", "loss.rasteriser=torch", "loss.depth=0"]
+    _positive(res["results"]["cpu"]["images_per_s"])
+
+
 def test_train_throughput_of_the_occupancy_network(capsys):
     """The occupancy config's step (synthetic ellipsoids with their frustum occupancy), its frozen stages too."""
     res = _run(train_throughput, capsys, "--cpu-only", "--config", "training/configs/occupancy_share.yaml")
@@ -146,3 +154,12 @@ def test_train_throughput_refuses_conflicting_options(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         train_throughput.main(argv)
     assert exc.value.code == 2 and "--" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override,why", [("loss.nothing=1", "Unknown LossConfig field"),
+                                          ("loss.rasteriser=opengl", "loss.rasteriser must be")])
+def test_train_throughput_names_a_bad_override(override, why, capsys):
+    with pytest.raises(SystemExit) as exc:
+        train_throughput.main(["--tiny", override])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and f"the config with {override}" in err and why in err
