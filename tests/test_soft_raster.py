@@ -8,7 +8,7 @@ from pytorch3d.utils import ico_sphere
 from recon_core.mesh.camera import Camera, intrinsics, to_pytorch3d
 from recon_core.mesh.topology import BatchMeshes
 from recon_core.network.losses import LossWeights, RenderSettings, SilhouetteTarget, mesh_loss, render_silhouette
-from recon_core.network.soft_raster import PinholeCameras, soft_silhouette
+from recon_core.network.soft_raster import PinholeCameras, nearest_depth, soft_silhouette
 from training.config import LossConfig
 
 DISTANCE = 1.1
@@ -115,28 +115,68 @@ def test_more_faces_per_pixel_than_pytorch3d_keeps_only_adds_alpha():
     assert bool((ours >= theirs - 1e-5).all())
 
 
-def test_silhouette_loss_with_the_torch_rasteriser_matches_pytorch3d_and_refuses_depth():
+def test_nearest_depth_equals_pytorch3d():
+    """The nearest covering face's camera-frame depth and where a face covers the pixel centre, as pytorch3d's
+    rasteriser finds them (perspective-correct interpolation), on folded meshes with faces of both orientations."""
+    meshes = _blobs(b=3, level=2)
+    ours_cams, p3d_cams = _cameras(3, 48, 48)
+    render = RenderSettings(image_size=32, sigma=1e-4, faces_per_pixel=meshes.faces.shape[0])
+    _, theirs, theirs_covered = render_silhouette(meshes, p3d_cams, (32, 32), render)
+    depth, covered = nearest_depth(meshes.verts, meshes.faces, ours_cams, (32, 32))
+    assert 0.2 < float(covered.float().mean()) < 0.8
+    assert torch.equal(covered, theirs_covered)
+    torch.testing.assert_close(depth[covered], theirs[covered], atol=1e-5, rtol=1e-5)
+    assert bool((depth[~covered] == 0).all())
+    assert float(depth[covered].min()) > DISTANCE - 0.5  # camera-frame z: the object sits DISTANCE away
+
+
+def test_nearest_depth_is_the_nearest_of_a_slow_per_pixel_search():
+    """Every face at every pixel centre, by a loop: inside by barycentric signs, z by 1 / sum(b / z), the least."""
+    meshes = _blobs(b=1, level=1)
+    cams, _ = _cameras(1, 20, 20)
+    depth, covered = nearest_depth(meshes.verts, meshes.faces, cams, (20, 20))
+    uv = cams.project(meshes.verts)[0].double().numpy()
+    z = (meshes.verts[0, :, 2] + cams.T[0, 2]).double().numpy()
+    for i in range(20):
+        for j in range(20):
+            p, best = np.array([j + 0.5, i + 0.5]), np.inf
+            for f in meshes.faces.numpy():
+                a, b, c = uv[f]
+                area = np.cross(b - a, c - a)
+                if abs(area) < 1e-12:
+                    continue
+                bary = np.array([np.cross(b - p, c - p), np.cross(c - p, a - p), np.cross(a - p, b - p)]) / area
+                if (bary > 0).all():
+                    best = min(best, 1.0 / (bary / z[f]).sum())
+            assert bool(covered[0, i, j]) == np.isfinite(best)
+            if np.isfinite(best):
+                assert abs(float(depth[0, i, j]) - best) < 1e-5
+
+
+def test_silhouette_and_depth_losses_with_the_torch_rasteriser_match_pytorch3d():
     meshes = _blobs(b=2, level=1)
     ours_cams, p3d_cams = _cameras(2, 24, 24)
     masks = (torch.rand(2, 24, 24, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    depths = DISTANCE + 0.1 * torch.rand(2, 24, 24, generator=torch.Generator().manual_seed(2))
     points, normals = torch.randn(2, 64, 3), torch.nn.functional.normalize(torch.randn(2, 64, 3), dim=-1)
     render = RenderSettings(image_size=12, sigma=1e-3, faces_per_pixel=meshes.faces.shape[0])
-    weights = LossWeights(silhouette=1.0, depth=0.0)
-    parts = [mesh_loss(meshes, points, normals, weights, num_samples=32, render=render,
-                       silhouette=SilhouetteTarget(masks=masks, cameras=cams))[1]["silhouette"]
-             for cams in (ours_cams, p3d_cams)]
-    torch.testing.assert_close(parts[0], parts[1], atol=1e-5, rtol=1e-5)
-    with pytest.raises(ValueError, match="renders no depth"):
-        mesh_loss(meshes, points, normals, LossWeights(silhouette=1.0, depth=0.5), num_samples=32, render=render,
-                  silhouette=SilhouetteTarget(masks=masks, cameras=ours_cams, depths=torch.ones(2, 24, 24)))
+    weights = LossWeights(silhouette=1.0, depth=1.0)
+    results = []
+    for cams in (ours_cams, p3d_cams):
+        verts = meshes.verts.clone().requires_grad_()
+        _, parts = mesh_loss(BatchMeshes(verts, meshes.faces), points, normals, weights, num_samples=32,
+                             render=render, silhouette=SilhouetteTarget(masks=masks, cameras=cams, depths=depths))
+        (parts["silhouette"] + parts["depth"]).backward()
+        results.append((parts["silhouette"].detach(), parts["depth"].detach(), verts.grad))
+    for ours, theirs in zip(*results):
+        torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+    assert float(results[1][1]) > 0 and float(results[1][2].abs().max()) > 0
 
 
 def test_config_names_the_rasteriser():
-    assert LossConfig(rasteriser="torch", depth=0.0).rasteriser == "torch"
+    assert LossConfig(rasteriser="torch", depth=0.1).rasteriser == "torch"
     with pytest.raises(ValueError, match="loss.rasteriser"):
         LossConfig(rasteriser="opengl")
-    with pytest.raises(ValueError, match="loss.depth=0"):
-        LossConfig(rasteriser="torch", depth=0.1)
 
 
 def test_bad_cameras_are_named():

@@ -303,9 +303,9 @@ def test_weight_average_snapshots_hold_the_average(tmp_path):
 @pytest.mark.parametrize("silhouette", [False, True])
 def test_trains_where_pytorch3d_is_not_installed(tmp_path, silhouette):
     """A machine without pytorch3d (the GPU machines) builds the model and trains it: every loss is torch alone,
-    the silhouette through the torch rasteriser (loss.rasteriser=torch)."""
+    the silhouette and depth through the torch rasteriser (loss.rasteriser=torch)."""
     out = tmp_path / "run"
-    extra = ["loss.silhouette=0.5", "loss.rasteriser=torch", "loss.render_size=16"] if silhouette else []
+    extra = ["loss.silhouette=0.5", "loss.depth=0.2", "loss.rasteriser=torch", "loss.render_size=16"] if silhouette else []
     blocked = ("import runpy, sys; sys.modules['pytorch3d'] = None; "
                f"sys.argv = ['train.py', *{[*TINY_ARGS, f'run.out={out}', 'optim.steps=2', *extra]!r}]; "
                "runpy.run_path('training/train.py', run_name='__main__')")
@@ -318,7 +318,8 @@ def test_trains_where_pytorch3d_is_not_installed(tmp_path, silhouette):
     with open(out / "log.csv") as f:
         rows = list(csv.DictReader(f))
     sil = [r.get("silhouette/2") or "" for r in rows]
-    if silhouette:  # the last stage's soft IoU loss, logged
-        assert all(0.0 < float(v) <= 1.0 for v in sil), rows
+    depth = [r.get("depth/2") or "" for r in rows]
+    if silhouette:  # the last stage's soft IoU loss and depth L1, logged
+        assert all(0.0 < float(v) <= 1.0 for v in sil) and all(float(v) >= 0.0 for v in depth), rows
     else:
-        assert not any(sil)
+        assert not any(sil) and not any(depth)

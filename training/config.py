@@ -72,8 +72,8 @@ class LossConfig:
     render_size: int = 48
     """Side of the differentiable silhouette/depth renders."""
     rasteriser: str = "pytorch3d"
-    """Which soft rasteriser renders the silhouette: ``pytorch3d`` (silhouette and depth) or ``torch``
-    (:mod:`recon_core.network.soft_raster`: torch alone, for a machine without pytorch3d; silhouette only)."""
+    """Which soft rasteriser renders the silhouette and depth: ``pytorch3d`` or ``torch``
+    (:mod:`recon_core.network.soft_raster`: torch alone, for a machine without pytorch3d)."""
     num_samples: int = 2048
     """Points sampled from each predicted mesh for Chamfer and normal losses."""
     refine_faces: int = 2000
@@ -94,8 +94,6 @@ class LossConfig:
     def __post_init__(self) -> None:
         if self.rasteriser not in ("pytorch3d", "torch"):
             raise ValueError(f"loss.rasteriser must be 'pytorch3d' or 'torch', got {self.rasteriser!r}")
-        if self.rasteriser == "torch" and self.depth > 0:
-            raise ValueError("loss.rasteriser=torch renders no depth: set loss.depth=0 (or use pytorch3d)")
 
 
 @dataclass(frozen=True)

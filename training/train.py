@@ -79,7 +79,7 @@ def compute_loss(model, out: ReconOutput, batch: dict, cfg: TrainConfig) -> tupl
         meshes = model.topology.meshes(verts.float(), level)
         last = i == n_stages - 1 and (lc.silhouette > 0 or lc.depth > 0)
         stage_weights = weights if last else dataclasses.replace(weights, silhouette=0.0, depth=0.0)
-        target = _silhouette_target(batch, lc.rasteriser) if last else None
+        target = _silhouette_target(batch, lc.rasteriser, lc.depth > 0) if last else None
         loss, stage_parts = mesh_loss(meshes, points, normals, stage_weights, num_samples=lc.num_samples,
                                       silhouette=target, render=render)
         total = total + loss / n_stages
@@ -202,8 +202,8 @@ def refine_loss(model, out: OccupancyOutput, batch: dict, cfg: TrainConfig) -> t
                           silhouette=lc.silhouette, depth=lc.depth)
     plain = dataclasses.replace(weights, silhouette=0.0, depth=0.0)
     rendered = lc.silhouette > 0 or lc.depth > 0
-    target = (_silhouette_target({k: batch[k][rows] for k in ("mask", "depth", "K", "T")}, lc.rasteriser)
-              if rendered else None)
+    target = (_silhouette_target({k: batch[k][rows] for k in ("mask", "depth", "K", "T")}, lc.rasteriser,
+                                 lc.depth > 0) if rendered else None)
     render = _render_settings(lc)
 
 
@@ -238,13 +238,15 @@ def _render_settings(lc) -> RenderSettings:
     return RenderSettings(image_size=lc.render_size, sigma=1e-4 * (64 / lc.render_size) ** 2)
 
 
-def _silhouette_target(batch: dict, rasteriser: str = "pytorch3d") -> SilhouetteTarget:
+def _silhouette_target(batch: dict, rasteriser: str = "pytorch3d", depth: bool = True) -> SilhouetteTarget:
     """Masks, depths and cameras of the batch, for view-frame points (R = I, T = (0, 0, d)): pytorch3d's
-    cameras, or with ``rasteriser="torch"`` the torch-only rasteriser's (no depth)."""
+    cameras, or with ``rasteriser="torch"`` the torch-only rasteriser's (then the depth only with ``depth``: it
+    costs a second pass there, while pytorch3d's rasteriser has it anyway)."""
     masks = batch["mask"]  # (B, S, S)
     b, size = masks.shape[0], masks.shape[-1]
     if rasteriser == "torch":
-        return SilhouetteTarget(masks=masks, cameras=PinholeCameras(batch["K"], batch["T"], (size, size)))
+        return SilhouetteTarget(masks=masks, depths=batch["depth"] if depth else None,
+                                cameras=PinholeCameras(batch["K"], batch["T"], (size, size)))
     from pytorch3d.utils import cameras_from_opencv_projection
 
     eye = torch.eye(3, device=masks.device).expand(b, 3, 3)

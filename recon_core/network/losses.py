@@ -4,15 +4,15 @@ Follows Mesh R-CNN (Gkioxari et al., ICCV 2019, ``shapenet/modeling/heads/mesh_l
 every function returns the weighted total and a dict of the *unweighted* parts, so each part
 can be logged, and a multi-stage refiner is trained on the mean of its stages' losses. The
 silhouette and depth terms render the prediction with pytorch3d's soft rasteriser (Liu et
-al., "Soft Rasterizer", ICCV 2019), or the silhouette alone with the torch one of
-:mod:`recon_core.network.soft_raster` (selected by its :class:`PinholeCameras`).
+al., "Soft Rasterizer", ICCV 2019), or with the torch one of :mod:`recon_core.network.soft_raster`
+(selected by its :class:`PinholeCameras`).
 
 The meshes of a batch share one topology (:class:`BatchMeshes`: ``verts (B, V, 3)``, ``faces (F, 3)``).
 Chamfer, normal, edge and Laplacian are computed in torch alone (:func:`sample_surface`,
 :func:`chamfer_and_normal`, :func:`edge_loss`, :func:`laplacian_loss`): the same values as pytorch3d's
 ``sample_points_from_meshes`` (the same random draws, so the same points under one seed), ``chamfer_distance``,
 ``mesh_edge_loss`` and ``mesh_laplacian_smoothing(method="uniform")`` (the tests compare them), so that a
-machine without pytorch3d trains with every term but the depth one.
+machine without pytorch3d trains with every term.
 
 Scale: meshes and points are in the view frame (:mod:`recon_core.mesh.camera`), where an object's
 bounding-box diagonal is 1 -- the ShapeNetCore normalisation that Mesh R-CNN's ShapeNet
@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from recon_core.mesh.topology import BatchMeshes, neighbour_mean
-from recon_core.network.soft_raster import PinholeCameras, soft_silhouette
+from recon_core.network.soft_raster import PinholeCameras, nearest_depth, soft_silhouette
 
 __all__ = [
     "LOSS_NAMES",
@@ -204,7 +204,7 @@ class SilhouetteTarget:
     """(B, H, W) float in [0, 1]: 1 where the object covers the pixel."""
     cameras: object
     """pytorch3d ``PerspectiveCameras`` batch of size B, in screen space for an (H, W) image, or
-    :class:`~recon_core.network.soft_raster.PinholeCameras` (torch alone; no depth term)."""
+    :class:`~recon_core.network.soft_raster.PinholeCameras` (the torch rasteriser)."""
     depths: torch.Tensor | None = None
     """(B, H, W) float camera-frame z (OpenCV, distance along the optical axis; for view-frame
     points ``z_view + d``); 0 or ``inf`` on the background. None disables the depth term."""
@@ -254,29 +254,32 @@ def _render_size(height: int, width: int, render: RenderSettings) -> tuple[int, 
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def render_silhouette(pred_meshes, cameras, image_size: tuple[int, int], render: RenderSettings = RenderSettings()):
+def render_silhouette(pred_meshes, cameras, image_size: tuple[int, int], render: RenderSettings = RenderSettings(),
+                      depth: bool = True):
     """Differentiable soft silhouette and depth of a batch of meshes.
 
     pytorch3d's rasteriser renders for pytorch3d cameras; :class:`~recon_core.network.soft_raster.PinholeCameras`
     select the torch-only one (:func:`~recon_core.network.soft_raster.soft_silhouette`: the same alpha over all
-    faces rather than the ``faces_per_pixel`` nearest, and no depth).
+    faces rather than the ``faces_per_pixel`` nearest; :func:`~recon_core.network.soft_raster.nearest_depth`).
 
     Args:
         pred_meshes: B meshes (:class:`BatchMeshes`), in the cameras' world frame.
         cameras: pytorch3d cameras batch of size B, or :class:`~recon_core.network.soft_raster.PinholeCameras`.
         image_size: ``(h, w)`` raster size in pixels, with the aspect ratio of the cameras' image.
         render: soft rasteriser settings (``image_size`` is ignored here).
+        depth: False: the torch rasteriser skips the depth (``depth`` and ``covered`` None); pytorch3d's has it anyway.
 
     Returns:
         ``(alpha, depth, covered)``: (B, h, w) float soft silhouette in [0, 1]; (B, h, w) float
         camera-frame z of the nearest face whose interior holds the pixel centre; (B, h, w)
-        bool, where such a face exists (``depth`` is meaningless elsewhere); with ``PinholeCameras``, ``depth``
-        and ``covered`` are None.
+        bool, where such a face exists (``depth`` is meaningless elsewhere).
     """
     if isinstance(cameras, PinholeCameras):
         alpha = soft_silhouette(pred_meshes.verts, pred_meshes.faces, cameras, image_size, sigma=render.sigma,
                                 eps=_ALPHA_EPS)
-        return alpha, None, None
+        if not depth:
+            return alpha, None, None
+        return (alpha, *nearest_depth(pred_meshes.verts, pred_meshes.faces, cameras, image_size))
     from pytorch3d.renderer import BlendParams, MeshRasterizer, RasterizationSettings, SoftSilhouetteShader
 
     settings = RasterizationSettings(
@@ -300,7 +303,8 @@ def render_silhouette(pred_meshes, cameras, image_size: tuple[int, int], render:
 def _silhouette_and_depth(pred_meshes, target: SilhouetteTarget, render: RenderSettings):
     height, width = target.masks.shape[1:]
     size = _render_size(height, width, render)
-    alpha, depth, covered = render_silhouette(pred_meshes, target.cameras, size, render)
+    alpha, depth, covered = render_silhouette(pred_meshes, target.cameras, size, render,
+                                              depth=target.depths is not None)
 
     mask = target.masks.to(alpha)[:, None]
     if size != (height, width):
@@ -310,7 +314,7 @@ def _silhouette_and_depth(pred_meshes, target: SilhouetteTarget, render: RenderS
     union = (alpha + mask - alpha * mask).sum(dim=(1, 2))
     silhouette = (1.0 - intersection / union.clamp_min(1e-6)).mean()
 
-    if target.depths is None or depth is None:
+    if target.depths is None:
         return silhouette, None
     gt_depth = target.depths.to(alpha)[:, None]
     if size != (height, width):
@@ -370,9 +374,6 @@ def mesh_loss(
         _validate_target(silhouette, len(pred_meshes))
         if silhouette.depths is None and weights.depth > 0:
             raise ValueError("weights.depth > 0 needs SilhouetteTarget.depths")
-        if isinstance(silhouette.cameras, PinholeCameras) and weights.depth > 0:
-            raise ValueError("weights.depth > 0 needs pytorch3d's rasteriser: the torch one (PinholeCameras) "
-                             "renders no depth; set the depth weight to 0")
 
     points, normals = sample_surface(pred_meshes, num_samples)  # (B, S, 3)
     chamfer, normal = chamfer_and_normal(points, gt_points.to(points), normals, gt_normals.to(points))

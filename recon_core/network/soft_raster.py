@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["PinholeCameras", "soft_silhouette"]
+__all__ = ["PinholeCameras", "soft_silhouette", "nearest_depth"]
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,29 @@ def _window_log_transparency(tri: torch.Tensor, lo: torch.Tensor, window: int, s
     return values, index
 
 
+def _windows(verts: torch.Tensor, faces: torch.Tensor, cameras: PinholeCameras, size: tuple[int, int],
+             reach: float, max_window: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Each face's projected triangle and the window of pixels whose centres lie within ``reach`` pixels of its box.
+
+    Returns:
+        ``(tri, lo, window)``: (B, F, 3, 2) triangles in raster pixels, (B, F, 2) long first pixel ``(j, i)`` of
+        each face's window, and the window's side (the widest box's, at most ``max_window``).
+    """
+    if verts.dim() != 3 or verts.shape[-1] != 3 or len(cameras) != verts.shape[0]:
+        raise ValueError(f"the soft rasteriser needs (B, V, 3) vertices and B cameras, got {tuple(verts.shape)} "
+                         f"and {len(cameras)} cameras")
+    h, w = size
+    height, width = cameras.image_size
+    uv = cameras.project(verts) * torch.tensor([w / width, h / height], dtype=verts.dtype, device=verts.device)
+    tri = uv[:, faces]                         # (B, F, 3, 2) raster pixels
+    with torch.no_grad():
+        lo = torch.ceil(tri.amin(dim=2) - reach - 0.5)
+        hi = torch.floor(tri.amax(dim=2) + reach - 0.5)
+        window = int(min(max_window, max(1.0, float((hi - lo).amax()) + 1)))
+        lo = lo.clamp(-window, max(h, w)).long()
+    return tri, lo, window
+
+
 def soft_silhouette(verts: torch.Tensor, faces: torch.Tensor, cameras: PinholeCameras, size: tuple[int, int],
                     sigma: float = 1e-4, eps: float = 1e-4, max_window: int = 16) -> torch.Tensor:
     """Differentiable soft silhouettes of B meshes of one topology.
@@ -148,22 +171,51 @@ def soft_silhouette(verts: torch.Tensor, faces: torch.Tensor, cameras: PinholeCa
     Returns:
         (B, h, w) float soft silhouette in [0, 1].
     """
-    if verts.dim() != 3 or verts.shape[-1] != 3 or len(cameras) != verts.shape[0]:
-        raise ValueError(f"soft_silhouette needs (B, V, 3) vertices and B cameras, got {tuple(verts.shape)} "
-                         f"and {len(cameras)} cameras")
     h, w = size
-    height, width = cameras.image_size
-    uv = cameras.project(verts) * torch.tensor([w / width, h / height], dtype=verts.dtype, device=verts.device)
     unit = 2.0 / min(h, w)                     # NDC units per raster pixel
     blur = sigma * math.log(1.0 / eps - 1.0)
-    tri = uv[:, faces]                         # (B, F, 3, 2) raster pixels
-    with torch.no_grad():                      # each face's pixels: centres within the blur radius of its box
-        reach = math.sqrt(blur) / unit
-        lo = torch.ceil(tri.amin(dim=2) - reach - 0.5)
-        hi = torch.floor(tri.amax(dim=2) + reach - 0.5)
-        window = int(min(max_window, max(1.0, float((hi - lo).amax()) + 1)))
-        lo = lo.clamp(-window, max(h, w)).long()
+    tri, lo, window = _windows(verts, faces, cameras, size, math.sqrt(blur) / unit, max_window)
     values, index = _window_log_transparency(tri, lo, window, size, unit, sigma, blur)
     b = verts.shape[0]
     log_t = verts.new_zeros(b, h * w).scatter_add(1, index.reshape(b, -1), values.reshape(b, -1))
     return (1.0 - log_t.exp()).reshape(b, h, w)
+
+
+def nearest_depth(verts: torch.Tensor, faces: torch.Tensor, cameras: PinholeCameras, size: tuple[int, int],
+                  max_window: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Camera-frame depth of the nearest face whose interior holds each pixel centre (pytorch3d's ``zbuf[..., 0]``
+    of the nearest covering face), differentiable in the vertices.
+
+    Each face's depth at a pixel is interpolated perspective-correctly, ``z = 1 / sum_k(b_k / z_k)`` with ``b`` the
+    pixel centre's barycentric coordinates in the raster; the nearest is kept by a scatter minimum (its gradient
+    goes to that face's vertices). Windows as :func:`soft_silhouette`'s with no blur.
+
+    Returns:
+        ``(depth, covered)``: (B, h, w) float depth (0 where no face covers the pixel) and (B, h, w) bool.
+    """
+    h, w = size
+    tri, lo, window = _windows(verts, faces, cameras, size, 0.0, max_window)
+    z = (verts[..., 2] + cameras.T.to(verts)[:, 2:3])[:, faces]                 # (B, F, 3) camera-frame z
+    step = torch.arange(window, device=verts.device)
+    offset = torch.stack(torch.meshgrid(step, step, indexing="xy"), dim=-1).reshape(-1, 2)
+    px = lo[:, :, None, :] + offset                                           # (B, F, W^2, 2) pixel (j, i)
+    on = (px[..., 0] >= 0) & (px[..., 0] < w) & (px[..., 1] >= 0) & (px[..., 1] < h)
+    p = px.to(verts.dtype) + 0.5
+    a, b, c = (tri[:, :, k, None, :] for k in range(3))                        # (B, F, 1, 2)
+
+    def cross(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
+
+    area = cross(b - a, c - a)                                                # (B, F, 1), signed
+    safe = torch.where(area.abs() > 1e-12, area, torch.ones_like(area))
+    bary = torch.stack([cross(b - p, c - p), cross(c - p, a - p), cross(a - p, b - p)], dim=-1) / safe[..., None]
+    inside = on & (area.abs() > 1e-12) & (bary > 0).all(dim=-1)
+    depth = 1.0 / (bary / z[:, :, None, :]).sum(dim=-1).clamp_min(1e-12)     # (B, F, W^2)
+    depth = torch.where(inside, depth, torch.full_like(depth, float("inf")))
+    index = px[..., 1].clamp(0, h - 1) * w + px[..., 0].clamp(0, w - 1)
+    n = verts.shape[0]
+    nearest = torch.full((n, h * w), float("inf"), dtype=verts.dtype, device=verts.device).scatter_reduce(
+        1, index.reshape(n, -1), depth.reshape(n, -1), reduce="amin", include_self=True)
+    covered = torch.isfinite(nearest)
+    nearest = torch.where(covered, nearest, torch.zeros_like(nearest))
+    return nearest.reshape(n, h, w), covered.reshape(n, h, w)
