@@ -103,11 +103,11 @@ def measure_loader(cfg, batches: int) -> dict:
             "seconds": round(seconds, 4), "images_per_s": round(n / seconds, 1)}
 
 
-def run(args) -> dict:
+def run(args, cfg) -> dict:
+    """The benchmark of ``args`` on ``cfg`` (:func:`load_config` of the arguments' config and overrides)."""
     from training.train import amp_enabled
 
     torch.set_num_threads(args.threads)
-    cfg = load_config(args.config, args.tiny, args.overrides)
     if args.batch_size is not None:
         cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, batch_size=args.batch_size))
     steps = args.steps if args.steps is not None else (1 if args.tiny else 3)
@@ -156,10 +156,10 @@ def main(argv: list[str] | None = None) -> dict:
     if not str(args.config).startswith("/"):
         args.config = str(REPO / args.config)
     try:
-        load_config(args.config, args.tiny, args.overrides)
+        cfg = load_config(args.config, args.tiny, args.overrides)
     except (ValueError, TypeError) as exc:
         p.error(f"the config with {' '.join(args.overrides) or 'no overrides'}: {exc}")
-    return emit(run(args))
+    return emit(run(args, cfg))
 
 
 if __name__ == "__main__":
