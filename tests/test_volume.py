@@ -8,6 +8,7 @@ from scipy import ndimage
 
 from recon_core.mesh.printable import check_printable, signed_volume
 from recon_core.mesh.volume import (
+    cell_indices,
     KUHN_TETRAHEDRA,
     grid_surface,
     marching_tetrahedra,
@@ -217,3 +218,13 @@ def test_grid_surface_vertices_are_the_meshs_vertices(seed, smoothing):
 
     np.testing.assert_array_equal(rows(found), rows(verts))
     assert grid_surface_vertices(np.zeros((8, 8, 8), bool)).shape == (0, 3)
+
+
+@pytest.mark.parametrize("shape", [(64, 64, 64), (5, 7, 3), (9, 4), (11,), (1, 1, 1), (0, 4, 4)])
+@pytest.mark.parametrize("share", [0.0, 0.01, 0.3, 1.0])
+def test_cell_indices_equal_argwhere(shape, share):
+    mask = np.random.default_rng(len(shape) * 7 + int(share * 100)).random(shape) < share
+    got = cell_indices(mask)
+    assert got.dtype == np.int64 and np.array_equal(got, np.argwhere(mask))
+    view = mask[..., ::2] if mask.ndim else mask  # a strided view: the same cells as its copy
+    assert np.array_equal(cell_indices(view), np.argwhere(view))

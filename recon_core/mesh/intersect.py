@@ -164,13 +164,18 @@ def _segments_hit_slabs(g_start: np.ndarray, g_end: np.ndarray) -> np.ndarray:
     Returns:
         (...) bool, True where some point of the segment satisfies all five half-spaces.
     """
-    outside = ((g_start < 0) & (g_end < 0)).any(-1)
-    entering = (g_start < 0) & (g_end >= 0)
-    leaving = (g_start >= 0) & (g_end < 0)
+    # One half-space at a time over the (...) rows: numpy's reductions over a last axis of 5 cost ~10x more.
+    outside = np.zeros(g_start.shape[:-1], dtype=bool)
+    t_in = np.zeros(g_start.shape[:-1])
+    t_out = np.ones(g_start.shape[:-1])
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = g_start / (g_start - g_end)
-    t_in = np.where(entering, t, 0.0).max(-1)
-    t_out = np.where(leaving, t, 1.0).min(-1)
+        for h in range(g_start.shape[-1]):
+            gs, ge = g_start[..., h], g_end[..., h]
+            below_s, below_e = gs < 0, ge < 0
+            outside |= below_s & below_e
+            t = gs / (gs - ge)
+            np.maximum(t_in, np.where(below_s & ~below_e, t, 0.0), out=t_in)  # entering
+            np.minimum(t_out, np.where(~below_s & below_e, t, 1.0), out=t_out)  # leaving
     return ~outside & (t_in <= t_out)
 
 
@@ -245,10 +250,16 @@ def _narrow_phase(
     sin_fold: float,
 ) -> np.ndarray:
     """Exact (to tolerance) test of candidate pairs ``(i[k], j[k])``; returns (K,) bool."""
-    same = faces[i][:, :, None] == faces[j][:, None, :]  # (K, 3 corners of i, 3 corners of j)
-    shared_i = same.any(2)
-    shared_j = same.any(1)
-    n_shared = shared_i.sum(1)
+    # which corners of i are corners of j and the other way round, (K, 3) each, one column at a time (numpy's
+    # reductions over the small axes of a (K, 3, 3) array cost ~10x more)
+    face_i, face_j = faces[i], faces[j]
+    shared_i, shared_j = np.empty((len(i), 3), dtype=bool), np.zeros((len(i), 3), dtype=bool)
+    for a in range(3):
+        equal = [face_i[:, a] == face_j[:, b] for b in range(3)]
+        shared_i[:, a] = equal[0] | equal[1] | equal[2]
+        for b in range(3):
+            shared_j[:, b] |= equal[b]
+    n_shared = shared_i[:, 0].astype(np.int64) + shared_i[:, 1] + shared_i[:, 2]
     hit = np.zeros(len(i), dtype=bool)
 
     sel = np.flatnonzero(n_shared <= 1)

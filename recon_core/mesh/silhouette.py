@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recon_core.mesh.camera import rotation_x, rotation_y
+from recon_core.mesh.volume import cell_indices
 
 __all__ = [
     "FIT_AZIMUTHS_DEG",
@@ -180,7 +181,7 @@ def solid_points(solid: np.ndarray, bound: float, count: int = FIT_POINTS, seed:
         solid: (R, R, R) bool grid over ``[-bound, bound]³`` (axes x, y, z; :mod:`recon_core.mesh.volume`).
         seed: the subset's seed (the same points for the same solid and seed).
     """
-    cells = np.argwhere(np.asarray(solid, dtype=bool))
+    cells = cell_indices(np.asarray(solid, dtype=bool))
     if len(cells) > count:
         cells = cells[np.sort(np.random.default_rng(seed).choice(len(cells), count, replace=False))]
     return -bound + (cells + 0.5) * (2.0 * bound / solid.shape[0])
@@ -608,7 +609,7 @@ def carve_to_mask(solid: np.ndarray, bound: float, factors: np.ndarray, rotation
     from scipy import ndimage
 
     solid = np.asarray(solid, dtype=bool)
-    cells = np.argwhere(solid)
+    cells = cell_indices(solid)
     if len(cells) == 0 or warp.iou_after < CARVE_MIN_IOU:
         return solid, 0.0
     h = 2.0 * bound / solid.shape[0]

@@ -29,6 +29,7 @@ import numpy as np
 
 __all__ = [
     "GRID_BOUND",
+    "cell_indices",
     "KUHN_TETRAHEDRA",
     "occupancy_grid",
     "marching_tetrahedra",
@@ -45,6 +46,23 @@ GRID_BOUND = 0.55
 
 _CORNERS = np.array([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)])
 """(8, 3) cube corner offsets; corner ``n`` is ``(n >> 2 & 1, n >> 1 & 1, n & 1)``."""
+
+
+def cell_indices(mask: np.ndarray) -> np.ndarray:
+    """(K, ndim) int64 indices of the true cells of ``mask``, in C order: what ``np.argwhere(mask)`` returns.
+
+    From the flat indices (``np.flatnonzero``) by division: on a 64³ grid ~10x faster than ``np.argwhere`` when a
+    few thousand cells are set (a bank solid's walls), ~1.5x when most are; n-dimensional ``nonzero`` is numpy's
+    slow path (tests/test_volume.py compares the two).
+    """
+    mask = np.asarray(mask)
+    flat = np.flatnonzero(mask)
+    out = np.empty((len(flat), mask.ndim), dtype=np.int64)
+    for axis in range(mask.ndim - 1, 0, -1):
+        flat, out[:, axis] = np.divmod(flat, mask.shape[axis])
+    if mask.ndim:
+        out[:, 0] = flat
+    return out
 
 
 def _kuhn_tetrahedra() -> np.ndarray:
@@ -154,7 +172,7 @@ def marching_tetrahedra(
     for view in views[1:]:
         any_in |= view
         all_in &= view
-    cubes = np.argwhere(any_in & ~all_in)  # (C, 3) cubes the surface crosses
+    cubes = cell_indices(any_in & ~all_in)  # (C, 3) cubes the surface crosses
     if len(cubes) == 0:
         return np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
     corner_ijk = cubes[:, None, :] + _CORNERS[None]  # (C, 8, 3)
@@ -297,7 +315,7 @@ def grid_surface_vertices(
     for d in _CORNERS[1:]:  # (1, 0, 0) ... (1, 1, 1) as corner offsets: the seven edge directions
         a = tuple(slice(0, n - int(k)) for n, k in zip(f.shape, d))
         b = tuple(slice(int(k), n) for n, k in zip(f.shape, d))
-        lo = np.argwhere(inside[a] != inside[b])  # (E, 3) the edges' low ends
+        lo = cell_indices(inside[a] != inside[b])  # (E, 3) the edges' low ends
         if len(lo) == 0:
             continue
         hi = lo + d
@@ -326,8 +344,8 @@ def _surface_field(occupancy: np.ndarray, bound: float, smoothing: float, level:
     # Only the solid's bounding box (and the margin) is blurred and meshed: beyond it the field is 0.
     if not occupancy.any():
         return None
-    solid = np.argwhere(occupancy)
-    first, last = solid.min(0), solid.max(0)
+    spans = [np.flatnonzero(occupancy.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    first, last = np.array([x[0] for x in spans]), np.array([x[-1] for x in spans])  # the solid's bounding box
     field = np.pad(occupancy[tuple(slice(a, b + 1) for a, b in zip(first, last))].astype(np.float64), pad)
     if smoothing > 0:
         field = gaussian_blur(field, smoothing)
