@@ -3,8 +3,8 @@
     python -m bench.fit [--model models/default] [--solids 40] [--runs 5] [--tiny]
 
 Each of ``--solids`` training solids of the shape bank (a fixed random choice, with the rotation of one of its
-views) is posed to the silhouette of another bank solid by :func:`recon_core.mesh.silhouette.fit_pose` (at most 45
-of the 91 rotations, coarse to fine, then 25 stretches, of :data:`recon_core.mesh.silhouette.FIT_POINTS` points), as
+views) is posed to the silhouette of another bank solid by :func:`recon_core.mesh.silhouette.fit_pose` (91
+rotations, then 25 stretches, of :data:`recon_core.mesh.silhouette.FIT_POINTS` points), as
 :meth:`recon_core.io.inference.Reconstructor._fitted` poses the picture's candidates: one after the other on one
 thread (``per_fit_ms``), and all of them on the thread pool the inference shares them out on
 (``per_fit_threaded_ms``: the batch's time over its size). Each figure is the median of ``--runs`` passes over

@@ -152,25 +152,6 @@ def test_fit_rotation_recovers_the_pictures_rotation(azimuth, elevation):
     assert iou0 < iou
 
 
-@pytest.mark.parametrize("azimuth, elevation", [(-20.0, 10.0), (15.0, -5.0), (25.0, 0.0), (-5.0, -15.0), (30.0, 15.0)])
-def test_the_coarse_to_fine_search_finds_what_every_rotation_finds(azimuth, elevation, monkeypatch):
-    """The coarse step (every other azimuth and elevation, the start among them) and the fine step around its three
-    best reach the exhaustive search's rotation, trying at most 45 of the 91."""
-    import recon_core.mesh.silhouette as sil
-
-    solid, bound = _chair_like_solid(), 0.55
-    R0 = rotation_x(25.0) @ rotation_y(130.0)
-    mask = mask_grid(_drawn_mask(solid, bound, rotation_x(elevation) @ R0 @ rotation_y(azimuth), focal_mm=45.0,
-                                 distance=2.1))
-    points = solid_points(solid, bound)
-    every, every_iou = fit_rotation(points, R0, mask, exhaustive=True)
-    tried, grids = [], sil._grids
-    monkeypatch.setattr(sil, "_grids", lambda x, *a: tried.append(len(x)) or grids(x, *a))
-    R, iou = fit_rotation(points, R0, mask)
-    assert np.allclose(R, every) and iou == every_iou
-    assert sum(tried) <= 45 and tried[0] == 21  # 7 azimuths x 3 elevations, then the neighbours
-
-
 def test_fit_rotation_keeps_the_start_when_it_is_right():
     solid, bound = _chair_like_solid(), 0.55
     R0 = rotation_x(20.0) @ rotation_y(-60.0)

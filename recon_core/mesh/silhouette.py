@@ -46,7 +46,6 @@ __all__ = [
     "FIT_FILL",
     "FIT_GRID",
     "FIT_POINTS",
-    "FIT_REFINE_AROUND",
     "FIT_STRETCHES",
     "Pose",
     "fit_pose",
@@ -94,12 +93,6 @@ FIT_AZIMUTHS_DEG = tuple(range(-30, 31, 5))
 """Changes of azimuth tried (degrees)."""
 FIT_ELEVATIONS_DEG = tuple(range(-15, 16, 5))
 """Changes of elevation tried (degrees)."""
-FIT_REFINE_AROUND = 3
-""":func:`fit_rotation`'s fine step tries the grid's neighbours of this many of the coarse step's best rotations.
-Posing 200 bank solids to other bank solids' silhouettes (the hard case: no exact answer), 1 / 2 / 3 / 4 reached the
-exhaustive search's rotation 154 / 177 / 187 / 191 times, the IoU lost 0.0015 / 0.0007 / 0.0003 / 0.0003 on average
-(at most 0.013 with 3), at 1.2 / 1.5 / 1.5 / 1.9 ms a fit against 3.3 for all 91 rotations (one thread, while an
-evaluation ran; a one-off script over bench.fit's cases)."""
 FIT_STRETCHES = (0.75, 0.87, 1.0, 1.15, 1.33)
 """Stretches of a solid's width and depth against its height tried (:func:`fit_proportions`)."""
 FRAMED_OFFSET = 0.15
@@ -205,65 +198,30 @@ def rotation_offsets(R0: np.ndarray, azimuths_deg=FIT_AZIMUTHS_DEG, elevations_d
 
 
 def fit_rotation(points: np.ndarray, R0: np.ndarray, target: np.ndarray, azimuths_deg=FIT_AZIMUTHS_DEG,
-                 elevations_deg=FIT_ELEVATIONS_DEG, distance: float = FIT_DISTANCE, exhaustive: bool = False
-                 ) -> tuple[np.ndarray, float]:
+                 elevations_deg=FIT_ELEVATIONS_DEG, distance: float = FIT_DISTANCE) -> tuple[np.ndarray, float]:
     """The rotation near ``R0`` whose silhouette of ``points`` best covers ``target``, and that IoU.
-
-    Coarse to fine: every other azimuth and elevation of the grid (those a whole number of steps of two from the
-    change nearest zero, so ``R0`` itself is among them), then the grid's neighbours of the
-    :data:`FIT_REFINE_AROUND` best of those; ``exhaustive`` (or a grid of at most 16 rotations) tries every one.
-    For the default grid, 45 rotations at most instead of 91.
 
     Args:
         points: (N, 3) world-frame points of the solid (:func:`solid_points`).
         R0: (3, 3) world-to-view rotation to start from.
         target: (G, G) bool mask grid (:func:`mask_grid`, the same G).
-        azimuths_deg, elevations_deg: the changes tried (:func:`rotation_offsets`), each sorted; of equal IoUs,
-            the smallest change wins.
+        azimuths_deg, elevations_deg: the changes tried (:func:`rotation_offsets`); of equal IoUs, the
+            smallest change wins.
 
     Returns:
         ``(R (3, 3), iou)``.
     """
-    rotations, pairs = rotation_offsets(R0, azimuths_deg, elevations_deg)  # azimuth-major: index a * E + e
-    n_a, n_e = len(azimuths_deg), len(elevations_deg)
-    change = np.array([abs(a) + abs(e) for a, e in pairs])
-    points_t = np.asarray(points, dtype=FIT_DTYPE).T
-    iou = np.full(len(rotations), -1.0)  # -1: not tried
-
-    def score(index: np.ndarray) -> None:
-        posed = rotations[index].astype(FIT_DTYPE) @ points_t  # (K, 3, N)
-        grids = _grids(posed[:, 0], posed[:, 1], posed[:, 2], distance, target.shape[0], FIT_FILL)
-        iou[index] = _ious(grids, target)
-
-    if exhaustive or len(rotations) <= 16:
-        score(np.arange(len(rotations)))
-    else:
-        a0 = int(np.argmin(np.abs(np.asarray(azimuths_deg, dtype=float))))
-        e0 = int(np.argmin(np.abs(np.asarray(elevations_deg, dtype=float))))
-        coarse = [a * n_e + e for a in range(a0 % 2, n_a, 2) for e in range(e0 % 2, n_e, 2)]
-        score(np.array(coarse))
-        tried = np.array(coarse)
-        fine = set()
-        for k in tried[np.lexsort((change[tried], -iou[tried]))[:FIT_REFINE_AROUND]]:
-            a, e = divmod(int(k), n_e)
-            fine.update(i * n_e + j for i in range(max(a - 1, 0), min(a + 2, n_a))
-                        for j in range(max(e - 1, 0), min(e + 2, n_e)) if iou[i * n_e + j] < 0)
-        if fine:
-            score(np.array(sorted(fine)))
-    tried = np.flatnonzero(iou >= 0)
-    best = int(tried[np.lexsort((change[tried], -iou[tried]))[0]])
-    return rotations[best], float(iou[best])
-
-
-def _ious(grids: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """(K,) intersection over union of each of the (K, G, G) silhouettes with ``target``."""
-    inter = (grids & target).sum(axis=(1, 2))
-    return inter / np.maximum((grids | target).sum(axis=(1, 2)), 1)
+    rotations, pairs = rotation_offsets(R0, azimuths_deg, elevations_deg)
+    posed = rotations.astype(FIT_DTYPE) @ np.asarray(points, dtype=FIT_DTYPE).T  # (K, 3, N)
+    best, iou = _best(_grids(posed[:, 0], posed[:, 1], posed[:, 2], distance, target.shape[0], FIT_FILL), target,
+                      np.array([abs(a) + abs(e) for a, e in pairs]))
+    return rotations[best], iou
 
 
 def _best(grids: np.ndarray, target: np.ndarray, change: np.ndarray) -> tuple[int, float]:
     """Index and IoU of the (K, G, G) silhouette with the highest IoU with ``target``; of equal ones, the smallest ``change``."""
-    iou = _ious(grids, target)
+    inter = (grids & target).sum(axis=(1, 2))
+    iou = inter / np.maximum((grids | target).sum(axis=(1, 2)), 1)
     best = int(np.lexsort((change, -iou))[0])
     return best, float(iou[best])
 
