@@ -522,37 +522,6 @@ def test_every_detail_chooses_the_same_shape(banked_model, fake, monkeypatch):
     assert levels == [None, 2562] and fallback.report.ok and len(fallback.verts) >= 2562
 
 
-def test_the_ranking_mesh_is_made_at_the_configs_query_level(banked_model, fake, monkeypatch):
-    """config.bank_query_vertices sets the level of the network's mesh that ranks the bank, at every detail; the
-    ranking sees that mesh's vertices; when the bank gives nothing the network's own mesh comes at the detail
-    (the config's ``vertices`` when none is asked)."""
-    from recon_core.io.inference import Reconstructor
-    from recon_core.network.config import ModelConfig
-
-    rgb, alpha = _rgba(fake[1], "chair_val", 0)
-    model, meta = load_model(banked_model)
-    rec = Reconstructor(_with_config(model, bank_query_vertices=162), meta)
-    levels, queried = [], []
-    forward, ranked = type(model).forward, Reconstructor._ranked
-
-    def counted(self, images, category=None, vertices=None):
-        levels.append(vertices)
-        return forward(self, images, category=category, vertices=vertices)
-
-    monkeypatch.setattr(type(model), "forward", counted)
-    monkeypatch.setattr(Reconstructor, "_ranked", lambda self, rgb, alpha, verts, *a: queried.append(len(verts))
-                        or ranked(self, rgb, alpha, verts, *a))
-    results = [rec.reconstruct(rgb, alpha, vertices=v) for v in (642, 2562)]
-    assert levels == [162, 162] and queried == [162, 162]
-    assert all(r.report.ok for r in results) and len(results[0].faces) < len(results[1].faces)
-    levels.clear()
-    monkeypatch.setattr(Reconstructor, "_snap", lambda self, row, pose=None, mask=None: None)
-    fallback = rec.reconstruct(rgb, alpha)
-    assert levels == [162, None] and fallback.report.ok and len(fallback.verts) >= 642  # the fixture's level
-    with pytest.raises(ValueError, match="bank_query_vertices must be 0 or one of"):
-        ModelConfig(bank_query_vertices=500)
-
-
 # ------------------------------------------------------------------------------------------ occupancy models
 
 TINY_OCCUPANCY = dict(backbone="resnet18", image_size=64, fpn_channels=16, hidden_dim=16, attention_heads=2,

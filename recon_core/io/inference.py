@@ -256,11 +256,10 @@ class Reconstructor:
         cat = None if cat_index is None else torch.tensor([cat_index], device=device)
         banked = self.banked
         images = prepared.image[None].to(device)
-        config = self.model.config
         with _timed(timings, "network"):
-            # A shape-bank model's mesh only ranks the bank: it is made at one level whatever the detail
-            # (config.bank_query_vertices), so that every detail gets the same shape (the detail sets the decimation's size).
-            out = self.model(images, category=cat, vertices=(config.bank_query_vertices or None) if banked else vertices)
+            # A shape-bank model's mesh only ranks the bank: it is made at the model's own level whatever the detail,
+            # so that every detail gets the same shape (the detail sets the decimation's size).
+            out = self.model(images, category=cat, vertices=None if banked else vertices)
         if getattr(self.model, "heads", None) is not None:
             result = self._reconstruct_occupancy(out, rgb, alpha, prepared, cat_index, vertices, height_mm, smooth,
                                                  timings, source)
@@ -287,7 +286,7 @@ class Reconstructor:
                 results.append(result)
             if results:
                 return results
-            if (vertices or config.vertices) != out.verts.shape[1]:  # the network's own mesh, at the detail
+            if vertices is not None and vertices != out.verts.shape[1]:  # the network's own mesh, at the detail
                 with _timed(timings, "network"):
                     out = self.model(images, category=cat, vertices=vertices)
         verts = out.verts[0].double().cpu().numpy() @ VIEW_TO_OUTPUT.T

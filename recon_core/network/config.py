@@ -101,10 +101,6 @@ class ModelConfig:
     bank_weight: float = 0.5
     """shape_bank with coarse="occupancy": each frustum cell's occupancy is ``(1 - w) p_network + w p_bank``,
     ``p_bank`` the share of the cell inside the nearest training shape posed in the picture's predicted camera."""
-    bank_query_vertices: int = 0
-    """shape_bank on an ico-sphere or template network: the network's own mesh, which only ranks the bank
-    (:meth:`recon_core.network.retrieval.ShapeBank.ranked` compares ~256 of its vertices with each view's shape),
-    is made at this many vertices (a key of ``VERTEX_SCHEDULES``) whatever the output's detail; 0: ``vertices``."""
     bank_fit_candidates: int = 10
     """shape_bank on an ico-sphere or template network: this many of the bank's best-ranked training models are
     each posed to the picture's silhouette (turned near their view's rotation and stretched in width and depth,
@@ -146,9 +142,6 @@ class ModelConfig:
             raise ValueError(f"bank_fit_candidates must be >= 0, got {self.bank_fit_candidates}")
         if self.bank_shape_weight < 0:
             raise ValueError(f"bank_shape_weight must be >= 0, got {self.bank_shape_weight}")
-        if self.bank_query_vertices and self.bank_query_vertices not in VERTEX_SCHEDULES:
-            raise ValueError(f"bank_query_vertices must be 0 or one of {sorted(VERTEX_SCHEDULES)}, "
-                             f"got {self.bank_query_vertices}")
         if self.vertices not in VERTEX_SCHEDULES:
             raise ValueError(f"vertices must be one of {sorted(VERTEX_SCHEDULES)}, got {self.vertices}")
         if self.image_size < 32:
