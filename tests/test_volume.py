@@ -8,8 +8,8 @@ from scipy import ndimage
 
 from recon_core.mesh.printable import check_printable, signed_volume
 from recon_core.mesh.volume import (
-    cell_indices,
     KUHN_TETRAHEDRA,
+    cell_indices,
     grid_surface,
     marching_tetrahedra,
     occupancy_grid,

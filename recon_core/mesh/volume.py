@@ -29,8 +29,8 @@ import numpy as np
 
 __all__ = [
     "GRID_BOUND",
-    "cell_indices",
     "KUHN_TETRAHEDRA",
+    "cell_indices",
     "occupancy_grid",
     "marching_tetrahedra",
     "gaussian_blur",
