@@ -240,6 +240,40 @@ def _demons_reference(fixed, moving, iterations, sigma, fluid):
     return u
 
 
+def _demons_torch_plain(fixed, moving, iterations, sigma, fluid):
+    """demons_field's float32 torch loop written plainly (new tensors each iteration), as it was before its buffers."""
+    import torch
+    import torch.nn.functional as F
+    from scipy import ndimage
+
+    h, w = fixed.shape
+
+    def blur(s):
+        return (torch.from_numpy(ndimage.gaussian_filter1d(np.eye(h), s, axis=0)).float(),
+                torch.from_numpy(ndimage.gaussian_filter1d(np.eye(w), s, axis=0).T).float())
+
+    smooth, smooth_step = blur(sigma), blur(fluid)
+    images = torch.from_numpy(np.stack([moving, *np.gradient(moving)])).float()[None]
+    target = torch.from_numpy(np.asarray(fixed, np.float64)).float()
+    rows, cols = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                                indexing="ij")
+    u = torch.zeros(2, h, w)
+    for _ in range(iterations):
+        grid = torch.stack([(cols + u[1]) * (2.0 / (w - 1)) - 1.0, (rows + u[0]) * (2.0 / (h - 1)) - 1.0], -1)
+        m, gr, gc = F.grid_sample(images, grid[None], mode="bilinear", padding_mode="border", align_corners=True)[0]
+        diff = m - target
+        den = gr * gr + gc * gc + diff * diff + 1e-9
+        step = smooth_step[0] @ torch.stack([-diff * gr / den, -diff * gc / den]) @ smooth_step[1]
+        u = smooth[0] @ (u + step) @ smooth[1]
+    return u.double().numpy()
+
+
+def test_demons_field_is_its_plain_torch_loop_to_the_bit():
+    fixed = signed_distance(_boxes(40, (6, 30, 10, 28)))
+    moving = signed_distance(_boxes(40, (4, 34, 8, 31), (25, 38, 3, 10)))
+    assert np.array_equal(demons_field(fixed, moving, 25, 2.0, 1.0), _demons_torch_plain(fixed, moving, 25, 2.0, 1.0))
+
+
 def _boxes(size: int, *boxes) -> np.ndarray:
     m = np.zeros((size, size), dtype=bool)
     for r0, r1, c0, c1 in boxes:

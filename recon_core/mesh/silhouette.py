@@ -378,15 +378,23 @@ def demons_field(fixed: np.ndarray, moving: np.ndarray, iterations: int = WARP_I
     rows, cols = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
                                 indexing="ij")
     u = torch.zeros(2, h, w)
+    # the loop's buffers, made once (its ~60 small iterations are mostly allocation and call overhead); the same
+    # operations in the same order as written plainly, so the same field to the bit (tests/test_silhouette.py)
+    grid, update = torch.empty(h, w, 2), torch.empty(2, h, w)
+    x, y = grid[..., 0], grid[..., 1]
     with torch.no_grad():
         for _ in range(iterations):
             # grid_sample's (x, y) in [-1, 1] for array coordinates (cols, rows), the border clamped (scipy's "nearest")
-            grid = torch.stack([(cols + u[1]) * (2.0 / (w - 1)) - 1.0, (rows + u[0]) * (2.0 / (h - 1)) - 1.0], -1)
+            torch.add(cols, u[1], out=x).mul_(2.0 / (w - 1)).sub_(1.0)
+            torch.add(rows, u[0], out=y).mul_(2.0 / (h - 1)).sub_(1.0)
             m, gr, gc = F.grid_sample(images, grid[None], mode="bilinear", padding_mode="border",
                                       align_corners=True)[0]
             diff = m - target
             den = gr * gr + gc * gc + diff * diff + 1e-9
-            step = torch.stack([-diff * gr / den, -diff * gc / den])
+            diff.neg_()
+            torch.mul(diff, gr, out=update[0]).div_(den)
+            torch.mul(diff, gc, out=update[1]).div_(den)
+            step = update
             if smooth_step is not None:
                 step = smooth_step[0] @ step @ smooth_step[1]  # = gaussian_filter(step, (0, fluid, fluid))
             u += step
