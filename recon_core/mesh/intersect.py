@@ -137,9 +137,11 @@ def _face_geometry(tris: np.ndarray, tol: float, deg_tol: float) -> tuple[np.nda
     """
     edges = tris[:, _NEXT] - tris  # (F, 3, 3): edge k runs from corner k to k+1
     cross = np.cross(edges[:, 0], tris[:, 2] - tris[:, 0])  # (F, 3), twice the area
-    area2 = np.linalg.norm(cross, axis=1)
-    lengths = np.linalg.norm(edges, axis=2)  # (F, 3)
-    longest = lengths.max(1)
+    # the norms and the maximum written out over their 3 components (numpy's reductions over a small last axis are
+    # ~6x slower; the same sums in the same order, so the same values)
+    area2 = np.sqrt(cross[:, 0] * cross[:, 0] + cross[:, 1] * cross[:, 1] + cross[:, 2] * cross[:, 2])
+    lengths = np.sqrt(edges[..., 0] * edges[..., 0] + edges[..., 1] * edges[..., 1] + edges[..., 2] * edges[..., 2])
+    longest = np.maximum(np.maximum(lengths[:, 0], lengths[:, 1]), lengths[:, 2])
     with np.errstate(divide="ignore", invalid="ignore"):
         altitude = np.where(longest > 0, area2 / longest, 0.0)
         degenerate = ~(altitude > deg_tol)
@@ -433,7 +435,9 @@ def _intersections(verts: np.ndarray, faces: np.ndarray, rel_tol: float, deg_rel
     if degenerate.all():  # pairs of two degenerate faces are never reported
         return none, degenerate
     sin_fold = math.sin(fold_angle)
-    phase = _BroadPhase(tris.min(1) - tol, tris.max(1) + tol, active)
+    corners = tris[:, 0], tris[:, 1], tris[:, 2]  # pairwise minima and maxima: numpy's .min(1) over 3 is ~6x slower
+    phase = _BroadPhase(np.minimum(np.minimum(*corners[:2]), corners[2]) - tol,
+                        np.maximum(np.maximum(*corners[:2]), corners[2]) + tol, active)
 
     def batch(bounds: tuple[int, int]) -> np.ndarray:
         i, j = phase.pairs(*bounds)

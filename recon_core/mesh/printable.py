@@ -151,7 +151,8 @@ def _edges(faces: np.ndarray, n_vertices: int):
     edge_count (E,) faces per edge; directed (D,) sorted directed edge keys ``start * V + end``; directed_count
     (D,) uses of each)``."""
     half = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
-    keys, edge_id, edge_count = np.unique(half.min(1) * n_vertices + half.max(1), return_inverse=True,
+    lo, hi = np.minimum(half[:, 0], half[:, 1]), np.maximum(half[:, 0], half[:, 1])  # not .min(1): ~40x slower
+    keys, edge_id, edge_count = np.unique(lo * n_vertices + hi, return_inverse=True,
                                           return_counts=True)
     directed, directed_count = np.unique(half[:, 0] * n_vertices + half[:, 1], return_counts=True)
     return half, keys, edge_id, edge_count, directed, directed_count
