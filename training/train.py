@@ -38,8 +38,8 @@ from recon_core.io.weights import load_model, save_model
 from recon_core.mesh.topology import BatchMeshes
 from recon_core.network.heads import OccupancyOutput
 from recon_core.network.losses import LossWeights, RenderSettings, SilhouetteTarget, mesh_loss
-from recon_core.network.soft_raster import PinholeCameras
 from recon_core.network.model import ReconOutput, build_model
+from recon_core.network.soft_raster import PinholeCameras
 from training.config import TrainConfig, load_train_config
 from training.sampling import StepBatchSampler, category_item_weights
 
