@@ -601,3 +601,83 @@ def test_place_in_picture_leaves_an_object_cut_by_the_border_or_off_centre():
     off = int(FRAMED_OFFSET * side) - 1
     mask[30 + off:70 + off, 30:70] = 1.0  # just inside the framing limit
     assert place_in_picture(verts, mask)[1]
+
+
+def _warped_silhouette(solid, bound, factors, R, warp) -> np.ndarray:
+    """(G, G) bool: the warp's grid cells that some cell centre of ``solid`` lands in (a loop over cells)."""
+    res, h, size = solid.shape[0], 2.0 * bound / solid.shape[0], warp.field.shape[-1]
+    grid = np.zeros((size, size), dtype=bool)
+    for i, j, k in np.argwhere(solid):
+        p = ((-bound + (np.array([i, j, k]) + 0.5) * h) * factors) @ R.T
+        row, col, _ = warp.grid_positions(p[None])
+        r, c = math.floor(float(row[0])), math.floor(float(col[0]))
+        if 0 <= r < size and 0 <= c < size:
+            grid[r, c] = True
+    return grid
+
+
+def _table_solid(res: int = 64) -> np.ndarray:
+    """A table (x, y, z): a top and four legs set in from its ends."""
+    s = np.zeros((res, res, res), dtype=bool)
+    s[4:60, 40:46, 16:48] = True  # top
+    for x in (10, 48):
+        for z in (16, 42):
+            s[x : x + 6, 10:40, z : z + 6] = True
+    return s
+
+
+@pytest.mark.parametrize("yaw", [0.0, 12.0])
+def test_fill_to_mask_adds_the_parts_the_picture_shows_and_the_solid_lacks(yaw):
+    """A table seen from the front, the library's solid without its two left legs (the top keeps the 2D box):
+    cells are added and none removed, every added cell lands in the picture's mask (or next to it), the filled
+    solid's silhouette covers the picture better, the added cells stand where the missing legs do (at their height,
+    on the left; the depth a picture cannot tell) and the filled solid meshes printable. No demons warp here:
+    it would stretch the solid over the gap (what fill_to_mask adds to is what the warp leaves)."""
+    from scipy import ndimage
+
+    from recon_core.mesh.printable import check_printable
+    from recon_core.mesh.silhouette import fill_to_mask, fit_warp
+
+    whole, bound = _table_solid(), 0.55
+    solid = whole.copy()
+    solid[10:16, 10:40, :] = False  # the two legs at -x
+    R = rotation_x(5.0) @ rotation_y(yaw)
+    picture = _drawn_mask(whole, bound, R, focal_mm=40.0, distance=FIT_DISTANCE, size=128)
+    factors = np.ones(3)
+    warp = fit_warp(solid_points(solid, bound) @ R.T, picture, iterations=0)
+    filled, added = fill_to_mask(solid, bound, factors, R, warp, picture)
+    assert (filled >= solid).all()
+    new = filled & ~solid
+    assert added == pytest.approx(new.sum() / solid.sum()) and added > 0.01
+    target = ndimage.binary_dilation(mask_grid(picture, warp.field.shape[-1]), iterations=2)
+    assert not (_warped_silhouette(new, bound, factors, R, warp) & ~target).any()  # nothing off the picture
+
+    def iou(grid):
+        own = _warped_silhouette(grid, bound, factors, R, warp)
+        own = ndimage.binary_closing(own, iterations=2) | own
+        tgt = mask_grid(picture, warp.field.shape[-1])
+        return (own & tgt).sum() / (own | tgt).sum()
+
+    assert iou(filled) > iou(solid) + 0.03
+    x, y, _ = np.nonzero(new)  # the legs' height (y 10-40) on the left (x 10-16; wider at a depth between the
+    assert (x < 24).all() and ((y >= 4) & (y < 42)).all()  # front and back legs: perspective)
+    verts, faces = grid_surface(filled, bound, smoothing=0.6, level=0.4)
+    assert check_printable(verts, faces).ok
+
+
+def test_fill_to_mask_adds_nothing_when_the_solid_covers_the_picture():
+    """The picture drawn from the solid itself: no uncovered region is large enough to fill (the solid comes back
+    as it was); and a fit far off (IoU below CARVE_MIN_IOU) adds nothing either."""
+    import dataclasses
+
+    from recon_core.mesh.silhouette import CARVE_MIN_IOU, fill_to_mask, fit_warp
+
+    solid, bound = _chair_like_solid(64 // 2).repeat(2, 0).repeat(2, 1).repeat(2, 2), 0.55
+    R = rotation_x(20.0) @ rotation_y(-35.0)
+    picture = _drawn_mask(solid, bound, R, focal_mm=40.0, distance=FIT_DISTANCE, size=128)
+    warp = fit_warp(solid_points(solid, bound) @ R.T, picture)
+    filled, added = fill_to_mask(solid, bound, np.ones(3), R, warp, picture)
+    assert added < 0.01 and (filled >= solid).all()
+    far = dataclasses.replace(warp, iou_after=CARVE_MIN_IOU - 0.01)
+    filled, added = fill_to_mask(solid, bound, np.ones(3), R, far, picture)
+    assert added == 0.0 and np.array_equal(filled, solid)
