@@ -537,14 +537,12 @@ class Reconstructor:
         (:class:`recon_core.mesh.silhouette.Pose`; None: the view's rotation) and, with a pose, a ``mask`` and
         ``config.bank_warp``, its outline drawn onto the mask's (:func:`recon_core.mesh.silhouette.fit_warp`; not
         for a mask that takes the whole picture) and, with ``config.bank_carve``, the cells the mask shows to be
-        empty carved away before meshing (:func:`recon_core.mesh.silhouette.carve_to_mask`) and, with
-        ``config.bank_fill``, the regions of the mask it leaves uncovered filled
-        (:func:`recon_core.mesh.silhouette.fill_to_mask`), then with a pose and
+        empty carved away before meshing (:func:`recon_core.mesh.silhouette.carve_to_mask`), then with a pose and
         ``config.bank_place`` moved across the view to where the picture shows it
         (:func:`recon_core.mesh.silhouette.place_in_picture`); None when the solid is empty. The candidates' order
         and confidences are the fit's (:meth:`_fitted`), from before the warp."""
-        from recon_core.mesh.silhouette import (carve_to_mask, fill_to_mask, fit_warp, keep_box, place_in_picture,
-                                                solid_points, stretch_factors)
+        from recon_core.mesh.silhouette import (carve_to_mask, fit_warp, keep_box, place_in_picture, solid_points,
+                                                stretch_factors)
         from recon_core.mesh.volume import GRID_BOUND, grid_surface, grid_surface_vertices
 
         cfg, bank = self.model.config, self.model.bank
@@ -569,14 +567,11 @@ class Reconstructor:
             whole = (whole * factors) @ pose.rotation.T
             points = (solid_points(solid, GRID_BOUND, seed=shape) * factors) @ pose.rotation.T
             warp = fit_warp(points, mask, cfg.bank_warp)
-            share, carved = 0.0, solid
+            share = 0.0
             if warp is not None and cfg.bank_carve:
                 carved, share = carve_to_mask(solid, GRID_BOUND, factors, pose.rotation, warp)
-            if warp is not None and cfg.bank_fill:
-                carved, added = fill_to_mask(carved, GRID_BOUND, factors, pose.rotation, warp, mask)
-                share += added
             if share > 0:
-                # the carved (filled) solid, posed and warped like the whole one, keeps the whole one's box (the frame)
+                # the carved solid, posed and warped like the whole one, keeps the whole one's box (the frame)
                 cv, faces = grid_surface(carved, smoothing=cfg.bank_smoothing, level=cfg.bank_level)
                 verts = keep_box(warp.move((cv * factors) @ pose.rotation.T), whole, warp.move(whole))
             else:

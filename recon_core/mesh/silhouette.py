@@ -73,8 +73,6 @@ __all__ = [
     "OutlineWarp",
     "place_in_picture",
     "carve_to_mask",
-    "fill_to_mask",
-    "FILL_MIN_PIXELS",
     "fit_warp",
     "keep_box",
     "bilinear",
@@ -327,9 +325,6 @@ CARVE_MAX_SHARE = 0.5
 """When more than this share of a solid's cells would go, the fit is taken to be wrong and nothing is carved."""
 CARVE_MIN_PART = 0.01
 """Parts of the carved solid holding less than this share of its cells are dropped (splinters of a cut)."""
-FILL_MIN_PIXELS = 4
-""":func:`fill_to_mask` adds nothing for a region of the mask that the solid leaves uncovered when it holds fewer
-pixels than this (of :data:`WARP_GRID`'s grid): the outline's rounding, not a missing part."""
 
 
 def signed_distance(mask: np.ndarray, clip: float = WARP_CLIP) -> np.ndarray:
@@ -655,87 +650,6 @@ def carve_to_mask(solid: np.ndarray, bound: float, factors: np.ndarray, rotation
     return carved, share
 
 
-
-def fill_to_mask(solid: np.ndarray, bound: float, factors: np.ndarray, rotation: np.ndarray, warp: OutlineWarp,
-                 mask: np.ndarray) -> tuple[np.ndarray, float]:
-    """A (carved) training solid with cells added where the picture shows object that its warped silhouette lacks.
-
-    The counterpart of :func:`carve_to_mask`: carving removes what the picture shows to be empty, filling adds
-    what the picture shows and the library shape does not have (a lamp's arm, a monitor's stand), so the output's
-    silhouette follows the picture's rather than the training shape's.
-
-    The solid's cells are posed and warped as for the carving (:meth:`OutlineWarp.grid_positions`) and splatted
-    on the warp's grid (closed, then grown by one cell: a cell's footprint); each uncovered region of the mask
-    (:func:`mask_grid`, the pixels above 0.5) of at least :data:`FILL_MIN_PIXELS` pixels is filled along the
-    view's rays. A pixel takes its depth from the nearest covered pixel: centred on the middle of the solid's
-    depths there, as deep on each side as the pixel lies inside its region (a round profile: a rod comes out
-    about as deep as it is wide), at most as deep as the solid there and at least half a cell. An empty cell is
-    added when its warped projection falls in such a pixel (or next to one) within that depth.
-
-    Args:
-        solid: (R, R, R) bool grid over ``[-bound, bound]³`` (world frame).
-        factors: (3,) the pose's per-axis stretch (:func:`stretch_factors`); rotation: (3, 3) world-to-view.
-        warp: the solid's :class:`OutlineWarp` onto ``mask``.
-        mask: (H, W) the picture's object mask (float in [0, 1] or bool), the one ``warp`` was fitted to.
-
-    Returns:
-        ``(filled (R, R, R) bool, cells added / cells of the solid)`` (the solid itself and 0 when nothing is added,
-        the mask is empty or the warped silhouette covers it with an IoU below :data:`CARVE_MIN_IOU`).
-    """
-    from scipy import ndimage
-
-    solid = np.asarray(solid, dtype=bool)
-    size = warp.field.shape[-1]
-    target = mask_grid(mask, size, FIT_FILL)
-    cells = cell_indices(solid)
-    if target is None or len(cells) == 0 or warp.iou_after < CARVE_MIN_IOU:
-        return solid, 0.0
-    h = 2.0 * bound / solid.shape[0]
-    factors, rotation = np.asarray(factors, np.float64), np.asarray(rotation, np.float64)
-
-    def project(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        posed = ((-bound + (idx + 0.5) * h) * factors) @ rotation.T
-        row, col, z = warp.grid_positions(posed)
-        on = (row >= 0) & (row < size) & (col >= 0) & (col < size)
-        return np.floor(row).astype(np.int64), np.floor(col).astype(np.int64), posed[:, 2], on
-
-    r, c, z, on = project(cells)
-    r, c, z = r[on], c[on], z[on]
-    splat = np.zeros((size, size), dtype=bool)
-    splat[r, c] = True
-    covered = ndimage.binary_dilation(ndimage.binary_closing(splat, iterations=1, border_value=0) | splat)
-    want = target & ~covered
-    labels, count = ndimage.label(want)
-    if count == 0:
-        return solid, 0.0
-    sizes = np.bincount(labels.ravel())
-    want = (sizes >= FILL_MIN_PIXELS)[labels] & want
-    if not want.any():
-        return solid, 0.0
-    near = np.full((size, size), np.inf)
-    far = np.full((size, size), -np.inf)
-    np.minimum.at(near, (r, c), z)
-    np.maximum.at(far, (r, c), z)
-    _, (nr, nc) = ndimage.distance_transform_edt(~splat, return_indices=True)  # the nearest covered pixel
-    near, far = near[nr, nc], far[nr, nc]  # every pixel: its nearest covered pixel's
-    middle = 0.5 * (near + far)
-    # a pixel's half-depth: its distance inside its region (pixels -> data units at the solid's depth), at most
-    # the solid's half-depth beside it, at least half a cell
-    pixel = (float(np.median(z)) + warp.distance) / warp.scale
-    inside = ndimage.distance_transform_edt(want) * pixel
-    half = np.clip(np.minimum(inside, 0.5 * (far - near)), 0.5 * h, None)
-    accept = ndimage.binary_dilation(want)
-    idx = cell_indices(~solid)  # the candidates: every empty cell
-    r, c, z, on = project(idx)
-    idx, r, c, z = idx[on], r[on], c[on], z[on]
-    keep = accept[r, c]
-    idx, r, c, z = idx[keep], r[keep], c[keep], z[keep]
-    keep = np.abs(z - middle[r, c]) <= half[r, c]
-    if not keep.any():
-        return solid, 0.0
-    filled = solid.copy()
-    filled[tuple(idx[keep].T)] = True
-    return filled, float(keep.sum()) / len(cells)
 
 def place_in_picture(verts: np.ndarray, mask: np.ndarray, distance: float = FIT_DISTANCE,
                      framed: float = FRAMED_OFFSET, above: float = 0.5) -> tuple[np.ndarray, bool]:

@@ -114,10 +114,6 @@ class ModelConfig:
     """shape_bank with the warp: the solid's cells whose warped projection lies outside the picture's mask are
     carved away before meshing (:func:`recon_core.mesh.silhouette.carve_to_mask`): parts the picture does not
     have, holes it shows."""
-    bank_fill: bool = False
-    """shape_bank with the warp: the regions of the picture's mask that the (carved) solid's warped silhouette does
-    not cover are filled along the view's rays (:func:`recon_core.mesh.silhouette.fill_to_mask`): parts the picture
-    has and the training shape does not."""
     bank_place: bool = True
     """shape_bank with fitted candidates: each output is moved across the view so that its silhouette sits beside
     the picture's centre as the object's does (:func:`recon_core.mesh.silhouette.place_in_picture`), when the
