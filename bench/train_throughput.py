@@ -4,12 +4,18 @@
     python -m bench.train_throughput --config training/configs/occupancy_share.yaml   (the occupancy network)
     python -m bench.train_throughput --config training/configs/device.yaml --cuda-only --batch-size 128
     python -m bench.train_throughput --config training/configs/device.yaml --loader 40   (the data loader alone)
+    python -m bench.train_throughput --views --init models/default loss.silhouette=0.2 loss.rasteriser=torch
 
 One step is what :func:`training.train.train` does per batch: forward under the
 configured autocast, :func:`training.train.compute_loss`, backward, gradient clipping
 and an AdamW step. Batches come from :class:`training.synthetic.SyntheticViews`
 (ellipsoids: no data set needed) and are made before timing, so data loading is not
 counted. Runs on the CPU with ``--threads`` threads, and also on CUDA when one is present.
+
+``--views``: the batches are the config's training views instead (the renders or the pack, with its augmentation;
+still made before timing), and ``--init MODEL`` starts from a trained network's weights. The rendered losses cost
+what the predicted meshes' faces cover, so a trained network on real crops is what a training run pays; an
+untrained one on ellipsoids can be far cheaper.
 
 ``--loader N`` times the configured data loader instead (the pack or the renders, the config's
 augmentation and ``data.workers``): pictures a second over N batches after the first, no model. A
@@ -49,20 +55,35 @@ def load_config(path, tiny: bool, overrides: list[str] = ()):
     return cfg
 
 
-def measure(cfg, device: torch.device, steps: int, warmup: int) -> dict:
-    """Seconds per training step (after ``warmup`` steps) and images per second on ``device``."""
+def measure(cfg, device: torch.device, steps: int, warmup: int, views: bool = False, init: str | None = None) -> dict:
+    """Seconds per training step (after ``warmup`` steps) and images per second on ``device``; ``views``: batches of
+    the config's training views (else synthetic ellipsoids); ``init``: a saved model's weights (else random)."""
     from recon_core.network.model import build_model
     from training.synthetic import SyntheticViews
-    from training.train import _collate, _frozen_backbone_parts, train_step
+    from training.train import _collate, _frozen_backbone_parts, _load_init_weights, train_step, training_views
 
     torch.manual_seed(cfg.run.seed)
     b = cfg.optim.batch_size
-    data = SyntheticViews(b * 2, cfg.model.image_size, cfg.data.num_points, cfg.run.seed,
-                          occupancy=cfg.model.grid_spec if cfg.model.coarse == "occupancy" else None,
-                          occupancy_share=cfg.data.occupancy_share)
-    batches = [_collate([data[i] for i in range(k * b, (k + 1) * b)]) for k in range(2)]
+    if views:  # drawn as training draws them (category-weighted; the unknown categories' views not at all)
+        from training.sampling import category_item_weights
+
+        data = training_views(cfg)
+        weights = category_item_weights(data.categories, cfg.data.category_balance, cfg.data.category_weights)
+        picks = torch.multinomial(weights, 2 * b, replacement=True, generator=torch.Generator().manual_seed(cfg.run.seed))
+        items = [data[i] for i in picks.tolist()]
+    else:
+        data = SyntheticViews(b * 2, cfg.model.image_size, cfg.data.num_points, cfg.run.seed,
+                              occupancy=cfg.model.grid_spec if cfg.model.coarse == "occupancy" else None,
+                              occupancy_share=cfg.data.occupancy_share)
+        items = [data[i] for i in range(2 * b)]
+    batches = [_collate(items[k * b : (k + 1) * b]) for k in range(2)]
     batches = [{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in x.items()} for x in batches]
-    model = build_model(cfg.model).to(device).train()
+    model = build_model(cfg.model)
+    if init is not None:
+        from recon_core.io.weights import load_model
+
+        _load_init_weights(model, load_model(init)[0])
+    model = model.to(device).train()
     if cfg.run.channels_last:  # as train.py lays them out
         model.encoder.to(memory_format=torch.channels_last)
     for part in _frozen_backbone_parts(model, cfg.optim.freeze_stages):  # as train.py freezes them
@@ -115,9 +136,10 @@ def run(args, cfg) -> dict:
     if args.loader is not None:
         results = {"loader": measure_loader(cfg, args.loader)}
     else:
-        results = {} if args.cuda_only else {"cpu": measure(cfg, torch.device("cpu"), steps, warmup)}
+        results = {} if args.cuda_only else {"cpu": measure(cfg, torch.device("cpu"), steps, warmup, args.views,
+                                                               args.init)}
         if torch.cuda.is_available() and not args.cpu_only:
-            results["cuda"] = measure(cfg, torch.device("cuda"), max(steps, 10), 3)
+            results["cuda"] = measure(cfg, torch.device("cuda"), max(steps, 10), 3, args.views, args.init)
         elif args.cuda_only:
             raise SystemExit("--cuda-only: no CUDA device here")
     m = cfg.model
@@ -133,7 +155,9 @@ def run(args, cfg) -> dict:
         "amp_on_cpu": amp_enabled(cfg, torch.device("cpu")),
         "loss": {"num_samples": cfg.loss.num_samples, "silhouette": cfg.loss.silhouette, "depth": cfg.loss.depth},
         "data": ("the config's data loader, no model" if args.loader
+                 else "the config's training views (batches made before timing)" if args.views
                  else "training.synthetic.SyntheticViews (batches made before timing)"),
+        "init": args.init,
         "results": results,
     }
 
@@ -146,20 +170,27 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--cuda-only", action="store_true", help="time CUDA alone (an error without one)")
     p.add_argument("--batch-size", type=int, help="pictures a step (default: the config's)")
     p.add_argument("--loader", type=int, metavar="N", help="time the config's data loader over N batches instead")
+    p.add_argument("--views", action="store_true", help="batches of the config's training views, not ellipsoids")
+    p.add_argument("--init", metavar="MODEL", help="start from this saved model's weights (e.g. models/default)")
     p.add_argument("overrides", nargs="*", help="section.key=value config overrides, as training/train.py takes "
                    "(e.g. loss.silhouette=0)")
     args = p.parse_args(argv)
     if args.batch_size is not None and args.batch_size < 1:
         p.error("--batch-size must be at least 1")
-    if args.loader is not None and (args.loader < 1 or args.cuda_only or args.cpu_only or args.steps is not None):
-        p.error("--loader N takes N >= 1 batches and times no model: drop --cuda-only, --cpu-only and --steps")
+    if args.loader is not None and (args.loader < 1 or args.cuda_only or args.cpu_only or args.steps is not None
+                                    or args.views or args.init):
+        p.error("--loader N takes N >= 1 batches and times no model: drop --cuda-only, --cpu-only, --steps, "
+                "--views and --init")
     if not str(args.config).startswith("/"):
         args.config = str(REPO / args.config)
     try:
         cfg = load_config(args.config, args.tiny, args.overrides)
     except (ValueError, TypeError) as exc:
         p.error(f"the config with {' '.join(args.overrides) or 'no overrides'}: {exc}")
-    return emit(run(args, cfg))
+    try:
+        return emit(run(args, cfg))
+    except (ValueError, FileNotFoundError) as exc:  # no renders for --views, an --init that does not fit
+        raise SystemExit(f"error: {exc}") from None
 
 
 if __name__ == "__main__":

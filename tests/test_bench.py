@@ -13,6 +13,7 @@ import pytest
 
 from bench import all as bench_all
 from bench import cold_start, fit, inference, render_throughput, retrieval, train_throughput
+from tests.test_dataset import fake  # noqa: F401  (a fixture: the tiny data set of renders)
 
 
 def _run(module, capsys, *argv) -> dict:
@@ -163,3 +164,27 @@ def test_train_throughput_names_a_bad_override(override, why, capsys):
         train_throughput.main(["--tiny", override])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and f"the config with {override}" in err and why in err
+
+
+@pytest.fixture(scope="module")
+def fake_views(fake):
+    """The root of test_dataset's tiny data set (renders of a box, 5 training views)."""
+    return fake[0]
+
+
+def test_train_throughput_on_training_views_from_a_saved_model(fake_views, tiny_model_path, capsys):
+    """--views: the step on the config's training views (a tiny data set's renders), --init: from saved weights."""
+    root = fake_views
+    res = _run(train_throughput, capsys, "--cpu-only", "--views", "--init", str(tiny_model_path),
+               f"data.shapenet={root / 'shapenet'}", f"data.renders={root / 'renders'}", "data.augment=false",
+               "loss.silhouette=0.2", "loss.rasteriser=torch")
+    assert res["data"] == "the config's training views (batches made before timing)"
+    assert res["init"] == str(tiny_model_path)
+    _positive(res["results"]["cpu"]["images_per_s"])
+
+
+def test_train_throughput_names_missing_training_views(tmp_path, capsys):
+    with pytest.raises(SystemExit) as err:
+        train_throughput.main(["--tiny", "--cpu-only", "--views", f"data.shapenet={tmp_path}",
+                               f"data.renders={tmp_path}"])
+    assert str(err.value).startswith("error: ") and "manifest" in str(err.value)

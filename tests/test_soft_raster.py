@@ -187,3 +187,33 @@ def test_bad_cameras_are_named():
     cams, _ = _cameras(2, 8, 8)
     with pytest.raises(ValueError, match="B cameras"):
         soft_silhouette(torch.zeros(3, 4, 3), torch.zeros(1, 3, dtype=torch.long), cams, (8, 8))
+
+
+def _blob_and_a_large_face(b: int = 2) -> BatchMeshes:
+    """The noisy ico-sphere of level 2 and one triangle ten times wider than its faces: windows of several sides."""
+    meshes = _blobs(b=b, level=2)
+    big = torch.tensor([[-0.45, -0.4, 0.1], [0.5, -0.3, 0.15], [0.0, 0.45, 0.05]]).expand(b, 3, 3)
+    verts = torch.cat([meshes.verts, big], dim=1).contiguous()
+    v = meshes.verts.shape[1]
+    faces = torch.cat([meshes.faces, torch.tensor([[v, v + 1, v + 2]])])
+    return BatchMeshes(verts, faces)
+
+
+def test_faces_of_very_different_sizes_each_get_their_own_window(monkeypatch):
+    """Small faces and one large one: grouped by window side, the silhouette equals every face at every pixel and
+    the depth equals the same faces all on the widest face's window (the rasteriser without groups)."""
+    from recon_core.network import soft_raster
+    from recon_core.network.soft_raster import _face_groups, _projected
+
+    meshes = _blob_and_a_large_face()
+    cams, _ = _cameras(2, 40, 40)
+    groups = _face_groups(_projected(meshes.verts, meshes.faces, cams, (40, 40)), 1.0, 64)
+    assert len(groups) >= 2 and sum(len(g) for _, g in groups) == meshes.faces.shape[0]
+    reference = _dense(meshes.verts, meshes.faces, cams, (40, 40), sigma=5e-4)
+    grouped = soft_silhouette(meshes.verts, meshes.faces, cams, (40, 40), sigma=5e-4, max_window=64)
+    torch.testing.assert_close(grouped, reference, atol=1e-5, rtol=0)
+    depth, covered = nearest_depth(meshes.verts, meshes.faces, cams, (40, 40), max_window=64)
+    monkeypatch.setattr(soft_raster, "WINDOW_SIDES", ())  # one group: every face on the widest window
+    one_depth, one_covered = nearest_depth(meshes.verts, meshes.faces, cams, (40, 40), max_window=64)
+    assert torch.equal(covered, one_covered) and torch.equal(depth, one_depth)
+    assert len(_face_groups(_projected(meshes.verts, meshes.faces, cams, (40, 40)), 1.0, 64)) == 1
