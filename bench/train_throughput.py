@@ -69,7 +69,8 @@ def measure(cfg, device: torch.device, steps: int, warmup: int, views: bool = Fa
 
         data = training_views(cfg)
         weights = category_item_weights(data.categories, cfg.data.category_balance, cfg.data.category_weights)
-        picks = torch.multinomial(weights, 2 * b, replacement=True, generator=torch.Generator().manual_seed(cfg.run.seed))
+        draw = torch.Generator().manual_seed(cfg.run.seed)
+        picks = torch.multinomial(weights, 2 * b, replacement=True, generator=draw)
         items = [data[i] for i in picks.tolist()]
     else:
         data = SyntheticViews(b * 2, cfg.model.image_size, cfg.data.num_points, cfg.run.seed,
