@@ -313,3 +313,56 @@ def test_default_finder_path_is_the_shipped_finder_unless_recon_finder_says(monk
     assert stem.with_suffix(".json").is_file() and stem.with_suffix(".safetensors").is_file()
     monkeypatch.setenv("RECON_FINDER", "/somewhere/else.safetensors")
     assert default_finder_path() == Path("/somewhere/else")
+
+
+def _largest_part_reference(alpha: np.ndarray, margin: int) -> np.ndarray:
+    """largest_part by a breadth-first flood fill and a square-by-square cross dilation, pixel by pixel."""
+    from collections import deque
+
+    fg = alpha > 127
+    h, w = fg.shape
+    label = np.zeros((h, w), dtype=int)
+    sizes = [0]
+    for i in range(h):
+        for j in range(w):
+            if fg[i, j] and not label[i, j]:
+                sizes.append(0)
+                queue = deque([(i, j)])
+                label[i, j] = len(sizes) - 1
+                while queue:
+                    a, b = queue.popleft()
+                    sizes[-1] += 1
+                    for da, db in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+                        u, v = a + da, b + db
+                        if 0 <= u < h and 0 <= v < w and fg[u, v] and not label[u, v]:
+                            label[u, v] = label[i, j]
+                            queue.append((u, v))
+    if len(sizes) <= 2:
+        return alpha
+    keep = label == int(np.argmax(sizes[1:])) + 1
+    for _ in range(margin):  # scipy's default structure: the 4-neighbourhood
+        grown = keep.copy()
+        grown[1:] |= keep[:-1]
+        grown[:-1] |= keep[1:]
+        grown[:, 1:] |= keep[:, :-1]
+        grown[:, :-1] |= keep[:, 1:]
+        keep = grown
+    return np.where(keep, alpha, 0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_largest_part_keeps_the_largest_region_and_its_margin(seed):
+    """Random blobs of probability: equal to a flood-fill reference; a single region comes back unchanged."""
+    from recon_core.network.finder import largest_part
+
+    rng = np.random.default_rng(seed)
+    alpha = np.zeros((40, 50), dtype=np.uint8)
+    for _ in range(4):
+        r, c, s = rng.integers(2, 36), rng.integers(2, 46), rng.integers(2, 9)
+        alpha[r : r + s, c : c + s] = rng.integers(128, 256)
+    alpha = np.maximum(alpha, rng.integers(0, 100, alpha.shape).astype(np.uint8))  # faint noise everywhere
+    np.testing.assert_array_equal(largest_part(alpha), _largest_part_reference(alpha, 2))
+    assert (largest_part(alpha) < alpha).any()  # something was dropped: a stray blob, the faint noise far off
+    one = np.zeros((20, 20), dtype=np.uint8)
+    one[5:12, 4:9] = 200
+    np.testing.assert_array_equal(largest_part(one), one)
