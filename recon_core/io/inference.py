@@ -210,15 +210,10 @@ class Reconstructor:
             raise ValueError(f"vertices must be one of {sorted(VERTEX_SCHEDULES)}, got {vertices}")
         timings: dict[str, float] = {}
         cat_index = None if category is None else CATEGORIES.index(category_by_name(category))
-        found_by, fit_alpha = None, None
+        found_by = None
         if alpha is None and self.finder is not None:
             alpha, found_by = self._find_object(rgb, source, timings)
-            if alpha is not None:  # the solid is posed, outlined and carved by the found object's largest part
-                from recon_core.network.finder import largest_part
-
-                fit_alpha = largest_part(alpha)
-        results = self._reconstruct(rgb, alpha, cat_index, vertices, height_mm, smooth, source, timings, count,
-                                    fit_alpha)
+        results = self._reconstruct(rgb, alpha, cat_index, vertices, height_mm, smooth, source, timings, count)
         for result in results:
             if found_by is not None:
                 result.notes.append(found_by)
@@ -252,10 +247,9 @@ class Reconstructor:
                          "background, or with transparency.")
 
     def _reconstruct(self, rgb: np.ndarray, alpha: np.ndarray | None, cat_index: int | None, vertices: int | None,
-                     height_mm: float | None, smooth: bool, source: str, timings: dict[str, float], count: int = 1,
-                     fit_alpha: np.ndarray | None = None) -> list[Reconstruction]:
-        """:meth:`reconstruct_candidates` once the picture's alpha is settled; ``fit_alpha`` (default: ``alpha``) is
-        the one a shape bank's solid is fitted, outlined and carved by."""
+                     height_mm: float | None, smooth: bool, source: str, timings: dict[str, float], count: int = 1
+                     ) -> list[Reconstruction]:
+        """:meth:`reconstruct_candidates` once the picture's alpha is settled."""
         with _timed(timings, "preprocess"):
             prepared = prepare_image(rgb, alpha, self.model.config.image_size)
         device = next(self.model.parameters()).device
@@ -275,7 +269,7 @@ class Reconstructor:
         probs = self._category_probs(out.category_logits)
         used = CATEGORIES[cat_index if cat_index is not None else int(probs.argmax())].name
         if banked:
-            mask = object_mask(rgb, alpha if fit_alpha is None else fit_alpha)
+            mask = object_mask(rgb, alpha)
             with _timed(timings, "retrieval"):
                 fit = self.model.config.bank_fit_candidates
                 ranked = self._ranked(rgb, alpha, out.verts[0], cat_index, max(count, fit))

@@ -41,7 +41,6 @@ __all__ = [
     "letterbox",
     "find_object",
     "finder_alpha",
-    "largest_part",
 ]
 
 log = logging.getLogger(__name__)
@@ -177,21 +176,3 @@ def finder_alpha(net: ObjectFinder, rgb: np.ndarray) -> np.ndarray | None:
     """:func:`find_object` as an alpha channel: (H, W) uint8 (255: object), or None when there is no object."""
     found = find_object(net, rgb)
     return None if found is None else (found * 255.0 + 0.5).astype(np.uint8)
-
-
-def largest_part(alpha: np.ndarray, margin: int = 2) -> np.ndarray:
-    """A found alpha with only its largest part: (H, W) uint8, zero beyond ``margin`` pixels of the largest
-    connected region above 127 (the finder's stray blobs of background dropped), the same values within it.
-
-    The silhouette fit, the outline warp and the carving follow this one (:meth:`recon_core.io.inference.
-    Reconstructor.reconstruct_candidates`): on 60 validation photographs on backgrounds, F1@0.3 32.9 -> 34.7 and
-    silhouette IoU 46.7 -> 51.1 against the whole found alpha (README).
-    """
-    from scipy import ndimage
-
-    alpha = np.asarray(alpha)
-    labels, count = ndimage.label(alpha > 127)
-    if count <= 1:
-        return alpha
-    keep = labels == int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
-    return np.where(ndimage.binary_dilation(keep, iterations=margin), alpha, 0).astype(alpha.dtype)
