@@ -207,7 +207,7 @@ def test_faces_of_very_different_sizes_each_get_their_own_window(monkeypatch):
 
     meshes = _blob_and_a_large_face()
     cams, _ = _cameras(2, 40, 40)
-    groups = _face_groups(_projected(meshes.verts, meshes.faces, cams, (40, 40)), 1.0, 64)
+    _, groups = _face_groups(_projected(meshes.verts, meshes.faces, cams, (40, 40)), 1.0, 64)
     assert len(groups) >= 2 and sum(len(g) for _, g in groups) == meshes.faces.shape[0]
     reference = _dense(meshes.verts, meshes.faces, cams, (40, 40), sigma=5e-4)
     grouped = soft_silhouette(meshes.verts, meshes.faces, cams, (40, 40), sigma=5e-4, max_window=64)
@@ -216,4 +216,4 @@ def test_faces_of_very_different_sizes_each_get_their_own_window(monkeypatch):
     monkeypatch.setattr(soft_raster, "WINDOW_SIDES", ())  # one group: every face on the widest window
     one_depth, one_covered = nearest_depth(meshes.verts, meshes.faces, cams, (40, 40), max_window=64)
     assert torch.equal(covered, one_covered) and torch.equal(depth, one_depth)
-    assert len(_face_groups(_projected(meshes.verts, meshes.faces, cams, (40, 40)), 1.0, 64)) == 1
+    assert len(_face_groups(_projected(meshes.verts, meshes.faces, cams, (40, 40)), 1.0, 64)[1]) == 1

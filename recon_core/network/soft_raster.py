@@ -140,10 +140,12 @@ def _projected(verts: torch.Tensor, faces: torch.Tensor, cameras: PinholeCameras
     return uv[:, faces]
 
 
-def _face_groups(tri: torch.Tensor, reach: float, max_window: int) -> list[tuple[int, torch.Tensor]]:
-    """``[(window, faces), ...]``: the faces (long indices) whose pixels within ``reach`` of their boxes, in every
-    picture of the batch, fit a square window of that side (the smallest of :data:`WINDOW_SIDES`, at most
-    ``max_window``: a face wider than that loses the pixels beyond it)."""
+def _face_groups(tri: torch.Tensor, reach: float, max_window: int
+                 ) -> tuple[torch.Tensor, list[tuple[int, torch.Tensor]]]:
+    """``(lo, [(window, faces), ...])``: (B, F, 2) each face's first pixel within ``reach`` of its box, and the faces
+    (long indices) whose pixels within ``reach`` of their boxes, in every picture of the batch, fit a square window
+    of that side (the smallest of :data:`WINDOW_SIDES`, at most ``max_window``: a face wider than that loses the
+    pixels beyond it)."""
     with torch.no_grad():
         lo = torch.ceil(tri.amin(dim=2) - reach - 0.5)
         hi = torch.floor(tri.amax(dim=2) + reach - 0.5)
@@ -155,25 +157,20 @@ def _face_groups(tri: torch.Tensor, reach: float, max_window: int) -> list[tuple
         if len(faces):
             groups.append((int(min(side, float(need[faces].max()))), faces))
         below = side
-    return groups
+    return lo, groups
 
 
-def _windows(tri: torch.Tensor, size: tuple[int, int], reach: float, window: int
+def _windows(lo: torch.Tensor, size: tuple[int, int], window: int
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The window of pixels of each face whose centres lie within ``reach`` pixels of its box (a square of side
-    ``window`` from the box's corner).
-
-    Args:
-        tri: (B, F, 3, 2) projected triangles in raster pixels (:func:`_projected`).
+    """The square window of side ``window`` of each face, from its first pixel ``lo`` ((B, F, 2), :func:`_face_groups`).
 
     Returns:
         ``(px, on, index)``: (B, F, W^2, 2) long pixels ``(j, i)`` of each face's window; (B, F, W^2) bool, whether
         each lies on the raster; (B, F, W^2) long flat pixel index ``i * w + j`` (clamped onto the raster).
     """
     h, w = size
-    with torch.no_grad():
-        lo = torch.ceil(tri.amin(dim=2) - reach - 0.5).clamp(-window, max(h, w)).long()
-    step = torch.arange(window, device=tri.device)
+    lo = lo.clamp(-window, max(h, w)).long()
+    step = torch.arange(window, device=lo.device)
     offset = torch.stack(torch.meshgrid(step, step, indexing="xy"), dim=-1).reshape(-1, 2)  # (W^2, 2): (dj, di)
     px = lo[:, :, None, :] + offset
     on = (px[..., 0] >= 0) & (px[..., 0] < w) & (px[..., 1] >= 0) & (px[..., 1] < h)
@@ -210,9 +207,10 @@ def soft_silhouette(verts: torch.Tensor, faces: torch.Tensor, cameras: PinholeCa
     tri = _projected(verts, faces, cameras, size)
     b = verts.shape[0]
     log_t = verts.new_zeros(b, h * w)
-    for window, group in _face_groups(tri, reach, max_window):
+    lo, groups = _face_groups(tri, reach, max_window)
+    for window, group in groups:
         part = tri[:, group]
-        px, on, index = _windows(part, size, reach, window)
+        px, on, index = _windows(lo[:, group], size, window)
         values = _window_log_transparency(part, px, on, unit, sigma, blur)
         log_t = log_t.scatter_add(1, index.reshape(b, -1), values.reshape(b, -1))
     return (1.0 - log_t.exp()).reshape(b, h, w)
@@ -239,9 +237,10 @@ def nearest_depth(verts: torch.Tensor, faces: torch.Tensor, cameras: PinholeCame
     def cross(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
 
-    for window, group in _face_groups(tri, 0.0, max_window):
+    lo, groups = _face_groups(tri, 0.0, max_window)
+    for window, group in groups:
         part, z = tri[:, group], z_all[:, group]
-        px, on, index = _windows(part, size, 0.0, window)
+        px, on, index = _windows(lo[:, group], size, window)
         p = px.to(verts.dtype) + 0.5
         a, b, c = (part[:, :, k, None, :] for k in range(3))                   # (B, F', 1, 2)
         area = cross(b - a, c - a)                                            # (B, F', 1), signed
