@@ -132,13 +132,19 @@ def test_fold_batchnorm_refuses_training_mode(tiny_config):
 
 
 def test_reconstructor_runs_the_folded_channels_last_encoder(tiny_model_path):
+    """Folded, laid out for inference (channels-last but for the deep stages): the plain encoder's outputs."""
     from recon_core.io.inference import Reconstructor
     from recon_core.io.weights import load_model
 
     rec = Reconstructor.from_file(tiny_model_path)
     plain, _ = load_model(tiny_model_path)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in rec.model.encoder.modules())
-    assert rec.model.encoder.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    encoder = rec.model.encoder
+    assert encoder.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert encoder.stages[1][0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    for i in (2, 3):  # CONTIGUOUS_STAGES: weights contiguous, not channels-last
+        weight = encoder.stages[i][0].conv1.weight
+        assert weight.is_contiguous() and not weight.is_contiguous(memory_format=torch.channels_last)
     torch.manual_seed(1)
     images = torch.rand(1, 3, 64, 64)
     with torch.inference_mode():

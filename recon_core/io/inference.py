@@ -138,10 +138,10 @@ class Reconstructor:
         with the first picture without alpha (:attr:`finder`).
         """
         model, meta = load_model(path, device=device)
-        # Inference only from here: fold the backbone norms into the convolutions and keep the
-        # encoder's activations channels-last (oneDNN's fast layout); outputs equal up to float rounding.
+        # Inference only from here: fold the backbone norms into the convolutions and lay the encoder out for
+        # oneDNN (channels-last but for its deepest stages); outputs equal up to float rounding.
         model.encoder.fold_batchnorm()
-        model.encoder.to(memory_format=torch.channels_last)
+        model.encoder.inference_layout()
         return cls(model, meta, finder_file=None if finder is False else finder)
 
     @torch.inference_mode()
