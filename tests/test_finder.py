@@ -313,3 +313,76 @@ def test_default_finder_path_is_the_shipped_finder_unless_recon_finder_says(monk
     assert stem.with_suffix(".json").is_file() and stem.with_suffix(".safetensors").is_file()
     monkeypatch.setenv("RECON_FINDER", "/somewhere/else.safetensors")
     assert default_finder_path() == Path("/somewhere/else")
+
+
+def _drop_unsure_parts_reference(alpha: np.ndarray, unsure: float, margin: int) -> np.ndarray:
+    """drop_unsure_parts pixel by pixel: a breadth-first flood fill, each part's mean, a square-by-square dilation."""
+    from collections import deque
+
+    fg = alpha > 127
+    h, w = fg.shape
+    label = np.zeros((h, w), dtype=int)
+    parts: list[list[tuple[int, int]]] = []
+    for i in range(h):
+        for j in range(w):
+            if fg[i, j] and not label[i, j]:
+                parts.append([])
+                label[i, j] = len(parts)
+                queue = deque([(i, j)])
+                while queue:
+                    a, b = queue.popleft()
+                    parts[-1].append((a, b))
+                    for da, db in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+                        u, v = a + da, b + db
+                        if 0 <= u < h and 0 <= v < w and fg[u, v] and not label[u, v]:
+                            label[u, v] = len(parts)
+                            queue.append((u, v))
+    if not parts:
+        return alpha
+    largest = max(range(len(parts)), key=lambda k: (len(parts[k]), -k))  # the first of the largest
+    keep = np.zeros((h, w), dtype=bool)
+    for k, pixels in enumerate(parts):
+        if k == largest or sum(float(alpha[a, b]) for a, b in pixels) / len(pixels) >= unsure * 255.0:
+            for a, b in pixels:
+                keep[a, b] = True
+    for _ in range(margin):
+        grown = keep.copy()
+        for a in range(h):
+            for b in range(w):
+                if keep[a, b]:
+                    for da, db in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+                        if 0 <= a + da < h and 0 <= b + db < w:
+                            grown[a + da, b + db] = True
+        keep = grown
+    return np.where(keep, alpha, 0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_drop_unsure_parts_equals_a_flood_fill_reference(seed):
+    """Blobs of random size and confidence over faint noise: the same alpha as the pixel-by-pixel reference."""
+    from recon_core.network.finder import drop_unsure_parts
+
+    rng = np.random.default_rng(seed)
+    alpha = rng.integers(0, 100, (40, 50)).astype(np.uint8)  # faint noise everywhere
+    for _ in range(6):
+        r, c, s = rng.integers(0, 36), rng.integers(0, 46), rng.integers(1, 9)
+        alpha[r : r + s, c : c + s] = rng.integers(128, 256)
+    np.testing.assert_array_equal(drop_unsure_parts(alpha), _drop_unsure_parts_reference(alpha, 0.75, 2))
+    np.testing.assert_array_equal(drop_unsure_parts(alpha, 0.9, 1), _drop_unsure_parts_reference(alpha, 0.9, 1))
+
+
+def test_drop_unsure_parts_keeps_confident_strokes_and_drops_unsure_blobs():
+    """A sketch's separate confident stroke stays; an unsure blob as large goes, and so does the faint mask far off;
+    the largest part stays however unsure; nothing found, nothing changed."""
+    from recon_core.network.finder import drop_unsure_parts
+
+    alpha = np.zeros((30, 40), dtype=np.uint8)
+    alpha[5:20, 5:15] = 140  # the largest part, unsure
+    alpha[5:8, 25:30] = 250  # a confident stroke
+    alpha[22:25, 25:30] = 150  # an unsure blob
+    alpha[0, 39] = 60  # faint, far from every part
+    out = drop_unsure_parts(alpha)
+    assert (out[5:20, 5:15] == 140).all() and (out[5:8, 25:30] == 250).all()
+    assert (out[22:25, 25:30] == 0).all() and out[0, 39] == 0
+    empty = np.full((10, 10), 90, dtype=np.uint8)
+    np.testing.assert_array_equal(drop_unsure_parts(empty), empty)
