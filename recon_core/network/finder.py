@@ -203,9 +203,26 @@ def drop_unsure_parts(alpha: np.ndarray, unsure: float = UNSURE_PART, margin: in
     labels, count = ndimage.label(alpha > 127)
     if count == 0:
         return alpha
-    index = np.arange(1, count + 1)
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-    kept = np.asarray(ndimage.mean(alpha, labels, index)) >= unsure * 255.0
-    kept[int(np.argmax(sizes))] = True
-    keep = kept[labels - 1] & (labels > 0)
-    return np.where(ndimage.binary_dilation(keep, iterations=margin), alpha, 0).astype(alpha.dtype)
+    fg = labels > 0
+    inside = labels[fg]  # the parts' pixels only (the background's are most of a picture)
+    sizes = np.bincount(inside, minlength=count + 1)
+    sums = np.bincount(inside, weights=alpha[fg], minlength=count + 1)
+    kept = sums >= unsure * 255.0 * sizes  # each part's mean alpha at least unsure * 255 (row 0: no part)
+    kept[0] = False
+    kept[int(np.argmax(sizes[1:])) + 1] = True
+    keep = kept[labels]
+    # the margin grows the kept parts only within their box, widened by the margin (the rest of the picture is 0)
+    rows, cols = np.flatnonzero(keep.any(axis=1)), np.flatnonzero(keep.any(axis=0))
+    r0, r1 = max(rows[0] - margin, 0), min(rows[-1] + margin + 1, alpha.shape[0])
+    c0, c1 = max(cols[0] - margin, 0), min(cols[-1] + margin + 1, alpha.shape[1])
+    grown = keep[r0:r1, c0:c1]
+    for _ in range(margin):  # one step of the 4-neighbourhood (scipy's binary_dilation, ~3x slower on large pictures)
+        step = grown.copy()
+        step[1:] |= grown[:-1]
+        step[:-1] |= grown[1:]
+        step[:, 1:] |= grown[:, :-1]
+        step[:, :-1] |= grown[:, 1:]
+        grown = step
+    out = np.zeros_like(alpha)
+    out[r0:r1, c0:c1] = np.where(grown, alpha[r0:r1, c0:c1], 0)
+    return out
