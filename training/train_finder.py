@@ -246,20 +246,22 @@ def train(images: np.ndarray, targets: np.ndarray, val_images: np.ndarray, val_t
 def check_masks(finder, shapenet: str, renders: str, split: str, views: int, backgrounds: str | None,
                 styles=None, progress: bool = True, sheet: list | None = None, sheet_count: int = 4
                 ) -> dict[str, dict[str, float]]:
-    """Mask IoU against the true mask, per picture style, of the finder and of the border-colour rule.
+    """Mask IoU against the true mask, per picture style, of the finder, of the alpha inference takes from it (its
+    unsure parts dropped, :func:`recon_core.network.finder.finder_alpha`) and of the border-colour rule.
 
     The pictures are the check sets' (``evaluate.py --style``: :func:`training.evaluate.load_input`
     with each sample's seed). A picture where a method finds nothing scores 0 for it.
 
     Returns:
-        ``{style: {"finder": mean IoU, "border colour": mean IoU, "pictures": n}}``; when ``sheet`` is a
+        ``{style: {"finder": mean IoU, "as used": mean IoU, "border colour": mean IoU, "pictures": n}}``; when
+        ``sheet`` is a
         list, the first ``sheet_count`` pictures of each style are appended to it as
         ``(style, rgb, finder mask or None, border mask or None, true mask)``.
     """
     from tqdm import tqdm
 
     from recon_core.network.crop import object_pixels
-    from recon_core.network.finder import find_object
+    from recon_core.network.finder import drop_unsure_parts, find_object
     from training.evaluate import discover, load_input, select_samples
     from training.styles import STYLES
 
@@ -267,13 +269,15 @@ def check_masks(finder, shapenet: str, renders: str, split: str, views: int, bac
     samples = select_samples(discover(shapenet, renders, split), views)
     out: dict[str, dict[str, float]] = {}
     for style in styles:
-        scores = {"finder": [], "border colour": []}
+        scores = {"finder": [], "as used": [], "border colour": []}
         for sample in tqdm(samples, desc=style, unit="picture", disable=not progress):
             rgb, _, cam, mask = load_input(sample, style, backgrounds)
             truth = _picture_mask(mask, rgb.shape[:2], style, sample, backgrounds)
             found = find_object(finder, rgb)
             border = object_pixels(rgb, None)
-            for name, pred in (("finder", None if found is None else found > 0.5), ("border colour", border)):
+            used = None if found is None else drop_unsure_parts((found * 255.0 + 0.5).astype(np.uint8)) > 127
+            for name, pred in (("finder", None if found is None else found > 0.5), ("as used", used),
+                               ("border colour", border)):
                 scores[name].append(0.0 if pred is None else float((pred & truth).sum() / max((pred | truth).sum(), 1)))
             if sheet is not None and len(scores["finder"]) <= sheet_count:
                 sheet.append((style, rgb, None if found is None else found > 0.5, border, truth))
@@ -376,9 +380,10 @@ def main(argv: list[str] | None = None) -> int:
             mask_sheet(rows, args.sheet)
             print(f"wrote {args.sheet}")
         print(f"mask IoU x100 on the {args.check_split} check pictures ({args.check_views} view(s) per model)")
-        print("| style | pictures | object finder | border colour |\n|---|--:|--:|--:|")
+        print("| style | pictures | object finder | as used (unsure parts dropped) | border colour |\n|---|--:|--:|--:|--:|")
         for style, row in table.items():
-            print(f"| {style} | {row['pictures']} | {100 * row['finder']:.1f} | {100 * row['border colour']:.1f} |")
+            print(f"| {style} | {row['pictures']} | {100 * row['finder']:.1f} | {100 * row['as used']:.1f} "
+                  f"| {100 * row['border colour']:.1f} |")
         return 0
     if not (args.backgrounds / "sources.json").is_file():
         print(f"error: no backgrounds in {args.backgrounds}; build them: "
