@@ -254,14 +254,13 @@ def check_masks(finder, shapenet: str, renders: str, split: str, views: int, bac
 
     Returns:
         ``{style: {"finder": mean IoU, "as used": mean IoU, "border colour": mean IoU, "pictures": n}}``; when
-        ``sheet`` is a
-        list, the first ``sheet_count`` pictures of each style are appended to it as
+        ``sheet`` is a list, the first ``sheet_count`` pictures of each style are appended to it as
         ``(style, rgb, finder mask or None, border mask or None, true mask)``.
     """
     from tqdm import tqdm
 
     from recon_core.network.crop import object_pixels
-    from recon_core.network.finder import drop_unsure_parts, find_object
+    from recon_core.network.finder import find_object, finder_alpha
     from training.evaluate import discover, load_input, select_samples
     from training.styles import STYLES
 
@@ -275,7 +274,8 @@ def check_masks(finder, shapenet: str, renders: str, split: str, views: int, bac
             truth = _picture_mask(mask, rgb.shape[:2], style, sample, backgrounds)
             found = find_object(finder, rgb)
             border = object_pixels(rgb, None)
-            used = None if found is None else drop_unsure_parts((found * 255.0 + 0.5).astype(np.uint8)) > 127
+            used = finder_alpha(finder, rgb)  # the finder looks again: the alpha exactly as inference takes it
+            used = None if used is None else used > 127
             for name, pred in (("finder", None if found is None else found > 0.5), ("as used", used),
                                ("border colour", border)):
                 scores[name].append(0.0 if pred is None else float((pred & truth).sum() / max((pred | truth).sum(), 1)))
