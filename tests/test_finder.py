@@ -369,6 +369,7 @@ def test_drop_unsure_parts_equals_a_flood_fill_reference(seed):
         alpha[r : r + s, c : c + s] = rng.integers(128, 256)
     np.testing.assert_array_equal(drop_unsure_parts(alpha), _drop_unsure_parts_reference(alpha, 0.75, 2))
     np.testing.assert_array_equal(drop_unsure_parts(alpha, 0.9, 1), _drop_unsure_parts_reference(alpha, 0.9, 1))
+    np.testing.assert_array_equal(drop_unsure_parts(alpha, 0.6, 0), _drop_unsure_parts_reference(alpha, 0.6, 0))
 
 
 def test_drop_unsure_parts_keeps_confident_strokes_and_drops_unsure_blobs():
@@ -386,3 +387,5 @@ def test_drop_unsure_parts_keeps_confident_strokes_and_drops_unsure_blobs():
     assert (out[22:25, 25:30] == 0).all() and out[0, 39] == 0
     empty = np.full((10, 10), 90, dtype=np.uint8)
     np.testing.assert_array_equal(drop_unsure_parts(empty), empty)
+    with pytest.raises(ValueError, match="margin"):
+        drop_unsure_parts(alpha, margin=-1)

@@ -194,11 +194,19 @@ def drop_unsure_parts(alpha: np.ndarray, unsure: float = UNSURE_PART, margin: in
     background beside the object, far enough to widen its 2D box (the crop, the silhouette fit's frame); they are
     rarely confident, while a sketch's separate strokes are (on the validation pictures, README).
 
+    A found alpha with no pixel above 127 (the second look can leave none) comes back unchanged; ``margin=0`` keeps
+    the kept parts' pixels only.
+
     Args:
         alpha: (H, W) uint8 found alpha.
+
+    Raises:
+        ValueError: ``margin`` negative.
     """
     from scipy import ndimage
 
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0 pixels, got {margin}")
     alpha = np.asarray(alpha)
     labels, count = ndimage.label(alpha > 127)
     if count == 0:
