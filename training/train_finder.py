@@ -247,7 +247,7 @@ def check_masks(finder, shapenet: str, renders: str, split: str, views: int, bac
                 styles=None, progress: bool = True, sheet: list | None = None, sheet_count: int = 4
                 ) -> dict[str, dict[str, float]]:
     """Mask IoU against the true mask, per picture style, of the finder, of the alpha inference takes from it (its
-    unsure parts dropped, :func:`recon_core.network.finder.finder_alpha`) and of the border-colour rule.
+    unsure parts dropped, :func:`recon_core.network.finder.found_alpha`) and of the border-colour rule.
 
     The pictures are the check sets' (``evaluate.py --style``: :func:`training.evaluate.load_input`
     with each sample's seed). A picture where a method finds nothing scores 0 for it.
@@ -260,7 +260,7 @@ def check_masks(finder, shapenet: str, renders: str, split: str, views: int, bac
     from tqdm import tqdm
 
     from recon_core.network.crop import object_pixels
-    from recon_core.network.finder import find_object, finder_alpha
+    from recon_core.network.finder import find_object, found_alpha
     from training.evaluate import discover, load_input, select_samples
     from training.styles import STYLES
 
@@ -274,8 +274,7 @@ def check_masks(finder, shapenet: str, renders: str, split: str, views: int, bac
             truth = _picture_mask(mask, rgb.shape[:2], style, sample, backgrounds)
             found = find_object(finder, rgb)
             border = object_pixels(rgb, None)
-            used = finder_alpha(finder, rgb)  # the finder looks again: the alpha exactly as inference takes it
-            used = None if used is None else used > 127
+            used = None if found is None else found_alpha(found) > 127  # the alpha as inference takes it
             for name, pred in (("finder", None if found is None else found > 0.5), ("as used", used),
                                ("border colour", border)):
                 scores[name].append(0.0 if pred is None else float((pred & truth).sum() / max((pred | truth).sum(), 1)))

@@ -41,6 +41,7 @@ __all__ = [
     "letterbox",
     "find_object",
     "finder_alpha",
+    "found_alpha",
     "drop_unsure_parts",
 ]
 
@@ -182,7 +183,13 @@ def finder_alpha(net: ObjectFinder, rgb: np.ndarray) -> np.ndarray | None:
     """:func:`find_object` as an alpha channel without its unsure parts (:func:`drop_unsure_parts`): (H, W) uint8
     (255: object), or None when there is no object."""
     found = find_object(net, rgb)
-    return None if found is None else drop_unsure_parts((found * 255.0 + 0.5).astype(np.uint8))
+    return None if found is None else found_alpha(found)
+
+
+def found_alpha(found: np.ndarray) -> np.ndarray:
+    """:func:`find_object`'s (H, W) float probability as the alpha inference takes: (H, W) uint8, rounded, without
+    its unsure parts (:func:`drop_unsure_parts`)."""
+    return drop_unsure_parts((found * 255.0 + 0.5).astype(np.uint8))
 
 
 def drop_unsure_parts(alpha: np.ndarray, unsure: float = UNSURE_PART, margin: int = PART_MARGIN) -> np.ndarray:
