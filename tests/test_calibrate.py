@@ -11,7 +11,7 @@ import torch
 
 from recon_core.io.inference import Reconstructor
 from recon_core.network.config import ModelConfig
-from training.calibrate import fit_temperature, nll, softmax
+from training.calibrate import by_style, fit_temperature, nll, softmax
 
 
 def _nll_naive(logits, labels, t):
@@ -36,6 +36,28 @@ def test_fit_temperature_recovers_the_temperature_the_labels_were_drawn_with(tru
     p = softmax(logits, true_t)
     labels = np.array([rng.choice(13, p=row) for row in p])
     assert fit_temperature(logits, labels) == pytest.approx(true_t, rel=0.1)
+
+
+def test_by_style_equals_a_picture_by_picture_count():
+    from training.evaluate import expected_calibration_error
+
+    rng = np.random.default_rng(2)
+    logits, labels = rng.normal(0, 2, (90, 13)), rng.integers(0, 13, 90)
+    styles = [("pencil", "clean", "custom")[i % 3] for i in range(90)]
+    before, after = softmax(logits), softmax(logits, 1.7)
+    got = by_style(before, after, labels, styles)
+    assert list(got) == ["clean", "pencil", "custom"]  # calibration styles in their order, then the others
+    for st in got:
+        rows = [i for i, s in enumerate(styles) if s == st]
+        right = sum(1 for i in rows if int(np.argmax(before[i])) == labels[i])
+        assert got[st]["pictures"] == len(rows) == 30
+        assert got[st]["accuracy"] == right / len(rows)
+        assert got[st]["ece"] == [expected_calibration_error(before[rows], labels[rows]),
+                                  expected_calibration_error(after[rows], labels[rows])]
+    labels_right = before.argmax(1)  # every picture right: accuracy 1 in every style
+    assert all(v["accuracy"] == 1.0 for v in by_style(before, after, labels_right, styles).values())
+    with pytest.raises(ValueError, match="one style a picture"):
+        by_style(before, after, labels, styles[:-1])
 
 
 def test_fit_temperature_refuses_bad_shapes():

@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import numpy as np
 
-__all__ = ["CALIBRATION_STYLES", "fit_temperature", "nll", "collect_logits", "main"]
+__all__ = ["CALIBRATION_STYLES", "fit_temperature", "nll", "by_style", "collect_logits", "main"]
 
 log = logging.getLogger("recon-calibrate")
 
@@ -56,6 +56,34 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64) / temperature
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
+
+
+def by_style(before: np.ndarray, after: np.ndarray, labels: np.ndarray, styles: list[str]) -> dict[str, dict]:
+    """Each style's accuracy and expected calibration error before and after the temperature.
+
+    Args:
+        before, after: (N, K) probabilities without and with the temperature.
+        labels: (N,) true category indices.
+        styles: N style names, one a picture.
+
+    Returns:
+        ``{style: {"pictures": n, "accuracy": a, "ece": [before, after]}}`` in :data:`CALIBRATION_STYLES`
+        order (styles without a picture left out), then any other style met, in order of first appearance.
+    """
+    from training.evaluate import expected_calibration_error
+
+    styles = np.asarray(styles)
+    if len(styles) != len(labels):
+        raise ValueError(f"one style a picture: {len(styles)} styles for {len(labels)} labels")
+    order = [st for st in CALIBRATION_STYLES if st in set(styles.tolist())]
+    order += [st for st in dict.fromkeys(styles.tolist()) if st not in order]
+    out = {}
+    for st in order:
+        m = styles == st
+        out[st] = {"pictures": int(m.sum()), "accuracy": float((before[m].argmax(1) == labels[m]).mean()),
+                   "ece": [expected_calibration_error(before[m], labels[m]),
+                           expected_calibration_error(after[m], labels[m])]}
+    return out
 
 
 def collect_logits(model_path: str | None, samples, styles=CALIBRATION_STYLES, backgrounds=None,
@@ -137,24 +165,26 @@ def main(argv: list[str] | None = None) -> int:
         "nll_before": nll(logits, labels), "nll_after": nll(logits, labels, t),
         "ece_before": expected_calibration_error(before, labels),
         "ece_after": expected_calibration_error(after, labels),
-        "ece_by_style": {st: [expected_calibration_error(before[m], labels[m]),
-                              expected_calibration_error(after[m], labels[m])]
-                         for st in CALIBRATION_STYLES
-                         for m in [np.array([s == st for s in styles])] if m.any()},
     }
+    styled = by_style(before, after, labels, styles)
+    record["accuracy_by_style"] = {st: v["accuracy"] for st, v in styled.items()}
+    record["ece_by_style"] = {st: v["ece"] for st, v in styled.items()}
     print(f"{len(labels)} validation pictures ({len(samples)} views x {len(CALIBRATION_STYLES)} styles): "
           f"temperature {t:.3f}; accuracy {100 * record['accuracy']:.1f}%; NLL {record['nll_before']:.3f} -> "
           f"{record['nll_after']:.3f}; ECE {100 * record['ece_before']:.1f} -> {100 * record['ece_after']:.1f} "
           "(x100, 10 bins)")
-    for st, (b, a) in record["ece_by_style"].items():
-        print(f"  {st:>10}: ECE {100 * b:5.1f} -> {100 * a:5.1f}")
+    for st, v in styled.items():
+        print(f"  {st:>10}: accuracy {100 * v['accuracy']:5.1f}% of {v['pictures']}; "
+              f"ECE {100 * v['ece'][0]:5.1f} -> {100 * v['ece'][1]:5.1f}")
     if args.dry_run:
         return 0
     stem = Path(args.model) if args.model else default_model_path()
     path = stem.with_suffix(".json") if stem.suffix in ("", ".json", ".safetensors") else Path(str(stem) + ".json")
     meta = json.loads(path.read_text())
     meta["model"]["category_temperature"] = round(t, 4)
-    meta["calibration"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}
+    meta["calibration"] = {k: (round(v, 4) if isinstance(v, float) else
+                               {s: round(a, 4) for s, a in v.items()} if k == "accuracy_by_style" else v)
+                           for k, v in record.items()}
     atomic_write_bytes(path, (json.dumps(meta, indent=2) + "\n").encode())
     print(f"wrote model.category_temperature = {t:.4f} into {path}")
     return 0
