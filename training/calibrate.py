@@ -114,8 +114,7 @@ def collect_logits(model_path: str | None, samples, styles=CALIBRATION_STYLES, b
             if alpha is None and finder is not None:
                 alpha = finder_alpha(finder, rgb)
             prepared = prepare_image(rgb, alpha, model.config.image_size)
-            _, global_feature = model.encoder(prepared.image[None])  # the category head's input; no mesh
-            logits.append(model.category_head(global_feature)[0].float().numpy())
+            logits.append(model.classify(prepared.image[None])[0].float().numpy())  # the category head's; no mesh
             labels.append(index[sample.entry.synset])
             names.append(style)
     return np.array(logits), np.array(labels), names

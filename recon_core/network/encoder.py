@@ -77,7 +77,12 @@ class ImageEncoder(nn.Module):
         # the memory format each stage's input is put in (inference_layout); None: as it comes
         self.stage_formats: list[torch.memory_format] | None = None
 
-    def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def forward(self, images: torch.Tensor, pyramid: bool = True) -> tuple[list[torch.Tensor] | None, torch.Tensor]:
+        """(B, 3, S, S) RGB in [0, 1] -> (the feature pyramid, (B, global_dim) pooled last-stage features).
+
+        The pyramid is four (B, fpn_channels, S / stride, S / stride) maps, one a stride of :attr:`strides`;
+        ``pyramid=False`` skips the pyramid network and gives None in its place (what the category head needs).
+        """
         x = (images - self.mean) / self.std
         x = self.stem(x)
         feats = []
@@ -86,7 +91,7 @@ class ImageEncoder(nn.Module):
                 x = x.contiguous(memory_format=self.stage_formats[i])
             x = stage(x)
             feats.append(x)
-        return self.fpn(feats), x.mean(dim=(2, 3))
+        return (self.fpn(feats) if pyramid else None), x.mean(dim=(2, 3))
 
     def inference_layout(self, contiguous_stages: tuple[int, ...] = CONTIGUOUS_STAGES) -> None:
         """Lay the weights and activations out for CPU inference: channels-last (oneDNN's fast layout) but for the

@@ -160,6 +160,14 @@ class ReconstructionNet(nn.Module):
             levels.append(level)
         return ReconOutput(coarse, stage_verts, levels, c.ico_level, logits)
 
+    def classify(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) cropped RGB in [0, 1] -> (B, K) category logits: the backbone and the category head only
+        (the same logits as :meth:`forward`'s ``category_logits``, without the pyramid, the mesh or the dense heads)."""
+        if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
+            raise ValueError(f"images must be (B, 3, S, S), got {tuple(images.shape)}")
+        _, global_feature = self.encoder(images, pyramid=False)
+        return self.category_head(global_feature)
+
     def refine_mesh(
         self,
         pyramid: list[torch.Tensor],
