@@ -74,3 +74,33 @@ def test_inference_reports_tempered_probabilities_and_keeps_the_arg_max():
     assert probs.argmax() == 0 and probs.max() < softmax(logits.numpy())[0].max()
     with pytest.raises(ValueError, match="category_temperature"):
         ModelConfig(category_temperature=0.0)
+
+
+def test_main_writes_the_temperature_and_each_styles_record_rounded(tmp_path, monkeypatch, capsys):
+    import json
+
+    import recon_core.io.weights as weights
+    import training.calibrate as cal
+    import training.evaluate as ev
+
+    rng = np.random.default_rng(3)
+    styles = [("clean", "pencil")[i % 2] for i in range(60)]
+    logits, labels = rng.normal(0, 2, (60, 13)), rng.integers(0, 13, 60)
+    monkeypatch.setattr(ev, "discover", lambda *a, **k: ["entry"])
+    monkeypatch.setattr(ev, "select_samples", lambda entries, views: ["sample"] * 30)
+    monkeypatch.setattr(weights, "load_finder", lambda path: None)
+    monkeypatch.setattr(cal, "collect_logits", lambda *a, **k: (logits, labels, styles))
+    stem = tmp_path / "model"
+    stem.with_suffix(".json").write_text(json.dumps({"model": {"category_temperature": 1.0}, "trained": True}))
+    assert cal.main(["--model", str(stem)]) == 0
+    meta = json.loads(stem.with_suffix(".json").read_text())
+    record = meta["calibration"]
+    t = fit_temperature(logits, labels)
+    assert meta["model"]["category_temperature"] == round(t, 4) and meta["trained"] is True
+    assert list(record["accuracy_by_style"]) == list(record["ece_by_style"]) == ["clean", "pencil"]
+    for i, st in enumerate(("clean", "pencil")):
+        rows = slice(i, None, 2)
+        right = float((softmax(logits[rows]).argmax(1) == labels[rows]).mean())
+        assert record["accuracy_by_style"][st] == round(right, 4)
+        assert all(v == round(v, 4) for v in record["ece_by_style"][st])  # every float rounded, nested ones too
+    assert "pencil: accuracy" in capsys.readouterr().out

@@ -30,6 +30,22 @@ def test_output_shapes(tiny_config, vertices):
     assert [v.shape[1] for v in out.stage_verts] == [vertex_count(l) for l in out.levels]
 
 
+@pytest.mark.parametrize("coarse", ["ico_sphere", "occupancy"])
+def test_classify_gives_the_forward_passs_category_logits(tiny_config, coarse):
+    import dataclasses
+
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(tiny_config, coarse=coarse)).eval()
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        pyramid, pooled = model.encoder(images, pyramid=False)
+        assert pyramid is None
+        torch.testing.assert_close(pooled, model.encoder(images)[1])
+        torch.testing.assert_close(model.classify(images), model(images).category_logits)
+    with pytest.raises(ValueError, match=r"\(B, 3, S, S\)"):
+        model.classify(torch.rand(1, 3, 8, 9))
+
+
 def test_bad_input_shape_names_the_expected_shape(tiny_config):
     model = build_model(tiny_config)
     with pytest.raises(ValueError, match=r"\(B, 3, S, S\)"):

@@ -960,14 +960,3 @@ def test_a_fitted_candidate_is_placed_where_the_picture_shows_it(banked_model, f
         np.testing.assert_array_equal(faces, before_faces)
     assert moved == 3
 
-
-def test_classify_gives_the_forward_passs_category_logits(banked_model):
-    model, _ = load_model(banked_model)
-    images = torch.rand(2, 3, model.config.image_size, model.config.image_size)
-    with torch.inference_mode():
-        pyramid, pooled = model.encoder(images, pyramid=False)
-        assert pyramid is None
-        torch.testing.assert_close(pooled, model.encoder(images)[1])
-        torch.testing.assert_close(model.classify(images), model(images).category_logits)
-    with pytest.raises(ValueError, match="images must be"):
-        model.classify(torch.rand(1, 3, 8, 9))

@@ -72,10 +72,11 @@ def by_style(before: np.ndarray, after: np.ndarray, labels: np.ndarray, styles: 
     """
     from training.evaluate import expected_calibration_error
 
-    styles = np.asarray(styles)
+    styles, labels = np.asarray(styles), np.asarray(labels)
     if len(styles) != len(labels):
         raise ValueError(f"one style a picture: {len(styles)} styles for {len(labels)} labels")
-    order = [st for st in CALIBRATION_STYLES if st in set(styles.tolist())]
+    present = set(styles.tolist())
+    order = [st for st in CALIBRATION_STYLES if st in present]
     order += [st for st in dict.fromkeys(styles.tolist()) if st not in order]
     out = {}
     for st in order:
@@ -84,6 +85,17 @@ def by_style(before: np.ndarray, after: np.ndarray, labels: np.ndarray, styles: 
                    "ece": [expected_calibration_error(before[m], labels[m]),
                            expected_calibration_error(after[m], labels[m])]}
     return out
+
+
+def _rounded(value, digits: int = 4):
+    """``value`` with every float in it, however deep in dicts and lists, rounded to ``digits`` places."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: _rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v, digits) for v in value]
+    return value
 
 
 def collect_logits(model_path: str | None, samples, styles=CALIBRATION_STYLES, backgrounds=None,
@@ -181,9 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     path = stem.with_suffix(".json") if stem.suffix in ("", ".json", ".safetensors") else Path(str(stem) + ".json")
     meta = json.loads(path.read_text())
     meta["model"]["category_temperature"] = round(t, 4)
-    meta["calibration"] = {k: (round(v, 4) if isinstance(v, float) else
-                               {s: round(a, 4) for s, a in v.items()} if k == "accuracy_by_style" else v)
-                           for k, v in record.items()}
+    meta["calibration"] = _rounded(record)
     atomic_write_bytes(path, (json.dumps(meta, indent=2) + "\n").encode())
     print(f"wrote model.category_temperature = {t:.4f} into {path}")
     return 0

@@ -48,10 +48,11 @@ class ImageEncoder(nn.Module):
 
     Forward:
         images: (B, 3, S, S) float RGB in [0, 1].
+        pyramid: False skips the pyramid network (None in its place): what the category head needs.
 
     Returns:
         pyramid: list of 4 maps (B, fpn_channels, S/4, S/4) ... (B, fpn_channels, S/32, S/32),
-            strides 4, 8, 16, 32 (rounded up).
+            strides 4, 8, 16, 32 (rounded up), or None.
         global_feature: (B, C5) average-pooled last backbone stage (C5 = 2048 for resnet50, 512 otherwise).
     """
 
@@ -80,8 +81,9 @@ class ImageEncoder(nn.Module):
     def forward(self, images: torch.Tensor, pyramid: bool = True) -> tuple[list[torch.Tensor] | None, torch.Tensor]:
         """(B, 3, S, S) RGB in [0, 1] -> (the feature pyramid, (B, global_dim) pooled last-stage features).
 
-        The pyramid is four (B, fpn_channels, S / stride, S / stride) maps, one a stride of :attr:`strides`;
-        ``pyramid=False`` skips the pyramid network and gives None in its place (what the category head needs).
+        The pyramid is four (B, fpn_channels, ceil(S / stride), ceil(S / stride)) maps, one a stride of
+        :attr:`strides`; ``pyramid=False`` skips the pyramid network and gives None in its place (what the category
+        head needs).
         """
         x = (images - self.mean) / self.std
         x = self.stem(x)

@@ -121,8 +121,7 @@ class ReconstructionNet(nn.Module):
             (the mesh is made from it by :mod:`recon_core.io.inference`).
         """
         c = self.config
-        if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
-            raise ValueError(f"images must be (B, 3, S, S), got {tuple(images.shape)}")
+        _check_images(images)
         if self.heads is not None:
             pyramid, global_feature = self.encoder(images)
             out = self.heads(pyramid[0], global_feature, self.category_head(global_feature))
@@ -163,8 +162,7 @@ class ReconstructionNet(nn.Module):
     def classify(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) cropped RGB in [0, 1] -> (B, K) category logits: the backbone and the category head only
         (the same logits as :meth:`forward`'s ``category_logits``, without the pyramid, the mesh or the dense heads)."""
-        if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
-            raise ValueError(f"images must be (B, 3, S, S), got {tuple(images.shape)}")
+        _check_images(images)
         _, global_feature = self.encoder(images, pyramid=False)
         return self.category_head(global_feature)
 
@@ -200,6 +198,12 @@ class ReconstructionNet(nn.Module):
             x, feats = stage(x, feats, pyramid, self.encoder.strides, size, category_probs, graph, uv=uv)
             out.append(x[0])
         return out
+
+
+def _check_images(images: torch.Tensor) -> None:
+    """Raise ``ValueError`` unless ``images`` is a (B, 3, S, S) batch."""
+    if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
+        raise ValueError(f"images must be (B, 3, S, S), got {tuple(images.shape)}")
 
 
 def build_model(config: ModelConfig) -> ReconstructionNet:
