@@ -959,4 +959,3 @@ def test_a_fitted_candidate_is_placed_where_the_picture_shows_it(banked_model, f
         np.testing.assert_allclose(got, expected @ VIEW_TO_OUTPUT.T, atol=1e-12)
         np.testing.assert_array_equal(faces, before_faces)
     assert moved == 3
-
