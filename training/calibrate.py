@@ -75,9 +75,8 @@ def by_style(before: np.ndarray, after: np.ndarray, labels: np.ndarray, styles: 
     styles, labels = np.asarray(styles), np.asarray(labels)
     if len(styles) != len(labels):
         raise ValueError(f"one style a picture: {len(styles)} styles for {len(labels)} labels")
-    present = set(styles.tolist())
-    order = [st for st in CALIBRATION_STYLES if st in present]
-    order += [st for st in dict.fromkeys(styles.tolist()) if st not in order]
+    seen = list(dict.fromkeys(styles.tolist()))  # each style once, in order of first appearance
+    order = [st for st in CALIBRATION_STYLES if st in seen] + [st for st in seen if st not in CALIBRATION_STYLES]
     out = {}
     for st in order:
         m = styles == st
