@@ -89,7 +89,7 @@ def test_main_writes_the_temperature_and_each_styles_record_rounded(tmp_path, mo
     monkeypatch.setattr(ev, "discover", lambda *a, **k: ["entry"])
     monkeypatch.setattr(ev, "select_samples", lambda entries, views: ["sample"] * 30)
     monkeypatch.setattr(weights, "load_finder", lambda path: None)
-    monkeypatch.setattr(cal, "collect_logits", lambda *a, **k: (logits, labels, styles))
+    monkeypatch.setattr(cal, "collect_scores", lambda *a, **k: (logits, logits, labels, styles))
     stem = tmp_path / "model"
     stem.with_suffix(".json").write_text(json.dumps({"model": {"category_temperature": 1.0}, "trained": True}))
     assert cal.main(["--model", str(stem)]) == 0
@@ -104,3 +104,63 @@ def test_main_writes_the_temperature_and_each_styles_record_rounded(tmp_path, mo
         assert record["accuracy_by_style"][st] == round(right, 4)
         assert all(v == round(v, 4) for v in record["ece_by_style"][st])  # every float rounded, nested ones too
     assert "pencil: accuracy" in capsys.readouterr().out
+    assert "accuracy_head" not in record  # the head alone: nothing to set beside it
+
+
+def test_main_on_test_reports_the_models_own_temperature_and_the_head_beside_the_votes(tmp_path, monkeypatch,
+                                                                                      capsys):
+    """--split test fits and writes nothing: it scores the model's own temperature; when the bank's candidates
+    vote (scores differ from the head's), the head's own accuracy is printed beside each style's."""
+    import json
+
+    import recon_core.io.weights as weights
+    import training.calibrate as cal
+    import training.evaluate as ev
+
+    rng = np.random.default_rng(5)
+    styles = [("clean", "small_offcentre")[i % 2] for i in range(40)]
+    labels = rng.integers(0, 13, 40)
+    head = rng.normal(0, 2, (40, 13))
+    scores = head.copy()
+    scores[np.arange(40), labels] += 3.0  # the votes: right more often than the head
+    seen = {}
+
+    def collect(model, samples, styles_asked, **kwargs):
+        seen["styles"] = styles_asked
+        return scores, head, labels, styles
+
+    monkeypatch.setattr(ev, "discover", lambda *a, **k: ["entry"])
+    monkeypatch.setattr(ev, "select_samples", lambda entries, views: ["sample"] * 20)
+    monkeypatch.setattr(weights, "load_finder", lambda path: None)
+    monkeypatch.setattr(cal, "collect_scores", collect)
+    stem = tmp_path / "model"
+    text = json.dumps({"model": {"category_temperature": 1.3}, "trained": True})
+    stem.with_suffix(".json").write_text(text)
+    assert cal.main(["--model", str(stem), "--split", "test", "--styles", "clean", "small_offcentre"]) == 0
+    assert stem.with_suffix(".json").read_text() == text  # nothing written
+    assert seen["styles"] == ("clean", "small_offcentre")
+    out = capsys.readouterr().out
+    right = 100 * float((scores.argmax(1) == labels).mean())
+    alone = 100 * float((head.argmax(1) == labels).mean())
+    assert f"temperature 1.300 (the model’s own); accuracy {right:.1f}% (the category head alone {alone:.1f}%)" in out
+    rows = slice(1, None, 2)
+    assert f"small_offcentre: accuracy {100 * float((scores[rows].argmax(1) == labels[rows]).mean()):5.1f}% of 20" in out
+
+
+def test_fused_category_scores_equal_the_formula_and_can_overrule_the_head():
+    """fuse_category_scores: log softmax(logits) + w log(floor + votes); w = 0 or no votes: the head's
+    log-probabilities (whose tempered softmax is the logits'); unanimous votes overrule a head that is unsure."""
+    from recon_core.io.inference import CATEGORY_VOTE_FLOOR, fuse_category_scores
+
+    rng = np.random.default_rng(4)
+    logits, votes = rng.normal(0, 2, 13), rng.dirichlet(np.ones(13))
+    log_probs = [v - math.log(sum(math.exp(u) for u in logits)) for v in logits]
+    expected = [lp + 2.5 * math.log(CATEGORY_VOTE_FLOOR + v) for lp, v in zip(log_probs, votes)]
+    np.testing.assert_allclose(fuse_category_scores(logits, votes, 2.5), expected, rtol=1e-12)
+    np.testing.assert_allclose(fuse_category_scores(logits, votes, 0.0), log_probs, rtol=1e-12)
+    np.testing.assert_allclose(softmax(fuse_category_scores(logits, None, 1.0)[None], 1.7),
+                               softmax(logits[None], 1.7), rtol=1e-12)
+    unsure = np.array([1.0, 0.8] + [0.0] * 11)  # the head: category 0, barely
+    unanimous = np.eye(13)[1]
+    assert fuse_category_scores(unsure, unanimous, 1.0).argmax() == 1
+    assert fuse_category_scores(np.array([6.0, 0.0] + [0.0] * 11), unanimous, 1.0).argmax() == 0  # a sure head stays

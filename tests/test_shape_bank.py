@@ -959,3 +959,80 @@ def test_a_fitted_candidate_is_placed_where_the_picture_shows_it(banked_model, f
         np.testing.assert_allclose(got, expected @ VIEW_TO_OUTPUT.T, atol=1e-12)
         np.testing.assert_array_equal(faces, before_faces)
     assert moved == 3
+
+
+# ------------------------------------------------------------------------- the candidates' category votes
+
+
+def test_category_votes_equal_a_candidate_by_candidate_sum(bank_module):
+    """Each category's share of the weights of the views whose model has a category; models without one (-1,
+    the extra pool) do not vote; with no vote at all every category gets an even share."""
+    import copy
+
+    bank = copy.deepcopy(bank_module)
+    bank.shape_category[1] = -1  # the second chair: a model of unknown category
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        rows = rng.integers(0, len(bank.view_shape), int(rng.integers(1, 8))).tolist()
+        weights = rng.random(len(rows)).tolist()
+        expected = np.zeros(13)
+        for row, w in zip(rows, weights):
+            category = int(bank.shape_category[int(bank.view_shape[row])])
+            if category >= 0:
+                expected[category] += w
+        expected = expected / expected.sum() if expected.sum() > 0 else np.full(13, 1 / 13)
+        np.testing.assert_allclose(bank.category_votes(rows, weights, 13), expected, rtol=1e-12)
+    unknown = [row for row in range(len(bank.view_shape)) if int(bank.view_shape[row]) == 1]
+    np.testing.assert_allclose(bank.category_votes(unknown, [1.0] * len(unknown), 13), np.full(13, 1 / 13))
+    np.testing.assert_allclose(bank.category_votes([], [], 13), np.full(13, 1 / 13))
+    with pytest.raises(ValueError, match="as long"):
+        bank.category_votes([0, 1], [1.0], 13)
+
+
+def test_the_candidates_vote_for_the_category_reported_and_leave_the_mesh_alone(banked_model, fake):
+    """category_bank_weight w > 0: the category reported is the arg-max of log softmax(logits) + w log(floor +
+    votes), the votes the categories' shares of every fitted candidate's confidence, and its probabilities the
+    softmax of those scores over the temperature (the same as category_scores gives calibrate.py); the meshes are
+    those of w = 0; a category the user gives is kept."""
+    from recon_core.io.inference import CATEGORY_VOTE_FLOOR, Reconstructor
+    from recon_core.network.categories import CATEGORIES
+    from recon_core.network.crop import object_mask, prepare_image
+
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    plain_model, meta = load_model(banked_model)
+    plain = Reconstructor(_with_config(plain_model, bank_fit_candidates=4, bank_warp=0, category_temperature=1.5),
+                          meta)
+    model, _ = load_model(banked_model)
+    rec = Reconstructor(_with_config(model, bank_fit_candidates=4, bank_warp=0, category_temperature=1.5,
+                                     category_bank_weight=3.0), meta)
+    before = plain.reconstruct_candidates(rgb, alpha, 2, smooth=False)
+    after = rec.reconstruct_candidates(rgb, alpha, 2, smooth=False)
+    for a, b in zip(before, after):  # the same meshes, in the same order
+        np.testing.assert_array_equal(a.verts, b.verts)
+        np.testing.assert_array_equal(a.faces, b.faces)
+    with torch.inference_mode():
+        out = model(prepare_image(rgb, alpha, model.config.image_size).image[None])
+        candidates = rec._fitted(rec._ranked(rgb, alpha, out.verts[0], None, 4), object_mask(rgb, alpha))
+    assert len(candidates) == 4
+    votes = np.zeros(13)
+    for row, _, confidence in candidates:
+        votes[int(model.bank.shape_category[int(model.bank.view_shape[row])])] += confidence
+    votes /= votes.sum()
+    logits = out.category_logits[0].double().numpy()
+    log_probs = logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
+    scores = log_probs + 3.0 * np.log(CATEGORY_VOTE_FLOOR + votes)
+    expected = np.exp(scores / 1.5) / np.exp(scores / 1.5).sum()
+    for result in after:
+        np.testing.assert_allclose(result.category_probs, expected, rtol=1e-5)
+        assert result.category == CATEGORIES[int(scores.argmax())].name
+    fused, head = rec.category_scores(rgb, alpha)
+    np.testing.assert_allclose(fused, scores, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(head, log_probs, rtol=1e-5, atol=1e-6)
+    # the head alone, for comparison: its probabilities, and category_scores its log-probabilities
+    np.testing.assert_allclose(before[0].category_probs, np.exp(logits / 1.5) / np.exp(logits / 1.5).sum(), rtol=1e-5)
+    for got in plain.category_scores(rgb, alpha):
+        np.testing.assert_allclose(got, log_probs, rtol=1e-5, atol=1e-6)
+    given = rec.reconstruct(rgb, alpha, category="lamp", smooth=False)
+    assert given.category == "lamp"
+    with pytest.raises(ValueError, match="category_bank_weight"):
+        ModelConfig(category_bank_weight=-1.0)

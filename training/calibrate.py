@@ -1,15 +1,16 @@
-"""Fit the category head's temperature on the validation split, so the probabilities it prints mean something.
+"""Fit the category probabilities' temperature on the validation split, so the probabilities printed mean something.
 
     python training/calibrate.py --model models/default --split val --views-per-model 3
 
 Temperature scaling (Guo et al. 2017, "On Calibration of Modern Neural Networks"): one scalar
-``T`` divides the logits, chosen to minimise the negative log-likelihood of the true categories
-over the validation pictures, each shown as rendered and redrawn in the styles designers send
+``T`` divides the category scores (the head's logits; with ``model.category_bank_weight`` > 0, the head's
+log-probabilities plus the shape bank's candidates' weighted log-votes,
+:func:`recon_core.io.inference.fuse_category_scores`), chosen to minimise the negative log-likelihood of the
+true categories over the validation pictures, each shown as rendered and redrawn in the styles designers send
 (:data:`CALIBRATION_STYLES`, :mod:`training.styles`). ``T`` is written into the model's JSON
 (``model.category_temperature``, with a ``calibration`` record of what was measured); inference
-then reports ``softmax(logits / T)``. The arg-max, hence the category used and the mesh, does
-not change. Decisions are taken on the validation split only; the test split stays for reporting.
-"""
+then reports ``softmax(scores / T)``. The arg-max, hence the category used and the mesh, does
+not change. Decisions are taken on the validation split only; the test split stays for reporting."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import numpy as np
 
-__all__ = ["CALIBRATION_STYLES", "fit_temperature", "nll", "by_style", "collect_logits", "main"]
+__all__ = ["CALIBRATION_STYLES", "fit_temperature", "nll", "by_style", "collect_scores", "main"]
 
 log = logging.getLogger("recon-calibrate")
 
@@ -97,47 +98,54 @@ def _rounded(value, digits: int = 4):
     return value
 
 
-def collect_logits(model_path: str | None, samples, styles=CALIBRATION_STYLES, backgrounds=None,
-                   progress: bool = True, finder=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """The category logits (N, K) of every sample in every style, their true labels (N,) and styles.
+def collect_scores(model_path: str | None, samples, styles=CALIBRATION_STYLES, backgrounds=None,
+                   progress: bool = True, finder=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """``(scores, head, labels, styles)``: the category scores (N, K) of every sample in every style, the category
+    head's own log-probabilities (N, K), the true labels (N,) and the styles (N).
 
-    A picture without alpha gets the object ``finder``'s mask as its alpha, as inference gives it
-    (:class:`recon_core.io.inference.Reconstructor`); None: the border-colour rule. Samples of synsets
+    The scores are those whose softmax over the temperature inference reports
+    (:meth:`recon_core.io.inference.Reconstructor.category_scores`: the head's log-probabilities, plus the shape
+    bank's candidates' votes when ``model.category_bank_weight`` > 0). A picture without alpha gets the object
+    ``finder``'s mask as its alpha, as inference gives it; None: the border-colour rule. Samples of synsets
     outside :data:`recon_core.network.categories.CATEGORIES` are skipped.
     """
-    import torch
     from tqdm import tqdm
 
-    from recon_core.io.weights import load_model
+    from recon_core.io.inference import Reconstructor
     from recon_core.network.categories import CATEGORIES
-    from recon_core.network.crop import prepare_image
     from recon_core.network.finder import finder_alpha
     from training.evaluate import load_input
 
-    model, _ = load_model(model_path)
-    model.eval()
+    rec = Reconstructor.from_file(model_path, finder=False)
     index = {c.synset: i for i, c in enumerate(CATEGORIES)}
-    logits, labels, names = [], [], []
+    scores, heads, labels, names = [], [], [], []
     todo = [(s, st) for s in samples if s.entry.synset in index for st in styles]
-    with torch.inference_mode():
-        for sample, style in tqdm(todo, desc="calibrate", unit="picture", disable=not progress):
-            rgb, alpha, _, _ = load_input(sample, style, backgrounds)
-            if alpha is None and finder is not None:
-                alpha = finder_alpha(finder, rgb)
-            prepared = prepare_image(rgb, alpha, model.config.image_size)
-            logits.append(model.classify(prepared.image[None])[0].float().numpy())  # the category head's; no mesh
-            labels.append(index[sample.entry.synset])
-            names.append(style)
-    return np.array(logits), np.array(labels), names
+    for sample, style in tqdm(todo, desc="calibrate", unit="picture", disable=not progress):
+        rgb, alpha, _, _ = load_input(sample, style, backgrounds)
+        if alpha is None and finder is not None:
+            alpha = finder_alpha(finder, rgb)
+        fused, head = rec.category_scores(rgb, alpha)
+        scores.append(fused)
+        heads.append(head)
+        labels.append(index[sample.entry.synset])
+        names.append(style)
+    k = len(CATEGORIES)
+    return np.array(scores).reshape(-1, k), np.array(heads).reshape(-1, k), np.array(labels, dtype=np.int64), names
 
 
 def _parser() -> argparse.ArgumentParser:
+    from training.styles import STYLES
+
     p = argparse.ArgumentParser(prog="recon-calibrate", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="model stem (default: the shipped models/default)")
     p.add_argument("--shapenet", default="data/shapenet")
     p.add_argument("--renders", default="data/renders")
-    p.add_argument("--split", default="val", choices=("val",), help="only the validation split tunes anything")
+    p.add_argument("--split", default="val", choices=("val", "test"),
+                   help="val: fit the temperature (only the validation split tunes anything); test: report the "
+                        "model's own temperature's accuracy and calibration, fitting and writing nothing")
     p.add_argument("--views-per-model", type=int, default=3)
+    p.add_argument("--styles", nargs="+", default=list(CALIBRATION_STYLES), choices=STYLES, metavar="STYLE",
+                   help=f"picture styles (default: {' '.join(CALIBRATION_STYLES)}; of {', '.join(STYLES)})")
     p.add_argument("--backgrounds", default="data/backgrounds")
     p.add_argument("--finder", default=None, metavar="PATH|none",
                    help="object finder for pictures without alpha, as inference uses it (default: models/finder)")
@@ -152,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     from recon_core.io.weights import WeightsError, default_model_path
     from training.evaluate import DataError, discover, expected_calibration_error, select_samples
 
+    stem = Path(args.model) if args.model else default_model_path()
+    path = stem.with_suffix(".json") if stem.suffix in ("", ".json", ".safetensors") else Path(str(stem) + ".json")
     try:
         entries = discover(args.shapenet, args.renders, args.split)
         if not entries:
@@ -160,17 +170,20 @@ def main(argv: list[str] | None = None) -> int:
         from recon_core.io.weights import load_finder
 
         finder = None if args.finder == "none" else load_finder(args.finder)
-        logits, labels, styles = collect_logits(args.model, samples, backgrounds=args.backgrounds, finder=finder)
+        logits, head, labels, styles = collect_scores(args.model, samples, tuple(args.styles),
+                                                      backgrounds=args.backgrounds, finder=finder)
+        meta = json.loads(path.read_text())
     except (DataError, WeightsError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if len(labels) == 0:
-        print("error: no validation picture of the model's categories", file=sys.stderr)
+        print(f"error: no {args.split} picture of the model's categories", file=sys.stderr)
         return 2
-    t = fit_temperature(logits, labels)
+    fitting = args.split == "val"
+    t = fit_temperature(logits, labels) if fitting else float(meta["model"].get("category_temperature", 1.0))
     before, after = softmax(logits), softmax(logits, t)
     record = {
-        "split": args.split, "pictures": int(len(labels)), "styles": list(CALIBRATION_STYLES),
+        "split": args.split, "pictures": int(len(labels)), "styles": list(args.styles),
         "temperature": round(t, 4), "accuracy": float((before.argmax(1) == labels).mean()),
         "nll_before": nll(logits, labels), "nll_after": nll(logits, labels, t),
         "ece_before": expected_calibration_error(before, labels),
@@ -179,18 +192,22 @@ def main(argv: list[str] | None = None) -> int:
     styled = by_style(before, after, labels, styles)
     record["accuracy_by_style"] = {st: v["accuracy"] for st, v in styled.items()}
     record["ece_by_style"] = {st: v["ece"] for st, v in styled.items()}
-    print(f"{len(labels)} validation pictures ({len(samples)} views x {len(CALIBRATION_STYLES)} styles): "
-          f"temperature {t:.3f}; accuracy {100 * record['accuracy']:.1f}%; NLL {record['nll_before']:.3f} -> "
-          f"{record['nll_after']:.3f}; ECE {100 * record['ece_before']:.1f} -> {100 * record['ece_after']:.1f} "
-          "(x100, 10 bins)")
+    voted = not np.allclose(logits, head)  # the shape bank's candidates vote (model.category_bank_weight)
+    if voted:
+        record["accuracy_head"] = float((head.argmax(1) == labels).mean())
+        record["accuracy_head_by_style"] = {st: v["accuracy"] for st, v in
+                                            by_style(softmax(head), softmax(head), labels, styles).items()}
+    print(f"{len(labels)} {args.split} pictures ({len(samples)} views x {len(args.styles)} styles): "
+          f"temperature {t:.3f}{'' if fitting else ' (the model’s own)'}; accuracy {100 * record['accuracy']:.1f}%"
+          + (f" (the category head alone {100 * record['accuracy_head']:.1f}%)" if voted else "")
+          + f"; NLL {record['nll_before']:.3f} -> {record['nll_after']:.3f}; ECE {100 * record['ece_before']:.1f} -> "
+          f"{100 * record['ece_after']:.1f} (x100, 10 bins)")
     for st, v in styled.items():
-        print(f"  {st:>10}: accuracy {100 * v['accuracy']:5.1f}% of {v['pictures']}; "
-              f"ECE {100 * v['ece'][0]:5.1f} -> {100 * v['ece'][1]:5.1f}")
-    if args.dry_run:
+        print(f"  {st:>15}: accuracy {100 * v['accuracy']:5.1f}% of {v['pictures']}"
+              + (f" (head alone {100 * record['accuracy_head_by_style'][st]:5.1f}%)" if voted else "")
+              + f"; ECE {100 * v['ece'][0]:5.1f} -> {100 * v['ece'][1]:5.1f}")
+    if args.dry_run or not fitting:
         return 0
-    stem = Path(args.model) if args.model else default_model_path()
-    path = stem.with_suffix(".json") if stem.suffix in ("", ".json", ".safetensors") else Path(str(stem) + ".json")
-    meta = json.loads(path.read_text())
     meta["model"]["category_temperature"] = round(t, 4)
     meta["calibration"] = _rounded(record)
     atomic_write_bytes(path, (json.dumps(meta, indent=2) + "\n").encode())

@@ -42,6 +42,28 @@ SNAP_QUERY_POINTS = 256
 """About this many of the reconstruction's vertices (every k-th) are compared with the bank's shapes."""
 FIT_TEMPERATURE = 0.05
 """Candidates of a shape-bank model: confidence = softmax(silhouette IoU / this) among them (0.05 IoU apart: e times)."""
+CATEGORY_VOTE_FLOOR = 0.1
+"""``config.category_bank_weight``: added to every category's vote before its logarithm, so that a category no
+candidate is of is held back, not ruled out (chosen on the validation split with the weight; see the README)."""
+
+
+def fuse_category_scores(logits: np.ndarray, votes: np.ndarray | None, weight: float) -> np.ndarray:
+    """(K,) category scores: ``log softmax(logits) + weight * log(CATEGORY_VOTE_FLOOR + votes)``.
+
+    Args:
+        logits: (K,) the category head's logits.
+        votes: (K,) the shape bank's candidates' shares (:meth:`recon_core.network.retrieval.ShapeBank.category_votes`),
+            or None (the head alone: ``log softmax(logits)``, whose softmax over a temperature is the logits').
+        weight: ``config.category_bank_weight``.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max()
+    scores = z - np.log(np.exp(z).sum())
+    if votes is not None and weight > 0:
+        scores = scores + weight * np.log(CATEGORY_VOTE_FLOOR + np.asarray(votes, dtype=np.float64))
+    return scores
+
+
 MIN_MASK_SHARE = 0.005
 """A picture without transparency whose predicted mask (``coarse="occupancy"`` models) is above 0.5 on less
 than this share of the crop has no object to reconstruct: it is refused with an ``ImageError``."""
@@ -271,9 +293,11 @@ class Reconstructor:
         if banked:
             mask = object_mask(rgb, alpha)
             with _timed(timings, "retrieval"):
-                fit = self.model.config.bank_fit_candidates
-                ranked = self._ranked(rgb, alpha, out.verts[0], cat_index, max(count, fit))
-                ranked = self._fitted(ranked, mask, count) if fit else [(row, None, c) for row, c in ranked[:count]]
+                ranked = self._candidates(rgb, alpha, out.verts[0], cat_index, mask, count)
+            if cat_index is None and self.model.config.category_bank_weight > 0:
+                probs = self._category_probs(out.category_logits, self._votes(ranked))  # the mesh stays the same
+                used = CATEGORIES[int(probs.argmax())].name
+            ranked = ranked[:count]
             results = []
             for row, pose, confidence in ranked:
                 own = dict(timings)  # each candidate's timings: the shared stages, then its own
@@ -434,9 +458,46 @@ class Reconstructor:
         logits = torch.logit(blend.clamp(1e-4, 1.0 - 1e-4))[None].to(out.occupancy_logits.dtype)
         return dataclasses.replace(out, occupancy_logits=logits)
 
-    def _category_probs(self, logits: torch.Tensor) -> np.ndarray:
-        """(K,) calibrated probabilities of a batch of one's (1, K) logits (``config.category_temperature``)."""
-        return (logits[0].float() / self.model.config.category_temperature).softmax(-1).cpu().numpy()
+    def _category_probs(self, logits: torch.Tensor, votes: np.ndarray | None = None) -> np.ndarray:
+        """(K,) calibrated probabilities of a batch of one's (1, K) logits (``config.category_temperature``), with
+        the shape bank's candidates' ``votes`` (K,) when given (:func:`fuse_category_scores`)."""
+        cfg = self.model.config
+        if votes is None:
+            return (logits[0].float() / cfg.category_temperature).softmax(-1).cpu().numpy()
+        scores = fuse_category_scores(logits[0].float().cpu().numpy(), votes, cfg.category_bank_weight)
+        z = scores / cfg.category_temperature
+        e = np.exp(z - z.max())
+        return e / e.sum()
+
+    def _votes(self, candidates: list[tuple[int, Any, float]]) -> np.ndarray:
+        """(K,) the categories' shares of the candidates' ``[(row, pose, confidence), ...]`` confidences."""
+        return self.model.bank.category_votes([row for row, _, _ in candidates], [c for _, _, c in candidates],
+                                              len(CATEGORIES))
+
+    def _candidates(self, rgb: np.ndarray, alpha: np.ndarray | None, verts: torch.Tensor, category: int | None,
+                    mask: np.ndarray, count: int) -> list[tuple[int, Any, float]]:
+        """Every candidate of the shape bank for this picture, best first, as ``[(row, pose, confidence), ...]``: the
+        ``config.bank_fit_candidates`` best-ranked views posed to the ``mask`` (:meth:`_fitted`), or without a fit
+        the bank's first ``count`` in their views' rotations (pose None)."""
+        fit = self.model.config.bank_fit_candidates
+        ranked = self._ranked(rgb, alpha, verts, category, max(count, fit))
+        return self._fitted(ranked, mask) if fit else [(row, None, c) for row, c in ranked[:count]]
+
+    @torch.inference_mode()
+    def category_scores(self, rgb: np.ndarray, alpha: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, head)`` of a picture whose ``alpha`` is settled, both (K,): the scores whose softmax over
+        ``config.category_temperature`` is the reported ``category_probs`` (:func:`fuse_category_scores`;
+        training/calibrate.py fits the temperature on them), and the category head's own log-probabilities (the
+        same when the bank does not vote; then only the backbone and the category head run)."""
+        cfg = self.model.config
+        images = prepare_image(rgb, alpha, cfg.image_size).image[None].to(next(self.model.parameters()).device)
+        if not (self.banked and cfg.category_bank_weight > 0):
+            head = fuse_category_scores(self.model.classify(images)[0].float().cpu().numpy(), None, 0.0)
+            return head, head
+        out = self.model(images)
+        logits = out.category_logits[0].float().cpu().numpy()
+        votes = self._votes(self._candidates(rgb, alpha, out.verts[0], None, object_mask(rgb, alpha), 1))
+        return fuse_category_scores(logits, votes, cfg.category_bank_weight), fuse_category_scores(logits, None, 0.0)
 
     def _refiner(self, out, category_probs: np.ndarray, timings: dict[str, float]):
         """``(verts (V, 3) view frame, faces) -> refined (V, 3)``: the model's refiner stages on one mesh of ``out``."""
@@ -495,12 +556,13 @@ class Reconstructor:
         confidence = (-scores).softmax(0).tolist()
         return [(row, c) for (row, _), c in zip(ranked[:count], confidence)]
 
-    def _fitted(self, ranked: list[tuple[int, float]], mask: np.ndarray, count: int) -> list[tuple[int, Any, float]]:
+    def _fitted(self, ranked: list[tuple[int, float]], mask: np.ndarray, count: int | None = None
+                ) -> list[tuple[int, Any, float]]:
         """The bank's ranked views ``[(row, confidence), ...]`` posed to the picture's silhouette and ranked by it.
 
         Each candidate's solid is turned and stretched to the pose near its view's whose silhouette best
-        covers the picture's ``mask`` (:func:`recon_core.mesh.silhouette.fit_pose`); the ``count`` best by that
-        intersection over union come first, as ``[(row, pose, confidence), ...]``
+        covers the picture's ``mask`` (:func:`recon_core.mesh.silhouette.fit_pose`); the ``count`` best (None: all) by
+        that intersection over union come first, as ``[(row, pose, confidence), ...]``
         (:class:`recon_core.mesh.silhouette.Pose`), each confidence the softmax of the IoUs over
         :data:`FIT_TEMPERATURE` among the candidates. When the mask is empty the bank's order and views stay
         (pose None).

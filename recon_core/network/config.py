@@ -110,6 +110,13 @@ class ModelConfig:
     """shape_bank with fitted candidates: demons iterations of the picture-plane warp that draws each posed solid's
     outline onto the picture's mask (:func:`recon_core.mesh.silhouette.fit_warp`, whose default,
     ``WARP_ITERATIONS``, is the same; this module stays free of numpy); 0: no warp."""
+    category_bank_weight: float = 0.0
+    """shape_bank on an ico-sphere or template network: the candidates (the fitted ones with their confidences,
+    :attr:`bank_fit_candidates`) also vote for the category reported: the scores are ``log softmax(logits) + w *
+    log(CATEGORY_VOTE_FLOOR + votes)`` (``votes``: each category's share of the candidates' confidences,
+    :meth:`recon_core.network.retrieval.ShapeBank.category_votes`), reported as ``softmax(scores /
+    category_temperature)`` (:func:`recon_core.io.inference.category_scores`). The mesh does not change: the
+    network has already run on the head's own probabilities. 0: the category head alone."""
     bank_carve: bool = True
     """shape_bank with the warp: the solid's cells whose warped projection lies outside the picture's mask are
     carved away before meshing (:func:`recon_core.mesh.silhouette.carve_to_mask`): parts the picture does not
@@ -140,6 +147,8 @@ class ModelConfig:
             raise ValueError(f"bank_warp must be >= 0, got {self.bank_warp}")
         if self.bank_fit_candidates < 0:
             raise ValueError(f"bank_fit_candidates must be >= 0, got {self.bank_fit_candidates}")
+        if not self.category_bank_weight >= 0:
+            raise ValueError(f"category_bank_weight must be >= 0, got {self.category_bank_weight}")
         if self.bank_shape_weight < 0:
             raise ValueError(f"bank_shape_weight must be >= 0, got {self.bank_shape_weight}")
         if self.vertices not in VERTEX_SCHEDULES:

@@ -161,6 +161,22 @@ class ShapeBank(nn.Module):
             return torch.zeros(0)
         return torch.cat(to_query).clamp_min(0).mean(dim=1) + torch.cat(to_shape).clamp_min(0).mean(dim=1)
 
+    def category_votes(self, rows: list[int], weights: list[float], num_categories: int) -> np.ndarray:
+        """(K,) each category's share of ``weights`` among the views ``rows`` whose model's category is known.
+
+        Views of models without a category (``shape_category`` -1, the extra pool) do not vote; when none
+        of the views has one, every category gets ``1 / num_categories``.
+        """
+        if len(rows) != len(weights):
+            raise ValueError(f"rows and weights must be as long, got {len(rows)} and {len(weights)}")
+        votes = np.zeros(num_categories)
+        if rows:
+            categories = self.shape_category[self.view_shape[torch.as_tensor(rows, dtype=torch.long)]].cpu().numpy()
+            known = categories >= 0
+            np.add.at(votes, categories[known], np.asarray(weights, dtype=np.float64)[known])
+        total = votes.sum()
+        return votes / total if total > 0 else np.full(num_categories, 1.0 / num_categories)
+
     def select(self, embedding: torch.Tensor, points: torch.Tensor | None, shape_weight: float = 1.0,
                category: int | None = None) -> int:
         """Row of the chosen view (see the class docstring); ``points`` None: the picture alone decides.
