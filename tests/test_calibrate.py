@@ -104,7 +104,7 @@ def test_main_writes_the_temperature_and_each_styles_record_rounded(tmp_path, mo
         assert record["accuracy_by_style"][st] == round(right, 4)
         assert all(v == round(v, 4) for v in record["ece_by_style"][st])  # every float rounded, nested ones too
     assert "pencil: accuracy" in capsys.readouterr().out
-    assert "accuracy_head" not in record  # the head alone: nothing to set beside it
+    assert "accuracy_head" not in record and "category_vote_temperature" not in meta["model"]  # the head alone
 
 
 def test_main_on_test_reports_the_models_own_temperature_and_the_head_beside_the_votes(tmp_path, monkeypatch,
@@ -134,7 +134,7 @@ def test_main_on_test_reports_the_models_own_temperature_and_the_head_beside_the
     monkeypatch.setattr(weights, "load_finder", lambda path: None)
     monkeypatch.setattr(cal, "collect_scores", collect)
     stem = tmp_path / "model"
-    text = json.dumps({"model": {"category_temperature": 1.3}, "trained": True})
+    text = json.dumps({"model": {"category_temperature": 1.1, "category_vote_temperature": 1.3}, "trained": True})
     stem.with_suffix(".json").write_text(text)
     assert cal.main(["--model", str(stem), "--split", "test", "--styles", "clean", "small_offcentre"]) == 0
     assert stem.with_suffix(".json").read_text() == text  # nothing written
@@ -142,7 +142,8 @@ def test_main_on_test_reports_the_models_own_temperature_and_the_head_beside_the
     out = capsys.readouterr().out
     right = 100 * float((scores.argmax(1) == labels).mean())
     alone = 100 * float((head.argmax(1) == labels).mean())
-    assert f"temperature 1.300 (the model’s own); accuracy {right:.1f}% (the category head alone {alone:.1f}%)" in out
+    assert (f"temperature 1.300 (the model’s own; the head alone's 1.100); accuracy {right:.1f}% "
+            f"(the category head alone {alone:.1f}%)") in out
     rows = slice(1, None, 2)
     assert f"small_offcentre: accuracy {100 * float((scores[rows].argmax(1) == labels[rows]).mean()):5.1f}% of 20" in out
 
@@ -164,3 +165,31 @@ def test_fused_category_scores_equal_the_formula_and_can_overrule_the_head():
     unanimous = np.eye(13)[1]
     assert fuse_category_scores(unsure, unanimous, 1.0).argmax() == 1
     assert fuse_category_scores(np.array([6.0, 0.0] + [0.0] * 11), unanimous, 1.0).argmax() == 0  # a sure head stays
+
+
+def test_main_fits_each_temperature_on_its_own_scores_when_the_candidates_vote(tmp_path, monkeypatch, capsys):
+    import json
+
+    import recon_core.io.weights as weights
+    import training.calibrate as cal
+    import training.evaluate as ev
+
+    rng = np.random.default_rng(6)
+    labels = rng.integers(0, 13, 60)
+    head = rng.normal(0, 2, (60, 13))
+    scores = 0.3 * head
+    scores[np.arange(60), labels] += 1.0
+    monkeypatch.setattr(ev, "discover", lambda *a, **k: ["entry"])
+    monkeypatch.setattr(ev, "select_samples", lambda entries, views: ["sample"] * 60)
+    monkeypatch.setattr(weights, "load_finder", lambda path: None)
+    monkeypatch.setattr(cal, "collect_scores", lambda *a, **k: (scores, head, labels, ["clean"] * 60))
+    stem = tmp_path / "model"
+    stem.with_suffix(".json").write_text(json.dumps({"model": {"category_temperature": 1.0}}))
+    assert cal.main(["--model", str(stem)]) == 0
+    meta = json.loads(stem.with_suffix(".json").read_text())
+    assert meta["model"]["category_temperature"] == round(fit_temperature(head, labels), 4)
+    assert meta["model"]["category_vote_temperature"] == round(fit_temperature(scores, labels), 4)
+    assert meta["calibration"]["temperature"] == meta["model"]["category_vote_temperature"]
+    assert meta["calibration"]["head_temperature"] == meta["model"]["category_temperature"]
+    assert meta["model"]["category_temperature"] != meta["model"]["category_vote_temperature"]
+    assert "and model.category_vote_temperature" in capsys.readouterr().out

@@ -989,27 +989,29 @@ def test_category_votes_equal_a_candidate_by_candidate_sum(bank_module):
         bank.category_votes([0, 1], [1.0], 13)
 
 
-def test_the_candidates_vote_for_the_category_reported_and_leave_the_mesh_alone(banked_model, fake):
+def test_the_candidates_vote_for_the_category_reported_and_leave_the_mesh_alone(banked_model, fake, monkeypatch):
     """category_bank_weight w > 0: the category reported is the arg-max of log softmax(logits) + w log(floor +
-    votes), the votes the categories' shares of every fitted candidate's confidence, and its probabilities the
-    softmax of those scores over the temperature (the same as category_scores gives calibrate.py); the meshes are
-    those of w = 0; a category the user gives is kept."""
+    votes), the votes the categories' shares of the bank_fit_candidates fitted candidates' confidences (whatever
+    the count asked), and its probabilities the softmax of those scores over category_vote_temperature (the same
+    as category_scores gives calibrate.py); the meshes and confidences are those of w = 0; a category the user
+    gives is kept, with the head's probabilities; without a fit nothing votes."""
     from recon_core.io.inference import CATEGORY_VOTE_FLOOR, Reconstructor
     from recon_core.network.categories import CATEGORIES
     from recon_core.network.crop import object_mask, prepare_image
 
     rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    fields = dict(bank_fit_candidates=4, bank_warp=0, category_temperature=1.2, category_vote_temperature=1.5)
     plain_model, meta = load_model(banked_model)
-    plain = Reconstructor(_with_config(plain_model, bank_fit_candidates=4, bank_warp=0, category_temperature=1.5),
-                          meta)
+    plain = Reconstructor(_with_config(plain_model, **fields), meta)
     model, _ = load_model(banked_model)
-    rec = Reconstructor(_with_config(model, bank_fit_candidates=4, bank_warp=0, category_temperature=1.5,
-                                     category_bank_weight=3.0), meta)
+    rec = Reconstructor(_with_config(model, category_bank_weight=3.0, **fields), meta)
     before = plain.reconstruct_candidates(rgb, alpha, 2, smooth=False)
     after = rec.reconstruct_candidates(rgb, alpha, 2, smooth=False)
-    for a, b in zip(before, after):  # the same meshes, in the same order
+    assert len(before) == len(after) == 2
+    for a, b in zip(before, after):  # the same meshes and confidences, in the same order
         np.testing.assert_array_equal(a.verts, b.verts)
         np.testing.assert_array_equal(a.faces, b.faces)
+        assert a.confidence == b.confidence
     with torch.inference_mode():
         out = model(prepare_image(rgb, alpha, model.config.image_size).image[None])
         candidates = rec._fitted(rec._ranked(rgb, alpha, out.verts[0], None, 4), object_mask(rgb, alpha))
@@ -1020,19 +1022,44 @@ def test_the_candidates_vote_for_the_category_reported_and_leave_the_mesh_alone(
     votes /= votes.sum()
     logits = out.category_logits[0].double().numpy()
     log_probs = logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
-    scores = log_probs + 3.0 * np.log(CATEGORY_VOTE_FLOOR + votes)
-    expected = np.exp(scores / 1.5) / np.exp(scores / 1.5).sum()
+
+    def expected(w: float, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scores = log_probs + w * np.log(CATEGORY_VOTE_FLOOR + v)
+        return scores, np.exp(scores / 1.5) / np.exp(scores / 1.5).sum()
+
+    scores, probs = expected(3.0, votes)
     for result in after:
-        np.testing.assert_allclose(result.category_probs, expected, rtol=1e-5)
+        assert result.category_probs.dtype == np.float32
+        np.testing.assert_allclose(result.category_probs, probs, rtol=1e-5)
         assert result.category == CATEGORIES[int(scores.argmax())].name
     fused, head = rec.category_scores(rgb, alpha)
     np.testing.assert_allclose(fused, scores, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(head, log_probs, rtol=1e-5, atol=1e-6)
-    # the head alone, for comparison: its probabilities, and category_scores its log-probabilities
-    np.testing.assert_allclose(before[0].category_probs, np.exp(logits / 1.5) / np.exp(logits / 1.5).sum(), rtol=1e-5)
+    # more candidates asked than fitted: the same ten (here four) vote
+    many = rec.reconstruct_candidates(rgb, alpha, 6, smooth=False)
+    np.testing.assert_allclose(many[0].category_probs, probs, rtol=1e-5)
+    # the head alone: its probabilities at its own temperature, and category_scores its log-probabilities
+    head_probs = np.exp(logits / 1.2) / np.exp(logits / 1.2).sum()
+    np.testing.assert_allclose(before[0].category_probs, head_probs, rtol=1e-5)
     for got in plain.category_scores(rgb, alpha):
         np.testing.assert_allclose(got, log_probs, rtol=1e-5, atol=1e-6)
     given = rec.reconstruct(rgb, alpha, category="lamp", smooth=False)
     assert given.category == "lamp"
+    np.testing.assert_allclose(given.category_probs, head_probs, rtol=1e-5)
+    # votes for a category the head does not name outvote it (the bank's votes forced to one category)
+    other = int(np.argsort(logits)[-2])  # the head's second choice
+    monkeypatch.setattr(type(model.bank), "category_votes", lambda self, rows, weights, k: np.eye(k)[other])
+    assert int(logits.argmax()) != other
+    outvoted = rec.reconstruct(rgb, alpha, smooth=False)
+    assert outvoted.category == CATEGORIES[other].name and CATEGORIES[int(logits.argmax())].name != outvoted.category
+    np.testing.assert_allclose(outvoted.category_probs, expected(3.0, np.eye(13)[other])[1], rtol=1e-5)
+    np.testing.assert_array_equal(outvoted.verts, before[0].verts)
+    # without a fit nothing votes: the head's category and probabilities
+    _with_config(model, bank_fit_candidates=0)
+    unfitted = rec.reconstruct(rgb, alpha, smooth=False)
+    assert unfitted.category == CATEGORIES[int(logits.argmax())].name
+    np.testing.assert_allclose(unfitted.category_probs, head_probs, rtol=1e-5)
     with pytest.raises(ValueError, match="category_bank_weight"):
         ModelConfig(category_bank_weight=-1.0)
+    with pytest.raises(ValueError, match="category_vote_temperature"):
+        ModelConfig(category_vote_temperature=0.0)

@@ -77,7 +77,9 @@ class Reconstruction:
         verts: (V, 3) float64 vertices, exactly representable in float32 (as STL and Blender store them); units: the data's (bounding-box diagonal ~1) or mm with ``height_mm``.
         faces: (F, 3) int64 triangles, outward-facing.
         category: name of the category used (given or predicted).
-        category_probs: (13,) predicted probabilities, in ``CATEGORIES`` order.
+        category_probs: (13,) float32 probabilities, in ``CATEGORIES`` order: the category head's
+            (``config.category_temperature``), or with the shape bank's votes (``config.category_bank_weight`` > 0 and
+            no category given) ``softmax(scores / config.category_vote_temperature)`` of :func:`fuse_category_scores`.
         report: the printable check of the final mesh.
         repair: what the repair step did (its log).
         timings: seconds per stage.
@@ -214,8 +216,9 @@ class Reconstructor:
         (:meth:`recon_core.network.retrieval.ShapeBank.ranked`), each posed to the picture's silhouette and
         the ``count`` that cover it best kept (:meth:`_fitted`; the bank's first ``count`` in their views' rotations
         when ``config.bank_fit_candidates`` is 0), each decimated to the detail and through the printable
-        check; the first is :meth:`reconstruct`'s mesh. Other models give one mesh.
-        The arguments are :meth:`reconstruct`'s.
+        check; the first is :meth:`reconstruct`'s mesh. Other models give one mesh. They share one category: with
+        ``config.category_bank_weight`` > 0 and none given, the one the fitted candidates vote for with the head
+        (:func:`fuse_category_scores`; the mesh does not depend on it). The arguments are :meth:`reconstruct`'s.
 
         Raises:
             ValueError: ``count`` below 1, or above 1 for a model without a shape bank.
@@ -293,9 +296,9 @@ class Reconstructor:
         if banked:
             mask = object_mask(rgb, alpha)
             with _timed(timings, "retrieval"):
-                ranked = self._candidates(rgb, alpha, out.verts[0], cat_index, mask, count)
-            if cat_index is None and self.model.config.category_bank_weight > 0:
-                probs = self._category_probs(out.category_logits, self._votes(ranked))  # the mesh stays the same
+                ranked, votes = self._candidates(rgb, alpha, out.verts[0], cat_index, mask, count)
+            if cat_index is None and votes is not None:
+                probs = self._category_probs(out.category_logits, votes)  # the mesh stays the same
                 used = CATEGORIES[int(probs.argmax())].name
             ranked = ranked[:count]
             results = []
@@ -459,15 +462,16 @@ class Reconstructor:
         return dataclasses.replace(out, occupancy_logits=logits)
 
     def _category_probs(self, logits: torch.Tensor, votes: np.ndarray | None = None) -> np.ndarray:
-        """(K,) calibrated probabilities of a batch of one's (1, K) logits (``config.category_temperature``), with
-        the shape bank's candidates' ``votes`` (K,) when given (:func:`fuse_category_scores`)."""
+        """(K,) float32 calibrated probabilities of a batch of one's (1, K) logits: the head's
+        (``config.category_temperature``), or with the shape bank's candidates' ``votes`` (K,)
+        ``softmax(fuse_category_scores(...) / config.category_vote_temperature)``."""
         cfg = self.model.config
         if votes is None:
             return (logits[0].float() / cfg.category_temperature).softmax(-1).cpu().numpy()
         scores = fuse_category_scores(logits[0].float().cpu().numpy(), votes, cfg.category_bank_weight)
-        z = scores / cfg.category_temperature
+        z = scores / cfg.category_vote_temperature
         e = np.exp(z - z.max())
-        return e / e.sum()
+        return (e / e.sum()).astype(np.float32)
 
     def _votes(self, candidates: list[tuple[int, Any, float]]) -> np.ndarray:
         """(K,) the categories' shares of the candidates' ``[(row, pose, confidence), ...]`` confidences."""
@@ -475,28 +479,39 @@ class Reconstructor:
                                               len(CATEGORIES))
 
     def _candidates(self, rgb: np.ndarray, alpha: np.ndarray | None, verts: torch.Tensor, category: int | None,
-                    mask: np.ndarray, count: int) -> list[tuple[int, Any, float]]:
-        """Every candidate of the shape bank for this picture, best first, as ``[(row, pose, confidence), ...]``: the
-        ``config.bank_fit_candidates`` best-ranked views posed to the ``mask`` (:meth:`_fitted`), or without a fit
-        the bank's first ``count`` in their views' rotations (pose None)."""
-        fit = self.model.config.bank_fit_candidates
+                    mask: np.ndarray, count: int) -> tuple[list[tuple[int, Any, float]], np.ndarray | None]:
+        """``(candidates, votes)``: the shape bank's candidates for this picture, best first, as ``[(row, pose,
+        confidence), ...]`` — the ``max(count, config.bank_fit_candidates)`` best-ranked views posed to the ``mask``
+        (:meth:`_fitted`), or without a fit the bank's first ``count`` in their views' rotations (pose None) — and
+        the (K,) category votes of the ``bank_fit_candidates`` best-ranked ones once fitted (whatever ``count``, so
+        every call reports the same category), or None when the model does not vote
+        (``config.category_bank_weight`` 0 or no fit)."""
+        cfg = self.model.config
+        fit = cfg.bank_fit_candidates
         ranked = self._ranked(rgb, alpha, verts, category, max(count, fit))
-        return self._fitted(ranked, mask) if fit else [(row, None, c) for row, c in ranked[:count]]
+        if not fit:
+            return [(row, None, c) for row, c in ranked[:count]], None
+        fitted = self._fitted(ranked, mask)
+        if not cfg.category_bank_weight > 0:
+            return fitted, None
+        return fitted, self._votes(fitted if len(ranked) <= fit else self._fitted(ranked[:fit], mask))
 
     @torch.inference_mode()
     def category_scores(self, rgb: np.ndarray, alpha: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """``(scores, head)`` of a picture whose ``alpha`` is settled, both (K,): the scores whose softmax over
-        ``config.category_temperature`` is the reported ``category_probs`` (:func:`fuse_category_scores`;
-        training/calibrate.py fits the temperature on them), and the category head's own log-probabilities (the
-        same when the bank does not vote; then only the backbone and the category head run)."""
+        """``(scores, head)`` of a picture whose ``alpha`` is settled, both (K,) float64: the scores whose softmax over
+        ``config.category_vote_temperature`` is the reported ``category_probs`` when the shape bank's candidates vote
+        (:func:`fuse_category_scores`), and the category head's own log-probabilities, whose softmax over
+        ``config.category_temperature`` is reported otherwise (training/calibrate.py fits each temperature on its
+        scores). When the model does not vote, both are the head's and only the backbone and the category head run;
+        when it does, the network and the candidates' fits run as in :meth:`reconstruct` (~0.2 s a picture)."""
         cfg = self.model.config
         images = prepare_image(rgb, alpha, cfg.image_size).image[None].to(next(self.model.parameters()).device)
-        if not (self.banked and cfg.category_bank_weight > 0):
+        if not (self.banked and cfg.category_bank_weight > 0 and cfg.bank_fit_candidates > 0):
             head = fuse_category_scores(self.model.classify(images)[0].float().cpu().numpy(), None, 0.0)
             return head, head
         out = self.model(images)
         logits = out.category_logits[0].float().cpu().numpy()
-        votes = self._votes(self._candidates(rgb, alpha, out.verts[0], None, object_mask(rgb, alpha), 1))
+        _, votes = self._candidates(rgb, alpha, out.verts[0], None, object_mask(rgb, alpha), 1)
         return fuse_category_scores(logits, votes, cfg.category_bank_weight), fuse_category_scores(logits, None, 0.0)
 
     def _refiner(self, out, category_probs: np.ndarray, timings: dict[str, float]):

@@ -73,8 +73,13 @@ class ModelConfig:
     num_categories: int = 13
     """Number of categories (recon_core.network.categories.CATEGORIES)."""
     category_temperature: float = 1.0
-    """The category probabilities reported are ``softmax(logits / T)`` (temperature scaling, fitted on the
-    validation split by training/calibrate.py); the arg-max, hence the category used, does not change."""
+    """The category head's probabilities are reported as ``softmax(logits / T)`` (temperature scaling, fitted on the
+    validation split by training/calibrate.py); the arg-max, hence the category used, does not change. When the
+    shape bank's candidates vote (:attr:`category_bank_weight`), :attr:`category_vote_temperature` is used instead."""
+    category_vote_temperature: float = 1.0
+    """With the candidates' votes (:attr:`category_bank_weight` > 0 and a category not given), the probabilities
+    reported are ``softmax(scores / T)`` of :func:`recon_core.io.inference.fuse_category_scores` (fitted on the
+    validation split by training/calibrate.py, on those scores)."""
     shape_bank: bool = False
     """Carry a bank of training shapes (recon_core.network.retrieval.ShapeBank, in the model file). coarse="ico_sphere"
     or "template": the output is snapped to the nearest one, chosen by the picture and the network's
@@ -111,12 +116,12 @@ class ModelConfig:
     outline onto the picture's mask (:func:`recon_core.mesh.silhouette.fit_warp`, whose default,
     ``WARP_ITERATIONS``, is the same; this module stays free of numpy); 0: no warp."""
     category_bank_weight: float = 0.0
-    """shape_bank on an ico-sphere or template network: the candidates (the fitted ones with their confidences,
-    :attr:`bank_fit_candidates`) also vote for the category reported: the scores are ``log softmax(logits) + w *
-    log(CATEGORY_VOTE_FLOOR + votes)`` (``votes``: each category's share of the candidates' confidences,
-    :meth:`recon_core.network.retrieval.ShapeBank.category_votes`), reported as ``softmax(scores /
-    category_temperature)`` (:func:`recon_core.io.inference.category_scores`). The mesh does not change: the
-    network has already run on the head's own probabilities. 0: the category head alone."""
+    """shape_bank on an ico-sphere or template network with fitted candidates (:attr:`bank_fit_candidates` > 0):
+    the ``bank_fit_candidates`` fitted candidates also vote for the category reported when none is given: the
+    scores are ``log softmax(logits) + w * log(CATEGORY_VOTE_FLOOR + votes)`` (``votes``: each category's share of
+    the candidates' confidences, :meth:`recon_core.network.retrieval.ShapeBank.category_votes`), reported as
+    ``softmax(scores / category_vote_temperature)`` (:func:`recon_core.io.inference.fuse_category_scores`). The mesh
+    does not change: the network has already run on the head's own probabilities. 0: the category head alone."""
     bank_carve: bool = True
     """shape_bank with the warp: the solid's cells whose warped projection lies outside the picture's mask are
     carved away before meshing (:func:`recon_core.mesh.silhouette.carve_to_mask`): parts the picture does not
@@ -157,6 +162,8 @@ class ModelConfig:
             raise ValueError(f"image_size must be at least 32, got {self.image_size}")
         if not self.category_temperature > 0:
             raise ValueError(f"category_temperature must be > 0, got {self.category_temperature}")
+        if not self.category_vote_temperature > 0:
+            raise ValueError(f"category_vote_temperature must be > 0, got {self.category_vote_temperature}")
         if self.hidden_dim % self.attention_heads:
             raise ValueError("hidden_dim must be divisible by attention_heads")
 
