@@ -249,6 +249,13 @@ class Reconstructor:
         """Whether the output is a shape bank's solid (a bank on an ico-sphere or template network)."""
         return getattr(self.model, "bank", None) is not None and getattr(self.model, "heads", None) is None
 
+    @property
+    def voting(self) -> bool:
+        """Whether the shape bank's fitted candidates vote for the category reported (``config.category_bank_weight``
+        > 0 on a banked model with ``config.bank_fit_candidates`` > 0)."""
+        cfg = self.model.config
+        return self.banked and cfg.category_bank_weight > 0 and cfg.bank_fit_candidates > 0
+
     def _find_object(self, rgb: np.ndarray, source: str, timings: dict[str, float]) -> tuple[np.ndarray | None, str]:
         """The alpha that the finder gives a picture without one, and a note saying so.
 
@@ -296,7 +303,8 @@ class Reconstructor:
         if banked:
             mask = object_mask(rgb, alpha)
             with _timed(timings, "retrieval"):
-                ranked, votes = self._candidates(rgb, alpha, out.verts[0], cat_index, mask, count)
+                ranked, votes = self._candidates(rgb, alpha, out.verts[0], cat_index, mask, count,
+                                                 vote=cat_index is None)
             if cat_index is None and votes is not None:
                 probs = self._category_probs(out.category_logits, votes)  # the mesh stays the same
                 used = CATEGORIES[int(probs.argmax())].name
@@ -479,20 +487,20 @@ class Reconstructor:
                                               len(CATEGORIES))
 
     def _candidates(self, rgb: np.ndarray, alpha: np.ndarray | None, verts: torch.Tensor, category: int | None,
-                    mask: np.ndarray, count: int) -> tuple[list[tuple[int, Any, float]], np.ndarray | None]:
+                    mask: np.ndarray, count: int, vote: bool = True
+                    ) -> tuple[list[tuple[int, Any, float]], np.ndarray | None]:
         """``(candidates, votes)``: the shape bank's candidates for this picture, best first, as ``[(row, pose,
         confidence), ...]`` — the ``max(count, config.bank_fit_candidates)`` best-ranked views posed to the ``mask``
         (:meth:`_fitted`), or without a fit the bank's first ``count`` in their views' rotations (pose None) — and
         the (K,) category votes of the ``bank_fit_candidates`` best-ranked ones once fitted (whatever ``count``, so
-        every call reports the same category), or None when the model does not vote
-        (``config.category_bank_weight`` 0 or no fit)."""
-        cfg = self.model.config
-        fit = cfg.bank_fit_candidates
+        every call reports the same category), or None when the model does not vote (:attr:`voting`) or ``vote`` is
+        False (a category given: no votes are counted)."""
+        fit = self.model.config.bank_fit_candidates
         ranked = self._ranked(rgb, alpha, verts, category, max(count, fit))
         if not fit:
             return [(row, None, c) for row, c in ranked[:count]], None
         fitted = self._fitted(ranked, mask)
-        if not cfg.category_bank_weight > 0:
+        if not (vote and self.voting):
             return fitted, None
         return fitted, self._votes(fitted if len(ranked) <= fit else self._fitted(ranked[:fit], mask))
 
@@ -506,7 +514,7 @@ class Reconstructor:
         when it does, the network and the candidates' fits run as in :meth:`reconstruct` (~0.2 s a picture)."""
         cfg = self.model.config
         images = prepare_image(rgb, alpha, cfg.image_size).image[None].to(next(self.model.parameters()).device)
-        if not (self.banked and cfg.category_bank_weight > 0 and cfg.bank_fit_candidates > 0):
+        if not self.voting:
             head = fuse_category_scores(self.model.classify(images)[0].float().cpu().numpy(), None, 0.0)
             return head, head
         out = self.model(images)
