@@ -309,12 +309,11 @@ class Reconstructor:
                 probs = self._category_probs(out.category_logits, votes)  # the mesh stays the same
                 used = CATEGORIES[int(probs.argmax())].name
             ranked = ranked[:count]
-            extent = None if out.log_extent is None else float(out.log_extent[0])
             results = []
             for row, pose, confidence in ranked:
                 own = dict(timings)  # each candidate's timings: the shared stages, then its own
                 with _timed(own, "retrieval"):
-                    snapped = self._snap(row, pose, mask, extent)
+                    snapped = self._snap(row, pose, mask)
                 if snapped is None:
                     continue
                 result = self._bank_result(snapped, vertices, used, probs, height_mm, own)
@@ -618,20 +617,17 @@ class Reconstructor:
         weights /= max(weights.sum(), 1e-12)
         return [(row, pose, float(w)) for (_, row, pose), w in zip(fitted[:count], weights)]
 
-    def _snap(self, row: int, pose=None, mask: np.ndarray | None = None, extent: float | None = None
-              ) -> tuple[np.ndarray, np.ndarray] | None:
+    def _snap(self, row: int, pose=None, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
         """The solid of the shape bank's view ``row`` in the output frame, placed by ``pose``
         (:class:`recon_core.mesh.silhouette.Pose`; None: the view's rotation) and, with a pose, a ``mask`` and
         ``config.bank_warp``, its outline drawn onto the mask's (:func:`recon_core.mesh.silhouette.fit_warp`; not
         for a mask that takes the whole picture) and, with ``config.bank_carve``, the cells the mask shows to be
         empty carved away before meshing (:func:`recon_core.mesh.silhouette.carve_to_mask`), then with a pose and
         ``config.bank_place`` moved across the view to where the picture shows it
-        (:func:`recon_core.mesh.silhouette.place_in_picture`); before that, with the size head's ``extent``
-        (:attr:`recon_core.network.model.ReconOutput.log_extent`) and ``config.size_weight``, scaled toward the size
-        the picture shows (:func:`recon_core.mesh.silhouette.toward_size`). None when the solid is empty. The
-        candidates' order and confidences are the fit's (:meth:`_fitted`), from before the warp."""
+        (:func:`recon_core.mesh.silhouette.place_in_picture`); None when the solid is empty. The candidates' order
+        and confidences are the fit's (:meth:`_fitted`), from before the warp."""
         from recon_core.mesh.silhouette import (carve_to_mask, fit_warp, keep_box, place_in_picture, solid_points,
-                                                stretch_factors, toward_size)
+                                                stretch_factors)
         from recon_core.mesh.volume import GRID_BOUND, grid_surface, grid_surface_vertices
 
         cfg, bank = self.model.config, self.model.bank
@@ -671,8 +667,6 @@ class Reconstructor:
         if len(faces) == 0:
             log.warning("the shape bank's solid for view %d is empty: keeping the network's reconstruction", row)
             return None
-        if extent is not None and cfg.size_weight > 0:
-            verts = toward_size(verts, extent, cfg.size_weight)
         if pose is not None and cfg.bank_place and mask is not None:
             verts, _ = place_in_picture(verts, mask)
         return verts @ VIEW_TO_OUTPUT.T, faces

@@ -25,7 +25,7 @@ from recon_core.network.model import ReconstructionNet, build_model
 
 __all__ = [
     "WeightsError", "save_model", "load_model", "default_model_path", "save_finder", "load_finder",
-    "default_finder_path", "SIZE_SUFFIX", "weights_fingerprint", "save_size_head",
+    "default_finder_path",
 ]
 
 log = logging.getLogger(__name__)
@@ -144,8 +144,6 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
             "(git checkout models/) or point to another model."
         ) from None
     expected = model.state_dict()
-    if any(k.startswith("size_head.") for k in expected) and not any(k.startswith("size_head.") for k in state):
-        state.update(_load_size_head(stem, state))
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -169,58 +167,6 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
         except ValueError as err:
             raise WeightsError(f"Model weights {weights_path}: {err}; rebuild it with training/build_shape_bank.py.") from None
     return model.to(device).eval(), meta
-
-
-# ------------------------------------------------------------------ the size head
-
-SIZE_SUFFIX = ".size.safetensors"
-"""The file beside ``NAME.safetensors`` that holds a model's size head (``config.size_weight``), fitted after
-training by training/fit_size.py: ``STEM.size.safetensors``."""
-
-
-def weights_fingerprint(state: dict[str, torch.Tensor]) -> str:
-    """A short hash of a model file's category head, as stored: which trained network a size head was fitted on."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for name in ("category_head.weight", "category_head.bias"):
-        digest.update(state[name].detach().contiguous().cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def save_size_head(weight: torch.Tensor, bias: float, stem: str | os.PathLike, fingerprint: str,
-                   metadata: dict[str, str] | None = None) -> Path:
-    """Write a size head, ``weight`` (global_dim,) float and ``bias``, to ``STEM.size.safetensors`` (float32, with
-    the ``fingerprint`` of the weights it was fitted on, :func:`weights_fingerprint`); returns that path."""
-    from safetensors.torch import save
-
-    path = _stem(Path(stem)).with_name(_stem(Path(stem)).name + SIZE_SUFFIX)
-    tensors = {"size_head.weight": weight.detach().float().reshape(1, -1).contiguous(),
-               "size_head.bias": torch.tensor([float(bias)], dtype=torch.float32)}
-    atomic_write_bytes(path, save(tensors, metadata={**(metadata or {}), "fingerprint": fingerprint}))
-    return path
-
-
-def _load_size_head(stem: Path, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The size head of the model ``stem`` from ``STEM.size.safetensors``, checked against its weights ``state``."""
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
-    path = stem.with_name(stem.name + SIZE_SUFFIX)
-    fix = (f"fit it again (python training/fit_size.py --model {stem}) or set size_weight to 0 in "
-           f"{stem.with_suffix('.json').name}")
-    if not path.is_file():
-        raise WeightsError(f"Model {stem} has a size head (size_weight > 0) but {path.name} is missing; "
-                           f"restore it (git checkout models/) or {fix}.")
-    try:
-        with safe_open(str(path), "pt") as f:
-            fitted_on = (f.metadata() or {}).get("fingerprint")
-        head = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise WeightsError(f"The size head {path} is truncated or corrupt ({err}); {fix}.") from None
-    if fitted_on != weights_fingerprint(state):
-        raise WeightsError(f"The size head {path} was fitted on other weights than {stem.name}.safetensors; {fix}.")
-    return head
 
 
 # ------------------------------------------------------------------ the object finder

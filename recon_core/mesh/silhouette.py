@@ -32,7 +32,6 @@ x axis (a change of elevation): ``R = R_x(elevation) @ R_0 @ R_y(azimuth)``.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,7 +72,6 @@ __all__ = [
     "FRAMED_OFFSET",
     "OutlineWarp",
     "place_in_picture",
-    "toward_size",
     "carve_to_mask",
     "fit_warp",
     "keep_box",
@@ -651,31 +649,6 @@ def carve_to_mask(solid: np.ndarray, bound: float, factors: np.ndarray, rotation
         return solid, 0.0
     return carved, share
 
-
-
-def toward_size(verts: np.ndarray, log_extent: float, weight: float) -> np.ndarray:
-    """View-frame vertices scaled about the origin so that the log of their longer side across the view (the larger
-    of their x and y extents) moves the share ``weight`` of the way to ``log_extent``: by ``exp(weight (log_extent -
-    log L))``, ``L`` that side.
-
-    A silhouette fitted to a picture (:func:`fit_pose`, :func:`fit_warp`) has the picture's shape whatever its size;
-    its size follows from the training solid's depth, which the picture does not show, and the data's frame
-    (bounding-box diagonal 1). The size head's ``log_extent`` (``config.size_weight``) reads it from the picture
-    instead. A positive even scale: a closed, manifold, outward, self-intersection-free mesh stays so.
-
-    Args:
-        verts: (V, 3) float view-frame vertices, centred about the origin.
-        log_extent: the log of the longer side the object has across the view, data units.
-        weight: in [0, 1]; 0 leaves the vertices as they are, 1 gives them that side.
-
-    Returns:
-        (V, 3) float64 vertices.
-    """
-    verts = np.asarray(verts, dtype=np.float64)
-    side = float(np.ptp(verts[:, :2], axis=0).max()) if len(verts) else 0.0
-    if not (side > 0 and np.isfinite(log_extent)):
-        return verts
-    return verts * math.exp(weight * (log_extent - math.log(side)))
 
 
 def place_in_picture(verts: np.ndarray, mask: np.ndarray, distance: float = FIT_DISTANCE,

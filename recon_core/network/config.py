@@ -131,13 +131,6 @@ class ModelConfig:
     the picture's centre as the object's does (:func:`recon_core.mesh.silhouette.place_in_picture`), when the
     picture frames the object."""
 
-    size_weight: float = 0.0
-    """shape_bank with fitted candidates: each output is scaled about its centre by ``exp(w (e - e_out))``, ``e``
-    the size head's reading of the picture (the log of the object's longer side across the view, in the data's
-    units: bounding-box diagonal 1; a linear map of the pooled features, fitted by training/fit_size.py) and
-    ``e_out`` the same of the output, so its size moves the share ``w`` of the way toward the picture's reading.
-    0: no size head; the output keeps the size of its training solid."""
-
     removed_fields: ClassVar[dict[str, Any]] = {"prior_templates": 0, "prior_views": 0, "prior_dim": 128,
                                                 "prior_level": 4}
     """Fields of the removed retrieval prior (``coarse="retrieval"``) and the defaults that model files
@@ -161,8 +154,6 @@ class ModelConfig:
             raise ValueError(f"bank_fit_candidates must be >= 0, got {self.bank_fit_candidates}")
         if not self.category_bank_weight >= 0:
             raise ValueError(f"category_bank_weight must be >= 0, got {self.category_bank_weight}")
-        if not 0 <= self.size_weight <= 1:
-            raise ValueError(f"size_weight must be in [0, 1], got {self.size_weight}")
         if self.bank_shape_weight < 0:
             raise ValueError(f"bank_shape_weight must be >= 0, got {self.bank_shape_weight}")
         if self.vertices not in VERTEX_SCHEDULES:

@@ -33,7 +33,6 @@ class ReconOutput:
         levels: ico level of each stage's output (faces: ``model.topology.faces(level)``).
         coarse_level: ico level of ``coarse_verts``.
         category_logits: (B, K).
-        log_extent: (B,) the size head's reading of each picture (``config.size_weight``), or None without one.
     """
 
     coarse_verts: torch.Tensor
@@ -41,7 +40,6 @@ class ReconOutput:
     levels: list[int]
     coarse_level: int
     category_logits: torch.Tensor
-    log_extent: torch.Tensor | None = None
 
     @property
     def verts(self) -> torch.Tensor:
@@ -75,9 +73,6 @@ class ReconstructionNet(nn.Module):
         if c.coarse == "template":
             # A learned template per category, on the ico-sphere's topology (offsets from the sphere).
             self.templates = nn.Parameter(torch.zeros(c.num_categories, v0, 3))
-        # the log of the object's longer side across the view (data units) from the pooled features; fitted after
-        # training (training/fit_size.py) and stored beside the weights (recon_core.io.weights.SIZE_SUFFIX)
-        self.size_head = nn.Linear(self.encoder.global_dim, 1) if c.size_weight > 0 else None
         self.heads = None
         if c.coarse == "occupancy":
             self.heads = OccupancyHeads(c.fpn_channels, self.encoder.global_dim, self.grid_spec)
@@ -162,8 +157,7 @@ class ReconstructionNet(nn.Module):
             verts, feats = stage(verts, feats, pyramid, self.encoder.strides, size, probs, self.topology, level)
             stage_verts.append(verts)
             levels.append(level)
-        log_extent = None if self.size_head is None else self.size_head(global_feature)[:, 0]
-        return ReconOutput(coarse, stage_verts, levels, c.ico_level, logits, log_extent)
+        return ReconOutput(coarse, stage_verts, levels, c.ico_level, logits)
 
     def classify(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) cropped RGB in [0, 1] -> (B, K) category logits: the backbone and the category head only
