@@ -961,6 +961,36 @@ def test_a_fitted_candidate_is_placed_where_the_picture_shows_it(banked_model, f
     assert moved == 3
 
 
+def test_bank_unit_diagonal_scales_each_candidate_into_the_datas_frame(banked_model, fake):
+    """bank_unit_diagonal: _snap's output, posed, warped and carved as without it (placement off in both), is scaled
+    about its box's centre by 1 / the diagonal of its training solid as meshed; also without a pose (the view's
+    rotation); the same faces."""
+    from recon_core.io.inference import Reconstructor
+
+    model, meta = load_model(banked_model)
+    assert not model.config.bank_unit_diagonal  # the field's default: the solid's own size
+    unit = Reconstructor(_with_config(model, bank_fit_candidates=4, bank_place=False, bank_unit_diagonal=True), meta)
+    other, _ = load_model(banked_model)
+    plain = Reconstructor(_with_config(other, bank_fit_candidates=4, bank_place=False), meta)
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    mask = alpha / 255.0
+    with torch.inference_mode():
+        from recon_core.network.crop import prepare_image
+
+        net_verts = model(prepare_image(rgb, alpha, model.config.image_size).image[None]).verts[0]
+    fitted = unit._fitted(unit._ranked(rgb, alpha, net_verts, None, 4), mask, 3)
+    for row, pose, _ in fitted + [(fitted[0][0], None, 1.0)]:
+        got, faces = unit._snap(row, pose, None if pose is None else mask)
+        before, before_faces = plain._snap(row, pose, None if pose is None else mask)
+        world, _ = model.bank.shape_mesh(int(model.bank.view_shape[row]), model.config.bank_smoothing,
+                                         model.config.bank_level)
+        d = float(np.linalg.norm(world.max(0) - world.min(0)))
+        assert abs(d - 1.0) > 1e-3  # this bank's solids are not of diagonal 1: the test can fail
+        centre = 0.5 * (before.min(0) + before.max(0))
+        np.testing.assert_allclose(got, (before - centre) / d + centre, atol=1e-12)
+        np.testing.assert_array_equal(faces, before_faces)
+
+
 # ------------------------------------------------------------------------- the candidates' category votes
 
 

@@ -601,3 +601,23 @@ def test_place_in_picture_leaves_an_object_cut_by_the_border_or_off_centre():
     off = int(FRAMED_OFFSET * side) - 1
     mask[30 + off:70 + off, 30:70] = 1.0  # just inside the framing limit
     assert place_in_picture(verts, mask)[1]
+
+
+def test_to_diagonal_scales_about_the_box_centre_to_the_datas_frame():
+    """A solid of bounding-box diagonal d, posed and moved, comes back with diagonal 1 (its pose's box diagonal
+    divided by d), the same box centre, and every vertex on the same ray from it; a bad diagonal is refused."""
+    from recon_core.mesh.silhouette import to_diagonal
+
+    rng = np.random.default_rng(3)
+    world = rng.uniform(-0.3, 0.4, size=(200, 3)) * np.array([1.0, 0.6, 0.8])
+    d = float(np.linalg.norm(np.ptp(world, axis=0)))
+    posed = world @ (rotation_x(-20) @ rotation_y(35)).T + np.array([0.05, -0.02, 0.1])
+    out = to_diagonal(posed, d)
+    centre = lambda v: 0.5 * (v.min(0) + v.max(0))  # noqa: E731
+    np.testing.assert_allclose(centre(out), centre(posed), atol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(np.ptp(out, 0)), np.linalg.norm(np.ptp(posed, 0)) / d, rtol=1e-12)
+    for i in range(0, 200, 37):  # a slow reference: each vertex's offset from the centre, shrunk by d
+        np.testing.assert_allclose(out[i] - centre(posed), (posed[i] - centre(posed)) / d, atol=1e-12)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="diagonal"):
+            to_diagonal(posed, bad)

@@ -622,12 +622,13 @@ class Reconstructor:
         (:class:`recon_core.mesh.silhouette.Pose`; None: the view's rotation) and, with a pose, a ``mask`` and
         ``config.bank_warp``, its outline drawn onto the mask's (:func:`recon_core.mesh.silhouette.fit_warp`; not
         for a mask that takes the whole picture) and, with ``config.bank_carve``, the cells the mask shows to be
-        empty carved away before meshing (:func:`recon_core.mesh.silhouette.carve_to_mask`), then with a pose and
-        ``config.bank_place`` moved across the view to where the picture shows it
+        empty carved away before meshing (:func:`recon_core.mesh.silhouette.carve_to_mask`), with
+        ``config.bank_unit_diagonal`` scaled into the data's frame (:func:`recon_core.mesh.silhouette.to_diagonal`),
+        then with a pose and ``config.bank_place`` moved across the view to where the picture shows it
         (:func:`recon_core.mesh.silhouette.place_in_picture`); None when the solid is empty. The candidates' order
         and confidences are the fit's (:meth:`_fitted`), from before the warp."""
         from recon_core.mesh.silhouette import (carve_to_mask, fit_warp, keep_box, place_in_picture, solid_points,
-                                                stretch_factors)
+                                                stretch_factors, to_diagonal)
         from recon_core.mesh.volume import GRID_BOUND, grid_surface, grid_surface_vertices
 
         cfg, bank = self.model.config, self.model.bank
@@ -636,8 +637,10 @@ class Reconstructor:
         if not outlined:
             if pose is None:
                 verts, faces = bank.view_mesh(row, cfg.bank_smoothing, cfg.bank_level)
+                world = None  # its solid's surface, unturned, only if it is needed (below)
             else:
                 verts, faces = bank.shape_mesh(int(bank.view_shape[row]), cfg.bank_smoothing, cfg.bank_level)
+                world = verts
                 verts = (verts * stretch_factors(verts, pose.scale)) @ pose.rotation.T
         else:
             shape = int(bank.view_shape[row])
@@ -648,6 +651,7 @@ class Reconstructor:
             if len(whole) == 0:
                 log.warning("the shape bank's solid for view %d is empty: keeping the network's reconstruction", row)
                 return None
+            world = whole  # its diagonal: the stretch keeps it
             factors = stretch_factors(whole, pose.scale)  # stretched()'s map: for the vertices, points and cells alike
             whole = (whole * factors) @ pose.rotation.T
             points = (solid_points(solid, GRID_BOUND, seed=shape) * factors) @ pose.rotation.T
@@ -667,6 +671,11 @@ class Reconstructor:
         if len(faces) == 0:
             log.warning("the shape bank's solid for view %d is empty: keeping the network's reconstruction", row)
             return None
+        if cfg.bank_unit_diagonal:
+            if world is None:  # the same values as its mesh's vertices
+                world = grid_surface_vertices(bank.grid(int(bank.view_shape[row])), smoothing=cfg.bank_smoothing,
+                                              level=cfg.bank_level)
+            verts = to_diagonal(verts, float(np.linalg.norm(np.ptp(world, axis=0))))
         if pose is not None and cfg.bank_place and mask is not None:
             verts, _ = place_in_picture(verts, mask)
         return verts @ VIEW_TO_OUTPUT.T, faces

@@ -73,6 +73,7 @@ __all__ = [
     "OutlineWarp",
     "place_in_picture",
     "carve_to_mask",
+    "to_diagonal",
     "fit_warp",
     "keep_box",
     "bilinear",
@@ -550,6 +551,21 @@ def keep_box(moved: np.ndarray, reference: np.ndarray, before: np.ndarray | None
     olo, ohi = box.min(axis=0), box.max(axis=0)
     factor = np.linalg.norm(hi - lo) / max(float(np.linalg.norm(ohi - olo)), 1e-12)
     return (moved - 0.5 * (olo + ohi)) * factor + 0.5 * (lo + hi)
+
+
+def to_diagonal(verts: np.ndarray, diagonal: float) -> np.ndarray:
+    """(V, 3) ``verts`` scaled about their bounding box's centre by ``1 / diagonal``: a solid whose bounding-box
+    diagonal was ``diagonal`` before it was posed, stretched (which keeps the diagonal, :func:`stretched`) and warped
+    is put in the data's frame, diagonal 1. A positive even scale: a printable mesh stays printable.
+
+    Raises:
+        ValueError: ``diagonal`` is not positive and finite.
+    """
+    if not (np.isfinite(diagonal) and diagonal > 0):
+        raise ValueError(f"diagonal must be positive and finite, got {diagonal}")
+    verts = np.asarray(verts, dtype=np.float64)
+    centre = 0.5 * (verts.min(axis=0) + verts.max(axis=0))
+    return (verts - centre) / diagonal + centre
 
 
 def warp_to_mask(verts: np.ndarray, points: np.ndarray, mask: np.ndarray, iterations: int = WARP_ITERATIONS,

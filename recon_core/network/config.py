@@ -130,6 +130,11 @@ class ModelConfig:
     """shape_bank with fitted candidates: each output is moved across the view so that its silhouette sits beside
     the picture's centre as the object's does (:func:`recon_core.mesh.silhouette.place_in_picture`), when the
     picture frames the object."""
+    bank_unit_diagonal: bool = False
+    """shape_bank: each output is scaled about its bounding box's centre by ``1 / d``, ``d`` the bounding-box
+    diagonal of its training solid as meshed (before any stretch, warp or cut), so that the output is in the data's
+    frame (every object's diagonal 1): meshed at the bank's blur and level a solid comes out ~3 % larger than its
+    model (:func:`recon_core.mesh.silhouette.to_diagonal`). False: the solid's own size."""
 
     removed_fields: ClassVar[dict[str, Any]] = {"prior_templates": 0, "prior_views": 0, "prior_dim": 128,
                                                 "prior_level": 4}
