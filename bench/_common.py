@@ -39,6 +39,8 @@ def machine(threads: int | None = None) -> dict[str, Any]:
     """What the numbers were measured on."""
     import torch
 
+    from recon_core.network.encoder import cpu_has_native_bf16
+
     info = {
         "cpu_cores": os.cpu_count(),
         "cpu": _cpu_model(),
@@ -46,6 +48,7 @@ def machine(threads: int | None = None) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads() if threads is None else threads,
         "python": platform.python_version(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cpu_native_bf16": cpu_has_native_bf16(),  # then inference runs the encoder in bfloat16
     }
     try:
         info["load_average_1min"] = round(os.getloadavg()[0], 2)  # > 0 when other work shares the cores

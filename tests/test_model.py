@@ -147,12 +147,16 @@ def test_fold_batchnorm_refuses_training_mode(tiny_config):
         build_model(tiny_config).train().encoder.fold_batchnorm()
 
 
-def test_reconstructor_runs_the_folded_channels_last_encoder(tiny_model_path):
-    """Folded, laid out for inference (channels-last but for the deep stages): the plain encoder's outputs."""
+def test_reconstructor_runs_the_folded_channels_last_encoder(tiny_model_path, monkeypatch):
+    """Folded, laid out for inference (channels-last but for the deep stages): the plain encoder's outputs (on a
+    CPU without native bfloat16, where the encoder stays float32)."""
+    from recon_core.io import inference
     from recon_core.io.inference import Reconstructor
     from recon_core.io.weights import load_model
 
+    monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: False)
     rec = Reconstructor.from_file(tiny_model_path)
+    assert rec.model.encoder.stem[0].weight.dtype == torch.float32
     plain, _ = load_model(tiny_model_path)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in rec.model.encoder.modules())
     encoder = rec.model.encoder
@@ -167,6 +171,38 @@ def test_reconstructor_runs_the_folded_channels_last_encoder(tiny_model_path):
         (p_fast, g_fast), (p_ref, g_ref) = rec.model.encoder(images), plain.encoder(images)
     for a, b in zip([*p_fast, g_fast], [*p_ref, g_ref]):
         assert torch.allclose(a, b, atol=1e-5 * float(b.abs().max()), rtol=1e-5)
+
+
+def test_reconstructor_runs_the_encoder_in_bfloat16_where_the_cpu_computes_it(tiny_model_path, monkeypatch):
+    """On a CPU with native bfloat16 the encoder's weights are bfloat16; it takes and gives float32, within
+    bfloat16's rounding of the float32 encoder's outputs; the rest of the network stays float32."""
+    from recon_core.io import inference
+    from recon_core.io.inference import Reconstructor
+    from recon_core.io.weights import load_model
+
+    monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: True)
+    rec = Reconstructor.from_file(tiny_model_path)
+    plain, _ = load_model(tiny_model_path)
+    encoder = rec.model.encoder
+    assert all(p.dtype == torch.bfloat16 for p in encoder.parameters())
+    assert all(p.dtype == torch.float32 for p in rec.model.stages.parameters())
+    torch.manual_seed(1)
+    images = torch.rand(2, 3, 64, 64)
+    with torch.inference_mode():
+        (p_fast, g_fast), (p_ref, g_ref) = encoder(images), plain.encoder(images)
+        _, g_only = encoder(images, pyramid=False)
+        out = rec.model(images)
+    assert torch.equal(g_only, g_fast)
+    for a, b in zip([*p_fast, g_fast], [*p_ref, g_ref]):
+        assert a.dtype == torch.float32 and a.shape == b.shape
+        assert float((a - b).norm() / b.norm()) < 0.02  # bfloat16 keeps 8 bits of mantissa: ~0.4 % a value
+        assert not torch.equal(a, b)  # it did compute in bfloat16
+    assert all(v.dtype == torch.float32 for v in out.verts) and out.category_logits.dtype == torch.float32
+
+
+def test_inference_dtype_refuses_training_mode(tiny_config):
+    with pytest.raises(RuntimeError, match="inference"):
+        build_model(tiny_config).train().encoder.inference_dtype(torch.bfloat16)
 
 
 @pytest.mark.parametrize("window,heads", [(1, 1), (2, 4), (3, 2)])

@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import csv
 import dataclasses
-import functools
 import logging
 import math
 import os
@@ -36,6 +35,7 @@ import torch.nn.functional as F
 from recon_core.io.export import atomic_write_bytes
 from recon_core.io.weights import load_model, save_model
 from recon_core.mesh.topology import BatchMeshes
+from recon_core.network.encoder import cpu_has_native_bf16
 from recon_core.network.heads import OccupancyOutput
 from recon_core.network.losses import LossWeights, RenderSettings, SilhouetteTarget, mesh_loss
 from recon_core.network.model import ReconOutput, build_model
@@ -266,20 +266,6 @@ def _setup_distributed() -> tuple[int, int, torch.device]:
         torch.cuda.set_device(local)
         return rank, world, torch.device("cuda", local)
     return rank, world, torch.device("cpu")
-
-
-@functools.cache
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX).
-
-    Without it, bf16 autocast is emulated and slower than float32: a default-config training step took
-    22.6 s with it and 12.1 s without on a 2-core AVX-512 Xeon lacking AVX512-BF16
-    (``python -m bench.train_throughput``, bench/RESULTS.md). True where torch cannot tell (older torch).
-    """
-    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    if any(probe is None for probe in probes):
-        return True
-    return any(probe() for probe in probes)
 
 
 def amp_enabled(cfg: TrainConfig, device: torch.device) -> bool:

@@ -8,6 +8,7 @@ torchvision's layout, can be given in the config.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from torch import nn
 
 from recon_core.network.backbone import FeaturePyramidNetwork, FrozenBatchNorm2d, resnet
 
-__all__ = ["ImageEncoder", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["ImageEncoder", "IMAGENET_MEAN", "IMAGENET_STD", "cpu_has_native_bf16"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,20 @@ CONTIGUOUS_STAGES = (2, 3)
 2.11, one 137 px picture) oneDNN's channels-last kernels are slower for the deep stages' small maps of many channels
 (ResNet-50's stages 3 and 4: 11.2 and 15.9 ms channels-last, 9.2 and 10.4 contiguous) and faster for the stem, the
 first two stages and the pyramid: the encoder 41.9 -> 35.5 ms (bench/RESULTS.md, sixteenth session)."""
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX).
+
+    Without it, bfloat16 is emulated and slower than float32: a default-config training step took 22.6 s with bf16
+    autocast and 12.1 s without on a 2-core AVX-512 Xeon lacking AVX512-BF16 (``python -m bench.train_throughput``,
+    bench/RESULTS.md). True where torch cannot tell (older torch).
+    """
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if any(probe is None for probe in probes):
+        return True
+    return any(probe() for probe in probes)
 
 
 class ImageEncoder(nn.Module):
@@ -85,7 +100,8 @@ class ImageEncoder(nn.Module):
         :attr:`strides`; ``pyramid=False`` skips the pyramid network and gives None in its place (what the category
         head needs).
         """
-        x = (images - self.mean) / self.std
+        dtype = images.dtype
+        x = (images.to(self.mean.dtype) - self.mean) / self.std  # in the weights' dtype (inference_dtype)
         x = self.stem(x)
         feats = []
         for i, stage in enumerate(self.stages):
@@ -93,7 +109,22 @@ class ImageEncoder(nn.Module):
                 x = x.contiguous(memory_format=self.stage_formats[i])
             x = stage(x)
             feats.append(x)
-        return (self.fpn(feats) if pyramid else None), x.mean(dim=(2, 3))
+        if x.dtype == dtype:
+            return (self.fpn(feats) if pyramid else None), x.mean(dim=(2, 3))
+        maps = [m.to(dtype) for m in self.fpn(feats)] if pyramid else None
+        return maps, x.to(dtype).mean(dim=(2, 3))
+
+    def inference_dtype(self, dtype: torch.dtype) -> None:
+        """Hold the weights in ``dtype`` and compute in it; inputs and outputs keep the caller's dtype.
+
+        For CPU inference with ``torch.bfloat16`` where the CPU computes it in hardware (:func:`cpu_has_native_bf16`):
+        one 137 px picture through ResNet-50 and the pyramid on 2 AVX512-BF16 cores, 33.5 -> 20.8 ms, outputs within
+        0.4 % (relative norm) of float32's (bench/RESULTS.md, twenty-second session). Call after
+        :meth:`fold_batchnorm` and :meth:`inference_layout`; not for training.
+        """
+        if self.training:
+            raise RuntimeError("inference_dtype() is for inference: call .eval() first, and do not train afterwards")
+        self.to(dtype)
 
     def inference_layout(self, contiguous_stages: tuple[int, ...] = CONTIGUOUS_STAGES) -> None:
         """Lay the weights and activations out for CPU inference: channels-last (oneDNN's fast layout) but for the
