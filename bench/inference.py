@@ -12,9 +12,10 @@ modules (encoder, coarse head, each refiner stage), ``Reconstruction.timings``
 photo without alpha (``no_alpha_2562``), where the object finder finds the object first.
 
 The *floor* is the encoder's FLOPs (counted with ``torch.utils.flop_counter``, one
-image at the configured size) divided by this machine's dense fp32 matmul rate
-(2048 x 2048 matmuls, best of several, measured in the same run): no implementation
-of this encoder on these cores can be much faster than that.
+image at the configured size) divided by this machine's dense matmul rate in the
+encoder's dtype (2048 x 2048 matmuls, best of several, measured in the same run; bfloat16
+where the CPU computes it in hardware and inference runs the encoder in it, float32
+otherwise): no implementation of this encoder on these cores can be much faster than that.
 """
 
 from __future__ import annotations
@@ -38,10 +39,10 @@ STAGES = ("finder", "preprocess", "encoder", "category_head", "coarse_head", "re
           "network_other", "retrieval", "postprocess", "repair", "check", "export_stl")
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
-    """Best dense fp32 ``size x size`` matmul rate of this process's torch threads, in GFLOP/s."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    out = torch.empty(size, size)
+def matmul_gflops(size: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """Best dense ``size x size`` matmul rate in ``dtype`` of this process's torch threads, in GFLOP/s."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    out = torch.empty(size, size, dtype=dtype)
     torch.mm(a, b, out=out)  # warm-up
     best = float("inf")
     for _ in range(repeats):
@@ -197,7 +198,8 @@ def run(args) -> dict:
     if MAIN_VERTICES not in vertex_counts:
         vertex_counts = [*vertex_counts, MAIN_VERTICES]  # the targets are stated at 2,562
 
-    gflops = matmul_gflops(512 if args.tiny else 2048)
+    encoder_dtype = next(rec.model.encoder.parameters()).dtype
+    gflops = matmul_gflops(512 if args.tiny else 2048, dtype=encoder_dtype)
     size = cfg.image_size
     image = torch.rand(1, 3, size, size)
     encoder_flops = count_flops(rec.model.encoder, image)
@@ -225,6 +227,7 @@ def run(args) -> dict:
         "no_alpha_2562": no_alpha,
         "floor": {
             "matmul_gflops": round(gflops, 2),
+            "matmul_dtype": str(encoder_dtype).removeprefix("torch."),
             "encoder_gflop": round(encoder_flops / 1e9, 4),
             "network_gflop": round(network_flops / 1e9, 4),
             "encoder_floor_ms": round(floor_ms, 3),
