@@ -200,6 +200,14 @@ def test_reconstructor_runs_the_encoder_in_bfloat16_where_the_cpu_computes_it(ti
     assert all(v.dtype == torch.float32 for v in out.verts) and out.category_logits.dtype == torch.float32
 
 
+def test_a_float32_encoder_under_autocast_gives_autocasts_activations(tiny_config):
+    """Training's bfloat16 autocast: the float32 encoder's outputs stay as autocast makes them (not cast back)."""
+    encoder = build_model(tiny_config).encoder.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        pyramid, pooled = encoder(torch.rand(1, 3, 64, 64))
+    assert all(m.dtype == torch.bfloat16 for m in pyramid) and pooled.dtype == torch.bfloat16
+
+
 def test_inference_dtype_refuses_training_mode(tiny_config):
     with pytest.raises(RuntimeError, match="inference"):
         build_model(tiny_config).train().encoder.inference_dtype(torch.bfloat16)

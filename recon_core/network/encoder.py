@@ -100,8 +100,8 @@ class ImageEncoder(nn.Module):
         :attr:`strides`; ``pyramid=False`` skips the pyramid network and gives None in its place (what the category
         head needs).
         """
-        dtype = images.dtype
-        x = (images.to(self.mean.dtype) - self.mean) / self.std  # in the weights' dtype (inference_dtype)
+        dtype, compute = images.dtype, self.mean.dtype  # compute: the weights' dtype (inference_dtype)
+        x = (images.to(compute) - self.mean) / self.std
         x = self.stem(x)
         feats = []
         for i, stage in enumerate(self.stages):
@@ -109,7 +109,7 @@ class ImageEncoder(nn.Module):
                 x = x.contiguous(memory_format=self.stage_formats[i])
             x = stage(x)
             feats.append(x)
-        if x.dtype == dtype:
+        if compute == dtype:  # always but after inference_dtype (autocast's activations stay as it makes them)
             return (self.fpn(feats) if pyramid else None), x.mean(dim=(2, 3))
         maps = [m.to(dtype) for m in self.fpn(feats)] if pyramid else None
         return maps, x.to(dtype).mean(dim=(2, 3))
