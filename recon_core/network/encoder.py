@@ -109,10 +109,10 @@ class ImageEncoder(nn.Module):
                 x = x.contiguous(memory_format=self.stage_formats[i])
             x = stage(x)
             feats.append(x)
-        if compute == dtype:  # always but after inference_dtype (autocast's activations stay as it makes them)
-            return (self.fpn(feats) if pyramid else None), x.mean(dim=(2, 3))
-        maps = [m.to(dtype) for m in self.fpn(feats)] if pyramid else None
-        return maps, x.to(dtype).mean(dim=(2, 3))
+        maps = self.fpn(feats) if pyramid else None
+        if compute != dtype:  # only after inference_dtype (autocast's activations stay as it makes them)
+            maps, x = (None if maps is None else [m.to(dtype) for m in maps]), x.to(dtype)
+        return maps, x.mean(dim=(2, 3))
 
     def inference_dtype(self, dtype: torch.dtype) -> None:
         """Hold the weights in ``dtype`` and compute in it; inputs and outputs keep the caller's dtype.
