@@ -38,8 +38,8 @@ from . import mesh_data, worker_client
 from .preferences import DEFAULTS, get_preferences
 
 __all__ = ["RECON_OT_reconstruct", "RECON_OT_next_candidate", "RECON_OT_keep_candidate", "RECON_OT_export_stl",
-           "RECON_OT_export_3mf", "running", "cancel_running", "mm_per_unit", "mask_image", "fill_mesh",
-           "candidate_collection", "candidates_of", "candidate_info", "shown_candidate", "percent_text"]
+           "RECON_OT_export_3mf", "RECON_OT_use_mask", "running", "cancel_running", "mm_per_unit", "mask_image",
+           "fill_mesh", "candidate_collection", "candidates_of", "candidate_info", "shown_candidate", "percent_text"]
 
 TIMER_S = 0.1
 """Seconds between two polls of the worker in the modal operator."""
@@ -136,11 +136,16 @@ def _image_input(settings) -> tuple[str, str, str | None]:
     image = settings.image
     if image is None:
         raise InputError("Choose an image in the Reconstruct panel first.")
-    name = os.path.splitext(image.name)[0] or "Reconstruction"
+    path, temp = _image_file(image)
+    return path, os.path.splitext(image.name)[0] or "Reconstruction", temp
+
+
+def _image_file(image) -> tuple[str, str | None]:
+    """``(path, temporary file or None)``: a file holding the pixels of the Blender ``image`` (its own file when it
+    is one, unpacked and unchanged; else a temporary copy: packed, generated or painted)."""
     path = bpy.path.abspath(image.filepath_raw, library=image.library) if image.filepath_raw else ""
     if image.source == 'FILE' and image.packed_file is None and not image.is_dirty and os.path.isfile(path):
-        return os.path.normpath(path), name, None
-    # Packed, generated or painted: write its pixels to a temporary file the worker can read.
+        return os.path.normpath(path), None
     fd, temp = tempfile.mkstemp(prefix="recon-", suffix=_IMAGE_SUFFIX.get(image.file_format, ".png"))
     os.close(fd)
     try:
@@ -148,7 +153,7 @@ def _image_input(settings) -> tuple[str, str, str | None]:
     except RuntimeError as err:
         os.unlink(temp)
         raise InputError(f"The image {image.name} cannot be read ({err}); save it to a file and choose that.") from None
-    return temp, name, temp
+    return temp, temp
 
 
 class _Reconstruction:
@@ -160,7 +165,7 @@ class _Reconstruction:
         self.image, self.name, self.temp_file = _image_input(settings)
         self.picture = self.image if self.temp_file is None else f"Blender image {settings.image.name}"
         self.warnings: list[str] = []
-        self.mask_dir = None
+        self.mask_dir = self.object_mask = self.mask_temp = None
         self.height_mm = settings.height_mm if settings.height_mm > 0 else None
         self.count = settings.candidates
         self.location = context.scene.cursor.location.copy()
@@ -168,12 +173,18 @@ class _Reconstruction:
         python = bpy.path.abspath(prefs.python_path) if prefs.python_path else ""
         model = bpy.path.abspath(prefs.model_path) if prefs.model_path else None
         try:
+            if settings.object_source == 'MASK':
+                if settings.mask_image is None:
+                    raise InputError("Choose the object's mask image in the Reconstruct panel, or set Object to "
+                                     "Find It.")
+                self.object_mask, self.mask_temp = _image_file(settings.mask_image)
             self.mask_dir = tempfile.mkdtemp(prefix="recon-")
             client = worker_client.get_client(python, model, repo=DEFAULTS["repo"])
             self.job = client.submit(
                 self.image, category=None if settings.category == 'AUTO' else settings.category,
                 detail=settings.detail.lower(), height_mm=self.height_mm, timeout_s=prefs.timeout_s,
                 mask_path=os.path.join(self.mask_dir, "mask.png"), candidates=self.count,
+                object_mask=self.object_mask,
             )
         except BaseException:
             self.cleanup()
@@ -193,9 +204,10 @@ class _Reconstruction:
         self.cleanup()
 
     def cleanup(self) -> None:
-        if self.temp_file and os.path.exists(self.temp_file):
-            os.unlink(self.temp_file)
-        self.temp_file = None
+        for temp in (self.temp_file, self.mask_temp):
+            if temp and os.path.exists(temp):
+                os.unlink(temp)
+        self.temp_file = self.mask_temp = None
         if self.mask_dir:
             shutil.rmtree(self.mask_dir, ignore_errors=True)
         self.mask_dir = None
@@ -688,4 +700,25 @@ class RECON_OT_export_3mf(bpy.types.Operator, ExportHelper):
         size = hi - lo
         self.report({'INFO'}, f"{written[0].upper()}{written[1:]}, {size[0]:.1f} x {size[1]:.1f} x {size[2]:.1f} mm "
                               "in all.")
+        return {'FINISHED'}
+
+
+class RECON_OT_use_mask(bpy.types.Operator):
+    """Reconstruct with this object mask from now on (Object: Mask Image): paint it in the Image Editor first to
+    correct what was taken as the object"""
+
+    bl_idname = "recon.use_mask"
+    bl_label = "Use This Mask"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    @classmethod
+    def poll(cls, context):
+        return mask_image(context.active_object) is not None
+
+    def execute(self, context):
+        settings = context.scene.recon_settings
+        image = mask_image(context.active_object)
+        settings.object_source, settings.mask_image = 'MASK', image
+        self.report({'INFO'}, f"Reconstruct now uses {image.name} as the object; paint it white on the object and "
+                              "black elsewhere in the Image Editor (Texture Paint) to correct it.")
         return {'FINISHED'}

@@ -4,8 +4,9 @@ the object mask."""
 import bpy
 
 from .operators import (CHECK_KEY, MASK_KEY, NEXT_SHAPE_KEYS, RECON_OT_export_3mf, RECON_OT_export_stl,
-                        RECON_OT_keep_candidate, RECON_OT_next_candidate, RECON_OT_reconstruct, candidate_collection,
-                        candidate_info, candidates_of, mask_image, mm_per_unit, percent_text, running)
+                        RECON_OT_keep_candidate, RECON_OT_next_candidate, RECON_OT_reconstruct, RECON_OT_use_mask,
+                        candidate_collection, candidate_info, candidates_of, mask_image, mm_per_unit, percent_text,
+                        running)
 
 __all__ = ["RECON_PT_reconstruct", "RECON_PT_candidates", "RECON_PT_check", "RECON_PT_mask"]
 
@@ -28,6 +29,9 @@ class RECON_PT_reconstruct(bpy.types.Panel):
             layout.prop(settings, "image_path", text="")
         else:
             layout.template_ID(settings, "image", open="image.open")
+        layout.row().prop(settings, "object_source", expand=True)
+        if settings.object_source == 'MASK':
+            layout.template_ID(settings, "mask_image", open="image.open")
         col = layout.column(align=True)
         col.prop(settings, "category")
         col.prop(settings, "detail")
@@ -133,3 +137,5 @@ class RECON_PT_mask(_SubPanel, bpy.types.Panel):
         preview = image.preview_ensure()
         if preview is not None and preview.icon_id:  # 0 in background mode, where no previews are made
             layout.template_icon(icon_value=preview.icon_id, scale=MASK_PREVIEW_SCALE)
+        layout.operator(RECON_OT_use_mask.bl_idname, icon='BRUSH_DATA')
+        layout.label(text="Wrong? Paint it in the Image Editor, then Reconstruct", icon='INFO')

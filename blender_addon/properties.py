@@ -1,4 +1,5 @@
-"""What the Reconstruct panel edits: the image, category, detail level, real height and candidate count (per scene)."""
+"""What the Reconstruct panel edits: the image, how the object is found in it, category, detail level, real height and
+candidate count (per scene)."""
 
 import bpy
 
@@ -31,6 +32,15 @@ class ReconSettings(bpy.types.PropertyGroup):
     )
     image: bpy.props.PointerProperty(name="Image", type=bpy.types.Image,
                                      description="Image datablock to reconstruct")
+    object_source: bpy.props.EnumProperty(
+        name="Object",
+        items=[('FIND', "Find It", "The model finds the object (the image's alpha when it has one)"),
+               ('MASK', "Mask Image", "An image of the picture's size, white on the object and black elsewhere, is the "
+                                      "object: e.g. the Object Mask of an earlier run, painted in the Image Editor")],
+        default='FIND',
+    )
+    mask_image: bpy.props.PointerProperty(name="Mask", type=bpy.types.Image,
+                                          description="The object's mask: white on the object, the picture's size")
     category: bpy.props.EnumProperty(name="Category", items=_CATEGORY_ITEMS, default='AUTO')
     detail: bpy.props.EnumProperty(name="Detail", items=_DETAIL_ITEMS, default=DEFAULT_DETAIL.upper())
     height_mm: bpy.props.FloatProperty(

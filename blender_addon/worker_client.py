@@ -383,11 +383,13 @@ class WorkerClient:
 
     def submit(self, image: str, *, category: str | None = None, detail: str | None = None,
                height_mm: float | None = None, smooth: bool = True, timeout_s: float = 300.0,
-               mask_path: str | None = None, candidates: int = 1) -> Job:
+               mask_path: str | None = None, candidates: int = 1, object_mask: str | None = None) -> Job:
         """Send one reconstruction request (starting the worker if needed); returns its :class:`Job`.
 
         ``detail``: "low", "medium" or "high" (:data:`DETAIL_VERTICES`), None for the model's default.
         ``mask_path``: where the worker writes the object mask it used (a PNG; the caller removes it).
+        ``object_mask``: the user's mask of the object (a PNG of the picture's size, white on the object), used
+        instead of finding the object; None: the worker finds it.
         ``candidates``: how many plausible shapes to ask for (:attr:`WorkerResult.candidates`; fewer may come).
 
         Raises:
@@ -404,7 +406,8 @@ class WorkerClient:
         request = {"type": "reconstruct", "version": PROTOCOL_VERSION, "id": job.id,
                    "image": os.path.abspath(image), "category": category or None, "detail": detail or None,
                    "height_mm": height_mm or None, "smooth": smooth,
-                   "mask_path": os.path.abspath(mask_path) if mask_path else None, "candidates": int(candidates)}
+                   "mask_path": os.path.abspath(mask_path) if mask_path else None, "candidates": int(candidates),
+                   "object_mask": os.path.abspath(object_mask) if object_mask else None}
         delay = float(os.environ.get(DELAY_ENV) or 0)
         if delay > 0:
             request["test_delay_s"] = delay

@@ -85,8 +85,9 @@ def addon(tmp_path_factory):
 @pytest.fixture
 def settings(addon):
     s = bpy.context.scene.recon_settings
-    s.source, s.image_path, s.image, s.category, s.detail, s.height_mm = 'FILE', str(addon.image), None, 'AUTO', 'LOW', 50.0
-    s.candidates = 1
+    s.source, s.image_path, s.image, s.category, s.detail = 'FILE', str(addon.image), None, 'AUTO', 'LOW'
+    s.height_mm = 50.0
+    s.candidates, s.object_source, s.mask_image = 1, 'FIND', None
     bpy.context.scene.unit_settings.scale_length = 1.0
     addon.prefs.python_path, addon.prefs.timeout_s, addon.prefs.model_path = PYTHON, 300.0, addon.tiny_model
     return s
@@ -506,7 +507,8 @@ def test_mask_image_is_the_pictures_alpha_and_a_second_run_replaces_it(addon, se
     assert mask.packed_file is not None and mask.colorspace_settings.name == 'Non-Color'
     assert np.array_equal(mask_pixels(mask), alpha)
     assert not temp_leftovers(temp_before), "the worker's PNG is removed once packed"
-    assert labels(draw_panel(bpy.types.RECON_PT_mask)) == ["Object mask used: cutout mask"]
+    assert labels(draw_panel(bpy.types.RECON_PT_mask)) == ["Object mask used: cutout mask",
+                                                           "Wrong? Paint it in the Image Editor, then Reconstruct"]
 
     bpy.ops.ed.undo_push(message="first")
     state = scene_state()
@@ -524,6 +526,38 @@ def test_mask_image_is_the_pictures_alpha_and_a_second_run_replaces_it(addon, se
     assert first["recon_mask"] == mask and np.array_equal(mask_pixels(mask), alpha)
     bpy.data.objects.remove(first)
     bpy.data.images.remove(mask)
+
+
+def test_use_this_mask_then_a_painted_mask_is_the_object(addon, settings):
+    """Use This Mask points Object at the kept mask image; what is painted on it is the next run's object."""
+    first = reconstruct()
+    bpy.context.view_layer.objects.active = first
+    mask = first["recon_mask"]
+    found = mask_pixels(mask)
+    calls = draw_panel(bpy.types.RECON_PT_mask)
+    assert ("operator", ("recon.use_mask",), {"icon": 'BRUSH_DATA'}) in calls
+    assert bpy.ops.recon.use_mask() == {'FINISHED'}
+    assert settings.object_source == 'MASK' and settings.mask_image == mask
+    assert "mask_image" in [args[1] for name, args, _ in draw_panel(bpy.types.RECON_PT_reconstruct)
+                            if name == "template_ID"]
+    width, height = mask.size
+    painted = np.zeros((height, width), np.float32)
+    painted[10:60, 20:110] = 1.0  # a block, not the ellipse that was found (rows top first)
+    rgba = np.repeat(painted[::-1, :, None], 4, axis=2)  # Blender's rows bottom first
+    rgba[..., 3] = 1.0
+    mask.pixels.foreach_set(rgba.ravel())
+    temp_before = set(os.listdir(os.environ.get("TMPDIR", "/tmp")))
+    second = reconstruct()
+    assert not temp_leftovers(temp_before), "the painted mask's temporary PNG is removed"
+    used = mask_pixels(second["recon_mask"])
+    assert np.array_equal(used, (painted * 255).astype(np.uint8)) and not np.array_equal(used, found)
+    settings.mask_image = None
+    expect_error(addon, "Choose the object's mask image")
+    settings.object_source = 'FIND'
+    image = second["recon_mask"]
+    for obj in (first, second):
+        bpy.data.objects.remove(obj)
+    bpy.data.images.remove(image)
 
 
 def test_mask_image_equals_recon_mesh_save_mask(addon, settings, tmp_path):

@@ -58,6 +58,10 @@ def _bad_inputs(tmp_path: Path, tiny_config) -> dict[str, tuple[list[str], str]]
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (300, 300, 3), dtype=np.uint8), "RGB").save(noise)
     not_a_folder = tmp_path / "file.txt"
     not_a_folder.write_text("a file, not a folder")
+    given_half = tmp_path / "given_half.png"  # a mask at half the picture's size
+    Image.new("L", (32, 32), 255).save(given_half)
+    given_black = tmp_path / "given_black.png"
+    Image.new("L", (64, 64), 0).save(given_black)
     # a model whose weights do not fit its config, and a truncated one
     wrong = save_model(build_model(tiny_config), tmp_path / "wrong")
     meta = json.loads(wrong.with_suffix(".json").read_text())
@@ -83,6 +87,9 @@ def _bad_inputs(tmp_path: Path, tiny_config) -> dict[str, tuple[list[str], str]]
         "mask not png": ([str(good), "--save-mask", str(tmp_path / "mask.jpg")], "the extension must be .png"),
         "mask folder missing": ([str(good), "--save-mask", str(tmp_path / "nope" / "mask.png")], "no folder"),
         "mask folder is a file": ([str(good), "--save-mask", str(not_a_folder / "mask.png")], "no folder"),
+        "given mask missing": ([str(good), "--mask", str(tmp_path / "given_nope.png")], "Mask file not found"),
+        "given mask of another size": ([str(good), "--mask", str(given_half)], "must have the picture's size"),
+        "given mask marks nothing": ([str(good), "--mask", str(given_black)], "marks no object"),
     }
 
 
@@ -272,6 +279,35 @@ def test_save_mask_without_alpha_is_the_object_against_the_border_colour(tmp_pat
     mask = np.asarray(Image.open(mask_path))
     assert mask.shape == (96, 96) and set(np.unique(mask)) <= {0, 255}
     assert ((mask > 127) != (rgb[..., 1] < 128)).mean() < 0.01  # JPEG blurs the block's edge by a pixel
+
+
+def test_the_given_mask_is_the_object(tmp_path, tiny_model_path, capsys):
+    """--mask: the user's mask is used as the object, not the one the model would find (--save-mask shows which);
+    on a cut-out it replaces the alpha, with a note."""
+    rgb = _object_rgb(96)
+    picture = tmp_path / "obj.png"
+    Image.fromarray(rgb, "RGB").save(picture)
+    given = np.zeros((96, 96), np.uint8)
+    given[10:50, 20:90] = 255  # not the brown block the border colour finds
+    Image.fromarray(given, "L").save(tmp_path / "given.png")
+    saved = tmp_path / "used.png"
+    code = main([str(picture), "-o", str(tmp_path / "mesh.stl"), "--model", str(tiny_model_path), "--detail", "low",
+                 "--mask", str(tmp_path / "given.png"), "--save-mask", str(saved)])
+    assert code == 0, capsys.readouterr().err
+    assert np.array_equal(np.asarray(Image.open(saved)), given)
+    without = tmp_path / "found.png"
+    assert main([str(picture), "-o", str(tmp_path / "mesh2.stl"), "--model", str(tiny_model_path), "--detail", "low",
+                 "--save-mask", str(without)]) == 0
+    assert not np.array_equal(np.asarray(Image.open(without)), given), "without --mask the model finds the block"
+
+    rgba = np.concatenate([rgb, np.full((96, 96, 1), 255, np.uint8)], axis=2)
+    rgba[:5, :5, 3] = 0
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "cut.png")
+    capsys.readouterr()
+    code = main([str(tmp_path / "cut.png"), "-o", str(tmp_path / "mesh3.stl"), "--model", str(tiny_model_path),
+                 "--detail", "low", "--mask", str(tmp_path / "given.png"), "--save-mask", str(saved)])
+    assert code == 0 and "instead of the picture's own transparency" in capsys.readouterr().err
+    assert np.array_equal(np.asarray(Image.open(saved)), given)
 
 
 def test_a_failed_mask_write_leaves_no_file(tmp_path, tiny_model_path, good_image, capsys, monkeypatch):

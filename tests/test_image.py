@@ -13,6 +13,8 @@ from recon_core.io.image import (
     UNIFORM_SPREAD,
     ImageError,
     load_image,
+    load_mask,
+    load_picture,
     mask_png,
     save_mask,
 )
@@ -324,3 +326,104 @@ def test_save_mask_writes_at_the_picture_files_size(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.png", "picture.png"]
     with pytest.raises(OSError):
         save_mask(mask, tmp_path / "missing.png", tmp_path / "other.png")
+
+
+# -- the user's object mask (recon-mesh --mask) ------------------------------------------------------------
+
+
+def _picture_and_mask(tmp_path, size=(120, 90)):
+    """An RGB picture and a soft (H, W) uint8 mask of it that differs from what the border colour finds."""
+    picture = tmp_path / "photo.png"
+    Image.fromarray(_object_image(size), "RGB").save(picture)
+    mask = np.zeros((size[1], size[0]), np.uint8)
+    mask[25:75, 35:60] = 255
+    mask[25:75, 60:65] = 100  # a soft edge: grey levels are kept
+    return picture, mask
+
+
+def test_load_mask_reads_back_what_save_mask_writes(tmp_path):
+    picture, mask = _picture_and_mask(tmp_path)
+    save_mask(mask.astype(np.float32) / 255.0, picture, tmp_path / "mask.png")
+    assert np.array_equal(load_mask(tmp_path / "mask.png", picture, (90, 120)), mask)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA opaque", "I;16"])
+def test_load_mask_takes_the_grey_levels_of_an_opaque_image(tmp_path, mode):
+    picture, mask = _picture_and_mask(tmp_path)
+    path = tmp_path / "mask.png"
+    if mode == "RGB":
+        Image.fromarray(np.repeat(mask[..., None], 3, axis=2), "RGB").save(path)
+    elif mode == "RGBA opaque":
+        rgba = np.concatenate([np.repeat(mask[..., None], 3, axis=2), np.full(mask.shape + (1,), 255, np.uint8)], 2)
+        Image.fromarray(rgba, "RGBA").save(path)
+    elif mode == "I;16":
+        Image.fromarray(mask.astype(np.uint16) * 257).save(path)  # 16-bit grey: 0..65535
+    else:
+        Image.fromarray(mask, "L").save(path)
+    assert np.array_equal(load_mask(path, picture, (90, 120)), mask)
+
+
+def test_load_mask_takes_a_cutouts_transparency(tmp_path):
+    """A cut-out (the object kept, the rest transparent) is a mask too: its alpha, not its colours."""
+    picture, mask = _picture_and_mask(tmp_path)
+    rgba = np.zeros((90, 120, 4), np.uint8)
+    rgba[..., :3] = 30  # dark colours everywhere: the grey levels would mark nothing
+    rgba[..., 3] = mask
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "cutout.png")
+    assert np.array_equal(load_mask(tmp_path / "cutout.png", picture, (90, 120)), mask)
+
+
+def test_load_mask_follows_a_large_jpeg_decoded_at_reduced_size(tmp_path):
+    side = 2 * DECODE_MIN_SIDE
+    picture = tmp_path / "big.jpg"
+    Image.fromarray(_object_image((side, side), (side // 4, side // 4, side // 2, 3 * side // 4)), "RGB").save(picture)
+    rgb, _, _ = load_image(picture)
+    assert rgb.shape[:2] == (DECODE_MIN_SIDE, DECODE_MIN_SIDE)
+    mask = np.zeros((side, side), np.uint8)
+    mask[side // 4:3 * side // 4, side // 4:side // 2] = 255
+    Image.fromarray(mask, "L").save(tmp_path / "mask.png")
+    small = load_mask(tmp_path / "mask.png", picture, rgb.shape[:2])
+    expected = mask[::2, ::2]  # the block at half size; the resampling only softens its outline
+    assert small.shape == expected.shape
+    differ = np.abs(small.astype(int) - expected) > 1
+    padded = np.pad(expected, 1, mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3))
+    outline = windows.max(axis=(2, 3)) != windows.min(axis=(2, 3))  # pixels within one of the block's edge
+    assert not (differ & ~outline).any()
+    assert np.array_equal(object_box(rgb, small), object_box(rgb, expected))
+
+
+@pytest.mark.parametrize("case, match", [
+    ("missing", "Mask file not found"),
+    ("not an image", "not an image file"),
+    ("other size", "is 60x45 pixels but the picture is 120x90"),
+    ("empty", "marks no object"),
+    ("faint", "marks no object"),
+])
+def test_bad_masks_are_refused_in_one_sentence(tmp_path, case, match):
+    picture, mask = _picture_and_mask(tmp_path)
+    path = tmp_path / "mask.png"
+    if case == "not an image":
+        path.write_bytes(b"not a png")
+    elif case == "other size":
+        Image.fromarray(mask[::2, ::2], "L").save(path)
+    elif case == "empty":
+        Image.fromarray(np.zeros_like(mask), "L").save(path)
+    elif case == "faint":
+        Image.fromarray(np.minimum(mask, 127), "L").save(path)
+    with pytest.raises(ImageError, match=match) as err:
+        load_mask(path, picture, (90, 120))
+    assert "\n" not in str(err.value)
+
+
+def test_load_picture_puts_the_mask_in_place_of_the_alpha_with_a_note(tmp_path):
+    picture, mask = _picture_and_mask(tmp_path)
+    Image.fromarray(mask, "L").save(tmp_path / "mask.png")
+    rgb, alpha, notes = load_picture(picture, tmp_path / "mask.png")
+    assert np.array_equal(alpha, mask) and not notes, "a picture without alpha: nothing replaced"
+    rgba = np.concatenate([rgb, np.full((90, 120, 1), 255, np.uint8)], axis=2)
+    rgba[:10, :10, 3] = 0
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "cut.png")
+    _, alpha, notes = load_picture(tmp_path / "cut.png", tmp_path / "mask.png")
+    assert np.array_equal(alpha, mask) and any("instead of the picture's own transparency" in n for n in notes)
+    assert np.array_equal(load_picture(picture)[1] is None, True)

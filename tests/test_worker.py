@@ -340,6 +340,21 @@ def test_the_mask_is_written_where_asked(client, files, tmp_path):
     assert any(f"could not be written to {blocked / 'mask.png'}" in note for note in result.notes)
 
 
+def test_the_users_object_mask_is_used(client, files, tmp_path):
+    """object_mask: the user's mask file is the object (the result's mask is it); a bad one is one sentence."""
+    given = np.zeros((128, 128), np.uint8)
+    given[10:60, 20:110] = 255  # not the ellipse the model finds
+    Image.fromarray(given, "L").save(tmp_path / "given.png")
+    used = tmp_path / "used.png"
+    result = client.submit(str(files["image"]), detail="low", mask_path=str(used),
+                           object_mask=str(tmp_path / "given.png")).wait()
+    assert result.report["ok"] and np.array_equal(np.asarray(Image.open(used)), given)
+    Image.fromarray(given[::2, ::2], "L").save(tmp_path / "half.png")
+    with pytest.raises(WorkerError, match="must have the picture's size"):
+        client.submit(str(files["image"]), detail="low", object_mask=str(tmp_path / "half.png")).wait()
+    assert client.submit(str(files["image"]), detail="low").wait().report["ok"], "the worker goes on"
+
+
 def test_one_request_at_a_time(client, files, monkeypatch):
     monkeypatch.setenv(worker.DELAY_ENV, "0.5")
     job = client.submit(str(files["image"]), detail="low")

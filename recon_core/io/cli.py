@@ -50,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--vertices", type=int, choices=list(DETAIL_VERTICES.values()), help=argparse.SUPPRESS)
     p.add_argument("--model", help="model to use (NAME.safetensors with NAME.json beside it; default: models/default)")
     p.add_argument("--no-smooth", action="store_true", help="skip the volume-preserving smoothing")
+    p.add_argument("--mask", metavar="MASK.png",
+                   help="the object's mask, used instead of finding the object: an image of the picture's size, "
+                        "white on the object and black elsewhere (e.g. a --save-mask file, corrected), or a cut-out "
+                        "whose transparency marks the object")
     p.add_argument("--save-mask", metavar="PATH.png",
                    help="also write the object mask that was used (8-bit grey PNG, the picture's size, 255 = object)")
     p.add_argument("--candidates", type=int, default=1, metavar="K",
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     vertices = args.vertices if args.detail is None else vertices_for_detail(args.detail)
     start = time.perf_counter()
     try:
-        from recon_core.io.image import ImageError, load_image
+        from recon_core.io.image import ImageError, load_picture
         from recon_core.io.export import EXPORT_FORMATS, ExportError, export_mesh
         from recon_core.io.inference import Reconstructor
         from recon_core.io.weights import WeightsError
@@ -150,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                               "object's real height, e.g. --height-mm 90.")
         if args.candidates < 1:
             raise ValueError(f"--candidates must be at least 1, got {args.candidates}.")
-        rgb, alpha, notes = load_image(args.image)  # bad input fails fast, before the model loads
+        rgb, alpha, notes = load_picture(args.image, args.mask)  # bad input fails fast, before the model loads
         rec = Reconstructor.from_file(args.model)
         results = rec.reconstruct_candidates(
             rgb, alpha, args.candidates, category=args.category, vertices=vertices, height_mm=args.height_mm,

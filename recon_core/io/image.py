@@ -4,7 +4,8 @@
 raises :class:`ImageError` with one sentence naming the problem and the fix. Large JPEGs
 are decoded at reduced size (:data:`DECODE_MIN_SIDE`): from then on every array, box and
 size is in the decoded image's pixels. :func:`mask_png` encodes an object mask and
-:func:`save_mask` writes it at the picture file's size. Cutting the object out for the
+:func:`save_mask` writes it at the picture file's size; :func:`load_mask` reads one back (a mask the
+user drew or corrected, ``recon-mesh --mask``) in the decoded picture's pixels. Cutting the object out for the
 network is :mod:`recon_core.network.crop`'s.
 """
 
@@ -23,7 +24,7 @@ from recon_core.io.export import atomic_write_bytes
 
 __all__ = [
     "ImageError", "load_image", "MIN_SIDE", "MAX_PIXELS", "DECODE_MIN_SIDE", "UNIFORM_SPREAD", "NOISE_CORRELATION",
-    "mask_png", "save_mask",
+    "mask_png", "save_mask", "load_mask", "load_picture",
 ]
 
 log = logging.getLogger(__name__)
@@ -226,3 +227,87 @@ def save_mask(mask: np.ndarray, picture: str | os.PathLike, path: str | os.PathL
     with Image.open(picture) as img:
         size = img.size
     atomic_write_bytes(path, mask_png(mask, size))
+
+
+def load_mask(path: str | os.PathLike, picture: str | os.PathLike, shape: tuple[int, int]) -> np.ndarray:
+    """Read an object mask the user gives for a picture (``recon-mesh --mask``, the worker's ``object_mask``).
+
+    The mask is an image of the picture file's size: white (255) on the object, black (0) elsewhere, grey
+    in between, as :func:`save_mask` writes it; or a cut-out with transparency, whose alpha channel is then
+    the mask (an image with an alpha channel that is not fully opaque). It takes the place of the picture's
+    alpha, so the object finder does not run.
+
+    Args:
+        path: the mask image file.
+        picture: the picture file it belongs to (its size is the mask's).
+        shape: ``(H, W)`` of the decoded picture (:func:`load_image`'s arrays; smaller than the file for a large
+            JPEG): the mask is resized to it (bilinear) when they differ.
+
+    Returns:
+        (H, W) uint8, 255 = object: the picture's alpha channel from now on.
+
+    Raises:
+        ImageError: the file is missing or not an image, its size is not the picture's, or it marks no object
+            (no pixel above half grey).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ImageError(f"Mask file not found: {path}. Check the path, or leave the mask out to let the model "
+                         "find the object.")
+    with Image.open(picture) as pic:
+        picture_size = pic.size
+    try:
+        with Image.open(path) as img:
+            if img.size[0] * img.size[1] > MAX_PIXELS:
+                raise ImageError(f"The mask {path} is too large ({img.size[0]}x{img.size[1]} pixels); it must have "
+                                 f"the picture's size, {picture_size[0]}x{picture_size[1]}.")
+            img.load()
+            mode = img.mode
+            if mode == "P" and "transparency" in img.info:
+                img = img.convert("RGBA")
+            elif mode == "PA":
+                img = img.convert("LA")
+            size = img.size
+            alpha = np.asarray(img.getchannel("A")) if img.mode in ("RGBA", "LA") else None
+            if alpha is None or alpha.min() == 255:  # no transparency: the grey levels are the mask
+                grey = img.convert("L") if img.mode not in ("I;16", "I;16B", "I;16L", "I", "F") else None
+                if grey is None:
+                    arr = np.asarray(img, dtype=np.float64)
+                    top = 65535.0 if img.mode.startswith("I") else max(float(arr.max()), 1.0)
+                    values = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+                else:
+                    values = np.asarray(grey)
+            else:
+                values = alpha
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"The mask {path} is not an image file that can be read; save it as PNG.") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ImageError(f"The mask {path} is truncated or corrupt ({err}); save it again as PNG.") from None
+    if size != picture_size:
+        raise ImageError(f"The mask {path} is {size[0]}x{size[1]} pixels but the picture is {picture_size[0]}x"
+                         f"{picture_size[1]}: the mask must have the picture's size (white on the object, black "
+                         "elsewhere).")
+    if values.max() <= 127:
+        raise ImageError(f"The mask {path} marks no object (no pixel lighter than half grey): paint the object "
+                         "white on black, or leave the mask out to let the model find the object.")
+    height, width = shape
+    if values.shape != (height, width):  # the picture was decoded at reduced size
+        values = np.asarray(Image.fromarray(values, "L").resize((width, height), Image.Resampling.BILINEAR))
+    return np.ascontiguousarray(values, dtype=np.uint8)
+
+
+def load_picture(path: str | os.PathLike, mask: str | os.PathLike | None = None
+                 ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """:func:`load_image`, with the user's object mask (:func:`load_mask`) in place of its alpha when ``mask`` is given.
+
+    Returns and raises as :func:`load_image` and :func:`load_mask`; a note says when the mask replaced the picture's
+    own transparency.
+    """
+    rgb, alpha, notes = load_image(path)
+    if mask is not None:
+        if alpha is not None:
+            notes.append(f"the object mask {os.fspath(mask)} was used instead of the picture's own transparency")
+        alpha = load_mask(mask, path, rgb.shape[:2])
+    return rgb, alpha, notes

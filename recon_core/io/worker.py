@@ -32,10 +32,13 @@ Client to worker::
 
     {"type": "reconstruct", "version": 1, "id": "r1", "image": "/path/photo.png",
      "category": null, "detail": "medium", "height_mm": 120.0, "smooth": true, "mask_path": "/tmp/recon-x/mask.png",
-     "candidates": 3}
+     "candidates": 3, "object_mask": "/path/photo_mask.png"}
         ``category``, ``detail`` and ``height_mm`` may be null (automatic, the model's default, unscaled);
         ``detail`` is "low", "medium" or "high" (:mod:`recon_core.mesh.detail`); ``mask_path`` may be null
-        or absent (no mask is written); ``candidates`` may be null or absent (one shape).
+        or absent (no mask is written); ``candidates`` may be null or absent (one shape); ``object_mask`` may be
+        null or absent (the model finds the object), else it names the user's mask of the object, read as
+        ``recon-mesh --mask`` reads it (:func:`recon_core.io.image.load_mask`: the picture's size, white on the
+        object, or a cut-out's transparency), which takes the place of the picture's alpha.
     {"type": "shutdown", "version": 1}          (or simply close stdin)
 
 ``ARRAY`` is ``{"dtype": "<f4" | "<i4", "shape": [n, 3], "data": BASE64}``: the array's
@@ -175,7 +178,7 @@ def _handle_request(channel: _Channel, reconstructor, request: dict[str, Any]) -
         mask_path = request.get("mask_path") or None
         count = _requested_candidates(request)
         channel.send("progress", id=rid, stage="reconstructing", fraction=0.1)
-        results = _reconstruct(reconstructor, image, count, kwargs)
+        results = _reconstruct(reconstructor, image, count, kwargs, request.get("object_mask") or None)
     except KeyError as err:
         channel.error(rid, "ProtocolError", f"The request lacks the field {err}.")
         return
@@ -219,15 +222,15 @@ def _requested_candidates(request: dict[str, Any]) -> int:
     return count
 
 
-def _reconstruct(reconstructor, image: str, count: int, kwargs: dict[str, Any]) -> list:
-    """The reconstructions of the picture file ``image``: ``count`` candidates at most, the most confident first
-    (one when ``count`` is 1 or the model has no shape bank); the loader's notes come first in each one's notes."""
-    if count == 1 or not reconstructor.banked:
-        return [reconstructor.reconstruct_file(image, **kwargs)]
-    from recon_core.io.image import load_image
+def _reconstruct(reconstructor, image: str, count: int, kwargs: dict[str, Any], object_mask: str | None = None) -> list:
+    """The reconstructions of the picture file ``image`` (with the user's ``object_mask`` file in place of its alpha,
+    when given): ``count`` candidates at most, the most confident first (one when ``count`` is 1 or the model has
+    no shape bank); the loader's notes come first in each one's notes."""
+    from recon_core.io.image import load_picture
 
-    rgb, alpha, notes = load_image(image)
-    results = reconstructor.reconstruct_candidates(rgb, alpha, count, source=str(image), **kwargs)
+    rgb, alpha, notes = load_picture(image, object_mask)
+    results = reconstructor.reconstruct_candidates(rgb, alpha, count if reconstructor.banked else 1,
+                                                   source=str(image), **kwargs)
     for result in results:
         result.notes[:0] = notes
     return results
