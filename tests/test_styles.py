@@ -373,6 +373,21 @@ def test_load_input_redraws_the_view_with_the_sample_seed(tmp_path):
     assert ev.load_input(ev.Sample(no_depth, "000", 0), "clean")[1] is not None  # clean needs no depth
 
 
+def test_given_mask_is_the_renders_mask_as_alpha_on_the_styled_picture(tmp_path):
+    """--given-mask: the same styled picture, its alpha the render's own mask; not where the picture moved."""
+    entry = _write_view(tmp_path)
+    _, mask, _, _ = _view()
+    sample = ev.Sample(entry, "000", seed=5)
+    for style in ("clean", "pencil", "background"):
+        rgb, alpha, _, got_mask = ev.load_input(sample, style, given_mask=True)
+        np.testing.assert_array_equal(rgb, ev.load_input(sample, style)[0])
+        np.testing.assert_array_equal(alpha, mask.astype(np.uint8) * 255)
+        np.testing.assert_array_equal(got_mask, mask)
+    with pytest.raises(ev.DataError, match="not in the render's pixels"):
+        ev.load_input(sample, "small_offcentre", given_mask=True)
+    assert ev._parser().parse_args(["--given-mask"]).given_mask and not ev._parser().parse_args([]).given_mask
+
+
 def test_evaluate_samples_hands_every_method_the_styled_picture(tmp_path, monkeypatch):
     entry = _write_view(tmp_path)
     sample = ev.Sample(entry, "000", seed=2)

@@ -491,7 +491,7 @@ def load_depth(entry: ModelEntry, view: str, camera: Camera) -> np.ndarray:
 
 
 def load_input(
-    sample: Sample, style: str = "clean", backgrounds: Any = None
+    sample: Sample, style: str = "clean", backgrounds: Any = None, given_mask: bool = False
 ) -> tuple[np.ndarray, np.ndarray | None, Camera, np.ndarray]:
     """What every method sees of a sample, and what its silhouette is scored against.
 
@@ -510,6 +510,9 @@ def load_input(
         style: one of :data:`training.styles.STYLES`.
         backgrounds: photographs of the ``background`` style (:class:`training.augment.BackgroundPhotos`
             or a folder); None: synthetic backgrounds.
+        given_mask: the picture's alpha is the render's own mask (``mask * 255``), whatever the style: what
+            ``recon-mesh --mask`` does with a right mask, so no method has to find the object. Not for
+            ``small_offcentre``, whose picture is not in the render's pixels.
 
     Returns:
         ``(rgb, alpha, camera, mask)``: (H', W', 3) uint8 picture, (H', W') uint8 alpha or None,
@@ -520,11 +523,17 @@ def load_input(
     rgb, alpha, cam, _ = load_view(sample.entry, sample.view)
     mask = load_mask(sample.entry, sample.view, cam)
     if style == "clean":
-        return rgb, alpha, cam, mask
-    depth = load_depth(sample.entry, sample.view, cam)
-    cover = alpha if alpha is not None else (mask * np.uint8(255))
-    rgba = np.concatenate([rgb, cover[..., None]], axis=2)
-    picture, picture_alpha = stylize(rgba, mask, depth, cam.K, style, sample.seed, backgrounds)
+        picture, picture_alpha = rgb, alpha
+    else:
+        depth = load_depth(sample.entry, sample.view, cam)
+        cover = alpha if alpha is not None else (mask * np.uint8(255))
+        rgba = np.concatenate([rgb, cover[..., None]], axis=2)
+        picture, picture_alpha = stylize(rgba, mask, depth, cam.K, style, sample.seed, backgrounds)
+    if given_mask:
+        if picture.shape[:2] != mask.shape:
+            raise DataError(f"--given-mask: the {style} pictures are not in the render's pixels, so its mask cannot "
+                            "be laid over them; choose another style.")
+        picture_alpha = mask.astype(np.uint8) * np.uint8(255)
     return picture, picture_alpha, cam, mask
 
 
@@ -985,6 +994,7 @@ def evaluate_samples(
     style: str = "clean",
     backgrounds: Any = None,
     candidates: int = 1,
+    given_mask: bool = False,
 ) -> EvalResult:
     """Run our model and the baselines on every sample; score them against the posed ground truth and the mask.
 
@@ -1001,6 +1011,7 @@ def evaluate_samples(
         sheet_count: samples kept for the contact sheet.
         style: picture style every method sees (:func:`load_input`); the records name it.
         backgrounds: photographs of the ``background`` style (:func:`load_input`).
+        given_mask: every method is given the render's own mask as the picture's alpha (:func:`load_input`).
         candidates: K > 1: ``reconstruct`` returns a list of candidate meshes (the first is scored as ours);
             each record gets ``candidates``: their count, F1@0.3 and confidences, the best F1@0.3 of them
             (``oracle_f1``) and :func:`candidate_diversity`.
@@ -1012,7 +1023,7 @@ def evaluate_samples(
 
     records, sheet = [], []
     for s in tqdm(samples, desc="evaluate", unit="image", disable=not progress):
-        rgb, alpha, cam, mask = load_input(s, style, backgrounds)
+        rgb, alpha, cam, mask = load_input(s, style, backgrounds, given_mask)
         gt_v, gt_f = load_world_mesh(s.entry.mesh_path)
         gt = Prediction(world_to_output(gt_v, cam.R), gt_f)
         preds: dict[str, Prediction] = {}
@@ -1491,6 +1502,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--style", choices=STYLES, default="clean",
                    help="redraw every picture in this style first (training/styles.py; all but clean drop the "
                         "alpha, so every method must find the object itself; default: clean)")
+    p.add_argument("--given-mask", action="store_true",
+                   help="give every method the render's own object mask as the picture's alpha, whatever the style "
+                        "(what recon-mesh --mask does with a right mask): what finding the object costs")
     p.add_argument("--backgrounds", default="data/backgrounds",
                    help="photographs of --style background (training/build_backgrounds.py; none: synthetic "
                         "backgrounds; default: data/backgrounds)")
@@ -1532,6 +1546,8 @@ def _read_curve_csv(path: str | Path) -> list[dict]:
 
 
 def _run_curve(args: argparse.Namespace, test: list[ModelEntry], out: Path) -> int:
+    if args.given_mask:
+        raise DataError("--given-mask is for one model's evaluation, not --curve; leave one of them out.")
     checkpoints = checkpoint_steps(args.curve)
     samples = select_samples(test, 1, args.curve_limit, args.sketches)
     earlier = _read_curve_csv(args.curve_earlier) if args.curve_earlier else []
@@ -1620,7 +1636,7 @@ def _run(args: argparse.Namespace) -> int:
     result = evaluate_samples(
         samples, predict, index, {e.model_id: e for e in train}, args.samples, args.sheet, args.tile,
         methods, progress=not args.no_progress, style=args.style, backgrounds=_backgrounds(args),
-        candidates=args.candidates,
+        candidates=args.candidates, given_mask=args.given_mask,
     )
     summary = summarize(result.records, methods)
     candidates = candidate_summary(result.records)
@@ -1631,7 +1647,10 @@ def _run(args: argparse.Namespace) -> int:
     if extra_pool:
         note += (" Our shape bank and the baselines' training models include the train split of the extra pool's "
                  "categories that are not held out.")
-    if args.style != "clean":
+    if args.given_mask:
+        note += (" Every method was given the render's own object mask as the picture's alpha (--given-mask, as "
+                 "recon-mesh --mask gives a right mask): no method had to find the object.")
+    elif args.style != "clean":
         note += (" Our model finds the object in these pictures without alpha with the object finder "
                  f"({args.finder or 'models/finder'}, recon_core/network/finder.py)." if rec.finder is not None else
                  " Our model finds the object in these pictures without alpha by the border colour (no object finder).")
