@@ -20,21 +20,23 @@ from recon_core.io.image import ImageError
 from recon_core.io.inference import Reconstructor
 from recon_core.io.weights import load_finder, save_finder
 from recon_core.io.weights import WeightsError
-from recon_core.network.finder import MIN_OBJECT_SHARE, FinderConfig, ObjectFinder, find_object, letterbox
+from recon_core.network.finder import (MIN_OBJECT_SHARE, UNSURE_MASK, FinderConfig, ObjectFinder, find_object, letterbox,
+                                      mask_confidence)
 
 RED = np.array([220, 30, 30], np.uint8)
 
 
 class _ColourFinder(ObjectFinder):
-    """Logit +20 where the input pixel is red (r - g > 0.4), -20 elsewhere."""
+    """Logit ``+logit`` where the input pixel is red (r - g > 0.4), -20 elsewhere."""
 
-    def __init__(self):
+    def __init__(self, logit: float = 20.0):
         super().__init__(FinderConfig(channels=(4, 4), size=32))
         self.calls: list[tuple[int, ...]] = []
+        self.logit = logit
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls.append(tuple(x.shape))
-        return torch.where(x[:, :1] - x[:, 1:2] > 0.4, 20.0, -20.0)
+        return torch.where(x[:, :1] - x[:, 1:2] > 0.4, self.logit, -20.0)
 
 
 def _picture(h=120, w=200, box=(150, 20, 170, 44), background=(240, 240, 235)) -> np.ndarray:
@@ -139,6 +141,32 @@ def test_reconstructor_takes_the_finders_mask_as_alpha(tiny_config):
     finder.calls.clear()
     assert np.array_equal(rec.reconstruct(rgb, alpha, vertices=642).mask, alpha / np.float32(255))
     assert finder.calls == []
+
+
+def test_mask_confidence_is_the_mean_probability_of_the_object_pixels():
+    alpha = np.zeros((20, 30), np.uint8)
+    assert mask_confidence(alpha) == 0.0
+    alpha[2:6, 3:8] = 255
+    alpha[10:12, 10:20] = 200
+    alpha[15, 15] = 127  # not an object pixel
+    expected = (20 * 255 + 20 * 200) / 40 / 255
+    assert mask_confidence(alpha) == pytest.approx(expected)
+
+
+def test_an_unsure_finder_asks_the_user_to_check_the_mask(tiny_config):
+    """A mask the finder is unsure of gets a note that says how to check it and correct it; a sure one does not."""
+    from recon_core.network.model import build_model
+
+    torch.manual_seed(0)
+    rgb = _picture(box=(60, 20, 140, 100))
+    model = build_model(tiny_config)
+    for logit, unsure in ((20.0, False), (1.0, True)):  # sigmoid(1) = 0.73 < UNSURE_MASK
+        rec = Reconstructor(model, {"trained": False}, finder=_ColourFinder(logit))
+        result = rec.reconstruct(rgb, vertices=642)
+        notes = " ".join(result.notes)
+        assert ("unsure of the object" in notes and "--mask" in notes and "--save-mask" in notes) == unsure, notes
+        assert (mask_confidence((result.mask * 255 + 0.5).astype(np.uint8)) < UNSURE_MASK) == unsure
+        assert result.report.ok
 
 
 def test_reconstructor_falls_back_to_the_border_colour_then_refuses(tiny_config):

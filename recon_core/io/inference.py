@@ -261,7 +261,9 @@ class Reconstructor:
         return self.banked and cfg.category_bank_weight > 0 and cfg.bank_fit_candidates > 0
 
     def _find_object(self, rgb: np.ndarray, source: str, timings: dict[str, float]) -> tuple[np.ndarray | None, str]:
-        """The alpha that the finder gives a picture without one, and a note saying so.
+        """The alpha that the finder gives a picture without one, and a note saying so: a longer one, that asks the
+        user to check the mask and correct it, when the finder is unsure of it
+        (:func:`recon_core.network.finder.mask_confidence` below :data:`recon_core.network.finder.UNSURE_MASK`).
 
         When the finder sees no object, the border-colour rule (:func:`recon_core.network.crop.object_box`) is the
         fallback; when that finds none either, the picture is refused.
@@ -270,11 +272,16 @@ class Reconstructor:
             ImageError: neither finds an object.
         """
         from recon_core.network.crop import object_pixels
-        from recon_core.network.finder import finder_alpha
+        from recon_core.network.finder import UNSURE_MASK, finder_alpha, mask_confidence
 
         with _timed(timings, "finder"):
             found = finder_alpha(self.finder, rgb)
         if found is not None:
+            confidence = mask_confidence(found)
+            if confidence < UNSURE_MASK:
+                return found, (f"object found by the object finder (no transparency), but it is unsure of the object "
+                               f"(confidence {confidence:.2f}): check the mask it took (recon-mesh --save-mask, the "
+                               "add-on's Object Mask) and give a corrected one (--mask, Use This Mask)")
             return found, "object found by the object finder (no transparency)"
         if object_pixels(rgb, None) is not None:
             return None, "the object finder saw no object: taken against the border colour instead"
