@@ -242,10 +242,11 @@ def _exit_description(code: int | None) -> str:
 class Job:
     """One reconstruction request in flight. Poll it from a timer, or wait for it."""
 
-    def __init__(self, client: "WorkerClient", request_id: str, timeout_s: float):
+    def __init__(self, client: "WorkerClient", request_id: str, timeout_s: float, object_mask: str | None = None):
         self.client = client
         self.id = request_id
         self.timeout_s = timeout_s
+        self.object_mask = object_mask  # the user's mask this request sends: the result must say it was used
         self.started = time.perf_counter()
         self.stage = "starting the worker" if client.ready is None else "queued"
         self.fraction = 0.0
@@ -312,6 +313,10 @@ class Job:
                 candidates = _candidates(message, verts, faces)
             except (KeyError, ValueError, TypeError, AttributeError) as err:
                 self._fail(f"The worker sent a malformed mesh ({err}); update recon_core and the add-on together.")
+                return
+            if self.object_mask is not None and message.get("object_mask") != self.object_mask:
+                self._fail("The reconstruction worker did not use the object mask (its recon_core predates masks); "
+                           "update recon_core and the add-on together.")
                 return
             self.result = WorkerResult(
                 verts=verts, faces=faces, category=str(message.get("category", "")),
@@ -401,13 +406,14 @@ class WorkerClient:
             self.start()
         elif not self.alive:
             raise WorkerError(self.failure or "The reconstruction worker has stopped; start a new one.")
-        job = Job(self, f"r{next(self._ids)}", timeout_s)
+        object_mask = os.path.abspath(object_mask) if object_mask else None
+        job = Job(self, f"r{next(self._ids)}", timeout_s, object_mask)
         self.job = job
         request = {"type": "reconstruct", "version": PROTOCOL_VERSION, "id": job.id,
                    "image": os.path.abspath(image), "category": category or None, "detail": detail or None,
                    "height_mm": height_mm or None, "smooth": smooth,
                    "mask_path": os.path.abspath(mask_path) if mask_path else None, "candidates": int(candidates),
-                   "object_mask": os.path.abspath(object_mask) if object_mask else None}
+                   "object_mask": object_mask}
         delay = float(os.environ.get(DELAY_ENV) or 0)
         if delay > 0:
             request["test_delay_s"] = delay

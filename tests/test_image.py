@@ -344,11 +344,14 @@ def _picture_and_mask(tmp_path, size=(120, 90)):
 def test_load_mask_reads_back_what_save_mask_writes(tmp_path):
     picture, mask = _picture_and_mask(tmp_path)
     save_mask(mask.astype(np.float32) / 255.0, picture, tmp_path / "mask.png")
-    assert np.array_equal(load_mask(tmp_path / "mask.png", picture, (90, 120)), mask)
+    values, read = load_mask(tmp_path / "mask.png", picture, (90, 120))
+    assert np.array_equal(values, mask) and read == "grey levels"
 
 
-@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA opaque", "I;16"])
-def test_load_mask_takes_the_grey_levels_of_an_opaque_image(tmp_path, mode):
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA opaque", "I;16", "P", "RGBA one clear pixel", "LA all clear"])
+def test_load_mask_takes_the_grey_levels_of_an_image_without_a_cutout(tmp_path, mode):
+    """Grey levels: of an opaque image, and of one whose alpha holds no mask (opaque but for an eraser's pixel, or
+    transparent everywhere)."""
     picture, mask = _picture_and_mask(tmp_path)
     path = tmp_path / "mask.png"
     if mode == "RGB":
@@ -358,9 +361,18 @@ def test_load_mask_takes_the_grey_levels_of_an_opaque_image(tmp_path, mode):
         Image.fromarray(rgba, "RGBA").save(path)
     elif mode == "I;16":
         Image.fromarray(mask.astype(np.uint16) * 257).save(path)  # 16-bit grey: 0..65535
+    elif mode == "P":
+        Image.fromarray(mask, "L").convert("P").save(path)  # a palette of greys
+    elif mode == "RGBA one clear pixel":
+        rgba = np.concatenate([np.repeat(mask[..., None], 3, axis=2), np.full(mask.shape + (1,), 255, np.uint8)], 2)
+        rgba[0, 0, 3] = 0
+        Image.fromarray(rgba, "RGBA").save(path)
+    elif mode == "LA all clear":
+        Image.fromarray(np.stack([mask, np.zeros_like(mask)], axis=2), "LA").save(path)
     else:
         Image.fromarray(mask, "L").save(path)
-    assert np.array_equal(load_mask(path, picture, (90, 120)), mask)
+    values, read = load_mask(path, picture, (90, 120))
+    assert np.array_equal(values, mask) and read == "grey levels"
 
 
 def test_load_mask_takes_a_cutouts_transparency(tmp_path):
@@ -370,7 +382,10 @@ def test_load_mask_takes_a_cutouts_transparency(tmp_path):
     rgba[..., :3] = 30  # dark colours everywhere: the grey levels would mark nothing
     rgba[..., 3] = mask
     Image.fromarray(rgba, "RGBA").save(tmp_path / "cutout.png")
-    assert np.array_equal(load_mask(tmp_path / "cutout.png", picture, (90, 120)), mask)
+    values, read = load_mask(tmp_path / "cutout.png", picture, (90, 120))
+    assert np.array_equal(values, mask) and read == "transparency"
+    Image.fromarray(rgba, "RGBA").convert("P").save(tmp_path / "palette.png")  # a palette with transparency
+    assert load_mask(tmp_path / "palette.png", picture, (90, 120))[1] == "transparency"
 
 
 def test_load_mask_follows_a_large_jpeg_decoded_at_reduced_size(tmp_path):
@@ -382,7 +397,7 @@ def test_load_mask_follows_a_large_jpeg_decoded_at_reduced_size(tmp_path):
     mask = np.zeros((side, side), np.uint8)
     mask[side // 4:3 * side // 4, side // 4:side // 2] = 255
     Image.fromarray(mask, "L").save(tmp_path / "mask.png")
-    small = load_mask(tmp_path / "mask.png", picture, rgb.shape[:2])
+    small, _ = load_mask(tmp_path / "mask.png", picture, rgb.shape[:2])
     expected = mask[::2, ::2]  # the block at half size; the resampling only softens its outline
     assert small.shape == expected.shape
     differ = np.abs(small.astype(int) - expected) > 1
@@ -396,6 +411,8 @@ def test_load_mask_follows_a_large_jpeg_decoded_at_reduced_size(tmp_path):
 @pytest.mark.parametrize("case, match", [
     ("missing", "Mask file not found"),
     ("not an image", "not an image file"),
+    ("truncated", "truncated or corrupt"),
+    ("picture gone", "cannot be read again"),
     ("other size", "is 60x45 pixels but the picture is 120x90"),
     ("empty", "marks no object"),
     ("faint", "marks no object"),
@@ -405,6 +422,12 @@ def test_bad_masks_are_refused_in_one_sentence(tmp_path, case, match):
     path = tmp_path / "mask.png"
     if case == "not an image":
         path.write_bytes(b"not a png")
+    elif case == "truncated":
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (90, 120), dtype=np.uint8), "L").save(path)
+        path.write_bytes(path.read_bytes()[:500])
+    elif case == "picture gone":
+        Image.fromarray(mask, "L").save(path)
+        picture.unlink()
     elif case == "other size":
         Image.fromarray(mask[::2, ::2], "L").save(path)
     elif case == "empty":
@@ -420,10 +443,10 @@ def test_load_picture_puts_the_mask_in_place_of_the_alpha_with_a_note(tmp_path):
     picture, mask = _picture_and_mask(tmp_path)
     Image.fromarray(mask, "L").save(tmp_path / "mask.png")
     rgb, alpha, notes = load_picture(picture, tmp_path / "mask.png")
-    assert np.array_equal(alpha, mask) and not notes, "a picture without alpha: nothing replaced"
+    assert np.array_equal(alpha, mask) and notes == [f"the object is the mask {tmp_path / 'mask.png'} (its grey levels)"]
     rgba = np.concatenate([rgb, np.full((90, 120, 1), 255, np.uint8)], axis=2)
     rgba[:10, :10, 3] = 0
     Image.fromarray(rgba, "RGBA").save(tmp_path / "cut.png")
     _, alpha, notes = load_picture(tmp_path / "cut.png", tmp_path / "mask.png")
     assert np.array_equal(alpha, mask) and any("instead of the picture's own transparency" in n for n in notes)
-    assert np.array_equal(load_picture(picture)[1] is None, True)
+    assert load_picture(picture)[1] is None

@@ -388,6 +388,14 @@ def test_given_mask_is_the_renders_mask_as_alpha_on_the_styled_picture(tmp_path)
     assert ev._parser().parse_args(["--given-mask"]).given_mask and not ev._parser().parse_args([]).given_mask
 
 
+def test_given_mask_on_small_offcentre_is_refused_before_anything_loads(tmp_path, capsys):
+    code = ev.main(["--style", "small_offcentre", "--given-mask", "--shapenet", str(tmp_path / "none"),
+                    "--renders", str(tmp_path / "none"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "not in the render's pixels" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
 def test_evaluate_samples_hands_every_method_the_styled_picture(tmp_path, monkeypatch):
     entry = _write_view(tmp_path)
     sample = ev.Sample(entry, "000", seed=2)

@@ -291,6 +291,22 @@ def test_a_malformed_candidate_fails_the_job_in_one_sentence():
         assert fragment in str(job.error) and "\n" not in str(job.error)
 
 
+def test_a_worker_that_ignores_the_object_mask_fails_the_job():
+    """A worker that predates object masks sends no ``object_mask`` back: it found the object itself, against the
+    user's mask, so the job fails in one sentence; a result that names the mask sent is accepted."""
+    mesh = {"verts": worker.encode_array(np.zeros((4, 3)), "<f4"),
+            "faces": worker.encode_array([[0, 1, 2], [0, 2, 3], [0, 3, 1], [1, 3, 2]], "<i4")}
+    for echoed, ok in ((None, False), ("/elsewhere/mask.png", False), ("/masks/mask.png", True)):
+        job = worker_client.Job(WorkerClient(PYTHON), "r1", 0, object_mask="/masks/mask.png")
+        job._handle({"type": "result", "id": "r1", **mesh, **({} if echoed is None else {"object_mask": echoed})})
+        assert (job.result is not None) == ok and (job.error is None) == ok
+        if not ok:
+            assert "did not use the object mask" in str(job.error) and "\n" not in str(job.error)
+    job = worker_client.Job(WorkerClient(PYTHON), "r1", 0)  # no mask sent: nothing to check
+    job._handle({"type": "result", "id": "r1", **mesh})
+    assert job.result is not None
+
+
 # -- a real worker process ---------------------------------------------------------------------------
 
 

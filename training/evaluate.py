@@ -1595,6 +1595,9 @@ def _run(args: argparse.Namespace) -> int:
     from recon_core.io.inference import Reconstructor
 
     out = Path(args.out)
+    if args.given_mask and args.style == "small_offcentre":
+        raise DataError("--given-mask: the small_offcentre pictures are not in the render's pixels, so its mask cannot "
+                        "be laid over them; choose another style.")
     if args.other_categories:
         test = discover(args.shapenet, args.renders, None, held_out=True)
         if not test:
@@ -1682,7 +1685,8 @@ def _run(args: argparse.Namespace) -> int:
         "renders": str(args.renders),
         "views_per_model": args.views_per_model,
         "style": args.style,
-        "finder": "none" if rec.finder is None else (args.finder or "models/finder"),
+        "finder": "none" if rec.finder is None or args.given_mask else (args.finder or "models/finder"),
+        "given_mask": args.given_mask,
         "sketches": args.sketches,
         "images": len(samples),
         "num_samples": args.samples,

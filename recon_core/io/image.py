@@ -24,7 +24,7 @@ from recon_core.io.export import atomic_write_bytes
 
 __all__ = [
     "ImageError", "load_image", "MIN_SIDE", "MAX_PIXELS", "DECODE_MIN_SIDE", "UNIFORM_SPREAD", "NOISE_CORRELATION",
-    "mask_png", "save_mask", "load_mask", "load_picture",
+    "mask_png", "save_mask", "load_mask", "load_picture", "MASK_ALPHA_MAX_SHARE",
 ]
 
 log = logging.getLogger(__name__)
@@ -229,13 +229,16 @@ def save_mask(mask: np.ndarray, picture: str | os.PathLike, path: str | os.PathL
     atomic_write_bytes(path, mask_png(mask, size))
 
 
-def load_mask(path: str | os.PathLike, picture: str | os.PathLike, shape: tuple[int, int]) -> np.ndarray:
+def load_mask(path: str | os.PathLike, picture: str | os.PathLike, shape: tuple[int, int]
+              ) -> tuple[np.ndarray, str]:
     """Read an object mask the user gives for a picture (``recon-mesh --mask``, the worker's ``object_mask``).
 
     The mask is an image of the picture file's size: white (255) on the object, black (0) elsewhere, grey
-    in between, as :func:`save_mask` writes it; or a cut-out with transparency, whose alpha channel is then
-    the mask (an image with an alpha channel that is not fully opaque). It takes the place of the picture's
-    alpha, so the object finder does not run.
+    in between, as :func:`save_mask` writes it; or a cut-out whose transparency marks the object. Its alpha
+    channel is read as the mask when it holds one: some of it opaque (above 127) and at most
+    :data:`MASK_ALPHA_MAX_SHARE` of it (a mask painted white on black and saved with an alpha channel that one
+    eraser stroke left less than opaque is read by its grey levels); else its grey levels are. It takes the place
+    of the picture's alpha, so the object finder does not run.
 
     Args:
         path: the mask image file.
@@ -244,70 +247,90 @@ def load_mask(path: str | os.PathLike, picture: str | os.PathLike, shape: tuple[
             JPEG): the mask is resized to it (bilinear) when they differ.
 
     Returns:
-        (H, W) uint8, 255 = object: the picture's alpha channel from now on.
+        ``(alpha, read)``: (H, W) uint8, 255 = object, the picture's alpha channel from now on; and what was read,
+        ``"grey levels"`` or ``"transparency"``.
 
     Raises:
-        ImageError: the file is missing or not an image, its size is not the picture's, or it marks no object
-            (no pixel above half grey).
+        ImageError: the mask file is missing, not an image, truncated or corrupt, or not of the picture's size, or it
+            marks no object (no pixel above half grey); or the picture cannot be read again.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ImageError(f"Mask file not found: {path}. Check the path, or leave the mask out to let the model "
                          "find the object.")
-    with Image.open(picture) as pic:
-        picture_size = pic.size
     try:
-        with Image.open(path) as img:
-            if img.size[0] * img.size[1] > MAX_PIXELS:
-                raise ImageError(f"The mask {path} is too large ({img.size[0]}x{img.size[1]} pixels); it must have "
-                                 f"the picture's size, {picture_size[0]}x{picture_size[1]}.")
-            img.load()
-            mode = img.mode
-            if mode == "P" and "transparency" in img.info:
-                img = img.convert("RGBA")
-            elif mode == "PA":
-                img = img.convert("LA")
-            size = img.size
-            alpha = np.asarray(img.getchannel("A")) if img.mode in ("RGBA", "LA") else None
-            if alpha is None or alpha.min() == 255:  # no transparency: the grey levels are the mask
-                grey = img.convert("L") if img.mode not in ("I;16", "I;16B", "I;16L", "I", "F") else None
-                if grey is None:
-                    arr = np.asarray(img, dtype=np.float64)
-                    top = 65535.0 if img.mode.startswith("I") else max(float(arr.max()), 1.0)
-                    values = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-                else:
-                    values = np.asarray(grey)
-            else:
-                values = alpha
+        with Image.open(picture) as pic:
+            picture_size = pic.size
+    except (OSError, ValueError) as err:
+        raise ImageError(f"The picture {os.fspath(picture)} cannot be read again ({err}); check that it is still "
+                         "there.") from None
+    bomb_limit = Image.MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = None  # the size is compared with the picture's (at most MAX_PIXELS) first
+            try:
+                img = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = bomb_limit
+            with img:
+                if img.size != picture_size:  # before decoding it
+                    raise ImageError(
+                        f"The mask {path} is {img.size[0]}x{img.size[1]} pixels but the picture is {picture_size[0]}x"
+                        f"{picture_size[1]}: the mask must have the picture's size (white on the object, black "
+                        "elsewhere).")
+                img.load()
+                values, read = _mask_values(img)
     except ImageError:
         raise
     except UnidentifiedImageError:
         raise ImageError(f"The mask {path} is not an image file that can be read; save it as PNG.") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+    except (OSError, SyntaxError, ValueError) as err:
         raise ImageError(f"The mask {path} is truncated or corrupt ({err}); save it again as PNG.") from None
-    if size != picture_size:
-        raise ImageError(f"The mask {path} is {size[0]}x{size[1]} pixels but the picture is {picture_size[0]}x"
-                         f"{picture_size[1]}: the mask must have the picture's size (white on the object, black "
-                         "elsewhere).")
     if values.max() <= 127:
         raise ImageError(f"The mask {path} marks no object (no pixel lighter than half grey): paint the object "
                          "white on black, or leave the mask out to let the model find the object.")
     height, width = shape
     if values.shape != (height, width):  # the picture was decoded at reduced size
         values = np.asarray(Image.fromarray(values, "L").resize((width, height), Image.Resampling.BILINEAR))
-    return np.ascontiguousarray(values, dtype=np.uint8)
+    return np.ascontiguousarray(values, dtype=np.uint8), read
+
+
+MASK_ALPHA_MAX_SHARE = 0.97
+"""A mask image's alpha channel is read as the mask (:func:`load_mask`) only when at most this share of its pixels
+are opaque (above 127): a cut-out leaves the background transparent, while an alpha that is opaque nearly everywhere
+(the share :func:`recon_core.network.crop.object_pixels` takes for a whole picture) holds no mask."""
+
+
+def _mask_values(img: Image.Image) -> tuple[np.ndarray, str]:
+    """``((H, W) uint8 mask, what was read)`` of a decoded mask image: its alpha when it holds a mask, else its
+    grey levels (16-bit grey scaled to 8 bits)."""
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif img.mode == "PA":
+        img = img.convert("LA")
+    if img.mode in ("RGBA", "LA"):
+        alpha = np.asarray(img.getchannel("A"))
+        if 0 < (alpha > 127).mean() <= MASK_ALPHA_MAX_SHARE:
+            return alpha, "transparency"
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I") else max(float(arr.max()), 1.0)
+        return np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "grey levels"
+    return np.asarray(img.convert("L")), "grey levels"
 
 
 def load_picture(path: str | os.PathLike, mask: str | os.PathLike | None = None
                  ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
     """:func:`load_image`, with the user's object mask (:func:`load_mask`) in place of its alpha when ``mask`` is given.
 
-    Returns and raises as :func:`load_image` and :func:`load_mask`; a note says when the mask replaced the picture's
-    own transparency.
+    Returns and raises as :func:`load_image` and :func:`load_mask`; with a mask, a note names it and what of it was
+    read (its grey levels or its transparency), and says so when it replaced the picture's own transparency.
     """
     rgb, alpha, notes = load_image(path)
     if mask is not None:
-        if alpha is not None:
-            notes.append(f"the object mask {os.fspath(mask)} was used instead of the picture's own transparency")
-        alpha = load_mask(mask, path, rgb.shape[:2])
+        had_alpha = alpha is not None
+        alpha, read = load_mask(mask, path, rgb.shape[:2])
+        notes.append(f"the object is the mask {os.fspath(mask)} (its {read})"
+                     + (", instead of the picture's own transparency" if had_alpha else ""))
     return rgb, alpha, notes

@@ -1,7 +1,9 @@
 """The main job: one image in, one printable mesh out.
 
+>>> from recon_core.io.image import load_picture
 >>> rec = Reconstructor.from_file()          # the shipped default model
->>> result = rec.reconstruct_file("chair.png", height_mm=120)
+>>> rgb, alpha, notes = load_picture("chair.png")   # or load_picture("photo.jpg", mask="photo_mask.png")
+>>> result = rec.reconstruct(rgb, alpha, height_mm=120)
 >>> from recon_core.io.export import export_mesh
 >>> export_mesh(result.verts, result.faces, "chair.stl")
 """
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recon_core.io.image import ImageError, load_image
+from recon_core.io.image import ImageError
 from recon_core.io.weights import load_model
 from recon_core.mesh.camera import VIEW_TO_OUTPUT
 from recon_core.mesh.printable import CLOSED_MANIFOLD, PrintableReport, check_printable
@@ -690,14 +692,6 @@ class Reconstructor:
         if pose is not None and cfg.bank_place and mask is not None:
             verts, _ = place_in_picture(verts, mask)
         return verts @ VIEW_TO_OUTPUT.T, faces
-
-    def reconstruct_file(self, path: str | os.PathLike, **kwargs) -> Reconstruction:
-        """Read an image file (see :func:`recon_core.io.image.load_image` for the errors) and reconstruct it."""
-        rgb, alpha, notes = load_image(path)
-        kwargs.setdefault("source", os.fspath(path))
-        result = self.reconstruct(rgb, alpha, **kwargs)
-        result.notes[:0] = notes
-        return result
 
 
 OCCUPANCY_UPSAMPLE = 2

@@ -21,7 +21,7 @@ Worker to client::
     {"type": "progress", "version": 1, "id": "r1", "stage": "reconstructing", "fraction": 0.2}
     {"type": "result", "version": 1, "id": "r1", "verts": ARRAY, "faces": ARRAY, "category": "chair",
      "category_probs": [13 floats], "report": {...}, "notes": ["..."], "timings": {"network": 0.4, ...},
-     "mask_path": "/tmp/recon-x/mask.png" or null,
+     "mask_path": "/tmp/recon-x/mask.png" or null, "object_mask": "/path/photo_mask.png" or null,
      "candidates": [{"verts": ARRAY, "faces": ARRAY, "report": {...}, "confidence": 0.62, "category": "chair",
                      "notes": ["..."]}, ...]}
         ``candidates`` only when the request asked for several (below).
@@ -38,7 +38,9 @@ Client to worker::
         or absent (no mask is written); ``candidates`` may be null or absent (one shape); ``object_mask`` may be
         null or absent (the model finds the object), else it names the user's mask of the object, read as
         ``recon-mesh --mask`` reads it (:func:`recon_core.io.image.load_mask`: the picture's size, white on the
-        object, or a cut-out's transparency), which takes the place of the picture's alpha.
+        object, or a cut-out's transparency), which takes the place of the picture's alpha. The result's
+        ``object_mask`` repeats it: a client that sent one and gets no such field back is talking to a worker that
+        predates masks, which would have found the object itself (the add-on's client then fails the job).
     {"type": "shutdown", "version": 1}          (or simply close stdin)
 
 ``ARRAY`` is ``{"dtype": "<f4" | "<i4", "shape": [n, 3], "data": BASE64}``: the array's
@@ -176,9 +178,10 @@ def _handle_request(channel: _Channel, reconstructor, request: dict[str, Any]) -
         kwargs = dict(category=request.get("category") or None, vertices=_requested_vertices(request),
                       height_mm=float(height) if height else None, smooth=bool(request.get("smooth", True)))
         mask_path = request.get("mask_path") or None
+        object_mask = request.get("object_mask") or None
         count = _requested_candidates(request)
         channel.send("progress", id=rid, stage="reconstructing", fraction=0.1)
-        results = _reconstruct(reconstructor, image, count, kwargs, request.get("object_mask") or None)
+        results = _reconstruct(reconstructor, image, count, kwargs, object_mask)
     except KeyError as err:
         channel.error(rid, "ProtocolError", f"The request lacks the field {err}.")
         return
@@ -204,7 +207,8 @@ def _handle_request(channel: _Channel, reconstructor, request: dict[str, Any]) -
         "result", id=rid,
         verts=encode_array(result.verts, "<f4"), faces=encode_array(result.faces, "<i4"),
         category=result.category, category_probs=_plain(result.category_probs),
-        report=_report_dict(result.report), notes=notes, timings=timings, mask_path=mask_path, **extra,
+        report=_report_dict(result.report), notes=notes, timings=timings, mask_path=mask_path,
+        object_mask=object_mask, **extra,
     )
 
 

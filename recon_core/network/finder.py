@@ -201,7 +201,7 @@ def found_alpha(found: np.ndarray) -> np.ndarray:
 
 def mask_confidence(alpha: np.ndarray) -> float:
     """How sure the finder is of a found alpha: the mean object probability over its object pixels (above 127), in
-    [0.5, 1]; 0 when it has none. A wrong mask (a photograph's background taken, the object missed) is mostly an
+    (0.5, 1]; 0 when it has none. A wrong mask (a photograph's background taken, the object missed) is mostly an
     unsure one (:data:`UNSURE_MASK`).
 
     Args:
