@@ -53,6 +53,8 @@ MASK_KEY = "recon_mask"
 """Custom property of a reconstructed object pointing to the image of the object mask that was used."""
 PICTURE_KEY = "recon_picture"
 """Custom property of a mask image: the picture it is the mask of (its file, or a Blender image's name)."""
+UNSURE_KEY = "recon_unsure"
+"""Custom property of a mask image: True when the object finder found it and was unsure of it (the panel says so)."""
 CANDIDATE_KEY = "recon_candidate"
 """Custom property of a candidate object: ``{"rank": 1 for the most confident, "confidence": a share in (0, 1],
 or -1.0 when the model gave none}``."""
@@ -230,7 +232,7 @@ class _Reconstruction:
         objects, meshes = [], []
         collection = mask = None
         try:
-            mask = self._load_mask(result.mask_path)
+            mask = self._load_mask(result.mask_path, result.mask_unsure)
             for rank, shape in enumerate(shapes, 1):
                 name = self.name if len(shapes) == 1 else f"{self.name} {rank}"
                 obj = self._new_object(name, shape, scale, 1.0 if self.height_mm else mm, mask, objects, meshes)
@@ -277,8 +279,9 @@ class _Reconstruction:
             obj[MASK_KEY] = mask
         return obj
 
-    def _load_mask(self, path: str | None):
-        """A new image datablock of the mask PNG the worker wrote, packed (the file is temporary), or None.
+    def _load_mask(self, path: str | None, unsure: bool = False):
+        """A new image datablock of the mask PNG the worker wrote, packed (the file is temporary), or None; ``unsure``
+        (the finder was unsure of it) is kept on it (:data:`UNSURE_KEY`).
 
         A mask that cannot be read is a warning, not a failure: the mesh is made without it.
         """
@@ -292,6 +295,7 @@ class _Reconstruction:
             image.colorspace_settings.name = 'Non-Color'  # data, not colour: pixels are the mask's values
             image.pack()
             image[PICTURE_KEY] = self.picture
+            image[UNSURE_KEY] = bool(unsure)
         except BaseException as err:
             if image is not None:
                 bpy.data.images.remove(image)

@@ -3,7 +3,7 @@ the object mask."""
 
 import bpy
 
-from .operators import (CHECK_KEY, MASK_KEY, NEXT_SHAPE_KEYS, RECON_OT_export_3mf, RECON_OT_export_stl,
+from .operators import (CHECK_KEY, MASK_KEY, NEXT_SHAPE_KEYS, UNSURE_KEY, RECON_OT_export_3mf, RECON_OT_export_stl,
                         RECON_OT_keep_candidate, RECON_OT_next_candidate, RECON_OT_reconstruct, RECON_OT_use_mask,
                         candidate_collection, candidate_info, candidates_of, mask_image, mm_per_unit, percent_text,
                         running)
@@ -134,6 +134,8 @@ class RECON_PT_mask(_SubPanel, bpy.types.Panel):
             layout.label(text=text, icon='INFO')
             return
         layout.label(text=f"Object mask used: {image.name}", icon='IMAGE_ALPHA')
+        if image.get(UNSURE_KEY):
+            layout.label(text="The object finder was unsure of it: check it", icon='ERROR')
         preview = image.preview_ensure()
         if preview is not None and preview.icon_id:  # 0 in background mode, where no previews are made
             layout.template_icon(icon_value=preview.icon_id, scale=MASK_PREVIEW_SCALE)

@@ -171,6 +171,7 @@ class WorkerResult:
         seconds: seconds from submitting the request to receiving the result.
         mask_path: the object mask the worker wrote where the request asked (8-bit grey PNG of the
             picture's size, 255 = object), or None when none was asked for or it could not be written.
+        mask_unsure: the object finder found that mask and is unsure of it (the user should check it).
         candidates: the plausible shapes, the most confident first, the first being this result's own mesh;
             never empty: a worker that sent no list (one shape asked for, or a worker that predates
             candidates) gives the one entry of this result, with no confidence.
@@ -185,6 +186,7 @@ class WorkerResult:
     seconds: float = 0.0
     mask_path: str | None = None
     candidates: list[Candidate] = field(default_factory=list)
+    mask_unsure: bool = False
 
 
 def _decode(packed: dict[str, Any]):
@@ -323,6 +325,7 @@ class Job:
                 report=dict(message.get("report") or {}), notes=list(message.get("notes") or []),
                 timings=dict(message.get("timings") or {}), seconds=self.elapsed,
                 mask_path=str(message["mask_path"]) if message.get("mask_path") else None, candidates=candidates,
+                mask_unsure=bool(message.get("mask_unsure", False)),
             )
             self.stage, self.fraction = "done", 1.0
             self.client.job = None

@@ -560,6 +560,30 @@ def test_use_this_mask_then_a_painted_mask_is_the_object(addon, settings):
     bpy.data.images.remove(image)
 
 
+def test_a_mask_the_finder_was_unsure_of_is_flagged_in_the_panel(addon, settings, monkeypatch):
+    job = addon.package.worker_client.Job
+    handle = job._handle
+    first = reconstruct()
+    bpy.context.view_layer.objects.active = first
+    assert not first["recon_mask"].get("recon_unsure")
+    assert "The object finder was unsure of it: check it" not in labels(draw_panel(bpy.types.RECON_PT_mask))
+
+    def unsure(self, message):
+        if message.get("type") == "result":
+            message = {**message, "mask_unsure": True}
+        handle(self, message)
+
+    monkeypatch.setattr(job, "_handle", unsure)
+    second = reconstruct()
+    bpy.context.view_layer.objects.active = second
+    assert second["recon_mask"]["recon_unsure"]
+    assert "The object finder was unsure of it: check it" in labels(draw_panel(bpy.types.RECON_PT_mask))
+    image = second["recon_mask"]
+    for obj in (first, second):
+        bpy.data.objects.remove(obj)
+    bpy.data.images.remove(image)
+
+
 def test_mask_image_equals_recon_mesh_save_mask(addon, settings, tmp_path):
     """A picture without alpha: the mask image is the file ``recon-mesh --save-mask`` writes."""
     cli_mask = tmp_path / "cli_mask.png"

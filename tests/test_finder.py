@@ -165,6 +165,7 @@ def test_an_unsure_finder_asks_the_user_to_check_the_mask(tiny_config):
         result = rec.reconstruct(rgb, vertices=642)
         notes = " ".join(result.notes)
         assert ("unsure of the object" in notes and "--mask" in notes and "--save-mask" in notes) == unsure, notes
+        assert result.mask_unsure == unsure
         assert (mask_confidence((result.mask * 255 + 0.5).astype(np.uint8)) < UNSURE_MASK) == unsure
         assert result.report.ok
 

@@ -304,7 +304,10 @@ def test_a_worker_that_ignores_the_object_mask_fails_the_job():
             assert "did not use the object mask" in str(job.error) and "\n" not in str(job.error)
     job = worker_client.Job(WorkerClient(PYTHON), "r1", 0)  # no mask sent: nothing to check
     job._handle({"type": "result", "id": "r1", **mesh})
-    assert job.result is not None
+    assert job.result is not None and job.result.mask_unsure is False  # a worker that predates the field: sure
+    job = worker_client.Job(WorkerClient(PYTHON), "r1", 0)
+    job._handle({"type": "result", "id": "r1", **mesh, "mask_unsure": True})
+    assert job.result.mask_unsure is True
 
 
 # -- a real worker process ---------------------------------------------------------------------------
@@ -343,7 +346,7 @@ def test_the_mask_is_written_where_asked(client, files, tmp_path):
     path = tmp_path / "out" / "mask.png"
     path.parent.mkdir()
     result = client.submit(str(picture), detail="low", mask_path=str(path)).wait()
-    assert result.mask_path == str(path) and result.report["ok"]
+    assert result.mask_path == str(path) and result.report["ok"] and result.mask_unsure is False  # its own alpha
     with Image.open(path) as img:
         assert img.format == "PNG" and img.mode == "L" and img.size == (120, 90)
         assert np.array_equal(np.asarray(img), np.asarray(Image.open(picture))[..., 3])

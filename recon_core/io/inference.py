@@ -100,6 +100,7 @@ class Reconstruction:
             bank's scores over the best view of every model among its candidates,
             :meth:`recon_core.network.retrieval.ShapeBank.ranked`); either way the candidates' confidences fall
             in rank order and sum to at most 1. None for other models.
+        mask_unsure: the object finder found :attr:`mask` and is unsure of it (the notes then ask the user to check it).
     """
 
     verts: np.ndarray
@@ -112,6 +113,7 @@ class Reconstruction:
     notes: list[str] = field(default_factory=list)
     mask: np.ndarray | None = None
     confidence: float | None = None
+    mask_unsure: bool = False
 
 
 def _float32_exact(verts: np.ndarray) -> np.ndarray:
@@ -241,11 +243,12 @@ class Reconstructor:
             raise ValueError(f"vertices must be one of {sorted(VERTEX_SCHEDULES)}, got {vertices}")
         timings: dict[str, float] = {}
         cat_index = None if category is None else CATEGORIES.index(category_by_name(category))
-        found_by = None
+        found_by, unsure = None, False
         if alpha is None and self.finder is not None:
-            alpha, found_by = self._find_object(rgb, source, timings)
+            alpha, found_by, unsure = self._find_object(rgb, source, timings)
         results = self._reconstruct(rgb, alpha, cat_index, vertices, height_mm, smooth, source, timings, count)
         for result in results:
+            result.mask_unsure = unsure
             if found_by is not None:
                 result.notes.append(found_by)
         return results
@@ -262,10 +265,11 @@ class Reconstructor:
         cfg = self.model.config
         return self.banked and cfg.category_bank_weight > 0 and cfg.bank_fit_candidates > 0
 
-    def _find_object(self, rgb: np.ndarray, source: str, timings: dict[str, float]) -> tuple[np.ndarray | None, str]:
-        """The alpha that the finder gives a picture without one, and a note saying so: a longer one, that asks the
-        user to check the mask and correct it, when the finder is unsure of it
-        (:func:`recon_core.network.finder.mask_confidence` below :data:`recon_core.network.finder.UNSURE_MASK`).
+    def _find_object(self, rgb: np.ndarray, source: str, timings: dict[str, float]
+                     ) -> tuple[np.ndarray | None, str, bool]:
+        """The alpha that the finder gives a picture without one, a note saying so, and whether the finder is unsure of
+        it (:func:`recon_core.network.finder.mask_confidence` below :data:`recon_core.network.finder.UNSURE_MASK`;
+        then the note asks the user to check the mask and correct it).
 
         When the finder sees no object, the border-colour rule (:func:`recon_core.network.crop.object_box`) is the
         fallback; when that finds none either, the picture is refused.
@@ -283,10 +287,10 @@ class Reconstructor:
             if confidence < UNSURE_MASK:
                 return found, (f"object found by the object finder (no transparency), but it is unsure of the object "
                                f"(confidence {confidence:.2f}): check the mask it took (recon-mesh --save-mask, the "
-                               "add-on's Object Mask) and give a corrected one (--mask, Use This Mask)")
-            return found, "object found by the object finder (no transparency)"
+                               "add-on's Object Mask) and give a corrected one (--mask, Use This Mask)"), True
+            return found, "object found by the object finder (no transparency)", False
         if object_pixels(rgb, None) is not None:
-            return None, "the object finder saw no object: taken against the border colour instead"
+            return None, "the object finder saw no object: taken against the border colour instead", False
         raise ImageError(f"No object found in {source}: neither the object finder nor the background colour "
                          "separates one from the background. Give a picture of one object on a plainer "
                          "background, or with transparency.")

@@ -21,7 +21,7 @@ Worker to client::
     {"type": "progress", "version": 1, "id": "r1", "stage": "reconstructing", "fraction": 0.2}
     {"type": "result", "version": 1, "id": "r1", "verts": ARRAY, "faces": ARRAY, "category": "chair",
      "category_probs": [13 floats], "report": {...}, "notes": ["..."], "timings": {"network": 0.4, ...},
-     "mask_path": "/tmp/recon-x/mask.png" or null, "object_mask": "/path/photo_mask.png" or null,
+     "mask_path": "/tmp/recon-x/mask.png" or null, "mask_unsure": false, "object_mask": "/path/photo_mask.png" or null,
      "candidates": [{"verts": ARRAY, "faces": ARRAY, "report": {...}, "confidence": 0.62, "category": "chair",
                      "notes": ["..."]}, ...]}
         ``candidates`` only when the request asked for several (below).
@@ -55,7 +55,9 @@ there before it sends the result (:func:`recon_core.io.image.save_mask`, the sam
 ``recon-mesh --save-mask``: an 8-bit grey PNG of the picture file's size, 255 = object,
 through a temporary file and a rename), and the result's ``mask_path`` repeats the path. It
 is null when no mask was asked for or the write failed; a note then says why, and the mesh
-is sent all the same. The file belongs to the client, which removes it. Both fields are
+is sent all the same. The file belongs to the client, which removes it. ``mask_unsure`` is true when the object
+finder found that mask and is unsure of it (:attr:`recon_core.io.inference.Reconstruction.mask_unsure`): the
+front end should ask the user to check it. Both fields are
 optional, so the version stays 1: a worker that predates them answers without a mask.
 
 Candidates: a request with ``"candidates": K`` (a whole number, at least 1) asks for up to K plausible
@@ -208,7 +210,7 @@ def _handle_request(channel: _Channel, reconstructor, request: dict[str, Any]) -
         verts=encode_array(result.verts, "<f4"), faces=encode_array(result.faces, "<i4"),
         category=result.category, category_probs=_plain(result.category_probs),
         report=_report_dict(result.report), notes=notes, timings=timings, mask_path=mask_path,
-        object_mask=object_mask, **extra,
+        mask_unsure=bool(result.mask_unsure), object_mask=object_mask, **extra,
     )
 
 
