@@ -58,8 +58,8 @@ def _bad_inputs(tmp_path: Path, tiny_config) -> dict[str, tuple[list[str], str]]
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (300, 300, 3), dtype=np.uint8), "RGB").save(noise)
     not_a_folder = tmp_path / "file.txt"
     not_a_folder.write_text("a file, not a folder")
-    given_half = tmp_path / "given_half.png"  # a mask at half the picture's size
-    Image.new("L", (32, 32), 255).save(given_half)
+    given_wide = tmp_path / "given_wide.png"  # a mask of another shape than the (square) picture's
+    Image.new("L", (64, 32), 255).save(given_wide)
     given_black = tmp_path / "given_black.png"
     Image.new("L", (64, 64), 0).save(given_black)
     # a model whose weights do not fit its config, and a truncated one
@@ -88,7 +88,7 @@ def _bad_inputs(tmp_path: Path, tiny_config) -> dict[str, tuple[list[str], str]]
         "mask folder missing": ([str(good), "--save-mask", str(tmp_path / "nope" / "mask.png")], "no folder"),
         "mask folder is a file": ([str(good), "--save-mask", str(not_a_folder / "mask.png")], "no folder"),
         "given mask missing": ([str(good), "--mask", str(tmp_path / "given_nope.png")], "Mask file not found"),
-        "given mask of another size": ([str(good), "--mask", str(given_half)], "must have the picture's size"),
+        "given mask of another shape": ([str(good), "--mask", str(given_wide)], "must have the picture's size"),
         "given mask marks nothing": ([str(good), "--mask", str(given_black)], "marks no object"),
     }
 

@@ -375,6 +375,20 @@ def test_load_mask_takes_the_grey_levels_of_an_image_without_a_cutout(tmp_path, 
     assert np.array_equal(values, mask) and read == "grey levels"
 
 
+def test_a_mask_of_the_pictures_shape_at_another_size_is_resized(tmp_path):
+    """A mask exported at half (or twice) the picture's size: resized to it, and the note says so."""
+    picture, mask = _picture_and_mask(tmp_path)
+    big = np.repeat(np.repeat(mask, 2, axis=0), 2, axis=1)  # 240 x 180
+    Image.fromarray(big, "L").save(tmp_path / "big.png")
+    values, read = load_mask(tmp_path / "big.png", picture, (90, 120))
+    assert values.shape == (90, 120) and read == "grey levels, resized from 240x180 to the picture's 120x90"
+    assert ((values > 127) != (mask > 127)).mean() < 0.01  # the block, its edge softened by the resampling
+    Image.fromarray(mask[::2, ::2], "L").save(tmp_path / "half.png")
+    values, read = load_mask(tmp_path / "half.png", picture, (90, 120))
+    assert values.shape == (90, 120) and "resized from 60x45" in read
+    assert ((values > 127) != (mask > 127)).mean() < 0.05  # the block, its edges a pixel softer
+
+
 def test_load_mask_takes_a_cutouts_transparency(tmp_path):
     """A cut-out (the object kept, the rest transparent) is a mask too: its alpha, not its colours."""
     picture, mask = _picture_and_mask(tmp_path)
@@ -413,7 +427,7 @@ def test_load_mask_follows_a_large_jpeg_decoded_at_reduced_size(tmp_path):
     ("not an image", "not an image file"),
     ("truncated", "truncated or corrupt"),
     ("picture gone", "cannot be read again"),
-    ("other size", "is 60x45 pixels but the picture is 120x90"),
+    ("other shape", "is 60x60 pixels but the picture is 120x90"),
     ("empty", "marks no object"),
     ("faint", "marks no object"),
 ])
@@ -428,8 +442,8 @@ def test_bad_masks_are_refused_in_one_sentence(tmp_path, case, match):
     elif case == "picture gone":
         Image.fromarray(mask, "L").save(path)
         picture.unlink()
-    elif case == "other size":
-        Image.fromarray(mask[::2, ::2], "L").save(path)
+    elif case == "other shape":
+        Image.fromarray(mask[:60, :60], "L").save(path)
     elif case == "empty":
         Image.fromarray(np.zeros_like(mask), "L").save(path)
     elif case == "faint":

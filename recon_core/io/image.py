@@ -233,8 +233,9 @@ def load_mask(path: str | os.PathLike, picture: str | os.PathLike, shape: tuple[
               ) -> tuple[np.ndarray, str]:
     """Read an object mask the user gives for a picture (``recon-mesh --mask``, the worker's ``object_mask``).
 
-    The mask is an image of the picture file's size: white (255) on the object, black (0) elsewhere, grey
-    in between, as :func:`save_mask` writes it; or a cut-out whose transparency marks the object. Its alpha
+    The mask is an image of the picture file's size (or of its shape at another resolution, resized): white (255)
+    on the object, black (0) elsewhere, grey in between, as :func:`save_mask` writes it; or a cut-out whose
+    transparency marks the object. Its alpha
     channel is read as the mask when it holds one: some of it opaque (above 127) and at most
     :data:`MASK_ALPHA_MAX_SHARE` of it (a mask painted white on black and saved with an alpha channel that one
     eraser stroke left less than opaque is read by its grey levels); else its grey levels are. It takes the place
@@ -248,10 +249,11 @@ def load_mask(path: str | os.PathLike, picture: str | os.PathLike, shape: tuple[
 
     Returns:
         ``(alpha, read)``: (H, W) uint8, 255 = object, the picture's alpha channel from now on; and what was read,
-        ``"grey levels"`` or ``"transparency"``.
+        ``"grey levels"`` or ``"transparency"``, with ``", resized from WxH to ..."`` when its size was not the
+        picture's.
 
     Raises:
-        ImageError: the mask file is missing, not an image, truncated or corrupt, or not of the picture's size, or it
+        ImageError: the mask file is missing, not an image, truncated or corrupt, or not of the picture's shape, or it
             marks no object (no pixel above half grey); or the picture cannot be read again.
     """
     path = os.fspath(path)
@@ -274,11 +276,12 @@ def load_mask(path: str | os.PathLike, picture: str | os.PathLike, shape: tuple[
             finally:
                 Image.MAX_IMAGE_PIXELS = bomb_limit
             with img:
-                if img.size != picture_size:  # before decoding it
+                size = img.size
+                if size != picture_size and not _same_shape(size, picture_size):  # before decoding it
                     raise ImageError(
-                        f"The mask {path} is {img.size[0]}x{img.size[1]} pixels but the picture is {picture_size[0]}x"
-                        f"{picture_size[1]}: the mask must have the picture's size (white on the object, black "
-                        "elsewhere).")
+                        f"The mask {path} is {size[0]}x{size[1]} pixels but the picture is {picture_size[0]}x"
+                        f"{picture_size[1]}: the mask must have the picture's size, or its shape (white on the "
+                        "object, black elsewhere).")
                 img.load()
                 values, read = _mask_values(img)
     except ImageError:
@@ -290,10 +293,20 @@ def load_mask(path: str | os.PathLike, picture: str | os.PathLike, shape: tuple[
     if values.max() <= 127:
         raise ImageError(f"The mask {path} marks no object (no pixel lighter than half grey): paint the object "
                          "white on black, or leave the mask out to let the model find the object.")
+    if size != picture_size:
+        read += f", resized from {size[0]}x{size[1]} to the picture's {picture_size[0]}x{picture_size[1]}"
     height, width = shape
-    if values.shape != (height, width):  # the picture was decoded at reduced size
+    if values.shape != (height, width):  # a mask of the picture's shape, or a picture decoded at reduced size
         values = np.asarray(Image.fromarray(values, "L").resize((width, height), Image.Resampling.BILINEAR))
     return np.ascontiguousarray(values, dtype=np.uint8), read
+
+
+def _same_shape(size: tuple[int, int], other: tuple[int, int]) -> bool:
+    """Whether two ``(width, height)`` sizes have the same shape: each side of one, scaled by the other's ratio of
+    widths, within a pixel of the other's side (a mask exported at another resolution), and no more pixels than a
+    picture may have."""
+    (w, h), (w2, h2) = size, other
+    return w * h <= MAX_PIXELS and abs(h * w2 / w - h2) <= 1.0 and abs(w * h2 / h - w2) <= 1.0
 
 
 MASK_ALPHA_MAX_SHARE = 0.97
