@@ -235,11 +235,10 @@ def load_mask(path: str | os.PathLike, picture: str | os.PathLike, shape: tuple[
 
     The mask is an image of the picture file's size (or of its shape at another resolution, resized): white (255)
     on the object, black (0) elsewhere, grey in between, as :func:`save_mask` writes it; or a cut-out whose
-    transparency marks the object. Its alpha
-    channel is read as the mask when it holds one: some of it opaque (above 127) and at most
-    :data:`MASK_ALPHA_MAX_SHARE` of it (a mask painted white on black and saved with an alpha channel that one
-    eraser stroke left less than opaque is read by its grey levels); else its grey levels are. It takes the place
-    of the picture's alpha, so the object finder does not run.
+    transparency marks the object. Its alpha channel is read as the mask when it holds one: some of it opaque
+    (above 127) and at most :data:`MASK_ALPHA_MAX_SHARE` of it (a mask painted white on black and saved with an
+    alpha channel that one eraser stroke left less than opaque is read by its grey levels); else its grey levels
+    are. It takes the place of the picture's alpha, so the object finder does not run.
 
     Args:
         path: the mask image file.
