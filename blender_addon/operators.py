@@ -723,6 +723,7 @@ class RECON_OT_use_mask(bpy.types.Operator):
         settings = context.scene.recon_settings
         image = mask_image(context.active_object)
         settings.object_source, settings.mask_image = 'MASK', image
+        image[UNSURE_KEY] = False  # the user's mask now: the finder's doubt no longer applies
         self.report({'INFO'}, f"Reconstruct now uses {image.name} as the object; paint it white on the object and "
                               "black elsewhere in the Image Editor (Texture Paint) to correct it.")
         return {'FINISHED'}

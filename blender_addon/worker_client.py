@@ -396,7 +396,7 @@ class WorkerClient:
 
         ``detail``: "low", "medium" or "high" (:data:`DETAIL_VERTICES`), None for the model's default.
         ``mask_path``: where the worker writes the object mask it used (a PNG; the caller removes it).
-        ``object_mask``: the user's mask of the object (a PNG of the picture's size, white on the object), used
+        ``object_mask``: the user's mask of the object (a PNG of the picture's size or shape, white on the object), used
         instead of finding the object; None: the worker finds it.
         ``candidates``: how many plausible shapes to ask for (:attr:`WorkerResult.candidates`; fewer may come).
 

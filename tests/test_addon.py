@@ -565,7 +565,7 @@ def test_a_mask_the_finder_was_unsure_of_is_flagged_in_the_panel(addon, settings
     handle = job._handle
     first = reconstruct()
     bpy.context.view_layer.objects.active = first
-    assert not first["recon_mask"].get("recon_unsure")
+    assert first["recon_mask"]["recon_unsure"] == False  # noqa: E712 - written, and False (an ID property)
     assert "The object finder was unsure of it: check it" not in labels(draw_panel(bpy.types.RECON_PT_mask))
 
     def unsure(self, message):
@@ -578,6 +578,8 @@ def test_a_mask_the_finder_was_unsure_of_is_flagged_in_the_panel(addon, settings
     bpy.context.view_layer.objects.active = second
     assert second["recon_mask"]["recon_unsure"]
     assert "The object finder was unsure of it: check it" in labels(draw_panel(bpy.types.RECON_PT_mask))
+    assert bpy.ops.recon.use_mask() == {'FINISHED'}  # the user's mask now: the warning goes
+    assert "The object finder was unsure of it: check it" not in labels(draw_panel(bpy.types.RECON_PT_mask))
     image = second["recon_mask"]
     for obj in (first, second):
         bpy.data.objects.remove(obj)

@@ -333,6 +333,7 @@ def test_save_mask_writes_at_the_picture_files_size(tmp_path):
 
 def _picture_and_mask(tmp_path, size=(120, 90)):
     """An RGB picture and a soft (H, W) uint8 mask of it that differs from what the border colour finds."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     picture = tmp_path / "photo.png"
     Image.fromarray(_object_image(size), "RGB").save(picture)
     mask = np.zeros((size[1], size[0]), np.uint8)
@@ -387,6 +388,19 @@ def test_a_mask_of_the_pictures_shape_at_another_size_is_resized(tmp_path):
     values, read = load_mask(tmp_path / "half.png", picture, (90, 120))
     assert values.shape == (90, 120) and "resized from 60x45" in read
     assert ((values > 127) != (mask > 127)).mean() < 0.05  # the block, its edges a pixel softer
+    odd, _ = _picture_and_mask(tmp_path / "odd", size=(120, 91))  # a half-size mask rounds an odd side either way
+    for side in (45, 46):
+        Image.new("L", (60, side), 255).save(tmp_path / "odd_half.png")
+        assert load_mask(tmp_path / "odd_half.png", odd, (91, 120))[0].shape == (91, 120)
+
+
+@pytest.mark.parametrize("size, match", [((60, 60), "the mask must have the picture's size, or its shape"),
+                                         ((12, 9), "too small"), ((600, 450), "too large")])
+def test_masks_of_another_shape_too_small_or_too_large_are_refused(tmp_path, size, match):
+    picture, _ = _picture_and_mask(tmp_path)  # 120 x 90
+    Image.new("L", size, 255).save(tmp_path / "mask.png")
+    with pytest.raises(ImageError, match=match):
+        load_mask(tmp_path / "mask.png", picture, (90, 120))
 
 
 def test_load_mask_takes_a_cutouts_transparency(tmp_path):

@@ -310,6 +310,32 @@ def test_a_worker_that_ignores_the_object_mask_fails_the_job():
     assert job.result.mask_unsure is True
 
 
+def test_the_worker_sends_the_finders_doubt(files):
+    """The result's mask_unsure is the reconstruction's (the finder unsure of the mask it found)."""
+    from recon_core.io.inference import Reconstruction
+    from recon_core.mesh.printable import check_printable
+
+    verts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], float)
+    faces = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+
+    class Stub:
+        banked = False
+
+        def __init__(self, unsure):
+            self.unsure = unsure
+
+        def reconstruct_candidates(self, rgb, alpha, count, **kwargs):
+            return [Reconstruction(verts, faces, "chair", np.full(13, 1 / 13), check_printable(verts, faces), None,
+                                   mask_unsure=self.unsure)]
+
+    for unsure in (False, True):
+        out = io.StringIO()
+        worker._handle_request(worker._Channel(out), Stub(unsure), {"type": "reconstruct", "id": "r1",
+                                                                    "image": str(files["image"])})
+        result = [json.loads(line) for line in out.getvalue().splitlines() if '"result"' in line][-1]
+        assert result["mask_unsure"] is unsure
+
+
 # -- a real worker process ---------------------------------------------------------------------------
 
 

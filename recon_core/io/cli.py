@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model to use (NAME.safetensors with NAME.json beside it; default: models/default)")
     p.add_argument("--no-smooth", action="store_true", help="skip the volume-preserving smoothing")
     p.add_argument("--mask", metavar="MASK.png",
-                   help="the object's mask, used instead of finding the object: an image of the picture's size, "
+                   help="the object's mask, used instead of finding the object: an image of the picture's size (or shape), "
                         "white on the object and black elsewhere (e.g. a --save-mask file, corrected), or a cut-out "
                         "whose transparency marks the object")
     p.add_argument("--save-mask", metavar="PATH.png",

@@ -275,12 +275,17 @@ def load_mask(path: str | os.PathLike, picture: str | os.PathLike, shape: tuple[
             finally:
                 Image.MAX_IMAGE_PIXELS = bomb_limit
             with img:
-                size = img.size
-                if size != picture_size and not _same_shape(size, picture_size):  # before decoding it
+                size = img.size  # checked before decoding it
+                if size != picture_size and not _same_shape(size, picture_size):
                     raise ImageError(
                         f"The mask {path} is {size[0]}x{size[1]} pixels but the picture is {picture_size[0]}x"
                         f"{picture_size[1]}: the mask must have the picture's size, or its shape (white on the "
                         "object, black elsewhere).")
+                most = min(MAX_PIXELS, MASK_MAX_SCALE ** 2 * picture_size[0] * picture_size[1])
+                if min(size) < MIN_SIDE or size[0] * size[1] > most:
+                    which = "small" if min(size) < MIN_SIDE else "large"
+                    raise ImageError(f"The mask {path} is {size[0]}x{size[1]} pixels, too {which} for the picture's "
+                                     f"{picture_size[0]}x{picture_size[1]}: save it at the picture's size.")
                 img.load()
                 values, read = _mask_values(img)
     except ImageError:
@@ -300,12 +305,16 @@ def load_mask(path: str | os.PathLike, picture: str | os.PathLike, shape: tuple[
     return np.ascontiguousarray(values, dtype=np.uint8), read
 
 
+MASK_MAX_SCALE = 4
+"""A mask of the picture's shape may be at most this many times its width (:func:`load_mask`)."""
+
+
 def _same_shape(size: tuple[int, int], other: tuple[int, int]) -> bool:
-    """Whether two ``(width, height)`` sizes have the same shape: each side of one, scaled by the other's ratio of
-    widths, within a pixel of the other's side (a mask exported at another resolution), and no more pixels than a
-    picture may have."""
+    """Whether a mask's ``(width, height)`` ``size`` has the shape of a picture's ``other``: the same aspect ratio but
+    for rounding either of its own sides by up to a pixel (a mask exported at another resolution):
+    ``|w h' - h w'| <= w' + h'``, in integers."""
     (w, h), (w2, h2) = size, other
-    return w * h <= MAX_PIXELS and abs(h * w2 / w - h2) <= 1.0 and abs(w * h2 / h - w2) <= 1.0
+    return abs(w * h2 - h * w2) <= w2 + h2
 
 
 MASK_ALPHA_MAX_SHARE = 0.97

@@ -37,7 +37,7 @@ Client to worker::
         ``detail`` is "low", "medium" or "high" (:mod:`recon_core.mesh.detail`); ``mask_path`` may be null
         or absent (no mask is written); ``candidates`` may be null or absent (one shape); ``object_mask`` may be
         null or absent (the model finds the object), else it names the user's mask of the object, read as
-        ``recon-mesh --mask`` reads it (:func:`recon_core.io.image.load_mask`: the picture's size, white on the
+        ``recon-mesh --mask`` reads it (:func:`recon_core.io.image.load_mask`: the picture's size or shape, white on the
         object, or a cut-out's transparency), which takes the place of the picture's alpha. The result's
         ``object_mask`` repeats it: a client that sent one and gets no such field back is talking to a worker that
         predates masks, which would have found the object itself (the add-on's client then fails the job).
