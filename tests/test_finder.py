@@ -151,6 +151,9 @@ def test_mask_confidence_is_the_mean_probability_of_the_object_pixels():
     alpha[15, 15] = 127  # not an object pixel
     expected = (20 * 255 + 20 * 200) / 40 / 255
     assert mask_confidence(alpha) == pytest.approx(expected)
+    for seed in range(5):  # against the plain mean of the pixels above 127
+        alpha = np.random.default_rng(seed).integers(0, 256, (37, 53), dtype=np.uint8)
+        assert mask_confidence(alpha) == pytest.approx(alpha[alpha > 127].mean() / 255.0, rel=1e-12)
 
 
 def test_an_unsure_finder_asks_the_user_to_check_the_mask(tiny_config):
