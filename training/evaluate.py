@@ -490,6 +490,10 @@ def load_depth(entry: ModelEntry, view: str, camera: Camera) -> np.ndarray:
     return depth.astype(np.float32)
 
 
+_NOT_IN_RENDER_PIXELS = ("--given-mask: the {style} pictures are not in the render's pixels, so its mask cannot be "
+                         "laid over them; choose another style.")
+
+
 def load_input(
     sample: Sample, style: str = "clean", backgrounds: Any = None, given_mask: bool = False
 ) -> tuple[np.ndarray, np.ndarray | None, Camera, np.ndarray]:
@@ -531,8 +535,7 @@ def load_input(
         picture, picture_alpha = stylize(rgba, mask, depth, cam.K, style, sample.seed, backgrounds)
     if given_mask:
         if picture.shape[:2] != mask.shape:
-            raise DataError(f"--given-mask: the {style} pictures are not in the render's pixels, so its mask cannot "
-                            "be laid over them; choose another style.")
+            raise DataError(_NOT_IN_RENDER_PIXELS.format(style=style))
         picture_alpha = mask.astype(np.uint8) * np.uint8(255)
     return picture, picture_alpha, cam, mask
 
@@ -1596,8 +1599,7 @@ def _run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if args.given_mask and args.style == "small_offcentre":
-        raise DataError("--given-mask: the small_offcentre pictures are not in the render's pixels, so its mask cannot "
-                        "be laid over them; choose another style.")
+        raise DataError(_NOT_IN_RENDER_PIXELS.format(style=args.style))  # before anything loads
     if args.other_categories:
         test = discover(args.shapenet, args.renders, None, held_out=True)
         if not test:

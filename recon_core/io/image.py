@@ -83,15 +83,10 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, 
     if os.path.isdir(path):
         raise ImageError(f"{path} is a folder, not an image file. Give the path of a PNG or JPEG file.")
     notes: list[str] = []
-    bomb_limit = Image.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            Image.MAX_IMAGE_PIXELS = None  # our own size check below names the size
-            try:
-                img = Image.open(path)
-            finally:
-                Image.MAX_IMAGE_PIXELS = bomb_limit
+            img = _open_unlimited(path)  # our own size check below names the size
             width, height = img.size
             if width * height > MAX_PIXELS:
                 raise ImageError(
@@ -114,10 +109,8 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, 
         raise ImageError(f"{path} is truncated or corrupt ({err}); re-export the image and try again.") from None
 
     mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if mode.startswith("I") else max(float(arr.max()), 1.0)
-        gray = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if mode in HIGH_DEPTH_MODES:
+        gray = _grey_8bit(img)
         notes.append("16-bit image converted to 8 bits per channel")
         rgb = np.repeat(gray[..., None], 3, axis=2)
         _refuse_without_object(rgb, path)
@@ -146,6 +139,29 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, 
     if alpha is None:
         _refuse_without_object(rgb, path)
     return rgb, alpha, notes
+
+
+HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
+"""Pillow's grey modes of more than 8 bits a pixel (:func:`_grey_8bit`)."""
+
+
+def _open_unlimited(path: str) -> Image.Image:
+    """``Image.open`` without Pillow's own pixel limit (the caller checks the size itself, with a sentence that
+    names it); the limit is restored at once."""
+    bomb_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        return Image.open(path)
+    finally:
+        Image.MAX_IMAGE_PIXELS = bomb_limit
+
+
+def _grey_8bit(img: Image.Image) -> np.ndarray:
+    """(H, W) uint8 of a grey image of a :data:`HIGH_DEPTH_MODES` mode: 16-bit integers over 65,535, floats over
+    their maximum, rounded."""
+    arr = np.asarray(img, dtype=np.float64)
+    top = 65535.0 if img.mode.startswith("I") else max(float(arr.max()), 1.0)
+    return np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 def _refuse_without_object(rgb: np.ndarray, path: str) -> None:
@@ -265,15 +281,10 @@ def load_mask(path: str | os.PathLike, picture: str | os.PathLike, shape: tuple[
     except (OSError, ValueError) as err:
         raise ImageError(f"The picture {os.fspath(picture)} cannot be read again ({err}); check that it is still "
                          "there.") from None
-    bomb_limit = Image.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            Image.MAX_IMAGE_PIXELS = None  # the size is compared with the picture's (at most MAX_PIXELS) first
-            try:
-                img = Image.open(path)
-            finally:
-                Image.MAX_IMAGE_PIXELS = bomb_limit
+            img = _open_unlimited(path)  # the size is compared with the picture's (at most MAX_PIXELS) first
             with img:
                 size = img.size  # checked before decoding it
                 if size != picture_size and not _same_shape(size, picture_size):
@@ -334,10 +345,8 @@ def _mask_values(img: Image.Image) -> tuple[np.ndarray, str]:
         alpha = np.asarray(img.getchannel("A"))
         if 0 < (alpha > 127).mean() <= MASK_ALPHA_MAX_SHARE:
             return alpha, "transparency"
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I") else max(float(arr.max()), 1.0)
-        return np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "grey levels"
+    if img.mode in HIGH_DEPTH_MODES:
+        return _grey_8bit(img), "grey levels"
     return np.asarray(img.convert("L")), "grey levels"
 
 
