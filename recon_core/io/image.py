@@ -24,7 +24,7 @@ from recon_core.io.export import atomic_write_bytes
 
 __all__ = [
     "ImageError", "load_image", "MIN_SIDE", "MAX_PIXELS", "DECODE_MIN_SIDE", "UNIFORM_SPREAD", "NOISE_CORRELATION",
-    "mask_png", "save_mask", "load_mask", "load_picture", "MASK_ALPHA_MAX_SHARE",
+    "mask_png", "save_mask", "load_mask", "load_picture", "MASK_ALPHA_MAX_SHARE", "MASK_MAX_SCALE",
 ]
 
 log = logging.getLogger(__name__)
@@ -282,23 +282,20 @@ def load_mask(path: str | os.PathLike, picture: str | os.PathLike, shape: tuple[
         raise ImageError(f"The picture {os.fspath(picture)} cannot be read again ({err}); check that it is still "
                          "there.") from None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = _open_unlimited(path)  # the size is compared with the picture's (at most MAX_PIXELS) first
-            with img:
-                size = img.size  # checked before decoding it
-                if size != picture_size and not _same_shape(size, picture_size):
-                    raise ImageError(
-                        f"The mask {path} is {size[0]}x{size[1]} pixels but the picture is {picture_size[0]}x"
-                        f"{picture_size[1]}: the mask must have the picture's size, or its shape (white on the "
-                        "object, black elsewhere).")
-                most = min(MAX_PIXELS, MASK_MAX_SCALE ** 2 * picture_size[0] * picture_size[1])
-                if min(size) < MIN_SIDE or size[0] * size[1] > most:
-                    which = "small" if min(size) < MIN_SIDE else "large"
-                    raise ImageError(f"The mask {path} is {size[0]}x{size[1]} pixels, too {which} for the picture's "
-                                     f"{picture_size[0]}x{picture_size[1]}: save it at the picture's size.")
-                img.load()
-                values, read = _mask_values(img)
+        with _open_unlimited(path) as img:  # the size is compared with the picture's (at most MAX_PIXELS) first
+            size = img.size  # checked before decoding it
+            if not _same_shape(size, picture_size):  # (the same size is the same shape)
+                raise ImageError(
+                    f"The mask {path} is {size[0]}x{size[1]} pixels but the picture is {picture_size[0]}x"
+                    f"{picture_size[1]}: the mask must have the picture's size, or its shape (white on the "
+                    "object, black elsewhere).")
+            most = min(MAX_PIXELS, MASK_MAX_SCALE ** 2 * picture_size[0] * picture_size[1])
+            if min(size) < MIN_SIDE or size[0] * size[1] > most:
+                which = "small" if min(size) < MIN_SIDE else "large"
+                raise ImageError(f"The mask {path} is {size[0]}x{size[1]} pixels, too {which} for the picture's "
+                                 f"{picture_size[0]}x{picture_size[1]}: save it at the picture's size.")
+            img.load()
+            values, read = _mask_values(img)
     except ImageError:
         raise
     except UnidentifiedImageError:
