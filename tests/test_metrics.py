@@ -180,3 +180,24 @@ def test_validation_messages():
         sampling_metrics(torch.zeros(1, 4, 3), torch.zeros(1, 4, 3), torch.zeros(1, 4, 3), torch.zeros(1, 5, 3))
     with pytest.raises(ValueError, match="gt must hold 1 mesh or as many"):
         compare_meshes(_sphere_batch([0.0, 0.0, 0.0], level=1), _sphere_batch([0.0, 0.0], level=1))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_nearest_sq_dists_equals_brute_force_and_pytorch3d(seed):
+    from pytorch3d.ops import knn_points
+
+    from recon_core.mesh.metrics import nearest_sq_dists
+
+    g = torch.Generator().manual_seed(seed)
+    src, dst = torch.rand(3, 500, 3, generator=g), torch.rand(3, 321, 3, generator=g) * 1.5
+    d2, idx = nearest_sq_dists(src, dst)
+    assert d2.shape == idx.shape == (3, 500) and d2.dtype == src.dtype and idx.dtype == torch.int64
+    brute = torch.cdist(src.double(), dst.double()) ** 2  # (3, 500, 321)
+    torch.testing.assert_close(d2.double(), brute.min(dim=2).values, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(brute.gather(2, idx[..., None])[..., 0], brute.min(dim=2).values, rtol=0, atol=1e-12)
+    knn = knn_points(src, dst, K=1)  # the search it replaced
+    torch.testing.assert_close(d2, knn.dists[..., 0], rtol=1e-5, atol=1e-7)
+    assert torch.equal(idx, knn.idx[..., 0])
+    small, near = _nearest_naive(src[1, :20].double().numpy(), dst[1].double().numpy())
+    np.testing.assert_allclose(d2[1, :20].double().numpy(), small, rtol=1e-6)
+    np.testing.assert_array_equal(idx[1, :20].numpy(), near)
