@@ -154,3 +154,54 @@ def test_bad_input_is_one_sentence_and_exit_2(tmp_path, capsys, case):
     assert compare_runs.main(args + ["--resamples", "100"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def _styled(run: dict, style: str) -> dict:
+    return {"records": [dict(r, style=style) for r in run["records"]]}
+
+
+def test_styles_pool_the_runs_of_every_style(tmp_path, capsys):
+    (a1, b1), (a2, b2) = _random_runs(seed=8), _random_runs(seed=9)
+    for style, (a, b) in (("jpeg", (a1, b1)), ("pencil", (a2, b2))):
+        _write(tmp_path / f"a_{style}", _styled(a, style))
+        _write(tmp_path / f"b_{style}", _styled(b, style))
+    pooled_a = compare_runs.load_runs(str(tmp_path / "a_{style}"), ["jpeg", "pencil"])
+    pooled_b = compare_runs.load_runs(str(tmp_path / "b_{style}"), ["jpeg", "pencil"])
+    assert len(pooled_a["records"]) == len(a1["records"]) + len(a2["records"])
+    result = compare_runs.compare(pooled_a, pooled_b, ("F1@0.3",), resamples=200)
+    entry = result["metrics"]["F1@0.3"]
+    # with the same pictures in each style, the pooled mean over categories is the mean of the styles' own
+    per_style = [summarize(run["records"])["mean"]["methods"]["ours"]["F1@0.3"] for run in (a1, a2)]
+    assert entry["mean"]["a"] == pytest.approx(np.mean(per_style))
+    assert entry["all"]["a"] == pytest.approx(np.mean([r["metrics"]["ours"]["F1@0.3"]
+                                                       for r in a1["records"] + a2["records"]]))
+    # a model's pictures in both styles go together: the same bootstrap as the plain loop on the pooled runs
+    diffs = compare_runs.bootstrap_differences(compare_runs.pair_runs(pooled_a, pooled_b, "ours", "F1@0.3"), 50, 3)
+    np.testing.assert_allclose(diffs, _naive_differences(_by_picture(pooled_a), _by_picture(pooled_b), "F1@0.3", 50, 3))
+    code = compare_runs.main([str(tmp_path / "a_{style}"), str(tmp_path / "b_{style}"), "--styles", "jpeg", "pencil",
+                              "--resamples", "100"])
+    assert code == 0 and f"{result['pictures']} pictures" in capsys.readouterr().out
+
+
+def _by_picture(run: dict) -> dict:
+    """The pooled run with each picture's view named by its style too (the plain loop pairs by model and view)."""
+    return {"records": [dict(r, view=f"{r['style']}/{r['view']}") for r in run["records"]]}
+
+
+@pytest.mark.parametrize("case", ["no_pattern", "same_run_twice", "missing_style"])
+def test_styles_bad_input_is_one_sentence(tmp_path, capsys, case):
+    run_a, run_b = _random_runs(seed=10)
+    _write(tmp_path / "a_jpeg", _styled(run_a, "jpeg"))
+    _write(tmp_path / "b_jpeg", _styled(run_b, "jpeg"))
+    if case == "no_pattern":
+        args = [str(tmp_path / "a_jpeg"), str(tmp_path / "b_jpeg"), "--styles", "jpeg"]
+    elif case == "same_run_twice":
+        _write(tmp_path / "a_pencil", _styled(run_a, "jpeg"))  # a jpeg run filed as pencil's
+        _write(tmp_path / "b_pencil", _styled(run_b, "jpeg"))
+        args = [str(tmp_path / "a_{style}"), str(tmp_path / "b_{style}"), "--styles", "jpeg", "pencil"]
+    else:
+        args = [str(tmp_path / "a_{style}"), str(tmp_path / "b_{style}"), "--styles", "jpeg", "pencil"]
+    assert compare_runs.main(args + ["--resamples", "100"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert {"no_pattern": "{style}", "same_run_twice": "same pictures", "missing_style": "not an evaluation run"}[case] in err

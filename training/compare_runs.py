@@ -2,10 +2,15 @@
 
     python training/compare_runs.py runs/A runs/B                       # F1@0.3 and Sil-IoU of ours
     python training/compare_runs.py runs/A runs/B --metrics F1@0.3 Chamfer-L2 --method retrieval --json out.json
+    python training/compare_runs.py "runs/A_{style}" "runs/B_{style}" --styles no_alpha jpeg clipart pencil background
 
 ``runs/A`` and ``runs/B`` are folders written by ``training/evaluate.py --out`` (their ``metrics.json``), or
 those files themselves. They must hold the same pictures (model, view, style); otherwise the comparison is
-refused with one sentence (exit code 2).
+refused with one sentence (exit code 2). With ``--styles``, ``runs/A`` and ``runs/B`` are patterns holding
+``{style}``: each style's run (``evaluate.py --style NAME``) is read and all of them pooled as one run of A and one
+of B (:func:`load_runs`), so that one decision can be taken over several styles' pictures: the mean over categories
+is then over each category's pictures in every style (with the same pictures in each style, the mean of the
+styles' own means over categories), and a model's pictures in every style go together in the bootstrap.
 
 For each metric it prints A's and B's score as ``evaluate.py`` prints it, the mean over categories
 (``mean``) and over images (``all``), their difference B − A, and a **95 % interval of that difference** from
@@ -37,7 +42,7 @@ if __package__ in (None, ""):  # run as a script: the project root on the path, 
 
 from training.evaluate import METRICS, _LOWER_IS_BETTER, _fmt  # noqa: E402
 
-__all__ = ["Paired", "load_run", "pair_runs", "bootstrap_differences", "compare", "format_comparison", "main"]
+__all__ = ["Paired", "load_run", "load_runs", "pair_runs", "bootstrap_differences", "compare", "format_comparison", "main"]
 
 RESAMPLES = 10_000
 """Bootstrap draws of the models (the interval's ends move by ~0.05 points from seed to seed at this count)."""
@@ -86,6 +91,33 @@ def load_run(path: str | Path) -> dict[str, Any]:
     if not isinstance(run, dict) or not isinstance(run.get("records"), list) or not run["records"]:
         raise CompareError(f"{file} holds no per-picture records; it must be written by training/evaluate.py --out")
     return run
+
+
+def load_runs(pattern: str, styles: list[str] | tuple[str, ...] | None = None) -> dict[str, Any]:
+    """:func:`load_run` of ``pattern``, or with ``styles`` the runs of ``pattern`` with ``{style}`` replaced by each
+    style, their records pooled as one run's.
+
+    Raises:
+        CompareError: a run is missing or unreadable, the pattern holds no ``{style}``, or two styles' runs hold the
+            same pictures.
+    """
+    if not styles:
+        return load_run(pattern)
+    if "{style}" not in pattern:
+        raise CompareError(f"with --styles each run is a pattern holding {{style}} (e.g. runs/ship_{{style}}), "
+                           f"got {pattern}")
+    records: list[dict[str, Any]] = []
+    seen: dict[tuple[str, str, str], str] = {}
+    for style in styles:
+        path = pattern.replace("{style}", style)
+        for record in load_run(path)["records"]:
+            key = _key(record)
+            if key in seen:
+                raise CompareError(f"{path} and {seen[key]} hold the same pictures: give each style its own run "
+                                   "(training/evaluate.py --style NAME)")
+            seen[key] = path
+            records.append(record)
+    return {"records": records}
 
 
 def _key(record: dict[str, Any]) -> tuple[str, str, str]:
@@ -218,8 +250,11 @@ def format_comparison(result: dict[str, Any], name_a: str, name_b: str) -> str:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Compare two evaluation runs of the same pictures, with bootstrap "
                                             "intervals of the difference (training/evaluate.py --out folders).")
-    p.add_argument("run_a", help="the reference run (A): a folder of evaluate.py --out, or its metrics.json")
+    p.add_argument("run_a", help="the reference run (A): a folder of evaluate.py --out, or its metrics.json "
+                                 "(with --styles: a pattern holding {style})")
     p.add_argument("run_b", help="the run compared with it (B)")
+    p.add_argument("--styles", nargs="+", default=None,
+                   help="pool the runs of these styles: run_a and run_b are patterns holding {style}")
     p.add_argument("--metrics", nargs="+", default=["F1@0.3", "Sil-IoU"], help=f"any of {', '.join(METRICS)}")
     p.add_argument("--method", default="ours", help="ours (default), sphere, mean_shape or retrieval")
     p.add_argument("--resamples", type=int, default=RESAMPLES, help="bootstrap draws (default %(default)s)")
@@ -231,8 +266,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        result = compare(load_run(args.run_a), load_run(args.run_b), tuple(args.metrics), args.method,
-                         args.resamples, args.seed)
+        result = compare(load_runs(args.run_a, args.styles), load_runs(args.run_b, args.styles), tuple(args.metrics),
+                         args.method, args.resamples, args.seed)
     except CompareError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
