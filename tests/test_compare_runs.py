@@ -204,4 +204,5 @@ def test_styles_bad_input_is_one_sentence(tmp_path, capsys, case):
     assert compare_runs.main(args + ["--resamples", "100"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
-    assert {"no_pattern": "{style}", "same_run_twice": "same pictures", "missing_style": "not an evaluation run"}[case] in err
+    expected = {"no_pattern": "{style}", "same_run_twice": "same pictures", "missing_style": "not an evaluation run"}
+    assert expected[case] in err

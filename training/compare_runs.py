@@ -42,7 +42,8 @@ if __package__ in (None, ""):  # run as a script: the project root on the path, 
 
 from training.evaluate import METRICS, _LOWER_IS_BETTER, _fmt  # noqa: E402
 
-__all__ = ["Paired", "load_run", "load_runs", "pair_runs", "bootstrap_differences", "compare", "format_comparison", "main"]
+__all__ = ["Paired", "load_run", "load_runs", "pair_runs", "bootstrap_differences", "compare", "format_comparison",
+           "main"]
 
 RESAMPLES = 10_000
 """Bootstrap draws of the models (the interval's ends move by ~0.05 points from seed to seed at this count)."""
