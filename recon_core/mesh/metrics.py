@@ -124,7 +124,7 @@ def sampling_metrics(
     gt_normals: torch.Tensor | None = None,
     thresholds: Sequence[float] = MESHRCNN_THRESHOLDS,
 ) -> dict[str, torch.Tensor]:
-    """Mesh R-CNN's metrics between two point sets, in the units of the points (no rescaling).
+    """Mesh R-CNN's metrics between two point sets, in the units of the points (no rescaling; no gradients).
 
     * ``Chamfer-L2``: ``mean_p min_g |p - g|^2 + mean_g min_p |g - p|^2`` (squared distances,
       the sum of both directions' means, as Mesh R-CNN reports it).
