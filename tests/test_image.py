@@ -478,3 +478,55 @@ def test_load_picture_puts_the_mask_in_place_of_the_alpha_with_a_note(tmp_path):
     _, alpha, notes = load_picture(tmp_path / "cut.png", tmp_path / "mask.png")
     assert np.array_equal(alpha, mask) and any("instead of the picture's own transparency" in n for n in notes)
     assert load_picture(picture)[1] is None
+
+
+# -- photos taken turned (EXIF orientation) -----------------------------------------------------------------
+
+# EXIF orientation -> what a viewer does to the stored pixels to show them upright, written out plainly
+_UPRIGHT = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],  # mirrored left-right
+    3: lambda a: a[::-1, ::-1],  # turned 180°
+    4: lambda a: a[::-1],  # mirrored top-bottom
+    5: lambda a: np.swapaxes(a, 0, 1),  # transposed
+    6: lambda a: np.rot90(a, k=-1),  # turned 90° clockwise
+    7: lambda a: np.swapaxes(a[::-1, ::-1], 0, 1),  # transversed (stored row 0 shown as the right column)
+    8: lambda a: np.rot90(a, k=1),  # turned 90° counter-clockwise
+}
+
+
+def _stored_with_orientation(path, stored: np.ndarray, orientation: int) -> None:
+    img = Image.fromarray(stored, "RGB")
+    exif = img.getexif()
+    exif[0x0112] = orientation
+    img.save(path, exif=exif)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_photo_taken_turned_is_read_upright(tmp_path, orientation):
+    """The stored pixels and an EXIF orientation: the arrays are the picture as a viewer shows it, with a note."""
+    stored = _object_image((120, 90), box=(10, 20, 50, 40))  # a red block off centre: every turn moves it
+    stored[20:40, 10:20] = (30, 30, 200)  # and a blue end, so that mirror images differ too
+    path = tmp_path / "photo.png"
+    _stored_with_orientation(path, stored, orientation)
+    rgb, alpha, notes = load_image(path)
+    assert alpha is None and np.array_equal(rgb, _UPRIGHT[orientation](stored))
+    assert any("EXIF orientation" in n for n in notes) == (orientation != 1)
+
+
+def test_the_mask_of_a_photo_taken_turned_lies_over_it_upright(tmp_path):
+    """save_mask writes at the upright size; load_mask takes a mask of that size and refuses one of the stored size."""
+    path = tmp_path / "photo.png"
+    _stored_with_orientation(path, _object_image((120, 90)), 6)  # stored 120 x 90, shown 90 x 120
+    rgb, _, _ = load_image(path)
+    assert rgb.shape == (120, 90, 3)
+    mask = np.zeros((120, 90), np.float32)
+    mask[10:50, 5:40] = 1.0
+    save_mask(mask, path, tmp_path / "mask.png")
+    with Image.open(tmp_path / "mask.png") as img:
+        assert img.size == (90, 120)
+    values, _ = load_mask(tmp_path / "mask.png", path, rgb.shape[:2])
+    assert np.array_equal(values > 127, mask > 0.5)
+    Image.new("L", (120, 90), 255).save(tmp_path / "stored_size.png")
+    with pytest.raises(ImageError, match="90x120"):
+        load_mask(tmp_path / "stored_size.png", path, rgb.shape[:2])

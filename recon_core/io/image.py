@@ -2,8 +2,9 @@
 
 :func:`load_image` turns any file a user may hand us into ``(rgb, alpha)`` arrays or
 raises :class:`ImageError` with one sentence naming the problem and the fix. Large JPEGs
-are decoded at reduced size (:data:`DECODE_MIN_SIDE`): from then on every array, box and
-size is in the decoded image's pixels. :func:`mask_png` encodes an object mask and
+are decoded at reduced size (:data:`DECODE_MIN_SIDE`), and a photo whose EXIF orientation says it was taken turned
+(a phone held upright) is turned upright, as image viewers show it (:func:`upright_size`): from then on every array,
+box and size is in the decoded, upright image's pixels. :func:`mask_png` encodes an object mask and
 :func:`save_mask` writes it at the picture file's size; :func:`load_mask` reads one back (a mask the
 user drew or corrected, ``recon-mesh --mask``) in the decoded picture's pixels. Cutting the object out for the
 network is :mod:`recon_core.network.crop`'s.
@@ -18,13 +19,13 @@ import os
 import warnings
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from recon_core.io.export import atomic_write_bytes
 
 __all__ = [
     "ImageError", "load_image", "MIN_SIDE", "MAX_PIXELS", "DECODE_MIN_SIDE", "UNIFORM_SPREAD", "NOISE_CORRELATION",
-    "mask_png", "save_mask", "load_mask", "load_picture", "MASK_ALPHA_MAX_SHARE", "MASK_MAX_SCALE",
+    "mask_png", "save_mask", "load_mask", "load_picture", "MASK_ALPHA_MAX_SHARE", "MASK_MAX_SCALE", "upright_size",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,9 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, 
     A JPEG whose shorter side is at least twice :data:`DECODE_MIN_SIDE` is decoded at 1/2,
     1/4 or 1/8 of its size, the largest reduction that keeps its shorter side at least
     :data:`DECODE_MIN_SIDE` (Pillow's draft mode: the decoder skips the detail instead of
-    decoding it and throwing it away). Other formats are decoded at full size.
+    decoding it and throwing it away). Other formats are decoded at full size. A picture whose EXIF
+    orientation (2-8) says its pixels are stored turned or mirrored is turned upright, as viewers show it,
+    with a note.
 
     Returns:
         rgb: (H, W, 3) uint8, at the decoded size.
@@ -99,6 +102,13 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, 
                 )
             _request_reduced_decode(img)
             img.load()
+            orientation = _orientation(img)
+            if orientation != 1:
+                try:
+                    img = ImageOps.exif_transpose(img)
+                    notes.append(f"turned upright as its EXIF orientation ({orientation}) says")
+                except (OSError, SyntaxError, TypeError, ValueError):  # read as stored rather than refused
+                    notes.append(f"its EXIF orientation ({orientation}) could not be applied: read as stored")
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -154,6 +164,26 @@ def _open_unlimited(path: str) -> Image.Image:
         return Image.open(path)
     finally:
         Image.MAX_IMAGE_PIXELS = bomb_limit
+
+
+EXIF_ORIENTATION = 0x0112
+"""The EXIF tag of the orientation: 1 upright; 2-8 the stored pixels mirrored and/or turned by a multiple of 90°."""
+
+
+def _orientation(img: Image.Image) -> int:
+    """The picture's EXIF orientation, 1 when it has none or an unreadable one."""
+    try:
+        value = int(img.getexif().get(EXIF_ORIENTATION, 1))
+    except (AttributeError, OSError, SyntaxError, TypeError, ValueError):  # no EXIF, or a broken block: as stored
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def upright_size(img: Image.Image) -> tuple[int, int]:
+    """``(width, height)`` of an opened picture as viewers show it: its stored size, the sides swapped when its EXIF
+    orientation (5-8) turns it by 90° (what :func:`load_image` decodes, before any reduced decode)."""
+    width, height = img.size
+    return (height, width) if _orientation(img) in (5, 6, 7, 8) else (width, height)
 
 
 def _grey_8bit(img: Image.Image) -> np.ndarray:
@@ -230,7 +260,8 @@ def save_mask(mask: np.ndarray, picture: str | os.PathLike, path: str | os.PathL
     """Write ``mask`` as a :func:`mask_png` of the picture file's size, atomically (``--save-mask``, the worker).
 
     A large JPEG's mask was made at its reduced decode size (:data:`DECODE_MIN_SIDE`); it is
-    resized back to the file's size, so that it lies over the picture pixel for pixel.
+    resized back to the file's size, so that it lies over the picture pixel for pixel, the picture upright as
+    viewers show it (:func:`upright_size`).
 
     Args:
         mask: (H, W) float in [0, 1], in the picture's decoded pixels (``Reconstruction.mask``).
@@ -241,7 +272,7 @@ def save_mask(mask: np.ndarray, picture: str | os.PathLike, path: str | os.PathL
         OSError: the picture cannot be opened again or the PNG cannot be written.
     """
     with Image.open(picture) as img:
-        size = img.size
+        size = upright_size(img)
     atomic_write_bytes(path, mask_png(mask, size))
 
 
@@ -258,7 +289,8 @@ def load_mask(path: str | os.PathLike, picture: str | os.PathLike, shape: tuple[
 
     Args:
         path: the mask image file.
-        picture: the picture file it belongs to (its size is the mask's).
+        picture: the picture file it belongs to (its size, upright as viewers show it, :func:`upright_size`, is the
+            mask's).
         shape: ``(H, W)`` of the decoded picture (:func:`load_image`'s arrays; smaller than the file for a large
             JPEG): the mask is resized to it (bilinear) when they differ.
 
@@ -277,7 +309,7 @@ def load_mask(path: str | os.PathLike, picture: str | os.PathLike, shape: tuple[
                          "find the object.")
     try:
         with Image.open(picture) as pic:
-            picture_size = pic.size
+            picture_size = upright_size(pic)
     except (OSError, ValueError) as err:
         raise ImageError(f"The picture {os.fspath(picture)} cannot be read again ({err}); check that it is still "
                          "there.") from None
