@@ -530,3 +530,71 @@ def test_the_mask_of_a_photo_taken_turned_lies_over_it_upright(tmp_path):
     Image.new("L", (120, 90), 255).save(tmp_path / "stored_size.png")
     with pytest.raises(ImageError, match="90x120"):
         load_mask(tmp_path / "stored_size.png", path, rgb.shape[:2])
+
+
+# -- several objects in one picture --------------------------------------------------------------------------
+
+
+def _parts_reference(inside: np.ndarray, share: float) -> int:
+    """separate_parts written plainly: flood fill from every unvisited pixel, 8 neighbours, then the sizes."""
+    h, w = inside.shape
+    seen = np.zeros_like(inside, dtype=bool)
+    sizes = []
+    for r in range(h):
+        for c in range(w):
+            if inside[r, c] and not seen[r, c]:
+                stack, size = [(r, c)], 0
+                seen[r, c] = True
+                while stack:
+                    y, x = stack.pop()
+                    size += 1
+                    for dy in (-1, 0, 1):
+                        for dx in (-1, 0, 1):
+                            yy, xx = y + dy, x + dx
+                            if 0 <= yy < h and 0 <= xx < w and inside[yy, xx] and not seen[yy, xx]:
+                                seen[yy, xx] = True
+                                stack.append((yy, xx))
+                sizes.append(size)
+    if len(sizes) < 2:
+        return len(sizes)
+    return sum(s >= share * max(sizes) for s in sizes)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_separate_parts_equal_the_flood_fill_reference(seed):
+    from recon_core.network.crop import separate_parts
+
+    rng = np.random.default_rng(seed)
+    mask = (rng.random((40, 50)) < rng.uniform(0.05, 0.5)).astype(np.float32)
+    for share in (0.5, 0.1):
+        assert separate_parts(mask, share) == _parts_reference(mask > 0.5, share)
+    assert separate_parts(np.zeros((20, 20))) == 0
+
+
+def test_separate_parts_of_two_objects_and_of_one():
+    from recon_core.network.crop import PARTS_SIDE, separate_parts
+
+    one = np.zeros((90, 120), np.float32)
+    one[20:70, 10:50] = 1.0
+    one[40:45, 60:62] = 1.0  # a speck: not a part of similar size
+    one[70, 50] = 1.0  # a diagonal joint does not split a part
+    assert separate_parts(one) == 1
+    two = one.copy()
+    two[20:65, 70:110] = 1.0  # a second object, 90 % of the first
+    assert separate_parts(two) == 2
+    big = np.kron(two, np.ones((20, 20), np.float32))  # 1,800 x 2,400: looked at every 5th pixel
+    assert max(big.shape) > PARTS_SIDE and separate_parts(big) == 2
+
+
+def test_a_picture_of_two_objects_gets_a_note(tiny_model_path):
+    from recon_core.io.inference import Reconstructor
+
+    rec = Reconstructor.from_file(tiny_model_path)
+    rgb = np.full((80, 160, 3), 255, np.uint8)
+    alpha = np.zeros((80, 160), np.uint8)
+    alpha[20:60, 10:60] = 255
+    one = rec.reconstruct(rgb, alpha)
+    alpha[20:60, 100:150] = 255
+    two = rec.reconstruct(rgb, alpha)
+    assert not any("separate parts" in n for n in one.notes)
+    assert any("2 separate parts" in n for n in two.notes)

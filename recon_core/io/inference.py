@@ -29,7 +29,7 @@ from recon_core.mesh.repair import RepairLog, make_printable
 from recon_core.mesh.threads import thread_map
 from recon_core.network.categories import CATEGORIES, category_by_name
 from recon_core.network.config import VERTEX_SCHEDULES
-from recon_core.network.crop import object_mask, prepare_image, uncrop_mask
+from recon_core.network.crop import object_mask, prepare_image, separate_parts, uncrop_mask
 from recon_core.network.encoder import cpu_has_native_bf16
 from recon_core.network.retrieval import embed_image
 
@@ -247,10 +247,16 @@ class Reconstructor:
         if alpha is None and self.finder is not None:
             alpha, found_by, unsure = self._find_object(rgb, source, timings)
         results = self._reconstruct(rgb, alpha, cat_index, vertices, height_mm, smooth, source, timings, count)
+        parts = 0 if results[0].mask is None else separate_parts(results[0].mask)
         for result in results:
             result.mask_unsure = unsure
             if found_by is not None:
                 result.notes.append(found_by)
+            if parts > 1:
+                result.notes.append(
+                    f"the object mask has {parts} separate parts of similar size: if the picture shows several "
+                    "objects, the mesh is one shape fitted to all of them; crop the picture to one object or give "
+                    "its mask (--mask, the add-on's Object: Mask Image)")
         return results
 
     @property
