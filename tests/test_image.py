@@ -577,13 +577,18 @@ def test_separate_parts_of_two_objects_and_of_one():
     one = np.zeros((90, 120), np.float32)
     one[20:70, 10:50] = 1.0
     one[40:45, 60:62] = 1.0  # a speck: not a part of similar size
-    one[70, 50] = 1.0  # a diagonal joint does not split a part
     assert separate_parts(one) == 1
     two = one.copy()
     two[20:65, 70:110] = 1.0  # a second object, 90 % of the first
     assert separate_parts(two) == 2
-    big = np.kron(two, np.ones((20, 20), np.float32))  # 1,800 x 2,400: looked at every 5th pixel
+    diagonal = np.zeros((90, 120), np.float32)
+    diagonal[10:40, 10:40] = diagonal[40:70, 40:70] = 1.0  # two halves that touch at one corner only: one part
+    assert separate_parts(diagonal) == 1
+    big = np.kron(two, np.ones((20, 20), np.float32))  # 1,800 x 2,400: reduced by 5 x 5 blocks
     assert max(big.shape) > PARTS_SIDE and separate_parts(big) == 2
+    joined = big.copy()
+    joined[901:903, 1000:1400] = 1.0  # a 2-pixel bar joins the two, between every 5th row: the reduction keeps it
+    assert separate_parts(joined) == 1
 
 
 def test_a_picture_of_two_objects_gets_a_note(tiny_model_path):
@@ -598,3 +603,34 @@ def test_a_picture_of_two_objects_gets_a_note(tiny_model_path):
     two = rec.reconstruct(rgb, alpha)
     assert not any("separate parts" in n for n in one.notes)
     assert any("2 separate parts" in n for n in two.notes)
+
+
+def test_a_large_jpeg_taken_turned_is_decoded_reduced_and_upright(tmp_path):
+    """The reduced decode (draft) first, then the turn: a 2,400 x 2,200 JPEG stored turned comes out 1,100 x 1,200
+    pixels, its object where a viewer shows it."""
+    stored = np.full((2200, 2400, 3), 255, np.uint8)
+    stored[100:700, 200:1000] = (200, 30, 30)  # at the stored top left: a viewer shows it at the top right
+    path = tmp_path / "phone.jpg"
+    img = Image.fromarray(stored, "RGB")
+    exif = img.getexif()
+    exif[0x0112] = 6
+    img.save(path, quality=95, exif=exif)
+    rgb, _, notes = load_image(path)
+    assert rgb.shape == (1200, 1100, 3) and any("EXIF orientation (6)" in n for n in notes)
+    expected = np.rot90(stored[::2, ::2], k=-1)  # the same picture, reduced and turned plainly
+    red = (rgb[..., 0] > 150) & (rgb[..., 1] < 100)
+    assert ((expected[..., 1] < 100) == red).mean() > 0.99
+
+
+def test_a_tiff_taken_turned_is_read_upright_and_its_mask_fits(tmp_path):
+    """Pillow opens a TIFF upright itself: no second turn, and the mask's size is the arrays'."""
+    stored = _object_image((64, 40), box=(2, 2, 20, 12))
+    path = tmp_path / "scan.tif"
+    _stored_with_orientation(path, stored, 6)
+    rgb, _, _ = load_image(path)
+    assert np.array_equal(rgb, _UPRIGHT[6](stored))
+    save_mask(np.ones(rgb.shape[:2], np.float32), path, tmp_path / "mask.png")
+    with Image.open(tmp_path / "mask.png") as img:
+        assert img.size == (rgb.shape[1], rgb.shape[0])
+    values, _ = load_mask(tmp_path / "mask.png", path, rgb.shape[:2])
+    assert values.shape == rgb.shape[:2]

@@ -3,8 +3,9 @@
     python training/pipeline_sheet.py examples/chair.png examples/chair_sketch.png --out docs/pipeline.png
 
 One row a picture: the picture; the object mask it was given or found; the network's own shape (the refined
-ico-sphere, which only ranks the shape bank); the bank's first-ranked model in its view's rotation; the best of the
-ten fitted to the silhouette (turned and stretched, its silhouette IoU on the fit's grid); that solid warped onto the
+ico-sphere, which only ranks the shape bank); the bank's first-ranked model in its view's rotation; the one of the
+best-ranked models fitted to the silhouette that covers it best (turned and stretched, its silhouette IoU on the
+fit's grid); that solid warped onto the
 mask, carved and placed; the output as written (decimated, printable); and the output turned to a three-quarter
 view. Every mesh but the last is seen from the picture's side (orthographic, the output frame's +Z), each framed by
 its own bounding box. The steps are :class:`recon_core.io.inference.Reconstructor`'s own, called one by one.
@@ -13,6 +14,7 @@ its own bounding box. The steps are :class:`recon_core.io.inference.Reconstructo
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ TILE = 160
 """Side of each tile in pixels."""
 HEADER = 30
 """Height of the label row."""
-COLUMNS = ("picture", "object mask", "network's shape", "first ranked", "fitted (best of 10)",
+COLUMNS = ("picture", "object mask", "network's shape", "first ranked", "fitted to the mask",
            "warped, carved", "output", "output, turned")
 _FRONT = np.eye(3)
 """render_mesh's rotation that looks at the output frame from +Z, as the picture's camera does."""
@@ -51,20 +53,22 @@ def pipeline_steps(rec, rgb: np.ndarray, alpha: np.ndarray | None) -> dict[str, 
     if not rec.banked or not cfg.bank_fit_candidates:
         raise ValueError("the pipeline sheet shows a shape-bank model's steps; this model has no fitted shape bank")
     result = rec.reconstruct(rgb, alpha)
-    if alpha is None and result.mask is not None:  # the object finder's mask, as reconstruct used it
-        alpha = np.clip(np.rint(result.mask * 255.0), 0, 255).astype(np.uint8)
+    if alpha is None and any(n.startswith("object found by the object finder") for n in result.notes):
+        alpha = np.clip(np.rint(result.mask * 255.0), 0, 255).astype(np.uint8)  # the finder's, as reconstruct took it
     mask = object_mask(rgb, alpha)
+    device = next(rec.model.parameters()).device
     with torch.inference_mode():
-        out = rec.model(prepare_image(rgb, alpha, cfg.image_size).image[None])
+        out = rec.model(prepare_image(rgb, alpha, cfg.image_size).image[None].to(device))
         ranked = rec._ranked(rgb, alpha, out.verts[0], None, cfg.bank_fit_candidates)
         fitted = rec._fitted(ranked, mask)
     to_out = VIEW_TO_OUTPUT.T
-    network = (out.verts[0].double().numpy() @ to_out, rec.model.topology.faces(out.level).numpy())
+    network = (out.verts[0].double().cpu().numpy() @ to_out, rec.model.topology.faces(out.level).cpu().numpy())
     first_v, first_f = bank.view_mesh(ranked[0][0], cfg.bank_smoothing, cfg.bank_level)
     row, pose, _ = fitted[0]
     world, faces = bank.shape_mesh(int(bank.view_shape[row]), cfg.bank_smoothing, cfg.bank_level)
     posed = (world * stretch_factors(world, pose.scale)) @ pose.rotation.T
-    posed = to_diagonal(posed, float(np.linalg.norm(np.ptp(world, axis=0))))
+    if cfg.bank_unit_diagonal:  # as the output is scaled (Reconstructor._snap)
+        posed = to_diagonal(posed, float(np.linalg.norm(np.ptp(world, axis=0))))
     return {
         "mask": np.asarray(mask, dtype=np.float64),
         "network": network,
@@ -84,6 +88,7 @@ def pipeline_sheet(rows: list[tuple[np.ndarray, dict[str, Any]]], path: str | Pa
     """
     from PIL import Image, ImageDraw
 
+    from recon_core.io.export import atomic_write_bytes
     from training.evaluate import SHEET_VIEW, render_mesh
 
     sheet = Image.new("RGB", (len(COLUMNS) * tile, HEADER + len(rows) * tile), (255, 255, 255))
@@ -108,9 +113,9 @@ def pipeline_sheet(rows: list[tuple[np.ndarray, dict[str, Any]]], path: str | Pa
         draw.text((6 * tile + 4, y + tile - 14), f"{len(out_f):,} faces, {steps['category']}", fill=(0, 0, 0))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    sheet.save(tmp)
-    tmp.replace(path)
+    png = io.BytesIO()
+    sheet.save(png, format="PNG")
+    atomic_write_bytes(path, png.getvalue())
     return path
 
 

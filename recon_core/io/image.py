@@ -171,7 +171,13 @@ EXIF_ORIENTATION = 0x0112
 
 
 def _orientation(img: Image.Image) -> int:
-    """The picture's EXIF orientation, 1 when it has none or an unreadable one."""
+    """The EXIF orientation an opened picture's stored pixels still need, 1 when none (or an unreadable one).
+
+    Read only from an EXIF block the file's header holds (``img.info["exif"]``: JPEG, WebP, a PNG whose eXIf chunk
+    comes before its pixels), so that asking does not decode the picture. A TIFF's is 1: Pillow opens a TIFF
+    upright already (its size and pixels)."""
+    if img.format == "TIFF" or "exif" not in img.info:
+        return 1
     try:
         value = int(img.getexif().get(EXIF_ORIENTATION, 1))
     except (AttributeError, OSError, SyntaxError, TypeError, ValueError):  # no EXIF, or a broken block: as stored

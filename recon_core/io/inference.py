@@ -255,8 +255,8 @@ class Reconstructor:
             if parts > 1:
                 result.notes.append(
                     f"the object mask has {parts} separate parts of similar size: if the picture shows several "
-                    "objects, the mesh is one shape fitted to all of them; crop the picture to one object or give "
-                    "its mask (--mask, the add-on's Object: Mask Image)")
+                    "objects, the mesh is one shape fitted to all of them; to make one of them, crop the picture to "
+                    "it or give a mask of it alone (--mask, the add-on's Object: Mask Image)")
         return results
 
     @property

@@ -108,20 +108,27 @@ part's pixels. Of the 123 validation pictures of single objects, none has two su
 object finder's masks (as the reconstruction takes them), 1 on white, 1 in JPEG, 0 in clip art, 3 in pencil and 13 on
 background photographs (where it also took things of the room; the README's command line section)."""
 PARTS_SIDE = 512
-""":func:`separate_parts` looks at the mask at most this many pixels a side (gaps narrower than the reduction join)."""
+""":func:`separate_parts` looks at the mask at most this many pixels a side: a larger one is reduced by blocks, a
+block inside when any of its pixels is (so parts can only join, across gaps narrower than a block, never split)."""
 
 
 def separate_parts(mask: np.ndarray, share: float = PART_SHARE) -> int:
     """How many separate parts (8-connected regions above 0.5) of a (H, W) mask hold at least ``share`` of the
     largest's pixels: 2 or more when the picture may show several objects; 0 for an empty mask.
 
-    A mask larger than :data:`PARTS_SIDE` a side is looked at every k-th pixel, the least k that brings it within.
+    A mask larger than :data:`PARTS_SIDE` a side is reduced by k x k blocks, the least k that brings it within, a
+    block inside when any of its pixels is.
     """
     from scipy import ndimage
 
     inside = np.asarray(mask) > 0.5
     step = max(1, -(-max(inside.shape) // PARTS_SIDE))
-    labels, count = ndimage.label(inside[::step, ::step], structure=np.ones((3, 3), dtype=bool))
+    if step > 1:
+        h, w = inside.shape
+        padded = np.zeros((-(-h // step) * step, -(-w // step) * step), dtype=bool)
+        padded[:h, :w] = inside
+        inside = padded.reshape(padded.shape[0] // step, step, padded.shape[1] // step, step).any(axis=(1, 3))
+    labels, count = ndimage.label(inside, structure=np.ones((3, 3), dtype=bool))
     if count < 2:
         return count
     sizes = np.bincount(labels.ravel())[1:]
