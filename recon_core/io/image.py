@@ -100,9 +100,9 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, 
                 raise ImageError(
                     f"{path} is too small ({width}x{height} pixels); use an image at least {MIN_SIDE}x{MIN_SIDE} pixels."
                 )
+            orientation = _orientation(img)  # from the header, as upright_size reads it
             _request_reduced_decode(img)
             img.load()
-            orientation = _orientation(img)
             if orientation != 1:
                 try:
                     img = ImageOps.exif_transpose(img)
