@@ -634,3 +634,23 @@ def test_a_tiff_taken_turned_is_read_upright_and_its_mask_fits(tmp_path):
         assert img.size == (rgb.shape[1], rgb.shape[0])
     values, _ = load_mask(tmp_path / "mask.png", path, rgb.shape[:2])
     assert values.shape == rgb.shape[:2]
+
+
+def test_a_faint_cutout_is_taken_at_full_opacity(tmp_path):
+    """No pixel of the alpha even half opaque (a glass object, a cut-out exported at 40 %): the alpha is scaled so
+    that its most opaque pixel is 255, in proportion, with a note; an alpha above half somewhere is left as it is."""
+    from recon_core.io.image import FAINT_ALPHA
+
+    rgba = np.zeros((60, 80, 4), np.uint8)
+    rgba[..., :3] = 255
+    rgba[10:50, 20:60, :3] = (40, 90, 160)
+    rgba[10:50, 20:60, 3] = 100
+    rgba[10:50, 40:60, 3] = 50
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "glass.png")
+    _, alpha, notes = load_image(tmp_path / "glass.png")
+    assert alpha[30, 30] == 255 and alpha[30, 50] == 128 and alpha[0, 0] == 0
+    assert any("faint" in n for n in notes)
+    rgba[10:12, 20:22, 3] = FAINT_ALPHA + 1  # one pixel above half: the alpha is the picture's own
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "half.png")
+    _, alpha, notes = load_image(tmp_path / "half.png")
+    assert alpha[30, 30] == 100 and not any("faint" in n for n in notes)

@@ -26,6 +26,7 @@ from recon_core.io.export import atomic_write_bytes
 __all__ = [
     "ImageError", "load_image", "MIN_SIDE", "MAX_PIXELS", "DECODE_MIN_SIDE", "UNIFORM_SPREAD", "NOISE_CORRELATION",
     "mask_png", "save_mask", "load_mask", "load_picture", "MASK_ALPHA_MAX_SHARE", "MASK_MAX_SCALE", "upright_size",
+    "FAINT_ALPHA",
 ]
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, 
     :data:`DECODE_MIN_SIDE` (Pillow's draft mode: the decoder skips the detail instead of
     decoding it and throwing it away). Other formats are decoded at full size. A picture whose EXIF
     orientation (2-8) says its pixels are stored turned or mirrored is turned upright, as viewers show it,
-    with a note.
+    with a note; an alpha that is faint everywhere (:data:`FAINT_ALPHA`) is scaled to full, with a note.
 
     Returns:
         rgb: (H, W, 3) uint8, at the decoded size.
@@ -146,11 +147,20 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, 
             )
         if alpha.min() == 255:
             alpha = None  # an opaque alpha channel carries no mask
+        elif alpha.max() <= FAINT_ALPHA:  # a cut-out exported faint (a glass object, an opacity below half)
+            peak = int(alpha.max())
+            alpha = np.clip(np.rint(alpha.astype(np.float32) * (255.0 / peak)), 0, 255).astype(np.uint8)
+            notes.append(f"its transparency is faint everywhere (at most {peak} of 255): its object taken at full "
+                         "opacity")
     if alpha is None:
         _refuse_without_object(rgb, path)
     return rgb, alpha, notes
 
 
+FAINT_ALPHA = 127
+"""A picture whose alpha is at most this everywhere (no pixel even half opaque, a cut-out exported at low opacity) has
+it scaled so that its most opaque pixel is 255 (:func:`load_image`): the model takes the object where the mask is
+above half, and would otherwise see none (its silhouette fit and outline skipped)."""
 HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
 """Pillow's grey modes of more than 8 bits a pixel (:func:`_grey_8bit`)."""
 
