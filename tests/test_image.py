@@ -167,6 +167,32 @@ def test_large_jpeg_is_decoded_at_reduced_size_with_the_same_object_box(tmp_path
     assert np.abs(reduced.image.numpy() - full_prepared.image.numpy()).mean() < 0.02
 
 
+@pytest.mark.parametrize("alpha", [False, True])
+def test_a_large_png_is_reduced_as_a_jpeg_is_decoded(tmp_path, alpha):
+    """A format without reduced decoding (PNG) is reduced after decoding by the same rule: a shorter side of 2,100 by
+    2, each pixel the mean of a 2 x 2 block (a plain numpy reference), the alpha too; its mask is written back at
+    the file's size."""
+    width, height = 2600, 2 * DECODE_MIN_SIDE + 52
+    full = _object_image((width, height), (700, 300, 1900, 1950))
+    if alpha:
+        full = np.concatenate([full, np.zeros((height, width, 1), np.uint8)], axis=2)
+        full[300:1950, 700:1900, 3] = 255
+    p = _save(tmp_path / "big.png", full)
+    rgb, got_alpha, notes = load_image(p)
+    assert notes == [] and rgb.shape[:2] == (height // 2, width // 2)
+    blocks = full.reshape(height // 2, 2, width // 2, 2, -1).astype(np.float64).mean(axis=(1, 3))
+    seen = np.ones(rgb.shape[:2], bool)  # the colour where the picture is seen (Pillow weighs colours by their alpha)
+    if alpha:
+        assert np.abs(got_alpha.astype(np.float64) - blocks[..., 3]).max() <= 1.0
+        seen = blocks[..., 3] == 255
+    else:
+        assert got_alpha is None
+    assert seen.mean() > 0.3 and np.abs(rgb.astype(np.float64) - blocks[..., :3])[seen].max() <= 1.0
+    save_mask(np.ones(rgb.shape[:2], np.float32), p, tmp_path / "mask.png")
+    with Image.open(tmp_path / "mask.png") as img:
+        assert img.size == (width, height)
+
+
 def _save(path, arr, **kwargs):
     Image.fromarray(arr).save(path, **kwargs)
     return path

@@ -67,7 +67,9 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, 
     A JPEG whose shorter side is at least twice :data:`DECODE_MIN_SIDE` is decoded at 1/2,
     1/4 or 1/8 of its size, the largest reduction that keeps its shorter side at least
     :data:`DECODE_MIN_SIDE` (Pillow's draft mode: the decoder skips the detail instead of
-    decoding it and throwing it away). Other formats are decoded at full size. A picture whose EXIF
+    decoding it and throwing it away). Other formats are decoded at full size, then reduced by the same rule
+    (:func:`_reduced`: each pixel the mean of a 2 x 2, 4 x 4 or 8 x 8 block), so that every picture's arrays
+    are at most ~2,048 px on their shorter side whatever its format. A picture whose EXIF
     orientation (2-8) says its pixels are stored turned or mirrored is turned upright, as viewers show it,
     with a note; an alpha that is faint everywhere (:data:`FAINT_ALPHA`) is scaled to full, with a note.
 
@@ -136,7 +138,7 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, 
     elif mode not in ("RGB", "RGBA"):
         img = img.convert("RGB")
 
-    arr = np.asarray(img)
+    arr = np.asarray(_reduced(img))
     rgb = np.ascontiguousarray(arr[..., :3])
     alpha = np.ascontiguousarray(arr[..., 3]) if arr.shape[2] == 4 else None
     if alpha is not None:
@@ -237,6 +239,17 @@ def _neighbour_correlation(rgb: np.ndarray) -> tuple[float, float]:
         denom = float(np.sqrt((x * x).sum() * (y * y).sum()))
         out.append(float((x * y).sum()) / denom if denom > 0 else 0.0)
     return out[0], out[1]
+
+
+def _reduced(img: Image.Image) -> Image.Image:
+    """A decoded RGB or RGBA picture whose shorter side is at least twice :data:`DECODE_MIN_SIDE`, reduced by the
+    largest of 2, 4 and 8 that keeps it at least :data:`DECODE_MIN_SIDE` (``Image.reduce``: each pixel the mean of a
+    block, the alpha too); other pictures as they are. What a JPEG's reduced decode gives, for formats that cannot
+    decode at reduced size (a 6,000 x 6,000 PNG: its arrays 1,500 x 1,500)."""
+    factor = 1
+    while factor < 8 and min(img.size) // (2 * factor) >= DECODE_MIN_SIDE:
+        factor *= 2
+    return img if factor == 1 else img.reduce(factor)
 
 
 def _request_reduced_decode(img: Image.Image) -> None:
