@@ -680,3 +680,64 @@ def test_a_faint_cutout_is_taken_at_full_opacity(tmp_path):
     Image.fromarray(rgba, "RGBA").save(tmp_path / "half.png")
     _, alpha, notes = load_image(tmp_path / "half.png")
     assert alpha[30, 30] == 100 and not any("faint" in n for n in notes)
+
+
+def test_faint_alphas_at_the_limits(tmp_path):
+    """Scaled from FAINT_ALPHA_MIN to FAINT_ALPHA; an alpha faint and uniform is no mask (then refused as one colour,
+    as the same picture opaque is); fainter than FAINT_ALPHA_MIN, left as it is."""
+    from recon_core.io.image import FAINT_ALPHA, FAINT_ALPHA_MIN
+
+    def saved(name, peak, uniform=False):
+        rgba = np.zeros((40, 40, 4), np.uint8)
+        rgba[..., :3] = (30, 60, 90) if uniform else 255
+        rgba[10:30, 10:30, :3] = (30, 60, 90)
+        rgba[..., 3] = peak if uniform else 0
+        rgba[10:30, 10:30, 3] = peak
+        return _save(tmp_path / name, rgba)
+
+    for peak, scaled in ((FAINT_ALPHA, True), (FAINT_ALPHA_MIN, True), (FAINT_ALPHA_MIN - 1, False)):
+        _, alpha, notes = load_image(saved(f"a{peak}.png", peak))
+        assert (alpha[20, 20] == 255) == scaled and any("faint" in n for n in notes) == scaled, peak
+    with pytest.raises(ImageError, match="one uniform colour|uniform"):
+        load_image(saved("flat.png", 100, uniform=True))
+
+
+def test_an_exif_block_after_the_pixels_is_read_as_stored_by_both(tmp_path):
+    """A PNG whose eXIf chunk follows its pixels: load_image and upright_size agree (both read it as stored)."""
+    from recon_core.io.image import upright_size
+
+    stored = _object_image((120, 90))
+    buf = io.BytesIO()
+    img = Image.fromarray(stored, "RGB")
+    exif = img.getexif()
+    exif[0x0112] = 6
+    img.save(buf, format="PNG", exif=exif)
+    data = buf.getvalue()
+    # move the eXIf chunk behind the image data (before IEND)
+    pos = data.index(b"eXIf") - 4
+    length = struct.unpack(">I", data[pos:pos + 4])[0]
+    chunk = data[pos:pos + 12 + length]
+    rest = data[:pos] + data[pos + 12 + length:]
+    iend = rest.index(b"IEND") - 4
+    (tmp_path / "late.png").write_bytes(rest[:iend] + chunk + rest[iend:])
+    rgb, _, _ = load_image(tmp_path / "late.png")
+    with Image.open(tmp_path / "late.png") as opened:
+        assert upright_size(opened) == (rgb.shape[1], rgb.shape[0]) == (120, 90)
+
+
+def test_a_jpeg_and_a_png_of_one_size_are_read_at_one_size(tmp_path):
+    """4,200 x 4,095: the JPEG's reduced decode stops at 1/2 (1/4 would leave its width a pixel short), and the PNG
+    is reduced by 2 as well, not once more after the decode."""
+    picture = _object_image((4200, 4095), (1000, 900, 3000, 3000))
+    jpeg = _save(tmp_path / "big.jpg", picture, quality=90)
+    png = _save(tmp_path / "big.png", picture)
+    assert load_image(jpeg)[0].shape == load_image(png)[0].shape == (2048, 2100, 3)
+
+
+def test_a_large_sixteen_bit_picture_is_reduced_too(tmp_path):
+    grey = np.full((2100, 2200), 60000, np.uint16)
+    grey[500:1500, 600:1600] = 2000
+    path = tmp_path / "scan.png"
+    Image.fromarray(grey).save(path)
+    rgb, alpha, _ = load_image(path)
+    assert rgb.shape == (1050, 1100, 3) and alpha is None

@@ -26,7 +26,7 @@ from recon_core.io.export import atomic_write_bytes
 __all__ = [
     "ImageError", "load_image", "MIN_SIDE", "MAX_PIXELS", "DECODE_MIN_SIDE", "UNIFORM_SPREAD", "NOISE_CORRELATION",
     "mask_png", "save_mask", "load_mask", "load_picture", "MASK_ALPHA_MAX_SHARE", "MASK_MAX_SCALE", "upright_size",
-    "FAINT_ALPHA",
+    "FAINT_ALPHA", "FAINT_ALPHA_MIN",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,9 +67,9 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, 
     A JPEG whose shorter side is at least twice :data:`DECODE_MIN_SIDE` is decoded at 1/2,
     1/4 or 1/8 of its size, the largest reduction that keeps its shorter side at least
     :data:`DECODE_MIN_SIDE` (Pillow's draft mode: the decoder skips the detail instead of
-    decoding it and throwing it away). Other formats are decoded at full size, then reduced by the same rule
-    (:func:`_reduced`: each pixel the mean of a 2 x 2, 4 x 4 or 8 x 8 block), so that every picture's arrays
-    are at most ~2,048 px on their shorter side whatever its format. A picture whose EXIF
+    decoding it and throwing it away). Other formats are decoded at full size, then reduced by the same factor
+    (:func:`_reduced`: each pixel the mean of a 2 x 2, 4 x 4 or 8 x 8 block), so that a picture's arrays have one
+    size whatever its format, the shorter side under ~2,048 px. A picture whose EXIF
     orientation (2-8) says its pixels are stored turned or mirrored is turned upright, as viewers show it,
     with a note; an alpha that is faint everywhere (:data:`FAINT_ALPHA`) is scaled to full, with a note.
 
@@ -125,6 +125,7 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, 
     if mode in HIGH_DEPTH_MODES:
         gray = _grey_8bit(img)
         notes.append("16-bit image converted to 8 bits per channel")
+        gray = np.asarray(_reduced(Image.fromarray(gray, "L"), (width, height)))
         rgb = np.repeat(gray[..., None], 3, axis=2)
         _refuse_without_object(rgb, path)
         return rgb, None, notes
@@ -138,22 +139,26 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, 
     elif mode not in ("RGB", "RGBA"):
         img = img.convert("RGB")
 
-    arr = np.asarray(_reduced(img))
-    rgb = np.ascontiguousarray(arr[..., :3])
-    alpha = np.ascontiguousarray(arr[..., 3]) if arr.shape[2] == 4 else None
-    if alpha is not None:
-        if alpha.max() == 0:
+    if img.mode == "RGBA":  # the alpha's rules on the decoded pixels, before any reduction averages them
+        low, peak = img.getchannel("A").getextrema()
+        if peak == 0:
             raise ImageError(
                 f"{path} is fully transparent: there is no object to reconstruct. "
                 "Export it with the object visible (alpha > 0 on the object)."
             )
-        if alpha.min() == 255:
-            alpha = None  # an opaque alpha channel carries no mask
-        elif alpha.max() <= FAINT_ALPHA:  # a cut-out exported faint (a glass object, an opacity below half)
-            peak = int(alpha.max())
-            alpha = np.clip(np.rint(alpha.astype(np.float32) * (255.0 / peak)), 0, 255).astype(np.uint8)
+        if FAINT_ALPHA_MIN <= peak <= FAINT_ALPHA:  # a cut-out exported faint (a glass object, an opacity below half)
+            img.putalpha(img.getchannel("A").point(lambda v: min(255, round(v * 255.0 / peak))))
+            low = img.getchannel("A").getextrema()[0]
             notes.append(f"its transparency is faint everywhere (at most {peak} of 255): its object taken at full "
                          "opacity")
+        if low == 255:
+            img = img.convert("RGB")  # an opaque alpha channel carries no mask
+    arr = np.asarray(_reduced(img, (width, height)))
+    rgb = np.ascontiguousarray(arr[..., :3])
+    alpha = np.ascontiguousarray(arr[..., 3]) if arr.shape[2] == 4 else None
+    if alpha is not None and alpha.max() == 0:  # a few faint pixels, averaged away by the reduction
+        raise ImageError(f"{path} shows too little of an object (a few faint pixels) to reconstruct at the size it "
+                         "is read; export it with the object more opaque or larger.")
     if alpha is None:
         _refuse_without_object(rgb, path)
     return rgb, alpha, notes
@@ -163,6 +168,9 @@ FAINT_ALPHA = 127
 """A picture whose alpha is at most this everywhere (no pixel even half opaque, a cut-out exported at low opacity) has
 it scaled so that its most opaque pixel is 255 (:func:`load_image`): the model takes the object where the mask is
 above half, and would otherwise see none (its silhouette fit and outline skipped)."""
+FAINT_ALPHA_MIN = 32
+"""... unless its most opaque pixel is below this (1/8 opaque): so faint an alpha is left as it is (stray dots of an
+eraser are not made an object)."""
 HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
 """Pillow's grey modes of more than 8 bits a pixel (:func:`_grey_8bit`)."""
 
@@ -241,15 +249,17 @@ def _neighbour_correlation(rgb: np.ndarray) -> tuple[float, float]:
     return out[0], out[1]
 
 
-def _reduced(img: Image.Image) -> Image.Image:
-    """A decoded RGB or RGBA picture whose shorter side is at least twice :data:`DECODE_MIN_SIDE`, reduced by the
-    largest of 2, 4 and 8 that keeps it at least :data:`DECODE_MIN_SIDE` (``Image.reduce``: each pixel the mean of a
-    block, the alpha too); other pictures as they are. What a JPEG's reduced decode gives, for formats that cannot
-    decode at reduced size (a 6,000 x 6,000 PNG: its arrays 1,500 x 1,500)."""
+def _reduced(img: Image.Image, stored: tuple[int, int]) -> Image.Image:
+    """A decoded picture reduced to the size :func:`load_image` documents: by the largest of 2, 4 and 8 that keeps
+    the shorter side of its file's ``stored`` ``(width, height)`` at least :data:`DECODE_MIN_SIDE` (none below twice
+    that), less what a JPEG's reduced decode already did (``Image.reduce``: each pixel the mean of a block, colours
+    weighed by their alpha), so a picture comes out at one size whatever its format: a 6,000 x 6,000 PNG at
+    1,500 x 1,500, as the same JPEG."""
     factor = 1
-    while factor < 8 and min(img.size) // (2 * factor) >= DECODE_MIN_SIDE:
+    while factor < 8 and min(stored) // (2 * factor) >= DECODE_MIN_SIDE:
         factor *= 2
-    return img if factor == 1 else img.reduce(factor)
+    done = max(1, round(min(stored) / max(1, min(img.size))))  # the reduced decode's own factor (1 for most)
+    return img if factor <= done else img.reduce(factor // done)
 
 
 def _request_reduced_decode(img: Image.Image) -> None:
