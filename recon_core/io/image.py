@@ -19,7 +19,7 @@ import os
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from recon_core.io.export import atomic_write_bytes
 
@@ -140,15 +140,17 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, 
         img = img.convert("RGB")
 
     if img.mode == "RGBA":  # the alpha's rules on the decoded pixels, before any reduction averages them
-        low, peak = img.getchannel("A").getextrema()
+        channel = img.getchannel("A")  # one copy of the alpha, read for all three rules
+        low, peak = channel.getextrema()
         if peak == 0:
             raise ImageError(
                 f"{path} is fully transparent: there is no object to reconstruct. "
                 "Export it with the object visible (alpha > 0 on the object)."
             )
         if FAINT_ALPHA_MIN <= peak <= FAINT_ALPHA:  # a cut-out exported faint (a glass object, an opacity below half)
-            img.putalpha(img.getchannel("A").point(lambda v: min(255, round(v * 255.0 / peak))))
-            low = img.getchannel("A").getextrema()[0]
+            channel = channel.point(lambda v: min(255, round(v * 255.0 / peak)))
+            img.putalpha(channel)
+            low = channel.getextrema()[0]
             notes.append(f"its transparency is faint everywhere (at most {peak} of 255): its object taken at full "
                          "opacity")
         if low == 255:
@@ -186,10 +188,6 @@ def _open_unlimited(path: str) -> Image.Image:
         Image.MAX_IMAGE_PIXELS = bomb_limit
 
 
-EXIF_ORIENTATION = 0x0112
-"""The EXIF tag of the orientation: 1 upright; 2-8 the stored pixels mirrored and/or turned by a multiple of 90°."""
-
-
 def _orientation(img: Image.Image) -> int:
     """The EXIF orientation an opened picture's stored pixels still need, 1 when none (or an unreadable one).
 
@@ -199,7 +197,7 @@ def _orientation(img: Image.Image) -> int:
     if img.format == "TIFF" or "exif" not in img.info:
         return 1
     try:
-        value = int(img.getexif().get(EXIF_ORIENTATION, 1))
+        value = int(img.getexif().get(ExifTags.Base.Orientation, 1))  # 1 upright; 2-8 mirrored/turned
     except (AttributeError, OSError, SyntaxError, TypeError, ValueError):  # no EXIF, or a broken block: as stored
         return 1
     return value if 1 <= value <= 8 else 1
