@@ -247,7 +247,8 @@ def check_masks(finder, shapenet: str, renders: str, split: str, views: int, bac
                 styles=None, progress: bool = True, sheet: list | None = None, sheet_count: int = 4
                 ) -> dict[str, dict[str, float]]:
     """Mask IoU against the true mask, per picture style, of the finder, of the alpha inference takes from it (its
-    unsure parts dropped, :func:`recon_core.network.finder.found_alpha`) and of the border-colour rule.
+    unsure parts dropped, :func:`recon_core.network.finder.found_alpha`, and grown to the edges on a plain
+    background, :func:`recon_core.network.finder.grow_to_edges`) and of the border-colour rule.
 
     The pictures are the check sets' (``evaluate.py --style``: :func:`training.evaluate.load_input`
     with each sample's seed). A picture where a method finds nothing scores 0 for it.
@@ -255,12 +256,12 @@ def check_masks(finder, shapenet: str, renders: str, split: str, views: int, bac
     Returns:
         ``{style: {"finder": mean IoU, "as used": mean IoU, "border colour": mean IoU, "pictures": n}}``; when
         ``sheet`` is a list, the first ``sheet_count`` pictures of each style are appended to it as
-        ``(style, rgb, finder mask or None, border mask or None, true mask)``.
+        ``(style, rgb, mask as used or None, border mask or None, true mask)``.
     """
     from tqdm import tqdm
 
     from recon_core.network.crop import object_pixels
-    from recon_core.network.finder import find_object, found_alpha
+    from recon_core.network.finder import find_object, found_alpha, grow_to_edges
     from training.evaluate import discover, load_input, select_samples
     from training.styles import STYLES
 
@@ -274,19 +275,20 @@ def check_masks(finder, shapenet: str, renders: str, split: str, views: int, bac
             truth = _picture_mask(mask, rgb.shape[:2], style, sample, backgrounds)
             found = find_object(finder, rgb)
             border = object_pixels(rgb, None)
-            used = None if found is None else found_alpha(found) > 127  # the alpha as inference takes it
+            used = None if found is None else grow_to_edges(found_alpha(found), rgb) > 127  # as inference takes it
             for name, pred in (("finder", None if found is None else found > 0.5), ("as used", used),
                                ("border colour", border)):
                 scores[name].append(0.0 if pred is None else float((pred & truth).sum() / max((pred | truth).sum(), 1)))
             if sheet is not None and len(scores["finder"]) <= sheet_count:
-                sheet.append((style, rgb, None if found is None else found > 0.5, border, truth))
+                sheet.append((style, rgb, used, border, truth))
         out[style] = {k: float(np.mean(v)) for k, v in scores.items()} | {"pictures": len(samples)}
     return out
 
 
 def mask_sheet(rows: list, path: Path, tile: int = 112) -> None:
     """A contact sheet of :func:`check_masks`'s ``sheet``: one row per style, each picture followed by
-    the object finder's mask and the border-colour rule's over it (object kept, the rest greyed out).
+    the object finder's mask as inference takes it and the border-colour rule's over it (object kept, the rest greyed
+    out).
     Written through a temporary file and a rename."""
     from PIL import ImageDraw
 
@@ -379,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
             mask_sheet(rows, args.sheet)
             print(f"wrote {args.sheet}")
         print(f"mask IoU x100 on the {args.check_split} check pictures ({args.check_views} view(s) per model)")
-        print("| style | pictures | object finder | as used (unsure parts dropped) | border colour |\n|---|--:|--:|--:|--:|")
+        print("| style | pictures | object finder | as used (unsure parts dropped, grown to the edges) | border colour |\n|---|--:|--:|--:|--:|")
         for style, row in table.items():
             print(f"| {style} | {row['pictures']} | {100 * row['finder']:.1f} | {100 * row['as used']:.1f} "
                   f"| {100 * row['border colour']:.1f} |")

@@ -275,7 +275,9 @@ class Reconstructor:
                      ) -> tuple[np.ndarray | None, str, bool]:
         """The alpha that the finder gives a picture without one, a note saying so, and whether the finder is unsure of
         it (:func:`recon_core.network.finder.mask_confidence` below :data:`recon_core.network.finder.UNSURE_MASK`;
-        then the note asks the user to check the mask and correct it).
+        then the note asks the user to check the mask and correct it). On a plain background the alpha is grown to
+        the object's edges in the picture (:func:`recon_core.network.finder.grow_to_edges`); the confidence is the
+        finder's own, before that.
 
         When the finder sees no object, the border-colour rule (:func:`recon_core.network.crop.object_box`) is the
         fallback; when that finds none either, the picture is refused.
@@ -284,12 +286,14 @@ class Reconstructor:
             ImageError: neither finds an object.
         """
         from recon_core.network.crop import object_pixels
-        from recon_core.network.finder import UNSURE_MASK, finder_alpha, mask_confidence
+        from recon_core.network.finder import UNSURE_MASK, finder_alpha, grow_to_edges, mask_confidence
 
         with _timed(timings, "finder"):
-            found = finder_alpha(self.finder, rgb)
+            found = finder_alpha(self.finder, rgb, grow=False)
+            confidence = 0.0 if found is None else mask_confidence(found)  # the finder's own, before growing
+            if found is not None:
+                found = grow_to_edges(found, rgb)
         if found is not None:
-            confidence = mask_confidence(found)
             if confidence < UNSURE_MASK:
                 return found, (f"object found by the object finder (no transparency), but it is unsure of the object "
                                f"(confidence {confidence:.2f}): check the mask it took (recon-mesh --save-mask, the "

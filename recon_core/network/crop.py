@@ -18,8 +18,8 @@ from PIL import Image
 
 from recon_core.mesh.camera import CROP_MARGIN
 
-__all__ = ["PreparedImage", "prepare_image", "object_box", "object_mask", "object_pixels", "uncrop_mask",
-           "separate_parts", "PART_SHARE", "PARTS_SIDE"]
+__all__ = ["PreparedImage", "prepare_image", "border_colour", "object_box", "object_mask", "object_pixels",
+           "uncrop_mask", "separate_parts", "PART_SHARE", "PARTS_SIDE"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,21 @@ class PreparedImage:
     original_size: tuple[int, int]
 
 
+def border_colour(rgb: np.ndarray) -> tuple[np.ndarray, float]:
+    """The picture's background colour as its border shows it, and how plain that border is.
+
+    Args:
+        rgb: (H, W, 3) uint8.
+
+    Returns:
+        ``(colour, spread)``: (3,) float64, the median of the border pixels, channel by channel; the 75th percentile
+        of the border pixels' summed absolute difference from it (0-765: 0 on one plain colour).
+    """
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).astype(np.int16)
+    bg = np.median(border, axis=0)
+    return bg, float(np.percentile(np.abs(border - bg).sum(axis=1), 75))
+
+
 def object_pixels(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray | None:
     """(H, W) bool pixels :func:`object_box` takes for the object, or ``None`` when it takes the whole image.
 
@@ -52,10 +67,8 @@ def object_pixels(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray | Non
             if fg.any():
                 return fg
         return None  # nothing opaque at all: the whole image (callers refuse such pictures earlier)
-    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).astype(np.int16)
-    bg = np.median(border, axis=0)
-    spread = np.abs(border - bg).sum(axis=1)
-    if np.percentile(spread, 75) > 60:  # busy border: no plain background to separate from
+    bg, spread = border_colour(rgb)
+    if spread > 60:  # busy border: no plain background to separate from
         return None
     fg = np.abs(rgb.astype(np.int16) - bg).sum(axis=2) > 60
     if fg.mean() < 1e-4 or fg.mean() > 0.97:
