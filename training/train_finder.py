@@ -299,7 +299,7 @@ def mask_sheet(rows: list, path: Path, tile: int = 112) -> None:
     label = 18
     sheet = Image.new("RGB", (120 + per_row * 3 * tile, label + len(styles) * tile), "white")
     draw = ImageDraw.Draw(sheet)
-    for c, name in enumerate(("picture", "finder", "border colour") * per_row):
+    for c, name in enumerate(("picture", "finder, as used", "border colour") * per_row):
         draw.text((120 + c * tile + 4, 3), name, fill=(0, 0, 0))
 
     def fit(rgb: np.ndarray) -> Image.Image:
