@@ -425,10 +425,9 @@ def test_drop_unsure_parts_keeps_confident_strokes_and_drops_unsure_blobs():
 
 def _grow_to_edges_reference(alpha: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     """grow_to_edges pixel by pixel: the border's median and spread, the object's colours counted one by one, each
-    pixel's difference, its 3 x 3 neighbourhood's largest (clamped at the picture's edge) and its 4-neighbourhood
-    steps."""
-    from recon_core.network.finder import (CROP_PAD, EDGE_MIN, EDGE_PLAIN, EDGE_REACH, EDGE_SHARE, FINDER_SIZE,
-                                           FLAT_COLOURS, FLAT_SHARE)
+    pixel's difference and its 3 x 3 neighbourhood's largest (clamped at the picture's edge), and a breadth-first
+    walk from the mask through edge pixels."""
+    from recon_core.network.finder import CROP_PAD, EDGE_MIN, EDGE_PLAIN, EDGE_REACH, EDGE_SHARE, FINDER_SIZE, FLAT_SHARE
 
     h, w = alpha.shape
     fg = alpha > 127
@@ -442,35 +441,55 @@ def _grow_to_edges_reference(alpha: np.ndarray, rgb: np.ndarray) -> np.ndarray:
         return alpha
     ii, jj = np.nonzero(fg)
     side = max(ii.max() - ii.min(), jj.max() - jj.min()) + 1
-    colours = [tuple(int(v) for v in rgb[i, j]) for i, j in zip(ii, jj)]
-    if len(colours) > 1 << 16:
-        colours = colours[:: len(colours) >> 16]
-    counts: dict[tuple[int, ...], int] = {}
-    for colour in colours:
-        counts[colour] = counts.get(colour, 0) + 1
-    if sum(sorted(counts.values(), reverse=True)[:FLAT_COLOURS]) > FLAT_SHARE * len(colours):
+    if _colour_share_reference(rgb, fg) > FLAT_SHARE:
         return alpha
     reach = max(EDGE_REACH, int(round(side * (1 + 2 * CROP_PAD) / FINDER_SIZE)))
     d = np.array([[sum(abs(float(rgb[i, j, c]) - bg[c]) for c in range(3)) for j in range(w)] for i in range(h)])
-    near = fg.copy()
-    for _ in range(reach):
-        grown = near.copy()
-        for i in range(h):
-            for j in range(w):
-                if near[i, j]:
-                    for di, dj in ((1, 0), (-1, 0), (0, 1), (0, -1)):
-                        if 0 <= i + di < h and 0 <= j + dj < w:
-                            grown[i + di, j + dj] = True
-        near = grown
+
+    def is_edge(i: int, j: int) -> bool:
+        strongest = max(d[min(max(i + di, 0), h - 1), min(max(j + dj, 0), w - 1)]
+                        for di in (-1, 0, 1) for dj in (-1, 0, 1))
+        return d[i, j] >= EDGE_MIN and d[i, j] >= EDGE_SHARE * strongest
+
+    # breadth-first from the mask through edge pixels, at most `reach` steps
+    from collections import deque
+
+    steps = np.full((h, w), -1)
+    queue = deque()
+    for i, j in zip(ii, jj):
+        steps[i, j] = 0
+        queue.append((i, j))
     out = alpha.copy()
-    for i in range(h):
-        for j in range(w):
-            if near[i, j] and not fg[i, j]:
-                strongest = max(d[min(max(i + di, 0), h - 1), min(max(j + dj, 0), w - 1)]
-                                for di in (-1, 0, 1) for dj in (-1, 0, 1))
-                if d[i, j] >= EDGE_MIN and d[i, j] >= EDGE_SHARE * strongest:
-                    out[i, j] = 255
+    while queue:
+        i, j = queue.popleft()
+        if steps[i, j] == reach:
+            continue
+        for di, dj in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+            u, v = i + di, j + dj
+            if 0 <= u < h and 0 <= v < w and steps[u, v] < 0 and is_edge(u, v):
+                steps[u, v] = steps[i, j] + 1
+                out[u, v] = 255
+                queue.append((u, v))
     return out
+
+
+def _colour_share_reference(rgb: np.ndarray, fg: np.ndarray) -> float:
+    """The flat-colour share counted colour by colour: every k-th object pixel (row by row), k the least stride that
+    leaves at most FLAT_SAMPLE, the FLAT_COLOURS most frequent colours' count over the pixels counted; 0 below
+    FLAT_MIN_PIXELS."""
+    from recon_core.network.finder import FLAT_COLOURS, FLAT_MIN_PIXELS, FLAT_SAMPLE
+
+    ii, jj = np.nonzero(fg)
+    if len(ii) < FLAT_MIN_PIXELS:
+        return 0.0
+    k = 1
+    while (len(ii) + k - 1) // k > FLAT_SAMPLE:
+        k += 1
+    counts: dict[tuple[int, ...], int] = {}
+    for n in range(0, len(ii), k):
+        colour = tuple(int(c) for c in rgb[ii[n], jj[n]])
+        counts[colour] = counts.get(colour, 0) + 1
+    return sum(sorted(counts.values(), reverse=True)[:FLAT_COLOURS]) / sum(counts.values())
 
 
 def _soft_render(rng: np.random.Generator, h: int = 48, w: int = 56) -> tuple[np.ndarray, np.ndarray]:
@@ -552,3 +571,52 @@ def test_grow_to_edges_takes_the_edges_and_the_thin_leg_and_no_background():
     assert grow_to_edges(alpha, flat) is alpha
     empty = np.zeros_like(alpha)
     assert grow_to_edges(empty, rgb) is empty
+
+
+def test_grow_to_edges_stays_joined_to_the_mask():
+    """A shadow ring around a dark object on white: the ring's first pixels beside the object are fainter than 40 % of
+    the object next to them, so they stay out, and so does the shadow beyond them, though its own pixels pass the
+    3 x 3 test. A pixel at the reach is judged against its neighbour beyond the reach too."""
+    from recon_core.network.finder import EDGE_REACH, grow_to_edges
+
+    rgb = np.full((40, 40, 3), 255, np.uint8)
+    rgb[10:30, 10:30] = 242  # the shadow: d = 39 everywhere in it
+    rng = np.random.default_rng(3)
+    rgb[15:25, 15:25] = rng.integers(20, 60, (10, 10, 3))  # the object, dark: d about 640
+    alpha = np.zeros((40, 40), np.uint8)
+    alpha[15:25, 15:25] = 255
+    out = grow_to_edges(alpha, rgb)
+    np.testing.assert_array_equal(out, alpha)  # nothing of the shadow, not even its pixels two steps out
+    np.testing.assert_array_equal(out, _grow_to_edges_reference(alpha, rgb))
+
+    rgb = np.full((40, 40, 3), 255, np.uint8)
+    rgb[15:25, 15:25] = rng.integers(60, 160, (10, 10, 3))  # d at most 585
+    rgb[15:25, 14] = 170  # one step out: d = 255, at least 40 % of anything beside it: it joins
+    rgb[15:25, 15 - EDGE_REACH] = 200  # at the reach: d = 165, under 40 % of the pixel beyond it
+    rgb[15:25, 15 - EDGE_REACH - 1] = 40  # beyond the reach: d = 645
+    out = grow_to_edges(alpha, rgb)
+    np.testing.assert_array_equal(out, _grow_to_edges_reference(alpha, rgb))
+    assert (out[15:25, 14] == 255).all()
+    assert (out[15:25, 15 - EDGE_REACH - 1 : 14] == 0).all()  # its neighbourhood is seen beyond the reach
+
+
+@pytest.mark.parametrize("share", [0.45, 0.55])
+def test_common_colour_share_near_the_threshold_and_over_the_sample(share):
+    """Objects whose 8 most common colours hold just under and just over half their pixels, one of them larger than
+    the sample: the share equals the colour-by-colour count, and grow_to_edges takes them for flat colours exactly when
+    it is above FLAT_SHARE."""
+    from recon_core.network.finder import FLAT_SAMPLE, FLAT_SHARE, _common_colour_share
+
+    rng = np.random.default_rng(int(share * 100))
+    for h, w in ((60, 70), (300, 260)):  # 4,200 and 78,000 object pixels (the second above the sample)
+        noisy = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
+        flat = np.array([(k * 30, 255 - k * 30, 100) for k in range(8)], np.uint8)[rng.integers(0, 8, (h, w))]
+        rgb = np.where(rng.random((h, w, 1)) < share, flat, noisy)
+        fg = np.ones((h, w), bool)
+        got = _common_colour_share(rgb, fg)
+        assert got == pytest.approx(_colour_share_reference(rgb, fg), abs=1e-12)
+        assert abs(got - share) < 0.03 and (got > FLAT_SHARE) == (share > FLAT_SHARE)
+    assert 60 * 70 < FLAT_SAMPLE < 300 * 260  # one object under the sample, one over it
+    tiny = np.zeros((5, 5), bool)
+    tiny[2, 2] = True
+    assert _common_colour_share(rgb[:5, :5], tiny) == 0.0  # too few pixels to call flat
