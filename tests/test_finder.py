@@ -173,6 +173,31 @@ def test_an_unsure_finder_asks_the_user_to_check_the_mask(tiny_config):
         assert result.report.ok
 
 
+def test_reconstructor_takes_the_grown_mask_and_the_finders_own_confidence(tiny_config):
+    """A shaded red bar with paler rims on white, which the colour finder does not take: the mask the model takes is
+    the finder's alpha grown to the edges (the rims included), and the unsure note gives the finder's own confidence
+    from before growing (the grown alpha's, its added pixels at 255, is higher)."""
+    from recon_core.network.finder import finder_alpha, grow_to_edges
+    from recon_core.network.model import build_model
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(5)
+    rgb = np.full((80, 160, 3), 255, np.uint8)
+    rgb[36:44, 30:130] = np.array([220, 30, 30]) + rng.integers(-10, 11, (8, 100, 3))  # r - g > 0.4: the finder's
+    rgb[[34, 35, 44, 45], 30:130] = np.array([235, 150, 150]) + rng.integers(-5, 6, (4, 100, 3))  # r - g < 0.4
+    finder = _ColourFinder(1.4)  # sigmoid(1.4) = 0.80 < UNSURE_MASK
+    own = finder_alpha(finder, rgb, grow=False)
+    grown = grow_to_edges(own, rgb)
+    assert (grown > 127).sum() > (own > 127).sum() and (grown[[34, 35, 44, 45], 40:120] > 127).all()
+    mine, after = f"confidence {mask_confidence(own):.2f}", f"confidence {mask_confidence(grown):.2f}"
+    assert mine != after
+    result = Reconstructor(build_model(tiny_config), {"trained": False}, finder=finder).reconstruct(rgb, vertices=642)
+    np.testing.assert_array_equal(result.mask, grown / np.float32(255))
+    notes = " ".join(result.notes)
+    assert result.mask_unsure and mine in notes and after not in notes, notes
+    assert result.report.ok
+
+
 def test_reconstructor_falls_back_to_the_border_colour_then_refuses(tiny_config):
     from recon_core.network.model import build_model
 
