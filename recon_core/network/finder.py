@@ -262,10 +262,10 @@ def _common_colour_share(rgb: np.ndarray, fg: np.ndarray) -> float:
     where = np.flatnonzero(fg)
     if len(where) < FLAT_MIN_PIXELS:
         return 0.0
-    pixels = rgb.reshape(-1, 3)[where[:: -(-len(where) // FLAT_SAMPLE)]]  # the sample's pixels only are gathered
-    p = pixels.astype(np.int64)
+    sample = where[:: -(-len(where) // FLAT_SAMPLE)]
+    p = rgb[sample // fg.shape[1], sample % fg.shape[1]].astype(np.int64)  # only these pixels (rgb may be a window)
     _, counts = np.unique((p[:, 0] << 16) | (p[:, 1] << 8) | p[:, 2], return_counts=True)
-    return float(np.sort(counts)[::-1][:FLAT_COLOURS].sum()) / len(pixels)
+    return float(np.sort(counts)[::-1][:FLAT_COLOURS].sum()) / len(p)
 
 
 def grow_to_edges(alpha: np.ndarray, rgb: np.ndarray) -> np.ndarray:
@@ -280,10 +280,10 @@ def grow_to_edges(alpha: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     not), and the mask grows into edge pixels only, one 4-neighbourhood step at a time, for :data:`EDGE_REACH` steps
     (more for a large object: one cell of the finder's second look); the pixels it takes are set to 255. Growing
     only through edge pixels, a shadow or a vignette beyond a ring that is not taken stays out. No pixel is taken
-    away. A picture in flat colours (more than :data:`FLAT_SHARE` of the
-    object's pixels of its :data:`FLAT_COLOURS` most common colours: clip art, a cartoon) is left as found: the finder
-    learned where the silhouette lies under such a drawing's outline (its middle), and growing would take the
-    outline's outer half. (A drawing saved as JPEG has no exactly flat colours: it is grown.)
+    away. A picture in flat colours (more than :data:`FLAT_SHARE` of the object's pixels of its :data:`FLAT_COLOURS`
+    most common colours: clip art, a cartoon) is left as found: the finder learned where the silhouette lies under
+    such a drawing's outline (its middle), and growing would take the outline's outer half. (A drawing saved as JPEG
+    has no exactly flat colours: it is grown.)
 
     Args:
         alpha: (H, W) uint8 found alpha (:func:`found_alpha`); 255 and above 127 are object.
@@ -320,10 +320,10 @@ def grow_to_edges(alpha: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     d += np.abs(x[..., 1] - b[1])
     d += np.abs(x[..., 2] - b[2])
     strongest = ndimage.maximum_filter(d, size=3, mode="nearest")
-    edge = (d >= EDGE_MIN) & (d >= EDGE_SHARE * strongest)
+    allowed = f | ((d >= EDGE_MIN) & (d >= EDGE_SHARE * strongest))  # the mask and the edge pixels
     grown = f
     for _ in range(reach):  # one step at a time, into edge pixels only: the growth stays joined to the mask
-        step = _grow4(grown, 1) & (edge | f)
+        step = _grow4(grown, 1) & allowed
         if np.array_equal(step, grown):
             break
         grown = step
