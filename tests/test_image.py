@@ -12,6 +12,8 @@ from recon_core.io.image import (
     NOISE_CORRELATION,
     UNIFORM_SPREAD,
     ImageError,
+    _reduction_factor,
+    _request_reduced_decode,
     load_image,
     load_mask,
     load_picture,
@@ -165,6 +167,24 @@ def test_large_jpeg_is_decoded_at_reduced_size_with_the_same_object_box(tmp_path
     assert np.abs(np.array(reduced.box) * scale - full_prepared.box).max() <= 2 * scale
     assert reduced.original_size == (rgb.shape[1], rgb.shape[0])  # the decoded size: box and size agree
     assert np.abs(reduced.image.numpy() - full_prepared.image.numpy()).mean() < 0.02
+
+
+@pytest.mark.parametrize("stored", [(2047, 2100), (2048, 2048), (4106, 4096), (4095, 4200), (5000, 4100),
+                                    (8200, 7000)])
+def test_a_jpegs_reduced_decode_takes_the_factor_of_the_reduction_rule(stored):
+    """The decode's request (Pillow's draft: the largest of 1/8, 1/4, 1/2 within both sides' floor ratios) gives
+    the factor the reduction rule names for the shorter side, also where the longer side's ratio alone would give
+    less (4,106 x 4,096: 1/4, not 1/2) and just below a step (2,047 and 4,095: 1 and 2): a plain reference of the
+    rule, and the decoder's own size after the request."""
+    width, height = stored
+    shorter = min(stored)
+    expected = max(f for f in (1, 2, 4, 8) if f == 1 or shorter // f >= DECODE_MIN_SIDE)
+    assert _reduction_factor(stored) == expected
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 100, 50)).save(buffer, "JPEG", quality=50)
+    with Image.open(buffer) as img:
+        _request_reduced_decode(img)
+        assert img.size == (-(-width // expected), -(-height // expected))
 
 
 @pytest.mark.parametrize("alpha", [False, True])

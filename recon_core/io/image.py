@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 import os
 import warnings
 
@@ -247,15 +246,22 @@ def _neighbour_correlation(rgb: np.ndarray) -> tuple[float, float]:
     return out[0], out[1]
 
 
-def _reduced(img: Image.Image, stored: tuple[int, int]) -> Image.Image:
-    """A decoded picture reduced to the size :func:`load_image` documents: by the largest of 2, 4 and 8 that keeps
-    the shorter side of its file's ``stored`` ``(width, height)`` at least :data:`DECODE_MIN_SIDE` (none below twice
-    that), less what a JPEG's reduced decode already did (``Image.reduce``: each pixel the mean of a block, colours
-    weighed by their alpha), so a picture comes out at one size whatever its format: a 6,000 x 6,000 PNG at
-    1,500 x 1,500, as the same JPEG."""
+def _reduction_factor(stored: tuple[int, int]) -> int:
+    """The largest of 1, 2, 4 and 8 that keeps the shorter side of a file's ``stored`` ``(width, height)`` at least
+    :data:`DECODE_MIN_SIDE` after floor division (none below twice that): the one rule for a JPEG's reduced decode
+    and every other format's reduction."""
     factor = 1
     while factor < 8 and min(stored) // (2 * factor) >= DECODE_MIN_SIDE:
         factor *= 2
+    return factor
+
+
+def _reduced(img: Image.Image, stored: tuple[int, int]) -> Image.Image:
+    """A decoded picture reduced to the size :func:`load_image` documents: by :func:`_reduction_factor` of its
+    file's ``stored`` ``(width, height)``, less what a JPEG's reduced decode already did (``Image.reduce``: each
+    pixel the mean of a block, colours weighed by their alpha), so a picture comes out at one size whatever its
+    format: a 6,000 x 6,000 PNG at 1,500 x 1,500, as the same JPEG."""
+    factor = _reduction_factor(stored)
     done = max(1, round(min(stored) / max(1, min(img.size))))  # the reduced decode's own factor (1 for most)
     return img if factor <= done else img.reduce(factor // done)
 
@@ -263,13 +269,14 @@ def _reduced(img: Image.Image, stored: tuple[int, int]) -> Image.Image:
 def _request_reduced_decode(img: Image.Image) -> None:
     """Ask the decoder for the reduced size :func:`load_image` documents (a no-op unless the format can, i.e. JPEG)."""
     width, height = img.size
-    shorter = min(width, height)
-    if shorter < 2 * DECODE_MIN_SIDE:
+    factor = _reduction_factor((width, height))
+    if factor == 1:
         return
-    # draft() picks the largest of 1/8, 1/4, 1/2 that keeps both sides >= the requested size;
-    # mode None: the size only, the colour mode stays as decoded (and converted below).
-    scale = DECODE_MIN_SIDE / shorter
-    img.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
+    # draft() picks the largest of 1/8, 1/4, 1/2 whose scale is at most min(width // w, height // h) for the
+    # requested (w, h): asking for the sides floor-divided by the factor gives exactly that factor (the scale
+    # from the shorter side alone could be less on the longer side: 4,106 x 4,096 would be decoded at 1/2).
+    # Mode None: the size only, the colour mode stays as decoded (and converted below).
+    img.draft(None, (width // factor, height // factor))
     if img.size != (width, height):
         log.debug("%s decoded at %dx%d instead of %dx%d", img.format, *img.size, width, height)
 
