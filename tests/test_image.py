@@ -761,3 +761,20 @@ def test_a_large_sixteen_bit_picture_is_reduced_too(tmp_path):
     Image.fromarray(grey).save(path)
     rgb, alpha, _ = load_image(path)
     assert rgb.shape == (1050, 1100, 3) and alpha is None
+
+
+@pytest.mark.parametrize("mode, key, ink", [("L", 255, 0), ("RGB", (255, 255, 255), (150, 90, 40)),
+                                           ("P", 0, 1)])
+def test_a_pngs_transparent_colour_is_its_alpha(tmp_path, mode, key, ink):
+    """A grey, RGB or palette PNG whose transparency is one colour (its tRNS key) gives that colour alpha 0 and
+    the rest 255, as a cut-out with an alpha channel does (not a picture without transparency)."""
+    img = Image.new(mode, (64, 64), key)
+    if mode == "P":
+        img.putpalette([255, 255, 255, 150, 90, 40] + [0] * 762)
+    img.paste(ink, (16, 8, 48, 56))
+    p = tmp_path / f"key_{mode}.png"
+    img.save(p, transparency=key)
+    rgb, alpha, _ = load_image(p)
+    expected = np.zeros((64, 64), np.uint8)
+    expected[8:56, 16:48] = 255
+    assert alpha is not None and np.array_equal(alpha, expected)

@@ -131,8 +131,8 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, 
     if mode == "CMYK":
         notes.append("CMYK image converted to RGB")
         img = img.convert("RGB")
-    elif mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif mode in ("P", "L", "1", "RGB") and "transparency" in img.info:
+        img = img.convert("RGBA")  # a palette's transparent entries, or a PNG's transparent colour (its tRNS key)
     elif mode in ("LA", "PA"):
         img = img.convert("RGBA")
     elif mode not in ("RGB", "RGBA"):
