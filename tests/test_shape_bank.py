@@ -492,6 +492,42 @@ def test_a_banked_models_solid_is_decimated_to_the_requested_detail(banked_model
     assert float(d.dists.max().sqrt()) < 0.05 * float(np.ptp(full.verts, axis=0).max())
 
 
+def test_a_solid_that_cannot_be_decimated_is_written_whole_with_a_note(banked_model, fake, monkeypatch):
+    """When the decimation cannot be mended (simplify.decimate gives None), the user is told that the detail was
+    not reached: the full solid, printable, with a note naming the faces asked for and written."""
+    from recon_core.io.inference import Reconstructor
+    from recon_core.mesh import simplify
+
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    model, meta = load_model(banked_model)
+    rec = Reconstructor(_with_config(model, bank_shape_weight=0.0), meta)
+    monkeypatch.setattr(simplify, "decimate", lambda *args, **kwargs: None)
+    result = rec.reconstruct(rgb, alpha, vertices=642)
+    assert result.report.ok and len(result.faces) > 2 * 1.2 * 642
+    assert result.notes == [f"the solid could not be simplified to about 1,284 faces and stay printable: it is "
+                            f"written whole, {len(result.faces):,} faces (simplify it in your modeller if need be)"]
+
+
+def test_a_stand_in_for_the_reconstruction_is_said(banked_model, fake, monkeypatch):
+    """When the repair's last resort (the convex hull or the bounding box) is the output, a note says so."""
+    import trimesh
+
+    from recon_core.io import inference
+
+    model, meta = load_model(banked_model)
+    model = _with_config(model, bank_carve=False)
+
+    box = trimesh.creation.box(extents=(0.3, 0.4, 0.2))
+    open_box = (np.asarray(box.vertices), np.asarray(box.faces)[1:])  # open: the repair falls back to its hull
+    monkeypatch.setattr(type(model.bank), "view_mesh", lambda self, row, smoothing=0.0, level=0.5: open_box)
+    monkeypatch.setattr(type(model.bank), "shape_mesh", lambda self, shape, smoothing=0.0, level=0.5: open_box)
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    result = inference.Reconstructor(model, meta).reconstruct(rgb, alpha)
+    assert result.report.ok and result.repair.path in ("hull", "box"), result.repair.path
+    stand_in = {"hull": "its convex hull", "box": "its bounding box"}[result.repair.path]
+    assert result.notes[-1] == f"the reconstruction could not be made printable: {stand_in} stands in for it"
+
+
 def test_every_detail_chooses_the_same_shape(banked_model, fake, monkeypatch):
     """A bank model's network mesh only ranks the bank: it is made at the model's own level whatever the detail, so
     low, medium and high give the same training shape in the same pose; only the decimation differs."""

@@ -43,6 +43,8 @@ SMOOTH_ITERATIONS = 10
 
 SNAP_QUERY_POINTS = 256
 """About this many of the reconstruction's vertices (every k-th) are compared with the bank's shapes."""
+MAX_HEIGHT_MM = 100_000.0
+"""Largest ``height_mm`` accepted (100 m): beyond any printer, and far below where float32 vertices lose the mesh."""
 FIT_TEMPERATURE = 0.05
 """Candidates of a shape-bank model: confidence = softmax(silhouette IoU / this) among them (0.05 IoU apart: e times)."""
 CATEGORY_VOTE_FLOOR = 0.1
@@ -236,8 +238,9 @@ class Reconstructor:
         if count > 1 and not self.banked:
             raise ValueError("This model gives one shape per picture; several candidates need a model with a "
                              "shape bank (the shipped default has one).")
-        if height_mm is not None and not (np.isfinite(height_mm) and height_mm > 0):
-            raise ValueError(f"height_mm must be a positive number of millimetres, got {height_mm}.")
+        if height_mm is not None and not 0 < height_mm <= MAX_HEIGHT_MM:  # NaN fails too
+            raise ValueError(f"height_mm must be a positive number of millimetres, at most {MAX_HEIGHT_MM:,.0f}, "
+                             f"got {height_mm}.")
         if vertices is not None and self.banked and vertices not in VERTEX_SCHEDULES:
             # the network (which checks it) runs at its own level: the detail only sizes the decimation
             raise ValueError(f"vertices must be one of {sorted(VERTEX_SCHEDULES)}, got {vertices}")
@@ -377,6 +380,7 @@ class Reconstructor:
 
         start, checking = time.perf_counter(), timings.get("check", 0.0)
         verts, faces = snapped
+        notes: list[str] = []
         report = None
         repair_log = RepairLog(path="original", input_closed_manifold=True)
         repair_log.note("the solid of the nearest training shape, meshed by marching tetrahedra")
@@ -409,6 +413,8 @@ class Reconstructor:
             decimated = decimate(verts, faces, target, defects=defects)
             if decimated is None:
                 repair_log.note(f"decimation to {target} faces could not be mended into a printable mesh")
+                notes.append(f"the solid could not be simplified to about {target:,} faces and stay printable: "
+                             f"it is written whole, {len(faces):,} faces (simplify it in your modeller if need be)")
             else:
                 _, faces, mends = decimated
                 verts, report = checked["verts"], checked["report"]
@@ -417,7 +423,7 @@ class Reconstructor:
         # the decimation and its mends as "repair", the printable checks they ran as "check"
         timings["repair"] = (timings.get("repair", 0.0) + time.perf_counter() - start
                              - (timings.get("check", 0.0) - checking))
-        return self._finish(verts, faces, repair_log, used, probs, height_mm, timings, [], report)
+        return self._finish(verts, faces, repair_log, used, probs, height_mm, timings, notes, report)
 
     def _reconstruct_occupancy(self, out, rgb: np.ndarray, alpha: np.ndarray | None, prepared, cat_index: int | None,
                                vertices: int | None, height_mm: float | None, smooth: bool, timings: dict[str, float],
@@ -575,7 +581,8 @@ class Reconstructor:
         reused unless ``height_mm`` rescales them (then the scaled mesh is checked).
         """
         if report is not None and height_mm is None:
-            return Reconstruction(verts, faces, used, probs, report, repair_log, timings, self._notes(notes))
+            return Reconstruction(verts, faces, used, probs, report, repair_log, timings,
+                                  self._notes(notes, repair_log))
         if height_mm is not None:
             verts = _to_height(verts, height_mm)
         scale_mm = 1.0 if height_mm is not None else None
@@ -587,9 +594,14 @@ class Reconstructor:
                 verts, faces, repair_log = make_printable(verts, faces, smooth_iterations=0)
                 verts = _float32_exact(verts)
                 report = check_printable(verts, faces, unit_scale_mm=scale_mm)
-        return Reconstruction(verts, faces, used, probs, report, repair_log, timings, self._notes(notes))
+        return Reconstruction(verts, faces, used, probs, report, repair_log, timings, self._notes(notes, repair_log))
 
-    def _notes(self, notes: list[str]) -> list[str]:
+    def _notes(self, notes: list[str], repair_log=None) -> list[str]:
+        """``notes``, after a first note for an untrained model, and with a last one when the repair's last resort
+        (``repair_log.path``: the convex hull or the bounding box) stands in for the reconstruction."""
+        stand_in = {"hull": "its convex hull", "box": "its bounding box"}.get(getattr(repair_log, "path", None))
+        if stand_in is not None:
+            notes = [*notes, f"the reconstruction could not be made printable: {stand_in} stands in for it"]
         if self.trained:
             return notes
         return ["the model is untrained (random weights): the shape is not meaningful", *notes]
