@@ -3,7 +3,7 @@ candidate count (per scene)."""
 
 import bpy
 
-from .worker_client import CATEGORY_NAMES, DEFAULT_DETAIL, DETAIL_VERTICES
+from .worker_client import CATEGORY_NAMES, DEFAULT_DETAIL, DETAIL_VERTICES, MAX_HEIGHT_MM
 
 __all__ = ["ReconSettings"]
 
@@ -46,7 +46,7 @@ class ReconSettings(bpy.types.PropertyGroup):
     height_mm: bpy.props.FloatProperty(
         name="Height (mm)",
         description="Real height of the object in millimetres; 0 keeps the model's size (about 1 unit across)",
-        default=0.0, min=0.0, soft_max=2000.0, precision=1,
+        default=0.0, min=0.0, max=MAX_HEIGHT_MM, soft_max=2000.0, precision=1,
     )
     candidates: bpy.props.IntProperty(
         name="Candidates",

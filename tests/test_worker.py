@@ -81,6 +81,9 @@ def test_client_constants_match_recon_core():
     assert worker_client.CATEGORY_NAMES == tuple(c.name for c in CATEGORIES)
     assert worker_client.DETAIL_VERTICES == DETAIL_VERTICES
     assert worker_client.DEFAULT_DETAIL == DEFAULT_DETAIL
+    from recon_core.io.inference import MAX_HEIGHT_MM
+
+    assert worker_client.MAX_HEIGHT_MM == MAX_HEIGHT_MM
 
 
 def test_array_encoding_round_trips_little_endian():
@@ -255,6 +258,32 @@ def test_a_bad_candidate_count_is_a_value_error_and_the_worker_goes_on(files, co
     bad = answers["bad"]
     assert bad["type"] == "error" and bad["kind"] == "ValueError" and not bad["fatal"], bad
     assert bad["message"] == f"The request's candidates must be a whole number of at least 1, got {count!r}."
+    assert answers["next"]["type"] == "result"
+
+
+@pytest.mark.parametrize("field, value, kind, fragment", [
+    ("test_delay_s", "x", "ProtocolError", "The request's test_delay_s must be a number of seconds or null, got 'x'."),
+    ("image", 5, "ProtocolError", "The request's image must be the picture file's path, got 5."),
+    ("image", ["a.png"], "ProtocolError", "The request's image must be the picture file's path, got ['a.png']."),
+    ("category", 3, "ProtocolError", "The request's category must be a category name or null, got 3."),
+    ("smooth", "false", "ProtocolError", "The request's smooth must be true or false or null, got 'false'."),
+    ("height_mm", "abc", "ProtocolError", "The request's height_mm must be a number of millimetres or null, got 'abc'."),
+    ("height_mm", True, "ProtocolError", "The request's height_mm must be a number of millimetres or null, got True."),
+    ("height_mm", 0, "ValueError", "height_mm must be a positive number of millimetres, at most 100,000 (or null: "
+                                   "unscaled), got 0."),
+    ("height_mm", 1e39, "ValueError", "height_mm must be a positive number of millimetres"),
+    ("mask_path", 7, "ProtocolError", "The request's mask_path must be a file path or null, got 7."),
+])
+def test_a_request_field_of_the_wrong_kind_is_one_sentence_and_the_worker_goes_on(files, field, value, kind,
+                                                                                   fragment):
+    """Each field is checked before the work starts: a wrong type is the client's error (ProtocolError), a bad
+    value the user's (ValueError); the worker answers both and serves the next request."""
+    image = str(files["image"])
+    answers = serve_requests(files["model"], {"bad": {"image": image, "detail": "low", field: value},
+                                              "next": {"image": image, "detail": "low"}})
+    bad = answers["bad"]
+    assert bad["type"] == "error" and bad["kind"] == kind and not bad["fatal"], bad
+    assert bad["message"].startswith(fragment), bad["message"]
     assert answers["next"]["type"] == "result"
 
 

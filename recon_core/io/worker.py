@@ -167,25 +167,35 @@ class _Channel:
 
 def _handle_request(channel: _Channel, reconstructor, request: dict[str, Any]) -> None:
     from recon_core.io.image import ImageError
+    from recon_core.io.inference import MAX_HEIGHT_MM
 
     rid = request.get("id")
     started = time.perf_counter()
-    delay = float(request.get("test_delay_s") or 0)
-    if delay > 0:
-        channel.send("progress", id=rid, stage="waiting (test delay)", fraction=0.0)
-        time.sleep(delay)
     try:
+        delay = _field(request, "test_delay_s", (int, float), "a number of seconds") or 0
+        if delay > 0:
+            channel.send("progress", id=rid, stage="waiting (test delay)", fraction=0.0)
+            time.sleep(delay)
         image = request["image"]
-        height = request.get("height_mm")
-        kwargs = dict(category=request.get("category") or None, vertices=_requested_vertices(request),
-                      height_mm=float(height) if height else None, smooth=bool(request.get("smooth", True)))
-        mask_path = request.get("mask_path") or None
-        object_mask = request.get("object_mask") or None
+        if not isinstance(image, str) or not image:
+            raise _BadRequest(f"The request's image must be the picture file's path, got {image!r}.")
+        height = _field(request, "height_mm", (int, float), "a number of millimetres")
+        if height is not None and not 0 < height <= MAX_HEIGHT_MM:  # NaN fails too
+            raise ValueError(f"height_mm must be a positive number of millimetres, at most {MAX_HEIGHT_MM:,.0f} "
+                             f"(or null: unscaled), got {height!r}.")
+        smooth = _field(request, "smooth", bool, "true or false")
+        kwargs = dict(category=_field(request, "category", str, "a category name") or None, vertices=_requested_vertices(request),
+                      height_mm=None if height is None else float(height), smooth=True if smooth is None else smooth)
+        mask_path = _field(request, "mask_path", str, "a file path") or None
+        object_mask = _field(request, "object_mask", str, "a file path") or None
         count = _requested_candidates(request)
         channel.send("progress", id=rid, stage="reconstructing", fraction=0.1)
         results = _reconstruct(reconstructor, image, count, kwargs, object_mask)
     except KeyError as err:
         channel.error(rid, "ProtocolError", f"The request lacks the field {err}.")
+        return
+    except _BadRequest as err:
+        channel.error(rid, "ProtocolError", str(err))
         return
     except ImageError as err:
         channel.error(rid, "ImageError", str(err))
@@ -212,6 +222,25 @@ def _handle_request(channel: _Channel, reconstructor, request: dict[str, Any]) -
         report=_report_dict(result.report), notes=notes, timings=timings, mask_path=mask_path,
         mask_unsure=bool(result.mask_unsure), object_mask=object_mask, **extra,
     )
+
+
+class _BadRequest(Exception):
+    """A request field of the wrong type: answered as a ``ProtocolError`` (the client's fault, not the user's)."""
+
+
+def _field(request: dict[str, Any], name: str, kind: type | tuple[type, ...], what: str) -> Any:
+    """The request's ``name``, None when null or absent.
+
+    Raises:
+        _BadRequest: present and not of ``kind`` (``what`` names it for the message; true and false are not numbers).
+    """
+    value = request.get(name)
+    if value is None:
+        return None
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise _BadRequest(f"The request's {name} must be {what} or null, got {value!r}.")
+    return value
 
 
 def _requested_candidates(request: dict[str, Any]) -> int:
