@@ -62,6 +62,10 @@ def _bad_inputs(tmp_path: Path, tiny_config) -> dict[str, tuple[list[str], str]]
     Image.new("L", (64, 32), 255).save(given_wide)
     given_black = tmp_path / "given_black.png"
     Image.new("L", (64, 64), 0).save(given_black)
+    given_white = tmp_path / "given_white.png"
+    Image.new("L", (64, 64), 255).save(given_white)
+    folder = tmp_path / "folder.stl"
+    folder.mkdir()
     # a model whose weights do not fit its config, and a truncated one
     wrong = save_model(build_model(tiny_config), tmp_path / "wrong")
     meta = json.loads(wrong.with_suffix(".json").read_text())
@@ -90,6 +94,12 @@ def _bad_inputs(tmp_path: Path, tiny_config) -> dict[str, tuple[list[str], str]]
         "given mask missing": ([str(good), "--mask", str(tmp_path / "given_nope.png")], "Mask file not found"),
         "given mask of another shape": ([str(good), "--mask", str(given_wide)], "must have the picture's size"),
         "given mask marks nothing": ([str(good), "--mask", str(given_black)], "marks no object"),
+        "height beyond any printer": ([str(good), "--height-mm", "1e39"], "--height-mm must be a positive number"),
+        "infinite height": ([str(good), "--height-mm", "inf"], "--height-mm must be a positive number"),
+        "mask over the picture": ([str(good), "--save-mask", str(good)], "it is the input picture"),
+        "mask over the given mask": ([str(good), "--mask", str(given_white), "--save-mask",
+                                      str(tmp_path / "." / given_white.name)], "it is the --mask file"),
+        "output is a folder": ([str(good), "-o", str(folder)], "it is a folder"),
     }
 
 
@@ -105,6 +115,8 @@ def test_each_bad_input_gets_one_sentence_and_no_file(tmp_path, tiny_config, cap
         assert "Traceback" not in err and err.count("\n") == 1, (name, err)
         assert not out.exists(), name
     assert not list(tmp_path.glob("*mask*")), "no mask written on bad input"
+    with Image.open(tmp_path / "good.png") as img:  # not overwritten by the mask
+        assert img.mode == "RGB" and np.array_equal(np.asarray(img), _object_rgb())
     assert not list(tmp_path.glob("*.3mf"))
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
 
@@ -393,3 +405,48 @@ def test_help_offers_detail_levels_not_vertex_counts(capsys):
     assert "--detail {low,medium,high}" in printed
     assert "low ~1,300, medium ~5,100, high ~20,500" in " ".join(printed.split())
     assert "--vertices" not in printed.split("exit codes:")[0], "hidden from the usage and the options"
+
+
+def test_ctrl_c_is_one_sentence_exit_130_and_no_file(tmp_path, tiny_model_path, good_image, capsys, monkeypatch):
+    """Interrupted while the model runs (or a candidate is written): no traceback, exit 130, no file left."""
+    from recon_core.io import inference
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "out.stl"
+    with monkeypatch.context() as m:
+        m.setattr(inference.Reconstructor, "reconstruct_candidates", interrupted)
+        assert main([str(good_image), "-o", str(out), "--model", str(tiny_model_path)]) == 130
+    err = capsys.readouterr().err
+    assert err == "error: interrupted; no file written.\n"
+    from recon_core.io import cli
+
+    def mask_interrupted(*args, **kwargs):  # after the mesh is on disk
+        assert out.exists()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_save_mask", mask_interrupted)
+    code = main([str(good_image), "-o", str(out), "--model", str(tiny_model_path), "--save-mask",
+                 str(tmp_path / "mask.png")])
+    assert code == 130 and not out.exists() and not (tmp_path / "mask.png").exists()
+    assert capsys.readouterr().err == "error: interrupted; no file written.\n"
+
+
+def test_a_failing_stdout_is_one_sentence_after_the_files(tmp_path, tiny_model_path, good_image, capsys, monkeypatch):
+    """stdout that fails with another error than a closed pipe (a full disk): the mesh stays, exit 1, one sentence."""
+    import errno
+
+    class Full:
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self):
+            pass
+
+    out = tmp_path / "out.stl"
+    monkeypatch.setattr(sys, "stdout", Full())
+    code = main([str(good_image), "-o", str(out), "--model", str(tiny_model_path)])
+    err = capsys.readouterr().err
+    assert code == 1 and out.exists()
+    assert "the files were written, but the report could not be printed" in err and "Traceback" not in err

@@ -17,6 +17,9 @@ from recon_core.network.categories import CATEGORIES
 
 __all__ = ["main", "EPILOG", "candidate_path"]
 
+INTERRUPTED = 130
+"""Exit code of a run stopped by Ctrl-C (the shell's 128 + SIGINT)."""
+
 EPILOG = """\
 exit codes:
   0  the mesh was written and passed the printable check
@@ -24,6 +27,7 @@ exit codes:
   2  bad input (image, a picture with no object, model, output path or option, such as
      --detail together with the deprecated --vertices): one sentence on stderr, no file written
   3  the mesh was written but failed the printable check (with --candidates: one of them did)
+  130  interrupted (Ctrl-C) before the files were written: none was
 
 The mesh is complete on disk before the report is printed. A reader that stops early
 (recon-mesh ... | head -1) ends the report quietly and leaves the exit code as above."""
@@ -94,6 +98,14 @@ def _print(line: str) -> None:
     _flush_stdout()
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file (both existing: the same inode; else the same resolved path)."""
+    try:
+        return a.samefile(b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
 def _save_mask(mask, image: str, path: Path, mesh: Path) -> None:
     """Write ``mask`` (H, W) as a PNG of the image file's size (:func:`recon_core.io.image.save_mask`).
 
@@ -129,14 +141,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from recon_core.io.image import ImageError, load_picture
         from recon_core.io.export import EXPORT_FORMATS, ExportError, export_mesh
-        from recon_core.io.inference import Reconstructor
+        from recon_core.io.inference import MAX_HEIGHT_MM, Reconstructor
         from recon_core.io.weights import WeightsError
 
         out = Path(args.output)
         if out.suffix.lower() not in EXPORT_FORMATS:
             raise ExportError(f"Cannot write {out.name}: the extension must be one of {', '.join(EXPORT_FORMATS)}.")
-        if not out.parent.exists():
+        if not out.parent.is_dir():
             raise ExportError(f"Cannot write {out}: the folder {out.parent} does not exist; create it first.")
+        if out.is_dir():
+            raise ExportError(f"Cannot write {out}: it is a folder; give a file name, e.g. {out / 'mesh.stl'}.")
+        if not os.access(out.parent, os.W_OK):
+            raise ExportError(f"Cannot write {out}: the folder {out.parent} is not writable; choose a writable location.")
         mask_out = None if args.save_mask is None else Path(args.save_mask)
         if mask_out is not None:
             if mask_out.suffix.lower() != ".png":
@@ -147,8 +163,13 @@ def main(argv: list[str] | None = None) -> int:
             if not os.access(mask_out.parent, os.W_OK):
                 raise ExportError(f"Cannot write the mask to {mask_out}: the folder {mask_out.parent} is not writable; "
                                   "choose a writable location.")
-        if args.height_mm is not None and not args.height_mm > 0:
-            raise ValueError(f"--height-mm must be a positive number of millimetres, got {args.height_mm}.")
+            for flag, given in (("the input picture", args.image), ("the --mask file", args.mask)):
+                if given is not None and _same_file(mask_out, Path(given)):
+                    raise ExportError(f"Cannot write the mask to {mask_out}: it is {flag}, which would be "
+                                      "overwritten; choose another file name.")
+        if args.height_mm is not None and not 0 < args.height_mm <= MAX_HEIGHT_MM:  # NaN fails too
+            raise ValueError(f"--height-mm must be a positive number of millimetres, at most {MAX_HEIGHT_MM:,.0f}, "
+                             f"got {args.height_mm}.")
         if out.suffix.lower() == ".3mf" and args.height_mm is None:
             raise ExportError(f"Cannot write {out.name} without a size: a 3MF file is in millimetres, so give the "
                               "object's real height, e.g. --height-mm 90.")
@@ -179,11 +200,24 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: no file written (the candidates' cleanup above ran)
+        print("error: interrupted; no file written.", file=sys.stderr)
+        return INTERRUPTED
     except Exception as err:  # noqa: BLE001 - last line of defence: one sentence, not a traceback
         if args.debug:
             raise
         print(f"error: unexpected failure ({type(err).__name__}: {err}); rerun with --debug and report it.", file=sys.stderr)
         return 1
+    try:
+        return _report(args, result, results, paths, out, mask_out, time.perf_counter() - start)
+    except OSError as err:  # stdout full or failing (a closed pipe ends the report quietly in _print)
+        print(f"error: the files were written, but the report could not be printed to standard output "
+              f"({err.strerror or err}).", file=sys.stderr)
+        return 1
+
+
+def _report(args, result, results, paths, out, mask_out, seconds: float) -> int:
+    """Print the notes (stderr) and the report (stdout) of a run whose files are written; its exit code."""
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     if len(results) < args.candidates:
@@ -191,7 +225,6 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
     probs = result.category_probs
     # The meshes are on disk (each written to a temporary file and renamed) before the first line below.
-    seconds = time.perf_counter() - start
     if len(results) == 1 and args.candidates == 1:
         _print(f"wrote {out} ({len(result.verts)} vertices, {len(result.faces)} faces) in {seconds:.2f} s")
     else:
@@ -220,8 +253,13 @@ def run() -> None:
     to a temporary file and renamed) and the report is printed; stdout, stderr and the log are
     flushed here before ``os._exit``. ``--help`` and usage errors exit through argparse as usual.
     """
-    code = main()
-    _flush_stdout()
+    try:
+        code = main()
+        _flush_stdout()
+    except KeyboardInterrupt:  # after the files were written, while the report printed
+        code = INTERRUPTED
+    except OSError:  # the report's last flush into a full stdout: main has said so, or had nothing left to say
+        code = 1
     sys.stderr.flush()
     logging.shutdown()
     os._exit(code)
