@@ -100,6 +100,8 @@ def _bad_inputs(tmp_path: Path, tiny_config) -> dict[str, tuple[list[str], str]]
         "mask over the given mask": ([str(good), "--mask", str(given_white), "--save-mask",
                                       str(tmp_path / "." / given_white.name)], "it is the --mask file"),
         "output is a folder": ([str(good), "-o", str(folder)], "it is a folder"),
+        "output inside a file": ([str(good), "-o", str(not_a_folder / "out.stl")], "is a file, not a folder"),
+        "given mask is a folder": ([str(good), "--mask", str(tmp_path)], "is a folder, not a mask image"),
     }
 
 

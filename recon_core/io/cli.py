@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.output)
         if out.suffix.lower() not in EXPORT_FORMATS:
             raise ExportError(f"Cannot write {out.name}: the extension must be one of {', '.join(EXPORT_FORMATS)}.")
+        if out.parent.exists() and not out.parent.is_dir():
+            raise ExportError(f"Cannot write {out}: {out.parent} is a file, not a folder.")
         if not out.parent.is_dir():
             raise ExportError(f"Cannot write {out}: the folder {out.parent} does not exist; create it first.")
         if out.is_dir():

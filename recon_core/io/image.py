@@ -348,6 +348,8 @@ def load_mask(path: str | os.PathLike, picture: str | os.PathLike, shape: tuple[
             marks no object (no pixel above half grey); or the picture cannot be read again.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ImageError(f"{path} is a folder, not a mask image. Give the path of the mask's PNG file.")
     if not os.path.isfile(path):
         raise ImageError(f"Mask file not found: {path}. Check the path, or leave the mask out to let the model "
                          "find the object.")
