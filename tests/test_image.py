@@ -778,3 +778,17 @@ def test_a_pngs_transparent_colour_is_its_alpha(tmp_path, mode, key, ink):
     expected = np.zeros((64, 64), np.uint8)
     expected[8:56, 16:48] = 255
     assert alpha is not None and np.array_equal(alpha, expected)
+
+
+def test_a_float_tiff_with_a_pixel_that_is_not_a_number_is_read(tmp_path):
+    """A float grey picture (mode F) with NaN and infinite pixels: those are black, the rest scaled over the largest
+    finite value, without a warning (before: the NaN made the maximum NaN and the picture "one uniform colour")."""
+    grey = np.full((64, 64), 200.0, np.float32)
+    grey[16:48, 20:44] = 20.0
+    grey[0, 0], grey[0, 1] = np.nan, np.inf
+    p = tmp_path / "float.tif"
+    Image.fromarray(grey, "F").save(p)
+    with np.errstate(all="raise"):
+        rgb, alpha, _ = load_image(p)
+    assert alpha is None and rgb[32, 32, 0] == round(20 / 200 * 255) and rgb[40, 5, 0] == 255
+    assert rgb[0, 0, 0] == 0 and rgb[0, 1, 0] == 0

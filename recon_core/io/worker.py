@@ -34,6 +34,9 @@ Client to worker::
      "category": null, "detail": "medium", "height_mm": 120.0, "smooth": true, "mask_path": "/tmp/recon-x/mask.png",
      "candidates": 3, "object_mask": "/path/photo_mask.png"}
         ``category``, ``detail`` and ``height_mm`` may be null (automatic, the model's default, unscaled);
+        ``height_mm`` is a number of millimetres in (0, 100,000] (:data:`recon_core.io.inference.MAX_HEIGHT_MM`),
+        ``smooth`` true or false (absent: true); a field of another type is answered with a ``ProtocolError``, a
+        value out of range with a ``ValueError``, before any work;
         ``detail`` is "low", "medium" or "high" (:mod:`recon_core.mesh.detail`); ``mask_path`` may be null
         or absent (no mask is written); ``candidates`` may be null or absent (one shape); ``object_mask`` may be
         null or absent (the model finds the object), else it names the user's mask of the object, read as
