@@ -452,3 +452,20 @@ def test_a_failing_stdout_is_one_sentence_after_the_files(tmp_path, tiny_model_p
     err = capsys.readouterr().err
     assert code == 1 and out.exists()
     assert "the files were written, but the report could not be printed" in err and "Traceback" not in err
+
+
+def test_solid_is_passed_to_the_reconstruction(tmp_path, tiny_model_path, good_image, monkeypatch):
+    """--solid asks for the sealed pockets to be filled (tests/test_shape_bank.py checks the filling itself)."""
+    from recon_core.io import inference
+
+    seen = []
+    real = inference.Reconstructor.reconstruct_candidates
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("solid"))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(inference.Reconstructor, "reconstruct_candidates", spy)
+    for extra in ([], ["--solid"]):
+        assert main([str(good_image), "-o", str(tmp_path / "out.stl"), "--model", str(tiny_model_path), *extra]) == 0
+    assert seen == [False, True]

@@ -194,3 +194,49 @@ class TestValidation:
     def test_no_vertices(self):
         with pytest.raises(ValueError, match="at least one vertex"):
             make_printable(np.zeros((0, 3)), np.zeros((0, 3), dtype=int))
+
+
+def _pockets_reference(verts, faces):
+    """The parts (trimesh's split, through shared vertices) whose enclosed volume is positive, as sorted face
+    triples of their vertex positions: the slow, obvious fill."""
+    mesh = trimesh.Trimesh(verts, faces, process=False)
+    kept = [p for p in mesh.split(only_watertight=False) if p.volume > 0]
+    return sorted(tuple(np.round(p.vertices[f], 9).ravel()) for p in kept for f in p.faces)
+
+
+def _shell(centre, radius, level, inward=False):
+    s = trimesh.creation.icosphere(level, radius=radius)
+    faces = s.faces[:, ::-1] if inward else s.faces
+    return s.vertices + centre, faces
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fill_cavities_keeps_the_parts_that_enclose_a_positive_volume(seed):
+    """Solids with pockets (inward shells inside outward ones), separate solids and none: the same faces kept as
+    the reference's, the pockets counted, and the result still printable."""
+    from recon_core.mesh.repair import fill_cavities
+
+    rng = np.random.default_rng(seed)
+    parts = []
+    for k in range(int(rng.integers(1, 4))):  # separate solids, each with 0-2 pockets
+        centre = np.array([3.0 * k, rng.normal(), rng.normal()])
+        parts.append(_shell(centre, 1.0, 2))
+        for j in range(int(rng.integers(0, 3))):
+            parts.append(_shell(centre + [0.45 * (2 * j - 1), 0.0, 0.0], 0.3, 1, inward=True))
+    order = rng.permutation(len(parts))  # the pockets' vertices not after their solid's
+    verts, faces, offset = [], [], 0
+    for i in order:
+        v, f = parts[i]
+        verts.append(v)
+        faces.append(f + offset)
+        offset += len(v)
+    verts, faces = np.concatenate(verts), np.concatenate(faces)
+    pockets = sum(1 for v, f in parts if signed_volume(v, f) < 0)
+    assert check_printable(verts, faces).ok
+    got_v, got_f, count = fill_cavities(verts, faces)
+    assert count == pockets
+    got = sorted(tuple(np.round(got_v[f], 9).ravel()) for f in got_f)
+    assert got == _pockets_reference(verts, faces)
+    assert check_printable(got_v, got_f).ok and len(got_v) == len(np.unique(got_f))
+    if pockets == 0:
+        assert got_v is verts or np.array_equal(got_v, verts)

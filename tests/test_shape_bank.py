@@ -528,6 +528,30 @@ def test_a_stand_in_for_the_reconstruction_is_said(banked_model, fake, monkeypat
     assert result.notes[-1] == f"the reconstruction could not be made printable: {stand_in} stands in for it"
 
 
+def test_solid_fills_the_sealed_pockets_of_the_output(banked_model, fake):
+    """The bank's solids keep each closed part's walls, so the output holds sealed pockets (parts enclosing a
+    negative volume); ``solid=True`` drops exactly those, checks the result again and says how many."""
+    import trimesh
+
+    from recon_core.io.inference import Reconstructor
+
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    model, meta = load_model(banked_model)
+    rec = Reconstructor(_with_config(model, bank_shape_weight=0.0, bank_carve=False), meta)
+
+    def volumes(result):
+        mesh = trimesh.Trimesh(result.verts, result.faces, process=False)
+        return sorted(float(p.volume) for p in mesh.split(only_watertight=False))
+
+    hollow, filled = rec.reconstruct(rgb, alpha), rec.reconstruct(rgb, alpha, solid=True)
+    pockets = [v for v in volumes(hollow) if v < 0]
+    assert pockets, "the fake bank's boxes are hollow slabs: their solid has a pocket"
+    assert volumes(filled) == pytest.approx([v for v in volumes(hollow) if v > 0])
+    assert filled.report.ok and filled.report.volume == pytest.approx(hollow.report.volume - sum(pockets))
+    note = f"filled {len(pockets)} sealed hollow pocket{'s' if len(pockets) > 1 else ''} inside the solid"
+    assert filled.notes == [*hollow.notes, note]
+
+
 def test_every_detail_chooses_the_same_shape(banked_model, fake, monkeypatch):
     """A bank model's network mesh only ranks the bank: it is made at the model's own level whatever the detail, so
     low, medium and high give the same training shape in the same pose; only the decimation differs."""

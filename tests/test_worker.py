@@ -273,6 +273,7 @@ def test_a_bad_candidate_count_is_a_value_error_and_the_worker_goes_on(files, co
                                    "unscaled), got 0."),
     ("height_mm", 1e39, "ValueError", "height_mm must be a positive number of millimetres"),
     ("mask_path", 7, "ProtocolError", "The request's mask_path must be a file path or null, got 7."),
+    ("solid", 1, "ProtocolError", "The request's solid must be true or false or null, got 1."),
 ])
 def test_a_request_field_of_the_wrong_kind_is_one_sentence_and_the_worker_goes_on(files, field, value, kind,
                                                                                    fragment):

@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--vertices", type=int, choices=list(DETAIL_VERTICES.values()), help=argparse.SUPPRESS)
     p.add_argument("--model", help="model to use (NAME.safetensors with NAME.json beside it; default: models/default)")
     p.add_argument("--no-smooth", action="store_true", help="skip the volume-preserving smoothing")
+    p.add_argument("--solid", action="store_true",
+                   help="fill the sealed hollow pockets inside the mesh (for resin and powder printers, which trap "
+                        "material in them; a note says how many)")
     p.add_argument("--mask", metavar="MASK.png",
                    help="the object's mask, used instead of finding the object: an image of the picture's size (or shape), "
                         "white on the object and black elsewhere (e.g. a --save-mask file, corrected), or a cut-out "
@@ -181,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         rec = Reconstructor.from_file(args.model)
         results = rec.reconstruct_candidates(
             rgb, alpha, args.candidates, category=args.category, vertices=vertices, height_mm=args.height_mm,
-            smooth=not args.no_smooth, source=args.image,
+            smooth=not args.no_smooth, source=args.image, solid=args.solid,
         )
         result = results[0]
         result.notes[:0] = notes

@@ -188,6 +188,7 @@ class Reconstructor:
         height_mm: float | None = None,
         smooth: bool = True,
         source: str = "the picture",
+        solid: bool = False,
     ) -> Reconstruction:
         """Reconstruct one decoded image.
 
@@ -201,12 +202,16 @@ class Reconstructor:
             smooth: volume-preserving smoothing after repair (the network's own mesh; a shape-bank model's solid
                 is smoothed by the blur of its config's ``bank_smoothing``).
             source: how error messages name the picture (its path).
+            solid: fill the sealed hollow pockets inside the mesh (:func:`recon_core.mesh.repair.fill_cavities`:
+                the shape bank's solids keep each closed part's walls, so most outputs hold a few; resin and
+                powder printers trap material in them), with a note; off by default, as the evaluation protocol
+                scores those inner walls (see the README).
 
         Raises:
             ImageError: a ``coarse="occupancy"`` model finds no object in a picture without transparency
                 (:data:`MIN_MASK_SHARE`).
         """
-        return self.reconstruct_candidates(rgb, alpha, 1, category, vertices, height_mm, smooth, source)[0]
+        return self.reconstruct_candidates(rgb, alpha, 1, category, vertices, height_mm, smooth, source, solid)[0]
 
     @torch.inference_mode()
     def reconstruct_candidates(
@@ -219,6 +224,7 @@ class Reconstructor:
         height_mm: float | None = None,
         smooth: bool = True,
         source: str = "the picture",
+        solid: bool = False,
     ) -> list[Reconstruction]:
         """Up to ``count`` plausible meshes for one picture, the most confident first (:attr:`Reconstruction.confidence`).
 
@@ -252,6 +258,8 @@ class Reconstructor:
         results = self._reconstruct(rgb, alpha, cat_index, vertices, height_mm, smooth, source, timings, count)
         parts = 0 if results[0].mask is None else separate_parts(results[0].mask)
         for result in results:
+            if solid:
+                self._fill(result, height_mm)
             result.mask_unsure = unsure
             if found_by is not None:
                 result.notes.append(found_by)
@@ -261,6 +269,22 @@ class Reconstructor:
                     "objects, the mesh is one shape fitted to all of them; to make one of them, crop the picture to "
                     "it or give a mask of it alone (--mask, the add-on's Object: Mask Image)")
         return results
+
+    @staticmethod
+    def _fill(result: Reconstruction, height_mm: float | None) -> None:
+        """``result`` with its sealed pockets filled (:func:`recon_core.mesh.repair.fill_cavities`), checked again
+        and noted; unchanged when it has none."""
+        from recon_core.mesh.repair import fill_cavities
+
+        with _timed(result.timings, "repair"):
+            verts, faces, pockets = fill_cavities(result.verts, result.faces)
+        if not pockets:
+            return
+        with _timed(result.timings, "check"):
+            result.report = check_printable(verts, faces, unit_scale_mm=None if height_mm is None else 1.0)
+        result.verts, result.faces = verts, faces
+        result.repair.note(f"filled {pockets} sealed hollow pocket(s)")
+        result.notes.append(f"filled {pockets} sealed hollow pocket{'s' if pockets > 1 else ''} inside the solid")
 
     @property
     def banked(self) -> bool:

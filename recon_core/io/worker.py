@@ -31,12 +31,14 @@ Worker to client::
 Client to worker::
 
     {"type": "reconstruct", "version": 1, "id": "r1", "image": "/path/photo.png",
-     "category": null, "detail": "medium", "height_mm": 120.0, "smooth": true, "mask_path": "/tmp/recon-x/mask.png",
+     "category": null, "detail": "medium", "height_mm": 120.0, "smooth": true, "solid": false,
+     "mask_path": "/tmp/recon-x/mask.png",
      "candidates": 3, "object_mask": "/path/photo_mask.png"}
         ``category``, ``detail`` and ``height_mm`` may be null (automatic, the model's default, unscaled);
         ``height_mm`` is a number of millimetres in (0, 100,000] (:data:`recon_core.io.inference.MAX_HEIGHT_MM`),
-        ``smooth`` true or false (absent: true); a field of another type is answered with a ``ProtocolError``, a
-        value out of range with a ``ValueError``, before any work;
+        ``smooth`` true or false (absent: true), ``solid`` true or false (absent: false; fill the sealed hollow
+        pockets inside the mesh, ``recon-mesh --solid``); a field of another type is answered with a
+        ``ProtocolError``, a value out of range with a ``ValueError``, before any work;
         ``detail`` is "low", "medium" or "high" (:mod:`recon_core.mesh.detail`); ``mask_path`` may be null
         or absent (no mask is written); ``candidates`` may be null or absent (one shape); ``object_mask`` may be
         null or absent (the model finds the object), else it names the user's mask of the object, read as
@@ -187,8 +189,10 @@ def _handle_request(channel: _Channel, reconstructor, request: dict[str, Any]) -
             raise ValueError(f"height_mm must be a positive number of millimetres, at most {MAX_HEIGHT_MM:,.0f} "
                              f"(or null: unscaled), got {height!r}.")
         smooth = _field(request, "smooth", bool, "true or false")
-        kwargs = dict(category=_field(request, "category", str, "a category name") or None, vertices=_requested_vertices(request),
-                      height_mm=None if height is None else float(height), smooth=True if smooth is None else smooth)
+        kwargs = dict(category=_field(request, "category", str, "a category name") or None,
+                      vertices=_requested_vertices(request), height_mm=None if height is None else float(height),
+                      smooth=True if smooth is None else smooth,
+                      solid=bool(_field(request, "solid", bool, "true or false")))
         mask_path = _field(request, "mask_path", str, "a file path") or None
         object_mask = _field(request, "object_mask", str, "a file path") or None
         count = _requested_candidates(request)
