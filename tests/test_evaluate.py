@@ -668,3 +668,24 @@ def test_curve_over_checkpoints(dataset, tmp_path):
     assert rc == 2
     with Image.open(out / "curve.png") as im:
         assert im.size[0] > 100
+
+
+def test_cli_solid_scores_the_outputs_with_their_pockets_filled(dataset, model_stem, tmp_path, monkeypatch):
+    """--solid: each of our outputs is made with ``solid=True`` (recon-mesh --solid), and the report says so."""
+    from recon_core.io import inference
+
+    shapenet, renders = dataset
+    seen = []
+    real = inference.Reconstructor.reconstruct
+
+    def spy(self, rgb, alpha=None, **kwargs):
+        seen.append(kwargs.get("solid"))
+        return real(self, rgb, alpha, **kwargs)
+
+    monkeypatch.setattr(inference.Reconstructor, "reconstruct", spy)
+    out = tmp_path / "eval"
+    rc = ev.main(["--model", str(model_stem), "--shapenet", str(shapenet), "--renders", str(renders), "--out",
+                  str(out), "--cache", str(tmp_path / "cache.npz"), "--samples", "500", "--sheet", "0",
+                  "--no-progress", "--solid"])
+    assert rc in (0, 3) and seen and set(seen) == {True}
+    assert json.loads((out / "metrics.json").read_text())["solid"] is True

@@ -1530,6 +1530,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", type=int, default=1, metavar="K",
                    help="also score our K candidate shapes (recon-mesh --candidates): the first is 'ours'; adds the "
                         "best of K (oracle) F1@0.3 and their diversity (mean pairwise Chamfer-L2) (default: 1)")
+    p.add_argument("--solid", action="store_true",
+                   help="our outputs with their sealed hollow pockets filled (recon-mesh --solid)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--debug", action="store_true", help="full tracebacks and debug logging")
     return p
@@ -1634,10 +1636,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.candidates > 1 and not rec.banked:
         raise DataError(f"--candidates {args.candidates}: {args.model or 'models/default'} gives one shape per picture; "
                         "several candidates need a model with a shape bank.")
-    predict = rec.reconstruct
-    if args.candidates > 1:
-        def predict(rgb, alpha):
-            return rec.reconstruct_candidates(rgb, alpha, args.candidates)
+    def predict(rgb, alpha):
+        if args.candidates > 1:
+            return rec.reconstruct_candidates(rgb, alpha, args.candidates, solid=args.solid)
+        return rec.reconstruct(rgb, alpha, solid=args.solid)
     result = evaluate_samples(
         samples, predict, index, {e.model_id: e for e in train}, args.samples, args.sheet, args.tile,
         methods, progress=not args.no_progress, style=args.style, backgrounds=_backgrounds(args),
@@ -1689,6 +1691,7 @@ def _run(args: argparse.Namespace) -> int:
         "style": args.style,
         "finder": "none" if rec.finder is None or args.given_mask else (args.finder or "models/finder"),
         "given_mask": args.given_mask,
+        "solid": args.solid,
         "sketches": args.sketches,
         "images": len(samples),
         "num_samples": args.samples,
