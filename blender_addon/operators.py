@@ -26,6 +26,7 @@ gives one object and no collection, as before.
 """
 
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -125,37 +126,200 @@ def cancel_running() -> None:
 
 
 _IMAGE_SUFFIX = {'PNG': ".png", 'JPEG': ".jpg", 'BMP': ".bmp", 'TIFF': ".tif", 'TARGA': ".tga",
-                 'OPEN_EXR': ".exr", 'WEBP': ".webp"}
+                 'TARGA_RAW': ".tga", 'WEBP': ".webp"}
+"""The file formats (``Image.file_format``) that the worker reads (Pillow), with the suffix of a copy in that format.
+An image in any other format (OpenEXR, Radiance HDR, ...) is handed over as an 8-bit RGBA PNG (:func:`_png_copy`)."""
+_PNG_RGBA_8 = {"media_type": 'IMAGE', "file_format": 'PNG', "color_mode": 'RGBA', "color_depth": '8'}
+"""The output format a Render Result is saved in for the worker (:func:`_save_render_png`), in the order it is set."""
+_RENDERS = {'RENDER_RESULT', 'COMPOSITING'}
+"""The image types whose pixels Python cannot read (a Render Result, the compositor's Viewer)."""
+_DUPLICATE_SUFFIX = re.compile(r"\.\d{3,}$")
+"""The ".001" that Blender appends to a datablock's name when the name is taken."""
 
 
-def _image_input(settings) -> tuple[str, str, str | None]:
+def _absolute_path(path: str, what: str) -> str:
+    """``path`` as typed in the panel or the preferences (``//`` is the .blend file's folder), absolute and normalised,
+    so that the same file is always the same string (the mask's :data:`PICTURE_KEY`).
+
+    Raises:
+        InputError: ``path`` is relative to the .blend file, which is not saved yet (Blender would take the working
+            folder instead, silently).
+    """
+    if path.startswith("//") and not bpy.data.filepath:
+        raise InputError(f"The {what} {path} is relative to the .blend file, which is not saved yet; save the .blend "
+                         "file first, or give an absolute path.")
+    return os.path.normpath(os.path.abspath(bpy.path.abspath(path)))
+
+
+def _object_name(image_name: str) -> str:
+    """The objects' name for a picture: its file or image name without the extension and without Blender's
+    duplicate suffix ("chair.png.001" gives "chair")."""
+    return os.path.splitext(_DUPLICATE_SUFFIX.sub("", image_name))[0] or "Reconstruction"
+
+
+def _image_input(settings, scene) -> tuple[str, str, str | None]:
     """``(path, object name, temporary file or None)`` of the image chosen in the panel."""
     if settings.source == 'FILE':
         if not settings.image_path:
             raise InputError("Choose an image file in the Reconstruct panel first.")
-        path = os.path.normpath(bpy.path.abspath(settings.image_path))
-        return path, os.path.splitext(os.path.basename(path))[0] or "Reconstruction", None
+        path = _absolute_path(settings.image_path, "image file")
+        return path, _object_name(os.path.basename(path)), None
     image = settings.image
     if image is None:
         raise InputError("Choose an image in the Reconstruct panel first.")
-    path, temp = _image_file(image)
-    return path, os.path.splitext(image.name)[0] or "Reconstruction", temp
+    path, temp = _image_file(image, scene)
+    return path, _object_name(image.name), temp
 
 
-def _image_file(image) -> tuple[str, str | None]:
-    """``(path, temporary file or None)``: a file holding the pixels of the Blender ``image`` (its own file when it
-    is one, unpacked and unchanged; else a temporary copy: packed, generated or painted)."""
+def _image_file(image, scene) -> tuple[str, str | None]:
+    """``(path, temporary file or None)``: a file holding the pixels of the Blender ``image`` that the worker reads.
+
+    Its own file when it is one, in a format the worker reads (:data:`_IMAGE_SUFFIX`), unpacked and unchanged; else a
+    temporary copy: in its own format when the worker reads it (packed, generated or painted), else as an 8-bit RGBA
+    PNG (OpenEXR, HDR and other formats, a Render Result or a Viewer image: :func:`_png_copy`).
+    """
+    readable = image.type not in _RENDERS and image.file_format in _IMAGE_SUFFIX
+    relative_to_unsaved = image.filepath_raw.startswith("//") and not bpy.data.filepath and image.library is None
     path = bpy.path.abspath(image.filepath_raw, library=image.library) if image.filepath_raw else ""
-    if image.source == 'FILE' and image.packed_file is None and not image.is_dirty and os.path.isfile(path):
-        return os.path.normpath(path), None
-    fd, temp = tempfile.mkstemp(prefix="recon-", suffix=_IMAGE_SUFFIX.get(image.file_format, ".png"))
+    if (readable and image.source == 'FILE' and image.packed_file is None and not image.is_dirty
+            and not relative_to_unsaved and os.path.isfile(path)):
+        return os.path.normpath(os.path.abspath(path)), None
+    fd, temp = tempfile.mkstemp(prefix="recon-", suffix=_IMAGE_SUFFIX[image.file_format] if readable else ".png")
     os.close(fd)
     try:
-        image.save(filepath=temp, save_copy=True)
-    except RuntimeError as err:
+        if readable:
+            image.save(filepath=temp, save_copy=True)
+        else:
+            _png_copy(image, scene, temp)
+    except BaseException as err:
         os.unlink(temp)
-        raise InputError(f"The image {image.name} cannot be read ({err}); save it to a file and choose that.") from None
-    return temp, temp
+        if isinstance(err, RuntimeError):
+            message = f"The image {image.name} cannot be read ({err}); save it to a file and choose that."
+            raise InputError(message) from None
+        raise
+    return os.path.abspath(temp), os.path.abspath(temp)
+
+
+def _png_copy(image, scene, path: str) -> None:
+    """Write ``image`` to ``path`` as an 8-bit RGBA PNG, as the worker (Pillow) reads none of Blender's float formats.
+
+    A Render Result or a Viewer image (whose pixels Python cannot read) is saved as Blender's Save As saves it, with
+    the scene's view transform (:func:`_save_render_png`); any other image from its pixels (:func:`_display_pixels`),
+    through a temporary byte image that Blender encodes and that is removed at once.
+
+    Raises:
+        RuntimeError: Blender cannot read or write the image.
+    """
+    if image.type in _RENDERS:
+        _save_render_png(image, scene, path)
+        return
+    width, height = image.size
+    if not width or not height:
+        raise RuntimeError("it holds no pixels (is its file missing?)")
+    copy = bpy.data.images.new(f"{image.name} PNG copy", width, height, alpha=True)
+    try:
+        copy.pixels.foreach_set(_display_pixels(image).ravel())
+        copy.filepath_raw, copy.file_format = path, 'PNG'
+        copy.save()
+    finally:
+        bpy.data.images.remove(copy)
+
+
+def _display_pixels(image) -> np.ndarray:
+    """(H, W, 4) float32 in [0, 1], rows bottom first: ``image``'s pixels as an 8-bit PNG holds them.
+
+    A float image holds linear values (scene linear), premultiplied by alpha: they are divided by it and encoded with
+    the sRGB transfer, as Blender shows the image (Non-Color data is left linear); a byte image's values are taken as
+    they are. An image whose alpha mode is None is opaque.
+    """
+    width, height = image.size
+    pixels = np.empty(width * height * 4, np.float32)
+    image.pixels.foreach_get(pixels)
+    rgba = pixels.reshape(height, width, 4)
+    rgb, alpha = rgba[..., :3], rgba[..., 3:]
+    if image.alpha_mode == 'NONE':
+        alpha = np.ones_like(alpha)
+    elif image.is_float and image.alpha_mode != 'CHANNEL_PACKED':
+        rgb = np.divide(rgb, alpha, out=rgb.copy(), where=alpha > 0)
+    if image.is_float and not image.colorspace_settings.is_data:
+        rgb = np.clip(rgb, 0.0, 1.0)
+        rgb = np.where(rgb <= 0.0031308, 12.92 * rgb, 1.055 * np.power(rgb, 1.0 / 2.4) - 0.055)
+    return np.clip(np.concatenate([rgb, alpha], axis=2), 0.0, 1.0).astype(np.float32)
+
+
+def _save_render_png(image, scene, path: str) -> None:
+    """Save a Render Result or a Viewer image to ``path`` as an 8-bit RGBA PNG (``Image.save_render``, which writes the
+    scene's output format): the scene's output format is PNG, RGBA, 8 bits for the moment, then every setting of it
+    is as before (:func:`_format_state`, :func:`_restore_format`).
+
+    Raises:
+        RuntimeError: Blender cannot save the image (e.g. nothing was rendered yet).
+        InputError: the scene's output format could not be set back.
+    """
+    settings = scene.render.image_settings
+    state = _format_state(settings)
+    try:
+        for name, value in _PNG_RGBA_8.items():
+            setattr(settings, name, value)
+        image.save_render(filepath=path, scene=scene)
+    finally:
+        failed = _restore_format(settings, state)
+        if failed:
+            raise InputError(f"The scene's output format could not be set back ({', '.join(failed)}); check it in "
+                             "Output Properties > Output.")
+
+
+def _format_state(settings) -> list:
+    """Every editable value of ``ImageFormatSettings`` (nested settings as lists), in RNA order (media type, then file
+    format, then the settings that depend on it), arrays as tuples."""
+    state = []
+    for prop in settings.bl_rna.properties:
+        if prop.identifier == "rna_type" or prop.type == 'COLLECTION':
+            continue
+        value = getattr(settings, prop.identifier)
+        if prop.type == 'POINTER':
+            if value is not None and prop.identifier != "curve_mapping":  # the curve: points, never changed here
+                state.append((prop.identifier, _format_state(value)))
+        elif not prop.is_readonly and not (prop.type == 'ENUM' and value == ""):  # "": none (a PNG's linear space)
+            state.append((prop.identifier, tuple(value) if getattr(prop, "is_array", False) else value))
+    return state
+
+
+def _restore_format(settings, state: list) -> list[str]:
+    """Set back the values of :func:`_format_state` that differ now (only those: a derived value such as the white
+    point, written back, would move the values it derives from); returns the names that could not be set."""
+    failed = []
+    for name, value in state:
+        if isinstance(value, list):
+            failed += _restore_format(getattr(settings, name), value)
+            continue
+        current = getattr(settings, name)
+        if (tuple(current) if isinstance(value, tuple) else current) == value:
+            continue
+        try:
+            setattr(settings, name, value)
+        except (TypeError, ValueError, AttributeError):
+            failed.append(name)
+    return failed
+
+
+def _user_text(text: str, names: dict[str, str]) -> str:
+    """``text`` (a worker's message or note) with the add-on's temporary files named as the user knows them.
+
+    Args:
+        names: temporary file path -> what it holds, e.g. "Blender image chair" or "mask image chair mask".
+
+    "/tmp/recon-x.png is one uniform colour" becomes "The Blender image chair is one uniform colour", "The mask
+    /tmp/recon-y.png is ..." "The mask image chair mask is ...", "the object is the mask /tmp/recon-y.png" "the
+    object is the mask image chair mask": the worker's own word for the file ("the mask", "the picture") gives way.
+    """
+    for path, name in names.items():
+        if path not in text:
+            continue
+        text = re.sub(rf"\b([Tt]he) (?:mask|picture|image) {re.escape(path)}", lambda m: f"{m.group(1)} {name}", text)
+        text = re.sub(rf"^{re.escape(path)}", lambda m: f"The {name}", text)
+        text = text.replace(path, f"the {name}")
+    return text
 
 
 class _Reconstruction:
@@ -164,22 +328,27 @@ class _Reconstruction:
     def __init__(self, context):
         settings = context.scene.recon_settings
         prefs = get_preferences(context)
-        self.image, self.name, self.temp_file = _image_input(settings)
-        self.picture = self.image if self.temp_file is None else f"Blender image {settings.image.name}"
+        self.temp_file = self.mask_dir = self.object_mask = self.mask_temp = None
+        self.names: dict[str, str] = {}  # temporary file -> how messages name it (_user_text)
         self.warnings: list[str] = []
-        self.mask_dir = self.object_mask = self.mask_temp = None
+        python = _absolute_path(prefs.python_path, "Python interpreter") if prefs.python_path else ""
+        model = _absolute_path(prefs.model_path, "model file") if prefs.model_path else None
+        self.image, self.name, self.temp_file = _image_input(settings, context.scene)
+        self.picture = self.image if self.temp_file is None else f"Blender image {settings.image.name}"
+        if self.temp_file is not None:
+            self.names[self.temp_file] = self.picture
         self.height_mm = settings.height_mm if settings.height_mm > 0 else None
         self.count = settings.candidates
         self.location = context.scene.cursor.location.copy()
         self.started = time.perf_counter()
-        python = bpy.path.abspath(prefs.python_path) if prefs.python_path else ""
-        model = bpy.path.abspath(prefs.model_path) if prefs.model_path else None
         try:
             if settings.object_source == 'MASK':
                 if settings.mask_image is None:
                     raise InputError("Choose the object's mask image in the Reconstruct panel, or set Object to "
                                      "Find It.")
-                self.object_mask, self.mask_temp = _image_file(settings.mask_image)
+                self.object_mask, self.mask_temp = _image_file(settings.mask_image, context.scene)
+                if self.mask_temp is not None:
+                    self.names[self.mask_temp] = f"mask image {settings.mask_image.name}"
             self.mask_dir = tempfile.mkdtemp(prefix="recon-")
             client = worker_client.get_client(python, model, repo=DEFAULTS["repo"])
             self.job = client.submit(
@@ -198,8 +367,15 @@ class _Reconstruction:
 
     def poll(self, wait_s: float = 0.0) -> bool:
         """True once the result is in, waiting at most ``wait_s`` for the worker's next message; raises
-        ``WorkerError``."""
-        return self.job.poll(wait_s)
+        ``WorkerError``, which names the user's images, not the add-on's temporary copies (:meth:`user_text`)."""
+        try:
+            return self.job.poll(wait_s)
+        except worker_client.WorkerError as err:
+            raise worker_client.WorkerError(self.user_text(str(err))) from None
+
+    def user_text(self, text: str) -> str:
+        """A worker's message or note with the temporary copies named as the user knows them (:func:`_user_text`)."""
+        return _user_text(text, self.names)
 
     def cancel(self) -> None:
         self.job.cancel()
@@ -479,7 +655,7 @@ class RECON_OT_reconstruct(bpy.types.Operator):
                                   f"{len(result.verts)} vertices, {result.category}, {check}); Next Shape "
                                   f"({NEXT_SHAPE_KEYS}) shows the others.")
         for note in result.notes:
-            self.report({'WARNING'}, f"Note: {note}.")
+            self.report({'WARNING'}, f"Note: {run.user_text(note)}.")
         for warning in run.warnings:
             self.report({'WARNING'}, warning)
         self._end(context)
@@ -695,8 +871,9 @@ class RECON_OT_export_3mf(bpy.types.Operator, ExportHelper):
             objects.append((obj.name, coords, tris))
         try:
             python = get_preferences(context).python_path
-            written = worker_client.write_3mf(bpy.path.abspath(python) if python else "", objects, self.filepath)
-        except worker_client.WorkerError as err:
+            written = worker_client.write_3mf(_absolute_path(python, "Python interpreter") if python else "", objects,
+                                              self.filepath)
+        except (InputError, worker_client.WorkerError) as err:
             self.report({'ERROR'}, str(err))
             return {'CANCELLED'}
         lo = np.min([c.min(0) for _, c, _ in objects], axis=0)

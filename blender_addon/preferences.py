@@ -5,6 +5,8 @@ import os
 
 import bpy
 
+from .properties import PATH_OPTIONS
+
 __all__ = ["ReconPreferences", "get_preferences", "DEFAULTS"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -35,13 +37,13 @@ class ReconPreferences(bpy.types.AddonPreferences):
     python_path: bpy.props.StringProperty(
         name="Python",
         description="Python interpreter (usually a virtual environment) in which recon_core is installed",
-        subtype='FILE_PATH',
+        subtype='FILE_PATH', options=PATH_OPTIONS,
         default=DEFAULTS["python"],
     )
     model_path: bpy.props.StringProperty(
         name="Model",
         description="Model file (NAME.safetensors with NAME.json beside it); empty for the model shipped with recon_core",
-        subtype='FILE_PATH',
+        subtype='FILE_PATH', options=PATH_OPTIONS,
         default="",
     )
     timeout_s: bpy.props.FloatProperty(

@@ -5,7 +5,12 @@ import bpy
 
 from .worker_client import CATEGORY_NAMES, DEFAULT_DETAIL, DETAIL_VERTICES, MAX_HEIGHT_MM
 
-__all__ = ["ReconSettings"]
+__all__ = ["ReconSettings", "PATH_OPTIONS"]
+
+_SUPPORTS_BLEND_RELATIVE = "is_path_supports_blend_relative" in bpy.types.Property.bl_rna.properties
+PATH_OPTIONS = {'PATH_SUPPORTS_BLEND_RELATIVE'} if _SUPPORTS_BLEND_RELATIVE else set()
+"""The options of a file path property: it may be relative to the .blend file ("//"), which Blender 5.0 wants said
+(else it warns at registration); a Blender that predates the option has none."""
 
 _CATEGORY_ITEMS = [('AUTO', "Automatic", "Predict the category from the image")] + [
     (name, name.capitalize(), f"Reconstruct as a {name}") for name in CATEGORY_NAMES
@@ -28,7 +33,7 @@ class ReconSettings(bpy.types.PropertyGroup):
     )
     image_path: bpy.props.StringProperty(
         name="Image", description="Photo or drawing of one object (PNG or JPEG; alpha is used as the mask)",
-        subtype='FILE_PATH',
+        subtype='FILE_PATH', options=PATH_OPTIONS,
     )
     image: bpy.props.PointerProperty(name="Image", type=bpy.types.Image,
                                      description="Image datablock to reconstruct")

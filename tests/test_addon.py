@@ -336,19 +336,143 @@ def test_packed_image_is_written_to_a_temporary_file(addon, settings, tmp_path):
     path = make_shape_image(tmp_path / "packed_photo.png")
     image = bpy.data.images.load(str(path))
     image.pack()
+    image.name = "packed_photo.png.001"  # as Blender names a second image of the same file
     path.unlink()  # only the packed copy remains
     settings.source, settings.image = 'IMAGE', image
     temp_before = set(os.listdir(os.environ.get("TMPDIR", "/tmp")))
     obj = reconstruct()
-    assert obj.name == "packed_photo"
+    assert obj.name == "packed_photo", "named without the extension and Blender's duplicate suffix"
     assert_closed_manifold(obj.data)
     assert not temp_leftovers(temp_before)  # the picture's copy and the mask's folder
     mask = obj["recon_mask"]
-    assert mask.name == "packed_photo mask" and mask["recon_picture"] == "Blender image packed_photo.png"
+    assert mask.name == "packed_photo mask" and mask["recon_picture"] == "Blender image packed_photo.png.001"
     assert tuple(mask.size) == tuple(image.size) and mask.packed_file is not None
     bpy.data.objects.remove(obj)
     bpy.data.images.remove(image)
     bpy.data.images.remove(mask)
+
+
+def test_object_names_drop_the_extension_and_blenders_duplicate_suffix(addon):
+    object_name = addon.package.operators._object_name
+    assert [object_name(n) for n in ("chair.png", "chair.png.001", "chair.001", "chair.png.1234", "chair",
+                                     "Render Result", "v1.2.png", ".001", "")] == [
+        "chair", "chair", "chair", "chair", "chair", "Render Result", "v1.2", "Reconstruction", "Reconstruction"]
+
+
+def srgb_to_linear(values: np.ndarray) -> np.ndarray:
+    """The sRGB transfer undone: 8-bit sRGB levels / 255 to linear values."""
+    return np.where(values <= 0.04045, values / 12.92, ((values + 0.055) / 1.055) ** 2.4)
+
+
+def float_image(name: str, picture: Path):
+    """A float Blender image holding ``picture``'s pixels as Blender holds a float image's: linear, premultiplied by
+    alpha, rows bottom first."""
+    with Image.open(picture) as img:
+        rgba = np.asarray(img.convert("RGBA"), np.float64) / 255.0
+    height, width = rgba.shape[:2]
+    linear = np.concatenate([srgb_to_linear(rgba[..., :3]) * rgba[..., 3:], rgba[..., 3:]], axis=2)
+    image = bpy.data.images.new(name, width, height, alpha=True, float_buffer=True)
+    image.pixels.foreach_set(linear[::-1].astype(np.float32).ravel())
+    return image
+
+
+@pytest.mark.parametrize("kind", ["OPEN_EXR", "HDR", "EXR file"])
+def test_a_float_image_the_worker_cannot_read_is_handed_over_as_an_8_bit_png(addon, settings, tmp_path, kind):
+    """An image in a format Pillow does not read (here OpenEXR, Radiance HDR: generated, or an EXR file loaded into
+    Blender) is written as an 8-bit RGBA PNG of what Blender shows: the picture it was made from, within a level.
+
+    The EXR file is of an opaque picture: Blender's own EXR writer does not give back a half-transparent pixel."""
+    if kind == "EXR file":
+        picture = make_shape_image(tmp_path / "cutout.png")
+    else:
+        picture = make_alpha_image(tmp_path / "cutout.png")  # a half-transparent corner: the premultiplication shows
+    image = float_image("cutout", picture)
+    if kind == "EXR file":
+        image.filepath_raw, image.file_format = str(tmp_path / "cutout.exr"), 'OPEN_EXR'
+        image.save()
+        bpy.data.images.remove(image)
+        image = bpy.data.images.load(str(tmp_path / "cutout.exr"))
+        assert image.source == 'FILE' and not image.is_dirty and image.packed_file is None
+    else:
+        image.file_format = kind
+    path, temp = addon.package.operators._image_file(image, bpy.context.scene)
+    try:
+        assert path == temp and temp.endswith(".png"), "a copy, not the file itself"
+        with Image.open(path) as png:
+            got = np.asarray(png).astype(int)
+            assert (png.format, png.mode) == ("PNG", "RGBA")
+        want = np.asarray(Image.open(picture).convert("RGBA")).astype(int)
+        assert got.shape == want.shape
+        np.testing.assert_array_equal(got[..., 3], want[..., 3])
+        seen = want[..., 3] > 0  # where the alpha is 0 the colour is lost to the premultiplication
+        assert np.abs(got[seen, :3] - want[seen, :3]).max() <= 1
+    finally:
+        os.unlink(temp)
+        bpy.data.images.remove(image)
+
+
+def test_reconstruct_from_an_exr_image(addon, settings, tmp_path):
+    image = float_image("photo.exr", make_shape_image(tmp_path / "photo.png"))
+    image.file_format = 'OPEN_EXR'
+    settings.source, settings.image = 'IMAGE', image
+    temp_before = set(os.listdir(os.environ.get("TMPDIR", "/tmp")))
+    obj = reconstruct()
+    assert obj.name == "photo"
+    assert_closed_manifold(obj.data)
+    assert not temp_leftovers(temp_before), "the PNG copy is removed"
+    assert [i.name for i in bpy.data.images if i.name.startswith("photo.exr")] == ["photo.exr"], "no copy is kept"
+    mask = obj["recon_mask"]
+    bpy.data.objects.remove(obj)
+    bpy.data.images.remove(image)
+    bpy.data.images.remove(mask)
+
+
+def format_settings(settings) -> dict:
+    """Every value of an ``ImageFormatSettings``, nested settings included (arrays as tuples, the curve left out)."""
+    out = {}
+    for prop in settings.bl_rna.properties:
+        value = getattr(settings, prop.identifier)
+        if prop.identifier in ("rna_type", "curve_mapping") or prop.type == 'COLLECTION':
+            continue
+        if prop.type == 'POINTER':
+            out[prop.identifier] = format_settings(value) if value is not None else None
+        else:
+            out[prop.identifier] = tuple(value) if getattr(prop, "is_array", False) else value
+    return out
+
+
+@pytest.mark.parametrize("output", ["half-float EXR", "multilayer EXR", "video", "JPEG"])
+def test_a_render_result_is_handed_over_as_png_and_the_output_format_is_left_as_it_was(addon, settings, output):
+    """A Render Result's pixels cannot be read from Python: it is saved with the scene's output format set to PNG for
+    the moment; every setting of that format is as before afterwards (whatever the format was)."""
+    scene = bpy.context.scene
+    render, fmt = scene.render, scene.render.image_settings
+    resolution = (render.resolution_x, render.resolution_y, render.resolution_percentage)
+    render.resolution_x, render.resolution_y, render.resolution_percentage = 64, 48, 100
+    if output == "half-float EXR":
+        fmt.file_format, fmt.color_mode, fmt.color_depth, fmt.exr_codec = 'OPEN_EXR', 'RGB', '16', 'PIZ'
+        fmt.color_management = 'OVERRIDE'
+        fmt.view_settings.exposure = 1.5
+    elif output == "multilayer EXR":
+        fmt.media_type = 'MULTI_LAYER_IMAGE'
+    elif output == "video":
+        fmt.media_type = 'VIDEO'
+    else:
+        fmt.file_format, fmt.quality = 'JPEG', 50
+    try:
+        assert bpy.ops.render.render() == {'FINISHED'}
+        before = format_settings(fmt)
+        path, temp = addon.package.operators._image_file(bpy.data.images["Render Result"], scene)
+        try:
+            with Image.open(path) as png:
+                assert (png.format, png.mode, png.size) == ("PNG", "RGBA", (64, 48))
+        finally:
+            os.unlink(temp)
+        assert format_settings(fmt) == before
+    finally:
+        fmt.color_management = 'FOLLOW_SCENE'
+        fmt.media_type, fmt.file_format, fmt.color_mode, fmt.color_depth = 'IMAGE', 'PNG', 'RGBA', '8'
+        render.resolution_x, render.resolution_y, render.resolution_percentage = resolution
 
 
 def test_print_units_and_export_stl_in_millimetres(addon, settings, tmp_path):
@@ -961,6 +1085,69 @@ def test_bad_image(addon, settings, tmp_path):
     expect_error(addon, re.escape(str(bad)))
     settings.image_path = ""
     expect_error(addon, "Choose an image file in the Reconstruct panel first")
+
+
+def reconstruct_error(match: str) -> str:
+    """The one sentence of a failed run (``match`` a pattern of it), which names no temporary file of the add-on."""
+    with pytest.raises(RuntimeError, match=match) as failed:
+        bpy.ops.recon.reconstruct_image()
+    message = str(failed.value)
+    assert "recon-" not in message and os.environ.get("TMPDIR", "/tmp") not in message, message
+    return message
+
+
+def test_messages_name_the_users_images_not_their_temporary_copies(addon, settings):
+    flat = bpy.data.images.new("flat", 128, 128)  # generated: one colour, handed over as a temporary copy
+    settings.source, settings.image = 'IMAGE', flat
+    reconstruct_error(r"^Error: The Blender image flat is one uniform colour, so there is no object")
+    settings.source, settings.image = 'FILE', None
+    small = bpy.data.images.new("small mask", 50, 80)
+    settings.object_source, settings.mask_image = 'MASK', small
+    reconstruct_error(r"^Error: The mask image small mask is 50x80 pixels but the picture is 128x128")
+    painted = bpy.data.images.new("painted", 128, 128)
+    block = np.zeros((128, 128, 4), np.float32)
+    block[20:100, 30:90] = 1.0
+    block[..., 3] = 1.0
+    painted.pixels.foreach_set(block.ravel())
+    settings.mask_image = painted
+    state = scene_state()
+    driver = ModalDriver(addon.package.operators.RECON_OT_reconstruct)
+    assert driver.invoke() == {'RUNNING_MODAL'} and driver.finish() == {'FINISHED'}
+    assert ({'WARNING'}, "Note: the object is the mask image painted (its grey levels).") in driver.reports
+    assert not any("recon-" in message for _, message in driver.reports), driver.reports
+    [obj] = [o for o in bpy.data.objects if o.name not in state[0]]
+    mask = obj["recon_mask"]
+    bpy.data.objects.remove(obj)
+    for image in (flat, small, painted, mask):
+        bpy.data.images.remove(image)
+
+
+def test_relative_paths_need_a_saved_blend_file_and_one_file_is_one_picture(addon, settings, monkeypatch):
+    for owner, name in ((settings, "image_path"), (addon.prefs, "python_path"), (addon.prefs, "model_path")):
+        assert owner.bl_rna.properties[name].is_path_supports_blend_relative, name
+    assert not bpy.data.filepath, "an unsaved .blend file: // has no folder"
+    settings.image_path = "//shape.png"
+    expect_error(addon, "^" + re.escape("Error: The image file //shape.png is relative to the .blend file, which is "
+                                        "not saved yet; save the .blend file first, or give an absolute path."))
+    settings.image_path = str(addon.image)
+    addon.prefs.python_path = "//bin/python"
+    expect_error(addon, re.escape("The Python interpreter //bin/python is relative to the .blend file"))
+    addon.prefs.python_path, addon.prefs.model_path = PYTHON, "//tiny"
+    expect_error(addon, re.escape("The model file //tiny is relative to the .blend file"))
+    addon.prefs.model_path = addon.tiny_model
+    # the same file by a relative path, then by its absolute path: one picture, so one mask image
+    monkeypatch.chdir(addon.image.parent)
+    settings.image_path = addon.image.name
+    first = reconstruct()
+    assert first["recon_mask"]["recon_picture"] == str(addon.image)
+    images = scene_state()[2]
+    settings.image_path = str(addon.image)
+    second = reconstruct()
+    assert scene_state()[2] == images and first["recon_mask"] == second["recon_mask"]
+    mask = second["recon_mask"]
+    for obj in (first, second):
+        bpy.data.objects.remove(obj)
+    bpy.data.images.remove(mask)
 
 
 def test_modal_operator_returns_control_while_the_worker_runs(addon, settings, monkeypatch):
