@@ -118,7 +118,8 @@ def running():
 
 
 def cancel_running() -> None:
-    """Stop the reconstruction in flight, if any (add-on unregister)."""
+    """Stop the reconstruction in flight, if any, and end what its operator shows: the timer, the progress and the
+    status text (add-on unregister and Reload Scripts, where Blender frees the modal operator without its cancel)."""
     global _RUNNING
     if _RUNNING is not None:
         _RUNNING.cancel()
@@ -328,6 +329,7 @@ class _Reconstruction:
     def __init__(self, context):
         settings = context.scene.recon_settings
         prefs = get_preferences(context)
+        self.window_manager = self.timer = self.workspace = None  # what the operator shows meanwhile: end_ui
         self.temp_file = self.mask_dir = self.object_mask = self.mask_temp = None
         self.names: dict[str, str] = {}  # temporary file -> how messages name it (_user_text)
         self.warnings: list[str] = []
@@ -378,8 +380,27 @@ class _Reconstruction:
         return _user_text(text, self.names)
 
     def cancel(self) -> None:
+        """Stop the worker, remove the temporary files and end what the operator shows (:meth:`end_ui`)."""
         self.job.cancel()
         self.cleanup()
+        self.end_ui()
+
+    def end_ui(self) -> None:
+        """Remove the modal operator's timer, end the progress and clear the status text, once.
+
+        Kept here rather than on the operator: when the add-on is disabled or the scripts reloaded during a run,
+        Blender frees the modal operator without calling its ``cancel``, and :func:`cancel_running` is all that runs.
+        """
+        wm, self.window_manager = self.window_manager, None
+        if wm is None:
+            return
+        if self.timer is not None:
+            wm.event_timer_remove(self.timer)
+            self.timer = None
+        wm.progress_end()
+        if self.workspace is not None:
+            self.workspace.status_text_set(None)
+            self.workspace = None
 
     def cleanup(self) -> None:
         for temp in (self.temp_file, self.mask_temp):
@@ -587,7 +608,7 @@ class RECON_OT_reconstruct(bpy.types.Operator):
         if failed:
             return failed
         wm = context.window_manager
-        self._timer = wm.event_timer_add(TIMER_S, window=context.window)
+        self._timer = self._run.timer = wm.event_timer_add(TIMER_S, window=context.window)
         wm.modal_handler_add(self)
         return {'RUNNING_MODAL'}
 
@@ -624,6 +645,7 @@ class RECON_OT_reconstruct(bpy.types.Operator):
             return self._fail(context, str(err))
         self._run = _RUNNING = run
         context.window_manager.progress_begin(0, 100)
+        run.window_manager, run.workspace = context.window_manager, context.workspace  # for run.end_ui
         self._show_progress(context)
         return None
 
@@ -682,17 +704,13 @@ class RECON_OT_reconstruct(bpy.types.Operator):
 
     def _end(self, context) -> None:
         global _RUNNING
-        if getattr(self, "_timer", None) is not None:
-            context.window_manager.event_timer_remove(self._timer)
-            self._timer = None
+        self._timer = None
         if getattr(self, "_run", None) is not None:
             self._run.cleanup()
+            self._run.end_ui()  # the timer, the progress and the status text
             if _RUNNING is self._run:
                 _RUNNING = None
             self._run = None
-            context.window_manager.progress_end()
-            if context.workspace is not None:
-                context.workspace.status_text_set(None)
         _tag_redraw(context)
 
 

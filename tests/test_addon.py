@@ -1201,6 +1201,31 @@ def test_escape_cancels_and_kills_the_worker(addon, settings, monkeypatch):
     assert ({'INFO'}, "Reconstruction cancelled; the scene is unchanged.") in driver.reports
 
 
+def test_disabling_the_add_on_mid_run_ends_the_timer_the_progress_and_the_status_text(addon, settings, monkeypatch):
+    """Add-on disable and Reload Scripts call ``cancel_running``; Blender then frees the modal operator without its
+    ``cancel``, so ``cancel_running`` itself removes the timer, ends the progress and clears the status text."""
+    monkeypatch.setenv(DELAY_ENV_NAME, "30")
+    operators = addon.package.operators
+    driver = ModalDriver(operators.RECON_OT_reconstruct)
+    calls = []
+    wm = driver.context.window_manager
+    remove_timer, progress_end = wm.event_timer_remove, wm.progress_end
+    wm.event_timer_remove = lambda timer: calls.append(("event_timer_remove", timer)) or remove_timer(timer)
+    wm.progress_end = lambda: calls.append(("progress_end",)) or progress_end()
+    driver.context.workspace = SimpleNamespace(status_text_set=lambda text: calls.append(("status_text_set", text)))
+    assert driver.invoke() == {'RUNNING_MODAL'}
+    timer, client, mask_dir = driver.op._timer, driver.op._run.job.client, driver.op._run.mask_dir
+    assert calls[-1][0] == "status_text_set" and calls[-1][1].startswith("Reconstructing shape")
+    calls.clear()
+    operators.cancel_running()
+    assert calls == [("event_timer_remove", timer), ("progress_end",), ("status_text_set", None)]
+    assert operators.running() is None and bpy.ops.recon.reconstruct_image.poll()
+    assert client.process.poll() is not None and not os.path.exists(mask_dir), "the worker and the temporary files"
+    # an operator that Blender did not free ends on its next tick, and ends nothing twice
+    assert driver.tick() == {'CANCELLED'} and calls == [("event_timer_remove", timer), ("progress_end",),
+                                                        ("status_text_set", None)]
+
+
 def test_worker_killed_mid_run(addon, settings, monkeypatch):
     monkeypatch.setenv(DELAY_ENV_NAME, "30")
     state = scene_state()
