@@ -416,7 +416,8 @@ class _Reconstruction:
 
         One shape (Candidates at 1, or the worker sent one) makes one object, as it always has; several make
         one object each, in a new collection, the first shown and the others hidden. The objects are at the
-        cursor, smooth-shaded; the shown one is selected and active.
+        cursor, smooth-shaded; the shown one is selected and active. When the 3D Viewport is in Local View, they
+        are in it, as Blender's Add menu puts a new object there.
 
         All or nothing: should anything fail, what was made so far is removed and an earlier mask
         of the picture is left as it was; only then is that earlier mask replaced.
@@ -445,6 +446,10 @@ class _Reconstruction:
             for obj in objects:
                 (collection or parent).objects.link(obj)
             _show_only(objects[0], objects, context.view_layer)
+            space = getattr(context, "space_data", None)
+            if space is not None and space.type == 'VIEW_3D' and space.local_view is not None:
+                for obj in objects:
+                    obj.local_view_set(space, True)
         except BaseException:
             for obj in objects:
                 bpy.data.objects.remove(obj)
