@@ -763,8 +763,10 @@ class RECON_OT_next_candidate(_CandidateOperator, bpy.types.Operator):
         shown = candidates[(candidates.index(current) + 1) % len(candidates)]
         _show_only(shown, candidates, view_layer)
         rank, confidence = candidate_info(shown)
+        position = candidates.index(shown) + 1  # the rank, unless candidates were deleted
         check = "printable" if (shown.get(CHECK_KEY) or {}).get("ok") else "NOT printable"
-        self.report({'INFO'}, f"Showing {shown.name}: candidate {rank} of {len(candidates)}, "
+        ranked = f" (ranked {rank} when made)" if rank != position else ""
+        self.report({'INFO'}, f"Showing {shown.name}: candidate {position} of {len(candidates)}{ranked}, "
                               f"{percent_text(confidence)} confidence, {check}.")
         return {'FINISHED'}
 

@@ -969,6 +969,22 @@ def test_next_shape_cycles_and_wraps_and_each_step_is_one_undo(addon, candidate_
     bpy.data.objects.remove(bpy.context.active_object)
 
 
+def test_next_shape_counts_the_candidates_left_after_one_was_deleted(addon, candidate_settings):
+    collection = reconstruct_candidates(3)
+    first = bpy.data.objects["chair 1"]
+    mesh = first.data
+    bpy.data.objects.remove(first)
+    bpy.data.meshes.remove(mesh)
+    bpy.context.view_layer.objects.active = bpy.data.objects["chair 2"]
+    operator = ModalDriver(addon.package.operators.RECON_OT_next_candidate)
+    assert operator.op.execute(bpy.context) == {'FINISHED'} and operator.op.execute(bpy.context) == {'FINISHED'}
+    texts = [message.split(",")[0] for _, message in operator.reports]
+    assert texts == ["Showing chair 3: candidate 2 of 2 (ranked 3 when made)",
+                     "Showing chair 2: candidate 1 of 2 (ranked 2 when made)"]
+    assert shown(candidates_in(collection)) == ["chair 2"]
+    remove_candidates()
+
+
 @contextlib.contextmanager
 def local_view():
     """The startup screen's 3D Viewport in Local View (of a new cube), as the context of what runs inside; yields its
