@@ -7,8 +7,9 @@ to ``execute``) it runs the same worker and waits. The object is only created on
 result is in, in one step, so a failure or a cancel leaves the scene as it was.
 
 The worker also writes the object mask it used to a temporary PNG; it becomes an image
-datablock, "PICTURE mask", packed into the .blend, that the object points to (:data:`MASK_KEY`)
-and the panel shows. A later run for the same picture replaces that image rather than adding one.
+datablock, "PICTURE mask", packed into the .blend (its file ``//PICTURE_mask.png``, where Unpack
+Resources writes it), that the object points to (:data:`MASK_KEY`) and the panel shows. A later run
+for the same picture replaces that image rather than adding one.
 
 Candidates: with the panel's Candidates above 1, the worker sends several plausible shapes, the most
 confident first. Each becomes an object ("PICTURE 1", "PICTURE 2", ...: its printable check in
@@ -515,6 +516,17 @@ def _replace_masks(image, picture: str, name: str) -> None:
         old.user_remap(image)
         bpy.data.images.remove(old)
     image.name = name
+    _set_mask_file(image, image.name)
+
+
+def _set_mask_file(image, name: str) -> None:
+    """Give the packed mask ``image`` the file ``//NAME.png`` (``name`` cleaned for a file name), where Unpack
+    Resources writes it (next to the .blend, or in its ``textures`` folder): the image and its packed file otherwise
+    keep the worker's temporary file, removed after the run, and every mask would unpack as ``mask.png``."""
+    path = f"//{bpy.path.clean_name(name)}.png"
+    image.filepath_raw = path  # not ``filepath``, whose update reloads the image from the file
+    for packed in image.packed_files:
+        packed.filepath = path
 
 
 def _candidate_property(rank: int, confidence: float | None) -> dict:

@@ -653,6 +653,29 @@ def test_mask_image_is_the_pictures_alpha_and_a_second_run_replaces_it(addon, se
     bpy.data.images.remove(mask)
 
 
+def test_the_packed_mask_unpacks_next_to_the_blend_file_under_its_own_name(addon, settings, tmp_path):
+    """The mask image's file is ``//NAME.png``, not the worker's temporary file: Unpack Resources writes it there (or
+    in ``//textures``), named after the mask."""
+    picture = make_alpha_image(tmp_path / "cutout.png")
+    settings.image_path = str(picture)
+    obj = reconstruct()
+    mask = obj["recon_mask"]
+    assert mask.name == "cutout mask" and mask.filepath_raw == "//cutout_mask.png"
+    assert [f.filepath for f in mask.packed_files] == ["//cutout_mask.png"]
+    path = tmp_path / "unpack" / "masks.blend"
+    path.parent.mkdir()
+    assert bpy.ops.wm.save_as_mainfile(filepath=str(path), copy=True) == {'FINISHED'}
+    bpy.data.objects.remove(obj)
+    bpy.data.images.remove(mask)
+    script = ("import bpy, sys; bpy.ops.wm.open_mainfile(filepath=sys.argv[1]); "
+              "assert bpy.ops.file.unpack_all(method='USE_LOCAL') == {'FINISHED'}")
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name for p in path.parent.rglob("*.png")) == ["cutout_mask.png"]
+    unpacked = np.asarray(Image.open(path.parent / "textures" / "cutout_mask.png"))
+    assert np.array_equal(unpacked, np.asarray(Image.open(picture))[..., 3])
+
+
 def test_use_this_mask_then_a_painted_mask_is_the_object(addon, settings):
     """Use This Mask points Object at the kept mask image; what is painted on it is the next run's object."""
     first = reconstruct()
