@@ -358,7 +358,7 @@ class _Reconstruction:
                 self.image, category=None if settings.category == 'AUTO' else settings.category,
                 detail=settings.detail.lower(), height_mm=self.height_mm, timeout_s=prefs.timeout_s,
                 mask_path=os.path.join(self.mask_dir, "mask.png"), candidates=self.count,
-                object_mask=self.object_mask,
+                object_mask=self.object_mask, solid=settings.solid,
             )
         except BaseException:
             self.cleanup()

@@ -53,6 +53,12 @@ class ReconSettings(bpy.types.PropertyGroup):
         description="Real height of the object in millimetres; 0 keeps the model's size (about 1 unit across)",
         default=0.0, min=0.0, max=MAX_HEIGHT_MM, soft_max=2000.0, precision=1,
     )
+    solid: bpy.props.BoolProperty(
+        name="Fill Hollow Pockets",
+        description="Fill the sealed hollow pockets a closed part keeps inside (the shape bank stores walls): for "
+                    "resin and powder printers, which trap material in them. Off: the mesh as the model scores best",
+        default=False,
+    )
     candidates: bpy.props.IntProperty(
         name="Candidates",
         description="How many plausible shapes to make, the most confident shown first (Next Shape shows the "

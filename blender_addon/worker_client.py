@@ -393,7 +393,8 @@ class WorkerClient:
 
     def submit(self, image: str, *, category: str | None = None, detail: str | None = None,
                height_mm: float | None = None, smooth: bool = True, timeout_s: float = 300.0,
-               mask_path: str | None = None, candidates: int = 1, object_mask: str | None = None) -> Job:
+               mask_path: str | None = None, candidates: int = 1, object_mask: str | None = None,
+               solid: bool = False) -> Job:
         """Send one reconstruction request (starting the worker if needed); returns its :class:`Job`.
 
         ``detail``: "low", "medium" or "high" (:data:`DETAIL_VERTICES`), None for the model's default.
@@ -401,6 +402,8 @@ class WorkerClient:
         ``object_mask``: the user's mask of the object (a PNG of the picture's size or shape, white on the object), used
         instead of finding the object; None: the worker finds it.
         ``candidates``: how many plausible shapes to ask for (:attr:`WorkerResult.candidates`; fewer may come).
+        ``solid``: fill the sealed hollow pockets inside the mesh (``recon-mesh --solid``; sent only when asked, so a
+        request without it is what it was).
 
         Raises:
             WorkerError: the worker cannot be started, or a request is already running.
@@ -419,6 +422,8 @@ class WorkerClient:
                    "height_mm": height_mm or None, "smooth": smooth,
                    "mask_path": os.path.abspath(mask_path) if mask_path else None, "candidates": int(candidates),
                    "object_mask": object_mask}
+        if solid:
+            request["solid"] = True
         delay = float(os.environ.get(DELAY_ENV) or 0)
         if delay > 0:
             request["test_delay_s"] = delay

@@ -309,6 +309,29 @@ def test_the_client_reads_the_candidates(banked):
     np.testing.assert_array_equal(single.verts, result.verts)
 
 
+def test_the_client_asks_for_the_pockets_filled(banked):
+    """``submit(solid=True)`` (the add-on's Fill Hollow Pockets) sends ``"solid": true``: the worker drops the part
+    that encloses a negative volume and says so; without it the request is as before and the pocket stays."""
+    import trimesh
+
+    model, image = banked
+    c = WorkerClient(PYTHON, str(model), repo=str(REPO))
+    try:
+        hollow = c.submit(str(image), detail="low").wait()
+        filled = c.submit(str(image), detail="low", solid=True).wait()
+    finally:
+        c.close(timeout=30)
+
+    def volumes(result):
+        mesh = trimesh.Trimesh(result.verts, result.faces, process=False)
+        return sorted(float(p.volume) for p in mesh.split(only_watertight=False))
+
+    pockets = [v for v in volumes(hollow) if v < 0]
+    assert pockets and "sealed hollow pocket" not in " ".join(hollow.notes)
+    assert volumes(filled) == pytest.approx([v for v in volumes(hollow) if v > 0], rel=1e-5)
+    assert filled.report["ok"] and f"filled {len(pockets)} sealed hollow pocket" in " ".join(filled.notes)
+
+
 def test_a_malformed_candidate_fails_the_job_in_one_sentence():
     mesh = {"verts": worker.encode_array(np.zeros((4, 3)), "<f4"),
             "faces": worker.encode_array([[0, 1, 2], [0, 2, 3], [0, 3, 1], [1, 3, 2]], "<i4")}
