@@ -66,6 +66,10 @@ def _bad_inputs(tmp_path: Path, tiny_config) -> dict[str, tuple[list[str], str]]
     Image.new("L", (64, 64), 255).save(given_white)
     folder = tmp_path / "folder.stl"
     folder.mkdir()
+    mask_link = tmp_path / "link_to_given_white.png"  # another name of the --mask file
+    mask_link.symlink_to(given_white)
+    mask_folder = tmp_path / "folder_m.png"
+    mask_folder.mkdir()
     # a model whose weights do not fit its config, and a truncated one
     wrong = save_model(build_model(tiny_config), tmp_path / "wrong")
     meta = json.loads(wrong.with_suffix(".json").read_text())
@@ -84,7 +88,7 @@ def _bad_inputs(tmp_path: Path, tiny_config) -> dict[str, tuple[list[str], str]]
         "wrong-shape weights": ([str(good), "--model", str(wrong)], "do not match the architecture"),
         "truncated safetensors": ([str(good), "--model", str(cut)], "truncated or corrupt"),
         "bad extension": ([str(good), "-o", str(tmp_path / "out.xyz")], "extension must be one of"),
-        "bad height": ([str(good), "--height-mm", "-5"], "positive number"),
+        "bad height": ([str(good), "--height-mm", "-5"], "--height-mm must be a number of millimetres"),
         "3mf without a height": ([str(good), "-o", str(tmp_path / "out.3mf")], "give the object's real height"),
         "uniform white picture": ([str(white), "--save-mask", str(tmp_path / "white_mask.png")], "one uniform colour"),
         "noise picture": ([str(noise)], "random noise"),
@@ -94,11 +98,15 @@ def _bad_inputs(tmp_path: Path, tiny_config) -> dict[str, tuple[list[str], str]]
         "given mask missing": ([str(good), "--mask", str(tmp_path / "given_nope.png")], "Mask file not found"),
         "given mask of another shape": ([str(good), "--mask", str(given_wide)], "must have the picture's size"),
         "given mask marks nothing": ([str(good), "--mask", str(given_black)], "marks no object"),
-        "height beyond any printer": ([str(good), "--height-mm", "1e39"], "--height-mm must be a positive number"),
-        "infinite height": ([str(good), "--height-mm", "inf"], "--height-mm must be a positive number"),
+        "height beyond any printer": ([str(good), "--height-mm", "1e39"], "--height-mm must be a number of millimetres"),
+        "height below any printer": ([str(good), "--height-mm", "1e-44"], "from 0.1 to 100,000"),
+        "infinite height": ([str(good), "--height-mm", "inf"], "--height-mm must be a number of millimetres"),
         "mask over the picture": ([str(good), "--save-mask", str(good)], "it is the input picture"),
-        "mask over the given mask": ([str(good), "--mask", str(given_white), "--save-mask",
-                                      str(tmp_path / "." / given_white.name)], "it is the --mask file"),
+        "mask over the given mask": ([str(good), "--mask", str(given_white), "--save-mask", str(mask_link)],
+                                     "it is the --mask file"),
+        "mask over a missing picture": ([str(tmp_path / "gone.png"), "--save-mask", str(tmp_path / "gone.png")],
+                                        "Image file not found"),
+        "mask is a folder": ([str(good), "--save-mask", str(mask_folder)], "it is a folder"),
         "output is a folder": ([str(good), "-o", str(folder)], "it is a folder"),
         "output inside a file": ([str(good), "-o", str(not_a_folder / "out.stl")], "is a file, not a folder"),
         "given mask is a folder": ([str(good), "--mask", str(tmp_path)], "is a folder, not a mask image"),

@@ -196,12 +196,28 @@ class TestValidation:
             make_printable(np.zeros((0, 3)), np.zeros((0, 3), dtype=int))
 
 
-def _pockets_reference(verts, faces):
-    """The parts (trimesh's split, through shared vertices) whose enclosed volume is positive, as sorted face
-    triples of their vertex positions: the slow, obvious fill."""
+def _winding(point, tris):
+    """The winding number of the closed triangles ``tris`` (T, 3, 3) about ``point``: the sum of their signed
+    solid angles (Van Oosterom and Strackee) over 4 pi; +-1 inside, 0 outside."""
+    a, b, c = (tris[:, k] - point for k in range(3))
+    la, lb, lc = (np.linalg.norm(x, axis=1) for x in (a, b, c))
+    num = np.einsum("td,td->t", a, np.cross(b, c))
+    den = la * lb * lc + np.einsum("td,td->t", a, b) * lc + np.einsum("td,td->t", b, c) * la \
+        + np.einsum("td,td->t", c, a) * lb
+    return float(2.0 * np.arctan2(num, den).sum() / (4.0 * np.pi))
+
+
+def _filled_reference(verts, faces):
+    """The parts (trimesh's split) that lie inside no other part (by winding number), as sorted face triples of
+    their vertex positions, and the count of dropped parts that enclose a negative volume: the slow, obvious fill."""
     mesh = trimesh.Trimesh(verts, faces, process=False)
-    kept = [p for p in mesh.split(only_watertight=False) if p.volume > 0]
-    return sorted(tuple(np.round(p.vertices[f], 9).ravel()) for p in kept for f in p.faces)
+    parts = mesh.split(only_watertight=False)
+    inner = [i for i, p in enumerate(parts)
+             if any(abs(_winding(p.vertices[p.faces[0, 0]], q.vertices[q.faces])) > 0.5
+                    for j, q in enumerate(parts) if j != i)]
+    kept = [p for i, p in enumerate(parts) if i not in inner]
+    return (sorted(tuple(np.round(p.vertices[f], 9).ravel()) for p in kept for f in p.faces),
+            sum(1 for i in inner if parts[i].volume < 0))
 
 
 def _shell(centre, radius, level, inward=False):
@@ -210,33 +226,44 @@ def _shell(centre, radius, level, inward=False):
     return s.vertices + centre, faces
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_fill_cavities_keeps_the_parts_that_enclose_a_positive_volume(seed):
-    """Solids with pockets (inward shells inside outward ones), separate solids and none: the same faces kept as
-    the reference's, the pockets counted, and the result still printable."""
-    from recon_core.mesh.repair import fill_cavities
-
-    rng = np.random.default_rng(seed)
-    parts = []
-    for k in range(int(rng.integers(1, 4))):  # separate solids, each with 0-2 pockets
-        centre = np.array([3.0 * k, rng.normal(), rng.normal()])
-        parts.append(_shell(centre, 1.0, 2))
-        for j in range(int(rng.integers(0, 3))):
-            parts.append(_shell(centre + [0.45 * (2 * j - 1), 0.0, 0.0], 0.3, 1, inward=True))
-    order = rng.permutation(len(parts))  # the pockets' vertices not after their solid's
+def _joined(parts, order):
     verts, faces, offset = [], [], 0
     for i in order:
         v, f = parts[i]
         verts.append(v)
         faces.append(f + offset)
         offset += len(v)
-    verts, faces = np.concatenate(verts), np.concatenate(faces)
-    pockets = sum(1 for v, f in parts if signed_volume(v, f) < 0)
-    assert check_printable(verts, faces).ok
+    return np.concatenate(verts), np.concatenate(faces)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_fill_cavities_keeps_the_outermost_parts(seed):
+    """Solids with pockets (inward shells inside outward ones), islands inside pockets, separate solids, unused
+    vertices, and inside-out parts with nothing around them: the same faces kept as the winding-number reference's,
+    the pockets counted, never an empty mesh, and the result still printable when the input was."""
+    from recon_core.mesh.repair import fill_cavities
+
+    rng = np.random.default_rng(seed)
+    parts = []
+    for k in range(int(rng.integers(1, 4))):  # separate solids, each with 0-2 pockets, a pocket maybe with an island
+        centre = np.array([3.0 * k, rng.normal(), rng.normal()])
+        parts.append(_shell(centre, 1.0, 2, inward=seed == 7))  # seed 7: inside-out parts alone
+        if seed == 7:
+            continue
+        for j in range(int(rng.integers(0, 3))):
+            pocket = centre + [0.45 * (2 * j - 1), 0.0, 0.0]
+            parts.append(_shell(pocket, 0.35, 1, inward=True))
+            if rng.random() < 0.5:
+                parts.append(_shell(pocket + rng.normal(0, 0.02, 3), 0.15, 1))
+    verts, faces = _joined(parts, rng.permutation(len(parts)))  # a pocket's vertices not after its solid's
+    if seed == 3:  # unused vertices between the parts
+        verts = np.concatenate([verts, rng.normal(size=(5, 3))])
+    expected, pockets = _filled_reference(verts, faces)
     got_v, got_f, count = fill_cavities(verts, faces)
-    assert count == pockets
-    got = sorted(tuple(np.round(got_v[f], 9).ravel()) for f in got_f)
-    assert got == _pockets_reference(verts, faces)
-    assert check_printable(got_v, got_f).ok and len(got_v) == len(np.unique(got_f))
-    if pockets == 0:
-        assert got_v is verts or np.array_equal(got_v, verts)
+    assert count == pockets and len(got_f) > 0
+    assert sorted(tuple(np.round(got_v[f], 9).ravel()) for f in got_f) == expected
+    assert len(got_v) == len(np.unique(got_f))
+    if seed != 7:
+        assert check_printable(verts, faces).ok and check_printable(got_v, got_f).ok
+    if len(expected) == len(faces):
+        assert got_v is verts

@@ -269,9 +269,11 @@ def test_a_bad_candidate_count_is_a_value_error_and_the_worker_goes_on(files, co
     ("smooth", "false", "ProtocolError", "The request's smooth must be true or false or null, got 'false'."),
     ("height_mm", "abc", "ProtocolError", "The request's height_mm must be a number of millimetres or null, got 'abc'."),
     ("height_mm", True, "ProtocolError", "The request's height_mm must be a number of millimetres or null, got True."),
-    ("height_mm", 0, "ValueError", "height_mm must be a positive number of millimetres, at most 100,000 (or null: "
+    ("height_mm", 0, "ValueError", "height_mm must be a number of millimetres from 0.1 to 100,000 (or null: "
                                    "unscaled), got 0."),
-    ("height_mm", 1e39, "ValueError", "height_mm must be a positive number of millimetres"),
+    ("height_mm", 1e-44, "ValueError", "height_mm must be a number of millimetres from 0.1 to 100,000"),
+    ("test_delay_s", float("inf"), "ProtocolError", "The request's test_delay_s must be under an hour, got inf."),
+    ("height_mm", 1e39, "ValueError", "height_mm must be a number of millimetres from 0.1 to 100,000"),
     ("mask_path", 7, "ProtocolError", "The request's mask_path must be a file path or null, got 7."),
     ("solid", 1, "ProtocolError", "The request's solid must be true or false or null, got 1."),
 ])

@@ -23,11 +23,13 @@ INTERRUPTED = 130
 EPILOG = """\
 exit codes:
   0  the mesh was written and passed the printable check
-  1  unexpected failure (one sentence on stderr; rerun with --debug and report it)
+  1  unexpected failure (one sentence on stderr; rerun with --debug and report it), or the
+     report could not be printed to standard output after the files were written
   2  bad input (image, a picture with no object, model, output path or option, such as
      --detail together with the deprecated --vertices): one sentence on stderr, no file written
   3  the mesh was written but failed the printable check (with --candidates: one of them did)
-  130  interrupted (Ctrl-C) before the files were written: none was
+  130  interrupted (Ctrl-C): one sentence on stderr; before the files were written, none was
+     (while the report printed, after they were, they stay)
 
 The mesh is complete on disk before the report is printed. A reader that stops early
 (recon-mesh ... | head -1) ends the report quietly and leaves the exit code as above."""
@@ -102,11 +104,12 @@ def _print(line: str) -> None:
 
 
 def _same_file(a: Path, b: Path) -> bool:
-    """Whether ``a`` and ``b`` name one file (both existing: the same inode; else the same resolved path)."""
+    """Whether ``a`` and ``b`` name one existing file (the same inode, by any path or link); False when ``b`` does not
+    exist (reading it will say so)."""
     try:
-        return a.samefile(b)
+        return b.exists() and (a.resolve() == b.resolve() or (a.exists() and a.samefile(b)))
     except OSError:
-        return a.resolve() == b.resolve()
+        return False
 
 
 def _save_mask(mask, image: str, path: Path, mesh: Path) -> None:
@@ -141,12 +144,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: --vertices is deprecated; use --detail {'|'.join(DETAIL_VERTICES)}", file=sys.stderr)
     vertices = args.vertices if args.detail is None else vertices_for_detail(args.detail)
     start = time.perf_counter()
-    try:
+    try:  # torch's import, the first second of a run: the handlers below need these names
         from recon_core.io.image import ImageError, load_picture
         from recon_core.io.export import EXPORT_FORMATS, ExportError, export_mesh
-        from recon_core.io.inference import MAX_HEIGHT_MM, Reconstructor
+        from recon_core.io.inference import MAX_HEIGHT_MM, MIN_HEIGHT_MM, Reconstructor
         from recon_core.io.weights import WeightsError
-
+    except KeyboardInterrupt:
+        print("error: interrupted; no file written.", file=sys.stderr)
+        return INTERRUPTED
+    try:
         out = Path(args.output)
         if out.suffix.lower() not in EXPORT_FORMATS:
             raise ExportError(f"Cannot write {out.name}: the extension must be one of {', '.join(EXPORT_FORMATS)}.")
@@ -168,18 +174,25 @@ def main(argv: list[str] | None = None) -> int:
             if not os.access(mask_out.parent, os.W_OK):
                 raise ExportError(f"Cannot write the mask to {mask_out}: the folder {mask_out.parent} is not writable; "
                                   "choose a writable location.")
+            if mask_out.is_dir():
+                raise ExportError(f"Cannot write the mask to {mask_out}: it is a folder; give a file name, e.g. "
+                                  f"{mask_out / 'mask.png'}.")
             for flag, given in (("the input picture", args.image), ("the --mask file", args.mask)):
                 if given is not None and _same_file(mask_out, Path(given)):
                     raise ExportError(f"Cannot write the mask to {mask_out}: it is {flag}, which would be "
                                       "overwritten; choose another file name.")
-        if args.height_mm is not None and not 0 < args.height_mm <= MAX_HEIGHT_MM:  # NaN fails too
-            raise ValueError(f"--height-mm must be a positive number of millimetres, at most {MAX_HEIGHT_MM:,.0f}, "
-                             f"got {args.height_mm}.")
+        if args.height_mm is not None and not MIN_HEIGHT_MM <= args.height_mm <= MAX_HEIGHT_MM:  # NaN fails too
+            raise ValueError(f"--height-mm must be a number of millimetres from {MIN_HEIGHT_MM:g} to "
+                             f"{MAX_HEIGHT_MM:,.0f}, got {args.height_mm}.")
         if out.suffix.lower() == ".3mf" and args.height_mm is None:
             raise ExportError(f"Cannot write {out.name} without a size: a 3MF file is in millimetres, so give the "
                               "object's real height, e.g. --height-mm 90.")
         if args.candidates < 1:
             raise ValueError(f"--candidates must be at least 1, got {args.candidates}.")
+        for rank in range(1, args.candidates + 1 if args.candidates > 1 else 1):
+            if candidate_path(out, rank).is_dir():
+                raise ExportError(f"Cannot write candidate {candidate_path(out, rank)}: it is a folder; choose "
+                                  "another output name.")
         rgb, alpha, notes = load_picture(args.image, args.mask)  # bad input fails fast, before the model loads
         rec = Reconstructor.from_file(args.model)
         results = rec.reconstruct_candidates(
@@ -262,6 +275,7 @@ def run() -> None:
         code = main()
         _flush_stdout()
     except KeyboardInterrupt:  # after the files were written, while the report printed
+        print("error: interrupted while printing the report; the files were written.", file=sys.stderr)
         code = INTERRUPTED
     except OSError:  # the report's last flush into a full stdout: main has said so, or had nothing left to say
         code = 1

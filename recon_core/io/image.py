@@ -211,7 +211,7 @@ def upright_size(img: Image.Image) -> tuple[int, int]:
 
 def _grey_8bit(img: Image.Image) -> np.ndarray:
     """(H, W) uint8 of a grey image of a :data:`HIGH_DEPTH_MODES` mode: 16-bit integers over 65,535, floats over
-    their largest finite value, rounded (a float pixel that is not a number is black)."""
+    their largest finite value, rounded (a float pixel that is not finite, NaN or infinite, is black)."""
     arr = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     top = 65535.0 if img.mode.startswith("I") else max(float(arr.max()), 1.0)
     return np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)

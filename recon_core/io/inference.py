@@ -43,6 +43,8 @@ SMOOTH_ITERATIONS = 10
 
 SNAP_QUERY_POINTS = 256
 """About this many of the reconstruction's vertices (every k-th) are compared with the bank's shapes."""
+MIN_HEIGHT_MM = 0.1
+"""Smallest ``height_mm`` accepted: about a printer's finest layer (below it float32 vertices lose the mesh)."""
 MAX_HEIGHT_MM = 100_000.0
 """Largest ``height_mm`` accepted (100 m): beyond any printer, and far below where float32 vertices lose the mesh."""
 FIT_TEMPERATURE = 0.05
@@ -244,9 +246,9 @@ class Reconstructor:
         if count > 1 and not self.banked:
             raise ValueError("This model gives one shape per picture; several candidates need a model with a "
                              "shape bank (the shipped default has one).")
-        if height_mm is not None and not 0 < height_mm <= MAX_HEIGHT_MM:  # NaN fails too
-            raise ValueError(f"height_mm must be a positive number of millimetres, at most {MAX_HEIGHT_MM:,.0f}, "
-                             f"got {height_mm}.")
+        if height_mm is not None and not MIN_HEIGHT_MM <= height_mm <= MAX_HEIGHT_MM:  # NaN fails too
+            raise ValueError(f"height_mm must be a number of millimetres from {MIN_HEIGHT_MM:g} to "
+                             f"{MAX_HEIGHT_MM:,.0f}, got {height_mm}.")
         if vertices is not None and self.banked and vertices not in VERTEX_SCHEDULES:
             # the network (which checks it) runs at its own level: the detail only sizes the decimation
             raise ValueError(f"vertices must be one of {sorted(VERTEX_SCHEDULES)}, got {vertices}")
@@ -404,7 +406,7 @@ class Reconstructor:
 
         start, checking = time.perf_counter(), timings.get("check", 0.0)
         verts, faces = snapped
-        notes: list[str] = []
+        undecimated = None  # the faces asked for, when the decimation failed
         report = None
         repair_log = RepairLog(path="original", input_closed_manifold=True)
         repair_log.note("the solid of the nearest training shape, meshed by marching tetrahedra")
@@ -437,8 +439,7 @@ class Reconstructor:
             decimated = decimate(verts, faces, target, defects=defects)
             if decimated is None:
                 repair_log.note(f"decimation to {target} faces could not be mended into a printable mesh")
-                notes.append(f"the solid could not be simplified to about {target:,} faces and stay printable: "
-                             f"it is written whole, {len(faces):,} faces (simplify it in your modeller if need be)")
+                undecimated = target
             else:
                 _, faces, mends = decimated
                 verts, report = checked["verts"], checked["report"]
@@ -447,7 +448,12 @@ class Reconstructor:
         # the decimation and its mends as "repair", the printable checks they ran as "check"
         timings["repair"] = (timings.get("repair", 0.0) + time.perf_counter() - start
                              - (timings.get("check", 0.0) - checking))
-        return self._finish(verts, faces, repair_log, used, probs, height_mm, timings, notes, report)
+        result = self._finish(verts, faces, repair_log, used, probs, height_mm, timings, [], report)
+        if undecimated is not None and result.repair.path not in ("hull", "box"):  # else that stand-in's note
+            result.notes.append(f"the solid could not be simplified to about {undecimated:,} faces and stay "
+                                f"printable: it is written whole, {len(result.faces):,} faces (simplify it in your "
+                                "modeller if need be)")
+        return result
 
     def _reconstruct_occupancy(self, out, rgb: np.ndarray, alpha: np.ndarray | None, prepared, cat_index: int | None,
                                vertices: int | None, height_mm: float | None, smooth: bool, timings: dict[str, float],

@@ -35,7 +35,7 @@ Client to worker::
      "mask_path": "/tmp/recon-x/mask.png",
      "candidates": 3, "object_mask": "/path/photo_mask.png"}
         ``category``, ``detail`` and ``height_mm`` may be null (automatic, the model's default, unscaled);
-        ``height_mm`` is a number of millimetres in (0, 100,000] (:data:`recon_core.io.inference.MAX_HEIGHT_MM`),
+        ``height_mm`` is a number of millimetres from 0.1 to 100,000 (:mod:`recon_core.io.inference`'s bounds),
         ``smooth`` true or false (absent: true), ``solid`` true or false (absent: false; fill the sealed hollow
         pockets inside the mesh, ``recon-mesh --solid``); a field of another type is answered with a
         ``ProtocolError``, a value out of range with a ``ValueError``, before any work;
@@ -172,12 +172,14 @@ class _Channel:
 
 def _handle_request(channel: _Channel, reconstructor, request: dict[str, Any]) -> None:
     from recon_core.io.image import ImageError
-    from recon_core.io.inference import MAX_HEIGHT_MM
+    from recon_core.io.inference import MAX_HEIGHT_MM, MIN_HEIGHT_MM
 
     rid = request.get("id")
     started = time.perf_counter()
     try:
         delay = _field(request, "test_delay_s", (int, float), "a number of seconds") or 0
+        if not delay < 3600:  # infinite or NaN: a test's sleep would overflow or never end
+            raise _BadRequest(f"The request's test_delay_s must be under an hour, got {delay!r}.")
         if delay > 0:
             channel.send("progress", id=rid, stage="waiting (test delay)", fraction=0.0)
             time.sleep(delay)
@@ -185,9 +187,9 @@ def _handle_request(channel: _Channel, reconstructor, request: dict[str, Any]) -
         if not isinstance(image, str) or not image:
             raise _BadRequest(f"The request's image must be the picture file's path, got {image!r}.")
         height = _field(request, "height_mm", (int, float), "a number of millimetres")
-        if height is not None and not 0 < height <= MAX_HEIGHT_MM:  # NaN fails too
-            raise ValueError(f"height_mm must be a positive number of millimetres, at most {MAX_HEIGHT_MM:,.0f} "
-                             f"(or null: unscaled), got {height!r}.")
+        if height is not None and not MIN_HEIGHT_MM <= height <= MAX_HEIGHT_MM:  # NaN fails too
+            raise ValueError(f"height_mm must be a number of millimetres from {MIN_HEIGHT_MM:g} to "
+                             f"{MAX_HEIGHT_MM:,.0f} (or null: unscaled), got {height!r}.")
         smooth = _field(request, "smooth", bool, "true or false")
         kwargs = dict(category=_field(request, "category", str, "a category name") or None,
                       vertices=_requested_vertices(request), height_mm=None if height is None else float(height),

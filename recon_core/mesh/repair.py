@@ -107,17 +107,24 @@ def vertex_adjacency(faces: np.ndarray, n_vertices: int) -> csr_matrix:
 
 
 def fill_cavities(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """The mesh without its sealed hollow pockets: ``(verts (V', 3), faces (F', 3) int64, pockets dropped)``.
+    """The mesh filled where it is hollow inside: ``(verts (V', 3), faces (F', 3) int64, pockets filled)``.
 
-    A closed, oriented, self-intersection-free mesh bounds a cavity with a shell of its own whose faces point
-    into the cavity, so that shell encloses a negative volume. Each connected part (faces joined through their
-    vertices) is kept or dropped whole by the sign of the volume it encloses: the solid is filled where a pocket was,
-    and what is left is still closed, manifold, outward and free of self-intersections (a subset of separate
-    parts). Resin and powder printers trap material in such pockets; a part's interior also shows in Blender as
-    inward faces. Vertices are renumbered in their order; the mesh comes back as it is when it has no pocket.
+    A closed, oriented, self-intersection-free mesh bounds a sealed pocket with a shell of its own whose faces point
+    into the pocket (a part enclosing a negative volume), and anything inside the pocket (a closed drawer in a
+    closed cabinet) is another part again. Filling the solid drops every connected part (faces joined through their
+    vertices) that lies inside another part, so only the outermost shells stay: still closed, manifold, outward and
+    free of self-intersections (a subset of separate parts); never all of them (a part inside another needs an
+    outer one). Whether a part is inside another is told by the parity of the crossings of a ray from one of its
+    vertices with the other part's faces (:func:`_crossed`). Resin and powder printers trap material in such pockets;
+    Blender shows their faces inside the object. Vertices are renumbered in their order; the mesh comes back as it
+    is when no part lies inside another.
 
     Args:
-        verts: (V, 3) float vertices; faces: (F, 3) int faces of a closed, oriented mesh.
+        verts: (V, 3) float vertices; faces: (F, 3) int faces of a closed, oriented mesh without self-intersections.
+
+    Returns:
+        ``pockets filled``: the parts dropped that enclose a negative volume (a part inside a pocket is dropped
+        with it, uncounted).
     """
     from scipy.sparse.csgraph import connected_components
 
@@ -125,19 +132,50 @@ def fill_cavities(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.
     if len(faces) == 0:
         return verts, faces, 0
     count, part = connected_components(vertex_adjacency(faces, len(verts)), directed=False)
-    if count == 1:
-        return verts, faces, 0
-    tris = verts[faces] - verts[np.unique(faces)].mean(0)  # about the centre: less cancellation
-    six = np.einsum("fd,fd->f", tris[:, 0], np.cross(tris[:, 1], tris[:, 2]))  # 6 x each face's signed volume
     face_part = part[faces[:, 0]]
-    pocket = np.bincount(face_part, weights=six, minlength=count) < 0
-    if not pocket.any():
+    parts = np.unique(face_part)
+    if len(parts) == 1:
         return verts, faces, 0
-    kept = faces[~pocket[face_part]]
+    tris = verts[faces]
+    first = {p: faces[np.argmax(face_part == p), 0] for p in parts}  # one vertex of each part
+    inner = []
+    for p in parts:  # inside another part: an odd number of that part's faces crossed by a ray from p's vertex
+        crossings = np.bincount(face_part[_crossed(verts[first[p]], tris)], minlength=count) % 2
+        crossings[p] = 0
+        if crossings.any():
+            inner.append(p)
+    if not inner:
+        return verts, faces, 0
+    centred = tris - verts[np.unique(faces)].mean(0)  # about the centre: less cancellation
+    six = np.einsum("fd,fd->f", centred[:, 0], np.cross(centred[:, 1], centred[:, 2]))  # 6 x signed volumes
+    pockets = int((np.bincount(face_part, weights=six, minlength=count)[inner] < 0).sum())
+    kept = faces[~np.isin(face_part, inner)]
     used = np.unique(kept)
     index = np.full(len(verts), -1, dtype=np.int64)
     index[used] = np.arange(len(used))
-    return verts[used], index[kept], int(pocket.sum())  # a part without faces encloses 0: never a pocket
+    return verts[used], index[kept], pockets
+
+
+_RAY = np.array([0.2718281828, 0.3141592654, 0.9054688303])
+"""The direction :func:`_crossed` casts its ray in: no axis, so it runs along no grid's faces or edges."""
+
+
+def _crossed(point: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """(T,) bool: the triangles ``tris`` (T, 3, 3) that the ray from ``point`` (3,) along :data:`_RAY` crosses
+    (Möller–Trumbore). A point is inside a closed surface when it crosses an odd number of its triangles (a crossing
+    through an edge or a vertex, which the oblique ray makes all but impossible, may count twice or not at all)."""
+    direction = _RAY / np.linalg.norm(_RAY)
+    e1, e2 = tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0]
+    p = np.cross(direction, e2)
+    det = np.einsum("td,td->t", e1, p)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = 1.0 / det
+        s = point - tris[:, 0]
+        u = np.einsum("td,td->t", s, p) * inv
+        q = np.cross(s, e1)
+        v = (q @ direction) * inv
+        t = np.einsum("td,td->t", e2, q) * inv
+    return (det != 0) & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > 0)
 
 
 def _umbrella(adj: csr_matrix, verts: np.ndarray) -> np.ndarray:
