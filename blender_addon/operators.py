@@ -237,6 +237,7 @@ def _display_pixels(image) -> np.ndarray:
     width, height = image.size
     pixels = np.empty(width * height * 4, np.float32)
     image.pixels.foreach_get(pixels)
+    np.nan_to_num(pixels, copy=False, nan=0.0, posinf=1.0, neginf=0.0)  # an EXR's NaN: black, not undefined bytes
     rgba = pixels.reshape(height, width, 4)
     rgb, alpha = rgba[..., :3], rgba[..., 3:]
     if image.alpha_mode == 'NONE':
@@ -260,15 +261,22 @@ def _save_render_png(image, scene, path: str) -> None:
     """
     settings = scene.render.image_settings
     state = _format_state(settings)
+    error = None
     try:
         for name, value in _PNG_RGBA_8.items():
-            setattr(settings, name, value)
+            if name in settings.bl_rna.properties:  # media_type: Blender 5.0 on
+                setattr(settings, name, value)
         image.save_render(filepath=path, scene=scene)
+    except (AttributeError, TypeError, ValueError) as err:  # a linked, read-only scene; an older Blender's values
+        error = err
     finally:
         failed = _restore_format(settings, state)
         if failed:
-            raise InputError(f"The scene's output format could not be set back ({', '.join(failed)}); check it in "
-                             "Output Properties > Output.")
+            cause = f" (after: {error})" if error is not None else ""
+            raise InputError(f"The scene's output format could not be set back ({', '.join(failed)}){cause}; check it "
+                             "in Output Properties > Output.")
+    if error is not None:
+        raise RuntimeError(f"its scene's output format cannot be set to PNG ({error})")
 
 
 def _format_state(settings) -> list:
@@ -341,6 +349,10 @@ class _Reconstruction:
         if self.temp_file is not None:
             self.names[self.temp_file] = self.picture
         self.height_mm = settings.height_mm if settings.height_mm > 0 else None
+        least = worker_client.MIN_HEIGHT_MM
+        if self.height_mm is not None and self.height_mm < least:
+            raise InputError(f"Height (mm) must be 0 (the model's size) or at least {least:g} mm, got "
+                             f"{self.height_mm:g}.")
         self.count = settings.candidates
         self.location = context.scene.cursor.location.copy()
         self.started = time.perf_counter()
@@ -777,7 +789,7 @@ class RECON_OT_next_candidate(_CandidateOperator, bpy.types.Operator):
         rank, confidence = candidate_info(shown)
         position = candidates.index(shown) + 1  # the rank, unless candidates were deleted
         check = "printable" if (shown.get(CHECK_KEY) or {}).get("ok") else "NOT printable"
-        ranked = f" (ranked {rank} when made)" if rank != position else ""
+        ranked = f" (ranked {rank} when made)" if rank and rank != position else ""
         self.report({'INFO'}, f"Showing {shown.name}: candidate {position} of {len(candidates)}{ranked}, "
                               f"{percent_text(confidence)} confidence, {check}.")
         return {'FINISHED'}

@@ -44,8 +44,9 @@ CATEGORY_NAMES = (
 DETAIL_VERTICES = {"low": 642, "medium": 2562, "high": 10242}
 DEFAULT_DETAIL = "medium"
 """``recon_core.mesh.detail``'s levels (name -> output vertex count) and default, copied like ``CATEGORY_NAMES``."""
-MAX_HEIGHT_MM = 100_000.0
-"""The largest real height the worker accepts (``recon_core.io.inference.MAX_HEIGHT_MM``), copied likewise."""
+MIN_HEIGHT_MM, MAX_HEIGHT_MM = 0.1, 100_000.0
+"""The real heights the worker accepts (``recon_core.io.inference``'s ``MIN_HEIGHT_MM`` and ``MAX_HEIGHT_MM``),
+copied likewise."""
 
 DELAY_ENV = "RECON_WORKER_DELAY_S"
 """Tests only: when set in this process, requests ask the worker to sleep this many seconds first."""

@@ -1353,3 +1353,27 @@ def test_unregister_leaves_nothing_behind(addon):
     assert not [kmi.idname for km in keyconfig.keymaps for kmi in km.keymap_items if kmi.idname.startswith("recon.")]
     assert addon.package._keymap_items == []
     assert all(c.process is None or c.process.poll() is not None for c in clients), "workers are shut down"
+
+
+def test_fill_hollow_pockets_and_the_height_reach_the_worker_as_set(addon, settings, monkeypatch):
+    """The panel's Fill Hollow Pockets is the request's solid; a height between 0 and the worker's least is refused
+    in one sentence before any work, the scene unchanged."""
+    client_class = addon.package.worker_client.WorkerClient
+    real, sent = client_class.submit, []
+
+    def recording(self, image, **kwargs):
+        sent.append(kwargs)
+        return real(self, image, **kwargs)
+
+    monkeypatch.setattr(client_class, "submit", recording)
+    for solid in (False, True):
+        settings.solid = solid
+        obj = reconstruct()
+        bpy.data.images.remove(obj["recon_mask"])
+        bpy.data.objects.remove(obj)
+    assert [k["solid"] for k in sent] == [False, True]
+    settings.solid, settings.height_mm = False, 0.05
+    state = scene_state()
+    with pytest.raises(RuntimeError, match=r"Height \(mm\) must be 0 \(the model's size\) or at least 0.1 mm, got 0.05"):
+        bpy.ops.recon.reconstruct_image()
+    assert scene_state() == state and len(sent) == 2

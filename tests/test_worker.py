@@ -81,9 +81,9 @@ def test_client_constants_match_recon_core():
     assert worker_client.CATEGORY_NAMES == tuple(c.name for c in CATEGORIES)
     assert worker_client.DETAIL_VERTICES == DETAIL_VERTICES
     assert worker_client.DEFAULT_DETAIL == DEFAULT_DETAIL
-    from recon_core.io.inference import MAX_HEIGHT_MM
+    from recon_core.io.inference import MAX_HEIGHT_MM, MIN_HEIGHT_MM
 
-    assert worker_client.MAX_HEIGHT_MM == MAX_HEIGHT_MM
+    assert (worker_client.MIN_HEIGHT_MM, worker_client.MAX_HEIGHT_MM) == (MIN_HEIGHT_MM, MAX_HEIGHT_MM)
 
 
 def test_array_encoding_round_trips_little_endian():
