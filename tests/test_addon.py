@@ -1340,21 +1340,6 @@ def test_recon_core_missing_in_interpreter(addon, settings, tmp_path):
                            f"{build_addon.REPO}."))
 
 
-def test_unregister_leaves_nothing_behind(addon):
-    clients = list(addon.package.worker_client._CLIENTS.values())
-    bpy.ops.preferences.addon_disable(module=addon.module)
-    assert addon.module not in bpy.context.preferences.addons
-    assert not hasattr(bpy.types.Scene, "recon_settings")
-    assert not any(hasattr(bpy.types, name) for name in CLASS_NAMES)
-    for idname in ("reconstruct_image", "next_candidate", "keep_candidate", "export_stl", "export_3mf"):
-        with pytest.raises((AttributeError, KeyError)):
-            getattr(bpy.ops.recon, idname).get_rna_type()
-    keyconfig = bpy.context.window_manager.keyconfigs.addon
-    assert not [kmi.idname for km in keyconfig.keymaps for kmi in km.keymap_items if kmi.idname.startswith("recon.")]
-    assert addon.package._keymap_items == []
-    assert all(c.process is None or c.process.poll() is not None for c in clients), "workers are shut down"
-
-
 def test_fill_hollow_pockets_and_the_height_reach_the_worker_as_set(addon, settings, monkeypatch):
     """The panel's Fill Hollow Pockets is the request's solid; a height between 0 and the worker's least is refused
     in one sentence before any work, the scene unchanged."""
@@ -1377,3 +1362,19 @@ def test_fill_hollow_pockets_and_the_height_reach_the_worker_as_set(addon, setti
     with pytest.raises(RuntimeError, match=r"Height \(mm\) must be 0 \(the model's size\) or at least 0.1 mm, got 0.05"):
         bpy.ops.recon.reconstruct_image()
     assert scene_state() == state and len(sent) == 2
+
+
+def test_unregister_leaves_nothing_behind(addon):
+    clients = list(addon.package.worker_client._CLIENTS.values())
+    bpy.ops.preferences.addon_disable(module=addon.module)
+    assert addon.module not in bpy.context.preferences.addons
+    assert not hasattr(bpy.types.Scene, "recon_settings")
+    assert not any(hasattr(bpy.types, name) for name in CLASS_NAMES)
+    for idname in ("reconstruct_image", "next_candidate", "keep_candidate", "export_stl", "export_3mf"):
+        with pytest.raises((AttributeError, KeyError)):
+            getattr(bpy.ops.recon, idname).get_rna_type()
+    keyconfig = bpy.context.window_manager.keyconfigs.addon
+    assert not [kmi.idname for km in keyconfig.keymaps for kmi in km.keymap_items if kmi.idname.startswith("recon.")]
+    assert addon.package._keymap_items == []
+    assert all(c.process is None or c.process.poll() is not None for c in clients), "workers are shut down"
+
