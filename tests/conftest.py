@@ -14,10 +14,10 @@ TINY = dict(backbone="resnet18", image_size=64, fpn_channels=16, coarse_hidden=3
 
 
 @pytest.fixture(autouse=True)
-def _no_shipped_finder(monkeypatch, tmp_path_factory):
+def _no_shipped_finder(monkeypatch):
     """Tests see no object finder unless they give one (``Reconstructor(..., finder=...)``, ``RECON_FINDER``):
     what a tiny model does with a picture without alpha is then the test's own business."""
-    monkeypatch.setenv("RECON_FINDER", str(tmp_path_factory.getbasetemp() / "no_finder"))
+    monkeypatch.setenv("RECON_FINDER", "none")
 
 
 @pytest.fixture

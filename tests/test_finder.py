@@ -370,6 +370,30 @@ def test_default_finder_path_is_the_shipped_finder_unless_recon_finder_says(monk
     assert stem.with_suffix(".json").is_file() and stem.with_suffix(".safetensors").is_file()
     monkeypatch.setenv("RECON_FINDER", "/somewhere/else.safetensors")
     assert default_finder_path() == Path("/somewhere/else")
+    monkeypatch.setenv("RECON_FINDER", " None ")
+    assert default_finder_path() is None
+
+
+def test_recon_finder_naming_no_finder_is_one_sentence_and_none_means_the_border_colour(tmp_path, monkeypatch,
+                                                                                        capsys):
+    """A mistyped RECON_FINDER used to be ignored without a word (the border colour used instead): now it is bad
+    input, exit 2, no file; RECON_FINDER=none finds the object by the border colour, as a repository without the
+    finder's files does."""
+    from recon_core.io.cli import main
+
+    picture = tmp_path / "white.jpg"
+    rgba = np.asarray(Image.open(REPO / "examples" / "chair.png").convert("RGBA"))
+    rgb = np.where(rgba[..., 3:] > 127, rgba[..., :3], 255).astype(np.uint8)
+    Image.fromarray(rgb).save(picture, quality=95)
+    out = tmp_path / "out.stl"
+    monkeypatch.setenv("RECON_FINDER", str(tmp_path / "typo"))
+    with pytest.raises(WeightsError, match="RECON_FINDER names no object finder"):
+        load_finder()
+    assert main([str(picture), "-o", str(out)]) == 2 and not out.exists()
+    assert "error: RECON_FINDER names no object finder" in capsys.readouterr().err
+    monkeypatch.setenv("RECON_FINDER", "none")
+    assert load_finder() is None
+    assert main([str(picture), "-o", str(out)]) == 0 and out.exists()
 
 
 def _drop_unsure_parts_reference(alpha: np.ndarray, unsure: float, margin: int) -> np.ndarray:

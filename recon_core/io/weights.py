@@ -172,9 +172,17 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
 # ------------------------------------------------------------------ the object finder
 
 
-def default_finder_path() -> Path:
-    """``models/finder`` of this repository (or ``$RECON_FINDER`` when set), without extension."""
-    env = os.environ.get("RECON_FINDER")
+FINDER_ENV = "RECON_FINDER"
+"""The environment variable that picks another object finder (a path, without or with its extension), or none: the
+value ``none`` finds the object by the border colour."""
+
+
+def default_finder_path() -> Path | None:
+    """``models/finder`` of this repository (or ``$RECON_FINDER`` when set), without extension; None when
+    ``$RECON_FINDER`` is ``none``."""
+    env = os.environ.get(FINDER_ENV, "").strip()
+    if env.lower() == "none":
+        return None
     if env:
         return _stem(Path(env))
     return Path(__file__).resolve().parents[2] / "models" / "finder"
@@ -188,7 +196,8 @@ def save_finder(net: ObjectFinder, path: str | os.PathLike, metadata: dict[str, 
 def load_finder(path: str | os.PathLike | None = None) -> ObjectFinder | None:
     """Load a finder saved by :func:`save_finder` (``None``: :func:`default_finder_path`), in eval mode.
 
-    Returns None when its files are not there (the border-colour rule is used instead).
+    Returns None when its files are not there (the border-colour rule is used instead), or ``$RECON_FINDER`` is
+    ``none``.
 
     Raises:
         WeightsError: files that are there but cannot be used.
@@ -197,8 +206,14 @@ def load_finder(path: str | os.PathLike | None = None) -> ObjectFinder | None:
     from safetensors.torch import load_file
 
     stem = default_finder_path() if path is None else _stem(Path(path))
+    if stem is None:  # RECON_FINDER=none
+        return None
     cfg_path, weights_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
     if not (cfg_path.is_file() and weights_path.is_file()):
+        if path is None and os.environ.get(FINDER_ENV, "").strip():  # a mistyped path would go unnoticed
+            raise WeightsError(f"{FINDER_ENV} names no object finder: {cfg_path} and {weights_path} are not both "
+                               f"there. Fix the path, unset {FINDER_ENV} for the shipped finder, or set it to none "
+                               "to find the object by the border colour.")
         return None
     try:
         config = FinderConfig.from_dict(json.loads(cfg_path.read_text())["finder"])
