@@ -150,7 +150,7 @@ def _absolute_path(path: str, what: str) -> str:
     if path.startswith("//") and not bpy.data.filepath:
         raise InputError(f"The {what} {path} is relative to the .blend file, which is not saved yet; save the .blend "
                          "file first, or give an absolute path.")
-    return os.path.normpath(os.path.abspath(bpy.path.abspath(path)))
+    return os.path.abspath(bpy.path.abspath(path))  # abspath normalises
 
 
 def _object_name(image_name: str) -> str:
@@ -185,7 +185,7 @@ def _image_file(image, scene) -> tuple[str, str | None]:
     path = bpy.path.abspath(image.filepath_raw, library=image.library) if image.filepath_raw else ""
     if (readable and image.source == 'FILE' and image.packed_file is None and not image.is_dirty
             and not relative_to_unsaved and os.path.isfile(path)):
-        return os.path.normpath(os.path.abspath(path)), None
+        return os.path.abspath(path), None
     fd, temp = tempfile.mkstemp(prefix="recon-", suffix=_IMAGE_SUFFIX[image.file_format] if readable else ".png")
     os.close(fd)
     try:
@@ -199,7 +199,7 @@ def _image_file(image, scene) -> tuple[str, str | None]:
             message = f"The image {image.name} cannot be read ({err}); save it to a file and choose that."
             raise InputError(message) from None
         raise
-    return os.path.abspath(temp), os.path.abspath(temp)
+    return temp, temp  # mkstemp's path is absolute
 
 
 def _png_copy(image, scene, path: str) -> None:
@@ -528,14 +528,14 @@ def _replace_masks(image, picture: str, name: str) -> None:
         old.user_remap(image)
         bpy.data.images.remove(old)
     image.name = name
-    _set_mask_file(image, image.name)
+    _set_mask_file(image)
 
 
-def _set_mask_file(image, name: str) -> None:
-    """Give the packed mask ``image`` the file ``//NAME.png`` (``name`` cleaned for a file name), where Unpack
+def _set_mask_file(image) -> None:
+    """Give the packed mask ``image`` the file ``//NAME.png`` (its name cleaned for a file name), where Unpack
     Resources writes it (next to the .blend, or in its ``textures`` folder): the image and its packed file otherwise
     keep the worker's temporary file, removed after the run, and every mask would unpack as ``mask.png``."""
-    path = f"//{bpy.path.clean_name(name)}.png"
+    path = f"//{bpy.path.clean_name(image.name)}.png"
     image.filepath_raw = path  # not ``filepath``, whose update reloads the image from the file
     for packed in image.packed_files:
         packed.filepath = path
@@ -784,10 +784,11 @@ class RECON_OT_next_candidate(_CandidateOperator, bpy.types.Operator):
         view_layer = context.view_layer
         candidates = candidates_of(candidate_collection(context.active_object), view_layer)
         current = shown_candidate(candidates, view_layer, context.active_object)
-        shown = candidates[(candidates.index(current) + 1) % len(candidates)]
+        index = (candidates.index(current) + 1) % len(candidates)
+        shown = candidates[index]
         _show_only(shown, candidates, view_layer)
         rank, confidence = candidate_info(shown)
-        position = candidates.index(shown) + 1  # the rank, unless candidates were deleted
+        position = index + 1  # the rank, unless candidates were deleted
         check = "printable" if (shown.get(CHECK_KEY) or {}).get("ok") else "NOT printable"
         ranked = f" (ranked {rank} when made)" if rank and rank != position else ""
         self.report({'INFO'}, f"Showing {shown.name}: candidate {position} of {len(candidates)}{ranked}, "

@@ -19,6 +19,7 @@ __all__ = ["main", "EPILOG", "candidate_path"]
 
 INTERRUPTED = 130
 """Exit code of a run stopped by Ctrl-C (the shell's 128 + SIGINT)."""
+_INTERRUPTED_SAYS = "error: interrupted; no file written."
 
 EPILOG = """\
 exit codes:
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         from recon_core.io.inference import MAX_HEIGHT_MM, MIN_HEIGHT_MM, Reconstructor
         from recon_core.io.weights import WeightsError
     except KeyboardInterrupt:
-        print("error: interrupted; no file written.", file=sys.stderr)
+        print(_INTERRUPTED_SAYS, file=sys.stderr)
         return INTERRUPTED
     try:
         out = Path(args.output)
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                               "object's real height, e.g. --height-mm 90.")
         if args.candidates < 1:
             raise ValueError(f"--candidates must be at least 1, got {args.candidates}.")
-        for rank in range(1, args.candidates + 1 if args.candidates > 1 else 1):
+        for rank in range(1, args.candidates + 1) if args.candidates > 1 else ():  # one: OUT itself, checked above
             if candidate_path(out, rank).is_dir():
                 raise ExportError(f"Cannot write candidate {candidate_path(out, rank)}: it is a folder; choose "
                                   "another output name.")
@@ -219,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: no file written (the candidates' cleanup above ran)
-        print("error: interrupted; no file written.", file=sys.stderr)
+        print(_INTERRUPTED_SAYS, file=sys.stderr)
         return INTERRUPTED
     except Exception as err:  # noqa: BLE001 - last line of defence: one sentence, not a traceback
         if args.debug:

@@ -47,6 +47,8 @@ MIN_HEIGHT_MM = 0.1
 """Smallest ``height_mm`` accepted: about a printer's finest layer (below it float32 vertices lose the mesh)."""
 MAX_HEIGHT_MM = 100_000.0
 """Largest ``height_mm`` accepted (100 m): beyond any printer, and far below where float32 vertices lose the mesh."""
+_STAND_INS = {"hull": "its convex hull", "box": "its bounding box"}
+"""The repair's last resorts (:attr:`recon_core.mesh.repair.RepairLog.path`) that stand in for a reconstruction."""
 FIT_TEMPERATURE = 0.05
 """Candidates of a shape-bank model: confidence = softmax(silhouette IoU / this) among them (0.05 IoU apart: e times)."""
 CATEGORY_VOTE_FLOOR = 0.1
@@ -449,7 +451,7 @@ class Reconstructor:
         timings["repair"] = (timings.get("repair", 0.0) + time.perf_counter() - start
                              - (timings.get("check", 0.0) - checking))
         result = self._finish(verts, faces, repair_log, used, probs, height_mm, timings, [], report)
-        if undecimated is not None and result.repair.path not in ("hull", "box"):  # else that stand-in's note
+        if undecimated is not None and result.repair.path not in _STAND_INS:  # else that stand-in's note
             result.notes.append(f"the solid could not be simplified to about {undecimated:,} faces and stay "
                                 f"printable: it is written whole, {len(result.faces):,} faces (simplify it in your "
                                 "modeller if need be)")
@@ -626,10 +628,10 @@ class Reconstructor:
                 report = check_printable(verts, faces, unit_scale_mm=scale_mm)
         return Reconstruction(verts, faces, used, probs, report, repair_log, timings, self._notes(notes, repair_log))
 
-    def _notes(self, notes: list[str], repair_log=None) -> list[str]:
+    def _notes(self, notes: list[str], repair_log) -> list[str]:
         """``notes``, after a first note for an untrained model, and with a last one when the repair's last resort
-        (``repair_log.path``: the convex hull or the bounding box) stands in for the reconstruction."""
-        stand_in = {"hull": "its convex hull", "box": "its bounding box"}.get(getattr(repair_log, "path", None))
+        (``repair_log.path``, :data:`_STAND_INS`) stands in for the reconstruction."""
+        stand_in = _STAND_INS.get(repair_log.path)
         if stand_in is not None:
             notes = [*notes, f"the reconstruction could not be made printable: {stand_in} stands in for it"]
         if self.trained:

@@ -146,9 +146,7 @@ def fill_cavities(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.
             inner.append(p)
     if not inner:
         return verts, faces, 0
-    centred = tris - verts[np.unique(faces)].mean(0)  # about the centre: less cancellation
-    six = np.einsum("fd,fd->f", centred[:, 0], np.cross(centred[:, 1], centred[:, 2]))  # 6 x signed volumes
-    pockets = int((np.bincount(face_part, weights=six, minlength=count)[inner] < 0).sum())
+    pockets = sum(signed_volume(verts, faces[face_part == p]) < 0 for p in inner)
     kept = faces[~np.isin(face_part, inner)]
     used = np.unique(kept)
     index = np.full(len(verts), -1, dtype=np.int64)

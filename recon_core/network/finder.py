@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from recon_core.network.crop import border_colour
+
 __all__ = [
     "FINDER_SIZE",
     "MIN_OBJECT_SHARE",
@@ -265,7 +267,7 @@ def _common_colour_share(rgb: np.ndarray, fg: np.ndarray) -> float:
     sample = where[:: -(-len(where) // FLAT_SAMPLE)]
     p = rgb[sample // fg.shape[1], sample % fg.shape[1]].astype(np.int64)  # only these pixels (rgb may be a window)
     _, counts = np.unique((p[:, 0] << 16) | (p[:, 1] << 8) | p[:, 2], return_counts=True)
-    return float(np.sort(counts)[::-1][:FLAT_COLOURS].sum()) / len(p)
+    return float(np.sort(counts)[-FLAT_COLOURS:].sum()) / len(p)
 
 
 def grow_to_edges(alpha: np.ndarray, rgb: np.ndarray) -> np.ndarray:
@@ -294,8 +296,6 @@ def grow_to_edges(alpha: np.ndarray, rgb: np.ndarray) -> np.ndarray:
         mask is empty.
     """
     from scipy import ndimage
-
-    from recon_core.network.crop import border_colour
 
     fg = np.asarray(alpha) > 127
     if not fg.any():
