@@ -131,6 +131,9 @@ _IMAGE_SUFFIX = {'PNG': ".png", 'JPEG': ".jpg", 'BMP': ".bmp", 'TIFF': ".tif", '
                  'TARGA_RAW': ".tga", 'WEBP': ".webp"}
 """The file formats (``Image.file_format``) that the worker reads (Pillow), with the suffix of a copy in that format.
 An image in any other format (OpenEXR, Radiance HDR, ...) is handed over as an 8-bit RGBA PNG (:func:`_png_copy`)."""
+_BLENDER_READS = (".exr", ".hdr", ".pic", ".dpx", ".cin")
+"""Suffixes of image files that Blender reads and the worker (Pillow) does not: a File source with one is loaded into
+Blender for the moment and handed over as an 8-bit RGBA PNG copy (:func:`_file_png_copy`)."""
 _PNG_RGBA_8 = {"media_type": 'IMAGE', "file_format": 'PNG', "color_mode": 'RGBA', "color_depth": '8'}
 """The output format a Render Result is saved in for the worker (:func:`_save_render_png`), in the order it is set."""
 _RENDERS = {'RENDER_RESULT', 'COMPOSITING'}
@@ -165,7 +168,11 @@ def _image_input(settings, scene) -> tuple[str, str, str | None]:
         if not settings.image_path:
             raise InputError("Choose an image file in the Reconstruct panel first.")
         path = _absolute_path(settings.image_path, "image file")
-        return path, _object_name(os.path.basename(path)), None
+        name = _object_name(os.path.basename(path))
+        if path.lower().endswith(_BLENDER_READS) and os.path.isfile(path):
+            temp = _file_png_copy(path, scene)
+            return temp, name, temp
+        return path, name, None
     image = settings.image
     if image is None:
         raise InputError("Choose an image in the Reconstruct panel first.")
@@ -200,6 +207,35 @@ def _image_file(image, scene) -> tuple[str, str | None]:
             raise InputError(message) from None
         raise
     return temp, temp  # mkstemp's path is absolute
+
+
+def _file_png_copy(path: str, scene) -> str:
+    """A temporary 8-bit RGBA PNG of the image file at ``path`` (OpenEXR, Radiance HDR, ...: :data:`_BLENDER_READS`) as
+    Blender shows it: the file is loaded into Blender, copied by :func:`_png_copy` and removed again, so the .blend
+    file keeps nothing of it.
+
+    Raises:
+        InputError: Blender cannot read the file.
+    """
+    try:
+        image = bpy.data.images.load(path, check_existing=False)
+    except RuntimeError as err:
+        raise InputError(f"The image file {path} cannot be read ({err}); check that it is an image, or save it as PNG "
+                         "and choose that.") from None
+    try:
+        fd, temp = tempfile.mkstemp(prefix="recon-", suffix=".png")
+        os.close(fd)
+        try:
+            _png_copy(image, scene, temp)
+        except BaseException as err:
+            os.unlink(temp)
+            if isinstance(err, RuntimeError):
+                raise InputError(f"The image file {path} cannot be read ({err}); check that it is an image, or save "
+                                 "it as PNG and choose that.") from None
+            raise
+    finally:
+        bpy.data.images.remove(image)
+    return temp  # mkstemp's path is absolute
 
 
 def _png_copy(image, scene, path: str) -> None:
@@ -344,15 +380,20 @@ class _Reconstruction:
         self.warnings: list[str] = []
         python = _absolute_path(prefs.python_path, "Python interpreter") if prefs.python_path else ""
         model = _absolute_path(prefs.model_path, "model file") if prefs.model_path else None
-        self.image, self.name, self.temp_file = _image_input(settings, context.scene)
-        self.picture = self.image if self.temp_file is None else f"Blender image {settings.image.name}"
-        if self.temp_file is not None:
-            self.names[self.temp_file] = self.picture
         self.height_mm = settings.height_mm if settings.height_mm > 0 else None
         least = worker_client.MIN_HEIGHT_MM
         if self.height_mm is not None and self.height_mm < least:
             raise InputError(f"Height (mm) must be 0 (the model's size) or at least {least:g} mm, got "
                              f"{self.height_mm:g}.")
+        # the inputs checked, the temporary copies made last: cleanup() removes them from here on
+        self.image, self.name, self.temp_file = _image_input(settings, context.scene)
+        if settings.source == 'FILE':  # its path, also when the worker reads a PNG copy (an OpenEXR or HDR file)
+            self.picture = _absolute_path(settings.image_path, "image file")
+        else:
+            self.picture = self.image if self.temp_file is None else f"Blender image {settings.image.name}"
+        if self.temp_file is not None:
+            self.names[self.temp_file] = (f"image file {self.picture}" if settings.source == 'FILE'
+                                          else self.picture)
         self.count = settings.candidates
         self.location = context.scene.cursor.location.copy()
         self.started = time.perf_counter()

@@ -428,6 +428,45 @@ def test_reconstruct_from_an_exr_image(addon, settings, tmp_path):
     bpy.data.images.remove(mask)
 
 
+def exr_file(path: Path, picture: Path) -> Path:
+    """``picture`` written to ``path`` as an OpenEXR file by Blender (nothing of it left in the .blend file)."""
+    image = float_image(path.stem, picture)
+    image.filepath_raw, image.file_format = str(path), 'OPEN_EXR'
+    image.save()
+    bpy.data.images.remove(image)
+    return path
+
+
+def test_reconstruct_from_an_exr_file(addon, settings, tmp_path):
+    """The File source with an OpenEXR file (which the worker cannot read) is handed over as a PNG copy of what Blender
+    shows, then removed; the .blend file keeps no image of it, and the mask names the file itself."""
+    path = exr_file(tmp_path / "photo.exr", make_shape_image(tmp_path / "photo.png"))
+    settings.source, settings.image_path = 'FILE', str(path)
+    images = {i.name for i in bpy.data.images}
+    temp_before = set(os.listdir(os.environ.get("TMPDIR", "/tmp")))
+    obj = reconstruct()
+    assert obj.name == "photo"
+    assert_closed_manifold(obj.data)
+    assert not temp_leftovers(temp_before), "the PNG copy is removed"
+    mask = obj["recon_mask"]
+    assert {i.name for i in bpy.data.images} - images == {mask.name}, "only the mask is kept"
+    assert mask[addon.package.operators.PICTURE_KEY] == str(path)
+    bpy.data.objects.remove(obj)
+    bpy.data.images.remove(mask)
+
+
+def test_an_exr_file_blender_cannot_read_is_one_sentence(addon, settings, tmp_path):
+    path = tmp_path / "broken.exr"
+    path.write_bytes(b"not an OpenEXR file at all")
+    settings.source, settings.image_path = 'FILE', str(path)
+    state = scene_state()
+    temp_before = set(os.listdir(os.environ.get("TMPDIR", "/tmp")))
+    with pytest.raises(RuntimeError, match=rf"The image file {re.escape(str(path))} cannot be read \(.*\); check that "
+                                           "it is an image, or save it as PNG and choose that."):
+        bpy.ops.recon.reconstruct_image()
+    assert scene_state() == state and not temp_leftovers(temp_before)
+
+
 def format_settings(settings) -> dict:
     """Every value of an ``ImageFormatSettings``, nested settings included (arrays as tuples, the curve left out)."""
     out = {}
@@ -1362,6 +1401,16 @@ def test_fill_hollow_pockets_and_the_height_reach_the_worker_as_set(addon, setti
     with pytest.raises(RuntimeError, match=r"Height \(mm\) must be 0 \(the model's size\) or at least 0.1 mm, got 0.05"):
         bpy.ops.recon.reconstruct_image()
     assert scene_state() == state and len(sent) == 2
+    # refused before any temporary copy is made (a packed image's copy was left behind before 2026-12-06)
+    image = bpy.data.images.load(str(addon.image))
+    image.pack()
+    settings.source, settings.image = 'IMAGE', image
+    temp_before = set(os.listdir(os.environ.get("TMPDIR", "/tmp")))
+    with pytest.raises(RuntimeError, match=r"Height \(mm\) must be 0"):
+        bpy.ops.recon.reconstruct_image()
+    assert not temp_leftovers(temp_before)
+    settings.image = None
+    bpy.data.images.remove(image)
 
 
 def test_unregister_leaves_nothing_behind(addon):
