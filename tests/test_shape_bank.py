@@ -530,7 +530,10 @@ def test_a_stand_in_for_the_reconstruction_is_said(banked_model, fake, monkeypat
 
 def test_solid_fills_the_sealed_pockets_of_the_output(banked_model, fake):
     """The bank's solids keep each closed part's walls, so the output holds sealed pockets (parts enclosing a
-    negative volume); ``solid=True`` drops exactly those, checks the result again and says how many."""
+    negative volume); ``solid=True`` drops exactly those, checks the result again and says how many. Undecimated
+    (high detail), the filled output is the hollow one less its pockets; decimated (low), the pockets are dropped
+    before the decimation, so the detail's faces all go to the outer surface: more of them than the hollow
+    output's outer parts hold, and the same solid within the decimation's error."""
     import trimesh
 
     from recon_core.io.inference import Reconstructor
@@ -539,17 +542,28 @@ def test_solid_fills_the_sealed_pockets_of_the_output(banked_model, fake):
     model, meta = load_model(banked_model)
     rec = Reconstructor(_with_config(model, bank_shape_weight=0.0, bank_carve=False), meta)
 
-    def volumes(result):
+    def parts(result):
         mesh = trimesh.Trimesh(result.verts, result.faces, process=False)
-        return sorted(float(p.volume) for p in mesh.split(only_watertight=False))
+        return sorted(((float(p.volume), len(p.faces)) for p in mesh.split(only_watertight=False)))
 
-    hollow, filled = rec.reconstruct(rgb, alpha), rec.reconstruct(rgb, alpha, solid=True)
-    pockets = [v for v in volumes(hollow) if v < 0]
-    assert pockets, "the fake bank's boxes are hollow slabs: their solid has a pocket"
-    assert volumes(filled) == pytest.approx([v for v in volumes(hollow) if v > 0])
-    assert filled.report.ok and filled.report.volume == pytest.approx(hollow.report.volume - sum(pockets))
-    note = f"filled {len(pockets)} sealed hollow pocket{'s' if len(pockets) > 1 else ''} inside the solid"
-    assert filled.notes == [*hollow.notes, note]
+    for vertices in (10242, 642):
+        hollow = rec.reconstruct(rgb, alpha, vertices=vertices)
+        filled = rec.reconstruct(rgb, alpha, vertices=vertices, solid=True)
+        pockets = [v for v, _ in parts(hollow) if v < 0]
+        assert pockets, "the fake bank's boxes are hollow slabs: their solid has a pocket"
+        outer = [(v, n) for v, n in parts(hollow) if v > 0]
+        assert filled.report.ok and all(v > 0 for v, _ in parts(filled)) and len(parts(filled)) == len(outer)
+        note = f"filled {len(pockets)} sealed hollow pocket{'s' if len(pockets) > 1 else ''} inside the solid"
+        assert filled.notes == [*hollow.notes, note]
+        if vertices == 10242:  # not decimated: exactly the outer parts
+            assert not any(step.startswith("decimated") for step in filled.repair.steps)
+            assert parts(filled) == [pytest.approx(p) for p in outer]
+            assert filled.report.volume == pytest.approx(hollow.report.volume - sum(pockets))
+        else:
+            assert any(step.startswith("decimated") for step in filled.repair.steps)
+            assert len(filled.faces) > sum(n for _, n in outer), "the pockets' faces went to the outer surface"
+            assert len(filled.faces) <= 1.2 * 2 * 642
+            assert filled.report.volume == pytest.approx(hollow.report.volume - sum(pockets), rel=0.01)
 
 
 def test_every_detail_chooses_the_same_shape(banked_model, fake, monkeypatch):

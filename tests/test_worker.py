@@ -330,7 +330,8 @@ def test_the_client_asks_for_the_pockets_filled(banked):
 
     pockets = [v for v in volumes(hollow) if v < 0]
     assert pockets and "sealed hollow pocket" not in " ".join(hollow.notes)
-    assert volumes(filled) == pytest.approx([v for v in volumes(hollow) if v > 0], rel=1e-5)
+    # the pockets are dropped before the decimation: the same outer solid, decimated anew (within its error)
+    assert volumes(filled) == pytest.approx([v for v in volumes(hollow) if v > 0], rel=0.01)
     assert filled.report["ok"] and f"filled {len(pockets)} sealed hollow pocket" in " ".join(filled.notes)
 
 

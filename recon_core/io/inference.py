@@ -132,6 +132,11 @@ def _to_height(verts: np.ndarray, height_mm: float) -> np.ndarray:
     return verts * (height_mm / max(float(np.ptp(verts[:, 1])), 1e-12))
 
 
+def _filled_note(pockets: int) -> str:
+    """The note of an output whose ``pockets`` sealed pockets were filled (``solid=True``)."""
+    return f"filled {pockets} sealed hollow pocket{'s' if pockets > 1 else ''} inside the solid"
+
+
 @contextmanager
 def _timed(timings: dict[str, float], name: str):
     start = time.perf_counter()
@@ -259,10 +264,11 @@ class Reconstructor:
         found_by, unsure = None, False
         if alpha is None and self.finder is not None:
             alpha, found_by, unsure = self._find_object(rgb, source, timings)
-        results = self._reconstruct(rgb, alpha, cat_index, vertices, height_mm, smooth, source, timings, count)
+        results = self._reconstruct(rgb, alpha, cat_index, vertices, height_mm, smooth, source, timings, count,
+                                    solid)
         parts = 0 if results[0].mask is None else separate_parts(results[0].mask)
         for result in results:
-            if solid:
+            if solid and not self.banked:  # a bank's solid is filled before its decimation (_bank_result)
                 self._fill(result, height_mm)
             result.mask_unsure = unsure
             if found_by is not None:
@@ -288,7 +294,7 @@ class Reconstructor:
             result.report = check_printable(verts, faces, unit_scale_mm=None if height_mm is None else 1.0)
         result.verts, result.faces = verts, faces
         result.repair.note(f"filled {pockets} sealed hollow pocket(s)")
-        result.notes.append(f"filled {pockets} sealed hollow pocket{'s' if pockets > 1 else ''} inside the solid")
+        result.notes.append(_filled_note(pockets))
 
     @property
     def banked(self) -> bool:
@@ -337,9 +343,10 @@ class Reconstructor:
                          "background, or with transparency.")
 
     def _reconstruct(self, rgb: np.ndarray, alpha: np.ndarray | None, cat_index: int | None, vertices: int | None,
-                     height_mm: float | None, smooth: bool, source: str, timings: dict[str, float], count: int = 1
-                     ) -> list[Reconstruction]:
-        """:meth:`reconstruct_candidates` once the picture's alpha is settled."""
+                     height_mm: float | None, smooth: bool, source: str, timings: dict[str, float], count: int = 1,
+                     solid: bool = False) -> list[Reconstruction]:
+        """:meth:`reconstruct_candidates` once the picture's alpha is settled (``solid``: a shape bank's solids
+        filled, :meth:`_bank_result`; the caller fills other meshes)."""
         with _timed(timings, "preprocess"):
             prepared = prepare_image(rgb, alpha, self.model.config.image_size)
         device = next(self.model.parameters()).device
@@ -374,7 +381,7 @@ class Reconstructor:
                     snapped = self._snap(row, pose, mask)
                 if snapped is None:
                     continue
-                result = self._bank_result(snapped, vertices, used, probs, height_mm, own)
+                result = self._bank_result(snapped, vertices, used, probs, height_mm, own, solid)
                 result.confidence, result.mask = confidence, mask
                 results.append(result)
             if results:
@@ -394,16 +401,20 @@ class Reconstructor:
         return [result]
 
     def _bank_result(self, snapped: tuple[np.ndarray, np.ndarray], vertices: int | None, used: str,
-                     probs: np.ndarray, height_mm: float | None, timings: dict[str, float]) -> Reconstruction:
+                     probs: np.ndarray, height_mm: float | None, timings: dict[str, float],
+                     solid: bool = False) -> Reconstruction:
         """The printable :class:`Reconstruction` of one shape-bank solid ``(verts, faces)`` (output frame).
 
         The solid (closed, manifold and free of self-intersections by construction, :mod:`recon_core.mesh.volume`;
         already smooth, as the solid is blurred before meshing) is decimated to the detail's size, about 2 faces a
         vertex (:func:`recon_core.mesh.simplify.decimate`): the printable check of the decimated mesh, at the size
         it will be written, is the decimation's acceptance test, and the faces it finds intersecting are mended.
-        When that fails the full solid goes on (checked, and repaired if need be, in :meth:`_finish`).
+        When that fails the full solid goes on (checked, and repaired if need be, in :meth:`_finish`). With
+        ``solid`` its sealed pockets are filled first (:func:`recon_core.mesh.repair.fill_cavities`), so the detail's
+        faces all go to the surface that is seen.
         """
         from recon_core.mesh.intersect import face_defects
+        from recon_core.mesh.repair import fill_cavities
         from recon_core.mesh.simplify import decimate
 
         start, checking = time.perf_counter(), timings.get("check", 0.0)
@@ -412,6 +423,11 @@ class Reconstructor:
         report = None
         repair_log = RepairLog(path="original", input_closed_manifold=True)
         repair_log.note("the solid of the nearest training shape, meshed by marching tetrahedra")
+        pockets = 0
+        if solid:
+            verts, faces, pockets = fill_cavities(verts, faces)
+            if pockets:
+                repair_log.note(f"filled {pockets} sealed hollow pocket(s)")
         target = 2 * (vertices or self.model.config.vertices)
         if len(faces) > 1.2 * target:
             checked: dict[str, Any] = {}
@@ -451,6 +467,8 @@ class Reconstructor:
         timings["repair"] = (timings.get("repair", 0.0) + time.perf_counter() - start
                              - (timings.get("check", 0.0) - checking))
         result = self._finish(verts, faces, repair_log, used, probs, height_mm, timings, [], report)
+        if pockets:
+            result.notes.append(_filled_note(pockets))
         if undecimated is not None and result.repair.path not in _STAND_INS:  # else that stand-in's note
             result.notes.append(f"the solid could not be simplified to about {undecimated:,} faces and stay "
                                 f"printable: it is written whole, {len(result.faces):,} faces (simplify it in your "

@@ -137,20 +137,23 @@ def fill_cavities(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.
     if len(parts) == 1:
         return verts, faces, 0
     tris = verts[faces]
+    # the ray runs towards +x, +y and +z (_RAY): a face whose corners all lie below its start on an axis is never hit
+    top = tris.max(axis=1)  # (F, 3)
     first = {p: faces[np.argmax(face_part == p), 0] for p in parts}  # one vertex of each part
-    inner = []
+    inner = np.zeros(count, dtype=bool)
     for p in parts:  # inside another part: an odd number of that part's faces crossed by a ray from p's vertex
-        crossings = np.bincount(face_part[_crossed(verts[first[p]], tris)], minlength=count) % 2
+        start = verts[first[p]]
+        near = np.flatnonzero((top >= start).all(axis=1))
+        crossings = np.bincount(face_part[near[_crossed(start, tris[near])]], minlength=count) % 2
         crossings[p] = 0
-        if crossings.any():
-            inner.append(p)
-    if not inner:
+        inner[p] = crossings.any()
+    if not inner.any():
         return verts, faces, 0
-    pockets = sum(signed_volume(verts, faces[face_part == p]) < 0 for p in inner)
-    kept = faces[~np.isin(face_part, inner)]
-    used = np.unique(kept)
-    index = np.full(len(verts), -1, dtype=np.int64)
-    index[used] = np.arange(len(used))
+    pockets = sum(signed_volume(verts, faces[face_part == p]) < 0 for p in np.flatnonzero(inner))
+    kept = faces[~inner[face_part]]
+    used = np.zeros(len(verts), dtype=bool)
+    used[kept.ravel()] = True
+    index = np.cumsum(used) - 1  # the kept vertices renumbered in their order
     return verts[used], index[kept], pockets
 
 
