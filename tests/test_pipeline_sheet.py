@@ -91,3 +91,26 @@ def test_a_missing_picture_is_one_sentence_and_exit_code_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("pipeline_sheet: ") and err.count("\n") == 1
     assert not (tmp_path / "sheet.png").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tile", "0"], "argument --tile: must be at least 32 pixels, got 0"),
+    (["--out", "{tmp}"], "--out {tmp} is a folder; name the PNG file to write."),
+    (["--out", "{tmp}/none/sheet.png"], "the folder of --out {tmp}/none/sheet.png does not exist (or is not a folder); "
+                                         "create it first."),
+])
+def test_bad_options_are_refused_before_the_model_runs(tmp_path, capsys, monkeypatch, args, message):
+    """A bad ``--tile`` or ``--out`` is one sentence and exit code 2 before any picture is reconstructed."""
+    import recon_core.io.inference as inference
+
+    def no_model(*a, **k):
+        raise AssertionError("the model ran")
+
+    monkeypatch.setattr(inference.Reconstructor, "from_file", no_model)
+    argv = ["examples/chair.png", "--out", str(tmp_path / "sheet.png")] + [a.format(tmp=tmp_path) for a in args]
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    assert code == 2
+    assert message.format(tmp=tmp_path) in capsys.readouterr().err

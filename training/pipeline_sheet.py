@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -131,16 +132,44 @@ def _fit(picture: np.ndarray, tile: int) -> np.ndarray:
     return np.asarray(canvas)
 
 
+MIN_TILE = 32
+"""The smallest tile side (pixels) whose captions still fit."""
+
+
+def _tile_side(text: str) -> int:
+    """argparse type of ``--tile``: a whole number of pixels, at least :data:`MIN_TILE`."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of pixels, got {text!r}") from None
+    if value < MIN_TILE:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_TILE} pixels, got {value}")
+    return value
+
+
+def _refuse(message: str) -> int:
+    print(f"pipeline_sheet: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("images", nargs="+", help="pictures, as recon-mesh reads them")
     parser.add_argument("--out", required=True, help="the PNG to write")
     parser.add_argument("--model", default=None, help="model files' stem (default: the shipped model)")
-    parser.add_argument("--tile", type=int, default=TILE, help=f"tile side in pixels (default {TILE})")
+    parser.add_argument("--tile", type=_tile_side, default=TILE,
+                        help=f"tile side in pixels, {MIN_TILE} or more (default {TILE})")
     args = parser.parse_args(argv)
     from recon_core.io.image import ImageError, load_picture
     from recon_core.io.inference import Reconstructor
 
+    out = Path(args.out)
+    if out.is_dir():
+        return _refuse(f"--out {out} is a folder; name the PNG file to write.")
+    if not out.parent.is_dir():
+        return _refuse(f"the folder of --out {out} does not exist (or is not a folder); create it first.")
+    if not os.access(out.parent, os.W_OK):
+        return _refuse(f"the folder of --out {out} is not writable; choose another.")
     try:
         pictures = [load_picture(p)[:2] for p in args.images]
         rec = Reconstructor.from_file(args.model)
@@ -150,10 +179,12 @@ def main(argv: list[str] | None = None) -> int:
             cover = 1.0 if alpha is None else alpha[..., None] / 255.0  # the picture over white, as it is seen
             rows.append((np.clip(rgb * cover + 255.0 * (1.0 - cover) + 0.5, 0, 255).astype(np.uint8), steps))
             print(f"{path}: {steps['category']}, fit IoU {steps['iou']:.2f}, {len(steps['output'][1])} faces")
-        print(f"wrote {pipeline_sheet(rows, args.out, args.tile)}")
     except (ImageError, ValueError, OSError) as err:
-        print(f"pipeline_sheet: {err}", file=sys.stderr)
-        return 2
+        return _refuse(str(err))
+    try:
+        print(f"wrote {pipeline_sheet(rows, args.out, args.tile)}")
+    except OSError as err:
+        return _refuse(f"cannot write {out} ({err.strerror or err}); choose a writable folder.")
     return 0
 
 
