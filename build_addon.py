@@ -46,11 +46,15 @@ def build(out_dir: str | os.PathLike = REPO / "dist", python: str | None = None)
     files = sorted({p for pattern in INCLUDE for p in SOURCE.glob(pattern)})
     defaults = {"python": python or default_python(), "repo": str(REPO)}
     tmp = path.with_suffix(".zip.tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-        for file in files:
-            zf.write(file, file.name)
-        zf.writestr("defaults.json", json.dumps(defaults, indent=2) + "\n")
-    os.replace(tmp, path)
+    try:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+            for file in files:
+                zf.write(file, file.name)
+            zf.writestr("defaults.json", json.dumps(defaults, indent=2) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -59,7 +63,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(REPO / "dist"), help="output folder (default: dist/)")
     parser.add_argument("--python", help="worker interpreter written as the default (default: .venv/bin/python)")
     args = parser.parse_args(argv)
-    path = build(args.out, args.python)
+    if args.python is not None and not (os.path.isfile(args.python) and os.access(args.python, os.X_OK)):
+        print(f"build_addon: --python {args.python} is not an executable file; give the interpreter that has "
+              "recon_core installed (e.g. .venv/bin/python).", file=sys.stderr)
+        return 2
+    try:
+        path = build(args.out, args.python)
+    except OSError as err:
+        print(f"build_addon: cannot write into --out {args.out} ({err.strerror or err}); choose a writable folder.",
+              file=sys.stderr)
+        return 2
     print(f"wrote {path}")
     return 0
 
