@@ -309,6 +309,77 @@ def test_build_backgrounds_from_a_cached_package(tmp_path, monkeypatch):
     assert bb.main(["--out", str(tmp_path / "bg2"), "--cache", str(cache), "--crops", "2"]) == 2
 
 
+def _fake_wallpapers(tmp_path, monkeypatch) -> Path:
+    """A package cache holding one package of two photographs, the only source."""
+    import training.build_backgrounds as bb
+
+    cache = tmp_path / "cache"
+    root = cache / "extracted" / "fake-wallpapers" / "usr/share/backgrounds"
+    root.mkdir(parents=True)
+    for name in ("a.jpg", "b.jpg"):
+        Image.new("RGB", (300, 200), (90, 120, 30)).save(root / name)
+    monkeypatch.setattr(bb, "SOURCES", {"fake-wallpapers": "usr/share/backgrounds/*.jpg"})
+    monkeypatch.setattr(bb.shutil, "which", lambda tool: None)
+    return cache
+
+
+def _run_backgrounds(capsys, out: Path, cache: Path, crops: int) -> tuple[int, str]:
+    import training.build_backgrounds as bb
+
+    code = bb.main(["--out", str(out), "--cache", str(cache), "--crops", str(crops), "--size", "32"])
+    return code, capsys.readouterr().err.strip()
+
+
+def test_build_backgrounds_replaces_only_its_own_output(tmp_path, monkeypatch, capsys):
+    cache = _fake_wallpapers(tmp_path, monkeypatch)
+    work = tmp_path / "work"
+    precious = work / "precious"
+    (precious / "sub").mkdir(parents=True)
+    (precious / "notes.txt").write_text("hi\n")
+    code, err = _run_backgrounds(capsys, precious, cache, 2)
+    assert code == 2 and err.startswith("error: ") and "did not write" in err and "\n" not in err
+    assert (precious / "notes.txt").read_text() == "hi\n" and (precious / "sub").is_dir()
+
+    a_file = work / "afile"
+    a_file.write_text("mine\n")
+    for out in (a_file, a_file / "sub"):
+        code, err = _run_backgrounds(capsys, out, cache, 2)
+        assert code == 2 and "is a file" in err and "\n" not in err and "Errno" not in err
+    assert a_file.read_text() == "mine\n"
+
+    out = work / "bg"
+    assert _run_backgrounds(capsys, out, cache, 5)[0] == 0
+    (out / "notes.txt").write_text("hi\n")  # not one of its files: the folder is no longer only its output
+    assert _run_backgrounds(capsys, out, cache, 3)[0] == 2 and (out / "notes.txt").exists()
+    (out / "notes.txt").unlink()
+    assert _run_backgrounds(capsys, out, cache, 3)[0] == 0  # its own earlier output: replaced
+    assert sorted(p.name for p in out.iterdir()) == ["0000.jpg", "0001.jpg", "0002.jpg", "sources.json"]
+    (work / "empty").mkdir()
+    assert _run_backgrounds(capsys, work / "empty", cache, 1)[0] == 0
+    assert sorted(p.name for p in work.iterdir()) == ["afile", "bg", "empty", "precious"]  # nothing left beside
+
+
+def test_build_backgrounds_leaves_nothing_behind_when_writing_fails(tmp_path, monkeypatch, capsys):
+    cache = _fake_wallpapers(tmp_path, monkeypatch)
+    work = tmp_path / "work"
+    out = work / "bg"
+    assert _run_backgrounds(capsys, out, cache, 2)[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    original, saved = Image.Image.save, []
+
+    def disk_full(self, fp, *args, **kwargs):  # the second crop does not fit
+        saved.append(fp)
+        if len(saved) > 1:
+            raise OSError(28, "No space left on device", str(fp))
+        original(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", disk_full)
+    code, err = _run_backgrounds(capsys, out, cache, 3)
+    assert code == 2 and err.startswith("error: ") and "No space left" in err and "\n" not in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in work.iterdir()) == ["bg"]
+
+
 def test_reserved_packages_are_refused():
     check_not_reserved(["lomiri-wallpapers-16.04", "mate-backgrounds"])
     for pkg in ("torcs-data", "openclipart-png", "tuxpaint-stamps-animals"):

@@ -1,4 +1,5 @@
-"""The group split: no group in two splits, deterministic, roughly 80/10/10; and the ShapeNet-folder path end to end."""
+"""The group split: no group in two splits, deterministic, roughly 80/10/10; the ShapeNet-folder path end to end;
+and a build that fails (no model kept, bad paths, a write error) leaves the data set as it was."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from training.build_dataset import FilterConfig, build, split_groups
 from training.readers import discover_shapenet
@@ -99,3 +101,73 @@ def test_packages_extract_with_a_relative_cache_path(tmp_path, monkeypatch):
     calls.clear()
     bd.ensure_packages(Path("data/cache"), ("pkg-a", "pkg-b"))  # cached: nothing runs
     assert calls == []
+
+
+def _chairs(root: Path, ids) -> Path:
+    for n, model_id in enumerate(ids):
+        d = root / "03001627" / model_id / "models"
+        d.mkdir(parents=True)
+        (d / "model_normalized.obj").write_text(_cube_obj().replace("v 2 ", f"v {2 + n} "))
+    return root
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_build_that_keeps_no_model_fails_and_leaves_the_data_set(tmp_path, capsys):
+    import training.build_dataset as bd
+
+    root = _chairs(tmp_path / "ShapeNetCore.v2", ["id0", "id1", "id2"])
+    out = tmp_path / "out"
+    assert len(build(discover_shapenet(root), out, seed=0, cfg=FilterConfig(min_faces=1), workers=1)) == 3
+    before = _files(out)
+    with pytest.raises(ValueError, match="no model was kept"):
+        build(discover_shapenet(root), out, seed=0, cfg=FilterConfig(min_faces=1, max_faces=0), workers=1)
+    capsys.readouterr()
+    code = bd.main(["--no-packages", "--shapenet-root", str(root), "--out", str(out), "--workers", "1", "--max-faces", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().splitlines()[-1].startswith("error: no model was kept")
+    assert err.count("error:") == 1 and "Traceback" not in err
+    assert _files(out) == before
+
+
+def test_bad_paths_are_one_sentence_and_exit_2(tmp_path, capsys):
+    import training.build_dataset as bd
+
+    root = _chairs(tmp_path / "ShapeNetCore.v2", ["id0"])
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine\n")
+    for args, words in (
+        (["--shapenet-root", str(tmp_path / "missing"), "--out", str(tmp_path / "out")], "does not exist"),
+        (["--shapenet-root", str(a_file), "--out", str(tmp_path / "out")], "is a file"),
+        (["--shapenet-root", str(root), "--out", str(a_file / "out")], "is a file, not a folder"),
+        (["--shapenet-root", str(root), "--out", str(a_file)], "is a file, not a folder"),
+    ):
+        assert bd.main(["--no-packages", "--workers", "1", *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and words in err and "\n" not in err and "Traceback" not in err
+    assert a_file.read_text() == "mine\n" and not (tmp_path / "out").exists()
+
+
+def test_a_failed_rebuild_keeps_the_earlier_data_set(tmp_path, monkeypatch):
+    import training.build_dataset as bd
+
+    out = tmp_path / "out"
+    build(discover_shapenet(_chairs(tmp_path / "a", ["old0", "old1"])), out, seed=0, cfg=FilterConfig(min_faces=1), workers=1)
+    before = _files(out)
+    write = bd.atomic_write_bytes
+
+    def disk_full_at_the_manifest(path, data):
+        if Path(path).name == "manifest.json":
+            raise OSError(28, "No space left on device", str(path))
+        write(path, data)
+
+    monkeypatch.setattr(bd, "atomic_write_bytes", disk_full_at_the_manifest)
+    with pytest.raises(OSError):
+        build(discover_shapenet(_chairs(tmp_path / "b", ["new0", "new1"])), out, seed=0, cfg=FilterConfig(min_faces=1),
+              workers=1)
+    after = _files(out)
+    assert {k: v for k, v in after.items() if k.endswith(".obj") or k == "manifest.json"} == \
+        {k: v for k, v in before.items() if k.endswith(".obj") or k == "manifest.json"}
+    assert not any("new" in k or k.endswith(".tmp") for k in after)

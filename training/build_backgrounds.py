@@ -12,8 +12,9 @@ crops of their photographs, resized to ``--size`` pixels, and writes::
     <out>/sources.json      settings, and each crop's picture, package, copyright and licence
 
 Idempotent: a folder whose ``sources.json`` has the same settings is left as it is; otherwise
-it is rebuilt next to it and swapped in. :class:`training.dataset.RenderedViews` (through
-``data.backgrounds``) composites augmented shaded views onto them.
+it is rebuilt next to it and swapped in. An existing ``--out`` that is not such a folder (other
+files in it, or no ``sources.json``) is refused, never replaced. :class:`training.dataset.RenderedViews`
+(through ``data.backgrounds``) composites augmented shaded views onto them.
 
     python training/build_backgrounds.py            # data/backgrounds, 320 crops of 256 px: the check set's
     python training/build_backgrounds.py --sources finder   # data/backgrounds_finder, 960 crops: training's
@@ -25,8 +26,11 @@ import argparse
 import fnmatch
 import json
 import logging
+import os
+import re
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
@@ -88,6 +92,7 @@ MIN_CROP, MAX_CROP = 0.25, 0.9
 """Side of a crop as a fraction of its picture's shorter side."""
 
 _MANIFEST = "sources.json"
+_CROP_NAME = re.compile(r"\d{4,}\.jpg")
 
 
 def check_not_reserved(packages) -> None:
@@ -140,6 +145,35 @@ def _licence_of(path: str, stanzas: list[tuple[list[str], str, str]]) -> tuple[s
         if any(_matches(path, p) for p in patterns):
             found = (holder, licence)
     return found
+
+
+def _is_own_output(folder: Path) -> bool:
+    """Whether ``folder`` holds only what :func:`build_backgrounds` writes: a readable ``sources.json`` and crops."""
+    try:
+        manifest = json.loads((folder / _MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    if not (isinstance(manifest, dict) and "settings" in manifest and isinstance(manifest.get("crops"), list)):
+        return False
+    return all(f.is_file() and not f.is_symlink() and (f.name == _MANIFEST or _CROP_NAME.fullmatch(f.name))
+               for f in folder.iterdir())
+
+
+def _check_out(out: Path) -> None:
+    """Raise ``ValueError`` unless ``out`` can be written: new, empty, or an earlier output of this script."""
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"cannot write {out}: {parent} is a file, not a folder; choose another --out")
+            break
+    if out.is_symlink():
+        raise ValueError(f"{out} is a link; give the folder it points to, or another --out")
+    if out.exists():
+        if not out.is_dir():
+            raise ValueError(f"{out} is a file, not a folder of backgrounds; choose another --out")
+        if any(out.iterdir()) and not _is_own_output(out):
+            raise ValueError(f"{out} already holds files that this script did not write (it would replace them); "
+                             f"choose a new or empty folder for --out, or remove that folder first")
 
 
 def _fetch(cache: Path, packages: list[str]) -> Path:
@@ -206,7 +240,8 @@ def build_backgrounds(out: Path, cache: Path, crops: int = 320, size: int = 256,
     None: :data:`SOURCES`) to ``out``.
 
     Returns ``out``. Raises ``RuntimeError`` when the packages cannot be fetched and
-    ``ValueError`` for bad settings or packages without photographs.
+    ``ValueError`` for bad settings, packages without photographs, or an ``out`` that is a file or
+    a folder holding anything else than an earlier output of this function.
     """
     if crops < 1 or size < 16:
         raise ValueError(f"need crops >= 1 and size >= 16, got crops={crops}, size={size}")
@@ -222,6 +257,7 @@ def build_backgrounds(out: Path, cache: Path, crops: int = 320, size: int = 256,
                 return out
         except (json.JSONDecodeError, AttributeError):
             pass
+    _check_out(out)
     extracted = _fetch(cache, packages)
     pictures: list[tuple[str, Path, tuple[str, str]]] = []
     for pkg in packages:
@@ -233,29 +269,58 @@ def build_backgrounds(out: Path, cache: Path, crops: int = 320, size: int = 256,
             raise ValueError(f"{pkg} has no pictures matching {sources[pkg]} in {root}")
         pictures += [(pkg, f, _licence_of(f.relative_to(root).as_posix(), stanzas)) for f in found if _usable(f)]
 
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    records: list[dict] = [{}] * crops
-    for i, (pkg, path, (holder, licence)) in enumerate(pictures):
-        photo = _open_picture(path)
-        w, h = photo.size
-        for n in range(i, crops, len(pictures)):  # crop n comes from picture n % len(pictures)
-            rng = np.random.default_rng((seed, n))
-            side = min(w, h) * float(rng.uniform(MIN_CROP, MAX_CROP))
-            u0, v0 = float(rng.uniform(0, w - side)), float(rng.uniform(0, h - side))
-            crop = photo.resize((size, size), Image.Resampling.LANCZOS, box=(u0, v0, u0 + side, v0 + side))
-            name = f"{n:04d}.jpg"
-            crop.save(tmp / name, quality=92)
-            records[n] = {"file": name, "package": pkg, "picture": path.name, "copyright": holder,
-                          "license": licence, "box": [round(u0), round(v0), round(u0 + side), round(v0 + side)]}
-    (tmp / _MANIFEST).write_text(json.dumps({"settings": settings, "crops": records}, indent=1))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    if not pictures:
+        raise ValueError(f"none of the pictures of {', '.join(packages)} could be used "
+                         f"(each must open and be at least {MIN_PICTURE_SIDE} pixels on its shorter side)")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        records: list[dict] = [{}] * crops
+        for i, (pkg, path, (holder, licence)) in enumerate(pictures):
+            photo = _open_picture(path)
+            w, h = photo.size
+            for n in range(i, crops, len(pictures)):  # crop n comes from picture n % len(pictures)
+                rng = np.random.default_rng((seed, n))
+                side = min(w, h) * float(rng.uniform(MIN_CROP, MAX_CROP))
+                u0, v0 = float(rng.uniform(0, w - side)), float(rng.uniform(0, h - side))
+                crop = photo.resize((size, size), Image.Resampling.LANCZOS, box=(u0, v0, u0 + side, v0 + side))
+                name = f"{n:04d}.jpg"
+                crop.save(tmp / name, quality=92)
+                records[n] = {"file": name, "package": pkg, "picture": path.name, "copyright": holder,
+                              "license": licence, "box": [round(u0), round(v0), round(u0 + side), round(v0 + side)]}
+        (tmp / _MANIFEST).write_text(json.dumps({"settings": settings, "crops": records}, indent=1))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the usual permissions
+        _check_out(out)  # nothing else may have appeared there meanwhile
+        _swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     licences = sorted({r["license"] for r in records})
     log.info("wrote %d crops of %d pictures from %s to %s (licences: %s)", crops, len(pictures),
              ", ".join(packages), out, ", ".join(licences))
     return out
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def _swap_in(new: Path, out: Path) -> None:
+    """Put the folder ``new`` at ``out``; an earlier ``out`` is moved aside, and removed once ``new`` is in place."""
+    if not out.exists():
+        new.rename(out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+    out.replace(old)  # onto an empty folder: a rename
+    try:
+        new.rename(out)
+    except BaseException:
+        old.replace(out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,8 +342,12 @@ def main(argv: list[str] | None = None) -> int:
         crops = args.crops if args.crops is not None else (320 if args.sources == "reconstruction" else FINDER_CROPS)
         build_backgrounds(out, args.cache, crops, args.size, args.seed,
                           None if args.sources == "reconstruction" else FINDER_SOURCES)
-    except (RuntimeError, ValueError, OSError) as err:
+    except (RuntimeError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        where = f" {err.filename}" if err.filename else ""
+        print(f"error: cannot use{where}: {err.strerror or err}; check the path and its permissions", file=sys.stderr)
         return 2
     return 0
 

@@ -10,7 +10,8 @@ geometric duplicates, split by group, and write::
     <out>/extra/<synset>/<model_id>/models/model_normalized.obj   extra pool
     <out>/taxonomy.json   <out>/manifest.json   <out>/summary.md
 
-Run ``python training/build_dataset.py --help``.
+Each file is written through a temporary file and a rename; a run that keeps no model is an
+error and leaves ``<out>`` as it was. Run ``python training/build_dataset.py --help``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np
 from tqdm import tqdm
 
+from recon_core.io.export import atomic_write_bytes
 from recon_core.network.categories import CATEGORIES
 from training.readers import PACKAGES, Candidate, ReaderError, discover, discover_shapenet, load_candidate
 from training.readers.rules import EXTRA_SYNSETS
@@ -245,10 +247,9 @@ def _model_id(cand: Candidate) -> str:
 
 
 def _write_obj(path: Path, vertices: np.ndarray, faces: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in vertices.tolist()]
     lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in faces.tolist()]
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
 
 
 def _model_dir(out: Path, record: dict) -> Path:
@@ -256,13 +257,29 @@ def _model_dir(out: Path, record: dict) -> Path:
     return base / record["synset"] / record["model_id"]
 
 
-def _remove_previous(out: Path) -> None:
-    """Remove the model folders listed in a previous build's manifest (and nothing else)."""
+def _check_out(out: Path) -> None:
+    """Raise ``ValueError`` unless ``out`` is a folder, or can be made one."""
+    for folder in (out, *out.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise ValueError(f"cannot write the data set to {out}: {folder} is a file, not a folder; "
+                                 f"choose another --out")
+            return
+
+
+def _previous_models(out: Path) -> set[Path]:
+    """The model folders listed in a previous build's manifest (none without one).
+
+    Raises ``ValueError`` for a manifest this script cannot read.
+    """
     manifest = out / "manifest.json"
     if not manifest.exists():
-        return
-    for record in json.loads(manifest.read_text())["models"]:
-        shutil.rmtree(_model_dir(out, record), ignore_errors=True)
+        return set()
+    try:
+        return {_model_dir(out, record) for record in json.loads(manifest.read_text())["models"]}
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"{manifest} is not a readable manifest of an earlier build ({exc}); "
+                         f"move it away or choose another --out") from None
 
 
 def summary_table(records: list[dict]) -> str:
@@ -286,7 +303,14 @@ def summary_table(records: list[dict]) -> str:
 def build(
     candidates: list[Candidate], out: Path, seed: int, cfg: FilterConfig = FilterConfig(), workers: int = 2
 ) -> list[dict]:
-    """Load, filter, normalise, dedupe, split and write the candidates; returns the manifest records."""
+    """Load, filter, normalise, dedupe, split and write the candidates; returns the manifest records.
+
+    The model folders of an earlier build in ``out`` that this one does not write are removed once
+    its manifest is written. Raises ``ValueError`` (and writes nothing) when no model is kept, or
+    for an ``out`` that is a file or holds an unreadable manifest.
+    """
+    _check_out(out)
+    previous = _previous_models(out)
     # Largest files first so the two workers finish together.
     order = sorted(candidates, key=lambda c: (-Path(c.path).stat().st_size if not c.inner else 0, c.original_path))
     jobs = [(c, cfg) for c in order]
@@ -315,8 +339,31 @@ def build(
         kept[result["hash"]] = (cand, result)
 
     final = list(kept.values())
+    if not final:
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(skipped.items())) or "none read"
+        raise ValueError(f"no model was kept: all {len(candidates)} were skipped ({reasons}), so {out} was left "
+                         f"as it was; loosen the filters (e.g. --max-faces) or give other models")
     splits = split_groups([(c.label.name, groups.find(c.group)) for c, _ in final], seed)
-    _remove_previous(out)
+    written: set[Path] = set()
+    created: set[Path] = set()
+    try:
+        records = _write_models(final, groups, splits, out, written, created)
+        _write_metadata(out, records, seed, cfg, skipped)
+    except BaseException:
+        for folder in created:  # the earlier manifest, still in place, lists none of them
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    for folder in previous - written:
+        shutil.rmtree(folder, ignore_errors=True)
+    return records
+
+
+def _write_models(final: list[tuple[Candidate, dict]], groups: _UnionFind, splits: dict[str, str], out: Path,
+                  written: set[Path], created: set[Path]) -> list[dict]:
+    """Write each kept model's OBJ, adding its folder to ``written`` (and to ``created`` when new).
+
+    Returns the manifest records.
+    """
     records = []
     for cand, result in tqdm(final, desc="writing"):
         group = groups.find(cand.group)
@@ -336,9 +383,12 @@ def build(
             "num_faces": int(len(result["faces"])),
             "geometry_sha1": result["hash"],
         }
-        _write_obj(_model_dir(out, record) / "models" / "model_normalized.obj", result["vertices"], result["faces"])
+        folder = _model_dir(out, record)
+        written.add(folder)
+        if not folder.exists():
+            created.add(folder)
+        _write_obj(folder / "models" / "model_normalized.obj", result["vertices"], result["faces"])
         records.append(record)
-    _write_metadata(out, records, seed, cfg, skipped)
     return records
 
 
@@ -359,7 +409,7 @@ def _write_metadata(out: Path, records: list[dict], seed: int, cfg: FilterConfig
     out.mkdir(parents=True, exist_ok=True)
     per_synset = Counter(r["synset"] for r in records if r["pool"] == "core")
     taxonomy = [{"synsetId": c.synset, "name": c.name, "children": [], "numInstances": per_synset[c.synset]} for c in CATEGORIES]
-    (out / "taxonomy.json").write_text(json.dumps(taxonomy, indent=1) + "\n")
+    atomic_write_bytes(out / "taxonomy.json", (json.dumps(taxonomy, indent=1) + "\n").encode())
     extra = Counter(r["category"] for r in records if r["pool"] == "extra")
     manifest = {
         "seed": seed,
@@ -369,10 +419,12 @@ def _write_metadata(out: Path, records: list[dict], seed: int, cfg: FilterConfig
         "extra_taxonomy": [{"synsetId": EXTRA_SYNSETS[n], "name": n, "numInstances": k} for n, k in sorted(extra.items())],
         "models": sorted(records, key=lambda r: (r["pool"], r["synset"], r["model_id"])),
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     table = summary_table(records)
     skipped_lines = "\n".join(f"- {reason}: {n}" for reason, n in sorted(skipped.items()))
-    (out / "summary.md").write_text(f"# Data set summary\n\nSeed {seed}.\n\n{table}\n\nSkipped:\n\n{skipped_lines}\n")
+    summary = f"# Data set summary\n\nSeed {seed}.\n\n{table}\n\nSkipped:\n\n{skipped_lines}\n"
+    atomic_write_bytes(out / "summary.md", summary.encode())
+    # Last: it lists the models, all written by now.
+    atomic_write_bytes(out / "manifest.json", (json.dumps(manifest, indent=1) + "\n").encode())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -389,14 +441,27 @@ def main(argv: list[str] | None = None) -> int:
     log.setLevel(logging.INFO)
 
     start = time.perf_counter()
-    candidates: list[Candidate] = []
-    if not args.no_packages:
-        candidates += discover(ensure_packages(args.cache))
-    if args.shapenet_root is not None:
-        candidates += discover_shapenet(args.shapenet_root)
-    if not candidates:
-        parser.error("no models found: check --cache, or give --shapenet-root")
-    records = build(candidates, args.out, args.seed, FilterConfig(max_faces=args.max_faces), args.workers)
+    try:
+        if args.shapenet_root is not None and not args.shapenet_root.is_dir():
+            what = "is a file" if args.shapenet_root.exists() else "does not exist"
+            raise ValueError(f"--shapenet-root {args.shapenet_root} {what}; give the folder that holds the "
+                             f"ShapeNetCore synset folders (03001627, ...)")
+        _check_out(args.out)
+        candidates: list[Candidate] = []
+        if not args.no_packages:
+            candidates += discover(ensure_packages(args.cache))
+        if args.shapenet_root is not None:
+            candidates += discover_shapenet(args.shapenet_root)
+        if not candidates:
+            raise ValueError("no models found: check --cache, or give --shapenet-root")
+        records = build(candidates, args.out, args.seed, FilterConfig(max_faces=args.max_faces), args.workers)
+    except (RuntimeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: cannot use{where}: {exc.strerror or exc}; check the path and its permissions", file=sys.stderr)
+        return 2
     print(summary_table(records))
     print(f"{len(records)} models written to {args.out} in {time.perf_counter() - start:.0f} s")
     return 0
