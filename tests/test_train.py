@@ -323,3 +323,61 @@ def test_trains_where_pytorch3d_is_not_installed(tmp_path, silhouette):
         assert all(0.0 < float(v) <= 1.0 for v in sil) and all(float(v) >= 0.0 for v in depth), rows
     else:
         assert not any(sil) and not any(depth)
+
+
+def test_numbers_written_as_yaml_reads_text_are_numbers(tmp_path):
+    """YAML reads 1e-3 (no dot) as text: a float setting takes it as the number, an int setting 1e3 as 1000."""
+    from training.config import load_train_config
+
+    cfg = load_train_config(None, ["optim.lr=1e-3", "optim.steps=1e3", "loss.chamfer=2"])
+    assert (cfg.optim.lr, cfg.optim.steps, cfg.loss.chamfer) == (0.001, 1000, 2.0)
+    assert type(cfg.optim.lr) is float and type(cfg.optim.steps) is int and type(cfg.loss.chamfer) is float
+    (tmp_path / "c.yaml").write_text("optim:\n  lr: 1e-3\n  weight_decay: 5E-5\n")
+    cfg = load_train_config(tmp_path / "c.yaml")
+    assert (cfg.optim.lr, cfg.optim.weight_decay) == (0.001, 5e-5)
+    for setting, key in [("optim.lr=abc", "optim.lr"), ("optim.steps=2.5", "optim.steps"),
+                         ("run.amp=maybe", "run.amp"), ("optim.lr=.nan", "optim.lr")]:
+        with pytest.raises(ValueError, match=re.escape(key)):
+            load_train_config(None, [setting])
+
+
+def _bad_input_cases(tmp_path: Path) -> dict[str, list[str]]:
+    (tmp_path / "folder.yaml").mkdir()
+    (tmp_path / "syntax.yaml").write_text("optim: {lr: 1e-3\n")
+    (tmp_path / "list.yaml").write_text("- optim\n- run\n")
+    (tmp_path / "afile").write_text("")
+    return {
+        "config folder": ["--config", str(tmp_path / "folder.yaml")],
+        "YAML syntax": ["--config", str(tmp_path / "syntax.yaml")],
+        "YAML list": ["--config", str(tmp_path / "list.yaml")],
+        "batch 0": ["optim.batch_size=0"],
+        "steps 0": ["optim.steps=0"],
+        "steps -5": ["optim.steps=-5"],
+        "lr text": ["optim.lr=abc"],
+        "lr negative": ["optim.lr=-1"],
+        "resume without checkpoint": ["--resume"],
+        "init-from missing": ["--init-from", str(tmp_path / "no_such_model")],
+        "out under a file": [f"run.out={tmp_path / 'afile' / 'x'}"],
+    }
+
+
+@pytest.mark.parametrize("case", ["config folder", "YAML syntax", "YAML list", "batch 0", "steps 0", "steps -5",
+                                  "lr text", "lr negative", "resume without checkpoint", "init-from missing",
+                                  "out under a file"])
+def test_bad_input_is_one_sentence_exit_2_before_anything_is_written(tmp_path, capsys, case):
+    """Each is refused before the data is read: an existing run's config.yaml stays as it was, nothing is added."""
+    from training.train import main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("the run's own config\n")
+    extra = _bad_input_cases(tmp_path)[case]
+    options = [a for a in extra if "=" not in a]
+    settings = [a for a in extra if "=" in a]
+    rc = main([*options, *TINY_ARGS, f"run.out={out}", "optim.steps=1", *settings])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]
+    assert (out / "config.yaml").read_text() == "the run's own config\n"

@@ -6,6 +6,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -162,7 +165,68 @@ class TrainConfig:
         unknown = sorted(set(data) - set(sections))
         if unknown:
             raise ValueError(f"Unknown config section(s): {', '.join(unknown)}; known: {', '.join(sections)}.")
-        return TrainConfig(**{k: from_dict(cls, data.get(k) or {}) for k, cls in sections.items()})
+        for k in sections:
+            if not isinstance(data.get(k) or {}, dict):
+                raise ValueError(f"Config section {k!r} holds {data[k]!r}: it must hold key: value settings "
+                                 f"(e.g. {k}.KEY=VALUE).")
+        return TrainConfig(**{k: from_dict(cls, _typed(cls, k, data.get(k) or {})) for k, cls in sections.items()})
+
+
+def _typed(cls, section: str, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with each value of a field of ``cls`` checked against the field's type: a number written as
+    text (YAML reads ``1e-3``, without a dot, as a string) becomes the number, a whole float an int.
+
+    Raises:
+        ValueError: a value that is not of its field's type, naming the key.
+    """
+    hints = typing.get_type_hints(cls)
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    return {k: _as_type(f"{section}.{k}", v, hints[k], defaults.get(k)) if k in defaults else v
+            for k, v in data.items()}
+
+
+def _as_type(key: str, value: Any, kind: Any, example: Any = None) -> Any:
+    """``value`` as a ``kind`` (bool, int, float, str, ``X | None``, ``dict[str, float]``) for setting ``key``."""
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        return _as_type(key, value, next(a for a in args if a is not type(None)), example)
+    if typing.get_origin(kind) is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{key}={value!r}: give name: value pairs, e.g. {key}={{chair: 1.0, table: 0.5}}.")
+        return {str(k): _as_type(f"{key}.{k}", v, args[1]) for k, v in value.items()}
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{key}={value!r} is not true or false; give {key}=true or {key}=false.")
+        return value
+    if kind in (int, float):
+        number = value
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                number = int(text)
+            except ValueError:
+                try:
+                    number = float(text)
+                except ValueError:
+                    number = None
+        hint = f", e.g. {key}={example}" if isinstance(example, (int, float)) else ""
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+            raise ValueError(f"{key}={value!r} is not a number; give a {'whole ' if kind is int else ''}"
+                             f"number{hint}.")
+        if kind is int:
+            if number != int(number):
+                raise ValueError(f"{key}={value!r} is not a whole number; give one{hint}.")
+            return int(number)
+        return float(number)
+    if kind is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        if not isinstance(value, str):
+            hint = f", e.g. {key}={example}" if isinstance(example, str) else ""
+            raise ValueError(f"{key}={value!r} is not text; give a name or a path{hint}.")
+    return value
 
 
 def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:

@@ -362,27 +362,75 @@ def training_loader(cfg: TrainConfig, dataset, steps: int, rank: int = 0, world:
                                        collate_fn=_collate, persistent_workers=False)
 
 
+def _check_config(cfg: TrainConfig, world: int = 1) -> None:
+    """Refuse settings no run can train with, before anything is read or written.
+
+    Raises:
+        ValueError: the first setting out of range, named with what to give instead.
+    """
+    o, r, d = cfg.optim, cfg.run, cfg.data
+    rules = [
+        ("optim.steps", o.steps, o.steps >= 1, "give the number of steps to train to, at least 1"),
+        ("optim.batch_size", o.batch_size, o.batch_size >= 1 and o.batch_size % world == 0,
+         f"give at least 1{f', divisible by the {world} processes' if world > 1 else ''}"),
+        ("optim.lr", o.lr, o.lr > 0, "give a positive learning rate, e.g. 3e-4"),
+        ("optim.weight_decay", o.weight_decay, o.weight_decay >= 0, "give 0 or more"),
+        ("optim.warmup", o.warmup, o.warmup >= 0, "give 0 or more steps"),
+        ("optim.grad_clip", o.grad_clip, o.grad_clip > 0, "give the largest gradient norm, above 0, e.g. 1.0"),
+        ("optim.minutes", o.minutes, o.minutes >= 0, "give 0 (no time budget) or more"),
+        ("run.checkpoint_every", r.checkpoint_every, r.checkpoint_every >= 1, "give at least 1 step"),
+        ("run.log_every", r.log_every, r.log_every >= 1, "give at least 1 step"),
+        ("run.snapshots", r.snapshots, r.snapshots >= 1, "give at least 1"),
+        ("run.threads", r.threads, r.threads >= 0, "give 0 (torch's default) or more"),
+        ("run.seed", r.seed, r.seed >= 0, "give 0 or more"),
+        ("data.num_points", d.num_points, d.num_points >= 1, "give at least 1"),
+        ("data.workers", d.workers, d.workers >= 0, "give 0 (load in the training process) or more"),
+        ("data.synthetic", d.synthetic, d.synthetic >= 0, "give 0 (off) or more"),
+        ("data.styles", d.styles, 0 <= d.styles <= 1, "give a share from 0 to 1"),
+        ("data.cutout", d.cutout, 0 <= d.cutout <= 1, "give a share from 0 to 1"),
+        ("loss.num_samples", cfg.loss.num_samples, cfg.loss.num_samples >= 1, "give at least 1"),
+        ("loss.render_size", cfg.loss.render_size, cfg.loss.render_size >= 1, "give at least 1 pixel"),
+    ]
+    weights = {f.name: getattr(cfg.loss, f.name) for f in dataclasses.fields(cfg.loss) if f.type in (float, "float")}
+    rules += [(f"loss.{k}", v, v >= 0, "give a weight of 0 or more") for k, v in weights.items()]
+    for key, value, ok, fix in rules:
+        if not ok:
+            raise ValueError(f"{key}={value}: {fix}.")
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Refuse a ``run.out`` that cannot be a folder: it or a folder above it is a file, or cannot be written.
+
+    Raises:
+        ValueError: naming the path in the way.
+    """
+    existing = next(p for p in (out_dir, *out_dir.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"run.out={out_dir}: {existing} is a file, not a folder; give a folder for the run's output.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"run.out={out_dir}: {existing} cannot be written; give a folder you can write to.")
+
+
 def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, dataset=None) -> Path:
-    """Run training as configured; returns the output folder. ``dataset`` overrides the configured data (tests)."""
+    """Run training as configured; returns the output folder. ``dataset`` overrides the configured data (tests).
+
+    The settings, ``run.out``, the checkpoint of ``resume`` and the model of ``init_from`` are all checked
+    before the data is read or anything is written.
+
+    Raises:
+        ValueError, FileNotFoundError: a setting out of range, an unusable ``run.out``, a missing or unfitting
+            checkpoint or ``init_from`` model.
+    """
     rank, world, device = _setup_distributed()
+    _check_config(cfg, world)
+    out_dir = Path(cfg.run.out)
+    _check_out_dir(out_dir)
+    ckpt_path = out_dir / "checkpoint.pt"
+    if resume and not ckpt_path.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}; start without --resume.")
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
-    out_dir = Path(cfg.run.out)
     torch.manual_seed(cfg.run.seed)
-    if dataset is None and cfg.data.synthetic:
-        from training.synthetic import SyntheticViews
-
-        dataset = SyntheticViews(cfg.data.synthetic, cfg.model.image_size, cfg.data.num_points, cfg.run.seed,
-                                 occupancy=cfg.model.grid_spec if cfg.model.coarse == "occupancy" else None,
-                                 occupancy_share=cfg.data.occupancy_share)
-    if dataset is None:
-        dataset = training_views(cfg)
-
-    if rank == 0:
-        (out_dir / "snapshots").mkdir(parents=True, exist_ok=True)
-        import yaml
-
-        atomic_write_bytes(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
     model = build_model(cfg.model)
     init_steps = 0  # training steps already in the weights we start from
     if init_from:
@@ -409,13 +457,14 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
         log.info("mixed precision off: this CPU has no native bfloat16 (AVX512-BF16 or AMX), where float32 is faster")
 
     start = 0
-    ckpt_path = out_dir / "checkpoint.pt"
     if resume:
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}; start without --resume.")
         state = torch.load(ckpt_path, map_location=device, weights_only=True)  # our own file; tensors only
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError):
+            raise ValueError(f"--resume: the checkpoint at {ckpt_path} holds another network than this config's; "
+                             "resume with the settings that run was started with.") from None
         if scaler is not None and state["scaler"]:
             scaler.load_state_dict(state["scaler"])
         start = int(state["step"])
@@ -426,11 +475,29 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
             log.info("the checkpoint has no weight average: it starts from the weights of step %d", start)
         log.info("resumed from step %d", start)
 
+    if dataset is None and cfg.data.synthetic:
+        from training.synthetic import SyntheticViews
+
+        dataset = SyntheticViews(cfg.data.synthetic, cfg.model.image_size, cfg.data.num_points, cfg.run.seed,
+                                 occupancy=cfg.model.grid_spec if cfg.model.coarse == "occupancy" else None,
+                                 occupancy_share=cfg.data.occupancy_share)
+    if dataset is None:
+        dataset = training_views(cfg)
+    loader = training_loader(cfg, dataset, cfg.optim.steps, rank, world, start)
+
+    if rank == 0:
+        import yaml
+
+        try:
+            (out_dir / "snapshots").mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
+        except OSError as err:
+            raise ValueError(f"run.out={out_dir}: cannot write there ({err.strerror or err}); "
+                             "give a folder you can write to.") from None
+
     ddp_model = model
     if world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    loader = training_loader(cfg, dataset, cfg.optim.steps, rank, world, start)
 
     writer = None
     csv_file = None

@@ -204,14 +204,44 @@ def from_dict(cls, data: dict[str, Any]):
 
 
 def load_config_dict(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or JSON file into a dict."""
-    path = Path(path)
-    text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
+    """Read a YAML or JSON file into a dict.
 
-        return yaml.safe_load(text) or {}
-    return json.loads(text)
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: ``path`` is a folder or unreadable, not valid YAML/JSON, or holds no ``key: value`` mapping.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Config file not found: {path}; give the path of a YAML or JSON config file.")
+    if path.is_dir():
+        raise ValueError(f"Config {path} is a folder; give the path of a YAML or JSON config file in it.")
+    try:
+        text = path.read_text()
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as err:
+                mark = getattr(err, "problem_mark", None)
+                where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+                raise ValueError(f"Config {path} is not valid YAML{where} ({getattr(err, 'problem', None) or err}); "
+                                 "fix the file.") from None
+        else:
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"Config {path} is not valid JSON at line {err.lineno}, column {err.colno} "
+                                 f"({err.msg}); fix the file.") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"Config {path} cannot be read as text ({getattr(err, 'strerror', None) or err}); "
+                         "give a YAML or JSON config file.") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"Config {path} holds a {type(data).__name__}, not key: value settings; write its "
+                         "sections as a mapping (e.g. 'optim:' with 'lr: 0.0003' under it).")
+    return data
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -227,8 +257,14 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         key, value = item.split("=", 1)
         node = out
         parts = key.split(".")
-        for p in parts[:-1]:
+        for i, p in enumerate(parts[:-1]):
             node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(value)
+            if not isinstance(node, dict):
+                raise ValueError(f"Override {item!r}: {'.'.join(parts[:i + 1])} is a setting, not a section; "
+                                 "give section.key=value (e.g. model.hidden_dim=64).")
+        try:
+            node[parts[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            node[parts[-1]] = value  # not YAML (e.g. an unclosed bracket): the text itself
     return out
 
