@@ -92,6 +92,7 @@ def test_main_writes_the_temperature_and_each_styles_record_rounded(tmp_path, mo
     monkeypatch.setattr(cal, "collect_scores", lambda *a, **k: (logits, logits, labels, styles))
     stem = tmp_path / "model"
     stem.with_suffix(".json").write_text(json.dumps({"model": {"category_temperature": 1.0}, "trained": True}))
+    stem.with_suffix(".safetensors").write_bytes(b"")  # weights beside it (collect_scores is stubbed)
     assert cal.main(["--model", str(stem)]) == 0
     meta = json.loads(stem.with_suffix(".json").read_text())
     record = meta["calibration"]
@@ -136,6 +137,7 @@ def test_main_on_test_reports_the_models_own_temperature_and_the_head_beside_the
     stem = tmp_path / "model"
     text = json.dumps({"model": {"category_temperature": 1.1, "category_vote_temperature": 1.3}, "trained": True})
     stem.with_suffix(".json").write_text(text)
+    stem.with_suffix(".safetensors").write_bytes(b"")  # weights beside it (collect_scores is stubbed)
     assert cal.main(["--model", str(stem), "--split", "test", "--styles", "clean", "small_offcentre"]) == 0
     assert stem.with_suffix(".json").read_text() == text  # nothing written
     assert seen["styles"] == ("clean", "small_offcentre")
@@ -185,6 +187,7 @@ def test_main_fits_each_temperature_on_its_own_scores_when_the_candidates_vote(t
     monkeypatch.setattr(cal, "collect_scores", lambda *a, **k: (scores, head, labels, ["clean"] * 60))
     stem = tmp_path / "model"
     stem.with_suffix(".json").write_text(json.dumps({"model": {"category_temperature": 1.0}}))
+    stem.with_suffix(".safetensors").write_bytes(b"")  # weights beside it (collect_scores is stubbed)
     assert cal.main(["--model", str(stem)]) == 0
     meta = json.loads(stem.with_suffix(".json").read_text())
     assert meta["model"]["category_temperature"] == round(fit_temperature(head, labels), 4)
@@ -193,3 +196,70 @@ def test_main_fits_each_temperature_on_its_own_scores_when_the_candidates_vote(t
     assert meta["calibration"]["head_temperature"] == meta["model"]["category_temperature"]
     assert meta["model"]["category_temperature"] != meta["model"]["category_vote_temperature"]
     assert "and model.category_vote_temperature" in capsys.readouterr().out
+
+
+def _stub_calibration(monkeypatch, tmp_path, calls: dict | None = None):
+    """calibrate.main on stubbed data and scores; returns the model's stem (a trained model's JSON and weights)."""
+    import json
+
+    import recon_core.io.weights as weights
+    import training.calibrate as cal
+    import training.evaluate as ev
+
+    rng = np.random.default_rng(7)
+    logits, labels = rng.normal(0, 2, (20, 13)), rng.integers(0, 13, 20)
+    calls = {} if calls is None else calls
+
+    def collect(*args, **kwargs):
+        calls["finder"] = kwargs.get("finder")
+        return logits, logits, labels, ["clean"] * 20
+
+    def load_finder(path):
+        calls["loaded"] = path
+        return "a finder"
+
+    monkeypatch.setattr(ev, "discover", lambda *a, **k: ["entry"])
+    monkeypatch.setattr(ev, "select_samples", lambda entries, views: ["sample"] * 20)
+    monkeypatch.setattr(weights, "load_finder", load_finder)
+    monkeypatch.setattr(cal, "collect_scores", collect)
+    stem = tmp_path / "model"
+    stem.with_suffix(".json").write_text(json.dumps({"model": {"category_temperature": 1.0}, "trained": True}))
+    stem.with_suffix(".safetensors").write_bytes(b"")
+    return stem
+
+
+@pytest.mark.parametrize("case", ["missing_finder", "views_0", "views_-1", "missing_weights"])
+def test_bad_input_is_one_sentence_exit_2_and_writes_nothing(tmp_path, monkeypatch, capsys, case):
+    import training.calibrate as cal
+
+    calls = {}
+    stem = _stub_calibration(monkeypatch, tmp_path, calls)
+    args = {"missing_finder": ["--finder", str(tmp_path / "nowhere")], "views_0": ["--views-per-model", "0"],
+            "views_-1": ["--views-per-model", "-1"], "missing_weights": []}[case]
+    if case == "missing_weights":
+        stem.with_suffix(".safetensors").unlink()
+    before = stem.with_suffix(".json").read_text()
+    assert cal.main(["--model", str(stem), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    expected = {"missing_finder": "names no object finder", "views_0": "--views-per-model must be at least 1",
+                "views_-1": "--views-per-model must be at least 1", "missing_weights": "Model weights not found"}
+    assert expected[case] in err
+    assert stem.with_suffix(".json").read_text() == before and not calls  # nothing measured, nothing written
+
+
+def test_finder_none_in_any_case_the_shipped_one_or_a_path(tmp_path, monkeypatch, capsys):
+    import training.calibrate as cal
+
+    finder = tmp_path / "finder"
+    for ext in (".json", ".safetensors"):
+        finder.with_suffix(ext).write_bytes(b"")
+    for args, loaded in (([], None), (["--finder", str(finder)], str(finder)), (["--finder", "none"], "no finder"),
+                         (["--finder", "NONE"], "no finder")):
+        calls = {}
+        stem = _stub_calibration(monkeypatch, tmp_path, calls)
+        assert cal.main(["--model", str(stem), "--dry-run", *args]) == 0
+        if loaded == "no finder":
+            assert "loaded" not in calls and calls["finder"] is None, args
+        else:
+            assert calls["loaded"] == loaded and calls["finder"] == "a finder", args

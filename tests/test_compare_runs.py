@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -125,10 +126,13 @@ def _write(folder, run) -> str:
 
 def test_cli_writes_the_table_and_json(tmp_path, capsys):
     run_a, run_b = _random_runs(seed=6)
-    out = tmp_path / "cmp.json"
-    code = compare_runs.main([_write(tmp_path / "a", run_a), _write(tmp_path / "b", run_b), "--resamples", "100",
-                              "--json", str(out)])
-    assert code == 0
+    out = tmp_path / "new" / "cmp.json"
+    args = [_write(tmp_path / "a", run_a), _write(tmp_path / "b", run_b), "--resamples", "100", "--json", str(out)]
+    assert compare_runs.main(args + ["--metrics", "F9@0.3"]) == 2  # refused: no folder left behind
+    assert not (tmp_path / "new").exists()
+    capsys.readouterr()
+    code = compare_runs.main(args)
+    assert code == 0 and [p.name for p in out.parent.iterdir()] == ["cmp.json"]  # no temporary file left
     printed = capsys.readouterr().out
     assert "| F1@0.3 | over images |" in printed and "| Sil-IoU | mean over categories |" in printed
     saved = json.loads(out.read_text())
@@ -154,6 +158,29 @@ def test_bad_input_is_one_sentence_and_exit_2(tmp_path, capsys, case):
     assert compare_runs.main(args + ["--resamples", "100"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    if case == "missing":
+        assert f"{tmp_path / 'nowhere'} does not exist" in err
+        (tmp_path / "nowhere").mkdir()  # there, but no run in it
+        assert compare_runs.main(args + ["--resamples", "100"]) == 2
+        assert "is not an evaluation run: no metrics.json there" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["folder", "under_a_file", "cannot_be_made"])
+def test_a_json_path_that_cannot_be_written_is_refused_before_the_comparison(tmp_path, capsys, monkeypatch, case):
+    run_a, run_b = _random_runs(seed=11)
+    args = [_write(tmp_path / "a", run_a), _write(tmp_path / "b", run_b), "--resamples", "100"]
+    (tmp_path / "file").write_text("x")
+    target = {"folder": tmp_path / "a", "under_a_file": tmp_path / "file" / "out.json",
+              "cannot_be_made": Path("/proc/no_such_folder/out.json")}[case]
+    compared = []
+    monkeypatch.setattr(compare_runs, "bootstrap_differences",
+                        lambda *a, **k: compared.append(1) or np.zeros((100, 2)))
+    assert compare_runs.main(args + ["--json", str(target)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert str(target.parent if case != "folder" else target) in captured.err
+    assert captured.out == "" and not compared  # refused before the bootstrap, and no table
+    assert (tmp_path / "file").read_text() == "x" and (tmp_path / "a" / "metrics.json").is_file()
 
 
 def _styled(run: dict, style: str) -> dict:
@@ -204,5 +231,5 @@ def test_styles_bad_input_is_one_sentence(tmp_path, capsys, case):
     assert compare_runs.main(args + ["--resamples", "100"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
-    expected = {"no_pattern": "{style}", "same_run_twice": "same pictures", "missing_style": "not an evaluation run"}
+    expected = {"no_pattern": "{style}", "same_run_twice": "same pictures", "missing_style": "does not exist"}
     assert expected[case] in err

@@ -545,13 +545,30 @@ def _check_ranges(block: dict) -> None:
             assert 0 <= m[k] <= 1, (method, k)
 
 
-def test_cli_end_to_end(dataset, model_stem, tmp_path, capsys):
+def _spy_atomic_writes(monkeypatch) -> list[str]:
+    """The names of the files written through the atomic writer (a temporary file, then a rename) from now on."""
+    from recon_core.io import export
+
+    names, real = [], export.atomic_write_bytes
+
+    def spy(path, data):
+        names.append(Path(path).name)
+        real(path, data)
+
+    monkeypatch.setattr(export, "atomic_write_bytes", spy)
+    return names
+
+
+def test_cli_end_to_end(dataset, model_stem, tmp_path, capsys, monkeypatch):
     shapenet, renders = dataset
     out = tmp_path / "eval"
     argv = ["--model", str(model_stem), "--shapenet", str(shapenet), "--renders", str(renders), "--out", str(out),
             "--cache", str(tmp_path / "cache.npz"), "--samples", "1000", "--sheet", "2", "--tile", "48",
             "--no-progress"]
+    atomic = _spy_atomic_writes(monkeypatch)
     rc = ev.main(argv)
+    assert {"table.md", "metrics.json", "contact_sheet.png"} <= set(atomic)
+    assert sorted(p.name for p in out.iterdir()) == ["contact_sheet.png", "metrics.json", "table.md"]
     printed = capsys.readouterr().out
     report = json.loads((out / "metrics.json").read_text())
     printable = report["summary"]["all"]["methods"]["ours"]["Printable"]
@@ -627,7 +644,7 @@ def test_cli_missing_folder_exits_2(tmp_path, capsys):
     assert rc == 2 and err.count("\n") == 0 and "does not exist" in err and "--shapenet" in err
 
 
-def test_curve_over_checkpoints(dataset, tmp_path):
+def test_curve_over_checkpoints(dataset, tmp_path, monkeypatch):
     from recon_core.io.weights import save_model
     from recon_core.network.model import build_model
 
@@ -644,9 +661,11 @@ def test_curve_over_checkpoints(dataset, tmp_path):
                                                         "steps": 1500, "run_step": 100}))
     (ckpts / "step_300.safetensors").write_bytes(b"")  # no .json: ignored
     out = tmp_path / "curve"
+    atomic = _spy_atomic_writes(monkeypatch)
     rc = ev.main(["--curve", str(ckpts), "--curve-limit", "1", "--shapenet", str(shapenet), "--renders", str(renders),
                   "--out", str(out), "--samples", "500", "--no-progress"])
     assert rc == 0
+    assert atomic == ["curve.csv", "curve.png"] and sorted(p.name for p in out.iterdir()) == atomic
     with open(out / "curve.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [100, 200, 1500]
@@ -689,3 +708,101 @@ def test_cli_solid_scores_the_outputs_with_their_pockets_filled(dataset, model_s
                   "--no-progress", "--solid"])
     assert rc in (0, 3) and seen and set(seen) == {True}
     assert json.loads((out / "metrics.json").read_text())["solid"] is True
+
+
+def test_finder_choice_none_the_shipped_one_or_a_finder_that_is_there(tmp_path):
+    stem = tmp_path / "finder"
+    assert ev.finder_choice(None) is True
+    assert ev.finder_choice("none") is False and ev.finder_choice("None") is False
+    with pytest.raises(ev.DataError, match="names no object finder") as err:
+        ev.finder_choice(str(stem))
+    assert "--finder none" in str(err.value) and str(stem.with_suffix(".json")) in str(err.value)
+    stem.with_suffix(".json").write_text("{}")
+    with pytest.raises(ev.DataError, match="not both there"):  # the weights are missing
+        ev.finder_choice(str(stem))
+    stem.with_suffix(".safetensors").write_bytes(b"")
+    assert ev.finder_choice(str(stem)) == str(stem)
+    assert ev.finder_choice(str(stem.with_suffix(".safetensors"))) == str(stem.with_suffix(".safetensors"))
+    with pytest.raises(ev.DataError, match="names no object finder"):
+        ev.finder_choice("")
+
+
+@pytest.fixture
+def _nothing_runs(monkeypatch):
+    """The index and the evaluation fail the test if they start."""
+    def never(*args, **kwargs):
+        raise AssertionError("the run started")
+
+    monkeypatch.setattr(ev, "load_or_build_baseline_index", never)
+    monkeypatch.setattr(ev, "evaluate_samples", never)
+    monkeypatch.setattr(ev, "evaluate_curve", never)
+
+
+BAD_INPUT = {
+    "limit_0": (["--limit", "0"], "--limit must be at least 1"),
+    "limit_negative": (["--limit", "-3"], "--limit must be at least 1"),
+    "samples_0": (["--samples", "0"], "--samples must be at least 1"),
+    "curve_limit_0": (["--curve", "{tmp}/ckpts", "--curve-limit", "0"], "--curve-limit must be at least 1"),
+    "finder_missing": (["--style", "no_alpha", "--finder", "{tmp}/no_finder"], "names no object finder"),
+    "out_a_file": (["--out", "{tmp}/file"], "is a file, not a folder"),
+    "out_cannot_be_made": (["--out", "/proc/no_such_folder/eval"], "cannot be made"),
+    "cache_under_a_file": (["--cache", "{tmp}/file/cache.npz"], "the folder of --cache"),
+    "cache_a_folder": (["--cache", "{tmp}"], "is a folder"),
+    "weights_missing": (["--model", "{tmp}/trained"], "Model weights not found"),
+    "no_sketches": (["--sketches"], "No sketch views"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUT))
+def test_cli_refuses_bad_input_before_the_run_with_one_sentence(dataset, model_stem, tmp_path, capsys, monkeypatch,
+                                                                _nothing_runs, case):
+    shapenet, renders = dataset
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "ckpts").mkdir()
+    for ext in (".safetensors", ".json"):
+        (tmp_path / "ckpts" / f"step_100{ext}").write_text("{}")
+    meta = json.loads(model_stem.with_suffix(".json").read_text())
+    (tmp_path / "trained.json").write_text(json.dumps({**meta, "trained": True}))  # weights missing
+    if case == "no_sketches":
+        monkeypatch.setattr(ev, "is_sketch", lambda entry, view: False)
+    extra, expected = BAD_INPUT[case]
+    args = {"--model": str(model_stem), "--out": str(tmp_path / "eval"), "--cache": str(tmp_path / "cache.npz")}
+    extra = [a.replace("{tmp}", str(tmp_path)) for a in extra]
+    for flag in ("--model", "--out", "--cache"):
+        if flag not in extra:
+            extra += [flag, args[flag]]
+    rc = ev.main(["--shapenet", str(shapenet), "--renders", str(renders), "--no-progress", *extra])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert expected in err
+    assert not (tmp_path / "eval").exists() and (tmp_path / "file").read_text() == "x"
+
+
+def test_cli_makes_out_before_the_run_and_takes_it_away_when_the_run_fails(dataset, model_stem, tmp_path, capsys,
+                                                                           monkeypatch):
+    shapenet, renders = dataset
+    out = tmp_path / "new" / "eval"
+    seen = []
+
+    def fail(samples, *args, **kwargs):
+        seen.append(out.is_dir())
+        raise ev.DataError("The mesh x.obj has no triangles; re-export it as a triangle mesh.")
+
+    monkeypatch.setattr(ev, "evaluate_samples", fail)
+    argv = ["--model", str(model_stem), "--shapenet", str(shapenet), "--renders", str(renders), "--out", str(out),
+            "--cache", str(tmp_path / "cache.npz"), "--no-progress"]
+    assert ev.main(argv) == 2 and seen == [True]
+    assert not (tmp_path / "new").exists() and "no triangles" in capsys.readouterr().err
+    out.mkdir(parents=True)  # a folder that was there stays, with what it held
+    (out / "table.md").write_text("an earlier table")
+    assert ev.main(argv) == 2
+    assert [p.name for p in out.iterdir()] == ["table.md"] and (out / "table.md").read_text() == "an earlier table"
+
+
+def test_holdout_run_as_a_script_says_it_is_a_module():
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "training" / "holdout.py"
+    proc = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "module" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -161,18 +161,29 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     from recon_core.io.export import atomic_write_bytes
     from recon_core.io.weights import WeightsError, default_model_path
-    from training.evaluate import DataError, discover, expected_calibration_error, select_samples
+    from training.evaluate import (
+        DataError,
+        check_model_weights,
+        discover,
+        expected_calibration_error,
+        finder_choice,
+        select_samples,
+    )
 
     stem = Path(args.model) if args.model else default_model_path()
     path = stem.with_suffix(".json") if stem.suffix in ("", ".json", ".safetensors") else Path(str(stem) + ".json")
     try:
+        if args.views_per_model < 1:
+            raise DataError(f"--views-per-model must be at least 1, got {args.views_per_model}.")
+        choice = finder_choice(args.finder)
+        check_model_weights(args.model)
         entries = discover(args.shapenet, args.renders, args.split)
         if not entries:
             raise DataError(f"No {args.split} models with renders under {args.renders}; build and render the data set.")
         samples = select_samples(entries, args.views_per_model)
         from recon_core.io.weights import load_finder
 
-        finder = None if args.finder == "none" else load_finder(args.finder)
+        finder = None if choice is False else load_finder(None if choice is True else choice)
         logits, head, labels, styles = collect_scores(args.model, samples, tuple(args.styles),
                                                       backgrounds=args.backgrounds, finder=finder)
         meta = json.loads(path.read_text())

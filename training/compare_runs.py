@@ -21,7 +21,7 @@ that holds 0 says that another draw of test models could have reversed the compa
 pictures on which B scores more than one point (×100) above A and more than one below.
 
 Exit codes: 0 compared, 2 bad input (a missing or unreadable run, different pictures, an unknown metric
-or method).
+or method, a ``--json`` that cannot be written: checked before the comparison).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: the project root on the path, as ``python training/...`` expects
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.evaluate import METRICS, _LOWER_IS_BETTER, _fmt  # noqa: E402
+from training.evaluate import METRICS, _LOWER_IS_BETTER, DataError, _fmt, output_folder  # noqa: E402
 
 __all__ = ["Paired", "load_run", "load_runs", "pair_runs", "bootstrap_differences", "compare", "format_comparison",
            "main"]
@@ -82,6 +82,9 @@ def load_run(path: str | Path) -> dict[str, Any]:
         CompareError: the file is missing, not JSON, or holds no per-picture records.
     """
     path = Path(path)
+    if not path.exists():
+        raise CompareError(f"{path} does not exist: give a folder written by training/evaluate.py --out, or its "
+                           "metrics.json")
     file = path / "metrics.json" if path.is_dir() else path
     if not file.is_file():
         raise CompareError(f"{path} is not an evaluation run: no {file.name} there (training/evaluate.py --out writes it)")
@@ -264,20 +267,43 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _json_target(path: str | None) -> Path | None:
+    """``--json``: a file name, not a folder (its folder is made by :func:`training.evaluate.output_folder`)."""
+    if path is None:
+        return None
+    target = Path(path)
+    if target.is_dir():
+        raise CompareError(f"--json {target} is a folder: give a file name, e.g. {target / 'comparison.json'}")
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        result = compare(load_runs(args.run_a, args.styles), load_runs(args.run_b, args.styles), tuple(args.metrics),
-                         args.method, args.resamples, args.seed)
-    except CompareError as err:
+        target = _json_target(args.json)
+        run_a, run_b = load_runs(args.run_a, args.styles), load_runs(args.run_b, args.styles)
+        if target is None:
+            result = compare(run_a, run_b, tuple(args.metrics), args.method, args.resamples, args.seed)
+        else:
+            with output_folder(target.parent, "the folder of --json"):
+                result = compare(run_a, run_b, tuple(args.metrics), args.method, args.resamples, args.seed)
+                _write_json(target, result)
+    except (CompareError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(format_comparison(result, args.run_a, args.run_b))
-    if args.json:
-        from recon_core.io.export import atomic_write_bytes
-
-        atomic_write_bytes(args.json, (json.dumps(result, indent=1) + "\n").encode())
     return 0
+
+
+def _write_json(path: Path, result: dict[str, Any]) -> None:
+    """Write the comparison atomically (a temporary file beside it, then a rename)."""
+    from recon_core.io.export import atomic_write_bytes
+
+    try:
+        atomic_write_bytes(path, (json.dumps(result, indent=1) + "\n").encode())
+    except OSError as err:
+        raise CompareError(f"--json {path} cannot be written ({err.strerror or err}); give a file in a folder that "
+                           "can be written") from None
 
 
 if __name__ == "__main__":

@@ -54,13 +54,16 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import io
 import json
 import logging
 import math
+import os
 import re
 import sys
 import time
 from collections import OrderedDict, defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -116,6 +119,10 @@ __all__ = [
     "contact_sheet",
     "evaluate_curve",
     "plot_curve",
+    "finder_choice",
+    "check_model_weights",
+    "make_folder",
+    "output_folder",
     "main",
 ]
 
@@ -1308,6 +1315,8 @@ def render_mesh(
 SHEET_COLUMNS = ("input", "ours", "retrieval", "ground truth")
 SHEET_HEADER = 18
 """Height in pixels of the contact sheet's label row."""
+_SHEET_KEYS = list(zip(SHEET_COLUMNS[1:], ("ours", "retrieval", "gt")))
+"""``(label, key)`` of the contact sheet's columns after the input."""
 
 
 def contact_sheet(rows: list[dict[str, Any]], path: str | Path, tile: int = 128) -> Path:
@@ -1316,18 +1325,36 @@ def contact_sheet(rows: list[dict[str, Any]], path: str | Path, tile: int = 128)
     Size: ``(4 * tile) x (SHEET_HEADER + len(rows) * tile)``. Meshes of a row share the
     ground truth's framing, so sizes compare; a missing method leaves a grey tile.
     """
-    return _sheet(rows, path, tile, list(zip(SHEET_COLUMNS[1:], ("ours", "retrieval", "gt"))))
+    return _write_png(path, _sheet_png(rows, tile, _SHEET_KEYS))
 
 
 def candidate_sheet(rows: list[dict[str, Any]], path: str | Path, tile: int = 128, count: int = 3) -> Path:
     """Write a PNG of our candidates: input | candidate 1 | ... | candidate ``count`` | ground truth, one row a sample
     (each row's ``candidates``: its :class:`Prediction` list, the most confident first); as :func:`contact_sheet`."""
-    rows = [{**row, **{f"candidate_{k + 1}": c for k, c in enumerate(row.get("candidates") or [])}} for row in rows]
-    columns = [(f"candidate {k + 1}", f"candidate_{k + 1}") for k in range(count)] + [("ground truth", "gt")]
-    return _sheet(rows, path, tile, columns)
+    rows = _with_candidates(rows)
+    return _write_png(path, _sheet_png(rows, tile, _candidate_keys(count)))
 
 
-def _sheet(rows: list[dict[str, Any]], path: str | Path, tile: int, columns: list[tuple[str, str]]) -> Path:
+def _candidate_keys(count: int) -> list[tuple[str, str]]:
+    """``(label, key)`` of the candidate sheet's columns after the input (:func:`candidate_sheet`)."""
+    return [(f"candidate {k + 1}", f"candidate_{k + 1}") for k in range(count)] + [("ground truth", "gt")]
+
+
+def _with_candidates(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row with its ``candidates`` under ``candidate_1``, ``candidate_2``, ... (:func:`candidate_sheet`)."""
+    return [{**row, **{f"candidate_{k + 1}": c for k, c in enumerate(row.get("candidates") or [])}} for row in rows]
+
+
+def _write_png(path: str | Path, png: bytes) -> Path:
+    """Write a PNG's bytes atomically (a temporary file, then a rename), its folder made if need be."""
+    from recon_core.io.export import atomic_write_bytes
+
+    path = Path(path)
+    atomic_write_bytes(path, png)
+    return path
+
+
+def _sheet_png(rows: list[dict[str, Any]], tile: int, columns: list[tuple[str, str]]) -> bytes:
     """The PNG of :func:`contact_sheet`: the input, then a tile per ``(label, key)`` of ``columns`` (the row's
     :class:`Prediction` under ``key``, framed as the row's ground truth; grey when it has none)."""
     from PIL import Image, ImageDraw
@@ -1350,10 +1377,9 @@ def _sheet(rows: list[dict[str, Any]], path: str | Path, tile: int, columns: lis
                                          _COLOURS.get(key, _COLOURS["ours"])))
         for j, t in enumerate(tiles):
             sheet.paste(Image.fromarray(t), (j * tile, SHEET_HEADER + i * tile))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
-    return path
+    png = io.BytesIO()
+    sheet.save(png, format="PNG")
+    return png.getvalue()
 
 
 # ------------------------------------------------------------------------------------------ the curve
@@ -1421,10 +1447,16 @@ def evaluate_curve(
 
 def plot_curve(steps: list[int], values: list[float], path: str | Path, ylabel: str = "F1@0.3",
                size: tuple[int, int] = (640, 400)) -> Path:
-    """Line plot of ``values`` (fractions, shown ×100) against ``steps``: matplotlib if installed, else PIL."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Line plot of ``values`` (fractions, shown ×100) against ``steps``: matplotlib if installed, else PIL; the PNG
+    is written atomically."""
+    return _write_png(path, _curve_png(steps, values, ylabel, size))
+
+
+def _curve_png(steps: list[int], values: list[float], ylabel: str = "F1@0.3",
+               size: tuple[int, int] = (640, 400)) -> bytes:
+    """The PNG of :func:`plot_curve`."""
     ys = [100 * v for v in values]
+    png = io.BytesIO()
     try:
         import matplotlib
 
@@ -1437,9 +1469,9 @@ def plot_curve(steps: list[int], values: list[float], path: str | Path, ylabel: 
         ax.set_ylabel(f"{ylabel} (×100)")
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        fig.savefig(path)
+        fig.savefig(png, format="png")
         plt.close(fig)
-        return path
+        return png.getvalue()
     except ImportError:
         pass
     from PIL import Image, ImageDraw
@@ -1479,8 +1511,8 @@ def plot_curve(steps: list[int], values: list[float], path: str | Path, ylabel: 
         d.line(pts, fill=(40, 90, 200), width=2)
     for px, py in pts:
         d.ellipse([px - 3, py - 3, px + 3, py + 3], fill=(40, 90, 200))
-    img.save(path)
-    return path
+    img.save(png, format="PNG")
+    return png.getvalue()
 
 
 # ------------------------------------------------------------------------------------------------ CLI
@@ -1559,15 +1591,17 @@ def _run_curve(args: argparse.Namespace, test: list[ModelEntry], out: Path) -> i
     if any(r["n"] != len(samples) for r in earlier):
         raise DataError(f"--curve-earlier: {args.curve_earlier} was measured on other images than these "
                         f"{len(samples)}; use the same --curve-limit (and data set).")
-    rows = evaluate_curve(checkpoints, samples, args.samples, progress=not args.no_progress, style=args.style,
-                          backgrounds=_backgrounds(args))
-    rows = [r for r in earlier if r["step"] < rows[0]["step"]] + rows
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "curve.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["step", "F1@0.3", "Chamfer-L2", "printable", "n"])
+    with output_folder(out, "--out"):
+        rows = evaluate_curve(checkpoints, samples, args.samples, progress=not args.no_progress, style=args.style,
+                              backgrounds=_backgrounds(args))
+        rows = [r for r in earlier if r["step"] < rows[0]["step"]] + rows
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=["step", "F1@0.3", "Chamfer-L2", "printable", "n"])
         writer.writeheader()
         writer.writerows(rows)
-    plot_curve([r["step"] for r in rows], [r["F1@0.3"] for r in rows], out / "curve.png")
+        png = _curve_png([r["step"] for r in rows], [r["F1@0.3"] for r in rows])
+        _write_output(out / "curve.csv", text.getvalue().encode())
+        _write_output(out / "curve.png", png)
     for r in rows:
         print(f"step {r['step']:>8}  F1@0.3 {100 * r['F1@0.3']:5.1f}  Chamfer-L2 {r['Chamfer-L2']:.3f}  "
               f"printable {100 * r['printable']:.0f}%")
@@ -1589,11 +1623,113 @@ def _backgrounds(args: argparse.Namespace):
     return photos
 
 
-def _finder_arg(value: str | None):
-    """``--finder``: None -> the shipped finder (True); "none" -> no finder (False); else its path."""
+def finder_choice(value: str | None) -> str | bool:
+    """``--finder``: None -> the shipped finder (True); "none" -> no finder (False); else its path, whose files must
+    be there.
+
+    Raises:
+        DataError: the path names no object finder (its ``.json`` and ``.safetensors`` are not both there).
+    """
     if value is None:
         return True
-    return False if value.lower() == "none" else value
+    if value.strip().lower() == "none":
+        return False
+    stem = Path(value)
+    if stem.suffix in (".safetensors", ".json"):
+        stem = stem.with_suffix("")
+    if stem.name and stem.with_suffix(".json").is_file() and stem.with_suffix(".safetensors").is_file():
+        return value
+    files = f"{stem}.json and {stem}.safetensors are not both there" if stem.name else "it is no file name"
+    raise DataError(f"--finder {value!r} names no object finder ({files}): fix the path, leave --finder out for the "
+                    "shipped finder, or give --finder none to find the object by the border colour.")
+
+
+def check_model_weights(model: str | Path | None) -> None:
+    """Refuse a model whose weights file is missing before anything runs: :func:`recon_core.io.weights.load_model`
+    would run a randomly initialised network in its place. A model whose JSON says ``"trained": false`` is untrained
+    on purpose and runs so; a missing or unreadable JSON is left to ``load_model`` to name.
+
+    Raises:
+        WeightsError: the JSON is there, the weights beside it are not, and the JSON does not say it is untrained.
+    """
+    from recon_core.io.weights import WeightsError, default_model_path
+
+    stem = Path(model) if model else default_model_path()
+    if stem.suffix in (".safetensors", ".json"):
+        stem = stem.with_suffix("")
+    cfg_path, weights_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+    if weights_path.is_file() or not cfg_path.is_file():
+        return
+    try:
+        untrained = json.loads(cfg_path.read_text()).get("trained") is False
+    except (OSError, ValueError, AttributeError):
+        return
+    if not untrained:
+        raise WeightsError(f"Model weights not found: there is no {weights_path} beside {cfg_path.name}; restore the "
+                           "file (git checkout models/) or point --model to a model saved by training "
+                           "(NAME.safetensors with NAME.json beside it).")
+
+
+def make_folder(path: str | Path, what: str) -> Path | None:
+    """Make the folder ``path`` (and its missing parents) before a run starts; returns the topmost folder it made
+    (None: ``path`` was there), for :func:`output_folder` to take away again.
+
+    Raises:
+        DataError: ``path`` is a file, or cannot be made or written into; ``what`` names it (e.g. ``"--out"``).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DataError(f"{what} {path} is a file, not a folder; give a folder.")
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"{what} {path} cannot be made ({err.strerror or err}); give a folder that can be "
+                        "written.") from None
+    if not os.access(path, os.W_OK):
+        raise DataError(f"{what} {path} cannot be written into; give a folder that can be written.")
+    return missing[-1] if missing else None
+
+
+@contextmanager
+def output_folder(path: str | Path, what: str):
+    """Make the output folder ``path`` up front (:func:`make_folder`); when the block fails, the folders made here
+    are taken away again (the outputs are written at its end, so they are empty)."""
+    path = Path(path)
+    made = make_folder(path, what)
+    try:
+        yield path
+    except BaseException:
+        if made is not None:
+            for folder in (path, *path.parents):
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+                if folder == made:
+                    break
+        raise
+
+
+def _write_output(path: Path, data: bytes) -> None:
+    """Write one output file atomically (a temporary file beside it, then a rename)."""
+    from recon_core.io.export import atomic_write_bytes
+
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as err:
+        raise DataError(f"{path} cannot be written ({err.strerror or err}); give an --out folder that can be "
+                        "written.") from None
+
+
+def _check_cache(cache: str | None) -> None:
+    """``--cache``: a file name whose folder can be made."""
+    if not cache:
+        return
+    path = Path(cache)
+    if path.is_dir():
+        raise DataError(f"--cache {path} is a folder; give the index's file name, e.g. {path / 'baselines.npz'}.")
+    make_folder(path.parent, "the folder of --cache")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -1602,6 +1738,9 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.given_mask and args.style == "small_offcentre":
         raise DataError(_NOT_IN_RENDER_PIXELS.format(style=args.style))  # before anything loads
+    finder = finder_choice(args.finder)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file, not a folder; give a folder.")
     if args.other_categories:
         test = discover(args.shapenet, args.renders, None, held_out=True)
         if not test:
@@ -1618,8 +1757,21 @@ def _run(args: argparse.Namespace) -> int:
     if args.curve:
         return _run_curve(args, test, out)
     samples = select_samples(test, args.views_per_model, args.limit, args.sketches)
-    rec = Reconstructor.from_file(args.model, finder=_finder_arg(args.finder))
+    if not samples:
+        raise DataError(f"No {'sketch' if args.sketches else 'photo'} views among the models to evaluate; "
+                        f"{'leave out --sketches' if args.sketches else 'render the data set again'}.")
+    check_model_weights(args.model)
+    rec = Reconstructor.from_file(args.model or None, finder=finder)
+    if args.candidates > 1 and not rec.banked:
+        raise DataError(f"--candidates {args.candidates}: {args.model or 'models/default'} gives one shape per picture; "
+                        "several candidates need a model with a shape bank.")
+    _check_cache(args.cache)
+    with output_folder(out, "--out"):
+        return _evaluate(args, rec, samples, out)
 
+
+def _evaluate(args: argparse.Namespace, rec, samples: list[Sample], out: Path) -> int:
+    """The evaluation of :func:`_run`, its outputs written into the folder ``out`` (made already)."""
     # the baselines' index holds the same training models as our bank (build_shape_bank.py --extra-pool)
     extra_pool = bool((rec.metadata.get("shape_bank") or {}).get("extra_pool", False))
     train = training_models(args.shapenet, args.renders, extra_pool)
@@ -1631,11 +1783,6 @@ def _run(args: argparse.Namespace) -> int:
         log.warning("no train split: the mean-shape and retrieval baselines are left out")
         methods = ("ours", "sphere")
     start = time.perf_counter()
-    if args.candidates < 1:
-        raise DataError(f"--candidates must be at least 1, got {args.candidates}.")
-    if args.candidates > 1 and not rec.banked:
-        raise DataError(f"--candidates {args.candidates}: {args.model or 'models/default'} gives one shape per picture; "
-                        "several candidates need a model with a shape bank.")
     def predict(rgb, alpha):
         if args.candidates > 1:
             return rec.reconstruct_candidates(rgb, alpha, args.candidates, solid=args.solid)
@@ -1678,8 +1825,6 @@ def _run(args: argparse.Namespace) -> int:
                   "*diversity* is their mean pairwise Chamfer-L2 (Mesh R-CNN units, as above).\n\n"
                   + format_candidate_table(candidates))
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "table.md").write_text(table + "\n")
     report = {
         "model": str(args.model or "models/default"),
         "model_trained": rec.trained,
@@ -1704,16 +1849,18 @@ def _run(args: argparse.Namespace) -> int:
         "candidate_summary": candidates,
         "records": result.records,
     }
-    (out / "metrics.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
+    files = {"table.md": (table + "\n").encode(),
+             "metrics.json": (json.dumps(report, indent=1, default=float) + "\n").encode()}
     if result.sheet:
-        contact_sheet(result.sheet, out / "contact_sheet.png", args.tile)
+        files["contact_sheet.png"] = _sheet_png(result.sheet, args.tile, _SHEET_KEYS)
         if args.candidates > 1:
-            candidate_sheet(result.sheet, out / "candidates_sheet.png", args.tile, args.candidates)
-    print(table)
-    written = [out / "table.md", out / "metrics.json"] + ([out / "contact_sheet.png"] if result.sheet else [])
-    written += [out / "candidates_sheet.png"] if result.sheet and args.candidates > 1 else []
-    print("\nwrote " + ", ".join(map(str, written)))
+            files["candidates_sheet.png"] = _sheet_png(_with_candidates(result.sheet), args.tile,
+                                                       _candidate_keys(args.candidates))
     printable = summary["all"]["methods"]["ours"]["Printable"]
+    for name, data in files.items():
+        _write_output(out / name, data)
+    print(table)
+    print("\nwrote " + ", ".join(str(out / name) for name in files))
     if candidates is not None and candidates["all"]["printable"] < 1.0:
         print(f"FAIL: only {100 * candidates['all']['printable']:.1f}% of the pictures have every candidate "
               "printable (must be 100%).", file=sys.stderr)
@@ -1735,6 +1882,14 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.views_per_model < 1:
             raise DataError(f"--views-per-model must be at least 1, got {args.views_per_model}.")
+        if args.limit is not None and args.limit < 1:
+            raise DataError(f"--limit must be at least 1, got {args.limit}; leave it out to evaluate every image.")
+        if args.samples < 1:
+            raise DataError(f"--samples must be at least 1, got {args.samples}.")
+        if args.curve and args.curve_limit < 1:
+            raise DataError(f"--curve-limit must be at least 1, got {args.curve_limit}.")
+        if args.candidates < 1:
+            raise DataError(f"--candidates must be at least 1, got {args.candidates}.")
         return _run(args)
     except (DataError, ImageError, WeightsError) as err:
         if args.debug:
