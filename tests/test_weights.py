@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 import torch
@@ -49,6 +50,21 @@ def test_loading_skips_the_random_initialisation_and_equals_a_fully_initialised_
 def test_missing_weights_gives_untrained_model(tiny_model_path):
     model, meta = load_model(tiny_model_path)
     assert meta["trained"] is False
+
+
+@pytest.mark.parametrize("trained", ["true", None])
+def test_a_model_json_without_its_weights_is_refused(tmp_path, tiny_config, trained):
+    """A JSON that does not say ``"trained": false`` (a shipped or trained model's) without its ``.safetensors``
+    is a missing file, named, not a random network in its place (which failed later on its empty shape bank)."""
+    from recon_core.io.weights import check_model_files
+
+    stem = tmp_path / "m"
+    meta = {"model": tiny_config.to_dict(), **({} if trained is None else {"trained": True})}
+    stem.with_suffix(".json").write_text(json.dumps(meta))
+    message = f"Model weights not found: there is no {stem}.safetensors beside m.json"
+    for check in (load_model, check_model_files):
+        with pytest.raises(WeightsError, match=re.escape(message)):
+            check(stem)
 
 
 def test_truncated_weights_message(tmp_path, tiny_config):

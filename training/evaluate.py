@@ -1645,29 +1645,15 @@ def finder_choice(value: str | None) -> str | bool:
 
 
 def check_model_weights(model: str | Path | None) -> None:
-    """Refuse a model whose weights file is missing before anything runs: :func:`recon_core.io.weights.load_model`
-    would run a randomly initialised network in its place. A model whose JSON says ``"trained": false`` is untrained
-    on purpose and runs so; a missing or unreadable JSON is left to ``load_model`` to name.
+    """Refuse a model whose files :func:`recon_core.io.weights.load_model` would refuse (a JSON without its weights,
+    unless it says ``"trained": false``), before anything runs (:func:`recon_core.io.weights.check_model_files`).
 
     Raises:
-        WeightsError: the JSON is there, the weights beside it are not, and the JSON does not say it is untrained.
+        WeightsError: naming the file.
     """
-    from recon_core.io.weights import WeightsError, default_model_path
+    from recon_core.io.weights import check_model_files
 
-    stem = Path(model) if model else default_model_path()
-    if stem.suffix in (".safetensors", ".json"):
-        stem = stem.with_suffix("")
-    cfg_path, weights_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
-    if weights_path.is_file() or not cfg_path.is_file():
-        return
-    try:
-        untrained = json.loads(cfg_path.read_text()).get("trained") is False
-    except (OSError, ValueError, AttributeError):
-        return
-    if not untrained:
-        raise WeightsError(f"Model weights not found: there is no {weights_path} beside {cfg_path.name}; restore the "
-                           "file (git checkout models/) or point --model to a model saved by training "
-                           "(NAME.safetensors with NAME.json beside it).")
+    check_model_files(model)
 
 
 def make_folder(path: str | Path, what: str) -> Path | None:

@@ -24,7 +24,7 @@ from recon_core.network.finder import FinderConfig, ObjectFinder
 from recon_core.network.model import ReconstructionNet, build_model
 
 __all__ = [
-    "WeightsError", "save_model", "load_model", "default_model_path", "save_finder", "load_finder",
+    "WeightsError", "save_model", "check_model_files", "load_model", "default_model_path", "save_finder", "load_finder",
     "default_finder_path",
 ]
 
@@ -98,15 +98,13 @@ def _initialisation_skipped():
             setattr(init, name, fn)
 
 
-def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-               overrides: dict[str, Any] | None = None) -> tuple[ReconstructionNet, dict[str, Any]]:
-    """Load a model saved by :func:`save_model`.
-
-    When the ``.json`` exists but the ``.safetensors`` does not, returns a randomly
-    initialised model (seed 0) with ``metadata["trained"] = False``.
+def check_model_files(path: str | os.PathLike | None = None) -> tuple[Path, Path, dict[str, Any]]:
+    """``(config path, weights path, metadata)`` of the model at ``path`` (None: the default), its files checked as
+    :func:`load_model` needs them, without building the network: the ``.json`` is there and readable, and the
+    ``.safetensors`` beside it too unless the JSON says ``"trained": false``.
 
     Raises:
-        WeightsError: missing, truncated or corrupt files, or tensors that do not fit the config.
+        WeightsError: naming the file that is missing or not valid.
     """
     stem = _stem(Path(path)) if path is not None else default_model_path()
     cfg_path, weights_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
@@ -117,10 +115,34 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
         )
     try:
         meta = json.loads(cfg_path.read_text())
+        if not isinstance(meta, dict):
+            raise ValueError(f"it holds a {type(meta).__name__}, not the model's settings")
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise WeightsError(f"Model config {cfg_path} is not valid ({err}); restore it from the repository.") from None
+    if not weights_path.is_file() and meta.get("trained") is not False:
+        raise WeightsError(f"Model weights not found: there is no {weights_path} beside {cfg_path.name}; restore the "
+                           "file (git checkout models/) or point to a model saved by training (NAME.safetensors "
+                           "with NAME.json beside it).")
+    return cfg_path, weights_path, meta
+
+
+def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+               overrides: dict[str, Any] | None = None) -> tuple[ReconstructionNet, dict[str, Any]]:
+    """Load a model saved by :func:`save_model`.
+
+    When the ``.json`` says ``"trained": false`` and the ``.safetensors`` is not there, returns a randomly
+    initialised model (seed 0) with ``metadata["trained"] = False`` (tests and benchmarks of the pipeline).
+
+    Raises:
+        WeightsError: missing, truncated or corrupt files (the ``.safetensors`` of a JSON that does not say it is
+            untrained included), or tensors that do not fit the config.
+    """
+    cfg_path, weights_path, meta = check_model_files(path)
+    try:
         model_cfg = dict(meta["model"])
         model_cfg.update(overrides or {})
         config = from_dict(ModelConfig, model_cfg)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError) as err:
         raise WeightsError(f"Model config {cfg_path} is not valid ({err}); restore it from the repository.") from None
     torch.manual_seed(0)
     try:
