@@ -143,3 +143,16 @@ def test_shipped_model_config_loads():
     meta = json.loads(default_model_path().with_suffix(".json").read_text())
     config = from_dict(ModelConfig, meta["model"])
     assert config.coarse == "ico_sphere" and config.shape_bank
+
+
+def test_a_stem_with_a_dot_keeps_it(tmp_path, tiny_config):
+    """``runs/net.v2`` is saved, loaded and checked as ``runs/net.v2.json`` and ``.safetensors`` (not
+    ``runs/net.json``, which with_suffix would make of it)."""
+    from recon_core.io.weights import model_files
+
+    stem = save_model(build_model(tiny_config), tmp_path / "net.v2")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.v2.json", "net.v2.safetensors"]
+    assert model_files(tmp_path / "net.v2.json") == model_files(stem) == (tmp_path / "net.v2.json",
+                                                                           tmp_path / "net.v2.safetensors")
+    _, meta = load_model(tmp_path / "net.v2")
+    assert meta["trained"] is True

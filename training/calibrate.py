@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     from recon_core.io.export import atomic_write_bytes
-    from recon_core.io.weights import WeightsError, default_model_path
+    from recon_core.io.weights import WeightsError, default_model_path, model_files
     from training.evaluate import (
         DataError,
         check_model_weights,
@@ -170,8 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         select_samples,
     )
 
-    stem = Path(args.model) if args.model else default_model_path()
-    path = stem.with_suffix(".json") if stem.suffix in ("", ".json", ".safetensors") else Path(str(stem) + ".json")
+    path = model_files(args.model or default_model_path())[0]  # the JSON load_model reads, which this writes
     try:
         if args.views_per_model < 1:
             raise DataError(f"--views-per-model must be at least 1, got {args.views_per_model}.")

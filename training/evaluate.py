@@ -1634,12 +1634,14 @@ def finder_choice(value: str | None) -> str | bool:
         return True
     if value.strip().lower() == "none":
         return False
-    stem = Path(value)
-    if stem.suffix in (".safetensors", ".json"):
-        stem = stem.with_suffix("")
-    if stem.name and stem.with_suffix(".json").is_file() and stem.with_suffix(".safetensors").is_file():
-        return value
-    files = f"{stem}.json and {stem}.safetensors are not both there" if stem.name else "it is no file name"
+    from recon_core.io.weights import model_files
+
+    files = "it is no file name"
+    if Path(value).name:
+        cfg_path, weights_path = model_files(value)
+        if cfg_path.is_file() and weights_path.is_file():
+            return value
+        files = f"{cfg_path} and {weights_path} are not both there"
     raise DataError(f"--finder {value!r} names no object finder ({files}): fix the path, leave --finder out for the "
                     "shipped finder, or give --finder none to find the object by the border colour.")
 

@@ -24,7 +24,7 @@ from recon_core.network.finder import FinderConfig, ObjectFinder
 from recon_core.network.model import ReconstructionNet, build_model
 
 __all__ = [
-    "WeightsError", "save_model", "check_model_files", "load_model", "default_model_path", "save_finder", "load_finder",
+    "WeightsError", "model_files", "save_model", "check_model_files", "load_model", "default_model_path", "save_finder", "load_finder",
     "default_finder_path",
 ]
 
@@ -45,6 +45,13 @@ def default_model_path() -> Path:
 
 def _stem(path: Path) -> Path:
     return path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+
+
+def model_files(path: str | os.PathLike) -> tuple[Path, Path]:
+    """``(NAME.json, NAME.safetensors)`` of a model or finder named by its stem or either file; a stem holding a
+    dot (``runs/net.v2``) keeps it (``runs/net.v2.json``)."""
+    stem = _stem(Path(path))
+    return stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".safetensors")
 
 
 def save_model(model: ReconstructionNet, path: str | os.PathLike, metadata: dict[str, Any] | None = None,
@@ -68,8 +75,9 @@ def _save(module: torch.nn.Module, path: str | os.PathLike, meta: dict[str, Any]
     for k, v in module.state_dict().items():
         v = v.detach().cpu().contiguous()
         state[k] = v.half() if half and v.is_floating_point() else v
-    atomic_write_bytes(stem.with_suffix(".safetensors"), save(state))
-    atomic_write_bytes(stem.with_suffix(".json"), json.dumps(meta, indent=2).encode())
+    cfg_path, weights_path = model_files(stem)
+    atomic_write_bytes(weights_path, save(state))
+    atomic_write_bytes(cfg_path, json.dumps(meta, indent=2).encode())
     return stem
 
 
@@ -106,8 +114,7 @@ def check_model_files(path: str | os.PathLike | None = None) -> tuple[Path, Path
     Raises:
         WeightsError: naming the file that is missing or not valid.
     """
-    stem = _stem(Path(path)) if path is not None else default_model_path()
-    cfg_path, weights_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+    cfg_path, weights_path = model_files(path if path is not None else default_model_path())
     if not cfg_path.is_file():
         raise WeightsError(
             f"Model config not found: {cfg_path}. Pass the path of a model saved by training "
@@ -230,7 +237,7 @@ def load_finder(path: str | os.PathLike | None = None) -> ObjectFinder | None:
     stem = default_finder_path() if path is None else _stem(Path(path))
     if stem is None:  # RECON_FINDER=none
         return None
-    cfg_path, weights_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+    cfg_path, weights_path = model_files(stem)
     if not (cfg_path.is_file() and weights_path.is_file()):
         if path is None and os.environ.get(FINDER_ENV, "").strip():  # a mistyped path would go unnoticed
             raise WeightsError(f"{FINDER_ENV} names no object finder: {cfg_path} and {weights_path} are not both "
