@@ -31,8 +31,49 @@ def parser(description: str) -> argparse.ArgumentParser:
     """An argument parser with the options every benchmark takes (``--tiny``, ``--threads``)."""
     p = argparse.ArgumentParser(description=description.split("\n\n")[0])
     p.add_argument("--tiny", action="store_true", help="fast smoke configuration (tiny model, few runs)")
-    p.add_argument("--threads", type=int, default=THREADS, help=f"torch intra-op threads (default {THREADS})")
+    p.add_argument("--threads", type=positive_int, default=THREADS, help=f"torch intra-op threads (default {THREADS})")
     return p
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:  # nan too
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def check_model(p: argparse.ArgumentParser, model: str | None, flag: str = "--model") -> None:
+    """Exit 2 through ``p.error`` when ``model`` (a saved model's stem, or None: the shipped one) is not one that
+    :func:`recon_core.io.weights.load_model` loads (:func:`recon_core.io.weights.check_model_files`)."""
+    if model is None:
+        return
+    from recon_core.io.weights import WeightsError, check_model_files
+
+    try:
+        check_model_files(model)
+    except WeightsError as err:
+        p.error(f"{flag} {model}: {err}")
+
+
+def check_file(p: argparse.ArgumentParser, flag: str, path: str | os.PathLike | None) -> None:
+    """Exit 2 through ``p.error`` when ``path`` (None: not given) is not a file."""
+    if path is not None and not Path(path).is_file():
+        p.error(f"{flag} {path}: no such file")
 
 
 def machine(threads: int | None = None) -> dict[str, Any]:

@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._common import REPO, emit, machine, parser, target, tiny_model_stem, write_example_png
+from bench._common import (REPO, check_model, emit, machine, parser, positive_int, target, tiny_model_stem,
+                           write_example_png)
 
 TARGET_SECONDS = 3.0
 TARGET_RSS_MB = 1024.0
@@ -103,8 +104,10 @@ def run(args) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     p = parser(__doc__)
     p.add_argument("--model", help="model stem (default: models/default; --tiny: a random tiny model)")
-    p.add_argument("--repeats", type=int, help="fresh processes to time (default 3; --tiny 1)")
-    return emit(run(p.parse_args(argv)))
+    p.add_argument("--repeats", type=positive_int, help="fresh processes to time (default 3; --tiny 1)")
+    args = p.parse_args(argv)
+    check_model(p, args.model)
+    return emit(run(args))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from bench._common import emit, machine, parser
+from bench._common import check_model, emit, machine, parser, positive_int
 
 
 def _bank_cases(model: str | None, count: int, seed: int = 1) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -90,9 +90,11 @@ def run(args) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     p = parser(__doc__)
     p.add_argument("--model", default=None, help="model stem (default: the shipped model)")
-    p.add_argument("--solids", type=int, default=40, help="bank solids fitted in each pass")
-    p.add_argument("--runs", type=int, default=5, help="timed passes over the solids")
+    p.add_argument("--solids", type=positive_int, default=40, help="bank solids fitted in each pass")
+    p.add_argument("--runs", type=positive_int, default=5, help="timed passes over the solids")
     args = p.parse_args(argv)
+    if not args.tiny:
+        check_model(p, args.model)
     if args.tiny:
         args.runs = min(args.runs, 2)
     return emit(run(args))

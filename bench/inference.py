@@ -28,7 +28,8 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from bench._common import emit, example_image, machine, parser, stats_ms, target, tiny_model_stem
+from bench._common import (check_model, emit, example_image, machine, parser, positive_float, positive_int, stats_ms,
+                           target, tiny_model_stem)
 
 TARGET_P50_MS = 150.0
 """End-to-end p50 at 2,562 vertices on 2 CPU cores."""
@@ -248,12 +249,15 @@ def run(args) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     p = parser(__doc__)
     p.add_argument("--model", help="model stem (default: models/default; --tiny: a random tiny model)")
-    p.add_argument("--runs", type=int, help="timed runs per vertex count (default 30; --tiny 3)")
+    p.add_argument("--runs", type=positive_int, help="timed runs per vertex count (default 30; --tiny 3)")
     p.add_argument("--vertices", type=int, nargs="+", choices=[642, 2562, 10242],
                    help="output vertex counts (default: 642 2562 10242; --tiny: 2562)")
     p.add_argument("--profile", action="store_true", help="add the top-10 torch ops of one run")
-    p.add_argument("--height-mm", type=float, help="reconstruct at this height in millimetres, as recon-mesh --height-mm")
-    return emit(run(p.parse_args(argv)))
+    p.add_argument("--height-mm", type=positive_float,
+                   help="reconstruct at this height in millimetres, as recon-mesh --height-mm")
+    args = p.parse_args(argv)
+    check_model(p, args.model)
+    return emit(run(args))
 
 
 if __name__ == "__main__":

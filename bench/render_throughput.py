@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._common import REPO, emit, machine, parser
+from bench._common import REPO, emit, machine, parser, positive_int
 
 _RATE = re.compile(r"rendered (\d+) views in ([\d.]+) s \(([\d.]+) views/s\)")
 
@@ -89,9 +89,12 @@ def run(args) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     p = parser(__doc__)
     p.add_argument("--shapenet", help="data set root with manifest.json (default: data/shapenet if present)")
-    p.add_argument("--limit", type=int, help="models to render (default 4; --tiny 1)")
-    p.add_argument("--views", type=int, help="views per model (default 8; --tiny 2)")
-    return emit(run(p.parse_args(argv)))
+    p.add_argument("--limit", type=positive_int, help="models to render (default 4; --tiny 1)")
+    p.add_argument("--views", type=positive_int, help="views per model (default 8; --tiny 2)")
+    args = p.parse_args(argv)
+    if args.shapenet is not None and not (Path(args.shapenet) / "manifest.json").is_file():
+        p.error(f"--shapenet {args.shapenet} holds no manifest.json: give a data set root (training/build_dataset.py)")
+    return emit(run(args))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from bench._common import REPO, emit, example_image, machine, parser, stats_ms
+from bench._common import REPO, check_file, emit, example_image, machine, parser, positive_int, stats_ms
 
 TRAIN_VIEWS = 7000
 
@@ -77,9 +77,12 @@ def run(args) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     p = parser(__doc__)
     p.add_argument("--index", help="a baseline index .npz (default: the newest runs/cache/baselines_*.npz)")
-    p.add_argument("--size", type=int, help=f"views of the synthetic index (default {TRAIN_VIEWS}; --tiny 500)")
-    p.add_argument("--runs", type=int, help="timed queries (default 30; --tiny 3)")
-    return emit(run(p.parse_args(argv)))
+    p.add_argument("--size", type=positive_int,
+                   help=f"views of the synthetic index (default {TRAIN_VIEWS}; --tiny 500)")
+    p.add_argument("--runs", type=positive_int, help="timed queries (default 30; --tiny 3)")
+    args = p.parse_args(argv)
+    check_file(p, "--index", args.index)
+    return emit(run(args))
 
 
 if __name__ == "__main__":

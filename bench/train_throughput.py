@@ -30,7 +30,7 @@ import time
 
 import torch
 
-from bench._common import REPO, TINY_MODEL, emit, machine, parser
+from bench._common import REPO, TINY_MODEL, check_file, check_model, emit, machine, parser, positive_int
 
 DEFAULT_CONFIG = REPO / "training" / "configs" / "default.yaml"
 
@@ -166,7 +166,7 @@ def run(args, cfg) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     p = parser(__doc__)
     p.add_argument("--config", default=str(DEFAULT_CONFIG.relative_to(REPO)), help="training config YAML")
-    p.add_argument("--steps", type=int, help="timed steps after one warm-up step (default 3; --tiny 1)")
+    p.add_argument("--steps", type=positive_int, help="timed steps after one warm-up step (default 3; --tiny 1)")
     p.add_argument("--cpu-only", action="store_true", help="skip CUDA even when present")
     p.add_argument("--cuda-only", action="store_true", help="time CUDA alone (an error without one)")
     p.add_argument("--batch-size", type=int, help="pictures a step (default: the config's)")
@@ -184,6 +184,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "--views and --init")
     if not str(args.config).startswith("/"):
         args.config = str(REPO / args.config)
+    check_file(p, "--config", args.config)
+    check_model(p, args.init, "--init")
     try:
         cfg = load_config(args.config, args.tiny, args.overrides)
     except (ValueError, TypeError) as exc:

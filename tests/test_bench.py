@@ -188,3 +188,26 @@ def test_train_throughput_names_missing_training_views(tmp_path, capsys):
         train_throughput.main(["--tiny", "--cpu-only", "--views", f"data.shapenet={tmp_path}",
                                f"data.renders={tmp_path}"])
     assert str(err.value).startswith("error: ") and "manifest" in str(err.value)
+
+
+@pytest.mark.parametrize("module,argv,named", [
+    (inference, ["--model", "MISSING"], "--model"), (inference, ["--tiny", "--runs", "0"], "--runs"),
+    (inference, ["--threads", "0"], "--threads"), (inference, ["--height-mm", "-5"], "--height-mm"),
+    (cold_start, ["--tiny", "--repeats", "0"], "--repeats"), (cold_start, ["--model", "MISSING"], "--model"),
+    (fit, ["--solids", "0"], "--solids"), (fit, ["--solids", "1", "--runs", "0"], "--runs"),
+    (fit, ["--model", "MISSING"], "--model"),
+    (retrieval, ["--index", "MISSING.npz"], "--index"), (retrieval, ["--tiny", "--runs", "0"], "--runs"),
+    (retrieval, ["--tiny", "--size", "0"], "--size"),
+    (train_throughput, ["--config", "MISSING.yaml"], "--config"),
+    (train_throughput, ["--tiny", "--steps", "0"], "--steps"),
+    (train_throughput, ["--init", "MISSING"], "--init"),
+    (render_throughput, ["--shapenet", "MISSING", "--limit", "0"], "--limit"),
+    (render_throughput, ["--shapenet", "MISSING"], "--shapenet"),
+])
+def test_bad_arguments_exit_2_naming_the_option(module, argv, named, tmp_path, capsys):
+    """Counts below 1 and files that are not there: exit 2 with the option named, before any work."""
+    argv = [str(tmp_path / a) if a.startswith("MISSING") else a for a in argv]
+    with pytest.raises(SystemExit) as exc:
+        module.main(argv)
+    captured = capsys.readouterr()
+    assert exc.value.code == 2 and named in captured.err.splitlines()[-1] and captured.out == ""

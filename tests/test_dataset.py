@@ -210,6 +210,41 @@ def test_a_pack_is_small_and_its_bad_input_is_clear(fake, packed, tmp_path):
                  "--out", str(tmp_path / "p")]) == 2
 
 
+@pytest.mark.parametrize("extra,named", [(["--points", "0"], "--points"), (["--points", "-1"], "--points"),
+                                         (["--views-per-model", "-1"], "--views-per-model"),
+                                         (["--out", "FILE"], "--out"), (["--out", "FILE/x"], "--out")])
+def test_pack_views_refuses_bad_options_in_one_sentence(fake, tmp_path, capsys, extra, named):
+    from training.pack_views import main
+
+    root, _ = fake
+    (tmp_path / "FILE").write_text("")
+    extra = [str(tmp_path / a) if a.startswith("FILE") else a for a in extra]
+    argv = ["--shapenet", str(root / "shapenet"), "--renders", str(root / "renders"), "--out", str(tmp_path / "p")]
+    assert main(argv + extra) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and named in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE"]  # nothing written, no temporary folder left
+
+
+def test_a_pack_that_fails_after_its_network_leaves_nothing(fake, tiny_config, tmp_path):
+    """--init with a split of no views: the network is packed first, but the failed pack leaves no files; a good
+    pack moves its views and its network into --out at once."""
+    from recon_core.io.weights import save_model
+    from recon_core.network.model import build_model
+    from training.pack_views import main
+
+    root, _ = fake
+    stem = save_model(build_model(tiny_config), tmp_path / "net" / "model").with_suffix("")
+    argv = ["--shapenet", str(root / "shapenet"), "--renders", str(root / "renders"), "--init", str(stem),
+            "--backgrounds", str(tmp_path / "none"), "--out", str(tmp_path / "packs" / "p")]
+    assert main(argv + ["--splits", "test"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net"]
+    assert main(argv + ["--views-per-model", "1", "--points", "16"]) == 0
+    assert sorted(p.name for p in (tmp_path / "packs").iterdir()) == ["p"]
+    assert sorted(p.name for p in (tmp_path / "packs" / "p").iterdir()) == ["init.json", "init.safetensors",
+                                                                          "views.npz"]
+
+
 def test_training_reads_a_pack_where_pytorch3d_is_not_installed(packed, tmp_path):
     """What a machine the renders cannot reach runs: train.py on the pack alone, without pytorch3d."""
     import os

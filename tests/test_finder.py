@@ -669,3 +669,45 @@ def test_common_colour_share_near_the_threshold_and_over_the_sample(share):
     tiny = np.zeros((5, 5), bool)
     tiny[2, 2] = True
     assert _common_colour_share(rgb[:5, :5], tiny) == 0.0  # too few pixels to call flat
+
+
+# ------------------------------------------------------------------------------ train_finder.py's command line
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["--batch", "0"], "--batch"), (["--pictures", "0"], "--pictures"), (["--pictures", "-5"], "--pictures"),
+    (["--steps", "0"], "--steps"), (["--out", "FILE/g"], "--out"), (["--cache", "FILE/c"], "--cache"),
+    (["--check", "--check-views", "0"], "--check-views"), (["--check", "--sheet", "FILE/x.png"], "--sheet"),
+])
+def test_train_finder_refuses_bad_options_in_one_sentence(tmp_path, capsys, monkeypatch, argv, named):
+    """Counts below 1 and outputs under a file: exit 2 with one sentence naming the option, before any drawing."""
+    import training.train_finder as module
+
+    def never(*args, **kwargs):
+        raise AssertionError("pictures drawn before the options were checked")
+
+    monkeypatch.setattr(module, "draw_set", never)
+    (tmp_path / "FILE").write_text("")
+    (tmp_path / "bg").mkdir()
+    (tmp_path / "bg" / "sources.json").write_text("{}")
+    argv = [str(tmp_path / a) if a.startswith("FILE/") else a for a in argv]
+    base = ["--cache", str(tmp_path / "cache"), "--backgrounds", str(tmp_path / "bg"), "--out", str(tmp_path / "f")]
+    assert module.main(base + argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and named in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("f.*")) and not (tmp_path / "cache").exists()
+
+
+def test_train_finder_check_of_a_split_with_no_pictures_fails(tmp_path, capsys):
+    """--check on a split with no views: exit 2 and one sentence naming it, not a table of nan."""
+    from tests.test_shape_bank import write_fake_data
+    from training.train_finder import main
+
+    shapenet, renders = write_fake_data(tmp_path / "data")
+    save_finder(ObjectFinder(FinderConfig(channels=(4, 4), size=32)), tmp_path / "finder")
+    argv = ["--check", "--out", str(tmp_path / "finder"), "--shapenet", str(shapenet), "--renders", str(renders),
+            "--check-split", "bogus", "--sheet", str(tmp_path / "sheet.png")]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "bogus" in captured.err and len(captured.err.strip().splitlines()) == 1
+    assert "nan" not in captured.out and not (tmp_path / "sheet.png").exists()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
+
+import pytest
 
 from training import render
 
@@ -39,3 +42,42 @@ def test_worker_command_does_not_import_bpy(monkeypatch):
     script = str(Path(render.__file__).resolve())
     assert render._worker_command(["--views", "1"]) == [sys.executable, script, "--views", "1"]
     assert "bpy" not in sys.modules
+
+
+@pytest.mark.parametrize("extra,named", [
+    (["--split", "bogus"], "--split bogus"),
+    (["--models", "nosuchid"], "--models nosuchid"),
+    (["--limit", "-1"], "--limit"),
+    (["--limit", "0"], "--limit"),
+    (["--sketch-share", "2"], "--sketch-share"),
+    (["--elevation", "50", "10"], "--elevation"),
+    (["--views", "0"], "--views"),
+])
+def test_bad_input_is_one_sentence_and_creates_nothing(tmp_path, capsys, extra, named):
+    """Values out of range and selections of no model: exit 2, one sentence naming the option, no --out folder."""
+    out = tmp_path / "out"
+    argv = ["--shapenet", str(_manifest(tmp_path / "shapenet", 2)), "--out", str(out), *extra]
+    assert render.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and named in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_a_missing_data_set_or_an_out_under_a_file_is_one_sentence(tmp_path, capsys):
+    assert render.main(["--shapenet", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
+    assert "--shapenet" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    (tmp_path / "file").write_text("")
+    argv = ["--shapenet", str(_manifest(tmp_path / "shapenet", 1)), "--out", str(tmp_path / "file" / "x")]
+    assert render.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out") and len(err.strip().splitlines()) == 1
+
+
+def test_every_option_is_described_in_the_help(capsys):
+    with pytest.raises(SystemExit):
+        render.parse_args(["--help"])
+    entries = re.split(r"\n(?=  -)", capsys.readouterr().out)  # one entry per option, its description included
+    for flag in ("--seed SEED", "--size SIZE", "--samples SAMPLES", "--elevation LO HI", "--distance LO HI",
+                 "--sketch-share SKETCH_SHARE", "--crease-deg CREASE_DEG", "-v, --verbose"):
+        entry = next(e for e in entries if e.strip().startswith(flag))
+        assert entry.strip()[len(flag):].split(), f"{flag} has no description"

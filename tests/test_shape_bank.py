@@ -312,6 +312,27 @@ def test_main_writes_a_model_and_reports_bad_input(fake, banked_model, tmp_path,
     assert not list(tmp_path.glob("n.*")) and not list(tmp_path.glob("w.*"))
 
 
+@pytest.mark.parametrize("extra,named", [(["--limit", "0"], "--limit"), (["--limit", "-1"], "--limit"),
+                                         (["--resolution", "100000"], "--resolution"), (["--dim", "0"], "--dim"),
+                                         (["--model", "MISSING"], "MISSING"), (["--out", "FILE/x"], "--out")])
+def test_main_refuses_bad_input_before_building_the_bank(fake, tmp_path, capsys, monkeypatch, extra, named):
+    """Bad values, a model that is not there and an --out under a file: one sentence, exit 2, before any work."""
+    import training.build_shape_bank as module
+
+    def never(*args, **kwargs):
+        raise AssertionError("the bank was built before the input was checked")
+
+    monkeypatch.setattr(module, "build_shape_bank", never)
+    (tmp_path / "FILE").write_text("")
+    shapenet, renders = fake
+    args = ["--shapenet", str(shapenet), "--renders", str(renders), "--out", str(tmp_path / "m")]
+    extra = [str(tmp_path / a) if a in ("MISSING", "FILE/x") else a for a in extra]
+    assert main(args + extra) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and named in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("m.*"))
+
+
 @pytest.fixture(scope="module")
 def large_bank():
     """A random bank with more views than SHAPE_CANDIDATES, so the candidate cut and the stride sample matter."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -35,11 +36,14 @@ import torch
 from recon_core.network.categories import CATEGORIES
 from recon_core.network.retrieval import EMBED_VERSION, embed_image
 
-__all__ = ["build_shape_bank", "attach_bank", "principal_components", "embed_views", "main"]
+__all__ = ["build_shape_bank", "attach_bank", "trained_model", "principal_components", "embed_views", "main"]
 
 log = logging.getLogger("build-shape-bank")
 
 _CATEGORY_INDEX = {c.synset: i for i, c in enumerate(CATEGORIES)}
+RESOLUTION_RANGE = (4, 256)
+"""Cells per side a model's solid may have: below 4 it holds no shape; at 256 the solid's walls are already finer
+than the surface samples that find them (and each of its grids takes 16 MB while it is built)."""
 
 
 def principal_components(x: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -89,8 +93,10 @@ def build_shape_bank(
     from recon_core.mesh.volume import occupancy_grid, pack_grid
     from training.evaluate import DataError, _shape_points, load_world_mesh, training_models
 
-    if min(dim, num_points, resolution) < 1 or resolution < 4:
-        raise ValueError(f"--dim and --points must be >= 1 and --resolution >= 4, got {dim}, {num_points}, {resolution}")
+    lo, hi = RESOLUTION_RANGE
+    if min(dim, num_points) < 1 or not lo <= resolution <= hi or (limit is not None and limit < 1):
+        raise ValueError(f"--dim, --points and --limit must be >= 1 and --resolution from {lo} to {hi}, got {dim}, "
+                         f"{num_points}, {limit} and {resolution}")
     entries = training_models(shapenet, renders, extra_pool)  # never a held-out category (training/holdout.py)
     if limit is not None:
         entries = entries[:limit]
@@ -132,16 +138,26 @@ def build_shape_bank(
     return tensors, info
 
 
-def attach_bank(model_path: str | Path | None, tensors: dict[str, torch.Tensor], info: dict, out: str | Path,
-                shape_weight: float = 1.0) -> Path:
-    """Save the network of ``model_path`` (None: the shipped default) with the bank as model ``out``."""
-    from recon_core.io.weights import load_model, save_model
-    from recon_core.network.config import ModelConfig
-    from recon_core.network.model import build_model
+def trained_model(model_path: str | Path | None) -> tuple[torch.nn.Module, dict]:
+    """``load_model(model_path)``; raises ``ValueError`` (``WeightsError``) when it has no trained weights."""
+    from recon_core.io.weights import load_model
 
     base, meta = load_model(model_path)
     if not meta.get("trained", False):
         raise ValueError(f"the model {model_path or 'models/default'} has no trained weights to attach a bank to")
+    return base, meta
+
+
+def attach_bank(model_path: str | Path | None, tensors: dict[str, torch.Tensor], info: dict, out: str | Path,
+                shape_weight: float = 1.0, loaded: tuple[torch.nn.Module, dict] | None = None) -> Path:
+    """Save the network of ``model_path`` (None: the shipped default) with the bank as model ``out``.
+
+    ``loaded``: :func:`trained_model`'s ``(network, metadata)`` of ``model_path`` when already loaded."""
+    from recon_core.io.weights import save_model
+    from recon_core.network.config import ModelConfig
+    from recon_core.network.model import build_model
+
+    base, meta = loaded or trained_model(model_path)
     fields = {**base.config.to_dict(), **info["sizes"], "shape_bank": True, "bank_shape_weight": shape_weight}
     model = build_model(ModelConfig(**fields))
     state = {k: v for k, v in base.state_dict().items() if not k.startswith("bank.")}
@@ -158,6 +174,16 @@ def attach_bank(model_path: str | Path | None, tensors: dict[str, torch.Tensor],
     return save_model(model, out, keep)
 
 
+def _check_out(out: str | Path) -> None:
+    """Raise ``ValueError`` when the output stem ``out`` cannot be written (a file where its folder would be)."""
+    folder = Path(out).absolute().parent
+    existing = next(f for f in (folder, *folder.parents) if f.exists())
+    if not existing.is_dir():
+        raise ValueError(f"--out {out}: {existing} is a file, not a folder; give an output stem in a folder")
+    if not os.access(existing, os.W_OK):
+        raise ValueError(f"--out {out}: the folder {existing} cannot be written to; give another output stem")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="build-shape-bank", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="trained model to copy the network from (default: the shipped one)")
@@ -166,10 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--renders", default="data/renders")
     p.add_argument("--dim", type=int, default=128, help="principal components of the picture embedding kept")
     p.add_argument("--points", type=int, default=256, help="surface points per training model")
-    p.add_argument("--resolution", type=int, default=64, help="cells per side of each model's solid")
+    p.add_argument("--resolution", type=int, default=64,
+                   help="cells per side of each model's solid, %d to %d (default: 64)" % RESOLUTION_RANGE)
     p.add_argument("--shape-weight", type=float, default=1.0,
                    help="weight of the reconstruction's distance against the picture's (0: the picture alone)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N training models (tests)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N training models, N >= 1 (tests)")
     p.add_argument("--extra-pool", action="store_true",
                    help="also the train split of the extra pool's categories that are not held out")
     args = p.parse_args(argv)
@@ -178,13 +205,21 @@ def main(argv: list[str] | None = None) -> int:
     from training.evaluate import DataError
 
     try:
+        for name in ("dim", "points", "limit"):
+            if getattr(args, name) is not None and getattr(args, name) < 1:
+                raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}")
+        if not RESOLUTION_RANGE[0] <= args.resolution <= RESOLUTION_RANGE[1]:
+            raise ValueError("--resolution must be from %d to %d cells a side, got %d"
+                             % (*RESOLUTION_RANGE, args.resolution))
         if args.shape_weight < 0:
             raise ValueError(f"--shape-weight must be >= 0, got {args.shape_weight}")
+        _check_out(args.out)
+        loaded = trained_model(args.model)  # a model that cannot take a bank is said before the bank is built
         tic = time.perf_counter()
         tensors, info = build_shape_bank(args.shapenet, args.renders, args.dim, args.points, args.resolution,
                                          args.limit, args.extra_pool)
-        stem = attach_bank(args.model, tensors, info, args.out, args.shape_weight)
-    except (DataError, ValueError, FileNotFoundError, WeightsError) as err:
+        stem = attach_bank(args.model, tensors, info, args.out, args.shape_weight, loaded)
+    except (DataError, ValueError, OSError, WeightsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     size = stem.with_suffix(".safetensors").stat().st_size / 2**20

@@ -43,3 +43,11 @@ _HELD_OUT = frozenset(HELD_OUT_SYNSETS)
 def is_held_out(synset: str) -> bool:
     """Whether models of ``synset`` (a ShapeNetCore synset id, e.g. ``"02818832"``) are held out."""
     return str(synset) in _HELD_OUT
+
+
+if __name__ == "__main__":
+    import sys
+
+    print("error: training/holdout.py is a module, not a command: the held-out categories are evaluated with "
+          "python training/evaluate.py --other-categories", file=sys.stderr)
+    sys.exit(2)

@@ -31,7 +31,8 @@ step, ~0.4 % of the row's largest weight), the rest as fp16, the shape bank left
 new one from ``training/build_shape_bank.py``). ``--unpack-init`` turns it back into a model file there, for
 ``train.py --init-from``.
 
-Exit codes: 0 written, 2 bad input (no renders, a split with no complete view, no such model).
+Exit codes: 0 written, 2 bad input (no renders, a split with no complete view, no such model, a count below its
+least). The pack is written to a temporary folder beside ``--out`` and moved in only once it is whole.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ import io
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -305,6 +308,27 @@ class PackedViews:
         return (self.arrays["points"][model].astype(np.float32), self.arrays["normals"][model].astype(np.float32))
 
 
+def _out_error(out: Path, folder: bool) -> str | None:
+    """Why ``--out`` (a folder, or without ``folder`` a model stem) cannot be written, as one sentence; None if it can."""
+    target = out.absolute() if folder else out.absolute().parent
+    existing = next(f for f in (target, *target.parents) if f.exists())
+    if not existing.is_dir():
+        return f"--out {out}: {existing} is a file, not a folder; give a folder path"
+    if not os.access(existing, os.W_OK):
+        return f"--out {out}: the folder {existing} cannot be written to; give another path"
+    return None
+
+
+def _move_into(built: Path, out: Path) -> None:
+    """Move every entry of the finished pack ``built`` into ``out`` (an entry already there is replaced)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(built.iterdir()):
+        target = out / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(entry, target)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Pack the rendered views into one small file (data.pack of train.py).")
     p.add_argument("--shapenet", default="data/shapenet")
@@ -315,28 +339,47 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--points", type=int, default=2048, help="target surface points a model")
     p.add_argument("--backgrounds", default="data/backgrounds_finder",
                    help="photographs behind augmented views (a few are packed)")
-    p.add_argument("--background-count", type=int, default=300)
+    p.add_argument("--background-count", type=int, default=300, help="background photographs packed (0: none)")
     p.add_argument("--init", metavar="MODEL", help="also carry this saved network to start from (int8, no bank)")
     p.add_argument("--unpack-init", metavar="PACK",
                    help="only turn PACK's carried network back into the model file --out (for train.py --init-from)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    out = Path(args.out)
     try:
+        error = _out_error(out, folder=not args.unpack_init)
+        if error is not None:
+            raise ValueError(error)
         if args.unpack_init:
-            log.info("wrote %s", unpack_init(args.unpack_init, args.out).with_suffix(".safetensors"))
+            log.info("wrote %s", unpack_init(args.unpack_init, out).with_suffix(".safetensors"))
             return 0
-        if args.init:
-            written = pack_init(args.init, args.out)
-            log.info("wrote %s: %.1f MB", written, written.stat().st_size / 1e6)
+        for flag, least in (("views_per_model", 0), ("points", 1), ("background_count", 0)):
+            if getattr(args, flag) < least:
+                raise ValueError(f"--{flag.replace('_', '-')} must be at least {least}, got {getattr(args, flag)}")
         for flag in ("shapenet", "renders"):
             if not Path(getattr(args, flag)).is_dir():
                 raise ValueError(f"--{flag} {getattr(args, flag)} is not a folder: build the data set first "
                                  "(training/build_dataset.py, training/render.py)")
-        pack_views(args.shapenet, args.renders, args.out, tuple(args.splits), args.views_per_model, args.points,
-                   args.backgrounds, args.background_count)
-    except (ValueError, FileNotFoundError) as err:
+        if args.init:
+            stem = _stem(args.init)
+            if not (stem.with_suffix(".json").is_file() and stem.with_suffix(".safetensors").is_file()):
+                raise ValueError(f"--init {args.init}: no saved model there ({stem.name}.json and "
+                                 f"{stem.name}.safetensors are needed)")
+        near = next(f for f in (out.absolute().parent, *out.absolute().parents) if f.is_dir())  # nothing made yet
+        built = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=near))
+        try:
+            if args.init:
+                written = pack_init(args.init, built)
+                log.info("packed %s: %.1f MB", args.init, written.stat().st_size / 1e6)
+            pack_views(args.shapenet, args.renders, built, tuple(args.splits), args.views_per_model, args.points,
+                       args.backgrounds, args.background_count)
+            _move_into(built, out)
+        finally:
+            shutil.rmtree(built, ignore_errors=True)
+    except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    log.info("moved the pack into %s", out)
     return 0
 
 

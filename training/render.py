@@ -34,7 +34,9 @@ so a killed run resumes where it stopped. With ``--workers N`` the models are sp
 into N shards, each rendered by a subprocess running this script (one Blender per
 process); a worker that crashes is restarted without the model it was rendering. A
 model that fails is logged, listed in ``<out>/failed.txt`` and skipped. The exit code is 0
-when every shard ran to its end (failed models included), 1 when a worker could not.
+when every shard ran to its end (failed models included), 1 when a worker could not, 2 for bad
+input (a value out of range, no model selected, an --out that cannot be a folder), reported in one
+sentence before anything is created.
 """
 
 from __future__ import annotations
@@ -748,22 +750,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--split", default="all", help="train, val, test or all")
     p.add_argument("--models", nargs="*", help="only these model ids (or synset/model_id)")
     p.add_argument("--limit", type=int, help="only the first N models (after the other filters)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
     p.add_argument("--workers", type=int, default=1, help="parallel Blender processes")
     p.add_argument("--threads", type=int, default=None, help="render threads per process (default: cores / workers)")
-    p.add_argument("--size", type=int, default=d.size)
-    p.add_argument("--samples", type=int, default=d.samples)
-    p.add_argument("--elevation", type=float, nargs=2, default=d.elevation_deg, metavar=("LO", "HI"))
-    p.add_argument("--distance", type=float, nargs=2, default=d.distance, metavar=("LO", "HI"))
+    p.add_argument("--size", type=int, default=d.size, help=f"image side in pixels (default: {d.size})")
+    p.add_argument("--samples", type=int, default=d.samples,
+                   help=f"Cycles samples of a shaded view (default: {d.samples}; a sketch view takes one)")
+    p.add_argument("--elevation", type=float, nargs=2, default=d.elevation_deg, metavar=("LO", "HI"),
+                   help="camera elevation range, degrees above the horizontal (default: {:g} {:g})".format(
+                       *d.elevation_deg))
+    p.add_argument("--distance", type=float, nargs=2, default=d.distance, metavar=("LO", "HI"),
+                   help="camera distance range from the centre, bounding-box diagonals (default: {:g} {:g})".format(
+                       *d.distance))
     p.add_argument("--focal", type=float, nargs=2, default=d.focal_mm, metavar=("LO", "HI"), help="millimetres")
     p.add_argument("--sensor", type=float, default=d.sensor_mm, help="sensor width, millimetres")
-    p.add_argument("--sketch-share", type=float, default=d.sketch_share)
-    p.add_argument("--crease-deg", type=float, default=d.crease_deg)
+    p.add_argument("--sketch-share", type=float, default=d.sketch_share,
+                   help=f"share of views drawn as line sketches, 0 to 1 (default: {d.sketch_share})")
+    p.add_argument("--crease-deg", type=float, default=d.crease_deg,
+                   help=f"normal change in degrees drawn as a line in sketches (default: {d.crease_deg:g})")
     p.add_argument("--background", default=d.background, choices=("transparent", "color", "noise"))
     p.add_argument("--points", type=int, default=d.points, help="surface samples per model")
     p.add_argument("--shard", default=None, help=argparse.SUPPRESS)  # "i/n", set by the parent
     p.add_argument("--exclude", nargs="*", default=[], help=argparse.SUPPRESS)
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages too")
     return p.parse_args(argv)
 
 
@@ -791,6 +800,45 @@ def selected_models(args: argparse.Namespace) -> list[ModelEntry]:
         models = models[i::n]
     excluded = set(args.exclude)
     return [m for m in models if m.model_id not in excluded]
+
+
+def argument_error(args: argparse.Namespace) -> str | None:
+    """The first value of the command line that cannot be rendered, as one sentence naming its option; None if none."""
+    for name in ("views", "limit", "workers", "size", "samples", "points"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            return f"--{name} must be at least 1, got {value}"
+    if args.threads is not None and args.threads < 0:
+        return f"--threads must be at least 0 (0: Blender's own choice), got {args.threads}"
+    for flag, (lo, hi) in (("--elevation", args.elevation), ("--distance", args.distance), ("--focal", args.focal)):
+        if lo > hi:
+            return f"{flag} takes LO HI with LO <= HI, got {lo:g} {hi:g}: swap them"
+    if not -90.0 <= args.elevation[0] <= args.elevation[1] <= 90.0:
+        return f"--elevation must lie within -90 .. 90 degrees, got {args.elevation[0]:g} {args.elevation[1]:g}"
+    for flag, value in (("--distance", args.distance[0]), ("--focal", args.focal[0]), ("--sensor", args.sensor)):
+        if not value > 0:
+            return f"{flag} must be above 0, got {value:g}"
+    if not 0.0 <= args.sketch_share <= 1.0:
+        return f"--sketch-share is a share of the views, from 0 to 1, got {args.sketch_share:g}"
+    if not 0.0 < args.crease_deg <= 180.0:
+        return f"--crease-deg must be above 0 and at most 180 degrees, got {args.crease_deg:g}"
+    return None
+
+
+def no_models_error(args: argparse.Namespace) -> str:
+    """Why :func:`selected_models` chose no model, as one sentence saying what to give instead."""
+    root = args.shapenet
+    if not root.is_dir():
+        return f"--shapenet {root} is not a folder: give the data set's root (training/build_dataset.py writes it)"
+    every = list_models(root)
+    if not every:
+        return f"--shapenet {root} holds no models (no manifest.json, no */*/models/model_normalized.obj)"
+    splits = sorted({m.split for m in every})
+    if args.split != "all" and args.split not in splits:
+        return f"--split {args.split}: no model of {root} is in it; give one of {', '.join(splits)} or all"
+    where = f"{root}" if args.split == "all" else f"the {args.split} split of {root}"
+    return (f"none of --models {' '.join(args.models or [])} is in {where}: give model ids (or synset/model_id) "
+            "of its manifest.json")
 
 
 def run_worker(args: argparse.Namespace, models: list[ModelEntry], report) -> tuple[int, list[str]]:
@@ -916,9 +964,27 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    config_from_args(args)  # validate before starting anything
-    models = selected_models(args)
-    args.out.mkdir(parents=True, exist_ok=True)
+    error = argument_error(args)  # validate before starting anything
+    if error is None:
+        try:
+            config_from_args(args)
+        except ValueError as err:
+            error = str(err)
+    if error is None:
+        try:
+            models = selected_models(args)
+        except (ValueError, KeyError, TypeError, OSError) as err:  # a manifest that cannot be read
+            error = f"--shapenet {args.shapenet}: its manifest.json cannot be read ({err!s})"
+    if error is None and not models and args.shard is None:  # a worker's shard may be empty; a run may not
+        error = no_models_error(args)
+    if error is None:
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            error = f"--out {args.out} cannot be made a folder ({err.strerror}): give a folder path"
+    if error is not None:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
     if args.shard is not None:  # a worker: report to the parent on stdout
         def report(kind: str, value: str = "") -> None:

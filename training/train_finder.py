@@ -25,6 +25,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 import time
 from multiprocessing import get_context
@@ -230,6 +231,8 @@ def train(images: np.ndarray, targets: np.ndarray, val_images: np.ndarray, val_t
         if rng.random() < 0.5:  # mirrored: the letterbox padding then sits left, as it never does at inference,
             x, y = x.flip(-1), y.flip(-1)  # but the padding is not scored and the object is what is learnt
         loss = _loss(net(x), y)
+        if not torch.isfinite(loss):
+            raise ValueError(f"the training loss became {loss.item()} at step {step}: lower --lr")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -267,6 +270,9 @@ def check_masks(finder, shapenet: str, renders: str, split: str, views: int, bac
 
     styles = [st for st in (styles or STYLES) if st != "clean"]  # clean has its alpha
     samples = select_samples(discover(shapenet, renders, split), views)
+    if not samples:
+        raise ValueError(f"no photo view of the {split} split's models in {renders}: give a split that has them "
+                         "(train, val or test) or render them (training/render.py)")
     out: dict[str, dict[str, float]] = {}
     for style in styles:
         scores = {"finder": [], "as used": [], "border colour": []}
@@ -341,6 +347,31 @@ def _picture_mask(mask: np.ndarray, shape: tuple[int, int], style: str, sample, 
     return picture.mean(axis=2) < 128
 
 
+def _path_error(flag: str, path: Path, folder: bool = False) -> str | None:
+    """Why ``path`` (a file to write, or with ``folder`` a folder to fill) cannot be written, as one sentence naming
+    ``flag``; None when it can."""
+    target = path.absolute() if folder else path.absolute().parent
+    existing = next(f for f in (target, *target.parents) if f.exists())
+    if not existing.is_dir():
+        return f"{flag} {path}: {existing} is a file, not a folder; give a path in a folder"
+    if not os.access(existing, os.W_OK):
+        return f"{flag} {path}: the folder {existing} cannot be written to; give another path"
+    return None
+
+
+def _argument_error(args: argparse.Namespace) -> str | None:
+    """The first option that cannot be used, as one sentence naming it; None when all can."""
+    counts = ("check_views",) if args.check else ("pictures", "val_pictures", "steps", "batch", "workers")
+    for name in counts:
+        if getattr(args, name) < 1:
+            return f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}"
+    if args.check:
+        return None if args.sheet is None else _path_error("--sheet", args.sheet)
+    if not args.lr > 0:
+        return f"--lr must be above 0, got {args.lr:g}"
+    return _path_error("--out", args.out) or _path_error("--cache", args.cache, folder=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="train-finder", description=__doc__.split("\n\n")[0])
     p.add_argument("--shapenet", type=Path, default=Path("data/shapenet"))
@@ -350,10 +381,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("models/finder"), help="output stem (default: models/finder)")
     p.add_argument("--cache", type=Path, default=Path("data/finder_cache"), help="drawn pictures (reused)")
     p.add_argument("--pictures", type=int, default=12000, help="training pictures to draw (default: 12000)")
-    p.add_argument("--val-pictures", type=int, default=600)
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--val-pictures", type=int, default=600, help="validation pictures to draw (default: 600)")
+    p.add_argument("--steps", type=int, default=1500, help="training steps (default: 1500)")
+    p.add_argument("--batch", type=int, default=32, help="pictures a step (default: 32)")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: 0.002)")
     p.add_argument("--workers", type=int, default=2, help="processes drawing the pictures")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", type=Path, default=None, help="start from this finder's weights (fine-tuning)")
@@ -367,18 +398,26 @@ def main(argv: list[str] | None = None) -> int:
                    help="photographs of the check's background style (default: the check sets', data/backgrounds)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    error = _argument_error(args)
+    if error is not None:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if args.check:
         from recon_core.io.weights import load_finder
 
-        finder = load_finder(args.out)
-        if finder is None:
-            print(f"error: no finder at {args.out}.safetensors; train one: python training/train_finder.py", file=sys.stderr)
+        try:
+            finder = load_finder(args.out)
+            if finder is None:
+                raise ValueError(f"no finder at {args.out}.safetensors; train one: python training/train_finder.py")
+            rows: list = []
+            table = check_masks(finder, str(args.shapenet), str(args.renders), args.check_split, args.check_views,
+                                args.check_backgrounds, sheet=rows if args.sheet else None)
+            if args.sheet:
+                mask_sheet(rows, args.sheet)
+        except (OSError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
             return 2
-        rows: list = []
-        table = check_masks(finder, str(args.shapenet), str(args.renders), args.check_split, args.check_views,
-                            args.check_backgrounds, sheet=rows if args.sheet else None)
         if args.sheet:
-            mask_sheet(rows, args.sheet)
             print(f"wrote {args.sheet}")
         print(f"mask IoU x100 on the {args.check_split} check pictures ({args.check_views} view(s) per model)")
         print("| style | pictures | object finder | as used (unsure parts dropped, grown to the edges) | border colour |\n|---|--:|--:|--:|--:|")
