@@ -165,22 +165,25 @@ def test_bad_input_is_one_sentence_and_exit_2(tmp_path, capsys, case):
         assert "is not an evaluation run: no metrics.json there" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("case", ["folder", "under_a_file", "cannot_be_made"])
+@pytest.mark.parametrize("case", ["folder", "under_a_file", "cannot_be_made", "a_runs_results"])
 def test_a_json_path_that_cannot_be_written_is_refused_before_the_comparison(tmp_path, capsys, monkeypatch, case):
     run_a, run_b = _random_runs(seed=11)
     args = [_write(tmp_path / "a", run_a), _write(tmp_path / "b", run_b), "--resamples", "100"]
     (tmp_path / "file").write_text("x")
     target = {"folder": tmp_path / "a", "under_a_file": tmp_path / "file" / "out.json",
-              "cannot_be_made": Path("/proc/no_such_folder/out.json")}[case]
+              "cannot_be_made": Path("/proc/no_such_folder/out.json"),
+              "a_runs_results": tmp_path / "b" / "metrics.json"}[case]
+    before = (tmp_path / "b" / "metrics.json").read_bytes()
     compared = []
     monkeypatch.setattr(compare_runs, "bootstrap_differences",
                         lambda *a, **k: compared.append(1) or np.zeros((100, 2)))
     assert compare_runs.main(args + ["--json", str(target)]) == 2
     captured = capsys.readouterr()
     assert captured.err.startswith("error: ") and captured.err.count("\n") == 1 and "Traceback" not in captured.err
-    assert str(target.parent if case != "folder" else target) in captured.err
+    assert str(target.parent if case not in ("folder", "a_runs_results") else target) in captured.err
     assert captured.out == "" and not compared  # refused before the bootstrap, and no table
     assert (tmp_path / "file").read_text() == "x" and (tmp_path / "a" / "metrics.json").is_file()
+    assert (tmp_path / "b" / "metrics.json").read_bytes() == before
 
 
 def _styled(run: dict, style: str) -> dict:

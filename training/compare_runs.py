@@ -267,20 +267,25 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _json_target(path: str | None) -> Path | None:
-    """``--json``: a file name, not a folder (its folder is made by :func:`training.evaluate.output_folder`)."""
+def _json_target(path: str | None, runs: list[str], styles: list[str] | tuple[str, ...] | None) -> Path | None:
+    """``--json``: a file name, not a folder (its folder is made by :func:`training.evaluate.output_folder`), and
+    not the ``metrics.json`` of one of the ``runs`` compared (their folders, ``{style}`` patterns with ``styles``)."""
     if path is None:
         return None
     target = Path(path)
     if target.is_dir():
         raise CompareError(f"--json {target} is a folder: give a file name, e.g. {target / 'comparison.json'}")
+    folders = [run.replace("{style}", style) for run in runs for style in (styles or ["{style}"])]
+    if any(target.resolve() == (Path(folder) / "metrics.json").resolve() for folder in folders):
+        raise CompareError(f"--json {target} is a compared run's own results: give another file name, e.g. "
+                           f"{target.with_name('comparison.json')}")
     return target
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        target = _json_target(args.json)
+        target = _json_target(args.json, [args.run_a, args.run_b], args.styles)
         run_a, run_b = load_runs(args.run_a, args.styles), load_runs(args.run_b, args.styles)
         if target is None:
             result = compare(run_a, run_b, tuple(args.metrics), args.method, args.resamples, args.seed)
