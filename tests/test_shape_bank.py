@@ -587,6 +587,22 @@ def test_solid_fills_the_sealed_pockets_of_the_output(banked_model, fake):
             assert filled.report.volume == pytest.approx(hollow.report.volume - sum(pockets), rel=0.01)
 
 
+def test_solid_fills_the_networks_mesh_when_the_bank_gives_none(banked_model, fake, monkeypatch):
+    """When no bank solid can be made, the network's own mesh comes out: ``solid=True`` goes through its filling
+    too (once), as for a model without a bank."""
+    from recon_core.io.inference import Reconstructor
+
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    model, meta = load_model(banked_model)
+    rec = Reconstructor(model, meta)
+    monkeypatch.setattr(Reconstructor, "_snap", lambda self, row, pose=None, mask=None: None)
+    filled, fill = [], Reconstructor._fill
+    monkeypatch.setattr(Reconstructor, "_fill", staticmethod(lambda result, height_mm: filled.append(result)
+                                                             or fill(result, height_mm)))
+    result = rec.reconstruct(rgb, alpha, solid=True)
+    assert filled == [result] and result.confidence is None and result.report.ok
+
+
 def test_every_detail_chooses_the_same_shape(banked_model, fake, monkeypatch):
     """A bank model's network mesh only ranks the bank: it is made at the model's own level whatever the detail, so
     low, medium and high give the same training shape in the same pose; only the decimation differs."""

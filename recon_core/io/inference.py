@@ -268,8 +268,6 @@ class Reconstructor:
                                     solid)
         parts = 0 if results[0].mask is None else separate_parts(results[0].mask)
         for result in results:
-            if solid and not self.banked:  # a bank's solid is filled before its decimation (_bank_result)
-                self._fill(result, height_mm)
             result.mask_unsure = unsure
             if found_by is not None:
                 result.notes.append(found_by)
@@ -345,8 +343,9 @@ class Reconstructor:
     def _reconstruct(self, rgb: np.ndarray, alpha: np.ndarray | None, cat_index: int | None, vertices: int | None,
                      height_mm: float | None, smooth: bool, source: str, timings: dict[str, float], count: int = 1,
                      solid: bool = False) -> list[Reconstruction]:
-        """:meth:`reconstruct_candidates` once the picture's alpha is settled (``solid``: a shape bank's solids
-        filled, :meth:`_bank_result`; the caller fills other meshes)."""
+        """:meth:`reconstruct_candidates` once the picture's alpha is settled; with ``solid`` every mesh's sealed
+        pockets filled (a shape bank's solid before its decimation, :meth:`_bank_result`; other meshes as made,
+        :meth:`_fill`)."""
         with _timed(timings, "preprocess"):
             prepared = prepare_image(rgb, alpha, self.model.config.image_size)
         device = next(self.model.parameters()).device
@@ -362,6 +361,8 @@ class Reconstructor:
                                                  timings, source)
             if result.mask is None:
                 result.mask = object_mask(rgb, alpha)
+            if solid:
+                self._fill(result, height_mm)
             return [result]
         probs = self._category_probs(out.category_logits)
         used = CATEGORIES[cat_index if cat_index is not None else int(probs.argmax())].name
@@ -398,6 +399,8 @@ class Reconstructor:
             )
         result = self._finish(verts, faces, repair_log, used, probs, height_mm, timings, [])
         result.mask = object_mask(rgb, alpha)
+        if solid:  # one part as made; the bank's fallback above may reach here too
+            self._fill(result, height_mm)
         return [result]
 
     def _bank_result(self, snapped: tuple[np.ndarray, np.ndarray], vertices: int | None, used: str,

@@ -153,7 +153,7 @@ def fill_cavities(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.
     kept = faces[~inner[face_part]]
     used = np.zeros(len(verts), dtype=bool)
     used[kept.ravel()] = True
-    index = np.cumsum(used) - 1  # the kept vertices renumbered in their order
+    index = np.cumsum(used, dtype=np.int64) - 1  # the kept vertices renumbered in their order
     return verts[used], index[kept], pockets
 
 
