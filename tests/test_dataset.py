@@ -312,6 +312,38 @@ def test_a_carried_network_comes_back_within_half_a_step(tiny_config, tmp_path):
         unpack_init(tmp_path / "none", tmp_path / "x")
 
 
+def test_a_carried_network_named_with_a_dot_keeps_it(tiny_config, tmp_path):
+    """``--init runs/net.v2`` packs runs/net.v2.*, and ``--unpack-init`` to ``out.v3`` writes out.v3.* (with_suffix
+    made runs/net.* of them)."""
+    from recon_core.io.weights import load_model, save_model
+    from recon_core.network.model import build_model
+    from training.pack_views import main
+
+    stem = save_model(build_model(tiny_config), tmp_path / "net.v2", {"trained": True, "steps": 3})
+    from training.pack_views import pack_init
+
+    pack_init(stem, tmp_path / "pack")
+    assert main(["--unpack-init", str(tmp_path / "pack"), "--out", str(tmp_path / "back" / "out.v3")]) == 0
+    assert sorted(p.name for p in (tmp_path / "back").iterdir()) == ["out.v3.json", "out.v3.safetensors"]
+    assert load_model(tmp_path / "back" / "out.v3")[1]["steps"] == 3
+
+
+def test_a_new_pack_takes_away_an_earlier_packs_entries_it_does_not_hold(tmp_path):
+    """A pack built without --init into a folder that holds a pack built with it: the earlier carried network goes
+    (the GPU script would start from it), the views are replaced, and what is not a pack's stays."""
+    from training.pack_views import _move_into
+
+    out, built = tmp_path / "pack", tmp_path / "built"
+    (out / "backgrounds").mkdir(parents=True)
+    for name in ("views.npz", "init.json", "init.safetensors", "notes.txt"):
+        (out / name).write_text("old")
+    built.mkdir()
+    (built / "views.npz").write_text("new")
+    _move_into(built, out)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "views.npz"]
+    assert (out / "views.npz").read_text() == "new" and (out / "notes.txt").read_text() == "old"
+
+
 def test_the_loader_benchmark_counts_the_packs_pictures(packed, tmp_path, capsys):
     """bench.train_throughput --loader N: the configured loader's pictures a second over N batches after the first."""
     import yaml

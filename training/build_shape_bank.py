@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="also the train split of the extra pool's categories that are not held out")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from recon_core.io.weights import WeightsError
+    from recon_core.io.weights import WeightsError, model_files
     from training.evaluate import DataError
 
     try:
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ValueError, OSError, WeightsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    size = stem.with_suffix(".safetensors").stat().st_size / 2**20
+    size = model_files(stem)[1].stat().st_size / 2**20
     s = info["sizes"]
     print(f"wrote {stem}.safetensors ({size:.1f} MB): {s['bank_shapes']} shapes, {s['bank_views']} views, "
           f"{s['bank_grid_bytes'] / 2**20:.2f} MB of solids, in {time.perf_counter() - tic:.0f} s")

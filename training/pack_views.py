@@ -54,6 +54,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recon_core.io.export import atomic_write_bytes  # noqa: E402
+from recon_core.io.weights import model_files, model_stem  # noqa: E402
 from recon_core.mesh.camera import Camera  # noqa: E402
 
 __all__ = ["PackedViews", "pack_views", "pack_init", "unpack_init", "main"]
@@ -187,12 +188,6 @@ def quantise_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q.reshape(w.shape), scale.astype(np.float32)
 
 
-def _stem(path: str | os.PathLike) -> Path:
-    """A saved model's path without ``.json`` / ``.safetensors``."""
-    path = Path(path)
-    return path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
-
-
 def pack_init(model: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Write ``model``'s network (a saved model's stem: ``.json`` + ``.safetensors``), without its shape bank and
     with its large weights as int8, to ``out/init.safetensors`` + ``out/init.json``. Returns the ``.safetensors``.
@@ -201,8 +196,8 @@ def pack_init(model: str | os.PathLike, out: str | os.PathLike) -> Path:
     """
     from safetensors.numpy import load_file, save
 
-    stem = _stem(model)
-    cfg, weights = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+    stem = model_stem(model)
+    cfg, weights = model_files(stem)
     if not (cfg.is_file() and weights.is_file()):
         raise ValueError(f"--init {model}: no saved model there ({cfg.name} and {weights.name} are needed)")
     meta = json.loads(cfg.read_text())
@@ -245,10 +240,10 @@ def unpack_init(pack: str | os.PathLike, out: str | os.PathLike) -> Path:
             state[name] = (t.astype(np.float32) * scale).astype(np.float16)
         elif kind in ("f16", "raw"):
             state[name] = t
-    stem = _stem(out)
-    atomic_write_bytes(stem.with_suffix(".safetensors"), save(state))
-    atomic_write_bytes(stem.with_suffix(".json"), (pack / f"{INIT}.json").read_bytes())
-    return stem
+    cfg, weights = model_files(out)
+    atomic_write_bytes(weights, save(state))
+    atomic_write_bytes(cfg, (pack / f"{INIT}.json").read_bytes())
+    return model_stem(out)
 
 
 class PackedViews:
@@ -319,14 +314,27 @@ def _out_error(out: Path, folder: bool) -> str | None:
     return None
 
 
+_PACK_ENTRIES = (FILE, BACKGROUNDS, f"{INIT}.safetensors", f"{INIT}.json")
+"""What a pack holds: the views, the background photographs and the network carried (:func:`pack_init`)."""
+
+
 def _move_into(built: Path, out: Path) -> None:
-    """Move every entry of the finished pack ``built`` into ``out`` (an entry already there is replaced)."""
+    """Move every entry of the finished pack ``built`` into ``out`` (an entry already there is replaced), and take
+    away the pack entries of an earlier pack that this one does not hold (its carried network above all, which
+    ``scripts/device_train.sh`` would otherwise start from); anything else in ``out`` stays."""
     out.mkdir(parents=True, exist_ok=True)
+    names = {entry.name for entry in built.iterdir()}
     for entry in sorted(built.iterdir()):
         target = out / entry.name
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
         os.replace(entry, target)
+    for name in set(_PACK_ENTRIES) - names:
+        stale = out / name
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale)
+        else:
+            stale.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -351,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         if error is not None:
             raise ValueError(error)
         if args.unpack_init:
-            log.info("wrote %s", unpack_init(args.unpack_init, out).with_suffix(".safetensors"))
+            log.info("wrote %s", model_files(unpack_init(args.unpack_init, out))[1])
             return 0
         for flag, least in (("views_per_model", 0), ("points", 1), ("background_count", 0)):
             if getattr(args, flag) < least:
@@ -361,10 +369,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--{flag} {getattr(args, flag)} is not a folder: build the data set first "
                                  "(training/build_dataset.py, training/render.py)")
         if args.init:
-            stem = _stem(args.init)
-            if not (stem.with_suffix(".json").is_file() and stem.with_suffix(".safetensors").is_file()):
-                raise ValueError(f"--init {args.init}: no saved model there ({stem.name}.json and "
-                                 f"{stem.name}.safetensors are needed)")
+            cfg, weights = model_files(args.init)
+            if not (cfg.is_file() and weights.is_file()):
+                raise ValueError(f"--init {args.init}: no saved model there ({cfg.name} and {weights.name} are "
+                                 "needed)")
         near = next(f for f in (out.absolute().parent, *out.absolute().parents) if f.is_dir())  # nothing made yet
         built = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=near))
         try:

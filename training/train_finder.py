@@ -361,12 +361,14 @@ def _path_error(flag: str, path: Path, folder: bool = False) -> str | None:
 
 def _argument_error(args: argparse.Namespace) -> str | None:
     """The first option that cannot be used, as one sentence naming it; None when all can."""
-    counts = ("check_views",) if args.check else ("pictures", "val_pictures", "steps", "batch", "workers")
+    counts = ("check_views",) if args.check else ("pictures", "val_pictures", "steps", "batch")
     for name in counts:
         if getattr(args, name) < 1:
             return f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}"
     if args.check:
         return None if args.sheet is None else _path_error("--sheet", args.sheet)
+    if args.workers < 0:
+        return f"--workers must be 0 (draw in this process) or more, got {args.workers}"
     if not args.lr > 0:
         return f"--lr must be above 0, got {args.lr:g}"
     return _path_error("--out", args.out) or _path_error("--cache", args.cache, folder=True)
@@ -385,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=1500, help="training steps (default: 1500)")
     p.add_argument("--batch", type=int, default=32, help="pictures a step (default: 32)")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: 0.002)")
-    p.add_argument("--workers", type=int, default=2, help="processes drawing the pictures")
+    p.add_argument("--workers", type=int, default=2, help="processes drawing the pictures (0 or 1: this one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", type=Path, default=None, help="start from this finder's weights (fine-tuning)")
     p.add_argument("--check", action="store_true",

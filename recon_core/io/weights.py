@@ -24,7 +24,8 @@ from recon_core.network.finder import FinderConfig, ObjectFinder
 from recon_core.network.model import ReconstructionNet, build_model
 
 __all__ = [
-    "WeightsError", "model_files", "save_model", "check_model_files", "load_model", "default_model_path", "save_finder", "load_finder",
+    "WeightsError", "model_stem", "model_files", "save_model", "check_model_files", "load_model", "default_model_path",
+    "save_finder", "load_finder",
     "default_finder_path",
 ]
 
@@ -39,18 +40,20 @@ def default_model_path() -> Path:
     """``models/default`` of this repository (or ``$RECON_MODEL`` when set), without extension."""
     env = os.environ.get("RECON_MODEL")
     if env:
-        return _stem(Path(env))
+        return model_stem(env)
     return Path(__file__).resolve().parents[2] / "models" / "default"
 
 
-def _stem(path: Path) -> Path:
+def model_stem(path: str | os.PathLike) -> Path:
+    """A saved model's or finder's path without ``.json`` / ``.safetensors`` (a stem holding a dot keeps it)."""
+    path = Path(path)
     return path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
 
 
 def model_files(path: str | os.PathLike) -> tuple[Path, Path]:
     """``(NAME.json, NAME.safetensors)`` of a model or finder named by its stem or either file; a stem holding a
     dot (``runs/net.v2``) keeps it (``runs/net.v2.json``)."""
-    stem = _stem(Path(path))
+    stem = model_stem(path)
     return stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".safetensors")
 
 
@@ -70,7 +73,7 @@ def _save(module: torch.nn.Module, path: str | os.PathLike, meta: dict[str, Any]
     ``STEM.json``, each written atomically; returns the stem."""
     from safetensors.torch import save
 
-    stem = _stem(Path(path))
+    stem = model_stem(path)
     state = {}
     for k, v in module.state_dict().items():
         v = v.detach().cpu().contiguous()
@@ -213,7 +216,7 @@ def default_finder_path() -> Path | None:
     if env.lower() == "none":
         return None
     if env:
-        return _stem(Path(env))
+        return model_stem(env)
     return Path(__file__).resolve().parents[2] / "models" / "finder"
 
 
@@ -234,7 +237,7 @@ def load_finder(path: str | os.PathLike | None = None) -> ObjectFinder | None:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    stem = default_finder_path() if path is None else _stem(Path(path))
+    stem = default_finder_path() if path is None else model_stem(path)
     if stem is None:  # RECON_FINDER=none
         return None
     cfg_path, weights_path = model_files(stem)
