@@ -431,7 +431,10 @@ def test_an_empty_solid_keeps_the_networks_reconstruction(shape_bank, tmp_path, 
 
 def test_attach_bank_refuses_an_untrained_model(shape_bank, tmp_path):
     tensors, info = shape_bank
-    (tmp_path / "cfg.json").write_text(json.dumps({"model": TINY_MODEL}))  # config only: random weights
+    (tmp_path / "cfg.json").write_text(json.dumps({"model": TINY_MODEL}))  # a config without its weights file
+    with pytest.raises(ValueError, match="Model weights not found: there is no .*cfg.safetensors"):
+        attach_bank(tmp_path / "cfg", tensors, info, tmp_path / "out")
+    (tmp_path / "cfg.json").write_text(json.dumps({"model": TINY_MODEL, "trained": False}))  # random on purpose
     with pytest.raises(ValueError, match="no trained weights"):
         attach_bank(tmp_path / "cfg", tensors, info, tmp_path / "out")
 
