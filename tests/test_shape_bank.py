@@ -477,7 +477,7 @@ def test_inconsistent_banks_are_refused_when_loading(banked_model, tmp_path):
         with pytest.raises(WeightsError, match=message):
             load_model(tmp_path / name)
     meta["model"]["bank_views"] = 0  # shape_bank on, no views: not buildable
-    (tmp_path / "zero.json").write_text(json.dumps(meta))
+    (tmp_path / "zero.json").write_text(json.dumps({**meta, "trained": False}))  # built, then refused
     with pytest.raises(WeightsError, match="buildable"):
         load_model(tmp_path / "zero")
 
