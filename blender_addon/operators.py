@@ -162,8 +162,10 @@ def _object_name(image_name: str) -> str:
     return os.path.splitext(_DUPLICATE_SUFFIX.sub("", image_name))[0] or "Reconstruction"
 
 
-def _image_input(settings, scene) -> tuple[str, str, str | None]:
-    """``(path, object name, temporary file or None)`` of the image chosen in the panel."""
+def _image_input(settings, scene) -> tuple[str, str, str | None, str]:
+    """``(path, object name, temporary file or None, picture)`` of the image chosen in the panel; ``picture`` is what
+    the image is to the user: its file's absolute path (:data:`PICTURE_KEY`), or "Blender image NAME" for a Blender
+    image the worker reads through a temporary copy."""
     if settings.source == 'FILE':
         if not settings.image_path:
             raise InputError("Choose an image file in the Reconstruct panel first.")
@@ -171,13 +173,13 @@ def _image_input(settings, scene) -> tuple[str, str, str | None]:
         name = _object_name(os.path.basename(path))
         if path.lower().endswith(_BLENDER_READS) and os.path.isfile(path):
             temp = _file_png_copy(path, scene)
-            return temp, name, temp
-        return path, name, None
+            return temp, name, temp, path
+        return path, name, None, path
     image = settings.image
     if image is None:
         raise InputError("Choose an image in the Reconstruct panel first.")
     path, temp = _image_file(image, scene)
-    return path, _object_name(image.name), temp
+    return path, _object_name(image.name), temp, path if temp is None else f"Blender image {image.name}"
 
 
 def _image_file(image, scene) -> tuple[str, str | None]:
@@ -193,20 +195,13 @@ def _image_file(image, scene) -> tuple[str, str | None]:
     if (readable and image.source == 'FILE' and image.packed_file is None and not image.is_dirty
             and not relative_to_unsaved and os.path.isfile(path)):
         return os.path.abspath(path), None
-    fd, temp = tempfile.mkstemp(prefix="recon-", suffix=_IMAGE_SUFFIX[image.file_format] if readable else ".png")
-    os.close(fd)
-    try:
-        if readable:
-            image.save(filepath=temp, save_copy=True)
-        else:
-            _png_copy(image, scene, temp)
-    except BaseException as err:
-        os.unlink(temp)
-        if isinstance(err, RuntimeError):
-            message = f"The image {image.name} cannot be read ({err}); save it to a file and choose that."
-            raise InputError(message) from None
-        raise
-    return temp, temp  # mkstemp's path is absolute
+    what, fix = f"The image {image.name}", "save it to a file and choose that."
+    if readable:
+        temp = _temp_copy(lambda p: image.save(filepath=p, save_copy=True), _IMAGE_SUFFIX[image.file_format], what,
+                          fix)
+    else:
+        temp = _temp_copy(lambda p: _png_copy(image, scene, p), ".png", what, fix)
+    return temp, temp
 
 
 def _file_png_copy(path: str, scene) -> str:
@@ -217,25 +212,30 @@ def _file_png_copy(path: str, scene) -> str:
     Raises:
         InputError: Blender cannot read the file.
     """
+    what, fix = f"The image file {path}", "check that it is an image, or save it as PNG and choose that."
     try:
         image = bpy.data.images.load(path, check_existing=False)
     except RuntimeError as err:
-        raise InputError(f"The image file {path} cannot be read ({err}); check that it is an image, or save it as PNG "
-                         "and choose that.") from None
+        raise InputError(f"{what} cannot be read ({err}); {fix}") from None
     try:
-        fd, temp = tempfile.mkstemp(prefix="recon-", suffix=".png")
-        os.close(fd)
-        try:
-            _png_copy(image, scene, temp)
-        except BaseException as err:
-            os.unlink(temp)
-            if isinstance(err, RuntimeError):
-                raise InputError(f"The image file {path} cannot be read ({err}); check that it is an image, or save "
-                                 "it as PNG and choose that.") from None
-            raise
+        return _temp_copy(lambda p: _png_copy(image, scene, p), ".png", what, fix)
     finally:
         bpy.data.images.remove(image)
-    return temp  # mkstemp's path is absolute
+
+
+def _temp_copy(write, suffix: str, what: str, fix: str) -> str:
+    """A new temporary file (absolute path) that ``write(path)`` fills; removed again when ``write`` fails, Blender's
+    RuntimeError (it cannot read or write the image) becoming the InputError "WHAT cannot be read (why); FIX"."""
+    fd, temp = tempfile.mkstemp(prefix="recon-", suffix=suffix)
+    os.close(fd)
+    try:
+        write(temp)
+    except BaseException as err:
+        os.unlink(temp)
+        if isinstance(err, RuntimeError):
+            raise InputError(f"{what} cannot be read ({err}); {fix}") from None
+        raise
+    return temp
 
 
 def _png_copy(image, scene, path: str) -> None:
@@ -386,12 +386,8 @@ class _Reconstruction:
             raise InputError(f"Height (mm) must be 0 (the model's size) or at least {least:g} mm, got "
                              f"{self.height_mm:g}.")
         # the inputs checked, the temporary copies made last: cleanup() removes them from here on
-        self.image, self.name, self.temp_file = _image_input(settings, context.scene)
-        if settings.source == 'FILE':  # its path, also when the worker reads a PNG copy (an OpenEXR or HDR file)
-            self.picture = _absolute_path(settings.image_path, "image file")
-        else:
-            self.picture = self.image if self.temp_file is None else f"Blender image {settings.image.name}"
-        if self.temp_file is not None:
+        self.image, self.name, self.temp_file, self.picture = _image_input(settings, context.scene)
+        if self.temp_file is not None:  # a PNG copy of an OpenEXR or HDR file, or of a Blender image
             self.names[self.temp_file] = (f"image file {self.picture}" if settings.source == 'FILE'
                                           else self.picture)
         self.count = settings.candidates
