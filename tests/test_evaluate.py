@@ -745,7 +745,7 @@ BAD_INPUT = {
     "curve_limit_0": (["--curve", "{tmp}/ckpts", "--curve-limit", "0"], "--curve-limit must be at least 1"),
     "finder_missing": (["--style", "no_alpha", "--finder", "{tmp}/no_finder"], "names no object finder"),
     "out_a_file": (["--out", "{tmp}/file"], "is a file, not a folder"),
-    "out_cannot_be_made": (["--out", "/proc/no_such_folder/eval"], "cannot be made"),
+    "out_cannot_be_made": (["--out", "/proc/no_such_folder/eval"], "cannot be"),  # root: made; others: written to
     "cache_under_a_file": (["--cache", "{tmp}/file/cache.npz"], "the folder of --cache"),
     "cache_a_folder": (["--cache", "{tmp}"], "is a folder"),
     "weights_missing": (["--model", "{tmp}/trained"], "Model weights not found"),

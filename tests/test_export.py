@@ -3,6 +3,7 @@ Consortium's lib3mf, an independent reader; the other formats; atomic writes and
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,8 @@ import pytest
 import trimesh
 
 from recon_core.io.cli import main as recon_mesh
-from recon_core.io.export import OUTPUT_TO_Z_UP, ExportError, export_mesh, stl_bytes, write_3mf
+from recon_core.io.export import (OUTPUT_TO_Z_UP, ExportError, current_umask, export_mesh, stl_bytes,
+                                  unwritable_reason, write_3mf)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -183,3 +185,67 @@ def test_the_add_on_writer_runs_without_torch(tmp_path):
         assert bad.returncode == 2, (source, bad.stderr)
         assert bad.stderr.startswith("error: Cannot read the meshes") and bad.stderr.count("\n") == 1, bad.stderr
         assert not (tmp_path / "x.3mf").exists()
+
+
+def _unwritable_reference(path: str, folder: bool) -> str | None:
+    """The rule of :func:`unwritable_reason`, spelled out with ``os.path``."""
+    if not folder and os.path.isdir(path):
+        return "it is a folder"
+    here = os.path.abspath(path if folder else os.path.dirname(os.path.abspath(path)))
+    while not os.path.exists(here):
+        here = os.path.dirname(here)
+    if not os.path.isdir(here):
+        return f"{here} is a file, not a folder"
+    if not os.access(here, os.W_OK | os.X_OK):
+        return f"the folder {here} cannot be written to"
+    return None
+
+
+UNWRITABLE_CASES = {  # (path under the test folder, folder, the clause with {tmp} for the test folder)
+    "new file, missing folders": ("new/deeper/out.stl", False, None),
+    "new folder, missing folders": ("new/deeper", True, None),
+    "existing file": ("file", False, None),  # written over through a rename
+    "existing folder": ("folder", True, None),
+    "file in an existing folder": ("folder/out.stl", False, None),
+    "a file that is a folder": ("folder", False, "it is a folder"),
+    "a folder that is a file": ("file", True, "{tmp}/file is a file, not a folder"),
+    "a file under a file": ("file/out.stl", False, "{tmp}/file is a file, not a folder"),
+    "a folder under a file": ("file/sub/deeper", True, "{tmp}/file is a file, not a folder"),
+    "a file in a locked folder": ("locked/out.stl", False, "the folder {tmp}/locked cannot be written to"),
+    "a folder under a locked folder": ("locked/new/deeper", True, "the folder {tmp}/locked cannot be written to"),
+    "a locked folder": ("locked", True, "the folder {tmp}/locked cannot be written to"),
+    "a file in a folder in a locked folder": ("locked/open/out.stl", False, None),
+}
+
+
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute", "relative"])
+@pytest.mark.parametrize("case", sorted(UNWRITABLE_CASES))
+def test_unwritable_reason_names_the_obstacle_as_the_reference_does(tmp_path, monkeypatch, case, relative):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder").mkdir()
+    locked = tmp_path / "locked"
+    (locked / "open").mkdir(parents=True)
+    locked.chmod(0o555)
+    if os.geteuid() == 0:  # root may write anywhere, and os.access says so: the folder is locked for the test
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: os.path.abspath(p) != str(locked)
+                            and real_access(p, mode, **kw))
+    name, folder, expected = UNWRITABLE_CASES[case]
+    expected = None if expected is None else expected.format(tmp=tmp_path)
+    if relative:
+        monkeypatch.chdir(tmp_path)
+    path = name if relative else str(tmp_path / name)
+    try:
+        assert unwritable_reason(path, folder=folder) == _unwritable_reference(path, folder) == expected
+        assert unwritable_reason(Path(path), folder=folder) == expected
+    finally:
+        locked.chmod(0o755)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder", "locked"]  # nothing was made
+
+
+def test_current_umask_reads_the_umask_and_leaves_it_as_it_was():
+    before = os.umask(0o027)
+    try:
+        assert current_umask() == 0o027 and current_umask() == 0o027
+    finally:
+        os.umask(before)

@@ -39,6 +39,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np
 from PIL import Image
 
+from recon_core.io.export import current_umask, unwritable_reason
+
 __all__ = ["SOURCES", "FINDER_SOURCES", "FINDER_CROPS", "MIN_PICTURE_SIDE", "read_gimp_pattern", "RESERVED", "check_not_reserved", "read_licences", "build_backgrounds", "main"]
 
 log = logging.getLogger("build_backgrounds")
@@ -161,11 +163,9 @@ def _is_own_output(folder: Path) -> bool:
 
 def _check_out(out: Path) -> None:
     """Raise ``ValueError`` unless ``out`` can be written: new, empty, or an earlier output of this script."""
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"cannot write {out}: {parent} is a file, not a folder; choose another --out")
-            break
+    reason = unwritable_reason(out.parent, folder=True)  # out itself is checked below, links included
+    if reason:
+        raise ValueError(f"cannot write {out}: {reason}; choose another --out")
     if out.is_symlink():
         raise ValueError(f"{out} is a link; give the folder it points to, or another --out")
     if out.exists():
@@ -290,7 +290,7 @@ def build_backgrounds(out: Path, cache: Path, crops: int = 320, size: int = 256,
                 records[n] = {"file": name, "package": pkg, "picture": path.name, "copyright": holder,
                               "license": licence, "box": [round(u0), round(v0), round(u0 + side), round(v0 + side)]}
         (tmp / _MANIFEST).write_text(json.dumps({"settings": settings, "crops": records}, indent=1))
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the usual permissions
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; give the folder the usual permissions
         _check_out(out)  # nothing else may have appeared there meanwhile
         _swap_in(tmp, out)
     except BaseException:
@@ -300,12 +300,6 @@ def build_backgrounds(out: Path, cache: Path, crops: int = 320, size: int = 256,
     log.info("wrote %d crops of %d pictures from %s to %s (licences: %s)", crops, len(pictures),
              ", ".join(packages), out, ", ".join(licences))
     return out
-
-
-def _umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
 
 
 def _swap_in(new: Path, out: Path) -> None:
@@ -346,8 +340,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
-        where = f" {err.filename}" if err.filename else ""
-        print(f"error: cannot use{where}: {err.strerror or err}; check the path and its permissions", file=sys.stderr)
+        from training.build_dataset import os_error_sentence
+
+        print(f"error: {os_error_sentence(err)}", file=sys.stderr)
         return 2
     return 0
 

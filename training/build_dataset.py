@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np
 from tqdm import tqdm
 
-from recon_core.io.export import atomic_write_bytes
+from recon_core.io.export import atomic_write_bytes, unwritable_reason
 from recon_core.network.categories import CATEGORIES
 from training.readers import PACKAGES, Candidate, ReaderError, discover, discover_shapenet, load_candidate
 from training.readers.rules import EXTRA_SYNSETS
@@ -258,13 +258,16 @@ def _model_dir(out: Path, record: dict) -> Path:
 
 
 def _check_out(out: Path) -> None:
-    """Raise ``ValueError`` unless ``out`` is a folder, or can be made one."""
-    for folder in (out, *out.parents):
-        if folder.exists():
-            if not folder.is_dir():
-                raise ValueError(f"cannot write the data set to {out}: {folder} is a file, not a folder; "
-                                 f"choose another --out")
-            return
+    """Raise ``ValueError`` unless ``out`` is a folder, or can be made one, that can be written."""
+    reason = unwritable_reason(out, folder=True)
+    if reason:
+        raise ValueError(f"cannot write the data set to {out}: {reason}; choose another --out")
+
+
+def os_error_sentence(err: OSError) -> str:
+    """``err`` as one sentence for a script's ``error:`` line: the path it names (if any), why, and what to check."""
+    where = f" {err.filename}" if err.filename else ""
+    return f"cannot use{where}: {err.strerror or err}; check the path and its permissions"
 
 
 def _previous_models(out: Path) -> set[Path]:
@@ -459,8 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        where = f" {exc.filename}" if exc.filename else ""
-        print(f"error: cannot use{where}: {exc.strerror or exc}; check the path and its permissions", file=sys.stderr)
+        print(f"error: {os_error_sentence(exc)}", file=sys.stderr)
         return 2
     print(summary_table(records))
     print(f"{len(records)} models written to {args.out} in {time.perf_counter() - start:.0f} s")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -176,12 +175,11 @@ def attach_bank(model_path: str | Path | None, tensors: dict[str, torch.Tensor],
 
 def _check_out(out: str | Path) -> None:
     """Raise ``ValueError`` when the output stem ``out`` cannot be written (a file where its folder would be)."""
-    folder = Path(out).absolute().parent
-    existing = next(f for f in (folder, *folder.parents) if f.exists())
-    if not existing.is_dir():
-        raise ValueError(f"--out {out}: {existing} is a file, not a folder; give an output stem in a folder")
-    if not os.access(existing, os.W_OK):
-        raise ValueError(f"--out {out}: the folder {existing} cannot be written to; give another output stem")
+    from recon_core.io.export import unwritable_reason
+
+    reason = unwritable_reason(Path(out).parent, folder=True)  # a stem: only its folder matters
+    if reason:
+        raise ValueError(f"--out {out}: {reason}; give another output stem")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1665,9 +1665,12 @@ def make_folder(path: str | Path, what: str) -> Path | None:
     Raises:
         DataError: ``path`` is a file, or cannot be made or written into; ``what`` names it (e.g. ``"--out"``).
     """
+    from recon_core.io.export import unwritable_reason
+
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise DataError(f"{what} {path} is a file, not a folder; give a folder.")
+    reason = unwritable_reason(path, folder=True)
+    if reason:
+        raise DataError(f"{what} {path}: {reason}; give a folder that can be written.")
     missing = [p for p in (path, *path.parents) if not p.exists()]
     try:
         path.mkdir(parents=True, exist_ok=True)

@@ -53,7 +53,7 @@ from PIL import Image
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recon_core.io.export import atomic_write_bytes  # noqa: E402
+from recon_core.io.export import atomic_write_bytes, unwritable_reason  # noqa: E402
 from recon_core.io.weights import model_files, model_stem  # noqa: E402
 from recon_core.mesh.camera import Camera  # noqa: E402
 
@@ -305,13 +305,8 @@ class PackedViews:
 
 def _out_error(out: Path, folder: bool) -> str | None:
     """Why ``--out`` (a folder, or without ``folder`` a model stem) cannot be written, as one sentence; None if it can."""
-    target = out.absolute() if folder else out.absolute().parent
-    existing = next(f for f in (target, *target.parents) if f.exists())
-    if not existing.is_dir():
-        return f"--out {out}: {existing} is a file, not a folder; give a folder path"
-    if not os.access(existing, os.W_OK):
-        return f"--out {out}: the folder {existing} cannot be written to; give another path"
-    return None
+    reason = unwritable_reason(out if folder else out.parent, folder=True)  # a stem: only its folder matters
+    return None if reason is None else f"--out {out}: {reason}; give another path"
 
 
 _PACK_ENTRIES = (FILE, BACKGROUNDS, f"{INIT}.safetensors", f"{INIT}.json")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -160,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tile", type=_tile_side, default=TILE,
                         help=f"tile side in pixels, {MIN_TILE} or more (default {TILE})")
     args = parser.parse_args(argv)
+    from recon_core.io.export import unwritable_reason
     from recon_core.io.image import ImageError, load_picture
     from recon_core.io.inference import Reconstructor
 
@@ -168,8 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         return _refuse(f"--out {out} is a folder; name the PNG file to write.")
     if not out.parent.is_dir():
         return _refuse(f"the folder of --out {out} does not exist (or is not a folder); create it first.")
-    if not os.access(out.parent, os.W_OK):
-        return _refuse(f"the folder of --out {out} is not writable; choose another.")
+    reason = unwritable_reason(out, folder=False)  # its folder is there: only whether it can be written is left
+    if reason:
+        return _refuse(f"--out {out}: {reason}; choose another folder.")
     try:
         pictures = [load_picture(p)[:2] for p in args.images]
         rec = Reconstructor.from_file(args.model)

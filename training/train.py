@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from recon_core.io.export import atomic_write_bytes
+from recon_core.io.export import atomic_write_bytes, unwritable_reason
 from recon_core.io.weights import load_model, save_model
 from recon_core.mesh.topology import BatchMeshes
 from recon_core.network.encoder import cpu_has_native_bf16
@@ -404,11 +404,9 @@ def _check_out_dir(out_dir: Path) -> None:
     Raises:
         ValueError: naming the path in the way.
     """
-    existing = next(p for p in (out_dir, *out_dir.absolute().parents) if p.exists())
-    if not existing.is_dir():
-        raise ValueError(f"run.out={out_dir}: {existing} is a file, not a folder; give a folder for the run's output.")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"run.out={out_dir}: {existing} cannot be written; give a folder you can write to.")
+    reason = unwritable_reason(out_dir, folder=True)
+    if reason:
+        raise ValueError(f"run.out={out_dir}: {reason}; give a folder for the run's output that you can write to.")
 
 
 def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, dataset=None) -> Path:

@@ -25,7 +25,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
 import time
 from multiprocessing import get_context
@@ -39,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from recon_core.io.export import unwritable_reason
 from recon_core.io.weights import save_finder
 from recon_core.network.finder import FINDER_SIZE, FinderConfig, ObjectFinder, letterbox
 
@@ -348,15 +348,10 @@ def _picture_mask(mask: np.ndarray, shape: tuple[int, int], style: str, sample, 
 
 
 def _path_error(flag: str, path: Path, folder: bool = False) -> str | None:
-    """Why ``path`` (a file to write, or with ``folder`` a folder to fill) cannot be written, as one sentence naming
-    ``flag``; None when it can."""
-    target = path.absolute() if folder else path.absolute().parent
-    existing = next(f for f in (target, *target.parents) if f.exists())
-    if not existing.is_dir():
-        return f"{flag} {path}: {existing} is a file, not a folder; give a path in a folder"
-    if not os.access(existing, os.W_OK):
-        return f"{flag} {path}: the folder {existing} cannot be written to; give another path"
-    return None
+    """Why ``path`` (a file or model stem to write, or with ``folder`` a folder to fill) cannot be written, as one
+    sentence naming ``flag``; None when it can."""
+    reason = unwritable_reason(path if folder else path.parent, folder=True)  # a stem: only its folder matters
+    return None if reason is None else f"{flag} {path}: {reason}; give another path"
 
 
 def _argument_error(args: argparse.Namespace) -> str | None:

@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:  # torch's import, the first second of a run: the handlers below need these names
         from recon_core.io.image import ImageError, load_picture
-        from recon_core.io.export import EXPORT_FORMATS, ExportError, export_mesh
+        from recon_core.io.export import EXPORT_FORMATS, ExportError, export_mesh, unwritable_reason
         from recon_core.io.inference import MAX_HEIGHT_MM, MIN_HEIGHT_MM, Reconstructor
         from recon_core.io.weights import WeightsError
     except KeyboardInterrupt:
@@ -157,14 +157,12 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.output)
         if out.suffix.lower() not in EXPORT_FORMATS:
             raise ExportError(f"Cannot write {out.name}: the extension must be one of {', '.join(EXPORT_FORMATS)}.")
-        if out.parent.exists() and not out.parent.is_dir():
-            raise ExportError(f"Cannot write {out}: {out.parent} is a file, not a folder.")
-        if not out.parent.is_dir():
+        if not out.parent.exists():
             raise ExportError(f"Cannot write {out}: the folder {out.parent} does not exist; create it first.")
-        if out.is_dir():
-            raise ExportError(f"Cannot write {out}: it is a folder; give a file name, e.g. {out / 'mesh.stl'}.")
-        if not os.access(out.parent, os.W_OK):
-            raise ExportError(f"Cannot write {out}: the folder {out.parent} is not writable; choose a writable location.")
+        reason = unwritable_reason(out, folder=False)
+        if reason:
+            advice = f"give a file name, e.g. {out / 'mesh.stl'}" if out.is_dir() else "choose a writable location"
+            raise ExportError(f"Cannot write {out}: {reason}; {advice}.")
         mask_out = None if args.save_mask is None else Path(args.save_mask)
         if mask_out is not None:
             if mask_out.suffix.lower() != ".png":
@@ -172,12 +170,11 @@ def main(argv: list[str] | None = None) -> int:
             if not mask_out.parent.is_dir():
                 raise ExportError(f"Cannot write the mask to {mask_out}: there is no folder {mask_out.parent}; "
                                   "create it first.")
-            if not os.access(mask_out.parent, os.W_OK):
-                raise ExportError(f"Cannot write the mask to {mask_out}: the folder {mask_out.parent} is not writable; "
-                                  "choose a writable location.")
-            if mask_out.is_dir():
-                raise ExportError(f"Cannot write the mask to {mask_out}: it is a folder; give a file name, e.g. "
-                                  f"{mask_out / 'mask.png'}.")
+            reason = unwritable_reason(mask_out, folder=False)
+            if reason:
+                advice = (f"give a file name, e.g. {mask_out / 'mask.png'}" if mask_out.is_dir()
+                          else "choose a writable location")
+                raise ExportError(f"Cannot write the mask to {mask_out}: {reason}; {advice}.")
             for flag, given in (("the input picture", args.image), ("the --mask file", args.mask)):
                 if given is not None and _same_file(mask_out, Path(given)):
                     raise ExportError(f"Cannot write the mask to {mask_out}: it is {flag}, which would be "

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["EXPORT_FORMATS", "ExportError", "OUTPUT_TO_Z_UP", "atomic_write_bytes", "export_mesh", "write_3mf",
-           "on_plate", "stl_bytes", "main"]
+__all__ = ["EXPORT_FORMATS", "ExportError", "OUTPUT_TO_Z_UP", "atomic_write_bytes", "current_umask",
+           "unwritable_reason", "export_mesh", "write_3mf", "on_plate", "stl_bytes", "main"]
 
 EXPORT_FORMATS = (".obj", ".stl", ".ply", ".glb", ".3mf")
 
@@ -48,13 +48,43 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process's umask (reading it means setting it, so it is set back at once)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def unwritable_reason(path: str | os.PathLike, *, folder: bool) -> str | None:
+    """Why ``path`` cannot be written, as a clause for the caller's sentence; None when it can.
+
+    ``path`` is a file to write, its missing folders made on the way (as :func:`atomic_write_bytes` does), or with
+    ``folder`` a folder to make or write into. Nothing is made or changed. The clauses:
+
+    - ``"it is a folder"``: a file to write is an existing folder;
+    - ``"/a/b is a file, not a folder"``: the nearest existing path on the way (``path`` itself with ``folder``,
+      else its folder or one above it) is a file;
+    - ``"the folder /a cannot be written to"``: that nearest existing folder is not writable.
+
+    Paths in the clauses are absolute. An existing file at ``path`` is no obstacle: writes replace it.
+    """
+    path = Path(path)
+    if not folder and path.is_dir():
+        return "it is a folder"
+    start = (path if folder else path.parent).absolute()
+    existing = next(p for p in (start, *start.parents) if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):  # entries are made in it: both are needed
+        return f"the folder {existing} cannot be written to"
+    return None
 
 
 def _check_target(path: Path) -> str:
