@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import importlib
 import json
+import re
 import sys
 import types
 from pathlib import Path
@@ -745,7 +746,7 @@ BAD_INPUT = {
     "curve_limit_0": (["--curve", "{tmp}/ckpts", "--curve-limit", "0"], "--curve-limit must be at least 1"),
     "finder_missing": (["--style", "no_alpha", "--finder", "{tmp}/no_finder"], "names no object finder"),
     "out_a_file": (["--out", "{tmp}/file"], "is a file, not a folder"),
-    "out_cannot_be_made": (["--out", "/proc/no_such_folder/eval"], "cannot be"),  # root: made; others: written to
+    "out_cannot_be_made": (["--out", "/proc/no_such_folder/eval"], "cannot be "),  # made (as root) or written to
     "cache_under_a_file": (["--cache", "{tmp}/file/cache.npz"], "the folder of --cache"),
     "cache_a_folder": (["--cache", "{tmp}"], "is a folder"),
     "weights_missing": (["--model", "{tmp}/trained"], "Model weights not found"),
@@ -775,6 +776,8 @@ def test_cli_refuses_bad_input_before_the_run_with_one_sentence(dataset, model_s
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
     assert expected in err
+    if case == "out_cannot_be_made":
+        assert re.search(r"cannot be (made|written to)", err)
     assert not (tmp_path / "eval").exists() and (tmp_path / "file").read_text() == "x"
 
 

@@ -249,3 +249,19 @@ def test_current_umask_reads_the_umask_and_leaves_it_as_it_was():
         assert current_umask() == 0o027 and current_umask() == 0o027
     finally:
         os.umask(before)
+
+
+def test_a_folder_that_cannot_be_searched_is_a_reason_not_an_error(tmp_path, monkeypatch):
+    """Python 3.11's Path.exists()/is_dir() raise PermissionError under a folder that cannot be searched (a case
+    root does not meet): the reason names that folder instead."""
+    import pathlib
+
+    from recon_core.io.export import unwritable_reason
+
+    locked = tmp_path / "locked"
+
+    def refused(self):
+        raise PermissionError(13, "Permission denied", str(locked / "out.stl"))
+
+    monkeypatch.setattr(pathlib.Path, "is_dir", refused)
+    assert unwritable_reason(locked / "out.stl", folder=False) == f"the folder {locked} cannot be opened"

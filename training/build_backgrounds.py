@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
-        from training.build_dataset import os_error_sentence
+        from recon_core.io.export import os_error_sentence
 
         print(f"error: {os_error_sentence(err)}", file=sys.stderr)
         return 2

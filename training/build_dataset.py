@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np
 from tqdm import tqdm
 
-from recon_core.io.export import atomic_write_bytes, unwritable_reason
+from recon_core.io.export import atomic_write_bytes, os_error_sentence, unwritable_reason
 from recon_core.network.categories import CATEGORIES
 from training.readers import PACKAGES, Candidate, ReaderError, discover, discover_shapenet, load_candidate
 from training.readers.rules import EXTRA_SYNSETS
@@ -262,12 +262,6 @@ def _check_out(out: Path) -> None:
     reason = unwritable_reason(out, folder=True)
     if reason:
         raise ValueError(f"cannot write the data set to {out}: {reason}; choose another --out")
-
-
-def os_error_sentence(err: OSError) -> str:
-    """``err`` as one sentence for a script's ``error:`` line: the path it names (if any), why, and what to check."""
-    where = f" {err.filename}" if err.filename else ""
-    return f"cannot use{where}: {err.strerror or err}; check the path and its permissions"
 
 
 def _previous_models(out: Path) -> set[Path]:

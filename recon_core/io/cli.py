@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ExportError(f"Cannot write {out}: the folder {out.parent} does not exist; create it first.")
         reason = unwritable_reason(out, folder=False)
         if reason:
-            advice = f"give a file name, e.g. {out / 'mesh.stl'}" if out.is_dir() else "choose a writable location"
+            advice = f"give a file name, e.g. {out / 'mesh.stl'}" if out.is_dir() else "choose another folder"
             raise ExportError(f"Cannot write {out}: {reason}; {advice}.")
         mask_out = None if args.save_mask is None else Path(args.save_mask)
         if mask_out is not None:
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             reason = unwritable_reason(mask_out, folder=False)
             if reason:
                 advice = (f"give a file name, e.g. {mask_out / 'mask.png'}" if mask_out.is_dir()
-                          else "choose a writable location")
+                          else "choose another folder")
                 raise ExportError(f"Cannot write the mask to {mask_out}: {reason}; {advice}.")
             for flag, given in (("the input picture", args.image), ("the --mask file", args.mask)):
                 if given is not None and _same_file(mask_out, Path(given)):

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["EXPORT_FORMATS", "ExportError", "OUTPUT_TO_Z_UP", "atomic_write_bytes", "current_umask",
-           "unwritable_reason", "export_mesh", "write_3mf", "on_plate", "stl_bytes", "main"]
+           "unwritable_reason", "os_error_sentence", "export_mesh", "write_3mf", "on_plate", "stl_bytes", "main"]
 
 EXPORT_FORMATS = (".obj", ".stl", ".ply", ".glb", ".3mf")
 
@@ -76,15 +76,24 @@ def unwritable_reason(path: str | os.PathLike, *, folder: bool) -> str | None:
     Paths in the clauses are absolute. An existing file at ``path`` is no obstacle: writes replace it.
     """
     path = Path(path)
-    if not folder and path.is_dir():
-        return "it is a folder"
-    start = (path if folder else path.parent).absolute()
-    existing = next(p for p in (start, *start.parents) if p.exists())
-    if not existing.is_dir():
-        return f"{existing} is a file, not a folder"
+    try:
+        if not folder and path.is_dir():
+            return "it is a folder"
+        start = (path if folder else path.parent).absolute()
+        existing = next(p for p in (start, *start.parents) if p.exists())
+        if not existing.is_dir():
+            return f"{existing} is a file, not a folder"
+    except PermissionError as err:  # a folder on the way that cannot be searched
+        return f"the folder {Path(err.filename).parent if err.filename else path} cannot be opened"
     if not os.access(existing, os.W_OK | os.X_OK):  # entries are made in it: both are needed
         return f"the folder {existing} cannot be written to"
     return None
+
+
+def os_error_sentence(err: OSError) -> str:
+    """``err`` as one sentence for a script's ``error:`` line: the path it names (if any), why, and what to check."""
+    where = f" {err.filename}" if err.filename else ""
+    return f"cannot use{where}: {err.strerror or err}; check the path and its permissions"
 
 
 def _check_target(path: Path) -> str:
