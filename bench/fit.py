@@ -14,6 +14,7 @@ made before the clock starts. ``--tiny``: random blobs on a 32³ grid, no model.
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -28,8 +29,10 @@ def _bank_cases(model: str | None, count: int, seed: int = 1) -> list[tuple[np.n
     from recon_core.mesh.volume import GRID_BOUND
 
     bank = load_model(model)[0].bank  # the bank alone: no inference set-up
-    if bank is None:
-        raise SystemExit(f"{model or 'the default model'} has no shape bank: nothing to fit")
+    if bank is None:  # bad input: one sentence, exit code 2 as for the options
+        print(f"error: {model or 'the default model'} has no shape bank: nothing to fit; give a model with one, "
+              "e.g. models/default", file=sys.stderr)
+        raise SystemExit(2)
     rng = np.random.default_rng(seed)
     cases = []
     for _ in range(count):

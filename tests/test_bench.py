@@ -211,3 +211,15 @@ def test_bad_arguments_exit_2_naming_the_option(module, argv, named, tmp_path, c
         module.main(argv)
     captured = capsys.readouterr()
     assert exc.value.code == 2 and named in captured.err.splitlines()[-1] and captured.out == ""
+
+
+def test_the_fit_benchmark_refuses_a_model_without_a_shape_bank(tmp_path, capsys):
+    """A model without a shape bank has nothing to fit: one sentence and exit code 2 (it was 1)."""
+    from bench import fit
+    from bench._common import tiny_model_stem
+
+    stem = tiny_model_stem(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        fit.main(["--model", str(stem), "--solids", "1"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith("error: ") and "has no shape bank: nothing to fit" in err
