@@ -35,12 +35,17 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def _parsed(kind: type, text: str, noun: str):
+    """``text`` as a ``kind`` (int or float) for an argparse type; ``noun`` names what it must be."""
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+
+
 def positive_int(text: str) -> int:
     """An argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    value = _parsed(int, text, "a whole number")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
@@ -48,13 +53,9 @@ def positive_int(text: str) -> int:
 
 def positive_float(text: str) -> float:
     """An argparse type: a number above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:  # nan too
+    if not _parsed(float, text, "a number") > 0:  # nan too
         raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
-    return value
+    return float(text)
 
 
 def check_model(p: argparse.ArgumentParser, model: str | None, flag: str = "--model") -> None:

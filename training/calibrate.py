@@ -160,10 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     from recon_core.io.export import atomic_write_bytes
-    from recon_core.io.weights import WeightsError, default_model_path, model_files
+    from recon_core.io.weights import WeightsError, check_model_files, default_model_path, model_files
     from training.evaluate import (
         DataError,
-        check_model_weights,
         discover,
         expected_calibration_error,
         finder_choice,
@@ -175,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.views_per_model < 1:
             raise DataError(f"--views-per-model must be at least 1, got {args.views_per_model}.")
         choice = finder_choice(args.finder)
-        check_model_weights(args.model)
+        check_model_files(args.model or None)  # before the pictures are read: a JSON without weights
         entries = discover(args.shapenet, args.renders, args.split)
         if not entries:
             raise DataError(f"No {args.split} models with renders under {args.renders}; build and render the data set.")

@@ -120,7 +120,6 @@ __all__ = [
     "evaluate_curve",
     "plot_curve",
     "finder_choice",
-    "check_model_weights",
     "make_folder",
     "output_folder",
     "main",
@@ -1646,18 +1645,6 @@ def finder_choice(value: str | None) -> str | bool:
                     "shipped finder, or give --finder none to find the object by the border colour.")
 
 
-def check_model_weights(model: str | Path | None) -> None:
-    """Refuse a model whose files :func:`recon_core.io.weights.load_model` would refuse (a JSON without its weights,
-    unless it says ``"trained": false``), before anything runs (:func:`recon_core.io.weights.check_model_files`).
-
-    Raises:
-        WeightsError: naming the file.
-    """
-    from recon_core.io.weights import check_model_files
-
-    check_model_files(model)
-
-
 def make_folder(path: str | Path, what: str) -> Path | None:
     """Make the folder ``path`` (and its missing parents) before a run starts; returns the topmost folder it made
     (None: ``path`` was there), for :func:`output_folder` to take away again.
@@ -1751,8 +1738,7 @@ def _run(args: argparse.Namespace) -> int:
     if not samples:
         raise DataError(f"No {'sketch' if args.sketches else 'photo'} views among the models to evaluate; "
                         f"{'leave out --sketches' if args.sketches else 'render the data set again'}.")
-    check_model_weights(args.model)
-    rec = Reconstructor.from_file(args.model or None, finder=finder)
+    rec = Reconstructor.from_file(args.model or None, finder=finder)  # load_model refuses a JSON without weights
     if args.candidates > 1 and not rec.banked:
         raise DataError(f"--candidates {args.candidates}: {args.model or 'models/default'} gives one shape per picture; "
                         "several candidates need a model with a shape bank.")
