@@ -36,8 +36,8 @@ TARGET_P50_MS = 150.0
 TARGET_FLOOR_RATIO = 4.0
 """End-to-end p50 at 2,562 vertices over the encoder floor."""
 MAIN_VERTICES = 2562
-STAGES = ("finder", "preprocess", "encoder", "category_head", "coarse_head", "refiner_0", "refiner_1", "refiner_2",
-          "network_other", "retrieval", "postprocess", "repair", "check", "export_stl")
+STAGES = ("finder", "preprocess", "encoder", "category_head", "category_branch", "coarse_head", "refiner_0",
+          "refiner_1", "refiner_2", "network_other", "retrieval", "postprocess", "repair", "check", "export_stl")
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
@@ -71,6 +71,8 @@ class StageTimer:
         self._handles = []
         parts = {"encoder": model.encoder, "category_head": model.category_head, "coarse_head": model.coarse_head}
         parts.update({f"refiner_{i}": stage for i, stage in enumerate(model.stages)})
+        if getattr(model, "category_branch", None) is not None:
+            parts["category_branch"] = model.category_branch
         for name, module in parts.items():
             self._handles.append(module.register_forward_pre_hook(self._pre(name)))
             self._handles.append(module.register_forward_hook(self._post(name)))

@@ -202,6 +202,7 @@ def pack_init(model: str | os.PathLike, out: str | os.PathLike) -> Path:
         raise ValueError(f"--init {model}: no saved model there ({cfg.name} and {weights.name} are needed)")
     meta = json.loads(cfg.read_text())
     meta["model"]["shape_bank"] = False
+    meta["model"]["category_branch"] = False  # its own file does not travel: train_category.py fits one again
     meta = {k: v for k, v in meta.items() if k in ("model", "trained", "steps", "run_step", "init_steps", "note")}
     meta["packed_from"] = str(stem)
     packed: dict[str, np.ndarray] = {}

@@ -390,6 +390,8 @@ def _check_config(cfg: TrainConfig, world: int = 1) -> None:
         ("data.cutout", d.cutout, 0 <= d.cutout <= 1, "give a share from 0 to 1"),
         ("loss.num_samples", cfg.loss.num_samples, cfg.loss.num_samples >= 1, "give at least 1"),
         ("loss.render_size", cfg.loss.render_size, cfg.loss.render_size >= 1, "give at least 1 pixel"),
+        ("model.category_branch", cfg.model.category_branch, not cfg.model.category_branch,
+         "give false: the branch is fitted on a trained network by training/train_category.py"),
     ]
     weights = {f.name: getattr(cfg.loss, f.name) for f in dataclasses.fields(cfg.loss) if f.type in (float, "float")}
     rules += [(f"loss.{k}", v, v >= 0, "give a weight of 0 or more") for k, v in weights.items()]
@@ -613,11 +615,12 @@ def _frozen_backbone_parts(model, count: int) -> list:
 
 
 def _load_init_weights(model, init_model) -> None:
-    """Copy ``init_model``'s weights into ``model`` (``--init-from``), the shape bank excepted (a network
-    trained from a shipped model comes out without a shape bank: ``training/build_shape_bank.py --model
-    SNAPSHOT`` attaches one).
+    """Copy ``init_model``'s weights into ``model`` (``--init-from``), the shape bank and the category branch
+    excepted (a network trained from a shipped model comes out without them: ``training/build_shape_bank.py --model
+    SNAPSHOT`` attaches a bank, ``training/train_category.py`` a branch fitted on the new encoder).
     """
-    state = {k: v for k, v in init_model.state_dict().items() if not k.startswith("bank.")}
+    state = {k: v for k, v in init_model.state_dict().items()
+             if not k.startswith(("bank.", "category_branch."))}
     expected = {k: v for k, v in model.state_dict().items() if not k.startswith("bank.")}
     if model.config.coarse == "occupancy" and init_model.config.coarse != "occupancy":
         # A mesh model's encoder, category head and refiner start an occupancy model; its coarse head

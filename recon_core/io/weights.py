@@ -1,7 +1,8 @@
 """Saving and loading model weights safely: safetensors + a JSON sidecar with the config.
 
 A model lives in two files side by side: ``NAME.safetensors`` (tensors, fp16 or fp32)
-and ``NAME.json`` (``{"model": ModelConfig fields, "trained": bool, ...metadata}``).
+and ``NAME.json`` (``{"model": ModelConfig fields, "trained": bool, ...metadata}``); a model with a category branch
+(``model.category_branch``) has a third, ``NAME.category.safetensors``, stamped with the encoder it was fitted on.
 Nothing is ever unpickled. Files are written to a temporary name and renamed, so a
 crash never leaves a half-written model. The object finder (:mod:`recon_core.network.finder`)
 is saved and loaded the same way (:func:`save_finder`, :func:`load_finder`).
@@ -24,7 +25,7 @@ from recon_core.network.finder import FinderConfig, ObjectFinder
 from recon_core.network.model import ReconstructionNet, build_model
 
 __all__ = [
-    "WeightsError", "model_stem", "model_files", "save_model", "check_model_files", "load_model", "default_model_path",
+    "WeightsError", "model_stem", "model_files", "branch_file", "save_model", "save_category_branch", "check_model_files", "load_model", "default_model_path",
     "save_finder", "load_finder",
     "default_finder_path",
 ]
@@ -57,6 +58,25 @@ def model_files(path: str | os.PathLike) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".safetensors")
 
 
+BRANCH_PREFIX = "category_branch."
+"""The state-dict prefix of a model's :class:`recon_core.network.heads.CategoryBranch`, kept in :func:`branch_file`."""
+FINGERPRINT_TENSOR = "encoder.stages.3.1.conv3.weight"
+"""The tensor whose bytes name the encoder a category branch was fitted on (the branch reads its block's output)."""
+
+
+def branch_file(path: str | os.PathLike) -> Path:
+    """``NAME.category.safetensors``: the category branch of the model named by its stem or either file."""
+    stem = model_stem(path)
+    return stem.with_name(stem.name + ".category.safetensors")
+
+
+def encoder_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """16 hex digits of the SHA-256 of :data:`FINGERPRINT_TENSOR` in fp16: the encoder a category branch belongs to."""
+    import hashlib
+
+    return hashlib.sha256(state[FINGERPRINT_TENSOR].detach().cpu().half().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
 def save_model(model: ReconstructionNet, path: str | os.PathLike, metadata: dict[str, Any] | None = None,
                half: bool = True) -> Path:
     """Save ``model`` as ``path.safetensors`` + ``path.json``; returns the stem path.
@@ -74,11 +94,17 @@ def _save(module: torch.nn.Module, path: str | os.PathLike, meta: dict[str, Any]
     from safetensors.torch import save
 
     stem = model_stem(path)
-    state = {}
+    state, branch = {}, {}
     for k, v in module.state_dict().items():
         v = v.detach().cpu().contiguous()
-        state[k] = v.half() if half and v.is_floating_point() else v
+        v = v.half() if half and v.is_floating_point() else v
+        if k.startswith(BRANCH_PREFIX):
+            branch[k[len(BRANCH_PREFIX):]] = v
+        else:
+            state[k] = v
     cfg_path, weights_path = model_files(stem)
+    if branch:
+        atomic_write_bytes(branch_file(stem), save(branch, metadata={"encoder": encoder_fingerprint(state)}))
     atomic_write_bytes(weights_path, save(state))
     atomic_write_bytes(cfg_path, json.dumps(meta, indent=2).encode())
     return stem
@@ -175,6 +201,8 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
             f"Model weights {weights_path} are truncated or corrupt ({err}); restore the file "
             "(git checkout models/) or point to another model."
         ) from None
+    if config.category_branch:
+        state.update(_load_branch(weights_path, state))
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -199,6 +227,45 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
         except ValueError as err:
             raise WeightsError(f"Model weights {weights_path}: {err}; rebuild it with training/build_shape_bank.py.") from None
     return model.to(device).eval(), meta
+
+
+def save_category_branch(branch: torch.nn.Module, path: str | os.PathLike) -> Path:
+    """Write ``branch`` (a :class:`recon_core.network.heads.CategoryBranch`) as the category branch of the saved
+    model at ``path`` (fp16, atomically, stamped with that model's encoder), leaving its other files as they are;
+    returns the branch's file. The model's JSON must then say ``category_branch`` (training/train_category.py)."""
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    _, weights_path = model_files(path)
+    with safe_open(str(weights_path), framework="pt") as f:
+        stamp = encoder_fingerprint({FINGERPRINT_TENSOR: f.get_tensor(FINGERPRINT_TENSOR)})
+    state = {k: v.detach().cpu().half().contiguous() for k, v in branch.state_dict().items()}
+    out = branch_file(path)
+    atomic_write_bytes(out, save(state, metadata={"encoder": stamp}))
+    return out
+
+
+def _load_branch(weights_path: Path, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The category branch's tensors beside ``weights_path`` (:func:`branch_file`), prefixed for the model's state,
+    checked to belong to the encoder in ``state``."""
+    from safetensors import SafetensorError, safe_open
+
+    path = branch_file(weights_path)
+    retrain = f"run python training/train_category.py --model {model_stem(weights_path)}"
+    if not path.is_file():
+        raise WeightsError(f"Category branch weights not found: {path} (the model's JSON says category_branch); "
+                           f"restore the file (git checkout models/) or {retrain}.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            stamp = (f.metadata() or {}).get("encoder")
+            branch = {BRANCH_PREFIX + k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise WeightsError(f"Category branch weights {path} are truncated or corrupt ({err}); restore the file "
+                           f"(git checkout models/) or {retrain}.") from None
+    if FINGERPRINT_TENSOR in state and stamp != encoder_fingerprint(state):
+        raise WeightsError(f"Category branch {path} was fitted on another network's encoder (stamp {stamp}, this "
+                           f"network's {encoder_fingerprint(state)}); {retrain}.")
+    return branch
 
 
 # ------------------------------------------------------------------ the object finder

@@ -72,6 +72,10 @@ class ModelConfig:
     """Category-conditional normalisation (per-category scale and shift) in the refiner."""
     num_categories: int = 13
     """Number of categories (recon_core.network.categories.CATEGORIES)."""
+    category_branch: bool = False
+    """Report the category of a :class:`recon_core.network.heads.CategoryBranch` (its weights in
+    ``STEM.category.safetensors``, written by training/train_category.py) instead of the category head's; the
+    refiner stages stay conditioned on the head's probabilities, with which they were trained. ResNet-50 only."""
     category_temperature: float = 1.0
     """The category head's probabilities are reported as ``softmax(logits / T)`` (temperature scaling, fitted on the
     validation split by training/calibrate.py); the arg-max, hence the category used, does not change. When the
@@ -157,6 +161,8 @@ class ModelConfig:
             raise ValueError(f"bank_warp must be >= 0, got {self.bank_warp}")
         if self.bank_fit_candidates < 0:
             raise ValueError(f"bank_fit_candidates must be >= 0, got {self.bank_fit_candidates}")
+        if self.category_branch and self.backbone != "resnet50":
+            raise ValueError(f"category_branch needs the resnet50 backbone, got {self.backbone!r}")
         if not self.category_bank_weight >= 0:
             raise ValueError(f"category_bank_weight must be >= 0, got {self.category_bank_weight}")
         if self.bank_shape_weight < 0:

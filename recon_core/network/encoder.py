@@ -93,12 +93,16 @@ class ImageEncoder(nn.Module):
         # the memory format each stage's input is put in (inference_layout); None: as it comes
         self.stage_formats: list[torch.memory_format] | None = None
 
-    def forward(self, images: torch.Tensor, pyramid: bool = True) -> tuple[list[torch.Tensor] | None, torch.Tensor]:
+    def forward(self, images: torch.Tensor, pyramid: bool = True, tap: bool = False
+                ) -> tuple[list[torch.Tensor] | None, torch.Tensor] | tuple[list[torch.Tensor] | None, torch.Tensor,
+                                                                                torch.Tensor]:
         """(B, 3, S, S) RGB in [0, 1] -> (the feature pyramid, (B, global_dim) pooled last-stage features).
 
         The pyramid is four (B, fpn_channels, ceil(S / stride), ceil(S / stride)) maps, one a stride of
         :attr:`strides`; ``pyramid=False`` skips the pyramid network and gives None in its place (what the category
-        head needs).
+        head needs). ``tap=True`` also returns the input of the last stage's last block, (B, global_dim,
+        ceil(S / 32), ceil(S / 32)) in the caller's dtype: what a :class:`recon_core.network.heads.CategoryBranch`
+        reads.
         """
         dtype, compute = images.dtype, self.mean.dtype  # compute: the weights' dtype (inference_dtype)
         x = (images.to(compute) - self.mean) / self.std
@@ -107,12 +111,19 @@ class ImageEncoder(nn.Module):
         for i, stage in enumerate(self.stages):
             if self.stage_formats is not None:
                 x = x.contiguous(memory_format=self.stage_formats[i])
-            x = stage(x)
+            if i == len(self.stages) - 1:
+                for block in stage[:-1]:
+                    x = block(x)
+                tap_input = x
+                x = stage[-1](x)
+            else:
+                x = stage(x)
             feats.append(x)
         maps = self.fpn(feats) if pyramid else None
         if compute != dtype:  # only after inference_dtype (autocast's activations stay as it makes them)
-            maps, x = (None if maps is None else [m.to(dtype) for m in maps]), x.to(dtype)
-        return maps, x.mean(dim=(2, 3))
+            maps = None if maps is None else [m.to(dtype) for m in maps]
+            x, tap_input = x.to(dtype), tap_input.to(dtype)
+        return (maps, x.mean(dim=(2, 3)), tap_input) if tap else (maps, x.mean(dim=(2, 3)))
 
     def inference_dtype(self, dtype: torch.dtype) -> None:
         """Hold the weights in ``dtype`` and compute in it; inputs and outputs keep the caller's dtype.

@@ -1,4 +1,9 @@
-"""Dense heads of ``coarse="occupancy"`` models: 2.5D maps, the frustum occupancy and the picture's camera.
+"""Heads beyond the mesh: the category branch, and the dense heads of ``coarse="occupancy"`` models (2.5D maps,
+the frustum occupancy and the picture's camera).
+
+:class:`CategoryBranch`: a copy of the backbone's last residual block and a linear head of its own, fine-tuned for the
+category on pictures in every style (training/train_category.py), reading what the encoder's last block reads; the
+shared block and head stay as the mesh was trained with them.
 
 After MarrNet's 2.5D sketches and Mesh R-CNN's voxel branch: from the feature pyramid's
 finest level (stride 4) a small convolutional trunk predicts the object's mask, depth and
@@ -17,10 +22,38 @@ from torch import nn
 
 from recon_core.mesh.occupancy import GridSpec
 
-__all__ = ["OccupancyHeads", "OccupancyOutput", "MAP_CHANNELS"]
+__all__ = ["CategoryBranch", "OccupancyHeads", "OccupancyOutput", "MAP_CHANNELS"]
 
 MAP_CHANNELS = 5
 """Channels of the 2.5D maps: mask logit, depth, normal (x, y, z)."""
+
+
+class CategoryBranch(nn.Module):
+    """The category from the input of the backbone's last block: that block again (batch norm folded into the
+    convolutions' biases) with weights of its own, average pooling and a linear layer.
+
+    Args:
+        channels: C, the block's input and output channels (2048 for ResNet-50).
+        width: the block's inner channels (512 for ResNet-50).
+        num_categories: K.
+
+    Forward:
+        x: (B, C, h, w), :meth:`recon_core.network.encoder.ImageEncoder.features`' last output -> (B, K) logits.
+    """
+
+    def __init__(self, channels: int, width: int, num_categories: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, width, 1)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+        self.conv3 = nn.Conv2d(width, channels, 1)
+        self.head = nn.Linear(channels, num_categories)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.conv1.weight.dtype)
+        y = F.relu(self.conv1(x))
+        y = F.relu(self.conv2(y))
+        y = F.relu(self.conv3(y) + x)
+        return self.head(y.mean(dim=(2, 3)))
 
 
 @dataclass

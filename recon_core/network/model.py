@@ -16,7 +16,7 @@ from recon_core.mesh.occupancy import GridCamera, GridSpec, project_view
 from recon_core.mesh.topology import IcoTopology, MeshGraph, vertex_count
 from recon_core.network.config import VERTEX_SCHEDULES, ModelConfig
 from recon_core.network.encoder import ImageEncoder
-from recon_core.network.heads import OccupancyHeads, OccupancyOutput
+from recon_core.network.heads import CategoryBranch, OccupancyHeads, OccupancyOutput
 from recon_core.network.refiner import RefinerStage
 from recon_core.network.retrieval import ShapeBank
 
@@ -32,7 +32,8 @@ class ReconOutput:
         stage_verts: list of (B, V_s, 3), the output of each refiner stage.
         levels: ico level of each stage's output (faces: ``model.topology.faces(level)``).
         coarse_level: ico level of ``coarse_verts``.
-        category_logits: (B, K).
+        category_logits: (B, K) the category reported: the category branch's logits when the model has one
+            (:attr:`recon_core.network.config.ModelConfig.category_branch`), else the category head's.
     """
 
     coarse_verts: torch.Tensor
@@ -63,6 +64,10 @@ class ReconstructionNet(nn.Module):
         max_level = c.ico_level + max(sum(s) for s in VERTEX_SCHEDULES.values())
         self.topology = IcoTopology(c.ico_level, max_level)
         self.category_head = nn.Linear(self.encoder.global_dim, c.num_categories)
+        self.category_branch = None
+        if c.category_branch:  # inference only: training/train_category.py fits it on the trained network
+            self.category_branch = CategoryBranch(self.encoder.global_dim, self.encoder.global_dim // 4,
+                                                  c.num_categories)
         self.coarse_head = None
         if c.coarse != "occupancy":
             self.coarse_head = nn.Sequential(
@@ -123,16 +128,16 @@ class ReconstructionNet(nn.Module):
         c = self.config
         _check_images(images)
         if self.heads is not None:
-            pyramid, global_feature = self.encoder(images)
-            out = self.heads(pyramid[0], global_feature, self.category_head(global_feature))
+            pyramid, global_feature, tap = self.encoder(images, tap=True)
+            out = self.heads(pyramid[0], global_feature, self._reported(self.category_head(global_feature), tap))
             out.pyramid = pyramid
             return out
         schedule = VERTEX_SCHEDULES.get(vertices or c.vertices)
         if schedule is None:
             raise ValueError(f"vertices must be one of {sorted(VERTEX_SCHEDULES)}, got {vertices}")
         b, size = images.shape[0], images.shape[-1]
-        pyramid, global_feature = self.encoder(images)
-        logits = self.category_head(global_feature)
+        pyramid, global_feature, tap = self.encoder(images, tap=True)
+        logits = self.category_head(global_feature)  # the refiner's conditioning, as it was trained
         if category is None:
             probs = logits.softmax(dim=-1)
         else:
@@ -157,14 +162,22 @@ class ReconstructionNet(nn.Module):
             verts, feats = stage(verts, feats, pyramid, self.encoder.strides, size, probs, self.topology, level)
             stage_verts.append(verts)
             levels.append(level)
-        return ReconOutput(coarse, stage_verts, levels, c.ico_level, logits)
+        return ReconOutput(coarse, stage_verts, levels, c.ico_level, self._reported(logits, tap))
 
     def classify(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) cropped RGB in [0, 1] -> (B, K) category logits: the backbone and the category head only
-        (the same logits as :meth:`forward`'s ``category_logits``, without the pyramid, the mesh or the dense heads)."""
+        """(B, 3, S, S) cropped RGB in [0, 1] -> (B, K) category logits: the backbone and the category head (or
+        branch) only (the same logits as :meth:`forward`'s ``category_logits``, without the pyramid, the mesh or the
+        dense heads)."""
         _check_images(images)
-        _, global_feature = self.encoder(images, pyramid=False)
-        return self.category_head(global_feature)
+        _, global_feature, tap = self.encoder(images, pyramid=False, tap=True)
+        return self._reported(self.category_head(global_feature), tap)
+
+    def _reported(self, head_logits: torch.Tensor, tap: torch.Tensor) -> torch.Tensor:
+        """(B, K) the category reported: ``head_logits`` or, with a category branch, its logits from ``tap``
+        (:class:`recon_core.network.encoder.ImageEncoder`'s ``tap``), in ``head_logits``' dtype."""
+        if self.category_branch is None:
+            return head_logits
+        return self.category_branch(tap).to(head_logits.dtype)
 
     def refine_mesh(
         self,
