@@ -83,7 +83,7 @@ def measure(cfg, device: torch.device, steps: int, warmup: int, views: bool = Fa
     if init is not None:
         from recon_core.io.weights import load_model
 
-        _load_init_weights(model, load_model(init)[0])
+        _load_init_weights(model, load_model(init, overrides={"category_branch": False})[0])
     model = model.to(device).train()
     if cfg.run.channels_last:  # as train.py lays them out
         model.encoder.to(memory_format=torch.channels_last)

@@ -32,11 +32,7 @@ def _model(branch: bool, seed: int = 0):
 def _copied_branch(model) -> CategoryBranch:
     """A branch copied from ``model``'s folded last block and its head (``model`` is folded in place)."""
     model.encoder.fold_batchnorm()
-    branch = CategoryBranch(model.encoder.global_dim, model.encoder.global_dim // 4, model.config.num_categories)
-    block = model.encoder.stages[-1][-1]
-    branch.load_state_dict({**{k: v for k, v in block.state_dict().items() if k.startswith("conv")},
-                            **{f"head.{k}": v for k, v in model.category_head.state_dict().items()}})
-    return branch.eval()
+    return CategoryBranch.from_block(model.encoder.stages[-1][-1], model.category_head).eval()
 
 
 def test_the_tap_is_the_last_blocks_input_and_forward_is_unchanged():
@@ -90,9 +86,35 @@ def test_the_branch_reports_the_category_and_the_mesh_stays_the_same():
     assert not torch.allclose(a.category_logits, b.category_logits)
 
 
-def test_the_branch_needs_resnet50():
-    with pytest.raises(ValueError, match="resnet50"):
-        ModelConfig(**{**TINY, "category_branch": True})
+@pytest.mark.parametrize("change", [{"backbone": "resnet18"}, {"backbone_norm": "group"}, {"coarse": "occupancy"}])
+def test_the_branch_needs_a_folded_resnet50_and_a_mesh_model(change):
+    with pytest.raises(ValueError, match="category_branch needs"):
+        ModelConfig(**{**SMALL50, **change, "category_branch": True})
+    ModelConfig(**{**SMALL50, **change})  # fine without a branch
+
+
+def test_from_block_needs_the_norms_folded():
+    model = _model(False)
+    with pytest.raises(ValueError, match="folded"):
+        CategoryBranch.from_block(model.encoder.stages[-1][-1], model.category_head)
+
+
+def test_the_branch_runs_where_inference_prepares_the_encoder(tmp_path, monkeypatch):
+    """Folded, channels-last and (where the CPU computes it) bfloat16: the branch reads the tap and reports within
+    bfloat16's rounding of the plain model's logits."""
+    from recon_core.io import inference
+    from recon_core.io.inference import Reconstructor
+
+    stem = save_model(_model(True), tmp_path / "m")
+    plain, _ = load_model(stem)
+    images = torch.rand(2, 3, 64, 64)
+    for bf16 in (False, True):
+        monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: bf16)
+        rec = Reconstructor.from_file(stem, finder=False)
+        with torch.inference_mode():
+            fast, ref = rec.model.classify(images), plain.classify(images)
+        assert fast.dtype == torch.float32
+        assert float((fast - ref).norm() / ref.norm()) < (0.03 if bf16 else 1e-4)
 
 
 def test_save_and_load_keep_the_branch_in_its_own_stamped_file(tmp_path):
@@ -122,6 +144,27 @@ def test_a_missing_or_foreign_branch_is_one_sentence(tmp_path):
         load_model(stem)
     branch_file(stem).write_bytes(b"not a safetensors file")
     with pytest.raises(WeightsError, match="truncated or corrupt"):
+        load_model(stem)
+    from safetensors.torch import save
+
+    branch_file(stem).write_bytes(save({"head.weight": torch.zeros(13, 2048)}))  # no stamp
+    with pytest.raises(WeightsError, match="has no stamp"):
+        load_model(stem)
+    # a load that leaves the branch out (train.py --init-from, train_category.py itself) needs no branch file
+    model, _ = load_model(stem, overrides={"category_branch": False})
+    assert model.category_branch is None
+
+
+def test_a_branch_that_does_not_fit_names_its_file(tmp_path):
+    stem = save_model(_model(True), tmp_path / "m")
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    with safe_open(str(branch_file(stem)), framework="pt") as f:
+        state, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    state["head.weight"] = torch.zeros(5, 2048)
+    branch_file(stem).write_bytes(save(state, metadata=meta))
+    with pytest.raises(WeightsError, match=r"m\.category\.safetensors does not fit this network"):
         load_model(stem)
 
 

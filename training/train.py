@@ -434,7 +434,7 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
     model = build_model(cfg.model)
     init_steps = 0  # training steps already in the weights we start from
     if init_from:
-        init_model, init_meta = load_model(init_from)
+        init_model, init_meta = load_model(init_from, overrides={"category_branch": False})  # dropped anyway
         _load_init_weights(model, init_model)
         init_steps = int(init_meta.get("steps") or 0)
         log.info("initialised from %s (%d steps)", init_from, init_steps)

@@ -22,7 +22,6 @@ Then fit the temperature: ``python training/calibrate.py --model STEM``.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import sys
@@ -33,7 +32,6 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -62,7 +60,7 @@ def collect(model: str | None, samples: list, styles, backgrounds: str, progress
     from training.augment import BackgroundPhotos
     from training.evaluate import load_input
 
-    rec = Reconstructor.from_file(model, finder=False)
+    rec = Reconstructor.from_file(model, finder=False, overrides={"category_branch": False})  # the head's own
     net = rec.model
     finder = load_finder(None)
     photos = BackgroundPhotos(backgrounds)
@@ -86,11 +84,9 @@ def collect(model: str | None, samples: list, styles, backgrounds: str, progress
 
 def _collect_shard(args: tuple) -> str:
     """:func:`collect` of one shard in a worker process; the result saved to a temporary file whose path it returns."""
-    model, samples, styles, backgrounds, folder = args
+    model, samples, styles, backgrounds, path = args
     torch.set_num_threads(1)
-    data = collect(model, samples, styles, backgrounds, progress=False)
-    path = tempfile.mktemp(suffix=".pt", dir=folder)
-    torch.save(data, path)
+    torch.save(collect(model, samples, styles, backgrounds, progress=False), path)
     return path
 
 
@@ -101,10 +97,12 @@ def collect_parallel(model, samples, styles, backgrounds, workers: int, folder: 
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    shards = [samples[i::workers] for i in range(workers)]
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        paths = list(pool.map(_collect_shard, [(model, s, styles, backgrounds, folder) for s in shards]))
-    parts = [torch.load(p) for p in paths]
+    size = -(-len(samples) // workers)
+    shards = [samples[i:i + size] for i in range(0, len(samples), size)]  # in order, none empty
+    jobs = [(model, shard, styles, backgrounds, str(Path(folder) / f"shard_{i}.pt")) for i, shard in enumerate(shards)]
+    with ProcessPoolExecutor(len(shards), mp_context=get_context("spawn")) as pool:
+        paths = list(pool.map(_collect_shard, jobs))
+    parts = [torch.load(p, weights_only=True) for p in paths]  # this run's own files, in its own folder
     for p in paths:
         Path(p).unlink()
     out = {k: torch.cat([d[k] for d in parts]) for k in ("feats", "labels", "head")}
@@ -123,7 +121,6 @@ def train_branch(branch: torch.nn.Module, feats: torch.Tensor, labels: torch.Ten
     per_epoch = max(1, len(feats) // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * per_epoch, pct_start=0.1)
     drop = torch.nn.Dropout(dropout)
-    head = branch.head
     branch.train()
     losses = []
     for epoch in range(epochs):
@@ -131,11 +128,8 @@ def train_branch(branch: torch.nn.Module, feats: torch.Tensor, labels: torch.Ten
         total, start = 0.0, time.perf_counter()
         for i in range(per_epoch):
             idx = order[i * batch:(i + 1) * batch]
-            x = feats[idx].float()
-            y = F.relu(branch.conv1(x))
-            y = F.relu(branch.conv2(y))
-            y = F.relu(branch.conv3(y) + x)
-            loss = F.cross_entropy(head(drop(y.mean(dim=(2, 3)))), labels[idx], label_smoothing=smoothing)
+            logits = branch.head(drop(branch.pooled(feats[idx].float())))
+            loss = F.cross_entropy(logits, labels[idx], label_smoothing=smoothing)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -199,17 +193,32 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("views_per_model", "epochs", "workers"):
             if getattr(args, name) < 1:
                 raise DataError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
-        if args.sketch_views < 0 or not args.lr > 0 or not args.vote_weight >= 0:
-            raise DataError("--sketch-views must be 0 or more, --lr above 0 and --vote-weight 0 or more.")
+        if args.sketch_views < 0:
+            raise DataError(f"--sketch-views must be 0 or more, got {args.sketch_views}.")
+        if not args.lr > 0:
+            raise DataError(f"--lr must be above 0, got {args.lr}.")
+        if not args.vote_weight >= 0:
+            raise DataError(f"--vote-weight must be 0 or more, got {args.vote_weight}.")
         cfg_path, _, meta = check_model_files(stem)
-        model, _ = load_model(stem)
-        if model.config.backbone != "resnet50" or model.bank is None and args.vote_weight > 0:
-            raise DataError(f"{stem}: a category branch needs a ResNet-50 network (and --vote-weight a shape bank).")
+        if meta.get("trained") is False:
+            raise DataError(f"{stem} is not trained (its JSON says so): fit a branch on a trained network.")
+        model, _ = load_model(stem, overrides={"category_branch": False})  # a branch there is fitted again
+        try:
+            type(model.config)(**{**model.config.to_dict(), "category_branch": True})
+        except ValueError as err:
+            raise DataError(f"{stem}: {err}.") from None
+        if args.vote_weight > 0 and (model.bank is None or not model.config.bank_fit_candidates):
+            raise DataError(f"--vote-weight {args.vote_weight}: {stem} has no shape bank with fitted candidates to "
+                            "vote; give 0.")
         index = {c.synset for c in CATEGORIES}
         train = [e for e in discover(args.shapenet, args.renders, "train") if e.synset in index]
         val = [e for e in discover(args.shapenet, args.renders, "val") if e.synset in index]
         if not train or not val:
             raise DataError(f"No train or val models with renders under {args.renders}; build and render the data set.")
+        for name in ("backgrounds", "check_backgrounds"):
+            if not Path(getattr(args, name)).is_dir():
+                raise DataError(f"--{name.replace('_', '-')} {getattr(args, name)} is not a folder; build it with "
+                                "training/build_backgrounds.py (--sources finder for the training pictures).")
     except (DataError, WeightsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -219,18 +228,18 @@ def main(argv: list[str] | None = None) -> int:
         samples += [(Sample(s.entry, s.view, 2_000_000 + s.seed), "clean")
                     for s in select_samples(train, args.sketch_views, sketches=True)]
     checks = [(s, None) for s in select_samples(val, 3)]
-    with tempfile.TemporaryDirectory(prefix="train_category_") as folder:
-        start = time.perf_counter()
-        data = collect_parallel(str(stem), samples, STYLES, args.backgrounds, args.workers, folder)
-        held = collect_parallel(str(stem), checks, STYLES, args.check_backgrounds, args.workers, folder)
+    try:
+        with tempfile.TemporaryDirectory(prefix="train_category_") as folder:
+            start = time.perf_counter()
+            data = collect_parallel(str(stem), samples, STYLES, args.backgrounds, args.workers, folder)
+            held = collect_parallel(str(stem), checks, STYLES, args.check_backgrounds, args.workers, folder)
+    except Exception as err:  # a picture that cannot be drawn, in a worker process: nothing has been written
+        print(f"error: drawing the pictures failed ({type(err).__name__}: {err}); nothing was written.", file=sys.stderr)
+        return 1
     log.info("%d training and %d validation pictures in %.0f s", len(data["labels"]), len(held["labels"]),
              time.perf_counter() - start)
-    block = model.encoder.stages[-1][-1].eval()
     model.encoder.fold_batchnorm()  # the copy starts as the block inference runs: batch norm in the biases
-    branch = CategoryBranch(model.encoder.global_dim, model.encoder.global_dim // 4, model.config.num_categories)
-    branch.load_state_dict({**{k: v for k, v in block.state_dict().items() if k.startswith("conv")},
-                            **{f"head.{k}": v for k, v in model.category_head.state_dict().items()}})
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    branch = CategoryBranch.from_block(model.encoder.stages[-1][-1], model.category_head)
     before = accuracy_by_style(held["head"], held["labels"], held["styles"])
     train_branch(branch, data["feats"], data["labels"], epochs=args.epochs, lr=args.lr)
     after = accuracy_by_style(predict(branch, held["feats"]), held["labels"], held["styles"])
@@ -240,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {style:>15}: {100 * before[style]:5.1f}% -> {100 * after[style]:5.1f}%")
     if args.dry_run:
         return 0
-    own = dict(meta["model"], category_branch=True, category_bank_weight=args.vote_weight)
+    # the head's temperature does not fit the branch: 1 until calibrate.py fits one (its record goes too)
+    own = {k: v for k, v in meta["model"].items() if k != "category_vote_temperature"}
+    own.update(category_branch=True, category_bank_weight=args.vote_weight, category_temperature=1.0)
     record = {"train_pictures": int(len(data["labels"])), "views_per_model": args.views_per_model,
               "sketch_views": args.sketch_views, "styles": list(STYLES), "epochs": args.epochs, "lr": args.lr,
               "backgrounds": args.backgrounds, "val_pictures": int(len(held["labels"])),
@@ -248,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
               "command": "python training/train_category.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     try:  # the branch first: a JSON that names it without its file would not load
         save_category_branch(branch, stem)
-        atomic_write_bytes(cfg_path, (json.dumps({**meta, "model": own, "category_branch": record}, indent=2)
+        kept = {k: v for k, v in meta.items() if k != "calibration"}
+        atomic_write_bytes(cfg_path, (json.dumps({**kept, "model": own, "category_branch": record}, indent=2)
                                       + "\n").encode())
     except OSError as err:
         print(f"error: {os_error_sentence(err)}", file=sys.stderr)

@@ -86,8 +86,8 @@ class Reconstruction:
         verts: (V, 3) float64 vertices, exactly representable in float32 (as STL and Blender store them); units: the data's (bounding-box diagonal ~1) or mm with ``height_mm``.
         faces: (F, 3) int64 triangles, outward-facing.
         category: name of the category used (given or predicted).
-        category_probs: (13,) float32 probabilities, in ``CATEGORIES`` order: the category head's
-            (``config.category_temperature``), or with the shape bank's votes (``config.category_bank_weight`` > 0 and
+        category_probs: (13,) float32 probabilities, in ``CATEGORIES`` order: the category head's, or its branch's
+            (``config.category_branch``) (``config.category_temperature``), or with the shape bank's votes (``config.category_bank_weight`` > 0 and
             no category given) ``softmax(scores / config.category_vote_temperature)`` of :func:`fuse_category_scores`.
         report: the printable check of the final mesh.
         repair: what the repair step did (its log).
@@ -170,14 +170,16 @@ class Reconstructor:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike | None = None, device: str = "cpu",
-                  finder: str | os.PathLike | None | bool = True) -> "Reconstructor":
+                  finder: str | os.PathLike | None | bool = True,
+                  overrides: dict[str, Any] | None = None) -> "Reconstructor":
         """Load a model (``None``: the shipped default). Raises ``WeightsError`` with a clear message.
 
         ``finder``: True, the shipped object finder when its files are there
         (:func:`recon_core.io.weights.default_finder_path`); a path, that finder; False, none. It is loaded
-        with the first picture without alpha (:attr:`finder`).
+        with the first picture without alpha (:attr:`finder`). ``overrides``: config fields set before the network
+        is built (:func:`recon_core.io.weights.load_model`).
         """
-        model, meta = load_model(path, device=device)
+        model, meta = load_model(path, device=device, overrides=overrides)
         # Inference only from here: fold the backbone norms into the convolutions and lay the encoder out for
         # oneDNN (channels-last but for its deepest stages); outputs equal up to float rounding. On a CPU that
         # computes bfloat16 in hardware the encoder runs in it (~40 % of its time saved; the rest stays float32).
@@ -596,7 +598,7 @@ class Reconstructor:
         ``config.category_vote_temperature`` is the reported ``category_probs`` when the shape bank's candidates vote
         (:func:`fuse_category_scores`), and the category head's own log-probabilities, whose softmax over
         ``config.category_temperature`` is reported otherwise (training/calibrate.py fits each temperature on its
-        scores). When the model does not vote, both are the head's and only the backbone and the category head run;
+        scores). When the model does not vote, both are the head's (or branch's) and only the backbone and it run;
         when it does, the network and the candidates' fits run as in :meth:`reconstruct` (~0.2 s a picture)."""
         cfg = self.model.config
         images = prepare_image(rgb, alpha, cfg.image_size).image[None].to(next(self.model.parameters()).device)

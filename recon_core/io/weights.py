@@ -89,8 +89,8 @@ def save_model(model: ReconstructionNet, path: str | os.PathLike, metadata: dict
 
 
 def _save(module: torch.nn.Module, path: str | os.PathLike, meta: dict[str, Any], half: bool) -> Path:
-    """``module``'s tensors (floating ones as fp16 with ``half``) to ``STEM.safetensors`` and ``meta`` to
-    ``STEM.json``, each written atomically; returns the stem."""
+    """``module``'s tensors (floating ones as fp16 with ``half``) to ``STEM.safetensors`` (a model's category branch
+    to :func:`branch_file`) and ``meta`` to ``STEM.json``, each written atomically; returns the stem."""
     from safetensors.torch import save
 
     stem = model_stem(path)
@@ -206,6 +206,11 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
+    off = [k for k in missing + unexpected if k.startswith(BRANCH_PREFIX)]
+    off += [k for k in set(state) & set(expected) if k.startswith(BRANCH_PREFIX) and state[k].shape != expected[k].shape]
+    if off:
+        raise WeightsError(f"Category branch {branch_file(weights_path)} does not fit this network (e.g. {off[0]}); "
+                           f"run python training/train_category.py --model {model_stem(weights_path)}.")
     if missing or unexpected:
         names = (missing or unexpected)[:3]
         raise WeightsError(
@@ -262,7 +267,9 @@ def _load_branch(weights_path: Path, state: dict[str, torch.Tensor]) -> dict[str
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise WeightsError(f"Category branch weights {path} are truncated or corrupt ({err}); restore the file "
                            f"(git checkout models/) or {retrain}.") from None
-    if FINGERPRINT_TENSOR in state and stamp != encoder_fingerprint(state):
+    if stamp is None:
+        raise WeightsError(f"Category branch {path} has no stamp of the encoder it was fitted on; {retrain}.")
+    if FINGERPRINT_TENSOR in state and stamp != encoder_fingerprint(state):  # else: the key check names what is missing
         raise WeightsError(f"Category branch {path} was fitted on another network's encoder (stamp {stamp}, this "
                            f"network's {encoder_fingerprint(state)}); {retrain}.")
     return branch

@@ -75,9 +75,10 @@ class ModelConfig:
     category_branch: bool = False
     """Report the category of a :class:`recon_core.network.heads.CategoryBranch` (its weights in
     ``STEM.category.safetensors``, written by training/train_category.py) instead of the category head's; the
-    refiner stages stay conditioned on the head's probabilities, with which they were trained. ResNet-50 only."""
+    refiner stages stay conditioned on the head's probabilities, with which they were trained. ResNet-50 with
+    batch (or frozen) norm, ``coarse`` "ico_sphere" or "template"."""
     category_temperature: float = 1.0
-    """The category head's probabilities are reported as ``softmax(logits / T)`` (temperature scaling, fitted on the
+    """The category head's (or branch's, :attr:`category_branch`) probabilities are reported as ``softmax(logits / T)`` (temperature scaling, fitted on the
     validation split by training/calibrate.py); the arg-max, hence the category used, does not change. When the
     shape bank's candidates vote (:attr:`category_bank_weight`), :attr:`category_vote_temperature` is used instead."""
     category_vote_temperature: float = 1.0
@@ -161,8 +162,10 @@ class ModelConfig:
             raise ValueError(f"bank_warp must be >= 0, got {self.bank_warp}")
         if self.bank_fit_candidates < 0:
             raise ValueError(f"bank_fit_candidates must be >= 0, got {self.bank_fit_candidates}")
-        if self.category_branch and self.backbone != "resnet50":
-            raise ValueError(f"category_branch needs the resnet50 backbone, got {self.backbone!r}")
+        if self.category_branch and (self.backbone != "resnet50" or self.backbone_norm == "group"
+                                     or self.coarse == "occupancy"):
+            raise ValueError("category_branch needs the resnet50 backbone with batch (or frozen) norm and a mesh "
+                             f"coarse shape, got {self.backbone!r}, {self.backbone_norm!r} norm, {self.coarse!r}")
         if not self.category_bank_weight >= 0:
             raise ValueError(f"category_bank_weight must be >= 0, got {self.category_bank_weight}")
         if self.bank_shape_weight < 0:

@@ -64,11 +64,13 @@ class ImageEncoder(nn.Module):
     Forward:
         images: (B, 3, S, S) float RGB in [0, 1].
         pyramid: False skips the pyramid network (None in its place): what the category head needs.
+        tap: True also returns the last stage's last block's input (what the category branch reads).
 
     Returns:
         pyramid: list of 4 maps (B, fpn_channels, S/4, S/4) ... (B, fpn_channels, S/32, S/32),
             strides 4, 8, 16, 32 (rounded up), or None.
         global_feature: (B, C5) average-pooled last backbone stage (C5 = 2048 for resnet50, 512 otherwise).
+        tap (with ``tap=True``): (B, C5, S/32, S/32).
     """
 
     def __init__(self, backbone: str = "resnet50", fpn_channels: int = 128, weights_path: str | None = None,

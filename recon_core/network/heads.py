@@ -38,7 +38,7 @@ class CategoryBranch(nn.Module):
         num_categories: K.
 
     Forward:
-        x: (B, C, h, w), :meth:`recon_core.network.encoder.ImageEncoder.features`' last output -> (B, K) logits.
+        x: (B, C, h, w), :class:`recon_core.network.encoder.ImageEncoder`'s ``tap`` -> (B, K) logits.
     """
 
     def __init__(self, channels: int, width: int, num_categories: int):
@@ -48,12 +48,27 @@ class CategoryBranch(nn.Module):
         self.conv3 = nn.Conv2d(width, channels, 1)
         self.head = nn.Linear(channels, num_categories)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @classmethod
+    def from_block(cls, block: nn.Module, head: nn.Linear) -> "CategoryBranch":
+        """A branch that gives ``head``'s logits from the block's input: a float32 copy of ``block`` (a ResNet
+        bottleneck whose batch norms are folded into its convolutions,
+        :meth:`recon_core.network.encoder.ImageEncoder.fold_batchnorm`) and of ``head``."""
+        if not all(isinstance(getattr(block, f"bn{i}"), nn.Identity) for i in (1, 2, 3)):
+            raise ValueError("the block's batch norms must be folded first (ImageEncoder.fold_batchnorm)")
+        branch = cls(block.conv1.in_channels, block.conv1.out_channels, head.out_features)
+        convs = {k: v.float() for k, v in block.state_dict().items() if k.startswith("conv")}
+        branch.load_state_dict({**convs, **{f"head.{k}": v.float() for k, v in head.state_dict().items()}})
+        return branch
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) -> (B, C): the block, then average pooling (what the head reads)."""
         x = x.to(self.conv1.weight.dtype)
         y = F.relu(self.conv1(x))
         y = F.relu(self.conv2(y))
-        y = F.relu(self.conv3(y) + x)
-        return self.head(y.mean(dim=(2, 3)))
+        return F.relu(self.conv3(y) + x).mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pooled(x))
 
 
 @dataclass
