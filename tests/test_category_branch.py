@@ -142,6 +142,11 @@ def test_a_missing_or_foreign_branch_is_one_sentence(tmp_path):
     branch_file(stem).unlink()
     with pytest.raises(WeightsError, match="Category branch weights not found"):
         load_model(stem)
+    from recon_core.io.weights import check_model_files
+
+    with pytest.raises(WeightsError, match="Category branch weights not found"):
+        check_model_files(stem)  # what the scripts and benchmarks check before their work
+    check_model_files(stem, branch=False)  # what train_category.py checks: it fits the branch again
     branch_file(stem).write_bytes(b"not a safetensors file")
     with pytest.raises(WeightsError, match="truncated or corrupt"):
         load_model(stem)

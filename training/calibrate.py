@@ -3,8 +3,8 @@
     python training/calibrate.py --model models/default --split val --views-per-model 3
 
 Temperature scaling (Guo et al. 2017, "On Calibration of Modern Neural Networks"): one scalar
-``T`` divides the category scores (the head's logits; with ``model.category_bank_weight`` > 0, the head's
-log-probabilities plus the shape bank's candidates' weighted log-votes,
+``T`` divides the category scores (the head's logits, or its branch's with ``model.category_branch``; with
+``model.category_bank_weight`` > 0, their log-probabilities plus the shape bank's candidates' weighted log-votes,
 :func:`recon_core.io.inference.fuse_category_scores`), chosen to minimise the negative log-likelihood of the
 true categories over the validation pictures, each shown as rendered and redrawn in the styles designers send
 (:data:`CALIBRATION_STYLES`, :mod:`training.styles`). ``T`` is written into the model's JSON

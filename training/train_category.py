@@ -13,7 +13,9 @@ what the frozen encoder's last block reads, that input is computed once per pict
 precision) and the block and head are trained on it: a few minutes of training after ~15 minutes of pictures.
 
 Written beside the model: ``STEM.category.safetensors`` (fp16, stamped with the encoder it was fitted on), and in
-``STEM.json`` ``model.category_branch = true`` and ``model.category_bank_weight`` (``--vote-weight``); the network's
+``STEM.json`` ``model.category_branch = true``, ``model.category_bank_weight`` (``--vote-weight``) and
+``model.category_temperature`` 1 (the head's temperature and vote temperature and the ``calibration`` record go, as
+they do not fit the branch: calibrate.py fits its own); the network's
 weights and mesh do not change (the refiner stays conditioned on the shared head). Before and after, it prints the
 category right on the validation split, 3 views a model in every style (pictures on the check set's photographs).
 Then fit the temperature: ``python training/calibrate.py --model STEM``.
@@ -199,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError(f"--lr must be above 0, got {args.lr}.")
         if not args.vote_weight >= 0:
             raise DataError(f"--vote-weight must be 0 or more, got {args.vote_weight}.")
-        cfg_path, _, meta = check_model_files(stem)
+        cfg_path, _, meta = check_model_files(stem, branch=False)  # a branch there is fitted again
         if meta.get("trained") is False:
             raise DataError(f"{stem} is not trained (its JSON says so): fit a branch on a trained network.")
         model, _ = load_model(stem, overrides={"category_branch": False})  # a branch there is fitted again
@@ -215,9 +217,11 @@ def main(argv: list[str] | None = None) -> int:
         val = [e for e in discover(args.shapenet, args.renders, "val") if e.synset in index]
         if not train or not val:
             raise DataError(f"No train or val models with renders under {args.renders}; build and render the data set.")
+        from training.augment import BackgroundPhotos
+
         for name in ("backgrounds", "check_backgrounds"):
-            if not Path(getattr(args, name)).is_dir():
-                raise DataError(f"--{name.replace('_', '-')} {getattr(args, name)} is not a folder; build it with "
+            if not BackgroundPhotos(getattr(args, name)).available:
+                raise DataError(f"--{name.replace('_', '-')} {getattr(args, name)} holds no photographs; build it with "
                                 "training/build_backgrounds.py (--sources finder for the training pictures).")
     except (DataError, WeightsError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -258,14 +262,14 @@ def main(argv: list[str] | None = None) -> int:
               "val_accuracy_head": round(before["all"], 4), "val_accuracy_branch": round(after["all"], 4),
               "command": "python training/train_category.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     try:  # the branch first: a JSON that names it without its file would not load
-        save_category_branch(branch, stem)
+        written = save_category_branch(branch, stem)
         kept = {k: v for k, v in meta.items() if k != "calibration"}
         atomic_write_bytes(cfg_path, (json.dumps({**kept, "model": own, "category_branch": record}, indent=2)
                                       + "\n").encode())
     except OSError as err:
         print(f"error: {os_error_sentence(err)}", file=sys.stderr)
         return 2
-    print(f"wrote {stem}.category.safetensors and model.category_branch into {cfg_path}; now fit the temperature: "
+    print(f"wrote {written} and model.category_branch into {cfg_path}; now fit the temperature: "
           f"python training/calibrate.py --model {stem}")
     return 0
 

@@ -60,7 +60,7 @@ def fuse_category_scores(logits: np.ndarray, votes: np.ndarray | None, weight: f
     """(K,) category scores: ``log softmax(logits) + weight * log(CATEGORY_VOTE_FLOOR + votes)``.
 
     Args:
-        logits: (K,) the category head's logits.
+        logits: (K,) the category head's (or branch's, ``config.category_branch``) logits.
         votes: (K,) the shape bank's candidates' shares (:meth:`recon_core.network.retrieval.ShapeBank.category_votes`),
             or None (the head alone: ``log softmax(logits)``, whose softmax over a temperature is the logits').
         weight: ``config.category_bank_weight``.
@@ -558,7 +558,7 @@ class Reconstructor:
         return dataclasses.replace(out, occupancy_logits=logits)
 
     def _category_probs(self, logits: torch.Tensor, votes: np.ndarray | None = None) -> np.ndarray:
-        """(K,) float32 calibrated probabilities of a batch of one's (1, K) logits: the head's
+        """(K,) float32 calibrated probabilities of a batch of one's (1, K) logits: the head's or branch's
         (``config.category_temperature``), or with the shape bank's candidates' ``votes`` (K,)
         ``softmax(fuse_category_scores(...) / config.category_vote_temperature)``."""
         cfg = self.model.config

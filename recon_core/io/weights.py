@@ -79,7 +79,8 @@ def encoder_fingerprint(state: dict[str, torch.Tensor]) -> str:
 
 def save_model(model: ReconstructionNet, path: str | os.PathLike, metadata: dict[str, Any] | None = None,
                half: bool = True) -> Path:
-    """Save ``model`` as ``path.safetensors`` + ``path.json``; returns the stem path.
+    """Save ``model`` as ``path.safetensors`` + ``path.json`` (and its category branch, if any, as
+    ``path.category.safetensors``, :func:`branch_file`); returns the stem path.
 
     Args:
         half: store floating tensors as fp16 (halves the file; loading casts back to fp32).
@@ -135,10 +136,11 @@ def _initialisation_skipped():
             setattr(init, name, fn)
 
 
-def check_model_files(path: str | os.PathLike | None = None) -> tuple[Path, Path, dict[str, Any]]:
+def check_model_files(path: str | os.PathLike | None = None, branch: bool = True) -> tuple[Path, Path, dict[str, Any]]:
     """``(config path, weights path, metadata)`` of the model at ``path`` (None: the default), its files checked as
-    :func:`load_model` needs them, without building the network: the ``.json`` is there and readable, and the
-    ``.safetensors`` beside it too unless the JSON says ``"trained": false``.
+    :func:`load_model` needs them, without building the network: the ``.json`` is there and readable, the
+    ``.safetensors`` beside it too unless the JSON says ``"trained": false``, and with ``branch`` the category branch's
+    file (:func:`branch_file`) when the JSON names one (False: for a load that leaves the branch out).
 
     Raises:
         WeightsError: naming the file that is missing or not valid.
@@ -159,6 +161,12 @@ def check_model_files(path: str | os.PathLike | None = None) -> tuple[Path, Path
         raise WeightsError(f"Model weights not found: there is no {weights_path} beside {cfg_path.name}; restore the "
                            "file (git checkout models/) or point to a model saved by training (NAME.safetensors "
                            "with NAME.json beside it).")
+    model = meta.get("model")
+    if (branch and isinstance(model, dict) and model.get("category_branch") and weights_path.is_file()
+            and not branch_file(weights_path).is_file()):
+        raise WeightsError(f"Category branch weights not found: {branch_file(weights_path)} (the model's JSON says "
+                           "category_branch); restore the file (git checkout models/) or run python "
+                           f"training/train_category.py --model {model_stem(weights_path)}.")
     return cfg_path, weights_path, meta
 
 
