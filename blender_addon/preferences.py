@@ -42,8 +42,8 @@ class ReconPreferences(bpy.types.AddonPreferences):
     )
     model_path: bpy.props.StringProperty(
         name="Model",
-        description="Model file (NAME.safetensors with NAME.json beside it, and NAME.category.safetensors when the JSON "
-                    "names a category branch); empty for the model shipped with recon_core",
+        description="Model file (NAME.safetensors with NAME.json beside it, and NAME.category.safetensors when "
+                    "the JSON names a category branch); empty for the model shipped with recon_core",
         subtype='FILE_PATH', options=PATH_OPTIONS,
         default="",
     )

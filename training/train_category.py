@@ -238,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             data = collect_parallel(str(stem), samples, STYLES, args.backgrounds, args.workers, folder)
             held = collect_parallel(str(stem), checks, STYLES, args.check_backgrounds, args.workers, folder)
     except Exception as err:  # a picture that cannot be drawn, in a worker process: nothing has been written
-        print(f"error: drawing the pictures failed ({type(err).__name__}: {err}); nothing was written.", file=sys.stderr)
+        print(f"error: drawing the pictures failed ({type(err).__name__}: {err}); nothing was written.",
+              file=sys.stderr)
         return 1
     log.info("%d training and %d validation pictures in %.0f s", len(data["labels"]), len(held["labels"]),
              time.perf_counter() - start)

@@ -55,8 +55,8 @@ def _parser() -> argparse.ArgumentParser:
                         "with a shape bank, like the shipped one, outputs its solid's own count)")
     # Deprecated: the raw count --detail replaced; kept so that existing scripts still run.
     p.add_argument("--vertices", type=int, choices=list(DETAIL_VERTICES.values()), help=argparse.SUPPRESS)
-    p.add_argument("--model", help="model to use (NAME.safetensors with NAME.json beside it, and NAME.category.safetensors "
-                        "when the JSON names a category branch; default: models/default)")
+    p.add_argument("--model", help="model to use (NAME.safetensors with NAME.json beside it, and "
+                        "NAME.category.safetensors when the JSON names a category branch; default: models/default)")
     p.add_argument("--no-smooth", action="store_true", help="skip the volume-preserving smoothing")
     p.add_argument("--solid", action="store_true",
                    help="fill the sealed hollow pockets inside the mesh (for resin and powder printers, which trap "

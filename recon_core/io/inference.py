@@ -87,8 +87,9 @@ class Reconstruction:
         faces: (F, 3) int64 triangles, outward-facing.
         category: name of the category used (given or predicted).
         category_probs: (13,) float32 probabilities, in ``CATEGORIES`` order: the category head's, or its branch's
-            (``config.category_branch``) (``config.category_temperature``), or with the shape bank's votes (``config.category_bank_weight`` > 0 and
-            no category given) ``softmax(scores / config.category_vote_temperature)`` of :func:`fuse_category_scores`.
+            (``config.category_branch``) (``config.category_temperature``), or with the shape bank's votes
+            (``config.category_bank_weight`` > 0 and no category given)
+            ``softmax(scores / config.category_vote_temperature)`` of :func:`fuse_category_scores`.
         report: the printable check of the final mesh.
         repair: what the repair step did (its log).
         timings: seconds per stage.

@@ -25,7 +25,8 @@ from recon_core.network.finder import FinderConfig, ObjectFinder
 from recon_core.network.model import ReconstructionNet, build_model
 
 __all__ = [
-    "WeightsError", "model_stem", "model_files", "branch_file", "save_model", "save_category_branch", "check_model_files", "load_model", "default_model_path",
+    "WeightsError", "model_stem", "model_files", "branch_file", "save_model", "save_category_branch",
+    "check_model_files", "load_model", "default_model_path",
     "save_finder", "load_finder",
     "default_finder_path",
 ]
@@ -70,11 +71,23 @@ def branch_file(path: str | os.PathLike) -> Path:
     return stem.with_name(stem.name + ".category.safetensors")
 
 
+def _missing_branch(weights_path: Path) -> WeightsError:
+    """The error of a model whose JSON names a category branch that is not beside ``weights_path``."""
+    return WeightsError(f"Category branch weights not found: {branch_file(weights_path)} (the model's JSON says "
+                        f"category_branch); restore the file (git checkout models/) or {_refit(weights_path)}.")
+
+
+def _refit(weights_path: Path) -> str:
+    """The advice for a category branch that cannot be used: fit one again for the model at ``weights_path``."""
+    return f"run python training/train_category.py --model {model_stem(weights_path)}"
+
+
 def encoder_fingerprint(state: dict[str, torch.Tensor]) -> str:
     """16 hex digits of the SHA-256 of :data:`FINGERPRINT_TENSOR` in fp16: the encoder a category branch belongs to."""
     import hashlib
 
-    return hashlib.sha256(state[FINGERPRINT_TENSOR].detach().cpu().half().contiguous().numpy().tobytes()).hexdigest()[:16]
+    data = state[FINGERPRINT_TENSOR].detach().cpu().half().contiguous().numpy().tobytes()
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def save_model(model: ReconstructionNet, path: str | os.PathLike, metadata: dict[str, Any] | None = None,
@@ -164,9 +177,7 @@ def check_model_files(path: str | os.PathLike | None = None, branch: bool = True
     model = meta.get("model")
     if (branch and isinstance(model, dict) and model.get("category_branch") and weights_path.is_file()
             and not branch_file(weights_path).is_file()):
-        raise WeightsError(f"Category branch weights not found: {branch_file(weights_path)} (the model's JSON says "
-                           "category_branch); restore the file (git checkout models/) or run python "
-                           f"training/train_category.py --model {model_stem(weights_path)}.")
+        raise _missing_branch(weights_path)
     return cfg_path, weights_path, meta
 
 
@@ -215,10 +226,11 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     off = [k for k in missing + unexpected if k.startswith(BRANCH_PREFIX)]
-    off += [k for k in set(state) & set(expected) if k.startswith(BRANCH_PREFIX) and state[k].shape != expected[k].shape]
+    off += [k for k in set(state) & set(expected)
+            if k.startswith(BRANCH_PREFIX) and state[k].shape != expected[k].shape]
     if off:
         raise WeightsError(f"Category branch {branch_file(weights_path)} does not fit this network (e.g. {off[0]}); "
-                           f"run python training/train_category.py --model {model_stem(weights_path)}.")
+                           f"{_refit(weights_path)}.")
     if missing or unexpected:
         names = (missing or unexpected)[:3]
         raise WeightsError(
@@ -263,11 +275,9 @@ def _load_branch(weights_path: Path, state: dict[str, torch.Tensor]) -> dict[str
     checked to belong to the encoder in ``state``."""
     from safetensors import SafetensorError, safe_open
 
-    path = branch_file(weights_path)
-    retrain = f"run python training/train_category.py --model {model_stem(weights_path)}"
+    path, retrain = branch_file(weights_path), _refit(weights_path)
     if not path.is_file():
-        raise WeightsError(f"Category branch weights not found: {path} (the model's JSON says category_branch); "
-                           f"restore the file (git checkout models/) or {retrain}.")
+        raise _missing_branch(weights_path)
     try:
         with safe_open(str(path), framework="pt") as f:
             stamp = (f.metadata() or {}).get("encoder")

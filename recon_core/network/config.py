@@ -78,9 +78,10 @@ class ModelConfig:
     refiner stages stay conditioned on the head's probabilities, with which they were trained. ResNet-50 with
     batch (or frozen) norm, ``coarse`` "ico_sphere" or "template"."""
     category_temperature: float = 1.0
-    """The category head's (or branch's, :attr:`category_branch`) probabilities are reported as ``softmax(logits / T)`` (temperature scaling, fitted on the
-    validation split by training/calibrate.py); the arg-max, hence the category used, does not change. When the
-    shape bank's candidates vote (:attr:`category_bank_weight`), :attr:`category_vote_temperature` is used instead."""
+    """The category head's (or branch's, :attr:`category_branch`) probabilities are reported as
+    ``softmax(logits / T)`` (temperature scaling, fitted on the validation split by training/calibrate.py); the
+    arg-max, hence the category used, does not change. When the shape bank's candidates vote
+    (:attr:`category_bank_weight`), :attr:`category_vote_temperature` is used instead."""
     category_vote_temperature: float = 1.0
     """With the candidates' votes (:attr:`category_bank_weight` > 0 and a category not given), the probabilities
     reported are ``softmax(scores / T)`` of :func:`recon_core.io.inference.fuse_category_scores` (fitted on the

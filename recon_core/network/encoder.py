@@ -123,8 +123,8 @@ class ImageEncoder(nn.Module):
             feats.append(x)
         maps = self.fpn(feats) if pyramid else None
         if compute != dtype:  # only after inference_dtype (autocast's activations stay as it makes them)
-            maps = None if maps is None else [m.to(dtype) for m in maps]
-            x, tap_input = x.to(dtype), tap_input.to(dtype)
+            maps, x = (None if maps is None else [m.to(dtype) for m in maps]), x.to(dtype)
+            tap_input = tap_input.to(dtype) if tap else tap_input
         return (maps, x.mean(dim=(2, 3)), tap_input) if tap else (maps, x.mean(dim=(2, 3)))
 
     def inference_dtype(self, dtype: torch.dtype) -> None:
