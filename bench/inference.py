@@ -16,6 +16,11 @@ image at the configured size) divided by this machine's dense matmul rate in the
 encoder's dtype (2048 x 2048 matmuls, best of several, measured in the same run; bfloat16
 where the CPU computes it in hardware and inference runs the encoder in it, float32
 otherwise): no implementation of this encoder on these cores can be much faster than that.
+
+Each run also records the CPU time of the whole process (``time.process_time``: every thread's) over the same span
+(``cpu_ms``; ``cores_busy_p50``, the median of CPU time over wall time). ``cpu_p50_over_threads_ms`` is that CPU time
+shared out evenly over the ``--threads`` cores: the end-to-end time this amount of work would take if every core were
+busy all the time, which no scheduling of the same work can beat.
 """
 
 from __future__ import annotations
@@ -111,20 +116,23 @@ def encode_stl(verts: np.ndarray, faces: np.ndarray) -> bytes:
 
 
 def run_once(rec, rgb, alpha, vertices: int, timer: StageTimer, height_mm: float | None = None
-             ) -> tuple[float, dict[str, float], object]:
-    """One end-to-end reconstruction (at ``height_mm`` when given) + STL encoding: (seconds, per-stage seconds, result)."""
+             ) -> tuple[float, dict[str, float], object, float]:
+    """One end-to-end reconstruction (at ``height_mm`` when given) + STL encoding: (seconds, per-stage seconds, result,
+    CPU seconds of the whole process over the same span, every thread's)."""
+    cpu = time.process_time()
     start = time.perf_counter()
     result = rec.reconstruct(rgb, alpha, vertices=vertices, height_mm=height_mm)
     t_export = time.perf_counter()
     data = encode_stl(result.verts, result.faces)
     end = time.perf_counter()
+    cpu = time.process_time() - cpu
     assert len(data) == 84 + 50 * len(result.faces)
     stages = timer.take()
     stages.update({k: v for k, v in result.timings.items() if k != "network"})
     stages["export_stl"] = end - t_export
     accounted = sum(v for k, v in stages.items() if k != "network")
     stages["postprocess"] = max(0.0, (end - start) - accounted)  # tensor -> numpy, report, Python glue
-    return end - start, stages, result
+    return end - start, stages, result, cpu
 
 
 def bench_vertices(rec, rgb, alpha, vertices: int, runs: int, warmup: int, height_mm: float | None = None) -> dict:
@@ -132,11 +140,12 @@ def bench_vertices(rec, rgb, alpha, vertices: int, runs: int, warmup: int, heigh
     try:
         for _ in range(warmup):
             run_once(rec, rgb, alpha, vertices, timer, height_mm)
-        totals, per_stage = [], defaultdict(list)
+        totals, cpus, per_stage = [], [], defaultdict(list)
         result = None
         for _ in range(runs):
-            total, stages, result = run_once(rec, rgb, alpha, vertices, timer, height_mm)
+            total, stages, result, cpu = run_once(rec, rgb, alpha, vertices, timer, height_mm)
             totals.append(total)
+            cpus.append(cpu)
             for k in STAGES:
                 per_stage[k].append(stages.get(k, 0.0))
     finally:
@@ -148,6 +157,8 @@ def bench_vertices(rec, rgb, alpha, vertices: int, runs: int, warmup: int, heigh
         "repair_path": result.repair.path,
         "printable": bool(result.report.ok),
         "end_to_end_ms": stats_ms(totals),
+        "cpu_ms": stats_ms(cpus),
+        "cores_busy_p50": round(float(np.median(np.array(cpus) / np.maximum(totals, 1e-9))), 3),
         "stages_p50_ms": {k: round(1000.0 * float(np.median(v)), 3) for k, v in per_stage.items()},
     }
 
@@ -237,6 +248,8 @@ def run(args) -> dict:
             "network_floor_ms": round(1000.0 * network_flops / (gflops * 1e9), 3),
             "encoder_p50_over_floor": round(main["stages_p50_ms"]["encoder"] / floor_ms, 3),
             "p50_over_floor": round(p50 / floor_ms, 3),
+            "cpu_p50_ms": main["cpu_ms"]["p50"],
+            "cpu_p50_over_threads_ms": round(main["cpu_ms"]["p50"] / args.threads, 3),
         },
         "targets": {
             "p50_ms_2562": target(p50, TARGET_P50_MS, "ms"),

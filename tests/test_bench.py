@@ -1,13 +1,16 @@
 """Every benchmark in its --tiny configuration: it runs and prints one JSON object with sane values.
 
-No timing is asserted; this keeps a broken benchmark from going unnoticed.
+No speed is asserted; this keeps a broken benchmark from going unnoticed.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
 
 import pytest
 
@@ -47,8 +50,12 @@ def test_inference(capsys, monkeypatch):
     assert set(run["stages_p50_ms"]) == set(inference.STAGES)
     for stage in ("encoder", "refiner_0", "refiner_1", "refiner_2", "repair", "check", "export_stl"):
         _positive(run["stages_p50_ms"][stage])
+    _positive(run["cpu_ms"]["p50"], run["cores_busy_p50"])
+    assert run["cores_busy_p50"] <= (os.cpu_count() or 1) + 0.5
     floor = res["floor"]
     _positive(floor["matmul_gflops"], floor["encoder_gflop"], floor["encoder_floor_ms"], floor["p50_over_floor"])
+    assert floor["cpu_p50_ms"] == run["cpu_ms"]["p50"]
+    assert floor["cpu_p50_over_threads_ms"] == pytest.approx(run["cpu_ms"]["p50"] / 2, abs=1e-3)
     assert floor["network_gflop"] >= floor["encoder_gflop"]
     _check_targets(res, {"p50_ms_2562", "p50_over_floor_2562"})
     assert len(res["top_ops_2562"]) == 10 and all(op["self_ms"] >= 0 for op in res["top_ops_2562"])
@@ -58,6 +65,36 @@ def test_inference(capsys, monkeypatch):
         assert photo["finder"] == "models/finder"
         _positive(photo["stages_p50_ms"]["finder"])
     assert run["stages_p50_ms"]["finder"] == 0.0  # the example has alpha: no finder
+
+
+def test_run_once_counts_cpu_time_not_waiting():
+    """The CPU time of a run is the process's work, not its wall time: a run that sleeps costs no CPU, one that
+    computes costs about its wall time."""
+    import time as _time
+
+    from recon_core.mesh.printable import check_printable
+
+    verts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float64)
+    faces = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+
+    class Fake:
+        def __init__(self, work):
+            self.work = work
+
+        def reconstruct(self, rgb, alpha, vertices=None, height_mm=None):
+            self.work()
+            return SimpleNamespace(verts=verts, faces=faces, timings={}, report=check_printable(verts, faces))
+
+    def busy():  # 0.1 s of this process's CPU, however loaded the machine is
+        end = _time.process_time() + 0.1
+        while _time.process_time() < end:
+            pass
+
+    timer = SimpleNamespace(take=lambda: {})
+    wall, _, _, cpu = inference.run_once(Fake(lambda: _time.sleep(0.15)), None, None, 2562, timer)
+    assert wall >= 0.15 and cpu < 0.05
+    wall, _, _, cpu = inference.run_once(Fake(busy), None, None, 2562, timer)
+    assert cpu >= 0.1
 
 
 def test_stage_timer_accounts_for_the_network(tiny_model_path):
