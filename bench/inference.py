@@ -19,8 +19,9 @@ otherwise): no implementation of this encoder on these cores can be much faster 
 
 Each run also records the CPU time of the whole process (``time.process_time``: every thread's) over the same span
 (``cpu_ms``; ``cores_busy_p50``, the median of CPU time over wall time). ``cpu_p50_over_threads_ms`` is that CPU time
-shared out evenly over the ``--threads`` cores: the end-to-end time this amount of work would take if every core were
-busy all the time, which no scheduling of the same work can beat.
+shared out evenly over the ``--threads`` cores: the end-to-end time it would take with every one of them busy
+throughout. A rough floor for this implementation at the load it was measured under: it includes threads waiting
+busily, grows with contention, and numpy's own threads are not held to ``--threads``.
 """
 
 from __future__ import annotations
