@@ -128,8 +128,8 @@ class ReconstructionNet(nn.Module):
         c = self.config
         _check_images(images)
         if self.heads is not None:
-            pyramid, global_feature, tap = self.encoder(images, tap=True)
-            out = self.heads(pyramid[0], global_feature, self._reported(self.category_head(global_feature), tap))
+            pyramid, global_feature = self.encoder(images)  # occupancy models have no category branch (config)
+            out = self.heads(pyramid[0], global_feature, self.category_head(global_feature))
             out.pyramid = pyramid
             return out
         schedule = VERTEX_SCHEDULES.get(vertices or c.vertices)
