@@ -158,6 +158,9 @@ def test_a_missing_or_foreign_branch_is_one_sentence(tmp_path):
     # a load that leaves the branch out (train.py --init-from, train_category.py itself) needs no branch file
     model, _ = load_model(stem, overrides={"category_branch": False})
     assert model.category_branch is None
+    branch_file(stem).unlink()  # not even when there is none at all
+    model, _ = load_model(stem, overrides={"category_branch": False})
+    assert model.category_branch is None
 
 
 def test_a_branch_that_does_not_fit_names_its_file(tmp_path):

@@ -192,7 +192,9 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
         WeightsError: missing, truncated or corrupt files (the ``.safetensors`` of a JSON that does not say it is
             untrained included), or tensors that do not fit the config.
     """
-    cfg_path, weights_path, meta = check_model_files(path)
+    # a load whose overrides leave the branch out needs no branch file (_load_branch checks it for the others)
+    keeps_branch = bool((overrides or {}).get("category_branch", True))
+    cfg_path, weights_path, meta = check_model_files(path, branch=keeps_branch)
     try:
         model_cfg = dict(meta["model"])
         model_cfg.update(overrides or {})
