@@ -792,3 +792,82 @@ def test_a_float_tiff_with_a_pixel_that_is_not_a_number_is_read(tmp_path):
         rgb, alpha, _ = load_image(p)
     assert alpha is None and rgb[32, 32, 0] == round(20 / 200 * 255) and rgb[40, 5, 0] == 255
     assert rgb[0, 0, 0] == 0 and rgb[0, 1, 0] == 0
+
+
+def test_a_sixteen_bit_pngs_transparent_grey_is_its_alpha(tmp_path):
+    """A 16-bit grey PNG whose transparency is one grey value (its tRNS key) gives that value alpha 0 and the rest
+    255, as the 8-bit grey, RGB and palette PNGs above do (before: read without transparency)."""
+    grey = np.full((64, 64), 60000, np.uint16)
+    grey[8:56, 16:48] = 9000
+    p = tmp_path / "key16.png"
+    Image.fromarray(grey).save(p, transparency=60000)
+    assert Image.open(p).info.get("transparency") == 60000  # the file holds the key
+    rgb, alpha, _ = load_image(p)
+    expected = np.zeros((64, 64), np.uint8)
+    expected[8:56, 16:48] = 255
+    assert alpha is not None and np.array_equal(alpha, expected)
+    assert rgb[32, 32, 0] == round(9000 / 65535 * 255)
+    p2 = tmp_path / "all_key16.png"
+    Image.fromarray(np.full((64, 64), 7, np.uint16)).save(p2, transparency=7)
+    with pytest.raises(ImageError, match="fully transparent"):
+        load_image(p2)
+
+
+def test_twelve_bit_values_in_a_sixteen_bit_file_are_scaled_from_their_range(tmp_path):
+    """Sensor data of 12 bits (0-4,095) in a 16-bit file is read over 4,095, not 65,535 (before: grey levels 0-16,
+    refused as "one uniform colour"); a 16-bit picture that uses more than 12 bits is read as stored."""
+    grey = np.full((64, 64), 3000, np.uint16)
+    grey[16:48, 16:48] = 300
+    p = tmp_path / "sensor.png"
+    Image.fromarray(grey).save(p)
+    rgb, alpha, notes = load_image(p)
+    assert alpha is None and rgb[0, 0, 0] == round(3000 / 4095 * 255) and rgb[32, 32, 0] == round(300 / 4095 * 255)
+    assert any("12 bits" in n for n in notes)
+    grey[0, 0] = 40000  # now a 16-bit picture
+    Image.fromarray(grey).save(p)
+    rgb, _, notes = load_image(p)
+    assert rgb[0, 0, 0] == round(40000 / 65535 * 255) and rgb[1, 1, 0] == round(3000 / 65535 * 255)
+    assert not any("bits:" in n for n in notes)
+
+
+def test_the_file_is_closed_whether_it_is_read_or_refused(tmp_path, monkeypatch):
+    """Every file load_image opens is closed when it returns or refuses (a refused picture, a GIF's frames)."""
+    from recon_core.io import image as image_module
+
+    opened = []
+    real = image_module._open_unlimited
+
+    def spy(path):
+        img = real(path)
+        opened.append(img)
+        return img
+
+    monkeypatch.setattr(image_module, "_open_unlimited", spy)
+    frames = [Image.new("RGB", (64, 64), (255, 255, 255)) for _ in range(2)]
+    for f in frames:
+        f.paste((20, 20, 20), (16, 16, 48, 48))
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    Image.new("RGB", (8, 8)).save(tmp_path / "small.png")
+    load_image(tmp_path / "anim.gif")
+    with pytest.raises(ImageError, match="too small"):
+        load_image(tmp_path / "small.png")
+    assert len(opened) == 2
+    for img in opened:
+        assert img.fp is None  # Pillow drops the file once closed
+
+
+def test_an_unreadable_file_is_said_to_be_unreadable_not_corrupt(tmp_path, monkeypatch):
+    from recon_core.io import image as image_module
+
+    p = tmp_path / "locked.png"
+    Image.new("RGB", (64, 64)).save(p)
+
+    def denied(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(image_module, "_open_unlimited", denied)
+    with pytest.raises(ImageError, match="permission denied") as err:
+        load_image(p)
+    assert "corrupt" not in str(err.value)
+    with pytest.raises(ImageError, match="permission denied"):
+        load_mask(p, p, (64, 64))

@@ -111,3 +111,14 @@ def test_load_init_weights_size_mismatch_raises_value_error():
     target = build_model(ModelConfig(**TINY))
     with pytest.raises(ValueError, match="does not fit"):
         _load_init_weights(target, _sphere_model(hidden_dim=8))
+
+
+@pytest.mark.parametrize("background", [255, 230, 200])
+def test_embed_image_without_alpha_takes_the_object_the_crop_takes(background):
+    """Without alpha the silhouette is the object the border-colour rule finds (the crop's own), on white or not:
+    the same embedding as with the object's true mask (before: every non-white pixel, so on a grey page the whole
+    crop, cosine 0.80 at 230)."""
+    rgb, alpha = _disc_image()
+    rgb[alpha == 0] = background
+    with_mask, without = embed_image(rgb, alpha), embed_image(rgb, None)
+    assert float(with_mask @ without) > 0.999

@@ -12,6 +12,7 @@ network is :mod:`recon_core.network.crop`'s.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -87,11 +88,18 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, 
         raise ImageError(f"Image file not found: {path}. Check the path and try again.")
     if os.path.isdir(path):
         raise ImageError(f"{path} is a folder, not an image file. Give the path of a PNG or JPEG file.")
+    with contextlib.ExitStack() as files:  # the file is closed however the reading ends (a refusal, a GIF's frames)
+        return _read_image(path, files)
+
+
+def _read_image(path: str, files: contextlib.ExitStack) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """:func:`load_image`'s reading of an existing file, opened into ``files`` (closed by the caller after the arrays
+    are made)."""
     notes: list[str] = []
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = _open_unlimited(path)  # our own size check below names the size
+            img = files.enter_context(_open_unlimited(path))  # our own size check below names the size
             width, height = img.size
             if width * height > MAX_PIXELS:
                 raise ImageError(
@@ -117,13 +125,31 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, 
         raise ImageError(f"{path} is not an image file that can be read; save it as PNG or JPEG.") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{path} is too large to decode safely; downscale it and try again.") from None
+    except PermissionError:
+        raise ImageError(f"{path} cannot be read: permission denied. Check the file's permissions (or copy it "
+                         "somewhere you can read) and try again.") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageError(f"{path} is truncated or corrupt ({err}); re-export the image and try again.") from None
 
     mode = img.mode
     if mode in HIGH_DEPTH_MODES:
-        gray = _grey_8bit(img)
-        notes.append("16-bit image converted to 8 bits per channel")
+        gray, bits = _grey_8bit(img)
+        notes.append("16-bit image converted to 8 bits per channel" if bits is None else
+                     f"16-bit image converted to 8 bits per channel (its values use {bits} bits: scaled from "
+                     f"0-{2 ** bits - 1})")
+        key = img.info.get("transparency") if mode.startswith("I") else None  # a PNG's transparent grey (tRNS)
+        if isinstance(key, int) and not isinstance(key, bool):
+            opaque = np.where(np.asarray(img) == key, 0, 255).astype(np.uint8)
+            if opaque.max() == 0:
+                raise ImageError(f"{path} is fully transparent: there is no object to reconstruct. "
+                                 "Export it with the object visible (alpha > 0 on the object).")
+            if opaque.min() == 0:  # some pixels transparent: a mask, read as an 8-bit grey picture's would be
+                arr = np.asarray(_reduced(Image.fromarray(np.stack([gray, opaque], axis=2), "LA"), (width, height)))
+                alpha = np.ascontiguousarray(arr[..., 1])
+                if alpha.max() == 0:
+                    raise ImageError(f"{path} shows too little of an object (a few faint pixels) to reconstruct at "
+                                     "the size it is read; export it with the object more opaque or larger.")
+                return np.repeat(arr[..., :1], 3, axis=2), alpha, notes
         gray = np.asarray(_reduced(Image.fromarray(gray, "L"), (width, height)))
         rgb = np.repeat(gray[..., None], 3, axis=2)
         _refuse_without_object(rgb, path)
@@ -209,12 +235,21 @@ def upright_size(img: Image.Image) -> tuple[int, int]:
     return (height, width) if _orientation(img) in (5, 6, 7, 8) else (width, height)
 
 
-def _grey_8bit(img: Image.Image) -> np.ndarray:
-    """(H, W) uint8 of a grey image of a :data:`HIGH_DEPTH_MODES` mode: 16-bit integers over 65,535, floats over
-    their largest finite value, rounded (a float pixel that is not finite, NaN or infinite, is black)."""
+def _grey_8bit(img: Image.Image) -> tuple[np.ndarray, int | None]:
+    """``(grey (H, W) uint8, bits)`` of a grey image of a :data:`HIGH_DEPTH_MODES` mode, rounded: integers over the
+    largest value of the bits they use, 16 or more (over 65,535 for a 16-bit picture), or fewer when its values need
+    fewer, 12 at most (12-bit sensor data in a 16-bit file, 0-4,095, over 4,095: not a near-black picture); floats
+    over their largest finite value (a float pixel that is not finite, NaN or infinite, is black). ``bits`` is that
+    count when it is 12 or fewer (None otherwise)."""
     arr = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    top = 65535.0 if img.mode.startswith("I") else max(float(arr.max()), 1.0)
-    return np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    bits = None
+    if img.mode.startswith("I"):
+        used = max(8, int(max(float(arr.max()), 0.0)).bit_length())
+        bits = used if used <= 12 else None  # 13-16 bits: a 16-bit picture, dark or not, is read as stored
+        top = float(2 ** (used if used <= 12 else max(used, 16)) - 1)
+    else:
+        top = max(float(arr.max()), 1.0)
+    return np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), bits
 
 
 def _refuse_without_object(rgb: np.ndarray, path: str) -> None:
@@ -378,6 +413,9 @@ def load_mask(path: str | os.PathLike, picture: str | os.PathLike, shape: tuple[
         raise
     except UnidentifiedImageError:
         raise ImageError(f"The mask {path} is not an image file that can be read; save it as PNG.") from None
+    except PermissionError:
+        raise ImageError(f"The mask {path} cannot be read: permission denied. Check the file's permissions and try "
+                         "again.") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageError(f"The mask {path} is truncated or corrupt ({err}); save it again as PNG.") from None
     if values.max() <= 127:
@@ -421,7 +459,7 @@ def _mask_values(img: Image.Image) -> tuple[np.ndarray, str]:
         if 0 < (alpha > 127).mean() <= MASK_ALPHA_MAX_SHARE:
             return alpha, "transparency"
     if img.mode in HIGH_DEPTH_MODES:
-        return _grey_8bit(img), "grey levels"
+        return _grey_8bit(img)[0], "grey levels"
     return np.asarray(img.convert("L")), "grey levels"
 
 

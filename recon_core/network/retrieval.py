@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from recon_core.network.crop import prepare_image
+from recon_core.network.crop import object_mask, prepare_image
 
 __all__ = ["EMBED_SIZE", "EMBED_DIM", "EMBED_VERSION", "embed_image", "ShapeBank"]
 
@@ -35,17 +35,20 @@ def embed_image(rgb: np.ndarray, alpha: np.ndarray | None, size: int = EMBED_SIZ
 
     The image is cropped to its object exactly as for the network
     (:func:`recon_core.network.crop.prepare_image`), then reduced by box filtering to two
-    ``size``² maps: the silhouette (alpha; without alpha, the non-white pixels) and the
-    darkness ``1 - grey`` inside it (0 on the background), concatenated and L2-normalised.
+    ``size``² maps: the silhouette (alpha; without alpha, the pixels the border-colour rule takes,
+    :func:`recon_core.network.crop.object_mask`, the background then white as behind an alpha, as the bank's
+    views are) and the darkness ``1 - grey`` inside it (0 on the background), concatenated and L2-normalised.
 
     Args:
         rgb: (H, W, 3) uint8.
         alpha: (H, W) uint8 object mask, or None.
     """
     k = _EMBED_SUPERSAMPLE
+    if alpha is None:  # the object as the crop takes it (its box is the same), not every non-white pixel
+        alpha = np.round(object_mask(rgb, None) * 255.0).astype(np.uint8)
     prepared = prepare_image(rgb, alpha, size * k)
     grey = prepared.image.numpy().mean(axis=0)  # (S, S)
-    mask = prepared.mask.numpy() if prepared.mask is not None else (grey < 0.98).astype(np.float32)
+    mask = prepared.mask.numpy()
 
     def pool(a: np.ndarray) -> np.ndarray:
         return a.reshape(size, k, size, k).mean(axis=(1, 3)).ravel()
