@@ -570,9 +570,9 @@ def test_solid_fills_the_sealed_pockets_of_the_output(banked_model, fake):
         mesh = trimesh.Trimesh(result.verts, result.faces, process=False)
         return sorted(((float(p.volume), len(p.faces)) for p in mesh.split(only_watertight=False)))
 
-    for vertices in (10242, 642):
-        hollow = rec.reconstruct(rgb, alpha, vertices=vertices)
-        filled = rec.reconstruct(rgb, alpha, vertices=vertices, solid=True)
+    for vertices in (10242, 642):  # unsmoothed: the smoothing keeps each output's own volume, not its parts'
+        hollow = rec.reconstruct(rgb, alpha, vertices=vertices, smooth=False)
+        filled = rec.reconstruct(rgb, alpha, vertices=vertices, solid=True, smooth=False)
         pockets = [v for v, _ in parts(hollow) if v < 0]
         assert pockets, "the fake bank's boxes are hollow slabs: their solid has a pocket"
         outer = [(v, n) for v, n in parts(hollow) if v > 0]
@@ -996,8 +996,9 @@ fake bank's full solids: a mesh below it is a decimated one."""
 
 
 def _reconstruct_with_faults(banked_model, fake, monkeypatch, fault):
-    """The chair's reconstruction at 642 vertices with ``intersect.face_defects`` reporting ``fault(faces, pairs)``
-    instead of its own pairs; returns the result and the (faces, real pairs) of every call, in order."""
+    """The chair's reconstruction at 642 vertices, unsmoothed, with ``intersect.face_defects`` reporting
+    ``fault(faces, pairs)`` instead of its own pairs; returns the result and the (faces, real pairs) of every call,
+    in order."""
     from recon_core.io.inference import Reconstructor
     from recon_core.mesh import intersect
 
@@ -1012,7 +1013,7 @@ def _reconstruct_with_faults(banked_model, fake, monkeypatch, fault):
     monkeypatch.setattr(intersect, "face_defects", faulty)
     model, meta = load_model(banked_model)
     model = _with_config(model, bank_place=False)  # the faults below were found on this chair's unplaced solid
-    return Reconstructor(model, meta).reconstruct(*_rgba(fake[1], "chair_val", 0), vertices=642), seen
+    return Reconstructor(model, meta).reconstruct(*_rgba(fake[1], "chair_val", 0), vertices=642, smooth=False), seen
 
 
 ONE_PAIR = np.array([[0, 1]], dtype=np.int64)
@@ -1207,3 +1208,99 @@ def test_the_candidates_vote_for_the_category_reported_and_leave_the_mesh_alone(
         ModelConfig(category_bank_weight=-1.0)
     with pytest.raises(ValueError, match="category_vote_temperature"):
         ModelConfig(category_vote_temperature=0.0)
+
+
+def _roughness(verts: np.ndarray, faces: np.ndarray) -> float:
+    """Mean distance of a vertex from its neighbours' mean (the umbrella Laplacian), over the mean edge length."""
+    from recon_core.mesh.repair import vertex_adjacency
+
+    adj = vertex_adjacency(faces, len(verts))
+    degree = np.asarray(adj.sum(1)).ravel()
+    lap = adj @ verts / degree[:, None] - verts
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    return float(np.linalg.norm(lap, axis=1).mean() / np.linalg.norm(verts[edges[:, 0]] - verts[edges[:, 1]], axis=1).mean())
+
+
+def test_bank_smoothing_iterations_keep_one_smoothing_length_at_every_detail():
+    from recon_core.io.inference import SMOOTH_ITERATIONS, bank_smoothing_iterations
+
+    assert bank_smoothing_iterations(5124) == SMOOTH_ITERATIONS == 10
+    assert bank_smoothing_iterations(20484) == 40 and bank_smoothing_iterations(2562) == 5
+    assert bank_smoothing_iterations(2561) == 0 and bank_smoothing_iterations(1284) == 0  # the low detail: none
+
+
+@pytest.mark.parametrize("vertices", [642, 2562])
+def test_a_banked_output_is_smoothed_by_at_most_half_a_cell_and_stays_printable(banked_model, fake, monkeypatch,
+                                                                                 vertices):
+    """The decimated solid (642, its smoothing forced here: this fake bank's solids are too small for the medium
+    detail to decimate) and the solid as meshed (2562) are Taubin-smoothed within the check: smoother than
+    without, printable, no vertex moved more than SMOOTH_MAX_MOVE of the diagonal, the step logged."""
+    from recon_core.io import inference
+    from recon_core.io.inference import SMOOTH_MAX_MOVE, Reconstructor
+
+    if vertices == 642:
+        monkeypatch.setattr(inference, "bank_smoothing_iterations", lambda faces: 10)
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    model, meta = load_model(banked_model)
+    rec = Reconstructor(_with_config(model, bank_shape_weight=0.0), meta)
+    rough = rec.reconstruct(rgb, alpha, vertices=vertices, smooth=False)
+    smooth = rec.reconstruct(rgb, alpha, vertices=vertices)
+    n = inference.bank_smoothing_iterations(len(smooth.faces))
+    assert smooth.report.ok and smooth.repair.smoothing_iterations == n > 0 and not rough.repair.smoothing_iterations
+    assert any(step.startswith(f"Taubin smoothing, {n} iterations, each vertex moved at most half a cell")
+               for step in smooth.repair.steps)
+    assert np.array_equal(smooth.faces, rough.faces)  # (this solid needs no mend either way)
+    moved = np.linalg.norm(smooth.verts - rough.verts, axis=1)
+    assert moved.max() <= SMOOTH_MAX_MOVE * float(np.linalg.norm(np.ptp(rough.verts, axis=0))) * (1 + 1e-5)
+    assert moved.mean() > 0 and _roughness(smooth.verts, smooth.faces) < _roughness(rough.verts, rough.faces)
+
+
+def test_smoothing_is_given_back_where_it_makes_faces_meet(banked_model, fake, monkeypatch):
+    """Faces the smoothed mesh is said to have meeting (the first check of it) get their vertices', and their
+    neighbours', unsmoothed places back; the rest stays smoothed, the check passes, the step says how many (the
+    solid as meshed, not decimated, so its vertices are the unsmoothed output's)."""
+    from recon_core.io import inference
+    from recon_core.io.inference import Reconstructor
+    from recon_core.mesh import intersect
+
+    real, calls = intersect.face_defects, []
+
+    def first_smoothed_call_meets(verts, faces, **kwargs):
+        pairs, degenerate = real(verts, faces, **kwargs)
+        calls.append(len(pairs))
+        return (np.array([[0, 1]], dtype=np.int64) if len(calls) == 1 else pairs), degenerate
+
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    model, meta = load_model(banked_model)
+    rec = Reconstructor(_with_config(model, bank_shape_weight=0.0), meta)
+    rough = rec.reconstruct(rgb, alpha, vertices=2562, smooth=False)
+    monkeypatch.setattr(intersect, "face_defects", first_smoothed_call_meets)
+    smooth = rec.reconstruct(rgb, alpha, vertices=2562)
+    # (a second round may give back more: a step between smoothed and unsmoothed places can make faces meet too)
+    assert len(calls) >= 2 and smooth.report.ok and smooth.repair.smoothing_iterations
+    step = [s for s in smooth.repair.steps if s.startswith("Taubin smoothing")][0]
+    reverted = int(re.search(r"not where it made faces meet: (\d+) vertices", step).group(1))
+    same = np.all(smooth.verts == rough.verts, axis=1)
+    ring = set(rough.faces[:2].ravel())
+    assert all(same[v] for v in ring) and reverted == int(same.sum()) and 0 < reverted < len(same)
+
+
+def test_a_decimation_that_cannot_be_mended_at_the_detail_is_tried_at_twice_it(banked_model, fake, monkeypatch):
+    """The detail's size not mendable (simplify.decimate gives None for it): twice that size is decimated instead,
+    printable, with a note naming both; not the whole solid."""
+    from recon_core.io.inference import Reconstructor
+    from recon_core.mesh import simplify
+
+    real, goals = simplify.decimate, []
+
+    def not_at_1284(verts, faces, target, **kwargs):
+        goals.append(target)
+        return None if target == 1284 else real(verts, faces, target, **kwargs)
+
+    monkeypatch.setattr(simplify, "decimate", not_at_1284)
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    model, meta = load_model(banked_model)
+    result = Reconstructor(_with_config(model, bank_shape_weight=0.0), meta).reconstruct(rgb, alpha, vertices=642)
+    assert goals == [1284, 2568] and result.report.ok and len(result.faces) <= 1.2 * 2568
+    assert result.notes == [f"the solid could not be simplified to about 1,284 faces and stay printable: it is "
+                            f"simplified to {len(result.faces):,} (a finer detail's size)"]

@@ -57,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--vertices", type=int, choices=list(DETAIL_VERTICES.values()), help=argparse.SUPPRESS)
     p.add_argument("--model", help="model to use (NAME.safetensors with NAME.json beside it, and "
                         "NAME.category.safetensors when the JSON names a category branch; default: models/default)")
-    p.add_argument("--no-smooth", action="store_true", help="skip the volume-preserving smoothing")
+    p.add_argument("--no-smooth", action="store_true",
+                   help="skip the smoothing (a shape bank's solid: each vertex by at most half a cell of its grid; "
+                        "the network's own mesh: volume-preserving)")
     p.add_argument("--solid", action="store_true",
                    help="fill the sealed hollow pockets inside the mesh (for resin and powder printers, which trap "
                         "material in them; a note says how many)")

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from recon_core.io.image import ImageError
 from recon_core.io.weights import load_model
 from recon_core.mesh.camera import VIEW_TO_OUTPUT
-from recon_core.mesh.printable import CLOSED_MANIFOLD, PrintableReport, check_printable
+from recon_core.mesh.detail import DEFAULT_DETAIL, DETAIL_VERTICES
+from recon_core.mesh.printable import CLOSED_MANIFOLD, PrintableReport, check_printable, topology_defects
 from recon_core.mesh.repair import RepairLog, make_printable
 from recon_core.mesh.threads import thread_map
 from recon_core.network.categories import CATEGORIES, category_by_name
@@ -38,7 +39,31 @@ __all__ = ["Reconstruction", "Reconstructor"]
 log = logging.getLogger(__name__)
 
 SMOOTH_ITERATIONS = 10
-"""Taubin (volume-preserving) smoothing iterations applied after repair."""
+"""Taubin (volume-preserving) smoothing iterations applied after repair; and to a shape bank's solid decimated to the
+medium detail (:func:`bank_smoothing_iterations`)."""
+SMOOTH_MAX_MOVE = 0.008
+"""The smoothing moves a shape bank's vertex at most this share of the mesh's bounding-box diagonal: half a cell of the
+bank's 64-cell grid over ``2 * 0.55`` (:data:`recon_core.mesh.volume.GRID_BOUND`), the diagonal ~1."""
+SMOOTH_REVERTS = 2
+"""How many times a shape bank's smoothed mesh whose faces meet gets its unsmoothed places back around them
+(:meth:`Reconstructor._bank_result`) before it goes on unsmoothed."""
+SMOOTH_REVERT_RINGS = 2
+"""... around them: the faulty faces' vertices and their neighbours this many edges away."""
+BANK_DECIMATION_LADDER = 4
+"""A shape bank's solid that cannot be decimated to the detail's size and mended printable is decimated to twice
+that, then to this many times it, before it is written whole (:meth:`Reconstructor._bank_result`)."""
+
+
+def bank_smoothing_iterations(faces: int) -> int:
+    """Taubin iterations for a shape bank's solid meshed with ``faces`` faces: :data:`SMOOTH_ITERATIONS` at the medium
+    detail's ``2 * 2,562``, in proportion to the face count at others, so that every detail is smoothed over about
+    the same length of the object (a pass spreads a vertex over its neighbours, an edge away, and an edge's length
+    goes as ``1 / sqrt(faces)``; ``n`` passes spread it over ``sqrt(n)`` edges). None (0) below half the medium
+    detail's faces: a mesh that coarse (the low detail) shows no terrace, and smoothing it made thin parts meet (on 60
+    validation pictures, before the smoothing was held to half a cell and given back where faces met, 26 of the low
+    detail's decimations could not be mended smoothed)."""
+    medium = 2 * DETAIL_VERTICES[DEFAULT_DETAIL]
+    return 0 if 2 * faces < medium else max(1, round(SMOOTH_ITERATIONS * faces / medium))
 
 
 SNAP_QUERY_POINTS = 256
@@ -211,8 +236,8 @@ class Reconstructor:
             vertices: output vertex count (642, 2562 or 10242; the model's default if None). A shape-bank model
                 chooses its shape the same way at every count and decimates its solid to about twice as many faces.
             height_mm: scale the mesh so its height (Y extent) is this many millimetres.
-            smooth: volume-preserving smoothing after repair (the network's own mesh; a shape-bank model's solid
-                is smoothed by the blur of its config's ``bank_smoothing``).
+            smooth: volume-preserving (Taubin) smoothing: of the network's own mesh after repair; of a shape-bank
+                model's solid (blurred before meshing by its config's ``bank_smoothing``) after its decimation.
             source: how error messages name the picture (its path).
             solid: fill the sealed hollow pockets inside the mesh (:func:`recon_core.mesh.repair.fill_cavities`:
                 the shape bank's solids keep each closed part's walls, so most outputs hold a few; resin and
@@ -385,7 +410,7 @@ class Reconstructor:
                     snapped = self._snap(row, pose, mask)
                 if snapped is None:
                     continue
-                result = self._bank_result(snapped, vertices, used, probs, height_mm, own, solid)
+                result = self._bank_result(snapped, vertices, used, probs, height_mm, own, solid, smooth)
                 result.confidence, result.mask = confidence, mask
                 results.append(result)
             if results:
@@ -408,24 +433,30 @@ class Reconstructor:
 
     def _bank_result(self, snapped: tuple[np.ndarray, np.ndarray], vertices: int | None, used: str,
                      probs: np.ndarray, height_mm: float | None, timings: dict[str, float],
-                     solid: bool = False) -> Reconstruction:
+                     solid: bool = False, smooth: bool = True) -> Reconstruction:
         """The printable :class:`Reconstruction` of one shape-bank solid ``(verts, faces)`` (output frame).
 
         The solid (closed, manifold and free of self-intersections by construction, :mod:`recon_core.mesh.volume`;
-        already smooth, as the solid is blurred before meshing) is decimated to the detail's size, about 2 faces a
-        vertex (:func:`recon_core.mesh.simplify.decimate`): the printable check of the decimated mesh, at the size
-        it will be written, is the decimation's acceptance test, and the faces it finds intersecting are mended.
-        When that fails the full solid goes on (checked, and repaired if need be, in :meth:`_finish`). With
-        ``solid`` its sealed pockets are filled first (:func:`recon_core.mesh.repair.fill_cavities`), so the detail's
-        faces all go to the surface that is seen.
+        blurred before meshing) is decimated to the detail's size, about 2 faces a vertex
+        (:func:`recon_core.mesh.simplify.decimate`), then with ``smooth`` Taubin-smoothed
+        (:func:`bank_smoothing_iterations`, each vertex moved at most :data:`SMOOTH_MAX_MOVE` of the diagonal, half a
+        cell of the bank's grid: its terraces go, parts and proportions stay), except around faces the smoothing
+        makes meet (given back their unsmoothed places, :data:`SMOOTH_REVERTS`). The printable check of that mesh, at
+        the size it will be written, is the decimation's acceptance test, and the faces it finds intersecting are
+        mended. A decimation that cannot be mended is tried at twice the detail's size and at
+        :data:`BANK_DECIMATION_LADDER` times it (with a note), then the full solid goes on (checked, and repaired if
+        need be, in :meth:`_finish`; a note). A solid the detail does not decimate is smoothed and checked the same
+        way. With ``solid`` its sealed pockets are filled first (:func:`recon_core.mesh.repair.fill_cavities`), so
+        the detail's faces all go to the surface that is seen.
         """
         from recon_core.mesh.intersect import face_defects
-        from recon_core.mesh.repair import fill_cavities
+        from recon_core.mesh.repair import fill_cavities, taubin_smooth, vertex_adjacency
         from recon_core.mesh.simplify import decimate
 
         start, checking = time.perf_counter(), timings.get("check", 0.0)
         verts, faces = snapped
         undecimated = None  # the faces asked for, when the decimation failed
+        fewer = None  # the larger size the decimation reached instead, when the detail's own could not be mended
         report = None
         repair_log = RepairLog(path="original", input_closed_manifold=True)
         repair_log.note("the solid of the nearest training shape, meshed by marching tetrahedra")
@@ -435,11 +466,13 @@ class Reconstructor:
             if pockets:
                 repair_log.note(f"filled {pockets} sealed hollow pocket(s)")
         target = 2 * (vertices or self.model.config.vertices)
-        if len(faces) > 1.2 * target:
+        decimating = len(faces) > 1.2 * target
+        if decimating or smooth:
             checked: dict[str, Any] = {}
             unit = None if height_mm is None else 1.0
 
-            def defects(sv: np.ndarray, sf: np.ndarray) -> np.ndarray | None:
+            def check(sv: np.ndarray, sf: np.ndarray, iterations: int, reverted: int = 0) -> np.ndarray | None:
+                """The mesh's defect vertices (empty: accepted, kept in ``checked``; None: not mendable)."""
                 with _timed(timings, "check"):
                     if height_mm is not None:  # checked once, at the size it will be written
                         sv = _to_height(sv, height_mm)
@@ -451,7 +484,7 @@ class Reconstructor:
                     found = check_printable(sv, sf, unit_scale_mm=unit, topology=CLOSED_MANIFOLD,
                                             defects=found_defects)
                     if found.ok:
-                        checked.update(verts=sv, report=found)
+                        checked.update(verts=sv, report=found, iterations=iterations, reverted=reverted)
                         return np.zeros(0, dtype=np.int64)
                     if not (found.finite and found.outward) or found_defects is None:
                         return None
@@ -460,15 +493,75 @@ class Reconstructor:
                     bad[pairs.ravel()] = True
                     return np.unique(sf[bad]) if bad.any() else None
 
-            decimated = decimate(verts, faces, target, defects=defects)
-            if decimated is None:
-                repair_log.note(f"decimation to {target} faces could not be mended into a printable mesh")
-                undecimated = target
+            def defects(sv: np.ndarray, sf: np.ndarray, smoothing: bool = smooth) -> np.ndarray | None:
+                """:func:`check` of the mesh smoothed where the smoothing makes no faces meet: where it does (a thin
+                wall's two sides, a leg against a rail), the faulty faces' vertices and their neighbours within
+                :data:`SMOOTH_REVERT_RINGS` edges get their unsmoothed places back, up to :data:`SMOOTH_REVERTS`
+                times; then the unsmoothed mesh's defects, for the decimation to mend."""
+                iterations = bank_smoothing_iterations(len(sf)) if smoothing else 0
+                if iterations:  # (the time is the repair's)
+                    smoothed = taubin_smooth(sv, sf, iterations, preserve_volume=False)
+                    # moved at most half a cell of the bank's grid: the terraces go, parts and proportions stay
+                    step = smoothed - sv
+                    most = SMOOTH_MAX_MOVE * float(np.linalg.norm(np.ptp(sv, axis=0)))
+                    length = np.linalg.norm(step, axis=1, keepdims=True)
+                    smoothed = sv + step * np.minimum(1.0, most / np.maximum(length, 1e-12))
+                    region = np.zeros(len(sv), dtype=bool)  # the vertices given back their unsmoothed places
+                    adjacency = None
+                    for revert in range(SMOOTH_REVERTS + 1):
+                        bad = check(smoothed, sf, iterations, int(region.sum()))
+                        if bad is None or len(bad) == 0 or revert == SMOOTH_REVERTS:
+                            if bad is not None and len(bad) == 0:
+                                return bad
+                            break
+                        if adjacency is None:
+                            adjacency = vertex_adjacency(sf, len(sv))
+                        grown = np.zeros(len(sv), dtype=bool)
+                        grown[bad] = True
+                        for _ in range(SMOOTH_REVERT_RINGS):
+                            grown |= (adjacency @ grown.astype(np.float64)) > 0
+                        region |= grown
+                        smoothed = np.where(region[:, None], sv, smoothed)
+                return check(sv, sf, 0)
+
+            accepted = None
+            if not decimating:  # the solid as it is, smoothed: kept when the smoothed one passes the check
+                # (the check trusts its topology, as decimate asks it only of closed, oriented manifolds)
+                if bank_smoothing_iterations(len(faces)) and len(topology_defects(faces, len(verts))) == 0:
+                    found = defects(verts, faces)
+                    if found is not None and len(found) == 0:
+                        accepted = faces  # smoothed, or as meshed when smoothing made faces meet everywhere
             else:
-                _, faces, mends = decimated
+                # the detail's size, else twice and four times it (a coarse mesh of thin parts may not mend), else
+                # the whole solid
+                goal = target
+                while True:
+                    decimated = decimate(verts, faces, goal, defects=defects)
+                    if decimated is not None:
+                        _, accepted, mends = decimated
+                        break
+                    repair_log.note(f"decimation to {goal} faces could not be mended into a printable mesh")
+                    goal *= 2
+                    if goal > BANK_DECIMATION_LADDER * target or 1.2 * goal >= len(faces):
+                        break
+                if accepted is None:
+                    undecimated = target
+                else:
+                    if goal != target:
+                        fewer = goal  # the note below says so
+                    repair_log.note(f"decimated to {len(accepted)} faces" + (f" (mended {mends} times)" if mends else ""))
+            if accepted is not None:
+                faces = accepted
                 verts, report = checked["verts"], checked["report"]
-                repair_log.note(f"decimated to {len(faces)} faces" + (f" (mended {mends} times)" if mends else ""))
                 height_mm = None  # already at its height: _finish keeps this report
+                repair_log.smoothing_iterations = checked["iterations"]
+                if checked["iterations"]:
+                    repair_log.note(f"Taubin smoothing, {checked['iterations']} iterations, each vertex moved at most "
+                                    "half a cell of the solid's grid"
+                                    + (f" (not where it made faces meet: {checked['reverted']} vertices)"
+                                       if checked["reverted"] else ""))
+                elif smooth and bank_smoothing_iterations(len(faces)):
+                    repair_log.note("the smoothed mesh's faces met: kept unsmoothed")
         # the decimation and its mends as "repair", the printable checks they ran as "check"
         timings["repair"] = (timings.get("repair", 0.0) + time.perf_counter() - start
                              - (timings.get("check", 0.0) - checking))
@@ -479,6 +572,9 @@ class Reconstructor:
             result.notes.append(f"the solid could not be simplified to about {undecimated:,} faces and stay "
                                 f"printable: it is written whole, {len(result.faces):,} faces (simplify it in your "
                                 "modeller if need be)")
+        elif fewer is not None:
+            result.notes.append(f"the solid could not be simplified to about {target:,} faces and stay printable: "
+                                f"it is simplified to {len(result.faces):,} (a finer detail's size)")
         return result
 
     def _reconstruct_occupancy(self, out, rgb: np.ndarray, alpha: np.ndarray | None, prepared, cat_index: int | None,
