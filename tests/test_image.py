@@ -823,6 +823,10 @@ def test_twelve_bit_values_in_a_sixteen_bit_file_are_scaled_from_their_range(tmp
     rgb, alpha, notes = load_image(p)
     assert alpha is None and rgb[0, 0, 0] == round(3000 / 4095 * 255) and rgb[32, 32, 0] == round(300 / 4095 * 255)
     assert any("12 bits" in n for n in notes)
+    keyed = tmp_path / "sensor_keyed.png"  # its transparent grey, 65,535, is not a value of the picture's
+    Image.fromarray(np.where(np.arange(64)[None, :] < 4, 65535, grey).astype(np.uint16)).save(keyed, transparency=65535)
+    rgb, alpha, _ = load_image(keyed)
+    assert alpha is not None and alpha[:, :4].max() == 0 and rgb[32, 32, 0] == round(300 / 4095 * 255)
     grey[0, 0] = 40000  # now a 16-bit picture
     Image.fromarray(grey).save(p)
     rgb, _, notes = load_image(p)

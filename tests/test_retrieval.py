@@ -117,7 +117,7 @@ def test_load_init_weights_size_mismatch_raises_value_error():
 def test_embed_image_without_alpha_takes_the_object_the_crop_takes(background):
     """Without alpha the silhouette is the object the border-colour rule finds (the crop's own), on white or not:
     the same embedding as with the object's true mask (before: every non-white pixel, so on a grey page the whole
-    crop, cosine 0.80 at 230)."""
+    crop, cosine 0.78 at 230)."""
     rgb, alpha = _disc_image()
     rgb[alpha == 0] = background
     with_mask, without = embed_image(rgb, alpha), embed_image(rgb, None)

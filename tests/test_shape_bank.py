@@ -525,8 +525,10 @@ def test_a_solid_that_cannot_be_decimated_is_written_whole_with_a_note(banked_mo
     rgb, alpha = _rgba(fake[1], "chair_val", 0)
     model, meta = load_model(banked_model)
     rec = Reconstructor(_with_config(model, bank_shape_weight=0.0), meta)
-    monkeypatch.setattr(simplify, "decimate", lambda *args, **kwargs: None)
+    goals = []
+    monkeypatch.setattr(simplify, "decimate", lambda verts, faces, target, **kwargs: goals.append(target))
     result = rec.reconstruct(rgb, alpha, vertices=642)
+    assert goals == [1284, 2568, 5136]  # the detail's size, twice and four times it (the solid has 12,664 faces)
     assert result.report.ok and len(result.faces) > 2 * 1.2 * 642
     assert result.notes == [f"the solid could not be simplified to about 1,284 faces and stay printable: it is "
                             f"written whole, {len(result.faces):,} faces (simplify it in your modeller if need be)"]
@@ -1229,12 +1231,13 @@ def test_bank_smoothing_iterations_keep_one_smoothing_length_at_every_detail():
     assert bank_smoothing_iterations(2561) == 0 and bank_smoothing_iterations(1284) == 0  # the low detail: none
 
 
-@pytest.mark.parametrize("vertices", [642, 2562])
+@pytest.mark.parametrize("vertices, iterations", [(642, 10), (2562, 10), (10242, 40)])
 def test_a_banked_output_is_smoothed_by_at_most_half_a_cell_and_stays_printable(banked_model, fake, monkeypatch,
-                                                                                 vertices):
-    """The decimated solid (642, its smoothing forced here: this fake bank's solids are too small for the medium
-    detail to decimate) and the solid as meshed (2562) are Taubin-smoothed within the check: smoother than
-    without, printable, no vertex moved more than SMOOTH_MAX_MOVE of the diagonal, the step logged."""
+                                                                                 vertices, iterations):
+    """The decimated solid (642, its smoothing forced here, as the low detail has none; 2562, this fake solid's
+    12,664 faces decimated to 5,124) and the solid as meshed (10242: not decimated) are Taubin-smoothed within the
+    check, as many iterations as the detail asked for has: smoother than without, printable, no vertex moved more
+    than SMOOTH_MAX_MOVE of the diagonal, the step logged."""
     from recon_core.io import inference
     from recon_core.io.inference import SMOOTH_MAX_MOVE, Reconstructor
 
@@ -1245,8 +1248,9 @@ def test_a_banked_output_is_smoothed_by_at_most_half_a_cell_and_stays_printable(
     rec = Reconstructor(_with_config(model, bank_shape_weight=0.0), meta)
     rough = rec.reconstruct(rgb, alpha, vertices=vertices, smooth=False)
     smooth = rec.reconstruct(rgb, alpha, vertices=vertices)
-    n = inference.bank_smoothing_iterations(len(smooth.faces))
-    assert smooth.report.ok and smooth.repair.smoothing_iterations == n > 0 and not rough.repair.smoothing_iterations
+    n = iterations
+    assert smooth.report.ok and smooth.repair.smoothing_iterations == n and not rough.repair.smoothing_iterations
+    assert any(step.startswith("decimated") for step in smooth.repair.steps) == (vertices != 10242)
     assert any(step.startswith(f"Taubin smoothing, {n} iterations, each vertex moved at most half a cell")
                for step in smooth.repair.steps)
     assert np.array_equal(smooth.faces, rough.faces)  # (this solid needs no mend either way)
@@ -1258,7 +1262,7 @@ def test_a_banked_output_is_smoothed_by_at_most_half_a_cell_and_stays_printable(
 def test_smoothing_is_given_back_where_it_makes_faces_meet(banked_model, fake, monkeypatch):
     """Faces the smoothed mesh is said to have meeting (the first check of it) get their vertices', and their
     neighbours', unsmoothed places back; the rest stays smoothed, the check passes, the step says how many (the
-    solid as meshed, not decimated, so its vertices are the unsmoothed output's)."""
+    solid decimated without a mend either way, so its vertices are the unsmoothed output's)."""
     from recon_core.io import inference
     from recon_core.io.inference import Reconstructor
     from recon_core.mesh import intersect
@@ -1303,4 +1307,4 @@ def test_a_decimation_that_cannot_be_mended_at_the_detail_is_tried_at_twice_it(b
     result = Reconstructor(_with_config(model, bank_shape_weight=0.0), meta).reconstruct(rgb, alpha, vertices=642)
     assert goals == [1284, 2568] and result.report.ok and len(result.faces) <= 1.2 * 2568
     assert result.notes == [f"the solid could not be simplified to about 1,284 faces and stay printable: it is "
-                            f"simplified to {len(result.faces):,} (a finer detail's size)"]
+                            f"simplified to {len(result.faces):,} faces instead"]

@@ -133,12 +133,13 @@ def _read_image(path: str, files: contextlib.ExitStack) -> tuple[np.ndarray, np.
 
     mode = img.mode
     if mode in HIGH_DEPTH_MODES:
-        gray, bits = _grey_8bit(img)
+        key = img.info.get("transparency") if mode.startswith("I") else None  # a PNG's transparent grey (tRNS)
+        key = key if isinstance(key, int) and not isinstance(key, bool) else None
+        gray, bits = _grey_8bit(img, ignore=key)
         notes.append("16-bit image converted to 8 bits per channel" if bits is None else
                      f"16-bit image converted to 8 bits per channel (its values use {bits} bits: scaled from "
                      f"0-{2 ** bits - 1})")
-        key = img.info.get("transparency") if mode.startswith("I") else None  # a PNG's transparent grey (tRNS)
-        if isinstance(key, int) and not isinstance(key, bool):
+        if key is not None:
             opaque = np.where(np.asarray(img) == key, 0, 255).astype(np.uint8)
             if opaque.max() == 0:
                 raise ImageError(f"{path} is fully transparent: there is no object to reconstruct. "
@@ -235,16 +236,18 @@ def upright_size(img: Image.Image) -> tuple[int, int]:
     return (height, width) if _orientation(img) in (5, 6, 7, 8) else (width, height)
 
 
-def _grey_8bit(img: Image.Image) -> tuple[np.ndarray, int | None]:
+def _grey_8bit(img: Image.Image, ignore: int | None = None) -> tuple[np.ndarray, int | None]:
     """``(grey (H, W) uint8, bits)`` of a grey image of a :data:`HIGH_DEPTH_MODES` mode, rounded: integers over the
     largest value of the bits they use, 16 or more (over 65,535 for a 16-bit picture), or fewer when its values need
     fewer, 12 at most (12-bit sensor data in a 16-bit file, 0-4,095, over 4,095: not a near-black picture); floats
     over their largest finite value (a float pixel that is not finite, NaN or infinite, is black). ``bits`` is that
-    count when it is 12 or fewer (None otherwise)."""
+    count when it is 12 or fewer (None otherwise). Integer pixels of the value ``ignore`` (a PNG's transparent grey)
+    do not count towards the bits used."""
     arr = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     bits = None
     if img.mode.startswith("I"):
-        used = max(8, int(max(float(arr.max()), 0.0)).bit_length())
+        seen = arr if ignore is None else arr[arr != ignore]
+        used = max(8, int(max(float(seen.max()) if seen.size else 0.0, 0.0)).bit_length())
         bits = used if used <= 12 else None  # 13-16 bits: a 16-bit picture, dark or not, is read as stored
         top = float(2 ** (used if used <= 12 else max(used, 16)) - 1)
     else:

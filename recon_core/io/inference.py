@@ -55,8 +55,9 @@ that, then to this many times it, before it is written whole (:meth:`Reconstruct
 
 
 def bank_smoothing_iterations(faces: int) -> int:
-    """Taubin iterations for a shape bank's solid meshed with ``faces`` faces: :data:`SMOOTH_ITERATIONS` at the medium
-    detail's ``2 * 2,562``, in proportion to the face count at others, so that every detail is smoothed over about
+    """Taubin iterations for a shape bank's solid decimated to a detail of ``faces`` faces (the detail asked for,
+    whatever its mends or a larger size reached instead add): :data:`SMOOTH_ITERATIONS` at the medium detail's
+    ``2 * 2,562``, in proportion to the face count at others, so that every detail is smoothed over about
     the same length of the object (a pass spreads a vertex over its neighbours, an edge away, and an edge's length
     goes as ``1 / sqrt(faces)``; ``n`` passes spread it over ``sqrt(n)`` edges). None (0) below half the medium
     detail's faces: a mesh that coarse (the low detail) shows no terrace, and smoothing it made thin parts meet (on 60
@@ -445,8 +446,8 @@ class Reconstructor:
         the size it will be written, is the decimation's acceptance test, and the faces it finds intersecting are
         mended. A decimation that cannot be mended is tried at twice the detail's size and at
         :data:`BANK_DECIMATION_LADDER` times it (with a note), then the full solid goes on (checked, and repaired if
-        need be, in :meth:`_finish`; a note). A solid the detail does not decimate is smoothed and checked the same
-        way. With ``solid`` its sealed pockets are filled first (:func:`recon_core.mesh.repair.fill_cavities`), so
+        need be, in :meth:`_finish`; a note). A solid the detail does not decimate, and the full solid that goes on,
+        are smoothed and checked the same way. With ``solid`` its sealed pockets are filled first (:func:`recon_core.mesh.repair.fill_cavities`), so
         the detail's faces all go to the surface that is seen.
         """
         from recon_core.mesh.intersect import face_defects
@@ -467,7 +468,8 @@ class Reconstructor:
                 repair_log.note(f"filled {pockets} sealed hollow pocket(s)")
         target = 2 * (vertices or self.model.config.vertices)
         decimating = len(faces) > 1.2 * target
-        if decimating or smooth:
+        smoothing_iterations = bank_smoothing_iterations(target) if smooth else 0  # the detail's, whatever the mends
+        if decimating or smoothing_iterations:
             checked: dict[str, Any] = {}
             unit = None if height_mm is None else 1.0
 
@@ -498,7 +500,7 @@ class Reconstructor:
                 wall's two sides, a leg against a rail), the faulty faces' vertices and their neighbours within
                 :data:`SMOOTH_REVERT_RINGS` edges get their unsmoothed places back, up to :data:`SMOOTH_REVERTS`
                 times; then the unsmoothed mesh's defects, for the decimation to mend."""
-                iterations = bank_smoothing_iterations(len(sf)) if smoothing else 0
+                iterations = smoothing_iterations if smoothing else 0
                 if iterations:  # (the time is the repair's)
                     smoothed = taubin_smooth(sv, sf, iterations, preserve_volume=False)
                     # moved at most half a cell of the bank's grid: the terraces go, parts and proportions stay
@@ -525,13 +527,7 @@ class Reconstructor:
                 return check(sv, sf, 0)
 
             accepted = None
-            if not decimating:  # the solid as it is, smoothed: kept when the smoothed one passes the check
-                # (the check trusts its topology, as decimate asks it only of closed, oriented manifolds)
-                if bank_smoothing_iterations(len(faces)) and len(topology_defects(faces, len(verts))) == 0:
-                    found = defects(verts, faces)
-                    if found is not None and len(found) == 0:
-                        accepted = faces  # smoothed, or as meshed when smoothing made faces meet everywhere
-            else:
+            if decimating:
                 # the detail's size, else twice and four times it (a coarse mesh of thin parts may not mend), else
                 # the whole solid
                 goal = target
@@ -550,6 +546,13 @@ class Reconstructor:
                     if goal != target:
                         fewer = goal  # the note below says so
                     repair_log.note(f"decimated to {len(accepted)} faces" + (f" (mended {mends} times)" if mends else ""))
+            # the solid as it is (not to be decimated, or no decimation could be mended), smoothed: kept when the
+            # smoothed one passes the check (which trusts its topology, as decimate asks it only of closed,
+            # oriented manifolds); else _finish checks it as meshed
+            if accepted is None and smoothing_iterations and len(topology_defects(faces, len(verts))) == 0:
+                found = defects(verts, faces)
+                if found is not None and len(found) == 0:
+                    accepted = faces  # smoothed, or as meshed when smoothing made faces meet everywhere
             if accepted is not None:
                 faces = accepted
                 verts, report = checked["verts"], checked["report"]
@@ -560,7 +563,7 @@ class Reconstructor:
                                     "half a cell of the solid's grid"
                                     + (f" (not where it made faces meet: {checked['reverted']} vertices)"
                                        if checked["reverted"] else ""))
-                elif smooth and bank_smoothing_iterations(len(faces)):
+                elif smoothing_iterations:
                     repair_log.note("the smoothed mesh's faces met: kept unsmoothed")
         # the decimation and its mends as "repair", the printable checks they ran as "check"
         timings["repair"] = (timings.get("repair", 0.0) + time.perf_counter() - start
@@ -574,7 +577,7 @@ class Reconstructor:
                                 "modeller if need be)")
         elif fewer is not None:
             result.notes.append(f"the solid could not be simplified to about {target:,} faces and stay printable: "
-                                f"it is simplified to {len(result.faces):,} (a finer detail's size)")
+                                f"it is simplified to {len(result.faces):,} faces instead")
         return result
 
     def _reconstruct_occupancy(self, out, rgb: np.ndarray, alpha: np.ndarray | None, prepared, cat_index: int | None,

@@ -27,7 +27,8 @@ EMBED_DIM = 2 * EMBED_SIZE * EMBED_SIZE
 _EMBED_SUPERSAMPLE = 4
 """The crop is taken at ``EMBED_SIZE * _EMBED_SUPERSAMPLE`` pixels and box-filtered down (no aliasing)."""
 EMBED_VERSION = 1
-"""Bumped whenever :func:`embed_image` changes, so cached indexes are rebuilt."""
+"""Bumped whenever :func:`embed_image` changes for pictures with alpha (the shape bank's and the cached indexes'
+views all have one), so cached indexes are rebuilt."""
 
 
 def embed_image(rgb: np.ndarray, alpha: np.ndarray | None, size: int = EMBED_SIZE) -> np.ndarray:
