@@ -495,12 +495,12 @@ class Reconstructor:
                     bad[pairs.ravel()] = True
                     return np.unique(sf[bad]) if bad.any() else None
 
-            def defects(sv: np.ndarray, sf: np.ndarray, smoothing: bool = smooth) -> np.ndarray | None:
+            def defects(sv: np.ndarray, sf: np.ndarray) -> np.ndarray | None:
                 """:func:`check` of the mesh smoothed where the smoothing makes no faces meet: where it does (a thin
                 wall's two sides, a leg against a rail), the faulty faces' vertices and their neighbours within
                 :data:`SMOOTH_REVERT_RINGS` edges get their unsmoothed places back, up to :data:`SMOOTH_REVERTS`
                 times; then the unsmoothed mesh's defects, for the decimation to mend."""
-                iterations = smoothing_iterations if smoothing else 0
+                iterations = smoothing_iterations
                 if iterations:  # (the time is the repair's)
                     smoothed = taubin_smooth(sv, sf, iterations, preserve_volume=False)
                     # moved at most half a cell of the bank's grid: the terraces go, parts and proportions stay
