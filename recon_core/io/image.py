@@ -139,23 +139,15 @@ def _read_image(path: str, files: contextlib.ExitStack) -> tuple[np.ndarray, np.
         notes.append("16-bit image converted to 8 bits per channel" if bits is None else
                      f"16-bit image converted to 8 bits per channel (its values use {bits} bits: scaled from "
                      f"0-{2 ** bits - 1})")
-        if key is not None:
-            opaque = np.where(np.asarray(img) == key, 0, 255).astype(np.uint8)
-            if opaque.max() == 0:
-                raise ImageError(f"{path} is fully transparent: there is no object to reconstruct. "
-                                 "Export it with the object visible (alpha > 0 on the object).")
-            if opaque.min() == 0:  # some pixels transparent: a mask, read as an 8-bit grey picture's would be
-                arr = np.asarray(_reduced(Image.fromarray(np.stack([gray, opaque], axis=2), "LA"), (width, height)))
-                alpha = np.ascontiguousarray(arr[..., 1])
-                if alpha.max() == 0:
-                    raise ImageError(f"{path} shows too little of an object (a few faint pixels) to reconstruct at "
-                                     "the size it is read; export it with the object more opaque or larger.")
-                return np.repeat(arr[..., :1], 3, axis=2), alpha, notes
-        gray = np.asarray(_reduced(Image.fromarray(gray, "L"), (width, height)))
-        rgb = np.repeat(gray[..., None], 3, axis=2)
-        _refuse_without_object(rgb, path)
-        return rgb, None, notes
-    if mode == "CMYK":
+        if key is None:
+            gray = np.asarray(_reduced(Image.fromarray(gray, "L"), (width, height)))
+            rgb = np.repeat(gray[..., None], 3, axis=2)
+            _refuse_without_object(rgb, path)
+            return rgb, None, notes
+        # the transparent grey as an alpha: read below by the alpha's rules, as an 8-bit grey PNG's colour key is
+        opaque = np.where(np.asarray(img) == key, 0, 255).astype(np.uint8)
+        img = Image.fromarray(np.stack([gray, gray, gray, opaque], axis=2), "RGBA")
+    elif mode == "CMYK":
         notes.append("CMYK image converted to RGB")
         img = img.convert("RGB")
     elif mode in ("P", "L", "1", "RGB") and "transparency" in img.info:
