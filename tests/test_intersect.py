@@ -234,6 +234,45 @@ def test_face_defects_is_both_tests_at_once(seed):
     np.testing.assert_array_equal(tolerant[0], self_intersections(verts, faces, deg_rel_tol=1e-2))
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_face_defects_since_an_earlier_check_retests_only_what_moved(seed):
+    """After some vertices move (inward, so the box and its tolerances stay), ``since`` gives the same pairs and
+    degenerate faces as a full call and as the naive reference, pairs appearing and disappearing; a pair of two
+    faces that did not move keeps its earlier answer untested (a made-up one stays), and when the box changed
+    everything is tested again (the made-up pair goes)."""
+    rng = np.random.default_rng(400 + seed)
+    verts, faces = _sphere(2)
+    before = verts + rng.normal(scale=0.15, size=verts.shape)
+    before_pairs, _ = face_defects(before, faces)
+    after = before.copy()
+    extreme = np.r_[before.argmin(0), before.argmax(0)]
+    moved = rng.choice(np.setdiff1d(np.arange(len(verts)), extreme), 12, replace=False)
+    after[moved] *= rng.uniform(0.2, 0.9, size=(12, 1))  # toward the centre: the box is set by others
+    after[moved[:3]] = after[faces[moved[3]]].mean(0) if seed % 2 else after[moved[:3]]  # a collapsed face or two
+    assert np.array_equal(np.ptp(after, 0), np.ptp(before, 0))
+    full = face_defects(after, faces)
+    again = face_defects(after, faces, since=(before, before_pairs))
+    np.testing.assert_array_equal(again[0], full[0])
+    np.testing.assert_array_equal(again[1], full[1])
+    np.testing.assert_array_equal(full[0], self_intersections_naive(after, faces))
+    gone = {tuple(p) for p in before_pairs} - {tuple(p) for p in full[0]}
+    new = {tuple(p) for p in full[0]} - {tuple(p) for p in before_pairs}
+    assert gone or new  # the moves changed the answer
+
+    still = ~np.isin(faces, moved).any(1)  # faces none of whose vertices moved
+    i, j = np.flatnonzero(still)[[0, -1]]
+    made_up = np.concatenate([before_pairs, [[i, j]]])
+    kept = face_defects(after, faces, since=(before, made_up))[0]
+    assert [i, j] in kept.tolist() and len(kept) == len(full[0]) + 1
+    grown = after.copy()
+    grown[moved[0]] = 10.0  # the box grows: every pair is tested again
+    np.testing.assert_array_equal(face_defects(grown, faces, since=(before, made_up))[0],
+                                  face_defects(grown, faces)[0])
+    nothing = face_defects(before, faces, since=(before, before_pairs))
+    np.testing.assert_array_equal(nothing[0], before_pairs)
+    np.testing.assert_array_equal(nothing[1], face_defects(before, faces)[1])
+
+
 class TestBatches:
     @pytest.mark.parametrize("seed", range(3))
     def test_many_batches_on_threads_equal_one_batch_and_the_reference(self, seed, monkeypatch):

@@ -473,15 +473,23 @@ class Reconstructor:
             checked: dict[str, Any] = {}
             unit = None if height_mm is None else 1.0
 
-            def check(sv: np.ndarray, sf: np.ndarray, iterations: int, reverted: int = 0) -> np.ndarray | None:
-                """The mesh's defect vertices (empty: accepted, kept in ``checked``; None: not mendable)."""
+            def check(sv: np.ndarray, sf: np.ndarray, iterations: int, reverted: int = 0,
+                      since: dict | None = None) -> np.ndarray | None:
+                """The mesh's defect vertices (empty: accepted, kept in ``checked``; None: not mendable). With
+                ``since``, the same faces' last check (kept there: its vertices and intersecting pairs), only the
+                faces whose vertices moved since are tested again (the same answer, :func:`face_defects`)."""
                 with _timed(timings, "check"):
                     if height_mm is not None:  # checked once, at the size it will be written
                         sv = _to_height(sv, height_mm)
                     sv = _float32_exact(sv)
                     # the faces that intersect or are degenerate, computed once: the check counts them, a mend
                     # starts from them (face_defects refuses vertices that are not finite; the check reports them)
-                    found_defects = face_defects(sv, sf) if np.isfinite(sv).all() else None
+                    earlier = (since["verts"], since["pairs"]) if since else None
+                    found_defects = face_defects(sv, sf, since=earlier) if np.isfinite(sv).all() else None
+                    if since is not None:
+                        since.clear()
+                        if found_defects is not None:
+                            since.update(verts=sv, pairs=found_defects[0])
                     # decimate asks only of faces without topology defects: a closed, oriented manifold
                     found = check_printable(sv, sf, unit_scale_mm=unit, topology=CLOSED_MANIFOLD,
                                             defects=found_defects)
@@ -509,9 +517,9 @@ class Reconstructor:
                     length = np.linalg.norm(step, axis=1, keepdims=True)
                     smoothed = sv + step * np.minimum(1.0, most / np.maximum(length, 1e-12))
                     region = np.zeros(len(sv), dtype=bool)  # the vertices given back their unsmoothed places
-                    adjacency = None
+                    adjacency, last = None, {}  # last: the previous check, so a revert's is re-tested where it moved
                     for revert in range(SMOOTH_REVERTS + 1):
-                        bad = check(smoothed, sf, iterations, int(region.sum()))
+                        bad = check(smoothed, sf, iterations, int(region.sum()), since=last)
                         if bad is None or len(bad) == 0 or revert == SMOOTH_REVERTS:
                             if bad is not None and len(bad) == 0:
                                 return bad
