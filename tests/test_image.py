@@ -875,3 +875,45 @@ def test_an_unreadable_file_is_said_to_be_unreadable_not_corrupt(tmp_path, monke
     assert "corrupt" not in str(err.value)
     with pytest.raises(ImageError, match="permission denied"):
         load_mask(p, p, (64, 64))
+
+
+def test_an_animation_is_read_at_its_first_frame_with_a_note(tmp_path):
+    """A GIF of two frames: the first frame's pixels, and a note naming the frames; one frame: no note."""
+    first = Image.fromarray(_object_image())
+    second = Image.fromarray(_object_image(box=(80, 10, 110, 40)))
+    first.save(tmp_path / "anim.gif", save_all=True, append_images=[second])
+    first.save(tmp_path / "still.gif")
+    rgb, _, notes = load_image(tmp_path / "anim.gif")
+    assert any("2 frames" in n and "the first is read" in n for n in notes)
+    assert rgb[50, 50].tolist() == [200, 30, 30] and rgb[20, 90].tolist() == [255, 255, 255]
+    assert not any("frames" in n for n in load_image(tmp_path / "still.gif")[2])
+
+
+def test_object_side_is_the_masks_box_longer_side():
+    from recon_core.network.crop import object_side
+
+    mask = np.zeros((50, 60), np.float32)
+    assert object_side(mask) == 0
+    mask[10:20, 5:45] = 1.0
+    mask[30, 7] = 0.4  # not above half: not the object
+    assert object_side(mask) == 40
+    mask[49, 7] = 0.6  # rows 10-49 and columns 5-44: 40 each way
+    assert object_side(mask) == 40
+    mask[49, 59] = 1.0  # columns 5-59
+    assert object_side(mask) == 55
+
+
+def test_a_small_object_gets_a_note(tiny_model_path):
+    """An object fewer than SMALL_OBJECT_SIDE pixels across is noted as read from few pixels; a larger one is not."""
+    from recon_core.io.inference import Reconstructor
+    from recon_core.network.crop import SMALL_OBJECT_SIDE
+
+    rec = Reconstructor.from_file(tiny_model_path)
+    rgb = np.full((80, 80, 3), 255, np.uint8)
+    alpha = np.zeros((80, 80), np.uint8)
+    alpha[30:50, 30:30 + SMALL_OBJECT_SIDE - 1] = 255
+    small = rec.reconstruct(rgb, alpha)
+    alpha[30:50, 30:30 + SMALL_OBJECT_SIDE] = 255
+    large = rec.reconstruct(rgb, alpha)
+    assert any(f"only {SMALL_OBJECT_SIDE - 1} pixels across" in n for n in small.notes)
+    assert not any("pixels across" in n for n in large.notes)

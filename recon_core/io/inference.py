@@ -30,7 +30,8 @@ from recon_core.mesh.repair import RepairLog, make_printable
 from recon_core.mesh.threads import thread_map
 from recon_core.network.categories import CATEGORIES, category_by_name
 from recon_core.network.config import VERTEX_SCHEDULES
-from recon_core.network.crop import object_mask, prepare_image, separate_parts, uncrop_mask
+from recon_core.network.crop import (SMALL_OBJECT_SIDE, object_mask, object_side, prepare_image, separate_parts,
+                                     uncrop_mask)
 from recon_core.network.encoder import cpu_has_native_bf16
 from recon_core.network.retrieval import embed_image
 
@@ -296,6 +297,7 @@ class Reconstructor:
         results = self._reconstruct(rgb, alpha, cat_index, vertices, height_mm, smooth, source, timings, count,
                                     solid)
         parts = 0 if results[0].mask is None else separate_parts(results[0].mask)
+        side = None if results[0].mask is None else object_side(results[0].mask)
         for result in results:
             result.mask_unsure = unsure
             if found_by is not None:
@@ -305,6 +307,10 @@ class Reconstructor:
                     f"the object mask has {parts} separate parts of similar size: if the picture shows several "
                     "objects, the mesh is one shape fitted to all of them; to make one of them, crop the picture to "
                     "it or give a mask of it alone (--mask, the add-on's Object: Mask Image)")
+            if side is not None and 0 < side < SMALL_OBJECT_SIDE:
+                result.notes.append(
+                    f"the object is only {side} pixels across in the picture, so its shape is read from few pixels: "
+                    "a larger picture of it gives a surer fit")
         return results
 
     @staticmethod

@@ -115,6 +115,22 @@ def object_mask(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
     return np.ones(rgb.shape[:2], np.float32) if fg is None else fg.astype(np.float32)
 
 
+SMALL_OBJECT_SIDE = 32
+"""An object mask whose box's longer side is below this many pixels is small for the network (it reads the object's
+crop at 137 pixels, so each picture pixel is more than four of its own): :func:`object_side` measures it, and the
+reconstruction notes it. In the data set's 137-pixel renders the object's longer side is 73 pixels in the median and
+below 32 in 0.7 % of them (27 of every third render, 3,888; most of them watercraft)."""
+
+
+def object_side(mask: np.ndarray) -> int:
+    """The longer side, in pixels, of the box of a (H, W) mask's pixels above 0.5 (0 when there are none)."""
+    fg = np.asarray(mask) > 0.5
+    rows, cols = np.flatnonzero(fg.any(axis=1)), np.flatnonzero(fg.any(axis=0))
+    if not len(rows):
+        return 0
+    return int(max(rows[-1] - rows[0], cols[-1] - cols[0])) + 1
+
+
 PART_SHARE = 0.5
 """A separate part of an object mask counts (:func:`separate_parts`) when it holds at least this share of the largest
 part's pixels. Of the 123 validation pictures of single objects, none has two such parts in its true mask; of the
