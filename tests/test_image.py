@@ -887,6 +887,10 @@ def test_an_animation_is_read_at_its_first_frame_with_a_note(tmp_path):
     assert any("2 frames" in n and "the first is read" in n for n in notes)
     assert rgb[50, 50].tolist() == [200, 30, 30] and rgb[20, 90].tolist() == [255, 255, 255]
     assert not any("frames" in n for n in load_image(tmp_path / "still.gif")[2])
+    # a camera's JPEG with its preview picture (Pillow: MPO, two frames) is one photograph: no note
+    first.save(tmp_path / "camera.jpg", format="MPO", save_all=True, append_images=[second.resize((30, 20))])
+    assert Image.open(tmp_path / "camera.jpg").format == "MPO"
+    assert not any("frames" in n for n in load_image(tmp_path / "camera.jpg")[2])
 
 
 def test_object_side_is_the_masks_box_longer_side():

@@ -113,7 +113,8 @@ def _read_image(path: str, files: contextlib.ExitStack) -> tuple[np.ndarray, np.
             orientation = _orientation(img)  # from the header, as upright_size reads it
             _request_reduced_decode(img)
             img.load()
-            frames = getattr(img, "n_frames", 1)  # an animated GIF, PNG or WebP, a TIFF of several pages
+            # an animated GIF, PNG or WebP, a TIFF of several pages (not a camera JPEG's preview, Pillow's MPO frames)
+            frames = getattr(img, "n_frames", 1) if img.format in ("GIF", "PNG", "WEBP", "TIFF") else 1
             if isinstance(frames, int) and frames > 1:
                 notes.append(f"it holds {frames} frames (an animation or several pages): the first is read")
             if orientation != 1:
