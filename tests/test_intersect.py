@@ -236,25 +236,31 @@ def test_face_defects_is_both_tests_at_once(seed):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_face_defects_since_an_earlier_check_retests_only_what_moved(seed):
-    """After some vertices move (inward, so the box and its tolerances stay), ``since`` gives the same pairs and
-    degenerate faces as a full call and as the naive reference, pairs appearing and disappearing; a pair of two
+    """After some vertices move (inward, so the box and its tolerances stay; one face collapsed, another degenerate
+    from the start and unmoved), ``since`` gives the same pairs and degenerate faces as a full call and as the naive
+    reference, pairs appearing and disappearing; a pair of two
     faces that did not move keeps its earlier answer untested (a made-up one stays), and when the box changed
     everything is tested again (the made-up pair goes)."""
     rng = np.random.default_rng(400 + seed)
     verts, faces = _sphere(2)
     before = verts + rng.normal(scale=0.15, size=verts.shape)
-    before_pairs, _ = face_defects(before, faces)
-    after = before.copy()
     extreme = np.r_[before.argmin(0), before.argmax(0)]
-    moved = rng.choice(np.setdiff1d(np.arange(len(verts)), extreme), 12, replace=False)
+    inner = np.flatnonzero(~np.isin(faces, extreme).any(1))  # faces with no vertex on the box
+    kept_flat, made_flat = faces[inner[0]], faces[inner[-1]]
+    before[kept_flat] = before[kept_flat].mean(0)  # a degenerate face that stays
+    before_pairs, before_degenerate = face_defects(before, faces)
+    after = before.copy()
+    free = np.setdiff1d(np.arange(len(verts)), np.r_[extreme, kept_flat, made_flat])
+    moved = np.r_[rng.choice(free, 9, replace=False), made_flat]
     after[moved] *= rng.uniform(0.2, 0.9, size=(12, 1))  # toward the centre: the box is set by others
-    after[moved[:3]] = after[faces[moved[3]]].mean(0) if seed % 2 else after[moved[:3]]  # a collapsed face or two
+    after[made_flat] = after[made_flat].mean(0)  # a face made degenerate
     assert np.array_equal(np.ptp(after, 0), np.ptp(before, 0))
     full = face_defects(after, faces)
     again = face_defects(after, faces, since=(before, before_pairs))
     np.testing.assert_array_equal(again[0], full[0])
     np.testing.assert_array_equal(again[1], full[1])
     np.testing.assert_array_equal(full[0], self_intersections_naive(after, faces))
+    assert before_degenerate[inner[0]] and full[1][inner[0]] and full[1][inner[-1]] and not before_degenerate[inner[-1]]
     gone = {tuple(p) for p in before_pairs} - {tuple(p) for p in full[0]}
     new = {tuple(p) for p in full[0]} - {tuple(p) for p in before_pairs}
     assert gone or new  # the moves changed the answer

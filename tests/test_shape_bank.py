@@ -1289,6 +1289,38 @@ def test_smoothing_is_given_back_where_it_makes_faces_meet(banked_model, fake, m
     assert all(same[v] for v in ring) and reverted == int(same.sum()) and 0 < reverted < len(same)
 
 
+def test_the_check_after_giving_back_retests_what_moved_and_changes_nothing(banked_model, fake, monkeypatch):
+    """The check after the smoothing has given vertices back (forced here by a made-up meeting pair in the first
+    check) is handed the previous check (``face_defects(..., since=...)``), and the output is the same mesh as with
+    every pair tested again."""
+    from recon_core.io.inference import Reconstructor
+    from recon_core.mesh import intersect
+
+    real = intersect.face_defects
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    model, meta = load_model(banked_model)
+    rec = Reconstructor(_with_config(model, bank_shape_weight=0.0), meta)
+
+    def run(incremental: bool):
+        calls: list[bool] = []
+
+        def first_meets(verts, faces, since=None, **kwargs):
+            calls.append(since is not None)
+            pairs, degenerate = real(verts, faces, since=since if incremental else None, **kwargs)
+            return (np.array([[0, 1]], dtype=np.int64) if len(calls) == 1 else pairs), degenerate
+
+        monkeypatch.setattr(intersect, "face_defects", first_meets)
+        return rec.reconstruct(rgb, alpha, vertices=2562), calls
+
+    incremental, calls = run(True)
+    full, _ = run(False)
+    assert calls[:2] == [False, True] and incremental.report.ok
+    assert any("not where it made faces meet" in step for step in incremental.repair.steps)
+    np.testing.assert_array_equal(incremental.verts, full.verts)
+    np.testing.assert_array_equal(incremental.faces, full.faces)
+    assert incremental.repair.steps == full.repair.steps
+
+
 def test_a_decimation_that_cannot_be_mended_at_the_detail_is_tried_at_twice_it(banked_model, fake, monkeypatch):
     """The detail's size not mendable (simplify.decimate gives None for it): twice that size is decimated instead,
     printable, with a note naming both; not the whole solid."""
