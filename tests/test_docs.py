@@ -57,12 +57,18 @@ def anchors(path: Path) -> set[str]:
 
 
 def links(path: Path) -> list[tuple[int, str]]:
-    """(line number, target) of each relative link outside code (inline code spans too are left out)."""
+    """(line number, target) of each relative link outside code (fenced blocks and code spans), a link whose text
+    runs over several lines of one paragraph included."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    outside = {number for number, _ in lines_outside_code(path)}
+    text = "\n".join(line if number in outside else "" for number, line in enumerate(lines, 1))
+    text = re.sub(r"`[^`]*`", lambda m: re.sub(r"[^\n]", " ", m.group()), text)  # code spans blanked, lines kept
     out = []
-    for number, line in lines_outside_code(path):
-        for target in LINK.findall(re.sub(r"`[^`]*`", "", line)):
-            if not re.match(r"[a-z][a-z0-9+.-]*:", target):  # not http:, mailto:, ...
-                out.append((number, target))
+    for match in LINK.finditer(text):
+        target = match.group(1)
+        if "\n\n" in match.group() or re.match(r"[a-z][a-z0-9+.-]*:", target):  # across paragraphs; http:, ...
+            continue
+        out.append((text.count("\n", 0, match.start()) + 1, target))
     return out
 
 
@@ -87,10 +93,11 @@ def test_the_slug_is_githubs():
 
 def test_a_broken_link_is_found(tmp_path):
     (tmp_path / "a.md").write_text("# Top\n\n## A part\n\n[ok](#a-part) [ok](b.md#end) [no](#nowhere) "
-                                   "[no](c.md) [no](b.md#top)\n\n```\n[code](#nowhere)\n```\n", encoding="utf-8")
+                                   "[no](c.md) [no](b.md#top)\n\n```\n[code](#nowhere)\n```\n"
+                                   "A [link over\ntwo lines](#elsewhere) and `[code](#span)`.\n", encoding="utf-8")
     (tmp_path / "b.md").write_text("# End\n", encoding="utf-8")
     assert broken_links(tmp_path / "a.md") == ["5: #nowhere (no such heading)", "5: c.md (no such file)",
-                                                "5: b.md#top (no such heading)"]
+                                                "5: b.md#top (no such heading)", "10: #elsewhere (no such heading)"]
 
 
 @pytest.mark.parametrize("path", documents(), ids=lambda p: str(p.relative_to(ROOT)))
