@@ -860,6 +860,48 @@ def test_the_file_is_closed_whether_it_is_read_or_refused(tmp_path, monkeypatch)
         assert img.fp is None  # Pillow drops the file once closed
 
 
+def test_pictures_opened_from_two_threads_at_once_leave_pillows_pixel_limit_as_it_was(tmp_path, monkeypatch):
+    """Pillow's pixel limit is a global that _open_unlimited lifts for a moment: two threads must not be inside at
+    once (each would save the other's lifted limit, and the last to restore could leave it lifted for good)."""
+    import threading
+
+    from recon_core.io import image as image_module
+
+    p = tmp_path / "chair.png"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(p)
+    real_open, limit = Image.open, Image.MAX_IMAGE_PIXELS
+    overlap = threading.Barrier(2, timeout=0.5)  # met only if both threads are inside Image.open together
+    inside, most, guard = [0], [0], threading.Lock()
+
+    def slow_open(path, *args, **kwargs):
+        with guard:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        try:
+            overlap.wait()
+        except threading.BrokenBarrierError:
+            pass
+        with guard:
+            inside[0] -= 1
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(image_module.Image, "open", slow_open)
+    seen = []
+
+    def read():
+        with image_module._open_unlimited(str(p)) as img:
+            seen.append(img.size)
+
+    threads = [threading.Thread(target=read) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == [(64, 64), (64, 64)]
+    assert most[0] == 1
+    assert Image.MAX_IMAGE_PIXELS == limit
+
+
 def test_an_unreadable_file_is_said_to_be_unreadable_not_corrupt(tmp_path, monkeypatch):
     from recon_core.io import image as image_module
 

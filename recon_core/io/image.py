@@ -16,6 +16,7 @@ import contextlib
 import io
 import logging
 import os
+import threading
 import warnings
 
 import numpy as np
@@ -199,15 +200,21 @@ HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
 """Pillow's grey modes of more than 8 bits a pixel (:func:`_grey_8bit`)."""
 
 
+_PIXEL_LIMIT_LOCK = threading.Lock()
+"""Held while :func:`_open_unlimited` lifts Pillow's global pixel limit: two threads opening pictures at once would
+otherwise each save the other's lifted limit and could leave it lifted for good."""
+
+
 def _open_unlimited(path: str) -> Image.Image:
     """``Image.open`` without Pillow's own pixel limit (the caller checks the size itself, with a sentence that
-    names it); the limit is restored at once."""
-    bomb_limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
-    try:
-        return Image.open(path)
-    finally:
-        Image.MAX_IMAGE_PIXELS = bomb_limit
+    names it); the limit is restored at once. Pillow keeps that limit in a global, so one thread at a time."""
+    with _PIXEL_LIMIT_LOCK:
+        bomb_limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = bomb_limit
 
 
 def _orientation(img: Image.Image) -> int:
