@@ -8,7 +8,7 @@
 # whichever comes first; the minute and a half left is for starting and saving (a hard stop at MINUTES).
 #
 # When the pack carries a network (training/pack_views.py --init MODEL), training starts from it.
-# The README's "Training on a lent GPU machine" says what to do before (the pack; the shipped model, 55 MB, set
+# docs/GPU.md says what to do before (the pack; the shipped model, 55 MB, set
 # aside so that the working tree fits in 64 MiB) and after (joining the parts, attaching the shape bank).
 # Exit codes: 0 a snapshot is in $OUT; 2 the machine lacks what the run needs; 1 no snapshot was written.
 set -uo pipefail

@@ -135,7 +135,7 @@ PART_SHARE = 0.5
 """A separate part of an object mask counts (:func:`separate_parts`) when it holds at least this share of the largest
 part's pixels. Of the 123 validation pictures of single objects, none has two such parts in its true mask; of the
 object finder's masks (as the reconstruction takes them), 1 on white, 1 in JPEG, 0 in clip art, 3 in pencil and 13 on
-background photographs (where it also took things of the room; the README's command line section)."""
+background photographs (where it also took things of the room; docs/COMMAND_LINE.md)."""
 PARTS_SIDE = 512
 """:func:`separate_parts` looks at the mask at most this many pixels a side: a larger one is reduced by blocks, a
 block inside when any of its pixels is (so parts can only join, across gaps narrower than a block, never split)."""
