@@ -323,7 +323,7 @@ def test_the_given_mask_is_the_object(tmp_path, tiny_model_path, capsys):
     assert not np.array_equal(np.asarray(Image.open(without)), given), "without --mask the model finds the block"
 
     rgba = np.concatenate([rgb, np.full((96, 96, 1), 255, np.uint8)], axis=2)
-    rgba[:5, :5, 3] = 0
+    rgba[:, :30, 3] = 0  # a cut-out: a third of it transparent
     Image.fromarray(rgba, "RGBA").save(tmp_path / "cut.png")
     capsys.readouterr()
     code = main([str(tmp_path / "cut.png"), "-o", str(tmp_path / "mesh3.stl"), "--model", str(tiny_model_path),

@@ -519,7 +519,7 @@ def test_load_picture_puts_the_mask_in_place_of_the_alpha_with_a_note(tmp_path):
     rgb, alpha, notes = load_picture(picture, tmp_path / "mask.png")
     assert np.array_equal(alpha, mask) and notes == [f"the object is the mask {tmp_path / 'mask.png'} (its grey levels)"]
     rgba = np.concatenate([rgb, np.full((90, 120, 1), 255, np.uint8)], axis=2)
-    rgba[:10, :10, 3] = 0
+    rgba[:, :40, 3] = 0  # a cut-out: a third of it transparent
     Image.fromarray(rgba, "RGBA").save(tmp_path / "cut.png")
     _, alpha, notes = load_picture(tmp_path / "cut.png", tmp_path / "mask.png")
     assert np.array_equal(alpha, mask) and any("instead of the picture's own transparency" in n for n in notes)
@@ -963,3 +963,82 @@ def test_a_small_object_gets_a_note(tiny_model_path):
     large = rec.reconstruct(rgb, alpha)
     assert any(f"only {SMALL_OBJECT_SIDE - 1} pixels across" in n for n in small.notes)
     assert not any("pixels across" in n for n in large.notes)
+
+
+# -- an alpha that holds no cut-out, 16-bit colour PNGs, an inverted mask ------------------------------------
+
+
+def _shaded_object(size: int = 96) -> np.ndarray:
+    """(size, size, 3) uint8: a dark disk on white."""
+    yy, xx = np.mgrid[:size, :size]
+    rgb = np.full((size, size, 3), 255, np.uint8)
+    rgb[(yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 4) ** 2] = (60, 40, 30)
+    return rgb
+
+
+def test_an_alpha_opaque_nearly_everywhere_is_no_cut_out(tmp_path):
+    """Rounded transparent corners (a card exported so), or one pixel a little transparent, hold no cut-out: taken as
+    the object they would make it the whole picture. The picture is read over white without its alpha, with a note;
+    a real cut-out (a third transparent) keeps its alpha."""
+    rgb = _shaded_object()
+    yy, xx = np.mgrid[:96, :96]
+    corners = np.minimum(np.minimum(xx, 95 - xx), np.minimum(yy, 95 - yy)) < 3  # a thin frame: ~12 % of it...
+    corners &= (np.minimum(xx, 95 - xx) < 3) & (np.minimum(yy, 95 - yy) < 3)  # ...only its corners: 36 pixels
+    for name, transparent, level in (("card", corners, 0), ("one", (yy == 0) & (xx == 0), 254)):
+        alpha = np.where(transparent, level, 255).astype(np.uint8)
+        Image.fromarray(np.dstack([np.where(transparent[..., None], 0, rgb), alpha]).astype(np.uint8), "RGBA").save(
+            tmp_path / f"{name}.png")
+        got, got_alpha, notes = load_image(tmp_path / f"{name}.png")
+        assert got_alpha is None, name
+        assert any("too much for a cut-out" in n for n in notes), (name, notes)
+        # over white: black at alpha a becomes 255 - a (rounded)
+        assert (np.abs(got[transparent].astype(int) - (255 - level)) <= 1).all(), "read over white"
+        assert np.array_equal(got[~transparent], rgb[~transparent])
+    cut = np.where(xx < 32, 0, 255).astype(np.uint8)
+    Image.fromarray(np.dstack([rgb, cut]), "RGBA").save(tmp_path / "cut.png")
+    _, got_alpha, notes = load_image(tmp_path / "cut.png")
+    assert np.array_equal(got_alpha, cut) and not any("cut-out" in n for n in notes)
+
+
+def _png16(path, arr: np.ndarray) -> None:
+    """A 16-bit colour (3 channels) or colour-with-alpha (4) PNG, written by hand: Pillow writes neither."""
+    import zlib
+
+    h, w, channels = arr.shape
+    raw = b"".join(b"\x00" + arr[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, {3: 2, 4: 6}[channels], 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw))
+                     + chunk(b"IEND", b""))
+
+
+def test_16_bit_colour_pngs_are_read_with_the_conversion_noted(tmp_path):
+    """Pillow decodes 16-bit RGB and RGBA PNGs at 8 bits itself: the conversion is noted as for 16-bit grey, and an
+    8-bit PNG gets no such note."""
+    rgb = _shaded_object()
+    alpha = np.where(rgb[..., 0] < 128, 255, 0).astype(np.uint8)
+    _png16(tmp_path / "rgb16.png", rgb.astype(np.uint16) * 257)
+    _png16(tmp_path / "rgba16.png", np.dstack([rgb, alpha]).astype(np.uint16) * 257)
+    Image.fromarray(rgb).save(tmp_path / "rgb8.png")
+    got, got_alpha, notes = load_image(tmp_path / "rgb16.png")
+    assert np.array_equal(got, rgb) and got_alpha is None and "16-bit image converted to 8 bits per channel" in notes
+    got, got_alpha, notes = load_image(tmp_path / "rgba16.png")
+    assert np.array_equal(got_alpha, alpha) and "16-bit image converted to 8 bits per channel" in notes
+    assert not any("16-bit" in n for n in load_image(tmp_path / "rgb8.png")[2])
+
+
+def test_a_mask_that_takes_the_whole_border_asks_whether_it_is_inverted(tmp_path):
+    """An inverted mask (the object black, the rest white) marks the picture's whole border as the object: it is read
+    as given (a mask of an object filling the picture is possible), with a note asking whether it is inverted."""
+    rgb = _shaded_object()
+    Image.fromarray(rgb).save(tmp_path / "picture.png")
+    right = np.where(rgb[..., 0] < 128, 255, 0).astype(np.uint8)
+    Image.fromarray(right, "L").save(tmp_path / "right.png")
+    Image.fromarray(255 - right, "L").save(tmp_path / "inverted.png")
+    got, read = load_mask(tmp_path / "inverted.png", tmp_path / "picture.png", (96, 96))
+    assert np.array_equal(got, 255 - right) and "inverted" in read
+    got, read = load_mask(tmp_path / "right.png", tmp_path / "picture.png", (96, 96))
+    assert np.array_equal(got, right) and read == "grey levels"

@@ -72,11 +72,13 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, 
     (:func:`_reduced`: each pixel the mean of a 2 x 2, 4 x 4 or 8 x 8 block), so that a picture's arrays have one
     size whatever its format, the shorter side under ~2,048 px. A picture whose EXIF
     orientation (2-8) says its pixels are stored turned or mirrored is turned upright, as viewers show it,
-    with a note; an alpha that is faint everywhere (:data:`FAINT_ALPHA`) is scaled to full, with a note.
+    with a note; an alpha that is faint everywhere (:data:`FAINT_ALPHA`) is scaled to full, with a note; an alpha
+    that leaves more than :data:`MASK_ALPHA_MAX_SHARE` of the picture opaque (rounded corners, a frame) holds no
+    cut-out: the picture is read over white without it, with a note.
 
     Returns:
         rgb: (H, W, 3) uint8, at the decoded size.
-        alpha: (H, W) uint8, or ``None`` when the image has no alpha channel.
+        alpha: (H, W) uint8, or ``None`` when the image has no alpha channel (or one that holds no cut-out).
         notes: human-readable notes on conversions made (16-bit to 8-bit, CMYK to RGB, ...).
 
     Raises:
@@ -137,6 +139,8 @@ def _read_image(path: str, files: contextlib.ExitStack) -> tuple[np.ndarray, np.
         raise ImageError(f"{path} is truncated or corrupt ({err}); re-export the image and try again.") from None
 
     mode = img.mode
+    if _png_16bit_colour(path, img):  # decoded at 8 bits by Pillow itself
+        notes.append("16-bit image converted to 8 bits per channel")
     if mode in HIGH_DEPTH_MODES:
         key = img.info.get("transparency") if mode.startswith("I") else None  # a PNG's transparent grey (tRNS)
         key = key if isinstance(key, int) and not isinstance(key, bool) else None
@@ -178,6 +182,13 @@ def _read_image(path: str, files: contextlib.ExitStack) -> tuple[np.ndarray, np.
                          "opacity")
         if low == 255:
             img = img.convert("RGB")  # an opaque alpha channel carries no mask
+        else:
+            opaque = float((np.asarray(channel) > 127).mean())
+            if opaque > MASK_ALPHA_MAX_SHARE:  # rounded corners, a frame, a pixel or two: no cut-out's background
+                white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+                img = Image.alpha_composite(white, img).convert("RGB")
+                notes.append(f"its transparency leaves {100.0 * opaque:.1f} % of it opaque, too much for a cut-out: "
+                             "read over white as a picture without transparency, and the object is found in it")
     arr = np.asarray(_reduced(img, (width, height)))
     rgb = np.ascontiguousarray(arr[..., :3])
     alpha = np.ascontiguousarray(arr[..., 3]) if arr.shape[2] == 4 else None
@@ -187,6 +198,20 @@ def _read_image(path: str, files: contextlib.ExitStack) -> tuple[np.ndarray, np.
     if alpha is None:
         _refuse_without_object(rgb, path)
     return rgb, alpha, notes
+
+
+def _png_16bit_colour(path: str, img: Image.Image) -> bool:
+    """Whether ``img`` is a PNG of 16 bits a channel in colour or grey with alpha (colour types 2, 4 and 6), which
+    Pillow decodes at 8 bits itself (16-bit grey without alpha it keeps, :data:`HIGH_DEPTH_MODES`): read from the
+    file's IHDR chunk, which a PNG has first (bytes 24 and 25: bit depth and colour type)."""
+    if img.format != "PNG":
+        return False
+    try:
+        with open(path, "rb") as f:
+            head = f.read(26)
+    except OSError:
+        return False
+    return len(head) == 26 and head[12:16] == b"IHDR" and head[24] == 16 and head[25] in (2, 4, 6)
 
 
 FAINT_ALPHA = 127
@@ -429,6 +454,10 @@ def load_mask(path: str | os.PathLike, picture: str | os.PathLike, shape: tuple[
                          "white on black, or leave the mask out to let the model find the object.")
     if size != picture_size:
         read += f", resized from {size[0]}x{size[1]} to the picture's {picture_size[0]}x{picture_size[1]}"
+    border = np.concatenate([values[0], values[-1], values[:, 0], values[:, -1]])
+    if (border > 127).all():
+        read += ("; it marks the picture's whole border as the object: if it is inverted, paint the object white "
+                 "and the rest black")
     height, width = shape
     if values.shape != (height, width):  # a mask of the picture's shape, or a picture decoded at reduced size
         values = np.asarray(Image.fromarray(values, "L").resize((width, height), Image.Resampling.BILINEAR))
@@ -448,9 +477,10 @@ def _same_shape(size: tuple[int, int], other: tuple[int, int]) -> bool:
 
 
 MASK_ALPHA_MAX_SHARE = 0.97
-"""A mask image's alpha channel is read as the mask (:func:`load_mask`) only when at most this share of its pixels
-are opaque (above 127): a cut-out leaves the background transparent, while an alpha that is opaque nearly everywhere
-(the share :func:`recon_core.network.crop.object_pixels` takes for a whole picture) holds no mask."""
+"""A mask image's alpha channel is read as the mask (:func:`load_mask`), and a picture's as its object
+(:func:`load_image`), only when at most this share of its pixels are opaque (above 127): a cut-out leaves the
+background transparent, while an alpha that is opaque nearly everywhere (the share
+:func:`recon_core.network.crop.object_pixels` takes for a whole picture) holds no mask."""
 
 
 def _mask_values(img: Image.Image) -> tuple[np.ndarray, str]:
