@@ -477,3 +477,56 @@ def test_solid_is_passed_to_the_reconstruction(tmp_path, tiny_model_path, good_i
     for extra in ([], ["--solid"]):
         assert main([str(good_image), "-o", str(tmp_path / "out.stl"), "--model", str(tiny_model_path), *extra]) == 0
     assert seen == [False, True]
+
+
+# -- output names ------------------------------------------------------------------------------------------
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name in bytes that ``folder``'s file system allows (255 on the usual ones)."""
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (AttributeError, OSError, ValueError):
+        return 255
+
+
+def test_a_long_output_name_is_written(tmp_path, tiny_model_path, good_image, capsys):
+    """Names of 250 bytes, within the file system's 255: written, with the mask, and no temporary file left (the
+    temporary file's name was the name plus 14 characters, and the write failed with "File name too long")."""
+    if _name_max(tmp_path) < 250:
+        pytest.skip("this file system allows shorter names")
+    out, mask = tmp_path / ("c" * 246 + ".stl"), tmp_path / ("m" * 246 + ".png")
+    code = main([str(good_image), "-o", str(out), "--model", str(tiny_model_path), "--detail", "low",
+                 "--save-mask", str(mask)])
+    assert code == 0, capsys.readouterr().err
+    _assert_complete_stl(out)
+    assert mask.is_file() and sorted(tmp_path.glob("*.tmp")) == []
+
+
+def test_a_name_longer_than_the_file_system_allows_is_refused_before_the_model_loads(tmp_path, good_image, capsys,
+                                                                                    monkeypatch):
+    """Over the file system's limit, the mesh's, a candidate's or the mask's name is bad input, said at once (it
+    was an unexpected failure, exit code 1)."""
+    from recon_core.io import inference
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(inference.Reconstructor, "from_file", no_model)
+    limit = _name_max(tmp_path)
+    long_name = "c" * (limit + 41) + ".stl"  # 300 bytes where the limit is 255
+    wide_name = "é" * (limit // 2 + 2) + ".stl"  # fewer characters than the limit, more bytes (é is 2 in UTF-8)
+    at_limit = "c" * (limit - 4) + ".stl"  # fits, but its candidates' names (OUT_1.stl, ...) do not
+    cases = [
+        ([str(good_image), "-o", str(tmp_path / long_name)], f"its name is {limit + 45} bytes long"),
+        ([str(good_image), "-o", str(tmp_path / wide_name)], f"its name is {2 * (limit // 2 + 2) + 4} bytes long"),
+        ([str(good_image), "-o", str(tmp_path / at_limit), "--candidates", "2"], f"its name is {limit + 2} bytes"),
+        ([str(good_image), "-o", str(tmp_path / "out.stl"), "--save-mask", str(tmp_path / (long_name[:-4] + ".png"))],
+         f"Cannot write the mask to {tmp_path}/cccccccccccccccccccccccc…cccccccc.png: its name is {limit + 45}"),
+    ]
+    for argv, fragment in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and fragment in err and err.count("\n") == 1, err
+        assert f"the file system allows at most {limit}; choose a shorter name." in err, err
+    assert list(tmp_path.iterdir()) == [good_image]

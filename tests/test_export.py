@@ -265,3 +265,21 @@ def test_a_folder_that_cannot_be_searched_is_a_reason_not_an_error(tmp_path, mon
 
     monkeypatch.setattr(pathlib.Path, "is_dir", refused)
     assert unwritable_reason(locked / "out.stl", folder=False) == f"the folder {locked} cannot be opened"
+
+
+def test_a_name_at_the_file_system_s_limit_is_written_atomically(tmp_path, monkeypatch):
+    """The temporary file's name is short whatever the name's length: a name of the limit's length (255 bytes) is
+    written, through a temporary file that a failed rename leaves behind neither."""
+    from recon_core.io.export import atomic_write_bytes, name_too_long
+
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    box = trimesh.creation.box([1.0, 1.0, 1.0])
+    for length in (limit - 10, limit):
+        path = export_mesh(box.vertices, box.faces, tmp_path / ("b" * (length - 4) + ".stl"))
+        assert path.is_file() and len(os.fsencode(path.name)) == length and name_too_long(path) is None
+    assert name_too_long(tmp_path / ("b" * limit + ".stl")) == (limit + 4, limit)
+    assert name_too_long(tmp_path / "missing" / "folders" / ("é" * limit)) == (2 * limit, limit)
+    monkeypatch.setattr("recon_core.io.export.os.replace", lambda src, dst: (_ for _ in ()).throw(OSError(28, "full")))
+    with pytest.raises(OSError):
+        atomic_write_bytes(tmp_path / ("d" * limit), b"data")
+    assert len(list(tmp_path.iterdir())) == 2  # the two meshes: no temporary file left

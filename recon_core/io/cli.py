@@ -116,6 +116,23 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _shown(path: Path) -> str:
+    """``path`` for a sentence, a name too long to read (over 60 characters) cut to its start and end."""
+    name = path.name
+    return str(path if len(name) <= 60 else path.with_name(f"{name[:24]}…{name[-12:]}"))
+
+
+def _check_name_length(path: Path, what: str) -> None:
+    """Bad input (``ExportError``) when the name of ``path`` is longer than its file system allows: said before the
+    model runs, not by the write once the work is done."""
+    from recon_core.io.export import ExportError, name_too_long
+
+    too_long = name_too_long(path)
+    if too_long:
+        raise ExportError(f"Cannot write {what}{_shown(path)}: its name is {too_long[0]} bytes long and the file "
+                          f"system allows at most {too_long[1]}; choose a shorter name.")
+
+
 def _save_mask(mask, image: str, path: Path, mesh: Path) -> None:
     """Write ``mask`` (H, W) as a PNG of the image file's size (:func:`recon_core.io.image.save_mask`).
 
@@ -162,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ExportError(f"Cannot write {out.name}: the extension must be one of {', '.join(EXPORT_FORMATS)}.")
         if not out.parent.exists():
             raise ExportError(f"Cannot write {out}: the folder {out.parent} does not exist; create it first.")
+        _check_name_length(out, "")
         reason = unwritable_reason(out, folder=False)
         if reason:
             advice = f"give a file name, e.g. {out / 'mesh.stl'}" if out.is_dir() else "choose another folder"
@@ -173,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             if not mask_out.parent.is_dir():
                 raise ExportError(f"Cannot write the mask to {mask_out}: there is no folder {mask_out.parent}; "
                                   "create it first.")
+            _check_name_length(mask_out, "the mask to ")
             reason = unwritable_reason(mask_out, folder=False)
             if reason:
                 advice = (f"give a file name, e.g. {mask_out / 'mask.png'}" if mask_out.is_dir()
@@ -191,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.candidates < 1:
             raise ValueError(f"--candidates must be at least 1, got {args.candidates}.")
         for rank in range(1, args.candidates + 1) if args.candidates > 1 else ():  # one: OUT itself, checked above
+            _check_name_length(candidate_path(out, rank), "candidate ")
             if candidate_path(out, rank).is_dir():
                 raise ExportError(f"Cannot write candidate {candidate_path(out, rank)}: it is a folder; choose "
                                   "another output name.")

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["EXPORT_FORMATS", "ExportError", "OUTPUT_TO_Z_UP", "atomic_write_bytes", "current_umask",
-           "unwritable_reason", "os_error_sentence", "export_mesh", "write_3mf", "on_plate", "stl_bytes", "main"]
+__all__ = ["EXPORT_FORMATS", "ExportError", "OUTPUT_TO_Z_UP", "atomic_write_bytes",
+           "current_umask", "unwritable_reason", "name_too_long", "os_error_sentence", "export_mesh", "write_3mf",
+           "on_plate", "stl_bytes", "main"]
 
 EXPORT_FORMATS = (".obj", ".stl", ".ply", ".glb", ".3mf")
 
@@ -40,11 +41,21 @@ class ExportError(ValueError):
     """A mesh that cannot be written where asked."""
 
 
+TEMPORARY_NAME_START = 40
+"""How many characters of the file's name start its temporary file's (``.NAME_START.xxxxxxxx.tmp``): few enough that
+the temporary name is shorter than any file system's limit (255 bytes) whatever the name's length, so that every
+name that can be written can be written through a temporary file."""
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+
+    The temporary file is ``.`` + the name's first :data:`TEMPORARY_NAME_START` characters + 8 random ones +
+    ``.tmp``; it is removed should the write or the rename fail.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:TEMPORARY_NAME_START]}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -88,6 +99,31 @@ def unwritable_reason(path: str | os.PathLike, *, folder: bool) -> str | None:
     if not os.access(existing, os.W_OK | os.X_OK):  # entries are made in it: both are needed
         return f"the folder {existing} cannot be written to"
     return None
+
+
+NAME_MAX_FALLBACK = 255
+"""The longest file name in bytes where the file system does not say (``os.pathconf`` is missing or fails): the
+limit of ext4, XFS, Btrfs, APFS and NTFS."""
+
+
+def name_too_long(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(the name's length, the limit)`` in bytes when the last part of ``path`` is longer than its folder's file
+    system allows (``os.pathconf(folder, "PC_NAME_MAX")``, else :data:`NAME_MAX_FALLBACK`); None when it fits.
+
+    Checked before a run, as the error a write would give (``File name too long``) comes only once the work is done.
+    The folder is the nearest existing one on the way to ``path``.
+    """
+    path = Path(path)
+    size = len(os.fsencode(path.name))
+    limit = NAME_MAX_FALLBACK
+    try:
+        folder = next(p for p in (path.parent.absolute(), *path.parent.absolute().parents) if p.is_dir())
+        limit = int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (AttributeError, OSError, ValueError, StopIteration):  # no pathconf (Windows), or no answer
+        pass
+    if limit <= 0:  # -1: no limit given
+        limit = NAME_MAX_FALLBACK
+    return (size, limit) if size > limit else None
 
 
 def os_error_sentence(err: OSError) -> str:
