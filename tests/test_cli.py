@@ -157,7 +157,8 @@ def test_writes_every_format(tmp_path, tiny_model_path, good_image, capsys, ext)
     assert code == 0 and "✓ printable" in printed
     mesh = trimesh.load(out, force="mesh")
     assert mesh.is_watertight and mesh.volume > 0
-    assert np.ptp(mesh.vertices[:, 1]) == pytest.approx(80.0, rel=1e-4)
+    height = 0.080 if ext == ".glb" else 80.0  # glTF's unit is the metre: 80 mm is 0.08
+    assert np.ptp(mesh.vertices[:, 1]) == pytest.approx(height, rel=1e-4)
 
 
 def test_entry_point_runs_the_default_model(tmp_path):

@@ -283,3 +283,17 @@ def test_a_name_at_the_file_system_s_limit_is_written_atomically(tmp_path, monke
     with pytest.raises(OSError):
         atomic_write_bytes(tmp_path / ("d" * limit), b"data")
     assert len(list(tmp_path.iterdir())) == 2  # the two meshes: no temporary file left
+
+
+def test_a_glb_in_millimetres_is_written_in_metres_the_others_in_millimetres(tmp_path):
+    """glTF's unit is the metre: a mesh 90 mm tall is a GLB 0.09 tall (it was 90, a 90-metre chair in Blender and
+    every glTF viewer); OBJ, STL and PLY stay in millimetres, and a unitless mesh (no height given) stays as it is."""
+    box = trimesh.creation.box([40.0, 90.0, 30.0])  # output frame: 90 mm tall along +Y
+    for ext, height in ((".glb", 0.09), (".stl", 90.0), (".obj", 90.0), (".ply", 90.0)):
+        path = export_mesh(box.vertices, box.faces, tmp_path / f"mm{ext}", millimetres=True)
+        mesh = trimesh.load(path, force="mesh")
+        assert mesh.extents == pytest.approx([40.0 * height / 90.0, height, 30.0 * height / 90.0], rel=1e-6), ext
+    _, objects, _ = _read_3mf(export_mesh(box.vertices, box.faces, tmp_path / "mm.3mf", millimetres=True))
+    assert np.ptp(objects[0][1][:, 2]) == pytest.approx(90.0)  # 3MF declares millimetres: its Z is the height
+    unitless = trimesh.load(export_mesh(box.vertices / 100, box.faces, tmp_path / "unitless.glb"), force="mesh")
+    assert unitless.extents == pytest.approx([0.4, 0.9, 0.3], rel=1e-6)

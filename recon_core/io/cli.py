@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         written: list[Path] = []
         try:
             for path, candidate in zip(paths, results):
-                export_mesh(candidate.verts, candidate.faces, path)
+                export_mesh(candidate.verts, candidate.faces, path, millimetres=args.height_mm is not None)
                 written.append(path)
             if mask_out is not None:
                 _save_mask(result.mask, args.image, mask_out, out)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["EXPORT_FORMATS", "ExportError", "OUTPUT_TO_Z_UP", "atomic_write_bytes",
+__all__ = ["EXPORT_FORMATS", "ExportError", "OUTPUT_TO_Z_UP", "GLB_METRES_PER_MM", "atomic_write_bytes",
            "current_umask", "unwritable_reason", "name_too_long", "os_error_sentence", "export_mesh", "write_3mf",
            "on_plate", "stl_bytes", "main"]
 
@@ -35,6 +35,11 @@ OUTPUT_TO_Z_UP = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float64)
 """Rotation from the output frame (+Y up, camera on +Z; :mod:`recon_core.mesh.camera`) to +Z up:
 ``(x, y, z) -> (x, -z, y)``, the add-on's rotation into Blender. A rotation (determinant 1), so
 outward faces stay outward."""
+
+
+GLB_METRES_PER_MM = 0.001
+"""A GLB's vertices in millimetres are written times this: glTF's unit is the metre (glTF 2.0, "Coordinate System
+and Units"), so Blender's importer and glTF viewers read a 90-unit mesh as 90 m tall."""
 
 
 class ExportError(ValueError):
@@ -243,10 +248,13 @@ def stl_bytes(verts: np.ndarray, faces: np.ndarray) -> bytes:
     return header + np.uint32(len(tri)).tobytes() + records.tobytes()
 
 
-def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike, name: str = "reconstruction") -> Path:
+def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike, name: str = "reconstruction", *,
+                millimetres: bool = False) -> Path:
     """Write one mesh in the output frame as OBJ, STL, PLY, GLB or 3MF (by extension), atomically.
 
-    OBJ, STL, PLY and GLB keep the output frame (+Y up) and its coordinates. 3MF gets millimetres,
+    OBJ, STL, PLY and GLB keep the output frame (+Y up). OBJ, STL and PLY keep its coordinates (STL has no unit;
+    slicers take millimetres). A GLB of vertices in ``millimetres`` is written in metres (times
+    :data:`GLB_METRES_PER_MM`), glTF's unit, so that it imports at its size; else as they are. 3MF gets millimetres,
     +Z up (:data:`OUTPUT_TO_Z_UP`), the mesh resting on the build plate (:func:`on_plate`): pass
     vertices in millimetres (``Reconstructor.reconstruct(..., height_mm=...)``).
 
@@ -255,10 +263,13 @@ def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike, n
         faces: (F, 3) int.
         path: the file to write.
         name: the object's name inside a 3MF file.
+        millimetres: ``verts`` are in millimetres (``height_mm`` was given); False: the data's unitless frame.
     """
     path = Path(path)
     ext = _check_target(path)
     verts, faces = _checked_mesh(verts, faces, path.name)
+    if ext == ".glb" and millimetres:
+        verts = verts * GLB_METRES_PER_MM
     if ext == ".3mf":
         return _write_3mf([(name, on_plate(verts @ OUTPUT_TO_Z_UP.T), faces)], path)
     if ext == ".stl":
