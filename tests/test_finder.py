@@ -711,3 +711,22 @@ def test_train_finder_check_of_a_split_with_no_pictures_fails(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "bogus" in captured.err and len(captured.err.strip().splitlines()) == 1
     assert "nan" not in captured.out and not (tmp_path / "sheet.png").exists()
+
+
+def test_a_found_alpha_without_a_pixel_above_half_is_no_object(tiny_config, monkeypatch):
+    """The finder can return an alpha with no pixel above half (its second look kept nothing): that is no object, so the
+    border colour is tried, and a picture it finds nothing in either is refused, as when the finder sees none; such an
+    alpha was used as the object before (an empty mask, a mesh made of nothing)."""
+    from recon_core.network import finder as finder_module
+    from recon_core.network.model import build_model
+
+    monkeypatch.setattr(finder_module, "finder_alpha",
+                        lambda net, rgb, grow=True: np.full(rgb.shape[:2], 1, np.uint8))  # 1 of 255 everywhere
+    rec = Reconstructor(build_model(tiny_config), {"trained": False}, finder=_ColourFinder())
+    blue = _picture(box=(0, 0, 0, 0))
+    blue[30:90, 60:140] = (30, 30, 200)
+    result = rec.reconstruct(blue, vertices=642)
+    assert any("border colour" in n for n in result.notes) and not result.mask_unsure
+    assert result.mask[60, 100] == 1.0 and result.mask[5, 5] == 0.0
+    with pytest.raises(ImageError, match=r"^No object found in the picture: neither the object finder nor"):
+        rec.reconstruct(np.zeros((120, 200, 3), np.uint8) + np.uint8(3), vertices=642)

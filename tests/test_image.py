@@ -134,6 +134,24 @@ def test_rgb_object_found_from_border_colour():
     assert abs(rows[0] - 6.4) <= 1.5 and abs(rows[-1] + 1 - 57.6) <= 1.5
 
 
+def test_a_small_object_in_a_large_picture_is_found_against_the_border_and_a_speck_is_not():
+    """The border-colour rule sees no object below BORDER_MIN_SHARE of the pixels only when they are also fewer than
+    BORDER_MIN_PIXELS: a 12 x 12 object in 2,000 x 2,000 pixels (0.004 %) is one (it was refused as no object), a
+    5 x 5 speck is not."""
+    from recon_core.network.crop import BORDER_MIN_PIXELS, BORDER_MIN_SHARE, object_pixels
+
+    img = np.full((2000, 2000, 3), 255, np.uint8)
+    img[1000:1012, 700:712] = (40, 30, 20)
+    assert 144 / img[..., 0].size < BORDER_MIN_SHARE and 144 >= BORDER_MIN_PIXELS
+    assert object_box(img, None) == (700, 1000, 712, 1012)
+    speck = np.full((2000, 2000, 3), 255, np.uint8)
+    speck[1000:1005, 700:705] = (40, 30, 20)
+    assert object_pixels(speck, None) is None and object_box(speck, None) == (0, 0, 2000, 2000)
+    small = np.full((137, 137, 3), 255, np.uint8)  # in a small picture a few pixels are above the share, as before
+    small[60:62, 60:62] = (40, 30, 20)
+    assert object_box(small, None) == (60, 60, 62, 62)
+
+
 def test_busy_background_uses_whole_image():
     img = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
     assert object_box(img, None) == (0, 0, 70, 50)

@@ -1340,3 +1340,31 @@ def test_a_decimation_that_cannot_be_mended_at_the_detail_is_tried_at_twice_it(b
     assert goals == [1284, 2568] and result.report.ok and len(result.faces) <= 1.2 * 2568
     assert result.notes == [f"the solid could not be simplified to about 1,284 faces and stay printable: it is "
                             f"simplified to {len(result.faces):,} faces instead"]
+
+
+def test_a_decimation_whose_mends_leave_many_more_faces_than_asked_says_so(banked_model, fake, monkeypatch):
+    """Each mend keeps a region at the solid's resolution: a decimation at the detail's size whose mends left more than
+    MENDED_FACES_NOTE times the faces asked gets a note naming both counts; without mends, or near the size asked,
+    none."""
+    from recon_core.io.inference import MENDED_FACES_NOTE, Reconstructor
+    from recon_core.mesh import simplify
+
+    real = simplify.decimate
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    model, meta = load_model(banked_model)
+    rec = Reconstructor(_with_config(model, bank_shape_weight=0.0), meta)
+    for factor, mends, noted in ((2.5, 3, True), (2.5, 0, False), (1.0, 2, False)):
+        def mended(verts, faces, target, factor=factor, mends=mends, **kwargs):
+            out = real(verts, faces, int(factor * target), **kwargs)
+            return None if out is None else (out[0], out[1], mends)
+
+        monkeypatch.setattr(simplify, "decimate", mended)
+        result = rec.reconstruct(rgb, alpha, vertices=642)
+        assert result.report.ok
+        notes = [n for n in result.notes if "more than the about 1,284 asked" in n]
+        if noted:
+            assert len(result.faces) > MENDED_FACES_NOTE * 1284
+            assert notes == [f"it is simplified to {len(result.faces):,} faces, more than the about 1,284 asked: "
+                             f"{mends} places where simplifying folded the surface are kept finer"]
+        else:
+            assert notes == [], (factor, mends)

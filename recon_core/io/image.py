@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import os
 import threading
 import warnings
@@ -187,8 +188,10 @@ def _read_image(path: str, files: contextlib.ExitStack) -> tuple[np.ndarray, np.
             if opaque > MASK_ALPHA_MAX_SHARE:  # rounded corners, a frame, a pixel or two: no cut-out's background
                 white = Image.new("RGBA", img.size, (255, 255, 255, 255))
                 img = Image.alpha_composite(white, img).convert("RGB")
-                notes.append(f"its transparency leaves {100.0 * opaque:.1f} % of it opaque, too much for a cut-out: "
-                             "read over white as a picture without transparency, and the object is found in it")
+                share = ("all of it at least half" if opaque == 1.0 else
+                         f"{math.floor(1000.0 * opaque) / 10.0:.1f} % of it")  # never "100.0 %" for 99.96 %
+                notes.append(f"its transparency leaves {share} opaque, too much for a cut-out: read over white as a "
+                             "picture without transparency, and the object is found in it")
     arr = np.asarray(_reduced(img, (width, height)))
     rgb = np.ascontiguousarray(arr[..., :3])
     alpha = np.ascontiguousarray(arr[..., 3]) if arr.shape[2] == 4 else None

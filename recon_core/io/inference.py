@@ -53,6 +53,9 @@ SMOOTH_REVERT_RINGS = 2
 BANK_DECIMATION_LADDER = 4
 """A shape bank's solid that cannot be decimated to the detail's size and mended printable is decimated to twice
 that, then to this many times it, before it is written whole (:meth:`Reconstructor._bank_result`)."""
+MENDED_FACES_NOTE = 1.5
+"""A decimation to the detail's size whose mends left more than this many times its faces gets a note saying so
+(:meth:`Reconstructor._bank_result`): each mend keeps a region at the solid's own resolution."""
 
 
 def bank_smoothing_iterations(faces: int) -> int:
@@ -309,8 +312,8 @@ class Reconstructor:
                     "it or give a mask of it alone (--mask, the add-on's Object: Mask Image)")
             if side is not None and 0 < side < SMALL_OBJECT_SIDE:
                 result.notes.append(
-                    f"the object is only {side} pixels across in the picture, so its shape is read from few pixels: "
-                    "a larger picture of it gives a surer fit")
+                    f"the object is only {side} pixels across in the picture as read, so its shape is read from few "
+                    "pixels: a picture in which it is larger (cropped closer around it) gives a surer fit")
         return results
 
     @staticmethod
@@ -363,6 +366,8 @@ class Reconstructor:
             confidence = 0.0 if found is None else mask_confidence(found)  # the finder's own, before growing
             if found is not None:
                 found = grow_to_edges(found, rgb)
+            if found is not None and not (found > 127).any():  # no pixel even half sure (its second look kept none)
+                found = None
         if found is not None:
             if confidence < UNSURE_MASK:
                 return found, (f"object found by the object finder (no transparency), but it is unsure of the object "
@@ -452,7 +457,8 @@ class Reconstructor:
         the size it will be written, is the decimation's acceptance test, and the faces it finds intersecting are
         mended. A decimation that cannot be mended is tried at twice the detail's size and at
         :data:`BANK_DECIMATION_LADDER` times it (with a note), then the full solid goes on (checked, and repaired if
-        need be, in :meth:`_finish`; a note). A solid the detail does not decimate, and the full solid that goes on,
+        need be, in :meth:`_finish`; a note). Mends that leave more than :data:`MENDED_FACES_NOTE` times the detail's
+        faces are noted too. A solid the detail does not decimate, and the full solid that goes on,
         are smoothed and checked the same way. With ``solid`` its sealed pockets are filled first (:func:`recon_core.mesh.repair.fill_cavities`), so
         the detail's faces all go to the surface that is seen.
         """
@@ -464,6 +470,7 @@ class Reconstructor:
         verts, faces = snapped
         undecimated = None  # the faces asked for, when the decimation failed
         fewer = None  # the larger size the decimation reached instead, when the detail's own could not be mended
+        mended = 0  # the mends of the detail's own decimation (each keeps a region at the solid's resolution)
         report = None
         repair_log = RepairLog(path="original", input_closed_manifold=True)
         repair_log.note("the solid of the nearest training shape, meshed by marching tetrahedra")
@@ -559,6 +566,8 @@ class Reconstructor:
                 else:
                     if goal != target:
                         fewer = goal  # the note below says so
+                    else:
+                        mended = mends
                     repair_log.note(f"decimated to {len(accepted)} faces" + (f" (mended {mends} times)" if mends else ""))
             # the solid as it is (not to be decimated, or no decimation could be mended), smoothed: kept when the
             # smoothed one passes the check (which trusts its topology, as decimate asks it only of closed,
@@ -592,6 +601,9 @@ class Reconstructor:
         elif fewer is not None:
             result.notes.append(f"the solid could not be simplified to about {target:,} faces and stay printable: "
                                 f"it is simplified to {len(result.faces):,} faces instead")
+        elif mended and len(result.faces) > MENDED_FACES_NOTE * target:
+            result.notes.append(f"it is simplified to {len(result.faces):,} faces, more than the about {target:,} "
+                                f"asked: {mended} places where simplifying folded the surface are kept finer")
         return result
 
     def _reconstruct_occupancy(self, out, rgb: np.ndarray, alpha: np.ndarray | None, prepared, cat_index: int | None,

@@ -19,7 +19,7 @@ from PIL import Image
 from recon_core.mesh.camera import CROP_MARGIN
 
 __all__ = ["PreparedImage", "prepare_image", "border_colour", "object_box", "object_mask", "object_pixels",
-           "uncrop_mask", "separate_parts", "PART_SHARE", "PARTS_SIDE"]
+           "uncrop_mask", "separate_parts", "PART_SHARE", "PARTS_SIDE", "BORDER_MIN_SHARE", "BORDER_MIN_PIXELS"]
 
 
 @dataclass(frozen=True)
@@ -71,9 +71,17 @@ def object_pixels(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray | Non
     if spread > 60:  # busy border: no plain background to separate from
         return None
     fg = np.abs(rgb.astype(np.int16) - bg).sum(axis=2) > 60
-    if fg.mean() < 1e-4 or fg.mean() > 0.97:
+    if (fg.mean() < BORDER_MIN_SHARE and fg.sum() < BORDER_MIN_PIXELS) or fg.mean() > 0.97:
         return None
     return fg
+
+
+BORDER_MIN_SHARE = 1e-4
+"""The border-colour rule (:func:`object_pixels`) sees no object when fewer than this share of the picture's pixels,
+and fewer than :data:`BORDER_MIN_PIXELS`, differ from the border colour (a speck of dust on a plain picture)."""
+BORDER_MIN_PIXELS = 64
+"""See :data:`BORDER_MIN_SHARE`: a small object in a large picture (a 30-pixel chair in 2,000 x 2,000 pixels, less than
+0.01 % of them) is still one."""
 
 
 def object_box(rgb: np.ndarray, alpha: np.ndarray | None) -> tuple[int, int, int, int]:
