@@ -531,3 +531,50 @@ def test_a_name_longer_than_the_file_system_allows_is_refused_before_the_model_l
         assert err.startswith("error: ") and fragment in err and err.count("\n") == 1, err
         assert f"the file system allows at most {limit}; choose a shorter name." in err, err
     assert list(tmp_path.iterdir()) == [good_image]
+
+
+# -- closed standard streams -------------------------------------------------------------------------------
+
+
+def _run_with_closed(fd: int, argv: list[str]) -> subprocess.CompletedProcess:
+    """Run recon-mesh as its console script runs, with descriptor ``fd`` closed (1: ``>&-``, 2: ``2>&-``): Python
+    then starts with ``sys.stdout`` or ``sys.stderr`` None. The other stream is a pipe, read back."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "recon_core.io.cli", *argv], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=300, preexec_fn=lambda: os.close(fd))
+
+
+@pytest.mark.parametrize("closed", [1, 2], ids=["stdout", "stderr"])
+def test_a_closed_standard_stream_leaves_the_exit_code_the_mesh_s(tmp_path, tiny_model_path, good_image, closed):
+    """``recon-mesh ... >&-`` ended in a traceback (AttributeError: 'NoneType' object has no attribute 'flush') and
+    exit code 1 after the mesh was written, ``2>&-`` in exit code 1: now the mesh's, 0."""
+    out = tmp_path / "mesh.stl"
+    proc = _run_with_closed(closed, [str(good_image), "-o", str(out), "--model", str(tiny_model_path),
+                                     "--detail", "low"])
+    assert proc.returncode == 0, proc.stderr
+    _assert_complete_stl(out)
+    if closed == 1:
+        assert [line for line in proc.stderr.splitlines() if not line.startswith("note: ")] == [], proc.stderr
+    else:
+        assert proc.stdout.startswith(f"wrote {out} (") and proc.stdout.endswith("✓ printable\n"), proc.stdout
+
+
+def test_bad_input_with_stderr_closed_is_still_exit_code_2(tmp_path):
+    """A picture with no object, refused before the model loads, with ``2>&-``: exit code 2 (it was 1), and the
+    sentence goes nowhere (it went to stdout), as the shell asked."""
+    white = tmp_path / "white.png"
+    Image.new("RGB", (300, 300), "white").save(white)
+    out = tmp_path / "out.stl"
+    proc = _run_with_closed(2, [str(white), "-o", str(out)])
+    assert proc.returncode == 2 and proc.stdout == "" and not out.exists(), proc.stdout
+
+
+def test_no_stdout_or_stderr_at_all_in_process(tmp_path, tiny_model_path, good_image, monkeypatch):
+    """main() where sys.stdout and sys.stderr are None (a process started without them): the run's exit codes."""
+    monkeypatch.setattr(sys, "stdout", None)
+    monkeypatch.setattr(sys, "stderr", None)
+    out = tmp_path / "mesh.stl"
+    assert main([str(good_image), "-o", str(out), "--model", str(tiny_model_path), "--detail", "low"]) == 0
+    _assert_complete_stl(out)
+    assert main([str(tmp_path / "missing.png"), "-o", str(tmp_path / "other.stl")]) == 2
+    assert not (tmp_path / "other.stl").exists()

@@ -6,6 +6,7 @@ The exit codes are listed in :data:`EPILOG` (``recon-mesh --help``) and the READ
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -33,7 +34,8 @@ exit codes:
      (while the report printed, after they were, they stay)
 
 The mesh is complete on disk before the report is printed. A reader that stops early
-(recon-mesh ... | head -1) ends the report quietly and leaves the exit code as above."""
+(recon-mesh ... | head -1) ends the report quietly and leaves the exit code as above, as does
+a closed standard output or error (recon-mesh ... >&- or 2>&-)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,35 +78,94 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _stdout_gone() -> None:
-    """Point stdout at os.devnull after a broken pipe, so the interpreter's final flush cannot fail again.
+def _stream_closed(err: Exception, stream) -> bool:
+    """Whether ``err``, raised writing to ``stream``, says that the stream is closed or its reader gone (a broken
+    pipe, a closed descriptor, a closed file object), rather than that it failed (a full disk)."""
+    if isinstance(err, ValueError):  # a closed file object; not an encoding error
+        return bool(getattr(stream, "closed", False))
+    return isinstance(err, BrokenPipeError) or getattr(err, "errno", None) == errno.EBADF
+
+
+def _stream_gone(stream) -> None:
+    """Point ``stream``'s descriptor at os.devnull once its reader has gone, so that later writes and the final flush
+    of what it still buffers cannot fail again.
 
     Python's documented recipe (the ``signal`` module's note on SIGPIPE); without it a
     closed pipe ends in a traceback or an "Exception ignored ... BrokenPipeError" and exit 120.
     """
     try:
-        fd = sys.stdout.fileno()
+        fd = stream.fileno()
     except (AttributeError, OSError, ValueError):  # not a real file (tests capture it): nothing left to flush
         return
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, fd)
-    os.close(devnull)
+    if devnull != fd:  # equal when the descriptor was closed: devnull took its number
+        os.dup2(devnull, fd)
+        os.close(devnull)
 
 
 def _flush_stdout() -> None:
+    stream = sys.stdout
+    if stream is None:  # no stdout at all (closed when Python started): nothing was printed
+        return
     try:
-        sys.stdout.flush()  # to a pipe stdout is block-buffered: a closed pipe shows here, not at exit
-    except BrokenPipeError:
-        _stdout_gone()
+        stream.flush()  # to a pipe stdout is block-buffered: a closed pipe shows here, not at exit
+    except (OSError, ValueError) as err:
+        if not _stream_closed(err, stream):
+            raise
+        _stream_gone(stream)
 
 
 def _print(line: str) -> None:
-    """Print one line of the report; a reader that has gone (``| head -1``) ends the report quietly."""
+    """Print one line of the report; a reader that has gone (``| head -1``) or a closed stdout (``>&-``) ends the
+    report quietly."""
+    stream = sys.stdout
+    if stream is None:
+        return
     try:
-        print(line)
-    except BrokenPipeError:
-        _stdout_gone()
+        print(line, file=stream)
+    except (OSError, ValueError) as err:
+        if not _stream_closed(err, stream):
+            raise
+        _stream_gone(stream)
     _flush_stdout()
+
+
+def _say(line: str) -> None:
+    """Print one line to stderr (a note or the error). A stderr that is closed (``2>&-``) or cannot be written says
+    nothing, and the exit code stays the run's: there is nowhere else to say it."""
+    stream = sys.stderr
+    if stream is None:  # print(file=None) would print it on stdout
+        return
+    try:
+        print(line, file=stream)
+        stream.flush()
+    except (OSError, ValueError) as err:
+        if _stream_closed(err, stream):
+            _stream_gone(stream)
+
+
+def _open_closed_streams() -> None:
+    """Give each standard stream that the shell closed (``recon-mesh ... >&-`` or ``2>&-``) os.devnull.
+
+    Python starts such a stream as None: a print to it does nothing (to ``sys.stderr``, it goes to stdout) and a
+    flush fails. And the first file opened would take its descriptor, so that whatever a library writes to
+    descriptor 1 or 2 would go into that file, a mesh perhaps. The descriptor is opened on os.devnull and the
+    stream made on it, so what is printed there goes nowhere, as the shell asked, and the exit code is the run's.
+    """
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        if getattr(sys, name) is not None:
+            continue
+        try:
+            os.fstat(fd)
+            taken = True  # by something else: the stream gets a descriptor of its own
+        except OSError:
+            taken = False
+        devnull = os.open(os.devnull, os.O_RDWR)
+        if not taken and devnull != fd:
+            os.dup2(devnull, fd)
+            os.close(devnull)
+            devnull = fd
+        setattr(sys, name, open(devnull, mode, closefd=taken, encoding="utf-8"))
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -159,10 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     if args.vertices is not None:
         if args.detail is not None:
-            print("error: --detail and --vertices cannot be given together (--vertices is the deprecated form of "
-                  "--detail); keep only --detail.", file=sys.stderr)
+            _say("error: --detail and --vertices cannot be given together (--vertices is the deprecated form of "
+                 "--detail); keep only --detail.")
             return 2
-        print(f"note: --vertices is deprecated; use --detail {'|'.join(DETAIL_VERTICES)}", file=sys.stderr)
+        _say(f"note: --vertices is deprecated; use --detail {'|'.join(DETAIL_VERTICES)}")
     vertices = args.vertices if args.detail is None else vertices_for_detail(args.detail)
     start = time.perf_counter()
     try:  # torch's import, the first second of a run: the handlers below need these names
@@ -171,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         from recon_core.io.inference import MAX_HEIGHT_MM, MIN_HEIGHT_MM, Reconstructor
         from recon_core.io.weights import WeightsError
     except KeyboardInterrupt:
-        print(_INTERRUPTED_SAYS, file=sys.stderr)
+        _say(_INTERRUPTED_SAYS)
         return INTERRUPTED
     try:
         out = Path(args.output)
@@ -237,31 +298,30 @@ def main(argv: list[str] | None = None) -> int:
     except (ImageError, WeightsError, ExportError, ValueError) as err:
         if args.debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        _say(f"error: {err}")
         return 2
     except KeyboardInterrupt:  # Ctrl-C: no file written (the candidates' cleanup above ran)
-        print(_INTERRUPTED_SAYS, file=sys.stderr)
+        _say(_INTERRUPTED_SAYS)
         return INTERRUPTED
     except Exception as err:  # noqa: BLE001 - last line of defence: one sentence, not a traceback
         if args.debug:
             raise
-        print(f"error: unexpected failure ({type(err).__name__}: {err}); rerun with --debug and report it.", file=sys.stderr)
+        _say(f"error: unexpected failure ({type(err).__name__}: {err}); rerun with --debug and report it.")
         return 1
     try:
         return _report(args, result, results, paths, out, mask_out, time.perf_counter() - start)
     except OSError as err:  # stdout full or failing (a closed pipe ends the report quietly in _print)
-        print(f"error: the files were written, but the report could not be printed to standard output "
-              f"({err.strerror or err}).", file=sys.stderr)
+        _say(f"error: the files were written, but the report could not be printed to standard output "
+             f"({err.strerror or err}).")
         return 1
 
 
 def _report(args, result, results, paths, out, mask_out, seconds: float) -> int:
     """Print the notes (stderr) and the report (stdout) of a run whose files are written; its exit code."""
     for note in result.notes:
-        print(f"note: {note}", file=sys.stderr)
+        _say(f"note: {note}")
     if len(results) < args.candidates:
-        print(f"note: the model found {len(results)} candidate shape(s) for this picture, not {args.candidates}",
-              file=sys.stderr)
+        _say(f"note: the model found {len(results)} candidate shape(s) for this picture, not {args.candidates}")
     probs = result.category_probs
     # The meshes are on disk (each written to a temporary file and renamed) before the first line below.
     if len(results) == 1 and args.candidates == 1:
@@ -290,17 +350,22 @@ def run() -> None:
     Tearing down torch and the loaded model (module and object finalisers) took about a second of
     every cold run, after the work was done. By then the mesh and the mask are on disk (each written
     to a temporary file and renamed) and the report is printed; stdout, stderr and the log are
-    flushed here before ``os._exit``. ``--help`` and usage errors exit through argparse as usual.
+    flushed here before ``os._exit``. ``--help`` and usage errors exit through argparse as usual. A standard
+    stream the shell closed is os.devnull for the run (:func:`_open_closed_streams`).
     """
+    _open_closed_streams()
     try:
         code = main()
         _flush_stdout()
     except KeyboardInterrupt:  # after the files were written, while the report printed
-        print("error: interrupted while printing the report; the files were written.", file=sys.stderr)
+        _say("error: interrupted while printing the report; the files were written.")
         code = INTERRUPTED
     except OSError:  # the report's last flush into a full stdout: main has said so, or had nothing left to say
         code = 1
-    sys.stderr.flush()
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a stderr that cannot be written: nothing more can be said
+        pass
     logging.shutdown()
     os._exit(code)
 
