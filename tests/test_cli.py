@@ -578,3 +578,37 @@ def test_no_stdout_or_stderr_at_all_in_process(tmp_path, tiny_model_path, good_i
     _assert_complete_stl(out)
     assert main([str(tmp_path / "missing.png"), "-o", str(tmp_path / "other.stl")]) == 2
     assert not (tmp_path / "other.stl").exists()
+
+
+# -- option errors, and --category ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--candidates", "abc"], "--candidates must be a whole number of shapes, e.g. 3, got 'abc'"),
+    (["--height-mm", "90mm"], "--height-mm must be a number of millimetres without a unit, e.g. 90, got '90mm'"),
+    (["--category", "Chiar"], "--category 'Chiar' is not a category the model knows; the categories are airplane, "
+                              "bench, cabinet, car, chair, display, lamp, loudspeaker, rifle, sofa, table, telephone, "
+                              "watercraft"),
+    (["--detail", "ultra"], "--detail: invalid choice: 'ultra'"),
+    (None, "the following arguments are required: -o/--output"),
+], ids=["candidates", "height", "category", "detail", "no output"])
+def test_an_option_error_is_one_sentence_without_the_usage(tmp_path, good_image, capsys, extra, fragment):
+    """argparse printed six lines of usage, then "recon-mesh: error: ..."; now one sentence and where to look."""
+    out = tmp_path / "out.stl"
+    argv = [str(good_image)] if extra is None else [str(good_image), "-o", str(out), *extra]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith("error: ") and fragment in err, err
+    assert err.endswith("; see recon-mesh --help.\n") and err.count("\n") == 1 and "usage" not in err, err
+    assert list(tmp_path.iterdir()) == [good_image]
+
+
+def test_category_is_taken_in_any_case(tmp_path, tiny_model_path, good_image, capsys):
+    from recon_core.io.cli import _parser
+
+    for given in ("Chair", "CHAIR", " chair"):
+        assert _parser().parse_args([str(good_image), "-o", "x.stl", "--category", given]).category == "chair"
+    code = main([str(good_image), "-o", str(tmp_path / "out.stl"), "--model", str(tiny_model_path), "--detail", "low",
+                 "--category", "Table"])
+    assert code == 0 and "\ncategory: table\n" in capsys.readouterr().out

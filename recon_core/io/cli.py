@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from recon_core.mesh.detail import DETAIL_VERTICES, approx_faces, vertices_for_detail
 from recon_core.network.categories import CATEGORIES
@@ -38,8 +39,47 @@ The mesh is complete on disk before the report is printed. A reader that stops e
 a closed standard output or error (recon-mesh ... >&- or 2>&-)."""
 
 
+CATEGORY_NAMES = tuple(c.name for c in CATEGORIES)
+"""The names ``--category`` takes, in any case."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser whose option errors are one sentence on stderr and exit code 2, without the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        flag, _, rest = message.removeprefix("argument ").partition(": ")
+        if message.startswith("argument ") and rest.startswith(flag.split("/")[-1]):  # our own sentence names it
+            message = rest
+        _say(f"error: {message}; see {self.prog} --help.")
+        self.exit(2)
+
+
+def _category(text: str) -> str:
+    """``--category``'s value, lower case; an unknown name says which names there are."""
+    name = text.strip().lower()
+    if name not in CATEGORY_NAMES:
+        raise argparse.ArgumentTypeError(f"--category {text!r} is not a category the model knows; the categories are "
+                                         f"{', '.join(CATEGORY_NAMES)}")
+    return name
+
+
+def _height_mm(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--height-mm must be a number of millimetres without a unit, e.g. 90, got "
+                                         f"{text!r}") from None
+
+
+def _count(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--candidates must be a whole number of shapes, e.g. 3, got {text!r}") from None
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="recon-mesh",
         description="Turn one photo or sketch of an object into a watertight, manifold, printable mesh.",
         epilog=EPILOG,
@@ -49,8 +89,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True,
                    help="output mesh: .obj, .stl, .ply, .glb or .3mf (for slicers: millimetres, +Z up, on the "
                         "build plate; needs --height-mm)")
-    p.add_argument("--category", choices=[c.name for c in CATEGORIES], help="object category (default: predicted)")
-    p.add_argument("--height-mm", type=float, help="scale the mesh so that its height is this many millimetres")
+    p.add_argument("--category", type=_category, metavar="NAME",
+                   help=f"object category, in any case: {', '.join(CATEGORY_NAMES)} (default: predicted)")
+    p.add_argument("--height-mm", type=_height_mm, metavar="H",
+                   help="scale the mesh so that its height is this many millimetres")
     sizes = ", ".join(f"{name} ~{approx_faces(name):,}" for name in DETAIL_VERTICES)
     p.add_argument("--detail", choices=list(DETAIL_VERTICES),
                    help=f"output size in faces: {sizes} (default: the model's own, normally medium; a model "
@@ -71,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
                         "whose transparency marks the object")
     p.add_argument("--save-mask", metavar="PATH.png",
                    help="also write the object mask that was used (8-bit grey PNG, the picture's size, 255 = object)")
-    p.add_argument("--candidates", type=int, default=1, metavar="K",
+    p.add_argument("--candidates", type=_count, default=1, metavar="K",
                    help="write K plausible shapes, OUT_1.EXT ... OUT_K.EXT, the most confident first, each with its "
                         "confidence and printable check (default 1: OUT.EXT alone)")
     p.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
