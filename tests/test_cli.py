@@ -612,3 +612,36 @@ def test_category_is_taken_in_any_case(tmp_path, tiny_model_path, good_image, ca
     code = main([str(good_image), "-o", str(tmp_path / "out.stl"), "--model", str(tiny_model_path), "--detail", "low",
                  "--category", "Table"])
     assert code == 0 and "\ncategory: table\n" in capsys.readouterr().out
+
+
+def test_the_output_may_not_overwrite_the_input_picture_or_the_mask(tmp_path, capsys, monkeypatch):
+    """`recon-mesh pic.stl -o pic.stl` replaced the picture by the mesh (exit code 0): now refused before anything
+    runs, as --save-mask is, for OUT, each OUT_i of --candidates, and the --mask file, by any name of them."""
+    from recon_core.io import inference
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(inference.Reconstructor, "from_file", no_model)
+    picture, numbered, mask = tmp_path / "pic.stl", tmp_path / "pic_2.obj", tmp_path / "mask.ply"
+    Image.fromarray(_object_rgb(), "RGB").save(picture, format="PNG")
+    numbered.write_bytes(picture.read_bytes())
+    Image.new("L", (64, 64), 255).save(mask, format="PNG")
+    (tmp_path / "link.stl").symlink_to(picture)
+    before = {p: p.read_bytes() for p in (picture, numbered, mask)}
+    monkeypatch.chdir(tmp_path)
+    cases = [
+        ([str(picture), "-o", str(picture)], f"Cannot write {picture}: it is the input picture"),
+        ([str(picture), "-o", "pic.stl"], "Cannot write pic.stl: it is the input picture"),  # another spelling
+        ([str(picture), "-o", str(tmp_path / "link.stl")], "link.stl: it is the input picture"),  # a link to it
+        ([str(numbered), "-o", str(tmp_path / "pic.obj"), "--candidates", "3"],
+         f"Cannot write candidate {numbered}: it is the input picture"),
+        ([str(picture), "-o", str(mask), "--mask", str(mask)], f"Cannot write {mask}: it is the --mask file"),
+    ]
+    for argv, fragment in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and fragment in err and err.count("\n") == 1, err
+        assert err.endswith("which would be overwritten; choose another file name.\n"), err
+    assert {p: p.read_bytes() for p in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.stl", "mask.ply", "pic.stl", "pic_2.obj"]

@@ -236,6 +236,17 @@ def _check_name_length(path: Path, what: str) -> None:
                           f"system allows at most {too_long[1]}; choose a shorter name.")
 
 
+def _refuse_an_input(path: Path, what: str, args: argparse.Namespace) -> None:
+    """Bad input (``ExportError``) when writing ``path`` would overwrite the input picture or the ``--mask`` file (by
+    any name of it: another spelling, a link)."""
+    from recon_core.io.export import ExportError
+
+    for flag, given in (("the input picture", args.image), ("the --mask file", args.mask)):
+        if given is not None and _same_file(path, Path(given)):
+            raise ExportError(f"Cannot write {what}{path}: it is {flag}, which would be overwritten; choose another "
+                              "file name.")
+
+
 def _save_mask(mask, image: str, path: Path, mesh: Path) -> None:
     """Write ``mask`` (H, W) as a PNG of the image file's size (:func:`recon_core.io.image.save_mask`).
 
@@ -300,10 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                 advice = (f"give a file name, e.g. {mask_out / 'mask.png'}" if mask_out.is_dir()
                           else "choose another folder")
                 raise ExportError(f"Cannot write the mask to {mask_out}: {reason}; {advice}.")
-            for flag, given in (("the input picture", args.image), ("the --mask file", args.mask)):
-                if given is not None and _same_file(mask_out, Path(given)):
-                    raise ExportError(f"Cannot write the mask to {mask_out}: it is {flag}, which would be "
-                                      "overwritten; choose another file name.")
+            _refuse_an_input(mask_out, "the mask to ", args)
         if args.height_mm is not None and not MIN_HEIGHT_MM <= args.height_mm <= MAX_HEIGHT_MM:  # NaN fails too
             raise ValueError(f"--height-mm must be a number of millimetres from {MIN_HEIGHT_MM:g} to "
                              f"{MAX_HEIGHT_MM:,.0f}, got {args.height_mm}.")
@@ -317,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
             if candidate_path(out, rank).is_dir():
                 raise ExportError(f"Cannot write candidate {candidate_path(out, rank)}: it is a folder; choose "
                                   "another output name.")
+            _refuse_an_input(candidate_path(out, rank), "candidate ", args)
+        if args.candidates == 1:  # with more, OUT itself is not written
+            _refuse_an_input(out, "", args)
         rgb, alpha, notes = load_picture(args.image, args.mask)  # bad input fails fast, before the model loads
         rec = Reconstructor.from_file(args.model)
         results = rec.reconstruct_candidates(
