@@ -1,5 +1,6 @@
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -156,3 +157,22 @@ def test_a_stem_with_a_dot_keeps_it(tmp_path, tiny_config):
                                                                            tmp_path / "net.v2.safetensors")
     _, meta = load_model(tmp_path / "net.v2")
     assert meta["trained"] is True
+
+
+def test_the_object_finder_given_as_the_model_is_named_so(tmp_path):
+    """`recon-mesh --model models/finder` said the finder's config "is not valid ('model'); restore it from the
+    repository", as if the file were damaged: it is whole, but the object finder's, not a reconstruction model's."""
+    from recon_core.io.weights import check_model_files
+
+    finder = Path(__file__).resolve().parent.parent / "models" / "finder"
+    for check in (load_model, check_model_files):
+        with pytest.raises(WeightsError) as err:
+            check(finder)
+        message = str(err.value)
+        assert message.startswith(f"{finder}.json is the object finder's config") and "restore" not in message
+        assert "the reconstruction model is models/default" in message
+    other = tmp_path / "other"
+    other.with_suffix(".json").write_text(json.dumps({"trained": True, "steps": 3}))
+    with pytest.raises(WeightsError, match=re.escape(f'{other}.json is not a reconstruction model\'s config (it has '
+                                                     'no "model" section); the reconstruction model is models/default')):
+        load_model(other)

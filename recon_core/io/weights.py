@@ -170,6 +170,12 @@ def check_model_files(path: str | os.PathLike | None = None, branch: bool = True
             raise ValueError(f"it holds a {type(meta).__name__}, not the model's settings")
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise WeightsError(f"Model config {cfg_path} is not valid ({err}); restore it from the repository.") from None
+    if "model" not in meta:  # whole, but another kind of file: "not valid, restore it" would mislead
+        what = ("the object finder's config (a \"finder\" section, no \"model\" one), not a reconstruction model's"
+                if "finder" in meta else "not a reconstruction model's config (it has no \"model\" section)")
+        raise WeightsError(f"{cfg_path} is {what}; the reconstruction model is models/default (recon-mesh's "
+                           "default, without --model), or give another saved by training (NAME.json with "
+                           "NAME.safetensors beside it).")
     if not weights_path.is_file() and meta.get("trained") is not False:
         raise WeightsError(f"Model weights not found: there is no {weights_path} beside {cfg_path.name}; restore the "
                            "file (git checkout models/) or point to a model saved by training (NAME.safetensors "
