@@ -160,6 +160,12 @@ def test_recon_mesh_writes_a_3mf_90_mm_tall_along_z(tmp_path, tiny_model_path, c
     _, v, f, manifold = objects[0]
     assert manifold and _signed_volume(v, f) > 0
     assert np.ptp(v[:, 2]) == pytest.approx(90.0, rel=1e-6) and v[:, 2].min() == pytest.approx(0.0, abs=1e-9)
+    # the report's size names its axes, true of the 3MF too (its Z is the height), not "a x b x c" read as x, y, z
+    import re
+
+    size = re.search(r"^size (\S+) x (\S+) x (\S+) mm \(width x height x depth\), ", printed, re.M)
+    assert size, printed
+    assert [float(x) for x in size.groups()] == pytest.approx([np.ptp(v[:, 0]), 90.0, np.ptp(v[:, 1])], rel=1e-3)
 
 
 def test_the_add_on_writer_runs_without_torch(tmp_path):
