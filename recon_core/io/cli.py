@@ -92,7 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--category", type=_category, metavar="NAME",
                    help=f"object category, in any case: {', '.join(CATEGORY_NAMES)} (default: predicted)")
     p.add_argument("--height-mm", type=_height_mm, metavar="H",
-                   help="scale the mesh so that its height is this many millimetres")
+                   help="scale the mesh so that its height is this many millimetres (a GLB is then written in "
+                        "metres, glTF's unit)")
     sizes = ", ".join(f"{name} ~{approx_faces(name):,}" for name in DETAIL_VERTICES)
     p.add_argument("--detail", choices=list(DETAIL_VERTICES),
                    help=f"output size in faces: {sizes} (default: the model's own, normally medium; a model "
