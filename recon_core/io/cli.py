@@ -389,18 +389,8 @@ def _report(args, result, results, paths, out, mask_out, seconds: float) -> int:
         if args.candidates > 1:
             confidence = "" if candidate.confidence is None else f", confidence {candidate.confidence:.1%}"
             _print(f"\ncandidate {path.name}: {len(candidate.verts)} vertices, {len(candidate.faces)} faces{confidence}")
-        _print(_summary(candidate.report))
+        _print(candidate.report.summary())
     return 0 if all(c.report.ok for c in results) else 3
-
-
-def _summary(report) -> str:
-    """The printable check's lines (:meth:`recon_core.mesh.printable.PrintableReport.summary`), the size line naming
-    its axes: width x height x depth, true of every format (the output frame's x, y and z; a 3MF's x, z and y, as
-    it stands +Z up), where "a x b x c" read as a 3MF's x, y and z was wrong."""
-    sx, sy, sz = report.bbox_size
-    size = (f"size {sx:.4g} x {sy:.4g} x {sz:.4g} {report.unit} (width x height x depth), {report.n_vertices} "
-            f"vertices, {report.n_faces} faces")
-    return "\n".join(size if line.startswith("size ") else line for line in report.summary().splitlines())
 
 
 def candidate_path(out: Path, rank: int) -> Path:

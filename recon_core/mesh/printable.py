@@ -114,7 +114,8 @@ class PrintableReport:
             line(self.outward, f"normals point outward (volume {self.volume:.4g} {self.unit}^3)"),
             count(self.self_intersecting_pairs, "self-intersecting face pairs"),
             count(self.degenerate_faces, "degenerate faces"),
-            f"size {sx:.4g} x {sy:.4g} x {sz:.4g} {self.unit}, {self.n_vertices} vertices, {self.n_faces} faces",
+            f"size {sx:.4g} x {sy:.4g} x {sz:.4g} {self.unit} (width x height x depth), {self.n_vertices} vertices, "
+            f"{self.n_faces} faces",
             line(self.ok, "printable" if self.ok else "not printable"),
         ]
         return "\n".join(lines)
