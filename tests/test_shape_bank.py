@@ -1365,6 +1365,6 @@ def test_a_decimation_whose_mends_leave_many_more_faces_than_asked_says_so(banke
         if noted:
             assert len(result.faces) > MENDED_FACES_NOTE * 1284
             assert notes == [f"it is simplified to {len(result.faces):,} faces, more than the about 1,284 asked: "
-                             f"{mends} places where simplifying folded the surface are kept finer"]
+                             f"{mends} places where simplifying folded the surface are kept finer"]  # mends = 3
         else:
             assert notes == [], (factor, mends)

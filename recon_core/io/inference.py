@@ -603,7 +603,8 @@ class Reconstructor:
                                 f"it is simplified to {len(result.faces):,} faces instead")
         elif mended and len(result.faces) > MENDED_FACES_NOTE * target:
             result.notes.append(f"it is simplified to {len(result.faces):,} faces, more than the about {target:,} "
-                                f"asked: {mended} places where simplifying folded the surface are kept finer")
+                                f"asked: {mended} {'place' if mended == 1 else 'places'} where simplifying folded "
+                                f"the surface {'is' if mended == 1 else 'are'} kept finer")
         return result
 
     def _reconstruct_occupancy(self, out, rgb: np.ndarray, alpha: np.ndarray | None, prepared, cat_index: int | None,
