@@ -645,3 +645,27 @@ def test_the_output_may_not_overwrite_the_input_picture_or_the_mask(tmp_path, ca
         assert err.endswith("which would be overwritten; choose another file name.\n"), err
     assert {p: p.read_bytes() for p in before} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.stl", "mask.ply", "pic.stl", "pic_2.obj"]
+
+
+def test_each_candidates_own_notes_are_said_with_its_name(tmp_path, capsys):
+    """With several candidates the picture's notes, which all share, are said once, and each candidate's own (its
+    pockets filled, its decimation) with its file's name: before, only the first candidate's notes were said, so
+    `--candidates 3 --solid` counted the pockets of the first alone."""
+    from types import SimpleNamespace
+
+    from recon_core.io.cli import _parser, _report
+
+    def candidate(own):
+        report = SimpleNamespace(ok=True, summary=lambda: "✓ printable")
+        return SimpleNamespace(notes=["object found by the object finder (no transparency)", *own], verts=np.zeros((4, 3)),
+                               faces=np.zeros((4, 3)), report=report, confidence=0.5, category="chair",
+                               category_probs=np.array([0.9, 0.1]))
+
+    results = [candidate(["filled 4 sealed hollow pockets"]), candidate([]), candidate(["filled 5 sealed hollow pockets"])]
+    args = _parser().parse_args(["in.png", "-o", str(tmp_path / "c.stl"), "--candidates", "3"])
+    paths = [tmp_path / f"c_{k}.stl" for k in (1, 2, 3)]
+    assert _report(args, results[0], results, paths, tmp_path / "c.stl", None, 1.0) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["note: object found by the object finder (no transparency)",
+                   "note (c_1.stl): filled 4 sealed hollow pockets",
+                   "note (c_3.stl): filled 5 sealed hollow pockets"]

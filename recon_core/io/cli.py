@@ -336,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
             smooth=not args.no_smooth, source=args.image, solid=args.solid,
         )
         result = results[0]
-        result.notes[:0] = notes
+        for candidate in results:  # the picture's notes are every candidate's
+            candidate.notes[:0] = notes
         paths = [out] if args.candidates == 1 else [candidate_path(out, i + 1) for i in range(len(results))]
         written: list[Path] = []
         try:
@@ -371,9 +372,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _report(args, result, results, paths, out, mask_out, seconds: float) -> int:
-    """Print the notes (stderr) and the report (stdout) of a run whose files are written; its exit code."""
-    for note in result.notes:
+    """Print the notes (stderr) and the report (stdout) of a run whose files are written; its exit code.
+
+    With several candidates, the notes all of them share (the picture's) are said once, and each candidate's own
+    (its pockets filled, its decimation) with its file's name."""
+    shared = [n for n in result.notes if all(n in c.notes for c in results[1:])]
+    for note in shared:
         _say(f"note: {note}")
+    if len(results) > 1:
+        for path, candidate in zip(paths, results):
+            for note in candidate.notes:
+                if note not in shared:
+                    _say(f"note ({path.name}): {note}")
     if len(results) < args.candidates:
         _say(f"note: the model found {len(results)} candidate shape(s) for this picture, not {args.candidates}")
     probs = result.category_probs
