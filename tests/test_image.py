@@ -579,7 +579,8 @@ def test_a_photo_taken_turned_is_read_upright(tmp_path, orientation):
 
 
 def test_the_mask_of_a_photo_taken_turned_lies_over_it_upright(tmp_path):
-    """save_mask writes at the upright size; load_mask takes a mask of that size and refuses one of the stored size."""
+    """save_mask writes at the upright size; load_mask takes a mask of that size, and one of another shape is
+    refused, naming the upright size."""
     path = tmp_path / "photo.png"
     _stored_with_orientation(path, _object_image((120, 90)), 6)  # stored 120 x 90, shown 90 x 120
     rgb, _, _ = load_image(path)
@@ -591,9 +592,27 @@ def test_the_mask_of_a_photo_taken_turned_lies_over_it_upright(tmp_path):
         assert img.size == (90, 120)
     values, _ = load_mask(tmp_path / "mask.png", path, rgb.shape[:2])
     assert np.array_equal(values > 127, mask > 0.5)
-    Image.new("L", (120, 90), 255).save(tmp_path / "stored_size.png")
+    Image.new("L", (100, 100), 255).save(tmp_path / "square.png")
     with pytest.raises(ImageError, match="90x120"):
-        load_mask(tmp_path / "stored_size.png", path, rgb.shape[:2])
+        load_mask(tmp_path / "square.png", path, rgb.shape[:2])
+
+
+@pytest.mark.parametrize("orientation", range(5, 9))
+def test_a_mask_painted_over_a_turned_photo_as_stored_is_turned_as_the_photo_is(tmp_path, orientation):
+    """An editor that ignores the EXIF orientation (Blender does) shows a photo as stored: a mask painted over it there
+    has the stored size, sides swapped. It is turned upright as the picture is (the plain reference _UPRIGHT), with
+    a note; such a mask was refused as of the wrong size."""
+    path = tmp_path / "photo.png"
+    stored = _object_image((120, 90))  # 120 wide, 90 high as stored
+    _stored_with_orientation(path, stored, orientation)
+    rgb, _, _ = load_image(path)
+    painted = np.zeros(stored.shape[:2], np.uint8)  # over the stored pixels: an off-centre block with a tail
+    painted[10:50, 5:40] = 255
+    painted[50:70, 5:12] = 255
+    Image.fromarray(painted, "L").save(tmp_path / "painted.png")
+    values, read = load_mask(tmp_path / "painted.png", path, rgb.shape[:2])
+    assert np.array_equal(values, _UPRIGHT[orientation](painted))
+    assert f"EXIF orientation ({orientation})" in read
 
 
 # -- several objects in one picture --------------------------------------------------------------------------

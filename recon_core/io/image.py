@@ -424,13 +424,18 @@ def load_mask(path: str | os.PathLike, picture: str | os.PathLike, shape: tuple[
                          "find the object.")
     try:
         with Image.open(picture) as pic:
-            picture_size = upright_size(pic)
+            picture_size, stored_size, orientation = upright_size(pic), pic.size, _orientation(pic)
     except (OSError, ValueError) as err:
         raise ImageError(f"The picture {os.fspath(picture)} cannot be read again ({err}); check that it is still "
                          "there.") from None
+    turn = None  # a mask painted over the picture as stored (Blender shows it so): turned as the picture is
     try:
         with _open_unlimited(path) as img:  # the size is compared with the picture's (at most MAX_PIXELS) first
             size = img.size  # checked before decoding it
+            if (orientation in _SWAPPING_ORIENTATIONS and picture_size != stored_size
+                    and not _same_shape(size, picture_size) and _same_shape(size, stored_size)):
+                turn = orientation
+                size = (size[1], size[0])
             if not _same_shape(size, picture_size):  # (the same size is the same shape)
                 raise ImageError(
                     f"The mask {path} is {size[0]}x{size[1]} pixels but the picture is {picture_size[0]}x"
@@ -443,6 +448,9 @@ def load_mask(path: str | os.PathLike, picture: str | os.PathLike, shape: tuple[
                                  f"{picture_size[0]}x{picture_size[1]}: save it at the picture's size.")
             img.load()
             values, read = _mask_values(img)
+            if turn is not None:
+                values = np.ascontiguousarray(np.asarray(
+                    Image.fromarray(values, "L").transpose(_EXIF_TRANSPOSE[turn])))
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -455,6 +463,9 @@ def load_mask(path: str | os.PathLike, picture: str | os.PathLike, shape: tuple[
     if values.max() <= 127:
         raise ImageError(f"The mask {path} marks no object (no pixel lighter than half grey): paint the object "
                          "white on black, or leave the mask out to let the model find the object.")
+    if turn is not None:
+        read += (f", turned upright as the picture's EXIF orientation ({turn}) says (the mask has the picture's size "
+                 "as stored, as an editor that ignores that tag shows it)")
     if size != picture_size:
         read += f", resized from {size[0]}x{size[1]} to the picture's {picture_size[0]}x{picture_size[1]}"
     border = np.concatenate([values[0], values[-1], values[:, 0], values[:, -1]])
@@ -466,6 +477,13 @@ def load_mask(path: str | os.PathLike, picture: str | os.PathLike, shape: tuple[
         values = np.asarray(Image.fromarray(values, "L").resize((width, height), Image.Resampling.BILINEAR))
     return np.ascontiguousarray(values, dtype=np.uint8), read
 
+
+_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
+"""EXIF orientations that turn a picture by 90 degrees (its sides swap when it is shown upright)."""
+_EXIF_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                   4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270,
+                   7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+"""How each EXIF orientation's stored pixels are turned upright (as :func:`PIL.ImageOps.exif_transpose` does)."""
 
 MASK_MAX_SCALE = 4
 """A mask of the picture's shape may be at most this many times its width (:func:`load_mask`)."""
