@@ -41,7 +41,8 @@ from .preferences import DEFAULTS, get_preferences
 
 __all__ = ["RECON_OT_reconstruct", "RECON_OT_next_candidate", "RECON_OT_keep_candidate", "RECON_OT_export_stl",
            "RECON_OT_export_3mf", "RECON_OT_use_mask", "running", "cancel_running", "mm_per_unit", "mask_image",
-           "fill_mesh", "candidate_collection", "candidates_of", "candidate_info", "shown_candidate", "percent_text"]
+           "fill_mesh", "candidate_collection", "candidates_of", "is_candidate", "candidate_info", "shown_candidate",
+           "percent_text"]
 
 TIMER_S = 0.1
 """Seconds between two polls of the worker in the modal operator."""
@@ -62,6 +63,10 @@ CANDIDATE_KEY = "recon_candidate"
 or -1.0 when the model gave none}``."""
 CANDIDATES_KEY = "recon_candidates"
 """Custom property of a candidate collection: the picture its candidates were made from."""
+CANDIDATE_NAMES_KEY = "recon_candidate_names"
+"""Custom property of a candidate collection: the names of the objects the reconstruction made in it. Only those are
+candidates (:func:`is_candidate`): a copy of one (Shift+D) carries :data:`CANDIDATE_KEY` along but has another name
+("chair 1.001"), and is the user's, never hidden or deleted by Next Shape and Keep This One."""
 NEXT_SHAPE_KEYS = "Shift+Alt+N"
 """The Next Shape shortcut (3D Viewport, Object Mode), as the panel and messages spell it (see ``__init__``)."""
 
@@ -492,6 +497,7 @@ class _Reconstruction:
             if len(shapes) > 1:
                 collection = bpy.data.collections.new(f"{self.name} candidates")
                 collection[CANDIDATES_KEY] = self.picture
+                collection[CANDIDATE_NAMES_KEY] = [obj.name for obj in objects]  # as Blender named them
                 parent.children.link(collection)
             for obj in objects:
                 (collection or parent).objects.link(obj)
@@ -593,16 +599,26 @@ def candidate_info(obj) -> tuple[int, float | None]:
     return rank, confidence if confidence >= 0 else None
 
 
+def is_candidate(obj, collection) -> bool:
+    """Whether ``obj`` is one of the candidates the reconstruction made in the candidate ``collection``: it holds
+    :data:`CANDIDATE_KEY` and its name is recorded there (:data:`CANDIDATE_NAMES_KEY`; a collection saved before the
+    names were recorded takes every object with the property)."""
+    if obj is None or CANDIDATE_KEY not in obj:
+        return False
+    names = collection.get(CANDIDATE_NAMES_KEY)
+    return names is None or obj.name in names
+
+
 def candidate_collection(obj):
     """The candidate collection (:data:`CANDIDATES_KEY`) that the candidate ``obj`` is in, or None."""
     if obj is None or CANDIDATE_KEY not in obj:
         return None
-    return next((c for c in obj.users_collection if CANDIDATES_KEY in c), None)
+    return next((c for c in obj.users_collection if CANDIDATES_KEY in c and is_candidate(obj, c)), None)
 
 
 def candidates_of(collection, view_layer) -> list:
-    """The candidate objects of ``collection`` that are in ``view_layer``, by rank."""
-    objects = [o for o in collection.objects if CANDIDATE_KEY in o and view_layer.objects.get(o.name) == o]
+    """The candidate objects of ``collection`` (:func:`is_candidate`) that are in ``view_layer``, by rank."""
+    objects = [o for o in collection.objects if is_candidate(o, collection) and view_layer.objects.get(o.name) == o]
     return sorted(objects, key=lambda o: (candidate_info(o)[0], o.name))
 
 
@@ -843,7 +859,7 @@ class RECON_OT_keep_candidate(_CandidateOperator, bpy.types.Operator):
         view_layer = context.view_layer
         collection = candidate_collection(context.active_object)
         kept = shown_candidate(candidates_of(collection, view_layer), view_layer, context.active_object)
-        others = [o for o in collection.objects if CANDIDATE_KEY in o and o != kept]
+        others = [o for o in collection.objects if is_candidate(o, collection) and o != kept]  # never the user's
         parents = _parent_collections(collection, context.scene)
         for obj in others:
             mesh = obj.data

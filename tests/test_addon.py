@@ -1121,6 +1121,35 @@ def test_keep_this_one_deletes_the_others_and_moves_it_to_the_parent_collection(
     bpy.data.images.remove(mask)
 
 
+def test_a_copy_of_a_candidate_is_the_users_never_hidden_or_deleted(addon, candidate_settings):
+    """Shift+D copies the candidate property into the copy ("chair 1.001"), in the same collection: only the objects
+    the reconstruction made (their names recorded on the collection) are candidates."""
+    collection = reconstruct_candidates(3)
+    assert collection["recon_candidate_names"] == ["chair 1", "chair 2", "chair 3"]
+    assert bpy.ops.object.duplicate() == {'FINISHED'}  # Shift+D on the shown "chair 1"
+    copy = bpy.context.active_object
+    assert copy.name == "chair 1.001" and "recon_candidate" in copy and collection.objects.get(copy.name) == copy
+    operators = addon.package.operators
+    assert operators.candidate_collection(copy) is None and not bpy.ops.recon.next_candidate.poll()
+    assert [o.name for o in operators.candidates_of(collection, bpy.context.view_layer)] == ["chair 1", "chair 2",
+                                                                                              "chair 3"]
+    bpy.context.view_layer.objects.active = bpy.data.objects["chair 1"]
+    listed = [text for text in labels(draw_panel(bpy.types.RECON_PT_candidates)) if re.match(r"\d\. ", text)]
+    assert [text.split(":")[0] for text in listed] == ["1. chair 1", "2. chair 2", "3. chair 3"]
+    for expected in ("chair 2", "chair 3", "chair 1"):  # Next Shape never cycles to the copy, nor hides it
+        assert bpy.ops.recon.next_candidate() == {'FINISHED'}
+        assert bpy.context.view_layer.objects.active.name == expected and not copy.hide_get()
+    assert bpy.ops.recon.keep_candidate() == {'FINISHED'}
+    assert sorted(o.name for o in bpy.data.objects if o.name.startswith("chair")) == ["chair 1", "chair 1.001"]
+    assert not copy.hide_get() and not copy.hide_render and collection.objects.get("chair 1.001") == copy
+    assert bpy.context.collection.objects.get("chair 1") is not None
+    mask = copy["recon_mask"]
+    for obj in (bpy.data.objects["chair 1"], copy):
+        bpy.data.objects.remove(obj)
+    bpy.data.collections.remove(collection)
+    bpy.data.images.remove(mask)
+
+
 def test_one_candidate_is_todays_single_object(addon, candidate_settings):
     """Candidates at 1, with a model that could give several: one object named after the picture, no
     collection, no candidate property; the shape is the first of the candidates."""
