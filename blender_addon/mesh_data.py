@@ -13,7 +13,7 @@ import tempfile
 
 import numpy as np
 
-__all__ = ["OUTPUT_TO_BLENDER", "to_blender", "mesh_buffers", "stl_bytes", "write_stl"]
+__all__ = ["OUTPUT_TO_BLENDER", "to_blender", "mesh_buffers", "stl_bytes", "current_umask", "write_stl"]
 
 OUTPUT_TO_BLENDER = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float64)
 """Rotation from the output frame (+Y up, camera on +Z) to Blender (+Z up): (x, y, z) -> (x, -z, y),
@@ -85,13 +85,22 @@ def stl_bytes(triangles: np.ndarray, header: str = "reconstruct_from_image") -> 
     return header.encode()[:80].ljust(80, b" ") + struct.pack("<I", len(tri)) + data.tobytes()
 
 
+def current_umask() -> int:
+    """The process's umask (reading it means setting it, so it is set back at once), as ``recon_core.io.export``."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def write_stl(path: str, triangles: np.ndarray) -> None:
-    """Write a binary STL through a temporary file and a rename (never a half-written file)."""
+    """Write a binary STL through a temporary file and a rename (never a half-written file), with the permissions a
+    new file gets (``0o666`` less the umask, as Blender's own exporter and Export 3MF give), not mkstemp's 0600."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".recon-", suffix=".stl.tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(stl_bytes(triangles))
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600, which the rename would keep
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -533,6 +533,29 @@ def test_print_units_and_export_stl_in_millimetres(addon, settings, tmp_path):
     bpy.data.objects.remove(obj)
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_export_stl_gives_the_file_the_permissions_of_a_new_file(addon, settings, tmp_path, umask):
+    """0o666 less the umask, as Blender's own STL exporter and Export 3MF: not the temporary file's 0600, also when it
+    replaces an existing file."""
+    mesh = bpy.data.meshes.new("tetra")
+    mesh.from_pydata([(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1)], [], [(0, 2, 1), (0, 1, 3), (0, 3, 2), (1, 2, 3)])
+    obj = bpy.data.objects.new("tetra", mesh)
+    bpy.context.collection.objects.link(obj)
+    bpy.context.view_layer.objects.active = obj
+    new, existing = tmp_path / "new.stl", tmp_path / "existing.stl"
+    existing.write_bytes(b"")
+    existing.chmod(0o644)
+    old = os.umask(umask)
+    try:
+        for out in (new, existing):
+            assert bpy.ops.recon.export_stl(filepath=str(out)) == {'FINISHED'}
+            assert out.stat().st_mode & 0o777 == 0o666 & ~umask, (out.name, oct(out.stat().st_mode))
+    finally:
+        os.umask(old)
+        bpy.data.objects.remove(obj)
+        bpy.data.meshes.remove(mesh)
+
+
 def test_export_3mf_writes_each_selected_object_in_millimetres(addon, settings, tmp_path):
     from tests.test_export import _read_3mf, _signed_volume
 
