@@ -695,7 +695,7 @@ class RECON_OT_reconstruct(bpy.types.Operator):
         return {'RUNNING_MODAL'}
 
     def modal(self, context, event):
-        if event.type == 'ESC':
+        if event.type == 'ESC' and event.value == 'PRESS':  # not the release of an Esc that a menu or G/R/S took
             return self._cancel(context)
         if event.type == 'TIMER':
             return self._advance(context)

@@ -159,8 +159,8 @@ class ModalDriver:
     def invoke(self):
         return self.op.invoke(self.context, SimpleNamespace(type='LEFTMOUSE', value='PRESS'))
 
-    def tick(self, event_type='TIMER'):
-        return self.op.modal(self.context, SimpleNamespace(type=event_type, value='NOTHING'))
+    def tick(self, event_type='TIMER', value='NOTHING'):
+        return self.op.modal(self.context, SimpleNamespace(type=event_type, value=value))
 
     def finish(self, poll_s: float = 0.05):
         """Timer ticks until the operator stops passing them through; its final status."""
@@ -1365,7 +1365,10 @@ def test_escape_cancels_and_kills_the_worker(addon, settings, monkeypatch):
     client, mask_dir = driver.op._run.job.client, driver.op._run.mask_dir
     assert os.path.isdir(mask_dir)
     assert driver.tick() == {'PASS_THROUGH'}
-    assert driver.tick('ESC') == {'CANCELLED'}
+    # the release of an Esc whose press closed a menu or cancelled a move (G) goes on to Blender: the run goes on
+    assert driver.tick('ESC', 'RELEASE') == {'PASS_THROUGH'} and driver.tick() == {'PASS_THROUGH'}
+    assert client.process.poll() is None and addon.package.operators.running() is driver.op._run
+    assert driver.tick('ESC', 'PRESS') == {'CANCELLED'}
     assert client.process.poll() is not None, "the worker is killed"
     assert not os.path.exists(mask_dir), "the mask's temporary folder is removed"
     assert scene_state() == state and driver.op._timer is None
