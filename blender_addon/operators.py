@@ -396,6 +396,12 @@ class _Reconstruction:
             self.names[self.temp_file] = (f"image file {self.picture}" if settings.source == 'FILE'
                                           else self.picture)
         self.count = settings.candidates
+        # where the result goes: the scene clicked in, its active collection, view layer and cursor (place)
+        self.scene, self.scene_name = context.scene, context.scene.name
+        collection = context.collection
+        self.collection = None if collection is None or collection == context.scene.collection else collection
+        self.collection_name = self.collection.name if self.collection is not None else None
+        self.view_layer_name = context.view_layer.name if context.view_layer is not None else None
         self.location = context.scene.cursor.location.copy()
         self.started = time.perf_counter()
         try:
@@ -470,15 +476,17 @@ class _Reconstruction:
         """Create the object(s) and the mask image from the result; returns the objects, the shown one first.
 
         One shape (Candidates at 1, or the worker sent one) makes one object, as it always has; several make
-        one object each, in a new collection, the first shown and the others hidden. The objects are at the
-        cursor, smooth-shaded; the shown one is selected and active. When the 3D Viewport is in Local View, they
-        are in it, as Blender's Add menu puts a new object there.
+        one object each, in a new collection, the first shown and the others hidden. They go where Reconstruct was
+        clicked (:meth:`place`: that scene, in the units it has now, its active collection, at its cursor), whichever
+        scene is shown when the result comes in; smooth-shaded; the shown one is selected and active. When the 3D
+        Viewport is in Local View, they are in it, as Blender's Add menu puts a new object there.
 
         All or nothing: should anything fail, what was made so far is removed and an earlier mask
         of the picture is left as it was; only then is that earlier mask replaced.
         """
         result = self.job.result
-        scene = context.scene
+        scene, parent, view_layer, location = self.place(context)
+        here = scene == context.scene and view_layer == context.view_layer  # the window shows that view layer
         mm = mm_per_unit(scene)
         scale = 1.0 / mm if self.height_mm else 1.0  # worker units -> Blender units
         shapes = result.candidates[:self.count] if self.count > 1 and len(result.candidates) > 1 else [result]
@@ -488,12 +496,12 @@ class _Reconstruction:
             mask = self._load_mask(result.mask_path, result.mask_unsure)
             for rank, shape in enumerate(shapes, 1):
                 name = self.name if len(shapes) == 1 else f"{self.name} {rank}"
-                obj = self._new_object(name, shape, scale, 1.0 if self.height_mm else mm, mask, objects, meshes)
+                obj = self._new_object(name, shape, scale, 1.0 if self.height_mm else mm, mask, objects, meshes,
+                                       location)
                 if len(shapes) > 1:
                     obj[CANDIDATE_KEY] = _candidate_property(rank, shape.confidence)
-            if context.object is not None and context.object.mode != 'OBJECT':
+            if here and context.object is not None and context.object.mode != 'OBJECT':
                 bpy.ops.object.mode_set(mode='OBJECT')
-            parent = context.collection or scene.collection
             if len(shapes) > 1:
                 collection = bpy.data.collections.new(f"{self.name} candidates")
                 collection[CANDIDATES_KEY] = self.picture
@@ -501,8 +509,8 @@ class _Reconstruction:
                 parent.children.link(collection)
             for obj in objects:
                 (collection or parent).objects.link(obj)
-            _show_only(objects[0], objects, context.view_layer)
-            space = getattr(context, "space_data", None)
+            _show_only(objects[0], objects, view_layer)
+            space = getattr(context, "space_data", None) if here else None
             if space is not None and space.type == 'VIEW_3D' and space.local_view is not None:
                 for obj in objects:
                     obj.local_view_set(space, True)
@@ -520,10 +528,36 @@ class _Reconstruction:
             _replace_masks(mask, self.picture, f"{self.name} mask")
         return objects
 
+    def place(self, context) -> tuple:
+        """``(scene, collection, view_layer, location)`` where the result goes: the scene Reconstruct was clicked in,
+        with its active collection, view layer and cursor of that moment, whichever scene is shown now.
+
+        What was deleted (or renamed and undone) meanwhile gives way: the scene to the current one (a warning says so),
+        the collection to the scene's own, the view layer to the one shown (or the scene's first). References that an
+        undo invalidated are found again by name.
+        """
+        scene = _alive(self.scene) or bpy.data.scenes.get(self.scene_name)
+        location = self.location
+        if scene is None:
+            scene = context.scene
+            location = scene.cursor.location.copy()
+            self.warnings.append(f"The scene {self.scene_name} was deleted while the reconstruction ran; the result "
+                                 f"is in the scene {scene.name}, at its cursor.")
+        collection = None
+        if self.collection_name is not None:
+            collection = _alive(self.collection) or bpy.data.collections.get(self.collection_name)
+            if collection is not None and collection not in scene.collection.children_recursive:
+                collection = None  # deleted, or taken out of the scene: the scene's own collection
+        view_layer = scene.view_layers.get(self.view_layer_name or "")
+        if view_layer is None:
+            view_layer = context.view_layer if scene == context.scene else scene.view_layers[0]
+        return scene, collection or scene.collection, view_layer, location
+
     def _new_object(self, name: str, shape, scale: float, mm_per_worker_unit: float, mask, objects: list,
-                    meshes: list):
-        """A new object, not yet linked, holding ``shape``'s mesh (a result or a candidate) at the cursor, with its
-        printable check and the mask; appended with its mesh to ``objects`` and ``meshes`` as they are made."""
+                    meshes: list, location):
+        """A new object, not yet linked, holding ``shape``'s mesh (a result or a candidate) at ``location`` (the
+        cursor), with its printable check and the mask; appended with its mesh to ``objects`` and ``meshes`` as they
+        are made."""
         mesh = bpy.data.meshes.new(name)
         meshes.append(mesh)
         fill_mesh(mesh, mesh_data.to_blender(shape.verts, scale), shape.faces)
@@ -531,7 +565,7 @@ class _Reconstruction:
         mesh.update()
         obj = bpy.data.objects.new(name, mesh)
         objects.append(obj)
-        obj.location = self.location
+        obj.location = location
         obj[CHECK_KEY] = _check_property(shape, mm_per_worker_unit)
         if mask is not None:
             obj[MASK_KEY] = mask
@@ -562,6 +596,18 @@ class _Reconstruction:
             self.warnings.append(f"The object mask could not be loaded ({err}); the mesh was made without it.")
             return None
         return image
+
+
+def _alive(data):
+    """``data`` (an ID such as a scene or a collection), or None when it was deleted or an undo invalidated its Python
+    reference (Blender then raises ReferenceError)."""
+    if data is None:
+        return None
+    try:
+        data.name
+    except ReferenceError:
+        return None
+    return data
 
 
 def _replace_masks(image, picture: str, name: str) -> None:
@@ -638,8 +684,8 @@ def _show_only(shown, objects: list, view_layer) -> None:
         obj.hide_set(obj != shown, view_layer=view_layer)
         obj.hide_render = obj != shown
     for other in view_layer.objects:
-        other.select_set(False)
-    shown.select_set(True)
+        other.select_set(False, view_layer=view_layer)
+    shown.select_set(True, view_layer=view_layer)  # also in a view layer that is not shown (another scene's)
     view_layer.objects.active = shown
 
 
@@ -748,6 +794,9 @@ class RECON_OT_reconstruct(bpy.types.Operator):
             return self._fail(context, f"Could not create the mesh in Blender ({type(err).__name__}: {err}).")
         result = run.job.result
         obj = objects[0]
+        if obj.name not in context.scene.objects:  # the result is in the scene clicked in, not the one shown now
+            self.report({'INFO'}, f"{obj.name} is in the scene {obj.users_scene[0].name}, where Reconstruct was "
+                                  "clicked.")
         check = "printable" if result.report.get("ok") else "NOT printable, see the panel"
         if len(objects) == 1:
             self.report({'INFO'}, f"Reconstructed {obj.name} ({len(result.verts)} vertices, {result.category}, "

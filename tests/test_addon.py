@@ -1351,6 +1351,70 @@ def test_modal_operator_returns_control_while_the_worker_runs(addon, settings, m
     bpy.data.objects.remove(new[0])
 
 
+class LiveContext:
+    """What Blender passes to ``modal()``: the context of that moment (the scene shown now), with the driver's
+    recording window manager."""
+
+    def __init__(self, window_manager):
+        self.window_manager = window_manager
+
+    def __getattr__(self, name):
+        return getattr(bpy.context, name)
+
+
+def test_the_result_lands_in_the_scene_clicked_in_or_says_where_when_it_was_deleted(addon, settings):
+    """Switching scenes while the worker runs: the object goes to the scene, collection and cursor of the click, in
+    that scene's units; when that scene was deleted meanwhile, to the scene shown, at its cursor, with a warning."""
+    window, design = bpy.context.window, bpy.context.scene
+    parts = bpy.data.collections.new("Parts")
+    design.collection.children.link(parts)
+    view_layer = bpy.context.view_layer
+    active_layer_collection = view_layer.active_layer_collection
+    view_layer.active_layer_collection = view_layer.layer_collection.children["Parts"]
+    design.cursor.location = (1.0, 2.0, 3.0)
+    other = bpy.data.scenes.new("Print layout")
+    other.unit_settings.scale_length, other.cursor.location = 0.001, (-5.0, 0.0, 0.0)
+    made = []
+    try:
+        driver = ModalDriver(addon.package.operators.RECON_OT_reconstruct)
+        assert driver.invoke() == {'RUNNING_MODAL'}
+        window.scene = other  # the user looks at another scene meanwhile
+        driver.context = LiveContext(driver.context.window_manager)
+        assert driver.finish() == {'FINISHED'}, driver.reports
+        [obj] = [o for o in bpy.data.objects if o.name.startswith("shape")]
+        made.append(obj)
+        assert obj.users_collection == (parts,) and obj.name not in other.objects
+        assert tuple(obj.location) == pytest.approx((1.0, 2.0, 3.0))
+        assert obj.dimensions.z == pytest.approx(0.050, rel=1e-4), "50 mm in the design scene's metres"
+        assert ({'INFO'}, f"{obj.name} is in the scene {design.name}, where Reconstruct was clicked.") in driver.reports
+        # clicked in a scene that is deleted before the result comes in
+        gone = bpy.data.scenes.new("Gone")
+        for name in ("image_path", "detail", "height_mm", "candidates"):  # the panel's settings are the scene's
+            setattr(gone.recon_settings, name, getattr(settings, name))
+        window.scene = gone
+        driver = ModalDriver(addon.package.operators.RECON_OT_reconstruct)
+        assert driver.invoke() == {'RUNNING_MODAL'}, driver.reports
+        window.scene = other
+        bpy.data.scenes.remove(gone)
+        driver.context = LiveContext(driver.context.window_manager)
+        assert driver.finish() == {'FINISHED'}
+        [obj] = [o for o in other.objects if o.name.startswith("shape")]
+        made.append(obj)
+        assert tuple(obj.location) == pytest.approx((-5.0, 0.0, 0.0)) and obj.dimensions.z == pytest.approx(50.0)
+        assert ({'WARNING'}, "The scene Gone was deleted while the reconstruction ran; the result is in the scene "
+                             "Print layout, at its cursor.") in driver.reports
+    finally:
+        window.scene = design
+        view_layer.active_layer_collection = active_layer_collection
+        masks = {o["recon_mask"] for o in made}
+        for obj in made:
+            bpy.data.objects.remove(obj)
+        for image in masks:
+            bpy.data.images.remove(image)
+        bpy.data.collections.remove(parts)
+        bpy.data.scenes.remove(other)
+
+
 def test_timeout(addon, settings, monkeypatch):
     monkeypatch.setenv(DELAY_ENV_NAME, "30")
     addon.prefs.timeout_s = 1.0
