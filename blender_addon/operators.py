@@ -41,8 +41,8 @@ from .preferences import DEFAULTS, get_preferences
 
 __all__ = ["RECON_OT_reconstruct", "RECON_OT_next_candidate", "RECON_OT_keep_candidate", "RECON_OT_export_stl",
            "RECON_OT_export_3mf", "RECON_OT_use_mask", "running", "cancel_running", "mm_per_unit", "mask_image",
-           "fill_mesh", "candidate_collection", "candidates_of", "is_candidate", "candidate_info", "shown_candidate",
-           "percent_text"]
+           "fill_mesh", "candidate_collection", "candidate_target", "stranded_collection", "candidates_of", "is_candidate",
+           "candidate_info", "shown_candidate", "percent_text"]
 
 TIMER_S = 0.1
 """Seconds between two polls of the worker in the modal operator."""
@@ -845,16 +845,46 @@ class RECON_OT_reconstruct(bpy.types.Operator):
         _tag_redraw(context)
 
 
-def _candidates_unavailable(context, least: int) -> str | None:
+def candidate_target(context) -> tuple:
+    """``(collection, stranded)``: the candidate collection that the candidate operators and the Candidates sub-panel
+    work on, or ``(None, False)``.
+
+    The active object's (:func:`candidate_collection`); else, when the active object is none or no candidate, a
+    stranded one (:func:`stranded_collection`, ``stranded`` True): the user deleted the candidate on show, which
+    leaves nothing active and the others hidden, and Next Shape then shows one of them.
+    """
+    collection = candidate_collection(context.active_object)
+    if collection is not None:
+        return collection, False
+    collection = stranded_collection(context.scene, context.view_layer)
+    return collection, collection is not None
+
+
+def stranded_collection(scene, view_layer):
+    """The candidate collection of ``scene`` whose candidates in ``view_layer`` are all hidden (the shown one was
+    deleted), the last of them in the outliner (the most recent under one parent) when there are several; or None."""
+    found = None
+    for collection in scene.collection.children_recursive:
+        if CANDIDATES_KEY in collection:
+            candidates = candidates_of(collection, view_layer)
+            if candidates and all(o.hide_get(view_layer=view_layer) for o in candidates):
+                found = collection
+    return found
+
+
+def _candidates_unavailable(context, least: int, stranded_ok: bool) -> str | None:
     """Why the candidate operators cannot run now (a sentence for ``poll_message_set``), or None when they can:
-    Object Mode, and an active object that is one of at least ``least`` candidates."""
+    Object Mode, and an active object that is one of at least ``least`` candidates; or, with ``stranded_ok``, a
+    stranded collection (:func:`candidate_target`) that holds one at least."""
     if context.mode != 'OBJECT':
         return "Switch to Object Mode first"
-    collection = candidate_collection(context.active_object)
+    collection, stranded = candidate_target(context)
     if collection is None:
         return "The active object is not a candidate shape (made by Reconstruct from Image with Candidates above 1)"
+    if stranded and not stranded_ok:
+        return f"No candidate shape of {collection.name} is shown; Next Shape ({NEXT_SHAPE_KEYS}) shows one"
     count = len(candidates_of(collection, context.view_layer))
-    if count < least:
+    if count < (1 if stranded else least):
         return (f"{collection.name} has no other candidate shape to show" if count else
                 f"{collection.name} has no candidate shape in this view layer")
     return None
@@ -862,31 +892,39 @@ def _candidates_unavailable(context, least: int) -> str | None:
 
 class _CandidateOperator:
     """What the candidate operators share: they run in Object Mode on an active candidate of a collection
-    that holds at least ``least`` of them, and say why not otherwise (:func:`_candidates_unavailable`)."""
+    that holds at least ``least`` of them (or, with ``stranded_ok``, on a stranded collection: :func:`candidate_target`),
+    and say why not otherwise (:func:`_candidates_unavailable`)."""
 
     bl_options = {'REGISTER', 'UNDO'}
     least = 1
+    stranded_ok = False
 
     @classmethod
     def poll(cls, context):
-        message = _candidates_unavailable(context, cls.least)
+        message = _candidates_unavailable(context, cls.least, cls.stranded_ok)
         if message is not None:
             cls.poll_message_set(message)
         return message is None
 
 
 class RECON_OT_next_candidate(_CandidateOperator, bpy.types.Operator):
-    """Hide the shown candidate shape and show the next one of its collection (after the last, the first)"""
+    """Hide the shown candidate shape and show the next one of its collection (after the last, the first; when none
+    is shown, e.g. the shown one was deleted, the first left)"""
 
     bl_idname = "recon.next_candidate"
     bl_label = "Next Shape"
     least = 2
+    stranded_ok = True
 
     def execute(self, context):
         view_layer = context.view_layer
-        candidates = candidates_of(candidate_collection(context.active_object), view_layer)
-        current = shown_candidate(candidates, view_layer, context.active_object)
-        index = (candidates.index(current) + 1) % len(candidates)
+        collection, stranded = candidate_target(context)
+        candidates = candidates_of(collection, view_layer)
+        if stranded:
+            index = 0
+        else:
+            current = shown_candidate(candidates, view_layer, context.active_object)
+            index = (candidates.index(current) + 1) % len(candidates)
         shown = candidates[index]
         _show_only(shown, candidates, view_layer)
         rank, confidence = candidate_info(shown)

@@ -5,7 +5,7 @@ import bpy
 
 from .operators import (CHECK_KEY, MASK_KEY, NEXT_SHAPE_KEYS, UNSURE_KEY, RECON_OT_export_3mf, RECON_OT_export_stl,
                         RECON_OT_keep_candidate, RECON_OT_next_candidate, RECON_OT_reconstruct, RECON_OT_use_mask,
-                        candidate_collection, candidate_info, candidates_of, mask_image, mm_per_unit, percent_text,
+                        candidate_info, candidate_target, candidates_of, mask_image, mm_per_unit, percent_text,
                         running)
 
 __all__ = ["RECON_PT_reconstruct", "RECON_PT_candidates", "RECON_PT_check", "RECON_PT_mask"]
@@ -57,18 +57,19 @@ class _SubPanel:
 
 
 class RECON_PT_candidates(_SubPanel, bpy.types.Panel):
-    """The candidate shapes of the active object's collection: rank, confidence, printable, which is shown."""
+    """The candidate shapes of the active object's collection (or of the collection whose shown candidate was deleted:
+    :func:`.operators.candidate_target`): rank, confidence, printable, which is shown."""
 
     bl_label = "Candidates"
     bl_idname = "RECON_PT_candidates"
 
     @classmethod
     def poll(cls, context):
-        return candidate_collection(context.active_object) is not None
+        return candidate_target(context)[0] is not None
 
     def draw(self, context):
         layout = self.layout
-        collection = candidate_collection(context.active_object)
+        collection, stranded = candidate_target(context)
         view_layer = context.view_layer
         layout.label(text=f"{collection.name}, the most confident first:")
         col = layout.column(align=True)
@@ -78,6 +79,8 @@ class RECON_PT_candidates(_SubPanel, bpy.types.Panel):
             shown = not obj.hide_get(view_layer=view_layer)
             col.label(text=f"{rank}. {obj.name}: {percent_text(confidence)}, printable: {printable}"
                            + (" (shown)" if shown else ""), icon='HIDE_OFF' if shown else 'HIDE_ON')
+        if stranded:
+            layout.label(text="None is shown: Next Shape shows one", icon='INFO')
         row = layout.row(align=True)
         row.operator(RECON_OT_next_candidate.bl_idname, icon='FORWARD')
         row.operator(RECON_OT_keep_candidate.bl_idname, icon='CHECKMARK')

@@ -1070,6 +1070,35 @@ def test_next_shape_counts_the_candidates_left_after_one_was_deleted(addon, cand
     remove_candidates()
 
 
+def test_deleting_the_shown_candidate_leaves_the_others_reachable(addon, candidate_settings):
+    """X on the shown candidate leaves nothing active and the others hidden: the Candidates sub-panel still lists
+    them and Next Shape shows the first left (also with another object active); Keep This One waits for one shown."""
+    collection = reconstruct_candidates(3)
+    mesh = bpy.context.active_object.data
+    assert bpy.ops.object.delete() == {'FINISHED'}  # "not this one": the shown chair 1
+    bpy.data.meshes.remove(mesh)  # left without users by the delete
+    assert bpy.context.active_object is None and shown(candidates_in(collection)) == []
+    texts = labels(draw_panel(bpy.types.RECON_PT_candidates))
+    assert [t.split(":")[0] for t in texts if re.match(r"\d\. ", t)] == ["2. chair 2", "3. chair 3"]
+    assert "None is shown: Next Shape shows one" in texts
+    assert not bpy.ops.recon.keep_candidate.poll()
+    with pytest.raises(RuntimeError, match=r"No candidate shape of chair candidates is shown; Next Shape"):
+        bpy.ops.recon.keep_candidate()
+    empty = bpy.data.objects.new("empty", None)  # another object made active meanwhile
+    bpy.context.collection.objects.link(empty)
+    bpy.context.view_layer.objects.active = empty
+    operator = ModalDriver(addon.package.operators.RECON_OT_next_candidate)
+    assert bpy.ops.recon.next_candidate.poll() and operator.op.execute(bpy.context) == {'FINISHED'}
+    assert operator.reports == [({'INFO'}, "Showing chair 2: candidate 1 of 2 (ranked 2 when made), "
+                                           + operator.reports[0][1].split(", ", 1)[1])]
+    assert shown(candidates_in(collection)) == ["chair 2"] and not empty.hide_get()
+    assert bpy.context.view_layer.objects.active.name == "chair 2"
+    assert bpy.ops.recon.next_candidate() == {'FINISHED'} and shown(candidates_in(collection)) == ["chair 3"]
+    assert bpy.ops.recon.keep_candidate.poll()
+    bpy.data.objects.remove(empty)
+    remove_candidates()
+
+
 @contextlib.contextmanager
 def local_view():
     """The startup screen's 3D Viewport in Local View (of a new cube), as the context of what runs inside; yields its
