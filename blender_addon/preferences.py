@@ -49,7 +49,8 @@ class ReconPreferences(bpy.types.AddonPreferences):
     )
     timeout_s: bpy.props.FloatProperty(
         name="Time-out (s)",
-        description="Give up on a reconstruction (and stop the worker) after this many seconds",
+        description="Give up on a reconstruction (and stop the worker) after this many seconds, counted from the "
+                    "model loaded (a new worker's start and model loading get 300 s, or this if longer)",
         default=300.0,
         min=1.0,
         soft_max=3600.0,

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
-    "PROTOCOL_VERSION", "CATEGORY_NAMES", "DETAIL_VERTICES", "DEFAULT_DETAIL", "DELAY_ENV", "WorkerError",
+    "PROTOCOL_VERSION", "CATEGORY_NAMES", "DETAIL_VERTICES", "DEFAULT_DETAIL", "DELAY_ENV", "STARTUP_TIMEOUT_S",
+    "WorkerError",
     "Candidate", "WorkerResult", "Job", "WorkerClient", "get_client", "shutdown_all", "write_3mf",
 ]
 
@@ -50,6 +51,10 @@ copied likewise."""
 
 DELAY_ENV = "RECON_WORKER_DELAY_S"
 """Tests only: when set in this process, requests ask the worker to sleep this many seconds first."""
+STARTUP_TIMEOUT_S = 300.0
+"""The least time a cold worker is given to start and load the model (the time-out when it is longer): a request's
+own time-out counts from the model loaded (the worker's ``ready``), so a time-out shorter than a cold start does
+not kill every new worker before it can answer."""
 
 _STDERR_LINES = 200
 _EOF = object()
@@ -253,6 +258,7 @@ class Job:
         self.timeout_s = timeout_s
         self.object_mask = object_mask  # the user's mask this request sends: the result must say it was used
         self.started = time.perf_counter()
+        self.clock_from = self.started if client.ready is not None else None  # the time-out's start: the model loaded
         self.stage = "starting the worker" if client.ready is None else "queued"
         self.fraction = 0.0
         self.result: WorkerResult | None = None
@@ -274,14 +280,25 @@ class Job:
                 block, as a timer's callback must not); it returns as soon as one arrives.
 
         Raises:
-            WorkerError: the worker reported an error, died, or the time-out passed (the worker is then killed).
+            WorkerError: the worker reported an error, died, or the time-out passed (the worker is then killed): the
+                time-out counts from the model loaded; a cold worker has :data:`STARTUP_TIMEOUT_S` at least to start
+                and load the model, and the message then names that stage.
         """
         if not self.done:
             self.client._pump(wait_s)
-        if not self.done and self.timeout_s and self.elapsed > self.timeout_s:
-            self.client.kill()
-            self._fail(f"The reconstruction took longer than {self.timeout_s:g} s and was stopped; raise the "
-                       "time-out in the add-on preferences or choose a lower detail level.")
+        if not self.done and self.timeout_s:
+            if self.clock_from is None:
+                limit = max(self.timeout_s, STARTUP_TIMEOUT_S)
+                if self.elapsed > limit:
+                    self.client.kill()
+                    self._fail(f"Starting the worker and loading the model took longer than {limit:g} s and was "
+                               "stopped; check the Python and Model settings in the add-on preferences, or raise the "
+                               "time-out there if the computer is busy.")
+            elif time.perf_counter() - self.clock_from > self.timeout_s:
+                self.client.kill()
+                self._fail(f"The reconstruction took longer than {self.timeout_s:g} s (after the model was loaded) "
+                           "and was stopped; raise the time-out in the add-on preferences or choose a lower detail "
+                           "level or fewer candidates.")
         if self.error is not None:
             raise self.error
         return self.result is not None
@@ -512,6 +529,8 @@ class WorkerClient:
                     self.job.stage = "loading the model"
             elif kind == "ready":
                 self.ready = message
+                if self.job is not None and not self.job.done and self.job.clock_from is None:
+                    self.job.clock_from = time.perf_counter()  # the time-out counts from here
             elif kind == "error" and message.get("fatal"):
                 self._give_up(str(message.get("message")))
             elif self.job is not None and message.get("id") == self.job.id:

@@ -1447,7 +1447,7 @@ def test_the_result_lands_in_the_scene_clicked_in_or_says_where_when_it_was_dele
 def test_timeout(addon, settings, monkeypatch):
     monkeypatch.setenv(DELAY_ENV_NAME, "30")
     addon.prefs.timeout_s = 1.0
-    expect_error(addon, "took longer than 1 s and was stopped")
+    expect_error(addon, r"The reconstruction took longer than 1 s \(after the model was loaded\) and was stopped")
 
 
 def test_escape_cancels_and_kills_the_worker(addon, settings, monkeypatch):

@@ -498,9 +498,38 @@ def test_timeout_stops_the_worker(files, monkeypatch):
     monkeypatch.setenv(worker.DELAY_ENV, "30")
     c = WorkerClient(PYTHON, str(files["model"]))
     start = time.perf_counter()
-    with pytest.raises(WorkerError, match=r"took longer than 1.5 s and was stopped; raise the time-out"):
+    with pytest.raises(WorkerError, match=r"^The reconstruction took longer than 1.5 s \(after the model was loaded\) "
+                                          r"and was stopped; raise the time-out"):
         c.submit(str(files["image"]), timeout_s=1.5).wait()
     assert time.perf_counter() - start < 10
+    assert c.process.poll() is not None
+
+
+def slow_starting_python(folder: Path, seconds: float) -> str:
+    """An interpreter that takes ``seconds`` longer to start: a script that sleeps, then runs :data:`PYTHON`."""
+    script = folder / "slow-python"
+    script.write_text(f"#!/bin/sh\nsleep {seconds}\nexec {PYTHON} \"$@\"\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_the_time_out_counts_from_the_model_loaded_and_a_slow_start_says_so(files, tmp_path, monkeypatch):
+    """A cold worker that takes longer to start than the time-out still answers (the reconstruction is timed from its
+    ``ready``); a start that passes its own limit names the stage that ran out of time."""
+    slow = slow_starting_python(tmp_path, 3.0)
+    c = WorkerClient(slow, str(files["model"]))
+    try:
+        job = c.submit(str(files["image"]), detail="low", timeout_s=2.5)
+        assert job.wait().report["ok"] and job.elapsed > 3.0
+    finally:
+        c.close()
+    monkeypatch.setattr(worker_client, "STARTUP_TIMEOUT_S", 1.0)
+    c = WorkerClient(slow, str(files["model"]))
+    with pytest.raises(WorkerError) as err:
+        c.submit(str(files["image"]), detail="low", timeout_s=0.5).wait()
+    assert str(err.value) == ("Starting the worker and loading the model took longer than 1 s and was stopped; check "
+                              "the Python and Model settings in the add-on preferences, or raise the time-out there "
+                              "if the computer is busy.")
     assert c.process.poll() is not None
 
 
