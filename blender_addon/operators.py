@@ -41,8 +41,8 @@ from .preferences import DEFAULTS, get_preferences
 
 __all__ = ["RECON_OT_reconstruct", "RECON_OT_next_candidate", "RECON_OT_keep_candidate", "RECON_OT_export_stl",
            "RECON_OT_export_3mf", "RECON_OT_use_mask", "running", "cancel_running", "mm_per_unit", "mask_image",
-           "fill_mesh", "candidate_collection", "candidate_target", "stranded_collection", "candidates_of", "is_candidate",
-           "candidate_info", "shown_candidate", "percent_text"]
+           "fill_mesh", "candidate_collection", "candidate_target", "stranded_collection", "candidates_of",
+           "is_candidate", "candidate_info", "shown_candidate", "percent_text"]
 
 TIMER_S = 0.1
 """Seconds between two polls of the worker in the modal operator."""
@@ -187,12 +187,16 @@ def _image_input(settings, scene) -> tuple[str, str, str | None, str]:
     return path, _object_name(image.name), temp, path if temp is None else f"Blender image {image.name}"
 
 
-def _image_file(image, scene) -> tuple[str, str | None]:
+def _image_file(image, scene, role: str = "picture") -> tuple[str, str | None]:
     """``(path, temporary file or None)``: a file holding the pixels of the Blender ``image`` that the worker reads.
 
     Its own file when it is one, in a format the worker reads (:data:`_IMAGE_SUFFIX`), unpacked and unchanged; else a
     temporary copy: in its own format when the worker reads it (packed, generated or painted), else as an 8-bit RGBA
     PNG (OpenEXR, HDR and other formats, a Render Result or a Viewer image: :func:`_png_copy`).
+
+    Raises:
+        InputError: the image cannot be copied; messages name it by its ``role`` ("picture", "mask image"), and one
+            that holds no pixels says why and what to do (:func:`_no_pixels`).
     """
     readable = image.type not in _RENDERS and image.file_format in _IMAGE_SUFFIX
     relative_to_unsaved = image.filepath_raw.startswith("//") and not bpy.data.filepath and image.library is None
@@ -200,13 +204,29 @@ def _image_file(image, scene) -> tuple[str, str | None]:
     if (readable and image.source == 'FILE' and image.packed_file is None and not image.is_dirty
             and not relative_to_unsaved and os.path.isfile(path)):
         return os.path.abspath(path), None
-    what, fix = f"The image {image.name}", "save it to a file and choose that."
+    what, fix = f"The {role} {image.name}", "save it to a file and choose that."
+    no_pixels = lambda: _no_pixels(image, role, path)  # noqa: E731 - asked only once a copy failed
     if readable:
         temp = _temp_copy(lambda p: image.save(filepath=p, save_copy=True), _IMAGE_SUFFIX[image.file_format], what,
-                          fix)
+                          fix, no_pixels)
     else:
-        temp = _temp_copy(lambda p: _png_copy(image, scene, p), ".png", what, fix)
+        temp = _temp_copy(lambda p: _png_copy(image, scene, p), ".png", what, fix, no_pixels)
     return temp, temp
+
+
+def _no_pixels(image, role: str, path: str) -> str | None:
+    """One sentence for a Blender ``image`` (the ``role`` it has: "picture", "mask image") that holds no pixels, with
+    what to do: a Render Result or Viewer not rendered yet, or an image whose file (``path``) is missing; None when it
+    holds pixels (it failed for another reason)."""
+    if image.has_data:
+        return None
+    name = f"The {role} {image.name}"
+    if image.type in _RENDERS:
+        return f"{name} holds no render yet; render first, or choose another image."
+    if image.source in {'FILE', 'SEQUENCE', 'MOVIE'} and image.packed_file is None and not os.path.isfile(path):
+        return (f"{name} has no pixels because its file {path or image.filepath_raw or '(none)'} is missing; point it "
+                "at the file again (Image Editor: Image > Replace), or choose another image.")
+    return f"{name} holds no pixels; choose another image."
 
 
 def _file_png_copy(path: str, scene) -> str:
@@ -221,16 +241,17 @@ def _file_png_copy(path: str, scene) -> str:
     try:
         image = bpy.data.images.load(path, check_existing=False)
     except RuntimeError as err:
-        raise InputError(f"{what} cannot be read ({err}); {fix}") from None
+        raise InputError(f"{what} cannot be read ({_blender_error(err)}); {fix}") from None
     try:
         return _temp_copy(lambda p: _png_copy(image, scene, p), ".png", what, fix)
     finally:
         bpy.data.images.remove(image)
 
 
-def _temp_copy(write, suffix: str, what: str, fix: str) -> str:
+def _temp_copy(write, suffix: str, what: str, fix: str, no_pixels=None) -> str:
     """A new temporary file (absolute path) that ``write(path)`` fills; removed again when ``write`` fails, Blender's
-    RuntimeError (it cannot read or write the image) becoming the InputError "WHAT cannot be read (why); FIX"."""
+    RuntimeError (it cannot read or write the image) becoming the InputError "WHAT cannot be read (why); FIX", or the
+    sentence ``no_pixels()`` gives when it gives one (the image holds no pixels)."""
     fd, temp = tempfile.mkstemp(prefix="recon-", suffix=suffix)
     os.close(fd)
     try:
@@ -238,9 +259,15 @@ def _temp_copy(write, suffix: str, what: str, fix: str) -> str:
     except BaseException as err:
         os.unlink(temp)
         if isinstance(err, RuntimeError):
-            raise InputError(f"{what} cannot be read ({err}); {fix}") from None
+            sentence = no_pixels() if no_pixels is not None else None
+            raise InputError(sentence or f"{what} cannot be read ({_blender_error(err)}); {fix}") from None
         raise
     return temp
+
+
+def _blender_error(err: BaseException) -> str:
+    """Blender's RuntimeError as a clause: without its "Error: " and its line break."""
+    return " ".join(str(err).split()).removeprefix("Error: ").rstrip(".")
 
 
 def _png_copy(image, scene, path: str) -> None:
@@ -409,7 +436,7 @@ class _Reconstruction:
                 if settings.mask_image is None:
                     raise InputError("Choose the object's mask image in the Reconstruct panel, or set Object to "
                                      "Find It.")
-                self.object_mask, self.mask_temp = _image_file(settings.mask_image, context.scene)
+                self.object_mask, self.mask_temp = _image_file(settings.mask_image, context.scene, "mask image")
                 if self.mask_temp is not None:
                     self.names[self.mask_temp] = f"mask image {settings.mask_image.name}"
             self.mask_dir = tempfile.mkdtemp(prefix="recon-")
@@ -892,8 +919,8 @@ def _candidates_unavailable(context, least: int, stranded_ok: bool) -> str | Non
 
 class _CandidateOperator:
     """What the candidate operators share: they run in Object Mode on an active candidate of a collection
-    that holds at least ``least`` of them (or, with ``stranded_ok``, on a stranded collection: :func:`candidate_target`),
-    and say why not otherwise (:func:`_candidates_unavailable`)."""
+    that holds at least ``least`` of them (or, with ``stranded_ok``, on a stranded collection:
+    :func:`candidate_target`), and say why not otherwise (:func:`_candidates_unavailable`)."""
 
     bl_options = {'REGISTER', 'UNDO'}
     least = 1

@@ -29,6 +29,7 @@ import inspect
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -479,6 +480,33 @@ def format_settings(settings) -> dict:
         else:
             out[prop.identifier] = tuple(value) if getattr(prop, "is_array", False) else value
     return out
+
+
+def test_an_image_without_pixels_is_one_sentence_naming_its_role_and_a_fix(addon, settings, tmp_path):
+    """Its file missing (as picture, as mask), or a Render Result before any render (before the render tests below):
+    what it is to the run and what to do, without Blender's own "Error: ..." nested inside."""
+    shutil.copy(addon.image, tmp_path / "moved.png")
+    moved = bpy.data.images.load(str(tmp_path / "moved.png"))
+    (tmp_path / "moved.png").unlink()  # the file moved away since
+    missing = (f"has no pixels because its file {tmp_path / 'moved.png'} is missing; point it at the file again "
+               "(Image Editor: Image > Replace), or choose another image.")
+
+    def error() -> str:
+        with pytest.raises(RuntimeError) as failed:
+            bpy.ops.recon.reconstruct_image()
+        return str(failed.value)
+
+    try:
+        settings.source, settings.image = 'IMAGE', moved
+        assert error() == f"Error: The picture moved.png {missing}\n"
+        settings.image = bpy.data.images["Render Result"]
+        assert error() == ("Error: The picture Render Result holds no render yet; render first, or choose another "
+                           "image.\n")
+        settings.source, settings.image, settings.object_source, settings.mask_image = 'FILE', None, 'MASK', moved
+        assert error() == f"Error: The mask image moved.png {missing}\n"
+    finally:
+        settings.image = settings.mask_image = None
+        bpy.data.images.remove(moved)
 
 
 @pytest.mark.parametrize("output", ["half-float EXR", "multilayer EXR", "video", "JPEG"])
