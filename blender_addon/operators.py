@@ -172,9 +172,10 @@ def _image_input(settings, scene) -> tuple[str, str, str | None, str]:
     the image is to the user: its file's absolute path (:data:`PICTURE_KEY`), or "Blender image NAME" for a Blender
     image the worker reads through a temporary copy."""
     if settings.source == 'FILE':
-        if not settings.image_path:
+        image_path = settings.image_path.strip()  # a pasted path's stray spaces
+        if not image_path:
             raise InputError("Choose an image file in the Reconstruct panel first.")
-        path = _absolute_path(settings.image_path, "image file")
+        path = _absolute_path(image_path, "image file")
         name = _object_name(os.path.basename(path))
         if path.lower().endswith(_BLENDER_READS) and os.path.isfile(path):
             temp = _file_png_copy(path, scene)
@@ -410,8 +411,10 @@ class _Reconstruction:
         self.temp_file = self.mask_dir = self.object_mask = self.mask_temp = None
         self.names: dict[str, str] = {}  # temporary file -> how messages name it (_user_text)
         self.warnings: list[str] = []
-        python = _absolute_path(prefs.python_path, "Python interpreter") if prefs.python_path else ""
-        model = _absolute_path(prefs.model_path, "model file") if prefs.model_path else None
+        python_path, model_path = prefs.python_path.strip(), prefs.model_path.strip()  # pasted with spaces
+        python = _absolute_path(python_path, "Python interpreter") if python_path else ""
+        model = _absolute_path(model_path, "model file") if model_path else None
+        worker_client.check_model(model)  # about the preferences' Model, before a worker starts
         self.height_mm = settings.height_mm if settings.height_mm > 0 else None
         least = worker_client.MIN_HEIGHT_MM
         if self.height_mm is not None and self.height_mm < least:

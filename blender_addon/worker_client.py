@@ -29,8 +29,7 @@ from typing import Any
 
 __all__ = [
     "PROTOCOL_VERSION", "CATEGORY_NAMES", "DETAIL_VERTICES", "DEFAULT_DETAIL", "DELAY_ENV", "STARTUP_TIMEOUT_S",
-    "WorkerError",
-    "Candidate", "WorkerResult", "Job", "WorkerClient", "get_client", "shutdown_all", "write_3mf",
+    "WorkerError", "check_model", "Candidate", "WorkerResult", "Job", "WorkerClient", "get_client", "shutdown_all", "write_3mf",
 ]
 
 PROTOCOL_VERSION = 1
@@ -72,6 +71,50 @@ def _check_python(python: str) -> None:
     if not os.path.isfile(python):
         raise WorkerError(f"The Python interpreter {python} does not exist; choose one that has recon_core "
                           "installed in the add-on preferences.")
+
+
+_MODEL_FIX = ("choose a model saved by training (NAME.safetensors with NAME.json beside it), or clear Model for the "
+              "model shipped with recon_core")
+"""The advice of every :func:`check_model` sentence."""
+
+
+def check_model(model: str | None) -> None:
+    """Check the add-on preferences' Model (an absolute path: a model's stem, its ``.json`` or its ``.safetensors``)
+    as far as it can be without recon_core, so that the user reads about that setting, not about ``--model``.
+
+    The rules are ``recon_core.io.weights``'s (``model_files``, ``check_model_files``): the stem is the path without
+    ``.json`` / ``.safetensors``; ``STEM.json`` must be there and hold a ``"model"`` section (the object finder's has
+    a ``"finder"`` one); ``STEM.safetensors`` must be beside it unless the JSON says ``"trained": false``. A JSON that
+    cannot be read is left to the worker, which says why. None or empty: the shipped model, nothing to check.
+
+    Raises:
+        WorkerError: one sentence naming the Model setting, what is wrong and what to choose.
+    """
+    if not model:
+        return
+    where = f"The Model in the add-on preferences, {model},"
+    if os.path.isdir(model):
+        raise WorkerError(f"{where} is a folder; choose the model's NAME.safetensors file in it (NAME.json beside it), "
+                          "or clear Model for the model shipped with recon_core.")
+    root, suffix = os.path.splitext(model)
+    stem = root if suffix in (".safetensors", ".json") else model
+    config, weights = stem + ".json", stem + ".safetensors"
+    if not os.path.isfile(config):
+        found = "does not exist" if not os.path.exists(model) else f"has no {os.path.basename(config)} beside it"
+        raise WorkerError(f"{where} {found}; {_MODEL_FIX}.")
+    try:
+        with open(config, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return  # the worker names what is wrong with it
+    if not isinstance(meta, dict):
+        return
+    if "model" not in meta:
+        what = "the object finder" if "finder" in meta else "not a reconstruction model"
+        raise WorkerError(f"{where} is {what} (its {os.path.basename(config)} has no \"model\" section); {_MODEL_FIX}.")
+    if meta.get("trained") is not False and not os.path.isfile(weights):
+        raise WorkerError(f"{where} has no {os.path.basename(weights)} beside its {os.path.basename(config)}; restore "
+                          f"the file or {_MODEL_FIX}.")
 
 
 _SOURCE_FOLDER = "the seed-recon source folder"

@@ -1378,6 +1378,36 @@ def test_relative_paths_need_a_saved_blend_file_and_one_file_is_one_picture(addo
     bpy.data.images.remove(mask)
 
 
+def test_a_wrong_model_names_the_preferences_setting_and_a_pasted_path_is_stripped(addon, settings, tmp_path):
+    """The add-on preferences' Model is checked before a worker starts, in the add-on's words (not recon-mesh's
+    "--model"); the panel's image path and the preferences' paths lose the spaces a paste brought along."""
+    (tmp_path / "finder.json").write_text(json.dumps({"finder": {}}))
+    (tmp_path / "untrained.json").write_text(json.dumps({"model": {}}))  # weights expected, none there
+    fix = ("choose a model saved by training (NAME.safetensors with NAME.json beside it), or clear Model for the model "
+           "shipped with recon_core.")
+    where = "Error: The Model in the add-on preferences, {},"
+    for model, wrong in (
+            (tmp_path, "is a folder; choose the model's NAME.safetensors file in it (NAME.json beside it), or clear "
+                       "Model for the model shipped with recon_core."),
+            (tmp_path / "nowhere.safetensors", f"does not exist; {fix}"),
+            (tmp_path / "finder", f"is the object finder (its finder.json has no \"model\" section); {fix}"),
+            (tmp_path / "untrained.json", f"has no untrained.safetensors beside its untrained.json; restore the file "
+                                          f"or {fix}")):
+        addon.prefs.model_path = str(model)
+        state = scene_state()
+        with pytest.raises(RuntimeError) as failed:
+            bpy.ops.recon.reconstruct_image()
+        assert str(failed.value) == f"{where.format(model)} {wrong}\n" and scene_state() == state
+        assert "--model" not in str(failed.value)
+    addon.prefs.model_path = f" {addon.tiny_model} "
+    addon.prefs.python_path = f"{PYTHON}\n"
+    settings.image_path = f"  {addon.image}  "
+    obj = reconstruct()
+    assert obj["recon_mask"]["recon_picture"] == str(addon.image)
+    bpy.data.images.remove(obj["recon_mask"])
+    bpy.data.objects.remove(obj)
+
+
 def test_modal_operator_returns_control_while_the_worker_runs(addon, settings, monkeypatch):
     monkeypatch.setenv(DELAY_ENV_NAME, "2.0")
     state = scene_state()
