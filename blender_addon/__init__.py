@@ -51,6 +51,7 @@ def register():
     for cls in classes:
         bpy.utils.register_class(cls)
     bpy.types.Scene.recon_settings = bpy.props.PointerProperty(type=properties.ReconSettings)
+    properties.register_save_handlers()
     register_keymap()
 
 
@@ -58,6 +59,7 @@ def unregister():
     operators.cancel_running()
     worker_client.shutdown_all()
     unregister_keymap()
+    properties.unregister_save_handlers()
     del bpy.types.Scene.recon_settings
     for cls in reversed(classes):
         bpy.utils.unregister_class(cls)

@@ -1,11 +1,14 @@
 """What the Reconstruct panel edits: the image, how the object is found in it, category, detail level, real height and
 candidate count (per scene)."""
 
+import os
+
 import bpy
+from bpy.app.handlers import persistent
 
 from .worker_client import CATEGORY_NAMES, DEFAULT_DETAIL, DETAIL_VERTICES, MAX_HEIGHT_MM
 
-__all__ = ["ReconSettings", "PATH_OPTIONS"]
+__all__ = ["ReconSettings", "PATH_OPTIONS", "SAVE_HANDLERS", "register_save_handlers", "unregister_save_handlers"]
 
 _SUPPORTS_BLEND_RELATIVE = "is_path_supports_blend_relative" in bpy.types.Property.bl_rna.properties
 PATH_OPTIONS = {'PATH_SUPPORTS_BLEND_RELATIVE'} if _SUPPORTS_BLEND_RELATIVE else set()
@@ -65,3 +68,80 @@ class ReconSettings(bpy.types.PropertyGroup):
                     "others); 1 makes one object, as before. Needs a model with a shape bank for more than 1",
         default=3, min=1, max=5,
     )
+
+
+# -- the panel's "//" paths follow a Save As into another folder ------------------------------------------------------
+#
+# Blender remaps its own datablocks' relative paths when a Save As moves the .blend to another folder (Remap
+# Relative), not an add-on's string properties: the panel's Image file, "//photos/chair.png", would then point next to
+# the new file. The save handlers keep it pointing at the same file.
+
+_remapped: list = []  # (settings, the path as it was) while a save is under way
+
+
+def _relative_to(path: str, folder: str) -> str:
+    """``path`` (absolute) as Blender writes it relative to ``folder`` ("//..."), or absolute when it cannot be (another
+    drive on Windows)."""
+    try:
+        return bpy.path.relpath(path, start=folder)
+    except ValueError:
+        return path
+
+
+@persistent
+def remap_before_save(filepath, *_):
+    """``save_pre`` (Blender passes the file being written): each scene's ``//`` image path made relative to that
+    file's folder when it is another folder than the current .blend file's, so the saved file points at the same
+    picture. An unsaved .blend's ``//`` has no folder yet and is left alone."""
+    _remapped.clear()
+    old = bpy.data.filepath
+    if not old or not filepath:
+        return
+    folder = os.path.dirname(os.path.abspath(filepath))
+    if os.path.normcase(folder) == os.path.normcase(os.path.dirname(os.path.abspath(old))):
+        return
+    for scene in bpy.data.scenes:
+        settings = getattr(scene, "recon_settings", None) if scene.library is None else None
+        if settings is None or not settings.image_path.startswith("//"):
+            continue
+        path = settings.image_path
+        settings.image_path = _relative_to(os.path.abspath(bpy.path.abspath(path)), folder)
+        _remapped.append((settings, path))
+
+
+@persistent
+def remap_after_save(filepath, *_):
+    """``save_post``: after a Save As the remapped paths stay (the .blend is the new file now); after a Save Copy, whose
+    .blend stays where it was, they are set back."""
+    if _remapped and os.path.normcase(os.path.abspath(bpy.data.filepath or "")) != os.path.normcase(
+            os.path.abspath(filepath or "")):
+        restore_after_failed_save(filepath)
+    _remapped.clear()
+
+
+@persistent
+def restore_after_failed_save(filepath, *_):
+    """``save_post_fail``: the paths as they were (the .blend stays where it was)."""
+    for settings, path in _remapped:
+        settings.image_path = path
+    _remapped.clear()
+
+
+SAVE_HANDLERS = (("save_pre", remap_before_save), ("save_post", remap_after_save),
+                 ("save_post_fail", restore_after_failed_save))
+"""``bpy.app.handlers`` list name and handler, added by :func:`register_save_handlers`."""
+
+
+def register_save_handlers() -> None:
+    for name, handler in SAVE_HANDLERS:
+        handlers = getattr(bpy.app.handlers, name, None)  # save_post_fail: Blender 4.2 on
+        if handlers is not None and handler not in handlers:
+            handlers.append(handler)
+
+
+def unregister_save_handlers() -> None:
+    for name, handler in SAVE_HANDLERS:
+        handlers = getattr(bpy.app.handlers, name, None)
+        if handlers is not None and handler in handlers:
+            handlers.remove(handler)
+    _remapped.clear()

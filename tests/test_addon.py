@@ -1619,6 +1619,47 @@ def test_fill_hollow_pockets_and_the_height_reach_the_worker_as_set(addon, setti
     bpy.data.images.remove(image)
 
 
+def saved_image_path(blend: Path) -> str:
+    """The panel's Image path as saved in ``blend``, read in a child Blender without the add-on (Blender 5.0 keeps an
+    add-on's properties among the system properties)."""
+    script = ("import bpy, sys; bpy.ops.wm.open_mainfile(filepath=sys.argv[1]); "
+              "print(repr(bpy.context.scene.bl_system_properties_get()['recon_settings']['image_path']))")
+    done = subprocess.run([sys.executable, "-c", script, str(blend)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return eval(done.stdout.splitlines()[-1])
+
+
+def test_a_blend_relative_image_path_follows_save_as_to_another_folder(addon, settings, tmp_path):
+    """Save As into another folder remaps Blender's own relative paths, and now the panel's: the saved file and the
+    session point at the same picture; a Save Copy writes the copy's path and leaves the session's as it was.
+    (Saves the session's .blend: after the tests that need it unsaved.)"""
+    project, elsewhere, copies = tmp_path / "project", tmp_path / "elsewhere", tmp_path / "copies"
+    for folder in (project / "photos", elsewhere, copies):
+        folder.mkdir(parents=True)
+    shutil.copy(addon.image, project / "photos" / "chair.png")
+    assert bpy.ops.wm.save_as_mainfile(filepath=str(project / "design.blend")) == {'FINISHED'}
+    settings.image_path = "//photos/chair.png"
+    assert bpy.ops.wm.save_as_mainfile(filepath=str(project / "same folder.blend")) == {'FINISHED'}
+    assert settings.image_path == "//photos/chair.png", "the same folder: left as it was"
+    assert bpy.ops.wm.save_as_mainfile(filepath=str(elsewhere / "design_v2.blend")) == {'FINISHED'}
+    settings = bpy.context.scene.recon_settings
+    assert settings.image_path == "//../project/photos/chair.png"
+    assert saved_image_path(elsewhere / "design_v2.blend") == "//../project/photos/chair.png"
+    assert os.path.normpath(bpy.path.abspath(settings.image_path)) == str(project / "photos" / "chair.png")
+    assert bpy.ops.wm.save_as_mainfile(filepath=str(copies / "copy.blend"), copy=True) == {'FINISHED'}
+    assert saved_image_path(copies / "copy.blend") == "//../project/photos/chair.png"
+    with pytest.raises(RuntimeError, match="Cannot open file"):  # a failed Save As: the path as it was
+        bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "no folder" / "design.blend"))
+    assert bpy.context.scene.recon_settings.image_path == "//../project/photos/chair.png"
+    (copies / "sub").mkdir()
+    assert bpy.ops.wm.save_as_mainfile(filepath=str(copies / "sub" / "copy.blend"), copy=True) == {'FINISHED'}
+    assert saved_image_path(copies / "sub" / "copy.blend") == "//../../project/photos/chair.png"
+    assert bpy.context.scene.recon_settings.image_path == "//../project/photos/chair.png", "the session's is kept"
+    obj = reconstruct()  # the picture is found
+    bpy.data.images.remove(obj["recon_mask"])
+    bpy.data.objects.remove(obj)
+
+
 def test_unregister_leaves_nothing_behind(addon):
     clients = list(addon.package.worker_client._CLIENTS.values())
     bpy.ops.preferences.addon_disable(module=addon.module)
@@ -1631,5 +1672,7 @@ def test_unregister_leaves_nothing_behind(addon):
     keyconfig = bpy.context.window_manager.keyconfigs.addon
     assert not [kmi.idname for km in keyconfig.keymaps for kmi in km.keymap_items if kmi.idname.startswith("recon.")]
     assert addon.package._keymap_items == []
+    assert not [h for name in ("save_pre", "save_post", "save_post_fail") for h in getattr(bpy.app.handlers, name)
+                if h.__module__.startswith(addon.module)], "the save handlers are removed"
     assert all(c.process is None or c.process.poll() is not None for c in clients), "workers are shut down"
 
