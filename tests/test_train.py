@@ -381,3 +381,58 @@ def test_bad_input_is_one_sentence_exit_2_before_anything_is_written(tmp_path, c
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]
     assert (out / "config.yaml").read_text() == "the run's own config\n"
+
+
+@pytest.fixture(scope="module")
+def two_step_run(tmp_path_factory):
+    """A finished 2-step run (checkpoint.pt at step 2, config.yaml), trained in this process."""
+    from training.train import main
+
+    out = tmp_path_factory.mktemp("run") / "two"
+    assert main([*TINY_ARGS, "optim.batch_size=2", "optim.steps=2", f"run.out={out}"]) == 0
+    assert (out / "checkpoint.pt").is_file()
+    return out
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "random bytes", "not a checkpoint"])
+def test_resuming_from_a_corrupt_checkpoint_is_one_sentence(two_step_run, tmp_path, capsys, damage):
+    """A truncated, empty or random checkpoint gave torch's tracebacks (PytorchStreamReader, EOFError, ...)."""
+    import shutil
+
+    from training.train import main
+
+    run = tmp_path / "run"
+    shutil.copytree(two_step_run, run)
+    ckpt = run / "checkpoint.pt"
+    data = ckpt.read_bytes()
+    ckpt.write_bytes({"truncated": data[: len(data) // 2], "empty": b"",
+                      "random bytes": os.urandom(5000), "not a checkpoint": b""}[damage])
+    if damage == "not a checkpoint":
+        torch.save({"weights": torch.zeros(2)}, ckpt)
+    config = (run / "config.yaml").read_bytes()
+    capsys.readouterr()
+    assert main([*TINY_ARGS, "optim.batch_size=2", "optim.steps=3", f"run.out={run}", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert f"the checkpoint {ckpt} is corrupt or truncated" in err and "without --resume" in err
+    assert (run / "config.yaml").read_bytes() == config
+
+
+def test_resuming_past_or_at_the_planned_steps_trains_nothing_and_keeps_the_config(two_step_run, tmp_path, capsys):
+    """optim.steps below the checkpoint's step trained nothing, exited 0 and wrote the lower steps into config.yaml;
+    it is refused now, and resuming a finished run (its step = optim.steps) is a no-op that says so."""
+    import shutil
+
+    from training.train import main
+
+    run = tmp_path / "run"
+    shutil.copytree(two_step_run, run)
+    before = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.parent.name != "tb"}
+    capsys.readouterr()
+    assert main([*TINY_ARGS, "optim.batch_size=2", "optim.steps=1", f"run.out={run}", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert "at step 2, past optim.steps=1" in err
+    assert main([*TINY_ARGS, "optim.batch_size=2", "optim.steps=2", f"run.out={run}", "--resume"]) == 0
+    after = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.parent.name != "tb"}
+    assert after == before

@@ -412,11 +412,37 @@ def _check_out_dir(out_dir: Path) -> None:
         raise ValueError(f"run.out={out_dir}: {reason}; give a folder for the run's output that you can write to.")
 
 
+def _read_checkpoint(path: Path, device: torch.device) -> dict:
+    """The state of ``--resume``'s checkpoint (our own file, read with ``weights_only``: tensors and plain values).
+
+    Raises:
+        ValueError: a file that torch cannot read (truncated, empty, not a checkpoint) or that lacks the step.
+    """
+    import pickle
+    import zipfile
+
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, EOFError, IndexError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError,
+            pickle.UnpicklingError, zipfile.BadZipFile) as err:
+        log.debug("reading %s: %s", path, err)
+        state = None
+    except OSError as err:
+        raise ValueError(f"--resume: the checkpoint {path} cannot be read ({err.strerror or err}); check its "
+                         "permissions, or start without --resume.") from None
+    step = state.get("step") if isinstance(state, dict) else None
+    if not (isinstance(state, dict) and {"model", "optimizer"} <= set(state) and isinstance(step, int) and step >= 0):
+        raise ValueError(f"--resume: the checkpoint {path} is corrupt or truncated; start without --resume, or "
+                         "restore it.")
+    return state
+
+
 def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, dataset=None) -> Path:
     """Run training as configured; returns the output folder. ``dataset`` overrides the configured data (tests).
 
     The settings, ``run.out``, the checkpoint of ``resume`` and the model of ``init_from`` are all checked
-    before the data is read or anything is written.
+    before the data is read or anything is written. Resuming a run whose checkpoint is at ``optim.steps`` already
+    does nothing (a note says so); one past ``optim.steps`` is refused.
 
     Raises:
         ValueError, FileNotFoundError: a setting out of range, an unusable ``run.out``, a missing or unfitting
@@ -459,16 +485,26 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
 
     start = 0
     if resume:
-        state = torch.load(ckpt_path, map_location=device, weights_only=True)  # our own file; tensors only
+        state = _read_checkpoint(ckpt_path, device)
         try:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError):
+        except (RuntimeError, ValueError, KeyError, TypeError):
             raise ValueError(f"--resume: the checkpoint at {ckpt_path} holds another network than this config's; "
                              "resume with the settings that run was started with.") from None
-        if scaler is not None and state["scaler"]:
+        if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start = int(state["step"])
+        if start > cfg.optim.steps:
+            raise ValueError(f"--resume: the checkpoint at {ckpt_path} is at step {start}, past optim.steps="
+                             f"{cfg.optim.steps}, so there is nothing to train; give optim.steps above {start} to "
+                             "train on, or evaluate the run's snapshots as they are.")
+        if start == cfg.optim.steps:
+            log.info("the checkpoint at %s is at step %d = optim.steps: the run is finished, nothing to train",
+                     ckpt_path, start)
+            if world > 1:
+                dist.destroy_process_group()
+            return out_dir  # nothing written: config.yaml stays the run's
         init_steps = int(state.get("init_steps", 0))
         if average is not None and state.get("ema"):
             average.load_state_dict(state["ema"])
