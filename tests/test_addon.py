@@ -1461,14 +1461,14 @@ def test_the_result_lands_in_the_scene_clicked_in_or_says_where_when_it_was_dele
     design.cursor.location = (1.0, 2.0, 3.0)
     other = bpy.data.scenes.new("Print layout")
     other.unit_settings.scale_length, other.cursor.location = 0.001, (-5.0, 0.0, 0.0)
-    made = []
+    made, before = [], scene_state()[0]
     try:
         driver = ModalDriver(addon.package.operators.RECON_OT_reconstruct)
         assert driver.invoke() == {'RUNNING_MODAL'}
         window.scene = other  # the user looks at another scene meanwhile
         driver.context = LiveContext(driver.context.window_manager)
         assert driver.finish() == {'FINISHED'}, driver.reports
-        [obj] = [o for o in bpy.data.objects if o.name.startswith("shape")]
+        [obj] = [o for o in bpy.data.objects if o.name not in before]
         made.append(obj)
         assert obj.users_collection == (parts,) and obj.name not in other.objects
         assert tuple(obj.location) == pytest.approx((1.0, 2.0, 3.0))
@@ -1485,7 +1485,7 @@ def test_the_result_lands_in_the_scene_clicked_in_or_says_where_when_it_was_dele
         bpy.data.scenes.remove(gone)
         driver.context = LiveContext(driver.context.window_manager)
         assert driver.finish() == {'FINISHED'}
-        [obj] = [o for o in other.objects if o.name.startswith("shape")]
+        [obj] = [o for o in other.objects if o.name not in before]
         made.append(obj)
         assert tuple(obj.location) == pytest.approx((-5.0, 0.0, 0.0)) and obj.dimensions.z == pytest.approx(50.0)
         assert ({'WARNING'}, "The scene Gone was deleted while the reconstruction ran; the result is in the scene "
