@@ -730,3 +730,76 @@ def test_a_found_alpha_without_a_pixel_above_half_is_no_object(tiny_config, monk
     assert result.mask[60, 100] == 1.0 and result.mask[5, 5] == 0.0
     with pytest.raises(ImageError, match=r"^No object found in the picture: neither the object finder nor"):
         rec.reconstruct(np.zeros((120, 200, 3), np.uint8) + np.uint8(3), vertices=642)
+
+
+def _finder_data(root: Path, manifest: str = '{"models": []}') -> list[str]:
+    """A data set's folders as train_finder.py checks them (a manifest, a renders folder); its options."""
+    (root / "sn").mkdir(parents=True)
+    (root / "sn" / "manifest.json").write_text(manifest)
+    (root / "r").mkdir()
+    return ["--shapenet", str(root / "sn"), "--renders", str(root / "r")]
+
+
+@pytest.fixture
+def drawn(tmp_path, monkeypatch):
+    """train_finder.py with drawing and training replaced: the list of (shapenet, split) drawn, and its options."""
+    import training.train_finder as module
+
+    calls: list[tuple[str, str]] = []
+
+    def draw_set(shapenet, renders, split, count, seed, backgrounds, size=module.FINDER_SIZE, workers=2):
+        calls.append((str(shapenet), split))
+        return np.zeros((count, 3, 8, 8), np.uint8), np.zeros((count, 8, 8), np.uint8)
+
+    monkeypatch.setattr(module, "draw_set", draw_set)
+    monkeypatch.setattr(module, "train", lambda *a, **k: (ObjectFinder(FinderConfig(channels=(4, 4), size=32)), 0.5))
+    (tmp_path / "bg").mkdir()
+    (tmp_path / "bg" / "sources.json").write_text("{}")
+    base = ["--cache", str(tmp_path / "cache"), "--backgrounds", str(tmp_path / "bg"), "--out", str(tmp_path / "f"),
+            "--pictures", "4", "--val-pictures", "2", "--steps", "1", "--workers", "0"]
+    return module, calls, base
+
+
+def test_the_picture_cache_is_the_data_sets_own(tmp_path, drawn):
+    """The cache's name lacked the data set: another --shapenet/--renders (even a wrong one) reused the pictures."""
+    module, calls, base = drawn
+    first = _finder_data(tmp_path / "a")
+    assert module.main(base + first) == 0 and len(calls) == 2
+    assert module.main(base + first) == 0 and len(calls) == 2  # the same data set: the cache is reused
+    assert module.main(base + _finder_data(tmp_path / "b")) == 0 and len(calls) == 4  # another one: drawn again
+    assert {s for s, _ in calls[2:]} == {str(tmp_path / "b" / "sn")}
+    (tmp_path / "a" / "sn" / "manifest.json").write_text('{"models": [{"model_id": "x", "synset": "y"}]}')
+    assert module.main(base + first) == 0 and len(calls) == 6  # the same folder, another manifest: drawn again
+
+
+def test_a_corrupt_picture_cache_is_named_and_drawn_again(tmp_path, drawn, caplog):
+    module, calls, base = drawn
+    data = _finder_data(tmp_path / "a")
+    assert module.main(base + data) == 0 and len(calls) == 2
+    train_file = next((tmp_path / "cache").glob("train_*.npz"))
+    train_file.write_text("junk")
+    caplog.clear()
+    assert module.main(base + data) == 0 and calls[2:] == [(data[1], "train")]
+    assert str(train_file) in caplog.text and "drawing its pictures again" in caplog.text
+    with np.load(train_file) as cached:
+        assert cached["images"].shape == (4, 3, 8, 8)
+
+
+@pytest.mark.parametrize("missing,named", [("sn", "The meshes folder"), ("r", "The renders folder"),
+                                           ("manifest", "has no manifest.json")])
+def test_train_finder_names_a_missing_data_folder(tmp_path, drawn, capsys, missing, named):
+    """--shapenet /tmp/nope said only '[Errno 2] ... manifest.json' (or, with a cache, trained on other pictures)."""
+    import shutil
+
+    module, calls, base = drawn
+    data = _finder_data(tmp_path / "a")
+    assert module.main(base + data) == 0  # a cache drawn: the wrong folder must not reuse it
+    if missing == "manifest":
+        (tmp_path / "a" / "sn" / "manifest.json").unlink()
+    else:
+        shutil.rmtree(tmp_path / "a" / missing)
+    capsys.readouterr()
+    assert module.main(base + data) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and named in err and len(err.strip().splitlines()) == 1, err
+    assert "[Errno" not in err and len(calls) == 2

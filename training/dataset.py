@@ -41,9 +41,40 @@ _CATEGORY_INDEX = {c.synset: i for i, c in enumerate(CATEGORIES)}
 _VIEW_FILES = (".png", "_depth.npy", "_mask.png", ".json")
 
 
+def data_folder_error(shapenet_root: str | os.PathLike, renders_root: str | os.PathLike, shapenet_flag: str,
+                      renders_flag: str) -> str | None:
+    """Why the data set's folders cannot be read, as one sentence naming the option to fix; None when they can.
+
+    ``shapenet_flag`` and ``renders_flag`` are how the caller's user gives them (``--shapenet``,
+    ``data.shapenet=PATH``). The wording is training/evaluate.py's.
+    """
+    shapenet, renders = Path(shapenet_root), Path(renders_root)
+    if not shapenet.is_dir():
+        return f"The meshes folder {shapenet} does not exist; pass the right one with {shapenet_flag}."
+    if not (shapenet / "manifest.json").is_file():
+        return (f"The meshes folder {shapenet} has no manifest.json; pass the data set's folder with {shapenet_flag}, "
+                "or build it: python training/build_dataset.py.")
+    if not renders.is_dir():
+        return f"The renders folder {renders} does not exist; pass the right one with {renders_flag}."
+    return None
+
+
 def _read_manifest(shapenet_root: Path) -> list[dict]:
-    data = json.loads((shapenet_root / "manifest.json").read_text())
-    return data["models"] if isinstance(data, dict) else data
+    path = shapenet_root / "manifest.json"
+    if not shapenet_root.is_dir():
+        raise ValueError(f"The meshes folder {shapenet_root} does not exist; pass the right one.")
+    try:
+        data = json.loads(path.read_text())
+        records = data["models"] if isinstance(data, dict) else data
+    except FileNotFoundError:
+        raise ValueError(f"The meshes folder {shapenet_root} has no manifest.json; build the data set: "
+                         "python training/build_dataset.py.") from None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} cannot be read ({err}); rebuild the data set or fix the file.") from None
+    if not (isinstance(records, list) and all(isinstance(r, dict) and "model_id" in r and "synset" in r
+                                              for r in records)):
+        raise ValueError(f"{path} must be a list of {{model_id, synset, split}} records (or {{\"models\": [...]}}).")
+    return records
 
 
 class RenderedViews(Dataset):

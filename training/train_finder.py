@@ -12,7 +12,9 @@ background, white, JPEG, clip art, pencil on paper), then the camera's photometr
 A few pictures hold no object (a background alone): their target is empty. The
 backgrounds are ``data/backgrounds_finder`` (other packages than the background check set's,
 training/build_backgrounds.py). Pictures are drawn once into a cache (``--cache``) and
-reused every epoch: drawing costs more than a training step.
+reused every epoch: drawing costs more than a training step. A cache file is named by its split, count, size,
+seed, backgrounds and data set (a hash of the resolved ``--shapenet`` and ``--renders`` and the manifest), so
+another data set draws its own; one that cannot be read is drawn again, with a warning naming it.
 
 Loss: binary cross-entropy plus soft Dice, over the letterboxed picture's own pixels (not
 its padding). The val split's pictures, drawn the same way, give the IoU logged and saved in
@@ -347,6 +349,33 @@ def _picture_mask(mask: np.ndarray, shape: tuple[int, int], style: str, sample, 
     return picture.mean(axis=2) < 128
 
 
+def _digest(*parts: bytes) -> str:
+    """A short hash of ``parts`` for the picture cache's file names (10 hex digits)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(len(part).to_bytes(8, "little") + part)
+    return h.hexdigest()[:10]
+
+
+def _read_cache(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cached pictures and targets at ``path``; None when there are none, or when the file cannot be read (then
+    a warning names it, and the pictures are drawn again and written over it)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as data:
+            images, targets = data["images"], data["targets"]
+    except (OSError, ValueError, KeyError, EOFError) as err:
+        log.warning("the picture cache %s cannot be read (%s): drawing its pictures again", path, err)
+        return None
+    if images.ndim != 4 or targets.ndim != 3 or len(images) != len(targets):
+        log.warning("the picture cache %s holds arrays of unexpected shapes: drawing its pictures again", path)
+        return None
+    return images, targets
+
+
 def _path_error(flag: str, path: Path, folder: bool = False) -> str | None:
     """Why ``path`` (a file or model stem to write, or with ``folder`` a folder to fill) cannot be written, as one
     sentence naming ``flag``; None when it can."""
@@ -426,9 +455,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no backgrounds in {args.backgrounds}; build them: "
               "python training/build_backgrounds.py --sources finder", file=sys.stderr)
         return 2
-    import hashlib
+    from training.dataset import data_folder_error
 
-    backgrounds_id = hashlib.sha256((args.backgrounds / "sources.json").read_bytes()).hexdigest()[:10]
+    error = data_folder_error(args.shapenet, args.renders, "--shapenet", "--renders")
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    backgrounds_id = _digest((args.backgrounds / "sources.json").read_bytes())
+    data_id = _digest(str(args.shapenet.resolve()).encode(), str(args.renders.resolve()).encode(),
+                      (args.shapenet / "manifest.json").read_bytes())
     init = None
     if args.init is not None:
         from recon_core.io.weights import load_finder
@@ -440,10 +475,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sets = {}
         for split, count in (("train", args.pictures), ("val", args.val_pictures)):
-            path = args.cache / f"{split}_{count}_{FINDER_SIZE}_{args.seed}_{backgrounds_id}.npz"
-            if path.is_file():
-                with np.load(path) as data:
-                    sets[split] = (data["images"], data["targets"])
+            path = args.cache / f"{split}_{count}_{FINDER_SIZE}_{args.seed}_{backgrounds_id}_{data_id}.npz"
+            cached = _read_cache(path)
+            if cached is not None:
+                sets[split] = cached
             else:
                 t = time.time()
                 sets[split] = draw_set(args.shapenet, args.renders, split, count, args.seed + (split == "val"),
