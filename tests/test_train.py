@@ -436,3 +436,29 @@ def test_resuming_past_or_at_the_planned_steps_trains_nothing_and_keeps_the_conf
     assert main([*TINY_ARGS, "optim.batch_size=2", "optim.steps=2", f"run.out={run}", "--resume"]) == 0
     after = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.parent.name != "tb"}
     assert after == before
+
+
+@pytest.mark.parametrize("missing,named", [("shapenet", "The meshes folder"), ("renders", "The renders folder"),
+                                           ("manifest", "has no manifest.json")])
+def test_a_missing_data_folder_is_named_before_anything_is_built(tmp_path, capsys, monkeypatch, missing, named):
+    """data.shapenet=/tmp/nope said '[Errno 2] No such file or directory: .../manifest.json' once the model was built
+    and the backgrounds read; now the folder and the setting to fix are named first."""
+    import training.train as module
+
+    def never(*args, **kwargs):
+        raise AssertionError("built before the data folders were checked")
+
+    monkeypatch.setattr(module, "build_model", never)
+    (tmp_path / "shapenet").mkdir()
+    (tmp_path / "renders").mkdir()
+    if missing == "manifest":
+        pass
+    else:
+        (tmp_path / "shapenet" / "manifest.json").write_text("[]")
+        (tmp_path / missing).rename(tmp_path / "gone")
+    argv = [f"data.shapenet={tmp_path / 'shapenet'}", f"data.renders={tmp_path / 'renders'}", "model.backbone=resnet18",
+            f"run.out={tmp_path / 'run'}"]
+    assert module.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and named in err and len(err.strip().splitlines()) == 1, err
+    assert f"data.{'shapenet' if missing == 'manifest' else missing}=" in err and not (tmp_path / "run").exists()

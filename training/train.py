@@ -452,6 +452,12 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
     _check_config(cfg, world)
     out_dir = Path(cfg.run.out)
     _check_out_dir(out_dir)
+    if dataset is None and not cfg.data.synthetic and cfg.data.pack is None:
+        from training.dataset import data_folder_error
+
+        error = data_folder_error(cfg.data.shapenet, cfg.data.renders, "data.shapenet=PATH", "data.renders=PATH")
+        if error:
+            raise ValueError(error)
     ckpt_path = out_dir / "checkpoint.pt"
     if resume and not ckpt_path.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}; start without --resume.")
