@@ -803,3 +803,27 @@ def test_train_finder_names_a_missing_data_folder(tmp_path, drawn, capsys, missi
     err = capsys.readouterr().err
     assert err.startswith("error: ") and named in err and len(err.strip().splitlines()) == 1, err
     assert "[Errno" not in err and len(calls) == 2
+
+
+@pytest.mark.parametrize("init,named", [
+    ("truncated", "is corrupt or truncated"), ("reconstruction", "is a reconstruction model, not an object finder"),
+    ("missing", "no object finder there")])
+def test_train_finder_init_that_is_no_finder_is_one_sentence(tmp_path, drawn, capsys, tiny_config, init, named):
+    """--init with a truncated finder or the reconstruction model raised WeightsError with a traceback, advising to
+    'restore' models/default as if it were a broken finder."""
+    module, calls, base = drawn
+    stem = tmp_path / "init"
+    if init == "truncated":
+        save_finder(ObjectFinder(FinderConfig(channels=(4, 4), size=32)), stem)
+        data = (tmp_path / "init.safetensors").read_bytes()
+        (tmp_path / "init.safetensors").write_bytes(data[: len(data) // 2])
+    elif init == "reconstruction":
+        from recon_core.io.weights import save_model
+        from recon_core.network.model import build_model
+
+        save_model(build_model(tiny_config), stem, {"trained": False})
+    capsys.readouterr()
+    assert module.main(base + _finder_data(tmp_path / "a") + ["--init", str(stem)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and named in err and "--init" in err, err
+    assert len(err.strip().splitlines()) == 1 and "restore it" not in err and not calls

@@ -376,6 +376,34 @@ def _read_cache(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
     return images, targets
 
 
+def _init_finder(path: Path) -> tuple[ObjectFinder | None, str | None]:
+    """``--init``'s finder, or None and one sentence saying why it cannot be started from: no files there, another
+    kind of model (the reconstruction network's JSON has ``model``, a finder's ``finder``), or files that do not
+    load (truncated, corrupt)."""
+    from recon_core.io.weights import WeightsError, load_finder, model_files
+
+    cfg_path, weights_path = model_files(path)
+    if not (cfg_path.is_file() and weights_path.is_file()):
+        return None, (f"--init {path}: no object finder there ({cfg_path} and {weights_path} are not both there); "
+                      "give a finder saved by this script, e.g. models/finder")
+    try:
+        meta = json.loads(cfg_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        meta = None
+    if isinstance(meta, dict) and "finder" not in meta and "model" in meta:
+        return None, (f"--init {path} is a reconstruction model, not an object finder; give a finder saved by this "
+                      "script, e.g. models/finder")
+    try:
+        return load_finder(path), None
+    except WeightsError as err:
+        import re
+
+        found = re.search(r"cannot be loaded \((.*)\); ", str(err))  # load_finder's reason, its advice left out
+        detail = f" ({found.group(1)})" if found else ""
+        return None, (f"--init {path}: the object finder {weights_path} is corrupt or truncated{detail}; give "
+                      "another finder, or start without --init")
+
+
 def _path_error(flag: str, path: Path, folder: bool = False) -> str | None:
     """Why ``path`` (a file or model stem to write, or with ``folder`` a folder to fill) cannot be written, as one
     sentence naming ``flag``; None when it can."""
@@ -466,11 +494,9 @@ def main(argv: list[str] | None = None) -> int:
                       (args.shapenet / "manifest.json").read_bytes())
     init = None
     if args.init is not None:
-        from recon_core.io.weights import load_finder
-
-        init = load_finder(args.init)
-        if init is None:
-            print(f"error: no finder at {args.init}.safetensors to start from", file=sys.stderr)
+        init, error = _init_finder(args.init)
+        if error is not None:
+            print(f"error: {error}", file=sys.stderr)
             return 2
     try:
         sets = {}
