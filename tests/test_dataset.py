@@ -364,3 +364,64 @@ def test_the_loader_benchmark_counts_the_packs_pictures(packed, tmp_path, capsys
     assert loader["images_per_s"] > 0 and loader["seconds"] > 0
     assert loader["pictures"] == 6  # 2 batches of 3, the first (workers starting) not counted
     assert loader["images_per_s"] == pytest.approx(6 / loader["seconds"], rel=0.05)  # seconds rounded to 0.1 ms
+
+
+def _cut(path: Path, keep: int) -> None:
+    """Truncate ``path`` to its first ``keep`` bytes (a copy cut short)."""
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+@pytest.mark.parametrize("case,named", [
+    ("finder", "is the object finder's config"), ("truncated", "are truncated or corrupt"),
+    ("unpack truncated", "The carried network's weights"), ("unpack no config", "The carried network's config")])
+def test_pack_views_says_what_is_wrong_with_a_network_in_one_sentence(fake, tiny_config, tmp_path, capsys, case,
+                                                                      named):
+    """--init models/finder gave KeyError 'model'; a truncated model, or a pack's truncated init.safetensors with
+    --unpack-init, gave safetensors' SafetensorError: tracebacks all. Now evaluate.py's sentences, and nothing
+    written."""
+    from recon_core.io.weights import save_finder, save_model
+    from recon_core.network.finder import FinderConfig, ObjectFinder
+    from recon_core.network.model import build_model
+    from training.pack_views import main, pack_init
+
+    root, _ = fake
+    data = ["--shapenet", str(root / "shapenet"), "--renders", str(root / "renders")]
+    if case == "finder":
+        save_finder(ObjectFinder(FinderConfig(channels=(4, 4), size=32)), tmp_path / "finder")
+        argv = ["--init", str(tmp_path / "finder"), "--out", str(tmp_path / "pack"), *data]
+    else:
+        stem = save_model(build_model(tiny_config), tmp_path / "net" / "model", {"trained": True}).with_suffix("")
+        if case == "truncated":
+            _cut(stem.with_suffix(".safetensors"), 1000)
+            argv = ["--init", str(stem), "--out", str(tmp_path / "pack"), *data]
+        else:
+            pack_init(stem, tmp_path / "carried")
+            if case == "unpack truncated":
+                _cut(tmp_path / "carried" / "init.safetensors", 1000)
+            else:
+                (tmp_path / "carried" / "init.json").unlink()
+            argv = ["--unpack-init", str(tmp_path / "carried"), "--out", str(tmp_path / "back" / "model")]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and named in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "pack").exists() and not (tmp_path / "back").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+def test_a_truncated_pack_is_one_sentence_for_train_py(packed, tmp_path, capsys):
+    """train.py data.pack=<a pack whose views.npz is cut short> gave zipfile's BadZipFile traceback."""
+    import shutil
+
+    from training.train import main
+
+    shutil.copytree(packed, tmp_path / "pack")
+    _cut(tmp_path / "pack" / "views.npz", 1000)
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        RenderedViews("unused", "unused", "train", pack=tmp_path / "pack")
+    argv = [f"data.pack={tmp_path / 'pack'}", f"run.out={tmp_path / 'run'}", "optim.steps=1", "optim.batch_size=1",
+            "data.workers=0", "model.backbone=resnet18"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert f"{tmp_path / 'pack' / 'views.npz'} are truncated or corrupt" in err and "pack_views.py" in err

@@ -195,19 +195,17 @@ def pack_init(model: str | os.PathLike, out: str | os.PathLike) -> Path:
 
     Raises ``ValueError`` when the model's files are missing.
     """
-    from safetensors.numpy import load_file, save
+    from safetensors.numpy import save
 
     stem = model_stem(model)
-    cfg, weights = model_files(stem)
-    if not (cfg.is_file() and weights.is_file()):
-        raise ValueError(f"--init {model}: no saved model there ({cfg.name} and {weights.name} are needed)")
-    meta = json.loads(cfg.read_text())
+    cfg, weights, meta = _init_model_files(model)
     meta["model"]["shape_bank"] = False
     meta["model"]["category_branch"] = False  # its own file does not travel: train_category.py fits one again
     meta = {k: v for k, v in meta.items() if k in ("model", "trained", "steps", "run_step", "init_steps", "note")}
     meta["packed_from"] = str(stem)
     packed: dict[str, np.ndarray] = {}
-    for name, t in load_file(str(weights)).items():
+    for name, t in _read_safetensors(weights, "Model weights", "restore the file (git checkout models/) or point to "
+                                     "another model").items():
         if name.startswith("bank."):
             continue
         if t.dtype.kind == "f" and t.ndim >= 2 and t.size >= QUANTISE_MIN:
@@ -222,29 +220,72 @@ def pack_init(model: str | os.PathLike, out: str | os.PathLike) -> Path:
     return out / f"{INIT}.safetensors"
 
 
+def _init_model_files(model: str | os.PathLike) -> tuple[Path, Path, dict]:
+    """``(config, weights, metadata)`` of ``--init``'s saved model, checked as evaluate.py's ``--model`` is
+    (:func:`recon_core.io.weights.check_model_files`: an object finder or another file is named for what it is).
+
+    Raises:
+        ValueError: no saved reconstruction model there.
+    """
+    from recon_core.io.weights import check_model_files
+
+    cfg, weights = model_files(model_stem(model))
+    if not (cfg.is_file() and weights.is_file()):
+        raise ValueError(f"--init {model}: no saved model there ({cfg.name} and {weights.name} are needed)")
+    cfg, weights, meta = check_model_files(model, branch=False)  # the branch does not travel
+    if not isinstance(meta.get("model"), dict):
+        raise ValueError(f"Model config {cfg} is not valid (its \"model\" section is not a mapping); restore it "
+                         "from the repository.")
+    return cfg, weights, meta
+
+
+def _read_safetensors(path: Path, what: str, fix: str) -> dict[str, np.ndarray]:
+    """The arrays of the safetensors file ``path``; a file that does not read (truncated, corrupt) is a
+    ``ValueError`` in evaluate.py's words: ``"{what} {path} are truncated or corrupt (why); {fix}."``"""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{what} {path} are truncated or corrupt ({err}); {fix}.") from None
+
+
 def unpack_init(pack: str | os.PathLike, out: str | os.PathLike) -> Path:
     """The network of ``pack``'s ``init.safetensors`` (:func:`pack_init`) as a model file ``out.safetensors`` +
     ``out.json`` (fp16, as ``save_model`` writes them), for ``train.py --init-from out``. Returns ``out``'s stem.
 
     Raises ``ValueError`` when the pack carries no network.
     """
-    from safetensors.numpy import load_file, save
+    from safetensors.numpy import save
 
     pack = Path(pack)
     if not (pack / f"{INIT}.safetensors").is_file():
         raise ValueError(f"{pack} carries no network: write it with python training/pack_views.py --init MODEL")
-    packed = load_file(str(pack / f"{INIT}.safetensors"))
+    fix = "write the pack again with python training/pack_views.py --init MODEL"
+    packed = _read_safetensors(pack / f"{INIT}.safetensors", "The carried network's weights", fix)
+    config = pack / f"{INIT}.json"
+    try:
+        meta = json.loads(config.read_text())
+        if not isinstance(meta, dict) or "model" not in meta:
+            raise ValueError("no \"model\" section")
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"The carried network's config {config} is missing or not valid ({err}); {fix}.") from None
     state: dict[str, np.ndarray] = {}
-    for key, t in packed.items():
-        kind, name = key.split(":", 1)
-        if kind == "q8":
-            scale = packed[f"scale:{name}"].reshape((-1,) + (1,) * (t.ndim - 1))
-            state[name] = (t.astype(np.float32) * scale).astype(np.float16)
-        elif kind in ("f16", "raw"):
-            state[name] = t
+    try:
+        for key, t in packed.items():
+            kind, name = key.split(":", 1)
+            if kind == "q8":
+                scale = packed[f"scale:{name}"].reshape((-1,) + (1,) * (t.ndim - 1))
+                state[name] = (t.astype(np.float32) * scale).astype(np.float16)
+            elif kind in ("f16", "raw"):
+                state[name] = t
+    except (KeyError, ValueError) as err:
+        raise ValueError(f"The carried network's weights {pack / f'{INIT}.safetensors'} are not a packed network "
+                         f"({err}); {fix}.") from None
     cfg, weights = model_files(out)
     atomic_write_bytes(weights, save(state))
-    atomic_write_bytes(cfg, (pack / f"{INIT}.json").read_bytes())
+    atomic_write_bytes(cfg, config.read_bytes())
     return model_stem(out)
 
 
@@ -263,12 +304,18 @@ class PackedViews:
         file = folder / FILE if folder.is_dir() else folder
         if not file.is_file():
             raise ValueError(f"{folder} holds no {FILE}: write it with python training/pack_views.py --out {folder}")
-        with np.load(file, allow_pickle=False) as data:
-            self.arrays = {k: data[k] for k in data.files}
+        import zipfile
+
+        try:
+            with np.load(file, allow_pickle=False) as data:
+                self.arrays = {k: data[k] for k in data.files}
+            a = self.arrays
+            self.synsets, self.model_ids, self.splits = (a["synsets"].tolist(), a["model_ids"].tolist(),
+                                                         a["splits"].tolist())
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            raise ValueError(f"The pack's views {file} are truncated or corrupt ({err}); write the pack again: "
+                             f"python training/pack_views.py --out {file.parent}") from None
         self.folder = file.parent
-        a = self.arrays
-        self.synsets, self.model_ids, self.splits = (a["synsets"].tolist(), a["model_ids"].tolist(),
-                                                     a["splits"].tolist())
 
     @property
     def backgrounds(self) -> Path:
@@ -366,10 +413,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--{flag} {getattr(args, flag)} is not a folder: build the data set first "
                                  "(training/build_dataset.py, training/render.py)")
         if args.init:
-            cfg, weights = model_files(args.init)
-            if not (cfg.is_file() and weights.is_file()):
-                raise ValueError(f"--init {args.init}: no saved model there ({cfg.name} and {weights.name} are "
-                                 "needed)")
+            _init_model_files(args.init)
         near = next(f for f in (out.absolute().parent, *out.absolute().parents) if f.is_dir())  # nothing made yet
         built = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=near))
         try:
