@@ -751,6 +751,10 @@ BAD_INPUT = {
     "cache_a_folder": (["--cache", "{tmp}"], "is a folder"),
     "weights_missing": (["--model", "{tmp}/trained"], "Model weights not found"),
     "no_sketches": (["--sketches"], "No sketch views"),
+    "tile_0": (["--tile", "0"], "--tile must be at least 16"),  # was a ZeroDivisionError after the whole run
+    "sheet_negative": (["--sheet", "-1"], "--sheet must be 0"),
+    "index_views_negative": (["--index-views", "-1"], "--index-views must be 0"),
+    "split_unknown": (["--split", "nope"], "has no such split; give one of test, train"),
 }
 
 
@@ -800,6 +804,22 @@ def test_cli_makes_out_before_the_run_and_takes_it_away_when_the_run_fails(datas
     (out / "table.md").write_text("an earlier table")
     assert ev.main(argv) == 2
     assert [p.name for p in out.iterdir()] == ["table.md"] and (out / "table.md").read_text() == "an earlier table"
+
+
+def test_cli_sheet_0_takes_away_an_earlier_runs_sheets(dataset, model_stem, tmp_path, capsys):
+    """--sheet 0 into an earlier run's folder left that run's contact_sheet.png beside the new metrics; a run that
+    writes no sheet removes the earlier ones (after its own files are written)."""
+    shapenet, renders = dataset
+    out = tmp_path / "eval"
+    out.mkdir()
+    for name in ("contact_sheet.png", "candidates_sheet.png", "notes.txt"):
+        (out / name).write_text("an earlier run's")
+    argv = ["--model", str(model_stem), "--shapenet", str(shapenet), "--renders", str(renders), "--out", str(out),
+            "--cache", str(tmp_path / "cache.npz"), "--samples", "200", "--sheet", "0", "--limit", "1",
+            "--no-progress"]
+    assert ev.main(argv) in (0, 3)
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "notes.txt", "table.md"]
+    assert json.loads((out / "metrics.json").read_text())["images"] == 1
 
 
 def test_holdout_run_as_a_script_says_it_is_a_module():

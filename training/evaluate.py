@@ -1547,8 +1547,11 @@ def _parser() -> argparse.ArgumentParser:
                         "none: the border-colour rule)")
     p.add_argument("--out", default="runs/eval", help="output folder (default: runs/eval)")
     p.add_argument("--samples", type=int, default=10000, help="points sampled per surface (default: 10000)")
-    p.add_argument("--sheet", type=int, default=8, help="images on the contact sheet (default: 8)")
-    p.add_argument("--tile", type=int, default=128, help="contact-sheet tile side in pixels (default: 128)")
+    p.add_argument("--sheet", type=int, default=8,
+                   help="images on the contact sheet (default: 8; 0: none, and an earlier run's sheets in --out are "
+                        "removed, so that no sheet lies beside metrics it does not show)")
+    p.add_argument("--tile", type=int, default=128,
+                   help=f"contact-sheet tile side in pixels, at least {MIN_TILE} (default: 128)")
     p.add_argument("--cache", help="baseline index .npz (default: runs/cache/baselines_<hash>.npz; rebuilt when stale)")
     p.add_argument("--index-views", type=int, default=0,
                    help="training views per model in the retrieval index (0: all)")
@@ -1689,6 +1692,12 @@ def output_folder(path: str | Path, what: str):
         raise
 
 
+MIN_TILE = 16
+"""The smallest contact-sheet tile side (``--tile``), pixels."""
+_SHEET_FILES = frozenset({"contact_sheet.png", "candidates_sheet.png"})
+"""The sheets an evaluation may write into ``--out``; one this run does not write is removed after the run."""
+
+
 def _write_output(path: Path, data: bytes) -> None:
     """Write one output file atomically (a temporary file beside it, then a rename)."""
     from recon_core.io.export import atomic_write_bytes
@@ -1728,6 +1737,10 @@ def _run(args: argparse.Namespace) -> int:
     else:
         test = discover(args.shapenet, args.renders, args.split)
         if not test:
+            splits = sorted({str(r.get("split")) for r in _read_manifest(Path(args.shapenet)) if r.get("split")})
+            if splits and args.split not in splits:
+                raise DataError(f"--split {args.split}: the data set under {args.shapenet} has no such split; give "
+                                f"one of {', '.join(splits)}.")
             raise DataError(
                 f"No {args.split} models with both a mesh under {args.shapenet} and renders under {args.renders}; "
                 "check the manifest's split names and the folders."
@@ -1836,6 +1849,12 @@ def _evaluate(args: argparse.Namespace, rec, samples: list[Sample], out: Path) -
     printable = summary["all"]["methods"]["ours"]["Printable"]
     for name, data in files.items():
         _write_output(out / name, data)
+    for name in _SHEET_FILES - set(files):  # an earlier run's sheet would pass for this run's
+        try:
+            (out / name).unlink(missing_ok=True)
+        except OSError as err:
+            raise DataError(f"{out / name} is an earlier run's and cannot be removed ({err.strerror or err}); "
+                            "remove it, or give another --out folder.") from None
     print(table)
     print("\nwrote " + ", ".join(str(out / name) for name in files))
     if candidates is not None and candidates["all"]["printable"] < 1.0:
@@ -1867,6 +1886,12 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError(f"--curve-limit must be at least 1, got {args.curve_limit}.")
         if args.candidates < 1:
             raise DataError(f"--candidates must be at least 1, got {args.candidates}.")
+        if args.sheet < 0:
+            raise DataError(f"--sheet must be 0 (no contact sheet) or more, got {args.sheet}.")
+        if args.tile < MIN_TILE:
+            raise DataError(f"--tile must be at least {MIN_TILE} pixels, got {args.tile}.")
+        if args.index_views < 0:
+            raise DataError(f"--index-views must be 0 (every view) or more, got {args.index_views}.")
         return _run(args)
     except (DataError, ImageError, WeightsError) as err:
         if args.debug:
