@@ -93,7 +93,7 @@ def test_main_writes_the_temperature_and_each_styles_record_rounded(tmp_path, mo
     stem = tmp_path / "model"
     stem.with_suffix(".json").write_text(json.dumps({"model": {"category_temperature": 1.0}, "trained": True}))
     stem.with_suffix(".safetensors").write_bytes(b"")  # weights beside it (collect_scores is stubbed)
-    assert cal.main(["--model", str(stem)]) == 0
+    assert cal.main(["--model", str(stem), "--backgrounds", "none"]) == 0
     meta = json.loads(stem.with_suffix(".json").read_text())
     record = meta["calibration"]
     t = fit_temperature(logits, labels)
@@ -188,7 +188,7 @@ def test_main_fits_each_temperature_on_its_own_scores_when_the_candidates_vote(t
     stem = tmp_path / "model"
     stem.with_suffix(".json").write_text(json.dumps({"model": {"category_temperature": 1.0}}))
     stem.with_suffix(".safetensors").write_bytes(b"")  # weights beside it (collect_scores is stubbed)
-    assert cal.main(["--model", str(stem)]) == 0
+    assert cal.main(["--model", str(stem), "--backgrounds", "none"]) == 0
     meta = json.loads(stem.with_suffix(".json").read_text())
     assert meta["model"]["category_temperature"] == round(fit_temperature(head, labels), 4)
     assert meta["model"]["category_vote_temperature"] == round(fit_temperature(scores, labels), 4)
@@ -228,22 +228,24 @@ def _stub_calibration(monkeypatch, tmp_path, calls: dict | None = None):
     return stem
 
 
-@pytest.mark.parametrize("case", ["missing_finder", "views_0", "views_-1", "missing_weights"])
+@pytest.mark.parametrize("case", ["missing_finder", "views_0", "views_-1", "missing_weights", "backgrounds_missing"])
 def test_bad_input_is_one_sentence_exit_2_and_writes_nothing(tmp_path, monkeypatch, capsys, case):
     import training.calibrate as cal
 
     calls = {}
     stem = _stub_calibration(monkeypatch, tmp_path, calls)
     args = {"missing_finder": ["--finder", str(tmp_path / "nowhere")], "views_0": ["--views-per-model", "0"],
-            "views_-1": ["--views-per-model", "-1"], "missing_weights": []}[case]
+            "views_-1": ["--views-per-model", "-1"], "missing_weights": [],
+            "backgrounds_missing": ["--backgrounds", str(tmp_path / "nope")]}[case]  # was: synthetic, silently
     if case == "missing_weights":
         stem.with_suffix(".safetensors").unlink()
     before = stem.with_suffix(".json").read_text()
-    assert cal.main(["--model", str(stem), *args]) == 2
+    assert cal.main(["--model", str(stem), "--backgrounds", "none", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
     expected = {"missing_finder": "names no object finder", "views_0": "--views-per-model must be at least 1",
-                "views_-1": "--views-per-model must be at least 1", "missing_weights": "Model weights not found"}
+                "views_-1": "--views-per-model must be at least 1", "missing_weights": "Model weights not found",
+                "backgrounds_missing": f"--backgrounds {tmp_path / 'nope'} does not exist"}
     assert expected[case] in err
     assert stem.with_suffix(".json").read_text() == before and not calls  # nothing measured, nothing written
 
@@ -258,7 +260,7 @@ def test_finder_none_in_any_case_the_shipped_one_or_a_path(tmp_path, monkeypatch
                          (["--finder", "NONE"], "no finder")):
         calls = {}
         stem = _stub_calibration(monkeypatch, tmp_path, calls)
-        assert cal.main(["--model", str(stem), "--dry-run", *args]) == 0
+        assert cal.main(["--model", str(stem), "--backgrounds", "none", "--dry-run", *args]) == 0
         if loaded == "no finder":
             assert "loaded" not in calls and calls["finder"] is None, args
         else:

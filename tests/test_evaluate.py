@@ -755,6 +755,9 @@ BAD_INPUT = {
     "sheet_negative": (["--sheet", "-1"], "--sheet must be 0"),
     "index_views_negative": (["--index-views", "-1"], "--index-views must be 0"),
     "split_unknown": (["--split", "nope"], "has no such split; give one of test, train"),
+    # a wrong --backgrounds was synthetic backgrounds, with a warning, exit 0
+    "backgrounds_missing": (["--style", "background", "--backgrounds", "{tmp}/nope"], "does not exist; build them"),
+    "backgrounds_empty": (["--style", "background", "--backgrounds", "{tmp}/ckpts"], "holds no photographs"),
 }
 
 

@@ -149,7 +149,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--views-per-model", type=int, default=3)
     p.add_argument("--styles", nargs="+", default=list(CALIBRATION_STYLES), choices=STYLES, metavar="STYLE",
                    help=f"picture styles (default: {' '.join(CALIBRATION_STYLES)}; of {', '.join(STYLES)})")
-    p.add_argument("--backgrounds", default="data/backgrounds")
+    p.add_argument("--backgrounds", default="data/backgrounds",
+                   help="photographs of the background style (training/build_backgrounds.py; none: synthetic "
+                        "backgrounds; default: data/backgrounds)")
     p.add_argument("--finder", default=None, metavar="PATH|none",
                    help="object finder for pictures without alpha, as inference uses it (default: models/finder)")
     p.add_argument("--dry-run", action="store_true", help="measure and print, do not write the model's JSON")
@@ -163,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     from recon_core.io.weights import WeightsError, check_model_files, default_model_path, model_files
     from training.evaluate import (
         DataError,
+        background_photos,
         discover,
         expected_calibration_error,
         finder_choice,
@@ -174,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.views_per_model < 1:
             raise DataError(f"--views-per-model must be at least 1, got {args.views_per_model}.")
         choice = finder_choice(args.finder)
+        backgrounds = background_photos(args.backgrounds) if "background" in args.styles else None
         check_model_files(args.model or None)  # before the pictures are read: a JSON without weights
         entries = discover(args.shapenet, args.renders, args.split)
         if not entries:
@@ -183,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
 
         finder = None if choice is False else load_finder(None if choice is True else choice)
         logits, head, labels, styles = collect_scores(args.model, samples, tuple(args.styles),
-                                                      backgrounds=args.backgrounds, finder=finder)
+                                                      backgrounds=backgrounds, finder=finder)
         meta = json.loads(path.read_text())
     except (DataError, WeightsError, FileNotFoundError, json.JSONDecodeError) as err:
         print(f"error: {err}", file=sys.stderr)

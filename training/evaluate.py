@@ -1612,17 +1612,31 @@ def _run_curve(args: argparse.Namespace, test: list[ModelEntry], out: Path) -> i
     return 0
 
 
-def _backgrounds(args: argparse.Namespace):
-    """The photographs of ``--style background`` (None for other styles), with a warning when there are none."""
-    if args.style != "background":
+def background_photos(value: str | None, flag: str = "--backgrounds"):
+    """The photographs of the ``background`` style named by ``flag``: ``none`` (any case) is synthetic backgrounds
+    (None); a folder must hold photographs.
+
+    Raises:
+        DataError: a folder that does not exist or holds no photographs (a mistyped path fell back to synthetic
+            backgrounds silently, and calibrate.py fitted its temperature on them).
+    """
+    if value is None or str(value).strip().lower() == "none":
         return None
     from training.augment import BackgroundPhotos
 
-    photos = BackgroundPhotos(args.backgrounds)
+    photos = BackgroundPhotos(value)
     if not photos.available:
-        log.warning("no background photographs in %s: synthetic backgrounds only "
-                    "(python training/build_backgrounds.py)", args.backgrounds)
+        what = "does not exist" if not Path(value).exists() else "holds no photographs (*.jpg, *.png)"
+        raise DataError(f"{flag} {value} {what}; build them (python training/build_backgrounds.py), fix the path, "
+                        f"or give {flag} none for synthetic backgrounds.")
     return photos
+
+
+def _backgrounds(args: argparse.Namespace):
+    """The photographs of ``--style background`` (None for other styles, and for ``--backgrounds none``)."""
+    if args.style != "background":
+        return None
+    return background_photos(args.backgrounds)
 
 
 def finder_choice(value: str | None) -> str | bool:
@@ -1726,6 +1740,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.given_mask and args.style == "small_offcentre":
         raise DataError(_NOT_IN_RENDER_PIXELS.format(style=args.style))  # before anything loads
     finder = finder_choice(args.finder)
+    _backgrounds(args)  # a wrong --backgrounds is said before anything loads
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out} is a file, not a folder; give a folder.")
     if args.other_categories:
