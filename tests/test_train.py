@@ -462,3 +462,13 @@ def test_a_missing_data_folder_is_named_before_anything_is_built(tmp_path, capsy
     err = capsys.readouterr().err
     assert err.startswith("error: ") and named in err and len(err.strip().splitlines()) == 1, err
     assert f"data.{'shapenet' if missing == 'manifest' else missing}=" in err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_run_out_is_said_to_be_empty(capsys, value):
+    """run.out= said 'run.out=None is not text'."""
+    from training.train import main
+
+    assert main([f"run.out={value}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: run.out is empty; give a name or a path") and "None" not in err, err

@@ -223,8 +223,10 @@ def _as_type(key: str, value: Any, kind: Any, example: Any = None) -> Any:
     if kind is str:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-        if not isinstance(value, str):
+        if not isinstance(value, str) or not value.strip():
             hint = f", e.g. {key}={example}" if isinstance(example, str) else ""
+            if value is None or isinstance(value, str):  # `key=` on the command line reads as None
+                raise ValueError(f"{key} is empty; give a name or a path{hint}.")
             raise ValueError(f"{key}={value!r} is not text; give a name or a path{hint}.")
     return value
 
