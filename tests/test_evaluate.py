@@ -829,6 +829,11 @@ def test_holdout_run_as_a_script_says_it_is_a_module():
     import subprocess
 
     script = Path(__file__).resolve().parents[1] / "training" / "holdout.py"
-    proc = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stdout == ""
     assert "module" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    for flag in ("--help", "-h"):  # asking what it is succeeds (it exited 2)
+        proc = subprocess.run([sys.executable, str(script), flag], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0 and proc.stderr == "", flag
+        assert "module" in proc.stdout and "--other-categories" in proc.stdout
+        assert len(proc.stdout.strip().splitlines()) == 1

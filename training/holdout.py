@@ -48,6 +48,10 @@ def is_held_out(synset: str) -> bool:
 if __name__ == "__main__":
     import sys
 
-    print("error: training/holdout.py is a module, not a command: the held-out categories are evaluated with "
-          "python training/evaluate.py --other-categories", file=sys.stderr)
+    _SENTENCE = ("training/holdout.py is a module, not a command: the held-out categories are evaluated with "
+                 "python training/evaluate.py --other-categories")
+    if sys.argv[1:] in (["--help"], ["-h"]):  # asked what it is: the answer, exit 0
+        print(_SENTENCE)
+        sys.exit(0)
+    print(f"error: {_SENTENCE}", file=sys.stderr)
     sys.exit(2)
