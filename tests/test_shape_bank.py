@@ -936,11 +936,11 @@ def test_recon_mesh_candidates_writes_each_with_its_confidence(banked_model, fak
 
     real, calls = export.export_mesh, []
 
-    def second_fails(verts, faces, path, *args):
+    def second_fails(verts, faces, path, *args, **kwargs):
         calls.append(path)
         if len(calls) == 2:
             raise export.ExportError(f"Cannot write {path.name}: No space left on device.")
-        return real(verts, faces, path, *args)
+        return real(verts, faces, path, *args, **kwargs)
 
     monkeypatch.setattr(export, "export_mesh", second_fails)
     target = tmp_path / "sub"

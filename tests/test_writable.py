@@ -1,4 +1,4 @@
-"""Outputs that cannot be written are refused before a script's work starts (training/writable.py).
+"""Outputs that cannot be written are refused before a script's work starts (recon_core.io.export.unwritable_reason).
 
 ``os.access`` says yes to everything for root, ``/proc`` included, so the check creates a temporary file. ``/proc``
 takes no new file even from root: a folder there is unwritable whoever runs the tests.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from training.writable import unwritable_reason
+from recon_core.io.export import unwritable_reason
 
 UNWRITABLE = Path("/proc/no_such_folder")
 """A path whose nearest existing folder (``/proc``) takes no new file, for root as well."""

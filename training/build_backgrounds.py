@@ -40,7 +40,7 @@ import numpy as np
 from PIL import Image
 
 from recon_core.io.export import current_umask
-from training.writable import unwritable_reason
+from recon_core.io.export import unwritable_reason
 
 __all__ = ["SOURCES", "FINDER_SOURCES", "FINDER_CROPS", "MIN_PICTURE_SIDE", "read_gimp_pattern", "RESERVED", "check_not_reserved", "read_licences", "build_backgrounds", "main"]
 

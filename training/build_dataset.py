@@ -40,7 +40,7 @@ from recon_core.io.export import atomic_write_bytes, os_error_sentence
 from recon_core.network.categories import CATEGORIES
 from training.readers import PACKAGES, Candidate, ReaderError, discover, discover_shapenet, load_candidate
 from training.readers.rules import EXTRA_SYNSETS
-from training.writable import unwritable_reason
+from recon_core.io.export import unwritable_reason
 
 __all__ = [
     "FilterConfig",

@@ -175,7 +175,7 @@ def attach_bank(model_path: str | Path | None, tensors: dict[str, torch.Tensor],
 
 def _check_out(out: str | Path) -> None:
     """Raise ``ValueError`` when the output stem ``out`` cannot be written (a file where its folder would be)."""
-    from training.writable import unwritable_reason
+    from recon_core.io.export import unwritable_reason
 
     reason = unwritable_reason(Path(out).parent, folder=True)  # a stem: only its folder matters
     if reason:

@@ -1669,7 +1669,7 @@ def make_folder(path: str | Path, what: str) -> Path | None:
     Raises:
         DataError: ``path`` is a file, or cannot be made or written into; ``what`` names it (e.g. ``"--out"``).
     """
-    from training.writable import unwritable_reason
+    from recon_core.io.export import unwritable_reason
 
     path = Path(path)
     reason = unwritable_reason(path, folder=True)

@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tile", type=_tile_side, default=TILE,
                         help=f"tile side in pixels, {MIN_TILE} or more (default {TILE})")
     args = parser.parse_args(argv)
-    from training.writable import unwritable_reason
+    from recon_core.io.export import unwritable_reason
     from recon_core.io.image import ImageError, load_picture
     from recon_core.io.inference import Reconstructor
 

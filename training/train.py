@@ -42,7 +42,7 @@ from recon_core.network.model import ReconOutput, build_model
 from recon_core.network.soft_raster import PinholeCameras
 from training.config import TrainConfig, load_train_config
 from training.sampling import StepBatchSampler, category_item_weights
-from training.writable import unwritable_reason
+from recon_core.io.export import unwritable_reason
 
 __all__ = ["main", "train", "train_step", "compute_loss", "occupancy_loss", "refine_loss"]
 

@@ -42,7 +42,7 @@ from PIL import Image
 
 from recon_core.io.weights import save_finder
 from recon_core.network.finder import FINDER_SIZE, FinderConfig, ObjectFinder, letterbox
-from training.writable import unwritable_reason
+from recon_core.io.export import unwritable_reason
 
 __all__ = ["STYLE_SHARES", "FILL", "EMPTY_SHARE", "place", "finder_sample", "draw_set", "train", "main"]
 

@@ -17,6 +17,8 @@ Exit codes: 0 written, 2 bad input or unwritable output (one sentence on stderr,
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import sys
 import tempfile
@@ -82,14 +84,16 @@ def unwritable_reason(path: str | os.PathLike, *, folder: bool) -> str | None:
     """Why ``path`` cannot be written, as a clause for the caller's sentence; None when it can.
 
     ``path`` is a file to write, its missing folders made on the way (as :func:`atomic_write_bytes` does), or with
-    ``folder`` a folder to make or write into. Nothing is made or changed. The clauses:
+    ``folder`` a folder to make or write into. Nothing is left made or changed. The clauses:
 
     - ``"it is a folder"``: a file to write is an existing folder;
     - ``"/a/b is a file, not a folder"``: the nearest existing path on the way (``path`` itself with ``folder``,
       else its folder or one above it) is a file;
     - ``"the folder /a cannot be written to"``: that nearest existing folder is not writable.
 
-    Paths in the clauses are absolute. An existing file at ``path`` is no obstacle: writes replace it.
+    Paths in the clauses are absolute. An existing file at ``path`` is no obstacle: writes replace it. The nearest
+    existing folder is tried with a temporary file, made and removed at once (``os.access`` alone says yes to
+    everything for root, ``/proc`` included, so such a run found an unwritable output only once its work was done).
     """
     path = Path(path)
     try:
@@ -103,6 +107,16 @@ def unwritable_reason(path: str | os.PathLike, *, folder: bool) -> str | None:
         return f"the folder {Path(err.filename).parent if err.filename else path} cannot be opened"
     if not os.access(existing, os.W_OK | os.X_OK):  # entries are made in it: both are needed
         return f"the folder {existing} cannot be written to"
+    # os.access says yes to everything for root (/proc included): a temporary file made and removed at once is what
+    # the write itself will do
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=existing)
+    except OSError as err:
+        why = "" if err.errno == errno.ENOENT else f" ({err.strerror or err})"  # ENOENT: /proc's answer, no help
+        return f"the folder {existing} cannot be written to{why}"
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
     return None
 
 
