@@ -559,6 +559,24 @@ def test_a_closed_standard_stream_leaves_the_exit_code_the_mesh_s(tmp_path, tiny
         assert proc.stdout.startswith(f"wrote {out} (") and proc.stdout.endswith("✓ printable\n"), proc.stdout
 
 
+def test_an_ascii_terminal_gets_the_report_escaped_not_a_traceback(tmp_path, tiny_model_path, good_image):
+    """Standard streams in ASCII (``PYTHONIOENCODING=ascii``, or ``LANG=C``): the report's "✓" and a path's accents
+    ended in a UnicodeEncodeError traceback and exit code 1 after the mesh was written, and an error sentence naming
+    such a path was lost; now they are escaped."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "ascii"}
+    out = tmp_path / "chaise_é.stl"
+    proc = subprocess.run([sys.executable, "-m", "recon_core.io.cli", str(good_image), "-o", str(out), "--model",
+                           str(tiny_model_path), "--detail", "low"], capture_output=True, cwd=REPO, env=env, timeout=300)
+    stdout, stderr = proc.stdout.decode("ascii"), proc.stderr.decode("ascii")
+    assert proc.returncode == 0 and "Traceback" not in stderr, stderr
+    assert "\\u2713 printable" in stdout and "chaise_\\xe9.stl" in stdout, stdout
+    _assert_complete_stl(out)
+    missing = tmp_path / "photo_é.png"
+    proc = subprocess.run([sys.executable, "-m", "recon_core.io.cli", str(missing), "-o", str(out)],
+                          capture_output=True, cwd=REPO, env=env, timeout=300)
+    assert proc.returncode == 2 and "photo_\\xe9.png" in proc.stderr.decode("ascii"), proc.stderr
+
+
 def test_bad_input_with_stderr_closed_is_still_exit_code_2(tmp_path):
     """A picture with no object, refused before the model loads, with ``2>&-``: exit code 2 (it was 1), and the
     sentence goes nowhere (it went to stdout), as the shell asked."""
