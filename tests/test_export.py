@@ -303,3 +303,26 @@ def test_a_glb_in_millimetres_is_written_in_metres_the_others_in_millimetres(tmp
     assert np.ptp(objects[0][1][:, 2]) == pytest.approx(90.0)  # 3MF declares millimetres: its Z is the height
     unitless = trimesh.load(export_mesh(box.vertices / 100, box.faces, tmp_path / "unitless.glb"), force="mesh")
     assert unitless.extents == pytest.approx([0.4, 0.9, 0.3], rel=1e-6)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX's")
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_a_written_file_has_the_permissions_of_a_new_file(tmp_path, umask):
+    """Meshes go through a temporary file and a rename: the file gets 0666 less the umask, as any new file, not a
+    temporary file's 0600 (a slicer or print server run as another user could not read it); an existing file
+    replaced too."""
+    import stat
+
+    from recon_core.io.export import atomic_write_bytes
+
+    old = os.umask(umask)
+    try:
+        atomic_write_bytes(tmp_path / "new.stl", b"solid")
+        (tmp_path / "old.stl").write_bytes(b"x")
+        os.chmod(tmp_path / "old.stl", 0o600)
+        atomic_write_bytes(tmp_path / "old.stl", b"solid")
+    finally:
+        os.umask(old)
+    for name in ("new.stl", "old.stl"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o666 & ~umask, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.stl", "old.stl"]  # no temporary file left

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -58,15 +59,23 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
 
     The temporary file is ``.`` + the name's first :data:`TEMPORARY_NAME_START` characters + 8 random ones +
-    ``.tmp``; it is removed should the write or the rename fail.
+    ``.tmp``, made with the usual permissions (0666 less the umask, which the kernel applies: unlike reading the
+    umask, which sets it for a moment, that is safe beside other threads); it is removed should the write or the
+    rename fail.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:TEMPORARY_NAME_START]}.", suffix=".tmp", dir=path.parent)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = path.parent / f".{path.name[:TEMPORARY_NAME_START]}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:  # another name, as mkstemp would draw
+            continue
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
