@@ -590,8 +590,9 @@ def test_the_mask_of_a_photo_taken_turned_lies_over_it_upright(tmp_path):
     save_mask(mask, path, tmp_path / "mask.png")
     with Image.open(tmp_path / "mask.png") as img:
         assert img.size == (90, 120)
-    values, _ = load_mask(tmp_path / "mask.png", path, rgb.shape[:2])
+    values, read = load_mask(tmp_path / "mask.png", path, rgb.shape[:2])
     assert np.array_equal(values > 127, mask > 0.5)
+    assert "taken as lying over the picture upright (its EXIF orientation, 6, turns it)" in read
     Image.new("L", (100, 100), 255).save(tmp_path / "square.png")
     with pytest.raises(ImageError, match="90x120"):
         load_mask(tmp_path / "square.png", path, rgb.shape[:2])

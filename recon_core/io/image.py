@@ -191,7 +191,8 @@ def _read_image(path: str, files: contextlib.ExitStack) -> tuple[np.ndarray, np.
                 share = ("all of it at least half" if opaque == 1.0 else
                          f"{math.floor(1000.0 * opaque) / 10.0:.1f} % of it")  # never "100.0 %" for 99.96 %
                 notes.append(f"its transparency leaves {share} opaque, too much for a cut-out: read over white as a "
-                             "picture without transparency, and the object is found in it")
+                             "picture without transparency, and the object is found in it (if it is a cut-out of an "
+                             "object that fills the picture, give its mask white on black with --mask)")
     arr = np.asarray(_reduced(img, (width, height)))
     rgb = np.ascontiguousarray(arr[..., :3])
     alpha = np.ascontiguousarray(arr[..., 3]) if arr.shape[2] == 4 else None
@@ -466,6 +467,9 @@ def load_mask(path: str | os.PathLike, picture: str | os.PathLike, shape: tuple[
     if turn is not None:
         read += (f", turned upright as the picture's EXIF orientation ({turn}) says (the mask has the picture's size "
                  "as stored, as an editor that ignores that tag shows it)")
+    elif orientation != 1:
+        read += (f", taken as lying over the picture upright (its EXIF orientation, {orientation}, turns it): a mask "
+                 "painted over it as stored, where the tag is ignored, must be turned likewise")
     if size != picture_size:
         read += f", resized from {size[0]}x{size[1]} to the picture's {picture_size[0]}x{picture_size[1]}"
     border = np.concatenate([values[0], values[-1], values[:, 0], values[:, -1]])
