@@ -1368,3 +1368,22 @@ def test_a_decimation_whose_mends_leave_many_more_faces_than_asked_says_so(banke
                              f"{mends} places where simplifying folded the surface are kept finer"]  # mends = 3
         else:
             assert notes == [], (factor, mends)
+
+
+def test_recon_mesh_candidates_say_the_pictures_notes_once(banked_model, fake, tmp_path, capsys):
+    """`recon-mesh --candidates 2` on a picture read with a note (a faint cut-out): the picture's note is every
+    candidate's, so it is said once, unprefixed, not once per candidate nor as the first candidate's own."""
+    from PIL import Image
+
+    from recon_core.io.cli import main as recon_mesh
+
+    synset = next(m[0] for m in MODELS if m[1] == "chair_val")
+    rgba = np.asarray(Image.open(fake[1] / synset / "chair_val" / "000.png").convert("RGBA")).copy()
+    rgba[..., 3] = (rgba[..., 3].astype(np.float32) * 0.4).astype(np.uint8)  # at most 102 of 255: faint
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "faint.png")
+    code = recon_mesh([str(tmp_path / "faint.png"), "-o", str(tmp_path / "c.obj"), "--model", str(banked_model),
+                       "--candidates", "2"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    faint = [line for line in err.splitlines() if "faint everywhere" in line]
+    assert len(faint) == 1 and faint[0].startswith("note: its transparency is faint everywhere"), err
