@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Train the network on a lent GPU machine, from the pack of views, and leave its last snapshot in $OUT in parts
-# small enough to come back (each under 16 MiB). Run there from the repository root, with data/pack carried:
+# Train the network on a GPU machine, from the pack of views, and leave its last snapshot in the folder $OUT in
+# parts of at most 16 MiB each, small enough to copy back. Run there from the repository root, data/pack copied there:
 #
 #     bash scripts/device_train.sh [STEPS] [MINUTES] [key=value ...]     # defaults: 3000 steps, at most 8 minutes
 #
@@ -9,13 +9,13 @@
 #
 # When the pack carries a network (training/pack_views.py --init MODEL), training starts from it.
 # docs/GPU.md says what to do before (the pack; the shipped model, 55 MB, set
-# aside so that the working tree fits in 64 MiB) and after (joining the parts, attaching the shape bank).
+# aside so that the copy of the working tree stays small) and after (joining the parts, attaching the shape bank).
 # Exit codes: 0 a snapshot is in $OUT; 2 the machine lacks what the run needs; 1 no snapshot was written.
 set -uo pipefail
 steps=${1:-3000}
 minutes=${2:-8}
 shift $(( $# < 2 ? $# : 2 ))
-out=${OUT:?OUT must name the folder whose files come back}
+out=${OUT:?OUT must name the folder to leave the snapshot in}
 run=runs/device
 export PYTHONUNBUFFERED=1
 python3 - <<'PY' || exit 2
