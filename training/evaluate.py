@@ -1867,9 +1867,9 @@ def _evaluate(args: argparse.Namespace, rec, samples: list[Sample], out: Path) -
     for name in _SHEET_FILES - set(files):  # an earlier run's sheet would pass for this run's
         try:
             (out / name).unlink(missing_ok=True)
-        except OSError as err:
-            raise DataError(f"{out / name} is an earlier run's and cannot be removed ({err.strerror or err}); "
-                            "remove it, or give another --out folder.") from None
+        except OSError as err:  # this run's files are written: said, not a failure of the run
+            print(f"note: {out / name} is an earlier run's and could not be removed ({err.strerror or err}): it is "
+                  "not this run's sheet.", file=sys.stderr)
     print(table)
     print("\nwrote " + ", ".join(str(out / name) for name in files))
     if candidates is not None and candidates["all"]["printable"] < 1.0:
