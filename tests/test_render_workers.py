@@ -36,6 +36,19 @@ def test_workers_that_finish_give_exit_zero(tmp_path, monkeypatch):
     assert render.main(_argv(_manifest(tmp_path / "shapenet", 2), tmp_path / "out")) == 0
 
 
+def test_a_run_in_which_every_model_failed_exits_one(tmp_path, monkeypatch):
+    """Workers that finish but report every model failed: not one view rendered, so the run failed (exit 1; it was
+    0); one that renders a view of another model while one fails still exits 0, the failure listed."""
+    mark = render.PROGRESS_MARK
+    failing = f"print({mark!r} + ' model x', flush=True); print({mark!r} + ' failed x', flush=True)"
+    monkeypatch.setattr(render, "_worker_command", lambda args: [sys.executable, "-c", failing])
+    assert render.main(_argv(_manifest(tmp_path / "shapenet", 2), tmp_path / "out")) == 1
+    assert (tmp_path / "out" / "failed.txt").read_text().strip() == "x"
+    some = failing + f"; print({mark!r} + ' model y', flush=True); print({mark!r} + ' view', flush=True)"
+    monkeypatch.setattr(render, "_worker_command", lambda args: [sys.executable, "-c", some])
+    assert render.main(_argv(_manifest(tmp_path / "shapenet2", 2), tmp_path / "out2")) == 0
+
+
 def test_worker_command_does_not_import_bpy(monkeypatch):
     """The parent names its workers' executable without loading bpy (bpy loaded off the main thread crashes exit)."""
     monkeypatch.delitem(sys.modules, "bpy", raising=False)
@@ -52,6 +65,7 @@ def test_worker_command_does_not_import_bpy(monkeypatch):
     (["--sketch-share", "2"], "--sketch-share"),
     (["--elevation", "50", "10"], "--elevation"),
     (["--views", "0"], "--views"),
+    (["--models"], "--models names no model"),  # `--models $IDS` with $IDS empty: it rendered every model
 ])
 def test_bad_input_is_one_sentence_and_creates_nothing(tmp_path, capsys, extra, named):
     """Values out of range and selections of no model: exit 2, one sentence naming the option, no --out folder."""

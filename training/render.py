@@ -965,6 +965,8 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     error = argument_error(args)  # validate before starting anything
+    if error is None and args.models is not None and not args.models:  # `--models $IDS` with $IDS empty
+        error = "--models names no model: give model ids (or synset/model_id), or leave --models out for every model"
     if error is None:
         try:
             config_from_args(args)
@@ -1020,6 +1022,9 @@ def main(argv: list[str] | None = None) -> int:
     if unfinished:
         shards = " ".join(f"{i}/{args.workers}" for i in unfinished)
         log.error("shards %s did not finish; see the worker errors above", shards)
+        return 1
+    if failed and rendered + done == 0:  # not one view to show for the run: a failure, not a data set
+        log.error("no view was rendered: every model failed (see the errors above and %s)", args.out / "failed.txt")
         return 1
     return 0
 
