@@ -88,10 +88,24 @@ def main(argv: list[str] | None = None) -> int:
     from training.evaluate import DataError, _find_mesh, _read_manifest
 
     shapenet, renders = Path(args.shapenet), Path(args.renders)
+    if args.resolution < 2 or args.workers < 1:
+        which = (f"--resolution must be at least 2 cells a side, got {args.resolution}" if args.resolution < 2 else
+                 f"--workers must be at least 1, got {args.workers}")
+        print(f"error: {which}.", file=sys.stderr)
+        return 2
+    for flag, folder, what in (("--shapenet", shapenet, "the data set's root (training/build_dataset.py writes it)"),
+                               ("--renders", renders, "the renders' root (training/render.py writes it)")):
+        if not folder.is_dir():
+            print(f"error: {flag} {folder} is not a folder; give {what}.", file=sys.stderr)
+            return 2
     try:
         records = _read_manifest(shapenet)
-    except (DataError, OSError) as err:
+    except DataError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"error: the manifest of {shapenet} cannot be read ({err.strerror or err}); rebuild it with "
+              "training/build_dataset.py.", file=sys.stderr)
         return 2
     jobs, missing = [], 0
     for rec in records:
@@ -110,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
             missing += 1
             continue
         jobs.append((str(mesh), str(out), args.resolution))
+    if not any((renders / str(rec["synset"]) / str(rec["model_id"])).is_dir() for rec in records):
+        print(f"error: {renders} holds the views of none of the {len(records)} models of {shapenet}; give the renders' "
+              "root with --renders (training/render.py writes it).", file=sys.stderr)
+        return 2
     start = time.perf_counter()
     from tqdm import tqdm
 
