@@ -82,6 +82,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--runs", type=positive_int, help="timed queries (default 30; --tiny 3)")
     args = p.parse_args(argv)
     check_file(p, "--index", args.index)
+    if args.index is not None:
+        from training.baselines import BaselineIndex
+
+        try:
+            BaselineIndex.load(args.index)
+        except (OSError, ValueError, KeyError, EOFError) as err:  # not an index .npz, or one cut short
+            p.error(f"--index {args.index} is not a baseline index that can be read ({type(err).__name__}); give one "
+                    "that training/evaluate.py wrote (runs/cache/baselines_*.npz)")
     return emit(run(args))
 
 

@@ -160,6 +160,16 @@ def test_retrieval(capsys):
     _positive(res["embed_ms"]["p50"], res["query_ms"]["p50"], res["total_ms"]["p50"])
 
 
+def test_retrieval_refuses_a_file_that_is_not_an_index_in_one_sentence(tmp_path, capsys):
+    """--index naming a file that is not a baseline index (it ended in a ValueError traceback, exit 1)."""
+    bad = tmp_path / "not_an_index.npz"
+    bad.write_bytes(b"not a numpy archive")
+    with pytest.raises(SystemExit) as exited:
+        retrieval.main(["--tiny", "--index", str(bad)])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "is not a baseline index that can be read" in err and "Traceback" not in err
+
+
 def test_fit(capsys):
     res = _run(fit, capsys)
     assert res["solids"] == 4 and res["runs"] == 2 and res["model"] == "tiny blobs"
