@@ -125,9 +125,11 @@ def test_a_build_that_keeps_no_model_fails_and_leaves_the_data_set(tmp_path, cap
     with pytest.raises(ValueError, match="no model was kept"):
         build(discover_shapenet(root), out, seed=0, cfg=FilterConfig(min_faces=1, max_faces=0), workers=1)
     capsys.readouterr()
-    code = bd.main(["--no-packages", "--shapenet-root", str(root), "--out", str(out), "--workers", "1", "--max-faces", "0"])
+    code = bd.main(["--no-packages", "--shapenet-root", str(root), "--out", str(out), "--workers", "1", "--max-faces", "4"])
     err = capsys.readouterr().err
     assert code == 2 and err.strip().splitlines()[-1].startswith("error: no model was kept")
+    # these chairs have too few faces for the default filter: raising --max-faces would not help, so it is not advised
+    assert err.strip().endswith("; give other models") and "--max-faces" not in err.splitlines()[-1]
     assert err.count("error:") == 1 and "Traceback" not in err
     assert _files(out) == before
 
@@ -138,11 +140,15 @@ def test_bad_paths_are_one_sentence_and_exit_2(tmp_path, capsys):
     root = _chairs(tmp_path / "ShapeNetCore.v2", ["id0"])
     a_file = tmp_path / "a_file"
     a_file.write_text("mine\n")
+    empty = tmp_path / "empty"
+    empty.mkdir()
     for args, words in (
         (["--shapenet-root", str(tmp_path / "missing"), "--out", str(tmp_path / "out")], "does not exist"),
         (["--shapenet-root", str(a_file), "--out", str(tmp_path / "out")], "is a file"),
         (["--shapenet-root", str(root), "--out", str(a_file / "out")], "is a file, not a folder"),
         (["--shapenet-root", str(root), "--out", str(a_file)], "is a file, not a folder"),
+        (["--shapenet-root", str(root), "--out", str(tmp_path / "out"), "--max-faces", "0"], "--max-faces must be at"),
+        (["--shapenet-root", str(empty), "--out", str(tmp_path / "out")], f"no models found in --shapenet-root {empty}"),
     ):
         assert bd.main(["--no-packages", "--workers", "1", *args]) == 2
         err = capsys.readouterr().err.strip()

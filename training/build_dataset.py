@@ -339,8 +339,9 @@ def build(
     final = list(kept.values())
     if not final:
         reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(skipped.items())) or "none read"
+        advice = ("raise --max-faces or give other models" if skipped.get("too many faces") else "give other models")
         raise ValueError(f"no model was kept: all {len(candidates)} were skipped ({reasons}), so {out} was left "
-                         f"as it was; loosen the filters (e.g. --max-faces) or give other models")
+                         f"as it was; {advice}")
     splits = split_groups([(c.label.name, groups.find(c.group)) for c, _ in final], seed)
     written: set[Path] = set()
     created: set[Path] = set()
@@ -440,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     try:
+        if args.max_faces < 4:  # a closed mesh has at least 4 faces: every model would be skipped
+            raise ValueError(f"--max-faces must be at least 4, got {args.max_faces}")
         if args.shapenet_root is not None and not args.shapenet_root.is_dir():
             what = "is a file" if args.shapenet_root.exists() else "does not exist"
             raise ValueError(f"--shapenet-root {args.shapenet_root} {what}; give the folder that holds the "
@@ -451,7 +454,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.shapenet_root is not None:
             candidates += discover_shapenet(args.shapenet_root)
         if not candidates:
-            raise ValueError("no models found: check --cache, or give --shapenet-root")
+            looked = ([] if args.no_packages else [f"the packages under --cache {args.cache}"]) + (
+                [] if args.shapenet_root is None else [f"--shapenet-root {args.shapenet_root}"])
+            raise ValueError(f"no models found in {' or '.join(looked) or 'nothing (--no-packages without --shapenet-root)'}; "
+                             "give a folder of ShapeNetCore synset folders with --shapenet-root"
+                             + ("" if args.no_packages else ", or check --cache"))
         records = build(candidates, args.out, args.seed, FilterConfig(max_faces=args.max_faces), args.workers)
     except (RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
