@@ -10,6 +10,7 @@ from . import operators, panel, preferences, properties, worker_client
 
 classes = (
     preferences.ReconPreferences,
+    properties.ReconCandidateRef,
     properties.ReconSettings,
     operators.RECON_OT_reconstruct,
     operators.RECON_OT_next_candidate,
@@ -51,6 +52,7 @@ def register():
     for cls in classes:
         bpy.utils.register_class(cls)
     bpy.types.Scene.recon_settings = bpy.props.PointerProperty(type=properties.ReconSettings)
+    bpy.types.Collection.recon_candidate_objects = bpy.props.CollectionProperty(type=properties.ReconCandidateRef)
     properties.register_save_handlers()
     register_keymap()
 
@@ -61,5 +63,6 @@ def unregister():
     unregister_keymap()
     properties.unregister_save_handlers()
     del bpy.types.Scene.recon_settings
+    del bpy.types.Collection.recon_candidate_objects
     for cls in reversed(classes):
         bpy.utils.unregister_class(cls)

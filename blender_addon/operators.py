@@ -63,10 +63,15 @@ CANDIDATE_KEY = "recon_candidate"
 or -1.0 when the model gave none}``."""
 CANDIDATES_KEY = "recon_candidates"
 """Custom property of a candidate collection: the picture its candidates were made from."""
+CANDIDATE_OBJECTS = "recon_candidate_objects"
+"""The record on a candidate collection (a ``CollectionProperty`` of :class:`.properties.ReconCandidateRef`, registered
+with the add-on): pointers to the objects the reconstruction made in it. Only those are candidates
+(:func:`is_candidate`): a pointer follows its object through rename, undo, reload and append, and a copy of one (Shift+D)
+carries :data:`CANDIDATE_KEY` along but is not pointed at, so it is the user's, never hidden or deleted by Next Shape
+and Keep This One."""
 CANDIDATE_NAMES_KEY = "recon_candidate_names"
-"""Custom property of a candidate collection: the names of the objects the reconstruction made in it. Only those are
-candidates (:func:`is_candidate`): a copy of one (Shift+D) carries :data:`CANDIDATE_KEY` along but has another name
-("chair 1.001"), and is the user's, never hidden or deleted by Next Shape and Keep This One."""
+"""Custom property of a candidate collection made by an earlier version of the add-on: the names of its candidates,
+read only when the collection has no :data:`CANDIDATE_OBJECTS` record (:func:`is_candidate`)."""
 NEXT_SHAPE_KEYS = "Shift+Alt+N"
 """The Next Shape shortcut (3D Viewport, Object Mode), as the panel and messages spell it (see ``__init__``)."""
 
@@ -535,7 +540,9 @@ class _Reconstruction:
             if len(shapes) > 1:
                 collection = bpy.data.collections.new(f"{self.name} candidates")
                 collection[CANDIDATES_KEY] = self.picture
-                collection[CANDIDATE_NAMES_KEY] = [obj.name for obj in objects]  # as Blender named them
+                record = getattr(collection, CANDIDATE_OBJECTS)
+                for obj in objects:
+                    record.add().obj = obj
                 parent.children.link(collection)
             for obj in objects:
                 (collection or parent).objects.link(obj)
@@ -677,10 +684,14 @@ def candidate_info(obj) -> tuple[int, float | None]:
 
 def is_candidate(obj, collection) -> bool:
     """Whether ``obj`` is one of the candidates the reconstruction made in the candidate ``collection``: it holds
-    :data:`CANDIDATE_KEY` and its name is recorded there (:data:`CANDIDATE_NAMES_KEY`; a collection saved before the
-    names were recorded takes every object with the property)."""
+    :data:`CANDIDATE_KEY` and the collection's record points at it (:data:`CANDIDATE_OBJECTS`). A collection saved
+    before the record existed: its recorded names (:data:`CANDIDATE_NAMES_KEY`), or, before those, every object with
+    the property."""
     if obj is None or CANDIDATE_KEY not in obj:
         return False
+    record = getattr(collection, CANDIDATE_OBJECTS, None)
+    if record:
+        return any(entry.obj == obj for entry in record)
     names = collection.get(CANDIDATE_NAMES_KEY)
     return names is None or obj.name in names
 
@@ -949,6 +960,7 @@ class RECON_OT_next_candidate(_CandidateOperator, bpy.types.Operator):
     def execute(self, context):
         view_layer = context.view_layer
         collection, stranded = candidate_target(context)
+        _forget_deleted(collection)
         candidates = candidates_of(collection, view_layer)
         if stranded:
             index = 0
@@ -975,6 +987,7 @@ class RECON_OT_keep_candidate(_CandidateOperator, bpy.types.Operator):
     def execute(self, context):
         view_layer = context.view_layer
         collection = candidate_collection(context.active_object)
+        _forget_deleted(collection)
         kept = shown_candidate(candidates_of(collection, view_layer), view_layer, context.active_object)
         others = [o for o in collection.objects if is_candidate(o, collection) and o != kept]  # never the user's
         parents = _parent_collections(collection, context.scene)
@@ -987,12 +1000,29 @@ class RECON_OT_keep_candidate(_CandidateOperator, bpy.types.Operator):
             if parent.objects.get(kept.name) != kept:
                 parent.objects.link(kept)
         collection.objects.unlink(kept)
+        record = getattr(collection, CANDIDATE_OBJECTS)
+        for index in reversed(range(len(record))):  # no longer a candidate; the record's other pointers stay
+            if record[index].obj == kept:
+                record.remove(index)
         name = collection.name
         if not collection.objects and not collection.children:
             bpy.data.collections.remove(collection)
         _show_only(kept, [kept], view_layer)
         self.report({'INFO'}, f"Kept {kept.name} and deleted the {len(others)} other candidate(s) of {name}.")
         return {'FINISHED'}
+
+
+def _forget_deleted(collection) -> None:
+    """Remove the candidates of ``collection`` that the user deleted (X, Delete): Blender keeps an object that something
+    still points at, here the collection's record (:data:`CANDIDATE_OBJECTS`) alone, in no collection; it goes now, with
+    its mesh when nothing else uses it, as it went when the user deleted it."""
+    for entry in getattr(collection, CANDIDATE_OBJECTS, ()):
+        obj = entry.obj
+        if obj is not None and not obj.users_collection and obj.users == 1:
+            mesh = obj.data
+            bpy.data.objects.remove(obj)
+            if isinstance(mesh, bpy.types.Mesh) and mesh.users == 0:
+                bpy.data.meshes.remove(mesh)
 
 
 def _parent_collections(collection, scene) -> list:

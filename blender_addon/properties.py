@@ -8,7 +8,7 @@ from bpy.app.handlers import persistent
 
 from .worker_client import CATEGORY_NAMES, DEFAULT_DETAIL, DETAIL_VERTICES, MAX_HEIGHT_MM
 
-__all__ = ["ReconSettings", "PATH_OPTIONS", "SAVE_HANDLERS", "register_save_handlers", "unregister_save_handlers"]
+__all__ = ["ReconSettings", "ReconCandidateRef", "PATH_OPTIONS", "SAVE_HANDLERS", "register_save_handlers", "unregister_save_handlers"]
 
 _SUPPORTS_BLEND_RELATIVE = "is_path_supports_blend_relative" in bpy.types.Property.bl_rna.properties
 PATH_OPTIONS = {'PATH_SUPPORTS_BLEND_RELATIVE'} if _SUPPORTS_BLEND_RELATIVE else set()
@@ -25,6 +25,14 @@ _DETAIL_ITEMS = [
      f"About {round(2 * n, -2):,} faces")
     for name, n in DETAIL_VERTICES.items()
 ]
+
+
+class ReconCandidateRef(bpy.types.PropertyGroup):
+    """One entry of a candidate collection's record (``Collection.recon_candidate_objects``): an object the
+    reconstruction made in it. A pointer follows its object through rename, undo, save and reload, and append into
+    another file (which renames it, "chair 1.001"); a copy of the object (Shift+D) is not in the record."""
+
+    obj: bpy.props.PointerProperty(name="Object", type=bpy.types.Object)
 
 
 class ReconSettings(bpy.types.PropertyGroup):

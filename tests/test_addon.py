@@ -52,7 +52,7 @@ pytestmark = pytest.mark.blender
 
 EXTENSION = "reconstruct_from_image"
 CLASS_NAMES = ("RECON_PT_reconstruct", "RECON_PT_candidates", "RECON_PT_check", "RECON_PT_mask", "ReconSettings",
-               "ReconPreferences")
+               "ReconCandidateRef", "ReconPreferences")
 
 
 @pytest.fixture(scope="module")
@@ -1203,9 +1203,9 @@ def test_keep_this_one_deletes_the_others_and_moves_it_to_the_parent_collection(
 
 def test_a_copy_of_a_candidate_is_the_users_never_hidden_or_deleted(addon, candidate_settings):
     """Shift+D copies the candidate property into the copy ("chair 1.001"), in the same collection: only the objects
-    the reconstruction made (their names recorded on the collection) are candidates."""
+    the reconstruction made (the collection's record points at them) are candidates."""
     collection = reconstruct_candidates(3)
-    assert collection["recon_candidate_names"] == ["chair 1", "chair 2", "chair 3"]
+    assert [entry.obj.name for entry in collection.recon_candidate_objects] == ["chair 1", "chair 2", "chair 3"]
     assert bpy.ops.object.duplicate() == {'FINISHED'}  # Shift+D on the shown "chair 1"
     copy = bpy.context.active_object
     assert copy.name == "chair 1.001" and "recon_candidate" in copy and collection.objects.get(copy.name) == copy
@@ -1227,6 +1227,34 @@ def test_a_copy_of_a_candidate_is_the_users_never_hidden_or_deleted(addon, candi
     for obj in (bpy.data.objects["chair 1"], copy):
         bpy.data.objects.remove(obj)
     bpy.data.collections.remove(collection)
+    bpy.data.images.remove(mask)
+
+
+def test_a_renamed_candidate_stays_a_candidate_and_keep_this_one_keeps_it(addon, candidate_settings):
+    """The record points at the objects, not at their names: the candidate the user likes and renames is still listed,
+    Next Shape goes on from it and Keep This One keeps it; also after an undo."""
+    collection = reconstruct_candidates(3)
+    assert bpy.ops.recon.next_candidate() == {'FINISHED'}  # chair 2 shown
+    bpy.data.objects["chair 2"].name = "my chair"
+    bpy.ops.ed.undo_push(message="rename")
+    bpy.ops.ed.undo_push(message="after")
+    bpy.ops.ed.undo()  # undo reloads the data: the pointers follow
+    collection, liked = bpy.data.collections["chair candidates"], bpy.data.objects["my chair"]
+    operators = addon.package.operators
+    assert operators.candidate_collection(liked) == collection
+    assert [o.name for o in operators.candidates_of(collection, bpy.context.view_layer)] == ["chair 1", "my chair",
+                                                                                              "chair 3"]
+    bpy.context.view_layer.objects.active = liked
+    assert bpy.types.RECON_PT_candidates.poll(bpy.context)
+    listed = [text for text in labels(draw_panel(bpy.types.RECON_PT_candidates)) if re.match(r"\d\. ", text)]
+    assert [text.split(":")[0] for text in listed] == ["1. chair 1", "2. my chair", "3. chair 3"]
+    assert bpy.ops.recon.keep_candidate() == {'FINISHED'}
+    assert "chair candidates" not in bpy.data.collections
+    assert not {"chair 1", "chair 3"} & set(bpy.data.objects.keys())
+    kept = bpy.data.objects["my chair"]
+    assert bpy.context.collection.objects.get("my chair") == kept and not kept.hide_get()
+    mask = kept["recon_mask"]
+    bpy.data.objects.remove(kept)
     bpy.data.images.remove(mask)
 
 
@@ -1665,6 +1693,7 @@ def test_unregister_leaves_nothing_behind(addon):
     bpy.ops.preferences.addon_disable(module=addon.module)
     assert addon.module not in bpy.context.preferences.addons
     assert not hasattr(bpy.types.Scene, "recon_settings")
+    assert not hasattr(bpy.types.Collection, "recon_candidate_objects")
     assert not any(hasattr(bpy.types, name) for name in CLASS_NAMES)
     for idname in ("reconstruct_image", "next_candidate", "keep_candidate", "export_stl", "export_3mf"):
         with pytest.raises((AttributeError, KeyError)):
