@@ -890,13 +890,14 @@ def candidate_target(context) -> tuple:
     """``(collection, stranded)``: the candidate collection that the candidate operators and the Candidates sub-panel
     work on, or ``(None, False)``.
 
-    The active object's (:func:`candidate_collection`); else, when the active object is none or no candidate, a
-    stranded one (:func:`stranded_collection`, ``stranded`` True): the user deleted the candidate on show, which
-    leaves nothing active and the others hidden, and Next Shape then shows one of them.
+    The active object's (:func:`candidate_collection`); else, when no object is active, a stranded one
+    (:func:`stranded_collection`, ``stranded`` True): the user deleted the candidate on show, which leaves nothing
+    active and the others hidden, and Next Shape then shows one of them. With another object active, none: the user
+    may have hidden a collection's candidates on purpose, and Next Shape then shows none of them.
     """
-    collection = candidate_collection(context.active_object)
-    if collection is not None:
-        return collection, False
+    active = context.active_object
+    if active is not None:
+        return candidate_collection(active), False
     collection = stranded_collection(context.scene, context.view_layer)
     return collection, collection is not None
 

@@ -1100,11 +1100,11 @@ def test_next_shape_counts_the_candidates_left_after_one_was_deleted(addon, cand
 
 def test_deleting_the_shown_candidate_leaves_the_others_reachable(addon, candidate_settings):
     """X on the shown candidate leaves nothing active and the others hidden: the Candidates sub-panel still lists
-    them and Next Shape shows the first left (also with another object active); Keep This One waits for one shown."""
+    them and Next Shape shows the first left; Keep This One waits for one shown. With another object active, they are
+    not stranded (the user may have hidden them on purpose): Next Shape shows none of them."""
     collection = reconstruct_candidates(3)
-    mesh = bpy.context.active_object.data
+    mesh_name = bpy.context.active_object.data.name
     assert bpy.ops.object.delete() == {'FINISHED'}  # "not this one": the shown chair 1
-    bpy.data.meshes.remove(mesh)  # left without users by the delete
     assert bpy.context.active_object is None and shown(candidates_in(collection)) == []
     texts = labels(draw_panel(bpy.types.RECON_PT_candidates))
     assert [t.split(":")[0] for t in texts if re.match(r"\d\. ", t)] == ["2. chair 2", "3. chair 3"]
@@ -1112,15 +1112,21 @@ def test_deleting_the_shown_candidate_leaves_the_others_reachable(addon, candida
     assert not bpy.ops.recon.keep_candidate.poll()
     with pytest.raises(RuntimeError, match=r"No candidate shape of chair candidates is shown; Next Shape"):
         bpy.ops.recon.keep_candidate()
-    empty = bpy.data.objects.new("empty", None)  # another object made active meanwhile
+    empty = bpy.data.objects.new("empty", None)  # an unrelated object made active: not stranded
     bpy.context.collection.objects.link(empty)
     bpy.context.view_layer.objects.active = empty
+    assert not bpy.types.RECON_PT_candidates.poll(bpy.context) and not bpy.ops.recon.next_candidate.poll()
+    with pytest.raises(RuntimeError, match="The active object is not a candidate shape"):
+        bpy.ops.recon.next_candidate()
+    assert shown(candidates_in(collection)) == [] and bpy.context.view_layer.objects.active == empty
+    bpy.context.view_layer.objects.active = None  # as the delete left it
     operator = ModalDriver(addon.package.operators.RECON_OT_next_candidate)
     assert bpy.ops.recon.next_candidate.poll() and operator.op.execute(bpy.context) == {'FINISHED'}
     assert operator.reports == [({'INFO'}, "Showing chair 2: candidate 1 of 2 (ranked 2 when made), "
                                            + operator.reports[0][1].split(", ", 1)[1])]
     assert shown(candidates_in(collection)) == ["chair 2"] and not empty.hide_get()
     assert bpy.context.view_layer.objects.active.name == "chair 2"
+    assert "chair 1" not in bpy.data.objects and mesh_name not in bpy.data.meshes, "the deleted one is gone"
     assert bpy.ops.recon.next_candidate() == {'FINISHED'} and shown(candidates_in(collection)) == ["chair 3"]
     assert bpy.ops.recon.keep_candidate.poll()
     bpy.data.objects.remove(empty)
