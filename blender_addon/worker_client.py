@@ -84,8 +84,10 @@ def check_model(model: str | None) -> None:
 
     The rules are ``recon_core.io.weights``'s (``model_files``, ``check_model_files``): the stem is the path without
     ``.json`` / ``.safetensors``; ``STEM.json`` must be there and hold a ``"model"`` section (the object finder's has
-    a ``"finder"`` one); ``STEM.safetensors`` must be beside it unless the JSON says ``"trained": false``. A JSON that
-    cannot be read is left to the worker, which says why. None or empty: the shipped model, nothing to check.
+    a ``"finder"`` one); ``STEM.safetensors`` must be beside it unless the JSON says ``"trained": false``; when it is
+    there and the JSON's ``"model"`` section enables ``category_branch``, ``STEM.category.safetensors`` must be beside it
+    too. A JSON that cannot be read is left to the worker, which says why (tests/test_worker.py checks that this
+    refuses exactly what ``check_model_files`` refuses). None or empty: the shipped model, nothing to check.
 
     Raises:
         WorkerError: one sentence naming the Model setting, what is wrong and what to choose.
@@ -115,6 +117,12 @@ def check_model(model: str | None) -> None:
     if meta.get("trained") is not False and not os.path.isfile(weights):
         raise WorkerError(f"{where} has no {os.path.basename(weights)} beside its {os.path.basename(config)}; restore "
                           f"the file or {_MODEL_FIX}.")
+    branch = stem + ".category.safetensors"
+    section = meta["model"]
+    if (isinstance(section, dict) and section.get("category_branch") and os.path.isfile(weights)
+            and not os.path.isfile(branch)):
+        raise WorkerError(f"{where} has a category branch (its {os.path.basename(config)} says category_branch) but no "
+                          f"{os.path.basename(branch)} beside it; restore the file or {_MODEL_FIX}.")
 
 
 _SOURCE_FOLDER = "the seed-recon source folder"

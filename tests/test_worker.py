@@ -135,6 +135,82 @@ def test_stl_bytes_layout():
     np.testing.assert_allclose(np.frombuffer(data[84:96], "<f4"), [0, 0, 1])  # normal
 
 
+def _model_files(folder: Path, stem: str, meta, weights: bool = True, branch: bool = False) -> None:
+    """``STEM.json`` holding ``meta`` (a dict, written as JSON), with ``STEM.safetensors`` and
+    ``STEM.category.safetensors`` beside it as asked (empty: only whether they are there is checked)."""
+    (folder / f"{stem}.json").write_text(json.dumps(meta))
+    if weights:
+        (folder / f"{stem}.safetensors").write_bytes(b"")
+    if branch:
+        (folder / f"{stem}.category.safetensors").write_bytes(b"")
+
+
+def _model_case(name: str, folder: Path) -> Path:
+    """The Model path of one case of :func:`test_check_model_refuses_exactly_what_weights_refuses`, its files made."""
+    trained = {"model": {"category_branch": False}, "trained": True}
+    branched = {"model": {"category_branch": True}, "trained": True}
+    if name == "folder":
+        (folder / "models").mkdir()
+        return folder / "models"
+    if name == "missing file":
+        return folder / "nothing.safetensors"
+    if name == "finder json":
+        _model_files(folder, "finder", {"finder": {"base": 8}})
+        return folder / "finder.json"
+    if name == "no model section":
+        _model_files(folder, "other", {"weights": "elsewhere"})
+        return folder / "other.safetensors"
+    if name in ("untrained without weights", "untrained branch without weights"):
+        model = {"category_branch": name == "untrained branch without weights"}
+        _model_files(folder, "tiny", {"model": model, "trained": False}, weights=False)
+        return folder / "tiny"
+    if name == "missing weights":
+        _model_files(folder, "net", trained, weights=False)
+        return folder / "net.json"
+    if name == "missing category branch":
+        _model_files(folder, "net", branched)
+        return folder / "net.safetensors"
+    if name == "category branch there":
+        _model_files(folder, "net", branched, branch=True)
+        return folder / "net.safetensors"
+    if name == "stem with a dot":
+        _model_files(folder, "net.v2", branched, branch=True)
+        return folder / "net.v2"
+    if name == "stem with a dot, branch missing":
+        _model_files(folder, "net.v2", branched)
+        (folder / "net.category.safetensors").write_bytes(b"")  # another stem's branch
+        return folder / "net.v2.safetensors"
+    if name == "good model":
+        _model_files(folder, "good", trained)
+        return folder / "good.safetensors"
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("name, refused", [
+    ("folder", True), ("missing file", True), ("finder json", True), ("no model section", True),
+    ("untrained without weights", False), ("untrained branch without weights", False), ("missing weights", True),
+    ("missing category branch", True), ("category branch there", False), ("stem with a dot", False),
+    ("stem with a dot, branch missing", True), ("good model", False)])
+def test_check_model_refuses_exactly_what_weights_refuses(tmp_path, name, refused):
+    """The add-on's copy of recon_core.io.weights's rules (worker_client.check_model, without recon_core) refuses a
+    Model exactly when weights.check_model_files does, on the same files: the two cannot drift apart unseen."""
+    from recon_core.io.weights import WeightsError, check_model_files  # here: Blender's process never imports torch
+
+    path = _model_case(name, tmp_path)
+    try:
+        check_model_files(path)
+        weights_refused = False
+    except WeightsError:
+        weights_refused = True
+    try:
+        worker_client.check_model(str(path))
+        client_refused = False
+    except WorkerError as err:
+        client_refused = True
+        assert str(err).startswith(f"The Model in the add-on preferences, {path},"), str(err)
+    assert (weights_refused, client_refused) == (refused, refused)
+
+
 # -- the protocol, in-process -----------------------------------------------------------------------------
 
 
