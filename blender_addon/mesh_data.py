@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
+import uuid
 
 import numpy as np
 
-__all__ = ["OUTPUT_TO_BLENDER", "to_blender", "mesh_buffers", "stl_bytes", "current_umask", "write_stl"]
+__all__ = ["OUTPUT_TO_BLENDER", "to_blender", "mesh_buffers", "stl_bytes", "write_stl"]
 
 OUTPUT_TO_BLENDER = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float64)
 """Rotation from the output frame (+Y up, camera on +Z) to Blender (+Z up): (x, y, z) -> (x, -z, y),
@@ -85,22 +85,26 @@ def stl_bytes(triangles: np.ndarray, header: str = "reconstruct_from_image") -> 
     return header.encode()[:80].ljust(80, b" ") + struct.pack("<I", len(tri)) + data.tobytes()
 
 
-def current_umask() -> int:
-    """The process's umask (reading it means setting it, so it is set back at once), as ``recon_core.io.export``."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
 def write_stl(path: str, triangles: np.ndarray) -> None:
     """Write a binary STL through a temporary file and a rename (never a half-written file), with the permissions a
-    new file gets (``0o666`` less the umask, as Blender's own exporter and Export 3MF give), not mkstemp's 0600."""
+    new file gets (``0o666`` less the umask, as Blender's own exporter and Export 3MF give), not mkstemp's 0600.
+
+    The temporary file, a new name in the target's folder, is created with mode ``0o666`` and the kernel takes the
+    umask off; the umask is never read (reading it means setting it, for a moment, for every thread of Blender)."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".recon-", suffix=".stl.tmp", dir=folder)
+    data = stl_bytes(triangles)
+    for _ in range(100):
+        tmp = os.path.join(folder, f".recon-{uuid.uuid4().hex}.stl.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        except FileExistsError:
+            continue
+        break
+    else:
+        raise FileExistsError(f"no free temporary name in {folder}")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(stl_bytes(triangles))
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600, which the rename would keep
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
