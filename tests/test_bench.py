@@ -162,12 +162,19 @@ def test_retrieval(capsys):
 
 def test_retrieval_refuses_a_file_that_is_not_an_index_in_one_sentence(tmp_path, capsys):
     """--index naming a file that is not a baseline index (it ended in a ValueError traceback, exit 1)."""
+    import numpy as np
+
+    whole = tmp_path / "whole.npz"
+    np.savez(whole, features=np.zeros((50, 8), np.float32), model_ids=np.array(["m"] * 50))
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # a zip cut short: BadZipFile
     bad = tmp_path / "not_an_index.npz"
     bad.write_bytes(b"not a numpy archive")
-    with pytest.raises(SystemExit) as exited:
-        retrieval.main(["--tiny", "--index", str(bad)])
-    err = capsys.readouterr().err
-    assert exited.value.code == 2 and "is not a baseline index that can be read" in err and "Traceback" not in err
+    for path in (bad, cut, whole):  # whole: a numpy archive, but not an index (no rotations, ...)
+        with pytest.raises(SystemExit) as exited:
+            retrieval.main(["--tiny", "--index", str(path)])
+        err = capsys.readouterr().err
+        assert exited.value.code == 2 and "is not a baseline index that can be read" in err, (path, err)
 
 
 def test_fit(capsys):

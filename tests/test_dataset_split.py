@@ -149,6 +149,7 @@ def test_bad_paths_are_one_sentence_and_exit_2(tmp_path, capsys):
         (["--shapenet-root", str(root), "--out", str(a_file)], "is a file, not a folder"),
         (["--shapenet-root", str(root), "--out", str(tmp_path / "out"), "--max-faces", "0"], "--max-faces must be at"),
         (["--shapenet-root", str(empty), "--out", str(tmp_path / "out")], f"no models found in --shapenet-root {empty}"),
+        (["--out", str(tmp_path / "out")], "--no-packages leaves no models to read"),
     ):
         assert bd.main(["--no-packages", "--workers", "1", *args]) == 2
         err = capsys.readouterr().err.strip()

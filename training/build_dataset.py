@@ -443,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.max_faces < 4:  # a closed mesh has at least 4 faces: every model would be skipped
             raise ValueError(f"--max-faces must be at least 4, got {args.max_faces}")
+        if args.no_packages and args.shapenet_root is None:
+            raise ValueError("--no-packages leaves no models to read: give --shapenet-root, or leave --no-packages "
+                             "out to read the packages' models")
         if args.shapenet_root is not None and not args.shapenet_root.is_dir():
             what = "is a file" if args.shapenet_root.exists() else "does not exist"
             raise ValueError(f"--shapenet-root {args.shapenet_root} {what}; give the folder that holds the "
@@ -456,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         if not candidates:
             looked = ([] if args.no_packages else [f"the packages under --cache {args.cache}"]) + (
                 [] if args.shapenet_root is None else [f"--shapenet-root {args.shapenet_root}"])
-            raise ValueError(f"no models found in {' or '.join(looked) or 'nothing (--no-packages without --shapenet-root)'}; "
+            raise ValueError(f"no models found in {' or '.join(looked)}; "
                              "give a folder of ShapeNetCore synset folders with --shapenet-root"
                              + ("" if args.no_packages else ", or check --cache"))
         records = build(candidates, args.out, args.seed, FilterConfig(max_faces=args.max_faces), args.workers)

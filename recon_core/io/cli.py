@@ -189,7 +189,7 @@ def _say(line: str) -> None:
 
 def _open_closed_streams() -> None:
     """Give each standard stream that the shell closed (``recon-mesh ... >&-`` or ``2>&-``) os.devnull, and let
-    stdout and stderr escape what their encoding cannot show (``PYTHONIOENCODING=ascii``, ``LANG=C``).
+    stdout and stderr escape what their encoding cannot show (``PYTHONIOENCODING=ascii``).
 
     Python starts such a stream as None: a print to it does nothing (to ``sys.stderr``, it goes to stdout) and a
     flush fails. And the first file opened would take its descriptor, so that whatever a library writes to
@@ -210,10 +210,12 @@ def _open_closed_streams() -> None:
             os.close(devnull)
             devnull = fd
         setattr(sys, name, open(devnull, mode, closefd=taken, encoding="utf-8"))
-    for stream in (sys.stdout, sys.stderr):  # a terminal or pipe in ASCII (LANG=C): "✓" and a path's accents
+    for stream in (sys.stdout, sys.stderr):  # a stream in ASCII (PYTHONIOENCODING=ascii): "✓", a path's accents
+        if getattr(stream, "errors", None) != "strict":  # surrogateescape (UTF-8 mode) keeps a path's own bytes
+            continue
         try:
             stream.reconfigure(errors="backslashreplace")  # escaped, not a UnicodeEncodeError after the mesh is written
-        except (AttributeError, ValueError):  # not a TextIOWrapper (tests capture it), or closed
+        except (AttributeError, ValueError):  # a stream without reconfigure, or closed
             pass
 
 

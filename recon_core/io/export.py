@@ -66,13 +66,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    while True:
+    for attempt in range(100):  # another name when one is taken, as mkstemp draws
         tmp = path.parent / f".{path.name[:TEMPORARY_NAME_START]}.{secrets.token_hex(4)}.tmp"
         try:
             fd = os.open(tmp, flags, 0o666)
             break
-        except FileExistsError:  # another name, as mkstemp would draw
-            continue
+        except FileExistsError:
+            if attempt == 99:
+                raise
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
