@@ -54,6 +54,8 @@ def register():
     bpy.types.Scene.recon_settings = bpy.props.PointerProperty(type=properties.ReconSettings)
     bpy.types.Collection.recon_candidate_objects = bpy.props.CollectionProperty(type=properties.ReconCandidateRef)
     properties.register_save_handlers()
+    if operators.forget_deleted_before_save not in bpy.app.handlers.save_pre:
+        bpy.app.handlers.save_pre.append(operators.forget_deleted_before_save)
     register_keymap()
 
 
@@ -62,6 +64,8 @@ def unregister():
     worker_client.shutdown_all()
     unregister_keymap()
     properties.unregister_save_handlers()
+    if operators.forget_deleted_before_save in bpy.app.handlers.save_pre:
+        bpy.app.handlers.save_pre.remove(operators.forget_deleted_before_save)
     del bpy.types.Scene.recon_settings
     del bpy.types.Collection.recon_candidate_objects
     for cls in reversed(classes):

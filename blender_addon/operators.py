@@ -1026,6 +1026,16 @@ def _forget_deleted(collection) -> None:
                 bpy.data.meshes.remove(mesh)
 
 
+@bpy.app.handlers.persistent
+def forget_deleted_before_save(*_):
+    """``save_pre``: every candidates collection forgets the candidates the user deleted (:func:`_forget_deleted`),
+    so that a file saved without Next Shape or Keep This One pressed since does not carry them (its record's pointer
+    keeps such an object and its mesh alive, past File > Clean Up > Purge)."""
+    for collection in bpy.data.collections:
+        if collection.library is None and len(getattr(collection, CANDIDATE_OBJECTS, ())):
+            _forget_deleted(collection)
+
+
 def _parent_collections(collection, scene) -> list:
     """The collections that hold ``collection`` as a child (the scene's own collection when none does)."""
     parents = [c for c in (scene.collection, *bpy.data.collections) if c.children.get(collection.name) == collection]

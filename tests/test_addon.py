@@ -1133,6 +1133,19 @@ def test_deleting_the_shown_candidate_leaves_the_others_reachable(addon, candida
     remove_candidates()
 
 
+def test_a_deleted_candidate_is_not_saved_in_the_file(addon, candidate_settings, tmp_path):
+    """X on a candidate leaves it held by the collection's record (a pointer is a user): saving forgets it, with its
+    mesh, so the file does not carry it (File > Clean Up > Purge would not remove it); the other candidates stay."""
+    collection = reconstruct_candidates(3)
+    mesh_name = bpy.context.active_object.data.name
+    assert bpy.ops.object.delete() == {'FINISHED'}
+    assert "chair 1" in bpy.data.objects, "held by the record until something forgets it"
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "kept.blend"), copy=True)
+    assert "chair 1" not in bpy.data.objects and mesh_name not in bpy.data.meshes
+    assert sorted(o.name for o in candidates_in(collection)) == ["chair 2", "chair 3"]
+    remove_candidates()
+
+
 @contextlib.contextmanager
 def local_view():
     """The startup screen's 3D Viewport in Local View (of a new cube), as the context of what runs inside; yields its
