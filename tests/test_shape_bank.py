@@ -1387,3 +1387,25 @@ def test_recon_mesh_candidates_say_the_pictures_notes_once(banked_model, fake, t
     assert code == 0, err
     faint = [line for line in err.splitlines() if "faint everywhere" in line]
     assert len(faint) == 1 and faint[0].startswith("note: its transparency is faint everywhere"), err
+
+
+def test_progress_reports_each_stage_in_order_and_changes_no_mesh(banked_model, fake):
+    """reconstruct_candidates(progress=...) is told of each stage as it starts, fractions rising, one per candidate's
+    mesh (the add-on's bar follows them); the meshes are the same with it as without."""
+    from recon_core.io.inference import PROGRESS, Reconstructor
+
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    model, meta = load_model(banked_model)
+    rec = Reconstructor(_with_config(model, bank_shape_weight=0.0), meta)
+    told = []
+    with_progress = rec.reconstruct_candidates(rgb, alpha, count=2, vertices=642,
+                                               progress=lambda stage, fraction: told.append((stage, fraction)))
+    plain = rec.reconstruct_candidates(rgb, alpha, count=2, vertices=642)
+    assert [stage for stage, _ in told] == [PROGRESS["network"][0], PROGRESS["bank"][0], "making shape 1 of 2",
+                                            "making shape 2 of 2"]
+    fractions = [fraction for _, fraction in told]
+    assert fractions == sorted(fractions) and len(set(fractions)) == len(fractions) and 0 < fractions[0]
+    assert fractions[-1] < 1.0
+    for a, b in zip(with_progress, plain):
+        np.testing.assert_array_equal(a.verts, b.verts)
+        np.testing.assert_array_equal(a.faces, b.faces)

@@ -576,6 +576,27 @@ def test_progress_is_reported_while_the_worker_is_busy(client, files, monkeypatc
     assert polls >= 20 and "waiting (test delay)" in stages
 
 
+def test_the_reconstructions_stages_reach_the_client_in_order(client, files, monkeypatch):
+    """The worker passes on each stage the reconstruction reports (Reconstructor.reconstruct_candidates' progress),
+    so the add-on's bar moves through the work: it sat at 10 % from the request to the result."""
+    Job = worker_client.Job
+    seen = []
+    real = Job._handle
+
+    def recording(self, message):
+        if message.get("type") == "progress":
+            seen.append((message["stage"], message["fraction"]))
+        real(self, message)
+
+    monkeypatch.setattr(Job, "_handle", recording)
+    client.submit(str(files["image"]), detail="low").wait()
+    stages = [stage for stage, _ in seen]
+    assert stages[-1] == "sending the mesh", stages
+    assert stages.count("reading the picture") == 2, stages  # the worker's own, then the network's
+    fractions = [fraction for _, fraction in seen]
+    assert fractions == sorted(fractions), seen
+
+
 def test_killed_worker_mid_run(files, monkeypatch):
     monkeypatch.setenv(worker.DELAY_ENV, "30")
     c = WorkerClient(PYTHON, str(files["model"]))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +54,11 @@ SMOOTH_REVERT_RINGS = 2
 BANK_DECIMATION_LADDER = 4
 """A shape bank's solid that cannot be decimated to the detail's size and mended printable is decimated to twice
 that, then to this many times it, before it is written whole (:meth:`Reconstructor._bank_result`)."""
+PROGRESS = {"finder": ("finding the object", 0.1), "network": ("reading the picture", 0.15),
+            "bank": ("fitting the shape bank's shapes to the outline", 0.25), "meshes": (0.4, 0.9)}
+"""The stages :meth:`Reconstructor.reconstruct_candidates` reports, with the fraction of the work done as each starts
+(the meshes: from the first to the last, in equal steps; the fit of ten candidates and each mesh take about as long
+as each other, the network less)."""
 MENDED_FACES_NOTE = 1.5
 """A decimation to the detail's size whose mends left more than this many times its faces gets a note saying so
 (:meth:`Reconstructor._bank_result`): each mend keeps a region at the solid's own resolution."""
@@ -267,6 +273,7 @@ class Reconstructor:
         smooth: bool = True,
         source: str = "the picture",
         solid: bool = False,
+        progress: Callable[[str, float], None] | None = None,
     ) -> list[Reconstruction]:
         """Up to ``count`` plausible meshes for one picture, the most confident first (:attr:`Reconstruction.confidence`).
 
@@ -276,7 +283,10 @@ class Reconstructor:
         when ``config.bank_fit_candidates`` is 0), each decimated to the detail and through the printable
         check; the first is :meth:`reconstruct`'s mesh. Other models give one mesh. They share one category: with
         ``config.category_bank_weight`` > 0 and none given, the one the fitted candidates vote for with the head
-        (:func:`fuse_category_scores`; the mesh does not depend on it). The arguments are :meth:`reconstruct`'s.
+        (:func:`fuse_category_scores`; the mesh does not depend on it). The arguments are :meth:`reconstruct`'s, and
+        ``progress(stage, fraction)``, called as each stage starts (:data:`PROGRESS`: finding the object, reading the
+        picture, fitting the shape bank, then each candidate's mesh, ``fraction`` rising from 0.1 to 0.9); the meshes
+        do not depend on it.
 
         Raises:
             ValueError: ``count`` below 1, or above 1 for a model without a shape bank.
@@ -295,10 +305,12 @@ class Reconstructor:
         timings: dict[str, float] = {}
         cat_index = None if category is None else CATEGORIES.index(category_by_name(category))
         found_by, unsure = None, False
+        report = progress or (lambda stage, fraction: None)
         if alpha is None and self.finder is not None:
+            report(*PROGRESS["finder"])
             alpha, found_by, unsure = self._find_object(rgb, source, timings)
         results = self._reconstruct(rgb, alpha, cat_index, vertices, height_mm, smooth, source, timings, count,
-                                    solid)
+                                    solid, report)
         parts = 0 if results[0].mask is None else separate_parts(results[0].mask)
         side = None if results[0].mask is None else object_side(results[0].mask)
         for result in results:
@@ -382,10 +394,12 @@ class Reconstructor:
 
     def _reconstruct(self, rgb: np.ndarray, alpha: np.ndarray | None, cat_index: int | None, vertices: int | None,
                      height_mm: float | None, smooth: bool, source: str, timings: dict[str, float], count: int = 1,
-                     solid: bool = False) -> list[Reconstruction]:
+                     solid: bool = False, report: Callable[[str, float], None] = lambda stage, fraction: None
+                     ) -> list[Reconstruction]:
         """:meth:`reconstruct_candidates` once the picture's alpha is settled; with ``solid`` every mesh's sealed
         pockets filled (a shape bank's solid before its decimation, :meth:`_bank_result`; other meshes as made,
         :meth:`_fill`)."""
+        report(*PROGRESS["network"])
         with _timed(timings, "preprocess"):
             prepared = prepare_image(rgb, alpha, self.model.config.image_size)
         device = next(self.model.parameters()).device
@@ -408,6 +422,7 @@ class Reconstructor:
         used = CATEGORIES[cat_index if cat_index is not None else int(probs.argmax())].name
         if banked:
             mask = object_mask(rgb, alpha)
+            report(*PROGRESS["bank"])
             with _timed(timings, "retrieval"):
                 ranked, votes = self._candidates(rgb, alpha, out.verts[0], cat_index, mask, count,
                                                  vote=cat_index is None)
@@ -416,7 +431,10 @@ class Reconstructor:
                 used = CATEGORIES[int(probs.argmax())].name
             ranked = ranked[:count]
             results = []
-            for row, pose, confidence in ranked:
+            start, end = PROGRESS["meshes"]
+            for index, (row, pose, confidence) in enumerate(ranked):
+                report(f"making shape {index + 1} of {len(ranked)}" if len(ranked) > 1 else "making the mesh",
+                       start + (end - start) * index / len(ranked))
                 own = dict(timings)  # each candidate's timings: the shared stages, then its own
                 with _timed(own, "retrieval"):
                     snapped = self._snap(row, pose, mask)

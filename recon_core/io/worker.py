@@ -18,7 +18,7 @@ Worker to client::
         sent at once, before torch is imported: the interpreter and recon_core work.
     {"type": "ready", "version": 1, "model": "/path/models/default", "trained": false, "load_s": 2.1}
         the model is loaded; requests are served from now on (earlier ones wait in the pipe).
-    {"type": "progress", "version": 1, "id": "r1", "stage": "reconstructing", "fraction": 0.2}
+    {"type": "progress", "version": 1, "id": "r1", "stage": "fitting the shape bank's shapes to the outline", "fraction": 0.25}
     {"type": "result", "version": 1, "id": "r1", "verts": ARRAY, "faces": ARRAY, "category": "chair",
      "category_probs": [13 floats], "report": {...}, "notes": ["..."], "timings": {"network": 0.4, ...},
      "mask_path": "/tmp/recon-x/mask.png" or null, "mask_unsure": false, "object_mask": "/path/photo_mask.png" or null,
@@ -198,8 +198,12 @@ def _handle_request(channel: _Channel, reconstructor, request: dict[str, Any]) -
         mask_path = _field(request, "mask_path", str, "a file path") or None
         object_mask = _field(request, "object_mask", str, "a file path") or None
         count = _requested_candidates(request)
-        channel.send("progress", id=rid, stage="reconstructing", fraction=0.1)
-        results = _reconstruct(reconstructor, image, count, kwargs, object_mask)
+        channel.send("progress", id=rid, stage="reading the picture", fraction=0.05)
+
+        def progress(stage: str, fraction: float) -> None:
+            channel.send("progress", id=rid, stage=stage, fraction=round(fraction, 3))
+
+        results = _reconstruct(reconstructor, image, count, kwargs, object_mask, progress)
     except KeyError as err:
         channel.error(rid, "ProtocolError", f"The request lacks the field {err}.")
         return
@@ -266,15 +270,17 @@ def _requested_candidates(request: dict[str, Any]) -> int:
     return count
 
 
-def _reconstruct(reconstructor, image: str, count: int, kwargs: dict[str, Any], object_mask: str | None = None) -> list:
+def _reconstruct(reconstructor, image: str, count: int, kwargs: dict[str, Any], object_mask: str | None = None,
+                 progress=None) -> list:
     """The reconstructions of the picture file ``image`` (with the user's ``object_mask`` file in place of its alpha,
     when given): ``count`` candidates at most, the most confident first (one when ``count`` is 1 or the model has
-    no shape bank); the loader's notes come first in each one's notes."""
+    no shape bank); the loader's notes come first in each one's notes. ``progress(stage, fraction)`` is told of each
+    stage (:meth:`recon_core.io.inference.Reconstructor.reconstruct_candidates`)."""
     from recon_core.io.image import load_picture
 
     rgb, alpha, notes = load_picture(image, object_mask)
     results = reconstructor.reconstruct_candidates(rgb, alpha, count if reconstructor.banked else 1,
-                                                   source=str(image), **kwargs)
+                                                   source=str(image), progress=progress, **kwargs)
     for result in results:
         result.notes[:0] = notes
     return results
