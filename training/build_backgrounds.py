@@ -39,8 +39,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np
 from PIL import Image
 
-from recon_core.io.export import current_umask
-from recon_core.io.export import unwritable_reason
+from recon_core.io.export import current_umask, unwritable_reason
 
 __all__ = ["SOURCES", "FINDER_SOURCES", "FINDER_CROPS", "MIN_PICTURE_SIDE", "read_gimp_pattern", "RESERVED", "check_not_reserved", "read_licences", "build_backgrounds", "main"]
 

@@ -36,11 +36,10 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np
 from tqdm import tqdm
 
-from recon_core.io.export import atomic_write_bytes, os_error_sentence
+from recon_core.io.export import atomic_write_bytes, os_error_sentence, unwritable_reason
 from recon_core.network.categories import CATEGORIES
 from training.readers import PACKAGES, Candidate, ReaderError, discover, discover_shapenet, load_candidate
 from training.readers.rules import EXTRA_SYNSETS
-from recon_core.io.export import unwritable_reason
 
 __all__ = [
     "FilterConfig",

@@ -53,10 +53,9 @@ from PIL import Image
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recon_core.io.export import atomic_write_bytes  # noqa: E402
+from recon_core.io.export import atomic_write_bytes, unwritable_reason  # noqa: E402
 from recon_core.io.weights import model_files, model_stem  # noqa: E402
 from recon_core.mesh.camera import Camera  # noqa: E402
-from recon_core.io.export import unwritable_reason  # noqa: E402
 
 __all__ = ["PackedViews", "pack_views", "pack_init", "unpack_init", "main"]
 

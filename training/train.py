@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from recon_core.io.export import atomic_write_bytes
+from recon_core.io.export import atomic_write_bytes, unwritable_reason
 from recon_core.io.weights import load_model, save_model
 from recon_core.mesh.topology import BatchMeshes
 from recon_core.network.encoder import cpu_has_native_bf16
@@ -42,7 +42,6 @@ from recon_core.network.model import ReconOutput, build_model
 from recon_core.network.soft_raster import PinholeCameras
 from training.config import TrainConfig, load_train_config
 from training.sampling import StepBatchSampler, category_item_weights
-from recon_core.io.export import unwritable_reason
 
 __all__ = ["main", "train", "train_step", "compute_loss", "occupancy_loss", "refine_loss"]
 

@@ -40,9 +40,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from recon_core.io.export import unwritable_reason
 from recon_core.io.weights import save_finder
 from recon_core.network.finder import FINDER_SIZE, FinderConfig, ObjectFinder, letterbox
-from recon_core.io.export import unwritable_reason
 
 __all__ = ["STYLE_SHARES", "FILL", "EMPTY_SHARE", "place", "finder_sample", "draw_set", "train", "main"]
 

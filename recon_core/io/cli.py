@@ -330,11 +330,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.candidates < 1:
             raise ValueError(f"--candidates must be at least 1, got {args.candidates}.")
         for rank in range(1, args.candidates + 1) if args.candidates > 1 else ():  # one: OUT itself, checked above
-            _check_name_length(candidate_path(out, rank), "candidate ")
-            if candidate_path(out, rank).is_dir():
-                raise ExportError(f"Cannot write candidate {candidate_path(out, rank)}: it is a folder; choose "
-                                  "another output name.")
-            _refuse_an_input(candidate_path(out, rank), "candidate ", args)
+            path = candidate_path(out, rank)
+            _check_name_length(path, "candidate ")
+            if path.is_dir():
+                raise ExportError(f"Cannot write candidate {path}: it is a folder; choose another output name.")
+            _refuse_an_input(path, "candidate ", args)
         if args.candidates == 1:  # with more, OUT itself is not written
             _refuse_an_input(out, "", args)
         rgb, alpha, notes = load_picture(args.image, args.mask)  # bad input fails fast, before the model loads

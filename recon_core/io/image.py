@@ -184,7 +184,7 @@ def _read_image(path: str, files: contextlib.ExitStack) -> tuple[np.ndarray, np.
         if low == 255:
             img = img.convert("RGB")  # an opaque alpha channel carries no mask
         else:
-            opaque = float((np.asarray(channel) > 127).mean())
+            opaque = sum(channel.histogram()[128:]) / (channel.width * channel.height)  # no copy of a large alpha
             if opaque > MASK_ALPHA_MAX_SHARE:  # rounded corners, a frame, a pixel or two: no cut-out's background
                 white = Image.new("RGBA", img.size, (255, 255, 255, 255))
                 img = Image.alpha_composite(white, img).convert("RGB")

@@ -393,12 +393,11 @@ class Reconstructor:
                          "background, or with transparency.")
 
     def _reconstruct(self, rgb: np.ndarray, alpha: np.ndarray | None, cat_index: int | None, vertices: int | None,
-                     height_mm: float | None, smooth: bool, source: str, timings: dict[str, float], count: int = 1,
-                     solid: bool = False, report: Callable[[str, float], None] = lambda stage, fraction: None
-                     ) -> list[Reconstruction]:
+                     height_mm: float | None, smooth: bool, source: str, timings: dict[str, float], count: int,
+                     solid: bool, report: Callable[[str, float], None]) -> list[Reconstruction]:
         """:meth:`reconstruct_candidates` once the picture's alpha is settled; with ``solid`` every mesh's sealed
         pockets filled (a shape bank's solid before its decimation, :meth:`_bank_result`; other meshes as made,
-        :meth:`_fill`)."""
+        :meth:`_fill`); ``report(stage, fraction)`` told of each stage."""
         report(*PROGRESS["network"])
         with _timed(timings, "preprocess"):
             prepared = prepare_image(rgb, alpha, self.model.config.image_size)
