@@ -186,7 +186,7 @@ def test_reconstructor_takes_the_grown_mask_and_the_finders_own_confidence(tiny_
     rgb[36:44, 30:130] = np.array([220, 30, 30]) + rng.integers(-10, 11, (8, 100, 3))  # r - g > 0.4: the finder's
     rgb[[34, 35, 44, 45], 30:130] = np.array([235, 150, 150]) + rng.integers(-5, 6, (4, 100, 3))  # r - g < 0.4
     finder = _ColourFinder(1.4)  # sigmoid(1.4) = 0.80 < UNSURE_MASK
-    own = finder_alpha(finder, rgb, grow=False)
+    own = finder_alpha(finder, rgb, fit=False)
     grown = grow_to_edges(own, rgb)
     assert (grown > 127).sum() > (own > 127).sum() and (grown[[34, 35, 44, 45], 40:120] > 127).all()
     mine, after = f"confidence {mask_confidence(own):.2f}", f"confidence {mask_confidence(grown):.2f}"
@@ -721,7 +721,7 @@ def test_a_found_alpha_without_a_pixel_above_half_is_no_object(tiny_config, monk
     from recon_core.network.model import build_model
 
     monkeypatch.setattr(finder_module, "finder_alpha",
-                        lambda net, rgb, grow=True: np.full(rgb.shape[:2], 1, np.uint8))  # 1 of 255 everywhere
+                        lambda net, rgb, fit=True: np.full(rgb.shape[:2], 1, np.uint8))  # 1 of 255 everywhere
     rec = Reconstructor(build_model(tiny_config), {"trained": False}, finder=_ColourFinder())
     blue = _picture(box=(0, 0, 0, 0))
     blue[30:90, 60:140] = (30, 30, 200)
@@ -827,3 +827,101 @@ def test_train_finder_init_that_is_no_finder_is_one_sentence(tmp_path, drawn, ca
     err = capsys.readouterr().err
     assert err.startswith("error: ") and named in err and "--init" in err, err
     assert len(err.strip().splitlines()) == 1 and "restore it" not in err and not calls
+
+
+def _photo_like(rng: np.random.Generator, h: int = 96, w: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """A shaded orange object (a disc with an arm) on a busy background of green and blue stripes with grain:
+    ``(rgb (H, W, 3) uint8, truth (H, W) bool)``."""
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    back = np.where(((xx + 0.5 * yy) // 9 % 2 == 0)[..., None], [40, 140, 60], [50, 80, 170]).astype(np.float32)
+    back += rng.normal(0.0, 14.0, back.shape)
+    cy, cx, r = h * 0.5, w * 0.45, h * 0.28
+    truth = ((yy - cy) ** 2 + (xx - cx) ** 2 < r * r) | ((abs(yy - cy) < 3) & (xx > cx) & (xx < w * 0.85))
+    shade = 0.75 + 0.25 * (xx / w)
+    obj = np.stack([235 * shade, 120 * shade, 30 * shade], axis=-1) + rng.normal(0.0, 8.0, back.shape)
+    rgb = np.where(truth[..., None], obj, back)
+    return np.clip(rgb + 0.5, 0, 255).astype(np.uint8), truth
+
+
+def _blurred_alpha(truth: np.ndarray, grow: int, rng: np.random.Generator) -> np.ndarray:
+    """A finder-like alpha of ``truth``: grown by ``grow`` pixels, blurred, a little noise (uint8)."""
+    from scipy import ndimage
+
+    soft = ndimage.gaussian_filter(ndimage.binary_dilation(truth, iterations=grow).astype(np.float32), 2.0)
+    soft = np.clip(soft * 1.1 + rng.normal(0.0, 0.03, soft.shape), 0.0, 1.0)
+    return (soft * 255 + 0.5).astype(np.uint8)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cut_by_colour_follows_the_objects_colours_on_a_busy_background(seed):
+    """A found mask grown 5 pixels over a striped, grainy background and blurred: GrabCut's cut keeps the object's thin
+    arm and gives back the background the finder took."""
+    from recon_core.network.finder import cut_by_colour
+
+    rng = np.random.default_rng(seed)
+    rgb, truth = _photo_like(rng)
+    alpha = _blurred_alpha(truth, 5, rng)
+    cut = cut_by_colour(alpha, rgb)
+    assert cut.shape == truth.shape and cut.dtype == np.uint8
+    before, after = _iou(alpha > 127, truth), _iou(cut > 127, truth)
+    assert before < 0.8 and after > 0.9, (before, after)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_cut_by_colour_moves_the_edge_within_its_band_only(seed):
+    """On noise (colours that say nothing) the cut takes no pixel farther than the band from the found mask
+    (4-neighbourhood steps, a brute-force distance), and keeps every sure pixel: above CUT_SURE and at least
+    CUT_SURE_DEPTH steps inside the found mask's edge."""
+    from scipy import ndimage
+
+    from recon_core.network.finder import CUT_BAND, CUT_SURE, CUT_SURE_DEPTH, cut_by_colour
+
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    blob = ndimage.gaussian_filter(rng.random((120, 160)), 12.0)
+    alpha = (np.clip((blob - blob.mean()) / blob.std() * 0.5 + 0.4, 0, 1) * 255).astype(np.uint8)
+    seed_mask = alpha > 127
+    assert seed_mask.any() and not seed_mask.all()
+    cut = cut_by_colour(alpha, rgb) > 127
+    band = int(round(CUT_BAND * 160))
+    # the 4-neighbourhood distance of every pixel from the found mask, one pixel at a time
+    pts = np.argwhere(seed_mask)
+    far = np.array([[np.abs(pts - (r, c)).sum(axis=1).min() for c in range(160)] for r in range(120)])
+    assert (far > band).any() and not (cut & (far > band)).any()
+    # the sure pixels: CUT_SURE_DEPTH steps inside the edge (the picture's border counts as inside)
+    inside = np.pad(seed_mask, 1, constant_values=True)
+    outside = np.argwhere(~inside)
+    sure = np.zeros_like(seed_mask)
+    for r, c in np.argwhere(seed_mask & (alpha > CUT_SURE * 255))[::5]:
+        sure[r, c] = np.abs(outside - (r + 1, c + 1)).sum(axis=1).min() > CUT_SURE_DEPTH
+    assert sure.any() and cut[sure].all()
+
+
+def test_cut_by_colour_of_a_large_picture_works_on_a_shrunk_copy():
+    """A picture 4 times the working side: the cut comes back at the picture's size and follows the object as on the
+    small copy; an empty alpha comes back as it is."""
+    from recon_core.network.finder import CUT_SIDE, cut_by_colour
+
+    rng = np.random.default_rng(7)
+    rgb, truth = _photo_like(rng, h=3 * CUT_SIDE, w=4 * CUT_SIDE)
+    alpha = _blurred_alpha(truth, 20, rng)
+    cut = cut_by_colour(alpha, rgb)
+    assert cut.shape == truth.shape and _iou(cut > 127, truth) > 0.9 > _iou(alpha > 127, truth)
+    empty = np.zeros(truth.shape, np.uint8)
+    assert cut_by_colour(empty, rgb) is not None and not cut_by_colour(empty, rgb).any()
+
+
+def test_fit_to_picture_grows_on_plain_cuts_photographs_and_leaves_drawings_on_paper():
+    """Which fit a found alpha gets: grown on a plain background, cut along its colours on a busy coloured one,
+    left as found on a busy grey one (a pencil drawing on uneven paper, whose object is the paper's colour)."""
+    from recon_core.network.finder import cut_by_colour, fit_to_picture, grow_to_edges
+
+    rng = np.random.default_rng(3)
+    photo, truth = _photo_like(rng)
+    alpha = _blurred_alpha(truth, 4, rng)
+    np.testing.assert_array_equal(fit_to_picture(alpha, photo), cut_by_colour(alpha, photo))
+    assert not np.array_equal(fit_to_picture(alpha, photo), alpha)
+    plain = np.where(truth[..., None], photo, np.uint8(245)).astype(np.uint8)
+    np.testing.assert_array_equal(fit_to_picture(alpha, plain), grow_to_edges(alpha, plain))
+    grey = photo.mean(axis=2, keepdims=True).repeat(3, axis=2).astype(np.uint8)
+    assert fit_to_picture(alpha, grey) is alpha

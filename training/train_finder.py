@@ -252,8 +252,8 @@ def check_masks(finder, shapenet: str, renders: str, split: str, views: int, bac
                 styles=None, progress: bool = True, sheet: list | None = None, sheet_count: int = 4
                 ) -> dict[str, dict[str, float]]:
     """Mask IoU against the true mask, per picture style, of the finder, of the alpha inference takes from it (its
-    unsure parts dropped, :func:`recon_core.network.finder.found_alpha`, and grown to the edges on a plain
-    background, :func:`recon_core.network.finder.grow_to_edges`) and of the border-colour rule.
+    unsure parts dropped, :func:`recon_core.network.finder.found_alpha`, and fitted to the object's edges in the
+    picture, :func:`recon_core.network.finder.fit_to_picture`) and of the border-colour rule.
 
     The pictures are the check sets' (``evaluate.py --style``: :func:`training.evaluate.load_input`
     with each sample's seed). A picture where a method finds nothing scores 0 for it.
@@ -266,7 +266,7 @@ def check_masks(finder, shapenet: str, renders: str, split: str, views: int, bac
     from tqdm import tqdm
 
     from recon_core.network.crop import object_pixels
-    from recon_core.network.finder import find_object, found_alpha, grow_to_edges
+    from recon_core.network.finder import find_object, fit_to_picture, found_alpha
     from training.evaluate import discover, load_input, select_samples
     from training.styles import STYLES
 
@@ -283,7 +283,7 @@ def check_masks(finder, shapenet: str, renders: str, split: str, views: int, bac
             truth = _picture_mask(mask, rgb.shape[:2], style, sample, backgrounds)
             found = find_object(finder, rgb)
             border = object_pixels(rgb, None)
-            used = None if found is None else grow_to_edges(found_alpha(found), rgb) > 127  # as inference takes it
+            used = None if found is None else fit_to_picture(found_alpha(found), rgb) > 127  # as inference takes it
             for name, pred in (("finder", None if found is None else found > 0.5), ("as used", used),
                                ("border colour", border)):
                 scores[name].append(0.0 if pred is None else float((pred & truth).sum() / max((pred | truth).sum(), 1)))
@@ -474,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.sheet:
             print(f"wrote {args.sheet}")
         print(f"mask IoU x100 on the {args.check_split} check pictures ({args.check_views} view(s) per model)")
-        print("| style | pictures | object finder | as used (unsure parts dropped, grown to the edges) | border colour |\n|---|--:|--:|--:|--:|")
+        print("| style | pictures | object finder | as used (unsure parts dropped, fitted to the picture) | border colour |\n|---|--:|--:|--:|--:|")
         for style, row in table.items():
             print(f"| {style} | {row['pictures']} | {100 * row['finder']:.1f} | {100 * row['as used']:.1f} "
                   f"| {100 * row['border colour']:.1f} |")

@@ -360,9 +360,9 @@ class Reconstructor:
                      ) -> tuple[np.ndarray | None, str, bool]:
         """The alpha that the finder gives a picture without one, a note saying so, and whether the finder is unsure of
         it (:func:`recon_core.network.finder.mask_confidence` below :data:`recon_core.network.finder.UNSURE_MASK`;
-        then the note asks the user to check the mask and correct it). On a plain background the alpha is grown to
-        the object's edges in the picture (:func:`recon_core.network.finder.grow_to_edges`); the confidence is the
-        finder's own, before that.
+        then the note asks the user to check the mask and correct it). The alpha is fitted to the object's edges in the
+        picture (:func:`recon_core.network.finder.fit_to_picture`: grown on a plain background, cut along the object's
+        colours on a photograph); the confidence is the finder's own, before that.
 
         When the finder sees no object, the border-colour rule (:func:`recon_core.network.crop.object_box`) is the
         fallback; when that finds none either, the picture is refused.
@@ -371,13 +371,13 @@ class Reconstructor:
             ImageError: neither finds an object.
         """
         from recon_core.network.crop import object_pixels
-        from recon_core.network.finder import UNSURE_MASK, finder_alpha, grow_to_edges, mask_confidence
+        from recon_core.network.finder import UNSURE_MASK, finder_alpha, fit_to_picture, mask_confidence
 
         with _timed(timings, "finder"):
-            found = finder_alpha(self.finder, rgb, grow=False)
-            confidence = 0.0 if found is None else mask_confidence(found)  # the finder's own, before growing
+            found = finder_alpha(self.finder, rgb, fit=False)
+            confidence = 0.0 if found is None else mask_confidence(found)  # the finder's own, before fitting
             if found is not None:
-                found = grow_to_edges(found, rgb)
+                found = fit_to_picture(found, rgb)
             if found is not None and not (found > 127).any():  # no pixel even half sure (its second look kept none)
                 found = None
         if found is not None:
