@@ -263,8 +263,9 @@ def fit_to_picture(alpha: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     _, spread = border_colour(rgb)
     if spread <= EDGE_PLAIN:
         return grow_to_edges(alpha, rgb)
-    if _working(rgb)[1] > CUT_MIN_SATURATION:
-        return cut_by_colour(alpha, rgb)
+    small, saturation = _working(rgb)
+    if saturation > CUT_MIN_SATURATION:
+        return _cut(alpha, small)
     return alpha
 
 
@@ -300,14 +301,18 @@ def cut_by_colour(alpha: np.ndarray, rgb: np.ndarray) -> np.ndarray:
         alpha: (H, W) uint8 found alpha (:func:`found_alpha`); above 127 is object.
         rgb: (H, W, 3) uint8, the picture it was found in.
     """
+    return _cut(alpha, _working(rgb)[0])
+
+
+def _cut(alpha: np.ndarray, small: np.ndarray) -> np.ndarray:
+    """:func:`cut_by_colour` of ``alpha`` (H, W) uint8 given its picture's working copy ``small`` (h, w, 3) uint8
+    (:func:`_working`)."""
     import cv2
 
     alpha = np.asarray(alpha, dtype=np.uint8)
-    fg = alpha > 127
-    if not fg.any():
+    if not (alpha > 127).any():
         return alpha
     h, w = alpha.shape
-    small, _ = _working(rgb)
     sh, sw = small.shape[:2]
     prob = cv2.resize(alpha, (sw, sh), interpolation=cv2.INTER_LINEAR if (sh, sw) != (h, w) else cv2.INTER_NEAREST)
     seed = (prob > 127).astype(np.uint8)
