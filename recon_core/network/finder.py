@@ -249,91 +249,110 @@ def finder_alpha(net: ObjectFinder, rgb: np.ndarray, fit: bool = True) -> np.nda
 
 
 def fit_to_picture(alpha: np.ndarray, rgb: np.ndarray) -> np.ndarray:
-    """A found alpha fitted to the object's edges as the picture shows them: (H, W) uint8.
+    """A found alpha fitted to the object's edges as the picture shows them: (H, W) uint8, or ``alpha`` itself when
+    nothing changes it.
 
     On a plain background (the border's spread at most :data:`EDGE_PLAIN`) it is grown into the object's edge pixels
     (:func:`grow_to_edges`); on a busy background in colour (a photograph: mean saturation above
-    :data:`CUT_MIN_SATURATION`) it is cut along the object's colours (:func:`cut_by_colour`); otherwise (a drawing on
-    paper) it is left as found.
+    :data:`CUT_MIN_SATURATION`, :func:`_saturation`) it is cut along the object's colours (:func:`cut_by_colour`);
+    otherwise (a drawing on paper) it is left as found.
 
     Args:
         alpha: (H, W) uint8 found alpha (:func:`found_alpha`).
         rgb: (H, W, 3) uint8, the picture it was found in.
+
+    Raises:
+        ImportError: a photograph's cut needs OpenCV and it is not installed (one sentence saying how to install it).
     """
     _, spread = border_colour(rgb)
     if spread <= EDGE_PLAIN:
         return grow_to_edges(alpha, rgb)
-    small, saturation = _working(rgb)
-    if saturation > CUT_MIN_SATURATION:
-        return _cut(alpha, small)
+    if _saturation(rgb) > CUT_MIN_SATURATION:
+        return cut_by_colour(alpha, rgb)
     return alpha
 
 
-def _working(rgb: np.ndarray) -> tuple[np.ndarray, float]:
-    """``rgb`` (H, W, 3) uint8 shrunk (area average) so that its longer side is at most :data:`CUT_SIDE`, and its
-    mean HSV saturation (0-255)."""
-    import cv2
+def _opencv():
+    """OpenCV's module, or an ImportError that says how to install it."""
+    try:
+        import cv2
+    except ImportError:
+        raise ImportError("Cutting a photograph's object mask along its colours needs the Python package "
+                          "opencv-python-headless: install it with pip install 'opencv-python-headless>=4.10,<4.12' "
+                          "(scripts/setup.sh does).") from None
+    return cv2
 
-    h, w = rgb.shape[:2]
-    scale = min(1.0, CUT_SIDE / max(h, w))
-    small = rgb if scale == 1.0 else cv2.resize(
-        np.ascontiguousarray(rgb), (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    hi = small.max(axis=2).astype(np.float32)
-    lo = small.min(axis=2).astype(np.float32)
-    saturation = np.where(hi > 0, (hi - lo) * 255.0 / np.maximum(hi, 1.0), 0.0)  # HSV's S, as OpenCV computes it
-    return small, float(saturation.mean())
+
+def _saturation(rgb: np.ndarray, sample: int = FLAT_SAMPLE) -> float:
+    """Mean HSV saturation (S, 0-255, as OpenCV computes it) of ``rgb`` (H, W, 3) uint8, over every k-th row and
+    column (k the smallest stride that leaves at most ``sample`` pixels): a picture's own pixels, not a shrunk copy's
+    (averaging neighbours greys out a fine colour texture)."""
+    step = max(1, int(np.ceil(np.sqrt(rgb.shape[0] * rgb.shape[1] / sample))))
+    p = rgb[::step, ::step]
+    hi = p.max(axis=2).astype(np.float32)
+    lo = p.min(axis=2).astype(np.float32)
+    return float(np.where(hi > 0, (hi - lo) * 255.0 / np.maximum(hi, 1.0), 0.0).mean())
 
 
 def cut_by_colour(alpha: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     """A found alpha on a photograph cut along the object's colours: (H, W) uint8, 255 object, 0 background, the
-    edge enlarged smoothly from the working size.
+    edge enlarged smoothly from the working size; or ``alpha`` itself where the cut cannot be made or keeps nothing.
 
     The finder sees a photograph at :data:`FINDER_SIZE` pixels a side and learned its backgrounds from few pictures,
     so its mask on a new photograph is blurred and often takes part of the background or misses part of the object.
     OpenCV's GrabCut (colour models of the object and of the background, refitted, and a graph cut between them,
-    :data:`CUT_ITERATIONS` times) redraws it on the picture shrunk to :data:`CUT_SIDE`, seeded by the found mask: its
-    pixels above :data:`CUT_SURE` at least :data:`CUT_SURE_DEPTH` inside its edge are the object for sure, the rest
-    of it probably the object, a band of :data:`CUT_BAND` of the side around it probably background, and all farther
-    background for sure, so the cut moves the edge within that band only. A mask with nothing to seed either side
-    (empty, or with no pixel beyond the band) comes back as it is.
+    :data:`CUT_ITERATIONS` times; its random start seeded, so a picture always gets the same cut) redraws it on the
+    picture shrunk (area average) so that its longer side is at most :data:`CUT_SIDE`, seeded by the found mask
+    shrunk the same way: its pixels above :data:`CUT_SURE` at least :data:`CUT_SURE_DEPTH` inside its edge are the
+    object for sure, the rest of it probably the object, a band of :data:`CUT_BAND` of the working side around it
+    probably background, and all farther background for sure, so the cut moves the edge within that band only.
+    ``alpha`` itself comes back when it has no pixel above 127 (at the working size either), when the band takes
+    the whole picture (nothing is background for sure), or when the cut keeps no pixel (an unsure mask with no sure
+    pixel, whose object's colours are the background's): the finder's mask is better than none.
 
     Args:
         alpha: (H, W) uint8 found alpha (:func:`found_alpha`); above 127 is object.
         rgb: (H, W, 3) uint8, the picture it was found in.
+
+    Raises:
+        ValueError: ``alpha`` is not a 2D uint8 array of the picture's size.
+        ImportError: OpenCV is not installed (one sentence saying how to install it).
     """
-    return _cut(alpha, _working(rgb)[0])
-
-
-def _cut(alpha: np.ndarray, small: np.ndarray) -> np.ndarray:
-    """:func:`cut_by_colour` of ``alpha`` (H, W) uint8 given its picture's working copy ``small`` (h, w, 3) uint8
-    (:func:`_working`)."""
-    import cv2
-
-    alpha = np.asarray(alpha, dtype=np.uint8)
+    alpha = np.asarray(alpha)
+    if alpha.dtype != np.uint8 or alpha.shape != rgb.shape[:2]:
+        raise ValueError(f"alpha must be a uint8 array of the picture's size {rgb.shape[:2]}, got {alpha.shape} "
+                         f"{alpha.dtype}")
     if not (alpha > 127).any():
         return alpha
+    cv2 = _opencv()
     h, w = alpha.shape
-    sh, sw = small.shape[:2]
-    prob = cv2.resize(alpha, (sw, sh), interpolation=cv2.INTER_LINEAR if (sh, sw) != (h, w) else cv2.INTER_NEAREST)
+    scale = min(1.0, CUT_SIDE / max(h, w))
+    if scale < 1.0:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))  # OpenCV's (width, height)
+        small = cv2.resize(np.ascontiguousarray(rgb), size, interpolation=cv2.INTER_AREA)
+        prob = cv2.resize(np.ascontiguousarray(alpha), size, interpolation=cv2.INTER_AREA)
+    else:
+        small, prob = rgb, alpha
     seed = (prob > 127).astype(np.uint8)
     if not seed.any():
         return alpha
     cross = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
-    band = max(1, int(round(CUT_BAND * max(sh, sw))))
+    band = max(1, int(round(CUT_BAND * max(seed.shape))))
     near = cv2.dilate(seed, cross, iterations=band).astype(bool)
+    if near.all():  # nothing is background for sure: no colours to learn it from
+        return alpha
     inner = cv2.erode(seed, cross, iterations=CUT_SURE_DEPTH, borderValue=1).astype(bool)
-    marks = np.full((sh, sw), cv2.GC_PR_BGD, np.uint8)
+    marks = np.full(seed.shape, cv2.GC_PR_BGD, np.uint8)
     marks[~near] = cv2.GC_BGD
     marks[seed.astype(bool)] = cv2.GC_PR_FGD
     marks[inner & (prob > CUT_SURE * 255)] = cv2.GC_FGD
-    if near.all():  # nothing is background for sure: no colours to learn it from
-        return alpha
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)  # GrabCut's k-means starts from OpenCV's global random state
     cv2.grabCut(np.ascontiguousarray(small[..., ::-1]), marks, None, bgd, fgd, CUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
-    cut = ((marks == cv2.GC_FGD) | (marks == cv2.GC_PR_FGD)).astype(np.float32) * 255.0
-    if (sh, sw) != (h, w):
-        cut = cv2.resize(cut, (w, h), interpolation=cv2.INTER_LINEAR)
-    return (cut + 0.5).astype(np.uint8)
+    cut = np.where((marks == cv2.GC_FGD) | (marks == cv2.GC_PR_FGD), np.uint8(255), np.uint8(0))
+    if not cut.any():
+        return alpha
+    return cut if scale == 1.0 else cv2.resize(cut, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def found_alpha(found: np.ndarray) -> np.ndarray:
