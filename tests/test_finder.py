@@ -925,3 +925,142 @@ def test_fit_to_picture_grows_on_plain_cuts_photographs_and_leaves_drawings_on_p
     np.testing.assert_array_equal(fit_to_picture(alpha, plain), grow_to_edges(alpha, plain))
     grey = photo.mean(axis=2, keepdims=True).repeat(3, axis=2).astype(np.uint8)
     assert fit_to_picture(alpha, grey) is alpha
+
+
+def test_the_cut_is_the_same_whatever_opencvs_random_state():
+    """GrabCut starts its colour models from OpenCV's global random state: the cut seeds it, so the same picture gets
+    the same cut however OpenCV's random numbers were used before (the unseeded cut differed from call to call)."""
+    import cv2
+
+    from recon_core.network.finder import cut_by_colour
+
+    rng = np.random.default_rng(11)
+    rgb, truth = _photo_like(rng)
+    rgb[truth] = (rgb[truth].astype(np.int16) // 2 + np.array([20, 70, 30])).astype(np.uint8)  # nearer the stripes
+    alpha = _blurred_alpha(truth, 6, rng)
+    first = cut_by_colour(alpha, rgb)
+    for seed in (1, 2, 3):
+        cv2.setRNGSeed(seed)
+        cv2.randu(np.empty((100, 100), np.float32), 0.0, 1.0)
+        np.testing.assert_array_equal(cut_by_colour(alpha, rgb), first)
+
+
+def test_a_cut_that_keeps_nothing_gives_the_found_mask_back(tiny_config):
+    """An unsure found mask (no pixel above CUT_SURE, so none the object's for sure) of an object in a background
+    stripe's colour: GrabCut takes it all for background. The found mask comes back instead, and the photograph is
+    reconstructed, not refused as having no object."""
+    import cv2
+
+    from recon_core.network.finder import CUT_SURE, cut_by_colour
+    from recon_core.network.model import build_model
+
+    rng = np.random.default_rng(0)
+    rgb, truth = _photo_like(rng)
+    stripe = np.array([40, 140, 60]) + rng.normal(0.0, 14.0, rgb.shape)
+    rgb = np.where(truth[..., None], np.clip(stripe, 0, 255), rgb).astype(np.uint8)
+    alpha = (np.minimum(_blurred_alpha(truth, 2, rng).astype(np.float32), CUT_SURE * 255 - 20)).astype(np.uint8)
+    assert (alpha > 127).any() and not (alpha > CUT_SURE * 255).any()
+    # what GrabCut itself does with these marks (the cut's own seeding, written out): it keeps nothing
+    marks = np.where(alpha > 127, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
+    far = cv2.dilate((alpha > 127).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)),
+                     iterations=13)
+    marks[far == 0] = cv2.GC_BGD
+    cv2.setRNGSeed(0)
+    cv2.grabCut(np.ascontiguousarray(rgb[..., ::-1]), marks, None, np.zeros((1, 65)), np.zeros((1, 65)), 4,
+                cv2.GC_INIT_WITH_MASK)
+    assert not ((marks == cv2.GC_FGD) | (marks == cv2.GC_PR_FGD)).any()
+    assert cut_by_colour(alpha, rgb) is alpha
+
+    class Unsure(_ColourFinder):
+        def forward(self, x):  # the stripe-coloured object: where the true mask is, at probability 0.8
+            size = x.shape[-1]
+            grid = torch.from_numpy(np.array(Image.fromarray(truth).resize((size, size))))
+            return torch.where(grid[None, None] > 0, 1.4, -20.0).float()
+
+    result = Reconstructor(build_model(tiny_config), {"trained": False}, finder=Unsure()).reconstruct(rgb,
+                                                                                                      vertices=642)
+    assert result.report.ok and (result.mask > 0.5).any()
+
+
+def test_a_large_photographs_cut_works_on_a_quarter_size_copy(monkeypatch):
+    """A 768 x 1024 photograph is cut on a 192 x 256 copy (OpenCV's sizes are (width, height): swapped, the copy
+    would be 256 x 192), with the band measured there."""
+    import cv2
+
+    from recon_core.network.finder import CUT_SIDE, cut_by_colour
+
+    seen = []
+    real = cv2.grabCut
+
+    def recording(img, mask, *args):
+        seen.append((img.shape, mask.shape))
+        return real(img, mask, *args)
+
+    monkeypatch.setattr(cv2, "grabCut", recording)
+    rng = np.random.default_rng(4)
+    rgb, truth = _photo_like(rng, h=768, w=1024)
+    cut = cut_by_colour(_blurred_alpha(truth, 16, rng), rgb)
+    assert seen == [((192, 256, 3), (192, 256))] and 256 == CUT_SIDE
+    assert cut.shape == truth.shape and _iou(cut > 127, truth) > 0.9
+
+
+@pytest.mark.parametrize("shape", [(40, 60), (137, 137), (700, 500)])
+def test_saturation_is_opencvs_hsv_saturation_of_the_pictures_own_pixels(shape):
+    """The mean saturation the cut's choice uses against OpenCV's HSV conversion (S, 0-255) of the same pixels: the
+    whole picture when small, every k-th row and column when large (the sample's stride written out); a fine colour
+    texture keeps its saturation (a shrunk copy's would be grey)."""
+    import cv2
+
+    from recon_core.network.finder import FLAT_SAMPLE, _saturation
+
+    rgb = np.random.default_rng(shape[0]).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    step = 1
+    while (-(-shape[0] // step)) * (-(-shape[1] // step)) > FLAT_SAMPLE:
+        step += 1
+    reference = cv2.cvtColor(np.ascontiguousarray(rgb[::step, ::step]), cv2.COLOR_RGB2HSV)[..., 1].mean()
+    assert _saturation(rgb) == pytest.approx(reference, abs=0.6)
+    assert _saturation(rgb) > 100  # noise in every colour: very saturated, however large
+
+
+@pytest.mark.skipif(not (REPO / "models" / "finder.safetensors").is_file(), reason="no shipped finder")
+def test_a_missing_opencv_is_one_sentence_on_the_command_line(tmp_path, monkeypatch, capsys):
+    """Without OpenCV a photograph's cut cannot be made: the command line says which package to install, exit 1,
+    no traceback and no file."""
+    import sys
+
+    from recon_core.io.cli import main
+    from recon_core.network.finder import cut_by_colour
+
+    rng = np.random.default_rng(1)
+    rgb, truth = _photo_like(rng)
+    monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 raises ImportError
+    with pytest.raises(ImportError, match="opencv-python-headless"):
+        cut_by_colour(_blurred_alpha(truth, 3, rng), rgb)
+    picture = tmp_path / "photo.png"
+    Image.fromarray(rgb).save(picture)
+    monkeypatch.setenv("RECON_FINDER", str(REPO / "models" / "finder"))
+    monkeypatch.setattr("recon_core.io.inference.Reconstructor._find_object",
+                        lambda self, rgb, source, timings: cut_by_colour(_blurred_alpha(truth, 3, rng), rgb))
+    code = main([str(picture), "-o", str(tmp_path / "out.stl"), "--detail", "low"])
+    err = capsys.readouterr().err
+    assert code == 1 and "opencv-python-headless" in err and "Traceback" not in err
+    assert not (tmp_path / "out.stl").exists()
+
+
+def test_reconstructor_takes_the_photographs_cut_mask(tiny_config, monkeypatch):
+    """A photograph (a shaded orange object on grainy stripes) through the Reconstructor, its finder's alpha a blurred,
+    grown mask: the mask the model takes is that alpha fitted to the picture, here cut along its colours."""
+    from recon_core.network import finder as finder_module
+    from recon_core.network.finder import fit_to_picture
+    from recon_core.network.model import build_model
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(2)
+    rgb, truth = _photo_like(rng, h=120, w=160)
+    own = _blurred_alpha(truth, 5, rng)
+    monkeypatch.setattr(finder_module, "finder_alpha", lambda net, picture, fit=True: own)
+    fitted = fit_to_picture(own, rgb)
+    assert _iou(fitted > 127, truth) > 0.9 > _iou(own > 127, truth)
+    result = Reconstructor(build_model(tiny_config), {"trained": False}, finder=_ColourFinder()).reconstruct(
+        rgb, vertices=642)
+    np.testing.assert_array_equal(result.mask, fitted / np.float32(255))

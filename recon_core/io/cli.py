@@ -366,6 +366,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C: no file written (the candidates' cleanup above ran)
         _say(_INTERRUPTED_SAYS)
         return INTERRUPTED
+    except ImportError as err:  # a dependency missing from this environment (its message says how to install it)
+        if args.debug:
+            raise
+        _say(f"error: {err}")
+        return 1
     except Exception as err:  # noqa: BLE001 - last line of defence: one sentence, not a traceback
         if args.debug:
             raise
