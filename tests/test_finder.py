@@ -908,7 +908,7 @@ def test_cut_by_colour_of_a_large_picture_works_on_a_shrunk_copy():
     cut = cut_by_colour(alpha, rgb)
     assert cut.shape == truth.shape and _iou(cut > 127, truth) > 0.9 > _iou(alpha > 127, truth)
     empty = np.zeros(truth.shape, np.uint8)
-    assert cut_by_colour(empty, rgb) is not None and not cut_by_colour(empty, rgb).any()
+    assert cut_by_colour(empty, rgb) is empty
 
 
 def test_fit_to_picture_grows_on_plain_cuts_photographs_and_leaves_drawings_on_paper():
@@ -977,9 +977,14 @@ def test_a_cut_that_keeps_nothing_gives_the_found_mask_back(tiny_config):
             grid = torch.from_numpy(np.array(Image.fromarray(truth).resize((size, size))))
             return torch.where(grid[None, None] > 0, 1.4, -20.0).float()
 
+    from recon_core.network.finder import finder_alpha, fit_to_picture
+
+    own = finder_alpha(Unsure(), rgb, fit=False)
+    assert fit_to_picture(own, rgb) is own  # the fallback: GrabCut kept nothing of the finder's mask
     result = Reconstructor(build_model(tiny_config), {"trained": False}, finder=Unsure()).reconstruct(rgb,
                                                                                                       vertices=642)
     assert result.report.ok and (result.mask > 0.5).any()
+    np.testing.assert_array_equal(result.mask, own / np.float32(255))
 
 
 def test_a_large_photographs_cut_works_on_a_quarter_size_copy(monkeypatch):
@@ -1017,6 +1022,10 @@ def test_saturation_is_opencvs_hsv_saturation_of_the_pictures_own_pixels(shape):
     step = 1
     while (-(-shape[0] // step)) * (-(-shape[1] // step)) > FLAT_SAMPLE:
         step += 1
+    # the rows and columns the stride skips are grey: a sample with another stride would see them
+    skipped = np.ones(shape, bool)
+    skipped[::step, ::step] = False
+    rgb[skipped] = 128
     reference = cv2.cvtColor(np.ascontiguousarray(rgb[::step, ::step]), cv2.COLOR_RGB2HSV)[..., 1].mean()
     assert _saturation(rgb) == pytest.approx(reference, abs=0.6)
     assert _saturation(rgb) > 100  # noise in every colour: very saturated, however large
@@ -1034,7 +1043,9 @@ def test_a_missing_opencv_is_one_sentence_on_the_command_line(tmp_path, monkeypa
     rng = np.random.default_rng(1)
     rgb, truth = _photo_like(rng)
     monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 raises ImportError
-    with pytest.raises(ImportError, match="opencv-python-headless"):
+    from recon_core.network.finder import MissingDependency
+
+    with pytest.raises(MissingDependency, match="opencv-python-headless"):
         cut_by_colour(_blurred_alpha(truth, 3, rng), rgb)
     picture = tmp_path / "photo.png"
     Image.fromarray(rgb).save(picture)
@@ -1044,6 +1055,7 @@ def test_a_missing_opencv_is_one_sentence_on_the_command_line(tmp_path, monkeypa
     code = main([str(picture), "-o", str(tmp_path / "out.stl"), "--detail", "low"])
     err = capsys.readouterr().err
     assert code == 1 and "opencv-python-headless" in err and "Traceback" not in err
+    assert err.strip().startswith("error: Cutting a photograph's object mask") and "unexpected failure" not in err
     assert not (tmp_path / "out.stl").exists()
 
 

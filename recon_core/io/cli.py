@@ -293,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         from recon_core.io.export import EXPORT_FORMATS, ExportError, export_mesh, unwritable_reason
         from recon_core.io.inference import MAX_HEIGHT_MM, MIN_HEIGHT_MM, Reconstructor
         from recon_core.io.weights import WeightsError
+        from recon_core.network.finder import MissingDependency
     except KeyboardInterrupt:
         _say(_INTERRUPTED_SAYS)
         return INTERRUPTED
@@ -366,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C: no file written (the candidates' cleanup above ran)
         _say(_INTERRUPTED_SAYS)
         return INTERRUPTED
-    except ImportError as err:  # a dependency missing from this environment (its message says how to install it)
+    except MissingDependency as err:  # a package missing from this environment (its message says how to install it)
         if args.debug:
             raise
         _say(f"error: {err}")

@@ -344,12 +344,18 @@ def serve(channel: _Channel, requests: IO[str], model: str | None) -> int:
     channel.send("hello", pid=os.getpid(), python=sys.version.split()[0], recon_core=list(recon_core.__path__)[0])
     started = time.perf_counter()
     try:
-        import cv2  # noqa: F401 - a photograph's mask is cut with it: missing, say so now, not at the first photograph
         from recon_core.io.inference import Reconstructor
         from recon_core.io.weights import WeightsError
     except ImportError as err:
         channel.error(None, "ImportError", f"recon_core's dependencies are missing in {sys.executable} ({err}).",
                       fatal=True)
+        return 3
+    try:  # a photograph's mask is cut with OpenCV: missing, say so now, not at the first photograph
+        from recon_core.network.finder import _opencv
+
+        _opencv()
+    except ImportError as err:
+        channel.error(None, "ImportError", f"{err} (in {sys.executable})", fatal=True)
         return 3
     try:
         reconstructor = Reconstructor.from_file(model)

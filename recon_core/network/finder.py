@@ -50,6 +50,7 @@ __all__ = [
     "grow_to_edges",
     "cut_by_colour",
     "fit_to_picture",
+    "MissingDependency",
     "UNSURE_MASK",
     "mask_confidence",
 ]
@@ -265,7 +266,8 @@ def fit_to_picture(alpha: np.ndarray, rgb: np.ndarray) -> np.ndarray:
         rgb: (H, W, 3) uint8, the picture it was found in.
 
     Raises:
-        ImportError: a photograph's cut needs OpenCV and it is not installed (one sentence saying how to install it).
+        MissingDependency: a photograph's cut needs OpenCV and it is not installed (one sentence saying how to install
+            it).
     """
     _, spread = border_colour(rgb)
     if spread <= EDGE_PLAIN:
@@ -275,14 +277,25 @@ def fit_to_picture(alpha: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     return alpha
 
 
+class MissingDependency(ImportError):
+    """A package the reconstruction needs is not installed; the message says which and how to install it."""
+
+
 def _opencv():
-    """OpenCV's module, or an ImportError that says how to install it."""
+    """OpenCV's module.
+
+    Raises:
+        MissingDependency: OpenCV is not installed (one sentence saying how to install it). An OpenCV that is installed
+            but fails to import (a broken build) raises its own ImportError.
+    """
     try:
         import cv2
-    except ImportError:
-        raise ImportError("Cutting a photograph's object mask along its colours needs the Python package "
-                          "opencv-python-headless: install it with pip install 'opencv-python-headless>=4.10,<4.12' "
-                          "(scripts/setup.sh does).") from None
+    except ModuleNotFoundError as err:
+        if err.name != "cv2":
+            raise
+        raise MissingDependency("Cutting a photograph's object mask along its colours needs the Python package "
+                                "opencv-python-headless: install it with pip install "
+                                "opencv-python-headless==4.10.0.84 (scripts/setup.sh does).") from None
     return cv2
 
 
@@ -290,7 +303,10 @@ def _saturation(rgb: np.ndarray, sample: int = FLAT_SAMPLE) -> float:
     """Mean HSV saturation (S, 0-255, as OpenCV computes it) of ``rgb`` (H, W, 3) uint8, over every k-th row and
     column (k the smallest stride that leaves at most ``sample`` pixels): a picture's own pixels, not a shrunk copy's
     (averaging neighbours greys out a fine colour texture)."""
-    step = max(1, int(np.ceil(np.sqrt(rgb.shape[0] * rgb.shape[1] / sample))))
+    h, w = rgb.shape[:2]
+    step = max(1, int(np.sqrt(h * w / sample)))
+    while -(-h // step) * -(-w // step) > sample:  # the smallest stride that leaves at most `sample` pixels
+        step += 1
     p = rgb[::step, ::step]
     hi = p.max(axis=2).astype(np.float32)
     lo = p.min(axis=2).astype(np.float32)
@@ -304,14 +320,16 @@ def cut_by_colour(alpha: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     The finder sees a photograph at :data:`FINDER_SIZE` pixels a side and learned its backgrounds from few pictures,
     so its mask on a new photograph is blurred and often takes part of the background or misses part of the object.
     OpenCV's GrabCut (colour models of the object and of the background, refitted, and a graph cut between them,
-    :data:`CUT_ITERATIONS` times; its random start seeded, so a picture always gets the same cut) redraws it on the
+    :data:`CUT_ITERATIONS` times; its random start seeded by ``cv2.setRNGSeed(0)``, which resets OpenCV's random
+    state on the calling thread, so a picture always gets the same cut) redraws it on the
     picture shrunk (area average) so that its longer side is at most :data:`CUT_SIDE`, seeded by the found mask
     shrunk the same way: its pixels above :data:`CUT_SURE` at least :data:`CUT_SURE_DEPTH` inside its edge are the
     object for sure, the rest of it probably the object, a band of :data:`CUT_BAND` of the working side around it
     probably background, and all farther background for sure, so the cut moves the edge within that band only.
     ``alpha`` itself comes back when it has no pixel above 127 (at the working size either), when the band takes
-    the whole picture (nothing is background for sure), or when the cut keeps no pixel (an unsure mask with no sure
-    pixel, whose object's colours are the background's): the finder's mask is better than none.
+    the whole picture (nothing is background for sure), or when the cut keeps less than :data:`MIN_OBJECT_SHARE` of
+    the pixels (an unsure mask with no sure pixel, whose object's colours are the background's, can be cut to
+    nothing): the finder's mask is better than none.
 
     Args:
         alpha: (H, W) uint8 found alpha (:func:`found_alpha`); above 127 is object.
@@ -319,7 +337,7 @@ def cut_by_colour(alpha: np.ndarray, rgb: np.ndarray) -> np.ndarray:
 
     Raises:
         ValueError: ``alpha`` is not a 2D uint8 array of the picture's size.
-        ImportError: OpenCV is not installed (one sentence saying how to install it).
+        MissingDependency: OpenCV is not installed (one sentence saying how to install it).
     """
     alpha = np.asarray(alpha)
     if alpha.dtype != np.uint8 or alpha.shape != rgb.shape[:2]:
@@ -353,7 +371,7 @@ def cut_by_colour(alpha: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     cv2.setRNGSeed(0)  # GrabCut's k-means starts from OpenCV's global random state
     cv2.grabCut(np.ascontiguousarray(small[..., ::-1]), marks, None, bgd, fgd, CUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
     cut = np.where((marks == cv2.GC_FGD) | (marks == cv2.GC_PR_FGD), np.uint8(255), np.uint8(0))
-    if not cut.any():
+    if np.count_nonzero(cut) < MIN_OBJECT_SHARE * cut.size:
         return alpha
     return cut if scale == 1.0 else cv2.resize(cut, (w, h), interpolation=cv2.INTER_LINEAR)
 
