@@ -37,12 +37,18 @@ def test_a_folder_that_takes_no_file_is_unwritable_and_nothing_is_left(tmp_path)
     assert unwritable_reason(tmp_path / "d", folder=False) == "it is a folder"
 
 
+def _never(what: str):
+    """A stand-in for work that must not start: it fails the test with ``what``."""
+    def never(*args, **kwargs):
+        raise AssertionError(what)
+
+    return never
+
+
 def test_train_finder_refuses_an_unwritable_out_before_drawing(tmp_path, capsys, monkeypatch):
     import training.train_finder as module
 
-    def never(*args, **kwargs):
-        raise AssertionError("pictures drawn before --out was checked")
-
+    never = _never("pictures drawn before --out was checked")
     monkeypatch.setattr(module, "draw_set", never)
     (tmp_path / "bg").mkdir()
     (tmp_path / "bg" / "sources.json").write_text("{}")
@@ -54,9 +60,7 @@ def test_train_finder_refuses_an_unwritable_out_before_drawing(tmp_path, capsys,
 def test_build_shape_bank_refuses_an_unwritable_out_before_building(capsys, monkeypatch):
     import training.build_shape_bank as module
 
-    def never(*args, **kwargs):
-        raise AssertionError("work done before --out was checked")
-
+    never = _never("work done before --out was checked")
     monkeypatch.setattr(module, "trained_model", never)
     monkeypatch.setattr(module, "build_shape_bank", never)
     assert module.main(["--out", str(UNWRITABLE / "m"), "--limit", "1"]) == 2
@@ -66,9 +70,7 @@ def test_build_shape_bank_refuses_an_unwritable_out_before_building(capsys, monk
 def test_train_refuses_an_unwritable_run_out_before_reading_the_data(capsys, monkeypatch):
     import training.train as module
 
-    def never(*args, **kwargs):
-        raise AssertionError("the data set was read before run.out was checked")
-
+    never = _never("the data set was read before run.out was checked")
     monkeypatch.setattr(module, "training_views", never)
     monkeypatch.setattr(module, "build_model", never)
     assert module.main([f"run.out={UNWRITABLE}", "model.backbone=resnet18"]) == 2
@@ -78,9 +80,7 @@ def test_train_refuses_an_unwritable_run_out_before_reading_the_data(capsys, mon
 def test_build_backgrounds_names_the_folder_not_its_temporary_one(tmp_path, capsys, monkeypatch):
     import training.build_backgrounds as module
 
-    def never(*args, **kwargs):
-        raise AssertionError("packages fetched before --out was checked")
-
+    never = _never("packages fetched before --out was checked")
     monkeypatch.setattr(module, "_fetch", never)
     assert module.main(["--crops", "2", "--out", str(UNWRITABLE), "--cache", str(tmp_path / "cache")]) == 2
     _one_sentence(capsys.readouterr().err, "--out", "/proc")

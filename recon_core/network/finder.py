@@ -293,10 +293,13 @@ def _opencv():
     except ModuleNotFoundError as err:
         if err.name != "cv2":
             raise
-        raise MissingDependency("Cutting a photograph's object mask along its colours needs the Python package "
-                                "opencv-python-headless: install it with pip install "
-                                "opencv-python-headless==4.10.0.84 (scripts/setup.sh does).") from None
+        raise MissingDependency(OPENCV_MISSING) from None
     return cv2
+
+
+OPENCV_MISSING = ("Cutting a photograph's object mask along its colours needs the Python package opencv-python-headless: "
+                  "install it with pip install opencv-python-headless==4.10.0.84 (scripts/setup.sh does).")
+"""What :func:`_opencv` says when OpenCV is not installed (the add-on's worker says it at its start too)."""
 
 
 def _saturation(rgb: np.ndarray, sample: int = FLAT_SAMPLE) -> float:
