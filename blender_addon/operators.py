@@ -197,8 +197,9 @@ def _image_file(image, scene, role: str = "picture") -> tuple[str, str | None]:
     """``(path, temporary file or None)``: a file holding the pixels of the Blender ``image`` that the worker reads.
 
     Its own file when it is one, in a format the worker reads (:data:`_IMAGE_SUFFIX`), unpacked and unchanged; else a
-    temporary copy: in its own format when the worker reads it (packed, generated or painted), else as an 8-bit RGBA
-    PNG (OpenEXR, HDR and other formats, a Render Result or a Viewer image: :func:`_png_copy`).
+    temporary copy: a packed file's own bytes (so a photo's EXIF orientation is read as from its file); Blender's save
+    in its own format when the worker reads it (generated or painted); else an 8-bit RGBA PNG (OpenEXR, HDR and other
+    formats, a Render Result or a Viewer image: :func:`_png_copy`).
 
     Raises:
         InputError: the image cannot be copied; messages name it by its ``role`` ("picture", "mask image"), and one
@@ -212,12 +213,29 @@ def _image_file(image, scene, role: str = "picture") -> tuple[str, str | None]:
         return os.path.abspath(path), None
     what, fix = f"The {role} {image.name}", "save it to a file and choose that."
     no_pixels = lambda: _no_pixels(image, role, path)  # noqa: E731 - asked only once a copy failed
-    if readable:
+    if readable and image.source == 'FILE' and image.packed_file is not None and not image.is_dirty:
+        # the packed file's own bytes: a photo's EXIF orientation stays, so it is read upright as from its file
+        temp = _temp_copy(lambda p: _write_packed(image.packed_file, p), _IMAGE_SUFFIX[image.file_format], what, fix,
+                          no_pixels)
+    elif readable:
         temp = _temp_copy(lambda p: image.save(filepath=p, save_copy=True), _IMAGE_SUFFIX[image.file_format], what,
                           fix, no_pixels)
     else:
         temp = _temp_copy(lambda p: _png_copy(image, scene, p), ".png", what, fix, no_pixels)
     return temp, temp
+
+
+def _write_packed(packed_file, path: str) -> None:
+    """Write a packed file's bytes, exactly as they were packed, to ``path``.
+
+    Raises:
+        RuntimeError: they cannot be written (the OSError's sentence), as Blender's own saving raises.
+    """
+    try:
+        with open(path, "wb") as out:
+            out.write(packed_file.data)
+    except OSError as err:
+        raise RuntimeError(err.strerror or str(err)) from None
 
 
 def _no_pixels(image, role: str, path: str) -> str | None:

@@ -354,6 +354,33 @@ def test_packed_image_is_written_to_a_temporary_file(addon, settings, tmp_path):
     bpy.data.images.remove(mask)
 
 
+def test_a_packed_photo_turned_by_its_exif_tag_is_read_upright_as_its_file_is(addon, settings, tmp_path):
+    """Blender shows a photo as stored, ignoring its EXIF orientation; the worker turns it upright. Packed, the photo
+    is handed over as its own bytes, so it gives the same mask as its file: upright, not sideways."""
+    stored = Image.new("RGB", (128, 96), "white")  # stored lying down: orientation 6 turns it to 96 x 128
+    stored.paste((200, 40, 40), (20, 30, 110, 70))
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    path = tmp_path / "turned_photo.jpg"
+    stored.save(path, quality=95, exif=exif)
+    image = bpy.data.images.load(str(path))
+    assert tuple(image.size) == (128, 96)  # as stored
+    settings.source, settings.image = 'IMAGE', image
+    masks = []
+    for packed in (False, True):
+        if packed:
+            image.pack()
+            path.unlink()  # only the packed copy remains
+        obj = reconstruct()
+        mask = obj["recon_mask"]
+        masks.append((tuple(mask.size), mask_pixels(mask)))
+        bpy.data.objects.remove(obj)
+        bpy.data.images.remove(mask)
+    assert masks[0][0] == masks[1][0] == (96, 128), "the mask has the upright photo's size"
+    assert np.array_equal(masks[0][1], masks[1][1])
+    bpy.data.images.remove(image)
+
+
 def test_object_names_drop_the_extension_and_blenders_duplicate_suffix(addon):
     object_name = addon.package.operators._object_name
     assert [object_name(n) for n in ("chair.png", "chair.png.001", "chair.001", "chair.png.1234", "chair",
