@@ -26,6 +26,7 @@ collection once empty. A worker that sends one shape (a model without a shape ba
 gives one object and no collection, as before.
 """
 
+import contextlib
 import os
 import re
 import shutil
@@ -776,6 +777,23 @@ def _tag_redraw(context) -> None:
                 area.tag_redraw()
 
 
+def _invoke_soon(window, area, region) -> None:
+    """Start Reconstruct from Image's modal run (as a click does) in ``window`` once Blender's event loop runs again;
+    nothing when that window, or the operator's poll, is gone by then."""
+
+    def start():
+        if window not in bpy.context.window_manager.windows[:]:
+            return None
+        screen_areas = window.screen.areas[:] if window.screen is not None else []
+        inside = {"area": area, "region": region} if area in screen_areas and region in area.regions[:] else {}
+        with contextlib.suppress(RuntimeError):  # its poll failed: a run already going
+            with bpy.context.temp_override(window=window, **inside):
+                bpy.ops.recon.reconstruct_image('INVOKE_DEFAULT')
+        return None  # once
+
+    bpy.app.timers.register(start, first_interval=0.0)
+
+
 class RECON_OT_reconstruct(bpy.types.Operator):
     """Reconstruct a watertight mesh of the object in the chosen image (runs in a separate process)"""
 
@@ -807,7 +825,12 @@ class RECON_OT_reconstruct(bpy.types.Operator):
         return {'PASS_THROUGH'}
 
     def execute(self, context):
-        """Scripts and background mode: the same worker, waited for."""
+        """Scripts and background mode: the same worker, waited for. Repeat Last (Shift+R) and Repeat History call
+        this too; in a window they start the modal run instead (:func:`_invoke_soon`), as waiting here would freeze
+        Blender until the mesh is in."""
+        if (self.options.is_repeat or self.options.is_repeat_last) and context.window is not None:
+            _invoke_soon(context.window, context.area, context.region)
+            return {'CANCELLED'}  # nothing changed yet: no undo step; the modal run makes its own
         self._timer = None
         status = self._begin(context)
         while not status:

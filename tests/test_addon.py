@@ -1625,6 +1625,38 @@ def test_disabling_the_add_on_mid_run_ends_the_timer_the_progress_and_the_status
                                                         ("status_text_set", None)]
 
 
+def test_repeat_last_in_a_window_starts_the_modal_run_instead_of_waiting(addon, settings, monkeypatch):
+    """Repeat Last (Shift+R) and Repeat History call execute(); in a window, waiting there for the worker would freeze
+    Blender, so it changes nothing itself and a one-shot timer starts the modal run, as a click does."""
+    monkeypatch.setenv(DELAY_ENV_NAME, "30")
+    operators = addon.package.operators
+    timers = []
+    monkeypatch.setattr(bpy.app.timers, "register", lambda fn, first_interval=None: timers.append((fn, first_interval)))
+    state = scene_state()
+    driver = ModalDriver(operators.RECON_OT_reconstruct)
+    driver.context.area, driver.context.region = bpy.context.area, bpy.context.region  # None in background mode
+    for flags in ({"is_repeat": False, "is_repeat_last": True}, {"is_repeat": True, "is_repeat_last": False}):
+        driver.op.options = SimpleNamespace(**flags)
+        start = time.perf_counter()
+        assert driver.op.execute(driver.context) == {'CANCELLED'}
+        assert time.perf_counter() - start < 1.0 and operators.running() is None and scene_state() == state
+    assert [interval for _, interval in timers] == [0.0, 0.0]
+    # the timer, in a window that is gone by then: nothing starts
+    gone = SimpleNamespace(**vars(driver.context))
+    gone.window = bpy.data.window_managers[0]  # not a window
+    driver.op.options = SimpleNamespace(is_repeat=False, is_repeat_last=True)
+    driver.op.execute(gone)
+    assert timers[-1][0]() is None and operators.running() is None
+    # the timer in the window still there: Reconstruct from Image runs there with 'INVOKE_DEFAULT' (in a window
+    # with events its modal run; headless, Blender has no event to invoke with and executes it, so it is waited for)
+    monkeypatch.setenv(DELAY_ENV_NAME, "0")
+    assert timers[0][0]() is None and operators.running() is None
+    new = [o for o in bpy.data.objects if o.name not in state[0]]
+    assert len(new) == 1 and new[0].type == 'MESH'
+    bpy.data.images.remove(new[0]["recon_mask"])
+    bpy.data.objects.remove(new[0])
+
+
 def test_worker_killed_mid_run(addon, settings, monkeypatch):
     monkeypatch.setenv(DELAY_ENV_NAME, "30")
     state = scene_state()
