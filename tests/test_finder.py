@@ -1009,6 +1009,99 @@ def test_a_large_photographs_cut_works_on_a_quarter_size_copy(monkeypatch):
     assert cut.shape == truth.shape and _iou(cut > 127, truth) > 0.9
 
 
+def _with_distractor(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(H, W) bool: a purple square with grain painted into ``rgb`` (in place) in its upper right corner, off the
+    picture's centre, clear of :func:`_photo_like`'s object."""
+    h, w = rgb.shape[:2]
+    square = np.zeros((h, w), bool)
+    square[int(0.08 * h):int(0.3 * h), int(0.72 * w):int(0.95 * w)] = True
+    rgb[square] = np.clip(np.array([150, 40, 190]) + rng.normal(0.0, 8.0, (square.sum(), 3)), 0, 255).astype(np.uint8)
+    return square
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cut_centred_finds_the_object_in_the_middle_and_never_takes_the_outer_band(seed):
+    """Started from a rectangle CENTRE_MARGIN of each side inside the picture, GrabCut takes the object in the middle
+    (its thin arm too) and no pixel of the outer band."""
+    from recon_core.network.finder import CENTRE_MARGIN, cut_centred
+
+    rng = np.random.default_rng(seed)
+    rgb, truth = _photo_like(rng)
+    cut = cut_centred(rgb)
+    assert cut.shape == truth.shape and cut.dtype == np.uint8
+    assert _iou(cut > 127, truth) > 0.9
+    h, w = truth.shape
+    top, left = int(CENTRE_MARGIN * h), int(CENTRE_MARGIN * w)
+    band = np.ones((h, w), bool)
+    band[top:h - top, left:w - left] = False
+    assert top > 0 and left > 0 and not (cut[band] > 127).any()
+
+
+def test_centre_offset_equals_the_distance_written_out():
+    """The centre of the object pixels (x over the width, y over the height, pixel centres) against the picture's
+    centre, one pixel at a time; an empty alpha is infinitely far."""
+    from recon_core.network.finder import _centre_offset
+
+    rng = np.random.default_rng(5)
+    for h, w in ((9, 13), (96, 128), (50, 31)):
+        alpha = (rng.random((h, w)) < 0.2).astype(np.uint8) * 255
+        xs, ys = [], []
+        for r in range(h):
+            for c in range(w):
+                if alpha[r, c] > 127:
+                    ys.append((r + 0.5) / h)
+                    xs.append((c + 0.5) / w)
+        expected = ((sum(xs) / len(xs) - 0.5) ** 2 + (sum(ys) / len(ys) - 0.5) ** 2) ** 0.5
+        assert _centre_offset(alpha) == pytest.approx(expected, abs=1e-9)
+    assert _centre_offset(np.full((4, 4), 127, np.uint8)) == float("inf")
+
+
+def test_a_photographs_found_mask_off_the_centre_gives_way_to_the_centred_cut():
+    """The finder took the purple square in the corner instead of the object in the middle: the centred cut, whose
+    centre is nearer the picture's by more than CENTRE_LEAD, is taken. Found on the object, its own cut is kept."""
+    from recon_core.network.finder import CENTRE_LEAD, _centre_offset, cut_by_colour, cut_centred, fit_to_picture
+
+    rng = np.random.default_rng(8)
+    rgb, truth = _photo_like(rng)
+    square = _with_distractor(rgb, rng)
+    wrong = _blurred_alpha(square, 2, rng)
+    centred = cut_centred(rgb)
+    assert _centre_offset(cut_by_colour(wrong, rgb)) > _centre_offset(centred) + CENTRE_LEAD
+    fitted = fit_to_picture(wrong, rgb)
+    np.testing.assert_array_equal(fitted, centred)
+    assert _iou(fitted > 127, truth) > 0.75 and _iou(wrong > 127, truth) < 0.1  # part of the square is taken too
+    right = _blurred_alpha(truth, 4, rng)
+    np.testing.assert_array_equal(fit_to_picture(right, rgb), cut_by_colour(right, rgb))
+
+
+def test_the_centred_cut_is_the_same_whatever_opencvs_random_state_and_works_on_a_shrunk_copy(monkeypatch):
+    """Seeded as the found mask's cut is; a 768 x 1024 photograph is cut on a 192 x 256 copy and comes back at its
+    size."""
+    import cv2
+
+    from recon_core.network.finder import cut_centred
+
+    rng = np.random.default_rng(12)
+    rgb, truth = _photo_like(rng)
+    first = cut_centred(rgb)
+    for seed in (1, 2, 3):
+        cv2.setRNGSeed(seed)
+        cv2.randu(np.empty((100, 100), np.float32), 0.0, 1.0)
+        np.testing.assert_array_equal(cut_centred(rgb), first)
+    seen = []
+    real = cv2.grabCut
+
+    def recording(img, mask, *args):
+        seen.append((img.shape, mask.shape))
+        return real(img, mask, *args)
+
+    monkeypatch.setattr(cv2, "grabCut", recording)
+    large, large_truth = _photo_like(rng, h=768, w=1024)
+    cut = cut_centred(large)
+    assert seen == [((192, 256, 3), (192, 256))]
+    assert cut.shape == large_truth.shape and _iou(cut > 127, large_truth) > 0.9
+
+
 @pytest.mark.parametrize("shape", [(40, 60), (137, 137), (700, 500)])
 def test_saturation_is_opencvs_hsv_saturation_of_the_pictures_own_pixels(shape):
     """The mean saturation the cut's choice uses against OpenCV's HSV conversion (S, 0-255) of the same pixels: the

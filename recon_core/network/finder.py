@@ -121,6 +121,14 @@ CUT_MIN_SATURATION = 20.0
 (on the validation pencil drawings at most 12.5 for nine in ten, the photographs at least 32.6 for nine in ten;
 cut, the pencil drawings' mask IoU fell from 82.7 to 78.8)."""
 
+CENTRE_MARGIN = 0.05
+"""The centred cut (:func:`cut_centred`) takes the picture's outer band, this share of each side wide, as background
+for sure and learns the object's colours inside it."""
+CENTRE_LEAD = 0.05
+"""A photograph's cut found mask gives way to the centred cut when its centre lies farther from the picture's centre
+than the centred cut's by more than this (:func:`_centre_offset`: x as a share of the width, y of the height;
+:func:`fit_to_picture`)."""
+
 _MEAN, _STD = 0.5, 0.25
 
 
@@ -273,7 +281,11 @@ def fit_to_picture(alpha: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     if spread <= EDGE_PLAIN:
         return grow_to_edges(alpha, rgb)
     if _saturation(rgb) > CUT_MIN_SATURATION:
-        return cut_by_colour(alpha, rgb)
+        cut = cut_by_colour(alpha, rgb)
+        centred = cut_centred(rgb)
+        if centred is not None and _centre_offset(cut) > _centre_offset(centred) + CENTRE_LEAD:
+            return centred
+        return cut
     return alpha
 
 
@@ -377,6 +389,48 @@ def cut_by_colour(alpha: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     if np.count_nonzero(cut) < MIN_OBJECT_SHARE * cut.size:
         return alpha
     return cut if scale == 1.0 else cv2.resize(cut, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def cut_centred(rgb: np.ndarray) -> np.ndarray | None:
+    """The object in the middle of a photograph, cut along its colours without the finder: (H, W) uint8, 255 object,
+    0 background; None when the cut keeps less than :data:`MIN_OBJECT_SHARE` of the pixels.
+
+    OpenCV's GrabCut started from a rectangle (its usual start): the band of :data:`CENTRE_MARGIN` of each side is
+    background for sure, all inside it probably the object; on the picture shrunk to :data:`CUT_SIDE` as in
+    :func:`cut_by_colour`, with its :data:`CUT_ITERATIONS` and seeded random start.
+
+    Raises:
+        MissingDependency: OpenCV is not installed (one sentence saying how to install it).
+    """
+    cv2 = _opencv()
+    h, w = rgb.shape[:2]
+    scale = min(1.0, CUT_SIDE / max(h, w))
+    small = np.ascontiguousarray(rgb)
+    if scale < 1.0:
+        small = cv2.resize(small, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    sh, sw = small.shape[:2]
+    left, top = int(CENTRE_MARGIN * sw), int(CENTRE_MARGIN * sh)
+    if sw - 2 * left < 2 or sh - 2 * top < 2:
+        return None
+    marks = np.zeros((sh, sw), np.uint8)
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)
+    cv2.grabCut(np.ascontiguousarray(small[..., ::-1]), marks, (left, top, sw - 2 * left, sh - 2 * top), bgd, fgd,
+                CUT_ITERATIONS, cv2.GC_INIT_WITH_RECT)
+    cut = np.where((marks == cv2.GC_FGD) | (marks == cv2.GC_PR_FGD), np.uint8(255), np.uint8(0))
+    if np.count_nonzero(cut) < MIN_OBJECT_SHARE * cut.size:
+        return None
+    return cut if scale == 1.0 else cv2.resize(cut, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _centre_offset(alpha: np.ndarray) -> float:
+    """How far the centre of ``alpha``'s object pixels (above 127) lies from the picture's centre: the distance with x
+    as a share of the width and y of the height (0 centred, about 0.7 at a corner); infinite when it has none."""
+    ys, xs = np.nonzero(np.asarray(alpha) > 127)
+    if len(ys) == 0:
+        return float("inf")
+    h, w = alpha.shape[:2]
+    return float(np.hypot((ys.mean() + 0.5) / h - 0.5, (xs.mean() + 0.5) / w - 0.5))
 
 
 def found_alpha(found: np.ndarray) -> np.ndarray:
