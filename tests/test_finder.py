@@ -1056,22 +1056,44 @@ def test_centre_offset_equals_the_distance_written_out():
     assert _centre_offset(np.full((4, 4), 127, np.uint8)) == float("inf")
 
 
-def test_a_photographs_found_mask_off_the_centre_gives_way_to_the_centred_cut():
-    """The finder took the purple square in the corner instead of the object in the middle: the centred cut, whose
-    centre is nearer the picture's by more than CENTRE_LEAD, is taken. Found on the object, its own cut is kept."""
+def test_a_photographs_found_mask_off_the_centre_gives_way_to_the_centred_cut_where_the_finder_sees_it_too():
+    """The finder is sure of the purple square in the corner and half sure (below 0.5: not in its mask) of the
+    object in the middle: the centred cut is taken. Seeing nothing in the middle (an object photographed off the
+    middle), or found on the object in the middle, the found mask's own cut is kept."""
     from recon_core.network.finder import CENTRE_LEAD, _centre_offset, cut_by_colour, cut_centred, fit_to_picture
 
     rng = np.random.default_rng(8)
     rgb, truth = _photo_like(rng)
     square = _with_distractor(rgb, rng)
-    wrong = _blurred_alpha(square, 2, rng)
+    half_sure = np.where(square, 200, np.where(truth, 120, 0)).astype(np.uint8)
     centred = cut_centred(rgb)
-    assert _centre_offset(cut_by_colour(wrong, rgb)) > _centre_offset(centred) + CENTRE_LEAD
-    fitted = fit_to_picture(wrong, rgb)
+    assert _centre_offset(cut_by_colour(half_sure, rgb)) > _centre_offset(centred) + CENTRE_LEAD
+    fitted = fit_to_picture(half_sure, rgb)
     np.testing.assert_array_equal(fitted, centred)
-    assert _iou(fitted > 127, truth) > 0.75 and _iou(wrong > 127, truth) < 0.1  # part of the square is taken too
+    assert _iou(fitted > 127, truth) > 0.75 and _iou(half_sure > 127, truth) < 0.1  # part of the square is taken too
+    alone = np.where(square, 200, 0).astype(np.uint8)
+    np.testing.assert_array_equal(fit_to_picture(alone, rgb), cut_by_colour(alone, rgb))
     right = _blurred_alpha(truth, 4, rng)
     np.testing.assert_array_equal(fit_to_picture(right, rgb), cut_by_colour(right, rgb))
+
+
+@pytest.mark.parametrize("middle,centre,taken", [(95, (49.5, 49.5), False), (105, (49.5, 49.5), True),
+                                                 (200, (49.5, 49.5), True), (200, (87.5, 11.5), False)])
+def test_takes_centred_needs_the_cut_off_the_middle_and_the_finders_support_there(middle, centre, taken):
+    """The rule written out on a 100 x 100 picture: the cut is a square in a corner (its centre 0.57 from the
+    picture's), the centred cut a disc around ``centre`` (the middle, or the opposite corner: 0.54 from the picture's
+    centre, not nearer by CENTRE_LEAD); the finder's alpha is 200 on the square and ``middle`` on the disc. Taken when
+    the disc is nearer the middle by more than CENTRE_LEAD and middle / 200 is at least CENTRE_SUPPORT (0.5)."""
+    from recon_core.network.finder import CENTRE_LEAD, CENTRE_SUPPORT, _centre_offset, _takes_centred
+
+    yy, xx = np.mgrid[:100, :100]
+    cut = np.where((yy < 20) & (xx >= 80), 255, 0).astype(np.uint8)
+    disc = (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 < 10 ** 2
+    centred = np.where(disc, 255, 0).astype(np.uint8)
+    alpha = np.where(cut > 0, 200, np.where(disc, middle, 0)).astype(np.uint8)
+    nearer = _centre_offset(cut) > _centre_offset(centred) + CENTRE_LEAD
+    assert nearer == (centre == (49.5, 49.5))
+    assert _takes_centred(alpha, cut, centred) is taken is (nearer and middle >= CENTRE_SUPPORT * 200)
 
 
 def test_the_centred_cut_is_the_same_whatever_opencvs_random_state_and_works_on_a_shrunk_copy(monkeypatch):

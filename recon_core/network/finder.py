@@ -125,9 +125,12 @@ CENTRE_MARGIN = 0.05
 """The centred cut (:func:`cut_centred`) takes the picture's outer band, this share of each side wide, as background
 for sure and learns the object's colours inside it."""
 CENTRE_LEAD = 0.05
-"""A photograph's cut found mask gives way to the centred cut when its centre lies farther from the picture's centre
-than the centred cut's by more than this (:func:`_centre_offset`: x as a share of the width, y of the height;
-:func:`fit_to_picture`)."""
+"""A photograph's cut found mask gives way to the centred cut only when its centre lies farther from the picture's
+centre than the centred cut's by more than this (:func:`_centre_offset`: x as a share of the width, y of the height;
+:func:`_takes_centred`)."""
+CENTRE_SUPPORT = 0.5
+"""... and only when the finder sees the object there too: its mean probability over the centred cut's pixels at
+least this share of its mean over the cut found mask's (:func:`_takes_centred`)."""
 
 _MEAN, _STD = 0.5, 0.25
 
@@ -266,8 +269,10 @@ def fit_to_picture(alpha: np.ndarray, rgb: np.ndarray) -> np.ndarray:
 
     On a plain background (the border's spread at most :data:`EDGE_PLAIN`) it is grown into the object's edge pixels
     (:func:`grow_to_edges`); on a busy background in colour (a photograph: mean saturation above
-    :data:`CUT_MIN_SATURATION`, :func:`_saturation`) it is cut along the object's colours (:func:`cut_by_colour`);
-    otherwise (a drawing on paper) it is left as found.
+    :data:`CUT_MIN_SATURATION`, :func:`_saturation`) it is cut along the object's colours (:func:`cut_by_colour`),
+    or, where the finder took something off the middle and sees the object in the middle too
+    (:func:`_takes_centred`), the object in the middle is cut instead (:func:`cut_centred`); otherwise (a drawing on
+    paper) it is left as found.
 
     Args:
         alpha: (H, W) uint8 found alpha (:func:`found_alpha`).
@@ -283,9 +288,7 @@ def fit_to_picture(alpha: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     if _saturation(rgb) > CUT_MIN_SATURATION:
         cut = cut_by_colour(alpha, rgb)
         centred = cut_centred(rgb)
-        if centred is not None and _centre_offset(cut) > _centre_offset(centred) + CENTRE_LEAD:
-            return centred
-        return cut
+        return centred if centred is not None and _takes_centred(alpha, cut, centred) else cut
     return alpha
 
 
@@ -421,6 +424,26 @@ def cut_centred(rgb: np.ndarray) -> np.ndarray | None:
     if np.count_nonzero(cut) < MIN_OBJECT_SHARE * cut.size:
         return None
     return cut if scale == 1.0 else cv2.resize(cut, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _takes_centred(alpha: np.ndarray, cut: np.ndarray, centred: np.ndarray) -> bool:
+    """Whether a photograph's centred cut (:func:`cut_centred`) replaces its found mask's cut: the finder took
+    something off the middle (the cut's centre farther from the picture's than the centred cut's by more than
+    :data:`CENTRE_LEAD`) and sees the object in the middle too (``alpha``'s mean over the centred cut's pixels at least
+    :data:`CENTRE_SUPPORT` times its mean over the cut's). A photograph's object is mostly in its middle, but the
+    object of one taken off the middle is found there, and the centred cut of it is background: the finder gives that
+    little probability.
+
+    Args:
+        alpha: (H, W) uint8 found alpha (the finder's probability times 255).
+        cut, centred: (H, W) uint8 masks (above 127: object) of :func:`cut_by_colour` and :func:`cut_centred`.
+    """
+    if not _centre_offset(cut) > _centre_offset(centred) + CENTRE_LEAD:
+        return False
+    on_cut = alpha[cut > 127]
+    if not on_cut.size:
+        return True
+    return float(alpha[centred > 127].mean()) >= CENTRE_SUPPORT * float(on_cut.mean())
 
 
 def _centre_offset(alpha: np.ndarray) -> float:
