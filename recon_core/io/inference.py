@@ -362,7 +362,8 @@ class Reconstructor:
         it (:func:`recon_core.network.finder.mask_confidence` below :data:`recon_core.network.finder.UNSURE_MASK`;
         then the note asks the user to check the mask and correct it). The alpha is fitted to the object's edges in the
         picture (:func:`recon_core.network.finder.fit_to_picture`: grown on a plain background, cut along the object's
-        colours on a photograph); the confidence is the finder's own, before that.
+        colours on a photograph, or the object in the middle cut where the finder's lay off it); the confidence is the
+        finder's own, before that.
 
         When the finder sees no object, the border-colour rule (:func:`recon_core.network.crop.object_box`) is the
         fallback; when that finds none either, the picture is refused.

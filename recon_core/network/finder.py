@@ -17,7 +17,8 @@ It looks twice (:func:`find_object`):
 The result is a soft mask (H, W) in [0, 1] that :class:`recon_core.io.inference.Reconstructor`
 then uses as the picture's alpha, less the parts the finder is unsure of (:func:`drop_unsure_parts`) and fitted to
 the picture (:func:`fit_to_picture`: grown to the object's edges on a plain background, cut along its colours on a
-photograph). A picture in which the finder sees no object (fewer than
+photograph, or there the object in the middle cut instead where the finder took something off the middle and sees
+the object in the middle too). A picture in which the finder sees no object (fewer than
 :data:`MIN_OBJECT_SHARE` of its pixels above 0.5) gets ``None``: the caller says so. Its files
 are saved and loaded by :mod:`recon_core.io.weights`.
 """
@@ -287,6 +288,8 @@ def fit_to_picture(alpha: np.ndarray, rgb: np.ndarray) -> np.ndarray:
         return grow_to_edges(alpha, rgb)
     if _saturation(rgb) > CUT_MIN_SATURATION:
         cut = cut_by_colour(alpha, rgb)
+        if _centre_offset(cut) <= CENTRE_LEAD:  # no mask's centre is nearer the middle by more: nothing to cut
+            return cut
         centred = cut_centred(rgb)
         return centred if centred is not None and _takes_centred(alpha, cut, centred) else cut
     return alpha
@@ -449,11 +452,15 @@ def _takes_centred(alpha: np.ndarray, cut: np.ndarray, centred: np.ndarray) -> b
 def _centre_offset(alpha: np.ndarray) -> float:
     """How far the centre of ``alpha``'s object pixels (above 127) lies from the picture's centre: the distance with x
     as a share of the width and y of the height (0 centred, about 0.7 at a corner); infinite when it has none."""
-    ys, xs = np.nonzero(np.asarray(alpha) > 127)
-    if len(ys) == 0:
+    mask = np.asarray(alpha) > 127
+    total = int(np.count_nonzero(mask))
+    if not total:
         return float("inf")
-    h, w = alpha.shape[:2]
-    return float(np.hypot((ys.mean() + 0.5) / h - 0.5, (xs.mean() + 0.5) / w - 0.5))
+    h, w = mask.shape[:2]
+    rows, cols = np.count_nonzero(mask, axis=1), np.count_nonzero(mask, axis=0)  # the pixels' mean by their counts
+    y = float(rows @ (np.arange(h) + 0.5)) / total / h
+    x = float(cols @ (np.arange(w) + 0.5)) / total / w
+    return float(np.hypot(y - 0.5, x - 0.5))
 
 
 def found_alpha(found: np.ndarray) -> np.ndarray:
