@@ -1116,6 +1116,36 @@ def test_takes_centred_needs_the_cut_off_the_middle_and_the_finders_support_ther
     assert _takes_centred(alpha, cut, centred) is taken is (nearer and middle >= CENTRE_SUPPORT * 200)
 
 
+@pytest.mark.parametrize("side", [16, 18, 21])
+def test_a_tiny_photograph_is_fitted_without_error(side):
+    """A photograph of a few pixels (16 is the smallest picture read): the centred cut's band is at least a pixel, so
+    GrabCut has background to learn from (at 18 pixels a band of 0.05 rounds to none, and OpenCV failed)."""
+    from recon_core.network.finder import cut_centred, fit_to_picture
+
+    rng = np.random.default_rng(side)
+    rgb, _ = _photo_like(rng, h=side, w=side)
+    alpha = np.zeros((side, side), np.uint8)
+    alpha[:side // 3, -side // 3:] = 230  # off the middle, so the centred cut is made
+    out = fit_to_picture(alpha, rgb)
+    assert out.shape == (side, side) and out.dtype == np.uint8
+    centred = cut_centred(rgb)
+    assert centred is None or not (centred[0].any() or centred[-1].any() or centred[:, 0].any() or centred[:, -1].any())
+
+
+def test_a_found_alpha_with_no_object_pixel_keeps_the_finders_verdict():
+    """No pixel above 127 (the finder is not even half sure anywhere): fit_to_picture gives it back as it is, so the
+    picture still goes on to the border-colour fallback, never to a centred cut the finder was not weighed against."""
+    from recon_core.network.finder import _takes_centred, cut_centred, fit_to_picture
+
+    rng = np.random.default_rng(6)
+    rgb, truth = _photo_like(rng)
+    unsure = np.where(truth, 120, 0).astype(np.uint8)
+    centred = cut_centred(rgb)
+    assert centred is not None and (centred > 127).any()
+    assert _takes_centred(unsure, unsure, centred) is False
+    assert fit_to_picture(unsure, rgb) is unsure
+
+
 def test_the_centred_cut_is_the_same_whatever_opencvs_random_state_and_works_on_a_shrunk_copy(monkeypatch):
     """Seeded as the found mask's cut is; a 768 x 1024 photograph is cut on a 192 x 256 copy and comes back at its
     size."""

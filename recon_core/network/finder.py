@@ -403,7 +403,11 @@ def cut_centred(rgb: np.ndarray) -> np.ndarray | None:
 
     OpenCV's GrabCut started from a rectangle (its usual start): the band of :data:`CENTRE_MARGIN` of each side is
     background for sure, all inside it probably the object; on the picture shrunk to :data:`CUT_SIDE` as in
-    :func:`cut_by_colour`, with its :data:`CUT_ITERATIONS` and seeded random start.
+    :func:`cut_by_colour`, with its :data:`CUT_ITERATIONS` and seeded random start. The band is at least a pixel
+    wide, so a picture of a few pixels has background to learn from too.
+
+    Args:
+        rgb: (H, W, 3) uint8 picture.
 
     Raises:
         MissingDependency: OpenCV is not installed (one sentence saying how to install it).
@@ -415,7 +419,7 @@ def cut_centred(rgb: np.ndarray) -> np.ndarray | None:
     if scale < 1.0:
         small = cv2.resize(small, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
     sh, sw = small.shape[:2]
-    left, top = int(CENTRE_MARGIN * sw), int(CENTRE_MARGIN * sh)
+    left, top = max(1, int(CENTRE_MARGIN * sw)), max(1, int(CENTRE_MARGIN * sh))
     if sw - 2 * left < 2 or sh - 2 * top < 2:
         return None
     marks = np.zeros((sh, sw), np.uint8)
@@ -444,19 +448,20 @@ def _takes_centred(alpha: np.ndarray, cut: np.ndarray, centred: np.ndarray) -> b
     if not _centre_offset(cut) > _centre_offset(centred) + CENTRE_LEAD:
         return False
     on_cut = alpha[cut > 127]
-    if not on_cut.size:
-        return True
+    if not on_cut.size:  # no found object to weigh it against: the finder's verdict (none) stands
+        return False
     return float(alpha[centred > 127].mean()) >= CENTRE_SUPPORT * float(on_cut.mean())
 
 
 def _centre_offset(alpha: np.ndarray) -> float:
-    """How far the centre of ``alpha``'s object pixels (above 127) lies from the picture's centre: the distance with x
-    as a share of the width and y of the height (0 centred, about 0.7 at a corner); infinite when it has none."""
+    """How far the centre of the object pixels (above 127) of ``alpha``, (H, W) uint8, lies from the picture's centre:
+    the distance with x as a share of the width and y of the height (0 centred, about 0.7 at a corner); infinite when
+    it has none."""
     mask = np.asarray(alpha) > 127
     total = int(np.count_nonzero(mask))
     if not total:
         return float("inf")
-    h, w = mask.shape[:2]
+    h, w = mask.shape
     rows, cols = np.count_nonzero(mask, axis=1), np.count_nonzero(mask, axis=0)  # the pixels' mean by their counts
     y = float(rows @ (np.arange(h) + 0.5)) / total / h
     x = float(cols @ (np.arange(w) + 0.5)) / total / w
