@@ -777,21 +777,45 @@ def _tag_redraw(context) -> None:
                 area.tag_redraw()
 
 
+STATUS_SHOWN_S = 10.0
+"""How long a sentence that no report can carry stays in the status bar (:func:`_show_in_status_bar`)."""
+
+
 def _invoke_soon(window, area, region) -> None:
     """Start Reconstruct from Image's modal run (as a click does) in ``window`` once Blender's event loop runs again;
-    nothing when that window, or the operator's poll, is gone by then."""
+    nothing when that window is gone or a run is already going by then. Its sentence when it cannot start (no image
+    chosen, ...) goes to the status bar: an operator called from a timer cannot report to the window."""
 
     def start():
         if window not in bpy.context.window_manager.windows[:]:
             return None
         screen_areas = window.screen.areas[:] if window.screen is not None else []
         inside = {"area": area, "region": region} if area in screen_areas and region in area.regions[:] else {}
-        with contextlib.suppress(RuntimeError):  # its poll failed: a run already going
-            with bpy.context.temp_override(window=window, **inside):
+        with bpy.context.temp_override(window=window, **inside):
+            if not bpy.ops.recon.reconstruct_image.poll():  # a run already going
+                return None
+            try:
                 bpy.ops.recon.reconstruct_image('INVOKE_DEFAULT')
+            except RuntimeError as err:  # its own sentence, which Blender raises here instead of reporting it
+                if window.workspace is not None:
+                    _show_in_status_bar(window.workspace, f"Reconstruct from Image: {_blender_error(err)}.")
         return None  # once
 
     bpy.app.timers.register(start, first_interval=0.0)
+
+
+def _show_in_status_bar(workspace, text: str) -> None:
+    """``text`` in ``workspace``'s status bar for :data:`STATUS_SHOWN_S` seconds (then cleared, unless a run shows its
+    progress there by then)."""
+    workspace.status_text_set(text)
+
+    def clear():
+        if _RUNNING is None:
+            with contextlib.suppress(ReferenceError):  # the workspace was deleted meanwhile
+                workspace.status_text_set(None)
+        return None
+
+    bpy.app.timers.register(clear, first_interval=STATUS_SHOWN_S)
 
 
 class RECON_OT_reconstruct(bpy.types.Operator):

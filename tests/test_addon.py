@@ -1653,8 +1653,32 @@ def test_repeat_last_in_a_window_starts_the_modal_run_instead_of_waiting(addon, 
     assert timers[0][0]() is None and operators.running() is None
     new = [o for o in bpy.data.objects if o.name not in state[0]]
     assert len(new) == 1 and new[0].type == 'MESH'
+    mesh = new[0].data
     bpy.data.images.remove(new[0]["recon_mask"])
     bpy.data.objects.remove(new[0])
+    bpy.data.meshes.remove(mesh)
+    # a repeat that cannot start (no image chosen): its sentence, which Blender raises at the timer instead of
+    # reporting it, goes to the status bar
+    shown = []
+    monkeypatch.setattr(operators, "_show_in_status_bar", lambda workspace, text: shown.append((workspace, text)))
+    settings.source, settings.image = 'IMAGE', None
+    driver.op.execute(driver.context)
+    assert timers[-1][0]() is None and operators.running() is None and scene_state() == state
+    assert shown == [(bpy.context.window.workspace, "Reconstruct from Image: Choose an image in the Reconstruct panel "
+                                                    "first.")]
+
+
+def test_a_sentence_in_the_status_bar_is_cleared_after_a_while_unless_a_run_shows_its_progress(addon, monkeypatch):
+    operators = addon.package.operators
+    timers, texts = [], []
+    monkeypatch.setattr(bpy.app.timers, "register", lambda fn, first_interval=None: timers.append((fn, first_interval)))
+    workspace = SimpleNamespace(status_text_set=texts.append)
+    operators._show_in_status_bar(workspace, "Reconstruct from Image: why")
+    assert texts == ["Reconstruct from Image: why"] and [i for _, i in timers] == [operators.STATUS_SHOWN_S]
+    monkeypatch.setattr(operators, "_RUNNING", object())  # a run started meanwhile: its progress stays
+    assert timers[0][0]() is None and texts == ["Reconstruct from Image: why"]
+    monkeypatch.setattr(operators, "_RUNNING", None)
+    assert timers[0][0]() is None and texts == ["Reconstruct from Image: why", None]
 
 
 def test_worker_killed_mid_run(addon, settings, monkeypatch):
