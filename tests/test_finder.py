@@ -987,21 +987,26 @@ def test_a_cut_that_keeps_nothing_gives_the_found_mask_back(tiny_config):
     np.testing.assert_array_equal(result.mask, own / np.float32(255))
 
 
-def test_a_large_photographs_cut_works_on_a_quarter_size_copy(monkeypatch):
-    """A 768 x 1024 photograph is cut on a 192 x 256 copy (OpenCV's sizes are (width, height): swapped, the copy
-    would be 256 x 192), with the band measured there."""
+def _recorded_grabcut(monkeypatch) -> list:
+    """The (picture, marks) shapes of every ``cv2.grabCut`` call from now on, each call run as it is."""
     import cv2
 
-    from recon_core.network.finder import CUT_SIDE, cut_by_colour
-
-    seen = []
-    real = cv2.grabCut
+    seen, real = [], cv2.grabCut
 
     def recording(img, mask, *args):
         seen.append((img.shape, mask.shape))
         return real(img, mask, *args)
 
     monkeypatch.setattr(cv2, "grabCut", recording)
+    return seen
+
+
+def test_a_large_photographs_cut_works_on_a_quarter_size_copy(monkeypatch):
+    """A 768 x 1024 photograph is cut on a 192 x 256 copy (OpenCV's sizes are (width, height): swapped, the copy
+    would be 256 x 192), with the band measured there."""
+    from recon_core.network.finder import CUT_SIDE, cut_by_colour
+
+    seen = _recorded_grabcut(monkeypatch)
     rng = np.random.default_rng(4)
     rgb, truth = _photo_like(rng, h=768, w=1024)
     cut = cut_by_colour(_blurred_alpha(truth, 16, rng), rgb)
@@ -1160,14 +1165,7 @@ def test_the_centred_cut_is_the_same_whatever_opencvs_random_state_and_works_on_
         cv2.setRNGSeed(seed)
         cv2.randu(np.empty((100, 100), np.float32), 0.0, 1.0)
         np.testing.assert_array_equal(cut_centred(rgb), first)
-    seen = []
-    real = cv2.grabCut
-
-    def recording(img, mask, *args):
-        seen.append((img.shape, mask.shape))
-        return real(img, mask, *args)
-
-    monkeypatch.setattr(cv2, "grabCut", recording)
+    seen = _recorded_grabcut(monkeypatch)
     large, large_truth = _photo_like(rng, h=768, w=1024)
     cut = cut_centred(large)
     assert seen == [((192, 256, 3), (192, 256))]
