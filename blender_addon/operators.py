@@ -779,6 +779,7 @@ def _tag_redraw(context) -> None:
 
 STATUS_SHOWN_S = 10.0
 """How long a sentence that no report can carry stays in the status bar (:func:`_show_in_status_bar`)."""
+_STATUS_CLEAR = None  # the timer that clears the last such sentence, at most one
 
 
 def _invoke_soon(window, area, region) -> None:
@@ -797,25 +798,49 @@ def _invoke_soon(window, area, region) -> None:
             try:
                 bpy.ops.recon.reconstruct_image('INVOKE_DEFAULT')
             except RuntimeError as err:  # its own sentence, which Blender raises here instead of reporting it
-                if window.workspace is not None:
-                    _show_in_status_bar(window.workspace, f"Reconstruct from Image: {_blender_error(err)}.")
+                _show_in_status_bar(window, f"Reconstruct from Image: {_operator_error(err)}.")
         return None  # once
 
     bpy.app.timers.register(start, first_interval=0.0)
 
 
-def _show_in_status_bar(workspace, text: str) -> None:
-    """``text`` in ``workspace``'s status bar for :data:`STATUS_SHOWN_S` seconds (then cleared, unless a run shows its
-    progress there by then)."""
-    workspace.status_text_set(text)
+def _operator_error(err: RuntimeError) -> str:
+    """The clause an operator's RuntimeError carries: its report ("Error: ..." less its prefix and final stop), or, for
+    an exception Blender turned into one (its traceback, then "Location: ..."), the exception's own last line."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip() and not line.startswith("Location:")]
+    if any("Traceback (most recent call last)" in line for line in lines):
+        return f"failed unexpectedly ({lines[-1].rstrip('.')})"
+    return _blender_error(err)
+
+
+def _show_in_status_bar(window, text: str) -> None:
+    """``text`` in the status bar of ``window``'s workspace for :data:`STATUS_SHOWN_S` seconds, then cleared (unless a
+    run shows its progress there by then); a later sentence replaces it and is shown its own full time. Blender sets
+    the status text of the context's workspace, so both happen with ``window`` as the context."""
+    global _STATUS_CLEAR
+    workspace = window.workspace
+    _set_status(window, text)
+    if _STATUS_CLEAR is not None and bpy.app.timers.is_registered(_STATUS_CLEAR):
+        bpy.app.timers.unregister(_STATUS_CLEAR)
 
     def clear():
-        if _RUNNING is None:
-            with contextlib.suppress(ReferenceError):  # the workspace was deleted meanwhile
-                workspace.status_text_set(None)
+        global _STATUS_CLEAR
+        if _RUNNING is None and workspace in bpy.data.workspaces[:]:  # else a run's progress, or nothing, is there
+            showing = [w for w in bpy.context.window_manager.windows if w.workspace == workspace]
+            if not showing:
+                return 1.0  # the user moved to another workspace: cleared once a window shows it again
+            _set_status(showing[0], None)
+        _STATUS_CLEAR = None
         return None
 
+    _STATUS_CLEAR = clear
     bpy.app.timers.register(clear, first_interval=STATUS_SHOWN_S)
+
+
+def _set_status(window, text: str | None) -> None:
+    """Set (None: clear) the status text of the workspace ``window`` shows: Blender sets the context's."""
+    with bpy.context.temp_override(window=window):
+        window.workspace.status_text_set(text)
 
 
 class RECON_OT_reconstruct(bpy.types.Operator):

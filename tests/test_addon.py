@@ -1660,25 +1660,45 @@ def test_repeat_last_in_a_window_starts_the_modal_run_instead_of_waiting(addon, 
     # a repeat that cannot start (no image chosen): its sentence, which Blender raises at the timer instead of
     # reporting it, goes to the status bar
     shown = []
-    monkeypatch.setattr(operators, "_show_in_status_bar", lambda workspace, text: shown.append((workspace, text)))
+    monkeypatch.setattr(operators, "_show_in_status_bar", lambda window, text: shown.append((window, text)))
     settings.source, settings.image = 'IMAGE', None
     driver.op.execute(driver.context)
     assert timers[-1][0]() is None and operators.running() is None and scene_state() == state
-    assert shown == [(bpy.context.window.workspace, "Reconstruct from Image: Choose an image in the Reconstruct panel "
-                                                    "first.")]
+    assert shown == [(bpy.context.window, "Reconstruct from Image: Choose an image in the Reconstruct panel first.")]
+    # a run going by the time the timer fires (its poll fails): nothing starts and nothing is said
+    running = object()
+    monkeypatch.setattr(operators, "_RUNNING", running)
+    driver.op.execute(driver.context)
+    assert timers[-1][0]() is None and operators.running() is running and len(shown) == 1
+
+
+def test_an_operator_error_is_its_sentence_and_an_exception_its_last_line(addon):
+    operator_error = addon.package.operators._operator_error
+    assert operator_error(RuntimeError("Error: Choose an image in the Reconstruct panel first.\n")) == (
+        "Choose an image in the Reconstruct panel first")
+    traceback = RuntimeError("Error: Python: Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n"
+                             "OSError: [Errno 28] No space left on device\nLocation: /bpy/ops.py:107\n")
+    assert operator_error(traceback) == "failed unexpectedly (OSError: [Errno 28] No space left on device)"
 
 
 def test_a_sentence_in_the_status_bar_is_cleared_after_a_while_unless_a_run_shows_its_progress(addon, monkeypatch):
+    """Shown in the window's workspace, cleared by a timer after STATUS_SHOWN_S (not while a run shows its progress
+    there); a second sentence replaces the first's timer, so it is shown its own full time."""
     operators = addon.package.operators
-    timers, texts = [], []
-    monkeypatch.setattr(bpy.app.timers, "register", lambda fn, first_interval=None: timers.append((fn, first_interval)))
-    workspace = SimpleNamespace(status_text_set=texts.append)
-    operators._show_in_status_bar(workspace, "Reconstruct from Image: why")
-    assert texts == ["Reconstruct from Image: why"] and [i for _, i in timers] == [operators.STATUS_SHOWN_S]
+    texts = []
+    monkeypatch.setattr(operators, "_set_status", lambda window, text: texts.append((window, text)))
+    window = bpy.context.window
+    operators._show_in_status_bar(window, "Reconstruct from Image: why")
+    first = operators._STATUS_CLEAR
+    assert texts == [(window, "Reconstruct from Image: why")] and bpy.app.timers.is_registered(first)
+    operators._show_in_status_bar(window, "Reconstruct from Image: why again")
+    second = operators._STATUS_CLEAR
+    assert not bpy.app.timers.is_registered(first) and bpy.app.timers.is_registered(second)
+    bpy.app.timers.unregister(second)  # fired by hand below
     monkeypatch.setattr(operators, "_RUNNING", object())  # a run started meanwhile: its progress stays
-    assert timers[0][0]() is None and texts == ["Reconstruct from Image: why"]
+    assert second() is None and len(texts) == 2 and operators._STATUS_CLEAR is None
     monkeypatch.setattr(operators, "_RUNNING", None)
-    assert timers[0][0]() is None and texts == ["Reconstruct from Image: why", None]
+    assert second() is None and texts[-1] == (window, None)
 
 
 def test_worker_killed_mid_run(addon, settings, monkeypatch):

@@ -1084,7 +1084,8 @@ def test_a_photographs_found_mask_off_the_centre_gives_way_to_the_centred_cut_wh
 
 def test_a_photograph_cut_in_the_middle_does_not_pay_for_the_centred_cut(monkeypatch):
     """A cut whose centre is within CENTRE_LEAD of the picture's cannot give way (no centre is nearer the middle by
-    more), so the centred cut (~60 ms for a 137-pixel photograph) is not made; off the middle, it is."""
+    more), nor can a found alpha without an object pixel, so the centred cut (~60 ms for a 137-pixel photograph) is
+    not made; off the middle, it is."""
     import recon_core.network.finder as finder
 
     calls = []
@@ -1097,6 +1098,8 @@ def test_a_photograph_cut_in_the_middle_does_not_pay_for_the_centred_cut(monkeyp
     assert finder._centre_offset(cut) <= finder.CENTRE_LEAD
     np.testing.assert_array_equal(finder.fit_to_picture(alpha, rgb), cut)
     assert calls == []
+    unsure = np.full_like(alpha, 100)  # no object pixel: nothing to weigh a centred cut against
+    assert finder.fit_to_picture(unsure, rgb) is unsure and calls == []
     square = _with_distractor(rgb, rng)
     finder.fit_to_picture(np.where(square, 200, 0).astype(np.uint8), rgb)
     assert calls == [rgb.shape]

@@ -288,7 +288,8 @@ def fit_to_picture(alpha: np.ndarray, rgb: np.ndarray) -> np.ndarray:
         return grow_to_edges(alpha, rgb)
     if _saturation(rgb) > CUT_MIN_SATURATION:
         cut = cut_by_colour(alpha, rgb)
-        if _centre_offset(cut) <= CENTRE_LEAD:  # no mask's centre is nearer the middle by more: nothing to cut
+        offset = _centre_offset(cut)
+        if offset <= CENTRE_LEAD or offset == float("inf"):  # none nearer the middle by more; or no object to weigh
             return cut
         centred = cut_centred(rgb)
         return centred if centred is not None and _takes_centred(alpha, cut, centred) else cut
