@@ -368,14 +368,7 @@ def cut_by_colour(alpha: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     if not (alpha > 127).any():
         return alpha
     cv2 = _opencv()
-    h, w = alpha.shape
-    scale = min(1.0, CUT_SIDE / max(h, w))
-    if scale < 1.0:
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))  # OpenCV's (width, height)
-        small = cv2.resize(np.ascontiguousarray(rgb), size, interpolation=cv2.INTER_AREA)
-        prob = cv2.resize(np.ascontiguousarray(alpha), size, interpolation=cv2.INTER_AREA)
-    else:
-        small, prob = rgb, alpha
+    small, prob = _shrunk(cv2, rgb), _shrunk(cv2, alpha)
     seed = (prob > 127).astype(np.uint8)
     if not seed.any():
         return alpha
@@ -389,13 +382,8 @@ def cut_by_colour(alpha: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     marks[~near] = cv2.GC_BGD
     marks[seed.astype(bool)] = cv2.GC_PR_FGD
     marks[inner & (prob > CUT_SURE * 255)] = cv2.GC_FGD
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.setRNGSeed(0)  # GrabCut's k-means starts from OpenCV's global random state
-    cv2.grabCut(np.ascontiguousarray(small[..., ::-1]), marks, None, bgd, fgd, CUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
-    cut = np.where((marks == cv2.GC_FGD) | (marks == cv2.GC_PR_FGD), np.uint8(255), np.uint8(0))
-    if np.count_nonzero(cut) < MIN_OBJECT_SHARE * cut.size:
-        return alpha
-    return cut if scale == 1.0 else cv2.resize(cut, (w, h), interpolation=cv2.INTER_LINEAR)
+    cut = _grabcut(cv2, small, marks, alpha.shape)
+    return alpha if cut is None else cut
 
 
 def cut_centred(rgb: np.ndarray) -> np.ndarray | None:
@@ -414,24 +402,40 @@ def cut_centred(rgb: np.ndarray) -> np.ndarray | None:
         MissingDependency: OpenCV is not installed (one sentence saying how to install it).
     """
     cv2 = _opencv()
-    h, w = rgb.shape[:2]
-    scale = min(1.0, CUT_SIDE / max(h, w))
-    small = np.ascontiguousarray(rgb)
-    if scale < 1.0:
-        small = cv2.resize(small, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    small = _shrunk(cv2, rgb)
     sh, sw = small.shape[:2]
     left, top = max(1, int(CENTRE_MARGIN * sw)), max(1, int(CENTRE_MARGIN * sh))
     if sw - 2 * left < 2 or sh - 2 * top < 2:
         return None
-    marks = np.zeros((sh, sw), np.uint8)
+    return _grabcut(cv2, small, np.zeros((sh, sw), np.uint8), rgb.shape[:2], (left, top, sw - 2 * left, sh - 2 * top))
+
+
+def _shrunk(cv2, picture: np.ndarray) -> np.ndarray:
+    """The cuts' working copy of ``picture`` ((H, W, 3) or (H, W) uint8): shrunk (area average) so that its longer side
+    is at most :data:`CUT_SIDE`; ``picture`` itself when it is that small."""
+    h, w = picture.shape[:2]
+    scale = min(1.0, CUT_SIDE / max(h, w))
+    if scale == 1.0:
+        return picture
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))  # OpenCV's (width, height)
+    return cv2.resize(np.ascontiguousarray(picture), size, interpolation=cv2.INTER_AREA)
+
+
+def _grabcut(cv2, small: np.ndarray, marks: np.ndarray, shape: tuple[int, int], rect=None) -> np.ndarray | None:
+    """OpenCV's GrabCut of the working copy ``small`` (h, w, 3) uint8 RGB from ``marks`` (h, w) uint8 (its GC_* labels;
+    with ``rect``, (x, y, width, height), started from that rectangle instead), :data:`CUT_ITERATIONS` times, its random
+    start seeded (``cv2.setRNGSeed(0)``: GrabCut's k-means starts from OpenCV's global random state): the object it
+    keeps, (H, W) = ``shape`` uint8, 255 object, 0 background, enlarged smoothly from the working size; None when it
+    keeps less than :data:`MIN_OBJECT_SHARE` of the pixels."""
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     cv2.setRNGSeed(0)
-    cv2.grabCut(np.ascontiguousarray(small[..., ::-1]), marks, (left, top, sw - 2 * left, sh - 2 * top), bgd, fgd,
-                CUT_ITERATIONS, cv2.GC_INIT_WITH_RECT)
+    cv2.grabCut(np.ascontiguousarray(small[..., ::-1]), marks, rect, bgd, fgd, CUT_ITERATIONS,
+                cv2.GC_INIT_WITH_MASK if rect is None else cv2.GC_INIT_WITH_RECT)
     cut = np.where((marks == cv2.GC_FGD) | (marks == cv2.GC_PR_FGD), np.uint8(255), np.uint8(0))
     if np.count_nonzero(cut) < MIN_OBJECT_SHARE * cut.size:
         return None
-    return cut if scale == 1.0 else cv2.resize(cut, (w, h), interpolation=cv2.INTER_LINEAR)
+    h, w = shape
+    return cut if cut.shape == (h, w) else cv2.resize(cut, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def _takes_centred(alpha: np.ndarray, cut: np.ndarray, centred: np.ndarray) -> bool:
