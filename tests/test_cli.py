@@ -687,3 +687,138 @@ def test_each_candidates_own_notes_are_said_with_its_name(tmp_path, capsys):
     assert err == ["note: object found by the object finder (no transparency)",
                    "note (c_1.stl): filled 4 sealed hollow pockets",
                    "note (c_3.stl): filled 5 sealed hollow pockets"]
+
+
+_SIGNALLING = """
+import os, signal, sys
+from recon_core.io import cli, export, inference
+
+when, name = sys.argv[1], sys.argv[2]
+number = getattr(signal, name)
+if when == "written":  # the signal arrives once the first file is on disk
+    real_export = export.export_mesh
+
+    def export_then_signal(*args, **kwargs):
+        real_export(*args, **kwargs)
+        os.kill(os.getpid(), number)
+
+    export.export_mesh = export_then_signal
+else:  # while the model loads, in code that swallows it ("loading") or turns it into another error ("garbled"),
+    # as torch's C++ code did with the KeyboardInterrupt raised inside it
+    import time
+
+    real_load = inference.Reconstructor.from_file.__func__
+
+    def load_with_signal(cls, *args, **kwargs):
+        try:
+            os.kill(os.getpid(), number)
+            for _ in range(50):
+                time.sleep(0.002)
+        except KeyboardInterrupt:
+            pass
+        if when == "garbled":
+            from recon_core.io.weights import WeightsError
+            raise WeightsError("Model weights are truncated or corrupt (a stand-in)")
+        return real_load(cls, *args, **kwargs)
+
+    inference.Reconstructor.from_file = classmethod(load_with_signal)
+sys.argv = ["recon-mesh", *sys.argv[3:]]
+cli.run()
+"""
+
+
+def _signalled(tmp_path, tiny_model_path, good_image, when, name, ignore=None) -> tuple:
+    """``recon-mesh`` (its console script's ``run``) writing a mesh and its mask into an empty folder, sent ``name`` to
+    itself ``when``: its exit code, last stderr line and the folder's files (hidden ones too)."""
+    import signal
+
+    out = tmp_path / "out"
+    out.mkdir()
+    preexec = None if ignore is None else (lambda: signal.signal(getattr(signal, ignore), signal.SIG_IGN))
+    proc = subprocess.run([sys.executable, "-c", _SIGNALLING, when, name, str(good_image), "-o", str(out / "m.stl"),
+                           "--save-mask", str(out / "mask.png"), "--model", str(tiny_model_path)], capture_output=True, text=True,
+                          cwd=REPO, timeout=300, preexec_fn=preexec)
+    return proc.returncode, (proc.stderr.strip().splitlines() or [""])[-1], sorted(p.name for p in out.iterdir())
+
+
+@pytest.mark.parametrize("name,code,says", [("SIGTERM", 143, "error: stopped by SIGTERM; no file written."),
+                                            ("SIGHUP", 129, "error: stopped by SIGHUP; no file written."),
+                                            ("SIGINT", 130, "error: interrupted; no file written.")])
+def test_a_stop_signal_after_a_file_was_written_removes_it(tmp_path, tiny_model_path, good_image, name, code, says):
+    """kill or timeout (SIGTERM) and a closed terminal (SIGHUP) stop a run as Ctrl-C does: the mesh already on disk is
+    removed, no temporary file is left, one sentence, exit 128 + the signal (SIGTERM and SIGHUP killed the process,
+    leaving the files written so far and a temporary file behind)."""
+    assert _signalled(tmp_path, tiny_model_path, good_image, "written", name) == (code, says, [])
+
+
+def test_a_signal_the_run_was_started_ignoring_stays_ignored(tmp_path, tiny_model_path, good_image):
+    """Started under nohup (SIGHUP ignored), a closed terminal does not stop the run: the mesh and mask are written."""
+    code, _, files = _signalled(tmp_path, tiny_model_path, good_image, "written", "SIGHUP", ignore="SIGHUP")
+    assert code == 0 and files == ["m.stl", "mask.png"]
+
+
+@pytest.mark.parametrize("when", ["loading", "garbled"])
+def test_ctrl_c_while_the_model_loads_is_said_as_an_interruption(tmp_path, tiny_model_path, good_image, when):
+    """Ctrl-C while the model loads is held until the load ends, then stops the run (torch's C++ code swallowed it,
+    and the run went on to write its files, or turned it into a false "corrupt weights" error); where the loading
+    fails anyway, the run says it was interrupted, not that error."""
+    assert _signalled(tmp_path, tiny_model_path, good_image, when, "SIGINT") == (
+        130, "error: interrupted; no file written.", [])
+
+
+def test_stop_holds_a_signal_until_its_block_ends():
+    """Outside a hold the handler raises at once; inside, it records the first signal and raises it at the end."""
+    import signal
+
+    from recon_core.io.cli import _Stop
+
+    stop = _Stop()
+    with pytest.raises(KeyboardInterrupt):
+        stop(signal.SIGTERM, None)
+    assert stop.signum == signal.SIGTERM
+    stop = _Stop()
+    with pytest.raises(KeyboardInterrupt):
+        with stop.holding():
+            stop(signal.SIGHUP, None)
+            stop(signal.SIGINT, None)  # the first is kept
+            held = True
+    assert held and stop.signum == signal.SIGHUP and not stop.held
+    quiet = _Stop()
+    with quiet.holding():
+        pass
+    assert quiet.signum is None
+
+
+@pytest.mark.parametrize("option,name,says", [("-o", ".obj", "mesh.obj"), ("--save-mask", ".PNG", "mask.png")])
+def test_an_output_named_only_by_its_extension_is_said_so(tmp_path, good_image, capsys, option, name, says):
+    """``-o out/.obj`` is a hidden file without an extension: the sentence says the name is missing (it said the
+    extension must be one of .obj, ...)."""
+    argv = [str(good_image), "-o", str(tmp_path / "x.obj")]
+    argv = [str(good_image), "-o", str(tmp_path / name)] if option == "-o" else [*argv, option, str(tmp_path / name)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{name} is an extension without a name" in err and str(tmp_path / says) in err
+    assert list(tmp_path.iterdir()) == [good_image]
+
+
+def test_debug_prints_the_traceback_and_keeps_the_exit_code(tmp_path, capsys):
+    """--debug adds the traceback; bad input is still exit 2 with its sentence (it was exit 1, the traceback alone)."""
+    assert main([str(tmp_path / "missing.png"), "-o", str(tmp_path / "x.stl"), "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.rstrip().splitlines()[-1].startswith("error: Image file not found")
+
+
+def test_an_object_too_small_to_take_is_said_so(tmp_path, tiny_model_path, capsys, monkeypatch):
+    """A 5 x 7-pixel speck on a plain 1,500-pixel picture, which the shipped object finder does not take either: too
+    few pixels to be taken for an object, and the sentence says so and how to mend it (it said to give a plainer
+    background, which it had)."""
+    monkeypatch.delenv("RECON_FINDER")  # the shipped finder
+    rgb = np.full((1500, 1500, 3), 255, np.uint8)
+    rgb[700:707, 800:805] = (120, 60, 30)
+    picture = tmp_path / "speck.png"
+    Image.fromarray(rgb).save(picture)
+    assert main([str(picture), "-o", str(tmp_path / "x.stl"), "--model", str(tiny_model_path)]) == 2
+    err = capsys.readouterr().err
+    assert "only 35 of its pixels (as read, 1500 x 1500) differ from its plain background" in err
+    assert "crop the picture closer around it" in err and "plainer background" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["speck.png", "tiny.json"]

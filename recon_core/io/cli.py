@@ -9,10 +9,13 @@ import argparse
 import errno
 import logging
 import os
+import signal
 import sys
 import time
+import traceback
+from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import Iterator, NoReturn
 
 from recon_core.mesh.detail import DETAIL_VERTICES, approx_faces, vertices_for_detail
 from recon_core.network.categories import CATEGORIES
@@ -20,8 +23,57 @@ from recon_core.network.categories import CATEGORIES
 __all__ = ["main", "EPILOG", "candidate_path"]
 
 INTERRUPTED = 130
-"""Exit code of a run stopped by Ctrl-C (the shell's 128 + SIGINT)."""
-_INTERRUPTED_SAYS = "error: interrupted; no file written."
+"""Exit code of a run stopped by Ctrl-C (the shell's 128 + SIGINT); SIGTERM and SIGHUP give 128 + theirs."""
+
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+"""The signals that stop the console script cleanly (:func:`run` handles them; one the run was started ignoring, as
+``nohup`` ignores SIGHUP, stays ignored): Ctrl-C, ``kill`` or ``timeout``, and the terminal closed."""
+
+
+class _Stop:
+    """The console script's handler of :data:`STOP_SIGNALS`: it records the first signal and raises KeyboardInterrupt
+    where the run is, so that the run's cleanup removes what it wrote and the exit code is 128 + the signal. While the
+    run is :meth:`holding` (torch's import and the model's loading: their C++ code turns an exception raised inside it
+    into another error, a swallowed one or an abort) it only records the signal, and raises it once that work is done.
+    Signals arriving without this handler (``main`` called in process) keep Python's own behaviour."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.held = False
+
+    def __call__(self, signum: int, frame) -> None:
+        if self.signum is None:
+            self.signum = signum
+        if not self.held:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def holding(self) -> Iterator[None]:
+        """Signals are recorded, not raised, inside the block; one recorded is raised as KeyboardInterrupt at its end."""
+        self.held = True
+        try:
+            yield
+        finally:
+            self.held = False
+        if self.signum is not None:
+            raise KeyboardInterrupt
+
+
+_STOP = _Stop()
+
+
+def _stopped_code() -> int:
+    """The exit code of a stopped run: 128 + the signal that stopped it, 130 (Ctrl-C) when none was recorded."""
+    return INTERRUPTED if _STOP.signum is None else 128 + _STOP.signum
+
+
+def _stopped(written: str = "no file written") -> int:
+    """Say that the run was stopped (Ctrl-C, or the signal recorded) and what was written; its exit code."""
+    if _STOP.signum is None or _STOP.signum == signal.SIGINT:
+        _say(f"error: interrupted; {written}.")
+    else:
+        _say(f"error: stopped by {signal.Signals(_STOP.signum).name}; {written}.")
+    return _stopped_code()
 
 EPILOG = """\
 exit codes:
@@ -33,6 +85,7 @@ exit codes:
   3  the mesh was written but failed the printable check (with --candidates: one of them did)
   130  interrupted (Ctrl-C): one sentence on stderr; before the files were written, none was
      (while the report printed, after they were, they stay)
+  143, 129  stopped by SIGTERM (kill, timeout) or SIGHUP (the terminal closed): as 130
 
 The mesh is complete on disk before the report is printed. A reader that stops early
 (recon-mesh ... | head -1) ends the report quietly and leaves the exit code as above, as does
@@ -117,7 +170,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", type=_count, default=1, metavar="K",
                    help="write K plausible shapes, OUT_1.EXT ... OUT_K.EXT, the most confident first, each with its "
                         "confidence and printable check (default 1: OUT.EXT alone)")
-    p.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
+    p.add_argument("--debug", action="store_true", help="also print each error's traceback, and debug logging")
     return p
 
 
@@ -289,17 +342,20 @@ def main(argv: list[str] | None = None) -> int:
     vertices = args.vertices if args.detail is None else vertices_for_detail(args.detail)
     start = time.perf_counter()
     try:  # torch's import, the first second of a run: the handlers below need these names
-        from recon_core.io.image import ImageError, load_picture
-        from recon_core.io.export import EXPORT_FORMATS, ExportError, export_mesh, unwritable_reason
-        from recon_core.io.inference import MAX_HEIGHT_MM, MIN_HEIGHT_MM, Reconstructor
-        from recon_core.io.weights import WeightsError
-        from recon_core.network.finder import MissingDependency
+        with _STOP.holding():
+            from recon_core.io.image import ImageError, load_picture
+            from recon_core.io.export import EXPORT_FORMATS, ExportError, export_mesh, unwritable_reason
+            from recon_core.io.inference import MAX_HEIGHT_MM, MIN_HEIGHT_MM, Reconstructor
+            from recon_core.io.weights import WeightsError
+            from recon_core.network.finder import MissingDependency
     except KeyboardInterrupt:
-        _say(_INTERRUPTED_SAYS)
-        return INTERRUPTED
+        return _stopped()
     try:
         out = Path(args.output)
         if out.suffix.lower() not in EXPORT_FORMATS:
+            if out.name.lower() in EXPORT_FORMATS:  # ".obj": a hidden file's name without an extension
+                raise ExportError(f"Cannot write {out}: {out.name} is an extension without a name; give the file a "
+                                  f"name, e.g. {out.with_name('mesh' + out.name)}.")
             raise ExportError(f"Cannot write {out.name}: the extension must be one of {', '.join(EXPORT_FORMATS)}.")
         if not out.parent.exists():
             raise ExportError(f"Cannot write {out}: the folder {out.parent} does not exist; create it first.")
@@ -311,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
         mask_out = None if args.save_mask is None else Path(args.save_mask)
         if mask_out is not None:
             if mask_out.suffix.lower() != ".png":
+                if mask_out.name.lower() == ".png":
+                    raise ExportError(f"Cannot write the mask to {mask_out}: {mask_out.name} is an extension without "
+                                      f"a name; give the file a name, e.g. {mask_out.with_name('mask.png')}.")
                 raise ExportError(f"Cannot write the mask to {mask_out.name}: the extension must be .png.")
             if not mask_out.parent.is_dir():
                 raise ExportError(f"Cannot write the mask to {mask_out}: there is no folder {mask_out.parent}; "
@@ -339,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.candidates == 1:  # with more, OUT itself is not written
             _refuse_an_input(out, "", args)
         rgb, alpha, notes = load_picture(args.image, args.mask)  # bad input fails fast, before the model loads
-        rec = Reconstructor.from_file(args.model)
+        with _STOP.holding():
+            rec = Reconstructor.from_file(args.model)
         results = rec.reconstruct_candidates(
             rgb, alpha, args.candidates, category=args.category, vertices=vertices, height_mm=args.height_mm,
             smooth=not args.no_smooth, source=args.image, solid=args.solid,
@@ -351,32 +411,29 @@ def main(argv: list[str] | None = None) -> int:
         written: list[Path] = []
         try:
             for path, candidate in zip(paths, results):
-                export_mesh(candidate.verts, candidate.faces, path, millimetres=args.height_mm is not None)
-                written.append(path)
+                with _STOP.holding():  # a stop signal is raised once the file is on disk and listed, to be removed
+                    export_mesh(candidate.verts, candidate.faces, path, millimetres=args.height_mm is not None)
+                    written.append(path)
             if mask_out is not None:
-                _save_mask(result.mask, args.image, mask_out, out)
+                with _STOP.holding():
+                    _save_mask(result.mask, args.image, mask_out, out)
+                    written.append(mask_out)
         except BaseException:  # exit code 2 means no file written: nor the candidates before the one that failed
             for path in written:
                 path.unlink(missing_ok=True)
             raise
-    except (ImageError, WeightsError, ExportError, ValueError) as err:
-        if args.debug:
-            raise
-        _say(f"error: {err}")
-        return 2
-    except KeyboardInterrupt:  # Ctrl-C: no file written (the candidates' cleanup above ran)
-        _say(_INTERRUPTED_SAYS)
-        return INTERRUPTED
-    except MissingDependency as err:  # a package missing from this environment (its message says how to install it)
-        if args.debug:
-            raise
-        _say(f"error: {err}")
-        return 1
-    except Exception as err:  # noqa: BLE001 - last line of defence: one sentence, not a traceback
-        if args.debug:
-            raise
-        _say(f"error: unexpected failure ({type(err).__name__}: {err}); rerun with --debug and report it.")
-        return 1
+    except KeyboardInterrupt:  # Ctrl-C or a stop signal: no file written (the candidates' cleanup above ran)
+        return _stopped()
+    except Exception as err:  # noqa: BLE001 - each one sentence, not a traceback
+        if _STOP.signum is not None:  # a signal that code it arrived in turned into another error
+            return _stopped()
+        if args.debug:  # the traceback too; the sentence and the exit code stay the same
+            traceback.print_exc()
+        _say(f"error: {err}" if isinstance(err, (ImageError, WeightsError, ExportError, ValueError, MissingDependency))
+             else f"error: unexpected failure ({type(err).__name__}: {err}); rerun with --debug and report it.")
+        if isinstance(err, (ImageError, WeightsError, ExportError, ValueError)):
+            return 2
+        return 1  # a package missing from this environment (its message says how to install it), or unexpected
     try:
         return _report(args, result, results, paths, out, mask_out, time.perf_counter() - start)
     except OSError as err:  # stdout full or failing (a closed pipe ends the report quietly in _print)
@@ -429,15 +486,19 @@ def run() -> None:
     every cold run, after the work was done. By then the mesh and the mask are on disk (each written
     to a temporary file and renamed) and the report is printed; stdout, stderr and the log are
     flushed here before ``os._exit``. ``--help`` and usage errors exit through argparse as usual. A standard
-    stream the shell closed is os.devnull for the run (:func:`_open_closed_streams`).
+    stream the shell closed is os.devnull for the run (:func:`_open_closed_streams`). SIGTERM and SIGHUP stop the run
+    as Ctrl-C does, its files removed unless the report was printing (:data:`STOP_SIGNALS`, :class:`_Stop`).
     """
     _open_closed_streams()
+    for name in STOP_SIGNALS:
+        number = getattr(signal, name, None)  # no SIGHUP on Windows
+        if number is not None and signal.getsignal(number) is not signal.SIG_IGN:
+            signal.signal(number, _STOP)
     try:
         code = main()
         _flush_stdout()
     except KeyboardInterrupt:  # after the files were written, while the report printed
-        _say("error: interrupted while printing the report; the files were written.")
-        code = INTERRUPTED
+        code = _stopped("the files were written")
     except OSError:  # the report's last flush into a full stdout: main has said so, or had nothing left to say
         code = 1
     try:

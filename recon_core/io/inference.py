@@ -371,7 +371,7 @@ class Reconstructor:
         Raises:
             ImageError: neither finds an object.
         """
-        from recon_core.network.crop import object_pixels
+        from recon_core.network.crop import differing_pixels, object_pixels, too_few_pixels
         from recon_core.network.finder import UNSURE_MASK, finder_alpha, fit_to_picture, mask_confidence
 
         with _timed(timings, "finder"):
@@ -389,6 +389,12 @@ class Reconstructor:
             return found, "object found by the object finder (no transparency)", False
         if object_pixels(rgb, None) is not None:
             return None, "the object finder saw no object: taken against the border colour instead", False
+        fg = differing_pixels(rgb)
+        if fg is not None and fg.any() and too_few_pixels(fg):  # a plain background and a speck: maybe the object
+            h, w = fg.shape
+            raise ImageError(f"No object found in {source}: only {int(fg.sum())} of its pixels (as read, {w} x {h}) "
+                             "differ from its plain background, too few to take for an object. If the object is "
+                             "that small, crop the picture closer around it.")
         raise ImageError(f"No object found in {source}: neither the object finder nor the background colour "
                          "separates one from the background. Give a picture of one object on a plainer "
                          "background, or with transparency.")

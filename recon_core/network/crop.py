@@ -67,13 +67,32 @@ def object_pixels(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray | Non
             if fg.any():
                 return fg
         return None  # nothing opaque at all: the whole image (callers refuse such pictures earlier)
-    bg, spread = border_colour(rgb)
-    if spread > 60:  # busy border: no plain background to separate from
-        return None
-    fg = np.abs(rgb.astype(np.int16) - bg).sum(axis=2) > 60
-    if (fg.mean() < BORDER_MIN_SHARE and fg.sum() < BORDER_MIN_PIXELS) or fg.mean() > 0.97:
+    fg = differing_pixels(rgb)
+    if fg is None or too_few_pixels(fg) or fg.mean() > 0.97:
         return None
     return fg
+
+
+BUSY_BORDER = 60.0
+"""A border whose spread (:func:`border_colour`) is above this gives no background colour to the border-colour rule."""
+COLOUR_DIFFERENCE = 60
+"""A pixel whose summed absolute difference from the border colour (0-765) is above this differs from it."""
+
+
+def differing_pixels(rgb: np.ndarray) -> np.ndarray | None:
+    """(H, W) bool: the pixels of ``rgb`` (H, W, 3) uint8 whose colour differs from the border colour by more than
+    :data:`COLOUR_DIFFERENCE`; None when the border is busy (its spread above :data:`BUSY_BORDER`): no plain
+    background to separate from."""
+    bg, spread = border_colour(rgb)
+    if spread > BUSY_BORDER:
+        return None
+    return np.abs(rgb.astype(np.int16) - bg).sum(axis=2) > COLOUR_DIFFERENCE
+
+
+def too_few_pixels(fg: np.ndarray) -> bool:
+    """Whether :func:`differing_pixels`' ``fg`` (H, W) bool is too few to be an object (fewer than
+    :data:`BORDER_MIN_SHARE` of the picture and than :data:`BORDER_MIN_PIXELS`; none at all included)."""
+    return bool(fg.mean() < BORDER_MIN_SHARE and fg.sum() < BORDER_MIN_PIXELS)
 
 
 BORDER_MIN_SHARE = 1e-4
