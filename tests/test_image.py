@@ -1070,7 +1070,8 @@ def test_16_bit_colour_pngs_are_read_with_the_conversion_noted(tmp_path):
 
 def test_a_mask_that_takes_the_whole_border_asks_whether_it_is_inverted(tmp_path):
     """An inverted mask (the object black, the rest white) marks the picture's whole border as the object: it is read
-    as given (a mask of an object filling the picture is possible), with a note asking whether it is inverted."""
+    as given (a mask of an object filling the picture is possible), with a note asking whether it is inverted. A
+    blank white mask, which has nothing to invert, is said to fill the picture's rectangle instead."""
     rgb = _shaded_object()
     Image.fromarray(rgb).save(tmp_path / "picture.png")
     right = np.where(rgb[..., 0] < 128, 255, 0).astype(np.uint8)
@@ -1078,5 +1079,8 @@ def test_a_mask_that_takes_the_whole_border_asks_whether_it_is_inverted(tmp_path
     Image.fromarray(255 - right, "L").save(tmp_path / "inverted.png")
     got, read = load_mask(tmp_path / "inverted.png", tmp_path / "picture.png", (96, 96))
     assert np.array_equal(got, 255 - right) and "inverted" in read
+    Image.fromarray(np.full((96, 96), 255, np.uint8), "L").save(tmp_path / "blank.png")  # nothing to invert
+    got, read = load_mask(tmp_path / "blank.png", tmp_path / "picture.png", (96, 96))
+    assert (got == 255).all() and "inverted" not in read and "marks the whole picture as the object" in read
     got, read = load_mask(tmp_path / "right.png", tmp_path / "picture.png", (96, 96))
     assert np.array_equal(got, right) and read == "grey levels"

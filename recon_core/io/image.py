@@ -474,7 +474,10 @@ def load_mask(path: str | os.PathLike, picture: str | os.PathLike, shape: tuple[
     if size != picture_size:
         read += f", resized from {size[0]}x{size[1]} to the picture's {picture_size[0]}x{picture_size[1]}"
     border = np.concatenate([values[0], values[-1], values[:, 0], values[:, -1]])
-    if (border > 127).all():
+    if (values > 127).all():  # nothing to invert: a blank mask, most likely
+        read += ("; it marks the whole picture as the object (no pixel darker than half grey), so the shape fills "
+                 "the picture's rectangle: paint the background black")
+    elif (border > 127).all():
         read += ("; it marks the picture's whole border as the object: if it is inverted, paint the object white "
                  "and the rest black")
     height, width = shape
