@@ -161,10 +161,38 @@ def _absolute_path(path: str, what: str) -> str:
         InputError: ``path`` is relative to the .blend file, which is not saved yet (Blender would take the working
             folder instead, silently).
     """
+    path = _pasted(path)
     if path.startswith("//") and not bpy.data.filepath:
         raise InputError(f"The {what} {path} is relative to the .blend file, which is not saved yet; save the .blend "
                          "file first, or give an absolute path.")
     return os.path.abspath(bpy.path.abspath(path))  # abspath normalises
+
+
+def _pasted(path: str) -> str:
+    """A path as people paste it, as the file system names it: without the spaces or the quotes around it (a file
+    manager's "Copy as path"), a ``file://`` URL as its path (its %XX escapes decoded), and ``~`` as the home folder."""
+    from urllib.parse import unquote, urlparse
+
+    path = path.strip()
+    if len(path) >= 2 and path[0] == path[-1] and path[0] in "'\"":
+        path = path[1:-1].strip()
+    if path.lower().startswith("file://"):
+        url = urlparse(path)
+        path = unquote(url.path)
+        if os.name == "nt" and re.match(r"^/[A-Za-z]:", path):  # file:///C:/x is C:/x
+            path = path[1:]
+    return os.path.expanduser(path)
+
+
+def _interpreter(python: str) -> str:
+    """The preferences' Python as a path (:func:`_absolute_path`); a bare program name with no folder (``python3``)
+    is found on the PATH, as a shell finds it."""
+    bare = _pasted(python)
+    if bare and os.sep not in bare and (os.altsep is None or os.altsep not in bare) and not bare.startswith("//"):
+        found = shutil.which(bare)
+        if found:
+            return os.path.abspath(found)
+    return _absolute_path(python, "Python interpreter")
 
 
 def _object_name(image_name: str) -> str:
@@ -230,13 +258,10 @@ def _write_packed(packed_file, path: str) -> None:
     """Write a packed file's bytes, exactly as they were packed, to ``path``.
 
     Raises:
-        RuntimeError: they cannot be written (the OSError's sentence), as Blender's own saving raises.
+        OSError: they cannot be written.
     """
-    try:
-        with open(path, "wb") as out:
-            out.write(packed_file.data)
-    except OSError as err:
-        raise RuntimeError(err.strerror or str(err)) from None
+    with open(path, "wb") as out:  # an OSError here is the temporary folder's (full, gone): _temp_copy says so
+        out.write(packed_file.data)
 
 
 def _no_pixels(image, role: str, path: str) -> str | None:
@@ -277,15 +302,21 @@ def _temp_copy(write, suffix: str, what: str, fix: str, no_pixels=None) -> str:
     """A new temporary file (absolute path) that ``write(path)`` fills; removed again when ``write`` fails, Blender's
     RuntimeError (it cannot read or write the image) becoming the InputError "WHAT cannot be read (why); FIX", or the
     sentence ``no_pixels()`` gives when it gives one (the image holds no pixels)."""
-    fd, temp = tempfile.mkstemp(prefix="recon-", suffix=suffix)
-    os.close(fd)
+    try:
+        fd, temp = tempfile.mkstemp(prefix="recon-", suffix=suffix)
+        os.close(fd)
+    except OSError as err:
+        raise InputError(worker_client.temp_folder_sentence(err)) from None
     try:
         write(temp)
     except BaseException as err:
-        os.unlink(temp)
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
         if isinstance(err, RuntimeError):
             sentence = no_pixels() if no_pixels is not None else None
             raise InputError(sentence or f"{what} cannot be read ({_blender_error(err)}); {fix}") from None
+        if isinstance(err, OSError):
+            raise InputError(worker_client.temp_folder_sentence(err)) from None
         raise
     return temp
 
@@ -311,6 +342,10 @@ def _png_copy(image, scene, path: str) -> None:
     width, height = image.size
     if not width or not height:
         raise RuntimeError("it holds no pixels (is its file missing?)")
+    if width * height > MAX_PIXELS:  # refused by the worker anyway: not worth a long copy that freezes Blender
+        side = int(MAX_PIXELS ** 0.5)
+        raise InputError(f"The image {image.name} is {width}x{height} pixels, more than the reconstruction reads "
+                         f"({side}x{side}); scale it down (Image Editor: Image > Resize) and try again.")
     copy = bpy.data.images.new(f"{image.name} PNG copy", width, height, alpha=True)
     try:
         copy.pixels.foreach_set(_display_pixels(image).ravel())
@@ -318,6 +353,11 @@ def _png_copy(image, scene, path: str) -> None:
         copy.save()
     finally:
         bpy.data.images.remove(copy)
+
+
+MAX_PIXELS = 64_000_000
+"""The most pixels a picture may have: ``recon_core.io.image.MAX_PIXELS``, which Blender's Python cannot import (it
+has no Pillow); a test keeps the two equal."""
 
 
 def _display_pixels(image) -> np.ndarray:
@@ -436,7 +476,7 @@ class _Reconstruction:
         self.names: dict[str, str] = {}  # temporary file -> how messages name it (_user_text)
         self.warnings: list[str] = []
         python_path, model_path = prefs.python_path.strip(), prefs.model_path.strip()  # pasted with spaces
-        python = _absolute_path(python_path, "Python interpreter") if python_path else ""
+        python = _interpreter(python_path) if python_path else ""
         model = _absolute_path(model_path, "model file") if model_path else None
         worker_client.check_model(model)  # about the preferences' Model, before a worker starts
         self.height_mm = settings.height_mm if settings.height_mm > 0 else None
@@ -466,7 +506,10 @@ class _Reconstruction:
                 self.object_mask, self.mask_temp = _image_file(settings.mask_image, context.scene, "mask image")
                 if self.mask_temp is not None:
                     self.names[self.mask_temp] = f"mask image {settings.mask_image.name}"
-            self.mask_dir = tempfile.mkdtemp(prefix="recon-")
+            try:
+                self.mask_dir = tempfile.mkdtemp(prefix="recon-")
+            except OSError as err:
+                raise InputError(worker_client.temp_folder_sentence(err)) from None
             client = worker_client.get_client(python, model, repo=DEFAULTS["repo"])
             self.job = client.submit(
                 self.image, category=None if settings.category == 'AUTO' else settings.category,
@@ -604,6 +647,10 @@ class _Reconstruction:
             collection = _alive(self.collection) or bpy.data.collections.get(self.collection_name)
             if collection is not None and collection not in scene.collection.children_recursive:
                 collection = None  # deleted, or taken out of the scene: the scene's own collection
+            elif collection is not None and (collection.library is not None or not collection.is_editable):
+                self.warnings.append(f"The active collection {collection.name} is linked from another file and "
+                                     "cannot take objects; the result is in the scene's own collection.")
+                collection = None  # as Blender's own Add does
         view_layer = scene.view_layers.get(self.view_layer_name or "")
         if view_layer is None:
             view_layer = context.view_layer if scene == context.scene else scene.view_layers[0]
@@ -902,6 +949,9 @@ class RECON_OT_reconstruct(bpy.types.Operator):
             run = _Reconstruction(context)
         except (InputError, worker_client.WorkerError) as err:
             return self._fail(context, str(err))
+        except OSError as err:  # the last line of defence: one sentence naming the file, not a traceback
+            where = f" ({err.filename})" if err.filename else ""
+            return self._fail(context, f"Could not start the reconstruction: {err.strerror or err}{where}.")
         self._run = _RUNNING = run
         context.window_manager.progress_begin(0, 100)
         run.window_manager, run.workspace = context.window_manager, context.workspace  # for run.end_ui
@@ -1222,7 +1272,7 @@ class RECON_OT_export_3mf(bpy.types.Operator, ExportHelper):
             objects.append((obj.name, coords, tris))
         try:
             python = get_preferences(context).python_path
-            written = worker_client.write_3mf(_absolute_path(python, "Python interpreter") if python else "", objects,
+            written = worker_client.write_3mf(_interpreter(python) if python else "", objects,
                                               self.filepath)
         except (InputError, worker_client.WorkerError) as err:
             self.report({'ERROR'}, str(err))

@@ -15,6 +15,7 @@ import base64
 import collections
 import itertools
 import json
+import math
 import os
 import queue
 import shutil
@@ -63,11 +64,23 @@ class WorkerError(RuntimeError):
     """A failed reconstruction; ``str(err)`` is one sentence for the user."""
 
 
+def temp_folder_sentence(err: OSError) -> str:
+    """One sentence for an OSError writing the add-on's temporary files (a full disk, a missing folder)."""
+    return (f"Cannot write a temporary file in {tempfile.gettempdir()} ({err.strerror or err}); free some disk space "
+            "there (or start Blender with TMPDIR set to a folder that has room) and try again.")
+
+
 def _check_python(python: str) -> None:
     """Raise :class:`WorkerError` unless ``python`` is set and is a file."""
     if not python:
         raise WorkerError("No Python interpreter is set: choose one that has recon_core installed in the "
                           "add-on preferences (Edit > Preferences > Add-ons > Reconstruct from Image).")
+    if os.path.isdir(python):
+        inside = [p for p in (os.path.join(python, "bin", "python"), os.path.join(python, "Scripts", "python.exe"))
+                  if os.path.isfile(p)]
+        example = f" ({inside[0]})" if inside else ""
+        raise WorkerError(f"The Python interpreter {python} is a folder; choose the Python program inside it{example} "
+                          "in the add-on preferences.")
     if not os.path.isfile(python):
         raise WorkerError(f"The Python interpreter {python} does not exist; choose one that has recon_core "
                           "installed in the add-on preferences.")
@@ -163,14 +176,20 @@ def write_3mf(python: str, objects: list[tuple[str, Any, Any]], path: str, timeo
     import numpy as np  # Blender ships numpy; imported here so the worker protocol alone does not need it
 
     _check_python(python)
-    folder = tempfile.mkdtemp(prefix="recon-3mf-")
+    try:
+        folder = tempfile.mkdtemp(prefix="recon-3mf-")
+    except OSError as err:
+        raise WorkerError(temp_folder_sentence(err)) from None
     try:
         meshes = os.path.join(folder, "meshes.npz")
         arrays = {"names": np.array([name for name, _, _ in objects])}
         for i, (_, verts, faces) in enumerate(objects):
             arrays[f"verts_{i}"] = np.asarray(verts, dtype=np.float64)
             arrays[f"faces_{i}"] = np.asarray(faces, dtype=np.int64)
-        np.savez(meshes, **arrays)
+        try:
+            np.savez(meshes, **arrays)
+        except OSError as err:
+            raise WorkerError(temp_folder_sentence(err)) from None
         try:
             proc = subprocess.run([python, "-m", "recon_core.io.export", meshes, os.path.abspath(path)],
                                   capture_output=True, text=True, encoding="utf-8", errors="replace",
@@ -377,7 +396,9 @@ class Job:
         kind = message.get("type")
         if kind == "progress":
             self.stage = str(message.get("stage", self.stage))
-            self.fraction = float(message.get("fraction", self.fraction))
+            fraction = message.get("fraction", self.fraction)
+            if isinstance(fraction, (int, float)) and math.isfinite(fraction):  # a broken worker's null or "half": kept
+                self.fraction = min(max(float(fraction), 0.0), 1.0)
         elif kind == "error":
             self._fail(str(message.get("message") or "The worker reported an unknown error."))
         elif kind == "result":
@@ -585,7 +606,12 @@ class WorkerClient:
             elif kind == "error" and message.get("fatal"):
                 self._give_up(str(message.get("message")))
             elif self.job is not None and message.get("id") == self.job.id:
-                self.job._handle(message)
+                try:
+                    self.job._handle(message)
+                except Exception as err:  # noqa: BLE001 - a message this add-on cannot read: end the run, say why
+                    self._give_up(f"The worker sent a message this add-on cannot read ({type(err).__name__}: {err}); "
+                                  "install matching versions of the add-on and recon_core.")
+                    return
 
     def _give_up(self, message: str) -> None:
         self.failure = message

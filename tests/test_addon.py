@@ -1810,6 +1810,91 @@ def test_a_blend_relative_image_path_follows_save_as_to_another_folder(addon, se
     bpy.data.objects.remove(obj)
 
 
+def test_an_active_collection_linked_from_another_file_gives_way_to_the_scenes(addon, settings, tmp_path):
+    """The active collection linked from a library cannot take objects: the result goes to the scene's own collection
+    with a warning, as Blender's Add does (the run ended in "Could not create the mesh in Blender (RuntimeError ...)")."""
+    props = bpy.data.collections.new("Props")
+    library_file = tmp_path / "props.blend"
+    bpy.data.libraries.write(str(library_file), {props}, fake_user=True)
+    bpy.data.collections.remove(props)
+    with bpy.data.libraries.load(str(library_file), link=True) as (_, linked):
+        linked.collections = ["Props"]
+    [props] = linked.collections
+    scene, view_layer = bpy.context.scene, bpy.context.view_layer
+    scene.collection.children.link(props)
+    active = view_layer.active_layer_collection
+    view_layer.active_layer_collection = view_layer.layer_collection.children["Props"]
+    before = scene_state()[0]
+    try:
+        assert props.library is not None
+        driver = ModalDriver(addon.package.operators.RECON_OT_reconstruct)
+        assert driver.invoke() == {'RUNNING_MODAL'} and driver.finish() == {'FINISHED'}, driver.reports
+        [obj] = [o for o in bpy.data.objects if o.name not in before]
+        assert obj.users_collection == (scene.collection,)
+        assert ({'WARNING'}, "The active collection Props is linked from another file and cannot take objects; the "
+                             "result is in the scene's own collection.") in driver.reports
+        mask = obj["recon_mask"]
+        bpy.data.objects.remove(obj)
+        bpy.data.images.remove(mask)
+    finally:
+        view_layer.active_layer_collection = active
+        scene.collection.children.unlink(props)
+        bpy.data.libraries.remove(props.library)
+
+
+def test_pasted_paths_are_read_as_the_file_system_names_them(addon):
+    """Quotes around a path (a file manager's "Copy as path"), a file:// URL and ~ are the file they name (they were
+    glued onto Blender's working folder)."""
+    pasted = addon.package.operators._pasted
+    home = os.path.expanduser("~")
+    assert pasted('  "/tmp/my pictures/chair.png" ') == "/tmp/my pictures/chair.png"
+    assert pasted("'/tmp/chair.png'") == "/tmp/chair.png"
+    assert pasted("file:///tmp/my%20pictures/chair%C3%A9.png") == "/tmp/my pictures/chairé.png"
+    assert pasted("~/chair.png") == os.path.join(home, "chair.png")
+    assert pasted("//chair.png") == "//chair.png" and pasted('"') == '"'
+
+
+def test_a_python_setting_given_by_name_is_found_on_the_path(addon, monkeypatch):
+    """``python3`` as the Python setting is the program the PATH finds (it was taken as a file in Blender's working
+    folder); a name the PATH does not hold stays a path, whose sentence says it does not exist."""
+    interpreter = addon.package.operators._interpreter
+    monkeypatch.setattr(addon.package.operators.shutil, "which", lambda name: PYTHON if name == "python3" else None)
+    assert interpreter("python3") == os.path.abspath(PYTHON)
+    assert interpreter("no-such-python") == os.path.abspath("no-such-python")
+
+
+def test_a_full_temporary_folder_is_one_sentence(addon, settings, monkeypatch):
+    """No room for the run's temporary folder: one sentence naming the folder and the mend, the scene unchanged (it
+    was an OSError's traceback)."""
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(addon.package.operators.tempfile, "mkdtemp", full)
+    expect_error(addon, r"Cannot write a temporary file in .* \(No space left on device\); free some disk space")
+
+
+def test_a_float_image_larger_than_the_worker_reads_is_refused_before_its_copy(addon, settings, monkeypatch):
+    """A float image (EXR, HDR) larger than the worker reads is refused before its PNG copy, which froze Blender for
+    43 s on a 10,000-pixel one; the limit is recon_core's."""
+    from recon_core.io.image import MAX_PIXELS
+
+    operators = addon.package.operators
+    assert operators.MAX_PIXELS == MAX_PIXELS
+    monkeypatch.setattr(operators, "MAX_PIXELS", 100)
+    image = bpy.data.images.new("hdr", 16, 16, float_buffer=True)
+    image.file_format = 'OPEN_EXR'  # a format the worker cannot read: copied as a PNG by the add-on
+    settings.source, settings.image = 'IMAGE', image
+    try:
+        expect_error(addon, r"The image hdr is 16x16 pixels, more than the reconstruction reads \(10x10\); scale it "
+                            r"down")
+    finally:
+        settings.source, settings.image = 'FILE', None
+        bpy.data.images.remove(image)
+
+
+# Last: it unregisters the module's add-on, which every test above uses.
 def test_unregister_leaves_nothing_behind(addon):
     clients = list(addon.package.worker_client._CLIENTS.values())
     bpy.ops.preferences.addon_disable(module=addon.module)
@@ -1826,4 +1911,3 @@ def test_unregister_leaves_nothing_behind(addon):
     assert not [h for name in ("save_pre", "save_post", "save_post_fail") for h in getattr(bpy.app.handlers, name)
                 if h.__module__.startswith(addon.module)], "the save handlers are removed"
     assert all(c.process is None or c.process.poll() is not None for c in clients), "workers are shut down"
-

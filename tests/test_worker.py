@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -702,3 +704,57 @@ def test_worker_exits_on_eof(client):  # last: closes the shared worker
         client.start()
     client.close(timeout=60)
     assert client.process.returncode == 0
+
+
+@pytest.mark.parametrize("fraction", [None, "half", float("nan"), float("inf"), [0.5]])
+def test_a_progress_fraction_that_is_no_number_keeps_the_last(fraction):
+    """A broken worker's progress fraction (null, text, NaN) is ignored: the last one stays (it raised inside the
+    operator, and Reconstruct then thought a run was still going); a number is kept within 0 … 1."""
+    job = worker_client.Job(WorkerClient(PYTHON), "r1", 0)
+    job._handle({"type": "progress", "id": "r1", "stage": "fitting", "fraction": 0.4})
+    job._handle({"type": "progress", "id": "r1", "stage": "meshing", "fraction": fraction})
+    assert job.fraction == 0.4 and job.stage == "meshing" and job.error is None
+    job._handle({"type": "progress", "id": "r1", "fraction": 7})
+    assert job.fraction == 1.0
+
+
+def test_a_message_the_client_cannot_read_ends_the_run_in_one_sentence(monkeypatch):
+    """Whatever a message of the run breaks in the client, the run fails with one sentence, the worker is stopped and
+    the client takes the next request (it raised out of the timer and left the client's run in place)."""
+    import json
+
+    client = WorkerClient(PYTHON)
+    job = worker_client.Job(client, "r1", 0)
+    client.job = job
+
+    def broken(message):
+        raise TypeError("float() argument must be a string or a real number, not 'NoneType'")
+
+    monkeypatch.setattr(job, "_handle", broken)
+    killed = []
+    monkeypatch.setattr(client, "kill", lambda: killed.append(True))
+    client._messages.put(json.dumps({"version": worker_client.PROTOCOL_VERSION, "type": "progress", "id": "r1"}))
+    client._pump()
+    assert killed and client.job is None and job.done
+    assert "cannot read (TypeError: float() argument" in str(job.error) and "\n" not in str(job.error)
+    with pytest.raises(worker_client.WorkerError, match="cannot read"):
+        job.poll()
+
+
+def test_a_python_setting_that_is_a_folder_names_the_program_inside(tmp_path):
+    """The Python setting set to a virtual environment's folder: it is a folder, and the program inside is named (it
+    said the folder does not exist)."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text("")
+    with pytest.raises(worker_client.WorkerError, match=re.escape(f"{venv} is a folder; choose the Python program "
+                                                                  f"inside it ({venv / 'bin' / 'python'})")):
+        worker_client._check_python(str(venv))
+
+
+def test_the_temporary_folder_sentence_names_the_folder_and_the_mend():
+    import errno
+
+    sentence = worker_client.temp_folder_sentence(OSError(errno.ENOSPC, "No space left on device"))
+    assert sentence.startswith(f"Cannot write a temporary file in {tempfile.gettempdir()} (No space left on device)")
+    assert "free some disk space" in sentence and "\n" not in sentence
