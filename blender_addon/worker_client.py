@@ -638,7 +638,9 @@ class WorkerClient:
                                + (f": {tail}" if tail else "."))
             else:
                 message = (f"The reconstruction worker stopped unexpectedly ({_exit_description(code)})"
-                           + (f"; last output: {tail}" if tail else "."))
+                           + (f"; last output: {tail}" if tail else "")
+                           + ". Click Reconstruct again to start a new one; if it stops again, the computer may be "
+                             "short of memory: close other programs, or choose a lower detail or fewer candidates.")
             self.failure = message
         if self.job is not None:
             self.job._fail(self.failure)
