@@ -32,30 +32,47 @@ STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 
 class _Stop:
     """The console script's handler of :data:`STOP_SIGNALS`: it records the first signal and raises KeyboardInterrupt
-    where the run is, so that the run's cleanup removes what it wrote and the exit code is 128 + the signal. While the
-    run is :meth:`holding` (torch's import and the model's loading: their C++ code turns an exception raised inside it
-    into another error, a swallowed one or an abort) it only records the signal, and raises it once that work is done.
-    Signals arriving without this handler (``main`` called in process) keep Python's own behaviour."""
+    where the run is, so that the run's cleanup removes what it wrote and the exit code is 128 + the signal. Later
+    signals are recorded only, so that they cannot break into that cleanup. While the run is :meth:`holding` (torch's
+    import and the model's loading: their C++ code turns an exception raised inside it into another error, a
+    swallowed one or an abort; each file's write, until the file is listed for the cleanup) it only records the signal,
+    and raises it once that step is done; a second signal during a ``force`` hold (a load that does not end) ends the
+    process at once, as the signal's default does. Signals arriving without this handler (``main`` called in process)
+    keep Python's own behaviour."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
-        self.held = False
+        self.depth = 0
+        self.force = False
+        self.files_written = False  # set by main once every file is on disk, for run's sentence
+
+    @property
+    def held(self) -> bool:
+        return self.depth > 0
 
     def __call__(self, signum: int, frame) -> None:
-        if self.signum is None:
-            self.signum = signum
+        if self.signum is not None:  # a second signal
+            if self.held and self.force:
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+            return
+        self.signum = signum
         if not self.held:
             raise KeyboardInterrupt
 
     @contextmanager
-    def holding(self) -> Iterator[None]:
-        """Signals are recorded, not raised, inside the block; one recorded is raised as KeyboardInterrupt at its end."""
-        self.held = True
+    def holding(self, force: bool = False) -> Iterator[None]:
+        """Signals are recorded, not raised, inside the block; one recorded is raised as KeyboardInterrupt at its end
+        (unless the block raised: then its exception goes on, and the signal recorded says what it was). Blocks
+        nest; with ``force`` a second signal ends the process."""
+        self.depth += 1
+        outer, self.force = self.force, self.force or force
         try:
             yield
         finally:
-            self.held = False
-        if self.signum is not None:
+            self.depth -= 1
+            self.force = outer
+        if self.signum is not None and not self.held:
             raise KeyboardInterrupt
 
 
@@ -325,6 +342,16 @@ def _save_mask(mask, image: str, path: Path, mesh: Path) -> None:
         raise ExportError(f"Cannot write the mask to {path}: {err.strerror or err}. Choose a writable location.") from None
 
 
+def _refuse_a_bare_extension(path: Path, extensions, what: str, example: str) -> None:
+    """Raise ExportError when ``path``'s name is one of ``extensions`` alone (``out/.obj``: a hidden file's name,
+    without an extension), saying that it needs a name, ``example`` + the extension for instance."""
+    from recon_core.io.export import ExportError
+
+    if path.name.lower() in extensions:
+        raise ExportError(f"Cannot write {what}{path}: {path.name} is an extension without a name; give the file a "
+                          f"name, e.g. {path.with_name(example + path.name.lower())}.")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``recon-mesh``; returns the exit code (:data:`EPILOG`)."""
     try:
@@ -342,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     vertices = args.vertices if args.detail is None else vertices_for_detail(args.detail)
     start = time.perf_counter()
     try:  # torch's import, the first second of a run: the handlers below need these names
-        with _STOP.holding():
+        with _STOP.holding(force=True):
             from recon_core.io.image import ImageError, load_picture
             from recon_core.io.export import EXPORT_FORMATS, ExportError, export_mesh, unwritable_reason
             from recon_core.io.inference import MAX_HEIGHT_MM, MIN_HEIGHT_MM, Reconstructor
@@ -353,9 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = Path(args.output)
         if out.suffix.lower() not in EXPORT_FORMATS:
-            if out.name.lower() in EXPORT_FORMATS:  # ".obj": a hidden file's name without an extension
-                raise ExportError(f"Cannot write {out}: {out.name} is an extension without a name; give the file a "
-                                  f"name, e.g. {out.with_name('mesh' + out.name)}.")
+            _refuse_a_bare_extension(out, EXPORT_FORMATS, "", "mesh")
             raise ExportError(f"Cannot write {out.name}: the extension must be one of {', '.join(EXPORT_FORMATS)}.")
         if not out.parent.exists():
             raise ExportError(f"Cannot write {out}: the folder {out.parent} does not exist; create it first.")
@@ -367,9 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         mask_out = None if args.save_mask is None else Path(args.save_mask)
         if mask_out is not None:
             if mask_out.suffix.lower() != ".png":
-                if mask_out.name.lower() == ".png":
-                    raise ExportError(f"Cannot write the mask to {mask_out}: {mask_out.name} is an extension without "
-                                      f"a name; give the file a name, e.g. {mask_out.with_name('mask.png')}.")
+                _refuse_a_bare_extension(mask_out, (".png",), "the mask to ", "mask")
                 raise ExportError(f"Cannot write the mask to {mask_out.name}: the extension must be .png.")
             if not mask_out.parent.is_dir():
                 raise ExportError(f"Cannot write the mask to {mask_out}: there is no folder {mask_out.parent}; "
@@ -398,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.candidates == 1:  # with more, OUT itself is not written
             _refuse_an_input(out, "", args)
         rgb, alpha, notes = load_picture(args.image, args.mask)  # bad input fails fast, before the model loads
-        with _STOP.holding():
+        with _STOP.holding(force=True):
             rec = Reconstructor.from_file(args.model)
         results = rec.reconstruct_candidates(
             rgb, alpha, args.candidates, category=args.category, vertices=vertices, height_mm=args.height_mm,
@@ -434,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(err, (ImageError, WeightsError, ExportError, ValueError)):
             return 2
         return 1  # a package missing from this environment (its message says how to install it), or unexpected
+    _STOP.files_written = True
     try:
         return _report(args, result, results, paths, out, mask_out, time.perf_counter() - start)
     except OSError as err:  # stdout full or failing (a closed pipe ends the report quietly in _print)
@@ -497,10 +521,11 @@ def run() -> None:
     try:
         code = main()
         _flush_stdout()
-    except KeyboardInterrupt:  # after the files were written, while the report printed
-        code = _stopped("the files were written")
+    except KeyboardInterrupt:  # while a sentence or the report printed
+        code = _stopped("the files were written" if _STOP.files_written else "no file written")
     except OSError:  # the report's last flush into a full stdout: main has said so, or had nothing left to say
         code = 1
+    _STOP.depth += 1  # the run is over: a signal now is recorded only, and the process ends as below
     try:
         sys.stderr.flush()
     except (OSError, ValueError):  # a stderr that cannot be written: nothing more can be said
