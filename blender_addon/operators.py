@@ -170,17 +170,18 @@ def _absolute_path(path: str, what: str) -> str:
 
 def _pasted(path: str) -> str:
     """A path as people paste it, as the file system names it: without the spaces or the quotes around it (a file
-    manager's "Copy as path"), a ``file://`` URL as its path (its %XX escapes decoded), and ``~`` as the home folder."""
-    from urllib.parse import unquote, urlparse
+    manager's "Copy as path"), a ``file:`` URL of this computer as its path (its %XX escapes decoded), and ``~`` as the
+    home folder."""
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
 
     path = path.strip()
     if len(path) >= 2 and path[0] == path[-1] and path[0] in "'\"":
         path = path[1:-1].strip()
-    if path.lower().startswith("file://"):
+    if path.lower().startswith("file:"):
         url = urlparse(path)
-        path = unquote(url.path)
-        if os.name == "nt" and re.match(r"^/[A-Za-z]:", path):  # file:///C:/x is C:/x
-            path = path[1:]
+        if url.netloc.lower() in ("", "localhost"):  # a file on another host stays as typed: its sentence says so
+            path = url2pathname(url.path)
     return os.path.expanduser(path)
 
 
@@ -188,10 +189,12 @@ def _interpreter(python: str) -> str:
     """The preferences' Python as a path (:func:`_absolute_path`); a bare program name with no folder (``python3``)
     is found on the PATH, as a shell finds it."""
     bare = _pasted(python)
-    if bare and os.sep not in bare and (os.altsep is None or os.altsep not in bare) and not bare.startswith("//"):
+    if bare and os.sep not in bare and (os.altsep is None or os.altsep not in bare) and not os.path.isfile(bare):
         found = shutil.which(bare)
-        if found:
-            return os.path.abspath(found)
+        if not found:
+            raise InputError(f"The Python interpreter {bare} is not a program on the PATH; give its full path in the "
+                             "add-on preferences.")
+        return os.path.abspath(found)
     return _absolute_path(python, "Python interpreter")
 
 
@@ -335,6 +338,7 @@ def _png_copy(image, scene, path: str) -> None:
 
     Raises:
         RuntimeError: Blender cannot read or write the image.
+        InputError: it has more pixels than the worker reads (:data:`worker_client.MAX_PIXELS`).
     """
     if image.type in _RENDERS:
         _save_render_png(image, scene, path)
@@ -342,10 +346,11 @@ def _png_copy(image, scene, path: str) -> None:
     width, height = image.size
     if not width or not height:
         raise RuntimeError("it holds no pixels (is its file missing?)")
-    if width * height > MAX_PIXELS:  # refused by the worker anyway: not worth a long copy that freezes Blender
-        side = int(MAX_PIXELS ** 0.5)
-        raise InputError(f"The image {image.name} is {width}x{height} pixels, more than the reconstruction reads "
-                         f"({side}x{side}); scale it down (Image Editor: Image > Resize) and try again.")
+    if width * height > worker_client.MAX_PIXELS:  # the worker refuses it: not worth a copy that freezes Blender
+        most = worker_client.MAX_PIXELS
+        raise InputError(f"The image {image.name} is {width}x{height} pixels, more than the {most / 1e6:g} million "
+                         f"pixels the reconstruction reads (e.g. {int(most ** 0.5)}x{int(most ** 0.5)}); scale it down "
+                         "(Image Editor: Image > Resize) and try again.")
     copy = bpy.data.images.new(f"{image.name} PNG copy", width, height, alpha=True)
     try:
         copy.pixels.foreach_set(_display_pixels(image).ravel())
@@ -353,11 +358,6 @@ def _png_copy(image, scene, path: str) -> None:
         copy.save()
     finally:
         bpy.data.images.remove(copy)
-
-
-MAX_PIXELS = 64_000_000
-"""The most pixels a picture may have: ``recon_core.io.image.MAX_PIXELS``, which Blender's Python cannot import (it
-has no Pillow); a test keeps the two equal."""
 
 
 def _display_pixels(image) -> np.ndarray:
@@ -647,10 +647,11 @@ class _Reconstruction:
             collection = _alive(self.collection) or bpy.data.collections.get(self.collection_name)
             if collection is not None and collection not in scene.collection.children_recursive:
                 collection = None  # deleted, or taken out of the scene: the scene's own collection
-            elif collection is not None and (collection.library is not None or not collection.is_editable):
-                self.warnings.append(f"The active collection {collection.name} is linked from another file and "
-                                     "cannot take objects; the result is in the scene's own collection.")
-                collection = None  # as Blender's own Add does
+            elif collection is not None and (collection.library is not None or collection.override_library is not None
+                                             or not collection.is_editable):
+                self.warnings.append(f"The active collection {collection.name} is linked or overridden from another "
+                                     "file and cannot take objects; the result is in the scene's own collection.")
+                collection = None
         view_layer = scene.view_layers.get(self.view_layer_name or "")
         if view_layer is None:
             view_layer = context.view_layer if scene == context.scene else scene.view_layers[0]

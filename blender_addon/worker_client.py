@@ -49,6 +49,10 @@ MIN_HEIGHT_MM, MAX_HEIGHT_MM = 0.1, 100_000.0
 """The real heights the worker accepts (``recon_core.io.inference``'s ``MIN_HEIGHT_MM`` and ``MAX_HEIGHT_MM``),
 copied likewise."""
 
+MAX_PIXELS = 64_000_000
+"""The most pixels a picture may have (recon_core.io.image.MAX_PIXELS; a test keeps the two equal): the add-on refuses
+a larger Blender image before making its copy for the worker."""
+
 DELAY_ENV = "RECON_WORKER_DELAY_S"
 """Tests only: when set in this process, requests ask the worker to sleep this many seconds first."""
 STARTUP_TIMEOUT_S = 300.0
@@ -65,9 +69,23 @@ class WorkerError(RuntimeError):
 
 
 def temp_folder_sentence(err: OSError) -> str:
-    """One sentence for an OSError writing the add-on's temporary files (a full disk, a missing folder)."""
-    return (f"Cannot write a temporary file in {tempfile.gettempdir()} ({err.strerror or err}); free some disk space "
-            "there (or start Blender with TMPDIR set to a folder that has room) and try again.")
+    """One sentence for an OSError writing the add-on's temporary files (a full disk, a folder missing or not
+    writable), its mend chosen by the error."""
+    import errno
+
+    try:
+        folder = os.path.dirname(err.filename) if err.filename else tempfile.gettempdir()
+    except OSError:  # no usable temporary folder at all
+        folder = "the temporary folder"
+    variable = "TEMP" if sys.platform == "win32" else "TMPDIR"
+    if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        mend = "free some disk space there"
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        mend = "make it writable"
+    else:
+        mend = "check that it exists and can be written"
+    return (f"Cannot write a temporary file in {folder} ({err.strerror or err}); {mend}, or start Blender with "
+            f"{variable} set to another folder, and try again.")
 
 
 def _check_python(python: str) -> None:
@@ -76,7 +94,8 @@ def _check_python(python: str) -> None:
         raise WorkerError("No Python interpreter is set: choose one that has recon_core installed in the "
                           "add-on preferences (Edit > Preferences > Add-ons > Reconstruct from Image).")
     if os.path.isdir(python):
-        inside = [p for p in (os.path.join(python, "bin", "python"), os.path.join(python, "Scripts", "python.exe"))
+        inside = [p for p in (os.path.join(python, "bin", "python"), os.path.join(python, "bin", "python3"),
+                              os.path.join(python, "Scripts", "python.exe"), os.path.join(python, "python.exe"))
                   if os.path.isfile(p)]
         example = f" ({inside[0]})" if inside else ""
         raise WorkerError(f"The Python interpreter {python} is a folder; choose the Python program inside it{example} "
@@ -609,8 +628,8 @@ class WorkerClient:
                 try:
                     self.job._handle(message)
                 except Exception as err:  # noqa: BLE001 - a message this add-on cannot read: end the run, say why
-                    self._give_up(f"The worker sent a message this add-on cannot read ({type(err).__name__}: {err}); "
-                                  "install matching versions of the add-on and recon_core.")
+                    self._give_up(f"The worker's message could not be read ({type(err).__name__}: {err}); this is a "
+                                  "bug: please report it with this sentence. Click Reconstruct again to retry.")
                     return
 
     def _give_up(self, message: str) -> None:

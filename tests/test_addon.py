@@ -1811,8 +1811,9 @@ def test_a_blend_relative_image_path_follows_save_as_to_another_folder(addon, se
 
 
 def test_an_active_collection_linked_from_another_file_gives_way_to_the_scenes(addon, settings, tmp_path):
-    """The active collection linked from a library cannot take objects: the result goes to the scene's own collection
-    with a warning, as Blender's Add does (the run ended in "Could not create the mesh in Blender (RuntimeError ...)")."""
+    """The active collection linked from a library, or a library override of it, cannot take objects: the result goes
+    to the scene's own collection with a warning (the run ended in "Could not create the mesh in Blender (RuntimeError
+    ...)")."""
     props = bpy.data.collections.new("Props")
     library_file = tmp_path / "props.blend"
     bpy.data.libraries.write(str(library_file), {props}, fake_user=True)
@@ -1831,11 +1832,24 @@ def test_an_active_collection_linked_from_another_file_gives_way_to_the_scenes(a
         assert driver.invoke() == {'RUNNING_MODAL'} and driver.finish() == {'FINISHED'}, driver.reports
         [obj] = [o for o in bpy.data.objects if o.name not in before]
         assert obj.users_collection == (scene.collection,)
-        assert ({'WARNING'}, "The active collection Props is linked from another file and cannot take objects; the "
-                             "result is in the scene's own collection.") in driver.reports
+        assert ({'WARNING'}, "The active collection Props is linked or overridden from another file and cannot take "
+                             "objects; the result is in the scene's own collection.") in driver.reports
         mask = obj["recon_mask"]
         bpy.data.objects.remove(obj)
         bpy.data.images.remove(mask)
+        override = props.override_hierarchy_create(scene, view_layer)  # editable in name, yet refuses objects
+        view_layer.active_layer_collection = view_layer.layer_collection.children[override.name]
+        assert override.library is None and override.override_library is not None
+        before = scene_state()[0]
+        driver = ModalDriver(addon.package.operators.RECON_OT_reconstruct)
+        assert driver.invoke() == {'RUNNING_MODAL'} and driver.finish() == {'FINISHED'}, driver.reports
+        [obj] = [o for o in bpy.data.objects if o.name not in before]
+        assert obj.users_collection == (scene.collection,)
+        mask = obj["recon_mask"]
+        bpy.data.objects.remove(obj)
+        bpy.data.images.remove(mask)
+        scene.collection.children.unlink(override)
+        bpy.data.collections.remove(override)
     finally:
         view_layer.active_layer_collection = active
         scene.collection.children.unlink(props)
@@ -1851,16 +1865,19 @@ def test_pasted_paths_are_read_as_the_file_system_names_them(addon):
     assert pasted("'/tmp/chair.png'") == "/tmp/chair.png"
     assert pasted("file:///tmp/my%20pictures/chair%C3%A9.png") == "/tmp/my pictures/chairé.png"
     assert pasted("~/chair.png") == os.path.join(home, "chair.png")
+    assert pasted("file:/tmp/chair.png") == "/tmp/chair.png" and pasted("file://localhost/tmp/a.png") == "/tmp/a.png"
+    assert pasted("file://server/share/a.png") == "file://server/share/a.png"  # another host's: left as typed
     assert pasted("//chair.png") == "//chair.png" and pasted('"') == '"'
 
 
 def test_a_python_setting_given_by_name_is_found_on_the_path(addon, monkeypatch):
     """``python3`` as the Python setting is the program the PATH finds (it was taken as a file in Blender's working
-    folder); a name the PATH does not hold stays a path, whose sentence says it does not exist."""
+    folder); a name the PATH does not hold is said to be so."""
     interpreter = addon.package.operators._interpreter
     monkeypatch.setattr(addon.package.operators.shutil, "which", lambda name: PYTHON if name == "python3" else None)
     assert interpreter("python3") == os.path.abspath(PYTHON)
-    assert interpreter("no-such-python") == os.path.abspath("no-such-python")
+    with pytest.raises(addon.package.operators.InputError, match="no-such-python is not a program on the PATH"):
+        interpreter("no-such-python")
 
 
 def test_a_full_temporary_folder_is_one_sentence(addon, settings, monkeypatch):
@@ -1873,6 +1890,14 @@ def test_a_full_temporary_folder_is_one_sentence(addon, settings, monkeypatch):
 
     monkeypatch.setattr(addon.package.operators.tempfile, "mkdtemp", full)
     expect_error(addon, r"Cannot write a temporary file in .* \(No space left on device\); free some disk space")
+    image = bpy.data.images.new("generated", 64, 64)  # handed over as a temporary copy: no room for that either
+    monkeypatch.setattr(addon.package.operators.tempfile, "mkstemp", full)
+    settings.source, settings.image = 'IMAGE', image
+    try:
+        expect_error(addon, r"^Error: Cannot write a temporary file in .* \(No space left on device\)")
+    finally:
+        settings.source, settings.image = 'FILE', None
+        bpy.data.images.remove(image)
 
 
 def test_a_float_image_larger_than_the_worker_reads_is_refused_before_its_copy(addon, settings, monkeypatch):
@@ -1881,14 +1906,14 @@ def test_a_float_image_larger_than_the_worker_reads_is_refused_before_its_copy(a
     from recon_core.io.image import MAX_PIXELS
 
     operators = addon.package.operators
-    assert operators.MAX_PIXELS == MAX_PIXELS
-    monkeypatch.setattr(operators, "MAX_PIXELS", 100)
+    assert addon.package.worker_client.MAX_PIXELS == MAX_PIXELS
+    monkeypatch.setattr(addon.package.worker_client, "MAX_PIXELS", 100)
     image = bpy.data.images.new("hdr", 16, 16, float_buffer=True)
     image.file_format = 'OPEN_EXR'  # a format the worker cannot read: copied as a PNG by the add-on
     settings.source, settings.image = 'IMAGE', image
     try:
-        expect_error(addon, r"The image hdr is 16x16 pixels, more than the reconstruction reads \(10x10\); scale it "
-                            r"down")
+        expect_error(addon, r"The image hdr is 16x16 pixels, more than the 0.0001 million pixels the reconstruction "
+                            r"reads \(e.g. 10x10\); scale it down")
     finally:
         settings.source, settings.image = 'FILE', None
         bpy.data.images.remove(image)

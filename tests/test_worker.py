@@ -86,6 +86,9 @@ def test_client_constants_match_recon_core():
     from recon_core.io.inference import MAX_HEIGHT_MM, MIN_HEIGHT_MM
 
     assert (worker_client.MIN_HEIGHT_MM, worker_client.MAX_HEIGHT_MM) == (MIN_HEIGHT_MM, MAX_HEIGHT_MM)
+    from recon_core.io.image import MAX_PIXELS
+
+    assert worker_client.MAX_PIXELS == MAX_PIXELS
 
 
 def test_array_encoding_round_trips_little_endian():
@@ -737,8 +740,9 @@ def test_a_message_the_client_cannot_read_ends_the_run_in_one_sentence(monkeypat
     client._messages.put(json.dumps({"version": worker_client.PROTOCOL_VERSION, "type": "progress", "id": "r1"}))
     client._pump()
     assert killed and client.job is None and job.done
-    assert "cannot read (TypeError: float() argument" in str(job.error) and "\n" not in str(job.error)
-    with pytest.raises(worker_client.WorkerError, match="cannot read"):
+    assert "could not be read (TypeError: float() argument" in str(job.error) and "\n" not in str(job.error)
+    assert "this is a bug: please report it" in str(job.error)
+    with pytest.raises(worker_client.WorkerError, match="could not be read"):
         job.poll()
 
 
@@ -753,9 +757,21 @@ def test_a_python_setting_that_is_a_folder_names_the_program_inside(tmp_path):
         worker_client._check_python(str(venv))
 
 
-def test_the_temporary_folder_sentence_names_the_folder_and_the_mend():
+def test_the_temporary_folder_sentence_names_the_folder_and_the_mend(monkeypatch):
+    """The folder of the file that failed (else the temporary folder), and the mend its error asks for."""
     import errno
 
     sentence = worker_client.temp_folder_sentence(OSError(errno.ENOSPC, "No space left on device"))
-    assert sentence.startswith(f"Cannot write a temporary file in {tempfile.gettempdir()} (No space left on device)")
-    assert "free some disk space" in sentence and "\n" not in sentence
+    assert sentence.startswith(f"Cannot write a temporary file in {tempfile.gettempdir()} (No space left on device); "
+                               "free some disk space there")
+    assert "\n" not in sentence
+    denied = worker_client.temp_folder_sentence(PermissionError(errno.EACCES, "Permission denied", "/locked/recon-x"))
+    assert denied.startswith("Cannot write a temporary file in /locked (Permission denied); make it writable")
+
+    def no_folder():
+        raise FileNotFoundError(errno.ENOENT, "No usable temporary directory found")
+
+    monkeypatch.setattr(worker_client.tempfile, "gettempdir", no_folder)
+    gone = worker_client.temp_folder_sentence(OSError(errno.ENOENT, "No such file or directory"))
+    assert gone.startswith("Cannot write a temporary file in the temporary folder (No such file or directory); check "
+                           "that it exists and can be written")
