@@ -735,7 +735,11 @@ def _signalled(tmp_path, tiny_model_path, good_image, when, name, ignore=None) -
 
     out = tmp_path / "out"
     out.mkdir(parents=True)
-    preexec = None if ignore is None else (lambda: signal.signal(getattr(signal, ignore), signal.SIG_IGN))
+    def preexec():  # the child starts with each signal's default, whatever this test run ignores (nohup, a job in
+        # the background), and with ``ignore`` ignored, as nohup starts it
+        for each in ("SIGINT", "SIGTERM", "SIGHUP"):
+            signal.signal(getattr(signal, each), signal.SIG_IGN if each == ignore else signal.SIG_DFL)
+
     proc = subprocess.run([sys.executable, "-c", _SIGNALLING, when, name, str(good_image), "-o", str(out / "m.stl"),
                            "--save-mask", str(out / "mask.png"), "--model", str(tiny_model_path)], capture_output=True, text=True,
                           cwd=REPO, timeout=300, preexec_fn=preexec)
