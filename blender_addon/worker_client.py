@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import errno
 import itertools
 import json
 import math
@@ -71,8 +72,6 @@ class WorkerError(RuntimeError):
 def temp_folder_sentence(err: OSError) -> str:
     """One sentence for an OSError writing the add-on's temporary files (a full disk, a folder missing or not
     writable), its mend chosen by the error."""
-    import errno
-
     try:
         folder = os.path.dirname(err.filename) if err.filename else tempfile.gettempdir()
     except OSError:  # no usable temporary folder at all

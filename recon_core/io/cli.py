@@ -79,18 +79,14 @@ class _Stop:
 _STOP = _Stop()
 
 
-def _stopped_code() -> int:
-    """The exit code of a stopped run: 128 + the signal that stopped it, 130 (Ctrl-C) when none was recorded."""
-    return INTERRUPTED if _STOP.signum is None else 128 + _STOP.signum
-
-
 def _stopped(written: str = "no file written") -> int:
-    """Say that the run was stopped (Ctrl-C, or the signal recorded) and what was written; its exit code."""
+    """Say that the run was stopped (Ctrl-C, or the signal recorded) and what was written; its exit code: 128 + the
+    signal, 130 (Ctrl-C) when none was recorded."""
     if _STOP.signum is None or _STOP.signum == signal.SIGINT:
         _say(f"error: interrupted; {written}.")
-    else:
-        _say(f"error: stopped by {signal.Signals(_STOP.signum).name}; {written}.")
-    return _stopped_code()
+        return INTERRUPTED
+    _say(f"error: stopped by {signal.Signals(_STOP.signum).name}; {written}.")
+    return 128 + _STOP.signum
 
 EPILOG = """\
 exit codes:
@@ -452,11 +448,14 @@ def main(argv: list[str] | None = None) -> int:
             return _stopped()
         if args.debug:  # the traceback too; the sentence and the exit code stay the same
             traceback.print_exc()
-        _say(f"error: {err}" if isinstance(err, (ImageError, WeightsError, ExportError, ValueError, MissingDependency))
-             else f"error: unexpected failure ({type(err).__name__}: {err}); rerun with --debug and report it.")
-        if isinstance(err, (ImageError, WeightsError, ExportError, ValueError)):
+        if isinstance(err, (ImageError, WeightsError, ExportError, ValueError)):  # bad input
+            _say(f"error: {err}")
             return 2
-        return 1  # a package missing from this environment (its message says how to install it), or unexpected
+        if isinstance(err, MissingDependency):  # a package missing here: its sentence says how to install it
+            _say(f"error: {err}")
+            return 1
+        _say(f"error: unexpected failure ({type(err).__name__}: {err}); rerun with --debug and report it.")
+        return 1
     _STOP.files_written = True
     try:
         return _report(args, result, results, paths, out, mask_out, time.perf_counter() - start)

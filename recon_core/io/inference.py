@@ -371,7 +371,7 @@ class Reconstructor:
         Raises:
             ImageError: neither finds an object.
         """
-        from recon_core.network.crop import differing_pixels, object_pixels, too_few_pixels
+        from recon_core.network.crop import border_object, differing_pixels, too_few_pixels
         from recon_core.network.finder import UNSURE_MASK, finder_alpha, fit_to_picture, mask_confidence
 
         with _timed(timings, "finder"):
@@ -387,9 +387,9 @@ class Reconstructor:
                                f"(confidence {confidence:.2f}): check the mask it took (recon-mesh --save-mask, the "
                                "add-on's Object Mask) and give a corrected one (--mask, Use This Mask)"), True
             return found, "object found by the object finder (no transparency)", False
-        if object_pixels(rgb, None) is not None:
+        fg = differing_pixels(rgb)  # once: the border-colour rule's object, and else why there is none
+        if border_object(fg) is not None:
             return None, "the object finder saw no object: taken against the border colour instead", False
-        fg = differing_pixels(rgb)
         if fg is not None and fg.any() and too_few_pixels(fg):  # a plain background and a speck: maybe the object
             h, w = fg.shape
             raise ImageError(f"No object found in {source}: only {int(fg.sum())} of its pixels (as read, {w} x {h}) "

@@ -67,10 +67,7 @@ def object_pixels(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray | Non
             if fg.any():
                 return fg
         return None  # nothing opaque at all: the whole image (callers refuse such pictures earlier)
-    fg = differing_pixels(rgb)
-    if fg is None or too_few_pixels(fg) or fg.mean() > 0.97:
-        return None
-    return fg
+    return border_object(differing_pixels(rgb))
 
 
 BUSY_BORDER = 60.0
@@ -87,6 +84,14 @@ def differing_pixels(rgb: np.ndarray) -> np.ndarray | None:
     if spread > BUSY_BORDER:
         return None
     return np.abs(rgb.astype(np.int16) - bg).sum(axis=2) > COLOUR_DIFFERENCE
+
+
+def border_object(fg: np.ndarray | None) -> np.ndarray | None:
+    """:func:`differing_pixels`' ``fg`` as the object the border-colour rule takes: ``fg`` itself, or None when the
+    border is busy (``fg`` None), too few pixels differ (:func:`too_few_pixels`) or nearly all do."""
+    if fg is None or too_few_pixels(fg) or fg.mean() > 0.97:
+        return None
+    return fg
 
 
 def too_few_pixels(fg: np.ndarray) -> bool:
