@@ -31,6 +31,7 @@ from typing import Any
 
 __all__ = [
     "PROTOCOL_VERSION", "CATEGORY_NAMES", "DETAIL_VERTICES", "DEFAULT_DETAIL", "DELAY_ENV", "STARTUP_TIMEOUT_S",
+    "HELLO_TIMEOUT_S",
     "WorkerError", "check_model", "Candidate", "WorkerResult", "Job", "WorkerClient", "get_client", "shutdown_all", "write_3mf",
 ]
 
@@ -60,6 +61,16 @@ STARTUP_TIMEOUT_S = 300.0
 """The least time a cold worker is given to start and load the model (the time-out when it is longer): a request's
 own time-out counts from the model loaded (the worker's ``ready``), so a time-out shorter than a cold start does
 not kill every new worker before it can answer."""
+
+HELLO_TIMEOUT_S = 60.0
+"""The most time an interpreter is given to greet as the worker (its ``hello``, sent as soon as Python has started,
+before the model loads): a program that is not the worker is stopped then, not after :data:`STARTUP_TIMEOUT_S`."""
+_STRAY_LIMIT = 20
+"""Lines of stdout that are no protocol message before the worker's ``hello`` (the worker sends nothing else there)
+after which the program is taken not to be the worker and stopped."""
+
+_PUMP_BATCH = 1000
+"""The most messages one poll handles; the rest wait for the next."""
 
 _STDERR_LINES = 200
 _EOF = object()
@@ -377,7 +388,12 @@ class Job:
         if not self.done and self.timeout_s:
             if self.clock_from is None:
                 limit = max(self.timeout_s, STARTUP_TIMEOUT_S)
-                if self.elapsed > limit:
+                client = self.client
+                if (client.hello is None and client.started is not None and HELLO_TIMEOUT_S < limit
+                        and time.perf_counter() - client.started > HELLO_TIMEOUT_S):
+                    said = f"it printed {client.stray[0][:60]!r}" if client.stray else "it printed nothing"
+                    client._give_up(client._not_the_worker(f"{said} in {HELLO_TIMEOUT_S:g} s"))
+                elif self.elapsed > limit:
                     self.client.kill()
                     self._fail(f"Starting the worker and loading the model took longer than {limit:g} s and was "
                                "stopped; check the Python and Model settings in the add-on preferences, or raise the "
@@ -460,6 +476,8 @@ class WorkerClient:
         self.process: subprocess.Popen | None = None
         self.hello: dict[str, Any] | None = None
         self.ready: dict[str, Any] | None = None
+        self.started: float | None = None  # time.perf_counter() at the process's start
+        self.stray: list[str] = []  # stdout lines before the hello that were no protocol message
         self.job: Job | None = None
         self.failure: str | None = None
         self._messages: queue.Queue = queue.Queue()
@@ -496,6 +514,7 @@ class WorkerClient:
         except OSError as err:
             raise WorkerError(f"Cannot start {self.python} ({err.strerror or err}); choose another interpreter "
                               "in the add-on preferences.") from None
+        self.started = time.perf_counter()
         threading.Thread(target=self._read_stdout, args=(self.process.stdout,), daemon=True).start()
         threading.Thread(target=self._read_stderr, args=(self.process.stderr,), daemon=True).start()
 
@@ -591,8 +610,9 @@ class WorkerClient:
             pass
 
     def _pump(self, wait_s: float = 0.0) -> None:
-        """Handle every message received so far; with none yet, wait at most ``wait_s`` for the first."""
-        while True:
+        """Handle the messages received so far, :data:`_PUMP_BATCH` at most (a call from Blender's timer returns even
+        while a broken worker floods its output); with none yet, wait at most ``wait_s`` for the first."""
+        for _ in range(_PUMP_BATCH):
             try:
                 line = self._messages.get(timeout=wait_s) if wait_s > 0 else self._messages.get_nowait()
             except queue.Empty:
@@ -605,6 +625,11 @@ class WorkerClient:
                 message = json.loads(line)
             except ValueError:
                 self._stderr.append(line.rstrip("\n"))  # stray output: keep it for crash messages
+                if self.hello is None and line.strip():
+                    self.stray.append(line.strip())
+                    if len(self.stray) >= _STRAY_LIMIT:
+                        self._give_up(self._not_the_worker(f"it printed {self.stray[0][:60]!r} and more"))
+                        return
                 continue
             if not isinstance(message, dict):
                 continue
@@ -630,6 +655,10 @@ class WorkerClient:
                     self._give_up(f"The worker's message could not be read ({type(err).__name__}: {err}); this is a "
                                   "bug: please report it with this sentence. Click Reconstruct again to retry.")
                     return
+
+    def _not_the_worker(self, what: str) -> str:
+        return (f"{self.python} does not answer as the reconstruction worker ({what}); choose the Python interpreter "
+                "that has recon_core installed in the add-on preferences.")
 
     def _give_up(self, message: str) -> None:
         self.failure = message

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -775,3 +776,60 @@ def test_the_temporary_folder_sentence_names_the_folder_and_the_mend(monkeypatch
     gone = worker_client.temp_folder_sentence(OSError(errno.ENOENT, "No such file or directory"))
     assert gone.startswith("Cannot write a temporary file in the temporary folder (No such file or directory); check "
                            "that it exists and can be written")
+
+
+def fake_python(folder: Path, body: str) -> str:
+    """A program set as the interpreter that is not the worker: a shell script running ``body``."""
+    script = folder / "not-python"
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_a_program_that_prints_no_protocol_is_stopped_at_once(tmp_path, monkeypatch):
+    """A wrong program set as the Python (one that prints lines of its own and goes on) is stopped after a few lines,
+    not after the start-up limit."""
+    monkeypatch.setattr(worker_client, "STARTUP_TIMEOUT_S", 20.0)
+    program = fake_python(tmp_path, "exec yes 'some other program'")
+    c = WorkerClient(program)
+    start = time.perf_counter()
+    with pytest.raises(WorkerError) as err:
+        c.submit(str(tmp_path / "x.png")).wait()
+    assert time.perf_counter() - start < 10
+    assert str(err.value) == (f"{program} does not answer as the reconstruction worker (it printed 'some other program'"
+                              " and more); choose the Python interpreter that has recon_core installed in the add-on "
+                              "preferences.")
+    assert c.process.poll() is not None and not c.alive
+
+
+def test_a_program_that_never_greets_is_stopped_after_the_hello_time_out(tmp_path, monkeypatch):
+    monkeypatch.setattr(worker_client, "STARTUP_TIMEOUT_S", 20.0)
+    monkeypatch.setattr(worker_client, "HELLO_TIMEOUT_S", 1.0)
+    program = fake_python(tmp_path, "echo 'a banner'\nexec sleep 30")
+    c = WorkerClient(program)
+    start = time.perf_counter()
+    with pytest.raises(WorkerError) as err:
+        c.submit(str(tmp_path / "x.png")).wait()
+    assert time.perf_counter() - start < 10
+    assert str(err.value) == (f"{program} does not answer as the reconstruction worker (it printed 'a banner' in 1 s); "
+                              "choose the Python interpreter that has recon_core installed in the add-on preferences.")
+    assert c.process.poll() is not None
+
+
+def test_a_worker_that_floods_its_output_does_not_hold_the_poll(tmp_path):
+    """A poll (Blender's timer) returns at once even while a broken worker sends messages without end."""
+    progress = json.dumps({"type": "progress", "version": worker_client.PROTOCOL_VERSION, "id": "r1", "stage": "x",
+                           "fraction": 0.5})
+    hello = json.dumps({"type": "hello", "version": worker_client.PROTOCOL_VERSION})
+    c = WorkerClient(fake_python(tmp_path, f"echo '{hello}'\nexec yes '{progress}'"))
+    try:
+        job = c.submit(str(tmp_path / "x.png"))
+        time.sleep(1.0)  # the messages pile up
+        polled = threading.Thread(target=job.poll, daemon=True)
+        start = time.perf_counter()
+        polled.start()
+        polled.join(10)
+        assert not polled.is_alive() and time.perf_counter() - start < 2.0
+        assert job.stage == "x" and job.fraction == 0.5 and not job.done
+    finally:
+        c.kill()
