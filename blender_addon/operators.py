@@ -235,8 +235,10 @@ def _image_file(image, scene, role: str = "picture") -> tuple[str, str | None]:
 
     Raises:
         InputError: the image cannot be copied; messages name it by its ``role`` ("picture", "mask image"), and one
-            that holds no pixels says why and what to do (:func:`_no_pixels`).
+            that holds no pixels says why and what to do (:func:`_no_pixels`); a tiled (UDIM) texture, an image
+            sequence or a movie is not one picture (:func:`_not_one_picture`).
     """
+    _not_one_picture(image, role)
     readable = image.type not in _RENDERS and image.file_format in _IMAGE_SUFFIX
     relative_to_unsaved = image.filepath_raw.startswith("//") and not bpy.data.filepath and image.library is None
     path = bpy.path.abspath(image.filepath_raw, library=image.library) if image.filepath_raw else ""
@@ -255,6 +257,27 @@ def _image_file(image, scene, role: str = "picture") -> tuple[str, str | None]:
     else:
         temp = _temp_copy(lambda p: _png_copy(image, scene, p), ".png", what, fix, no_pixels)
     return temp, temp
+
+
+def _not_one_picture(image, role: str) -> None:
+    """Refuse a Blender ``image`` that holds more than one picture: a tiled (UDIM) texture, an image sequence or a
+    movie, naming the file of one tile or frame to choose instead where it can.
+
+    Raises:
+        InputError: ``image`` is one of those.
+    """
+    name = f"The {role} {image.name}"
+    if image.source == 'TILED':
+        path = image.filepath_raw and bpy.path.abspath(image.filepath_raw, library=image.library)
+        tiles = sorted(tile.number for tile in image.tiles)
+        first = path.replace("<UDIM>", str(tiles[0])) if path and "<UDIM>" in path and tiles else ""
+        example = f" (e.g. {first})" if first and os.path.isfile(first) else ""
+        raise InputError(f"{name} is a tiled (UDIM) texture of {len(tiles)} tile{'s' * (len(tiles) != 1)}, not one "
+                         f"picture; choose the image file of one tile{example}, or another image.")
+    if image.source in {'SEQUENCE', 'MOVIE'}:
+        kind = "an image sequence" if image.source == 'SEQUENCE' else "a movie"
+        raise InputError(f"{name} is {kind}, not one picture; save the frame you want as an image (Image Editor: "
+                         "Image > Save As) and choose that.")
 
 
 def _write_packed(packed_file, path: str) -> None:

@@ -33,6 +33,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -534,6 +535,44 @@ def test_an_image_without_pixels_is_one_sentence_naming_its_role_and_a_fix(addon
     finally:
         settings.image = settings.mask_image = None
         bpy.data.images.remove(moved)
+
+
+def test_a_udim_texture_or_an_image_sequence_is_not_one_picture(addon, settings, tmp_path):
+    """A tiled (UDIM) texture or an image sequence chosen as the picture or the mask: one sentence naming what it is
+    and a tile's file to choose, not Blender's save error about a temporary file."""
+    for tile in (1001, 1002):
+        Image.new("RGBA", (32, 32), (200, 0, 0, 255)).save(tmp_path / f"tex.{tile}.png")
+    for frame in (1, 2):
+        Image.new("RGBA", (32, 32), (0, 200, 0, 255)).save(tmp_path / f"seq_{frame:04d}.png")
+    tiled = bpy.data.images.load(str(tmp_path / "tex.1001.png"), check_existing=False)
+    tiled.source = 'TILED'
+    generated = bpy.data.images.new("painted tiles", 16, 16, tiled=True)
+    sequence = bpy.data.images.load(str(tmp_path / "seq_0001.png"), check_existing=False)
+    sequence.source = 'SEQUENCE'
+    before = set(os.listdir(tempfile.gettempdir()))
+
+    def error() -> str:
+        with pytest.raises(RuntimeError) as failed:
+            bpy.ops.recon.reconstruct_image()
+        return str(failed.value)
+
+    try:
+        settings.source, settings.image = 'IMAGE', tiled
+        assert tiled.filepath_raw.endswith("tex.<UDIM>.png")
+        assert error() == (f"Error: The picture tex.1001.png is a tiled (UDIM) texture of 2 tiles, not one picture; "
+                           f"choose the image file of one tile (e.g. {tmp_path / 'tex.1001.png'}), or another image.\n")
+        settings.image = generated
+        assert error() == ("Error: The picture painted tiles is a tiled (UDIM) texture of 1 tile, not one picture; "
+                           "choose the image file of one tile, or another image.\n")
+        settings.source, settings.image, settings.object_source, settings.mask_image = 'FILE', None, 'MASK', sequence
+        settings.image_path = str(addon.image)
+        assert error() == ("Error: The mask image seq_0001.png is an image sequence, not one picture; save the frame "
+                           "you want as an image (Image Editor: Image > Save As) and choose that.\n")
+        assert not [name for name in set(os.listdir(tempfile.gettempdir())) - before if name.startswith("recon-")]
+    finally:
+        settings.image = settings.mask_image = None
+        for image in (tiled, generated, sequence):
+            bpy.data.images.remove(image)
 
 
 @pytest.mark.parametrize("output", ["half-float EXR", "multilayer EXR", "video", "JPEG"])
