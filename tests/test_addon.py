@@ -510,6 +510,13 @@ def format_settings(settings) -> dict:
     return out
 
 
+def failed_sentence() -> str:
+    """The sentence a Reconstruct click that fails raises (as Blender's RuntimeError: "Error: ...\\n")."""
+    with pytest.raises(RuntimeError) as failed:
+        bpy.ops.recon.reconstruct_image()
+    return str(failed.value)
+
+
 def test_an_image_without_pixels_is_one_sentence_naming_its_role_and_a_fix(addon, settings, tmp_path):
     """Its file missing (as picture, as mask), or a Render Result before any render (before the render tests below):
     what it is to the run and what to do, without Blender's own "Error: ..." nested inside."""
@@ -519,19 +526,14 @@ def test_an_image_without_pixels_is_one_sentence_naming_its_role_and_a_fix(addon
     missing = (f"has no pixels because its file {tmp_path / 'moved.png'} is missing; point it at the file again "
                "(Image Editor: Image > Replace), or choose another image.")
 
-    def error() -> str:
-        with pytest.raises(RuntimeError) as failed:
-            bpy.ops.recon.reconstruct_image()
-        return str(failed.value)
-
     try:
         settings.source, settings.image = 'IMAGE', moved
-        assert error() == f"Error: The picture moved.png {missing}\n"
+        assert failed_sentence() == f"Error: The picture moved.png {missing}\n"
         settings.image = bpy.data.images["Render Result"]
-        assert error() == ("Error: The picture Render Result holds no render yet; render first, or choose another "
-                           "image.\n")
+        assert failed_sentence() == ("Error: The picture Render Result holds no render yet; render first, or choose "
+                                     "another image.\n")
         settings.source, settings.image, settings.object_source, settings.mask_image = 'FILE', None, 'MASK', moved
-        assert error() == f"Error: The mask image moved.png {missing}\n"
+        assert failed_sentence() == f"Error: The mask image moved.png {missing}\n"
     finally:
         settings.image = settings.mask_image = None
         bpy.data.images.remove(moved)
@@ -551,23 +553,19 @@ def test_a_udim_texture_or_an_image_sequence_is_not_one_picture(addon, settings,
     sequence.source = 'SEQUENCE'
     before = set(os.listdir(tempfile.gettempdir()))
 
-    def error() -> str:
-        with pytest.raises(RuntimeError) as failed:
-            bpy.ops.recon.reconstruct_image()
-        return str(failed.value)
-
     try:
         settings.source, settings.image = 'IMAGE', tiled
         assert tiled.filepath_raw.endswith("tex.<UDIM>.png")
-        assert error() == (f"Error: The picture tex.1001.png is a tiled (UDIM) texture of 2 tiles, not one picture; "
-                           f"choose the image file of one tile (e.g. {tmp_path / 'tex.1001.png'}), or another image.\n")
+        assert failed_sentence() == (f"Error: The picture tex.1001.png is a tiled (UDIM) texture of 2 tiles, not one "
+                                     f"picture; choose the image file of one tile (e.g. {tmp_path / 'tex.1001.png'}), or "
+                                     "another image.\n")
         settings.image = generated
-        assert error() == ("Error: The picture painted tiles is a tiled (UDIM) texture of 1 tile, not one picture; "
-                           "choose the image file of one tile, or another image.\n")
+        assert failed_sentence() == ("Error: The picture painted tiles is a tiled (UDIM) texture of 1 tile, not one "
+                                     "picture; choose the image file of one tile, or another image.\n")
         settings.source, settings.image, settings.object_source, settings.mask_image = 'FILE', None, 'MASK', sequence
         settings.image_path = str(addon.image)
-        assert error() == ("Error: The mask image seq_0001.png is an image sequence, not one picture; save the frame "
-                           "you want as an image (Image Editor: Image > Save As) and choose that.\n")
+        assert failed_sentence() == ("Error: The mask image seq_0001.png is an image sequence, not one picture; save "
+                                     "the frame you want as an image (Image Editor: Image > Save As) and choose that.\n")
         assert not [name for name in set(os.listdir(tempfile.gettempdir())) - before if name.startswith("recon-")]
     finally:
         settings.image = settings.mask_image = None

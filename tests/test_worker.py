@@ -786,34 +786,23 @@ def fake_python(folder: Path, body: str) -> str:
     return str(script)
 
 
-def test_a_program_that_prints_no_protocol_is_stopped_at_once(tmp_path, monkeypatch):
-    """A wrong program set as the Python (one that prints lines of its own and goes on) is stopped after a few lines,
-    not after the start-up limit."""
-    monkeypatch.setattr(worker_client, "STARTUP_TIMEOUT_S", 20.0)
-    program = fake_python(tmp_path, "exec yes 'some other program'")
-    c = WorkerClient(program)
-    start = time.perf_counter()
-    with pytest.raises(WorkerError) as err:
-        c.submit(str(tmp_path / "x.png")).wait()
-    assert time.perf_counter() - start < 10
-    assert str(err.value) == (f"{program} does not answer as the reconstruction worker (it printed 'some other program'"
-                              " and more); choose the Python interpreter that has recon_core installed in the add-on "
-                              "preferences.")
-    assert c.process.poll() is not None and not c.alive
-
-
-def test_a_program_that_never_greets_is_stopped_after_the_hello_time_out(tmp_path, monkeypatch):
+@pytest.mark.parametrize("body, printed", [
+    ("exec yes 'some other program'", "it printed 'some other program' and more"),  # lines of its own, going on
+    ("echo 'a banner'\nexec sleep 30", "it printed 'a banner' in 1 s"),  # silent after a line: the hello's time-out
+])
+def test_a_program_that_is_not_the_worker_is_stopped_long_before_the_start_up_limit(tmp_path, monkeypatch, body,
+                                                                                    printed):
     monkeypatch.setattr(worker_client, "STARTUP_TIMEOUT_S", 20.0)
     monkeypatch.setattr(worker_client, "HELLO_TIMEOUT_S", 1.0)
-    program = fake_python(tmp_path, "echo 'a banner'\nexec sleep 30")
+    program = fake_python(tmp_path, body)
     c = WorkerClient(program)
     start = time.perf_counter()
     with pytest.raises(WorkerError) as err:
         c.submit(str(tmp_path / "x.png")).wait()
     assert time.perf_counter() - start < 10
-    assert str(err.value) == (f"{program} does not answer as the reconstruction worker (it printed 'a banner' in 1 s); "
-                              "choose the Python interpreter that has recon_core installed in the add-on preferences.")
-    assert c.process.poll() is not None
+    assert str(err.value) == (f"{program} does not answer as the reconstruction worker ({printed}); choose the Python "
+                              "interpreter that has recon_core installed in the add-on preferences.")
+    assert c.process.poll() is not None and not c.alive
 
 
 def test_a_worker_that_floods_its_output_does_not_hold_the_poll(tmp_path):
