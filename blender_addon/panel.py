@@ -44,7 +44,8 @@ class RECON_PT_reconstruct(bpy.types.Panel):
         else:
             box = layout.box()
             box.label(text=f"{run.name}: {run.stage}", icon='TIME')
-            box.label(text=f"{run.elapsed:.0f} s, Esc to cancel")
+            box.progress(factor=run.fraction, type='BAR', text=f"{100 * run.fraction:.0f} %, {run.elapsed:.0f} s")
+            box.label(text="Esc to cancel")
 
 
 class _SubPanel:

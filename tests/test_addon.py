@@ -772,6 +772,16 @@ def test_panels_draw(addon, settings):
     bpy.data.meshes.remove(mesh)
 
 
+def test_a_run_in_flight_shows_its_stage_and_a_progress_bar_in_the_panel(addon, settings, monkeypatch):
+    run = SimpleNamespace(name="chair", stage="fitting the shape bank", fraction=0.42, elapsed=3.4)
+    monkeypatch.setattr(addon.package.panel, "running", lambda: run)
+    calls = draw_panel(bpy.types.RECON_PT_reconstruct)
+    assert "chair: fitting the shape bank" in labels(calls)
+    bars = [kw for name, _, kw in calls if name == "progress"]
+    assert bars == [{"factor": 0.42, "type": 'BAR', "text": "42 %, 3 s"}]
+    assert not [kw for name, _, kw in calls if name == "operator"], "no second Reconstruct button while one runs"
+
+
 # -- the object mask ------------------------------------------------------------------------------------
 
 
