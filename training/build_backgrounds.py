@@ -255,7 +255,7 @@ def build_backgrounds(out: Path, cache: Path, crops: int = 320, size: int = 256,
             if json.loads(manifest.read_text()).get("settings") == settings:
                 log.info("%s is up to date (%d crops)", out, crops)
                 return out
-        except (json.JSONDecodeError, AttributeError):
+        except (OSError, ValueError, AttributeError):  # not JSON, not text, not a dict: not up to date
             pass
     _check_out(out)
     extracted = _fetch(cache, packages)

@@ -18,6 +18,7 @@ import io
 import logging
 import sys
 import time
+import zipfile
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def read_solid(path: str | Path) -> tuple[np.ndarray, float]:
         with np.load(path, allow_pickle=False) as data:
             resolution, bound = int(data["resolution"]), float(data["bound"])
             solid = unpack_grid(data["packed"].tobytes(), resolution)
-    except (OSError, KeyError, ValueError) as err:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:  # BadZipFile: a truncated file
         raise ValueError(f"{path} is corrupt ({err}); delete it and run python training/build_solids.py") from None
     return solid, bound
 

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from training.augment import (PHOTO_SHARE, BackgroundPhotos, augment_box, cutout
                               synthetic_background)
 from training.holdout import is_held_out
 
-__all__ = ["RenderedViews", "UNKNOWN_CATEGORY"]
+__all__ = ["RenderedViews", "UNKNOWN_CATEGORY", "read_points"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,21 @@ def _read_manifest(shapenet_root: Path) -> list[dict]:
                                               for r in records)):
         raise ValueError(f"{path} must be a list of {{model_id, synset, split}} records (or {{\"models\": [...]}}).")
     return records
+
+
+def read_points(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """``(points, normals)`` of a model's ``points.npz`` (training/render.py writes it), each (P, 3).
+
+    Raises:
+        ValueError: the file is truncated or corrupt, or lacks either array, naming it and the mend.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            points, normals = data["points"], data["normals"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:  # BadZipFile: a truncated file
+        raise ValueError(f"{path} is corrupt or truncated ({err}); delete it and run python training/render.py "
+                         "again, which writes only what is missing.") from None
+    return points, normals
 
 
 class RenderedViews(Dataset):
@@ -361,8 +377,7 @@ class RenderedViews(Dataset):
         if self._pack is not None:
             points, normals = self._pack.points(self._pack_model[m])
         else:
-            with np.load(self._folders[m] / "points.npz") as data:
-                points, normals = data["points"], data["normals"]
+            points, normals = read_points(self._folders[m] / "points.npz")
         # The file's points are independent uniform samples, so any run of them is a uniform subset.
         idx = (int(rng.integers(len(points))) + np.arange(self.num_points)) % len(points)
         return points[idx].astype(np.float32), normals[idx].astype(np.float32)

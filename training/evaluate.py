@@ -62,6 +62,7 @@ import os
 import re
 import sys
 import time
+import zipfile
 from collections import OrderedDict, defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -282,7 +283,7 @@ def _read_manifest(shapenet: Path) -> list[dict[str, Any]]:
     if path.is_file():
         try:
             data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:  # not text, or not JSON
             raise DataError(f"{path} cannot be read ({err}); rebuild the data set or fix the file.") from None
         records = data.get("models", data) if isinstance(data, dict) else data
         well_formed = isinstance(records, list) and all(
@@ -878,7 +879,7 @@ def _shape_points(entry: ModelEntry, num_points: int, seed: int) -> torch.Tensor
                 pts = np.asarray(data["points"] if "points" in data.files else data[data.files[0]], dtype=np.float32)
             if pts.ndim == 2 and pts.shape[1] == 3 and len(pts):
                 return torch.from_numpy(pts[rng.choice(len(pts), num_points, replace=len(pts) < num_points)])
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # BadZipFile: a truncated file
             log.warning("unreadable %s: sampling the mesh instead", npz)
     from pytorch3d.ops import sample_points_from_meshes
     from pytorch3d.structures import Meshes

@@ -100,7 +100,7 @@ def pack_views(shapenet: str | os.PathLike, renders: str | os.PathLike, out: str
 
     Returns ``out``. Raises ``ValueError`` when no model of the splits has a complete view.
     """
-    from training.dataset import RenderedViews
+    from training.dataset import RenderedViews, read_points
 
     out = Path(out)
     models: list[tuple[str, str, str]] = []
@@ -117,10 +117,10 @@ def pack_views(shapenet: str | os.PathLike, renders: str | os.PathLike, out: str
             folder = views._folders[m]
             index = len(models)
             models.append((folder.parent.name, views._model_ids[m], split))
-            with np.load(folder / "points.npz") as data:
-                take = np.linspace(0, len(data["points"]) - 1, points).round().astype(int)
-                pts.append(data["points"][take].astype(np.float16))
-                nrm.append(data["normals"][take].astype(np.float16))
+            model_points, model_normals = read_points(folder / "points.npz")
+            take = np.linspace(0, len(model_points) - 1, points).round().astype(int)
+            pts.append(model_points[take].astype(np.float16))
+            nrm.append(model_normals[take].astype(np.float16))
             for v in chosen:
                 stem = f"{v:03d}"
                 meta = json.loads((folder / f"{stem}.json").read_text())

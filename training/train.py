@@ -724,12 +724,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. optim.steps=100")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    cfg = None
     try:
         cfg = load_train_config(args.config, args.overrides)
         train(cfg, resume=args.resume, init_from=args.init_from)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: the checkpoint is written atomically, so the last one is whole
+        checkpoint = None if cfg is None else Path(cfg.run.out) / "checkpoint.pt"
+        kept = (f"the last checkpoint, {checkpoint}, is whole: continue with --resume and the same settings"
+                if checkpoint is not None and checkpoint.is_file() else "no checkpoint was written")
+        print(f"error: interrupted; {kept}.", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -29,6 +29,7 @@ import logging
 import math
 import sys
 import time
+import zipfile
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -367,7 +368,7 @@ def _read_cache(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
     try:
         with np.load(path) as data:
             images, targets = data["images"], data["targets"]
-    except (OSError, ValueError, KeyError, EOFError) as err:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:  # BadZipFile: a truncated file
         log.warning("the picture cache %s cannot be read (%s): drawing its pictures again", path, err)
         return None
     if images.ndim != 4 or targets.ndim != 3 or len(images) != len(targets):
