@@ -418,6 +418,24 @@ def test_resuming_from_a_corrupt_checkpoint_is_one_sentence(two_step_run, tmp_pa
     assert (run / "config.yaml").read_bytes() == config
 
 
+def test_a_new_run_into_a_folder_that_holds_a_run_is_refused_and_leaves_it_whole(two_step_run, tmp_path, capsys):
+    """A run started without --resume in a run's folder wrote over its checkpoint and log (hours of training); it is
+    one sentence now, and every file of the run is as it was."""
+    import shutil
+
+    from training.train import main
+
+    run = tmp_path / "run"
+    shutil.copytree(two_step_run, run)
+    before = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main([*TINY_ARGS, "optim.batch_size=2", "optim.steps=3", f"run.out={run}"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: run.out={run} already holds a run ({run / 'checkpoint.pt'}); continue it with --resume, "
+                   "or give another run.out (delete that folder first to start it over).\n")
+    assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
 def test_resuming_past_or_at_the_planned_steps_trains_nothing_and_keeps_the_config(two_step_run, tmp_path, capsys):
     """optim.steps below the checkpoint's step trained nothing, exited 0 and wrote the lower steps into config.yaml;
     it is refused now, and resuming a finished run (its step = optim.steps) is a no-op that says so."""

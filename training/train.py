@@ -444,8 +444,8 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
     does nothing (a note says so); one past ``optim.steps`` is refused.
 
     Raises:
-        ValueError, FileNotFoundError: a setting out of range, an unusable ``run.out``, a missing or unfitting
-            checkpoint or ``init_from`` model.
+        ValueError, FileNotFoundError: a setting out of range, an unusable ``run.out`` (or one that holds a run
+            already, without ``resume``), a missing or unfitting checkpoint or ``init_from`` model.
     """
     rank, world, device = _setup_distributed()
     _check_config(cfg, world)
@@ -460,6 +460,9 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
     ckpt_path = out_dir / "checkpoint.pt"
     if resume and not ckpt_path.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}; start without --resume.")
+    if not resume and ckpt_path.is_file():  # a new run would write over that one's checkpoint and log
+        raise ValueError(f"run.out={out_dir} already holds a run ({ckpt_path}); continue it with --resume, or give "
+                         "another run.out (delete that folder first to start it over).")
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     torch.manual_seed(cfg.run.seed)
