@@ -71,6 +71,9 @@ after which the program is taken not to be the worker and stopped."""
 
 _PUMP_BATCH = 1000
 """The most messages one poll handles; the rest wait for the next."""
+_FLOOD_LIMIT = 100_000
+"""A worker with more lines than this waiting to be handled floods its output (the worker sends a handful a second)
+and is stopped, before the lines fill the memory."""
 
 _STDERR_LINES = 200
 _EOF = object()
@@ -391,8 +394,13 @@ class Job:
                 client = self.client
                 if (client.hello is None and client.started is not None and HELLO_TIMEOUT_S < limit
                         and time.perf_counter() - client.started > HELLO_TIMEOUT_S):
-                    said = f"it printed {client.stray[0][:60]!r}" if client.stray else "it printed nothing"
-                    client._give_up(client._not_the_worker(f"{said} in {HELLO_TIMEOUT_S:g} s"))
+                    printed = f", printing {client.stray[0][:60]!r}" if client.stray else ""
+                    tail = client.stderr_tail()
+                    client._give_up(f"{client.python} did not greet as the reconstruction worker within "
+                                    f"{HELLO_TIMEOUT_S:g} s{printed} and was stopped"
+                                    + (f" (its last output: {tail})" if tail and not printed else "")
+                                    + "; choose the Python interpreter that has recon_core installed in the add-on "
+                                      "preferences, or try again if the computer was busy.")
                 elif self.elapsed > limit:
                     self.client.kill()
                     self._fail(f"Starting the worker and loading the model took longer than {limit:g} s and was "
@@ -612,6 +620,13 @@ class WorkerClient:
     def _pump(self, wait_s: float = 0.0) -> None:
         """Handle the messages received so far, :data:`_PUMP_BATCH` at most (a call from Blender's timer returns even
         while a broken worker floods its output); with none yet, wait at most ``wait_s`` for the first."""
+        waiting = self._messages.qsize()
+        if waiting > _FLOOD_LIMIT and self.failure is None:
+            self._give_up(self._not_the_worker(f"it floods its output: {waiting:,} lines waiting") if self.hello is None
+                          else f"The reconstruction worker flooded its output ({waiting:,} lines waiting) and was "
+                               "stopped; this is a bug: please report it with this sentence. Click Reconstruct again "
+                               "to retry.")
+            return
         for _ in range(_PUMP_BATCH):
             try:
                 line = self._messages.get(timeout=wait_s) if wait_s > 0 else self._messages.get_nowait()
@@ -624,12 +639,17 @@ class WorkerClient:
             try:
                 message = json.loads(line)
             except ValueError:
-                self._stderr.append(line.rstrip("\n"))  # stray output: keep it for crash messages
-                if self.hello is None and line.strip():
+                message = None
+            if self.hello is None and not (isinstance(message, dict) and message.get("type") == "hello"):
+                if line.strip():  # the worker greets first: anything before is another program's output
+                    self._stderr.append(line.rstrip("\n"))
                     self.stray.append(line.strip())
                     if len(self.stray) >= _STRAY_LIMIT:
                         self._give_up(self._not_the_worker(f"it printed {self.stray[0][:60]!r} and more"))
                         return
+                continue
+            if message is None:
+                self._stderr.append(line.rstrip("\n"))  # stray output: keep it for crash messages
                 continue
             if not isinstance(message, dict):
                 continue
@@ -661,7 +681,9 @@ class WorkerClient:
                 "that has recon_core installed in the add-on preferences.")
 
     def _give_up(self, message: str) -> None:
-        self.failure = message
+        if self.failure is None:  # the first reason stays the one said
+            self.failure = message
+        message = self.failure
         if self.job is not None:
             self.job._fail(message)
         self.kill()

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -729,6 +728,7 @@ def test_a_message_the_client_cannot_read_ends_the_run_in_one_sentence(monkeypat
     import json
 
     client = WorkerClient(PYTHON)
+    client.hello = {"type": "hello", "version": worker_client.PROTOCOL_VERSION}  # it greeted, as the worker does first
     job = worker_client.Job(client, "r1", 0)
     client.job = job
 
@@ -786,12 +786,23 @@ def fake_python(folder: Path, body: str) -> str:
     return str(script)
 
 
-@pytest.mark.parametrize("body, printed", [
-    ("exec yes 'some other program'", "it printed 'some other program' and more"),  # lines of its own, going on
-    ("echo 'a banner'\nexec sleep 30", "it printed 'a banner' in 1 s"),  # silent after a line: the hello's time-out
+NOT_THE_WORKER = "choose the Python interpreter that has recon_core installed in the add-on preferences"
+
+
+@pytest.mark.parametrize("body, said", [
+    ("exec yes 'some other program'",  # lines of its own, going on
+     "{program} does not answer as the reconstruction worker (it printed 'some other program' and more); "
+     + NOT_THE_WORKER + "."),
+    ("exec yes 42",  # JSON, but no greeting
+     "{program} does not answer as the reconstruction worker (it printed '42' and more); " + NOT_THE_WORKER + "."),
+    ("echo 'a banner'\nexec sleep 30",  # silent after a line: the greeting's time-out
+     "{program} did not greet as the reconstruction worker within 1 s, printing 'a banner' and was stopped; "
+     + NOT_THE_WORKER + ", or try again if the computer was busy."),
+    ("echo 'starting slowly' >&2\nexec sleep 30",  # its stderr said
+     "{program} did not greet as the reconstruction worker within 1 s and was stopped (its last output: starting "
+     "slowly); " + NOT_THE_WORKER + ", or try again if the computer was busy."),
 ])
-def test_a_program_that_is_not_the_worker_is_stopped_long_before_the_start_up_limit(tmp_path, monkeypatch, body,
-                                                                                    printed):
+def test_a_program_that_is_not_the_worker_is_stopped_long_before_the_start_up_limit(tmp_path, monkeypatch, body, said):
     monkeypatch.setattr(worker_client, "STARTUP_TIMEOUT_S", 20.0)
     monkeypatch.setattr(worker_client, "HELLO_TIMEOUT_S", 1.0)
     program = fake_python(tmp_path, body)
@@ -800,25 +811,46 @@ def test_a_program_that_is_not_the_worker_is_stopped_long_before_the_start_up_li
     with pytest.raises(WorkerError) as err:
         c.submit(str(tmp_path / "x.png")).wait()
     assert time.perf_counter() - start < 10
-    assert str(err.value) == (f"{program} does not answer as the reconstruction worker ({printed}); choose the Python "
-                              "interpreter that has recon_core installed in the add-on preferences.")
+    assert str(err.value) == said.format(program=program)
     assert c.process.poll() is not None and not c.alive
 
 
-def test_a_worker_that_floods_its_output_does_not_hold_the_poll(tmp_path):
-    """A poll (Blender's timer) returns at once even while a broken worker sends messages without end."""
+def flooding_worker(tmp_path: Path, lines: int) -> WorkerClient:
+    """A started client whose fake worker greets, sends ``lines`` progress messages for request r1 at once, then
+    waits; returned once they have all arrived."""
     progress = json.dumps({"type": "progress", "version": worker_client.PROTOCOL_VERSION, "id": "r1", "stage": "x",
                            "fraction": 0.5})
     hello = json.dumps({"type": "hello", "version": worker_client.PROTOCOL_VERSION})
-    c = WorkerClient(fake_python(tmp_path, f"echo '{hello}'\nexec yes '{progress}'"))
+    c = WorkerClient(fake_python(tmp_path, f"echo '{hello}'\nyes '{progress}' | head -n {lines}\nexec sleep 30"))
+    c.submit(str(tmp_path / "x.png"))
+    deadline = time.perf_counter() + 30
+    while c._messages.qsize() < lines + 1 and time.perf_counter() < deadline:
+        time.sleep(0.05)
+    assert c._messages.qsize() == lines + 1
+    return c
+
+
+def test_a_poll_handles_at_most_a_batch_of_messages(tmp_path):
+    """A poll (Blender's timer) returns after :data:`worker_client._PUMP_BATCH` messages, the rest left for the next,
+    so a worker that sends messages without end cannot hold it."""
+    c = flooding_worker(tmp_path, 5000)
     try:
-        job = c.submit(str(tmp_path / "x.png"))
-        time.sleep(1.0)  # the messages pile up
-        polled = threading.Thread(target=job.poll, daemon=True)
-        start = time.perf_counter()
-        polled.start()
-        polled.join(10)
-        assert not polled.is_alive() and time.perf_counter() - start < 2.0
-        assert job.stage == "x" and job.fraction == 0.5 and not job.done
+        c.job.poll()
+        assert c._messages.qsize() == 5001 - worker_client._PUMP_BATCH
+        assert c.job.stage == "x" and c.job.fraction == 0.5 and not c.job.done
     finally:
         c.kill()
+
+
+def test_a_worker_that_floods_its_output_is_stopped_in_one_sentence(tmp_path, monkeypatch):
+    """Its lines would fill the memory faster than the polls take them (100-170 MB/s): past a limit it is stopped."""
+    c = flooding_worker(tmp_path, 5000)
+    job = c.job
+    job.poll()  # the greeting and the first batch
+    monkeypatch.setattr(worker_client, "_FLOOD_LIMIT", 3000)
+    with pytest.raises(WorkerError) as err:
+        job.poll()
+    assert str(err.value) == ("The reconstruction worker flooded its output (4,001 lines waiting) and was stopped; "
+                              "this is a bug: please report it with this sentence. Click Reconstruct again to retry.")
+    assert c.process.poll() is not None and not c.alive
+
