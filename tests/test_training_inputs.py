@@ -81,13 +81,22 @@ def test_a_truncated_points_file_is_one_sentence(tmp_path, capsys):
     _truncate(points)
     with pytest.raises(ValueError, match="points.npz is corrupt or truncated.*training/render.py"):
         read_points(points)
-    with pytest.raises(ValueError, match="points.npz is corrupt or truncated"):  # train.py says it in one sentence
+    with pytest.raises(ValueError, match="points.npz is corrupt or truncated"):
         RenderedViews(shapenet, renders, "train", image_size=64, num_points=16, augment=False)[0]
+    for workers in (0, 1):  # in a data loader's worker process torch wraps the error in its traceback
+        argv = [f"data.shapenet={shapenet}", f"data.renders={renders}", f"run.out={tmp_path / f'run{workers}'}",
+                "optim.steps=1", "optim.batch_size=1", f"data.workers={workers}", "model.backbone=resnet18",
+                "model.image_size=64"]
+        assert train.main(argv) == 2
+        err = capsys.readouterr().err  # the training's progress bar is on stderr too
+        assert "Traceback" not in err and err.count("error: ") == 1, err
+        _one_sentence(err[err.index("error: "):].splitlines()[0] + "\n", "points.npz is corrupt or truncated",
+                      "training/render.py")
     out = tmp_path / "pack"
     argv = ["--shapenet", str(shapenet), "--renders", str(renders), "--out", str(out), "--background-count", "0"]
     assert pack_views.main(argv) == 2
     _one_sentence(capsys.readouterr().err, "points.npz is corrupt or truncated")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["renders", "shapenet"]  # no pack, no temporary folder
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("run")) == ["renders", "shapenet"]
 
 
 def test_evaluate_samples_the_mesh_for_a_truncated_points_file(tmp_path):

@@ -21,6 +21,7 @@ import dataclasses
 import logging
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -719,6 +720,16 @@ def _prune_snapshots(folder: Path, keep: int) -> None:
         victim.with_suffix(".json").unlink(missing_ok=True)
 
 
+def _sentence(err: BaseException) -> str:
+    """An error's sentence; one raised in a data loader's worker process comes wrapped by torch in "Caught ValueError
+    in DataLoader worker process 0. Original Traceback ...", whose last line is the sentence (its type before it)."""
+    text = str(err)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    return last.split(": ", 1)[1] if re.match(r"^[\w.]+: ", last) else last
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="recon-train", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", help="YAML config (default: the built-in defaults)")
@@ -732,7 +743,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_train_config(args.config, args.overrides)
         train(cfg, resume=args.resume, init_from=args.init_from)
     except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_sentence(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: the checkpoint is written atomically, so the last one is whole
         checkpoint = None if cfg is None else Path(cfg.run.out) / "checkpoint.pt"
