@@ -539,7 +539,7 @@ def test_an_image_without_pixels_is_one_sentence_naming_its_role_and_a_fix(addon
         bpy.data.images.remove(moved)
 
 
-def test_a_udim_texture_or_an_image_sequence_is_not_one_picture(addon, settings, tmp_path):
+def test_a_udim_texture_or_an_image_sequence_is_not_one_picture(addon, settings, tmp_path, monkeypatch):
     """A tiled (UDIM) texture or an image sequence chosen as the picture or the mask: one sentence naming what it is
     and a tile's file to choose, not Blender's save error about a temporary file."""
     for tile in (1001, 1002):
@@ -551,7 +551,9 @@ def test_a_udim_texture_or_an_image_sequence_is_not_one_picture(addon, settings,
     generated = bpy.data.images.new("painted tiles", 16, 16, tiled=True)
     sequence = bpy.data.images.load(str(tmp_path / "seq_0001.png"), check_existing=False)
     sequence.source = 'SEQUENCE'
-    before = set(os.listdir(tempfile.gettempdir()))
+    temp = tmp_path / "temp"  # the add-on's temporary copies, had it made any
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
 
     try:
         settings.source, settings.image = 'IMAGE', tiled
@@ -566,7 +568,7 @@ def test_a_udim_texture_or_an_image_sequence_is_not_one_picture(addon, settings,
         settings.image_path = str(addon.image)
         assert failed_sentence() == ("Error: The mask image seq_0001.png is an image sequence, not one picture; save "
                                      "the frame you want as an image (Image Editor: Image > Save As) and choose that.\n")
-        assert not [name for name in set(os.listdir(tempfile.gettempdir())) - before if name.startswith("recon-")]
+        assert not list(temp.iterdir())
     finally:
         settings.image = settings.mask_image = None
         for image in (tiled, generated, sequence):
