@@ -436,6 +436,36 @@ def test_a_new_run_into_a_folder_that_holds_a_run_is_refused_and_leaves_it_whole
     assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
+def test_a_run_being_written_refuses_a_second_and_a_killed_runs_lock_is_taken_over(two_step_run, tmp_path, capsys):
+    """Two runs into one folder (a --resume started twice) wrote over each other's checkpoints: the second is refused
+    while the first's process lives; a lock whose process is gone (a killed run) is taken over, and a finished run
+    leaves none."""
+    import shutil
+    import subprocess
+
+    from training.train import LOCK_FILE, main
+
+    run = tmp_path / "run"
+    shutil.copytree(two_step_run, run)
+    assert not (two_step_run / LOCK_FILE).exists()  # the finished run removed its lock
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run / LOCK_FILE).write_text(f"{holder.pid}\n")
+        before = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+        capsys.readouterr()
+        assert main([*TINY_ARGS, "optim.batch_size=2", "optim.steps=3", f"run.out={run}", "--resume"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("error: ") == 1 and "Traceback" not in err, err
+        assert (f"error: run.out={run} is in use by another training run (process {holder.pid}); wait for it to end, "
+                f"or give another run.out (if no such run is going, delete {run / LOCK_FILE}).") in err
+        assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main([*TINY_ARGS, "optim.batch_size=2", "optim.steps=3", f"run.out={run}", "--resume"]) == 0  # stale now
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 3 and not (run / LOCK_FILE).exists()
+
+
 def test_resuming_past_or_at_the_planned_steps_trains_nothing_and_keeps_the_config(two_step_run, tmp_path, capsys):
     """optim.steps below the checkpoint's step trained nothing, exited 0 and wrote the lower steps into config.yaml;
     it is refused now, and resuming a finished run (its step = optim.steps) is a no-op that says so."""

@@ -24,6 +24,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
@@ -437,17 +438,74 @@ def _read_checkpoint(path: Path, device: torch.device) -> dict:
     return state
 
 
+LOCK_FILE = "train.lock"
+"""The file in ``run.out`` that holds the process id of the run writing there (:func:`_run_lock`)."""
+
+
+@contextlib.contextmanager
+def _run_lock(out_dir: Path) -> Iterator[None]:
+    """Hold ``out_dir``'s :data:`LOCK_FILE` while a run writes there, so that a second run into the same folder (a
+    ``--resume`` started twice) is refused instead of writing over the first's checkpoints; a lock left by a run
+    that was killed (its process gone) is taken over.
+
+    Raises:
+        ValueError: another process of this computer holds the lock.
+    """
+    path = out_dir / LOCK_FILE
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(path.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                pid = None  # unreadable: taken for a killed run's
+            if pid is not None and pid != os.getpid() and _process_alive(pid):
+                raise ValueError(f"run.out={out_dir} is in use by another training run (process {pid}); wait for it "
+                                 f"to end, or give another run.out (if no such run is going, delete {path}).") from None
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as lock:
+            lock.write(f"{os.getpid()}\n")
+        break
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this computer."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    except OSError:
+        return False
+    return True
+
+
 def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, dataset=None) -> Path:
     """Run training as configured; returns the output folder. ``dataset`` overrides the configured data (tests).
 
     The settings, ``run.out``, the checkpoint of ``resume`` and the model of ``init_from`` are all checked
     before the data is read or anything is written. Resuming a run whose checkpoint is at ``optim.steps`` already
-    does nothing (a note says so); one past ``optim.steps`` is refused.
+    does nothing (a note says so); one past ``optim.steps`` is refused. While it writes, ``run.out`` holds its
+    :data:`LOCK_FILE` (:func:`_run_lock`).
 
     Raises:
         ValueError, FileNotFoundError: a setting out of range, an unusable ``run.out`` (or one that holds a run
-            already, without ``resume``), a missing or unfitting checkpoint or ``init_from`` model.
+            already, without ``resume``, or one another run is writing in), a missing or unfitting checkpoint or
+            ``init_from`` model.
     """
+    with contextlib.ExitStack() as held:
+        return _train(cfg, resume, init_from, dataset, held)
+
+
+def _train(cfg: TrainConfig, resume: bool, init_from: str | None, dataset, held: contextlib.ExitStack) -> Path:
+    """:func:`train`'s work; ``held`` keeps the run's lock until it returns."""
     rank, world, device = _setup_distributed()
     _check_config(cfg, world)
     out_dir = Path(cfg.run.out)
@@ -536,6 +594,7 @@ def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, 
 
         try:
             (out_dir / "snapshots").mkdir(parents=True, exist_ok=True)
+            held.enter_context(_run_lock(out_dir))
             atomic_write_bytes(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
         except OSError as err:
             raise ValueError(f"run.out={out_dir}: cannot write there ({err.strerror or err}); "
