@@ -436,10 +436,10 @@ def test_a_new_run_into_a_folder_that_holds_a_run_is_refused_and_leaves_it_whole
     assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
-def test_a_run_being_written_refuses_a_second_and_a_killed_runs_lock_is_taken_over(two_step_run, tmp_path, capsys):
+def test_a_run_being_written_refuses_a_second_and_a_killed_runs_lock_is_let_go(two_step_run, tmp_path, capsys):
     """Two runs into one folder (a --resume started twice) wrote over each other's checkpoints: the second is refused
-    while the first's process lives; a lock whose process is gone (a killed run) is taken over, and a finished run
-    leaves none."""
+    while the first holds the folder's lock; a run that is killed lets go of it with its process (its file left
+    behind takes nothing), and a finished run leaves no file."""
     import shutil
     import subprocess
 
@@ -447,22 +447,24 @@ def test_a_run_being_written_refuses_a_second_and_a_killed_runs_lock_is_taken_ov
 
     run = tmp_path / "run"
     shutil.copytree(two_step_run, run)
-    assert not (two_step_run / LOCK_FILE).exists()  # the finished run removed its lock
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert not (two_step_run / LOCK_FILE).exists()  # the finished run removed its file
+    holding = ("import fcntl, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); "
+               "f.write('process 4242 on elsewhere'); f.flush(); print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", holding, str(run / LOCK_FILE)], stdout=subprocess.PIPE, text=True)
     try:
-        (run / LOCK_FILE).write_text(f"{holder.pid}\n")
+        assert holder.stdout.readline().strip() == "held"
         before = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()}
         capsys.readouterr()
         assert main([*TINY_ARGS, "optim.batch_size=2", "optim.steps=3", f"run.out={run}", "--resume"]) == 2
         err = capsys.readouterr().err
-        assert err.count("error: ") == 1 and "Traceback" not in err, err
-        assert (f"error: run.out={run} is in use by another training run (process {holder.pid}); wait for it to end, "
-                f"or give another run.out (if no such run is going, delete {run / LOCK_FILE}).") in err
+        assert err == (f"error: run.out={run} is in use by another training run (process 4242 on elsewhere); wait "
+                       "for it to end, or give another run.out.\n")
         assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     finally:
         holder.kill()
         holder.wait()
-    assert main([*TINY_ARGS, "optim.batch_size=2", "optim.steps=3", f"run.out={run}", "--resume"]) == 0  # stale now
+    assert (run / LOCK_FILE).exists()  # the killed holder's file, no longer locked
+    assert main([*TINY_ARGS, "optim.batch_size=2", "optim.steps=3", f"run.out={run}", "--resume"]) == 0
     assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 3 and not (run / LOCK_FILE).exists()
 
 

@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import re
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -444,47 +445,73 @@ LOCK_FILE = "train.lock"
 
 @contextlib.contextmanager
 def _run_lock(out_dir: Path) -> Iterator[None]:
-    """Hold ``out_dir``'s :data:`LOCK_FILE` while a run writes there, so that a second run into the same folder (a
-    ``--resume`` started twice) is refused instead of writing over the first's checkpoints; a lock left by a run
-    that was killed (its process gone) is taken over.
+    """Hold an exclusive lock on ``out_dir``'s :data:`LOCK_FILE` while a run reads and writes there, so that a second
+    run into the same folder (a ``--resume`` started twice) is refused instead of writing over the first's
+    checkpoints. The operating system's own lock on the open file (``flock``; ``msvcrt.locking`` on Windows), so a run
+    that is killed lets go of it with its process; the file names its holder and is removed when the run ends.
 
     Raises:
-        ValueError: another process of this computer holds the lock.
+        ValueError: another run holds it.
+        OSError: the file cannot be made.
     """
     path = out_dir / LOCK_FILE
-    for _ in range(2):
+    for _ in range(5):
+        handle = open(path, "a+", encoding="utf-8")
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                pid = int(path.read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                pid = None  # unreadable: taken for a killed run's
-            if pid is not None and pid != os.getpid() and _process_alive(pid):
-                raise ValueError(f"run.out={out_dir} is in use by another training run (process {pid}); wait for it "
-                                 f"to end, or give another run.out (if no such run is going, delete {path}).") from None
-            path.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as lock:
-            lock.write(f"{os.getpid()}\n")
-        break
+            _lock_file(handle)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            handle.close()
+            raise ValueError(f"run.out={out_dir} is in use by another training run"
+                             + (f" ({holder})" if holder else "") + "; wait for it to end, or give another "
+                             "run.out.") from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+        except OSError:
+            same = False
+        if same:
+            break
+        handle.close()  # the file was removed and made again meanwhile (a run ending): lock the new one
+    else:
+        raise ValueError(f"run.out={out_dir}: its {LOCK_FILE} keeps changing; is another run starting there?")
     try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
         yield
     finally:
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            path.unlink()  # before the lock is let go, so no one locks a removed file
+        handle.close()
 
 
-def _process_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this computer."""
+def _lock_file(handle) -> None:
+    """Lock the open file ``handle`` for this process, without waiting; OSError when another holds it."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's
-        return True
-    except OSError:
-        return False
-    return True
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _check_run_state(out_dir: Path, ckpt_path: Path, resume: bool) -> None:
+    """Refuse ``--resume`` without a checkpoint, and a new run where one is (it would write over its checkpoint and
+    log).
+
+    Raises:
+        FileNotFoundError, ValueError: saying which, and what to do.
+    """
+    if resume and not ckpt_path.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}; start without --resume.")
+    if not resume and ckpt_path.is_file():
+        raise ValueError(f"run.out={out_dir} already holds a run ({ckpt_path}); continue it with --resume, or give "
+                         "another run.out (delete that folder first to start it over).")
 
 
 def train(cfg: TrainConfig, resume: bool = False, init_from: str | None = None, dataset=None) -> Path:
@@ -517,11 +544,15 @@ def _train(cfg: TrainConfig, resume: bool, init_from: str | None, dataset, held:
         if error:
             raise ValueError(error)
     ckpt_path = out_dir / "checkpoint.pt"
-    if resume and not ckpt_path.is_file():
-        raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}; start without --resume.")
-    if not resume and ckpt_path.is_file():  # a new run would write over that one's checkpoint and log
-        raise ValueError(f"run.out={out_dir} already holds a run ({ckpt_path}); continue it with --resume, or give "
-                         "another run.out (delete that folder first to start it over).")
+    _check_run_state(out_dir, ckpt_path, resume)
+    if rank == 0:  # one run at a time in a folder, before its checkpoint is read
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            held.enter_context(_run_lock(out_dir))
+        except OSError as err:
+            raise ValueError(f"run.out={out_dir}: cannot write there ({err.strerror or err}); "
+                             "give a folder you can write to.") from None
+        _check_run_state(out_dir, ckpt_path, resume)  # again, locked: a run may have written there meanwhile
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     torch.manual_seed(cfg.run.seed)
@@ -594,7 +625,6 @@ def _train(cfg: TrainConfig, resume: bool, init_from: str | None, dataset, held:
 
         try:
             (out_dir / "snapshots").mkdir(parents=True, exist_ok=True)
-            held.enter_context(_run_lock(out_dir))
             atomic_write_bytes(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
         except OSError as err:
             raise ValueError(f"run.out={out_dir}: cannot write there ({err.strerror or err}); "
@@ -620,7 +650,9 @@ def _train(cfg: TrainConfig, resume: bool, init_from: str | None, dataset, held:
 
     from tqdm import tqdm
 
-    bar = tqdm(total=cfg.optim.steps, initial=start, disable=rank != 0, desc="train", dynamic_ncols=True)
+    bar = held.enter_context(tqdm(total=cfg.optim.steps, initial=start, disable=rank != 0, desc="train",
+                                  dynamic_ncols=True))  # closed on every way out: an error's sentence stands alone
+    held.callback(lambda: [log_file.close() for log_file in (csv_file, writer) if log_file is not None])
     csv_writer = None
     model.train()
     if cfg.optim.freeze_encoder:
@@ -674,13 +706,9 @@ def _train(cfg: TrainConfig, resume: bool, init_from: str | None, dataset, held:
                      cfg.optim.steps)
             break
     bar.close()
-    if csv_file is not None:
-        csv_file.close()
-    if writer is not None:
-        writer.close()
     if world > 1:
         dist.destroy_process_group()
-    return out_dir
+    return out_dir  # the logs are closed and the lock let go as train() returns
 
 
 def _log_fields(path: Path, fields: list[str]) -> list[str]:
@@ -780,13 +808,20 @@ def _prune_snapshots(folder: Path, keep: int) -> None:
 
 
 def _sentence(err: BaseException) -> str:
-    """An error's sentence; one raised in a data loader's worker process comes wrapped by torch in "Caught ValueError
-    in DataLoader worker process 0. Original Traceback ...", whose last line is the sentence (its type before it)."""
+    """An error's sentence; one raised in a data loader's worker process comes wrapped by torch ("Caught ValueError
+    in DataLoader worker process 0. Original Traceback ..."), the sentence after the traceback's last ``ValueError: ``
+    (the type's name, with or without its module), all its lines."""
     text = str(err)
-    if "Original Traceback" not in text:
+    caught = re.match(r"Caught (\w+) in DataLoader", text)
+    if caught is None or "Original Traceback" not in text:
         return text
-    last = [line for line in text.splitlines() if line.strip()][-1]
-    return last.split(": ", 1)[1] if re.match(r"^[\w.]+: ", last) else last
+    lines = text.splitlines()
+    prefix = re.compile(rf"^(?:[\w.]+\.)?{caught.group(1)}: ")
+    starts = [i for i, line in enumerate(lines) if prefix.match(line)]
+    if not starts:
+        return text
+    first = starts[-1]
+    return "\n".join([prefix.sub("", lines[first])] + lines[first + 1:]).strip()
 
 
 def main(argv: list[str] | None = None) -> int:
