@@ -144,3 +144,42 @@ def test_ctrl_c_in_training_is_one_sentence_and_exit_code_130(tmp_path, capsys, 
         _one_sentence(capsys.readouterr().err, "interrupted", str(out / "checkpoint.pt"), "--resume")
     else:
         _one_sentence(capsys.readouterr().err, "interrupted", "no checkpoint was written")
+
+
+LONG_SCRIPTS = ["evaluate", "calibrate", "build_shape_bank", "train_category", "train_finder", "build_solids",
+                "pack_views", "build_dataset", "build_backgrounds"]
+
+
+@pytest.mark.parametrize("script", LONG_SCRIPTS)
+def test_ctrl_c_in_a_long_script_is_one_sentence_and_exit_code_130(script, monkeypatch, capsys):
+    """Ctrl-C printed Python's traceback (KeyboardInterrupt through every frame); each script's main says it in one
+    sentence. Here Ctrl-C arrives as the script reads its options, its first step."""
+    import argparse
+    import importlib
+
+    from training.interrupt import INTERRUPTED
+
+    def interrupted(self, args=None, namespace=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", interrupted)
+    module = importlib.import_module(f"training.{script}")
+    assert module.main([]) == 130
+    assert capsys.readouterr().err == INTERRUPTED + "\n"
+
+
+def test_a_pools_workers_leave_ctrl_c_to_the_main_process():
+    """Ctrl-C reaches every process of the terminal's group: a worker started with the pools' initializer lives on
+    (the main process ends the pool), instead of printing a traceback of its own."""
+    import multiprocessing
+    import os
+    import signal
+    import time
+
+    from training.interrupt import ignore_ctrl_c
+
+    with multiprocessing.get_context("spawn").Pool(1, initializer=ignore_ctrl_c) as pool:
+        pid = pool.apply(os.getpid)
+        os.kill(pid, signal.SIGINT)
+        time.sleep(0.5)
+        assert pool.apply(os.getpid) == pid  # the same worker, alive

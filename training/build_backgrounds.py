@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image
 
 from recon_core.io.export import current_umask, unwritable_reason
+from training.interrupt import one_sentence_on_ctrl_c
 
 __all__ = ["SOURCES", "FINDER_SOURCES", "FINDER_CROPS", "MIN_PICTURE_SIDE", "read_gimp_pattern", "RESERVED", "check_not_reserved", "read_licences", "build_backgrounds", "main"]
 
@@ -317,6 +318,7 @@ def _swap_in(new: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+@one_sentence_on_ctrl_c
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="build-backgrounds", description=__doc__.split("\n\n")[0])
     p.add_argument("--sources", choices=("reconstruction", "finder"), default="reconstruction",

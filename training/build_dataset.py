@@ -40,6 +40,7 @@ from recon_core.io.export import atomic_write_bytes, os_error_sentence, unwritab
 from recon_core.network.categories import CATEGORIES
 from training.readers import PACKAGES, Candidate, ReaderError, discover, discover_shapenet, load_candidate
 from training.readers.rules import EXTRA_SYNSETS
+from training.interrupt import ignore_ctrl_c, one_sentence_on_ctrl_c
 
 __all__ = [
     "FilterConfig",
@@ -313,7 +314,7 @@ def build(
     jobs = [(c, cfg) for c in order]
     results: list[tuple[Candidate, dict]] = []
     skipped: Counter = Counter()
-    with Pool(workers) if workers > 1 else _NoPool() as pool:
+    with Pool(workers, initializer=ignore_ctrl_c) if workers > 1 else _NoPool() as pool:
         for cand, result, reason in tqdm(pool.imap_unordered(_process, jobs), total=len(jobs), desc="reading"):
             if result is None:
                 level = logging.WARNING if reason.startswith("load failed") else logging.INFO
@@ -425,6 +426,7 @@ def _write_metadata(out: Path, records: list[dict], seed: int, cfg: FilterConfig
     atomic_write_bytes(out / "manifest.json", (json.dumps(manifest, indent=1) + "\n").encode())
 
 
+@one_sentence_on_ctrl_c
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache", type=Path, default=Path("data/cache"), help="package cache (debs/ and extracted/)")

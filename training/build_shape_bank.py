@@ -34,6 +34,7 @@ import torch
 
 from recon_core.network.categories import CATEGORIES
 from recon_core.network.retrieval import EMBED_VERSION, embed_image
+from training.interrupt import one_sentence_on_ctrl_c
 
 __all__ = ["build_shape_bank", "attach_bank", "trained_model", "principal_components", "embed_views", "main"]
 
@@ -182,6 +183,7 @@ def _check_out(out: str | Path) -> None:
         raise ValueError(f"--out {out}: {reason}; give another output stem")
 
 
+@one_sentence_on_ctrl_c
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="build-shape-bank", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="trained model to copy the network from (default: the shipped one)")

@@ -29,6 +29,7 @@ import numpy as np
 
 from recon_core.io.export import atomic_write_bytes
 from recon_core.mesh.volume import GRID_BOUND, occupancy_grid, pack_grid, unpack_grid
+from training.interrupt import ignore_ctrl_c, one_sentence_on_ctrl_c
 
 __all__ = ["SOLID_FILE", "build_solid", "read_solid", "main"]
 
@@ -78,6 +79,7 @@ def _job(args: tuple[str, str, int]) -> str | None:
     return None
 
 
+@one_sentence_on_ctrl_c
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="build-solids", description=__doc__.split("\n\n")[0])
     p.add_argument("--shapenet", default="data/shapenet", help="data set root with manifest.json")
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     from tqdm import tqdm
 
-    with Pool(max(1, args.workers)) as pool:
+    with Pool(max(1, args.workers), initializer=ignore_ctrl_c) as pool:
         errors = [e for e in tqdm(pool.imap_unordered(_job, jobs), total=len(jobs), desc="solids") if e]
     for e in errors:
         log.error("%s", e)

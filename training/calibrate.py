@@ -27,6 +27,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
+from training.interrupt import one_sentence_on_ctrl_c
 
 __all__ = ["CALIBRATION_STYLES", "fit_temperature", "nll", "by_style", "collect_scores", "main"]
 
@@ -158,6 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+@one_sentence_on_ctrl_c
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")

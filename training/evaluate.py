@@ -90,6 +90,7 @@ from training.baselines import (
 from training.holdout import HELD_OUT_SYNSETS, is_held_out
 from training.readers.rules import EXTRA_SYNSETS
 from training.styles import STYLES
+from training.interrupt import one_sentence_on_ctrl_c
 
 __all__ = [
     "DataError",
@@ -1884,6 +1885,7 @@ def _evaluate(args: argparse.Namespace, rec, samples: list[Sample], out: Path) -
     return 0
 
 
+@one_sentence_on_ctrl_c
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,

@@ -56,6 +56,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from recon_core.io.export import atomic_write_bytes, unwritable_reason  # noqa: E402
 from recon_core.io.weights import model_files, model_stem  # noqa: E402
 from recon_core.mesh.camera import Camera  # noqa: E402
+from training.interrupt import one_sentence_on_ctrl_c
 
 __all__ = ["PackedViews", "pack_views", "pack_init", "unpack_init", "main"]
 
@@ -380,6 +381,7 @@ def _move_into(built: Path, out: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
+@one_sentence_on_ctrl_c
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Pack the rendered views into one small file (data.pack of train.py).")
     p.add_argument("--shapenet", default="data/shapenet")

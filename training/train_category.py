@@ -36,6 +36,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import torch
 import torch.nn.functional as F
+from training.interrupt import ignore_ctrl_c, one_sentence_on_ctrl_c
 
 __all__ = ["STYLES", "collect", "train_branch", "accuracy_by_style", "main"]
 
@@ -102,7 +103,7 @@ def collect_parallel(model, samples, styles, backgrounds, workers: int, folder: 
     size = -(-len(samples) // workers)
     shards = [samples[i:i + size] for i in range(0, len(samples), size)]  # in order, none empty
     jobs = [(model, shard, styles, backgrounds, str(Path(folder) / f"shard_{i}.pt")) for i, shard in enumerate(shards)]
-    with ProcessPoolExecutor(len(shards), mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(len(shards), mp_context=get_context("spawn"), initializer=ignore_ctrl_c) as pool:
         paths = list(pool.map(_collect_shard, jobs))
     parts = [torch.load(p, weights_only=True) for p in paths]  # this run's own files, in its own folder
     for p in paths:
@@ -180,6 +181,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+@one_sentence_on_ctrl_c
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

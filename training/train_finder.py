@@ -44,6 +44,7 @@ from PIL import Image
 from recon_core.io.export import unwritable_reason
 from recon_core.io.weights import save_finder
 from recon_core.network.finder import FINDER_SIZE, FinderConfig, ObjectFinder, letterbox
+from training.interrupt import ignore_ctrl_c, one_sentence_on_ctrl_c
 
 __all__ = ["STYLE_SHARES", "FILL", "EMPTY_SHARE", "place", "finder_sample", "draw_set", "train", "main"]
 
@@ -189,7 +190,7 @@ def draw_set(shapenet: Path, renders: Path, split: str, count: int, seed: int, b
     jobs = [(str(views.view_folder(int(i))[0]), views.view_folder(int(i))[1], int(rng.integers(2**62)),
              None if backgrounds is None else str(backgrounds), size) for i in picks]
     if workers > 1:  # spawned, not forked: a parent that has run torch ops would leave forked workers hung
-        with get_context("spawn").Pool(workers) as pool:
+        with get_context("spawn").Pool(workers, initializer=ignore_ctrl_c) as pool:
             drawn = pool.map(_draw_one, jobs, chunksize=16)
     else:
         drawn = [_draw_one(j) for j in jobs]
@@ -427,6 +428,7 @@ def _argument_error(args: argparse.Namespace) -> str | None:
     return _path_error("--out", args.out) or _path_error("--cache", args.cache, folder=True)
 
 
+@one_sentence_on_ctrl_c
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="train-finder", description=__doc__.split("\n\n")[0])
     p.add_argument("--shapenet", type=Path, default=Path("data/shapenet"))
