@@ -445,6 +445,7 @@ def test_a_run_being_written_refuses_a_second_and_a_killed_runs_lock_is_let_go(t
 
     from training.train import LOCK_FILE, main
 
+    pytest.importorskip("fcntl")  # the holder below locks as the run does on POSIX
     run = tmp_path / "run"
     shutil.copytree(two_step_run, run)
     assert not (two_step_run / LOCK_FILE).exists()  # the finished run removed its file
@@ -466,6 +467,30 @@ def test_a_run_being_written_refuses_a_second_and_a_killed_runs_lock_is_let_go(t
     assert (run / LOCK_FILE).exists()  # the killed holder's file, no longer locked
     assert main([*TINY_ARGS, "optim.batch_size=2", "optim.steps=3", f"run.out={run}", "--resume"]) == 0
     assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 3 and not (run / LOCK_FILE).exists()
+
+
+def test_a_refused_run_leaves_no_folder_and_a_file_system_without_locks_trains_unlocked(tmp_path, capsys,
+                                                                                        monkeypatch, caplog):
+    """A new run.out made for a run that then fails before writing (a missing --init-from) is removed again; where
+    the file system cannot lock, a warning says so and the run goes on."""
+    import errno
+    import logging
+
+    from training import train as train_module
+
+    fresh = tmp_path / "new" / "run"
+    assert train_module.main([*TINY_ARGS, "optim.steps=1", f"run.out={fresh}", "--init-from",
+                              str(tmp_path / "no_such_model")]) == 2
+    assert not fresh.exists()
+
+    def no_locks(handle):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(train_module, "_lock_file", no_locks)
+    with caplog.at_level(logging.WARNING, logger="recon-train"):
+        assert train_module.main([*TINY_ARGS, "optim.batch_size=2", "optim.steps=1", f"run.out={fresh}"]) == 0
+    assert "cannot lock" in caplog.text and "No locks available" in caplog.text
+    assert (fresh / "checkpoint.pt").is_file() and not (fresh / train_module.LOCK_FILE).exists()
 
 
 def test_resuming_past_or_at_the_planned_steps_trains_nothing_and_keeps_the_config(two_step_run, tmp_path, capsys):

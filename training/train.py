@@ -447,8 +447,9 @@ LOCK_FILE = "train.lock"
 def _run_lock(out_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``out_dir``'s :data:`LOCK_FILE` while a run reads and writes there, so that a second
     run into the same folder (a ``--resume`` started twice) is refused instead of writing over the first's
-    checkpoints. The operating system's own lock on the open file (``flock``; ``msvcrt.locking`` on Windows), so a run
-    that is killed lets go of it with its process; the file names its holder and is removed when the run ends.
+    checkpoints. The operating system's own lock on the open file (``flock``; on Windows ``msvcrt.locking`` of a byte
+    far past its text), so a run that is killed lets go of it with its process; the file names its holder and is
+    removed when the run ends. Where the file system cannot lock, a warning says so and the run goes on unlocked.
 
     Raises:
         ValueError: another run holds it.
@@ -459,13 +460,21 @@ def _run_lock(out_dir: Path) -> Iterator[None]:
         handle = open(path, "a+", encoding="utf-8")
         try:
             _lock_file(handle)
-        except OSError:
-            handle.seek(0)
-            holder = handle.read().strip()
-            handle.close()
+        except (BlockingIOError, PermissionError):  # held (flock's EWOULDBLOCK; msvcrt's EACCES)
+            try:
+                handle.seek(0)
+                holder = handle.read().strip()
+            except OSError:
+                holder = ""
+            finally:
+                handle.close()
             raise ValueError(f"run.out={out_dir} is in use by another training run"
                              + (f" ({holder})" if holder else "") + "; wait for it to end, or give another "
                              "run.out.") from None
+        except OSError as err:  # no locks on this file system (a network mount without them)
+            log.warning("cannot lock %s (%s): two runs into this folder would not be kept apart", path,
+                        err.strerror or err)
+            break
         try:
             same = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
         except OSError:
@@ -482,22 +491,38 @@ def _run_lock(out_dir: Path) -> Iterator[None]:
         handle.flush()
         yield
     finally:
-        with contextlib.suppress(OSError):
-            path.unlink()  # before the lock is let go, so no one locks a removed file
-        handle.close()
+        if os.name == "nt":  # an open file cannot be removed there: let go first
+            handle.close()
+            with contextlib.suppress(OSError):
+                path.unlink()
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()  # before the lock is let go, so no one locks a removed file
+            handle.close()
 
 
 def _lock_file(handle) -> None:
-    """Lock the open file ``handle`` for this process, without waiting; OSError when another holds it."""
+    """Lock the open file ``handle`` for this process, without waiting.
+
+    Raises:
+        BlockingIOError, PermissionError: another process holds it.
+        OSError: the file system cannot lock.
+    """
     try:
         import fcntl
     except ImportError:  # Windows
         import msvcrt
 
-        handle.seek(0)
+        handle.seek(1 << 30)  # a byte past any text, so the holder's line stays readable
         msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
         return
     fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Remove ``folder`` when nothing is in it (a run that made it and failed before writing anything)."""
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 def _check_run_state(out_dir: Path, ckpt_path: Path, resume: bool) -> None:
@@ -545,14 +570,26 @@ def _train(cfg: TrainConfig, resume: bool, init_from: str | None, dataset, held:
             raise ValueError(error)
     ckpt_path = out_dir / "checkpoint.pt"
     _check_run_state(out_dir, ckpt_path, resume)
+    refusal: Exception | None = None
     if rank == 0:  # one run at a time in a folder, before its checkpoint is read
         try:
-            out_dir.mkdir(parents=True, exist_ok=True)
+            if not out_dir.exists():
+                out_dir.mkdir(parents=True)
+                held.callback(_remove_if_empty, out_dir)  # a run refused or failing before it writes leaves none
             held.enter_context(_run_lock(out_dir))
+            _check_run_state(out_dir, ckpt_path, resume)  # again, locked: a run may have written there meanwhile
+        except (ValueError, FileNotFoundError) as err:  # the run state's sentences (before the OSError below)
+            refusal = err
         except OSError as err:
-            raise ValueError(f"run.out={out_dir}: cannot write there ({err.strerror or err}); "
-                             "give a folder you can write to.") from None
-        _check_run_state(out_dir, ckpt_path, resume)  # again, locked: a run may have written there meanwhile
+            refusal = ValueError(f"run.out={out_dir}: cannot write there ({err.strerror or err}); "
+                                 "give a folder you can write to.")
+    if world > 1:  # every rank stops with rank 0's sentence, none waits in a collective for it
+        said = [None if refusal is None else str(refusal)]
+        dist.broadcast_object_list(said, src=0)
+        if said[0] is not None:
+            raise ValueError(said[0])
+    if refusal is not None:
+        raise refusal
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     torch.manual_seed(cfg.run.seed)

@@ -97,14 +97,14 @@ def collect_parallel(model, samples, styles, backgrounds, workers: int, folder: 
     """:func:`collect` split over ``workers`` processes (1: in this one), in the samples' order."""
     if workers <= 1:
         return collect(model, samples, styles, backgrounds)
-    from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
     size = -(-len(samples) // workers)
     shards = [samples[i:i + size] for i in range(0, len(samples), size)]  # in order, none empty
     jobs = [(model, shard, styles, backgrounds, str(Path(folder) / f"shard_{i}.pt")) for i, shard in enumerate(shards)]
-    with ProcessPoolExecutor(len(shards), mp_context=get_context("spawn"), initializer=ignore_ctrl_c) as pool:
-        paths = list(pool.map(_collect_shard, jobs))
+    # a Pool, whose exit ends its workers at once (an executor's waits for their shards, which ignore Ctrl-C)
+    with get_context("spawn").Pool(len(shards), initializer=ignore_ctrl_c) as pool:
+        paths = pool.map(_collect_shard, jobs)
     parts = [torch.load(p, weights_only=True) for p in paths]  # this run's own files, in its own folder
     for p in paths:
         Path(p).unlink()
