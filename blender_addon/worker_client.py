@@ -75,6 +75,9 @@ _FLOOD_LIMIT = 100_000
 """A worker with more lines than this waiting to be handled floods its output (the worker sends a handful a second)
 and is stopped, before the lines fill the memory."""
 
+_A_BUG = "this is a bug: please report it with this sentence. Click Reconstruct again to retry."
+"""How a sentence about a worker that broke the protocol ends."""
+
 _STDERR_LINES = 200
 _EOF = object()
 
@@ -391,17 +394,8 @@ class Job:
         if not self.done and self.timeout_s:
             if self.clock_from is None:
                 limit = max(self.timeout_s, STARTUP_TIMEOUT_S)
-                client = self.client
-                if (client.hello is None and client.started is not None and HELLO_TIMEOUT_S < limit
-                        and time.perf_counter() - client.started > HELLO_TIMEOUT_S):
-                    printed = f", printing {client.stray[0][:60]!r}" if client.stray else ""
-                    tail = client.stderr_tail()
-                    client._give_up(f"{client.python} did not greet as the reconstruction worker within "
-                                    f"{HELLO_TIMEOUT_S:g} s{printed} and was stopped"
-                                    + (f" (its last output: {tail})" if tail and not printed else "")
-                                    + "; choose the Python interpreter that has recon_core installed in the add-on "
-                                      "preferences, or try again if the computer was busy.")
-                elif self.elapsed > limit:
+                overdue = HELLO_TIMEOUT_S < limit and self.client._greeting_overdue()  # then this job failed
+                if not overdue and self.elapsed > limit:
                     self.client.kill()
                     self._fail(f"Starting the worker and loading the model took longer than {limit:g} s and was "
                                "stopped; check the Python and Model settings in the add-on preferences, or raise the "
@@ -624,8 +618,7 @@ class WorkerClient:
         if waiting > _FLOOD_LIMIT and self.failure is None:
             self._give_up(self._not_the_worker(f"it floods its output: {waiting:,} lines waiting") if self.hello is None
                           else f"The reconstruction worker flooded its output ({waiting:,} lines waiting) and was "
-                               "stopped; this is a bug: please report it with this sentence. Click Reconstruct again "
-                               "to retry.")
+                               f"stopped; {_A_BUG}")
             return
         for _ in range(_PUMP_BATCH):
             try:
@@ -672,9 +665,21 @@ class WorkerClient:
                 try:
                     self.job._handle(message)
                 except Exception as err:  # noqa: BLE001 - a message this add-on cannot read: end the run, say why
-                    self._give_up(f"The worker's message could not be read ({type(err).__name__}: {err}); this is a "
-                                  "bug: please report it with this sentence. Click Reconstruct again to retry.")
+                    self._give_up(f"The worker's message could not be read ({type(err).__name__}: {err}); {_A_BUG}")
                     return
+
+    def _greeting_overdue(self) -> bool:
+        """Give up on a process that has not greeted as the worker within :data:`HELLO_TIMEOUT_S` of its start, saying
+        what it printed (or its last stderr line); whether it did."""
+        if self.hello is not None or self.started is None or time.perf_counter() - self.started <= HELLO_TIMEOUT_S:
+            return False
+        printed = f", printing {self.stray[0][:60]!r}" if self.stray else ""
+        tail = self.stderr_tail()
+        self._give_up(f"{self.python} did not greet as the reconstruction worker within {HELLO_TIMEOUT_S:g} s{printed} "
+                      "and was stopped" + (f" (its last output: {tail})" if tail and not printed else "")
+                      + "; choose the Python interpreter that has recon_core installed in the add-on preferences, or "
+                        "try again if the computer was busy.")
+        return True
 
     def _not_the_worker(self, what: str) -> str:
         return (f"{self.python} does not answer as the reconstruction worker ({what}); choose the Python interpreter "
