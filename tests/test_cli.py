@@ -375,9 +375,37 @@ def test_detail_low_gives_fewer_faces_than_high(tmp_path, tiny_model_path, good_
     assert faces["low"] < faces["high"]
 
 
+def test_a_mesh_without_a_unit_or_a_height_gets_a_note(tmp_path, tiny_model_path, good_image, capsys):
+    """A slicer reads an STL or OBJ as millimetres: written without --height-mm, the note says how tall a slicer takes
+    the mesh (its height in the file) and how to give the real one; with --height-mm, or as PLY or GLB, no note."""
+    import trimesh
+
+    for ext, height, noted in ((".stl", None, True), (".obj", None, True), (".ply", None, False),
+                               (".glb", None, False), (".stl", "80", False)):
+        out = tmp_path / f"m{height or ''}{ext}"
+        code = main([str(good_image), "-o", str(out), "--model", str(tiny_model_path), "--detail", "low",
+                     *(["--height-mm", height] if height else [])])
+        err = capsys.readouterr().err
+        assert code == 0, err
+        assert ("a slicer reads it as" in err) == noted, (ext, height, err)
+        if noted:
+            tall = float(err.split("a slicer reads it as ")[1].split(" mm")[0])
+            bounds = trimesh.load(out, force="mesh").bounds
+            assert tall == pytest.approx(bounds[1, 1] - bounds[0, 1], abs=0.006)  # the output frame's +Y is up
+            assert "--height-mm 90" in err
+
+
+def test_detail_is_taken_in_any_case(good_image):
+    """As --category is: "High" is high."""
+    from recon_core.io.cli import _parser
+
+    for given, level in (("High", "high"), ("LOW", "low"), (" medium", "medium")):
+        assert _parser().parse_args([str(good_image), "-o", "x.stl", "--detail", given]).detail == level
+
+
 def test_unknown_detail_is_a_usage_error_and_writes_nothing(tmp_path, tiny_model_path, good_image, capsys):
     out = tmp_path / "mesh.stl"
-    for value in ("ultra", "642", "Low"):
+    for value in ("ultra", "642", "lowest"):
         with pytest.raises(SystemExit) as exc:
             main([str(good_image), "-o", str(out), "--model", str(tiny_model_path), "--detail", value])
         err = capsys.readouterr().err
@@ -604,12 +632,15 @@ def test_no_stdout_or_stderr_at_all_in_process(tmp_path, tiny_model_path, good_i
 @pytest.mark.parametrize("extra, fragment", [
     (["--candidates", "abc"], "--candidates must be a whole number of shapes, e.g. 3, got 'abc'"),
     (["--height-mm", "90mm"], "--height-mm must be a number of millimetres without a unit, e.g. 90, got '90mm'"),
-    (["--category", "Chiar"], "--category 'Chiar' is not a category the model knows; the categories are airplane, "
-                              "bench, cabinet, car, chair, display, lamp, loudspeaker, rifle, sofa, table, telephone, "
-                              "watercraft"),
+    (["--category", "Chiar"], "--category 'Chiar' is not a category the model knows (did you mean chair?); the "
+                              "categories are airplane, bench, cabinet, car, chair, display, lamp, loudspeaker, rifle, "
+                              "sofa, table, telephone, watercraft"),
+    (["--category", "aeroplane"], "--category 'aeroplane' is not a category the model knows (did you mean airplane?)"),
+    (["--category", "guitar"], "--category 'guitar' is not a category the model knows; the categories are airplane,"),
     (["--detail", "ultra"], "--detail: invalid choice: 'ultra'"),
     (None, "the following arguments are required: -o/--output"),
-], ids=["candidates", "height", "category", "detail", "no output"])
+], ids=["candidates", "height", "category misspelt", "category otherwise spelt", "category unknown", "detail",
+         "no output"])
 def test_an_option_error_is_one_sentence_without_the_usage(tmp_path, good_image, capsys, extra, fragment):
     """argparse printed six lines of usage, then "recon-mesh: error: ..."; now one sentence and where to look."""
     out = tmp_path / "out.stl"
@@ -680,7 +711,7 @@ def test_each_candidates_own_notes_are_said_with_its_name(tmp_path, capsys):
                                category_probs=np.array([0.9, 0.1]))
 
     results = [candidate(["filled 4 sealed hollow pockets"]), candidate([]), candidate(["filled 5 sealed hollow pockets"])]
-    args = _parser().parse_args(["in.png", "-o", str(tmp_path / "c.stl"), "--candidates", "3"])
+    args = _parser().parse_args(["in.png", "-o", str(tmp_path / "c.stl"), "--candidates", "3", "--height-mm", "90"])
     paths = [tmp_path / f"c_{k}.stl" for k in (1, 2, 3)]
     assert _report(args, results[0], results, paths, tmp_path / "c.stl", None, 1.0) == 0
     err = capsys.readouterr().err.splitlines()

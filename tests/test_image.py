@@ -987,6 +987,40 @@ def test_object_side_is_the_masks_box_longer_side():
     assert object_side(mask) == 55
 
 
+def test_cut_sides_are_the_edges_the_mask_runs_off():
+    from recon_core.network.crop import CUT_MIN_PIXELS, cut_sides
+
+    mask = np.zeros((50, 60), np.float32)
+    assert cut_sides(mask) == []
+    mask[10:30, 5:45] = 1.0
+    assert cut_sides(mask) == []
+    mask[30:50, 20:20 + CUT_MIN_PIXELS - 1] = 1.0  # a stray pixel or two on the bottom row: not cut
+    assert cut_sides(mask) == []
+    mask[49, 20:20 + CUT_MIN_PIXELS] = 0.6
+    assert cut_sides(mask) == ["bottom"]
+    mask[10:30, 40:60] = 1.0
+    mask[0, 0:10] = 0.4  # not above half: not the object
+    assert cut_sides(mask) == ["bottom", "right"]
+    mask[0, 0:10] = 1.0
+    mask[:, 0] = 1.0
+    assert cut_sides(mask) == ["top", "bottom", "left", "right"]
+
+
+def test_an_object_cut_by_the_border_gets_a_note(tiny_model_path):
+    """An object that runs off the picture's edges is noted, naming them; one inside the picture is not."""
+    from recon_core.io.inference import Reconstructor
+
+    rec = Reconstructor.from_file(tiny_model_path)
+    rgb = np.full((80, 80, 3), 255, np.uint8)
+    alpha = np.zeros((80, 80), np.uint8)
+    alpha[20:60, 20:60] = 255
+    inside = rec.reconstruct(rgb, alpha)
+    alpha[20:80, 40:80] = 255
+    cut = rec.reconstruct(rgb, alpha)
+    assert not any("runs off" in n for n in inside.notes)
+    assert any("runs off the picture's bottom and right edges" in n for n in cut.notes), cut.notes
+
+
 def test_a_small_object_gets_a_note(tiny_model_path):
     """An object fewer than SMALL_OBJECT_SIDE pixels across is noted as read from few pixels; a larger one is not."""
     from recon_core.io.inference import Reconstructor

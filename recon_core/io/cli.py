@@ -6,6 +6,7 @@ The exit codes are listed in :data:`EPILOG` (``recon-mesh --help``) and the READ
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import logging
 import os
@@ -20,7 +21,7 @@ from typing import Iterator, NoReturn
 from recon_core.mesh.detail import DETAIL_VERTICES, approx_faces, vertices_for_detail
 from recon_core.network.categories import CATEGORIES
 
-__all__ = ["main", "EPILOG", "candidate_path"]
+__all__ = ["main", "EPILOG", "candidate_path", "UNITLESS_SUFFIXES"]
 
 INTERRUPTED = 130
 """Exit code of a run stopped by Ctrl-C (the shell's 128 + SIGINT); SIGTERM and SIGHUP give 128 + theirs."""
@@ -121,12 +122,20 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _category(text: str) -> str:
-    """``--category``'s value, lower case; an unknown name says which names there are."""
+    """``--category``'s value, lower case; an unknown name says which names there are, and the nearest of them when
+    one is near (a plural, a spelling: "chairs", "aeroplane")."""
     name = text.strip().lower()
     if name not in CATEGORY_NAMES:
-        raise argparse.ArgumentTypeError(f"--category {text!r} is not a category the model knows; the categories are "
-                                         f"{', '.join(CATEGORY_NAMES)}")
+        near = difflib.get_close_matches(name, CATEGORY_NAMES, n=1, cutoff=0.6)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        raise argparse.ArgumentTypeError(f"--category {text!r} is not a category the model knows{hint}; the "
+                                         f"categories are {', '.join(CATEGORY_NAMES)}")
     return name
+
+
+def _detail(text: str) -> str:
+    """``--detail``'s value, lower case ("High" is high); argparse's choices then check it."""
+    return text.strip().lower()
 
 
 def _height_mm(text: str) -> float:
@@ -151,7 +160,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("image", help="input image (PNG or JPEG; an alpha channel is used as the object mask)")
+    p.add_argument("image", help="input picture (PNG, JPEG, WebP, TIFF, BMP, GIF, ...: what Pillow reads; an alpha "
+                                 "channel is used as the object mask)")
     p.add_argument("-o", "--output", required=True,
                    help="output mesh: .obj, .stl, .ply, .glb or .3mf (for slicers: millimetres, +Z up, on the "
                         "build plate; needs --height-mm)")
@@ -161,7 +171,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="scale the mesh so that its height is this many millimetres (a GLB is then written in "
                         "metres, glTF's unit)")
     sizes = ", ".join(f"{name} ~{approx_faces(name):,}" for name in DETAIL_VERTICES)
-    p.add_argument("--detail", choices=list(DETAIL_VERTICES),
+    p.add_argument("--detail", type=_detail, choices=list(DETAIL_VERTICES),
                    help=f"output size in faces: {sizes} (default: the model's own, normally medium; a model "
                         "with a shape bank, like the shipped one, outputs its solid's own count)")
     # Deprecated: the raw count --detail replaced; kept so that existing scripts still run.
@@ -471,7 +481,7 @@ def _report(args, result, results, paths, out, mask_out, seconds: float) -> int:
     With several candidates, the notes all of them share (the picture's) are said once, and each candidate's own
     (its pockets filled, its decimation) with its file's name."""
     shared = [n for n in result.notes if all(n in c.notes for c in results[1:])]
-    for note in shared:
+    for note in shared + _unit_notes(args, result):
         _say(f"note: {note}")
     if len(results) > 1:
         for path, candidate in zip(paths, results):
@@ -495,6 +505,21 @@ def _report(args, result, results, paths, out, mask_out, seconds: float) -> int:
             _print(f"\ncandidate {path.name}: {len(candidate.verts)} vertices, {len(candidate.faces)} faces{confidence}")
         _print(candidate.report.summary())
     return 0 if all(c.report.ok for c in results) else 3
+
+
+UNITLESS_SUFFIXES = (".stl", ".obj")
+"""Mesh formats without a unit that slicers read as millimetres: written without ``--height-mm`` they get a note."""
+
+
+def _unit_notes(args, result) -> list[str]:
+    """The note of a mesh written in the data's units to a format a slicer reads as millimetres (an STL or OBJ without
+    ``--height-mm``): how tall a slicer would take it, and how to give the real height; none otherwise."""
+    suffix = Path(args.output).suffix.lower()
+    if args.height_mm is not None or suffix not in UNITLESS_SUFFIXES:
+        return []
+    height = float(result.verts[:, 1].max() - result.verts[:, 1].min()) if len(result.verts) else 0.0  # +Y is up
+    return [f"without --height-mm the mesh is in the model's units ({height:.2f} tall); {suffix[1:].upper()} has no "
+            f"unit and a slicer reads it as {height:.2f} mm: give the object's real height, e.g. --height-mm 90"]
 
 
 def candidate_path(out: Path, rank: int) -> Path:

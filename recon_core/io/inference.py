@@ -31,8 +31,8 @@ from recon_core.mesh.repair import RepairLog, make_printable
 from recon_core.mesh.threads import thread_map
 from recon_core.network.categories import CATEGORIES, category_by_name
 from recon_core.network.config import VERTEX_SCHEDULES
-from recon_core.network.crop import (SMALL_OBJECT_SIDE, object_mask, object_side, prepare_image, separate_parts,
-                                     uncrop_mask)
+from recon_core.network.crop import (SMALL_OBJECT_SIDE, cut_sides, object_mask, object_side, prepare_image,
+                                     separate_parts, uncrop_mask)
 from recon_core.network.encoder import cpu_has_native_bf16
 from recon_core.network.retrieval import embed_image
 
@@ -170,7 +170,9 @@ def _to_height(verts: np.ndarray, height_mm: float) -> np.ndarray:
 
 
 def _filled_note(pockets: int) -> str:
-    """The note of an output whose ``pockets`` sealed pockets were filled (``solid=True``)."""
+    """The note of an output whose ``pockets`` sealed pockets were filled (``solid=True``; 0: it had none)."""
+    if not pockets:
+        return "no sealed hollow pocket inside the solid to fill"
     return f"filled {pockets} sealed hollow pocket{'s' if pockets > 1 else ''} inside the solid"
 
 
@@ -313,6 +315,7 @@ class Reconstructor:
                                     solid, report)
         parts = 0 if results[0].mask is None else separate_parts(results[0].mask)
         side = None if results[0].mask is None else object_side(results[0].mask)
+        cut = [] if results[0].mask is None else cut_sides(results[0].mask)
         for result in results:
             result.mask_unsure = unsure
             if found_by is not None:
@@ -326,6 +329,12 @@ class Reconstructor:
                 result.notes.append(
                     f"the object is only {side} pixels across in the picture as read, so its shape is read from few "
                     "pixels: a picture in which it is larger (cropped closer around it) gives a surer fit")
+            if cut:
+                edges = " and ".join(cut) if len(cut) < 3 else ", ".join(cut[:-1]) + " and " + cut[-1]
+                result.notes.append(
+                    f"the object runs off the picture's {edges} edge{'s' if len(cut) > 1 else ''}, so the shape of "
+                    "what lies outside the picture is guessed: a picture with the whole object in it gives a truer "
+                    "mesh")
         return results
 
     @staticmethod
@@ -337,6 +346,7 @@ class Reconstructor:
         with _timed(result.timings, "repair"):
             verts, faces, pockets = fill_cavities(result.verts, result.faces)
         if not pockets:
+            result.notes.append(_filled_note(0))
             return
         with _timed(result.timings, "check"):
             result.report = check_printable(verts, faces, unit_scale_mm=None if height_mm is None else 1.0)
@@ -616,7 +626,7 @@ class Reconstructor:
         timings["repair"] = (timings.get("repair", 0.0) + time.perf_counter() - start
                              - (timings.get("check", 0.0) - checking))
         result = self._finish(verts, faces, repair_log, used, probs, height_mm, timings, [], report)
-        if pockets:
+        if solid:
             result.notes.append(_filled_note(pockets))
         if undecimated is not None and result.repair.path not in _STAND_INS:  # else that stand-in's note
             result.notes.append(f"the solid could not be simplified to about {undecimated:,} faces and stay "

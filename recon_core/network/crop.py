@@ -163,6 +163,19 @@ def object_side(mask: np.ndarray) -> int:
     return int(max(rows[-1] - rows[0], cols[-1] - cols[0])) + 1
 
 
+CUT_MIN_PIXELS = 3
+"""An object runs off a picture's edge (:func:`cut_sides`) where at least this many of its mask's pixels lie on that
+edge's outermost row or column: one or two are a stray pixel of a mask's edge, not a part cut away."""
+
+
+def cut_sides(mask: np.ndarray, least: int = CUT_MIN_PIXELS) -> list[str]:
+    """The picture's edges that a (H, W) mask's object runs off: those of "top", "bottom", "left", "right" whose
+    outermost row or column holds at least ``least`` of its pixels above 0.5, in that order."""
+    fg = np.asarray(mask) > 0.5
+    edges = {"top": fg[0], "bottom": fg[-1], "left": fg[:, 0], "right": fg[:, -1]}
+    return [name for name, line in edges.items() if int(line.sum()) >= least]
+
+
 PART_SHARE = 0.5
 """A separate part of an object mask counts (:func:`separate_parts`) when it holds at least this share of the largest
 part's pixels. Of the 123 validation pictures of single objects, none has two such parts in its true mask; of the
