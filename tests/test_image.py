@@ -1018,7 +1018,12 @@ def test_an_object_cut_by_the_border_gets_a_note(tiny_model_path):
     alpha[20:80, 40:80] = 255
     cut = rec.reconstruct(rgb, alpha)
     assert not any("runs off" in n for n in inside.notes)
-    assert any("runs off the picture's bottom and right edges" in n for n in cut.notes), cut.notes
+    assert any(n.startswith("the object runs off the picture's bottom and right edges, so") for n in cut.notes), cut.notes
+    # a mask found in the picture (here against the border colour) may run off the edge by taking the background
+    rgb[40:80, 30:50] = (150, 90, 40)
+    found = rec.reconstruct(rgb, None)
+    assert any(n.startswith("the object mask found runs off the picture's bottom edge: either the object "
+                            "is cut by the picture") and "--save-mask" in n for n in found.notes), found.notes
 
 
 def test_a_small_object_gets_a_note(tiny_model_path):

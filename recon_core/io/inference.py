@@ -306,7 +306,7 @@ class Reconstructor:
             raise ValueError(f"vertices must be one of {sorted(VERTEX_SCHEDULES)}, got {vertices}")
         timings: dict[str, float] = {}
         cat_index = None if category is None else CATEGORIES.index(category_by_name(category))
-        found_by, unsure = None, False
+        found_by, unsure, given = None, False, alpha is not None
         report = progress or (lambda stage, fraction: None)
         if alpha is None and self.finder is not None:
             report(*PROGRESS["finder"])
@@ -331,10 +331,14 @@ class Reconstructor:
                     "pixels: a picture in which it is larger (cropped closer around it) gives a surer fit")
             if cut:
                 edges = " and ".join(cut) if len(cut) < 3 else ", ".join(cut[:-1]) + " and " + cut[-1]
+                edges += " edge" + "s" * (len(cut) > 1)
                 result.notes.append(
-                    f"the object runs off the picture's {edges} edge{'s' if len(cut) > 1 else ''}, so the shape of "
-                    "what lies outside the picture is guessed: a picture with the whole object in it gives a truer "
-                    "mesh")
+                    f"the object runs off the picture's {edges}, so the shape of what lies outside the picture is "
+                    "guessed: a picture with the whole object in it gives a truer mesh" if given else
+                    f"the object mask found runs off the picture's {edges}: either the object is cut by the picture, "
+                    "and the shape of what lies outside it is guessed (a picture with the whole object in it gives a "
+                    "truer mesh), or the mask took some of the background (see it with --save-mask, the add-on's "
+                    "Object Mask, and mend it with --mask)")
         return results
 
     @staticmethod
