@@ -395,6 +395,26 @@ def test_a_mesh_without_a_unit_or_a_height_gets_a_note(tmp_path, tiny_model_path
             assert "--height-mm 90" in err
 
 
+def test_the_unit_note_of_several_candidates_gives_their_heights(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from recon_core.io.cli import _parser, _report
+
+    def candidate(height):
+        verts = np.array([[0, 0, 0], [1, height, 0], [0, 0, 1], [1, 0, 1]], np.float64)
+        report = SimpleNamespace(ok=True, summary=lambda: "✓ printable")
+        return SimpleNamespace(notes=[], verts=verts, faces=np.zeros((4, 3)), report=report, confidence=0.5,
+                               category="chair", category_probs=np.array([0.9, 0.1]))
+
+    results = [candidate(0.76), candidate(0.7), candidate(0.81)]
+    args = _parser().parse_args(["in.png", "-o", str(tmp_path / "c.obj"), "--candidates", "3"])
+    paths = [tmp_path / f"c_{k}.obj" for k in (1, 2, 3)]
+    assert _report(args, results[0], results, paths, tmp_path / "c.obj", None, 1.0) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "note: without --height-mm the candidates are in the data's units (0.70 to 0.81 tall); OBJ has no unit and a "
+        "slicer reads it as 0.70 to 0.81 mm: give the object's real height, e.g. --height-mm 90"]
+
+
 def test_detail_is_taken_in_any_case(good_image):
     """As --category is: "High" is high."""
     from recon_core.io.cli import _parser

@@ -988,22 +988,41 @@ def test_object_side_is_the_masks_box_longer_side():
 
 
 def test_cut_sides_are_the_edges_the_mask_runs_off():
-    from recon_core.network.crop import CUT_MIN_PIXELS, cut_sides
+    from recon_core.network.crop import CUT_MIN_PIXELS, CUT_MIN_SHARE, cut_sides
 
     mask = np.zeros((50, 60), np.float32)
     assert cut_sides(mask) == []
-    mask[10:30, 5:45] = 1.0
+    mask[10:30, 5:45] = 1.0  # 40 wide, 20 tall
     assert cut_sides(mask) == []
-    mask[30:50, 20:20 + CUT_MIN_PIXELS - 1] = 1.0  # a stray pixel or two on the bottom row: not cut
+    least = max(CUT_MIN_PIXELS, int(np.ceil(CUT_MIN_SHARE * 40)))  # of the bottom edge: 4
+    mask[30:50, 20:20 + least - 1] = 1.0  # a leg's end on the bottom row, the object now 40 tall: not cut
     assert cut_sides(mask) == []
-    mask[49, 20:20 + CUT_MIN_PIXELS] = 0.6
+    mask[49, 20:20 + least] = 0.6
     assert cut_sides(mask) == ["bottom"]
-    mask[10:30, 40:60] = 1.0
+    mask[10:30, 40:60] = 1.0  # 20 of the object's 40 rows on the right edge; the object now 55 wide
+    assert cut_sides(mask) == ["right"], "the bottom's 4 pixels are under a tenth of 55"
+    mask[49, 20:26] = 1.0
     mask[0, 0:10] = 0.4  # not above half: not the object
     assert cut_sides(mask) == ["bottom", "right"]
     mask[0, 0:10] = 1.0
     mask[:, 0] = 1.0
     assert cut_sides(mask) == ["top", "bottom", "left", "right"]
+    mask[:] = 1.0  # the whole picture (no cut-out), or an inverted mask's border: other notes say so
+    assert cut_sides(mask) == []
+    mask[20:30, 20:30] = 0.0
+    assert cut_sides(mask) == []
+
+
+def test_a_cut_out_trimmed_to_its_object_does_not_touch_with_its_tips():
+    """A cut-out trimmed to its object's box touches each edge with the object's extremes: a pointed shape's tips (here
+    a diamond's, 5 pixels of 61) are not a side it runs off; cut across its middle, it runs off that edge."""
+    from recon_core.network.crop import cut_sides
+
+    yy, xx = np.mgrid[-30:31, -30:31]
+    diamond = (np.abs(yy) + np.abs(xx) <= 32).astype(np.float32)  # (61, 61), every edge touched by 5 pixels
+    assert all(int(line.sum()) == 5 for line in (diamond[0], diamond[-1], diamond[:, 0], diamond[:, -1]))
+    assert cut_sides(diamond) == []
+    assert cut_sides(diamond[:31]) == ["bottom"]
 
 
 def test_an_object_cut_by_the_border_gets_a_note(tiny_model_path):
@@ -1017,12 +1036,13 @@ def test_an_object_cut_by_the_border_gets_a_note(tiny_model_path):
     inside = rec.reconstruct(rgb, alpha)
     alpha[20:80, 40:80] = 255
     cut = rec.reconstruct(rgb, alpha)
-    assert not any("runs off" in n for n in inside.notes)
-    assert any(n.startswith("the object runs off the picture's bottom and right edges, so") for n in cut.notes), cut.notes
+    assert not any("touches the picture's" in n for n in inside.notes)
+    assert any(n.startswith("the object touches the picture's bottom and right edges: if it is cut there, the shape")
+               for n in cut.notes), cut.notes
     # a mask found in the picture (here against the border colour) may run off the edge by taking the background
     rgb[40:80, 30:50] = (150, 90, 40)
     found = rec.reconstruct(rgb, None)
-    assert any(n.startswith("the object mask found runs off the picture's bottom edge: either the object "
+    assert any(n.startswith("the object mask that was found touches the picture's bottom edge: either the object "
                             "is cut by the picture") and "--save-mask" in n for n in found.notes), found.notes
 
 

@@ -607,7 +607,7 @@ def test_solid_fills_the_networks_mesh_when_the_bank_gives_none(banked_model, fa
     result = rec.reconstruct(rgb, alpha, solid=True)
     assert filled == [result] and result.confidence is None and result.report.ok
     # the network's mesh is one closed surface, with no pocket to fill: the note says so, as --help promises a note
-    assert "no sealed hollow pocket inside the solid to fill" in result.notes
+    assert "no sealed hollow pocket to fill inside the solid (--solid, the add-on's Fill Hollow Pockets)" in result.notes
     assert not any("sealed hollow pocket" in n for n in rec.reconstruct(rgb, alpha).notes)
 
 

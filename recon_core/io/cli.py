@@ -481,7 +481,7 @@ def _report(args, result, results, paths, out, mask_out, seconds: float) -> int:
     With several candidates, the notes all of them share (the picture's) are said once, and each candidate's own
     (its pockets filled, its decimation) with its file's name."""
     shared = [n for n in result.notes if all(n in c.notes for c in results[1:])]
-    for note in shared + _unit_notes(args, result):
+    for note in shared + _unit_notes(args, results):
         _say(f"note: {note}")
     if len(results) > 1:
         for path, candidate in zip(paths, results):
@@ -511,15 +511,20 @@ UNITLESS_SUFFIXES = (".stl", ".obj")
 """Mesh formats without a unit that slicers read as millimetres: written without ``--height-mm`` they get a note."""
 
 
-def _unit_notes(args, result) -> list[str]:
-    """The note of a mesh written in the data's units to a format a slicer reads as millimetres (an STL or OBJ without
-    ``--height-mm``): how tall a slicer would take it, and how to give the real height; none otherwise."""
+def _unit_notes(args, results) -> list[str]:
+    """The note of meshes written in the data's units to a format a slicer reads as millimetres (an STL or OBJ without
+    ``--height-mm``): how tall a slicer would take them, and how to give the real height; none otherwise."""
     suffix = Path(args.output).suffix.lower()
     if args.height_mm is not None or suffix not in UNITLESS_SUFFIXES:
         return []
-    height = float(result.verts[:, 1].max() - result.verts[:, 1].min()) if len(result.verts) else 0.0  # +Y is up
-    return [f"without --height-mm the mesh is in the model's units ({height:.2f} tall); {suffix[1:].upper()} has no "
-            f"unit and a slicer reads it as {height:.2f} mm: give the object's real height, e.g. --height-mm 90"]
+    heights = [float(r.verts[:, 1].max() - r.verts[:, 1].min()) for r in results if len(r.verts)]  # +Y is up
+    if not heights:
+        return []
+    low, high = f"{min(heights):.2f}", f"{max(heights):.2f}"
+    tall = low if low == high else f"{low} to {high}"
+    what = "the mesh is" if len(results) == 1 else "the candidates are"
+    return [f"without --height-mm {what} in the data's units ({tall} tall); {suffix[1:].upper()} has no unit and a "
+            f"slicer reads it as {tall} mm: give the object's real height, e.g. --height-mm 90"]
 
 
 def candidate_path(out: Path, rank: int) -> Path:

@@ -172,7 +172,7 @@ def _to_height(verts: np.ndarray, height_mm: float) -> np.ndarray:
 def _filled_note(pockets: int) -> str:
     """The note of an output whose ``pockets`` sealed pockets were filled (``solid=True``; 0: it had none)."""
     if not pockets:
-        return "no sealed hollow pocket inside the solid to fill"
+        return "no sealed hollow pocket to fill inside the solid (--solid, the add-on's Fill Hollow Pockets)"
     return f"filled {pockets} sealed hollow pocket{'s' if pockets > 1 else ''} inside the solid"
 
 
@@ -333,12 +333,12 @@ class Reconstructor:
                 edges = " and ".join(cut) if len(cut) < 3 else ", ".join(cut[:-1]) + " and " + cut[-1]
                 edges += " edge" + "s" * (len(cut) > 1)
                 result.notes.append(
-                    f"the object runs off the picture's {edges}, so the shape of what lies outside the picture is "
-                    "guessed: a picture with the whole object in it gives a truer mesh" if given else
-                    f"the object mask found runs off the picture's {edges}: either the object is cut by the picture, "
-                    "and the shape of what lies outside it is guessed (a picture with the whole object in it gives a "
-                    "truer mesh), or the mask took some of the background (see it with --save-mask, the add-on's "
-                    "Object Mask, and mend it with --mask)")
+                    f"the object touches the picture's {edges}: if it is cut there, the shape of what lies outside "
+                    "the picture is guessed (a picture with the whole object in it gives a truer mesh)" if given else
+                    f"the object mask that was found touches the picture's {edges}: either the object is cut by the "
+                    "picture, and the shape of what lies outside it is guessed (a picture with the whole object in it "
+                    "gives a truer mesh), or the mask took some of the background (look at it with recon-mesh "
+                    "--save-mask or the add-on's Object Mask, and give a corrected one with --mask or Use This Mask)")
         return results
 
     @staticmethod
