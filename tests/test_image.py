@@ -660,8 +660,11 @@ def test_separate_parts_of_two_objects_and_of_one():
 
     one = np.zeros((90, 120), np.float32)
     one[20:70, 10:50] = 1.0
-    one[40:45, 60:62] = 1.0  # a speck: not a part of similar size
+    one[40:45, 60:62] = 1.0  # a speck: not a sizeable part
     assert separate_parts(one) == 1
+    lamp = one.copy()
+    lamp[30:60, 70:95] = 1.0  # a smaller second object, 750 of the first's 2,000 pixels (37.5 %): two (at 0.5: one)
+    assert separate_parts(lamp) == 2 and separate_parts(lamp, 0.5) == 1
     two = one.copy()
     two[20:65, 70:110] = 1.0  # a second object, 90 % of the first
     assert separate_parts(two) == 2
@@ -685,8 +688,8 @@ def test_a_picture_of_two_objects_gets_a_note(tiny_model_path):
     one = rec.reconstruct(rgb, alpha)
     alpha[20:60, 100:150] = 255
     two = rec.reconstruct(rgb, alpha)
-    assert not any("separate parts" in n for n in one.notes)
-    assert any("2 separate parts" in n for n in two.notes)
+    assert not any("separate sizeable parts" in n for n in one.notes)
+    assert any("2 separate sizeable parts" in n for n in two.notes)
 
 
 def test_a_large_jpeg_taken_turned_is_decoded_reduced_and_upright(tmp_path):

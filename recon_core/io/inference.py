@@ -322,7 +322,7 @@ class Reconstructor:
                 result.notes.append(found_by)
             if parts > 1:
                 result.notes.append(
-                    f"the object mask has {parts} separate parts of similar size: if the picture shows several "
+                    f"the object mask has {parts} separate sizeable parts: if the picture shows several "
                     "objects, the mesh is one shape fitted to all of them; to make one of them, crop the picture to "
                     "it or give a mask of it alone (--mask, the add-on's Object: Mask Image)")
             if side is not None and 0 < side < SMALL_OBJECT_SIDE:
