@@ -1007,25 +1007,41 @@ def test_cut_sides_are_the_edges_the_mask_runs_off():
     mask[49, 20:26] = 1.0
     mask[0, 0:10] = 0.4  # not above half: not the object
     assert cut_sides(mask) == ["bottom", "right"]
-    mask[0, 0:10] = 1.0
-    mask[:, 0] = 1.0
-    assert cut_sides(mask) == ["top", "bottom", "left", "right"]
-    mask[:] = 1.0  # the whole picture (no cut-out), or an inverted mask's border: other notes say so
+    mask[0, 10:20] = 1.0
+    assert cut_sides(mask) == ["top", "bottom", "right"]
+    mask[20:30, 0] = 1.0  # the box now spans the whole picture both ways: trimmed to it, or cut on every side
     assert cut_sides(mask) == []
+    mask[:] = 1.0  # the whole picture (no cut-out), or an inverted mask's border with one dark corner pixel
+    mask[0, 0] = 0.0
     mask[20:30, 20:30] = 0.0
     assert cut_sides(mask) == []
 
 
-def test_a_cut_out_trimmed_to_its_object_does_not_touch_with_its_tips():
-    """A cut-out trimmed to its object's box touches each edge with the object's extremes: a pointed shape's tips (here
-    a diamond's, 5 pixels of 61) are not a side it runs off; cut across its middle, it runs off that edge."""
+def test_an_object_touching_the_edges_with_its_tips_is_not_cut():
+    """A pointed shape's tips on the edges (here a diamond's, 5 pixels of 61) are not a side it runs off, trimmed to its
+    box or with a margin on the other sides; cut across its middle, it runs off that edge."""
     from recon_core.network.crop import cut_sides
 
     yy, xx = np.mgrid[-30:31, -30:31]
     diamond = (np.abs(yy) + np.abs(xx) <= 32).astype(np.float32)  # (61, 61), every edge touched by 5 pixels
     assert all(int(line.sum()) == 5 for line in (diamond[0], diamond[-1], diamond[:, 0], diamond[:, -1]))
     assert cut_sides(diamond) == []
-    assert cut_sides(diamond[:31]) == ["bottom"]
+    assert cut_sides(np.pad(diamond, ((10, 0), (10, 10)))) == [], "nor with a margin on three sides"
+    assert cut_sides(np.pad(diamond[:31], ((10, 0), (10, 10)))) == ["bottom"], "cut across its middle"
+
+
+def test_the_example_chair_trimmed_to_its_box_is_not_cut():
+    """The example chair's cut-out trimmed to its alpha's box touches the top edge with 7 of its 66 pixels across (the
+    back's top): its box spans the whole picture both ways, so no edge is named; cut across, it is."""
+    from recon_core.network.crop import CUT_MIN_SHARE, cut_sides
+
+    alpha = np.asarray(Image.open(Path(__file__).resolve().parents[1] / "examples" / "chair.png"))[..., 3] > 127
+    rows, cols = np.flatnonzero(alpha.any(axis=1)), np.flatnonzero(alpha.any(axis=0))
+    trimmed = alpha[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].astype(np.float32)
+    assert trimmed[0].sum() >= CUT_MIN_SHARE * trimmed.shape[1], "the back's top alone would count"
+    assert cut_sides(trimmed) == []
+    assert cut_sides(np.pad(trimmed[: len(trimmed) // 2], ((5, 0), (5, 5)))) == ["bottom"], "cut across its middle"
+    assert cut_sides(np.pad(trimmed, ((0, 5), (5, 5)))) == ["top"], "a margin elsewhere: the top's 7 pixels are a cut"
 
 
 def test_an_object_cut_by_the_border_gets_a_note(tiny_model_path):

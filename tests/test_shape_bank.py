@@ -592,6 +592,23 @@ def test_solid_fills_the_sealed_pockets_of_the_output(banked_model, fake):
             assert filled.report.volume == pytest.approx(hollow.report.volume - sum(pockets), rel=0.01)
 
 
+def test_solid_says_so_when_the_bank_solid_has_no_pocket(banked_model, fake, monkeypatch):
+    """A bank solid without a sealed pocket (here the filling finds none) gets the note that there was none to fill,
+    as --help promises a note; without ``solid``, no note of pockets."""
+    from recon_core.io.inference import Reconstructor
+    from recon_core.mesh import repair
+
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    model, meta = load_model(banked_model)
+    rec = Reconstructor(_with_config(model, bank_shape_weight=0.0, bank_carve=False), meta)
+    monkeypatch.setattr(repair, "fill_cavities", lambda verts, faces: (verts, faces, 0))
+    filled = rec.reconstruct(rgb, alpha, vertices=642, solid=True)
+    assert filled.confidence is not None, "the bank's solid, not the network's mesh"
+    assert filled.notes.count("no sealed hollow pocket to fill inside the solid (--solid, the add-on's Fill Hollow "
+                              "Pockets)") == 1
+    assert not any("pocket" in n for n in rec.reconstruct(rgb, alpha, vertices=642).notes)
+
+
 def test_solid_fills_the_networks_mesh_when_the_bank_gives_none(banked_model, fake, monkeypatch):
     """When no bank solid can be made, the network's own mesh comes out: ``solid=True`` goes through its filling
     too (once), as for a model without a bank."""

@@ -167,20 +167,24 @@ CUT_MIN_PIXELS = 3
 """An object runs off a picture's edge (:func:`cut_sides`) where at least this many of its mask's pixels lie on that
 edge's outermost row or column: one or two are a stray pixel of a mask's edge, not a part cut away."""
 CUT_MIN_SHARE = 0.1
-"""... and at least this share of the object's extent along that edge: a cut-out trimmed to its object's box touches
-each edge with the object's extremes (a leg's end: 4 of the example chair's 66 pixels across), where a cut runs
-across the object. A flat side trimmed so (a table's top) still counts: only the picture can tell, so the note says
-"if it is cut there"."""
+"""... and at least this share of the object's extent along that edge: an object touching an edge with a tip (a leg's
+end: 4 of the example chair's 66 pixels across) is not cut there, where a cut runs across the object."""
 
 
 def cut_sides(mask: np.ndarray, least: int = CUT_MIN_PIXELS, share: float = CUT_MIN_SHARE) -> list[str]:
     """The picture's edges that a (H, W) float mask's object (pixels above 0.5) runs off: those of "top", "bottom",
     "left", "right" whose outermost row or column holds at least ``least`` of its pixels and at least ``share`` of the
-    object's extent along that edge, in that order. None when the object fills the picture's whole border: such a mask
-    marks the whole picture (no cut-out), or is inverted, which other notes say."""
+    object's extent along that edge, in that order.
+
+    None for an object whose box spans the whole picture both ways: a cut-out trimmed to its object's box (the example
+    chair trimmed so touches the top edge with 7 of its 66 pixels across, the back's top: not a cut), a mask of the
+    whole picture or an inverted one (they have notes of their own when given by ``--mask``), or an object cut on
+    every side, which the picture cannot tell from a trimmed one.
+    """
     fg = np.asarray(mask) > 0.5
     rows, cols = np.flatnonzero(fg.any(axis=1)), np.flatnonzero(fg.any(axis=0))
-    if not len(rows) or (fg[[0, -1]].all() and fg[:, [0, -1]].all()):
+    h, w = fg.shape
+    if not len(rows) or (rows[0] == 0 and rows[-1] == h - 1 and cols[0] == 0 and cols[-1] == w - 1):
         return []
     width, height = cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1
     edges = {"top": (fg[0], width), "bottom": (fg[-1], width), "left": (fg[:, 0], height), "right": (fg[:, -1], height)}
