@@ -207,7 +207,27 @@ def test_a_pack_is_small_and_its_bad_input_is_clear(fake, packed, tmp_path):
         RenderedViews("unused", "unused", "train", pack=packed, occupancy=GridSpec(8, 8, 0.75))
     assert main(["--shapenet", str(tmp_path / "none"), "--out", str(tmp_path / "p")]) == 2
     assert main(["--shapenet", str(root / "shapenet"), "--renders", str(root / "renders"), "--splits", "test",
-                 "--out", str(tmp_path / "p")]) == 2
+                 "--backgrounds", "none", "--out", str(tmp_path / "p")]) == 2
+
+
+def test_pack_views_refuses_a_backgrounds_folder_without_photographs(fake, tmp_path, capsys):
+    """A mistyped --backgrounds packed no photograph and exited 0, so a GPU run trained without them: now one sentence
+    and exit 2; ``none`` (or --background-count 0) packs none on purpose."""
+    from training.pack_views import main
+
+    root, _ = fake
+    argv = ["--shapenet", str(root / "shapenet"), "--renders", str(root / "renders"), "--views-per-model", "1",
+            "--points", "16", "--out", str(tmp_path / "p")]
+    (tmp_path / "empty").mkdir()
+    for given, what in ((tmp_path / "nobg", "does not exist"), (tmp_path / "empty", "holds no photographs")):
+        assert main(argv + ["--backgrounds", str(given)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --backgrounds {given} {what}") and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "p").exists()
+    assert main(argv + ["--backgrounds", "none"]) == 0
+    assert main(argv + ["--backgrounds", str(tmp_path / "nobg"), "--background-count", "0", "--out",
+                        str(tmp_path / "q")]) == 0
+    assert not (tmp_path / "p" / "backgrounds").exists() and not (tmp_path / "q" / "backgrounds").exists()
 
 
 @pytest.mark.parametrize("extra,named", [(["--points", "0"], "--points"), (["--points", "-1"], "--points"),
@@ -236,7 +256,7 @@ def test_a_pack_that_fails_after_its_network_leaves_nothing(fake, tiny_config, t
     root, _ = fake
     stem = save_model(build_model(tiny_config), tmp_path / "net" / "model").with_suffix("")
     argv = ["--shapenet", str(root / "shapenet"), "--renders", str(root / "renders"), "--init", str(stem),
-            "--backgrounds", str(tmp_path / "none"), "--out", str(tmp_path / "packs" / "p")]
+            "--backgrounds", "none", "--out", str(tmp_path / "packs" / "p")]
     assert main(argv + ["--splits", "test"]) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["net"]
     assert main(argv + ["--views-per-model", "1", "--points", "16"]) == 0
@@ -385,7 +405,7 @@ def test_pack_views_says_what_is_wrong_with_a_network_in_one_sentence(fake, tiny
     from training.pack_views import main, pack_init
 
     root, _ = fake
-    data = ["--shapenet", str(root / "shapenet"), "--renders", str(root / "renders")]
+    data = ["--shapenet", str(root / "shapenet"), "--renders", str(root / "renders"), "--backgrounds", "none"]
     if case == "finder":
         save_finder(ObjectFinder(FinderConfig(channels=(4, 4), size=32)), tmp_path / "finder")
         argv = ["--init", str(tmp_path / "finder"), "--out", str(tmp_path / "pack"), *data]

@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--views-per-model", type=int, default=12, help="views a model, spread over its views (0: all)")
     p.add_argument("--points", type=int, default=2048, help="target surface points a model")
     p.add_argument("--backgrounds", default="data/backgrounds_finder",
-                   help="photographs behind augmented views (a few are packed)")
+                   help="photographs behind augmented views (a few are packed; none: synthetic backgrounds only)")
     p.add_argument("--background-count", type=int, default=300, help="background photographs packed (0: none)")
     p.add_argument("--init", metavar="MODEL", help="also carry this saved network to start from (int8, no bank)")
     p.add_argument("--unpack-init", metavar="PACK",
@@ -415,6 +415,12 @@ def main(argv: list[str] | None = None) -> int:
                                  "(training/build_dataset.py, training/render.py)")
         if args.init:
             _init_model_files(args.init)
+        if args.background_count and str(args.backgrounds).strip().lower() != "none":
+            from training.evaluate import background_photos
+
+            background_photos(args.backgrounds)  # a mistyped folder packed none, and the run trained without photos
+        else:
+            args.backgrounds = None
         near = next(f for f in (out.absolute().parent, *out.absolute().parents) if f.is_dir())  # nothing made yet
         built = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=near))
         try:

@@ -250,7 +250,7 @@ def train(images: np.ndarray, targets: np.ndarray, val_images: np.ndarray, val_t
     return net, iou(logits, torch.from_numpy(val_targets))
 
 
-def check_masks(finder, shapenet: str, renders: str, split: str, views: int, backgrounds: str | None,
+def check_masks(finder, shapenet: str, renders: str, split: str, views: int, backgrounds,
                 styles=None, progress: bool = True, sheet: list | None = None, sheet_count: int = 4
                 ) -> dict[str, dict[str, float]]:
     """Mask IoU against the true mask, per picture style, of the finder, of the alpha inference takes from it (its
@@ -452,7 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sheet", type=Path, default=None, help="with --check: a contact sheet of the masks (PNG)")
     p.add_argument("--check-views", type=int, default=1, help="views per model of the check (default: 1)")
     p.add_argument("--check-backgrounds", default="data/backgrounds",
-                   help="photographs of the check's background style (default: the check sets', data/backgrounds)")
+                   help="photographs of the check's background style (default: the check sets', data/backgrounds; "
+                        "none: synthetic backgrounds)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     error = _argument_error(args)
@@ -462,13 +463,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         from recon_core.io.weights import load_finder
 
+        from training.evaluate import background_photos
+
         try:
+            # a mistyped folder fell back to synthetic backgrounds silently, and scored the photographs far too high
+            photos = background_photos(args.check_backgrounds, "--check-backgrounds")
             finder = load_finder(args.out)
             if finder is None:
                 raise ValueError(f"no finder at {args.out}.safetensors; train one: python training/train_finder.py")
             rows: list = []
             table = check_masks(finder, str(args.shapenet), str(args.renders), args.check_split, args.check_views,
-                                args.check_backgrounds, sheet=rows if args.sheet else None)
+                                photos, sheet=rows if args.sheet else None)
             if args.sheet:
                 mask_sheet(rows, args.sheet)
         except (OSError, ValueError) as err:
