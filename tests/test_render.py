@@ -203,3 +203,54 @@ def test_parallel_run_exits_zero(tmp_path):
             assert view_done(out / SYNSET / model_id, view), f"{model_id} view {view} missing"
         assert (out / SYNSET / model_id / "points.npz").exists()
     assert not (out / "failed.txt").exists()
+
+
+# -- the contact sheet of a render run ------------------------------------------------------------------------
+
+
+def _fake_renders(root: Path) -> Path:
+    """``root/renders`` with two views of one model in a core category and one in an extra-pool category, and the
+    data set's manifest naming the extra pool's category."""
+    renders = root / "renders"
+    for synset, model, views in (("03001627", "m1", 2), ("02747177", "m2", 1)):
+        for v in range(views):
+            folder = renders / synset / model
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.new("RGBA", (16, 16), (200, 40, 40, 255)).save(folder / f"{v:03d}.png")
+            (folder / f"{v:03d}.json").write_text(json.dumps({"sketch": False}))
+    (root / "shapenet").mkdir()
+    (root / "shapenet" / "manifest.json").write_text(json.dumps(
+        {"extra_taxonomy": [{"synsetId": "02747177", "name": "ashcan", "numInstances": 1}]}))
+    return renders
+
+
+def test_the_contact_sheet_names_every_category(tmp_path, capsys):
+    from training.contact_sheet import category_name, main
+
+    renders = _fake_renders(tmp_path)
+    assert category_name("03001627", renders) == "chair"
+    assert category_name("02747177", renders) == "ashcan", "the extra pool's name, from the manifest"
+    assert category_name("01234567", renders) == "01234567"
+    assert main(["--renders", str(renders), "--out", str(tmp_path / "sheet.png"), "--columns", "3", "--tile", "16"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    with Image.open(tmp_path / "sheet.png") as sheet:
+        assert sheet.size == (120 + 3 * 16, 2 * 16)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["renders", "shapenet", "sheet.png"], "no temporary file"
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--renders", "NONE"], "is not a folder"), (["--renders", "EMPTY"], "no rendered views"),
+    (["--out", "NONE/sheet.png"], "does not exist; create it first"), (["--tile", "0"], "--tile must be at least 1"),
+    (["--columns", "0"], "--columns must be at least 1")])
+def test_the_contact_sheet_refuses_bad_input_in_one_sentence(tmp_path, capsys, extra, fragment):
+    """Each gave a traceback (exit 1), or with --columns 0 a sheet of labels only (exit 0)."""
+    from training.contact_sheet import main
+
+    renders = _fake_renders(tmp_path)
+    (tmp_path / "EMPTY").mkdir()
+    extra = [str(tmp_path / a) if a.startswith(("NONE", "EMPTY")) else a for a in extra]
+    argv = ["--renders", str(renders), "--out", str(tmp_path / "sheet.png"), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and fragment in err and err.count("\n") == 1, err
+    assert not (tmp_path / "sheet.png").exists() and not list(tmp_path.glob(".*.tmp"))

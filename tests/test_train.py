@@ -415,6 +415,8 @@ def test_resuming_from_a_corrupt_checkpoint_is_one_sentence(two_step_run, tmp_pa
     err = capsys.readouterr().err
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
     assert f"the checkpoint {ckpt} is corrupt or truncated" in err and "without --resume" in err
+    # its advice leads somewhere: not back to this folder without --resume, which holds a run and is refused
+    assert "another run.out" in err
     assert (run / "config.yaml").read_bytes() == config
 
 

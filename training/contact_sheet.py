@@ -1,6 +1,9 @@
 """A contact sheet of rendered views: one row per category, labelled, to check a render run at a glance.
 
     python training/contact_sheet.py --renders data/renders --out data/renders/contact_sheet.png
+
+Exit code 0 when the sheet is written, 2 for bad input (a folder without renders, an --out folder that does not
+exist, a --tile or --columns below 1), with one sentence.
 """
 
 from __future__ import annotations
@@ -24,16 +27,22 @@ LABEL_WIDTH = 120
 
 
 def category_name(synset: str, renders: Path) -> str:
-    """The category's name: one of the 13, else from the data set's taxonomy.json when present, else the synset."""
+    """The category's name: one of the 13, else from the data set's taxonomy.json or its manifest's extra pool
+    (``extra_taxonomy``) when present, else the synset."""
+    import json
+
     if synset in _NAMES:
         return _NAMES[synset]
-    for taxonomy in (renders.parent / "shapenet" / "taxonomy.json",):
-        if taxonomy.exists():
-            import json
-
-            for entry in json.loads(taxonomy.read_text()):
-                if isinstance(entry, dict) and entry.get("synsetId") == synset:
-                    return str(entry.get("name", synset)).split(",")[0]
+    shapenet = renders.parent / "shapenet"
+    for path, key in ((shapenet / "taxonomy.json", None), (shapenet / "manifest.json", "extra_taxonomy")):
+        try:
+            entries = json.loads(path.read_text())
+            entries = entries.get(key, []) if key else entries
+        except (OSError, ValueError, AttributeError):  # missing or not the data set's: the synset is the label
+            continue
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, dict) and entry.get("synsetId") == synset:
+                return str(entry.get("name", synset)).split(",")[0]
     return synset
 
 
@@ -54,12 +63,15 @@ def contact_sheet(renders: Path, columns: int = 12, tile: int = 96, seed: int = 
     """
     rng = random.Random(seed)
     rows = []
+    if not renders.is_dir():
+        raise FileNotFoundError(f"--renders {renders} is not a folder; render the data set first (training/render.py)")
     for synset_dir in sorted(p for p in renders.iterdir() if p.is_dir()):
         views = sorted(synset_dir.glob("*/[0-9][0-9][0-9].png"))
         if views:
             rows.append((synset_dir.name, rng.sample(views, min(columns, len(views)))))
     if not rows:
-        raise FileNotFoundError(f"no rendered views (<synset>/<model_id>/NNN.png) under {renders}")
+        raise FileNotFoundError(f"no rendered views (<synset>/<model_id>/NNN.png) under {renders}; render the data "
+                                "set first (training/render.py)")
     sheet = Image.new("RGB", (LABEL_WIDTH + columns * tile, len(rows) * tile), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     background = checkerboard(tile)
@@ -93,11 +105,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tile", type=int, default=96, help="tile side in pixels")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    sheet = contact_sheet(args.renders, args.columns, args.tile, args.seed)
     out = args.out or args.renders / "contact_sheet.png"
-    tmp = out.with_name(f".{out.name}.tmp")
-    sheet.save(tmp, format="PNG")
-    tmp.replace(out)
+    try:
+        for flag in ("columns", "tile"):
+            if getattr(args, flag) < 1:
+                raise ValueError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+        if args.out is not None and not out.parent.is_dir():
+            raise ValueError(f"--out {out}: the folder {out.parent} does not exist; create it first")
+        sheet = contact_sheet(args.renders, args.columns, args.tile, args.seed)
+        tmp = out.with_name(f".{out.name}.tmp")
+        try:
+            sheet.save(tmp, format="PNG")
+            tmp.replace(out)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"wrote {out} ({sheet.width}x{sheet.height})")
     return 0
 

@@ -431,11 +431,11 @@ def _read_checkpoint(path: Path, device: torch.device) -> dict:
         state = None
     except OSError as err:
         raise ValueError(f"--resume: the checkpoint {path} cannot be read ({err.strerror or err}); check its "
-                         "permissions, or start without --resume.") from None
+                         "permissions, or start the run over in another run.out, without --resume.") from None
     step = state.get("step") if isinstance(state, dict) else None
     if not (isinstance(state, dict) and {"model", "optimizer"} <= set(state) and isinstance(step, int) and step >= 0):
-        raise ValueError(f"--resume: the checkpoint {path} is corrupt or truncated; start without --resume, or "
-                         "restore it.")
+        raise ValueError(f"--resume: the checkpoint {path} is corrupt or truncated; restore it, or start the run over "
+                         "in another run.out (or delete that folder first), without --resume.")
     return state
 
 
