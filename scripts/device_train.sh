@@ -15,12 +15,21 @@ set -uo pipefail
 steps=${1:-3000}
 minutes=${2:-8}
 shift $(( $# < 2 ? $# : 2 ))
-out=${OUT:?OUT must name the folder to leave the snapshot in}
+if [ -z "${OUT:-}" ]; then
+    echo "OUT must name the folder to leave the snapshot in: OUT=FOLDER bash scripts/device_train.sh [STEPS] [MINUTES]" >&2
+    exit 2
+fi
+out=$OUT
 run=runs/device
 export PYTHONUNBUFFERED=1
 python3 - <<'PY' || exit 2
-import numpy, PIL, safetensors, scipy, torch, torch_geometric, yaml  # what training needs there
-assert torch.cuda.is_available(), "no CUDA device"
+import sys
+try:
+    import numpy, PIL, safetensors, scipy, torch, torch_geometric, yaml  # what training needs there
+except ImportError as err:
+    sys.exit(f"this machine lacks what training needs: {err}")
+if not torch.cuda.is_available():
+    sys.exit("this machine has no CUDA device: run it on the GPU machine")
 print("torch", torch.__version__, "numpy", numpy.__version__, "on", torch.cuda.get_device_name(0))
 PY
 if [ ! -f data/pack/views.npz ]; then

@@ -549,3 +549,19 @@ def test_an_empty_run_out_is_said_to_be_empty(capsys, value):
     assert main([f"run.out={value}"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: run.out is empty; give a name or a path") and "None" not in err, err
+
+
+def test_the_gpu_script_says_what_the_machine_lacks_in_one_sentence(tmp_path):
+    """scripts/device_train.sh exits 2 when the run cannot start: OUT unset (was 1, against its header), or a machine
+    without CUDA or without a package training needs (was an AssertionError's traceback)."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "device_train.sh"
+    env = {k: v for k, v in os.environ.items() if k != "OUT"}
+    unset = subprocess.run(["bash", str(script), "1", "1"], capture_output=True, text=True, env=env, timeout=60)
+    assert unset.returncode == 2 and unset.stderr.startswith("OUT must name the folder"), unset.stderr
+    nogpu = subprocess.run(["bash", str(script), "1", "1"], capture_output=True, text=True, timeout=120,
+                           env={**env, "OUT": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""})
+    assert nogpu.returncode == 2, nogpu.stderr
+    assert nogpu.stderr.startswith("this machine ") and nogpu.stderr.count("\n") == 1, nogpu.stderr
+    assert "Traceback" not in nogpu.stderr and not list(tmp_path.iterdir())
