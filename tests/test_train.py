@@ -554,8 +554,6 @@ def test_an_empty_run_out_is_said_to_be_empty(capsys, value):
 def test_the_gpu_script_says_what_the_machine_lacks_in_one_sentence(tmp_path):
     """scripts/device_train.sh exits 2 when the run cannot start: OUT unset (was 1, against its header), or a machine
     without CUDA or without a package training needs (was an AssertionError's traceback)."""
-    import subprocess
-
     script = Path(__file__).resolve().parents[1] / "scripts" / "device_train.sh"
     env = {k: v for k, v in os.environ.items() if k != "OUT"}
     unset = subprocess.run(["bash", str(script), "1", "1"], capture_output=True, text=True, env=env, timeout=60)
