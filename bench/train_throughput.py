@@ -142,7 +142,7 @@ def run(args, cfg) -> dict:
         if torch.cuda.is_available() and not args.cpu_only:
             results["cuda"] = measure(cfg, torch.device("cuda"), max(steps, 10), 3, args.views, args.init)
         elif args.cuda_only:
-            raise SystemExit("--cuda-only: no CUDA device here")
+            raise ValueError("--cuda-only: no CUDA device here; run it on a machine with one, or drop --cuda-only")
     m = cfg.model
     return {
         "benchmark": "train_throughput",
@@ -192,8 +192,8 @@ def main(argv: list[str] | None = None) -> dict:
         p.error(f"the config with {' '.join(args.overrides) or 'no overrides'}: {exc}")
     try:
         return emit(run(args, cfg))
-    except (ValueError, FileNotFoundError) as exc:  # no renders for --views, an --init that does not fit
-        raise SystemExit(f"error: {exc}") from None
+    except (ValueError, FileNotFoundError) as exc:  # no renders for --views or no pack, an --init that does not fit,
+        p.exit(2, f"error: {exc}\n")  # no CUDA for --cuda-only: bad input for this machine, as the other benches say
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 
 import pytest
+import torch
 
 from bench import all as bench_all
 from bench import cold_start, fit, inference, render_throughput, retrieval, train_throughput
@@ -252,7 +253,16 @@ def test_train_throughput_names_missing_training_views(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         train_throughput.main(["--tiny", "--cpu-only", "--views", f"data.shapenet={tmp_path}",
                                f"data.renders={tmp_path}"])
-    assert str(err.value).startswith("error: ") and "manifest" in str(err.value)
+    message = capsys.readouterr().err
+    assert err.value.code == 2 and message.startswith("error: ") and "manifest" in message
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without CUDA")
+def test_train_throughput_cuda_only_without_cuda_is_exit_2(capsys):
+    with pytest.raises(SystemExit) as err:
+        train_throughput.main(["--tiny", "--cuda-only"])
+    message = capsys.readouterr().err
+    assert err.value.code == 2 and message.startswith("error: --cuda-only: no CUDA device here") and message.count("\n") == 1
 
 
 @pytest.mark.parametrize("module,argv,named", [
