@@ -158,6 +158,8 @@ def test_bad_input_is_one_sentence_and_exit_2(tmp_path, capsys, case):
     assert compare_runs.main(args + ["--resamples", "100"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    if case == "method":  # the names there are, so that the mistyped one can be mended (a metric's are listed already)
+        assert "their methods are ours" in err and "F1@0.3" in err, err
     if case == "missing":
         assert f"{tmp_path / 'nowhere'} does not exist" in err
         (tmp_path / "nowhere").mkdir()  # there, but no run in it

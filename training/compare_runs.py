@@ -149,7 +149,11 @@ def pair_runs(run_a: dict[str, Any], run_b: dict[str, Any], method: str, metric:
     a = np.array([_score(r, method, metric) for r in recs_a])
     b = np.array([_score(by_key_b[k], method, metric) for r, k in zip(recs_a, keys_a)])
     if np.isnan(a).all() and np.isnan(b).all():
-        raise CompareError(f"neither run has {metric!r} of {method!r}: see the method and metric names in metrics.json")
+        scored = [r.get("metrics") for r in (*recs_a, *recs_b) if isinstance(r.get("metrics"), dict)]
+        methods = sorted({m for s in scored for m in s})
+        metrics = sorted({k for s in scored for v in s.values() if isinstance(v, dict) for k in v})
+        raise CompareError(f"neither run has {metric!r} of {method!r}: their methods are "
+                           f"{', '.join(methods) or 'none'}, their metrics {', '.join(metrics) or 'none'}")
     categories = tuple(sorted({r["category"] for r in recs_a}))
     models = sorted({r["model_id"] for r in recs_a})
     return Paired(a=a, b=b, category=np.array([categories.index(r["category"]) for r in recs_a]),

@@ -221,10 +221,11 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError(f"No train or val models with renders under {args.renders}; build and render the data set.")
         from training.augment import BackgroundPhotos
 
-        for name in ("backgrounds", "check_backgrounds"):
+        for name, build in (("backgrounds", "training/build_backgrounds.py --sources finder"),
+                            ("check_backgrounds", "training/build_backgrounds.py")):
             if not BackgroundPhotos(getattr(args, name)).available:
-                raise DataError(f"--{name.replace('_', '-')} {getattr(args, name)} holds no photographs; build it with "
-                                "training/build_backgrounds.py (--sources finder for the training pictures).")
+                raise DataError(f"--{name.replace('_', '-')} {getattr(args, name)} holds no photographs; build it "
+                                f"with {build}.")
     except (DataError, WeightsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
