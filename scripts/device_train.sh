@@ -10,13 +10,18 @@
 # When the pack carries a network (training/pack_views.py --init MODEL), training starts from it.
 # docs/GPU.md says what to do before (the pack; the shipped model, 55 MB, set
 # aside so that the copy of the working tree stays small) and after (joining the parts, attaching the shape bank).
-# Exit codes: 0 a snapshot is in $OUT; 2 the machine lacks what the run needs; 1 no snapshot was written.
+# Exit codes: 0 a snapshot is in $OUT; 2 the run cannot start (OUT not a folder, the machine lacks CUDA or a package,
+# no data/pack, a carried network that cannot be unpacked), one sentence; 1 no snapshot was written.
 set -uo pipefail
 steps=${1:-3000}
 minutes=${2:-8}
 shift $(( $# < 2 ? $# : 2 ))
 if [ -z "${OUT:-}" ]; then
     echo "OUT must name the folder to leave the snapshot in: OUT=FOLDER bash scripts/device_train.sh [STEPS] [MINUTES]" >&2
+    exit 2
+fi
+if [ ! -d "$OUT" ]; then
+    echo "OUT $OUT is not a folder: create it first" >&2
     exit 2
 fi
 out=$OUT
@@ -26,7 +31,7 @@ python3 - <<'PY' || exit 2
 import sys
 try:
     import numpy, PIL, safetensors, scipy, torch, torch_geometric, yaml  # what training needs there
-except ImportError as err:
+except Exception as err:  # noqa: BLE001 - ImportError, or an OSError of a library torch cannot load
     sys.exit(f"this machine lacks what training needs: {err}")
 if not torch.cuda.is_available():
     sys.exit("this machine has no CUDA device: run it on the GPU machine")

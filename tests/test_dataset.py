@@ -223,6 +223,7 @@ def test_pack_views_refuses_a_backgrounds_folder_without_photographs(fake, tmp_p
         assert main(argv + ["--backgrounds", str(given)]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"error: --backgrounds {given} {what}") and len(err.strip().splitlines()) == 1, err
+        assert "build_backgrounds.py --sources finder" in err, "training's photographs, never the check set's"
         assert not (tmp_path / "p").exists()
     assert main(argv + ["--backgrounds", "none"]) == 0
     assert main(argv + ["--backgrounds", str(tmp_path / "nobg"), "--background-count", "0", "--out",

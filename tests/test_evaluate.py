@@ -837,3 +837,23 @@ def test_holdout_run_as_a_script_says_it_is_a_module():
         assert proc.returncode == 0 and proc.stderr == "", flag
         assert "module" in proc.stdout and "--other-categories" in proc.stdout
         assert len(proc.stdout.strip().splitlines()) == 1
+
+
+def test_background_photos_say_which_to_build_and_whether_none_will_do(tmp_path):
+    from training.evaluate import DataError, background_photos
+
+    assert background_photos("none") is None and background_photos(None) is None
+    with pytest.raises(DataError, match=r"--backgrounds .*nobg does not exist; build them \(python "
+                                        r"training/build_backgrounds.py\) or fix the path, or give --backgrounds none"):
+        background_photos(str(tmp_path / "nobg"))
+    finder = "python training/build_backgrounds.py --sources finder"
+    need = "the category branch is fitted on photographs too"
+    with pytest.raises(DataError) as err:
+        background_photos(str(tmp_path / "nobg"), "--backgrounds", finder, need=need)
+    assert "--sources finder" in str(err.value) and "none" not in str(err.value), "no advice it would refuse"
+    with pytest.raises(DataError, match="--backgrounds none: the category branch is fitted on photographs too; give "
+                                        "their folder"):
+        background_photos("None", "--backgrounds", finder, need=need)
+    (tmp_path / "photos").mkdir()
+    Image.new("RGB", (64, 64), (90, 120, 60)).save(tmp_path / "photos" / "0000.jpg")
+    assert background_photos(str(tmp_path / "photos"), need=need).available

@@ -558,6 +558,9 @@ def test_the_gpu_script_says_what_the_machine_lacks_in_one_sentence(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "OUT"}
     unset = subprocess.run(["bash", str(script), "1", "1"], capture_output=True, text=True, env=env, timeout=60)
     assert unset.returncode == 2 and unset.stderr.startswith("OUT must name the folder"), unset.stderr
+    missing = subprocess.run(["bash", str(script), "1", "1"], capture_output=True, text=True, timeout=60,
+                             env={**env, "OUT": str(tmp_path / "gone")})
+    assert missing.returncode == 2 and missing.stderr == f"OUT {tmp_path / 'gone'} is not a folder: create it first\n"
     nogpu = subprocess.run(["bash", str(script), "1", "1"], capture_output=True, text=True, timeout=120,
                            env={**env, "OUT": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""})
     assert nogpu.returncode == 2, nogpu.stderr

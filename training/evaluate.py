@@ -1614,23 +1614,27 @@ def _run_curve(args: argparse.Namespace, test: list[ModelEntry], out: Path) -> i
     return 0
 
 
-def background_photos(value: str | None, flag: str = "--backgrounds"):
+def background_photos(value: str | None, flag: str = "--backgrounds",
+                      build: str = "python training/build_backgrounds.py", need: str | None = None):
     """The photographs of the ``background`` style named by ``flag``: ``none`` (any case) is synthetic backgrounds
-    (None); a folder must hold photographs.
+    (None), unless ``need`` says why photographs are needed; a folder must hold photographs, which the command
+    ``build`` makes (the check set's by default; training's are ``--sources finder``, never the check set's).
 
     Raises:
         DataError: a folder that does not exist or holds no photographs (a mistyped path fell back to synthetic
             backgrounds silently, and calibrate.py fitted its temperature on them).
     """
     if value is None or str(value).strip().lower() == "none":
+        if need:
+            raise DataError(f"{flag} none: {need}; give their folder (build it: {build}).")
         return None
     from training.augment import BackgroundPhotos
 
     photos = BackgroundPhotos(value)
     if not photos.available:
         what = "does not exist" if not Path(value).exists() else "holds no photographs (*.jpg, *.png)"
-        raise DataError(f"{flag} {value} {what}; build them (python training/build_backgrounds.py), fix the path, "
-                        f"or give {flag} none for synthetic backgrounds.")
+        none = "" if need else f", or give {flag} none for synthetic backgrounds"
+        raise DataError(f"{flag} {value} {what}; build them ({build}) or fix the path{none}.")
     return photos
 
 

@@ -418,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.background_count and str(args.backgrounds).strip().lower() != "none":
             from training.evaluate import background_photos
 
-            background_photos(args.backgrounds)  # a mistyped folder packed none, and the run trained without photos
+            # a mistyped folder packed none, and the run trained without photos; training's, never the check set's
+            background_photos(args.backgrounds, build="python training/build_backgrounds.py --sources finder")
         else:
             args.backgrounds = None
         near = next(f for f in (out.absolute().parent, *out.absolute().parents) if f.is_dir())  # nothing made yet

@@ -219,13 +219,12 @@ def main(argv: list[str] | None = None) -> int:
         val = [e for e in discover(args.shapenet, args.renders, "val") if e.synset in index]
         if not train or not val:
             raise DataError(f"No train or val models with renders under {args.renders}; build and render the data set.")
-        from training.augment import BackgroundPhotos
+        from training.evaluate import background_photos
 
-        for name, build in (("backgrounds", "training/build_backgrounds.py --sources finder"),
-                            ("check_backgrounds", "training/build_backgrounds.py")):
-            if not BackgroundPhotos(getattr(args, name)).available:
-                raise DataError(f"--{name.replace('_', '-')} {getattr(args, name)} holds no photographs; build it "
-                                f"with {build}.")
+        for name, build in (("backgrounds", "python training/build_backgrounds.py --sources finder"),
+                            ("check_backgrounds", "python training/build_backgrounds.py")):
+            background_photos(getattr(args, name), f"--{name.replace('_', '-')}", build,
+                              need="the category branch is fitted and checked on photographs too")
     except (DataError, WeightsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
