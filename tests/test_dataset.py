@@ -233,6 +233,7 @@ def test_pack_views_refuses_a_backgrounds_folder_without_photographs(fake, tmp_p
 
 @pytest.mark.parametrize("extra,named", [(["--points", "0"], "--points"), (["--points", "-1"], "--points"),
                                          (["--views-per-model", "-1"], "--views-per-model"),
+                                         (["--splits", "train", "tset"], "--splits tset: no such split"),
                                          (["--out", "FILE"], "--out"), (["--out", "FILE/x"], "--out")])
 def test_pack_views_refuses_bad_options_in_one_sentence(fake, tmp_path, capsys, extra, named):
     from training.pack_views import main

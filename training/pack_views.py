@@ -406,6 +406,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.unpack_init:
             log.info("wrote %s", model_files(unpack_init(args.unpack_init, out))[1])
             return 0
+        from training.build_dataset import SPLITS  # here: the GPU machine's --unpack-init needs none of its imports
+
+        unknown = [split for split in args.splits if split not in SPLITS]
+        if unknown:
+            raise ValueError(f"--splits {' '.join(unknown)}: no such split; the splits are {', '.join(SPLITS)}")
         for flag, least in (("views_per_model", 0), ("points", 1), ("background_count", 0)):
             if getattr(args, flag) < least:
                 raise ValueError(f"--{flag.replace('_', '-')} must be at least {least}, got {getattr(args, flag)}")
