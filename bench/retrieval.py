@@ -83,13 +83,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     check_file(p, "--index", args.index)
     if args.index is not None:
-        import zipfile
-
         from training.baselines import BaselineIndex
+        from training.npz import NPZ_ERRORS
 
         try:
             BaselineIndex.load(args.index)
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:  # not an index, or cut short
+        except NPZ_ERRORS as err:  # not an index, or cut short
             p.error(f"--index {args.index} is not a baseline index that can be read ({type(err).__name__}); give one "
                     "that training/evaluate.py wrote (runs/cache/baselines_*.npz)")
     return emit(run(args))

@@ -18,7 +18,6 @@ import io
 import logging
 import sys
 import time
-import zipfile
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import numpy as np
 from recon_core.io.export import atomic_write_bytes
 from recon_core.mesh.volume import GRID_BOUND, occupancy_grid, pack_grid, unpack_grid
 from training.interrupt import ignore_ctrl_c, one_sentence_on_ctrl_c
+from training.npz import NPZ_ERRORS
 
 __all__ = ["SOLID_FILE", "build_solid", "read_solid", "main"]
 
@@ -65,7 +65,7 @@ def read_solid(path: str | Path) -> tuple[np.ndarray, float]:
         with np.load(path, allow_pickle=False) as data:
             resolution, bound = int(data["resolution"]), float(data["bound"])
             solid = unpack_grid(data["packed"].tobytes(), resolution)
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:  # BadZipFile: a truncated file
+    except NPZ_ERRORS as err:
         raise ValueError(f"{path} is corrupt ({err}); delete it and run python training/build_solids.py") from None
     return solid, bound
 

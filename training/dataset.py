@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from recon_core.network.crop import PreparedImage, object_box, prepare_image
 from training.augment import (PHOTO_SHARE, BackgroundPhotos, augment_box, cutout_mask, paper, photometric,
                               synthetic_background)
 from training.holdout import is_held_out
+from training.npz import NPZ_ERRORS
 
 __all__ = ["RenderedViews", "UNKNOWN_CATEGORY", "read_points"]
 
@@ -87,7 +87,7 @@ def read_points(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             points, normals = data["points"], data["normals"]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:  # BadZipFile: a truncated file
+    except NPZ_ERRORS as err:
         raise ValueError(f"{path} is corrupt or truncated ({err}); delete it and run python training/render.py "
                          "again, which writes only what is missing.") from None
     return points, normals

@@ -62,7 +62,6 @@ import os
 import re
 import sys
 import time
-import zipfile
 from collections import OrderedDict, defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -91,6 +90,7 @@ from training.holdout import HELD_OUT_SYNSETS, is_held_out
 from training.readers.rules import EXTRA_SYNSETS
 from training.styles import STYLES
 from training.interrupt import one_sentence_on_ctrl_c
+from training.npz import NPZ_ERRORS
 
 __all__ = [
     "DataError",
@@ -880,7 +880,7 @@ def _shape_points(entry: ModelEntry, num_points: int, seed: int) -> torch.Tensor
                 pts = np.asarray(data["points"] if "points" in data.files else data[data.files[0]], dtype=np.float32)
             if pts.ndim == 2 and pts.shape[1] == 3 and len(pts):
                 return torch.from_numpy(pts[rng.choice(len(pts), num_points, replace=len(pts) < num_points)])
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # BadZipFile: a truncated file
+        except NPZ_ERRORS:
             log.warning("unreadable %s: sampling the mesh instead", npz)
     from pytorch3d.ops import sample_points_from_meshes
     from pytorch3d.structures import Meshes

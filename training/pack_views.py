@@ -57,6 +57,7 @@ from recon_core.io.export import atomic_write_bytes, unwritable_reason  # noqa: 
 from recon_core.io.weights import model_files, model_stem  # noqa: E402
 from recon_core.mesh.camera import Camera  # noqa: E402
 from training.interrupt import one_sentence_on_ctrl_c
+from training.npz import NPZ_ERRORS
 
 __all__ = ["PackedViews", "pack_views", "pack_init", "unpack_init", "main"]
 
@@ -304,7 +305,6 @@ class PackedViews:
         file = folder / FILE if folder.is_dir() else folder
         if not file.is_file():
             raise ValueError(f"{folder} holds no {FILE}: write it with python training/pack_views.py --out {folder}")
-        import zipfile
 
         try:
             with np.load(file, allow_pickle=False) as data:
@@ -312,7 +312,7 @@ class PackedViews:
             a = self.arrays
             self.synsets, self.model_ids, self.splits = (a["synsets"].tolist(), a["model_ids"].tolist(),
                                                          a["splits"].tolist())
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        except NPZ_ERRORS as err:
             raise ValueError(f"The pack's views {file} are truncated or corrupt ({err}); write the pack again: "
                              f"python training/pack_views.py --out {file.parent}") from None
         self.folder = file.parent

@@ -29,7 +29,6 @@ import logging
 import math
 import sys
 import time
-import zipfile
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -45,6 +44,7 @@ from recon_core.io.export import unwritable_reason
 from recon_core.io.weights import save_finder
 from recon_core.network.finder import FINDER_SIZE, FinderConfig, ObjectFinder, letterbox
 from training.interrupt import ignore_ctrl_c, one_sentence_on_ctrl_c
+from training.npz import NPZ_ERRORS
 
 __all__ = ["STYLE_SHARES", "FILL", "EMPTY_SHARE", "place", "finder_sample", "draw_set", "train", "main"]
 
@@ -369,7 +369,7 @@ def _read_cache(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
     try:
         with np.load(path) as data:
             images, targets = data["images"], data["targets"]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:  # BadZipFile: a truncated file
+    except NPZ_ERRORS as err:
         log.warning("the picture cache %s cannot be read (%s): drawing its pictures again", path, err)
         return None
     if images.ndim != 4 or targets.ndim != 3 or len(images) != len(targets):
