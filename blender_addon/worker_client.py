@@ -615,11 +615,19 @@ class WorkerClient:
         """Handle the messages received so far, :data:`_PUMP_BATCH` at most (a call from Blender's timer returns even
         while a broken worker floods its output); with none yet, wait at most ``wait_s`` for the first."""
         waiting = self._messages.qsize()
-        if waiting > _FLOOD_LIMIT and self.failure is None:
-            self._give_up(self._not_the_worker(f"it floods its output: {waiting:,} lines waiting") if self.hello is None
-                          else f"The reconstruction worker flooded its output ({waiting:,} lines waiting) and was "
-                               f"stopped; {_A_BUG}")
+        if waiting > _FLOOD_LIMIT and self.failure is None and self.hello is not None:
+            self._give_up(f"The reconstruction worker flooded its output ({waiting:,} lines waiting) and was stopped; "
+                          f"{_A_BUG}")
             return
+        self._handle_batch(wait_s)
+        waiting = self._messages.qsize()
+        if waiting > _FLOOD_LIMIT and self.failure is None and self.hello is None:
+            # before the greeting its first lines are read first, so a program printing text is named by what it
+            # printed (the stray limit); only blank lines, which that limit does not count, get here
+            self._give_up(self._not_the_worker(f"it floods its output: {waiting:,} lines waiting"))
+
+    def _handle_batch(self, wait_s: float) -> None:
+        """:meth:`_pump`'s handling of :data:`_PUMP_BATCH` messages at most."""
         for _ in range(_PUMP_BATCH):
             try:
                 line = self._messages.get(timeout=wait_s) if wait_s > 0 else self._messages.get_nowait()

@@ -815,6 +815,25 @@ def test_a_program_that_is_not_the_worker_is_stopped_long_before_the_start_up_li
     assert c.process.poll() is not None and not c.alive
 
 
+@pytest.mark.parametrize("body, said", [
+    ("yes 42 | head -n 5000\nexec sleep 30", "it printed '42' and more"),  # text: named by what it printed
+    ("yes '' | head -n 5000\nexec sleep 30", "it floods its output: 4,000 lines waiting"),  # blank: a batch read, then the flood
+])
+def test_a_program_that_floods_before_greeting_is_named_by_what_it_printed(tmp_path, monkeypatch, body, said):
+    """Lines before the greeting are read before the flood is weighed: a program that printed text faster than the
+    polls (a busy machine) was said to flood, not named by its output, and a test of it failed at random."""
+    monkeypatch.setattr(worker_client, "_FLOOD_LIMIT", 3000)
+    c = WorkerClient(fake_python(tmp_path, body))
+    c.start()
+    deadline = time.perf_counter() + 30
+    while c._messages.qsize() < 5000 and time.perf_counter() < deadline:
+        time.sleep(0.05)
+    assert c._messages.qsize() == 5000
+    c._pump()
+    assert c.failure == f"{c.python} does not answer as the reconstruction worker ({said}); {NOT_THE_WORKER}."
+    assert c.process.poll() is not None or not c.alive
+
+
 def flooding_worker(tmp_path: Path, lines: int) -> WorkerClient:
     """A started client whose fake worker greets, sends ``lines`` progress messages for request r1 at once, then
     waits; returned once they have all arrived."""
