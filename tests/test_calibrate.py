@@ -39,7 +39,7 @@ def test_fit_temperature_recovers_the_temperature_the_labels_were_drawn_with(tru
 
 
 def test_by_style_equals_a_picture_by_picture_count():
-    from training.evaluate import expected_calibration_error
+    from training.scoring import expected_calibration_error
 
     rng = np.random.default_rng(2)
     logits, labels = rng.normal(0, 2, (90, 13)), rng.integers(0, 13, 90)
@@ -81,7 +81,7 @@ def test_main_writes_the_temperature_and_each_styles_record_rounded(tmp_path, mo
 
     import recon_core.io.weights as weights
     import training.calibrate as cal
-    import training.evaluate as ev
+    import training.eval_data as ev
 
     rng = np.random.default_rng(3)
     styles = [("clean", "pencil")[i % 2] for i in range(60)]
@@ -116,7 +116,7 @@ def test_main_on_test_reports_the_models_own_temperature_and_the_head_beside_the
 
     import recon_core.io.weights as weights
     import training.calibrate as cal
-    import training.evaluate as ev
+    import training.eval_data as ev
 
     rng = np.random.default_rng(5)
     styles = [("clean", "small_offcentre")[i % 2] for i in range(40)]
@@ -174,7 +174,7 @@ def test_main_fits_each_temperature_on_its_own_scores_when_the_candidates_vote(t
 
     import recon_core.io.weights as weights
     import training.calibrate as cal
-    import training.evaluate as ev
+    import training.eval_data as ev
 
     rng = np.random.default_rng(6)
     labels = rng.integers(0, 13, 60)
@@ -204,7 +204,7 @@ def _stub_calibration(monkeypatch, tmp_path, calls: dict | None = None):
 
     import recon_core.io.weights as weights
     import training.calibrate as cal
-    import training.evaluate as ev
+    import training.eval_data as ev
 
     rng = np.random.default_rng(7)
     logits, labels = rng.normal(0, 2, (20, 13)), rng.integers(0, 13, 20)

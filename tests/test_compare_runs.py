@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from training import compare_runs
-from training.evaluate import summarize
+from training.scoring import summarize
 
 CATEGORIES = ("airplane", "chair", "lamp")
 

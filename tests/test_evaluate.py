@@ -1,4 +1,4 @@
-"""Tests of training.evaluate, training.baselines and training.holdout on a tiny fake data set.
+"""Tests of training.evaluate (with its data, scoring and sheets modules), training.baselines and training.holdout on a
 
 Two of the 13 categories (4 meshes) and three extra-pool meshes: two of a held-out category, one
 of an extra-pool category that is not held out.
@@ -20,11 +20,14 @@ import torch
 import trimesh
 from PIL import Image
 
-from recon_core.mesh.camera import look_at
+from recon_core.mesh.camera import VIEW_TO_OUTPUT, look_at
 from recon_core.network.categories import CATEGORIES
 from recon_core.network.config import ModelConfig
 from tests.conftest import TINY
 from training import evaluate as ev
+from training import eval_data
+from training import scoring
+from training import sheets
 from training.baselines import (
     BaselineIndex,
     chamfer_matrix,
@@ -67,7 +70,7 @@ def _render(mesh: trimesh.Trimesh, azimuth: float, elevation: float):
     """A flat-shaded RGBA picture and the camera of one view (the evaluation's own rasteriser)."""
     cam = look_at(azimuth, elevation, 2.2, width=SIZE, height=SIZE)
     verts = np.asarray(mesh.vertices)
-    face_id = ev._rasterize(cam.project(verts), cam.world_to_camera(verts)[:, 2], np.asarray(mesh.faces), SIZE)
+    face_id = scoring.rasterize(cam.project(verts), cam.world_to_camera(verts)[:, 2], np.asarray(mesh.faces), SIZE)
     light = np.array([0.3, 0.8, -0.5]) / np.linalg.norm([0.3, 0.8, -0.5])
     shade = 0.3 + 0.7 * np.abs(np.asarray(mesh.face_normals) @ light)
     rgba = np.zeros((SIZE, SIZE, 4), dtype=np.uint8)
@@ -136,7 +139,7 @@ def _repair_available():
 
 
 def _rasterize_naive(xy: np.ndarray, depth: np.ndarray, faces: np.ndarray, size: int) -> np.ndarray:
-    """Per-pixel, per-face loop twin of :func:`training.evaluate._rasterize`."""
+    """Per-pixel, per-face loop twin of :func:`training.scoring.rasterize`."""
     out = np.full((size, size), -1)
     best = np.full((size, size), np.inf)
     for i in range(size):
@@ -162,11 +165,11 @@ def test_rasterize_matches_naive():
     xy = rng.uniform(-2, 14, size=(12, 2))
     depth = rng.uniform(1, 2, size=12)
     faces = np.array([rng.choice(12, 3, replace=False) for _ in range(10)])
-    np.testing.assert_array_equal(ev._rasterize(xy, depth, faces, 12), _rasterize_naive(xy, depth, faces, 12))
+    np.testing.assert_array_equal(scoring.rasterize(xy, depth, faces, 12), _rasterize_naive(xy, depth, faces, 12))
 
 
 def _silhouette_naive(tri_cam: np.ndarray, K: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Ray-casting twin of :func:`training.evaluate.silhouette`, on (F, 3, 3) camera-frame triangles.
+    """Ray-casting twin of :func:`training.scoring.silhouette`, on (F, 3, 3) camera-frame triangles.
 
     Pixel (i, j) is covered when the ray from the camera centre through its centre, ``t * K^-1 (j + 0.5,
     i + 0.5, 1)`` (camera-frame depth ``t``), hits a triangle (Möller-Trumbore, edges included) at a
@@ -187,7 +190,7 @@ def _silhouette_naive(tri_cam: np.ndarray, K: np.ndarray, height: int, width: in
             q = np.cross(s, e1)
             v = (q @ d) / det
             t = (e2 * q).sum(axis=1) / det
-            out[i, j] = np.any(ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t >= ev.NEAR))
+            out[i, j] = np.any(ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t >= scoring.NEAR))
     return out
 
 
@@ -201,20 +204,20 @@ def test_silhouette_matches_ray_casting():
     cam = look_at(40.0, 25.0, 1.0, width=23, height=17)
     tri_cam = np.concatenate([rng.uniform([-0.6, -0.5, -0.8], [0.6, 0.5, 2.0], size=(14, 3, 3)),
                               rng.uniform([-0.3, -0.3, 0.5], [0.3, 0.3, 1.5], size=(4, 3, 3))])
-    behind = (tri_cam[..., 2] < ev.NEAR).sum(axis=1)
+    behind = (tri_cam[..., 2] < scoring.NEAR).sum(axis=1)
     assert set(behind) == {0, 1, 2, 3}  # every case of the near-plane clipping
-    verts_out = (tri_cam.reshape(-1, 3) - cam.T) @ ev.VIEW_TO_OUTPUT.T  # p_out = VIEW_TO_OUTPUT @ (p_cam - T)
+    verts_out = (tri_cam.reshape(-1, 3) - cam.T) @ VIEW_TO_OUTPUT.T  # p_out = VIEW_TO_OUTPUT @ (p_cam - T)
     faces = np.arange(len(verts_out)).reshape(-1, 3)
     want = _silhouette_naive(tri_cam, cam.K, cam.height, cam.width)
-    got = ev.silhouette(verts_out, faces, cam)
+    got = scoring.silhouette(verts_out, faces, cam)
     assert got.shape == (17, 23) and 0.1 < want.mean() < 0.9
     np.testing.assert_array_equal(got, want)
     mask = rng.uniform(size=(17, 23)) < 0.5
-    assert ev.silhouette_iou(verts_out, faces, cam, mask) == pytest.approx(_iou(want, mask))
+    assert scoring.silhouette_iou(verts_out, faces, cam, mask) == pytest.approx(_iou(want, mask))
     with pytest.raises(ValueError, match="camera's shape"):
-        ev.silhouette_iou(verts_out, faces, cam, mask.T)
+        scoring.silhouette_iou(verts_out, faces, cam, mask.T)
     with pytest.raises(ValueError, match="empty"):
-        ev.silhouette_iou(verts_out, faces, cam, np.zeros_like(mask))
+        scoring.silhouette_iou(verts_out, faces, cam, np.zeros_like(mask))
 
 
 def test_ground_truth_silhouette_iou_is_one():
@@ -226,31 +229,31 @@ def test_ground_truth_silhouette_iou_is_one():
         mask = _silhouette_naive(cam.world_to_camera(verts)[faces], cam.K, h, w)  # p_cam = R p_world + T
         assert 0.05 < mask.mean() < 0.8
         posed = world_to_output(verts, cam.R)  # as evaluate poses the ground truth
-        assert ev.silhouette_iou(posed, faces, cam, mask) > 0.995
-        assert ev.silhouette_iou(cam.world_to_view(verts), faces, cam, mask) < 0.8  # view frame, not output
-        assert ev.silhouette_iou(posed * [1, -1, 1], faces, cam, mask) < 0.8  # upside down
+        assert scoring.silhouette_iou(posed, faces, cam, mask) > 0.995
+        assert scoring.silhouette_iou(cam.world_to_view(verts), faces, cam, mask) < 0.8  # view frame, not output
+        assert scoring.silhouette_iou(posed * [1, -1, 1], faces, cam, mask) < 0.8  # upside down
 
 
 def test_load_mask(tmp_path):
     cam = look_at(0.0, 0.0, 2.0, width=8, height=6)
-    entry = ev.ModelEntry("m", CHAIR, "test", tmp_path / "m.obj", tmp_path, ("000",))
+    entry = eval_data.ModelEntry("m", CHAIR, "test", tmp_path / "m.obj", tmp_path, ("000",))
     rgba = np.zeros((6, 8, 4), np.uint8)
     rgba[1:4, 2:6, 3] = 255
     Image.fromarray(rgba, "RGBA").save(tmp_path / "000.png")
-    np.testing.assert_array_equal(ev.load_mask(entry, "000", cam), rgba[..., 3] > 127)  # the alpha without a mask
+    np.testing.assert_array_equal(eval_data.load_mask(entry, "000", cam), rgba[..., 3] > 127)  # the alpha without a mask
     mask = np.zeros((6, 8), np.uint8)
     mask[2:5, 1:3] = 200
     Image.fromarray(mask, "L").save(tmp_path / "000_mask.png")
-    np.testing.assert_array_equal(ev.load_mask(entry, "000", cam), mask > 127)  # NNN_mask.png first
-    with pytest.raises(ev.DataError, match="camera 6x8"):
-        ev.load_mask(entry, "000", look_at(0.0, 0.0, 2.0, width=6, height=8))
+    np.testing.assert_array_equal(eval_data.load_mask(entry, "000", cam), mask > 127)  # NNN_mask.png first
+    with pytest.raises(eval_data.DataError, match="camera 6x8"):
+        eval_data.load_mask(entry, "000", look_at(0.0, 0.0, 2.0, width=6, height=8))
     Image.fromarray(np.full((6, 8), 100, np.uint8), "L").save(tmp_path / "000_mask.png")
-    with pytest.raises(ev.DataError, match="is empty"):
-        ev.load_mask(entry, "000", cam)
+    with pytest.raises(eval_data.DataError, match="is empty"):
+        eval_data.load_mask(entry, "000", cam)
     (tmp_path / "000_mask.png").unlink()
     Image.fromarray(rgba[..., :3], "RGB").save(tmp_path / "000.png")
-    with pytest.raises(ev.DataError, match="neither"):
-        ev.load_mask(entry, "000", cam)
+    with pytest.raises(eval_data.DataError, match="neither"):
+        eval_data.load_mask(entry, "000", cam)
 
 
 def test_held_out_categories():
@@ -303,7 +306,7 @@ def test_point_metrics_match_metrics_module():
     g = torch.Generator().manual_seed(0)
     pred, gt = torch.rand(2, 300, 3, generator=g) * 0.3, torch.rand(2, 400, 3, generator=g) * 0.3
     pn, gn = torch.randn(2, 300, 3, generator=g), torch.randn(2, 400, 3, generator=g)
-    got = ev.point_metrics(pred, gt, pn, gn, scale=37.0)
+    got = scoring.point_metrics(pred, gt, pn, gn, scale=37.0)
     ref = sampling_metrics(pred * 37.0, gt * 37.0, pn, gn)
     for k in ("Chamfer-L2", "NormalConsistency", "F1@0.1", "F1@0.3", "F1@0.5"):
         torch.testing.assert_close(got[k], ref[k])
@@ -320,9 +323,9 @@ def test_score_meshes_matches_compare_meshes():
 
     box = _normalised(trimesh.creation.box([1.0, 0.6, 0.4]))
     ball = _normalised(trimesh.creation.icosphere(2))
-    gt = ev.Prediction(np.asarray(box.vertices), np.asarray(box.faces))
-    preds = [ev.Prediction(np.asarray(ball.vertices), np.asarray(ball.faces)), gt]
-    got = ev.score_meshes(preds, gt, num_samples=2000, seed=3)
+    gt = scoring.Prediction(np.asarray(box.vertices), np.asarray(box.faces))
+    preds = [scoring.Prediction(np.asarray(ball.vertices), np.asarray(ball.faces)), gt]
+    got = scoring.score_meshes(preds, gt, num_samples=2000, seed=3)
     torch.manual_seed(3)
     as_meshes = lambda ps: Meshes([torch.tensor(p.verts, dtype=torch.float32) for p in ps],  # noqa: E731
                                   [torch.tensor(p.faces) for p in ps])
@@ -334,17 +337,17 @@ def test_score_meshes_matches_compare_meshes():
 
 def test_discover_and_select_samples(dataset):
     shapenet, renders = dataset
-    test = ev.discover(shapenet, renders, "test")
+    test = eval_data.discover(shapenet, renders, "test")
     assert [e.model_id for e in test] == ["chair_test", "table_test"]
-    samples = ev.select_samples(test, views_per_model=5)
+    samples = eval_data.select_samples(test, views_per_model=5)
     assert [(s.entry.model_id, s.view) for s in samples] == [
         ("chair_test", "000"), ("table_test", "000"), ("chair_test", "001"), ("table_test", "001")
     ]  # sketch view 002 skipped, categories interleaved
     assert [s.seed for s in samples] == [0, 1, 2, 3]
-    assert [s.view for s in ev.select_samples(test, 1, sketches=True)] == ["002", "002"]
-    assert len(ev.select_samples(test, 2, limit=3)) == 3
-    with pytest.raises(ev.DataError, match="does not exist"):
-        ev.discover(shapenet / "missing", renders, "test")
+    assert [s.view for s in eval_data.select_samples(test, 1, sketches=True)] == ["002", "002"]
+    assert len(eval_data.select_samples(test, 2, limit=3)) == 3
+    with pytest.raises(eval_data.DataError, match="does not exist"):
+        eval_data.discover(shapenet / "missing", renders, "test")
 
 
 def _box_crop(mask: np.ndarray, size: int = 32) -> np.ndarray:
@@ -358,11 +361,11 @@ def test_posed_ground_truth_seen_from_the_camera_looks_like_the_photo(dataset):
     from training.baselines import world_to_output
 
     shapenet, renders = dataset
-    for e in ev.discover(shapenet, renders, "test"):
+    for e in eval_data.discover(shapenet, renders, "test"):
         for v in ("000", "001"):
-            rgb, alpha, cam, _ = ev.load_view(e, v)
-            verts, faces = ev.load_world_mesh(e.mesh_path)
-            picture = ev.render_mesh(world_to_output(verts, cam.R), faces, 96, rotation=np.eye(3))
+            rgb, alpha, cam, _ = eval_data.load_view(e, v)
+            verts, faces = eval_data.load_world_mesh(e.mesh_path)
+            picture = sheets.render_mesh(world_to_output(verts, cam.R), faces, 96, rotation=np.eye(3))
             a, b = _box_crop(alpha > 127), _box_crop(picture.min(axis=2) < 250)
             iou = (a & b).sum() / (a | b).sum()
             flipped = (a & b[::-1]).sum() / (a | b[::-1]).sum()
@@ -373,20 +376,20 @@ def test_held_out_models_are_in_no_index_and_found_by_held_out(dataset, tmp_path
     from training.build_shape_bank import build_shape_bank
 
     shapenet, renders = dataset
-    train = ev.discover(shapenet, renders, "train")
+    train = eval_data.discover(shapenet, renders, "train")
     assert [e.model_id for e in train] == ["chair_train", "table_train"]  # no extra-pool model
-    held = ev.discover(shapenet, renders, None, held_out=True)
+    held = eval_data.discover(shapenet, renders, None, held_out=True)
     assert [(e.model_id, e.split) for e in held] == [("bed_test", "test"), ("bed_train", "train")]
-    assert [e.model_id for e in ev.discover(shapenet, renders, "test", held_out=True)] == ["bed_test"]
-    with pytest.raises(ev.DataError, match="held-out categories \\(bed\\)"):
+    assert [e.model_id for e in eval_data.discover(shapenet, renders, "test", held_out=True)] == ["bed_test"]
+    with pytest.raises(eval_data.DataError, match="held-out categories \\(bed\\)"):
         ev.build_baseline_index(train + held, progress=False)
     _, info = build_shape_bank(shapenet, renders, dim=2, num_points=16, resolution=8)
     assert info["model_ids"] == ["chair_train", "table_train"]
     # the extra pool's categories that are not held out can join the bank; a held-out one never does
-    assert [e.model_id for e in ev.discover(shapenet, renders, "train", extra=True)] == ["bathtub_train"]
-    assert ev.discover(shapenet, renders, "test", extra=True) == []
+    assert [e.model_id for e in eval_data.discover(shapenet, renders, "train", extra=True)] == ["bathtub_train"]
+    assert eval_data.discover(shapenet, renders, "test", extra=True) == []
     with pytest.raises(ValueError, match="two different pools"):
-        ev.discover(shapenet, renders, "train", held_out=True, extra=True)
+        eval_data.discover(shapenet, renders, "train", held_out=True, extra=True)
     tensors, info = build_shape_bank(shapenet, renders, dim=2, num_points=16, resolution=8, extra_pool=True)
     assert info["model_ids"] == ["chair_train", "table_train", "bathtub_train"] and info["extra_pool"]
     assert tensors["shape_category"].tolist()[-1] == -1  # no category of the network's
@@ -394,13 +397,13 @@ def test_held_out_models_are_in_no_index_and_found_by_held_out(dataset, tmp_path
 
 def test_retrieval_returns_own_training_view(dataset, tmp_path):
     shapenet, renders = dataset
-    train = ev.discover(shapenet, renders, "train")
+    train = eval_data.discover(shapenet, renders, "train")
     index, path = ev.load_or_build_baseline_index(train, tmp_path / "cache.npz", progress=False)
     assert path.is_file() and len(index.retrieval) == 4  # 2 models x 2 photo views; sketches left out
     assert index.medoids[CHAIR] == "chair_train" and index.medoids[TABLE] == "table_train"
     for e in train:
         for v in ("000", "001"):
-            rgb, alpha, _, _ = ev.load_view(e, v)
+            rgb, alpha, _, _ = eval_data.load_view(e, v)
             row, d2 = index.retrieval.query(embed_image(rgb, alpha))
             assert (index.retrieval.model_ids[row], index.retrieval.views[row]) == (e.model_id, v)
             assert d2 < 1e-5
@@ -411,25 +414,25 @@ def test_retrieval_returns_own_training_view(dataset, tmp_path):
 
 def test_summarize_aggregates_per_category_and_means():
     def rec(cat, f1, printable=True):
-        m = {k: f1 for k in ev.METRICS}
+        m = {k: f1 for k in scoring.METRICS}
         return {"category": cat, "printable": printable, "metrics": {"ours": m, "sphere": {**m, "F1@0.3": 0.0}}}
 
     records = [rec("chair", 1.0), rec("chair", 1.0), rec("table", 0.4, printable=False)]
-    s = ev.summarize(records, ("ours", "sphere"))
+    s = scoring.summarize(records, ("ours", "sphere"))
     assert s["per_category"]["chair"]["methods"]["ours"]["F1@0.3"] == 1.0  # identical prediction -> F1 1.0
     assert s["per_category"]["chair"]["n"] == 2
     assert s["mean"]["methods"]["ours"]["F1@0.3"] == pytest.approx(0.7)  # mean over categories
     assert s["all"]["methods"]["ours"]["F1@0.3"] == pytest.approx(0.8)  # mean over images
     assert s["all"]["methods"]["ours"]["Printable"] == pytest.approx(2 / 3)
     assert "Printable" not in s["all"]["methods"]["sphere"]
-    table = ev.format_table(s, ("ours", "sphere"))
+    table = scoring.format_table(s, ("ours", "sphere"))
     assert "| chair | 2 | ours |" in table and "silhouette ellipsoid" in table and "**100.0**" in table
 
 
 def test_oracle_prediction_scores_near_perfect(dataset):
     """The ground truth as prediction: F1 ~ 1 (sampling noise only), far better than the ellipsoid."""
     shapenet, renders = dataset
-    samples = ev.select_samples(ev.discover(shapenet, renders, "test"), 1)
+    samples = eval_data.select_samples(eval_data.discover(shapenet, renders, "test"), 1)
 
     class Oracle:
         def __init__(self):
@@ -438,8 +441,8 @@ def test_oracle_prediction_scores_near_perfect(dataset):
         def __call__(self, rgb, alpha):
             self.i += 1
             s = samples[self.i]
-            _, _, cam, _ = ev.load_view(s.entry, s.view)
-            v, f = ev.load_world_mesh(s.entry.mesh_path)
+            _, _, cam, _ = eval_data.load_view(s.entry, s.view)
+            v, f = eval_data.load_world_mesh(s.entry.mesh_path)
             from training.baselines import world_to_output
 
             return types.SimpleNamespace(verts=world_to_output(v, cam.R), faces=f, category="chair",
@@ -460,12 +463,12 @@ def test_candidates_score_the_first_as_ours_and_the_best_as_the_oracle(dataset, 
     from training.baselines import world_to_output
 
     shapenet, renders = dataset
-    samples = ev.select_samples(ev.discover(shapenet, renders, "test"), 1)[:2]
+    samples = eval_data.select_samples(eval_data.discover(shapenet, renders, "test"), 1)[:2]
 
     def meshes(rgb, alpha, which=iter(range(100))):
         s = samples[next(which) % len(samples)]
-        _, _, cam, _ = ev.load_view(s.entry, s.view)
-        v, f = ev.load_world_mesh(s.entry.mesh_path)
+        _, _, cam, _ = eval_data.load_view(s.entry, s.view)
+        v, f = eval_data.load_world_mesh(s.entry.mesh_path)
         truth = world_to_output(v, cam.R)
         return [types.SimpleNamespace(verts=truth * 0.5, faces=f, category="chair", confidence=0.6,
                                       report=types.SimpleNamespace(ok=True)),
@@ -482,10 +485,10 @@ def test_candidates_score_the_first_as_ours_and_the_best_as_the_oracle(dataset, 
         assert c["count"] == 2 and c["F1@0.3"][0] == r["metrics"]["ours"]["F1@0.3"]
         assert c["oracle_f1"] == max(c["F1@0.3"]) and c["F1@0.3"][1] > 0.95 > 0.5 > c["F1@0.3"][0]
         assert c["confidence"] == [0.6, 0.3] and c["printable"] == [True, True]
-        _, _, cam, _ = ev.load_view(s.entry, s.view)
-        v, f = ev.load_world_mesh(s.entry.mesh_path)
-        truth = ev.Prediction(world_to_output(v, cam.R), f)
-        half = ev.Prediction(truth.verts * 0.5, f)
+        _, _, cam, _ = eval_data.load_view(s.entry, s.view)
+        v, f = eval_data.load_world_mesh(s.entry.mesh_path)
+        truth = scoring.Prediction(world_to_output(v, cam.R), f)
+        half = scoring.Prediction(truth.verts * 0.5, f)
         # brute force: sample both with the same seed, all pairwise squared distances
         from pytorch3d.ops import sample_points_from_meshes
         from pytorch3d.structures import Meshes
@@ -493,27 +496,27 @@ def test_candidates_score_the_first_as_ours_and_the_best_as_the_oracle(dataset, 
         torch.manual_seed(r["seed"])
         pts = sample_points_from_meshes(Meshes([torch.tensor(half.verts, dtype=torch.float32),
                                                 torch.tensor(truth.verts, dtype=torch.float32)],
-                                               [torch.tensor(f)] * 2), ev.DIVERSITY_SAMPLES).double()
+                                               [torch.tensor(f)] * 2), scoring.DIVERSITY_SAMPLES).double()
         pts = pts * (10.0 / float(np.ptp(truth.verts, axis=0).max()))
         d2 = ((pts[0][:, None] - pts[1][None]) ** 2).sum(-1)
         expected = float(d2.min(1).values.mean() + d2.min(0).values.mean())
         assert c["diversity"] == pytest.approx(expected, rel=1e-4)
-    summary = ev.candidate_summary(result.records)
+    summary = scoring.candidate_summary(result.records)
     assert summary["all"]["n"] == 2 and summary["all"]["oracle_f1"] > summary["all"]["first_f1"]
-    table = ev.format_candidate_table(summary)
+    table = scoring.format_candidate_table(summary)
     assert "best of K" in table and table.count("\n") == 2 + len(summary["per_category"]) + 1
-    assert ev.candidate_summary(single.records) is None
-    assert ev.candidate_diversity([truth], truth) is None
+    assert scoring.candidate_summary(single.records) is None
+    assert scoring.candidate_diversity([truth], truth) is None
     assert summary["all"]["printable"] == 1.0
     row = {"input": np.zeros((32, 32, 3), np.uint8), "gt": truth, "candidates": [half, truth]}
     from PIL import Image
 
-    path = ev.candidate_sheet([row, {**row, "candidates": None}], tmp_path / "sheet.png", tile=32, count=2)
+    path = sheets.candidate_sheet([row, {**row, "candidates": None}], tmp_path / "sheet.png", tile=32, count=2)
     with Image.open(path) as im:  # input, 2 candidates, ground truth; a row without candidates: grey tiles
-        assert im.size == (4 * 32, ev.SHEET_HEADER + 2 * 32)
+        assert im.size == (4 * 32, sheets.SHEET_HEADER + 2 * 32)
         pixels = np.asarray(im.convert("RGB"))
-    second_row = pixels[ev.SHEET_HEADER + 32 :, 32:96]
-    assert (second_row == 200).all() and not (pixels[ev.SHEET_HEADER : ev.SHEET_HEADER + 32, 32:96] == 200).all()
+    second_row = pixels[sheets.SHEET_HEADER + 32 :, 32:96]
+    assert (second_row == 200).all() and not (pixels[sheets.SHEET_HEADER : sheets.SHEET_HEADER + 32, 32:96] == 200).all()
 
 
 def test_a_refused_picture_is_a_scored_miss_not_a_crash(dataset):
@@ -521,7 +524,7 @@ def test_a_refused_picture_is_a_scored_miss_not_a_crash(dataset):
     from recon_core.io.image import ImageError
 
     shapenet, renders = dataset
-    samples = ev.select_samples(ev.discover(shapenet, renders, "test"), 1)[:2]
+    samples = eval_data.select_samples(eval_data.discover(shapenet, renders, "test"), 1)[:2]
 
     def refuse(rgb, alpha):
         raise ImageError("No object found in the picture")
@@ -534,7 +537,7 @@ def test_a_refused_picture_is_a_scored_miss_not_a_crash(dataset):
         assert r["metrics"]["ours"]["F1@0.3"] == 0.0 and r["metrics"]["ours"]["Sil-IoU"] == 0.0
         assert r["metrics"]["ours"]["Chamfer-L2"] is None
         assert r["metrics"]["sphere"]["Sil-IoU"] > 0
-    s = ev.summarize(result.records, ("ours", "sphere"))
+    s = scoring.summarize(result.records, ("ours", "sphere"))
     assert s["all"]["methods"]["ours"]["F1@0.3"] == 0.0
 
 
@@ -576,12 +579,12 @@ def test_cli_end_to_end(dataset, model_stem, tmp_path, capsys, monkeypatch):
     assert rc == (0 if printable == 1.0 else 3)
     assert report["images"] == 2 and len(report["records"]) == 2
     table = (out / "table.md").read_text()
-    for label in ev.METHOD_LABELS.values():
+    for label in scoring.METHOD_LABELS.values():
         assert label in table and label in printed
     assert "| chair |" in table and "| table |" in table and "**mean**" in table and "oracle pose" in table
     assert "Sil-IoU ↑" in table and "| bed |" not in table and report["split"] == "test"
     for cat in report["summary"]["per_category"].values():
-        assert set(cat["methods"]) == set(ev.METHODS)
+        assert set(cat["methods"]) == set(scoring.METHODS)
         _check_ranges(cat["methods"])
     _check_ranges(report["summary"]["mean"]["methods"])
     assert 0.0 <= printable <= 1.0
@@ -589,7 +592,7 @@ def test_cli_end_to_end(dataset, model_stem, tmp_path, capsys, monkeypatch):
         assert r["retrieved_model"] in ("chair_train", "table_train")
         assert r["mean_shape_model"] in ("chair_train", "table_train")
     with Image.open(out / "contact_sheet.png") as im:
-        assert im.size == (4 * 48, ev.SHEET_HEADER + 2 * 48)
+        assert im.size == (4 * 48, sheets.SHEET_HEADER + 2 * 48)
 
 
 def test_cli_baselines_share_a_bank_s_extra_pool(dataset, model_stem, tmp_path):
@@ -632,7 +635,7 @@ def test_cli_other_categories_evaluates_the_held_out_models(dataset, model_stem,
     assert list(report["summary"]["per_category"]) == ["bed"]
     assert report["split"] == "all (held-out categories)" and report["held_out_synsets"] == list(HELD_OUT_SYNSETS)
     _check_ranges(report["summary"]["all"]["methods"])
-    assert set(report["summary"]["all"]["methods"]) == set(ev.METHODS)
+    assert set(report["summary"]["all"]["methods"]) == set(scoring.METHODS)
     for r in report["records"]:
         assert r["retrieved_model"] in ("chair_train", "table_train")
     table = capsys.readouterr().out
@@ -715,16 +718,16 @@ def test_finder_choice_none_the_shipped_one_or_a_finder_that_is_there(tmp_path):
     stem = tmp_path / "finder"
     assert ev.finder_choice(None) is True
     assert ev.finder_choice("none") is False and ev.finder_choice("None") is False
-    with pytest.raises(ev.DataError, match="names no object finder") as err:
+    with pytest.raises(eval_data.DataError, match="names no object finder") as err:
         ev.finder_choice(str(stem))
     assert "--finder none" in str(err.value) and str(stem.with_suffix(".json")) in str(err.value)
     stem.with_suffix(".json").write_text("{}")
-    with pytest.raises(ev.DataError, match="not both there"):  # the weights are missing
+    with pytest.raises(eval_data.DataError, match="not both there"):  # the weights are missing
         ev.finder_choice(str(stem))
     stem.with_suffix(".safetensors").write_bytes(b"")
     assert ev.finder_choice(str(stem)) == str(stem)
     assert ev.finder_choice(str(stem.with_suffix(".safetensors"))) == str(stem.with_suffix(".safetensors"))
-    with pytest.raises(ev.DataError, match="names no object finder"):
+    with pytest.raises(eval_data.DataError, match="names no object finder"):
         ev.finder_choice("")
 
 
@@ -772,7 +775,7 @@ def test_cli_refuses_bad_input_before_the_run_with_one_sentence(dataset, model_s
     meta = json.loads(model_stem.with_suffix(".json").read_text())
     (tmp_path / "trained.json").write_text(json.dumps({**meta, "trained": True}))  # weights missing
     if case == "no_sketches":
-        monkeypatch.setattr(ev, "is_sketch", lambda entry, view: False)
+        monkeypatch.setattr(eval_data, "is_sketch", lambda entry, view: False)
     extra, expected = BAD_INPUT[case]
     args = {"--model": str(model_stem), "--out": str(tmp_path / "eval"), "--cache": str(tmp_path / "cache.npz")}
     extra = [a.replace("{tmp}", str(tmp_path)) for a in extra]
@@ -796,7 +799,7 @@ def test_cli_makes_out_before_the_run_and_takes_it_away_when_the_run_fails(datas
 
     def fail(samples, *args, **kwargs):
         seen.append(out.is_dir())
-        raise ev.DataError("The mesh x.obj has no triangles; re-export it as a triangle mesh.")
+        raise eval_data.DataError("The mesh x.obj has no triangles; re-export it as a triangle mesh.")
 
     monkeypatch.setattr(ev, "evaluate_samples", fail)
     argv = ["--model", str(model_stem), "--shapenet", str(shapenet), "--renders", str(renders), "--out", str(out),
@@ -840,7 +843,7 @@ def test_holdout_run_as_a_script_says_it_is_a_module():
 
 
 def test_background_photos_say_which_to_build_and_whether_none_will_do(tmp_path):
-    from training.evaluate import DataError, background_photos
+    from training.eval_data import DataError, background_photos
 
     assert background_photos("none") is None and background_photos(None) is None
     with pytest.raises(DataError, match=r"--backgrounds .*nobg does not exist; build them \(python "

@@ -125,7 +125,7 @@ def _drawn_mask(solid: np.ndarray, bound: float, R: np.ndarray, focal_mm: float,
                 size: int = 96, scale=(1.0, 1.0, 1.0)) -> np.ndarray:
     """The solid's silhouette as the evaluation draws a mesh: its surface, stretched by ``scale`` and posed by R,
     through a true camera."""
-    from training.evaluate import silhouette
+    from training.scoring import silhouette
 
     verts, faces = grid_surface(solid, bound)
     verts = stretched(verts, np.array(scale))
@@ -305,7 +305,7 @@ def test_warp_to_mask_draws_the_outline_onto_a_different_shapes_and_stays_printa
     through the fit's camera; the mesh keeps its faces, its bounding box's centre and diagonal, and its printable
     check."""
     from recon_core.mesh.printable import check_printable
-    from training.evaluate import silhouette
+    from training.scoring import silhouette
 
     solid, bound = _chair_like_solid(), 0.55
     other = solid.copy()
@@ -360,7 +360,7 @@ def test_the_shipped_model_draws_its_output_onto_the_examples_outline():
 
     from recon_core.io.image import load_image
     from recon_core.io.inference import Reconstructor
-    from training.evaluate import silhouette
+    from training.scoring import silhouette
 
     repo = Path(__file__).resolve().parents[1]
     rec = Reconstructor.from_file(repo / "models" / "default", finder=False)
@@ -567,7 +567,7 @@ def _box_centre(mask: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("turn", [0, 35, 120])
 def test_place_in_picture_puts_a_shifted_output_back_where_the_picture_shows_it(turn):
     from recon_core.mesh.silhouette import place_in_picture
-    from training.evaluate import silhouette
+    from training.scoring import silhouette
 
     verts, faces = _l_shape()
     verts = verts @ (rotation_x(-20) @ rotation_y(turn)).T

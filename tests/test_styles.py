@@ -18,6 +18,8 @@ from PIL import Image
 from recon_core.mesh.camera import look_at
 from recon_core.network.categories import CATEGORIES
 from training import evaluate as ev
+from training import eval_data
+from training import scoring
 from training.augment import BackgroundPhotos
 from training.styles import (
     CLIPART_COLOURS,
@@ -279,19 +281,19 @@ def test_expected_calibration_error_matches_naive():
         logits = rng.normal(0.0, float(rng.uniform(0.1, 4.0)), (n, c))
         probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
         labels = rng.integers(0, c, n)
-        assert ev.expected_calibration_error(probs, labels) == pytest.approx(_ece_naive(probs, labels), abs=1e-12)
+        assert scoring.expected_calibration_error(probs, labels) == pytest.approx(_ece_naive(probs, labels), abs=1e-12)
     edges = np.array([[0.3, 0.7], [0.7, 0.3], [0.5, 0.5], [1.0, 0.0], [0.6, 0.4]])  # confidences on bin edges
     labels = np.array([1, 0, 1, 0, 1])
-    assert ev.expected_calibration_error(edges, labels) == pytest.approx(_ece_naive(edges, labels), abs=1e-12)
-    assert ev.expected_calibration_error(np.eye(3), np.arange(3)) == 0.0  # certain and right
-    assert ev.expected_calibration_error(np.eye(3), np.array([1, 2, 0])) == 1.0  # certain and wrong
+    assert scoring.expected_calibration_error(edges, labels) == pytest.approx(_ece_naive(edges, labels), abs=1e-12)
+    assert scoring.expected_calibration_error(np.eye(3), np.arange(3)) == 0.0  # certain and right
+    assert scoring.expected_calibration_error(np.eye(3), np.array([1, 2, 0])) == 1.0  # certain and wrong
     with pytest.raises(ValueError, match=r"probs must be \(N, C\)"):
-        ev.expected_calibration_error(np.zeros((0, 3)), np.zeros(0))
+        scoring.expected_calibration_error(np.zeros((0, 3)), np.zeros(0))
 
 
 def _record(synset: str, predicted: str, probs: np.ndarray | None) -> dict:
-    m = {k: 0.5 for k in ev.METRICS}
-    return {"synset": synset, "category": ev._category_name(synset), "printable": True,
+    m = {k: 0.5 for k in scoring.METRICS}
+    return {"synset": synset, "category": eval_data.category_name(synset), "printable": True,
             "predicted_category": predicted, "category_probs": None if probs is None else probs.tolist(),
             "metrics": {"ours": m, "sphere": m}}
 
@@ -306,23 +308,23 @@ def test_summarize_scores_our_category_predictions():
         _record(chair.synset, "chair", probs[2]), _record(table.synset, "table", probs[3]),
         _record(held_out, "chair", probs[4]),  # not one of the 13: in no category score
     ]
-    s = ev.summarize(records, ("ours", "sphere"))
+    s = scoring.summarize(records, ("ours", "sphere"))
     cats = s["per_category"]
     assert cats["chair"]["methods"]["ours"]["CategoryAccuracy"] == pytest.approx(2 / 3)
     assert cats["table"]["methods"]["ours"]["CategoryAccuracy"] == 1.0
-    assert np.isnan(cats[ev._category_name(held_out)]["methods"]["ours"]["CategoryAccuracy"])
+    assert np.isnan(cats[eval_data.category_name(held_out)]["methods"]["ours"]["CategoryAccuracy"])
     assert s["all"]["methods"]["ours"]["CategoryAccuracy"] == pytest.approx(3 / 4)
     assert s["mean"]["methods"]["ours"]["CategoryAccuracy"] == pytest.approx((2 / 3 + 1) / 2)
     labels = [CATEGORIES.index(chair)] * 3 + [CATEGORIES.index(table)]
     assert s["all"]["methods"]["ours"]["CategoryECE"] == pytest.approx(_ece_naive(probs[:4], np.array(labels)))
     assert "CategoryAccuracy" not in s["all"]["methods"]["sphere"]
-    table_md = ev.format_table(s, ("ours", "sphere"))
+    table_md = scoring.format_table(s, ("ours", "sphere"))
     assert "category ↑" in table_md and "ECE ↓" in table_md
     all_row = next(line for line in table_md.splitlines() if line.startswith("| **all**"))
     assert "| 75% |" in all_row
     ece = 100 * s["all"]["methods"]["ours"]["CategoryECE"]
     assert all_row.rstrip(" |").endswith(f"{ece:.1f}")
-    s = ev.summarize([_record(held_out, "chair", probs[0])], ("ours",))
+    s = scoring.summarize([_record(held_out, "chair", probs[0])], ("ours",))
     assert np.isnan(s["all"]["methods"]["ours"]["CategoryAccuracy"])
     assert np.isnan(s["all"]["methods"]["ours"]["CategoryECE"])
 
@@ -335,7 +337,7 @@ def test_evaluate_parses_style_and_names_every_style():
     assert set(ev.STYLE_NOTES) == set(STYLES)
 
 
-def _write_view(root, with_depth: bool = True) -> ev.ModelEntry:
+def _write_view(root, with_depth: bool = True) -> eval_data.ModelEntry:
     """One model (a box mesh) with the synthetic view as ``000``, laid out as training/render.py writes it."""
     rgba, mask, depth, K = _view()
     cam = look_at(30.0, 20.0, 2.0, width=SIZE, height=SIZE)
@@ -349,42 +351,42 @@ def _write_view(root, with_depth: bool = True) -> ev.ModelEntry:
     mesh_path = root / "roof.obj"
     box = trimesh.creation.box([0.5, 0.6, 0.4])
     box.export(mesh_path)
-    return ev.ModelEntry("roof", CATEGORIES[4].synset, "val", mesh_path, folder, ("000",))
+    return eval_data.ModelEntry("roof", CATEGORIES[4].synset, "val", mesh_path, folder, ("000",))
 
 
 def test_load_input_redraws_the_view_with_the_sample_seed(tmp_path):
     entry = _write_view(tmp_path)
     rgba, mask, depth, K = _view()
-    sample = ev.Sample(entry, "000", seed=5)
-    rgb, alpha, cam, got_mask = ev.load_input(sample, "clean")
+    sample = eval_data.Sample(entry, "000", seed=5)
+    rgb, alpha, cam, got_mask = eval_data.load_input(sample, "clean")
     np.testing.assert_array_equal(rgb, rgba[..., :3])
     np.testing.assert_array_equal(alpha, rgba[..., 3])
     for style in ("clipart", "small_offcentre"):
-        rgb, alpha, cam, got_mask = ev.load_input(sample, style)
+        rgb, alpha, cam, got_mask = eval_data.load_input(sample, style)
         depth16 = depth.astype(np.float16).astype(np.float32)  # as stored
         want, _ = stylize(rgba, mask, depth16, cam.K, style, 5)
         np.testing.assert_array_equal(rgb, want)
         assert alpha is None and got_mask.shape == (SIZE, SIZE)  # the render's own mask, for every style
         np.testing.assert_array_equal(got_mask, mask)
-        assert not np.array_equal(rgb, ev.load_input(ev.Sample(entry, "000", seed=6), style)[0])
+        assert not np.array_equal(rgb, eval_data.load_input(eval_data.Sample(entry, "000", seed=6), style)[0])
     no_depth = _write_view(tmp_path / "other", with_depth=False)
-    with pytest.raises(ev.DataError, match="000_depth.npy is missing"):
-        ev.load_input(ev.Sample(no_depth, "000", 0), "pencil")
-    assert ev.load_input(ev.Sample(no_depth, "000", 0), "clean")[1] is not None  # clean needs no depth
+    with pytest.raises(eval_data.DataError, match="000_depth.npy is missing"):
+        eval_data.load_input(eval_data.Sample(no_depth, "000", 0), "pencil")
+    assert eval_data.load_input(eval_data.Sample(no_depth, "000", 0), "clean")[1] is not None  # clean needs no depth
 
 
 def test_given_mask_is_the_renders_mask_as_alpha_on_the_styled_picture(tmp_path):
     """--given-mask: the same styled picture, its alpha the render's own mask; not where the picture moved."""
     entry = _write_view(tmp_path)
     _, mask, _, _ = _view()
-    sample = ev.Sample(entry, "000", seed=5)
+    sample = eval_data.Sample(entry, "000", seed=5)
     for style in ("clean", "pencil", "background"):
-        rgb, alpha, _, got_mask = ev.load_input(sample, style, given_mask=True)
-        np.testing.assert_array_equal(rgb, ev.load_input(sample, style)[0])
+        rgb, alpha, _, got_mask = eval_data.load_input(sample, style, given_mask=True)
+        np.testing.assert_array_equal(rgb, eval_data.load_input(sample, style)[0])
         np.testing.assert_array_equal(alpha, mask.astype(np.uint8) * 255)
         np.testing.assert_array_equal(got_mask, mask)
-    with pytest.raises(ev.DataError, match="not in the render's pixels"):
-        ev.load_input(sample, "small_offcentre", given_mask=True)
+    with pytest.raises(eval_data.DataError, match="not in the render's pixels"):
+        eval_data.load_input(sample, "small_offcentre", given_mask=True)
     assert ev._parser().parse_args(["--given-mask"]).given_mask and not ev._parser().parse_args([]).given_mask
 
 
@@ -398,8 +400,8 @@ def test_given_mask_on_small_offcentre_is_refused_before_anything_loads(tmp_path
 
 def test_evaluate_samples_hands_every_method_the_styled_picture(tmp_path, monkeypatch):
     entry = _write_view(tmp_path)
-    sample = ev.Sample(entry, "000", seed=2)
-    want, _, _, _ = ev.load_input(sample, "pencil")
+    sample = eval_data.Sample(entry, "000", seed=2)
+    want, _, _, _ = eval_data.load_input(sample, "pencil")
     seen = []
 
     def reconstruct(rgb, alpha):
@@ -424,7 +426,7 @@ def test_evaluate_samples_hands_every_method_the_styled_picture(tmp_path, monkey
     assert rec["style"] == "pencil" and rec["predicted_category"] == "chair"
     assert rec["category_probs"][4] == pytest.approx(0.88)
     assert 0.0 <= rec["metrics"]["ours"]["Sil-IoU"] <= 1.0
-    s = ev.summarize(result.records, ("ours", "sphere"))
+    s = scoring.summarize(result.records, ("ours", "sphere"))
     assert s["all"]["methods"]["ours"]["CategoryAccuracy"] == 1.0
     assert s["all"]["methods"]["ours"]["CategoryECE"] == pytest.approx(0.12)
 
@@ -433,7 +435,7 @@ def test_style_sheet_has_a_column_per_style(tmp_path):
     from training.make_style_sheets import HEADER, main, style_sheet
 
     entry = _write_view(tmp_path)
-    sheet = style_sheet([ev.Sample(entry, "000", 1)] * 2, tile=32)
+    sheet = style_sheet([eval_data.Sample(entry, "000", 1)] * 2, tile=32)
     assert sheet.size == (len(STYLES) * 32, HEADER + 2 * 32)
     pixels = np.asarray(sheet)
     first_row = pixels[HEADER:HEADER + 32]

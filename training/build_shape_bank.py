@@ -59,7 +59,7 @@ def embed_views(entries: list) -> tuple[np.ndarray, list[int], list[np.ndarray]]
     each view's model index into ``entries`` and its (3, 3) world-to-camera rotation."""
     from tqdm import tqdm
 
-    from training.evaluate import DataError, load_view
+    from training.eval_data import DataError, load_view
 
     feats, view_model, rots = [], [], []
     for m, e in enumerate(tqdm(entries, desc="embed views", unit="model")):
@@ -91,7 +91,8 @@ def build_shape_bank(
     from tqdm import tqdm
 
     from recon_core.mesh.volume import occupancy_grid, pack_grid
-    from training.evaluate import DataError, _shape_points, load_world_mesh, training_models
+    from training.eval_data import DataError, load_world_mesh, training_models
+    from training.evaluate import _shape_points
 
     lo, hi = RESOLUTION_RANGE
     if min(dim, num_points) < 1 or not lo <= resolution <= hi or (limit is not None and limit < 1):
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from recon_core.io.weights import WeightsError, model_files
-    from training.evaluate import DataError
+    from training.eval_data import DataError
 
     try:
         for name in ("dim", "points", "limit"):

@@ -41,7 +41,7 @@ SOLID_FILE = "solid.npz"
 
 def build_solid(mesh_path: str | Path, out: str | Path, resolution: int = 64) -> Path:
     """Write the solid grid of one mesh file to ``out`` (atomically)."""
-    from training.evaluate import load_world_mesh
+    from training.eval_data import load_world_mesh
 
     verts, faces = load_world_mesh(mesh_path)
     grid = occupancy_grid(verts, faces, resolution=resolution, bound=GRID_BOUND)
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="parallel processes (default: 2)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from training.evaluate import DataError, _find_mesh, _read_manifest
+    from training.eval_data import DataError, find_mesh, read_manifest
 
     shapenet, renders = Path(args.shapenet), Path(args.renders)
     if args.resolution < 2 or args.workers < 1:
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {flag} {folder} is not a folder; give {what}.", file=sys.stderr)
             return 2
     try:
-        records = _read_manifest(shapenet)
+        records = read_manifest(shapenet)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
             except ValueError:
                 pass
-        mesh = _find_mesh(shapenet, rec)
+        mesh = find_mesh(shapenet, rec)
         if mesh is None:
             missing += 1
             continue

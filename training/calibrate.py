@@ -75,7 +75,7 @@ def by_style(before: np.ndarray, after: np.ndarray, labels: np.ndarray, styles: 
         ``{style: {"pictures": n, "accuracy": a, "ece": [before, after]}}`` in :data:`CALIBRATION_STYLES`
         order (styles without a picture left out), then any other style met, in order of first appearance.
     """
-    from training.evaluate import expected_calibration_error
+    from training.scoring import expected_calibration_error
 
     styles, labels = np.asarray(styles), np.asarray(labels)
     if len(styles) != len(labels):
@@ -118,7 +118,7 @@ def collect_scores(model_path: str | None, samples, styles=CALIBRATION_STYLES, b
     from recon_core.io.inference import Reconstructor
     from recon_core.network.categories import CATEGORIES
     from recon_core.network.finder import finder_alpha
-    from training.evaluate import load_input
+    from training.eval_data import load_input
 
     rec = Reconstructor.from_file(model_path, finder=False)
     index = {c.synset: i for i, c in enumerate(CATEGORIES)}
@@ -165,14 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     from recon_core.io.export import atomic_write_bytes
     from recon_core.io.weights import WeightsError, check_model_files, default_model_path, model_files
-    from training.evaluate import (
-        DataError,
-        background_photos,
-        discover,
-        expected_calibration_error,
-        finder_choice,
-        select_samples,
-    )
+    from training.eval_data import DataError, background_photos, discover, select_samples
+    from training.evaluate import finder_choice
+    from training.scoring import expected_calibration_error
 
     path = model_files(args.model or default_model_path())[0]  # the JSON load_model reads, which this writes
     try:

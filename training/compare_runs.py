@@ -30,7 +30,6 @@ import argparse
 import json
 import math
 import sys
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,9 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: the project root on the path, as ``python training/...`` expects
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.evaluate import METRICS, _LOWER_IS_BETTER, DataError, _fmt, output_folder  # noqa: E402
+from training.eval_data import DataError  # noqa: E402
+from training.evaluate import output_folder  # noqa: E402
+from training.scoring import LOWER_IS_BETTER, METRICS, format_value  # noqa: E402
 
 __all__ = ["Paired", "load_run", "load_runs", "pair_runs", "bootstrap_differences", "compare", "format_comparison",
            "main"]
@@ -211,7 +212,7 @@ def compare(run_a: dict[str, Any], run_b: dict[str, Any], metrics: tuple[str, ..
         mb = _means(paired.b, paired.category, ones, len(paired.categories))
         diffs = bootstrap_differences(paired, resamples, seed)
         delta = paired.b - paired.a
-        if metric in _LOWER_IS_BETTER:
+        if metric in LOWER_IS_BETTER:
             delta = -delta
         entry = {}
         for j, row in enumerate(("mean", "all")):
@@ -225,7 +226,7 @@ def compare(run_a: dict[str, Any], run_b: dict[str, Any], metrics: tuple[str, ..
 
 
 def _signed(metric: str, value: float) -> str:
-    text = _fmt(metric, abs(value))
+    text = format_value(metric, abs(value))
     return ("−" if value < 0 else "+") + text
 
 
@@ -233,7 +234,7 @@ def _verdict(metric: str, interval: list[float]) -> str:
     low, high = interval
     if low <= 0.0 <= high:
         return "within what another draw of the models gives"
-    better = (low > 0) != (metric in _LOWER_IS_BETTER)
+    better = (low > 0) != (metric in LOWER_IS_BETTER)
     return "B better, beyond that" if better else "B worse, beyond that"
 
 
@@ -248,7 +249,7 @@ def format_comparison(result: dict[str, Any], name_a: str, name_b: str) -> str:
         for row, label in (("mean", "mean over categories"), ("all", "over images")):
             e = entry[row]
             counts = f"{entry['wins']} / {entry['losses']}" if row == "all" else ""
-            lines.append(f"| {metric} | {label} | {_fmt(metric, e['a'])} | {_fmt(metric, e['b'])} | "
+            lines.append(f"| {metric} | {label} | {format_value(metric, e['a'])} | {format_value(metric, e['b'])} | "
                          f"{_signed(metric, e['difference'])} | {_signed(metric, e['interval'][0])} … "
                          f"{_signed(metric, e['interval'][1])} | {counts} |")
             verdicts.append(f"{metric}, {label}: {_verdict(metric, e['interval'])}")

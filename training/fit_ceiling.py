@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     from recon_core.io.inference import SMOOTH_ITERATIONS
     from recon_core.mesh.repair import make_printable
     from training.baselines import world_to_output
-    from training.evaluate import (DataError, Prediction, _category_name, discover, load_view, load_world_mesh,
-                                   score_meshes, select_samples)
+    from training.eval_data import DataError, category_name, discover, load_view, load_world_mesh, select_samples
+    from training.scoring import Prediction, score_meshes
 
     p = argparse.ArgumentParser(prog="fit-ceiling", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="training/configs/default.yaml", help="training config (loss weights)")
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         except DataError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        rows.append((_category_name(s.entry.synset), score, repair.path))
+        rows.append((category_name(s.entry.synset), score, repair.path))
     by_cat: dict[str, list[float]] = {}
     for cat, score, path in rows:
         by_cat.setdefault(cat, []).append(score["F1@0.3"])

@@ -2,8 +2,8 @@
 
     python training/make_style_sheets.py --split val --rows 4 --tile 128 --out docs/styles_contact_sheet.png
 
-Each row is one view of the evaluation's selection (:func:`training.evaluate.select_samples`,
-categories interleaved) and each tile the picture :func:`training.evaluate.load_input` hands
+Each row is one view of the evaluation's selection (:func:`training.eval_data.select_samples`,
+categories interleaved) and each tile the picture :func:`training.eval_data.load_input` hands
 the methods for that style, with the sample's seed: the check set of ``evaluate.py --style``
 as it is scored. Pictures are resized to the tile as a whole (``small_offcentre`` stays small);
 the ``clean`` picture, the only one with alpha, is shown over a checkerboard.
@@ -24,7 +24,7 @@ if str(_REPO) not in sys.path:
 
 from training.augment import BackgroundPhotos  # noqa: E402
 from training.contact_sheet import checkerboard  # noqa: E402
-from training.evaluate import DataError, Sample, discover, load_input, select_samples  # noqa: E402
+from training.eval_data import DataError, Sample, discover, load_input, select_samples  # noqa: E402
 from training.styles import STYLES  # noqa: E402
 
 __all__ = ["HEADER", "style_sheet", "main"]

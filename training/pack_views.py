@@ -421,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.init:
             _init_model_files(args.init)
         if args.background_count and str(args.backgrounds).strip().lower() != "none":
-            from training.evaluate import background_photos
+            from training.eval_data import background_photos
 
             # a mistyped folder packed none, and the run trained without photos; training's, never the check set's
             background_photos(args.backgrounds, build="python training/build_backgrounds.py --sources finder")

@@ -89,7 +89,7 @@ def pipeline_sheet(rows: list[tuple[np.ndarray, dict[str, Any]]], path: str | Pa
     from PIL import Image, ImageDraw
 
     from recon_core.io.export import atomic_write_bytes
-    from training.evaluate import SHEET_VIEW, render_mesh
+    from training.sheets import SHEET_VIEW, render_mesh
 
     sheet = Image.new("RGB", (len(COLUMNS) * tile, HEADER + len(rows) * tile), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)

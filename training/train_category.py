@@ -51,7 +51,7 @@ def collect(model: str | None, samples: list, styles, backgrounds: str, progress
     """Each sample in each style as the branch sees it: ``{"feats": (N, C, h, w) float16, "labels": (N,) long,
     "styles": [N names], "head": (N, K) float32}`` (``head``: the shared head's logits, for the before/after).
 
-    ``samples``: (:class:`training.evaluate.Sample`, style or None) pairs; None: every style of ``styles``.
+    ``samples``: (:class:`training.eval_data.Sample`, style or None) pairs; None: every style of ``styles``.
     """
     from tqdm import tqdm
 
@@ -61,7 +61,7 @@ def collect(model: str | None, samples: list, styles, backgrounds: str, progress
     from recon_core.network.crop import prepare_image
     from recon_core.network.finder import finder_alpha
     from training.augment import BackgroundPhotos
-    from training.evaluate import load_input
+    from training.eval_data import load_input
 
     rec = Reconstructor.from_file(model, finder=False, overrides={"category_branch": False})  # the head's own
     net = rec.model
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                                        save_category_branch)
     from recon_core.network.categories import CATEGORIES
     from recon_core.network.heads import CategoryBranch
-    from training.evaluate import DataError, Sample, discover, select_samples
+    from training.eval_data import DataError, Sample, discover, select_samples
 
     stem = args.model or default_model_path()
     try:
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         val = [e for e in discover(args.shapenet, args.renders, "val") if e.synset in index]
         if not train or not val:
             raise DataError(f"No train or val models with renders under {args.renders}; build and render the data set.")
-        from training.evaluate import background_photos
+        from training.eval_data import background_photos
 
         for name, build in (("backgrounds", "python training/build_backgrounds.py --sources finder"),
                             ("check_backgrounds", "python training/build_backgrounds.py")):

@@ -257,7 +257,7 @@ def check_masks(finder, shapenet: str, renders: str, split: str, views: int, bac
     unsure parts dropped, :func:`recon_core.network.finder.found_alpha`, and fitted to the object's edges in the
     picture, :func:`recon_core.network.finder.fit_to_picture`) and of the border-colour rule.
 
-    The pictures are the check sets' (``evaluate.py --style``: :func:`training.evaluate.load_input`
+    The pictures are the check sets' (``evaluate.py --style``: :func:`training.eval_data.load_input`
     with each sample's seed). A picture where a method finds nothing scores 0 for it.
 
     Returns:
@@ -269,7 +269,7 @@ def check_masks(finder, shapenet: str, renders: str, split: str, views: int, bac
 
     from recon_core.network.crop import object_pixels
     from recon_core.network.finder import find_object, fit_to_picture, found_alpha
-    from training.evaluate import discover, load_input, select_samples
+    from training.eval_data import discover, load_input, select_samples
     from training.styles import STYLES
 
     styles = [st for st in (styles or STYLES) if st != "clean"]  # clean has its alpha
@@ -339,7 +339,7 @@ def _picture_mask(mask: np.ndarray, shape: tuple[int, int], style: str, sample, 
     redrawn white on black by the same style and seed (the style moves every pixel the same way)."""
     if shape == mask.shape:
         return mask
-    from training.evaluate import load_depth, load_view
+    from training.eval_data import load_depth, load_view
     from training.styles import stylize
 
     _, _, cam, _ = load_view(sample.entry, sample.view)
@@ -463,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         from recon_core.io.weights import load_finder
 
-        from training.evaluate import background_photos
+        from training.eval_data import background_photos
 
         try:
             # a mistyped folder fell back to synthetic backgrounds silently, and scored the photographs far too high

@@ -1,0 +1,228 @@
+"""Pictures of an evaluation: shaded renders of meshes, the contact sheets (input | ours | retrieval | ground truth,
+and our candidates), and the F1-against-steps curve. Every PNG is written atomically."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recon_core.mesh.camera import rotation_x, rotation_y
+from training.scoring import Prediction, rasterize
+
+__all__ = [
+    "SHEET_VIEW",
+    "render_mesh",
+    "contact_sheet",
+    "contact_sheet_png",
+    "candidate_sheet",
+    "candidate_sheet_png",
+    "plot_curve",
+    "curve_png",
+]
+
+SHEET_VIEW = rotation_x(25.0) @ rotation_y(-35.0)
+"""Rotation applied to output-frame meshes for the contact sheet: a 3/4 view from the front right, above."""
+
+
+_LIGHT = np.array([0.35, 0.55, 1.0]) / np.linalg.norm([0.35, 0.55, 1.0])
+
+
+_COLOURS = {"ours": (95, 140, 215), "retrieval": (225, 150, 70), "gt": (120, 175, 110)}
+
+
+def render_mesh(
+    verts: np.ndarray,
+    faces: np.ndarray,
+    size: int = 128,
+    centre: np.ndarray | None = None,
+    radius: float | None = None,
+    colour: tuple[int, int, int] = (160, 160, 160),
+    rotation: np.ndarray = SHEET_VIEW,
+) -> np.ndarray:
+    """Shaded orthographic picture of an output-frame mesh, seen through ``rotation`` (white background).
+
+    Args:
+        verts: (V, 3) float output-frame vertices.
+        faces: (F, 3) int.
+        size: image side in pixels.
+        centre, radius: the sphere mapped onto the image (default: the mesh's bounding box centre
+            and half-diagonal), so that several meshes can share one framing.
+        colour: base RGB; Lambert shading, two-sided (ground truths have mixed winding).
+
+    Returns:
+        (size, size, 3) uint8.
+    """
+    verts = np.asarray(verts, dtype=np.float64)
+    faces = np.asarray(faces, dtype=np.int64)
+    if centre is None:
+        centre = (verts.min(axis=0) + verts.max(axis=0)) / 2
+    if radius is None:
+        radius = float(np.linalg.norm(verts.max(axis=0) - verts.min(axis=0))) / 2
+    p = (verts - centre) @ rotation.T * (0.95 / max(radius, 1e-9))
+    xy = np.stack([(p[:, 0] + 1) / 2 * size, (1 - p[:, 1]) / 2 * size], axis=1)
+    face_id = rasterize(xy, -p[:, 2], faces, size)
+    tri = p[faces]
+    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    shade = 0.25 + 0.75 * np.abs(normals @ _LIGHT)
+    out = np.full((size, size, 3), 255.0)
+    hit = face_id >= 0
+    out[hit] = shade[face_id[hit]][:, None] * np.asarray(colour, dtype=np.float64)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+SHEET_COLUMNS = ("input", "ours", "retrieval", "ground truth")
+
+
+SHEET_HEADER = 18
+"""Height in pixels of the contact sheet's label row."""
+
+
+_SHEET_KEYS = list(zip(SHEET_COLUMNS[1:], ("ours", "retrieval", "gt")))
+"""``(label, key)`` of the contact sheet's columns after the input."""
+
+
+def contact_sheet(rows: list[dict[str, Any]], path: str | Path, tile: int = 128) -> Path:
+    """Write a PNG: a label row, then one row per sample: input | ours | retrieval | ground truth.
+
+    Size: ``(4 * tile) x (SHEET_HEADER + len(rows) * tile)``. Meshes of a row share the
+    ground truth's framing, so sizes compare; a missing method leaves a grey tile.
+    """
+    return _write_png(path, contact_sheet_png(rows, tile))
+
+
+def contact_sheet_png(rows: list[dict[str, Any]], tile: int = 128) -> bytes:
+    """The PNG bytes of :func:`contact_sheet`."""
+    return _sheet_png(rows, tile, _SHEET_KEYS)
+
+
+def candidate_sheet(rows: list[dict[str, Any]], path: str | Path, tile: int = 128, count: int = 3) -> Path:
+    """Write a PNG of our candidates: input | candidate 1 | ... | candidate ``count`` | ground truth, one row a sample
+    (each row's ``candidates``: its :class:`Prediction` list, the most confident first); as :func:`contact_sheet`."""
+    return _write_png(path, candidate_sheet_png(rows, tile, count))
+
+
+def candidate_sheet_png(rows: list[dict[str, Any]], tile: int = 128, count: int = 3) -> bytes:
+    """The PNG bytes of :func:`candidate_sheet`."""
+    return _sheet_png(_with_candidates(rows), tile, _candidate_keys(count))
+
+
+def _candidate_keys(count: int) -> list[tuple[str, str]]:
+    """``(label, key)`` of the candidate sheet's columns after the input (:func:`candidate_sheet`)."""
+    return [(f"candidate {k + 1}", f"candidate_{k + 1}") for k in range(count)] + [("ground truth", "gt")]
+
+
+def _with_candidates(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row with its ``candidates`` under ``candidate_1``, ``candidate_2``, ... (:func:`candidate_sheet`)."""
+    return [{**row, **{f"candidate_{k + 1}": c for k, c in enumerate(row.get("candidates") or [])}} for row in rows]
+
+
+def _write_png(path: str | Path, png: bytes) -> Path:
+    """Write a PNG's bytes atomically (a temporary file, then a rename), its folder made if need be."""
+    from recon_core.io.export import atomic_write_bytes
+
+    path = Path(path)
+    atomic_write_bytes(path, png)
+    return path
+
+
+def _sheet_png(rows: list[dict[str, Any]], tile: int, columns: list[tuple[str, str]]) -> bytes:
+    """The PNG of :func:`contact_sheet`: the input, then a tile per ``(label, key)`` of ``columns`` (the row's
+    :class:`Prediction` under ``key``, framed as the row's ground truth; grey when it has none)."""
+    from PIL import Image, ImageDraw
+
+    sheet = Image.new("RGB", ((1 + len(columns)) * tile, SHEET_HEADER + len(rows) * tile), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for j, name in enumerate(["input"] + [label for label, _ in columns]):
+        draw.text((j * tile + 4, 3), name, fill=(0, 0, 0))
+    for i, row in enumerate(rows):
+        gt: Prediction = row["gt"]
+        centre = (gt.verts.min(axis=0) + gt.verts.max(axis=0)) / 2
+        radius = float(np.linalg.norm(gt.verts.max(axis=0) - gt.verts.min(axis=0))) / 2
+        tiles = [np.asarray(Image.fromarray(row["input"]).resize((tile, tile)))]
+        for _, key in columns:
+            pred = row.get(key)
+            if pred is None:
+                tiles.append(np.full((tile, tile, 3), 200, dtype=np.uint8))
+            else:
+                tiles.append(render_mesh(pred.verts, pred.faces, tile, centre, radius,
+                                         _COLOURS.get(key, _COLOURS["ours"])))
+        for j, t in enumerate(tiles):
+            sheet.paste(Image.fromarray(t), (j * tile, SHEET_HEADER + i * tile))
+    png = io.BytesIO()
+    sheet.save(png, format="PNG")
+    return png.getvalue()
+
+
+def plot_curve(steps: list[int], values: list[float], path: str | Path, ylabel: str = "F1@0.3",
+               size: tuple[int, int] = (640, 400)) -> Path:
+    """Line plot of ``values`` (fractions, shown ×100) against ``steps``: matplotlib if installed, else PIL; the PNG
+    is written atomically."""
+    return _write_png(path, curve_png(steps, values, ylabel, size))
+
+
+def curve_png(steps: list[int], values: list[float], ylabel: str = "F1@0.3",
+               size: tuple[int, int] = (640, 400)) -> bytes:
+    """The PNG bytes of :func:`plot_curve`."""
+    ys = [100 * v for v in values]
+    png = io.BytesIO()
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(size[0] / 100, size[1] / 100), dpi=100)
+        ax.plot(steps, ys, marker="o")
+        ax.set_xlabel("training step")
+        ax.set_ylabel(f"{ylabel} (×100)")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(png, format="png")
+        plt.close(fig)
+        return png.getvalue()
+    except ImportError:
+        pass
+    from PIL import Image, ImageDraw
+
+    w, h = size
+    left, right, top, bottom = 60, 20, 20, 45
+    img = Image.new("RGB", (w, h), (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    x0, x1 = (min(steps), max(steps)) if steps else (0, 1)
+    finite = [y for y in ys if math.isfinite(y)]
+    y0, y1 = (min(finite), max(finite)) if finite else (0.0, 1.0)
+    if x1 == x0:
+        x0, x1 = x0 - 1, x1 + 1
+    if y1 - y0 < 1e-9:
+        y0, y1 = y0 - 1, y1 + 1
+    pad = 0.05 * (y1 - y0)
+    y0, y1 = y0 - pad, y1 + pad
+
+    def to_px(x: float, y: float) -> tuple[float, float]:
+        px = left + (x - x0) / (x1 - x0) * (w - left - right)
+        return px, h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom)
+
+    d.line([(left, top), (left, h - bottom), (w - right, h - bottom)], fill=(0, 0, 0))
+    for i in range(5):
+        yv = y0 + (y1 - y0) * i / 4
+        _, py = to_px(x0, yv)
+        d.line([(left - 4, py), (left, py)], fill=(0, 0, 0))
+        d.text((4, py - 6), f"{yv:.1f}", fill=(0, 0, 0))
+        xv = x0 + (x1 - x0) * i / 4
+        px, _ = to_px(xv, y0)
+        d.line([(px, h - bottom), (px, h - bottom + 4)], fill=(0, 0, 0))
+        d.text((px - 12, h - bottom + 8), f"{xv:.0f}", fill=(0, 0, 0))
+    d.text(((w - left) // 2, h - 16), "training step", fill=(0, 0, 0))
+    d.text((left + 6, 4), f"{ylabel} (x100)", fill=(0, 0, 0))
+    pts = [to_px(x, y) for x, y in zip(steps, ys) if math.isfinite(y)]
+    if len(pts) > 1:
+        d.line(pts, fill=(40, 90, 200), width=2)
+    for px, py in pts:
+        d.ellipse([px - 3, py - 3, px + 3, py + 3], fill=(40, 90, 200))
+    img.save(png, format="PNG")
+    return png.getvalue()
