@@ -225,6 +225,11 @@ def _image_input(settings, scene) -> tuple[str, str, str | None, str]:
     return path, _object_name(image.name), temp, path if temp is None else f"Blender image {image.name}"
 
 
+def _picture_name(picture: str) -> str:
+    """A picture as a sentence names it: its file's name, or "Blender image NAME" as it is (:func:`_image_input`)."""
+    return picture if picture.startswith("Blender image ") else os.path.basename(picture)
+
+
 def _image_file(image, scene, role: str = "picture") -> tuple[str, str | None]:
     """``(path, temporary file or None)``: a file holding the pixels of the Blender ``image`` that the worker reads.
 
@@ -526,6 +531,15 @@ class _Reconstruction:
                 if settings.mask_image is None:
                     raise InputError("Choose the object's mask image in the Reconstruct panel, or set Object to "
                                      "Find It.")
+                made_for = settings.mask_image.get(PICTURE_KEY)
+                if isinstance(made_for, str) and made_for != self.picture:
+                    # a mask the add-on made (Use This Mask) is another picture's: taken, it silently cut this
+                    # picture to that object's outline; a mask the user made has no record and is taken as given
+                    theirs, ours = _picture_name(made_for), _picture_name(self.picture)
+                    if theirs == ours:  # two files of one name: their folders tell them apart
+                        theirs, ours = made_for, self.picture
+                    raise InputError(f"The mask image {settings.mask_image.name} is the object of {theirs}, not of "
+                                     f"{ours}; set Object to Find It, or choose this picture's mask.")
                 self.object_mask, self.mask_temp = _image_file(settings.mask_image, context.scene, "mask image")
                 if self.mask_temp is not None:
                     self.names[self.mask_temp] = f"mask image {settings.mask_image.name}"

@@ -874,6 +874,34 @@ def test_use_this_mask_then_a_painted_mask_is_the_object(addon, settings):
     bpy.data.images.remove(image)
 
 
+def test_another_pictures_mask_is_refused_and_a_mask_the_user_made_is_taken(addon, settings, tmp_path):
+    """Use This Mask on one picture's object, then another picture of the same size chosen: the first picture's
+    outline is not taken for the second's object (it was, silently); a mask image the add-on did not make is."""
+    first = reconstruct()
+    bpy.context.view_layer.objects.active = first
+    assert bpy.ops.recon.use_mask() == {'FINISHED'}
+    mask = settings.mask_image
+    other = tmp_path / "other.png"
+    shutil.copy(addon.image, other)  # the same size, so only the record tells the masks apart
+    settings.image_path = str(other)
+    expect_error(addon, rf"^Error: The mask image {mask.name} is the object of {Path(addon.image).name}, not of "
+                        r"other\.png; set Object to Find It, or choose this picture's mask\.")
+    same_name = tmp_path / "again" / Path(addon.image).name
+    same_name.parent.mkdir()
+    shutil.copy(addon.image, same_name)
+    settings.image_path = str(same_name)
+    expect_error(addon, rf"is the object of {re.escape(os.path.abspath(addon.image))}, not of "
+                        rf"{re.escape(os.path.abspath(same_name))};")
+    del mask["recon_picture"]  # as a mask painted by hand: no record of a picture, taken as given
+    second = reconstruct()
+    images = {mask.name, second["recon_mask"].name}
+    settings.object_source, settings.mask_image = 'FIND', None
+    for obj in (first, second):
+        bpy.data.objects.remove(obj)
+    for name in images:
+        bpy.data.images.remove(bpy.data.images[name])
+
+
 def test_a_mask_the_finder_was_unsure_of_is_flagged_in_the_panel(addon, settings, monkeypatch):
     job = addon.package.worker_client.Job
     handle = job._handle
