@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv with the project and its pinned dependencies (idempotent; ~3 minutes the first time).
+# Create .venv with the project and its pinned dependencies (idempotent; 3-4 minutes the first time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}

@@ -17,7 +17,7 @@ files in it, or no ``sources.json``) is refused, never replaced. :class:`trainin
 (through ``data.backgrounds``) composites augmented shaded views onto them.
 
     python training/build_backgrounds.py            # data/backgrounds, 320 crops of 256 px: the check set's
-    python training/build_backgrounds.py --sources finder   # data/backgrounds_finder, 960 crops: training's
+    python training/build_backgrounds.py --sources finder   # data/backgrounds_finder, 1,100 crops: training's
 """
 
 from __future__ import annotations
@@ -322,8 +322,10 @@ def _swap_in(new: Path, out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="build-backgrounds", description=__doc__.split("\n\n")[0])
     p.add_argument("--sources", choices=("reconstruction", "finder"), default="reconstruction",
-                   help="reconstruction: SOURCES, for the reconstruction's augmentation and the background "
-                        "check set; finder: FINDER_SOURCES, for the object finder (default: reconstruction)")
+                   help="reconstruction: SOURCES, the background check set's photographs (evaluate.py --style "
+                        "background; never trained on); finder: FINDER_SOURCES, the photographs behind every training "
+                        "picture, the object finder's and the reconstruction's data.backgrounds (default: "
+                        "reconstruction)")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: data/backgrounds, or data/backgrounds_finder with --sources finder)")
     p.add_argument("--cache", type=Path, default=Path("data/cache"), help="package cache (default: data/cache)")
