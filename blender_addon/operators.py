@@ -552,7 +552,7 @@ class _Reconstruction:
                 self.image, category=None if settings.category == 'AUTO' else settings.category,
                 detail=settings.detail.lower(), height_mm=self.height_mm, timeout_s=prefs.timeout_s,
                 mask_path=os.path.join(self.mask_dir, "mask.png"), candidates=self.count,
-                object_mask=self.object_mask, solid=settings.solid,
+                object_mask=self.object_mask, solid=settings.solid, upright=settings.upright,
             )
         except BaseException:
             self.cleanup()
@@ -1017,15 +1017,20 @@ class RECON_OT_reconstruct(bpy.types.Operator):
             self.report({'INFO'}, f"{obj.name} is in the scene {obj.users_scene[0].name}, where Reconstruct was "
                                   "clicked.")
         check = "printable" if result.report.get("ok") else "NOT printable, see the panel"
+        tall = obj.dimensions.z * mm_per_unit(obj.users_scene[0] if obj.users_scene else context.scene)
         if len(objects) == 1:
-            self.report({'INFO'}, f"Reconstructed {obj.name} ({len(result.verts)} vertices, {result.category}, "
-                                  f"{check}) in {run.elapsed:.1f} s.")
+            self.report({'INFO'}, f"Reconstructed {obj.name} ({tall:.1f} mm tall, {len(result.verts)} vertices, "
+                                  f"{result.category}, {check}) in {run.elapsed:.1f} s.")
         else:
             confidence = percent_text(result.candidates[0].confidence)
             self.report({'INFO'}, f"Reconstructed {len(objects)} candidate shapes in {candidate_collection(obj).name} "
                                   f"in {run.elapsed:.1f} s; showing {obj.name} ({confidence} confidence, "
-                                  f"{len(result.verts)} vertices, {result.category}, {check}); Next Shape "
-                                  f"({NEXT_SHAPE_KEYS}) shows the others.")
+                                  f"{tall:.1f} mm tall, {len(result.verts)} vertices, {result.category}, {check}); "
+                                  f"Next Shape ({NEXT_SHAPE_KEYS}) shows the others.")
+        if run.height_mm is None:  # the model's own size, about 1 unit: its millimetres hang on the scene's unit
+            self.report({'WARNING'}, f"Note: Height (mm) is 0, so the shape keeps the model's own size, {tall:.1f} mm "
+                                     "tall in this scene's units; set Height (mm) to the object's real height before "
+                                     "you print or export it.")
         for note in result.notes:
             self.report({'WARNING'}, f"Note: {run.user_text(note)}.")
         for warning in run.warnings:

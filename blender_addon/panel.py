@@ -38,6 +38,7 @@ class RECON_PT_reconstruct(bpy.types.Panel):
         col.prop(settings, "height_mm")
         col.prop(settings, "candidates")
         col.prop(settings, "solid")
+        col.prop(settings, "upright")
         run = running()
         if run is None:
             layout.operator(RECON_OT_reconstruct.bl_idname, icon='MESH_ICOSPHERE')

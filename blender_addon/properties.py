@@ -70,6 +70,12 @@ class ReconSettings(bpy.types.PropertyGroup):
                     "resin and powder printers, which trap material in them. Off: the mesh as the model scores best",
         default=False,
     )
+    upright: bpy.props.BoolProperty(
+        name="Stand Upright",
+        description="Stand the shape on its base: the picture's camera looked at it from above or below, so as seen "
+                    "it leans; Height (mm) is then its own height. Off: turned as the picture's camera saw it",
+        default=True,
+    )
     candidates: bpy.props.IntProperty(
         name="Candidates",
         description="How many plausible shapes to make, the most confident shown first (Next Shape shows the "

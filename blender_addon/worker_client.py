@@ -523,7 +523,7 @@ class WorkerClient:
     def submit(self, image: str, *, category: str | None = None, detail: str | None = None,
                height_mm: float | None = None, smooth: bool = True, timeout_s: float = 300.0,
                mask_path: str | None = None, candidates: int = 1, object_mask: str | None = None,
-               solid: bool = False) -> Job:
+               solid: bool = False, upright: bool = True) -> Job:
         """Send one reconstruction request (starting the worker if needed); returns its :class:`Job`.
 
         ``detail``: "low", "medium" or "high" (:data:`DETAIL_VERTICES`), None for the model's default.
@@ -533,6 +533,8 @@ class WorkerClient:
         ``candidates``: how many plausible shapes to ask for (:attr:`WorkerResult.candidates`; fewer may come).
         ``solid``: fill the sealed hollow pockets inside the mesh (``recon-mesh --solid``; sent only when asked, so a
         request without it is what it was).
+        ``upright``: stand the mesh on its base (``recon-mesh``'s default); False keeps it turned as the picture's camera
+        saw it (``recon-mesh --as-seen``; sent only then, so a request without it is what it was).
 
         Raises:
             WorkerError: the worker cannot be started, or a request is already running.
@@ -553,6 +555,8 @@ class WorkerClient:
                    "object_mask": object_mask}
         if solid:
             request["solid"] = True
+        if not upright:
+            request["upright"] = False
         delay = float(os.environ.get(DELAY_ENV) or 0)
         if delay > 0:
             request["test_delay_s"] = delay

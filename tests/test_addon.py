@@ -90,7 +90,7 @@ def settings(addon):
     s = bpy.context.scene.recon_settings
     s.source, s.image_path, s.image, s.category, s.detail = 'FILE', str(addon.image), None, 'AUTO', 'LOW'
     s.height_mm = 50.0
-    s.candidates, s.object_source, s.mask_image = 1, 'FIND', None
+    s.candidates, s.object_source, s.mask_image, s.upright = 1, 'FIND', None, True
     bpy.context.scene.unit_settings.scale_length = 1.0
     addon.prefs.python_path, addon.prefs.timeout_s, addon.prefs.model_path = PYTHON, 300.0, addon.tiny_model
     return s
@@ -1812,8 +1812,8 @@ def test_recon_core_missing_in_interpreter(addon, settings, tmp_path):
                            f"{build_addon.REPO}."))
 
 
-def test_fill_hollow_pockets_and_the_height_reach_the_worker_as_set(addon, settings, monkeypatch):
-    """The panel's Fill Hollow Pockets is the request's solid; a height between 0 and the worker's least is refused
+def test_fill_hollow_pockets_stand_upright_and_the_height_reach_the_worker_as_set(addon, settings, monkeypatch):
+    """The panel's Fill Hollow Pockets is the request's solid, its Stand Upright the request's upright; a height between 0 and the worker's least is refused
     in one sentence before any work, the scene unchanged."""
     client_class = addon.package.worker_client.WorkerClient
     real, sent = client_class.submit, []
@@ -1823,13 +1823,13 @@ def test_fill_hollow_pockets_and_the_height_reach_the_worker_as_set(addon, setti
         return real(self, image, **kwargs)
 
     monkeypatch.setattr(client_class, "submit", recording)
-    for solid in (False, True):
-        settings.solid = solid
+    for solid, upright in ((False, True), (True, False)):
+        settings.solid, settings.upright = solid, upright
         obj = reconstruct()
         bpy.data.images.remove(obj["recon_mask"])
         bpy.data.objects.remove(obj)
-    assert [k["solid"] for k in sent] == [False, True]
-    settings.solid, settings.height_mm = False, 0.05
+    assert [(k["solid"], k["upright"]) for k in sent] == [(False, True), (True, False)]
+    settings.solid, settings.upright, settings.height_mm = False, True, 0.05
     state = scene_state()
     with pytest.raises(RuntimeError, match=r"Height \(mm\) must be 0 \(the model's size\) or at least 0.1 mm, got 0.05"):
         bpy.ops.recon.reconstruct_image()
@@ -1996,6 +1996,37 @@ def test_a_float_image_larger_than_the_worker_reads_is_refused_before_its_copy(a
         bpy.data.images.remove(image)
 
 
+def test_the_result_says_how_tall_the_shape_is_and_a_height_of_0_says_to_set_it(addon, settings):
+    """The status message gives the shape's height in millimetres of the scene's unit; with Height (mm) 0 the model's
+    own size is kept, which in a millimetre scene is under a millimetre: a note says so and asks for the real one."""
+    def run() -> tuple[bpy.types.Object, list[str]]:
+        state = scene_state()
+        driver = ModalDriver(addon.package.operators.RECON_OT_reconstruct)
+        assert driver.invoke() == {'RUNNING_MODAL'}
+        assert driver.finish() == {'FINISHED'}
+        [obj] = [o for o in bpy.data.objects if o.name not in state[0]]
+        return obj, [message for _, message in driver.reports]
+
+    obj, messages = run()
+    assert any(m.startswith(f"Reconstructed {obj.name} (50.0 mm tall, ") for m in messages), messages
+    assert not any("Height (mm) is 0" in m for m in messages)
+    made = [obj]
+    settings.height_mm = 0.0
+    bpy.context.scene.unit_settings.scale_length = 0.001  # a scene set up in millimetres, as for printing
+    obj, messages = run()
+    made.append(obj)
+    tall = obj.dimensions.z  # one unit a millimetre
+    assert tall < 2.0
+    assert any(f"({tall:.1f} mm tall, " in m for m in messages), messages
+    assert f"Note: Height (mm) is 0, so the shape keeps the model's own size, {tall:.1f} mm tall in this scene's " \
+           "units; set Height (mm) to the object's real height before you print or export it." in messages
+    for obj in made:
+        image = obj.get("recon_mask")
+        bpy.data.objects.remove(obj)
+        if image is not None and image.users == 0:
+            bpy.data.images.remove(image)
+
+
 # Last: it unregisters the module's add-on, which every test above uses.
 def test_unregister_leaves_nothing_behind(addon):
     clients = list(addon.package.worker_client._CLIENTS.values())
@@ -2013,3 +2044,4 @@ def test_unregister_leaves_nothing_behind(addon):
     assert not [h for name in ("save_pre", "save_post", "save_post_fail") for h in getattr(bpy.app.handlers, name)
                 if h.__module__.startswith(addon.module)], "the save handlers are removed"
     assert all(c.process is None or c.process.poll() is not None for c in clients), "workers are shut down"
+

@@ -4,7 +4,7 @@ import torch
 
 from recon_core.mesh.camera import (
     CROP_MARGIN, SHAPENET_TO_BLENDER, VIEW_TO_OUTPUT, Camera, blender_matrix_world, camera_from_blender,
-    crop_camera, fit_projection, look_at, to_pytorch3d,
+    crop_camera, fit_projection, look_at, rotation_between, rotation_x, rotation_y, stand_upright, to_pytorch3d,
 )
 
 
@@ -83,3 +83,48 @@ def test_fit_projection_fills_the_crop_box():
     span = (hi - lo).amax(1)
     assert torch.allclose(span, torch.full((2,), (1 - 2 * CROP_MARGIN) * 64), atol=1e-4)
     assert torch.allclose((lo + hi) / 2, torch.full((2, 2), 32.0), atol=1e-4)
+
+
+def _householder(v: np.ndarray) -> np.ndarray:
+    """(3, 3) reflection across the plane square to ``v``."""
+    v = np.asarray(v, dtype=np.float64)
+    return np.eye(3) - 2.0 * np.outer(v, v) / float(v @ v)
+
+
+def test_rotation_between_equals_two_reflections_and_turns_by_the_least_angle():
+    """The least turn from a to b is the reflection across the plane square to a, then across the one square to
+    a + b (a naive twin of Rodrigues' formula): it takes a to b, fixes a x b and turns by the angle between them."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        a, b = rng.normal(size=3), rng.normal(size=3)
+        got = rotation_between(a, b)
+        ua, ub = a / np.linalg.norm(a), b / np.linalg.norm(b)
+        np.testing.assert_allclose(got, _householder(ua + ub) @ _householder(ua), atol=1e-9)
+        np.testing.assert_allclose(got @ ua, ub, atol=1e-9)
+        np.testing.assert_allclose(got @ got.T, np.eye(3), atol=1e-9)
+        assert np.linalg.det(got) == pytest.approx(1.0)
+        axis = np.cross(ua, ub)
+        np.testing.assert_allclose(got @ axis, axis, atol=1e-9)
+        angle = np.arccos(np.clip((np.trace(got) - 1) / 2, -1, 1))
+        assert angle == pytest.approx(np.arccos(np.clip(ua @ ub, -1, 1)), abs=1e-7)
+    np.testing.assert_allclose(rotation_between([0, 2, 0], [0, 1, 0]), np.eye(3))
+    for a in ([0.0, 1.0, 0.0], [0.3, -0.2, 0.9]):  # opposite directions: a half turn, still a rotation
+        half = rotation_between(a, -np.asarray(a))
+        np.testing.assert_allclose(half @ (np.asarray(a) / np.linalg.norm(a)), -np.asarray(a) / np.linalg.norm(a),
+                                   atol=1e-12)
+        assert np.linalg.det(half) == pytest.approx(1.0)
+
+
+def test_stand_upright_makes_the_objects_up_the_frames_and_keeps_its_heading():
+    """Points whose own +Y the camera sees leaning (looked at from 30 degrees above, turned 40 degrees) are stood
+    upright: their own heights become the frame's and their turn about the vertical stays (up to a shift)."""
+    rng = np.random.default_rng(1)
+    own = rng.uniform(-1, 1, (500, 3)) * [0.3, 0.5, 0.2]  # the object in its own frame, +Y up
+    turned = rotation_y(40.0)
+    seen = own @ (rotation_x(30.0) @ turned).T + [0.1, -0.2, 0.3]  # as a camera above it sees it
+    up = rotation_x(30.0) @ turned @ [0.0, 1.0, 0.0]
+    stood = stand_upright(seen, up)
+    np.testing.assert_allclose(stood, (own - own.mean(0)) @ turned.T + (stood - (own - own.mean(0)) @ turned.T).mean(0),
+                               atol=1e-9)
+    assert np.ptp(stood[:, 1]) == pytest.approx(np.ptp(own[:, 1]))
+    assert abs(np.ptp(seen[:, 1]) - np.ptp(own[:, 1])) > 0.05  # as seen, its height is not its own: the test can fail

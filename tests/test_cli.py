@@ -528,6 +528,24 @@ def test_solid_is_passed_to_the_reconstruction(tmp_path, tiny_model_path, good_i
     assert seen == [False, True]
 
 
+def test_the_mesh_stands_upright_unless_as_seen_is_asked(tmp_path, tiny_model_path, good_image, monkeypatch):
+    """The mesh is stood on its base by default (so --height-mm is the object's own height); --as-seen keeps it as
+    the picture's camera saw it (tests/test_shape_bank.py checks the standing itself)."""
+    from recon_core.io import inference
+
+    seen = []
+    real = inference.Reconstructor.reconstruct_candidates
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("upright"))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(inference.Reconstructor, "reconstruct_candidates", spy)
+    for extra in ([], ["--as-seen"]):
+        assert main([str(good_image), "-o", str(tmp_path / "out.stl"), "--model", str(tiny_model_path), *extra]) == 0
+    assert seen == [True, False]
+
+
 # -- output names ------------------------------------------------------------------------------------------
 
 

@@ -509,7 +509,8 @@ def test_a_banked_models_solid_is_decimated_to_the_requested_detail(banked_model
     assert len(low.faces) <= 1.2 * 2 * 642 and low.report.ok and check_printable(low.verts, low.faces).ok
     assert any(step.startswith("decimated to") for step in low.repair.steps)
     assert not any(step.startswith("decimated to") for step in full.repair.steps)
-    assert low.notes == [] and full.notes == []
+    # the fake bank's boxes are hollow slabs: the one note is of the pocket kept inside
+    assert [n[:27] for n in low.notes + full.notes] == ["the mesh holds 1 sealed hol"] * 2
     # every decimated vertex lies near a vertex of the full solid: within 5 % of its size (about one cell of
     # this bank's 24-cell grid; the full solid's vertices are ~0.2 cell apart)
     d = knn_points(torch.tensor(low.verts, dtype=torch.float32)[None], torch.tensor(full.verts, dtype=torch.float32)[None])
@@ -530,8 +531,9 @@ def test_a_solid_that_cannot_be_decimated_is_written_whole_with_a_note(banked_mo
     result = rec.reconstruct(rgb, alpha, vertices=642)
     assert goals == [1284, 2568, 5136]  # the detail's size, twice and four times it (the solid has 12,664 faces)
     assert result.report.ok and len(result.faces) > 2 * 1.2 * 642
-    assert result.notes == [f"the solid could not be simplified to about 1,284 faces and stay printable: it is "
-                            f"written whole, {len(result.faces):,} faces (simplify it in your modeller if need be)"]
+    assert result.notes[:-1] == [f"the solid could not be simplified to about 1,284 faces and stay printable: it is "
+                                 f"written whole, {len(result.faces):,} faces (simplify it in your modeller if need be)"]
+    assert result.notes[-1].startswith("the mesh holds 1 sealed hollow pocket")  # the fake bank's hollow slabs
 
 
 def test_a_stand_in_for_the_reconstruction_is_said(banked_model, fake, monkeypatch):
@@ -579,8 +581,11 @@ def test_solid_fills_the_sealed_pockets_of_the_output(banked_model, fake):
         assert pockets, "the fake bank's boxes are hollow slabs: their solid has a pocket"
         outer = [(v, n) for v, n in parts(hollow) if v > 0]
         assert filled.report.ok and all(v > 0 for v, _ in parts(filled)) and len(parts(filled)) == len(outer)
-        note = f"filled {len(pockets)} sealed hollow pocket{'s' if len(pockets) > 1 else ''} inside the solid"
-        assert filled.notes == [*hollow.notes, note]
+        s = "s" if len(pockets) > 1 else ""
+        kept = (f"the mesh holds {len(pockets)} sealed hollow pocket{s} inside (a closed part keeps its walls): resin "
+                "and powder printers trap material in them; --solid (the add-on's Fill Hollow Pockets) fills them")
+        assert hollow.notes[-1] == kept, "without solid, the pockets kept are said"
+        assert filled.notes == [*hollow.notes[:-1], f"filled {len(pockets)} sealed hollow pocket{s} inside the solid"]
         if vertices == 10242:  # not decimated: exactly the outer parts
             assert not any(step.startswith("decimated") for step in filled.repair.steps)
             assert parts(filled) == [pytest.approx(p) for p in outer]
@@ -617,7 +622,7 @@ def test_solid_fills_the_networks_mesh_when_the_bank_gives_none(banked_model, fa
     rgb, alpha = _rgba(fake[1], "chair_val", 0)
     model, meta = load_model(banked_model)
     rec = Reconstructor(model, meta)
-    monkeypatch.setattr(Reconstructor, "_snap", lambda self, row, pose=None, mask=None: None)
+    monkeypatch.setattr(Reconstructor, "_snap", lambda self, row, pose=None, mask=None, upright=False: None)
     filled, fill = [], Reconstructor._fill
     monkeypatch.setattr(Reconstructor, "_fill", staticmethod(lambda result, height_mm: filled.append(result)
                                                              or fill(result, height_mm)))
@@ -638,7 +643,7 @@ def test_every_detail_chooses_the_same_shape(banked_model, fake, monkeypatch):
     rec = Reconstructor(model, meta)  # the network's mesh takes part in the choice (the fixture's bank_shape_weight 2)
     chosen, levels = [], []
     snap, forward = Reconstructor._snap, type(model).forward
-    monkeypatch.setattr(Reconstructor, "_snap", lambda self, row, pose=None, mask=None: chosen.append(
+    monkeypatch.setattr(Reconstructor, "_snap", lambda self, row, pose=None, mask=None, upright=False: chosen.append(
         (row, pose.rotation.tobytes(), pose.scale.tobytes())) or snap(self, row, pose, mask))
 
     def counted(self, images, category=None, vertices=None):
@@ -653,7 +658,7 @@ def test_every_detail_chooses_the_same_shape(banked_model, fake, monkeypatch):
         rec.reconstruct(rgb, alpha, vertices=100)
     # when the bank gives nothing, the network's own mesh comes out, made at the detail asked
     levels.clear()
-    monkeypatch.setattr(Reconstructor, "_snap", lambda self, row, pose=None, mask=None: None)
+    monkeypatch.setattr(Reconstructor, "_snap", lambda self, row, pose=None, mask=None, upright=False: None)
     fallback = rec.reconstruct(rgb, alpha, vertices=2562)  # the fixture's own level is 642
     assert levels == [None, 2562] and fallback.report.ok and len(fallback.verts) >= 2562
 
@@ -1358,8 +1363,9 @@ def test_a_decimation_that_cannot_be_mended_at_the_detail_is_tried_at_twice_it(b
     model, meta = load_model(banked_model)
     result = Reconstructor(_with_config(model, bank_shape_weight=0.0), meta).reconstruct(rgb, alpha, vertices=642)
     assert goals == [1284, 2568] and result.report.ok and len(result.faces) <= 1.2 * 2568
-    assert result.notes == [f"the solid could not be simplified to about 1,284 faces and stay printable: it is "
-                            f"simplified to {len(result.faces):,} faces instead"]
+    assert result.notes[:-1] == [f"the solid could not be simplified to about 1,284 faces and stay printable: it is "
+                                 f"simplified to {len(result.faces):,} faces instead"]
+    assert result.notes[-1].startswith("the mesh holds 1 sealed hollow pocket")  # the fake bank's hollow slabs
 
 
 def test_a_decimation_whose_mends_leave_many_more_faces_than_asked_says_so(banked_model, fake, monkeypatch):
@@ -1429,3 +1435,56 @@ def test_progress_reports_each_stage_in_order_and_changes_no_mesh(banked_model, 
     for a, b in zip(with_progress, plain):
         np.testing.assert_array_equal(a.verts, b.verts)
         np.testing.assert_array_equal(a.faces, b.faces)
+
+
+# ------------------------------------------------------------------------------------- standing upright
+
+
+def test_upright_stands_each_candidate_as_its_training_shape_was_modelled(banked_model, fake):
+    """upright: _snap's mesh, posed by a fitted pose (stretched, turned) or by the bank view's rotation, is turned so
+    that each vertex's height is its training solid's own (stretched) height: the camera's look from above taken
+    out, the turn about the vertical kept; the faces are the same. Through reconstruct, the upright output is
+    printable, and its height is not the one as seen."""
+    from recon_core.io.inference import Reconstructor
+    from recon_core.mesh.silhouette import stretch_factors
+    from recon_core.network.crop import prepare_image
+
+    model, meta = load_model(banked_model)
+    rec = Reconstructor(_with_config(model, bank_fit_candidates=4, bank_place=False), meta)
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    with torch.inference_mode():
+        net_verts = model(prepare_image(rgb, alpha, model.config.image_size).image[None]).verts[0]
+    fitted = rec._fitted(rec._ranked(rgb, alpha, net_verts, None, 4), alpha / 255.0, 3)
+    leaned = 0
+    for row, pose, _ in fitted + [(fitted[0][0], None, 1.0)]:
+        world, world_faces = model.bank.shape_mesh(int(model.bank.view_shape[row]), model.config.bank_smoothing,
+                                                   model.config.bank_level)
+        own = world * (1.0 if pose is None else stretch_factors(world, pose.scale))
+        got, faces = rec._snap(row, pose, None, upright=True)
+        seen, seen_faces = rec._snap(row, pose, None)
+        np.testing.assert_array_equal(faces, seen_faces)
+        # the bank keeps its views' rotations at half precision (orthonormal to ~1e-3): heights agree to that
+        np.testing.assert_allclose(got[:, 1] - got[:, 1].min(), own[:, 1] - own[:, 1].min(), atol=2e-3)
+        np.testing.assert_allclose(np.linalg.norm(got - got.mean(0), axis=1),
+                                   np.linalg.norm(seen - seen.mean(0), axis=1), atol=1e-9)  # only turned
+        leaned += not np.allclose(seen[:, 1] - seen[:, 1].min(), own[:, 1] - own[:, 1].min(), atol=0.02)
+    assert leaned, "as seen, some candidate leans: the test can fail"
+    stood = rec.reconstruct(rgb, alpha, height_mm=80.0, upright=True)
+    as_seen = rec.reconstruct(rgb, alpha, height_mm=80.0)
+    assert stood.report.ok and as_seen.report.ok
+    assert not np.allclose(np.ptp(stood.verts, axis=0), np.ptp(as_seen.verts, axis=0), atol=0.5)
+
+
+def test_upright_without_a_shape_bank_stays_as_seen_with_a_note(tmp_path):
+    """A model without a shape bank has no pose to stand its mesh by: the same mesh, and a note that says so."""
+    from recon_core.io.inference import NOT_UPRIGHT_NOTE, Reconstructor
+
+    torch.manual_seed(0)
+    save_model(build_model(ModelConfig(**TINY_MODEL)), tmp_path / "plain", {"steps": 0})
+    rec = Reconstructor.from_file(tmp_path / "plain")
+    rgb, alpha = np.full((64, 64, 3), 200, np.uint8), np.zeros((64, 64), np.uint8)
+    alpha[16:48, 20:44] = 255
+    stood = rec.reconstruct(rgb, alpha, upright=True)
+    as_seen = rec.reconstruct(rgb, alpha)
+    np.testing.assert_array_equal(stood.verts, as_seen.verts)
+    assert NOT_UPRIGHT_NOTE in stood.notes and NOT_UPRIGHT_NOTE not in as_seen.notes

@@ -379,6 +379,7 @@ def test_a_bad_candidate_count_is_a_value_error_and_the_worker_goes_on(files, co
     ("height_mm", 1e39, "ValueError", "height_mm must be a number of millimetres from 0.1 to 100,000"),
     ("mask_path", 7, "ProtocolError", "The request's mask_path must be a file path or null, got 7."),
     ("solid", 1, "ProtocolError", "The request's solid must be true or false or null, got 1."),
+    ("upright", "no", "ProtocolError", "The request's upright must be true or false or null, got 'no'."),
 ])
 def test_a_request_field_of_the_wrong_kind_is_one_sentence_and_the_worker_goes_on(files, field, value, kind,
                                                                                    fragment):
@@ -416,7 +417,7 @@ def test_the_client_reads_the_candidates(banked):
 
 def test_the_client_asks_for_the_pockets_filled(banked):
     """``submit(solid=True)`` (the add-on's Fill Hollow Pockets) sends ``"solid": true``: the worker drops the part
-    that encloses a negative volume and says so; without it the request is as before and the pocket stays."""
+    that encloses a negative volume and says so; without it the request is as before and the pocket stays, said."""
     import trimesh
 
     model, image = banked
@@ -432,10 +433,25 @@ def test_the_client_asks_for_the_pockets_filled(banked):
         return sorted(float(p.volume) for p in mesh.split(only_watertight=False))
 
     pockets = [v for v in volumes(hollow) if v < 0]
-    assert pockets and "sealed hollow pocket" not in " ".join(hollow.notes)
+    assert pockets and f"the mesh holds {len(pockets)} sealed hollow pocket" in " ".join(hollow.notes)
     # the pockets are dropped before the decimation: the same outer solid, decimated anew (within its error)
     assert volumes(filled) == pytest.approx([v for v in volumes(hollow) if v > 0], rel=0.01)
     assert filled.report["ok"] and f"filled {len(pockets)} sealed hollow pocket" in " ".join(filled.notes)
+
+
+def test_the_client_asks_for_the_mesh_as_seen_and_else_it_stands_upright(banked):
+    """``submit(upright=False)`` (the add-on's Stand Upright off) sends ``"upright": false`` and gets the mesh as the
+    picture's camera saw it; without it the request is as before and the worker stands the mesh on its base, as
+    ``recon-mesh`` does: another box (tests/test_shape_bank.py checks the standing itself)."""
+    model, image = banked
+    c = WorkerClient(PYTHON, str(model), repo=str(REPO))
+    try:
+        stood = c.submit(str(image), detail="low").wait()
+        seen = c.submit(str(image), detail="low", upright=False).wait()
+    finally:
+        c.close(timeout=30)
+    assert stood.report["ok"] and seen.report["ok"]
+    assert not np.allclose(np.ptp(stood.verts, axis=0), np.ptp(seen.verts, axis=0), atol=1e-3)
 
 
 def test_a_malformed_candidate_fails_the_job_in_one_sentence():

@@ -184,6 +184,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--solid", action="store_true",
                    help="fill the sealed hollow pockets inside the mesh (for resin and powder printers, which trap "
                         "material in them; a note says how many)")
+    p.add_argument("--as-seen", action="store_true",
+                   help="keep the mesh turned as the picture's camera saw it (default: stood on its base, the "
+                        "camera's look from above or below taken out, so that --height-mm is the object's own height "
+                        "and it stands on the build plate)")
     p.add_argument("--mask", metavar="MASK.png",
                    help="the object's mask, used instead of finding the object: an image of the picture's size (or shape), "
                         "white on the object and black elsewhere (e.g. a --save-mask file, corrected), or a cut-out "
@@ -431,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
             rec = Reconstructor.from_file(args.model)
         results = rec.reconstruct_candidates(
             rgb, alpha, args.candidates, category=args.category, vertices=vertices, height_mm=args.height_mm,
-            smooth=not args.no_smooth, source=args.image, solid=args.solid,
+            smooth=not args.no_smooth, source=args.image, solid=args.solid, upright=not args.as_seen,
         )
         result = results[0]
         for candidate in results:  # the picture's notes are every candidate's

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from recon_core.io.image import ImageError
 from recon_core.io.weights import load_model
-from recon_core.mesh.camera import VIEW_TO_OUTPUT
+from recon_core.mesh.camera import VIEW_TO_OUTPUT, stand_upright
 from recon_core.mesh.detail import DEFAULT_DETAIL, DETAIL_VERTICES
 from recon_core.mesh.printable import CLOSED_MANIFOLD, PrintableReport, check_printable, topology_defects
 from recon_core.mesh.repair import RepairLog, make_printable
@@ -85,6 +85,9 @@ MAX_HEIGHT_MM = 100_000.0
 """Largest ``height_mm`` accepted (100 m): beyond any printer, and far below where float32 vertices lose the mesh."""
 _STAND_INS = {"hull": "its convex hull", "box": "its bounding box"}
 """The repair's last resorts (:attr:`recon_core.mesh.repair.RepairLog.path`) that stand in for a reconstruction."""
+NOT_UPRIGHT_NOTE = ("this model gives no pose to stand the mesh on its base by: it is turned as the picture's camera "
+                    "saw it (level it in your modeller if it leans)")
+"""The note of a mesh asked to stand upright (``upright``) that has no pose to do it by: a model without a shape bank."""
 FIT_TEMPERATURE = 0.05
 """Candidates of a shape-bank model: confidence = softmax(silhouette IoU / this) among them (0.05 IoU apart: e times)."""
 CATEGORY_VOTE_FLOOR = 0.1
@@ -176,6 +179,13 @@ def _filled_note(pockets: int) -> str:
     return f"filled {pockets} sealed hollow pocket{'s' if pockets > 1 else ''} inside the solid"
 
 
+def _pockets_note(pockets: int) -> str:
+    """The note of an output that keeps ``pockets`` (> 0) sealed hollow pockets (``solid=False``)."""
+    return (f"the mesh holds {pockets} sealed hollow pocket{'s' if pockets > 1 else ''} inside (a closed part keeps "
+            "its walls): resin and powder printers trap material in them; --solid (the add-on's Fill Hollow "
+            "Pockets) fills them")
+
+
 @contextmanager
 def _timed(timings: dict[str, float], name: str):
     start = time.perf_counter()
@@ -239,6 +249,7 @@ class Reconstructor:
         smooth: bool = True,
         source: str = "the picture",
         solid: bool = False,
+        upright: bool = False,
     ) -> Reconstruction:
         """Reconstruct one decoded image.
 
@@ -256,12 +267,19 @@ class Reconstructor:
                 the shape bank's solids keep each closed part's walls, so most outputs hold a few; resin and
                 powder printers trap material in them), with a note; off by default, as the evaluation protocol
                 scores those inner walls (see the README).
+            upright: stand a shape-bank model's mesh on its base: turned by the least angle that makes its training
+                shape's own up (+Y, as its fitted pose turns it) the output frame's +Y, about its box's centre
+                (:func:`recon_core.mesh.camera.stand_upright`), before its decimation and check; the picture's camera
+                looked at the object from above or below, so as seen it leans. Off by default: the evaluation scores the
+                mesh as the picture's camera sees it. A model without a shape bank has no pose to do it by: its mesh
+                stays as seen, with a note.
 
         Raises:
             ImageError: a ``coarse="occupancy"`` model finds no object in a picture without transparency
                 (:data:`MIN_MASK_SHARE`).
         """
-        return self.reconstruct_candidates(rgb, alpha, 1, category, vertices, height_mm, smooth, source, solid)[0]
+        return self.reconstruct_candidates(rgb, alpha, 1, category, vertices, height_mm, smooth, source, solid,
+                                           upright=upright)[0]
 
     @torch.inference_mode()
     def reconstruct_candidates(
@@ -276,6 +294,7 @@ class Reconstructor:
         source: str = "the picture",
         solid: bool = False,
         progress: Callable[[str, float], None] | None = None,
+        upright: bool = False,
     ) -> list[Reconstruction]:
         """Up to ``count`` plausible meshes for one picture, the most confident first (:attr:`Reconstruction.confidence`).
 
@@ -312,7 +331,7 @@ class Reconstructor:
             report(*PROGRESS["finder"])
             alpha, found_by, unsure = self._find_object(rgb, source, timings)
         results = self._reconstruct(rgb, alpha, cat_index, vertices, height_mm, smooth, source, timings, count,
-                                    solid, report)
+                                    solid, report, upright)
         parts = 0 if results[0].mask is None else separate_parts(results[0].mask)
         side = None if results[0].mask is None else object_side(results[0].mask)
         cut = [] if results[0].mask is None else cut_sides(results[0].mask)
@@ -415,10 +434,11 @@ class Reconstructor:
 
     def _reconstruct(self, rgb: np.ndarray, alpha: np.ndarray | None, cat_index: int | None, vertices: int | None,
                      height_mm: float | None, smooth: bool, source: str, timings: dict[str, float], count: int,
-                     solid: bool, report: Callable[[str, float], None]) -> list[Reconstruction]:
+                     solid: bool, report: Callable[[str, float], None], upright: bool = False) -> list[Reconstruction]:
         """:meth:`reconstruct_candidates` once the picture's alpha is settled; with ``solid`` every mesh's sealed
         pockets filled (a shape bank's solid before its decimation, :meth:`_bank_result`; other meshes as made,
-        :meth:`_fill`); ``report(stage, fraction)`` told of each stage."""
+        :meth:`_fill`); with ``upright`` a shape bank's meshes stood on their base (:meth:`_snap`); ``report(stage,
+        fraction)`` told of each stage."""
         report(*PROGRESS["network"])
         with _timed(timings, "preprocess"):
             prepared = prepare_image(rgb, alpha, self.model.config.image_size)
@@ -437,6 +457,8 @@ class Reconstructor:
                 result.mask = object_mask(rgb, alpha)
             if solid:
                 self._fill(result, height_mm)
+            if upright:
+                result.notes.append(NOT_UPRIGHT_NOTE)
             return [result]
         probs = self._category_probs(out.category_logits)
         used = CATEGORIES[cat_index if cat_index is not None else int(probs.argmax())].name
@@ -457,7 +479,7 @@ class Reconstructor:
                        start + (end - start) * index / len(ranked))
                 own = dict(timings)  # each candidate's timings: the shared stages, then its own
                 with _timed(own, "retrieval"):
-                    snapped = self._snap(row, pose, mask)
+                    snapped = self._snap(row, pose, mask, upright)
                 if snapped is None:
                     continue
                 result = self._bank_result(snapped, vertices, used, probs, height_mm, own, solid, smooth)
@@ -479,6 +501,8 @@ class Reconstructor:
         result.mask = object_mask(rgb, alpha)
         if solid:  # one part as made; the bank's fallback above may reach here too
             self._fill(result, height_mm)
+        if upright:
+            result.notes.append(NOT_UPRIGHT_NOTE)
         return [result]
 
     def _bank_result(self, snapped: tuple[np.ndarray, np.ndarray], vertices: int | None, used: str,
@@ -643,6 +667,10 @@ class Reconstructor:
             result.notes.append(f"it is simplified to {len(result.faces):,} faces, more than the about {target:,} "
                                 f"asked: {mended} {'place' if mended == 1 else 'places'} where simplifying folded "
                                 f"the surface {'is' if mended == 1 else 'are'} kept finer")
+        if not solid:  # counted on the mesh as written (a few milliseconds): said, so that a printer's user can fill them
+            kept = fill_cavities(result.verts, result.faces)[2]
+            if kept:
+                result.notes.append(_pockets_note(kept))
         return result
 
     def _reconstruct_occupancy(self, out, rgb: np.ndarray, alpha: np.ndarray | None, prepared, cat_index: int | None,
@@ -876,7 +904,8 @@ class Reconstructor:
         weights /= max(weights.sum(), 1e-12)
         return [(row, pose, float(w)) for (_, row, pose), w in zip(fitted[:count], weights)]
 
-    def _snap(self, row: int, pose=None, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    def _snap(self, row: int, pose=None, mask: np.ndarray | None = None, upright: bool = False
+              ) -> tuple[np.ndarray, np.ndarray] | None:
         """The solid of the shape bank's view ``row`` in the output frame, placed by ``pose``
         (:class:`recon_core.mesh.silhouette.Pose`; None: the view's rotation) and, with a pose, a ``mask`` and
         ``config.bank_warp``, its outline drawn onto the mask's (:func:`recon_core.mesh.silhouette.fit_warp`; not
@@ -884,8 +913,10 @@ class Reconstructor:
         empty carved away before meshing (:func:`recon_core.mesh.silhouette.carve_to_mask`), with
         ``config.bank_unit_diagonal`` scaled into the data's frame (:func:`recon_core.mesh.silhouette.to_diagonal`),
         then with a pose and ``config.bank_place`` moved across the view to where the picture shows it
-        (:func:`recon_core.mesh.silhouette.place_in_picture`); None when the solid is empty. The candidates' order
-        and confidences are the fit's (:meth:`_fitted`), from before the warp."""
+        (:func:`recon_core.mesh.silhouette.place_in_picture`), and with ``upright`` stood on its base: turned so that
+        the training shape's +Y, as the pose (else the view) turns it, is the output frame's +Y
+        (:func:`recon_core.mesh.camera.stand_upright`); None when the solid is empty. The candidates' order and
+        confidences are the fit's (:meth:`_fitted`), from before the warp."""
         from recon_core.mesh.silhouette import (carve_to_mask, fit_warp, keep_box, place_in_picture, solid_points,
                                                 stretch_factors, to_diagonal)
         from recon_core.mesh.volume import GRID_BOUND, grid_surface, grid_surface_vertices
@@ -937,7 +968,11 @@ class Reconstructor:
             verts = to_diagonal(verts, float(np.linalg.norm(np.ptp(world, axis=0))))
         if pose is not None and cfg.bank_place and mask is not None:
             verts, _ = place_in_picture(verts, mask)
-        return verts @ VIEW_TO_OUTPUT.T, faces
+        verts = verts @ VIEW_TO_OUTPUT.T
+        if upright:  # the stretch scales along the shape's own axes, so its +Y keeps its direction
+            turn = bank.view_rotation[row].double().cpu().numpy() if pose is None else pose.rotation
+            verts = stand_upright(verts, VIEW_TO_OUTPUT @ turn @ np.array([0.0, 1.0, 0.0]))
+        return verts, faces
 
 
 OCCUPANCY_UPSAMPLE = 2

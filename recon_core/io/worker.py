@@ -31,13 +31,14 @@ Worker to client::
 Client to worker::
 
     {"type": "reconstruct", "version": 1, "id": "r1", "image": "/path/photo.png",
-     "category": null, "detail": "medium", "height_mm": 120.0, "smooth": true, "solid": false,
+     "category": null, "detail": "medium", "height_mm": 120.0, "smooth": true, "solid": false, "upright": true,
      "mask_path": "/tmp/recon-x/mask.png",
      "candidates": 3, "object_mask": "/path/photo_mask.png"}
         ``category``, ``detail`` and ``height_mm`` may be null (automatic, the model's default, unscaled);
         ``height_mm`` is a number of millimetres from 0.1 to 100,000 (:mod:`recon_core.io.inference`'s bounds),
         ``smooth`` true or false (absent: true), ``solid`` true or false (absent: false; fill the sealed hollow
-        pockets inside the mesh, ``recon-mesh --solid``); a field of another type is answered with a
+        pockets inside the mesh, ``recon-mesh --solid``), ``upright`` true or false (absent: true; false keeps the
+        mesh turned as the picture's camera saw it, ``recon-mesh --as-seen``); a field of another type is answered with a
         ``ProtocolError``, a value out of range with a ``ValueError``, before any work;
         ``detail`` is "low", "medium" or "high" (:mod:`recon_core.mesh.detail`); ``mask_path`` may be null
         or absent (no mask is written); ``candidates`` may be null or absent (one shape); ``object_mask`` may be
@@ -195,7 +196,8 @@ def _handle_request(channel: _Channel, reconstructor, request: dict[str, Any]) -
         kwargs = dict(category=_field(request, "category", str, "a category name") or None,
                       vertices=_requested_vertices(request), height_mm=None if height is None else float(height),
                       smooth=True if smooth is None else smooth,
-                      solid=bool(_field(request, "solid", bool, "true or false")))
+                      solid=bool(_field(request, "solid", bool, "true or false")),
+                      upright=_field(request, "upright", bool, "true or false") is not False)
         mask_path = _field(request, "mask_path", str, "a file path") or None
         object_mask = _field(request, "object_mask", str, "a file path") or None
         count = _requested_candidates(request)

@@ -66,6 +66,8 @@ __all__ = [
     "look_at",
     "rotation_x",
     "rotation_y",
+    "rotation_between",
+    "stand_upright",
     "blender_matrix_world",
     "camera_from_blender",
     "crop_camera",
@@ -159,6 +161,50 @@ def rotation_y(deg: float) -> np.ndarray:
     """(3, 3) right-handed rotation by ``deg`` degrees about the y axis (the data's up axis)."""
     c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
+def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(3, 3) rotation by the least angle that turns the direction ``a`` into the direction ``b`` (Rodrigues' formula
+    about ``a x b``); for opposite directions, the half turn about an axis square to ``a``.
+
+    Args:
+        a, b: (3,) float, non-zero.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
+    axis = np.cross(a, b)
+    sin, cos = float(np.linalg.norm(axis)), float(np.dot(a, b))
+    if sin < 1e-12:
+        if cos > 0:
+            return np.eye(3)
+        # opposite: a half turn about the axis square to a that is nearest the basis vector least along a
+        other = np.eye(3)[int(np.argmin(np.abs(a)))]
+        axis = np.cross(a, other)
+        axis /= np.linalg.norm(axis)
+        return 2.0 * np.outer(axis, axis) - np.eye(3)
+    axis /= sin
+    k = np.array([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]])
+    return np.eye(3) + sin * k + (1.0 - cos) * (k @ k)
+
+
+def stand_upright(verts: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """Output-frame vertices turned about their bounding box's centre so that the object's own ``up`` (an
+    output-frame direction: where its +Y points as the picture's camera sees it) becomes the output frame's +Y, by the
+    least turn (:func:`rotation_between`): the camera's elevation and roll taken out, the turn about the vertical as
+    the picture shows it kept.
+
+    Args:
+        verts: (V, 3) float output-frame vertices.
+        up: (3,) float, non-zero.
+
+    Returns:
+        (V, 3) float64.
+    """
+    verts = np.asarray(verts, dtype=np.float64)
+    centre = (verts.min(axis=0) + verts.max(axis=0)) / 2
+    turn = rotation_between(up, np.array([0.0, 1.0, 0.0]))
+    return (verts - centre) @ turn.T + centre
 
 
 def intrinsics(focal_mm: float, sensor_mm: float, width: int, height: int) -> np.ndarray:
