@@ -1316,7 +1316,7 @@ class RECON_OT_export_3mf(bpy.types.Operator, ExportHelper):
         try:
             python = get_preferences(context).python_path
             written = worker_client.write_3mf(_interpreter(python) if python else "", objects,
-                                              self.filepath)
+                                              self.filepath, repo=DEFAULTS["repo"])
         except (InputError, worker_client.WorkerError) as err:
             self.report({'ERROR'}, str(err))
             return {'CANCELLED'}

@@ -173,6 +173,8 @@ def check_model(model: str | None) -> None:
                           f"{os.path.basename(branch)} beside it; restore the file or {_MODEL_FIX}.")
 
 
+_CHOOSE_PYTHON = "choose the Python interpreter that has recon_core installed in the add-on preferences"
+"""The end of every sentence about a Python setting that is not the worker's."""
 _SOURCE_FOLDER = "the seed-recon source folder"
 """Where recon_core's sources are, in messages that cannot name the folder."""
 
@@ -194,13 +196,16 @@ def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def write_3mf(python: str, objects: list[tuple[str, Any, Any]], path: str, timeout_s: float = 120.0) -> str:
+def write_3mf(python: str, objects: list[tuple[str, Any, Any]], path: str, timeout_s: float = 120.0,
+              repo: str | None = None) -> str:
     """Write ``objects`` as one 3MF file with ``PYTHON -m recon_core.io.export`` (no torch, no model).
 
     Args:
         python: interpreter with recon_core installed.
         objects: ``(name, verts (V, 3) float millimetres +Z up, faces (F, 3) int)``, one 3MF object each.
         path: the ``.3mf`` file; written through a temporary file and a rename, so a failure leaves no file.
+        repo: the recon_core source folder the sentences name (as :func:`get_client`'s); None: "the seed-recon
+            source folder".
 
     Returns:
         The writer's one-line summary.
@@ -240,10 +245,10 @@ def write_3mf(python: str, objects: list[tuple[str, Any, Any]], path: str, timeo
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         if _recon_core_missing(proc.stderr):
-            raise WorkerError(_not_installed(python, None))
+            raise WorkerError(_not_installed(python, repo))
         if "No module named recon_core.io.export" in proc.stderr:
             raise WorkerError(f"The recon_core in {python} predates 3MF export; update it (git pull, then "
-                              f"{python} -m pip install -e {_SOURCE_FOLDER}).")
+                              f"{python} -m pip install -e {repo or _SOURCE_FOLDER}).")
         last = lines[-1].removeprefix("error: ") if lines else f"exit code {proc.returncode}"
         raise WorkerError(last if last.endswith(".") else f"Cannot write {path}: {last}.")
     return proc.stdout.strip()
@@ -689,13 +694,11 @@ class WorkerClient:
         tail = self.stderr_tail()
         self._give_up(f"{self.python} did not greet as the reconstruction worker within {HELLO_TIMEOUT_S:g} s{printed} "
                       "and was stopped" + (f" (its last output: {tail})" if tail and not printed else "")
-                      + "; choose the Python interpreter that has recon_core installed in the add-on preferences, or "
-                        "try again if the computer was busy.")
+                      + f"; {_CHOOSE_PYTHON}, or try again if the computer was busy.")
         return True
 
     def _not_the_worker(self, what: str) -> str:
-        return (f"{self.python} does not answer as the reconstruction worker ({what}); choose the Python interpreter "
-                "that has recon_core installed in the add-on preferences.")
+        return f"{self.python} does not answer as the reconstruction worker ({what}); {_CHOOSE_PYTHON}."
 
     def _give_up(self, message: str) -> None:
         if self.failure is None:  # the first reason stays the one said
@@ -720,8 +723,9 @@ class WorkerClient:
                 if _recon_core_missing("\n".join(self._stderr)):
                     message = _not_installed(self.python, self.repo)
                 else:
-                    message = (f"The worker could not start with {self.python} ({_exit_description(code)})"
-                               + (f": {tail}" if tail else "."))
+                    # a program that is not the worker (/bin/true, a shell) ends before greeting: say what to choose
+                    message = (f"The worker could not start with {self.python} ({_exit_description(code)}"
+                               + (f": {tail}" if tail else "") + f"); {_CHOOSE_PYTHON}.")
             else:
                 message = (f"The reconstruction worker stopped unexpectedly ({_exit_description(code)})"
                            + (f"; last output: {tail}" if tail else "")

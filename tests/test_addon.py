@@ -1808,8 +1808,15 @@ def test_recon_core_missing_in_interpreter(addon, settings, tmp_path):
     subprocess.run([PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = str(venv / "bin" / "python")
     addon.prefs.python_path = python
-    expect_error(addon, re.escape(f"recon_core is not installed in {python}; install it with {python} -m pip install -e "
-                           f"{build_addon.REPO}."))
+    said = f"recon_core is not installed in {python}; install it with {python} -m pip install -e {build_addon.REPO}."
+    expect_error(addon, re.escape(said))
+    # Export 3MF names the same folder (it said "the seed-recon source folder")
+    bpy.ops.mesh.primitive_cube_add(size=1.0)
+    cube = bpy.context.active_object
+    with pytest.raises(RuntimeError, match=re.escape(said)):
+        bpy.ops.recon.export_3mf(filepath=str(tmp_path / "cube.3mf"))
+    assert not (tmp_path / "cube.3mf").exists()
+    bpy.data.objects.remove(cube)
 
 
 def test_fill_hollow_pockets_stand_upright_and_the_height_reach_the_worker_as_set(addon, settings, monkeypatch):

@@ -806,6 +806,22 @@ NOT_THE_WORKER = "choose the Python interpreter that has recon_core installed in
 
 
 @pytest.mark.parametrize("body, said", [
+    ("exit 0", "The worker could not start with {program} (exit code 0); " + NOT_THE_WORKER + "."),
+    ("echo 'cannot open recon_core.io.worker: No such file' >&2\nexit 2",
+     "The worker could not start with {program} (exit code 2: cannot open recon_core.io.worker: No such file); "
+     + NOT_THE_WORKER + "."),
+])
+def test_a_program_that_ends_before_greeting_says_which_interpreter_to_choose(tmp_path, body, said):
+    """/bin/true, or a shell given ``-m recon_core.io.worker``, ends at once: the sentence says what to do, as for a
+    program that answers otherwise (it said only the exit code, or the shell's complaint)."""
+    program = fake_python(tmp_path, body)
+    c = WorkerClient(program)
+    with pytest.raises(WorkerError) as err:
+        c.submit(str(tmp_path / "x.png")).wait()
+    assert str(err.value) == said.format(program=program)
+
+
+@pytest.mark.parametrize("body, said", [
     ("exec yes 'some other program'",  # lines of its own, going on
      "{program} does not answer as the reconstruction worker (it printed 'some other program' and more); "
      + NOT_THE_WORKER + "."),
