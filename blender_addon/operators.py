@@ -1250,7 +1250,32 @@ def _world_mesh_mm(context, obj) -> tuple[np.ndarray, np.ndarray]:
     return coords.reshape(-1, 3) * mm_per_unit(context.scene), tris
 
 
-class RECON_OT_export_stl(bpy.types.Operator, ExportHelper):
+def export_path(context, ext: str) -> str:
+    """The file an export dialog offers: named after the active object (else the .blend file, else "Untitled"), in the
+    .blend file's folder, with ``ext`` (ExportHelper alone offered "Untitled.stl" for every object)."""
+    obj = context.active_object
+    stem = bpy.path.clean_name(obj.name) if obj is not None else ""
+    blend = context.blend_data.filepath
+    if not stem:
+        stem = os.path.splitext(os.path.basename(blend))[0] if blend else "Untitled"
+    return os.path.join(os.path.dirname(blend), stem + ext) if blend else stem + ext
+
+
+class _Export(ExportHelper):
+    """ExportHelper offering the active object's name (:func:`export_path`), and the extension added to a path given
+    without it (a script's ``filepath="part"`` wrote a file named "part")."""
+
+    def invoke(self, context, event):
+        if not self.filepath:
+            self.filepath = export_path(context, self.filename_ext)
+        return super().invoke(context, event)
+
+    def with_extension(self) -> None:
+        if not os.path.splitext(self.filepath)[1]:
+            self.filepath += self.filename_ext
+
+
+class RECON_OT_export_stl(bpy.types.Operator, _Export):
     """Write the active mesh (modifiers applied, world space) as a binary STL in millimetres"""
 
     bl_idname = "recon.export_stl"
@@ -1266,6 +1291,7 @@ class RECON_OT_export_stl(bpy.types.Operator, ExportHelper):
         return obj is not None and obj.type == 'MESH'
 
     def execute(self, context):
+        self.with_extension()
         obj = context.active_object
         coords, tris = _world_mesh_mm(context, obj)
         triangles = coords[tris]
@@ -1291,7 +1317,7 @@ def _export_objects(context) -> list:
     return sorted(chosen, key=lambda o: o.name)
 
 
-class RECON_OT_export_3mf(bpy.types.Operator, ExportHelper):
+class RECON_OT_export_3mf(bpy.types.Operator, _Export):
     """Write the selected meshes (modifiers applied, world space) as one 3MF file for a slicer: millimetres, +Z up, one object each"""
 
     bl_idname = "recon.export_3mf"
@@ -1306,6 +1332,7 @@ class RECON_OT_export_3mf(bpy.types.Operator, ExportHelper):
         return bool(_export_objects(context))
 
     def execute(self, context):
+        self.with_extension()
         objects = []
         for obj in _export_objects(context):
             coords, tris = _world_mesh_mm(context, obj)

@@ -696,6 +696,26 @@ def test_a_mirrored_object_exports_outward_faces(addon, settings, tmp_path):
     bpy.data.objects.remove(cube)
 
 
+def test_exports_offer_the_objects_name_and_add_a_missing_extension(addon, settings, tmp_path):
+    """The dialogs offer the active object's name (ExportHelper offered "Untitled.stl" for every object), in the .blend
+    file's folder once it is saved; a path given without an extension gets the format's (a script's "part" wrote a
+    file named "part")."""
+    bpy.ops.mesh.primitive_cube_add(size=2.0)
+    cube = bpy.context.active_object
+    cube.name = "Bracket v2"
+    export_path = addon.package.operators.export_path
+    assert export_path(bpy.context, ".stl") == "Bracket_v2.stl"  # bpy.path.clean_name: a name any file system takes
+    saved = tmp_path / "project" / "design.blend"  # as a saved .blend file's context shows it (not saved here: the
+    context = SimpleNamespace(active_object=cube, blend_data=SimpleNamespace(filepath=str(saved)))  # tests need none)
+    assert export_path(context, ".3mf") == str(saved.parent / "Bracket_v2.3mf")
+    context.active_object = None
+    assert export_path(context, ".stl") == str(saved.parent / "design.stl")
+    assert bpy.ops.recon.export_stl(filepath=str(tmp_path / "part")) == {'FINISHED'}
+    assert bpy.ops.recon.export_3mf(filepath=str(tmp_path / "plate")) == {'FINISHED'}
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["part.stl", "plate.3mf"]
+    bpy.data.objects.remove(cube)
+
+
 def trimesh_load_stl(path):
     import trimesh
 
