@@ -2,7 +2,8 @@
 
     python -m bench.inference [--model models/default] [--runs 30] [--vertices 642 2562 10242] [--profile] [--height-mm H] [--tiny]
 
-Times :meth:`recon_core.io.inference.Reconstructor.reconstruct` on an already decoded
+Times :meth:`recon_core.io.inference.Reconstructor.reconstruct` (stood upright, as ``recon-mesh`` and the add-on
+make it since 2026-12-07) on an already decoded
 image (``examples/*.png`` or a synthetic one), plus the encoding of the result as STL
 bytes, at 642, 2,562 and 10,242 output vertices: p50/p95 over ``--runs`` runs after
 warm-up, with torch on ``--threads`` intra-op threads (2 by default, the target
@@ -122,7 +123,7 @@ def run_once(rec, rgb, alpha, vertices: int, timer: StageTimer, height_mm: float
     CPU seconds of the whole process over the same span, every thread's)."""
     cpu = time.process_time()
     start = time.perf_counter()
-    result = rec.reconstruct(rgb, alpha, vertices=vertices, height_mm=height_mm)
+    result = rec.reconstruct(rgb, alpha, vertices=vertices, height_mm=height_mm, upright=True)  # as recon-mesh
     t_export = time.perf_counter()
     data = encode_stl(result.verts, result.faces)
     end = time.perf_counter()
@@ -182,7 +183,7 @@ def profile_top_ops(rec, rgb, alpha, vertices: int, top: int = 10) -> list[dict]
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        rec.reconstruct(rgb, alpha, vertices=vertices)
+        rec.reconstruct(rgb, alpha, vertices=vertices, upright=True)
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
     return [{"op": e.key, "self_ms": round(e.self_cpu_time_total / 1000.0, 3), "calls": e.count} for e in events]
 

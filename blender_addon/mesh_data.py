@@ -17,7 +17,7 @@ __all__ = ["OUTPUT_TO_BLENDER", "to_blender", "mesh_buffers", "stl_bytes", "writ
 
 OUTPUT_TO_BLENDER = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float64)
 """Rotation from the output frame (+Y up, camera on +Z) to Blender (+Z up): (x, y, z) -> (x, -z, y),
-as in ``recon_core.mesh.camera``; the photo's view becomes Blender's Front view."""
+as in ``recon_core.mesh.camera``; the photo's view becomes Blender's Front view (level, for a mesh stood upright)."""
 
 
 def to_blender(verts: np.ndarray, scale: float = 1.0) -> np.ndarray:

@@ -532,12 +532,12 @@ class _Reconstruction:
                     raise InputError("Choose the object's mask image in the Reconstruct panel, or set Object to "
                                      "Find It.")
                 made_for = settings.mask_image.get(PICTURE_KEY)
-                if isinstance(made_for, str) and made_for != self.picture:
+                theirs, ours = _picture_name(str(made_for)), _picture_name(self.picture)
+                if isinstance(made_for, str) and theirs != ours:
                     # a mask the add-on made (Use This Mask) is another picture's: taken, it silently cut this
-                    # picture to that object's outline; a mask the user made has no record and is taken as given
-                    theirs, ours = _picture_name(made_for), _picture_name(self.picture)
-                    if theirs == ours:  # two files of one name: their folders tell them apart
-                        theirs, ours = made_for, self.picture
+                    # picture to that object's outline; a mask the user made has no record and is taken as given,
+                    # and so is one of a picture of the same name in another folder (a project moved or opened
+                    # elsewhere keeps its painted mask)
                     raise InputError(f"The mask image {settings.mask_image.name} is the object of {theirs}, not of "
                                      f"{ours}; set Object to Find It, or choose this picture's mask.")
                 self.object_mask, self.mask_temp = _image_file(settings.mask_image, context.scene, "mask image")
@@ -1028,9 +1028,10 @@ class RECON_OT_reconstruct(bpy.types.Operator):
                                   f"{tall:.1f} mm tall, {len(result.verts)} vertices, {result.category}, {check}); "
                                   f"Next Shape ({NEXT_SHAPE_KEYS}) shows the others.")
         if run.height_mm is None:  # the model's own size, about 1 unit: its millimetres hang on the scene's unit
+            where = obj.users_scene[0].name if obj.users_scene else context.scene.name
             self.report({'WARNING'}, f"Note: Height (mm) is 0, so the shape keeps the model's own size, {tall:.1f} mm "
-                                     "tall in this scene's units; set Height (mm) to the object's real height before "
-                                     "you print or export it.")
+                                     f"tall in the units of the scene {where}; set Height (mm) to the object's real "
+                                     "height before you print or export it.")
         for note in result.notes:
             self.report({'WARNING'}, f"Note: {run.user_text(note)}.")
         for warning in run.warnings:

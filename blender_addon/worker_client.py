@@ -538,8 +538,8 @@ class WorkerClient:
         ``candidates``: how many plausible shapes to ask for (:attr:`WorkerResult.candidates`; fewer may come).
         ``solid``: fill the sealed hollow pockets inside the mesh (``recon-mesh --solid``; sent only when asked, so a
         request without it is what it was).
-        ``upright``: stand the mesh on its base (``recon-mesh``'s default); False keeps it turned as the picture's camera
-        saw it (``recon-mesh --as-seen``; sent only then, so a request without it is what it was).
+        ``upright``: stand the mesh on its base (``recon-mesh``'s default, and the worker's for a request without the
+        field); False keeps it turned as the picture's camera saw it (``recon-mesh --as-seen``; sent only then).
 
         Raises:
             WorkerError: the worker cannot be started, or a request is already running.

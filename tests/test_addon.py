@@ -896,7 +896,8 @@ def test_use_this_mask_then_a_painted_mask_is_the_object(addon, settings):
 
 def test_another_pictures_mask_is_refused_and_a_mask_the_user_made_is_taken(addon, settings, tmp_path):
     """Use This Mask on one picture's object, then another picture of the same size chosen: the first picture's
-    outline is not taken for the second's object (it was, silently); a mask image the add-on did not make is."""
+    outline is not taken for the second's object (it was, silently); the same picture moved to another folder, and a
+    mask image the add-on did not make, are."""
     first = reconstruct()
     bpy.context.view_layer.objects.active = first
     assert bpy.ops.recon.use_mask() == {'FINISHED'}
@@ -906,17 +907,17 @@ def test_another_pictures_mask_is_refused_and_a_mask_the_user_made_is_taken(addo
     settings.image_path = str(other)
     expect_error(addon, rf"^Error: The mask image {mask.name} is the object of {Path(addon.image).name}, not of "
                         r"other\.png; set Object to Find It, or choose this picture's mask\.")
-    same_name = tmp_path / "again" / Path(addon.image).name
-    same_name.parent.mkdir()
-    shutil.copy(addon.image, same_name)
-    settings.image_path = str(same_name)
-    expect_error(addon, rf"is the object of {re.escape(os.path.abspath(addon.image))}, not of "
-                        rf"{re.escape(os.path.abspath(same_name))};")
+    moved = tmp_path / "moved" / Path(addon.image).name  # the project moved: the same picture in another folder
+    moved.parent.mkdir()
+    shutil.copy(addon.image, moved)
+    settings.image_path = str(moved)
+    made = [first, reconstruct()]  # its kept mask is still taken
+    settings.image_path = str(other)
     del mask["recon_picture"]  # as a mask painted by hand: no record of a picture, taken as given
-    second = reconstruct()
-    images = {mask.name, second["recon_mask"].name}
+    made.append(reconstruct())
     settings.object_source, settings.mask_image = 'FIND', None
-    for obj in (first, second):
+    images = {mask.name} | {obj["recon_mask"].name for obj in made}
+    for obj in made:
         bpy.data.objects.remove(obj)
     for name in images:
         bpy.data.images.remove(bpy.data.images[name])
@@ -1840,8 +1841,8 @@ def test_recon_core_missing_in_interpreter(addon, settings, tmp_path):
 
 
 def test_fill_hollow_pockets_stand_upright_and_the_height_reach_the_worker_as_set(addon, settings, monkeypatch):
-    """The panel's Fill Hollow Pockets is the request's solid, its Stand Upright the request's upright; a height between 0 and the worker's least is refused
-    in one sentence before any work, the scene unchanged."""
+    """The panel's Fill Hollow Pockets is the request's solid, its Stand Upright the request's upright; a height
+    between 0 and the worker's least is refused in one sentence before any work, the scene unchanged."""
     client_class = addon.package.worker_client.WorkerClient
     real, sent = client_class.submit, []
 
@@ -2045,8 +2046,9 @@ def test_the_result_says_how_tall_the_shape_is_and_a_height_of_0_says_to_set_it(
     tall = obj.dimensions.z  # one unit a millimetre
     assert tall < 2.0
     assert any(f"({tall:.1f} mm tall, " in m for m in messages), messages
-    assert f"Note: Height (mm) is 0, so the shape keeps the model's own size, {tall:.1f} mm tall in this scene's " \
-           "units; set Height (mm) to the object's real height before you print or export it." in messages
+    assert (f"Note: Height (mm) is 0, so the shape keeps the model's own size, {tall:.1f} mm tall in the units of the "
+            f"scene {bpy.context.scene.name}; set Height (mm) to the object's real height before you print or export "
+            "it.") in messages
     for obj in made:
         image = obj.get("recon_mask")
         bpy.data.objects.remove(obj)
@@ -2071,4 +2073,3 @@ def test_unregister_leaves_nothing_behind(addon):
     assert not [h for name in ("save_pre", "save_post", "save_post_fail") for h in getattr(bpy.app.handlers, name)
                 if h.__module__.startswith(addon.module)], "the save handlers are removed"
     assert all(c.process is None or c.process.poll() is not None for c in clients), "workers are shut down"
-

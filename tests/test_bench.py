@@ -86,7 +86,7 @@ def test_run_once_counts_every_threads_cpu_time_not_waiting():
         def __init__(self, work):
             self.work = work
 
-        def reconstruct(self, rgb, alpha, vertices=None, height_mm=None):
+        def reconstruct(self, rgb, alpha, vertices=None, height_mm=None, upright=False):
             self.work()
             return SimpleNamespace(verts=verts, faces=faces, timings={}, report=None)
 

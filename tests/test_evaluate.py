@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import io
 import json
 import re
 import sys
@@ -511,8 +512,8 @@ def test_candidates_score_the_first_as_ours_and_the_best_as_the_oracle(dataset, 
     row = {"input": np.zeros((32, 32, 3), np.uint8), "gt": truth, "candidates": [half, truth]}
     from PIL import Image
 
-    path = sheets.candidate_sheet([row, {**row, "candidates": None}], tmp_path / "sheet.png", tile=32, count=2)
-    with Image.open(path) as im:  # input, 2 candidates, ground truth; a row without candidates: grey tiles
+    png = sheets.candidate_sheet_png([row, {**row, "candidates": None}], tile=32, count=2)
+    with Image.open(io.BytesIO(png)) as im:  # input, 2 candidates, ground truth; a row without candidates: grey tiles
         assert im.size == (4 * 32, sheets.SHEET_HEADER + 2 * 32)
         pixels = np.asarray(im.convert("RGB"))
     second_row = pixels[sheets.SHEET_HEADER + 32 :, 32:96]

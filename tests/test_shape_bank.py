@@ -21,7 +21,7 @@ import trimesh
 from recon_core.io.image import load_image
 from recon_core.io.inference import SNAP_QUERY_POINTS
 from recon_core.io.weights import load_model, save_model
-from recon_core.mesh.camera import VIEW_TO_OUTPUT, Camera, look_at
+from recon_core.mesh.camera import VIEW_TO_OUTPUT, Camera, look_at, stand_upright
 from recon_core.mesh.printable import check_printable
 from recon_core.mesh.volume import GRID_BOUND
 from recon_core.network.categories import category_index
@@ -1469,6 +1469,14 @@ def test_upright_stands_each_candidate_as_its_training_shape_was_modelled(banked
                                    np.linalg.norm(seen - seen.mean(0), axis=1), atol=1e-9)  # only turned
         leaned += not np.allclose(seen[:, 1] - seen[:, 1].min(), own[:, 1] - own[:, 1].min(), atol=0.02)
     assert leaned, "as seen, some candidate leans: the test can fail"
+    # warped, carved and placed (what recon-mesh makes): stood last, by the pose's own up, the same faces
+    placed = Reconstructor(_with_config(model, bank_fit_candidates=4, bank_place=True), meta)
+    for row, pose, _ in fitted:
+        got, faces = placed._snap(row, pose, alpha / 255.0, upright=True)
+        seen, seen_faces = placed._snap(row, pose, alpha / 255.0)
+        np.testing.assert_array_equal(faces, seen_faces)
+        np.testing.assert_allclose(got, stand_upright(seen, VIEW_TO_OUTPUT @ pose.rotation @ [0.0, 1.0, 0.0]),
+                                   atol=1e-12)
     stood = rec.reconstruct(rgb, alpha, height_mm=80.0, upright=True)
     as_seen = rec.reconstruct(rgb, alpha, height_mm=80.0)
     assert stood.report.ok and as_seen.report.ok

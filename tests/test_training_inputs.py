@@ -17,7 +17,7 @@ import pytest
 
 from recon_core.mesh.camera import look_at
 from tests.test_dataset import _box, _write_view
-from training import build_backgrounds, build_solids, evaluate, pack_views, train, train_finder
+from training import build_backgrounds, build_solids, eval_data, pack_views, train, train_finder
 from training.dataset import RenderedViews
 from training.render import sample_surface
 
@@ -55,8 +55,8 @@ def _one_sentence(err: str, *named: str) -> None:
 def test_a_manifest_that_is_not_text_is_one_sentence(tmp_path, capsys):
     shapenet, renders = _data_set(tmp_path)
     (shapenet / "manifest.json").write_bytes(b"\xff\xfe\x00garbage")
-    with pytest.raises(evaluate.DataError, match="manifest.json cannot be read"):
-        evaluate.discover(shapenet, renders, "train")
+    with pytest.raises(eval_data.DataError, match="manifest.json cannot be read"):
+        eval_data.discover(shapenet, renders, "train")
     assert build_solids.main(["--shapenet", str(shapenet), "--renders", str(renders), "--workers", "1"]) == 2
     _one_sentence(capsys.readouterr().err, "manifest.json cannot be read", "rebuild the data set")
 
@@ -102,8 +102,8 @@ def test_a_truncated_points_file_is_one_sentence(tmp_path, capsys):
 def test_evaluate_samples_the_mesh_for_a_truncated_points_file(tmp_path):
     shapenet, renders = _data_set(tmp_path, views=True)
     _truncate(renders / CHAIR / "m0" / "points.npz")
-    (entry,) = evaluate.discover(shapenet, renders, "train")
-    assert tuple(evaluate._shape_points(entry, 64, seed=0).shape) == (64, 3)
+    (entry,) = eval_data.discover(shapenet, renders, "train")
+    assert tuple(eval_data.shape_points(entry, 64, seed=0).shape) == (64, 3)
 
 
 def test_a_truncated_picture_cache_is_drawn_again(tmp_path):

@@ -91,8 +91,7 @@ def build_shape_bank(
     from tqdm import tqdm
 
     from recon_core.mesh.volume import occupancy_grid, pack_grid
-    from training.eval_data import DataError, load_world_mesh, training_models
-    from training.evaluate import _shape_points
+    from training.eval_data import DataError, load_world_mesh, shape_points, training_models
 
     lo, hi = RESOLUTION_RANGE
     if min(dim, num_points) < 1 or not lo <= resolution <= hi or (limit is not None and limit < 1):
@@ -109,7 +108,7 @@ def build_shape_bank(
     for e in tqdm(entries, desc="solids", unit="model"):
         verts, faces = load_world_mesh(e.mesh_path)
         blobs.append(np.frombuffer(pack_grid(occupancy_grid(verts, faces, resolution, fill=False)), dtype=np.uint8))
-        points.append(_shape_points(e, num_points, seed=0))
+        points.append(shape_points(e, num_points, seed=0))
     offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])])
     tensors = {
         "embed_mean": torch.from_numpy(mean),

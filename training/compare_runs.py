@@ -163,7 +163,7 @@ def pair_runs(run_a: dict[str, Any], run_b: dict[str, Any], method: str, metric:
 
 def _means(values: np.ndarray, category: np.ndarray, weight: np.ndarray, count: int) -> tuple[float, float]:
     """(mean over categories, mean over images) of (N,) ``values`` where each picture counts ``weight`` times
-    ((N,) int, 0 = left out); NaN values are left out, as ``evaluate.summarize`` leaves them."""
+    ((N,) int, 0 = left out); NaN values are left out, as ``training.scoring.summarize`` leaves them."""
     ok = ~np.isnan(values) & (weight > 0)
     w = np.where(ok, weight, 0).astype(np.float64)
     v = np.where(ok, values, 0.0)

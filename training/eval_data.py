@@ -28,10 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from recon_core.mesh.camera import Camera
 from recon_core.network.categories import CATEGORIES
 from training.holdout import is_held_out
+from training.npz import NPZ_ERRORS
 from training.readers.rules import EXTRA_SYNSETS
 
 __all__ = [
@@ -52,6 +54,7 @@ __all__ = [
     "load_mask",
     "load_depth",
     "load_input",
+    "shape_points",
     "background_photos",
     "NOT_IN_RENDER_PIXELS",
 ]
@@ -109,6 +112,7 @@ _KNOWN_SYNSETS = frozenset(c.synset for c in CATEGORIES)
 
 
 def category_order(name: str) -> tuple[int, str]:
+    """Sort key of a category name: the 13 categories in their order, then any other name alphabetically."""
     names = [c.name for c in CATEGORIES]
     return (names.index(name), name) if name in names else (len(names), name)
 
@@ -143,6 +147,12 @@ def find_mesh(shapenet: Path, record: dict[str, Any]) -> Path | None:
 
 
 def read_manifest(shapenet: Path) -> list[dict[str, Any]]:
+    """The ``{"model_id", "synset", "split", ...}`` records of the data set under ``shapenet``: its ``manifest.json``,
+    or without one every ``<synset>/<model_id>`` folder split by a hash of its id (:func:`_hash_split`).
+
+    Raises:
+        DataError: a manifest that is not JSON, or not a list of such records.
+    """
     path = shapenet / "manifest.json"
     if path.is_file():
         try:
@@ -165,6 +175,7 @@ def read_manifest(shapenet: Path) -> list[dict[str, Any]]:
 
 
 def check_folder(path: Path, what: str, flag: str) -> None:
+    """Raise :class:`DataError` naming ``flag`` when the ``what`` folder ``path`` does not exist."""
     if not path.is_dir():
         raise DataError(f"The {what} folder {path} does not exist; pass the right one with {flag}.")
 
@@ -283,6 +294,27 @@ def _load_mesh_cached(path: str) -> tuple[np.ndarray, np.ndarray]:
 def load_world_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """(V, 3) float64 world-frame vertices and (F, 3) int64 faces of a mesh file (cached, read-only)."""
     return _load_mesh_cached(str(path))
+
+
+def shape_points(entry: ModelEntry, num_points: int, seed: int) -> torch.Tensor:
+    """(num_points, 3) world-frame points of a model: its ``points.npz`` if present, else sampled on the mesh."""
+    npz = entry.render_dir / "points.npz"
+    rng = np.random.default_rng(seed)
+    if npz.is_file():
+        try:
+            with np.load(npz, allow_pickle=False) as data:
+                pts = np.asarray(data["points"] if "points" in data.files else data[data.files[0]], dtype=np.float32)
+            if pts.ndim == 2 and pts.shape[1] == 3 and len(pts):
+                return torch.from_numpy(pts[rng.choice(len(pts), num_points, replace=len(pts) < num_points)])
+        except NPZ_ERRORS:
+            log.warning("unreadable %s: sampling the mesh instead", npz)
+    from pytorch3d.ops import sample_points_from_meshes
+    from pytorch3d.structures import Meshes
+
+    verts, faces = load_world_mesh(entry.mesh_path)
+    torch.manual_seed(seed)
+    mesh = Meshes([torch.tensor(verts, dtype=torch.float32)], [torch.tensor(faces)])
+    return sample_points_from_meshes(mesh, num_points)[0]
 
 
 def load_view(entry: ModelEntry, view: str) -> tuple[np.ndarray, np.ndarray | None, Camera, dict[str, Any]]:

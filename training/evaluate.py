@@ -9,8 +9,8 @@ Run from the repository root::
 
 Data layout: :mod:`training.eval_data` (ShapeNet's, so ShapeNet or Pix3D arranged the same way works).
 
-Protocol. Our model runs exactly as users get it, :meth:`Reconstructor.reconstruct(rgb, alpha)`
-(network, repair, printable check), one image at a time; its output is in the output frame,
+Protocol. Our model runs as users get it with ``recon-mesh --as-seen``, :meth:`Reconstructor.reconstruct(rgb,
+alpha)` (network, repair, printable check), one image at a time; its output is in the output frame,
 so each ground truth is posed the same way, ``p_out = VIEW_TO_OUTPUT @ R @ p_world``. Every
 method's mesh is scored against the same ground truth with the protocol of
 :func:`recon_core.mesh.metrics.compare_meshes` (Mesh R-CNN: GT long edge rescaled to 10, 10k points
@@ -25,7 +25,7 @@ numbers are repeatable. Per-category numbers are means over that category's samp
 "mean" row is the mean over categories (as both papers report), the "all" row the mean over
 samples. The baselines are defined in :mod:`training.baselines`. Our model's category
 prediction is scored too: its accuracy (images of the 13 categories only) and the expected
-calibration error of its confidence (:func:`expected_calibration_error`).
+calibration error of its confidence (:func:`training.scoring.expected_calibration_error`).
 
 Picture styles (``--style``, :mod:`training.styles`): every method sees each view redrawn by
 :func:`training.styles.stylize` (seeded with the sample's seed), without alpha for every style
@@ -88,11 +88,11 @@ from training.eval_data import (
     load_world_mesh,
     read_manifest,
     select_samples,
+    shape_points,
     training_models,
 )
 from training.holdout import HELD_OUT_SYNSETS, is_held_out
 from training.interrupt import one_sentence_on_ctrl_c
-from training.npz import NPZ_ERRORS
 from training.scoring import (
     METHOD_LABELS,
     METHODS,
@@ -186,27 +186,6 @@ def _index_views(entry: ModelEntry, index_views: int) -> tuple[str, ...]:
     return tuple(entry.views[(i * n) // index_views] for i in range(index_views))
 
 
-def _shape_points(entry: ModelEntry, num_points: int, seed: int) -> torch.Tensor:
-    """(num_points, 3) world-frame points of a model: its ``points.npz`` if present, else sampled on the mesh."""
-    npz = entry.render_dir / "points.npz"
-    rng = np.random.default_rng(seed)
-    if npz.is_file():
-        try:
-            with np.load(npz, allow_pickle=False) as data:
-                pts = np.asarray(data["points"] if "points" in data.files else data[data.files[0]], dtype=np.float32)
-            if pts.ndim == 2 and pts.shape[1] == 3 and len(pts):
-                return torch.from_numpy(pts[rng.choice(len(pts), num_points, replace=len(pts) < num_points)])
-        except NPZ_ERRORS:
-            log.warning("unreadable %s: sampling the mesh instead", npz)
-    from pytorch3d.ops import sample_points_from_meshes
-    from pytorch3d.structures import Meshes
-
-    verts, faces = load_world_mesh(entry.mesh_path)
-    torch.manual_seed(seed)
-    mesh = Meshes([torch.tensor(verts, dtype=torch.float32)], [torch.tensor(faces)])
-    return sample_points_from_meshes(mesh, num_points)[0]
-
-
 def build_baseline_index(
     train: list[ModelEntry],
     index_views: int = 0,
@@ -254,11 +233,11 @@ def build_baseline_index(
         members = by_cat[synset]
         if len(members) > medoid_max_models:
             members = [members[(i * len(members)) // medoid_max_models] for i in range(medoid_max_models)]
-        pts = torch.stack([_shape_points(e, medoid_points, seed=i) for i, e in enumerate(members)])
+        pts = torch.stack([shape_points(e, medoid_points, seed=i) for i, e in enumerate(members)])
         rep = members[medoid(pts)]
         medoids[synset] = rep.model_id
         reps.append(rep)
-    pts = torch.stack([_shape_points(e, medoid_points, seed=i) for i, e in enumerate(reps)])
+    pts = torch.stack([shape_points(e, medoid_points, seed=i) for i, e in enumerate(reps)])
     medoids["*"] = reps[medoid(pts)].model_id
     return BaselineIndex(retrieval, medoids, _fingerprint(train, index_views))
 

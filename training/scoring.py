@@ -246,6 +246,7 @@ def format_candidate_table(summary: dict[str, Any]) -> str:
 
 
 def mean_of(values: list[float]) -> float:
+    """The mean of the finite values (None and NaN left out); NaN when there is none."""
     vals = [v for v in values if v is not None and math.isfinite(v)]
     return float(np.mean(vals)) if vals else float("nan")
 
@@ -347,6 +348,8 @@ def summarize(records: list[dict[str, Any]], methods: tuple[str, ...] = METHODS)
 
 
 def format_value(metric: str, value: float | None) -> str:
+    """A metric's value as the tables print it: Chamfer-L2 and normal consistency as they are, shares as percentages,
+    the others ×100; "—" for none."""
     if value is None or not math.isfinite(value):
         return "—"
     if metric == "Chamfer-L2":

@@ -1,11 +1,10 @@
 """Pictures of an evaluation: shaded renders of meshes, the contact sheets (input | ours | retrieval | ground truth,
-and our candidates), and the F1-against-steps curve. Every PNG is written atomically."""
+and our candidates), and the F1-against-steps curve, as PNG bytes (evaluate.py writes them atomically)."""
 
 from __future__ import annotations
 
 import io
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,11 +15,8 @@ from training.scoring import Prediction, rasterize
 __all__ = [
     "SHEET_VIEW",
     "render_mesh",
-    "contact_sheet",
     "contact_sheet_png",
-    "candidate_sheet",
     "candidate_sheet_png",
-    "plot_curve",
     "curve_png",
 ]
 
@@ -86,28 +82,19 @@ _SHEET_KEYS = list(zip(SHEET_COLUMNS[1:], ("ours", "retrieval", "gt")))
 """``(label, key)`` of the contact sheet's columns after the input."""
 
 
-def contact_sheet(rows: list[dict[str, Any]], path: str | Path, tile: int = 128) -> Path:
-    """Write a PNG: a label row, then one row per sample: input | ours | retrieval | ground truth.
+def contact_sheet_png(rows: list[dict[str, Any]], tile: int = 128) -> bytes:
+    """A PNG: a label row, then one row per sample: input | ours | retrieval | ground truth.
 
     Size: ``(4 * tile) x (SHEET_HEADER + len(rows) * tile)``. Meshes of a row share the
     ground truth's framing, so sizes compare; a missing method leaves a grey tile.
     """
-    return _write_png(path, contact_sheet_png(rows, tile))
-
-
-def contact_sheet_png(rows: list[dict[str, Any]], tile: int = 128) -> bytes:
-    """The PNG bytes of :func:`contact_sheet`."""
     return _sheet_png(rows, tile, _SHEET_KEYS)
 
 
-def candidate_sheet(rows: list[dict[str, Any]], path: str | Path, tile: int = 128, count: int = 3) -> Path:
-    """Write a PNG of our candidates: input | candidate 1 | ... | candidate ``count`` | ground truth, one row a sample
-    (each row's ``candidates``: its :class:`Prediction` list, the most confident first); as :func:`contact_sheet`."""
-    return _write_png(path, candidate_sheet_png(rows, tile, count))
-
-
 def candidate_sheet_png(rows: list[dict[str, Any]], tile: int = 128, count: int = 3) -> bytes:
-    """The PNG bytes of :func:`candidate_sheet`."""
+    """A PNG of our candidates: input | candidate 1 | ... | candidate ``count`` | ground truth, one row a sample
+    (each row's ``candidates``: its :class:`Prediction` list, the most confident first); as
+    :func:`contact_sheet_png`."""
     return _sheet_png(_with_candidates(rows), tile, _candidate_keys(count))
 
 
@@ -119,15 +106,6 @@ def _candidate_keys(count: int) -> list[tuple[str, str]]:
 def _with_candidates(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each row with its ``candidates`` under ``candidate_1``, ``candidate_2``, ... (:func:`candidate_sheet`)."""
     return [{**row, **{f"candidate_{k + 1}": c for k, c in enumerate(row.get("candidates") or [])}} for row in rows]
-
-
-def _write_png(path: str | Path, png: bytes) -> Path:
-    """Write a PNG's bytes atomically (a temporary file, then a rename), its folder made if need be."""
-    from recon_core.io.export import atomic_write_bytes
-
-    path = Path(path)
-    atomic_write_bytes(path, png)
-    return path
 
 
 def _sheet_png(rows: list[dict[str, Any]], tile: int, columns: list[tuple[str, str]]) -> bytes:
@@ -158,16 +136,9 @@ def _sheet_png(rows: list[dict[str, Any]], tile: int, columns: list[tuple[str, s
     return png.getvalue()
 
 
-def plot_curve(steps: list[int], values: list[float], path: str | Path, ylabel: str = "F1@0.3",
-               size: tuple[int, int] = (640, 400)) -> Path:
-    """Line plot of ``values`` (fractions, shown ×100) against ``steps``: matplotlib if installed, else PIL; the PNG
-    is written atomically."""
-    return _write_png(path, curve_png(steps, values, ylabel, size))
-
-
 def curve_png(steps: list[int], values: list[float], ylabel: str = "F1@0.3",
                size: tuple[int, int] = (640, 400)) -> bytes:
-    """The PNG bytes of :func:`plot_curve`."""
+    """A PNG line plot of ``values`` (fractions, shown ×100) against ``steps``: matplotlib if installed, else PIL."""
     ys = [100 * v for v in values]
     png = io.BytesIO()
     try:

@@ -85,9 +85,10 @@ MAX_HEIGHT_MM = 100_000.0
 """Largest ``height_mm`` accepted (100 m): beyond any printer, and far below where float32 vertices lose the mesh."""
 _STAND_INS = {"hull": "its convex hull", "box": "its bounding box"}
 """The repair's last resorts (:attr:`recon_core.mesh.repair.RepairLog.path`) that stand in for a reconstruction."""
-NOT_UPRIGHT_NOTE = ("this model gives no pose to stand the mesh on its base by: it is turned as the picture's camera "
-                    "saw it (level it in your modeller if it leans)")
-"""The note of a mesh asked to stand upright (``upright``) that has no pose to do it by: a model without a shape bank."""
+NOT_UPRIGHT_NOTE = ("the mesh has no pose to stand it on its base by (the network's own mesh: a model without a shape "
+                    "bank, or no solid of the bank could be made): it is turned as the picture's camera saw it (level "
+                    "it in your modeller if it leans)")
+"""The note of a mesh asked to stand upright (``upright``) that has no pose to do it by."""
 FIT_TEMPERATURE = 0.05
 """Candidates of a shape-bank model: confidence = softmax(silhouette IoU / this) among them (0.05 IoU apart: e times)."""
 CATEGORY_VOTE_FLOOR = 0.1
@@ -667,8 +668,9 @@ class Reconstructor:
             result.notes.append(f"it is simplified to {len(result.faces):,} faces, more than the about {target:,} "
                                 f"asked: {mended} {'place' if mended == 1 else 'places'} where simplifying folded "
                                 f"the surface {'is' if mended == 1 else 'are'} kept finer")
-        if not solid:  # counted on the mesh as written (a few milliseconds): said, so that a printer's user can fill them
-            kept = fill_cavities(result.verts, result.faces)[2]
+        if not solid:  # counted on the mesh as written (~4 ms), so that a printer's user can fill them
+            with _timed(result.timings, "check"):
+                kept = fill_cavities(result.verts, result.faces)[2]
             if kept:
                 result.notes.append(_pockets_note(kept))
         return result

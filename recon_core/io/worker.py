@@ -37,8 +37,9 @@ Client to worker::
         ``category``, ``detail`` and ``height_mm`` may be null (automatic, the model's default, unscaled);
         ``height_mm`` is a number of millimetres from 0.1 to 100,000 (:mod:`recon_core.io.inference`'s bounds),
         ``smooth`` true or false (absent: true), ``solid`` true or false (absent: false; fill the sealed hollow
-        pockets inside the mesh, ``recon-mesh --solid``), ``upright`` true or false (absent: true; false keeps the
-        mesh turned as the picture's camera saw it, ``recon-mesh --as-seen``); a field of another type is answered with a
+        pockets inside the mesh, ``recon-mesh --solid``), ``upright`` true or false (absent: true, the mesh stood
+        on its base as ``recon-mesh`` stands it, since 2026-12-07; before, every mesh came as seen; false keeps it
+        turned as the picture's camera saw it, ``recon-mesh --as-seen``); a field of another type is answered with a
         ``ProtocolError``, a value out of range with a ``ValueError``, before any work;
         ``detail`` is "low", "medium" or "high" (:mod:`recon_core.mesh.detail`); ``mask_path`` may be null
         or absent (no mask is written); ``candidates`` may be null or absent (one shape); ``object_mask`` may be
