@@ -1019,13 +1019,13 @@ class RECON_OT_reconstruct(bpy.types.Operator):
         check = "printable" if result.report.get("ok") else "NOT printable, see the panel"
         tall = obj.dimensions.z * mm_per_unit(obj.users_scene[0] if obj.users_scene else context.scene)
         if len(objects) == 1:
-            self.report({'INFO'}, f"Reconstructed {obj.name} ({tall:.1f} mm tall, {len(result.verts)} vertices, "
+            self.report({'INFO'}, f"Reconstructed {obj.name} ({tall:.1f} mm tall, {len(result.faces):,} faces, "
                                   f"{result.category}, {check}) in {run.elapsed:.1f} s.")
         else:
             confidence = percent_text(result.candidates[0].confidence)
             self.report({'INFO'}, f"Reconstructed {len(objects)} candidate shapes in {candidate_collection(obj).name} "
                                   f"in {run.elapsed:.1f} s; showing {obj.name} ({confidence} confidence, "
-                                  f"{tall:.1f} mm tall, {len(result.verts)} vertices, {result.category}, {check}); "
+                                  f"{tall:.1f} mm tall, {len(result.faces):,} faces, {result.category}, {check}); "
                                   f"Next Shape ({NEXT_SHAPE_KEYS}) shows the others.")
         if run.height_mm is None:  # the model's own size, about 1 unit: its millimetres hang on the scene's unit
             where = obj.users_scene[0].name if obj.users_scene else context.scene.name

@@ -2025,8 +2025,9 @@ def test_a_float_image_larger_than_the_worker_reads_is_refused_before_its_copy(a
 
 
 def test_the_result_says_how_tall_the_shape_is_and_a_height_of_0_says_to_set_it(addon, settings):
-    """The status message gives the shape's height in millimetres of the scene's unit; with Height (mm) 0 the model's
-    own size is kept, which in a millimetre scene is under a millimetre: a note says so and asks for the real one."""
+    """The status message gives the shape's height in millimetres of the scene's unit, and its faces; with Height (mm)
+    0 the model's own size is kept, which in a millimetre scene is under a millimetre: a note says so and asks for the
+    real one."""
     def run() -> tuple[bpy.types.Object, list[str]]:
         state = scene_state()
         driver = ModalDriver(addon.package.operators.RECON_OT_reconstruct)
@@ -2036,7 +2037,9 @@ def test_the_result_says_how_tall_the_shape_is_and_a_height_of_0_says_to_set_it(
         return obj, [message for _, message in driver.reports]
 
     obj, messages = run()
-    assert any(m.startswith(f"Reconstructed {obj.name} (50.0 mm tall, ") for m in messages), messages
+    # faces, as the Detail menu counts them (it said vertices)
+    assert any(m.startswith(f"Reconstructed {obj.name} (50.0 mm tall, {len(obj.data.polygons):,} faces, ")
+               for m in messages), messages
     assert not any("Height (mm) is 0" in m for m in messages)
     made = [obj]
     settings.height_mm = 0.0
