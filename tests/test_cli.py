@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from recon_core.io.cli import main
+from recon_core.io.image import load_image
 from recon_core.io.weights import save_model
 from recon_core.network.model import build_model
 
@@ -914,3 +915,25 @@ def test_an_object_too_small_to_take_is_said_so(tmp_path, tiny_model_path, capsy
     assert "only 35 of its pixels (as read, 1500 x 1500) differ from its plain background" in err
     assert "crop the picture closer around it" in err and "plainer background" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["speck.png", "tiny.json"]
+
+
+def test_an_unsure_category_is_said_with_its_two_likeliest_names(tmp_path, tiny_model_path, good_image, monkeypatch):
+    """Below UNSURE_CATEGORY the notes say the model is unsure what the object is, naming its two likeliest
+    categories; not when the category is sure, nor when it was given (--category)."""
+    from recon_core.io import inference
+    from recon_core.network.categories import CATEGORIES
+
+    rec = inference.Reconstructor.from_file(tiny_model_path)
+    rgb, alpha, _ = load_image(good_image)
+    probs = np.full(len(CATEGORIES), 0.5 / (len(CATEGORIES) - 2))
+    probs[[3, 7]] = 0.3, 0.2  # cabinet 30 %, lamp 20 % (the rest 50 % evenly)
+    monkeypatch.setattr(inference.Reconstructor, "_category_probs", lambda self, logits, votes=None: probs)
+    unsure = [n for n in rec.reconstruct(rgb, alpha).notes if n.startswith("the model is unsure")]
+    assert unsure == [f"the model is unsure what the object is ({CATEGORIES[3].name} 30%, {CATEGORIES[7].name} 20%): it "
+                      "knows 13 categories, and its shape is the nearest it has of them; if the object is one of them, "
+                      "--category NAME (the add-on's Category) names it"]
+    assert not any(n.startswith("the model is unsure") for n in rec.reconstruct(rgb, alpha, category="chair").notes)
+    sure = probs.copy()
+    sure[3] = inference.UNSURE_CATEGORY  # at the threshold: sure enough
+    monkeypatch.setattr(inference.Reconstructor, "_category_probs", lambda self, logits, votes=None: sure)
+    assert not any(n.startswith("the model is unsure") for n in rec.reconstruct(rgb, alpha).notes)

@@ -91,6 +91,11 @@ NOT_UPRIGHT_NOTE = ("the mesh has no pose to stand it on its base by (the networ
 """The note of a mesh asked to stand upright (``upright``) that has no pose to do it by."""
 FIT_TEMPERATURE = 0.05
 """Candidates of a shape-bank model: confidence = softmax(silhouette IoU / this) among them (0.05 IoU apart: e times)."""
+UNSURE_CATEGORY = 0.45
+"""A predicted category whose (calibrated) probability is below this gets a note that the model is unsure what the
+object is. Chosen on the 123 validation pictures (`runs/s40/unsure.py`): 12 of them (9.8 %) fall below it, 4 of those
+rightly named (83.7 % in all, 89.2 % above it); of 62 pictures of the held-out categories, which the model cannot
+name, 10 (16 %) fall below it: a low probability tells an unsure naming, not an object of no known category."""
 CATEGORY_VOTE_FLOOR = 0.1
 """``config.category_bank_weight``: added to every category's vote before its logarithm, so that a category no
 candidate is of is held back, not ruled out (chosen on the validation split with the weight; see the README)."""
@@ -336,10 +341,19 @@ class Reconstructor:
         parts = 0 if results[0].mask is None else separate_parts(results[0].mask)
         side = None if results[0].mask is None else object_side(results[0].mask)
         cut = [] if results[0].mask is None else cut_sides(results[0].mask)
+        probs = np.asarray(results[0].category_probs, dtype=np.float64).ravel()
+        top = np.argsort(-probs)[:2]
+        unsure_category = category is None and len(probs) == len(CATEGORIES) and probs[top[0]] < UNSURE_CATEGORY
         for result in results:
             result.mask_unsure = unsure
             if found_by is not None:
                 result.notes.append(found_by)
+            if unsure_category:
+                result.notes.append(
+                    f"the model is unsure what the object is ({CATEGORIES[top[0]].name} {probs[top[0]]:.0%}, "
+                    f"{CATEGORIES[top[1]].name} {probs[top[1]]:.0%}): it knows {len(CATEGORIES)} categories, and its "
+                    "shape is the nearest it has of them; if the object is one of them, --category NAME (the "
+                    "add-on's Category) names it")
             if parts > 1:
                 result.notes.append(
                     f"the object mask has {parts} separate sizeable parts: if the picture shows several "
