@@ -14,7 +14,7 @@ import pytest
 import trimesh
 
 from recon_core.io.cli import main as recon_mesh
-from recon_core.io.export import (OUTPUT_TO_Z_UP, ExportError, current_umask, export_mesh, stl_bytes,
+from recon_core.io.export import (OUTPUT_TO_Z_UP, ExportError, current_umask, export_mesh, on_plate, stl_bytes,
                                   unwritable_reason, write_3mf)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -102,10 +102,34 @@ def test_stl_is_trimesh_s_binary_stl(tmp_path):
     assert len(ours) == len(theirs) == 84 + 50 * len(faces)
     assert ours[80:] == theirs[80:]
     path = export_mesh(verts, faces[:-1], tmp_path / "torus.stl")
-    back = trimesh.load(path, file_type="stl", process=False)
-    np.testing.assert_array_equal(back.vertices[back.faces], verts[faces[:-1]].astype(np.float32))
+    back = trimesh.load(path, file_type="stl", process=False)  # +Z up on the plate (the next test checks how)
+    np.testing.assert_array_equal(back.vertices[back.faces],
+                                  on_plate(verts @ OUTPUT_TO_Z_UP.T)[faces[:-1]].astype(np.float32))
     merged = trimesh.load(path, file_type="stl")  # STL repeats each corner: merged, it is the closed torus again
     assert merged.is_watertight and merged.is_winding_consistent and merged.volume > 0
+
+
+@pytest.mark.parametrize("ext", [".stl", ".ply"])
+def test_stl_and_ply_stand_plus_z_up_on_the_build_plate_as_slicers_read_them(tmp_path, ext):
+    """A mesh in the output frame (+Y up, the camera on +Z), somewhere off the origin, comes out of an STL or a PLY
+    +Z up (its +Y along +Z, its front, +Z, along -Y), resting on z = 0 and centred on the Z axis, as a 3MF does: an
+    STL came +Y up and lay on its back in a slicer and in Blender's STL import. OBJ and GLB keep +Y up."""
+    rng = np.random.default_rng(0)
+    verts = rng.uniform(-1, 1, (60, 3)) * [10.0, 40.0, 5.0] + [3.0, 7.0, -2.0]  # tall along +Y, thin along Z
+    hull = trimesh.convex.convex_hull(verts)
+    path = export_mesh(hull.vertices, hull.faces, tmp_path / f"part{ext}")
+    back = trimesh.load(path, force="mesh", process=False)
+    v = np.asarray(back.vertices)
+    assert v[:, 2].min() == pytest.approx(0.0, abs=1e-5)
+    np.testing.assert_allclose((v[:, :2].min(0) + v[:, :2].max(0)) / 2, 0.0, atol=1e-5)
+    np.testing.assert_allclose(np.ptp(v, axis=0), np.ptp(hull.vertices, axis=0)[[0, 2, 1]], rtol=1e-6)
+    front = hull.vertices[:, 2].argmax()  # the vertex nearest the camera ends lowest along Y
+    moved = on_plate(hull.vertices @ OUTPUT_TO_Z_UP.T)
+    assert moved[front, 1] == pytest.approx(moved[:, 1].min())
+    merged = trimesh.load(path, force="mesh")  # an STL repeats each corner: merged, it is closed
+    assert merged.is_watertight and merged.volume > 0  # a turn, not a mirror: still outward
+    obj = trimesh.load(export_mesh(hull.vertices, hull.faces, tmp_path / "part.obj"), force="mesh", process=False)
+    np.testing.assert_allclose(np.ptp(obj.vertices, axis=0), np.ptp(hull.vertices, axis=0), rtol=1e-6)
 
 
 @pytest.mark.parametrize("ext", [".stl", ".3mf"])
@@ -295,10 +319,14 @@ def test_a_glb_in_millimetres_is_written_in_metres_the_others_in_millimetres(tmp
     """glTF's unit is the metre: a mesh 90 mm tall is a GLB 0.09 tall (it was 90, a 90-metre chair in Blender and
     every glTF viewer); OBJ, STL and PLY stay in millimetres, and a unitless mesh (no height given) stays as it is."""
     box = trimesh.creation.box([40.0, 90.0, 30.0])  # output frame: 90 mm tall along +Y
-    for ext, height in ((".glb", 0.09), (".stl", 90.0), (".obj", 90.0), (".ply", 90.0)):
+    for ext, height in ((".glb", 0.09), (".obj", 90.0)):  # +Y up
         path = export_mesh(box.vertices, box.faces, tmp_path / f"mm{ext}", millimetres=True)
         mesh = trimesh.load(path, force="mesh")
         assert mesh.extents == pytest.approx([40.0 * height / 90.0, height, 30.0 * height / 90.0], rel=1e-6), ext
+    for ext in (".stl", ".ply"):  # +Z up, as slicers read them
+        mesh = trimesh.load(export_mesh(box.vertices, box.faces, tmp_path / f"mm{ext}", millimetres=True),
+                            force="mesh")
+        assert mesh.extents == pytest.approx([40.0, 30.0, 90.0], rel=1e-6), ext
     _, objects, _ = _read_3mf(export_mesh(box.vertices, box.faces, tmp_path / "mm.3mf", millimetres=True))
     assert np.ptp(objects[0][1][:, 2]) == pytest.approx(90.0)  # 3MF declares millimetres: its Z is the height
     unitless = trimesh.load(export_mesh(box.vertices / 100, box.faces, tmp_path / "unitless.glb"), force="mesh")

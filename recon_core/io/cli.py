@@ -163,8 +163,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("image", help="input picture (PNG, JPEG, WebP, TIFF, BMP, GIF, ...: what Pillow reads; an alpha "
                                  "channel is used as the object mask)")
     p.add_argument("-o", "--output", required=True,
-                   help="output mesh: .obj, .stl, .ply, .glb or .3mf (for slicers: millimetres, +Z up, on the "
-                        "build plate; needs --height-mm)")
+                   help="output mesh: .obj, .stl, .ply, .glb or .3mf (STL, PLY and 3MF are +Z up on the build "
+                        "plate, as slicers read them, OBJ and GLB +Y up; a 3MF is in millimetres and needs "
+                        "--height-mm)")
     p.add_argument("--category", type=_category, metavar="NAME",
                    help=f"object category, in any case: {', '.join(CATEGORY_NAMES)} (default: predicted)")
     p.add_argument("--height-mm", type=_height_mm, metavar="H",

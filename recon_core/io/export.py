@@ -3,8 +3,9 @@
 3MF is what slicers (PrusaSlicer, Bambu Studio, Cura) prefer: it carries its unit. Ours are
 millimetres, +Z up (3MF's build platform is the XY plane). :func:`export_mesh` puts a
 reconstruction on the plate (resting on z = 0, centred on the Z axis, as the Blender add-on
-places a new one); :func:`write_3mf` (what the add-on's Export 3MF uses) writes objects where
-they are. trimesh writes the file; tests read it back with the 3MF Consortium's lib3mf.
+places a new one), in 3MF, STL and PLY alike, the formats slicers and Blender's importers read +Z up; OBJ and GLB
+keep the output frame, +Y up, as glTF and Blender's OBJ importer read them. :func:`write_3mf` (what the add-on's
+Export 3MF uses) writes objects where they are. trimesh writes the file; tests read it back with the 3MF Consortium's lib3mf.
 
 This module imports neither torch nor the network, so ``python -m recon_core.io.export`` (what
 the Blender add-on runs to write a 3MF) starts in a fraction of a second::
@@ -33,6 +34,8 @@ __all__ = ["EXPORT_FORMATS", "ExportError", "OUTPUT_TO_Z_UP", "GLB_METRES_PER_MM
            "on_plate", "stl_bytes", "main"]
 
 EXPORT_FORMATS = (".obj", ".stl", ".ply", ".glb", ".3mf")
+_Z_UP_FORMATS = (".stl", ".ply", ".3mf")
+"""The formats :func:`export_mesh` writes +Z up on the build plate (slicers' and Blender's importers' convention)."""
 
 OUTPUT_TO_Z_UP = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float64)
 """Rotation from the output frame (+Y up, camera on +Z; :mod:`recon_core.mesh.camera`) to +Z up:
@@ -276,11 +279,13 @@ def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike, n
                 millimetres: bool = False) -> Path:
     """Write one mesh in the output frame as OBJ, STL, PLY, GLB or 3MF (by extension), atomically.
 
-    OBJ, STL, PLY and GLB keep the output frame (+Y up). OBJ, STL and PLY keep its coordinates (STL has no unit;
-    slicers take millimetres). A GLB of vertices in ``millimetres`` is written in metres (times
-    :data:`GLB_METRES_PER_MM`), glTF's unit, so that it imports at its size; else as they are. 3MF gets millimetres,
-    +Z up (:data:`OUTPUT_TO_Z_UP`), the mesh resting on the build plate (:func:`on_plate`): pass
-    vertices in millimetres (``Reconstructor.reconstruct(..., height_mm=...)``).
+    OBJ and GLB keep the output frame (+Y up: glTF's convention, and what Blender's OBJ importer expects); OBJ keeps
+    its coordinates. A GLB of vertices in ``millimetres`` is written in metres (times :data:`GLB_METRES_PER_MM`),
+    glTF's unit, so that it imports at its size; else as they are. STL, PLY and 3MF are turned +Z up
+    (:data:`OUTPUT_TO_Z_UP`: slicers, and Blender's STL and PLY importers, take +Z as up; before 2026-12-07 an STL
+    came +Y up and lay on its back in a slicer), the mesh resting on the build plate (:func:`on_plate`), in the
+    vertices' own unit (STL and PLY have none; slicers take millimetres); a 3MF declares millimetres: pass vertices in
+    millimetres (``Reconstructor.reconstruct(..., height_mm=...)``).
 
     Args:
         verts: (V, 3) float, output frame.
@@ -294,8 +299,10 @@ def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike, n
     verts, faces = _checked_mesh(verts, faces, path.name)
     if ext == ".glb" and millimetres:
         verts = verts * GLB_METRES_PER_MM
+    if ext in _Z_UP_FORMATS:
+        verts = on_plate(verts @ OUTPUT_TO_Z_UP.T)
     if ext == ".3mf":
-        return _write_3mf([(name, on_plate(verts @ OUTPUT_TO_Z_UP.T), faces)], path)
+        return _write_3mf([(name, verts, faces)], path)
     if ext == ".stl":
         return _write(path, stl_bytes(verts, faces))
     import trimesh
