@@ -1503,3 +1503,23 @@ def test_upright_without_a_shape_bank_stays_as_seen_with_a_note(tmp_path):
     as_seen = rec.reconstruct(rgb, alpha)
     np.testing.assert_array_equal(stood.verts, as_seen.verts)
     assert NOT_UPRIGHT_NOTE in stood.notes and NOT_UPRIGHT_NOTE not in as_seen.notes
+
+
+def test_a_shape_that_would_turn_more_than_the_cap_stays_as_seen_with_a_note(banked_model, fake, monkeypatch):
+    """A candidate whose standing would turn it by more than UPRIGHT_MAX_TURN (likely another kind of object, posed
+    steeply to fit the outline) stays as the picture's camera saw it, with a note naming the turn."""
+    from recon_core.io import inference
+
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    model, meta = load_model(banked_model)
+    rec = inference.Reconstructor(model, meta)
+    as_seen = rec.reconstruct(rgb, alpha)
+    monkeypatch.setattr(inference.Reconstructor, "_turn_to_stand", lambda self, row, pose=None: 52.4)
+    steep = rec.reconstruct(rgb, alpha, upright=True)
+    np.testing.assert_array_equal(steep.verts, as_seen.verts)
+    assert (f"not stood on its base: the shape chosen would turn by 52°, more than the 45° a camera's look from above "
+            "takes out (it may be another kind of object than the picture's), so it is turned as the picture's camera "
+            "saw it") in steep.notes
+    monkeypatch.setattr(inference.Reconstructor, "_turn_to_stand", lambda self, row, pose=None: 44.0)
+    stood = rec.reconstruct(rgb, alpha, upright=True)
+    assert not np.array_equal(stood.verts, as_seen.verts) and not any("not stood" in n for n in stood.notes)
