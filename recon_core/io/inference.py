@@ -95,7 +95,7 @@ UPRIGHT_MAX_TURN = 45.0
 renders' cameras look from -10° to 40° above, and the fit turns a shape by up to 15° more; on the 123 validation pictures
 (`runs/s40/upright_val.py`), the 9 turned by more than 40° came out of proportion (height over diagonal, against the
 true model's) worse stood than as seen in 6 (median log error 0.296 against 0.147), those below better. With the cap:
-median 0.123 and mean 0.215, against 0.127 and 0.230 standing all, and 0.146 and 0.264 as seen."""
+median 0.123 and mean 0.215 (from the log's rows), against 0.128 and 0.230 standing all, and 0.145 and 0.264 as seen."""
 FIT_TEMPERATURE = 0.05
 """Candidates of a shape-bank model: confidence = softmax(silhouette IoU / this) among them (0.05 IoU apart: e times)."""
 UNSURE_CATEGORY = 0.45
