@@ -588,8 +588,10 @@ def test_solid_fills_the_sealed_pockets_of_the_output(banked_model, fake):
         outer = [(v, n) for v, n in parts(hollow) if v > 0]
         assert filled.report.ok and all(v > 0 for v, _ in parts(filled)) and len(parts(filled)) == len(outer)
         s = "s" if len(pockets) > 1 else ""
-        kept = (f"the mesh holds {len(pockets)} sealed hollow pocket{s} inside (a closed part keeps its walls): resin "
-                "and powder printers trap material in them; --solid (the add-on's Fill Hollow Pockets) fills them")
+        share = -sum(pockets) / sum(v for v, _ in outer)  # the pockets' share of the filled solid's volume
+        kept = (f"the mesh holds {len(pockets)} sealed hollow pocket{s} ({share:.0%} of its volume): harmless for "
+                "filament printers; resin and powder printers trap material in them, and --solid (the add-on's Fill "
+                "Hollow Pockets) fills them")
         assert _notes(hollow)[-1] == kept, "without solid, the pockets kept are said"
         filled_note = f"filled {len(pockets)} sealed hollow pocket{s} inside the solid"
         assert _notes(filled) == [*_notes(hollow)[:-1], filled_note]

@@ -27,7 +27,8 @@ from recon_core.io.image import ImageError
 from recon_core.io.weights import load_model
 from recon_core.mesh.camera import VIEW_TO_OUTPUT, stand_upright
 from recon_core.mesh.detail import DEFAULT_DETAIL, DETAIL_VERTICES
-from recon_core.mesh.printable import CLOSED_MANIFOLD, PrintableReport, check_printable, topology_defects
+from recon_core.mesh.printable import (CLOSED_MANIFOLD, PrintableReport, check_printable, signed_volume,
+                                       topology_defects)
 from recon_core.mesh.repair import RepairLog, make_printable
 from recon_core.mesh.threads import thread_map
 from recon_core.network.categories import CATEGORIES, category_by_name
@@ -192,11 +193,12 @@ def _filled_note(pockets: int) -> str:
     return f"filled {pockets} sealed hollow pocket{'s' if pockets > 1 else ''} inside the solid"
 
 
-def _pockets_note(pockets: int) -> str:
-    """The note of an output that keeps ``pockets`` (> 0) sealed hollow pockets (``solid=False``)."""
-    return (f"the mesh holds {pockets} sealed hollow pocket{'s' if pockets > 1 else ''} inside (a closed part keeps "
-            "its walls): resin and powder printers trap material in them; --solid (the add-on's Fill Hollow "
-            "Pockets) fills them")
+def _pockets_note(pockets: int, hollow: float) -> str:
+    """The note of an output that keeps ``pockets`` (> 0) sealed hollow pockets, ``hollow`` the share of its filled
+    volume they take (``solid=False``)."""
+    return (f"the mesh holds {pockets} sealed hollow pocket{'s' if pockets > 1 else ''} ({hollow:.0%} of its volume): "
+            "harmless for filament printers; resin and powder printers trap material in them, and --solid (the "
+            "add-on's Fill Hollow Pockets) fills them")
 
 
 @contextmanager
@@ -697,9 +699,12 @@ class Reconstructor:
                                 f"the surface {'is' if mended == 1 else 'are'} kept finer")
         if not solid:  # counted on the mesh as written (~4 ms), so that a printer's user can fill them
             with _timed(result.timings, "check"):
-                kept = fill_cavities(result.verts, result.faces)[2]
+                filled_verts, filled_faces, kept = fill_cavities(result.verts, result.faces)
+                if kept:
+                    whole = signed_volume(filled_verts, filled_faces)
+                    hollow = 1.0 - signed_volume(result.verts, result.faces) / whole if whole > 0 else 0.0
             if kept:
-                result.notes.append(_pockets_note(kept))
+                result.notes.append(_pockets_note(kept, hollow))
         return result
 
     def _reconstruct_occupancy(self, out, rgb: np.ndarray, alpha: np.ndarray | None, prepared, cat_index: int | None,
