@@ -267,3 +267,20 @@ def test_fill_cavities_keeps_the_outermost_parts(seed):
         assert check_printable(verts, faces).ok and check_printable(got_v, got_f).ok
     if len(expected) == len(faces):
         assert got_v is verts
+
+
+def test_part_volumes_equal_trimesh_s_split_volumes():
+    """Each connected part's signed volume, in the order of its first face: the same as trimesh's split of the mesh
+    (a slow, independent reference), pockets' inward shells negative."""
+    from recon_core.mesh.repair import part_volumes
+
+    parts = [_shell(np.array([0.0, 0.0, 0.0]), 1.0, 2), _shell(np.array([0.2, 0.0, 0.0]), 0.3, 1, inward=True),
+             _shell(np.array([4.0, 1.0, 0.0]), 0.5, 1)]
+    verts, faces = _joined(parts, [2, 0, 1])
+    got = part_volumes(verts, faces)
+    pieces = trimesh.Trimesh(verts, faces, process=False).split(only_watertight=False)
+    expected = sorted(float(p.volume) for p in pieces)
+    assert sorted(got) == pytest.approx(expected, rel=1e-9)
+    assert got[0] == pytest.approx(trimesh.creation.icosphere(1, radius=0.5).volume)  # the first part: the small one
+    assert (got < 0).sum() == 1
+    assert len(part_volumes(verts, faces[:0])) == 0

@@ -1525,3 +1525,19 @@ def test_a_shape_that_would_turn_more_than_the_cap_stays_as_seen_with_a_note(ban
     monkeypatch.setattr(inference.Reconstructor, "_turn_to_stand", lambda self, row, pose=None: 44.0)
     stood = rec.reconstruct(rgb, alpha, upright=True)
     assert not np.array_equal(stood.verts, as_seen.verts) and not any("not stood" in n for n in stood.notes)
+
+
+def test_an_output_of_several_pieces_says_so_with_the_smallest_share(banked_model, fake, monkeypatch):
+    """Separate outward parts print as loose pieces: the note counts them and gives the smallest one's share of the
+    volume (pockets' inward shells are not pieces); one piece, no note."""
+    from recon_core.io.inference import Reconstructor
+    from recon_core.mesh import repair
+
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    model, meta = load_model(banked_model)
+    rec = Reconstructor(model, meta)
+    assert not any("separate pieces" in n for n in rec.reconstruct(rgb, alpha).notes)
+    monkeypatch.setattr(repair, "part_volumes", lambda verts, faces: np.array([3.6, -0.5, 0.2, 0.2]))
+    assert [n for n in rec.reconstruct(rgb, alpha).notes if "separate pieces" in n] == [
+        "the mesh is 3 separate pieces: the smallest, 5.0% of its volume, prints loose (delete or join it in your "
+        "modeller)"]

@@ -39,7 +39,7 @@ from recon_core.mesh.printable import check_printable, check_topology, signed_vo
 if TYPE_CHECKING:  # scipy.sparse only when a repair or a smoothing runs: kept off the start-up path
     from scipy.sparse import csr_matrix
 
-__all__ = ["RepairLog", "fill_cavities", "make_printable", "taubin_smooth", "vertex_adjacency"]
+__all__ = ["RepairLog", "fill_cavities", "make_printable", "part_volumes", "taubin_smooth", "vertex_adjacency"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,25 @@ def vertex_adjacency(faces: np.ndarray, n_vertices: int) -> csr_matrix:
     adj = csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_vertices, n_vertices))
     adj.data[:] = 1.0  # duplicates were summed
     return adj
+
+
+def part_volumes(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(P,) float64 signed volume of each connected part (faces joined through their vertices) of a closed, oriented
+    mesh, in the order of each part's first face: positive for an outward part, negative for a pocket's inward shell.
+
+    Args:
+        verts: (V, 3) float; faces: (F, 3) int.
+    """
+    from scipy.sparse.csgraph import connected_components
+
+    verts, faces = _validate_mesh(verts, faces, finite=False)
+    if len(faces) == 0:
+        return np.zeros(0)
+    _, part = connected_components(vertex_adjacency(faces, len(verts)), directed=False)
+    face_part = part[faces[:, 0]]
+    _, first = np.unique(face_part, return_index=True)
+    order = face_part[np.sort(first)]
+    return np.array([signed_volume(verts, faces[face_part == p]) for p in order])
 
 
 def fill_cavities(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
