@@ -710,7 +710,7 @@ class Reconstructor:
         pieces = np.sort(volumes[volumes > 0])
         if len(pieces) > 1:  # each prints loose: on 123 validation pictures 8 outputs, their smallest under 5 %
             result.notes.append(f"the mesh is {len(pieces)} separate pieces: the smallest, "
-                                f"{pieces[0] / pieces.sum():.1%} of its volume, prints loose (delete or join it in "
+                                f"{100 * pieces[0] / pieces.sum():.2g}% of its volume, prints loose (delete or join it in "
                                 "your modeller)")
         return result
 
