@@ -110,11 +110,11 @@ class StageTimer:
 
 
 def encode_stl(verts: np.ndarray, faces: np.ndarray) -> bytes:
-    """The result as binary STL bytes, encoded as :func:`recon_core.io.export.export_mesh` does (no file)."""
-    import trimesh
+    """The result as binary STL bytes, as :func:`recon_core.io.export.export_mesh` encodes them (turned +Z up on the
+    plate, :func:`recon_core.io.export.stl_bytes`), without the file."""
+    from recon_core.io.export import OUTPUT_TO_Z_UP, on_plate, stl_bytes
 
-    mesh = trimesh.Trimesh(vertices=np.asarray(verts, dtype=np.float64), faces=np.asarray(faces), process=False)
-    return mesh.export(file_type="stl")
+    return stl_bytes(on_plate(np.asarray(verts, dtype=np.float64) @ OUTPUT_TO_Z_UP.T), np.asarray(faces))
 
 
 def run_once(rec, rgb, alpha, vertices: int, timer: StageTimer, height_mm: float | None = None

@@ -73,7 +73,8 @@ class ReconSettings(bpy.types.PropertyGroup):
     upright: bpy.props.BoolProperty(
         name="Stand Upright",
         description="Stand the shape on its base: the picture's camera looked at it from above or below, so as seen "
-                    "it leans; Height (mm) is then its own height. Off: turned as the picture's camera saw it",
+                    "it leans; Height (mm) is then its own height (a shape that would turn by more than 45° stays as "
+                    "seen, with a note). Off: turned as the picture's camera saw it",
         default=True,
     )
     candidates: bpy.props.IntProperty(

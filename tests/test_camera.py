@@ -128,3 +128,21 @@ def test_stand_upright_makes_the_objects_up_the_frames_and_keeps_its_heading():
                                atol=1e-9)
     assert np.ptp(stood[:, 1]) == pytest.approx(np.ptp(own[:, 1]))
     assert abs(np.ptp(seen[:, 1]) - np.ptp(own[:, 1])) > 0.05  # as seen, its height is not its own: the test can fail
+
+
+def test_the_turn_to_stand_is_the_angle_of_the_least_rotation():
+    """Reconstructor._turn_to_stand (the 45-degree cap's measure) is the angle stand_upright turns by: that of
+    rotation_between(up, +Y), for ups leaning by known angles."""
+    from types import SimpleNamespace
+
+    from recon_core.io.inference import Reconstructor
+
+    for elevation in (0.0, 12.0, 44.0, 46.0, 80.0):
+        rotation = rotation_x(elevation) @ rotation_y(30.0)  # a camera above the object, turned about it
+        bank = SimpleNamespace(view_rotation=torch.tensor(VIEW_TO_OUTPUT @ rotation)[None])  # view = out, flipped
+        rec = SimpleNamespace(model=SimpleNamespace(bank=bank))
+        rec._object_up = lambda row, pose=None, rec=rec: Reconstructor._object_up(rec, row, pose)
+        turn = Reconstructor._turn_to_stand(rec, 0)
+        up = Reconstructor._object_up(rec, 0)
+        angle = np.degrees(np.arccos(np.clip((np.trace(rotation_between(up, [0, 1, 0])) - 1) / 2, -1, 1)))
+        assert turn == pytest.approx(angle, abs=1e-6) and turn == pytest.approx(elevation, abs=1e-6)

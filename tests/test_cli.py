@@ -159,7 +159,10 @@ def test_writes_every_format(tmp_path, tiny_model_path, good_image, capsys, ext)
     mesh = trimesh.load(out, force="mesh")
     assert mesh.is_watertight and mesh.volume > 0
     height = 0.080 if ext == ".glb" else 80.0  # glTF's unit is the metre: 80 mm is 0.08
-    assert np.ptp(mesh.vertices[:, 1]) == pytest.approx(height, rel=1e-4)
+    up = 2 if ext in (".stl", ".ply") else 1  # STL and PLY stand +Z up on the plate, OBJ and GLB +Y up
+    assert np.ptp(mesh.vertices[:, up]) == pytest.approx(height, rel=1e-4)
+    if up == 2:
+        assert mesh.bounds[0, 2] == pytest.approx(0.0, abs=1e-4)
 
 
 def test_entry_point_runs_the_default_model(tmp_path):
@@ -392,7 +395,8 @@ def test_a_mesh_without_a_unit_or_a_height_gets_a_note(tmp_path, tiny_model_path
         if noted:
             tall = float(err.split("a slicer reads it as ")[1].split(" mm")[0])
             bounds = trimesh.load(out, force="mesh").bounds
-            assert tall == pytest.approx(bounds[1, 1] - bounds[0, 1], abs=0.006)  # the output frame's +Y is up
+            up = 2 if ext == ".stl" else 1  # an STL stands +Z up, an OBJ keeps the output frame's +Y up
+            assert tall == pytest.approx(bounds[1, up] - bounds[0, up], abs=0.006)
             assert "--height-mm 90" in err
 
 

@@ -123,9 +123,11 @@ def test_stl_and_ply_stand_plus_z_up_on_the_build_plate_as_slicers_read_them(tmp
     assert v[:, 2].min() == pytest.approx(0.0, abs=1e-5)
     np.testing.assert_allclose((v[:, :2].min(0) + v[:, :2].max(0)) / 2, 0.0, atol=1e-5)
     np.testing.assert_allclose(np.ptp(v, axis=0), np.ptp(hull.vertices, axis=0)[[0, 2, 1]], rtol=1e-6)
+    np.testing.assert_allclose(back.vertices[back.faces], on_plate(hull.vertices @ OUTPUT_TO_Z_UP.T)[hull.faces],
+                               atol=1e-4)  # the file's own triangles: a turn, not a mirror or a half turn
     front = hull.vertices[:, 2].argmax()  # the vertex nearest the camera ends lowest along Y
-    moved = on_plate(hull.vertices @ OUTPUT_TO_Z_UP.T)
-    assert moved[front, 1] == pytest.approx(moved[:, 1].min())
+    v_front = back.vertices[back.faces][hull.faces == front][0]
+    assert v_front[1] == pytest.approx(v[:, 1].min(), abs=1e-4)
     merged = trimesh.load(path, force="mesh")  # an STL repeats each corner: merged, it is closed
     assert merged.is_watertight and merged.volume > 0  # a turn, not a mirror: still outward
     obj = trimesh.load(export_mesh(hull.vertices, hull.faces, tmp_path / "part.obj"), force="mesh", process=False)

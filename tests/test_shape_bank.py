@@ -1539,5 +1539,5 @@ def test_an_output_of_several_pieces_says_so_with_the_smallest_share(banked_mode
     assert not any("separate pieces" in n for n in rec.reconstruct(rgb, alpha).notes)
     monkeypatch.setattr(repair, "part_volumes", lambda verts, faces: np.array([3.6, -0.5, 0.2, 0.2]))
     assert [n for n in rec.reconstruct(rgb, alpha).notes if "separate pieces" in n] == [
-        "the mesh is 3 separate pieces: the smallest, 5% of its volume, prints loose (delete or join it in your "
-        "modeller)"]
+        "the mesh is 3 separate pieces, the smallest 5% of its volume: each prints as a loose part (delete the small "
+        "ones or join them in your modeller)"]

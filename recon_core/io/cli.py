@@ -188,7 +188,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--as-seen", action="store_true",
                    help="keep the mesh turned as the picture's camera saw it (default: stood on its base, the "
                         "camera's look from above or below taken out, so that --height-mm is the object's own height "
-                        "and it stands on the build plate)")
+                        "and it stands on the build plate; a shape that would turn by more than 45 degrees stays as "
+                        "seen, with a note)")
     p.add_argument("--mask", metavar="MASK.png",
                    help="the object's mask, used instead of finding the object: an image of the picture's size (or shape), "
                         "white on the object and black elsewhere (e.g. a --save-mask file, corrected), or a cut-out "

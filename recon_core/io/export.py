@@ -1,11 +1,11 @@
 """Writing meshes: OBJ, STL, PLY, GLB and 3MF, always through a temporary file and a rename.
 
-3MF is what slicers (PrusaSlicer, Bambu Studio, Cura) prefer: it carries its unit. Ours are
-millimetres, +Z up (3MF's build platform is the XY plane). :func:`export_mesh` puts a
-reconstruction on the plate (resting on z = 0, centred on the Z axis, as the Blender add-on
-places a new one), in 3MF, STL and PLY alike, the formats slicers and Blender's importers read +Z up; OBJ and GLB
-keep the output frame, +Y up, as glTF and Blender's OBJ importer read them. :func:`write_3mf` (what the add-on's
-Export 3MF uses) writes objects where they are. trimesh writes the file; tests read it back with the 3MF Consortium's lib3mf.
+3MF is what slicers (PrusaSlicer, Bambu Studio, Cura) prefer: it carries its unit. Ours are millimetres, +Z up
+(3MF's build platform is the XY plane). :func:`export_mesh` puts a reconstruction on the plate (resting on z = 0,
+centred on the Z axis, as the Blender add-on places a new one), in 3MF, STL and PLY alike, the formats slicers and
+Blender's importers read +Z up; OBJ and GLB keep the output frame, +Y up, as glTF and Blender's OBJ importer read them
+(for modelling tools, not slicers). :func:`write_3mf` (what the add-on's Export 3MF uses) writes objects where they
+are. trimesh writes the file; tests read it back with the 3MF Consortium's lib3mf.
 
 This module imports neither torch nor the network, so ``python -m recon_core.io.export`` (what
 the Blender add-on runs to write a 3MF) starts in a fraction of a second::

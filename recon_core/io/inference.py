@@ -93,10 +93,12 @@ NOT_UPRIGHT_NOTE = ("the mesh has no pose to stand it on its base by (the networ
 """The note of a mesh asked to stand upright (``upright``) that has no pose to do it by."""
 UPRIGHT_MAX_TURN = 45.0
 """Degrees: a shape whose standing would turn it by more is left as the picture's camera saw it, with a note. The
-renders' cameras look from -10° to 40° above, and the fit turns a shape by up to 15° more; on the 123 validation pictures
-(`runs/s40/upright_val.py`), the 9 turned by more than 40° came out of proportion (height over diagonal, against the
-true model's) worse stood than as seen in 6 (median log error 0.296 against 0.147), those below better. With the cap:
-median 0.123 and mean 0.215 (from the log's rows), against 0.128 and 0.230 standing all, and 0.145 and 0.264 as seen."""
+renders' cameras look from -10° to 40° above, and the fit turns a shape by up to 15° more. On the 123 validation
+pictures (`runs/s40/upright_val.py`) the 9 turned by more than 40° came out of proportion (height over diagonal,
+against the true model's) worse stood than as seen in 6 (median log error 0.296 against 0.147); in the median,
+standing was better for turns of 15-30° (0.088 against 0.175), about even for 30-40°, and worse below 15° (0.142
+against 0.108), where it turns little. With the cap: median 0.123 and mean 0.215 (from the log's rows), against 0.128
+and 0.230 standing all, and 0.145 and 0.264 as seen."""
 FIT_TEMPERATURE = 0.05
 """Candidates of a shape-bank model: confidence = softmax(silhouette IoU / this) among them (0.05 IoU apart: e times)."""
 UNSURE_CATEGORY = 0.45
@@ -196,9 +198,20 @@ def _filled_note(pockets: int) -> str:
 def _pockets_note(pockets: int, hollow: float) -> str:
     """The note of an output that keeps ``pockets`` (> 0) sealed hollow pockets, ``hollow`` the share of its filled
     volume they take (``solid=False``)."""
-    return (f"the mesh holds {pockets} sealed hollow pocket{'s' if pockets > 1 else ''} ({hollow:.0%} of its volume): "
-            "harmless for filament printers; resin and powder printers trap material in them, and --solid (the "
-            "add-on's Fill Hollow Pockets) fills them")
+    return (f"the mesh holds {pockets} sealed hollow pocket{'s' if pockets > 1 else ''} ({_share(hollow)} of its "
+            "volume): harmless for filament printers; resin and powder printers trap material in them, and --solid "
+            "(the add-on's Fill Hollow Pockets) fills them")
+
+
+def _percent(probability: float) -> str:
+    """A probability in whole percent, rounded down, so that one below :data:`UNSURE_CATEGORY` never reads as it."""
+    return f"{math.floor(100.0 * probability + 1e-9):.0f}%"
+
+
+def _share(fraction: float) -> str:
+    """A share as the notes write it: two significant digits ("54%", "1.2%", "0.018%"), "under 0.001%" below that."""
+    percent = 100.0 * fraction
+    return "under 0.001%" if percent < 0.001 else f"{percent:.2g}%"
 
 
 @contextmanager
@@ -359,9 +372,9 @@ class Reconstructor:
                 result.notes.append(found_by)
             if unsure_category:
                 result.notes.append(
-                    f"the model is unsure what the object is ({CATEGORIES[top[0]].name} {probs[top[0]]:.0%}, "
-                    f"{CATEGORIES[top[1]].name} {probs[top[1]]:.0%}): it knows {len(CATEGORIES)} categories, and its "
-                    "shape is the nearest it has of them; if the object is one of them, --category NAME (the "
+                    f"the model is unsure what the object is ({CATEGORIES[top[0]].name} {_percent(probs[top[0]])}, "
+                    f"{CATEGORIES[top[1]].name} {_percent(probs[top[1]])}): it knows {len(CATEGORIES)} categories, "
+                    "and its shape is the nearest it has of them; if the object is one of them, --category NAME (the "
                     "add-on's Category) names it")
             if parts > 1:
                 result.notes.append(
@@ -709,9 +722,9 @@ class Reconstructor:
             volumes = part_volumes(result.verts, result.faces)
         pieces = np.sort(volumes[volumes > 0])
         if len(pieces) > 1:  # each prints loose: on 123 validation pictures 8 outputs, their smallest under 5 %
-            result.notes.append(f"the mesh is {len(pieces)} separate pieces: the smallest, "
-                                f"{100 * pieces[0] / pieces.sum():.2g}% of its volume, prints loose (delete or join it in "
-                                "your modeller)")
+            result.notes.append(f"the mesh is {len(pieces)} separate pieces, the smallest "
+                                f"{_share(pieces[0] / pieces.sum())} of its volume: each prints as a loose part "
+                                "(delete the small ones or join them in your modeller)")
         return result
 
     def _reconstruct_occupancy(self, out, rgb: np.ndarray, alpha: np.ndarray | None, prepared, cat_index: int | None,
