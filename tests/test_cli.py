@@ -516,39 +516,27 @@ def test_a_failing_stdout_is_one_sentence_after_the_files(tmp_path, tiny_model_p
     assert "the files were written, but the report could not be printed" in err and "Traceback" not in err
 
 
-def test_solid_is_passed_to_the_reconstruction(tmp_path, tiny_model_path, good_image, monkeypatch):
-    """--solid asks for the sealed pockets to be filled (tests/test_shape_bank.py checks the filling itself)."""
+@pytest.mark.parametrize("flag, keyword, without, with_flag", [
+    ("--solid", "solid", False, True),  # the sealed pockets filled (tests/test_shape_bank.py checks the filling)
+    ("--as-seen", "upright", True, False),  # stood on its base unless asked (test_shape_bank.py checks the standing)
+])
+def test_a_flag_reaches_the_reconstruction(tmp_path, tiny_model_path, good_image, monkeypatch, flag, keyword, without,
+                                           with_flag):
+    """--solid asks for the sealed pockets to be filled; the mesh is stood on its base by default (so --height-mm is
+    the object's own height), and --as-seen keeps it as the picture's camera saw it."""
     from recon_core.io import inference
 
     seen = []
     real = inference.Reconstructor.reconstruct_candidates
 
     def spy(self, *args, **kwargs):
-        seen.append(kwargs.get("solid"))
+        seen.append(kwargs.get(keyword))
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(inference.Reconstructor, "reconstruct_candidates", spy)
-    for extra in ([], ["--solid"]):
+    for extra in ([], [flag]):
         assert main([str(good_image), "-o", str(tmp_path / "out.stl"), "--model", str(tiny_model_path), *extra]) == 0
-    assert seen == [False, True]
-
-
-def test_the_mesh_stands_upright_unless_as_seen_is_asked(tmp_path, tiny_model_path, good_image, monkeypatch):
-    """The mesh is stood on its base by default (so --height-mm is the object's own height); --as-seen keeps it as
-    the picture's camera saw it (tests/test_shape_bank.py checks the standing itself)."""
-    from recon_core.io import inference
-
-    seen = []
-    real = inference.Reconstructor.reconstruct_candidates
-
-    def spy(self, *args, **kwargs):
-        seen.append(kwargs.get("upright"))
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(inference.Reconstructor, "reconstruct_candidates", spy)
-    for extra in ([], ["--as-seen"]):
-        assert main([str(good_image), "-o", str(tmp_path / "out.stl"), "--model", str(tiny_model_path), *extra]) == 0
-    assert seen == [True, False]
+    assert seen == [without, with_flag]
 
 
 # -- output names ------------------------------------------------------------------------------------------

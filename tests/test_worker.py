@@ -415,18 +415,23 @@ def test_the_client_reads_the_candidates(banked):
     np.testing.assert_array_equal(single.verts, result.verts)
 
 
+def default_and(banked, **asked):
+    """The banked model's results for its picture at the low detail: as a request without options, and with ``asked``
+    (``submit``'s keywords), from one warm worker."""
+    model, image = banked
+    c = WorkerClient(PYTHON, str(model), repo=str(REPO))
+    try:
+        return c.submit(str(image), detail="low").wait(), c.submit(str(image), detail="low", **asked).wait()
+    finally:
+        c.close(timeout=30)
+
+
 def test_the_client_asks_for_the_pockets_filled(banked):
     """``submit(solid=True)`` (the add-on's Fill Hollow Pockets) sends ``"solid": true``: the worker drops the part
     that encloses a negative volume and says so; without it the request is as before and the pocket stays, said."""
     import trimesh
 
-    model, image = banked
-    c = WorkerClient(PYTHON, str(model), repo=str(REPO))
-    try:
-        hollow = c.submit(str(image), detail="low").wait()
-        filled = c.submit(str(image), detail="low", solid=True).wait()
-    finally:
-        c.close(timeout=30)
+    hollow, filled = default_and(banked, solid=True)
 
     def volumes(result):
         mesh = trimesh.Trimesh(result.verts, result.faces, process=False)
@@ -443,13 +448,7 @@ def test_the_client_asks_for_the_mesh_as_seen_and_else_it_stands_upright(banked)
     """``submit(upright=False)`` (the add-on's Stand Upright off) sends ``"upright": false`` and gets the mesh as the
     picture's camera saw it; without it the request is as before and the worker stands the mesh on its base, as
     ``recon-mesh`` does: another box (tests/test_shape_bank.py checks the standing itself)."""
-    model, image = banked
-    c = WorkerClient(PYTHON, str(model), repo=str(REPO))
-    try:
-        stood = c.submit(str(image), detail="low").wait()
-        seen = c.submit(str(image), detail="low", upright=False).wait()
-    finally:
-        c.close(timeout=30)
+    stood, seen = default_and(banked, upright=False)
     assert stood.report["ok"] and seen.report["ok"]
     assert not np.allclose(np.ptp(stood.verts, axis=0), np.ptp(seen.verts, axis=0), atol=1e-3)
 
