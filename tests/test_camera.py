@@ -4,7 +4,8 @@ import torch
 
 from recon_core.mesh.camera import (
     CROP_MARGIN, SHAPENET_TO_BLENDER, VIEW_TO_OUTPUT, Camera, blender_matrix_world, camera_from_blender,
-    crop_camera, fit_projection, look_at, rotation_between, rotation_x, rotation_y, stand_upright, to_pytorch3d,
+    crop_camera, fit_projection, look_at, rotation_between, rotation_x, rotation_y, settle_on_base, stand_upright,
+    to_pytorch3d,
 )
 
 
@@ -146,3 +147,68 @@ def test_the_turn_to_stand_is_the_angle_of_the_least_rotation():
         up = Reconstructor._object_up(rec, 0)
         angle = np.degrees(np.arccos(np.clip((np.trace(rotation_between(up, [0, 1, 0])) - 1) / 2, -1, 1)))
         assert turn == pytest.approx(angle, abs=1e-6) and turn == pytest.approx(elevation, abs=1e-6)
+
+
+def _stool(short: float = 0.0):
+    """A closed stool: a box seat on four box legs (one ``short`` shorter, at +x +z), as one mesh of five closed parts;
+    the seat reaches further over the other legs, so its centre of mass stands over their triangle."""
+    import trimesh
+
+    parts = [trimesh.creation.box([1.2, 0.1, 1.2], trimesh.transformations.translation_matrix([-0.1, 1.0, -0.1]))]
+    for i, (x, z) in enumerate(((-0.4, -0.4), (0.4, -0.4), (-0.4, 0.4), (0.4, 0.4))):
+        length = 1.0 - (short if i == 3 else 0.0)
+        parts.append(trimesh.creation.box([0.1, length, 0.1],
+                                          trimesh.transformations.translation_matrix([x, 1.0 - length / 2, z])))
+    return trimesh.util.concatenate(parts)
+
+
+def test_settle_on_base_rests_a_stool_with_a_short_leg_on_three_legs_over_its_centre_of_mass():
+    """A stool with one leg 0.05 short (and leaning a little more) settles on the three others: their feet share the
+    lowest height, its centre of mass stands over their triangle, and the turn is the least that does it."""
+    stool = _stool(short=0.05)
+    verts = stool.vertices @ rotation_x(2.0).T
+    settled, turned = settle_on_base(verts, stool.faces)
+    assert 0.0 < turned < 10.0
+    low = settled[:, 1].min()
+    tips = []
+    for x, z in ((-0.4, -0.4), (0.4, -0.4), (-0.4, 0.4)):
+        near = np.linalg.norm(verts[:, [0, 2]] - [x, z], axis=1) < 0.2  # each long leg's vertices (turn is small)
+        tips.append(settled[near, 1].min())
+    np.testing.assert_allclose(tips, low, atol=1e-9)
+    short = np.linalg.norm(verts[:, [0, 2]] - [0.4, 0.4], axis=1) < 0.2
+    assert settled[short, 1].min() > low + 0.02
+    # its centre of mass stands over the three feet's triangle (barycentric coordinates all positive)
+    feet = np.array([settled[np.linalg.norm(verts[:, [0, 2]] - c, axis=1) < 0.2][np.argmin(
+        settled[np.linalg.norm(verts[:, [0, 2]] - c, axis=1) < 0.2][:, 1])][[0, 2]]
+        for c in ((-0.4, -0.4), (0.4, -0.4), (-0.4, 0.4))])
+    mass = trimesh_centre_of_mass(settled, stool.faces)[[0, 2]]
+    weights = np.linalg.solve(np.vstack([feet.T, np.ones(3)]), np.r_[mass, 1.0])
+    assert (weights > 0).all(), weights
+
+
+def test_settle_on_base_leaves_a_mesh_that_rests_already_or_would_turn_too_far():
+    stool = _stool()
+    settled, turned = settle_on_base(stool.vertices, stool.faces)
+    assert turned == 0.0 and np.array_equal(settled, stool.vertices)
+    leaning = stool.vertices @ rotation_x(25.0).T  # beyond the 20 degrees a mesh stood upright may still lean
+    settled, turned = settle_on_base(leaning, stool.faces)
+    assert turned == 0.0 and np.array_equal(settled, leaning)
+    settled, turned = settle_on_base(leaning, stool.faces, max_turn=30.0)
+    assert turned == pytest.approx(25.0, abs=1e-6)
+
+
+def trimesh_centre_of_mass(verts, faces):
+    import trimesh
+
+    return np.asarray(trimesh.Trimesh(verts, faces, process=False).center_mass)
+
+
+def test_solid_centroid_is_trimesh_s_centre_of_mass():
+    """The volume-weighted centroid settle_on_base uses, against trimesh's centre of mass (an independent reference),
+    for a stool off the origin."""
+    from recon_core.mesh.camera import _solid_centroid
+
+    stool = _stool(short=0.3)
+    verts = stool.vertices + [2.0, -1.0, 0.5]
+    np.testing.assert_allclose(_solid_centroid(verts, stool.faces), trimesh_centre_of_mass(verts, stool.faces),
+                               atol=1e-9)

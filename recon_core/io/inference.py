@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from recon_core.io.image import ImageError
 from recon_core.io.weights import load_model
-from recon_core.mesh.camera import VIEW_TO_OUTPUT, stand_upright
+from recon_core.mesh.camera import VIEW_TO_OUTPUT, settle_on_base, stand_upright
 from recon_core.mesh.detail import DEFAULT_DETAIL, DETAIL_VERTICES
 from recon_core.mesh.printable import (CLOSED_MANIFOLD, PrintableReport, check_printable, signed_volume,
                                        topology_defects)
@@ -1023,8 +1023,8 @@ class Reconstructor:
         if pose is not None and cfg.bank_place and mask is not None:
             verts, _ = place_in_picture(verts, mask)
         verts = verts @ VIEW_TO_OUTPUT.T
-        if upright:
-            verts = stand_upright(verts, self._object_up(row, pose))
+        if upright:  # stood by the shape's own up, then settled on its base (the warp and carving moved its feet)
+            verts, _ = settle_on_base(stand_upright(verts, self._object_up(row, pose)), faces)
         return verts, faces
 
     def _object_up(self, row: int, pose=None) -> np.ndarray:
