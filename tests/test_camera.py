@@ -212,3 +212,27 @@ def test_solid_centroid_is_trimesh_s_centre_of_mass():
     verts = stool.vertices + [2.0, -1.0, 0.5]
     np.testing.assert_allclose(_solid_centroid(verts, stool.faces), trimesh_centre_of_mass(verts, stool.faces),
                                atol=1e-9)
+
+
+def test_settle_on_base_tips_onto_the_short_leg_when_the_mass_stands_over_it():
+    """The seat reaching far over the short leg: the centre of mass stands outside the three long legs' triangle, so
+    the lowest facet is no rest; the stool settles on the short leg and its neighbours instead (the nearest facet
+    down would have left it to tip)."""
+    import trimesh
+
+    parts = [trimesh.creation.box([1.4, 0.1, 1.4], trimesh.transformations.translation_matrix([0.3, 1.0, 0.3]))]
+    for i, (x, z) in enumerate(((-0.4, -0.4), (0.4, -0.4), (-0.4, 0.4), (0.4, 0.4))):
+        length = 0.98 if i == 3 else 1.0
+        parts.append(trimesh.creation.box([0.1, length, 0.1],
+                                          trimesh.transformations.translation_matrix([x, 1.0 - length / 2, z])))
+    stool = trimesh.util.concatenate(parts)
+    settled, turned = settle_on_base(stool.vertices, stool.faces)
+    assert 0.0 < turned < 5.0
+    tip = lambda c, v: v[np.linalg.norm(stool.vertices[:, [0, 2]] - c, axis=1) < 0.2][:, 1].min()  # noqa: E731
+    low = settled[:, 1].min()
+    assert tip((0.4, 0.4), settled) == pytest.approx(low, abs=1e-9)  # the short leg touches
+    assert tip((-0.4, -0.4), settled) > low + 0.005  # the far long leg lifts
+    mass = trimesh_centre_of_mass(settled, stool.faces)[[0, 2]]
+    feet = np.array([[x, z] for x, z in ((0.4, -0.4), (-0.4, 0.4), (0.4, 0.4))])  # near enough after a small turn
+    weights = np.linalg.solve(np.vstack([feet.T, np.ones(3)]), np.r_[mass, 1.0])
+    assert (weights > 0).all(), weights

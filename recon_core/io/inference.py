@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from recon_core.io.image import ImageError
 from recon_core.io.weights import load_model
-from recon_core.mesh.camera import VIEW_TO_OUTPUT, settle_on_base, stand_upright
+from recon_core.mesh.camera import FLAT_BASE_TURN, VIEW_TO_OUTPUT, base_turn, settle_on_base, stand_upright
 from recon_core.mesh.detail import DEFAULT_DETAIL, DETAIL_VERTICES
 from recon_core.mesh.printable import (CLOSED_MANIFOLD, PrintableReport, check_printable, signed_volume,
                                        topology_defects)
@@ -230,6 +230,7 @@ class Reconstructor:
         self.trained = bool(metadata.get("trained", False))
         self._finder = finder
         self._finder_file = finder_file  # loaded on first use: pictures with alpha never pay for it
+        self._bases: dict[int, bool] = {}  # shape bank index -> whether it rests on a flat base (_flat_based)
 
     @property
     def finder(self):
@@ -297,10 +298,12 @@ class Reconstructor:
                 scores those inner walls (see the README).
             upright: stand a shape-bank model's mesh on its base: turned by the least angle that makes its training
                 shape's own up (+Y, as its fitted pose turns it) the output frame's +Y, about its box's centre
-                (:func:`recon_core.mesh.camera.stand_upright`), before its decimation and check; the picture's camera
-                looked at the object from above or below, so as seen it leans. Off by default: the evaluation scores the
-                mesh as the picture's camera sees it. A model without a shape bank has no pose to do it by: its mesh
-                stays as seen, with a note.
+                (:func:`recon_core.mesh.camera.stand_upright`), then, when that shape rests on a flat base, settled on
+                it (:func:`recon_core.mesh.camera.settle_on_base`, at most 20° more), before its decimation and check;
+                the picture's camera looked at the object from above or below, so as seen it leans. A shape that would
+                turn by more than :data:`UPRIGHT_MAX_TURN` stays as seen, with a note. Off by default: the evaluation
+                scores the mesh as the picture's camera sees it. A model without a shape bank has no pose to do it by:
+                its mesh stays as seen, with a note.
 
         Raises:
             ImageError: a ``coarse="occupancy"`` model finds no object in a picture without transparency
@@ -969,7 +972,8 @@ class Reconstructor:
         then with a pose and ``config.bank_place`` moved across the view to where the picture shows it
         (:func:`recon_core.mesh.silhouette.place_in_picture`), and with ``upright`` stood on its base: turned so that
         the training shape's +Y, as the pose (else the view) turns it, is the output frame's +Y
-        (:func:`recon_core.mesh.camera.stand_upright`); None when the solid is empty. The candidates' order and
+        (:func:`recon_core.mesh.camera.stand_upright`), then settled on its base where the shape has a flat one
+        (:meth:`_flat_based`, :func:`recon_core.mesh.camera.settle_on_base`); None when the solid is empty. The candidates' order and
         confidences are the fit's (:meth:`_fitted`), from before the warp."""
         from recon_core.mesh.silhouette import (carve_to_mask, fit_warp, keep_box, place_in_picture, solid_points,
                                                 stretch_factors, to_diagonal)
@@ -1024,8 +1028,22 @@ class Reconstructor:
             verts, _ = place_in_picture(verts, mask)
         verts = verts @ VIEW_TO_OUTPUT.T
         if upright:  # stood by the shape's own up, then settled on its base (the warp and carving moved its feet)
-            verts, _ = settle_on_base(stand_upright(verts, self._object_up(row, pose)), faces)
+            verts = stand_upright(verts, self._object_up(row, pose))
+            if self._flat_based(int(bank.view_shape[row])):
+                verts, _ = settle_on_base(verts, faces)
         return verts, faces
+
+    def _flat_based(self, shape: int) -> bool:
+        """Whether the bank's training shape ``shape``, as modelled, rests on a flat base (it settles within
+        :data:`recon_core.mesh.camera.FLAT_BASE_TURN`: not most airplanes); kept per shape."""
+        if shape not in self._bases:
+            from recon_core.mesh.volume import grid_surface_vertices
+
+            cfg = self.model.config
+            verts = grid_surface_vertices(self.model.bank.grid(shape), smoothing=cfg.bank_smoothing,
+                                          level=cfg.bank_level)
+            self._bases[shape] = len(verts) >= 4 and base_turn(verts)[0] <= FLAT_BASE_TURN
+        return self._bases[shape]
 
     def _object_up(self, row: int, pose=None) -> np.ndarray:
         """(3,) the output-frame direction of the training shape's own +Y for the bank's view ``row`` posed by ``pose``

@@ -76,8 +76,10 @@ __all__ = [
     "rotation_y",
     "rotation_between",
     "stand_upright",
+    "base_turn",
     "settle_on_base",
     "SETTLE_MAX_TURN",
+    "FLAT_BASE_TURN",
     "blender_matrix_world",
     "camera_from_blender",
     "crop_camera",
@@ -221,22 +223,22 @@ SETTLE_MAX_TURN = 20.0
 """Degrees: :func:`settle_on_base` lays a mesh on its base only when that turns it by at most this much (a mesh stood
 upright leans by a few degrees where the outline's warp and the carving moved its feet; more is not a lean). On the
 123 validation pictures (`runs/s40/stable.py`) 10° left 49 outputs resting stably within 0.5 mm, 20° and 30° 59."""
+FLAT_BASE_TURN = 5.0
+"""Degrees: a shape that as modelled (level, its own +Y up) would settle by more than this has no flat base to rest
+on (most airplanes, whose modelled level the settling would tip by several degrees): its mesh is stood, not settled.
+Of the shape bank's 330 models as modelled (their surface vertices' mean as the centre; `runs/s40/bank_base.py`), 79
+of the 106 airplanes settle by more (median 8.5°), and 6 others: a display, a lamp, three boats and one of the extra
+pool; every other model within 3.2°."""
 
 
-def settle_on_base(verts: np.ndarray, faces: np.ndarray | None = None,
-                   max_turn: float = SETTLE_MAX_TURN) -> tuple[np.ndarray, float]:
-    """Output-frame vertices turned about their bounding box's centre so that they rest on a plate as the object
-    would settle: on the facet of their convex hull over which their centre of mass stands (so at least three lowest
-    points share the lowest height, and it does not tip), the one that takes the least turn down (-Y)
-    (:func:`rotation_between`); unchanged when no such facet lies within ``max_turn`` degrees.
+def base_turn(verts: np.ndarray, faces: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+    """The least turn, in degrees, that lays flat a facet of the vertices' convex hull over which their centre of mass
+    stands (``inf`` if none: it cannot happen for a solid, but a sliver facet is no base), and that facet's (3,)
+    outward normal. See :func:`settle_on_base`.
 
     Args:
         verts: (V, 3) float output-frame vertices, at least 4 not in one plane.
         faces: (F, 3) int triangles of the closed mesh, whose solid's centre of mass is used; None: the vertices' mean.
-        max_turn: the largest turn taken, degrees.
-
-    Returns:
-        ``(verts (V, 3) float64, degrees turned)``: 0.0 when unchanged.
     """
     from scipy.spatial import ConvexHull
 
@@ -250,28 +252,51 @@ def settle_on_base(verts: np.ndarray, faces: np.ndarray | None = None,
     e1, e2, d = corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0], foot - corners[:, 0]
     d11, d12, d22 = (e1 * e1).sum(1), (e1 * e2).sum(1), (e2 * e2).sum(1)
     d1, d2 = (d * e1).sum(1), (d * e2).sum(1)
-    det = np.where(np.abs(d11 * d22 - d12 ** 2) > 1e-30, d11 * d22 - d12 ** 2, np.inf)
+    det = d11 * d22 - d12 ** 2
+    sound = det > 1e-12 * d11 * d22  # a sliver facet (its corners nearly in a line) is no base
+    det = np.where(sound, det, 1.0)
     b1, b2 = (d22 * d1 - d12 * d2) / det, (d11 * d2 - d12 * d1) / det
-    under = (b1 >= -1e-9) & (b2 >= -1e-9) & (b1 + b2 <= 1 + 1e-9)
-    angles = np.degrees(np.arccos(np.clip(-normals[:, 1], -1.0, 1.0)))
-    angles = np.where(under, angles, np.inf)
+    under = sound & (b1 >= -1e-9) & (b2 >= -1e-9) & (b1 + b2 <= 1 + 1e-9)
+    angles = np.where(under, np.degrees(np.arccos(np.clip(-normals[:, 1], -1.0, 1.0))), np.inf)
     k = int(np.argmin(angles))
-    if not angles[k] <= max_turn or angles[k] < 1e-9:
+    return float(angles[k]), normals[k]
+
+
+def settle_on_base(verts: np.ndarray, faces: np.ndarray | None = None,
+                   max_turn: float = SETTLE_MAX_TURN) -> tuple[np.ndarray, float]:
+    """Output-frame vertices turned about their bounding box's centre so that they rest on a plate on the facet of
+    their convex hull over which their centre of mass stands (so at least three lowest points share the lowest height,
+    and it does not tip) that takes the least turn down (-Y) (:func:`base_turn`, :func:`rotation_between`); unchanged
+    when no such facet lies within ``max_turn`` degrees. A body leaning past its edge is set back on the base nearest
+    its lean, not on the one it would fall onto.
+
+    Args:
+        verts: (V, 3) float output-frame vertices, at least 4 not in one plane.
+        faces: (F, 3) int triangles of the closed mesh, whose solid's centre of mass is used; None: the vertices' mean.
+        max_turn: the largest turn taken, degrees.
+
+    Returns:
+        ``(verts (V, 3) float64, degrees turned)``: 0.0 when unchanged.
+    """
+    verts = np.asarray(verts, dtype=np.float64)
+    angle, normal = base_turn(verts, faces)
+    if not angle <= max_turn or angle < 1e-9:
         return verts, 0.0
     centre = (verts.min(axis=0) + verts.max(axis=0)) / 2
-    turn = rotation_between(normals[k], np.array([0.0, -1.0, 0.0]))
-    return (verts - centre) @ turn.T + centre, float(angles[k])
+    turn = rotation_between(normal, np.array([0.0, -1.0, 0.0]))
+    return (verts - centre) @ turn.T + centre, angle
 
 
 def _solid_centroid(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """(3,) centre of mass of the solid a closed, outward (V, 3) / (F, 3) mesh bounds: the volume-weighted centroids of
     the tetrahedra its faces make with the origin."""
-    tri = verts[faces]  # (F, 3, 3)
+    origin = verts.mean(axis=0)  # the tetrahedra's apex near the mesh: far from the world's origin, sums stay exact
+    tri = verts[faces] - origin  # (F, 3, 3)
     volume = np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])) / 6.0  # (F,)
     total = float(volume.sum())
     if abs(total) < 1e-30:
         return verts.mean(axis=0)
-    return (volume[:, None] * tri.sum(axis=1) / 4.0).sum(axis=0) / total
+    return origin + (volume[:, None] * tri.sum(axis=1) / 4.0).sum(axis=0) / total
 
 
 def intrinsics(focal_mm: float, sensor_mm: float, width: int, height: int) -> np.ndarray:
