@@ -973,8 +973,8 @@ class Reconstructor:
         (:func:`recon_core.mesh.silhouette.place_in_picture`), and with ``upright`` stood on its base: turned so that
         the training shape's +Y, as the pose (else the view) turns it, is the output frame's +Y
         (:func:`recon_core.mesh.camera.stand_upright`), then settled on its base where the shape has a flat one
-        (:meth:`_flat_based`, :func:`recon_core.mesh.camera.settle_on_base`); None when the solid is empty. The candidates' order and
-        confidences are the fit's (:meth:`_fitted`), from before the warp."""
+        (:meth:`_flat_based`, :func:`recon_core.mesh.camera.settle_on_base`); None when the solid is empty. The
+        candidates' order and confidences are the fit's (:meth:`_fitted`), from before the warp."""
         from recon_core.mesh.silhouette import (carve_to_mask, fit_warp, keep_box, place_in_picture, solid_points,
                                                 stretch_factors, to_diagonal)
         from recon_core.mesh.volume import GRID_BOUND, grid_surface, grid_surface_vertices

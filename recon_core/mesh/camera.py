@@ -20,15 +20,17 @@ so ``p_cam = p_view + (0, 0, d)``.
 *Output frame* (meshes handed to users, OBJ and GLB files): ``p_out = VIEW_TO_OUTPUT @ p_view
 = (x, -y, -z)``: +X right, +Y up, the camera on +Z looking toward -Z (the glTF
 convention). STL, PLY and 3MF files hold it turned +Z up, ``(x, y, z) -> (x, -z, y)``, resting on z = 0
-(:data:`recon_core.io.export.OUTPUT_TO_Z_UP`), as slicers read them. Seen from +Z, the mesh as seen (``recon-mesh --as-seen``, and every mesh the evaluation scores) looks
-like the photo. In Blender (after the usual Y-up import rotation) it looks like the photo from the Front view
-(numpad 1).
+(:data:`recon_core.io.export.OUTPUT_TO_Z_UP`), as slicers read them. Seen from +Z, the mesh as seen (``recon-mesh
+--as-seen``, and every mesh the evaluation scores) looks like the photo. In Blender (after the usual Y-up import
+rotation) it looks like the photo from the Front view (numpad 1).
 
 *Upright* output (``recon-mesh``'s and the add-on's default, :func:`stand_upright`): the mesh as seen, turned about
 its bounding box's centre ``c`` by the least rotation ``L`` that takes the object's own up ``u = VIEW_TO_OUTPUT @
 R_pose @ e_y`` (its training shape's +Y, as the fitted pose turns it into the view) onto +Y: ``p = L @ (p_out - c) +
 c``. The camera's elevation and roll are taken out; its turn about the vertical stays, so from +Z (Blender's Front
-view) the object is seen level, from the side the photo saw it.
+view) the object is seen level, from the side the photo saw it. A shape with a flat base is then settled on it
+(:func:`settle_on_base`: a further least turn, at most :data:`SETTLE_MAX_TURN`, that lays flat the convex-hull facet
+its centre of mass stands over).
 
 Pixels
 ------
