@@ -1017,7 +1017,8 @@ class RECON_OT_reconstruct(bpy.types.Operator):
             self.report({'INFO'}, f"{obj.name} is in the scene {obj.users_scene[0].name}, where Reconstruct was "
                                   "clicked.")
         check = "printable" if result.report.get("ok") else "NOT printable, see the panel"
-        tall = obj.dimensions.z * mm_per_unit(obj.users_scene[0] if obj.users_scene else context.scene)
+        landed = obj.users_scene[0] if obj.users_scene else context.scene  # the scene clicked in (its unit)
+        tall = obj.dimensions.z * mm_per_unit(landed)
         if len(objects) == 1:
             self.report({'INFO'}, f"Reconstructed {obj.name} ({tall:.1f} mm tall, {len(result.faces):,} faces, "
                                   f"{result.category}, {check}) in {run.elapsed:.1f} s.")
@@ -1028,10 +1029,9 @@ class RECON_OT_reconstruct(bpy.types.Operator):
                                   f"{tall:.1f} mm tall, {len(result.faces):,} faces, {result.category}, {check}); "
                                   f"Next Shape ({NEXT_SHAPE_KEYS}) shows the others.")
         if run.height_mm is None:  # the model's own size, about 1 unit: its millimetres hang on the scene's unit
-            where = obj.users_scene[0].name if obj.users_scene else context.scene.name
             self.report({'WARNING'}, f"Note: Height (mm) is 0, so the shape keeps the model's own size, {tall:.1f} mm "
-                                     f"tall in the units of the scene {where}; set Height (mm) to the object's real "
-                                     "height before you print or export it.")
+                                     f"tall in the units of the scene {landed.name}; set Height (mm) to the object's "
+                                     "real height before you print or export it.")
         for note in result.notes:
             self.report({'WARNING'}, f"Note: {run.user_text(note)}.")
         for warning in run.warnings:

@@ -206,11 +206,11 @@ def trimesh_centre_of_mass(verts, faces):
 def test_solid_centroid_is_trimesh_s_centre_of_mass():
     """The volume-weighted centroid settle_on_base uses, against trimesh's centre of mass (an independent reference),
     for a stool off the origin."""
-    from recon_core.mesh.camera import _solid_centroid
+    from recon_core.mesh.printable import solid_centroid
 
     stool = _stool(short=0.3)
     verts = stool.vertices + [2.0, -1.0, 0.5]
-    np.testing.assert_allclose(_solid_centroid(verts, stool.faces), trimesh_centre_of_mass(verts, stool.faces),
+    np.testing.assert_allclose(solid_centroid(verts, stool.faces), trimesh_centre_of_mass(verts, stool.faces),
                                atol=1e-9)
 
 

@@ -19,30 +19,26 @@ _REPO = Path(__file__).resolve().parent.parent
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
-from recon_core.network.categories import CATEGORIES  # noqa: E402
-
-_NAMES = {c.synset: c.name for c in CATEGORIES}
 LABEL_WIDTH = 120
 """Pixels left of each row for its label."""
 
 
 def category_name(synset: str, renders: Path) -> str:
-    """The category's name: one of the 13, else from the data set's taxonomy.json or its manifest's extra pool
-    (``extra_taxonomy``) when present, else the synset."""
+    """The category's name: one of the 13 or of the extra pool (:func:`training.eval_data.category_name`), else from
+    the data set's taxonomy.json when present (a ShapeNet folder's other categories), else the synset."""
     import json
 
-    if synset in _NAMES:
-        return _NAMES[synset]
-    shapenet = renders.parent / "shapenet"
-    for path, key in ((shapenet / "taxonomy.json", None), (shapenet / "manifest.json", "extra_taxonomy")):
-        try:
-            entries = json.loads(path.read_text())
-            entries = entries.get(key, []) if key else entries
-        except (OSError, ValueError, AttributeError):  # missing or not the data set's: the synset is the label
-            continue
-        for entry in entries if isinstance(entries, list) else []:
-            if isinstance(entry, dict) and entry.get("synsetId") == synset:
-                return str(entry.get("name", synset)).split(",")[0]
+    from training.eval_data import category_name as known
+
+    if known(synset) != synset:
+        return known(synset)
+    try:
+        entries = json.loads((renders.parent / "shapenet" / "taxonomy.json").read_text())
+    except (OSError, ValueError):  # missing or not the data set's: the synset is the label
+        return synset
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict) and entry.get("synsetId") == synset:
+            return str(entry.get("name", synset)).split(",")[0]
     return synset
 
 

@@ -244,8 +244,10 @@ def base_turn(verts: np.ndarray, faces: np.ndarray | None = None) -> tuple[float
     """
     from scipy.spatial import ConvexHull
 
+    from recon_core.mesh.printable import solid_centroid  # here: this module is numpy only, for Blender's Python
+
     verts = np.asarray(verts, dtype=np.float64)
-    mass = verts.mean(axis=0) if faces is None else _solid_centroid(verts, np.asarray(faces, dtype=np.int64))
+    mass = verts.mean(axis=0) if faces is None else solid_centroid(verts, np.asarray(faces, dtype=np.int64))
     hull = ConvexHull(verts)
     normals = hull.equations[:, :3]  # (H, 3) outward unit normals
     corners = verts[hull.simplices]  # (H, 3, 3)
@@ -287,18 +289,6 @@ def settle_on_base(verts: np.ndarray, faces: np.ndarray | None = None,
     centre = (verts.min(axis=0) + verts.max(axis=0)) / 2
     turn = rotation_between(normal, np.array([0.0, -1.0, 0.0]))
     return (verts - centre) @ turn.T + centre, angle
-
-
-def _solid_centroid(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """(3,) centre of mass of the solid a closed, outward (V, 3) / (F, 3) mesh bounds: the volume-weighted centroids of
-    the tetrahedra its faces make with the origin."""
-    origin = verts.mean(axis=0)  # the tetrahedra's apex near the mesh: far from the world's origin, sums stay exact
-    tri = verts[faces] - origin  # (F, 3, 3)
-    volume = np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])) / 6.0  # (F,)
-    total = float(volume.sum())
-    if abs(total) < 1e-30:
-        return verts.mean(axis=0)
-    return origin + (volume[:, None] * tri.sum(axis=1) / 4.0).sum(axis=0) / total
 
 
 def intrinsics(focal_mm: float, sensor_mm: float, width: int, height: int) -> np.ndarray:
