@@ -623,6 +623,32 @@ def test_solid_says_so_when_the_bank_solid_has_no_pocket(banked_model, fake, mon
     assert not any("pocket" in n for n in rec.reconstruct(rgb, alpha, vertices=642).notes)
 
 
+def test_walls_too_thin_to_print_at_the_height_asked_are_said(banked_model, fake):
+    """At a height, the share of the surface thinner than a filament printer's wall is said with its area and median
+    (a figure recomputed here from the written mesh); printed large enough, or without a height (no size to print
+    at), no note."""
+    from recon_core.io.inference import THIN_WALL_AREA_MM2, THIN_WALL_MM, Reconstructor
+    from recon_core.mesh.thickness import thin_area
+
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    model, meta = load_model(banked_model)
+    rec = Reconstructor(_with_config(model, bank_shape_weight=0.0), meta)
+
+    def thin_notes(result):
+        return [n for n in result.notes if n.startswith("its walls are thinner than")]
+
+    small = rec.reconstruct(rgb, alpha, vertices=642, height_mm=8.0)
+    thin, surface, median = thin_area(small.verts, small.faces, THIN_WALL_MM)
+    assert thin >= THIN_WALL_AREA_MM2, "the fake bank's hollow slabs have thin walls at 8 mm"
+    assert thin_notes(small) == [
+        f"its walls are thinner than 0.8 mm over {thin:.3g} mm² ({100 * thin / surface:.2g}% of the surface; "
+        f"{median:.2g} mm thick in the median there): a filament printer may leave them out or they may break; print "
+        "it taller (--height-mm, the add-on's Height) or thicken them in your modeller"]
+    large = rec.reconstruct(rgb, alpha, vertices=642, height_mm=2000.0)
+    assert thin_area(large.verts, large.faces, THIN_WALL_MM)[0] < THIN_WALL_AREA_MM2 and not thin_notes(large)
+    assert not thin_notes(rec.reconstruct(rgb, alpha, vertices=642))
+
+
 def test_solid_fills_the_networks_mesh_when_the_bank_gives_none(banked_model, fake, monkeypatch):
     """When no bank solid can be made, the network's own mesh comes out: ``solid=True`` goes through its filling
     too (once), as for a model without a bank."""

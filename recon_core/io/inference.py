@@ -30,6 +30,7 @@ from recon_core.mesh.detail import DEFAULT_DETAIL, DETAIL_VERTICES
 from recon_core.mesh.printable import (CLOSED_MANIFOLD, PrintableReport, check_printable, signed_volume,
                                        topology_defects)
 from recon_core.mesh.repair import RepairLog, make_printable
+from recon_core.mesh.thickness import thin_area
 from recon_core.mesh.threads import thread_map
 from recon_core.network.categories import CATEGORIES, category_by_name
 from recon_core.network.config import VERTEX_SCHEDULES
@@ -106,6 +107,13 @@ UNSURE_CATEGORY = 0.45
 object is. Chosen on the 123 validation pictures (`runs/s40/unsure.py`): 12 of them (9.8 %) fall below it, 4 of those
 rightly named (83.7 % in all, 89.2 % above it); of 62 pictures of the held-out categories, which the model cannot
 name, 10 (16 %) fall below it: a low probability tells an unsure naming, not an object of no known category."""
+THIN_WALL_MM = 0.8
+"""Millimetres: an output made at a height (``height_mm``) whose walls are thinner than this somewhere gets a note.
+Two lines of a 0.4 mm nozzle, the thinnest wall a filament printer builds reliably (a resin printer holds about
+0.5 mm); measured as :func:`recon_core.mesh.thickness.wall_thickness` measures it, straight inward from each face."""
+THIN_WALL_AREA_MM2 = 1.0
+"""Square millimetres: walls thinner than :data:`THIN_WALL_MM` over less area than this get no note (a nozzle's
+footprint is about 0.5 mm²; the sharp creases of a mesh measure thin over specks of its faces)."""
 CATEGORY_VOTE_FLOOR = 0.1
 """``config.category_bank_weight``: added to every category's vote before its logarithm, so that a category no
 candidate is of is held back, not ruled out (chosen on the validation split with the weight; see the README)."""
@@ -201,6 +209,14 @@ def _pockets_note(pockets: int, hollow: float) -> str:
     return (f"the mesh holds {pockets} sealed hollow pocket{'s' if pockets > 1 else ''} ({_share(hollow)} of its "
             "volume): harmless for filament printers; resin and powder printers trap material in them, and --solid "
             "(the add-on's Fill Hollow Pockets) fills them")
+
+
+def _thin_note(thin: float, surface: float, median: float) -> str:
+    """The note of an output whose walls are thinner than :data:`THIN_WALL_MM` over ``thin`` mm² of its ``surface``
+    mm², ``median`` mm thick in the median there."""
+    return (f"its walls are thinner than {THIN_WALL_MM:g} mm over {thin:.3g} mm² ({_share(thin / surface)} of the "
+            f"surface; {median:.2g} mm thick in the median there): a filament printer may leave them out or they "
+            "may break; print it taller (--height-mm, the add-on's Height) or thicken them in your modeller")
 
 
 def _percent(probability: float) -> str:
@@ -575,6 +591,7 @@ class Reconstructor:
         from recon_core.mesh.simplify import decimate
 
         start, checking = time.perf_counter(), timings.get("check", 0.0)
+        millimetres = height_mm is not None  # the output's size to print at (``height_mm`` is cleared once it is)
         verts, faces = snapped
         undecimated = None  # the faces asked for, when the decimation failed
         fewer = None  # the larger size the decimation reached instead, when the detail's own could not be mended
@@ -714,6 +731,8 @@ class Reconstructor:
                                 f"asked: {mended} {'place' if mended == 1 else 'places'} where simplifying folded "
                                 f"the surface {'is' if mended == 1 else 'are'} kept finer")
         with _timed(result.timings, "check"):  # the mesh's parts, once: its pieces and, without solid, its pockets
+            if millimetres:  # at the size it prints: how much of it is thinner than a printer's wall
+                thin, surface, median = thin_area(result.verts, result.faces, THIN_WALL_MM)
             volumes = part_volumes(result.verts, result.faces)
             kept = 0
             if not solid and (volumes < 0).any():  # a pocket's shell encloses a negative volume: count and size them
@@ -722,6 +741,8 @@ class Reconstructor:
                 hollow = 1.0 - float(volumes.sum()) / whole if whole > 0 else 0.0
         if kept:  # so that a printer's user can fill them
             result.notes.append(_pockets_note(kept, hollow))
+        if millimetres and thin >= THIN_WALL_AREA_MM2:
+            result.notes.append(_thin_note(thin, surface, median))
         pieces = np.sort(volumes[volumes > 0])
         if len(pieces) > 1:  # each prints loose: on 123 validation pictures 8 outputs, their smallest under 5 %
             result.notes.append(f"the mesh is {len(pieces)} separate pieces, the smallest "

@@ -2,6 +2,6 @@
 
 ``camera`` (every axis convention), ``occupancy`` (the camera-aligned grid), ``volume``
 (solids and marching tetrahedra), ``topology``, ``intersect``, ``repair``, ``printable``,
-``metrics`` and ``detail`` (output sizes). Numpy and torch only: imports neither
+``thickness`` (walls too thin to print), ``metrics`` and ``detail`` (output sizes). Numpy and torch only: imports neither
 :mod:`recon_core.network` nor :mod:`recon_core.io`.
 """

@@ -1,0 +1,175 @@
+"""How thick a solid's walls are: from each face, straight inward, to the surface's other side.
+
+A printer builds a wall from lines of its nozzle's (or its laser's) width, so a wall thinner than a couple of
+lines prints weak, broken, or not at all, however closed and manifold the mesh: a chair's slats shrunk to a
+20 mm model, an airplane's wing tips, the shell of a sealed pocket. The thickness measured here is the one slicers
+and print services check: the length of the ray cast from a point of the surface along its inward normal to the
+first face it meets (the shape diameter along the normal).
+
+:func:`wall_thickness` casts one ray from each face's centroid and returns its length up to ``up_to`` (``inf``
+beyond): every wall thinner than ``up_to`` is found, and nothing is computed for thicker ones. Broad phase: the
+boxes of each face together with its ray (:class:`recon_core.mesh.intersect.BroadPhase`); narrow phase:
+Möller–Trumbore. :func:`wall_thickness_naive` is the slow reference, every ray against every face in plain Python,
+that the tests compare it with.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recon_core.mesh.intersect import BroadPhase, _validate_mesh
+from recon_core.mesh.threads import thread_map, workers
+
+__all__ = ["thin_area", "wall_thickness", "wall_thickness_naive"]
+
+_START_REL = 1e-9
+"""A hit nearer the ray's start than this share of the bounding-box diagonal is the start's own surface."""
+
+
+_EDGE = 1e-9
+"""Barycentric slack: a ray through an edge shared by two faces meets at least one of them despite rounding."""
+
+
+def _rays(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each face's corners (F, 3, 3), centroid (F, 3), inward unit normal (F, 3) (zero for a face without area) and
+    twice its area (F,)."""
+    tris = verts[faces]
+    cross = np.cross(tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0])
+    area2 = np.sqrt((cross * cross).sum(1))
+    inward = np.zeros_like(cross)
+    some = area2 > 0
+    inward[some] = -cross[some] / area2[some, None]
+    return tris, tris.mean(1), inward, area2
+
+
+def _hits(origin: np.ndarray, direction: np.ndarray, tris: np.ndarray, near: float, far: float) -> np.ndarray:
+    """Möller–Trumbore: the (K,) distances along each ray ``origin + t·direction`` (3, K) to its triangle ``tris``
+    (3, 3, K: corner, axis, ray), ``inf`` where it misses or ``t`` is outside ``(near, far]``.
+
+    Component arrays, the products written out: numpy's reductions over a small last axis are several times slower.
+    """
+    def dot(p, q):
+        return p[0] * q[0] + p[1] * q[1] + p[2] * q[2]
+
+    def cross(p, q):
+        return (p[1] * q[2] - p[2] * q[1], p[2] * q[0] - p[0] * q[2], p[0] * q[1] - p[1] * q[0])
+
+    e1 = tris[1] - tris[0]
+    e2 = tris[2] - tris[0]
+    p = cross(direction, e2)
+    det = dot(e1, p)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = 1.0 / det
+        s = origin - tris[0]
+        u = dot(s, p) * inv
+        q = cross(s, e1)
+        v = dot(direction, q) * inv
+        t = dot(e2, q) * inv
+        hit = (det != 0) & (u >= -_EDGE) & (v >= -_EDGE) & (u + v <= 1 + _EDGE) & (t > near) & (t <= far)
+    return np.where(hit, t, np.inf)
+
+
+def wall_thickness(verts: np.ndarray, faces: np.ndarray, up_to: float) -> np.ndarray:
+    """Each face's wall thickness: the distance from its centroid, along its inward normal, to the first other face.
+
+    Args:
+        verts: (V, 3) float array of finite vertex positions.
+        faces: (F, 3) int array of vertex indices, a closed mesh with outward normals (as the printable check
+            guarantees; on an open or inward mesh the distances are to whatever the rays meet).
+        up_to: the longest distance looked for, in the vertices' units (> 0).
+
+    Returns:
+        (F,) float64 distances, ``inf`` for a face whose ray meets nothing within ``up_to`` (and for a face without
+        area, which has no normal).
+
+    Raises:
+        ValueError: as :func:`recon_core.mesh.intersect.self_intersections`, or ``up_to`` not a positive number.
+    """
+    verts, faces = _validate_mesh(verts, faces)
+    if not (np.isfinite(up_to) and up_to > 0):
+        raise ValueError(f"up_to must be a positive finite distance, got {up_to}")
+    out = np.full(len(faces), np.inf)
+    if len(faces) < 2:
+        return out
+    tris, origin, inward, area2 = _rays(verts, faces)
+    a, b, c = tris[:, 0], tris[:, 1], tris[:, 2]
+    lo, hi = np.minimum(np.minimum(a, b), c), np.maximum(np.maximum(a, b), c)
+    near = _START_REL * float(np.linalg.norm(hi.max(0) - lo.min(0)))
+    end = origin + up_to * inward
+    phase = BroadPhase(np.minimum(lo, end), np.maximum(hi, end))
+    corners, starts, directions = tris.transpose(1, 2, 0), origin.T, inward.T  # component arrays for _hits
+
+    def batch(bounds: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        i, j = phase.pairs(*bounds)
+        ray, tri = np.concatenate([i, j]), np.concatenate([j, i])  # each pair both ways
+        t = _hits(starts[:, ray], directions[:, ray], corners[:, :, tri], near, up_to)
+        met = np.isfinite(t)
+        return ray[met], t[met]
+
+    for ray, t in thread_map(batch, phase.batches(min_batches=workers())):  # numpy, mostly without the GIL
+        np.minimum.at(out, ray, t)
+    out[area2 == 0] = np.inf
+    return out
+
+
+def wall_thickness_naive(verts, faces, up_to: float) -> list[float]:
+    """The reference: every face's ray against every other face, one at a time, in plain Python."""
+    verts = [tuple(float(x) for x in v) for v in np.asarray(verts)]
+    faces = [tuple(int(k) for k in f) for f in np.asarray(faces)]
+    used = [verts[k] for f in faces for k in f]
+    diagonal = sum((max(p[d] for p in used) - min(p[d] for p in used)) ** 2 for d in range(3)) ** 0.5
+    near = _START_REL * diagonal
+
+    def sub(p, q):
+        return (p[0] - q[0], p[1] - q[1], p[2] - q[2])
+
+    def dot(p, q):
+        return p[0] * q[0] + p[1] * q[1] + p[2] * q[2]
+
+    def cross(p, q):
+        return (p[1] * q[2] - p[2] * q[1], p[2] * q[0] - p[0] * q[2], p[0] * q[1] - p[1] * q[0])
+
+    out = []
+    for f in faces:
+        a, b, c = (verts[k] for k in f)
+        n = cross(sub(b, a), sub(c, a))
+        size = dot(n, n) ** 0.5
+        best = float("inf")
+        if size > 0:
+            d = (-n[0] / size, -n[1] / size, -n[2] / size)
+            o = ((a[0] + b[0] + c[0]) / 3, (a[1] + b[1] + c[1]) / 3, (a[2] + b[2] + c[2]) / 3)
+            for g in faces:
+                if g == f:
+                    continue
+                p0, p1, p2 = (verts[k] for k in g)
+                e1, e2 = sub(p1, p0), sub(p2, p0)
+                p = cross(d, e2)
+                det = dot(e1, p)
+                if det == 0:
+                    continue
+                s = sub(o, p0)
+                u = dot(s, p) / det
+                q = cross(s, e1)
+                v = dot(d, q) / det
+                t = dot(e2, q) / det
+                if u >= -_EDGE and v >= -_EDGE and u + v <= 1 + _EDGE and near < t <= up_to:
+                    best = min(best, t)
+        out.append(best)
+    return out
+
+
+def thin_area(verts: np.ndarray, faces: np.ndarray, thinner_than: float) -> tuple[float, float, float]:
+    """``(thin, total, median)``: the area of the faces whose wall is thinner than ``thinner_than``, the area of all
+    of them, and the median wall over the thin faces, weighted by their area (NaN when none is thin); lengths and
+    areas in the vertices' units."""
+    thickness = wall_thickness(verts, faces, thinner_than)
+    tris = np.asarray(verts, dtype=np.float64)[np.asarray(faces, dtype=np.int64)]
+    area = 0.5 * np.linalg.norm(np.cross(tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0]), axis=1)
+    thin = thickness < thinner_than
+    if not thin.any():
+        return 0.0, float(area.sum()), float("nan")
+    walls, weights = thickness[thin], area[thin]
+    order = np.argsort(walls, kind="stable")
+    cumulative = np.cumsum(weights[order])
+    median = float(walls[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
+    return float(cumulative[-1]), float(area.sum()), median

@@ -1,0 +1,99 @@
+"""Wall thickness: the fast broad-phase version against the all-pairs reference, and against walls of known size."""
+
+import numpy as np
+import pytest
+import trimesh
+
+from recon_core.mesh.thickness import thin_area, wall_thickness, wall_thickness_naive
+
+
+def _same(fast, slow):
+    slow = np.asarray(slow)
+    assert fast.shape == slow.shape
+    assert np.array_equal(np.isinf(fast), np.isinf(slow))
+    finite = np.isfinite(slow)
+    np.testing.assert_allclose(fast[finite], slow[finite], rtol=1e-9, atol=1e-12)
+
+
+def _hollow_box(outer: float, wall: float) -> trimesh.Trimesh:
+    """A closed cube of side ``outer`` holding a sealed cubic pocket: walls ``wall`` thick, the pocket's faces
+    pointing into it (out of the solid), as the shape bank's walls come out."""
+    box = trimesh.creation.box((outer,) * 3)
+    pocket = trimesh.creation.box((outer - 2 * wall,) * 3)
+    pocket.invert()
+    return trimesh.util.concatenate([box, pocket])
+
+
+@pytest.mark.parametrize("mesh", [
+    trimesh.creation.torus(1.0, 0.1, major_sections=24, minor_sections=12),
+    trimesh.creation.box((1.0, 0.05, 0.7)),
+    trimesh.creation.cylinder(0.03, 1.0, sections=16),
+    _hollow_box(1.0, 0.04),
+], ids=["torus", "plate", "rod", "hollow box"])
+@pytest.mark.parametrize("up_to", [0.05, 0.3, 5.0])
+def test_matches_the_all_pairs_reference(mesh, up_to):
+    _same(wall_thickness(mesh.vertices, mesh.faces, up_to), wall_thickness_naive(mesh.vertices, mesh.faces, up_to))
+
+
+def test_matches_the_reference_on_rough_meshes():
+    rng = np.random.default_rng(3)
+    for k in range(4):
+        sphere = trimesh.creation.icosphere(2)
+        verts = sphere.vertices * (1 + 0.3 * rng.random((len(sphere.vertices), 1)))  # a bumpy, uneven shell
+        verts = verts * rng.uniform(0.05, 1.0, 3)  # squashed to a thin lens along some axes
+        up_to = float(rng.uniform(0.02, 1.0))
+        _same(wall_thickness(verts, sphere.faces, up_to), wall_thickness_naive(verts, sphere.faces, up_to))
+
+
+def test_known_walls():
+    plate = trimesh.creation.box((1.0, 0.05, 0.7))
+    t = wall_thickness(plate.vertices, plate.faces, 0.2)
+    across = np.abs(plate.face_normals[:, 1]) > 0.5  # the two big faces, 0.05 apart; the others see 0.7 or 1
+    np.testing.assert_allclose(t[across], 0.05)
+    assert np.isinf(t[~across]).all()
+
+    hollow = _hollow_box(1.0, 0.04)
+    t = wall_thickness(hollow.vertices, hollow.faces, 0.5)
+    np.testing.assert_allclose(t, 0.04)  # every face, outer and inner, sees the wall
+
+    rod = trimesh.creation.cylinder(0.03, 1.0, sections=32)
+    t = wall_thickness(rod.vertices, rod.faces, 0.2)
+    side = np.abs(rod.face_normals[:, 2]) < 0.5
+    np.testing.assert_allclose(t[side], 0.06 * np.cos(np.pi / 32))  # across the 32-gon, through its axis
+
+
+def test_unit_free_and_bounded():
+    mesh = trimesh.creation.torus(1.0, 0.1, major_sections=24, minor_sections=12)
+    t = wall_thickness(mesh.vertices, mesh.faces, 1.0)
+    np.testing.assert_allclose(wall_thickness(mesh.vertices * 25.0, mesh.faces, 25.0), t * 25.0, rtol=1e-9)
+    short = wall_thickness(mesh.vertices, mesh.faces, 0.15)
+    assert np.isinf(short[t > 0.15]).all() and np.array_equal(short[t <= 0.15], t[t <= 0.15])
+
+
+def test_thin_area():
+    plate = trimesh.creation.box((1.0, 0.05, 0.7))
+    thin, total, median = thin_area(plate.vertices, plate.faces, 0.2)
+    assert thin == pytest.approx(2 * 0.7)  # the two big faces
+    assert total == pytest.approx(2 * 0.7 + 2 * 0.05 * 0.7 + 2 * 0.05 * 1.0)
+    assert median == pytest.approx(0.05)
+    thin, total, median = thin_area(plate.vertices, plate.faces, 0.04)
+    assert thin == 0.0 and np.isnan(median)
+
+    # the median weighs each thin face by its area: two separate plates, 0.05 and 0.02 thick
+    a = trimesh.creation.box((1.0, 0.05, 1.0))
+    b = trimesh.creation.box((0.5, 0.02, 0.5))
+    b.apply_translation((3, 0, 0))
+    both = trimesh.util.concatenate([a, b])
+    thin, _, median = thin_area(both.vertices, both.faces, 0.1)
+    assert thin == pytest.approx(2 * 1.0 + 2 * 0.25)  # their big faces; the plates' edges are 0.5 or 1 across
+    assert median == pytest.approx(0.05)  # 2.0 of the 2.5 thin area is 0.05 thick
+    b.apply_scale((3, 1, 3))  # now the 0.02 plate is the larger: 2 x 2.25
+    both = trimesh.util.concatenate([a, b])
+    assert thin_area(both.vertices, both.faces, 0.1)[2] == pytest.approx(0.02)
+
+
+@pytest.mark.parametrize("up_to", [0.0, -1.0, float("nan"), float("inf")])
+def test_bad_distance(up_to):
+    box = trimesh.creation.box()
+    with pytest.raises(ValueError, match="up_to"):
+        wall_thickness(box.vertices, box.faces, up_to)
