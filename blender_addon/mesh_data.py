@@ -13,7 +13,7 @@ import uuid
 
 import numpy as np
 
-__all__ = ["OUTPUT_TO_BLENDER", "to_blender", "mesh_buffers", "stl_bytes", "write_stl"]
+__all__ = ["OUTPUT_TO_BLENDER", "print_problems", "to_blender", "mesh_buffers", "stl_bytes", "write_stl"]
 
 OUTPUT_TO_BLENDER = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float64)
 """Rotation from the output frame (+Y up, camera on +Z) to Blender (+Z up): (x, y, z) -> (x, -z, y),
@@ -71,6 +71,41 @@ def mesh_buffers(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.n
     loop_verts = np.ascontiguousarray(faces, dtype=np.int32).reshape(-1)
     loop_starts = np.arange(0, len(loop_verts), 3, dtype=np.int32)
     return co, loop_verts, loop_starts
+
+
+def print_problems(coords: np.ndarray, tris: np.ndarray) -> list[str]:
+    """What keeps a triangle mesh from printing that its faces alone show, as phrases ("12 open edges (holes)"); an
+    empty list when it is watertight, edge-manifold, consistently oriented and outward.
+
+    The rules of those properties of ``recon_core.mesh.printable.check_topology`` (the tests compare them), by vertex
+    index, as Blender and slicers that do not merge vertices see the mesh; what needs positions beyond the volume's
+    sign (self-intersections) is not looked for: Export 3MF has recon_core's whole check.
+
+    Args:
+        coords: (V, 3) float vertex positions.
+        tris: (F, 3) int triangles (each face's corners counter-clockwise seen from outside).
+    """
+    tris = np.asarray(tris, dtype=np.int64).reshape(-1, 3)
+    coords = np.asarray(coords, dtype=np.float64).reshape(-1, 3)
+    if not len(tris):
+        return ["no faces"]
+    directed = np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]])  # (3F, 2) each face's edges
+    undirected, uses = np.unique(np.sort(directed, axis=1), axis=0, return_counts=True)
+    problems = []
+    open_edges, crowded = int((uses == 1).sum()), int((uses > 2).sum())
+    if open_edges:
+        problems.append(f"{open_edges} open edge{'s' * (open_edges != 1)} (holes)")
+    if crowded:
+        problems.append(f"{crowded} edge{'s' * (crowded != 1)} shared by more than two faces")
+    _, directed_uses = np.unique(directed, axis=0, return_counts=True)
+    flipped = int((directed_uses > 1).sum())
+    if flipped:
+        problems.append(f"{flipped} edge{'s' * (flipped != 1)} between faces that face opposite ways")
+    a, b, c = coords[tris[:, 0]], coords[tris[:, 1]], coords[tris[:, 2]]
+    volume = float(np.einsum("ij,ij->", a, np.cross(b, c))) / 6.0
+    if not problems and not volume > 0:
+        problems.append("its faces point inward (inside out)")
+    return problems
 
 
 def stl_bytes(triangles: np.ndarray, header: str = "reconstruct_from_image") -> bytes:

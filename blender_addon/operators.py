@@ -27,6 +27,7 @@ gives one object and no collection, as before.
 """
 
 import contextlib
+import filecmp
 import os
 import re
 import shutil
@@ -230,6 +231,23 @@ def _picture_name(picture: str) -> str:
     return picture if picture.startswith("Blender image ") else os.path.basename(picture)
 
 
+def _same_picture(made_for: str, picture: str) -> bool:
+    """Whether a mask made for the picture ``made_for`` (as :func:`_image_input` names it) is this ``picture``'s: the
+    same file or Blender image; or a file of the same name elsewhere that holds the same bytes, or whose recorded file
+    is gone (a project moved or opened on another machine keeps its mask). Two files of one name that differ (product
+    photos in folders of their own, each ``front.jpg``) are not."""
+    if made_for == picture:
+        return True
+    if _picture_name(made_for) != _picture_name(picture) or made_for.startswith("Blender image "):
+        return False
+    if not os.path.isfile(made_for):
+        return True
+    try:
+        return filecmp.cmp(made_for, picture, shallow=False)
+    except OSError:  # one of them unreadable: the worker says so of this picture; the mask's record cannot tell
+        return True
+
+
 def _image_file(image, scene, role: str = "picture") -> tuple[str, str | None]:
     """``(path, temporary file or None)``: a file holding the pixels of the Blender ``image`` that the worker reads.
 
@@ -256,10 +274,13 @@ def _image_file(image, scene, role: str = "picture") -> tuple[str, str | None]:
         # the packed file's own bytes: a photo's EXIF orientation stays, so it is read upright as from its file
         temp = _temp_copy(lambda p: _write_packed(image.packed_file, p), _IMAGE_SUFFIX[image.file_format], what, fix,
                           no_pixels)
-    elif readable:
+    elif readable:  # generated, painted or edited: in memory already, so its size is known without a load
+        _refuse_too_large(image)
         temp = _temp_copy(lambda p: image.save(filepath=p, save_copy=True), _IMAGE_SUFFIX[image.file_format], what,
                           fix, no_pixels)
     else:
+        if image.type not in _RENDERS:  # a Render Result's size is the render's, checked by the worker
+            _refuse_too_large(image)
         temp = _temp_copy(lambda p: _png_copy(image, scene, p), ".png", what, fix, no_pixels)
     return temp, temp
 
@@ -357,6 +378,21 @@ def _blender_error(err: BaseException) -> str:
     return " ".join(str(err).split()).removeprefix("Error: ").rstrip(".")
 
 
+def _refuse_too_large(image) -> None:
+    """Refuse a Blender ``image`` with more pixels than the worker reads, before any copy of it (a copy of a 9000x9000
+    float image froze Blender for seconds, only for the worker to refuse it).
+
+    Raises:
+        InputError: it has more than :data:`worker_client.MAX_PIXELS` pixels.
+    """
+    width, height = image.size
+    if width * height > worker_client.MAX_PIXELS:
+        most = worker_client.MAX_PIXELS
+        raise InputError(f"The image {image.name} is {width}x{height} pixels, more than the {most / 1e6:g} million "
+                         f"pixels the reconstruction reads (e.g. {int(most ** 0.5)}x{int(most ** 0.5)}); scale it down "
+                         "(Image Editor: Image > Resize) and try again.")
+
+
 def _png_copy(image, scene, path: str) -> None:
     """Write ``image`` to ``path`` as an 8-bit RGBA PNG, as the worker (Pillow) reads none of Blender's float formats.
 
@@ -366,7 +402,6 @@ def _png_copy(image, scene, path: str) -> None:
 
     Raises:
         RuntimeError: Blender cannot read or write the image.
-        InputError: it has more pixels than the worker reads (:data:`worker_client.MAX_PIXELS`).
     """
     if image.type in _RENDERS:
         _save_render_png(image, scene, path)
@@ -374,11 +409,6 @@ def _png_copy(image, scene, path: str) -> None:
     width, height = image.size
     if not width or not height:
         raise RuntimeError("it holds no pixels (is its file missing?)")
-    if width * height > worker_client.MAX_PIXELS:  # the worker refuses it: not worth a copy that freezes Blender
-        most = worker_client.MAX_PIXELS
-        raise InputError(f"The image {image.name} is {width}x{height} pixels, more than the {most / 1e6:g} million "
-                         f"pixels the reconstruction reads (e.g. {int(most ** 0.5)}x{int(most ** 0.5)}); scale it down "
-                         "(Image Editor: Image > Resize) and try again.")
     copy = bpy.data.images.new(f"{image.name} PNG copy", width, height, alpha=True)
     try:
         copy.pixels.foreach_set(_display_pixels(image).ravel())
@@ -532,12 +562,12 @@ class _Reconstruction:
                     raise InputError("Choose the object's mask image in the Reconstruct panel, or set Object to "
                                      "Find It.")
                 made_for = settings.mask_image.get(PICTURE_KEY)
-                theirs, ours = _picture_name(str(made_for)), _picture_name(self.picture)
-                if isinstance(made_for, str) and theirs != ours:
+                if isinstance(made_for, str) and not _same_picture(made_for, self.picture):
                     # a mask the add-on made (Use This Mask) is another picture's: taken, it silently cut this
-                    # picture to that object's outline; a mask the user made has no record and is taken as given,
-                    # and so is one of a picture of the same name in another folder (a project moved or opened
-                    # elsewhere keeps its painted mask)
+                    # picture to that object's outline; a mask the user made has no record and is taken as given
+                    theirs, ours = _picture_name(made_for), _picture_name(self.picture)
+                    if theirs == ours:  # two files of one name: the folders tell them apart
+                        theirs, ours = made_for, self.picture
                     raise InputError(f"The mask image {settings.mask_image.name} is the object of {theirs}, not of "
                                      f"{ours}; set Object to Find It, or choose this picture's mask.")
                 self.object_mask, self.mask_temp = _image_file(settings.mask_image, context.scene, "mask image")
@@ -852,6 +882,7 @@ def _check_property(result, mm_per_worker_unit: float) -> dict:
         "volume_mm3": float(volume) * mm_per_worker_unit ** 3 if volume is not None else -1.0,
         "summary": str(report.get("summary", "")),
         "category": result.category,
+        "faces": int(len(result.faces)),  # the panel tells an edited mesh by its count (RECON_PT_check)
     }
 
 
@@ -1276,6 +1307,10 @@ class _Export(ExportHelper):
             self.filepath += self.filename_ext
 
 
+_MEND = "mend it before printing (Edit Mode: Mesh > Clean Up)."
+"""The end of an export's warning that what it wrote would not print (edited since its check, or not ours)."""
+
+
 class RECON_OT_export_stl(bpy.types.Operator, _Export):
     """Write the active mesh (modifiers applied, world space) as a binary STL in millimetres"""
 
@@ -1305,8 +1340,14 @@ class RECON_OT_export_stl(bpy.types.Operator, _Export):
             self.report({'ERROR'}, f"Cannot write {self.filepath}: {err.strerror or err}. Choose a writable folder.")
             return {'CANCELLED'}
         size = np.ptp(triangles.reshape(-1, 3), axis=0)
-        self.report({'INFO'}, f"Wrote {self.filepath} ({len(triangles)} triangles, "
-                              f"{size[0]:.1f} x {size[1]:.1f} x {size[2]:.1f} mm).")
+        wrote = (f"Wrote {self.filepath} ({len(triangles)} triangles, "
+                 f"{size[0]:.1f} x {size[1]:.1f} x {size[2]:.1f} mm).")
+        problems = mesh_data.print_problems(coords, tris)
+        if problems:  # edited since its check (the panel's figures are the reconstruction's): say so, as slicers would
+            self.report({'WARNING'}, f"{wrote} {obj.name} is not printable as it is: {', '.join(problems)}; "
+                                     f"{_MEND}")
+        else:
+            self.report({'INFO'}, wrote)
         return {'FINISHED'}
 
 
@@ -1351,8 +1392,13 @@ class RECON_OT_export_3mf(bpy.types.Operator, _Export):
         lo = np.min([c.min(0) for _, c, _ in objects], axis=0)
         hi = np.max([c.max(0) for _, c, _ in objects], axis=0)
         size = hi - lo
-        self.report({'INFO'}, f"{written[0].upper()}{written[1:]}, {size[0]:.1f} x {size[1]:.1f} x {size[2]:.1f} mm "
-                              "in all.")
+        summary, *warnings = written.splitlines()  # each object that would not print as it is: a warning line
+        wrote = f"{summary[0].upper()}{summary[1:]}, {size[0]:.1f} x {size[1]:.1f} x {size[2]:.1f} mm in all."
+        warnings = [w.removeprefix("warning: ") for w in warnings if w.startswith("warning: ")]
+        if warnings:
+            self.report({'WARNING'}, f"{wrote} {'; '.join(warnings)}; {_MEND}")
+        else:
+            self.report({'INFO'}, wrote)
         return {'FINISHED'}
 
 

@@ -111,6 +111,9 @@ class RECON_PT_check(_SubPanel, bpy.types.Panel):
             volume = check.get("volume_mm3", -1.0)
             if volume >= 0:
                 col.label(text=f"Volume: {volume / 1000.0:.2f} cm³")
+            faces = check.get("faces")
+            if (faces is not None and len(obj.data.polygons) != faces) or len(obj.modifiers):
+                col.label(text="Edited since: the exports check it again", icon='INFO')
         else:
             col.label(text=f"{obj.name}: not made by Reconstruct", icon='INFO')
         size = [d * mm_per_unit(context.scene) for d in obj.dimensions]

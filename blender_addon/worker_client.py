@@ -208,7 +208,8 @@ def write_3mf(python: str, objects: list[tuple[str, Any, Any]], path: str, timeo
             source folder".
 
     Returns:
-        The writer's one-line summary.
+        The writer's summary ("wrote PATH (N objects)"), then a line "warning: NAME is not printable as it is: ..."
+        for each object that would not print (``python -m recon_core.io.export``'s output).
 
     Raises:
         WorkerError: one sentence for the user (no interpreter, recon_core missing, a write that failed).

@@ -696,6 +696,72 @@ def test_a_mirrored_object_exports_outward_faces(addon, settings, tmp_path):
     bpy.data.objects.remove(cube)
 
 
+def test_exports_warn_when_an_edited_mesh_would_not_print(addon, settings, tmp_path, capfd):
+    """The Printable Check is the reconstruction's; a mesh edited since (a face deleted, an overlapping cube joined)
+    was exported with no word. Now both exports write it and warn with what is wrong (Export 3MF with recon_core's
+    whole check, self-intersections included); a closed mesh exports with none."""
+    import bmesh
+
+    def export(op, path) -> str:
+        capfd.readouterr()
+        assert op(filepath=str(path)) == {'FINISHED'} and path.exists()
+        return capfd.readouterr().out  # a report is printed in background mode, its type first
+
+    bpy.ops.mesh.primitive_cube_add(size=2.0)
+    cube = bpy.context.active_object
+    for o in bpy.context.view_layer.objects:
+        o.select_set(o is cube)
+    assert "not printable" not in export(bpy.ops.recon.export_stl, tmp_path / "closed.stl")
+    assert "not printable" not in export(bpy.ops.recon.export_3mf, tmp_path / "closed.3mf")
+    bm = bmesh.new()
+    bm.from_mesh(cube.data)
+    bm.faces.ensure_lookup_table()
+    bmesh.ops.delete(bm, geom=[bm.faces[0]], context='FACES')
+    bm.to_mesh(cube.data)
+    bm.free()
+    said = export(bpy.ops.recon.export_stl, tmp_path / "open.stl")
+    name = re.escape(cube.name)
+    assert re.search(rf"Warning: Wrote .*open\.stl .* {name} is not printable as it is: 4 open edges \(holes\); "
+                     r"mend it before printing", said), said
+    said = export(bpy.ops.recon.export_3mf, tmp_path / "open.3mf")
+    assert re.search(rf"Warning: Wrote .*open\.3mf .* {name} is not printable as it is: not watertight", said), said
+
+    bpy.ops.mesh.primitive_cube_add(size=2.0, location=(0.5, 0.0, 0.0))  # a closed cube through another
+    other = bpy.context.active_object
+    bpy.ops.mesh.primitive_cube_add(size=2.0)
+    first = bpy.context.active_object
+    for o in bpy.context.view_layer.objects:
+        o.select_set(o in (first, other))
+    bpy.context.view_layer.objects.active = first
+    bpy.ops.object.join()
+    assert "not printable" not in export(bpy.ops.recon.export_stl, tmp_path / "joined.stl")  # closed, by index
+    said = export(bpy.ops.recon.export_3mf, tmp_path / "joined.3mf")
+    assert re.search(r"is not printable as it is: \d+ self-intersecting face pairs", said), said
+    for obj in (cube, first):
+        bpy.data.objects.remove(obj)
+
+
+def test_the_check_panel_says_when_the_mesh_was_edited_since(addon, settings):
+    """Its figures are the reconstruction's: a mesh with other faces since, or with modifiers, says the exports check
+    it again."""
+    obj = reconstruct()
+    bpy.context.view_layer.objects.active = obj
+    assert "Edited since: the exports check it again" not in labels(draw_panel(bpy.types.RECON_PT_check))
+    modifier = obj.modifiers.new("thicker", 'SOLIDIFY')
+    assert "Edited since: the exports check it again" in labels(draw_panel(bpy.types.RECON_PT_check))
+    obj.modifiers.remove(modifier)
+    obj.data.polygons.foreach_set("select", [False] * len(obj.data.polygons))
+    bpy.ops.object.mode_set(mode='EDIT')
+    bpy.ops.mesh.select_all(action='DESELECT')
+    bpy.ops.object.mode_set(mode='OBJECT')
+    obj.data.polygons[0].select = True
+    bpy.ops.object.mode_set(mode='EDIT')
+    bpy.ops.mesh.delete(type='FACE')
+    bpy.ops.object.mode_set(mode='OBJECT')
+    assert "Edited since: the exports check it again" in labels(draw_panel(bpy.types.RECON_PT_check))
+    bpy.data.objects.remove(obj)
+
+
 def test_exports_offer_the_objects_name_and_add_a_missing_extension(addon, settings, tmp_path):
     """The dialogs offer the active object's name (ExportHelper offered "Untitled.stl" for every object), in the .blend
     file's folder once it is saved; a path given without an extension gets the format's (a script's "part" wrote a
@@ -896,8 +962,8 @@ def test_use_this_mask_then_a_painted_mask_is_the_object(addon, settings):
 
 def test_another_pictures_mask_is_refused_and_a_mask_the_user_made_is_taken(addon, settings, tmp_path):
     """Use This Mask on one picture's object, then another picture of the same size chosen: the first picture's
-    outline is not taken for the second's object (it was, silently); the same picture moved to another folder, and a
-    mask image the add-on did not make, are."""
+    outline is not taken for the second's object (it was, silently), nor when the other picture has the same name in
+    another folder; the same picture moved to another folder, and a mask image the add-on did not make, are."""
     first = reconstruct()
     bpy.context.view_layer.objects.active = first
     assert bpy.ops.recon.use_mask() == {'FINISHED'}
@@ -912,6 +978,12 @@ def test_another_pictures_mask_is_refused_and_a_mask_the_user_made_is_taken(addo
     shutil.copy(addon.image, moved)
     settings.image_path = str(moved)
     made = [first, reconstruct()]  # its kept mask is still taken
+    elsewhere = tmp_path / "elsewhere" / Path(addon.image).name  # another picture of the same name and size
+    elsewhere.parent.mkdir()
+    Image.open(addon.image).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(elsewhere)
+    settings.image_path = str(elsewhere)
+    expect_error(addon, rf"^Error: The mask image {mask.name} is the object of {re.escape(str(addon.image))}, not of "
+                        rf"{re.escape(str(elsewhere))}; set Object to Find It, or choose this picture's mask\.")
     settings.image_path = str(other)
     del mask["recon_picture"]  # as a mask painted by hand: no record of a picture, taken as given
     made.append(reconstruct())
@@ -2005,16 +2077,24 @@ def test_a_full_temporary_folder_is_one_sentence(addon, settings, monkeypatch):
         bpy.data.images.remove(image)
 
 
-def test_a_float_image_larger_than_the_worker_reads_is_refused_before_its_copy(addon, settings, monkeypatch):
+@pytest.mark.parametrize("file_format", ['OPEN_EXR', 'PNG'])
+def test_a_float_image_larger_than_the_worker_reads_is_refused_before_its_copy(addon, settings, monkeypatch,
+                                                                               file_format):
     """A float image (EXR, HDR) larger than the worker reads is refused before its PNG copy, which froze Blender for
-    43 s on a 10,000-pixel one; the limit is recon_core's."""
+    43 s on a 10,000-pixel one; so is a generated one that Blender would save as a PNG (its copy froze Blender for
+    16 s on a 9000x9000 one before the worker refused it); the limit is recon_core's."""
     from recon_core.io.image import MAX_PIXELS
 
     operators = addon.package.operators
     assert addon.package.worker_client.MAX_PIXELS == MAX_PIXELS
     monkeypatch.setattr(addon.package.worker_client, "MAX_PIXELS", 100)
+
+    def no_copy(*args, **kwargs):
+        raise AssertionError("copied before the size was checked")
+
+    monkeypatch.setattr(operators, "_temp_copy", no_copy)
     image = bpy.data.images.new("hdr", 16, 16, float_buffer=True)
-    image.file_format = 'OPEN_EXR'  # a format the worker cannot read: copied as a PNG by the add-on
+    image.file_format = file_format  # OpenEXR: the worker cannot read it, copied as a PNG; PNG: Blender's own save
     settings.source, settings.image = 'IMAGE', image
     try:
         expect_error(addon, r"The image hdr is 16x16 pixels, more than the 0.0001 million pixels the reconstruction "

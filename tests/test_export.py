@@ -4,6 +4,7 @@ Consortium's lib3mf, an independent reader; the other formats; atomic writes and
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -356,3 +357,59 @@ def test_a_written_file_has_the_permissions_of_a_new_file(tmp_path, umask):
     for name in ("new.stl", "old.stl"):
         assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o666 & ~umask, name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new.stl", "old.stl"]  # no temporary file left
+
+
+def _add_on_mesh_data():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mesh_data", REPO / "blender_addon" / "mesh_data.py")
+    mesh_data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mesh_data)  # the module alone: the add-on package's __init__ needs bpy
+    return mesh_data
+
+
+def _broken_meshes():
+    """(name, verts, faces): a closed box and the ways an edit breaks one."""
+    box = trimesh.creation.box()
+    v, f = box.vertices, box.faces
+    fin = np.vstack([f, [[0, 1, len(v)]]])  # a third face on edge 0-1: shared by three
+    flipped = f.copy()
+    flipped[3] = flipped[3, ::-1]
+    return [
+        ("closed", v, f),
+        ("a face deleted", v, f[1:]),
+        ("a fin", np.vstack([v, [[2.0, 2.0, 2.0]]]), fin),
+        ("a face flipped", v, flipped),
+        ("inside out", v, f[:, ::-1]),
+        ("no faces", v, f[:0]),
+    ]
+
+
+@pytest.mark.parametrize("name, verts, faces", _broken_meshes(), ids=[m[0] for m in _broken_meshes()])
+def test_the_add_ons_export_check_follows_recon_cores(name, verts, faces):
+    """The add-on checks what its STL export writes (it cannot import recon_core): by the rules of check_topology."""
+    from recon_core.mesh.printable import check_printable
+
+    found = " / ".join(_add_on_mesh_data().print_problems(verts, faces))
+    if not len(faces):
+        assert found == "no faces"
+        return
+    report = check_printable(verts, faces)
+    assert ("open edge" in found) == (not report.watertight)
+    assert ("more than two faces" in found) == (not report.edge_manifold)
+    assert ("opposite ways" in found) == (not report.consistently_oriented)
+    closed = report.watertight and report.edge_manifold and report.consistently_oriented
+    assert ("inside out" in found) == (closed and not report.outward)
+    assert (found == "") == (name == "closed")
+
+
+def test_a_printable_reports_problems_name_each_failure():
+    from recon_core.mesh.printable import check_printable
+
+    box = trimesh.creation.box()
+    assert check_printable(box.vertices, box.faces).problems() == []
+    assert check_printable(box.vertices, box.faces[1:]).problems() == ["not watertight (holes)"]
+    assert check_printable(box.vertices, box.faces[:, ::-1]).problems() == ["inside out (its faces point inward)"]
+    through = trimesh.util.concatenate([box, box.copy().apply_translation((0.5, 0.2, 0.1))])
+    [found] = check_printable(through.vertices, through.faces).problems()
+    assert re.fullmatch(r"\d+ self-intersecting face pairs", found)

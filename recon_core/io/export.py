@@ -13,7 +13,9 @@ the Blender add-on runs to write a 3MF) starts in a fraction of a second::
     python -m recon_core.io.export MESHES.npz OUT.3mf
 
 ``MESHES.npz`` holds ``verts_0``, ``faces_0``, ``verts_1``, ... (Z up, millimetres) and ``names``.
-Exit codes: 0 written, 2 bad input or unwritable output (one sentence on stderr, no file written).
+Exit codes: 0 written, 2 bad input or unwritable output (one sentence on stderr, no file written). After the line
+``wrote ...``, each object that would not print as it is (edited since its reconstruction) gets a line ``warning: NAME
+is not printable as it is: ...`` (:meth:`recon_core.mesh.printable.PrintableReport.problems`); it is still written.
 """
 
 from __future__ import annotations
@@ -334,6 +336,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {path} ({len(objects)} object{'s' if len(objects) != 1 else ''})")
+    from recon_core.mesh.printable import check_printable  # each object as it is now: edited in Blender, maybe
+
+    for name, verts, faces in objects:
+        problems = check_printable(verts, faces).problems()
+        if problems:
+            print(f"warning: {name} is not printable as it is: {', '.join(problems)}")
     return 0
 
 

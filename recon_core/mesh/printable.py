@@ -96,6 +96,31 @@ class PrintableReport:
             and self.degenerate_faces == 0
         )
 
+    def problems(self) -> list[str]:
+        """What keeps the mesh from printing, as short phrases ("not watertight", "3 self-intersecting face pairs");
+        empty when :attr:`ok`."""
+        def some(n: int, what: str) -> str:
+            return f"{n} {what}{'s' * (n != 1)}"
+
+        found = []
+        if not self.n_faces:
+            found.append("no faces")
+        if not self.finite:
+            found.append("vertex coordinates that are not finite")
+        for good, text in ((self.watertight, "not watertight (holes)"),
+                           (self.edge_manifold, "edges shared by more than two faces"),
+                           (self.vertex_manifold, "vertices where separate fans of faces meet"),
+                           (self.consistently_oriented, "faces that face opposite ways")):
+            if not good:
+                found.append(text)
+        if self.n_faces and self.finite and not found and not self.outward:  # closed and oriented, the wrong way
+            found.append("inside out (its faces point inward)")
+        if self.self_intersecting_pairs:
+            found.append(some(self.self_intersecting_pairs, "self-intersecting face pair"))
+        if self.degenerate_faces:
+            found.append(some(self.degenerate_faces, "degenerate face"))
+        return found
+
     def summary(self) -> str:
         """One line per property, each starting with ✓ or ✗, for the CLI or a UI panel."""
 
