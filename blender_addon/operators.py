@@ -214,6 +214,10 @@ def _image_input(settings, scene) -> tuple[str, str, str | None, str]:
         if not image_path:
             raise InputError("Choose an image file in the Reconstruct panel first.")
         path = _absolute_path(image_path, "image file")
+        if os.path.isdir(path):  # said here at once: the worker says the same, after its start on a first click
+            raise InputError(f"{path} is a folder, not an image file; choose a PNG or JPEG file in it.")
+        if not os.path.exists(path):
+            raise InputError(f"Image file not found: {path}. Check the path and try again.")
         name = _object_name(os.path.basename(path))
         if path.lower().endswith(_BLENDER_READS) and os.path.isfile(path):
             temp = _file_png_copy(path, scene)

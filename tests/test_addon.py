@@ -960,6 +960,19 @@ def test_use_this_mask_then_a_painted_mask_is_the_object(addon, settings):
     bpy.data.images.remove(image)
 
 
+def test_a_folder_or_a_missing_picture_is_said_before_the_worker_starts(addon, settings, tmp_path, monkeypatch):
+    """Said by the worker, it cost a first click a worker's start (4 s) before the sentence."""
+    def no_worker(*args, **kwargs):
+        raise AssertionError("the worker was asked for")
+
+    monkeypatch.setattr(addon.package.worker_client, "get_client", no_worker)
+    settings.image_path = str(tmp_path)
+    expect_error(addon, rf"^Error: {re.escape(str(tmp_path))} is a folder, not an image file; choose a PNG or JPEG "
+                        r"file in it\.")
+    settings.image_path = str(tmp_path / "gone.png")
+    expect_error(addon, rf"^Error: Image file not found: {re.escape(str(tmp_path / 'gone.png'))}\. Check the path")
+
+
 def test_another_pictures_mask_is_refused_and_a_mask_the_user_made_is_taken(addon, settings, tmp_path):
     """Use This Mask on one picture's object, then another picture of the same size chosen: the first picture's
     outline is not taken for the second's object (it was, silently), nor when the other picture has the same name in
