@@ -302,7 +302,7 @@ class TestBatches:
         monkeypatch.setattr(threads, "workers", lambda: 3)
         monkeypatch.setattr(intersect, "workers", lambda: 3)
         many = self_intersections(verts, faces)
-        assert len(intersect.BroadPhase(verts[faces].min(1), verts[faces].max(1)).batches(50, 3)) > 10
+        assert len(intersect._BroadPhase(verts[faces].min(1), verts[faces].max(1)).batches(50, 3)) > 10
         np.testing.assert_array_equal(one, many)
         np.testing.assert_array_equal(many, reference)
 

@@ -24,12 +24,21 @@ def _hollow_box(outer: float, wall: float) -> trimesh.Trimesh:
     return trimesh.util.concatenate([box, pocket])
 
 
+def _big_and_small() -> trimesh.Trimesh:
+    """A slab of 12 large faces around a spherical pocket of 320 small ones, 0.05 from its top and bottom: the median
+    face is small, so the broad phase's grid must grow its cells for the large ones."""
+    pocket = trimesh.creation.icosphere(2, 0.1)
+    pocket.invert()
+    return trimesh.util.concatenate([trimesh.creation.box((1.0, 0.3, 1.0)), pocket])
+
+
 @pytest.mark.parametrize("mesh", [
     trimesh.creation.torus(1.0, 0.1, major_sections=24, minor_sections=12),
     trimesh.creation.box((1.0, 0.05, 0.7)),
     trimesh.creation.cylinder(0.03, 1.0, sections=16),
     _hollow_box(1.0, 0.04),
-], ids=["torus", "plate", "rod", "hollow box"])
+    _big_and_small(),
+], ids=["torus", "plate", "rod", "hollow box", "large and small faces"])
 @pytest.mark.parametrize("up_to", [0.05, 0.3, 5.0])
 def test_matches_the_all_pairs_reference(mesh, up_to):
     _same(wall_thickness(mesh.vertices, mesh.faces, up_to), wall_thickness_naive(mesh.vertices, mesh.faces, up_to))

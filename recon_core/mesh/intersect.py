@@ -54,7 +54,6 @@ import numpy as np
 from recon_core.mesh.threads import thread_map, workers
 
 __all__ = [
-    "BroadPhase",
     "CONTACT_REL_TOL",
     "DEGENERATE_REL_TOL",
     "FOLD_ANGLE",
@@ -283,7 +282,7 @@ def _narrow_phase(
     return hit
 
 
-class BroadPhase:
+class _BroadPhase:
     """Uniform-grid broad phase: the face pairs whose boxes overlap, in independent batches.
 
     Each face is entered in every grid cell its box overlaps; a pair is reported only by
@@ -457,7 +456,7 @@ def _intersections(verts: np.ndarray, faces: np.ndarray, rel_tol: float, deg_rel
         return none, degenerate
     sin_fold = math.sin(fold_angle)
     a, b, c = tris[:, 0], tris[:, 1], tris[:, 2]  # the boxes pairwise: numpy's .min(1) over 3 corners is ~6x slower
-    phase = BroadPhase(np.minimum(np.minimum(a, b), c) - tol, np.maximum(np.maximum(a, b), c) + tol, active)
+    phase = _BroadPhase(np.minimum(np.minimum(a, b), c) - tol, np.maximum(np.maximum(a, b), c) + tol, active)
 
     def batch(bounds: tuple[int, int]) -> np.ndarray:
         i, j = phase.pairs(*bounds)
