@@ -1228,8 +1228,24 @@ class RECON_OT_keep_candidate(_CandidateOperator, bpy.types.Operator):
         if not collection.objects and not collection.children:
             bpy.data.collections.remove(collection)
         _show_only(kept, [kept], view_layer)
-        self.report({'INFO'}, f"Kept {kept.name} and deleted the {len(others)} other candidate(s) of {name}.")
+        shown_as = kept.name
+        _name_as_kept(kept)
+        self.report({'INFO'}, f"Kept {shown_as} as {kept.name} and deleted the {len(others)} other candidate(s) of "
+                              f"{name}.")
         return {'FINISHED'}
+
+
+def _name_as_kept(kept) -> None:
+    """Name a kept candidate (and its mesh) as one reconstruction of its picture is named: "chair 2" becomes "chair"
+    (Blender adds ".001" where that is taken). A candidate kept under its number held it, so the next candidates of
+    the picture came out as "chair 1", "chair 2.001", "chair 3". A name the user gave it stays."""
+    rank, _ = candidate_info(kept)
+    suffix = f" {rank}"
+    if rank and kept.name.endswith(suffix):
+        base = kept.name[: -len(suffix)]
+        if isinstance(kept.data, bpy.types.Mesh) and kept.data.name == kept.name and kept.data.users == 1:
+            kept.data.name = base
+        kept.name = base
 
 
 def _forget_deleted(collection) -> None:

@@ -1403,11 +1403,12 @@ def test_keep_this_one_deletes_the_others_and_moves_it_to_the_parent_collection(
     bpy.ops.ed.undo_push(message="before")
     state = scene_state()
     assert bpy.ops.recon.keep_candidate() == {'FINISHED'}
-    kept = bpy.data.objects["chair 2"]
+    kept = bpy.data.objects["chair"]  # named as one reconstruction is: the next candidates are "chair 1" ... again
+    assert kept.data.name == "chair"
     assert "chair candidates" not in bpy.data.collections, "the emptied collection is removed"
-    deleted = {"chair 1", "chair 3"}
-    assert scene_state()[0] == state[0] - deleted and scene_state()[1] == state[1] - deleted, "objects and meshes"
-    assert parent.objects.get("chair 2") == kept and len(kept.users_collection) == 1
+    deleted = {"chair 1", "chair 2", "chair 3"}
+    assert scene_state()[0] == state[0] - deleted | {"chair"} and scene_state()[1] == state[1] - deleted | {"chair"}
+    assert parent.objects.get("chair") == kept and len(kept.users_collection) == 1
     assert not kept.hide_get() and not kept.hide_render and kept.select_get()
     assert bpy.context.view_layer.objects.active == kept and kept["recon_check"]["ok"]
     assert kept["recon_mask"].name == "chair mask"
@@ -1422,9 +1423,10 @@ def test_keep_this_one_deletes_the_others_and_moves_it_to_the_parent_collection(
     for name in ("chair 1", "chair 3"):
         bpy.data.objects.remove(bpy.data.objects[name])
     bpy.context.view_layer.objects.active = bpy.data.objects["chair 2"]
+    bpy.data.objects["chair 2"].name = "my chair"  # a name the user gave it stays
     assert not bpy.ops.recon.next_candidate.poll() and bpy.ops.recon.keep_candidate() == {'FINISHED'}
-    assert "chair candidates" not in bpy.data.collections and parent.objects.get("chair 2") is not None
-    kept = bpy.data.objects["chair 2"]
+    assert "chair candidates" not in bpy.data.collections and parent.objects.get("my chair") is not None
+    kept = bpy.data.objects["my chair"]
     mask = kept["recon_mask"]
     bpy.data.objects.remove(kept)
     bpy.data.images.remove(mask)
@@ -1448,12 +1450,12 @@ def test_a_copy_of_a_candidate_is_the_users_never_hidden_or_deleted(addon, candi
     for expected in ("chair 2", "chair 3", "chair 1"):  # Next Shape never cycles to the copy, nor hides it
         assert bpy.ops.recon.next_candidate() == {'FINISHED'}
         assert bpy.context.view_layer.objects.active.name == expected and not copy.hide_get()
-    assert bpy.ops.recon.keep_candidate() == {'FINISHED'}
-    assert sorted(o.name for o in bpy.data.objects if o.name.startswith("chair")) == ["chair 1", "chair 1.001"]
+    assert bpy.ops.recon.keep_candidate() == {'FINISHED'}  # "chair 1", kept, is named "chair"; the copy stays
+    assert sorted(o.name for o in bpy.data.objects if o.name.startswith("chair")) == ["chair", "chair 1.001"]
     assert not copy.hide_get() and not copy.hide_render and collection.objects.get("chair 1.001") == copy
-    assert bpy.context.collection.objects.get("chair 1") is not None
+    assert bpy.context.collection.objects.get("chair") is not None
     mask = copy["recon_mask"]
-    for obj in (bpy.data.objects["chair 1"], copy):
+    for obj in (bpy.data.objects["chair"], copy):
         bpy.data.objects.remove(obj)
     bpy.data.collections.remove(collection)
     bpy.data.images.remove(mask)
