@@ -906,7 +906,26 @@ def test_an_object_too_small_to_take_is_said_so(tmp_path, tiny_model_path, capsy
     err = capsys.readouterr().err
     assert "only 35 of its pixels (as read, 1500 x 1500) differ from its plain background" in err
     assert "crop the picture closer around it" in err and "plainer background" not in err
+    assert "give its outline as a mask (recon-mesh --mask MASK.png; the add-on's Object: Mask Image)" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["speck.png", "tiny.json"]
+
+
+def test_two_stray_pixels_of_a_small_picture_are_not_an_object(tmp_path, tiny_model_path, capsys, monkeypatch):
+    """In a 137-pixel picture 0.01 % of the pixels is two: two stray pixels of a dark chair on a dark background were
+    taken for the object, and a 1.27 m airplane came out with exit 0. Fewer than BORDER_FLOOR_PIXELS never are."""
+    from recon_core.network.crop import BORDER_FLOOR_PIXELS
+
+    monkeypatch.delenv("RECON_FINDER")  # the shipped finder, which sees no object here
+    rgb = np.full((137, 137, 3), 25, np.uint8)
+    rgb[70, 60:62] = (60, 50, 40)
+    picture = tmp_path / "dark.png"
+    Image.fromarray(rgb).save(picture)
+    assert 2 / rgb[..., 0].size > 1e-4 and 2 < BORDER_FLOOR_PIXELS
+    assert main([str(picture), "-o", str(tmp_path / "x.stl"), "--model", str(tiny_model_path)]) == 2
+    err = capsys.readouterr().err
+    assert "only 2 of its pixels (as read, 137 x 137) differ from its plain background" in err
+    assert "hardly differs from the background (dark on dark, white on white), give its outline as a mask" in err
+    assert not (tmp_path / "x.stl").exists()
 
 
 def test_an_unsure_category_is_said_with_its_two_likeliest_names(tmp_path, tiny_model_path, good_image, monkeypatch):

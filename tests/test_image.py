@@ -137,7 +137,7 @@ def test_rgb_object_found_from_border_colour():
 def test_a_small_object_in_a_large_picture_is_found_against_the_border_and_a_speck_is_not():
     """The border-colour rule sees no object below BORDER_MIN_SHARE of the pixels only when they are also fewer than
     BORDER_MIN_PIXELS: a 12 x 12 object in 2,000 x 2,000 pixels (0.004 %) is one (it was refused as no object), a
-    5 x 5 speck is not."""
+    5 x 5 speck is not; and never in fewer than BORDER_FLOOR_PIXELS."""
     from recon_core.network.crop import BORDER_MIN_PIXELS, BORDER_MIN_SHARE, object_pixels
 
     img = np.full((2000, 2000, 3), 255, np.uint8)
@@ -147,9 +147,12 @@ def test_a_small_object_in_a_large_picture_is_found_against_the_border_and_a_spe
     speck = np.full((2000, 2000, 3), 255, np.uint8)
     speck[1000:1005, 700:705] = (40, 30, 20)
     assert object_pixels(speck, None) is None and object_box(speck, None) == (0, 0, 2000, 2000)
-    small = np.full((137, 137, 3), 255, np.uint8)  # in a small picture a few pixels are above the share, as before
-    small[60:62, 60:62] = (40, 30, 20)
-    assert object_box(small, None) == (60, 60, 62, 62)
+    small = np.full((137, 137, 3), 255, np.uint8)  # in a small picture a few pixels are above the share
+    small[60:64, 60:64] = (40, 30, 20)
+    assert object_box(small, None) == (60, 60, 64, 64)
+    small[60:64, 60:64] = 255  # but fewer than BORDER_FLOOR_PIXELS are a speck in any picture (two of a dark chair
+    small[60, 60:62] = (40, 30, 20)  # on a dark background were taken for the object: a 1.27 m airplane)
+    assert object_pixels(small, None) is None and object_box(small, None) == (0, 0, 137, 137)
 
 
 def test_busy_background_uses_whole_image():
@@ -265,7 +268,7 @@ def test_uniform_colour_with_transparency_is_a_silhouette(tmp_path):
     assert alpha is not None and object_box(rgb, alpha) == (20, 10, 30, 40)
 
 
-@pytest.mark.parametrize("kind", ["uniform", "gaussian", "salt and pepper", "jpeg", "small", "grey 16-bit"])
+@pytest.mark.parametrize("kind", ["uniform", "gaussian", "salt and pepper", "sparse salt", "jpeg", "small", "grey 16-bit"])
 def test_random_noise_is_refused(tmp_path, kind):
     rng = np.random.default_rng(3)
     if kind == "grey 16-bit":
@@ -276,6 +279,8 @@ def test_random_noise_is_refused(tmp_path, kind):
         p = _save(tmp_path / "n.png", np.clip(128 + rng.normal(0, 40, (300, 300, 3)), 0, 255).astype(np.uint8))
     elif kind == "salt and pepper":
         p = _save(tmp_path / "n.png", ((rng.random((300, 300)) > 0.5) * 255).astype(np.uint8))
+    elif kind == "sparse salt":  # white with 0.1 % black dots: 90 of them, SPECK_PIXELS or more
+        p = _save(tmp_path / "n.png", ((rng.random((300, 300)) > 0.001) * 255).astype(np.uint8))
     else:
         p = _save(tmp_path / ("n.jpg" if kind == "jpeg" else "n.png"), rng.integers(0, 256, (300, 400, 3), dtype=np.uint8))
     with pytest.raises(ImageError, match="random noise"):
@@ -641,7 +646,7 @@ def _parts_reference(inside: np.ndarray, share: float) -> int:
                 sizes.append(size)
     if len(sizes) < 2:
         return len(sizes)
-    return sum(s >= share * max(sizes) for s in sizes)
+    return sum(s >= share * max(sizes) and s >= 4 for s in sizes)  # 4: crop.PART_MIN_PIXELS
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -676,6 +681,9 @@ def test_separate_parts_of_two_objects_and_of_one():
     joined = big.copy()
     joined[901:903, 1000:1400] = 1.0  # a 2-pixel bar joins the two, between every 5th row: the reduction keeps it
     assert separate_parts(joined) == 1
+    specks = np.zeros((137, 137))
+    specks[10, 10:12] = specks[100, 50:52] = 1  # two 2-pixel specks (a dark picture's stray pixels): not two objects
+    assert separate_parts(specks) == 0
 
 
 def test_a_picture_of_two_objects_gets_a_note(tiny_model_path):

@@ -57,6 +57,9 @@ pixels so that sensor noise and dithering average out) correlate less than this,
 down, is random noise and is refused by :func:`load_image`. Random noise measures about 0.0 (uniform,
 Gaussian, salt-and-pepper, JPEG-compressed); of 70 photos, renders, sketches, textures and a
 dithered picture tried, the lowest was 0.58 (a nature photo), in its better direction."""
+SPECK_PIXELS = 64
+"""A plain picture with fewer pixels than this off its colour is not refused as noise (:func:`_a_few_specks`): two dots
+on grey were called random noise; as many scattered dots as this or more still are (salt and pepper)."""
 
 
 class ImageError(ValueError):
@@ -297,9 +300,19 @@ def _refuse_without_object(rgb: np.ndarray, path: str) -> None:
     top = rows.max(axis=0).reshape(w, 3).max(axis=0).astype(np.int16)
     if int((top - rows.min(axis=0).reshape(w, 3).min(axis=0)).max()) <= UNIFORM_SPREAD:
         raise ImageError(f"{path} is one uniform colour, so there is no object to reconstruct; {fix}")
-    if max(_neighbour_correlation(rgb)) < NOISE_CORRELATION:
+    if max(_neighbour_correlation(rgb)) < NOISE_CORRELATION and not _a_few_specks(rgb):
         raise ImageError(f"{path} looks like random noise (neighbouring pixels are unrelated), so there is no object "
                          f"to reconstruct; {fix}")
+
+
+def _a_few_specks(rgb: np.ndarray) -> bool:
+    """Whether the (H, W, 3) uint8 picture is its median colour (within :data:`UNIFORM_SPREAD`) but for fewer than
+    :data:`SPECK_PIXELS` pixels: a plain picture with a few dots, whose neighbouring pixels are as unrelated as noise's
+    (its dots' neighbours are the background), is not noise; the object's search then says it has too few pixels to be
+    one. Asked only of a picture the noise test refuses."""
+    median = np.median(rgb[::4, ::4].reshape(-1, 3), axis=0)
+    differ = (np.abs(rgb.astype(np.int16) - median.astype(np.int16)) > UNIFORM_SPREAD).any(axis=2)
+    return int(differ.sum()) < SPECK_PIXELS
 
 
 def _neighbour_correlation(rgb: np.ndarray) -> tuple[float, float]:

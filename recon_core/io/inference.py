@@ -193,6 +193,10 @@ def _float32_exact(verts: np.ndarray) -> np.ndarray:
     return verts.astype(np.float32).astype(np.float64)
 
 
+_MASK_FIX = "recon-mesh --mask MASK.png; the add-on's Object: Mask Image"
+"""How a user gives the object's outline, as the sentences of a picture without a found object name it."""
+
+
 def _to_height(verts: np.ndarray, height_mm: float) -> np.ndarray:
     """(V, 3) vertices scaled evenly so that their height (Y extent) is ``height_mm``."""
     return verts * (height_mm / max(float(np.ptp(verts[:, 1])), 1e-12))
@@ -485,10 +489,11 @@ class Reconstructor:
             h, w = fg.shape
             raise ImageError(f"No object found in {source}: only {int(fg.sum())} of its pixels (as read, {w} x {h}) "
                              "differ from its plain background, too few to take for an object. If the object is "
-                             "that small, crop the picture closer around it.")
+                             "that small, crop the picture closer around it; if it is larger but hardly differs from "
+                             f"the background (dark on dark, white on white), give its outline as a mask ({_MASK_FIX}).")
         raise ImageError(f"No object found in {source}: neither the object finder nor the background colour "
                          "separates one from the background. Give a picture of one object on a plainer "
-                         "background, or with transparency.")
+                         f"background, or with transparency, or give the object's outline as a mask ({_MASK_FIX}).")
 
     def _reconstruct(self, rgb: np.ndarray, alpha: np.ndarray | None, cat_index: int | None, vertices: int | None,
                      height_mm: float | None, smooth: bool, source: str, timings: dict[str, float], count: int,

@@ -95,9 +95,11 @@ def border_object(fg: np.ndarray | None) -> np.ndarray | None:
 
 
 def too_few_pixels(fg: np.ndarray) -> bool:
-    """Whether :func:`differing_pixels`' ``fg`` (H, W) bool is too few to be an object (fewer than
-    :data:`BORDER_MIN_SHARE` of the picture and than :data:`BORDER_MIN_PIXELS`; none at all included)."""
-    return bool(fg.mean() < BORDER_MIN_SHARE and fg.sum() < BORDER_MIN_PIXELS)
+    """Whether :func:`differing_pixels`' ``fg`` (H, W) bool is too few to be an object: fewer than
+    :data:`BORDER_FLOOR_PIXELS` whatever the picture's size, or fewer than :data:`BORDER_MIN_SHARE` of the picture and
+    than :data:`BORDER_MIN_PIXELS`; none at all included."""
+    count = int(fg.sum())
+    return count < BORDER_FLOOR_PIXELS or bool(fg.mean() < BORDER_MIN_SHARE and count < BORDER_MIN_PIXELS)
 
 
 BORDER_MIN_SHARE = 1e-4
@@ -106,6 +108,13 @@ and fewer than :data:`BORDER_MIN_PIXELS`, differ from the border colour (a speck
 BORDER_MIN_PIXELS = 64
 """See :data:`BORDER_MIN_SHARE`: a small object in a large picture (a 30-pixel chair in 2,000 x 2,000 pixels, less than
 0.01 % of them) is still one."""
+BORDER_FLOOR_PIXELS = 16
+"""Fewer pixels than this (a 4 x 4 patch) differing from the border colour are never an object, however small the
+picture: in a 137-pixel picture 0.01 % is two pixels, and two stray pixels of a dark chair on a dark background were
+taken for the object (a 1.27 m airplane came out, exit 0)."""
+PART_MIN_PIXELS = 4
+"""A separate part of fewer pixels than this (of the mask as :func:`separate_parts` looks at it) is a speck, not a part
+that may be another object."""
 
 
 def object_box(rgb: np.ndarray, alpha: np.ndarray | None) -> tuple[int, int, int, int]:
@@ -207,7 +216,8 @@ block inside when any of its pixels is (so parts can only join, across gaps narr
 
 def separate_parts(mask: np.ndarray, share: float = PART_SHARE) -> int:
     """How many separate parts (8-connected regions above 0.5) of a (H, W) mask hold at least ``share`` of the
-    largest's pixels: 2 or more when the picture may show several objects; 0 for an empty mask.
+    largest's pixels and :data:`PART_MIN_PIXELS`: 2 or more when the picture may show several objects; 0 for an empty
+    mask (and for one of specks only, when there are several).
 
     A mask larger than :data:`PARTS_SIDE` a side is reduced by k x k blocks, the least k that brings it within, a
     block inside when any of its pixels is.
@@ -225,7 +235,7 @@ def separate_parts(mask: np.ndarray, share: float = PART_SHARE) -> int:
     if count < 2:
         return count
     sizes = np.bincount(labels.ravel())[1:]
-    return int((sizes >= share * sizes.max()).sum())
+    return int((sizes >= max(share * sizes.max(), PART_MIN_PIXELS)).sum())
 
 
 def uncrop_mask(mask: np.ndarray, box: tuple[float, float, float, float], size: tuple[int, int],
