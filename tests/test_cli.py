@@ -948,3 +948,19 @@ def test_an_unsure_category_is_said_with_its_two_likeliest_names(tmp_path, tiny_
     sure[3] = inference.UNSURE_CATEGORY  # at the threshold: sure enough
     monkeypatch.setattr(inference.Reconstructor, "_category_probs", lambda self, logits, votes=None: sure)
     assert not any(n.startswith("the model is unsure") for n in rec.reconstruct(rgb, alpha).notes)
+
+
+def test_a_broken_installation_is_one_sentence(tmp_path, good_image, capsys, monkeypatch):
+    """A library that fails to import (here our inference module; a probe's was torch itself) gave a raw traceback
+    and exit 1: now one sentence naming it and the mend; --debug still raises it."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "recon_core.io.inference", None)  # its import now raises ImportError
+    assert main([str(good_image), "-o", str(tmp_path / "x.stl")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: recon-mesh's libraries could not be loaded (ModuleNotFoundError: ") and "Traceback" not in err
+    assert err.rstrip().endswith("run bash scripts/setup.sh again (or reinstall with pip install -e .), or rerun with "
+                                 "--debug.")
+    assert not (tmp_path / "x.stl").exists()
+    with pytest.raises(ImportError):
+        main([str(good_image), "-o", str(tmp_path / "x.stl"), "--debug"])

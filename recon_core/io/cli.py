@@ -389,6 +389,13 @@ def main(argv: list[str] | None = None) -> int:
             from recon_core.network.finder import MissingDependency
     except KeyboardInterrupt:
         return _stopped()
+    except Exception as err:  # noqa: BLE001 - a broken install (torch, numpy, a module of ours): one sentence
+        if args.debug:
+            raise
+        _say(f"error: recon-mesh's libraries could not be loaded ({type(err).__name__}: {err}); the installation is "
+             "broken or incomplete: run bash scripts/setup.sh again (or reinstall with pip install -e .), or rerun "
+             "with --debug.")
+        return 1
     try:
         out = Path(args.output)
         if out.suffix.lower() not in EXPORT_FORMATS:
