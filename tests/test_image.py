@@ -92,8 +92,26 @@ def test_one_pixel_image(tmp_path):
 def test_huge_image_refused_before_decoding(tmp_path):
     p = tmp_path / "huge.png"
     _png_with_size(p, 20000, 20000)
-    with pytest.raises(ImageError, match=r"too large \(20000x20000"):
+    with pytest.raises(ImageError, match=r"too large \(20000x20000 pixels, 400 million\): at most 64 million pixels "
+                                         r"are read \(e\.g\. 8000x8000\); a JPEG is read reduced, and may be larger;"):
         load_image(p)
+
+
+def test_a_jpeg_larger_than_the_limit_is_read_reduced(tmp_path, monkeypatch):
+    """A JPEG is decoded reduced, so its decoded size is what must fit: a 108-megapixel phone photo (12000 x 9000) was
+    refused though it decodes at 1500 x 1125. Here the limit is lowered to 3 million pixels: a 2400 x 2048 JPEG (4.9
+    million, decoded at 1200 x 1024) is read, the same picture as a PNG is refused."""
+    from recon_core.io import image
+
+    monkeypatch.setattr(image, "MAX_PIXELS", 3_000_000)
+    rgb = np.full((2048, 2400, 3), 255, np.uint8)
+    rgb[600:1400, 900:1500] = (150, 60, 30)
+    Image.fromarray(rgb).save(tmp_path / "big.jpg", quality=90)
+    read, alpha, _ = image.load_image(tmp_path / "big.jpg")
+    assert read.shape == (1024, 1200, 3) and alpha is None
+    Image.fromarray(rgb).save(tmp_path / "big.png")
+    with pytest.raises(ImageError, match=r"too large \(2400x2048 pixels, 5 million\): at most 3 million"):
+        image.load_image(tmp_path / "big.png")
 
 
 def test_fully_transparent(tmp_path):

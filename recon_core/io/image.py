@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 MIN_SIDE = 16
 """Smallest accepted image side, in pixels."""
 MAX_PIXELS = 64_000_000
-"""Largest accepted image area (pixels); larger images are refused before decoding."""
+"""Largest accepted image area (pixels), as decoded (a large JPEG's reduced decode, :data:`DECODE_MIN_SIDE`); larger
+images are refused before decoding."""
 DECODE_MIN_SIDE = 1024
 """Smallest shorter side, in pixels, a large JPEG is reduced to when decoded (JPEG's DCT scaling: 1/2, 1/4, 1/8).
 
@@ -108,10 +109,15 @@ def _read_image(path: str, files: contextlib.ExitStack) -> tuple[np.ndarray, np.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = files.enter_context(_open_unlimited(path))  # our own size check below names the size
             width, height = img.size
-            if width * height > MAX_PIXELS:
+            # a JPEG is decoded reduced (_request_reduced_decode): its decoded size is what must fit (a 108-megapixel
+            # phone photo, 12000 x 9000, decodes at 1500 x 1125)
+            factor = _reduction_factor((width, height)) if img.format == "JPEG" else 1
+            if (width // factor) * (height // factor) > MAX_PIXELS:
+                jpeg = "" if img.format == "JPEG" else "; a JPEG is read reduced, and may be larger"
                 raise ImageError(
-                    f"{path} is too large ({width}x{height} pixels); downscale it to at most "
-                    f"{int(MAX_PIXELS ** 0.5)}x{int(MAX_PIXELS ** 0.5)} pixels and try again."
+                    f"{path} is too large ({width}x{height} pixels, {width * height / 1e6:.0f} million): at most "
+                    f"{MAX_PIXELS / 1e6:g} million pixels are read (e.g. {int(MAX_PIXELS ** 0.5)}x"
+                    f"{int(MAX_PIXELS ** 0.5)}){jpeg}; downscale it and try again."
                 )
             if min(width, height) < MIN_SIDE:
                 raise ImageError(
