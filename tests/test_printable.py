@@ -146,6 +146,16 @@ class TestReport:
         assert "✓ watertight" in text
         assert text.splitlines()[-1] == "✗ not printable"
 
+    def test_summary_writes_large_figures_without_scientific_notation(self):
+        """A 90 mm chair's volume read "1.814e+04 mm^3", a 100 m part's size "7.587e+04 x 1e+05"."""
+        verts, faces = _sphere(1)
+        text = check_printable(verts * 40.0, faces, unit_scale_mm=1.0).summary()
+        volume = signed_volume(verts * 40.0, faces)
+        assert f"(volume {volume:,.0f} mm^3)" in text and "e+" not in text
+        text = check_printable(verts * 50_000.0, faces, unit_scale_mm=1.0).summary()
+        assert "size 100,000 x 100,000 x 100,000 mm" in text and "e+" not in text
+        assert "size 0.002 x 0.002 x 0.002 units" in check_printable(verts * 0.001, faces).summary()
+
     def test_non_finite(self):
         verts, faces = _sphere(1)
         verts[5, 0] = np.nan

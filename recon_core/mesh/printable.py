@@ -130,17 +130,20 @@ class PrintableReport:
         def count(n: int | None, what: str) -> str:
             return line(n == 0, f"{what}: {'not checked' if n is None else n}")
 
-        sx, sy, sz = self.bbox_size
+        def number(x: float) -> str:  # 18,140 rather than 1.814e+04: scientific notation only for the tiny
+            return f"{x:,.0f}" if np.isfinite(x) and abs(x) >= 1e4 else f"{x:.4g}"
+
+        sx, sy, sz = (number(x) for x in self.bbox_size)
         lines = [
             line(self.finite, "finite vertex coordinates"),
             line(self.watertight, "watertight (every edge shared by exactly two faces)"),
             line(self.edge_manifold, "edge-manifold (no edge shared by more than two faces)"),
             line(self.vertex_manifold, "vertex-manifold (one fan of faces around each vertex)"),
             line(self.consistently_oriented, "consistently oriented faces"),
-            line(self.outward, f"normals point outward (volume {self.volume:.4g} {self.unit}^3)"),
+            line(self.outward, f"normals point outward (volume {number(self.volume)} {self.unit}^3)"),
             count(self.self_intersecting_pairs, "self-intersecting face pairs"),
             count(self.degenerate_faces, "degenerate faces"),
-            f"size {sx:.4g} x {sy:.4g} x {sz:.4g} {self.unit} (width x height x depth), {self.n_vertices} vertices, "
+            f"size {sx} x {sy} x {sz} {self.unit} (width x height x depth), {self.n_vertices} vertices, "
             f"{self.n_faces} faces",
             line(self.ok, "printable" if self.ok else "not printable"),
         ]
