@@ -649,6 +649,22 @@ def test_walls_too_thin_to_print_at_the_height_asked_are_said(banked_model, fake
     assert not thin_notes(rec.reconstruct(rgb, alpha, vertices=642))
 
 
+def test_the_pictures_notes_come_before_the_meshs(banked_model, fake):
+    """The notes of the picture (here its object cut by the left edge) before those of the mesh (its pockets): a
+    probe read the pockets' note before "object found by the object finder"."""
+    from recon_core.io.inference import Reconstructor
+
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    left = int(np.flatnonzero((alpha > 127).any(0))[0]) + 2  # cut through the object's left side
+    model, meta = load_model(banked_model)
+    rec = Reconstructor(_with_config(model, bank_shape_weight=0.0), meta)
+    notes = _notes(rec.reconstruct(np.ascontiguousarray(rgb[:, left:]), np.ascontiguousarray(alpha[:, left:]),
+                                   vertices=642))
+    cut = [i for i, n in enumerate(notes) if n.startswith("the object touches the picture's left edge")]
+    pockets = [i for i, n in enumerate(notes) if n.startswith("the mesh holds")]
+    assert cut and pockets and cut[0] < pockets[0], notes
+
+
 def test_solid_fills_the_networks_mesh_when_the_bank_gives_none(banked_model, fake, monkeypatch):
     """When no bank solid can be made, the network's own mesh comes out: ``solid=True`` goes through its filling
     too (once), as for a model without a bank."""

@@ -391,35 +391,37 @@ class Reconstructor:
         probs = np.asarray(results[0].category_probs, dtype=np.float64).ravel()
         top = np.argsort(-probs)[:2]
         unsure_category = category is None and len(probs) == len(CATEGORIES) and probs[top[0]] < UNSURE_CATEGORY
-        for result in results:
+        for result in results:  # the picture's notes (its object, its category) before the mesh's own
             result.mask_unsure = unsure
+            said: list[str] = []
             if found_by is not None:
-                result.notes.append(found_by)
+                said.append(found_by)
             if unsure_category:
-                result.notes.append(
+                said.append(
                     f"the model is unsure what the object is ({CATEGORIES[top[0]].name} {_percent(probs[top[0]])}, "
                     f"{CATEGORIES[top[1]].name} {_percent(probs[top[1]])}): it knows {len(CATEGORIES)} categories, "
                     "and its shape is the nearest it has of them; if the object is one of them, --category NAME (the "
                     "add-on's Category) names it")
             if parts > 1:
-                result.notes.append(
+                said.append(
                     f"the object mask has {parts} separate sizeable parts: if the picture shows several "
                     "objects, the mesh is one shape fitted to all of them; to make one of them, crop the picture to "
                     "it or give a mask of it alone (--mask, the add-on's Object: Mask Image)")
             if side is not None and 0 < side < SMALL_OBJECT_SIDE:
-                result.notes.append(
+                said.append(
                     f"the object is only {side} pixels across in the picture as read, so its shape is read from few "
                     "pixels: a picture in which it is larger (cropped closer around it) gives a surer fit")
             if cut:
                 edges = " and ".join(cut) if len(cut) < 3 else ", ".join(cut[:-1]) + " and " + cut[-1]
                 edges += " edge" + "s" * (len(cut) > 1)
-                result.notes.append(
+                said.append(
                     f"the object touches the picture's {edges}: if it is cut there, the shape of what lies outside "
                     "the picture is guessed (a picture with the whole object in it gives a truer mesh)" if given else
                     f"the object mask that was found touches the picture's {edges}: either the object is cut by the "
                     "picture, and the shape of what lies outside it is guessed (a picture with the whole object in it "
                     "gives a truer mesh), or the mask took some of the background (look at it with recon-mesh "
                     "--save-mask or the add-on's Object Mask, and give a corrected one with --mask or Use This Mask)")
+            result.notes[:0] = said
         return results
 
     @staticmethod
