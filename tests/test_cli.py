@@ -964,3 +964,31 @@ def test_a_broken_installation_is_one_sentence(tmp_path, good_image, capsys, mon
     assert not (tmp_path / "x.stl").exists()
     with pytest.raises(ImportError):
         main([str(good_image), "-o", str(tmp_path / "x.stl"), "--debug"])
+
+
+def test_outputs_and_inputs_that_are_no_file_say_so_with_their_folder(tmp_path, good_image, capsys, monkeypatch):
+    """An output given as a folder, an empty name, or standard input as the picture: said as such (a folder was told
+    its extension was wrong, "-" was "not found"); a wrong extension names the path as given, folder and all."""
+    from recon_core.io import inference
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(inference.Reconstructor, "from_file", no_model)
+    folder = tmp_path / "meshes"
+    folder.mkdir()
+    cases = [
+        (["-o", str(folder)], f"error: Cannot write {folder}: it is a folder; give a file name, e.g. {folder}/mesh.stl."),
+        (["-o", str(tmp_path / "x.stl"), "--save-mask", str(folder)],
+         f"error: Cannot write the mask to {folder}: it is a folder; give a file name, e.g. {folder}/mask.png."),
+        (["-o", ""], "error: The output file's name is empty; give one, e.g. -o chair.stl."),
+        (["-o", str(folder / "in.png")], f"error: Cannot write {folder}/in.png: the extension must be one of .obj, "
+                                         ".stl, .ply, .glb, .3mf."),
+    ]
+    for argv, said in cases:
+        assert main([str(good_image), *argv]) == 2, argv
+        assert capsys.readouterr().err.strip() == said
+    assert main(["-", "-o", str(tmp_path / "x.stl")]) == 2
+    assert capsys.readouterr().err.strip() == ("error: Reading the picture from standard input (-) is not supported; "
+                                                "give its file's path.")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["meshes", "obj.png"] and not any(folder.iterdir())

@@ -397,10 +397,16 @@ def main(argv: list[str] | None = None) -> int:
              "with --debug.")
         return 1
     try:
+        if not args.output.strip():
+            raise ExportError("The output file's name is empty; give one, e.g. -o chair.stl.")
+        if args.image == "-":
+            raise ImageError("Reading the picture from standard input (-) is not supported; give its file's path.")
         out = Path(args.output)
+        if _is_folder(out):
+            raise ExportError(f"Cannot write {out}: it is a folder; give a file name, e.g. {out / 'mesh.stl'}.")
         if out.suffix.lower() not in EXPORT_FORMATS:
             _refuse_a_bare_extension(out, EXPORT_FORMATS, "", "mesh")
-            raise ExportError(f"Cannot write {out.name}: the extension must be one of {', '.join(EXPORT_FORMATS)}.")
+            raise ExportError(f"Cannot write {out}: the extension must be one of {', '.join(EXPORT_FORMATS)}.")
         if not out.parent.exists():
             raise ExportError(f"Cannot write {out}: the folder {out.parent} does not exist; create it first.")
         _check_name_length(out, "")
@@ -410,9 +416,12 @@ def main(argv: list[str] | None = None) -> int:
             raise ExportError(f"Cannot write {out}: {reason}; {advice}.")
         mask_out = None if args.save_mask is None else Path(args.save_mask)
         if mask_out is not None:
+            if _is_folder(mask_out):
+                raise ExportError(f"Cannot write the mask to {mask_out}: it is a folder; give a file name, e.g. "
+                                  f"{mask_out / 'mask.png'}.")
             if mask_out.suffix.lower() != ".png":
                 _refuse_a_bare_extension(mask_out, (".png",), "the mask to ", "mask")
-                raise ExportError(f"Cannot write the mask to {mask_out.name}: the extension must be .png.")
+                raise ExportError(f"Cannot write the mask to {mask_out}: the extension must be .png.")
             if not mask_out.parent.is_dir():
                 raise ExportError(f"Cannot write the mask to {mask_out}: there is no folder {mask_out.parent}; "
                                   "create it first.")
@@ -543,6 +552,15 @@ def _unit_notes(args, results) -> list[str]:
 def candidate_path(out: Path, rank: int) -> Path:
     """``OUT_rank.EXT``: where ``--candidates`` writes candidate ``rank`` (1 = the most confident) of ``OUT.EXT``."""
     return out.with_name(f"{out.stem}_{rank}{out.suffix}")
+
+
+def _is_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder; False where it cannot be asked (a name longer than the file system allows: that
+    is said next, by the checks of the name)."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def run() -> None:
