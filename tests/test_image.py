@@ -856,9 +856,14 @@ def test_a_float_tiff_with_a_pixel_that_is_not_a_number_is_read(tmp_path):
     p = tmp_path / "float.tif"
     Image.fromarray(grey, "F").save(p)
     with np.errstate(all="raise"):
-        rgb, alpha, _ = load_image(p)
+        rgb, alpha, notes = load_image(p)
     assert alpha is None and rgb[32, 32, 0] == round(20 / 200 * 255) and rgb[40, 5, 0] == 255
     assert rgb[0, 0, 0] == 0 and rgb[0, 1, 0] == 0
+    # said, not silent (a probe's NaN patch grew the mask to a corner), and named by its depth, not "16-bit"
+    assert notes == ["floating-point image converted to 8 bits per channel",
+                     "2 of its pixels are not numbers (NaN or infinite): read as black"]
+    Image.fromarray((np.nan_to_num(grey, posinf=0.0) * 100).astype(np.int32), "I").save(p)
+    assert load_image(p)[2][0].startswith("32-bit integer image converted to 8 bits per channel")
 
 
 def test_a_sixteen_bit_pngs_transparent_grey_is_its_alpha(tmp_path):

@@ -155,9 +155,14 @@ def _read_image(path: str, files: contextlib.ExitStack) -> tuple[np.ndarray, np.
         key = img.info.get("transparency") if mode.startswith("I") else None  # a PNG's transparent grey (tRNS)
         key = key if isinstance(key, int) and not isinstance(key, bool) else None
         gray, bits = _grey_8bit(img, ignore=key)
-        notes.append("16-bit image converted to 8 bits per channel" if bits is None else
-                     f"16-bit image converted to 8 bits per channel (its values use {bits} bits: scaled from "
+        depth = {"I": "32-bit integer", "F": "floating-point"}.get(mode, "16-bit")  # "I;16", "I;16B", "I;16L"
+        notes.append(f"{depth} image converted to 8 bits per channel" if bits is None else
+                     f"{depth} image converted to 8 bits per channel (its values use {bits} bits: scaled from "
                      f"0-{2 ** bits - 1})")
+        if mode == "F":
+            broken = int((~np.isfinite(np.asarray(img))).sum())
+            if broken:  # a silent black patch grew the mask to a corner and halved the width
+                notes.append(f"{broken:,} of its pixels are not numbers (NaN or infinite): read as black")
         if key is None:
             gray = np.asarray(_reduced(Image.fromarray(gray, "L"), (width, height)))
             rgb = np.repeat(gray[..., None], 3, axis=2)
