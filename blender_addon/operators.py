@@ -95,6 +95,22 @@ def mask_image(obj):
     return image if isinstance(image, bpy.types.Image) else None
 
 
+THIN_ATTRIBUTE = "thin_wall"
+"""The boolean face attribute that marks the faces whose walls are too thin to print (the worker's ``thin_faces``)."""
+THIN_HINT = f"its thin walls are marked: in Edit Mode, Select > By Attribute selects them (the attribute {THIN_ATTRIBUTE})"
+"""What the result's message says of a shape whose thin walls are marked."""
+
+
+def mark_thin_faces(mesh, thin) -> None:
+    """Mark the faces ``thin`` ((K,) int indices) of the ``mesh`` in a boolean face attribute :data:`THIN_ATTRIBUTE`,
+    made the active attribute, so that Edit Mode's Select > By Attribute selects them."""
+    values = np.zeros(len(mesh.polygons), dtype=bool)
+    values[np.asarray(thin, dtype=np.int64)] = True
+    attribute = mesh.attributes.new(THIN_ATTRIBUTE, 'BOOLEAN', 'FACE')
+    attribute.data.foreach_set("value", values)
+    mesh.attributes.active = attribute
+
+
 def fill_mesh(mesh, verts, faces) -> None:
     """Give the empty ``mesh`` these vertices and triangles, smooth-shaded, with edges derived from the faces.
 
@@ -737,6 +753,9 @@ class _Reconstruction:
         meshes.append(mesh)
         fill_mesh(mesh, mesh_data.to_blender(shape.verts, scale), shape.faces)
         mesh.shade_smooth()
+        thin = getattr(shape, "thin_faces", None)
+        if thin is not None and len(thin):
+            mark_thin_faces(mesh, thin)
         mesh.update()
         obj = bpy.data.objects.new(name, mesh)
         objects.append(obj)
@@ -1069,6 +1088,8 @@ class RECON_OT_reconstruct(bpy.types.Operator):
                                      "real height before you print or export it.")
         for note in result.notes:
             self.report({'WARNING'}, f"Note: {run.user_text(note)}.")
+        if obj.type == 'MESH' and obj.data.attributes.get(THIN_ATTRIBUTE) is not None:
+            self.report({'INFO'}, f"{obj.name}: {THIN_HINT}.")
         for warning in run.warnings:
             self.report({'WARNING'}, warning)
         self._end(context)

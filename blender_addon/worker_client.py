@@ -266,6 +266,8 @@ class Candidate:
         confidence: a share in (0, 1], falling in rank order; None when the model gave no confidence.
         category: category used (given or predicted).
         notes: human-readable notes about this shape.
+        thin_faces: (K,) int32 indices of the faces whose walls are too thin to print, when a note names them; else
+            None (also from a worker that predates them).
     """
 
     verts: Any
@@ -274,6 +276,7 @@ class Candidate:
     confidence: float | None
     category: str
     notes: list[str] = field(default_factory=list)
+    thin_faces: Any = None
 
 
 @dataclass
@@ -294,6 +297,7 @@ class WorkerResult:
         candidates: the plausible shapes, the most confident first, the first being this result's own mesh;
             never empty: a worker that sent no list (one shape asked for, or a worker that predates
             candidates) gives the one entry of this result, with no confidence.
+        thin_faces: as :attr:`Candidate.thin_faces`, of this result's mesh.
     """
 
     verts: Any
@@ -306,6 +310,7 @@ class WorkerResult:
     mask_path: str | None = None
     candidates: list[Candidate] = field(default_factory=list)
     mask_unsure: bool = False
+    thin_faces: Any = None
 
 
 def _decode(packed: dict[str, Any]):
@@ -326,6 +331,21 @@ def _decode_mesh(message: dict[str, Any]):
     return verts, faces
 
 
+def _thin_faces(message: dict[str, Any], faces):
+    """The (K,) int32 ``thin_faces`` of a message whose mesh has ``faces`` (F, 3), or None when it has none.
+
+    Raises:
+        ValueError: not a list of face indices of that mesh.
+    """
+    packed = message.get("thin_faces")
+    if packed is None:
+        return None
+    thin = _decode(packed)
+    if thin.ndim != 1 or (len(thin) and (thin.min() < 0 or thin.max() >= len(faces))):
+        raise ValueError(f"thin faces of shape {thin.shape} outside the mesh's {len(faces)} faces")
+    return thin
+
+
 def _candidates(message: dict[str, Any], verts, faces) -> list[Candidate]:
     """The candidates of a ``result`` message; the result's own mesh alone when it has no ``candidates`` list.
 
@@ -335,7 +355,7 @@ def _candidates(message: dict[str, Any], verts, faces) -> list[Candidate]:
     entries = message.get("candidates")
     if entries is None:
         return [Candidate(verts, faces, dict(message.get("report") or {}), None, str(message.get("category", "")),
-                          list(message.get("notes") or []))]
+                          list(message.get("notes") or []), _thin_faces(message, faces))]
     if not isinstance(entries, list) or not entries:
         raise ValueError("an empty or malformed candidates list")
     out = []
@@ -344,7 +364,7 @@ def _candidates(message: dict[str, Any], verts, faces) -> list[Candidate]:
         confidence = entry.get("confidence")
         out.append(Candidate(c_verts, c_faces, dict(entry.get("report") or {}),
                              None if confidence is None else float(confidence), str(entry.get("category", "")),
-                             list(entry.get("notes") or [])))
+                             list(entry.get("notes") or []), _thin_faces(entry, c_faces)))
     return out
 
 
@@ -447,6 +467,7 @@ class Job:
             try:
                 verts, faces = _decode_mesh(message)
                 candidates = _candidates(message, verts, faces)
+                thin_faces = _thin_faces(message, faces)
             except (KeyError, ValueError, TypeError, AttributeError) as err:
                 self._fail(f"The worker sent a malformed mesh ({err}); update recon_core and the add-on together.")
                 return
@@ -459,7 +480,7 @@ class Job:
                 report=dict(message.get("report") or {}), notes=list(message.get("notes") or []),
                 timings=dict(message.get("timings") or {}), seconds=self.elapsed,
                 mask_path=str(message["mask_path"]) if message.get("mask_path") else None, candidates=candidates,
-                mask_unsure=bool(message.get("mask_unsure", False)),
+                mask_unsure=bool(message.get("mask_unsure", False)), thin_faces=thin_faces,
             )
             self.stage, self.fraction = "done", 1.0
             self.client.job = None

@@ -1203,6 +1203,45 @@ def reconstruct_candidates(count: int = 3) -> bpy.types.Collection:
     return collection
 
 
+def test_thin_walls_are_marked_for_select_by_attribute(addon, settings, monkeypatch):
+    """The worker's thin_faces (walls too thin to print, named by a note) become a boolean face attribute, active,
+    which Edit Mode's Select > By Attribute selects; the message says so. A shape without them has none."""
+    job = addon.package.worker_client.Job
+    handle = job._handle
+    encode = __import__("recon_core.io.worker", fromlist=["encode_array"]).encode_array
+
+    def thin(self, message):
+        if message.get("type") == "result":
+            message = {**message, "thin_faces": encode([0, 5, 7], "<i4")}
+        handle(self, message)
+
+    monkeypatch.setattr(job, "_handle", thin)
+    state = scene_state()
+    driver = ModalDriver(addon.package.operators.RECON_OT_reconstruct)
+    assert driver.invoke() == {'RUNNING_MODAL'} and driver.finish() == {'FINISHED'}
+    [obj] = [o for o in bpy.data.objects if o.name not in state[0]]
+    attribute = obj.data.attributes["thin_wall"]
+    assert (attribute.domain, attribute.data_type) == ('FACE', 'BOOLEAN') and obj.data.attributes.active == attribute
+    assert [i for i, d in enumerate(attribute.data) if d.value] == [0, 5, 7]
+    assert ({'INFO'}, f"{obj.name}: its thin walls are marked: in Edit Mode, Select > By Attribute selects them (the "
+                      "attribute thin_wall).") in driver.reports
+    bpy.context.view_layer.objects.active = obj
+    bpy.ops.object.mode_set(mode='EDIT')
+    bpy.ops.mesh.select_mode(type='FACE')
+    bpy.ops.mesh.select_all(action='DESELECT')
+    bpy.ops.mesh.select_by_attribute()
+    bpy.ops.object.mode_set(mode='OBJECT')
+    assert [p.index for p in obj.data.polygons if p.select] == [0, 5, 7]
+    monkeypatch.setattr(job, "_handle", handle)
+    plain = reconstruct()
+    assert "thin_wall" not in plain.data.attributes
+    for made in (obj, plain):
+        image = made["recon_mask"]
+        bpy.data.objects.remove(made)
+        if image.users == 0:
+            bpy.data.images.remove(image)
+
+
 def test_a_model_without_a_bank_makes_its_one_object_and_says_why(addon, settings):
     settings.candidates = 3
     state = scene_state()

@@ -628,7 +628,7 @@ def test_walls_too_thin_to_print_at_the_height_asked_are_said(banked_model, fake
     (a figure recomputed here from the written mesh); printed large enough, or without a height (no size to print
     at), no note."""
     from recon_core.io.inference import THIN_WALL_AREA_MM2, THIN_WALL_MM, Reconstructor
-    from recon_core.mesh.thickness import thin_area
+    from recon_core.mesh.thickness import thin_walls
 
     rgb, alpha = _rgba(fake[1], "chair_val", 0)
     model, meta = load_model(banked_model)
@@ -638,15 +638,18 @@ def test_walls_too_thin_to_print_at_the_height_asked_are_said(banked_model, fake
         return [n for n in result.notes if n.startswith("its walls are thinner than")]
 
     small = rec.reconstruct(rgb, alpha, vertices=642, height_mm=8.0)
-    thin, surface, median = thin_area(small.verts, small.faces, THIN_WALL_MM)
-    assert thin >= THIN_WALL_AREA_MM2, "the fake bank's hollow slabs have thin walls at 8 mm"
+    thin = thin_walls(small.verts, small.faces, THIN_WALL_MM)
+    assert thin.area >= THIN_WALL_AREA_MM2, "the fake bank's hollow slabs have thin walls at 8 mm"
     assert thin_notes(small) == [
-        f"its walls are thinner than 0.8 mm over {thin:.3g} mm² ({100 * thin / surface:.2g}% of the surface; "
-        f"{median:.2g} mm thick in the median there): a filament printer may leave them out or they may break; print "
-        "it taller (--height-mm, the add-on's Height) or thicken them in your modeller"]
+        f"its walls are thinner than 0.8 mm over {thin.area:.3g} mm² ({100 * thin.area / thin.surface:.2g}% of the "
+        f"surface; {thin.median:.2g} mm thick in the median there): a filament printer may leave them out or they may "
+        "break; print it taller (--height-mm, the add-on's Height) or thicken them in your modeller"]
+    assert np.array_equal(small.thin_faces, thin.faces)  # for a front end to mark them
     large = rec.reconstruct(rgb, alpha, vertices=642, height_mm=2000.0)
-    assert thin_area(large.verts, large.faces, THIN_WALL_MM)[0] < THIN_WALL_AREA_MM2 and not thin_notes(large)
-    assert not thin_notes(rec.reconstruct(rgb, alpha, vertices=642))
+    assert thin_walls(large.verts, large.faces, THIN_WALL_MM).area < THIN_WALL_AREA_MM2 and not thin_notes(large)
+    assert large.thin_faces is None
+    unsized = rec.reconstruct(rgb, alpha, vertices=642)
+    assert not thin_notes(unsized) and unsized.thin_faces is None
 
 
 def test_the_pictures_notes_come_before_the_meshs(banked_model, fake):

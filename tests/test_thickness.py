@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from recon_core.mesh.thickness import thin_area, wall_thickness, wall_thickness_naive
+from recon_core.mesh.thickness import thin_walls, wall_thickness, wall_thickness_naive
 
 
 def _same(fast, slow):
@@ -79,26 +79,28 @@ def test_unit_free_and_bounded():
     assert np.isinf(short[t > 0.15]).all() and np.array_equal(short[t <= 0.15], t[t <= 0.15])
 
 
-def test_thin_area():
+def test_thin_walls():
     plate = trimesh.creation.box((1.0, 0.05, 0.7))
-    thin, total, median = thin_area(plate.vertices, plate.faces, 0.2)
-    assert thin == pytest.approx(2 * 0.7)  # the two big faces
-    assert total == pytest.approx(2 * 0.7 + 2 * 0.05 * 0.7 + 2 * 0.05 * 1.0)
-    assert median == pytest.approx(0.05)
-    thin, total, median = thin_area(plate.vertices, plate.faces, 0.04)
-    assert thin == 0.0 and np.isnan(median)
+    found = thin_walls(plate.vertices, plate.faces, 0.2)
+    big = np.flatnonzero(np.abs(plate.face_normals[:, 1]) > 0.5)  # the two big faces, 0.05 apart
+    assert np.array_equal(found.faces, big)
+    assert found.area == pytest.approx(2 * 0.7)
+    assert found.surface == pytest.approx(2 * 0.7 + 2 * 0.05 * 0.7 + 2 * 0.05 * 1.0)
+    assert found.median == pytest.approx(0.05)
+    found = thin_walls(plate.vertices, plate.faces, 0.04)
+    assert found.area == 0.0 and not len(found.faces) and np.isnan(found.median)
 
     # the median weighs each thin face by its area: two separate plates, 0.05 and 0.02 thick
     a = trimesh.creation.box((1.0, 0.05, 1.0))
     b = trimesh.creation.box((0.5, 0.02, 0.5))
     b.apply_translation((3, 0, 0))
     both = trimesh.util.concatenate([a, b])
-    thin, _, median = thin_area(both.vertices, both.faces, 0.1)
-    assert thin == pytest.approx(2 * 1.0 + 2 * 0.25)  # their big faces; the plates' edges are 0.5 or 1 across
-    assert median == pytest.approx(0.05)  # 2.0 of the 2.5 thin area is 0.05 thick
+    found = thin_walls(both.vertices, both.faces, 0.1)
+    assert found.area == pytest.approx(2 * 1.0 + 2 * 0.25)  # their big faces; the plates' edges are 0.5 or 1 across
+    assert found.median == pytest.approx(0.05)  # 2.0 of the 2.5 thin area is 0.05 thick
     b.apply_scale((3, 1, 3))  # now the 0.02 plate is the larger: 2 x 2.25
     both = trimesh.util.concatenate([a, b])
-    assert thin_area(both.vertices, both.faces, 0.1)[2] == pytest.approx(0.02)
+    assert thin_walls(both.vertices, both.faces, 0.1).median == pytest.approx(0.02)
 
 
 @pytest.mark.parametrize("up_to", [0.0, -1.0, float("nan"), float("inf")])

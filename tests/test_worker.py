@@ -510,6 +510,45 @@ def test_the_worker_sends_the_finders_doubt(files):
         assert result["mask_unsure"] is unsure
 
 
+def test_the_worker_sends_the_thin_faces_and_the_client_reads_them(files):
+    """A result whose thin walls a note names sends their faces (for the add-on to mark), its candidates too; one
+    without sends no field, and a client reads None; indices outside the mesh fail the job in one sentence."""
+    from recon_core.io.inference import Reconstruction
+    from recon_core.mesh.printable import check_printable
+
+    verts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], float)
+    faces = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+
+    class Stub:
+        banked = True
+
+        def __init__(self, thin):
+            self.thin = thin
+
+        def reconstruct_candidates(self, rgb, alpha, count, **kwargs):
+            return [Reconstruction(verts, faces, "chair", np.full(13, 1 / 13), check_printable(verts, faces), None,
+                                   thin_faces=self.thin, confidence=0.5) for _ in range(count)]
+
+    for thin in (None, np.array([1, 3])):
+        out = io.StringIO()
+        worker._handle_request(worker._Channel(out), Stub(thin), {"type": "reconstruct", "id": "r1", "candidates": 2,
+                                                                  "image": str(files["image"])})
+        message = [json.loads(line) for line in out.getvalue().splitlines() if '"result"' in line][-1]
+        job = worker_client.Job(WorkerClient(PYTHON), "r1", 0)
+        job._handle(message)
+        assert job.error is None
+        if thin is None:
+            assert "thin_faces" not in message and job.result.thin_faces is None
+            assert all(c.thin_faces is None for c in job.result.candidates)
+        else:
+            assert job.result.thin_faces.tolist() == [1, 3]
+            assert [c.thin_faces.tolist() for c in job.result.candidates] == [[1, 3], [1, 3]]
+    message["thin_faces"] = worker.encode_array([1, 4], "<i4")  # face 4 of 4
+    job = worker_client.Job(WorkerClient(PYTHON), "r1", 0)
+    job._handle(message)
+    assert job.result is None and "malformed mesh" in str(job.error) and "\n" not in str(job.error)
+
+
 # -- a real worker process ---------------------------------------------------------------------------
 
 

@@ -30,7 +30,7 @@ from recon_core.mesh.detail import DEFAULT_DETAIL, DETAIL_VERTICES
 from recon_core.mesh.printable import (CLOSED_MANIFOLD, PrintableReport, check_printable, signed_volume,
                                        topology_defects)
 from recon_core.mesh.repair import RepairLog, make_printable
-from recon_core.mesh.thickness import thin_area
+from recon_core.mesh.thickness import thin_walls
 from recon_core.mesh.threads import thread_map
 from recon_core.network.categories import CATEGORIES, category_by_name
 from recon_core.network.config import VERTEX_SCHEDULES
@@ -173,6 +173,9 @@ class Reconstruction:
             :meth:`recon_core.network.retrieval.ShapeBank.ranked`); either way the candidates' confidences fall
             in rank order and sum to at most 1. None for other models.
         mask_unsure: the object finder found :attr:`mask` and is unsure of it (the notes then ask the user to check it).
+        thin_faces: (K,) int64 indices of the faces whose wall is thinner than :data:`THIN_WALL_MM` when the thin-wall
+            note was given (a height asked, :data:`THIN_WALL_AREA_MM2` or more of them), for a front end to mark; None
+            otherwise.
     """
 
     verts: np.ndarray
@@ -186,6 +189,7 @@ class Reconstruction:
     mask: np.ndarray | None = None
     confidence: float | None = None
     mask_unsure: bool = False
+    thin_faces: np.ndarray | None = None
 
 
 def _float32_exact(verts: np.ndarray) -> np.ndarray:
@@ -741,7 +745,7 @@ class Reconstructor:
                                 f"the surface {'is' if mended == 1 else 'are'} kept finer")
         with _timed(result.timings, "check"):  # the mesh's parts, once: its pieces and, without solid, its pockets
             if millimetres:  # at the size it prints: how much of it is thinner than a printer's wall
-                thin, surface, median = thin_area(result.verts, result.faces, THIN_WALL_MM)
+                thin = thin_walls(result.verts, result.faces, THIN_WALL_MM)
             volumes = part_volumes(result.verts, result.faces)
             kept = 0
             if not solid and (volumes < 0).any():  # a pocket's shell encloses a negative volume: count and size them
@@ -750,8 +754,9 @@ class Reconstructor:
                 hollow = 1.0 - float(volumes.sum()) / whole if whole > 0 else 0.0
         if kept:  # so that a printer's user can fill them
             result.notes.append(_pockets_note(kept, hollow))
-        if millimetres and thin >= THIN_WALL_AREA_MM2:
-            result.notes.append(_thin_note(thin, surface, median))
+        if millimetres and thin.area >= THIN_WALL_AREA_MM2:
+            result.thin_faces = thin.faces
+            result.notes.append(_thin_note(thin.area, thin.surface, thin.median))
         pieces = np.sort(volumes[volumes > 0])
         if len(pieces) > 1:  # each prints loose: on 123 validation pictures 8 outputs, their smallest under 5 %
             result.notes.append(f"the mesh is {len(pieces)} separate pieces, the smallest "

@@ -22,9 +22,12 @@ Worker to client::
     {"type": "result", "version": 1, "id": "r1", "verts": ARRAY, "faces": ARRAY, "category": "chair",
      "category_probs": [13 floats], "report": {...}, "notes": ["..."], "timings": {"network": 0.4, ...},
      "mask_path": "/tmp/recon-x/mask.png" or null, "mask_unsure": false, "object_mask": "/path/photo_mask.png" or null,
+     "thin_faces": ARRAY,
      "candidates": [{"verts": ARRAY, "faces": ARRAY, "report": {...}, "confidence": 0.62, "category": "chair",
-                     "notes": ["..."]}, ...]}
-        ``candidates`` only when the request asked for several (below).
+                     "notes": ["..."], "thin_faces": ARRAY}, ...]}
+        ``candidates`` only when the request asked for several (below); ``thin_faces`` (the (K,) int32 indices of
+        the faces whose walls are too thin to print, :attr:`recon_core.io.inference.Reconstruction.thin_faces`) only
+        for a mesh whose thin walls a note names (since the forty-first session: optional, the version stays 1).
     {"type": "error", "version": 1, "id": "r1" or null, "kind": "ImageError", "message": "...", "fatal": false}
         ``message`` is one sentence for the user; ``fatal`` means the worker exits right after.
 
@@ -232,6 +235,7 @@ def _handle_request(channel: _Channel, reconstructor, request: dict[str, Any]) -
     timings = {k: round(v, 4) for k, v in result.timings.items()}
     timings["worker_total"] = round(time.perf_counter() - started, 4)
     extra = {} if count == 1 else {"candidates": [_candidate_dict(r) for r in results]}
+    extra.update(_thin(result))
     channel.send(
         "result", id=rid,
         verts=encode_array(result.verts, "<f4"), faces=encode_array(result.faces, "<i4"),
@@ -305,7 +309,13 @@ def _candidate_dict(result) -> dict[str, Any]:
     confidence = None if result.confidence is None else float(result.confidence)
     return {"verts": encode_array(result.verts, "<f4"), "faces": encode_array(result.faces, "<i4"),
             "report": _report_dict(result.report), "confidence": confidence, "category": result.category,
-            "notes": list(result.notes)}
+            "notes": list(result.notes), **_thin(result)}
+
+
+def _thin(result) -> dict[str, Any]:
+    """``{"thin_faces": ARRAY}`` of a result whose walls were noted thin (its (K,) int32 face indices), else ``{}``."""
+    faces = getattr(result, "thin_faces", None)
+    return {} if faces is None else {"thin_faces": encode_array(faces, "<i4")}
 
 
 def _requested_vertices(request: dict[str, Any]) -> int | None:

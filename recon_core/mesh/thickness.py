@@ -14,11 +14,13 @@ that the tests compare it with.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from recon_core.mesh.intersect import _validate_mesh
 
-__all__ = ["thin_area", "wall_thickness", "wall_thickness_naive"]
+__all__ = ["ThinWalls", "thin_walls", "wall_thickness", "wall_thickness_naive"]
 
 _START_REL = 1e-9
 """A hit nearer the ray's start than this share of the bounding-box diagonal is the start's own surface."""
@@ -204,18 +206,30 @@ def wall_thickness_naive(verts, faces, up_to: float) -> list[float]:
     return out
 
 
-def thin_area(verts: np.ndarray, faces: np.ndarray, thinner_than: float) -> tuple[float, float, float]:
-    """``(thin, total, median)``: the area of the faces whose wall is thinner than ``thinner_than``, the area of all
-    of them, and the median wall over the thin faces, weighted by their area (NaN when none is thin); lengths and
-    areas in the vertices' units."""
+@dataclass(frozen=True)
+class ThinWalls:
+    """What :func:`thin_walls` found; lengths and areas in the vertices' units."""
+
+    faces: np.ndarray
+    """(K,) int64 indices of the faces whose wall is thinner than the bound, ascending."""
+    area: float
+    """Their area."""
+    surface: float
+    """The area of all the faces."""
+    median: float
+    """The median wall over them, each weighted by its area; NaN when none is thin."""
+
+
+def thin_walls(verts: np.ndarray, faces: np.ndarray, thinner_than: float) -> ThinWalls:
+    """The faces whose wall (:func:`wall_thickness`) is thinner than ``thinner_than``, their area and median wall."""
     thickness = wall_thickness(verts, faces, thinner_than)
     tris = np.asarray(verts, dtype=np.float64)[np.asarray(faces, dtype=np.int64)]
     area = 0.5 * np.linalg.norm(np.cross(tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0]), axis=1)
-    thin = thickness < thinner_than
-    if not thin.any():
-        return 0.0, float(area.sum()), float("nan")
+    thin = np.flatnonzero(thickness < thinner_than)
+    if not len(thin):
+        return ThinWalls(thin, 0.0, float(area.sum()), float("nan"))
     walls, weights = thickness[thin], area[thin]
     order = np.argsort(walls, kind="stable")
     cumulative = np.cumsum(weights[order])
     median = float(walls[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
-    return float(cumulative[-1]), float(area.sum()), median
+    return ThinWalls(thin, float(cumulative[-1]), float(area.sum()), median)
