@@ -992,3 +992,10 @@ def test_outputs_and_inputs_that_are_no_file_say_so_with_their_folder(tmp_path, 
     assert capsys.readouterr().err.strip() == ("error: Reading the picture from standard input (-) is not supported; "
                                                 "give its file's path.")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["meshes", "obj.png"] and not any(folder.iterdir())
+
+
+def test_the_notes_shares_never_read_in_scientific_notation_nor_100_for_less():
+    from recon_core.io.inference import _share
+
+    assert [_share(f) for f in (1e-6, 0.00018, 0.012, 0.0996, 0.54, 0.994, 0.998, 1.0)] == [
+        "under 0.001%", "0.018%", "1.2%", "10%", "54%", "99%", "over 99%", "100%"]

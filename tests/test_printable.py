@@ -155,6 +155,8 @@ class TestReport:
         text = check_printable(verts * 50_000.0, faces, unit_scale_mm=1.0).summary()
         assert "size 100,000 x 100,000 x 100,000 mm" in text and "e+" not in text
         assert "size 0.002 x 0.002 x 0.002 units" in check_printable(verts * 0.001, faces).summary()
+        text = check_printable(verts * 4999.85, faces, unit_scale_mm=1.0).summary()  # 9,999.7: .4g rounds it up
+        assert "size 10,000 x 10,000 x 10,000 mm" in text and "e+" not in text
 
     def test_non_finite(self):
         verts, faces = _sphere(1)

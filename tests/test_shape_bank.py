@@ -635,21 +635,26 @@ def test_walls_too_thin_to_print_at_the_height_asked_are_said(banked_model, fake
     rec = Reconstructor(_with_config(model, bank_shape_weight=0.0), meta)
 
     def thin_notes(result):
-        return [n for n in result.notes if n.startswith("its walls are thinner than")]
+        return [n for n in result.notes if n.startswith("walls thinner than")]
 
     small = rec.reconstruct(rgb, alpha, vertices=642, height_mm=8.0)
     thin = thin_walls(small.verts, small.faces, THIN_WALL_MM)
     assert thin.area >= THIN_WALL_AREA_MM2, "the fake bank's hollow slabs have thin walls at 8 mm"
+    share = 100 * thin.area / thin.surface
+    assert 10 <= thin.area < 1000 and 10 <= share < 99.5
     assert thin_notes(small) == [
-        f"its walls are thinner than 0.8 mm over {thin.area:.3g} mm² ({100 * thin.area / thin.surface:.2g}% of the "
-        f"surface; {thin.median:.2g} mm thick in the median there): a filament printer may leave them out or they may "
-        "break; print it taller (--height-mm, the add-on's Height) or thicken them in your modeller"]
+        f"walls thinner than 0.8 mm cover {thin.area:,.0f} mm² of it ({share:.0f}% of the surface; {thin.median:.2g} mm "
+        "thick in the median there): a filament printer may leave them out or they may break; print it taller "
+        "(--height-mm, the add-on's Height) or thicken them in your modeller"]
     assert np.array_equal(small.thin_faces, thin.faces)  # for a front end to mark them
     large = rec.reconstruct(rgb, alpha, vertices=642, height_mm=2000.0)
     assert thin_walls(large.verts, large.faces, THIN_WALL_MM).area < THIN_WALL_AREA_MM2 and not thin_notes(large)
     assert large.thin_faces is None
     unsized = rec.reconstruct(rgb, alpha, vertices=642)
     assert not thin_notes(unsized) and unsized.thin_faces is None
+    tiny = rec.reconstruct(rgb, alpha, vertices=642, height_mm=0.5)  # under 10 mm² in all, but most of its surface
+    thin = thin_walls(tiny.verts, tiny.faces, THIN_WALL_MM)
+    assert thin.area < THIN_WALL_AREA_MM2 and len(thin_notes(tiny)) == 1 and np.array_equal(tiny.thin_faces, thin.faces)
 
 
 def test_the_pictures_notes_come_before_the_meshs(banked_model, fake):

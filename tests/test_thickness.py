@@ -71,6 +71,55 @@ def test_known_walls():
     np.testing.assert_allclose(t[side], 0.06 * np.cos(np.pi / 32))  # across the 32-gon, through its axis
 
 
+def test_a_wall_far_thinner_than_the_start_tolerance_allows_is_found():
+    """The start's tolerance (a hit nearer than 1e-9 of the diagonal is the ray's own face) is far below any wall: a
+    plate a millionth of its size thick is found, exactly."""
+    plate = trimesh.creation.box((1.0, 1e-6, 1.0))
+    t = wall_thickness(plate.vertices, plate.faces, 0.5)
+    across = np.abs(plate.face_normals[:, 1]) > 0.5
+    np.testing.assert_allclose(t[across], 1e-6, rtol=1e-6)
+
+
+def test_rays_long_against_the_faces_are_cut_into_pieces():
+    """A print a few millimetres tall has faces a tenth of a millimetre and rays of 0.8 mm: the rays are cut into
+    pieces a cell long, looked up a batch at a time (a whole ray's box once held most of the mesh: 8.8 GB at 3 mm).
+    The same thicknesses as the reference, and the pairs looked at bounded."""
+    from recon_core.mesh import thickness
+
+    sphere = trimesh.creation.icosphere(2, 0.01)
+    up_to = 0.5  # 25 times the sphere's diameter: clipped to its diagonal, many pieces a ray
+    _same(wall_thickness(sphere.vertices, sphere.faces, up_to), wall_thickness_naive(sphere.vertices, sphere.faces,
+                                                                                   up_to))
+    looked = []
+    pairs = thickness._FaceGrid.pairs
+
+    def counted(self, *args):
+        found = pairs(self, *args)
+        looked.append(len(found[0]))
+        return found
+
+    fine = trimesh.creation.icosphere(5, 1.5)  # 20,480 faces, 3 mm across: a 3 mm print at the high detail
+    try:
+        thickness._FaceGrid.pairs = counted
+        t = wall_thickness(fine.vertices, fine.faces, 0.8)
+    finally:
+        thickness._FaceGrid.pairs = pairs
+    assert np.isinf(t).all()  # 3 mm across: every wall is thicker than 0.8 mm
+    assert sum(looked) < 60 * len(fine.faces), sum(looked)  # not faces x faces (420 million)
+
+
+def test_the_grid_grows_its_cells_for_a_few_large_faces():
+    """Cells half the median face wide would put each of the slab's 12 large faces in hundreds of thousands of cells:
+    the grid grows them until the faces' entries are at most 16 a face."""
+    from recon_core.mesh.thickness import _FaceGrid
+
+    mesh = _big_and_small()
+    tris = mesh.vertices[mesh.faces]
+    lo, hi = tris.min(1), tris.max(1)
+    grid = _FaceGrid(lo, hi, lo.min(0), hi.max(0))
+    assert grid.cell > 0.5 * np.median((hi - lo).max(1)) and len(grid.key) <= 16 * len(mesh.faces)
+
+
 def test_unit_free_and_bounded():
     mesh = trimesh.creation.torus(1.0, 0.1, major_sections=24, minor_sections=12)
     t = wall_thickness(mesh.vertices, mesh.faces, 1.0)

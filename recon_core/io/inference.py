@@ -112,10 +112,13 @@ THIN_WALL_MM = 0.8
 Two lines of a 0.4 mm nozzle, the thinnest wall a filament printer builds reliably (a resin printer holds about
 0.5 mm); measured as :func:`recon_core.mesh.thickness.wall_thickness` measures it, straight inward from each face."""
 THIN_WALL_AREA_MM2 = 10.0
-"""Square millimetres: walls thinner than :data:`THIN_WALL_MM` over less area than this (a patch about 3 x 3 mm, a few
-lines of a nozzle across) get no note: a mesh's sharp creases measure thin over specks of their faces. On the 123
-validation outputs (`runs/s41/walls_area.py`) at 100 mm tall, 68 % are thin over 1 mm² or more (a median of 2.6 mm²),
-20 % over 10 mm²; at 30 mm, 88 % and 57 %."""
+"""Square millimetres: walls thinner than :data:`THIN_WALL_MM` get a note when they cover this much (a patch about
+3 x 3 mm, a few lines of a nozzle across) or :data:`THIN_WALL_SHARE` of the surface: a mesh's sharp creases measure
+thin over specks of their faces. On the 123 validation outputs (`runs/s41/walls_area.py`) at 100 mm tall, 68 % are
+thin over 1 mm² or more (a median of 2.6 mm²), 20 % over 10 mm²; at 30 mm, 88 % and 57 %."""
+THIN_WALL_SHARE = 0.05
+"""See :data:`THIN_WALL_AREA_MM2`: a small print's thin walls are noted whatever their area (a chair printed 2 mm tall
+is 99.8 % thin walls, over 5.9 mm²)."""
 CATEGORY_VOTE_FLOOR = 0.1
 """``config.category_bank_weight``: added to every category's vote before its logarithm, so that a category no
 candidate is of is held back, not ruled out (chosen on the validation split with the weight; see the README)."""
@@ -174,8 +177,8 @@ class Reconstruction:
             in rank order and sum to at most 1. None for other models.
         mask_unsure: the object finder found :attr:`mask` and is unsure of it (the notes then ask the user to check it).
         thin_faces: (K,) int64 indices of the faces whose wall is thinner than :data:`THIN_WALL_MM` when the thin-wall
-            note was given (a height asked, :data:`THIN_WALL_AREA_MM2` or more of them), for a front end to mark; None
-            otherwise.
+            note was given (a height asked; :data:`THIN_WALL_AREA_MM2` or :data:`THIN_WALL_SHARE` of the surface),
+            for a front end to mark; None otherwise.
     """
 
     verts: np.ndarray
@@ -222,9 +225,10 @@ def _pockets_note(pockets: int, hollow: float) -> str:
 
 
 def _thin_note(thin: float, surface: float, median: float) -> str:
-    """The note of an output whose walls are thinner than :data:`THIN_WALL_MM` over ``thin`` mm² of its ``surface``
-    mm², ``median`` mm thick in the median there."""
-    return (f"its walls are thinner than {THIN_WALL_MM:g} mm over {thin:.3g} mm² ({_share(thin / surface)} of the "
+    """The note of an output whose walls thinner than :data:`THIN_WALL_MM` cover ``thin`` mm² of its ``surface`` mm²,
+    ``median`` mm thick in the median there."""
+    area = f"{thin:,.0f}" if thin >= 10 else f"{thin:.2g}"  # "1,180 mm²", "13 mm²", "5.9 mm²"
+    return (f"walls thinner than {THIN_WALL_MM:g} mm cover {area} mm² of it ({_share(thin / surface)} of the "
             f"surface; {median:.2g} mm thick in the median there): a filament printer may leave them out or they "
             "may break; print it taller (--height-mm, the add-on's Height) or thicken them in your modeller")
 
@@ -235,9 +239,14 @@ def _percent(probability: float) -> str:
 
 
 def _share(fraction: float) -> str:
-    """A share as the notes write it: two significant digits ("54%", "1.2%", "0.018%"), "under 0.001%" below that."""
+    """A share as the notes write it: two significant digits ("54%", "1.2%", "0.018%"), "under 0.001%" below that,
+    "over 99%" for a share that would read 100% and is not all."""
     percent = 100.0 * fraction
-    return "under 0.001%" if percent < 0.001 else f"{percent:.2g}%"
+    if percent < 0.001:
+        return "under 0.001%"
+    if percent < 10:
+        return f"{percent:.2g}%"
+    return "over 99%" if 99.5 <= percent < 100 else f"{percent:.0f}%"
 
 
 @contextmanager
@@ -389,6 +398,9 @@ class Reconstructor:
             alpha, found_by, unsure = self._find_object(rgb, source, timings)
         results = self._reconstruct(rgb, alpha, cat_index, vertices, height_mm, smooth, source, timings, count,
                                     solid, report, upright)
+        if height_mm is not None:  # at the size it prints, whatever made the mesh: its walls too thin for a printer
+            for result in results:
+                self._thin_walls(result)
         parts = 0 if results[0].mask is None else separate_parts(results[0].mask)
         side = None if results[0].mask is None else object_side(results[0].mask)
         cut = [] if results[0].mask is None else cut_sides(results[0].mask)
@@ -427,6 +439,17 @@ class Reconstructor:
                     "--save-mask or the add-on's Object Mask, and give a corrected one with --mask or Use This Mask)")
             result.notes[:0] = said
         return results
+
+    @staticmethod
+    def _thin_walls(result: Reconstruction) -> None:
+        """Note the walls of ``result`` (in millimetres) thinner than :data:`THIN_WALL_MM` and mark their faces
+        (:attr:`Reconstruction.thin_faces`) when they cover :data:`THIN_WALL_AREA_MM2` or :data:`THIN_WALL_SHARE` of
+        its surface."""
+        with _timed(result.timings, "check"):
+            thin = thin_walls(result.verts, result.faces, THIN_WALL_MM)
+        if thin.area >= min(THIN_WALL_AREA_MM2, THIN_WALL_SHARE * thin.surface) and thin.area > 0:
+            result.thin_faces = thin.faces
+            result.notes.append(_thin_note(thin.area, thin.surface, thin.median))
 
     @staticmethod
     def _fill(result: Reconstruction, height_mm: float | None) -> None:
@@ -604,7 +627,6 @@ class Reconstructor:
         from recon_core.mesh.simplify import decimate
 
         start, checking = time.perf_counter(), timings.get("check", 0.0)
-        millimetres = height_mm is not None  # the output's size to print at (``height_mm`` is cleared once it is)
         verts, faces = snapped
         undecimated = None  # the faces asked for, when the decimation failed
         fewer = None  # the larger size the decimation reached instead, when the detail's own could not be mended
@@ -744,8 +766,6 @@ class Reconstructor:
                                 f"asked: {mended} {'place' if mended == 1 else 'places'} where simplifying folded "
                                 f"the surface {'is' if mended == 1 else 'are'} kept finer")
         with _timed(result.timings, "check"):  # the mesh's parts, once: its pieces and, without solid, its pockets
-            if millimetres:  # at the size it prints: how much of it is thinner than a printer's wall
-                thin = thin_walls(result.verts, result.faces, THIN_WALL_MM)
             volumes = part_volumes(result.verts, result.faces)
             kept = 0
             if not solid and (volumes < 0).any():  # a pocket's shell encloses a negative volume: count and size them
@@ -754,9 +774,6 @@ class Reconstructor:
                 hollow = 1.0 - float(volumes.sum()) / whole if whole > 0 else 0.0
         if kept:  # so that a printer's user can fill them
             result.notes.append(_pockets_note(kept, hollow))
-        if millimetres and thin.area >= THIN_WALL_AREA_MM2:
-            result.thin_faces = thin.faces
-            result.notes.append(_thin_note(thin.area, thin.surface, thin.median))
         pieces = np.sort(volumes[volumes > 0])
         if len(pieces) > 1:  # each prints loose: on 123 validation pictures 8 outputs, their smallest under 5 %
             result.notes.append(f"the mesh is {len(pieces)} separate pieces, the smallest "

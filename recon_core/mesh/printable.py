@@ -131,7 +131,8 @@ class PrintableReport:
             return line(n == 0, f"{what}: {'not checked' if n is None else n}")
 
         def number(x: float) -> str:  # 18,140 rather than 1.814e+04: scientific notation only for the tiny
-            return f"{x:,.0f}" if np.isfinite(x) and abs(x) >= 1e4 else f"{x:.4g}"
+            text = f"{x:.4g}"
+            return f"{x:,.0f}" if "e+" in text else text
 
         sx, sy, sz = (number(x) for x in self.bbox_size)
         lines = [

@@ -8,12 +8,14 @@ first face it meets (the shape diameter along the normal).
 
 :func:`wall_thickness` casts one ray from each face's centroid and returns its length up to ``up_to`` (``inf``
 beyond): every wall thinner than ``up_to`` is found, and nothing is computed for thicker ones. Broad phase: a uniform
-grid of the faces' boxes that each ray's short box looks into (:func:`_ray_face_pairs`); narrow phase: Möller–Trumbore. :func:`wall_thickness_naive` is the slow reference, every ray against every face in plain Python,
+grid of the faces' boxes that the boxes of each ray's pieces, none longer than a cell, look into (:class:`_FaceGrid`),
+a batch of rays at a time; narrow phase: Möller–Trumbore. :func:`wall_thickness_naive` is the slow reference, every ray against every face in plain Python,
 that the tests compare it with.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,39 +90,54 @@ def _cells(lo: np.ndarray, hi: np.ndarray, origin: np.ndarray, cell: float, grid
     return key[order], box[order], c_lo
 
 
-def _ray_face_pairs(seg_lo: np.ndarray, seg_hi: np.ndarray, tri_lo: np.ndarray, tri_hi: np.ndarray
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """``(ray, face)``: the (K,) pairs whose boxes overlap, each once, rays' boxes ``seg_lo``..``seg_hi`` and faces'
-    ``tri_lo``..``tri_hi`` (F, 3). A uniform grid of cells about a face's size: each face is entered in the cells its
-    box overlaps, each ray looks in the cells its (short) box overlaps, and a pair is kept by the cell at the low
-    corner of the two boxes' common cells only. Only ray-face pairs are made (the self-intersection test's broad phase
-    makes every overlapping face pair, most of them neighbours, which here would be most of the work)."""
-    origin = np.minimum(seg_lo.min(0), tri_lo.min(0))
-    top = np.maximum(seg_hi.max(0), tri_hi.max(0))
-    span = float((top - origin).max())
-    # half a face's size: fewer faces a cell for the rays to test, each face in a few cells (12 ms against 13 at a
-    # whole face's size, the 90th percentile 15 against 26, on validation outputs of ~5,100 faces)
-    cell = max(0.5 * float(np.median((tri_hi - tri_lo).max(1))), float((seg_hi - seg_lo).max()), span / 2**20, 1e-300)
-    while True:  # at most ~16 cells a face on average: grow the cells for meshes of a few large faces
-        entries = (np.floor((tri_hi - origin) / cell) - np.floor((tri_lo - origin) / cell) + 1).prod(1).sum()
-        if entries <= 16 * len(tri_lo):
-            break
-        cell *= 2.0
-    grid = np.floor((top - origin) / cell).astype(np.int64) + 1
-    f_key, f_box, f_lo = _cells(tri_lo, tri_hi, origin, cell, grid)
-    r_key, r_box, r_lo = _cells(seg_lo, seg_hi, origin, cell, grid)
-    first = np.searchsorted(f_key, r_key, side="left")
-    counts = np.searchsorted(f_key, r_key, side="right") - first
-    entry = np.repeat(np.arange(len(r_key)), counts)
-    at = np.repeat(first, counts) + np.arange(len(entry)) - np.repeat(np.cumsum(counts) - counts, counts)
-    ray, face = r_box[entry], f_box[at]
-    keep = ray != face  # a face's own ray starts on it
-    ray, face, entry = ray[keep], face[keep], entry[keep]
-    key = np.maximum(r_lo[ray], f_lo[face])  # the common cells' low corner: the one cell that keeps the pair
-    keep = ((key[:, 0] * grid[1] + key[:, 1]) * grid[2] + key[:, 2]) == r_key[entry]
-    for axis in range(3):
-        keep &= (seg_lo[ray, axis] <= tri_hi[face, axis]) & (tri_lo[face, axis] <= seg_hi[ray, axis])
-    return ray[keep], face[keep]
+class _FaceGrid:
+    """The faces' boxes in a uniform grid of cells half a face's size, each face entered in the cells its box overlaps,
+    for short boxes (rays' pieces) to look into: only ray-face pairs are made (the self-intersection test's broad phase
+    makes every overlapping face pair, most of them neighbours, which here would be most of the work).
+
+    Args:
+        lo, hi: (F, 3) corners of the faces' boxes.
+        extent_lo, extent_hi: (3,) corners of a box holding them and every box that will look in.
+    """
+
+    def __init__(self, lo: np.ndarray, hi: np.ndarray, extent_lo: np.ndarray, extent_hi: np.ndarray):
+        self.lo, self.hi, self.origin = lo, hi, extent_lo
+        span = float((extent_hi - extent_lo).max())
+        # half a face's size: fewer faces a cell for the rays to test, each face in a few cells (12 ms against 13 at
+        # a whole face's size, the 90th percentile 15 against 26, on validation outputs of ~5,100 faces)
+        cell = max(0.5 * float(np.median((hi - lo).max(1))), span / 2**20, 1e-300)
+        while True:  # at most 16 cells a face on average: grow the cells for meshes of a few large faces
+            entries = (np.floor((hi - extent_lo) / cell) - np.floor((lo - extent_lo) / cell) + 1).prod(1).sum()
+            if entries <= 16 * len(lo):
+                break
+            cell *= 2.0
+        self.cell = cell
+        self.grid = np.floor((extent_hi - extent_lo) / cell).astype(np.int64) + 1
+        self.key, self.face, self.low = _cells(lo, hi, extent_lo, cell, self.grid)
+
+    def pairs(self, seg_lo: np.ndarray, seg_hi: np.ndarray, seg_ray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(ray, face)`` (K,): the faces whose boxes overlap each box ``seg_lo``..``seg_hi`` (S, 3) of a piece of the
+        ray ``seg_ray`` (S,), each pair once a piece (kept by the cell at the low corner of the two boxes' common
+        cells), a ray never with its own face. Pieces no longer than a cell overlap at most 8 cells each."""
+        r_key, r_box, r_low = _cells(seg_lo, seg_hi, self.origin, self.cell, self.grid)
+        first = np.searchsorted(self.key, r_key, side="left")
+        counts = np.searchsorted(self.key, r_key, side="right") - first
+        entry = np.repeat(np.arange(len(r_key)), counts)
+        at = np.repeat(first, counts) + np.arange(len(entry)) - np.repeat(np.cumsum(counts) - counts, counts)
+        piece, face = r_box[entry], self.face[at]
+        ray = seg_ray[piece]
+        keep = ray != face  # a face's own ray starts on it
+        piece, face, ray, entry = piece[keep], face[keep], ray[keep], entry[keep]
+        key = np.maximum(r_low[piece], self.low[face])  # the common cells' low corner: the one cell that keeps it
+        keep = ((key[:, 0] * self.grid[1] + key[:, 1]) * self.grid[2] + key[:, 2]) == r_key[entry]
+        for axis in range(3):
+            keep &= (seg_lo[piece, axis] <= self.hi[face, axis]) & (self.lo[face, axis] <= seg_hi[piece, axis])
+        return ray[keep], face[keep]
+
+
+_PIECES_PER_BATCH = 65_536
+"""Rays' pieces looked up at once: bounds the pairs held in memory when rays are long against the faces (a print
+a few millimetres tall, its faces a tenth of a millimetre, its rays 0.8 mm)."""
 
 
 def wall_thickness(verts: np.ndarray, faces: np.ndarray, up_to: float) -> np.ndarray:
@@ -145,18 +162,28 @@ def wall_thickness(verts: np.ndarray, faces: np.ndarray, up_to: float) -> np.nda
     out = np.full(len(faces), np.inf)
     if len(faces) < 2:
         return out
-    tris, origin, inward, area2 = _rays(verts, faces)
+    tris, origin, inward, _ = _rays(verts, faces)  # a face without area has no normal: its ray meets nothing
     a, b, c = tris[:, 0], tris[:, 1], tris[:, 2]
     lo, hi = np.minimum(np.minimum(a, b), c), np.maximum(np.maximum(a, b), c)
-    near = _START_REL * float(np.linalg.norm(hi.max(0) - lo.min(0)))
-    end = origin + up_to * inward
+    diagonal = float(np.linalg.norm(hi.max(0) - lo.min(0)))
+    near = _START_REL * diagonal
+    reach = min(up_to, diagonal)  # no ray meets a face farther than the whole mesh's diagonal
     pad = near  # the rays' boxes grown by the start's tolerance: a wall exactly ``up_to`` thick is not lost to rounding
-    ray, face = _ray_face_pairs(np.minimum(origin, end) - pad, np.maximum(origin, end) + pad, lo, hi)
+    end = origin + reach * inward
+    grid = _FaceGrid(lo, hi, np.minimum(lo.min(0), end.min(0)) - pad, np.maximum(hi.max(0), end.max(0)) + pad)
+    pieces = max(1, math.ceil(reach / grid.cell))  # each ray cut into pieces no longer than a cell
     corners, starts, directions = tris.transpose(1, 2, 0), origin.T, inward.T  # component arrays for _hits
-    t = _hits(starts[:, ray], directions[:, ray], corners[:, :, face], near, up_to)
-    met = np.isfinite(t)
-    np.minimum.at(out, ray[met], t[met])
-    out[area2 == 0] = np.inf
+    step = max(1, _PIECES_PER_BATCH // pieces)
+    cuts = np.arange(pieces + 1) * (reach / pieces)  # (P + 1,) distances along a ray where its pieces meet
+    for first in range(0, len(faces), step):
+        rays = np.arange(first, min(first + step, len(faces)))
+        points = origin[rays, None] + cuts[None, :, None] * inward[rays, None]  # (R, P + 1, 3)
+        seg_lo = (np.minimum(points[:, :-1], points[:, 1:]) - pad).reshape(-1, 3)
+        seg_hi = (np.maximum(points[:, :-1], points[:, 1:]) + pad).reshape(-1, 3)
+        ray, face = grid.pairs(seg_lo, seg_hi, np.repeat(rays, pieces))
+        t = _hits(starts[:, ray], directions[:, ray], corners[:, :, face], near, up_to)
+        met = np.isfinite(t)
+        np.minimum.at(out, ray[met], t[met])
     return out
 
 
