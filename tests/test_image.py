@@ -286,8 +286,12 @@ def test_uniform_colour_with_transparency_is_a_silhouette(tmp_path):
     assert alpha is not None and object_box(rgb, alpha) == (20, 10, 30, 40)
 
 
-@pytest.mark.parametrize("kind", ["uniform", "gaussian", "salt and pepper", "sparse salt", "jpeg", "small", "grey 16-bit"])
+@pytest.mark.parametrize("kind", ["uniform", "gaussian", "salt and pepper", "sparse salt", "thirty dots", "jpeg", "small", "grey 16-bit"])
 def test_random_noise_is_refused(tmp_path, kind):
+    from recon_core.io.image import SPECK_PIXELS
+    from recon_core.network.crop import BORDER_FLOOR_PIXELS
+
+    assert SPECK_PIXELS == BORDER_FLOOR_PIXELS  # fewer are specks the object's search refuses; more, noise
     rng = np.random.default_rng(3)
     if kind == "grey 16-bit":
         p = _save(tmp_path / "n.png", rng.integers(0, 65536, (200, 200), dtype=np.uint16))
@@ -299,6 +303,10 @@ def test_random_noise_is_refused(tmp_path, kind):
         p = _save(tmp_path / "n.png", ((rng.random((300, 300)) > 0.5) * 255).astype(np.uint8))
     elif kind == "sparse salt":  # white with 0.1 % black dots: 90 of them, SPECK_PIXELS or more
         p = _save(tmp_path / "n.png", ((rng.random((300, 300)) > 0.001) * 255).astype(np.uint8))
+    elif kind == "thirty dots":  # grey with 30 scattered dots: a table came out of it when specks were let through
+        grey = np.full((137, 137), 128, np.uint8)
+        grey.ravel()[rng.choice(grey.size, 30, replace=False)] = 0
+        p = _save(tmp_path / "n.png", grey)
     else:
         p = _save(tmp_path / ("n.jpg" if kind == "jpeg" else "n.png"), rng.integers(0, 256, (300, 400, 3), dtype=np.uint8))
     with pytest.raises(ImageError, match="random noise"):

@@ -58,9 +58,11 @@ pixels so that sensor noise and dithering average out) correlate less than this,
 down, is random noise and is refused by :func:`load_image`. Random noise measures about 0.0 (uniform,
 Gaussian, salt-and-pepper, JPEG-compressed); of 70 photos, renders, sketches, textures and a
 dithered picture tried, the lowest was 0.58 (a nature photo), in its better direction."""
-SPECK_PIXELS = 64
+SPECK_PIXELS = 16
 """A plain picture with fewer pixels than this off its colour is not refused as noise (:func:`_a_few_specks`): two dots
-on grey were called random noise; as many scattered dots as this or more still are (salt and pepper)."""
+on grey were called random noise; the object's search then says it has too few pixels to be one (fewer than
+``recon_core.network.crop.BORDER_FLOOR_PIXELS``, the same number: a test keeps them equal). As many scattered dots or
+more are still noise: 30 dots on grey, let through, came out as a table."""
 
 
 class ImageError(ValueError):
