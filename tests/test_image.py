@@ -1268,3 +1268,23 @@ def test_a_dark_objects_soft_edge_and_a_faint_shadow_stay(tmp_path):
     Image.fromarray(faint, "RGBA").save(tmp_path / "faint.png")
     _, alpha, notes = load_image(tmp_path / "faint.png")
     assert np.array_equal(alpha, faint[..., 3]) and not any("shadow" in n for n in notes)
+    # a marker drawing on a transparent sheet: thick dark strokes, all half transparent, are the object (a review's
+    # sketch lost 75 % of its object as a "drop shadow")
+    marker = np.zeros((120, 120, 4), np.uint8)
+    marker[20:100, 30:38] = marker[20:100, 82:90] = marker[20:28, 30:90] = (20, 20, 25, 190)
+    marker[60:62, 38:82] = marker[70:100, 58:60] = (20, 20, 25, 190)  # thin strokes: they would be what is left
+    Image.fromarray(marker, "RGBA").save(tmp_path / "marker.png")
+    _, alpha, notes = load_image(tmp_path / "marker.png")
+    assert np.array_equal(alpha, marker[..., 3]) and not any("shadow" in n for n in notes)
+
+
+def test_a_mask_given_drops_the_shadows_note(tmp_path):
+    """With --mask the picture's alpha is not used: its drop shadow's note, which asked for a mask, is not said."""
+    from recon_core.io.image import load_picture
+
+    rgba, box = _cut_out_with_shadow(170)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "shadow.png")
+    Image.fromarray(box.astype(np.uint8) * 255).save(tmp_path / "mask.png")
+    assert any("drop shadow" in n for n in load_picture(tmp_path / "shadow.png")[2])
+    _, alpha, notes = load_picture(tmp_path / "shadow.png", tmp_path / "mask.png")
+    assert np.array_equal(alpha > 127, box) and not any("drop shadow" in n for n in notes)

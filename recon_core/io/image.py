@@ -240,8 +240,9 @@ def _without_shadow(rgb: np.ndarray, alpha: np.ndarray, notes: list[str]) -> np.
     transparent (alpha below 250), and taken as the object where its alpha is above half (a chair's shadow took half of
     its mask and cut the mesh 68 mm wide to 53). Such pixels that fill a 5 x 5 square (their opening: the band of a
     dark object's anti-aliased edge vanishes, a shadow's area stays) are made transparent, when they are at least
-    :data:`SHADOW_MIN_SHARE` of the object's pixels (alpha above half) and leave it some. None of the 984 validation
-    renders has one such pixel (`runs/s41/shadow_probe.py`)."""
+    :data:`SHADOW_MIN_SHARE` of the object's pixels (alpha above half) and leave it some, mostly opaque (a cut-out of an
+    opaque object: a drawing whose dark strokes are all half transparent, a marker's, is not one, and keeps them). None
+    of the 984 validation renders has one such pixel (`runs/s41/shadow_probe.py`)."""
     candidate = (alpha > 0) & (alpha < 250)
     if candidate.sum() < 25:  # no 5 x 5 area of half-transparent pixels: an opaque cut-out's edge only
         return alpha
@@ -252,14 +253,19 @@ def _without_shadow(rgb: np.ndarray, alpha: np.ndarray, notes: list[str]) -> np.
     left = int((inside & ~shadow).sum())
     if taken < SHADOW_MIN_SHARE * max(int(inside.sum()), 1) or left < 16:
         return alpha
+    if (alpha[inside & ~shadow] >= 250).mean() < 0.5:  # what is left is no opaque object: half-transparent strokes
+        return alpha
     alpha = alpha.copy()
     alpha[shadow] = 0
-    notes.append(f"a dark, half-transparent area ({taken / (taken + left):.0%} of the cut-out: a drop shadow) is not "
+    notes.append(f"{SHADOW_NOTE} ({taken / (taken + left):.0%} of the cut-out: a drop shadow) is not "
                  "taken as the object; if it is part of the object, give the object's mask (recon-mesh --mask; the "
                  "add-on's Object: Mask Image)")
     return alpha
 
 
+SHADOW_NOTE = "a dark, half-transparent area"
+"""How the note of a cut-out's drop shadow begins (:func:`_without_shadow`; :func:`load_picture` drops it when a mask
+takes the place of the alpha)."""
 SHADOW_DARK = 40
 """A drop shadow's pixels have no channel above this (of 255): a shadow is black, made lighter by its transparency."""
 SHADOW_MIN_SHARE = 0.02
@@ -609,6 +615,7 @@ def load_picture(path: str | os.PathLike, mask: str | os.PathLike | None = None
     """
     rgb, alpha, notes = load_image(path)
     if mask is not None:
+        notes = [n for n in notes if not n.startswith(SHADOW_NOTE)]  # the alpha it was about is not used
         had_alpha = alpha is not None
         alpha, read = load_mask(mask, path, rgb.shape[:2])
         notes.append(f"the object is the mask {os.fspath(mask)} (its {read})"
