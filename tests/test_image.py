@@ -112,6 +112,18 @@ def test_a_jpeg_larger_than_the_limit_is_read_reduced(tmp_path, monkeypatch):
     Image.fromarray(rgb).save(tmp_path / "big.png")
     with pytest.raises(ImageError, match=r"too large \(2400x2048 pixels, 5 million\): at most 3 million"):
         image.load_image(tmp_path / "big.png")
+    # its own mask, as --save-mask writes it (the file's size), is taken back with --mask
+    mask = np.zeros((2048, 2400), np.uint8)
+    mask[600:1400, 900:1500] = 255
+    Image.fromarray(mask).save(tmp_path / "big_mask.png")
+    _, alpha, notes = image.load_picture(tmp_path / "big.jpg", tmp_path / "big_mask.png")
+    assert alpha.shape == (1024, 1200) and (alpha > 127).mean() == pytest.approx(800 * 600 / (2048 * 2400), rel=0.02)
+    # a JPEG that holds more pictures (MPO: cameras', phones') is a JPEG too
+    Image.fromarray(rgb).save(tmp_path / "big_mpo.jpg", format="MPO", save_all=True,
+                              append_images=[Image.fromarray(rgb[::4, ::4])])
+    with Image.open(tmp_path / "big_mpo.jpg") as mpo:
+        assert mpo.format == "MPO"
+    assert image.load_image(tmp_path / "big_mpo.jpg")[0].shape == (1024, 1200, 3)
 
 
 def test_fully_transparent(tmp_path):

@@ -113,9 +113,10 @@ def _read_image(path: str, files: contextlib.ExitStack) -> tuple[np.ndarray, np.
             width, height = img.size
             # a JPEG is decoded reduced (_request_reduced_decode): its decoded size is what must fit (a 108-megapixel
             # phone photo, 12000 x 9000, decodes at 1500 x 1125)
-            factor = _reduction_factor((width, height)) if img.format == "JPEG" else 1
+            jpeg = img.format in ("JPEG", "MPO")  # MPO: a camera's or phone's JPEG with more pictures in it
+            factor = _reduction_factor((width, height)) if jpeg else 1
             if (width // factor) * (height // factor) > MAX_PIXELS:
-                jpeg = "" if img.format == "JPEG" else "; a JPEG is read reduced, and may be larger"
+                jpeg = "" if jpeg else "; a JPEG is read reduced, and may be larger"
                 raise ImageError(
                     f"{path} is too large ({width}x{height} pixels, {width * height / 1e6:.0f} million): at most "
                     f"{MAX_PIXELS / 1e6:g} million pixels are read (e.g. {int(MAX_PIXELS ** 0.5)}x"
@@ -503,7 +504,7 @@ def load_mask(path: str | os.PathLike, picture: str | os.PathLike, shape: tuple[
         raise ImageError(f"Mask file not found: {path}. Check the path, or leave the mask out to let the model "
                          "find the object.")
     try:
-        with Image.open(picture) as pic:
+        with _open_unlimited(picture) as pic:  # a large JPEG's header, read reduced (no decompression-bomb warning)
             picture_size, stored_size, orientation = upright_size(pic), pic.size, _orientation(pic)
     except (OSError, ValueError) as err:
         raise ImageError(f"The picture {os.fspath(picture)} cannot be read again ({err}); check that it is still "
@@ -521,7 +522,9 @@ def load_mask(path: str | os.PathLike, picture: str | os.PathLike, shape: tuple[
                     f"The mask {path} is {size[0]}x{size[1]} pixels but the picture is {picture_size[0]}x"
                     f"{picture_size[1]}: the mask must have the picture's size, or its shape (white on the "
                     "object, black elsewhere).")
-            most = min(MAX_PIXELS, MASK_MAX_SCALE ** 2 * picture_size[0] * picture_size[1])
+            # at most MAX_PIXELS, but always the picture's own size (a large JPEG's mask, as --save-mask writes it)
+            most = max(min(MAX_PIXELS, MASK_MAX_SCALE ** 2 * picture_size[0] * picture_size[1]),
+                       picture_size[0] * picture_size[1])
             if min(size) < MIN_SIDE or size[0] * size[1] > most:
                 which = "small" if min(size) < MIN_SIDE else "large"
                 raise ImageError(f"The mask {path} is {size[0]}x{size[1]} pixels, too {which} for the picture's "
