@@ -997,18 +997,22 @@ def test_pictures_opened_from_two_threads_at_once_leave_pillows_pixel_limit_as_i
 def test_an_unreadable_file_is_said_to_be_unreadable_not_corrupt(tmp_path, monkeypatch):
     from recon_core.io import image as image_module
 
-    p = tmp_path / "locked.png"
+    p, picture = tmp_path / "locked.png", tmp_path / "picture.png"
     Image.new("RGB", (64, 64)).save(p)
+    Image.new("RGB", (64, 64)).save(picture)
+    opened = image_module._open_unlimited
 
     def denied(path):
-        raise PermissionError(13, "Permission denied", str(path))
+        if os.fspath(path) == os.fspath(p):
+            raise PermissionError(13, "Permission denied", str(path))
+        return opened(path)
 
     monkeypatch.setattr(image_module, "_open_unlimited", denied)
     with pytest.raises(ImageError, match="permission denied") as err:
         load_image(p)
     assert "corrupt" not in str(err.value)
     with pytest.raises(ImageError, match="permission denied"):
-        load_mask(p, p, (64, 64))
+        load_mask(p, picture, (64, 64))
 
 
 def test_an_animation_is_read_at_its_first_frame_with_a_note(tmp_path):
