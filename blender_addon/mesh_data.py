@@ -74,12 +74,14 @@ def mesh_buffers(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def print_problems(coords: np.ndarray, tris: np.ndarray) -> list[str]:
-    """What keeps a triangle mesh from printing that its faces alone show, as phrases ("12 open edges (holes)"); an
+    """What keeps a triangle mesh from printing that its faces alone show, as phrases ("not watertight (12 open edges:
+    holes)"); an
     empty list when it is watertight, edge-manifold, consistently oriented and outward.
 
-    The rules of those properties of ``recon_core.mesh.printable.check_topology`` (the tests compare them), by vertex
-    index, as Blender and slicers that do not merge vertices see the mesh; what needs positions beyond the volume's
-    sign (self-intersections) is not looked for: Export 3MF has recon_core's whole check.
+    The rules of those properties of ``recon_core.mesh.printable.check_topology`` (the tests compare them), worded as
+    :meth:`recon_core.mesh.printable.PrintableReport.problems` words them, with vertices at exactly one place joined
+    first, as a file of triangles (STL) holds them; what needs positions beyond that and the volume's sign
+    (self-intersections) is not looked for: Export 3MF has recon_core's whole check.
 
     Args:
         coords: (V, 3) float vertex positions.
@@ -89,22 +91,26 @@ def print_problems(coords: np.ndarray, tris: np.ndarray) -> list[str]:
     coords = np.asarray(coords, dtype=np.float64).reshape(-1, 3)
     if not len(tris):
         return ["no faces"]
+    # vertices at exactly one place are one (a file of triangles holds positions only, and slicers join them): an Edge
+    # Split modifier's or an imported STL's split vertices are not holes
+    coords, joined = np.unique(coords, axis=0, return_inverse=True)
+    tris = joined.reshape(-1)[tris]
     directed = np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]])  # (3F, 2) each face's edges
     undirected, uses = np.unique(np.sort(directed, axis=1), axis=0, return_counts=True)
     problems = []
     open_edges, crowded = int((uses == 1).sum()), int((uses > 2).sum())
     if open_edges:
-        problems.append(f"{open_edges} open edge{'s' * (open_edges != 1)} (holes)")
+        problems.append(f"not watertight ({open_edges} open edge{'s' * (open_edges != 1)}: holes)")
     if crowded:
-        problems.append(f"{crowded} edge{'s' * (crowded != 1)} shared by more than two faces")
+        problems.append(f"edges shared by more than two faces ({crowded})")
     _, directed_uses = np.unique(directed, axis=0, return_counts=True)
     flipped = int((directed_uses > 1).sum())
     if flipped:
-        problems.append(f"{flipped} edge{'s' * (flipped != 1)} between faces that face opposite ways")
+        problems.append(f"faces that face opposite ways ({flipped} edge{'s' * (flipped != 1)})")
     a, b, c = coords[tris[:, 0]], coords[tris[:, 1]], coords[tris[:, 2]]
     volume = float(np.einsum("ij,ij->", a, np.cross(b, c))) / 6.0
     if not problems and not volume > 0:
-        problems.append("its faces point inward (inside out)")
+        problems.append("inside out (its faces point inward)")
     return problems
 
 

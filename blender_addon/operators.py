@@ -683,7 +683,7 @@ class _Reconstruction:
                 obj = self._new_object(name, shape, scale, 1.0 if self.height_mm else mm, mask, objects, meshes,
                                        location)
                 if len(shapes) > 1:
-                    obj[CANDIDATE_KEY] = _candidate_property(rank, shape.confidence)
+                    obj[CANDIDATE_KEY] = _candidate_property(rank, shape.confidence, name)
             if here and context.object is not None and context.object.mode != 'OBJECT':
                 bpy.ops.object.mode_set(mode='OBJECT')
             if len(shapes) > 1:
@@ -824,9 +824,10 @@ def _set_mask_file(image) -> None:
         packed.filepath = path
 
 
-def _candidate_property(rank: int, confidence: float | None) -> dict:
-    """A candidate's rank and confidence as an ID property (:data:`CANDIDATE_KEY`)."""
-    return {"rank": int(rank), "confidence": -1.0 if confidence is None else float(confidence)}
+def _candidate_property(rank: int, confidence: float | None, name: str) -> dict:
+    """A candidate's rank, confidence and the ``name`` it was given ("chair 2") as an ID property
+    (:data:`CANDIDATE_KEY`)."""
+    return {"rank": int(rank), "confidence": -1.0 if confidence is None else float(confidence), "name": name}
 
 
 def candidate_info(obj) -> tuple[int, float | None]:
@@ -1259,10 +1260,11 @@ class RECON_OT_keep_candidate(_CandidateOperator, bpy.types.Operator):
 def _name_as_kept(kept) -> None:
     """Name a kept candidate (and its mesh) as one reconstruction of its picture is named: "chair 2" becomes "chair"
     (Blender adds ".001" where that is taken). A candidate kept under its number held it, so the next candidates of
-    the picture came out as "chair 1", "chair 2.001", "chair 3". A name the user gave it stays."""
+    the picture came out as "chair 1", "chair 2.001", "chair 3". A name the user gave it stays ("table 2" too)."""
     rank, _ = candidate_info(kept)
+    made = kept.get(CANDIDATE_KEY, {}).get("name")  # absent from a file saved before it was kept: left as it is
     suffix = f" {rank}"
-    if rank and kept.name.endswith(suffix):
+    if rank and made == kept.name and kept.name.endswith(suffix):
         base = kept.name[: -len(suffix)]
         if isinstance(kept.data, bpy.types.Mesh) and kept.data.name == kept.name and kept.data.users == 1:
             kept.data.name = base

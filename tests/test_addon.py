@@ -728,8 +728,8 @@ def test_exports_warn_when_an_edited_mesh_would_not_print(addon, settings, tmp_p
     assert "not printable" not in export(bpy.ops.recon.export_stl, closed, tmp_path / "closed.stl")
     assert "not printable" not in export(bpy.ops.recon.export_3mf, closed, tmp_path / "closed.3mf")
     said = export(bpy.ops.recon.export_stl, opened, tmp_path / "open.stl")
-    assert re.search(r"Warning: Wrote .*open\.stl .* opened is not printable as it is: 4 open edges \(holes\); "
-                     r"mend it before printing", said), said
+    assert re.search(r"Warning: Wrote .*open\.stl .* opened is not printable as it is: not watertight \(4 open "
+                     r"edges: holes\); mend it before printing", said), said
     said = export(bpy.ops.recon.export_3mf, opened, tmp_path / "open.3mf")
     assert re.search(r"Warning: Wrote .*open\.3mf .* opened is not printable as it is: not watertight", said), said
     assert "not printable" not in export(bpy.ops.recon.export_stl, joined, tmp_path / "joined.stl")  # closed, by index
@@ -1463,10 +1463,10 @@ def test_keep_this_one_deletes_the_others_and_moves_it_to_the_parent_collection(
     for name in ("chair 1", "chair 3"):
         bpy.data.objects.remove(bpy.data.objects[name])
     bpy.context.view_layer.objects.active = bpy.data.objects["chair 2"]
-    bpy.data.objects["chair 2"].name = "my chair"  # a name the user gave it stays
+    bpy.data.objects["chair 2"].name = "table 2"  # a name the user gave it stays, though it ends in the rank
     assert not bpy.ops.recon.next_candidate.poll() and bpy.ops.recon.keep_candidate() == {'FINISHED'}
-    assert "chair candidates" not in bpy.data.collections and parent.objects.get("my chair") is not None
-    kept = bpy.data.objects["my chair"]
+    assert "chair candidates" not in bpy.data.collections and parent.objects.get("table 2") is not None
+    kept = bpy.data.objects["table 2"]
     mask = kept["recon_mask"]
     bpy.data.objects.remove(kept)
     bpy.data.images.remove(mask)
