@@ -589,9 +589,9 @@ def test_solid_fills_the_sealed_pockets_of_the_output(banked_model, fake):
         assert filled.report.ok and all(v > 0 for v, _ in parts(filled)) and len(parts(filled)) == len(outer)
         s = "s" if len(pockets) > 1 else ""
         share = -sum(pockets) / sum(v for v, _ in outer)  # the pockets' share of the filled solid's volume
-        kept = (f"the mesh holds {len(pockets)} sealed hollow pocket{s} ({share:.0%} of its volume): harmless for "
-                "filament printers; resin and powder printers trap material in them, and --solid (the add-on's Fill "
-                "Hollow Pockets) fills them")
+        kept = (f"the mesh holds {len(pockets)} sealed hollow pocket{s} ({share:.0%} of its volume): a filament "
+                "printer prints them hollow; resin and powder printers trap material in them, and --solid (the "
+                "add-on's Fill Hollow Pockets) fills them")
         assert _notes(hollow)[-1] == kept, "without solid, the pockets kept are said"
         filled_note = f"filled {len(pockets)} sealed hollow pocket{s} inside the solid"
         assert _notes(filled) == [*_notes(hollow)[:-1], filled_note]
@@ -628,6 +628,7 @@ def test_walls_too_thin_to_print_at_the_height_asked_are_said(banked_model, fake
     (a figure recomputed here from the written mesh); printed large enough, or without a height (no size to print
     at), no note."""
     from recon_core.io.inference import THIN_WALL_AREA_MM2, THIN_WALL_MM, Reconstructor
+    from recon_core.mesh import repair
     from recon_core.mesh.thickness import thin_walls
 
     rgb, alpha = _rgba(fake[1], "chair_val", 0)
@@ -642,10 +643,17 @@ def test_walls_too_thin_to_print_at_the_height_asked_are_said(banked_model, fake
     assert thin.area >= THIN_WALL_AREA_MM2, "the fake bank's hollow slabs have thin walls at 8 mm"
     share = 100 * thin.area / thin.surface
     assert 10 <= thin.area < 1000 and 10 <= share < 99.5
+    # the fake bank's slabs are hollow: their thin walls are the pockets' shells, which filling leaves fewer of
+    filled = thin_walls(*repair.fill_cavities(small.verts, small.faces)[:2], THIN_WALL_MM).area
+    assert filled < 0.5 * thin.area
     assert thin_notes(small) == [
         f"walls thinner than 0.8 mm cover {thin.area:,.0f} mm² of it ({share:.0f}% of the surface; {thin.median:.2g} mm "
-        "thick in the median there): a filament printer may leave them out or they may break; print it taller "
-        "(--height-mm, the add-on's Height) or thicken them in your modeller"]
+        "thick in the median there; most of them are the shells of its sealed pockets, and filled (--solid, the "
+        f"add-on's Fill Hollow Pockets) {filled:.2g} mm² are left): thin walls print weak and break easily, and a "
+        "filament printer may leave upright ones out; print it taller (--height-mm, the add-on's Height) or thicken "
+        "them in your modeller (the add-on marks them)"]
+    solid = rec.reconstruct(rgb, alpha, vertices=642, height_mm=8.0, solid=True)
+    assert not any("shells of its sealed pockets" in n for n in thin_notes(solid))
     assert np.array_equal(small.thin_faces, thin.faces)  # for a front end to mark them
     large = rec.reconstruct(rgb, alpha, vertices=642, height_mm=2000.0)
     assert thin_walls(large.verts, large.faces, THIN_WALL_MM).area < THIN_WALL_AREA_MM2 and not thin_notes(large)

@@ -220,17 +220,25 @@ def _pockets_note(pockets: int, hollow: float) -> str:
     """The note of an output that keeps ``pockets`` (> 0) sealed hollow pockets, ``hollow`` the share of its filled
     volume they take (``solid=False``)."""
     return (f"the mesh holds {pockets} sealed hollow pocket{'s' if pockets > 1 else ''} ({_share(hollow)} of its "
-            "volume): harmless for filament printers; resin and powder printers trap material in them, and --solid "
-            "(the add-on's Fill Hollow Pockets) fills them")
+            "volume): a filament printer prints them hollow; resin and powder printers trap material in them, and "
+            "--solid (the add-on's Fill Hollow Pockets) fills them")
 
 
-def _thin_note(thin: float, surface: float, median: float) -> str:
+def _mm2(area: float) -> str:
+    """An area in mm² as the notes write it: "1,180", "13", "5.9"."""
+    return f"{area:,.0f}" if area >= 10 else f"{area:.2g}"
+
+
+def _thin_note(thin: float, surface: float, median: float, filled: float | None = None) -> str:
     """The note of an output whose walls thinner than :data:`THIN_WALL_MM` cover ``thin`` mm² of its ``surface`` mm²,
-    ``median`` mm thick in the median there."""
-    area = f"{thin:,.0f}" if thin >= 10 else f"{thin:.2g}"  # "1,180 mm²", "13 mm²", "5.9 mm²"
-    return (f"walls thinner than {THIN_WALL_MM:g} mm cover {area} mm² of it ({_share(thin / surface)} of the "
-            f"surface; {median:.2g} mm thick in the median there): a filament printer may leave them out or they "
-            "may break; print it taller (--height-mm, the add-on's Height) or thicken them in your modeller")
+    ``median`` mm thick in the median there; ``filled``: the thin area left once its sealed pockets are filled, when
+    most of it is their shells."""
+    pockets = ("" if filled is None else f"; most of them are the shells of its sealed pockets, and filled (--solid, "
+               f"the add-on's Fill Hollow Pockets) {_mm2(filled)} mm² are left")
+    return (f"walls thinner than {THIN_WALL_MM:g} mm cover {_mm2(thin)} mm² of it ({_share(thin / surface)} of the "
+            f"surface; {median:.2g} mm thick in the median there{pockets}): thin walls print weak and break easily, "
+            "and a filament printer may leave upright ones out; print it taller (--height-mm, the add-on's Height) "
+            "or thicken them in your modeller (the add-on marks them)")
 
 
 def _percent(probability: float) -> str:
@@ -400,7 +408,7 @@ class Reconstructor:
                                     solid, report, upright)
         if height_mm is not None:  # at the size it prints, whatever made the mesh: its walls too thin for a printer
             for result in results:
-                self._thin_walls(result)
+                self._thin_walls(result, solid)
         parts = 0 if results[0].mask is None else separate_parts(results[0].mask)
         side = None if results[0].mask is None else object_side(results[0].mask)
         cut = [] if results[0].mask is None else cut_sides(results[0].mask)
@@ -441,15 +449,23 @@ class Reconstructor:
         return results
 
     @staticmethod
-    def _thin_walls(result: Reconstruction) -> None:
+    def _thin_walls(result: Reconstruction, solid: bool) -> None:
         """Note the walls of ``result`` (in millimetres) thinner than :data:`THIN_WALL_MM` and mark their faces
         (:attr:`Reconstruction.thin_faces`) when they cover :data:`THIN_WALL_AREA_MM2` or :data:`THIN_WALL_SHARE` of
-        its surface."""
+        its surface. Where most of them are the shells of sealed pockets (kept without ``solid``), the note says that
+        filling them leaves less (measured on the filled mesh)."""
+        from recon_core.mesh.repair import fill_cavities, part_volumes
+
         with _timed(result.timings, "check"):
             thin = thin_walls(result.verts, result.faces, THIN_WALL_MM)
-        if thin.area >= min(THIN_WALL_AREA_MM2, THIN_WALL_SHARE * thin.surface) and thin.area > 0:
+            noted = thin.area > 0 and thin.area >= min(THIN_WALL_AREA_MM2, THIN_WALL_SHARE * thin.surface)
+            filled = None
+            if noted and not solid and (part_volumes(result.verts, result.faces) < 0).any():
+                filled = thin_walls(*fill_cavities(result.verts, result.faces)[:2], THIN_WALL_MM).area
+        if noted:
             result.thin_faces = thin.faces
-            result.notes.append(_thin_note(thin.area, thin.surface, thin.median))
+            result.notes.append(_thin_note(thin.area, thin.surface, thin.median,
+                                           filled if filled is not None and filled < 0.5 * thin.area else None))
 
     @staticmethod
     def _fill(result: Reconstruction, height_mm: float | None) -> None:
