@@ -62,6 +62,7 @@ __all__ = [
     "intersecting_faces",
     "self_intersections",
     "self_intersections_naive",
+    "validate_mesh",
 ]
 
 CONTACT_REL_TOL = 1e-9
@@ -83,7 +84,7 @@ _NEXT = np.array([1, 2, 0])
 """Corner k+1 (mod 3) of each corner k: ``x[:, _NEXT]`` is ``np.roll(x, -1, axis=1)``, gathered faster."""
 
 
-def _validate_mesh(verts: np.ndarray, faces: np.ndarray, *, finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def validate_mesh(verts: np.ndarray, faces: np.ndarray, *, finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Check shapes, dtypes and index range; return float64 verts and int64 faces.
 
     Args:
@@ -423,7 +424,7 @@ def face_defects(verts: np.ndarray, faces: np.ndarray, *, rel_tol: float = CONTA
     """
     if since is None:
         return _intersections(verts, faces, rel_tol, deg_rel_tol, fold_angle, None, None)
-    verts, faces = _validate_mesh(verts, faces)
+    verts, faces = validate_mesh(verts, faces)
     before = np.asarray(since[0], dtype=np.float64)
     if before.shape != verts.shape or _reference_length(before, faces) != _reference_length(verts, faces):
         return _intersections(verts, faces, rel_tol, deg_rel_tol, fold_angle, None, None)
@@ -440,7 +441,7 @@ def face_defects(verts: np.ndarray, faces: np.ndarray, *, rel_tol: float = CONTA
 def _intersections(verts: np.ndarray, faces: np.ndarray, rel_tol: float, deg_rel_tol: float, fold_angle: float,
                    max_pairs: int | None, active: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`self_intersections`' pairs and the (F,) degenerate faces (:func:`degenerate_faces` at ``deg_rel_tol``)."""
-    verts, faces = _validate_mesh(verts, faces)
+    verts, faces = validate_mesh(verts, faces)
     none = np.zeros((0, 2), dtype=np.int64)
     if active is not None:
         active = np.asarray(active, dtype=bool)
@@ -508,7 +509,7 @@ def degenerate_faces(verts: np.ndarray, faces: np.ndarray, *, rel_tol: float = D
     Raises:
         ValueError: on wrong shapes, out-of-range indices or non-finite vertices.
     """
-    verts, faces = _validate_mesh(verts, faces)
+    verts, faces = validate_mesh(verts, faces)
     length = _reference_length(verts, faces)
     return _face_geometry(verts[faces], 0.0, rel_tol * length)[2]
 
@@ -612,7 +613,7 @@ def self_intersections_naive(
 
     Args and returns as :func:`self_intersections` (without ``max_pairs``).
     """
-    verts, faces = _validate_mesh(verts, faces)
+    verts, faces = validate_mesh(verts, faces)
     length = _reference_length(verts, faces)
     tol, deg_tol = rel_tol * length, deg_rel_tol * length
     sin_fold = math.sin(fold_angle)

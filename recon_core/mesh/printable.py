@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recon_core.mesh.intersect import _validate_mesh, face_defects
+from recon_core.mesh.intersect import validate_mesh, face_defects
 
 __all__ = [
     "CLOSED_MANIFOLD",
@@ -279,7 +279,7 @@ def signed_volume(verts: np.ndarray, faces: np.ndarray) -> float:
     Returns:
         The volume, in the units of ``verts`` cubed.
     """
-    verts, faces = _validate_mesh(verts, faces, finite=False)
+    verts, faces = validate_mesh(verts, faces, finite=False)
     if len(faces) == 0:
         return 0.0
     centre = verts[np.unique(faces)].mean(0)  # reduces cancellation far from the origin
@@ -327,7 +327,7 @@ def check_printable(verts: np.ndarray, faces: np.ndarray, unit_scale_mm: float |
         ValueError: on wrong shapes, dtypes or out-of-range indices, or a scale that is
             not a positive finite number.
     """
-    verts, faces = _validate_mesh(verts, faces, finite=False)
+    verts, faces = validate_mesh(verts, faces, finite=False)
     if unit_scale_mm is not None and not (np.isfinite(unit_scale_mm) and unit_scale_mm > 0):
         raise ValueError(f"unit_scale_mm must be a positive finite number, got {unit_scale_mm}")
     scale = 1.0 if unit_scale_mm is None else float(unit_scale_mm)

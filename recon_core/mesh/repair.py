@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from recon_core.mesh.intersect import _validate_mesh, degenerate_faces, self_intersections
+from recon_core.mesh.intersect import validate_mesh, degenerate_faces, self_intersections
 from recon_core.mesh.printable import check_printable, check_topology, signed_volume
 
 if TYPE_CHECKING:  # scipy.sparse only when a repair or a smoothing runs: kept off the start-up path
@@ -115,7 +115,7 @@ def part_volumes(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """
     from scipy.sparse.csgraph import connected_components
 
-    verts, faces = _validate_mesh(verts, faces, finite=False)
+    verts, faces = validate_mesh(verts, faces, finite=False)
     if len(faces) == 0:
         return np.zeros(0)
     _, part = connected_components(vertex_adjacency(faces, len(verts)), directed=False)
@@ -147,7 +147,7 @@ def fill_cavities(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.
     """
     from scipy.sparse.csgraph import connected_components
 
-    verts, faces = _validate_mesh(verts, faces, finite=False)
+    verts, faces = validate_mesh(verts, faces, finite=False)
     if len(faces) == 0:
         return verts, faces, 0
     count, part = connected_components(vertex_adjacency(faces, len(verts)), directed=False)
@@ -234,7 +234,7 @@ def taubin_smooth(
     Raises:
         ValueError: on wrong shapes or non-finite vertices.
     """
-    verts, faces = _validate_mesh(verts, faces)
+    verts, faces = validate_mesh(verts, faces)
     adj = vertex_adjacency(faces, len(verts))
     out = verts.copy()
     for _ in range(iterations):
@@ -429,7 +429,7 @@ def make_printable(
             ``smooth_iterations`` or a ``sphere_verts`` of the wrong shape.
         RuntimeError: if even the bounding box fails the check (not expected).
     """
-    verts, faces = _validate_mesh(verts, faces, finite=False)
+    verts, faces = validate_mesh(verts, faces, finite=False)
     if len(verts) == 0:
         raise ValueError("verts must hold at least one vertex, got shape (0, 3)")
     if smooth_iterations < 0:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recon_core.mesh.intersect import _validate_mesh
+from recon_core.mesh.intersect import validate_mesh
 
 __all__ = ["ThinWalls", "thin_walls", "wall_thickness", "wall_thickness_naive"]
 
@@ -156,7 +156,7 @@ def wall_thickness(verts: np.ndarray, faces: np.ndarray, up_to: float) -> np.nda
     Raises:
         ValueError: as :func:`recon_core.mesh.intersect.self_intersections`, or ``up_to`` not a positive number.
     """
-    verts, faces = _validate_mesh(verts, faces)
+    verts, faces = validate_mesh(verts, faces)
     if not (np.isfinite(up_to) and up_to > 0):
         raise ValueError(f"up_to must be a positive finite distance, got {up_to}")
     out = np.full(len(faces), np.inf)
