@@ -341,8 +341,10 @@ def _thin_faces(message: dict[str, Any], faces):
     if packed is None:
         return None
     thin = _decode(packed)
-    if thin.ndim != 1 or (len(thin) and (thin.min() < 0 or thin.max() >= len(faces))):
-        raise ValueError(f"thin faces of shape {thin.shape} outside the mesh's {len(faces)} faces")
+    if thin.ndim != 1 or thin.dtype.kind not in "iu":
+        raise ValueError(f"thin faces of shape {thin.shape} and type {thin.dtype}, not a list of face indices")
+    if len(thin) and (thin.min() < 0 or thin.max() >= len(faces)):
+        raise ValueError(f"thin faces outside the mesh's {len(faces)} faces")
     return thin
 
 

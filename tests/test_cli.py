@@ -999,3 +999,13 @@ def test_the_notes_shares_never_read_in_scientific_notation_nor_100_for_less():
 
     assert [_share(f) for f in (1e-6, 0.00018, 0.012, 0.0996, 0.54, 0.994, 0.998, 1.0)] == [
         "under 0.001%", "0.018%", "1.2%", "10%", "54%", "99%", "over 99%", "100%"]
+
+
+def test_thin_walls_are_said_whatever_made_the_mesh(tmp_path, good_image, tiny_model_path, capsys):
+    """The check runs for every mesh made at a height (it ran in the shape bank's path only): a model without a bank,
+    its network's own mesh at half a millimetre tall, is all thin walls."""
+    out = tmp_path / "x.stl"
+    assert main([str(good_image), "-o", str(out), "--model", str(tiny_model_path), "--height-mm", "0.5",
+                 "--detail", "low"]) == 0
+    err = capsys.readouterr().err
+    assert "walls thinner than 0.8 mm cover" in err and "(100% of the surface" in err, err

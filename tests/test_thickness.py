@@ -40,7 +40,12 @@ def _big_and_small() -> trimesh.Trimesh:
     _big_and_small(),
 ], ids=["torus", "plate", "rod", "hollow box", "large and small faces"])
 @pytest.mark.parametrize("up_to", [0.05, 0.3, 5.0])
-def test_matches_the_all_pairs_reference(mesh, up_to):
+@pytest.mark.parametrize("batch", [1, 7, 65_536])
+def test_matches_the_all_pairs_reference(mesh, up_to, batch, monkeypatch):
+    """Also with the rays' pieces looked up a few at a time (every batch of rays must be looked at)."""
+    from recon_core.mesh import thickness
+
+    monkeypatch.setattr(thickness, "_PIECES_PER_BATCH", batch)
     _same(wall_thickness(mesh.vertices, mesh.faces, up_to), wall_thickness_naive(mesh.vertices, mesh.faces, up_to))
 
 
@@ -90,12 +95,13 @@ def test_rays_long_against_the_faces_are_cut_into_pieces():
     up_to = 0.5  # 25 times the sphere's diameter: clipped to its diagonal, many pieces a ray
     _same(wall_thickness(sphere.vertices, sphere.faces, up_to), wall_thickness_naive(sphere.vertices, sphere.faces,
                                                                                    up_to))
-    looked = []
+    looked, pieces = [], []
     pairs = thickness._FaceGrid.pairs
 
-    def counted(self, *args):
-        found = pairs(self, *args)
+    def counted(self, seg_lo, seg_hi, seg_ray):
+        found = pairs(self, seg_lo, seg_hi, seg_ray)
         looked.append(len(found[0]))
+        pieces.append((len(seg_lo), len(np.unique(seg_ray)), self.cell))
         return found
 
     fine = trimesh.creation.icosphere(5, 1.5)  # 20,480 faces, 3 mm across: a 3 mm print at the high detail
@@ -106,6 +112,10 @@ def test_rays_long_against_the_faces_are_cut_into_pieces():
         thickness._FaceGrid.pairs = pairs
     assert np.isinf(t).all()  # 3 mm across: every wall is thicker than 0.8 mm
     assert sum(looked) < 60 * len(fine.faces), sum(looked)  # not faces x faces (420 million)
+    assert all(n <= thickness._PIECES_PER_BATCH for n, _, _ in pieces) and len(pieces) > 1  # a batch at a time
+    assert sum(rays for _, rays, _ in pieces) == len(fine.faces)  # every ray looked at, once
+    n, rays, cell = pieces[0]
+    assert n // rays == int(np.ceil(0.8 / cell)) > 1  # each ray cut into pieces a cell long
 
 
 def test_the_grid_grows_its_cells_for_a_few_large_faces():
@@ -150,6 +160,12 @@ def test_thin_walls():
     b.apply_scale((3, 1, 3))  # now the 0.02 plate is the larger: 2 x 2.25
     both = trimesh.util.concatenate([a, b])
     assert thin_walls(both.vertices, both.faces, 0.1).median == pytest.approx(0.02)
+
+    # every face thin: the area is the surface to the last bit (summed in another order, a note read "over 99%")
+    rough = trimesh.creation.icosphere(3, 0.05)
+    rough.vertices *= 1 + 0.2 * np.random.default_rng(0).random((len(rough.vertices), 1))
+    found = thin_walls(rough.vertices, rough.faces, 1.0)
+    assert len(found.faces) == len(rough.faces) and found.area == found.surface
 
 
 @pytest.mark.parametrize("up_to", [0.0, -1.0, float("nan"), float("inf")])

@@ -178,7 +178,8 @@ class Reconstruction:
         mask_unsure: the object finder found :attr:`mask` and is unsure of it (the notes then ask the user to check it).
         thin_faces: (K,) int64 indices of the faces whose wall is thinner than :data:`THIN_WALL_MM` when the thin-wall
             note was given (a height asked; :data:`THIN_WALL_AREA_MM2` or :data:`THIN_WALL_SHARE` of the surface),
-            for a front end to mark; None otherwise.
+            for a front end to mark; None otherwise. Indices into :attr:`faces` as returned: set last, after every
+            change of the faces (:meth:`Reconstructor._thin_walls`).
     """
 
     verts: np.ndarray
@@ -224,9 +225,11 @@ def _pockets_note(pockets: int, hollow: float) -> str:
             "--solid (the add-on's Fill Hollow Pockets) fills them")
 
 
-def _mm2(area: float) -> str:
-    """An area in mm² as the notes write it: "1,180", "13", "5.9"."""
-    return f"{area:,.0f}" if area >= 10 else f"{area:.2g}"
+def _mm(value: float) -> str:
+    """A length or an area in millimetres as the notes write it: "1,180", "13", "5.9", "0.083", "under 0.01"."""
+    if value >= 10:
+        return f"{value:,.0f}"
+    return f"{value:.2g}" if value >= 0.01 or value == 0 else "under 0.01"
 
 
 def _thin_note(thin: float, surface: float, median: float, filled: float | None = None) -> str:
@@ -234,9 +237,9 @@ def _thin_note(thin: float, surface: float, median: float, filled: float | None 
     ``median`` mm thick in the median there; ``filled``: the thin area left once its sealed pockets are filled, when
     most of it is their shells."""
     pockets = ("" if filled is None else f"; most of them are the shells of its sealed pockets, and filled (--solid, "
-               f"the add-on's Fill Hollow Pockets) {_mm2(filled)} mm² are left")
-    return (f"walls thinner than {THIN_WALL_MM:g} mm cover {_mm2(thin)} mm² of it ({_share(thin / surface)} of the "
-            f"surface; {median:.2g} mm thick in the median there{pockets}): thin walls print weak and break easily, "
+               f"the add-on's Fill Hollow Pockets) {_mm(filled)} mm² are left")
+    return (f"walls thinner than {THIN_WALL_MM:g} mm cover {_mm(thin)} mm² of it ({_share(thin / surface)} of the "
+            f"surface; {_mm(median)} mm thick in the median there{pockets}): thin walls print weak and break easily, "
             "and a filament printer may leave upright ones out; print it taller (--height-mm, the add-on's Height) "
             "or thicken them in your modeller (the add-on marks them)")
 
@@ -456,11 +459,15 @@ class Reconstructor:
         filling them leaves less (measured on the filled mesh)."""
         from recon_core.mesh.repair import fill_cavities, part_volumes
 
+        if not result.report.finite:  # no walls to measure (the printable check says why)
+            return
         with _timed(result.timings, "check"):
             thin = thin_walls(result.verts, result.faces, THIN_WALL_MM)
             noted = thin.area > 0 and thin.area >= min(THIN_WALL_AREA_MM2, THIN_WALL_SHARE * thin.surface)
             filled = None
-            if noted and not solid and (part_volumes(result.verts, result.faces) < 0).any():
+            # the pockets' shells: measured again filled, unless nearly all of it is thin anyway (a tiny print)
+            if (noted and not solid and thin.area < 0.95 * thin.surface
+                    and (part_volumes(result.verts, result.faces) < 0).any()):
                 filled = thin_walls(*fill_cavities(result.verts, result.faces)[:2], THIN_WALL_MM).area
         if noted:
             result.thin_faces = thin.faces

@@ -259,4 +259,6 @@ def thin_walls(verts: np.ndarray, faces: np.ndarray, thinner_than: float) -> Thi
     order = np.argsort(walls, kind="stable")
     cumulative = np.cumsum(weights[order])
     median = float(walls[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
-    return ThinWalls(thin, float(cumulative[-1]), float(area.sum()), median)
+    surface = float(area.sum())
+    # every face thin: the area is the surface, to the last bit (summed in another order it read "over 99%")
+    return ThinWalls(thin, surface if len(thin) == len(area) else float(weights.sum()), surface, median)
