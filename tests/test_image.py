@@ -1222,20 +1222,6 @@ def test_a_mask_that_takes_the_whole_border_asks_whether_it_is_inverted(tmp_path
 # -- a cut-out's drop shadow -------------------------------------------------------------------------------------
 
 
-def test_the_square_erosion_and_dilation_equal_scipys():
-    from scipy import ndimage
-
-    from recon_core.io.image import _square
-
-    rng = np.random.default_rng(5)
-    mask = rng.random((40, 57)) < 0.6
-    square = np.ones((3, 3), dtype=bool)
-    for radius in (1, 2):
-        assert np.array_equal(_square(mask, radius, False),
-                              ndimage.binary_erosion(mask, square, iterations=radius, border_value=0))
-        assert np.array_equal(_square(mask, radius, True), ndimage.binary_dilation(mask, square, iterations=radius))
-
-
 def _cut_out_with_shadow(shadow_alpha: int) -> tuple[np.ndarray, np.ndarray]:
     """A 200 x 200 RGBA cut-out: a brown box (opaque, its edge anti-aliased) over a black, blurred ellipse of shadow
     at ``shadow_alpha``; and the box's own pixels."""

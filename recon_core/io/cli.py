@@ -410,10 +410,9 @@ def main(argv: list[str] | None = None) -> int:
         if not out.parent.exists():
             raise ExportError(f"Cannot write {out}: the folder {out.parent} does not exist; create it first.")
         _check_name_length(out, "")
-        reason = unwritable_reason(out, folder=False)
+        reason = unwritable_reason(out, folder=False)  # a folder was said above, with an example
         if reason:
-            advice = f"give a file name, e.g. {out / 'mesh.stl'}" if out.is_dir() else "choose another folder"
-            raise ExportError(f"Cannot write {out}: {reason}; {advice}.")
+            raise ExportError(f"Cannot write {out}: {reason}; choose another folder.")
         mask_out = None if args.save_mask is None else Path(args.save_mask)
         if mask_out is not None:
             if _is_folder(mask_out):
@@ -426,11 +425,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise ExportError(f"Cannot write the mask to {mask_out}: there is no folder {mask_out.parent}; "
                                   "create it first.")
             _check_name_length(mask_out, "the mask to ")
-            reason = unwritable_reason(mask_out, folder=False)
+            reason = unwritable_reason(mask_out, folder=False)  # a folder was said above, with an example
             if reason:
-                advice = (f"give a file name, e.g. {mask_out / 'mask.png'}" if mask_out.is_dir()
-                          else "choose another folder")
-                raise ExportError(f"Cannot write the mask to {mask_out}: {reason}; {advice}.")
+                raise ExportError(f"Cannot write the mask to {mask_out}: {reason}; choose another folder.")
             _refuse_an_input(mask_out, "the mask to ", args)
         if args.height_mm is not None and not MIN_HEIGHT_MM <= args.height_mm <= MAX_HEIGHT_MM:  # NaN fails too
             raise ValueError(f"--height-mm must be a number of millimetres from {MIN_HEIGHT_MM:g} to "

@@ -116,11 +116,11 @@ def _read_image(path: str, files: contextlib.ExitStack) -> tuple[np.ndarray, np.
             jpeg = img.format in ("JPEG", "MPO")  # MPO: a camera's or phone's JPEG with more pictures in it
             factor = _reduction_factor((width, height)) if jpeg else 1
             if (width // factor) * (height // factor) > MAX_PIXELS:
-                jpeg = "" if jpeg else "; a JPEG is read reduced, and may be larger"
+                other = "" if jpeg else "; a JPEG is read reduced, and may be larger"
                 raise ImageError(
                     f"{path} is too large ({width}x{height} pixels, {width * height / 1e6:.0f} million): at most "
                     f"{MAX_PIXELS / 1e6:g} million pixels are read (e.g. {int(MAX_PIXELS ** 0.5)}x"
-                    f"{int(MAX_PIXELS ** 0.5)}){jpeg}; downscale it and try again."
+                    f"{int(MAX_PIXELS ** 0.5)}){other}; downscale it and try again."
                 )
             if min(width, height) < MIN_SIDE:
                 raise ImageError(
@@ -224,16 +224,6 @@ def _read_image(path: str, files: contextlib.ExitStack) -> tuple[np.ndarray, np.
     return rgb, alpha, notes
 
 
-def _square(mask: np.ndarray, radius: int, grow: bool) -> np.ndarray:
-    """A (H, W) bool mask eroded (``grow`` False) or dilated by a (2 radius + 1) square, outside the picture empty."""
-    out = mask
-    for _ in range(radius):
-        p = np.pad(out, 1, constant_values=False)
-        shifted = (p[r:r + out.shape[0], c:c + out.shape[1]] for r in range(3) for c in range(3))
-        out = np.logical_or.reduce(list(shifted)) if grow else np.logical_and.reduce(list(shifted))
-    return out
-
-
 def _without_shadow(rgb: np.ndarray, alpha: np.ndarray, notes: list[str]) -> np.ndarray:
     """The (H, W) uint8 ``alpha`` of a cut-out without its drop shadow, with a note; unchanged when it has none.
 
@@ -245,10 +235,13 @@ def _without_shadow(rgb: np.ndarray, alpha: np.ndarray, notes: list[str]) -> np.
     opaque object: a drawing whose dark strokes are all half transparent, a marker's, is not one, and keeps them). None
     of the 984 validation renders has one such pixel (`runs/s41/shadow_probe.py`)."""
     candidate = (alpha > 0) & (alpha < 250)
-    if candidate.sum() < 25:  # no 5 x 5 area of half-transparent pixels: an opaque cut-out's edge only
+    if candidate.sum() >= 25:  # else no 5 x 5 area of half-transparent pixels: an opaque cut-out's edge only
+        candidate &= rgb.max(axis=2) <= SHADOW_DARK
+    if candidate.sum() < 25:  # no 5 x 5 area of dark ones (a light object's soft edge): no opening to compute
         return alpha
-    candidate &= rgb.max(axis=2) <= SHADOW_DARK
-    shadow = _square(_square(candidate, 2, False), 2, True) & candidate
+    from scipy import ndimage  # imported by the reconstruction anyway (its mask's parts), not at start-up
+
+    shadow = ndimage.binary_opening(candidate, np.ones((5, 5), dtype=bool)) & candidate
     inside = alpha > 127
     taken = int((shadow & inside).sum())
     left = int((inside & ~shadow).sum())
