@@ -16,6 +16,7 @@ classes = (
     operators.RECON_OT_next_candidate,
     operators.RECON_OT_keep_candidate,
     operators.RECON_OT_use_mask,
+    operators.RECON_OT_view_picture,
     operators.RECON_OT_export_stl,
     operators.RECON_OT_export_3mf,
     panel.RECON_PT_reconstruct,

@@ -13,7 +13,8 @@ import uuid
 
 import numpy as np
 
-__all__ = ["OUTPUT_TO_BLENDER", "print_problems", "to_blender", "mesh_buffers", "stl_bytes", "write_stl"]
+__all__ = ["OUTPUT_TO_BLENDER", "print_problems", "to_blender", "picture_view", "mesh_buffers", "stl_bytes",
+           "write_stl"]
 
 OUTPUT_TO_BLENDER = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float64)
 """Rotation from the output frame (+Y up, camera on +Z) to Blender (+Z up): (x, y, z) -> (x, -z, y),
@@ -34,8 +35,77 @@ def to_blender(verts: np.ndarray, scale: float = 1.0) -> np.ndarray:
     if verts.ndim != 2 or verts.shape[1] != 3:
         raise ValueError(f"verts must have shape (V, 3), got {verts.shape}")
     out = verts @ OUTPUT_TO_BLENDER.T * scale
+    return out - _base_point(out)
+
+
+def _base_point(out: np.ndarray) -> np.ndarray:
+    """(3,) the bottom centre of the bounding box of (V, 3) Blender-frame vertices (:func:`to_blender`'s origin)."""
     lo, hi = out.min(0), out.max(0)
-    return out - np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2]])
+    return np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2]])
+
+
+SENSOR_MM = 36.0
+"""The picture camera's sensor along the picture's longer side, in mm (Blender's default sensor width)."""
+
+PLANE_BEYOND = 1.25
+"""The picture's plane stands this many times the mesh's farthest depth from the picture camera (behind the mesh)."""
+
+
+def picture_view(camera: dict, verts: np.ndarray, scale: float = 1.0) -> dict:
+    """The picture's camera (the worker's ``camera``) in the frame of the object that holds :func:`to_blender`'s
+    mesh of ``verts``: what a Blender camera and an image empty need so that, looked through, the mesh lies on the
+    picture's object.
+
+    Blender cameras look along their local -Z with +Y up; the OpenCV camera's rows ``R`` (x right, y down, z forward)
+    give its local axes ``x = R[0]``, ``y = -R[1]``, ``z = -R[2]`` in the output frame, turned into Blender's by
+    :data:`OUTPUT_TO_BLENDER`; its centre ``C = -R^T T`` goes where :func:`to_blender` takes the mesh. The lens is the
+    focal length ``f`` (pixels) over the picture's longer side as :data:`SENSOR_MM`, fitted along that side; the
+    shift puts the principal point where the picture has it, so that with the render resolution at the picture's size
+    the camera's frame is the picture. The picture stands as a plane :data:`PLANE_BEYOND` times the mesh's farthest
+    depth away, the size at which the camera sees it fill its pixels.
+
+    Args:
+        camera: ``{"R": (3, 3), "T": (3,), "K": (3, 3), "width": W, "height": H}`` (the worker's ``camera``, decoded:
+            :func:`.worker_client._camera`), in the worker's units.
+        verts: (V, 3) float output-frame vertices as the worker sent them.
+        scale: Blender units per worker unit, as :func:`to_blender` was given.
+
+    Returns:
+        ``{"matrix": (4, 4) camera-to-object, "lens", "sensor_fit" ('HORIZONTAL' or 'VERTICAL'), "shift_x",
+        "shift_y", "clip_start", "clip_end", "plane_location": (3,) in the camera's frame, "plane_size" (the picture's
+        longer side), "width", "height"}``, lengths in Blender units, numbers as floats and lists (an ID property).
+
+    Raises:
+        ValueError: a vertex that is not in front of the camera.
+    """
+    R = np.asarray(camera["R"], dtype=np.float64)
+    T = np.asarray(camera["T"], dtype=np.float64)
+    K = np.asarray(camera["K"], dtype=np.float64)
+    width, height = int(camera["width"]), int(camera["height"])
+    verts = np.asarray(verts, dtype=np.float64)
+    depth = (verts @ R.T + T)[:, 2] * scale  # (V,) distance along the view, Blender units
+    if not (depth > 0).all():
+        raise ValueError("the mesh is not wholly in front of the picture's camera")
+    out = verts @ OUTPUT_TO_BLENDER.T * scale
+    matrix = np.eye(4)
+    matrix[:3, :3] = OUTPUT_TO_BLENDER @ np.stack([R[0], -R[1], -R[2]], axis=1)
+    matrix[:3, 3] = OUTPUT_TO_BLENDER @ (-R.T @ T) * scale - _base_point(out)
+    focal, cx, cy = float(K[0, 0]), float(K[0, 2]), float(K[1, 2])
+    longer = max(width, height)
+    far = float(depth.max()) * PLANE_BEYOND
+    return {
+        "matrix": matrix.tolist(),
+        "lens": focal * SENSOR_MM / longer,
+        "sensor_fit": 'HORIZONTAL' if width >= height else 'VERTICAL',
+        "shift_x": (width / 2.0 - cx) / longer,
+        "shift_y": (cy - height / 2.0) / longer,
+        "clip_start": float(depth.min()) / 10.0,
+        "clip_end": far * 4.0,
+        "plane_location": [(width / 2.0 - cx) * far / focal, (cy - height / 2.0) * far / focal, -far],
+        "plane_size": longer * far / focal,
+        "width": width,
+        "height": height,
+    }
 
 
 def mesh_buffers(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

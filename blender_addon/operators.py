@@ -1,4 +1,5 @@
-"""Operators: Reconstruct from Image (modal, runs the worker), Next Shape, Keep This One, Export STL and Export 3MF.
+"""Operators: Reconstruct from Image (modal, runs the worker), Next Shape, Keep This One, Look Through Picture,
+Export STL and Export 3MF.
 
 From the UI the reconstruct operator is modal: a window-manager timer polls the worker
 (:mod:`.worker_client`), so Blender stays responsive, and Esc cancels. From scripts and
@@ -24,6 +25,14 @@ candidate in rank order, Keep This One (:class:`RECON_OT_keep_candidate`) delete
 shown one to the collection's parent (where a single reconstruction would have put it) and removes the
 collection once empty. A worker that sends one shape (a model without a shape bank, or Candidates at 1)
 gives one object and no collection, as before.
+
+The picture's camera: the worker sends, with each shape-bank mesh, the camera through which it lies on the picture's
+object; the object keeps it, turned into its own frame (:data:`VIEW_KEY`, :func:`.mesh_data.picture_view`). Look Through
+Picture (:class:`RECON_OT_view_picture`) makes of it a camera, "PICTURE picture", parented to the mesh so that it
+follows it, with the picture half see-through in front of the mesh (an image empty that shows only when looked at
+along its axis, so from the camera alone), and looks through it in the 3D Viewport (the view's own camera: the scene's
+camera and its render settings stay as they were). One such camera serves a set of candidates; Next Shape and Keep This
+One move it to the candidate they show.
 """
 
 import contextlib
@@ -37,12 +46,13 @@ import time
 import bpy
 import numpy as np
 from bpy_extras.io_utils import ExportHelper
+from mathutils import Matrix
 
 from . import mesh_data, worker_client
 from .preferences import DEFAULTS, get_preferences
 
 __all__ = ["RECON_OT_reconstruct", "RECON_OT_next_candidate", "RECON_OT_keep_candidate", "RECON_OT_export_stl",
-           "RECON_OT_export_3mf", "RECON_OT_use_mask", "running", "cancel_running", "mm_per_unit", "mask_image",
+           "RECON_OT_export_3mf", "RECON_OT_use_mask", "RECON_OT_view_picture", "picture_camera", "picture_image", "running", "cancel_running", "mm_per_unit", "mask_image",
            "fill_mesh", "candidate_collection", "candidate_target", "stranded_collection", "candidates_of",
            "is_candidate", "candidate_info", "shown_candidate", "percent_text"]
 
@@ -74,6 +84,17 @@ and Keep This One."""
 CANDIDATE_NAMES_KEY = "recon_candidate_names"
 """Custom property of a candidate collection made by an earlier version of the add-on: the names of its candidates,
 read only when the collection has no :data:`CANDIDATE_OBJECTS` record (:func:`is_candidate`)."""
+VIEW_KEY = "recon_view"
+"""Custom property of a reconstructed object: the picture's camera in the object's frame (:func:`.mesh_data.picture_view`),
+absent when the worker sent none (a model without a shape bank)."""
+PICTURE_IMAGE_KEY = "recon_picture_image"
+"""Custom property of an object reconstructed from a Blender image (not a file): that image."""
+PICTURE_CAMERA_KEY = "recon_picture_camera"
+"""Custom property of a reconstructed object, or of a candidate collection: the camera object Look Through Picture made."""
+PLANE_KEY = "recon_picture_plane"
+"""Custom property of a picture camera: the image empty that shows the picture."""
+PICTURE_OPACITY = 0.5
+"""How opaque the picture is in front of the mesh, looked through its camera."""
 NEXT_SHAPE_KEYS = "Shift+Alt+N"
 """The Next Shape shortcut (3D Viewport, Object Mode), as the panel and messages spell it (see ``__init__``)."""
 
@@ -564,6 +585,7 @@ class _Reconstruction:
                              f"{self.height_mm:g}.")
         # the inputs checked, the temporary copies made last: cleanup() removes them from here on
         self.image, self.name, self.temp_file, self.picture = _image_input(settings, context.scene)
+        self.picture_image = settings.image if settings.source == 'IMAGE' else None
         if self.temp_file is not None:  # a PNG copy of an OpenEXR or HDR file, or of a Blender image
             self.names[self.temp_file] = (f"image file {self.picture}" if settings.source == 'FILE'
                                           else self.picture)
@@ -761,6 +783,15 @@ class _Reconstruction:
         objects.append(obj)
         obj.location = location
         obj[CHECK_KEY] = _check_property(shape, mm_per_worker_unit)
+        obj[PICTURE_KEY] = self.picture
+        if self.picture_image is not None:
+            obj[PICTURE_IMAGE_KEY] = self.picture_image
+        camera = getattr(shape, "camera", None)
+        if camera is not None:
+            try:
+                obj[VIEW_KEY] = mesh_data.picture_view(camera, shape.verts, scale)
+            except ValueError:  # a mesh partly behind its camera: no view through it (never seen; the mesh is kept)
+                pass
         if mask is not None:
             obj[MASK_KEY] = mask
         return obj
@@ -1211,6 +1242,7 @@ class RECON_OT_next_candidate(_CandidateOperator, bpy.types.Operator):
             index = (candidates.index(current) + 1) % len(candidates)
         shown = candidates[index]
         _show_only(shown, candidates, view_layer)
+        _move_picture_camera(collection, shown)
         rank, confidence = candidate_info(shown)
         position = index + 1  # the rank, unless candidates were deleted
         check = "printable" if (shown.get(CHECK_KEY) or {}).get("ok") else "NOT printable"
@@ -1233,6 +1265,10 @@ class RECON_OT_keep_candidate(_CandidateOperator, bpy.types.Operator):
         kept = shown_candidate(candidates_of(collection, view_layer), view_layer, context.active_object)
         others = [o for o in collection.objects if is_candidate(o, collection) and o != kept]  # never the user's
         parents = _parent_collections(collection, context.scene)
+        _move_picture_camera(collection, kept)  # before the others go: it may be parented to one of them
+        camera = collection.get(PICTURE_CAMERA_KEY)
+        if isinstance(camera, bpy.types.Object):
+            kept[PICTURE_CAMERA_KEY] = camera  # the collection goes: the kept object holds it now
         for obj in others:
             mesh = obj.data
             bpy.data.objects.remove(obj)
@@ -1464,4 +1500,144 @@ class RECON_OT_use_mask(bpy.types.Operator):
         image[UNSURE_KEY] = False  # the user's mask now: the finder's doubt no longer applies
         self.report({'INFO'}, f"Reconstruct now uses {image.name} as the object; paint it white on the object and "
                               "black elsewhere in the Image Editor (Texture Paint) to correct it.")
+        return {'FINISHED'}
+
+
+def picture_image(obj):
+    """The picture ``obj`` was reconstructed from, as a Blender image: the Blender image it was made from, or its file
+    loaded (an image of that file already loaded is reused); None when neither is there any more."""
+    image = obj.get(PICTURE_IMAGE_KEY)
+    if isinstance(image, bpy.types.Image):
+        return image
+    picture = obj.get(PICTURE_KEY)
+    if not isinstance(picture, str) or picture.startswith("Blender image ") or not os.path.isfile(picture):
+        return None
+    try:
+        return bpy.data.images.load(picture, check_existing=True)
+    except RuntimeError:  # a file Blender cannot read (the worker read it with Pillow)
+        return None
+
+
+def _picture_base(obj) -> str:
+    """The name the picture camera of ``obj`` takes after: its candidate collection's ("chair"), else its own."""
+    collection = candidate_collection(obj)
+    return collection.name.removesuffix(" candidates") if collection is not None else obj.name
+
+
+def _holder(obj):
+    """What keeps the picture camera of ``obj``: its candidate collection (one camera for the set), else ``obj``."""
+    return candidate_collection(obj) or obj
+
+
+def _alive_object(obj):
+    """``obj`` when it is an object still in some collection, else None (deleted by the user)."""
+    obj = _alive(obj)
+    return obj if isinstance(obj, bpy.types.Object) and obj.users_collection else None
+
+
+def picture_camera(obj, context=None) -> tuple:
+    """Make or update the picture camera of the reconstructed ``obj`` (:data:`VIEW_KEY`): a camera parented to ``obj``
+    at the place and lens of the picture's, and the picture as an image empty in front of the mesh, parented to the
+    camera; returns ``(camera, warning or None)``. A new camera goes into the collections that hold ``obj`` (those
+    that hold its candidate collection, for a candidate, so that Keep This One can remove the collection)."""
+    view = obj[VIEW_KEY].to_dict()
+    holder = _holder(obj)
+    camera = _alive_object(holder.get(PICTURE_CAMERA_KEY))
+    if camera is None or camera.type != 'CAMERA':
+        base = _picture_base(obj)
+        camera = bpy.data.objects.new(f"{base} picture", bpy.data.cameras.new(f"{base} picture"))
+        collection = candidate_collection(obj)
+        scene = context.scene if context is not None else bpy.context.scene
+        for target in (_parent_collections(collection, scene) if collection is not None else obj.users_collection):
+            target.objects.link(camera)
+        holder[PICTURE_CAMERA_KEY] = camera
+    data = camera.data
+    data.type = 'PERSP'
+    data.sensor_fit = view["sensor_fit"]
+    data.sensor_width = data.sensor_height = mesh_data.SENSOR_MM
+    data.lens = view["lens"]
+    data.shift_x, data.shift_y = view["shift_x"], view["shift_y"]
+    data.clip_start, data.clip_end = view["clip_start"], view["clip_end"]
+    camera.parent = obj
+    camera.matrix_parent_inverse = Matrix.Identity(4)
+    camera.matrix_basis = Matrix(view["matrix"])
+    image = picture_image(obj)
+    plane = _alive_object(camera.get(PLANE_KEY))
+    warning = None
+    if image is not None and all(image.size):
+        wide, high = image.size
+        if abs(wide * view["height"] - high * view["width"]) > 0.01 * max(wide * view["height"], high * view["width"]):
+            # its file turned by its EXIF orientation, which Blender does not read: it would lie across the mesh
+            warning = (f"the picture {image.name} is {wide} x {high} pixels in Blender, but was read "
+                       f"{view['width']} x {view['height']} (turned by its EXIF orientation), so it is not shown")
+            image = None
+    else:
+        warning = "the picture's file or image is gone, so only the camera is made"
+        image = None
+    if image is None:
+        if plane is not None:
+            bpy.data.objects.remove(plane)
+        if PLANE_KEY in camera:
+            del camera[PLANE_KEY]
+        return camera, warning
+    if plane is None:
+        plane = bpy.data.objects.new(f"{camera.name} image", None)
+        for target in camera.users_collection:
+            target.objects.link(plane)
+        camera[PLANE_KEY] = plane
+    plane.empty_display_type = 'IMAGE'
+    plane.data = image
+    plane.empty_display_size = view["plane_size"]
+    plane.empty_image_offset = (-0.5, -0.5)
+    plane.empty_image_depth = 'FRONT'
+    plane.empty_image_side = 'FRONT'
+    plane.show_empty_image_only_axis_aligned = True  # seen through the camera alone
+    plane.use_empty_image_alpha = True
+    plane.color[3] = PICTURE_OPACITY
+    plane.hide_select = True  # a click through the camera picks the mesh
+    plane.parent = camera
+    plane.matrix_parent_inverse = Matrix.Identity(4)
+    plane.matrix_basis = Matrix.Translation(view["plane_location"])
+    return camera, warning
+
+
+def _move_picture_camera(collection, shown) -> None:
+    """Put the candidate ``collection``'s picture camera, if it has one, on its ``shown`` candidate."""
+    if _alive_object(collection.get(PICTURE_CAMERA_KEY)) is not None and VIEW_KEY in shown:
+        picture_camera(shown)
+
+
+class RECON_OT_view_picture(bpy.types.Operator):
+    """Look at the mesh through the picture's camera, the picture half see-through in front of it: where the two
+    differ, the reconstruction departs from the picture"""
+
+    bl_idname = "recon.view_picture"
+    bl_label = "Look Through Picture"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    @classmethod
+    def poll(cls, context):
+        obj = context.active_object
+        if obj is None or VIEW_KEY not in obj:
+            cls.poll_message_set("The active object has no picture camera (made by Reconstruct from Image with a "
+                                 "model that has a shape bank, like the shipped one)")
+            return False
+        return True
+
+    def execute(self, context):
+        obj = context.active_object
+        camera, warning = picture_camera(obj, context)
+        space = getattr(context, "space_data", None)
+        looking = space is not None and space.type == 'VIEW_3D'
+        if looking:
+            space.use_local_camera = True  # this view's own camera: the scene's stays
+            space.camera = camera
+            space.region_3d.view_perspective = 'CAMERA'
+        where = ("Looking through " if looking else "Made ") + camera.name
+        back = (" (this view's own camera: untick View > Local Camera in the sidebar to look through the scene's "
+                "again)") if looking else " (look through it with View > Cameras)"
+        if warning is not None:
+            self.report({'WARNING'}, f"{where}{back}; {warning}.")
+        else:
+            self.report({'INFO'}, f"{where}{back}: the picture is half see-through in front of {obj.name}.")
         return {'FINISHED'}

@@ -3,9 +3,9 @@ the object mask."""
 
 import bpy
 
-from .operators import (CHECK_KEY, MASK_KEY, NEXT_SHAPE_KEYS, UNSURE_KEY, RECON_OT_export_3mf, RECON_OT_export_stl,
-                        RECON_OT_keep_candidate, RECON_OT_next_candidate, RECON_OT_reconstruct, RECON_OT_use_mask,
-                        candidate_info, candidate_target, candidates_of, mask_image, mm_per_unit, percent_text,
+from .operators import (CHECK_KEY, MASK_KEY, NEXT_SHAPE_KEYS, UNSURE_KEY, VIEW_KEY, RECON_OT_export_3mf,
+                        RECON_OT_export_stl, RECON_OT_keep_candidate, RECON_OT_next_candidate, RECON_OT_reconstruct,
+                        RECON_OT_use_mask, RECON_OT_view_picture, candidate_info, candidate_target, candidates_of, mask_image, mm_per_unit, percent_text,
                         running)
 
 __all__ = ["RECON_PT_reconstruct", "RECON_PT_candidates", "RECON_PT_check", "RECON_PT_mask"]
@@ -124,7 +124,8 @@ class RECON_PT_check(_SubPanel, bpy.types.Panel):
 
 
 class RECON_PT_mask(_SubPanel, bpy.types.Panel):
-    """The object mask the active reconstruction was made with: what was taken as the object."""
+    """The object mask the active reconstruction was made with: what was taken as the object; and Look Through
+    Picture, to see the mesh on the picture."""
 
     bl_label = "Object Mask"
     bl_idname = "RECON_PT_mask"
@@ -137,6 +138,8 @@ class RECON_PT_mask(_SubPanel, bpy.types.Panel):
     def draw(self, context):
         layout = self.layout
         obj = context.active_object
+        if VIEW_KEY in obj:
+            layout.operator(RECON_OT_view_picture.bl_idname, icon='CAMERA_DATA')
         image = mask_image(obj)
         if image is None:
             text = "Its mask image was deleted" if MASK_KEY in obj else "No object mask was kept"

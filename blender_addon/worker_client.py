@@ -268,6 +268,8 @@ class Candidate:
         notes: human-readable notes about this shape.
         thin_faces: (K,) int32 indices of the faces whose walls are too thin to print, when a note names them; else
             None (also from a worker that predates them).
+        camera: the picture's camera as the shape was fitted to it (:func:`_camera`: ``R``, ``T``, ``K``, ``width``,
+            ``height``), or None (a model without a shape bank, or a worker that predates it).
     """
 
     verts: Any
@@ -277,6 +279,7 @@ class Candidate:
     category: str
     notes: list[str] = field(default_factory=list)
     thin_faces: Any = None
+    camera: dict[str, Any] | None = None
 
 
 @dataclass
@@ -298,6 +301,7 @@ class WorkerResult:
             never empty: a worker that sent no list (one shape asked for, or a worker that predates
             candidates) gives the one entry of this result, with no confidence.
         thin_faces: as :attr:`Candidate.thin_faces`, of this result's mesh.
+        camera: as :attr:`Candidate.camera`, of this result's mesh.
     """
 
     verts: Any
@@ -311,6 +315,7 @@ class WorkerResult:
     candidates: list[Candidate] = field(default_factory=list)
     mask_unsure: bool = False
     thin_faces: Any = None
+    camera: dict[str, Any] | None = None
 
 
 def _decode(packed: dict[str, Any]):
@@ -348,6 +353,38 @@ def _thin_faces(message: dict[str, Any], faces):
     return thin
 
 
+MAX_PICTURE_SIDE = 1 << 20
+"""The largest picture side, in pixels, a camera may claim (far beyond what the worker reads)."""
+
+
+def _camera(message: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``camera`` of a message as arrays (``R`` (3, 3), ``T`` (3,), ``K`` (3, 3) float64; ``width``, ``height``
+    ints), or None when it has none.
+
+    Raises:
+        ValueError, TypeError, KeyError: not a camera: shapes, numbers that are not finite, a rotation that is not one,
+            a focal length that is not positive, or a picture size that is not a positive whole number.
+    """
+    import numpy as np
+
+    packed = message.get("camera")
+    if packed is None:
+        return None
+    R, T, K = (np.array(packed[key], dtype=np.float64) for key in ("R", "T", "K"))
+    if R.shape != (3, 3) or T.shape != (3,) or K.shape != (3, 3):
+        raise ValueError(f"a camera of shapes {R.shape}, {T.shape} and {K.shape}")
+    if not (np.isfinite(R).all() and np.isfinite(T).all() and np.isfinite(K).all()):
+        raise ValueError("a camera with numbers that are not finite")
+    if np.abs(R @ R.T - np.eye(3)).max() > 1e-4 or np.linalg.det(R) < 0:
+        raise ValueError("a camera whose R is not a rotation")
+    if not K[0, 0] > 0 or abs(K[1, 1] - K[0, 0]) > 1e-6 * K[0, 0] or np.abs(K[2] - [0.0, 0.0, 1.0]).max() > 0:
+        raise ValueError("a camera whose K is not a pinhole's with square pixels")
+    width, height = packed["width"], packed["height"]
+    if not all(type(side) is int and 0 < side <= MAX_PICTURE_SIDE for side in (width, height)):
+        raise ValueError(f"a camera of {width!r} x {height!r} pixels")
+    return {"R": R, "T": T, "K": K, "width": width, "height": height}
+
+
 def _candidates(message: dict[str, Any], verts, faces) -> list[Candidate]:
     """The candidates of a ``result`` message; the result's own mesh alone when it has no ``candidates`` list.
 
@@ -357,7 +394,7 @@ def _candidates(message: dict[str, Any], verts, faces) -> list[Candidate]:
     entries = message.get("candidates")
     if entries is None:
         return [Candidate(verts, faces, dict(message.get("report") or {}), None, str(message.get("category", "")),
-                          list(message.get("notes") or []), _thin_faces(message, faces))]
+                          list(message.get("notes") or []), _thin_faces(message, faces), _camera(message))]
     if not isinstance(entries, list) or not entries:
         raise ValueError("an empty or malformed candidates list")
     out = []
@@ -366,7 +403,7 @@ def _candidates(message: dict[str, Any], verts, faces) -> list[Candidate]:
         confidence = entry.get("confidence")
         out.append(Candidate(c_verts, c_faces, dict(entry.get("report") or {}),
                              None if confidence is None else float(confidence), str(entry.get("category", "")),
-                             list(entry.get("notes") or []), _thin_faces(entry, c_faces)))
+                             list(entry.get("notes") or []), _thin_faces(entry, c_faces), _camera(entry)))
     return out
 
 
@@ -470,6 +507,7 @@ class Job:
                 verts, faces = _decode_mesh(message)
                 candidates = _candidates(message, verts, faces)
                 thin_faces = _thin_faces(message, faces)
+                camera = _camera(message)
             except (KeyError, ValueError, TypeError, AttributeError) as err:
                 self._fail(f"The worker sent a malformed mesh ({err}); update recon_core and the add-on together.")
                 return
@@ -482,7 +520,7 @@ class Job:
                 report=dict(message.get("report") or {}), notes=list(message.get("notes") or []),
                 timings=dict(message.get("timings") or {}), seconds=self.elapsed,
                 mask_path=str(message["mask_path"]) if message.get("mask_path") else None, candidates=candidates,
-                mask_unsure=bool(message.get("mask_unsure", False)), thin_faces=thin_faces,
+                mask_unsure=bool(message.get("mask_unsure", False)), thin_faces=thin_faces, camera=camera,
             )
             self.stage, self.fraction = "done", 1.0
             self.client.job = None

@@ -44,6 +44,7 @@ from PIL import Image
 
 bpy = pytest.importorskip("bpy")
 import bmesh  # noqa: E402
+from mathutils import Vector  # noqa: E402
 
 import build_addon  # noqa: E402
 from recon_core.io.worker import DELAY_ENV as DELAY_ENV_NAME  # noqa: E402
@@ -1433,6 +1434,131 @@ def test_in_local_view_the_new_objects_are_in_it(addon, candidate_settings):
     remove_candidates()
     bpy.data.objects.remove(outside)
     bpy.data.objects.remove(single)
+
+
+def _frame_pixels(scene, camera, obj, size) -> np.ndarray:
+    """(V, 2) where ``camera`` shows the vertices of ``obj`` in a render of ``size`` pixels, ``(u right, v down)``, by
+    Blender's own projection (its lens, sensor fit and shift: ``bpy_extras.object_utils.world_to_camera_view``)."""
+    from bpy_extras.object_utils import world_to_camera_view
+
+    width, height = size
+    render = scene.render
+    kept = render.resolution_x, render.resolution_y, render.resolution_percentage
+    render.resolution_x, render.resolution_y, render.resolution_percentage = width, height, 100
+    try:
+        bpy.context.view_layer.update()
+        frame = np.array([tuple(world_to_camera_view(scene, camera, obj.matrix_world @ v.co))[:2]
+                          for v in obj.data.vertices])
+    finally:
+        render.resolution_x, render.resolution_y, render.resolution_percentage = kept
+    return np.stack([frame[:, 0] * width, (1.0 - frame[:, 1]) * height], axis=1)
+
+
+def _on_the_mask(scene, camera, obj) -> None:
+    """Through ``camera``, the box of ``obj``'s vertices has the centre and the longer side of its mask's box (the
+    worker's fit), to a hundredth of a pixel."""
+    mask = mask_pixels(obj["recon_mask"]) > 127
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    uv = _frame_pixels(scene, camera, obj, (mask.shape[1], mask.shape[0]))
+    longer = max(np.ptp(uv[:, 0]), np.ptp(uv[:, 1]))
+    assert longer == pytest.approx(max(cols[-1] + 1 - cols[0], rows[-1] + 1 - rows[0]), abs=0.01)
+    np.testing.assert_allclose((uv.min(axis=0) + uv.max(axis=0)) / 2,
+                               [(cols[0] + cols[-1] + 1) / 2, (rows[0] + rows[-1] + 1) / 2], atol=0.01)
+
+
+def test_look_through_picture_shows_the_picture_over_the_shown_candidate(addon, candidate_settings):
+    """Look Through Picture makes one camera for the candidates, outside their collection, parented to the shown
+    one: through it (Blender's own projection, the render at the picture's size) the mesh lies on the picture's
+    object, and the picture's plane fills the camera's frame; it follows the mesh when moved, goes to the candidate
+    Next Shape shows and stays with the one Keep This One keeps; pressed again, it is the same camera. The 3D
+    Viewport would look through it; headless there is none, and the message says how to."""
+    scene = bpy.context.scene
+    scene.cursor.location = (1.0, 2.0, 3.0)
+    state = scene_state()
+    collection = reconstruct_candidates(3)
+    objects = candidates_in(collection)
+    assert all("recon_view" in o for o in objects)
+    assert bpy.ops.recon.view_picture.poll()
+    calls = draw_panel(bpy.types.RECON_PT_mask)
+    assert any(name == "operator" and args[0] == "recon.view_picture" for name, args, _ in calls)
+    assert bpy.ops.recon.view_picture() == {'FINISHED'}
+    camera = collection["recon_picture_camera"]
+    plane = camera["recon_picture_plane"]
+    assert camera.name == "chair picture" and camera.type == 'CAMERA' and camera.parent == objects[0]
+    assert collection.objects.get(camera.name) is None and bpy.context.collection.objects.get(camera.name) == camera
+    assert plane.parent == camera and plane.empty_display_type == 'IMAGE' and plane.hide_select
+    assert bpy.path.abspath(plane.data.filepath) == str(candidate_settings.image_path)
+    assert plane.show_empty_image_only_axis_aligned and plane.color[3] == pytest.approx(0.5)
+    _on_the_mask(scene, camera, objects[0])
+    # the plane's corners are the frame's (Blender draws an image empty with its longer side the display size,
+    # centred on its origin at the offset -0.5: its overlay's image_calc_aspect)
+    view = objects[0]["recon_view"]
+    from bpy_extras.object_utils import world_to_camera_view
+    half = plane.empty_display_size / 2
+    aspect = view["height"] / view["width"]
+    bpy.context.view_layer.update()
+    render = scene.render
+    kept = render.resolution_x, render.resolution_y
+    render.resolution_x, render.resolution_y = view["width"], view["height"]
+    corners = [tuple(world_to_camera_view(scene, camera, plane.matrix_world @ Vector((x, y, 0.0))))[:2]
+               for x, y in ((-half, -half * aspect), (half, half * aspect))]
+    render.resolution_x, render.resolution_y = kept
+    np.testing.assert_allclose(corners, [(0.0, 0.0), (1.0, 1.0)], atol=1e-4)
+    # it follows the mesh
+    objects[0].location.x += 0.5
+    _on_the_mask(scene, camera, objects[0])
+    assert bpy.ops.recon.view_picture() == {'FINISHED'} and collection["recon_picture_camera"] == camera
+    assert bpy.ops.recon.next_candidate() == {'FINISHED'}
+    assert camera.parent == objects[1]
+    _on_the_mask(scene, camera, objects[1])
+    assert bpy.ops.recon.keep_candidate() == {'FINISHED'}
+    kept_object = bpy.data.objects["chair"]
+    assert camera.parent == kept_object and kept_object["recon_picture_camera"] == camera
+    assert "chair candidates" not in bpy.data.collections
+    _on_the_mask(scene, camera, kept_object)
+    assert bpy.ops.recon.view_picture() == {'FINISHED'}
+    assert set(scene_state()[0]) - state[0] == {"chair", "chair picture", "chair picture image"}
+    for obj in (plane, camera, kept_object):
+        bpy.data.objects.remove(obj)
+    for image in [i for i in bpy.data.images if i.name.startswith("chair")]:
+        bpy.data.images.remove(image)
+
+
+def test_look_through_picture_without_the_picture_makes_the_camera_alone_and_says_why(addon, candidate_settings,
+                                                                                      tmp_path):
+    """One shape: the camera is the object's own, in its collection. The picture's file gone, the camera is made
+    without the picture, with a warning; a picture of another shape than the one read (turned by its EXIF orientation,
+    which Blender does not apply) is not laid across the mesh either. An object the add-on did not make, or made
+    without a camera, cannot be looked through, and the button says why."""
+    picture = tmp_path / "lamp.png"
+    shutil.copy(candidate_settings.image_path, picture)
+    candidate_settings.image_path, candidate_settings.candidates = str(picture), 1
+    obj = reconstruct()
+    picture.unlink()
+    driver = ModalDriver(addon.package.operators.RECON_OT_view_picture)
+    driver.context.active_object, driver.context.space_data = obj, None
+    assert driver.op.execute(driver.context) == {'FINISHED'}
+    camera = obj["recon_picture_camera"]
+    assert camera.parent == obj and "recon_picture_plane" not in camera and obj.users_collection == camera.users_collection
+    [(kind, message)] = driver.reports
+    assert kind == {'WARNING'} and message == (
+        "Made lamp picture (look through it with View > Cameras); the picture's file or image is gone, so only the "
+        "camera is made.")
+    turned = bpy.data.images.new("turned", obj["recon_view"]["width"], 2 * obj["recon_view"]["height"])
+    obj["recon_picture_image"] = turned
+    driver.reports.clear()
+    assert driver.op.execute(driver.context) == {'FINISHED'} and obj["recon_picture_camera"] == camera
+    assert "recon_picture_plane" not in camera and driver.reports[0][0] == {'WARNING'}
+    assert "(turned by its EXIF orientation), so it is not shown" in driver.reports[0][1]
+    obj["recon_picture_image"] = bpy.data.images.new("upright", obj["recon_view"]["width"], obj["recon_view"]["height"])
+    assert driver.op.execute(driver.context) == {'FINISHED'}
+    assert camera["recon_picture_plane"].data.name == "upright"
+    del obj["recon_view"]
+    assert not bpy.ops.recon.view_picture.poll()
+    for made in (camera["recon_picture_plane"], camera, obj):
+        bpy.data.objects.remove(made)
+    for image in (turned, bpy.data.images["upright"]):
+        bpy.data.images.remove(image)
 
 
 def test_keep_this_one_deletes_the_others_and_moves_it_to_the_parent_collection(addon, candidate_settings):

@@ -236,3 +236,70 @@ def test_settle_on_base_tips_onto_the_short_leg_when_the_mass_stands_over_it():
     feet = np.array([[x, z] for x, z in ((0.4, -0.4), (-0.4, 0.4), (0.4, 0.4))])  # near enough after a small turn
     weights = np.linalg.solve(np.vstack([feet.T, np.ones(3)]), np.r_[mass, 1.0])
     assert (weights > 0).all(), weights
+
+
+# ---------------------------------------------------------------------------------- the picture's camera
+
+
+def _random_rotation(rng: np.random.Generator) -> np.ndarray:
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    return q if np.linalg.det(q) > 0 else -q
+
+
+def test_rigid_motion_recovers_a_turn_and_a_shift_and_never_a_mirror():
+    from recon_core.mesh.camera import rigid_motion
+
+    rng = np.random.default_rng(3)
+    points = rng.normal(size=(50, 3))
+    for _ in range(5):
+        turn, shift = _random_rotation(rng), rng.normal(size=3)
+        got_turn, got_shift = rigid_motion(points, points @ turn.T + shift)
+        np.testing.assert_allclose(got_turn, turn, atol=1e-12)
+        np.testing.assert_allclose(got_shift, shift, atol=1e-12)
+    # the stand and settle of the reconstruction: turns about a box's centre
+    stood = stand_upright(points, np.array([0.3, 1.0, -0.2]))
+    turn, shift = rigid_motion(points, stood)
+    np.testing.assert_allclose(points @ turn.T + shift, stood, atol=1e-12)
+    # a mirror image is not a motion: the best rotation, not the reflection
+    turn, _ = rigid_motion(points, points * [1.0, 1.0, -1.0])
+    assert np.linalg.det(turn) == pytest.approx(1.0)
+
+
+def test_seen_camera_moves_with_the_mesh():
+    """A point seen by the picture's camera is seen at the same camera coordinates once the mesh and the camera moved
+    together; unmoved, the camera sits on +Z looking toward -Z, +Y up (the output frame's convention)."""
+    from recon_core.mesh.camera import seen_camera
+
+    rotation, centre = seen_camera(1.9)
+    np.testing.assert_array_equal(centre, [0.0, 0.0, 1.9])
+    cam = (np.array([[0.0, 0.3, 0.0], [0.2, 0.0, -0.5]]) - centre) @ rotation.T
+    assert cam[0, 1] < 0 and cam[1, 0] > 0 and (cam[:, 2] > 0).all()  # up is image-up, right is right, in front
+    rng = np.random.default_rng(4)
+    points = rng.normal(scale=0.3, size=(20, 3))
+    turn, shift = _random_rotation(rng), rng.normal(size=3)
+    moved_rotation, moved_centre = seen_camera(1.9, (turn, shift))
+    np.testing.assert_allclose((points @ turn.T + shift - moved_centre) @ moved_rotation.T,
+                               (points - centre) @ rotation.T, atol=1e-12)
+
+
+def test_picture_camera_puts_the_meshs_projection_on_the_masks_box():
+    """The fitted focal length and principal point take the box of the vertices' projections onto the mask's box along
+    its longer side and to its centre (pixel corners: a mask of columns 30..69 spans u 30..70); an empty mask, or a
+    vertex behind the camera, gives None."""
+    from recon_core.mesh.camera import picture_camera, seen_camera
+
+    rng = np.random.default_rng(5)
+    verts = rng.uniform(-0.3, 0.3, size=(200, 3)) * [1.0, 0.5, 1.0]
+    rotation, centre = seen_camera(1.9)
+    mask = np.zeros((120, 160))
+    mask[40:61, 30:70] = 1.0  # 40 wide, 21 high
+    camera = picture_camera(verts, rotation, centre, mask)
+    assert (camera.width, camera.height) == (160, 120)
+    uv = camera.project(verts)
+    assert uv[:, 0].min() == pytest.approx(30.0) and uv[:, 0].max() == pytest.approx(70.0)
+    assert (uv[:, 1].min() + uv[:, 1].max()) / 2 == pytest.approx(50.5)
+    np.testing.assert_allclose(camera.centre, centre, atol=1e-12)
+    assert camera.K[0, 0] == camera.K[1, 1] > 0
+    assert picture_camera(verts, rotation, centre, np.zeros((120, 160))) is None
+    assert picture_camera(verts, rotation, [0.0, 0.0, 0.1], mask) is None

@@ -945,7 +945,7 @@ def test_each_fitted_candidate_is_warped_onto_the_mask_with_its_own_points(banke
     kept = 0
     for row, pose, _ in ranked:
         shape = int(model.bank.view_shape[row])
-        got, _ = rec._snap(row, pose, alpha / 255.0)
+        got, _ = rec._snap(row, pose, alpha / 255.0)[:2]
         points, mask, iterations, warp = calls[-1]
         world, _ = model.bank.shape_mesh(shape, model.config.bank_smoothing, model.config.bank_level)
         posed = stretched(world, pose.scale) @ pose.rotation.T
@@ -994,7 +994,7 @@ def test_a_carved_candidate_is_its_solid_carved_by_the_warp_then_meshed_and_move
     (row, pose, _), = rec._fitted(rec._ranked(rgb, alpha, net_verts, None, 4), mask, 1)
     monkeypatch.setattr(silhouette, "carve_to_mask", recording)
     monkeypatch.setattr(silhouette, "CARVE_MIN_IOU", 0.0)  # this bank's 24³ solids splat sparse silhouettes
-    got, faces = rec._snap(row, pose, mask)
+    got, faces = rec._snap(row, pose, mask)[:2]
     (warp, (carved, share)), = seen
     assert 0 < share <= silhouette.CARVE_MAX_SHARE
     shape = int(model.bank.view_shape[row])
@@ -1161,8 +1161,8 @@ def test_a_fitted_candidate_is_placed_where_the_picture_shows_it(banked_model, f
         net_verts = model(prepare_image(rgb, alpha, model.config.image_size).image[None]).verts[0]
     moved = 0
     for row, pose, _ in placed._fitted(placed._ranked(rgb, alpha, net_verts, None, 4), mask, 3):
-        got, faces = placed._snap(row, pose, mask)
-        before, before_faces = unplaced._snap(row, pose, mask)
+        got, faces = placed._snap(row, pose, mask)[:2]
+        before, before_faces = unplaced._snap(row, pose, mask)[:2]
         expected, was_moved = place_in_picture(before @ VIEW_TO_OUTPUT, mask)
         moved += was_moved
         np.testing.assert_allclose(got, expected @ VIEW_TO_OUTPUT.T, atol=1e-12)
@@ -1189,8 +1189,8 @@ def test_bank_unit_diagonal_scales_each_candidate_into_the_datas_frame(banked_mo
         net_verts = model(prepare_image(rgb, alpha, model.config.image_size).image[None]).verts[0]
     fitted = unit._fitted(unit._ranked(rgb, alpha, net_verts, None, 4), mask, 3)
     for row, pose, _ in fitted + [(fitted[0][0], None, 1.0)]:
-        got, faces = unit._snap(row, pose, None if pose is None else mask)
-        before, before_faces = plain._snap(row, pose, None if pose is None else mask)
+        got, faces = unit._snap(row, pose, None if pose is None else mask)[:2]
+        before, before_faces = plain._snap(row, pose, None if pose is None else mask)[:2]
         world, _ = model.bank.shape_mesh(int(model.bank.view_shape[row]), model.config.bank_smoothing,
                                          model.config.bank_level)
         d = float(np.linalg.norm(world.max(0) - world.min(0)))
@@ -1528,8 +1528,8 @@ def test_upright_stands_each_candidate_as_its_training_shape_was_modelled(banked
         world, world_faces = model.bank.shape_mesh(int(model.bank.view_shape[row]), model.config.bank_smoothing,
                                                    model.config.bank_level)
         own = world * (1.0 if pose is None else stretch_factors(world, pose.scale))
-        got, faces = rec._snap(row, pose, None, upright=True)
-        seen, seen_faces = rec._snap(row, pose, None)
+        got, faces = rec._snap(row, pose, None, upright=True)[:2]
+        seen, seen_faces = rec._snap(row, pose, None)[:2]
         np.testing.assert_array_equal(faces, seen_faces)
         # the bank keeps its views' rotations at half precision (orthonormal to ~1e-3): heights agree to that
         np.testing.assert_allclose(got[:, 1] - got[:, 1].min(), own[:, 1] - own[:, 1].min(), atol=2e-3)
@@ -1540,8 +1540,8 @@ def test_upright_stands_each_candidate_as_its_training_shape_was_modelled(banked
     # warped, carved and placed (what recon-mesh makes): stood last, by the pose's own up, the same faces
     placed = Reconstructor(_with_config(model, bank_fit_candidates=4, bank_place=True), meta)
     for row, pose, _ in fitted:
-        got, faces = placed._snap(row, pose, alpha / 255.0, upright=True)
-        seen, seen_faces = placed._snap(row, pose, alpha / 255.0)
+        got, faces = placed._snap(row, pose, alpha / 255.0, upright=True)[:2]
+        seen, seen_faces = placed._snap(row, pose, alpha / 255.0)[:2]
         np.testing.assert_array_equal(faces, seen_faces)
         stood = stand_upright(seen, VIEW_TO_OUTPUT @ pose.rotation @ [0.0, 1.0, 0.0])
         # the boxes rest flat as modelled: settled too, by a hundredth of a degree at most (their warp is slight)
@@ -1605,3 +1605,44 @@ def test_an_output_of_several_pieces_says_so_with_the_smallest_share(banked_mode
     assert [n for n in rec.reconstruct(rgb, alpha).notes if "separate pieces" in n] == [
         "the mesh is 3 separate pieces, the smallest 5% of its volume: each prints as a loose part (delete the small "
         "ones or join them in your modeller)"]
+
+
+# ------------------------------------------------------------------------------------- the picture's camera
+
+
+def _seen_through(result) -> np.ndarray:
+    """(H, W) bool: the pixels of the picture that ``result``'s mesh covers through its camera."""
+    from training.scoring import rasterize
+
+    camera = result.camera
+    depth = camera.world_to_camera(result.verts)[:, 2]
+    return rasterize(camera.project(result.verts), depth, result.faces, (camera.height, camera.width)) >= 0
+
+
+def test_the_picture_camera_sees_the_mesh_on_the_pictures_object_however_it_was_turned_and_scaled(banked_model, fake,
+                                                                                                  tmp_path):
+    """Each candidate's camera (Reconstruction.camera) sees its mesh where the picture has the object: as seen, stood
+    on its base and at 80 mm the same pixels (the camera moved and scaled with the mesh), and a silhouette close to the
+    mask's; the camera of the mesh as seen sits on +Z, the stood one's does not. A model without a bank has none."""
+    from recon_core.io.inference import Reconstructor
+
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    model, meta = load_model(banked_model)
+    rec = Reconstructor(model, meta)
+    seen = rec.reconstruct_candidates(rgb, alpha, 3)
+    stood = rec.reconstruct_candidates(rgb, alpha, 3, upright=True)
+    printed = rec.reconstruct_candidates(rgb, alpha, 3, upright=True, height_mm=80.0)
+    mask = alpha > 127
+    turned = 0
+    for a, b, c in zip(seen, stood, printed):
+        assert (a.camera.width, a.camera.height) == (rgb.shape[1], rgb.shape[0])
+        np.testing.assert_allclose(a.camera.centre[:2], 0.0, atol=1e-12)
+        turned += not np.allclose(b.camera.R, a.camera.R, atol=1e-3)
+        pixels = [_seen_through(r) for r in (a, b, c)]
+        for other in pixels[1:]:
+            assert (pixels[0] != other).mean() < 0.005  # the same silhouette, to an edge pixel here and there
+        assert (pixels[0] & mask).sum() / (pixels[0] | mask).sum() > 0.8
+    assert turned, "some candidate was stood: the test can fail"
+    torch.manual_seed(0)
+    save_model(build_model(ModelConfig(**TINY_MODEL)), tmp_path / "plain", {"steps": 0})
+    assert Reconstructor.from_file(tmp_path / "plain").reconstruct(rgb, alpha).camera is None

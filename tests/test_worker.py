@@ -325,9 +325,10 @@ def test_candidates_come_in_one_result_whose_own_fields_are_the_first(banked, tm
     confidences = [c["confidence"] for c in three["candidates"]]
     assert all(0 < c <= 1 for c in confidences) and confidences == sorted(confidences, reverse=True)
     assert sum(confidences) <= 1 + 1e-9
+    assert three["camera"] == first["camera"] and set(first["camera"]) == {"R", "T", "K", "width", "height"}
     meshes = set()
     for c in three["candidates"]:
-        assert set(c) == {"verts", "faces", "report", "confidence", "category", "notes"}
+        assert set(c) == {"verts", "faces", "report", "confidence", "category", "notes", "camera"}
         verts, faces = worker.decode_array(c["verts"]), worker.decode_array(c["faces"])
         assert verts.shape[1] == faces.shape[1] == 3 and faces.max() == len(verts) - 1
         assert np.ptp(verts[:, 1]) == pytest.approx(50.0, rel=1e-4)
@@ -410,6 +411,8 @@ def test_the_client_reads_the_candidates(banked):
     assert confidences[0] > confidences[1]
     for k in result.candidates:
         assert k.verts.dtype == np.float32 and k.faces.dtype == np.int32 and k.report["ok"] and k.category == "chair"
+        assert k.camera["R"].shape == (3, 3) and k.camera["K"][0, 0] > 0 and k.camera["width"] > 0
+    assert result.camera is not None and result.candidates[1].camera is not result.camera
     [own] = single.candidates  # one shape asked for: the list holds the result itself, without a confidence
     assert own.confidence is None and own.verts is single.verts and own.report == single.report
     np.testing.assert_array_equal(single.verts, result.verts)
@@ -463,6 +466,69 @@ def test_a_malformed_candidate_fails_the_job_in_one_sentence():
         job._handle({"type": "result", "id": "r1", **mesh, "candidates": candidates})
         assert job.result is None and "The worker sent a malformed mesh" in str(job.error), candidates
         assert fragment in str(job.error) and "\n" not in str(job.error)
+
+
+def test_a_camera_that_is_not_one_fails_the_job_in_one_sentence():
+    """The result's picture camera is read into arrays; one that is not a pinhole camera with square pixels, a
+    rotation and a picture size fails the job in one sentence (the worker is another version); none is None."""
+    mesh = {"verts": worker.encode_array(np.zeros((4, 3)), "<f4"),
+            "faces": worker.encode_array([[0, 1, 2], [0, 2, 3], [0, 3, 1], [1, 3, 2]], "<i4")}
+    good = {"R": np.diag([1.0, -1.0, -1.0]).tolist(), "T": [0.0, 0.0, 1.9],
+            "K": [[200.0, 0.0, 64.0], [0.0, 200.0, 60.0], [0.0, 0.0, 1.0]], "width": 128, "height": 120}
+    job = worker_client.Job(WorkerClient(PYTHON), "r1", 0)
+    job._handle({"type": "result", "id": "r1", **mesh, "camera": good})
+    assert job.error is None and job.result.camera["width"] == 128 and job.result.camera["T"].tolist() == [0, 0, 1.9]
+    assert job.result.candidates[0].camera["K"][0, 0] == 200.0
+    job = worker_client.Job(WorkerClient(PYTHON), "r1", 0)
+    job._handle({"type": "result", "id": "r1", **mesh})
+    assert job.error is None and job.result.camera is None
+    for bad, fragment in (({"R": np.diag([1.0, 1.0, -1.0]).tolist()}, "not a rotation"),
+                          ({"R": (2 * np.eye(3)).tolist()}, "not a rotation"),
+                          ({"T": [0.0, float("nan"), 1.0]}, "not finite"),
+                          ({"T": [0.0, 1.0]}, "shapes"),
+                          ({"K": [[0.0, 0.0, 64.0], [0.0, 0.0, 60.0], [0.0, 0.0, 1.0]]}, "pinhole"),
+                          ({"K": [[200.0, 0.0, 64.0], [0.0, 150.0, 60.0], [0.0, 0.0, 1.0]]}, "pinhole"),
+                          ({"width": 0}, "0 x 120 pixels"), ({"width": True}, "True x 120"),
+                          ({"height": 12.5}, "128 x 12.5"), ({"R": "east"}, "malformed mesh")):
+        job = worker_client.Job(WorkerClient(PYTHON), "r1", 0)
+        job._handle({"type": "result", "id": "r1", **mesh, "camera": {**good, **bad}})
+        assert job.result is None and "The worker sent a malformed mesh" in str(job.error), bad
+        assert fragment in str(job.error) and "\n" not in str(job.error), (bad, job.error)
+
+
+def test_picture_view_puts_the_blender_camera_where_the_workers_sees_the_mesh():
+    """The camera-to-object matrix of picture_view, applied to the mesh as to_blender places it, gives the camera
+    coordinates through which the worker's camera (K (R p + T)) sees each vertex, at any scale; the picture's plane
+    fills the picture's pixels exactly, behind the mesh; a mesh partly behind the camera is refused."""
+    from recon_core.mesh.camera import Camera, picture_camera, rotation_x, seen_camera
+
+    rng = np.random.default_rng(0)
+    verts = rng.uniform(-0.3, 0.3, size=(100, 3))
+    turn = rotation_x(20.0)
+    rotation, centre = seen_camera(1.9, (turn, np.array([0.1, -0.2, 0.05])))
+    moved = verts @ turn.T + [0.1, -0.2, 0.05]
+    mask = np.zeros((90, 160))
+    mask[20:70, 50:100] = 1.0
+    camera = picture_camera(moved, rotation, centre, mask)
+    packed = {"R": camera.R, "T": camera.T, "K": camera.K, "width": camera.width, "height": camera.height}
+    for scale in (1.0, 0.02):
+        view = mesh_data.picture_view(packed, moved, scale)
+        local = np.linalg.inv(np.asarray(view["matrix"]))
+        placed = mesh_data.to_blender(moved, scale)
+        seen = placed @ local[:3, :3].T + local[:3, 3]  # Blender camera axes: x right, y up, looking along -z
+        f, cx, cy = camera.K[0, 0], camera.K[0, 2], camera.K[1, 2]
+        pixels = np.stack([cx + f * seen[:, 0] / -seen[:, 2], cy - f * seen[:, 1] / -seen[:, 2]], axis=1)
+        np.testing.assert_allclose(pixels, camera.project(moved), atol=1e-9)
+        assert np.allclose(local[:3, :3] @ local[:3, :3].T, np.eye(3))
+        corner = np.asarray(view["plane_location"]) + [-view["plane_size"] / 2, view["plane_size"] / 2 * 90 / 160, 0]
+        np.testing.assert_allclose([cx + f * corner[0] / -corner[2], cy - f * corner[1] / -corner[2]], [0, 0],
+                                   atol=1e-9)  # the picture's top left corner
+        assert -view["plane_location"][2] > (-seen[:, 2]).max() and view["clip_start"] < (-seen[:, 2]).min()
+        assert view["clip_end"] > -view["plane_location"][2]
+        assert view["lens"] == pytest.approx(f * mesh_data.SENSOR_MM / 160) and view["sensor_fit"] == 'HORIZONTAL'
+    behind = Camera(R=camera.R, T=camera.T - [0, 0, 10.0], K=camera.K, width=160, height=90)
+    with pytest.raises(ValueError, match="in front of the picture's camera"):
+        mesh_data.picture_view({"R": behind.R, "T": behind.T, "K": behind.K, "width": 160, "height": 90}, moved)
 
 
 def test_a_worker_that_ignores_the_object_mask_fails_the_job():

@@ -69,13 +69,14 @@ def pipeline_steps(rec, rgb: np.ndarray, alpha: np.ndarray | None) -> dict[str, 
     posed = (world * stretch_factors(world, pose.scale)) @ pose.rotation.T
     if cfg.bank_unit_diagonal:  # as the output is scaled (Reconstructor._snap)
         posed = to_diagonal(posed, float(np.linalg.norm(np.ptp(world, axis=0))))
+    warped = rec._snap(row, pose, mask)
     return {
         "mask": np.asarray(mask, dtype=np.float64),
         "network": network,
         "first": (first_v @ to_out, first_f),
         "fitted": (posed @ to_out, faces),
         "iou": pose.iou,
-        "warped": rec._snap(row, pose, mask),
+        "warped": None if warped is None else warped[:2],
         "output": (result.verts, result.faces),
         "category": result.category,
     }

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -25,7 +25,8 @@ import torch.nn.functional as F
 
 from recon_core.io.image import ImageError
 from recon_core.io.weights import load_model
-from recon_core.mesh.camera import FLAT_BASE_TURN, VIEW_TO_OUTPUT, base_turn, settle_on_base, stand_upright
+from recon_core.mesh.camera import (FLAT_BASE_TURN, VIEW_TO_OUTPUT, Camera, base_turn, picture_camera, rigid_motion,
+                                    seen_camera, settle_on_base, stand_upright)
 from recon_core.mesh.detail import DEFAULT_DETAIL, DETAIL_VERTICES
 from recon_core.mesh.printable import (CLOSED_MANIFOLD, PrintableReport, check_printable, signed_volume,
                                        topology_defects)
@@ -180,6 +181,10 @@ class Reconstruction:
             note was given (a height asked; :data:`THIN_WALL_AREA_MM2` or :data:`THIN_WALL_SHARE` of the surface),
             for a front end to mark; None otherwise. Indices into :attr:`faces` as returned: set last, after every
             change of the faces (:meth:`Reconstructor._thin_walls`).
+        camera: for a shape-bank model's mesh, the picture's camera as the mesh was fitted to it, in the mesh's frame
+            and units (the world of :class:`recon_core.mesh.camera.Camera`; :func:`recon_core.mesh.camera.picture_camera`):
+            through it the mesh lies on the picture's object, so a front end can show the picture behind it. None for
+            other meshes.
     """
 
     verts: np.ndarray
@@ -194,6 +199,19 @@ class Reconstruction:
     confidence: float | None = None
     mask_unsure: bool = False
     thin_faces: np.ndarray | None = None
+    camera: Camera | None = None
+
+
+class Snapped(NamedTuple):
+    """A shape-bank solid placed for the picture (:meth:`Reconstructor._snap`)."""
+
+    verts: np.ndarray
+    """(V, 3) float64 output-frame vertices."""
+    faces: np.ndarray
+    """(F, 3) int64 triangles."""
+    motion: tuple[np.ndarray, np.ndarray] | None
+    """``(M (3, 3), t (3,))``: how the mesh moved from as the picture's camera saw it (stood upright and settled,
+    :func:`recon_core.mesh.camera.rigid_motion`); None when it did not."""
 
 
 def _float32_exact(verts: np.ndarray) -> np.ndarray:
@@ -598,8 +616,9 @@ class Reconstructor:
                     snapped = self._snap(row, pose, mask, upright and turn <= UPRIGHT_MAX_TURN)
                 if snapped is None:
                     continue
-                result = self._bank_result(snapped, vertices, used, probs, height_mm, own, solid, smooth)
+                result = self._bank_result(snapped[:2], vertices, used, probs, height_mm, own, solid, smooth)
                 result.confidence, result.mask = confidence, mask
+                result.camera = self._camera(result, snapped, mask, height_mm)
                 if turn > UPRIGHT_MAX_TURN:
                     result.notes.append(
                         f"not stood on its base: the shape chosen would turn by {turn:.0f}°, more than the "
@@ -1035,8 +1054,7 @@ class Reconstructor:
         weights /= max(weights.sum(), 1e-12)
         return [(row, pose, float(w)) for (_, row, pose), w in zip(fitted[:count], weights)]
 
-    def _snap(self, row: int, pose=None, mask: np.ndarray | None = None, upright: bool = False
-              ) -> tuple[np.ndarray, np.ndarray] | None:
+    def _snap(self, row: int, pose=None, mask: np.ndarray | None = None, upright: bool = False) -> Snapped | None:
         """The solid of the shape bank's view ``row`` in the output frame, placed by ``pose``
         (:class:`recon_core.mesh.silhouette.Pose`; None: the view's rotation) and, with a pose, a ``mask`` and
         ``config.bank_warp``, its outline drawn onto the mask's (:func:`recon_core.mesh.silhouette.fit_warp`; not
@@ -1047,8 +1065,9 @@ class Reconstructor:
         (:func:`recon_core.mesh.silhouette.place_in_picture`), and with ``upright`` stood on its base: turned so that
         the training shape's +Y, as the pose (else the view) turns it, is the output frame's +Y
         (:func:`recon_core.mesh.camera.stand_upright`), then settled on its base where the shape has a flat one
-        (:meth:`_flat_based`, :func:`recon_core.mesh.camera.settle_on_base`); None when the solid is empty. The
-        candidates' order and confidences are the fit's (:meth:`_fitted`), from before the warp."""
+        (:meth:`_flat_based`, :func:`recon_core.mesh.camera.settle_on_base`), that motion kept (:class:`Snapped`);
+        None when the solid is empty. The candidates' order and confidences are the fit's (:meth:`_fitted`), from
+        before the warp."""
         from recon_core.mesh.silhouette import (carve_to_mask, fit_warp, keep_box, place_in_picture, solid_points,
                                                 stretch_factors, to_diagonal)
         from recon_core.mesh.volume import GRID_BOUND, grid_surface, grid_surface_vertices
@@ -1101,11 +1120,27 @@ class Reconstructor:
         if pose is not None and cfg.bank_place and mask is not None:
             verts, _ = place_in_picture(verts, mask)
         verts = verts @ VIEW_TO_OUTPUT.T
+        motion = None
         if upright:  # stood by the shape's own up, then settled on its base (the warp and carving moved its feet)
+            seen = verts
             verts = stand_upright(verts, self._object_up(row, pose))
             if self._flat_based(int(bank.view_shape[row])):
                 verts, _ = settle_on_base(verts, faces)
-        return verts, faces
+            motion = rigid_motion(seen, verts)
+        return Snapped(verts, faces, motion)
+
+    @staticmethod
+    def _camera(result: Reconstruction, snapped: Snapped, mask: np.ndarray, height_mm: float | None) -> Camera | None:
+        """The picture's camera for ``result``, made from ``snapped`` (:func:`recon_core.mesh.camera.picture_camera`):
+        the fit's camera, :data:`recon_core.mesh.silhouette.FIT_DISTANCE` from the centre of the view, moved with the
+        mesh, and with ``height_mm`` scaled as the mesh was (by its height before decimation: the smoothing moves
+        each vertex by at most half a cell of the bank's grid, so its distance is as close)."""
+        from recon_core.mesh.silhouette import FIT_DISTANCE
+
+        rotation, centre = seen_camera(FIT_DISTANCE, snapped.motion)
+        if height_mm is not None:
+            centre = centre * (height_mm / max(float(np.ptp(snapped.verts[:, 1])), 1e-12))
+        return picture_camera(result.verts, rotation, centre, mask)
 
     def _flat_based(self, shape: int) -> bool:
         """Whether the bank's training shape ``shape``, as modelled, rests on a flat base (it settles within

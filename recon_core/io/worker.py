@@ -22,12 +22,17 @@ Worker to client::
     {"type": "result", "version": 1, "id": "r1", "verts": ARRAY, "faces": ARRAY, "category": "chair",
      "category_probs": [13 floats], "report": {...}, "notes": ["..."], "timings": {"network": 0.4, ...},
      "mask_path": "/tmp/recon-x/mask.png" or null, "mask_unsure": false, "object_mask": "/path/photo_mask.png" or null,
-     "thin_faces": ARRAY,
+     "thin_faces": ARRAY, "camera": {"R": [[3 floats] x 3], "T": [3 floats], "K": [[3 floats] x 3], "width": 640,
+     "height": 480},
      "candidates": [{"verts": ARRAY, "faces": ARRAY, "report": {...}, "confidence": 0.62, "category": "chair",
-                     "notes": ["..."], "thin_faces": ARRAY}, ...]}
+                     "notes": ["..."], "thin_faces": ARRAY, "camera": {...}}, ...]}
         ``candidates`` only when the request asked for several (below); ``thin_faces`` (the (K,) int32 indices of
         the faces whose walls are too thin to print, :attr:`recon_core.io.inference.Reconstruction.thin_faces`) only
-        for a mesh whose thin walls a note names (since the forty-first session: optional, the version stays 1).
+        for a mesh whose thin walls a note names (since the forty-first session: optional, the version stays 1);
+        ``camera`` (the picture's camera as the mesh was fitted to it, :attr:`recon_core.io.inference.Reconstruction.camera`:
+        ``R``, ``T`` and ``K`` of :class:`recon_core.mesh.camera.Camera`, OpenCV axes, the world being the mesh's frame
+        and units as sent, ``K`` in the decoded picture's pixels of ``width`` x ``height``) only for a mesh that has
+        one (a shape-bank model's; since the forty-second session: optional, the version stays 1).
     {"type": "error", "version": 1, "id": "r1" or null, "kind": "ImageError", "message": "...", "fatal": false}
         ``message`` is one sentence for the user; ``fatal`` means the worker exits right after.
 
@@ -235,7 +240,7 @@ def _handle_request(channel: _Channel, reconstructor, request: dict[str, Any]) -
     timings = {k: round(v, 4) for k, v in result.timings.items()}
     timings["worker_total"] = round(time.perf_counter() - started, 4)
     extra = {} if count == 1 else {"candidates": [_candidate_dict(r) for r in results]}
-    extra.update(_thin(result))
+    extra.update(_extras(result))
     channel.send(
         "result", id=rid,
         verts=encode_array(result.verts, "<f4"), faces=encode_array(result.faces, "<i4"),
@@ -309,13 +314,25 @@ def _candidate_dict(result) -> dict[str, Any]:
     confidence = None if result.confidence is None else float(result.confidence)
     return {"verts": encode_array(result.verts, "<f4"), "faces": encode_array(result.faces, "<i4"),
             "report": _report_dict(result.report), "confidence": confidence, "category": result.category,
-            "notes": list(result.notes), **_thin(result)}
+            "notes": list(result.notes), **_extras(result)}
 
 
-def _thin(result) -> dict[str, Any]:
-    """``{"thin_faces": ARRAY}`` of a result whose walls were noted thin (its (K,) int32 face indices), else ``{}``."""
+def _extras(result) -> dict[str, Any]:
+    """A result's optional fields: ``thin_faces`` (ARRAY of its (K,) int32 face indices) when its walls were noted
+    thin, ``camera`` (its picture's camera, :attr:`recon_core.io.inference.Reconstruction.camera`) when it has one."""
+    import numpy as np
+
+    extra: dict[str, Any] = {}
     faces = getattr(result, "thin_faces", None)
-    return {} if faces is None else {"thin_faces": encode_array(faces, "<i4")}
+    if faces is not None:
+        extra["thin_faces"] = encode_array(faces, "<i4")
+    camera = getattr(result, "camera", None)
+    if camera is not None:
+        extra["camera"] = {"R": np.asarray(camera.R, dtype=float).tolist(),
+                           "T": np.asarray(camera.T, dtype=float).tolist(),
+                           "K": np.asarray(camera.K, dtype=float).tolist(),
+                           "width": int(camera.width), "height": int(camera.height)}
+    return extra
 
 
 def _requested_vertices(request: dict[str, Any]) -> int | None:

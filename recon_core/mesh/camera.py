@@ -80,6 +80,9 @@ __all__ = [
     "stand_upright",
     "base_turn",
     "settle_on_base",
+    "rigid_motion",
+    "seen_camera",
+    "picture_camera",
     "SETTLE_MAX_TURN",
     "FLAT_BASE_TURN",
     "blender_matrix_world",
@@ -289,6 +292,78 @@ def settle_on_base(verts: np.ndarray, faces: np.ndarray | None = None,
     centre = (verts.min(axis=0) + verts.max(axis=0)) / 2
     turn = rotation_between(normal, np.array([0.0, -1.0, 0.0]))
     return (verts - centre) @ turn.T + centre, angle
+
+
+def rigid_motion(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rotation and translation that take the points ``before`` onto ``after`` best in the least-squares sense
+    (Kabsch's method: exact for points moved rigidly, as :func:`stand_upright` and :func:`settle_on_base` move them).
+
+    Args:
+        before, after: (N, 3) float, the same points before and after the motion, N >= 3 not on one line.
+
+    Returns:
+        ``(M (3, 3) rotation, t (3,))`` with ``after ≈ before @ M.T + t``.
+    """
+    before = np.asarray(before, dtype=np.float64)
+    after = np.asarray(after, dtype=np.float64)
+    a, b = before.mean(axis=0), after.mean(axis=0)
+    u, _, vt = np.linalg.svd((before - a).T @ (after - b))
+    flip = np.diag([1.0, 1.0, float(np.sign(np.linalg.det(vt.T @ u.T)) or 1.0)])
+    turn = vt.T @ flip @ u.T
+    return turn, b - turn @ a
+
+
+def seen_camera(distance: float, motion: tuple[np.ndarray, np.ndarray] | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The picture's camera as the output frame sees it, ``distance`` away on +Z looking toward -Z (+Y up), moved
+    with the mesh by ``motion`` (:func:`rigid_motion`'s ``(M, t)``: the mesh stood upright and settled).
+
+    Returns:
+        ``(R (3, 3) world-to-camera rotation in the OpenCV convention, C (3,) camera centre)``, the world being the
+        output frame: a camera sees ``p`` at ``R @ (p - C)``.
+    """
+    rotation, centre = VIEW_TO_OUTPUT.copy(), np.array([0.0, 0.0, float(distance)])
+    if motion is not None:
+        turn, shift = (np.asarray(x, dtype=np.float64) for x in motion)
+        rotation, centre = rotation @ turn.T, turn @ centre + shift
+    return rotation, centre
+
+
+def picture_camera(verts: np.ndarray, rotation: np.ndarray, centre: np.ndarray, mask: np.ndarray,
+                   above: float = 0.5) -> Camera | None:
+    """The pinhole camera through which the mesh ``verts`` covers the picture's object box: the camera at ``centre``
+    turned by ``rotation`` (:func:`seen_camera`), its focal length and principal point chosen so that the box of the
+    vertices' projections has the mask's box's centre and longer side (the output was fitted to the mask at the same
+    perspective, so its silhouette then lies on the picture's object).
+
+    Args:
+        verts: (V, 3) float vertices of the mesh, in the frame and units of ``centre``.
+        rotation: (3, 3) world-to-camera rotation (OpenCV axes).
+        centre: (3,) camera centre.
+        mask: (H, W) float object mask of the whole picture, in [0, 1].
+        above: mask level of the object.
+
+    Returns:
+        A :class:`Camera` with ``T = -R @ C``, the picture's width and height, ``K = [[f, 0, cx], [0, f, cy], [0, 0,
+        1]]``; None when the mask is empty, or a vertex is not in front of the camera.
+    """
+    rotation = np.asarray(rotation, dtype=np.float64)
+    cam = (np.asarray(verts, dtype=np.float64) - np.asarray(centre, dtype=np.float64)) @ rotation.T
+    inside = np.asarray(mask) > above
+    rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+    if len(rows) == 0 or len(cam) == 0 or not (cam[:, 2] > 0).all():
+        return None
+    x, y = cam[:, 0] / cam[:, 2], cam[:, 1] / cam[:, 2]
+    longer = max(float(np.ptp(x)), float(np.ptp(y)))
+    if not longer > 0:
+        return None
+    side = max(cols[-1] + 1 - cols[0], rows[-1] + 1 - rows[0])
+    focal = side / longer
+    cx = (cols[0] + cols[-1] + 1) / 2.0 - focal * (x.min() + x.max()) / 2.0
+    cy = (rows[0] + rows[-1] + 1) / 2.0 - focal * (y.min() + y.max()) / 2.0
+    K = np.array([[focal, 0.0, cx], [0.0, focal, cy], [0.0, 0.0, 1.0]])
+    return Camera(R=rotation, T=-rotation @ np.asarray(centre, dtype=np.float64), K=K, width=int(inside.shape[1]),
+                  height=int(inside.shape[0]))
 
 
 def intrinsics(focal_mm: float, sensor_mm: float, width: int, height: int) -> np.ndarray:
