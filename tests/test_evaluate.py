@@ -22,6 +22,7 @@ import trimesh
 from PIL import Image
 
 from recon_core.mesh.camera import VIEW_TO_OUTPUT, look_at
+from recon_core.mesh.render import rasterize, render_mesh
 from recon_core.network.categories import CATEGORIES
 from recon_core.network.config import ModelConfig
 from tests.conftest import TINY
@@ -71,7 +72,7 @@ def _render(mesh: trimesh.Trimesh, azimuth: float, elevation: float):
     """A flat-shaded RGBA picture and the camera of one view (the evaluation's own rasteriser)."""
     cam = look_at(azimuth, elevation, 2.2, width=SIZE, height=SIZE)
     verts = np.asarray(mesh.vertices)
-    face_id = scoring.rasterize(cam.project(verts), cam.world_to_camera(verts)[:, 2], np.asarray(mesh.faces), SIZE)
+    face_id = rasterize(cam.project(verts), cam.world_to_camera(verts)[:, 2], np.asarray(mesh.faces), SIZE)
     light = np.array([0.3, 0.8, -0.5]) / np.linalg.norm([0.3, 0.8, -0.5])
     shade = 0.3 + 0.7 * np.abs(np.asarray(mesh.face_normals) @ light)
     rgba = np.zeros((SIZE, SIZE, 4), dtype=np.uint8)
@@ -137,36 +138,6 @@ def _repair_available():
     yield
     del sys.modules["recon_core.mesh.repair"]
     sys.modules.pop("recon_core.io.inference", None)
-
-
-def _rasterize_naive(xy: np.ndarray, depth: np.ndarray, faces: np.ndarray, size: int) -> np.ndarray:
-    """Per-pixel, per-face loop twin of :func:`training.scoring.rasterize`."""
-    out = np.full((size, size), -1)
-    best = np.full((size, size), np.inf)
-    for i in range(size):
-        for j in range(size):
-            p = np.array([j + 0.5, i + 0.5])
-            for f, (ia, ib, ic) in enumerate(faces):
-                a, b, c = xy[ia], xy[ib], xy[ic]
-                area = (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
-                if abs(area) <= 1e-12:
-                    continue
-                w0 = ((b[0] - p[0]) * (c[1] - p[1]) - (b[1] - p[1]) * (c[0] - p[0])) / area
-                w1 = ((c[0] - p[0]) * (a[1] - p[1]) - (c[1] - p[1]) * (a[0] - p[0])) / area
-                w2 = 1 - w0 - w1
-                if min(w0, w1, w2) >= 0:
-                    z = w0 * depth[ia] + w1 * depth[ib] + w2 * depth[ic]
-                    if z < best[i, j]:
-                        best[i, j], out[i, j] = z, f
-    return out
-
-
-def test_rasterize_matches_naive():
-    rng = np.random.default_rng(0)
-    xy = rng.uniform(-2, 14, size=(12, 2))
-    depth = rng.uniform(1, 2, size=12)
-    faces = np.array([rng.choice(12, 3, replace=False) for _ in range(10)])
-    np.testing.assert_array_equal(scoring.rasterize(xy, depth, faces, 12), _rasterize_naive(xy, depth, faces, 12))
 
 
 def _silhouette_naive(tri_cam: np.ndarray, K: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -366,7 +337,7 @@ def test_posed_ground_truth_seen_from_the_camera_looks_like_the_photo(dataset):
         for v in ("000", "001"):
             rgb, alpha, cam, _ = eval_data.load_view(e, v)
             verts, faces = eval_data.load_world_mesh(e.mesh_path)
-            picture = sheets.render_mesh(world_to_output(verts, cam.R), faces, 96, rotation=np.eye(3))
+            picture = render_mesh(world_to_output(verts, cam.R), faces, 96, rotation=np.eye(3))
             a, b = _box_crop(alpha > 127), _box_crop(picture.min(axis=2) < 250)
             iou = (a & b).sum() / (a | b).sum()
             flipped = (a & b[::-1]).sum() / (a | b[::-1]).sum()

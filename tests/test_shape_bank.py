@@ -1612,7 +1612,7 @@ def test_an_output_of_several_pieces_says_so_with_the_smallest_share(banked_mode
 
 def _seen_through(result) -> np.ndarray:
     """(H, W) bool: the pixels of the picture that ``result``'s mesh covers through its camera."""
-    from training.scoring import rasterize
+    from recon_core.mesh.render import rasterize
 
     camera = result.camera
     depth = camera.world_to_camera(result.verts)[:, 2]

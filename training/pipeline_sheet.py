@@ -90,7 +90,7 @@ def pipeline_sheet(rows: list[tuple[np.ndarray, dict[str, Any]]], path: str | Pa
     from PIL import Image, ImageDraw
 
     from recon_core.io.export import atomic_write_bytes
-    from training.sheets import SHEET_VIEW, render_mesh
+    from recon_core.mesh.render import THREE_QUARTER_VIEW, render_mesh
 
     sheet = Image.new("RGB", (len(COLUMNS) * tile, HEADER + len(rows) * tile), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
@@ -106,7 +106,7 @@ def pipeline_sheet(rows: list[tuple[np.ndarray, dict[str, Any]]], path: str | Pa
             tiles.append(np.full((tile, tile, 3), 200, np.uint8) if mesh is None
                          else render_mesh(mesh[0], mesh[1], tile, colour=colours[key], rotation=_FRONT))
         out_v, out_f = steps["output"]
-        tiles.append(render_mesh(out_v, out_f, tile, colour=colours["output"], rotation=SHEET_VIEW))
+        tiles.append(render_mesh(out_v, out_f, tile, colour=colours["output"], rotation=THREE_QUARTER_VIEW))
         y = HEADER + i * tile
         for j, t in enumerate(tiles):
             sheet.paste(Image.fromarray(t), (j * tile, y))

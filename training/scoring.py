@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from recon_core.mesh.camera import VIEW_TO_OUTPUT, Camera
+from recon_core.mesh.render import rasterize
 from recon_core.network.categories import CATEGORIES
 from training.eval_data import DataError, category_order
 
@@ -42,7 +43,6 @@ __all__ = [
     "summarize",
     "format_value",
     "format_table",
-    "rasterize",
     "silhouette",
     "silhouette_iou",
 ]
@@ -394,68 +394,6 @@ def format_table(summary: dict[str, Any], methods: tuple[str, ...] = METHODS, no
     rows("**all** (images)", summary["all"]["n"], summary["all"]["methods"])
     text = "\n".join(lines)
     return text + ("\n\n" + note if note else "")
-
-
-def _cross2(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """z component of the cross product of (..., 2) vectors."""
-    return u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
-
-
-def rasterize(xy: np.ndarray, depth: np.ndarray, faces: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
-    """Z-buffer: index of the nearest face covering each pixel centre, -1 for none.
-
-    Args:
-        xy: (V, 2) pixel coordinates (u right, v down; pixel (i, j) has centre (j + 0.5, i + 0.5)).
-        depth: (V,) smaller is nearer.
-        faces: (F, 3) int.
-        size: image side, or ``(height, width)``.
-
-    Returns:
-        (height, width) int64.
-    """
-    height, width = (size, size) if np.isscalar(size) else size
-    bounds = np.array([width, height])  # (2,) as (u, v)
-    tri = xy[faces]  # (F, 3, 2)
-    z = depth[faces]  # (F, 3)
-    lo = np.clip(np.ceil(tri.min(axis=1) - 0.5), 0, bounds).astype(np.int64)  # (F, 2) first pixel index
-    hi = np.clip(np.floor(tri.max(axis=1) - 0.5), -1, bounds - 1).astype(np.int64)  # last pixel index
-    (a, b, c) = (tri[:, 0], tri[:, 1], tri[:, 2])
-    area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
-    ext = (hi - lo + 1).max(axis=1)
-    keep = np.flatnonzero((hi >= lo).all(axis=1) & (np.abs(area) > 1e-12))
-    pix_all, z_all, f_all = [], [], []
-    k_max = int(ext[keep].max()) if len(keep) else 0
-    k = 1
-    while k // 2 < k_max:  # faces grouped by the power of two that bounds their pixel box
-        sel = keep[(ext[keep] <= k) & (ext[keep] > k // 2)]
-        oy, ox = np.mgrid[0:k, 0:k]
-        offs = np.stack([ox.ravel(), oy.ravel()], axis=1)  # (k², 2) as (du, dv)
-        chunk = max(1, 2_000_000 // (k * k))
-        for start in range(0, len(sel), chunk):
-            f = sel[start : start + chunk]
-            px = lo[f][:, None, :] + offs[None]  # (n, k², 2)
-            valid = (px <= hi[f][:, None, :]).all(axis=2)
-            p = px + 0.5
-            pa, pb, pc = a[f][:, None], b[f][:, None], c[f][:, None]
-            w0 = _cross2(pb - p, pc - p) / area[f][:, None]  # barycentric weight of a
-            w1 = _cross2(pc - p, pa - p) / area[f][:, None]  # of b
-            w2 = 1.0 - w0 - w1
-            inside = valid & (w0 >= 0) & (w1 >= 0) & (w2 >= 0)
-            zz = w0 * z[f][:, 0:1] + w1 * z[f][:, 1:2] + w2 * z[f][:, 2:3]
-            n_idx, o_idx = np.nonzero(inside)
-            pix_all.append(px[n_idx, o_idx, 1] * width + px[n_idx, o_idx, 0])
-            z_all.append(zz[n_idx, o_idx])
-            f_all.append(f[n_idx])
-        k *= 2
-    image = np.full(height * width, -1, dtype=np.int64)
-    if pix_all:
-        pix, zs, fs = np.concatenate(pix_all), np.concatenate(z_all), np.concatenate(f_all)
-        order = np.lexsort((zs, pix))
-        pix, fs = pix[order], fs[order]
-        first = np.ones(len(pix), dtype=bool)
-        first[1:] = pix[1:] != pix[:-1]
-        image[pix[first]] = fs[first]
-    return image.reshape(height, width)
 
 
 NEAR = 1e-3

@@ -9,66 +9,16 @@ from typing import Any
 
 import numpy as np
 
-from recon_core.mesh.camera import rotation_x, rotation_y
-from training.scoring import Prediction, rasterize
+from recon_core.mesh.render import render_mesh
+from training.scoring import Prediction
 
 __all__ = [
-    "SHEET_VIEW",
-    "render_mesh",
     "contact_sheet_png",
     "candidate_sheet_png",
     "curve_png",
 ]
 
-SHEET_VIEW = rotation_x(25.0) @ rotation_y(-35.0)
-"""Rotation applied to output-frame meshes for the contact sheet: a 3/4 view from the front right, above."""
-
-
-_LIGHT = np.array([0.35, 0.55, 1.0]) / np.linalg.norm([0.35, 0.55, 1.0])
-
-
 _COLOURS = {"ours": (95, 140, 215), "retrieval": (225, 150, 70), "gt": (120, 175, 110)}
-
-
-def render_mesh(
-    verts: np.ndarray,
-    faces: np.ndarray,
-    size: int = 128,
-    centre: np.ndarray | None = None,
-    radius: float | None = None,
-    colour: tuple[int, int, int] = (160, 160, 160),
-    rotation: np.ndarray = SHEET_VIEW,
-) -> np.ndarray:
-    """Shaded orthographic picture of an output-frame mesh, seen through ``rotation`` (white background).
-
-    Args:
-        verts: (V, 3) float output-frame vertices.
-        faces: (F, 3) int.
-        size: image side in pixels.
-        centre, radius: the sphere mapped onto the image (default: the mesh's bounding box centre
-            and half-diagonal), so that several meshes can share one framing.
-        colour: base RGB; Lambert shading, two-sided (ground truths have mixed winding).
-
-    Returns:
-        (size, size, 3) uint8.
-    """
-    verts = np.asarray(verts, dtype=np.float64)
-    faces = np.asarray(faces, dtype=np.int64)
-    if centre is None:
-        centre = (verts.min(axis=0) + verts.max(axis=0)) / 2
-    if radius is None:
-        radius = float(np.linalg.norm(verts.max(axis=0) - verts.min(axis=0))) / 2
-    p = (verts - centre) @ rotation.T * (0.95 / max(radius, 1e-9))
-    xy = np.stack([(p[:, 0] + 1) / 2 * size, (1 - p[:, 1]) / 2 * size], axis=1)
-    face_id = rasterize(xy, -p[:, 2], faces, size)
-    tri = p[faces]
-    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
-    shade = 0.25 + 0.75 * np.abs(normals @ _LIGHT)
-    out = np.full((size, size, 3), 255.0)
-    hit = face_id >= 0
-    out[hit] = shade[face_id[hit]][:, None] * np.asarray(colour, dtype=np.float64)
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 SHEET_COLUMNS = ("input", "ours", "retrieval", "ground truth")
