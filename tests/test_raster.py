@@ -36,14 +36,6 @@ def test_rasterize_matches_naive():
     np.testing.assert_array_equal(rasterize(xy, depth, faces, 12), _rasterize_naive(xy, depth, faces, 12))
 
 
-def test_rasterize_matches_naive():
-    rng = np.random.default_rng(0)
-    xy = rng.uniform(-2, 14, size=(12, 2))
-    depth = rng.uniform(1, 2, size=12)
-    faces = np.array([rng.choice(12, 3, replace=False) for _ in range(10)])
-    np.testing.assert_array_equal(rasterize(xy, depth, faces, 12), _rasterize_naive(xy, depth, faces, 12))
-
-
 def test_render_mesh_colours_each_pixel_by_its_nearest_face():
     """Every pixel of the shaded view is white or its nearest face's base colour times that face's shade, the faces
     the naive rasteriser finds (the view's own projection, 0.95 of the half-diagonal to the edge); per-face colours
