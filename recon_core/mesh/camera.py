@@ -32,6 +32,14 @@ view) the object is seen level, from the side the photo saw it. A shape with a f
 (:func:`settle_on_base`: a further least turn, at most :data:`SETTLE_MAX_TURN`, that lays flat the convex-hull facet
 its centre of mass stands over).
 
+*Picture camera* of an output (:func:`picture_camera`, ``Reconstruction.camera``): a :class:`Camera` whose world is
+the output mesh's frame and units. The shape bank's fit sees the view-frame solid from ``d`` =
+``silhouette.FIT_DISTANCE`` on the axis, so as seen that camera sits at ``(0, 0, d)`` in the output frame, ``R =
+VIEW_TO_OUTPUT`` (:func:`seen_camera`); standing and settling move the mesh rigidly, ``p' = M p + t``
+(:func:`rigid_motion`), and the camera with it: ``R' = R M^T``, ``C' = M C + t``; ``--height-mm`` scales ``C'``
+as it scales the mesh. Its ``K`` is fitted afterwards, so that the box of the mesh's projected vertices has the
+mask's box's centre and longer side.
+
 Pixels
 ------
 Pixel ``(u, v)``: ``u`` to the right, ``v`` down, origin at the top-left *corner* of
