@@ -108,6 +108,12 @@ def _bad_inputs(tmp_path: Path, tiny_config) -> dict[str, tuple[list[str], str]]
         "mask over a missing picture": ([str(tmp_path / "gone.png"), "--save-mask", str(tmp_path / "gone.png")],
                                         "Image file not found"),
         "mask is a folder": ([str(good), "--save-mask", str(mask_folder)], "it is a folder"),
+        "preview not png": ([str(good), "--preview", str(tmp_path / "preview.jpg")], "the extension must be .png"),
+        "preview folder missing": ([str(good), "--preview", str(tmp_path / "nope" / "preview.png")], "no folder"),
+        "preview over the picture": ([str(good), "--preview", str(good)], "it is the input picture"),
+        "preview is the mask": ([str(good), "--preview", str(tmp_path / "both.png"), "--save-mask",
+                                 str(tmp_path / "both.png")], "it is the --save-mask file too"),
+        "preview is a folder": ([str(good), "--preview", str(mask_folder)], "it is a folder"),
         "output is a folder": ([str(good), "-o", str(folder)], "it is a folder"),
         "output inside a file": ([str(good), "-o", str(not_a_folder / "out.stl")], "is a file, not a folder"),
         "given mask is a folder": ([str(good), "--mask", str(tmp_path)], "is a folder, not a mask image"),
@@ -126,6 +132,7 @@ def test_each_bad_input_gets_one_sentence_and_no_file(tmp_path, tiny_config, cap
         assert "Traceback" not in err and err.count("\n") == 1, (name, err)
         assert not out.exists(), name
     assert not list(tmp_path.glob("*mask*")), "no mask written on bad input"
+    assert not list(tmp_path.glob("*preview*")) and not (tmp_path / "both.png").exists(), "nor a preview"
     with Image.open(tmp_path / "good.png") as img:  # not overwritten by the mask
         assert img.mode == "RGB" and np.array_equal(np.asarray(img), _object_rgb())
     assert not list(tmp_path.glob("*.3mf"))
@@ -272,6 +279,35 @@ def test_help_lists_the_exit_codes(capsys):
     printed = capsys.readouterr().out
     for code in "0123":
         assert f"\n  {code}  " in printed
+
+
+def test_preview_draws_the_mesh_and_the_mask_s_outline_on_the_picture(tmp_path, tiny_model_path, capsys):
+    """--preview: a PNG, two tiles wide, a row with its caption per candidate; a model without a picture camera (the
+    tiny one) draws the object mask's outline on the picture, in the outline's colour, around the object only."""
+    from recon_core.io.preview import CAPTION, OUTLINE_COLOUR, TILE
+
+    rgba = np.zeros((90, 120, 4), np.uint8)
+    rgba[..., :3] = 255
+    rgba[20:70, 40:75] = (150, 90, 40, 255)
+    picture = tmp_path / "obj.png"
+    Image.fromarray(rgba, "RGBA").save(picture)
+    out, preview = tmp_path / "mesh.stl", tmp_path / "preview.png"
+    code = main([str(picture), "-o", str(out), "--model", str(tiny_model_path), "--detail", "low", "--height-mm", "50",
+                 "--preview", str(preview)])
+    printed = capsys.readouterr().out
+    assert code == 0 and out.is_file() and f"wrote {preview} (the preview)" in printed
+    with Image.open(preview) as img:
+        assert img.format == "PNG" and img.size == (2 * TILE, TILE + CAPTION)
+        sheet = np.asarray(img.convert("RGB"))
+    outline = (sheet[:TILE, :TILE] == OUTLINE_COLOUR).all(axis=2)
+    rows, cols = np.flatnonzero(outline.any(axis=1)), np.flatnonzero(outline.any(axis=0))
+    scale = TILE / 120  # the picture's longer side fills the tile; 90 rows are centred
+    top = (TILE - round(90 * scale)) // 2
+    assert abs(cols[0] - 40 * scale) <= 1 and abs(cols[-1] + 1 - 75 * scale) <= 1
+    assert abs(rows[0] - top - 20 * scale) <= 1 and abs(rows[-1] + 1 - top - 70 * scale) <= 1
+    mesh_tile = sheet[:TILE, TILE:]
+    assert (mesh_tile != 255).any(axis=2).mean() > 0.05  # the mesh is drawn
+    assert (sheet[TILE:, :] < 128).any(), "a caption"
 
 
 def test_save_mask_writes_the_alpha_of_an_rgba_picture(tmp_path, tiny_model_path, capsys):
@@ -495,6 +531,21 @@ def test_ctrl_c_is_one_sentence_exit_130_and_no_file(tmp_path, tiny_model_path, 
                  str(tmp_path / "mask.png")])
     assert code == 130 and not out.exists() and not (tmp_path / "mask.png").exists()
     assert capsys.readouterr().err == "error: interrupted; no file written.\n"
+    monkeypatch.undo()
+    from recon_core.io.export import ExportError
+
+    def full_disk(rgb, results, paths, path, millimetres):  # the preview, written last, fails: nothing stays
+        assert out.exists() and (tmp_path / "mask.png").exists()
+        raise ExportError(f"Cannot write the preview to {path}: No space left on device. Choose a writable "
+                              "location.")
+
+    monkeypatch.setattr(cli, "_save_preview", full_disk)
+    code = main([str(good_image), "-o", str(out), "--model", str(tiny_model_path), "--save-mask",
+                 str(tmp_path / "mask.png"), "--preview", str(tmp_path / "preview.png")])
+    assert code == 2 and not out.exists() and not (tmp_path / "mask.png").exists()
+    assert not (tmp_path / "preview.png").exists()
+    assert capsys.readouterr().err == (f"error: Cannot write the preview to {tmp_path / 'preview.png'}: No space left "
+                                       "on device. Choose a writable location.\n")
 
 
 def test_a_failing_stdout_is_one_sentence_after_the_files(tmp_path, tiny_model_path, good_image, capsys, monkeypatch):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -1646,3 +1647,37 @@ def test_the_picture_camera_sees_the_mesh_on_the_pictures_object_however_it_was_
     torch.manual_seed(0)
     save_model(build_model(ModelConfig(**TINY_MODEL)), tmp_path / "plain", {"steps": 0})
     assert Reconstructor.from_file(tmp_path / "plain").reconstruct(rgb, alpha).camera is None
+
+
+def test_the_preview_lays_the_mesh_on_the_picture_through_its_camera(banked_model, fake):
+    """recon-mesh --preview's picture tile: the pixels it changes (the mesh shaded over the picture, its outline) are
+    the picture's object, scaled to the tile (IoU over 0.8, as the camera's own silhouette); the mesh tile marks thin
+    faces red, and only those."""
+    from PIL import Image
+
+    from recon_core.io.inference import Reconstructor
+    from recon_core.io.preview import THIN_COLOUR, TILE, mesh_tile, picture_tile
+
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    model, meta = load_model(banked_model)
+    result = Reconstructor(model, meta).reconstruct(rgb, alpha, upright=True, height_mm=80.0)
+    tile = picture_tile(rgb, result, TILE)
+    plain = picture_tile(rgb, SimpleNamespace(camera=None, mask=None), TILE)  # the picture alone, scaled
+    changed = (tile != plain).any(axis=2)
+    h, w = alpha.shape
+    scale = TILE / max(h, w)
+    size = (round(w * scale), round(h * scale))
+    object_ = np.zeros((TILE, TILE), bool)
+    scaled = np.asarray(Image.fromarray(alpha).resize(size, Image.NEAREST)) > 127
+    object_[(TILE - size[1]) // 2:(TILE - size[1]) // 2 + size[1], (TILE - size[0]) // 2:(TILE - size[0]) // 2 + size[0]] = scaled
+    assert (changed & object_).sum() / (changed | object_).sum() > 0.8
+
+    def reddish(picture: np.ndarray) -> np.ndarray:
+        picture = picture.astype(int)
+        return (picture[..., 0] > 1.5 * picture[..., 1]) & (picture[..., 0] > 1.5 * picture[..., 2])
+
+    assert reddish(np.array([[THIN_COLOUR]])).all()
+    result.thin_faces = np.arange(0, len(result.faces), 2)
+    assert reddish(mesh_tile(result, 96)).any()
+    result.thin_faces = None
+    assert not reddish(mesh_tile(result, 96)).any()

@@ -196,6 +196,9 @@ def _parser() -> argparse.ArgumentParser:
                         "whose transparency marks the object")
     p.add_argument("--save-mask", metavar="PATH.png",
                    help="also write the object mask that was used (8-bit grey PNG, the picture's size, 255 = object)")
+    p.add_argument("--preview", metavar="PATH.png",
+                   help="also write a picture of the result (PNG): the mesh over the picture, as the picture's camera "
+                        "sees it, and turned 3/4, thin walls in red; with --candidates, a row each")
     p.add_argument("--candidates", type=_count, default=1, metavar="K",
                    help="write K plausible shapes, OUT_1.EXT ... OUT_K.EXT, the most confident first, each with its "
                         "confidence and printable check (default 1: OUT.EXT alone)")
@@ -354,6 +357,40 @@ def _save_mask(mask, image: str, path: Path, mesh: Path) -> None:
         raise ExportError(f"Cannot write the mask to {path}: {err.strerror or err}. Choose a writable location.") from None
 
 
+def _check_png_output(path: Path, what: str, example: str, args: argparse.Namespace) -> None:
+    """Bad input (``ExportError``, naming ``what``, e.g. "the mask to ") unless ``path`` can take a PNG: not a folder
+    (``example``.png inside it offered), ending in .png, in a folder that exists and can be written, its name not too
+    long, and not the input picture or ``--mask`` file."""
+    from recon_core.io.export import ExportError, unwritable_reason
+
+    if _is_folder(path):
+        raise ExportError(f"Cannot write {what}{path}: it is a folder; give a file name, e.g. {path / (example + '.png')}.")
+    if path.suffix.lower() != ".png":
+        _refuse_a_bare_extension(path, (".png",), what, example)
+        raise ExportError(f"Cannot write {what}{path}: the extension must be .png.")
+    if not path.parent.is_dir():
+        raise ExportError(f"Cannot write {what}{path}: there is no folder {path.parent}; create it first.")
+    _check_name_length(path, what)
+    reason = unwritable_reason(path, folder=False)  # a folder was said above, with an example
+    if reason:
+        raise ExportError(f"Cannot write {what}{path}: {reason}; choose another folder.")
+    _refuse_an_input(path, what, args)
+
+
+def _save_preview(rgb, results, paths: list[Path], path: Path, millimetres: bool) -> None:
+    """Write the preview PNG of ``results`` (:func:`recon_core.io.preview.preview_png`, each row named by its file in
+    ``paths``) through a temporary file and a rename. The folder was checked before the model ran; should the write
+    still fail (a full disk), ``ExportError`` is raised (the caller removes what it wrote)."""
+    from recon_core.io.export import ExportError, atomic_write_bytes
+    from recon_core.io.preview import preview_png
+
+    try:
+        atomic_write_bytes(path, preview_png(rgb, results, [p.name for p in paths], millimetres))
+    except OSError as err:
+        raise ExportError(f"Cannot write the preview to {path}: {err.strerror or err}. Choose a writable location.") \
+            from None
+
+
 def _refuse_a_bare_extension(path: Path, extensions, what: str, example: str) -> None:
     """Raise ExportError when ``path``'s name is one of ``extensions`` alone (``out/.obj``: a hidden file's name,
     without an extension), saying that it needs a name, ``example`` + the extension for instance."""
@@ -415,20 +452,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ExportError(f"Cannot write {out}: {reason}; choose another folder.")
         mask_out = None if args.save_mask is None else Path(args.save_mask)
         if mask_out is not None:
-            if _is_folder(mask_out):
-                raise ExportError(f"Cannot write the mask to {mask_out}: it is a folder; give a file name, e.g. "
-                                  f"{mask_out / 'mask.png'}.")
-            if mask_out.suffix.lower() != ".png":
-                _refuse_a_bare_extension(mask_out, (".png",), "the mask to ", "mask")
-                raise ExportError(f"Cannot write the mask to {mask_out}: the extension must be .png.")
-            if not mask_out.parent.is_dir():
-                raise ExportError(f"Cannot write the mask to {mask_out}: there is no folder {mask_out.parent}; "
-                                  "create it first.")
-            _check_name_length(mask_out, "the mask to ")
-            reason = unwritable_reason(mask_out, folder=False)  # a folder was said above, with an example
-            if reason:
-                raise ExportError(f"Cannot write the mask to {mask_out}: {reason}; choose another folder.")
-            _refuse_an_input(mask_out, "the mask to ", args)
+            _check_png_output(mask_out, "the mask to ", "mask", args)
+        preview_out = None if args.preview is None else Path(args.preview)
+        if preview_out is not None:
+            _check_png_output(preview_out, "the preview to ", "preview", args)
+            if mask_out is not None and (preview_out.resolve() == mask_out.resolve() or _same_file(preview_out, mask_out)):
+                raise ExportError(f"Cannot write the preview to {preview_out}: it is the --save-mask file too; give "
+                                  "them different names.")
         if args.height_mm is not None and not MIN_HEIGHT_MM <= args.height_mm <= MAX_HEIGHT_MM:  # NaN fails too
             raise ValueError(f"--height-mm must be a number of millimetres from {MIN_HEIGHT_MM:g} to "
                              f"{MAX_HEIGHT_MM:,.0f}, got {args.height_mm}.")
@@ -466,6 +496,10 @@ def main(argv: list[str] | None = None) -> int:
                 with _STOP.holding():
                     _save_mask(result.mask, args.image, mask_out, out)
                     written.append(mask_out)
+            if preview_out is not None:
+                with _STOP.holding():
+                    _save_preview(rgb, results, paths, preview_out, args.height_mm is not None)
+                    written.append(preview_out)
         except BaseException:  # exit code 2 means no file written: nor the candidates before the one that failed
             for path in written:
                 path.unlink(missing_ok=True)
@@ -487,14 +521,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     _STOP.files_written = True
     try:
-        return _report(args, result, results, paths, out, mask_out, time.perf_counter() - start)
+        return _report(args, result, results, paths, out, mask_out, time.perf_counter() - start, preview_out)
     except OSError as err:  # stdout full or failing (a closed pipe ends the report quietly in _print)
         _say(f"error: the files were written, but the report could not be printed to standard output "
              f"({err.strerror or err}).")
         return 1
 
 
-def _report(args, result, results, paths, out, mask_out, seconds: float) -> int:
+def _report(args, result, results, paths, out, mask_out, seconds: float, preview_out=None) -> int:
     """Print the notes (stderr) and the report (stdout) of a run whose files are written; its exit code.
 
     With several candidates, the notes all of them share (the picture's) are said once, and each candidate's own
@@ -517,6 +551,8 @@ def _report(args, result, results, paths, out, mask_out, seconds: float) -> int:
         _print(f"wrote {len(results)} candidates in {seconds:.2f} s, the most confident first")
     if mask_out is not None:
         _print(f"wrote {mask_out} (the object mask)")
+    if preview_out is not None:
+        _print(f"wrote {preview_out} (the preview)")
     _print(f"category: {result.category}" + ("" if args.category else f" (predicted, p={probs.max():.2f})"))
     for path, candidate in zip(paths, results):
         if args.candidates > 1:
