@@ -73,7 +73,8 @@ def picture_view(camera: dict, verts: np.ndarray, scale: float = 1.0) -> dict:
     Returns:
         ``{"matrix": (4, 4) camera-to-object, "lens", "sensor_fit" ('HORIZONTAL' or 'VERTICAL'), "shift_x",
         "shift_y", "clip_start", "clip_end", "plane_location": (3,) in the camera's frame, "plane_size" (the picture's
-        longer side), "width", "height"}``, lengths in Blender units, numbers as floats and lists (an ID property).
+        longer side), "width", "height", "bounds": (2, 3) the mesh's lowest and highest corner in the object's frame
+        (to tell a mesh changed since)}``, lengths in Blender units, numbers as floats and lists (an ID property).
 
     Raises:
         ValueError: a vertex that is not in front of the camera.
@@ -87,6 +88,7 @@ def picture_view(camera: dict, verts: np.ndarray, scale: float = 1.0) -> dict:
     if not (depth > 0).all():
         raise ValueError("the mesh is not wholly in front of the picture's camera")
     out = verts @ OUTPUT_TO_BLENDER.T * scale
+    placed = (out - _base_point(out)).astype(np.float32)  # as the object holds it
     matrix = np.eye(4)
     matrix[:3, :3] = OUTPUT_TO_BLENDER @ np.stack([R[0], -R[1], -R[2]], axis=1)
     matrix[:3, 3] = OUTPUT_TO_BLENDER @ (-R.T @ T) * scale - _base_point(out)
@@ -105,6 +107,7 @@ def picture_view(camera: dict, verts: np.ndarray, scale: float = 1.0) -> dict:
         "plane_size": longer * far / focal,
         "width": width,
         "height": height,
+        "bounds": [placed.min(axis=0).tolist(), placed.max(axis=0).tolist()],
     }
 
 

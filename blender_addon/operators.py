@@ -27,9 +27,10 @@ collection once empty. A worker that sends one shape (a model without a shape ba
 gives one object and no collection, as before.
 
 The picture's camera: the worker sends, with each shape-bank mesh, the camera through which it lies on the picture's
-object; the object keeps it, turned into its own frame (:data:`VIEW_KEY`, :func:`.mesh_data.picture_view`). Look Through
-Picture (:class:`RECON_OT_view_picture`) makes of it a camera, "PICTURE picture", parented to the mesh so that it
-follows it, with the picture half see-through in front of the mesh (an image empty that shows only when looked at
+object; the object keeps it, turned into its own frame (:data:`VIEW_KEY`, :func:`.mesh_data.picture_view`), and the
+picture as the worker read it, packed as the image "PICTURE picture" (:data:`PICTURE_IMAGE_KEY`). Look Through Picture
+(:class:`RECON_OT_view_picture`) makes of them a camera, "PICTURE picture camera", parented to the mesh so that it
+follows it, with the picture behind the mesh (an image empty drawn behind everything, that shows only when looked at
 along its axis, so from the camera alone), and looks through it in the 3D Viewport (the view's own camera: the scene's
 camera and its render settings stay as they were). One such camera serves a set of candidates; Next Shape and Keep This
 One move it to the candidate they show.
@@ -88,13 +89,18 @@ VIEW_KEY = "recon_view"
 """Custom property of a reconstructed object: the picture's camera in the object's frame (:func:`.mesh_data.picture_view`),
 absent when the worker sent none (a model without a shape bank)."""
 PICTURE_IMAGE_KEY = "recon_picture_image"
-"""Custom property of an object reconstructed from a Blender image (not a file): that image."""
+"""Custom property of a reconstructed object: the picture as the worker read it (upright, a cut-out's transparency
+white), packed into the .blend as the image "PICTURE picture", which Look Through Picture shows."""
+SHOWN_KEY = "recon_shown_picture"
+"""Custom property of such a picture image: the picture it shows (its file, or a Blender image's name); a later run of
+the same picture replaces it (:func:`_replace_shown`)."""
 PICTURE_CAMERA_KEY = "recon_picture_camera"
 """Custom property of a reconstructed object, or of a candidate collection: the camera object Look Through Picture made."""
 PLANE_KEY = "recon_picture_plane"
 """Custom property of a picture camera: the image empty that shows the picture."""
-PICTURE_OPACITY = 0.5
-"""How opaque the picture is in front of the mesh, looked through its camera."""
+PICTURE_OPACITY = 0.8
+"""How opaque the picture is behind the mesh, looked through its camera (the grid and the floor show through a little,
+so that it reads as a reference, not as part of the scene)."""
 NEXT_SHAPE_KEYS = "Shift+Alt+N"
 """The Next Shape shortcut (3D Viewport, Object Mode), as the panel and messages spell it (see ``__init__``)."""
 
@@ -585,7 +591,6 @@ class _Reconstruction:
                              f"{self.height_mm:g}.")
         # the inputs checked, the temporary copies made last: cleanup() removes them from here on
         self.image, self.name, self.temp_file, self.picture = _image_input(settings, context.scene)
-        self.picture_image = settings.image if settings.source == 'IMAGE' else None
         if self.temp_file is not None:  # a PNG copy of an OpenEXR or HDR file, or of a Blender image
             self.names[self.temp_file] = (f"image file {self.picture}" if settings.source == 'FILE'
                                           else self.picture)
@@ -624,6 +629,7 @@ class _Reconstruction:
                 self.image, category=None if settings.category == 'AUTO' else settings.category,
                 detail=settings.detail.lower(), height_mm=self.height_mm, timeout_s=prefs.timeout_s,
                 mask_path=os.path.join(self.mask_dir, "mask.png"), candidates=self.count,
+                picture_path=os.path.join(self.mask_dir, "picture.jpg"),
                 object_mask=self.object_mask, solid=settings.solid, upright=settings.upright,
             )
         except BaseException:
@@ -697,9 +703,11 @@ class _Reconstruction:
         scale = 1.0 / mm if self.height_mm else 1.0  # worker units -> Blender units
         shapes = result.candidates[:self.count] if self.count > 1 and len(result.candidates) > 1 else [result]
         objects, meshes = [], []
-        collection = mask = None
+        collection = mask = self.shown = None
         try:
             mask = self._load_mask(result.mask_path, result.mask_unsure)
+            if any(getattr(shape, "camera", None) is not None for shape in shapes):  # else nothing would show it
+                self.shown = self._load_shown(getattr(result, "picture_path", None))
             for rank, shape in enumerate(shapes, 1):
                 name = self.name if len(shapes) == 1 else f"{self.name} {rank}"
                 obj = self._new_object(name, shape, scale, 1.0 if self.height_mm else mm, mask, objects, meshes,
@@ -731,9 +739,13 @@ class _Reconstruction:
                 bpy.data.collections.remove(collection)
             if mask is not None:
                 bpy.data.images.remove(mask)
+            if self.shown is not None:
+                bpy.data.images.remove(self.shown)
             raise
         if mask is not None:
             _replace_masks(mask, self.picture, f"{self.name} mask")
+        if self.shown is not None:
+            _replace_shown(self.shown, self.picture, f"{self.name} picture")
         return objects
 
     def place(self, context) -> tuple:
@@ -784,8 +796,8 @@ class _Reconstruction:
         obj.location = location
         obj[CHECK_KEY] = _check_property(shape, mm_per_worker_unit)
         obj[PICTURE_KEY] = self.picture
-        if self.picture_image is not None:
-            obj[PICTURE_IMAGE_KEY] = self.picture_image
+        if self.shown is not None:
+            obj[PICTURE_IMAGE_KEY] = self.shown
         camera = getattr(shape, "camera", None)
         if camera is not None:
             try:
@@ -795,6 +807,29 @@ class _Reconstruction:
         if mask is not None:
             obj[MASK_KEY] = mask
         return obj
+
+    def _load_shown(self, path: str | None):
+        """A new image datablock of the picture the worker wrote as it read it (``picture_path``), packed (the file is
+        temporary), or None (none sent, or a worker that predates it). One that cannot be read is a warning: the mesh
+        is made, and Look Through Picture shows its camera alone."""
+        if path is None:
+            return None
+        image = None
+        try:
+            image = bpy.data.images.load(path, check_existing=False)
+            if not all(image.size):  # loading is lazy: a file Blender cannot decode shows here
+                raise RuntimeError(f"{path} is not an image Blender can read")
+            image.pack()
+            image[SHOWN_KEY] = self.picture
+        except BaseException as err:
+            if image is not None:
+                bpy.data.images.remove(image)
+            if not isinstance(err, RuntimeError):
+                raise
+            self.warnings.append(f"The picture could not be loaded to be shown ({err}); Look Through Picture will "
+                                 "show the camera alone.")
+            return None
+        return image
 
     def _load_mask(self, path: str | None, unsure: bool = False):
         """A new image datablock of the mask PNG the worker wrote, packed (the file is temporary), or None; ``unsure``
@@ -843,6 +878,20 @@ def _replace_masks(image, picture: str, name: str) -> None:
         bpy.data.images.remove(old)
     image.name = name
     _set_mask_file(image)
+
+
+def _replace_shown(image, picture: str, name: str) -> None:
+    """Make ``image`` the one shown picture of ``picture`` (:data:`SHOWN_KEY`), named ``name``, its packed file
+    ``//NAME.jpg``: earlier ones hand it their users (objects made from the same picture, the image empties of their
+    cameras) and are removed."""
+    for old in [i for i in bpy.data.images if i != image and i.library is None and i.get(SHOWN_KEY) == picture]:
+        old.user_remap(image)
+        bpy.data.images.remove(old)
+    image.name = name
+    path = f"//{bpy.path.clean_name(image.name)}.jpg"
+    image.filepath_raw = path
+    for packed in image.packed_files:
+        packed.filepath = path
 
 
 def _set_mask_file(image) -> None:
@@ -1242,13 +1291,17 @@ class RECON_OT_next_candidate(_CandidateOperator, bpy.types.Operator):
             index = (candidates.index(current) + 1) % len(candidates)
         shown = candidates[index]
         _show_only(shown, candidates, view_layer)
-        _move_picture_camera(collection, shown)
+        moved = _move_picture_camera(collection, shown)
         rank, confidence = candidate_info(shown)
         position = index + 1  # the rank, unless candidates were deleted
         check = "printable" if (shown.get(CHECK_KEY) or {}).get("ok") else "NOT printable"
         ranked = f" (ranked {rank} when made)" if rank and rank != position else ""
-        self.report({'INFO'}, f"Showing {shown.name}: candidate {position} of {len(candidates)}{ranked}, "
-                              f"{percent_text(confidence)} confidence, {check}.")
+        said = f"Showing {shown.name}: candidate {position} of {len(candidates)}{ranked}, " \
+               f"{percent_text(confidence)} confidence, {check}"
+        if moved:
+            self.report({'WARNING'}, f"{said}; its picture camera: {moved}.")
+        else:
+            self.report({'INFO'}, f"{said}.")
         return {'FINISHED'}
 
 
@@ -1266,7 +1319,7 @@ class RECON_OT_keep_candidate(_CandidateOperator, bpy.types.Operator):
         others = [o for o in collection.objects if is_candidate(o, collection) and o != kept]  # never the user's
         parents = _parent_collections(collection, context.scene)
         _move_picture_camera(collection, kept)  # before the others go: it may be parented to one of them
-        camera = collection.get(PICTURE_CAMERA_KEY)
+        camera = _alive(collection.get(PICTURE_CAMERA_KEY))
         if isinstance(camera, bpy.types.Object):
             kept[PICTURE_CAMERA_KEY] = camera  # the collection goes: the kept object holds it now
         for obj in others:
@@ -1504,18 +1557,10 @@ class RECON_OT_use_mask(bpy.types.Operator):
 
 
 def picture_image(obj):
-    """The picture ``obj`` was reconstructed from, as a Blender image: the Blender image it was made from, or its file
-    loaded (an image of that file already loaded is reused); None when neither is there any more."""
+    """The picture ``obj`` was reconstructed from, as the worker read it (:data:`PICTURE_IMAGE_KEY`), or None (made
+    before the add-on kept it, or the image was deleted)."""
     image = obj.get(PICTURE_IMAGE_KEY)
-    if isinstance(image, bpy.types.Image):
-        return image
-    picture = obj.get(PICTURE_KEY)
-    if not isinstance(picture, str) or picture.startswith("Blender image ") or not os.path.isfile(picture):
-        return None
-    try:
-        return bpy.data.images.load(picture, check_existing=True)
-    except RuntimeError:  # a file Blender cannot read (the worker read it with Pillow)
-        return None
+    return image if isinstance(image, bpy.types.Image) else None
 
 
 def _picture_base(obj) -> str:
@@ -1535,81 +1580,134 @@ def _alive_object(obj):
     return obj if isinstance(obj, bpy.types.Object) and obj.users_collection else None
 
 
+def _camera_of(obj):
+    """The picture camera already made for ``obj`` (its holder's, :func:`_holder`), when it is still in the scene and
+    is ``obj``'s: parented to it, or, for a candidate, to one of its collection's candidates (a copy of an object,
+    Shift+D, carries the property but not the camera); None otherwise. A camera the user deleted (kept in no collection,
+    alive only through the property) goes now, with its picture."""
+    camera = _alive(_holder(obj).get(PICTURE_CAMERA_KEY))
+    if not isinstance(camera, bpy.types.Object) or camera.type != 'CAMERA':
+        return None
+    if not camera.users_collection:
+        _remove_picture_camera(camera)
+        return None
+    collection = candidate_collection(obj)
+    if camera.parent == obj or (collection is not None and camera.parent is not None
+                                and is_candidate(camera.parent, collection)):
+        return camera
+    return None
+
+
+def _remove_picture_camera(camera) -> None:
+    """Delete a picture camera, its picture's image empty and its camera data."""
+    plane = _alive(camera.get(PLANE_KEY))
+    if isinstance(plane, bpy.types.Object):
+        bpy.data.objects.remove(plane)
+    data = camera.data
+    bpy.data.objects.remove(camera)
+    if data is not None and data.users == 0:
+        bpy.data.cameras.remove(data)
+
+
+def _mesh_bounds(obj) -> np.ndarray:
+    """(2, 3) the lowest and highest corner of ``obj``'s mesh's vertices, in its own frame ((2, 3) zeros if none)."""
+    mesh = obj.data
+    co = np.empty(3 * len(mesh.vertices), np.float64)
+    mesh.vertices.foreach_get("co", co)
+    co = co.reshape(-1, 3)
+    return np.stack([co.min(axis=0), co.max(axis=0)]) if len(co) else np.zeros((2, 3))
+
+
 def picture_camera(obj, context=None) -> tuple:
     """Make or update the picture camera of the reconstructed ``obj`` (:data:`VIEW_KEY`): a camera parented to ``obj``
-    at the place and lens of the picture's, and the picture as an image empty in front of the mesh, parented to the
-    camera; returns ``(camera, warning or None)``. A new camera goes into the collections that hold ``obj`` (those
-    that hold its candidate collection, for a candidate, so that Keep This One can remove the collection)."""
+    at the place and lens of the picture's, and the picture as an image empty behind the mesh, parented to the camera;
+    returns ``(camera, warning or None)``. A new camera goes into the collections that hold ``obj`` (those that hold
+    its candidate collection, for a candidate, so that Keep This One can remove the collection), and into the 3D
+    Viewport's Local View when ``context``'s is in one. Its clipping follows the object's scale; a mesh edited since it
+    was made (other bounds: edited, or its scale or rotation applied) keeps the camera of the mesh as made, with a
+    warning."""
     view = obj[VIEW_KEY].to_dict()
-    holder = _holder(obj)
-    camera = _alive_object(holder.get(PICTURE_CAMERA_KEY))
-    if camera is None or camera.type != 'CAMERA':
+    camera = _camera_of(obj)
+    if camera is None:
         base = _picture_base(obj)
-        camera = bpy.data.objects.new(f"{base} picture", bpy.data.cameras.new(f"{base} picture"))
+        camera = bpy.data.objects.new(f"{base} picture camera", bpy.data.cameras.new(f"{base} picture camera"))
         collection = candidate_collection(obj)
         scene = context.scene if context is not None else bpy.context.scene
         for target in (_parent_collections(collection, scene) if collection is not None else obj.users_collection):
             target.objects.link(camera)
-        holder[PICTURE_CAMERA_KEY] = camera
+        _holder(obj)[PICTURE_CAMERA_KEY] = camera
     data = camera.data
     data.type = 'PERSP'
     data.sensor_fit = view["sensor_fit"]
     data.sensor_width = data.sensor_height = mesh_data.SENSOR_MM
     data.lens = view["lens"]
     data.shift_x, data.shift_y = view["shift_x"], view["shift_y"]
-    data.clip_start, data.clip_end = view["clip_start"], view["clip_end"]
+    scale = [abs(s) for s in obj.matrix_world.to_scale()]  # the camera sees the mesh at the object's scale
+    data.clip_start = view["clip_start"] * max(min(scale), 1e-6)
+    data.clip_end = view["clip_end"] * max(max(scale), 1e-6)
     camera.parent = obj
     camera.matrix_parent_inverse = Matrix.Identity(4)
     camera.matrix_basis = Matrix(view["matrix"])
+    warnings = []
+    bounds = view.get("bounds")
+    if bounds is not None:
+        made = np.asarray(bounds, dtype=np.float64)
+        if np.abs(_mesh_bounds(obj) - made).max() > 1e-4 * max(float(np.linalg.norm(made[1] - made[0])), 1e-12):
+            warnings.append(f"{obj.name}'s mesh was changed since it was made (edited, or its scale or rotation "
+                            "applied), so the camera is where the picture's was for the mesh as made")
     image = picture_image(obj)
-    plane = _alive_object(camera.get(PLANE_KEY))
-    warning = None
-    if image is not None and all(image.size):
-        wide, high = image.size
-        if abs(wide * view["height"] - high * view["width"]) > 0.01 * max(wide * view["height"], high * view["width"]):
-            # its file turned by its EXIF orientation, which Blender does not read: it would lie across the mesh
-            warning = (f"the picture {image.name} is {wide} x {high} pixels in Blender, but was read "
-                       f"{view['width']} x {view['height']} (turned by its EXIF orientation), so it is not shown")
-            image = None
-    else:
-        warning = "the picture's file or image is gone, so only the camera is made"
-        image = None
+    plane = _alive(camera.get(PLANE_KEY))
+    plane = plane if isinstance(plane, bpy.types.Object) and plane.users_collection else None
     if image is None:
+        warnings.append("the picture's image is gone (deleted, or made before the add-on kept it), so only the camera "
+                        "is made")
         if plane is not None:
             bpy.data.objects.remove(plane)
         if PLANE_KEY in camera:
             del camera[PLANE_KEY]
-        return camera, warning
-    if plane is None:
-        plane = bpy.data.objects.new(f"{camera.name} image", None)
-        for target in camera.users_collection:
-            target.objects.link(plane)
-        camera[PLANE_KEY] = plane
-    plane.empty_display_type = 'IMAGE'
-    plane.data = image
-    plane.empty_display_size = view["plane_size"]
-    plane.empty_image_offset = (-0.5, -0.5)
-    plane.empty_image_depth = 'FRONT'
-    plane.empty_image_side = 'FRONT'
-    plane.show_empty_image_only_axis_aligned = True  # seen through the camera alone
-    plane.use_empty_image_alpha = True
-    plane.color[3] = PICTURE_OPACITY
-    plane.hide_select = True  # a click through the camera picks the mesh
-    plane.parent = camera
-    plane.matrix_parent_inverse = Matrix.Identity(4)
-    plane.matrix_basis = Matrix.Translation(view["plane_location"])
-    return camera, warning
+    else:
+        if plane is None:
+            plane = bpy.data.objects.new(image.name, None)
+            for target in camera.users_collection:
+                target.objects.link(plane)
+            camera[PLANE_KEY] = plane
+        plane.empty_display_type = 'IMAGE'
+        plane.data = image
+        plane.empty_display_size = view["plane_size"]
+        plane.empty_image_offset = (-0.5, -0.5)
+        plane.empty_image_depth = 'BACK'  # behind the mesh, as a reference picture is
+        plane.empty_image_side = 'FRONT'
+        plane.show_empty_image_only_axis_aligned = True  # seen along its axis only: through the camera
+        plane.use_empty_image_alpha = True
+        plane.color[3] = PICTURE_OPACITY
+        plane.hide_select = True  # a click through the camera picks the mesh
+        plane.parent = camera
+        plane.matrix_parent_inverse = Matrix.Identity(4)
+        plane.matrix_basis = Matrix.Translation(view["plane_location"])
+    space = getattr(context, "space_data", None) if context is not None else None
+    if space is not None and space.type == 'VIEW_3D' and space.local_view is not None:
+        for made in (camera, plane):
+            if made is not None:
+                made.local_view_set(space, True)
+    return camera, "; ".join(warnings) or None
 
 
-def _move_picture_camera(collection, shown) -> None:
-    """Put the candidate ``collection``'s picture camera, if it has one, on its ``shown`` candidate."""
-    if _alive_object(collection.get(PICTURE_CAMERA_KEY)) is not None and VIEW_KEY in shown:
-        picture_camera(shown)
+def _move_picture_camera(collection, shown) -> str | None:
+    """Put the candidate ``collection``'s picture camera, if it has one, on its ``shown`` candidate; that camera goes
+    when ``shown`` has no view to give it. Returns :func:`picture_camera`'s warning."""
+    camera = _alive(collection.get(PICTURE_CAMERA_KEY))
+    if not isinstance(camera, bpy.types.Object) or not camera.users_collection:
+        return None
+    if VIEW_KEY not in shown:
+        _remove_picture_camera(camera)
+        del collection[PICTURE_CAMERA_KEY]
+        return None
+    return picture_camera(shown)[1]
 
 
 class RECON_OT_view_picture(bpy.types.Operator):
-    """Look at the mesh through the picture's camera, the picture half see-through in front of it: where the two
-    differ, the reconstruction departs from the picture"""
+    """Look at the mesh through the picture's camera, the picture behind it: where the two differ, the reconstruction
+    departs from the picture"""
 
     bl_idname = "recon.view_picture"
     bl_label = "Look Through Picture"
@@ -1633,11 +1731,14 @@ class RECON_OT_view_picture(bpy.types.Operator):
             space.use_local_camera = True  # this view's own camera: the scene's stays
             space.camera = camera
             space.region_3d.view_perspective = 'CAMERA'
+        view = obj[VIEW_KEY]
         where = ("Looking through " if looking else "Made ") + camera.name
         back = (" (this view's own camera: untick View > Local Camera in the sidebar to look through the scene's "
                 "again)") if looking else " (look through it with View > Cameras)"
         if warning is not None:
             self.report({'WARNING'}, f"{where}{back}; {warning}.")
         else:
-            self.report({'INFO'}, f"{where}{back}: the picture is half see-through in front of {obj.name}.")
+            self.report({'INFO'}, f"{where}{back}: the picture is behind {obj.name} (Alt+Z, X-ray, shows it "
+                                  f"through the mesh); with the render size at {view['width']} x {view['height']} "
+                                  "the camera's frame is the picture.")
         return {'FINISHED'}

@@ -302,6 +302,9 @@ class WorkerResult:
             candidates) gives the one entry of this result, with no confidence.
         thin_faces: as :attr:`Candidate.thin_faces`, of this result's mesh.
         camera: as :attr:`Candidate.camera`, of this result's mesh.
+        picture_path: the picture as the worker read it, where the request asked (a JPEG, upright, at most 2,048
+            pixels along its longer side), or None when none was asked for, it could not be written, or the worker
+            predates it.
     """
 
     verts: Any
@@ -316,6 +319,7 @@ class WorkerResult:
     mask_unsure: bool = False
     thin_faces: Any = None
     camera: dict[str, Any] | None = None
+    picture_path: str | None = None
 
 
 def _decode(packed: dict[str, Any]):
@@ -521,6 +525,7 @@ class Job:
                 timings=dict(message.get("timings") or {}), seconds=self.elapsed,
                 mask_path=str(message["mask_path"]) if message.get("mask_path") else None, candidates=candidates,
                 mask_unsure=bool(message.get("mask_unsure", False)), thin_faces=thin_faces, camera=camera,
+                picture_path=str(message["picture_path"]) if message.get("picture_path") else None,
             )
             self.stage, self.fraction = "done", 1.0
             self.client.job = None
@@ -590,7 +595,7 @@ class WorkerClient:
     def submit(self, image: str, *, category: str | None = None, detail: str | None = None,
                height_mm: float | None = None, smooth: bool = True, timeout_s: float = 300.0,
                mask_path: str | None = None, candidates: int = 1, object_mask: str | None = None,
-               solid: bool = False, upright: bool = True) -> Job:
+               solid: bool = False, upright: bool = True, picture_path: str | None = None) -> Job:
         """Send one reconstruction request (starting the worker if needed); returns its :class:`Job`.
 
         ``detail``: "low", "medium" or "high" (:data:`DETAIL_VERTICES`), None for the model's default.
@@ -602,6 +607,8 @@ class WorkerClient:
         request without it is what it was).
         ``upright``: stand the mesh on its base (``recon-mesh``'s default, and the worker's for a request without the
         field); False keeps it turned as the picture's camera saw it (``recon-mesh --as-seen``; sent only then).
+        ``picture_path``: where the worker writes the picture as it read it, to be shown behind the mesh (a JPEG; the
+        caller removes it; sent only when given).
 
         Raises:
             WorkerError: the worker cannot be started, or a request is already running.
@@ -624,6 +631,8 @@ class WorkerClient:
             request["solid"] = True
         if not upright:
             request["upright"] = False
+        if picture_path:
+            request["picture_path"] = os.path.abspath(picture_path)
         delay = float(os.environ.get(DELAY_ENV) or 0)
         if delay > 0:
             request["test_delay_s"] = delay

@@ -1484,11 +1484,22 @@ def test_look_through_picture_shows_the_picture_over_the_shown_candidate(addon, 
     assert bpy.ops.recon.view_picture() == {'FINISHED'}
     camera = collection["recon_picture_camera"]
     plane = camera["recon_picture_plane"]
-    assert camera.name == "chair picture" and camera.type == 'CAMERA' and camera.parent == objects[0]
+    assert camera.name == "chair picture camera" and camera.type == 'CAMERA' and camera.parent == objects[0]
     assert collection.objects.get(camera.name) is None and bpy.context.collection.objects.get(camera.name) == camera
-    assert plane.parent == camera and plane.empty_display_type == 'IMAGE' and plane.hide_select
-    assert bpy.path.abspath(plane.data.filepath) == str(candidate_settings.image_path)
-    assert plane.show_empty_image_only_axis_aligned and plane.color[3] == pytest.approx(0.5)
+    assert plane.name == "chair picture" and plane.parent == camera and plane.empty_display_type == 'IMAGE'
+    assert plane.hide_select and plane.empty_image_depth == 'BACK' and plane.show_empty_image_only_axis_aligned
+    # the picture as the worker read it, packed: the same pixels as the file (a JPEG's, to its quality)
+    shown = plane.data
+    assert shown.name == "chair picture" and shown.packed_file is not None and objects[1]["recon_picture_image"] == shown
+    width, height = shown.size
+    pixels = np.empty(width * height * 4, np.float32)
+    shown.pixels.foreach_get(pixels)
+    with Image.open(candidate_settings.image_path) as img:
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float64)
+    on_white = rgba[..., :3] * rgba[..., 3:] / 255.0 + 255.0 * (1.0 - rgba[..., 3:] / 255.0)
+    assert (width, height) == (img.width, img.height)
+    got = np.round(pixels.reshape(height, width, 4)[::-1, :, :3] * 255.0)  # Blender's rows run bottom-up
+    assert np.abs(got - on_white).mean() < 3.0
     _on_the_mask(scene, camera, objects[0])
     # the plane's corners are the frame's (Blender draws an image empty with its longer side the display size,
     # centred on its origin at the offset -0.5: its overlay's image_calc_aspect)
@@ -1517,47 +1528,78 @@ def test_look_through_picture_shows_the_picture_over_the_shown_candidate(addon, 
     assert "chair candidates" not in bpy.data.collections
     _on_the_mask(scene, camera, kept_object)
     assert bpy.ops.recon.view_picture() == {'FINISHED'}
-    assert set(scene_state()[0]) - state[0] == {"chair", "chair picture", "chair picture image"}
+    assert set(scene_state()[0]) - state[0] == {"chair", "chair picture camera", "chair picture"}
     for obj in (plane, camera, kept_object):
         bpy.data.objects.remove(obj)
     for image in [i for i in bpy.data.images if i.name.startswith("chair")]:
         bpy.data.images.remove(image)
 
 
-def test_look_through_picture_without_the_picture_makes_the_camera_alone_and_says_why(addon, candidate_settings,
-                                                                                      tmp_path):
-    """One shape: the camera is the object's own, in its collection. The picture's file gone, the camera is made
-    without the picture, with a warning; a picture of another shape than the one read (turned by its EXIF orientation,
-    which Blender does not apply) is not laid across the mesh either. An object the add-on did not make, or made
-    without a camera, cannot be looked through, and the button says why."""
+def test_look_through_picture_mends_what_the_user_changed_and_says_what_it_cannot(addon, candidate_settings, tmp_path):
+    """One shape: the camera is the object's own, in its collection, and its clipping follows the object's scale. The
+    shown picture deleted, the camera is made alone, with a warning; a camera the user deleted goes with its picture
+    and a new one is made (no second picture left over); a copy of the object (Shift+D) gets a camera of its own; a
+    mesh edited since it was made keeps the camera of the mesh as made, with a warning. An object made without a camera
+    cannot be looked through."""
     picture = tmp_path / "lamp.png"
     shutil.copy(candidate_settings.image_path, picture)
     candidate_settings.image_path, candidate_settings.candidates = str(picture), 1
     obj = reconstruct()
-    picture.unlink()
     driver = ModalDriver(addon.package.operators.RECON_OT_view_picture)
     driver.context.active_object, driver.context.space_data = obj, None
     assert driver.op.execute(driver.context) == {'FINISHED'}
     camera = obj["recon_picture_camera"]
-    assert camera.parent == obj and "recon_picture_plane" not in camera and obj.users_collection == camera.users_collection
+    assert camera["recon_picture_plane"].data == obj["recon_picture_image"]
+    assert camera.parent == obj and obj.users_collection == camera.users_collection
     [(kind, message)] = driver.reports
-    assert kind == {'WARNING'} and message == (
-        "Made lamp picture (look through it with View > Cameras); the picture's file or image is gone, so only the "
-        "camera is made.")
-    turned = bpy.data.images.new("turned", obj["recon_view"]["width"], 2 * obj["recon_view"]["height"])
-    obj["recon_picture_image"] = turned
-    driver.reports.clear()
-    assert driver.op.execute(driver.context) == {'FINISHED'} and obj["recon_picture_camera"] == camera
-    assert "recon_picture_plane" not in camera and driver.reports[0][0] == {'WARNING'}
-    assert "(turned by its EXIF orientation), so it is not shown" in driver.reports[0][1]
-    obj["recon_picture_image"] = bpy.data.images.new("upright", obj["recon_view"]["width"], obj["recon_view"]["height"])
+    view = obj["recon_view"]
+    assert kind == {'INFO'} and message == (
+        f"Made lamp picture camera (look through it with View > Cameras): the picture is behind lamp (Alt+Z, X-ray, "
+        f"shows it through the mesh); with the render size at {view['width']} x {view['height']} the camera's frame "
+        "is the picture.")
+    obj.scale = (4.0, 4.0, 4.0)  # bigger: the picture behind it is farther, and still inside the clipping
+    bpy.context.view_layer.update()
     assert driver.op.execute(driver.context) == {'FINISHED'}
-    assert camera["recon_picture_plane"].data.name == "upright"
+    assert camera.data.clip_end == pytest.approx(4.0 * view["clip_end"])
+    assert camera.data.clip_end > 4.0 * -view["plane_location"][2]
+    obj.scale = (1.0, 1.0, 1.0)
+    bpy.context.view_layer.update()
+    # the user deletes the camera (the picture stays, unclickable): pressed again, both are made anew
+    bpy.data.collections["Collection"].objects.unlink(camera)
+    assert driver.op.execute(driver.context) == {'FINISHED'}
+    again = obj["recon_picture_camera"]
+    assert again != camera and again.name == "lamp picture camera"
+    assert [o.name for o in bpy.data.objects if o.get("recon_picture_plane") or o.type == 'EMPTY'] == [
+        "lamp picture", "lamp picture camera"]
+    # the shown picture deleted: the camera alone
+    bpy.data.images.remove(obj["recon_picture_image"])
+    driver.reports.clear()
+    assert driver.op.execute(driver.context) == {'FINISHED'} and obj["recon_picture_camera"] == again
+    assert "recon_picture_plane" not in again and "lamp picture" not in bpy.data.objects
+    [(kind, message)] = driver.reports
+    assert kind == {'WARNING'} and message.endswith(
+        "the picture's image is gone (deleted, or made before the add-on kept it), so only the camera is made.")
+    # a copy gets its own camera; the original keeps its own
+    copy = obj.copy()
+    copy.data = obj.data.copy()
+    bpy.context.collection.objects.link(copy)
+    driver.context.active_object = copy
+    assert driver.op.execute(driver.context) == {'FINISHED'}
+    assert copy["recon_picture_camera"] != again and again.parent == obj and copy["recon_picture_camera"].parent == copy
+    # an edited mesh: the camera as made, said
+    copy.data.vertices[0].co.z += 1.0
+    driver.reports.clear()
+    assert driver.op.execute(driver.context) == {'FINISHED'}
+    assert "mesh was changed since it was made (edited, or its scale or rotation applied)" in driver.reports[0][1]
     del obj["recon_view"]
+    driver.context.active_object = obj
+    bpy.context.view_layer.objects.active = obj
     assert not bpy.ops.recon.view_picture.poll()
-    for made in (camera["recon_picture_plane"], camera, obj):
+    for made in (copy["recon_picture_camera"], again, copy, obj):
+        data = made.data
         bpy.data.objects.remove(made)
-    for image in (turned, bpy.data.images["upright"]):
+        (bpy.data.cameras if isinstance(data, bpy.types.Camera) else bpy.data.meshes).remove(data)
+    for image in [i for i in bpy.data.images if i.name.startswith("lamp")]:
         bpy.data.images.remove(image)
 
 

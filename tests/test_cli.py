@@ -534,7 +534,7 @@ def test_ctrl_c_is_one_sentence_exit_130_and_no_file(tmp_path, tiny_model_path, 
     monkeypatch.undo()
     from recon_core.io.export import ExportError
 
-    def full_disk(rgb, results, paths, path, millimetres):  # the preview, written last, fails: nothing stays
+    def full_disk(rgb, alpha, results, paths, path, millimetres):  # the preview, written last, fails: nothing stays
         assert out.exists() and (tmp_path / "mask.png").exists()
         raise ExportError(f"Cannot write the preview to {path}: No space left on device. Choose a writable "
                               "location.")

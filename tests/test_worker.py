@@ -664,6 +664,52 @@ def test_the_mask_is_written_where_asked(client, files, tmp_path):
     assert any(f"could not be written to {blocked / 'mask.png'}" in note for note in result.notes)
 
 
+def test_the_picture_is_written_as_it_was_read_where_asked(client, files, tmp_path):
+    """picture_path: the worker writes the picture as it read it, to be shown behind the mesh: a JPEG of the picture's
+    decoded size, a cut-out's transparent pixels white, a photo stored turned (EXIF orientation 6) upright; without
+    the field, no file and no field back; an unwritable path is a note, and the mesh comes."""
+    picture = make_alpha_image(tmp_path / "cutout.png")
+    path = tmp_path / "out" / "picture.jpg"
+    path.parent.mkdir()
+    result = client.submit(str(picture), detail="low", picture_path=str(path)).wait()
+    assert result.picture_path == str(path) and result.report["ok"]
+    rgba = np.asarray(Image.open(picture), dtype=np.float64)
+    on_white = rgba[..., :3] * rgba[..., 3:] / 255 + 255 * (1 - rgba[..., 3:] / 255)
+    with Image.open(path) as img:
+        assert img.format == "JPEG" and img.size == (120, 90)
+        assert np.abs(np.asarray(img.convert("RGB"), dtype=np.float64) - on_white).mean() < 3.0
+    assert [p.name for p in path.parent.iterdir()] == ["picture.jpg"], "no temporary file is left"
+    assert client.submit(str(picture), detail="low").wait().picture_path is None
+    stored = Image.new("RGB", (60, 40), "white")  # stored 60 wide; orientation 6: shown turned, 40 wide
+    ImageDraw.Draw(stored).rectangle((5, 5, 30, 30), fill=(200, 40, 40))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "turned.jpg", exif=exif)
+    turned = client.submit(str(tmp_path / "turned.jpg"), detail="low", picture_path=str(path)).wait()
+    with Image.open(path) as img:
+        assert img.size == (40, 60), turned.notes
+    blocked = tmp_path / "a file"
+    blocked.write_text("")
+    result = client.submit(str(picture), detail="low", picture_path=str(blocked / "picture.jpg")).wait()
+    assert result.picture_path is None and result.report["ok"]
+    assert any(f"could not be written to {blocked / 'picture.jpg'}" in note for note in result.notes)
+
+
+def test_shown_picture_whitens_a_cut_out_and_shrinks_a_large_picture_in_its_proportions():
+    from recon_core.io.image import shown_picture
+
+    rgb = np.zeros((30, 50, 3), np.uint8)
+    alpha = np.zeros((30, 50), np.uint8)
+    alpha[10:20, 10:40] = 255
+    alpha[0, 0] = 128
+    shown = shown_picture(rgb, alpha)
+    assert shown.shape == (30, 50, 3) and (shown[alpha == 0] == 255).all() and (shown[alpha == 255] == 0).all()
+    assert (shown[0, 0] == 127).all() or (shown[0, 0] == 128).all()
+    np.testing.assert_array_equal(shown_picture(rgb), rgb)
+    big = np.full((3000, 5000, 3), 90, np.uint8)
+    assert shown_picture(big).shape == (1229, 2048, 3) and shown_picture(big, side=None).shape == big.shape
+
+
 def test_the_users_object_mask_is_used(client, files, tmp_path):
     """object_mask: the user's mask file is the object (the result's mask is it); a bad one is one sentence."""
     given = np.zeros((128, 128), np.uint8)

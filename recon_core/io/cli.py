@@ -377,15 +377,15 @@ def _check_png_output(path: Path, what: str, example: str, args: argparse.Namesp
     _refuse_an_input(path, what, args)
 
 
-def _save_preview(rgb, results, paths: list[Path], path: Path, millimetres: bool) -> None:
+def _save_preview(rgb, alpha, results, paths: list[Path], path: Path, millimetres: bool) -> None:
     """Write the preview PNG of ``results`` (:func:`recon_core.io.preview.preview_png`, each row named by its file in
-    ``paths``) through a temporary file and a rename. The folder was checked before the model ran; should the write
+    ``paths``; the picture's own ``alpha`` made white, None: as it is) through a temporary file and a rename. The folder was checked before the model ran; should the write
     still fail (a full disk), ``ExportError`` is raised (the caller removes what it wrote)."""
     from recon_core.io.export import ExportError, atomic_write_bytes
     from recon_core.io.preview import preview_png
 
     try:
-        atomic_write_bytes(path, preview_png(rgb, results, [p.name for p in paths], millimetres))
+        atomic_write_bytes(path, preview_png(rgb, results, [p.name for p in paths], millimetres, alpha=alpha))
     except OSError as err:
         raise ExportError(f"Cannot write the preview to {path}: {err.strerror or err}. Choose a writable location.") \
             from None
@@ -498,7 +498,8 @@ def main(argv: list[str] | None = None) -> int:
                     written.append(mask_out)
             if preview_out is not None:
                 with _STOP.holding():
-                    _save_preview(rgb, results, paths, preview_out, args.height_mm is not None)
+                    _save_preview(rgb, None if args.mask else alpha, results, paths, preview_out,
+                                  args.height_mm is not None)
                     written.append(preview_out)
         except BaseException:  # exit code 2 means no file written: nor the candidates before the one that failed
             for path in written:

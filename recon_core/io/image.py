@@ -617,3 +617,25 @@ def load_picture(path: str | os.PathLike, mask: str | os.PathLike | None = None
         notes.append(f"the object is the mask {os.fspath(mask)} (its {read})"
                      + (", instead of the picture's own transparency" if had_alpha else ""))
     return rgb, alpha, notes
+
+
+SHOWN_SIDE = 2048
+"""The longest side of the picture the worker writes for a front end to show (``picture_path``), in pixels."""
+
+
+def shown_picture(rgb: np.ndarray, alpha: np.ndarray | None = None, side: int | None = SHOWN_SIDE) -> np.ndarray:
+    """(h, w, 3) uint8: the decoded picture ``rgb`` (H, W, 3) uint8 as it is shown behind the mesh (the worker's
+    ``picture_path``, ``recon-mesh --preview``): upright as it was read (EXIF orientation applied, whatever the
+    format), a cut-out's ``alpha`` (H, W) uint8 made white, and shrunk to ``side`` at most along its longer side (None:
+    not shrunk), in the decoded picture's proportions (a picture's camera is in its decoded pixels)."""
+    picture = np.asarray(rgb, dtype=np.float64)
+    if alpha is not None:
+        a = np.asarray(alpha, dtype=np.float64)[..., None] / 255.0
+        picture = picture * a + 255.0 * (1.0 - a)
+    picture = np.clip(np.rint(picture), 0, 255).astype(np.uint8)
+    h, w = picture.shape[:2]
+    if side is not None and max(h, w) > side:
+        scale = side / max(h, w)
+        picture = np.asarray(Image.fromarray(picture).resize((max(1, round(w * scale)), max(1, round(h * scale))),
+                                                             Image.LANCZOS))
+    return picture

@@ -2,8 +2,8 @@
 
 Each reconstruction is a row of two tiles and a caption:
 
-- **on the picture**: the picture, with the mesh shaded through its picture camera
-  (:attr:`recon_core.io.inference.Reconstruction.camera`) half see-through over it and its outline drawn, so that
+- **on the picture**: the picture (a cut-out on white), with the mesh shaded in orange through its picture camera
+  (:attr:`recon_core.io.inference.Reconstruction.camera`) 60 % opaque over it and its outline drawn, so that
   where the mesh departs from the object shows at a glance; without a camera (a model without a shape bank), the
   picture with the object mask's outline;
 - **the mesh**: shaded in a 3/4 view from the front right, above (:data:`recon_core.mesh.render.THREE_QUARTER_VIEW`),
@@ -27,27 +27,33 @@ TILE = 320
 CAPTION = 18
 """Height of each row's caption, in pixels."""
 MESH_COLOUR = (95, 140, 215)
-"""The mesh's base colour (the evaluation sheets' colour of ours)."""
+"""The mesh's base colour in its 3/4 view (the evaluation sheets' colour of ours)."""
+OVER_COLOUR = (255, 150, 40)
+"""The mesh's base colour over the picture: orange, which few product pictures are."""
 THIN_COLOUR = (215, 40, 40)
 """The base colour of faces whose walls are too thin to print."""
-OUTLINE_COLOUR = (255, 140, 0)
-"""The outline of the mesh through the picture's camera (or, without one, of the object mask)."""
+OUTLINE_COLOUR = (230, 0, 190)
+"""The outline of the mesh through the picture's camera (or, without one, of the object mask): magenta."""
 MESH_OPACITY = 0.6
 """How opaque the shaded mesh is over the picture."""
 
 
-def _fitted(rgb: np.ndarray, tile: int) -> tuple[np.ndarray, float, tuple[int, int]]:
-    """The (H, W, 3) picture scaled so that its longer side is ``tile`` and centred on a white ``tile`` square; the
-    scale and the ``(x, y)`` offset of its top-left corner."""
+def _fitted(rgb: np.ndarray, alpha: np.ndarray | None, tile: int
+            ) -> tuple[np.ndarray, float, tuple[int, int], tuple[int, int]]:
+    """The (H, W, 3) picture, a cut-out's ``alpha`` made white (:func:`recon_core.io.image.shown_picture`), scaled so
+    that its longer side is ``tile`` and centred on a white ``tile`` square; the scale, the ``(x, y)`` offset of its
+    top-left corner and its ``(width, height)`` there."""
     from PIL import Image
+
+    from recon_core.io.image import shown_picture
 
     h, w = rgb.shape[:2]
     scale = tile / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     offset = ((tile - size[0]) // 2, (tile - size[1]) // 2)
     canvas = Image.new("RGB", (tile, tile), (255, 255, 255))
-    canvas.paste(Image.fromarray(np.ascontiguousarray(rgb[..., :3])).resize(size, Image.BILINEAR), offset)
-    return np.asarray(canvas, dtype=np.float64), scale, offset
+    canvas.paste(Image.fromarray(shown_picture(rgb, alpha, side=None)).resize(size, Image.BILINEAR), offset)
+    return np.asarray(canvas, dtype=np.float64), scale, offset, size
 
 
 def _outline(covered: np.ndarray) -> np.ndarray:
@@ -57,16 +63,16 @@ def _outline(covered: np.ndarray) -> np.ndarray:
     return covered & ~inner
 
 
-def picture_tile(rgb: np.ndarray, result, tile: int = TILE) -> np.ndarray:
+def picture_tile(rgb: np.ndarray, result, tile: int = TILE, alpha: np.ndarray | None = None) -> np.ndarray:
     """The "on the picture" tile of ``result`` (a :class:`~recon_core.io.inference.Reconstruction`) for the decoded
-    picture ``rgb`` (H, W, 3) uint8: (tile, tile, 3) uint8.
+    picture ``rgb`` (H, W, 3) uint8, its cut-out's ``alpha`` (H, W) uint8 made white: (tile, tile, 3) uint8.
 
     Through its camera (pixel ``u`` of the picture is ``offset + scale u`` here, so the camera's ``K`` is scaled and
     moved the same way), the nearest face of the mesh at each pixel is shaded (:func:`recon_core.mesh.render.face_shade`,
     the camera's frame turned to a viewer's) and laid over the picture at :data:`MESH_OPACITY`; the covered pixels'
     edge is drawn in :data:`OUTLINE_COLOUR`. Without a camera, the object mask's edge is drawn instead.
     """
-    canvas, scale, (ox, oy) = _fitted(rgb, tile)
+    canvas, scale, (ox, oy), (sw, sh) = _fitted(rgb, alpha, tile)
     camera = getattr(result, "camera", None)
     if camera is None:
         mask = getattr(result, "mask", None)
@@ -74,8 +80,8 @@ def picture_tile(rgb: np.ndarray, result, tile: int = TILE) -> np.ndarray:
             h, w = np.asarray(mask).shape
             cols = np.clip(((np.arange(tile) - ox + 0.5) / scale).astype(np.int64), 0, w - 1)
             rows = np.clip(((np.arange(tile) - oy + 0.5) / scale).astype(np.int64), 0, h - 1)
-            inside = ((np.arange(tile) >= ox) & (np.arange(tile) < tile - ox))[None, :] & \
-                     ((np.arange(tile) >= oy) & (np.arange(tile) < tile - oy))[:, None]
+            inside = ((np.arange(tile) >= ox) & (np.arange(tile) < ox + sw))[None, :] & \
+                     ((np.arange(tile) >= oy) & (np.arange(tile) < oy + sh))[:, None]
             covered = (np.asarray(mask)[rows[:, None], cols[None, :]] > 0.5) & inside
             canvas[_outline(covered)] = OUTLINE_COLOUR
         return np.clip(canvas + 0.5, 0, 255).astype(np.uint8)
@@ -90,7 +96,7 @@ def picture_tile(rgb: np.ndarray, result, tile: int = TILE) -> np.ndarray:
     face_id = rasterize(xy, seen[:, 2], faces, tile)
     covered = face_id >= 0
     shade = face_shade(seen[faces] * [1.0, -1.0, -1.0])  # a viewer's frame: y up, the viewer on +z
-    mesh = shade[face_id[covered]][:, None] * np.asarray(MESH_COLOUR, dtype=np.float64)
+    mesh = shade[face_id[covered]][:, None] * np.asarray(OVER_COLOUR, dtype=np.float64)
     canvas[covered] = (1.0 - MESH_OPACITY) * canvas[covered] + MESH_OPACITY * mesh
     canvas[_outline(covered)] = OUTLINE_COLOUR
     return np.clip(canvas + 0.5, 0, 255).astype(np.uint8)
@@ -119,9 +125,10 @@ def _caption(result, name: str, millimetres: bool) -> str:
 
 
 def preview_png(rgb: np.ndarray, results: Sequence, names: Sequence[str], millimetres: bool,
-                tile: int = TILE) -> bytes:
+                tile: int = TILE, alpha: np.ndarray | None = None) -> bytes:
     """The preview PNG of ``results`` (:class:`~recon_core.io.inference.Reconstruction`, one row each, named
-    ``names``: their files) made from the decoded picture ``rgb`` (H, W, 3) uint8.
+    ``names``: their files) made from the decoded picture ``rgb`` (H, W, 3) uint8, its cut-out's ``alpha`` (H, W)
+    uint8 made white (None: as it is).
 
     Size: ``2 tile`` x ``len(results) (tile + CAPTION)``: each row the picture tile (:func:`picture_tile`), the mesh
     tile (:func:`mesh_tile`) and a caption (sizes in mm when ``millimetres``).
@@ -134,7 +141,7 @@ def preview_png(rgb: np.ndarray, results: Sequence, names: Sequence[str], millim
     draw = ImageDraw.Draw(sheet)
     for row, (result, name) in enumerate(zip(results, names)):
         top = row * (tile + CAPTION)
-        sheet.paste(Image.fromarray(picture_tile(rgb, result, tile)), (0, top))
+        sheet.paste(Image.fromarray(picture_tile(rgb, result, tile, alpha)), (0, top))
         sheet.paste(Image.fromarray(mesh_tile(result, tile)), (tile, top))
         draw.text((4, top + tile + 3), _caption(result, name, millimetres), fill=(0, 0, 0))
     png = io.BytesIO()

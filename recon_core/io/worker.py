@@ -22,6 +22,7 @@ Worker to client::
     {"type": "result", "version": 1, "id": "r1", "verts": ARRAY, "faces": ARRAY, "category": "chair",
      "category_probs": [13 floats], "report": {...}, "notes": ["..."], "timings": {"network": 0.4, ...},
      "mask_path": "/tmp/recon-x/mask.png" or null, "mask_unsure": false, "object_mask": "/path/photo_mask.png" or null,
+     "picture_path": "/tmp/recon-x/picture.jpg" or null,
      "thin_faces": ARRAY, "camera": {"R": [[3 floats] x 3], "T": [3 floats], "K": [[3 floats] x 3], "width": 640,
      "height": 480},
      "candidates": [{"verts": ARRAY, "faces": ARRAY, "report": {...}, "confidence": 0.62, "category": "chair",
@@ -40,7 +41,7 @@ Client to worker::
 
     {"type": "reconstruct", "version": 1, "id": "r1", "image": "/path/photo.png",
      "category": null, "detail": "medium", "height_mm": 120.0, "smooth": true, "solid": false, "upright": true,
-     "mask_path": "/tmp/recon-x/mask.png",
+     "mask_path": "/tmp/recon-x/mask.png", "picture_path": "/tmp/recon-x/picture.jpg",
      "candidates": 3, "object_mask": "/path/photo_mask.png"}
         ``category``, ``detail`` and ``height_mm`` may be null (automatic, the model's default, unscaled);
         ``height_mm`` is a number of millimetres from 0.1 to 100,000 (:mod:`recon_core.io.inference`'s bounds),
@@ -74,6 +75,14 @@ is sent all the same. The file belongs to the client, which removes it. ``mask_u
 finder found that mask and is unsure of it (:attr:`recon_core.io.inference.Reconstruction.mask_unsure`): the
 front end should ask the user to check it. Both fields are
 optional, so the version stays 1: a worker that predates them answers without a mask.
+
+The picture as read: when the request names a ``picture_path`` (since the forty-second session; optional, the
+version stays 1), the worker writes there, before it sends the result, the picture as it read it, for the front end
+to show behind the mesh through the result's ``camera`` (:func:`recon_core.io.image.shown_picture`: upright by its EXIF orientation, in
+any format the worker reads, a cut-out's transparent pixels white, at most ``SHOWN_SIDE`` pixels along its longer
+side, in the decoded picture's proportions), a JPEG through a temporary file and a rename; the result's
+``picture_path`` repeats the path, or is null (with a note) when it could not be written. The file belongs to the
+client.
 
 Candidates: a request with ``"candidates": K`` (a whole number, at least 1) asks for up to K plausible
 shapes, the most confident first (:meth:`recon_core.io.inference.Reconstructor.reconstruct_candidates`). The
@@ -208,6 +217,7 @@ def _handle_request(channel: _Channel, reconstructor, request: dict[str, Any]) -
                       solid=bool(_field(request, "solid", bool, "true or false")),
                       upright=_field(request, "upright", bool, "true or false") is not False)
         mask_path = _field(request, "mask_path", str, "a file path") or None
+        picture_path = _field(request, "picture_path", str, "a file path") or None
         object_mask = _field(request, "object_mask", str, "a file path") or None
         count = _requested_candidates(request)
         channel.send("progress", id=rid, stage="reading the picture", fraction=0.05)
@@ -215,7 +225,7 @@ def _handle_request(channel: _Channel, reconstructor, request: dict[str, Any]) -
         def progress(stage: str, fraction: float) -> None:
             channel.send("progress", id=rid, stage=stage, fraction=round(fraction, 3))
 
-        results = _reconstruct(reconstructor, image, count, kwargs, object_mask, progress)
+        results, shown = _reconstruct(reconstructor, image, count, kwargs, object_mask, progress)
     except KeyError as err:
         channel.error(rid, "ProtocolError", f"The request lacks the field {err}.")
         return
@@ -236,6 +246,8 @@ def _handle_request(channel: _Channel, reconstructor, request: dict[str, Any]) -
     notes = list(result.notes) + _count_notes(reconstructor, count, len(results))
     if mask_path is not None:
         mask_path = _write_mask(result.mask, image, str(mask_path), notes)
+    if picture_path is not None:
+        picture_path = _write_picture(shown, str(picture_path), notes)
     channel.send("progress", id=rid, stage="sending the mesh", fraction=0.95)
     timings = {k: round(v, 4) for k, v in result.timings.items()}
     timings["worker_total"] = round(time.perf_counter() - started, 4)
@@ -246,7 +258,8 @@ def _handle_request(channel: _Channel, reconstructor, request: dict[str, Any]) -
         verts=encode_array(result.verts, "<f4"), faces=encode_array(result.faces, "<i4"),
         category=result.category, category_probs=_plain(result.category_probs),
         report=_report_dict(result.report), notes=notes, timings=timings, mask_path=mask_path,
-        mask_unsure=bool(result.mask_unsure), object_mask=object_mask, **extra,
+        mask_unsure=bool(result.mask_unsure), object_mask=object_mask,
+        **({"picture_path": picture_path} if "picture_path" in request else {}), **extra,
     )
 
 
@@ -284,19 +297,40 @@ def _requested_candidates(request: dict[str, Any]) -> int:
 
 
 def _reconstruct(reconstructor, image: str, count: int, kwargs: dict[str, Any], object_mask: str | None = None,
-                 progress=None) -> list:
+                 progress=None) -> tuple[list, Any]:
     """The reconstructions of the picture file ``image`` (with the user's ``object_mask`` file in place of its alpha,
     when given): ``count`` candidates at most, the most confident first (one when ``count`` is 1 or the model has
     no shape bank); the loader's notes come first in each one's notes. ``progress(stage, fraction)`` is told of each
-    stage (:meth:`recon_core.io.inference.Reconstructor.reconstruct_candidates`)."""
-    from recon_core.io.image import load_picture
+    stage (:meth:`recon_core.io.inference.Reconstructor.reconstruct_candidates`). Also returns the picture as it
+    was read, to be shown (:func:`recon_core.io.image.shown_picture`)."""
+    from recon_core.io.image import load_picture, shown_picture
 
     rgb, alpha, notes = load_picture(image, object_mask)
     results = reconstructor.reconstruct_candidates(rgb, alpha, count if reconstructor.banked else 1,
                                                    source=str(image), progress=progress, **kwargs)
     for result in results:
         result.notes[:0] = notes
-    return results
+    return results, shown_picture(rgb, None if object_mask else alpha)
+
+
+def _write_picture(picture, path: str, notes: list[str]) -> str | None:
+    """Write the :func:`recon_core.io.image.shown_picture` ``picture`` to ``path`` as a JPEG (quality 90), through a temporary file and a
+    rename; returns ``path``, or None and a note when it cannot be written (the mesh is still sent)."""
+    import io as _io
+
+    from PIL import Image
+
+    from recon_core.io.export import atomic_write_bytes
+
+    data = _io.BytesIO()
+    Image.fromarray(picture).save(data, format="JPEG", quality=90)
+    try:
+        atomic_write_bytes(path, data.getvalue())
+    except OSError as err:
+        log.warning("cannot write the picture to %s: %s", path, err)
+        notes.append(f"the picture could not be written to {path} for the add-on to show ({err.strerror or err})")
+        return None
+    return path
 
 
 def _count_notes(reconstructor, asked: int, made: int) -> list[str]:
