@@ -13,8 +13,8 @@ import uuid
 
 import numpy as np
 
-__all__ = ["OUTPUT_TO_BLENDER", "print_problems", "to_blender", "picture_view", "mesh_buffers", "stl_bytes",
-           "write_stl"]
+__all__ = ["OUTPUT_TO_BLENDER", "print_problems", "to_blender", "picture_view", "mesh_motion", "mesh_buffers",
+           "stl_bytes", "write_stl"]
 
 OUTPUT_TO_BLENDER = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float64)
 """Rotation from the output frame (+Y up, camera on +Z) to Blender (+Z up): (x, y, z) -> (x, -z, y),
@@ -73,8 +73,10 @@ def picture_view(camera: dict, verts: np.ndarray, scale: float = 1.0) -> dict:
     Returns:
         ``{"matrix": (4, 4) camera-to-object, "lens", "sensor_fit" ('HORIZONTAL' or 'VERTICAL'), "shift_x",
         "shift_y", "clip_start", "clip_end", "plane_location": (3,) in the camera's frame, "plane_size" (the picture's
-        longer side), "width", "height", "bounds": (2, 3) the mesh's lowest and highest corner in the object's frame
-        (to tell a mesh changed since)}``, lengths in Blender units, numbers as floats and lists (an ID property).
+        longer side), "width", "height", "vertex_count", "anchors": the indices of a few outermost vertices and
+        "anchor_co": their (K, 3) places in the object's frame (to follow the mesh through a transform applied since,
+        and to tell a mesh edited since: :func:`mesh_motion`)}``, lengths in Blender units, numbers as floats and lists
+        (an ID property).
 
     Raises:
         ValueError: a vertex that is not in front of the camera.
@@ -89,6 +91,9 @@ def picture_view(camera: dict, verts: np.ndarray, scale: float = 1.0) -> dict:
         raise ValueError("the mesh is not wholly in front of the picture's camera")
     out = verts @ OUTPUT_TO_BLENDER.T * scale
     placed = (out - _base_point(out)).astype(np.float32)  # as the object holds it
+    signs = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1], [1, -1, 1], [1, 1, -1], [-1, 1, 1]], np.float64)
+    along = placed.astype(np.float64) @ signs.T  # (V, 7): the outermost vertices both ways along 7 directions
+    anchors = np.unique(np.concatenate([along.argmin(axis=0), along.argmax(axis=0)]))
     matrix = np.eye(4)
     matrix[:3, :3] = OUTPUT_TO_BLENDER @ np.stack([R[0], -R[1], -R[2]], axis=1)
     matrix[:3, 3] = OUTPUT_TO_BLENDER @ (-R.T @ T) * scale - _base_point(out)
@@ -107,8 +112,34 @@ def picture_view(camera: dict, verts: np.ndarray, scale: float = 1.0) -> dict:
         "plane_size": longer * far / focal,
         "width": width,
         "height": height,
-        "bounds": [placed.min(axis=0).tolist(), placed.max(axis=0).tolist()],
+        "vertex_count": len(placed),
+        "anchors": anchors.tolist(),
+        "anchor_co": placed[anchors].astype(np.float64).tolist(),
     }
+
+
+def mesh_motion(view: dict, co: np.ndarray) -> np.ndarray | None:
+    """The (4, 4) affine map that took the mesh as :func:`picture_view` saw it (its ``anchors``) to its vertices ``co``
+    now, in the object's frame: the identity for a mesh as made, another map after Apply Scale or Rotation or Set
+    Origin; None when the mesh was edited (another vertex count, or anchors that no affine map takes there).
+
+    Args:
+        view: :func:`picture_view`'s dict.
+        co: (V, 3) float vertex positions of the object's mesh now.
+    """
+    co = np.asarray(co, dtype=np.float64).reshape(-1, 3)
+    if len(co) != int(view["vertex_count"]):
+        return None
+    old = np.asarray(view["anchor_co"], dtype=np.float64)
+    new = co[np.asarray(view["anchors"], dtype=np.int64)]
+    lifted = np.concatenate([old, np.ones((len(old), 1))], axis=1)  # (K, 4)
+    solved, *_ = np.linalg.lstsq(lifted, new, rcond=None)  # (4, 3): new = lifted @ solved
+    size = max(float(np.linalg.norm(np.ptp(new, axis=0))), 1e-12)
+    if np.abs(lifted @ solved - new).max() > 1e-4 * size:
+        return None
+    motion = np.eye(4)
+    motion[:3, :3], motion[:3, 3] = solved[:3].T, solved[3]
+    return motion
 
 
 def mesh_buffers(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

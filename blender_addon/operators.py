@@ -1583,8 +1583,9 @@ def _alive_object(obj):
 def _camera_of(obj):
     """The picture camera already made for ``obj`` (its holder's, :func:`_holder`), when it is still in the scene and
     is ``obj``'s: parented to it, or, for a candidate, to one of its collection's candidates (a copy of an object,
-    Shift+D, carries the property but not the camera); None otherwise. A camera the user deleted (kept in no collection,
-    alive only through the property) goes now, with its picture."""
+    Shift+D, carries the property but not the camera), or to nothing (its object was removed: a deleted candidate that
+    Next Shape forgot); None otherwise. A camera the user deleted (kept in no collection, alive only through the
+    property) goes now, with its picture."""
     camera = _alive(_holder(obj).get(PICTURE_CAMERA_KEY))
     if not isinstance(camera, bpy.types.Object) or camera.type != 'CAMERA':
         return None
@@ -1592,8 +1593,8 @@ def _camera_of(obj):
         _remove_picture_camera(camera)
         return None
     collection = candidate_collection(obj)
-    if camera.parent == obj or (collection is not None and camera.parent is not None
-                                and is_candidate(camera.parent, collection)):
+    if camera.parent is None or camera.parent == obj or (collection is not None and is_candidate(camera.parent,
+                                                                                                 collection)):
         return camera
     return None
 
@@ -1609,13 +1610,12 @@ def _remove_picture_camera(camera) -> None:
         bpy.data.cameras.remove(data)
 
 
-def _mesh_bounds(obj) -> np.ndarray:
-    """(2, 3) the lowest and highest corner of ``obj``'s mesh's vertices, in its own frame ((2, 3) zeros if none)."""
+def _mesh_co(obj) -> np.ndarray:
+    """(V, 3) float64 the vertices of ``obj``'s mesh, in its own frame."""
     mesh = obj.data
     co = np.empty(3 * len(mesh.vertices), np.float64)
     mesh.vertices.foreach_get("co", co)
-    co = co.reshape(-1, 3)
-    return np.stack([co.min(axis=0), co.max(axis=0)]) if len(co) else np.zeros((2, 3))
+    return co.reshape(-1, 3)
 
 
 def picture_camera(obj, context=None) -> tuple:
@@ -1623,9 +1623,9 @@ def picture_camera(obj, context=None) -> tuple:
     at the place and lens of the picture's, and the picture as an image empty behind the mesh, parented to the camera;
     returns ``(camera, warning or None)``. A new camera goes into the collections that hold ``obj`` (those that hold
     its candidate collection, for a candidate, so that Keep This One can remove the collection), and into the 3D
-    Viewport's Local View when ``context``'s is in one. Its clipping follows the object's scale; a mesh edited since it
-    was made (other bounds: edited, or its scale or rotation applied) keeps the camera of the mesh as made, with a
-    warning."""
+    Viewport's Local View when ``context``'s is in one. It follows a transform applied to the mesh since it was made
+    (Apply Scale or Rotation, Set Origin: :func:`.mesh_data.mesh_motion`) and its clipping the object's scale; a mesh
+    edited since keeps the camera of the mesh as made, with a warning."""
     view = obj[VIEW_KEY].to_dict()
     camera = _camera_of(obj)
     if camera is None:
@@ -1642,19 +1642,20 @@ def picture_camera(obj, context=None) -> tuple:
     data.sensor_width = data.sensor_height = mesh_data.SENSOR_MM
     data.lens = view["lens"]
     data.shift_x, data.shift_y = view["shift_x"], view["shift_y"]
-    scale = [abs(s) for s in obj.matrix_world.to_scale()]  # the camera sees the mesh at the object's scale
-    data.clip_start = view["clip_start"] * max(min(scale), 1e-6)
-    data.clip_end = view["clip_end"] * max(max(scale), 1e-6)
+    warnings = []
+    motion = mesh_data.mesh_motion(view, _mesh_co(obj))
+    if motion is None:
+        warnings.append(f"{obj.name}'s mesh was edited since it was made, so the camera is where the picture's was "
+                        "for the mesh as made")
+        motion = np.eye(4)
+    # the camera sees the mesh at the object's scale and that of a transform applied since
+    stretch = np.linalg.svd(motion[:3, :3], compute_uv=False)
+    scale = [abs(s) for s in obj.matrix_world.to_scale()]
+    data.clip_start = view["clip_start"] * max(min(scale) * float(stretch.min()), 1e-6)
+    data.clip_end = view["clip_end"] * max(max(scale) * float(stretch.max()), 1e-6)
     camera.parent = obj
     camera.matrix_parent_inverse = Matrix.Identity(4)
-    camera.matrix_basis = Matrix(view["matrix"])
-    warnings = []
-    bounds = view.get("bounds")
-    if bounds is not None:
-        made = np.asarray(bounds, dtype=np.float64)
-        if np.abs(_mesh_bounds(obj) - made).max() > 1e-4 * max(float(np.linalg.norm(made[1] - made[0])), 1e-12):
-            warnings.append(f"{obj.name}'s mesh was changed since it was made (edited, or its scale or rotation "
-                            "applied), so the camera is where the picture's was for the mesh as made")
+    camera.matrix_basis = Matrix((motion @ np.asarray(view["matrix"], dtype=np.float64)).tolist())
     image = picture_image(obj)
     plane = _alive(camera.get(PLANE_KEY))
     plane = plane if isinstance(plane, bpy.types.Object) and plane.users_collection else None

@@ -1562,8 +1562,17 @@ def test_look_through_picture_mends_what_the_user_changed_and_says_what_it_canno
     assert driver.op.execute(driver.context) == {'FINISHED'}
     assert camera.data.clip_end == pytest.approx(4.0 * view["clip_end"])
     assert camera.data.clip_end > 4.0 * -view["plane_location"][2]
-    obj.scale = (1.0, 1.0, 1.0)
-    bpy.context.view_layer.update()
+    # a transform applied to the mesh since (Apply Scale and Rotation, Set Origin): the camera follows the mesh
+    obj.rotation_euler = (0.0, 0.0, 0.5)
+    bpy.context.view_layer.objects.active = obj
+    for other in bpy.context.view_layer.objects:
+        other.select_set(other == obj)
+    assert bpy.ops.object.transform_apply(location=False, rotation=True, scale=True) == {'FINISHED'}
+    assert bpy.ops.object.origin_set(type='ORIGIN_GEOMETRY') == {'FINISHED'}
+    driver.reports.clear()
+    assert driver.op.execute(driver.context) == {'FINISHED'} and driver.reports[0][0] == {'INFO'}
+    assert camera.data.clip_end == pytest.approx(4.0 * view["clip_end"], rel=1e-4)
+    _on_the_mask(bpy.context.scene, camera, obj)
     # the user deletes the camera (the picture stays, unclickable): pressed again, both are made anew
     bpy.data.collections["Collection"].objects.unlink(camera)
     assert driver.op.execute(driver.context) == {'FINISHED'}
@@ -1590,7 +1599,7 @@ def test_look_through_picture_mends_what_the_user_changed_and_says_what_it_canno
     copy.data.vertices[0].co.z += 1.0
     driver.reports.clear()
     assert driver.op.execute(driver.context) == {'FINISHED'}
-    assert "mesh was changed since it was made (edited, or its scale or rotation applied)" in driver.reports[0][1]
+    assert f"{copy.name}'s mesh was edited since it was made, so the camera is where the picture's was" in driver.reports[0][1]
     del obj["recon_view"]
     driver.context.active_object = obj
     bpy.context.view_layer.objects.active = obj

@@ -531,6 +531,32 @@ def test_picture_view_puts_the_blender_camera_where_the_workers_sees_the_mesh():
         mesh_data.picture_view({"R": behind.R, "T": behind.T, "K": behind.K, "width": 160, "height": 90}, moved)
 
 
+def test_mesh_motion_follows_an_applied_transform_and_tells_an_edited_mesh():
+    """mesh_motion: the identity for the mesh as picture_view saw it; the affine map of Apply Scale, Rotation and Set
+    Origin (a turn, a stretch, a shift); None for a mesh with other vertices, or one whose outermost vertex moved."""
+    from recon_core.mesh.camera import rotation_y
+
+    rng = np.random.default_rng(2)
+    verts = rng.uniform(-0.3, 0.3, size=(300, 3))
+    packed = {"R": np.diag([1.0, -1.0, -1.0]), "T": np.array([0.0, 0.0, 1.9]),
+              "K": np.array([[200.0, 0.0, 64.0], [0.0, 200.0, 64.0], [0.0, 0.0, 1.0]]), "width": 128, "height": 128}
+    view = mesh_data.picture_view(packed, verts, 0.5)
+    placed = mesh_data.to_blender(verts, 0.5).astype(np.float32).astype(np.float64)
+    assert 4 <= len(view["anchors"]) <= 14
+    np.testing.assert_allclose(mesh_data.mesh_motion(view, placed), np.eye(4), atol=1e-6)
+    affine = np.eye(4)
+    affine[:3, :3], affine[:3, 3] = 2.0 * rotation_y(30.0) @ np.diag([1.0, 1.0, 1.5]), [0.1, -0.2, 0.3]
+    moved = placed @ affine[:3, :3].T + affine[:3, 3]
+    np.testing.assert_allclose(mesh_data.mesh_motion(view, moved), affine, atol=1e-6)
+    assert mesh_data.mesh_motion(view, placed[:-1]) is None
+    edited = placed.copy()
+    edited[view["anchors"][0]] += [0.0, 0.0, 0.05]
+    assert mesh_data.mesh_motion(view, edited) is None
+    inner = placed.copy()  # a vertex that is no anchor: an edit there is not seen (the camera is as good)
+    inner[np.setdiff1d(np.arange(len(placed)), view["anchors"])[0]] += 0.01
+    assert mesh_data.mesh_motion(view, inner) is not None
+
+
 def test_a_worker_that_ignores_the_object_mask_fails_the_job():
     """A worker that predates object masks sends no ``object_mask`` back: it found the object itself, against the
     user's mask, so the job fails in one sentence; a result that names the mask sent is accepted."""
