@@ -1735,7 +1735,7 @@ class RECON_OT_view_picture(bpy.types.Operator):
         view = obj[VIEW_KEY]
         where = ("Looking through " if looking else "Made ") + camera.name
         back = (" (this view's own camera: untick View > Local Camera in the sidebar to look through the scene's "
-                "again)") if looking else " (look through it with View > Cameras)"
+                "again)") if looking else " (press Look Through Picture in a 3D Viewport to look through it)"
         if warning is not None:
             self.report({'WARNING'}, f"{where}{back}; {warning}.")
         else:

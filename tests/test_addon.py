@@ -1554,7 +1554,7 @@ def test_look_through_picture_mends_what_the_user_changed_and_says_what_it_canno
     [(kind, message)] = driver.reports
     view = obj["recon_view"]
     assert kind == {'INFO'} and message == (
-        f"Made lamp picture camera (look through it with View > Cameras): the picture is behind lamp (Alt+Z, X-ray, "
+        f"Made lamp picture camera (press Look Through Picture in a 3D Viewport to look through it): the picture is behind lamp (Alt+Z, X-ray, "
         f"shows it through the mesh); with the render size at {view['width']} x {view['height']} the camera's frame "
         "is the picture.")
     obj.scale = (4.0, 4.0, 4.0)  # bigger: the picture behind it is farther, and still inside the clipping

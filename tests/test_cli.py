@@ -95,7 +95,11 @@ def _bad_inputs(tmp_path: Path, tiny_config) -> dict[str, tuple[list[str], str]]
         "noise picture": ([str(noise)], "random noise"),
         "mask not png": ([str(good), "--save-mask", str(tmp_path / "mask.jpg")], "the extension must be .png"),
         "mask folder missing": ([str(good), "--save-mask", str(tmp_path / "nope" / "mask.png")], "no folder"),
-        "mask folder is a file": ([str(good), "--save-mask", str(not_a_folder / "mask.png")], "no folder"),
+        "mask folder is a file": ([str(good), "--save-mask", str(not_a_folder / "mask.png")],
+                                  "is a file, not a folder"),
+        "mask name empty": ([str(good), "--save-mask", " "], "The --save-mask file's name is empty"),
+        "preview name empty": ([str(good), "--preview", ""], "The --preview file's name is empty"),
+        "preview folder is a file": ([str(good), "--preview", str(not_a_folder / "p.png")], "is a file, not a folder"),
         "given mask missing": ([str(good), "--mask", str(tmp_path / "given_nope.png")], "Mask file not found"),
         "given mask of another shape": ([str(good), "--mask", str(given_wide)], "must have the picture's size"),
         "given mask marks nothing": ([str(good), "--mask", str(given_black)], "marks no object"),
@@ -283,11 +287,11 @@ def test_help_lists_the_exit_codes(capsys):
 
 def test_preview_draws_the_mesh_and_the_mask_s_outline_on_the_picture(tmp_path, tiny_model_path, capsys):
     """--preview: a PNG, two tiles wide, a row with its caption per candidate; a model without a picture camera (the
-    tiny one) draws the object mask's outline on the picture, in the outline's colour, around the object only."""
-    from recon_core.io.preview import CAPTION, OUTLINE_COLOUR, TILE
+    tiny one) draws the object mask's outline on the picture, in the outline's colour, around the object only, the
+    tile showing the object with MARGIN of its side around it."""
+    from recon_core.io.preview import CAPTION, MARGIN, OUTLINE_COLOUR, TILE
 
-    rgba = np.zeros((90, 120, 4), np.uint8)
-    rgba[..., :3] = 255
+    rgba = np.zeros((90, 120, 4), np.uint8)  # black under its transparency, as many cut-outs store it
     rgba[20:70, 40:75] = (150, 90, 40, 255)
     picture = tmp_path / "obj.png"
     Image.fromarray(rgba, "RGBA").save(picture)
@@ -301,13 +305,24 @@ def test_preview_draws_the_mesh_and_the_mask_s_outline_on_the_picture(tmp_path, 
         sheet = np.asarray(img.convert("RGB"))
     outline = (sheet[:TILE, :TILE] == OUTLINE_COLOUR).all(axis=2)
     rows, cols = np.flatnonzero(outline.any(axis=1)), np.flatnonzero(outline.any(axis=0))
-    scale = TILE / 120  # the picture's longer side fills the tile; 90 rows are centred
-    top = (TILE - round(90 * scale)) // 2
-    assert abs(cols[0] - 40 * scale) <= 1 and abs(cols[-1] + 1 - 75 * scale) <= 1
-    assert abs(rows[0] - top - 20 * scale) <= 1 and abs(rows[-1] + 1 - top - 70 * scale) <= 1
+    side = 50 * (1 + 2 * MARGIN)  # the object: columns 40..74, rows 20..69, its longer side 50
+    scale, x0, y0 = TILE / side, (40 + 75 - side) / 2, (20 + 70 - side) / 2
+    assert abs(cols[0] - scale * (40 - x0)) <= 1 and abs(cols[-1] + 1 - scale * (75 - x0)) <= 1
+    assert abs(rows[0] - scale * (20 - y0)) <= 1 and abs(rows[-1] + 1 - scale * (70 - y0)) <= 1
     mesh_tile = sheet[:TILE, TILE:]
     assert (mesh_tile != 255).any(axis=2).mean() > 0.05  # the mesh is drawn
     assert (sheet[TILE:, :] < 128).any(), "a caption"
+    assert (sheet[5, 5] == 255).all(), "the cut-out's transparency is white"
+    # the object given as a mask: the picture's own transparency is still white (not the mask's cut, not black)
+    given = np.zeros((90, 120), np.uint8)
+    given[5:85, 25:90] = 255  # more than the object: the tile's corner is in it, on the cut-out's transparency
+    Image.fromarray(given).save(tmp_path / "given.png")
+    assert main([str(picture), "-o", str(out), "--model", str(tiny_model_path), "--detail", "low", "--mask",
+                 str(tmp_path / "given.png"), "--preview", str(preview)]) == 0
+    side = 80 * (1 + 2 * MARGIN)  # the tile frames the given mask now: columns 25..89, rows 5..84
+    scale, x0, y0 = TILE / side, (25 + 90 - side) / 2, (5 + 85 - side) / 2
+    with Image.open(preview) as img:  # picture pixel (30, 10): in the given mask, on the cut-out's transparency
+        assert (np.asarray(img.convert("RGB"))[round(scale * (10.5 - y0)), round(scale * (30.5 - x0))] == 255).all()
 
 
 def test_save_mask_writes_the_alpha_of_an_rgba_picture(tmp_path, tiny_model_path, capsys):

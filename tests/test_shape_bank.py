@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -1651,10 +1650,9 @@ def test_the_picture_camera_sees_the_mesh_on_the_pictures_object_however_it_was_
 
 def test_the_preview_lays_the_mesh_on_the_picture_through_its_camera(banked_model, fake):
     """recon-mesh --preview's picture tile: the pixels it changes (the mesh shaded over the picture, its outline) are
-    the picture's object, scaled to the tile (IoU over 0.8, as the camera's own silhouette); the mesh tile marks thin
-    faces red, and only those."""
-    from PIL import Image
-
+    the picture's object, framed as the tile frames it (IoU over 0.8, as the camera's own silhouette); the mesh tile
+    marks thin faces red, and only those."""
+    from recon_core.io import preview
     from recon_core.io.inference import Reconstructor
     from recon_core.io.preview import THIN_COLOUR, TILE, mesh_tile, picture_tile
 
@@ -1662,15 +1660,22 @@ def test_the_preview_lays_the_mesh_on_the_picture_through_its_camera(banked_mode
     model, meta = load_model(banked_model)
     result = Reconstructor(model, meta).reconstruct(rgb, alpha, upright=True, height_mm=80.0)
     tile = picture_tile(rgb, result, TILE)
-    plain = picture_tile(rgb, SimpleNamespace(camera=None, mask=None), TILE)  # the picture alone, scaled
+    # the frame: around the mask's box and the mesh's projected box
+    rows, cols = np.flatnonzero((alpha > 127).any(axis=1)), np.flatnonzero((alpha > 127).any(axis=0))
+    uv = result.camera.project(result.verts)
+    u0, v0 = min(cols[0], uv[:, 0].min()), min(rows[0], uv[:, 1].min())
+    u1, v1 = max(cols[-1] + 1, uv[:, 0].max()), max(rows[-1] + 1, uv[:, 1].max())
+    side = max(u1 - u0, v1 - v0) * (1 + 2 * preview.MARGIN)
+    x0, y0 = (u0 + u1 - side) / 2, (v0 + v1 - side) / 2
+    plain = np.clip(preview._shown(rgb, None, (x0, y0, side), TILE) + 0.5, 0, 255).astype(np.uint8)
     changed = (tile != plain).any(axis=2)
+    centres = x0 + (np.arange(TILE) + 0.5) * side / TILE, y0 + (np.arange(TILE) + 0.5) * side / TILE
+    c, r = np.floor(centres[0]).astype(int), np.floor(centres[1]).astype(int)
     h, w = alpha.shape
-    scale = TILE / max(h, w)
-    size = (round(w * scale), round(h * scale))
-    object_ = np.zeros((TILE, TILE), bool)
-    scaled = np.asarray(Image.fromarray(alpha).resize(size, Image.NEAREST)) > 127
-    object_[(TILE - size[1]) // 2:(TILE - size[1]) // 2 + size[1], (TILE - size[0]) // 2:(TILE - size[0]) // 2 + size[0]] = scaled
+    object_ = (alpha[np.clip(r, 0, h - 1)[:, None], np.clip(c, 0, w - 1)[None, :]] > 127)
+    object_ &= ((c >= 0) & (c < w))[None, :] & ((r >= 0) & (r < h))[:, None]
     assert (changed & object_).sum() / (changed | object_).sum() > 0.8
+    assert object_.mean() > 0.25, "the object fills the tile, not a corner of it"
 
     def reddish(picture: np.ndarray) -> np.ndarray:
         picture = picture.astype(int)

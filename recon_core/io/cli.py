@@ -368,7 +368,7 @@ def _check_png_output(path: Path, what: str, example: str, args: argparse.Namesp
     if path.suffix.lower() != ".png":
         _refuse_a_bare_extension(path, (".png",), what, example)
         raise ExportError(f"Cannot write {what}{path}: the extension must be .png.")
-    if not path.parent.is_dir():
+    if not path.parent.exists():  # a file in its place is said next, as for the mesh
         raise ExportError(f"Cannot write {what}{path}: there is no folder {path.parent}; create it first.")
     _check_name_length(path, what)
     reason = unwritable_reason(path, folder=False)  # a folder was said above, with an example
@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:  # torch's import, the first second of a run: the handlers below need these names
         with _STOP.holding(force=True):
-            from recon_core.io.image import ImageError, load_picture
+            from recon_core.io.image import ImageError, load_image, load_picture
             from recon_core.io.export import EXPORT_FORMATS, ExportError, export_mesh, unwritable_reason
             from recon_core.io.inference import MAX_HEIGHT_MM, MIN_HEIGHT_MM, Reconstructor
             from recon_core.io.weights import WeightsError
@@ -450,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
         reason = unwritable_reason(out, folder=False)  # a folder was said above, with an example
         if reason:
             raise ExportError(f"Cannot write {out}: {reason}; choose another folder.")
+        for flag, given, example in (("--save-mask", args.save_mask, "mask"), ("--preview", args.preview, "preview")):
+            if given is not None and not given.strip():
+                raise ExportError(f"The {flag} file's name is empty; give one, e.g. {flag} {example}.png.")
         mask_out = None if args.save_mask is None else Path(args.save_mask)
         if mask_out is not None:
             _check_png_output(mask_out, "the mask to ", "mask", args)
@@ -498,8 +501,8 @@ def main(argv: list[str] | None = None) -> int:
                     written.append(mask_out)
             if preview_out is not None:
                 with _STOP.holding():
-                    _save_preview(rgb, None if args.mask else alpha, results, paths, preview_out,
-                                  args.height_mm is not None)
+                    own = load_image(args.image)[1] if args.mask else alpha  # the picture's own cut-out, not the mask
+                    _save_preview(rgb, own, results, paths, preview_out, args.height_mm is not None)
                     written.append(preview_out)
         except BaseException:  # exit code 2 means no file written: nor the candidates before the one that failed
             for path in written:

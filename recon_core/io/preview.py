@@ -2,7 +2,8 @@
 
 Each reconstruction is a row of two tiles and a caption:
 
-- **on the picture**: the picture (a cut-out on white), with the mesh shaded in orange through its picture camera
+- **on the picture**: the picture around the object (a cut-out on white), with the mesh shaded in orange through its
+  picture camera
   (:attr:`recon_core.io.inference.Reconstruction.camera`) 60 % opaque over it and its outline drawn, so that
   where the mesh departs from the object shows at a glance; without a camera (a model without a shape bank), the
   picture with the object mask's outline;
@@ -24,8 +25,12 @@ __all__ = ["TILE", "CAPTION", "preview_png", "picture_tile"]
 
 TILE = 320
 """Side of each tile, in pixels."""
-CAPTION = 18
-"""Height of each row's caption, in pixels."""
+CAPTION = 36
+"""Height of each row's caption (two lines), in pixels."""
+CAPTION_FONT = 13
+"""The caption's font size, in pixels (Pillow's own font)."""
+MARGIN = 0.15
+"""The picture tile shows the object (the mask's box and the mesh's, together) with this share of its side around it."""
 MESH_COLOUR = (95, 140, 215)
 """The mesh's base colour in its 3/4 view (the evaluation sheets' colour of ours)."""
 OVER_COLOUR = (255, 150, 40)
@@ -38,22 +43,38 @@ MESH_OPACITY = 0.6
 """How opaque the shaded mesh is over the picture."""
 
 
-def _fitted(rgb: np.ndarray, alpha: np.ndarray | None, tile: int
-            ) -> tuple[np.ndarray, float, tuple[int, int], tuple[int, int]]:
-    """The (H, W, 3) picture, a cut-out's ``alpha`` made white (:func:`recon_core.io.image.shown_picture`), scaled so
-    that its longer side is ``tile`` and centred on a white ``tile`` square; the scale, the ``(x, y)`` offset of its
-    top-left corner and its ``(width, height)`` there."""
+def _window(picture_size: tuple[int, int], boxes: list[tuple[float, float, float, float]]
+            ) -> tuple[float, float, float]:
+    """``(x0, y0, side)``: the square of the picture (pixels, ``(width, height)`` ``picture_size``) that the tile shows:
+    around the union of ``boxes`` (``(u0, v0, u1, v1)`` each: the object's), :data:`MARGIN` of its side on each side;
+    the whole picture, centred, when there is none."""
+    w, h = picture_size
+    if not boxes:
+        side = float(max(w, h))
+        return (w - side) / 2.0, (h - side) / 2.0, side
+    u0, v0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    u1, v1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    side = max(u1 - u0, v1 - v0, 1.0) * (1.0 + 2.0 * MARGIN)
+    return (u0 + u1 - side) / 2.0, (v0 + v1 - side) / 2.0, side
+
+
+def _shown(rgb: np.ndarray, alpha: np.ndarray | None, window: tuple[float, float, float], tile: int) -> np.ndarray:
+    """(tile, tile, 3) float: the picture's ``window`` (:func:`_window`), a cut-out's ``alpha`` made white
+    (:func:`recon_core.io.image.shown_picture`), white beyond its edges. A picture shown smaller than half its size
+    is first reduced by a whole factor (each pixel the mean of a block), so that fine detail does not alias."""
     from PIL import Image
 
     from recon_core.io.image import shown_picture
 
-    h, w = rgb.shape[:2]
-    scale = tile / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    offset = ((tile - size[0]) // 2, (tile - size[1]) // 2)
-    canvas = Image.new("RGB", (tile, tile), (255, 255, 255))
-    canvas.paste(Image.fromarray(shown_picture(rgb, alpha, side=None)).resize(size, Image.BILINEAR), offset)
-    return np.asarray(canvas, dtype=np.float64), scale, offset, size
+    x0, y0, side = window
+    picture = Image.fromarray(shown_picture(rgb, alpha, side=None))
+    factor = max(1, int(side / tile / 2.0))
+    if factor > 1:  # pixel i of the reduced picture covers [i k, (i + 1) k): its coordinates are the picture's / k
+        picture = picture.reduce(factor)
+        x0, y0, side = x0 / factor, y0 / factor, side / factor
+    shown = picture.transform((tile, tile), Image.EXTENT, (x0, y0, x0 + side, y0 + side), resample=Image.BILINEAR,
+                              fillcolor=(255, 255, 255))
+    return np.asarray(shown, dtype=np.float64)
 
 
 def _outline(covered: np.ndarray) -> np.ndarray:
@@ -63,36 +84,50 @@ def _outline(covered: np.ndarray) -> np.ndarray:
     return covered & ~inner
 
 
+def _mask_box(mask) -> tuple[float, float, float, float] | None:
+    """``(u0, v0, u1, v1)`` of the object mask's pixels (their corners), or None when it has none."""
+    if mask is None:
+        return None
+    inside = np.asarray(mask) > 0.5
+    rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+    if not len(rows):
+        return None
+    return float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)
+
+
 def picture_tile(rgb: np.ndarray, result, tile: int = TILE, alpha: np.ndarray | None = None) -> np.ndarray:
     """The "on the picture" tile of ``result`` (a :class:`~recon_core.io.inference.Reconstruction`) for the decoded
     picture ``rgb`` (H, W, 3) uint8, its cut-out's ``alpha`` (H, W) uint8 made white: (tile, tile, 3) uint8.
 
-    Through its camera (pixel ``u`` of the picture is ``offset + scale u`` here, so the camera's ``K`` is scaled and
-    moved the same way), the nearest face of the mesh at each pixel is shaded (:func:`recon_core.mesh.render.face_shade`,
-    the camera's frame turned to a viewer's) and laid over the picture at :data:`MESH_OPACITY`; the covered pixels'
-    edge is drawn in :data:`OUTLINE_COLOUR`. Without a camera, the object mask's edge is drawn instead.
+    The tile shows the picture around the object (:func:`_window`: the mask's box and the mesh's projected box), so
+    picture pixel ``u`` is tile pixel ``scale (u - x0)``, and the camera's ``K`` is scaled and moved the same way.
+    Through it, the nearest face of the mesh at each pixel is shaded (:func:`recon_core.mesh.render.face_shade`, the
+    camera's frame turned to a viewer's) in :data:`OVER_COLOUR` and laid over the picture at :data:`MESH_OPACITY`; the
+    covered pixels' edge is drawn in :data:`OUTLINE_COLOUR`. Without a camera, the object mask's edge is drawn instead.
     """
-    canvas, scale, (ox, oy), (sw, sh) = _fitted(rgb, alpha, tile)
+    h, w = rgb.shape[:2]
     camera = getattr(result, "camera", None)
+    mask = getattr(result, "mask", None)
+    boxes = [b for b in [_mask_box(mask)] if b is not None]
+    if camera is not None:
+        verts = np.asarray(result.verts, dtype=np.float64)
+        seen = camera.world_to_camera(verts)  # (V, 3) OpenCV: x right, y down, z forward
+        uv = seen @ camera.K.T
+        uv = uv[:, :2] / uv[:, 2:3]
+        boxes.append((float(uv[:, 0].min()), float(uv[:, 1].min()), float(uv[:, 0].max()), float(uv[:, 1].max())))
+    x0, y0, side = _window((w, h), boxes)
+    scale = tile / side
+    canvas = _shown(rgb, alpha, (x0, y0, side), tile)
     if camera is None:
-        mask = getattr(result, "mask", None)
         if mask is not None:
-            h, w = np.asarray(mask).shape
-            cols = np.clip(((np.arange(tile) - ox + 0.5) / scale).astype(np.int64), 0, w - 1)
-            rows = np.clip(((np.arange(tile) - oy + 0.5) / scale).astype(np.int64), 0, h - 1)
-            inside = ((np.arange(tile) >= ox) & (np.arange(tile) < ox + sw))[None, :] & \
-                     ((np.arange(tile) >= oy) & (np.arange(tile) < oy + sh))[:, None]
-            covered = (np.asarray(mask)[rows[:, None], cols[None, :]] > 0.5) & inside
-            canvas[_outline(covered)] = OUTLINE_COLOUR
+            centres = (np.arange(tile) + 0.5) / scale
+            cols, rows = np.floor(x0 + centres).astype(np.int64), np.floor(y0 + centres).astype(np.int64)
+            inside = ((cols >= 0) & (cols < w))[None, :] & ((rows >= 0) & (rows < h))[:, None]
+            picked = np.asarray(mask)[np.clip(rows, 0, h - 1)[:, None], np.clip(cols, 0, w - 1)[None, :]]
+            canvas[_outline((picked > 0.5) & inside)] = OUTLINE_COLOUR
         return np.clip(canvas + 0.5, 0, 255).astype(np.uint8)
-    verts = np.asarray(result.verts, dtype=np.float64)
     faces = np.asarray(result.faces, dtype=np.int64)
-    seen = camera.world_to_camera(verts)  # (V, 3) OpenCV: x right, y down, z forward
-    K = np.diag([scale, scale, 1.0]) @ camera.K
-    K[0, 2] += ox
-    K[1, 2] += oy
-    uvw = seen @ K.T
-    xy = uvw[:, :2] / uvw[:, 2:3]
+    xy = np.stack([scale * (uv[:, 0] - x0), scale * (uv[:, 1] - y0)], axis=1)
     face_id = rasterize(xy, seen[:, 2], faces, tile)
     covered = face_id >= 0
     shade = face_shade(seen[faces] * [1.0, -1.0, -1.0])  # a viewer's frame: y up, the viewer on +z
@@ -112,16 +147,42 @@ def mesh_tile(result, tile: int = TILE) -> np.ndarray:
     return render_mesh(result.verts, faces, tile, face_colours=colours)
 
 
-def _caption(result, name: str, millimetres: bool) -> str:
-    """``name``: its category, size (width x height x depth) and printable verdict, and what red means if it has
-    thin walls."""
+def _number(value: float) -> str:
+    """A size as the caption writes it: three significant figures, never in scientific notation."""
+    return f"{value:.3g}" if 0.01 <= abs(value) < 1000 else f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.2g}"
+
+
+def _caption(result, name: str, millimetres: bool, ranked: bool = False) -> tuple[str, str]:
+    """The two lines under a row: ``name``, its category and, when ``ranked`` (one of several candidates), its
+    confidence; its size (width x height
+    x depth), its printable verdict and what its colours say (thin walls in red, or not checked without a height;
+    the mask's outline where it has no picture camera)."""
+    first = f"{name}: {result.category}"
+    if ranked and getattr(result, "confidence", None) is not None:
+        first += f", confidence {result.confidence:.0%}" if result.confidence >= 0.01 else ", confidence under 1%"
     size = np.ptp(np.asarray(result.verts, dtype=np.float64), axis=0) if len(result.verts) else np.zeros(3)
-    unit = " mm" if millimetres else " (the data's units)"
-    text = (f"{name}: {result.category}, {size[0]:.1f} x {size[1]:.1f} x {size[2]:.1f}{unit}, "
-            + ("printable" if result.report.ok else "NOT printable"))
-    if getattr(result, "thin_faces", None) is not None and len(result.thin_faces):
-        text += "; red: walls too thin to print"
-    return text
+    second = " x ".join(_number(v) for v in size) + (" mm" if millimetres else " (the data's units)")
+    second += ", printable" if result.report.ok else ", NOT printable"
+    if not millimetres:
+        second += "; thin walls not checked (no height given)"
+    elif getattr(result, "thin_faces", None) is not None and len(result.thin_faces):
+        second += "; red: walls too thin to print"
+    if getattr(result, "camera", None) is None:
+        second += "; the outline is the object mask's (no picture camera)"
+    return first, second
+
+
+def _fitted_text(draw, text: str, font, width: float) -> str:
+    """``text``, cut in its middle with an ellipsis where it is wider than ``width`` pixels in ``font``."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    keep = len(text)
+    while keep > 4:
+        keep -= 1
+        cut = text[: keep // 2] + "…" + text[len(text) - (keep - keep // 2):]
+        if draw.textlength(cut, font=font) <= width:
+            return cut
+    return text[:4] + "…"
 
 
 def preview_png(rgb: np.ndarray, results: Sequence, names: Sequence[str], millimetres: bool,
@@ -131,19 +192,23 @@ def preview_png(rgb: np.ndarray, results: Sequence, names: Sequence[str], millim
     uint8 made white (None: as it is).
 
     Size: ``2 tile`` x ``len(results) (tile + CAPTION)``: each row the picture tile (:func:`picture_tile`), the mesh
-    tile (:func:`mesh_tile`) and a caption (sizes in mm when ``millimetres``).
+    tile (:func:`mesh_tile`) and a caption of two lines (:func:`_caption`; sizes in mm when ``millimetres``), cut to the
+    row's width.
     """
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw, ImageFont
 
     if len(results) != len(names) or not results:
         raise ValueError(f"{len(results)} results and {len(names)} names: one name a result, at least one")
     sheet = Image.new("RGB", (2 * tile, len(results) * (tile + CAPTION)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=CAPTION_FONT)
     for row, (result, name) in enumerate(zip(results, names)):
         top = row * (tile + CAPTION)
         sheet.paste(Image.fromarray(picture_tile(rgb, result, tile, alpha)), (0, top))
         sheet.paste(Image.fromarray(mesh_tile(result, tile)), (tile, top))
-        draw.text((4, top + tile + 3), _caption(result, name, millimetres), fill=(0, 0, 0))
+        for line, text in enumerate(_caption(result, name, millimetres, ranked=len(results) > 1)):
+            draw.text((4, top + tile + 2 + line * (CAPTION // 2)), _fitted_text(draw, text, font, 2 * tile - 8),
+                      fill=(0, 0, 0), font=font)
     png = io.BytesIO()
     sheet.save(png, format="PNG")
     return png.getvalue()

@@ -303,14 +303,15 @@ def _reconstruct(reconstructor, image: str, count: int, kwargs: dict[str, Any], 
     no shape bank); the loader's notes come first in each one's notes. ``progress(stage, fraction)`` is told of each
     stage (:meth:`recon_core.io.inference.Reconstructor.reconstruct_candidates`). Also returns the picture as it
     was read, to be shown (:func:`recon_core.io.image.shown_picture`)."""
-    from recon_core.io.image import load_picture, shown_picture
+    from recon_core.io.image import load_image, load_picture, shown_picture
 
     rgb, alpha, notes = load_picture(image, object_mask)
     results = reconstructor.reconstruct_candidates(rgb, alpha, count if reconstructor.banked else 1,
                                                    source=str(image), progress=progress, **kwargs)
     for result in results:
         result.notes[:0] = notes
-    return results, shown_picture(rgb, None if object_mask else alpha)
+    own = load_image(image)[1] if object_mask else alpha  # the picture's own cut-out, not the user's mask
+    return results, shown_picture(rgb, own)
 
 
 def _write_picture(picture, path: str, notes: list[str]) -> str | None:
