@@ -121,13 +121,17 @@ def picture_view(camera: dict, verts: np.ndarray, scale: float = 1.0) -> dict:
 def mesh_motion(view: dict, co: np.ndarray) -> np.ndarray | None:
     """The (4, 4) affine map that took the mesh as :func:`picture_view` saw it (its ``anchors``) to its vertices ``co``
     now, in the object's frame: the identity for a mesh as made, another map after Apply Scale or Rotation or Set
-    Origin; None when the mesh was edited (another vertex count, or anchors that no affine map takes there).
+    Origin; None when the mesh was edited (another vertex count, or anchors that no affine map takes there, to within
+    float32's rounding of coordinates far from the origin). A view recorded without anchors (made before they were)
+    gives the identity.
 
     Args:
         view: :func:`picture_view`'s dict.
         co: (V, 3) float vertex positions of the object's mesh now.
     """
     co = np.asarray(co, dtype=np.float64).reshape(-1, 3)
+    if "anchors" not in view:
+        return np.eye(4)
     if len(co) != int(view["vertex_count"]):
         return None
     old = np.asarray(view["anchor_co"], dtype=np.float64)
@@ -135,7 +139,8 @@ def mesh_motion(view: dict, co: np.ndarray) -> np.ndarray | None:
     lifted = np.concatenate([old, np.ones((len(old), 1))], axis=1)  # (K, 4)
     solved, *_ = np.linalg.lstsq(lifted, new, rcond=None)  # (4, 3): new = lifted @ solved
     size = max(float(np.linalg.norm(np.ptp(new, axis=0))), 1e-12)
-    if np.abs(lifted @ solved - new).max() > 1e-4 * size:
+    rounding = 1e-6 * max(float(np.abs(new).max()), float(np.abs(old).max()))  # float32 far from the origin
+    if np.abs(lifted @ solved - new).max() > 1e-4 * size + rounding:
         return None
     motion = np.eye(4)
     motion[:3, :3], motion[:3, 3] = solved[:3].T, solved[3]

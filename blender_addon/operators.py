@@ -882,9 +882,11 @@ def _replace_masks(image, picture: str, name: str) -> None:
 
 def _replace_shown(image, picture: str, name: str) -> None:
     """Make ``image`` the one shown picture of ``picture`` (:data:`SHOWN_KEY`), named ``name``, its packed file
-    ``//NAME.jpg``: earlier ones hand it their users (objects made from the same picture, the image empties of their
-    cameras) and are removed."""
-    for old in [i for i in bpy.data.images if i != image and i.library is None and i.get(SHOWN_KEY) == picture]:
+    ``//NAME.jpg``: earlier ones of the same size hand it their users (objects made from the same picture, the image
+    empties of their cameras) and are removed; one of another size (the file changed since) stays with its objects,
+    whose cameras were fitted to it."""
+    for old in [i for i in bpy.data.images if i != image and i.library is None and i.get(SHOWN_KEY) == picture
+                and tuple(i.size) == tuple(image.size)]:
         old.user_remap(image)
         bpy.data.images.remove(old)
     image.name = name
@@ -1651,6 +1653,10 @@ def picture_camera(obj, context=None) -> tuple:
     # the camera sees the mesh at the object's scale and that of a transform applied since
     stretch = np.linalg.svd(motion[:3, :3], compute_uv=False)
     scale = [abs(s) for s in obj.matrix_world.to_scale()]
+    if stretch.max() > 1.001 * stretch.min() or max(scale) > 1.001 * min(scale):
+        # a camera's view is a turn and a move: Blender takes the scale out of its matrix, so it cannot follow
+        warnings.append(f"{obj.name} is stretched unevenly (its scale, applied or not, differs between its axes), "
+                        "which a camera cannot follow: the picture does not line up with it")
     data.clip_start = view["clip_start"] * max(min(scale) * float(stretch.min()), 1e-6)
     data.clip_end = view["clip_end"] * max(max(scale) * float(stretch.max()), 1e-6)
     camera.parent = obj

@@ -1573,6 +1573,20 @@ def test_look_through_picture_mends_what_the_user_changed_and_says_what_it_canno
     assert driver.op.execute(driver.context) == {'FINISHED'} and driver.reports[0][0] == {'INFO'}
     assert camera.data.clip_end == pytest.approx(4.0 * view["clip_end"], rel=1e-4)
     _on_the_mask(bpy.context.scene, camera, obj)
+    obj.scale = (1.0, 1.0, 2.0)  # stretched: a camera cannot follow, and it is said
+    bpy.context.view_layer.update()
+    driver.reports.clear()
+    assert driver.op.execute(driver.context) == {'FINISHED'}
+    assert "lamp is stretched unevenly (its scale, applied or not, differs between its axes)" in driver.reports[0][1]
+    obj.scale = (1.0, 1.0, 1.0)
+    bpy.context.view_layer.update()
+    # a later run of the same picture path with another picture in it: the earlier objects keep theirs
+    operators = addon.package.operators
+    newer = bpy.data.images.new("newer", 7, 5)
+    newer[operators.SHOWN_KEY] = obj[operators.PICTURE_IMAGE_KEY][operators.SHOWN_KEY]
+    operators._replace_shown(newer, newer[operators.SHOWN_KEY], "lamp picture")
+    assert obj[operators.PICTURE_IMAGE_KEY] is not None and tuple(obj[operators.PICTURE_IMAGE_KEY].size) != (7, 5)
+    bpy.data.images.remove(newer)
     # the user deletes the camera (the picture stays, unclickable): pressed again, both are made anew
     bpy.data.collections["Collection"].objects.unlink(camera)
     assert driver.op.execute(driver.context) == {'FINISHED'}

@@ -59,3 +59,21 @@ def test_render_mesh_colours_each_pixel_by_its_nearest_face():
     grey = render_mesh(verts, faces, 24)
     assert set(map(tuple, grey[nearest >= 0])) <= {tuple(np.clip(s * 160 + 0.5, 0, 255).astype(np.uint8).repeat(3))
                                                    for s in shade}
+
+
+def test_the_preview_averages_a_picture_it_shrinks():
+    """A picture shown at under its size is reduced by whole blocks before the bilinear step: stripes one pixel black
+    in three, shrunk 3.9 times, come out as their mean grey (170), not as stripes that alias or vanish."""
+    from recon_core.io.preview import _shown
+
+    rgb = np.full((1248, 1248, 3), 255, np.uint8)
+    rgb[:, ::3] = 0
+    tile = _shown(rgb, None, (0.0, 0.0, 1248.0), 320)
+    assert abs(tile.mean() - 170) < 3 and tile[10:-10, 10:-10].std() < 5
+
+
+def test_caption_numbers_are_never_in_scientific_notation():
+    from recon_core.io.preview import _number
+
+    assert [_number(v) for v in (999.6, 123456.7, 30.35, 40.0, 0.655, 0.01, 0.00123, 1.2e-05, 0.0)] == [
+        "1,000", "123,457", "30.4", "40", "0.655", "0.01", "0.0012", "under 0.0001", "0.0000"]

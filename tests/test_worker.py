@@ -555,6 +555,12 @@ def test_mesh_motion_follows_an_applied_transform_and_tells_an_edited_mesh():
     inner = placed.copy()  # a vertex that is no anchor: an edit there is not seen (the camera is as good)
     inner[np.setdiff1d(np.arange(len(placed)), view["anchors"])[0]] += 0.01
     assert mesh_data.mesh_motion(view, inner) is not None
+    # far from the origin (Apply All Transforms of an object placed far off), float32's rounding is no edit
+    far = (placed + [300.0, 100.0, 0.0]).astype(np.float32).astype(np.float64)
+    assert mesh_data.mesh_motion(view, far) is not None
+    # a view recorded before the anchors were: as made
+    old = {k: v for k, v in view.items() if k not in ("anchors", "anchor_co", "vertex_count")}
+    np.testing.assert_array_equal(mesh_data.mesh_motion(old, placed), np.eye(4))
 
 
 def test_a_worker_that_ignores_the_object_mask_fails_the_job():

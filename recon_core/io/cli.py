@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:  # torch's import, the first second of a run: the handlers below need these names
         with _STOP.holding(force=True):
-            from recon_core.io.image import ImageError, load_image, load_picture
+            from recon_core.io.image import ImageError, load_picture
             from recon_core.io.export import EXPORT_FORMATS, ExportError, export_mesh, unwritable_reason
             from recon_core.io.inference import MAX_HEIGHT_MM, MIN_HEIGHT_MM, Reconstructor
             from recon_core.io.weights import WeightsError
@@ -478,7 +478,8 @@ def main(argv: list[str] | None = None) -> int:
             _refuse_an_input(path, "candidate ", args)
         if args.candidates == 1:  # with more, OUT itself is not written
             _refuse_an_input(out, "", args)
-        rgb, alpha, notes = load_picture(args.image, args.mask)  # bad input fails fast, before the model loads
+        # bad input fails fast, before the model loads
+        rgb, alpha, notes, own = load_picture(args.image, args.mask, return_own_alpha=True)
         with _STOP.holding(force=True):
             rec = Reconstructor.from_file(args.model)
         results = rec.reconstruct_candidates(
@@ -501,7 +502,6 @@ def main(argv: list[str] | None = None) -> int:
                     written.append(mask_out)
             if preview_out is not None:
                 with _STOP.holding():
-                    own = load_image(args.image)[1] if args.mask else alpha  # the picture's own cut-out, not the mask
                     _save_preview(rgb, own, results, paths, preview_out, args.height_mm is not None)
                     written.append(preview_out)
         except BaseException:  # exit code 2 means no file written: nor the candidates before the one that failed

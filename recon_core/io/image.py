@@ -602,21 +602,24 @@ def _mask_values(img: Image.Image) -> tuple[np.ndarray, str]:
     return np.asarray(img.convert("L")), "grey levels"
 
 
-def load_picture(path: str | os.PathLike, mask: str | os.PathLike | None = None
-                 ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+def load_picture(path: str | os.PathLike, mask: str | os.PathLike | None = None, *, return_own_alpha: bool = False
+                 ) -> tuple:
     """:func:`load_image`, with the user's object mask (:func:`load_mask`) in place of its alpha when ``mask`` is given.
 
     Returns and raises as :func:`load_image` and :func:`load_mask`; with a mask, a note names it and what of it was
-    read (its grey levels or its transparency), and says so when it replaced the picture's own transparency.
+    read (its grey levels or its transparency), and says so when it replaced the picture's own transparency. With
+    ``return_own_alpha``, ``(rgb, alpha, notes, own)``: ``own`` the picture's own alpha (None when it has none),
+    whatever the mask (how the picture is shown, :func:`shown_picture`).
     """
     rgb, alpha, notes = load_image(path)
+    own = alpha
     if mask is not None:
         notes = [n for n in notes if not n.startswith(SHADOW_NOTE)]  # the alpha it was about is not used
         had_alpha = alpha is not None
         alpha, read = load_mask(mask, path, rgb.shape[:2])
         notes.append(f"the object is the mask {os.fspath(mask)} (its {read})"
                      + (", instead of the picture's own transparency" if had_alpha else ""))
-    return rgb, alpha, notes
+    return (rgb, alpha, notes, own) if return_own_alpha else (rgb, alpha, notes)
 
 
 SHOWN_SIDE = 2048
@@ -628,14 +631,12 @@ def shown_picture(rgb: np.ndarray, alpha: np.ndarray | None = None, side: int | 
     ``picture_path``, ``recon-mesh --preview``): upright as it was read (EXIF orientation applied, whatever the
     format), a cut-out's ``alpha`` (H, W) uint8 made white, and shrunk to ``side`` at most along its longer side (None:
     not shrunk), in the decoded picture's proportions (a picture's camera is in its decoded pixels)."""
-    picture = np.asarray(rgb, dtype=np.float64)
-    if alpha is not None:
-        a = np.asarray(alpha, dtype=np.float64)[..., None] / 255.0
-        picture = picture * a + 255.0 * (1.0 - a)
-    picture = np.clip(np.rint(picture), 0, 255).astype(np.uint8)
-    h, w = picture.shape[:2]
+    picture = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
+    if alpha is not None:  # Pillow's compositing: no float copy of a large picture
+        cut = Image.fromarray(np.dstack([np.asarray(rgb, dtype=np.uint8), np.asarray(alpha, dtype=np.uint8)]), "RGBA")
+        picture = Image.alpha_composite(Image.new("RGBA", cut.size, (255, 255, 255, 255)), cut).convert("RGB")
+    w, h = picture.size
     if side is not None and max(h, w) > side:
         scale = side / max(h, w)
-        picture = np.asarray(Image.fromarray(picture).resize((max(1, round(w * scale)), max(1, round(h * scale))),
-                                                             Image.LANCZOS))
-    return picture
+        picture = picture.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.LANCZOS)
+    return np.asarray(picture)

@@ -60,15 +60,16 @@ def _window(picture_size: tuple[int, int], boxes: list[tuple[float, float, float
 
 def _shown(rgb: np.ndarray, alpha: np.ndarray | None, window: tuple[float, float, float], tile: int) -> np.ndarray:
     """(tile, tile, 3) float: the picture's ``window`` (:func:`_window`), a cut-out's ``alpha`` made white
-    (:func:`recon_core.io.image.shown_picture`), white beyond its edges. A picture shown smaller than half its size
-    is first reduced by a whole factor (each pixel the mean of a block), so that fine detail does not alias."""
+    (:func:`recon_core.io.image.shown_picture`), white beyond its edges. A picture shown smaller than its size is
+    first reduced by the whole factor that leaves less than a halving to the bilinear step (each pixel the mean of a
+    block), so that fine detail does not alias."""
     from PIL import Image
 
     from recon_core.io.image import shown_picture
 
     x0, y0, side = window
     picture = Image.fromarray(shown_picture(rgb, alpha, side=None))
-    factor = max(1, int(side / tile / 2.0))
+    factor = max(1, int(side / tile))
     if factor > 1:  # pixel i of the reduced picture covers [i k, (i + 1) k): its coordinates are the picture's / k
         picture = picture.reduce(factor)
         x0, y0, side = x0 / factor, y0 / factor, side / factor
@@ -148,8 +149,13 @@ def mesh_tile(result, tile: int = TILE) -> np.ndarray:
 
 
 def _number(value: float) -> str:
-    """A size as the caption writes it: three significant figures, never in scientific notation."""
-    return f"{value:.3g}" if 0.01 <= abs(value) < 1000 else f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.2g}"
+    """A size as the caption writes it: three significant figures from 0.01 to 999, whole numbers with thousands'
+    commas above, four decimals below; never in scientific notation."""
+    if abs(value) >= 999.5:
+        return f"{value:,.0f}"
+    if abs(value) < 0.01:
+        return f"{value:.4f}" if value == 0 or abs(value) >= 0.0001 else "under 0.0001"
+    return f"{float(f'{value:.3g}'):g}"
 
 
 def _caption(result, name: str, millimetres: bool, ranked: bool = False) -> tuple[str, str]:

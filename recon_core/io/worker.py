@@ -225,7 +225,7 @@ def _handle_request(channel: _Channel, reconstructor, request: dict[str, Any]) -
         def progress(stage: str, fraction: float) -> None:
             channel.send("progress", id=rid, stage=stage, fraction=round(fraction, 3))
 
-        results, shown = _reconstruct(reconstructor, image, count, kwargs, object_mask, progress)
+        results, picture = _reconstruct(reconstructor, image, count, kwargs, object_mask, progress)
     except KeyError as err:
         channel.error(rid, "ProtocolError", f"The request lacks the field {err}.")
         return
@@ -247,7 +247,7 @@ def _handle_request(channel: _Channel, reconstructor, request: dict[str, Any]) -
     if mask_path is not None:
         mask_path = _write_mask(result.mask, image, str(mask_path), notes)
     if picture_path is not None:
-        picture_path = _write_picture(shown, str(picture_path), notes)
+        picture_path = _write_picture(picture, str(picture_path), notes)
     channel.send("progress", id=rid, stage="sending the mesh", fraction=0.95)
     timings = {k: round(v, 4) for k, v in result.timings.items()}
     timings["worker_total"] = round(time.perf_counter() - started, 4)
@@ -297,39 +297,41 @@ def _requested_candidates(request: dict[str, Any]) -> int:
 
 
 def _reconstruct(reconstructor, image: str, count: int, kwargs: dict[str, Any], object_mask: str | None = None,
-                 progress=None) -> tuple[list, Any]:
+                 progress=None) -> tuple[list, tuple]:
     """The reconstructions of the picture file ``image`` (with the user's ``object_mask`` file in place of its alpha,
     when given): ``count`` candidates at most, the most confident first (one when ``count`` is 1 or the model has
     no shape bank); the loader's notes come first in each one's notes. ``progress(stage, fraction)`` is told of each
     stage (:meth:`recon_core.io.inference.Reconstructor.reconstruct_candidates`). Also returns the picture as it
-    was read, to be shown (:func:`recon_core.io.image.shown_picture`)."""
-    from recon_core.io.image import load_image, load_picture, shown_picture
+    was read and its own alpha, ``(rgb, alpha)``, to be shown (:func:`_write_picture`)."""
+    from recon_core.io.image import load_picture
 
-    rgb, alpha, notes = load_picture(image, object_mask)
+    rgb, alpha, notes, own = load_picture(image, object_mask, return_own_alpha=True)
     results = reconstructor.reconstruct_candidates(rgb, alpha, count if reconstructor.banked else 1,
                                                    source=str(image), progress=progress, **kwargs)
     for result in results:
         result.notes[:0] = notes
-    own = load_image(image)[1] if object_mask else alpha  # the picture's own cut-out, not the user's mask
-    return results, shown_picture(rgb, own)
+    return results, (rgb, own)
 
 
-def _write_picture(picture, path: str, notes: list[str]) -> str | None:
-    """Write the :func:`recon_core.io.image.shown_picture` ``picture`` to ``path`` as a JPEG (quality 90), through a temporary file and a
-    rename; returns ``path``, or None and a note when it cannot be written (the mesh is still sent)."""
+def _write_picture(picture: tuple, path: str, notes: list[str]) -> str | None:
+    """Write the picture ``(rgb, its own alpha or None)`` as it is shown (:func:`recon_core.io.image.shown_picture`)
+    to ``path`` as a JPEG (quality 90), through a temporary file and a rename; returns ``path``, or None and a note
+    when it cannot be written (the mesh is still sent)."""
     import io as _io
 
     from PIL import Image
 
     from recon_core.io.export import atomic_write_bytes
+    from recon_core.io.image import shown_picture
 
-    data = _io.BytesIO()
-    Image.fromarray(picture).save(data, format="JPEG", quality=90)
     try:
+        data = _io.BytesIO()
+        Image.fromarray(shown_picture(*picture)).save(data, format="JPEG", quality=90)
         atomic_write_bytes(path, data.getvalue())
-    except OSError as err:
+    except (OSError, ValueError, MemoryError) as err:
         log.warning("cannot write the picture to %s: %s", path, err)
-        notes.append(f"the picture could not be written to {path} for the add-on to show ({err.strerror or err})")
+        why = getattr(err, "strerror", None) or err
+        notes.append(f"the picture could not be written to {path} for the add-on to show ({why})")
         return None
     return path
 
