@@ -812,24 +812,9 @@ class _Reconstruction:
         """A new image datablock of the picture the worker wrote as it read it (``picture_path``), packed (the file is
         temporary), or None (none sent, or a worker that predates it). One that cannot be read is a warning: the mesh
         is made, and Look Through Picture shows its camera alone."""
-        if path is None:
-            return None
-        image = None
-        try:
-            image = bpy.data.images.load(path, check_existing=False)
-            if not all(image.size):  # loading is lazy: a file Blender cannot decode shows here
-                raise RuntimeError(f"{path} is not an image Blender can read")
-            image.pack()
-            image[SHOWN_KEY] = self.picture
-        except BaseException as err:
-            if image is not None:
-                bpy.data.images.remove(image)
-            if not isinstance(err, RuntimeError):
-                raise
-            self.warnings.append(f"The picture could not be loaded to be shown ({err}); Look Through Picture will "
-                                 "show the camera alone.")
-            return None
-        return image
+        return self._packed_image(path, {SHOWN_KEY: self.picture}, data=False,
+                                  failed="The picture could not be loaded to be shown ({}); Look Through Picture will "
+                                         "show the camera alone.")
 
     def _load_mask(self, path: str | None, unsure: bool = False):
         """A new image datablock of the mask PNG the worker wrote, packed (the file is temporary), or None; ``unsure``
@@ -837,6 +822,13 @@ class _Reconstruction:
 
         A mask that cannot be read is a warning, not a failure: the mesh is made without it.
         """
+        return self._packed_image(path, {PICTURE_KEY: self.picture, UNSURE_KEY: bool(unsure)}, data=True,
+                                  failed="The object mask could not be loaded ({}); the mesh was made without it.")
+
+    def _packed_image(self, path: str | None, properties: dict, data: bool, failed: str):
+        """A new image datablock of the file ``path`` the worker wrote, packed (the file is temporary), with the custom
+        ``properties``, its pixels read as data (not colour) when ``data``; None for no path. A file Blender cannot
+        read is the warning ``failed`` (its ``{}`` the error), and None."""
         if path is None:
             return None
         image = None
@@ -844,16 +836,17 @@ class _Reconstruction:
             image = bpy.data.images.load(path, check_existing=False)
             if not all(image.size):  # loading is lazy: a file Blender cannot decode shows here
                 raise RuntimeError(f"{path} is not an image Blender can read")
-            image.colorspace_settings.name = 'Non-Color'  # data, not colour: pixels are the mask's values
+            if data:
+                image.colorspace_settings.name = 'Non-Color'  # a mask's pixels are its values
             image.pack()
-            image[PICTURE_KEY] = self.picture
-            image[UNSURE_KEY] = bool(unsure)
+            for key, value in properties.items():
+                image[key] = value
         except BaseException as err:
             if image is not None:
                 bpy.data.images.remove(image)
             if not isinstance(err, RuntimeError):
                 raise
-            self.warnings.append(f"The object mask could not be loaded ({err}); the mesh was made without it.")
+            self.warnings.append(failed.format(err))
             return None
         return image
 
