@@ -875,11 +875,13 @@ def _replace_masks(image, picture: str, name: str) -> None:
 
 def _replace_shown(image, picture: str, name: str) -> None:
     """Make ``image`` the one shown picture of ``picture`` (:data:`SHOWN_KEY`), named ``name``, its packed file
-    ``//NAME.jpg``: earlier ones of the same size hand it their users (objects made from the same picture, the image
-    empties of their cameras) and are removed; one of another size (the file changed since) stays with its objects,
-    whose cameras were fitted to it."""
+    ``//NAME.jpg``: earlier ones that hold the same picture (the same packed bytes: the worker writes the same file
+    for the same pixels) hand it their users (objects made from it, the image empties of their cameras) and are
+    removed; one of another picture at that path (the file changed since) stays with its objects, whose cameras were
+    fitted to it."""
+    data = image.packed_file.data if image.packed_file is not None else None
     for old in [i for i in bpy.data.images if i != image and i.library is None and i.get(SHOWN_KEY) == picture
-                and tuple(i.size) == tuple(image.size)]:
+                and data is not None and i.packed_file is not None and i.packed_file.data == data]:
         old.user_remap(image)
         bpy.data.images.remove(old)
     image.name = name
@@ -1581,8 +1583,12 @@ def _camera_of(obj):
     Shift+D, carries the property but not the camera), or to nothing (its object was removed: a deleted candidate that
     Next Shape forgot); None otherwise. A camera the user deleted (kept in no collection, alive only through the
     property) goes now, with its picture."""
-    camera = _alive(_holder(obj).get(PICTURE_CAMERA_KEY))
+    holder = _holder(obj)
+    camera = _alive(holder.get(PICTURE_CAMERA_KEY))
     if not isinstance(camera, bpy.types.Object) or camera.type != 'CAMERA':
+        plane = _alive(holder.get(PLANE_KEY))  # a camera removed outright (a script's objects.remove) left it alone
+        if isinstance(plane, bpy.types.Object) and plane.parent is None:
+            bpy.data.objects.remove(plane)
         return None
     if not camera.users_collection:
         _remove_picture_camera(camera)
@@ -1613,19 +1619,24 @@ def _mesh_co(obj) -> np.ndarray:
     return co.reshape(-1, 3)
 
 
-def picture_camera(obj, context=None) -> tuple:
+def picture_camera(obj, context=None) -> tuple[object, bool, str | None]:
     """Make or update the picture camera of the reconstructed ``obj`` (:data:`VIEW_KEY`): a camera parented to ``obj``
     at the place and lens of the picture's, and the picture as an image empty behind the mesh, parented to the camera;
-    returns ``(camera, warning or None)``. A new camera goes into the collections that hold ``obj`` (those that hold
+    returns ``(camera, whether it was made now, warning or None)``. A new camera goes into the collections that hold ``obj`` (those that hold
     its candidate collection, for a candidate, so that Keep This One can remove the collection), and into the 3D
     Viewport's Local View when ``context``'s is in one. It follows a transform applied to the mesh since it was made
     (Apply Scale or Rotation, Set Origin: :func:`.mesh_data.mesh_motion`) and its clipping the object's scale; a mesh
     edited since keeps the camera of the mesh as made, with a warning."""
     view = obj[VIEW_KEY].to_dict()
     camera = _camera_of(obj)
-    if camera is None:
+    made = camera is None
+    if made:
         base = _picture_base(obj)
-        camera = bpy.data.objects.new(f"{base} picture camera", bpy.data.cameras.new(f"{base} picture camera"))
+        name = f"{base} picture camera"
+        data = bpy.data.cameras.get(name)  # left by a camera removed outright: taken again, so the names stay plain
+        if data is None or data.users or data.library is not None:
+            data = bpy.data.cameras.new(name)
+        camera = bpy.data.objects.new(name, data)
         collection = candidate_collection(obj)
         scene = context.scene if context is not None else bpy.context.scene
         for target in (_parent_collections(collection, scene) if collection is not None else obj.users_collection):
@@ -1657,7 +1668,9 @@ def picture_camera(obj, context=None) -> tuple:
     camera.matrix_basis = Matrix((motion @ np.asarray(view["matrix"], dtype=np.float64)).tolist())
     image = picture_image(obj)
     plane = _alive(camera.get(PLANE_KEY))
-    plane = plane if isinstance(plane, bpy.types.Object) and plane.users_collection else None
+    if isinstance(plane, bpy.types.Object) and not plane.users_collection:  # deleted by the user: gone, name and all
+        bpy.data.objects.remove(plane)
+    plane = plane if isinstance(_alive(plane), bpy.types.Object) else None
     if image is None:
         warnings.append("the picture's image is gone (deleted, or made before the add-on kept it), so only the camera "
                         "is made")
@@ -1670,7 +1683,7 @@ def picture_camera(obj, context=None) -> tuple:
             plane = bpy.data.objects.new(image.name, None)
             for target in camera.users_collection:
                 target.objects.link(plane)
-            camera[PLANE_KEY] = plane
+            camera[PLANE_KEY] = _holder(obj)[PLANE_KEY] = plane
         plane.empty_display_type = 'IMAGE'
         plane.data = image
         plane.empty_display_size = view["plane_size"]
@@ -1689,7 +1702,7 @@ def picture_camera(obj, context=None) -> tuple:
         for made in (camera, plane):
             if made is not None:
                 made.local_view_set(space, True)
-    return camera, "; ".join(warnings) or None
+    return camera, made, "; ".join(warnings) or None
 
 
 def _move_picture_camera(collection, shown) -> str | None:
@@ -1702,7 +1715,7 @@ def _move_picture_camera(collection, shown) -> str | None:
         _remove_picture_camera(camera)
         del collection[PICTURE_CAMERA_KEY]
         return None
-    return picture_camera(shown)[1]
+    return picture_camera(shown)[2]
 
 
 class RECON_OT_view_picture(bpy.types.Operator):
@@ -1724,7 +1737,7 @@ class RECON_OT_view_picture(bpy.types.Operator):
 
     def execute(self, context):
         obj = context.active_object
-        camera, warning = picture_camera(obj, context)
+        camera, made, warning = picture_camera(obj, context)
         space = getattr(context, "space_data", None)
         looking = space is not None and space.type == 'VIEW_3D'
         if looking:
@@ -1732,13 +1745,13 @@ class RECON_OT_view_picture(bpy.types.Operator):
             space.camera = camera
             space.region_3d.view_perspective = 'CAMERA'
         view = obj[VIEW_KEY]
-        where = ("Looking through " if looking else "Made ") + camera.name
+        where = ("Looking through " if looking else "Made " if made else "Placed ") + camera.name
         back = (" (this view's own camera: untick View > Local Camera in the sidebar to look through the scene's "
                 "again)") if looking else " (press Look Through Picture in a 3D Viewport to look through it)"
         if warning is not None:
             self.report({'WARNING'}, f"{where}{back}; {warning}.")
         else:
             self.report({'INFO'}, f"{where}{back}: the picture is behind {obj.name} (Alt+Z, X-ray, shows it "
-                                  f"through the mesh); with the render size at {view['width']} x {view['height']} "
-                                  "the camera's frame is the picture.")
+                                  "through the mesh); with the render resolution in the picture's proportions "
+                                  f"({view['width']} x {view['height']}) the camera's frame is the picture.")
         return {'FINISHED'}

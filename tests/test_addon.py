@@ -1554,9 +1554,9 @@ def test_look_through_picture_mends_what_the_user_changed_and_says_what_it_canno
     [(kind, message)] = driver.reports
     view = obj["recon_view"]
     assert kind == {'INFO'} and message == (
-        f"Made lamp picture camera (press Look Through Picture in a 3D Viewport to look through it): the picture is behind lamp (Alt+Z, X-ray, "
-        f"shows it through the mesh); with the render size at {view['width']} x {view['height']} the camera's frame "
-        "is the picture.")
+        f"Made lamp picture camera (press Look Through Picture in a 3D Viewport to look through it): the picture is "
+        "behind lamp (Alt+Z, X-ray, shows it through the mesh); with the render resolution in the picture's "
+        f"proportions ({view['width']} x {view['height']}) the camera's frame is the picture.")
     obj.scale = (4.0, 4.0, 4.0)  # bigger: the picture behind it is farther, and still inside the clipping
     bpy.context.view_layer.update()
     assert driver.op.execute(driver.context) == {'FINISHED'}
@@ -1580,20 +1580,39 @@ def test_look_through_picture_mends_what_the_user_changed_and_says_what_it_canno
     assert "lamp is stretched unevenly (its scale, applied or not, differs between its axes)" in driver.reports[0][1]
     obj.scale = (1.0, 1.0, 1.0)
     bpy.context.view_layer.update()
-    # a later run of the same picture path with another picture in it: the earlier objects keep theirs
-    operators = addon.package.operators
-    newer = bpy.data.images.new("newer", 7, 5)
-    newer[operators.SHOWN_KEY] = obj[operators.PICTURE_IMAGE_KEY][operators.SHOWN_KEY]
-    operators._replace_shown(newer, newer[operators.SHOWN_KEY], "lamp picture")
-    assert obj[operators.PICTURE_IMAGE_KEY] is not None and tuple(obj[operators.PICTURE_IMAGE_KEY].size) != (7, 5)
-    bpy.data.images.remove(newer)
+    # the same picture again shares its image; another picture of the same size at that path (a re-shot photo) does
+    # not take the earlier objects' (they were fitted to theirs)
+    same = reconstruct()
+    shown = obj["recon_picture_image"]
+    assert same["recon_picture_image"] == shown  # one image: the newer took the earlier's users
+    assert len([i for i in bpy.data.images if i.get("recon_shown_picture") == str(picture)]) == 1
+    with Image.open(picture) as img:
+        img.transpose(Image.FLIP_LEFT_RIGHT).save(picture)  # the same size, the object elsewhere
+    other = reconstruct()
+    assert other["recon_picture_image"] != shown
+    assert obj["recon_picture_image"] == shown and same["recon_picture_image"] == shown
+    for made in (same, other):
+        mesh = made.data
+        bpy.data.objects.remove(made)
+        bpy.data.meshes.remove(mesh)
     # the user deletes the camera (the picture stays, unclickable): pressed again, both are made anew
     bpy.data.collections["Collection"].objects.unlink(camera)
     assert driver.op.execute(driver.context) == {'FINISHED'}
     again = obj["recon_picture_camera"]
     assert again != camera and again.name == "lamp picture camera"
-    assert [o.name for o in bpy.data.objects if o.get("recon_picture_plane") or o.type == 'EMPTY'] == [
+    assert sorted(o.name for o in bpy.data.objects if o.name.startswith("lamp picture")) == [
         "lamp picture", "lamp picture camera"]
+    # a camera removed outright (a script's objects.remove): no picture left behind, the names plain
+    bpy.data.objects.remove(again)
+    assert driver.op.execute(driver.context) == {'FINISHED'}
+    again = obj["recon_picture_camera"]
+    assert again.name == "lamp picture camera" and again.data.name == "lamp picture camera"
+    assert sorted(o.name for o in bpy.data.objects if o.name.startswith("lamp picture")) == [
+        "lamp picture", "lamp picture camera"]
+    # the picture deleted by the user (X): made again under its own name
+    bpy.data.collections["Collection"].objects.unlink(again["recon_picture_plane"])
+    assert driver.op.execute(driver.context) == {'FINISHED'}
+    assert again["recon_picture_plane"].name == "lamp picture" and again["recon_picture_plane"].users_collection
     # the shown picture deleted: the camera alone
     bpy.data.images.remove(obj["recon_picture_image"])
     driver.reports.clear()

@@ -75,5 +75,24 @@ def test_the_preview_averages_a_picture_it_shrinks():
 def test_caption_numbers_are_never_in_scientific_notation():
     from recon_core.io.preview import _number
 
-    assert [_number(v) for v in (999.6, 123456.7, 30.35, 40.0, 0.655, 0.01, 0.00123, 1.2e-05, 0.0)] == [
-        "1,000", "123,457", "30.4", "40", "0.655", "0.01", "0.0012", "under 0.0001", "0.0000"]
+    assert [_number(v) for v in (999.6, 99999.0, 123456.7, 30.35, 40.0, 0.655, 0.01, 0.00123, 1.2e-05, 0.0)] == [
+        "999.6", "99,999", "123,457", "30.35", "40", "0.655", "0.01", "0.00123", "under 0.0001", "0"]
+
+
+def test_the_caption_says_what_the_colours_mean():
+    """The preview's caption: the confidence only among several candidates; thin walls red, none to note, or not
+    checked without a height; the mask's outline where there is no camera."""
+    from types import SimpleNamespace
+
+    from recon_core.io.preview import _caption
+
+    def result(thin=None, camera=object(), ok=True):
+        return SimpleNamespace(category="chair", confidence=0.25, verts=np.array([[0, 0, 0], [30.35, 40, 29.83]]),
+                               report=SimpleNamespace(ok=ok), thin_faces=thin, camera=camera)
+
+    assert _caption(result(np.array([1, 2])), "c_1.stl", True, ranked=True) == (
+        "c_1.stl: chair, confidence 25%", "30.35 x 40 x 29.83 mm, printable; red: walls under 0.8 mm, weak in print")
+    assert _caption(result(), "c.stl", True) == ("c.stl: chair", "30.35 x 40 x 29.83 mm, printable; no thin walls to note")
+    assert _caption(result(camera=None, ok=False), "c.stl", False)[1] == (
+        "30.35 x 40 x 29.83 (the data's units), NOT printable; thin walls not checked (no height given); the outline is "
+        "the object mask's (no picture camera)")

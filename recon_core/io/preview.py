@@ -149,13 +149,14 @@ def mesh_tile(result, tile: int = TILE) -> np.ndarray:
 
 
 def _number(value: float) -> str:
-    """A size as the caption writes it: three significant figures from 0.01 to 999, whole numbers with thousands'
-    commas above, four decimals below; never in scientific notation."""
-    if abs(value) >= 999.5:
+    """A size as the caption writes it, as the printable report does: four significant figures, whole numbers with
+    thousands' commas past them, four decimals for the tiny; never in scientific notation."""
+    text = f"{value:.4g}"
+    if "e+" in text:
         return f"{value:,.0f}"
-    if abs(value) < 0.01:
-        return f"{value:.4f}" if value == 0 or abs(value) >= 0.0001 else "under 0.0001"
-    return f"{float(f'{value:.3g}'):g}"
+    if "e-" in text:
+        return f"{value:.4f}" if abs(value) >= 0.0001 else "under 0.0001"
+    return text
 
 
 def _caption(result, name: str, millimetres: bool, ranked: bool = False) -> tuple[str, str]:
@@ -172,10 +173,29 @@ def _caption(result, name: str, millimetres: bool, ranked: bool = False) -> tupl
     if not millimetres:
         second += "; thin walls not checked (no height given)"
     elif getattr(result, "thin_faces", None) is not None and len(result.thin_faces):
-        second += "; red: walls too thin to print"
+        from recon_core.io.inference import THIN_WALL_MM
+
+        second += f"; red: walls under {THIN_WALL_MM:g} mm, weak in print"
+    else:
+        second += "; no thin walls to note"
     if getattr(result, "camera", None) is None:
         second += "; the outline is the object mask's (no picture camera)"
     return first, second
+
+
+CAPTION_FONTS = ("DejaVuSans.ttf", "LiberationSans-Regular.ttf", "Arial.ttf")
+"""Fonts the caption is written in, the first found among the system's (they have accented letters; Pillow's own,
+the last resort, has ASCII only)."""
+
+
+def _font(ImageFont):
+    """The caption's font: the first of :data:`CAPTION_FONTS` the system has, else Pillow's own."""
+    for name in CAPTION_FONTS:
+        try:
+            return ImageFont.truetype(name, CAPTION_FONT)
+        except OSError:
+            continue
+    return ImageFont.load_default(size=CAPTION_FONT)
 
 
 def _fitted_text(draw, text: str, font, width: float) -> str:
@@ -207,7 +227,7 @@ def preview_png(rgb: np.ndarray, results: Sequence, names: Sequence[str], millim
         raise ValueError(f"{len(results)} results and {len(names)} names: one name a result, at least one")
     sheet = Image.new("RGB", (2 * tile, len(results) * (tile + CAPTION)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    font = ImageFont.load_default(size=CAPTION_FONT)
+    font = _font(ImageFont)
     for row, (result, name) in enumerate(zip(results, names)):
         top = row * (tile + CAPTION)
         sheet.paste(Image.fromarray(picture_tile(rgb, result, tile, alpha)), (0, top))
