@@ -53,7 +53,8 @@ from . import mesh_data, worker_client
 from .preferences import DEFAULTS, get_preferences
 
 __all__ = ["RECON_OT_reconstruct", "RECON_OT_next_candidate", "RECON_OT_keep_candidate", "RECON_OT_export_stl",
-           "RECON_OT_export_3mf", "RECON_OT_use_mask", "RECON_OT_view_picture", "picture_camera", "picture_image", "running", "cancel_running", "mm_per_unit", "mask_image",
+           "RECON_OT_export_3mf", "RECON_OT_use_mask", "RECON_OT_view_picture", "picture_camera", "picture_image",
+           "running", "cancel_running", "mm_per_unit", "mask_image",
            "fill_mesh", "candidate_collection", "candidate_target", "stranded_collection", "candidates_of",
            "is_candidate", "candidate_info", "shown_candidate", "percent_text"]
 
@@ -86,8 +87,8 @@ CANDIDATE_NAMES_KEY = "recon_candidate_names"
 """Custom property of a candidate collection made by an earlier version of the add-on: the names of its candidates,
 read only when the collection has no :data:`CANDIDATE_OBJECTS` record (:func:`is_candidate`)."""
 VIEW_KEY = "recon_view"
-"""Custom property of a reconstructed object: the picture's camera in the object's frame (:func:`.mesh_data.picture_view`),
-absent when the worker sent none (a model without a shape bank)."""
+"""Custom property of a reconstructed object: the picture's camera in the object's frame
+(:func:`.mesh_data.picture_view`), absent when the worker sent none (a model without a shape bank)."""
 PICTURE_IMAGE_KEY = "recon_picture_image"
 """Custom property of a reconstructed object: the picture as the worker read it (upright, a cut-out's transparency
 white), packed into the .blend as the image "PICTURE picture", which Look Through Picture shows."""
@@ -95,7 +96,8 @@ SHOWN_KEY = "recon_shown_picture"
 """Custom property of such a picture image: the picture it shows (its file, or a Blender image's name); a later run of
 the same picture replaces it (:func:`_replace_shown`)."""
 PICTURE_CAMERA_KEY = "recon_picture_camera"
-"""Custom property of a reconstructed object, or of a candidate collection: the camera object Look Through Picture made."""
+"""Custom property of a reconstructed object, or of a candidate collection: the camera object Look Through Picture
+made."""
 PLANE_KEY = "recon_picture_plane"
 """Custom property of a picture camera: the image empty that shows the picture."""
 PICTURE_OPACITY = 0.8
@@ -1622,11 +1624,12 @@ def _mesh_co(obj) -> np.ndarray:
 def picture_camera(obj, context=None) -> tuple[object, bool, str | None]:
     """Make or update the picture camera of the reconstructed ``obj`` (:data:`VIEW_KEY`): a camera parented to ``obj``
     at the place and lens of the picture's, and the picture as an image empty behind the mesh, parented to the camera;
-    returns ``(camera, whether it was made now, warning or None)``. A new camera goes into the collections that hold ``obj`` (those that hold
-    its candidate collection, for a candidate, so that Keep This One can remove the collection), and into the 3D
-    Viewport's Local View when ``context``'s is in one. It follows a transform applied to the mesh since it was made
-    (Apply Scale or Rotation, Set Origin: :func:`.mesh_data.mesh_motion`) and its clipping the object's scale; a mesh
-    edited since keeps the camera of the mesh as made, with a warning."""
+    returns ``(camera, whether it was made now, warning or None)``. A new camera goes into the collections that hold
+    ``obj`` (those that hold its candidate collection, for a candidate, so that Keep This One can remove the
+    collection), and into the 3D Viewport's Local View when ``context``'s is in one. It follows a transform applied to
+    the mesh since it was made (Apply Scale or Rotation, Set Origin: :func:`.mesh_data.mesh_motion`), its clipping the
+    object's scale; a mesh edited since keeps the camera of the mesh as made, with a warning, and so does an object
+    stretched unevenly, which no camera can follow."""
     view = obj[VIEW_KEY].to_dict()
     camera = _camera_of(obj)
     made = camera is None
@@ -1699,9 +1702,9 @@ def picture_camera(obj, context=None) -> tuple[object, bool, str | None]:
         plane.matrix_basis = Matrix.Translation(view["plane_location"])
     space = getattr(context, "space_data", None) if context is not None else None
     if space is not None and space.type == 'VIEW_3D' and space.local_view is not None:
-        for made in (camera, plane):
-            if made is not None:
-                made.local_view_set(space, True)
+        for shown in (camera, plane):
+            if shown is not None:
+                shown.local_view_set(space, True)
     return camera, made, "; ".join(warnings) or None
 
 

@@ -1133,8 +1133,9 @@ class Reconstructor:
     def _camera(result: Reconstruction, snapped: Snapped, mask: np.ndarray, height_mm: float | None) -> Camera | None:
         """The picture's camera for ``result``, made from ``snapped`` (:func:`recon_core.mesh.camera.picture_camera`):
         the fit's camera, :data:`recon_core.mesh.silhouette.FIT_DISTANCE` from the centre of the view, moved with the
-        mesh, and with ``height_mm`` scaled as the mesh was (by its height before decimation: the smoothing moves
-        each vertex by at most half a cell of the bank's grid, so its distance is as close)."""
+        mesh, and with ``height_mm`` scaled as the mesh was, by its height before decimation (the mesh was scaled by
+        its height after decimation and smoothing, which move each vertex by at most half a cell of the bank's grid:
+        the example chair's focal length agrees to 0.1-0.3 %)."""
         from recon_core.mesh.silhouette import FIT_DISTANCE
 
         rotation, centre = seen_camera(FIT_DISTANCE, snapped.motion)
