@@ -881,9 +881,9 @@ def _replace_shown(image, picture: str, name: str) -> None:
     for the same pixels) hand it their users (objects made from it, the image empties of their cameras) and are
     removed; one of another picture at that path (the file changed since) stays with its objects, whose cameras were
     fitted to it."""
-    data = image.packed_file.data if image.packed_file is not None else None
+    data = _image_bytes(image)
     for old in [i for i in bpy.data.images if i != image and i.library is None and i.get(SHOWN_KEY) == picture
-                and data is not None and i.packed_file is not None and i.packed_file.data == data]:
+                and data is not None and _image_bytes(i) == data]:
         old.user_remap(image)
         bpy.data.images.remove(old)
     image.name = name
@@ -891,6 +891,17 @@ def _replace_shown(image, picture: str, name: str) -> None:
     image.filepath_raw = path
     for packed in image.packed_files:
         packed.filepath = path
+
+
+def _image_bytes(image) -> bytes | None:
+    """The bytes of an image's file: its packed file's, or, once unpacked, its file's on disk; None when neither."""
+    if image.packed_file is not None:
+        return image.packed_file.data
+    try:
+        with open(bpy.path.abspath(image.filepath_raw), "rb") as f:
+            return f.read()
+    except OSError:
+        return None
 
 
 def _set_mask_file(image) -> None:
@@ -1318,9 +1329,10 @@ class RECON_OT_keep_candidate(_CandidateOperator, bpy.types.Operator):
         others = [o for o in collection.objects if is_candidate(o, collection) and o != kept]  # never the user's
         parents = _parent_collections(collection, context.scene)
         _move_picture_camera(collection, kept)  # before the others go: it may be parented to one of them
-        camera = _alive(collection.get(PICTURE_CAMERA_KEY))
-        if isinstance(camera, bpy.types.Object):
-            kept[PICTURE_CAMERA_KEY] = camera  # the collection goes: the kept object holds it now
+        for key in (PICTURE_CAMERA_KEY, PLANE_KEY):  # the collection goes: the kept object holds them now
+            held = _alive(collection.get(key))
+            if isinstance(held, bpy.types.Object):
+                kept[key] = held
         for obj in others:
             mesh = obj.data
             bpy.data.objects.remove(obj)
@@ -1636,9 +1648,10 @@ def picture_camera(obj, context=None) -> tuple[object, bool, str | None]:
     if made:
         base = _picture_base(obj)
         name = f"{base} picture camera"
-        data = bpy.data.cameras.get(name)  # left by a camera removed outright: taken again, so the names stay plain
-        if data is None or data.users or data.library is not None:
+        data = bpy.data.cameras.get(name)  # ours, left by a camera removed outright: taken again, the names plain
+        if data is None or data.users or data.library is not None or not data.get(PICTURE_CAMERA_KEY):
             data = bpy.data.cameras.new(name)
+            data[PICTURE_CAMERA_KEY] = True
         camera = bpy.data.objects.new(name, data)
         collection = candidate_collection(obj)
         scene = context.scene if context is not None else bpy.context.scene
@@ -1686,7 +1699,8 @@ def picture_camera(obj, context=None) -> tuple[object, bool, str | None]:
             plane = bpy.data.objects.new(image.name, None)
             for target in camera.users_collection:
                 target.objects.link(plane)
-            camera[PLANE_KEY] = _holder(obj)[PLANE_KEY] = plane
+            camera[PLANE_KEY] = plane
+        _holder(obj)[PLANE_KEY] = plane  # so that a camera removed outright does not strand it (_camera_of)
         plane.empty_display_type = 'IMAGE'
         plane.data = image
         plane.empty_display_size = view["plane_size"]

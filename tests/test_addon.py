@@ -1529,6 +1529,12 @@ def test_look_through_picture_shows_the_picture_over_the_shown_candidate(addon, 
     _on_the_mask(scene, camera, kept_object)
     assert bpy.ops.recon.view_picture() == {'FINISHED'}
     assert set(scene_state()[0]) - state[0] == {"chair", "chair picture camera", "chair picture"}
+    # the kept one's camera removed outright (a script): made again, no picture left behind, the names plain
+    bpy.data.objects.remove(camera)
+    assert bpy.ops.recon.view_picture() == {'FINISHED'}
+    camera = kept_object["recon_picture_camera"]
+    plane = camera["recon_picture_plane"]
+    assert set(scene_state()[0]) - state[0] == {"chair", "chair picture camera", "chair picture"}
     for obj in (plane, camera, kept_object):
         bpy.data.objects.remove(obj)
     for image in [i for i in bpy.data.images if i.name.startswith("chair")]:

@@ -88,11 +88,12 @@ def test_the_caption_says_what_the_colours_mean():
 
     def result(thin=None, camera=object(), ok=True):
         return SimpleNamespace(category="chair", confidence=0.25, verts=np.array([[0, 0, 0], [30.35, 40, 29.83]]),
-                               report=SimpleNamespace(ok=ok), thin_faces=thin, camera=camera)
+                               report=SimpleNamespace(ok=ok, finite=True), thin_faces=thin, camera=camera)
 
     assert _caption(result(np.array([1, 2])), "c_1.stl", True, ranked=True) == (
-        "c_1.stl: chair, confidence 25%", "30.35 x 40 x 29.83 mm, printable; red: walls under 0.8 mm, weak in print")
-    assert _caption(result(), "c.stl", True) == ("c.stl: chair", "30.35 x 40 x 29.83 mm, printable; no thin walls to note")
-    assert _caption(result(camera=None, ok=False), "c.stl", False)[1] == (
-        "30.35 x 40 x 29.83 (the data's units), NOT printable; thin walls not checked (no height given); the outline is "
-        "the object mask's (no picture camera)")
+        "c_1.stl: chair, confidence 25%", "30.35 x 40 x 29.83 mm, printable", "Red: walls under 0.8 mm, weak in print")
+    assert _caption(result(), "c.stl", True) == ("c.stl: chair", "30.35 x 40 x 29.83 mm, printable",
+                                                 "No thin walls to note")
+    assert _caption(result(camera=None, ok=False), "c.stl", False) == (
+        "c.stl: chair", "30.35 x 40 x 29.83 (the data's units), NOT printable",
+        "Thin walls not checked (no height given); the outline is the object mask's (no picture camera)")

@@ -25,8 +25,8 @@ __all__ = ["TILE", "CAPTION", "preview_png", "picture_tile"]
 
 TILE = 320
 """Side of each tile, in pixels."""
-CAPTION = 36
-"""Height of each row's caption (two lines), in pixels."""
+CAPTION = 54
+"""Height of each row's caption (three lines), in pixels."""
 CAPTION_FONT = 13
 """The caption's font size, in pixels (Pillow's own font)."""
 MARGIN = 0.15
@@ -150,40 +150,39 @@ def mesh_tile(result, tile: int = TILE) -> np.ndarray:
 
 def _number(value: float) -> str:
     """A size as the caption writes it, as the printable report does: four significant figures, whole numbers with
-    thousands' commas past them, four decimals for the tiny; never in scientific notation."""
+    thousands' commas past them, "under 0.0001" for the tiny; never in scientific notation."""
     text = f"{value:.4g}"
     if "e+" in text:
         return f"{value:,.0f}"
-    if "e-" in text:
-        return f"{value:.4f}" if abs(value) >= 0.0001 else "under 0.0001"
-    return text
+    return "under 0.0001" if "e-" in text else text
 
 
-def _caption(result, name: str, millimetres: bool, ranked: bool = False) -> tuple[str, str]:
-    """The two lines under a row: ``name``, its category and, when ``ranked`` (one of several candidates), its
-    confidence; its size (width x height
-    x depth), its printable verdict and what its colours say (thin walls in red, or not checked without a height;
-    the mask's outline where it has no picture camera)."""
+def _caption(result, name: str, millimetres: bool, ranked: bool = False) -> tuple[str, ...]:
+    """The lines under a row: ``name``, its category and, when ``ranked`` (one of several candidates), its
+    confidence; its size (width x height x depth) and printable verdict; what its colours say (thin walls in red, none
+    to note, or not checked without a height; the mask's outline where it has no picture camera)."""
     first = f"{name}: {result.category}"
     if ranked and getattr(result, "confidence", None) is not None:
         first += f", confidence {result.confidence:.0%}" if result.confidence >= 0.01 else ", confidence under 1%"
     size = np.ptp(np.asarray(result.verts, dtype=np.float64), axis=0) if len(result.verts) else np.zeros(3)
     second = " x ".join(_number(v) for v in size) + (" mm" if millimetres else " (the data's units)")
     second += ", printable" if result.report.ok else ", NOT printable"
+    said = []
     if not millimetres:
-        second += "; thin walls not checked (no height given)"
+        said.append("thin walls not checked (no height given)")
     elif getattr(result, "thin_faces", None) is not None and len(result.thin_faces):
         from recon_core.io.inference import THIN_WALL_MM
 
-        second += f"; red: walls under {THIN_WALL_MM:g} mm, weak in print"
-    else:
-        second += "; no thin walls to note"
+        said.append(f"red: walls under {THIN_WALL_MM:g} mm, weak in print")
+    elif result.report.finite:
+        said.append("no thin walls to note")
     if getattr(result, "camera", None) is None:
-        second += "; the outline is the object mask's (no picture camera)"
-    return first, second
+        said.append("the outline is the object mask's (no picture camera)")
+    third = "; ".join(said)
+    return (first, second, third[:1].upper() + third[1:]) if said else (first, second)
 
 
-CAPTION_FONTS = ("DejaVuSans.ttf", "LiberationSans-Regular.ttf", "Arial.ttf")
+CAPTION_FONTS = ("DejaVuSans.ttf", "LiberationSans-Regular.ttf", "arial.ttf")
 """Fonts the caption is written in, the first found among the system's (they have accented letters; Pillow's own,
 the last resort, has ASCII only)."""
 
@@ -218,8 +217,8 @@ def preview_png(rgb: np.ndarray, results: Sequence, names: Sequence[str], millim
     uint8 made white (None: as it is).
 
     Size: ``2 tile`` x ``len(results) (tile + CAPTION)``: each row the picture tile (:func:`picture_tile`), the mesh
-    tile (:func:`mesh_tile`) and a caption of two lines (:func:`_caption`; sizes in mm when ``millimetres``), cut to the
-    row's width.
+    tile (:func:`mesh_tile`) and a caption of up to three lines (:func:`_caption`; sizes in mm when ``millimetres``),
+    each cut to the row's width.
     """
     from PIL import Image, ImageDraw, ImageFont
 
@@ -233,7 +232,7 @@ def preview_png(rgb: np.ndarray, results: Sequence, names: Sequence[str], millim
         sheet.paste(Image.fromarray(picture_tile(rgb, result, tile, alpha)), (0, top))
         sheet.paste(Image.fromarray(mesh_tile(result, tile)), (tile, top))
         for line, text in enumerate(_caption(result, name, millimetres, ranked=len(results) > 1)):
-            draw.text((4, top + tile + 2 + line * (CAPTION // 2)), _fitted_text(draw, text, font, 2 * tile - 8),
+            draw.text((4, top + tile + 2 + line * (CAPTION // 3)), _fitted_text(draw, text, font, 2 * tile - 8),
                       fill=(0, 0, 0), font=font)
     png = io.BytesIO()
     sheet.save(png, format="PNG")
