@@ -638,5 +638,7 @@ def shown_picture(rgb: np.ndarray, alpha: np.ndarray | None = None, side: int | 
     w, h = picture.size
     if side is not None and max(h, w) > side:
         scale = side / max(h, w)
-        picture = picture.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.LANCZOS)
+        # each pixel the mean of the area it covers: as sharp as a picture behind a mesh needs, and a 12-megapixel
+        # photo's in about 0.1 s where Lanczos took 0.25 s
+        picture = picture.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BOX)
     return np.asarray(picture)
