@@ -582,28 +582,29 @@ def test_a_worker_that_ignores_the_object_mask_fails_the_job():
     assert job.result.mask_unsure is True
 
 
+class _StubReconstructor:
+    """Stands in for a Reconstructor: every candidate a tetrahedron, a Reconstruction with the ``fields`` given."""
+
+    def __init__(self, banked: bool, **fields):
+        self.banked, self.fields = banked, fields
+
+    def reconstruct_candidates(self, rgb, alpha, count, **kwargs):
+        from recon_core.io.inference import Reconstruction
+        from recon_core.mesh.printable import check_printable
+
+        verts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], float)
+        faces = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+        return [Reconstruction(verts, faces, "chair", np.full(13, 1 / 13), check_printable(verts, faces), None,
+                               **self.fields) for _ in range(count if self.banked else 1)]
+
+
 def test_the_worker_sends_the_finders_doubt(files):
     """The result's mask_unsure is the reconstruction's (the finder unsure of the mask it found)."""
-    from recon_core.io.inference import Reconstruction
-    from recon_core.mesh.printable import check_printable
-
-    verts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], float)
-    faces = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
-
-    class Stub:
-        banked = False
-
-        def __init__(self, unsure):
-            self.unsure = unsure
-
-        def reconstruct_candidates(self, rgb, alpha, count, **kwargs):
-            return [Reconstruction(verts, faces, "chair", np.full(13, 1 / 13), check_printable(verts, faces), None,
-                                   mask_unsure=self.unsure)]
-
     for unsure in (False, True):
         out = io.StringIO()
-        worker._handle_request(worker._Channel(out), Stub(unsure), {"type": "reconstruct", "id": "r1",
-                                                                    "image": str(files["image"])})
+        stub = _StubReconstructor(False, mask_unsure=unsure)
+        worker._handle_request(worker._Channel(out), stub, {"type": "reconstruct", "id": "r1",
+                                                            "image": str(files["image"])})
         result = [json.loads(line) for line in out.getvalue().splitlines() if '"result"' in line][-1]
         assert result["mask_unsure"] is unsure
 
@@ -611,25 +612,9 @@ def test_the_worker_sends_the_finders_doubt(files):
 def test_the_worker_sends_the_thin_faces_and_the_client_reads_them(files):
     """A result whose thin walls a note names sends their faces (for the add-on to mark), its candidates too; one
     without sends no field, and a client reads None; indices outside the mesh fail the job in one sentence."""
-    from recon_core.io.inference import Reconstruction
-    from recon_core.mesh.printable import check_printable
-
-    verts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], float)
-    faces = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
-
-    class Stub:
-        banked = True
-
-        def __init__(self, thin):
-            self.thin = thin
-
-        def reconstruct_candidates(self, rgb, alpha, count, **kwargs):
-            return [Reconstruction(verts, faces, "chair", np.full(13, 1 / 13), check_printable(verts, faces), None,
-                                   thin_faces=self.thin, confidence=0.5) for _ in range(count)]
-
     for thin in (None, np.array([1, 3])):
         out = io.StringIO()
-        worker._handle_request(worker._Channel(out), Stub(thin), {"type": "reconstruct", "id": "r1", "candidates": 2,
+        worker._handle_request(worker._Channel(out), _StubReconstructor(True, thin_faces=thin, confidence=0.5), {"type": "reconstruct", "id": "r1", "candidates": 2,
                                                                   "image": str(files["image"])})
         message = [json.loads(line) for line in out.getvalue().splitlines() if '"result"' in line][-1]
         job = worker_client.Job(WorkerClient(PYTHON), "r1", 0)

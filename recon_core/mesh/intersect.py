@@ -57,6 +57,7 @@ __all__ = [
     "CONTACT_REL_TOL",
     "DEGENERATE_REL_TOL",
     "FOLD_ANGLE",
+    "cell_entries",
     "degenerate_faces",
     "face_defects",
     "intersecting_faces",
@@ -316,17 +317,8 @@ class _BroadPhase:
         grid = c_hi.max(0) + 1  # cells per axis, each at most about 2**20
 
         # One entry per (face, cell) the face's box overlaps.
-        face_of = np.repeat(np.arange(n_faces), per_face)
-        local = np.arange(len(face_of)) - np.repeat(np.cumsum(per_face) - per_face, per_face)
-        d = dims[face_of]
-        cx = c_lo[face_of, 0] + local % d[:, 0]
-        cy = c_lo[face_of, 1] + (local // d[:, 0]) % d[:, 1]
-        cz = c_lo[face_of, 2] + local // (d[:, 0] * d[:, 1])
-        key = (cx * grid[1] + cy) * grid[2] + cz
-        order = np.argsort(key, kind="stable")
-        key = key[order]
-        self.c_lo, self.face_of = c_lo, face_of[order]
-        self.cells = np.stack([cx, cy, cz], 1)[order]
+        key, self.face_of, self.cells = cell_entries(c_lo, dims, grid)
+        self.c_lo = c_lo
 
         # Every entry pairs with the entries after it in the same cell.
         starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
@@ -512,6 +504,27 @@ def degenerate_faces(verts: np.ndarray, faces: np.ndarray, *, rel_tol: float = D
     verts, faces = validate_mesh(verts, faces)
     length = _reference_length(verts, faces)
     return _face_geometry(verts[faces], 0.0, rel_tol * length)[2]
+
+
+def cell_entries(c_lo: np.ndarray, dims: np.ndarray, grid: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One entry per grid cell that each box overlaps, sorted by cell: boxes whose low cells are ``c_lo`` (N, 3)
+    int64 and that span ``dims`` (N, 3) cells, on a grid of ``grid`` (3,) cells per axis.
+
+    Returns:
+        ``(key, box, cells)``: (E,) int64 cell keys ``(x * grid_y + y) * grid_z + z``, ascending (a stable sort: a
+        box's entries keep their order within a cell); (E,) the box of each entry; (E, 3) int64 its cell.
+    """
+    per_box = dims.prod(1)
+    box = np.repeat(np.arange(len(c_lo)), per_box)
+    local = np.arange(len(box)) - np.repeat(np.cumsum(per_box) - per_box, per_box)
+    d = dims[box]
+    cx = c_lo[box, 0] + local % d[:, 0]
+    cy = c_lo[box, 1] + (local // d[:, 0]) % d[:, 1]
+    cz = c_lo[box, 2] + local // (d[:, 0] * d[:, 1])
+    key = (cx * grid[1] + cy) * grid[2] + cz
+    order = np.argsort(key, kind="stable")
+    return key[order], box[order], np.stack([cx, cy, cz], 1)[order]
 
 
 # --- The slow reference: plain Python over all pairs. ---------------------------------

@@ -20,7 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recon_core.mesh.intersect import validate_mesh
+from recon_core.mesh.intersect import _cross as cross
+from recon_core.mesh.intersect import _dot as dot
+from recon_core.mesh.intersect import _sub as sub
+from recon_core.mesh.intersect import cell_entries, validate_mesh
 
 __all__ = ["ThinWalls", "thin_walls", "wall_thickness", "wall_thickness_naive"]
 
@@ -77,17 +80,8 @@ def _cells(lo: np.ndarray, hi: np.ndarray, origin: np.ndarray, cell: float, grid
     (E,) box of each entry, sorted by key, and the (N, 3) int64 low cell of each box."""
     c_lo = np.floor((lo - origin) / cell).astype(np.int64)
     c_hi = np.floor((hi - origin) / cell).astype(np.int64)
-    dims = c_hi - c_lo + 1
-    per_box = dims.prod(1)
-    box = np.repeat(np.arange(len(lo)), per_box)
-    local = np.arange(len(box)) - np.repeat(np.cumsum(per_box) - per_box, per_box)
-    d = dims[box]
-    cx = c_lo[box, 0] + local % d[:, 0]
-    cy = c_lo[box, 1] + (local // d[:, 0]) % d[:, 1]
-    cz = c_lo[box, 2] + local // (d[:, 0] * d[:, 1])
-    key = (cx * grid[1] + cy) * grid[2] + cz
-    order = np.argsort(key, kind="stable")
-    return key[order], box[order], c_lo
+    key, box, _ = cell_entries(c_lo, c_hi - c_lo + 1, grid)  # the self-intersection test's grid, the same way
+    return key, box, c_lo
 
 
 class _FaceGrid:
@@ -188,22 +182,13 @@ def wall_thickness(verts: np.ndarray, faces: np.ndarray, up_to: float) -> np.nda
 
 
 def wall_thickness_naive(verts, faces, up_to: float) -> list[float]:
-    """The reference: every face's ray against every other face, one at a time, in plain Python."""
+    """The reference: every face's ray against every other face, one at a time, in plain Python (with the
+    self-intersection reference's vector helpers, :mod:`recon_core.mesh.intersect`)."""
     verts = [tuple(float(x) for x in v) for v in np.asarray(verts)]
     faces = [tuple(int(k) for k in f) for f in np.asarray(faces)]
     used = [verts[k] for f in faces for k in f]
     diagonal = sum((max(p[d] for p in used) - min(p[d] for p in used)) ** 2 for d in range(3)) ** 0.5
     near = _START_REL * diagonal
-
-    def sub(p, q):
-        return (p[0] - q[0], p[1] - q[1], p[2] - q[2])
-
-    def dot(p, q):
-        return p[0] * q[0] + p[1] * q[1] + p[2] * q[2]
-
-    def cross(p, q):
-        return (p[1] * q[2] - p[2] * q[1], p[2] * q[0] - p[0] * q[2], p[0] * q[1] - p[1] * q[0])
-
     out = []
     for f in faces:
         a, b, c = (verts[k] for k in f)
