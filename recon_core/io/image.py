@@ -631,8 +631,9 @@ def shown_picture(rgb: np.ndarray, alpha: np.ndarray | None = None, side: int | 
     ``picture_path``, ``recon-mesh --preview``): upright as it was read (EXIF orientation applied, whatever the
     format), a cut-out's ``alpha`` (H, W) uint8 made white, and shrunk to ``side`` at most along its longer side (None:
     not shrunk), in the decoded picture's proportions (a picture's camera is in its decoded pixels)."""
-    picture = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
-    if alpha is not None:  # Pillow's compositing: no float copy of a large picture
+    if alpha is None:
+        picture = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
+    else:  # Pillow's compositing: no float copy of a large picture
         cut = Image.fromarray(np.dstack([np.asarray(rgb, dtype=np.uint8), np.asarray(alpha, dtype=np.uint8)]), "RGBA")
         picture = Image.alpha_composite(Image.new("RGBA", cut.size, (255, 255, 255, 255)), cut).convert("RGB")
     w, h = picture.size

@@ -222,14 +222,17 @@ def preview_png(rgb: np.ndarray, results: Sequence, names: Sequence[str], millim
     """
     from PIL import Image, ImageDraw, ImageFont
 
+    from recon_core.io.image import shown_picture
+
     if len(results) != len(names) or not results:
         raise ValueError(f"{len(results)} results and {len(names)} names: one name a result, at least one")
     sheet = Image.new("RGB", (2 * tile, len(results) * (tile + CAPTION)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     font = _font(ImageFont)
+    picture = shown_picture(rgb, alpha, side=None)  # the cut-out made white once, for every row
     for row, (result, name) in enumerate(zip(results, names)):
         top = row * (tile + CAPTION)
-        sheet.paste(Image.fromarray(picture_tile(rgb, result, tile, alpha)), (0, top))
+        sheet.paste(Image.fromarray(picture_tile(picture, result, tile)), (0, top))
         sheet.paste(Image.fromarray(mesh_tile(result, tile)), (tile, top))
         for line, text in enumerate(_caption(result, name, millimetres, ranked=len(results) > 1)):
             draw.text((4, top + tile + 2 + line * (CAPTION // 3)), _fitted_text(draw, text, font, 2 * tile - 8),
