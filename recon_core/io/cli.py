@@ -364,7 +364,8 @@ def _check_png_output(path: Path, what: str, example: str, args: argparse.Namesp
     from recon_core.io.export import ExportError, unwritable_reason
 
     if _is_folder(path):
-        raise ExportError(f"Cannot write {what}{path}: it is a folder; give a file name, e.g. {path / (example + '.png')}.")
+        raise ExportError(f"Cannot write {what}{path}: it is a folder; give a file name, e.g. "
+                          f"{path / (example + '.png')}.")
     if path.suffix.lower() != ".png":
         _refuse_a_bare_extension(path, (".png",), what, example)
         raise ExportError(f"Cannot write {what}{path}: the extension must be .png.")
@@ -379,8 +380,9 @@ def _check_png_output(path: Path, what: str, example: str, args: argparse.Namesp
 
 def _save_preview(rgb, alpha, results, paths: list[Path], path: Path, millimetres: bool) -> None:
     """Write the preview PNG of ``results`` (:func:`recon_core.io.preview.preview_png`, each row named by its file in
-    ``paths``; the picture's own ``alpha`` made white, None: as it is) through a temporary file and a rename. The folder was checked before the model ran; should the write
-    still fail (a full disk), ``ExportError`` is raised (the caller removes what it wrote)."""
+    ``paths``; the picture's own ``alpha`` made white, None: as it is) through a temporary file and a rename. The
+    folder was checked before the model ran; should the write still fail (a full disk), ``ExportError`` is raised
+    (the caller removes what it wrote)."""
     from recon_core.io.export import ExportError, atomic_write_bytes
     from recon_core.io.preview import preview_png
 
@@ -459,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
         preview_out = None if args.preview is None else Path(args.preview)
         if preview_out is not None:
             _check_png_output(preview_out, "the preview to ", "preview", args)
-            if mask_out is not None and (preview_out.resolve() == mask_out.resolve() or _same_file(preview_out, mask_out)):
+            if mask_out is not None and (preview_out.resolve() == mask_out.resolve()
+                                         or _same_file(preview_out, mask_out)):
                 raise ExportError(f"Cannot write the preview to {preview_out}: it is the --save-mask file too; give "
                                   "them different names.")
         if args.height_mm is not None and not MIN_HEIGHT_MM <= args.height_mm <= MAX_HEIGHT_MM:  # NaN fails too
