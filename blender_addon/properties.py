@@ -43,7 +43,7 @@ class ReconSettings(bpy.types.PropertyGroup):
         default='FILE',
     )
     image_path: bpy.props.StringProperty(
-        name="Image", description="Photo or drawing of one object (PNG or JPEG; alpha is used as the mask)",
+        name="Image", description="Photo or drawing of one object (PNG, JPEG, a phone's HEIC, ...; alpha is used as the mask)",
         subtype='FILE_PATH', options=PATH_OPTIONS,
     )
     image: bpy.props.PointerProperty(name="Image", type=bpy.types.Image,

@@ -6,7 +6,7 @@ PY=${PYTHON:-python3.11}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import recon_core, torch, pytorch3d, bpy, pytest, fast_simplification, lxml, lib3mf, cv2" 2>/dev/null; then
+if ! .venv/bin/python -c "import recon_core, torch, pytorch3d, bpy, pytest, fast_simplification, lxml, lib3mf, cv2, pillow_heif" 2>/dev/null; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e ".[dev]"
 fi

@@ -1290,3 +1290,86 @@ def test_a_mask_given_drops_the_shadows_note(tmp_path):
     assert any("drop shadow" in n for n in load_picture(tmp_path / "shadow.png")[2])
     _, alpha, notes = load_picture(tmp_path / "shadow.png", tmp_path / "mask.png")
     assert np.array_equal(alpha > 127, box) and not any("drop shadow" in n for n in notes)
+
+
+# -- a phone's HEIC, and files that are no picture -----------------------------------------------------------
+
+
+def _heic_cutout(path, size=(120, 90), box=(30, 20, 70, 60), exif=None):
+    """A cut-out saved as HEIC (lossy HEVC, its alpha too): a red block on transparency."""
+    rgba = np.zeros((size[1], size[0], 4), np.uint8)
+    rgba[..., :3] = 255
+    rgba[box[1]:box[3], box[0]:box[2]] = (200, 30, 30, 255)
+    Image.fromarray(rgba, "RGBA").save(path, quality=95, **({"exif": exif} if exif else {}))
+    return rgba
+
+
+def test_a_heic_photo_reads_as_its_png_does(tmp_path):
+    """An iPhone's default format: its colours within HEVC's loss, its transparency the object's mask."""
+    rgba = _heic_cutout(tmp_path / "cut.heic")
+    rgb, alpha, _ = load_image(tmp_path / "cut.heic")
+    assert rgb.shape == (90, 120, 3) and alpha is not None and alpha.shape == (90, 120)
+    inside = rgba[..., 3] > 127
+    assert np.abs(rgb[25:55, 35:65].astype(int) - (200, 30, 30)).mean() < 8
+    found = alpha > 127
+    assert (found & inside).sum() / (found | inside).sum() > 0.95
+
+
+def test_a_heic_photo_taken_turned_is_read_upright_once_and_its_mask_fits(tmp_path):
+    """HEIF stores the turn as a transform that the reader applies: the picture comes out upright, not turned a
+    second time by its EXIF orientation, and its mask is written at the upright size."""
+    stored = _object_image((120, 90), box=(10, 20, 50, 40))
+    stored[20:40, 10:20] = (30, 30, 200)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored, "RGB").save(tmp_path / "photo.heic", quality=95, exif=exif.tobytes())
+    rgb, _, _ = load_image(tmp_path / "photo.heic")
+    upright = _UPRIGHT[6](stored).astype(int)
+    assert rgb.shape == upright.shape  # turned twice, or not at all: 120 wide
+    assert np.abs(rgb.astype(int) - upright).mean() < 4 < np.abs(rgb.astype(int) - upright[::-1, ::-1]).mean()
+    save_mask(np.ones(rgb.shape[:2], np.float32), tmp_path / "photo.heic", tmp_path / "mask.png")
+    with Image.open(tmp_path / "mask.png") as img:
+        assert img.size == (90, 120)
+    values, _ = load_mask(tmp_path / "mask.png", tmp_path / "photo.heic", rgb.shape[:2])
+    assert values.shape == rgb.shape[:2]
+
+
+def test_a_truncated_heic_is_refused_in_one_line(tmp_path):
+    _heic_cutout(tmp_path / "cut.heic")
+    (tmp_path / "cut.heic").write_bytes((tmp_path / "cut.heic").read_bytes()[:1500])
+    with pytest.raises(ImageError, match="truncated or corrupt") as err:
+        load_image(tmp_path / "cut.heic")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("content, kind", [
+    (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n", "PDF document"),
+    (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>', "SVG drawing"),
+    (b'\xef\xbb\xbf<?xml version="1.0" encoding="UTF-8"?>\n<!-- Inkscape -->\n<svg width="10"/>', "SVG drawing"),
+    (b'<?xml version="1.0"?>\n<note>not a drawing</note>', "not an image file that can be read"),
+    (b"hello, I am text", "not an image file that can be read"),
+])
+def test_a_pdf_or_svg_is_refused_by_name_with_what_to_do(tmp_path, content, kind):
+    path = tmp_path / "sketch.png"  # named as a picture: what it holds decides
+    path.write_bytes(content)
+    with pytest.raises(ImageError, match=kind) as err:
+        load_image(path)
+    assert ("PNG" in str(err.value)) and "\n" not in str(err.value)
+
+
+def test_a_heic_photo_without_its_plugin_is_refused_naming_it(tmp_path, monkeypatch):
+    """An environment set up before pillow-heif was required: Pillow cannot identify the file, and the sentence says
+    what it is and how to read it."""
+    import recon_core.io.image as image_module
+    from PIL import UnidentifiedImageError
+
+    _heic_cutout(tmp_path / "photo.HEIC")
+    assert image_module._unreadable_kind(str(tmp_path / "photo.HEIC")) is None  # read by the plug-in: no refusal
+
+    def unidentified(path):
+        raise UnidentifiedImageError(path)
+
+    monkeypatch.setattr(image_module, "pillow_heif", None)
+    monkeypatch.setattr(image_module, "_open_unlimited", unidentified)
+    with pytest.raises(ImageError, match="HEIC photo, which needs the pillow-heif package"):
+        load_image(tmp_path / "photo.HEIC")

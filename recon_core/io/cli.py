@@ -160,7 +160,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("image", help="input picture (PNG, JPEG, WebP, TIFF, BMP, GIF, ...: what Pillow reads; an alpha "
+    p.add_argument("image", help="input picture (PNG, JPEG, a phone's HEIC, WebP, AVIF, TIFF, BMP, GIF, ...: what Pillow reads; an alpha "
                                  "channel is used as the object mask)")
     p.add_argument("-o", "--output", required=True,
                    help="output mesh: .obj, .stl, .ply, .glb or .3mf (STL, PLY and 3MF are +Z up on the build "

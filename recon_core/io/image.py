@@ -25,6 +25,13 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from recon_core.io.export import atomic_write_bytes
 
+try:  # HEIC/HEIF, a phone's photo (an iPhone's by default): Pillow reads it through this plug-in, upright already
+    import pillow_heif
+except ImportError:  # an environment set up before it was required: such a photo is refused by name (_unreadable_kind)
+    pillow_heif = None
+else:
+    pillow_heif.register_heif_opener()
+
 __all__ = [
     "ImageError", "load_image", "MIN_SIDE", "MAX_PIXELS", "DECODE_MIN_SIDE", "UNIFORM_SPREAD", "NOISE_CORRELATION",
     "mask_png", "save_mask", "load_mask", "load_picture", "MASK_ALPHA_MAX_SHARE", "MASK_MAX_SCALE", "upright_size",
@@ -142,14 +149,15 @@ def _read_image(path: str, files: contextlib.ExitStack) -> tuple[np.ndarray, np.
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError(f"{path} is not an image file that can be read; save it as PNG or JPEG.") from None
+        raise ImageError(_unreadable_message(path)) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{path} is too large to decode safely; downscale it and try again.") from None
     except PermissionError:
         raise ImageError(f"{path} cannot be read: permission denied. Check the file's permissions (or copy it "
                          "somewhere you can read) and try again.") from None
     except (OSError, SyntaxError, ValueError) as err:
-        raise ImageError(f"{path} is truncated or corrupt ({err}); re-export the image and try again.") from None
+        reason = " ".join(str(err).split())  # one line: a decoder's message may end in a line break (libheif's)
+        raise ImageError(f"{path} is truncated or corrupt ({reason}); re-export the image and try again.") from None
 
     mode = img.mode
     if _png_16bit_colour(path, img):  # decoded at 8 bits by Pillow itself
@@ -222,6 +230,46 @@ def _read_image(path: str, files: contextlib.ExitStack) -> tuple[np.ndarray, np.
     if alpha is None:
         _refuse_without_object(rgb, path)
     return rgb, alpha, notes
+
+
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
+"""The major brands a HEIF file's ``ftyp`` box names (ISO/IEC 23008-12): HEVC pictures (HEIC, a phone's photos) and
+the general image brand (an AVIF's is ``avif``, which Pillow reads itself)."""
+
+
+def _unreadable_kind(path: str) -> str | None:
+    """What a file Pillow cannot identify is, from its first bytes, when a user may hand it to us as a picture: "a
+    PDF document", "an SVG drawing", "a HEIC photo" (only when :mod:`pillow_heif` is missing); None otherwise."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(1024)
+    except OSError:
+        return None
+    if head.startswith(b"%PDF"):
+        return "a PDF document"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()  # a UTF-8 byte-order mark, leading white space
+    if text.startswith(b"<svg") or (text.startswith((b"<?xml", b"<!--", b"<!doctype svg")) and b"<svg" in text):
+        return "an SVG drawing"
+    if pillow_heif is None and head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        return "a HEIC photo"
+    return None
+
+
+def _unreadable_message(path: str) -> str:
+    """The sentence for a file Pillow cannot identify: what it is, when a user may hand it to us as a picture
+    (:func:`_unreadable_kind`), and what to do."""
+    kind = _unreadable_kind(path)
+    if kind == "a PDF document":
+        return (f"{path} is a PDF document, not a picture; export the page with the object as a PNG or JPEG picture "
+                "(e.g. a PDF viewer's Export or a screenshot) and try again.")
+    if kind == "an SVG drawing":
+        return (f"{path} is an SVG drawing (vector graphics), which is not read; export it as a PNG picture (in "
+                "Inkscape or Illustrator: Export PNG), with a transparent background, and try again.")
+    if kind == "a HEIC photo":
+        return (f"{path} is a HEIC photo, which needs the pillow-heif package, missing from this environment; "
+                "install it (pip install pillow-heif, or rerun scripts/setup.sh) or save the photo as JPEG, and try "
+                "again.")
+    return f"{path} is not an image file that can be read; save it as PNG or JPEG."
 
 
 def _without_shadow(rgb: np.ndarray, alpha: np.ndarray, notes: list[str]) -> np.ndarray:
