@@ -471,6 +471,51 @@ def test_the_unit_note_of_several_candidates_gives_their_heights(tmp_path, capsy
         "slicer reads it as 0.70 to 0.81 mm: give the object's real height, e.g. --height-mm 90"]
 
 
+def _sized_candidate(width, height, depth):
+    """A stand-in result whose box is ``width x height x depth`` in the output frame (x, y, z)."""
+    from types import SimpleNamespace
+
+    verts = np.array([[0, 0, 0], [width, height, depth], [0, 0, depth], [width, 0, 0]], np.float64)
+    report = SimpleNamespace(ok=True, summary=lambda: "✓ printable")
+    return SimpleNamespace(notes=[], verts=verts, faces=np.zeros((4, 3)), report=report, confidence=0.5,
+                           category="chair", category_probs=np.array([0.9, 0.1]))
+
+
+@pytest.mark.parametrize("ext, unit", [(".glb", "glTF's unit is the metre, so Blender and glTF viewers show it 0.78 m"),
+                                       (".ply", "PLY has no unit and a slicer reads it as 0.78 mm"),
+                                       (".3mf", None)])
+def test_a_glb_or_ply_without_a_height_is_said_to_be_in_the_data_s_units(tmp_path, capsys, ext, unit):
+    from recon_core.io.cli import _parser, _report
+
+    args = _parser().parse_args(["in.png", "-o", str(tmp_path / f"c{ext}")])
+    result = _sized_candidate(0.6, 0.78, 0.5)
+    assert _report(args, result, [result], [tmp_path / f"c{ext}"], tmp_path / f"c{ext}", None, 1.0) == 0
+    notes = capsys.readouterr().err.splitlines()
+    if unit is None:
+        assert notes == []
+    else:
+        assert len(notes) == 1 and unit in notes[0] and "--height-mm 90" in notes[0]
+
+
+@pytest.mark.parametrize("sizes, said", [
+    ([(200, 90, 250)], None),  # inside a 256 mm cube
+    ([(409, 120, 334)], "at 409 x 120 x 334 mm (width x height x depth) it is larger than the build volume"),
+    ([(100, 300, 80)], "at 100 x 300 x 80 mm (width x height x depth) it is larger"),
+    ([(100, 90, 80), (300, 90, 120)], "at 300 x 90 x 120 mm (width x height x depth) some are larger"),
+])
+def test_a_mesh_larger_than_a_large_printer_gets_a_note(tmp_path, capsys, sizes, said):
+    from recon_core.io.cli import _parser, _report
+
+    results = [_sized_candidate(*s) for s in sizes]
+    args = _parser().parse_args(["in.png", "-o", str(tmp_path / "c.stl"), "--height-mm", "90",
+                                 "--candidates", str(len(results))])
+    paths = [tmp_path / f"c_{k}.stl" for k in range(1, len(results) + 1)]
+    assert _report(args, results[0], results, paths, tmp_path / "c.stl", None, 1.0) == 0
+    notes = [n for n in capsys.readouterr().err.splitlines() if "build volume" in n]
+    assert notes == [] if said is None else (len(notes) == 1 and said in notes[0]
+                                              and "give a smaller --height-mm" in notes[0])
+
+
 def test_detail_is_taken_in_any_case(good_image):
     """As --category is: "High" is high."""
     from recon_core.io.cli import _parser

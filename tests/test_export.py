@@ -21,10 +21,19 @@ from recon_core.io.export import (OUTPUT_TO_Z_UP, ExportError, current_umask, ex
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _read_3mf(path: Path) -> tuple[int, list[tuple[str, np.ndarray, np.ndarray, bool]], int]:
-    """(unit, [(name, verts (V, 3), faces (F, 3), manifold and oriented)], build items) as lib3mf reads them."""
+def _read_3mf(path: Path, metadata: dict | None = None
+              ) -> tuple[int, list[tuple[str, np.ndarray, np.ndarray, bool]], int]:
+    """(unit, [(name, verts (V, 3), faces (F, 3), manifold and oriented)], build items) as lib3mf reads them in its
+    strict mode (a warning is an error); the file's metadata into ``metadata``, name -> value."""
     model = lib3mf.get_wrapper().CreateModel()
-    model.QueryReader("3mf").ReadFromFile(str(path))
+    reader = model.QueryReader("3mf")
+    reader.SetStrictModeActive(True)
+    reader.ReadFromFile(str(path))
+    group = model.GetMetaDataGroup()
+    for i in range(group.GetMetaDataCount()):
+        entry = group.GetMetaData(i)
+        if metadata is not None:
+            metadata[entry.GetName()] = entry.GetValue()
     objects = []
     it = model.GetMeshObjects()
     while it.MoveNext():
@@ -56,11 +65,11 @@ def test_3mf_is_millimetres_z_up_on_the_plate_and_keeps_every_vertex(tmp_path):
     unit, objects, items = _read_3mf(path)
     assert unit == lib3mf.ModelUnit.MilliMeter and items == 1 and len(objects) == 1
     name, v, f, manifold = objects[0]
-    assert name == "reconstruction" and manifold
+    assert name == "box" and manifold
     assert np.array_equal(f, box.faces)
-    expected = verts @ OUTPUT_TO_Z_UP.T
-    expected -= [(expected[:, 0].min() + expected[:, 0].max()) / 2, (expected[:, 1].min() + expected[:, 1].max()) / 2,
-                 expected[:, 2].min()]
+    expected = verts @ OUTPUT_TO_Z_UP.T  # on 3MF's plate: its box's centre 100 mm from the front-left corner
+    expected -= [(expected[:, 0].min() + expected[:, 0].max()) / 2 - 100.0,
+                 (expected[:, 1].min() + expected[:, 1].max()) / 2 - 100.0, expected[:, 2].min()]
     np.testing.assert_allclose(v, expected, atol=1e-9)
     assert np.ptp(v, axis=0) == pytest.approx([30.0, 90.0, 60.0])  # the output's height is the 3MF's Z
     assert v[:, 2].min() == pytest.approx(0.0)
@@ -75,9 +84,30 @@ def test_3mf_holds_one_object_per_mesh_with_its_name(tmp_path):
     assert unit == lib3mf.ModelUnit.MilliMeter and items == 3
     assert [o[0] for o in objects] == ["shape_1", "shape_2", "shape_2_"]
     assert all(o[3] for o in objects)
-    np.testing.assert_allclose(objects[0][1], torus.vertices, atol=1e-9)  # write_3mf places nothing
-    np.testing.assert_allclose(objects[1][1], box.vertices + [50, 0, 5], atol=1e-9)
+    # on the plate together, as they stand to each other: the box of all of them rests on z = 0, centred at (100, 100)
+    everything = np.concatenate([torus.vertices, box.vertices + [50, 0, 5], box.vertices])
+    lo, hi = everything.min(0), everything.max(0)
+    shift = np.array([100.0, 100.0, 0.0]) - [(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2]]
+    np.testing.assert_allclose(objects[0][1], torus.vertices + shift, atol=1e-9)
+    np.testing.assert_allclose(objects[1][1], box.vertices + [50, 0, 5] + shift, atol=1e-9)
     assert objects[0][2].shape == torus.faces.shape and _signed_volume(objects[0][1], objects[0][2]) > 0
+
+
+def test_a_3mf_wider_than_its_plate_centre_has_no_negative_coordinate_and_names_its_title(tmp_path):
+    """A 300 mm object stands at X >= 0 (its centre 150 mm from the corner, not 100); lib3mf's strict reading takes
+    the file (trimesh repeated the namespaces on each build item, which it refused) and finds its metadata."""
+    import datetime
+
+    from recon_core.io.export import APPLICATION
+
+    wide = trimesh.creation.box([300.0, 40.0, 20.0])
+    metadata: dict = {}
+    _, objects, items = _read_3mf(write_3mf([("wide", wide.vertices - 7.0, wide.faces)], tmp_path / "plank.3mf"),
+                                  metadata)
+    v = objects[0][1]
+    assert items == 1 and v.min(0) == pytest.approx([0.0, 80.0, 0.0]) and v.max(0) == pytest.approx([300, 120, 20])
+    assert metadata == {"Title": "plank", "Application": APPLICATION,
+                        "CreationDate": datetime.date.today().isoformat()}
 
 
 @pytest.mark.parametrize("objects, fragment", [

@@ -541,7 +541,7 @@ def _report(args, result, results, paths, out, mask_out, seconds: float, preview
     With several candidates, the notes all of them share (the picture's) are said once, and each candidate's own
     (its pockets filled, its decimation) with its file's name."""
     shared = [n for n in result.notes if all(n in c.notes for c in results[1:])]
-    for note in shared + _unit_notes(args, results):
+    for note in shared + _unit_notes(args, results) + _plate_notes(args, results):
         _say(f"note: {note}")
     if len(results) > 1:
         for path, candidate in zip(paths, results):
@@ -569,15 +569,19 @@ def _report(args, result, results, paths, out, mask_out, seconds: float, preview
     return 0 if all(c.report.ok for c in results) else 3
 
 
-UNITLESS_SUFFIXES = (".stl", ".obj")
+UNITLESS_SUFFIXES = (".stl", ".obj", ".ply")
 """Mesh formats without a unit that slicers read as millimetres: written without ``--height-mm`` they get a note."""
+PLATE_MM = 256.0
+"""The side of a large printer's build volume, in millimetres (256 x 256 x 256 mm: Bambu Lab's X1 and P1; Prusa's MK4
+plate is 250 x 210, an Ender-3's 220 x 220): a mesh larger than it along any side gets a note (:func:`_plate_notes`)."""
 
 
 def _unit_notes(args, results) -> list[str]:
-    """The note of meshes written in the data's units to a format a slicer reads as millimetres (an STL or OBJ without
-    ``--height-mm``): how tall a slicer would take them, and how to give the real height; none otherwise."""
+    """The note of meshes written in the data's units (without ``--height-mm``) to a format a slicer reads as
+    millimetres (STL, OBJ, PLY), or to a GLB, whose unit is the metre: how tall they would be taken, and how to give
+    the real height; none otherwise."""
     suffix = Path(args.output).suffix.lower()
-    if args.height_mm is not None or suffix not in UNITLESS_SUFFIXES:
+    if args.height_mm is not None or suffix not in (*UNITLESS_SUFFIXES, ".glb"):
         return []
     heights = [float(r.verts[:, 1].max() - r.verts[:, 1].min()) for r in results if len(r.verts)]  # +Y is up
     if not heights:
@@ -585,8 +589,27 @@ def _unit_notes(args, results) -> list[str]:
     low, high = f"{min(heights):.2f}", f"{max(heights):.2f}"
     tall = low if low == high else f"{low} to {high}"
     what = "the mesh is" if len(results) == 1 else "the candidates are"
+    if suffix == ".glb":
+        return [f"without --height-mm {what} in the data's units ({tall} tall); glTF's unit is the metre, so Blender "
+                f"and glTF viewers show it {tall} m tall: give the object's real height, e.g. --height-mm 90"]
     return [f"without --height-mm {what} in the data's units ({tall} tall); {suffix[1:].upper()} has no unit and a "
             f"slicer reads it as {tall} mm: give the object's real height, e.g. --height-mm 90"]
+
+
+def _plate_notes(args, results) -> list[str]:
+    """The note of meshes made ``--height-mm`` tall that are larger than a large printer's build volume along a side
+    (:data:`PLATE_MM`): their size, and what to do; none otherwise."""
+    if args.height_mm is None:
+        return []
+    sizes = [r.verts.max(0) - r.verts.min(0) for r in results if len(r.verts)]  # output frame: width, height, depth
+    large = [s for s in sizes if s.max() > PLATE_MM]
+    if not large:
+        return []
+    size = max(large, key=lambda s: s.max())
+    which = "it is" if len(results) == 1 else ("they are" if len(large) == len(results) else "some are")
+    return [f"at {size[0]:.0f} x {size[1]:.0f} x {size[2]:.0f} mm (width x height x depth) {which} larger than the "
+            f"build volume of most printers ({PLATE_MM:.0f} mm a side on a large one): give a smaller --height-mm to "
+            "print it whole, or cut it into parts"]
 
 
 def candidate_path(out: Path, rank: int) -> Path:

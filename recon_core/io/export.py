@@ -2,10 +2,13 @@
 
 3MF is what slicers (PrusaSlicer, Bambu Studio, Cura) prefer: it carries its unit. Ours are millimetres, +Z up
 (3MF's build platform is the XY plane). :func:`export_mesh` puts a reconstruction on the plate (resting on z = 0,
-centred on the Z axis, as the Blender add-on places a new one), in 3MF, STL and PLY alike, the formats slicers and
-Blender's importers read +Z up; OBJ and GLB keep the output frame, +Y up, as glTF and Blender's OBJ importer read them
-(for modelling tools, not slicers). :func:`write_3mf` (what the add-on's Export 3MF uses) writes objects where they
-are. trimesh writes the file; tests read it back with the 3MF Consortium's lib3mf.
+centred on the Z axis, as the Blender add-on places a new one), in STL and PLY, the formats slicers and Blender's
+importers read +Z up; in a 3MF, whose origin is the build plate's front-left corner, it rests on z = 0 centred
+:data:`PLATE_CENTRE_MM` from that corner (:func:`on_3mf_plate`). OBJ and GLB keep the output frame, +Y up, as glTF and
+Blender's OBJ importer read them (for modelling tools, not slicers). :func:`write_3mf` (what the add-on's Export 3MF
+uses) places its objects on the 3MF plate together, as they stand to each other, and names the file's title and
+application. trimesh writes the file, tidied so that lib3mf's strict reading takes it; tests read it back with the
+3MF Consortium's lib3mf.
 
 This module imports neither torch nor the network, so ``python -m recon_core.io.export`` (what
 the Blender add-on runs to write a 3MF) starts in a fraction of a second::
@@ -33,7 +36,7 @@ import numpy as np
 
 __all__ = ["EXPORT_FORMATS", "ExportError", "OUTPUT_TO_Z_UP", "GLB_METRES_PER_MM", "atomic_write_bytes",
            "current_umask", "unwritable_reason", "name_too_long", "os_error_sentence", "export_mesh", "write_3mf",
-           "on_plate", "stl_bytes", "main"]
+           "on_plate", "on_3mf_plate", "PLATE_CENTRE_MM", "stl_bytes", "main"]
 
 EXPORT_FORMATS = (".obj", ".stl", ".ply", ".glb", ".3mf")
 _Z_UP_FORMATS = (".stl", ".ply", ".3mf")
@@ -48,6 +51,15 @@ outward faces stay outward."""
 GLB_METRES_PER_MM = 0.001
 """A GLB's vertices in millimetres are written times this: glTF's unit is the metre (glTF 2.0, "Coordinate System
 and Units"), so Blender's importer and glTF viewers read a 90-unit mesh as 90 m tall."""
+
+
+PLATE_CENTRE_MM = 100.0
+"""Where a 3MF's objects stand, in millimetres from its origin along X and Y (:func:`on_3mf_plate`). 3MF's origin is
+the build plate's front-left corner: Cura's reader puts it there, so that an object centred on the origin landed three
+quarters off the plate. 100 mm is inside the plate of every common printer (180 x 180 mm on the smallest, a Prusa
+MINI); PrusaSlicer and Bambu Studio show the objects where the file puts them too."""
+APPLICATION = "seed-recon (recon-mesh)"
+"""The application a 3MF file names in its metadata."""
 
 
 class ExportError(ValueError):
@@ -204,12 +216,24 @@ def on_plate(verts: np.ndarray) -> np.ndarray:
     return verts - np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2]])
 
 
+def on_3mf_plate(objects: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """``(V_i, 3)`` +Z-up vertices of objects moved together, as they stand to each other, so that they rest on z = 0
+    with their common bounding box centred :data:`PLATE_CENTRE_MM` from 3MF's origin along X and Y, or further where
+    the box is wider than twice that, so that no coordinate is negative."""
+    lo = np.min([v.min(0) for v in objects], axis=0)
+    hi = np.max([v.max(0) for v in objects], axis=0)
+    centre = np.maximum(PLATE_CENTRE_MM, (hi[:2] - lo[:2]) / 2)
+    shift = np.array([centre[0] - (lo[0] + hi[0]) / 2, centre[1] - (lo[1] + hi[1]) / 2, -lo[2]])
+    return [v + shift for v in objects]
+
+
 def write_3mf(objects: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str | os.PathLike) -> Path:
-    """Write one 3MF file with one object per ``(name, verts, faces)``, in millimetres.
+    """Write one 3MF file with one object per ``(name, verts, faces)``, in millimetres, placed on its build plate
+    together (:func:`on_3mf_plate`), titled after the file.
 
     Args:
-        objects: ``name``, ``verts`` (V, 3) float in millimetres, +Z up, placed as they should be
-            printed (nothing is moved), and ``faces`` (F, 3) int, outward (counter-clockwise seen from
+        objects: ``name``, ``verts`` (V, 3) float in millimetres, +Z up (moved together onto the plate, as they stand
+            to each other), and ``faces`` (F, 3) int, outward (counter-clockwise seen from
             outside, as 3MF requires).
         path: the ``.3mf`` file.
 
@@ -231,6 +255,8 @@ def write_3mf(objects: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str |
 
 def _write_3mf(objects: Sequence[tuple[str, np.ndarray, np.ndarray]], path: Path) -> Path:
     """:func:`write_3mf` once its arguments are checked: non-empty names, float64 (V, 3), int64 (F, 3)."""
+    placed = on_3mf_plate([verts for _, verts, _ in objects])
+    objects = [(name, verts, faces) for (name, _, faces), verts in zip(objects, placed)]
     try:
         import lxml.etree  # noqa: F401 - trimesh's 3MF writer needs both; without them it fails obscurely
         import networkx  # noqa: F401
@@ -250,7 +276,39 @@ def _write_3mf(objects: Sequence[tuple[str, np.ndarray, np.ndarray]], path: Path
         # name starts with "camera" off the build plate (a reconstruction of camera.png would be).
         scene.add_geometry(trimesh.Trimesh(vertices=verts, faces=faces, process=False), geom_name=name,
                            node_name=f"part_{i + 1}")
-    return _write(path, export_3MF(scene))
+    return _write(path, _tidy_3mf(export_3MF(scene), path.stem))
+
+
+_CORE_NS = "http://schemas.microsoft.com/3dmanufacturing/core/2015/02"
+_PRODUCTION_NS = "http://schemas.microsoft.com/3dmanufacturing/production/2015/06"
+
+
+def _tidy_3mf(data: bytes, title: str) -> bytes:
+    """trimesh's 3MF ``data`` with its model part tidied: each build item's repeated namespace declarations gone
+    (lib3mf's strict reading refused them as invalid attributes) and the metadata that slicers show (the title, the
+    application, the creation date) added; every other part as it was."""
+    import datetime
+    import io
+    import zipfile
+
+    from lxml import etree
+
+    source = zipfile.ZipFile(io.BytesIO(data))
+    model = etree.fromstring(source.read("3D/3dmodel.model"))
+    etree.cleanup_namespaces(model, top_nsmap={None: _CORE_NS, "p": _PRODUCTION_NS})
+    for position, (name, value) in enumerate((("Title", title), ("Application", APPLICATION),
+                                              ("CreationDate", datetime.date.today().isoformat()))):
+        entry = etree.Element(f"{{{_CORE_NS}}}metadata", name=name)
+        entry.text = value
+        model.insert(position, entry)  # metadata come before the resources
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=5) as target:
+        for info in source.infolist():
+            part = source.read(info.filename)
+            if info.filename == "3D/3dmodel.model":
+                part = etree.tostring(model, xml_declaration=True, encoding="utf-8")
+            target.writestr(info, part)
+    return out.getvalue()
 
 
 _STL_RECORD = np.dtype([("normal", "<f4", (3,)), ("verts", "<f4", (3, 3)), ("attributes", "<u2")])
@@ -277,7 +335,7 @@ def stl_bytes(verts: np.ndarray, faces: np.ndarray) -> bytes:
     return header + np.uint32(len(tri)).tobytes() + records.tobytes()
 
 
-def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike, name: str = "reconstruction", *,
+def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike, name: str | None = None, *,
                 millimetres: bool = False) -> Path:
     """Write one mesh in the output frame as OBJ, STL, PLY, GLB or 3MF (by extension), atomically.
 
@@ -285,7 +343,8 @@ def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike, n
     its coordinates. A GLB of vertices in ``millimetres`` is written in metres (times :data:`GLB_METRES_PER_MM`),
     glTF's unit, so that it imports at its size; else as they are. STL, PLY and 3MF are turned +Z up
     (:data:`OUTPUT_TO_Z_UP`: slicers, and Blender's STL and PLY importers, take +Z as up; before 2026-12-07 an STL
-    came +Y up and lay on its back in a slicer), the mesh resting on the build plate (:func:`on_plate`), in the
+    came +Y up and lay on its back in a slicer), the mesh resting on the build plate (:func:`on_plate`; a 3MF's
+    :func:`on_3mf_plate`), in the
     vertices' own unit (STL and PLY have none; slicers take millimetres); a 3MF declares millimetres: pass vertices in
     millimetres (``Reconstructor.reconstruct(..., height_mm=...)``).
 
@@ -293,7 +352,7 @@ def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike, n
         verts: (V, 3) float, output frame.
         faces: (F, 3) int.
         path: the file to write.
-        name: the object's name inside a 3MF file.
+        name: the object's name inside a 3MF file (None: the file's name without its extension).
         millimetres: ``verts`` are in millimetres (``height_mm`` was given); False: the data's unitless frame.
     """
     path = Path(path)
@@ -301,10 +360,10 @@ def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike, n
     verts, faces = _checked_mesh(verts, faces, path.name)
     if ext == ".glb" and millimetres:
         verts = verts * GLB_METRES_PER_MM
+    if ext == ".3mf":  # on its plate, by _write_3mf
+        return _write_3mf([(name or path.stem or "reconstruction", verts @ OUTPUT_TO_Z_UP.T, faces)], path)
     if ext in _Z_UP_FORMATS:
         verts = on_plate(verts @ OUTPUT_TO_Z_UP.T)
-    if ext == ".3mf":
-        return _write_3mf([(name, verts, faces)], path)
     if ext == ".stl":
         return _write(path, stl_bytes(verts, faces))
     import trimesh
