@@ -13,12 +13,24 @@ import uuid
 
 import numpy as np
 
-__all__ = ["OUTPUT_TO_BLENDER", "print_problems", "to_blender", "picture_view", "mesh_motion", "mesh_buffers",
-           "stl_bytes", "write_stl"]
+__all__ = ["OUTPUT_TO_BLENDER", "PLATE_MM", "print_problems", "to_blender", "on_plate", "picture_view", "mesh_motion",
+           "mesh_buffers", "stl_bytes", "write_stl"]
 
 OUTPUT_TO_BLENDER = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float64)
 """Rotation from the output frame (+Y up, camera on +Z) to Blender (+Z up): (x, y, z) -> (x, -z, y),
 as in ``recon_core.mesh.camera``; the photo's view becomes Blender's Front view (level, for a mesh stood upright)."""
+
+
+PLATE_MM = 256.0
+"""The side of a large printer's build volume, in millimetres: an export larger than it along a side is warned of
+(``recon_core.io.cli.PLATE_MM``, which the tests keep equal)."""
+
+
+def on_plate(verts: np.ndarray) -> np.ndarray:
+    """``(V, 3)`` +Z-up vertices moved to rest on z = 0 with their bounding box centred on the Z axis, as
+    ``recon_core.io.export.on_plate`` places an STL (the tests compare them)."""
+    lo, hi = verts.min(0), verts.max(0)
+    return verts - np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2]])
 
 
 def to_blender(verts: np.ndarray, scale: float = 1.0) -> np.ndarray:

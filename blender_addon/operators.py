@@ -1437,25 +1437,66 @@ def export_path(context, ext: str) -> str:
 
 
 class _Export(ExportHelper):
-    """ExportHelper offering the active object's name (:func:`export_path`), and the extension added to a path given
-    without it (a script's ``filepath="part"`` wrote a file named "part")."""
+    """ExportHelper offering the active object's name (:func:`export_path`), and the file's path checked before
+    anything is written (:meth:`target_problem`)."""
 
     def invoke(self, context, event):
         if not self.filepath:
             self.filepath = export_path(context, self.filename_ext)
         return super().invoke(context, event)
 
-    def with_extension(self) -> None:
-        if not os.path.splitext(self.filepath)[1]:
-            self.filepath += self.filename_ext
+    def target_problem(self) -> str | None:
+        """One sentence on what keeps the file from being written as this format, the same for both exports (a folder
+        given for the file, another extension, a folder that does not exist); None when it can be, with
+        ``self.filepath`` made absolute (a ``//`` path is the .blend file's folder's) and the format's extension added
+        to a path given without one (a script's ``filepath="part"`` wrote a file named "part")."""
+        ext = self.filename_ext
+        given = self.filepath.strip()
+        if not given:
+            return f"No file to write: give the {ext[1:].upper()} file's path."
+        path = bpy.path.abspath(given)
+        if path.endswith(("/", os.sep)) or os.path.isdir(path):  # "…/exports/" wrote a hidden file "…/exports/.stl"
+            return (f"{path} is a folder, not a file; give a file name in it, e.g. "
+                    f"{os.path.join(path, 'part' + ext)}.")
+        if not os.path.splitext(path)[1]:
+            path += ext
+        if os.path.splitext(path)[1].lower() != ext:  # Export STL wrote an STL named part.obj
+            return f"Cannot write {os.path.basename(path)} as {ext[1:].upper()}: the extension must be {ext}."
+        folder = os.path.dirname(path)
+        if not os.path.isdir(folder):
+            return f"Cannot write {path}: the folder {folder} does not exist; create it first."
+        self.filepath = path
+        return None
 
 
 _MEND = "mend it before printing (Edit Mode: Mesh > Clean Up)."
 """The end of an export's warning that what it wrote would not print (edited since its check, or not ours)."""
+_MEND_OUTWARD = "mend it before printing (Edit Mode: select all, Mesh > Normals > Recalculate Outside)."
+"""The same for a mesh whose only problem is faces turned inward: Clean Up does not turn them."""
+
+
+def _mend(problems: str) -> str:
+    """The way to mend what ``problems`` (an export's warning) names: faces turned inward alone are turned by
+    Recalculate Outside, anything else starts with Clean Up."""
+    turned = ("inside out" in problems or "opposite ways" in problems)
+    other = any(word in problems for word in ("watertight", "more than two faces", "self-intersecting", "degenerate",
+                                              "separate", "not finite"))
+    return _MEND_OUTWARD if turned and not other else _MEND
+
+
+def _plate_warning(size: np.ndarray) -> str:
+    """A sentence for an export larger than a large printer's build volume along a side (``size``, millimetres, X, Y,
+    Z), else ""."""
+    if float(np.max(size)) <= mesh_data.PLATE_MM:
+        return ""
+    return (f" At {size[0]:.0f} x {size[1]:.0f} x {size[2]:.0f} mm it is larger than the build volume of most printers "
+            f"({mesh_data.PLATE_MM:.0f} mm a side on a large one): scale it down to print it whole, or cut it into "
+            "parts.")
 
 
 class RECON_OT_export_stl(bpy.types.Operator, _Export):
-    """Write the active mesh (modifiers applied, world space) as a binary STL in millimetres"""
+    """Write the active mesh (modifiers applied, as it stands in the scene) as a binary STL in millimetres, resting on
+    the build plate"""
 
     bl_idname = "recon.export_stl"
     bl_label = "Export STL"
@@ -1470,13 +1511,18 @@ class RECON_OT_export_stl(bpy.types.Operator, _Export):
         return obj is not None and obj.type == 'MESH'
 
     def execute(self, context):
-        self.with_extension()
+        problem = self.target_problem()
+        if problem:
+            self.report({'ERROR'}, problem)
+            return {'CANCELLED'}
         obj = context.active_object
         coords, tris = _world_mesh_mm(context, obj)
-        triangles = coords[tris]
-        if len(triangles) == 0:
+        if len(tris) == 0:
             self.report({'ERROR'}, f"{obj.name} has no faces to export.")
             return {'CANCELLED'}
+        # on the plate, as the command line writes an STL: where the object stands in the scene (83 mm up, or below
+        # the ground in a scene in millimetres) is not where a print stands
+        triangles = mesh_data.on_plate(coords)[tris]
         try:
             mesh_data.write_stl(self.filepath, triangles)
         except OSError as err:
@@ -1484,11 +1530,14 @@ class RECON_OT_export_stl(bpy.types.Operator, _Export):
             return {'CANCELLED'}
         size = np.ptp(triangles.reshape(-1, 3), axis=0)
         wrote = (f"Wrote {self.filepath} ({len(triangles)} triangles, "
-                 f"{size[0]:.1f} x {size[1]:.1f} x {size[2]:.1f} mm).")
+                 f"{size[0]:.1f} x {size[1]:.1f} x {size[2]:.1f} mm, on the build plate).")
         problems = mesh_data.print_problems(coords, tris)
+        large = _plate_warning(size)
         if problems:  # edited since its check (the panel's figures are the reconstruction's): say so, as slicers would
-            self.report({'WARNING'}, f"{wrote} {obj.name} is not printable as it is: {', '.join(problems)}; "
-                                     f"{_MEND}")
+            said = ", ".join(problems)
+            self.report({'WARNING'}, f"{wrote} {obj.name} is not printable as it is: {said}; {_mend(said)}{large}")
+        elif large:
+            self.report({'WARNING'}, f"{wrote}{large}")
         else:
             self.report({'INFO'}, wrote)
         return {'FINISHED'}
@@ -1503,7 +1552,7 @@ def _export_objects(context) -> list:
 
 
 class RECON_OT_export_3mf(bpy.types.Operator, _Export):
-    """Write the selected meshes (modifiers applied, world space) as one 3MF file for a slicer: millimetres, +Z up, one object each"""
+    """Write the selected meshes (modifiers applied, as they stand to each other) as one 3MF file for a slicer: millimetres, +Z up, one object each, on the build plate"""
 
     bl_idname = "recon.export_3mf"
     bl_label = "Export 3MF"
@@ -1517,7 +1566,10 @@ class RECON_OT_export_3mf(bpy.types.Operator, _Export):
         return bool(_export_objects(context))
 
     def execute(self, context):
-        self.with_extension()
+        problem = self.target_problem()
+        if problem:
+            self.report({'ERROR'}, problem)
+            return {'CANCELLED'}
         objects = []
         for obj in _export_objects(context):
             coords, tris = _world_mesh_mm(context, obj)
@@ -1536,10 +1588,15 @@ class RECON_OT_export_3mf(bpy.types.Operator, _Export):
         hi = np.max([c.max(0) for _, c, _ in objects], axis=0)
         size = hi - lo
         summary, *warnings = written.splitlines()  # each object that would not print as it is: a warning line
-        wrote = f"{summary[0].upper()}{summary[1:]}, {size[0]:.1f} x {size[1]:.1f} x {size[2]:.1f} mm in all."
+        wrote = (f"{summary[0].upper()}{summary[1:]}, {size[0]:.1f} x {size[1]:.1f} x {size[2]:.1f} mm in all, on the "
+                 "build plate.")
         warnings = [w.removeprefix("warning: ") for w in warnings if w.startswith("warning: ")]
+        large = _plate_warning(size)
         if warnings:
-            self.report({'WARNING'}, f"{wrote} {'; '.join(warnings)}; {_MEND}")
+            said = "; ".join(warnings)
+            self.report({'WARNING'}, f"{wrote} {said}; {_mend(said)}{large}")
+        elif large:
+            self.report({'WARNING'}, f"{wrote}{large}")
         else:
             self.report({'INFO'}, wrote)
         return {'FINISHED'}

@@ -624,7 +624,7 @@ def test_print_units_and_export_stl_in_millimetres(addon, settings, tmp_path):
     records = np.frombuffer(data[84:], dtype=np.dtype([("n", "<f4", 3), ("c", "<f4", (3, 3)), ("a", "<u2")]))
     corners = records["c"].reshape(-1, 3)
     assert np.ptp(corners[:, 2]) == pytest.approx(50.0, rel=1e-4)
-    assert corners[:, 2].min() == pytest.approx(obj.location.z, abs=1e-3)
+    assert corners[:, 2].min() == pytest.approx(0.0, abs=1e-3)  # on the build plate
     bpy.data.objects.remove(obj)
 
 
@@ -670,10 +670,16 @@ def test_export_3mf_writes_each_selected_object_in_millimetres(addon, settings, 
     read = {name: (v, f) for name, v, f, _ in objects}
     v, f = read[obj.name]
     world = np.array([obj.matrix_world @ vert.co for vert in obj.data.vertices])
-    np.testing.assert_allclose(v, world, atol=1e-4)  # world space, 1 unit = 1 mm, +Z up as in Blender
+    cube_world = np.array([cube.matrix_world @ vert.co for vert in cube.data.vertices])
+    # as they stand to each other, 1 unit = 1 mm, +Z up as in Blender, moved together onto the plate: resting on
+    # z = 0, their box centred 100 mm from 3MF's origin (the plate's front-left corner) along X and Y
+    both = np.concatenate([world, cube_world])
+    lo, hi = both.min(0), both.max(0)
+    shift = np.array([100.0 - (lo[0] + hi[0]) / 2, 100.0 - (lo[1] + hi[1]) / 2, -lo[2]])
+    np.testing.assert_allclose(v, world + shift, atol=1e-4)
     assert np.ptp(v[:, 2]) == pytest.approx(50.0, rel=1e-4) and _signed_volume(v, f) > 0
     cv, _ = read[cube.name]
-    assert np.ptp(cv, axis=0) == pytest.approx([10.0, 10.0, 10.0]) and cv[:, 2].min() == pytest.approx(0.0, abs=1e-5)
+    np.testing.assert_allclose(np.sort(cv, axis=0), np.sort(cube_world + shift, axis=0), atol=1e-4)
     bpy.data.objects.remove(obj)
     bpy.data.objects.remove(cube)
 
@@ -730,13 +736,19 @@ def test_exports_warn_when_an_edited_mesh_would_not_print(addon, settings, tmp_p
     assert "not printable" not in export(bpy.ops.recon.export_3mf, closed, tmp_path / "closed.3mf")
     said = export(bpy.ops.recon.export_stl, opened, tmp_path / "open.stl")
     assert re.search(r"Warning: Wrote .*open\.stl .* opened is not printable as it is: not watertight \(4 open "
-                     r"edges: holes\); mend it before printing", said), said
+                     r"edges: holes\); mend it before printing \(Edit Mode: Mesh > Clean Up\)", said), said
     said = export(bpy.ops.recon.export_3mf, opened, tmp_path / "open.3mf")
     assert re.search(r"Warning: Wrote .*open\.3mf .* opened is not printable as it is: not watertight", said), said
     assert "not printable" not in export(bpy.ops.recon.export_stl, joined, tmp_path / "joined.stl")  # closed, by index
     said = export(bpy.ops.recon.export_3mf, joined, tmp_path / "joined.3mf")
     assert re.search(r"joined is not printable as it is: \d+ self-intersecting face pairs", said), said
-    for obj in (closed, opened, joined):
+    inward = cube_mesh("inward", [0.0])  # closed, every face turned in: Clean Up does not mend it
+    inward.data.flip_normals()
+    for op, ext in ((bpy.ops.recon.export_stl, "stl"), (bpy.ops.recon.export_3mf, "3mf")):
+        said = export(op, inward, tmp_path / f"inward.{ext}")
+        assert re.search(r"inward is not printable as it is: inside out \(its faces point inward\); mend it before "
+                         r"printing \(Edit Mode: select all, Mesh > Normals > Recalculate Outside\)", said), said
+    for obj in (closed, opened, joined, inward):
         mesh = obj.data
         bpy.data.objects.remove(obj)
         bpy.data.meshes.remove(mesh)
@@ -781,6 +793,70 @@ def test_exports_offer_the_objects_name_and_add_a_missing_extension(addon, setti
     assert bpy.ops.recon.export_3mf(filepath=str(tmp_path / "plate")) == {'FINISHED'}
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["part.stl", "plate.3mf"]
     bpy.data.objects.remove(cube)
+
+
+@pytest.mark.parametrize("ext", [".stl", ".3mf"])
+def test_exports_refuse_a_folder_another_extension_or_a_missing_folder_alike(addon, settings, tmp_path, ext):
+    """A folder given for the file ("…/exports/") wrote a hidden file ".stl" and called it written; Export STL wrote an
+    STL named part.obj; the two exports named a missing folder differently. Now each gets one sentence, the same for
+    both, and nothing is written."""
+    bpy.ops.mesh.primitive_cube_add(size=2.0)
+    cube = bpy.context.active_object
+    op = bpy.ops.recon.export_stl if ext == ".stl" else bpy.ops.recon.export_3mf
+    kind = ext[1:].upper()
+    cases = [(str(tmp_path) + os.sep, f"is a folder, not a file; give a file name in it, e.g. {tmp_path / ('part' + ext)}"),
+             (str(tmp_path), "is a folder, not a file"),
+             (str(tmp_path / "part.obj"), f"Cannot write part.obj as {kind}: the extension must be {ext}."),
+             (str(tmp_path / "no" / f"part{ext}"), f"the folder {tmp_path / 'no'} does not exist; create it first."),
+             ("", f"No file to write: give the {kind} file's path.")]
+    for path, said in cases:
+        with pytest.raises(RuntimeError) as err:
+            op(filepath=path)
+        assert said in str(err.value), (path, str(err.value))
+    assert list(tmp_path.iterdir()) == []
+    bpy.data.objects.remove(cube)
+
+
+@pytest.mark.parametrize("ext", [".stl", ".3mf"])
+def test_exports_put_a_moved_turned_object_on_the_plate_and_warn_when_it_is_too_large(addon, settings, tmp_path,
+                                                                                     capfd, ext):
+    """Where the object stands in the scene is not where its print stands: a reconstruction moved up, turned and
+    shrunk exported 83 mm above the plate (or below it, in a scene in millimetres). The file holds it resting on
+    z = 0, its size as in the scene; larger than a large printer's build volume, the report says so."""
+    from tests.test_export import _read_3mf
+
+    obj = reconstruct()
+    obj.location, obj.rotation_euler, obj.scale = (0.3, 0.2, 0.1), (np.pi / 2, 0.0, np.pi / 6), (0.5, 0.5, 0.5)
+    bpy.context.view_layer.update()
+    for o in bpy.context.view_layer.objects:
+        o.select_set(o is obj)
+    bpy.context.view_layer.objects.active = obj
+    mm = addon.package.operators.mm_per_unit(bpy.context.scene)
+    world = np.array([obj.matrix_world @ v.co for v in obj.data.vertices]) * mm
+    out = tmp_path / f"moved{ext}"
+    op = bpy.ops.recon.export_stl if ext == ".stl" else bpy.ops.recon.export_3mf
+    capfd.readouterr()
+    assert op(filepath=str(out)) == {'FINISHED'}
+    said = capfd.readouterr().out
+    if ext == ".stl":
+        data = out.read_bytes()
+        v = np.frombuffer(data[84:], dtype=np.dtype([("n", "<f4", 3), ("c", "<f4", (3, 3)), ("a", "<u2")]))["c"]
+        v = v.reshape(-1, 3).astype(np.float64)
+        centre = [0.0, 0.0]
+    else:
+        v = _read_3mf(out)[1][0][1]
+        centre = [100.0, 100.0]
+    assert v[:, 2].min() == pytest.approx(0.0, abs=1e-3) and "on the build plate" in said
+    assert np.ptp(v, axis=0) == pytest.approx(np.ptp(world, axis=0), rel=1e-4)  # its size as it stands in the scene
+    assert (v.min(0)[:2] + v.max(0)[:2]) / 2 == pytest.approx(centre, abs=1e-3)
+    assert "larger than the build volume" not in said
+    obj.scale = (6.0, 6.0, 6.0)  # the 50 mm reconstruction 300 mm tall
+    bpy.context.view_layer.update()
+    assert op(filepath=str(out)) == {'FINISHED'}
+    said = capfd.readouterr().out
+    assert re.search(r"Warning: .* At \d+ x \d+ x \d+ mm it is larger than the build volume of most printers "
+                     r"\(256 mm a side on a large one\)", said), said
+    bpy.data.objects.remove(obj)
 
 
 def trimesh_load_stl(path):

@@ -198,6 +198,12 @@ def test_the_rotation_is_the_add_ons(tmp_path):
     spec.loader.exec_module(mesh_data)  # the module alone: the add-on package's __init__ needs bpy
     assert np.array_equal(mesh_data.OUTPUT_TO_BLENDER, OUTPUT_TO_Z_UP)
     assert np.linalg.det(OUTPUT_TO_Z_UP) == pytest.approx(1.0)
+    # and its own copies of how an STL is put on the plate and of how large a printer is
+    from recon_core.io.cli import PLATE_MM
+
+    assert mesh_data.PLATE_MM == PLATE_MM
+    verts = np.random.default_rng(3).normal(size=(50, 3)) * [40, 10, 20] + [5, -300, 70]
+    assert np.array_equal(mesh_data.on_plate(verts), on_plate(verts))
 
 
 def test_recon_mesh_writes_a_3mf_90_mm_tall_along_z(tmp_path, tiny_model_path, capsys):
