@@ -431,11 +431,12 @@ def test_detail_low_gives_fewer_faces_than_high(tmp_path, tiny_model_path, good_
 
 
 def test_a_mesh_without_a_unit_or_a_height_gets_a_note(tmp_path, tiny_model_path, good_image, capsys):
-    """A slicer reads an STL or OBJ as millimetres: written without --height-mm, the note says how tall a slicer takes
-    the mesh (its height in the file) and how to give the real one; with --height-mm, or as PLY or GLB, no note."""
+    """A slicer reads an STL, OBJ or PLY as millimetres: written without --height-mm, the note says how tall a slicer
+    takes the mesh (its height in the file) and how to give the real one; with --height-mm, or as GLB (whose note
+    says metres), no such note."""
     import trimesh
 
-    for ext, height, noted in ((".stl", None, True), (".obj", None, True), (".ply", None, False),
+    for ext, height, noted in ((".stl", None, True), (".obj", None, True), (".ply", None, True),
                                (".glb", None, False), (".stl", "80", False)):
         out = tmp_path / f"m{height or ''}{ext}"
         code = main([str(good_image), "-o", str(out), "--model", str(tiny_model_path), "--detail", "low",
@@ -446,7 +447,7 @@ def test_a_mesh_without_a_unit_or_a_height_gets_a_note(tmp_path, tiny_model_path
         if noted:
             tall = float(err.split("a slicer reads it as ")[1].split(" mm")[0])
             bounds = trimesh.load(out, force="mesh").bounds
-            up = 2 if ext == ".stl" else 1  # an STL stands +Z up, an OBJ keeps the output frame's +Y up
+            up = 1 if ext == ".obj" else 2  # an STL and a PLY stand +Z up, an OBJ keeps the output frame's +Y up
             assert tall == pytest.approx(bounds[1, up] - bounds[0, up], abs=0.006)
             assert "--height-mm 90" in err
 

@@ -231,6 +231,13 @@ def test_recon_mesh_writes_a_3mf_90_mm_tall_along_z(tmp_path, tiny_model_path, c
     assert [float(x) for x in size.groups()] == pytest.approx([np.ptp(v[:, 0]), 90.0, np.ptp(v[:, 1])], rel=1e-3)
 
 
+def test_the_add_on_writer_says_how_it_is_used(capsys):
+    from recon_core.io.export import main
+
+    assert main(["--help"]) == 0 and capsys.readouterr().out.startswith("usage: python -m recon_core.io.export")
+    assert main([]) == 2 and capsys.readouterr().err.startswith("usage:")
+
+
 def test_the_add_on_writer_runs_without_torch(tmp_path):
     torus, box = _torus(), trimesh.creation.box([10.0, 10.0, 10.0])
     meshes = tmp_path / "meshes.npz"

@@ -24,7 +24,7 @@ from recon_core.io.weights import load_model, save_model
 from recon_core.mesh.camera import VIEW_TO_OUTPUT, Camera, look_at, stand_upright
 from recon_core.mesh.printable import check_printable
 from recon_core.mesh.volume import GRID_BOUND
-from recon_core.network.categories import category_index
+from recon_core.network.categories import CATEGORIES, category_index
 from recon_core.network.config import ModelConfig
 from recon_core.network.model import build_model
 from recon_core.network.retrieval import SHAPE_CANDIDATES, SHAPE_STATS_STRIDE, ShapeBank, embed_image
@@ -679,6 +679,24 @@ def test_the_pictures_notes_come_before_the_meshs(banked_model, fake):
     cut = [i for i, n in enumerate(notes) if n.startswith("the object touches the picture's left edge")]
     pockets = [i for i, n in enumerate(notes) if n.startswith("the mesh holds")]
     assert cut and pockets and cut[0] < pockets[0], notes
+
+
+def test_a_category_the_bank_holds_no_shape_of_is_said_and_chooses_among_all(banked_model, fake):
+    """``--category rifle`` keeps the bank to the rifle's shapes, and the shipped bank has none: the run was silent and
+    byte for byte the run without a category. The note says so; a category the bank holds gets none."""
+    from recon_core.io.inference import Reconstructor
+
+    rgb, alpha = _rgba(fake[1], "chair_val", 0)
+    model, meta = load_model(banked_model)
+    rec = Reconstructor(model, meta)
+    held = {int(c) for c in rec.model.bank.shape_category if int(c) >= 0}
+    missing = next(c for c in CATEGORIES if CATEGORIES.index(c) not in held)
+    free, unheld = (rec.reconstruct(rgb, alpha, category=name, vertices=642) for name in (None, missing.name))
+    said = [n for n in unheld.notes if n.startswith(f"the model holds no {missing.name} shape")]
+    assert len(said) == 1 and f"--category {missing.name}" in said[0], unheld.notes
+    assert np.array_equal(unheld.verts, free.verts)  # the nearest of all its shapes, as without a category
+    kept = rec.reconstruct(rgb, alpha, category="chair", vertices=642)
+    assert not any("holds no" in n for n in kept.notes)
 
 
 def test_solid_fills_the_networks_mesh_when_the_bank_gives_none(banked_model, fake, monkeypatch):

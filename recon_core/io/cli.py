@@ -173,8 +173,7 @@ def _parser() -> argparse.ArgumentParser:
                         "metres, glTF's unit)")
     sizes = ", ".join(f"{name} ~{approx_faces(name):,}" for name in DETAIL_VERTICES)
     p.add_argument("--detail", type=_detail, choices=list(DETAIL_VERTICES),
-                   help=f"output size in faces, in any case: {sizes} (default: the model's own, normally medium; "
-                        "a model with a shape bank, like the shipped one, outputs its solid's own count)")
+                   help=f"output size in faces, in any case: {sizes} (default: the model's own, normally medium)")
     # Deprecated: the raw count --detail replaced; kept so that existing scripts still run.
     p.add_argument("--vertices", type=int, choices=list(DETAIL_VERTICES.values()), help=argparse.SUPPRESS)
     p.add_argument("--model", help="model to use (NAME.safetensors with NAME.json beside it, and "

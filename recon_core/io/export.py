@@ -375,6 +375,10 @@ def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike, n
 def main(argv: list[str] | None = None) -> int:
     """``python -m recon_core.io.export MESHES.npz OUT.3mf``: the add-on's 3MF writer (see the module docstring)."""
     args = sys.argv[1:] if argv is None else argv
+    if args in (["-h"], ["--help"]):
+        print("usage: python -m recon_core.io.export MESHES.npz OUT.3mf\n\nWrite the meshes of MESHES.npz (verts_0, "
+              "faces_0, ..., names; +Z up, millimetres) as one 3MF file, on its build plate.")
+        return 0
     if len(args) != 2:
         print("usage: python -m recon_core.io.export MESHES.npz OUT.3mf", file=sys.stderr)
         return 2

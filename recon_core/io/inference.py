@@ -436,11 +436,18 @@ class Reconstructor:
         probs = np.asarray(results[0].category_probs, dtype=np.float64).ravel()
         top = np.argsort(-probs)[:2]
         unsure_category = category is None and len(probs) == len(CATEGORIES) and probs[top[0]] < UNSURE_CATEGORY
+        unknown = cat_index is not None and self.banked and not bool((self.model.bank.shape_category == cat_index).any())
         for result in results:  # the picture's notes (its object, its category) before the mesh's own
             result.mask_unsure = unsure
             said: list[str] = []
             if found_by is not None:
                 said.append(found_by)
+            if unknown:  # --category keeps the bank to that category's shapes, and it has none: it was silent
+                name = CATEGORIES[cat_index].name
+                said.append(
+                    f"the model holds no {name} shape (its training data had none), so --category {name} (the "
+                    f"add-on's Category) cannot keep it to one: the shape is the nearest of all its shapes, and only "
+                    f"the category printed is {name}")
             if unsure_category:
                 said.append(
                     f"the model is unsure what the object is ({CATEGORIES[top[0]].name} {_percent(probs[top[0]])}, "
