@@ -103,6 +103,8 @@ PLANE_KEY = "recon_picture_plane"
 PICTURE_OPACITY = 0.8
 """How opaque the picture is behind the mesh, looked through its camera (the grid and the floor show through a little,
 so that it reads as a reference, not as part of the scene)."""
+EMPTY_SIZE_MAX = 1000.0
+"""The largest display size Blender takes for an empty (``Object.empty_display_size``): larger values are clamped."""
 NEXT_SHAPE_KEYS = "Shift+Alt+N"
 """The Next Shape shortcut (3D Viewport, Object Mode), as the panel and messages spell it (see ``__init__``)."""
 
@@ -1760,7 +1762,10 @@ def picture_camera(obj, context=None) -> tuple[object, bool, str | None]:
         _holder(obj)[PLANE_KEY] = plane  # so that a camera removed outright does not strand it (_camera_of)
         plane.empty_display_type = 'IMAGE'
         plane.data = image
-        plane.empty_display_size = view["plane_size"]
+        # Blender keeps an empty's display size at most EMPTY_SIZE_MAX (a 900 mm object in a millimetre scene needs
+        # ~3,000: its picture filled a third of the frame); beyond it the empty's scale makes up the rest
+        grown = max(1.0, view["plane_size"] / EMPTY_SIZE_MAX)
+        plane.empty_display_size = view["plane_size"] / grown
         plane.empty_image_offset = (-0.5, -0.5)
         plane.empty_image_depth = 'BACK'  # behind the mesh, as a reference picture is
         plane.empty_image_side = 'FRONT'
@@ -1770,7 +1775,7 @@ def picture_camera(obj, context=None) -> tuple[object, bool, str | None]:
         plane.hide_select = True  # a click through the camera picks the mesh
         plane.parent = camera
         plane.matrix_parent_inverse = Matrix.Identity(4)
-        plane.matrix_basis = Matrix.Translation(view["plane_location"])
+        plane.matrix_basis = Matrix.Translation(view["plane_location"]) @ Matrix.Scale(grown, 4)
     space = getattr(context, "space_data", None) if context is not None else None
     if space is not None and space.type == 'VIEW_3D' and space.local_view is not None:
         for shown in (camera, plane):

@@ -1542,6 +1542,44 @@ def _on_the_mask(scene, camera, obj) -> None:
                                [(cols[0] + cols[-1] + 1) / 2, (rows[0] + rows[-1] + 1) / 2], atol=0.01)
 
 
+def _fills_the_frame(scene, camera, plane, view) -> None:
+    """The picture's plane has the camera's frame's corners (Blender draws an image empty with its longer side the
+    display size, times the empty's scale, centred on its origin at the offset -0.5: its overlay's
+    image_calc_aspect)."""
+    from bpy_extras.object_utils import world_to_camera_view
+
+    half = plane.empty_display_size / 2
+    aspect = view["height"] / view["width"]
+    bpy.context.view_layer.update()
+    render = scene.render
+    kept = render.resolution_x, render.resolution_y
+    render.resolution_x, render.resolution_y = view["width"], view["height"]
+    corners = [tuple(world_to_camera_view(scene, camera, plane.matrix_world @ Vector((x, y, 0.0))))[:2]
+               for x, y in ((-half, -half * aspect), (half, half * aspect))]
+    render.resolution_x, render.resolution_y = kept
+    np.testing.assert_allclose(corners, [(0.0, 0.0), (1.0, 1.0)], atol=1e-4)
+
+
+def test_look_through_picture_fills_the_frame_for_a_large_object_in_millimetres(addon, candidate_settings):
+    """Blender clamps an empty's display size to 1,000: a 900 mm chair in a millimetre scene needs ~3,000, and its
+    picture filled the middle third of the frame, off the mesh. The empty's scale makes up the rest."""
+    scene = bpy.context.scene
+    scene.unit_settings.scale_length = 0.001
+    candidate_settings.height_mm, candidate_settings.candidates = 900.0, 1
+    obj = reconstruct()
+    bpy.context.view_layer.objects.active = obj
+    assert bpy.ops.recon.view_picture() == {'FINISHED'}
+    camera = obj["recon_picture_camera"]
+    plane = camera["recon_picture_plane"]
+    assert plane.empty_display_size <= 1000.0 and max(plane.scale) > 1.0
+    _fills_the_frame(scene, camera, plane, obj["recon_view"])
+    _on_the_mask(scene, camera, obj)
+    for o in (plane, camera, obj):
+        bpy.data.objects.remove(o)
+    for image in [i for i in bpy.data.images if i.name.startswith("chair")]:
+        bpy.data.images.remove(image)
+
+
 def test_look_through_picture_shows_the_picture_over_the_shown_candidate(addon, candidate_settings):
     """Look Through Picture makes one camera for the candidates, outside their collection, parented to the shown
     one: through it (Blender's own projection, the render at the picture's size) the mesh lies on the picture's
@@ -1577,20 +1615,7 @@ def test_look_through_picture_shows_the_picture_over_the_shown_candidate(addon, 
     got = np.round(pixels.reshape(height, width, 4)[::-1, :, :3] * 255.0)  # Blender's rows run bottom-up
     assert np.abs(got - on_white).mean() < 3.0
     _on_the_mask(scene, camera, objects[0])
-    # the plane's corners are the frame's (Blender draws an image empty with its longer side the display size,
-    # centred on its origin at the offset -0.5: its overlay's image_calc_aspect)
-    view = objects[0]["recon_view"]
-    from bpy_extras.object_utils import world_to_camera_view
-    half = plane.empty_display_size / 2
-    aspect = view["height"] / view["width"]
-    bpy.context.view_layer.update()
-    render = scene.render
-    kept = render.resolution_x, render.resolution_y
-    render.resolution_x, render.resolution_y = view["width"], view["height"]
-    corners = [tuple(world_to_camera_view(scene, camera, plane.matrix_world @ Vector((x, y, 0.0))))[:2]
-               for x, y in ((-half, -half * aspect), (half, half * aspect))]
-    render.resolution_x, render.resolution_y = kept
-    np.testing.assert_allclose(corners, [(0.0, 0.0), (1.0, 1.0)], atol=1e-4)
+    _fills_the_frame(scene, camera, plane, objects[0]["recon_view"])
     # it follows the mesh
     objects[0].location.x += 0.5
     _on_the_mask(scene, camera, objects[0])
