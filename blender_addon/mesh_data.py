@@ -1,4 +1,4 @@
-"""Array helpers of the add-on, without bpy: frame conversion, placement, mesh buffers and binary STL.
+"""Array helpers of the add-on, without bpy: frame conversion, placement, the picture camera and mesh buffers.
 
 Units: Blender lengths follow the scene's unit scale, 1 Blender unit = ``scale_length``
 metres, so ``mm_per_unit = 1000 * scale_length`` (1000 in a default scene; 1 in a scene
@@ -7,30 +7,13 @@ set up for printing with unit scale 0.001).
 
 from __future__ import annotations
 
-import os
-import struct
-import uuid
-
 import numpy as np
 
-__all__ = ["OUTPUT_TO_BLENDER", "PLATE_MM", "print_problems", "to_blender", "on_plate", "picture_view", "mesh_motion",
-           "mesh_buffers", "stl_bytes", "write_stl"]
+__all__ = ["OUTPUT_TO_BLENDER", "to_blender", "picture_view", "mesh_motion", "mesh_buffers"]
 
 OUTPUT_TO_BLENDER = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float64)
 """Rotation from the output frame (+Y up, camera on +Z) to Blender (+Z up): (x, y, z) -> (x, -z, y),
 as in ``recon_core.mesh.camera``; the photo's view becomes Blender's Front view (level, for a mesh stood upright)."""
-
-
-PLATE_MM = 256.0
-"""The side of a large printer's build volume, in millimetres: an export larger than it along a side is warned of
-(``recon_core.io.cli.PLATE_MM``, which the tests keep equal)."""
-
-
-def on_plate(verts: np.ndarray) -> np.ndarray:
-    """``(V, 3)`` +Z-up vertices moved to rest on z = 0 with their bounding box centred on the Z axis, as
-    ``recon_core.io.export.on_plate`` places an STL (the tests compare them)."""
-    lo, hi = verts.min(0), verts.max(0)
-    return verts - np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2]])
 
 
 def to_blender(verts: np.ndarray, scale: float = 1.0) -> np.ndarray:
@@ -192,83 +175,3 @@ def mesh_buffers(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.n
     loop_verts = np.ascontiguousarray(faces, dtype=np.int32).reshape(-1)
     loop_starts = np.arange(0, len(loop_verts), 3, dtype=np.int32)
     return co, loop_verts, loop_starts
-
-
-def print_problems(coords: np.ndarray, tris: np.ndarray) -> list[str]:
-    """What keeps a triangle mesh from printing that its faces alone show, as phrases ("not watertight (12 open edges:
-    holes)"); an
-    empty list when it is watertight, edge-manifold, consistently oriented and outward.
-
-    The rules of those properties of ``recon_core.mesh.printable.check_topology`` (the tests compare them), worded as
-    :meth:`recon_core.mesh.printable.PrintableReport.problems` words them, with vertices at exactly one place joined
-    first, as a file of triangles (STL) holds them; what needs positions beyond that and the volume's sign
-    (self-intersections) is not looked for: Export 3MF has recon_core's whole check.
-
-    Args:
-        coords: (V, 3) float vertex positions.
-        tris: (F, 3) int triangles (each face's corners counter-clockwise seen from outside).
-    """
-    tris = np.asarray(tris, dtype=np.int64).reshape(-1, 3)
-    coords = np.asarray(coords, dtype=np.float64).reshape(-1, 3)
-    if not len(tris):
-        return ["no faces"]
-    # vertices at exactly one place are one (a file of triangles holds positions only, and slicers join them): an Edge
-    # Split modifier's or an imported STL's split vertices are not holes
-    coords, joined = np.unique(coords, axis=0, return_inverse=True)
-    tris = joined.reshape(-1)[tris]
-    directed = np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]])  # (3F, 2) each face's edges
-    undirected, uses = np.unique(np.sort(directed, axis=1), axis=0, return_counts=True)
-    problems = []
-    open_edges, crowded = int((uses == 1).sum()), int((uses > 2).sum())
-    if open_edges:
-        problems.append(f"not watertight ({open_edges} open edge{'s' * (open_edges != 1)}: holes)")
-    if crowded:
-        problems.append(f"edges shared by more than two faces ({crowded})")
-    _, directed_uses = np.unique(directed, axis=0, return_counts=True)
-    flipped = int((directed_uses > 1).sum())
-    if flipped:
-        problems.append(f"faces that face opposite ways ({flipped} edge{'s' * (flipped != 1)})")
-    a, b, c = coords[tris[:, 0]], coords[tris[:, 1]], coords[tris[:, 2]]
-    volume = float(np.einsum("ij,ij->", a, np.cross(b, c))) / 6.0
-    if not problems and not volume > 0:
-        problems.append("inside out (its faces point inward)")
-    return problems
-
-
-def stl_bytes(triangles: np.ndarray, header: str = "reconstruct_from_image") -> bytes:
-    """Binary STL of (T, 3, 3) triangle corner positions (counter-clockwise seen from outside)."""
-    tri = np.asarray(triangles, dtype=np.float64).reshape(-1, 3, 3)
-    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    length = np.linalg.norm(normals, axis=1, keepdims=True)
-    normals = np.divide(normals, length, out=np.zeros_like(normals), where=length > 0)
-    record = np.dtype([("normal", "<f4", 3), ("corners", "<f4", (3, 3)), ("attr", "<u2")])
-    data = np.zeros(len(tri), dtype=record)
-    data["normal"], data["corners"] = normals, tri
-    return header.encode()[:80].ljust(80, b" ") + struct.pack("<I", len(tri)) + data.tobytes()
-
-
-def write_stl(path: str, triangles: np.ndarray) -> None:
-    """Write a binary STL through a temporary file and a rename (never a half-written file), with the permissions a
-    new file gets (``0o666`` less the umask, as Blender's own exporter and Export 3MF give), not mkstemp's 0600.
-
-    The temporary file, a new name in the target's folder, is created with mode ``0o666`` and the kernel takes the
-    umask off; the umask is never read (reading it means setting it, for a moment, for every thread of Blender)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    data = stl_bytes(triangles)
-    for _ in range(100):
-        tmp = os.path.join(folder, f".recon-{uuid.uuid4().hex}.stl.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        except FileExistsError:
-            continue
-        break
-    else:
-        raise FileExistsError(f"no free temporary name in {folder}")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

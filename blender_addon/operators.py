@@ -262,7 +262,7 @@ def _image_input(settings, scene) -> tuple[str, str, str | None, str]:
             raise InputError("Choose an image file in the Reconstruct panel first.")
         path = _absolute_path(image_path, "image file")
         if os.path.isdir(path):  # said here at once: the worker says the same, after its start on a first click
-            raise InputError(f"{path} is a folder, not an image file; choose a PNG or JPEG file in it.")
+            raise InputError(f"{path} is a folder, not an image file; choose a picture in it (PNG, JPEG, HEIC, ...).")
         if not os.path.exists(path):
             raise InputError(f"Image file not found: {path}. Check the path and try again.")
         name = _object_name(os.path.basename(path))
@@ -999,6 +999,8 @@ def _check_property(result, mm_per_worker_unit: float) -> dict:
         "summary": str(report.get("summary", "")),
         "category": result.category,
         "faces": int(len(result.faces)),  # the panel tells an edited mesh by its count (RECON_PT_check)
+        # its box in Blender's axes (x, y, z: the output frame's x, z, y), so that the panel scales the volume with it
+        "size_mm": [float(s) * mm_per_worker_unit for s in np.ptp(np.asarray(result.verts), axis=0)[[0, 2, 1]]],
     }
 
 
@@ -1177,7 +1179,7 @@ class RECON_OT_reconstruct(bpy.types.Operator):
                                   f"Next Shape ({NEXT_SHAPE_KEYS}) shows the others.")
         if run.height_mm is None:  # the model's own size, about 1 unit: its millimetres hang on the scene's unit
             self.report({'WARNING'}, f"Note: Height (mm) is 0, so the shape keeps the model's own size, {tall:.1f} mm "
-                                     f"tall in the units of the scene {landed.name}; set Height (mm) to the object's "
+                                     f"tall in the units of the scene \"{landed.name}\"; set Height (mm) to the object's "
                                      "real height before you print or export it.")
         for note in result.notes:
             self.report({'WARNING'}, f"Note: {run.user_text(note)}.")
@@ -1486,17 +1488,62 @@ def _mend(problems: str) -> str:
     return _MEND_OUTWARD if turned and not other else _MEND
 
 
-def _plate_warning(size: np.ndarray) -> str:
-    """A sentence for an export larger than a large printer's build volume along a side (``size``, millimetres, X, Y,
-    Z), else ""."""
-    if float(np.max(size)) <= mesh_data.PLATE_MM:
-        return ""
-    return (f" At {size[0]:.0f} x {size[1]:.0f} x {size[2]:.0f} mm it is larger than the build volume of most printers "
-            f"({mesh_data.PLATE_MM:.0f} mm a side on a large one): scale it down to print it whole, or cut it into "
-            "parts.")
+def _export_objects(context) -> list:
+    """The selected mesh objects, or the active one when no mesh is selected (sorted by name)."""
+    chosen = [o for o in context.selected_objects if o.type == 'MESH']
+    if not chosen and context.active_object is not None and context.active_object.type == 'MESH':
+        chosen = [context.active_object]
+    return sorted(chosen, key=lambda o: o.name)
 
 
-class RECON_OT_export_stl(bpy.types.Operator, _Export):
+class _PrintExport(_Export):
+    """What Export STL and Export 3MF share: the objects' meshes (modifiers applied, as they stand to each other in
+    the scene, in millimetres) written by ``python -m recon_core.io.export`` in the add-on's interpreter (no torch,
+    no model; Blender waits for it), on the build plate, with recon_core's whole printable check and its thin walls
+    at the size written: one verdict for both formats (Export STL checked only the faces in Blender, and said nothing
+    of self-intersections or thin walls)."""
+
+    def objects(self, context) -> list:
+        """The mesh objects to write (:meth:`execute` refuses an empty list's file)."""
+        raise NotImplementedError
+
+    def execute(self, context):
+        problem = self.target_problem()
+        if problem:
+            self.report({'ERROR'}, problem)
+            return {'CANCELLED'}
+        objects = []
+        for obj in self.objects(context):
+            coords, tris = _world_mesh_mm(context, obj)
+            if len(tris) == 0:
+                self.report({'ERROR'}, f"{obj.name} has no faces to export; deselect it or give it faces.")
+                return {'CANCELLED'}
+            objects.append((obj.name, coords, tris))
+        try:
+            python = get_preferences(context).python_path
+            written = worker_client.write_print_file(_interpreter(python) if python else "", objects,
+                                                     self.filepath, repo=DEFAULTS["repo"])
+        except (InputError, worker_client.WorkerError) as err:
+            self.report({'ERROR'}, str(err))
+            return {'CANCELLED'}
+        size = (np.max([c.max(0) for _, c, _ in objects], axis=0) - np.min([c.min(0) for _, c, _ in objects], axis=0))
+        summary, *lines = written.splitlines()
+        faces = sum(len(t) for _, _, t in objects)
+        wrote = (f"{summary[0].upper()}{summary[1:]}, {faces:,} triangles, {size[0]:.1f} x {size[1]:.1f} x "
+                 f"{size[2]:.1f} mm, on the build plate.")
+        # each object that would not print as it is (edited since its check: the panel's figures are the
+        # reconstruction's), as slicers would say; then what would print weak, or not fit a printer
+        warnings = [w.removeprefix("warning: ") for w in lines if w.startswith("warning: ")]
+        notes = [n.removeprefix("note: ") for n in lines if n.startswith("note: ")]
+        said = [wrote]
+        if warnings:
+            said.append(f"{'; '.join(warnings)}; {_mend('; '.join(warnings))}")
+        said += [f"{note[0].upper()}{note[1:]}." for note in notes]
+        self.report({'WARNING'} if warnings or notes else {'INFO'}, " ".join(said))
+        return {'FINISHED'}
+
+
+class RECON_OT_export_stl(bpy.types.Operator, _PrintExport):
     """Write the active mesh (modifiers applied, as it stands in the scene) as a binary STL in millimetres, resting on
     the build plate"""
 
@@ -1512,48 +1559,11 @@ class RECON_OT_export_stl(bpy.types.Operator, _Export):
         obj = context.active_object
         return obj is not None and obj.type == 'MESH'
 
-    def execute(self, context):
-        problem = self.target_problem()
-        if problem:
-            self.report({'ERROR'}, problem)
-            return {'CANCELLED'}
-        obj = context.active_object
-        coords, tris = _world_mesh_mm(context, obj)
-        if len(tris) == 0:
-            self.report({'ERROR'}, f"{obj.name} has no faces to export.")
-            return {'CANCELLED'}
-        # on the plate, as the command line writes an STL: where the object stands in the scene (83 mm up, or below
-        # the ground in a scene in millimetres) is not where a print stands
-        triangles = mesh_data.on_plate(coords)[tris]
-        try:
-            mesh_data.write_stl(self.filepath, triangles)
-        except OSError as err:
-            self.report({'ERROR'}, f"Cannot write {self.filepath}: {err.strerror or err}. Choose a writable folder.")
-            return {'CANCELLED'}
-        size = np.ptp(triangles.reshape(-1, 3), axis=0)
-        wrote = (f"Wrote {self.filepath} ({len(triangles)} triangles, "
-                 f"{size[0]:.1f} x {size[1]:.1f} x {size[2]:.1f} mm, on the build plate).")
-        problems = mesh_data.print_problems(coords, tris)
-        large = _plate_warning(size)
-        if problems:  # edited since its check (the panel's figures are the reconstruction's): say so, as slicers would
-            said = ", ".join(problems)
-            self.report({'WARNING'}, f"{wrote} {obj.name} is not printable as it is: {said}; {_mend(said)}{large}")
-        elif large:
-            self.report({'WARNING'}, f"{wrote}{large}")
-        else:
-            self.report({'INFO'}, wrote)
-        return {'FINISHED'}
+    def objects(self, context) -> list:
+        return [context.active_object]
 
 
-def _export_objects(context) -> list:
-    """The selected mesh objects, or the active one when no mesh is selected (sorted by name)."""
-    chosen = [o for o in context.selected_objects if o.type == 'MESH']
-    if not chosen and context.active_object is not None and context.active_object.type == 'MESH':
-        chosen = [context.active_object]
-    return sorted(chosen, key=lambda o: o.name)
-
-
-class RECON_OT_export_3mf(bpy.types.Operator, _Export):
+class RECON_OT_export_3mf(bpy.types.Operator, _PrintExport):
     """Write the selected meshes (modifiers applied, as they stand to each other) as one 3MF file for a slicer: millimetres, +Z up, one object each, on the build plate"""
 
     bl_idname = "recon.export_3mf"
@@ -1567,41 +1577,8 @@ class RECON_OT_export_3mf(bpy.types.Operator, _Export):
     def poll(cls, context):
         return bool(_export_objects(context))
 
-    def execute(self, context):
-        problem = self.target_problem()
-        if problem:
-            self.report({'ERROR'}, problem)
-            return {'CANCELLED'}
-        objects = []
-        for obj in _export_objects(context):
-            coords, tris = _world_mesh_mm(context, obj)
-            if len(tris) == 0:
-                self.report({'ERROR'}, f"{obj.name} has no faces to export; deselect it or give it faces.")
-                return {'CANCELLED'}
-            objects.append((obj.name, coords, tris))
-        try:
-            python = get_preferences(context).python_path
-            written = worker_client.write_3mf(_interpreter(python) if python else "", objects,
-                                              self.filepath, repo=DEFAULTS["repo"])
-        except (InputError, worker_client.WorkerError) as err:
-            self.report({'ERROR'}, str(err))
-            return {'CANCELLED'}
-        lo = np.min([c.min(0) for _, c, _ in objects], axis=0)
-        hi = np.max([c.max(0) for _, c, _ in objects], axis=0)
-        size = hi - lo
-        summary, *warnings = written.splitlines()  # each object that would not print as it is: a warning line
-        wrote = (f"{summary[0].upper()}{summary[1:]}, {size[0]:.1f} x {size[1]:.1f} x {size[2]:.1f} mm in all, on the "
-                 "build plate.")
-        warnings = [w.removeprefix("warning: ") for w in warnings if w.startswith("warning: ")]
-        large = _plate_warning(size)
-        if warnings:
-            said = "; ".join(warnings)
-            self.report({'WARNING'}, f"{wrote} {said}; {_mend(said)}{large}")
-        elif large:
-            self.report({'WARNING'}, f"{wrote}{large}")
-        else:
-            self.report({'INFO'}, wrote)
-        return {'FINISHED'}
+    def objects(self, context) -> list:
+        return _export_objects(context)
 
 
 class RECON_OT_use_mask(bpy.types.Operator):

@@ -118,6 +118,13 @@ class RECON_PT_check(_SubPanel, bpy.types.Panel):
             col.label(text=f"{obj.name}: not made by Reconstruct", icon='INFO')
         size = [d * mm_per_unit(context.scene) for d in obj.dimensions]
         col.label(text=f"Size: {size[0]:.1f} x {size[1]:.1f} x {size[2]:.1f} mm")
+        made = check.get("size_mm") if check is not None else None
+        volume = check.get("volume_mm3", -1.0) if check is not None else -1.0
+        if volume >= 0 and made is not None and len(made) == 3 and min(made) > 0:
+            # scaled since (the object's scale, applied or not, or the scene's unit): the volume as the size is now
+            factor = (size[0] / made[0]) * (size[1] / made[1]) * (size[2] / made[2])
+            if abs(factor - 1.0) > 1e-3:
+                col.label(text=f"Volume at this size: {volume * factor / 1000.0:.2f} cm³")
         row = layout.row(align=True)
         row.operator(RECON_OT_export_stl.bl_idname, icon='EXPORT')
         row.operator(RECON_OT_export_3mf.bl_idname, icon='EXPORT')

@@ -32,7 +32,7 @@ from typing import Any
 __all__ = [
     "PROTOCOL_VERSION", "CATEGORY_NAMES", "DETAIL_VERTICES", "DEFAULT_DETAIL", "DELAY_ENV", "STARTUP_TIMEOUT_S",
     "HELLO_TIMEOUT_S",
-    "WorkerError", "check_model", "Candidate", "WorkerResult", "Job", "WorkerClient", "get_client", "shutdown_all", "write_3mf",
+    "WorkerError", "check_model", "Candidate", "WorkerResult", "Job", "WorkerClient", "get_client", "shutdown_all", "write_print_file",
 ]
 
 PROTOCOL_VERSION = 1
@@ -196,20 +196,24 @@ def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def write_3mf(python: str, objects: list[tuple[str, Any, Any]], path: str, timeout_s: float = 120.0,
-              repo: str | None = None) -> str:
-    """Write ``objects`` as one 3MF file with ``PYTHON -m recon_core.io.export`` (no torch, no model).
+def write_print_file(python: str, objects: list[tuple[str, Any, Any]], path: str, timeout_s: float = 120.0,
+                     repo: str | None = None) -> str:
+    """Write ``objects`` as one 3MF or STL file (by ``path``'s extension), on the build plate, with ``PYTHON -m
+    recon_core.io.export`` (no torch, no model).
 
     Args:
         python: interpreter with recon_core installed.
-        objects: ``(name, verts (V, 3) float millimetres +Z up, faces (F, 3) int)``, one 3MF object each.
-        path: the ``.3mf`` file; written through a temporary file and a rename, so a failure leaves no file.
+        objects: ``(name, verts (V, 3) float millimetres +Z up, faces (F, 3) int)``, one 3MF object each (an STL
+            holds them joined).
+        path: the ``.3mf`` or ``.stl`` file; written through a temporary file and a rename, so a failure leaves no
+            file.
         repo: the recon_core source folder the sentences name (as :func:`get_client`'s); None: "the seed-recon
             source folder".
 
     Returns:
-        The writer's summary ("wrote PATH (N objects)"), then a line "warning: NAME is not printable as it is: ..."
-        for each object that would not print (``python -m recon_core.io.export``'s output).
+        The writer's summary ("wrote PATH (N objects)"), then its lines "warning: NAME is not printable as it is:
+        ..." and "note: ..." (thin walls, a size larger than most printers) at the size written
+        (``python -m recon_core.io.export``'s output).
 
     Raises:
         WorkerError: one sentence for the user (no interpreter, recon_core missing, a write that failed).
@@ -218,7 +222,7 @@ def write_3mf(python: str, objects: list[tuple[str, Any, Any]], path: str, timeo
 
     _check_python(python)
     try:
-        folder = tempfile.mkdtemp(prefix="recon-3mf-")
+        folder = tempfile.mkdtemp(prefix="recon-export-")
     except OSError as err:
         raise WorkerError(temp_folder_sentence(err)) from None
     try:
@@ -250,6 +254,9 @@ def write_3mf(python: str, objects: list[tuple[str, Any, Any]], path: str, timeo
         if "No module named recon_core.io.export" in proc.stderr:
             raise WorkerError(f"The recon_core in {python} predates 3MF export; update it (git pull, then "
                               f"{python} -m pip install -e {repo or _SOURCE_FOLDER}).")
+        if "the extension must be .3mf." in proc.stderr and path.lower().endswith(".stl"):
+            raise WorkerError(f"The recon_core in {python} predates writing STL files for the add-on; update it (git "
+                              f"pull, then {python} -m pip install -e {repo or _SOURCE_FOLDER}).")
         last = lines[-1].removeprefix("error: ") if lines else f"exit code {proc.returncode}"
         raise WorkerError(last if last.endswith(".") else f"Cannot write {path}: {last}.")
     return proc.stdout.strip()

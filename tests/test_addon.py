@@ -705,8 +705,9 @@ def test_a_mirrored_object_exports_outward_faces(addon, settings, tmp_path):
 
 def test_exports_warn_when_an_edited_mesh_would_not_print(addon, settings, tmp_path, capfd):
     """The Printable Check is the reconstruction's; a mesh edited since (a face deleted, an overlapping cube joined)
-    was exported with no word. Now both exports write it and warn with what is wrong (Export 3MF with recon_core's
-    whole check, self-intersections too); a closed mesh exports with none."""
+    was exported with no word. Now both exports write it and warn with what is wrong, by recon_core's whole check,
+    self-intersections too (Export STL checked only the faces, and called the joined cubes fine); a closed mesh
+    exports with none."""
     corners = [(x, y, z) for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)]
     quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]  # outward
 
@@ -735,13 +736,13 @@ def test_exports_warn_when_an_edited_mesh_would_not_print(addon, settings, tmp_p
     assert "not printable" not in export(bpy.ops.recon.export_stl, closed, tmp_path / "closed.stl")
     assert "not printable" not in export(bpy.ops.recon.export_3mf, closed, tmp_path / "closed.3mf")
     said = export(bpy.ops.recon.export_stl, opened, tmp_path / "open.stl")
-    assert re.search(r"Warning: Wrote .*open\.stl .* opened is not printable as it is: not watertight \(4 open "
-                     r"edges: holes\); mend it before printing \(Edit Mode: Mesh > Clean Up\)", said), said
+    assert re.search(r"Warning: Wrote .*open\.stl .* opened is not printable as it is: not watertight \(holes\); "
+                     r"mend it before printing \(Edit Mode: Mesh > Clean Up\)", said), said
     said = export(bpy.ops.recon.export_3mf, opened, tmp_path / "open.3mf")
     assert re.search(r"Warning: Wrote .*open\.3mf .* opened is not printable as it is: not watertight", said), said
-    assert "not printable" not in export(bpy.ops.recon.export_stl, joined, tmp_path / "joined.stl")  # closed, by index
-    said = export(bpy.ops.recon.export_3mf, joined, tmp_path / "joined.3mf")
-    assert re.search(r"joined is not printable as it is: \d+ self-intersecting face pairs", said), said
+    for op, ext in ((bpy.ops.recon.export_stl, "stl"), (bpy.ops.recon.export_3mf, "3mf")):
+        said = export(op, joined, tmp_path / f"joined.{ext}")
+        assert re.search(r"joined is not printable as it is: \d+ self-intersecting face pairs", said), said
     inward = cube_mesh("inward", [0.0])  # closed, every face turned in: Clean Up does not mend it
     inward.data.flip_normals()
     for op, ext in ((bpy.ops.recon.export_stl, "stl"), (bpy.ops.recon.export_3mf, "3mf")):
@@ -752,6 +753,54 @@ def test_exports_warn_when_an_edited_mesh_would_not_print(addon, settings, tmp_p
         mesh = obj.data
         bpy.data.objects.remove(obj)
         bpy.data.meshes.remove(mesh)
+
+
+@pytest.mark.parametrize("ext", [".stl", ".3mf"])
+def test_exports_note_walls_too_thin_at_the_size_they_write(addon, settings, tmp_path, capfd, ext):
+    """A mesh made thinner in the scene than when it was checked (scaled down, here a plank 0.5 mm thick) was exported
+    with no word: the thin walls are measured at the size written, and noted."""
+    bpy.ops.mesh.primitive_cube_add(size=0.02)  # 20 mm in a scene in metres
+    plank = bpy.context.active_object
+    plank.scale = (1.0, 1.0, 0.025)  # 0.5 mm thick
+    bpy.context.view_layer.update()
+    for o in bpy.context.view_layer.objects:
+        o.select_set(o is plank)
+    capfd.readouterr()
+    op = bpy.ops.recon.export_stl if ext == ".stl" else bpy.ops.recon.export_3mf
+    assert op(filepath=str(tmp_path / f"plank{ext}")) == {'FINISHED'}
+    said = capfd.readouterr().out
+    assert re.search(rf"Warning: Wrote .* {re.escape(plank.name)}'s walls thinner than 0\.8 mm cover 8\d\d mm² "
+                     r"\(\d+% of its surface; 0\.5 mm thick in the median there\): they print weak and break easily; "
+                     r"scale it up, or thicken them\.", said), said
+    assert "not printable" not in said
+    plank.scale = (1.0, 1.0, 1.0)
+    bpy.context.view_layer.update()
+    assert op(filepath=str(tmp_path / f"plank{ext}")) == {'FINISHED'}
+    said = capfd.readouterr().out
+    assert "Info: Wrote" in said and "thinner" not in said
+    bpy.data.objects.remove(plank)
+
+
+def test_the_check_panel_gives_the_volume_at_the_size_now(addon, settings):
+    """Its volume is the reconstruction's, beside the size now: a chair scaled to half said 26.79 cm³ beside half its
+    size. Scaled (the object, or the scene's unit), the panel gives the volume at the size now too."""
+    obj = reconstruct()
+    bpy.context.view_layer.objects.active = obj
+    volume = obj["recon_check"]["volume_mm3"] / 1000.0
+    assert obj["recon_check"]["size_mm"] == pytest.approx([d * 1000.0 for d in obj.dimensions], rel=1e-5)
+    texts = labels(draw_panel(bpy.types.RECON_PT_check))
+    assert f"Volume: {volume:.2f} cm³" in texts and not any(t.startswith("Volume at this size") for t in texts)
+    obj.scale = (0.5, 0.5, 0.5)
+    bpy.context.view_layer.update()
+    texts = labels(draw_panel(bpy.types.RECON_PT_check))
+    assert f"Volume at this size: {volume / 8.0:.2f} cm³" in texts, texts
+    obj.scale = (1.0, 1.0, 1.0)
+    bpy.context.view_layer.update()
+    bpy.context.scene.unit_settings.scale_length = 2.0  # the scene's unit doubled: 8 times the volume
+    texts = labels(draw_panel(bpy.types.RECON_PT_check))
+    assert f"Volume at this size: {volume * 8.0:.2f} cm³" in texts, texts
+    bpy.context.scene.unit_settings.scale_length = 1.0
+    bpy.data.objects.remove(obj)
 
 
 def test_the_check_panel_says_when_the_mesh_was_edited_since(addon, settings):
@@ -1044,8 +1093,8 @@ def test_a_folder_or_a_missing_picture_is_said_before_the_worker_starts(addon, s
 
     monkeypatch.setattr(addon.package.worker_client, "get_client", no_worker)
     settings.image_path = str(tmp_path)
-    expect_error(addon, rf"^Error: {re.escape(str(tmp_path))} is a folder, not an image file; choose a PNG or JPEG "
-                        r"file in it\.")
+    expect_error(addon, rf"^Error: {re.escape(str(tmp_path))} is a folder, not an image file; choose a picture in it "
+                        r"\(PNG, JPEG, HEIC, \.\.\.\)\.")
     settings.image_path = str(tmp_path / "gone.png")
     expect_error(addon, rf"^Error: Image file not found: {re.escape(str(tmp_path / 'gone.png'))}\. Check the path")
 
@@ -2502,7 +2551,7 @@ def test_the_result_says_how_tall_the_shape_is_and_a_height_of_0_says_to_set_it(
     assert tall < 2.0
     assert any(f"({tall:.1f} mm tall, " in m for m in messages), messages
     assert (f"Note: Height (mm) is 0, so the shape keeps the model's own size, {tall:.1f} mm tall in the units of the "
-            f"scene {bpy.context.scene.name}; set Height (mm) to the object's real height before you print or export "
+            f"scene \"{bpy.context.scene.name}\"; set Height (mm) to the object's real height before you print or export "
             "it.") in messages
     for obj in made:
         image = obj.get("recon_mask")

@@ -198,12 +198,6 @@ def test_the_rotation_is_the_add_ons(tmp_path):
     spec.loader.exec_module(mesh_data)  # the module alone: the add-on package's __init__ needs bpy
     assert np.array_equal(mesh_data.OUTPUT_TO_BLENDER, OUTPUT_TO_Z_UP)
     assert np.linalg.det(OUTPUT_TO_Z_UP) == pytest.approx(1.0)
-    # and its own copies of how an STL is put on the plate and of how large a printer is
-    from recon_core.io.cli import PLATE_MM
-
-    assert mesh_data.PLATE_MM == PLATE_MM
-    verts = np.random.default_rng(3).normal(size=(50, 3)) * [40, 10, 20] + [5, -300, 70]
-    assert np.array_equal(mesh_data.on_plate(verts), on_plate(verts))
 
 
 def test_recon_mesh_writes_a_3mf_90_mm_tall_along_z(tmp_path, tiny_model_path, capsys):
@@ -402,15 +396,6 @@ def test_a_written_file_has_the_permissions_of_a_new_file(tmp_path, umask):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new.stl", "old.stl"]  # no temporary file left
 
 
-def _add_on_mesh_data():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("mesh_data", REPO / "blender_addon" / "mesh_data.py")
-    mesh_data = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mesh_data)  # the module alone: the add-on package's __init__ needs bpy
-    return mesh_data
-
-
 def _broken_meshes():
     """(name, verts, faces): a closed box and the ways an edit breaks one."""
     box = trimesh.creation.box()
@@ -430,25 +415,47 @@ def _broken_meshes():
     ]
 
 
-@pytest.mark.parametrize("name, verts, faces", _broken_meshes(), ids=[m[0] for m in _broken_meshes()])
-def test_the_add_ons_export_check_follows_recon_cores(name, verts, faces):
-    """The add-on checks what its STL export writes (it cannot import recon_core): by the rules of check_topology."""
+@pytest.mark.parametrize("name, verts, faces", _broken_meshes()[:-2], ids=[m[0] for m in _broken_meshes()[:-2]])
+@pytest.mark.parametrize("ext", [".stl", ".3mf"])
+def test_the_add_on_writer_says_what_would_not_print_as_recon_core_checks_it(tmp_path, name, verts, faces, ext):
+    """Export STL and Export 3MF both write through ``python -m recon_core.io.export``: one verdict, the printable
+    check's (Export STL checked the faces in Blender alone, and the two disagreed on a mesh with a Solidify
+    modifier); the file is written all the same."""
+    from recon_core.io.export import main
     from recon_core.mesh.printable import check_printable
 
-    found = " / ".join(_add_on_mesh_data().print_problems(verts, faces))
-    if not len(faces):
-        assert found == "no faces"
-        return
-    report = check_printable(verts, faces)
-    if name == "split vertices":  # by index not watertight, but a file of triangles holds positions: it is closed
-        assert not report.watertight and found == ""
-        return
-    assert ("not watertight" in found) == (not report.watertight)
-    assert ("more than two faces" in found) == (not report.edge_manifold)
-    assert ("opposite ways" in found) == (not report.consistently_oriented)
-    closed = report.watertight and report.edge_manifold and report.consistently_oriented
-    assert ("inside out" in found) == (closed and not report.outward)
-    assert (found == "") == (name == "closed")
+    meshes = tmp_path / "meshes.npz"
+    np.savez(meshes, names=np.array([name]), verts_0=verts * 20.0, faces_0=faces)
+    out = tmp_path / f"part{ext}"
+    printed = subprocess.run([sys.executable, "-m", "recon_core.io.export", str(meshes), str(out)], cwd=REPO,
+                             capture_output=True, text=True).stdout
+    assert out.exists()
+    problems = check_printable(verts * 20.0, faces).problems()
+    warned = [line for line in printed.splitlines() if line.startswith("warning: ")]
+    assert warned == ([f"warning: {name} is not printable as it is: {', '.join(problems)}"] if problems else [])
+    assert main([str(meshes), str(tmp_path / "again.obj")]) == 2 and not (tmp_path / "again.obj").exists()
+
+
+def test_an_stl_joins_split_vertices_before_its_check_and_notes_thin_walls_and_size(tmp_path):
+    """An Edge Split modifier's split vertices are one in an STL (positions only; slicers join them): no warning, where
+    a 3MF, which holds them split, is not watertight. A plank 0.5 mm thick is noted for its thin walls, and at 300 mm
+    for its size; the STL rests on the plate, centred on the Z axis."""
+    box = trimesh.creation.box([300.0, 40.0, 0.5])
+    split = box.vertices[box.faces].reshape(-1, 3) + [50.0, 60.0, 70.0]
+    meshes = tmp_path / "meshes.npz"
+    np.savez(meshes, names=np.array(["plank"]), verts_0=split, faces_0=np.arange(len(split)).reshape(-1, 3))
+    printed = subprocess.run([sys.executable, "-m", "recon_core.io.export", str(meshes), str(tmp_path / "p.stl")],
+                             cwd=REPO, capture_output=True, text=True).stdout.splitlines()
+    assert printed[0] == f"wrote {tmp_path / 'p.stl'} (1 object)"
+    assert printed[1].startswith("note: plank's walls thinner than 0.8 mm cover 24,000 mm² (99% of its surface; "
+                                 "0.5 mm thick in the median there)")
+    assert printed[2].startswith("note: at 300 x 40 x 0.5 mm it is larger than the build volume of most printers")
+    assert len(printed) == 3
+    back = trimesh.load(tmp_path / "p.stl", force="mesh")
+    np.testing.assert_allclose(back.bounds, [[-150, -20, 0], [150, 20, 0.5]], atol=1e-4)
+    printed = subprocess.run([sys.executable, "-m", "recon_core.io.export", str(meshes), str(tmp_path / "p.3mf")],
+                             cwd=REPO, capture_output=True, text=True).stdout
+    assert "warning: plank is not printable as it is: not watertight" in printed
 
 
 def test_a_printable_reports_problems_name_each_failure():

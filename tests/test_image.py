@@ -54,6 +54,12 @@ def test_not_an_image(tmp_path):
         load_image(p)
 
 
+def test_an_empty_file_is_said_to_be_empty(tmp_path):
+    (tmp_path / "photo.heic").write_bytes(b"")
+    with pytest.raises(ImageError, match=r"photo\.heic is empty \(0 bytes\): it holds no picture"):
+        load_image(tmp_path / "photo.heic")
+
+
 def test_truncated_png(tmp_path):
     p = tmp_path / "t.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)).save(p)

@@ -627,7 +627,8 @@ def test_walls_too_thin_to_print_at_the_height_asked_are_said(banked_model, fake
     """At a height, the share of the surface thinner than a filament printer's wall is said with its area and median
     (a figure recomputed here from the written mesh); printed large enough, or without a height (no size to print
     at), no note."""
-    from recon_core.io.inference import THIN_WALL_AREA_MM2, THIN_WALL_MM, Reconstructor
+    from recon_core.io.inference import Reconstructor
+    from recon_core.mesh.thickness import THIN_WALL_AREA_MM2, THIN_WALL_MM
     from recon_core.mesh import repair
     from recon_core.mesh.thickness import thin_walls
 

@@ -132,36 +132,6 @@ def test_mesh_buffers_are_the_flat_arrays_foreach_set_takes():
         mesh_data.mesh_buffers(verts, np.where(faces == 3, 4, faces))
 
 
-def test_stl_bytes_layout():
-    tri = np.array([[[0, 0, 0], [1, 0, 0], [0, 1, 0]]], dtype=float)
-    data = mesh_data.stl_bytes(tri)
-    assert len(data) == 80 + 4 + 50
-    assert int.from_bytes(data[80:84], "little") == 1
-    np.testing.assert_allclose(np.frombuffer(data[84:96], "<f4"), [0, 0, 1])  # normal
-
-
-def test_write_stl_never_sets_the_umask_and_leaves_no_temporary_file(tmp_path, monkeypatch):
-    """Blender has many threads: setting the umask, even for a moment to read it, would give a file another thread
-    creates then no umask. write_stl lets the kernel apply it (0o666 less the umask) and cleans up after a failure."""
-    tri = np.array([[[0, 0, 0], [1, 0, 0], [0, 1, 0]]], dtype=float)
-    umask = os.umask(0o027)  # the test's own umask, set before os.umask is replaced and restored after
-    try:
-        def no_umask(mask):
-            raise AssertionError(f"os.umask({mask:#o}) called")
-
-        monkeypatch.setattr(os, "umask", no_umask)
-        out = tmp_path / "part.stl"
-        mesh_data.write_stl(str(out), tri)
-        assert out.read_bytes() == mesh_data.stl_bytes(tri) and out.stat().st_mode & 0o777 == 0o640
-        (tmp_path / "folder.stl").mkdir()
-        with pytest.raises(OSError):  # the rename onto a folder fails
-            mesh_data.write_stl(str(tmp_path / "folder.stl"), tri)
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.stl", "part.stl"], "no temporary file left"
-    finally:
-        monkeypatch.undo()
-        os.umask(umask)
-
-
 def _model_files(folder: Path, stem: str, meta, weights: bool = True, branch: bool = False) -> None:
     """``STEM.json`` holding ``meta`` (a dict, written as JSON), with ``STEM.safetensors`` and
     ``STEM.category.safetensors`` beside it as asked (empty: only whether they are there is checked)."""

@@ -570,9 +570,6 @@ def _report(args, result, results, paths, out, mask_out, seconds: float, preview
 
 UNITLESS_SUFFIXES = (".stl", ".obj", ".ply")
 """Mesh formats without a unit that slicers read as millimetres: written without ``--height-mm`` they get a note."""
-PLATE_MM = 256.0
-"""The side of a large printer's build volume, in millimetres (256 x 256 x 256 mm: Bambu Lab's X1 and P1; Prusa's MK4
-plate is 250 x 210, an Ender-3's 220 x 220): a mesh larger than it along any side gets a note (:func:`_plate_notes`)."""
 
 
 def _unit_notes(args, results) -> list[str]:
@@ -597,7 +594,9 @@ def _unit_notes(args, results) -> list[str]:
 
 def _plate_notes(args, results) -> list[str]:
     """The note of meshes made ``--height-mm`` tall that are larger than a large printer's build volume along a side
-    (:data:`PLATE_MM`): their size, and what to do; none otherwise."""
+    (:data:`recon_core.io.export.PLATE_MM`): their size, and what to do; none otherwise."""
+    from recon_core.io.export import PLATE_MM
+
     if args.height_mm is None:
         return []
     sizes = [r.verts.max(0) - r.verts.min(0) for r in results if len(r.verts)]  # output frame: width, height, depth

@@ -5,20 +5,21 @@
 centred on the Z axis, as the Blender add-on places a new one), in STL and PLY, the formats slicers and Blender's
 importers read +Z up; in a 3MF, whose origin is the build plate's front-left corner, it rests on z = 0 centred
 :data:`PLATE_CENTRE_MM` from that corner (:func:`on_3mf_plate`). OBJ and GLB keep the output frame, +Y up, as glTF and
-Blender's OBJ importer read them (for modelling tools, not slicers). :func:`write_3mf` (what the add-on's Export 3MF
-uses) places its objects on the 3MF plate together, as they stand to each other, and names the file's title and
-application. trimesh writes the file, tidied so that lib3mf's strict reading takes it; tests read it back with the
-3MF Consortium's lib3mf.
+Blender's OBJ importer read them (for modelling tools, not slicers). :func:`write_3mf` and :func:`write_stl` (what the
+add-on's Export 3MF and Export STL use) place their objects on the plate together, as they stand to each other; a 3MF
+names its title and application. trimesh writes a 3MF, tidied so that lib3mf's strict reading takes it; tests read
+it back with the 3MF Consortium's lib3mf.
 
 This module imports neither torch nor the network, so ``python -m recon_core.io.export`` (what
-the Blender add-on runs to write a 3MF) starts in a fraction of a second::
+the Blender add-on runs to write a file to print) starts in a fraction of a second::
 
-    python -m recon_core.io.export MESHES.npz OUT.3mf
+    python -m recon_core.io.export MESHES.npz OUT.3mf    (or OUT.stl)
 
 ``MESHES.npz`` holds ``verts_0``, ``faces_0``, ``verts_1``, ... (Z up, millimetres) and ``names``.
 Exit codes: 0 written, 2 bad input or unwritable output (one sentence on stderr, no file written). After the line
-``wrote ...``, each object that would not print as it is (edited since its reconstruction) gets a line ``warning: NAME
-is not printable as it is: ...`` (:meth:`recon_core.mesh.printable.PrintableReport.problems`); it is still written.
+``wrote ...``, :func:`print_notes`' lines say, at the size written, each object that would not print as it is (edited
+since its reconstruction: ``warning: NAME is not printable as it is: ...``), the thin walls of the others (``note:
+NAME's walls thinner than ...``) and a size larger than most printers (``note: at ...``); the file is still written.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import numpy as np
 
 __all__ = ["EXPORT_FORMATS", "ExportError", "OUTPUT_TO_Z_UP", "GLB_METRES_PER_MM", "atomic_write_bytes",
            "current_umask", "unwritable_reason", "name_too_long", "os_error_sentence", "export_mesh", "write_3mf",
-           "on_plate", "on_3mf_plate", "PLATE_CENTRE_MM", "stl_bytes", "main"]
+           "write_stl", "on_plate", "on_3mf_plate", "PLATE_CENTRE_MM", "PLATE_MM", "stl_bytes", "print_notes", "main"]
 
 EXPORT_FORMATS = (".obj", ".stl", ".ply", ".glb", ".3mf")
 _Z_UP_FORMATS = (".stl", ".ply", ".3mf")
@@ -58,6 +59,10 @@ PLATE_CENTRE_MM = 100.0
 the build plate's front-left corner: Cura's reader puts it there, so that an object centred on the origin landed three
 quarters off the plate. 100 mm is inside the plate of every common printer (180 x 180 mm on the smallest, a Prusa
 MINI); PrusaSlicer and Bambu Studio show the objects where the file puts them too."""
+PLATE_MM = 256.0
+"""The side of a large printer's build volume, in millimetres (256 x 256 x 256 mm: Bambu Lab's X1 and P1; Prusa's MK4
+plate is 250 x 210, an Ender-3's 220 x 220): a mesh larger than it along a side gets a note (``recon-mesh``'s, and
+:func:`main`'s for the add-on's exports)."""
 APPLICATION = "seed-recon (recon-mesh)"
 """The application a 3MF file names in its metadata."""
 
@@ -241,8 +246,19 @@ def write_3mf(objects: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str |
         ExportError: no objects, a malformed mesh, a wrong extension, or an unwritable place.
     """
     path = Path(path)
-    if path.suffix.lower() != ".3mf":
-        raise ExportError(f"Cannot write {path.name} as 3MF: the extension must be .3mf.")
+    return _write_3mf(_checked_objects(objects, path, ".3mf"), path)
+
+
+def _checked_objects(objects: Sequence[tuple[str, np.ndarray, np.ndarray]], path: Path, ext: str
+                     ) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """:func:`write_3mf`'s and :func:`write_stl`'s ``objects`` checked for a file ``path`` of the extension ``ext``:
+    non-empty names, float64 (V, 3) vertices, int64 (F, 3) faces.
+
+    Raises:
+        ExportError: no objects, a malformed mesh, another extension, or an unwritable place.
+    """
+    if path.suffix.lower() != ext:
+        raise ExportError(f"Cannot write {path.name} as {ext[1:].upper()}: the extension must be {ext}.")
     _check_target(path)
     if not objects:
         raise ExportError(f"Cannot write {path.name}: there is no mesh to write.")
@@ -250,7 +266,7 @@ def write_3mf(objects: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str |
     for i, (name, verts, faces) in enumerate(objects):
         name = str(name) or f"object_{i + 1}"
         checked.append((name, *_checked_mesh(verts, faces, f"{path.name} (object {name!r})")))
-    return _write_3mf(checked, path)
+    return checked
 
 
 def _write_3mf(objects: Sequence[tuple[str, np.ndarray, np.ndarray]], path: Path) -> Path:
@@ -309,6 +325,25 @@ def _tidy_3mf(data: bytes, title: str) -> bytes:
                 part = etree.tostring(model, xml_declaration=True, encoding="utf-8")
             target.writestr(info, part)
     return out.getvalue()
+
+
+def write_stl(objects: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str | os.PathLike) -> Path:
+    """Write one binary STL file of the ``(name, verts, faces)`` objects, joined, in millimetres, resting on the build
+    plate together (:func:`on_plate`: on z = 0, centred on the Z axis), as they stand to each other.
+
+    Args:
+        objects: as :func:`write_3mf`'s.
+        path: the ``.stl`` file.
+
+    Raises:
+        ExportError: no objects, a malformed mesh, a wrong extension, or an unwritable place.
+    """
+    path = Path(path)
+    checked = _checked_objects(objects, path, ".stl")
+    starts = np.cumsum([0] + [len(verts) for _, verts, _ in checked[:-1]])
+    verts = np.concatenate([verts for _, verts, _ in checked])
+    faces = np.concatenate([faces + start for (_, _, faces), start in zip(checked, starts)])
+    return _write(path, stl_bytes(on_plate(verts), faces))
 
 
 _STL_RECORD = np.dtype([("normal", "<f4", (3,)), ("verts", "<f4", (3, 3)), ("attributes", "<u2")])
@@ -372,17 +407,30 @@ def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike, n
     return _write(path, mesh.export(file_type=ext[1:]))
 
 
+USAGE = "usage: python -m recon_core.io.export MESHES.npz OUT.{3mf,stl}"
+
+
+def _mm(value: float) -> str:
+    """Millimetres (or square millimetres) as the notes write them: "24,000", "13", "0.59"."""
+    return f"{value:,.0f}" if value >= 10 else f"{value:.2g}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m recon_core.io.export MESHES.npz OUT.3mf``: the add-on's 3MF writer (see the module docstring)."""
+    """``python -m recon_core.io.export MESHES.npz OUT.3mf`` (or ``OUT.stl``): the add-on's writer of files to print
+    (see the module docstring)."""
     args = sys.argv[1:] if argv is None else argv
     if args in (["-h"], ["--help"]):
-        print("usage: python -m recon_core.io.export MESHES.npz OUT.3mf\n\nWrite the meshes of MESHES.npz (verts_0, "
-              "faces_0, ..., names; +Z up, millimetres) as one 3MF file, on its build plate.")
+        print(f"{USAGE}\n\nWrite the meshes of MESHES.npz (verts_0, faces_0, ..., names; +Z up, millimetres) as one 3MF "
+              "or STL file, on its build plate, and say what would not print well.")
         return 0
     if len(args) != 2:
-        print("usage: python -m recon_core.io.export MESHES.npz OUT.3mf", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         return 2
     source, target = args
+    writer = {".3mf": write_3mf, ".stl": write_stl}.get(Path(target).suffix.lower())
+    if writer is None:
+        print(f"error: Cannot write {Path(target).name}: the extension must be .3mf or .stl.", file=sys.stderr)
+        return 2
     try:
         with np.load(source, allow_pickle=False) as data:
             names = [str(n) for n in data["names"]] if "names" in data else []
@@ -394,18 +442,52 @@ def main(argv: list[str] | None = None) -> int:
               "numpy.savez as verts_0, faces_0, ... and names.", file=sys.stderr)
         return 2
     try:
-        path = write_3mf(objects, target)
+        path = writer(objects, target)
     except ExportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {path} ({len(objects)} object{'s' if len(objects) != 1 else ''})")
-    from recon_core.mesh.printable import check_printable  # each object as it is now: edited in Blender, maybe
+    if path.suffix.lower() == ".stl":  # a file of triangles holds positions: vertices at one place are one
+        objects = [(name, *_joined(verts, faces)) for name, verts, faces in objects]
+    for line in print_notes(objects):
+        print(line)
+    return 0
 
+
+def _joined(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(verts, faces)`` with the vertices at exactly one place made one, as an STL file holds them and slicers read
+    them (an Edge Split modifier's split vertices are not holes)."""
+    verts, inverse = np.unique(np.asarray(verts, dtype=np.float64), axis=0, return_inverse=True)
+    return verts, inverse.reshape(-1)[np.asarray(faces, dtype=np.int64)]
+
+
+def print_notes(objects: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> list[str]:
+    """What keeps the ``(name, verts (V, 3) millimetres, faces)`` objects, as they are now (edited in Blender, maybe),
+    from printing well, as :func:`main` prints it: ``warning: NAME is not printable as it is: ...``
+    (:meth:`recon_core.mesh.printable.PrintableReport.problems`), else ``note: NAME's walls thinner than ...`` where
+    its thin walls are worth a note (:func:`recon_core.mesh.thickness.worth_noting`, at the size written); then
+    ``note: at ... mm ...`` when they are larger than :data:`PLATE_MM` along a side together."""
+    from recon_core.mesh.printable import check_printable
+    from recon_core.mesh.thickness import THIN_WALL_MM, thin_walls, worth_noting
+
+    lines = []
     for name, verts, faces in objects:
+        verts, faces = np.asarray(verts, dtype=np.float64), np.asarray(faces, dtype=np.int64)
         problems = check_printable(verts, faces).problems()
         if problems:
-            print(f"warning: {name} is not printable as it is: {', '.join(problems)}")
-    return 0
+            lines.append(f"warning: {name} is not printable as it is: {', '.join(problems)}")
+            continue
+        thin = thin_walls(verts, faces, THIN_WALL_MM)
+        if worth_noting(thin):
+            lines.append(f"note: {name}'s walls thinner than {THIN_WALL_MM:g} mm cover {_mm(thin.area)} mm² "
+                         f"({thin.area / thin.surface:.0%} of its surface; {_mm(thin.median)} mm thick in the median "
+                         "there): they print weak and break easily; scale it up, or thicken them")
+    size = np.ptp(np.concatenate([np.asarray(verts, dtype=np.float64) for _, verts, _ in objects]), axis=0)
+    if size.max() > PLATE_MM:
+        lines.append(f"note: at {_mm(size[0])} x {_mm(size[1])} x {_mm(size[2])} mm it is larger than the build volume of "
+                     f"most printers ({PLATE_MM:.0f} mm a side on a large one): scale it down to print it whole, or cut "
+                     "it into parts")
+    return lines
 
 
 if __name__ == "__main__":

@@ -104,7 +104,12 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, 
     if not os.path.exists(path):
         raise ImageError(f"Image file not found: {path}. Check the path and try again.")
     if os.path.isdir(path):
-        raise ImageError(f"{path} is a folder, not an image file. Give the path of a PNG or JPEG file.")
+        raise ImageError(f"{path} is a folder, not an image file. Give the path of a picture in it (PNG, JPEG, HEIC, "
+                         "...).")
+    with contextlib.suppress(OSError):  # unreadable: said below, when it is opened
+        if os.path.getsize(path) == 0:  # Pillow calls it "not an image file that can be read"
+            raise ImageError(f"{path} is empty (0 bytes): it holds no picture. Save or copy the picture again and "
+                             "try again.")
     with contextlib.ExitStack() as files:  # the file is closed however the reading ends (a refusal, a GIF's frames)
         return _read_image(path, files)
 

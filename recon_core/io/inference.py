@@ -31,7 +31,7 @@ from recon_core.mesh.detail import DEFAULT_DETAIL, DETAIL_VERTICES
 from recon_core.mesh.printable import (CLOSED_MANIFOLD, PrintableReport, check_printable, signed_volume,
                                        topology_defects)
 from recon_core.mesh.repair import RepairLog, make_printable
-from recon_core.mesh.thickness import thin_walls
+from recon_core.mesh.thickness import THIN_WALL_MM, thin_walls, worth_noting
 from recon_core.mesh.threads import thread_map
 from recon_core.network.categories import CATEGORIES, category_by_name
 from recon_core.network.config import VERTEX_SCHEDULES
@@ -108,18 +108,6 @@ UNSURE_CATEGORY = 0.45
 object is. Chosen on the 123 validation pictures (`runs/s40/unsure.py`): 12 of them (9.8 %) fall below it, 4 of those
 rightly named (83.7 % in all, 89.2 % above it); of 62 pictures of the held-out categories, which the model cannot
 name, 10 (16 %) fall below it: a low probability tells an unsure naming, not an object of no known category."""
-THIN_WALL_MM = 0.8
-"""Millimetres: an output made at a height (``height_mm``) whose walls are thinner than this somewhere gets a note.
-Two lines of a 0.4 mm nozzle, the thinnest wall a filament printer builds reliably (a resin printer holds about
-0.5 mm); measured as :func:`recon_core.mesh.thickness.wall_thickness` measures it, straight inward from each face."""
-THIN_WALL_AREA_MM2 = 10.0
-"""Square millimetres: walls thinner than :data:`THIN_WALL_MM` get a note when they cover this much (a patch about
-3 x 3 mm, a few lines of a nozzle across) or :data:`THIN_WALL_SHARE` of the surface: a mesh's sharp creases measure
-thin over specks of their faces. On the 123 validation outputs (`runs/s41/walls_area.py`) at 100 mm tall, 68 % are
-thin over 1 mm² or more (a median of 2.6 mm²), 20 % over 10 mm²; at 30 mm, 88 % and 57 %."""
-THIN_WALL_SHARE = 0.05
-"""See :data:`THIN_WALL_AREA_MM2`: a small print's thin walls are noted whatever their area (a chair printed 2 mm tall
-is 99.8 % thin walls, over 5.9 mm²)."""
 CATEGORY_VOTE_FLOOR = 0.1
 """``config.category_bank_weight``: added to every category's vote before its logarithm, so that a category no
 candidate is of is held back, not ruled out (chosen on the validation split with the weight; see the README)."""
@@ -488,7 +476,7 @@ class Reconstructor:
             return
         with _timed(result.timings, "check"):
             thin = thin_walls(result.verts, result.faces, THIN_WALL_MM)
-            noted = thin.area > 0 and thin.area >= min(THIN_WALL_AREA_MM2, THIN_WALL_SHARE * thin.surface)
+            noted = worth_noting(thin)
             filled = None
             # the pockets' shells: measured again filled, unless nearly all of it is thin anyway (a tiny print)
             if (noted and not solid and thin.area < 0.95 * thin.surface

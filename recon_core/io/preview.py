@@ -171,7 +171,7 @@ def _caption(result, name: str, millimetres: bool, ranked: bool = False) -> tupl
     if not millimetres:
         said.append("thin walls not checked (no height given)")
     elif getattr(result, "thin_faces", None) is not None and len(result.thin_faces):
-        from recon_core.io.inference import THIN_WALL_MM
+        from recon_core.mesh.thickness import THIN_WALL_MM
 
         said.append(f"red: walls under {THIN_WALL_MM:g} mm, weak in print")
     elif result.report.finite:

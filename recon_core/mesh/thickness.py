@@ -25,7 +25,21 @@ from recon_core.mesh.intersect import _dot as dot
 from recon_core.mesh.intersect import _sub as sub
 from recon_core.mesh.intersect import cell_entries, validate_mesh
 
-__all__ = ["ThinWalls", "thin_walls", "wall_thickness", "wall_thickness_naive"]
+__all__ = ["ThinWalls", "thin_walls", "worth_noting", "wall_thickness", "wall_thickness_naive", "THIN_WALL_MM",
+           "THIN_WALL_AREA_MM2", "THIN_WALL_SHARE"]
+
+THIN_WALL_MM = 0.8
+"""Millimetres: a mesh at its printed size whose walls are thinner than this somewhere gets a note.
+Two lines of a 0.4 mm nozzle, the thinnest wall a filament printer builds reliably (a resin printer holds about
+0.5 mm); measured as :func:`wall_thickness` measures it, straight inward from each face."""
+THIN_WALL_AREA_MM2 = 10.0
+"""Square millimetres: walls thinner than :data:`THIN_WALL_MM` get a note when they cover this much (a patch about
+3 x 3 mm, a few lines of a nozzle across) or :data:`THIN_WALL_SHARE` of the surface: a mesh's sharp creases measure
+thin over specks of their faces. On the 123 validation outputs (`runs/s41/walls_area.py`) at 100 mm tall, 68 % are
+thin over 1 mm² or more (a median of 2.6 mm²), 20 % over 10 mm²; at 30 mm, 88 % and 57 %."""
+THIN_WALL_SHARE = 0.05
+"""See :data:`THIN_WALL_AREA_MM2`: a small print's thin walls are noted whatever their area (a chair printed 2 mm tall
+is 99.8 % thin walls, over 5.9 mm²)."""
 
 _START_REL = 1e-9
 """A hit nearer the ray's start than this share of the bounding-box diagonal is the start's own surface."""
@@ -230,6 +244,12 @@ class ThinWalls:
     """The area of all the faces."""
     median: float
     """The median wall over them, each weighted by its area; NaN when none is thin."""
+
+
+def worth_noting(thin: ThinWalls) -> bool:
+    """Whether the thin walls of a mesh in millimetres (:func:`thin_walls` at :data:`THIN_WALL_MM`) are worth a note:
+    they cover :data:`THIN_WALL_AREA_MM2` or :data:`THIN_WALL_SHARE` of its surface."""
+    return thin.area > 0 and thin.area >= min(THIN_WALL_AREA_MM2, THIN_WALL_SHARE * thin.surface)
 
 
 def thin_walls(verts: np.ndarray, faces: np.ndarray, thinner_than: float) -> ThinWalls:
