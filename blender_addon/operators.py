@@ -555,8 +555,23 @@ def _restore_format(settings, state: list) -> list[str]:
     return failed
 
 
+_CLI_WORDS = (
+    # "(recon-mesh --save-mask, the add-on's Object Mask)", "recon-mesh --mask MASK.png; the add-on's Object: Mask
+    # Image", "recon-mesh --save-mask or the add-on's Object Mask", "(--height-mm, the add-on's Height)", "(--mask, Use
+    # This Mask)", "--mask or Use This Mask": the command line's half goes
+    (re.compile(r"(?:recon-mesh )?--[a-z][a-z-]*(?: [A-Z][A-Za-z.]*)?(?:, |; | or )(?=the add-on's |Use This Mask)"), ""),
+    # "--solid (the add-on's Fill Hollow Pockets) fills them", "--category NAME (the add-on's Category) names it"
+    (re.compile(r"--[a-z][a-z-]*(?: [A-Za-z]+)? \(the add-on's ([^)]+)\)"), r"\1"),
+    (re.compile(r"the add-on's "), ""),
+    (re.compile(r" in your modeller \(the add-on marks them\)"), " here (their faces are marked)"),
+)
+"""How the worker's sentences, written for both front ends, read in Blender: the command line's options named beside
+the add-on's controls are left out, and the add-on's controls named plainly."""
+
+
 def _user_text(text: str, names: dict[str, str]) -> str:
-    """``text`` (a worker's message or note) with the add-on's temporary files named as the user knows them.
+    """``text`` (a worker's message or note) with the add-on's temporary files named as the user knows them, and the
+    command line's options named beside the add-on's controls left out (:data:`_CLI_WORDS`).
 
     Args:
         names: temporary file path -> what it holds, e.g. "Blender image chair" or "mask image chair mask".
@@ -571,6 +586,8 @@ def _user_text(text: str, names: dict[str, str]) -> str:
         text = re.sub(rf"\b([Tt]he) (?:mask|picture|image) {re.escape(path)}", lambda m: f"{m.group(1)} {name}", text)
         text = re.sub(rf"^{re.escape(path)}", lambda m: f"The {name}", text)
         text = text.replace(path, f"the {name}")
+    for pattern, replacement in _CLI_WORDS:
+        text = pattern.sub(replacement, text)
     return text
 
 

@@ -781,6 +781,37 @@ def test_exports_note_walls_too_thin_at_the_size_they_write(addon, settings, tmp
     bpy.data.objects.remove(plank)
 
 
+def test_the_workers_sentences_name_the_add_ons_controls_not_the_command_lines(addon):
+    """The worker writes its notes for both front ends ("check the mask it took (recon-mesh --save-mask, the add-on's
+    Object Mask)"); in Blender the command line's options were noise. Each note that names both reads with the
+    add-on's controls alone."""
+    from recon_core.io import inference
+
+    words = addon.package.operators._user_text
+    made = [inference._filled_note(0), inference._pockets_note(3, 0.01), inference._thin_note(100.0, 1000.0, 0.5, 10.0),
+            f"give its outline as a mask ({inference._MASK_FIX})"]
+    quoted = [  # the notes written in place, as recon_core words them
+        "check the mask it took (recon-mesh --save-mask, the add-on's Object Mask) and give a corrected one (--mask, "
+        "Use This Mask)",
+        "the model holds no rifle shape (its training data had none), so --category rifle (the add-on's Category) "
+        "cannot keep it to one",
+        "if the object is one of them, --category NAME (the add-on's Category) names it",
+        "crop the picture to it or give a mask of it alone (--mask, the add-on's Object: Mask Image)",
+        "look at it with recon-mesh --save-mask or the add-on's Object Mask, and give a corrected one with --mask or "
+        "Use This Mask)",
+        "give its mask, white on black: recon-mesh --mask, the add-on's Mask Image)",
+        "give the object's mask (recon-mesh --mask; the add-on's Object: Mask Image)",
+    ]
+    for note in made + quoted:
+        said = words(note, {})
+        assert "--" not in said and "recon-mesh" not in said and "add-on" not in said, (note, said)
+    assert words(quoted[0], {}) == "check the mask it took (Object Mask) and give a corrected one (Use This Mask)"
+    assert words(made[1], {}).endswith("resin and powder printers trap material in them, and Fill Hollow Pockets "
+                                       "fills them")
+    assert words(quoted[4], {}) == ("look at it with Object Mask, and give a corrected one with Use This Mask)")
+    assert words("a note with no option in it", {}) == "a note with no option in it"
+
+
 def test_the_check_panel_gives_the_volume_at_the_size_now(addon, settings):
     """Its volume is the reconstruction's, beside the size now: a chair scaled to half said 26.79 cm³ beside half its
     size. Scaled (the object, or the scene's unit), the panel gives the volume at the size now too."""
