@@ -815,7 +815,7 @@ class _Reconstruction:
         obj = bpy.data.objects.new(name, mesh)
         objects.append(obj)
         obj.location = location
-        obj[CHECK_KEY] = _check_property(shape, mm_per_worker_unit)
+        obj[CHECK_KEY] = _check_property(shape, mm_per_worker_unit, mm_per_worker_unit / scale)
         obj[PICTURE_KEY] = self.picture
         if self.shown is not None:
             obj[PICTURE_IMAGE_KEY] = self.shown
@@ -1004,8 +1004,9 @@ def percent_text(confidence: float | None) -> str:
     return f"{confidence:.0%}" if confidence >= 0.01 else "<1%"
 
 
-def _check_property(result, mm_per_worker_unit: float) -> dict:
-    """The printable check as an ID property (only bools, numbers and strings)."""
+def _check_property(result, mm_per_worker_unit: float, mm_per_blender_unit: float) -> dict:
+    """The printable check as an ID property (only bools, numbers and strings), with what the panel scales the volume
+    by (:func:`volume_now`): the scene's millimetres per unit and the mesh's box (``size_mm``) as made."""
     report = result.report
     volume = report.get("volume")
     return {
@@ -1016,9 +1017,34 @@ def _check_property(result, mm_per_worker_unit: float) -> dict:
         "summary": str(report.get("summary", "")),
         "category": result.category,
         "faces": int(len(result.faces)),  # the panel tells an edited mesh by its count (RECON_PT_check)
-        # its box in Blender's axes (x, y, z: the output frame's x, z, y), so that the panel scales the volume with it
+        # its box in Blender's axes (x, y, z: the output frame's x, z, y): an edit that moves it shows (volume_now)
         "size_mm": [float(s) * mm_per_worker_unit for s in np.ptp(np.asarray(result.verts), axis=0)[[0, 2, 1]]],
+        "mm_per_unit": float(mm_per_blender_unit),
     }
+
+
+def mesh_edited(obj, check) -> bool:
+    """Whether ``obj``'s mesh is not the reconstruction its ``check`` (:data:`CHECK_KEY`) was made for: other faces, a
+    modifier, or its box moved (vertices moved out, Apply Scale); vertices moved inside the box do not show."""
+    faces = check.get("faces")
+    if (faces is not None and len(obj.data.polygons) != faces) or len(obj.modifiers):
+        return True
+    made, mm = check.get("size_mm"), check.get("mm_per_unit")
+    if made is None or mm is None or len(made) != 3:  # made before the box was kept: the faces alone tell
+        return False
+    corners = np.array([tuple(c) for c in obj.bound_box], dtype=np.float64)  # local, before the object's transform
+    box = np.ptp(corners, axis=0) * float(mm)
+    return not np.allclose(box, np.asarray(made, dtype=np.float64), rtol=1e-4, atol=1e-6)
+
+
+def volume_now(obj, check, mm_per_scene_unit: float) -> float | None:
+    """The volume in mm³ of ``obj`` as the scene has it now (its transform's scale, the scene's unit) when its mesh is
+    the reconstruction's (:func:`mesh_edited`) and that differs from the volume as made; None otherwise."""
+    volume, mm = check.get("volume_mm3", -1.0), check.get("mm_per_unit")
+    if volume < 0 or mm is None or mesh_edited(obj, check):
+        return None
+    factor = abs(np.linalg.det(np.array(obj.matrix_world.to_3x3(), dtype=np.float64))) * (mm_per_scene_unit / mm) ** 3
+    return None if abs(factor - 1.0) <= 1e-3 else volume * factor
 
 
 def _tag_redraw(context) -> None:
@@ -1472,13 +1498,18 @@ class _Export(ExportHelper):
         ``self.filepath`` made absolute (a ``//`` path is the .blend file's folder's) and the format's extension added
         to a path given without one (a script's ``filepath="part"`` wrote a file named "part")."""
         ext = self.filename_ext
-        given = self.filepath.strip()
+        given = _pasted(self.filepath)  # quotes, a file: URL, ~, as the panel's paths are read
         if not given:
             return f"No file to write: give the {ext[1:].upper()} file's path."
-        path = bpy.path.abspath(given)
-        if path.endswith(("/", os.sep)) or os.path.isdir(path):  # "…/exports/" wrote a hidden file "…/exports/.stl"
+        try:
+            path = _absolute_path(given, f"{ext[1:].upper()} file")  # // the .blend file's folder, else the working one
+        except InputError as err:
+            return str(err)
+        if given.endswith(("/", os.sep)) or os.path.isdir(path):  # "…/exports/" wrote a hidden file "…/exports/.stl"
             return (f"{path} is a folder, not a file; give a file name in it, e.g. "
                     f"{os.path.join(path, 'part' + ext)}.")
+        if os.path.basename(path).lower() == ext:  # ".stl" alone is a name without a name ("…/.stl.stl" was written)
+            return f"{path} has no file name before its extension; give one, e.g. {os.path.join(os.path.dirname(path), 'part' + ext)}."
         if not os.path.splitext(path)[1]:
             path += ext
         if os.path.splitext(path)[1].lower() != ext:  # Export STL wrote an STL named part.obj
@@ -1555,7 +1586,7 @@ class _PrintExport(_Export):
         said = [wrote]
         if warnings:
             said.append(f"{'; '.join(warnings)}; {_mend('; '.join(warnings))}")
-        said += [f"{note[0].upper()}{note[1:]}." for note in notes]
+        said += [f"{note}." for note in notes]  # "chair: its walls …", "At 300 x 40 x 20 mm …": an object's name as named
         self.report({'WARNING'} if warnings or notes else {'INFO'}, " ".join(said))
         return {'FINISHED'}
 

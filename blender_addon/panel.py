@@ -5,8 +5,8 @@ import bpy
 
 from .operators import (CHECK_KEY, MASK_KEY, NEXT_SHAPE_KEYS, UNSURE_KEY, VIEW_KEY, RECON_OT_export_3mf,
                         RECON_OT_export_stl, RECON_OT_keep_candidate, RECON_OT_next_candidate, RECON_OT_reconstruct,
-                        RECON_OT_use_mask, RECON_OT_view_picture, candidate_info, candidate_target, candidates_of, mask_image, mm_per_unit, percent_text,
-                        running)
+                        RECON_OT_use_mask, RECON_OT_view_picture, candidate_info, candidate_target, candidates_of, mask_image, mesh_edited, mm_per_unit,
+                        percent_text, running, volume_now)
 
 __all__ = ["RECON_PT_reconstruct", "RECON_PT_candidates", "RECON_PT_check", "RECON_PT_mask"]
 
@@ -111,20 +111,15 @@ class RECON_PT_check(_SubPanel, bpy.types.Panel):
             volume = check.get("volume_mm3", -1.0)
             if volume >= 0:
                 col.label(text=f"Volume: {volume / 1000.0:.2f} cm³")
-            faces = check.get("faces")
-            if (faces is not None and len(obj.data.polygons) != faces) or len(obj.modifiers):
+            if mesh_edited(obj, check):
                 col.label(text="Edited since: the exports check it again", icon='INFO')
         else:
             col.label(text=f"{obj.name}: not made by Reconstruct", icon='INFO')
         size = [d * mm_per_unit(context.scene) for d in obj.dimensions]
         col.label(text=f"Size: {size[0]:.1f} x {size[1]:.1f} x {size[2]:.1f} mm")
-        made = check.get("size_mm") if check is not None else None
-        volume = check.get("volume_mm3", -1.0) if check is not None else -1.0
-        if volume >= 0 and made is not None and len(made) == 3 and min(made) > 0:
-            # scaled since (the object's scale, applied or not, or the scene's unit): the volume as the size is now
-            factor = (size[0] / made[0]) * (size[1] / made[1]) * (size[2] / made[2])
-            if abs(factor - 1.0) > 1e-3:
-                col.label(text=f"Volume at this size: {volume * factor / 1000.0:.2f} cm³")
+        now = volume_now(obj, check, mm_per_unit(context.scene)) if check is not None else None
+        if now is not None:  # scaled since (the object, or the scene's unit): the volume as the size is now
+            col.label(text=f"Volume at this size: {now / 1000.0:.2f} cm³")
         row = layout.row(align=True)
         row.operator(RECON_OT_export_stl.bl_idname, icon='EXPORT')
         row.operator(RECON_OT_export_3mf.bl_idname, icon='EXPORT')

@@ -769,9 +769,9 @@ def test_exports_note_walls_too_thin_at_the_size_they_write(addon, settings, tmp
     op = bpy.ops.recon.export_stl if ext == ".stl" else bpy.ops.recon.export_3mf
     assert op(filepath=str(tmp_path / f"plank{ext}")) == {'FINISHED'}
     said = capfd.readouterr().out
-    assert re.search(rf"Warning: Wrote .* {re.escape(plank.name)}'s walls thinner than 0\.8 mm cover 8\d\d mm² "
-                     r"\(\d+% of its surface; 0\.5 mm thick in the median there\): they print weak and break easily; "
-                     r"scale it up, or thicken them\.", said), said
+    assert re.search(rf"Warning: Wrote .* {re.escape(plank.name)}: its walls thinner than 0\.8 mm cover 8\d\d mm² of "
+                     r"it \(\d+% of the surface; 0\.5 mm thick in the median there\): they print weak and break "
+                     r"easily; scale it up, or thicken them\.", said), said
     assert "not printable" not in said
     plank.scale = (1.0, 1.0, 1.0)
     bpy.context.view_layer.update()
@@ -781,44 +781,55 @@ def test_exports_note_walls_too_thin_at_the_size_they_write(addon, settings, tmp
     bpy.data.objects.remove(plank)
 
 
+def _sentences_naming_both_front_ends() -> list[str]:
+    """Every sentence recon_core writes that names the add-on's controls beside the command line's options: its string
+    literals (an f-string's fields as "X"; docstrings and bare strings left out), read from the source."""
+    import ast
+
+    found = []
+    for path in sorted((Path(__file__).resolve().parent.parent / "recon_core").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        bare = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}
+        for node in ast.walk(tree):
+            if id(node) in bare:
+                continue
+            if isinstance(node, ast.JoinedStr):
+                text = "".join(v.value if isinstance(v, ast.Constant) else "X" for v in node.values)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                text = node.value
+            else:
+                continue
+            if ("add-on's" in text or "Use This Mask" in text) and ("--" in text or "recon-mesh" in text):
+                found.append(text)
+    return found
+
+
 def test_the_workers_sentences_name_the_add_ons_controls_not_the_command_lines(addon):
     """The worker writes its notes for both front ends ("check the mask it took (recon-mesh --save-mask, the add-on's
-    Object Mask)"); in Blender the command line's options were noise. Each note that names both reads with the
-    add-on's controls alone."""
-    from recon_core.io import inference
-
+    Object Mask)"); in Blender the command line's options were noise. Every sentence of recon_core that names both
+    (read from its source, so that a new one is tested too) reads with the add-on's controls alone."""
     words = addon.package.operators._user_text
-    made = [inference._filled_note(0), inference._pockets_note(3, 0.01), inference._thin_note(100.0, 1000.0, 0.5, 10.0),
-            f"give its outline as a mask ({inference._MASK_FIX})"]
-    quoted = [  # the notes written in place, as recon_core words them
-        "check the mask it took (recon-mesh --save-mask, the add-on's Object Mask) and give a corrected one (--mask, "
-        "Use This Mask)",
-        "the model holds no rifle shape (its training data had none), so --category rifle (the add-on's Category) "
-        "cannot keep it to one",
-        "if the object is one of them, --category NAME (the add-on's Category) names it",
-        "crop the picture to it or give a mask of it alone (--mask, the add-on's Object: Mask Image)",
-        "look at it with recon-mesh --save-mask or the add-on's Object Mask, and give a corrected one with --mask or "
-        "Use This Mask)",
-        "give its mask, white on black: recon-mesh --mask, the add-on's Mask Image)",
-        "give the object's mask (recon-mesh --mask; the add-on's Object: Mask Image)",
-    ]
-    for note in made + quoted:
+    sentences = _sentences_naming_both_front_ends()
+    assert len(sentences) >= 10
+    for note in sentences:
         said = words(note, {})
         assert "--" not in said and "recon-mesh" not in said and "add-on" not in said, (note, said)
-    assert words(quoted[0], {}) == "check the mask it took (Object Mask) and give a corrected one (Use This Mask)"
-    assert words(made[1], {}).endswith("resin and powder printers trap material in them, and Fill Hollow Pockets "
-                                       "fills them")
-    assert words(quoted[4], {}) == ("look at it with Object Mask, and give a corrected one with Use This Mask)")
+    quoted = ("check the mask it took (recon-mesh --save-mask, the add-on's Object Mask) and give a corrected one "
+              "(--mask, Use This Mask)")
+    assert words(quoted, {}) == "check the mask it took (Object Mask) and give a corrected one (Use This Mask)"
+    assert words("and --solid (the add-on's Fill Hollow Pockets) fills them", {}) == "and Fill Hollow Pockets fills them"
     assert words("a note with no option in it", {}) == "a note with no option in it"
 
 
 def test_the_check_panel_gives_the_volume_at_the_size_now(addon, settings):
     """Its volume is the reconstruction's, beside the size now: a chair scaled to half said 26.79 cm³ beside half its
-    size. Scaled (the object, or the scene's unit), the panel gives the volume at the size now too."""
+    size. Scaled (the object, or the scene's unit), the panel gives the volume at the size now too; a mesh edited
+    since (a modifier, vertices moved out of its box) gets none, and says it was edited."""
     obj = reconstruct()
     bpy.context.view_layer.objects.active = obj
     volume = obj["recon_check"]["volume_mm3"] / 1000.0
     assert obj["recon_check"]["size_mm"] == pytest.approx([d * 1000.0 for d in obj.dimensions], rel=1e-5)
+    edited = "Edited since: the exports check it again"
     texts = labels(draw_panel(bpy.types.RECON_PT_check))
     assert f"Volume: {volume:.2f} cm³" in texts and not any(t.startswith("Volume at this size") for t in texts)
     obj.scale = (0.5, 0.5, 0.5)
@@ -829,7 +840,21 @@ def test_the_check_panel_gives_the_volume_at_the_size_now(addon, settings):
     bpy.context.view_layer.update()
     bpy.context.scene.unit_settings.scale_length = 2.0  # the scene's unit doubled: 8 times the volume
     texts = labels(draw_panel(bpy.types.RECON_PT_check))
-    assert f"Volume at this size: {volume * 8.0:.2f} cm³" in texts, texts
+    assert f"Volume at this size: {volume * 8.0:.2f} cm³" in texts and edited not in texts, texts
+    obj.scale = (0.5, 0.5, 0.5)
+    modifier = obj.modifiers.new("copy", 'MIRROR')  # a second copy beside it: not half the volume any more
+    bpy.context.view_layer.update()
+    texts = labels(draw_panel(bpy.types.RECON_PT_check))
+    assert edited in texts and not any(t.startswith("Volume at this size") for t in texts), texts
+    obj.modifiers.remove(modifier)
+    top = max(v.co.z for v in obj.data.vertices)
+    for v in obj.data.vertices:  # the top raised: the same faces, a taller box
+        if v.co.z > top - 1e-6:
+            v.co.z += 0.05
+    obj.data.update()
+    bpy.context.view_layer.update()
+    texts = labels(draw_panel(bpy.types.RECON_PT_check))
+    assert edited in texts and not any(t.startswith("Volume at this size") for t in texts), texts
     bpy.context.scene.unit_settings.scale_length = 1.0
     bpy.data.objects.remove(obj)
 
@@ -894,6 +919,29 @@ def test_exports_refuse_a_folder_another_extension_or_a_missing_folder_alike(add
             op(filepath=path)
         assert said in str(err.value), (path, str(err.value))
     assert list(tmp_path.iterdir()) == []
+    bpy.data.objects.remove(cube)
+
+
+@pytest.mark.parametrize("ext", [".stl", ".3mf"])
+def test_exports_take_paths_as_the_panel_takes_them(addon, settings, tmp_path, monkeypatch, ext):
+    """A relative path is the working folder's, "~" the home folder, a pasted path's quotes go; "//" in a file not
+    saved yet is said to be so (the path check took the first three for a folder that does not exist)."""
+    bpy.ops.mesh.primitive_cube_add(size=0.02)
+    cube = bpy.context.active_object
+    op = bpy.ops.recon.export_stl if ext == ".stl" else bpy.ops.recon.export_3mf
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    assert op(filepath=f"part{ext}") == {'FINISHED'} and (tmp_path / f"part{ext}").is_file()
+    assert op(filepath="plain") == {'FINISHED'} and (tmp_path / f"plain{ext}").is_file()
+    assert op(filepath=f"~/home{ext}") == {'FINISHED'} and (tmp_path / "home" / f"home{ext}").is_file()
+    assert op(filepath=f'"{tmp_path / ("quoted" + ext)}"') == {'FINISHED'} and (tmp_path / f"quoted{ext}").is_file()
+    with pytest.raises(RuntimeError, match="is relative to the .blend file, which is not saved yet"):
+        op(filepath=f"//rel{ext}")
+    with pytest.raises(RuntimeError, match="has no file name before its extension"):
+        op(filepath=str(tmp_path / ext))
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == sorted(
+        f"{stem}{ext}" for stem in ("part", "plain", "quoted"))
     bpy.data.objects.remove(cube)
 
 

@@ -1107,7 +1107,7 @@ def test_outputs_and_inputs_that_are_no_file_say_so_with_their_folder(tmp_path, 
 
 
 def test_the_notes_shares_never_read_in_scientific_notation_nor_100_for_less():
-    from recon_core.io.inference import _share
+    from recon_core.io.notes import share as _share
 
     assert [_share(f) for f in (1e-6, 0.00018, 0.012, 0.0996, 0.54, 0.994, 0.998, 1.0)] == [
         "under 0.001%", "0.018%", "1.2%", "10%", "54%", "99%", "over 99%", "100%"]

@@ -110,6 +110,14 @@ def test_a_3mf_wider_than_its_plate_centre_has_no_negative_coordinate_and_names_
                         "CreationDate": datetime.date.today().isoformat()}
 
 
+def test_a_control_character_in_a_3mf_s_name_is_written_as_an_underscore(tmp_path):
+    """XML cannot hold it: lxml raised, and the add-on's writer exited with a traceback."""
+    box = trimesh.creation.box([10.0, 10.0, 10.0])
+    metadata: dict = {}
+    _, objects, _ = _read_3mf(write_3mf([("bell\x07", box.vertices, box.faces)], tmp_path / "ring\x07.3mf"), metadata)
+    assert objects[0][0] == "bell_" and metadata["Title"] == "ring_"
+
+
 @pytest.mark.parametrize("objects, fragment", [
     ([], "no mesh"),
     ([("a", np.zeros((3, 2)), np.array([[0, 1, 2]]))], "must be (V, 3)"),
@@ -436,6 +444,21 @@ def test_the_add_on_writer_says_what_would_not_print_as_recon_core_checks_it(tmp
     assert main([str(meshes), str(tmp_path / "again.obj")]) == 2 and not (tmp_path / "again.obj").exists()
 
 
+def test_an_stl_is_checked_as_slicers_read_it_without_the_faces_its_joined_corners_collapse(tmp_path):
+    """A box with one edge collapsed (its two ends at one place, not merged): in an STL the two faces on it are
+    zero-area triangles, which slicers drop, and what is left is closed; joining the corners and keeping those faces
+    called it open and crowded."""
+    box = trimesh.creation.box([20.0, 20.0, 20.0])
+    verts, faces = box.vertices.copy(), box.faces
+    edge = next((int(a), int(b)) for a, b in box.edges_unique)
+    verts[edge[1]] = verts[edge[0]]
+    meshes = tmp_path / "meshes.npz"
+    np.savez(meshes, names=np.array(["wedge"]), verts_0=verts, faces_0=faces)
+    printed = subprocess.run([sys.executable, "-m", "recon_core.io.export", str(meshes), str(tmp_path / "w.stl")],
+                             cwd=REPO, capture_output=True, text=True).stdout
+    assert "wrote" in printed and "open" not in printed and "more than two faces" not in printed, printed
+
+
 def test_an_stl_joins_split_vertices_before_its_check_and_notes_thin_walls_and_size(tmp_path):
     """An Edge Split modifier's split vertices are one in an STL (positions only; slicers join them): no warning, where
     a 3MF, which holds them split, is not watertight. A plank 0.5 mm thick is noted for its thin walls, and at 300 mm
@@ -447,9 +470,9 @@ def test_an_stl_joins_split_vertices_before_its_check_and_notes_thin_walls_and_s
     printed = subprocess.run([sys.executable, "-m", "recon_core.io.export", str(meshes), str(tmp_path / "p.stl")],
                              cwd=REPO, capture_output=True, text=True).stdout.splitlines()
     assert printed[0] == f"wrote {tmp_path / 'p.stl'} (1 object)"
-    assert printed[1].startswith("note: plank's walls thinner than 0.8 mm cover 24,000 mm² (99% of its surface; "
-                                 "0.5 mm thick in the median there)")
-    assert printed[2].startswith("note: at 300 x 40 x 0.5 mm it is larger than the build volume of most printers")
+    assert printed[1].startswith("note: plank: its walls thinner than 0.8 mm cover 24,000 mm² of it (99% of the "
+                                 "surface; 0.5 mm thick in the median there)")
+    assert printed[2].startswith("note: At 300 x 40 x 0.5 mm it is larger than the build volume of most printers")
     assert len(printed) == 3
     back = trimesh.load(tmp_path / "p.stl", force="mesh")
     np.testing.assert_allclose(back.bounds, [[-150, -20, 0], [150, 20, 0.5]], atol=1e-4)

@@ -160,7 +160,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("image", help="input picture (PNG, JPEG, a phone's HEIC, WebP, AVIF, TIFF, BMP, GIF, ...: what Pillow reads; an alpha "
+    p.add_argument("image", help="input picture (PNG, JPEG, a phone's HEIC, WebP, TIFF, BMP, GIF, ...: what Pillow reads; an alpha "
                                  "channel is used as the object mask)")
     p.add_argument("-o", "--output", required=True,
                    help="output mesh: .obj, .stl, .ply, .glb or .3mf (STL, PLY and 3MF are +Z up on the build "
@@ -594,8 +594,8 @@ def _unit_notes(args, results) -> list[str]:
 
 def _plate_notes(args, results) -> list[str]:
     """The note of meshes made ``--height-mm`` tall that are larger than a large printer's build volume along a side
-    (:data:`recon_core.io.export.PLATE_MM`): their size, and what to do; none otherwise."""
-    from recon_core.io.export import PLATE_MM
+    (:data:`recon_core.io.notes.PLATE_MM`): their size, and what to do; none otherwise."""
+    from recon_core.io.notes import LARGER_THAN_PRINTERS, PLATE_MM
 
     if args.height_mm is None:
         return []
@@ -605,9 +605,8 @@ def _plate_notes(args, results) -> list[str]:
         return []
     size = max(large, key=lambda s: s.max())
     which = "it is" if len(results) == 1 else ("they are" if len(large) == len(results) else "some are")
-    return [f"at {size[0]:.0f} x {size[1]:.0f} x {size[2]:.0f} mm (width x height x depth) {which} larger than the "
-            f"build volume of most printers ({PLATE_MM:.0f} mm a side on a large one): give a smaller --height-mm to "
-            "print it whole, or cut it into parts"]
+    return [f"at {size[0]:.0f} x {size[1]:.0f} x {size[2]:.0f} mm (width x height x depth) {which} "
+            f"{LARGER_THAN_PRINTERS}: give a smaller --height-mm to print it whole, or cut it into parts"]
 
 
 def candidate_path(out: Path, rank: int) -> Path:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 import sys
 import tempfile
@@ -37,7 +38,7 @@ import numpy as np
 
 __all__ = ["EXPORT_FORMATS", "ExportError", "OUTPUT_TO_Z_UP", "GLB_METRES_PER_MM", "atomic_write_bytes",
            "current_umask", "unwritable_reason", "name_too_long", "os_error_sentence", "export_mesh", "write_3mf",
-           "write_stl", "on_plate", "on_3mf_plate", "PLATE_CENTRE_MM", "PLATE_MM", "stl_bytes", "print_notes", "main"]
+           "write_stl", "on_plate", "on_3mf_plate", "PLATE_CENTRE_MM", "stl_bytes", "print_notes", "main"]
 
 EXPORT_FORMATS = (".obj", ".stl", ".ply", ".glb", ".3mf")
 _Z_UP_FORMATS = (".stl", ".ply", ".3mf")
@@ -59,10 +60,6 @@ PLATE_CENTRE_MM = 100.0
 the build plate's front-left corner: Cura's reader puts it there, so that an object centred on the origin landed three
 quarters off the plate. 100 mm is inside the plate of every common printer (180 x 180 mm on the smallest, a Prusa
 MINI); PrusaSlicer and Bambu Studio show the objects where the file puts them too."""
-PLATE_MM = 256.0
-"""The side of a large printer's build volume, in millimetres (256 x 256 x 256 mm: Bambu Lab's X1 and P1; Prusa's MK4
-plate is 250 x 210, an Ender-3's 220 x 220): a mesh larger than it along a side gets a note (``recon-mesh``'s, and
-:func:`main`'s for the add-on's exports)."""
 APPLICATION = "seed-recon (recon-mesh)"
 """The application a 3MF file names in its metadata."""
 
@@ -264,9 +261,19 @@ def _checked_objects(objects: Sequence[tuple[str, np.ndarray, np.ndarray]], path
         raise ExportError(f"Cannot write {path.name}: there is no mesh to write.")
     checked = []
     for i, (name, verts, faces) in enumerate(objects):
-        name = str(name) or f"object_{i + 1}"
+        name = _xml_text(str(name)) or f"object_{i + 1}"
         checked.append((name, *_checked_mesh(verts, faces, f"{path.name} (object {name!r})")))
     return checked
+
+
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+"""The characters XML 1.0 cannot hold (control characters but tab and line breaks, lone surrogates)."""
+
+
+def _xml_text(text: str) -> str:
+    """``text`` with each character XML cannot hold as "_": a 3MF's title and names (a control character in a file's
+    or an object's name made lxml raise)."""
+    return _NOT_XML.sub("_", text)
 
 
 def _write_3mf(objects: Sequence[tuple[str, np.ndarray, np.ndarray]], path: Path) -> Path:
@@ -292,7 +299,7 @@ def _write_3mf(objects: Sequence[tuple[str, np.ndarray, np.ndarray]], path: Path
         # name starts with "camera" off the build plate (a reconstruction of camera.png would be).
         scene.add_geometry(trimesh.Trimesh(vertices=verts, faces=faces, process=False), geom_name=name,
                            node_name=f"part_{i + 1}")
-    return _write(path, _tidy_3mf(export_3MF(scene), path.stem))
+    return _write(path, _tidy_3mf(export_3MF(scene), _xml_text(path.stem)))
 
 
 _CORE_NS = "http://schemas.microsoft.com/3dmanufacturing/core/2015/02"
@@ -410,10 +417,6 @@ def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike, n
 USAGE = "usage: python -m recon_core.io.export MESHES.npz OUT.{3mf,stl}"
 
 
-def _mm(value: float) -> str:
-    """Millimetres (or square millimetres) as the notes write them: "24,000", "13", "0.59"."""
-    return f"{value:,.0f}" if value >= 10 else f"{value:.2g}"
-
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m recon_core.io.export MESHES.npz OUT.3mf`` (or ``OUT.stl``): the add-on's writer of files to print
@@ -455,10 +458,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _joined(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(verts, faces)`` with the vertices at exactly one place made one, as an STL file holds them and slicers read
-    them (an Edge Split modifier's split vertices are not holes)."""
+    """``(verts, faces)`` as slicers read an STL file of them: the vertices at exactly one place made one (an Edge
+    Split modifier's split vertices are not holes), and the faces left with a corner twice by that dropped (a file's
+    zero-area triangles, which slicers drop)."""
     verts, inverse = np.unique(np.asarray(verts, dtype=np.float64), axis=0, return_inverse=True)
-    return verts, inverse.reshape(-1)[np.asarray(faces, dtype=np.int64)]
+    faces = inverse.reshape(-1)[np.asarray(faces, dtype=np.int64)]
+    kept = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 2] != faces[:, 0])
+    return verts, faces[kept]
 
 
 def print_notes(objects: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> list[str]:
@@ -467,6 +473,7 @@ def print_notes(objects: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> list[s
     (:meth:`recon_core.mesh.printable.PrintableReport.problems`), else ``note: NAME's walls thinner than ...`` where
     its thin walls are worth a note (:func:`recon_core.mesh.thickness.worth_noting`, at the size written); then
     ``note: at ... mm ...`` when they are larger than :data:`PLATE_MM` along a side together."""
+    from recon_core.io.notes import LARGER_THAN_PRINTERS, PLATE_MM, mm, thin_wall_figures
     from recon_core.mesh.printable import check_printable
     from recon_core.mesh.thickness import THIN_WALL_MM, thin_walls, worth_noting
 
@@ -479,14 +486,12 @@ def print_notes(objects: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> list[s
             continue
         thin = thin_walls(verts, faces, THIN_WALL_MM)
         if worth_noting(thin):
-            lines.append(f"note: {name}'s walls thinner than {THIN_WALL_MM:g} mm cover {_mm(thin.area)} mm² "
-                         f"({thin.area / thin.surface:.0%} of its surface; {_mm(thin.median)} mm thick in the median "
-                         "there): they print weak and break easily; scale it up, or thicken them")
+            lines.append(f"note: {name}: its {thin_wall_figures(THIN_WALL_MM, thin.area, thin.surface, thin.median)}): "
+                         "they print weak and break easily; scale it up, or thicken them")
     size = np.ptp(np.concatenate([np.asarray(verts, dtype=np.float64) for _, verts, _ in objects]), axis=0)
     if size.max() > PLATE_MM:
-        lines.append(f"note: at {_mm(size[0])} x {_mm(size[1])} x {_mm(size[2])} mm it is larger than the build volume of "
-                     f"most printers ({PLATE_MM:.0f} mm a side on a large one): scale it down to print it whole, or cut "
-                     "it into parts")
+        lines.append(f"note: At {mm(size[0])} x {mm(size[1])} x {mm(size[2])} mm it is {LARGER_THAN_PRINTERS}: scale it "
+                     "down to print it whole, or cut it into parts")
     return lines
 
 

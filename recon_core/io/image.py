@@ -223,7 +223,7 @@ def _read_image(path: str, files: contextlib.ExitStack) -> tuple[np.ndarray, np.
                 notes.append(f"its transparency leaves {share} opaque, too much for a cut-out: read over white as a "
                              "picture without transparency, and the object is found in it (if it is a cut-out of an "
                              "object that fills the picture, give its mask, white on black: recon-mesh --mask, the add-on's "
-                             "Mask Image)")
+                             "Object: Mask Image)")
     arr = np.asarray(_reduced(img, (width, height)))
     rgb = np.ascontiguousarray(arr[..., :3])
     alpha = np.ascontiguousarray(arr[..., 3]) if arr.shape[2] == 4 else None
@@ -239,7 +239,7 @@ def _read_image(path: str, files: contextlib.ExitStack) -> tuple[np.ndarray, np.
 
 _HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
 """The major brands a HEIF file's ``ftyp`` box names (ISO/IEC 23008-12): HEVC pictures (HEIC, a phone's photos) and
-the general image brand (an AVIF's is ``avif``, which Pillow reads itself)."""
+the general image brand (an AVIF's is ``avif``, which Pillow 11.3 and later read themselves)."""
 
 
 def _unreadable_kind(path: str) -> str | None:

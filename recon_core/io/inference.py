@@ -24,6 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from recon_core.io.image import ImageError
+from recon_core.io.notes import mm as mm_text
+from recon_core.io.notes import share as share_text
+from recon_core.io.notes import thin_wall_figures
 from recon_core.io.weights import load_model
 from recon_core.mesh.camera import (FLAT_BASE_TURN, VIEW_TO_OUTPUT, Camera, base_turn, picture_camera, rigid_motion,
                                     seen_camera, settle_on_base, stand_upright)
@@ -166,7 +169,7 @@ class Reconstruction:
             in rank order and sum to at most 1. None for other models.
         mask_unsure: the object finder found :attr:`mask` and is unsure of it (the notes then ask the user to check it).
         thin_faces: (K,) int64 indices of the faces whose wall is thinner than :data:`THIN_WALL_MM` when the thin-wall
-            note was given (a height asked; :data:`THIN_WALL_AREA_MM2` or :data:`THIN_WALL_SHARE` of the surface),
+            note was given (a height asked; :func:`recon_core.mesh.thickness.worth_noting`),
             for a front end to mark; None otherwise. Indices into :attr:`faces` as returned: set last, after every
             change of the faces (:meth:`Reconstructor._thin_walls`).
         camera: for a shape-bank model's mesh, the picture's camera as the mesh was fitted to it, in the mesh's frame
@@ -226,16 +229,9 @@ def _filled_note(pockets: int) -> str:
 def _pockets_note(pockets: int, hollow: float) -> str:
     """The note of an output that keeps ``pockets`` (> 0) sealed hollow pockets, ``hollow`` the share of its filled
     volume they take (``solid=False``)."""
-    return (f"the mesh holds {pockets} sealed hollow pocket{'s' if pockets > 1 else ''} ({_share(hollow)} of its "
+    return (f"the mesh holds {pockets} sealed hollow pocket{'s' if pockets > 1 else ''} ({share_text(hollow)} of its "
             "volume): a filament printer prints them hollow; resin and powder printers trap material in them, and "
             "--solid (the add-on's Fill Hollow Pockets) fills them")
-
-
-def _mm(value: float) -> str:
-    """A length or an area in millimetres as the notes write it: "1,180", "13", "5.9", "0.083", "under 0.01"."""
-    if value >= 10:
-        return f"{value:,.0f}"
-    return f"{value:.2g}" if value >= 0.01 or value == 0 else "under 0.01"
 
 
 def _thin_note(thin: float, surface: float, median: float, filled: float | None = None) -> str:
@@ -243,9 +239,8 @@ def _thin_note(thin: float, surface: float, median: float, filled: float | None 
     ``median`` mm thick in the median there; ``filled``: the thin area left once its sealed pockets are filled, when
     most of it is their shells."""
     pockets = ("" if filled is None else f"; most of them are the shells of its sealed pockets, and filled (--solid, "
-               f"the add-on's Fill Hollow Pockets) {_mm(filled)} mm² are left")
-    return (f"walls thinner than {THIN_WALL_MM:g} mm cover {_mm(thin)} mm² of it ({_share(thin / surface)} of the "
-            f"surface; {_mm(median)} mm thick in the median there{pockets}): thin walls print weak and break easily, "
+               f"the add-on's Fill Hollow Pockets) {mm_text(filled)} mm² are left")
+    return (f"{thin_wall_figures(THIN_WALL_MM, thin, surface, median)}{pockets}): thin walls print weak and break easily, "
             "and a filament printer may leave upright ones out; print it taller (--height-mm, the add-on's Height) "
             "or thicken them in your modeller (the add-on marks them)")
 
@@ -253,17 +248,6 @@ def _thin_note(thin: float, surface: float, median: float, filled: float | None 
 def _percent(probability: float) -> str:
     """A probability in whole percent, rounded down, so that one below :data:`UNSURE_CATEGORY` never reads as it."""
     return f"{math.floor(100.0 * probability + 1e-9):.0f}%"
-
-
-def _share(fraction: float) -> str:
-    """A share as the notes write it: two significant digits ("54%", "1.2%", "0.018%"), "under 0.001%" below that,
-    "over 99%" for a share that would read 100% and is not all."""
-    percent = 100.0 * fraction
-    if percent < 0.001:
-        return "under 0.001%"
-    if percent < 10:
-        return f"{percent:.2g}%"
-    return "over 99%" if 99.5 <= percent < 100 else f"{percent:.0f}%"
 
 
 @contextmanager
@@ -467,8 +451,8 @@ class Reconstructor:
     @staticmethod
     def _thin_walls(result: Reconstruction, solid: bool) -> None:
         """Note the walls of ``result`` (in millimetres) thinner than :data:`THIN_WALL_MM` and mark their faces
-        (:attr:`Reconstruction.thin_faces`) when they cover :data:`THIN_WALL_AREA_MM2` or :data:`THIN_WALL_SHARE` of
-        its surface. Where most of them are the shells of sealed pockets (kept without ``solid``), the note says that
+        (:attr:`Reconstruction.thin_faces`) when they are worth a note (:func:`recon_core.mesh.thickness.worth_noting`:
+        they cover ``THIN_WALL_AREA_MM2`` or ``THIN_WALL_SHARE`` of its surface). Where most of them are the shells of sealed pockets (kept without ``solid``), the note says that
         filling them leaves less (measured on the filled mesh)."""
         from recon_core.mesh.repair import fill_cavities, part_volumes
 
@@ -814,7 +798,7 @@ class Reconstructor:
         pieces = np.sort(volumes[volumes > 0])
         if len(pieces) > 1:  # each prints loose: on 123 validation pictures 8 outputs, their smallest under 5 %
             result.notes.append(f"the mesh is {len(pieces)} separate pieces, the smallest "
-                                f"{_share(pieces[0] / pieces.sum())} of its volume: each prints as a loose part "
+                                f"{share_text(pieces[0] / pieces.sum())} of its volume: each prints as a loose part "
                                 "(delete the small ones or join them in your modeller)")
         return result
 

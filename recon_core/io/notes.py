@@ -1,0 +1,41 @@
+"""How the notes write numbers, and the sentences ``recon-mesh``, the worker and the add-on's exports share.
+
+Light (numpy at most, no torch): ``python -m recon_core.io.export``, which the add-on runs to write a file to print,
+imports it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["mm", "share", "thin_wall_figures", "LARGER_THAN_PRINTERS", "PLATE_MM"]
+
+PLATE_MM = 256.0
+"""The side of a large printer's build volume, in millimetres (256 x 256 x 256 mm: Bambu Lab's X1 and P1; Prusa's MK4
+plate is 250 x 210, an Ender-3's 220 x 220): a mesh larger than it along a side gets a note (``recon-mesh``'s, and
+the add-on's exports')."""
+LARGER_THAN_PRINTERS = f"larger than the build volume of most printers ({PLATE_MM:.0f} mm a side on a large one)"
+"""What the note of a mesh larger than :data:`PLATE_MM` says it is."""
+
+
+def mm(value: float) -> str:
+    """A length or an area in millimetres as the notes write it: "1,180", "13", "5.9", "0.083", "under 0.01"."""
+    if value >= 10:
+        return f"{value:,.0f}"
+    return f"{value:.2g}" if value >= 0.01 or value == 0 else "under 0.01"
+
+
+def share(fraction: float) -> str:
+    """A share as the notes write it: two significant digits ("54%", "1.2%", "0.018%"), "under 0.001%" below that,
+    "over 99%" for a share that would read 100% and is not all."""
+    percent = 100.0 * fraction
+    if percent < 0.001:
+        return "under 0.001%"
+    if percent < 10:
+        return f"{percent:.2g}%"
+    return "over 99%" if 99.5 <= percent < 100 else f"{percent:.0f}%"
+
+
+def thin_wall_figures(wall_mm: float, thin: float, surface: float, median: float) -> str:
+    """The figures of a mesh's walls thinner than ``wall_mm``: covering ``thin`` mm² of its ``surface`` mm², ``median``
+    mm thick in the median there (:class:`recon_core.mesh.thickness.ThinWalls`)."""
+    return (f"walls thinner than {wall_mm:g} mm cover {mm(thin)} mm² of it ({share(thin / surface)} of the surface; "
+            f"{mm(median)} mm thick in the median there")
