@@ -1041,7 +1041,7 @@ def volume_now(obj, check, mm_per_scene_unit: float) -> float | None:
     """The volume in mm³ of ``obj`` as the scene has it now (its transform's scale, the scene's unit) when its mesh is
     the reconstruction's (:func:`mesh_edited`) and that differs from the volume as made; None otherwise."""
     volume, mm = check.get("volume_mm3", -1.0), check.get("mm_per_unit")
-    if volume < 0 or mm is None or mesh_edited(obj, check):
+    if volume < 0 or mm is None or obj.mode == 'EDIT' or mesh_edited(obj, check):  # Edit Mode: its faces are stale
         return None
     factor = abs(np.linalg.det(np.array(obj.matrix_world.to_3x3(), dtype=np.float64))) * (mm_per_scene_unit / mm) ** 3
     return None if abs(factor - 1.0) <= 1e-3 else volume * factor
@@ -1501,14 +1501,15 @@ class _Export(ExportHelper):
         given = _pasted(self.filepath)  # quotes, a file: URL, ~, as the panel's paths are read
         if not given:
             return f"No file to write: give the {ext[1:].upper()} file's path."
-        try:
-            path = _absolute_path(given, f"{ext[1:].upper()} file")  # // the .blend file's folder, else the working one
+        try:  # // the .blend file's folder, else the working one
+            path = _absolute_path(self.filepath, f"{ext[1:].upper()} file")
         except InputError as err:
             return str(err)
         if given.endswith(("/", os.sep)) or os.path.isdir(path):  # "…/exports/" wrote a hidden file "…/exports/.stl"
             return (f"{path} is a folder, not a file; give a file name in it, e.g. "
                     f"{os.path.join(path, 'part' + ext)}.")
-        if os.path.basename(path).lower() == ext:  # ".stl" alone is a name without a name ("…/.stl.stl" was written)
+        name = os.path.basename(path)
+        if name.startswith(".") and "." not in name[1:]:  # ".stl" or ".obj" alone: no name ("…/.stl.stl" was written)
             return f"{path} has no file name before its extension; give one, e.g. {os.path.join(os.path.dirname(path), 'part' + ext)}."
         if not os.path.splitext(path)[1]:
             path += ext
@@ -1586,7 +1587,8 @@ class _PrintExport(_Export):
         said = [wrote]
         if warnings:
             said.append(f"{'; '.join(warnings)}; {_mend('; '.join(warnings))}")
-        said += [f"{note}." for note in notes]  # "chair: its walls …", "At 300 x 40 x 20 mm …": an object's name as named
+        # "chair: its walls …" (an object's name as named), "at 300 x 40 x 20 mm …" (a sentence of its own here)
+        said += [f"{note[0].upper()}{note[1:]}." if note.startswith("at ") else f"{note}." for note in notes]
         self.report({'WARNING'} if warnings or notes else {'INFO'}, " ".join(said))
         return {'FINISHED'}
 

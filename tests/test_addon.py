@@ -841,6 +841,11 @@ def test_the_check_panel_gives_the_volume_at_the_size_now(addon, settings):
     bpy.context.scene.unit_settings.scale_length = 2.0  # the scene's unit doubled: 8 times the volume
     texts = labels(draw_panel(bpy.types.RECON_PT_check))
     assert f"Volume at this size: {volume * 8.0:.2f} cm³" in texts and edited not in texts, texts
+    bpy.context.view_layer.objects.active = obj
+    bpy.ops.object.mode_set(mode='EDIT')  # its faces as Object Mode left them: an edit here does not show yet
+    texts = labels(draw_panel(bpy.types.RECON_PT_check))
+    assert not any(t.startswith("Volume at this size") for t in texts), texts
+    bpy.ops.object.mode_set(mode='OBJECT')
     obj.scale = (0.5, 0.5, 0.5)
     modifier = obj.modifiers.new("copy", 'MIRROR')  # a second copy beside it: not half the volume any more
     bpy.context.view_layer.update()
@@ -938,8 +943,9 @@ def test_exports_take_paths_as_the_panel_takes_them(addon, settings, tmp_path, m
     assert op(filepath=f'"{tmp_path / ("quoted" + ext)}"') == {'FINISHED'} and (tmp_path / f"quoted{ext}").is_file()
     with pytest.raises(RuntimeError, match="is relative to the .blend file, which is not saved yet"):
         op(filepath=f"//rel{ext}")
-    with pytest.raises(RuntimeError, match="has no file name before its extension"):
-        op(filepath=str(tmp_path / ext))
+    for hidden in (ext, ".obj"):  # "…/.obj" wrote "…/.obj.stl"
+        with pytest.raises(RuntimeError, match="has no file name before its extension"):
+            op(filepath=str(tmp_path / hidden))
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == sorted(
         f"{stem}{ext}" for stem in ("part", "plain", "quoted"))
     bpy.data.objects.remove(cube)

@@ -456,7 +456,19 @@ def test_an_stl_is_checked_as_slicers_read_it_without_the_faces_its_joined_corne
     np.savez(meshes, names=np.array(["wedge"]), verts_0=verts, faces_0=faces)
     printed = subprocess.run([sys.executable, "-m", "recon_core.io.export", str(meshes), str(tmp_path / "w.stl")],
                              cwd=REPO, capture_output=True, text=True).stdout
-    assert "wrote" in printed and "open" not in printed and "more than two faces" not in printed, printed
+    assert "wrote" in printed and "warning" not in printed, printed
+
+
+def test_an_stl_of_several_objects_is_checked_as_the_one_mesh_it_is(tmp_path):
+    """Two closed cubes sharing a face are each printable, but the file of them is one mesh with crowded edges: it was
+    checked object by object and passed."""
+    a, b = trimesh.creation.box([20.0, 20.0, 20.0]), trimesh.creation.box([20.0, 20.0, 20.0])
+    meshes = tmp_path / "meshes.npz"
+    np.savez(meshes, names=np.array(["a", "b"]), verts_0=a.vertices, faces_0=a.faces, verts_1=b.vertices + [20, 0, 0],
+             faces_1=b.faces)
+    printed = subprocess.run([sys.executable, "-m", "recon_core.io.export", str(meshes), str(tmp_path / "two.stl")],
+                             cwd=REPO, capture_output=True, text=True).stdout
+    assert "warning: two is not printable as it is: " in printed and "more than two faces" in printed, printed
 
 
 def test_an_stl_joins_split_vertices_before_its_check_and_notes_thin_walls_and_size(tmp_path):
@@ -472,7 +484,7 @@ def test_an_stl_joins_split_vertices_before_its_check_and_notes_thin_walls_and_s
     assert printed[0] == f"wrote {tmp_path / 'p.stl'} (1 object)"
     assert printed[1].startswith("note: plank: its walls thinner than 0.8 mm cover 24,000 mm² of it (99% of the "
                                  "surface; 0.5 mm thick in the median there)")
-    assert printed[2].startswith("note: At 300 x 40 x 0.5 mm it is larger than the build volume of most printers")
+    assert printed[2].startswith("note: at 300 x 40 x 0.5 mm it is larger than the build volume of most printers")
     assert len(printed) == 3
     back = trimesh.load(tmp_path / "p.stl", force="mesh")
     np.testing.assert_allclose(back.bounds, [[-150, -20, 0], [150, 20, 0.5]], atol=1e-4)

@@ -595,7 +595,7 @@ def _unit_notes(args, results) -> list[str]:
 def _plate_notes(args, results) -> list[str]:
     """The note of meshes made ``--height-mm`` tall that are larger than a large printer's build volume along a side
     (:data:`recon_core.io.notes.PLATE_MM`): their size, and what to do; none otherwise."""
-    from recon_core.io.notes import LARGER_THAN_PRINTERS, PLATE_MM
+    from recon_core.io.notes import LARGER_THAN_PRINTERS, PLATE_MM, mm
 
     if args.height_mm is None:
         return []
@@ -605,7 +605,7 @@ def _plate_notes(args, results) -> list[str]:
         return []
     size = max(large, key=lambda s: s.max())
     which = "it is" if len(results) == 1 else ("they are" if len(large) == len(results) else "some are")
-    return [f"at {size[0]:.0f} x {size[1]:.0f} x {size[2]:.0f} mm (width x height x depth) {which} "
+    return [f"at {mm(size[0])} x {mm(size[1])} x {mm(size[2])} mm (width x height x depth) {which} "
             f"{LARGER_THAN_PRINTERS}: give a smaller --height-mm to print it whole, or cut it into parts"]
 
 

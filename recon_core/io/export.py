@@ -417,7 +417,6 @@ def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike, n
 USAGE = "usage: python -m recon_core.io.export MESHES.npz OUT.{3mf,stl}"
 
 
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m recon_core.io.export MESHES.npz OUT.3mf`` (or ``OUT.stl``): the add-on's writer of files to print
     (see the module docstring)."""
@@ -450,8 +449,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {path} ({len(objects)} object{'s' if len(objects) != 1 else ''})")
-    if path.suffix.lower() == ".stl":  # a file of triangles holds positions: vertices at one place are one
-        objects = [(name, *_joined(verts, faces)) for name, verts, faces in objects]
+    if path.suffix.lower() == ".stl":  # one mesh of triangles, as slicers read it: vertices at one place are one
+        starts = np.cumsum([0] + [len(verts) for _, verts, _ in objects[:-1]])
+        whole = np.concatenate([np.asarray(verts, dtype=np.float64) for _, verts, _ in objects])
+        faces = np.concatenate([np.asarray(f, dtype=np.int64) + s for (_, _, f), s in zip(objects, starts)])
+        objects = [(objects[0][0] if len(objects) == 1 else path.stem, *_joined(whole, faces))]
     for line in print_notes(objects):
         print(line)
     return 0
@@ -470,9 +472,10 @@ def _joined(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarra
 def print_notes(objects: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> list[str]:
     """What keeps the ``(name, verts (V, 3) millimetres, faces)`` objects, as they are now (edited in Blender, maybe),
     from printing well, as :func:`main` prints it: ``warning: NAME is not printable as it is: ...``
-    (:meth:`recon_core.mesh.printable.PrintableReport.problems`), else ``note: NAME's walls thinner than ...`` where
-    its thin walls are worth a note (:func:`recon_core.mesh.thickness.worth_noting`, at the size written); then
-    ``note: at ... mm ...`` when they are larger than :data:`PLATE_MM` along a side together."""
+    (:meth:`recon_core.mesh.printable.PrintableReport.problems`), else ``note: NAME: its walls thinner than ...``
+    where its thin walls are worth a note (:func:`recon_core.mesh.thickness.worth_noting`, at the size written); then
+    ``note: at ... mm ...`` when they are larger than :data:`recon_core.io.notes.PLATE_MM` along a side together. An
+    STL's objects come as one mesh, as slicers read it (:func:`main`)."""
     from recon_core.io.notes import LARGER_THAN_PRINTERS, PLATE_MM, mm, thin_wall_figures
     from recon_core.mesh.printable import check_printable
     from recon_core.mesh.thickness import THIN_WALL_MM, thin_walls, worth_noting
@@ -490,7 +493,7 @@ def print_notes(objects: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> list[s
                          "they print weak and break easily; scale it up, or thicken them")
     size = np.ptp(np.concatenate([np.asarray(verts, dtype=np.float64) for _, verts, _ in objects]), axis=0)
     if size.max() > PLATE_MM:
-        lines.append(f"note: At {mm(size[0])} x {mm(size[1])} x {mm(size[2])} mm it is {LARGER_THAN_PRINTERS}: scale it "
+        lines.append(f"note: at {mm(size[0])} x {mm(size[1])} x {mm(size[2])} mm it is {LARGER_THAN_PRINTERS}: scale it "
                      "down to print it whole, or cut it into parts")
     return lines
 

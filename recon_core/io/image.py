@@ -24,6 +24,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from recon_core.io.export import atomic_write_bytes
+from recon_core.io.notes import share
 
 try:  # HEIC/HEIF, a phone's photo (an iPhone's by default): Pillow reads it through this plug-in, upright already
     import pillow_heif
@@ -304,7 +305,7 @@ def _without_shadow(rgb: np.ndarray, alpha: np.ndarray, notes: list[str]) -> np.
         return alpha
     alpha = alpha.copy()
     alpha[shadow] = 0
-    notes.append(f"{SHADOW_NOTE} ({taken / (taken + left):.0%} of the cut-out: a drop shadow) is not "
+    notes.append(f"{SHADOW_NOTE} ({share(taken / (taken + left))} of the cut-out: a drop shadow) is not "
                  "taken as the object; if it is part of the object, give the object's mask (recon-mesh --mask; the "
                  "add-on's Object: Mask Image)")
     return alpha

@@ -36,6 +36,7 @@ def share(fraction: float) -> str:
 
 def thin_wall_figures(wall_mm: float, thin: float, surface: float, median: float) -> str:
     """The figures of a mesh's walls thinner than ``wall_mm``: covering ``thin`` mm² of its ``surface`` mm², ``median``
-    mm thick in the median there (:class:`recon_core.mesh.thickness.ThinWalls`)."""
+    mm thick in the median there (:class:`recon_core.mesh.thickness.ThinWalls`). It ends inside its parenthesis, so
+    that a caller can add to it: the caller closes it."""
     return (f"walls thinner than {wall_mm:g} mm cover {mm(thin)} mm² of it ({share(thin / surface)} of the surface; "
             f"{mm(median)} mm thick in the median there")
