@@ -1579,7 +1579,7 @@ class _PrintExport(_Export):
         summary, *lines = written.splitlines()
         faces = sum(len(t) for _, _, t in objects)
         wrote = (f"{summary[0].upper()}{summary[1:]}, {faces:,} triangles, {size[0]:.1f} x {size[1]:.1f} x "
-                 f"{size[2]:.1f} mm, on the build plate.")
+                 f"{size[2]:.1f} mm (width x depth x height), on the build plate.")
         # each object that would not print as it is (edited since its check: the panel's figures are the
         # reconstruction's), as slicers would say; then what would print weak, or not fit a printer
         warnings = [w.removeprefix("warning: ") for w in lines if w.startswith("warning: ")]

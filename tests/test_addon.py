@@ -980,7 +980,7 @@ def test_exports_put_a_moved_turned_object_on_the_plate_and_warn_when_it_is_too_
     else:
         v = _read_3mf(out)[1][0][1]
         centre = [100.0, 100.0]
-    assert v[:, 2].min() == pytest.approx(0.0, abs=1e-3) and "on the build plate" in said
+    assert v[:, 2].min() == pytest.approx(0.0, abs=1e-3) and "mm (width x depth x height), on the build plate" in said
     assert np.ptp(v, axis=0) == pytest.approx(np.ptp(world, axis=0), rel=1e-4)  # its size as it stands in the scene
     assert (v.min(0)[:2] + v.max(0)[:2]) / 2 == pytest.approx(centre, abs=1e-3)
     assert "larger than the build volume" not in said
