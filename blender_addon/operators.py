@@ -1038,10 +1038,11 @@ def mesh_edited(obj, check) -> bool:
 
 
 def volume_now(obj, check, mm_per_scene_unit: float) -> float | None:
-    """The volume in mm³ of ``obj`` as the scene has it now (its transform's scale, the scene's unit) when its mesh is
-    the reconstruction's (:func:`mesh_edited`) and that differs from the volume as made; None otherwise."""
+    """The volume in mm³ of ``obj`` as the scene has it now (its transform's scale, the scene's unit) when that differs
+    from the volume as made; None otherwise, and in Edit Mode (its faces are stale there). The caller has made sure
+    that the mesh is the reconstruction's (:func:`mesh_edited`)."""
     volume, mm = check.get("volume_mm3", -1.0), check.get("mm_per_unit")
-    if volume < 0 or mm is None or obj.mode == 'EDIT' or mesh_edited(obj, check):  # Edit Mode: its faces are stale
+    if volume < 0 or mm is None or obj.mode == 'EDIT':
         return None
     factor = abs(np.linalg.det(np.array(obj.matrix_world.to_3x3(), dtype=np.float64))) * (mm_per_scene_unit / mm) ** 3
     return None if abs(factor - 1.0) <= 1e-3 else volume * factor
@@ -1510,7 +1511,8 @@ class _Export(ExportHelper):
                     f"{os.path.join(path, 'part' + ext)}.")
         name = os.path.basename(path)
         if name.startswith(".") and "." not in name[1:]:  # ".stl" or ".obj" alone: no name ("…/.stl.stl" was written)
-            return f"{path} has no file name before its extension; give one, e.g. {os.path.join(os.path.dirname(path), 'part' + ext)}."
+            return (f"{path} has no file name before its extension; give one, e.g. "
+                    f"{os.path.join(os.path.dirname(path), 'part' + ext)}.")
         if not os.path.splitext(path)[1]:
             path += ext
         if os.path.splitext(path)[1].lower() != ext:  # Export STL wrote an STL named part.obj
@@ -1549,7 +1551,7 @@ class _PrintExport(_Export):
     """What Export STL and Export 3MF share: the objects' meshes (modifiers applied, as they stand to each other in
     the scene, in millimetres) written by ``python -m recon_core.io.export`` in the add-on's interpreter (no torch,
     no model; Blender waits for it), on the build plate, with recon_core's whole printable check and its thin walls
-    at the size written: one verdict for both formats (Export STL checked only the faces in Blender, and said nothing
+    at the size written: one check for both formats (Export STL checked only the faces in Blender, and said nothing
     of self-intersections or thin walls)."""
 
     def objects(self, context) -> list:

@@ -5,8 +5,8 @@ import bpy
 
 from .operators import (CHECK_KEY, MASK_KEY, NEXT_SHAPE_KEYS, UNSURE_KEY, VIEW_KEY, RECON_OT_export_3mf,
                         RECON_OT_export_stl, RECON_OT_keep_candidate, RECON_OT_next_candidate, RECON_OT_reconstruct,
-                        RECON_OT_use_mask, RECON_OT_view_picture, candidate_info, candidate_target, candidates_of, mask_image, mesh_edited, mm_per_unit,
-                        percent_text, running, volume_now)
+                        RECON_OT_use_mask, RECON_OT_view_picture, candidate_info, candidate_target, candidates_of,
+                        mask_image, mesh_edited, mm_per_unit, percent_text, running, volume_now)
 
 __all__ = ["RECON_PT_reconstruct", "RECON_PT_candidates", "RECON_PT_check", "RECON_PT_mask"]
 
@@ -103,6 +103,7 @@ class RECON_PT_check(_SubPanel, bpy.types.Panel):
         obj = context.active_object
         check = obj.get(CHECK_KEY)
         col = layout.column(align=True)
+        now = None  # the volume at the size now, for an unedited reconstruction scaled since
         if check is not None:
             col.label(text=f"{obj.name} ({check.get('category', '?')}), at reconstruction:")
             for key, text in (("watertight", "Watertight"), ("manifold", "Manifold"), ("ok", "Printable")):
@@ -113,11 +114,12 @@ class RECON_PT_check(_SubPanel, bpy.types.Panel):
                 col.label(text=f"Volume: {volume / 1000.0:.2f} cm³")
             if mesh_edited(obj, check):
                 col.label(text="Edited since: the exports check it again", icon='INFO')
+            else:
+                now = volume_now(obj, check, mm_per_unit(context.scene))
         else:
             col.label(text=f"{obj.name}: not made by Reconstruct", icon='INFO')
         size = [d * mm_per_unit(context.scene) for d in obj.dimensions]
         col.label(text=f"Size: {size[0]:.1f} x {size[1]:.1f} x {size[2]:.1f} mm")
-        now = volume_now(obj, check, mm_per_unit(context.scene)) if check is not None else None
         if now is not None:  # scaled since (the object, or the scene's unit): the volume as the size is now
             col.label(text=f"Volume at this size: {now / 1000.0:.2f} cm³")
         row = layout.row(align=True)

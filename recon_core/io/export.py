@@ -19,7 +19,7 @@ the Blender add-on runs to write a file to print) starts in a fraction of a seco
 Exit codes: 0 written, 2 bad input or unwritable output (one sentence on stderr, no file written). After the line
 ``wrote ...``, :func:`print_notes`' lines say, at the size written, each object that would not print as it is (edited
 since its reconstruction: ``warning: NAME is not printable as it is: ...``), the thin walls of the others (``note:
-NAME's walls thinner than ...``) and a size larger than most printers (``note: at ...``); the file is still written.
+NAME: its walls thinner than ...``) and a size larger than most printers (``note: at ...``); the file is still written.
 """
 
 from __future__ import annotations
@@ -346,11 +346,17 @@ def write_stl(objects: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str |
         ExportError: no objects, a malformed mesh, a wrong extension, or an unwritable place.
     """
     path = Path(path)
-    checked = _checked_objects(objects, path, ".stl")
-    starts = np.cumsum([0] + [len(verts) for _, verts, _ in checked[:-1]])
-    verts = np.concatenate([verts for _, verts, _ in checked])
-    faces = np.concatenate([faces + start for (_, _, faces), start in zip(checked, starts)])
+    verts, faces = _one_mesh(_checked_objects(objects, path, ".stl"))
     return _write(path, stl_bytes(on_plate(verts), faces))
+
+
+def _one_mesh(objects: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(name, verts, faces)`` objects as one mesh, as an STL holds them: (V, 3) float64 vertices and (F, 3)
+    int64 faces, each object's indices shifted past the vertices before it."""
+    starts = np.cumsum([0] + [len(verts) for _, verts, _ in objects[:-1]])
+    verts = np.concatenate([np.asarray(verts, dtype=np.float64) for _, verts, _ in objects])
+    faces = np.concatenate([np.asarray(f, dtype=np.int64) + s for (_, _, f), s in zip(objects, starts)])
+    return verts, faces
 
 
 _STL_RECORD = np.dtype([("normal", "<f4", (3,)), ("verts", "<f4", (3, 3)), ("attributes", "<u2")])
@@ -450,10 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"wrote {path} ({len(objects)} object{'s' if len(objects) != 1 else ''})")
     if path.suffix.lower() == ".stl":  # one mesh of triangles, as slicers read it: vertices at one place are one
-        starts = np.cumsum([0] + [len(verts) for _, verts, _ in objects[:-1]])
-        whole = np.concatenate([np.asarray(verts, dtype=np.float64) for _, verts, _ in objects])
-        faces = np.concatenate([np.asarray(f, dtype=np.int64) + s for (_, _, f), s in zip(objects, starts)])
-        objects = [(objects[0][0] if len(objects) == 1 else path.stem, *_joined(whole, faces))]
+        objects = [(objects[0][0] if len(objects) == 1 else path.stem, *_joined(*_one_mesh(objects)))]
     for line in print_notes(objects):
         print(line)
     return 0

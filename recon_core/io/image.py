@@ -219,9 +219,9 @@ def _read_image(path: str, files: contextlib.ExitStack) -> tuple[np.ndarray, np.
             if opaque > MASK_ALPHA_MAX_SHARE:  # rounded corners, a frame, a pixel or two: no cut-out's background
                 white = Image.new("RGBA", img.size, (255, 255, 255, 255))
                 img = Image.alpha_composite(white, img).convert("RGB")
-                share = ("all of it at least half" if opaque == 1.0 else
-                         f"{math.floor(1000.0 * opaque) / 10.0:.1f} % of it")  # never "100.0 %" for 99.96 %
-                notes.append(f"its transparency leaves {share} opaque, too much for a cut-out: read over white as a "
+                held = ("all of it at least half" if opaque == 1.0 else
+                        f"{math.floor(1000.0 * opaque) / 10.0:.1f} % of it")  # never "100.0 %" for 99.96 %
+                notes.append(f"its transparency leaves {held} opaque, too much for a cut-out: read over white as a "
                              "picture without transparency, and the object is found in it (if it is a cut-out of an "
                              "object that fills the picture, give its mask, white on black: recon-mesh --mask, the add-on's "
                              "Object: Mask Image)")

@@ -452,8 +452,9 @@ class Reconstructor:
     def _thin_walls(result: Reconstruction, solid: bool) -> None:
         """Note the walls of ``result`` (in millimetres) thinner than :data:`THIN_WALL_MM` and mark their faces
         (:attr:`Reconstruction.thin_faces`) when they are worth a note (:func:`recon_core.mesh.thickness.worth_noting`:
-        they cover ``THIN_WALL_AREA_MM2`` or ``THIN_WALL_SHARE`` of its surface). Where most of them are the shells of sealed pockets (kept without ``solid``), the note says that
-        filling them leaves less (measured on the filled mesh)."""
+        they cover ``THIN_WALL_AREA_MM2`` or ``THIN_WALL_SHARE`` of its surface). Where most of them are the shells of
+        sealed pockets (kept without ``solid``), the note says that filling them leaves less (measured on the filled
+        mesh)."""
         from recon_core.mesh.repair import fill_cavities, part_volumes
 
         if not result.report.finite:  # no walls to measure (the printable check says why)
