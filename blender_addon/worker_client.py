@@ -257,9 +257,18 @@ def write_print_file(python: str, objects: list[tuple[str, Any, Any]], path: str
         if "the extension must be .3mf." in proc.stderr and path.lower().endswith(".stl"):
             raise WorkerError(f"The recon_core in {python} predates writing STL files for the add-on; update it (git "
                               f"pull, then {python} -m pip install -e {repo or _SOURCE_FOLDER}).")
-        last = lines[-1].removeprefix("error: ") if lines else f"exit code {proc.returncode}"
-        raise WorkerError(last if last.endswith(".") else f"Cannot write {path}: {last}.")
-    return proc.stdout.strip()
+        if lines and lines[-1].startswith("error: "):  # the writer's own sentence
+            last = lines[-1].removeprefix("error: ")
+            raise WorkerError(last if last.endswith(".") else f"Cannot write {path}: {last}.")
+        # not the writer's answer (a program that is not Python, or a Python that failed before the writer ran)
+        said = f": {lines[-1].strip()}" if lines else ""
+        raise WorkerError(f"{python} did not write {path} ({_exit_description(proc.returncode)}{said}); "
+                          f"{_CHOOSE_PYTHON}.")
+    written = proc.stdout.strip()
+    if not written.startswith("wrote ") or not os.path.isfile(path):  # /bin/true, /bin/echo: exit 0, nothing written
+        said = f" (it printed: {written.splitlines()[0][:120]})" if written else " (it printed nothing)"
+        raise WorkerError(f"{python} did not write {path}{said}; {_CHOOSE_PYTHON}.")
+    return written
 
 
 @dataclass

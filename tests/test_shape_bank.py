@@ -1605,6 +1605,9 @@ def test_a_shape_that_would_turn_more_than_the_cap_stays_as_seen_with_a_note(ban
     assert (f"not stood on its base: the shape chosen would turn by 52°, more than the 45° a camera's look from above "
             "takes out (it may be another kind of object than the picture's), so it is turned as the picture's camera "
             "saw it") in steep.notes
+    monkeypatch.setattr(inference.Reconstructor, "_turn_to_stand", lambda self, row, pose=None: 45.3)
+    just = rec.reconstruct(rgb, alpha, upright=True)  # over the cap by less than rounding shows: not "45°, more than 45°"
+    assert any("would turn by 45.3°, more than the 45°" in n for n in just.notes), just.notes
     monkeypatch.setattr(inference.Reconstructor, "_turn_to_stand", lambda self, row, pose=None: 44.0)
     stood = rec.reconstruct(rgb, alpha, upright=True)
     assert not np.array_equal(stood.verts, as_seen.verts) and not any("not stood" in n for n in stood.notes)

@@ -1042,3 +1042,32 @@ def test_a_worker_that_floods_its_output_is_stopped_in_one_sentence(tmp_path, mo
                               "this is a bug: please report it with this sentence. Click Reconstruct again to retry.")
     assert c.process.poll() is not None and not c.alive
 
+
+
+@pytest.mark.parametrize("program, printed", [("/bin/true", "it printed nothing"), ("/bin/echo", "it printed: -m"),
+                                              ("/bin/cat", "exit code 1")])
+def test_the_print_file_writer_names_the_interpreter_when_a_program_that_is_not_python_writes_nothing(
+        tmp_path, program, printed):
+    """The exports' writer run by a program that is not a Python with recon_core: /bin/true and /bin/echo exit 0
+    having written nothing (the export said "Wrote …" of a file that was not there), /bin/cat fails with its own
+    usage line. Each is one sentence naming the interpreter and the preference, and no file."""
+    if not os.path.isfile(program):
+        pytest.skip(f"{program} is not on this system")
+    target = tmp_path / "part.stl"
+    verts = np.array([[0, 0, 0], [10, 0, 0], [0, 10, 0], [0, 0, 10]], float)
+    faces = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    with pytest.raises(WorkerError) as err:
+        worker_client.write_print_file(program, [("part", verts, faces)], str(target))
+    message = str(err.value)
+    assert message.startswith(f"{program} did not write {target}") and printed in message, message
+    assert message.endswith(f"{worker_client._CHOOSE_PYTHON}.") and "\n" not in message
+    assert not target.exists()
+
+
+def test_the_print_file_writer_writes_and_says_so_with_the_real_interpreter(tmp_path):
+    """The same call with the worker's Python writes the file and returns the writer's summary."""
+    target = tmp_path / "part.stl"
+    verts = np.array([[0, 0, 0], [10, 0, 0], [0, 10, 0], [0, 0, 10]], float)
+    faces = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    written = worker_client.write_print_file(PYTHON, [("part", verts, faces)], str(target))
+    assert written.startswith(f"wrote {target}") and target.stat().st_size == 84 + 50 * 4
