@@ -22,6 +22,7 @@ classes = (
     panel.RECON_PT_reconstruct,
     panel.RECON_PT_candidates,
     panel.RECON_PT_check,
+    panel.RECON_PT_notes,
     panel.RECON_PT_mask,
 )
 

@@ -56,7 +56,7 @@ __all__ = ["RECON_OT_reconstruct", "RECON_OT_next_candidate", "RECON_OT_keep_can
            "RECON_OT_export_3mf", "RECON_OT_use_mask", "RECON_OT_view_picture", "picture_camera", "picture_image",
            "running", "cancel_running", "mm_per_unit", "mask_image",
            "fill_mesh", "candidate_collection", "candidate_target", "stranded_collection", "candidates_of",
-           "is_candidate", "candidate_info", "shown_candidate", "percent_text"]
+           "is_candidate", "candidate_info", "shown_candidate", "percent_text", "notes_of", "size_mm", "volume_text"]
 
 TIMER_S = 0.1
 """Seconds between two polls of the worker in the modal operator."""
@@ -98,6 +98,9 @@ the same picture replaces it (:func:`_replace_shown`)."""
 PICTURE_CAMERA_KEY = "recon_picture_camera"
 """Custom property of a reconstructed object, or of a candidate collection: the camera object Look Through Picture
 made."""
+NOTES_KEY = "recon_notes"
+"""Custom property of a reconstructed object: what the reconstruction noted of it (the worker's notes, then its thin
+walls' mark), one note a line; the panel's Notes lists them, since the status bar shows only the last message."""
 PLANE_KEY = "recon_picture_plane"
 """Custom property of a picture camera: the image empty that shows the picture."""
 PICTURE_OPACITY = 0.8
@@ -797,6 +800,15 @@ class _Reconstruction:
         view_layer = scene.view_layers.get(self.view_layer_name or "")
         if view_layer is None:
             view_layer = context.view_layer if scene == context.scene else scene.view_layers[0]
+        path = _layer_path(view_layer.layer_collection, collection) if collection is not None else []
+        layer = path[-1] if path else None
+        if any(above.exclude for above in path):  # its objects are not in the view layer: none could be selected
+            self.warnings.append(f"The active collection {collection.name} is excluded from the view layer; the result "
+                                 "is in the scene's own collection.")
+            collection = None
+        elif layer is not None and not layer.visible_get():
+            self.warnings.append(f"The active collection {collection.name} is hidden, and the result with it: show the "
+                                 "collection (its eye in the Outliner) to see it.")
         return scene, collection or scene.collection, view_layer, location
 
     def _new_object(self, name: str, shape, scale: float, mm_per_worker_unit: float, mask, objects: list,
@@ -827,6 +839,11 @@ class _Reconstruction:
                 pass
         if mask is not None:
             obj[MASK_KEY] = mask
+        notes = [_sentence(self.user_text(note)) for note in getattr(shape, "notes", None) or []]
+        if thin is not None and len(thin):
+            notes.append(_sentence(THIN_HINT))
+        if notes:
+            obj[NOTES_KEY] = "\n".join(notes)
         return obj
 
     def _load_shown(self, path: str | None):
@@ -985,6 +1002,17 @@ def shown_candidate(candidates: list, view_layer, active):
     return visible[0] if visible else candidates[0]
 
 
+def _layer_path(layer, collection) -> list:
+    """The layer collections from ``layer`` (a view layer's root) down to the one of ``collection``; [] when none."""
+    if layer.collection == collection:
+        return [layer]
+    for child in layer.children:
+        found = _layer_path(child, collection)
+        if found:
+            return [layer, *found]
+    return []
+
+
 def _show_only(shown, objects: list, view_layer) -> None:
     """Show ``shown`` and hide the other ``objects`` (in the viewport, with the eye, and in renders); select only
     ``shown`` and make it active."""
@@ -995,6 +1023,18 @@ def _show_only(shown, objects: list, view_layer) -> None:
         other.select_set(False, view_layer=view_layer)
     shown.select_set(True, view_layer=view_layer)  # also in a view layer that is not shown (another scene's)
     view_layer.objects.active = shown
+
+
+def _sentence(text: str) -> str:
+    """``text`` as a sentence: its first letter upper-case, a full stop at its end."""
+    text = text.strip()
+    return f"{text[:1].upper()}{text[1:]}" + ("" if text.endswith((".", "!", "?")) else ".")
+
+
+def notes_of(obj) -> list[str]:
+    """The notes of a reconstructed object (:data:`NOTES_KEY`), one sentence each; [] for any other object."""
+    notes = obj.get(NOTES_KEY) if obj is not None else None
+    return [line for line in notes.split("\n") if line] if isinstance(notes, str) else []
 
 
 def percent_text(confidence: float | None) -> str:
@@ -1035,6 +1075,39 @@ def mesh_edited(obj, check) -> bool:
     corners = np.array([tuple(c) for c in obj.bound_box], dtype=np.float64)  # local, before the object's transform
     box = np.ptp(corners, axis=0) * float(mm)
     return not np.allclose(box, np.asarray(made, dtype=np.float64), rtol=1e-4, atol=1e-6)
+
+
+SIZE_VERTICES_MAX = 200_000
+"""Above this many vertices the panel's size is that of the object's bounding box turned into the world (a little
+larger than the mesh's when it is turned by other than right angles), so that drawing the panel stays quick."""
+
+
+def size_mm(context, obj) -> np.ndarray:
+    """(3,) ``obj``'s size in millimetres along the world's X, Y and Z (width, depth, height), as the exports write it:
+    the extent of its mesh as the scene shows it (modifiers applied, turned, scaled), in the scene's unit. With
+    modifiers, read from the view layer's evaluated data as it stands (drawing a panel must not evaluate the scene);
+    a mesh of more than :data:`SIZE_VERTICES_MAX` vertices, or an object that is not a mesh, gives its bounding box's
+    extent instead."""
+    evaluated = obj
+    if any(m.show_viewport for m in getattr(obj, "modifiers", ())) and context.view_layer is not None:
+        evaluated = obj.evaluated_get(context.view_layer.depsgraph)
+    data = evaluated.data
+    if isinstance(data, bpy.types.Mesh) and 0 < len(data.vertices) <= SIZE_VERTICES_MAX:
+        coords = np.empty(len(data.vertices) * 3, dtype=np.float64)
+        data.vertices.foreach_get("co", coords)
+        coords = coords.reshape(-1, 3)
+    else:
+        coords = np.array([tuple(corner) for corner in evaluated.bound_box], dtype=np.float64)
+    matrix = np.array(obj.matrix_world, dtype=np.float64)
+    world = coords @ matrix[:3, :3].T + matrix[:3, 3]
+    return (world.max(0) - world.min(0)) * mm_per_unit(context.scene)
+
+
+def volume_text(volume_mm3: float) -> str:
+    """A volume as the panel writes it: "26.79 cm³" from 1 cm³ up, "28.4 mm³" below (a 10 mm part was "0.03 cm³")."""
+    if volume_mm3 >= 1000.0:
+        return f"{volume_mm3 / 1000.0:.2f} cm³"
+    return f"{volume_mm3:.3g} mm³" if volume_mm3 >= 0.01 else "under 0.01 mm³"
 
 
 def volume_now(obj, check, mm_per_scene_unit: float) -> float | None:
@@ -1212,15 +1285,7 @@ class RECON_OT_reconstruct(bpy.types.Operator):
         check = "printable" if result.report.get("ok") else "NOT printable, see the panel"
         landed = obj.users_scene[0] if obj.users_scene else context.scene  # the scene clicked in (its unit)
         tall = obj.dimensions.z * mm_per_unit(landed)
-        if len(objects) == 1:
-            self.report({'INFO'}, f"Reconstructed {obj.name} ({tall:.1f} mm tall, {len(result.faces):,} faces, "
-                                  f"{result.category}, {check}) in {run.elapsed:.1f} s.")
-        else:
-            confidence = percent_text(result.candidates[0].confidence)
-            self.report({'INFO'}, f"Reconstructed {len(objects)} candidate shapes in {candidate_collection(obj).name} "
-                                  f"in {run.elapsed:.1f} s; showing {obj.name} ({confidence} confidence, "
-                                  f"{tall:.1f} mm tall, {len(result.faces):,} faces, {result.category}, {check}); "
-                                  f"Next Shape ({NEXT_SHAPE_KEYS}) shows the others.")
+        # the notes and warnings first, the result's own message last: the status bar shows the last message alone
         if run.height_mm is None:  # the model's own size, about 1 unit: its millimetres hang on the scene's unit
             self.report({'WARNING'}, f"Note: Height (mm) is 0, so the shape keeps the model's own size, {tall:.1f} mm "
                                      f"tall in the units of the scene \"{landed.name}\"; set Height (mm) to the object's "
@@ -1231,6 +1296,17 @@ class RECON_OT_reconstruct(bpy.types.Operator):
             self.report({'INFO'}, f"{obj.name}: {THIN_HINT}.")
         for warning in run.warnings:
             self.report({'WARNING'}, warning)
+        noted = len(notes_of(obj))
+        see = f" {noted} note{'s' if noted != 1 else ''} on it: see Notes in the sidebar." if noted else ""
+        if len(objects) == 1:
+            self.report({'INFO'}, f"Reconstructed {obj.name} ({tall:.1f} mm tall, {len(result.faces):,} faces, "
+                                  f"{result.category}, {check}) in {run.elapsed:.1f} s.{see}")
+        else:
+            confidence = percent_text(result.candidates[0].confidence)
+            self.report({'INFO'}, f"Reconstructed {len(objects)} candidate shapes in {candidate_collection(obj).name} "
+                                  f"in {run.elapsed:.1f} s; showing {obj.name} ({confidence} confidence, "
+                                  f"{tall:.1f} mm tall, {len(result.faces):,} faces, {result.category}, {check}); "
+                                  f"Next Shape ({NEXT_SHAPE_KEYS}) shows the others.{see}")
         self._end(context)
         return {'FINISHED'}
 
@@ -1530,13 +1606,23 @@ _MEND_OUTWARD = "mend it before printing (Edit Mode: select all, Mesh > Normals 
 """The same for a mesh whose only problem is faces turned inward: Clean Up does not turn them."""
 
 
-def _mend(problems: str) -> str:
+_MEND_CROSSING = ("mend it before printing (Clean Up does not undo faces that cross: a Remesh modifier in Voxel mode, "
+                  "applied, makes it one closed solid).")
+"""The same for a mesh whose faces cross (self-intersections, alone or with holes)."""
+_MEND_MODIFIERS = ("Its modifiers made part of what is written, which Edit Mode does not show: change their settings, or "
+                   "apply them first.")
+"""Said after the way to mend a mesh with modifiers (a Solidify's shell that crosses itself)."""
+
+
+def _mend(problems: str, modified: bool = False) -> str:
     """The way to mend what ``problems`` (an export's warning) names: faces turned inward alone are turned by
-    Recalculate Outside, anything else starts with Clean Up."""
+    Recalculate Outside; faces that cross, which Clean Up does not undo, by a Voxel Remesh; anything else starts with
+    Clean Up. ``modified``: an object written has modifiers on, whose part Edit Mode does not show."""
     turned = ("inside out" in problems or "opposite ways" in problems)
     other = any(word in problems for word in ("watertight", "more than two faces", "self-intersecting", "degenerate",
                                               "separate", "not finite"))
-    return _MEND_OUTWARD if turned and not other else _MEND
+    way = (_MEND_OUTWARD if turned and not other else _MEND_CROSSING if "self-intersecting" in problems else _MEND)
+    return f"{way} {_MEND_MODIFIERS}" if modified else way
 
 
 def _export_objects(context) -> list:
@@ -1588,7 +1674,8 @@ class _PrintExport(_Export):
         notes = [n.removeprefix("note: ") for n in lines if n.startswith("note: ")]
         said = [wrote]
         if warnings:
-            said.append(f"{'; '.join(warnings)}; {_mend('; '.join(warnings))}")
+            modified = any(m.show_viewport for obj in self.objects(context) for m in obj.modifiers)
+            said.append(f"{'; '.join(warnings)}; {_mend('; '.join(warnings), modified)}")
         # "chair: its walls …" (an object's name as named), "at 300 x 40 x 20 mm …" (a sentence of its own here)
         said += [f"{note[0].upper()}{note[1:]}." if note.startswith("at ") else f"{note}." for note in notes]
         self.report({'WARNING'} if warnings or notes else {'INFO'}, " ".join(said))

@@ -1,14 +1,17 @@
-"""The "Reconstruct" tab of the 3D Viewport sidebar: inputs, the button, the candidates, the printable check and
-the object mask."""
+"""The "Reconstruct" tab of the 3D Viewport sidebar: inputs, the button, the candidates, the printable check, the
+notes and the object mask."""
+
+import textwrap
 
 import bpy
 
 from .operators import (CHECK_KEY, MASK_KEY, NEXT_SHAPE_KEYS, UNSURE_KEY, VIEW_KEY, RECON_OT_export_3mf,
                         RECON_OT_export_stl, RECON_OT_keep_candidate, RECON_OT_next_candidate, RECON_OT_reconstruct,
                         RECON_OT_use_mask, RECON_OT_view_picture, candidate_info, candidate_target, candidates_of,
-                        mask_image, mesh_edited, mm_per_unit, percent_text, running, volume_now)
+                        mask_image, mesh_edited, mm_per_unit, notes_of, percent_text, running, size_mm, volume_now,
+                        volume_text)
 
-__all__ = ["RECON_PT_reconstruct", "RECON_PT_candidates", "RECON_PT_check", "RECON_PT_mask"]
+__all__ = ["RECON_PT_reconstruct", "RECON_PT_candidates", "RECON_PT_check", "RECON_PT_notes", "RECON_PT_mask"]
 
 MASK_PREVIEW_SCALE = 8.0
 """Side of the mask's preview in the sidebar, in UI units (about half the sidebar's default width)."""
@@ -111,20 +114,47 @@ class RECON_PT_check(_SubPanel, bpy.types.Panel):
                 col.label(text=f"{text}: {'yes' if good else 'no'}", icon='CHECKMARK' if good else 'ERROR')
             volume = check.get("volume_mm3", -1.0)
             if volume >= 0:
-                col.label(text=f"Volume: {volume / 1000.0:.2f} cm³")
+                col.label(text=f"Volume: {volume_text(volume)}")
             if mesh_edited(obj, check):
                 col.label(text="Edited since: the exports check it again", icon='INFO')
             else:
                 now = volume_now(obj, check, mm_per_unit(context.scene))
         else:
             col.label(text=f"{obj.name}: not made by Reconstruct", icon='INFO')
-        size = [d * mm_per_unit(context.scene) for d in obj.dimensions]
-        col.label(text=f"Size: {size[0]:.1f} x {size[1]:.1f} x {size[2]:.1f} mm")
+        size = size_mm(context, obj)  # as the exports write it: along the world's axes, the last the height
+        col.label(text=f"Size (W x D x H): {size[0]:.1f} x {size[1]:.1f} x {size[2]:.1f} mm")
         if now is not None:  # scaled since (the object, or the scene's unit): the volume as the size is now
-            col.label(text=f"Volume at this size: {now / 1000.0:.2f} cm³")
+            col.label(text=f"Volume at this size: {volume_text(now)}")
         row = layout.row(align=True)
         row.operator(RECON_OT_export_stl.bl_idname, icon='EXPORT')
         row.operator(RECON_OT_export_3mf.bl_idname, icon='EXPORT')
+
+
+def wrapped(text: str, width_px: float, ui_scale: float = 1.0) -> list[str]:
+    """``text`` in lines that fit a sidebar ``width_px`` wide (a label does not wrap): about 7 pixels a character at
+    ``ui_scale`` 1, and at least 20 characters a line (a width or scale of 0, as in background mode: 40)."""
+    chars = int(width_px / (7.0 * ui_scale)) - 2 if width_px > 0 and ui_scale > 0 else 40
+    return textwrap.wrap(text, width=max(20, chars)) or [""]
+
+
+class RECON_PT_notes(_SubPanel, bpy.types.Panel):
+    """What the reconstruction noted of the active object (sealed pockets, the object finder's doubt, thin walls, the
+    category it was unsure of, ...), each note in full: the status bar shows only the last message."""
+
+    bl_label = "Notes"
+    bl_idname = "RECON_PT_notes"
+
+    @classmethod
+    def poll(cls, context):
+        return bool(notes_of(context.active_object))
+
+    def draw(self, context):
+        width = context.region.width if context.region is not None else 300
+        scale = context.preferences.system.ui_scale if context.preferences is not None else 1.0
+        for note in notes_of(context.active_object):
+            col = self.layout.column(align=True)
+            for i, line in enumerate(wrapped(note, width, scale)):
+                col.label(text=line, icon='INFO' if i == 0 else 'BLANK1')
 
 
 class RECON_PT_mask(_SubPanel, bpy.types.Panel):

@@ -6,7 +6,7 @@ import os
 import bpy
 from bpy.app.handlers import persistent
 
-from .worker_client import CATEGORY_NAMES, DEFAULT_DETAIL, DETAIL_VERTICES, MAX_HEIGHT_MM
+from .worker_client import CATEGORY_NAMES, DEFAULT_DETAIL, DETAIL_VERTICES, MAX_HEIGHT_MM, MIN_HEIGHT_MM
 
 __all__ = ["ReconSettings", "ReconCandidateRef", "PATH_OPTIONS", "SAVE_HANDLERS", "register_save_handlers", "unregister_save_handlers"]
 
@@ -33,6 +33,13 @@ class ReconCandidateRef(bpy.types.PropertyGroup):
     another file (which renames it, "chair 1.001"); a copy of the object (Shift+D) is not in the record."""
 
     obj: bpy.props.PointerProperty(name="Object", type=bpy.types.Object)
+
+
+def _at_least_the_smallest_height(settings, _context) -> None:
+    """Height (mm) between 0 and the smallest height the worker takes becomes that height, as a slider's minimum
+    would: 0.01 showed as "0.0" (one decimal) and was then refused as "got 0.01"."""
+    if 0.0 < settings.height_mm < MIN_HEIGHT_MM:
+        settings.height_mm = MIN_HEIGHT_MM
 
 
 class ReconSettings(bpy.types.PropertyGroup):
@@ -62,7 +69,7 @@ class ReconSettings(bpy.types.PropertyGroup):
     height_mm: bpy.props.FloatProperty(
         name="Height (mm)",
         description="Real height of the object in millimetres; 0 keeps the model's size (about 1 unit across)",
-        default=0.0, min=0.0, max=MAX_HEIGHT_MM, soft_max=2000.0, precision=1,
+        default=0.0, min=0.0, max=MAX_HEIGHT_MM, soft_max=2000.0, precision=1, update=_at_least_the_smallest_height,
     )
     solid: bpy.props.BoolProperty(
         name="Fill Hollow Pockets",

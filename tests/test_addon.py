@@ -27,6 +27,7 @@ import contextlib
 import importlib.util
 import inspect
 import json
+import math
 import os
 import re
 import shutil
@@ -53,8 +54,8 @@ from tests.test_worker import PYTHON, make_alpha_image, make_shape_image, write_
 pytestmark = pytest.mark.blender
 
 EXTENSION = "reconstruct_from_image"
-CLASS_NAMES = ("RECON_PT_reconstruct", "RECON_PT_candidates", "RECON_PT_check", "RECON_PT_mask", "ReconSettings",
-               "ReconCandidateRef", "ReconPreferences")
+CLASS_NAMES = ("RECON_PT_reconstruct", "RECON_PT_candidates", "RECON_PT_check", "RECON_PT_notes", "RECON_PT_mask",
+               "ReconSettings", "ReconCandidateRef", "ReconPreferences")
 
 
 @pytest.fixture(scope="module")
@@ -742,14 +743,24 @@ def test_exports_warn_when_an_edited_mesh_would_not_print(addon, settings, tmp_p
     assert re.search(r"Warning: Wrote .*open\.3mf .* opened is not printable as it is: not watertight", said), said
     for op, ext in ((bpy.ops.recon.export_stl, "stl"), (bpy.ops.recon.export_3mf, "3mf")):
         said = export(op, joined, tmp_path / f"joined.{ext}")
-        assert re.search(r"joined is not printable as it is: \d+ self-intersecting face pairs", said), said
+        assert re.search(r"joined is not printable as it is: \d+ self-intersecting face pairs; mend it before "
+                         r"printing \(Clean Up does not undo faces that cross: a Remesh modifier in Voxel mode, "
+                         r"applied, makes it one closed solid\)\.", said), said
+        assert "modifiers" not in said
+    shell = cube_mesh("shell", [0.0])  # copies that cross each other: its modifier's, which Edit Mode hides
+    array = shell.modifiers.new("copies", 'ARRAY')
+    array.relative_offset_displace = (0.25, 0.0, 0.0)
+    for op, ext in ((bpy.ops.recon.export_stl, "stl"), (bpy.ops.recon.export_3mf, "3mf")):
+        said = export(op, shell, tmp_path / f"shell.{ext}")
+        assert "shell is not printable as it is" in said and ("Its modifiers made part of what is written, which "
+                                                              "Edit Mode does not show") in said, said
     inward = cube_mesh("inward", [0.0])  # closed, every face turned in: Clean Up does not mend it
     inward.data.flip_normals()
     for op, ext in ((bpy.ops.recon.export_stl, "stl"), (bpy.ops.recon.export_3mf, "3mf")):
         said = export(op, inward, tmp_path / f"inward.{ext}")
         assert re.search(r"inward is not printable as it is: inside out \(its faces point inward\); mend it before "
                          r"printing \(Edit Mode: select all, Mesh > Normals > Recalculate Outside\)", said), said
-    for obj in (closed, opened, joined, inward):
+    for obj in (closed, opened, joined, inward, shell):
         mesh = obj.data
         bpy.data.objects.remove(obj)
         bpy.data.meshes.remove(mesh)
@@ -1063,7 +1074,7 @@ def test_panels_draw(addon, settings):
         settings.source = source
         for panel in (bpy.types.RECON_PT_reconstruct, bpy.types.RECON_PT_check, bpy.types.RECON_PT_mask):
             texts += labels(draw_panel(panel))
-    assert "Watertight: yes" in texts and "Volume: 1.00 cm³" in texts and "Size: 1000.0 x 1000.0 x 1000.0 mm" in texts
+    assert "Watertight: yes" in texts and "Volume: 1.00 cm³" in texts and "Size (W x D x H): 1000.0 x 1000.0 x 1000.0 mm" in texts
     assert "No object mask was kept" in texts  # made before masks were kept
     del obj["recon_check"]
     assert not bpy.types.RECON_PT_mask.poll(bpy.context), "only objects made by Reconstruct have a mask"
@@ -2435,7 +2446,8 @@ def test_fill_hollow_pockets_stand_upright_and_the_height_reach_the_worker_as_se
         bpy.data.images.remove(obj["recon_mask"])
         bpy.data.objects.remove(obj)
     assert [(k["solid"], k["upright"]) for k in sent] == [(False, True), (True, False)]
-    settings.solid, settings.upright, settings.height_mm = False, True, 0.05
+    settings.solid, settings.upright = False, True
+    settings["height_mm"] = 0.05  # as a .blend saved before Height (mm) took the smallest height holds it
     state = scene_state()
     with pytest.raises(RuntimeError, match=r"Height \(mm\) must be 0 \(the model's size\) or at least 0.1 mm, got 0.05"):
         bpy.ops.recon.reconstruct_image()
@@ -2643,6 +2655,114 @@ def test_the_result_says_how_tall_the_shape_is_and_a_height_of_0_says_to_set_it(
         bpy.data.objects.remove(obj)
         if image is not None and image.users == 0:
             bpy.data.images.remove(image)
+
+
+def test_the_result_message_comes_last_and_the_notes_stay_on_the_object(addon, settings):
+    """Blender's status bar shows the last message alone: the notes came after the result's message ("Reconstructed
+    chair (50.0 mm tall, ...)"), which the designer then never saw. The notes now come first, the result's message
+    last with how many notes there are, and the object keeps them, in full, for the sidebar's Notes."""
+    state = scene_state()
+    settings.height_mm = 0.0  # a note of the add-on's own; the tiny model's notes (untrained, ...) too
+    driver = ModalDriver(addon.package.operators.RECON_OT_reconstruct)
+    assert driver.invoke() == {'RUNNING_MODAL'}
+    assert driver.finish() == {'FINISHED'}
+    [obj] = [o for o in bpy.data.objects if o.name not in state[0]]
+    messages = [message for _, message in driver.reports]
+    worker_notes = [m.removeprefix("Note: ") for m in messages if m.startswith("Note: ") and "Height (mm)" not in m]
+    assert worker_notes, messages  # the tiny model is noted as untrained
+    notes = addon.package.operators.notes_of(obj)
+    assert notes == [f"{n[:1].upper()}{n[1:]}" for n in worker_notes], (notes, worker_notes)
+    count = len(notes)
+    assert messages[-1].startswith(f"Reconstructed {obj.name} (") and messages[-1].endswith(
+        f" {count} note{'s' if count != 1 else ''} on it: see Notes in the sidebar."), messages
+    bpy.context.view_layer.objects.active = obj
+    texts = labels(draw_panel(bpy.types.RECON_PT_notes))
+    assert " ".join(texts) == " ".join(notes) and all(len(t) <= 40 for t in texts), texts  # wrapped, nothing lost
+    bpy.context.view_layer.objects.active = None
+    assert not bpy.types.RECON_PT_notes.poll(bpy.context)
+    image = obj.get("recon_mask")
+    bpy.data.objects.remove(obj)
+    if image is not None and image.users == 0:
+        bpy.data.images.remove(image)
+
+
+def test_the_check_panel_gives_the_size_along_the_worlds_axes_as_the_exports_do(addon, settings, tmp_path, capfd):
+    """Turned a quarter about X, the chair's panel said "102.2 x 93.0 x 120.0 mm" (its own axes) while Export STL said
+    "102.2 x 120.0 x 93.0 mm (width x depth x height)": the panel now gives the size as the export writes it. A small
+    part's volume is in mm³ (a 10 mm part said "0.03 cm³")."""
+    operators = addon.package.operators
+    obj = reconstruct()
+    bpy.context.view_layer.objects.active = obj
+    obj.scale = (1.0, 1.0, 2.0)  # the tiny model's shape is about a cube: twice as tall, then lying
+    obj.rotation_euler = (math.pi / 2, 0.0, 0.0)
+    bpy.context.view_layer.update()
+    capfd.readouterr()
+    target = tmp_path / "turned.stl"
+    with bpy.context.temp_override(selected_objects=[obj], active_object=obj):
+        assert bpy.ops.recon.export_stl(filepath=str(target)) == {'FINISHED'}
+    said = capfd.readouterr().out
+    exported = re.search(r"([0-9.]+) x ([0-9.]+) x ([0-9.]+) mm \(width x depth x height\)", said)
+    assert exported, said
+    texts = labels(draw_panel(bpy.types.RECON_PT_check))
+    assert f"Size (W x D x H): {' x '.join(exported.groups())} mm" in texts, (texts, said)
+    assert obj.dimensions.y * 1000 != pytest.approx(float(exported.group(2)), abs=0.5)  # the object's own axes differ
+    obj.modifiers.new("two", 'ARRAY').count = 2  # a modifier's copy beside it: twice as wide, as the export would be
+    bpy.context.view_layer.update()
+    wide = operators.size_mm(bpy.context, obj)
+    assert wide[0] == pytest.approx(2 * float(exported.group(1)), rel=1e-3), wide
+    assert operators.volume_text(26790.0) == "26.79 cm³" and operators.volume_text(28.4) == "28.4 mm³"
+    assert operators.volume_text(0.001) == "under 0.01 mm³"
+    bpy.data.objects.remove(obj)
+
+
+def test_a_hidden_or_excluded_active_collection_is_said(addon, settings, capfd):
+    """The active collection's eye off: the result landed in it, hidden, with a message of success alone; excluded
+    from the view layer, the whole run ended in "Could not create the mesh in Blender (RuntimeError: Error: Object
+    'chair.002' cannot be selected ...)". Hidden is now said; excluded puts the result in the scene's own collection,
+    and says so."""
+    scene, view_layer = bpy.context.scene, bpy.context.view_layer
+    collection = bpy.data.collections.new("parts")
+    scene.collection.children.link(collection)
+    layer = next(child for child in view_layer.layer_collection.children if child.collection == collection)
+    made = []
+    try:
+        layer.hide_viewport = True
+        view_layer.active_layer_collection = layer  # a hidden collection clicked in the Outliner is the active one
+        capfd.readouterr()
+        obj = reconstruct()
+        made.append(obj)
+        said = capfd.readouterr().out
+        assert obj.name in collection.objects and not obj.visible_get()
+        assert ("The active collection parts is hidden, and the result with it: show the collection (its eye in the "
+                "Outliner) to see it.") in said, said
+        layer.hide_viewport = False
+        view_layer.active_layer_collection = layer
+        layer.exclude = True  # Blender makes another collection active, but a script may still name this one
+        with bpy.context.temp_override(collection=collection):
+            obj = reconstruct()
+        made.append(obj)
+        said = capfd.readouterr().out
+        assert obj.name in scene.collection.objects and obj.name not in collection.objects and obj.visible_get()
+        assert ("The active collection parts is excluded from the view layer; the result is in the scene's own "
+                "collection.") in said, said
+    finally:
+        for obj in made:
+            image = obj.get("recon_mask")
+            bpy.data.objects.remove(obj)
+            if image is not None and image.users == 0:
+                bpy.data.images.remove(image)
+        bpy.data.collections.remove(collection)
+        view_layer.active_layer_collection = view_layer.layer_collection
+
+
+def test_a_height_under_the_smallest_becomes_the_smallest(addon, settings):
+    """Height (mm) 0.01 showed as "0.0" (one decimal) and Reconstruct then refused "got 0.01": a height between 0 and
+    the smallest the worker takes becomes the smallest, as a slider's minimum would; 0 (the model's size) stays."""
+    smallest = addon.package.worker_client.MIN_HEIGHT_MM
+    for typed, kept in ((0.01, smallest), (0.0, 0.0), (0.25, 0.25), (120.0, 120.0)):
+        settings.height_mm = typed
+        assert settings.height_mm == pytest.approx(kept), typed
+    settings.height_mm = 50.0
 
 
 # Last: it unregisters the module's add-on, which every test above uses.

@@ -220,7 +220,7 @@ def _handle_request(channel: _Channel, reconstructor, request: dict[str, Any]) -
         picture_path = _field(request, "picture_path", str, "a file path") or None
         object_mask = _field(request, "object_mask", str, "a file path") or None
         count = _requested_candidates(request)
-        channel.send("progress", id=rid, stage="reading the picture", fraction=0.05)
+        channel.send("progress", id=rid, stage="opening the picture", fraction=0.05)
 
         def progress(stage: str, fraction: float) -> None:
             channel.send("progress", id=rid, stage=stage, fraction=round(fraction, 3))
