@@ -999,8 +999,8 @@ def test_exports_put_a_moved_turned_object_on_the_plate_and_warn_when_it_is_too_
     bpy.context.view_layer.update()
     assert op(filepath=str(out)) == {'FINISHED'}
     said = capfd.readouterr().out
-    assert re.search(r"Warning: .* At \d+ x \d+ x \d+ mm it is larger than the build volume of most printers "
-                     r"\(256 mm a side on a large one\)", said), said
+    assert re.search(r"Warning: .* At \d+ x \d+ x \d+ mm \(width x depth x height\) it is larger than the build volume "
+                     r"of most printers \(256 mm a side on a large one\)", said), said
     bpy.data.objects.remove(obj)
 
 

@@ -452,6 +452,20 @@ def test_a_mesh_without_a_unit_or_a_height_gets_a_note(tmp_path, tiny_model_path
             assert "--height-mm 90" in err
 
 
+@pytest.mark.parametrize("ext, noted", [(".obj", True), (".stl", False), (".glb", False)])
+def test_an_obj_in_millimetres_says_how_blender_reads_it(tmp_path, capsys, ext, noted):
+    """An OBJ has no unit: written --height-mm 90 it holds millimetres, which Blender's OBJ import took as metres (a
+    90 m chair) with no word; the note says so, and how to import it. An STL (slicers' millimetres) and a GLB (written
+    in metres) get none."""
+    from recon_core.io.cli import _parser, _report
+
+    args = _parser().parse_args(["in.png", "-o", str(tmp_path / f"c{ext}"), "--height-mm", "90"])
+    result = _sized_candidate(60, 90, 50)
+    assert _report(args, result, [result], [tmp_path / f"c{ext}"], tmp_path / f"c{ext}", None, 1.0) == 0
+    notes = capsys.readouterr().err.splitlines()
+    assert any("Blender's OBJ import takes one unit as a metre" in n and "Scale to 0.001" in n for n in notes) == noted
+
+
 def test_the_unit_note_of_several_candidates_gives_their_heights(tmp_path, capsys):
     from types import SimpleNamespace
 
@@ -775,6 +789,7 @@ def test_no_stdout_or_stderr_at_all_in_process(tmp_path, tiny_model_path, good_i
 @pytest.mark.parametrize("extra, fragment", [
     (["--candidates", "abc"], "--candidates must be a whole number of shapes, e.g. 3, got 'abc'"),
     (["--height-mm", "90mm"], "--height-mm must be a number of millimetres without a unit, e.g. 90, got '90mm'"),
+    (["--height-mm", "90,5"], "--height-mm must be a number of millimetres with a decimal point, e.g. 90.5, got '90,5'"),
     (["--category", "Chiar"], "--category 'Chiar' is not a category the model knows (did you mean chair?); the "
                               "categories are airplane, bench, cabinet, car, chair, display, lamp, loudspeaker, rifle, "
                               "sofa, table, telephone, watercraft"),
@@ -782,7 +797,7 @@ def test_no_stdout_or_stderr_at_all_in_process(tmp_path, tiny_model_path, good_i
     (["--category", "guitar"], "--category 'guitar' is not a category the model knows; the categories are airplane,"),
     (["--detail", "ultra"], "--detail: invalid choice: 'ultra'"),
     (None, "the following arguments are required: -o/--output"),
-], ids=["candidates", "height", "category misspelt", "category otherwise spelt", "category unknown", "detail",
+], ids=["candidates", "height", "decimal comma", "category misspelt", "category otherwise spelt", "category unknown", "detail",
          "no output"])
 def test_an_option_error_is_one_sentence_without_the_usage(tmp_path, good_image, capsys, extra, fragment):
     """argparse printed six lines of usage, then "recon-mesh: error: ..."; now one sentence and where to look."""
@@ -859,8 +874,8 @@ def test_each_candidates_own_notes_are_said_with_its_name(tmp_path, capsys):
     assert _report(args, results[0], results, paths, tmp_path / "c.stl", None, 1.0) == 0
     err = capsys.readouterr().err.splitlines()
     assert err == ["note: object found by the object finder (no transparency)",
-                   "note (c_1.stl): filled 4 sealed hollow pockets",
-                   "note (c_3.stl): filled 5 sealed hollow pockets"]
+                   f"note ({tmp_path / 'c_1.stl'}): filled 4 sealed hollow pockets",
+                   f"note ({tmp_path / 'c_3.stl'}): filled 5 sealed hollow pockets"]
 
 
 _SIGNALLING = """
@@ -1103,6 +1118,11 @@ def test_outputs_and_inputs_that_are_no_file_say_so_with_their_folder(tmp_path, 
     assert main(["-", "-o", str(tmp_path / "x.stl")]) == 2
     assert capsys.readouterr().err.strip() == ("error: Reading the picture from standard input (-) is not supported; "
                                                 "give its file's path.")
+    assert main([str(good_image), "-o", "-"]) == 2  # said as its own, not "the extension must be one of"
+    assert capsys.readouterr().err.strip() == ("error: Writing the mesh to standard output (-) is not supported; give "
+                                                "a file's path, e.g. -o chair.stl.")
+    assert main([str(good_image), "-o", str(folder / "x.3MF")]) == 2  # the path as given, as every other error
+    assert capsys.readouterr().err.startswith(f"error: Cannot write {folder}/x.3MF without a size: ")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["meshes", "obj.png"] and not any(folder.iterdir())
 
 

@@ -237,7 +237,45 @@ def test_the_add_on_writer_says_how_it_is_used(capsys):
     from recon_core.io.export import main
 
     assert main(["--help"]) == 0 and capsys.readouterr().out.startswith("usage: python -m recon_core.io.export")
-    assert main([]) == 2 and capsys.readouterr().err.startswith("usage:")
+    assert main([]) == 2 and capsys.readouterr().err.startswith("error: Give the meshes' file and the file to write")
+
+
+def test_the_add_on_writer_says_what_is_wrong_with_its_paths_as_recon_mesh_does(tmp_path, capsys, monkeypatch):
+    """A name that is only an extension was "the extension must be .3mf or .stl" (Path(".3mf").suffix is ""); a
+    folder was "Is a directory. Choose a writable location."; a missing meshes file was FileNotFoundError's text, a text
+    file numpy's "Cannot load file containing pickled data"; Ctrl-C was a traceback. Each is now one sentence, as
+    recon-mesh says it, and nothing is written."""
+    from recon_core.io import export
+
+    box = trimesh.creation.box([10.0, 10.0, 10.0])
+    meshes = tmp_path / "meshes.npz"
+    np.savez(meshes, names=np.array(["Cube"]), verts_0=box.vertices, faces_0=box.faces)
+    (tmp_path / "dir.3mf").mkdir()
+    (tmp_path / "notes.txt").write_text("not meshes\n")
+    cases = [
+        ([meshes, tmp_path / ".3mf"], f"Cannot write {tmp_path}/.3mf: .3mf is an extension without a name; give the "
+                                      f"file a name, e.g. {tmp_path}/part.3mf."),
+        ([meshes, tmp_path / "dir.3mf"], f"Cannot write {tmp_path}/dir.3mf: it is a folder; give a file name, e.g. "
+                                         f"{tmp_path}/dir.3mf/part.3mf."),
+        ([meshes, tmp_path / "no" / "x.stl"], f"Cannot write {tmp_path}/no/x.stl: the folder {tmp_path}/no does not "
+                                              "exist; create it first."),
+        ([tmp_path / "gone.npz", tmp_path / "x.stl"], f"Cannot read the meshes in {tmp_path}/gone.npz: there is no "
+                                                      "such file."),
+        ([tmp_path / "notes.txt", tmp_path / "x.stl"], f"Cannot read the meshes in {tmp_path}/notes.txt: it is not a "
+                                                       ".npz file of meshes; write them with numpy.savez as verts_0, "
+                                                       "faces_0, ... and names."),
+    ]
+    for argv, said in cases:
+        assert export.main([str(a) for a in argv]) == 2, argv
+        assert capsys.readouterr().err == f"error: {said}\n"
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "write_stl", interrupted)
+    assert export.main([str(meshes), str(tmp_path / "x.stl")]) == 130
+    assert capsys.readouterr().err == "error: Interrupted; nothing was written.\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.3mf", "meshes.npz", "notes.txt"]
 
 
 def test_the_add_on_writer_runs_without_torch(tmp_path):
@@ -381,6 +419,22 @@ def test_a_glb_in_millimetres_is_written_in_metres_the_others_in_millimetres(tmp
     assert unitless.extents == pytest.approx([0.4, 0.9, 0.3], rel=1e-6)
 
 
+def test_obj_and_glb_name_the_mesh_after_the_file_with_its_faces_as_they_were(tmp_path):
+    """A GLB's mesh was "geometry_0" while a 3MF's object is named after the file: OBJ and GLB now name it so too
+    (or as asked), and the vertices and faces read back are the ones given, in order."""
+    box = trimesh.creation.box([40.0, 90.0, 30.0])
+    for ext in (".obj", ".glb"):
+        for name, expected in ((None, "chair"), ("Seat", "Seat")):
+            path = export_mesh(box.vertices, box.faces, tmp_path / f"chair{ext}", name)
+            scene = trimesh.load(path, force="scene", process=False)
+            assert list(scene.geometry) == [expected], (ext, list(scene.geometry))
+            back = scene.geometry[expected]
+            np.testing.assert_allclose(back.vertices, box.vertices, atol=1e-6)
+            np.testing.assert_array_equal(back.faces, box.faces)
+            if ext == ".obj":
+                assert f"\no {expected}\n" in path.read_text()
+
+
 @pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX's")
 @pytest.mark.parametrize("umask", [0o022, 0o027])
 def test_a_written_file_has_the_permissions_of_a_new_file(tmp_path, umask):
@@ -484,7 +538,8 @@ def test_an_stl_joins_split_vertices_before_its_check_and_notes_thin_walls_and_s
     assert printed[0] == f"wrote {tmp_path / 'p.stl'} (1 object)"
     assert printed[1].startswith("note: plank: its walls thinner than 0.8 mm cover 24,000 mm² of it (99% of the "
                                  "surface; 0.5 mm thick in the median there)")
-    assert printed[2].startswith("note: at 300 x 40 x 0.5 mm it is larger than the build volume of most printers")
+    assert printed[2].startswith("note: at 300 x 40 x 0.5 mm (width x depth x height) it is larger than the build "
+                                 "volume of most printers")
     assert len(printed) == 3
     back = trimesh.load(tmp_path / "p.stl", force="mesh")
     np.testing.assert_allclose(back.bounds, [[-150, -20, 0], [150, 20, 0.5]], atol=1e-4)

@@ -307,7 +307,7 @@ def test_candidates_come_in_one_result_whose_own_fields_are_the_first(banked, tm
     assert len(meshes) == 3, "three different shapes"
     five = answers["five"]
     assert len(five["candidates"]) == 4, "the bank holds four models"
-    assert "the model found 4 candidate shape(s) for this picture, not 5" in five["notes"]
+    assert "the model found 4 candidate shapes for this picture, not 5" in five["notes"]
     assert [c["confidence"] for c in five["candidates"][:3]] == pytest.approx(confidences)
 
 

@@ -10,6 +10,7 @@ import difflib
 import errno
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -142,8 +143,11 @@ def _height_mm(text: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--height-mm must be a number of millimetres without a unit, e.g. 90, got "
-                                         f"{text!r}") from None
+        comma = re.fullmatch(r"\s*\d+,\d+\s*", text)  # 90,5: a decimal comma
+        raise argparse.ArgumentTypeError(
+            f"--height-mm must be a number of millimetres with a decimal point, e.g. {text.strip().replace(',', '.')}, "
+            f"got {text!r}" if comma else
+            f"--height-mm must be a number of millimetres without a unit, e.g. 90, got {text!r}") from None
 
 
 def _count(text: str) -> int:
@@ -437,6 +441,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.output.strip():
             raise ExportError("The output file's name is empty; give one, e.g. -o chair.stl.")
+        if args.output.strip() == "-":
+            raise ExportError("Writing the mesh to standard output (-) is not supported; give a file's path, e.g. "
+                              "-o chair.stl.")
         if args.image == "-":
             raise ImageError("Reading the picture from standard input (-) is not supported; give its file's path.")
         out = Path(args.output)
@@ -468,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--height-mm must be a number of millimetres from {MIN_HEIGHT_MM:g} to "
                              f"{MAX_HEIGHT_MM:,.0f}, got {args.height_mm}.")
         if out.suffix.lower() == ".3mf" and args.height_mm is None:
-            raise ExportError(f"Cannot write {out.name} without a size: a 3MF file is in millimetres, so give the "
+            raise ExportError(f"Cannot write {out} without a size: a 3MF file is in millimetres, so give the "
                               "object's real height, e.g. --height-mm 90.")
         if args.candidates < 1:
             raise ValueError(f"--candidates must be at least 1, got {args.candidates}.")
@@ -546,9 +553,10 @@ def _report(args, result, results, paths, out, mask_out, seconds: float, preview
         for path, candidate in zip(paths, results):
             for note in candidate.notes:
                 if note not in shared:
-                    _say(f"note ({path.name}): {note}")
+                    _say(f"note ({path}): {note}")  # the path as given, folder and all, as "wrote" says it
     if len(results) < args.candidates:
-        _say(f"note: the model found {len(results)} candidate shape(s) for this picture, not {args.candidates}")
+        _say(f"note: the model found {len(results)} candidate shape{'s' if len(results) != 1 else ''} for this picture, "
+             f"not {args.candidates}")
     probs = result.category_probs
     # The meshes are on disk (each written to a temporary file and renamed) before the first line below.
     if len(results) == 1 and args.candidates == 1:
@@ -563,7 +571,7 @@ def _report(args, result, results, paths, out, mask_out, seconds: float, preview
     for path, candidate in zip(paths, results):
         if args.candidates > 1:
             confidence = "" if candidate.confidence is None else f", confidence {candidate.confidence:.1%}"
-            _print(f"\ncandidate {path.name}: {len(candidate.verts)} vertices, {len(candidate.faces)} faces{confidence}")
+            _print(f"\ncandidate {path}: {len(candidate.verts)} vertices, {len(candidate.faces)} faces{confidence}")
         _print(candidate.report.summary())
     return 0 if all(c.report.ok for c in results) else 3
 
@@ -575,8 +583,12 @@ UNITLESS_SUFFIXES = (".stl", ".obj", ".ply")
 def _unit_notes(args, results) -> list[str]:
     """The note of meshes written in the data's units (without ``--height-mm``) to a format a slicer reads as
     millimetres (STL, OBJ, PLY), or to a GLB, whose unit is the metre: how tall they would be taken, and how to give
-    the real height; none otherwise."""
+    the real height; of an OBJ in millimetres, how Blender's importer reads it; none otherwise."""
     suffix = Path(args.output).suffix.lower()
+    if args.height_mm is not None and suffix == ".obj":  # Blender's OBJ importer takes a unit as a metre
+        return ["OBJ has no unit: the file is in millimetres, as CAD tools and slicers read it; Blender's OBJ import "
+                "takes one unit as a metre (a 90 mm object comes in 90 m tall): set its Scale to 0.001, or import "
+                "into a scene whose Unit Scale is 0.001"]
     if args.height_mm is not None or suffix not in (*UNITLESS_SUFFIXES, ".glb"):
         return []
     heights = [float(r.verts[:, 1].max() - r.verts[:, 1].min()) for r in results if len(r.verts)]  # +Y is up

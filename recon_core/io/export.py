@@ -400,7 +400,7 @@ def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike, n
         verts: (V, 3) float, output frame.
         faces: (F, 3) int.
         path: the file to write.
-        name: the object's name inside a 3MF file (None: the file's name without its extension).
+        name: the object's name inside a 3MF, OBJ or GLB file (None: the file's name without its extension).
         millimetres: ``verts`` are in millimetres (``height_mm`` was given); False: the data's unitless frame.
     """
     path = Path(path)
@@ -417,6 +417,11 @@ def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike, n
     import trimesh
 
     mesh = trimesh.Trimesh(vertices=verts, faces=faces, process=False)
+    if ext in (".obj", ".glb"):  # named as a 3MF's object is ("o chair", the glTF mesh and node; was "geometry_0")
+        named = name or path.stem or "reconstruction"
+        scene = trimesh.Scene()
+        scene.add_geometry(mesh, geom_name=named, node_name=named)
+        return _write(path, scene.export(file_type=ext[1:]))
     return _write(path, mesh.export(file_type=ext[1:]))
 
 
@@ -431,29 +436,50 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{USAGE}\n\nWrite the meshes of MESHES.npz (verts_0, faces_0, ..., names; +Z up, millimetres) as one 3MF "
               "or STL file, on its build plate, and say what would not print well.")
         return 0
+    try:
+        return _main(args)
+    except KeyboardInterrupt:  # Ctrl-C: the writers' temporary files are gone (they remove them on any exception)
+        print("error: Interrupted; nothing was written.", file=sys.stderr)
+        return 130
+
+
+def _main(args: list[str]) -> int:
+    """:func:`main` on its arguments, Ctrl-C left to it."""
+    def refuse(sentence: str) -> int:
+        print(f"error: {sentence}", file=sys.stderr)
+        return 2
+
     if len(args) != 2:
-        print(USAGE, file=sys.stderr)
-        return 2
+        return refuse(f"Give the meshes' file and the file to write, e.g. meshes.npz part.3mf.\n{USAGE}")
     source, target = args
-    writer = {".3mf": write_3mf, ".stl": write_stl}.get(Path(target).suffix.lower())
+    out = Path(target)
+    if out.name.lower() in (".3mf", ".stl"):  # Path(".3mf").suffix is "": a name that is only an extension
+        return refuse(f"Cannot write {target}: {out.name} is an extension without a name; give the file a name, e.g. "
+                      f"{out.with_name('part' + out.name.lower())}.")
+    if out.is_dir():
+        return refuse(f"Cannot write {target}: it is a folder; give a file name, e.g. {out / 'part.3mf'}.")
+    writer = {".3mf": write_3mf, ".stl": write_stl}.get(out.suffix.lower())
     if writer is None:
-        print(f"error: Cannot write {Path(target).name}: the extension must be .3mf or .stl.", file=sys.stderr)
-        return 2
+        return refuse(f"Cannot write {target}: the extension must be .3mf or .stl.")
+    if not out.parent.is_dir():
+        return refuse(f"Cannot write {target}: the folder {out.parent} does not exist; create it first.")
+    if not Path(source).is_file():
+        return refuse(f"Cannot read the meshes in {source}: there is no such file.")
     try:
         with np.load(source, allow_pickle=False) as data:
             names = [str(n) for n in data["names"]] if "names" in data else []
             count = sum(1 for key in data.files if key.startswith("verts_"))
             objects = [(names[i] if i < len(names) else f"object_{i + 1}", data[f"verts_{i}"], data[f"faces_{i}"])
                        for i in range(count)]
-    except Exception as err:  # noqa: BLE001 - a missing, empty, truncated or foreign file: one sentence
-        print(f"error: Cannot read the meshes in {source} ({type(err).__name__}: {err}); write them with "
-              "numpy.savez as verts_0, faces_0, ... and names.", file=sys.stderr)
-        return 2
+    except Exception as err:  # noqa: BLE001 - an empty, truncated or foreign file: one sentence
+        # a text file reads as "pickled data" to numpy: not what the user has, so the error is not quoted for it
+        why = "" if "pickled" in str(err) else f" ({type(err).__name__}: {err})"
+        return refuse(f"Cannot read the meshes in {source}: it is not a .npz file of meshes{why}; write them with "
+                      "numpy.savez as verts_0, faces_0, ... and names.")
     try:
         path = writer(objects, target)
     except ExportError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return refuse(str(err))
     print(f"wrote {path} ({len(objects)} object{'s' if len(objects) != 1 else ''})")
     if path.suffix.lower() == ".stl":  # one mesh of triangles, as slicers read it: vertices at one place are one
         objects = [(objects[0][0] if len(objects) == 1 else path.stem, *_joined(*_one_mesh(objects)))]
@@ -496,8 +522,8 @@ def print_notes(objects: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> list[s
                          "they print weak and break easily; scale it up, or thicken them")
     size = np.ptp(np.concatenate([np.asarray(verts, dtype=np.float64) for _, verts, _ in objects]), axis=0)
     if size.max() > PLATE_MM:
-        lines.append(f"note: at {mm(size[0])} x {mm(size[1])} x {mm(size[2])} mm it is {LARGER_THAN_PRINTERS}: scale it "
-                     "down to print it whole, or cut it into parts")
+        lines.append(f"note: at {mm(size[0])} x {mm(size[1])} x {mm(size[2])} mm (width x depth x height) it is "
+                     f"{LARGER_THAN_PRINTERS}: scale it down to print it whole, or cut it into parts")
     return lines
 
 

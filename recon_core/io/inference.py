@@ -600,10 +600,10 @@ class Reconstructor:
                 result.confidence, result.mask = confidence, mask
                 result.camera = self._camera(result, snapped, mask, height_mm)
                 if turn > UPRIGHT_MAX_TURN:
-                    # 45.3° is "45.3°", not a "45°, more than the 45°"
-                    said = f"{turn:.0f}" if round(turn) > UPRIGHT_MAX_TURN else f"{turn:.1f}"
+                    # 45.04° is not "45°" nor "45.0°, more than the 45°": the figure only where it shows more
+                    said = f"by {turn:.0f}°, " if round(turn) > UPRIGHT_MAX_TURN else "by "
                     result.notes.append(
-                        f"not stood on its base: the shape chosen would turn by {said}°, more than the "
+                        f"not stood on its base: the shape chosen would turn {said}more than the "
                         f"{UPRIGHT_MAX_TURN:.0f}° a camera's look from above takes out (it may be another kind of "
                         "object than the picture's), so it is turned as the picture's camera saw it")
                 results.append(result)

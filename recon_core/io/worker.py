@@ -343,7 +343,7 @@ def _count_notes(reconstructor, asked: int, made: int) -> list[str]:
     if not reconstructor.banked:
         return [(f"this model gives one shape per picture, so you get 1 candidate, not {asked} (several need a "
                  "model with a shape bank)")]
-    return [f"the model found {made} candidate shape(s) for this picture, not {asked}"]
+    return [f"the model found {made} candidate shape{'s' if made != 1 else ''} for this picture, not {asked}"]
 
 
 def _candidate_dict(result) -> dict[str, Any]:
