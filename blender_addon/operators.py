@@ -56,7 +56,8 @@ __all__ = ["RECON_OT_reconstruct", "RECON_OT_next_candidate", "RECON_OT_keep_can
            "RECON_OT_export_3mf", "RECON_OT_use_mask", "RECON_OT_view_picture", "picture_camera", "picture_image",
            "running", "cancel_running", "mm_per_unit", "mask_image",
            "fill_mesh", "candidate_collection", "candidate_target", "stranded_collection", "candidates_of",
-           "is_candidate", "candidate_info", "shown_candidate", "percent_text", "notes_of", "size_mm", "volume_text"]
+           "is_candidate", "candidate_info", "candidate_likelihood", "shown_candidate", "likelihood_text", "notes_of",
+           "size_mm", "volume_text"]
 
 TIMER_S = 0.1
 """Seconds between two polls of the worker in the modal operator."""
@@ -1037,11 +1038,28 @@ def notes_of(obj) -> list[str]:
     return [line for line in notes.split("\n") if line] if isinstance(notes, str) else []
 
 
-def percent_text(confidence: float | None) -> str:
-    """A confidence as the panel and messages write it: "62%", "<1%", or "?" when there is none."""
-    if confidence is None:
-        return "?"
-    return f"{confidence:.0%}" if confidence >= 0.01 else "<1%"
+LIKELY_AS = 0.8
+"""A candidate whose confidence is at least this share of the likeliest one's is "about as likely" (its fit's silhouette
+IoU about 0.01 below), down to :data:`LESS_LIKELY` "less likely", below it "much less likely" (0.05 below)."""
+LESS_LIKELY = 0.4
+
+
+def likelihood_text(confidence: float | None, best: float | None) -> str:
+    """How likely a candidate is against the likeliest one (confidence ``best``), in words: "the likeliest", "about as
+    likely", "less likely", "much less likely"; "" without confidences. The confidences are shares among the ten
+    fitted shapes, so the likeliest of three close ones showed "25%", which a designer read as a poor result."""
+    if confidence is None or best is None or best <= 0:
+        return ""
+    ratio = confidence / best
+    if ratio >= 1.0 - 1e-9:
+        return "the likeliest"
+    return "about as likely" if ratio >= LIKELY_AS else "less likely" if ratio >= LESS_LIKELY else "much less likely"
+
+
+def candidate_likelihood(obj, candidates: list) -> str:
+    """:func:`likelihood_text` of candidate ``obj`` among ``candidates`` (those of its collection)."""
+    confidences = [c for c in (candidate_info(o)[1] for o in candidates) if c is not None]
+    return likelihood_text(candidate_info(obj)[1], max(confidences) if confidences else None)
 
 
 def _check_property(result, mm_per_worker_unit: float, mm_per_blender_unit: float) -> dict:
@@ -1302,9 +1320,10 @@ class RECON_OT_reconstruct(bpy.types.Operator):
             self.report({'INFO'}, f"Reconstructed {obj.name} ({tall:.1f} mm tall, {len(result.faces):,} faces, "
                                   f"{result.category}, {check}) in {run.elapsed:.1f} s.{see}")
         else:
-            confidence = percent_text(result.candidates[0].confidence)
+            likeliest = "the likeliest, " if likelihood_text(result.candidates[0].confidence, max(
+                (c.confidence for c in result.candidates if c.confidence is not None), default=None)) else ""
             self.report({'INFO'}, f"Reconstructed {len(objects)} candidate shapes in {candidate_collection(obj).name} "
-                                  f"in {run.elapsed:.1f} s; showing {obj.name} ({confidence} confidence, "
+                                  f"in {run.elapsed:.1f} s; showing {obj.name} ({likeliest}"
                                   f"{tall:.1f} mm tall, {len(result.faces):,} faces, {result.category}, {check}); "
                                   f"Next Shape ({NEXT_SHAPE_KEYS}) shows the others.{see}")
         self._end(context)
@@ -1426,12 +1445,13 @@ class RECON_OT_next_candidate(_CandidateOperator, bpy.types.Operator):
         shown = candidates[index]
         _show_only(shown, candidates, view_layer)
         moved = _move_picture_camera(collection, shown)
-        rank, confidence = candidate_info(shown)
+        rank, _ = candidate_info(shown)
+        likely = candidate_likelihood(shown, candidates)
         position = index + 1  # the rank, unless candidates were deleted
         check = "printable" if (shown.get(CHECK_KEY) or {}).get("ok") else "NOT printable"
         ranked = f" (ranked {rank} when made)" if rank and rank != position else ""
         said = f"Showing {shown.name}: candidate {position} of {len(candidates)}{ranked}, " \
-               f"{percent_text(confidence)} confidence, {check}"
+               f"{likely + ', ' if likely else ''}{check}"
         if moved:
             self.report({'WARNING'}, f"{said}; its picture camera: {moved}.")
         else:

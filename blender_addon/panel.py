@@ -7,8 +7,8 @@ import bpy
 
 from .operators import (CHECK_KEY, MASK_KEY, NEXT_SHAPE_KEYS, UNSURE_KEY, VIEW_KEY, RECON_OT_export_3mf,
                         RECON_OT_export_stl, RECON_OT_keep_candidate, RECON_OT_next_candidate, RECON_OT_reconstruct,
-                        RECON_OT_use_mask, RECON_OT_view_picture, candidate_info, candidate_target, candidates_of,
-                        mask_image, mesh_edited, mm_per_unit, notes_of, percent_text, running, size_mm, volume_now,
+                        RECON_OT_use_mask, RECON_OT_view_picture, candidate_info, candidate_likelihood, candidate_target,
+                        candidates_of, mask_image, mesh_edited, mm_per_unit, notes_of, running, size_mm, volume_now,
                         volume_text)
 
 __all__ = ["RECON_PT_reconstruct", "RECON_PT_candidates", "RECON_PT_check", "RECON_PT_notes", "RECON_PT_mask"]
@@ -76,13 +76,15 @@ class RECON_PT_candidates(_SubPanel, bpy.types.Panel):
         layout = self.layout
         collection, stranded = candidate_target(context)
         view_layer = context.view_layer
-        layout.label(text=f"{collection.name}, the most confident first:")
+        layout.label(text=f"{collection.name}, the likeliest first:")
         col = layout.column(align=True)
-        for obj in candidates_of(collection, view_layer):
-            rank, confidence = candidate_info(obj)
+        candidates = candidates_of(collection, view_layer)
+        for obj in candidates:
+            rank, _ = candidate_info(obj)
             printable = "yes" if (obj.get(CHECK_KEY) or {}).get("ok") else "no"
             shown = not obj.hide_get(view_layer=view_layer)
-            col.label(text=f"{rank}. {obj.name}: {percent_text(confidence)}, printable: {printable}"
+            likely = candidate_likelihood(obj, candidates)
+            col.label(text=f"{rank}. {obj.name}: {likely + ', ' if likely else ''}printable: {printable}"
                            + (" (shown)" if shown else ""), icon='HIDE_OFF' if shown else 'HIDE_ON')
         if stranded:
             layout.label(text="None is shown: Next Shape shows one", icon='INFO')

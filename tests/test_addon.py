@@ -1514,10 +1514,12 @@ def test_candidates_are_objects_in_one_collection_the_most_confident_shown(addon
         assert_closed_manifold(obj.data)
         assert obj.dimensions.z == pytest.approx(0.050, rel=1e-4)
     assert len({mesh_arrays(o.data)["co"].tobytes() for o in objects}) == 3, "three different shapes"
+    # in words against the likeliest, not as shares of the ten fitted (the best of three close ones read "25%")
+    words = [addon.package.operators.likelihood_text(c, confidences[0]) for c in confidences]
     texts = labels(draw_panel(bpy.types.RECON_PT_candidates))
-    percent = [f"{c:.0%}" if c >= 0.01 else "<1%" for c in confidences]
-    assert texts[1:4] == [f"1. chair 1: {percent[0]}, printable: yes (shown)",
-                          f"2. chair 2: {percent[1]}, printable: yes", f"3. chair 3: {percent[2]}, printable: yes"]
+    assert texts[:4] == ["chair candidates, the likeliest first:", "1. chair 1: the likeliest, printable: yes (shown)",
+                         f"2. chair 2: {words[1]}, printable: yes", f"3. chair 3: {words[2]}, printable: yes"]
+    assert not any("%" in t for t in texts)
 
     bpy.ops.ed.undo_push(message="Reconstruct from Image")
     bpy.ops.ed.undo()
@@ -2763,6 +2765,17 @@ def test_a_height_under_the_smallest_becomes_the_smallest(addon, settings):
         settings.height_mm = typed
         assert settings.height_mm == pytest.approx(kept), typed
     settings.height_mm = 50.0
+
+
+def test_a_candidates_likelihood_is_said_in_words_against_the_likeliest(addon):
+    """The confidences are shares among the ten fitted shapes: the likeliest of three close ones showed "25%
+    confidence", read as a poor result. The panel and messages say it in words, against the likeliest."""
+    words = addon.package.operators.likelihood_text
+    assert words(0.25, 0.25) == "the likeliest"
+    assert words(0.22, 0.25) == "about as likely" and words(0.20, 0.25) == "about as likely"  # 0.8 of it
+    assert words(0.19, 0.25) == "less likely" and words(0.10, 0.25) == "less likely"  # down to 0.4 of it
+    assert words(0.09, 0.25) == "much less likely" and words(0.001, 0.9) == "much less likely"
+    assert words(None, 0.25) == "" and words(0.2, None) == ""
 
 
 # Last: it unregisters the module's add-on, which every test above uses.
