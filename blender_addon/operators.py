@@ -51,6 +51,7 @@ from mathutils import Matrix
 
 from . import mesh_data, worker_client
 from .preferences import DEFAULTS, get_preferences
+from .properties import PATH_OPTIONS
 
 __all__ = ["RECON_OT_reconstruct", "RECON_OT_next_candidate", "RECON_OT_keep_candidate", "RECON_OT_export_stl",
            "RECON_OT_export_3mf", "RECON_OT_use_mask", "RECON_OT_view_picture", "picture_camera", "picture_image",
@@ -1583,6 +1584,11 @@ def export_path(context, ext: str) -> str:
 class _Export(ExportHelper):
     """ExportHelper offering the active object's name (:func:`export_path`), and the file's path checked before
     anything is written (:meth:`target_problem`)."""
+
+    # ExportHelper's, saying that a "//" path may come (target_problem reads it): a script's filepath="//x.stl" made
+    # Blender warn 'does not support blend relative "//" prefix'
+    filepath: bpy.props.StringProperty(name="File Path", description="Filepath used for exporting the file",
+                                       maxlen=1024, subtype='FILE_PATH', options=set(PATH_OPTIONS))
 
     def invoke(self, context, event):
         if not self.filepath:

@@ -954,6 +954,8 @@ def test_exports_take_paths_as_the_panel_takes_them(addon, settings, tmp_path, m
     assert op(filepath=f'"{tmp_path / ("quoted" + ext)}"') == {'FINISHED'} and (tmp_path / f"quoted{ext}").is_file()
     with pytest.raises(RuntimeError, match="is relative to the .blend file, which is not saved yet"):
         op(filepath=f"//rel{ext}")
+    # a "//" path is the add-on's to read: in a saved file Blender warned that the property "does not support" it
+    assert op.get_rna_type().properties["filepath"].is_path_supports_blend_relative
     for hidden in (ext, ".obj"):  # "…/.obj" wrote "…/.obj.stl"
         with pytest.raises(RuntimeError, match="has no file name before its extension"):
             op(filepath=str(tmp_path / hidden))
