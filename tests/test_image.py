@@ -641,7 +641,7 @@ def test_the_mask_of_a_photo_taken_turned_lies_over_it_upright(tmp_path):
         assert img.size == (90, 120)
     values, read = load_mask(tmp_path / "mask.png", path, rgb.shape[:2])
     assert np.array_equal(values > 127, mask > 0.5)
-    assert "taken as lying over the picture upright (its EXIF orientation, 6, turns it)" in read
+    assert "taken as lying over the picture upright, which its EXIF orientation, 6, turns:" in read
     Image.new("L", (100, 100), 255).save(tmp_path / "square.png")
     with pytest.raises(ImageError, match="90x120"):
         load_mask(tmp_path / "square.png", path, rgb.shape[:2])
@@ -663,6 +663,8 @@ def test_a_mask_painted_over_a_turned_photo_as_stored_is_turned_as_the_photo_is(
     values, read = load_mask(tmp_path / "painted.png", path, rgb.shape[:2])
     assert np.array_equal(values, _UPRIGHT[orientation](painted))
     assert f"EXIF orientation ({orientation})" in read
+    # the note quotes it in parentheses: none of its own inside but the orientation's ("says (the mask has ...))")
+    assert read.count("(") == 1, read
 
 
 # -- several objects in one picture --------------------------------------------------------------------------

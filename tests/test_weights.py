@@ -85,9 +85,19 @@ def test_wrong_shape_message(tmp_path, tiny_config):
         load_model(stem)
 
 
-def test_missing_config_message(tmp_path):
-    with pytest.raises(WeightsError, match="Model config not found"):
+def test_missing_config_message(tmp_path, monkeypatch):
+    """A model that is not there; "models/default" given outside the source folder also says where the shipped
+    model is (it said only that models/default.json was not found, though --help names it as the default)."""
+    from recon_core.io.weights import default_model_path
+
+    monkeypatch.delenv("RECON_MODEL", raising=False)
+    with pytest.raises(WeightsError, match="Model config not found") as err:
         load_model(tmp_path / "nothing")
+    shipped = default_model_path()
+    assert f"The shipped model is {shipped}; leave the model out to use it." in str(err.value)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(WeightsError, match=r"Model config not found: models/default\.json\. .* The shipped model is"):
+        load_model("models/default")
 
 
 def test_atomic_write_gives_usual_permissions(tmp_path):

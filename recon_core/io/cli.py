@@ -181,7 +181,8 @@ def _parser() -> argparse.ArgumentParser:
     # Deprecated: the raw count --detail replaced; kept so that existing scripts still run.
     p.add_argument("--vertices", type=int, choices=list(DETAIL_VERTICES.values()), help=argparse.SUPPRESS)
     p.add_argument("--model", help="model to use (NAME.safetensors with NAME.json beside it, and "
-                        "NAME.category.safetensors when the JSON names a category branch; default: models/default)")
+                        "NAME.category.safetensors when the JSON names a category branch; default: the shipped model, "
+                        "models/default in recon_core's source folder)")
     p.add_argument("--no-smooth", action="store_true",
                    help="skip the smoothing (a shape bank's solid: each vertex by at most half a cell of its grid; "
                         "the network's own mesh: volume-preserving)")

@@ -594,10 +594,11 @@ def load_mask(path: str | os.PathLike, picture: str | os.PathLike, shape: tuple[
         raise ImageError(f"The mask {path} marks no object (no pixel lighter than half grey): paint the object "
                          "white on black, or leave the mask out to let the model find the object.")
     if turn is not None:
-        read += (f", turned upright as the picture's EXIF orientation ({turn}) says (the mask has the picture's size "
-                 "as stored, as an editor that ignores that tag shows it)")
+        # no parentheses of its own: the note quotes it in one ("the object is the mask M (its ...)")
+        read += (f", turned upright as the picture's EXIF orientation ({turn}) says, since the mask has the picture's "
+                 "size as stored, as an editor that ignores that tag shows it")
     elif orientation != 1:
-        read += (f", taken as lying over the picture upright (its EXIF orientation, {orientation}, turns it): a mask "
+        read += (f", taken as lying over the picture upright, which its EXIF orientation, {orientation}, turns: a mask "
                  "painted over it as stored, where the tag is ignored, must be turned likewise")
     if size != picture_size:
         read += f", resized from {size[0]}x{size[1]} to the picture's {picture_size[0]}x{picture_size[1]}"

@@ -160,9 +160,13 @@ def check_model_files(path: str | os.PathLike | None = None, branch: bool = True
     """
     cfg_path, weights_path = model_files(path if path is not None else default_model_path())
     if not cfg_path.is_file():
+        shipped = model_files(default_model_path())[0]
+        # "--model models/default" given outside the source folder: where the model it means is
+        hint = (f" The shipped model is {shipped.with_suffix('')}; leave the model out to use it."
+                if path is not None and shipped.is_file() and cfg_path.resolve() != shipped.resolve() else "")
         raise WeightsError(
             f"Model config not found: {cfg_path}. Pass the path of a model saved by training "
-            "(NAME.safetensors with NAME.json beside it)."
+            f"(NAME.safetensors with NAME.json beside it).{hint}"
         )
     try:
         meta = json.loads(cfg_path.read_text())
