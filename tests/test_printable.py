@@ -157,6 +157,8 @@ class TestReport:
         assert "size 0.002 x 0.002 x 0.002 units" in check_printable(verts * 0.001, faces).summary()
         text = check_printable(verts * 4999.85, faces, unit_scale_mm=1.0).summary()  # 9,999.7: .4g rounds it up
         assert "size 10,000 x 10,000 x 10,000 mm" in text and "e+" not in text
+        text = check_printable(verts * 500.0, faces, unit_scale_mm=1.0).summary()  # 1000 beside the notes' "1,000"
+        assert "size 1,000 x 1,000 x 1,000 mm" in text
 
     def test_non_finite(self):
         verts, faces = _sphere(1)

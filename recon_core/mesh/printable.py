@@ -131,8 +131,8 @@ class PrintableReport:
             return line(n == 0, f"{what}: {'not checked' if n is None else n}")
 
         def number(x: float) -> str:  # 18,140 rather than 1.814e+04: scientific notation only for the tiny
-            text = f"{x:.4g}"
-            return f"{x:,.0f}" if "e+" in text else text
+            text = f"{x:.4g}"  # 1,000 with its comma too, as the notes write it ("1000" beside "1,000")
+            return f"{x:,.0f}" if "e+" in text or abs(x) >= 999.5 else text
 
         sx, sy, sz = (number(x) for x in self.bbox_size)
         lines = [
