@@ -394,6 +394,31 @@ def two_step_run(tmp_path_factory):
     return out
 
 
+def test_resume_without_a_config_goes_on_with_the_runs_own_settings(two_step_run, tmp_path, capsys):
+    """``--resume run.out=R optim.steps=N`` trained on with the built-in defaults (other losses, other points) and wrote
+    them over R/config.yaml: the run's own settings went. It now reads R/config.yaml; --init-from beside --resume, whose
+    checkpoint replaces those weights, is refused."""
+    import shutil
+
+    import yaml
+
+    from training.train import main
+
+    run = tmp_path / "run"
+    shutil.copytree(two_step_run, run)
+    before = yaml.safe_load((run / "config.yaml").read_text())
+    assert main(["--resume", f"run.out={run}", "optim.steps=3"]) == 0, capsys.readouterr().err
+    after = yaml.safe_load((run / "config.yaml").read_text())
+    assert after["optim"]["steps"] == 3 and after["model"] == before["model"] and after["loss"] == before["loss"]
+    assert {k: v for k, v in after["data"].items()} == before["data"]
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 3
+    capsys.readouterr()
+    assert main(["--resume", "--init-from", str(run / "snapshots" / "step_000002"), f"run.out={run}",
+                 "optim.steps=4"]) == 2
+    err = capsys.readouterr().err
+    assert "whose weights replace --init-from's" in err and len(err.strip().splitlines()) == 1, err
+
+
 @pytest.mark.parametrize("damage", ["truncated", "empty", "random bytes", "not a checkpoint"])
 def test_resuming_from_a_corrupt_checkpoint_is_one_sentence(two_step_run, tmp_path, capsys, damage):
     """A truncated, empty or random checkpoint gave torch's tracebacks (PytorchStreamReader, EOFError, ...)."""

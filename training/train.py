@@ -2,7 +2,7 @@
 
     python training/train.py --config training/configs/default.yaml [section.key=value ...]
     torchrun --nproc_per_node 2 training/train.py --config ...        # DDP (gloo on CPU, nccl on CUDA)
-    python training/train.py --config ... --resume                      # continue runs/train exactly
+    python training/train.py --resume [run.out=runs/x]                 # continue a run exactly, its own settings
     python training/train.py --config ... --init-from models/default    # start from the shipped model
 
 Writes to ``run.out``: ``checkpoint.pt`` (model, optimiser, scaler, step; atomically,
@@ -863,8 +863,10 @@ def _sentence(err: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="recon-train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", help="YAML config (default: the built-in defaults)")
-    p.add_argument("--resume", action="store_true", help="continue from run.out/checkpoint.pt")
+    p.add_argument("--config", help="YAML config (default: with --resume, the run's own run.out/config.yaml; else the "
+                                    "built-in defaults, which are not training/configs/default.yaml's)")
+    p.add_argument("--resume", action="store_true", help="continue from run.out/checkpoint.pt, with the settings the "
+                                                         "run was started with unless --config is given")
     p.add_argument("--init-from", help="start from a saved model (e.g. models/default)")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. optim.steps=100")
     args = p.parse_args(argv)
@@ -872,6 +874,16 @@ def main(argv: list[str] | None = None) -> int:
     cfg = None
     try:
         cfg = load_train_config(args.config, args.overrides)
+        saved = Path(cfg.run.out) / "config.yaml"
+        if args.resume and args.config is None and saved.is_file():
+            # the run's own settings: the built-in defaults differ from them (a resumed run trained on with other
+            # losses, and its config.yaml was written over with the defaults)
+            cfg = load_train_config(saved, args.overrides)
+            logging.getLogger("train").info("settings from %s (the run's own)%s", saved,
+                                            f", with {' '.join(args.overrides)}" if args.overrides else "")
+        if args.resume and args.init_from:
+            raise ValueError(f"--resume continues from {Path(cfg.run.out) / 'checkpoint.pt'}, whose weights replace "
+                             f"--init-from's ({args.init_from}); give one of them.")
         train(cfg, resume=args.resume, init_from=args.init_from)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {_sentence(err)}", file=sys.stderr)
