@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -265,3 +266,16 @@ def test_finder_none_in_any_case_the_shipped_one_or_a_path(tmp_path, monkeypatch
             assert "loaded" not in calls and calls["finder"] is None, args
         else:
             assert calls["loaded"] == loaded and calls["finder"] == "a finder", args
+
+
+def test_a_bare_run_does_not_write_into_the_shipped_model(capsys):
+    """``calibrate.py`` without --model wrote its temperature into models/default.json, a tracked file that changes
+    only when a better model is shipped: it now asks for the model by name (or --dry-run), and writes nothing."""
+    from training import calibrate as cal
+
+    shipped = Path(__file__).resolve().parents[1] / "models" / "default.json"
+    before = shipped.read_bytes()
+    assert cal.main(["--backgrounds", "none"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: give --model, the model whose temperature to write") and "--dry-run" in err, err
+    assert shipped.read_bytes() == before

@@ -225,3 +225,18 @@ def test_train_branch_learns_a_separable_problem_and_accuracy_by_style_counts():
     assert acc["a"] == pytest.approx(sum(r for r, s in zip(right, styles) if s == "a") / 150)
     assert acc["all"] == pytest.approx(sum(right) / 300)
     assert list(acc) == ["a", "b", "all"]
+
+
+def test_a_bare_run_does_not_write_over_the_shipped_model(capsys):
+    """``train_category.py`` without --model fitted the shipped model's branch and wrote it over
+    models/default.category.safetensors and its JSON: it now asks for the model by name (or --dry-run)."""
+    from pathlib import Path
+
+    from training.train_category import main
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    before = {p.name: p.stat().st_mtime_ns for p in models.iterdir()}
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: give --model, the model whose category branch to fit") and "--dry-run" in err, err
+    assert {p.name: p.stat().st_mtime_ns for p in models.iterdir()} == before

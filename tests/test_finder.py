@@ -1252,3 +1252,16 @@ def test_reconstructor_takes_the_photographs_cut_mask(tiny_config, monkeypatch):
     result = Reconstructor(build_model(tiny_config), {"trained": False}, finder=_ColourFinder()).reconstruct(
         rgb, vertices=642)
     np.testing.assert_array_equal(result.mask, fitted / np.float32(255))
+
+
+def test_train_finder_without_out_does_not_write_over_the_shipped_finder(capsys):
+    """A bare ``train_finder.py`` trained into models/finder, the shipped finder: it now asks for --out (--check still
+    checks the shipped one by default)."""
+    from training.train_finder import main
+
+    finder = REPO / "models" / "finder.safetensors"
+    before = finder.stat().st_mtime_ns
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: give --out, the finder to write, e.g. --out runs/finder/finder"), err
+    assert finder.stat().st_mtime_ns == before

@@ -141,7 +141,10 @@ def _parser() -> argparse.ArgumentParser:
     from training.styles import STYLES
 
     p = argparse.ArgumentParser(prog="recon-calibrate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=None, help="model stem (default: the shipped models/default)")
+    p.add_argument("--model", default=None, help="model stem whose JSON takes the temperature; required to write it "
+                                                  "(models/default, the shipped model, only when named); with "
+                                                  "--dry-run or --split test, the model measured (default: "
+                                                  "models/default)")
     p.add_argument("--shapenet", default="data/shapenet")
     p.add_argument("--renders", default="data/renders")
     p.add_argument("--split", default="val", choices=("val", "test"),
@@ -170,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     from training.scoring import expected_calibration_error
 
     path = model_files(args.model or default_model_path())[0]  # the JSON load_model reads, which this writes
+    if args.model is None and args.split == "val" and not args.dry_run:  # a bare run wrote into the shipped JSON
+        print("error: give --model, the model whose temperature to write, e.g. --model runs/x/model (--model "
+              "models/default changes the shipped one), or --dry-run to measure only.", file=sys.stderr)
+        return 2
     try:
         if args.views_per_model < 1:
             raise DataError(f"--views-per-model must be at least 1, got {args.views_per_model}.")

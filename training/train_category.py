@@ -164,7 +164,9 @@ def accuracy_by_style(logits: torch.Tensor, labels: torch.Tensor, styles: list[s
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="recon-train-category", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=None, help="model stem whose branch is fitted (default: models/default)")
+    p.add_argument("--model", default=None, help="model stem whose branch is fitted and written beside it; required "
+                                                  "unless --dry-run (models/default, the shipped model, only when "
+                                                  "named; with --dry-run the default)")
     p.add_argument("--shapenet", default="data/shapenet")
     p.add_argument("--renders", default="data/renders")
     p.add_argument("--views-per-model", type=int, default=12, help="training views of each model (default 12)")
@@ -192,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     from recon_core.network.heads import CategoryBranch
     from training.eval_data import DataError, Sample, discover, select_samples
 
+    if args.model is None and not args.dry_run:  # a bare run wrote over the shipped model's branch and JSON
+        print("error: give --model, the model whose category branch to fit and write, e.g. --model runs/x/model "
+              "(--model models/default changes the shipped one), or --dry-run to write nothing.", file=sys.stderr)
+        return 2
     stem = args.model or default_model_path()
     try:
         for name in ("views_per_model", "epochs", "workers"):

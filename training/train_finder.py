@@ -435,7 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--renders", type=Path, default=Path("data/renders"))
     p.add_argument("--backgrounds", type=Path, default=Path("data/backgrounds_finder"),
                    help="photographs behind the objects (training/build_backgrounds.py --sources finder)")
-    p.add_argument("--out", type=Path, default=Path("models/finder"), help="output stem (default: models/finder)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output stem, e.g. runs/finder/finder; required to train (models/finder, the shipped finder, "
+                        "only when named); with --check, the finder checked (default: models/finder)")
     p.add_argument("--cache", type=Path, default=Path("data/finder_cache"), help="drawn pictures (reused)")
     p.add_argument("--pictures", type=int, default=12000, help="training pictures to draw (default: 12000)")
     p.add_argument("--val-pictures", type=int, default=600, help="validation pictures to draw (default: 600)")
@@ -456,6 +458,11 @@ def main(argv: list[str] | None = None) -> int:
                         "none: synthetic backgrounds)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.out is None and not args.check:  # a bare run wrote over the shipped finder
+        print("error: give --out, the finder to write, e.g. --out runs/finder/finder (--out models/finder replaces "
+              "the shipped one).", file=sys.stderr)
+        return 2
+    args.out = Path("models/finder") if args.out is None else args.out
     error = _argument_error(args)
     if error is not None:
         print(f"error: {error}", file=sys.stderr)
