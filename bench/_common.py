@@ -6,9 +6,11 @@ Every benchmark prints exactly one JSON object on stdout; logging goes to stderr
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -153,10 +155,14 @@ def write_example_png(path: Path) -> str:
 
 
 def tiny_model_stem(folder: str | os.PathLike | None = None) -> Path:
-    """A model stem with only a ``.json`` (random weights) of the :data:`TINY_MODEL` configuration."""
+    """A model stem with only a ``.json`` (random weights) of the :data:`TINY_MODEL` configuration; in a temporary
+    folder removed when the process exits unless ``folder`` is given (every ``--tiny`` run left one behind)."""
     from recon_core.network.config import ModelConfig
 
-    folder = Path(folder or tempfile.mkdtemp(prefix="bench_model_"))
+    if folder is None:
+        folder = tempfile.mkdtemp(prefix="bench_model_")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    folder = Path(folder)
     stem = folder / "tiny"
     meta = {"model": ModelConfig(**TINY_MODEL).to_dict(), "trained": False, "note": "benchmark smoke model"}
     stem.with_suffix(".json").write_text(json.dumps(meta))

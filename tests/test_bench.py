@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -302,3 +303,16 @@ def test_the_fit_benchmark_refuses_a_model_without_a_shape_bank(tmp_path, capsys
         fit.main(["--model", str(stem), "--solids", "1"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and err.startswith("error: ") and "has no shape bank: nothing to fit" in err
+
+
+def test_the_tiny_model_of_a_bench_run_leaves_no_folder_behind(tmp_path):
+    """Each ``bench.* --tiny`` run left a /tmp/bench_model_* folder behind (106 of them here): it goes at exit."""
+    import subprocess
+
+    code = ("from bench._common import tiny_model_stem\nstem = tiny_model_stem()\n"
+            "assert stem.with_suffix('.json').is_file()\nprint(stem.parent)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1], env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    folder = Path(out.stdout.strip())
+    assert folder.parent == tmp_path and not folder.exists()

@@ -241,14 +241,20 @@ def test_the_contact_sheet_names_every_category(tmp_path, capsys):
 @pytest.mark.parametrize("extra, fragment", [
     (["--renders", "NONE"], "is not a folder"), (["--renders", "EMPTY"], "no rendered views"),
     (["--out", "NONE/sheet.png"], "does not exist; create it first"), (["--tile", "0"], "--tile must be at least 1"),
-    (["--columns", "0"], "--columns must be at least 1")])
+    (["--columns", "0"], "--columns must be at least 1"),
+    # an existing folder named raw OS words and a temporary file; a file in the folder's place was "does not exist";
+    # a .jpg name held PNG data
+    (["--out", "EMPTY"], "EMPTY: it is a folder; give another path"),
+    (["--out", "AFILE/sheet.png"], "AFILE is a file, not a folder; give another path"),
+    (["--out", "NONE.jpg"], "the sheet is a PNG; give a name ending in .png")])
 def test_the_contact_sheet_refuses_bad_input_in_one_sentence(tmp_path, capsys, extra, fragment):
     """Each gave a traceback (exit 1), or with --columns 0 a sheet of labels only (exit 0)."""
     from training.contact_sheet import main
 
     renders = _fake_renders(tmp_path)
     (tmp_path / "EMPTY").mkdir()
-    extra = [str(tmp_path / a) if a.startswith(("NONE", "EMPTY")) else a for a in extra]
+    (tmp_path / "AFILE").write_text("a file")
+    extra = [str(tmp_path / a) if a.startswith(("NONE", "EMPTY", "AFILE")) else a for a in extra]
     argv = ["--renders", str(renders), "--out", str(tmp_path / "sheet.png"), *extra]
     assert main(argv) == 2
     err = capsys.readouterr().err

@@ -320,7 +320,7 @@ def _swap_in(new: Path, out: Path) -> None:
 
 @one_sentence_on_ctrl_c
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="build-backgrounds", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python training/build_backgrounds.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--sources", choices=("reconstruction", "finder"), default="reconstruction",
                    help="reconstruction: SOURCES, the background check set's photographs (evaluate.py --style "
                         "background; never trained on); finder: FINDER_SOURCES, the photographs behind every training "

@@ -185,7 +185,7 @@ def _check_out(out: str | Path) -> None:
 
 @one_sentence_on_ctrl_c
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="build-shape-bank", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python training/build_shape_bank.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="trained model to copy the network from (default: the shipped one)")
     p.add_argument("--out", required=True, help="output model stem (.safetensors + .json)")
     p.add_argument("--shapenet", default="data/shapenet")

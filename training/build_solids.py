@@ -81,7 +81,7 @@ def _job(args: tuple[str, str, int]) -> str | None:
 
 @one_sentence_on_ctrl_c
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="build-solids", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python training/build_solids.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--shapenet", default="data/shapenet", help="data set root with manifest.json")
     p.add_argument("--renders", default="data/renders", help="renders root (training/render.py)")
     p.add_argument("--resolution", type=int, default=64, help="cells per side (default: 64)")

@@ -140,7 +140,7 @@ def collect_scores(model_path: str | None, samples, styles=CALIBRATION_STYLES, b
 def _parser() -> argparse.ArgumentParser:
     from training.styles import STYLES
 
-    p = argparse.ArgumentParser(prog="recon-calibrate", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python training/calibrate.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="model stem whose JSON takes the temperature; required to write it "
                                                   "(models/default, the shipped model, only when named); with "
                                                   "--dry-run or --split test, the model measured (default: "

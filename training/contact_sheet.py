@@ -95,19 +95,27 @@ def synset_dir_views(synset_dir: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--renders", type=Path, default=_REPO / "data" / "renders")
+    p.add_argument("--renders", type=Path, default=_REPO / "data" / "renders",
+                   help="the rendered views, CATEGORY/MODEL/NNN.png (default: data/renders)")
     p.add_argument("--out", type=Path, default=None, help="PNG to write (default: <renders>/contact_sheet.png)")
-    p.add_argument("--columns", type=int, default=12)
-    p.add_argument("--tile", type=int, default=96, help="tile side in pixels")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--columns", type=int, default=12, help="tiles a row (default: 12)")
+    p.add_argument("--tile", type=int, default=96, help="tile side in pixels (default: 96)")
+    p.add_argument("--seed", type=int, default=0, help="which views are drawn (default: 0)")
     args = p.parse_args(argv)
     out = args.out or args.renders / "contact_sheet.png"
     try:
+        from recon_core.io.export import unwritable_reason
+
         for flag in ("columns", "tile"):
             if getattr(args, flag) < 1:
                 raise ValueError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
-        if args.out is not None and not out.parent.is_dir():
+        if args.out is not None and not out.parent.exists():
             raise ValueError(f"--out {out}: the folder {out.parent} does not exist; create it first")
+        reason = unwritable_reason(out, folder=False)  # a folder given, a file where a folder should be, no rights
+        if reason:
+            raise ValueError(f"--out {out}: {reason}; give another path")
+        if out.suffix.lower() != ".png":  # a .jpg name held PNG data
+            raise ValueError(f"--out {out}: the sheet is a PNG; give a name ending in .png")
         sheet = contact_sheet(args.renders, args.columns, args.tile, args.seed)
         tmp = out.with_name(f".{out.name}.tmp")
         try:

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.eval_data import DataError, category_name, discover, load_view, load_world_mesh, select_samples
     from training.scoring import Prediction, score_meshes
 
-    p = argparse.ArgumentParser(prog="fit-ceiling", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python training/fit_ceiling.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="training/configs/default.yaml", help="training config (loss weights)")
     p.add_argument("--split", default="test")
     p.add_argument("--shapenet", default="data/shapenet")

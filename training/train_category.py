@@ -163,7 +163,7 @@ def accuracy_by_style(logits: torch.Tensor, labels: torch.Tensor, styles: list[s
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="recon-train-category", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python training/train_category.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="model stem whose branch is fitted and written beside it; required "
                                                   "unless --dry-run (models/default, the shipped model, only when "
                                                   "named; with --dry-run the default)")

@@ -430,7 +430,7 @@ def _argument_error(args: argparse.Namespace) -> str | None:
 
 @one_sentence_on_ctrl_c
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="train-finder", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python training/train_finder.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--shapenet", type=Path, default=Path("data/shapenet"))
     p.add_argument("--renders", type=Path, default=Path("data/renders"))
     p.add_argument("--backgrounds", type=Path, default=Path("data/backgrounds_finder"),
