@@ -33,11 +33,7 @@ from collections import defaultdict
 from contextlib import contextmanager
 
 import numpy as np
-
-from recon_core.mesh.threads import wait_quietly
-
-wait_quietly()  # as recon-mesh and the add-on's worker run: before torch is imported
-import torch  # noqa: E402
+import torch
 
 from bench._common import (check_model, emit, example_image, machine, parser, positive_float, positive_int, stats_ms,
                            target, tiny_model_stem)

@@ -57,7 +57,7 @@ def test_thread_map_raises_the_first_error_and_runs_nested_calls_serially(monkey
 ])
 def test_wait_quietly_sets_the_openmp_policy_before_torch_only(preset, torch_first, expected):
     """Spinning OpenMP threads ran the example chair in 2.4-12.7 s on a machine with other work, against 2.2-3.0 s
-    with them passive: recon-mesh and the worker set OMP_WAIT_POLICY=PASSIVE before torch is imported."""
+    with them passive: the worker sets OMP_WAIT_POLICY=PASSIVE before torch is imported."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if preset is not None:
         env["OMP_WAIT_POLICY"] = preset
@@ -69,9 +69,9 @@ def test_wait_quietly_sets_the_openmp_policy_before_torch_only(preset, torch_fir
     assert out.stdout.strip() == str(expected)
 
 
-@pytest.mark.parametrize("module", ["recon_core.io.cli", "recon_core.io.worker"])
-def test_the_entry_points_set_it_before_they_import_torch(module):
-    """recon-mesh's main and the worker's: the policy is set by the time torch is imported."""
+@pytest.mark.parametrize("module", ["recon_core.io.worker"])
+def test_the_worker_sets_it_before_it_imports_torch(module):
+    """The add-on's worker, beside Blender: the policy is set by the time torch is imported."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     code = (f"import importlib, os, sys\nm = importlib.import_module('{module}')\n"
             "import builtins\nreal = builtins.__import__\nseen = []\n"
@@ -80,7 +80,7 @@ def test_the_entry_points_set_it_before_they_import_torch(module):
             "        seen.append(os.environ.get('OMP_WAIT_POLICY'))\n"
             "    return real(name, *a, **k)\n"
             "builtins.__import__ = spy\n"
-            "try:\n    m.main(['--help'] if 'cli' in m.__name__ else ['--model', '/nonexistent/model'])\n"
+            "try:\n    m.main(['--model', '/nonexistent/model'])\n"
             "except SystemExit:\n    pass\n"
             "print(os.environ.get('OMP_WAIT_POLICY'), seen[:1])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=300,

@@ -409,9 +409,6 @@ def _refuse_a_bare_extension(path: Path, extensions, what: str, example: str) ->
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``recon-mesh``; returns the exit code (:data:`EPILOG`)."""
-    from recon_core.mesh.threads import wait_quietly
-
-    wait_quietly()  # before torch is imported below
     try:
         args = _parser().parse_args(argv)
     except SystemExit:

@@ -468,7 +468,7 @@ def serve(channel: _Channel, requests: IO[str], model: str | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     from recon_core.mesh.threads import wait_quietly
 
-    wait_quietly()  # before the model's torch is imported
+    wait_quietly()  # beside Blender, which may render on every core: before the model's torch is imported
     parser = argparse.ArgumentParser(prog="python -m recon_core.io.worker", description=__doc__.split("\n")[0])
     parser.add_argument("--model", help="model stem (NAME.json [+ NAME.safetensors]); default: the shipped model")
     args = parser.parse_args(argv)

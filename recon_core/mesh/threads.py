@@ -25,14 +25,15 @@ _LOCK = threading.Lock()
 
 
 def wait_quietly() -> None:
-    """Have the OpenMP threads of torch and MKL sleep while they wait for work (``OMP_WAIT_POLICY=PASSIVE``) instead
-    of spinning, unless the environment sets a policy; it takes effect only before torch is first imported, so the
-    entry points (``recon-mesh``, the add-on's worker, the inference benchmark) call it first.
+    """Have torch's OpenMP threads sleep while they wait for work (``OMP_WAIT_POLICY=PASSIVE``) instead of spinning,
+    unless the environment sets a policy; it takes effect only before torch is first imported. The add-on's worker
+    calls it first: it runs beside Blender, which may be rendering on every core.
 
-    Spinning, they took the cores from :func:`thread_map`'s numpy work and from other programs: on this 2-core machine
-    with other work running, ``recon-mesh examples/chair.png -o chair.stl --height-mm 90`` took 2.4 to 12.7 s (its CPU
-    time up to 12.2 s: waiting, not work), against 2.2 to 3.0 s passive and 2.2 s on one thread
-    (`runs/s44/omp.txt`, one-off)."""
+    Spinning, the threads keep a core while they wait for one that the machine gave to another program, so a run
+    beside other work slows many times over: on this 2-core machine the example chair took 557-720 ms a reconstruction
+    beside one busy process against 367-384 ms passive, and ``recon-mesh`` took up to 12.7 s beside a test suite
+    against 2.2-3.0 s. Alone, passive costs about a third: 358-374 ms against 265-283 (``bench.inference``), so
+    ``recon-mesh`` and the benchmarks keep torch's default (`runs/s44/omp.txt`, one-off)."""
     if "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
