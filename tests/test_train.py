@@ -90,7 +90,10 @@ def test_a_time_budget_ends_the_run_decayed_with_a_snapshot(tmp_path):
 
 def test_amp_step_runs_on_cpu(tmp_path):
     out = tmp_path / "amp"
-    _finish(_run(out, ["optim.batch_size=4", "optim.steps=2", "run.checkpoint_every=2", "run.amp=true"]))
+    log = _finish(_run(out, ["optim.batch_size=4", "optim.steps=2", "run.checkpoint_every=2", "run.amp=true"]))
+    # the last line says where the run's files are (it said nothing at the end)
+    assert f"done at step 2: the snapshot {out / 'snapshots' / 'step_000002'}, the checkpoint {out / 'checkpoint.pt'}" \
+        in log, log[-2000:]
     losses = _losses(out)
     assert set(losses) == {1, 2} and all(torch.isfinite(torch.tensor(v)) for v in losses.values())
     assert (out / "checkpoint.pt").is_file() and (out / "snapshots" / "step_000002.safetensors").is_file()

@@ -744,14 +744,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         argv = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else sys.argv[1:]
     d = RenderConfig()
     p = argparse.ArgumentParser(prog="render.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--shapenet", type=Path, default=_REPO / "data" / "shapenet", help="data set root (manifest.json)")
-    p.add_argument("--out", type=Path, default=_REPO / "data" / "renders", help="renders root")
-    p.add_argument("--views", type=int, default=24, help="views per model")
-    p.add_argument("--split", default="all", help="train, val, test or all")
+    p.add_argument("--shapenet", type=Path, default=_REPO / "data" / "shapenet",
+                   help="data set root (manifest.json; default: data/shapenet)")
+    p.add_argument("--out", type=Path, default=_REPO / "data" / "renders", help="renders root (default: data/renders)")
+    p.add_argument("--views", type=int, default=24, help="views per model (default: 24)")
+    p.add_argument("--split", default="all", help="train, val, test or all (default: all)")
     p.add_argument("--models", nargs="*", help="only these model ids (or synset/model_id)")
     p.add_argument("--limit", type=int, help="only the first N models (after the other filters)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
-    p.add_argument("--workers", type=int, default=1, help="parallel Blender processes")
+    p.add_argument("--workers", type=int, default=1, help="parallel Blender processes (default: 1)")
     p.add_argument("--threads", type=int, default=None, help="render threads per process (default: cores / workers)")
     p.add_argument("--size", type=int, default=d.size, help=f"image side in pixels (default: {d.size})")
     p.add_argument("--samples", type=int, default=d.samples,

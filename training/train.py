@@ -745,6 +745,9 @@ def _train(cfg: TrainConfig, resume: bool, init_from: str | None, dataset, held:
     bar.close()
     if world > 1:
         dist.destroy_process_group()
+    if rank == 0:  # where the run's files are: its last snapshot is the model to evaluate or ship
+        log.info("done at step %d: the snapshot %s, the checkpoint %s (--resume goes on from it)", step,
+                 out_dir / "snapshots" / f"step_{step:06d}", ckpt_path)
     return out_dir  # the logs are closed and the lock let go as train() returns
 
 
