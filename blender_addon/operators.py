@@ -734,10 +734,14 @@ class _Reconstruction:
             mask = self._load_mask(result.mask_path, result.mask_unsure)
             if any(getattr(shape, "camera", None) is not None for shape in shapes):  # else nothing would show it
                 self.shown = self._load_shown(getattr(result, "picture_path", None))
+            # the run's own notes (fewer candidates than asked, a mask not written) are in the result's, not in any
+            # candidate's: every object keeps them beside its own
+            first = result.candidates[0].notes if getattr(result, "candidates", None) else result.notes
+            shared = [note for note in result.notes if note not in first]
             for rank, shape in enumerate(shapes, 1):
                 name = self.name if len(shapes) == 1 else f"{self.name} {rank}"
                 obj = self._new_object(name, shape, scale, 1.0 if self.height_mm else mm, mask, objects, meshes,
-                                       location)
+                                       location, shared)
                 if len(shapes) > 1:
                     obj[CANDIDATE_KEY] = _candidate_property(rank, shape.confidence, name)
             if here and context.object is not None and context.object.mode != 'OBJECT':
@@ -810,14 +814,14 @@ class _Reconstruction:
             collection = None
         elif layer is not None and not layer.visible_get():
             self.warnings.append(f"The active collection {collection.name} is hidden, and the result with it: show the "
-                                 "collection (its eye in the Outliner) to see it.")
+                                 "collection, and those it is in, in the Outliner to see it.")
         return scene, collection or scene.collection, view_layer, location
 
     def _new_object(self, name: str, shape, scale: float, mm_per_worker_unit: float, mask, objects: list,
-                    meshes: list, location):
+                    meshes: list, location, shared: list[str] = ()):
         """A new object, not yet linked, holding ``shape``'s mesh (a result or a candidate) at ``location`` (the
-        cursor), with its printable check and the mask; appended with its mesh to ``objects`` and ``meshes`` as they
-        are made."""
+        cursor), with its printable check, the mask and its notes (its own, then the run's ``shared`` ones);
+        appended with its mesh to ``objects`` and ``meshes`` as they are made."""
         mesh = bpy.data.meshes.new(name)
         meshes.append(mesh)
         fill_mesh(mesh, mesh_data.to_blender(shape.verts, scale), shape.faces)
@@ -841,7 +845,7 @@ class _Reconstruction:
                 pass
         if mask is not None:
             obj[MASK_KEY] = mask
-        notes = [_sentence(self.user_text(note)) for note in getattr(shape, "notes", None) or []]
+        notes = [_sentence(self.user_text(note)) for note in [*(getattr(shape, "notes", None) or []), *shared]]
         if thin is not None and len(thin):
             notes.append(_sentence(THIN_HINT))
         if notes:
@@ -1104,11 +1108,14 @@ larger than the mesh's when it is turned by other than right angles), so that dr
 def size_mm(context, obj) -> np.ndarray:
     """(3,) ``obj``'s size in millimetres along the world's X, Y and Z (width, depth, height), as the exports write it:
     the extent of its mesh as the scene shows it (modifiers applied, turned, scaled), in the scene's unit. With
-    modifiers, read from the view layer's evaluated data as it stands (drawing a panel must not evaluate the scene);
+    modifiers, shape keys or in Edit Mode, read from the view layer's evaluated data as it stands (drawing a panel must
+    not evaluate the scene);
     a mesh of more than :data:`SIZE_VERTICES_MAX` vertices, or an object that is not a mesh, gives its bounding box's
     extent instead."""
     evaluated = obj
-    if any(m.show_viewport for m in getattr(obj, "modifiers", ())) and context.view_layer is not None:
+    shaped = getattr(getattr(obj, "data", None), "shape_keys", None) is not None
+    if (any(m.show_viewport for m in getattr(obj, "modifiers", ())) or shaped or obj.mode == 'EDIT') \
+            and context.view_layer is not None:  # the mesh as shown differs from its data: the evaluated one
         evaluated = obj.evaluated_get(context.view_layer.depsgraph)
     data = evaluated.data
     if isinstance(data, bpy.types.Mesh) and 0 < len(data.vertices) <= SIZE_VERTICES_MAX:
@@ -1124,7 +1131,7 @@ def size_mm(context, obj) -> np.ndarray:
 
 def volume_text(volume_mm3: float) -> str:
     """A volume as the panel writes it: "26.79 cm³" from 1 cm³ up, "28.4 mm³" below (a 10 mm part was "0.03 cm³")."""
-    if volume_mm3 >= 1000.0:
+    if volume_mm3 >= 999.5:  # 999.7 mm³ is "1.00 cm³", not "1e+03 mm³"
         return f"{volume_mm3 / 1000.0:.2f} cm³"
     return f"{volume_mm3:.3g} mm³" if volume_mm3 >= 0.01 else "under 0.01 mm³"
 
@@ -1321,8 +1328,9 @@ class RECON_OT_reconstruct(bpy.types.Operator):
             self.report({'INFO'}, f"Reconstructed {obj.name} ({tall:.1f} mm tall, {len(result.faces):,} faces, "
                                   f"{result.category}, {check}) in {run.elapsed:.1f} s.{see}")
         else:
-            likeliest = "the likeliest, " if likelihood_text(result.candidates[0].confidence, max(
-                (c.confidence for c in result.candidates if c.confidence is not None), default=None)) else ""
+            best = max((c.confidence for c in result.candidates if c.confidence is not None), default=None)
+            likely = likelihood_text(result.candidates[0].confidence, best)
+            likeliest = "the likeliest, " if likely == "the likeliest" else ""
             self.report({'INFO'}, f"Reconstructed {len(objects)} candidate shapes in {candidate_collection(obj).name} "
                                   f"in {run.elapsed:.1f} s; showing {obj.name} ({likeliest}"
                                   f"{tall:.1f} mm tall, {len(result.faces):,} faces, {result.category}, {check}); "
@@ -1630,13 +1638,11 @@ _MEND = "mend it before printing (Edit Mode: Mesh > Clean Up)."
 """The end of an export's warning that what it wrote would not print (edited since its check, or not ours)."""
 _MEND_OUTWARD = "mend it before printing (Edit Mode: select all, Mesh > Normals > Recalculate Outside)."
 """The same for a mesh whose only problem is faces turned inward: Clean Up does not turn them."""
-
-
 _MEND_CROSSING = ("mend it before printing (Clean Up does not undo faces that cross: a Remesh modifier in Voxel mode, "
                   "applied, makes it one closed solid).")
 """The same for a mesh whose faces cross (self-intersections, alone or with holes)."""
-_MEND_MODIFIERS = ("Its modifiers made part of what is written, which Edit Mode does not show: change their settings, or "
-                   "apply them first.")
+_MEND_MODIFIERS = ("Its modifiers made part of what is written, which Edit Mode does not show: change their settings, "
+                   "or apply them first.")
 """Said after the way to mend a mesh with modifiers (a Solidify's shell that crosses itself)."""
 
 
@@ -1700,7 +1706,9 @@ class _PrintExport(_Export):
         notes = [n.removeprefix("note: ") for n in lines if n.startswith("note: ")]
         said = [wrote]
         if warnings:
-            modified = any(m.show_viewport for obj in self.objects(context) for m in obj.modifiers)
+            written = self.objects(context)  # the objects the warnings name; an STL's joined mesh: all of them
+            named = [o for o in written if any(w.startswith(f"{o.name} is not printable") for w in warnings)]
+            modified = any(m.show_viewport for obj in (named or written) for m in obj.modifiers)
             said.append(f"{'; '.join(warnings)}; {_mend('; '.join(warnings), modified)}")
         # "chair: its walls …" (an object's name as named), "at 300 x 40 x 20 mm …" (a sentence of its own here)
         said += [f"{note[0].upper()}{note[1:]}." if note.startswith("at ") else f"{note}." for note in notes]

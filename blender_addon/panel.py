@@ -7,9 +7,9 @@ import bpy
 
 from .operators import (CHECK_KEY, MASK_KEY, NEXT_SHAPE_KEYS, UNSURE_KEY, VIEW_KEY, RECON_OT_export_3mf,
                         RECON_OT_export_stl, RECON_OT_keep_candidate, RECON_OT_next_candidate, RECON_OT_reconstruct,
-                        RECON_OT_use_mask, RECON_OT_view_picture, candidate_info, candidate_likelihood, candidate_target,
-                        candidates_of, mask_image, mesh_edited, mm_per_unit, notes_of, running, size_mm, volume_now,
-                        volume_text)
+                        RECON_OT_use_mask, RECON_OT_view_picture, candidate_info, candidate_likelihood,
+                        candidate_target, candidates_of, mask_image, mesh_edited, mm_per_unit, notes_of, running,
+                        size_mm, volume_now, volume_text)
 
 __all__ = ["RECON_PT_reconstruct", "RECON_PT_candidates", "RECON_PT_check", "RECON_PT_notes", "RECON_PT_mask"]
 
@@ -63,7 +63,7 @@ class _SubPanel:
 
 class RECON_PT_candidates(_SubPanel, bpy.types.Panel):
     """The candidate shapes of the active object's collection (or of the collection whose shown candidate was deleted:
-    :func:`.operators.candidate_target`): rank, confidence, printable, which is shown."""
+    :func:`.operators.candidate_target`): rank, how likely against the likeliest, printable, which is shown."""
 
     bl_label = "Candidates"
     bl_idname = "RECON_PT_candidates"

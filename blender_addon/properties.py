@@ -86,7 +86,7 @@ class ReconSettings(bpy.types.PropertyGroup):
     )
     candidates: bpy.props.IntProperty(
         name="Candidates",
-        description="How many plausible shapes to make, the most confident shown first (Next Shape shows the "
+        description="How many plausible shapes to make, the likeliest shown first (Next Shape shows the "
                     "others); 1 makes one object, as before. Needs a model with a shape bank for more than 1",
         default=3, min=1, max=5,
     )

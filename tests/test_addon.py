@@ -754,6 +754,14 @@ def test_exports_warn_when_an_edited_mesh_would_not_print(addon, settings, tmp_p
         said = export(op, shell, tmp_path / f"shell.{ext}")
         assert "shell is not printable as it is" in said and ("Its modifiers made part of what is written, which "
                                                               "Edit Mode does not show") in said, said
+    closed.modifiers.new("tris", 'TRIANGULATE')  # a harmless modifier on the object that prints: not named
+    for o in bpy.context.view_layer.objects:
+        o.select_set(o in (closed, opened))
+    capfd.readouterr()
+    assert bpy.ops.recon.export_3mf(filepath=str(tmp_path / "two.3mf")) == {'FINISHED'}
+    said = capfd.readouterr().out
+    assert "opened is not printable as it is" in said and "closed is not printable" not in said, said
+    assert "Its modifiers" not in said, said
     inward = cube_mesh("inward", [0.0])  # closed, every face turned in: Clean Up does not mend it
     inward.data.flip_normals()
     for op, ext in ((bpy.ops.recon.export_stl, "stl"), (bpy.ops.recon.export_3mf, "3mf")):
@@ -2714,7 +2722,19 @@ def test_the_check_panel_gives_the_size_along_the_worlds_axes_as_the_exports_do(
     bpy.context.view_layer.update()
     wide = operators.size_mm(bpy.context, obj)
     assert wide[0] == pytest.approx(2 * float(exported.group(1)), rel=1e-3), wide
+    obj.modifiers.clear()
+    bpy.context.view_layer.objects.active = obj
+    bpy.ops.object.mode_set(mode='EDIT')  # an edit not yet back in the mesh's data: the size as shown follows it
+    edit = bmesh.from_edit_mesh(obj.data)
+    for v in edit.verts:
+        v.co.x *= 3.0
+    bmesh.update_edit_mesh(obj.data)
+    bpy.context.view_layer.update()
+    stretched = operators.size_mm(bpy.context, obj)
+    bpy.ops.object.mode_set(mode='OBJECT')
+    assert stretched[0] == pytest.approx(3 * float(exported.group(1)), rel=1e-3), stretched
     assert operators.volume_text(26790.0) == "26.79 cm³" and operators.volume_text(28.4) == "28.4 mm³"
+    assert operators.volume_text(999.7) == "1.00 cm³"  # not "1e+03 mm³"
     assert operators.volume_text(0.001) == "under 0.01 mm³"
     bpy.data.objects.remove(obj)
 
@@ -2737,8 +2757,8 @@ def test_a_hidden_or_excluded_active_collection_is_said(addon, settings, capfd):
         made.append(obj)
         said = capfd.readouterr().out
         assert obj.name in collection.objects and not obj.visible_get()
-        assert ("The active collection parts is hidden, and the result with it: show the collection (its eye in the "
-                "Outliner) to see it.") in said, said
+        assert ("The active collection parts is hidden, and the result with it: show the collection, and those it is "
+                "in, in the Outliner to see it.") in said, said
         layer.hide_viewport = False
         view_layer.active_layer_collection = layer
         layer.exclude = True  # Blender makes another collection active, but a script may still name this one
@@ -2767,6 +2787,18 @@ def test_a_height_under_the_smallest_becomes_the_smallest(addon, settings):
         settings.height_mm = typed
         assert settings.height_mm == pytest.approx(kept), typed
     settings.height_mm = 50.0
+
+
+def test_every_candidate_keeps_the_runs_own_notes_beside_its_own(addon, candidate_settings):
+    """The run's notes that no candidate owns (here: the bank holds 4 models, so 4 candidates, not 5) were said in the
+    messages but kept on no object: the Notes of each candidate hold them after its own."""
+    collection = reconstruct_candidates(5)
+    objects = candidates_in(collection)
+    assert len(objects) == 4
+    for obj in objects:
+        notes = addon.package.operators.notes_of(obj)
+        assert "The model found 4 candidate shapes for this picture, not 5." in notes, (obj.name, notes)
+    remove_candidates()
 
 
 def test_a_candidates_likelihood_is_said_in_words_against_the_likeliest(addon):

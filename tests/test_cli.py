@@ -790,6 +790,8 @@ def test_no_stdout_or_stderr_at_all_in_process(tmp_path, tiny_model_path, good_i
     (["--candidates", "abc"], "--candidates must be a whole number of shapes, e.g. 3, got 'abc'"),
     (["--height-mm", "90mm"], "--height-mm must be a number of millimetres without a unit, e.g. 90, got '90mm'"),
     (["--height-mm", "90,5"], "--height-mm must be a number of millimetres with a decimal point, e.g. 90.5, got '90,5'"),
+    (["--height-mm", "1,500"], "without a thousands separator and with a decimal point, e.g. 1500 (or 1.500 if the "
+                               "comma is a decimal one), got '1,500'"),
     (["--category", "Chiar"], "--category 'Chiar' is not a category the model knows (did you mean chair?); the "
                               "categories are airplane, bench, cabinet, car, chair, display, lamp, loudspeaker, rifle, "
                               "sofa, table, telephone, watercraft"),
@@ -797,7 +799,7 @@ def test_no_stdout_or_stderr_at_all_in_process(tmp_path, tiny_model_path, good_i
     (["--category", "guitar"], "--category 'guitar' is not a category the model knows; the categories are airplane,"),
     (["--detail", "ultra"], "--detail: invalid choice: 'ultra'"),
     (None, "the following arguments are required: -o/--output"),
-], ids=["candidates", "height", "decimal comma", "category misspelt", "category otherwise spelt", "category unknown", "detail",
+], ids=["candidates", "height", "decimal comma", "thousands comma", "category misspelt", "category otherwise spelt", "category unknown", "detail",
          "no output"])
 def test_an_option_error_is_one_sentence_without_the_usage(tmp_path, good_image, capsys, extra, fragment):
     """argparse printed six lines of usage, then "recon-mesh: error: ..."; now one sentence and where to look."""

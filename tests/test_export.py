@@ -272,10 +272,15 @@ def test_the_add_on_writer_says_what_is_wrong_with_its_paths_as_recon_mesh_does(
     def interrupted(*_args, **_kwargs):
         raise KeyboardInterrupt
 
+    monkeypatch.setattr(export, "print_notes", interrupted)  # after the write: the file is whole, its check cut short
+    assert export.main([str(meshes), str(tmp_path / "y.stl")]) == 130
+    said = f"error: Interrupted: {tmp_path / 'y.stl'} was written, but its check was not finished.\n"
+    assert capsys.readouterr().err == said
+    assert (tmp_path / "y.stl").stat().st_size == 84 + 50 * 12
     monkeypatch.setattr(export, "write_stl", interrupted)
     assert export.main([str(meshes), str(tmp_path / "x.stl")]) == 130
     assert capsys.readouterr().err == "error: Interrupted; nothing was written.\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.3mf", "meshes.npz", "notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.3mf", "meshes.npz", "notes.txt", "y.stl"]
 
 
 def test_the_add_on_writer_runs_without_torch(tmp_path):

@@ -1602,7 +1602,7 @@ def test_a_shape_that_would_turn_more_than_the_cap_stays_as_seen_with_a_note(ban
     monkeypatch.setattr(inference.Reconstructor, "_turn_to_stand", lambda self, row, pose=None: 52.4)
     steep = rec.reconstruct(rgb, alpha, upright=True)
     np.testing.assert_array_equal(steep.verts, as_seen.verts)
-    assert (f"not stood on its base: the shape chosen would turn by 52°, more than the 45° a camera's look from above "
+    assert ("not stood on its base: the shape chosen would turn by 52°, more than the 45° a camera's look from above "
             "takes out (it may be another kind of object than the picture's), so it is turned as the picture's camera "
             "saw it") in steep.notes
     for turn in (45.04, 45.3):  # over the cap by less than rounding shows: not "45°" nor "45.0°, more than the 45°"

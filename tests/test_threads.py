@@ -1,4 +1,4 @@
-"""The numpy thread pool and how the entry points have torch's threads wait (recon_core.mesh.threads)."""
+"""The numpy thread pool, and how the add-on's worker has torch's threads wait (recon_core.mesh.threads)."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def test_thread_map_raises_the_first_error_and_runs_nested_calls_serially(monkey
 
 
 @pytest.mark.parametrize("preset, torch_first, expected", [
-    (None, False, "PASSIVE"),  # the entry points' default: waiting threads sleep
+    (None, False, "PASSIVE"),  # the worker's default: waiting threads sleep
     ("ACTIVE", False, "ACTIVE"),  # the user's own setting stays
     (None, True, None),  # torch already loaded: too late to matter, nothing set
 ])
@@ -69,11 +69,10 @@ def test_wait_quietly_sets_the_openmp_policy_before_torch_only(preset, torch_fir
     assert out.stdout.strip() == str(expected)
 
 
-@pytest.mark.parametrize("module", ["recon_core.io.worker"])
-def test_the_worker_sets_it_before_it_imports_torch(module):
+def test_the_worker_sets_it_before_it_imports_torch():
     """The add-on's worker, beside Blender: the policy is set by the time torch is imported."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    code = (f"import importlib, os, sys\nm = importlib.import_module('{module}')\n"
+    code = ("import importlib, os, sys\nm = importlib.import_module('recon_core.io.worker')\n"
             "import builtins\nreal = builtins.__import__\nseen = []\n"
             "def spy(name, *a, **k):\n"
             "    if name == 'torch' and not seen:\n"

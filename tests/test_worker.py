@@ -1046,7 +1046,6 @@ def test_a_worker_that_floods_its_output_is_stopped_in_one_sentence(tmp_path, mo
     assert c.process.poll() is not None and not c.alive
 
 
-
 @pytest.mark.parametrize("program, printed", [("/bin/true", "it printed nothing"), ("/bin/echo", "it printed: -m"),
                                               ("/bin/cat", "exit code 1")])
 def test_the_print_file_writer_names_the_interpreter_when_a_program_that_is_not_python_writes_nothing(

@@ -882,8 +882,8 @@ def main(argv: list[str] | None = None) -> int:
             # the run's own settings: the built-in defaults differ from them (a resumed run trained on with other
             # losses, and its config.yaml was written over with the defaults)
             cfg = load_train_config(saved, args.overrides)
-            logging.getLogger("train").info("settings from %s (the run's own)%s", saved,
-                                            f", with {' '.join(args.overrides)}" if args.overrides else "")
+            log.info("settings from %s (the run's own)%s", saved,
+                     f", with {' '.join(args.overrides)}" if args.overrides else "")
         if args.resume and args.init_from:
             raise ValueError(f"--resume continues from {Path(cfg.run.out) / 'checkpoint.pt'}, whose weights replace "
                              f"--init-from's ({args.init_from}); give one of them.")
@@ -893,7 +893,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:  # Ctrl-C: the checkpoint is written atomically, so the last one is whole
         checkpoint = None if cfg is None else Path(cfg.run.out) / "checkpoint.pt"
-        kept = (f"the last checkpoint, {checkpoint}, is whole: continue with --resume and the same settings"
+        kept = (f"the last checkpoint, {checkpoint}, is whole: continue with --resume run.out={cfg.run.out}"
                 if checkpoint is not None and checkpoint.is_file() else "no checkpoint was written")
         print(f"error: interrupted; {kept}.", file=sys.stderr)
         return 130

@@ -143,11 +143,17 @@ def _height_mm(text: str) -> float:
     try:
         return float(text)
     except ValueError:
-        comma = re.fullmatch(r"\s*\d+,\d+\s*", text)  # 90,5: a decimal comma
-        raise argparse.ArgumentTypeError(
-            f"--height-mm must be a number of millimetres with a decimal point, e.g. {text.strip().replace(',', '.')}, "
-            f"got {text!r}" if comma else
-            f"--height-mm must be a number of millimetres without a unit, e.g. 90, got {text!r}") from None
+        given = text.strip()
+        if re.fullmatch(r"\d{1,3}(,\d{3})+", given):  # 1,500: a thousands separator, or a decimal comma
+            raise argparse.ArgumentTypeError(
+                f"--height-mm must be a number of millimetres without a thousands separator and with a decimal point, "
+                f"e.g. {given.replace(',', '')} (or {given.replace(',', '.', 1)} if the comma is a decimal one), got "
+                f"{text!r}") from None
+        if re.fullmatch(r"\d+,\d+", given):  # 90,5: a decimal comma
+            raise argparse.ArgumentTypeError(f"--height-mm must be a number of millimetres with a decimal point, e.g. "
+                                             f"{given.replace(',', '.')}, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"--height-mm must be a number of millimetres without a unit, e.g. 90, got "
+                                         f"{text!r}") from None
 
 
 def _count(text: str) -> int:
@@ -556,8 +562,8 @@ def _report(args, result, results, paths, out, mask_out, seconds: float, preview
                 if note not in shared:
                     _say(f"note ({path}): {note}")  # the path as given, folder and all, as "wrote" says it
     if len(results) < args.candidates:
-        _say(f"note: the model found {len(results)} candidate shape{'s' if len(results) != 1 else ''} for this picture, "
-             f"not {args.candidates}")
+        plural = "s" if len(results) != 1 else ""
+        _say(f"note: the model found {len(results)} candidate shape{plural} for this picture, not {args.candidates}")
     probs = result.category_probs
     # The meshes are on disk (each written to a temporary file and renamed) before the first line below.
     if len(results) == 1 and args.candidates == 1:

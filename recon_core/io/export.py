@@ -481,10 +481,14 @@ def _main(args: list[str]) -> int:
     except ExportError as err:
         return refuse(str(err))
     print(f"wrote {path} ({len(objects)} object{'s' if len(objects) != 1 else ''})")
-    if path.suffix.lower() == ".stl":  # one mesh of triangles, as slicers read it: vertices at one place are one
-        objects = [(objects[0][0] if len(objects) == 1 else path.stem, *_joined(*_one_mesh(objects)))]
-    for line in print_notes(objects):
-        print(line)
+    try:
+        if path.suffix.lower() == ".stl":  # one mesh of triangles, as slicers read it: vertices at one place are one
+            objects = [(objects[0][0] if len(objects) == 1 else path.stem, *_joined(*_one_mesh(objects)))]
+        for line in print_notes(objects):
+            print(line)
+    except KeyboardInterrupt:  # the file is whole; only what is said of it was cut short
+        print(f"error: Interrupted: {path} was written, but its check was not finished.", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -357,6 +357,6 @@ def load_finder(path: str | os.PathLike | None = None) -> ObjectFinder | None:
         state = load_file(str(weights_path))
         net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, SafetensorError, OSError, RuntimeError) as err:
-        raise WeightsError(f"The object finder {weights_path} cannot be loaded ({err}); restore it "
-                           "(git checkout models/) or retrain it: python training/train_finder.py") from None
+        raise WeightsError(f"The object finder {weights_path} cannot be loaded ({err}); restore it (git checkout "
+                           "models/) or retrain it: python training/train_finder.py --out models/finder") from None
     return net.eval()
