@@ -738,12 +738,13 @@ class _Reconstruction:
             # candidate's: every object keeps them beside its own
             first = result.candidates[0].notes if getattr(result, "candidates", None) else result.notes
             shared = [note for note in result.notes if note not in first]
+            best = max((s.confidence for s in shapes if getattr(s, "confidence", None) is not None), default=None)
             for rank, shape in enumerate(shapes, 1):
                 name = self.name if len(shapes) == 1 else f"{self.name} {rank}"
                 obj = self._new_object(name, shape, scale, 1.0 if self.height_mm else mm, mask, objects, meshes,
                                        location, shared)
                 if len(shapes) > 1:
-                    obj[CANDIDATE_KEY] = _candidate_property(rank, shape.confidence, name)
+                    obj[CANDIDATE_KEY] = _candidate_property(rank, shape.confidence, name, best)
             if here and context.object is not None and context.object.mode != 'OBJECT':
                 bpy.ops.object.mode_set(mode='OBJECT')
             if len(shapes) > 1:
@@ -956,10 +957,12 @@ def _set_mask_file(image) -> None:
         packed.filepath = path
 
 
-def _candidate_property(rank: int, confidence: float | None, name: str) -> dict:
-    """A candidate's rank, confidence and the ``name`` it was given ("chair 2") as an ID property
-    (:data:`CANDIDATE_KEY`)."""
-    return {"rank": int(rank), "confidence": -1.0 if confidence is None else float(confidence), "name": name}
+def _candidate_property(rank: int, confidence: float | None, name: str, best: float | None = None) -> dict:
+    """A candidate's rank, confidence, the likeliest one's confidence when they were made (``best``: a candidate says
+    how likely it is against that one, also once that one is deleted) and the ``name`` it was given ("chair 2") as an
+    ID property (:data:`CANDIDATE_KEY`); -1.0 for a confidence the model did not give."""
+    return {"rank": int(rank), "confidence": -1.0 if confidence is None else float(confidence),
+            "best": -1.0 if best is None else float(best), "name": name}
 
 
 def candidate_info(obj) -> tuple[int, float | None]:
@@ -1062,9 +1065,18 @@ def likelihood_text(confidence: float | None, best: float | None) -> str:
 
 
 def candidate_likelihood(obj, candidates: list) -> str:
-    """:func:`likelihood_text` of candidate ``obj`` among ``candidates`` (those of its collection)."""
-    confidences = [c for c in (candidate_info(o)[1] for o in candidates) if c is not None]
-    return likelihood_text(candidate_info(obj)[1], max(confidences) if confidences else None)
+    """:func:`likelihood_text` of candidate ``obj`` against the likeliest when they were made (its words stay when that
+    one is deleted); for a candidate made before that was kept, against the likeliest of ``candidates`` (those of its
+    collection)."""
+    info = obj.get(CANDIDATE_KEY) if obj is not None else None
+    try:
+        best = float(info["best"])
+    except (TypeError, KeyError, ValueError):
+        best = -1.0
+    if best < 0:
+        confidences = [c for c in (candidate_info(o)[1] for o in candidates) if c is not None]
+        best = max(confidences) if confidences else None
+    return likelihood_text(candidate_info(obj)[1], best)
 
 
 def _check_property(result, mm_per_worker_unit: float, mm_per_blender_unit: float) -> dict:
@@ -1313,9 +1325,14 @@ class RECON_OT_reconstruct(bpy.types.Operator):
         tall = obj.dimensions.z * mm_per_unit(landed)
         # the notes and warnings first, the result's own message last: the status bar shows the last message alone
         if run.height_mm is None:  # the model's own size, about 1 unit: its millimetres hang on the scene's unit
-            self.report({'WARNING'}, f"Note: Height (mm) is 0, so the shape keeps the model's own size, {tall:.1f} mm "
-                                     f"tall in the units of the scene \"{landed.name}\"; set Height (mm) to the object's "
-                                     "real height before you print or export it.")
+            def unsized(height_mm: float) -> str:
+                return (f"Height (mm) is 0, so the shape keeps the model's own size, {height_mm:.1f} mm tall in the "
+                        f"units of the scene \"{landed.name}\"; set Height (mm) to the object's real height before you "
+                        "print or export it.")
+
+            self.report({'WARNING'}, f"Note: {unsized(tall)}")
+            for made in objects:  # kept on each, first: the reminder outlives the message
+                made[NOTES_KEY] = "\n".join([unsized(made.dimensions.z * mm_per_unit(landed)), *notes_of(made)])
         for note in result.notes:
             self.report({'WARNING'}, f"Note: {run.user_text(note)}.")
         if obj.type == 'MESH' and obj.data.attributes.get(THIN_ATTRIBUTE) is not None:
@@ -1455,7 +1472,9 @@ class RECON_OT_next_candidate(_CandidateOperator, bpy.types.Operator):
         _show_only(shown, candidates, view_layer)
         moved = _move_picture_camera(collection, shown)
         rank, _ = candidate_info(shown)
-        likely = candidate_likelihood(shown, candidates)
+        likely = candidate_likelihood(shown, candidates)  # said against what: "less likely than the likeliest"
+        likely += {"about as likely": " as the likeliest", "less likely": " than the likeliest",
+                   "much less likely": " than the likeliest"}.get(likely, "")
         position = index + 1  # the rank, unless candidates were deleted
         check = "printable" if (shown.get(CHECK_KEY) or {}).get("ok") else "NOT printable"
         ranked = f" (ranked {rank} when made)" if rank and rank != position else ""
@@ -1505,8 +1524,8 @@ class RECON_OT_keep_candidate(_CandidateOperator, bpy.types.Operator):
         _show_only(kept, [kept], view_layer)
         shown_as = kept.name
         _name_as_kept(kept)
-        self.report({'INFO'}, f"Kept {shown_as} as {kept.name} and deleted the {len(others)} other candidate(s) of "
-                              f"{name}.")
+        others_said = "the other candidate" if len(others) == 1 else f"the {len(others)} other candidates"
+        self.report({'INFO'}, f"Kept {shown_as} as {kept.name} and deleted {others_said} of {name}.")
         return {'FINISHED'}
 
 
@@ -1641,6 +1660,8 @@ _MEND_OUTWARD = "mend it before printing (Edit Mode: select all, Mesh > Normals 
 _MEND_CROSSING = ("mend it before printing (Clean Up does not undo faces that cross: a Remesh modifier in Voxel mode, "
                   "applied, makes it one closed solid).")
 """The same for a mesh whose faces cross (self-intersections, alone or with holes)."""
+_MEND_HOLES = "mend it before printing (Edit Mode: select all, Mesh > Clean Up > Fill Holes)."
+"""The same for a mesh whose only problem is holes."""
 _MEND_MODIFIERS = ("Its modifiers made part of what is written, which Edit Mode does not show: change their settings, "
                    "or apply them first.")
 """Said after the way to mend a mesh with modifiers (a Solidify's shell that crosses itself)."""
@@ -1648,12 +1669,15 @@ _MEND_MODIFIERS = ("Its modifiers made part of what is written, which Edit Mode 
 
 def _mend(problems: str, modified: bool = False) -> str:
     """The way to mend what ``problems`` (an export's warning) names: faces turned inward alone are turned by
-    Recalculate Outside; faces that cross, which Clean Up does not undo, by a Voxel Remesh; anything else starts with
-    Clean Up. ``modified``: an object written has modifiers on, whose part Edit Mode does not show."""
+    Recalculate Outside; faces that cross, which Clean Up does not undo, by a Voxel Remesh; holes alone by Clean Up's
+    Fill Holes; anything else starts with Clean Up. ``modified``: an object written has modifiers on, whose part Edit Mode does not show."""
     turned = ("inside out" in problems or "opposite ways" in problems)
     other = any(word in problems for word in ("watertight", "more than two faces", "self-intersecting", "degenerate",
                                               "separate", "not finite"))
-    way = (_MEND_OUTWARD if turned and not other else _MEND_CROSSING if "self-intersecting" in problems else _MEND)
+    holes_only = "not watertight (holes)" in problems and not turned and not any(
+        word in problems for word in ("more than two faces", "self-intersecting", "degenerate", "separate", "not finite"))
+    way = (_MEND_OUTWARD if turned and not other else _MEND_CROSSING if "self-intersecting" in problems
+           else _MEND_HOLES if holes_only else _MEND)
     return f"{way} {_MEND_MODIFIERS}" if modified else way
 
 

@@ -738,7 +738,7 @@ def test_exports_warn_when_an_edited_mesh_would_not_print(addon, settings, tmp_p
     assert "not printable" not in export(bpy.ops.recon.export_3mf, closed, tmp_path / "closed.3mf")
     said = export(bpy.ops.recon.export_stl, opened, tmp_path / "open.stl")
     assert re.search(r"Warning: Wrote .*open\.stl .* opened is not printable as it is: not watertight \(holes\); "
-                     r"mend it before printing \(Edit Mode: Mesh > Clean Up\)", said), said
+                     r"mend it before printing \(Edit Mode: select all, Mesh > Clean Up > Fill Holes\)", said), said
     said = export(bpy.ops.recon.export_3mf, opened, tmp_path / "open.3mf")
     assert re.search(r"Warning: Wrote .*open\.3mf .* opened is not printable as it is: not watertight", said), said
     for op, ext in ((bpy.ops.recon.export_stl, "stl"), (bpy.ops.recon.export_3mf, "3mf")):
@@ -837,6 +837,8 @@ def test_the_workers_sentences_name_the_add_ons_controls_not_the_command_lines(a
               "(--mask, Use This Mask)")
     assert words(quoted, {}) == "check the mask it took (Object Mask) and give a corrected one (Use This Mask)"
     assert words("and --solid (the add-on's Fill Hollow Pockets) fills them", {}) == "and Fill Hollow Pockets fills them"
+    assert words("give its mask, white on black, with recon-mesh --mask or the add-on's Object: Mask Image", {}) == (
+        "give its mask, white on black, with Object: Mask Image")
     assert words("a note with no option in it", {}) == "a note with no option in it"
 
 
@@ -1567,6 +1569,7 @@ def test_next_shape_cycles_and_wraps_and_each_step_is_one_undo(addon, candidate_
 
 def test_next_shape_counts_the_candidates_left_after_one_was_deleted(addon, candidate_settings):
     collection = reconstruct_candidates(3)
+    before = [t for t in labels(draw_panel(bpy.types.RECON_PT_candidates)) if t.startswith(("2. ", "3. "))]
     first = bpy.data.objects["chair 1"]
     mesh = first.data
     bpy.data.objects.remove(first)
@@ -1577,6 +1580,12 @@ def test_next_shape_counts_the_candidates_left_after_one_was_deleted(addon, cand
     texts = [message.split(",")[0] for _, message in operator.reports]
     assert texts == ["Showing chair 3: candidate 2 of 2 (ranked 3 when made)",
                      "Showing chair 2: candidate 1 of 2 (ranked 2 when made)"]
+    # each says how likely it is against the likeliest as made, also once that one is gone (chair 2 became "the
+    # likeliest", and the others' words moved)
+    assert all(re.search(r", (about as likely as|(much )?less likely than) the likeliest, ", m)
+               for _, m in operator.reports), operator.reports
+    after = [t for t in labels(draw_panel(bpy.types.RECON_PT_candidates)) if t.startswith(("2. ", "3. "))]
+    assert [t.replace(" (shown)", "") for t in after] == [t.replace(" (shown)", "") for t in before], (before, after)
     assert shown(candidates_in(collection)) == ["chair 2"]
     remove_candidates()
 
@@ -2680,10 +2689,11 @@ def test_the_result_message_comes_last_and_the_notes_stay_on_the_object(addon, s
     assert driver.finish() == {'FINISHED'}
     [obj] = [o for o in bpy.data.objects if o.name not in state[0]]
     messages = [message for _, message in driver.reports]
-    worker_notes = [m.removeprefix("Note: ") for m in messages if m.startswith("Note: ") and "Height (mm)" not in m]
-    assert worker_notes, messages  # the tiny model is noted as untrained
+    said = [m.removeprefix("Note: ") for m in messages if m.startswith("Note: ")]
+    assert said[0].startswith("Height (mm) is 0") and len(said) > 1, messages  # the tiny model is noted untrained
     notes = addon.package.operators.notes_of(obj)
-    assert notes == [f"{n[:1].upper()}{n[1:]}" for n in worker_notes], (notes, worker_notes)
+    # every note said is kept, the Height reminder first: it outlives the message (it was said, then lost)
+    assert notes == [f"{n[:1].upper()}{n[1:]}" for n in said], (notes, said)
     count = len(notes)
     assert messages[-1].startswith(f"Reconstructed {obj.name} (") and messages[-1].endswith(
         f" {count} note{'s' if count != 1 else ''} on it: see Notes in the sidebar."), messages

@@ -160,6 +160,13 @@ class TestReport:
         text = check_printable(verts * 500.0, faces, unit_scale_mm=1.0).summary()  # 1000 beside the notes' "1,000"
         assert "size 1,000 x 1,000 x 1,000 mm" in text
 
+    def test_problems_write_counts_with_a_thousands_comma(self):
+        """"14460 self-intersecting face pairs" stood beside "10,312 triangles" in an export's warning."""
+        import dataclasses
+
+        report = dataclasses.replace(check_printable(*_sphere(1)), self_intersecting_pairs=14460)
+        assert "14,460 self-intersecting face pairs" in report.problems()
+
     def test_non_finite(self):
         verts, faces = _sphere(1)
         verts[5, 0] = np.nan

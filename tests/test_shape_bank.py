@@ -589,9 +589,10 @@ def test_solid_fills_the_sealed_pockets_of_the_output(banked_model, fake):
         assert filled.report.ok and all(v > 0 for v, _ in parts(filled)) and len(parts(filled)) == len(outer)
         s = "s" if len(pockets) > 1 else ""
         share = -sum(pockets) / sum(v for v, _ in outer)  # the pockets' share of the filled solid's volume
+        them = "them" if s else "it"  # one pocket: "prints it hollow"
         kept = (f"the mesh holds {len(pockets)} sealed hollow pocket{s} ({share:.0%} of its volume): a filament "
-                "printer prints them hollow; resin and powder printers trap material in them, and --solid (the "
-                "add-on's Fill Hollow Pockets) fills them")
+                f"printer prints {them} hollow; resin and powder printers trap material in {them}, and --solid (the "
+                f"add-on's Fill Hollow Pockets) fills {them}")
         assert _notes(hollow)[-1] == kept, "without solid, the pockets kept are said"
         filled_note = f"filled {len(pockets)} sealed hollow pocket{s} inside the solid"
         assert _notes(filled) == [*_notes(hollow)[:-1], filled_note]

@@ -221,10 +221,11 @@ def _read_image(path: str, files: contextlib.ExitStack) -> tuple[np.ndarray, np.
                 img = Image.alpha_composite(white, img).convert("RGB")
                 held = ("all of it at least half" if opaque == 1.0 else
                         f"{math.floor(1000.0 * opaque) / 10.0:.1f} % of it")  # never "100.0 %" for 99.96 %
+                # no colon before the options: the add-on leaves out "recon-mesh --mask or ", which left "black: Object:"
                 notes.append(f"its transparency leaves {held} opaque, too much for a cut-out: read over white as a "
-                             "picture without transparency, and the object is found in it (if it is a cut-out of an "
-                             "object that fills the picture, give its mask, white on black: recon-mesh --mask, the add-on's "
-                             "Object: Mask Image)")
+                             "picture without transparency, and the object is found in it; if it is a cut-out of an "
+                             "object that fills the picture, give its mask, white on black, with recon-mesh --mask or "
+                             "the add-on's Object: Mask Image")
     arr = np.asarray(_reduced(img, (width, height)))
     rgb = np.ascontiguousarray(arr[..., :3])
     alpha = np.ascontiguousarray(arr[..., 3]) if arr.shape[2] == 4 else None

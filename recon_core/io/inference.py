@@ -229,9 +229,10 @@ def _filled_note(pockets: int) -> str:
 def _pockets_note(pockets: int, hollow: float) -> str:
     """The note of an output that keeps ``pockets`` (> 0) sealed hollow pockets, ``hollow`` the share of its filled
     volume they take (``solid=False``)."""
+    them = "them" if pockets > 1 else "it"  # "1 sealed hollow pocket ...: ... prints it hollow"
     return (f"the mesh holds {pockets} sealed hollow pocket{'s' if pockets > 1 else ''} ({share_text(hollow)} of its "
-            "volume): a filament printer prints them hollow; resin and powder printers trap material in them, and "
-            "--solid (the add-on's Fill Hollow Pockets) fills them")
+            f"volume): a filament printer prints {them} hollow; resin and powder printers trap material in {them}, and "
+            f"--solid (the add-on's Fill Hollow Pockets) fills {them}")
 
 
 def _thin_note(thin: float, surface: float, median: float, filled: float | None = None) -> str:

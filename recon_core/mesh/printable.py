@@ -100,7 +100,7 @@ class PrintableReport:
         """What keeps the mesh from printing, as short phrases ("not watertight", "3 self-intersecting face pairs");
         empty when :attr:`ok`."""
         def some(n: int, what: str) -> str:
-            return f"{n} {what}{'s' * (n != 1)}"
+            return f"{n:,} {what}{'s' * (n != 1)}"  # "14,460", as the triangles beside it are written
 
         found = []
         if not self.n_faces:
