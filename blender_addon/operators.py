@@ -1345,9 +1345,7 @@ class RECON_OT_reconstruct(bpy.types.Operator):
             self.report({'INFO'}, f"Reconstructed {obj.name} ({tall:.1f} mm tall, {len(result.faces):,} faces, "
                                   f"{result.category}, {check}) in {run.elapsed:.1f} s.{see}")
         else:
-            best = max((c.confidence for c in result.candidates if c.confidence is not None), default=None)
-            likely = likelihood_text(result.candidates[0].confidence, best)
-            likeliest = "the likeliest, " if likely == "the likeliest" else ""
+            likeliest = "the likeliest, " if candidate_likelihood(obj, objects) == "the likeliest" else ""
             self.report({'INFO'}, f"Reconstructed {len(objects)} candidate shapes in {candidate_collection(obj).name} "
                                   f"in {run.elapsed:.1f} s; showing {obj.name} ({likeliest}"
                                   f"{tall:.1f} mm tall, {len(result.faces):,} faces, {result.category}, {check}); "
@@ -1670,14 +1668,14 @@ _MEND_MODIFIERS = ("Its modifiers made part of what is written, which Edit Mode 
 def _mend(problems: str, modified: bool = False) -> str:
     """The way to mend what ``problems`` (an export's warning) names: faces turned inward alone are turned by
     Recalculate Outside; faces that cross, which Clean Up does not undo, by a Voxel Remesh; holes alone by Clean Up's
-    Fill Holes; anything else starts with Clean Up. ``modified``: an object written has modifiers on, whose part Edit Mode does not show."""
+    Fill Holes; anything else starts with Clean Up. ``modified``: an object written has modifiers on, whose part Edit
+    Mode does not show."""
     turned = ("inside out" in problems or "opposite ways" in problems)
-    other = any(word in problems for word in ("watertight", "more than two faces", "self-intersecting", "degenerate",
-                                              "separate", "not finite"))
-    holes_only = "not watertight (holes)" in problems and not turned and not any(
-        word in problems for word in ("more than two faces", "self-intersecting", "degenerate", "separate", "not finite"))
-    way = (_MEND_OUTWARD if turned and not other else _MEND_CROSSING if "self-intersecting" in problems
-           else _MEND_HOLES if holes_only else _MEND)
+    holes = "watertight" in problems
+    worse = any(word in problems for word in ("more than two faces", "self-intersecting", "degenerate", "separate",
+                                              "not finite"))
+    way = (_MEND_CROSSING if "self-intersecting" in problems else _MEND_OUTWARD if turned and not (holes or worse)
+           else _MEND_HOLES if holes and not (turned or worse) else _MEND)
     return f"{way} {_MEND_MODIFIERS}" if modified else way
 
 

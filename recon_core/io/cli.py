@@ -371,13 +371,13 @@ def _check_png_output(path: Path, what: str, example: str, args: argparse.Namesp
     """Bad input (``ExportError``, naming ``what``, e.g. "the mask to ") unless ``path`` can take a PNG: not a folder
     (``example``.png inside it offered), ending in .png, in a folder that exists and can be written, its name not too
     long, and not the input picture or ``--mask`` file."""
-    from recon_core.io.export import ExportError, unwritable_reason
+    from recon_core.io.export import ExportError, refuse_a_bare_extension, unwritable_reason
 
     if _is_folder(path):
         raise ExportError(f"Cannot write {what}{path}: it is a folder; give a file name, e.g. "
                           f"{path / (example + '.png')}.")
     if path.suffix.lower() != ".png":
-        _refuse_a_bare_extension(path, (".png",), what, example)
+        refuse_a_bare_extension(path, (".png",), what, example)
         raise ExportError(f"Cannot write {what}{path}: the extension must be .png.")
     if not path.parent.exists():  # a file in its place is said next, as for the mesh
         raise ExportError(f"Cannot write {what}{path}: there is no folder {path.parent}; create it first.")
@@ -403,16 +403,6 @@ def _save_preview(rgb, alpha, results, paths: list[Path], path: Path, millimetre
             from None
 
 
-def _refuse_a_bare_extension(path: Path, extensions, what: str, example: str) -> None:
-    """Raise ExportError when ``path``'s name is one of ``extensions`` alone (``out/.obj``: a hidden file's name,
-    without an extension), saying that it needs a name, ``example`` + the extension for instance."""
-    from recon_core.io.export import ExportError
-
-    if path.name.lower() in extensions:
-        raise ExportError(f"Cannot write {what}{path}: {path.name} is an extension without a name; give the file a "
-                          f"name, e.g. {path.with_name(example + path.name.lower())}.")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run ``recon-mesh``; returns the exit code (:data:`EPILOG`)."""
     try:
@@ -432,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     try:  # torch's import, the first second of a run: the handlers below need these names
         with _STOP.holding(force=True):
             from recon_core.io.image import ImageError, load_picture
-            from recon_core.io.export import EXPORT_FORMATS, ExportError, export_mesh, unwritable_reason
+            from recon_core.io.export import (EXPORT_FORMATS, ExportError, export_mesh, refuse_a_bare_extension,
+                                               unwritable_reason)
             from recon_core.io.inference import MAX_HEIGHT_MM, MIN_HEIGHT_MM, Reconstructor
             from recon_core.io.weights import WeightsError
             from recon_core.network.finder import MissingDependency
@@ -457,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         if _is_folder(out):
             raise ExportError(f"Cannot write {out}: it is a folder; give a file name, e.g. {out / 'mesh.stl'}.")
         if out.suffix.lower() not in EXPORT_FORMATS:
-            _refuse_a_bare_extension(out, EXPORT_FORMATS, "", "mesh")
+            refuse_a_bare_extension(out, EXPORT_FORMATS, "", "mesh")
             raise ExportError(f"Cannot write {out}: the extension must be one of {', '.join(EXPORT_FORMATS)}.")
         if not out.parent.exists():
             raise ExportError(f"Cannot write {out}: the folder {out.parent} does not exist; create it first.")

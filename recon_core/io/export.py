@@ -38,7 +38,7 @@ import numpy as np
 
 __all__ = ["EXPORT_FORMATS", "ExportError", "OUTPUT_TO_Z_UP", "GLB_METRES_PER_MM", "atomic_write_bytes",
            "current_umask", "unwritable_reason", "name_too_long", "os_error_sentence", "export_mesh", "write_3mf",
-           "write_stl", "on_plate", "on_3mf_plate", "PLATE_CENTRE_MM", "stl_bytes", "print_notes", "main"]
+           "write_stl", "refuse_a_bare_extension", "on_plate", "on_3mf_plate", "PLATE_CENTRE_MM", "stl_bytes", "print_notes", "main"]
 
 EXPORT_FORMATS = (".obj", ".stl", ".ply", ".glb", ".3mf")
 _Z_UP_FORMATS = (".stl", ".ply", ".3mf")
@@ -178,6 +178,15 @@ def os_error_sentence(err: OSError) -> str:
     """``err`` as one sentence for a script's ``error:`` line: the path it names (if any), why, and what to check."""
     where = f" {err.filename}" if err.filename else ""
     return f"cannot use{where}: {err.strerror or err}; check the path and its permissions"
+
+
+def refuse_a_bare_extension(path: Path, extensions: Sequence[str], what: str, example: str) -> None:
+    """Raise :class:`ExportError` when ``path``'s name is one of ``extensions`` alone (``out/.obj``: a hidden file's
+    name, without an extension), saying that it needs a name, ``example`` + the extension for instance; ``what``
+    goes before the path ("the mask to ")."""
+    if path.name.lower() in extensions:
+        raise ExportError(f"Cannot write {what}{path}: {path.name} is an extension without a name; give the file a "
+                          f"name, e.g. {path.with_name(example + path.name.lower())}.")
 
 
 def _check_target(path: Path) -> str:
@@ -453,17 +462,16 @@ def _main(args: list[str]) -> int:
         return refuse(f"Give the meshes' file and the file to write, e.g. meshes.npz part.3mf.\n{USAGE}")
     source, target = args
     out = Path(target)
-    if out.name.lower() in (".3mf", ".stl"):  # Path(".3mf").suffix is "": a name that is only an extension
-        return refuse(f"Cannot write {target}: {out.name} is an extension without a name; give the file a name, e.g. "
-                      f"{out.with_name('part' + out.name.lower())}.")
+    try:  # Path(".3mf").suffix is "": a name that is only an extension
+        refuse_a_bare_extension(out, (".3mf", ".stl"), "", "part")
+    except ExportError as err:
+        return refuse(str(err))
     if out.is_dir():
         return refuse(f"Cannot write {target}: it is a folder; give a file name, e.g. {out / 'part.3mf'}.")
     writer = {".3mf": write_3mf, ".stl": write_stl}.get(out.suffix.lower())
     if writer is None:
         return refuse(f"Cannot write {target}: the extension must be .3mf or .stl.")
-    if not out.parent.is_dir():
-        return refuse(f"Cannot write {target}: the folder {out.parent} does not exist; create it first.")
-    if not Path(source).is_file():
+    if not Path(source).is_file():  # a missing folder for the file is the writer's to say (_check_target)
         return refuse(f"Cannot read the meshes in {source}: there is no such file.")
     try:
         with np.load(source, allow_pickle=False) as data:
