@@ -57,7 +57,7 @@ __all__ = ["RECON_OT_reconstruct", "RECON_OT_next_candidate", "RECON_OT_keep_can
            "RECON_OT_export_3mf", "RECON_OT_use_mask", "RECON_OT_view_picture", "picture_camera", "picture_image",
            "running", "cancel_running", "mm_per_unit", "mask_image",
            "fill_mesh", "candidate_collection", "candidate_target", "stranded_collection", "candidates_of",
-           "is_candidate", "candidate_info", "candidate_likelihood", "shown_candidate", "likelihood_text", "notes_of",
+           "is_candidate", "candidate_info", "candidate_likelihood", "shown_candidate", "notes_of",
            "size_mm", "volume_text"]
 
 TIMER_S = 0.1
@@ -76,7 +76,7 @@ UNSURE_KEY = "recon_unsure"
 """Custom property of a mask image: True when the object finder found it and was unsure of it (the panel says so)."""
 CANDIDATE_KEY = "recon_candidate"
 """Custom property of a candidate object: ``{"rank": 1 for the most confident, "confidence": a share in (0, 1],
-or -1.0 when the model gave none}``."""
+or -1.0 when the model gave none, "likelihood": it in words against the likeliest ("" when none), "name": as made}``."""
 CANDIDATES_KEY = "recon_candidates"
 """Custom property of a candidate collection: the picture its candidates were made from."""
 CANDIDATE_OBJECTS = "recon_candidate_objects"
@@ -738,13 +738,12 @@ class _Reconstruction:
             # candidate's: every object keeps them beside its own
             first = result.candidates[0].notes if getattr(result, "candidates", None) else result.notes
             shared = [note for note in result.notes if note not in first]
-            best = max((s.confidence for s in shapes if getattr(s, "confidence", None) is not None), default=None)
             for rank, shape in enumerate(shapes, 1):
                 name = self.name if len(shapes) == 1 else f"{self.name} {rank}"
                 obj = self._new_object(name, shape, scale, 1.0 if self.height_mm else mm, mask, objects, meshes,
                                        location, shared)
                 if len(shapes) > 1:
-                    obj[CANDIDATE_KEY] = _candidate_property(rank, shape.confidence, name, best)
+                    obj[CANDIDATE_KEY] = _candidate_property(rank, shape.confidence, name, shape.likelihood)
             if here and context.object is not None and context.object.mode != 'OBJECT':
                 bpy.ops.object.mode_set(mode='OBJECT')
             if len(shapes) > 1:
@@ -957,12 +956,12 @@ def _set_mask_file(image) -> None:
         packed.filepath = path
 
 
-def _candidate_property(rank: int, confidence: float | None, name: str, best: float | None = None) -> dict:
-    """A candidate's rank, confidence, the likeliest one's confidence when they were made (``best``: a candidate says
-    how likely it is against that one, also once that one is deleted) and the ``name`` it was given ("chair 2") as an
-    ID property (:data:`CANDIDATE_KEY`); -1.0 for a confidence the model did not give."""
+def _candidate_property(rank: int, confidence: float | None, name: str, likelihood: str = "") -> dict:
+    """A candidate's rank, confidence, how likely it is in words against the likeliest when they were made
+    (``likelihood``, the worker's: the words stay when that one is deleted) and the ``name`` it was given ("chair 2")
+    as an ID property (:data:`CANDIDATE_KEY`); -1.0 for a confidence the model did not give."""
     return {"rank": int(rank), "confidence": -1.0 if confidence is None else float(confidence),
-            "best": -1.0 if best is None else float(best), "name": name}
+            "likelihood": likelihood, "name": name}
 
 
 def candidate_info(obj) -> tuple[int, float | None]:
@@ -1046,37 +1045,21 @@ def notes_of(obj) -> list[str]:
     return [line for line in notes.split("\n") if line] if isinstance(notes, str) else []
 
 
-LIKELY_AS = 0.8
-"""A candidate whose confidence is at least this share of the likeliest one's is "about as likely" (its fit's silhouette
-IoU about 0.01 below), down to :data:`LESS_LIKELY` "less likely", below it "much less likely" (0.05 below)."""
-LESS_LIKELY = 0.4
+AGAINST_THE_LIKELIEST = {"about as likely": " as the likeliest", "less likely": " than the likeliest",
+                         "much less likely": " than the likeliest"}
+"""A copy of :data:`recon_core.io.inference.AGAINST_THE_LIKELIEST` (Blender's Python has no recon_core): what Next
+Shape says a candidate's words against."""
 
 
-def likelihood_text(confidence: float | None, best: float | None) -> str:
-    """How likely a candidate is against the likeliest one (confidence ``best``), in words: "the likeliest", "about as
-    likely", "less likely", "much less likely"; "" without confidences. The confidences are shares among the ten
-    fitted shapes, so the likeliest of three close ones showed "25%", which a designer read as a poor result."""
-    if confidence is None or best is None or best <= 0:
-        return ""
-    ratio = confidence / best
-    if ratio >= 1.0 - 1e-9:
-        return "the likeliest"
-    return "about as likely" if ratio >= LIKELY_AS else "less likely" if ratio >= LESS_LIKELY else "much less likely"
-
-
-def candidate_likelihood(obj, candidates: list) -> str:
-    """:func:`likelihood_text` of candidate ``obj`` against the likeliest when they were made (its words stay when that
-    one is deleted); for a candidate made before that was kept, against the likeliest of ``candidates`` (those of its
-    collection)."""
+def candidate_likelihood(obj) -> str:
+    """How likely candidate ``obj`` is in words against the likeliest when they were made, as the worker said it
+    (:func:`recon_core.io.inference.likelihood_text`: "the likeliest", "about as likely", ...); "" when not said."""
     info = obj.get(CANDIDATE_KEY) if obj is not None else None
     try:
-        best = float(info["best"])
-    except (TypeError, KeyError, ValueError):
-        best = -1.0
-    if best < 0:
-        confidences = [c for c in (candidate_info(o)[1] for o in candidates) if c is not None]
-        best = max(confidences) if confidences else None
-    return likelihood_text(candidate_info(obj)[1], best)
+        words = info["likelihood"]
+    except (TypeError, KeyError):
+        return ""
+    return words if isinstance(words, str) else ""
 
 
 def _check_property(result, mm_per_worker_unit: float, mm_per_blender_unit: float) -> dict:
@@ -1345,7 +1328,7 @@ class RECON_OT_reconstruct(bpy.types.Operator):
             self.report({'INFO'}, f"Reconstructed {obj.name} ({tall:.1f} mm tall, {len(result.faces):,} faces, "
                                   f"{result.category}, {check}) in {run.elapsed:.1f} s.{see}")
         else:
-            likeliest = "the likeliest, " if candidate_likelihood(obj, objects) == "the likeliest" else ""
+            likeliest = "the likeliest, " if candidate_likelihood(obj) == "the likeliest" else ""
             self.report({'INFO'}, f"Reconstructed {len(objects)} candidate shapes in {candidate_collection(obj).name} "
                                   f"in {run.elapsed:.1f} s; showing {obj.name} ({likeliest}"
                                   f"{tall:.1f} mm tall, {len(result.faces):,} faces, {result.category}, {check}); "
@@ -1470,9 +1453,8 @@ class RECON_OT_next_candidate(_CandidateOperator, bpy.types.Operator):
         _show_only(shown, candidates, view_layer)
         moved = _move_picture_camera(collection, shown)
         rank, _ = candidate_info(shown)
-        likely = candidate_likelihood(shown, candidates)  # said against what: "less likely than the likeliest"
-        likely += {"about as likely": " as the likeliest", "less likely": " than the likeliest",
-                   "much less likely": " than the likeliest"}.get(likely, "")
+        likely = candidate_likelihood(shown)  # said against what: "less likely than the likeliest"
+        likely += AGAINST_THE_LIKELIEST.get(likely, "")
         position = index + 1  # the rank, unless candidates were deleted
         check = "printable" if (shown.get(CHECK_KEY) or {}).get("ok") else "NOT printable"
         ranked = f" (ranked {rank} when made)" if rank and rank != position else ""

@@ -83,7 +83,7 @@ class RECON_PT_candidates(_SubPanel, bpy.types.Panel):
             rank, _ = candidate_info(obj)
             printable = "yes" if (obj.get(CHECK_KEY) or {}).get("ok") else "no"
             shown = not obj.hide_get(view_layer=view_layer)
-            likely = candidate_likelihood(obj, candidates)
+            likely = candidate_likelihood(obj)
             col.label(text=f"{rank}. {obj.name}: {likely + ', ' if likely else ''}printable: {printable}"
                            + (" (shown)" if shown else ""), icon='HIDE_OFF' if shown else 'HIDE_ON')
         if stranded:

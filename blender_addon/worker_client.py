@@ -280,6 +280,8 @@ class Candidate:
         faces: (F, 3) int32 triangles, outward-facing.
         report: the printable check's fields plus ``ok`` and ``summary``.
         confidence: a share in (0, 1], falling in rank order; None when the model gave no confidence.
+        likelihood: the confidence in words against the likeliest candidate ("the likeliest", "about as likely",
+            "less likely", "much less likely"); "" without a confidence (or from a worker that predates them).
         category: category used (given or predicted).
         notes: human-readable notes about this shape.
         thin_faces: (K,) int32 indices of the faces whose walls are too thin to print, when a note names them; else
@@ -296,6 +298,7 @@ class Candidate:
     notes: list[str] = field(default_factory=list)
     thin_faces: Any = None
     camera: dict[str, Any] | None = None
+    likelihood: str = ""
 
 
 @dataclass
@@ -423,7 +426,8 @@ def _candidates(message: dict[str, Any], verts, faces) -> list[Candidate]:
         confidence = entry.get("confidence")
         out.append(Candidate(c_verts, c_faces, dict(entry.get("report") or {}),
                              None if confidence is None else float(confidence), str(entry.get("category", "")),
-                             list(entry.get("notes") or []), _thin_faces(entry, c_faces), _camera(entry)))
+                             list(entry.get("notes") or []), _thin_faces(entry, c_faces), _camera(entry),
+                             str(entry.get("likelihood") or "")))
     return out
 
 

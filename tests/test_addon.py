@@ -1527,7 +1527,10 @@ def test_candidates_are_objects_in_one_collection_the_most_confident_shown(addon
         assert obj.dimensions.z == pytest.approx(0.050, rel=1e-4)
     assert len({mesh_arrays(o.data)["co"].tobytes() for o in objects}) == 3, "three different shapes"
     # in words against the likeliest, not as shares of the ten fitted (the best of three close ones read "25%")
-    words = [addon.package.operators.likelihood_text(c, confidences[0]) for c in confidences]
+    words = [c.likelihood for c in result.candidates]
+    assert words[0] == "the likeliest" and all(w in ("about as likely", "less likely", "much less likely")
+                                               for w in words[1:]), words
+    assert [o["recon_candidate"]["likelihood"] for o in objects] == words
     texts = labels(draw_panel(bpy.types.RECON_PT_candidates))
     assert texts[:4] == ["chair candidates, the likeliest first:", "1. chair 1: the likeliest, printable: yes (shown)",
                          f"2. chair 2: {words[1]}, printable: yes", f"3. chair 3: {words[2]}, printable: yes"]
@@ -1588,6 +1591,14 @@ def test_next_shape_counts_the_candidates_left_after_one_was_deleted(addon, cand
     assert [t.replace(" (shown)", "") for t in after] == [t.replace(" (shown)", "") for t in before], (before, after)
     assert shown(candidates_in(collection)) == ["chair 2"]
     remove_candidates()
+
+
+def test_next_shape_says_the_words_against_the_likeliest_as_recon_mesh_does(addon):
+    """Blender's Python has no recon_core: the add-on's copy of what a candidate's words are said against is
+    recon_core's, so Next Shape and recon-mesh say "less likely than the likeliest" alike."""
+    from recon_core.io.inference import AGAINST_THE_LIKELIEST
+
+    assert addon.package.operators.AGAINST_THE_LIKELIEST == AGAINST_THE_LIKELIEST
 
 
 def test_deleting_the_shown_candidate_leaves_the_others_reachable(addon, candidate_settings):
@@ -2809,17 +2820,6 @@ def test_every_candidate_keeps_the_runs_own_notes_beside_its_own(addon, candidat
         notes = addon.package.operators.notes_of(obj)
         assert "The model found 4 candidate shapes for this picture, not 5." in notes, (obj.name, notes)
     remove_candidates()
-
-
-def test_a_candidates_likelihood_is_said_in_words_against_the_likeliest(addon):
-    """The confidences are shares among the ten fitted shapes: the likeliest of three close ones showed "25%
-    confidence", read as a poor result. The panel and messages say it in words, against the likeliest."""
-    words = addon.package.operators.likelihood_text
-    assert words(0.25, 0.25) == "the likeliest"
-    assert words(0.22, 0.25) == "about as likely" and words(0.20, 0.25) == "about as likely"  # 0.8 of it
-    assert words(0.19, 0.25) == "less likely" and words(0.10, 0.25) == "less likely"  # down to 0.4 of it
-    assert words(0.09, 0.25) == "much less likely" and words(0.001, 0.9) == "much less likely"
-    assert words(None, 0.25) == "" and words(0.2, None) == ""
 
 
 # Last: it unregisters the module's add-on, which every test above uses.

@@ -186,7 +186,8 @@ def test_entry_point_runs_the_default_model(tmp_path):
 
 def test_three_candidates_of_the_example_are_three_different_printable_meshes(tmp_path, capsys):
     """The shipped model, `recon-mesh examples/chair.png -o chair.stl --candidates 3`: three files, each printable,
-    no two alike (different training shapes: their volumes differ), confidences printed in falling order."""
+    no two alike (different training shapes: their volumes differ), each said in words against the likeliest (a
+    share among the ten fitted read "25%" for the likeliest of three close ones), the likeliest first."""
     import re
 
     import trimesh
@@ -202,8 +203,24 @@ def test_three_candidates_of_the_example_are_three_different_printable_meshes(tm
     for i in range(3):
         for j in range(i + 1, 3):
             assert abs(volumes[i] - volumes[j]) > 0.01 * max(volumes[i], volumes[j]), volumes
-    confidences = [float(x) for x in re.findall(r"confidence ([0-9.]+)%", printed)]
-    assert len(confidences) == 3 and confidences == sorted(confidences, reverse=True)
+    said = re.findall(r"\ncandidate \S+: \d+ vertices, \d+ faces, (.*)\n", printed)
+    assert said[0] == "the likeliest" and len(said) == 3, printed
+    order = ["the likeliest", "about as likely as the likeliest", "less likely than the likeliest",
+             "much less likely than the likeliest"]
+    assert all(s in order for s in said) and [order.index(s) for s in said] == sorted(order.index(s) for s in said)
+    assert "%" not in printed and "wrote 3 candidates in " in printed and " s, the likeliest first" in printed
+
+
+def test_a_candidates_likelihood_is_said_in_words_against_the_likeliest():
+    """The confidences are shares among the ten fitted shapes: the likeliest of three close ones showed "25%
+    confidence", read as a poor result. recon-mesh and the add-on say it in words, against the likeliest."""
+    from recon_core.io.inference import likelihood_text as words
+
+    assert words(0.25, 0.25) == "the likeliest"
+    assert words(0.22, 0.25) == "about as likely" and words(0.20, 0.25) == "about as likely"  # 0.8 of it
+    assert words(0.19, 0.25) == "less likely" and words(0.10, 0.25) == "less likely"  # down to 0.4 of it
+    assert words(0.09, 0.25) == "much less likely" and words(0.001, 0.9) == "much less likely"
+    assert words(None, 0.25) == "" and words(0.2, None) == ""
 
 
 def test_entry_point_reports_bad_input_with_its_exit_code(tmp_path):
@@ -474,7 +491,7 @@ def test_the_unit_note_of_several_candidates_gives_their_heights(tmp_path, capsy
     def candidate(height):
         verts = np.array([[0, 0, 0], [1, height, 0], [0, 0, 1], [1, 0, 1]], np.float64)
         report = SimpleNamespace(ok=True, summary=lambda: "✓ printable")
-        return SimpleNamespace(notes=[], verts=verts, faces=np.zeros((4, 3)), report=report, confidence=0.5,
+        return SimpleNamespace(notes=[], verts=verts, faces=np.zeros((4, 3)), report=report, confidence=0.5, likelihood="the likeliest",
                                category="chair", category_probs=np.array([0.9, 0.1]))
 
     results = [candidate(0.76), candidate(0.7), candidate(0.81)]
@@ -492,7 +509,7 @@ def _sized_candidate(width, height, depth):
 
     verts = np.array([[0, 0, 0], [width, height, depth], [0, 0, depth], [width, 0, 0]], np.float64)
     report = SimpleNamespace(ok=True, summary=lambda: "✓ printable")
-    return SimpleNamespace(notes=[], verts=verts, faces=np.zeros((4, 3)), report=report, confidence=0.5,
+    return SimpleNamespace(notes=[], verts=verts, faces=np.zeros((4, 3)), report=report, confidence=0.5, likelihood="the likeliest",
                            category="chair", category_probs=np.array([0.9, 0.1]))
 
 
@@ -867,7 +884,7 @@ def test_each_candidates_own_notes_are_said_with_its_name(tmp_path, capsys):
     def candidate(own):
         report = SimpleNamespace(ok=True, summary=lambda: "✓ printable")
         return SimpleNamespace(notes=["object found by the object finder (no transparency)", *own], verts=np.zeros((4, 3)),
-                               faces=np.zeros((4, 3)), report=report, confidence=0.5, category="chair",
+                               faces=np.zeros((4, 3)), report=report, confidence=0.5, likelihood="the likeliest", category="chair",
                                category_probs=np.array([0.9, 0.1]))
 
     results = [candidate(["filled 4 sealed hollow pockets"]), candidate([]), candidate(["filled 5 sealed hollow pockets"])]

@@ -295,10 +295,12 @@ def test_candidates_come_in_one_result_whose_own_fields_are_the_first(banked, tm
     confidences = [c["confidence"] for c in three["candidates"]]
     assert all(0 < c <= 1 for c in confidences) and confidences == sorted(confidences, reverse=True)
     assert sum(confidences) <= 1 + 1e-9
+    likely = [c["likelihood"] for c in three["candidates"]]  # in words, against the likeliest
+    assert likely[0] == "the likeliest" and set(likely[1:]) <= {"about as likely", "less likely", "much less likely"}
     assert three["camera"] == first["camera"] and set(first["camera"]) == {"R", "T", "K", "width", "height"}
     meshes = set()
     for c in three["candidates"]:
-        assert set(c) == {"verts", "faces", "report", "confidence", "category", "notes", "camera"}
+        assert set(c) == {"verts", "faces", "report", "confidence", "likelihood", "category", "notes", "camera"}
         verts, faces = worker.decode_array(c["verts"]), worker.decode_array(c["faces"])
         assert verts.shape[1] == faces.shape[1] == 3 and faces.max() == len(verts) - 1
         assert np.ptp(verts[:, 1]) == pytest.approx(50.0, rel=1e-4)

@@ -210,8 +210,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="also write a picture of the result (PNG): the mesh over the picture, as the picture's camera "
                         "sees it, and turned 3/4, thin walls in red; with --candidates, a row each")
     p.add_argument("--candidates", type=_count, default=1, metavar="K",
-                   help="write K plausible shapes, OUT_1.EXT ... OUT_K.EXT, the most confident first, each with its "
-                        "confidence and printable check (default 1: OUT.EXT alone)")
+                   help="write K plausible shapes, OUT_1.EXT ... OUT_K.EXT, the likeliest first, each with how likely it is "
+                        "against the likeliest and its printable check (default 1: OUT.EXT alone)")
     p.add_argument("--debug", action="store_true", help="also print each error's traceback, and debug logging")
     return p
 
@@ -560,16 +560,19 @@ def _report(args, result, results, paths, out, mask_out, seconds: float, preview
     if len(results) == 1 and args.candidates == 1:
         _print(f"wrote {out} ({len(result.verts)} vertices, {len(result.faces)} faces) in {seconds:.2f} s")
     else:
-        _print(f"wrote {len(results)} candidates in {seconds:.2f} s, the most confident first")
+        _print(f"wrote {len(results)} candidates in {seconds:.2f} s, the likeliest first")
     if mask_out is not None:
         _print(f"wrote {mask_out} (the object mask)")
     if preview_out is not None:
         _print(f"wrote {preview_out} (the preview)")
     _print(f"category: {result.category}" + ("" if args.category else f" (predicted, p={probs.max():.2f})"))
+    from recon_core.io.inference import AGAINST_THE_LIKELIEST  # loaded already: the results came from it
+
     for path, candidate in zip(paths, results):
         if args.candidates > 1:
-            confidence = "" if candidate.confidence is None else f", confidence {candidate.confidence:.1%}"
-            _print(f"\ncandidate {path}: {len(candidate.verts)} vertices, {len(candidate.faces)} faces{confidence}")
+            likely = candidate.likelihood + AGAINST_THE_LIKELIEST.get(candidate.likelihood, "")
+            _print(f"\ncandidate {path}: {len(candidate.verts)} vertices, {len(candidate.faces)} faces"
+                   + (f", {likely}" if likely else ""))
         _print(candidate.report.summary())
     return 0 if all(c.report.ok for c in results) else 3
 
@@ -620,7 +623,7 @@ def _plate_notes(args, results) -> list[str]:
 
 
 def candidate_path(out: Path, rank: int) -> Path:
-    """``OUT_rank.EXT``: where ``--candidates`` writes candidate ``rank`` (1 = the most confident) of ``OUT.EXT``."""
+    """``OUT_rank.EXT``: where ``--candidates`` writes candidate ``rank`` (1 = the likeliest) of ``OUT.EXT``."""
     return out.with_name(f"{out.stem}_{rank}{out.suffix}")
 
 

@@ -347,11 +347,12 @@ def _count_notes(reconstructor, asked: int, made: int) -> list[str]:
 
 
 def _candidate_dict(result) -> dict[str, Any]:
-    """One entry of a result's ``candidates``: the mesh, its printable report, confidence, category and notes."""
+    """One entry of a result's ``candidates``: the mesh, its printable report, confidence (and it in words against the
+    likeliest, ``likelihood``), category and notes."""
     confidence = None if result.confidence is None else float(result.confidence)
     return {"verts": encode_array(result.verts, "<f4"), "faces": encode_array(result.faces, "<i4"),
-            "report": _report_dict(result.report), "confidence": confidence, "category": result.category,
-            "notes": list(result.notes), **_extras(result)}
+            "report": _report_dict(result.report), "confidence": confidence, "likelihood": result.likelihood,
+            "category": result.category, "notes": list(result.notes), **_extras(result)}
 
 
 def _extras(result) -> dict[str, Any]:
