@@ -908,9 +908,11 @@ def _alive(data):
 
 
 def _replace_masks(image, picture: str, name: str) -> None:
-    """Make ``image`` the one mask image of ``picture``, named ``name``: earlier ones hand it their users
-    (objects made from the same picture, image editors showing them) and are removed."""
-    for old in [i for i in bpy.data.images if i != image and i.library is None and i.get(PICTURE_KEY) == picture]:
+    """Make ``image`` the one mask image of ``picture``, named ``name``: earlier ones of the same picture
+    (:func:`_same_picture`: also as a moved project recorded it) hand it their users (objects made from it, image
+    editors showing them) and are removed."""
+    for old in [i for i in bpy.data.images if i != image and i.library is None
+                and isinstance(i.get(PICTURE_KEY), str) and _same_picture(i[PICTURE_KEY], picture)]:
         old.user_remap(image)
         bpy.data.images.remove(old)
     image.name = name
@@ -924,8 +926,8 @@ def _replace_shown(image, picture: str, name: str) -> None:
     removed; one of another picture at that path (the file changed since) stays with its objects, whose cameras were
     fitted to it."""
     data = _image_bytes(image)
-    for old in [i for i in bpy.data.images if i != image and i.library is None and i.get(SHOWN_KEY) == picture
-                and data is not None and _image_bytes(i) == data]:
+    for old in [i for i in bpy.data.images if i != image and i.library is None and isinstance(i.get(SHOWN_KEY), str)
+                and _same_picture(i[SHOWN_KEY], picture) and data is not None and _image_bytes(i) == data]:
         old.user_remap(image)
         bpy.data.images.remove(old)
     image.name = name
@@ -1547,8 +1549,10 @@ def forget_deleted_before_save(*_):
 
 
 def _parent_collections(collection, scene) -> list:
-    """The collections that hold ``collection`` as a child (the scene's own collection when none does)."""
-    parents = [c for c in (scene.collection, *bpy.data.collections) if c.children.get(collection.name) == collection]
+    """The collections that hold ``collection`` as a child, every scene's own collection among them (a scene that
+    links the candidates lost the kept one); ``scene``'s own collection when none does."""
+    scenes = [scene.collection, *(s.collection for s in bpy.data.scenes if s != scene and s.library is None)]
+    parents = [c for c in (*scenes, *bpy.data.collections) if c.children.get(collection.name) == collection]
     return parents or [scene.collection]
 
 
@@ -1680,6 +1684,10 @@ class _PrintExport(_Export):
         """The mesh objects to write (:meth:`execute` refuses an empty list's file)."""
         raise NotImplementedError
 
+    def left_out(self, context) -> str:
+        """A sentence on the selected meshes this export does not write; "" when none."""
+        return ""
+
     def execute(self, context):
         problem = self.target_problem()
         if problem:
@@ -1716,7 +1724,8 @@ class _PrintExport(_Export):
             said.append(f"{'; '.join(warnings)}; {_mend('; '.join(warnings), modified)}")
         # "chair: its walls …" (an object's name as named), "at 300 x 40 x 20 mm …" (a sentence of its own here)
         said += [f"{note[0].upper()}{note[1:]}." if note.startswith("at ") else f"{note}." for note in notes]
-        self.report({'WARNING'} if warnings or notes else {'INFO'}, " ".join(said))
+        left = self.left_out(context)
+        self.report({'WARNING'} if warnings or notes or left else {'INFO'}, " ".join(said + ([left] if left else [])))
         return {'FINISHED'}
 
 
@@ -1738,6 +1747,14 @@ class RECON_OT_export_stl(bpy.types.Operator, _PrintExport):
 
     def objects(self, context) -> list:
         return [context.active_object]
+
+    def left_out(self, context) -> str:
+        """Export 3MF beside it writes every selected mesh: two selected wrote one STL "(1 object)", without a word."""
+        chosen = _export_objects(context)
+        if not [o for o in chosen if o != context.active_object]:
+            return ""
+        return (f"Only the active object, {context.active_object.name}, is written; Export 3MF writes all "
+                f"{len(chosen)} selected meshes, one object each.")
 
 
 class RECON_OT_export_3mf(bpy.types.Operator, _PrintExport):
@@ -1796,12 +1813,6 @@ def _picture_base(obj) -> str:
 def _holder(obj):
     """What keeps the picture camera of ``obj``: its candidate collection (one camera for the set), else ``obj``."""
     return candidate_collection(obj) or obj
-
-
-def _alive_object(obj):
-    """``obj`` when it is an object still in some collection, else None (deleted by the user)."""
-    obj = _alive(obj)
-    return obj if isinstance(obj, bpy.types.Object) and obj.users_collection else None
 
 
 def _camera_of(obj):

@@ -926,6 +926,28 @@ def test_exports_offer_the_objects_name_and_add_a_missing_extension(addon, setti
     bpy.data.objects.remove(cube)
 
 
+def test_export_stl_says_the_selected_meshes_it_leaves_out(addon, settings, tmp_path, capfd):
+    """Export STL writes the active mesh; with another selected it wrote "(1 object)" without a word, while Export 3MF
+    beside it writes both: it says so, and with one selected nothing is added."""
+    bpy.ops.mesh.primitive_cube_add(size=0.02, location=(0.0, 0.0, 0.0))
+    first = bpy.context.active_object
+    bpy.ops.mesh.primitive_cube_add(size=0.02, location=(0.05, 0.0, 0.0))
+    second = bpy.context.active_object
+    first.select_set(True)  # both selected, the second active
+    capfd.readouterr()
+    assert bpy.ops.recon.export_stl(filepath=str(tmp_path / "two.stl")) == {'FINISHED'}
+    said = capfd.readouterr().out
+    assert f"Only the active object, {second.name}, is written; Export 3MF writes all 2 selected meshes, one object " \
+           "each." in said, said
+    first.select_set(False)
+    assert bpy.ops.recon.export_stl(filepath=str(tmp_path / "one.stl")) == {'FINISHED'}
+    assert "Only the active object" not in capfd.readouterr().out
+    for obj in (first, second):
+        mesh = obj.data
+        bpy.data.objects.remove(obj)
+        bpy.data.meshes.remove(mesh)
+
+
 @pytest.mark.parametrize("ext", [".stl", ".3mf"])
 def test_exports_refuse_a_folder_another_extension_or_a_missing_folder_alike(addon, settings, tmp_path, ext):
     """A folder given for the file ("…/exports/") wrote a hidden file ".stl" and called it written; Export STL wrote an
@@ -1225,11 +1247,15 @@ def test_another_pictures_mask_is_refused_and_a_mask_the_user_made_is_taken(addo
     shutil.copy(addon.image, moved)
     settings.image_path = str(moved)
     made = [first, reconstruct()]  # its kept mask is still taken
+    # and replaced by this run's, as a run of the same picture replaces it (a moved project made "shape mask.001")
+    assert [i.name for i in bpy.data.images if i.name.startswith(mask_name := made[1]["recon_mask"].name)] == [mask_name]
+    mask = settings.mask_image
+    assert mask == made[1]["recon_mask"] == first["recon_mask"] and mask["recon_picture"] == str(moved)
     elsewhere = tmp_path / "elsewhere" / Path(addon.image).name  # another picture of the same name and size
     elsewhere.parent.mkdir()
     Image.open(addon.image).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(elsewhere)
     settings.image_path = str(elsewhere)
-    expect_error(addon, rf"^Error: The mask image {mask.name} is the object of {re.escape(str(addon.image))}, not of "
+    expect_error(addon, rf"^Error: The mask image {mask.name} is the object of {re.escape(str(moved))}, not of "
                         rf"{re.escape(str(elsewhere))}; set Object to Find It, or choose this picture's mask\.")
     settings.image_path = str(other)
     del mask["recon_picture"]  # as a mask painted by hand: no record of a picture, taken as given
@@ -1303,6 +1329,22 @@ def test_no_mask_or_a_deleted_one_and_the_panel_still_draws(addon, settings, mon
     again = reconstruct()
     assert again["recon_mask"].name == "shape mask"
     bpy.data.images.remove(again["recon_mask"])
+
+
+def test_a_moved_projects_mask_is_replaced_by_a_later_run_of_its_picture(addon, settings, tmp_path):
+    """A .blend moved with its picture records the picture's old path: a later run made "cutout mask.001" beside
+    "cutout mask" (two packed copies) where a project that was not moved has one, as the README says."""
+    picture = make_alpha_image(tmp_path / "cutout.png")
+    settings.image_path = str(picture)
+    first = reconstruct()
+    mask = first["recon_mask"]
+    mask["recon_picture"] = str(tmp_path / "old folder" / "cutout.png")  # as made before the project moved
+    second = reconstruct()
+    assert [i.name for i in bpy.data.images if i.name.startswith("cutout mask")] == ["cutout mask"]
+    assert first["recon_mask"] == second["recon_mask"], "the earlier object follows the new mask"
+    for obj in (first, second):
+        bpy.data.objects.remove(obj)
+    bpy.data.images.remove(bpy.data.images["cutout mask"])
 
 
 def test_a_failed_build_keeps_the_earlier_mask_and_an_unreadable_mask_is_a_warning(addon, settings, monkeypatch):
@@ -1961,6 +2003,23 @@ def test_keep_this_one_deletes_the_others_and_moves_it_to_the_parent_collection(
     assert not bpy.ops.recon.next_candidate.poll() and bpy.ops.recon.keep_candidate() == {'FINISHED'}
     assert "chair candidates" not in bpy.data.collections and parent.objects.get("table 2") is not None
     kept = bpy.data.objects["table 2"]
+    mask = kept["recon_mask"]
+    bpy.data.objects.remove(kept)
+    bpy.data.images.remove(mask)
+
+
+def test_keep_this_one_keeps_it_in_another_scene_that_links_the_candidates(addon, candidate_settings):
+    """A second scene linking the candidates collection lost the kept one with the emptied collection, silently."""
+    collection = reconstruct_candidates(3)
+    other = bpy.data.scenes.new("Scene 2")
+    other.collection.children.link(collection)
+    try:
+        assert bpy.ops.recon.keep_candidate() == {'FINISHED'}
+        kept = bpy.data.objects["chair"]
+        assert other.collection.objects.get("chair") == kept, [o.name for o in other.collection.all_objects]
+        assert bpy.context.collection.objects.get("chair") == kept
+    finally:
+        bpy.data.scenes.remove(other)
     mask = kept["recon_mask"]
     bpy.data.objects.remove(kept)
     bpy.data.images.remove(mask)
