@@ -104,7 +104,9 @@ def _bad_inputs(tmp_path: Path, tiny_config) -> dict[str, tuple[list[str], str]]
         "given mask of another shape": ([str(good), "--mask", str(given_wide)], "must have the picture's size"),
         "given mask marks nothing": ([str(good), "--mask", str(given_black)], "marks no object"),
         "height beyond any printer": ([str(good), "--height-mm", "1e39"], "--height-mm must be a number of millimetres"),
-        "height below any printer": ([str(good), "--height-mm", "1e-44"], "from 0.1 to 100,000"),
+        "height below any printer": ([str(good), "--height-mm", "1e-44"], "from 0.1 to 100,000, got 1e-44."),
+        "height zero": ([str(good), "--height-mm", "0"], "from 0.1 to 100,000, got 0."),  # as typed, not "0.0"
+        "height past the largest": ([str(good), "--height-mm", "100001"], "from 0.1 to 100,000, got 100001."),
         "infinite height": ([str(good), "--height-mm", "inf"], "--height-mm must be a number of millimetres"),
         "mask over the picture": ([str(good), "--save-mask", str(good)], "it is the input picture"),
         "mask over the given mask": ([str(good), "--mask", str(given_white), "--save-mask", str(mask_link)],
@@ -421,6 +423,34 @@ def test_a_failed_mask_write_leaves_no_file(tmp_path, tiny_model_path, good_imag
     assert not out.exists() and not (tmp_path / "mask.png").exists()
 
 
+def test_a_failed_mask_write_leaves_an_out_file_candidates_did_not_write(tmp_path, tiny_model_path, good_image,
+                                                                          capsys, monkeypatch):
+    """With --candidates K, OUT.EXT itself is not written: a failed mask write removed the user's own OUT.EXT; the
+    candidates written before it go, and OUT.EXT stays as it was."""
+    import recon_core.io.image
+    from recon_core.io import inference
+
+    real = inference.Reconstructor.reconstruct_candidates
+
+    def two(self, rgb, alpha, count, **kwargs):  # the tiny model gives one shape: twice, as two candidates
+        [one] = real(self, rgb, alpha, 1, **kwargs)
+        return [one, one]
+
+    def full_disk(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(inference.Reconstructor, "reconstruct_candidates", two)
+    monkeypatch.setattr(recon_core.io.image, "atomic_write_bytes", full_disk)
+    out = tmp_path / "mesh.stl"
+    out.write_bytes(b"the user's own file")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code = main([str(good_image), "-o", str(out), "--model", str(tiny_model_path), "--detail", "low",
+                 "--candidates", "2", "--save-mask", str(tmp_path / "mask.png")])
+    assert code == 2 and "No space left on device" in capsys.readouterr().err
+    assert out.read_bytes() == b"the user's own file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before, "no candidate left, no mask"
+
+
 # -- --detail, and the deprecated --vertices it replaced ---------------------------------------------------
 
 
@@ -481,6 +511,8 @@ def test_an_obj_in_millimetres_says_how_blender_reads_it(tmp_path, capsys, ext, 
     assert _report(args, result, [result], [tmp_path / f"c{ext}"], tmp_path / f"c{ext}", None, 1.0) == 0
     notes = capsys.readouterr().err.splitlines()
     assert any("Blender's OBJ import takes one unit as a metre" in n and "Scale to 0.001" in n for n in notes) == noted
+    # +Y up, which a slicer would lay on its back: the note sent slicers to it
+    assert any("+Y up" in n and "for a slicer, which takes +Z as up, write STL or 3MF" in n for n in notes) == noted
 
 
 def test_the_unit_note_of_several_candidates_gives_their_heights(tmp_path, capsys):
@@ -531,9 +563,10 @@ def test_a_glb_or_ply_without_a_height_is_said_to_be_in_the_data_s_units(tmp_pat
 
 @pytest.mark.parametrize("sizes, said", [
     ([(200, 90, 250)], None),  # inside a 256 mm cube
-    ([(409, 120, 334)], "at 409 x 120 x 334 mm (width x height x depth) it is larger than the build volume"),
-    ([(100, 300, 80)], "at 100 x 300 x 80 mm (width x height x depth) it is larger"),
-    ([(100, 90, 80), (300, 90, 120)], "at 300 x 90 x 120 mm (width x height x depth) some are larger"),
+    ([(409, 120, 334)], "at 409 x 334 x 120 mm (width x depth x height, as the report) it is larger than the build "
+                        "volume"),
+    ([(100, 300, 80)], "at 100 x 80 x 300 mm (width x depth x height, as the report) it is larger"),
+    ([(100, 90, 80), (300, 90, 120)], "at 300 x 120 x 90 mm (width x depth x height, as the report) some are larger"),
 ])
 def test_a_mesh_larger_than_a_large_printer_gets_a_note(tmp_path, capsys, sizes, said):
     from recon_core.io.cli import _parser, _report

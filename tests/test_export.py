@@ -116,6 +116,9 @@ def test_a_control_character_in_a_3mf_s_name_is_written_as_an_underscore(tmp_pat
     metadata: dict = {}
     _, objects, _ = _read_3mf(write_3mf([("bell\x07", box.vertices, box.faces)], tmp_path / "ring\x07.3mf"), metadata)
     assert objects[0][0] == "bell_" and metadata["Title"] == "ring_"
+    for name, said in ((None, "ring_"), ("x\x02y", "x_y")):  # recon-mesh's writer too (it raised lxml's ValueError)
+        _, objects, _ = _read_3mf(export_mesh(box.vertices, box.faces, tmp_path / "ring\x07.3mf", name))
+        assert objects[0][0] == said
 
 
 @pytest.mark.parametrize("objects, fragment", [
@@ -124,6 +127,7 @@ def test_a_control_character_in_a_3mf_s_name_is_written_as_an_underscore(tmp_pat
     ([("a", np.zeros((3, 3)), np.zeros((0, 3), int))], "no faces"),
     ([("a", np.full((3, 3), np.nan), np.array([[0, 1, 2]]))], "not finite"),
     ([("a", np.zeros((3, 3)), np.array([[0, 1, 3]]))], "must index its 3 vertices"),
+    ([("a", np.zeros((3, 3)), np.array([[0.0, 1.0, 2.0]]))], "must be whole numbers (vertex indices), got float64"),
 ])
 def test_bad_meshes_get_one_sentence_and_no_file(tmp_path, objects, fragment):
     with pytest.raises(ExportError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
@@ -152,7 +156,8 @@ def test_stl_is_trimesh_s_binary_stl(tmp_path):
 def test_stl_and_ply_stand_plus_z_up_on_the_build_plate_as_slicers_read_them(tmp_path, ext):
     """A mesh in the output frame (+Y up, the camera on +Z), somewhere off the origin, comes out of an STL or a PLY
     +Z up (its +Y along +Z, its front, +Z, along -Y), resting on z = 0 and centred on the Z axis, as a 3MF does: an
-    STL came +Y up and lay on its back in a slicer and in Blender's STL import. OBJ and GLB keep +Y up."""
+    STL came +Y up and lay on its back in a slicer and in Blender's STL import. OBJ and GLB keep +Y up, placed alike
+    on the ground (they kept the output frame's coordinates, and half a chair lay below Blender's floor)."""
     rng = np.random.default_rng(0)
     verts = rng.uniform(-1, 1, (60, 3)) * [10.0, 40.0, 5.0] + [3.0, 7.0, -2.0]  # tall along +Y, thin along Z
     hull = trimesh.convex.convex_hull(verts)
@@ -169,8 +174,16 @@ def test_stl_and_ply_stand_plus_z_up_on_the_build_plate_as_slicers_read_them(tmp
     assert v_front[1] == pytest.approx(v[:, 1].min(), abs=1e-4)
     merged = trimesh.load(path, force="mesh")  # an STL repeats each corner: merged, it is closed
     assert merged.is_watertight and merged.volume > 0  # a turn, not a mirror: still outward
-    obj = trimesh.load(export_mesh(hull.vertices, hull.faces, tmp_path / "part.obj"), force="mesh", process=False)
-    np.testing.assert_allclose(np.ptp(obj.vertices, axis=0), np.ptp(hull.vertices, axis=0), rtol=1e-6)
+    for other in (".obj", ".glb"):  # +Y up, placed alike: resting on y = 0, centred on the Y axis
+        obj = trimesh.load(export_mesh(hull.vertices, hull.faces, tmp_path / f"part{other}"), force="mesh",
+                           process=False)
+        np.testing.assert_allclose(np.ptp(obj.vertices, axis=0), np.ptp(hull.vertices, axis=0), rtol=1e-6)
+        lo, hi = obj.vertices.min(0), obj.vertices.max(0)
+        assert lo[1] == pytest.approx(0.0, abs=1e-5), other  # on the ground: half of it lay below
+        np.testing.assert_allclose((lo + hi)[[0, 2]] / 2, 0.0, atol=1e-5)
+        centre = (hull.vertices.min(0) + hull.vertices.max(0)) / 2
+        placed = hull.vertices - [centre[0], hull.vertices[:, 1].min(), centre[2]]
+        np.testing.assert_allclose(obj.vertices[obj.faces], placed[hull.faces], atol=1e-4)  # moved, not turned
 
 
 @pytest.mark.parametrize("ext", [".stl", ".3mf"])
@@ -228,9 +241,9 @@ def test_recon_mesh_writes_a_3mf_90_mm_tall_along_z(tmp_path, tiny_model_path, c
     # the report's size names its axes, true of the 3MF too (its Z is the height), not "a x b x c" read as x, y, z
     import re
 
-    size = re.search(r"^size (\S+) x (\S+) x (\S+) mm \(width x height x depth\), ", printed, re.M)
-    assert size, printed
-    assert [float(x) for x in size.groups()] == pytest.approx([np.ptp(v[:, 0]), 90.0, np.ptp(v[:, 1])], rel=1e-3)
+    size = re.search(r"^size (\S+) x (\S+) x (\S+) mm \(width x depth x height\), ", printed, re.M)
+    assert size, printed  # the 3MF's x, y and z, as a slicer and the add-on give them (was width x height x depth)
+    assert [float(x) for x in size.groups()] == pytest.approx([np.ptp(v[:, 0]), np.ptp(v[:, 1]), 90.0], rel=1e-3)
 
 
 def test_the_add_on_writer_says_how_it_is_used(capsys):
@@ -434,7 +447,7 @@ def test_obj_and_glb_name_the_mesh_after_the_file_with_its_faces_as_they_were(tm
             scene = trimesh.load(path, force="scene", process=False)
             assert list(scene.geometry) == [expected], (ext, list(scene.geometry))
             back = scene.geometry[expected]
-            np.testing.assert_allclose(back.vertices, box.vertices, atol=1e-6)
+            np.testing.assert_allclose(back.vertices, box.vertices + [0.0, 45.0, 0.0], atol=1e-6)  # on the ground
             np.testing.assert_array_equal(back.faces, box.faces)
             if ext == ".obj":
                 assert f"\no {expected}\n" in path.read_text()

@@ -441,6 +441,48 @@ def test_save_mask_writes_at_the_picture_files_size(tmp_path):
         save_mask(mask, tmp_path / "missing.png", tmp_path / "other.png")
 
 
+@pytest.mark.parametrize("compression", ["raw", "tiff_lzw"])
+@pytest.mark.parametrize("orientation", [3, 5, 6, 8])
+def test_a_cut_out_tiff_turned_by_its_orientation_is_read_upright(tmp_path, compression, orientation):
+    """An uncompressed RGBA TIFF whose orientation turns it by a quarter was decoded by Pillow's own decoder into
+    stripes (four chairs side by side) at the size before the turn, read with exit 0; through libtiff it is upright,
+    as a compressed one was, and its mask is written at the upright size."""
+    from PIL import ImageDraw, ImageOps
+
+    stored = Image.new("RGBA", (80, 60), (255, 255, 255, 0))
+    draw = ImageDraw.Draw(stored)
+    draw.rectangle((5, 5, 40, 30), fill=(200, 30, 30, 255))
+    draw.ellipse((45, 20, 75, 55), fill=(30, 30, 200, 128))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "cutout.tif"
+    stored.save(path, exif=exif, compression=compression)
+    stored.info["exif"] = exif.tobytes()
+    want = np.asarray(ImageOps.exif_transpose(stored))  # what a viewer shows
+    rgb, alpha, _ = load_image(path)
+    assert rgb.shape[:2] == want.shape[:2] and alpha is not None
+    np.testing.assert_array_equal(alpha, want[..., 3])
+    opaque = want[..., 3] == 255
+    np.testing.assert_array_equal(rgb[opaque], want[..., :3][opaque])
+    save_mask(alpha.astype(np.float32) / 255.0, path, tmp_path / "mask.png")
+    with Image.open(tmp_path / "mask.png") as img:
+        assert img.size == (want.shape[1], want.shape[0])
+        np.testing.assert_array_equal(np.asarray(img), want[..., 3])
+
+
+def test_save_mask_reads_a_picture_over_pillows_pixel_limit(tmp_path, monkeypatch):
+    """The picture is read whatever its size (a 200 MP phone photo passes load_image, decoded reduced); its mask
+    was then refused by Pillow's own limit (DecompressionBombError), which ended the add-on's worker."""
+    picture = tmp_path / "picture.png"
+    Image.new("RGB", (80, 60), "white").save(picture)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 4,800 pixels: over twice the limit, Pillow's error
+    save_mask(np.ones((30, 40), np.float32), picture, tmp_path / "mask.png")
+    assert Image.MAX_IMAGE_PIXELS == 100, "the limit is as it was"
+    monkeypatch.undo()
+    with Image.open(tmp_path / "mask.png") as img:
+        assert img.size == (80, 60)
+
+
 # -- the user's object mask (recon-mesh --mask) ------------------------------------------------------------
 
 
@@ -799,7 +841,8 @@ def test_a_faint_cutout_is_taken_at_full_opacity(tmp_path):
 
 def test_faint_alphas_at_the_limits(tmp_path):
     """Scaled from FAINT_ALPHA_MIN to FAINT_ALPHA; an alpha faint and uniform is no mask (then refused as one colour,
-    as the same picture opaque is); fainter than FAINT_ALPHA_MIN, left as it is."""
+    as the same picture opaque is); fainter than FAINT_ALPHA_MIN, a picture that shows nothing, refused as a fully
+    transparent one is (it was read, exit 0, its mask marking nothing and the silhouette fit skipped)."""
     from recon_core.io.image import FAINT_ALPHA, FAINT_ALPHA_MIN
 
     def saved(name, peak, uniform=False):
@@ -810,11 +853,27 @@ def test_faint_alphas_at_the_limits(tmp_path):
         rgba[10:30, 10:30, 3] = peak
         return _save(tmp_path / name, rgba)
 
-    for peak, scaled in ((FAINT_ALPHA, True), (FAINT_ALPHA_MIN, True), (FAINT_ALPHA_MIN - 1, False)):
+    for peak in (FAINT_ALPHA, FAINT_ALPHA_MIN):
         _, alpha, notes = load_image(saved(f"a{peak}.png", peak))
-        assert (alpha[20, 20] == 255) == scaled and any("faint" in n for n in notes) == scaled, peak
+        assert alpha[20, 20] == 255 and any("faint" in n for n in notes), peak
+    for peak in (FAINT_ALPHA_MIN - 1, 1):
+        with pytest.raises(ImageError, match=rf"is almost fully transparent \(its most opaque pixel is {peak} of 255\)"):
+            load_image(saved(f"a{peak}.png", peak))
     with pytest.raises(ImageError, match="one uniform colour|uniform"):
         load_image(saved("flat.png", 100, uniform=True))
+
+
+def test_an_alpha_that_marks_the_whole_border_is_said_to_be_inverted_perhaps(tmp_path):
+    """An inverted cut-out (the object transparent, the background opaque) was read silently, its mask the
+    background; a --mask doing the same gets a note, and now the picture's own alpha does too. A cut-out is not."""
+    rgba = np.full((40, 50, 4), 255, np.uint8)
+    rgba[10:30, 15:35, 3] = 0  # the object transparent
+    _, alpha, notes = load_image(_save(tmp_path / "inverted.png", rgba))
+    assert alpha is not None and any("marks the picture's whole border as the object: if it is inverted" in n
+                                     for n in notes), notes
+    rgba[..., 3] = 255 - rgba[..., 3]  # the cut-out as it should be
+    _, _, notes = load_image(_save(tmp_path / "cutout.png", rgba))
+    assert not any("border" in n for n in notes), notes
 
 
 def test_an_exif_block_after_the_pixels_is_read_as_stored_by_both(tmp_path):

@@ -80,20 +80,22 @@ def test_caption_numbers_are_never_in_scientific_notation():
 
 
 def test_the_caption_says_what_the_colours_mean():
-    """The preview's caption: the confidence only among several candidates; thin walls red, none to note, or not
+    """The preview's caption: how likely, in words, only among several candidates (a share, "25%", read as a poor
+    result); the size width x depth x height, as the report and the add-on say it; thin walls red, none to note, or not
     checked without a height; the mask's outline where there is no camera."""
     from types import SimpleNamespace
 
     from recon_core.io.preview import _caption
 
     def result(thin=None, camera=object(), ok=True):
-        return SimpleNamespace(category="chair", confidence=0.25, verts=np.array([[0, 0, 0], [30.35, 40, 29.83]]),
+        return SimpleNamespace(category="chair", confidence=0.25, likelihood="about as likely", verts=np.array([[0, 0, 0], [30.35, 40, 29.83]]),
                                report=SimpleNamespace(ok=ok, finite=True), thin_faces=thin, camera=camera)
 
     assert _caption(result(np.array([1, 2])), "c_1.stl", True, ranked=True) == (
-        "c_1.stl: chair, confidence 25%", "30.35 x 40 x 29.83 mm, printable", "Red: walls under 0.8 mm, weak in print")
-    assert _caption(result(), "c.stl", True) == ("c.stl: chair", "30.35 x 40 x 29.83 mm, printable",
+        "c_1.stl: chair, about as likely", "30.35 x 29.83 x 40 mm, printable",
+        "Red: walls under 0.8 mm, weak in print")
+    assert _caption(result(), "c.stl", True) == ("c.stl: chair", "30.35 x 29.83 x 40 mm, printable",
                                                  "No thin walls to note")
     assert _caption(result(camera=None, ok=False), "c.stl", False) == (
-        "c.stl: chair", "30.35 x 40 x 29.83 (the data's units), NOT printable",
+        "c.stl: chair", "30.35 x 29.83 x 40 (the data's units), NOT printable",
         "Thin walls not checked (no height given); the outline is the object mask's (no picture camera)")

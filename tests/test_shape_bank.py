@@ -1029,7 +1029,7 @@ def test_a_carved_candidate_is_its_solid_carved_by_the_warp_then_meshed_and_move
     assert check_printable(got, faces).ok
 
 
-def test_recon_mesh_candidates_writes_each_with_its_confidence(banked_model, fake, tmp_path, capsys, monkeypatch):
+def test_recon_mesh_candidates_writes_each_with_how_likely_it_is(banked_model, fake, tmp_path, capsys, monkeypatch):
     from recon_core.io.cli import main as recon_mesh
 
     synset = next(m[0] for m in MODELS if m[1] == "chair_val")
@@ -1040,7 +1040,8 @@ def test_recon_mesh_candidates_writes_each_with_its_confidence(banked_model, fak
     assert code == 0, printed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chair_1.obj", "chair_2.obj"]
     assert f"candidate {tmp_path / 'chair_1.obj'}:" in printed and f"candidate {tmp_path / 'chair_2.obj'}:" in printed
-    assert printed.count("confidence") == 2 and printed.count("✓ printable") == 2
+    assert printed.count(" faces, the likeliest\n") == 1 and printed.count(" the likeliest\n") == 2  # the second
+    assert printed.count("✓ printable") == 2  # "as" or "than the likeliest", in words (was "confidence 25.0%")
     # bad counts, and a failure while writing the second: no file at all
     assert recon_mesh([str(image), "-o", str(tmp_path / "x.obj"), "--model", str(banked_model), "--candidates", "0"]) == 2
     assert "--candidates must be at least 1" in capsys.readouterr().err

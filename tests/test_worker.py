@@ -570,6 +570,28 @@ class _StubReconstructor:
                                **self.fields) for _ in range(count if self.banked else 1)]
 
 
+class _KeyErrorReconstructor(_StubReconstructor):
+    """A bug deep in the reconstruction that raises KeyError."""
+
+    def reconstruct_candidates(self, rgb, alpha, count, **kwargs):
+        return {}["verts"]
+
+
+def test_a_request_without_its_image_is_said_and_a_keyerror_inside_is_no_missing_field(files):
+    """Only a request that lacks the picture is told it lacks a field; a KeyError in the reconstruction was said as
+    "The request lacks the field 'verts'", sending the user after the add-on's request."""
+    answers = []
+    for stub, request in ((_StubReconstructor(False), {}), (_KeyErrorReconstructor(False),
+                                                              {"image": str(files["image"])})):
+        out = io.StringIO()
+        worker._handle_request(worker._Channel(out), stub, {"type": "reconstruct", "id": "r1", **request})
+        answers.append([json.loads(line) for line in out.getvalue().splitlines() if '"error"' in line][-1])
+    assert (answers[0]["kind"], answers[0]["message"]) == (
+        "ProtocolError", "The request lacks the field 'image' (the picture file's path).")
+    assert answers[1]["kind"] == "InternalError" and "lacks" not in answers[1]["message"]
+    assert "KeyError" in answers[1]["message"]
+
+
 def test_the_worker_sends_the_finders_doubt(files):
     """The result's mask_unsure is the reconstruction's (the finder unsure of the mask it found)."""
     for unsure in (False, True):
@@ -651,6 +673,23 @@ def test_the_mask_is_written_where_asked(client, files, tmp_path):
     result = client.submit(str(picture), detail="low", mask_path=str(blocked / "mask.png")).wait()
     assert result.mask_path is None and result.report["ok"], "the mesh comes all the same"
     assert any(f"could not be written to {blocked / 'mask.png'}" in note for note in result.notes)
+
+
+def test_a_mask_that_cannot_be_written_is_a_note_whatever_the_error(tmp_path, monkeypatch):
+    """Not only OSError: Pillow's DecompressionBombError (an Exception) from the mask's write ended the worker, after
+    the whole reconstruction, and the add-on said "worker stopped unexpectedly"."""
+    from PIL import Image as PILImage
+
+    from recon_core.io import image as image_module
+
+    def refuse(*args, **kwargs):
+        raise PILImage.DecompressionBombError("Image size (199756800 pixels) exceeds limit")
+
+    monkeypatch.setattr(image_module, "save_mask", refuse)
+    notes = []
+    assert worker._write_mask(np.ones((4, 4), np.float32), "p.png", str(tmp_path / "m.png"), notes) is None
+    assert notes == [f"the object mask could not be written to {tmp_path / 'm.png'} (Image size (199756800 pixels) "
+                     "exceeds limit)"]
 
 
 def test_the_picture_is_written_as_it_was_read_where_asked(client, files, tmp_path):

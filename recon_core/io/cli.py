@@ -351,11 +351,12 @@ def _refuse_an_input(path: Path, what: str, args: argparse.Namespace) -> None:
                               "file name.")
 
 
-def _save_mask(mask, image: str, path: Path, mesh: Path) -> None:
+def _save_mask(mask, image: str, path: Path) -> None:
     """Write ``mask`` (H, W) as a PNG of the image file's size (:func:`recon_core.io.image.save_mask`).
 
-    The folder was checked before the model ran; should the write still fail (a full disk),
-    the mesh just written is removed (exit code 2 means no file written) and ``ExportError`` raised.
+    The folder was checked before the model ran; should the write still fail (a full disk), ``ExportError`` is raised
+    (the caller removes the meshes it wrote: exit code 2 means no file written; an OUT.EXT that ``--candidates``
+    did not write is left alone).
     """
     from recon_core.io.image import save_mask
     from recon_core.io.export import ExportError
@@ -363,7 +364,6 @@ def _save_mask(mask, image: str, path: Path, mesh: Path) -> None:
     try:
         save_mask(mask, image, path)
     except OSError as err:
-        mesh.unlink(missing_ok=True)
         raise ExportError(f"Cannot write the mask to {path}: {err.strerror or err}. Choose a writable location.") from None
 
 
@@ -471,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
                                   "them different names.")
         if args.height_mm is not None and not MIN_HEIGHT_MM <= args.height_mm <= MAX_HEIGHT_MM:  # NaN fails too
             raise ValueError(f"--height-mm must be a number of millimetres from {MIN_HEIGHT_MM:g} to "
-                             f"{MAX_HEIGHT_MM:,.0f}, got {args.height_mm}.")
+                             f"{MAX_HEIGHT_MM:,.0f}, got {args.height_mm:g}.")  # "0" as typed, not "0.0"
         if out.suffix.lower() == ".3mf" and args.height_mm is None:
             raise ExportError(f"Cannot write {out} without a size: a 3MF file is in millimetres, so give the "
                               "object's real height, e.g. --height-mm 90.")
@@ -505,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
                     written.append(path)
             if mask_out is not None:
                 with _STOP.holding():
-                    _save_mask(result.mask, args.image, mask_out, out)
+                    _save_mask(result.mask, args.image, mask_out)
                     written.append(mask_out)
             if preview_out is not None:
                 with _STOP.holding():
@@ -587,9 +587,9 @@ def _unit_notes(args, results) -> list[str]:
     the real height; of an OBJ in millimetres, how Blender's importer reads it; none otherwise."""
     suffix = Path(args.output).suffix.lower()
     if args.height_mm is not None and suffix == ".obj":  # Blender's OBJ importer takes a unit as a metre
-        return ["OBJ has no unit: the file is in millimetres, as CAD tools and slicers read it; Blender's OBJ import "
-                "takes one unit as a metre (a 90 mm object comes in 90 m tall): set its Scale to 0.001, or import "
-                "into a scene whose Unit Scale is 0.001"]
+        return ["OBJ has no unit: the file is in millimetres, +Y up, as CAD tools read it (for a slicer, which takes "
+                "+Z as up, write STL or 3MF); Blender's OBJ import takes one unit as a metre (a 90 mm object comes "
+                "in 90 m tall): set its Scale to 0.001, or import into a scene whose Unit Scale is 0.001"]
     if args.height_mm is not None or suffix not in (*UNITLESS_SUFFIXES, ".glb"):
         return []
     heights = [float(r.verts[:, 1].max() - r.verts[:, 1].min()) for r in results if len(r.verts)]  # +Y is up
@@ -618,7 +618,7 @@ def _plate_notes(args, results) -> list[str]:
         return []
     size = max(large, key=lambda s: s.max())
     which = "it is" if len(results) == 1 else ("they are" if len(large) == len(results) else "some are")
-    return [f"at {mm(size[0])} x {mm(size[1])} x {mm(size[2])} mm (width x height x depth) {which} "
+    return [f"at {mm(size[0])} x {mm(size[2])} x {mm(size[1])} mm (width x depth x height, as the report) {which} "
             f"{LARGER_THAN_PRINTERS}: give a smaller --height-mm to print it whole, or cut it into parts"]
 
 

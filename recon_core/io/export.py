@@ -16,7 +16,8 @@ the Blender add-on runs to write a file to print) starts in a fraction of a seco
     python -m recon_core.io.export MESHES.npz OUT.3mf    (or OUT.stl)
 
 ``MESHES.npz`` holds ``verts_0``, ``faces_0``, ``verts_1``, ... (Z up, millimetres) and ``names``.
-Exit codes: 0 written, 2 bad input or unwritable output (one sentence on stderr, no file written). After the line
+Exit codes: 0 written, 2 bad input or unwritable output (one sentence on stderr, no file written), 130 stopped by
+Ctrl-C (before the write: nothing written; after it: the file is whole, and said so). After the line
 ``wrote ...``, :func:`print_notes`' lines say, at the size written, each object that would not print as it is (edited
 since its reconstruction: ``warning: NAME is not printable as it is: ...``), the thin walls of the others (``note:
 NAME: its walls thinner than ...``) and a size larger than most printers (``note: at ...``); the file is still written.
@@ -216,7 +217,10 @@ def _checked_mesh(verts, faces, what: str) -> tuple[np.ndarray, np.ndarray]:
         raise ExportError(f"Cannot write {what}: it has no faces.")
     if not np.isfinite(verts).all():
         raise ExportError(f"Cannot write {what}: some vertex coordinates are not finite.")
-    if not np.issubdtype(faces.dtype, np.integer) or faces.min() < 0 or faces.max() >= len(verts):
+    if not np.issubdtype(faces.dtype, np.integer):  # "must index its 8 vertices" was said of 0.0, 1.0, 2.0
+        raise ExportError(f"Cannot write {what}: its faces must be whole numbers (vertex indices), got "
+                          f"{faces.dtype} values.")
+    if faces.min() < 0 or faces.max() >= len(verts):
         raise ExportError(f"Cannot write {what}: its faces must index its {len(verts)} vertices.")
     return verts, faces.astype(np.int64)
 
@@ -396,8 +400,10 @@ def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike, n
                 millimetres: bool = False) -> Path:
     """Write one mesh in the output frame as OBJ, STL, PLY, GLB or 3MF (by extension), atomically.
 
-    OBJ and GLB keep the output frame (+Y up: glTF's convention, and what Blender's OBJ importer expects); OBJ keeps
-    its coordinates. A GLB of vertices in ``millimetres`` is written in metres (times :data:`GLB_METRES_PER_MM`),
+    OBJ and GLB keep the output frame's axes (+Y up: glTF's convention, and what Blender's OBJ importer expects),
+    resting on y = 0 with their bounding box centred on the Y axis, as an STL stands on its plate and the add-on puts
+    a new object on the 3D cursor (since the forty-fifth session; before, they kept the output frame's coordinates and
+    half the mesh lay below the ground in Blender and a glTF viewer). A GLB of vertices in ``millimetres`` is written in metres (times :data:`GLB_METRES_PER_MM`),
     glTF's unit, so that it imports at its size; else as they are. STL, PLY and 3MF are turned +Z up
     (:data:`OUTPUT_TO_Z_UP`: slicers, and Blender's STL and PLY importers, take +Z as up; before 2026-12-07 an STL
     came +Y up and lay on its back in a slicer), the mesh resting on the build plate (:func:`on_plate`; a 3MF's
@@ -418,9 +424,10 @@ def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike, n
     if ext == ".glb" and millimetres:
         verts = verts * GLB_METRES_PER_MM
     if ext == ".3mf":  # on its plate, by _write_3mf
-        return _write_3mf([(name or path.stem or "reconstruction", verts @ OUTPUT_TO_Z_UP.T, faces)], path)
-    if ext in _Z_UP_FORMATS:
-        verts = on_plate(verts @ OUTPUT_TO_Z_UP.T)
+        return _write_3mf([(_xml_text(name or path.stem) or "reconstruction", verts @ OUTPUT_TO_Z_UP.T, faces)], path)
+    verts = on_plate(verts @ OUTPUT_TO_Z_UP.T)
+    if ext not in _Z_UP_FORMATS:  # OBJ, GLB: placed so, turned back +Y up
+        verts = verts @ OUTPUT_TO_Z_UP
     if ext == ".stl":
         return _write(path, stl_bytes(verts, faces))
     import trimesh

@@ -87,7 +87,8 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, 
     (:func:`_reduced`: each pixel the mean of a 2 x 2, 4 x 4 or 8 x 8 block), so that a picture's arrays have one
     size whatever its format, the shorter side under ~2,048 px. A picture whose EXIF
     orientation (2-8) says its pixels are stored turned or mirrored is turned upright, as viewers show it,
-    with a note; an alpha that is faint everywhere (:data:`FAINT_ALPHA`) is scaled to full, with a note; an alpha
+    with a note; an alpha that is faint everywhere (:data:`FAINT_ALPHA`) is scaled to full, with a note (fainter than
+    :data:`FAINT_ALPHA_MIN`, refused); an alpha
     that leaves more than :data:`MASK_ALPHA_MAX_SHARE` of the picture opaque (rounded corners, a frame) holds no
     cut-out: the picture is read over white without it, with a note.
 
@@ -98,7 +99,7 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, 
 
     Raises:
         ImageError: missing file, not an image, truncated or corrupt, too small, too
-            large, fully transparent, or (without transparency) one uniform colour
+            large, fully or almost fully transparent, or (without transparency) one uniform colour
             (:data:`UNIFORM_SPREAD`) or random noise (:data:`NOISE_CORRELATION`).
     """
     path = os.fspath(path)
@@ -206,6 +207,11 @@ def _read_image(path: str, files: contextlib.ExitStack) -> tuple[np.ndarray, np.
                 f"{path} is fully transparent: there is no object to reconstruct. "
                 "Export it with the object visible (alpha > 0 on the object)."
             )
+        if peak < FAINT_ALPHA_MIN:  # nothing a viewer shows: its mask would mark nothing, and the fit would be skipped
+            raise ImageError(
+                f"{path} is almost fully transparent (its most opaque pixel is {peak} of 255): there is no object to "
+                "reconstruct. Export it with the object opaque, or without transparency."
+            )
         if FAINT_ALPHA_MIN <= peak <= FAINT_ALPHA:  # a cut-out exported faint (a glass object, an opacity below half)
             channel = channel.point(lambda v: min(255, round(v * 255.0 / peak)))
             img.putalpha(channel)
@@ -231,6 +237,10 @@ def _read_image(path: str, files: contextlib.ExitStack) -> tuple[np.ndarray, np.
     alpha = np.ascontiguousarray(arr[..., 3]) if arr.shape[2] == 4 else None
     if alpha is not None:
         alpha = _without_shadow(rgb, alpha, notes)
+        border = np.concatenate([alpha[0], alpha[-1], alpha[:, 0], alpha[:, -1]])
+        if (border > 127).all():  # as a --mask's: an object transparent on an opaque background was read silently
+            notes.append("its transparency marks the picture's whole border as the object: if it is inverted (the "
+                         "object transparent), export the object opaque and the rest transparent")
     if alpha is not None and alpha.max() == 0:  # a few faint pixels, averaged away by the reduction
         raise ImageError(f"{path} shows too little of an object (a few faint pixels) to reconstruct at the size it "
                          "is read; export it with the object more opaque or larger.")
@@ -341,8 +351,9 @@ FAINT_ALPHA = 127
 it scaled so that its most opaque pixel is 255 (:func:`load_image`): the model takes the object where the mask is
 above half, and would otherwise see none (its silhouette fit and outline skipped)."""
 FAINT_ALPHA_MIN = 32
-"""... unless its most opaque pixel is below this (1/8 opaque): so faint an alpha is left as it is (stray dots of an
-eraser are not made an object)."""
+"""... unless its most opaque pixel is below this (1/8 opaque): so faint a picture shows nothing and is refused, as a
+fully transparent one is (stray dots of an eraser are not made an object; until the forty-fifth session it was read
+with its alpha as it was, and its mask marked nothing)."""
 HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
 """Pillow's grey modes of more than 8 bits a pixel (:func:`_grey_8bit`)."""
 
@@ -354,14 +365,36 @@ otherwise each save the other's lifted limit and could leave it lifted for good.
 
 def _open_unlimited(path: str) -> Image.Image:
     """``Image.open`` without Pillow's own pixel limit (the caller checks the size itself, with a sentence that
-    names it); the limit is restored at once. Pillow keeps that limit in a global, so one thread at a time."""
+    names it); the limit is restored at once. Pillow keeps that limit in a global, so one thread at a time.
+
+    A TIFF that a quarter turn stands upright (orientation 5-8) and that Pillow would decode itself, not through
+    libtiff (uncompressed), is opened through libtiff (Pillow's ``READ_LIBTIFF``, a global too): Pillow's own decoder
+    gave an RGBA one's pixels in stripes, 4 chairs side by side, at the size before the turn."""
+    from PIL import TiffImagePlugin
+
     with _PIXEL_LIMIT_LOCK:
-        bomb_limit = Image.MAX_IMAGE_PIXELS
+        bomb_limit, libtiff = Image.MAX_IMAGE_PIXELS, TiffImagePlugin.READ_LIBTIFF
         Image.MAX_IMAGE_PIXELS = None
         try:
-            return Image.open(path)
+            img = Image.open(path)
+            if img.format == "TIFF" and _quarter_turned_tiff(img):
+                img.close()
+                TiffImagePlugin.READ_LIBTIFF = True
+                img = Image.open(path)
+            return img
         finally:
-            Image.MAX_IMAGE_PIXELS = bomb_limit
+            Image.MAX_IMAGE_PIXELS, TiffImagePlugin.READ_LIBTIFF = bomb_limit, libtiff
+
+
+def _quarter_turned_tiff(img: Image.Image) -> bool:
+    """Whether an opened TIFF is one that Pillow decodes itself (not through libtiff) and that its orientation tag
+    turns by a quarter (5-8): Pillow then gives its size turned but decodes its pixels as stored."""
+    if any(getattr(tile, "codec_name", tile[0]) == "libtiff" for tile in getattr(img, "tile", ())):
+        return False
+    try:
+        return int(img.tag_v2.get(ExifTags.Base.Orientation, 1)) in (5, 6, 7, 8)
+    except (AttributeError, TypeError, ValueError):
+        return False
 
 
 def _orientation(img: Image.Image) -> int:
@@ -369,7 +402,8 @@ def _orientation(img: Image.Image) -> int:
 
     Read only from an EXIF block the file's header holds (``img.info["exif"]``: JPEG, WebP, a PNG whose eXIf chunk
     comes before its pixels), so that asking does not decode the picture. A TIFF's is 1: Pillow opens a TIFF
-    upright already (its size and pixels)."""
+    upright already (its size and pixels; an uncompressed one turned by a quarter through libtiff,
+    :func:`_open_unlimited`)."""
     if img.format == "TIFF" or "exif" not in img.info:
         return 1
     try:
@@ -513,7 +547,7 @@ def save_mask(mask: np.ndarray, picture: str | os.PathLike, path: str | os.PathL
     Raises:
         OSError: the picture cannot be opened again or the PNG cannot be written.
     """
-    with Image.open(picture) as img:
+    with _open_unlimited(picture) as img:  # read whole already: Pillow's pixel limit refused a 200 MP photo's header
         size = upright_size(img)
     atomic_write_bytes(path, mask_png(mask, size))
 

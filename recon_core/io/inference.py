@@ -370,8 +370,9 @@ class Reconstructor:
                 its mesh stays as seen, with a note.
 
         Raises:
-            ImageError: a ``coarse="occupancy"`` model finds no object in a picture without transparency
-                (:data:`MIN_MASK_SHARE`).
+            ImageError: no object is found in a picture without transparency (the object finder's and the border
+                colour's, :meth:`_find_object`; a ``coarse="occupancy"`` model's mask, :data:`MIN_MASK_SHARE`).
+            ValueError: ``height_mm`` or ``vertices`` out of range (:meth:`reconstruct_candidates`).
         """
         return self.reconstruct_candidates(rgb, alpha, 1, category, vertices, height_mm, smooth, source, solid,
                                            upright=upright)[0]
@@ -405,7 +406,9 @@ class Reconstructor:
         do not depend on it.
 
         Raises:
-            ValueError: ``count`` below 1, or above 1 for a model without a shape bank.
+            ValueError: ``count`` below 1, or above 1 for a model without a shape bank; ``height_mm`` or ``vertices``
+                out of range.
+            ImageError: as :meth:`reconstruct`.
         """
         if count < 1:
             raise ValueError(f"count must be at least 1, got {count}.")

@@ -158,14 +158,15 @@ def _number(value: float) -> str:
 
 
 def _caption(result, name: str, millimetres: bool, ranked: bool = False) -> tuple[str, ...]:
-    """The lines under a row: ``name``, its category and, when ``ranked`` (one of several candidates), its
-    confidence; its size (width x height x depth) and printable verdict; what its colours say (thin walls in red, none
+    """The lines under a row: ``name``, its category and, when ``ranked`` (one of several candidates), how likely it is
+    against the likeliest (:attr:`recon_core.io.inference.Reconstruction.likelihood`; was its confidence, "25%" for
+    the likeliest of three close ones); its size (width x depth x height, as the report says it) and printable verdict; what its colours say (thin walls in red, none
     to note, or not checked without a height; the mask's outline where it has no picture camera)."""
     first = f"{name}: {result.category}"
-    if ranked and getattr(result, "confidence", None) is not None:
-        first += f", confidence {result.confidence:.0%}" if result.confidence >= 0.01 else ", confidence under 1%"
+    if ranked and getattr(result, "likelihood", ""):
+        first += f", {result.likelihood}"
     size = np.ptp(np.asarray(result.verts, dtype=np.float64), axis=0) if len(result.verts) else np.zeros(3)
-    second = " x ".join(_number(v) for v in size) + (" mm" if millimetres else " (the data's units)")
+    second = " x ".join(_number(v) for v in size[[0, 2, 1]]) + (" mm" if millimetres else " (the data's units)")
     second += ", printable" if result.report.ok else ", NOT printable"
     said = []
     if not millimetres:

@@ -203,7 +203,9 @@ def _handle_request(channel: _Channel, reconstructor, request: dict[str, Any]) -
         if delay > 0:
             channel.send("progress", id=rid, stage="waiting (test delay)", fraction=0.0)
             time.sleep(delay)
-        image = request["image"]
+        image = request.get("image")
+        if image is None:
+            raise _BadRequest("The request lacks the field 'image' (the picture file's path).")
         if not isinstance(image, str) or not image:
             raise _BadRequest(f"The request's image must be the picture file's path, got {image!r}.")
         height = _field(request, "height_mm", (int, float), "a number of millimetres")
@@ -226,9 +228,6 @@ def _handle_request(channel: _Channel, reconstructor, request: dict[str, Any]) -
             channel.send("progress", id=rid, stage=stage, fraction=round(fraction, 3))
 
         results, picture = _reconstruct(reconstructor, image, count, kwargs, object_mask, progress)
-    except KeyError as err:
-        channel.error(rid, "ProtocolError", f"The request lacks the field {err}.")
-        return
     except _BadRequest as err:
         channel.error(rid, "ProtocolError", str(err))
         return
@@ -399,9 +398,10 @@ def _write_mask(mask, image: str, path: str, notes: list[str]) -> str | None:
         return None
     try:
         save_mask(mask, image, path)
-    except OSError as err:
+    except Exception as err:  # noqa: BLE001 - Pillow's DecompressionBombError is no OSError: a note, never the end
         log.warning("cannot write the mask to %s: %s", path, err)
-        notes.append(f"the object mask could not be written to {path} ({err.strerror or err})")
+        why = getattr(err, "strerror", None) or err
+        notes.append(f"the object mask could not be written to {path} ({why})")
         return None
     return path
 

@@ -122,7 +122,9 @@ class PrintableReport:
         return found
 
     def summary(self) -> str:
-        """One line per property, each starting with ✓ or ✗, for the CLI or a UI panel."""
+        """One line per property, each starting with ✓ or ✗, for the CLI or a UI panel. Its size line is width x depth
+        x height (x, z, y: the vertices' y is up, as in the output frame), the order the add-on's panel, its exports and
+        a slicer's size give for the same object (it was width x height x depth until the forty-fifth session)."""
 
         def line(good: bool, text: str) -> str:
             return f"{'✓' if good else '✗'} {text}"
@@ -144,7 +146,7 @@ class PrintableReport:
             line(self.outward, f"normals point outward (volume {number(self.volume)} {self.unit}^3)"),
             count(self.self_intersecting_pairs, "self-intersecting face pairs"),
             count(self.degenerate_faces, "degenerate faces"),
-            f"size {sx} x {sy} x {sz} {self.unit} (width x height x depth), {self.n_vertices} vertices, "
+            f"size {sx} x {sz} x {sy} {self.unit} (width x depth x height), {self.n_vertices} vertices, "
             f"{self.n_faces} faces",
             line(self.ok, "printable" if self.ok else "not printable"),
         ]
