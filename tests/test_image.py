@@ -599,6 +599,7 @@ def test_load_mask_follows_a_large_jpeg_decoded_at_reduced_size(tmp_path):
     ("other shape", "is 60x60 pixels but the picture is 120x90"),
     ("empty", "marks no object"),
     ("faint", "marks no object"),
+    ("zero one", r"holds only the values 0 and 1 \(a 0/1 array saved as it is\): save it with 255 on the object"),
 ])
 def test_bad_masks_are_refused_in_one_sentence(tmp_path, case, match):
     picture, mask = _picture_and_mask(tmp_path)
@@ -617,6 +618,8 @@ def test_bad_masks_are_refused_in_one_sentence(tmp_path, case, match):
         Image.fromarray(np.zeros_like(mask), "L").save(path)
     elif case == "faint":
         Image.fromarray(np.minimum(mask, 127), "L").save(path)
+    elif case == "zero one":  # NumPy's or OpenCV's mask saved as it is: it was "marks no object"
+        Image.fromarray((mask > 127).astype(np.uint8), "L").save(path)
     with pytest.raises(ImageError, match=match) as err:
         load_mask(path, picture, (90, 120))
     assert "\n" not in str(err.value)

@@ -625,6 +625,9 @@ def load_mask(path: str | os.PathLike, picture: str | os.PathLike, shape: tuple[
                          "again.") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageError(f"The mask {path} is truncated or corrupt ({err}); save it again as PNG.") from None
+    if values.max() == 1:  # NumPy's or OpenCV's 0/1 mask saved as it is: a viewer shows it all black
+        raise ImageError(f"The mask {path} holds only the values 0 and 1 (a 0/1 array saved as it is): save it with "
+                         "255 on the object (mask * 255), or leave the mask out to let the model find the object.")
     if values.max() <= 127:
         raise ImageError(f"The mask {path} marks no object (no pixel lighter than half grey): paint the object "
                          "white on black, or leave the mask out to let the model find the object.")
