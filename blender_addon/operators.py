@@ -75,7 +75,7 @@ PICTURE_KEY = "recon_picture"
 UNSURE_KEY = "recon_unsure"
 """Custom property of a mask image: True when the object finder found it and was unsure of it (the panel says so)."""
 CANDIDATE_KEY = "recon_candidate"
-"""Custom property of a candidate object: ``{"rank": 1 for the most confident, "confidence": a share in (0, 1],
+"""Custom property of a candidate object: ``{"rank": 1 for the likeliest, "confidence": a share in (0, 1],
 or -1.0 when the model gave none, "likelihood": it in words against the likeliest ("" when none), "name": as made}``."""
 CANDIDATES_KEY = "recon_candidates"
 """Custom property of a candidate collection: the picture its candidates were made from."""
@@ -302,6 +302,19 @@ def _same_picture(made_for: str, picture: str) -> bool:
         return filecmp.cmp(made_for, picture, shallow=False)
     except OSError:  # one of them unreadable: the worker says so of this picture; the mask's record cannot tell
         return True
+
+
+def _same_file(made_for: str, picture: str) -> bool:
+    """Whether ``made_for`` is the file ``picture``: the same path, or a file of the same name that holds the same
+    bytes; never a file that is gone (stricter than :func:`_same_picture`: what it says replaces another's mask)."""
+    if made_for == picture:
+        return True
+    if _picture_name(made_for) != _picture_name(picture) or not os.path.isfile(made_for):
+        return False
+    try:
+        return filecmp.cmp(made_for, picture, shallow=False)
+    except OSError:
+        return False
 
 
 def _image_file(image, scene, role: str = "picture") -> tuple[str, str | None]:
@@ -568,7 +581,8 @@ _CLI_WORDS = (
     # "--solid (the add-on's Fill Hollow Pockets) fills them", "--category NAME (the add-on's Category) names it"
     (re.compile(r"--[a-z][a-z-]*(?: [A-Za-z]+)? \(the add-on's ([^)]+)\)"), r"\1"),
     (re.compile(r"the add-on's "), ""),
-    (re.compile(r" in your modeller \(the add-on marks them\)"), " here (their faces are marked)"),
+    # "thicken them here", the next note saying how they are marked (it said "marked" twice in a row)
+    (re.compile(r" in your modeller \(the add-on marks them\)"), " here"),
 )
 """How the worker's sentences, written for both front ends, read in Blender: the command line's options named beside
 the add-on's controls are left out, and the add-on's controls named plainly."""
@@ -604,6 +618,8 @@ class _Reconstruction:
         prefs = get_preferences(context)
         self.window_manager = self.timer = self.workspace = None  # what the operator shows meanwhile: end_ui
         self.temp_file = self.mask_dir = self.object_mask = self.mask_temp = None
+        # the user's mask image this run takes, by name (an undo meanwhile invalidates a reference)
+        self.used_mask = settings.mask_image.name if settings.object_source == 'MASK' and settings.mask_image else None
         self.names: dict[str, str] = {}  # temporary file -> how messages name it (_user_text)
         self.warnings: list[str] = []
         python_path, model_path = prefs.python_path.strip(), prefs.model_path.strip()  # pasted with spaces
@@ -773,7 +789,10 @@ class _Reconstruction:
                 bpy.data.images.remove(self.shown)
             raise
         if mask is not None:
-            _replace_masks(mask, self.picture, f"{self.name} mask")
+            for painted in _replace_masks(mask, self.picture, f"{self.name} mask", self.used_mask):
+                self.warnings.append(f"The mask image {painted} was painted but not used (Object is Find It): it is "
+                                     "kept as painted; to reconstruct with it, select one of its objects, press Use "
+                                     "This Mask, then Reconstruct.")
         if self.shown is not None:
             _replace_shown(self.shown, self.picture, f"{self.name} picture")
         return objects
@@ -907,16 +926,24 @@ def _alive(data):
     return data
 
 
-def _replace_masks(image, picture: str, name: str) -> None:
-    """Make ``image`` the one mask image of ``picture``, named ``name``: earlier ones of the same picture
-    (:func:`_same_picture`: also as a moved project recorded it) hand it their users (objects made from it, image
-    editors showing them) and are removed."""
+def _replace_masks(image, picture: str, name: str, used: str | None = None) -> list[str]:
+    """Make ``image`` the one mask image of ``picture``, named ``name``: earlier ones of the same picture file (its
+    path, or a copy of it that holds the same bytes: a project copied elsewhere records the old path) hand it their
+    users (objects made from it, image editors showing them) and are removed. A mask whose recorded file is gone
+    stays (it may be another product's picture of the same name: its objects keep their own mask), and so does one
+    painted and not saved that this run did not use (``used``: the name of the user's mask image it took): the painting
+    was lost when Object was Find It. Returns the names of the painted ones kept."""
+    painted = []
     for old in [i for i in bpy.data.images if i != image and i.library is None
-                and isinstance(i.get(PICTURE_KEY), str) and _same_picture(i[PICTURE_KEY], picture)]:
+                and isinstance(i.get(PICTURE_KEY), str) and _same_file(i[PICTURE_KEY], picture)]:
+        if old.is_dirty and old.name != used:
+            painted.append(old.name)
+            continue
         old.user_remap(image)
         bpy.data.images.remove(old)
     image.name = name
     _set_mask_file(image)
+    return painted
 
 
 def _replace_shown(image, picture: str, name: str) -> None:
@@ -927,7 +954,7 @@ def _replace_shown(image, picture: str, name: str) -> None:
     fitted to it."""
     data = _image_bytes(image)
     for old in [i for i in bpy.data.images if i != image and i.library is None and isinstance(i.get(SHOWN_KEY), str)
-                and _same_picture(i[SHOWN_KEY], picture) and data is not None and _image_bytes(i) == data]:
+                and _same_file(i[SHOWN_KEY], picture) and data is not None and _image_bytes(i) == data]:
         old.user_remap(image)
         bpy.data.images.remove(old)
     image.name = name
@@ -1507,20 +1534,25 @@ class RECON_OT_keep_candidate(_CandidateOperator, bpy.types.Operator):
         shown_as = kept.name
         _name_as_kept(kept)
         others_said = "the other candidate" if len(others) == 1 else f"the {len(others)} other candidates"
-        self.report({'INFO'}, f"Kept {shown_as} as {kept.name} and deleted {others_said} of {name}.")
+        kept_as = f"Kept {shown_as}" if kept.name == shown_as else f"Kept {shown_as} as {kept.name}"  # not "X as X"
+        self.report({'INFO'}, f"{kept_as} and deleted {others_said} of {name}.")
         return {'FINISHED'}
 
 
 def _name_as_kept(kept) -> None:
     """Name a kept candidate (and its mesh) as one reconstruction of its picture is named: "chair 2" becomes "chair"
     (Blender adds ".001" where that is taken). A candidate kept under its number held it, so the next candidates of
-    the picture came out as "chair 1", "chair 2.001", "chair 3". A name the user gave it stays ("table 2" too)."""
+    the picture came out as "chair 1", "chair 2.001", "chair 3". One Blender numbered as made, "chair 2.001" (the
+    picture's earlier candidates still there), is named so too. A name the user gave it stays ("table 2" too)."""
     rank, _ = candidate_info(kept)
     made = kept.get(CANDIDATE_KEY, {}).get("name")  # absent from a file saved before it was kept: left as it is
     suffix = f" {rank}"
-    if rank and made == kept.name and kept.name.endswith(suffix):
-        base = kept.name[: -len(suffix)]
-        if isinstance(kept.data, bpy.types.Mesh) and kept.data.name == kept.name and kept.data.users == 1:
+    def as_made(name: str) -> bool:  # "chair 2", or "chair 2.001" as Blender numbered it
+        return isinstance(made, str) and re.fullmatch(re.escape(made) + r"(\.\d{3})?", name) is not None
+
+    if rank and as_made(kept.name) and made.endswith(suffix):
+        base = made[: -len(suffix)]
+        if isinstance(kept.data, bpy.types.Mesh) and as_made(kept.data.name) and kept.data.users == 1:
             kept.data.name = base
         kept.name = base
 
@@ -1751,7 +1783,7 @@ class RECON_OT_export_stl(bpy.types.Operator, _PrintExport):
     def left_out(self, context) -> str:
         """Export 3MF beside it writes every selected mesh: two selected wrote one STL "(1 object)", without a word."""
         chosen = _export_objects(context)
-        if not [o for o in chosen if o != context.active_object]:
+        if context.active_object not in chosen or len(chosen) < 2:  # 3MF would not write the active one: nothing to say
             return ""
         return (f"Only the active object, {context.active_object.name}, is written; Export 3MF writes all "
                 f"{len(chosen)} selected meshes, one object each.")
@@ -1805,9 +1837,10 @@ def picture_image(obj):
 
 
 def _picture_base(obj) -> str:
-    """The name the picture camera of ``obj`` takes after: its candidate collection's ("chair"), else its own."""
+    """The name the picture camera of ``obj`` takes after: its candidate collection's ("chair", also of "chair
+    candidates.001", a second set of the picture's), else its own."""
     collection = candidate_collection(obj)
-    return collection.name.removesuffix(" candidates") if collection is not None else obj.name
+    return re.sub(r" candidates(\.\d{3})?$", "", collection.name) if collection is not None else obj.name
 
 
 def _holder(obj):

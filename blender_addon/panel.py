@@ -188,4 +188,4 @@ class RECON_PT_mask(_SubPanel, bpy.types.Panel):
         if preview is not None and preview.icon_id:  # 0 in background mode, where no previews are made
             layout.template_icon(icon_value=preview.icon_id, scale=MASK_PREVIEW_SCALE)
         layout.operator(RECON_OT_use_mask.bl_idname, icon='BRUSH_DATA')
-        layout.label(text="Wrong? Paint it in the Image Editor, then Reconstruct", icon='INFO')
+        layout.label(text="Wrong? Use This Mask, paint it in the Image Editor, then Reconstruct", icon='INFO')

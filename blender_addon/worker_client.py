@@ -316,7 +316,7 @@ class WorkerResult:
         mask_path: the object mask the worker wrote where the request asked (8-bit grey PNG of the
             picture's size, 255 = object), or None when none was asked for or it could not be written.
         mask_unsure: the object finder found that mask and is unsure of it (the user should check it).
-        candidates: the plausible shapes, the most confident first, the first being this result's own mesh;
+        candidates: the plausible shapes, the likeliest first, the first being this result's own mesh;
             never empty: a worker that sent no list (one shape asked for, or a worker that predates
             candidates) gives the one entry of this result, with no confidence.
         thin_faces: as :attr:`Candidate.thin_faces`, of this result's mesh.

@@ -840,6 +840,10 @@ def test_the_workers_sentences_name_the_add_ons_controls_not_the_command_lines(a
     assert words("give its mask, white on black, with recon-mesh --mask or the add-on's Object: Mask Image", {}) == (
         "give its mask, white on black, with Object: Mask Image")
     assert words("a note with no option in it", {}) == "a note with no option in it"
+    # the next note says how the thin walls are marked: this one said "(their faces are marked)" before it
+    assert words("or thicken them in your modeller (the add-on marks them)", {}) == "or thicken them here"
+    assert words("give a smaller height (--height-mm, the add-on's Height) to print it whole", {}) == (
+        "give a smaller height (Height) to print it whole")
 
 
 def test_the_check_panel_gives_the_volume_at_the_size_now(addon, settings):
@@ -1141,7 +1145,7 @@ def test_mask_image_is_the_pictures_alpha_and_a_second_run_replaces_it(addon, se
     assert np.array_equal(mask_pixels(mask), alpha)
     assert not temp_leftovers(temp_before), "the worker's PNG is removed once packed"
     assert labels(draw_panel(bpy.types.RECON_PT_mask)) == ["Object mask used: cutout mask",
-                                                           "Wrong? Paint it in the Image Editor, then Reconstruct"]
+                                                           "Wrong? Use This Mask, paint it in the Image Editor, then Reconstruct"]
 
     bpy.ops.ed.undo_push(message="first")
     state = scene_state()
@@ -1214,6 +1218,31 @@ def test_use_this_mask_then_a_painted_mask_is_the_object(addon, settings):
     for obj in (first, second):
         bpy.data.objects.remove(obj)
     bpy.data.images.remove(image)
+
+
+def test_a_mask_painted_without_use_this_mask_is_kept_and_said(addon, settings, capfd):
+    """Painted in the Image Editor with Object still Find It, the next run found the object again and replaced the
+    painted image with its own mask, the painting lost without a word: it is kept, with its objects, and said."""
+    first = reconstruct()
+    mask = first["recon_mask"]
+    width, height = mask.size
+    rgba = np.zeros((height, width, 4), np.float32)
+    rgba[10:40, 20:60] = 1.0  # a block painted white
+    rgba[..., 3] = 1.0
+    mask.pixels.foreach_set(rgba.ravel())
+    painted = mask_pixels(mask)
+    capfd.readouterr()
+    second = reconstruct()
+    said = capfd.readouterr().out
+    assert f"The mask image {mask.name} was painted but not used (Object is Find It): it is kept as painted; to " \
+           "reconstruct with it, select one of its objects, press Use This Mask, then Reconstruct." in said, said
+    assert first["recon_mask"] == mask and np.array_equal(mask_pixels(mask), painted)
+    assert second["recon_mask"] != mask and not np.array_equal(mask_pixels(second["recon_mask"]), painted)
+    images = [mask, second["recon_mask"]]
+    for obj in (first, second):
+        bpy.data.objects.remove(obj)
+    for image in images:
+        bpy.data.images.remove(image)
 
 
 def test_a_folder_or_a_missing_picture_is_said_before_the_worker_starts(addon, settings, tmp_path, monkeypatch):
@@ -1338,13 +1367,21 @@ def test_a_moved_projects_mask_is_replaced_by_a_later_run_of_its_picture(addon, 
     settings.image_path = str(picture)
     first = reconstruct()
     mask = first["recon_mask"]
-    mask["recon_picture"] = str(tmp_path / "old folder" / "cutout.png")  # as made before the project moved
+    old = tmp_path / "old folder" / "cutout.png"  # the project copied elsewhere: the old copy is still there
+    old.parent.mkdir()
+    shutil.copy(picture, old)
+    mask["recon_picture"] = str(old)  # as made before the project was copied
     second = reconstruct()
     assert [i.name for i in bpy.data.images if i.name.startswith("cutout mask")] == ["cutout mask"]
     assert first["recon_mask"] == second["recon_mask"], "the earlier object follows the new mask"
-    for obj in (first, second):
+    # a mask of a picture of the same name whose file is gone may be another product's: it stays with its objects
+    second["recon_mask"]["recon_picture"] = str(tmp_path / "gone" / "cutout.png")
+    third = reconstruct()
+    assert first["recon_mask"] == second["recon_mask"] != third["recon_mask"]
+    for obj in (first, second, third):
         bpy.data.objects.remove(obj)
-    bpy.data.images.remove(bpy.data.images["cutout mask"])
+    for image in [i for i in bpy.data.images if i.name.startswith("cutout mask")]:
+        bpy.data.images.remove(image)
 
 
 def test_a_failed_build_keeps_the_earlier_mask_and_an_unreadable_mask_is_a_warning(addon, settings, monkeypatch):
@@ -2006,6 +2043,31 @@ def test_keep_this_one_deletes_the_others_and_moves_it_to_the_parent_collection(
     mask = kept["recon_mask"]
     bpy.data.objects.remove(kept)
     bpy.data.images.remove(mask)
+
+
+def test_keep_this_one_on_a_second_set_of_the_picture_names_it_as_one_reconstruction(addon, candidate_settings,
+                                                                                    capfd):
+    """A second set of the same picture comes as "chair 1.001", ... in "chair candidates.001" (the first set still
+    there): Keep This One said "Kept chair 2.001 as chair 2.001" and renamed nothing, and the picture camera was
+    "chair candidates.001 picture camera"."""
+    first = reconstruct_candidates(3)
+    second = reconstruct_candidates(3)
+    assert second.name == "chair candidates.001"
+    assert addon.package.operators._picture_base(candidates_in(second)[0]) == "chair"
+    assert bpy.ops.recon.next_candidate() == {'FINISHED'}  # the second set's "chair 2.001" shown
+    shown_name = bpy.context.active_object.name
+    assert shown_name == "chair 2.001"
+    capfd.readouterr()
+    assert bpy.ops.recon.keep_candidate() == {'FINISHED'}
+    said = capfd.readouterr().out
+    kept = bpy.data.objects.get("chair")
+    assert kept is not None, [o.name for o in bpy.data.objects]
+    assert re.fullmatch(r"chair(\.\d{3})?", kept.data.name), kept.data.name  # .001 where an earlier mesh holds it
+    assert f"Kept {shown_name} as chair and deleted the 2 other candidates of chair candidates.001." in said, said
+    mesh = kept.data
+    bpy.data.objects.remove(kept)
+    bpy.data.meshes.remove(mesh)
+    remove_candidates(first.name)  # and the mask image they share
 
 
 def test_keep_this_one_keeps_it_in_another_scene_that_links_the_candidates(addon, candidate_settings):
