@@ -563,10 +563,10 @@ def test_a_glb_or_ply_without_a_height_is_said_to_be_in_the_data_s_units(tmp_pat
 
 @pytest.mark.parametrize("sizes, said", [
     ([(200, 90, 250)], None),  # inside a 256 mm cube
-    ([(409, 120, 334)], "at 409 x 334 x 120 mm (width x depth x height, as the report) it is larger than the build "
+    ([(409, 120, 334)], "at 409 x 334 x 120 mm (width x depth x height) it is larger than the build "
                         "volume"),
-    ([(100, 300, 80)], "at 100 x 80 x 300 mm (width x depth x height, as the report) it is larger"),
-    ([(100, 90, 80), (300, 90, 120)], "at 300 x 120 x 90 mm (width x depth x height, as the report) some are larger"),
+    ([(100, 300, 80)], "at 100 x 80 x 300 mm (width x depth x height) it is larger"),
+    ([(100, 90, 80), (300, 90, 120)], "at 300 x 120 x 90 mm (width x depth x height) some are larger"),
 ])
 def test_a_mesh_larger_than_a_large_printer_gets_a_note(tmp_path, capsys, sizes, said):
     from recon_core.io.cli import _parser, _report

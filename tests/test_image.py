@@ -441,12 +441,14 @@ def test_save_mask_writes_at_the_picture_files_size(tmp_path):
         save_mask(mask, tmp_path / "missing.png", tmp_path / "other.png")
 
 
+@pytest.mark.parametrize("pages", [1, 2])
 @pytest.mark.parametrize("compression", ["raw", "tiff_lzw"])
 @pytest.mark.parametrize("orientation", [3, 5, 6, 8])
-def test_a_cut_out_tiff_turned_by_its_orientation_is_read_upright(tmp_path, compression, orientation):
+def test_a_cut_out_tiff_turned_by_its_orientation_is_read_upright(tmp_path, compression, orientation, pages):
     """An uncompressed RGBA TIFF whose orientation turns it by a quarter was decoded by Pillow's own decoder into
     stripes (four chairs side by side) at the size before the turn, read with exit 0; through libtiff it is upright,
-    as a compressed one was, and its mask is written at the upright size."""
+    as a compressed one was, and its mask is written at the upright size; one of two pages too (counting its pages
+    chose Pillow's decoder again)."""
     from PIL import ImageDraw, ImageOps
 
     stored = Image.new("RGBA", (80, 60), (255, 255, 255, 0))
@@ -456,7 +458,7 @@ def test_a_cut_out_tiff_turned_by_its_orientation_is_read_upright(tmp_path, comp
     exif = Image.Exif()
     exif[0x0112] = orientation
     path = tmp_path / "cutout.tif"
-    stored.save(path, exif=exif, compression=compression)
+    stored.save(path, exif=exif, compression=compression, save_all=True, append_images=[stored.copy()][:pages - 1])
     stored.info["exif"] = exif.tobytes()
     want = np.asarray(ImageOps.exif_transpose(stored))  # what a viewer shows
     rgb, alpha, _ = load_image(path)
@@ -877,6 +879,29 @@ def test_an_alpha_that_marks_the_whole_border_is_said_to_be_inverted_perhaps(tmp
     rgba[..., 3] = 255 - rgba[..., 3]  # the cut-out as it should be
     _, _, notes = load_image(_save(tmp_path / "cutout.png", rgba))
     assert not any("border" in n for n in notes), notes
+
+
+def test_a_mask_given_takes_the_place_of_an_alpha_that_shows_nothing_or_may_be_inverted(tmp_path):
+    """With the user's mask, the picture's own alpha is not used: one that shows nothing (peak below FAINT_ALPHA_MIN)
+    is not refused, and the note on an alpha that may be inverted is not said (the mask is how it is mended)."""
+    from recon_core.io.image import load_picture
+
+    picture, mask = _picture_and_mask(tmp_path)
+    Image.fromarray(mask, "L").save(tmp_path / "mask.png")
+    rgb = np.asarray(Image.open(picture).convert("RGB"))
+    for name, alpha in (("junk", 20), ("inverted", None)):
+        rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255 if alpha is None else alpha, np.uint8)])
+        if alpha is None:
+            rgba[25:75, 35:65, 3] = 0  # the object transparent
+        path = _save(tmp_path / f"{name}.png", rgba)
+        if alpha is not None:
+            with pytest.raises(ImageError, match="almost fully transparent"):
+                load_image(path)
+        else:
+            assert any(n.startswith("its transparency marks the picture's whole border") for n in load_image(path)[2])
+        _, used, notes = load_picture(path, tmp_path / "mask.png")
+        np.testing.assert_array_equal(used, mask)
+        assert not any("transparen" in n and "border" in n for n in notes), notes
 
 
 def test_an_exif_block_after_the_pixels_is_read_as_stored_by_both(tmp_path):

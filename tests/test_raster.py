@@ -92,7 +92,7 @@ def test_the_caption_says_what_the_colours_mean():
                                report=SimpleNamespace(ok=ok, finite=True), thin_faces=thin, camera=camera)
 
     assert _caption(result(np.array([1, 2])), "c_1.stl", True, ranked=True) == (
-        "c_1.stl: chair, about as likely", "30.35 x 29.83 x 40 mm, printable",
+        "c_1.stl: chair, about as likely as the likeliest", "30.35 x 29.83 x 40 mm, printable",
         "Red: walls under 0.8 mm, weak in print")
     assert _caption(result(), "c.stl", True) == ("c.stl: chair", "30.35 x 29.83 x 40 mm, printable",
                                                  "No thin walls to note")

@@ -535,7 +535,8 @@ def test_a_solid_that_cannot_be_decimated_is_written_whole_with_a_note(banked_mo
     goals = []
     monkeypatch.setattr(simplify, "decimate", lambda verts, faces, target, **kwargs: goals.append(target))
     result = rec.reconstruct(rgb, alpha, vertices=642)
-    assert goals == [1284, 2568, 5136]  # the detail's size, twice and four times it (the solid has 12,664 faces)
+    # the detail's size, twice, 4 and 8 times it (the solid has 12,664 faces: 16 times would not simplify it)
+    assert goals == [1284, 2568, 5136, 10272]
     assert result.report.ok and len(result.faces) > 2 * 1.2 * 642
     assert _notes(result)[:-1] == [f"the solid could not be simplified to about 1,284 faces and stay printable: it is "
                                    f"written whole, {len(result.faces):,} faces (simplify it in your modeller if need be)"]

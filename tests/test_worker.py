@@ -570,6 +570,33 @@ class _StubReconstructor:
                                **self.fields) for _ in range(count if self.banked else 1)]
 
 
+class _LargeReconstructor(_StubReconstructor):
+    """Every candidate a tetrahedron ``size`` mm along each axis."""
+
+    def __init__(self, size: float):
+        super().__init__(True)
+        self.size = size
+
+    def reconstruct_candidates(self, rgb, alpha, count, **kwargs):
+        results = super().reconstruct_candidates(rgb, alpha, count, **kwargs)
+        for result in results:
+            result.verts = result.verts * self.size
+        return results
+
+
+def test_a_shape_larger_than_most_printers_is_noted_at_once(files):
+    """recon-mesh said it at once; the add-on only at the export, after the designer had worked on it."""
+    for size, height, noted in ((300.0, 90.0, True), (200.0, 90.0, False), (300.0, None, False)):
+        results, _ = worker._reconstruct(_LargeReconstructor(size), str(files["image"]), 2, {"height_mm": height})
+        for result in results:
+            said = [n for n in result.notes if "larger than the build volume" in n]
+            assert len(said) == noted, (size, height, result.notes)
+            if noted:
+                assert said[0] == ("at 300 x 300 x 300 mm (width x depth x height) it is larger than the build volume "
+                                   "of most printers (256 mm a side on a large one): give a smaller height "
+                                   "(--height-mm, the add-on's Height) to print it whole, or cut it into parts")
+
+
 class _KeyErrorReconstructor(_StubReconstructor):
     """A bug deep in the reconstruction that raises KeyError."""
 

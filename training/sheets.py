@@ -43,7 +43,7 @@ def contact_sheet_png(rows: list[dict[str, Any]], tile: int = 128) -> bytes:
 
 def candidate_sheet_png(rows: list[dict[str, Any]], tile: int = 128, count: int = 3) -> bytes:
     """A PNG of our candidates: input | candidate 1 | ... | candidate ``count`` | ground truth, one row a sample
-    (each row's ``candidates``: its :class:`Prediction` list, the most confident first); as
+    (each row's ``candidates``: its :class:`Prediction` list, the likeliest first); as
     :func:`contact_sheet_png`."""
     return _sheet_png(_with_candidates(rows), tile, _candidate_keys(count))
 

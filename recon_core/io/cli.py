@@ -566,11 +566,11 @@ def _report(args, result, results, paths, out, mask_out, seconds: float, preview
     if preview_out is not None:
         _print(f"wrote {preview_out} (the preview)")
     _print(f"category: {result.category}" + ("" if args.category else f" (predicted, p={probs.max():.2f})"))
-    from recon_core.io.inference import AGAINST_THE_LIKELIEST  # loaded already: the results came from it
+    from recon_core.io.inference import likelihood_said  # loaded already: the results came from it
 
     for path, candidate in zip(paths, results):
         if args.candidates > 1:
-            likely = candidate.likelihood + AGAINST_THE_LIKELIEST.get(candidate.likelihood, "")
+            likely = likelihood_said(candidate.likelihood)
             _print(f"\ncandidate {path}: {len(candidate.verts)} vertices, {len(candidate.faces)} faces"
                    + (f", {likely}" if likely else ""))
         _print(candidate.report.summary())
@@ -608,18 +608,18 @@ def _unit_notes(args, results) -> list[str]:
 def _plate_notes(args, results) -> list[str]:
     """The note of meshes made ``--height-mm`` tall that are larger than a large printer's build volume along a side
     (:data:`recon_core.io.notes.PLATE_MM`): their size, and what to do; none otherwise."""
-    from recon_core.io.notes import LARGER_THAN_PRINTERS, PLATE_MM, mm
+    import numpy as np
+
+    from recon_core.io.notes import PLATE_MM, plate_note
 
     if args.height_mm is None:
         return []
-    sizes = [r.verts.max(0) - r.verts.min(0) for r in results if len(r.verts)]  # output frame: width, height, depth
+    sizes = [np.ptp(r.verts, axis=0)[[0, 2, 1]] for r in results if len(r.verts)]  # width, depth, height
     large = [s for s in sizes if s.max() > PLATE_MM]
     if not large:
         return []
-    size = max(large, key=lambda s: s.max())
     which = "it is" if len(results) == 1 else ("they are" if len(large) == len(results) else "some are")
-    return [f"at {mm(size[0])} x {mm(size[2])} x {mm(size[1])} mm (width x depth x height, as the report) {which} "
-            f"{LARGER_THAN_PRINTERS}: give a smaller --height-mm to print it whole, or cut it into parts"]
+    return [plate_note(max(large, key=lambda s: s.max()), "give a smaller --height-mm", which)]
 
 
 def candidate_path(out: Path, rank: int) -> Path:

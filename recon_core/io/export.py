@@ -4,8 +4,8 @@
 (3MF's build platform is the XY plane). :func:`export_mesh` puts a reconstruction on the plate (resting on z = 0,
 centred on the Z axis, as the Blender add-on places a new one), in STL and PLY, the formats slicers and Blender's
 importers read +Z up; in a 3MF, whose origin is the build plate's front-left corner, it rests on z = 0 centred
-:data:`PLATE_CENTRE_MM` from that corner (:func:`on_3mf_plate`). OBJ and GLB keep the output frame, +Y up, as glTF and
-Blender's OBJ importer read them (for modelling tools, not slicers). :func:`write_3mf` and :func:`write_stl` (what the
+:data:`PLATE_CENTRE_MM` from that corner (:func:`on_3mf_plate`). OBJ and GLB keep the output frame's axes, +Y up, as glTF
+and Blender's OBJ importer read them (for modelling tools, not slicers), resting on y = 0 centred on the Y axis. :func:`write_3mf` and :func:`write_stl` (what the
 add-on's Export 3MF and Export STL use) place their objects on the plate together, as they stand to each other; a 3MF
 names its title and application. trimesh writes a 3MF, tidied so that lib3mf's strict reading takes it; tests read
 it back with the 3MF Consortium's lib3mf.
@@ -524,7 +524,7 @@ def print_notes(objects: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> list[s
     where its thin walls are worth a note (:func:`recon_core.mesh.thickness.worth_noting`, at the size written); then
     ``note: at ... mm ...`` when they are larger than :data:`recon_core.io.notes.PLATE_MM` along a side together. An
     STL's objects come as one mesh, as slicers read it (:func:`main`)."""
-    from recon_core.io.notes import LARGER_THAN_PRINTERS, PLATE_MM, mm, thin_wall_figures
+    from recon_core.io.notes import plate_note, thin_wall_figures
     from recon_core.mesh.printable import check_printable
     from recon_core.mesh.thickness import THIN_WALL_MM, thin_walls, worth_noting
 
@@ -540,10 +540,8 @@ def print_notes(objects: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> list[s
             lines.append(f"note: {name}: its {thin_wall_figures(THIN_WALL_MM, thin.area, thin.surface, thin.median)}): "
                          "they print weak and break easily; scale it up, or thicken them")
     size = np.ptp(np.concatenate([np.asarray(verts, dtype=np.float64) for _, verts, _ in objects]), axis=0)
-    if size.max() > PLATE_MM:
-        lines.append(f"note: at {mm(size[0])} x {mm(size[1])} x {mm(size[2])} mm (width x depth x height) it is "
-                     f"{LARGER_THAN_PRINTERS}: scale it down to print it whole, or cut it into parts")
-    return lines
+    note = plate_note(size, "scale it down")  # +Z up: width, depth, height
+    return lines + ([f"note: {note}"] if note else [])
 
 
 if __name__ == "__main__":

@@ -77,8 +77,9 @@ class ImageError(ValueError):
     """An input image that cannot be used; the message says what is wrong and what to do."""
 
 
-def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
-    """Read an image file.
+def load_image(path: str | os.PathLike, *, masked: bool = False) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """Read an image file (``masked``: the user gives the object's mask, :func:`load_picture`, so an alpha that shows
+    nothing is dropped rather than refused).
 
     A JPEG whose shorter side is at least twice :data:`DECODE_MIN_SIDE` is decoded at 1/2,
     1/4 or 1/8 of its size, the largest reduction that keeps its shorter side at least
@@ -113,10 +114,11 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, 
             raise ImageError(f"{path} is empty (0 bytes): it holds no picture. Save or copy the picture again and "
                              "try again.")
     with contextlib.ExitStack() as files:  # the file is closed however the reading ends (a refusal, a GIF's frames)
-        return _read_image(path, files)
+        return _read_image(path, files, masked)
 
 
-def _read_image(path: str, files: contextlib.ExitStack) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+def _read_image(path: str, files: contextlib.ExitStack, masked: bool = False
+                ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
     """:func:`load_image`'s reading of an existing file, opened into ``files`` (closed by the caller after the arrays
     are made)."""
     notes: list[str] = []
@@ -199,6 +201,8 @@ def _read_image(path: str, files: contextlib.ExitStack) -> tuple[np.ndarray, np.
     elif mode not in ("RGB", "RGBA"):
         img = img.convert("RGB")
 
+    if masked and img.mode == "RGBA" and img.getchannel("A").getextrema()[1] < FAINT_ALPHA_MIN:
+        img = img.convert("RGB")  # the user's mask takes the place of an alpha that shows nothing: not refused
     if img.mode == "RGBA":  # the alpha's rules on the decoded pixels, before any reduction averages them
         channel = img.getchannel("A")  # one copy of the alpha, read for all three rules
         low, peak = channel.getextrema()
@@ -239,8 +243,8 @@ def _read_image(path: str, files: contextlib.ExitStack) -> tuple[np.ndarray, np.
         alpha = _without_shadow(rgb, alpha, notes)
         border = np.concatenate([alpha[0], alpha[-1], alpha[:, 0], alpha[:, -1]])
         if (border > 127).all():  # as a --mask's: an object transparent on an opaque background was read silently
-            notes.append("its transparency marks the picture's whole border as the object: if it is inverted (the "
-                         "object transparent), export the object opaque and the rest transparent")
+            notes.append(f"{INVERTED_NOTE}: if it is inverted (the object transparent), export the object opaque and "
+                         "the rest transparent")
     if alpha is not None and alpha.max() == 0:  # a few faint pixels, averaged away by the reduction
         raise ImageError(f"{path} shows too little of an object (a few faint pixels) to reconstruct at the size it "
                          "is read; export it with the object more opaque or larger.")
@@ -325,6 +329,8 @@ def _without_shadow(rgb: np.ndarray, alpha: np.ndarray, notes: list[str]) -> np.
 SHADOW_NOTE = "a dark, half-transparent area"
 """How the note of a cut-out's drop shadow begins (:func:`_without_shadow`; :func:`load_picture` drops it when a mask
 takes the place of the alpha)."""
+INVERTED_NOTE = "its transparency marks the picture's whole border as the object"
+"""How the note on an alpha that may be inverted begins (:func:`load_picture` drops it when a mask replaces it)."""
 SHADOW_DARK = 40
 """A drop shadow's pixels have no channel above this (of 255): a shadow is black, made lighter by its transparency."""
 SHADOW_MIN_SHARE = 0.02
@@ -381,6 +387,7 @@ def _open_unlimited(path: str) -> Image.Image:
                 img.close()
                 TiffImagePlugin.READ_LIBTIFF = True
                 img = Image.open(path)
+                img.n_frames  # counting the pages seeks back to the first, which chooses its decoder again: here
             return img
         finally:
             Image.MAX_IMAGE_PIXELS, TiffImagePlugin.READ_LIBTIFF = bomb_limit, libtiff
@@ -704,10 +711,10 @@ def load_picture(path: str | os.PathLike, mask: str | os.PathLike | None = None,
     ``return_own_alpha``, ``(rgb, alpha, notes, own)``: ``own`` the picture's own alpha (None when it has none),
     whatever the mask (how the picture is shown, :func:`shown_picture`).
     """
-    rgb, alpha, notes = load_image(path)
+    rgb, alpha, notes = load_image(path, masked=mask is not None)
     own = alpha
-    if mask is not None:
-        notes = [n for n in notes if not n.startswith(SHADOW_NOTE)]  # the alpha it was about is not used
+    if mask is not None:  # the alpha they were about is not used
+        notes = [n for n in notes if not n.startswith((SHADOW_NOTE, INVERTED_NOTE))]
         had_alpha = alpha is not None
         alpha, read = load_mask(mask, path, rgb.shape[:2])
         notes.append(f"the object is the mask {os.fspath(mask)} (its {read})"

@@ -6,7 +6,7 @@ imports it.
 
 from __future__ import annotations
 
-__all__ = ["mm", "share", "thin_wall_figures", "LARGER_THAN_PRINTERS", "PLATE_MM"]
+__all__ = ["mm", "share", "thin_wall_figures", "plate_note", "LARGER_THAN_PRINTERS", "PLATE_MM"]
 
 PLATE_MM = 256.0
 """The side of a large printer's build volume, in millimetres (256 x 256 x 256 mm: Bambu Lab's X1 and P1; Prusa's MK4
@@ -32,6 +32,17 @@ def share(fraction: float) -> str:
     if percent < 10:
         return f"{percent:.2g}%"
     return "over 99%" if 99.5 <= percent < 100 else f"{percent:.0f}%"
+
+
+def plate_note(size_mm, fix: str, which: str = "it is") -> str | None:
+    """The note of a mesh larger than :data:`PLATE_MM` along a side: its ``size_mm`` (width, depth, height: the +Z-up
+    x, y and z of a file to print, the output frame's x, z and y), that ``which`` ("it is", "some are") larger than
+    most printers' build volume, and how to print it whole (``fix``: "scale it down"); None when it fits."""
+    width, depth, height = (float(s) for s in size_mm)
+    if max(width, depth, height) <= PLATE_MM:
+        return None
+    return (f"at {mm(width)} x {mm(depth)} x {mm(height)} mm (width x depth x height) {which} {LARGER_THAN_PRINTERS}: "
+            f"{fix} to print it whole, or cut it into parts")
 
 
 def thin_wall_figures(wall_mm: float, thin: float, surface: float, median: float) -> str:

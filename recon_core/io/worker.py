@@ -85,9 +85,9 @@ side, in the decoded picture's proportions), a JPEG through a temporary file and
 client.
 
 Candidates: a request with ``"candidates": K`` (a whole number, at least 1) asks for up to K plausible
-shapes, the most confident first (:meth:`recon_core.io.inference.Reconstructor.reconstruct_candidates`). The
+shapes, the likeliest first (:meth:`recon_core.io.inference.Reconstructor.reconstruct_candidates`). The
 answer is still one ``result``: its own fields are the first candidate's, exactly as without the field (so a
-client that ignores ``candidates`` gets the most confident shape), and, when K > 1, its ``candidates`` list
+client that ignores ``candidates`` gets the likeliest shape), and, when K > 1, its ``candidates`` list
 holds every candidate, the first included, each with its mesh, printable ``report`` (as above), ``confidence``
 (a share in (0, 1], falling in rank order; null for a model without a shape bank), ``category`` and ``notes``.
 The list may be shorter than K (the shape bank holds fewer models; the result's notes then say so). A model
@@ -298,17 +298,27 @@ def _requested_candidates(request: dict[str, Any]) -> int:
 def _reconstruct(reconstructor, image: str, count: int, kwargs: dict[str, Any], object_mask: str | None = None,
                  progress=None) -> tuple[list, tuple]:
     """The reconstructions of the picture file ``image`` (with the user's ``object_mask`` file in place of its alpha,
-    when given): ``count`` candidates at most, the most confident first (one when ``count`` is 1 or the model has
-    no shape bank); the loader's notes come first in each one's notes. ``progress(stage, fraction)`` is told of each
-    stage (:meth:`recon_core.io.inference.Reconstructor.reconstruct_candidates`). Also returns the picture as it
-    was read and its own alpha, ``(rgb, alpha)``, to be shown (:func:`_write_picture`)."""
+    when given): ``count`` candidates at most, the likeliest first (one when ``count`` is 1 or the model has
+    no shape bank); the loader's notes come first in each one's notes, and a shape made ``height_mm`` tall that is
+    larger than most printers gets a note (:func:`recon_core.io.notes.plate_note`; the add-on said it only at the
+    export, while recon-mesh says it at once). ``progress(stage, fraction)`` is told of each stage
+    (:meth:`recon_core.io.inference.Reconstructor.reconstruct_candidates`). Also returns the picture as it was read and
+    its own alpha, ``(rgb, alpha)``, to be shown (:func:`_write_picture`)."""
+    import numpy as np
+
     from recon_core.io.image import load_picture
+    from recon_core.io.notes import plate_note
 
     rgb, alpha, notes, own = load_picture(image, object_mask, return_own_alpha=True)
     results = reconstructor.reconstruct_candidates(rgb, alpha, count if reconstructor.banked else 1,
                                                    source=str(image), progress=progress, **kwargs)
     for result in results:
         result.notes[:0] = notes
+        if kwargs.get("height_mm") is not None and len(result.verts):  # output frame: width, height, depth
+            note = plate_note(np.ptp(result.verts, axis=0)[[0, 2, 1]],
+                              "give a smaller height (--height-mm, the add-on's Height)")
+            if note:
+                result.notes.append(note)
     return results, (rgb, own)
 
 
