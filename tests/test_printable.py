@@ -151,7 +151,7 @@ class TestReport:
         verts, faces = _sphere(1)
         text = check_printable(verts * 40.0, faces, unit_scale_mm=1.0).summary()
         volume = signed_volume(verts * 40.0, faces)
-        assert f"(volume {volume:,.0f} mm^3)" in text and "e+" not in text
+        assert f"(volume {volume:,.0f} mm³)" in text and "e+" not in text  # "mm³", as the notes' "mm²" (was "mm^3")
         text = check_printable(verts * 50_000.0, faces, unit_scale_mm=1.0).summary()
         assert "size 100,000 x 100,000 x 100,000 mm" in text and "e+" not in text
         assert "size 0.002 x 0.002 x 0.002 units" in check_printable(verts * 0.001, faces).summary()

@@ -143,7 +143,7 @@ class PrintableReport:
             line(self.edge_manifold, "edge-manifold (no edge shared by more than two faces)"),
             line(self.vertex_manifold, "vertex-manifold (one fan of faces around each vertex)"),
             line(self.consistently_oriented, "consistently oriented faces"),
-            line(self.outward, f"normals point outward (volume {number(self.volume)} {self.unit}^3)"),
+            line(self.outward, f"normals point outward (volume {number(self.volume)} {self.unit}³)"),  # as "mm²"
             count(self.self_intersecting_pairs, "self-intersecting face pairs"),
             count(self.degenerate_faces, "degenerate faces"),
             f"size {sx} x {sz} x {sy} {self.unit} (width x depth x height), {self.n_vertices} vertices, "
