@@ -38,6 +38,7 @@ One move it to the candidate they show.
 
 import contextlib
 import filecmp
+import hashlib
 import os
 import re
 import shutil
@@ -72,6 +73,8 @@ MASK_KEY = "recon_mask"
 """Custom property of a reconstructed object pointing to the image of the object mask that was used."""
 PICTURE_KEY = "recon_picture"
 """Custom property of a mask image: the picture it is the mask of (its file, or a Blender image's name)."""
+MADE_KEY = "recon_made"
+"""Custom property of a mask image: a digest of its PNG as the worker wrote it (:func:`_painted`)."""
 UNSURE_KEY = "recon_unsure"
 """Custom property of a mask image: True when the object finder found it and was unsure of it (the panel says so)."""
 CANDIDATE_KEY = "recon_candidate"
@@ -885,8 +888,11 @@ class _Reconstruction:
 
         A mask that cannot be read is a warning, not a failure: the mesh is made without it.
         """
-        return self._packed_image(path, {PICTURE_KEY: self.picture, UNSURE_KEY: bool(unsure)}, data=True,
-                                  failed="The object mask could not be loaded ({}); the mesh was made without it.")
+        image = self._packed_image(path, {PICTURE_KEY: self.picture, UNSURE_KEY: bool(unsure)}, data=True,
+                                   failed="The object mask could not be loaded ({}); the mesh was made without it.")
+        if image is not None and image.packed_file is not None:
+            image[MADE_KEY] = hashlib.sha1(image.packed_file.data).hexdigest()
+        return image
 
     def _packed_image(self, path: str | None, properties: dict, data: bool, failed: str):
         """A new image datablock of the file ``path`` the worker wrote, packed (the file is temporary), with the custom
@@ -931,12 +937,12 @@ def _replace_masks(image, picture: str, name: str, used: str | None = None) -> l
     path, or a copy of it that holds the same bytes: a project copied elsewhere records the old path) hand it their
     users (objects made from it, image editors showing them) and are removed. A mask whose recorded file is gone
     stays (it may be another product's picture of the same name: its objects keep their own mask), and so does one
-    painted and not saved that this run did not use (``used``: the name of the user's mask image it took): the painting
-    was lost when Object was Find It. Returns the names of the painted ones kept."""
+    painted (:func:`_painted`: saved or not) that this run did not use (``used``: the name of the user's mask image it
+    took): the painting was lost when Object was Find It. Returns the names of the painted ones kept."""
     painted = []
     for old in [i for i in bpy.data.images if i != image and i.library is None
                 and isinstance(i.get(PICTURE_KEY), str) and _same_file(i[PICTURE_KEY], picture)]:
-        if old.is_dirty and old.name != used:
+        if old.name != used and _painted(old):
             painted.append(old.name)
             continue
         old.user_remap(image)
@@ -973,6 +979,27 @@ def _image_bytes(image) -> bytes | None:
             return f.read()
     except OSError:
         return None
+
+
+def _painted(image) -> bool:
+    """Whether the mask ``image`` was painted since the worker made it: not saved yet (``is_dirty``), or saved or
+    packed since (Image > Save or Pack clears ``is_dirty``, and such a painting was replaced without a word): its
+    packed PNG, or the file at its path (where Save writes, leaving the packed one as it was), differs from the
+    worker's (:data:`MADE_KEY`; the bytes, not the pixels: a photo's mask is a picture's size). A mask made before
+    the digest was kept counts by ``is_dirty`` alone."""
+    if image.is_dirty:
+        return True
+    made = image.get(MADE_KEY)
+    if not isinstance(made, str):
+        return False
+    if image.packed_file is not None and hashlib.sha1(image.packed_file.data).hexdigest() != made:
+        return True
+    path = bpy.path.abspath(image.filepath_raw) if image.filepath_raw else ""
+    try:
+        with open(path, "rb") as file:
+            return hashlib.sha1(file.read()).hexdigest() != made
+    except OSError:  # no file there (packed, the .blend not saved): nothing saved to compare
+        return False
 
 
 def _set_mask_file(image) -> None:

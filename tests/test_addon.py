@@ -1220,7 +1220,7 @@ def test_use_this_mask_then_a_painted_mask_is_the_object(addon, settings):
     bpy.data.images.remove(image)
 
 
-def test_a_mask_painted_without_use_this_mask_is_kept_and_said(addon, settings, capfd):
+def test_a_mask_painted_without_use_this_mask_is_kept_and_said(addon, settings, capfd, tmp_path):
     """Painted in the Image Editor with Object still Find It, the next run found the object again and replaced the
     painted image with its own mask, the painting lost without a word: it is kept, with its objects, and said."""
     first = reconstruct()
@@ -1238,8 +1238,31 @@ def test_a_mask_painted_without_use_this_mask_is_kept_and_said(addon, settings, 
            "reconstruct with it, select one of its objects, press Use This Mask, then Reconstruct." in said, said
     assert first["recon_mask"] == mask and np.array_equal(mask_pixels(mask), painted)
     assert second["recon_mask"] != mask and not np.array_equal(mask_pixels(second["recon_mask"]), painted)
-    images = [mask, second["recon_mask"]]
-    for obj in (first, second):
+    # painted and packed (as Image > Save or Pack leaves it: not dirty): kept too; one only looked at stays replaced
+    other = second["recon_mask"]
+    rgba[10:40, 20:60] = 0.0
+    other.pixels.foreach_set(rgba.ravel())
+    other.pack()
+    assert not other.is_dirty
+    capfd.readouterr()
+    third = reconstruct()
+    said = capfd.readouterr().out
+    assert f"The mask image {other.name} was painted" in said and second["recon_mask"] == other != third["recon_mask"]
+    assert not third["recon_mask"].is_dirty
+    fourth = reconstruct()  # the third's mask, not painted, is replaced
+    assert third["recon_mask"] == fourth["recon_mask"]
+    # painted and saved (Image > Save writes the file at its path and leaves the packed PNG as it was): kept too
+    saved = fourth["recon_mask"]
+    saved.pixels.foreach_set(rgba.ravel())
+    saved.filepath_raw = str(tmp_path / "saved mask.png")  # where the .blend's //NAME.png would be
+    saved.save()
+    assert not saved.is_dirty and saved.packed_file is not None
+    capfd.readouterr()
+    fifth = reconstruct()
+    assert f"The mask image {saved.name} was painted" in capfd.readouterr().out
+    assert fourth["recon_mask"] == saved != fifth["recon_mask"]
+    images = [mask, other, saved, fifth["recon_mask"]]
+    for obj in (first, second, third, fourth, fifth):
         bpy.data.objects.remove(obj)
     for image in images:
         bpy.data.images.remove(image)
