@@ -842,8 +842,8 @@ def test_the_workers_sentences_name_the_add_ons_controls_not_the_command_lines(a
     assert words("a note with no option in it", {}) == "a note with no option in it"
     # the next note says how the thin walls are marked: this one said "(their faces are marked)" before it
     assert words("or thicken them in your modeller (the add-on marks them)", {}) == "or thicken them here"
-    assert words("give a smaller height (--height-mm, the add-on's Height) to print it whole", {}) == (
-        "give a smaller height (Height) to print it whole")
+    assert words("give a smaller --height-mm (the add-on's Height) to print it whole", {}) == (
+        "give a smaller Height to print it whole")
 
 
 def test_the_check_panel_gives_the_volume_at_the_size_now(addon, settings):

@@ -593,8 +593,8 @@ def test_a_shape_larger_than_most_printers_is_noted_at_once(files):
             assert len(said) == noted, (size, height, result.notes)
             if noted:
                 assert said[0] == ("at 300 x 300 x 300 mm (width x depth x height) it is larger than the build volume "
-                                   "of most printers (256 mm a side on a large one): give a smaller height "
-                                   "(--height-mm, the add-on's Height) to print it whole, or cut it into parts")
+                                   "of most printers (256 mm a side on a large one): give a smaller --height-mm "
+                                   "(the add-on's Height) to print it whole, or cut it into parts")
 
 
 class _KeyErrorReconstructor(_StubReconstructor):

@@ -316,7 +316,7 @@ def _reconstruct(reconstructor, image: str, count: int, kwargs: dict[str, Any], 
         result.notes[:0] = notes
         if kwargs.get("height_mm") is not None and len(result.verts):  # output frame: width, height, depth
             note = plate_note(np.ptp(result.verts, axis=0)[[0, 2, 1]],
-                              "give a smaller height (--height-mm, the add-on's Height)")
+                              "give a smaller --height-mm (the add-on's Height)")
             if note:
                 result.notes.append(note)
     return results, (rgb, own)
