@@ -1363,11 +1363,16 @@ class RECON_OT_reconstruct(bpy.types.Operator):
         landed = obj.users_scene[0] if obj.users_scene else context.scene  # the scene clicked in (its unit)
         tall = obj.dimensions.z * mm_per_unit(landed)
         # the notes and warnings first, the result's own message last: the status bar shows the last message alone
+        unit = mm_per_unit(landed)
+        if landed.unit_settings.system == 'NONE':  # no unit shown, its greyed-out Unit Scale still counts
+            self.report({'WARNING'}, f"Note: the scene \"{landed.name}\" has Unit System None: its Unit Scale still "
+                                     f"counts here and in the exports (1 unit = {unit:,g} mm); set Unit System to "
+                                     "Metric to see the sizes in millimetres.")
         if run.height_mm is None:  # the model's own size, about 1 unit: its millimetres hang on the scene's unit
             def unsized(height_mm: float) -> str:
-                return (f"Height (mm) is 0, so the shape keeps the model's own size, {height_mm:.1f} mm tall in the "
-                        f"units of the scene \"{landed.name}\"; set Height (mm) to the object's real height before you "
-                        "print or export it.")
+                return (f"Height (mm) is 0, so the shape keeps the model's own size, {height_mm:.1f} mm tall at the "
+                        f"unit scale of the scene \"{landed.name}\" (1 unit = {unit:,g} mm); set Height (mm) to the "
+                        "object's real height before you print or export it.")
 
             self.report({'WARNING'}, f"Note: {unsized(tall)}")
             for made in objects:  # kept on each, first: the reminder outlives the message

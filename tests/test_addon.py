@@ -2823,9 +2823,22 @@ def test_the_result_says_how_tall_the_shape_is_and_a_height_of_0_says_to_set_it(
     tall = obj.dimensions.z  # one unit a millimetre
     assert tall < 2.0
     assert any(f"({tall:.1f} mm tall, " in m for m in messages), messages
-    assert (f"Note: Height (mm) is 0, so the shape keeps the model's own size, {tall:.1f} mm tall in the units of the "
-            f"scene \"{bpy.context.scene.name}\"; set Height (mm) to the object's real height before you print or export "
-            "it.") in messages
+    assert (f"Note: Height (mm) is 0, so the shape keeps the model's own size, {tall:.1f} mm tall at the unit scale of "
+            f"the scene \"{bpy.context.scene.name}\" (1 unit = 1 mm); set Height (mm) to the object's real height before "
+            "you print or export it.") in messages
+    assert not any("Unit System None" in m for m in messages)
+    # Unit System None: Blender shows plain numbers, and its greyed-out Unit Scale still counts (1 unit = 1,000 mm
+    # at 1.0: a 90 mm shape 0.09 units tall, which a designer took for 1 unit = 1 mm)
+    settings.height_mm = 90.0
+    bpy.context.scene.unit_settings.system, bpy.context.scene.unit_settings.scale_length = 'NONE', 1.0
+    try:
+        obj, messages = run()
+    finally:
+        bpy.context.scene.unit_settings.system = 'METRIC'
+    made.append(obj)
+    assert obj.dimensions.z == pytest.approx(0.09, rel=1e-4)
+    assert (f"Note: the scene \"{bpy.context.scene.name}\" has Unit System None: its Unit Scale still counts here and "
+            "in the exports (1 unit = 1,000 mm); set Unit System to Metric to see the sizes in millimetres.") in messages
     for obj in made:
         image = obj.get("recon_mask")
         bpy.data.objects.remove(obj)
