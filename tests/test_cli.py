@@ -1193,3 +1193,33 @@ def test_thin_walls_are_said_whatever_made_the_mesh(tmp_path, good_image, tiny_m
                  "--detail", "low"]) == 0
     err = capsys.readouterr().err
     assert "walls thinner than 0.8 mm cover" in err and "(100% of the surface" in err, err
+
+
+def test_the_library_refuses_arrays_it_cannot_take_in_one_sentence(tiny_model_path, good_image):
+    """A library user's arrays: a PIL image, a float or 0/1 mask, a mask of another size went on to fail inside
+    Pillow or numpy, and an all-zero alpha gave a made-up shape marked printable; a category or height of the wrong
+    type failed with an AttributeError or a TypeError."""
+    from PIL import Image
+
+    from recon_core.io.image import ImageError, load_picture
+    from recon_core.io.inference import Reconstructor
+
+    rec = Reconstructor.from_file(tiny_model_path)
+    rgb, _, _ = load_picture(good_image)
+    alpha = np.zeros(rgb.shape[:2], np.uint8)
+    alpha[10:-10, 10:-10] = 255
+    for kwargs, kind, said in (
+        (dict(rgb=Image.open(good_image)), ValueError, "rgb must be a numpy array (H, W, 3) uint8, got a "),
+        (dict(alpha=alpha / 255.0), ValueError, "alpha must be None or a "),
+        (dict(alpha=alpha[:-1]), ValueError, "alpha must be None or a "),
+        (dict(alpha=alpha[..., None]), ValueError, "alpha must be None or a "),
+        (dict(alpha=alpha // 255), ImageError, "holds only 0 and 1 (a 0/1 mask): give it as 0 and 255"),
+        (dict(alpha=np.zeros_like(alpha)), ImageError, "shows nothing (its most opaque pixel is 0 of 255)"),
+        (dict(category=4), ValueError, "category must be a category's name, e.g. 'chair', or None, got 4."),
+        (dict(height_mm="90"), ValueError, "height_mm must be a number of millimetres or None, got '90'."),
+    ):
+        call = {"rgb": rgb, "alpha": alpha, **kwargs}
+        with pytest.raises(kind) as err:
+            rec.reconstruct(call.pop("rgb"), call.pop("alpha"), **call)
+        assert said in str(err.value) and "\n" not in str(err.value), (kwargs.keys(), err.value)
+    assert rec.reconstruct(rgb, alpha, height_mm=90).report.ok  # the same arrays, well formed

@@ -61,7 +61,7 @@ def test_3mf_is_millimetres_z_up_on_the_plate_and_keeps_every_vertex(tmp_path):
     rng = np.random.default_rng(0)
     box = trimesh.creation.box([30.0, 60.0, 90.0])  # output frame: 60 mm tall (Y), 90 deep (Z)
     verts = box.vertices + rng.normal(size=3) * 10  # anywhere: the file puts it on the plate
-    path = export_mesh(verts, box.faces, tmp_path / "box.3mf")
+    path = export_mesh(verts, box.faces, tmp_path / "box.3mf", millimetres=True)
     unit, objects, items = _read_3mf(path)
     assert unit == lib3mf.ModelUnit.MilliMeter and items == 1 and len(objects) == 1
     name, v, f, manifold = objects[0]
@@ -117,7 +117,8 @@ def test_a_control_character_in_a_3mf_s_name_is_written_as_an_underscore(tmp_pat
     _, objects, _ = _read_3mf(write_3mf([("bell\x07", box.vertices, box.faces)], tmp_path / "ring\x07.3mf"), metadata)
     assert objects[0][0] == "bell_" and metadata["Title"] == "ring_"
     for name, said in ((None, "ring_"), ("x\x02y", "x_y")):  # recon-mesh's writer too (it raised lxml's ValueError)
-        _, objects, _ = _read_3mf(export_mesh(box.vertices, box.faces, tmp_path / "ring\x07.3mf", name))
+        _, objects, _ = _read_3mf(export_mesh(box.vertices, box.faces, tmp_path / "ring\x07.3mf", name,
+                                              millimetres=True))
         assert objects[0][0] == said
 
 
@@ -189,7 +190,7 @@ def test_stl_and_ply_stand_plus_z_up_on_the_build_plate_as_slicers_read_them(tmp
 @pytest.mark.parametrize("ext", [".stl", ".3mf"])
 def test_a_write_that_fails_leaves_the_old_file_whole_and_no_temporary(tmp_path, monkeypatch, ext):
     box = trimesh.creation.box([1.0, 1.0, 1.0])
-    path = export_mesh(box.vertices, box.faces, tmp_path / f"box{ext}")
+    path = export_mesh(box.vertices, box.faces, tmp_path / f"box{ext}", millimetres=True)
     before = path.read_bytes()
 
     def full_disk(src, dst):  # the rename, the last step of the real atomic write, fails
@@ -197,7 +198,7 @@ def test_a_write_that_fails_leaves_the_old_file_whole_and_no_temporary(tmp_path,
 
     monkeypatch.setattr("recon_core.io.export.os.replace", full_disk)
     with pytest.raises(ExportError, match="No space left on device"):
-        export_mesh(box.vertices * 2, box.faces, path)
+        export_mesh(box.vertices * 2, box.faces, path, millimetres=True)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # the temporary file is gone too
 
@@ -432,6 +433,9 @@ def test_a_glb_in_millimetres_is_written_in_metres_the_others_in_millimetres(tmp
                             force="mesh")
         assert mesh.extents == pytest.approx([40.0, 30.0, 90.0], rel=1e-6), ext
     _, objects, _ = _read_3mf(export_mesh(box.vertices, box.faces, tmp_path / "mm.3mf", millimetres=True))
+    with pytest.raises(ExportError, match=r"Cannot write unitless\.3mf without a size: a 3MF declares millimetres"):
+        export_mesh(box.vertices / 100, box.faces, tmp_path / "unitless.3mf")  # a library user's: 0.9 mm in mm
+    assert not (tmp_path / "unitless.3mf").exists()
     assert np.ptp(objects[0][1][:, 2]) == pytest.approx(90.0)  # 3MF declares millimetres: its Z is the height
     unitless = trimesh.load(export_mesh(box.vertices / 100, box.faces, tmp_path / "unitless.glb"), force="mesh")
     assert unitless.extents == pytest.approx([0.4, 0.9, 0.3], rel=1e-6)

@@ -150,3 +150,27 @@ def test_collapse_map_equals_the_replays_map(seed):
     assert used.sum() > 0.9 * len(verts)
     np.testing.assert_array_equal(mapping[used], np.asarray(reference)[used])
     assert mapping.max() + 1 == len(sv)
+
+
+def test_two_threads_decimating_at_once_get_their_own_meshes():
+    """fast-simplification keeps its working mesh in one global: two threads decimating at once (a library user's
+    ThreadPoolExecutor over one Reconstructor) mixed their meshes, an IndexError or another mesh's faces. Each result
+    is the one a single thread gets."""
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    meshes = [_plates(seed) for seed in range(6)]
+    jobs = [(v, f, max(8, len(f) // 4)) for v, f in meshes] * 4
+    alone = [decimate(v, f, t) for v, f, t in jobs]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the threads take turns between the library's steps, as a busy process's do
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            together = list(pool.map(lambda job: decimate(*job), jobs))
+    finally:
+        sys.setswitchinterval(interval)
+    for a, b in zip(alone, together):
+        assert (a is None) == (b is None)
+        if a is not None:
+            np.testing.assert_array_equal(a[1], b[1])
+            np.testing.assert_allclose(a[0], b[0])

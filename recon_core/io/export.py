@@ -416,7 +416,8 @@ def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike, n
         faces: (F, 3) int.
         path: the file to write.
         name: the object's name inside a 3MF, OBJ or GLB file (None: the file's name without its extension).
-        millimetres: ``verts`` are in millimetres (``height_mm`` was given); False: the data's unitless frame.
+        millimetres: ``verts`` are in millimetres (``height_mm`` was given); False: the data's unitless frame,
+            which a 3MF cannot hold (ExportError).
     """
     path = Path(path)
     ext = _check_target(path)
@@ -424,6 +425,9 @@ def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike, n
     if ext == ".glb" and millimetres:
         verts = verts * GLB_METRES_PER_MM
     if ext == ".3mf":  # on its plate, by _write_3mf
+        if not millimetres:  # as recon-mesh refuses it: a 0.8 mm chair in a file that declares millimetres
+            raise ExportError(f"Cannot write {path.name} without a size: a 3MF declares millimetres; give the vertices "
+                              "in millimetres (reconstruct(..., height_mm=...)) and millimetres=True.")
         return _write_3mf([(_xml_text(name or path.stem) or "reconstruction", verts @ OUTPUT_TO_Z_UP.T, faces)], path)
     verts = on_plate(verts @ OUTPUT_TO_Z_UP.T)
     if ext not in _Z_UP_FORMATS:  # OBJ, GLB: placed so, turned back +Y up

@@ -1,11 +1,15 @@
 """The main job: one image in, one printable mesh out.
 
 >>> from recon_core.io.image import load_picture
+>>> from recon_core.io.inference import Reconstructor
 >>> rec = Reconstructor.from_file()          # the shipped default model
 >>> rgb, alpha, notes = load_picture("chair.png")   # or load_picture("photo.jpg", mask="photo_mask.png")
->>> result = rec.reconstruct(rgb, alpha, height_mm=120)
+>>> result = rec.reconstruct(rgb, alpha, height_mm=120, upright=True)   # stood on its base, as recon-mesh does
 >>> from recon_core.io.export import export_mesh
->>> export_mesh(result.verts, result.faces, "chair.stl")
+>>> export_mesh(result.verts, result.faces, "chair.stl", millimetres=True)
+
+``upright`` is off by default here (the evaluation scores the shape as the picture's camera saw it); recon-mesh and
+the add-on stand it on its base unless asked not to.
 """
 
 from __future__ import annotations
@@ -286,6 +290,34 @@ def _percent(probability: float) -> str:
     return f"{math.floor(100.0 * probability + 1e-9):.0f}%"
 
 
+def _check_arrays(rgb, alpha, source: str) -> None:
+    """Refuse in one sentence what :meth:`Reconstructor.reconstruct_candidates` cannot take as its picture: ``rgb``
+    not a (H, W, 3) uint8 array (a PIL image or a path: read it with :func:`recon_core.io.image.load_picture`),
+    ``alpha`` not None nor a (H, W) uint8 array of ``rgb``'s size (a 0/1 or float mask, a third axis), or one whose
+    most opaque pixel is under :data:`recon_core.io.image.FAINT_ALPHA_MIN` (ImageError: it shows nothing, as
+    :func:`load_picture` refuses such a file; an all-zero alpha gave a made-up shape, "printable"). These went on to
+    fail inside Pillow or numpy, or gave that shape without a word."""
+    from recon_core.io.image import FAINT_ALPHA_MIN
+
+    if not isinstance(rgb, np.ndarray):
+        raise ValueError(f"rgb must be a numpy array (H, W, 3) uint8, got a {type(rgb).__name__}: read a picture file "
+                         "with recon_core.io.image.load_picture(path).")
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"rgb must be a (H, W, 3) uint8 array, got {rgb.shape} {rgb.dtype}.")
+    if alpha is None:
+        return
+    if not isinstance(alpha, np.ndarray) or alpha.dtype != np.uint8 or alpha.shape != rgb.shape[:2]:
+        got = (f"{alpha.shape} {alpha.dtype}" if isinstance(alpha, np.ndarray) else f"a {type(alpha).__name__}")
+        raise ValueError(f"alpha must be None or a {rgb.shape[:2]} uint8 array (0 transparent to 255 opaque, rgb's "
+                         f"height and width), got {got}.")
+    peak = int(alpha.max())
+    if peak == 1:
+        raise ImageError(f"The alpha of {source} holds only 0 and 1 (a 0/1 mask): give it as 0 and 255 (mask * 255).")
+    if peak < FAINT_ALPHA_MIN:
+        raise ImageError(f"The alpha of {source} shows nothing (its most opaque pixel is {peak} of 255): there is no "
+                         "object to reconstruct.")
+
+
 @contextmanager
 def _timed(timings: dict[str, float], name: str):
     start = time.perf_counter()
@@ -294,7 +326,8 @@ def _timed(timings: dict[str, float], name: str):
 
 
 class Reconstructor:
-    """A loaded model, ready to reconstruct images one at a time."""
+    """A loaded model, ready to reconstruct images. Several threads may call it at once: the one library that kept a
+    global (the decimation's, :mod:`recon_core.mesh.simplify`) is called under a lock."""
 
     def __init__(self, model, metadata: dict[str, Any], finder=None, *, finder_file=None):
         self.model = model.eval()
@@ -358,7 +391,8 @@ class Reconstructor:
             rgb: (H, W, 3) uint8.
             alpha: (H, W) uint8 object mask, or None.
             category: category name overriding the predicted one, or None for automatic.
-            vertices: output vertex count (642, 2562 or 10242; the model's default if None). A shape-bank model
+            vertices: output vertex count (162, 642, 2562 or 10242, :data:`recon_core.network.config.VERTEX_SCHEDULES`;
+                the model's default if None; the details of recon-mesh are 642, 2562 and 10242). A shape-bank model
                 chooses its shape the same way at every count and decimates its solid to about twice as many faces.
             height_mm: scale the mesh so its height (Y extent) is this many millimetres.
             smooth: volume-preserving (Taubin) smoothing: of the network's own mesh after repair; of a shape-bank
@@ -414,10 +448,17 @@ class Reconstructor:
         do not depend on it.
 
         Raises:
-            ValueError: ``count`` below 1, or above 1 for a model without a shape bank; ``height_mm`` or ``vertices``
-                out of range.
-            ImageError: as :meth:`reconstruct`.
+            ValueError: ``rgb`` or ``alpha`` not arrays of the shapes and types above (:func:`_check_arrays`);
+                ``count`` below 1, or above 1 for a model without a shape bank; ``height_mm`` or ``vertices`` out of
+                range; ``category`` not a name.
+            ImageError: as :meth:`reconstruct`, and an ``alpha`` that shows nothing (as :func:`load_picture` refuses
+                such a file).
         """
+        _check_arrays(rgb, alpha, source)
+        if category is not None and not isinstance(category, str):
+            raise ValueError(f"category must be a category's name, e.g. 'chair', or None, got {category!r}.")
+        if height_mm is not None and (isinstance(height_mm, bool) or not isinstance(height_mm, (int, float))):
+            raise ValueError(f"height_mm must be a number of millimetres or None, got {height_mm!r}.")
         if count < 1:
             raise ValueError(f"count must be at least 1, got {count}.")
         if count > 1 and not self.banked:

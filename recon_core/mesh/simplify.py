@@ -10,6 +10,7 @@ decimated as before.
 
 from __future__ import annotations
 
+import threading
 from typing import Callable
 
 import numpy as np
@@ -23,6 +24,9 @@ AGGRESSIVENESS = 3.0
 closed manifold 20 times, the library's default 7 only 7 times, at about the same cost."""
 MENDS = 3
 """Replays without the faulty regions' collapses tried before giving up."""
+_LIBRARY_LOCK = threading.Lock()
+"""Held around each call into fast-simplification, which keeps its working mesh in one global (two threads
+decimating at once mixed their meshes: an IndexError in :func:`collapse_map`, or another mesh's faces)."""
 
 
 def collapse_map(faces: np.ndarray, n_vertices: int, collapses: np.ndarray) -> np.ndarray:
@@ -82,8 +86,9 @@ def decimate(verts: np.ndarray, faces: np.ndarray, target: int, *, mends: int = 
     if mends < 0:
         raise ValueError(f"mends must be >= 0, got {mends}")
     v32, f32 = np.asarray(verts, dtype=np.float32), np.asarray(faces, dtype=np.int32)
-    sv, sf, collapses = fast_simplification.simplify(v32, f32, target_count=int(target), agg=AGGRESSIVENESS,
-                                                     return_collapses=True)
+    with _LIBRARY_LOCK:
+        sv, sf, collapses = fast_simplification.simplify(v32, f32, target_count=int(target), agg=AGGRESSIVENESS,
+                                                         return_collapses=True)
     mapping = None  # (V,) the decimated vertex each input vertex became (-1: none)
     for mend in range(mends + 1):
         sv, sf = np.asarray(sv, dtype=np.float64), np.asarray(sf, dtype=np.int64)
@@ -110,5 +115,6 @@ def decimate(verts: np.ndarray, faces: np.ndarray, target: int, *, mends: int = 
         if kept.all():  # nothing more to hold back: a replay would give the same mesh
             return None
         collapses = collapses[kept]
-        sv, sf, mapping = fast_simplification.replay_simplification(v32, f32, collapses)
+        with _LIBRARY_LOCK:
+            sv, sf, mapping = fast_simplification.replay_simplification(v32, f32, collapses)
     raise AssertionError("unreachable: the loop returns")
