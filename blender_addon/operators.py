@@ -73,6 +73,8 @@ MASK_KEY = "recon_mask"
 """Custom property of a reconstructed object pointing to the image of the object mask that was used."""
 PICTURE_KEY = "recon_picture"
 """Custom property of a mask image: the picture it is the mask of (its file, or a Blender image's name)."""
+WARNED_KEY = "recon_kept_painted"
+"""Custom property of a painted mask image a run kept (:func:`_replace_masks`): its warning was given."""
 MADE_KEY = "recon_made"
 """Custom property of a mask image: a digest of its PNG as the worker wrote it (:func:`_painted`)."""
 UNSURE_KEY = "recon_unsure"
@@ -290,34 +292,23 @@ def _picture_name(picture: str) -> str:
     return picture if picture.startswith("Blender image ") else os.path.basename(picture)
 
 
-def _same_picture(made_for: str, picture: str) -> bool:
+def _same_picture(made_for: str, picture: str, gone_is_same: bool = True) -> bool:
     """Whether a mask made for the picture ``made_for`` (as :func:`_image_input` names it) is this ``picture``'s: the
     same file or Blender image; or a file of the same name elsewhere that holds the same bytes, or whose recorded file
     is gone (a project moved or opened on another machine keeps its mask). Two files of one name that differ (product
-    photos in folders of their own, each ``front.jpg``) are not."""
+    photos in folders of their own, each ``front.jpg``) are not. Without ``gone_is_same``, a recorded file that is
+    gone or unreadable is not this picture (what it says replaces another's mask: a renamed or moved project's first
+    run keeps its old mask beside the new one, rather than give another product's objects this one's)."""
     if made_for == picture:
         return True
     if _picture_name(made_for) != _picture_name(picture) or made_for.startswith("Blender image "):
         return False
     if not os.path.isfile(made_for):
-        return True
+        return gone_is_same
     try:
         return filecmp.cmp(made_for, picture, shallow=False)
     except OSError:  # one of them unreadable: the worker says so of this picture; the mask's record cannot tell
-        return True
-
-
-def _same_file(made_for: str, picture: str) -> bool:
-    """Whether ``made_for`` is the file ``picture``: the same path, or a file of the same name that holds the same
-    bytes; never a file that is gone (stricter than :func:`_same_picture`: what it says replaces another's mask)."""
-    if made_for == picture:
-        return True
-    if _picture_name(made_for) != _picture_name(picture) or not os.path.isfile(made_for):
-        return False
-    try:
-        return filecmp.cmp(made_for, picture, shallow=False)
-    except OSError:
-        return False
+        return gone_is_same
 
 
 def _image_file(image, scene, role: str = "picture") -> tuple[str, str | None]:
@@ -793,9 +784,10 @@ class _Reconstruction:
             raise
         if mask is not None:
             for painted in _replace_masks(mask, self.picture, f"{self.name} mask", self.used_mask):
-                self.warnings.append(f"The mask image {painted} was painted but not used (Object is Find It): it is "
-                                     "kept as painted; to reconstruct with it, select one of its objects, press Use "
-                                     "This Mask, then Reconstruct.")
+                why = f"this run took {self.used_mask}" if self.used_mask else "Object is Find It"
+                self.warnings.append(f"The mask image {painted} was painted but not used ({why}): it is kept as "
+                                     "painted; to reconstruct with it, select one of its objects, press Use This "
+                                     "Mask, then Reconstruct.")
         if self.shown is not None:
             _replace_shown(self.shown, self.picture, f"{self.name} picture")
         return objects
@@ -938,12 +930,15 @@ def _replace_masks(image, picture: str, name: str, used: str | None = None) -> l
     users (objects made from it, image editors showing them) and are removed. A mask whose recorded file is gone
     stays (it may be another product's picture of the same name: its objects keep their own mask), and so does one
     painted (:func:`_painted`: saved or not) that this run did not use (``used``: the name of the user's mask image it
-    took): the painting was lost when Object was Find It. Returns the names of the painted ones kept."""
+    took): the painting was lost when Object was Find It. Returns the names of the painted ones kept that were not
+    said yet (:data:`WARNED_KEY`)."""
     painted = []
     for old in [i for i in bpy.data.images if i != image and i.library is None
-                and isinstance(i.get(PICTURE_KEY), str) and _same_file(i[PICTURE_KEY], picture)]:
+                and isinstance(i.get(PICTURE_KEY), str) and _same_picture(i[PICTURE_KEY], picture, False)]:
         if old.name != used and _painted(old):
-            painted.append(old.name)
+            if not old.get(WARNED_KEY):  # said once: it stays through every later run of the picture
+                painted.append(old.name)
+                old[WARNED_KEY] = True
             continue
         old.user_remap(image)
         bpy.data.images.remove(old)
@@ -960,7 +955,7 @@ def _replace_shown(image, picture: str, name: str) -> None:
     fitted to it."""
     data = _image_bytes(image)
     for old in [i for i in bpy.data.images if i != image and i.library is None and isinstance(i.get(SHOWN_KEY), str)
-                and _same_file(i[SHOWN_KEY], picture) and data is not None and _image_bytes(i) == data]:
+                and _same_picture(i[SHOWN_KEY], picture, False) and data is not None and _image_bytes(i) == data]:
         old.user_remap(image)
         bpy.data.images.remove(old)
     image.name = name
@@ -982,23 +977,23 @@ def _image_bytes(image) -> bytes | None:
 
 
 def _painted(image) -> bool:
-    """Whether the mask ``image`` was painted since the worker made it: not saved yet (``is_dirty``), or saved or
-    packed since (Image > Save or Pack clears ``is_dirty``, and such a painting was replaced without a word): its
-    packed PNG, or the file at its path (where Save writes, leaving the packed one as it was), differs from the
-    worker's (:data:`MADE_KEY`; the bytes, not the pixels: a photo's mask is a picture's size). A mask made before
-    the digest was kept counts by ``is_dirty`` alone."""
+    """Whether the mask ``image`` was painted since the worker made it: not saved yet (``is_dirty``), or saved since
+    (Image > Save repacks a packed image, Pack too, and both clear ``is_dirty``: such a painting was replaced without a
+    word): its packed PNG, or for a mask unpacked to a file, that file, differs from the worker's PNG
+    (:data:`MADE_KEY`; the bytes, not the pixels: a photo's mask is a picture's size). A packed mask's path is not
+    read: a file of that name there may be the user's own. A mask made before the digest was kept counts by
+    ``is_dirty`` alone."""
     if image.is_dirty:
         return True
     made = image.get(MADE_KEY)
     if not isinstance(made, str):
         return False
-    if image.packed_file is not None and hashlib.sha1(image.packed_file.data).hexdigest() != made:
-        return True
-    path = bpy.path.abspath(image.filepath_raw) if image.filepath_raw else ""
+    if image.packed_file is not None:
+        return hashlib.sha1(image.packed_file.data).hexdigest() != made
     try:
-        with open(path, "rb") as file:
+        with open(bpy.path.abspath(image.filepath_raw), "rb") as file:
             return hashlib.sha1(file.read()).hexdigest() != made
-    except OSError:  # no file there (packed, the .blend not saved): nothing saved to compare
+    except OSError:  # its file gone: nothing saved to compare
         return False
 
 

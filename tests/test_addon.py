@@ -1251,18 +1251,26 @@ def test_a_mask_painted_without_use_this_mask_is_kept_and_said(addon, settings, 
     assert not third["recon_mask"].is_dirty
     fourth = reconstruct()  # the third's mask, not painted, is replaced
     assert third["recon_mask"] == fourth["recon_mask"]
-    # painted and saved (Image > Save writes the file at its path and leaves the packed PNG as it was): kept too
-    saved = fourth["recon_mask"]
-    saved.pixels.foreach_set(rgba.ravel())
-    saved.filepath_raw = str(tmp_path / "saved mask.png")  # where the .blend's //NAME.png would be
-    saved.save()
-    assert not saved.is_dirty and saved.packed_file is not None
+    # not painted, a file of its name where its path points (the user's own mask, an unpacked one): replaced
+    beside = fourth["recon_mask"]
+    beside.filepath_raw = str(tmp_path / "chair_mask.png")
+    Image.new("L", tuple(beside.size), 255).save(beside.filepath_raw)
     capfd.readouterr()
     fifth = reconstruct()
+    said = capfd.readouterr().out
+    assert "was painted" not in said and fifth["recon_mask"] == fourth["recon_mask"], said  # the others said once
+    # painted and saved with Image > Save (which repacks a packed image): kept too
+    saved = fourth["recon_mask"]
+    saved.pixels.foreach_set(rgba.ravel())
+    with bpy.context.temp_override(edit_image=saved):
+        assert bpy.ops.image.save() == {'FINISHED'}
+    assert not saved.is_dirty and saved.packed_file is not None
+    capfd.readouterr()
+    sixth = reconstruct()
     assert f"The mask image {saved.name} was painted" in capfd.readouterr().out
-    assert fourth["recon_mask"] == saved != fifth["recon_mask"]
-    images = [mask, other, saved, fifth["recon_mask"]]
-    for obj in (first, second, third, fourth, fifth):
+    assert fourth["recon_mask"] == saved != sixth["recon_mask"]
+    images = [mask, other, saved, sixth["recon_mask"]]
+    for obj in (first, second, third, fourth, fifth, sixth):
         bpy.data.objects.remove(obj)
     for image in images:
         bpy.data.images.remove(image)
@@ -1383,9 +1391,10 @@ def test_no_mask_or_a_deleted_one_and_the_panel_still_draws(addon, settings, mon
     bpy.data.images.remove(again["recon_mask"])
 
 
-def test_a_moved_projects_mask_is_replaced_by_a_later_run_of_its_picture(addon, settings, tmp_path):
-    """A .blend moved with its picture records the picture's old path: a later run made "cutout mask.001" beside
-    "cutout mask" (two packed copies) where a project that was not moved has one, as the README says."""
+def test_a_copied_projects_mask_is_replaced_by_a_later_run_of_its_picture(addon, settings, tmp_path):
+    """A .blend copied with its picture records the picture's old path: a later run made "cutout mask.001" beside
+    "cutout mask" (two packed copies) where a project that was not copied has one, as the README says. A mask whose
+    recorded picture is gone stays (it may be another product's of the same name)."""
     picture = make_alpha_image(tmp_path / "cutout.png")
     settings.image_path = str(picture)
     first = reconstruct()

@@ -1214,7 +1214,7 @@ def test_the_library_refuses_arrays_it_cannot_take_in_one_sentence(tiny_model_pa
         (dict(alpha=alpha[:-1]), ValueError, "alpha must be None or a "),
         (dict(alpha=alpha[..., None]), ValueError, "alpha must be None or a "),
         (dict(alpha=alpha // 255), ImageError, "holds only 0 and 1 (a 0/1 mask): give it as 0 and 255"),
-        (dict(alpha=np.zeros_like(alpha)), ImageError, "shows nothing (its most opaque pixel is 0 of 255)"),
+        (dict(alpha=np.zeros_like(alpha)), ImageError, "is fully transparent: there is no object to reconstruct"),
         (dict(category=4), ValueError, "category must be a category's name, e.g. 'chair', or None, got 4."),
         (dict(height_mm="90"), ValueError, "height_mm must be a number of millimetres or None, got '90'."),
     ):
@@ -1223,3 +1223,5 @@ def test_the_library_refuses_arrays_it_cannot_take_in_one_sentence(tiny_model_pa
             rec.reconstruct(call.pop("rgb"), call.pop("alpha"), **call)
         assert said in str(err.value) and "\n" not in str(err.value), (kwargs.keys(), err.value)
     assert rec.reconstruct(rgb, alpha, height_mm=90).report.ok  # the same arrays, well formed
+    assert rec.reconstruct(rgb, alpha, height_mm=np.float32(90)).report.ok  # numpy's numbers are numbers
+    assert rec.reconstruct(rgb, alpha // 16).report.ok  # a faint alpha (15 at most), as a reduced hairline's

@@ -220,7 +220,7 @@ def _read_image(path: str, files: contextlib.ExitStack, masked: bool = False
             channel = channel.point(lambda v: min(255, round(v * 255.0 / peak)))
             img.putalpha(channel)
             low = channel.getextrema()[0]
-            notes.append(f"its transparency is faint everywhere (at most {peak} of 255): its object taken at full "
+            notes.append(f"{FAINT_NOTE} (at most {peak} of 255): its object taken at full "
                          "opacity")
         if low == 255:
             img = img.convert("RGB")  # an opaque alpha channel carries no mask
@@ -232,7 +232,7 @@ def _read_image(path: str, files: contextlib.ExitStack, masked: bool = False
                 held = ("all of it at least half" if opaque == 1.0 else
                         f"{math.floor(1000.0 * opaque) / 10.0:.1f} % of it")  # never "100.0 %" for 99.96 %
                 # no colon before the options: the add-on leaves out "recon-mesh --mask or ", which left "black: Object:"
-                notes.append(f"its transparency leaves {held} opaque, too much for a cut-out: read over white as a "
+                notes.append(f"{OPAQUE_NOTE} {held} opaque, too much for a cut-out: read over white as a "
                              "picture without transparency, and the object is found in it; if it is a cut-out of an "
                              "object that fills the picture, give its mask, white on black, with recon-mesh --mask or "
                              "the add-on's Object: Mask Image")
@@ -331,6 +331,12 @@ SHADOW_NOTE = "a dark, half-transparent area"
 takes the place of the alpha)."""
 INVERTED_NOTE = "its transparency marks the picture's whole border as the object"
 """How the note on an alpha that may be inverted begins (:func:`load_picture` drops it when a mask replaces it)."""
+FAINT_NOTE = "its transparency is faint everywhere"
+"""How the note on a faint alpha scaled to full begins (dropped likewise)."""
+OPAQUE_NOTE = "its transparency leaves"
+"""How the note on an alpha that leaves too much opaque for a cut-out begins (dropped likewise)."""
+ALPHA_NOTES = (SHADOW_NOTE, INVERTED_NOTE, FAINT_NOTE, OPAQUE_NOTE)
+"""The notes about the picture's own alpha, which a mask given in its place makes moot (:func:`load_picture`)."""
 SHADOW_DARK = 40
 """A drop shadow's pixels have no channel above this (of 255): a shadow is black, made lighter by its transparency."""
 SHADOW_MIN_SHARE = 0.02
@@ -714,7 +720,7 @@ def load_picture(path: str | os.PathLike, mask: str | os.PathLike | None = None,
     rgb, alpha, notes = load_image(path, masked=mask is not None)
     own = alpha
     if mask is not None:  # the alpha they were about is not used
-        notes = [n for n in notes if not n.startswith((SHADOW_NOTE, INVERTED_NOTE))]
+        notes = [n for n in notes if not n.startswith(ALPHA_NOTES)]
         had_alpha = alpha is not None
         alpha, read = load_mask(mask, path, rgb.shape[:2])
         notes.append(f"the object is the mask {os.fspath(mask)} (its {read})"

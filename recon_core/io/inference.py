@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
 import time
 from collections.abc import Callable
@@ -293,12 +294,10 @@ def _percent(probability: float) -> str:
 def _check_arrays(rgb, alpha, source: str) -> None:
     """Refuse in one sentence what :meth:`Reconstructor.reconstruct_candidates` cannot take as its picture: ``rgb``
     not a (H, W, 3) uint8 array (a PIL image or a path: read it with :func:`recon_core.io.image.load_picture`),
-    ``alpha`` not None nor a (H, W) uint8 array of ``rgb``'s size (a 0/1 or float mask, a third axis), or one whose
-    most opaque pixel is under :data:`recon_core.io.image.FAINT_ALPHA_MIN` (ImageError: it shows nothing, as
-    :func:`load_picture` refuses such a file; an all-zero alpha gave a made-up shape, "printable"). These went on to
-    fail inside Pillow or numpy, or gave that shape without a word."""
-    from recon_core.io.image import FAINT_ALPHA_MIN
-
+    ``alpha`` not None nor a (H, W) uint8 array of ``rgb``'s size (a float mask, a third axis), or (ImageError) all
+    zero, as :func:`load_picture` refuses such a file (it gave a made-up shape, "printable"), or a 0/1 mask. These
+    went on to fail inside Pillow or numpy, or gave that shape without a word. A faint alpha is taken, as
+    :func:`load_picture` gives one where reducing a large picture averaged a hairline's."""
     if not isinstance(rgb, np.ndarray):
         raise ValueError(f"rgb must be a numpy array (H, W, 3) uint8, got a {type(rgb).__name__}: read a picture file "
                          "with recon_core.io.image.load_picture(path).")
@@ -311,11 +310,10 @@ def _check_arrays(rgb, alpha, source: str) -> None:
         raise ValueError(f"alpha must be None or a {rgb.shape[:2]} uint8 array (0 transparent to 255 opaque, rgb's "
                          f"height and width), got {got}.")
     peak = int(alpha.max())
-    if peak == 1:
+    if peak == 0:
+        raise ImageError(f"The alpha of {source} is fully transparent: there is no object to reconstruct.")
+    if peak == 1 and not (alpha > 0).all():  # a 0/1 mask; a reduced picture's faint alpha is not so two-valued
         raise ImageError(f"The alpha of {source} holds only 0 and 1 (a 0/1 mask): give it as 0 and 255 (mask * 255).")
-    if peak < FAINT_ALPHA_MIN:
-        raise ImageError(f"The alpha of {source} shows nothing (its most opaque pixel is {peak} of 255): there is no "
-                         "object to reconstruct.")
 
 
 @contextmanager
@@ -457,7 +455,8 @@ class Reconstructor:
         _check_arrays(rgb, alpha, source)
         if category is not None and not isinstance(category, str):
             raise ValueError(f"category must be a category's name, e.g. 'chair', or None, got {category!r}.")
-        if height_mm is not None and (isinstance(height_mm, bool) or not isinstance(height_mm, (int, float))):
+        if height_mm is not None and (isinstance(height_mm, (bool, np.bool_))
+                                      or not isinstance(height_mm, numbers.Real)):  # numpy's numbers are (a column's)
             raise ValueError(f"height_mm must be a number of millimetres or None, got {height_mm!r}.")
         if count < 1:
             raise ValueError(f"count must be at least 1, got {count}.")
@@ -721,8 +720,8 @@ class Reconstructor:
         cell of the bank's grid: its terraces go, parts and proportions stay), except around faces the smoothing
         makes meet (given back their unsmoothed places, :data:`SMOOTH_REVERTS`). The printable check of that mesh, at
         the size it will be written, is the decimation's acceptance test, and the faces it finds intersecting are
-        mended. A decimation that cannot be mended is tried at twice the detail's size and at
-        :data:`BANK_DECIMATION_LADDER` times it (with a note), then the full solid goes on (checked, and repaired if
+        mended. A decimation that cannot be mended is tried at 2, 4, ... up to :data:`BANK_DECIMATION_LADDER` times
+        the detail's size (with a note), then the full solid goes on (checked, and repaired if
         need be, in :meth:`_finish`; a note). Mends that leave more than :data:`MENDED_FACES_NOTE` times the detail's
         faces are noted too. A solid the detail does not decimate, and the full solid that goes on,
         are smoothed and checked the same way. With ``solid`` its sealed pockets are filled first (:func:`recon_core.mesh.repair.fill_cavities`), so
@@ -815,8 +814,8 @@ class Reconstructor:
 
             accepted = None
             if decimating:
-                # the detail's size, else twice and four times it (a coarse mesh of thin parts may not mend), else
-                # the whole solid
+                # the detail's size, else 2, 4, ... BANK_DECIMATION_LADDER times it (a coarse mesh of thin parts may
+                # not mend), else the whole solid
                 goal = target
                 while True:
                     decimated = decimate(verts, faces, goal, defects=defects)
