@@ -210,8 +210,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="also write a picture of the result (PNG): the mesh over the picture, as the picture's camera "
                         "sees it, and turned 3/4, thin walls in red; with --candidates, a row each")
     p.add_argument("--candidates", type=_count, default=1, metavar="K",
-                   help="write K plausible shapes, OUT_1.EXT ... OUT_K.EXT, the likeliest first, each with how likely it is "
-                        "against the likeliest and its printable check (default 1: OUT.EXT alone)")
+                   help="write K plausible shapes, OUT_1.EXT ... OUT_K.EXT, the likeliest first, each with how likely "
+                        "it is against the likeliest and its printable check (default 1: OUT.EXT alone)")
     p.add_argument("--debug", action="store_true", help="also print each error's traceback, and debug logging")
     return p
 

@@ -4,11 +4,11 @@
 (3MF's build platform is the XY plane). :func:`export_mesh` puts a reconstruction on the plate (resting on z = 0,
 centred on the Z axis, as the Blender add-on places a new one), in STL and PLY, the formats slicers and Blender's
 importers read +Z up; in a 3MF, whose origin is the build plate's front-left corner, it rests on z = 0 centred
-:data:`PLATE_CENTRE_MM` from that corner (:func:`on_3mf_plate`). OBJ and GLB keep the output frame's axes, +Y up, as glTF
-and Blender's OBJ importer read them (for modelling tools, not slicers), resting on y = 0 centred on the Y axis. :func:`write_3mf` and :func:`write_stl` (what the
-add-on's Export 3MF and Export STL use) place their objects on the plate together, as they stand to each other; a 3MF
-names its title and application. trimesh writes a 3MF, tidied so that lib3mf's strict reading takes it; tests read
-it back with the 3MF Consortium's lib3mf.
+:data:`PLATE_CENTRE_MM` from that corner (:func:`on_3mf_plate`). OBJ and GLB keep the output frame's axes, +Y
+up, as glTF and Blender's OBJ importer read them (for modelling tools, not slicers), resting on y = 0 centred on the Y
+axis. :func:`write_3mf` and :func:`write_stl` (what the add-on's Export 3MF and Export STL use) place their objects
+on the plate together, as they stand to each other; a 3MF names its title and application. trimesh writes a 3MF,
+tidied so that lib3mf's strict reading takes it; tests read it back with the 3MF Consortium's lib3mf.
 
 This module imports neither torch nor the network, so ``python -m recon_core.io.export`` (what
 the Blender add-on runs to write a file to print) starts in a fraction of a second::
@@ -403,13 +403,13 @@ def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike, n
     OBJ and GLB keep the output frame's axes (+Y up: glTF's convention, and what Blender's OBJ importer expects),
     resting on y = 0 with their bounding box centred on the Y axis, as an STL stands on its plate and the add-on puts
     a new object on the 3D cursor (since the forty-fifth session; before, they kept the output frame's coordinates and
-    half the mesh lay below the ground in Blender and a glTF viewer). A GLB of vertices in ``millimetres`` is written in metres (times :data:`GLB_METRES_PER_MM`),
-    glTF's unit, so that it imports at its size; else as they are. STL, PLY and 3MF are turned +Z up
-    (:data:`OUTPUT_TO_Z_UP`: slicers, and Blender's STL and PLY importers, take +Z as up; before 2026-12-07 an STL
-    came +Y up and lay on its back in a slicer), the mesh resting on the build plate (:func:`on_plate`; a 3MF's
-    :func:`on_3mf_plate`), in the
-    vertices' own unit (STL and PLY have none; slicers take millimetres); a 3MF declares millimetres: pass vertices in
-    millimetres (``Reconstructor.reconstruct(..., height_mm=...)``).
+    half the mesh lay below the ground in Blender and a glTF viewer). A GLB of vertices in ``millimetres`` is written
+    in metres (times :data:`GLB_METRES_PER_MM`), glTF's unit, so that it imports at its size; else as they are.
+    STL, PLY and 3MF are turned +Z up (:data:`OUTPUT_TO_Z_UP`: slicers, and Blender's STL and PLY importers, take
+    +Z as up; before 2026-12-07 an STL came +Y up and lay on its back in a slicer), the mesh resting on the build
+    plate (:func:`on_plate`; a 3MF's :func:`on_3mf_plate`), in the vertices' own unit (STL and PLY have none;
+    slicers take millimetres); a 3MF declares millimetres: pass vertices in millimetres
+    (``Reconstructor.reconstruct(..., height_mm=...)``).
 
     Args:
         verts: (V, 3) float, output frame.

@@ -160,7 +160,8 @@ def _number(value: float) -> str:
 def _caption(result, name: str, millimetres: bool, ranked: bool = False) -> tuple[str, ...]:
     """The lines under a row: ``name``, its category and, when ``ranked`` (one of several candidates), how likely it is
     against the likeliest (:attr:`recon_core.io.inference.Reconstruction.likelihood`; was its confidence, "25%" for
-    the likeliest of three close ones); its size (width x depth x height, as the report says it) and printable verdict; what its colours say (thin walls in red, none
+    the likeliest of three close ones); its size (width x depth x height, as the report says it) and printable
+    verdict; what its colours say (thin walls in red, none
     to note, or not checked without a height; the mask's outline where it has no picture camera)."""
     first = f"{name}: {result.category}"
     if ranked and getattr(result, "likelihood", ""):

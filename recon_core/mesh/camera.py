@@ -17,7 +17,8 @@ its default axes (forward -Z, up Y).
 ``p_view = R @ p_world``. For the look-at cameras of the renderer ``T = (0, 0, d)``,
 so ``p_cam = p_view + (0, 0, d)``.
 
-*Output frame* (meshes handed to users; OBJ and GLB files keep its axes, moved onto y = 0): ``p_out = VIEW_TO_OUTPUT @ p_view
+*Output frame* (meshes handed to users; OBJ and GLB files keep its axes, moved onto y = 0):
+``p_out = VIEW_TO_OUTPUT @ p_view
 = (x, -y, -z)``: +X right, +Y up, the camera on +Z looking toward -Z (the glTF
 convention). STL, PLY and 3MF files hold it turned +Z up, ``(x, y, z) -> (x, -z, y)``, resting on z = 0
 (:data:`recon_core.io.export.OUTPUT_TO_Z_UP`), as slicers read them. Seen from +Z, the mesh as seen (``recon-mesh

@@ -122,9 +122,10 @@ class PrintableReport:
         return found
 
     def summary(self) -> str:
-        """One line per property, each starting with ✓ or ✗, for the CLI or a UI panel. Its size line is width x depth
-        x height (x, z, y: the vertices' y is up, as in the output frame), the order the add-on's panel, its exports and
-        a slicer's size give for the same object (it was width x height x depth until the forty-fifth session)."""
+        """One line per property, each starting with ✓ or ✗, for the CLI or a UI panel. Its size line is width x
+        depth x height (x, z, y: the vertices' y is up, as in the output frame), the order the add-on's panel, its
+        exports and a slicer's size give for the same object (it was width x height x depth until the forty-fifth
+        session)."""
 
         def line(good: bool, text: str) -> str:
             return f"{'✓' if good else '✗'} {text}"
