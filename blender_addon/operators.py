@@ -1601,10 +1601,30 @@ def _forget_deleted(collection) -> None:
 def forget_deleted_before_save(*_):
     """``save_pre``: every candidates collection forgets the candidates the user deleted (:func:`_forget_deleted`),
     so that a file saved without Next Shape or Keep This One pressed since does not carry them (its record's pointer
-    keeps such an object and its mesh alive, past File > Clean Up > Purge)."""
+    keeps such an object and its mesh alive, past File > Clean Up > Purge); and the pictures of picture cameras the
+    user deleted go (:func:`_forget_stranded_pictures`)."""
     for collection in bpy.data.collections:
         if collection.library is None and len(getattr(collection, CANDIDATE_OBJECTS, ())):
             _forget_deleted(collection)
+    _forget_stranded_pictures()
+
+
+def _forget_stranded_pictures() -> None:
+    """Remove what a deleted picture camera left: the camera itself when only its holder's pointer keeps it (deleted
+    with X, in no collection: past Purge, and in the file), with its picture; and a picture's image empty whose camera
+    is gone (unparented, or in no collection: not saved). Such an empty can be neither seen (it shows only along its axis) nor selected
+    (:func:`picture_camera` makes it so): the designer could not remove it. A camera whose mesh was deleted stays: it is
+    in the scene, and the user may keep it to model over the picture."""
+    held = [(holder, _alive(holder.get(PICTURE_CAMERA_KEY))) for holder in (*bpy.data.objects, *bpy.data.collections)
+            if holder.library is None]
+    for holder, camera in held:  # found first: removing a camera removes its picture, another holder's perhaps
+        if isinstance(_alive(camera), bpy.types.Object) and not camera.users_collection:
+            del holder[PICTURE_CAMERA_KEY]
+            _remove_picture_camera(camera)
+    for obj in list(bpy.data.objects):
+        if (obj.library is None and obj.type == 'EMPTY' and (obj.parent is None or not obj.parent.users_collection)
+                and obj.hide_select and isinstance(obj.data, bpy.types.Image) and obj.data.get(SHOWN_KEY) is not None):
+            bpy.data.objects.remove(obj)
 
 
 def _parent_collections(collection, scene) -> list:

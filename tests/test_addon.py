@@ -1930,6 +1930,39 @@ def test_look_through_picture_shows_the_picture_over_the_shown_candidate(addon, 
         bpy.data.images.remove(image)
 
 
+def test_a_deleted_picture_camera_leaves_no_picture_behind_in_the_file(addon, candidate_settings):
+    """Deleting results and their picture cameras (X) left each camera's picture, an image empty that shows only along
+    its axis and cannot be selected: invisible, unclickable, and saved in the file with its picture. At save they go
+    (and a camera kept only by its object's pointer); a camera whose mesh alone was deleted stays, the user's."""
+    candidate_settings.candidates = 1
+    made = []
+    for _ in range(3):
+        obj = reconstruct()
+        bpy.context.view_layer.objects.active = obj
+        assert bpy.ops.recon.view_picture() == {'FINISHED'}
+        made.append((obj, obj["recon_picture_camera"], obj["recon_picture_camera"]["recon_picture_plane"]))
+    names = [(o.name, c.name, p.name) for o, c, p in made]
+    for obj, camera, _ in made[:2]:  # mesh and camera deleted (X: unlinked; the camera held by its object's pointer)
+        for target in (obj, camera):
+            for collection in list(target.users_collection):
+                collection.objects.unlink(target)
+    bpy.data.objects.remove(made[0][0])  # the first one's mesh purged outright: its camera unparented, in no scene
+    addon.package.operators.forget_deleted_before_save()
+    for (obj_name, camera_name, plane_name), keep in zip(names, (False, False, True)):
+        assert (bpy.data.objects.get(plane_name) is not None) == keep, plane_name
+        camera = bpy.data.objects.get(camera_name)  # gone, or nothing uses it: not saved (the first's, unparented)
+        assert (camera is not None and bool(camera.users_collection or camera.users > 0)) == keep, camera_name
+    obj, camera, plane = made[2]
+    for collection in list(obj.users_collection):  # the third's mesh alone deleted: its camera and picture stay
+        collection.objects.unlink(obj)
+    addon.package.operators.forget_deleted_before_save()
+    assert bpy.data.objects.get(camera.name) == camera and plane.parent == camera
+    for target in (plane, camera, obj, made[1][0]):
+        bpy.data.objects.remove(target)
+    for image in [i for i in bpy.data.images if i.users == 0]:
+        bpy.data.images.remove(image)
+
+
 def test_look_through_picture_mends_what_the_user_changed_and_says_what_it_cannot(addon, candidate_settings, tmp_path):
     """One shape: the camera is the object's own, in its collection, and its clipping follows the object's scale. The
     shown picture deleted, the camera is made alone, with a warning; a camera the user deleted goes with its picture
