@@ -1946,6 +1946,7 @@ def test_a_deleted_picture_camera_leaves_no_picture_behind_in_the_file(addon, ca
         for target in (obj, camera):
             for collection in list(target.users_collection):
                 collection.objects.unlink(target)
+    first_mesh = made[0][0].data
     bpy.data.objects.remove(made[0][0])  # the first one's mesh purged outright: its camera unparented, in no scene
     addon.package.operators.forget_deleted_before_save()
     for (obj_name, camera_name, plane_name), keep in zip(names, (False, False, True)):
@@ -1957,8 +1958,13 @@ def test_a_deleted_picture_camera_leaves_no_picture_behind_in_the_file(addon, ca
         collection.objects.unlink(obj)
     addon.package.operators.forget_deleted_before_save()
     assert bpy.data.objects.get(camera.name) == camera and plane.parent == camera
-    for target in (plane, camera, obj, made[1][0]):
-        bpy.data.objects.remove(target)
+    meshes = [first_mesh, made[1][0].data, obj.data]
+    for target in (plane, camera, obj, made[1][0], bpy.data.objects.get(names[0][1])):  # the first's camera, unused
+        if target is not None:
+            bpy.data.objects.remove(target)
+    for data in (*meshes, *[c for c in bpy.data.cameras if c.users == 0]):
+        if data.users == 0:
+            (bpy.data.meshes if isinstance(data, bpy.types.Mesh) else bpy.data.cameras).remove(data)
     for image in [i for i in bpy.data.images if i.users == 0]:
         bpy.data.images.remove(image)
 
