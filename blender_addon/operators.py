@@ -1098,13 +1098,13 @@ def notes_of(obj) -> list[str]:
 
 AGAINST_THE_LIKELIEST = {"about as likely": " as the likeliest", "less likely": " than the likeliest",
                          "much less likely": " than the likeliest"}
-"""A copy of :data:`recon_core.io.inference.AGAINST_THE_LIKELIEST` (Blender's Python has no recon_core): what Next
+"""A copy of :data:`recon_core.io.notes.AGAINST_THE_LIKELIEST` (Blender's Python has no recon_core): what Next
 Shape says a candidate's words against."""
 
 
 def candidate_likelihood(obj) -> str:
     """How likely candidate ``obj`` is in words against the likeliest when they were made, as the worker said it
-    (:func:`recon_core.io.inference.likelihood_text`: "the likeliest", "about as likely", ...); "" when not said."""
+    (:func:`recon_core.io.notes.likelihood_text`: "the likeliest", "about as likely", ...); "" when not said."""
     info = obj.get(CANDIDATE_KEY) if obj is not None else None
     try:
         words = info["likelihood"]
@@ -1155,8 +1155,7 @@ def size_mm(context, obj) -> np.ndarray:
     """(3,) ``obj``'s size in millimetres along the world's X, Y and Z (width, depth, height), as the exports write it:
     the extent of its mesh as the scene shows it (modifiers applied, turned, scaled), in the scene's unit. With
     modifiers, shape keys or in Edit Mode, read from the view layer's evaluated data as it stands (drawing a panel must
-    not evaluate the scene);
-    a mesh of more than :data:`SIZE_VERTICES_MAX` vertices, or an object that is not a mesh, gives its bounding box's
+    not evaluate the scene); a mesh of more than :data:`SIZE_VERTICES_MAX` vertices, or an object that is not a mesh, gives its bounding box's
     extent instead."""
     evaluated = obj
     shaped = getattr(getattr(obj, "data", None), "shape_keys", None) is not None
@@ -1356,9 +1355,9 @@ class RECON_OT_reconstruct(bpy.types.Operator):
                                   "clicked.")
         check = "printable" if result.report.get("ok") else "NOT printable, see the panel"
         landed = obj.users_scene[0] if obj.users_scene else context.scene  # the scene clicked in (its unit)
-        tall = obj.dimensions.z * mm_per_unit(landed)
-        # the notes and warnings first, the result's own message last: the status bar shows the last message alone
         unit = mm_per_unit(landed)
+        tall = obj.dimensions.z * unit
+        # the notes and warnings first, the result's own message last: the status bar shows the last message alone
         if landed.unit_settings.system == 'NONE':  # no unit shown, its greyed-out Unit Scale still counts
             self.report({'WARNING'}, f"Note: the scene \"{landed.name}\" has Unit System None: its Unit Scale still "
                                      f"counts here and in the exports (1 unit = {unit:,g} mm); set Unit System to "
@@ -1371,7 +1370,7 @@ class RECON_OT_reconstruct(bpy.types.Operator):
 
             self.report({'WARNING'}, f"Note: {unsized(tall)}")
             for made in objects:  # kept on each, first: the reminder outlives the message
-                made[NOTES_KEY] = "\n".join([unsized(made.dimensions.z * mm_per_unit(landed)), *notes_of(made)])
+                made[NOTES_KEY] = "\n".join([unsized(made.dimensions.z * unit), *notes_of(made)])
         for note in result.notes:
             self.report({'WARNING'}, f"Note: {run.user_text(note)}.")
         if obj.type == 'MESH' and obj.data.attributes.get(THIN_ATTRIBUTE) is not None:
@@ -1574,6 +1573,7 @@ def _name_as_kept(kept) -> None:
     rank, _ = candidate_info(kept)
     made = kept.get(CANDIDATE_KEY, {}).get("name")  # absent from a file saved before it was kept: left as it is
     suffix = f" {rank}"
+
     def as_made(name: str) -> bool:  # "chair 2", or "chair 2.001" as Blender numbered it
         return isinstance(made, str) and re.fullmatch(re.escape(made) + r"(\.\d{3})?", name) is not None
 
@@ -1612,9 +1612,9 @@ def forget_deleted_before_save(*_):
 def _forget_stranded_pictures() -> None:
     """Remove what a deleted picture camera left: the camera itself when only its holder's pointer keeps it (deleted
     with X, in no collection: past Purge, and in the file), with its picture; and a picture's image empty whose camera
-    is gone (unparented, or in no collection: not saved). Such an empty can be neither seen (it shows only along its axis) nor selected
-    (:func:`picture_camera` makes it so): the designer could not remove it. A camera whose mesh was deleted stays: it is
-    in the scene, and the user may keep it to model over the picture."""
+    is gone (unparented, or in no collection: not saved). Such an empty can be neither seen (it shows only along its
+    axis) nor selected (:func:`picture_camera` makes it so): the designer could not remove it. A camera whose mesh was
+    deleted stays: it is in the scene, and the user may keep it to model over the picture."""
     held = [(holder, _alive(holder.get(PICTURE_CAMERA_KEY))) for holder in (*bpy.data.objects, *bpy.data.collections)
             if holder.library is None]
     for holder, camera in held:  # found first: removing a camera removes its picture, another holder's perhaps

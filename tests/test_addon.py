@@ -1707,7 +1707,7 @@ def test_next_shape_counts_the_candidates_left_after_one_was_deleted(addon, cand
 def test_next_shape_says_the_words_against_the_likeliest_as_recon_mesh_does(addon):
     """Blender's Python has no recon_core: the add-on's copy of what a candidate's words are said against is
     recon_core's, so Next Shape and recon-mesh say "less likely than the likeliest" alike."""
-    from recon_core.io.inference import AGAINST_THE_LIKELIEST
+    from recon_core.io.notes import AGAINST_THE_LIKELIEST
 
     assert addon.package.operators.AGAINST_THE_LIKELIEST == AGAINST_THE_LIKELIEST
 

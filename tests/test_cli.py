@@ -216,7 +216,7 @@ def test_three_candidates_of_the_example_are_three_different_printable_meshes(tm
 def test_a_candidates_likelihood_is_said_in_words_against_the_likeliest():
     """The confidences are shares among the ten fitted shapes: the likeliest of three close ones showed "25%
     confidence", read as a poor result. recon-mesh and the add-on say it in words, against the likeliest."""
-    from recon_core.io.inference import likelihood_text as words
+    from recon_core.io.notes import likelihood_text as words
 
     assert words(0.25, 0.25) == "the likeliest"
     assert words(0.22, 0.25) == "about as likely" and words(0.20, 0.25) == "about as likely"  # 0.8 of it

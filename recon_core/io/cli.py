@@ -566,7 +566,7 @@ def _report(args, result, results, paths, out, mask_out, seconds: float, preview
     if preview_out is not None:
         _print(f"wrote {preview_out} (the preview)")
     _print(f"category: {result.category}" + ("" if args.category else f" (predicted, p={probs.max():.2f})"))
-    from recon_core.io.inference import likelihood_said  # loaded already: the results came from it
+    from recon_core.io.notes import likelihood_said
 
     for path, candidate in zip(paths, results):
         if args.candidates > 1:

@@ -241,8 +241,7 @@ def _read_image(path: str, files: contextlib.ExitStack, masked: bool = False
     alpha = np.ascontiguousarray(arr[..., 3]) if arr.shape[2] == 4 else None
     if alpha is not None:
         alpha = _without_shadow(rgb, alpha, notes)
-        border = np.concatenate([alpha[0], alpha[-1], alpha[:, 0], alpha[:, -1]])
-        if (border > 127).all():  # as a --mask's: an object transparent on an opaque background was read silently
+        if _marks_whole_border(alpha):  # as a --mask's: an object transparent on an opaque background was read silently
             notes.append(f"{INVERTED_NOTE}: if it is inverted (the object transparent), export the object opaque and "
                          "the rest transparent")
     if alpha is not None and alpha.max() == 0:  # a few faint pixels, averaged away by the reduction
@@ -405,7 +404,7 @@ def _quarter_turned_tiff(img: Image.Image) -> bool:
     if any(getattr(tile, "codec_name", tile[0]) == "libtiff" for tile in getattr(img, "tile", ())):
         return False
     try:
-        return int(img.tag_v2.get(ExifTags.Base.Orientation, 1)) in (5, 6, 7, 8)
+        return int(img.tag_v2.get(ExifTags.Base.Orientation, 1)) in _SWAPPING_ORIENTATIONS
     except (AttributeError, TypeError, ValueError):
         return False
 
@@ -653,17 +652,22 @@ def load_mask(path: str | os.PathLike, picture: str | os.PathLike, shape: tuple[
                  "painted over it as stored, where the tag is ignored, must be turned likewise")
     if size != picture_size:
         read += f", resized from {size[0]}x{size[1]} to the picture's {picture_size[0]}x{picture_size[1]}"
-    border = np.concatenate([values[0], values[-1], values[:, 0], values[:, -1]])
     if (values > 127).all():  # nothing to invert: a blank mask, most likely
         read += ("; it marks the whole picture as the object (no pixel darker than half grey), so the shape fills "
                  "the picture's rectangle: paint the background black")
-    elif (border > 127).all():
+    elif _marks_whole_border(values):
         read += ("; it marks the picture's whole border as the object: if it is inverted, paint the object white "
                  "and the rest black")
     height, width = shape
     if values.shape != (height, width):  # a mask of the picture's shape, or a picture decoded at reduced size
         values = np.asarray(Image.fromarray(values, "L").resize((width, height), Image.Resampling.BILINEAR))
     return np.ascontiguousarray(values, dtype=np.uint8), read
+
+
+def _marks_whole_border(mask: np.ndarray) -> bool:
+    """Whether the (H, W) uint8 ``mask`` marks the picture's whole border as the object (above half grey all round):
+    most likely inverted, the object left unmarked (a ``--mask``, or a cut-out's own alpha)."""
+    return bool((np.concatenate([mask[0], mask[-1], mask[:, 0], mask[:, -1]]) > 127).all())
 
 
 _SWAPPING_ORIENTATIONS = (5, 6, 7, 8)

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from recon_core.io.image import ImageError
+from recon_core.io.notes import likelihood_text
 from recon_core.io.notes import mm as mm_text
 from recon_core.io.notes import share as share_text
 from recon_core.io.notes import thin_wall_figures
@@ -113,36 +114,6 @@ against 0.108), where it turns little. With the cap: median 0.123 and mean 0.215
 and 0.230 standing all, and 0.145 and 0.264 as seen."""
 FIT_TEMPERATURE = 0.05
 """Candidates of a shape-bank model: confidence = softmax(silhouette IoU / this) among them (0.05 IoU apart: e times)."""
-LIKELY_AS = 0.8
-"""A candidate whose confidence is at least this share of the likeliest one's is "about as likely" (its fit's silhouette
-IoU about 0.01 below), down to :data:`LESS_LIKELY` "less likely", below it "much less likely" (0.05 below)."""
-LESS_LIKELY = 0.4
-
-
-def likelihood_text(confidence: float | None, best: float | None) -> str:
-    """How likely a candidate is against the likeliest one (confidence ``best``), in words: "the likeliest", "about as
-    likely", "less likely", "much less likely"; "" without confidences. The confidences are shares among the ten
-    fitted shapes, so the likeliest of three close ones read "25%", which a designer took for a poor result."""
-    if confidence is None or best is None or best <= 0:
-        return ""
-    ratio = confidence / best
-    if ratio >= 1.0 - 1e-9:
-        return "the likeliest"
-    return "about as likely" if ratio >= LIKELY_AS else "less likely" if ratio >= LESS_LIKELY else "much less likely"
-
-
-AGAINST_THE_LIKELIEST = {"about as likely": " as the likeliest", "less likely": " than the likeliest",
-                         "much less likely": " than the likeliest"}
-"""What each of :func:`likelihood_text`'s words is said against, where a line has no list's heading to say it
-(recon-mesh's candidate lines, the preview's captions, the add-on's Next Shape: "less likely than the likeliest"); the
-add-on holds a copy."""
-
-
-def likelihood_said(words: str) -> str:
-    """:func:`likelihood_text`'s ``words`` with what they are said against (:data:`AGAINST_THE_LIKELIEST`)."""
-    return words + AGAINST_THE_LIKELIEST.get(words, "")
-
-
 UNSURE_CATEGORY = 0.45
 """A predicted category whose (calibrated) probability is below this gets a note that the model is unsure what the
 object is. Chosen on the 123 validation pictures (`runs/s40/unsure.py`): 12 of them (9.8 %) fall below it, 4 of those
@@ -205,7 +176,8 @@ class Reconstruction:
             :meth:`recon_core.network.retrieval.ShapeBank.ranked`); either way the candidates' confidences fall
             in rank order and sum to at most 1. None for other models.
         likelihood: :attr:`confidence` in words against the likeliest of the candidates made with it
-            (:func:`likelihood_text`: "the likeliest", "about as likely", ...); "" without a confidence.
+            (:func:`recon_core.io.notes.likelihood_text`: "the likeliest", "about as likely", ...); "" without a
+            confidence.
         mask_unsure: the object finder found :attr:`mask` and is unsure of it (the notes then ask the user to check it).
         thin_faces: (K,) int64 indices of the faces whose wall is thinner than :data:`THIN_WALL_MM` when the thin-wall
             note was given (a height asked; :func:`recon_core.mesh.thickness.worth_noting`),

@@ -1,4 +1,5 @@
-"""How the notes write numbers, and the sentences ``recon-mesh``, the worker and the add-on's exports share.
+"""How the notes write numbers, and the sentences ``recon-mesh``, the worker and the add-on's exports share (and how
+likely a candidate is, in words, for recon-mesh, its preview and the worker).
 
 Light (numpy at most, no torch): ``python -m recon_core.io.export``, which the add-on runs to write a file to print,
 imports it.
@@ -6,7 +7,8 @@ imports it.
 
 from __future__ import annotations
 
-__all__ = ["mm", "share", "thin_wall_figures", "plate_note", "LARGER_THAN_PRINTERS", "PLATE_MM"]
+__all__ = ["mm", "share", "thin_wall_figures", "plate_note", "likelihood_text", "likelihood_said",
+           "LARGER_THAN_PRINTERS", "PLATE_MM", "AGAINST_THE_LIKELIEST"]
 
 PLATE_MM = 256.0
 """The side of a large printer's build volume, in millimetres (256 x 256 x 256 mm: Bambu Lab's X1 and P1; Prusa's MK4
@@ -51,3 +53,33 @@ def thin_wall_figures(wall_mm: float, thin: float, surface: float, median: float
     that a caller can add to it: the caller closes it."""
     return (f"walls thinner than {wall_mm:g} mm cover {mm(thin)} mm² of it ({share(thin / surface)} of the surface; "
             f"{mm(median)} mm thick in the median there")
+
+
+LIKELY_AS = 0.8
+"""A candidate whose confidence is at least this share of the likeliest one's is "about as likely" (its fit's silhouette
+IoU about 0.01 below), down to :data:`LESS_LIKELY` "less likely", below it "much less likely" (0.05 below)."""
+LESS_LIKELY = 0.4
+
+
+def likelihood_text(confidence: float | None, best: float | None) -> str:
+    """How likely a candidate is against the likeliest one (confidence ``best``), in words: "the likeliest", "about as
+    likely", "less likely", "much less likely"; "" without confidences. The confidences are shares among the ten
+    fitted shapes, so the likeliest of three close ones read "25%", which a designer took for a poor result."""
+    if confidence is None or best is None or best <= 0:
+        return ""
+    ratio = confidence / best
+    if ratio >= 1.0 - 1e-9:
+        return "the likeliest"
+    return "about as likely" if ratio >= LIKELY_AS else "less likely" if ratio >= LESS_LIKELY else "much less likely"
+
+
+AGAINST_THE_LIKELIEST = {"about as likely": " as the likeliest", "less likely": " than the likeliest",
+                         "much less likely": " than the likeliest"}
+"""What each of :func:`likelihood_text`'s words is said against, where a line has no list's heading to say it
+(recon-mesh's candidate lines, the preview's captions, the add-on's Next Shape: "less likely than the likeliest"); the
+add-on holds a copy."""
+
+
+def likelihood_said(words: str) -> str:
+    """:func:`likelihood_text`'s ``words`` with what they are said against (:data:`AGAINST_THE_LIKELIEST`)."""
+    return words + AGAINST_THE_LIKELIEST.get(words, "")

@@ -165,7 +165,7 @@ def _caption(result, name: str, millimetres: bool, ranked: bool = False) -> tupl
     to note, or not checked without a height; the mask's outline where it has no picture camera)."""
     first = f"{name}: {result.category}"
     if ranked and getattr(result, "likelihood", ""):
-        from recon_core.io.inference import likelihood_said
+        from recon_core.io.notes import likelihood_said
 
         first += f", {likelihood_said(result.likelihood)}"
     size = np.ptp(np.asarray(result.verts, dtype=np.float64), axis=0) if len(result.verts) else np.zeros(3)
