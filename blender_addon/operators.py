@@ -39,6 +39,7 @@ One move it to the candidate they show.
 import contextlib
 import filecmp
 import hashlib
+import math
 import os
 import re
 import shutil
@@ -642,8 +643,7 @@ class _Reconstruction:
         try:
             if settings.object_source == 'MASK':
                 if settings.mask_image is None:
-                    raise InputError("Choose the object's mask image in the Reconstruct panel, or set Object to "
-                                     "Find It.")
+                    raise InputError("Choose the object's mask image in the Reconstruct panel, or click Find It.")
                 made_for = settings.mask_image.get(PICTURE_KEY)
                 if isinstance(made_for, str) and not _same_picture(made_for, self.picture):
                     # a mask the add-on made (Use This Mask) is another picture's: taken, it silently cut this
@@ -652,7 +652,7 @@ class _Reconstruction:
                     if theirs == ours:  # two files of one name: the folders tell them apart
                         theirs, ours = made_for, self.picture
                     raise InputError(f"The mask image {settings.mask_image.name} is the object of {theirs}, not of "
-                                     f"{ours}; set Object to Find It, or choose this picture's mask.")
+                                     f"{ours}; click Find It, or choose this picture's mask.")
                 self.object_mask, self.mask_temp = _image_file(settings.mask_image, context.scene, "mask image")
                 if self.mask_temp is not None:
                     self.names[self.mask_temp] = f"mask image {settings.mask_image.name}"
@@ -1177,7 +1177,7 @@ def size_mm(context, obj) -> np.ndarray:
 def volume_text(volume_mm3: float) -> str:
     """A volume as the panel writes it: "26.79 cm³" from 1 cm³ up, "28.4 mm³" below (a 10 mm part was "0.03 cm³")."""
     if volume_mm3 >= 999.5:  # 999.7 mm³ is "1.00 cm³", not "1e+03 mm³"
-        return f"{volume_mm3 / 1000.0:.2f} cm³"
+        return f"{volume_mm3 / 1000.0:,.2f} cm³"
     return f"{volume_mm3:.3g} mm³" if volume_mm3 >= 0.01 else "under 0.01 mm³"
 
 
@@ -1353,7 +1353,7 @@ class RECON_OT_reconstruct(bpy.types.Operator):
         if obj.name not in context.scene.objects:  # the result is in the scene clicked in, not the one shown now
             self.report({'INFO'}, f"{obj.name} is in the scene {obj.users_scene[0].name}, where Reconstruct was "
                                   "clicked.")
-        check = "printable" if result.report.get("ok") else "NOT printable, see the panel"
+        check = "printable" if result.report.get("ok") else "NOT printable: see Printable Check"
         landed = obj.users_scene[0] if obj.users_scene else context.scene  # the scene clicked in (its unit)
         unit = mm_per_unit(landed)
         tall = obj.dimensions.z * unit
@@ -1364,9 +1364,9 @@ class RECON_OT_reconstruct(bpy.types.Operator):
                                      "Metric to see the sizes in millimetres.")
         if run.height_mm is None:  # the model's own size, about 1 unit: its millimetres hang on the scene's unit
             def unsized(height_mm: float) -> str:
-                return (f"Height (mm) is 0, so the shape keeps the model's own size, {height_mm:.1f} mm tall at the "
-                        f"unit scale of the scene \"{landed.name}\" (1 unit = {unit:,g} mm); set Height (mm) to the "
-                        "object's real height before you print or export it.")
+                return (f"Height (mm) is 0, so the model chose the size: {height_mm:.1f} mm tall in the scene "
+                        f"\"{landed.name}\" (1 unit = {unit:,g} mm). Set Height (mm) to the object's real height "
+                        "before you print or export it.")
 
             self.report({'WARNING'}, f"Note: {unsized(tall)}")
             for made in objects:  # kept on each, first: the reminder outlives the message
@@ -1384,8 +1384,9 @@ class RECON_OT_reconstruct(bpy.types.Operator):
                                   f"{result.category}, {check}) in {run.elapsed:.1f} s.{see}")
         else:
             likeliest = "the likeliest, " if candidate_likelihood(obj) == "the likeliest" else ""
-            self.report({'INFO'}, f"Reconstructed {len(objects)} candidate shapes in {candidate_collection(obj).name} "
-                                  f"in {run.elapsed:.1f} s; showing {obj.name} ({likeliest}"
+            self.report({'INFO'}, f"Reconstructed {len(objects)} candidate shapes (collection "
+                                  f"\"{candidate_collection(obj).name}\") in {run.elapsed:.1f} s; showing {obj.name} "
+                                  f"({likeliest}"
                                   f"{tall:.1f} mm tall, {len(result.faces):,} faces, {result.category}, {check}); "
                                   f"Next Shape ({NEXT_SHAPE_KEYS}) shows the others.{see}")
         self._end(context)
@@ -1486,8 +1487,7 @@ class _CandidateOperator:
 
 
 class RECON_OT_next_candidate(_CandidateOperator, bpy.types.Operator):
-    """Hide the shown candidate shape and show the next one of its collection (after the last, the first; when none
-    is shown, e.g. the shown one was deleted, the first left)"""
+    """Hide the shown candidate shape and show the next one of its collection (after the last, the first)"""
 
     bl_idname = "recon.next_candidate"
     bl_label = "Next Shape"
@@ -1809,8 +1809,7 @@ class _PrintExport(_Export):
 
 
 class RECON_OT_export_stl(bpy.types.Operator, _PrintExport):
-    """Write the active mesh (modifiers applied, as it stands in the scene) as a binary STL in millimetres, resting on
-    the build plate"""
+    """Write the active mesh, modifiers applied, as a binary STL in millimetres, resting on the build plate"""
 
     bl_idname = "recon.export_stl"
     bl_label = "Export STL"
@@ -1837,7 +1836,7 @@ class RECON_OT_export_stl(bpy.types.Operator, _PrintExport):
 
 
 class RECON_OT_export_3mf(bpy.types.Operator, _PrintExport):
-    """Write the selected meshes (modifiers applied, as they stand to each other) as one 3MF file for a slicer: millimetres, +Z up, one object each, on the build plate"""
+    """Write the selected meshes, modifiers applied, as one 3MF file in millimetres for a slicer, on the build plate"""
 
     bl_idname = "recon.export_3mf"
     bl_label = "Export 3MF"
@@ -1855,8 +1854,7 @@ class RECON_OT_export_3mf(bpy.types.Operator, _PrintExport):
 
 
 class RECON_OT_use_mask(bpy.types.Operator):
-    """Reconstruct with this object mask from now on (Object: Mask Image): paint it in the Image Editor first to
-    correct what was taken as the object"""
+    """Reconstruct with this object mask from now on; paint it in the Image Editor first to correct the object"""
 
     bl_idname = "recon.use_mask"
     bl_label = "Use This Mask"
@@ -2043,8 +2041,7 @@ def _move_picture_camera(collection, shown) -> str | None:
 
 
 class RECON_OT_view_picture(bpy.types.Operator):
-    """Look at the mesh through the picture's camera, the picture behind it: where the two differ, the reconstruction
-    departs from the picture"""
+    """Look at the mesh through the picture's camera, with the picture behind it, to see where they differ"""
 
     bl_idname = "recon.view_picture"
     bl_label = "Look Through Picture"
@@ -2074,8 +2071,14 @@ class RECON_OT_view_picture(bpy.types.Operator):
                 "again)") if looking else " (press Look Through Picture in a 3D Viewport to look through it)"
         if warning is not None:
             self.report({'WARNING'}, f"{where}{back}; {warning}.")
-        else:
-            self.report({'INFO'}, f"{where}{back}: the picture is behind {obj.name} (Alt+Z, X-ray, shows it "
-                                  "through the mesh); with the render resolution in the picture's proportions "
-                                  f"({view['width']} x {view['height']}) the camera's frame is the picture.")
+            return {'FINISHED'}
+        said = f"{where}{back}. The picture is behind {obj.name}: Alt+Z (X-ray) shows it through the mesh."
+        render = context.scene.render
+        scene_aspect = (render.resolution_x * render.pixel_aspect_x) / max(render.resolution_y * render.pixel_aspect_y,
+                                                                            1e-9)
+        if abs(math.log(max(scene_aspect, 1e-9) * view['height'] / view['width'])) > 0.01:  # the frame is cut
+            said += (f" The camera's frame is the picture at a render resolution of its proportions "
+                     f"({view['width']} x {view['height']}); this scene's is {render.resolution_x} x "
+                     f"{render.resolution_y}.")
+        self.report({'INFO'}, said)
         return {'FINISHED'}

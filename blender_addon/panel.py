@@ -47,7 +47,7 @@ class RECON_PT_reconstruct(bpy.types.Panel):
             layout.operator(RECON_OT_reconstruct.bl_idname, icon='MESH_ICOSPHERE')
         else:
             box = layout.box()
-            box.label(text=f"{run.name}: {run.stage}", icon='TIME')
+            wrapped_label(box, context, f"{run.name}: {run.stage}", 'TIME')
             box.progress(factor=run.fraction, type='BAR', text=f"{100 * run.fraction:.0f} %, {run.elapsed:.0f} s")
             box.label(text="Esc to cancel")
 
@@ -76,22 +76,21 @@ class RECON_PT_candidates(_SubPanel, bpy.types.Panel):
         layout = self.layout
         collection, stranded = candidate_target(context)
         view_layer = context.view_layer
-        layout.label(text=f"{collection.name}, the likeliest first:")
+        layout.label(text=collection.name, icon='OUTLINER_COLLECTION')
         col = layout.column(align=True)
         candidates = candidates_of(collection, view_layer)
-        for obj in candidates:
+        for obj in candidates:  # short enough for the sidebar's default width: the eye says which is shown
             rank, _ = candidate_info(obj)
-            printable = "yes" if (obj.get(CHECK_KEY) or {}).get("ok") else "no"
+            printable = (obj.get(CHECK_KEY) or {}).get("ok")
             shown = not obj.hide_get(view_layer=view_layer)
-            likely = candidate_likelihood(obj)
-            col.label(text=f"{rank}. {obj.name}: {likely + ', ' if likely else ''}printable: {printable}"
-                           + (" (shown)" if shown else ""), icon='HIDE_OFF' if shown else 'HIDE_ON')
+            said = ", ".join(s for s in (candidate_likelihood(obj), "" if printable else "NOT printable") if s)
+            col.label(text=f"{rank}. {obj.name}{': ' + said if said else ''}", icon='HIDE_OFF' if shown else 'HIDE_ON')
         if stranded:
-            layout.label(text="None is shown: Next Shape shows one", icon='INFO')
-        row = layout.row(align=True)
-        row.operator(RECON_OT_next_candidate.bl_idname, icon='FORWARD')
-        row.operator(RECON_OT_keep_candidate.bl_idname, icon='CHECKMARK')
-        layout.label(text=f"Next Shape: {NEXT_SHAPE_KEYS} in the 3D Viewport", icon='EVENT_N')
+            layout.label(text="None shown: press Next Shape", icon='INFO')
+        col = layout.column(align=True)  # a row halves each button: "Keep This One" was cut
+        col.operator(RECON_OT_next_candidate.bl_idname, icon='FORWARD')
+        col.operator(RECON_OT_keep_candidate.bl_idname, icon='CHECKMARK')
+        layout.label(text=f"Next Shape: {NEXT_SHAPE_KEYS}", icon='EVENT_N')
 
 
 class RECON_PT_check(_SubPanel, bpy.types.Panel):
@@ -110,7 +109,7 @@ class RECON_PT_check(_SubPanel, bpy.types.Panel):
         col = layout.column(align=True)
         now = None  # the volume at the size now, for an unedited reconstruction scaled since
         if check is not None:
-            col.label(text=f"{obj.name} ({check.get('category', '?')}), at reconstruction:")
+            col.label(text=f"{obj.name} ({check.get('category', '?')}), as made:")
             for key, text in (("watertight", "Watertight"), ("manifold", "Manifold"), ("ok", "Printable")):
                 good = bool(check.get(key))
                 col.label(text=f"{text}: {'yes' if good else 'no'}", icon='CHECKMARK' if good else 'ERROR')
@@ -118,13 +117,14 @@ class RECON_PT_check(_SubPanel, bpy.types.Panel):
             if volume >= 0:
                 col.label(text=f"Volume: {volume_text(volume)}")
             if mesh_edited(obj, check):
-                col.label(text="Edited since: the exports check it again", icon='INFO')
+                col.label(text="Edited: the exports check it again", icon='INFO')
             else:
                 now = volume_now(obj, check, mm_per_unit(context.scene))
         else:
             col.label(text=f"{obj.name}: not made by Reconstruct", icon='INFO')
         size = size_mm(context, obj)  # as the exports write it: along the world's axes, the last the height
-        col.label(text=f"Size (W x D x H): {size[0]:.1f} x {size[1]:.1f} x {size[2]:.1f} mm")
+        col.label(text="Size, W x D x H (mm):")
+        col.label(text=f"{size[0]:.1f} x {size[1]:.1f} x {size[2]:.1f}")
         if now is not None:  # scaled since (the object, or the scene's unit): the volume as the size is now
             col.label(text=f"Volume at this size: {volume_text(now)}")
         row = layout.row(align=True)
@@ -139,6 +139,15 @@ def wrapped(text: str, width_px: float, ui_scale: float = 1.0) -> list[str]:
     return textwrap.wrap(text, width=max(20, chars)) or [""]
 
 
+def wrapped_label(layout, context, text: str, icon: str = 'INFO') -> None:
+    """``text`` as labels in ``layout``, wrapped to the sidebar's width (:func:`wrapped`), the icon on the first."""
+    width = context.region.width if context.region is not None else 300
+    scale = context.preferences.system.ui_scale if context.preferences is not None else 1.0
+    col = layout.column(align=True)
+    for i, line in enumerate(wrapped(text, width, scale)):
+        col.label(text=line, icon=icon if i == 0 else 'BLANK1')
+
+
 class RECON_PT_notes(_SubPanel, bpy.types.Panel):
     """What the reconstruction noted of the active object (sealed pockets, the object finder's doubt, thin walls, the
     category it was unsure of, ...), each note in full: the status bar shows only the last message."""
@@ -151,12 +160,8 @@ class RECON_PT_notes(_SubPanel, bpy.types.Panel):
         return bool(notes_of(context.active_object))
 
     def draw(self, context):
-        width = context.region.width if context.region is not None else 300
-        scale = context.preferences.system.ui_scale if context.preferences is not None else 1.0
         for note in notes_of(context.active_object):
-            col = self.layout.column(align=True)
-            for i, line in enumerate(wrapped(note, width, scale)):
-                col.label(text=line, icon='INFO' if i == 0 else 'BLANK1')
+            wrapped_label(self.layout, context, note)
 
 
 class RECON_PT_mask(_SubPanel, bpy.types.Panel):
@@ -181,11 +186,11 @@ class RECON_PT_mask(_SubPanel, bpy.types.Panel):
             text = "Its mask image was deleted" if MASK_KEY in obj else "No object mask was kept"
             layout.label(text=text, icon='INFO')
             return
-        layout.label(text=f"Object mask used: {image.name}", icon='IMAGE_ALPHA')
+        layout.label(text=f"Mask used: {image.name}", icon='IMAGE_ALPHA')
         if image.get(UNSURE_KEY):
-            layout.label(text="The object finder was unsure of it: check it", icon='ERROR')
+            layout.label(text="Unsure of the object: check it", icon='ERROR')
         preview = image.preview_ensure()
         if preview is not None and preview.icon_id:  # 0 in background mode, where no previews are made
             layout.template_icon(icon_value=preview.icon_id, scale=MASK_PREVIEW_SCALE)
         layout.operator(RECON_OT_use_mask.bl_idname, icon='BRUSH_DATA')
-        layout.label(text="Wrong? Use This Mask, paint it in the Image Editor, then Reconstruct", icon='INFO')
+        wrapped_label(layout, context, "Wrong? Use This Mask, paint it in the Image Editor, then Reconstruct")

@@ -42,15 +42,15 @@ class ReconPreferences(bpy.types.AddonPreferences):
     )
     model_path: bpy.props.StringProperty(
         name="Model",
-        description="Model file (NAME.safetensors with NAME.json beside it, and NAME.category.safetensors when "
-                    "the JSON names a category branch); empty for the model shipped with recon_core",
+        description="Model file, NAME.safetensors, with the files a training run saved beside it (NAME.json, and "
+                    "NAME.category.safetensors when it made one); empty for the shipped model",
         subtype='FILE_PATH', options=PATH_OPTIONS,
         default="",
     )
     timeout_s: bpy.props.FloatProperty(
         name="Time-out (s)",
-        description="Give up on a reconstruction (and stop the worker) after this many seconds, counted from the "
-                    "model loaded (a new worker's start and model loading get 300 s, or this if longer)",
+        description="Give up on a reconstruction (and stop the worker) after this many seconds; loading the model "
+                    "first has 300 s, or this if longer",
         default=300.0,
         min=1.0,
         soft_max=3600.0,

@@ -16,7 +16,8 @@ PATH_OPTIONS = {'PATH_SUPPORTS_BLEND_RELATIVE'} if _SUPPORTS_BLEND_RELATIVE else
 (else it warns at registration); a Blender that predates the option has none."""
 
 _CATEGORY_ITEMS = [('AUTO', "Automatic", "Predict the category from the image")] + [
-    (name, name.capitalize(), f"Reconstruct as a {name}") for name in CATEGORY_NAMES
+    (name, name.capitalize(), f"Reconstruct it as {'an' if name[0] in 'aeiou' else 'a'} {name}")
+    for name in CATEGORY_NAMES
 ]
 # Identifiers are the worker's level names in capitals. The order keeps the values stored in .blend
 # files (0, 1, 2) of the earlier 642 / 2562 / 10242 vertex items, so saved scenes keep their level.
@@ -58,36 +59,34 @@ class ReconSettings(bpy.types.PropertyGroup):
     object_source: bpy.props.EnumProperty(
         name="Object",
         items=[('FIND', "Find It", "The model finds the object (the image's alpha when it has one)"),
-               ('MASK', "Mask Image", "An image of the picture's size (or shape), white on the object and black elsewhere, is the "
-                                      "object: e.g. the Object Mask of an earlier run, painted in the Image Editor")],
+               ('MASK', "Mask Image", "An image white on the object and black elsewhere, of the picture's size or proportions: e.g. "
+                                      "the Object Mask of an earlier run, painted in the Image Editor")],
         default='FIND',
     )
     mask_image: bpy.props.PointerProperty(name="Mask", type=bpy.types.Image,
-                                          description="The object's mask: white on the object, the picture's size (or shape)")
+                                          description="The object's mask: white on the object, of the picture's size or proportions")
     category: bpy.props.EnumProperty(name="Category", items=_CATEGORY_ITEMS, default='AUTO')
     detail: bpy.props.EnumProperty(name="Detail", items=_DETAIL_ITEMS, default=DEFAULT_DETAIL.upper())
     height_mm: bpy.props.FloatProperty(
         name="Height (mm)",
-        description="Real height of the object in millimetres; 0 keeps the model's size (about 1 unit across)",
+        description="Real height of the object in millimetres. 0: the model chooses the size (about 1 unit)",
         default=0.0, min=0.0, max=MAX_HEIGHT_MM, soft_max=2000.0, precision=1, update=_at_least_the_smallest_height,
     )
     solid: bpy.props.BoolProperty(
         name="Fill Hollow Pockets",
-        description="Fill the sealed hollow pockets a closed part keeps inside (the shape bank stores walls): for "
-                    "resin and powder printers, which trap material in them. Off: the mesh as the model scores best",
+        description="Fill the closed empty spaces inside the object, for resin and powder printers (they trap material "
+                    "in them)",
         default=False,
     )
     upright: bpy.props.BoolProperty(
         name="Stand Upright",
-        description="Stand the shape on its base: the picture's camera looked at it from above or below, so as seen "
-                    "it leans; Height (mm) is then its own height (a shape that would turn by more than 45° stays as "
-                    "seen, with a note). Off: turned as the picture's camera saw it",
+        description="Stand the shape on its base, so that Height (mm) is its own height. Off: it leans as the "
+                    "picture's camera saw it, from above or below",
         default=True,
     )
     candidates: bpy.props.IntProperty(
         name="Candidates",
-        description="How many plausible shapes to make, the likeliest shown first (Next Shape shows the "
-                    "others); 1 makes one object, as before. Needs a model with a shape bank for more than 1",
+        description="How many different shapes to make, the likeliest shown first (Next Shape shows the others)",
         default=3, min=1, max=5,
     )
 

@@ -453,7 +453,7 @@ class Job:
         self.object_mask = object_mask  # the user's mask this request sends: the result must say it was used
         self.started = time.perf_counter()
         self.clock_from = self.started if client.ready is not None else None  # the time-out's start: the model loaded
-        self.stage = "starting the worker" if client.ready is None else "queued"
+        self.stage = "loading the model" if client.ready is None else "queued"
         self.fraction = 0.0
         self.result: WorkerResult | None = None
         self.error: WorkerError | None = None

@@ -187,6 +187,28 @@ def test_panel_and_operators_are_registered(addon):
         assert not re.search(r"^\s*(import|from) (torch|recon_core)\b", source.read_text(), re.MULTILINE), source
 
 
+def test_tooltips_are_one_line_of_plain_words(addon):
+    """Blender shows a class's docstring as its tooltip, line breaks and indentation included, and a property's
+    description as is: each is one line, without the docstrings' cross-references; a category's reads "as an
+    airplane", not "as a airplane"."""
+    texts = {cls.__name__: cls.bl_rna.description for cls in addon.package.classes}
+    blenders = set().union(*(base.bl_rna.properties.keys() for base in (  # Blender's own, e.g. bl_cursor_pending
+        bpy.types.Operator, bpy.types.Panel, bpy.types.PropertyGroup, bpy.types.AddonPreferences)))
+    for cls in addon.package.classes:
+        for prop in (p for p in cls.bl_rna.properties if p.identifier not in blenders):
+            texts[f"{cls.__name__}.{prop.identifier}"] = prop.description
+            for item in getattr(prop, "enum_items", ()):
+                texts[f"{cls.__name__}.{prop.identifier}.{item.identifier}"] = item.description
+    for prop in bpy.types.Scene.bl_rna.properties["recon_settings"].fixed_type.bl_rna.properties:
+        for item in getattr(prop, "enum_items", ()):
+            texts[f"recon_settings.{prop.identifier}.{item.identifier}"] = item.description
+    assert texts["recon_settings.category.airplane"] == "Reconstruct it as an airplane"
+    assert texts["recon_settings.category.chair"] == "Reconstruct it as a chair"
+    for name, text in texts.items():
+        assert "\n" not in text and "  " not in text and ":func:" not in text and ":data:" not in text, (name, text)
+        assert "``" not in text and len(text) <= 200, (name, text)
+
+
 def test_reconstruct_adds_one_printable_object_at_the_cursor_and_one_undo_removes_it(addon, settings):
     bpy.context.scene.cursor.location = (1.0, 2.0, 3.0)
     bpy.ops.ed.undo_push(message="before")
@@ -854,7 +876,7 @@ def test_the_check_panel_gives_the_volume_at_the_size_now(addon, settings):
     bpy.context.view_layer.objects.active = obj
     volume = obj["recon_check"]["volume_mm3"] / 1000.0
     assert obj["recon_check"]["size_mm"] == pytest.approx([d * 1000.0 for d in obj.dimensions], rel=1e-5)
-    edited = "Edited since: the exports check it again"
+    edited = "Edited: the exports check it again"
     texts = labels(draw_panel(bpy.types.RECON_PT_check))
     assert f"Volume: {volume:.2f} cm³" in texts and not any(t.startswith("Volume at this size") for t in texts)
     obj.scale = (0.5, 0.5, 0.5)
@@ -894,9 +916,9 @@ def test_the_check_panel_says_when_the_mesh_was_edited_since(addon, settings):
     it again."""
     obj = reconstruct()
     bpy.context.view_layer.objects.active = obj
-    assert "Edited since: the exports check it again" not in labels(draw_panel(bpy.types.RECON_PT_check))
+    assert "Edited: the exports check it again" not in labels(draw_panel(bpy.types.RECON_PT_check))
     modifier = obj.modifiers.new("thicker", 'SOLIDIFY')
-    assert "Edited since: the exports check it again" in labels(draw_panel(bpy.types.RECON_PT_check))
+    assert "Edited: the exports check it again" in labels(draw_panel(bpy.types.RECON_PT_check))
     obj.modifiers.remove(modifier)
     obj.data.polygons.foreach_set("select", [False] * len(obj.data.polygons))
     bpy.ops.object.mode_set(mode='EDIT')
@@ -906,7 +928,7 @@ def test_the_check_panel_says_when_the_mesh_was_edited_since(addon, settings):
     bpy.ops.object.mode_set(mode='EDIT')
     bpy.ops.mesh.delete(type='FACE')
     bpy.ops.object.mode_set(mode='OBJECT')
-    assert "Edited since: the exports check it again" in labels(draw_panel(bpy.types.RECON_PT_check))
+    assert "Edited: the exports check it again" in labels(draw_panel(bpy.types.RECON_PT_check))
     bpy.data.objects.remove(obj)
 
 
@@ -1112,7 +1134,7 @@ def test_panels_draw(addon, settings):
         settings.source = source
         for panel in (bpy.types.RECON_PT_reconstruct, bpy.types.RECON_PT_check, bpy.types.RECON_PT_mask):
             texts += labels(draw_panel(panel))
-    assert "Watertight: yes" in texts and "Volume: 1.00 cm³" in texts and "Size (W x D x H): 1000.0 x 1000.0 x 1000.0 mm" in texts
+    assert "Watertight: yes" in texts and "Volume: 1.00 cm³" in texts and "1000.0 x 1000.0 x 1000.0" in texts
     assert "No object mask was kept" in texts  # made before masks were kept
     del obj["recon_check"]
     assert not bpy.types.RECON_PT_mask.poll(bpy.context), "only objects made by Reconstruct have a mask"
@@ -1144,8 +1166,8 @@ def test_mask_image_is_the_pictures_alpha_and_a_second_run_replaces_it(addon, se
     assert mask.packed_file is not None and mask.colorspace_settings.name == 'Non-Color'
     assert np.array_equal(mask_pixels(mask), alpha)
     assert not temp_leftovers(temp_before), "the worker's PNG is removed once packed"
-    assert labels(draw_panel(bpy.types.RECON_PT_mask)) == ["Object mask used: cutout mask",
-                                                           "Wrong? Use This Mask, paint it in the Image Editor, then Reconstruct"]
+    assert labels(draw_panel(bpy.types.RECON_PT_mask)) == [  # wrapped to the sidebar's width (300 px here)
+        "Mask used: cutout mask", "Wrong? Use This Mask, paint it in the", "Image Editor, then Reconstruct"]
 
     bpy.ops.ed.undo_push(message="first")
     state = scene_state()
@@ -1301,7 +1323,7 @@ def test_another_pictures_mask_is_refused_and_a_mask_the_user_made_is_taken(addo
     shutil.copy(addon.image, other)  # the same size, so only the record tells the masks apart
     settings.image_path = str(other)
     expect_error(addon, rf"^Error: The mask image {mask.name} is the object of {Path(addon.image).name}, not of "
-                        r"other\.png; set Object to Find It, or choose this picture's mask\.")
+                        r"other\.png; click Find It, or choose this picture's mask\.")
     moved = tmp_path / "moved" / Path(addon.image).name  # the project moved: the same picture in another folder
     moved.parent.mkdir()
     shutil.copy(addon.image, moved)
@@ -1316,7 +1338,7 @@ def test_another_pictures_mask_is_refused_and_a_mask_the_user_made_is_taken(addo
     Image.open(addon.image).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(elsewhere)
     settings.image_path = str(elsewhere)
     expect_error(addon, rf"^Error: The mask image {mask.name} is the object of {re.escape(str(moved))}, not of "
-                        rf"{re.escape(str(elsewhere))}; set Object to Find It, or choose this picture's mask\.")
+                        rf"{re.escape(str(elsewhere))}; click Find It, or choose this picture's mask\.")
     settings.image_path = str(other)
     del mask["recon_picture"]  # as a mask painted by hand: no record of a picture, taken as given
     made.append(reconstruct())
@@ -1334,7 +1356,7 @@ def test_a_mask_the_finder_was_unsure_of_is_flagged_in_the_panel(addon, settings
     first = reconstruct()
     bpy.context.view_layer.objects.active = first
     assert first["recon_mask"]["recon_unsure"] == False  # noqa: E712 - written, and False (an ID property)
-    assert "The object finder was unsure of it: check it" not in labels(draw_panel(bpy.types.RECON_PT_mask))
+    assert "Unsure of the object: check it" not in labels(draw_panel(bpy.types.RECON_PT_mask))
 
     def unsure(self, message):
         if message.get("type") == "result":
@@ -1345,9 +1367,9 @@ def test_a_mask_the_finder_was_unsure_of_is_flagged_in_the_panel(addon, settings
     second = reconstruct()
     bpy.context.view_layer.objects.active = second
     assert second["recon_mask"]["recon_unsure"]
-    assert "The object finder was unsure of it: check it" in labels(draw_panel(bpy.types.RECON_PT_mask))
+    assert "Unsure of the object: check it" in labels(draw_panel(bpy.types.RECON_PT_mask))
     assert bpy.ops.recon.use_mask() == {'FINISHED'}  # the user's mask now: the warning goes
-    assert "The object finder was unsure of it: check it" not in labels(draw_panel(bpy.types.RECON_PT_mask))
+    assert "Unsure of the object: check it" not in labels(draw_panel(bpy.types.RECON_PT_mask))
     image = second["recon_mask"]
     for obj in (first, second):
         bpy.data.objects.remove(obj)
@@ -1643,9 +1665,13 @@ def test_candidates_are_objects_in_one_collection_the_most_confident_shown(addon
                                                for w in words[1:]), words
     assert [o["recon_candidate"]["likelihood"] for o in objects] == words
     texts = labels(draw_panel(bpy.types.RECON_PT_candidates))
-    assert texts[:4] == ["chair candidates, the likeliest first:", "1. chair 1: the likeliest, printable: yes (shown)",
-                         f"2. chair 2: {words[1]}, printable: yes", f"3. chair 3: {words[2]}, printable: yes"]
+    # short enough for the sidebar's default width (the eye icon says which is shown); printable unless said
+    assert texts[:4] == ["chair candidates", "1. chair 1: the likeliest", f"2. chair 2: {words[1]}",
+                         f"3. chair 3: {words[2]}"]
     assert not any("%" in t for t in texts)
+    objects[2]["recon_check"]["ok"] = False
+    assert labels(draw_panel(bpy.types.RECON_PT_candidates))[3] == f"3. chair 3: {words[2]}, NOT printable"
+    objects[2]["recon_check"]["ok"] = True
 
     bpy.ops.ed.undo_push(message="Reconstruct from Image")
     bpy.ops.ed.undo()
@@ -1722,7 +1748,7 @@ def test_deleting_the_shown_candidate_leaves_the_others_reachable(addon, candida
     assert bpy.context.active_object is None and shown(candidates_in(collection)) == []
     texts = labels(draw_panel(bpy.types.RECON_PT_candidates))
     assert [t.split(":")[0] for t in texts if re.match(r"\d\. ", t)] == ["2. chair 2", "3. chair 3"]
-    assert "None is shown: Next Shape shows one" in texts
+    assert "None shown: press Next Shape" in texts
     assert not bpy.ops.recon.keep_candidate.poll()
     with pytest.raises(RuntimeError, match=r"No candidate shape of chair candidates is shown; Next Shape"):
         bpy.ops.recon.keep_candidate()
@@ -1987,10 +2013,19 @@ def test_look_through_picture_mends_what_the_user_changed_and_says_what_it_canno
     assert camera.parent == obj and obj.users_collection == camera.users_collection
     [(kind, message)] = driver.reports
     view = obj["recon_view"]
+    render = bpy.context.scene.render
+    assert (render.resolution_x, render.resolution_y) == (1920, 1080) != (view['width'], view['height'])
     assert kind == {'INFO'} and message == (
-        f"Made lamp picture camera (press Look Through Picture in a 3D Viewport to look through it): the picture is "
-        "behind lamp (Alt+Z, X-ray, shows it through the mesh); with the render resolution in the picture's "
-        f"proportions ({view['width']} x {view['height']}) the camera's frame is the picture.")
+        "Made lamp picture camera (press Look Through Picture in a 3D Viewport to look through it). The picture is "
+        "behind lamp: Alt+Z (X-ray) shows it through the mesh. The camera's frame is the picture at a render "
+        f"resolution of its proportions ({view['width']} x {view['height']}); this scene's is 1920 x 1080.")
+    render.resolution_x, render.resolution_y = 3 * view['width'], 3 * view['height']  # its proportions: not said
+    driver.reports.clear()
+    assert driver.op.execute(driver.context) == {'FINISHED'}
+    assert [message for _, message in driver.reports] == [
+        "Placed lamp picture camera (press Look Through Picture in a 3D Viewport to look through it). The picture "
+        "is behind lamp: Alt+Z (X-ray) shows it through the mesh."]
+    render.resolution_x, render.resolution_y = 1920, 1080
     obj.scale = (4.0, 4.0, 4.0)  # bigger: the picture behind it is farther, and still inside the clipping
     bpy.context.view_layer.update()
     assert driver.op.execute(driver.context) == {'FINISHED'}
@@ -2871,9 +2906,9 @@ def test_the_result_says_how_tall_the_shape_is_and_a_height_of_0_says_to_set_it(
     tall = obj.dimensions.z  # one unit a millimetre
     assert tall < 2.0
     assert any(f"({tall:.1f} mm tall, " in m for m in messages), messages
-    assert (f"Note: Height (mm) is 0, so the shape keeps the model's own size, {tall:.1f} mm tall at the unit scale of "
-            f"the scene \"{bpy.context.scene.name}\" (1 unit = 1 mm); set Height (mm) to the object's real height before "
-            "you print or export it.") in messages
+    assert (f"Note: Height (mm) is 0, so the model chose the size: {tall:.1f} mm tall in the scene "
+            f"\"{bpy.context.scene.name}\" (1 unit = 1 mm). Set Height (mm) to the object's real height before you "
+            "print or export it.") in messages
     assert not any("Unit System None" in m for m in messages)
     # Unit System None: Blender shows plain numbers, and its greyed-out Unit Scale still counts (1 unit = 1,000 mm
     # at 1.0: a 90 mm shape 0.09 units tall, which a designer took for 1 unit = 1 mm)
@@ -2942,7 +2977,7 @@ def test_the_check_panel_gives_the_size_along_the_worlds_axes_as_the_exports_do(
     exported = re.search(r"([0-9.]+) x ([0-9.]+) x ([0-9.]+) mm \(width x depth x height\)", said)
     assert exported, said
     texts = labels(draw_panel(bpy.types.RECON_PT_check))
-    assert f"Size (W x D x H): {' x '.join(exported.groups())} mm" in texts, (texts, said)
+    assert texts[texts.index("Size, W x D x H (mm):") + 1] == ' x '.join(exported.groups()), (texts, said)
     assert obj.dimensions.y * 1000 != pytest.approx(float(exported.group(2)), abs=0.5)  # the object's own axes differ
     obj.modifiers.new("two", 'ARRAY').count = 2  # a modifier's copy beside it: twice as wide, as the export would be
     bpy.context.view_layer.update()
@@ -2961,6 +2996,7 @@ def test_the_check_panel_gives_the_size_along_the_worlds_axes_as_the_exports_do(
     assert stretched[0] == pytest.approx(3 * float(exported.group(1)), rel=1e-3), stretched
     assert operators.volume_text(26790.0) == "26.79 cm³" and operators.volume_text(28.4) == "28.4 mm³"
     assert operators.volume_text(999.7) == "1.00 cm³"  # not "1e+03 mm³"
+    assert operators.volume_text(11601990.0) == "11,601.99 cm³"  # grouped, as recon-mesh writes its mm³
     assert operators.volume_text(0.001) == "under 0.01 mm³"
     bpy.data.objects.remove(obj)
 

@@ -105,7 +105,8 @@ def _bad_inputs(tmp_path: Path, tiny_config) -> dict[str, tuple[list[str], str]]
         "given mask marks nothing": ([str(good), "--mask", str(given_black)], "marks no object"),
         "height beyond any printer": ([str(good), "--height-mm", "1e39"], "--height-mm must be a number of millimetres"),
         "height below any printer": ([str(good), "--height-mm", "1e-44"], "from 0.1 to 100,000, got 1e-44."),
-        "height zero": ([str(good), "--height-mm", "0"], "from 0.1 to 100,000, got 0."),  # as typed, not "0.0"
+        "height zero": ([str(good), "--height-mm", "0"],  # as typed, not "0.0"; the add-on's Height 0 is no flag
+                        "from 0.1 to 100,000, got 0; to keep the model's own size, leave --height-mm out."),
         "height past the largest": ([str(good), "--height-mm", "100001"], "from 0.1 to 100,000, got 100001."),
         "infinite height": ([str(good), "--height-mm", "inf"], "--height-mm must be a number of millimetres"),
         "mask over the picture": ([str(good), "--save-mask", str(good)], "it is the input picture"),

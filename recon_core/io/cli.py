@@ -470,8 +470,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise ExportError(f"Cannot write the preview to {preview_out}: it is the --save-mask file too; give "
                                   "them different names.")
         if args.height_mm is not None and not MIN_HEIGHT_MM <= args.height_mm <= MAX_HEIGHT_MM:  # NaN fails too
+            keep = "; to keep the model's own size, leave --height-mm out" if args.height_mm == 0 else ""
             raise ValueError(f"--height-mm must be a number of millimetres from {MIN_HEIGHT_MM:g} to "
-                             f"{MAX_HEIGHT_MM:,.0f}, got {args.height_mm:g}.")  # "0" as typed, not "0.0"
+                             f"{MAX_HEIGHT_MM:,.0f}, got {args.height_mm:g}{keep}.")  # "0" as typed, not "0.0"
         if out.suffix.lower() == ".3mf" and args.height_mm is None:
             raise ExportError(f"Cannot write {out} without a size: a 3MF file is in millimetres, so give the "
                               "object's real height, e.g. --height-mm 90.")

@@ -70,7 +70,7 @@ that, 4 times, ... up to this many times it, before it is written whole (:meth:`
 until the forty-fifth session, a photo's car at Low detail (about 1,284 faces) came out whole, 54,644 faces, heavier
 than at Medium (6,060); at 16 it is 10,926 faces, in 3.7 s against 4.3 s."""
 PROGRESS = {"finder": ("finding the object", 0.1), "network": ("reading the picture", 0.15),
-            "bank": ("fitting the shape bank's shapes to the outline", 0.25), "meshes": (0.4, 0.9)}
+            "bank": ("fitting known shapes to the outline", 0.25), "meshes": (0.4, 0.9)}
 """The stages :meth:`Reconstructor.reconstruct_candidates` reports, with the fraction of the work done as each starts
 (the meshes: from the first to the last, in equal steps; the fit of ten candidates and each mesh take about as long
 as each other, the network less)."""

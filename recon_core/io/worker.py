@@ -18,7 +18,7 @@ Worker to client::
         sent at once, before torch is imported: the interpreter and recon_core work.
     {"type": "ready", "version": 1, "model": "/path/models/default", "trained": false, "load_s": 2.1}
         the model is loaded; requests are served from now on (earlier ones wait in the pipe).
-    {"type": "progress", "version": 1, "id": "r1", "stage": "fitting the shape bank's shapes to the outline", "fraction": 0.25}
+    {"type": "progress", "version": 1, "id": "r1", "stage": "fitting known shapes to the outline", "fraction": 0.25}
     {"type": "result", "version": 1, "id": "r1", "verts": ARRAY, "faces": ARRAY, "category": "chair",
      "category_probs": [13 floats], "report": {...}, "notes": ["..."], "timings": {"network": 0.4, ...},
      "mask_path": "/tmp/recon-x/mask.png" or null, "mask_unsure": false, "object_mask": "/path/photo_mask.png" or null,
