@@ -1141,3 +1141,41 @@ def test_the_print_file_writer_writes_and_says_so_with_the_real_interpreter(tmp_
     faces = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
     written = worker_client.write_print_file(PYTHON, [("part", verts, faces)], str(target))
     assert written.startswith(f"wrote {target}") and target.stat().st_size == 84 + 50 * 4
+
+
+def test_a_model_whose_files_change_is_loaded_again_before_the_next_request(tmp_path):
+    """A warm worker kept answering with the model it loaded first after its files were replaced (a new
+    models/default, a model retrained over the old one), until Blender restarted: it now loads them again, says so,
+    and a half-copied model is an error for that request alone."""
+    model = write_tiny_model(tmp_path)
+    config = model.with_suffix(".json")
+    other = 642 if ModelConfig(**TINY).vertices != 642 else 2562
+
+    def request(rid: str) -> str:
+        return json.dumps({"type": "reconstruct", "version": 1, "id": rid, "image": str(make_shape_image(
+            tmp_path / "shape.png"))})
+
+    def lines():
+        yield request("first")
+        yield request("same")
+        config.write_text(json.dumps({"model": ModelConfig(**{**TINY, "vertices": other}).to_dict(), "trained": False}))
+        yield request("changed")
+        saved = config.read_text()
+        config.write_text(saved[: len(saved) // 2])  # half copied
+        yield request("half")
+        config.write_text(saved)
+        yield request("whole")
+
+    out = io.StringIO()
+    assert worker.serve(worker._Channel(out), lines(), str(model)) == 0
+    messages = [json.loads(line) for line in out.getvalue().splitlines()]
+    answers = {m["id"]: m for m in messages if m["type"] in ("result", "error")}
+    faces = {rid: worker.decode_array(m["faces"]).shape[0] for rid, m in answers.items() if m["type"] == "result"}
+    first = 2 * ModelConfig(**TINY).vertices - 4
+    assert faces == {"first": first, "same": first, "changed": 2 * other - 4, "whole": 2 * other - 4}, faces
+    reloads = [m["id"] for m in messages if m["type"] == "progress" and m["stage"].startswith("loading the model again")]
+    assert reloads == ["changed", "half", "whole"]  # not before an unchanged model's request
+    assert answers["half"]["kind"] == "WeightsError" and not answers["half"]["fatal"]
+    assert answers["half"]["message"].startswith("The model's files changed since the worker loaded them, and loading "
+                                                 "them again failed: "), answers["half"]
+

@@ -104,6 +104,10 @@ a request with both is answered with a ``ValueError`` error, as is an unknown le
 new but optional, so the version stays 1; a worker that predates it ignores ``detail`` and gives
 the model's default level.
 
+A model whose files change while the worker is warm (a new ``models/default``, a retrained model saved over the old
+one) is loaded again before the next request, with a progress message saying so; files that cannot be loaded then
+answer that request with an error, and the next request tries again.
+
 Cancelling: a running reconstruction cannot be interrupted inside torch, so a client
 that wants to cancel kills the worker and starts a new one for the next request.
 
@@ -416,6 +420,25 @@ def _write_mask(mask, image: str, path: str, notes: list[str]) -> str | None:
     return path
 
 
+def _model_stamp(model: str | None) -> tuple:
+    """What the model's files are now (path, modification time and size of each, None where absent): its settings,
+    weights and category branch, and the object finder's, as :meth:`Reconstructor.from_file` reads them."""
+    from recon_core.io.weights import branch_file, default_finder_path, default_model_path, model_files
+
+    path = model or default_model_path()
+    finder = default_finder_path()
+    paths = [*model_files(path), branch_file(path), *(model_files(finder) if finder is not None else ())]
+    stamp = []
+    for file in paths:
+        try:
+            stat = os.stat(file)
+        except OSError:
+            stamp.append((str(file), None))
+        else:
+            stamp.append((str(file), stat.st_mtime_ns, stat.st_size))
+    return tuple(stamp)
+
+
 def serve(channel: _Channel, requests: IO[str], model: str | None) -> int:
     """Greet, load the model, then answer requests until EOF or ``shutdown``; returns the exit code."""
     import recon_core
@@ -437,6 +460,7 @@ def serve(channel: _Channel, requests: IO[str], model: str | None) -> int:
         channel.error(None, "ImportError", f"{OPENCV_MISSING} (in {sys.executable})", fatal=True)
         return 3
     try:
+        stamp = _model_stamp(model)
         reconstructor = Reconstructor.from_file(model)
     except WeightsError as err:
         channel.error(None, "WeightsError", str(err), fatal=True)
@@ -470,6 +494,18 @@ def serve(channel: _Channel, requests: IO[str], model: str | None) -> int:
         if kind == "shutdown":
             break
         if kind == "reconstruct":
+            if _model_stamp(model) != stamp:  # replaced since it was loaded: the warm worker kept answering with the old
+                rid, stamp_now = message.get("id"), _model_stamp(model)
+                channel.send("progress", id=rid, stage="loading the model again (its files changed)", fraction=0.0)
+                try:
+                    reconstructor, stamp = Reconstructor.from_file(model), stamp_now
+                except Exception as err:  # noqa: BLE001 - half copied, say so; the next request tries again
+                    log.exception("model reloading failed")
+                    said = (str(err) if isinstance(err, WeightsError) else
+                            f"{type(err).__name__}: {err}; finish copying them, or choose another model.")
+                    channel.error(rid, "WeightsError", "The model's files changed since the worker loaded them, and "
+                                  f"loading them again failed: {said}")
+                    continue
             _handle_request(channel, reconstructor, message)
         else:
             channel.error(message.get("id"), "ProtocolError", f"Unknown message type {kind!r}.")
