@@ -431,6 +431,10 @@ def _candidates(message: dict[str, Any], verts, faces) -> list[Candidate]:
     return out
 
 
+_STOP_SIGNALS = {getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, name)}
+"""Signals another program (kill, a terminal) stops a worker with, unlike the kernel's SIGKILL when memory runs out."""
+
+
 def _exit_description(code: int | None) -> str:
     if code is None:
         return "still running"
@@ -600,10 +604,14 @@ class WorkerClient:
         command = [self.python, "-m", "recon_core.io.worker"] + (["--model", self.model] if self.model else [])
         env = _child_env(self.extra_env)
         try:
+            # its own process group: a Ctrl-C in the terminal Blender runs in (background Blender takes the first as a
+            # break) killed the worker mid-run; it still ends when Blender does, at the end of its input
             self.process = subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 cwd=tempfile.gettempdir(), env=env, text=True, encoding="utf-8", errors="replace", bufsize=1,
-                creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0,
+                creationflags=(getattr(subprocess, "CREATE_NO_WINDOW", 0)
+                               | getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0) if sys.platform == "win32" else 0),
+                start_new_session=sys.platform != "win32",
             )
         except OSError as err:
             raise WorkerError(f"Cannot start {self.python} ({err.strerror or err}); choose another interpreter "
@@ -817,6 +825,9 @@ class WorkerClient:
                     # a program that is not the worker (/bin/true, a shell) ends before greeting: say what to choose
                     message = (f"The worker could not start with {self.python} ({_exit_description(code)}"
                                + (f": {tail}" if tail else "") + f"); {_CHOOSE_PYTHON}.")
+            elif code is not None and -code in _STOP_SIGNALS:  # another program stopped it: no memory to blame
+                message = (f"The reconstruction worker was stopped by another program ({_exit_description(code)}). "
+                           "Click Reconstruct again to start a new one.")
             else:
                 message = (f"The reconstruction worker stopped unexpectedly ({_exit_description(code)})"
                            + (f"; last output: {tail}" if tail else "")

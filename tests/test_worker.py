@@ -1179,3 +1179,24 @@ def test_a_model_whose_files_change_is_loaded_again_before_the_next_request(tmp_
     assert answers["half"]["message"].startswith("The model's files changed since the worker loaded them, and loading "
                                                  "them again failed: "), answers["half"]
 
+
+def test_a_ctrl_c_in_blenders_terminal_does_not_reach_the_worker_and_a_stop_is_not_blamed_on_memory(files, monkeypatch):
+    """The worker shared Blender's process group: a Ctrl-C in the terminal of background Blender (which takes the first
+    as a break and goes on) killed it mid-run, and the failure blamed memory, with a traceback's lines. It now has a
+    group of its own; stopped by a signal another program sends, it says so, without the memory advice."""
+    monkeypatch.setenv(worker.DELAY_ENV, "30")
+    c = WorkerClient(PYTHON, str(files["model"]))
+    job = c.submit(str(files["image"]), detail="low")
+    try:
+        assert os.getpgid(c.process.pid) != os.getpgid(0)  # a terminal's Ctrl-C goes to Blender's group alone
+        deadline = time.perf_counter() + 60
+        while job.stage != "waiting (test delay)" and time.perf_counter() < deadline:
+            job.poll()
+            time.sleep(0.05)
+        os.kill(c.process.pid, signal.SIGINT)  # what a kill -INT of the worker itself does
+        with pytest.raises(WorkerError) as raised:
+            job.wait()
+    finally:
+        c.close()
+    assert str(raised.value) == ("The reconstruction worker was stopped by another program (killed by SIGINT). Click "
+                                 "Reconstruct again to start a new one."), raised.value
