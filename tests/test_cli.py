@@ -648,8 +648,8 @@ def test_ctrl_c_is_one_sentence_exit_130_and_no_file(tmp_path, tiny_model_path, 
     assert err == "error: interrupted; no file written.\n"
     from recon_core.io import cli
 
-    def mask_interrupted(*args, **kwargs):  # after the mesh is on disk
-        assert out.exists()
+    def mask_interrupted(*args, **kwargs):  # after the mesh is written, before it is renamed into place
+        assert (not out.exists() or out.read_bytes() == b"earlier out.stl") and list(tmp_path.glob(".out.stl.*.tmp"))
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "_save_mask", mask_interrupted)
@@ -657,15 +657,30 @@ def test_ctrl_c_is_one_sentence_exit_130_and_no_file(tmp_path, tiny_model_path, 
                  str(tmp_path / "mask.png")])
     assert code == 130 and not out.exists() and not (tmp_path / "mask.png").exists()
     assert capsys.readouterr().err == "error: interrupted; no file written.\n"
+    # the files of an earlier run at those paths stay as they were (they were replaced, and then removed)
+    earlier = {name: f"earlier {name}".encode() for name in ("out.stl", "mask.png", "preview.png")}
+    for name, data in earlier.items():
+        (tmp_path / name).write_bytes(data)
+    code = main([str(good_image), "-o", str(out), "--model", str(tiny_model_path), "--save-mask",
+                 str(tmp_path / "mask.png")])
+    assert code == 130 and capsys.readouterr().err == "error: interrupted; no file written.\n"
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name in earlier or p.suffix == ".tmp"} == earlier
     monkeypatch.undo()
     from recon_core.io.export import ExportError
 
     def full_disk(rgb, alpha, results, paths, path, millimetres):  # the preview, written last, fails: nothing stays
-        assert out.exists() and (tmp_path / "mask.png").exists()
+        assert not out.exists() or out.read_bytes() == earlier["out.stl"]  # the new one waits, temporary
+        assert len(list(tmp_path.glob(".*.tmp"))) == 2
         raise ExportError(f"Cannot write the preview to {path}: No space left on device. Choose a writable "
                               "location.")
 
     monkeypatch.setattr(cli, "_save_preview", full_disk)
+    code = main([str(good_image), "-o", str(out), "--model", str(tiny_model_path), "--save-mask",
+                 str(tmp_path / "mask.png"), "--preview", str(tmp_path / "preview.png")])
+    assert code == 2 and "No space left on device" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name in earlier or p.suffix == ".tmp"} == earlier
+    for name in earlier:
+        (tmp_path / name).unlink()
     code = main([str(good_image), "-o", str(out), "--model", str(tiny_model_path), "--save-mask",
                  str(tmp_path / "mask.png"), "--preview", str(tmp_path / "preview.png")])
     assert code == 2 and not out.exists() and not (tmp_path / "mask.png").exists()

@@ -580,3 +580,46 @@ def test_a_printable_reports_problems_name_each_failure():
     through = trimesh.util.concatenate([box, box.copy().apply_translation((0.5, 0.2, 0.1))])
     [found] = check_printable(through.vertices, through.faces).problems()
     assert re.fullmatch(r"\d+ self-intersecting face pairs", found)
+
+
+def test_staged_writes_replace_the_earlier_files_only_once_every_new_one_is_written(tmp_path, monkeypatch):
+    """``recon-mesh -o chair.stl --preview p.png`` stopped while the preview was drawn had replaced the user's earlier
+    chair.stl, then removed it. Inside ``staged_writes`` the writes wait in their temporary files and are renamed into
+    place together at the end (or by its callable); a failure before then leaves the earlier files as they were, and
+    one rename that fails removes the files not yet renamed."""
+    from recon_core.io import export
+
+    a, b = tmp_path / "a.stl", tmp_path / "b.png"
+    a.write_bytes(b"earlier a")
+    with pytest.raises(KeyboardInterrupt):
+        with export.staged_writes():
+            export.atomic_write_bytes(a, b"new a")
+            export.atomic_write_bytes(b, b"new b")
+            assert a.read_bytes() == b"earlier a" and not b.exists() and len(list(tmp_path.glob(".*.tmp"))) == 2
+            raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.stl"] and a.read_bytes() == b"earlier a"
+    with export.staged_writes():
+        export.atomic_write_bytes(a, b"new a")
+        export.atomic_write_bytes(b, b"new b")
+    assert (a.read_bytes(), b.read_bytes()) == (b"new a", b"new b") and not list(tmp_path.glob(".*.tmp"))
+    with export.staged_writes() as commit:  # renamed when the caller says, once
+        export.atomic_write_bytes(a, b"third a")
+        commit()
+        assert a.read_bytes() == b"third a"
+    export.atomic_write_bytes(b, b"direct b")  # outside the block: at once
+    assert b.read_bytes() == b"direct b"
+    renamed = []
+
+    def replace_then_fail(src, dst):
+        if renamed:
+            raise OSError(5, "Input/output error")
+        renamed.append(dst)
+        os.rename(src, dst)
+
+    with pytest.raises(OSError):
+        with export.staged_writes():
+            export.atomic_write_bytes(a, b"fourth a")
+            export.atomic_write_bytes(b, b"fourth b")
+            monkeypatch.setattr(export.os, "replace", replace_then_fail)
+    monkeypatch.undo()
+    assert (a.read_bytes(), b.read_bytes()) == (b"fourth a", b"direct b") and not list(tmp_path.glob(".*.tmp"))

@@ -34,10 +34,11 @@ STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 
 class _Stop:
     """The console script's handler of :data:`STOP_SIGNALS`: it records the first signal and raises KeyboardInterrupt
-    where the run is, so that the run's cleanup removes what it wrote and the exit code is 128 + the signal. Later
-    signals are recorded only, so that they cannot break into that cleanup. While the run is :meth:`holding` (torch's
-    import and the model's loading: their C++ code turns an exception raised inside it into another error, a
-    swallowed one or an abort; each file's write, until the file is listed for the cleanup) it only records the signal,
+    where the run is, so that the run's files written so far, still temporary, are removed and the exit code is 128 +
+    the signal. Later signals are recorded only, so that they cannot break into that cleanup. While the run is
+    :meth:`holding` (torch's import and the model's loading: their C++ code turns an exception raised inside it into
+    another error, a swallowed one or an abort; each file's write; the renames of the files into place) it only
+    records the signal,
     and raises it once that step is done; a second signal during a ``force`` hold (a load that does not end) ends the
     process at once, as the signal's default does. Signals arriving without this handler (``main`` called in process)
     keep Python's own behaviour."""
@@ -405,6 +406,7 @@ def _save_preview(rgb, alpha, results, paths: list[Path], path: Path, millimetre
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``recon-mesh``; returns the exit code (:data:`EPILOG`)."""
+    _STOP.files_written = False  # this run's (main may be called again in one process)
     try:
         args = _parser().parse_args(argv)
     except SystemExit:
@@ -423,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         with _STOP.holding(force=True):
             from recon_core.io.image import ImageError, load_picture
             from recon_core.io.export import (EXPORT_FORMATS, ExportError, export_mesh, refuse_a_bare_extension,
-                                               unwritable_reason)
+                                               staged_writes, unwritable_reason)
             from recon_core.io.inference import MAX_HEIGHT_MM, MIN_HEIGHT_MM, Reconstructor
             from recon_core.io.weights import WeightsError
             from recon_core.network.finder import MissingDependency
@@ -498,26 +500,23 @@ def main(argv: list[str] | None = None) -> int:
         for candidate in results:  # the picture's notes are every candidate's
             candidate.notes[:0] = notes
         paths = [out] if args.candidates == 1 else [candidate_path(out, i + 1) for i in range(len(results))]
-        written: list[Path] = []
-        try:
+        # exit code 2 or a stop means no file written: the files the user had at these paths stay as they were until
+        # every new one is written, and then all are renamed into place at once (with the signals held)
+        with staged_writes() as commit:
             for path, candidate in zip(paths, results):
-                with _STOP.holding():  # a stop signal is raised once the file is on disk and listed, to be removed
+                with _STOP.holding():  # inside the libraries' C code a signal's exception could turn into another
                     export_mesh(candidate.verts, candidate.faces, path, millimetres=args.height_mm is not None)
-                    written.append(path)
             if mask_out is not None:
                 with _STOP.holding():
                     _save_mask(result.mask, args.image, mask_out)
-                    written.append(mask_out)
             if preview_out is not None:
                 with _STOP.holding():
                     _save_preview(rgb, own, results, paths, preview_out, args.height_mm is not None)
-                    written.append(preview_out)
-        except BaseException:  # exit code 2 means no file written: nor the candidates before the one that failed
-            for path in written:
-                path.unlink(missing_ok=True)
-            raise
-    except KeyboardInterrupt:  # Ctrl-C or a stop signal: no file written (the candidates' cleanup above ran)
-        return _stopped()
+            with _STOP.holding():
+                commit()
+                _STOP.files_written = True
+    except KeyboardInterrupt:  # Ctrl-C or a stop signal: no file written unless it came during the renames
+        return _stopped("the files were written" if _STOP.files_written else "no file written")
     except Exception as err:  # noqa: BLE001 - each one sentence, not a traceback
         if _STOP.signum is not None:  # a signal that code it arrived in turned into another error
             return _stopped()
@@ -645,7 +644,7 @@ def run() -> None:
     to a temporary file and renamed) and the report is printed; stdout, stderr and the log are
     flushed here before ``os._exit``. ``--help`` and usage errors exit through argparse as usual. A standard
     stream the shell closed is os.devnull for the run (:func:`_open_closed_streams`). SIGTERM and SIGHUP stop the run
-    as Ctrl-C does, its files removed unless the report was printing (:data:`STOP_SIGNALS`, :class:`_Stop`).
+    as Ctrl-C does, no file written (nor an earlier run's replaced) unless the report was printing (:data:`STOP_SIGNALS`, :class:`_Stop`).
     """
     _open_closed_streams()
     for name in STOP_SIGNALS:

@@ -26,18 +26,19 @@ NAME: its walls thinner than ...``) and a size larger than most printers (``note
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import os
 import re
 import secrets
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["EXPORT_FORMATS", "ExportError", "OUTPUT_TO_Z_UP", "GLB_METRES_PER_MM", "atomic_write_bytes",
+__all__ = ["EXPORT_FORMATS", "ExportError", "OUTPUT_TO_Z_UP", "GLB_METRES_PER_MM", "atomic_write_bytes", "staged_writes",
            "current_umask", "unwritable_reason", "name_too_long", "os_error_sentence", "export_mesh", "write_3mf",
            "write_stl", "refuse_a_bare_extension", "on_plate", "on_3mf_plate", "PLATE_CENTRE_MM", "stl_bytes", "print_notes", "main"]
 
@@ -97,10 +98,53 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.replace(tmp, path)
+        staged = _STAGED.get()
+        if staged is not None:  # renamed with the others at the end of staged_writes
+            staged.append((Path(tmp), path))
+        else:
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+_STAGED: contextvars.ContextVar[list[tuple[Path, Path]] | None] = contextvars.ContextVar("staged", default=None)
+"""The temporary files written inside :func:`staged_writes`, each with the path it is renamed to at the end."""
+
+
+@contextlib.contextmanager
+def staged_writes() -> Iterator[Callable[[], None]]:
+    """Write several files as one: inside the block :func:`atomic_write_bytes` (every writer of this package) leaves
+    each file in its temporary file, and they are renamed into place together when the block ends, or earlier by the
+    callable it yields (a caller that must not be interrupted between the renames calls it with its signals held). A
+    failure or an interruption before then removes the temporary files alone, so the files a user had at those paths
+    stay as they were: ``recon-mesh -o chair.stl --preview p.png`` stopped while the preview was drawn had replaced
+    the earlier chair.stl and then removed it. Should a rename fail, the files not yet renamed are removed."""
+    staged: list[tuple[Path, Path]] = []
+    token = _STAGED.set(staged)
+
+    def commit() -> None:
+        while staged:
+            tmp, path = staged[0]
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                for left, _ in staged:
+                    left.unlink(missing_ok=True)
+                staged.clear()
+                raise
+            staged.pop(0)
+
+    try:
+        yield commit
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        staged.clear()
+        raise
+    finally:
+        _STAGED.reset(token)
+    commit()
 
 
 def current_umask() -> int:
