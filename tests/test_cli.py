@@ -69,6 +69,8 @@ def _bad_inputs(tmp_path: Path, tiny_config) -> dict[str, tuple[list[str], str]]
     folder.mkdir()
     mask_link = tmp_path / "link_to_given_white.png"  # another name of the --mask file
     mask_link.symlink_to(given_white)
+    broken = tmp_path / "broken_link.png"  # ls lists it: "not found" alone read as a wrong path
+    broken.symlink_to(tmp_path / "moved_away.png")
     mask_folder = tmp_path / "folder_m.png"
     mask_folder.mkdir()
     # a model whose weights do not fit its config, and a truncated one
@@ -101,6 +103,9 @@ def _bad_inputs(tmp_path: Path, tiny_config) -> dict[str, tuple[list[str], str]]
         "preview name empty": ([str(good), "--preview", ""], "The --preview file's name is empty"),
         "preview folder is a file": ([str(good), "--preview", str(not_a_folder / "p.png")], "is a file, not a folder"),
         "given mask missing": ([str(good), "--mask", str(tmp_path / "given_nope.png")], "Mask file not found"),
+        "picture a broken link": ([str(broken)], f"Image file not found: {broken} (a link to "
+                                                 f"{tmp_path / 'moved_away.png'}, which does not exist)."),
+        "given mask a broken link": ([str(good), "--mask", str(broken)], f"Mask file not found: {broken} (a link to "),
         "given mask of another shape": ([str(good), "--mask", str(given_wide)], "must have the picture's size"),
         "given mask marks nothing": ([str(good), "--mask", str(given_black)], "marks no object"),
         "height beyond any printer": ([str(good), "--height-mm", "1e39"], "--height-mm must be a number of millimetres"),
@@ -854,6 +859,7 @@ def test_no_stdout_or_stderr_at_all_in_process(tmp_path, tiny_model_path, good_i
 
 @pytest.mark.parametrize("extra, fragment", [
     (["--candidates", "abc"], "--candidates must be a whole number of shapes, e.g. 3, got 'abc'"),
+    (["--candidates", "200"], "--candidates must be from 1 to 10, got 200"),
     (["--height-mm", "90mm"], "--height-mm must be a number of millimetres without a unit, e.g. 90, got '90mm'"),
     (["--height-mm", "90,5"], "--height-mm must be a number of millimetres with a decimal point, e.g. 90.5, got '90,5'"),
     (["--height-mm", "1,500"], "without a thousands separator and with a decimal point, e.g. 1500 (or 1.500 if the "
@@ -865,7 +871,7 @@ def test_no_stdout_or_stderr_at_all_in_process(tmp_path, tiny_model_path, good_i
     (["--category", "guitar"], "--category 'guitar' is not a category the model knows; the categories are airplane,"),
     (["--detail", "ultra"], "--detail: invalid choice: 'ultra'"),
     (None, "the following arguments are required: -o/--output"),
-], ids=["candidates", "height", "decimal comma", "thousands comma", "category misspelt", "category otherwise spelt", "category unknown", "detail",
+], ids=["candidates", "candidates 200", "height", "decimal comma", "thousands comma", "category misspelt", "category otherwise spelt", "category unknown", "detail",
          "no output"])
 def test_an_option_error_is_one_sentence_without_the_usage(tmp_path, good_image, capsys, extra, fragment):
     """argparse printed six lines of usage, then "recon-mesh: error: ..."; now one sentence and where to look."""
@@ -1241,3 +1247,19 @@ def test_the_library_refuses_arrays_it_cannot_take_in_one_sentence(tiny_model_pa
     assert rec.reconstruct(rgb, alpha, height_mm=90).report.ok  # the same arrays, well formed
     assert rec.reconstruct(rgb, alpha, height_mm=np.float32(90)).report.ok  # numpy's numbers are numbers
     assert rec.reconstruct(rgb, alpha // 16).report.ok  # a faint alpha (15 at most), as a reduced hairline's
+
+
+def test_a_picture_named_like_an_option_is_said_so(tmp_path, good_image, capsys, monkeypatch):
+    """``recon-mesh -chair.png -o out.stl`` said "the following arguments are required: image" to a user who gave it;
+    the sentence now says why, and how to give it (./-chair.png, which works)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "-chair.png").write_bytes(good_image.read_bytes())
+    with pytest.raises(SystemExit) as exc:
+        main(["-chair.png", "-o", "out.stl"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err == (
+        "error: the following arguments are required: image; -chair.png is read as an option because its name starts "
+        "with -: give it as ./-chair.png; see recon-mesh --help.\n"), err
+    with pytest.raises(SystemExit):  # an option that is no file gets no such hint
+        main([str(good_image), "-o", "out.stl", "--colour", "red"])
+    assert "read as an option" not in capsys.readouterr().err

@@ -73,6 +73,14 @@ on grey were called random noise; the object's search then says it has too few p
 more are still noise: 30 dots on grey, let through, came out as a table."""
 
 
+def _broken_link(path: str) -> str:
+    """What to add to "not found" of a ``path`` that is a link to nothing (``ls`` lists it): where it points."""
+    try:
+        return f" (a link to {os.readlink(path)}, which does not exist)" if os.path.islink(path) else ""
+    except OSError:
+        return ""
+
+
 class ImageError(ValueError):
     """An input image that cannot be used; the message says what is wrong and what to do."""
 
@@ -105,7 +113,7 @@ def load_image(path: str | os.PathLike, *, masked: bool = False) -> tuple[np.nda
     """
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise ImageError(f"Image file not found: {path}. Check the path and try again.")
+        raise ImageError(f"Image file not found: {path}{_broken_link(path)}. Check the path and try again.")
     if os.path.isdir(path):
         raise ImageError(f"{path} is a folder, not an image file. Give the path of a picture in it (PNG, JPEG, HEIC, "
                          "...).")
@@ -595,8 +603,8 @@ def load_mask(path: str | os.PathLike, picture: str | os.PathLike, shape: tuple[
     if os.path.isdir(path):
         raise ImageError(f"{path} is a folder, not a mask image. Give the path of the mask's PNG file.")
     if not os.path.isfile(path):
-        raise ImageError(f"Mask file not found: {path}. Check the path, or leave the mask out to let the model "
-                         "find the object.")
+        raise ImageError(f"Mask file not found: {path}{_broken_link(path)}. Check the path, or leave the mask out to "
+                         "let the model find the object.")
     try:
         with _open_unlimited(picture) as pic:  # a large JPEG's header, read reduced (no decompression-bomb warning)
             picture_size, stored_size, orientation = upright_size(pic), pic.size, _orientation(pic)
