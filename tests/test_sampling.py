@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from recon_core.network.categories import category_index
@@ -47,3 +48,18 @@ def test_unknown_categories_are_never_drawn():
     assert w[10:].sum() == 0
     drawn = [i for b in StepBatchSampler(w, 16, 20) for i in b]
     assert max(drawn) < 10
+
+
+def test_a_category_is_found_by_its_name_or_its_synset_and_the_index_is_read_only():
+    """The data's folders name categories by synset, the user by name: one index for both (training built it in four
+    places)."""
+    from recon_core.network.categories import CATEGORIES, SYNSET_INDEX
+
+    for i, c in enumerate(CATEGORIES):
+        assert category_index(c.name) == category_index(c.name.upper()) == category_index(c.synset) == i
+        assert SYNSET_INDEX[c.synset] == i
+    assert len(SYNSET_INDEX) == len(CATEGORIES) and SYNSET_INDEX.get("02747177") is None  # an extra pool's synset
+    with pytest.raises(ValueError, match="Unknown category 'guitar'"):
+        category_index("guitar")
+    with pytest.raises(TypeError):
+        SYNSET_INDEX["02747177"] = 0

@@ -22,7 +22,6 @@ same metrics unchanged.
 from __future__ import annotations
 
 import io
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +47,6 @@ __all__ = [
     "BaselineIndex",
 ]
 
-log = logging.getLogger(__name__)
 
 SPHERE_SUBDIVISIONS = 3
 """Ico-sphere subdivisions of the ellipsoid baseline (642 vertices)."""

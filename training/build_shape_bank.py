@@ -32,15 +32,13 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np
 import torch
 
-from recon_core.network.categories import CATEGORIES
+from recon_core.network.categories import SYNSET_INDEX
 from recon_core.network.retrieval import EMBED_VERSION, embed_image
 from training.interrupt import one_sentence_on_ctrl_c
 
 __all__ = ["build_shape_bank", "attach_bank", "trained_model", "principal_components", "embed_views", "main"]
 
-log = logging.getLogger("build-shape-bank")
 
-_CATEGORY_INDEX = {c.synset: i for i, c in enumerate(CATEGORIES)}
 RESOLUTION_RANGE = (4, 256)
 """Cells per side a model's solid may have: below 4 it holds no shape; at 256 the solid's walls are already finer
 than the surface samples that find them (and each of its grids takes 16 MB while it is built)."""
@@ -117,7 +115,7 @@ def build_shape_bank(
         "view_shape": torch.tensor(view_model, dtype=torch.long),
         "view_rotation": torch.tensor(np.stack(rots), dtype=torch.float32),
         "shape_points": torch.stack(points).float(),
-        "shape_category": torch.tensor([_CATEGORY_INDEX.get(e.synset, -1) for e in entries], dtype=torch.long),
+        "shape_category": torch.tensor([SYNSET_INDEX.get(e.synset, -1) for e in entries], dtype=torch.long),
         "grid_data": torch.from_numpy(np.concatenate(blobs).copy()),
         "grid_offsets": torch.from_numpy(offsets.astype(np.int64)),
     }

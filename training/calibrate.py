@@ -31,7 +31,6 @@ from training.interrupt import one_sentence_on_ctrl_c
 
 __all__ = ["CALIBRATION_STYLES", "fit_temperature", "nll", "by_style", "collect_scores", "main"]
 
-log = logging.getLogger("recon-calibrate")
 
 CALIBRATION_STYLES = ("clean", "background", "jpeg", "clipart", "pencil", "no_alpha")
 """The picture styles each validation view is shown in (:data:`training.styles.STYLES` but the resized one)."""
@@ -116,12 +115,12 @@ def collect_scores(model_path: str | None, samples, styles=CALIBRATION_STYLES, b
     from tqdm import tqdm
 
     from recon_core.io.inference import Reconstructor
-    from recon_core.network.categories import CATEGORIES
+    from recon_core.network.categories import CATEGORIES, SYNSET_INDEX
     from recon_core.network.finder import finder_alpha
     from training.eval_data import load_input
 
     rec = Reconstructor.from_file(model_path, finder=False)
-    index = {c.synset: i for i, c in enumerate(CATEGORIES)}
+    index = SYNSET_INDEX
     scores, heads, labels, names = [], [], [], []
     todo = [(s, st) for s in samples if s.entry.synset in index for st in styles]
     for sample, style in tqdm(todo, desc="calibrate", unit="picture", disable=not progress):

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from recon_core.mesh.camera import Camera, crop_camera
 from recon_core.mesh.occupancy import GridSpec, crop_units_camera, voxelize_frustum
-from recon_core.network.categories import CATEGORIES
+from recon_core.network.categories import SYNSET_INDEX
 from recon_core.network.crop import PreparedImage, object_box, prepare_image
 from training.augment import (PHOTO_SHARE, BackgroundPhotos, augment_box, cutout_mask, paper, photometric,
                               synthetic_background)
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 UNKNOWN_CATEGORY = -1
 """``category`` of a model whose synset is not one of :data:`recon_core.network.categories.CATEGORIES`."""
 
-_CATEGORY_INDEX = {c.synset: i for i, c in enumerate(CATEGORIES)}
 _VIEW_FILES = (".png", "_depth.npy", "_mask.png", ".json")
 
 
@@ -210,7 +209,7 @@ class RenderedViews(Dataset):
             m = len(self._folders)
             self._folders.append(folder)
             self._model_ids.append(rec["model_id"])
-            self._model_category.append(_CATEGORY_INDEX.get(rec["synset"], UNKNOWN_CATEGORY))
+            self._model_category.append(SYNSET_INDEX.get(rec["synset"], UNKNOWN_CATEGORY))
             items += [(m, v) for v in views]
         self._items = items
         self.categories: list[int] = [self._model_category[m] for m, _ in items]
@@ -225,7 +224,7 @@ class RenderedViews(Dataset):
         for i in sorted(records, key=lambda i: (pack.synsets[i], pack.model_ids[i])):
             m = len(self._model_ids)
             self._model_ids.append(pack.model_ids[i])
-            self._model_category.append(_CATEGORY_INDEX.get(pack.synsets[i], UNKNOWN_CATEGORY))
+            self._model_category.append(SYNSET_INDEX.get(pack.synsets[i], UNKNOWN_CATEGORY))
             self._pack_model.append(i)
             for row, view in pack.views_of(i):
                 self._pack_row[(m, view)] = row

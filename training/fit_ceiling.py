@@ -31,7 +31,6 @@ from training.config import LossConfig, load_train_config
 
 __all__ = ["fit_sphere", "main"]
 
-log = logging.getLogger("fit-ceiling")
 
 
 def fit_sphere(

@@ -37,13 +37,12 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import torch
 import torch.nn.functional as F
 from training.interrupt import ignore_ctrl_c, one_sentence_on_ctrl_c
+from training.styles import STYLES  # each training and validation view is drawn in every style
 
 __all__ = ["STYLES", "collect", "train_branch", "accuracy_by_style", "main"]
 
 log = logging.getLogger("recon-train-category")
 
-STYLES = ("clean", "background", "jpeg", "clipart", "pencil", "small_offcentre", "no_alpha")
-"""The styles each training and validation view is drawn in (:data:`training.styles.STYLES`)."""
 
 
 def collect(model: str | None, samples: list, styles, backgrounds: str, progress: bool = True
@@ -57,7 +56,7 @@ def collect(model: str | None, samples: list, styles, backgrounds: str, progress
 
     from recon_core.io.inference import Reconstructor
     from recon_core.io.weights import load_finder
-    from recon_core.network.categories import CATEGORIES
+    from recon_core.network.categories import SYNSET_INDEX
     from recon_core.network.crop import prepare_image
     from recon_core.network.finder import finder_alpha
     from training.augment import BackgroundPhotos
@@ -67,7 +66,7 @@ def collect(model: str | None, samples: list, styles, backgrounds: str, progress
     net = rec.model
     finder = load_finder(None)
     photos = BackgroundPhotos(backgrounds)
-    index = {c.synset: i for i, c in enumerate(CATEGORIES)}
+    index = SYNSET_INDEX
     todo = [(s, st) for s, fixed in samples for st in ([fixed] if fixed else styles)]
     feats, heads, labels, names = [], [], [], []
     for sample, style in tqdm(todo, desc="pictures", unit="picture", disable=not progress, mininterval=10):

@@ -78,7 +78,6 @@ FOLD_ANGLE = 1e-6
 _CHUNK_PAIRS = 200_000  # candidate pairs handled per vectorised batch
 _MAX_CELL_ENTRIES_PER_FACE = 16  # broad phase: grow the grid cells above this
 _CELL_PERCENTILE = 50  # broad phase: initial cell size, a percentile of the face sizes
-_EDGES = ((0, 1), (1, 2), (2, 0))
 
 
 _NEXT = np.array([1, 2, 0])

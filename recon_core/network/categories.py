@@ -8,8 +8,9 @@ reorder it: shipped weights depend on it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 
-__all__ = ["Category", "CATEGORIES", "NUM_CATEGORIES", "category_index", "category_by_name", "category_by_synset"]
+__all__ = ["Category", "CATEGORIES", "NUM_CATEGORIES", "SYNSET_INDEX", "category_index", "category_by_name"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,8 @@ CATEGORIES: tuple[Category, ...] = (
 NUM_CATEGORIES = len(CATEGORIES)
 
 _BY_NAME = {c.name: c for c in CATEGORIES}
-_BY_SYNSET = {c.synset: c for c in CATEGORIES}
+SYNSET_INDEX = MappingProxyType({c.synset: i for i, c in enumerate(CATEGORIES)})
+"""Each category's index in :data:`CATEGORIES` by its synset id (the data's folders; ``.get`` for the extra pool's)."""
 
 
 def category_by_name(name: str) -> Category:
@@ -52,14 +54,8 @@ def category_by_name(name: str) -> Category:
     return _BY_NAME[key]
 
 
-def category_by_synset(synset: str) -> Category:
-    """Look a category up by its synset id; raises ``ValueError`` if it is not one of the 13."""
-    if synset not in _BY_SYNSET:
-        raise ValueError(f"Synset {synset!r} is not one of the 13 ShapeNet categories this model knows.")
-    return _BY_SYNSET[synset]
-
-
 def category_index(name_or_synset: str) -> int:
     """Index of a category (by name or synset id) in :data:`CATEGORIES`."""
-    cat = _BY_SYNSET.get(name_or_synset) or category_by_name(name_or_synset)
-    return CATEGORIES.index(cat)
+    if name_or_synset in SYNSET_INDEX:
+        return SYNSET_INDEX[name_or_synset]
+    return CATEGORIES.index(category_by_name(name_or_synset))

@@ -144,8 +144,9 @@ class ModelConfig:
 
     removed_fields: ClassVar[dict[str, Any]] = {"prior_templates": 0, "prior_views": 0, "prior_dim": 128,
                                                 "prior_level": 4}
-    """Fields of the removed retrieval prior (``coarse="retrieval"``) and the defaults that model files
-    saved before its removal (``models/default.json`` among them) still hold: :func:`from_dict` drops them."""
+    """Fields of the removed retrieval prior (``coarse="retrieval"``) and the defaults that model files saved before
+    its removal still hold (a user's own model of then; the shipped ``models/default.json`` lost them in effef52):
+    :func:`from_dict` drops them."""
 
     def __post_init__(self) -> None:
         if self.backbone not in ("resnet18", "resnet34", "resnet50"):

@@ -25,7 +25,6 @@ are saved and loaded by :mod:`recon_core.io.weights`.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +55,6 @@ __all__ = [
     "mask_confidence",
 ]
 
-log = logging.getLogger(__name__)
 
 FINDER_SIZE = 96
 """Side of the finder's square input, in pixels."""

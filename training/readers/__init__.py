@@ -6,7 +6,7 @@ from training.readers.mesh import RawMesh, ReaderError
 from training.readers.obj import parse_obj, read_obj
 from training.readers.rules import EXTRA_SYNSETS, Label, classify_flightgear, classify_sh3f, label_for
 from training.readers.sh3f import FurnitureEntry, read_catalog, read_sh3f_model
-from training.readers.sources import PACKAGES, Candidate, discover, discover_shapenet, load_candidate, name_stem
+from training.readers.sources import PACKAGES, Candidate, discover, discover_shapenet, load_candidate
 
 __all__ = [
     "parse_ac3d",
@@ -30,5 +30,4 @@ __all__ = [
     "discover",
     "discover_shapenet",
     "load_candidate",
-    "name_stem",
 ]

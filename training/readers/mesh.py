@@ -22,10 +22,6 @@ class RawMesh:
     faces: np.ndarray
     """(F, 3) int64 vertex indices."""
 
-    @property
-    def num_faces(self) -> int:
-        return int(self.faces.shape[0])
-
 
 def fan_triangulate(polygon: list[int]) -> list[tuple[int, int, int]]:
     """Split a convex-ish polygon (vertex indices, in order) into a triangle fan around its first vertex."""

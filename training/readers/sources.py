@@ -25,7 +25,7 @@ from training.readers.rules import Label, classify_flightgear, classify_sh3f, la
 from training.readers.sh3f import read_catalog, read_sh3f_model
 from training.readers.trigger_rally import list_vehicles, read_vehicle
 
-__all__ = ["Candidate", "PACKAGES", "discover", "discover_shapenet", "load_candidate", "name_stem"]
+__all__ = ["Candidate", "PACKAGES", "discover", "discover_shapenet", "load_candidate"]
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +37,6 @@ _FG_DIR = "usr/share/games/flightgear"
 _TRIGGER_ZIP = "usr/share/games/trigger-rally/data.zip"
 _FG_LICENCE = "GPL-2+ (FlightGear data, see usr/share/doc/{pkg}/copyright)"
 _TRIGGER_LICENCE = "GPL-2+ / CC (Trigger Rally data, see usr/share/doc/trigger-rally-data/copyright)"
-
-_COLOUR_WORDS = (
-    "black white red green blue yellow orange purple pink brown grey gray beige silver gold golden dark light "
-    "wooden wood oak teak alder glass metal plastic rattan clear burlap modern classic small little large big "
-    "high low"
-).split()
-
 
 @dataclass(frozen=True)
 class Candidate:
@@ -68,12 +61,6 @@ class Candidate:
     size_cm: tuple[float, float, float] | None = None
     model_id: str = ""
     """Fixed id (ShapeNet input keeps its own); empty: derived from the origin."""
-
-
-def name_stem(name: str) -> str:
-    """Lower-case name without colour/material/size words, digits and punctuation (``"Sofa 3 seats"`` -> ``"sofa seats"``)."""
-    words = re.findall(r"[a-z]+", name.lower())
-    return " ".join(w for w in words if w not in _COLOUR_WORDS)
 
 
 def _sh3f_candidates(root: Path) -> list[Candidate]:
