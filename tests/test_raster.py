@@ -75,8 +75,9 @@ def test_the_preview_averages_a_picture_it_shrinks():
 def test_caption_numbers_are_never_in_scientific_notation():
     from recon_core.io.preview import _number
 
-    assert [_number(v) for v in (999.6, 99999.0, 123456.7, 30.35, 40.0, 0.655, 0.01, 0.00123, 1.2e-05, 0.0)] == [
-        "999.6", "99,999", "123,457", "30.35", "40", "0.655", "0.01", "0.00123", "under 0.0001", "0"]
+    values = (999.4, 999.6, 1180.2, 99999.0, 123456.7, 30.35, 40.0, 0.655, 0.01, 0.00123, 1.2e-05, 0.0)
+    assert [_number(v) for v in values] == [  # as the printable report writes them: "1,180" (it wrote "1180")
+        "999.4", "1,000", "1,180", "99,999", "123,457", "30.35", "40", "0.655", "0.01", "0.00123", "under 0.0001", "0"]
 
 
 def test_the_caption_says_what_the_colours_mean():

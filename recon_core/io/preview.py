@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from recon_core.mesh.printable import number_text
 from recon_core.mesh.render import face_shade, rasterize, render_mesh
 
 __all__ = ["TILE", "CAPTION", "preview_png", "picture_tile"]
@@ -149,11 +150,9 @@ def mesh_tile(result, tile: int = TILE) -> np.ndarray:
 
 
 def _number(value: float) -> str:
-    """A size as the caption writes it, as the printable report does: four significant figures, whole numbers with
-    thousands' commas past them, "under 0.0001" for the tiny; never in scientific notation."""
-    text = f"{value:.4g}"
-    if "e+" in text:
-        return f"{value:,.0f}"
+    """A size as the caption writes it, as the printable report does (:func:`recon_core.mesh.printable.number_text`:
+    "1,180" where it wrote "1180"), but "under 0.0001" for the tiny: never in scientific notation."""
+    text = number_text(value)
     return "under 0.0001" if "e-" in text else text
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "PrintableReport",
     "check_printable",
     "check_topology",
+    "number_text",
     "signed_volume",
     "solid_centroid",
     "topology_defects",
@@ -35,6 +36,14 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def number_text(x: float) -> str:
+    """A size or volume as the report writes it: four significant figures, whole numbers with thousands' commas from
+    1,000 up (18,140 rather than 1.814e+04; 1,000 with its comma, as the notes write it), scientific notation only for
+    the tiny."""
+    text = f"{x:.4g}"
+    return f"{x:,.0f}" if "e+" in text or abs(x) >= 999.5 else text
 
 
 @dataclass(frozen=True)
@@ -133,18 +142,14 @@ class PrintableReport:
         def count(n: int | None, what: str) -> str:
             return line(n == 0, f"{what}: {'not checked' if n is None else n}")
 
-        def number(x: float) -> str:  # 18,140 rather than 1.814e+04: scientific notation only for the tiny
-            text = f"{x:.4g}"  # 1,000 with its comma too, as the notes write it ("1000" beside "1,000")
-            return f"{x:,.0f}" if "e+" in text or abs(x) >= 999.5 else text
-
-        sx, sy, sz = (number(x) for x in self.bbox_size)
+        sx, sy, sz = (number_text(x) for x in self.bbox_size)
         lines = [
             line(self.finite, "finite vertex coordinates"),
             line(self.watertight, "watertight (every edge shared by exactly two faces)"),
             line(self.edge_manifold, "edge-manifold (no edge shared by more than two faces)"),
             line(self.vertex_manifold, "vertex-manifold (one fan of faces around each vertex)"),
             line(self.consistently_oriented, "consistently oriented faces"),
-            line(self.outward, f"normals point outward (volume {number(self.volume)} {self.unit}³)"),  # as "mm²"
+            line(self.outward, f"normals point outward (volume {number_text(self.volume)} {self.unit}³)"),  # as "mm²"
             count(self.self_intersecting_pairs, "self-intersecting face pairs"),
             count(self.degenerate_faces, "degenerate faces"),
             f"size {sx} x {sz} x {sy} {self.unit} (width x depth x height), {self.n_vertices} vertices, "
