@@ -623,24 +623,3 @@ def test_staged_writes_replace_the_earlier_files_only_once_every_new_one_is_writ
             monkeypatch.setattr(export.os, "replace", replace_then_fail)
     monkeypatch.undo()
     assert (a.read_bytes(), b.read_bytes()) == (b"fourth a", b"direct b") and not list(tmp_path.glob(".*.tmp"))
-
-
-@pytest.mark.skipif(os.name != "posix", reason="symbolic links")
-def test_a_link_is_written_through_to_its_file(tmp_path):
-    """``-o current.stl``, a link to ``shared/latest.stl``: the rename replaced the link with a file, and the file the
-    link named kept the old mesh. The write now goes to that file, as cp and editors do; a link to a file not yet
-    there makes it."""
-    from recon_core.io.export import atomic_write_bytes
-
-    (tmp_path / "shared").mkdir()
-    target = tmp_path / "shared" / "latest.stl"
-    target.write_bytes(b"old")
-    link = tmp_path / "current.stl"
-    link.symlink_to(Path("shared") / "latest.stl")
-    atomic_write_bytes(link, b"new")
-    assert link.is_symlink() and target.read_bytes() == b"new"
-    dangling = tmp_path / "next.stl"
-    dangling.symlink_to(tmp_path / "shared" / "next.stl")
-    atomic_write_bytes(dangling, b"made")
-    assert dangling.is_symlink() and (tmp_path / "shared" / "next.stl").read_bytes() == b"made"
-    assert sorted(p.name for p in (tmp_path / "shared").iterdir()) == ["latest.stl", "next.stl"]  # no temporary file

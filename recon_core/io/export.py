@@ -81,14 +81,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
     The temporary file is ``.`` + the name's first :data:`TEMPORARY_NAME_START` characters + 8 random ones +
     ``.tmp``, made with the usual permissions (0666 less the umask, which the kernel applies: unlike reading the
-    umask, which sets it for a moment, that is safe beside other threads), also where it replaces a file (one an
-    earlier version wrote with a temporary file's 0600); it is removed should the write or the rename fail. A ``path``
-    that is a link is written through, to the file it points to, as ``cp`` and editors do (the rename replaced the
-    link with a file, and the file it pointed to kept the old content).
+    umask, which sets it for a moment, that is safe beside other threads); it is removed should the write or the
+    rename fail.
     """
     path = Path(path)
-    if path.is_symlink():
-        path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     for attempt in range(100):  # another name when one is taken, as mkstemp draws
