@@ -238,8 +238,11 @@ def write_print_file(python: str, objects: list[tuple[str, Any, Any]], path: str
         try:
             proc = subprocess.run([python, "-m", "recon_core.io.export", meshes, os.path.abspath(path)],
                                   capture_output=True, text=True, encoding="utf-8", errors="replace",
-                                  cwd=folder, env=_child_env(), timeout=timeout_s,
-                                  creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0)
+                                  cwd=folder, env=_child_env(), timeout=timeout_s,  # its own group, as the worker's
+                                  creationflags=(getattr(subprocess, "CREATE_NO_WINDOW", 0)
+                                                 | getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
+                                                 if sys.platform == "win32" else 0),
+                                  start_new_session=sys.platform != "win32")
         except subprocess.TimeoutExpired:
             raise WorkerError(f"Writing {path} took longer than {timeout_s:.0f} s; try fewer or smaller objects.") from None
         except OSError as err:
@@ -431,8 +434,9 @@ def _candidates(message: dict[str, Any], verts, faces) -> list[Candidate]:
     return out
 
 
-_STOP_SIGNALS = {getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, name)}
-"""Signals another program (kill, a terminal) stops a worker with, unlike the kernel's SIGKILL when memory runs out."""
+_STOP_SIGNALS = {getattr(signal, name) for name in ("SIGINT", "SIGHUP", "SIGQUIT") if hasattr(signal, name)}
+"""Signals another program (a terminal, kill -INT) stops a worker with, unlike the kernel's SIGKILL when memory runs
+out, or SIGTERM, which a low-memory daemon (earlyoom) sends first."""
 
 
 def _exit_description(code: int | None) -> str:

@@ -1263,3 +1263,17 @@ def test_a_picture_named_like_an_option_is_said_so(tmp_path, good_image, capsys,
     with pytest.raises(SystemExit):  # an option that is no file gets no such hint
         main([str(good_image), "-o", "out.stl", "--colour", "red"])
     assert "read as an option" not in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # nor a picture given after "--", which is read as the picture
+        main(["-o", "out.stl", "--candidates", "20", "--", "-chair.png"])
+    assert "read as an option" not in capsys.readouterr().err
+
+
+def test_an_output_that_is_a_loop_of_links_is_replaced_as_a_link_is(tmp_path, tiny_model_path, good_image, capsys):
+    """``-o l1.stl`` where l1.stl and l2.stl point at each other failed as "unexpected failure (RuntimeError: Symlink
+    loop ...)", exit 1: the check against the input picture resolved the links. The link is replaced by the mesh, as
+    any link at OUT is."""
+    (tmp_path / "l1.stl").symlink_to(tmp_path / "l2.stl")
+    (tmp_path / "l2.stl").symlink_to(tmp_path / "l1.stl")
+    assert main([str(good_image), "-o", str(tmp_path / "l1.stl"), "--model", str(tiny_model_path)]) == 0, (
+        capsys.readouterr().err)
+    assert not (tmp_path / "l1.stl").is_symlink() and (tmp_path / "l1.stl").stat().st_size > 84

@@ -116,7 +116,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse's parser whose option errors are one sentence on stderr and exit code 2, without the usage block."""
 
     def parse_args(self, args=None, namespace=None):
-        self._given = list(sys.argv[1:] if args is None else args)
+        args = list(sys.argv[1:] if args is None else args)
+        self._given = args[:args.index("--")] if "--" in args else args  # after "--", a name is no option
         return super().parse_args(args, namespace)
 
     def error(self, message: str) -> NoReturn:
@@ -338,7 +339,7 @@ def _same_file(a: Path, b: Path) -> bool:
     exist (reading it will say so)."""
     try:
         return b.exists() and (a.resolve() == b.resolve() or (a.exists() and a.samefile(b)))
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: links that point at each other (Path.resolve's loop)
         return False
 
 
@@ -374,8 +375,8 @@ def _save_mask(mask, image: str, path: Path) -> None:
     """Write ``mask`` (H, W) as a PNG of the image file's size (:func:`recon_core.io.image.save_mask`).
 
     The folder was checked before the model ran; should the write still fail (a full disk), ``ExportError`` is raised
-    (the caller removes the meshes it wrote: exit code 2 means no file written; an OUT.EXT that ``--candidates``
-    did not write is left alone).
+    (the meshes written before it are still temporary files, removed with it: exit code 2 means no file written,
+    :func:`recon_core.io.export.staged_writes`).
     """
     from recon_core.io.image import save_mask
     from recon_core.io.export import ExportError
@@ -411,7 +412,7 @@ def _save_preview(rgb, alpha, results, paths: list[Path], path: Path, millimetre
     """Write the preview PNG of ``results`` (:func:`recon_core.io.preview.preview_png`, each row named by its file in
     ``paths``; the picture's own ``alpha`` made white, None: as it is) through a temporary file and a rename. The
     folder was checked before the model ran; should the write still fail (a full disk), ``ExportError`` is raised
-    (the caller removes what it wrote)."""
+    (what was written before it is still temporary, and removed: :func:`recon_core.io.export.staged_writes`)."""
     from recon_core.io.export import ExportError, atomic_write_bytes
     from recon_core.io.preview import preview_png
 

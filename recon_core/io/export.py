@@ -119,20 +119,28 @@ def staged_writes() -> Iterator[Callable[[], None]]:
     callable it yields (a caller that must not be interrupted between the renames calls it with its signals held). A
     failure or an interruption before then removes the temporary files alone, so the files a user had at those paths
     stay as they were: ``recon-mesh -o chair.stl --preview p.png`` stopped while the preview was drawn had replaced
-    the earlier chair.stl and then removed it. Should a rename fail, the files not yet renamed are removed."""
+    the earlier chair.stl and then removed it. Should a rename fail, the files not yet renamed are removed, and
+    ``ExportError`` names the file and those already renamed."""
     staged: list[tuple[Path, Path]] = []
     token = _STAGED.set(staged)
 
     def commit() -> None:
+        done: list[Path] = []
         while staged:
             tmp, path = staged[0]
             try:
                 os.replace(tmp, path)
-            except BaseException:
+            except BaseException as err:
                 for left, _ in staged:
                     left.unlink(missing_ok=True)
                 staged.clear()
-                raise
+                if not isinstance(err, OSError):
+                    raise
+                written = (f" ({', '.join(map(str, done))} {'was' if len(done) == 1 else 'were'} written)"
+                           if done else "")
+                raise ExportError(f"Cannot write {path}: {err.strerror or err}{written}. Choose a writable "
+                                  "location.") from None
+            done.append(path)
             staged.pop(0)
 
     try:

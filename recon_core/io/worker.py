@@ -421,7 +421,8 @@ def _write_mask(mask, image: str, path: str, notes: list[str]) -> str | None:
 
 
 def _model_stamp(model: str | None) -> tuple:
-    """What the model's files are now (path, modification time and size of each, None where absent): its settings,
+    """What the model's files are now (path, inode, change and modification times and size of each, None where
+    absent; a file renamed over another, as a save does, is another inode): its settings,
     weights and category branch, and the object finder's, as :meth:`Reconstructor.from_file` reads them."""
     from recon_core.io.weights import branch_file, default_finder_path, default_model_path, model_files
 
@@ -435,7 +436,7 @@ def _model_stamp(model: str | None) -> tuple:
         except OSError:
             stamp.append((str(file), None))
         else:
-            stamp.append((str(file), stat.st_mtime_ns, stat.st_size))
+            stamp.append((str(file), stat.st_ino, stat.st_ctime_ns, stat.st_mtime_ns, stat.st_size))
     return tuple(stamp)
 
 
