@@ -663,7 +663,8 @@ def run() -> None:
     to a temporary file and renamed) and the report is printed; stdout, stderr and the log are
     flushed here before ``os._exit``. ``--help`` and usage errors exit through argparse as usual. A standard
     stream the shell closed is os.devnull for the run (:func:`_open_closed_streams`). SIGTERM and SIGHUP stop the run
-    as Ctrl-C does, no file written (nor an earlier run's replaced) unless the report was printing (:data:`STOP_SIGNALS`, :class:`_Stop`).
+    as Ctrl-C does, no file written (nor an earlier run's replaced) unless the report was printing
+    (:data:`STOP_SIGNALS`, :class:`_Stop`).
     """
     _open_closed_streams()
     for name in STOP_SIGNALS:

@@ -495,7 +495,7 @@ def serve(channel: _Channel, requests: IO[str], model: str | None) -> int:
         if kind == "shutdown":
             break
         if kind == "reconstruct":
-            if _model_stamp(model) != stamp:  # replaced since it was loaded: the warm worker kept answering with the old
+            if _model_stamp(model) != stamp:  # replaced since it was loaded (the warm worker answered with the old)
                 rid, stamp_now = message.get("id"), _model_stamp(model)
                 channel.send("progress", id=rid, stage="loading the model again (its files changed)", fraction=0.0)
                 try:
