@@ -39,7 +39,6 @@ One move it to the candidate they show.
 import contextlib
 import filecmp
 import hashlib
-import math
 import os
 import re
 import shutil
@@ -1618,7 +1617,7 @@ def _forget_stranded_pictures() -> None:
     held = [(holder, _alive(holder.get(PICTURE_CAMERA_KEY))) for holder in (*bpy.data.objects, *bpy.data.collections)
             if holder.library is None]
     for holder, camera in held:  # found first: removing a camera removes its picture, another holder's perhaps
-        if isinstance(_alive(camera), bpy.types.Object) and not camera.users_collection:
+        if isinstance(camera, bpy.types.Object) and not camera.users_collection:
             del holder[PICTURE_CAMERA_KEY]
             _remove_picture_camera(camera)
     for obj in list(bpy.data.objects):
@@ -2074,9 +2073,8 @@ class RECON_OT_view_picture(bpy.types.Operator):
             return {'FINISHED'}
         said = f"{where}{back}. The picture is behind {obj.name}: Alt+Z (X-ray) shows it through the mesh."
         render = context.scene.render
-        scene_aspect = (render.resolution_x * render.pixel_aspect_x) / max(render.resolution_y * render.pixel_aspect_y,
-                                                                            1e-9)
-        if abs(math.log(max(scene_aspect, 1e-9) * view['height'] / view['width'])) > 0.01:  # the frame is cut
+        scene_aspect = (render.resolution_x * render.pixel_aspect_x) / (render.resolution_y * render.pixel_aspect_y)
+        if abs(scene_aspect * view['height'] / view['width'] - 1.0) > 0.01:  # the frame cuts the picture
             said += (f" The camera's frame is the picture at a render resolution of its proportions "
                      f"({view['width']} x {view['height']}); this scene's is {render.resolution_x} x "
                      f"{render.resolution_y}.")

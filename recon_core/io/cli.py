@@ -627,13 +627,11 @@ def _unit_notes(args, results) -> list[str]:
 def _plate_notes(args, results) -> list[str]:
     """The note of meshes made ``--height-mm`` tall that are larger than a large printer's build volume along a side
     (:data:`recon_core.io.notes.PLATE_MM`): their size, and what to do; none otherwise."""
-    import numpy as np
-
-    from recon_core.io.notes import PLATE_MM, plate_note
+    from recon_core.io.notes import PLATE_MM, output_size, plate_note
 
     if args.height_mm is None:
         return []
-    sizes = [np.ptp(r.verts, axis=0)[[0, 2, 1]] for r in results if len(r.verts)]  # width, depth, height
+    sizes = [output_size(r.verts) for r in results if len(r.verts)]  # width, depth, height
     large = [s for s in sizes if s.max() > PLATE_MM]
     if not large:
         return []

@@ -7,7 +7,9 @@ imports it.
 
 from __future__ import annotations
 
-__all__ = ["mm", "share", "thin_wall_figures", "plate_note", "likelihood_text", "likelihood_said",
+import numpy as np
+
+__all__ = ["mm", "share", "thin_wall_figures", "plate_note", "output_size", "likelihood_text", "likelihood_said",
            "LARGER_THAN_PRINTERS", "PLATE_MM", "AGAINST_THE_LIKELIEST"]
 
 PLATE_MM = 256.0
@@ -34,6 +36,13 @@ def share(fraction: float) -> str:
     if percent < 10:
         return f"{percent:.2g}%"
     return "over 99%" if 99.5 <= percent < 100 else f"{percent:.0f}%"
+
+
+def output_size(verts) -> np.ndarray:
+    """(3,) the width, depth and height of (V, 3) output-frame vertices (their x, z and y extents: +Y is up), the order
+    the report, the notes and a slicer give a size in; zeros for no vertices."""
+    verts = np.asarray(verts, dtype=np.float64)
+    return np.ptp(verts, axis=0)[[0, 2, 1]] if len(verts) else np.zeros(3)
 
 
 def plate_note(size_mm, fix: str, which: str = "it is") -> str | None:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from recon_core.io.notes import output_size
 from recon_core.mesh.printable import number_text
 from recon_core.mesh.render import face_shade, rasterize, render_mesh
 
@@ -167,8 +168,8 @@ def _caption(result, name: str, millimetres: bool, ranked: bool = False) -> tupl
         from recon_core.io.notes import likelihood_said
 
         first += f", {likelihood_said(result.likelihood)}"
-    size = np.ptp(np.asarray(result.verts, dtype=np.float64), axis=0) if len(result.verts) else np.zeros(3)
-    second = " x ".join(_number(v) for v in size[[0, 2, 1]]) + (" mm" if millimetres else " (the data's units)")
+    second = " x ".join(_number(v) for v in output_size(result.verts))
+    second += " mm" if millimetres else " (the data's units)"
     second += ", printable" if result.report.ok else ", NOT printable"
     said = []
     if not millimetres:

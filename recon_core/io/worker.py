@@ -308,19 +308,16 @@ def _reconstruct(reconstructor, image: str, count: int, kwargs: dict[str, Any], 
     export, while recon-mesh says it at once). ``progress(stage, fraction)`` is told of each stage
     (:meth:`recon_core.io.inference.Reconstructor.reconstruct_candidates`). Also returns the picture as it was read and
     its own alpha, ``(rgb, alpha)``, to be shown (:func:`_write_picture`)."""
-    import numpy as np
-
     from recon_core.io.image import load_picture
-    from recon_core.io.notes import plate_note
+    from recon_core.io.notes import output_size, plate_note
 
     rgb, alpha, notes, own = load_picture(image, object_mask, return_own_alpha=True)
     results = reconstructor.reconstruct_candidates(rgb, alpha, count if reconstructor.banked else 1,
                                                    source=str(image), progress=progress, **kwargs)
     for result in results:
         result.notes[:0] = notes
-        if kwargs.get("height_mm") is not None and len(result.verts):  # output frame: width, height, depth
-            note = plate_note(np.ptp(result.verts, axis=0)[[0, 2, 1]],
-                              "give a smaller --height-mm (the add-on's Height)")
+        if kwargs.get("height_mm") is not None and len(result.verts):
+            note = plate_note(output_size(result.verts), "give a smaller --height-mm (the add-on's Height)")
             if note:
                 result.notes.append(note)
     return results, (rgb, own)
@@ -495,8 +492,9 @@ def serve(channel: _Channel, requests: IO[str], model: str | None) -> int:
         if kind == "shutdown":
             break
         if kind == "reconstruct":
-            if _model_stamp(model) != stamp:  # replaced since it was loaded (the warm worker answered with the old)
-                rid, stamp_now = message.get("id"), _model_stamp(model)
+            stamp_now = _model_stamp(model)
+            if stamp_now != stamp:  # replaced since it was loaded (the warm worker answered with the old)
+                rid = message.get("id")
                 channel.send("progress", id=rid, stage="loading the model again (its files changed)", fraction=0.0)
                 try:
                     reconstructor, stamp = Reconstructor.from_file(model), stamp_now
