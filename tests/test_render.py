@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -188,15 +189,20 @@ def test_parallel_run_exits_zero(tmp_path):
     """Two worker processes: every view is written and the parent exits 0.
 
     The parent used to import bpy on a shard thread to name the workers' executable; the interpreter's exit
-    then crashed in Blender's teardown (exit 139) after all views were written.
+    then crashed in Blender's teardown (exit 139) after all views were written. The workers, which skip that
+    teardown, leave no folder of Blender's temporary files behind.
     """
     models = ["par0001", "par0002", "par0003"]
     shapenet = _write_dataset(tmp_path / "shapenet", models)
     out = tmp_path / "renders"
+    temp = tmp_path / "temp"
+    temp.mkdir()
     cmd = [sys.executable, str(REPO / "training" / "render.py"), "--shapenet", str(shapenet), "--out", str(out),
            "--views", "2", "--workers", "2", "--threads", "1", "--samples", "1", "--points", "100"]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    env = {**os.environ, "TMPDIR": str(temp)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
     assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-3000:]}"
+    assert not list(temp.iterdir()), "left in the temporary folder: " + ", ".join(p.name for p in temp.iterdir())
     assert "0 models failed" in proc.stderr
     for model_id in models:
         for view in range(2):

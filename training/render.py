@@ -49,6 +49,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -1036,10 +1037,16 @@ def _exit(code: int) -> None:
     Unloading ``bpy`` runs Blender's whole window-manager exit (``WM_exit_ex``), which can crash (see
     :func:`_worker_command`) after the work is done. Every output is on disk by now (written to temporary
     names and renamed), so the streams are flushed and the process ends with ``os._exit``: its exit code
-    is the run's, never Blender's teardown's.
+    is the run's, never Blender's teardown's. The teardown would also remove Blender's folder of this session's
+    temporary files (``bpy.app.tempdir``, ``blender_XXXXXX`` in the system's temporary folder); it is removed
+    here, else every worker of every run leaves one behind.
     """
-    if "bpy" not in sys.modules:
+    bpy = sys.modules.get("bpy")
+    if bpy is None:
         sys.exit(code)
+    session_temp = Path(bpy.app.tempdir)
+    if session_temp.name.startswith("blender_"):  # the session's own folder, never the temporary folder itself
+        shutil.rmtree(session_temp, ignore_errors=True)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
