@@ -418,7 +418,7 @@ def _temp_copy(write, suffix: str, what: str, fix: str, no_pixels=None) -> str:
     RuntimeError (it cannot read or write the image) becoming the InputError "WHAT cannot be read (why); FIX", or the
     sentence ``no_pixels()`` gives when it gives one (the image holds no pixels)."""
     try:
-        fd, temp = tempfile.mkstemp(prefix="recon-", suffix=suffix)
+        fd, temp = tempfile.mkstemp(prefix=worker_client.TEMP_PREFIX, suffix=suffix)
         os.close(fd)
     except OSError as err:
         raise InputError(worker_client.temp_folder_sentence(err)) from None
@@ -625,7 +625,9 @@ class _Reconstruction:
         if self.height_mm is not None and self.height_mm < least:
             raise InputError(f"Height (mm) must be 0 (the model's size) or at least {least:g} mm, got "
                              f"{self.height_mm:g}.")
-        # the inputs checked, the temporary copies made last: cleanup() removes them from here on
+        # the inputs checked, the temporary copies made last: cleanup() removes them from here on (and a killed
+        # Blender's, the first time)
+        worker_client.sweep_stale_temp_once()
         self.image, self.name, self.temp_file, self.picture = _image_input(settings, context.scene)
         if self.temp_file is not None:  # a PNG copy of an OpenEXR or HDR file, or of a Blender image
             self.names[self.temp_file] = (f"image file {self.picture}" if settings.source == 'FILE'
@@ -656,7 +658,7 @@ class _Reconstruction:
                 if self.mask_temp is not None:
                     self.names[self.mask_temp] = f"mask image {settings.mask_image.name}"
             try:
-                self.mask_dir = tempfile.mkdtemp(prefix="recon-")
+                self.mask_dir = tempfile.mkdtemp(prefix=worker_client.TEMP_PREFIX)
             except OSError as err:
                 raise InputError(worker_client.temp_folder_sentence(err)) from None
             client = worker_client.get_client(python, model, repo=DEFAULTS["repo"])

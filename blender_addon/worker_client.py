@@ -31,8 +31,8 @@ from typing import Any
 
 __all__ = [
     "PROTOCOL_VERSION", "CATEGORY_NAMES", "DETAIL_VERTICES", "DEFAULT_DETAIL", "DELAY_ENV", "STARTUP_TIMEOUT_S",
-    "HELLO_TIMEOUT_S",
-    "WorkerError", "check_model", "Candidate", "WorkerResult", "Job", "WorkerClient", "get_client", "shutdown_all", "write_print_file",
+    "HELLO_TIMEOUT_S", "TEMP_PREFIX", "WorkerError", "check_model", "sweep_stale_temp", "Candidate", "WorkerResult", "Job",
+    "WorkerClient", "get_client", "shutdown_all", "write_print_file",
 ]
 
 PROTOCOL_VERSION = 1
@@ -80,6 +80,49 @@ _A_BUG = "this is a bug: please report it with this sentence. Click Reconstruct 
 
 _STDERR_LINES = 200
 _EOF = object()
+
+TEMP_PREFIX = "reconstruct-from-image-"
+"""The name every temporary file and folder of the add-on starts with (its copies of the pictures, the run's mask and
+picture, an export's meshes), in the system's temporary folder."""
+STALE_TEMP_S = 24 * 3600.0
+"""A temporary file or folder of the add-on not written for this long is a killed Blender's (a run or an export
+removes its own when it ends, and lasts minutes at most): :func:`sweep_stale_temp` removes it."""
+_swept = False
+
+
+def sweep_stale_temp(folder: str | None = None, now: float | None = None) -> list[str]:
+    """Remove the add-on's temporary files and folders (:data:`TEMP_PREFIX`) last written over :data:`STALE_TEMP_S`
+    ago in ``folder`` (the temporary folder): a Blender killed mid-run leaves its run's picture and mask there. Never
+    fails (a folder it cannot read or an entry it cannot remove is left); returns the names removed."""
+    try:
+        folder = folder or tempfile.gettempdir()
+        names = [n for n in os.listdir(folder) if n.startswith(TEMP_PREFIX)]
+    except OSError:
+        return []
+    now = time.time() if now is None else now
+    removed = []
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            stat = os.lstat(path)
+            if now - stat.st_mtime < STALE_TEMP_S:
+                continue
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+        except OSError:
+            continue
+        removed.append(name)
+    return removed
+
+
+def sweep_stale_temp_once() -> None:
+    """:func:`sweep_stale_temp` the first time a Blender session makes a temporary file of the add-on."""
+    global _swept
+    if not _swept:
+        _swept = True
+        sweep_stale_temp()
 
 
 class WorkerError(RuntimeError):
@@ -221,8 +264,9 @@ def write_print_file(python: str, objects: list[tuple[str, Any, Any]], path: str
     import numpy as np  # Blender ships numpy; imported here so the worker protocol alone does not need it
 
     _check_python(python)
+    sweep_stale_temp_once()
     try:
-        folder = tempfile.mkdtemp(prefix="recon-export-")
+        folder = tempfile.mkdtemp(prefix=TEMP_PREFIX + "export-")
     except OSError as err:
         raise WorkerError(temp_folder_sentence(err)) from None
     try:

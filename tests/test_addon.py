@@ -49,7 +49,7 @@ from mathutils import Vector  # noqa: E402
 
 import build_addon  # noqa: E402
 from recon_core.io.worker import DELAY_ENV as DELAY_ENV_NAME  # noqa: E402
-from tests.test_worker import PYTHON, make_alpha_image, make_shape_image, write_tiny_model  # noqa: E402
+from tests.test_worker import PYTHON, make_alpha_image, make_shape_image, worker_client, write_tiny_model  # noqa: E402
 
 pytestmark = pytest.mark.blender
 
@@ -104,9 +104,9 @@ def scene_state() -> tuple[frozenset, frozenset, frozenset, frozenset]:
 
 
 def temp_leftovers(before: set[str]) -> set[str]:
-    """The add-on's temporary files and folders (``recon-*``) made since ``before`` and still there."""
+    """The add-on's temporary files and folders (``TEMP_PREFIX*``) made since ``before`` and still there."""
     now = set(os.listdir(os.environ.get("TMPDIR", "/tmp")))
-    return {n for n in now - before if n.startswith("recon-")}
+    return {n for n in now - before if n.startswith(worker_client.TEMP_PREFIX)}
 
 
 def mask_pixels(image) -> np.ndarray:
@@ -357,6 +357,38 @@ def test_detail_is_a_level_the_worker_turns_into_the_output_size(addon, settings
         assert_closed_manifold(obj.data)
         bpy.data.objects.remove(obj)
     assert vertices == {'LOW': 642, 'MEDIUM': 2562}
+
+
+def test_a_killed_blenders_temporary_files_go_at_the_first_run(addon, settings, monkeypatch):
+    """A Blender killed mid-run leaves its run's folder (the mask, the picture) in the temporary folder; the first run
+    of a Blender session removes those written over a day ago, and no run removes a newer one."""
+    folder = os.environ.get("TMPDIR", "/tmp")
+    old = tempfile.mkdtemp(prefix=worker_client.TEMP_PREFIX, dir=folder)
+    Path(old, "mask.png").write_bytes(b"mask")
+    recent = tempfile.mkdtemp(prefix=worker_client.TEMP_PREFIX, dir=folder)
+    stale = time.time() - worker_client.STALE_TEMP_S - 60
+    os.utime(old, (stale, stale))
+    monkeypatch.setattr(addon.package.worker_client, "_swept", False)  # as in a new Blender session
+
+    def run_and_remove():
+        obj = reconstruct()
+        mesh, mask = obj.data, obj.get("recon_mask")
+        bpy.data.objects.remove(obj)
+        bpy.data.meshes.remove(mesh)
+        if mask is not None:
+            bpy.data.images.remove(mask)
+
+    state = scene_state()
+    try:
+        run_and_remove()
+        assert not os.path.exists(old) and os.path.isdir(recent)
+        os.utime(recent, (stale, stale))
+        run_and_remove()
+        assert os.path.isdir(recent), "swept once a session, not at every run"
+        assert scene_state() == state
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(recent, ignore_errors=True)
 
 
 def test_packed_image_is_written_to_a_temporary_file(addon, settings, tmp_path):
@@ -2340,7 +2372,7 @@ def reconstruct_error(match: str) -> str:
     with pytest.raises(RuntimeError, match=match) as failed:
         bpy.ops.recon.reconstruct_image()
     message = str(failed.value)
-    assert "recon-" not in message and os.environ.get("TMPDIR", "/tmp") not in message, message
+    assert worker_client.TEMP_PREFIX not in message and os.environ.get("TMPDIR", "/tmp") not in message, message
     return message
 
 
@@ -2362,7 +2394,7 @@ def test_messages_name_the_users_images_not_their_temporary_copies(addon, settin
     driver = ModalDriver(addon.package.operators.RECON_OT_reconstruct)
     assert driver.invoke() == {'RUNNING_MODAL'} and driver.finish() == {'FINISHED'}
     assert ({'WARNING'}, "Note: the object is the mask image painted (its grey levels).") in driver.reports
-    assert not any("recon-" in message for _, message in driver.reports), driver.reports
+    assert not any(worker_client.TEMP_PREFIX in message for _, message in driver.reports), driver.reports
     [obj] = [o for o in bpy.data.objects if o.name not in state[0]]
     mask = obj["recon_mask"]
     bpy.data.objects.remove(obj)

@@ -1002,6 +1002,36 @@ def test_the_temporary_folder_sentence_names_the_folder_and_the_mend(monkeypatch
                            "that it exists and can be written")
 
 
+def test_a_killed_blenders_temporary_files_are_swept_after_a_day(tmp_path):
+    """Entries of the add-on's prefix last written over a day ago go, a folder with what is in it and a link without
+    its target; newer ones (a run in another Blender) and other programs' entries stay."""
+    prefix, day = worker_client.TEMP_PREFIX, worker_client.STALE_TEMP_S
+    now = time.time()
+    old_run = tmp_path / f"{prefix}abc"
+    old_run.mkdir()
+    (old_run / "mask.png").write_bytes(b"mask")
+    old_copy = tmp_path / f"{prefix}def.png"
+    old_copy.write_bytes(b"picture")
+    target = tmp_path / "kept-target"
+    target.mkdir()
+    (target / "file").write_bytes(b"x")
+    old_link = tmp_path / f"{prefix}link"
+    old_link.symlink_to(target)
+    new_run = tmp_path / f"{prefix}new"
+    new_run.mkdir()
+    other = tmp_path / "recon-other-program"
+    other.mkdir()
+    for path in (old_run, old_copy, target, other):
+        os.utime(path, (now - day - 60, now - day - 60))
+    os.utime(old_link, (now - day - 60, now - day - 60), follow_symlinks=False)
+    os.utime(new_run, (now - day + 60, now - day + 60))
+    removed = worker_client.sweep_stale_temp(str(tmp_path), now=now)
+    assert sorted(removed) == sorted([old_run.name, old_copy.name, old_link.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, new_run.name, other.name])
+    assert (target / "file").read_bytes() == b"x"
+    assert worker_client.sweep_stale_temp(str(tmp_path / "missing"), now=now) == []
+
+
 def fake_python(folder: Path, body: str) -> str:
     """A program set as the interpreter that is not the worker: a shell script running ``body``."""
     script = folder / "not-python"
