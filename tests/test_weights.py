@@ -48,6 +48,20 @@ def test_loading_skips_the_random_initialisation_and_equals_a_fully_initialised_
     assert all(p.requires_grad for p in fast.parameters())  # still trainable (--init-from)
 
 
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads the process's memory maps (Linux)")
+def test_a_loaded_model_keeps_no_map_of_its_file(tmp_path, tiny_config):
+    """safetensors maps the file into memory, and tensors of the model's own dtype were views of that map: the file
+    stayed mapped while the model lived, which on Windows refuses replacing it (a model saved over it, a git pull)."""
+    import gc
+
+    stem = save_model(build_model(tiny_config), tmp_path / "m", {}, half=False)  # every dtype the model's own
+    loaded, _ = load_model(stem)
+    gc.collect()
+    maps = Path("/proc/self/maps").read_text()
+    assert str(stem) + ".safetensors" not in maps
+    assert loaded.training is False
+
+
 def test_missing_weights_gives_untrained_model(tiny_model_path):
     model, meta = load_model(tiny_model_path)
     assert meta["trained"] is False

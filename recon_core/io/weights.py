@@ -256,8 +256,10 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
                 f"Model weights {weights_path} do not match the architecture: tensor {k} has shape "
                 f"{tuple(v.shape)}, the config expects {tuple(expected[k].shape)}; use the .json saved with these weights."
             )
-    # assign: the module takes the loaded tensors (converted to its dtypes) instead of copying them into its own
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, assign=True)
+    # assign: the module takes the loaded tensors (converted to its dtypes) instead of copying them into its own; each
+    # a copy, never a view of the file's memory map, which would hold the file mapped while the model lives: Windows
+    # then refuses to replace it (a retrained model saved over it, the worker's reload of changed files, git pull)
+    model.load_state_dict({k: v.to(expected[k].dtype, copy=True) for k, v in state.items()}, assign=True)
     if getattr(model, "bank", None) is not None:
         try:
             model.bank.check()
