@@ -288,8 +288,9 @@ def _image_input(settings, scene) -> tuple[str, str, str | None, str]:
 
 
 def _picture_name(picture: str) -> str:
-    """A picture as a sentence names it: its file's name, or "Blender image NAME" as it is (:func:`_image_input`)."""
-    return picture if picture.startswith("Blender image ") else os.path.basename(picture)
+    """A picture as a sentence names it: its file's name, or "Blender image NAME" as it is (:func:`_image_input`).
+    A path recorded on Windows ("C:\\Users\\...\\chair.png") gives its name on any system."""
+    return picture if picture.startswith("Blender image ") else re.split(r"[\\/]", picture)[-1]
 
 
 def _same_picture(made_for: str, picture: str, gone_is_same: bool = True) -> bool:
@@ -301,8 +302,8 @@ def _same_picture(made_for: str, picture: str, gone_is_same: bool = True) -> boo
     run keeps its old mask beside the new one, rather than give another product's objects this one's)."""
     if made_for == picture:
         return True
-    if _picture_name(made_for) != _picture_name(picture) or made_for.startswith("Blender image "):
-        return False
+    if made_for.startswith("Blender image ") or _picture_name(made_for).casefold() != _picture_name(picture).casefold():
+        return False  # names told apart regardless of case: one file on Windows' and macOS's disks
     if not os.path.isfile(made_for):
         return gone_is_same
     try:
@@ -713,9 +714,13 @@ class _Reconstruction:
             self.workspace = None
 
     def cleanup(self) -> None:
+        """Remove the run's temporary files; never fails (Windows refuses to remove a file another program still holds
+        open, e.g. a worker being stopped or a virus scanner: it is left for :func:`worker_client.sweep_stale_temp`),
+        so that what the operator shows always ends after it."""
         for temp in (self.temp_file, self.mask_temp):
-            if temp and os.path.exists(temp):
-                os.unlink(temp)
+            if temp:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
         self.temp_file = self.mask_temp = None
         if self.mask_dir:
             shutil.rmtree(self.mask_dir, ignore_errors=True)

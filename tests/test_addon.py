@@ -391,6 +391,36 @@ def test_a_killed_blenders_temporary_files_go_at_the_first_run(addon, settings, 
         shutil.rmtree(recent, ignore_errors=True)
 
 
+def test_a_temporary_file_windows_will_not_remove_ends_the_run_all_the_same(addon, settings, tmp_path, monkeypatch):
+    """Windows refuses to remove a file that another program holds open (a worker being stopped, a virus scanner):
+    the error skipped ending the operator's progress and status and left the add-on marked as running."""
+    path = make_shape_image(tmp_path / "packed.png")
+    image = bpy.data.images.load(str(path))
+    image.pack()
+    settings.source, settings.image = 'IMAGE', image
+    unlink, refused = os.unlink, []
+
+    def held_open(name, *args, **kwargs):
+        if os.path.basename(name).startswith(worker_client.TEMP_PREFIX):
+            refused.append(name)
+            raise PermissionError(13, "The process cannot access the file because it is being used by another process",
+                                  name)
+        return unlink(name, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", held_open)
+    try:
+        obj = reconstruct()
+    finally:
+        monkeypatch.undo()
+        for name in refused:
+            unlink(name)
+    assert refused and addon.package.operators._RUNNING is None
+    mask = obj["recon_mask"]
+    bpy.data.objects.remove(obj)
+    bpy.data.images.remove(mask)
+    bpy.data.images.remove(image)
+
+
 def test_packed_image_is_written_to_a_temporary_file(addon, settings, tmp_path):
     path = make_shape_image(tmp_path / "packed_photo.png")
     image = bpy.data.images.load(str(path))
@@ -1380,6 +1410,23 @@ def test_another_pictures_mask_is_refused_and_a_mask_the_user_made_is_taken(addo
         bpy.data.objects.remove(obj)
     for name in images:
         bpy.data.images.remove(bpy.data.images[name])
+
+
+def test_a_mask_recorded_on_windows_or_in_other_case_is_this_pictures(addon, tmp_path):
+    """A .blend made on Windows records its picture as "C:\\...\\chair.png": opened on macOS or Linux, its name was
+    the whole path, and the mask was refused as another picture's; a name in other letter case is one file on Windows'
+    and macOS's disks. Names still tell apart two files that differ."""
+    same, names = addon.package.operators._same_picture, addon.package.operators._picture_name
+    picture = tmp_path / "chair.png"
+    shutil.copy(addon.image, picture)
+    assert names(r"C:\Users\Zoë\Desktop\chair.png") == "chair.png"
+    assert same(r"C:\Users\Zoë\Desktop\chair.png", str(picture))  # the recorded file is not on this machine
+    assert same(str(tmp_path / "CHAIR.PNG"), str(picture))
+    assert not same(r"C:\Users\Zoë\Desktop\table.png", str(picture))
+    other = tmp_path / "other" / "Chair.png"
+    other.parent.mkdir()
+    Image.open(addon.image).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(other)
+    assert not same(str(other), str(picture)), "a file of that name with other pixels is another picture"
 
 
 def test_a_mask_the_finder_was_unsure_of_is_flagged_in_the_panel(addon, settings, monkeypatch):
