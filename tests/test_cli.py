@@ -125,6 +125,8 @@ def _bad_inputs(tmp_path: Path, tiny_config) -> dict[str, tuple[list[str], str]]
         "preview over the picture": ([str(good), "--preview", str(good)], "it is the input picture"),
         "preview is the mask": ([str(good), "--preview", str(tmp_path / "both.png"), "--save-mask",
                                  str(tmp_path / "both.png")], "it is the --save-mask file too"),
+        "preview is the mask in other case": ([str(good), "--preview", str(tmp_path / "Both.png"), "--save-mask",
+                                               str(tmp_path / "both.PNG")], "names differing only in case are one file"),
         "preview is a folder": ([str(good), "--preview", str(mask_folder)], "it is a folder"),
         "output is a folder": ([str(good), "-o", str(folder)], "it is a folder"),
         "output inside a file": ([str(good), "-o", str(not_a_folder / "out.stl")], "is a file, not a folder"),
@@ -275,6 +277,20 @@ def test_closed_stdout_ends_quietly_after_the_mesh_is_written(tmp_path, tiny_mod
     assert proc.returncode == 0, proc.stderr  # the mesh's exit code, as if the report had been read
     assert [line for line in proc.stderr.splitlines() if not line.startswith("note: ")] == [], proc.stderr
     _assert_complete_stl(out)
+
+
+def test_a_pipe_closed_on_windows_is_a_reader_gone(monkeypatch):
+    """Windows often says a pipe whose reader has gone (``| more`` quit) by EINVAL, not EPIPE: the report ended in
+    "could not be printed", exit 1, where a closed pipe ends quietly. Elsewhere EINVAL is a failure."""
+    import errno
+
+    from recon_core.io.cli import _stream_closed
+
+    invalid = OSError(errno.EINVAL, "Invalid argument")
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert _stream_closed(invalid, None)
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert not _stream_closed(invalid, None) and _stream_closed(BrokenPipeError(errno.EPIPE, "Broken pipe"), None)
 
 
 def test_closed_unbuffered_stdout_ends_quietly(tmp_path, tiny_model_path, good_image, monkeypatch):

@@ -520,6 +520,19 @@ def test_the_add_on_writer_says_what_would_not_print_as_recon_core_checks_it(tmp
     assert main([str(meshes), str(tmp_path / "again.obj")]) == 2 and not (tmp_path / "again.obj").exists()
 
 
+def test_the_add_on_writer_escapes_what_the_console_cannot_show(tmp_path):
+    """Run by hand on Windows with its output redirected (cp1252), an object's name in Chinese in a note ended in a
+    UnicodeEncodeError traceback, exit 1, after the file was written."""
+    plate = trimesh.creation.box([20.0, 20.0, 0.3])  # walls under 0.8 mm: a note that names the object
+    meshes = tmp_path / "meshes.npz"
+    np.savez(meshes, names=np.array(["椅子"]), verts_0=plate.vertices + [0, 0, 10], faces_0=plate.faces)
+    out = tmp_path / "Zoë part.3mf"
+    proc = subprocess.run([sys.executable, "-m", "recon_core.io.export", str(meshes), str(out)], cwd=REPO,
+                          capture_output=True, env={**os.environ, "PYTHONIOENCODING": "cp1252"})
+    assert proc.returncode == 0 and out.exists(), proc.stderr.decode("cp1252", "replace")
+    assert b"\\u6905\\u5b50" in proc.stdout and b"Traceback" not in proc.stderr
+
+
 def test_an_stl_is_checked_as_slicers_read_it_without_the_faces_its_joined_corners_collapse(tmp_path):
     """A box with one edge collapsed (its two ends at one place, not merged): in an STL the two faces on it are
     zero-area triangles, which slicers drop, and what is left is closed; joining the corners and keeping those faces

@@ -241,7 +241,9 @@ def _stream_closed(err: Exception, stream) -> bool:
     pipe, a closed descriptor, a closed file object), rather than that it failed (a full disk)."""
     if isinstance(err, ValueError):  # a closed file object; not an encoding error
         return bool(getattr(stream, "closed", False))
-    return isinstance(err, BrokenPipeError) or getattr(err, "errno", None) == errno.EBADF
+    number = getattr(err, "errno", None)  # on Windows a pipe whose reader has gone is often EINVAL, not EPIPE
+    return (isinstance(err, BrokenPipeError) or number == errno.EBADF
+            or (sys.platform == "win32" and number == errno.EINVAL))
 
 
 def _stream_gone(stream) -> None:
@@ -490,6 +492,10 @@ def main(argv: list[str] | None = None) -> int:
                                          or _same_file(preview_out, mask_out)):
                 raise ExportError(f"Cannot write the preview to {preview_out}: it is the --save-mask file too; give "
                                   "them different names.")
+            if mask_out is not None and str(preview_out.resolve()).casefold() == str(mask_out.resolve()).casefold():
+                raise ExportError(f"Cannot write the preview to {preview_out}: on Windows' and macOS's disks it is the "
+                                  f"--save-mask file {mask_out} too, as names differing only in case are one file "
+                                  "there; give them different names.")
         if args.height_mm is not None and not MIN_HEIGHT_MM <= args.height_mm <= MAX_HEIGHT_MM:  # NaN fails too
             keep = "; to keep the model's own size, leave --height-mm out" if args.height_mm == 0 else ""
             raise ValueError(f"--height-mm must be a number of millimetres from {MIN_HEIGHT_MM:g} to "

@@ -504,6 +504,10 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m recon_core.io.export MESHES.npz OUT.3mf`` (or ``OUT.stl``): the add-on's writer of files to print
     (see the module docstring)."""
     args = sys.argv[1:] if argv is None else argv
+    for stream in (sys.stdout, sys.stderr):  # a console in cp1252 (Windows, redirected): an object's name in Chinese
+        if getattr(stream, "errors", None) == "strict":  # is escaped, not a UnicodeEncodeError once the file is written
+            with contextlib.suppress(AttributeError, ValueError):
+                stream.reconfigure(errors="backslashreplace")
     if args in (["-h"], ["--help"]):
         print(f"{USAGE}\n\nWrite the meshes of MESHES.npz (verts_0, faces_0, ..., names; +Z up, millimetres) as one 3MF "
               "or STL file, on its build plate, and say what would not print well.")
