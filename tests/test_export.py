@@ -412,8 +412,12 @@ def test_a_name_at_the_file_system_s_limit_is_written_atomically(tmp_path, monke
     for length in (limit - 10, limit):
         path = export_mesh(box.vertices, box.faces, tmp_path / ("b" * (length - 4) + ".stl"))
         assert path.is_file() and len(os.fsencode(path.name)) == length and name_too_long(path) is None
-    assert name_too_long(tmp_path / ("b" * limit + ".stl")) == (limit + 4, limit)
-    assert name_too_long(tmp_path / "missing" / "folders" / ("é" * limit)) == (2 * limit, limit)
+    assert name_too_long(tmp_path / ("b" * limit + ".stl")) == (limit + 4, limit, "bytes")
+    assert name_too_long(tmp_path / "missing" / "folders" / ("é" * limit)) == (2 * limit, limit, "bytes")
+    with monkeypatch.context() as windows:  # NTFS counts UTF-16 code units: 100 Chinese characters are 300 bytes
+        windows.setattr(sys, "platform", "win32")
+        assert name_too_long(tmp_path / ("椅" * 100 + ".stl")) is None
+        assert name_too_long(tmp_path / ("椅" * 252 + ".stl")) == (256, 255, "characters")
     monkeypatch.setattr("recon_core.io.export.os.replace", lambda src, dst: (_ for _ in ()).throw(OSError(28, "full")))
     with pytest.raises(OSError):
         atomic_write_bytes(tmp_path / ("d" * limit), b"data")

@@ -358,8 +358,9 @@ def _check_name_length(path: Path, what: str) -> None:
 
     too_long = name_too_long(path)
     if too_long:
-        raise ExportError(f"Cannot write {what}{_shown(path)}: its name is {too_long[0]} bytes long and the file "
-                          f"system allows at most {too_long[1]}; choose a shorter name.")
+        size, limit, unit = too_long
+        raise ExportError(f"Cannot write {what}{_shown(path)}: its name is {size} {unit} long and the file system "
+                          f"allows at most {limit}; choose a shorter name.")
 
 
 def _refuse_an_input(path: Path, what: str, args: argparse.Namespace) -> None:

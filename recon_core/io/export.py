@@ -207,14 +207,19 @@ NAME_MAX_FALLBACK = 255
 limit of ext4, XFS, Btrfs, APFS and NTFS."""
 
 
-def name_too_long(path: str | os.PathLike) -> tuple[int, int] | None:
-    """``(the name's length, the limit)`` in bytes when the last part of ``path`` is longer than its folder's file
-    system allows (``os.pathconf(folder, "PC_NAME_MAX")``, else :data:`NAME_MAX_FALLBACK`); None when it fits.
+def name_too_long(path: str | os.PathLike) -> tuple[int, int, str] | None:
+    """``(the name's length, the limit, their unit)`` when the last part of ``path`` is longer than its folder's file
+    system allows (``os.pathconf(folder, "PC_NAME_MAX")`` bytes, else :data:`NAME_MAX_FALLBACK`); None when it fits.
+    On Windows (no ``pathconf``) the limit is 255 UTF-16 code units, "characters" (a Chinese name's each 3 UTF-8 bytes
+    are one), elsewhere bytes.
 
     Checked before a run, as the error a write would give (``File name too long``) comes only once the work is done.
     The folder is the nearest existing one on the way to ``path``.
     """
     path = Path(path)
+    if sys.platform == "win32":
+        size = len(path.name.encode("utf-16-le", "surrogatepass")) // 2
+        return (size, NAME_MAX_FALLBACK, "characters") if size > NAME_MAX_FALLBACK else None
     size = len(os.fsencode(path.name))
     limit = NAME_MAX_FALLBACK
     try:
@@ -224,7 +229,7 @@ def name_too_long(path: str | os.PathLike) -> tuple[int, int] | None:
         pass
     if limit <= 0:  # -1: no limit given
         limit = NAME_MAX_FALLBACK
-    return (size, limit) if size > limit else None
+    return (size, limit, "bytes") if size > limit else None
 
 
 def os_error_sentence(err: OSError) -> str:
