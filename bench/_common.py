@@ -96,7 +96,7 @@ def machine(threads: int | None = None) -> dict[str, Any]:
     }
     try:
         info["load_average_1min"] = round(os.getloadavg()[0], 2)  # > 0 when other work shares the cores
-    except OSError:
+    except (AttributeError, OSError):  # none on Windows
         pass
     return info
 

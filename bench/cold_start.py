@@ -39,7 +39,8 @@ def run_cli(image: Path, out: Path, model: str | None, threads: int) -> tuple[fl
         proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         stderr = err.read().decode(errors="replace")
-    return wall, usage.ru_maxrss / 1024.0, proc.returncode, stderr  # ru_maxrss is in KiB on Linux
+    kib = usage.ru_maxrss / (1024.0 if sys.platform == "darwin" else 1.0)  # in bytes on macOS, KiB on Linux
+    return wall, kib / 1024.0, proc.returncode, stderr
 
 
 def slowest_imports(module: str = "recon_core.io.inference", top: int = 10) -> tuple[float, list[dict]]:

@@ -316,3 +316,13 @@ def test_the_tiny_model_of_a_bench_run_leaves_no_folder_behind(tmp_path):
     assert out.returncode == 0, out.stderr
     folder = Path(out.stdout.strip())
     assert folder.parent == tmp_path and not folder.exists()
+
+
+def test_what_the_numbers_were_measured_on_is_said_without_a_load_average(monkeypatch):
+    """Windows has no os.getloadavg: every benchmark failed with an AttributeError before measuring."""
+    from bench._common import machine
+
+    assert "load_average_1min" in machine(threads=1)
+    monkeypatch.delattr("os.getloadavg")
+    info = machine(threads=1)
+    assert "load_average_1min" not in info and info["cpu_cores"] == os.cpu_count()
