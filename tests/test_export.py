@@ -641,3 +641,38 @@ def test_staged_writes_replace_the_earlier_files_only_once_every_new_one_is_writ
             monkeypatch.setattr(export.os, "replace", replace_then_fail)
     monkeypatch.undo()
     assert (a.read_bytes(), b.read_bytes()) == (b"fourth a", b"direct b") and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_file_held_open_on_windows_is_replaced_once_it_is_let_go(tmp_path, monkeypatch):
+    """Windows refuses to replace a file that another program holds open (a slicer's preview, a virus scanner, a cloud
+    folder's sync, each for a moment after the file changes): the rename is tried again for about 1.5 s, and a file
+    held longer is said so, with what to do. Elsewhere a refused rename is not tried again."""
+    from recon_core.io import export
+
+    target = tmp_path / "part.stl"
+    target.write_bytes(b"earlier")
+    replace, waits, held = os.replace, [], {"tries": 2}
+
+    def held_open(src, dst):
+        if held["tries"]:
+            held["tries"] -= 1
+            raise PermissionError(13, "Access is denied", str(dst))
+        replace(src, dst)
+
+    monkeypatch.setattr(export.os, "replace", held_open)
+    monkeypatch.setattr(export.time, "sleep", waits.append)
+    monkeypatch.setattr(sys, "platform", "win32")
+    export.atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"new" and waits == [0.05, 0.1] and not list(tmp_path.glob(".*.tmp"))
+    held["tries"] = 10
+    with pytest.raises(ExportError, match=rf"^Cannot write {re.escape(str(target))}: Access is denied\. Close it in any "
+                       r"program that has it open \(a slicer, a viewer\), or choose a writable location\.$"):
+        with export.staged_writes():
+            export.atomic_write_bytes(target, b"newer")
+    assert target.read_bytes() == b"new" and not list(tmp_path.glob(".*.tmp"))
+    assert waits[2:] == list(export.REPLACE_RETRY_S)
+    monkeypatch.setattr(sys, "platform", "linux")
+    held["tries"], waits[:] = 1, []
+    with pytest.raises(PermissionError):
+        export.atomic_write_bytes(target, b"newest")
+    assert waits == [] and target.read_bytes() == b"new"

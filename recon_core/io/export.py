@@ -33,6 +33,7 @@ import re
 import secrets
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -76,6 +77,30 @@ the temporary name is shorter than any file system's limit (255 bytes) whatever 
 name that can be written can be written through a temporary file."""
 
 
+REPLACE_RETRY_S = (0.05, 0.1, 0.2, 0.4, 0.8)
+"""On Windows, the waits before each new try of a rename refused with PermissionError: Windows refuses to replace a
+file that another program holds open, which a viewer, a slicer's preview, a virus scanner or a cloud folder's sync
+does for a moment after the file changes."""
+
+
+def _replace(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """``os.replace(tmp, path)``, tried again on Windows after each of :data:`REPLACE_RETRY_S` while refused."""
+    waits = REPLACE_RETRY_S if sys.platform == "win32" else ()
+    for wait in waits:
+        try:
+            os.replace(tmp, path)
+            return
+        except PermissionError:
+            time.sleep(wait)
+    os.replace(tmp, path)
+
+
+def _held_open_hint(err: OSError) -> str:
+    """What to do about a rename refused on Windows, where a file open in another program cannot be replaced."""
+    return (" Close it in any program that has it open (a slicer, a viewer), or choose a writable location."
+            if sys.platform == "win32" and isinstance(err, PermissionError) else " Choose a writable location.")
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
 
@@ -102,7 +127,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         if staged is not None:  # renamed with the others at the end of staged_writes
             staged.append((Path(tmp), path))
         else:
-            os.replace(tmp, path)
+            _replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -129,7 +154,7 @@ def staged_writes() -> Iterator[Callable[[], None]]:
         while staged:
             tmp, path = staged[0]
             try:
-                os.replace(tmp, path)
+                _replace(tmp, path)
             except BaseException as err:
                 for left, _ in staged:
                     left.unlink(missing_ok=True)
@@ -138,8 +163,8 @@ def staged_writes() -> Iterator[Callable[[], None]]:
                     raise
                 written = (f" ({', '.join(map(str, done))} {'was' if len(done) == 1 else 'were'} written)"
                            if done else "")
-                raise ExportError(f"Cannot write {path}: {err.strerror or err}{written}. Choose a writable "
-                                  "location.") from None
+                raise ExportError(f"Cannot write {path}: {err.strerror or err}{written}.{_held_open_hint(err)}"
+                                  ) from None
             done.append(path)
             staged.pop(0)
 
