@@ -327,10 +327,10 @@ def test_help_lists_the_exit_codes(capsys):
 
 
 def test_preview_draws_the_mesh_and_the_mask_s_outline_on_the_picture(tmp_path, tiny_model_path, capsys):
-    """--preview: a PNG, two tiles wide, a row with its caption per candidate; a model without a picture camera (the
-    tiny one) draws the object mask's outline on the picture, in the outline's colour, around the object only, the
-    tile showing the object with MARGIN of its side around it."""
-    from recon_core.io.preview import CAPTION, MARGIN, OUTLINE_COLOUR, TILE
+    """--preview: a PNG, two tiles wide, a legend, then a row with its caption per candidate; a model without a picture
+    camera (the tiny one) draws the object mask's outline on the picture, dashed, around the object only, the tile
+    showing the object with MARGIN of its side around it; a cut-out's transparency is a light checkerboard."""
+    from recon_core.io.preview import CAPTION, CHECKER, LINE, MARGIN, MASK_DASHES, TILE
 
     rgba = np.zeros((90, 120, 4), np.uint8)  # black under its transparency, as many cut-outs store it
     rgba[20:70, 40:75] = (150, 90, 40, 255)
@@ -342,9 +342,13 @@ def test_preview_draws_the_mesh_and_the_mask_s_outline_on_the_picture(tmp_path, 
     printed = capsys.readouterr().out
     assert code == 0 and out.is_file() and f"wrote {preview} (the preview)" in printed
     with Image.open(preview) as img:
-        assert img.format == "PNG" and img.size == (2 * TILE, TILE + CAPTION)
+        assert img.format == "PNG" and img.size == (2 * TILE, LINE + TILE + CAPTION)
         sheet = np.asarray(img.convert("RGB"))
-    outline = (sheet[:TILE, :TILE] == OUTLINE_COLOUR).all(axis=2)
+    assert (sheet[:LINE] < 128).any(), "a legend"
+    sheet = sheet[LINE:]
+    outline = np.zeros((TILE, TILE), bool)
+    for colour in MASK_DASHES:
+        outline |= (sheet[:TILE, :TILE] == colour).all(axis=2)
     rows, cols = np.flatnonzero(outline.any(axis=1)), np.flatnonzero(outline.any(axis=0))
     side = 50 * (1 + 2 * MARGIN)  # the object: columns 40..74, rows 20..69, its longer side 50
     scale, x0, y0 = TILE / side, (40 + 75 - side) / 2, (20 + 70 - side) / 2
@@ -353,7 +357,9 @@ def test_preview_draws_the_mesh_and_the_mask_s_outline_on_the_picture(tmp_path, 
     mesh_tile = sheet[:TILE, TILE:]
     assert (mesh_tile != 255).any(axis=2).mean() > 0.05  # the mesh is drawn
     assert (sheet[TILE:, :] < 128).any(), "a caption"
-    assert (sheet[5, 5] == 255).all(), "the cut-out's transparency is white"
+    corner = sheet[2:40, 2:40].reshape(-1, 3).astype(int)  # the checkerboard's squares, blended at their edges
+    assert (corner == corner[:, :1]).all() and corner.min() <= CHECKER[1] + 2 and corner.max() >= CHECKER[0] - 2
+    assert ((corner >= CHECKER[1]) & (corner <= CHECKER[0])).all(), "the transparency a checkerboard"
     # the object given as a mask: the picture's own transparency is still white (not the mask's cut, not black)
     given = np.zeros((90, 120), np.uint8)
     given[5:85, 25:90] = 255  # more than the object: the tile's corner is in it, on the cut-out's transparency
@@ -363,7 +369,8 @@ def test_preview_draws_the_mesh_and_the_mask_s_outline_on_the_picture(tmp_path, 
     side = 80 * (1 + 2 * MARGIN)  # the tile frames the given mask now: columns 25..89, rows 5..84
     scale, x0, y0 = TILE / side, (25 + 90 - side) / 2, (5 + 85 - side) / 2
     with Image.open(preview) as img:  # picture pixel (30, 10): in the given mask, on the cut-out's transparency
-        assert (np.asarray(img.convert("RGB"))[round(scale * (10.5 - y0)), round(scale * (30.5 - x0))] == 255).all()
+        shown = np.asarray(img.convert("RGB"))[LINE + round(scale * (10.5 - y0)), round(scale * (30.5 - x0))]
+        assert shown[0] == shown[1] == shown[2] and CHECKER[1] <= shown[0] <= CHECKER[0]
 
 
 def test_save_mask_writes_the_alpha_of_an_rgba_picture(tmp_path, tiny_model_path, capsys):

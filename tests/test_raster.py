@@ -82,21 +82,110 @@ def test_caption_numbers_are_never_in_scientific_notation():
 
 def test_the_caption_says_what_the_colours_mean():
     """The preview's caption: how likely, in words, only among several candidates (a share, "25%", read as a poor
-    result); the size width x depth x height, as the report and the add-on say it; thin walls red, none to note, or not
-    checked without a height; the mask's outline where there is no camera."""
+    result); the size width x depth x height, as the report and the add-on say it; thin walls red with the share of
+    the surface they cover, none to note, or not checked without a height; a line to check the outline when the
+    object finder was unsure of it."""
     from types import SimpleNamespace
+
+    import trimesh
 
     from recon_core.io.preview import _caption
 
-    def result(thin=None, camera=object(), ok=True):
-        return SimpleNamespace(category="chair", confidence=0.25, likelihood="about as likely", verts=np.array([[0, 0, 0], [30.35, 40, 29.83]]),
-                               report=SimpleNamespace(ok=ok, finite=True), thin_faces=thin, camera=camera)
+    box = trimesh.creation.box([30.35, 40.0, 29.83])  # x, y (up), z: width 30.35, depth 29.83, height 40
 
-    assert _caption(result(np.array([1, 2])), "c_1.stl", True, ranked=True) == (
+    def result(thin=None, camera=object(), ok=True, unsure=False):
+        return SimpleNamespace(category="chair", confidence=0.25, likelihood="about as likely", verts=box.vertices,
+                               faces=box.faces, report=SimpleNamespace(ok=ok, finite=True), thin_faces=thin,
+                               camera=camera, mask_unsure=unsure)
+
+    side = np.flatnonzero(np.isclose(box.triangles_center[:, 0], 30.35 / 2))  # the two triangles of the +x side
+    assert len(side) == 2  # 40 x 29.83 of 2 (30.35 x 40 + 30.35 x 29.83 + 40 x 29.83): 18.0%
+    assert _caption(result(side), "c_1.stl", True, ranked=True) == (
         "c_1.stl: chair, about as likely as the likeliest", "30.35 x 29.83 x 40 mm, printable",
-        "Red: walls under 0.8 mm, weak in print")
+        "Red: walls under 0.8 mm, 18% of the surface, weak in print")
     assert _caption(result(), "c.stl", True) == ("c.stl: chair", "30.35 x 29.83 x 40 mm, printable",
                                                  "No thin walls to note")
-    assert _caption(result(camera=None, ok=False), "c.stl", False) == (
+    assert _caption(result(camera=None, ok=False, unsure=True), "c.stl", False) == (
         "c.stl: chair", "30.35 x 29.83 x 40 (the data's units), NOT printable",
-        "Thin walls not checked (no height given); the outline is the object mask's (no picture camera)")
+        "Thin walls not checked (no height given)",
+        "The object finder was unsure of the object: check its dashed outline")
+
+
+def test_outlines_of_any_width_against_a_distance_reference():
+    """``_outline(covered, width)``: the covered pixels within ``width`` 4-neighbour steps of an uncovered one (or of
+    the border), against the distance to each uncovered pixel measured one by one."""
+    from recon_core.io.preview import _outline
+
+    rng = np.random.default_rng(3)
+    covered = np.zeros((24, 30), bool)
+    covered[3:20, 4:26] = True
+    covered[8:12, 10:14] = False  # a hole
+    covered |= rng.random(covered.shape) < 0.05
+    padded = np.pad(covered, 1, constant_values=False)
+    empty = np.argwhere(~padded) - 1  # the uncovered pixels and a ring beyond the border
+    for width in (1, 2, 3):
+        expected = np.zeros_like(covered)
+        for r, c in np.argwhere(covered):
+            expected[r, c] = np.abs(empty - (r, c)).sum(axis=1).min() <= width
+        assert np.array_equal(_outline(covered, width), expected), width
+
+
+def test_a_small_object_gets_the_whole_picture_inset_with_the_part_shown_framed():
+    """The finder took a 6-pixel blob of a busy photo: the tile, zoomed on it, showed nothing of where it was. A tile
+    showing under half the picture's longer side has the whole picture in its corner, the part shown framed black
+    outside and white inside; a tile showing most of the picture has none."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from recon_core.io.preview import INSET, TILE, _shown, _window, picture_tile
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    mask = np.zeros((300, 400), np.float32)
+    mask[200:230, 300:330] = 1.0  # small, far from the corner
+    tile = picture_tile(rgb, SimpleNamespace(mask=mask, camera=None), TILE)
+    window = _window((400, 300), [(300.0, 200.0, 330.0, 230.0)])
+    side = round(INSET * TILE)  # the picture's longer side: 400 -> 96 pixels
+    small = np.asarray(Image.fromarray(rgb).resize((side, round(300 * side / 400)), Image.BOX))
+    inset = tile[4:4 + small.shape[0], 4:4 + small.shape[1]].astype(int)
+    framed = np.zeros(small.shape[:2], bool)  # where the window's frame is drawn over the inset
+    scale = side / 400
+    c0, r0 = int(np.floor(window[0] * scale)), int(np.floor(window[1] * scale))
+    c1, r1 = int(np.ceil((window[0] + window[2]) * scale)), int(np.ceil((window[1] + window[2]) * scale))
+    framed[r0:r1 + 1, c0:c1 + 1] = True
+    assert np.abs(inset[~framed] - small[~framed]).max() <= 1
+    assert (tile[4 + r0, 4 + c0] == 0).all() and (tile[4 + r0 + 1, 4 + c0 + 1] == 255).all()
+    plain = np.clip(_shown(rgb, None, window, TILE) + 0.5, 0, 255).astype(np.uint8)
+    assert np.array_equal(tile[TILE // 2:, TILE // 2:][:20, :20], plain[TILE // 2:, TILE // 2:][:20, :20])
+    mask[:] = 0
+    mask[20:280, 30:370] = 1.0  # most of the picture: no inset
+    tile = picture_tile(rgb, SimpleNamespace(mask=mask, camera=None), TILE)
+    window = _window((400, 300), [(30.0, 20.0, 370.0, 280.0)])
+    plain = np.clip(_shown(rgb, None, window, TILE) + 0.5, 0, 255).astype(np.uint8)
+    assert np.array_equal(tile[:30, :30], plain[:30, :30])  # the mask's outline starts at about 37
+
+
+def test_the_legend_names_only_the_marks_the_rows_show():
+    from recon_core.io.preview import MASK_DASHES, OUTLINE_COLOUR, THIN_COLOUR, _legend
+
+    class Recorder:
+        def __init__(self):
+            self.words, self.fills = [], []
+
+        def rectangle(self, box, fill):
+            self.fills.append(tuple(fill))
+
+        def text(self, at, words, fill, font):
+            self.words.append(words)
+
+        def textlength(self, words, font):
+            return 6.0 * len(words)
+
+    full = Recorder()
+    _legend(full, None, cameras=True, masks=True, thin=True)
+    assert full.words == ["the mesh on the picture", "its outline", "the object's outline", "walls under 0.8 mm"]
+    assert {OUTLINE_COLOUR, THIN_COLOUR, *MASK_DASHES} <= set(full.fills)
+    bare = Recorder()
+    _legend(bare, None, cameras=False, masks=True, thin=False)
+    assert bare.words == ["the object's outline"] and OUTLINE_COLOUR not in bare.fills

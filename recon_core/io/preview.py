@@ -1,15 +1,18 @@
 """``recon-mesh --preview``: one picture of what was made, to look at rather than read.
 
-Each reconstruction is a row of two tiles and a caption:
+A legend strip says what the colours and lines mean; then each reconstruction is a row of two tiles and a caption:
 
-- **on the picture**: the picture around the object (a cut-out on white), with the mesh shaded in orange through its
-  picture camera
-  (:attr:`recon_core.io.inference.Reconstruction.camera`) 60 % opaque over it and its outline drawn, so that
-  where the mesh departs from the object shows at a glance; without a camera (a model without a shape bank), the
-  picture with the object mask's outline;
+- **on the picture**: the picture around the object (a cut-out on a light checkerboard, as image editors show
+  transparency), with the mesh shaded in orange through its picture camera
+  (:attr:`recon_core.io.inference.Reconstruction.camera`) 60 % opaque over it and its outline drawn solid in magenta,
+  and the object mask's outline dashed in black and yellow, so that where the mesh departs from the object shows at a
+  glance, told by the lines' pattern as well as their colour; without a camera (a model without a shape bank), the
+  mask's outline alone. A small object (the tile showing under half the picture) gets an inset of the whole picture
+  in the tile's corner, the part shown framed: a finder that took the wrong thing shows where it looked;
 - **the mesh**: shaded in a 3/4 view from the front right, above (:data:`recon_core.mesh.render.THREE_QUARTER_VIEW`),
   the faces whose walls are too thin to print (:attr:`~recon_core.io.inference.Reconstruction.thin_faces`) in red;
-- the caption: its name, category, size and printable verdict.
+- the caption: its name, category, size and printable verdict, the share of its surface in thin walls, and a line
+  asking to check the outline when the object finder was unsure of it.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ from recon_core.io.notes import output_size
 from recon_core.mesh.printable import number_text
 from recon_core.mesh.render import face_shade, rasterize, render_mesh
 
-__all__ = ["TILE", "CAPTION", "preview_png", "picture_tile"]
+__all__ = ["TILE", "CAPTION", "LINE", "preview_png", "picture_tile"]
 
 TILE = 320
 """Side of each tile, in pixels."""
-CAPTION = 54
-"""Height of each row's caption (three lines), in pixels."""
+CAPTION = 72
+"""Height of each row's caption (up to four lines), in pixels."""
+LINE = 18
+"""Height of a caption's line, and of the legend strip above the rows, in pixels."""
 CAPTION_FONT = 13
 """The caption's font size, in pixels (Pillow's own font)."""
 MARGIN = 0.15
@@ -40,7 +45,21 @@ OVER_COLOUR = (255, 150, 40)
 THIN_COLOUR = (215, 40, 40)
 """The base colour of faces whose walls are too thin to print."""
 OUTLINE_COLOUR = (230, 0, 190)
-"""The outline of the mesh through the picture's camera (or, without one, of the object mask): magenta."""
+"""The outline of the mesh through the picture's camera, solid: magenta."""
+MASK_DASHES = ((0, 0, 0), (255, 215, 0))
+"""The object mask's outline: dashes of black and yellow, which read on any picture and to colour-blind eyes, and
+are told from the mesh's solid outline by their pattern."""
+DASH = 4
+"""The length of a dash of the mask's outline, in pixels."""
+LINE_WIDTH = 2
+"""The width of the outlines, in pixels."""
+CHECKER = (255, 214)
+"""The grey levels of the checkerboard behind a cut-out's transparency (white showed a white object as nothing)."""
+CHECKER_SQUARES = 40
+"""About how many squares of the checkerboard span the picture's longer side."""
+INSET, INSET_WHEN = 0.3, 0.5
+"""The inset of the whole picture: its side, a share of the tile's; shown when the tile shows less than
+``INSET_WHEN`` of the picture's longer side."""
 MESH_OPACITY = 0.6
 """How opaque the shaded mesh is over the picture."""
 
@@ -60,17 +79,32 @@ def _window(picture_size: tuple[int, int], boxes: list[tuple[float, float, float
     return (u0 + u1 - side) / 2.0, (v0 + v1 - side) / 2.0, side
 
 
-def _shown(rgb: np.ndarray, alpha: np.ndarray | None, window: tuple[float, float, float], tile: int) -> np.ndarray:
-    """(tile, tile, 3) float: the picture's ``window`` (:func:`_window`), a cut-out's ``alpha`` made white
-    (:func:`recon_core.io.image.shown_picture`), white beyond its edges. A picture shown smaller than its size is
-    first reduced by the whole factor that leaves less than a halving to the bilinear step (each pixel the mean of a
-    block), so that fine detail does not alias."""
+def on_checker(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """(H, W, 3) uint8: the decoded picture ``rgb`` (H, W, 3) uint8, a cut-out's ``alpha`` (H, W) uint8 laid over a
+    checkerboard of :data:`CHECKER` greys, about :data:`CHECKER_SQUARES` squares along its longer side; as it is
+    without ``alpha``."""
     from PIL import Image
 
-    from recon_core.io.image import shown_picture
+    if alpha is None:
+        return np.asarray(rgb, dtype=np.uint8)
+    h, w = alpha.shape
+    square = max(1, round(max(h, w) / CHECKER_SQUARES))
+    block = np.full((2 * square, 2 * square), CHECKER[0], np.uint8)
+    block[:square, square:] = block[square:, :square] = CHECKER[1]
+    board = np.tile(block, (h // (2 * square) + 1, w // (2 * square) + 1))[:h, :w]
+    cut = Image.fromarray(np.dstack([np.asarray(rgb, dtype=np.uint8), np.asarray(alpha, dtype=np.uint8)]), "RGBA")
+    return np.asarray(Image.alpha_composite(Image.fromarray(board).convert("RGBA"), cut).convert("RGB"))
+
+
+def _shown(rgb: np.ndarray, alpha: np.ndarray | None, window: tuple[float, float, float], tile: int) -> np.ndarray:
+    """(tile, tile, 3) float: the picture's ``window`` (:func:`_window`), a cut-out's ``alpha`` on a checkerboard
+    (:func:`on_checker`), white beyond its edges. A picture shown smaller than its size is first reduced by the whole
+    factor that leaves less than a halving to the bilinear step (each pixel the mean of a block), so that fine detail
+    does not alias."""
+    from PIL import Image
 
     x0, y0, side = window
-    picture = Image.fromarray(shown_picture(rgb, alpha, side=None))
+    picture = Image.fromarray(on_checker(rgb, alpha))
     factor = max(1, int(side / tile))
     if factor > 1:  # pixel i of the reduced picture covers [i k, (i + 1) k): its coordinates are the picture's / k
         picture = picture.reduce(factor)
@@ -80,11 +114,58 @@ def _shown(rgb: np.ndarray, alpha: np.ndarray | None, window: tuple[float, float
     return np.asarray(shown, dtype=np.float64)
 
 
-def _outline(covered: np.ndarray) -> np.ndarray:
-    """(H, W) bool: the covered pixels with an uncovered 4-neighbour (or on the border)."""
-    padded = np.pad(covered, 1, constant_values=False)
-    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    return covered & ~inner
+def _outline(covered: np.ndarray, width: int = 1) -> np.ndarray:
+    """(H, W) bool: the covered pixels within ``width`` steps of an uncovered 4-neighbour (or of the border)."""
+    line, inner = np.zeros_like(covered), covered
+    for _ in range(width):
+        padded = np.pad(inner, 1, constant_values=False)
+        core = inner & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+        line |= inner & ~core
+        inner = core
+    return line
+
+
+def _dashed(canvas: np.ndarray, line: np.ndarray) -> None:
+    """Draw the (H, W) bool ``line`` onto the (H, W, 3) ``canvas`` in :data:`MASK_DASHES`, :data:`DASH` pixels each
+    along the diagonals."""
+    rows, cols = np.nonzero(line)
+    phase = ((rows + cols) // DASH) % 2
+    canvas[rows, cols] = np.asarray(MASK_DASHES, dtype=canvas.dtype)[phase]
+
+
+def _mask_in_tile(mask, window: tuple[float, float, float], tile: int) -> np.ndarray:
+    """(tile, tile) bool: the object ``mask`` (H, W) sampled at the tile's pixel centres (:func:`_window`'s
+    ``window``), False beyond the picture."""
+    mask = np.asarray(mask)
+    h, w = mask.shape
+    x0, y0, side = window
+    centres = (np.arange(tile) + 0.5) * side / tile
+    cols, rows = np.floor(x0 + centres).astype(np.int64), np.floor(y0 + centres).astype(np.int64)
+    inside = ((cols >= 0) & (cols < w))[None, :] & ((rows >= 0) & (rows < h))[:, None]
+    return (mask[np.clip(rows, 0, h - 1)[:, None], np.clip(cols, 0, w - 1)[None, :]] > 0.5) & inside
+
+
+def _inset(canvas: np.ndarray, picture: np.ndarray, window: tuple[float, float, float]) -> None:
+    """Draw the whole ``picture`` (H, W, 3), :data:`INSET` of the tile's side, in the (tile, tile, 3) ``canvas``'s
+    top left corner, framed, with the ``window`` the tile shows framed in it."""
+    from PIL import Image
+
+    tile, (h, w) = canvas.shape[0], picture.shape[:2]
+    scale = INSET * tile / max(w, h)
+    sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
+    small = Image.fromarray(np.ascontiguousarray(picture, dtype=np.uint8)).resize((sw, sh), Image.BOX)
+    at = 4
+    canvas[at - 1:at + sh + 1, at - 1:at + sw + 1] = 90  # a grey frame
+    canvas[at:at + sh, at:at + sw] = np.asarray(small, dtype=canvas.dtype)
+    x0, y0, side = window
+    c0, r0 = (int(np.clip(np.floor(at + v * scale), at, lim)) for v, lim in ((x0, at + sw - 1), (y0, at + sh - 1)))
+    c1, r1 = (int(np.clip(np.ceil(at + (v + side) * scale), at, lim))
+              for v, lim in ((x0, at + sw - 1), (y0, at + sh - 1)))
+    box = np.zeros(canvas.shape[:2], bool)
+    box[r0:r1 + 1, c0:c1 + 1] = True
+    outer = _outline(box)  # the part the tile shows: black outside, white inside, on any picture
+    canvas[outer] = 0
+    canvas[_outline(box & ~outer)] = 255
 
 
 def _mask_box(mask) -> tuple[float, float, float, float] | None:
@@ -106,7 +187,9 @@ def picture_tile(rgb: np.ndarray, result, tile: int = TILE, alpha: np.ndarray | 
     picture pixel ``u`` is tile pixel ``scale (u - x0)``, and the camera's ``K`` is scaled and moved the same way.
     Through it, the nearest face of the mesh at each pixel is shaded (:func:`recon_core.mesh.render.face_shade`, the
     camera's frame turned to a viewer's) in :data:`OVER_COLOUR` and laid over the picture at :data:`MESH_OPACITY`; the
-    covered pixels' edge is drawn in :data:`OUTLINE_COLOUR`. Without a camera, the object mask's edge is drawn instead.
+    covered pixels' edge is drawn in :data:`OUTLINE_COLOUR`, and the object mask's edge over it in
+    :data:`MASK_DASHES` (without a camera, the mask's alone), each :data:`LINE_WIDTH` wide. A tile showing less than
+    :data:`INSET_WHEN` of the picture's longer side gets the whole picture inset (:func:`_inset`).
     """
     h, w = rgb.shape[:2]
     camera = getattr(result, "camera", None)
@@ -118,25 +201,23 @@ def picture_tile(rgb: np.ndarray, result, tile: int = TILE, alpha: np.ndarray | 
         uv = seen @ camera.K.T
         uv = uv[:, :2] / uv[:, 2:3]
         boxes.append((float(uv[:, 0].min()), float(uv[:, 1].min()), float(uv[:, 0].max()), float(uv[:, 1].max())))
-    x0, y0, side = _window((w, h), boxes)
+    window = _window((w, h), boxes)
+    x0, y0, side = window
     scale = tile / side
-    canvas = _shown(rgb, alpha, (x0, y0, side), tile)
-    if camera is None:
-        if mask is not None:
-            centres = (np.arange(tile) + 0.5) / scale
-            cols, rows = np.floor(x0 + centres).astype(np.int64), np.floor(y0 + centres).astype(np.int64)
-            inside = ((cols >= 0) & (cols < w))[None, :] & ((rows >= 0) & (rows < h))[:, None]
-            picked = np.asarray(mask)[np.clip(rows, 0, h - 1)[:, None], np.clip(cols, 0, w - 1)[None, :]]
-            canvas[_outline((picked > 0.5) & inside)] = OUTLINE_COLOUR
-        return np.clip(canvas + 0.5, 0, 255).astype(np.uint8)
-    faces = np.asarray(result.faces, dtype=np.int64)
-    xy = np.stack([scale * (uv[:, 0] - x0), scale * (uv[:, 1] - y0)], axis=1)
-    face_id = rasterize(xy, seen[:, 2], faces, tile)
-    covered = face_id >= 0
-    shade = face_shade(seen[faces] * [1.0, -1.0, -1.0])  # a viewer's frame: y up, the viewer on +z
-    mesh = shade[face_id[covered]][:, None] * np.asarray(OVER_COLOUR, dtype=np.float64)
-    canvas[covered] = (1.0 - MESH_OPACITY) * canvas[covered] + MESH_OPACITY * mesh
-    canvas[_outline(covered)] = OUTLINE_COLOUR
+    canvas = _shown(rgb, alpha, window, tile)
+    if camera is not None:
+        faces = np.asarray(result.faces, dtype=np.int64)
+        xy = np.stack([scale * (uv[:, 0] - x0), scale * (uv[:, 1] - y0)], axis=1)
+        face_id = rasterize(xy, seen[:, 2], faces, tile)
+        covered = face_id >= 0
+        shade = face_shade(seen[faces] * [1.0, -1.0, -1.0])  # a viewer's frame: y up, the viewer on +z
+        mesh = shade[face_id[covered]][:, None] * np.asarray(OVER_COLOUR, dtype=np.float64)
+        canvas[covered] = (1.0 - MESH_OPACITY) * canvas[covered] + MESH_OPACITY * mesh
+        canvas[_outline(covered, LINE_WIDTH)] = OUTLINE_COLOUR
+    if mask is not None:
+        _dashed(canvas, _outline(_mask_in_tile(mask, window, tile), LINE_WIDTH))
+    if side < INSET_WHEN * max(w, h):
+        _inset(canvas, on_checker(rgb, alpha), window)
     return np.clip(canvas + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -161,8 +242,8 @@ def _caption(result, name: str, millimetres: bool, ranked: bool = False) -> tupl
     """The lines under a row: ``name``, its category and, when ``ranked`` (one of several candidates), how likely it is
     against the likeliest (:attr:`recon_core.io.inference.Reconstruction.likelihood`; was its confidence, "25%" for
     the likeliest of three close ones); its size (width x depth x height, as the report says it) and printable
-    verdict; what its colours say (thin walls in red, none
-    to note, or not checked without a height; the mask's outline where it has no picture camera)."""
+    verdict; its thin walls (in red, with the share of the surface they cover; none to note; or not checked without a
+    height); and, when the object finder was unsure of the mask, to check its outline."""
     first = f"{name}: {result.category}"
     if ranked and getattr(result, "likelihood", ""):
         from recon_core.io.notes import likelihood_said
@@ -175,20 +256,25 @@ def _caption(result, name: str, millimetres: bool, ranked: bool = False) -> tupl
     if not millimetres:
         said.append("thin walls not checked (no height given)")
     elif getattr(result, "thin_faces", None) is not None and len(result.thin_faces):
+        from recon_core.io.notes import share
         from recon_core.mesh.thickness import THIN_WALL_MM
 
-        said.append(f"red: walls under {THIN_WALL_MM:g} mm, weak in print")
+        tris = np.asarray(result.verts, dtype=np.float64)[np.asarray(result.faces, dtype=np.int64)]
+        area = 0.5 * np.linalg.norm(np.cross(tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0]), axis=1)
+        thin = float(area[np.asarray(result.thin_faces, dtype=np.int64)].sum()) / max(float(area.sum()), 1e-300)
+        said.append(f"red: walls under {THIN_WALL_MM:g} mm, {share(thin)} of the surface, weak in print")
     elif result.report.finite:
         said.append("no thin walls to note")
-    if getattr(result, "camera", None) is None:
-        said.append("the outline is the object mask's (no picture camera)")
-    third = "; ".join(said)
-    return (first, second, third[:1].upper() + third[1:]) if said else (first, second)
+    lines = [first, second] + ([said[0][:1].upper() + said[0][1:]] if said else [])
+    if getattr(result, "mask_unsure", False):
+        lines.append("The object finder was unsure of the object: check its dashed outline")
+    return tuple(lines)
 
 
-CAPTION_FONTS = ("DejaVuSans.ttf", "LiberationSans-Regular.ttf", "arial.ttf")
+CAPTION_FONTS = ("DejaVuSans.ttf", "LiberationSans-Regular.ttf", "NotoSans-Regular.ttf", "arial.ttf", "Arial.ttf",
+                 "Helvetica.ttc", "segoeui.ttf")
 """Fonts the caption is written in, the first found among the system's (they have accented letters; Pillow's own,
-the last resort, has ASCII only)."""
+the last resort, has ASCII only): Linux's, then Windows' and macOS's (Pillow matches the file's name in its case)."""
 
 
 def _font(ImageFont):
@@ -214,32 +300,56 @@ def _fitted_text(draw, text: str, font, width: float) -> str:
     return text[:4] + "…"
 
 
+def _legend(draw, font, cameras: bool, masks: bool, thin: bool) -> None:
+    """The strip above the rows, :data:`LINE` high: a swatch and its words for each mark the rows show (the mesh over
+    the picture and its outline where there is a camera, the object's outline where there is a mask, thin walls)."""
+    from recon_core.mesh.thickness import THIN_WALL_MM
+
+    over = tuple(round(MESH_OPACITY * c + (1.0 - MESH_OPACITY) * 255) for c in OVER_COLOUR)  # over white
+    items = ([("fill", over, "the mesh on the picture"), ("line", OUTLINE_COLOUR, "its outline")] if cameras else [])
+    items += [("dashes", None, "the object's outline")] if masks else []
+    items += [("fill", THIN_COLOUR, f"walls under {THIN_WALL_MM:g} mm")] if thin else []
+    x, middle = 4, LINE // 2
+    for kind, colour, words in items:
+        if kind == "fill":
+            draw.rectangle((x, middle - 5, x + 15, middle + 5), fill=colour)
+        elif kind == "line":
+            draw.rectangle((x, middle - 1, x + 15, middle), fill=colour)
+        else:
+            for i in range(0, 16, DASH):
+                draw.rectangle((x + i, middle - 1, x + i + DASH - 1, middle), fill=MASK_DASHES[(i // DASH) % 2])
+        x += 21
+        draw.text((x, 2), words, fill=(0, 0, 0), font=font)
+        x += draw.textlength(words, font=font) + 14
+
+
 def preview_png(rgb: np.ndarray, results: Sequence, names: Sequence[str], millimetres: bool,
                 tile: int = TILE, alpha: np.ndarray | None = None) -> bytes:
     """The preview PNG of ``results`` (:class:`~recon_core.io.inference.Reconstruction`, one row each, named
     ``names``: their files) made from the decoded picture ``rgb`` (H, W, 3) uint8, its cut-out's ``alpha`` (H, W)
-    uint8 made white (None: as it is).
+    uint8 on a checkerboard (None: as it is).
 
-    Size: ``2 tile`` x ``len(results) (tile + CAPTION)``: each row the picture tile (:func:`picture_tile`), the mesh
-    tile (:func:`mesh_tile`) and a caption of up to three lines (:func:`_caption`; sizes in mm when ``millimetres``),
-    each cut to the row's width.
+    Size: ``2 tile`` x ``LINE + len(results) (tile + CAPTION)``: the legend (:func:`_legend`), then each row the
+    picture tile (:func:`picture_tile`), the mesh tile (:func:`mesh_tile`) and a caption of up to four lines
+    (:func:`_caption`; sizes in mm when ``millimetres``), each cut to the row's width.
     """
     from PIL import Image, ImageDraw, ImageFont
 
-    from recon_core.io.image import shown_picture
-
     if len(results) != len(names) or not results:
         raise ValueError(f"{len(results)} results and {len(names)} names: one name a result, at least one")
-    sheet = Image.new("RGB", (2 * tile, len(results) * (tile + CAPTION)), (255, 255, 255))
+    sheet = Image.new("RGB", (2 * tile, LINE + len(results) * (tile + CAPTION)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     font = _font(ImageFont)
-    picture = shown_picture(rgb, alpha, side=None)  # the cut-out made white once, for every row
+    _legend(draw, font, cameras=any(getattr(r, "camera", None) is not None for r in results),
+            masks=any(getattr(r, "mask", None) is not None for r in results),
+            thin=millimetres and any(getattr(r, "thin_faces", None) is not None and len(r.thin_faces) for r in results))
+    picture = on_checker(rgb, alpha)  # once, for every row
     for row, (result, name) in enumerate(zip(results, names)):
-        top = row * (tile + CAPTION)
+        top = LINE + row * (tile + CAPTION)
         sheet.paste(Image.fromarray(picture_tile(picture, result, tile)), (0, top))
         sheet.paste(Image.fromarray(mesh_tile(result, tile)), (tile, top))
         for line, text in enumerate(_caption(result, name, millimetres, ranked=len(results) > 1)):
-            draw.text((4, top + tile + 2 + line * (CAPTION // 3)), _fitted_text(draw, text, font, 2 * tile - 8),
+            draw.text((4, top + tile + 2 + line * LINE), _fitted_text(draw, text, font, 2 * tile - 8),
                       fill=(0, 0, 0), font=font)
     png = io.BytesIO()
     sheet.save(png, format="PNG")
