@@ -90,12 +90,14 @@ def pipeline_sheet(rows: list[tuple[np.ndarray, dict[str, Any]]], path: str | Pa
     from PIL import Image, ImageDraw
 
     from recon_core.io.export import atomic_write_bytes
+    from recon_core.io.preview import label_font
     from recon_core.mesh.render import THREE_QUARTER_VIEW, render_mesh
 
     sheet = Image.new("RGB", (len(COLUMNS) * tile, HEADER + len(rows) * tile), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
+    font = label_font()  # Pillow's own, 10 pixels, dropped the space of "network's shape"
     for j, name in enumerate(COLUMNS):
-        draw.text((j * tile + 4, 9), name, fill=(0, 0, 0))
+        draw.text((j * tile + 4, 8), name, fill=(0, 0, 0), font=font)
     colours = {"network": (200, 120, 60), "first": (150, 150, 150), "fitted": (90, 120, 200),
                "warped": (90, 120, 200), "output": (70, 140, 90)}
     for i, (rgb, steps) in enumerate(rows):
@@ -110,8 +112,9 @@ def pipeline_sheet(rows: list[tuple[np.ndarray, dict[str, Any]]], path: str | Pa
         y = HEADER + i * tile
         for j, t in enumerate(tiles):
             sheet.paste(Image.fromarray(t), (j * tile, y))
-        draw.text((4 * tile + 4, y + tile - 14), f"IoU {steps['iou']:.2f}", fill=(0, 0, 0))
-        draw.text((6 * tile + 4, y + tile - 14), f"{len(out_f):,} faces, {steps['category']}", fill=(0, 0, 0))
+        draw.text((4 * tile + 4, y + tile - 17), f"IoU {steps['iou']:.2f}", fill=(0, 0, 0), font=font)
+        draw.text((6 * tile + 4, y + tile - 17), f"{len(out_f):,} faces, {steps['category']}", fill=(0, 0, 0),
+                  font=font)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     png = io.BytesIO()

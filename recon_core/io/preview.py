@@ -26,7 +26,7 @@ from recon_core.io.notes import output_size
 from recon_core.mesh.printable import number_text
 from recon_core.mesh.render import face_shade, rasterize, render_mesh
 
-__all__ = ["TILE", "CAPTION", "LINE", "preview_png", "picture_tile"]
+__all__ = ["TILE", "CAPTION", "LINE", "preview_png", "picture_tile", "label_font"]
 
 TILE = 320
 """Side of each tile, in pixels."""
@@ -277,14 +277,17 @@ CAPTION_FONTS = ("DejaVuSans.ttf", "LiberationSans-Regular.ttf", "NotoSans-Regul
 the last resort, has ASCII only): Linux's, then Windows' and macOS's (Pillow matches the file's name in its case)."""
 
 
-def _font(ImageFont):
-    """The caption's font: the first of :data:`CAPTION_FONTS` the system has, else Pillow's own."""
+def label_font(size: int = CAPTION_FONT):
+    """The font of the captions and labels of the pictures the project draws (this preview, the training's sheets):
+    the first of :data:`CAPTION_FONTS` the system has, ``size`` pixels, else Pillow's own."""
+    from PIL import ImageFont
+
     for name in CAPTION_FONTS:
         try:
-            return ImageFont.truetype(name, CAPTION_FONT)
+            return ImageFont.truetype(name, size)
         except OSError:
             continue
-    return ImageFont.load_default(size=CAPTION_FONT)
+    return ImageFont.load_default(size=size)
 
 
 def _fitted_text(draw, text: str, font, width: float) -> str:
@@ -333,13 +336,13 @@ def preview_png(rgb: np.ndarray, results: Sequence, names: Sequence[str], millim
     picture tile (:func:`picture_tile`), the mesh tile (:func:`mesh_tile`) and a caption of up to four lines
     (:func:`_caption`; sizes in mm when ``millimetres``), each cut to the row's width.
     """
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
     if len(results) != len(names) or not results:
         raise ValueError(f"{len(results)} results and {len(names)} names: one name a result, at least one")
     sheet = Image.new("RGB", (2 * tile, LINE + len(results) * (tile + CAPTION)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    font = _font(ImageFont)
+    font = label_font()
     _legend(draw, font, cameras=any(getattr(r, "camera", None) is not None for r in results),
             masks=any(getattr(r, "mask", None) is not None for r in results),
             thin=millimetres and any(getattr(r, "thin_faces", None) is not None and len(r.thin_faces) for r in results))
