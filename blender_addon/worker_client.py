@@ -483,7 +483,14 @@ _STOP_SIGNALS = {getattr(signal, name) for name in ("SIGINT", "SIGHUP", "SIGQUIT
 out, or SIGTERM, which a low-memory daemon (earlyoom) sends first."""
 
 
+_WINDOWS_STATUS = {0xC0000005: "an access violation", 0xC00000FD: "a stack overflow", 0xC0000017: "out of memory",
+                   0xC000012D: "out of memory (the page file is full)", 0xC0000409: "a crash", 0xC000013A: "Ctrl+C"}
+"""What the Windows status codes a process most often ends with mean (an NTSTATUS, 0xC0000000 and up)."""
+
+
 def _exit_description(code: int | None) -> str:
+    """How a worker ended, for a sentence: "killed by SIGKILL", "exit code 1", or on Windows, where a crash is an
+    exit code of 0xC0000000 and up, that code in hexadecimal, as Windows' documents give it, and what it means."""
     if code is None:
         return "still running"
     if code < 0:
@@ -492,6 +499,9 @@ def _exit_description(code: int | None) -> str:
         except ValueError:
             name = f"signal {-code}"
         return f"killed by {name}"
+    if code >= 0xC0000000:
+        meaning = _WINDOWS_STATUS.get(code)
+        return f"exit code 0x{code:08X}" + (f", {meaning}" if meaning else "")
     return f"exit code {code}"
 
 

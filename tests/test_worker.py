@@ -1002,6 +1002,16 @@ def test_the_temporary_folder_sentence_names_the_folder_and_the_mend(monkeypatch
                            "that it exists and can be written")
 
 
+def test_how_a_worker_ended_reads_as_each_system_says_it():
+    """A worker that crashed on Windows ends with a status code (0xC0000005, an access violation): it was said as
+    "exit code 3221225477", which no one can look up."""
+    describe = worker_client._exit_description
+    assert describe(-9) == "killed by SIGKILL" and describe(1) == "exit code 1" and describe(None) == "still running"
+    assert describe(3221225477) == "exit code 0xC0000005, an access violation"
+    assert describe(0xC0000017) == "exit code 0xC0000017, out of memory"
+    assert describe(0xC0000142) == "exit code 0xC0000142"
+
+
 def test_a_killed_blenders_temporary_files_are_swept_after_a_day(tmp_path):
     """Entries of the add-on's prefix last written over a day ago go, a folder with what is in it and a link without
     its target; newer ones (a run in another Blender) and other programs' entries stay."""
