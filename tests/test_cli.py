@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -277,6 +278,22 @@ def test_closed_stdout_ends_quietly_after_the_mesh_is_written(tmp_path, tiny_mod
     assert proc.returncode == 0, proc.stderr  # the mesh's exit code, as if the report had been read
     assert [line for line in proc.stderr.splitlines() if not line.startswith("note: ")] == [], proc.stderr
     _assert_complete_stl(out)
+
+
+def test_a_second_ctrl_c_in_a_forced_hold_on_windows_exits_130(monkeypatch):
+    """A second Ctrl-C while the model loads ends the process at once; on Windows os.kill does that by exiting with
+    the signal's number, 2, which recon-mesh's exit codes call bad input."""
+    from recon_core.io import cli
+
+    ended, stop = [], cli._Stop()
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(cli.os, "_exit", lambda code: ended.append(code))
+    monkeypatch.setattr(cli.os, "kill", lambda *args: pytest.fail("os.kill on Windows"))
+    with stop.holding(force=True):
+        stop(signal.SIGINT, None)  # the first: recorded
+        stop(signal.SIGINT, None)  # the second: ends the process
+        assert ended == [130]
+        stop.signum = None  # as if the process had ended: no KeyboardInterrupt at the block's end
 
 
 def test_a_pipe_closed_on_windows_is_a_reader_gone(monkeypatch):

@@ -56,8 +56,11 @@ class _Stop:
     def __call__(self, signum: int, frame) -> None:
         if self.signum is not None:  # a second signal
             if self.held and self.force:
-                signal.signal(signum, signal.SIG_DFL)
-                os.kill(os.getpid(), signum)
+                if sys.platform == "win32":  # os.kill ends a process there with the signal's number, 2: "bad input"
+                    os._exit(128 + signum)
+                else:
+                    signal.signal(signum, signal.SIG_DFL)
+                    os.kill(os.getpid(), signum)
             return
         self.signum = signum
         if not self.held:
