@@ -462,7 +462,7 @@ def test_obj_and_glb_name_the_mesh_after_the_file_with_its_faces_as_they_were(tm
 
 
 @pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX's")
-@pytest.mark.parametrize("umask", [0o022, 0o027])
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002, 0o000])  # 0o002 and 0 tell 0666 from 0644
 def test_a_written_file_has_the_permissions_of_a_new_file(tmp_path, umask):
     """Meshes go through a temporary file and a rename: the file gets 0666 less the umask, as any new file, not a
     temporary file's 0600 (a slicer or print server run as another user could not read it); an existing file

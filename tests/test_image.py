@@ -331,6 +331,23 @@ def test_random_noise_is_refused(tmp_path, kind):
         load_image(p)
 
 
+def test_a_few_specks_are_fewer_than_speck_pixels(tmp_path):
+    """A plain picture with fewer than SPECK_PIXELS dots is not noise (the object's search then says it has too few
+    pixels); with that many it is."""
+    from recon_core.io.image import SPECK_PIXELS
+
+    rng = np.random.default_rng(3)
+    for dots, noise in ((SPECK_PIXELS - 1, False), (SPECK_PIXELS, True)):
+        grey = np.full((137, 137), 128, np.uint8)
+        grey.ravel()[rng.choice(grey.size, dots, replace=False)] = 0
+        path = _save(tmp_path / f"dots{dots}.png", grey)
+        if noise:
+            with pytest.raises(ImageError, match="random noise"):
+                load_image(path)
+        else:
+            load_image(path)
+
+
 def test_structured_pictures_are_not_noise(tmp_path):
     """The examples (composited on white, as RGB), a Floyd-Steinberg dithered one, a noisy photo-like picture,
     a striped texture and a small object on a noisy background are accepted."""

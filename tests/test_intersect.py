@@ -1,7 +1,6 @@
 """Tests for recon_core.mesh.intersect: the fast test against the naive one and known cases."""
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -181,12 +180,22 @@ class TestSpheres:
         with pytest.raises(ValueError, match="active must have shape"):
             self_intersections(verts, faces, active=active[:-1])
 
-    def test_5k_faces_is_fast(self):
+    def test_5k_faces_test_few_pairs_closely(self, monkeypatch):
+        """The broad phase leaves the close test a few pairs a face, not all 12.5 million of a 5,120-face sphere
+        (its time, about 0.05 s, is the benchmarks' to watch, not a test's)."""
+        from recon_core.mesh import intersect
+
         verts, faces = _sphere(4)
-        self_intersections(verts, faces)
-        start = time.perf_counter()
-        self_intersections(verts, faces)
-        assert time.perf_counter() - start < 1.0  # about 0.05 s on one idle core
+        narrow, tested = intersect._narrow_phase, []
+
+        def counted(*args, **kwargs):
+            hits = narrow(*args, **kwargs)
+            tested.append(len(hits))
+            return hits
+
+        monkeypatch.setattr(intersect, "_narrow_phase", counted)
+        assert len(self_intersections(verts, faces)) == 0
+        assert 0 < sum(tested) < 20 * len(faces)  # about 6 a face (the neighbours whose boxes touch)
 
 
 class TestSoups:

@@ -110,6 +110,15 @@ def test_pixel2mesh_threshold_is_on_squared_distance():
     assert scores["F1@1e-04"] == 0.0 and scores["F1@2e-04"] == pytest.approx(1.0)
 
 
+def test_a_point_exactly_at_the_threshold_does_not_count():
+    """Mesh R-CNN's and Pixel2Mesh's thresholds are strict: a point at exactly t (0.5, and 0.25 squared, exact in
+    floating point) is not within it."""
+    gt, pred = torch.zeros(1, 1, 3), torch.tensor([[[0.5, 0.0, 0.0]]])
+    scores = sampling_metrics(pred, gt, thresholds=(0.5, 0.75))
+    assert [float(scores[k]) for k in ("Precision@0.5", "Recall@0.5", "F1@0.5", "F1@0.75")] == [0.0, 0.0, 0.0, 1.0]
+    assert pixel2mesh_fscore(pred, gt, taus=(0.25, 0.3), scale=1.0) == {"F1@2e-01": 0.0, "F1@3e-01": 1.0}
+
+
 def test_identical_point_sets_are_perfect(point_sets):
     pred, _, pred_n, _ = point_sets
     m = sampling_metrics(pred, pred.clone(), pred_n, pred_n.clone())

@@ -269,6 +269,24 @@ def test_fill_cavities_keeps_the_outermost_parts(seed):
         assert got_v is verts
 
 
+def test_fill_cavities_keeps_a_solid_whose_ray_passes_through_another():
+    """Whether a part is inside another is the parity of its ray's crossings with that part: a ray from a small solid
+    that runs through a larger one beside it crosses it twice, and both are kept (counted, not their parity, the small
+    one was dropped from the print). With a pocket in the larger one on that ray, four crossings: both kept still."""
+    from recon_core.mesh.repair import _RAY, fill_cavities
+
+    ahead = 6.0 * _RAY / np.linalg.norm(_RAY)  # every ray from the small solid runs near the larger one's centre
+    for pocket in (False, True):
+        parts = [_shell(np.zeros(3), 0.3, 1), _shell(ahead, 3.0, 2)]
+        if pocket:
+            parts.append(_shell(ahead + [0.05, -0.03, 0.02], 1.0, 1, inward=True))
+        verts, faces = _joined(parts, [0, 1, 2][:len(parts)])
+        expected, pockets = _filled_reference(verts, faces)
+        got_v, got_f, count = fill_cavities(verts, faces)
+        assert sorted(tuple(np.round(got_v[f], 9).ravel()) for f in got_f) == expected
+        assert len(expected) == len(faces) - (len(parts[2][1]) if pocket else 0) and count == pockets == int(pocket)
+
+
 def test_part_volumes_equal_trimesh_s_split_volumes():
     """Each connected part's signed volume, in the order of its first face: the same as trimesh's split of the mesh
     (a slow, independent reference), pockets' inward shells negative."""

@@ -161,7 +161,25 @@ def test_blurred_solids_touching_the_grid_edge_still_close(smoothing, level):
         assert len(faces) and check_printable(verts, faces).ok
 
 
-@pytest.mark.parametrize("sigma", [0.3, 0.6, 1.0, 2.5])
+def test_a_mesh_beyond_the_grid_is_clipped_to_its_border_cells():
+    """A box from the cube's centre out past its +x face: the cells it covers inside the cube are solid, and the part
+    outside lands in the border cells of that face (x index R - 1) rather than being dropped."""
+    import trimesh
+
+    from recon_core.mesh.volume import occupancy_grid
+
+    box = trimesh.creation.box([2.0, 0.4, 0.4])
+    box.apply_translation([1.0, 0.0, 0.0])  # x from 0 to 2: past the cube's bound 0.5
+    solid = occupancy_grid(box.vertices, box.faces, resolution=16, bound=0.5, samples=20_000, fill=True)
+    # the cube's cells: x in [-0.5, 0.5] by 1/16; y and z in [-0.2, 0.2] are cells 4..11
+    assert solid[8:, 5:11, 5:11].all() and not solid[:7].any() and not solid[:, :3].any()
+    far = box.copy()
+    far.apply_translation([1.0, 0.0, 0.0])  # x from 1 to 3: all of it beyond the face, all in its border cells
+    beyond = occupancy_grid(far.vertices, far.faces, resolution=16, bound=0.5, samples=20_000, fill=False)
+    assert beyond[15, 4:12, 4:12].any() and not beyond[:15].any()
+
+
+@pytest.mark.parametrize("sigma", [0.3, 0.6, 0.7, 0.875, 1.0, 1.4, 2.5])  # 4 sigma: fractions above 0.5 too
 def test_gaussian_blur_equals_scipy(sigma):
     """The written-out blur against scipy.ndimage.gaussian_filter (mode constant, zeros beyond the edges)."""
     from scipy import ndimage

@@ -789,15 +789,15 @@ def test_one_request_at_a_time(client, files, monkeypatch):
 
 
 def test_progress_is_reported_while_the_worker_is_busy(client, files, monkeypatch):
+    """poll never blocks: through the worker's 1-second delay it returns again and again (a poll that waited for the
+    result would return once), each time with the stage reached."""
     monkeypatch.setenv(worker.DELAY_ENV, "1.0")
     job = client.submit(str(files["image"]), detail="low")
     polls = 0
     stages = set()
     while not job.poll():
-        start = time.perf_counter()
         polls += 1
         stages.add(job.stage)
-        assert time.perf_counter() - start < 0.05, "poll never blocks"
         time.sleep(0.02)
     assert polls >= 20 and "waiting (test delay)" in stages
 
