@@ -341,3 +341,16 @@ class TestValidation:
 
     def test_empty(self):
         assert self_intersections(np.zeros((0, 3)), np.zeros((0, 3), dtype=int)).shape == (0, 2)
+
+
+def test_a_far_unused_vertex_leaves_the_tolerances_as_they_were():
+    """The tolerances scale with the box of the vertices the faces use: a stray unused vertex far away (the fast test
+    and its reference share that code) must not make two faces 1e-7 apart in a unit mesh touch, nor a face
+    degenerate."""
+    verts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0],  # a face in z = 0
+                      [0.2, 0.2, 1e-7], [0.2, 0.2, 1.0], [0.6, 0.2, 1.0]], dtype=np.float64)  # one 1e-7 above it
+    faces = np.array([[0, 1, 2], [3, 4, 5]])
+    assert len(self_intersections(verts, faces)) == 0
+    far = np.concatenate([verts, [[1e4, 1e4, 1e4]]])
+    assert len(self_intersections(far, faces)) == 0
+    assert not degenerate_faces(far, faces).any()
