@@ -965,7 +965,7 @@ def _replace_shown(image, picture: str, name: str) -> None:
         old.user_remap(image)
         bpy.data.images.remove(old)
     image.name = name
-    path = f"//{bpy.path.clean_name(image.name)}.jpg"
+    path = f"//{file_stem(image.name)}.jpg"
     image.filepath_raw = path
     for packed in image.packed_files:
         packed.filepath = path
@@ -1007,7 +1007,7 @@ def _set_mask_file(image) -> None:
     """Give the packed mask ``image`` the file ``//NAME.png`` (its name cleaned for a file name), where Unpack
     Resources writes it (next to the .blend, or in its ``textures`` folder): the image and its packed file otherwise
     keep the worker's temporary file, removed after the run, and every mask would unpack as ``mask.png``."""
-    path = f"//{bpy.path.clean_name(image.name)}.png"
+    path = f"//{file_stem(image.name)}.png"
     image.filepath_raw = path  # not ``filepath``, whose update reloads the image from the file
     for packed in image.packed_files:
         packed.filepath = path
@@ -1666,11 +1666,23 @@ def _world_mesh_mm(context, obj) -> tuple[np.ndarray, np.ndarray]:
     return coords.reshape(-1, 3) * mm_per_unit(context.scene), tris
 
 
+_DEVICE_NAMES = frozenset({"CON", "PRN", "AUX", "NUL", *(f"{kind}{n}" for kind in ("COM", "LPT") for n in range(1, 10))})
+"""Names Windows keeps for its devices, whatever the extension: a file "CON.stl" is the console, and what is written
+there is lost."""
+
+
+def file_stem(name: str) -> str:
+    """``name`` (an object's, an image's) as a file's name without its extension: Blender's clean name, with "_" after
+    a name Windows keeps for a device (:data:`_DEVICE_NAMES`; "Con" becomes "Con_")."""
+    stem = bpy.path.clean_name(name)
+    return stem + "_" if stem.upper() in _DEVICE_NAMES else stem
+
+
 def export_path(context, ext: str) -> str:
     """The file an export dialog offers: named after the active object (else the .blend file, else "Untitled"), in the
     .blend file's folder, with ``ext`` (ExportHelper alone offered "Untitled.stl" for every object)."""
     obj = context.active_object
-    stem = bpy.path.clean_name(obj.name) if obj is not None else ""
+    stem = file_stem(obj.name) if obj is not None else ""
     blend = context.blend_data.filepath
     if not stem:
         stem = os.path.splitext(os.path.basename(blend))[0] if blend else "Untitled"

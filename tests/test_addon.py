@@ -1003,6 +1003,10 @@ def test_exports_offer_the_objects_name_and_add_a_missing_extension(addon, setti
     cube.name = "Bracket v2"
     export_path = addon.package.operators.export_path
     assert export_path(bpy.context, ".stl") == "Bracket_v2.stl"  # bpy.path.clean_name: a name any file system takes
+    for device, offered in (("Con", "Con_.stl"), ("com1", "com1_.stl"), ("Console", "Console.stl")):
+        cube.name = device  # Windows keeps CON, COM1, ...: a file "Con.stl" is the console, and the mesh is lost
+        assert export_path(bpy.context, ".stl") == offered
+    cube.name = "Bracket v2"
     saved = tmp_path / "project" / "design.blend"  # as a saved .blend file's context shows it (not saved here: the
     context = SimpleNamespace(active_object=cube, blend_data=SimpleNamespace(filepath=str(saved)))  # tests need none)
     assert export_path(context, ".3mf") == str(saved.parent / "Bracket_v2.3mf")
