@@ -590,9 +590,10 @@ def _user_text(text: str, names: dict[str, str]) -> str:
     Args:
         names: temporary file path -> what it holds, e.g. "Blender image chair" or "mask image chair mask".
 
-    "/tmp/recon-x.png is one uniform colour" becomes "The Blender image chair is one uniform colour", "The mask
-    /tmp/recon-y.png is ..." "The mask image chair mask is ...", "the object is the mask /tmp/recon-y.png" "the
-    object is the mask image chair mask": the worker's own word for the file ("the mask", "the picture") gives way.
+    "/tmp/reconstruct-from-image-x.png is one uniform colour" becomes "The Blender image chair is one uniform
+    colour", "The mask /tmp/reconstruct-from-image-y.png is ..." "The mask image chair mask is ...", "the object is the
+    mask /tmp/reconstruct-from-image-y.png" "the object is the mask image chair mask": the worker's own word for the
+    file ("the mask", "the picture") gives way.
     """
     for path, name in names.items():
         if path not in text:
@@ -1666,9 +1667,9 @@ def _world_mesh_mm(context, obj) -> tuple[np.ndarray, np.ndarray]:
     return coords.reshape(-1, 3) * mm_per_unit(context.scene), tris
 
 
-_DEVICE_NAMES = frozenset({"CON", "PRN", "AUX", "NUL", *(f"{kind}{n}" for kind in ("COM", "LPT") for n in range(1, 10))})
-"""Names Windows keeps for its devices, whatever the extension: a file "CON.stl" is the console, and what is written
-there is lost."""
+_DEVICE_NAMES = frozenset({"CON", "PRN", "AUX", "NUL", *(f"{kind}{n}" for kind in ("COM", "LPT") for n in range(10))})
+"""Names Windows keeps for its devices, whatever the extension (Microsoft's "Naming Files"): a file "CON.stl" is the
+console, and what is written there is lost."""
 
 
 def file_stem(name: str) -> str:

@@ -31,8 +31,8 @@ from typing import Any
 
 __all__ = [
     "PROTOCOL_VERSION", "CATEGORY_NAMES", "DETAIL_VERTICES", "DEFAULT_DETAIL", "DELAY_ENV", "STARTUP_TIMEOUT_S",
-    "HELLO_TIMEOUT_S", "TEMP_PREFIX", "WorkerError", "check_model", "sweep_stale_temp", "Candidate", "WorkerResult", "Job",
-    "WorkerClient", "get_client", "shutdown_all", "write_print_file",
+    "HELLO_TIMEOUT_S", "TEMP_PREFIX", "WorkerError", "check_model", "sweep_stale_temp", "Candidate", "WorkerResult",
+    "Job", "WorkerClient", "get_client", "shutdown_all", "write_print_file",
 ]
 
 PROTOCOL_VERSION = 1
@@ -486,6 +486,8 @@ out, or SIGTERM, which a low-memory daemon (earlyoom) sends first."""
 _WINDOWS_STATUS = {0xC0000005: "an access violation", 0xC00000FD: "a stack overflow", 0xC0000017: "out of memory",
                    0xC000012D: "out of memory (the page file is full)", 0xC0000409: "a crash", 0xC000013A: "Ctrl+C"}
 """What the Windows status codes a process most often ends with mean (an NTSTATUS, 0xC0000000 and up)."""
+_WINDOWS_CTRL_C = 0xC000013A
+"""STATUS_CONTROL_C_EXIT: a Windows process ended by Ctrl+C or Ctrl+Break sent to it, as SIGINT ends one elsewhere."""
 
 
 def _exit_description(code: int | None) -> str:
@@ -883,7 +885,7 @@ class WorkerClient:
                     # a program that is not the worker (/bin/true, a shell) ends before greeting: say what to choose
                     message = (f"The worker could not start with {self.python} ({_exit_description(code)}"
                                + (f": {tail}" if tail else "") + f"); {_CHOOSE_PYTHON}.")
-            elif code is not None and -code in _STOP_SIGNALS:  # another program stopped it: no memory to blame
+            elif code is not None and (-code in _STOP_SIGNALS or code == _WINDOWS_CTRL_C):  # another program stopped it
                 message = (f"The reconstruction worker was stopped by another program ({_exit_description(code)}). "
                            "Click Reconstruct again to start a new one.")
             else:

@@ -20,7 +20,8 @@ if [ ! -x "$(venv_python)" ]; then
   "${PY[@]}" -m venv .venv
 fi
 VPY=$(venv_python)
-if ! "$VPY" -c "import recon_core, torch, pytorch3d, bpy, pytest, fast_simplification, lxml, lib3mf, cv2, pillow_heif" 2>/dev/null; then
+MODULES="recon_core, torch, pytorch3d, bpy, pytest, fast_simplification, lxml, lib3mf, cv2, pillow_heif"
+if ! "$VPY" -c "import $MODULES" 2>/dev/null; then
   "$VPY" -m pip install -q --upgrade pip
   "$VPY" -m pip install -q -e ".[dev]"
 fi

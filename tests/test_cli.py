@@ -126,8 +126,6 @@ def _bad_inputs(tmp_path: Path, tiny_config) -> dict[str, tuple[list[str], str]]
         "preview over the picture": ([str(good), "--preview", str(good)], "it is the input picture"),
         "preview is the mask": ([str(good), "--preview", str(tmp_path / "both.png"), "--save-mask",
                                  str(tmp_path / "both.png")], "it is the --save-mask file too"),
-        "preview is the mask in other case": ([str(good), "--preview", str(tmp_path / "Both.png"), "--save-mask",
-                                               str(tmp_path / "both.PNG")], "names differing only in case are one file"),
         "preview is a folder": ([str(good), "--preview", str(mask_folder)], "it is a folder"),
         "output is a folder": ([str(good), "-o", str(folder)], "it is a folder"),
         "output inside a file": ([str(good), "-o", str(not_a_folder / "out.stl")], "is a file, not a folder"),
@@ -152,6 +150,23 @@ def test_each_bad_input_gets_one_sentence_and_no_file(tmp_path, tiny_config, cap
         assert img.mode == "RGB" and np.array_equal(np.asarray(img), _object_rgb())
     assert not list(tmp_path.glob("*.3mf"))
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("platform", ["darwin", "win32", "linux"])
+def test_a_preview_and_a_mask_named_apart_by_case_alone(tmp_path, tiny_model_path, capsys, monkeypatch, platform):
+    """On Windows' and macOS's disks (by default) Both.png and both.PNG are one file: the preview overwrote the mask,
+    and both were said written. There they are refused before the run; on Linux they are two files."""
+    good = tmp_path / "good.png"
+    Image.fromarray(_object_rgb(), "RGB").save(good)
+    monkeypatch.setattr(sys, "platform", platform)
+    code = main([str(good), "-o", str(tmp_path / "m.stl"), "--model", str(tiny_model_path), "--detail", "low",
+                 "--preview", str(tmp_path / "Both.png"), "--save-mask", str(tmp_path / "both.PNG")])
+    err = capsys.readouterr().err
+    if platform == "linux":
+        assert code == 0 and (tmp_path / "Both.png").is_file() and (tmp_path / "both.PNG").is_file()
+    else:
+        assert code == 2 and "names differing only in case are one file" in err and err.count("\n") == 1, err
+        assert not (tmp_path / "both.PNG").exists() and not (tmp_path / "Both.png").exists()
 
 
 def test_sixteen_bit_and_cmyk_are_converted_with_a_note(tmp_path, tiny_model_path, capsys):

@@ -665,12 +665,16 @@ def test_a_file_held_open_on_windows_is_replaced_once_it_is_let_go(tmp_path, mon
     export.atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"new" and waits == [0.05, 0.1] and not list(tmp_path.glob(".*.tmp"))
     held["tries"] = 10
-    with pytest.raises(ExportError, match=rf"^Cannot write {re.escape(str(target))}: Access is denied\. Close it in any "
-                       r"program that has it open \(a slicer, a viewer\), or choose a writable location\.$"):
+    with pytest.raises(ExportError, match=rf"^Cannot write {re.escape(str(target))}: Access is denied\. Close it in "
+                       r"any program that has it open \(a slicer, a viewer\), or choose a writable location\.$"):
         with export.staged_writes():
             export.atomic_write_bytes(target, b"newer")
     assert target.read_bytes() == b"new" and not list(tmp_path.glob(".*.tmp"))
     assert waits[2:] == list(export.REPLACE_RETRY_S)
+    box = trimesh.creation.box([20.0, 20.0, 20.0])  # the add-on's Export 3MF over a file a slicer has open
+    held["tries"] = 10
+    with pytest.raises(ExportError, match=r"Access is denied\. Close it in any program that has it open"):
+        export.write_3mf([("box", box.vertices, box.faces)], tmp_path / "plate.3mf")
     monkeypatch.setattr(sys, "platform", "linux")
     held["tries"], waits[:] = 1, []
     with pytest.raises(PermissionError):

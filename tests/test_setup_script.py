@@ -72,8 +72,8 @@ def test_setup_without_any_python_3_11_says_so(windows_like):
     (Path(env["PATH"]) / "py").unlink()
     done = subprocess.run([BASH, "scripts/setup.sh"], cwd=repo, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
-    assert done.stderr == ("error: no Python 3.11 found (python3.11, or py -3.11 on Windows); install it, or set PYTHON "
-                           "to its path.\n")
+    assert done.stderr == ("error: no Python 3.11 found (python3.11, or py -3.11 on Windows); install it, or set "
+                           "PYTHON to its path.\n")
 
 
 def test_the_shell_scripts_keep_lf_endings_on_any_checkout():

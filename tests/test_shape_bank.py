@@ -658,9 +658,10 @@ def test_walls_too_thin_to_print_at_the_height_asked_are_said(banked_model, fake
     solid = rec.reconstruct(rgb, alpha, vertices=642, height_mm=8.0, solid=True)
     assert not any("shells of its sealed pockets" in n for n in thin_notes(solid))
     assert np.array_equal(small.thin_faces, thin.faces)  # for a front end to mark them
+    assert small.thin_share == pytest.approx(share / 100, rel=1e-12)  # and to say their share (the preview)
     large = rec.reconstruct(rgb, alpha, vertices=642, height_mm=2000.0)
     assert thin_walls(large.verts, large.faces, THIN_WALL_MM).area < THIN_WALL_AREA_MM2 and not thin_notes(large)
-    assert large.thin_faces is None
+    assert large.thin_faces is None and large.thin_share is None
     unsized = rec.reconstruct(rgb, alpha, vertices=642)
     assert not thin_notes(unsized) and unsized.thin_faces is None
     tiny = rec.reconstruct(rgb, alpha, vertices=642, height_mm=0.5)  # under 10 mm² in all, but most of its surface

@@ -1012,6 +1012,17 @@ def test_how_a_worker_ended_reads_as_each_system_says_it():
     assert describe(0xC0000142) == "exit code 0xC0000142"
 
 
+def test_a_worker_ended_by_ctrl_c_on_windows_is_not_blamed_on_memory(files, monkeypatch):
+    """0xC000013A is Windows' Ctrl+C or Ctrl+Break sent to a process, as SIGINT is elsewhere: the message said the
+    computer may be short of memory."""
+    c = WorkerClient(PYTHON, str(files["model"]))
+    monkeypatch.setattr(c, "hello", {"pid": 1})  # it had greeted: the worker, not a wrong interpreter
+    monkeypatch.setattr(c, "process", type("Ended", (), {"wait": lambda self, timeout=None: 0xC000013A})())
+    c._on_exit()
+    assert c.failure == ("The reconstruction worker was stopped by another program (exit code 0xC000013A, Ctrl+C). "
+                         "Click Reconstruct again to start a new one.")
+
+
 def test_a_killed_blenders_temporary_files_are_swept_after_a_day(tmp_path):
     """Entries of the add-on's prefix last written over a day ago go, a folder with what is in it and a link without
     its target; newer ones (a run in another Blender) and other programs' entries stay."""

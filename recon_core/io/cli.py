@@ -496,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
                                          or _same_file(preview_out, mask_out)):
                 raise ExportError(f"Cannot write the preview to {preview_out}: it is the --save-mask file too; give "
                                   "them different names.")
-            if mask_out is not None and str(preview_out.resolve()).casefold() == str(mask_out.resolve()).casefold():
+            if (mask_out is not None and sys.platform in ("win32", "darwin")  # their disks ignore case by default
+                    and str(preview_out.resolve()).lower() == str(mask_out.resolve()).lower()):
                 raise ExportError(f"Cannot write the preview to {preview_out}: on Windows' and macOS's disks it is the "
                                   f"--save-mask file {mask_out} too, as names differing only in case are one file "
                                   "there; give them different names.")

@@ -285,7 +285,7 @@ def _write(path: Path, data: bytes | str) -> Path:
     try:
         atomic_write_bytes(path, data.encode() if isinstance(data, str) else data)
     except OSError as err:
-        raise ExportError(f"Cannot write {path}: {err.strerror or err}. Choose a writable location.") from None
+        raise ExportError(f"Cannot write {path}: {err.strerror or err}.{_held_open_hint(err)}") from None
     return path
 
 

@@ -183,6 +183,8 @@ class Reconstruction:
             note was given (a height asked; :func:`recon_core.mesh.thickness.worth_noting`),
             for a front end to mark; None otherwise. Indices into :attr:`faces` as returned: set last, after every
             change of the faces (:meth:`Reconstructor._thin_walls`).
+        thin_share: the share of the surface's area those faces cover (the thin-wall note's "% of the surface"), when
+            :attr:`thin_faces` is set; None otherwise.
         camera: for a shape-bank model's mesh, the picture's camera as the mesh was fitted to it, in the mesh's frame
             and units (the world of :class:`recon_core.mesh.camera.Camera`; :func:`recon_core.mesh.camera.picture_camera`):
             through it the mesh lies on the picture's object, so a front end can show the picture behind it. None for
@@ -202,6 +204,7 @@ class Reconstruction:
     likelihood: str = ""
     mask_unsure: bool = False
     thin_faces: np.ndarray | None = None
+    thin_share: float | None = None
     camera: Camera | None = None
 
 
@@ -519,7 +522,7 @@ class Reconstructor:
                     and (part_volumes(result.verts, result.faces) < 0).any()):
                 filled = thin_walls(*fill_cavities(result.verts, result.faces)[:2], THIN_WALL_MM).area
         if noted:
-            result.thin_faces = thin.faces
+            result.thin_faces, result.thin_share = thin.faces, thin.area / thin.surface
             result.notes.append(_thin_note(thin.area, thin.surface, thin.median,
                                            filled if filled is not None and filled < 0.5 * thin.area else None))
 

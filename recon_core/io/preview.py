@@ -35,7 +35,7 @@ CAPTION = 72
 LINE = 18
 """Height of a caption's line, and of the legend strip above the rows, in pixels."""
 CAPTION_FONT = 13
-"""The caption's font size, in pixels (Pillow's own font)."""
+"""The caption's font size, in pixels."""
 MARGIN = 0.15
 """The picture tile shows the object (the mask's box and the mesh's, together) with this share of its side around it."""
 MESH_COLOUR = (95, 140, 215)
@@ -55,8 +55,8 @@ LINE_WIDTH = 2
 """The width of the outlines, in pixels."""
 CHECKER = (255, 214)
 """The grey levels of the checkerboard behind a cut-out's transparency (white showed a white object as nothing)."""
-CHECKER_SQUARES = 40
-"""About how many squares of the checkerboard span the picture's longer side."""
+CHECKER_SQUARE = 8
+"""The side of a square of that checkerboard, in the tile's pixels (half that in the inset)."""
 INSET, INSET_WHEN = 0.3, 0.5
 """The inset of the whole picture: its side, a share of the tile's; shown when the tile shows less than
 ``INSET_WHEN`` of the picture's longer side."""
@@ -79,39 +79,44 @@ def _window(picture_size: tuple[int, int], boxes: list[tuple[float, float, float
     return (u0 + u1 - side) / 2.0, (v0 + v1 - side) / 2.0, side
 
 
-def on_checker(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
-    """(H, W, 3) uint8: the decoded picture ``rgb`` (H, W, 3) uint8, a cut-out's ``alpha`` (H, W) uint8 laid over a
-    checkerboard of :data:`CHECKER` greys, about :data:`CHECKER_SQUARES` squares along its longer side; as it is
-    without ``alpha``."""
+def _picture(rgb: np.ndarray, alpha: np.ndarray | None):
+    """The decoded picture ``rgb`` (H, W, 3) uint8 as a Pillow image: a cut-out's ``alpha`` (H, W) uint8 premultiplied
+    ("RGBa"), so that shrinking and resampling it blend no colour of its transparent pixels in."""
     from PIL import Image
 
+    picture = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
     if alpha is None:
-        return np.asarray(rgb, dtype=np.uint8)
-    h, w = alpha.shape
-    square = max(1, round(max(h, w) / CHECKER_SQUARES))
-    block = np.full((2 * square, 2 * square), CHECKER[0], np.uint8)
-    block[:square, square:] = block[square:, :square] = CHECKER[1]
-    board = np.tile(block, (h // (2 * square) + 1, w // (2 * square) + 1))[:h, :w]
-    cut = Image.fromarray(np.dstack([np.asarray(rgb, dtype=np.uint8), np.asarray(alpha, dtype=np.uint8)]), "RGBA")
-    return np.asarray(Image.alpha_composite(Image.fromarray(board).convert("RGBA"), cut).convert("RGB"))
+        return picture
+    return Image.merge("RGBA", (*picture.split(), Image.fromarray(np.asarray(alpha, dtype=np.uint8)))).convert("RGBa")
+
+
+def _flattened(picture, square: int) -> np.ndarray:
+    """(h, w, 3) float: the Pillow image ``picture`` (from :func:`_picture`, resampled), a premultiplied cut-out laid
+    over a checkerboard of :data:`CHECKER` greys, ``square`` pixels a square, as image editors show transparency."""
+    pixels = np.asarray(picture, dtype=np.float64)
+    if picture.mode != "RGBa":
+        return pixels
+    h, w = pixels.shape[:2]
+    board = np.where((np.arange(h)[:, None] // square + np.arange(w)[None, :] // square) % 2 == 0, *CHECKER)
+    return pixels[..., :3] + (1.0 - pixels[..., 3:] / 255.0) * board[..., None]
 
 
 def _shown(rgb: np.ndarray, alpha: np.ndarray | None, window: tuple[float, float, float], tile: int) -> np.ndarray:
-    """(tile, tile, 3) float: the picture's ``window`` (:func:`_window`), a cut-out's ``alpha`` on a checkerboard
-    (:func:`on_checker`), white beyond its edges. A picture shown smaller than its size is first reduced by the whole
-    factor that leaves less than a halving to the bilinear step (each pixel the mean of a block), so that fine detail
-    does not alias."""
+    """(tile, tile, 3) float: the picture's ``window`` (:func:`_window`), white beyond its edges; a cut-out's ``alpha``
+    on a checkerboard of :data:`CHECKER_SQUARE`-pixel squares, transparent beyond its edges. A picture shown smaller
+    than its size is first reduced by the whole factor that leaves less than a halving to the bilinear step (each
+    pixel the mean of a block), so that fine detail does not alias."""
     from PIL import Image
 
     x0, y0, side = window
-    picture = Image.fromarray(on_checker(rgb, alpha))
+    picture = _picture(rgb, alpha)
     factor = max(1, int(side / tile))
     if factor > 1:  # pixel i of the reduced picture covers [i k, (i + 1) k): its coordinates are the picture's / k
         picture = picture.reduce(factor)
         x0, y0, side = x0 / factor, y0 / factor, side / factor
     shown = picture.transform((tile, tile), Image.EXTENT, (x0, y0, x0 + side, y0 + side), resample=Image.BILINEAR,
-                              fillcolor=(255, 255, 255))
-    return np.asarray(shown, dtype=np.float64)
+                              fillcolor=(255, 255, 255) if alpha is None else (0, 0, 0, 0))
+    return _flattened(shown, CHECKER_SQUARE)
 
 
 def _outline(covered: np.ndarray, width: int = 1) -> np.ndarray:
@@ -127,10 +132,25 @@ def _outline(covered: np.ndarray, width: int = 1) -> np.ndarray:
 
 def _dashed(canvas: np.ndarray, line: np.ndarray) -> None:
     """Draw the (H, W) bool ``line`` onto the (H, W, 3) ``canvas`` in :data:`MASK_DASHES`, :data:`DASH` pixels each
-    along the diagonals."""
+    along it: each pixel's colour is set by its distance along the line (steps between 8-neighbours) from the line's
+    first pixel, so that an edge in any direction is dashed (by the pixel's position alone, one diagonal was not)."""
+    from scipy import ndimage
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import dijkstra
+
     rows, cols = np.nonzero(line)
-    phase = ((rows + cols) // DASH) % 2
-    canvas[rows, cols] = np.asarray(MASK_DASHES, dtype=canvas.dtype)[phase]
+    if not len(rows):
+        return
+    index = np.full((line.shape[0] + 2, line.shape[1] + 2), -1, np.int64)
+    index[rows + 1, cols + 1] = np.arange(len(rows))
+    ends = [index[rows + 1 + dr, cols + 1 + dc] for dr, dc in ((0, 1), (1, -1), (1, 0), (1, 1))]  # each step once
+    a = np.concatenate([np.flatnonzero(j >= 0) for j in ends])
+    b = np.concatenate([j[j >= 0] for j in ends])
+    steps = coo_matrix((np.ones(len(a)), (a, b)), shape=(len(rows), len(rows)))
+    parts = ndimage.label(line, structure=np.ones((3, 3), bool))[0][rows, cols]
+    starts = np.unique(parts, return_index=True)[1]  # each separate line's first pixel
+    along = dijkstra(steps, directed=False, indices=starts, unweighted=True, min_only=True)
+    canvas[rows, cols] = np.asarray(MASK_DASHES, dtype=canvas.dtype)[(along // DASH).astype(np.int64) % 2]
 
 
 def _mask_in_tile(mask, window: tuple[float, float, float], tile: int) -> np.ndarray:
@@ -145,22 +165,25 @@ def _mask_in_tile(mask, window: tuple[float, float, float], tile: int) -> np.nda
     return (mask[np.clip(rows, 0, h - 1)[:, None], np.clip(cols, 0, w - 1)[None, :]] > 0.5) & inside
 
 
-def _inset(canvas: np.ndarray, picture: np.ndarray, window: tuple[float, float, float]) -> None:
-    """Draw the whole ``picture`` (H, W, 3), :data:`INSET` of the tile's side, in the (tile, tile, 3) ``canvas``'s
-    top left corner, framed, with the ``window`` the tile shows framed in it."""
+def _inset(canvas: np.ndarray, rgb: np.ndarray, alpha: np.ndarray | None, window: tuple[float, float, float],
+           shown: np.ndarray) -> None:
+    """Draw the whole picture (``rgb`` (H, W, 3) uint8, a cut-out's ``alpha`` (H, W) uint8), :data:`INSET` of the
+    tile's side, framed, in the corner of the (tile, tile, 3) ``canvas`` where it covers fewest of the ``shown``
+    (tile, tile) bool pixels (the object's and the mesh's), with the ``window`` the tile shows framed in it."""
     from PIL import Image
 
-    tile, (h, w) = canvas.shape[0], picture.shape[:2]
+    tile, (h, w) = canvas.shape[0], rgb.shape[:2]
     scale = INSET * tile / max(w, h)
     sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
-    small = Image.fromarray(np.ascontiguousarray(picture, dtype=np.uint8)).resize((sw, sh), Image.BOX)
-    at = 4
-    canvas[at - 1:at + sh + 1, at - 1:at + sw + 1] = 90  # a grey frame
-    canvas[at:at + sh, at:at + sw] = np.asarray(small, dtype=canvas.dtype)
+    small = _flattened(_picture(rgb, alpha).resize((sw, sh), Image.BOX), CHECKER_SQUARE // 2)
+    corners = [(top, left) for top in (4, tile - 4 - sh) for left in (4, tile - 4 - sw)]
+    top, left = min(corners, key=lambda c: int(shown[c[0] - 1:c[0] + sh + 1, c[1] - 1:c[1] + sw + 1].sum()))
+    canvas[top - 1:top + sh + 1, left - 1:left + sw + 1] = 90  # a grey frame
+    canvas[top:top + sh, left:left + sw] = small
     x0, y0, side = window
-    c0, r0 = (int(np.clip(np.floor(at + v * scale), at, lim)) for v, lim in ((x0, at + sw - 1), (y0, at + sh - 1)))
-    c1, r1 = (int(np.clip(np.ceil(at + (v + side) * scale), at, lim))
-              for v, lim in ((x0, at + sw - 1), (y0, at + sh - 1)))
+    c0, r0 = (int(np.clip(np.floor(at + v * scale), at, at + n - 1)) for v, at, n in ((x0, left, sw), (y0, top, sh)))
+    c1, r1 = (int(np.clip(np.ceil(at + (v + side) * scale), at, at + n - 1))
+              for v, at, n in ((x0, left, sw), (y0, top, sh)))
     box = np.zeros(canvas.shape[:2], bool)
     box[r0:r1 + 1, c0:c1 + 1] = True
     outer = _outline(box)  # the part the tile shows: black outside, white inside, on any picture
@@ -181,7 +204,7 @@ def _mask_box(mask) -> tuple[float, float, float, float] | None:
 
 def picture_tile(rgb: np.ndarray, result, tile: int = TILE, alpha: np.ndarray | None = None) -> np.ndarray:
     """The "on the picture" tile of ``result`` (a :class:`~recon_core.io.inference.Reconstruction`) for the decoded
-    picture ``rgb`` (H, W, 3) uint8, its cut-out's ``alpha`` (H, W) uint8 made white: (tile, tile, 3) uint8.
+    picture ``rgb`` (H, W, 3) uint8, its cut-out's ``alpha`` (H, W) uint8 on a checkerboard: (tile, tile, 3) uint8.
 
     The tile shows the picture around the object (:func:`_window`: the mask's box and the mesh's projected box), so
     picture pixel ``u`` is tile pixel ``scale (u - x0)``, and the camera's ``K`` is scaled and moved the same way.
@@ -205,19 +228,22 @@ def picture_tile(rgb: np.ndarray, result, tile: int = TILE, alpha: np.ndarray | 
     x0, y0, side = window
     scale = tile / side
     canvas = _shown(rgb, alpha, window, tile)
+    shown = np.zeros((tile, tile), bool)  # the object's and the mesh's pixels, which the inset keeps clear of
     if camera is not None:
         faces = np.asarray(result.faces, dtype=np.int64)
         xy = np.stack([scale * (uv[:, 0] - x0), scale * (uv[:, 1] - y0)], axis=1)
         face_id = rasterize(xy, seen[:, 2], faces, tile)
-        covered = face_id >= 0
+        shown = covered = face_id >= 0
         shade = face_shade(seen[faces] * [1.0, -1.0, -1.0])  # a viewer's frame: y up, the viewer on +z
         mesh = shade[face_id[covered]][:, None] * np.asarray(OVER_COLOUR, dtype=np.float64)
         canvas[covered] = (1.0 - MESH_OPACITY) * canvas[covered] + MESH_OPACITY * mesh
         canvas[_outline(covered, LINE_WIDTH)] = OUTLINE_COLOUR
     if mask is not None:
-        _dashed(canvas, _outline(_mask_in_tile(mask, window, tile), LINE_WIDTH))
+        inside = _mask_in_tile(mask, window, tile)
+        shown = shown | inside
+        _dashed(canvas, _outline(inside, LINE_WIDTH))
     if side < INSET_WHEN * max(w, h):
-        _inset(canvas, on_checker(rgb, alpha), window)
+        _inset(canvas, rgb, alpha, window, shown)
     return np.clip(canvas + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -252,20 +278,16 @@ def _caption(result, name: str, millimetres: bool, ranked: bool = False) -> tupl
     second = " x ".join(_number(v) for v in output_size(result.verts))
     second += " mm" if millimetres else " (the data's units)"
     second += ", printable" if result.report.ok else ", NOT printable"
-    said = []
+    lines = [first, second]
     if not millimetres:
-        said.append("thin walls not checked (no height given)")
+        lines.append("Thin walls not checked (no height given)")
     elif getattr(result, "thin_faces", None) is not None and len(result.thin_faces):
         from recon_core.io.notes import share
         from recon_core.mesh.thickness import THIN_WALL_MM
 
-        tris = np.asarray(result.verts, dtype=np.float64)[np.asarray(result.faces, dtype=np.int64)]
-        area = 0.5 * np.linalg.norm(np.cross(tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0]), axis=1)
-        thin = float(area[np.asarray(result.thin_faces, dtype=np.int64)].sum()) / max(float(area.sum()), 1e-300)
-        said.append(f"red: walls under {THIN_WALL_MM:g} mm, {share(thin)} of the surface, weak in print")
+        lines.append(f"Red: walls under {THIN_WALL_MM:g} mm, {share(result.thin_share)} of the surface, weak in print")
     elif result.report.finite:
-        said.append("no thin walls to note")
-    lines = [first, second] + ([said[0][:1].upper() + said[0][1:]] if said else [])
+        lines.append("No thin walls to note")
     if getattr(result, "mask_unsure", False):
         lines.append("The object finder was unsure of the object: check its dashed outline")
     return tuple(lines)
@@ -346,10 +368,9 @@ def preview_png(rgb: np.ndarray, results: Sequence, names: Sequence[str], millim
     _legend(draw, font, cameras=any(getattr(r, "camera", None) is not None for r in results),
             masks=any(getattr(r, "mask", None) is not None for r in results),
             thin=millimetres and any(getattr(r, "thin_faces", None) is not None and len(r.thin_faces) for r in results))
-    picture = on_checker(rgb, alpha)  # once, for every row
     for row, (result, name) in enumerate(zip(results, names)):
         top = LINE + row * (tile + CAPTION)
-        sheet.paste(Image.fromarray(picture_tile(picture, result, tile)), (0, top))
+        sheet.paste(Image.fromarray(picture_tile(rgb, result, tile, alpha)), (0, top))
         sheet.paste(Image.fromarray(mesh_tile(result, tile)), (tile, top))
         for line, text in enumerate(_caption(result, name, millimetres, ranked=len(results) > 1)):
             draw.text((4, top + tile + 2 + line * LINE), _fitted_text(draw, text, font, 2 * tile - 8),

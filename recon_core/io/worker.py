@@ -21,8 +21,8 @@ Worker to client::
     {"type": "progress", "version": 1, "id": "r1", "stage": "fitting known shapes to the outline", "fraction": 0.25}
     {"type": "result", "version": 1, "id": "r1", "verts": ARRAY, "faces": ARRAY, "category": "chair",
      "category_probs": [13 floats], "report": {...}, "notes": ["..."], "timings": {"network": 0.4, ...},
-     "mask_path": "/tmp/recon-x/mask.png" or null, "mask_unsure": false, "object_mask": "/path/photo_mask.png" or null,
-     "picture_path": "/tmp/recon-x/picture.jpg" or null,
+     "mask_path": "/tmp/reconstruct-from-image-x/mask.png" or null, "mask_unsure": false,
+     "object_mask": "/path/photo_mask.png" or null, "picture_path": "/tmp/reconstruct-from-image-x/picture.jpg" or null,
      "thin_faces": ARRAY, "camera": {"R": [[3 floats] x 3], "T": [3 floats], "K": [[3 floats] x 3], "width": 640,
      "height": 480},
      "candidates": [{"verts": ARRAY, "faces": ARRAY, "report": {...}, "confidence": 0.62, "category": "chair",
@@ -41,8 +41,9 @@ Client to worker::
 
     {"type": "reconstruct", "version": 1, "id": "r1", "image": "/path/photo.png",
      "category": null, "detail": "medium", "height_mm": 120.0, "smooth": true, "solid": false, "upright": true,
-     "mask_path": "/tmp/recon-x/mask.png", "picture_path": "/tmp/recon-x/picture.jpg",
-     "candidates": 3, "object_mask": "/path/photo_mask.png"}
+     "mask_path": "/tmp/reconstruct-from-image-x/mask.png",
+     "picture_path": "/tmp/reconstruct-from-image-x/picture.jpg", "candidates": 3,
+     "object_mask": "/path/photo_mask.png"}
         ``category``, ``detail`` and ``height_mm`` may be null (automatic, the model's default, unscaled);
         ``height_mm`` is a number of millimetres from 0.1 to 100,000 (:mod:`recon_core.io.inference`'s bounds),
         ``smooth`` true or false (absent: true), ``solid`` true or false (absent: false; fill the sealed hollow
