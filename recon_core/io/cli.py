@@ -330,13 +330,9 @@ def _open_closed_streams() -> None:
             os.close(devnull)
             devnull = fd
         setattr(sys, name, open(devnull, mode, closefd=taken, encoding="utf-8"))
-    for stream in (sys.stdout, sys.stderr):  # a stream in ASCII (PYTHONIOENCODING=ascii): "✓", a path's accents
-        if getattr(stream, "errors", None) != "strict":  # surrogateescape (UTF-8 mode) keeps a path's own bytes
-            continue
-        try:
-            stream.reconfigure(errors="backslashreplace")  # escaped, not a UnicodeEncodeError after the mesh is written
-        except (AttributeError, ValueError):  # a stream without reconfigure, or closed
-            pass
+    from recon_core.io.export import escape_what_streams_cannot_show
+
+    escape_what_streams_cannot_show()
 
 
 def _same_file(a: Path, b: Path) -> bool:
