@@ -486,7 +486,8 @@ out, or SIGTERM, which a low-memory daemon (earlyoom) sends first."""
 _WINDOWS_CTRL_C = 0xC000013A
 """STATUS_CONTROL_C_EXIT: a Windows process ended by Ctrl+C or Ctrl+Break sent to it, as SIGINT ends one elsewhere."""
 _WINDOWS_STATUS = {0xC0000005: "an access violation", 0xC00000FD: "a stack overflow", 0xC0000017: "out of memory",
-                   0xC000012D: "out of memory (the page file is full)", 0xC0000409: "a crash", _WINDOWS_CTRL_C: "Ctrl+C"}
+                   0xC000012D: "out of memory (the page file is full)", 0xC0000409: "a crash",
+                   _WINDOWS_CTRL_C: "Ctrl+C"}
 """What the Windows status codes a process most often ends with mean (an NTSTATUS, 0xC0000000 and up)."""
 
 

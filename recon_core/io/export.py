@@ -41,8 +41,8 @@ import numpy as np
 
 __all__ = ["EXPORT_FORMATS", "ExportError", "OUTPUT_TO_Z_UP", "GLB_METRES_PER_MM", "atomic_write_bytes",
            "staged_writes", "current_umask", "unwritable_reason", "name_too_long", "os_error_sentence", "export_mesh", "write_3mf",
-           "write_stl", "refuse_a_bare_extension", "on_plate", "on_3mf_plate", "PLATE_CENTRE_MM", "stl_bytes", "print_notes",
-           "escape_what_streams_cannot_show", "main"]
+           "write_stl", "refuse_a_bare_extension", "on_plate", "on_3mf_plate", "PLATE_CENTRE_MM", "stl_bytes",
+           "print_notes", "escape_what_streams_cannot_show", "main"]
 
 EXPORT_FORMATS = (".obj", ".stl", ".ply", ".glb", ".3mf")
 _Z_UP_FORMATS = (".stl", ".ply", ".3mf")
