@@ -1162,7 +1162,7 @@ def test_an_object_too_small_to_take_is_said_so(tmp_path, tiny_model_path, capsy
     err = capsys.readouterr().err
     assert "only 35 of its pixels (as read, 1500 x 1500) differ from its plain background" in err
     assert "crop the picture closer around it" in err and "plainer background" not in err
-    assert "give its outline as a mask (recon-mesh --mask MASK.png; the add-on's Object: Mask Image)" in err
+    assert "give its outline as a mask (recon-mesh --mask MASK.png)." in err and "add-on" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["speck.png", "tiny.json"]
 
 
@@ -1332,3 +1332,30 @@ def test_an_output_that_is_a_loop_of_links_is_replaced_as_a_link_is(tmp_path, ti
     assert main([str(good_image), "-o", str(tmp_path / "l1.stl"), "--model", str(tiny_model_path)]) == 0, (
         capsys.readouterr().err)
     assert not (tmp_path / "l1.stl").is_symlink() and (tmp_path / "l1.stl").stat().st_size > 84
+
+
+def test_recon_mesh_names_its_own_options_not_the_add_ons_controls(tmp_path, capsys):
+    """The notes both front ends share name the add-on's control beside each option ("--solid (the add-on's Fill
+    Hollow Pockets) fills them"); recon-mesh says the options alone, as the add-on says its controls alone. Every
+    control a sentence of recon_core names is one the rewriting knows, so none is left half-said."""
+    import ast
+    import re as re_
+
+    from recon_core.io.notes import ADDON_CONTROLS, for_command_line
+
+    named = set()
+    for path in (REPO / "recon_core").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        documents = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}  # docstrings
+        for node in ast.walk(tree):  # the strings a user may read
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in documents:
+                named |= {n.strip() for n in re_.findall(r"the add-on's ((?:[A-Z]\w*:? ?)+)", node.value)}
+    assert named and named <= set(ADDON_CONTROLS), named - set(ADDON_CONTROLS)
+    for control in ADDON_CONTROLS:
+        for shared, alone in ((f"--x (the add-on's {control}) does it", "--x does it"),
+                              (f"(--x, the add-on's {control})", "(--x)"), (f"with --x or the add-on's {control}.",
+                                                                              "with --x."),
+                              (f"(recon-mesh --x; the add-on's {control})", "(recon-mesh --x)")):
+            assert for_command_line(shared) == alone, (control, shared)
+    assert for_command_line("a corrected one (--mask, Use This Mask)") == "a corrected one (--mask)"
+    assert for_command_line("thicken them in your modeller (the add-on marks them)") == "thicken them in your modeller"

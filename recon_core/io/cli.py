@@ -294,13 +294,16 @@ def _print(line: str) -> None:
 
 
 def _say(line: str) -> None:
-    """Print one line to stderr (a note or the error). A stderr that is closed (``2>&-``) or cannot be written says
+    """Print one line to stderr (a note or the error), the add-on's controls named beside the options left out
+    (:func:`recon_core.io.notes.for_command_line`). A stderr that is closed (``2>&-``) or cannot be written says
     nothing, and the exit code stays the run's: there is nowhere else to say it."""
+    from recon_core.io.notes import for_command_line
+
     stream = sys.stderr
     if stream is None:  # print(file=None) would print it on stdout
         return
     try:
-        print(line, file=stream)
+        print(for_command_line(line), file=stream)
         stream.flush()
     except (OSError, ValueError) as err:
         if _stream_closed(err, stream):

@@ -7,10 +7,12 @@ imports it.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 __all__ = ["mm", "share", "thin_wall_figures", "plate_note", "output_size", "likelihood_text", "likelihood_said",
-           "LARGER_THAN_PRINTERS", "PLATE_MM", "AGAINST_THE_LIKELIEST"]
+           "ADDON_CONTROLS", "for_command_line", "LARGER_THAN_PRINTERS", "PLATE_MM", "AGAINST_THE_LIKELIEST"]
 
 PLATE_MM = 256.0
 """The side of a large printer's build volume, in millimetres (256 x 256 x 256 mm: Bambu Lab's X1 and P1; Prusa's MK4
@@ -92,3 +94,26 @@ add-on holds a copy."""
 def likelihood_said(words: str) -> str:
     """:func:`likelihood_text`'s ``words`` with what they are said against (:data:`AGAINST_THE_LIKELIEST`)."""
     return words + AGAINST_THE_LIKELIEST.get(words, "")
+
+
+ADDON_CONTROLS = ("Fill Hollow Pockets", "Height", "Category", "Object: Mask Image", "Object Mask", "Use This Mask")
+"""The add-on's controls that the sentences shared by both front ends name beside the command line's options
+("--solid (the add-on's Fill Hollow Pockets) fills them"); a test checks that every one named is here."""
+_CONTROL = "(?:" + "|".join(re.escape(c) for c in sorted(ADDON_CONTROLS, key=len, reverse=True)) + ")"
+_ADDON_WORDS = (
+    # "--solid (the add-on's Fill Hollow Pockets) fills them", "--category NAME (the add-on's Category) names it"
+    (re.compile(rf" \(the add-on's {_CONTROL}\)"), ""),
+    # "(--solid, the add-on's Fill Hollow Pockets)", "(--mask, Use This Mask)", "recon-mesh --mask MASK.png; the
+    # add-on's Object: Mask Image", "recon-mesh --save-mask or the add-on's Object Mask", "--mask or Use This Mask"
+    (re.compile(rf"(?:, |; | or )(?:the add-on's )?{_CONTROL}(?=[),.;]|$)"), ""),
+    (re.compile(r" \(the add-on marks them\)"), ""),  # "or thicken them in your modeller (the add-on marks them)"
+)
+
+
+def for_command_line(text: str) -> str:
+    """A sentence shared by both front ends (a note, an error) as ``recon-mesh`` says it: the add-on's controls named
+    beside its options left out ("--solid (the add-on's Fill Hollow Pockets) fills them": "--solid fills them"). The
+    add-on leaves out the options instead (its ``_CLI_WORDS``)."""
+    for pattern, replacement in _ADDON_WORDS:
+        text = pattern.sub(replacement, text)
+    return text
