@@ -1222,6 +1222,28 @@ def test_a_broken_installation_is_one_sentence(tmp_path, good_image, capsys, mon
         main([str(good_image), "-o", str(tmp_path / "x.stl"), "--debug"])
 
 
+def test_a_broken_numpy_is_one_sentence_and_help_still_shows(tmp_path, good_image):
+    """recon-mesh says its errors through recon_core.io.notes and sets up its streams before anything loads: neither
+    may need numpy, or a broken numpy (or --help) ends in a traceback before the sentence can be said."""
+    start = ("import sys; sys.modules['numpy'] = None; from recon_core.io.cli import run; "
+             "sys.argv = ['recon-mesh', *sys.argv[1:]]; run()")
+    broken = subprocess.run([sys.executable, "-c", start, str(good_image), "-o", str(tmp_path / "x.stl")],
+                            capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert broken.returncode == 1 and broken.stderr.startswith("error: recon-mesh's libraries could not be loaded")
+    assert "Traceback" not in broken.stderr and not (tmp_path / "x.stl").exists()
+    shown = subprocess.run([sys.executable, "-c", start, "--help"], capture_output=True, text=True, cwd=REPO,
+                           timeout=120)
+    assert shown.returncode == 0 and shown.stdout.startswith("usage: recon-mesh") and not shown.stderr
+
+
+def test_a_path_beside_words_of_the_add_on_is_said_whole(tmp_path, capsys):
+    """recon-mesh leaves out the add-on's controls named beside its options, and nothing else: a picture named
+    "Chairs, Height.png" was said as "Chairs.png", another file."""
+    picture = tmp_path / "Chairs, Height.png"
+    assert main([str(picture), "-o", str(tmp_path / "x; Category.stl")]) == 2
+    assert f"Image file not found: {picture}" in capsys.readouterr().err
+
+
 def test_outputs_and_inputs_that_are_no_file_say_so_with_their_folder(tmp_path, good_image, capsys, monkeypatch):
     """An output given as a folder, an empty name, or standard input as the picture: said as such (a folder was told
     its extension was wrong, "-" was "not found"); a wrong extension names the path as given, folder and all."""
@@ -1345,11 +1367,22 @@ def test_recon_mesh_names_its_own_options_not_the_add_ons_controls(tmp_path, cap
 
     named = set()
     for path in (REPO / "recon_core").rglob("*.py"):
+        if path.name == "notes.py":  # the rewriting's own patterns
+            continue
         tree = ast.parse(path.read_text())
         documents = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}  # docstrings
-        for node in ast.walk(tree):  # the strings a user may read
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in documents:
-                named |= {n.strip() for n in re_.findall(r"the add-on's ((?:[A-Z]\w*:? ?)+)", node.value)}
+        parts = {id(part) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr) for part in node.values}
+        for node in ast.walk(tree):  # the strings a user may read, an f-string's values as NAME
+            if isinstance(node, ast.JoinedStr):
+                text = "".join(p.value if isinstance(p, ast.Constant) else "NAME" for p in node.values)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in documents | parts:
+                text = node.value
+            else:
+                continue
+            named |= {n.strip() for n in re_.findall(r"the add-on's ((?:[A-Z]\w*:? ?)+)", text)}
+            if path.name != "worker.py":  # the worker's are the add-on's alone
+                said = for_command_line(text)
+                assert "add-on's" not in said and "Use This Mask" not in said, (path.name, said)
     assert named and named <= set(ADDON_CONTROLS), named - set(ADDON_CONTROLS)
     for control in ADDON_CONTROLS:
         for shared, alone in ((f"--x (the add-on's {control}) does it", "--x does it"),

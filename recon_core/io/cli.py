@@ -333,9 +333,20 @@ def _open_closed_streams() -> None:
             os.close(devnull)
             devnull = fd
         setattr(sys, name, open(devnull, mode, closefd=taken, encoding="utf-8"))
-    from recon_core.io.export import escape_what_streams_cannot_show
-
     escape_what_streams_cannot_show()
+
+
+def escape_what_streams_cannot_show() -> None:
+    """Let stdout and stderr escape what their encoding cannot show ("✓", a path's accents or an object's name in
+    Chinese, on an ASCII stream or a Windows console's cp1252 when redirected), rather than raise UnicodeEncodeError
+    once the files are written (recon-mesh, and ``python -m recon_core.io.export``). A stream in UTF-8 mode's
+    surrogateescape is left: it keeps a path's own bytes."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict":
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (AttributeError, ValueError):  # a stream without reconfigure, or closed
+                pass
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -415,7 +426,7 @@ def _check_png_output(path: Path, what: str, example: str, args: argparse.Namesp
 
 def _save_preview(rgb, alpha, results, paths: list[Path], path: Path, millimetres: bool) -> None:
     """Write the preview PNG of ``results`` (:func:`recon_core.io.preview.preview_png`, each row named by its file in
-    ``paths``; the picture's own ``alpha`` made white, None: as it is) through a temporary file and a rename. The
+    ``paths``; the picture's own ``alpha`` on a checkerboard, None: as it is) through a temporary file and a rename. The
     folder was checked before the model ran; should the write still fail (a full disk), ``ExportError`` is raised
     (what was written before it is still temporary, and removed: :func:`recon_core.io.export.staged_writes`)."""
     from recon_core.io.export import ExportError, atomic_write_bytes

@@ -42,7 +42,7 @@ import numpy as np
 __all__ = ["EXPORT_FORMATS", "ExportError", "OUTPUT_TO_Z_UP", "GLB_METRES_PER_MM", "atomic_write_bytes",
            "staged_writes", "current_umask", "unwritable_reason", "name_too_long", "os_error_sentence", "export_mesh", "write_3mf",
            "write_stl", "refuse_a_bare_extension", "on_plate", "on_3mf_plate", "PLATE_CENTRE_MM", "stl_bytes",
-           "print_notes", "escape_what_streams_cannot_show", "main"]
+           "print_notes", "main"]
 
 EXPORT_FORMATS = (".obj", ".stl", ".ply", ".glb", ".3mf")
 _Z_UP_FORMATS = (".stl", ".ply", ".3mf")
@@ -531,20 +531,12 @@ def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike, n
 USAGE = "usage: python -m recon_core.io.export MESHES.npz OUT.{3mf,stl}"
 
 
-def escape_what_streams_cannot_show() -> None:
-    """Let stdout and stderr escape what their encoding cannot show ("✓", a path's accents or an object's name in
-    Chinese, on an ASCII stream or a Windows console's cp1252 when redirected), rather than raise UnicodeEncodeError
-    once the files are written (recon-mesh's and this module's scripts). A stream in UTF-8 mode's surrogateescape is
-    left: it keeps a path's own bytes."""
-    for stream in (sys.stdout, sys.stderr):
-        if getattr(stream, "errors", None) == "strict":
-            with contextlib.suppress(AttributeError, ValueError):  # a stream without reconfigure, or closed
-                stream.reconfigure(errors="backslashreplace")
-
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m recon_core.io.export MESHES.npz OUT.3mf`` (or ``OUT.stl``): the add-on's writer of files to print
     (see the module docstring)."""
+    from recon_core.io.cli import escape_what_streams_cannot_show  # light: no numpy, no torch
+
     args = sys.argv[1:] if argv is None else argv
     escape_what_streams_cannot_show()
     if args in (["-h"], ["--help"]):

@@ -8,8 +8,10 @@ imports it.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["mm", "share", "thin_wall_figures", "plate_note", "output_size", "likelihood_text", "likelihood_said",
            "ADDON_CONTROLS", "for_command_line", "LARGER_THAN_PRINTERS", "PLATE_MM", "AGAINST_THE_LIKELIEST"]
@@ -43,6 +45,8 @@ def share(fraction: float) -> str:
 def output_size(verts) -> np.ndarray:
     """(3,) the width, depth and height of (V, 3) output-frame vertices (their x, z and y extents: +Y is up), the order
     the report, the notes and a slicer give a size in; zeros for no vertices."""
+    import numpy as np  # here: recon-mesh says its errors through this module, a broken numpy among them
+
     verts = np.asarray(verts, dtype=np.float64)
     return np.ptp(verts, axis=0)[[0, 2, 1]] if len(verts) else np.zeros(3)
 
@@ -100,12 +104,13 @@ ADDON_CONTROLS = ("Fill Hollow Pockets", "Height", "Category", "Object: Mask Ima
 """The add-on's controls that the sentences shared by both front ends name beside the command line's options
 ("--solid (the add-on's Fill Hollow Pockets) fills them"); a test checks that every one named is here."""
 _CONTROL = "(?:" + "|".join(re.escape(c) for c in sorted(ADDON_CONTROLS, key=len, reverse=True)) + ")"
-_ADDON_WORDS = (
+_OPTION = r"(--[a-z][a-z-]*(?: [A-Za-z][\w.]*)?)"  # "--solid", "--category NAME", "--mask MASK.png"
+_ADDON_WORDS = (  # each after its option, so that a path or a user's words are never cut
     # "--solid (the add-on's Fill Hollow Pockets) fills them", "--category NAME (the add-on's Category) names it"
-    (re.compile(rf" \(the add-on's {_CONTROL}\)"), ""),
+    (re.compile(rf"{_OPTION} \(the add-on's {_CONTROL}\)"), r"\1"),
     # "(--solid, the add-on's Fill Hollow Pockets)", "(--mask, Use This Mask)", "recon-mesh --mask MASK.png; the
     # add-on's Object: Mask Image", "recon-mesh --save-mask or the add-on's Object Mask", "--mask or Use This Mask"
-    (re.compile(rf"(?:, |; | or )(?:the add-on's )?{_CONTROL}(?=[),.;]|$)"), ""),
+    (re.compile(rf"{_OPTION}(?:, |; | or )(?:the add-on's )?{_CONTROL}(?=[),.;]|$)"), r"\1"),
     (re.compile(r" \(the add-on marks them\)"), ""),  # "or thicken them in your modeller (the add-on marks them)"
 )
 

@@ -182,7 +182,7 @@ def _inset(canvas: np.ndarray, rgb: np.ndarray, alpha: np.ndarray | None, window
     canvas[top:top + sh, left:left + sw] = small
     x0, y0, side = window
     c0, r0 = (int(np.clip(np.floor(at + v * scale), at, at + n - 1)) for v, at, n in ((x0, left, sw), (y0, top, sh)))
-    c1, r1 = (int(np.clip(np.ceil(at + (v + side) * scale), at, at + n - 1))
+    c1, r1 = (int(np.clip(np.ceil(at + (v + side) * scale) - 1, at, at + n - 1))  # the last pixel it covers
               for v, at, n in ((x0, left, sw), (y0, top, sh)))
     box = np.zeros(canvas.shape[:2], bool)
     box[r0:r1 + 1, c0:c1 + 1] = True
@@ -281,7 +281,7 @@ def _caption(result, name: str, millimetres: bool, ranked: bool = False) -> tupl
     lines = [first, second]
     if not millimetres:
         lines.append("Thin walls not checked (no height given)")
-    elif getattr(result, "thin_faces", None) is not None and len(result.thin_faces):
+    elif getattr(result, "thin_share", None) is not None:
         from recon_core.io.notes import share
         from recon_core.mesh.thickness import THIN_WALL_MM
 
