@@ -1162,8 +1162,8 @@ def size_mm(context, obj) -> np.ndarray:
     """(3,) ``obj``'s size in millimetres along the world's X, Y and Z (width, depth, height), as the exports write it:
     the extent of its mesh as the scene shows it (modifiers applied, turned, scaled), in the scene's unit. With
     modifiers, shape keys or in Edit Mode, read from the view layer's evaluated data as it stands (drawing a panel must
-    not evaluate the scene); a mesh of more than :data:`SIZE_VERTICES_MAX` vertices, or an object that is not a mesh, gives its bounding box's
-    extent instead."""
+    not evaluate the scene); a mesh of more than :data:`SIZE_VERTICES_MAX` vertices, or an object that is not a mesh,
+    gives its bounding box's extent instead."""
     evaluated = obj
     shaped = getattr(getattr(obj, "data", None), "shape_keys", None) is not None
     if (any(m.show_viewport for m in getattr(obj, "modifiers", ())) or shaped or obj.mode == 'EDIT') \

@@ -59,12 +59,14 @@ class ReconSettings(bpy.types.PropertyGroup):
     object_source: bpy.props.EnumProperty(
         name="Object",
         items=[('FIND', "Find It", "The model finds the object (the image's alpha when it has one)"),
-               ('MASK', "Mask Image", "An image white on the object and black elsewhere, of the picture's size or proportions: e.g. "
-                                      "the Object Mask of an earlier run, painted in the Image Editor")],
+               ('MASK', "Mask Image", "An image white on the object and black elsewhere, of the picture's size or "
+                                      "proportions: e.g. the Object Mask of an earlier run, painted in the Image "
+                                      "Editor")],
         default='FIND',
     )
-    mask_image: bpy.props.PointerProperty(name="Mask", type=bpy.types.Image,
-                                          description="The object's mask: white on the object, of the picture's size or proportions")
+    mask_image: bpy.props.PointerProperty(
+        name="Mask", type=bpy.types.Image,
+        description="The object's mask: white on the object, of the picture's size or proportions")
     category: bpy.props.EnumProperty(name="Category", items=_CATEGORY_ITEMS, default='AUTO')
     detail: bpy.props.EnumProperty(name="Detail", items=_DETAIL_ITEMS, default=DEFAULT_DETAIL.upper())
     height_mm: bpy.props.FloatProperty(

@@ -317,7 +317,6 @@ def test_fill_mesh_refuses_bad_arrays_and_a_mesh_with_geometry(addon):
         bpy.data.meshes.remove(mesh)
 
 
-
 def _capture_results(addon, monkeypatch) -> list:
     """The list that each worker result the operator builds an object from is appended to."""
     operators = addon.package.operators

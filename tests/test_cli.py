@@ -926,8 +926,8 @@ def test_no_stdout_or_stderr_at_all_in_process(tmp_path, tiny_model_path, good_i
     (["--category", "guitar"], "--category 'guitar' is not a category the model knows; the categories are airplane,"),
     (["--detail", "ultra"], "--detail: invalid choice: 'ultra'"),
     (None, "the following arguments are required: -o/--output"),
-], ids=["candidates", "candidates 200", "height", "decimal comma", "thousands comma", "category misspelt", "category otherwise spelt", "category unknown", "detail",
-         "no output"])
+], ids=["candidates", "candidates 200", "height", "decimal comma", "thousands comma", "category misspelt",
+         "category otherwise spelt", "category unknown", "detail", "no output"])
 def test_an_option_error_is_one_sentence_without_the_usage(tmp_path, good_image, capsys, extra, fragment):
     """argparse printed six lines of usage, then "recon-mesh: error: ..."; now one sentence and where to look."""
     out = tmp_path / "out.stl"

@@ -633,8 +633,8 @@ def test_staged_writes_replace_the_earlier_files_only_once_every_new_one_is_writ
         renamed.append(dst)
         os.rename(src, dst)
 
-    with pytest.raises(ExportError, match=rf"^Cannot write {re.escape(str(b))}: Input/output error \({re.escape(str(a))} "
-                       r"was written\)\. Choose a writable location\.$"):  # exit code 2, in one sentence
+    with pytest.raises(ExportError, match=rf"^Cannot write {re.escape(str(b))}: Input/output error "  # exit 2, one
+                       rf"\({re.escape(str(a))} was written\)\. Choose a writable location\.$"):  # sentence
         with export.staged_writes():
             export.atomic_write_bytes(a, b"fourth a")
             export.atomic_write_bytes(b, b"fourth b")

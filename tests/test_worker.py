@@ -1224,7 +1224,8 @@ def test_a_model_whose_files_change_is_loaded_again_before_the_next_request(tmp_
     faces = {rid: worker.decode_array(m["faces"]).shape[0] for rid, m in answers.items() if m["type"] == "result"}
     first = 2 * ModelConfig(**TINY).vertices - 4
     assert faces == {"first": first, "same": first, "changed": 2 * other - 4, "whole": 2 * other - 4}, faces
-    reloads = [m["id"] for m in messages if m["type"] == "progress" and m["stage"].startswith("loading the model again")]
+    reloads = [m["id"] for m in messages
+               if m["type"] == "progress" and m["stage"].startswith("loading the model again")]
     assert reloads == ["changed", "half", "whole"]  # not before an unchanged model's request
     assert answers["half"]["kind"] == "WeightsError" and not answers["half"]["fatal"]
     assert answers["half"]["message"].startswith("The model's files changed since the worker loaded them, and loading "

@@ -120,9 +120,8 @@ def collect_scores(model_path: str | None, samples, styles=CALIBRATION_STYLES, b
     from training.eval_data import load_input
 
     rec = Reconstructor.from_file(model_path, finder=False)
-    index = SYNSET_INDEX
     scores, heads, labels, names = [], [], [], []
-    todo = [(s, st) for s in samples if s.entry.synset in index for st in styles]
+    todo = [(s, st) for s in samples if s.entry.synset in SYNSET_INDEX for st in styles]
     for sample, style in tqdm(todo, desc="calibrate", unit="picture", disable=not progress):
         rgb, alpha, _, _ = load_input(sample, style, backgrounds)
         if alpha is None and finder is not None:
@@ -130,7 +129,7 @@ def collect_scores(model_path: str | None, samples, styles=CALIBRATION_STYLES, b
         fused, head = rec.category_scores(rgb, alpha)
         scores.append(fused)
         heads.append(head)
-        labels.append(index[sample.entry.synset])
+        labels.append(SYNSET_INDEX[sample.entry.synset])
         names.append(style)
     k = len(CATEGORIES)
     return np.array(scores).reshape(-1, k), np.array(heads).reshape(-1, k), np.array(labels, dtype=np.int64), names

@@ -32,7 +32,6 @@ from training.config import LossConfig, load_train_config
 __all__ = ["fit_sphere", "main"]
 
 
-
 def fit_sphere(
     points: torch.Tensor,
     normals: torch.Tensor,

@@ -44,7 +44,6 @@ __all__ = ["STYLES", "collect", "train_branch", "accuracy_by_style", "main"]
 log = logging.getLogger("recon-train-category")
 
 
-
 def collect(model: str | None, samples: list, styles, backgrounds: str, progress: bool = True
             ) -> dict[str, object]:
     """Each sample in each style as the branch sees it: ``{"feats": (N, C, h, w) float16, "labels": (N,) long,

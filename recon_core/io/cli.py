@@ -333,20 +333,9 @@ def _open_closed_streams() -> None:
             os.close(devnull)
             devnull = fd
         setattr(sys, name, open(devnull, mode, closefd=taken, encoding="utf-8"))
+    from recon_core.io.notes import escape_what_streams_cannot_show
+
     escape_what_streams_cannot_show()
-
-
-def escape_what_streams_cannot_show() -> None:
-    """Let stdout and stderr escape what their encoding cannot show ("✓", a path's accents or an object's name in
-    Chinese, on an ASCII stream or a Windows console's cp1252 when redirected), rather than raise UnicodeEncodeError
-    once the files are written (recon-mesh, and ``python -m recon_core.io.export``). A stream in UTF-8 mode's
-    surrogateescape is left: it keeps a path's own bytes."""
-    for stream in (sys.stdout, sys.stderr):
-        if getattr(stream, "errors", None) == "strict":
-            try:
-                stream.reconfigure(errors="backslashreplace")
-            except (AttributeError, ValueError):  # a stream without reconfigure, or closed
-                pass
 
 
 def _same_file(a: Path, b: Path) -> bool:

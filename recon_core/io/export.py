@@ -40,9 +40,9 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["EXPORT_FORMATS", "ExportError", "OUTPUT_TO_Z_UP", "GLB_METRES_PER_MM", "atomic_write_bytes",
-           "staged_writes", "current_umask", "unwritable_reason", "name_too_long", "os_error_sentence", "export_mesh", "write_3mf",
-           "write_stl", "refuse_a_bare_extension", "on_plate", "on_3mf_plate", "PLATE_CENTRE_MM", "stl_bytes",
-           "print_notes", "main"]
+           "staged_writes", "current_umask", "unwritable_reason", "name_too_long", "os_error_sentence", "export_mesh",
+           "write_3mf", "write_stl", "refuse_a_bare_extension", "on_plate", "on_3mf_plate", "PLATE_CENTRE_MM",
+           "stl_bytes", "print_notes", "main"]
 
 EXPORT_FORMATS = (".obj", ".stl", ".ply", ".glb", ".3mf")
 _Z_UP_FORMATS = (".stl", ".ply", ".3mf")
@@ -531,11 +531,10 @@ def export_mesh(verts: np.ndarray, faces: np.ndarray, path: str | os.PathLike, n
 USAGE = "usage: python -m recon_core.io.export MESHES.npz OUT.{3mf,stl}"
 
 
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m recon_core.io.export MESHES.npz OUT.3mf`` (or ``OUT.stl``): the add-on's writer of files to print
     (see the module docstring)."""
-    from recon_core.io.cli import escape_what_streams_cannot_show  # light: no numpy, no torch
+    from recon_core.io.notes import escape_what_streams_cannot_show
 
     args = sys.argv[1:] if argv is None else argv
     escape_what_streams_cannot_show()

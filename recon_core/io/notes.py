@@ -1,20 +1,23 @@
 """How the notes write numbers, and the sentences ``recon-mesh``, the worker and the add-on's exports share (and how
-likely a candidate is, in words, for recon-mesh, its preview and the worker).
+likely a candidate is, in words, for recon-mesh, its preview and the worker), and how a script's standard streams
+show what their encoding cannot.
 
-Light (numpy at most, no torch): ``python -m recon_core.io.export``, which the add-on runs to write a file to print,
-imports it.
+Light (numpy only where a size is measured, no torch): ``python -m recon_core.io.export``, which the add-on runs to
+write a file to print, imports it.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import numpy as np
 
 __all__ = ["mm", "share", "thin_wall_figures", "plate_note", "output_size", "likelihood_text", "likelihood_said",
-           "ADDON_CONTROLS", "for_command_line", "LARGER_THAN_PRINTERS", "PLATE_MM", "AGAINST_THE_LIKELIEST"]
+           "ADDON_CONTROLS", "for_command_line", "escape_what_streams_cannot_show", "LARGER_THAN_PRINTERS", "PLATE_MM",
+           "AGAINST_THE_LIKELIEST"]
 
 PLATE_MM = 256.0
 """The side of a large printer's build volume, in millimetres (256 x 256 x 256 mm: Bambu Lab's X1 and P1; Prusa's MK4
@@ -122,3 +125,16 @@ def for_command_line(text: str) -> str:
     for pattern, replacement in _ADDON_WORDS:
         text = pattern.sub(replacement, text)
     return text
+
+
+def escape_what_streams_cannot_show() -> None:
+    """Let stdout and stderr escape what their encoding cannot show ("✓", a path's accents or an object's name in
+    Chinese, on an ASCII stream or a Windows console's cp1252 when redirected), rather than raise UnicodeEncodeError
+    once the files are written (recon-mesh, and ``python -m recon_core.io.export``). A stream in UTF-8 mode's
+    surrogateescape is left: it keeps a path's own bytes."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict":
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (AttributeError, ValueError):  # a stream without reconfigure, or closed
+                pass
